@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs the system tools that the tests and the demo use for real (no mocks):
+#   gcc, gcc-arm-none-eabi, libnewlib-arm-none-eabi  compile the exported C detectors (host and Cortex-M4)
+#   qemu-system-arm                                  run the Cortex-M build and count its work
+#   nmap                                             scan a device's ports from outside
+#   sslscan                                          an external TLS scanner against the fleet server
+#   tmux                                             drive the local readout as a person would
+#   iproute2                                         network namespaces and `ss`
+#   libseccomp2                                      the kernel filter under the sandboxed application
+# Skips apt entirely when everything is already there, so a second run costs nothing.
+set -euo pipefail
+packages=(gcc gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm nmap sslscan tmux iproute2 libseccomp2)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "system tools: all present"
+  exit 0
+fi
+echo "system tools: installing ${missing[*]}"
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "system tools: installed"

@@ -1,0 +1,3 @@
+from tinyward.cli.main import main
+
+main()

@@ -1,0 +1,8 @@
+"""`tinyward` commands for the app area (see cli/main.py for how they are registered)."""
+
+from __future__ import annotations
+
+import click
+
+COMMANDS: list[click.Command] = []
+BENCH_COMMANDS: list[click.Command] = []
