@@ -1,0 +1,198 @@
+"""COSE_Sign1 with ES256 (RFC 9052 §4.2, RFC 9053 §2.1), sans-IO.
+
+Every signed thing tinyward sends — attestation tokens, reports, update manifests — is a
+COSE_Sign1 message. This module is the one place that builds and checks them, so the
+rules live once:
+
+- The only algorithm is ES256 (ECDSA P-256 with SHA-256, COSE alg -7). An unknown or
+  missing algorithm in the *protected* header is refused: fail closed.
+- The signature is the 64-byte ``r || s`` form COSE requires (not DER).
+- Decoding takes hostile bytes and a size limit; anything other than a well-formed
+  COSE_Sign1 raises :class:`MalformedCose`, a bad signature :class:`BadSignature`.
+
+CBOR itself comes from ``cbor2`` and ECDSA from ``cryptography``: nothing is hand-rolled.
+Signing goes through a :class:`Signer` so that private keys stay in the keystore.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import cbor2
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import (
+    decode_dss_signature,
+    encode_dss_signature,
+)
+
+from tinyward.errors import BadInput
+
+COSE_SIGN1_TAG = 18
+HEADER_ALG = 1
+HEADER_CONTENT_TYPE = 3
+HEADER_KID = 4
+ALG_ES256 = -7
+ES256_SIGNATURE_BYTES = 64
+DEFAULT_MAX_BYTES = 64 * 1024
+
+
+class MalformedCose(BadInput):
+    """The bytes are not a well-formed COSE_Sign1 message tinyward accepts."""
+
+
+class BadSignature(BadInput):
+    """The COSE_Sign1 signature does not verify with the given public key."""
+
+
+class Signer(Protocol):
+    """Signs with ES256 without handing out the private key (see ``trust.keystore``)."""
+
+    def sign_es256(self, message: bytes) -> bytes:
+        """Return the 64-byte ``r || s`` ECDSA P-256/SHA-256 signature of ``message``."""
+        ...
+
+    def public_key(self) -> ec.EllipticCurvePublicKey:
+        """The public half of the signing key."""
+        ...
+
+
+def der_to_raw_signature(der: bytes) -> bytes:
+    """Convert a DER ECDSA P-256 signature (as ``cryptography`` makes) to COSE ``r || s``."""
+    r, s = decode_dss_signature(der)
+    return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+
+
+def raw_to_der_signature(raw: bytes) -> bytes:
+    """Convert a COSE ``r || s`` signature to DER. Raises :class:`BadSignature` on a bad length."""
+    if len(raw) != ES256_SIGNATURE_BYTES:
+        raise BadSignature(f"ES256 signature must be 64 bytes, got {len(raw)}")
+    return encode_dss_signature(int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big"))
+
+
+def verify_es256(public_key: ec.EllipticCurvePublicKey, signature: bytes, message: bytes) -> None:
+    """Check a raw ES256 signature. Raises :class:`BadSignature`."""
+    if not isinstance(public_key, ec.EllipticCurvePublicKey) or not isinstance(
+        public_key.curve, ec.SECP256R1
+    ):
+        raise BadSignature("the verification key is not an ECDSA P-256 key")
+    try:
+        public_key.verify(raw_to_der_signature(signature), message, ec.ECDSA(hashes.SHA256()))
+    except InvalidSignature:
+        raise BadSignature("the signature does not verify with the expected key") from None
+
+
+@dataclass(frozen=True)
+class Sign1:
+    """A decoded, *not yet verified* COSE_Sign1 message."""
+
+    protected_bytes: bytes
+    protected: dict[Any, Any]
+    unprotected: dict[Any, Any]
+    payload: bytes
+    signature: bytes
+    external_aad: bytes = field(default=b"")
+
+    @property
+    def kid(self) -> bytes | None:
+        """The key identifier (protected header first, then unprotected), if any."""
+        kid = self.protected.get(HEADER_KID, self.unprotected.get(HEADER_KID))
+        return kid if isinstance(kid, bytes) else None
+
+    def to_be_signed(self, external_aad: bytes = b"") -> bytes:
+        """The ``Sig_structure`` (RFC 9052 §4.4) that the signature covers."""
+        return _sig_structure(self.protected_bytes, external_aad, self.payload)
+
+    def verify(self, public_key: ec.EllipticCurvePublicKey, external_aad: bytes = b"") -> bytes:
+        """Verify the signature and return the payload. Raises :class:`BadSignature`."""
+        verify_es256(public_key, self.signature, self.to_be_signed(external_aad))
+        return self.payload
+
+
+def _sig_structure(protected_bytes: bytes, external_aad: bytes, payload: bytes) -> bytes:
+    return cbor2.dumps(["Signature1", protected_bytes, external_aad, payload])
+
+
+def sign1(
+    payload: bytes,
+    signer: Signer,
+    *,
+    protected_extra: dict[Any, Any] | None = None,
+    unprotected: dict[Any, Any] | None = None,
+    external_aad: bytes = b"",
+    tagged: bool = True,
+) -> bytes:
+    """Build a COSE_Sign1 message over ``payload`` signed with ES256 by ``signer``."""
+    protected: dict[Any, Any] = {HEADER_ALG: ALG_ES256}
+    protected.update(protected_extra or {})
+    protected_bytes = cbor2.dumps(protected, canonical=True)
+    signature = signer.sign_es256(_sig_structure(protected_bytes, external_aad, payload))
+    if len(signature) != ES256_SIGNATURE_BYTES:
+        raise ValueError("signer returned a signature that is not 64 bytes (r || s)")
+    message = [protected_bytes, dict(unprotected or {}), payload, signature]
+    return cbor2.dumps(cbor2.CBORTag(COSE_SIGN1_TAG, message) if tagged else message)
+
+
+def decode_sign1(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Sign1:
+    """Parse hostile bytes as an ES256 COSE_Sign1 (tagged or untagged).
+
+    Raises :class:`MalformedCose` for anything else: too long, not CBOR, trailing bytes,
+    the wrong structure, a detached payload, or an algorithm other than ES256.
+    """
+    if not isinstance(data, (bytes, bytearray)):
+        raise MalformedCose("a COSE_Sign1 message must be bytes")
+    if len(data) > max_bytes:
+        raise MalformedCose(f"message is {len(data)} bytes, over the {max_bytes}-byte limit")
+    if not data:
+        raise MalformedCose("message is empty")
+    obj = _loads_exactly(bytes(data), "message")
+    if isinstance(obj, cbor2.CBORTag):
+        if obj.tag != COSE_SIGN1_TAG:
+            raise MalformedCose(f"CBOR tag {obj.tag} is not COSE_Sign1 (tag 18)")
+        obj = obj.value
+    if not isinstance(obj, list) or len(obj) != 4:
+        raise MalformedCose("COSE_Sign1 must be an array of 4 items")
+    protected_bytes, unprotected, payload, signature = obj
+    if not isinstance(protected_bytes, bytes):
+        raise MalformedCose("protected header must be a byte string")
+    if not isinstance(unprotected, dict):
+        raise MalformedCose("unprotected header must be a map")
+    if payload is None:
+        raise MalformedCose("detached payloads are not accepted")
+    if not isinstance(payload, bytes):
+        raise MalformedCose("payload must be a byte string")
+    if not isinstance(signature, bytes):
+        raise MalformedCose("signature must be a byte string")
+    protected = _loads_exactly(protected_bytes, "protected header") if protected_bytes else {}
+    if not isinstance(protected, dict):
+        raise MalformedCose("protected header must encode a map")
+    alg = protected.get(HEADER_ALG)
+    if HEADER_ALG in unprotected:
+        raise MalformedCose("the algorithm must be in the protected header only")
+    if alg != ALG_ES256:
+        raise MalformedCose(f"algorithm {alg!r} is not accepted (only ES256, COSE alg -7)")
+    if len(signature) != ES256_SIGNATURE_BYTES:
+        raise MalformedCose(f"ES256 signature must be 64 bytes, got {len(signature)}")
+    return Sign1(protected_bytes, protected, unprotected, payload, signature)
+
+
+def _loads_exactly(data: bytes, what: str) -> Any:
+    """cbor2.loads that refuses trailing bytes and turns every decoder failure into one error."""
+    import io
+
+    stream = io.BytesIO(data)
+    try:
+        obj = cbor2.CBORDecoder(stream).decode()
+    except (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError, RecursionError,
+            MemoryError, LookupError) as error:
+        raise MalformedCose(f"{what} is not valid CBOR: {error}") from None
+    if stream.tell() != len(data):
+        raise MalformedCose(f"{what} has {len(data) - stream.tell()} trailing bytes after the CBOR item")
+    return obj
+
+
+def loads_cbor(data: bytes, what: str) -> Any:
+    """Decode exactly one CBOR item from hostile bytes; raises :class:`MalformedCose`."""
+    return _loads_exactly(data, what)

@@ -1,0 +1,82 @@
+import cbor2
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tinyward.trust import cose
+from tinyward.trust.cose import BadSignature, MalformedCose, decode_sign1, sign1
+
+from ..conftest import EphemeralSigner
+
+
+def test_roundtrip_verifies(signer: EphemeralSigner) -> None:
+    message = sign1(b"hello", signer, protected_extra={cose.HEADER_KID: b"k1"})
+    decoded = decode_sign1(message)
+    assert decoded.verify(signer.public_key()) == b"hello"
+    assert decoded.kid == b"k1"
+
+
+def test_wrong_key_is_bad_signature(signer: EphemeralSigner) -> None:
+    message = sign1(b"hello", signer)
+    with pytest.raises(BadSignature):
+        decode_sign1(message).verify(EphemeralSigner().public_key())
+
+
+def test_external_aad_is_bound(signer: EphemeralSigner) -> None:
+    message = sign1(b"hello", signer, external_aad=b"ctx-a")
+    decode_sign1(message).verify(signer.public_key(), external_aad=b"ctx-a")
+    with pytest.raises(BadSignature):
+        decode_sign1(message).verify(signer.public_key(), external_aad=b"ctx-b")
+
+
+def test_every_flipped_byte_is_refused(signer: EphemeralSigner) -> None:
+    message = sign1(b"payload bytes", signer)
+    for i in range(len(message)):
+        tampered = bytearray(message)
+        tampered[i] ^= 0x01
+        with pytest.raises((MalformedCose, BadSignature)):
+            decode_sign1(bytes(tampered)).verify(signer.public_key())
+
+
+def test_other_algorithm_refused(signer: EphemeralSigner) -> None:
+    message = cbor2.loads(sign1(b"x", signer))
+    message.value[0] = cbor2.dumps({1: -35})  # ES384
+    with pytest.raises(MalformedCose, match="only ES256"):
+        decode_sign1(cbor2.dumps(message))
+
+
+def test_alg_in_unprotected_refused(signer: EphemeralSigner) -> None:
+    message = cbor2.loads(sign1(b"x", signer))
+    message.value[1] = {1: -7}
+    with pytest.raises(MalformedCose, match="protected header only"):
+        decode_sign1(cbor2.dumps(message))
+
+
+@pytest.mark.parametrize(
+    "data, reason",
+    [
+        (b"", "empty"),
+        (b"\x1c", "not valid CBOR"),
+        (cbor2.dumps([1, 2, 3]), "array of 4"),
+        (cbor2.dumps(cbor2.CBORTag(98, [])), "not COSE_Sign1"),
+        (cbor2.dumps([cbor2.dumps({1: -7}), {}, None, b"s" * 64]), "detached"),
+        (b"\xa0" * 10, "trailing"),
+    ],
+)
+def test_malformed_refused_with_reason(data: bytes, reason: str) -> None:
+    with pytest.raises(MalformedCose, match=reason):
+        decode_sign1(data)
+
+
+def test_oversize_refused(signer: EphemeralSigner) -> None:
+    with pytest.raises(MalformedCose, match="limit"):
+        decode_sign1(sign1(b"x" * 2000, signer), max_bytes=1000)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_fuzz_decode_only_documented_errors(data: bytes) -> None:
+    try:
+        decode_sign1(data)
+    except MalformedCose:
+        pass
