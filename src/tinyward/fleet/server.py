@@ -28,6 +28,7 @@ import asyncio
 import hashlib
 import hmac
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -38,6 +39,7 @@ from typing import Any
 
 from aiohttp import web
 
+from tinyward._fsutil import atomic_write
 from tinyward.fleet.directory import FleetDirectory
 from tinyward.fleet.errors import BadCertificate, RevokedDevice, UnknownDevice
 from tinyward.fleet.ingest import Accept, IngestPolicy, Reject, decide
@@ -149,6 +151,21 @@ class AdminToken:
         # Constant time: the comparison must not tell how much of the digest matched.
         if not hmac.compare_digest(presented.encode("ascii"), digest.encode("ascii")):
             raise Refused(401, "bad_admin_token", "the admin token is not valid")
+
+
+def create_admin_token(fleet_dir: Path) -> str:
+    """Make a new admin bearer token for the fleet and return it (shown once, never stored).
+
+    Only its SHA-256 is written, atomically, to ``FLEET_DIR/admin-token.sha256`` (0600);
+    a new token replaces the previous one, also in a running server (re-read on change).
+
+    Raises:
+        OSError: the file cannot be written.
+    """
+    token = secrets.token_urlsafe(32)
+    digest = hashlib.sha256(token.encode("ascii")).hexdigest()
+    atomic_write(Path(fleet_dir) / ADMIN_TOKEN_FILE, (digest + "\n").encode("ascii"))
+    return token
 
 
 class _GroupCommitter:
