@@ -32,6 +32,7 @@ _SIGNATURE_ALGORITHMS = {
     SignatureAlgorithmOID.ECDSA_WITH_SHA384: "ecdsa-with-SHA384",
     SignatureAlgorithmOID.ECDSA_WITH_SHA512: "ecdsa-with-SHA512",
 }
+_MALFORMED = (ValueError, KeyError, TypeError, UnsupportedAlgorithm, x509.InvalidVersion)
 _SUBJECT_ATTRIBUTES = {
     NameOID.ORGANIZATION_NAME: "O",
     NameOID.ORGANIZATIONAL_UNIT_NAME: "OU",
@@ -152,12 +153,14 @@ def parse_enrolment_request(
             raise BadEnrolmentRequest(f"block {number} is a {label!r}, not a {CSR_LABEL!r}")
         try:
             csr = x509.load_pem_x509_csr(block)
-        except ValueError:
+            # cryptography decodes fields lazily, so hostile DER can still fail here;
+            # the exception types it uses for that are listed in _MALFORMED.
+            fields = _subject_fields(csr, where)
+            purpose = fields["OU"]
+            where = f"CSR {number} ({purpose})"
+            _check_csr(csr, where)
+        except _MALFORMED:
             raise BadEnrolmentRequest(f"{where} is not a valid PKCS#10 CSR") from None
-        fields = _subject_fields(csr, where)
-        purpose = fields["OU"]
-        where = f"CSR {number} ({purpose})"
-        _check_csr(csr, where)
         if purpose in by_purpose:
             raise BadEnrolmentRequest(f"two CSRs for purpose {purpose!r}; send one per purpose")
         by_purpose[purpose] = csr

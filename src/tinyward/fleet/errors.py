@@ -64,3 +64,7 @@ class RevokedDevice(BadCertificate):
 
 class FleetExists(Misuse):
     """``Fleet.init`` was pointed at a folder that already holds a fleet or other files."""
+
+
+class WeakPassphrase(BadInput):
+    """A new fleet passphrase was refused as too short."""
