@@ -18,6 +18,8 @@ PASSPHRASE_ENV = "TINYWARD_FLEET_PASSPHRASE"
 
 def _passphrase() -> bytes:
     value = os.environ.get(PASSPHRASE_ENV)
+    if value is None:
+        value = click.prompt("Fleet passphrase", hide_input=True)
     if not value:
         raise Misuse(f"set {PASSPHRASE_ENV} to the fleet passphrase (it opens the server key)")
     return value.encode("utf-8")

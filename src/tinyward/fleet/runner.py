@@ -179,7 +179,11 @@ class ServerThread:
 
 
 def _worker(fleet_dir: Path, passphrase: bytes, db_url: str, config: ServerConfig,
-            sock: socket.socket, announce: Callable[[int], None] | None) -> None:
+            sock: socket.socket, announce: Callable[[int], None] | None,
+            inherited: socket.socket | None = None) -> None:
+    if inherited is not None:  # a forked worker must not hold the parent's listening socket
+        inherited.close()
+
     async def main() -> None:
         fleet = Fleet.open(fleet_dir)
         context = server_ssl_context(fleet, passphrase)
@@ -220,7 +224,8 @@ def serve_forever(fleet_dir: Path, passphrase: bytes, db_url: str, host: str, po
         for _ in range(workers - 1):
             child_sock = bind(host, port, reuse_port=True)
             child = context.Process(target=_worker, daemon=True,
-                                    args=(fleet_dir, passphrase, db_url, config, child_sock, None))
+                                    args=(fleet_dir, passphrase, db_url, config, child_sock, None,
+                                          sock))
             child.start()
             child_sock.close()
             children.append(child)
