@@ -183,10 +183,10 @@ def test_self_signed_certificate_refused_at_handshake(running: Running, tmp_path
 def test_tls12_client_refused(running: Running) -> None:
     context = running.anonymous_context()
     context.minimum_version = context.maximum_version = ssl.TLSVersion.TLSv1_2
-    with pytest.raises(ssl.SSLError):
-        with socket.create_connection(("127.0.0.1", running.server.port), timeout=20) as raw:
-            with context.wrap_socket(raw, server_hostname="127.0.0.1"):
-                pass
+    with pytest.raises(ssl.SSLError), socket.create_connection(
+            ("127.0.0.1", running.server.port), timeout=20) as raw, context.wrap_socket(
+            raw, server_hostname="127.0.0.1"):
+        pass
 
 
 def test_report_certificate_is_not_a_tls_certificate(running: Running, tmp_path: Path) -> None:

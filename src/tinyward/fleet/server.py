@@ -192,7 +192,7 @@ class _GroupCommitter:
                 try:
                     stored = await loop.run_in_executor(
                         self._executor, self._store.append_many, groups, int(time.time()))
-                except Exception as error:  # storage failure: nobody is acknowledged
+                except Exception as error:  # noqa: BLE001 - any storage failure: nobody is acked
                     for _, _, future in batch:
                         if not future.done():
                             future.set_exception(error)
@@ -309,7 +309,7 @@ class FleetServer:
     async def _commit(self, device_id: str, items: list[tuple[Report, bytes]]) -> int:
         try:
             stored = await self._committer.append(device_id, items)
-        except Exception:
+        except Exception:  # noqa: BLE001 - sqlite3.Error, OSError …: refuse, never ack
             self._seq_cache.pop(device_id, None)
             raise Refused(503, "storage_unavailable",
                           "the report could not be stored; it was not acknowledged, retry later"
@@ -462,7 +462,7 @@ async def _json_errors(request: web.Request,
         code = _HTTP_CODES.get(error.status, "error")
         reason = error.reason if error.status != 413 else "the request body is too large"
         return error_response(error.status, code, reason, headers)
-    except Exception:
+    except Exception:  # noqa: BLE001 - last resort so that even a bug answers JSON
         # A bug, not bad input: log it with its traceback, answer without details.
         _log.exception("internal error handling %s %s", request.method, request.path)
         return error_response(500, "internal_error", "the server failed; nothing was stored")
