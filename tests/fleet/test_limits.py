@@ -17,7 +17,7 @@ import pytest
 
 from tinyward.fleet.server import ServerConfig
 
-from .conftest import Running, start_running
+from .serverkit import Running, start_running
 
 CONFIG = ServerConfig(rate_per_second=0.01, burst=3, max_connections_per_ip=4,
                       handshake_timeout=1.0, idle_timeout=1.0, body_timeout=1.0)

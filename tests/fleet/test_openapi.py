@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from .conftest import Running
+from .serverkit import Running, running_server
 
 # Reports are opaque bytes on the wire: send them as schemathesis sends octet streams.
 schemathesis.serializer.alias(["application/cose", "application/cbor"], "application/octet-stream")
@@ -20,6 +21,11 @@ DOCUMENT = json.loads(resources.files("tinyward.fleet").joinpath("openapi.json")
 SCHEMA = schemathesis.openapi.from_dict(DOCUMENT)
 OPERATIONS = {(op.method.upper(), op.path): op
               for op in (result.ok() for result in SCHEMA.get_all_operations())}
+
+@pytest.fixture(scope="module", name="running")
+def _running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    yield from running_server(tmp_path_factory, ("a", "b", "c", "revoked"))
+
 
 
 def _base(running: Running) -> str:

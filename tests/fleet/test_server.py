@@ -6,6 +6,7 @@ import http.client
 import socket
 import ssl
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import cbor2
@@ -15,7 +16,13 @@ from tinyward.fleet.pki import Fleet
 from tinyward.fleet.simdevice import SimulatedDevice
 from tinyward.trust import cose
 
-from .conftest import COSE_TYPE, PASSPHRASE, Running
+from .serverkit import COSE_TYPE, PASSPHRASE, Running, running_server
+
+
+@pytest.fixture(scope="module", name="running")
+def _running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    yield from running_server(tmp_path_factory, ("a", "b", "c", "revoked"))
+
 
 
 def _stored(running: Running, name: str) -> tuple[int, int]:

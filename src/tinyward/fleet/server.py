@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from tinyward._fsutil import atomic_write
 from tinyward.fleet.directory import FleetDirectory
@@ -350,8 +351,10 @@ class FleetServer:
         now = int(self.clock())
         accepted: list[tuple[Report, bytes]] = []
         results: list[dict[str, Any]] = []
+        # The same device for every item: look it up once per request, not once per report.
+        snapshot = _OneDevice(device_id, self.directory)
         for item in items:
-            decision = decide(item, device_id, self.directory, last, now, self.config.policy)
+            decision = decide(item, device_id, snapshot, last, now, self.config.policy)
             if isinstance(decision, Accept):
                 accepted.append((decision.report, decision.raw))
                 last = decision.report.seq
@@ -427,6 +430,21 @@ class FleetServer:
 
         return web.json_response(await self._store_call(collect),
                                  headers={"Cache-Control": "no-store"})
+
+
+class _OneDevice:
+    """A DeviceDirectory answering for one device, from one lookup (per batch request)."""
+
+    def __init__(self, device_id: str, directory: FleetDirectory) -> None:
+        self._device_id = device_id
+        self._revoked = directory.is_revoked(device_id)
+        self._key = directory.report_key(device_id)
+
+    def report_key(self, device_id: str) -> ec.EllipticCurvePublicKey | None:
+        return self._key if device_id == self._device_id else None
+
+    def is_revoked(self, device_id: str) -> bool:
+        return self._revoked if device_id == self._device_id else True
 
 
 def _reject_response(decision: Reject) -> web.Response:
