@@ -98,17 +98,18 @@ async def _device(port: int, context: ssl.SSLContext, bodies: list[bytes], path:
 
 def _start_server(fleet_dir: Path, db: Path, workers: int) -> tuple[subprocess.Popen[str], int]:
     env = dict(os.environ, TINYWARD_FLEET_PASSPHRASE=PASSPHRASE)
+    log = db.with_suffix(".log")
     process = subprocess.Popen(
         [sys.executable, "-m", "tinyward", "fleet", "serve", str(fleet_dir), "--port", "0",
          "--db", f"sqlite:///{db}", "--workers", str(workers), "--rate", "1000000",
          "--burst", "1000000", "--max-connections-per-ip", "100000"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    assert process.stdout is not None
-    line = process.stdout.readline()
+        stdout=subprocess.PIPE, stderr=log.open("w"), text=True, env=env)
+    line = process.stdout.readline() if process.stdout is not None else ""
     match = re.search(r"https://[^:]+:(\d+)", line)
     if not match:
         process.kill()
-        raise RuntimeError(f"the fleet server did not start: {line}{process.stderr.read()}")
+        process.wait(30)
+        raise RuntimeError(f"the fleet server did not start: {line}{log.read_text()[-2000:]}")
     time.sleep(0.5)  # let the other workers bind before the load starts
     return process, int(match.group(1))
 

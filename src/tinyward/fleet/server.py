@@ -448,7 +448,8 @@ class _OneDevice:
 
 
 def _reject_response(decision: Reject) -> web.Response:
-    extra = {} if decision.stored_seq is None else {"stored_seq": decision.stored_seq}
+    extra: dict[str, Any] = {} if decision.stored_seq is None else {
+        "stored_seq": decision.stored_seq}
     return error_response(decision.status, decision.code, decision.reason, **extra)
 
 
