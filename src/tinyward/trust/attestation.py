@@ -482,6 +482,11 @@ def _component(entry: Any, index: int, config: TokenConfig) -> SoftwareComponent
     key, name = KEY_SOFTWARE_COMPONENTS, "software_components"
     if not isinstance(entry, Mapping):
         raise BadClaim(name, key, f"must be a map, got {_cbor_type(entry)}", index=index)
+    for attr in entry:
+        # A float 2.0 or a boolean true would otherwise match the integer keys 2 and 1.
+        if not _is_int(attr) and not isinstance(attr, str):
+            raise BadClaim(name, key, f"attribute key {attr!r} is neither an integer nor text",
+                           index=index)
 
     def hash_field(attr: int, field_name: str) -> bytes:
         if attr not in entry:
