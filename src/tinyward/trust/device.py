@@ -19,7 +19,10 @@ storage. No secret ever leaves the device, and provisioning a folder twice is re
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +47,13 @@ KEY_PURPOSES: dict[str, KeyUsage] = {
     "attestation": KeyUsage.SIGN_ATTESTATION,
 }
 _TRUST_RECORD = "fleet-trust"
+#: PSA Implementation ID: names the implementation of the root of trust (here, tinyward's
+#: software stand-in), not the device; the same for every device of this implementation.
+IMPLEMENTATION_ID = hashlib.sha256(b"tinyward software root of trust / FileRootOfTrust").digest()
+#: The caller of the attestation service: the trusted core itself, a secure partition (> 0).
+CLIENT_ID = 1
+#: A fresh random value per boot (per process here), as the PSA boot seed claim requires.
+_BOOT_SEED = os.urandom(32)
 
 
 class DeviceExists(Misuse):
@@ -223,6 +233,40 @@ class Device:
         record = cbor2.loads(self.storage.read(_TRUST_RECORD))
         return FleetTrust(record["fleet_id"], record["root_ca"], record["device_ca"],
                           record["server_spki_sha256"])
+
+    # ---- attestation -------------------------------------------------------------------
+
+    def attestation_token(
+        self,
+        nonce: bytes,
+        *,
+        mode: str = "connected",
+        measured: Sequence[tuple[str, Sequence[Path]]] = (),
+    ) -> bytes:
+        """A PSA attestation token (RFC 9783) answering ``nonce``, signed by the attestation key.
+
+        Software components: the tinyward code (the trusted core) and each
+        ``(measurement_type, paths)`` in ``measured`` — e.g. ``("App", [app_dir])`` and
+        ``("App_CONFIG", [model_file])``. Raises ``TokenMisuse`` for a bad nonce size and
+        ``MeasurementError`` for an unreadable path.
+        """
+        from tinyward.trust import attestation as psa
+
+        components = [psa.measure_tinyward_code()]
+        components += [psa.measure_files(list(paths), kind, psa.UNSIGNED_SIGNER_ID)
+                       for kind, paths in measured]
+        lifecycle = psa.LIFECYCLE_SECURED if self.provisioned else psa.LIFECYCLE_PSA_ROT_PROVISIONING
+        claims = psa.PsaClaims(
+            nonce=nonce,
+            instance_id=self.instance_id,
+            implementation_id=IMPLEMENTATION_ID,
+            security_lifecycle=lifecycle,
+            boot_seed=_BOOT_SEED,
+            client_id=CLIENT_ID,
+            software_components=tuple(components),
+            operating_mode=mode,
+        )
+        return psa.encode_token(claims, self.signer("attestation"))
 
     def status(self) -> dict[str, Any]:
         """A public summary for people and logs (no secrets)."""
