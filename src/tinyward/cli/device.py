@@ -125,10 +125,10 @@ def readout_enrol_command(directory: Path, kind: str, chosen_pin: str | None) ->
               help="Application code to measure into the token (repeatable).")
 @click.option("--model", "model_paths", multiple=True, type=click.Path(path_type=Path, exists=True),
               help="Model files to measure into the token (repeatable).")
-@click.option("--mode", type=click.Choice(["connected", "air-gapped"]), default="connected",
-              show_default=True, help="The operating mode claimed in the token.")
+@click.option("--mode", type=click.Choice(["connected", "air-gapped"]), default=None,
+              help="The operating mode claimed in the token [default: the device's mode].")
 def attest_command(directory: Path, nonce: str, output: Path, app_paths: tuple[Path, ...],
-                   model_paths: tuple[Path, ...], mode: str) -> None:
+                   model_paths: tuple[Path, ...], mode: str | None) -> None:
     """Make a PSA attestation token (RFC 9783) answering NONCE, signed by the device."""
     measured = []
     if app_paths:

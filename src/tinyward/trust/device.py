@@ -47,6 +47,8 @@ KEY_PURPOSES: dict[str, KeyUsage] = {
     "attestation": KeyUsage.SIGN_ATTESTATION,
 }
 _TRUST_RECORD = "fleet-trust"
+_MODE_RECORD = "device.mode"
+MODES = ("connected", "air-gapped")
 #: PSA Implementation ID: names the implementation of the root of trust (here, tinyward's
 #: software stand-in), not the device; the same for every device of this implementation.
 IMPLEMENTATION_ID = hashlib.sha256(b"tinyward software root of trust / FileRootOfTrust").digest()
@@ -234,13 +236,29 @@ class Device:
         return FleetTrust(record["fleet_id"], record["root_ca"], record["device_ca"],
                           record["server_spki_sha256"])
 
+    # ---- operating mode ----------------------------------------------------------------
+
+    @property
+    def mode(self) -> str:
+        """``"connected"`` (the default) or ``"air-gapped"``, as last set by the device runner."""
+        if not self.storage.exists(_MODE_RECORD):
+            return "connected"
+        mode = self.storage.read(_MODE_RECORD).decode("ascii", "replace")
+        return mode if mode in MODES else "connected"
+
+    def set_mode(self, mode: str) -> None:
+        if mode not in MODES:
+            raise Misuse(f"mode must be one of {MODES}, not {mode!r}")
+        if mode != self.mode:
+            self.storage.write(_MODE_RECORD, mode.encode("ascii"))
+
     # ---- attestation -------------------------------------------------------------------
 
     def attestation_token(
         self,
         nonce: bytes,
         *,
-        mode: str = "connected",
+        mode: str | None = None,
         measured: Sequence[tuple[str, Sequence[Path]]] = (),
     ) -> bytes:
         """A PSA attestation token (RFC 9783) answering ``nonce``, signed by the attestation key.
@@ -264,7 +282,7 @@ class Device:
             boot_seed=_BOOT_SEED,
             client_id=CLIENT_ID,
             software_components=tuple(components),
-            operating_mode=mode,
+            operating_mode=mode or self.mode,
         )
         return psa.encode_token(claims, self.signer("attestation"))
 
@@ -273,6 +291,7 @@ class Device:
         return {
             "device_id": self.device_id,
             "state": "provisioned" if self.provisioned else "initialised",
+            "mode": self.mode,
             "fleet_id": self.fleet_trust().fleet_id if self.provisioned else None,
             "root_of_trust": self.root.description,
             "hardware_backed": self.root.hardware_backed,
