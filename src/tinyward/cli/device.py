@@ -151,6 +151,43 @@ def _hex_nonce(text: str) -> bytes:
     return nonce
 
 
+@device.command("readout")
+@click.argument("directory", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option("--idle-lock", default=60.0, show_default=True, type=click.FloatRange(1, 3600),
+              help="Lock again after this many seconds without a key.")
+def readout_command(directory: Path, idle_lock: float) -> None:
+    """The local readout (stands in for the device's e-ink display).
+
+    Locked until you enter the device's TOTP code or PIN; failed codes make you wait
+    longer and longer, even across restarts. Once unlocked: r refresh, q signed report as
+    a QR code, l lock, x exit. The readout process cannot open network sockets.
+    """
+    from tinyward.readout.screen import ReadoutScreen
+
+    ReadoutScreen(Device.open(directory), console, idle_lock=idle_lock).run()
+
+
+@device.command("run")
+@click.argument("directory", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option("--air-gapped", is_flag=True,
+              help="Use no network at all (enforced by a kernel filter on the whole process tree).")
+@click.option("--interval", default=1.0, show_default=True, type=click.FloatRange(0.05, 3600),
+              help="Seconds between results.")
+@click.option("--duration", default=None, type=click.FloatRange(0.1, None),
+              help="Stop after this many seconds [default: run until SIGTERM or Ctrl-C].")
+def run_command(directory: Path, air_gapped: bool, interval: float, duration: float | None) -> None:
+    """Run the device: read the sensor, run the application, report (or display) results."""
+    if not air_gapped:
+        raise click.UsageError("connected mode is `tinyward device run DIR --server URL` (see --help)")
+    from tinyward.readout.airgapped import SimulatedDoorwayCounter, run_air_gapped
+
+    dev = Device.open(directory)
+    console.print(f"device {dev.device_id[:16]}… running air-gapped: network sockets are refused "
+                  "by a seccomp filter on this process tree")
+    final = run_air_gapped(dev, SimulatedDoorwayCounter(), interval=interval, duration=duration)
+    console.print(f"stopped; latest results: {list(final.results[-1:])}")
+
+
 @device.command("status")
 @click.argument("directory", type=click.Path(path_type=Path, exists=True, file_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
