@@ -35,27 +35,29 @@ class Tmux:
         if shutil.which("tmux") is None:
             pytest.fail("tmux is not installed: run scripts/install-system-deps.sh")
         self.name = f"tw-{uuid.uuid4().hex[:8]}"
+        # A tmux server of its own per session: no race with another test's server exiting.
+        self.tmux = ["tmux", "-L", self.name]
         self.cwd = cwd
         self.start(command)
 
     def start(self, command: list[str]) -> None:
         shell = " ".join(f"'{c}'" for c in command) + "; sleep 600"
-        subprocess.run(["tmux", "new-session", "-d", "-s", self.name, "-x", "140", "-y", "50",
+        subprocess.run([*self.tmux, "new-session", "-d", "-s", self.name, "-x", "140", "-y", "50",
                         "-c", str(self.cwd), shell], check=True)
 
     def pane_pid(self) -> int:
-        out = subprocess.run(["tmux", "list-panes", "-t", self.name, "-F", "#{pane_pid}"],
+        out = subprocess.run([*self.tmux, "list-panes", "-t", self.name, "-F", "#{pane_pid}"],
                              capture_output=True, text=True, check=True).stdout
         return int(out.split()[0])
 
     def send(self, text: str, enter: bool = True) -> None:
-        args = ["tmux", "send-keys", "-t", self.name, "-l", text]
+        args = [*self.tmux, "send-keys", "-t", self.name, "-l", text]
         subprocess.run(args, check=True)
         if enter:
-            subprocess.run(["tmux", "send-keys", "-t", self.name, "Enter"], check=True)
+            subprocess.run([*self.tmux, "send-keys", "-t", self.name, "Enter"], check=True)
 
     def screen(self) -> str:
-        return subprocess.run(["tmux", "capture-pane", "-t", self.name, "-p", "-S", "-3000"],
+        return subprocess.run([*self.tmux, "capture-pane", "-t", self.name, "-p", "-S", "-3000"],
                               capture_output=True, text=True, check=True).stdout
 
     def wait_for(self, needle: str, timeout: float = 20.0, after: int = 0) -> str:
@@ -68,7 +70,7 @@ class Tmux:
         raise AssertionError(f"{needle!r} did not appear on screen:\n{self.screen()[-3000:]}")
 
     def kill(self) -> None:
-        subprocess.run(["tmux", "kill-session", "-t", self.name], capture_output=True)
+        subprocess.run([*self.tmux, "kill-server"], capture_output=True)
 
 
 @pytest.fixture
