@@ -134,7 +134,11 @@ def devices(fleet_dir: Path) -> None:
     for device in opened.devices():
         revoked = "no"
         if device.revoked:
-            revoked = device.revoked_at.isoformat(timespec="seconds") if device.revoked_at else "yes"
+            revoked = (
+                f"yes, {device.revoked_at.isoformat(timespec='seconds')}"
+                if device.revoked_at
+                else "yes"
+            )
         table.add_row(device.device_id, device.enrolled_at.isoformat(timespec="seconds"), revoked)
     console = Console()
     if not console.is_terminal:

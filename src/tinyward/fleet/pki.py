@@ -424,18 +424,14 @@ class Fleet:
         ca_key = self._load_key(_DEVICE_CA, passphrase)
         if spki_sha256(ca_key.public_key()) != spki_sha256(self.device_ca):
             raise BadFleet("the device CA key does not match the device CA certificate")
-        certificates = {
-            purpose: make_device_certificate(
-                csr.subject,
-                csr.public_key(),
-                device_id,
-                purpose,
-                self.device_ca,
-                ca_key,
-                now,  # type: ignore[arg-type]
+        certificates: dict[str, x509.Certificate] = {}
+        for purpose, csr in csrs.items():
+            key = csr.public_key()
+            if not isinstance(key, ec.EllipticCurvePublicKey):  # parse_enrolment_request checked
+                raise Misuse("parse_enrolment_request let a non-EC key through (a bug)")
+            certificates[purpose] = make_device_certificate(
+                csr.subject, key, device_id, purpose, self.device_ca, ca_key, now
             )
-            for purpose, csr in csrs.items()
-        }
         staging = Path(tempfile.mkdtemp(prefix=".enrol-", dir=self.devices_path))
         try:
             for purpose, cert in certificates.items():
