@@ -409,6 +409,7 @@ class Fleet:
             BadEnrolmentRequest: the request is refused (see ``parse_enrolment_request``).
             AlreadyEnrolled: the device is already enrolled here (revoked or not).
             WrongPassphrase: the passphrase does not open the device CA key.
+            BadFleet: the device CA is not valid at ``now``, or its key does not match.
             Misuse: naive ``now`` or empty passphrase.
         """
         now = _utc_now(now)
@@ -420,6 +421,12 @@ class Fleet:
             raise AlreadyEnrolled(
                 f"device {device_id} is already enrolled in fleet {self.fleet_id}; "
                 "a device enrols once"
+            )
+        if not self.device_ca.not_valid_before_utc <= now < self.device_ca.not_valid_after_utc:
+            raise BadFleet(
+                f"the fleet's device CA is not valid at {now.isoformat()} (valid "
+                f"{self.device_ca.not_valid_before_utc.isoformat()} to "
+                f"{self.device_ca.not_valid_after_utc.isoformat()}); it cannot issue certificates"
             )
         ca_key = self._load_key(_DEVICE_CA, passphrase)
         if spki_sha256(ca_key.public_key()) != spki_sha256(self.device_ca):
