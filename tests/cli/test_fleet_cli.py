@@ -174,3 +174,10 @@ def test_cli_help_texts(command: str) -> None:
     result = _run("fleet", command, "--help")
     assert result.exit_code == 0
     assert "Usage:" in result.output and len(result.output.splitlines()) > 4
+
+
+def test_cli_bench_fleet_prints_figures_and_baselines() -> None:
+    result = _run("bench", "fleet", "--count", "2")
+    assert result.exit_code == 0, result.output
+    for label in ("enrolments/s", "certificate verifications/s", "bare chain signature checks/s"):
+        assert label in result.output
