@@ -1,172 +1,129 @@
-"""`tinyward bench ingest`: how many reports per second the fleet server stores.
+"""Speeds of the fleet PKI, each next to the bare ``cryptography`` operation it wraps.
 
-Everything is real: a fleet made for the run, devices enrolled with real CSRs, real
-signed and padded reports (signed *before* the clock starts), the real server started as
-a subprocess (``tinyward fleet serve``, N worker processes) speaking mutual TLS 1.3, and
-SQLite committing with ``synchronous=FULL``. Each simulated device holds one TLS
-connection and sends its reports in order, waiting for each acknowledgement as a device
-does (batches of ``--batch`` reports per request; ``--batch 1`` uses ``POST /v1/reports``).
-
-The baseline printed next to the result is the single-machine cryptographic limit
-measured in the same run: ECDSA P-256 verifications per second on one core × the number
-of cores. The server cannot beat it, since it verifies every report's signature; the
-load generator shares the same cores, so the figure is honest rather than flattering.
-After the run the database is read back and every report must be there exactly once.
+Used by ``tinyward bench fleet``. A figure is operations per second; the baseline is the
+cryptographic floor of the same job done directly, so the ratio is the cost of what the
+fleet adds (parsing, checks, disk, atomic writes).
 """
 
 from __future__ import annotations
 
-import asyncio
-import os
-import re
-import sqlite3
-import ssl
-import statistics
-import subprocess
-import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import cbor2
-from cryptography.hazmat.primitives import hashes
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from tinyward.fleet.pki import Fleet
-from tinyward.fleet.simdevice import SimulatedDevice
+from tinyward.fleet.profiles import PURPOSES
+from tinyward.trust.identity import device_id
 
-PASSPHRASE = "tinyward-bench-passphrase"
+_PASSPHRASE = b"benchmark passphrase, not a secret"
 
 
 @dataclass(frozen=True)
-class IngestResult:
-    """What one run measured."""
+class Figure:
+    """One measured speed and its baseline, both in operations per second."""
 
-    devices: int
-    reports: int
-    batch: int
-    workers: int
-    seconds: float
-    stored: int
-    p50_ms: float
-    p99_ms: float
-    verify_per_core: float
-    cores: int
+    name: str
+    per_second: float
+    baseline_name: str
+    baseline_per_second: float
 
     @property
-    def reports_per_second(self) -> float:
-        return self.stored / self.seconds
-
-    @property
-    def crypto_limit(self) -> float:
-        return self.verify_per_core * self.cores
+    def ratio(self) -> float:
+        """How many times slower than the baseline (1.0 = no overhead)."""
+        return self.baseline_per_second / self.per_second
 
 
-def verifications_per_second(seconds: float = 1.0) -> float:
-    """ECDSA P-256 signature verifications per second on one core (1 KiB messages)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    public, message = key.public_key(), bytes(1024)
-    signature = key.sign(message, ec.ECDSA(hashes.SHA256()))
-    count, start = 0, time.perf_counter()
-    while (elapsed := time.perf_counter() - start) < seconds:
-        for _ in range(200):
-            public.verify(signature, message, ec.ECDSA(hashes.SHA256()))
-        count += 200
-    return count / elapsed
+def _rate(operation: Callable[[int], object], count: int) -> float:
+    start = time.perf_counter()
+    for index in range(count):
+        operation(index)
+    return count / (time.perf_counter() - start)
 
 
-async def _device(port: int, context: ssl.SSLContext, bodies: list[bytes], path: str,
-                  content_type: str, latencies: list[float]) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context,
-                                                  server_hostname="127.0.0.1")
-    try:
-        for body in bodies:
-            head = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}"
-                    f"\r\nContent-Length: {len(body)}\r\n\r\n").encode("ascii")
-            sent = time.perf_counter()
-            writer.write(head + body)
-            status_and_headers = await reader.readuntil(b"\r\n\r\n")
-            match = re.search(rb"(?i)content-length:\s*(\d+)", status_and_headers)
-            answer = await reader.readexactly(int(match.group(1)) if match else 0)
-            latencies.append(time.perf_counter() - sent)
-            if not status_and_headers.startswith(b"HTTP/1.1 200"):
-                raise RuntimeError(f"server refused a bench report: {answer[:300]!r}")
-    finally:
-        writer.close()
+def _request(keys: dict[str, ec.EllipticCurvePrivateKey]) -> bytes:
+    name = device_id(keys["attestation"].public_key())
+    blocks = []
+    for purpose in PURPOSES:
+        subject = x509.Name(
+            [
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "tinyward device"),
+                x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, purpose),
+                x509.NameAttribute(NameOID.COMMON_NAME, name),
+            ]
+        )
+        csr = x509.CertificateSigningRequestBuilder().subject_name(subject)
+        signed = csr.sign(keys[purpose], hashes.SHA256())
+        blocks.append(signed.public_bytes(serialization.Encoding.PEM))
+    return b"".join(blocks)
 
 
-def _start_server(fleet_dir: Path, db: Path, workers: int) -> tuple[subprocess.Popen[str], int]:
-    env = dict(os.environ, TINYWARD_FLEET_PASSPHRASE=PASSPHRASE)
-    log = db.with_suffix(".log")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tinyward", "fleet", "serve", str(fleet_dir), "--port", "0",
-         "--db", f"sqlite:///{db}", "--workers", str(workers), "--rate", "1000000",
-         "--burst", "1000000", "--max-connections-per-ip", "100000"],
-        stdout=subprocess.PIPE, stderr=log.open("w"), text=True, env=env)
-    line = process.stdout.readline() if process.stdout is not None else ""
-    match = re.search(r"https://[^:]+:(\d+)", line)
-    if not match:
-        process.kill()
-        process.wait(30)
-        raise RuntimeError(f"the fleet server did not start: {line}{log.read_text()[-2000:]}")
-    time.sleep(0.5)  # let the other workers bind before the load starts
-    return process, int(match.group(1))
+def run(count: int = 50) -> list[Figure]:
+    """Measure enrolment and certificate verification with ``count`` devices.
 
+    Raises:
+        ValueError: ``count`` is not positive.
+    """
+    if count < 1:
+        raise ValueError("count must be at least 1")
+    now = datetime.now(UTC)
+    with tempfile.TemporaryDirectory() as tmp:
+        fleet = Fleet.init(Path(tmp) / "fleet", _PASSPHRASE, now=now)
+        requests = [
+            _request({p: ec.generate_private_key(ec.SECP256R1()) for p in PURPOSES})
+            for _ in range(count)
+        ]
+        bundles = []
+        enrol_rate = _rate(
+            lambda i: bundles.append(fleet.enroll(requests[i], _PASSPHRASE, now=now)), count
+        )
+        # Baseline: the signatures an enrolment needs — three CSR checks and three
+        # certificate signatures — done bare.
+        ca_key = serialization.load_pem_private_key(
+            (fleet.directory / "ca" / "device-ca.key.pem").read_bytes(), _PASSPHRASE
+        )
+        if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+            raise TypeError("the device CA key is not an EC key")
+        csr = x509.load_pem_x509_csr(requests[0])  # loads the first of the three
 
-def run_ingest(devices: int, reports: int, batch: int = 50, workers: int = 2,
-               progress: object = None) -> IngestResult:
-    """Run the whole benchmark in a temporary folder and return its figures."""
-    say = progress if callable(progress) else (lambda _text: None)
-    with tempfile.TemporaryDirectory(prefix="tinyward-bench-") as tmp:
-        folder = Path(tmp)
-        say(f"creating a fleet and enrolling {devices} devices …")
-        fleet = Fleet.init(folder / "fleet", PASSPHRASE.encode())
-        sims = [SimulatedDevice.enrolled(fleet, PASSPHRASE.encode()) for _ in range(devices)]
-        say(f"signing {reports} reports …")
-        now = int(time.time())
-        per_device = [reports // devices + (1 if i < reports % devices else 0)
-                      for i in range(devices)]
-        bodies: list[list[bytes]] = []
-        for sim, count in zip(sims, per_device, strict=True):
-            signed = [sim.report(timestamp=now, results=({"label": "quiet", "score": 0.1},))
-                      for _ in range(count)]
-            if batch == 1:
-                bodies.append(signed)
-            else:
-                bodies.append([cbor2.dumps(signed[i:i + batch])
-                               for i in range(0, len(signed), batch)])
-        contexts = [sim.client_context(folder / "tls") for sim in sims]
-        say("measuring the ECDSA P-256 verification limit …")
-        verify_rate = verifications_per_second()
-        process, port = _start_server(folder / "fleet", folder / "bench.db", workers)
-        try:
-            say(f"sending from {devices} devices over mutual TLS 1.3 …")
-            latencies: list[float] = []
-            path, content_type = (("/v1/reports", "application/cose") if batch == 1
-                                  else ("/v1/reports/batch", "application/cbor"))
+        def bare_enrol(_: int) -> None:
+            for _purpose in PURPOSES:
+                if not csr.is_signature_valid:
+                    raise ValueError("bad CSR")
+                ca_key.sign(b"tbs certificate stand-in", ec.ECDSA(hashes.SHA256()))
 
-            async def drive() -> float:
-                start = time.perf_counter()
-                await asyncio.gather(*(
-                    _device(port, context, device_bodies, path, content_type, latencies)
-                    for context, device_bodies in zip(contexts, bodies, strict=True)))
-                return time.perf_counter() - start
+        bare_enrol_rate = _rate(bare_enrol, count)
 
-            seconds = asyncio.run(drive())
-        finally:
-            process.terminate()
-            process.wait(30)
-        with sqlite3.connect(folder / "bench.db") as db:
-            stored = db.execute("SELECT COUNT(*) FROM reports").fetchone()[0]
-            distinct = db.execute(
-                "SELECT COUNT(*) FROM (SELECT DISTINCT device_id, seq FROM reports)").fetchone()[0]
-        if stored != reports or distinct != reports:
-            raise RuntimeError(f"the database holds {stored} reports ({distinct} distinct), "
-                               f"expected {reports}")
-        cut = sorted(latencies)
-        return IngestResult(
-            devices=devices, reports=reports, batch=batch, workers=workers, seconds=seconds,
-            stored=stored, p50_ms=statistics.median(cut) * 1000,
-            p99_ms=cut[min(len(cut) - 1, int(len(cut) * 0.99))] * 1000,
-            verify_per_core=verify_rate, cores=os.cpu_count() or 1)
+        certs = [bundle.certificate("tls") for bundle in bundles]
+        later = now + timedelta(minutes=1)
+        verify_rate = _rate(
+            lambda i: fleet.verify_device_certificate(certs[i % count], "tls", later), 10 * count
+        )
+        bare_verify_rate = _rate(
+            lambda i: certs[i % count].verify_directly_issued_by(fleet.device_ca), 10 * count
+        )
+        key_rate = _rate(lambda _: fleet.load_update_signing_key(_PASSPHRASE), count)
+        update_key = fleet.load_update_signing_key(_PASSPHRASE)
+        pem = update_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        clear_rate = _rate(lambda _: serialization.load_pem_private_key(pem, None), count)
+    return [
+        Figure("enrolments/s", enrol_rate, "3 CSR checks + 3 ECDSA signs/s", bare_enrol_rate),
+        Figure(
+            "certificate verifications/s",
+            verify_rate,
+            "bare chain signature checks/s",
+            bare_verify_rate,
+        ),
+        Figure("encrypted key loads/s", key_rate, "clear PEM key loads/s", clear_rate),
+    ]

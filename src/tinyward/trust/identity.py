@@ -58,3 +58,14 @@ def device_id(public_key: ec.EllipticCurvePublicKey) -> str:
 def is_device_id(text: object) -> bool:
     """True if ``text`` has the form of a device ID (64 lowercase hex characters)."""
     return isinstance(text, str) and DEVICE_ID_PATTERN.fullmatch(text) is not None
+
+
+def device_id_from_instance_id(ueid: bytes) -> str:
+    """Map a PSA Instance ID back to a device ID.
+
+    Raises:
+        ValueError: it is not 33 bytes starting with 0x01 (UEID type RAND).
+    """
+    if len(ueid) != INSTANCE_ID_BYTES or ueid[0] != UEID_TYPE_RAND:
+        raise ValueError("instance ID must be 33 bytes starting with 0x01 (UEID type RAND)")
+    return ueid[1:].hex()
