@@ -101,14 +101,23 @@ def bench_ingest(devices: int, reports: int, batch: int, workers: int | None) ->
     result = run_ingest(devices, reports, batch, workers or os.cpu_count() or 1,
                         progress=lambda text: click.echo(text, err=True))
     share = result.reports_per_second / result.crypto_limit
+    server = result.server_cpu_seconds / result.stored * 1e6
+    client = result.client_cpu_seconds / result.stored * 1e6
+    verify = 1e6 / result.verify_per_core
+    capacity = result.cores * 1e6 / (server + client)
     click.echo(f"devices {result.devices}, reports {result.reports}, batch {result.batch}, "
                f"server workers {result.workers}")
     click.echo(f"stored (committed, counted in the database): {result.stored} in "
                f"{result.seconds:.2f} s = {result.reports_per_second:,.0f} reports/s")
     click.echo(f"ack latency per request: p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms")
-    click.echo(f"crypto limit: {result.verify_per_core:,.0f} ECDSA P-256 verifications/s per "
-               f"core x {result.cores} cores = {result.crypto_limit:,.0f}/s")
+    click.echo(f"crypto limit: {result.verify_per_core:,.0f} ECDSA P-256 verifications per "
+               f"CPU-second x {result.cores} cores = {result.crypto_limit:,.0f}/s")
     click.echo(f"ingest / crypto limit: {share:.0%} (goal: at least 50%)")
+    click.echo(f"CPU per stored report: server {server:.0f} us + load generator {client:.0f} us "
+               f"(one verification: {verify:.0f} us)")
+    click.echo(f"CPU-bound capacity if every core were ours: {capacity:,.0f} reports/s = "
+               f"{capacity / result.crypto_limit:.0%} of the crypto limit "
+               f"(load {os.getloadavg()[0]:.1f} on {result.cores} cores during the run)")
 
 
 BENCH_COMMANDS.append(bench_ingest)
