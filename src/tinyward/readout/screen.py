@@ -18,7 +18,7 @@ import sys
 import termios
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
@@ -111,7 +111,7 @@ class ReadoutScreen:
         for kind, count in sorted(current.incidents.items()):
             table.add_row(f"incident {kind}", str(count))
         table.add_row("health", current.health)
-        updated = (datetime.fromtimestamp(current.updated_at, timezone.utc).isoformat(timespec="seconds")
+        updated = (datetime.fromtimestamp(current.updated_at, UTC).isoformat(timespec="seconds")
                    if current.updated_at else "never")
         table.add_row("updated", updated)
         self.console.print(table)
