@@ -442,3 +442,20 @@ def test_component_attribute_keys_must_be_int_or_text(
     claimset[2399] = [component]
     with pytest.raises(BadClaim, match="attribute key"):
         decode_claims(cbor2.dumps(claimset))
+
+
+def test_device_id_is_the_hex_of_the_instance_id_hash(signer: EphemeralSigner) -> None:
+    instance_id = instance_id_from_public_key(signer.public_key())
+    device_id = attestation.device_id_from_instance_id(instance_id)
+    assert len(device_id) == 64 and bytes.fromhex(device_id) == instance_id[1:]
+    assert claims_to_json(make_claims(signer))["device_id"] == device_id
+    with pytest.raises(TokenMisuse):
+        attestation.device_id_from_instance_id(b"\x02" + instance_id[1:])
+
+
+def test_hostile_keys_are_shortened_in_messages(signer: EphemeralSigner) -> None:
+    claimset = _claimset(make_token(signer))
+    claimset[b"x" * 5000] = 1
+    with pytest.raises(MalformedToken) as caught:
+        decode_claims(claimset)
+    assert len(str(caught.value)) < 120

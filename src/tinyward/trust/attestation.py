@@ -68,6 +68,7 @@ __all__ = [
     "TokenConfig",
     "claims_to_json",
     "decode_claims",
+    "device_id_from_instance_id",
     "encode_token",
     "instance_id_from_public_key",
     "lifecycle_state_name",
@@ -208,6 +209,20 @@ def instance_id_from_public_key(public_key: ec.EllipticCurvePublicKey) -> bytes:
     return bytes([INSTANCE_ID_TYPE_RAND]) + hashlib.sha256(point).digest()
 
 
+def device_id_from_instance_id(instance_id: bytes) -> str:
+    """The device ID (``docs/architecture.md``): the Instance ID's 32-byte hash in lowercase hex.
+
+    Raises :class:`TokenMisuse` if ``instance_id`` is not a 33-byte RAND UEID.
+    """
+    if (
+        not isinstance(instance_id, bytes)
+        or len(instance_id) != INSTANCE_ID_BYTES
+        or instance_id[0] != INSTANCE_ID_TYPE_RAND
+    ):
+        raise TokenMisuse("an Instance ID is 33 bytes starting with 0x01")
+    return instance_id[1:].hex()
+
+
 def lifecycle_state_name(value: int) -> str:
     """The PSA state name of a security lifecycle value (``"secured"`` for 0x3000..0x30ff)."""
     return _LIFECYCLE_NAMES.get(value >> 8, "invalid") if 0 <= value <= 0xFFFF else "invalid"
@@ -224,7 +239,7 @@ def encode_token(
     The claims are run through the same checks a verifier applies, so tinyward never
     emits a token it would refuse. Raises :class:`InvalidClaims` if they fail, if the
     Instance ID is not the one derived from ``signer``'s key, or if the token would be
-    over ``config.max_token_bytes``.
+    over ``config.max_token_bytes``; :class:`TokenMisuse` if the signer's key is not P-256.
     """
     if not isinstance(claims, PsaClaims):
         raise InvalidClaims(f"expected PsaClaims, got {type(claims).__name__}")
@@ -325,7 +340,7 @@ def _load_claimset(payload: bytes, config: TokenConfig) -> Mapping[Any, Any]:
 def _claims_from_map(claimset: Mapping[Any, Any], config: TokenConfig) -> PsaClaims:
     for key in claimset:
         if not _is_int(key) and not isinstance(key, str):
-            raise MalformedToken(f"claim key {key!r} is neither an integer nor text")
+            raise MalformedToken(f"claim key {_short(key)} is neither an integer nor text")
     profile = _text(claimset, KEY_PROFILE, "profile", config, required=True)
     if profile != PSA_PROFILE:
         raise BadClaim("profile", KEY_PROFILE, f"{profile!r} is not {PSA_PROFILE!r}")
@@ -485,7 +500,7 @@ def _component(entry: Any, index: int, config: TokenConfig) -> SoftwareComponent
     for attr in entry:
         # A float 2.0 or a boolean true would otherwise match the integer keys 2 and 1.
         if not _is_int(attr) and not isinstance(attr, str):
-            raise BadClaim(name, key, f"attribute key {attr!r} is neither an integer nor text",
+            raise BadClaim(name, key, f"attribute key {_short(attr)} is neither an integer nor text",
                            index=index)
 
     def hash_field(attr: int, field_name: str) -> bytes:
@@ -516,6 +531,12 @@ def _component(entry: Any, index: int, config: TokenConfig) -> SoftwareComponent
         version=text_field(COMP_VERSION, "version"),
         measurement_desc=text_field(COMP_MEASUREMENT_DESC, "measurement_desc"),
     )
+
+
+def _short(value: Any) -> str:
+    # Hostile values end up in messages: keep them short.
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _cbor_type(value: Any) -> str:
@@ -627,6 +648,7 @@ def claims_to_json(claims: PsaClaims) -> dict[str, Any]:
         "profile": claims.profile,
         "nonce": claims.nonce.hex(),
         "instance_id": claims.instance_id.hex(),
+        "device_id": device_id_from_instance_id(claims.instance_id),
         "implementation_id": claims.implementation_id.hex(),
         "client_id": claims.client_id,
         "security_lifecycle": claims.security_lifecycle,
