@@ -459,3 +459,12 @@ def test_hostile_keys_are_shortened_in_messages(signer: EphemeralSigner) -> None
     with pytest.raises(MalformedToken) as caught:
         decode_claims(claimset)
     assert len(str(caught.value)) < 120
+
+
+def test_variant_cbor_serialisation_is_tolerated(signer: EphemeralSigner) -> None:
+    # RFC 9783 §5.1.1: attesters may skip preferred serialisation, so the verifier must
+    # accept it. Here tag 18 is written in two bytes (0xd8 0x12) instead of one (0xd2).
+    token = make_token(signer)
+    assert token[0] == 0xD2
+    variant = b"\xd8\x12" + token[1:]
+    assert verify_token(variant, signer.public_key(), NONCE) == make_claims(signer)
