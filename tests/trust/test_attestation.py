@@ -468,3 +468,15 @@ def test_variant_cbor_serialisation_is_tolerated(signer: EphemeralSigner) -> Non
     assert token[0] == 0xD2
     variant = b"\xd8\x12" + token[1:]
     assert verify_token(variant, signer.public_key(), NONCE) == make_claims(signer)
+
+
+def test_device_claims_fills_the_identity_from_the_key(signer: EphemeralSigner) -> None:
+    from .psa_factory import components
+
+    claims = attestation.device_claims(
+        signer.public_key(), NONCE, components(), boot_seed=bytes(8), operating_mode="air-gapped"
+    )
+    assert claims.instance_id == instance_id_from_public_key(signer.public_key())
+    assert claims.implementation_id == attestation.TINYWARD_IMPLEMENTATION_ID
+    assert (claims.security_lifecycle, claims.client_id) == (0x3000, -1)
+    assert verify_token(encode_token(claims, signer), signer.public_key(), NONCE) == claims

@@ -68,6 +68,7 @@ __all__ = [
     "TokenConfig",
     "claims_to_json",
     "decode_claims",
+    "device_claims",
     "device_id_from_instance_id",
     "encode_token",
     "instance_id_from_public_key",
@@ -191,6 +192,44 @@ class PsaClaims:
     verification_service: str | None = None
     certification_reference: str | None = None
     operating_mode: str | None = None
+
+
+#: Implementation ID of tinyward's software root of trust (RFC 9783 §4.2.2 names the
+#: build of the immutable RoT; here that is "tinyward's software core, format 1"). A port
+#: to hardware with its own RoT would use the silicon vendor's ID instead.
+TINYWARD_IMPLEMENTATION_ID = hashlib.sha256(b"tinyward:software-root-of-trust:1").digest()
+#: Client ID for requests from outside the trusted core (negative = non-secure caller).
+NON_SECURE_CLIENT_ID = -1
+
+
+def device_claims(
+    public_key: ec.EllipticCurvePublicKey,
+    nonce: bytes,
+    software_components: tuple[SoftwareComponent, ...],
+    *,
+    boot_seed: bytes | None = None,
+    operating_mode: str | None = None,
+    implementation_id: bytes = TINYWARD_IMPLEMENTATION_ID,
+    security_lifecycle: int = LIFECYCLE_SECURED,
+    client_id: int = NON_SECURE_CLIENT_ID,
+    verification_service: str | None = None,
+) -> PsaClaims:
+    """The claims a tinyward device makes, with the Instance ID derived from its key.
+
+    Checks nothing itself: :func:`encode_token` does. Raises :class:`TokenMisuse` for a
+    key that is not P-256.
+    """
+    return PsaClaims(
+        nonce=nonce,
+        instance_id=instance_id_from_public_key(public_key),
+        implementation_id=implementation_id,
+        security_lifecycle=security_lifecycle,
+        boot_seed=boot_seed,
+        client_id=client_id,
+        software_components=tuple(software_components),
+        verification_service=verification_service,
+        operating_mode=operating_mode,
+    )
 
 
 # --- identity ---------------------------------------------------------------------------
