@@ -13,9 +13,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from tinyward.errors import BadInput, Misuse
 from tinyward.trust import attestation
 from tinyward.trust.attestation import (
-    KEY_TINYWARD_OPERATING_MODE,
-    LIFECYCLE_ASSEMBLY_AND_TEST,
-    LIFECYCLE_NON_PSA_ROT_DEBUG,
     PSA_PROFILE,
     PsaClaims,
     SoftwareComponent,
@@ -39,6 +36,11 @@ from tinyward.trust.errors import (
     NonceMismatch,
     TokenMisuse,
     UntrustedLifecycle,
+)
+from tinyward.trust.psa_claims import (
+    KEY_TINYWARD_OPERATING_MODE,
+    LIFECYCLE_ASSEMBLY_AND_TEST,
+    LIFECYCLE_NON_PSA_ROT_DEBUG,
 )
 
 from ..conftest import EphemeralSigner
