@@ -7,6 +7,8 @@ are all :class:`tinyward.errors.BadInput`). Anything else — ``KeyError``, ``Ty
 
 from __future__ import annotations
 
+import os
+
 import cbor2
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
@@ -29,8 +31,10 @@ SIGNER = EphemeralSigner()
 CLAIMS = make_claims(SIGNER)
 TOKEN = encode_token(CLAIMS, SIGNER)
 CLAIMSET = cbor2.loads(cbor2.loads(TOKEN).value[2])
+# TINYWARD_FUZZ_EXAMPLES raises the budget for a longer hunt by hand (seed stays fixed).
 FUZZ = settings(
-    derandomize=True, max_examples=400, deadline=None,
+    derandomize=True, max_examples=int(os.environ.get("TINYWARD_FUZZ_EXAMPLES", "400")),
+    deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
 
