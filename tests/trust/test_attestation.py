@@ -35,6 +35,7 @@ from tinyward.trust.errors import (
     MissingClaim,
     NonceMismatch,
     TokenMisuse,
+    TruncatedToken,
     UntrustedLifecycle,
 )
 from tinyward.trust.psa_claims import (
@@ -180,6 +181,18 @@ def test_every_truncation_is_refused(signer: EphemeralSigner) -> None:
     for length in range(len(token)):
         with pytest.raises(MalformedToken):
             verify_token(token[:length], signer.public_key(), NONCE)
+    for length in range(1, len(token)):
+        with pytest.raises(TruncatedToken, match="truncated"):
+            verify_token(token[:length], signer.public_key(), NONCE)
+
+
+@pytest.mark.parametrize("data", [b"not cbor at all", b"\x1b\x00", b"{}"])
+def test_garbage_is_not_called_truncated(signer: EphemeralSigner, data: bytes) -> None:
+    # Bytes that do not start like a COSE_Sign1 are "not a token", whatever cbor2 thinks.
+    with pytest.raises(MalformedToken) as caught:
+        verify_token(data, signer.public_key(), NONCE)
+    assert not isinstance(caught.value, TruncatedToken)
+    assert "not a PSA token" in str(caught.value)
 
 
 def test_trailing_bytes_are_refused(signer: EphemeralSigner) -> None:

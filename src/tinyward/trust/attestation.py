@@ -36,7 +36,15 @@ import cbor2
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tinyward.trust.cose import BadSignature, MalformedCose, Signer, decode_sign1, loads_cbor, sign1
+from tinyward.trust.cose import (
+    BadSignature,
+    MalformedCose,
+    Signer,
+    TruncatedCose,
+    decode_sign1,
+    loads_cbor,
+    sign1,
+)
 from tinyward.trust.errors import (
     BadToken,
     BadTokenSignature,
@@ -45,6 +53,7 @@ from tinyward.trust.errors import (
     MalformedToken,
     NonceMismatch,
     TokenMisuse,
+    TruncatedToken,
     UntrustedLifecycle,
 )
 from tinyward.trust.measurement import (
@@ -311,6 +320,14 @@ def _decode_envelope(token: bytes, config: TokenConfig) -> Any:
         )
     try:
         message = decode_sign1(bytes(token), max_bytes=config.max_token_bytes)
+    except TruncatedCose as error:
+        # A cut-off transfer is the common case and deserves its own message; bytes that
+        # do not even start like a tagged COSE_Sign1 are simply not a token.
+        if bytes(token[:1]) == b"\xd2" or bytes(token[:2]) == b"\xd8\x12":
+            raise TruncatedToken(
+                f"the token is truncated: its {len(token)} bytes end before the COSE_Sign1 does"
+            ) from None
+        raise MalformedToken(f"not a PSA token (not CBOR): {error}") from None
     except MalformedCose as error:
         raise MalformedToken(f"not a PSA token: {error}") from None
     if not message.tagged:
