@@ -194,7 +194,9 @@ def _loads_exactly(data: bytes, what: str) -> Any:
     try:
         obj = cbor2.CBORDecoder(stream).decode()
     except cbor2.CBORDecodeEOF as error:
-        raise TruncatedCose(f"{what} ends early ({len(data)} bytes): {error}") from None
+        raise TruncatedCose(
+            f"{what} is not valid CBOR: it ends early ({len(data)} bytes): {error}"
+        ) from None
     except (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError, RecursionError,
             MemoryError, LookupError) as error:
         raise MalformedCose(f"{what} is not valid CBOR: {error}") from None

@@ -103,3 +103,51 @@ class InvalidClaims(TokenMisuse):
 
 class MeasurementError(TrustError, Misuse):
     """Software could not be measured (a path is missing, unreadable or of an odd kind)."""
+
+
+# --- protected storage, root of trust, keystore -------------------------------------------
+
+
+class StorageError(TrustError, BadInput):
+    """Protected storage refused to return a record (it never returns unverified data)."""
+
+
+class RecordMissing(StorageError):
+    """The record does not exist (or was deleted although its counter says it existed)."""
+
+
+class RecordTampered(StorageError):
+    """The record failed authentication: flipped, truncated, or swapped from another name."""
+
+
+class RecordRolledBack(StorageError):
+    """The record is authentic but older than its version counter: a rollback."""
+
+
+class CountersTampered(StorageError):
+    """The version-counter file failed its integrity check."""
+
+
+class RootOfTrustError(TrustError, BadInput):
+    """The root of trust is missing, unreadable or malformed."""
+
+
+class KeystoreError(TrustError, BadInput):
+    """The keystore could not complete an operation on stored key material."""
+
+
+class SealBroken(TrustError, BadInput):
+    """A sealed blob failed authentication (altered, another label, or another device)."""
+
+
+class UnknownKey(TrustError, Misuse):
+    """No key with that handle exists in this keystore."""
+
+
+class KeyExists(TrustError, Misuse):
+    """A key with that name already exists; keys are never silently replaced."""
+
+
+class PolicyViolation(TrustError, Misuse):
+    """The key's usage policy does not allow the requested operation (a caller bug or a
+    compromised caller — never silently allowed)."""
