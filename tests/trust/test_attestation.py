@@ -459,13 +459,20 @@ def test_component_attribute_keys_must_be_int_or_text(
         decode_claims(cbor2.dumps(claimset))
 
 
-def test_device_id_is_the_hex_of_the_instance_id_hash(signer: EphemeralSigner) -> None:
-    instance_id = instance_id_from_public_key(signer.public_key())
-    device_id = attestation.device_id_from_instance_id(instance_id)
-    assert len(device_id) == 64 and bytes.fromhex(device_id) == instance_id[1:]
-    assert claims_to_json(make_claims(signer))["device_id"] == device_id
-    with pytest.raises(TokenMisuse):
-        attestation.device_id_from_instance_id(b"\x02" + instance_id[1:])
+def test_json_names_the_device(signer: EphemeralSigner) -> None:
+    from tinyward.trust import identity
+
+    shown = claims_to_json(make_claims(signer))
+    assert shown["device_id"] == identity.device_id(signer.public_key())
+    assert claims_to_json(make_claims(signer, instance_id=b"\x02"))["device_id"] is None
+
+
+def test_instance_id_is_the_shared_identity_derivation(signer: EphemeralSigner) -> None:
+    from tinyward.trust import identity
+
+    assert instance_id_from_public_key(signer.public_key()) == identity.instance_id(
+        signer.public_key()
+    )
 
 
 def test_hostile_keys_are_shortened_in_messages(signer: EphemeralSigner) -> None:
@@ -483,15 +490,3 @@ def test_variant_cbor_serialisation_is_tolerated(signer: EphemeralSigner) -> Non
     assert token[0] == 0xD2
     variant = b"\xd8\x12" + token[1:]
     assert verify_token(variant, signer.public_key(), NONCE) == make_claims(signer)
-
-
-def test_device_claims_fills_the_identity_from_the_key(signer: EphemeralSigner) -> None:
-    from .psa_factory import components
-
-    claims = attestation.device_claims(
-        signer.public_key(), NONCE, components(), boot_seed=bytes(8), operating_mode="air-gapped"
-    )
-    assert claims.instance_id == instance_id_from_public_key(signer.public_key())
-    assert claims.implementation_id == attestation.TINYWARD_IMPLEMENTATION_ID
-    assert (claims.security_lifecycle, claims.client_id) == (0x3000, -1)
-    assert verify_token(encode_token(claims, signer), signer.public_key(), NONCE) == claims

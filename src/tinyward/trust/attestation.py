@@ -27,15 +27,14 @@ lookup only.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from collections.abc import Mapping
 from typing import Any
 
 import cbor2
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from tinyward.trust import identity
 from tinyward.trust.cose import (
     BadSignature,
     MalformedCose,
@@ -64,9 +63,13 @@ from tinyward.trust.measurement import (
 )
 from tinyward.trust.psa_claims import (
     DEFAULT_CONFIG,
-    INSTANCE_ID_BYTES,
-    INSTANCE_ID_TYPE_RAND,
+    LIFECYCLE_ASSEMBLY_AND_TEST,
+    LIFECYCLE_DECOMMISSIONED,
+    LIFECYCLE_NON_PSA_ROT_DEBUG,
+    LIFECYCLE_PSA_ROT_PROVISIONING,
+    LIFECYCLE_RECOVERABLE_PSA_ROT_DEBUG,
     LIFECYCLE_SECURED,
+    LIFECYCLE_UNKNOWN,
     NONCE_SIZES,
     PSA_PROFILE,
     OperatingMode,
@@ -81,11 +84,15 @@ from tinyward.trust.psa_claims import (
 
 __all__ = [
     "DEFAULT_CONFIG",
+    "LIFECYCLE_ASSEMBLY_AND_TEST",
+    "LIFECYCLE_DECOMMISSIONED",
+    "LIFECYCLE_NON_PSA_ROT_DEBUG",
+    "LIFECYCLE_PSA_ROT_PROVISIONING",
+    "LIFECYCLE_RECOVERABLE_PSA_ROT_DEBUG",
     "LIFECYCLE_SECURED",
+    "LIFECYCLE_UNKNOWN",
     "MEASUREMENT_DESC_SHA256",
-    "NON_SECURE_CLIENT_ID",
     "PSA_PROFILE",
-    "TINYWARD_IMPLEMENTATION_ID",
     "UNSIGNED_SIGNER_ID",
     "OperatingMode",
     "PsaClaims",
@@ -93,8 +100,6 @@ __all__ = [
     "TokenConfig",
     "claims_to_json",
     "decode_claims",
-    "device_claims",
-    "device_id_from_instance_id",
     "encode_token",
     "instance_id_from_public_key",
     "lifecycle_state_name",
@@ -107,75 +112,17 @@ __all__ = [
 _COSE_HEADER_CRIT = 2
 
 
-#: Implementation ID of tinyward's software root of trust (RFC 9783 §4.2.2 names the
-#: build of the immutable RoT; here that is "tinyward's software core, format 1"). A port
-#: to hardware with its own RoT would use the silicon vendor's ID instead.
-TINYWARD_IMPLEMENTATION_ID = hashlib.sha256(b"tinyward:software-root-of-trust:1").digest()
-#: Client ID for requests from outside the trusted core (negative = non-secure caller).
-NON_SECURE_CLIENT_ID = -1
-
-
-def device_claims(
-    public_key: ec.EllipticCurvePublicKey,
-    nonce: bytes,
-    software_components: tuple[SoftwareComponent, ...],
-    *,
-    boot_seed: bytes | None = None,
-    operating_mode: str | None = None,
-    implementation_id: bytes = TINYWARD_IMPLEMENTATION_ID,
-    security_lifecycle: int = LIFECYCLE_SECURED,
-    client_id: int = NON_SECURE_CLIENT_ID,
-    verification_service: str | None = None,
-) -> PsaClaims:
-    """The claims a tinyward device makes, with the Instance ID derived from its key.
-
-    Checks nothing itself: :func:`encode_token` does. Raises :class:`TokenMisuse` for a
-    key that is not P-256.
-    """
-    return PsaClaims(
-        nonce=nonce,
-        instance_id=instance_id_from_public_key(public_key),
-        implementation_id=implementation_id,
-        security_lifecycle=security_lifecycle,
-        boot_seed=boot_seed,
-        client_id=client_id,
-        software_components=tuple(software_components),
-        verification_service=verification_service,
-        operating_mode=operating_mode,
-    )
-
-
 # --- identity ---------------------------------------------------------------------------
 
 
 def instance_id_from_public_key(public_key: ec.EllipticCurvePublicKey) -> bytes:
     """The PSA Instance ID of an attestation key: ``0x01 || SHA-256(uncompressed point)``.
 
-    This is how TF-M derives it from its IAK and how tinyward names devices (the device
-    ID is the hex of the last 32 bytes). Raises :class:`TokenMisuse` for a non-P-256 key.
+    The one derivation lives in :mod:`tinyward.trust.identity`; this is it, with the
+    attestation module's error. Raises :class:`TokenMisuse` for a non-P-256 key.
     """
     _check_p256(public_key)
-    point = public_key.public_bytes(
-        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
-    )
-    return bytes([INSTANCE_ID_TYPE_RAND]) + hashlib.sha256(point).digest()
-
-
-def device_id_from_instance_id(instance_id: bytes) -> str:
-    """The device ID (``docs/architecture.md``): the Instance ID's 32-byte hash in lowercase hex.
-
-    Raises :class:`TokenMisuse` if ``instance_id`` is not a 33-byte RAND UEID.
-    """
-    if (
-        not isinstance(instance_id, bytes)
-        or len(instance_id) != INSTANCE_ID_BYTES
-        or instance_id[0] != INSTANCE_ID_TYPE_RAND
-    ):
-        raise TokenMisuse("an Instance ID is 33 bytes starting with 0x01")
-    return instance_id[1:].hex()
-
-
-# --- encoding ---------------------------------------------------------------------------
+    return identity.instance_id(public_key)
 
 
 def encode_token(
@@ -353,7 +300,7 @@ def claims_to_json(claims: PsaClaims) -> dict[str, Any]:
         "profile": claims.profile,
         "nonce": claims.nonce.hex(),
         "instance_id": claims.instance_id.hex(),
-        "device_id": device_id_from_instance_id(claims.instance_id),
+        "device_id": _device_id_or_none(claims.instance_id),
         "implementation_id": claims.implementation_id.hex(),
         "client_id": claims.client_id,
         "security_lifecycle": claims.security_lifecycle,
@@ -373,3 +320,11 @@ def claims_to_json(claims: PsaClaims) -> dict[str, Any]:
         "certification_reference": claims.certification_reference,
         "operating_mode": claims.operating_mode,
     }
+
+
+def _device_id_or_none(instance_id: bytes) -> str | None:
+    # Claims from verify_token always have a valid Instance ID; hand-built ones may not.
+    try:
+        return identity.device_id_from_instance_id(instance_id)
+    except (ValueError, TypeError):
+        return None
