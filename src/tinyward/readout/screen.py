@@ -124,7 +124,7 @@ class ReadoutScreen:
         name = f"report-{int(self.clock())}-{len(list(self.export_dir.iterdir())) + 1}.txt"
         atomic_write(self.export_dir / name, text.encode() + b"\n", mode=0o644)
         qr = segno.make(text, error="l")
-        qr.terminal(out=self.console.file, compact=True)
+        qr.terminal(out=self.console.file, compact=True)  # type: ignore[arg-type]  # any text stream works
         self.console.print("signed report (verify with `tinyward report verify`):")
         self.console.print(text, soft_wrap=True, markup=False, highlight=False)
         self.console.print(f"saved as {self.export_dir / name}")
