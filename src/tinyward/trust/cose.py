@@ -43,6 +43,10 @@ class MalformedCose(BadInput):
     """The bytes are not a well-formed COSE_Sign1 message tinyward accepts."""
 
 
+class TruncatedCose(MalformedCose):
+    """The CBOR ends before its item does: a cut-off message (or bytes that only look like CBOR)."""
+
+
 class BadSignature(BadInput):
     """The COSE_Sign1 signature does not verify with the given public key."""
 
@@ -189,6 +193,10 @@ def _loads_exactly(data: bytes, what: str) -> Any:
     stream = io.BytesIO(data)
     try:
         obj = cbor2.CBORDecoder(stream).decode()
+    except cbor2.CBORDecodeEOF as error:
+        raise TruncatedCose(
+            f"{what} is not valid CBOR: it ends early ({len(data)} bytes): {error}"
+        ) from None
     except (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError, RecursionError,
             MemoryError, LookupError) as error:
         raise MalformedCose(f"{what} is not valid CBOR: {error}") from None
