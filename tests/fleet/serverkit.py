@@ -17,9 +17,10 @@ from typing import Any
 import pytest
 
 from tinyward.fleet.directory import FleetDirectory
+from tinyward.fleet.guards import create_admin_token
 from tinyward.fleet.pki import Fleet
 from tinyward.fleet.runner import ServerThread, server_ssl_context
-from tinyward.fleet.server import FleetServer, ServerConfig, create_admin_token
+from tinyward.fleet.server import FleetServer, ServerConfig
 from tinyward.fleet.simdevice import SimulatedDevice
 from tinyward.fleet.store import SQLiteStore
 

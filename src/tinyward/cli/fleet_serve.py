@@ -69,8 +69,8 @@ def admin_token(fleet_dir: Path) -> None:
     Only its SHA-256 is kept (FLEET_DIR/admin-token.sha256); a new token replaces the old
     one. Use it as 'Authorization: Bearer TOKEN' on /v1/devices, /v1/fleet.
     """
+    from tinyward.fleet.guards import create_admin_token
     from tinyward.fleet.pki import Fleet
-    from tinyward.fleet.server import create_admin_token
 
     Fleet.open(fleet_dir)  # refuses a folder that is not a fleet
     click.echo(create_admin_token(fleet_dir))
