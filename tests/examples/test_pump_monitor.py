@@ -1,0 +1,142 @@
+"""Pump monitor: contract on real SKAB frames, the protocol's figures, the SKAB reader."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import pathlib
+import re
+
+import numpy as np
+import pytest
+
+from tests.examples.conftest import SKAB, check_result, entry, load, manifest, requires_skab
+
+skab = load("pump_monitor", "skab")
+evaluate = load("pump_monitor", "evaluate")
+app_module = load("pump_monitor", "pump_monitor_app")
+
+
+@requires_skab
+def test_results_obey_contract_on_a_real_run() -> None:
+    fields = manifest("pump_monitor")["output"]["fields"]
+    frame_shape = tuple(manifest("pump_monitor")["input"]["frame_shape"])
+    run = skab.read_run(SKAB / "valve1" / "0.csv")
+    app = entry("pump_monitor")
+    results = []
+    for i, frame in enumerate(skab.frames(run)):
+        assert frame.shape == frame_shape and frame.dtype == np.float32
+        result = app.process(frame)
+        if result is not None:
+            check_result(result, fields)
+            results.append((i, result["state"]))
+    # Calibration: one "normal" at start and nothing else during the first 400 frames.
+    assert results[0] == (0, "normal")
+    assert all(i >= skab.TRAIN_ROWS for i, _ in results[1:])
+    # It does detect something on a run with a labelled anomaly, and only reports changes.
+    assert "anomaly" in [s for _, s in results]
+    assert all(a[1] != b[1] for a, b in zip(results, results[1:]))
+
+
+@requires_skab
+def test_protocol_figures_beat_isolation_forest_and_match_the_printout() -> None:
+    overall, parts = evaluate.evaluate()
+    runs = skab.labelled_runs()
+    assert len(runs) == 34
+    test_rows = sum(len(r.values) - skab.TRAIN_ROWS for r in runs)
+    assert overall.tp + overall.fp + overall.fn + overall.tn == test_rows
+    assert overall.tp + overall.fn == sum(int(r.anomaly[skab.TRAIN_ROWS :].sum()) for r in runs)
+    iforest = dict((n, (f1, far, mar)) for n, f1, far, mar in evaluate.LEADERBOARD)["Isolation Forest"]
+    assert overall.f1 > iforest[0]
+    # The F1 agrees with an independent implementation on the same predictions.
+    from sklearn.metrics import f1_score
+
+    preds = np.concatenate([evaluate.replay(r, evaluate.HERE / "model.npz")[400:] for r in runs])
+    truth = np.concatenate([r.anomaly[400:] for r in runs]).astype(bool)
+    assert f1_score(truth, preds) == pytest.approx(overall.f1)
+    # evaluate.py prints these same figures.
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        evaluate.main([])
+    row = next(line for line in out.getvalue().splitlines() if line.startswith("pump_monitor ("))
+    f1, far, mar = (float(x) for x in re.findall(r"\d+\.\d+", row)[-3:])
+    assert (f1, far, mar) == (round(overall.f1, 2), round(overall.far, 2), round(overall.mar, 2))
+    assert sum(p.tp for p in parts.values()) == overall.tp
+
+
+def test_scores_on_a_known_case() -> None:
+    s = evaluate.scores(np.array([1, 1, 0, 0, 1], bool), np.array([1, 0, 1, 0, 1], bool))
+    assert (s.tp, s.fp, s.fn, s.tn) == (2, 1, 1, 1)
+    assert s.f1 == pytest.approx(2 / 3) and s.far == pytest.approx(50.0) and s.mar == pytest.approx(100 / 3)
+
+
+def test_calibration_is_per_pump_and_forgets_raw_data() -> None:
+    rng = np.random.default_rng(0)
+    app = app_module.PumpMonitor(calibration_frames=50)
+    base = rng.normal(size=(50, 8)) + np.arange(8)
+    for row in base:
+        assert app.process(row[None, :].astype(np.float32)) in (None, {"state": "normal"})
+    assert app.calibrated and app._buffer is None
+    # A large step on one sensor, held, drives it to "anomaly".
+    states = [app.process((base[i % 50] + np.eye(8)[3] * 20)[None, :]) for i in range(200)]
+    assert {"state": "anomaly"} in states
+
+
+def test_process_refuses_bad_frames() -> None:
+    app = app_module.PumpMonitor()
+    with pytest.raises(ValueError, match="8 values"):
+        app.process(np.zeros((1, 7), np.float32))
+    with pytest.raises(ValueError, match="finite"):
+        app.process(np.full((1, 8), np.nan, np.float32))
+
+
+HEADER = "datetime;" + ";".join(skab.SENSOR_COLUMNS) + ";anomaly;changepoint\n"
+ROW = "2020-03-09 10:14:33;" + ";".join(["1.0"] * 8) + ";0.0;0.0\n"
+
+
+def test_reader_missing_column(tmp_path: pathlib.Path) -> None:
+    bad = tmp_path / "run.csv"
+    bad.write_text(HEADER.replace(";Pressure", "") + ROW.replace(";1.0", "", 1))
+    with pytest.raises(skab.SkabFormatError, match=r"run\.csv:1: missing column\(s\) Pressure"):
+        skab.read_run(bad)
+
+
+def test_reader_non_numeric_cell(tmp_path: pathlib.Path) -> None:
+    bad = tmp_path / "run.csv"
+    bad.write_text(HEADER + ROW + ROW.replace("1.0", "oops", 1))
+    with pytest.raises(skab.SkabFormatError, match=r"run\.csv:3: column 'Accelerometer1RMS' holds 'oops'"):
+        skab.read_run(bad)
+
+
+def test_reader_short_row_empty_and_infinite(tmp_path: pathlib.Path) -> None:
+    short = tmp_path / "short.csv"
+    short.write_text(HEADER + "2020-03-09;1.0;2.0\n")
+    with pytest.raises(skab.SkabFormatError, match=r"short\.csv:2: 3 cells"):
+        skab.read_run(short)
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(skab.SkabFormatError, match="empty"):
+        skab.read_run(empty)
+    inf = tmp_path / "inf.csv"
+    inf.write_text(HEADER + ROW.replace("1.0", "inf", 1))
+    with pytest.raises(skab.SkabFormatError, match="not finite"):
+        skab.read_run(inf)
+
+
+def test_reader_errors_are_bad_input() -> None:
+    from tinyward.errors import BadInput
+
+    assert issubclass(skab.SkabFormatError, BadInput)
+
+
+@requires_skab
+def test_committed_model_is_what_train_makes(tmp_path: pathlib.Path) -> None:
+    """train.py reads only the anomaly-free file and reproduces the shipped hyper-parameters."""
+    train = load("pump_monitor", "train")
+    out = tmp_path / "model.npz"
+    with contextlib.redirect_stdout(io.StringIO()):
+        train.main(["--out", str(out)])
+    with np.load(out) as new, np.load(evaluate.HERE / "model.npz") as shipped:
+        assert set(new.files) == set(shipped.files)
+        for key in new.files:
+            np.testing.assert_array_equal(new[key], shipped[key])
