@@ -28,8 +28,8 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
-import people_counter_app as app  # noqa: E402
-import simulate  # noqa: E402
+import people_counter_app as app
+import simulate
 
 HERE = pathlib.Path(__file__).resolve().parent
 TEST_SEEDS = tuple(range(9000, 9020))

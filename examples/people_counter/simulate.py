@@ -172,7 +172,8 @@ def simulate(seed: int, episodes: int = 60, kinds: tuple[str, ...] | None = None
         def person(start: int, d: int, pause: bool = False, turn: bool = False, lat: float | None = None) -> None:
             height = rng.normal(1.72, 0.09) if rng.random() > 0.12 else rng.uniform(1.15, 1.45)
             lateral = rng.uniform(-0.2, 0.2) if lat is None else lat
-            new.append(Walker(start, _path(rng, d, pause, turn), float(np.clip(height, 1.1, 2.0)), lateral, d))
+            walker = Walker(start, _path(rng, d, pause, turn), float(np.clip(height, 1.1, 2.0)), lateral, d)
+            new.append(walker)  # noqa: B023 - called only within this iteration
 
         if kind == "single":
             person(t, direction)
@@ -192,8 +193,7 @@ def simulate(seed: int, episodes: int = 60, kinds: tuple[str, ...] | None = None
             person(t + len(new[0].x) - int(rng.uniform(0.3, 1.0) * RATE_HZ), -direction)
         stop = max(w.start + len(w.x) for w in new)
         for w in new:
-            if w.start + len(w.x) > stop:
-                stop = w.start + len(w.x)
+            stop = max(stop, w.start + len(w.x))
         net = sum(w.direction for w in new if np.sign(w.x[-1]) == w.direction)
         inside += net
         plan.append((kind, t, new))

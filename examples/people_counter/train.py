@@ -19,8 +19,8 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
-import people_counter_app as app  # noqa: E402
-import simulate  # noqa: E402
+import people_counter_app as app
+import simulate
 
 HERE = pathlib.Path(__file__).resolve().parent
 TRAIN_SEEDS = range(1000, 1040)

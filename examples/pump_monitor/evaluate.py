@@ -25,8 +25,8 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
-import pump_monitor_app  # noqa: E402
-import skab  # noqa: E402
+import pump_monitor_app
+import skab
 
 HERE = pathlib.Path(__file__).resolve().parent
 

@@ -141,7 +141,7 @@ class PumpMonitor:
         for i, value in enumerate(raw):
             ema += self.ema_alpha * (value - ema)
             smoothed[i] = ema
-        warm = min(int(round(1.0 / self.ema_alpha)), len(raw) // 2)
+        warm = min(round(1.0 / self.ema_alpha), len(raw) // 2)
         self.calibration_peak = float(np.max(smoothed[warm:]))
         self.threshold = self.margin * self.calibration_peak
         self._ema = float(smoothed[-1])

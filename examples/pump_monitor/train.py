@@ -33,8 +33,8 @@ from scipy.signal import lfilter
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
-import skab  # noqa: E402
-from pump_monitor_app import PumpMonitor  # noqa: E402
+import skab
+from pump_monitor_app import PumpMonitor
 
 HERE = pathlib.Path(__file__).resolve().parent
 SEGMENT = 1150
@@ -114,7 +114,7 @@ def search(
         for margin in GRID_MARGIN:
             score = f1(ratio > margin, truth)
             if score > best[0]:
-                best = (score, dict(var_explained=var, ema_alpha=alpha, margin=margin, drift=d))
+                best = (score, {"var_explained": var, "ema_alpha": alpha, "margin": margin, "drift": d})
     return best
 
 

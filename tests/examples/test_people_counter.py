@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import pathlib
 
@@ -36,7 +37,7 @@ def test_results_obey_contract() -> None:
             check_result(result, fields)
             results.append(result["count"])
     assert results[0] == 0 and len(results) > 5
-    assert all(a != b for a, b in zip(results, results[1:]))  # only changes are reported
+    assert all(a != b for a, b in itertools.pairwise(results))  # only changes are reported
 
 
 def test_held_out_accuracy_beats_stated_floor_and_rule() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import pathlib
 import re
 
@@ -35,7 +36,7 @@ def test_results_obey_contract_on_a_real_run() -> None:
     assert all(i >= skab.TRAIN_ROWS for i, _ in results[1:])
     # It does detect something on a run with a labelled anomaly, and only reports changes.
     assert "anomaly" in [s for _, s in results]
-    assert all(a[1] != b[1] for a, b in zip(results, results[1:]))
+    assert all(a[1] != b[1] for a, b in itertools.pairwise(results))
 
 
 @requires_skab
@@ -46,7 +47,7 @@ def test_protocol_figures_beat_isolation_forest_and_match_the_printout() -> None
     test_rows = sum(len(r.values) - skab.TRAIN_ROWS for r in runs)
     assert overall.tp + overall.fp + overall.fn + overall.tn == test_rows
     assert overall.tp + overall.fn == sum(int(r.anomaly[skab.TRAIN_ROWS :].sum()) for r in runs)
-    iforest = dict((n, (f1, far, mar)) for n, f1, far, mar in evaluate.LEADERBOARD)["Isolation Forest"]
+    iforest = {n: (f1, far, mar) for n, f1, far, mar in evaluate.LEADERBOARD}["Isolation Forest"]
     assert overall.f1 > iforest[0]
     # The F1 agrees with an independent implementation on the same predictions.
     from sklearn.metrics import f1_score
