@@ -57,3 +57,17 @@ def test_field_names_match_apps() -> None:
     assert set(manifest("people_counter")["output"]["fields"]) == {"count"}
     pump = manifest("pump_monitor")["output"]["fields"]
     assert pump == {"state": {"type": "enum", "values": ["normal", "anomaly"]}}
+
+
+@pytest.mark.parametrize("name", EXAMPLE_NAMES)
+def test_the_sandbox_parser_accepts_the_manifest(name: str) -> None:
+    from tinyward.app.contract import leakage_bound
+    from tinyward.app.manifest import load_manifest
+
+    parsed = load_manifest(EXAMPLES / name / "sensor.toml")
+    raw = manifest(name)
+    assert parsed.name == name
+    assert parsed.input.frame_shape == tuple(raw["input"]["frame_shape"])
+    assert [f.name for f in parsed.contract.fields] == list(raw["output"]["fields"])
+    bound = leakage_bound(parsed.contract)
+    assert 0 < bound.bits_per_result < 16 and bound.results_per_minute == 60
