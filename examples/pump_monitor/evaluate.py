@@ -109,7 +109,7 @@ def evaluate(
 def table(overall: Scores, parts: dict[str, Scores]) -> str:
     """The result beside the published leaderboard, as fixed-width text."""
     lines = [f"{'detector':<34} {'F1':>5} {'FAR %':>7} {'MAR %':>7}"]
-    mine = "pump_monitor (this app, T²+Q, EMA)"
+    mine = "pump_monitor (this app)"
     lines.append(f"{mine:<34} {overall.f1:5.2f} {overall.far:7.2f} {overall.mar:7.2f}")
     for name, f1, far, mar in LEADERBOARD:
         lines.append(f"{name + ' (published)':<34} {f1:5.2f} {far:7.2f} {mar:7.2f}")

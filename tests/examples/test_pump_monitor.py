@@ -131,8 +131,24 @@ def test_reader_errors_are_bad_input() -> None:
 
 
 @requires_skab
+def test_train_scores_what_the_app_computes() -> None:
+    """train.py's vectorised scoring is the app's frame-by-frame ``step``, for both smoothers."""
+    train = load("pump_monitor", "train")
+    values = skab.read_run(SKAB / "valve2" / "1.csv").values.astype(np.float32).astype(np.float64)
+    for smooth in (False, True):
+        kwargs = dict(var_explained=0.95, ema_alpha=0.2, smooth_input=smooth, extra=np.full(8, 0.3))
+        fast = train.scores_after_calibration(app_module.PumpMonitor(**kwargs), values, 400)
+        app = app_module.PumpMonitor(**kwargs)
+        for row in values[:400]:
+            app.process(row[None, :])
+        slow = np.array([app.step(row) for row in values[400:]]) / app.calibration_peak
+        np.testing.assert_allclose(fast, slow, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.slow
+@requires_skab
 def test_committed_model_is_what_train_makes(tmp_path: pathlib.Path) -> None:
-    """train.py reads only the anomaly-free file and reproduces the shipped hyper-parameters."""
+    """train.py (anomaly-free file + training rows of the runs) reproduces the shipped model."""
     train = load("pump_monitor", "train")
     out = tmp_path / "model.npz"
     with contextlib.redirect_stdout(io.StringIO()):
