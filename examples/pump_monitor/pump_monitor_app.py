@@ -129,7 +129,7 @@ class PumpMonitor:
 
     def warm_up(self, n: int) -> int:
         """Rows at the start of calibration the smoother needs before its output means much."""
-        return min(int(round(2.0 / self.ema_alpha)), n // 2)
+        return min(round(2.0 / self.ema_alpha), n // 2)
 
     def fit(self, rows: np.ndarray) -> None:
         """Fit scaling, PCA and threshold on calibration rows ``(n, 8)``, n > 9."""

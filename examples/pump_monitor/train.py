@@ -143,8 +143,8 @@ def search(
             for margin in GRID_MARGIN:
                 score = f1(ratio > margin, truth)
                 if score > best[0]:
-                    best = (score, dict(var_explained=var, ema_alpha=alpha, margin=margin,
-                                        smooth_input=smooth, extra=extra))
+                    best = (score, {"var_explained": var, "ema_alpha": alpha, "margin": margin,
+                                        "smooth_input": smooth, "extra": extra})
     return best
 
 

@@ -136,7 +136,7 @@ def test_train_scores_what_the_app_computes() -> None:
     train = load("pump_monitor", "train")
     values = skab.read_run(SKAB / "valve2" / "1.csv").values.astype(np.float32).astype(np.float64)
     for smooth in (False, True):
-        kwargs = dict(var_explained=0.95, ema_alpha=0.2, smooth_input=smooth, extra=np.full(8, 0.3))
+        kwargs = {"var_explained": 0.95, "ema_alpha": 0.2, "smooth_input": smooth, "extra": np.full(8, 0.3)}
         fast = train.scores_after_calibration(app_module.PumpMonitor(**kwargs), values, 400)
         app = app_module.PumpMonitor(**kwargs)
         for row in values[:400]:
