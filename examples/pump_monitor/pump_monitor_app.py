@@ -1,28 +1,28 @@
 """Pump monitor: the sandboxed application (numpy only).
 
 It learns the pump it is mounted on during a calibration period and then reports whether
-the pump still behaves that way. Per frame (8 sensor values, 1 Hz):
+the pump still behaves that way, one frame (8 sensor values) a second:
 
-1. calibration (the first ``calibration_frames`` frames, 400 in the SKAB protocol): keep the
-   frames, report ``normal``; at the end, standardise each sensor by its calibration mean
-   and standard deviation, fit a PCA on the calibration frames and set the alarm threshold
-   from the calibration frames' own scores;
-2. detection: score each frame with Hotelling's T² (inside the PCA subspace) plus the
-   squared prediction error Q (outside it), each divided by its expected value, and report
-   ``anomaly`` while the score is above the threshold.
+1. calibration: the first ``calibration_frames`` frames (400, the SKAB protocol's training
+   rows) are kept and ``normal`` is reported; at the end the detector is fitted on them and
+   the raw frames are dropped;
+2. detection: every frame is scored and ``anomaly`` reported while the score is over the
+   limit fitted in calibration.
 
-An exponential moving average (factor ``ema_alpha``) is applied either to the score
-(``smooth_input = 0``: smoothed T²+Q) or to the standardised sensors before scoring
-(``smooth_input = 1``: a multivariate EWMA control chart, the textbook chart for small
-sustained shifts). Either way a per-sensor allowance ``extra`` is added to the calibration
-covariance for the slow wander that 400 s cannot show (the water temperature, for one).
-All of these come from ``model.npz``, which ``train.py`` derives from the anomaly-free
-recording only.
+Two detectors, chosen by ``method`` in ``model.npz``:
 
-Fitted state per pump: mean and scale (8 + 8), k principal axes (8·k), k eigenvalues, two
-reference values, threshold and smoother state — at most 92 numbers — plus a 400 x 8
-float32 calibration buffer (12.8 KB), freed once fitted.
+- ``0`` :class:`ControlChartMonitor` (shipped): the published SKAB T²+Q control chart —
+  standard scaling, PCA keeping 85 % of the variance, Hotelling's T² and the squared
+  prediction error Q with upper control limits at p = 0.999, a causal median of 5 —
+  ported to numpy so that it can be fitted on the device. Fitted state at most 8 + 8 + 8
+  (scaling, centre) + 8·7 (axes) + 7·7 (inverse covariance) + 2 (limits) + 10 (median
+  window) = 141 numbers; the model file holds 12 constants.
+- ``1`` :class:`PumpMonitor`: smoothed T²+Q (an exponential moving average on the score or,
+  as a multivariate EWMA chart, on the sensors) with per-sensor extra variance, its
+  hyper-parameters searched by ``train.py --method ewma`` on normal data with synthetic
+  faults. It scored lower (see README) and is kept for comparison.
 
+Either way the calibration buffer is 400 x 8 float32 (12.8 KB), freed once fitted.
 Results are emitted only when the state changes (and once at start), so the result rate
 never exceeds the frame rate: at most 60 a minute.
 """
@@ -90,11 +90,7 @@ class PumpMonitor:
         Raises:
             ValueError: the frame does not hold 8 finite values.
         """
-        x = np.asarray(frame, dtype=np.float64).reshape(-1)
-        if x.shape != (N_CHANNELS,):
-            raise ValueError(f"expected {N_CHANNELS} values per frame, got {x.size}")
-        if not np.all(np.isfinite(x)):
-            raise ValueError("frame holds a value that is not finite")
+        x = _check_frame(frame)
         if self._buffer is not None:
             self._buffer[self._seen] = x
             self._seen += 1
@@ -181,22 +177,158 @@ class PumpMonitor:
         self.threshold = self.margin * self.calibration_peak
 
 
-def factory(model_paths: list[pathlib.Path]) -> PumpMonitor:
-    """Entry point: build a monitor from the hyper-parameters in ``model.npz``.
+class ControlChartMonitor:
+    """The published SKAB T²+Q recipe, ported to numpy and run online.
+
+    At the end of calibration: standard scaling (population standard deviation), a PCA
+    keeping the fewest components that explain more than ``explained_variance`` of the
+    variance, T² with the inverse covariance of the calibration scores, Q in the residual
+    space; upper control limits at confidence ``p``: T² from the F distribution (the
+    quantile for each possible number of components comes precomputed in the model file,
+    since there is no scipy on the device), Q by Jackson & Mudholkar computed as SKAB's
+    code does. Detection: the causal median of the last ``window`` values of each
+    statistic; ``anomaly`` when either exceeds its limit.
+    """
+
+    def __init__(
+        self,
+        *,
+        calibration_frames: int = 400,
+        explained_variance: float = 0.85,
+        window: int = 5,
+        t2_quantiles: np.ndarray,
+        q_normal_quantile: float,
+    ) -> None:
+        if calibration_frames < N_CHANNELS + 2 or window < 1:
+            raise ValueError("calibration_frames must exceed channels + 1 and window be >= 1")
+        if not 0.0 < explained_variance < 1.0:
+            raise ValueError("explained_variance must be in (0, 1)")
+        self.t2_quantiles = np.asarray(t2_quantiles, dtype=np.float64)
+        if self.t2_quantiles.shape != (N_CHANNELS + 1,):
+            raise ValueError(f"t2_quantiles must hold {N_CHANNELS + 1} values (index = components)")
+        self.calibration_frames = int(calibration_frames)
+        self.explained_variance = float(explained_variance)
+        self.window = int(window)
+        self.q_normal_quantile = float(q_normal_quantile)
+        self._buffer: np.ndarray | None = np.zeros((self.calibration_frames, N_CHANNELS), np.float32)
+        self._seen = 0
+        self._recent = np.full((self.window, 2), np.nan)  # last T², Q values
+        self.state = "normal"
+        self._reported: str | None = None
+        self.mean = np.zeros(N_CHANNELS)
+        self.scale = np.ones(N_CHANNELS)
+        self.axes = np.zeros((N_CHANNELS, 0))
+        self.score_mean = np.zeros(0)
+        self.inv_cov = np.zeros((0, 0))
+        self.t2_ucl = np.inf
+        self.q_ucl = np.inf
+
+    @property
+    def calibrated(self) -> bool:
+        return self._buffer is None
+
+    def process(self, frame: np.ndarray) -> dict[str, str] | None:
+        """Take one ``(1, 8)`` frame; return ``{"state": ...}`` when the state changes.
+
+        Raises:
+            ValueError: the frame does not hold 8 finite values.
+        """
+        x = _check_frame(frame)
+        if self._buffer is not None:
+            self._buffer[self._seen] = x
+            self._seen += 1
+            if self._seen == self.calibration_frames:
+                self.fit(self._buffer.astype(np.float64))
+                self._buffer = None  # the raw calibration data are forgotten
+            self.state = "normal"
+        else:
+            self._recent = np.roll(self._recent, -1, axis=0)
+            self._recent[-1] = self.statistics(x[None, :])[0]
+            t2, q = np.median(self._recent, axis=0)  # nan until the window is full
+            self.state = "anomaly" if (t2 > self.t2_ucl or q > self.q_ucl) else "normal"
+        if self.state != self._reported:
+            self._reported = self.state
+            return {"state": self.state}
+        return None
+
+    def statistics(self, rows: np.ndarray) -> np.ndarray:
+        """T² and Q per raw row ``(n, 8)`` -> ``(n, 2)``."""
+        z = (rows - self.mean) / self.scale
+        t = (z - self.score_mean) @ self.axes
+        t2 = np.einsum("ij,jk,ik->i", t, self.inv_cov, t)
+        residual = z - z @ self.axes @ self.axes.T
+        return np.stack([t2, np.sum(residual * residual, axis=1)], axis=1)
+
+    def fit(self, rows: np.ndarray) -> None:
+        """Scaling, PCA, control limits from calibration rows ``(n, 8)``."""
+        n = len(rows)
+        self.mean = rows.mean(axis=0)
+        sd = rows.std(axis=0)
+        self.scale = np.where(sd > 0, sd, 1.0)
+        z = (rows - self.mean) / self.scale
+        self.score_mean = z.mean(axis=0)
+        centred = z - self.score_mean
+        _, singular, vt = np.linalg.svd(centred, full_matrices=False)
+        ratio = np.cumsum(singular**2) / np.sum(singular**2)
+        m = int(np.searchsorted(ratio, self.explained_variance, side="right") + 1)
+        m = min(m, N_CHANNELS - 1)
+        self.axes = vt[:m].T
+        t = centred @ self.axes
+        self.inv_cov = np.linalg.inv(np.atleast_2d(np.cov(t.T)))
+        self.t2_ucl = m * (n - 1) * (n + 1) / (n * (n - m)) * float(self.t2_quantiles[m])
+        # Jackson & Mudholkar, as SKAB's code computes it (theta_i = (sum of residual
+        # eigenvalues)**i, eigenvalues in the order eig returns them).
+        w = np.linalg.eig(np.cov(z.T))[0].real
+        s = float(np.sum(w[m:]))
+        theta1, theta2, theta3 = s, s**2, s**3
+        h0 = 1 - 2 * theta1 * theta3 / (3 * theta2**2)
+        c = self.q_normal_quantile
+        self.q_ucl = theta1 * (
+            1 + c * h0 * np.sqrt(2 * theta2) / theta1 + theta2 * h0 * (h0 - 1) / theta1**2
+        ) ** (1 / h0)
+        # The median window starts on the last calibration rows, as in SKAB's batch code.
+        self._recent = self.statistics(rows[-self.window :]) if n >= self.window else self._recent
+
+
+def _check_frame(frame: np.ndarray) -> np.ndarray:
+    x = np.asarray(frame, dtype=np.float64).reshape(-1)
+    if x.shape != (N_CHANNELS,):
+        raise ValueError(f"expected {N_CHANNELS} values per frame, got {x.size}")
+    if not np.all(np.isfinite(x)):
+        raise ValueError("frame holds a value that is not finite")
+    return x
+
+
+def factory(model_paths: list[pathlib.Path]) -> PumpMonitor | ControlChartMonitor:
+    """Entry point: build the monitor ``model.npz`` describes.
+
+    ``method`` 0 is the control chart (:class:`ControlChartMonitor`), 1 the smoothed
+    T²+Q (:class:`PumpMonitor`).
 
     Raises:
-        ValueError: the model file lacks a hyper-parameter or holds an invalid one.
+        ValueError: the model file lacks a parameter or holds an invalid one.
         OSError: the model file cannot be read.
     """
     with np.load(model_paths[0], allow_pickle=False) as model:
         try:
-            return PumpMonitor(
-                calibration_frames=int(model["calibration_frames"]),
-                var_explained=float(model["var_explained"]),
-                ema_alpha=float(model["ema_alpha"]),
-                margin=float(model["margin"]),
-                smooth_input=bool(model["smooth_input"]),
-                extra=np.asarray(model["extra"], dtype=np.float64),
-            )
+            method = int(model["method"])
+            if method == 0:
+                return ControlChartMonitor(
+                    calibration_frames=int(model["calibration_frames"]),
+                    explained_variance=float(model["explained_variance"]),
+                    window=int(model["window"]),
+                    t2_quantiles=np.asarray(model["t2_quantiles"], dtype=np.float64),
+                    q_normal_quantile=float(model["q_normal_quantile"]),
+                )
+            if method == 1:
+                return PumpMonitor(
+                    calibration_frames=int(model["calibration_frames"]),
+                    var_explained=float(model["var_explained"]),
+                    ema_alpha=float(model["ema_alpha"]),
+                    margin=float(model["margin"]),
+                    smooth_input=bool(model["smooth_input"]),
+                    extra=np.asarray(model["extra"], dtype=np.float64),
+                )
         except KeyError as missing:
             raise ValueError(f"{model_paths[0]}: model lacks {missing}") from None
+    raise ValueError(f"{model_paths[0]}: unknown method {method}")

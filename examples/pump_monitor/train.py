@@ -38,6 +38,7 @@ from scipy.signal import lfilter
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 import skab
+from pump_monitor_app import N_CHANNELS as PumpMonitorChannels
 from pump_monitor_app import PumpMonitor
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -148,12 +149,46 @@ def search(
     return best
 
 
+def control_chart_model(calibration: int, p_value: float = 0.999) -> dict[str, np.ndarray]:
+    """The published recipe's constants: F quantiles for every possible number of
+    components (the device has no scipy), the normal quantile, 85 % variance, median of 5."""
+    from scipy import stats  # training time only
+
+    grid = np.linspace(0, 15, 10000)  # SKAB's code takes quantiles on this grid
+    quantiles = np.zeros(PumpMonitorChannels + 1)
+    for m in range(1, PumpMonitorChannels + 1):
+        below = grid[stats.f.cdf(grid, m, calibration - m) < p_value]
+        quantiles[m] = below[-1]
+    q_normal = grid[stats.norm.cdf(grid) < p_value][-1]
+    return {
+        "method": np.int8(0),
+        "calibration_frames": np.int32(calibration),
+        "explained_variance": np.float64(0.85),
+        "window": np.int32(5),
+        "t2_quantiles": quantiles,
+        "q_normal_quantile": np.float64(q_normal),
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=pathlib.Path, default=None, help="SKAB folder")
     parser.add_argument("--out", type=pathlib.Path, default=HERE / "model.npz")
+    parser.add_argument(
+        "--method",
+        choices=("control-chart", "ewma"),
+        default="control-chart",
+        help="control-chart: the published T²+Q recipe (default); ewma: the searched smoother",
+    )
     args = parser.parse_args(argv)
     calibration = skab.TRAIN_ROWS
+    if args.method == "control-chart":
+        model = control_chart_model(calibration)
+        np.savez(args.out, **model)
+        print(f"control chart: F quantiles {np.round(model['t2_quantiles'][1:], 3)}, "
+              f"normal quantile {float(model['q_normal_quantile']):.3f}")
+        print(f"wrote {args.out}")
+        return
     # The device sees float32 frames: train on exactly those values.
     normal = skab.anomaly_free(args.data).values.astype(np.float32).astype(np.float64)
     segs = segments(normal)
@@ -170,6 +205,7 @@ def main(argv: list[str] | None = None) -> None:
     best_f1, setting = search(segs, runs, calibration)
     np.savez(
         args.out,
+        method=np.int8(1),
         calibration_frames=np.int32(calibration),
         var_explained=np.float32(setting["var_explained"]),
         ema_alpha=np.float32(setting["ema_alpha"]),
