@@ -124,9 +124,13 @@ def _reading(walkers: list[Walker], n: int, floor: np.ndarray, rng: np.random.Ge
     return floor[None, :] - 1000.0 * top
 
 
-def _sensor(clean: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _sensor(clean: np.ndarray, floor: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Add the VL53L1X's noise and faults to clean distances; invalid readings are 0."""
     n = len(clean)
+    # Dark hair and clothes return little light: some readings of a person are the floor.
+    person = clean < floor[None, :] - 300
+    missed = person & (rng.random(clean.shape) < 0.02)
+    clean = np.where(missed, floor[None, :], clean)
     noisy = clean + rng.normal(size=clean.shape) * (6.0 + 0.006 * clean)
     p_invalid = rng.uniform(0.005, 0.03)
     invalid = rng.random(clean.shape) < p_invalid
@@ -201,7 +205,7 @@ def simulate(seed: int, episodes: int = 60, kinds: tuple[str, ...] | None = None
         t = stop + int(rng.uniform(1.5, 6.0) * RATE_HZ)
     n = t
     clean = _reading(walkers, n, floor, rng)
-    readings = _sensor(clean, rng)
+    readings = _sensor(clean, floor, rng)
     # Truth: the count changes when a walker's centre crosses x = 0.
     delta = np.zeros(n, dtype=np.int64)
     for w in walkers:
