@@ -264,28 +264,40 @@ class ControlChartMonitor:
         n = len(rows)
         self.mean = rows.mean(axis=0)
         sd = rows.std(axis=0)
-        self.scale = np.where(sd > 0, sd, 1.0)
+        # A sensor that never moved in calibration (SKAB's code drops it; no SKAB run has
+        # one) gets a tiny scale, so that if it ever moves, Q sees it.
+        self.scale = np.where(sd > 0, sd, np.maximum(1e-3 * np.abs(self.mean), 1e-6))
         z = (rows - self.mean) / self.scale
         self.score_mean = z.mean(axis=0)
         centred = z - self.score_mean
         _, singular, vt = np.linalg.svd(centred, full_matrices=False)
-        ratio = np.cumsum(singular**2) / np.sum(singular**2)
-        m = int(np.searchsorted(ratio, self.explained_variance, side="right") + 1)
+        total = float(np.sum(singular**2))
+        if total > 0:
+            ratio = np.cumsum(singular**2) / total
+            m = int(np.searchsorted(ratio, self.explained_variance, side="right") + 1)
+        else:  # nothing moved at all during calibration
+            m = 1
         m = min(m, N_CHANNELS - 1)
         self.axes = vt[:m].T
         t = centred @ self.axes
-        self.inv_cov = np.linalg.inv(np.atleast_2d(np.cov(t.T)))
+        # pinv: equal to inv for the regular case, defined for a degenerate calibration.
+        self.inv_cov = np.linalg.pinv(np.atleast_2d(np.cov(t.T)))
         self.t2_ucl = m * (n - 1) * (n + 1) / (n * (n - m)) * float(self.t2_quantiles[m])
         # Jackson & Mudholkar, as SKAB's code computes it (theta_i = (sum of residual
         # eigenvalues)**i, eigenvalues in the order eig returns them).
         w = np.linalg.eig(np.cov(z.T))[0].real
         s = float(np.sum(w[m:]))
         theta1, theta2, theta3 = s, s**2, s**3
-        h0 = 1 - 2 * theta1 * theta3 / (3 * theta2**2)
-        c = self.q_normal_quantile
-        self.q_ucl = theta1 * (
-            1 + c * h0 * np.sqrt(2 * theta2) / theta1 + theta2 * h0 * (h0 - 1) / theta1**2
-        ) ** (1 / h0)
+        if theta1 > 1e-12:
+            h0 = 1 - 2 * theta1 * theta3 / (3 * theta2**2)
+            c = self.q_normal_quantile
+            self.q_ucl = theta1 * (
+                1 + c * h0 * np.sqrt(2 * theta2) / theta1 + theta2 * h0 * (h0 - 1) / theta1**2
+            ) ** (1 / h0)
+        else:  # no residual variance in calibration: any residual is news
+            self.q_ucl = 1e-9
+        if self.t2_ucl <= 0 or not np.isfinite(self.t2_ucl):
+            self.t2_ucl = 1e-9
         # The median window starts on the last calibration rows, as in SKAB's batch code.
         self._recent = self.statistics(rows[-self.window :]) if n >= self.window else self._recent
 

@@ -177,3 +177,24 @@ def test_committed_model_is_what_train_makes(tmp_path: pathlib.Path) -> None:
         assert set(new.files) == set(shipped.files)
         for key in new.files:
             np.testing.assert_array_equal(new[key], shipped[key])
+
+
+def test_a_sensor_stuck_in_calibration_is_watched_afterwards() -> None:
+    """SKAB's recipe drops a constant column; the device keeps it and alarms if it moves."""
+    rng = np.random.default_rng(1)
+    app = entry("pump_monitor")
+    rows = rng.normal(size=(400, 8)) + 10
+    rows[:, 3] = 5.0
+    for row in rows:
+        app.process(row[None, :].astype(np.float32))
+    moved = rows[0].copy()
+    moved[3] = 5.5
+    assert {"state": "anomaly"} in [app.process(moved[None, :].astype(np.float32)) for _ in range(5)]
+
+
+def test_a_pump_that_never_moved_in_calibration_does_not_crash() -> None:
+    app = entry("pump_monitor")
+    still = np.ones((1, 8), np.float32)
+    outputs = [app.process(still) for _ in range(410)]
+    assert outputs[0] == {"state": "normal"} and all(o is None for o in outputs[1:])
+    assert {"state": "anomaly"} in [app.process(still * 2) for _ in range(5)]
