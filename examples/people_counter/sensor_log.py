@@ -175,3 +175,40 @@ def serial_frames(
                 produced += 1
     finally:
         os.close(fd)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Feed a real sensor's readings to the counter app (in-process) and print each count.
+
+    ``python sensor_log.py --csv log.csv`` or ``python sensor_log.py --serial /dev/ttyACM0``.
+    """
+    import argparse
+    import sys
+
+    here = pathlib.Path(__file__).resolve().parent
+    sys.path.insert(0, str(here))
+    import people_counter_app
+
+    parser = argparse.ArgumentParser(description="Count people from a CSV log or a serial port.")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--csv", type=pathlib.Path)
+    source.add_argument("--serial")
+    parser.add_argument("--baud", type=int, default=115200)
+    parser.add_argument("--frames", type=int, default=None, help="stop after this many frames")
+    parser.add_argument("--model", type=pathlib.Path, default=here / "model.npz")
+    args = parser.parse_args(argv)
+    app = people_counter_app.factory([args.model])
+    if args.csv is not None:
+        frames: Iterator[np.ndarray] = csv_frames(args.csv)
+    else:
+        frames = serial_frames(args.serial, baud=args.baud, max_frames=args.frames)
+    for second, frame in enumerate(frames):
+        if args.frames is not None and second >= args.frames:
+            break
+        result = app.process(frame)
+        if result is not None:
+            print(f"t={second + 1:>6d} s  count={result['count']}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -129,3 +129,13 @@ def test_serial_source_reads_a_tty() -> None:
     finally:
         os.close(master)
         os.close(slave)
+
+
+def test_counting_from_a_csv_log_prints_each_change(tmp_path: pathlib.Path, capsys) -> None:
+    stream = simulate.simulate(5, 8)
+    path = tmp_path / "log.csv"
+    simulate.write_csv(stream, path)
+    sensor_log.main(["--csv", str(path)])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["t=", "1", "s", "count=0"]
+    assert len(lines) > 3 and all("count=" in line for line in lines)
