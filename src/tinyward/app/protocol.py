@@ -53,6 +53,8 @@ def decode_body(body: bytes) -> Any:
         obj = cbor2.CBORDecoder(stream).decode()
     except Exception as error:  # cbor2 raises several types (and RecursionError) on junk
         raise ProtocolError("not_cbor", f"message is not valid CBOR ({error})"[:200]) from None
+    if obj is cbor2.break_marker:  # cbor2 returns a lone 0xff "break" as a value
+        raise ProtocolError("not_cbor", "a lone CBOR break code is not a data item")
     if stream.tell() != len(body):
         raise ProtocolError("not_cbor", f"{len(body) - stream.tell()} bytes after the CBOR item")
     return obj
