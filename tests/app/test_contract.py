@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tinyward.app.contract import RateLimiter, check_result, leakage_bound, leakage_bits_per_result
+from tinyward.app.contract import RateLimiter, check_result, leakage_bits_per_result, leakage_bound
 from tinyward.app.errors import ContractViolation
 from tinyward.app.manifest import parse_manifest
 

@@ -30,12 +30,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import cbor2  # noqa: F401  (imported before the filesystem closes)
+import cbor2
 import numpy as np  # noqa: F401
 
 from tinyward.app import _landlock
 from tinyward.app.protocol import (
     MessageDecoder,
+    MessageEncoder,
     decode_frame,
     encode_message,
     read_message_fd,
@@ -193,6 +194,8 @@ def main() -> None:
     else:
         report.append(["seccomp", False, seccomp_note])
     write_all(out_fd, encode_message({"p": report}))
+    if cfg.get("probe"):
+        return  # `tinyward app inspect`: report the protections, run no app code
 
     # From here on, application code runs: nothing below is trusted by the parent.
     sys.path.insert(0, folder)
@@ -203,6 +206,7 @@ def main() -> None:
 
     dtype, shape = cfg["dtype"], tuple(cfg["shape"])
     process = app.process
+    encoder = MessageEncoder()
     while True:
         try:
             msg = read_message_fd(in_fd, decoder, None)
@@ -211,8 +215,9 @@ def main() -> None:
         seq, frame = decode_frame(msg, dtype, shape)
         result = process(frame)
         try:
-            out = encode_message({"r": seq, "v": result})
+            out = encoder.encode({"r": seq, "v": result})
         except (TypeError, ValueError, cbor2.CBOREncodeError) as error:
+            encoder = MessageEncoder()  # the failed encode may have left bytes behind
             out = encode_message({"r": seq, "bad": f"{type(error).__name__}: {error}"[:200]})
         write_all(out_fd, out)
 

@@ -28,6 +28,7 @@ from tinyward.app.manifest import Manifest
 from tinyward.app.protocol import (
     DEFAULT_MAX_MESSAGE,
     MessageDecoder,
+    MessageEncoder,
     encode_frame,
     encode_message,
     read_message_fd,
@@ -88,10 +89,32 @@ class Sandbox:
         self._to_child = -1
         self._from_child = -1
         self._decoder = MessageDecoder(self.config.max_message)
+        self._encoder = MessageEncoder()
 
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
+
+    def probe(self) -> list[Protection]:
+        """Start the child, take its protections report, stop it: no app code runs.
+
+        Raises:
+            SandboxError: the child could not be started.
+        """
+        try:
+            self._spawn(probe=True)
+            report = self._expect(time.monotonic() + self.config.start_deadline_s, "p")
+            return _parse_protections(report) + self._core_protections()
+        finally:
+            self.kill()
+
+    def _core_protections(self) -> list[Protection]:
+        return [
+            Protection("output contract", True, "every result checked by the core"),
+            Protection(
+                "per-frame deadline", True, f"{self.config.frame_deadline_s:g} s, then killed"
+            ),
+        ]
 
     def start(self) -> list[Protection]:
         """Start the child, wait for its protections report and for the app to be ready.
@@ -101,6 +124,21 @@ class Sandbox:
                 readable, or the app died / hung / misbehaved before it was ready.
         """
         self._check_secret_paths()
+        self._spawn(probe=False)
+        deadline = time.monotonic() + self.config.start_deadline_s
+        report = self._expect(deadline, "p")
+        self.protections = _parse_protections(report) + self._core_protections()
+        missing = [p for p in self.protections if p.name in self.config.required and not p.active]
+        if missing:
+            self.kill()
+            raise SandboxError(
+                "refusing to run the app without: "
+                + "; ".join(f"{p.name} ({p.reason})" for p in missing)
+            )
+        self._expect(deadline, "ready")
+        return self.protections
+
+    def _spawn(self, probe: bool) -> None:
         cfg = self.config
         uid = gid = None
         if not cfg.unsafe_keep_uid and os.geteuid() == 0:
@@ -133,23 +171,8 @@ class Sandbox:
             "cpu_seconds": cfg.cpu_seconds, "max_open_files": cfg.max_open_files,
             "max_processes": cfg.max_processes, "uid": uid, "gid": gid,
             "landlock": not cfg.unsafe_no_landlock, "seccomp": not cfg.unsafe_no_seccomp,
-            "max_message": cfg.max_message,
+            "max_message": cfg.max_message, "probe": probe,
         }}))
-        deadline = time.monotonic() + cfg.start_deadline_s
-        report = self._expect(deadline, "p")
-        self.protections = _parse_protections(report) + [
-            Protection("output contract", True, "every result checked by the core"),
-            Protection("per-frame deadline", True, f"{cfg.frame_deadline_s:g} s, then killed"),
-        ]
-        missing = [p for p in self.protections if p.name in cfg.required and not p.active]
-        if missing:
-            self.kill()
-            raise SandboxError(
-                "refusing to run the app without: "
-                + "; ".join(f"{p.name} ({p.reason})" for p in missing)
-            )
-        self._expect(deadline, "ready")
-        return self.protections
 
     def _expect(self, deadline: float, key: str) -> Any:
         try:
@@ -167,7 +190,7 @@ class Sandbox:
 
     def send_frame(self, seq: int, frame: np.ndarray) -> None:
         """Send one frame (raises OSError, e.g. BrokenPipeError, if the child is gone)."""
-        write_all(self._to_child, encode_frame(seq, frame))
+        write_all(self._to_child, encode_frame(seq, frame, self._encoder))
 
     def receive(self, deadline: float) -> Any:
         """The next message from the child.
