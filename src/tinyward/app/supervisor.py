@@ -214,7 +214,7 @@ class Supervisor:
             msg = sandbox.receive(deadline)
             got_seq, result = decode_result(msg)
             if got_seq != seq:
-                raise ProtocolError("malformed", f"result for frame {got_seq}, expected {seq}")
+                raise ProtocolError("unsolicited", f"result for frame {got_seq}, expected {seq}")
             if sandbox.pending_output:
                 raise ProtocolError("unsolicited", "the app wrote more than one message")
             if result is not None:
