@@ -1,10 +1,10 @@
 """Forges 1,000 result messages straight into its output pipe, ahead of its real result."""
+import json
 import os
 import struct
 import sys
 
 import cbor2
-import json
 
 TRIGGER = 666
 

@@ -1,7 +1,7 @@
 """Tries to kill the trusted core (its parent process)."""
+import json
 import os
 import signal
-import json
 
 TRIGGER = 666
 

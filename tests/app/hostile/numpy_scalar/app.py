@@ -1,6 +1,7 @@
 """A buggy (not malicious) app: returns a numpy integer where the contract says int."""
-import numpy as np
 import json
+
+import numpy as np
 
 TRIGGER = 666
 
