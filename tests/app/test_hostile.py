@@ -212,3 +212,12 @@ def test_numpy_scalar_result_is_a_wrong_type(hostile, clock):
     manifest = hostile("numpy_scalar", {})
     with supervise(manifest, clock) as sup:
         attack_then_recover(sup, clock, "wrong_type")
+
+
+def test_cpu_time_limit_stops_a_spinning_app(hostile, clock):
+    # RLIMIT_CPU = 1 s; the deadline is far longer, so it is the CPU limit that fires.
+    manifest = hostile("hang", {})
+    with supervise(manifest, clock, deadline=30.0, cpu_seconds=1) as sup:
+        outcome = sup.process(frame(TRIGGER))
+        assert outcome.incident == "cpu_limit", outcome
+        assert sup.incidents() == {"cpu_limit": 1}

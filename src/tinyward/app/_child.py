@@ -60,7 +60,10 @@ def _limits(cfg: dict[str, Any]) -> tuple[bool, str]:
     }
     try:
         for which, value in wanted.items():
-            resource.setrlimit(which, (value, value))
+            # CPU: SIGXCPU at the soft limit, so the core can tell it from its own SIGKILL;
+            # the kernel's SIGKILL at the hard limit one second later is the backstop.
+            hard = value + 1 if which == resource.RLIMIT_CPU else value
+            resource.setrlimit(which, (value, hard))
     except (OSError, ValueError) as error:
         return False, f"setrlimit failed: {error}"
     mib = cfg["memory_bytes"] // (1 << 20)

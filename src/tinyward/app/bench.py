@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -33,6 +34,35 @@ def _timing(label: str, samples: list[float]) -> Timing:
     us = np.array(samples) * 1e6
     return Timing(label, len(samples), float(sum(samples)),
                   float(np.percentile(us, 50)), float(np.percentile(us, 99)))
+
+
+def pipe_floor(frames: int, size: int) -> Timing:
+    """A bare ping-pong of ``size`` bytes with a forked echo process: the floor any
+    two-process design pays on this machine (two pipe writes, two reads, two wake-ups)."""
+    to_r, to_w = os.pipe()
+    back_r, back_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the echo child
+        os.close(to_w)
+        os.close(back_r)
+        while data := os.read(to_r, 1 << 16):
+            os.write(back_w, data)
+        os._exit(0)
+    os.close(to_r)
+    os.close(back_w)
+    payload = bytes(size)
+    samples = []
+    try:
+        for _ in range(frames):
+            t0 = time.perf_counter()
+            os.write(to_w, payload)
+            os.read(back_r, 1 << 16)
+            samples.append(time.perf_counter() - t0)
+    finally:
+        os.close(to_w)
+        os.close(back_r)
+        os.waitpid(pid, 0)
+    return _timing("bare pipe ping-pong (floor)", samples)
 
 
 def run(frames: int = 5000, warmup: int = 200, seed: int = 7) -> tuple[Timing, Timing]:

@@ -24,6 +24,7 @@ The rules, in the manner of h11's ``_state.py``:
 from __future__ import annotations
 
 import enum
+import signal
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -233,13 +234,15 @@ class Supervisor:
         return Outcome(result=result)
 
     def _fault(self, kind: str, detail: str) -> Outcome:
-        self._incidents[kind] += 1
         self._good_frames = 0
         if self._sandbox is not None:
             code = self._sandbox.kill()
             if kind == "crash" and code is not None:
                 detail += f" (exit status {code})"
+                if code == -signal.SIGXCPU:  # RLIMIT_CPU ran out
+                    kind = "cpu_limit"
             self._sandbox = None
+        self._incidents[kind] += 1
         if self.state is not State.RESTARTING:
             self.lifecycle.fire(Event.FAULT)
         self.restarts += 1

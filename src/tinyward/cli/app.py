@@ -176,10 +176,11 @@ def bench_sandbox(frames: int) -> None:
     from tinyward.app import bench
 
     direct, sandboxed = bench.run(frames)
+    floor = bench.pipe_floor(frames, 60)  # 60 bytes ~ one frame message
     table = Table(title=f"Sandbox round trip, {frames} frames of 20x1 int16 (same run)")
     for column in ("path", "frames/s", "p50 µs", "p99 µs"):
         table.add_column(column)
-    for t in (direct, sandboxed):
+    for t in (direct, floor, sandboxed):
         table.add_row(t.label, f"{t.frames_per_second:,.0f}", f"{t.p50_us:.1f}", f"{t.p99_us:.1f}")
     console = Console()
     console.print(table)
