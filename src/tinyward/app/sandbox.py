@@ -142,7 +142,12 @@ class Sandbox:
         cfg = self.config
         uid = gid = None
         if not cfg.unsafe_keep_uid and os.geteuid() == 0:
-            entry = pwd.getpwnam(cfg.user)
+            try:
+                entry = pwd.getpwnam(cfg.user)
+            except KeyError:
+                raise SandboxError(
+                    f"user {cfg.user!r} does not exist: create it or set SandboxConfig.user"
+                ) from None
             uid, gid = entry.pw_uid, entry.pw_gid
         to_child_r, to_child_w = os.pipe()
         from_child_r, from_child_w = os.pipe()
@@ -159,11 +164,24 @@ class Sandbox:
                 cwd=self.manifest.folder,
                 start_new_session=True,
             )
+        except OSError as error:
+            os.close(to_child_w)
+            os.close(from_child_r)
+            raise SandboxError(f"cannot start the sandbox process: {error}") from None
         finally:
             os.close(to_child_r)
             os.close(from_child_w)
         self._to_child, self._from_child = to_child_w, from_child_r
         m = self.manifest
+        try:
+            self._send_config(m, cfg, uid, gid, probe)
+        except OSError as error:
+            code = self.kill()
+            raise SandboxError(f"the sandbox process died at once (exit {code}): {error}") from None
+
+    def _send_config(
+        self, m: Manifest, cfg: SandboxConfig, uid: int | None, gid: int | None, probe: bool
+    ) -> None:
         write_all(self._to_child, encode_message({"cfg": {
             "folder": str(m.folder), "module": m.entry_module, "callable": m.entry_callable,
             "models": [str(p) for p in m.models], "dtype": m.input.dtype,

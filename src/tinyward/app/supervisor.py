@@ -146,6 +146,8 @@ class Supervisor:
         self._backoff = self.config.backoff_initial_s
         self._retry_at = 0.0
         self._good_frames = 0
+        #: (kind, detail) of the most recent incident, for people (never sent off the device)
+        self.last_incident: tuple[str, str] | None = None
 
     @property
     def state(self) -> State:
@@ -243,6 +245,7 @@ class Supervisor:
                     kind = "cpu_limit"
             self._sandbox = None
         self._incidents[kind] += 1
+        self.last_incident = (kind, detail)
         if self.state is not State.RESTARTING:
             self.lifecycle.fire(Event.FAULT)
         self.restarts += 1

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tinyward.app.contract import leakage_bound
-from tinyward.app.errors import ManifestError
+from tinyward.app.errors import ManifestError, SandboxError
 from tinyward.app.manifest import Manifest, load_manifest
 from tinyward.app.sandbox import Protection, Sandbox
 from tinyward.app.supervisor import Supervisor
@@ -149,7 +149,9 @@ def run_cmd(manifest_path: Path, csv_path: Path | None, simulate: int | None, se
     now = [0.0]
     console = Console()
     with Supervisor(manifest, clock=lambda: now[0]) as sup:
-        sup.start()
+        if not sup.start():
+            kind, detail = sup.last_incident or ("start_failed", "")
+            raise SandboxError(f"the app did not start ({kind}): {detail}")
         console.print(_protections_table(sup.protections))
         accepted = 0
         for index, frame in enumerate(frames):
