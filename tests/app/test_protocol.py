@@ -125,3 +125,22 @@ def test_deep_nesting_is_refused_not_crashing():
 
 def test_encoder_matches_cbor2():
     assert encode_message([1, "a"]) == HEADER.pack(4) + cbor2.dumps([1, "a"])
+
+
+_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**64), 2**64) | st.floats() | st.text(max_size=20)
+    | st.binary(max_size=20),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=5), children, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, derandomize=True, deadline=None)
+@given(st.lists(_VALUES, min_size=1, max_size=5))
+def test_fuzz_reused_encoder_gives_the_same_bytes_as_cbor2_dumps(objs):
+    from tinyward.app.protocol import MessageEncoder
+
+    encoder = MessageEncoder()
+    for obj in objs:  # several in a row: no state may leak from one message to the next
+        assert encoder.encode(obj) == encode_message(obj)
