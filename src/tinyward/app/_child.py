@@ -42,9 +42,9 @@ from tinyward.app.protocol import (
     read_message_fd,
     write_all,
 )
+from tinyward.app.sandbox import allowed_read_paths
 
 _PR_SET_NO_NEW_PRIVS = 38
-_SYSTEM_LIBS = ["/usr/lib", "/usr/lib64", "/lib", "/lib64", "/etc/ld.so.cache", "/usr/share/zoneinfo"]
 
 
 def _limits(cfg: dict[str, Any]) -> tuple[bool, str]:
@@ -71,15 +71,6 @@ def _limits(cfg: dict[str, Any]) -> tuple[bool, str]:
         f"memory {mib} MiB, CPU {cfg['cpu_seconds']} s, {cfg['max_open_files']} open files, "
         f"{cfg['max_processes']} processes, no file writes, no core dumps"
     )
-
-
-def _read_paths(folder: str) -> list[str]:
-    paths = [folder]
-    paths += [p for p in sys.path if p and os.path.isdir(p)]
-    paths.append(os.path.join(sys.base_prefix, "lib"))
-    paths.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tinyward
-    paths += _SYSTEM_LIBS
-    return list(dict.fromkeys(paths))
 
 
 def _no_new_privs() -> tuple[bool, str]:
@@ -179,7 +170,7 @@ def main() -> None:
     report.append(["no_new_privs", active, note])
     if cfg["landlock"]:
         try:
-            report.append(["landlock", True, _landlock.restrict_to_read_only(_read_paths(folder))])
+            report.append(["landlock", True, _landlock.restrict_to_read_only(allowed_read_paths(folder, sys.path))])
         except OSError as error:
             report.append(["landlock", False, str(error)])
     else:

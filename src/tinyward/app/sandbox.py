@@ -45,6 +45,23 @@ _ENV = {
 }
 
 
+#: System folders the app may read (shared libraries that extension modules load).
+SYSTEM_READ_PATHS = (
+    "/usr/lib", "/usr/lib64", "/lib", "/lib64", "/etc/ld.so.cache", "/usr/share/zoneinfo",
+)
+
+
+def allowed_read_paths(folder: str, path_entries: list[str]) -> list[str]:
+    """Everything the sandboxed app may read (Landlock rules): its folder, Python's path
+    entries, the interpreter's lib folder, the tinyward package, system libraries."""
+    paths = [folder]
+    paths += [p for p in path_entries if p and os.path.isdir(p)]
+    paths.append(os.path.join(sys.base_prefix, "lib"))
+    paths.append(str(Path(__file__).resolve().parent.parent))  # the tinyward package
+    paths += SYSTEM_READ_PATHS
+    return list(dict.fromkeys(paths))
+
+
 @dataclass(frozen=True)
 class Protection:
     """One layer of the sandbox, and whether this host provides it."""
@@ -245,8 +262,9 @@ class Sandbox:
         return self._proc.poll() if self._proc else None
 
     def _check_secret_paths(self) -> None:
-        allowed = [self.manifest.folder.resolve()]
-        allowed += [Path(p).resolve() for p in sys.path if p and os.path.isdir(p)]
+        # The parent's sys.path is a superset of the child's (-I drops the script folder),
+        # so this refuses at least everything the child's Landlock rules would allow.
+        allowed = [Path(p).resolve() for p in allowed_read_paths(str(self.manifest.folder), sys.path)]
         for secret in self.config.secret_paths:
             secret = secret.resolve()
             for path in allowed:
