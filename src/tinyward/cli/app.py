@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import csv
+import itertools
 import math
 from pathlib import Path
 
@@ -13,6 +13,7 @@ from rich.table import Table
 
 from tinyward.app.contract import leakage_bound
 from tinyward.app.errors import ManifestError, SandboxError
+from tinyward.app.frames import csv_frames, simulated_frames
 from tinyward.app.manifest import Manifest, load_manifest
 from tinyward.app.sandbox import Protection, Sandbox
 from tinyward.app.supervisor import Supervisor
@@ -97,35 +98,11 @@ def inspect_cmd(manifest_path: Path, no_probe: bool) -> None:
 
 
 def _csv_frames(path: Path, manifest: Manifest) -> list[np.ndarray]:
-    spec = manifest.input
-    rows: list[list[float]] = []
-    with path.open(newline="") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in spec.channels if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ManifestError(str(path), 1, f"CSV lacks the channel column(s) {missing}")
-        for number, row in enumerate(reader, start=2):
-            try:
-                rows.append([float(row[c]) for c in spec.channels])
-            except (TypeError, ValueError):
-                raise ManifestError(str(path), number, "not a number in a channel column") from None
-    n = spec.frame_shape[0]
-    data = np.array(rows, dtype=np.float64).reshape(-1, len(spec.channels))
-    return [data[k : k + n].astype(spec.dtype) for k in range(0, len(data) - n + 1, n)]
+    return csv_frames(path, manifest)
 
 
 def _simulated_frames(count: int, manifest: Manifest, seed: int) -> list[np.ndarray]:
-    spec = manifest.input
-    rng = np.random.default_rng(seed)
-    dtype = np.dtype(spec.dtype)
-    frames = []
-    for _ in range(count):
-        data = rng.normal(1000.0, 300.0, size=spec.frame_shape)
-        if dtype.kind in "iu":
-            info = np.iinfo(dtype)
-            data = np.clip(np.rint(data), info.min, info.max)
-        frames.append(data.astype(dtype))
-    return frames
+    return list(itertools.islice(simulated_frames(manifest, seed), count))
 
 
 @app_group.command("run")
