@@ -185,3 +185,39 @@ def test_crashing_app_is_restarted(hostile, clock):
     manifest = hostile("crash", {})
     with supervise(manifest, clock) as sup:
         attack_then_recover(sup, clock, "crash")
+
+
+def test_memory_hog_is_stopped_by_the_address_space_limit(hostile, clock):
+    manifest = hostile("memory_hog", {})
+    with supervise(manifest, clock) as sup:
+        attack_then_recover(sup, clock, "crash")  # MemoryError: RLIMIT_AS is 1 GiB
+
+
+def test_forged_result_messages_in_the_pipe_are_refused(hostile, clock):
+    # 1,000 well-formed, in-contract results written straight into the pipe: none counts.
+    manifest = hostile("forged_results", {})
+    with supervise(manifest, clock) as sup:
+        attack_then_recover(sup, clock, "unsolicited")
+
+
+def test_app_cannot_kill_the_core(hostile, clock):
+    # seccomp allows kill() only of itself; Landlock scopes signals; the uid differs.
+    manifest = hostile("kill_core", {})
+    with supervise(manifest, clock) as sup:
+        attack_then_recover(sup, clock, "crash")
+    # We are the parent it tried to kill, and we are still here to assert it.
+
+
+def test_numpy_scalar_result_is_a_wrong_type(hostile, clock):
+    manifest = hostile("numpy_scalar", {})
+    with supervise(manifest, clock) as sup:
+        attack_then_recover(sup, clock, "wrong_type")
+
+
+def test_cpu_time_limit_stops_a_spinning_app(hostile, clock):
+    # RLIMIT_CPU = 1 s; the deadline is far longer, so it is the CPU limit that fires.
+    manifest = hostile("hang", {})
+    with supervise(manifest, clock, deadline=30.0, cpu_seconds=1) as sup:
+        outcome = sup.process(frame(TRIGGER))
+        assert outcome.incident == "cpu_limit", outcome
+        assert sup.incidents() == {"cpu_limit": 1}

@@ -30,20 +30,21 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import cbor2  # noqa: F401  (imported before the filesystem closes)
+import cbor2
 import numpy as np  # noqa: F401
 
 from tinyward.app import _landlock
 from tinyward.app.protocol import (
     MessageDecoder,
+    MessageEncoder,
     decode_frame,
     encode_message,
     read_message_fd,
     write_all,
 )
+from tinyward.app.sandbox import allowed_read_paths
 
 _PR_SET_NO_NEW_PRIVS = 38
-_SYSTEM_LIBS = ["/usr/lib", "/usr/lib64", "/lib", "/lib64", "/etc/ld.so.cache", "/usr/share/zoneinfo"]
 
 
 def _limits(cfg: dict[str, Any]) -> tuple[bool, str]:
@@ -59,7 +60,10 @@ def _limits(cfg: dict[str, Any]) -> tuple[bool, str]:
     }
     try:
         for which, value in wanted.items():
-            resource.setrlimit(which, (value, value))
+            # CPU: SIGXCPU at the soft limit, so the core can tell it from its own SIGKILL;
+            # the kernel's SIGKILL at the hard limit one second later is the backstop.
+            hard = value + 1 if which == resource.RLIMIT_CPU else value
+            resource.setrlimit(which, (value, hard))
     except (OSError, ValueError) as error:
         return False, f"setrlimit failed: {error}"
     mib = cfg["memory_bytes"] // (1 << 20)
@@ -67,15 +71,6 @@ def _limits(cfg: dict[str, Any]) -> tuple[bool, str]:
         f"memory {mib} MiB, CPU {cfg['cpu_seconds']} s, {cfg['max_open_files']} open files, "
         f"{cfg['max_processes']} processes, no file writes, no core dumps"
     )
-
-
-def _read_paths(folder: str) -> list[str]:
-    paths = [folder]
-    paths += [p for p in sys.path if p and os.path.isdir(p)]
-    paths.append(os.path.join(sys.base_prefix, "lib"))
-    paths.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tinyward
-    paths += _SYSTEM_LIBS
-    return list(dict.fromkeys(paths))
 
 
 def _no_new_privs() -> tuple[bool, str]:
@@ -175,7 +170,7 @@ def main() -> None:
     report.append(["no_new_privs", active, note])
     if cfg["landlock"]:
         try:
-            report.append(["landlock", True, _landlock.restrict_to_read_only(_read_paths(folder))])
+            report.append(["landlock", True, _landlock.restrict_to_read_only(allowed_read_paths(folder, sys.path))])
         except OSError as error:
             report.append(["landlock", False, str(error)])
     else:
@@ -193,6 +188,8 @@ def main() -> None:
     else:
         report.append(["seccomp", False, seccomp_note])
     write_all(out_fd, encode_message({"p": report}))
+    if cfg.get("probe"):
+        return  # `tinyward app inspect`: report the protections, run no app code
 
     # From here on, application code runs: nothing below is trusted by the parent.
     sys.path.insert(0, folder)
@@ -203,6 +200,7 @@ def main() -> None:
 
     dtype, shape = cfg["dtype"], tuple(cfg["shape"])
     process = app.process
+    encoder = MessageEncoder()
     while True:
         try:
             msg = read_message_fd(in_fd, decoder, None)
@@ -211,8 +209,9 @@ def main() -> None:
         seq, frame = decode_frame(msg, dtype, shape)
         result = process(frame)
         try:
-            out = encode_message({"r": seq, "v": result})
+            out = encoder.encode({"r": seq, "v": result})
         except (TypeError, ValueError, cbor2.CBOREncodeError) as error:
+            encoder = MessageEncoder()  # the failed encode may have left bytes behind
             out = encode_message({"r": seq, "bad": f"{type(error).__name__}: {error}"[:200]})
         write_all(out_fd, out)
 

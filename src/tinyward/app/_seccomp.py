@@ -19,7 +19,7 @@ import os
 import pyseccomp as seccomp
 
 # Grouped by purpose; names the running kernel does not know are skipped.
-ALLOWED = (
+ALLOWED = (  # noqa: SIM905 (a grouped string reads better than 90 quoted names)
     # file descriptors already open, and opening files (Landlock decides which)
     "read readv pread64 preadv preadv2 write writev pwrite64 close close_range lseek "
     "fstat stat lstat newfstatat statx fstatfs statfs access faccessat faccessat2 "
@@ -59,6 +59,12 @@ def build_filter() -> seccomp.SyscallFilter:
     deny = seccomp.ERRNO(errno.EPERM)
     flt = seccomp.SyscallFilter(defaction=deny)
     flt.set_attr(seccomp.Attr.ACT_BADARCH, seccomp.KILL_PROCESS)
+    try:
+        # A binary tree of syscall numbers instead of a linear list: every syscall of
+        # the app (two per frame at least) walks this filter.
+        flt.set_attr(seccomp.Attr.CTL_OPTIMIZE, 2)
+    except OSError:
+        pass  # libseccomp < 2.5: the linear filter is slower but just as strict
     for name in ALLOWED:
         if _nr(name) >= 0:
             flt.add_rule(seccomp.ALLOW, name)

@@ -19,7 +19,7 @@ import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -248,6 +248,7 @@ def _parse_input(where: _Where, inp: dict[str, Any]) -> InputSpec:
     if not _is_number(rate) or not math.isfinite(rate) or rate <= 0:
         raise where.error("input", "sample_rate_hz", "input.sample_rate_hz must be a number > 0")
     dtype = _string(where, "input", inp, "dtype")
+    kind: str
     try:
         kind = np.dtype(dtype).kind
     except TypeError:
@@ -356,16 +357,17 @@ def _parse_field(where: _Where, name: str, spec: object) -> FieldSpec:
     for label, value in (("min", lo), ("max", hi), ("step", step)):
         if not _is_number(value) or not math.isfinite(value):
             raise fail(f"float {label} must be a finite number")
+    lo, hi, step = float(lo), float(hi), float(step)  # type: ignore[arg-type]  # checked above
     if lo > hi:
         raise fail(f"min {lo} > max {hi}: no value can satisfy it")
     if step <= 0:
         raise fail(f"step {step} must be > 0")
     if (hi - lo) / step >= 2**53:
         raise fail("float range / step gives more than 2^53 values")
-    return FieldSpec(name, "float", min=float(lo), max=float(hi), step=float(step))
+    return FieldSpec(name, "float", min=lo, max=hi, step=step)
 
 
-def _is_number(value: object) -> bool:
+def _is_number(value: object) -> TypeGuard[int | float]:
     return type(value) in (int, float)
 
 

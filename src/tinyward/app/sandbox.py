@@ -28,6 +28,7 @@ from tinyward.app.manifest import Manifest
 from tinyward.app.protocol import (
     DEFAULT_MAX_MESSAGE,
     MessageDecoder,
+    MessageEncoder,
     encode_frame,
     encode_message,
     read_message_fd,
@@ -42,6 +43,23 @@ _ENV = {
     "OMP_NUM_THREADS": "1",
     "MKL_NUM_THREADS": "1",
 }
+
+
+#: System folders the app may read (shared libraries that extension modules load).
+SYSTEM_READ_PATHS = (
+    "/usr/lib", "/usr/lib64", "/lib", "/lib64", "/etc/ld.so.cache", "/usr/share/zoneinfo",
+)
+
+
+def allowed_read_paths(folder: str, path_entries: list[str]) -> list[str]:
+    """Everything the sandboxed app may read (Landlock rules): its folder, Python's path
+    entries, the interpreter's lib folder, the tinyward package, system libraries."""
+    paths = [folder]
+    paths += [p for p in path_entries if p and os.path.isdir(p)]
+    paths.append(os.path.join(sys.base_prefix, "lib"))
+    paths.append(str(Path(__file__).resolve().parent.parent))  # the tinyward package
+    paths += SYSTEM_READ_PATHS
+    return list(dict.fromkeys(paths))
 
 
 @dataclass(frozen=True)
@@ -88,10 +106,32 @@ class Sandbox:
         self._to_child = -1
         self._from_child = -1
         self._decoder = MessageDecoder(self.config.max_message)
+        self._encoder = MessageEncoder()
 
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
+
+    def probe(self) -> list[Protection]:
+        """Start the child, take its protections report, stop it: no app code runs.
+
+        Raises:
+            SandboxError: the child could not be started.
+        """
+        try:
+            self._spawn(probe=True)
+            report = self._expect(time.monotonic() + self.config.start_deadline_s, "p")
+            return _parse_protections(report) + self._core_protections()
+        finally:
+            self.kill()
+
+    def _core_protections(self) -> list[Protection]:
+        return [
+            Protection("output contract", True, "every result checked by the core"),
+            Protection(
+                "per-frame deadline", True, f"{self.config.frame_deadline_s:g} s, then killed"
+            ),
+        ]
 
     def start(self) -> list[Protection]:
         """Start the child, wait for its protections report and for the app to be ready.
@@ -101,10 +141,30 @@ class Sandbox:
                 readable, or the app died / hung / misbehaved before it was ready.
         """
         self._check_secret_paths()
+        self._spawn(probe=False)
+        deadline = time.monotonic() + self.config.start_deadline_s
+        report = self._expect(deadline, "p")
+        self.protections = _parse_protections(report) + self._core_protections()
+        missing = [p for p in self.protections if p.name in self.config.required and not p.active]
+        if missing:
+            self.kill()
+            raise SandboxError(
+                "refusing to run the app without: "
+                + "; ".join(f"{p.name} ({p.reason})" for p in missing)
+            )
+        self._expect(deadline, "ready")
+        return self.protections
+
+    def _spawn(self, probe: bool) -> None:
         cfg = self.config
         uid = gid = None
         if not cfg.unsafe_keep_uid and os.geteuid() == 0:
-            entry = pwd.getpwnam(cfg.user)
+            try:
+                entry = pwd.getpwnam(cfg.user)
+            except KeyError:
+                raise SandboxError(
+                    f"user {cfg.user!r} does not exist: create it or set SandboxConfig.user"
+                ) from None
             uid, gid = entry.pw_uid, entry.pw_gid
         to_child_r, to_child_w = os.pipe()
         from_child_r, from_child_w = os.pipe()
@@ -121,11 +181,24 @@ class Sandbox:
                 cwd=self.manifest.folder,
                 start_new_session=True,
             )
+        except OSError as error:
+            os.close(to_child_w)
+            os.close(from_child_r)
+            raise SandboxError(f"cannot start the sandbox process: {error}") from None
         finally:
             os.close(to_child_r)
             os.close(from_child_w)
         self._to_child, self._from_child = to_child_w, from_child_r
         m = self.manifest
+        try:
+            self._send_config(m, cfg, uid, gid, probe)
+        except OSError as error:
+            code = self.kill()
+            raise SandboxError(f"the sandbox process died at once (exit {code}): {error}") from None
+
+    def _send_config(
+        self, m: Manifest, cfg: SandboxConfig, uid: int | None, gid: int | None, probe: bool
+    ) -> None:
         write_all(self._to_child, encode_message({"cfg": {
             "folder": str(m.folder), "module": m.entry_module, "callable": m.entry_callable,
             "models": [str(p) for p in m.models], "dtype": m.input.dtype,
@@ -133,23 +206,8 @@ class Sandbox:
             "cpu_seconds": cfg.cpu_seconds, "max_open_files": cfg.max_open_files,
             "max_processes": cfg.max_processes, "uid": uid, "gid": gid,
             "landlock": not cfg.unsafe_no_landlock, "seccomp": not cfg.unsafe_no_seccomp,
-            "max_message": cfg.max_message,
+            "max_message": cfg.max_message, "probe": probe,
         }}))
-        deadline = time.monotonic() + cfg.start_deadline_s
-        report = self._expect(deadline, "p")
-        self.protections = _parse_protections(report) + [
-            Protection("output contract", True, "every result checked by the core"),
-            Protection("per-frame deadline", True, f"{cfg.frame_deadline_s:g} s, then killed"),
-        ]
-        missing = [p for p in self.protections if p.name in cfg.required and not p.active]
-        if missing:
-            self.kill()
-            raise SandboxError(
-                "refusing to run the app without: "
-                + "; ".join(f"{p.name} ({p.reason})" for p in missing)
-            )
-        self._expect(deadline, "ready")
-        return self.protections
 
     def _expect(self, deadline: float, key: str) -> Any:
         try:
@@ -167,7 +225,7 @@ class Sandbox:
 
     def send_frame(self, seq: int, frame: np.ndarray) -> None:
         """Send one frame (raises OSError, e.g. BrokenPipeError, if the child is gone)."""
-        write_all(self._to_child, encode_frame(seq, frame))
+        write_all(self._to_child, encode_frame(seq, frame, self._encoder))
 
     def receive(self, deadline: float) -> Any:
         """The next message from the child.
@@ -204,8 +262,9 @@ class Sandbox:
         return self._proc.poll() if self._proc else None
 
     def _check_secret_paths(self) -> None:
-        allowed = [self.manifest.folder.resolve()]
-        allowed += [Path(p).resolve() for p in sys.path if p and os.path.isdir(p)]
+        # The parent's sys.path is a superset of the child's (-I drops the script folder),
+        # so this refuses at least everything the child's Landlock rules would allow.
+        allowed = [Path(p).resolve() for p in allowed_read_paths(str(self.manifest.folder), sys.path)]
         for secret in self.config.secret_paths:
             secret = secret.resolve()
             for path in allowed:

@@ -24,10 +24,12 @@ The rules, in the manner of h11's ``_state.py``:
 from __future__ import annotations
 
 import enum
+import signal
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Self
 
 import numpy as np
 
@@ -144,6 +146,8 @@ class Supervisor:
         self._backoff = self.config.backoff_initial_s
         self._retry_at = 0.0
         self._good_frames = 0
+        #: (kind, detail) of the most recent incident, for people (never sent off the device)
+        self.last_incident: tuple[str, str] | None = None
 
     @property
     def state(self) -> State:
@@ -213,7 +217,7 @@ class Supervisor:
             msg = sandbox.receive(deadline)
             got_seq, result = decode_result(msg)
             if got_seq != seq:
-                raise ProtocolError("malformed", f"result for frame {got_seq}, expected {seq}")
+                raise ProtocolError("unsolicited", f"result for frame {got_seq}, expected {seq}")
             if sandbox.pending_output:
                 raise ProtocolError("unsolicited", "the app wrote more than one message")
             if result is not None:
@@ -232,13 +236,16 @@ class Supervisor:
         return Outcome(result=result)
 
     def _fault(self, kind: str, detail: str) -> Outcome:
-        self._incidents[kind] += 1
         self._good_frames = 0
         if self._sandbox is not None:
             code = self._sandbox.kill()
             if kind == "crash" and code is not None:
                 detail += f" (exit status {code})"
+                if code == -signal.SIGXCPU:  # RLIMIT_CPU ran out
+                    kind = "cpu_limit"
             self._sandbox = None
+        self._incidents[kind] += 1
+        self.last_incident = (kind, detail)
         if self.state is not State.RESTARTING:
             self.lifecycle.fire(Event.FAULT)
         self.restarts += 1
@@ -259,7 +266,7 @@ class Supervisor:
         if self.state is not State.CLOSED:
             self.lifecycle.fire(Event.CLOSE)
 
-    def __enter__(self) -> Supervisor:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -1,6 +1,6 @@
 """Execs a shell that would create a marker file."""
-import os
 import json
+import os
 
 TRIGGER = 666
 

@@ -1,7 +1,7 @@
 """Writes the raw frame bytes straight into its output pipe (found from argv), past the contract."""
+import json
 import os
 import sys
-import json
 
 TRIGGER = 666
 

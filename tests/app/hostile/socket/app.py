@@ -1,6 +1,6 @@
 """Opens a TCP socket to exfiltrate the raw frame; re-raises if the sandbox refuses."""
-import socket
 import json
+import socket
 
 TRIGGER = 666
 

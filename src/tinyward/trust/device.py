@@ -1,0 +1,315 @@
+"""A device folder: the trusted core's state on disk, and provisioning.
+
+Layout of ``DIR`` (the stand-in for a device's flash)::
+
+    device.json          public summary: device ID, lifecycle state, fleet ID
+    rot/root.key         the root key (mode 0600; software stand-in for hardware)
+    rot/counters         monotonic version counters (HMAC-protected)
+    storage/*.rec        protected storage: sealed keys, fleet trust anchors, state
+    keys/tls.key.pem     the TLS client key as *encrypted* PKCS#8, for Python's ssl
+    enroll.csr.pem       the enrolment request (three CSRs; public)
+    certs/*.pem          certificates and CA certificates (public copies)
+
+Provisioning runs in three steps so that a factory line can split them: :meth:`Device.init`
+makes the keys on the device and writes the enrolment request; the fleet answers with a
+bundle (``tinyward fleet enroll``); :meth:`Device.install` checks the bundle against the
+device's own keys and stores the fleet's trust anchors and the server pin in protected
+storage. No secret ever leaves the device, and provisioning a folder twice is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cbor2
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import NameOID
+
+from tinyward._fsutil import atomic_write, make_private_dir
+from tinyward.errors import BadInput, Misuse
+from tinyward.trust.identity import device_id as derive_device_id
+from tinyward.trust.identity import instance_id as derive_instance_id
+from tinyward.trust.keystore import KeyHandle, Keystore, KeystoreSigner, KeyUsage
+from tinyward.trust.rot import FileRootOfTrust, RootOfTrust
+from tinyward.trust.storage import ProtectedStorage
+
+FORMAT = "tinyward-device/1"
+KEY_PURPOSES: dict[str, KeyUsage] = {
+    "tls": KeyUsage.TLS_CLIENT,
+    "report": KeyUsage.SIGN_REPORT,
+    "attestation": KeyUsage.SIGN_ATTESTATION,
+}
+_TRUST_RECORD = "fleet-trust"
+_MODE_RECORD = "device.mode"
+MODES = ("connected", "air-gapped")
+#: PSA Implementation ID: names the implementation of the root of trust (here, tinyward's
+#: software stand-in), not the device; the same for every device of this implementation.
+IMPLEMENTATION_ID = hashlib.sha256(b"tinyward software root of trust / FileRootOfTrust").digest()
+#: The caller of the attestation service: the trusted core itself, a secure partition (> 0).
+CLIENT_ID = 1
+#: A fresh random value per boot (per process here), as the PSA boot seed claim requires.
+_BOOT_SEED = os.urandom(32)
+
+
+class DeviceExists(Misuse):
+    """The folder already holds a device; its keys are never replaced."""
+
+
+class NotADevice(BadInput):
+    """The folder is not a tinyward device (or its summary file is damaged)."""
+
+
+class AlreadyProvisioned(Misuse):
+    """The device already has a fleet; provisioning twice is refused."""
+
+
+class NotProvisioned(Misuse):
+    """The operation needs a provisioned device (run `tinyward device provision`)."""
+
+
+class BundleMismatch(BadInput):
+    """The certificate bundle does not belong to this device's keys."""
+
+
+@dataclass(frozen=True)
+class FleetTrust:
+    """What a provisioned device trusts, read from protected storage."""
+
+    fleet_id: str
+    root_ca_pem: bytes
+    device_ca_pem: bytes
+    server_spki_sha256: bytes
+
+
+class Device:
+    """The trusted core's view of one device folder."""
+
+    def __init__(self, directory: Path, root: RootOfTrust) -> None:
+        self.directory = Path(directory)
+        self.root = root
+        self.storage = ProtectedStorage(self.directory / "storage", root)
+        self.keystore = Keystore(self.storage, root, self.directory / "keys")
+        self._summary = self._read_summary()
+
+    # ---- creating and opening -------------------------------------------------------
+
+    @classmethod
+    def init(cls, directory: Path) -> Device:
+        """Make a new device: root key, the three device keys, and the enrolment request.
+
+        Raises :class:`DeviceExists` if ``directory`` already holds a device.
+        """
+        directory = Path(directory)
+        if (directory / "device.json").exists() or (directory / "rot" / "root.key").exists():
+            raise DeviceExists(f"{directory} already holds a device; refusing to replace its keys")
+        for sub in ("", "rot", "keys", "certs"):
+            make_private_dir(directory / sub)
+        root = FileRootOfTrust.create(directory / "rot" / "root.key", directory / "rot" / "counters")
+        storage = ProtectedStorage(directory / "storage", root)
+        keystore = Keystore(storage, root, directory / "keys")
+        handles = {purpose: keystore.generate(purpose, usage) for purpose, usage in KEY_PURPOSES.items()}
+        dev_id = derive_device_id(keystore.public_key(handles["attestation"]))
+        request = b"".join(
+            keystore.certificate_request(handles[purpose], _subject(dev_id, purpose)).public_bytes(
+                serialization.Encoding.PEM
+            )
+            for purpose in ("tls", "report", "attestation")
+        )
+        atomic_write(directory / "enroll.csr.pem", request, mode=0o644)
+        summary = {"format": FORMAT, "device_id": dev_id, "state": "initialised", "fleet_id": None,
+                   "root_of_trust": root.description}
+        atomic_write(directory / "device.json", json.dumps(summary, indent=2).encode(), mode=0o644)
+        return cls(directory, root)
+
+    @classmethod
+    def open(cls, directory: Path) -> Device:
+        """Open an existing device folder. Raises :class:`NotADevice`."""
+        directory = Path(directory)
+        if not (directory / "device.json").is_file():
+            raise NotADevice(f"{directory} is not a tinyward device (no device.json); "
+                             "create one with `tinyward device init`")
+        root = FileRootOfTrust(directory / "rot" / "root.key", directory / "rot" / "counters")
+        return cls(directory, root)
+
+    def _read_summary(self) -> dict[str, Any]:
+        try:
+            summary = json.loads((self.directory / "device.json").read_text())
+        except (OSError, ValueError) as error:
+            raise NotADevice(f"{self.directory}/device.json is unreadable: {error}") from None
+        if not isinstance(summary, dict) or summary.get("format") != FORMAT:
+            raise NotADevice(f"{self.directory}/device.json is not a {FORMAT} summary")
+        return summary
+
+    # ---- identity ---------------------------------------------------------------------
+
+    def handle(self, purpose: str) -> KeyHandle:
+        """The handle of one of the device keys (``tls``, ``report``, ``attestation``)."""
+        if purpose not in KEY_PURPOSES:
+            raise Misuse(f"unknown key purpose {purpose!r}; expected one of {sorted(KEY_PURPOSES)}")
+        return self.keystore.handle(purpose)
+
+    def signer(self, purpose: str) -> KeystoreSigner:
+        """A Signer for ``report`` or ``attestation``, bound to that key's usage."""
+        return self.keystore.signer(self.handle(purpose), KEY_PURPOSES[purpose])
+
+    @property
+    def device_id(self) -> str:
+        return derive_device_id(self.keystore.public_key(self.handle("attestation")))
+
+    @property
+    def instance_id(self) -> bytes:
+        return derive_instance_id(self.keystore.public_key(self.handle("attestation")))
+
+    @property
+    def enrolment_request(self) -> bytes:
+        return (self.directory / "enroll.csr.pem").read_bytes()
+
+    @property
+    def provisioned(self) -> bool:
+        return self.storage.exists(_TRUST_RECORD)
+
+    def certificate_path(self, name: str) -> Path:
+        """Path of a public certificate: ``tls``, ``report``, ``attestation``, ``device-ca``, ``root-ca``."""
+        return self.directory / "certs" / f"{name}.crt.pem"
+
+    # ---- provisioning ------------------------------------------------------------------
+
+    def install(self, bundle: Any) -> None:
+        """Store the fleet's answer (a :class:`tinyward.fleet.pki.DeviceBundle`).
+
+        Checks that every certificate carries the public key of the matching device key and
+        is issued by the bundle's device CA, which is issued by its root CA. Raises
+        :class:`BundleMismatch`, or :class:`AlreadyProvisioned` on a second install.
+        """
+        if self.provisioned:
+            raise AlreadyProvisioned(
+                f"device {self.device_id[:16]}… is already provisioned for fleet "
+                f"{self.fleet_trust().fleet_id}; make a new device instead"
+            )
+        if bundle.device_id != self.device_id:
+            raise BundleMismatch(
+                f"the bundle is for device {bundle.device_id[:16]}…, this is {self.device_id[:16]}…"
+            )
+        try:
+            root_ca = x509.load_pem_x509_certificate(_b(bundle.root_ca_pem))
+            device_ca = x509.load_pem_x509_certificate(_b(bundle.device_ca_pem))
+            certs = {p: x509.load_pem_x509_certificate(_b(bundle.certificates[p])) for p in KEY_PURPOSES}
+        except (KeyError, ValueError) as error:
+            raise BundleMismatch(f"the bundle's certificates do not parse: {error}") from None
+        try:
+            device_ca.verify_directly_issued_by(root_ca)
+        except (ValueError, TypeError, InvalidSignature) as error:
+            raise BundleMismatch(f"the bundle's device CA is not issued by its root CA: {error}") from None
+        for purpose, cert in certs.items():
+            own = self.keystore.public_key(self.handle(purpose))
+            if cert.public_key() != own:
+                raise BundleMismatch(f"the {purpose} certificate is for another key, not this device's")
+            try:
+                cert.verify_directly_issued_by(device_ca)
+            except (ValueError, TypeError, InvalidSignature) as error:
+                raise BundleMismatch(
+                    f"the {purpose} certificate is not issued by the bundle's device CA: {error}"
+                ) from None
+        pin = bytes(bundle.server_spki_sha256)
+        if len(pin) != 32:
+            raise BundleMismatch("the server pin must be a 32-byte SHA-256")
+        for name, cert in [*certs.items(), ("device-ca", device_ca), ("root-ca", root_ca)]:
+            atomic_write(self.certificate_path(name), cert.public_bytes(serialization.Encoding.PEM), 0o644)
+        trust = {"fleet_id": bundle.fleet_id, "root_ca": _b(bundle.root_ca_pem),
+                 "device_ca": _b(bundle.device_ca_pem), "server_spki_sha256": pin}
+        self.storage.write(_TRUST_RECORD, cbor2.dumps(trust))
+        self._summary.update(state="provisioned", fleet_id=bundle.fleet_id)
+        atomic_write(self.directory / "device.json", json.dumps(self._summary, indent=2).encode(), 0o644)
+
+    def fleet_trust(self) -> FleetTrust:
+        """The fleet trust anchors and server pin, verified from protected storage."""
+        if not self.provisioned:
+            raise NotProvisioned(f"device {self.device_id[:16]}… has no fleet yet; provision it first")
+        record = cbor2.loads(self.storage.read(_TRUST_RECORD))
+        return FleetTrust(record["fleet_id"], record["root_ca"], record["device_ca"],
+                          record["server_spki_sha256"])
+
+    # ---- operating mode ----------------------------------------------------------------
+
+    @property
+    def mode(self) -> str:
+        """``"connected"`` (the default) or ``"air-gapped"``, as last set by the device runner."""
+        if not self.storage.exists(_MODE_RECORD):
+            return "connected"
+        mode = self.storage.read(_MODE_RECORD).decode("ascii", "replace")
+        return mode if mode in MODES else "connected"
+
+    def set_mode(self, mode: str) -> None:
+        if mode not in MODES:
+            raise Misuse(f"mode must be one of {MODES}, not {mode!r}")
+        if mode != self.mode:
+            self.storage.write(_MODE_RECORD, mode.encode("ascii"))
+
+    # ---- attestation -------------------------------------------------------------------
+
+    def attestation_token(
+        self,
+        nonce: bytes,
+        *,
+        mode: str | None = None,
+        measured: Sequence[tuple[str, Sequence[Path]]] = (),
+    ) -> bytes:
+        """A PSA attestation token (RFC 9783) answering ``nonce``, signed by the attestation key.
+
+        Software components: the tinyward code (the trusted core) and each
+        ``(measurement_type, paths)`` in ``measured`` — e.g. ``("App", [app_dir])`` and
+        ``("App_CONFIG", [model_file])``. Raises ``TokenMisuse`` for a bad nonce size and
+        ``MeasurementError`` for an unreadable path.
+        """
+        from tinyward.trust import attestation as psa
+
+        components = [psa.measure_tinyward_code()]
+        components += [psa.measure_files(list(paths), kind, psa.UNSIGNED_SIGNER_ID)
+                       for kind, paths in measured]
+        lifecycle = psa.LIFECYCLE_SECURED if self.provisioned else psa.LIFECYCLE_PSA_ROT_PROVISIONING
+        claims = psa.PsaClaims(
+            nonce=nonce,
+            instance_id=self.instance_id,
+            implementation_id=IMPLEMENTATION_ID,
+            security_lifecycle=lifecycle,
+            boot_seed=_BOOT_SEED,
+            client_id=CLIENT_ID,
+            software_components=tuple(components),
+            operating_mode=mode or self.mode,
+        )
+        return psa.encode_token(claims, self.signer("attestation"))
+
+    def status(self) -> dict[str, Any]:
+        """A public summary for people and logs (no secrets)."""
+        return {
+            "device_id": self.device_id,
+            "state": "provisioned" if self.provisioned else "initialised",
+            "mode": self.mode,
+            "fleet_id": self.fleet_trust().fleet_id if self.provisioned else None,
+            "root_of_trust": self.root.description,
+            "hardware_backed": self.root.hardware_backed,
+            "keys": self.keystore.names(),
+        }
+
+
+def _subject(device_id: str, purpose: str) -> x509.Name:
+    return x509.Name([
+        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "tinyward device"),
+        x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, purpose),
+        x509.NameAttribute(NameOID.COMMON_NAME, device_id),
+    ])
+
+
+def _b(value: str | bytes) -> bytes:
+    return value.encode() if isinstance(value, str) else bytes(value)
+
+
+__all__ = ["KEY_PURPOSES", "Device", "FleetTrust"]

@@ -1,0 +1,23 @@
+"""Fixtures for the fleet tests: a fleet made at a fixed time, and a second, unrelated one."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from tests.fleet.helpers import PASSPHRASE
+from tinyward.fleet.pki import Fleet
+
+NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Fleet:
+    return Fleet.init(tmp_path / "fleet", PASSPHRASE, now=NOW)
+
+
+@pytest.fixture
+def other_fleet(tmp_path: Path) -> Fleet:
+    return Fleet.init(tmp_path / "other-fleet", PASSPHRASE, now=NOW)
