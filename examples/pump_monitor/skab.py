@@ -144,3 +144,37 @@ def frames(run: Run) -> Iterator[np.ndarray]:
     """Replay a run as the sensor would deliver it: one ``(1, 8)`` float32 frame per second."""
     for row in run.values:
         yield row.astype(np.float32).reshape(1, len(SENSOR_COLUMNS))
+
+
+def write_frames_csv(run: Run, path: pathlib.Path, channels: list[str]) -> None:
+    """Write a run's sensor values as the frame CSV ``tinyward app run --frames`` reads
+    (header = the manifest's channel names, comma-separated, one row per frame)."""
+    if len(channels) != len(SENSOR_COLUMNS):
+        raise ValueError(f"expected {len(SENSOR_COLUMNS)} channel names, got {len(channels)}")
+    with pathlib.Path(path).open("w", newline="", encoding="utf-8") as handle:
+        out = csv.writer(handle)
+        out.writerow(channels)
+        for row in run.values.astype(np.float32):
+            out.writerow([repr(float(v)) for v in row])
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python skab.py valve1/0.csv --out run.csv``: a SKAB run as frames for the sandbox."""
+    import argparse
+    import tomllib
+
+    parser = argparse.ArgumentParser(description="Convert a SKAB run into a frame CSV.")
+    parser.add_argument("run", help="path relative to the SKAB folder, e.g. valve1/0.csv")
+    parser.add_argument("--out", type=pathlib.Path, required=True)
+    parser.add_argument("--data", type=pathlib.Path, default=None, help="SKAB folder")
+    args = parser.parse_args(argv)
+    base = args.data if args.data is not None else default_data_dir()
+    run = read_run(base / args.run)
+    with (pathlib.Path(__file__).resolve().parent / "sensor.toml").open("rb") as handle:
+        channels = tomllib.load(handle)["input"]["channels"]
+    write_frames_csv(run, args.out, channels)
+    print(f"{len(run.values)} frames -> {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -198,3 +198,17 @@ def test_a_pump_that_never_moved_in_calibration_does_not_crash() -> None:
     outputs = [app.process(still) for _ in range(410)]
     assert outputs[0] == {"state": "normal"} and all(o is None for o in outputs[1:])
     assert {"state": "anomaly"} in [app.process(still * 2) for _ in range(5)]
+
+
+@requires_skab
+def test_frame_csv_for_the_sandbox_cli(tmp_path: pathlib.Path) -> None:
+    """skab.py writes a run as the frame CSV `tinyward app run --frames` reads."""
+    import csv
+
+    out = tmp_path / "run.csv"
+    skab.main(["valve2/0.csv", "--out", str(out)])
+    with out.open(newline="") as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0] == manifest("pump_monitor")["input"]["channels"]
+    values = np.asarray(rows[1:], dtype=np.float32)
+    np.testing.assert_array_equal(values, skab.read_run(SKAB / "valve2" / "0.csv").values.astype(np.float32))
