@@ -1,0 +1,281 @@
+"""Windowed features over multichannel sensor streams, including tampering signals.
+
+A sensor can be attacked without touching the network: its value frozen, an earlier
+stretch replayed, a bias or drift added, spikes injected, its noise changed. Each window
+of ``window`` samples (every ``step`` samples) gives one vector:
+
+- per channel: level (window mean, standardised on benign data), log spread (window
+  standard deviation over the benign one) and the mean cross-channel residual (the
+  channel minus a linear fit on the other channels, learnt on benign data: a bias on one
+  channel breaks its relation to the others even when its level stays plausible);
+- tampering signals over all channels: the largest fraction of repeated values
+  (stuck/frozen), the closeness of the window to any earlier stretch of the stream
+  (replay: ``-log`` of the smallest mean absolute difference against a history ring
+  buffer, which an exact replay drives towards the floor), the largest isolated
+  excursion (a jump that comes straight back, in units of benign's 99.9th percentile:
+  spikes), the largest change of the
+  noise floor (log ratio of the median absolute first difference), and the largest
+  change of level since the previous window (drift, abrupt bias).
+
+The extractor holds state between calls (the previous window, the replay history), so
+a stream scored after :meth:`SensorFeatureExtractor.fit` continues from the benign data,
+just as the packet features do. CSV reading is in :func:`read_sensor_csv`, whose errors
+name the file, line and column.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tinyward.detect.errors import CsvError, DetectMisuse
+
+SKAB_CHANNELS: tuple[str, ...] = (
+    "Accelerometer1RMS",
+    "Accelerometer2RMS",
+    "Current",
+    "Pressure",
+    "Temperature",
+    "Thermocouple",
+    "Voltage",
+    "Volume Flow RateRMS",
+)
+
+
+@dataclass
+class SensorTable:
+    """Rows of a sensor CSV: ``values`` is (n, channels); ``labels`` the ``anomaly``
+    column when present (else None)."""
+
+    path: str
+    channels: tuple[str, ...]
+    values: np.ndarray
+    labels: np.ndarray | None
+
+
+def read_sensor_csv(
+    path: Path | str,
+    channels: Sequence[str] = SKAB_CHANNELS,
+    *,
+    delimiter: str = ";",
+    label_column: str = "anomaly",
+) -> SensorTable:
+    """Read the named numeric columns of a delimited file.
+
+    Raises:
+        CsvError: the file cannot be read, a column is missing, a cell is not a finite
+            number, a row is short, or there are no rows. Its ``partial`` holds the rows
+            read before the problem.
+    """
+    path = Path(path)
+    try:
+        handle = path.open(newline="", encoding="utf-8")
+    except OSError as error:
+        raise CsvError(path, f"cannot open: {error.strerror}", line=0) from error
+    rows: list[list[float]] = []
+    labels: list[float] = []
+    with handle:
+        reader = csv.reader(handle, delimiter=delimiter)
+        try:
+            header = [name.strip() for name in next(reader)]
+        except StopIteration:
+            raise CsvError(path, "empty file: no header row", line=1) from None
+        except (csv.Error, UnicodeDecodeError) as error:
+            raise CsvError(path, f"unreadable header: {error}", line=1) from None
+        missing = [name for name in channels if name not in header]
+        if missing:
+            raise CsvError(
+                path,
+                f"missing column(s) {', '.join(map(repr, missing))}; the header has "
+                f"{', '.join(map(repr, header))} (delimiter {delimiter!r})",
+                line=1,
+                column=missing[0],
+            )
+        index = [header.index(name) for name in channels]
+        label_index = header.index(label_column) if label_column in header else None
+        line = 1
+        try:
+            for line, row in enumerate(reader, start=2):
+                if not row or all(not cell.strip() for cell in row):
+                    continue
+                values = []
+                for name, i in zip(channels, index, strict=True):
+                    values.append(_cell(path, row, i, line, name, rows))
+                if label_index is not None:
+                    labels.append(_cell(path, row, label_index, line, label_column, rows))
+                rows.append(values)
+        except (csv.Error, UnicodeDecodeError) as error:
+            raise CsvError(path, f"unreadable row: {error}", line=line + 1, partial=rows) from None
+    if not rows:
+        raise CsvError(path, "no data rows after the header", line=2)
+    return SensorTable(
+        str(path),
+        tuple(channels),
+        np.asarray(rows, dtype=np.float64),
+        np.asarray(labels, dtype=np.float64) if label_index is not None else None,
+    )
+
+
+def _cell(path: Path, row: list[str], i: int, line: int, name: str, rows: list[list[float]]) -> float:
+    if i >= len(row):
+        raise CsvError(path, f"row has {len(row)} cells, no value for this column",
+                       line=line, column=name, partial=rows)
+    text = row[i].strip()
+    try:
+        value = float(text)
+    except ValueError:
+        raise CsvError(path, f"not a number: {text!r}", line=line, column=name,
+                       partial=rows) from None
+    if not np.isfinite(value):
+        raise CsvError(path, f"not a finite number: {text!r}", line=line, column=name,
+                       partial=rows)
+    return value
+
+
+@dataclass(frozen=True)
+class SensorFeatureConfig:
+    window: int = 30  # samples per window (30 s at SKAB's 1 Hz)
+    step: int = 10
+    history: int = 1800  # samples kept to recognise a replayed stretch
+    min_replay_lag: int = 60  # lags shorter than this overlap the window itself
+
+
+class SensorFeatureExtractor:
+    """Fit on benign samples, then turn streams into window feature vectors."""
+
+    def __init__(self, channels: Sequence[str], config: SensorFeatureConfig | None = None) -> None:
+        self.channels = tuple(channels)
+        self.config = config or SensorFeatureConfig()
+        c = len(self.channels)
+        self.feature_names: tuple[str, ...] = (
+            tuple(f"level_{i}" for i in range(c))
+            + tuple(f"spread_{i}" for i in range(c))
+            + tuple(f"residual_{i}" for i in range(c))
+            + ("stuck", "replay", "spike", "noise_floor", "level_jump")
+        )
+        self._fitted = False
+
+    @property
+    def n_features(self) -> int:
+        return len(self.feature_names)
+
+    def copy(self) -> SensorFeatureExtractor:
+        return copy.deepcopy(self)
+
+    def fit(self, values: np.ndarray) -> np.ndarray:
+        """Learn scales and the cross-channel fit on benign samples (n, channels);
+        return the benign window features (the stream state continues after them).
+
+        Raises:
+            DetectMisuse: wrong shape or fewer than three windows of samples.
+        """
+        values = self._check(values)
+        if len(values) < 3 * self.config.window:
+            raise DetectMisuse(f"need at least {3 * self.config.window} benign samples")
+        self.mean = values.mean(axis=0)
+        self.std = values.std(axis=0) + 1e-9
+        z = (values - self.mean) / self.std
+        # Each channel as a linear function of the others (with intercept).
+        c = z.shape[1]
+        self.coef = np.zeros((c, c))
+        self.intercept = np.zeros(c)
+        for j in range(c):
+            others = [k for k in range(c) if k != j]
+            design = np.c_[z[:, others], np.ones(len(z))]
+            solution, *_ = np.linalg.lstsq(design, z[:, j], rcond=None)
+            self.coef[j, others] = solution[:-1]
+            self.intercept[j] = solution[-1]
+        residual = z - (z @ self.coef.T + self.intercept)
+        self.residual_std = residual.std(axis=0) + 1e-9
+        diffs = np.abs(np.diff(z, axis=0))
+        self.noise_floor = np.median(diffs, axis=0) + 1e-6
+        self.spike_scale = np.quantile(_spikiness(z), 0.999, axis=0) + 1e-6
+        w = self.config.window
+        self.window_std = np.median(
+            np.stack([z[i : i + w].std(axis=0) for i in range(0, len(z) - w, self.config.step)]),
+            axis=0,
+        ) + 1e-6
+        self._fitted = True
+        self._history = np.zeros((0, c))
+        self._pending = np.zeros((0, c))
+        self._prev_level: np.ndarray | None = None
+        return self.transform(values)
+
+    def _check(self, values: np.ndarray) -> np.ndarray:
+        values = np.asarray(values, dtype=np.float64)
+        if values.ndim != 2 or values.shape[1] != len(self.channels):
+            raise DetectMisuse(f"expected (n, {len(self.channels)}) samples, got {values.shape}")
+        return values
+
+    def transform(self, values: np.ndarray) -> np.ndarray:
+        """Append samples to the stream; return one row per completed window.
+
+        Window ``i`` of this call ends at sample ``window_ends[i]`` (relative to the
+        samples passed), available afterwards as :attr:`last_window_ends`.
+        """
+        if not self._fitted:
+            raise DetectMisuse("fit() must be called before transform()")
+        values = self._check(values)
+        z = (values - self.mean) / self.std
+        cfg = self.config
+        carried = len(self._pending)
+        stream = np.vstack([self._pending, z])
+        rows: list[np.ndarray] = []
+        ends: list[int] = []
+        start = 0
+        while start + cfg.window <= len(stream):
+            window = stream[start : start + cfg.window]
+            rows.append(self._window_features(window, stream[:start]))
+            ends.append(start + cfg.window - carried)
+            start += cfg.step
+        # Keep the tail that has not formed a window yet, and the replay history.
+        consumed = stream[:start]
+        self._history = np.vstack([self._history, consumed])[-cfg.history :]
+        self._pending = stream[start:]
+        self.last_window_ends = np.asarray(ends, dtype=np.int64)
+        if not rows:
+            return np.zeros((0, self.n_features))
+        return np.vstack(rows)
+
+    def _window_features(self, window: np.ndarray, before: np.ndarray) -> np.ndarray:
+        cfg = self.config
+        level = window.mean(axis=0)
+        spread = np.log((window.std(axis=0) + 1e-6) / self.window_std)
+        residual = (window - (window @ self.coef.T + self.intercept)) / self.residual_std
+        diffs = np.abs(np.diff(window, axis=0))
+        stuck = float(np.max(np.mean(diffs < 1e-9 * (1 + np.abs(window[1:])), axis=0)))
+        spike = float(np.max(_spikiness(window) / self.spike_scale))
+        noise = float(np.max(np.abs(np.log((np.median(diffs, axis=0) + 1e-6) / self.noise_floor))))
+        jump = 0.0 if self._prev_level is None else float(np.max(np.abs(level - self._prev_level)))
+        self._prev_level = level
+        replay = self._replay_closeness(window, before)
+        return np.concatenate(
+            [level, spread, residual.mean(axis=0), [stuck, replay, np.log1p(spike), noise, jump]]
+        )
+
+    def _replay_closeness(self, window: np.ndarray, before: np.ndarray) -> float:
+        cfg = self.config
+        history = np.vstack([self._history, before])[-cfg.history :]
+        usable = len(history) - cfg.min_replay_lag + cfg.window
+        if usable < cfg.window:
+            return 0.0
+        candidates = np.lib.stride_tricks.sliding_window_view(
+            history[: usable], cfg.window, axis=0
+        )  # (k, channels, window)
+        distance = np.abs(candidates - window.T[None]).mean(axis=(1, 2))
+        # An exact replay gives 0; natural data stays near the noise floor or above.
+        return float(-np.log(distance.min() / float(self.noise_floor.mean()) + 1e-3))
+
+
+def _spikiness(z: np.ndarray) -> np.ndarray:
+    """Per sample and channel, how far a value leaves and straight comes back:
+    min(|x[t]-x[t-1]|, |x[t+1]-x[t]|) where the two steps have opposite signs. A natural
+    step change scores 0; an injected single-sample spike scores its height."""
+    d = np.diff(z, axis=0)
+    back = d[:-1] * d[1:] < 0
+    return np.where(back, np.minimum(np.abs(d[:-1]), np.abs(d[1:])), 0.0)
