@@ -72,3 +72,24 @@ class CsvError(BadInput):
 
 class DetectMisuse(Misuse):
     """An API of tinyward.detect was called wrongly (a caller bug)."""
+
+
+class DetectError(BadInput):
+    """A detector file (or other detect input from outside) was refused."""
+
+
+class ModelFileError(DetectError):
+    """A saved detector could not be loaded: unreadable, truncated, wrong format or shapes.
+
+    ``path`` names the file and ``reason`` says what is wrong with it, in words a person
+    can act on (which key, which shape was expected).
+    """
+
+    def __init__(self, path: Path | str, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+class NotFittedError(DetectMisuse):
+    """A detector was used (score, save, export) before :meth:`fit` was called."""
