@@ -1,8 +1,303 @@
-"""`tinyward` commands for the detect area (see cli/main.py for how they are registered)."""
+"""`tinyward detect …` and `tinyward bench detect`: train, score and evaluate detectors.
+
+A thin layer over :mod:`tinyward.detect`: features (``pcap``/``netfeatures`` for
+captures, ``sensorfeatures`` for CSVs), models (``models``), the evaluation protocol
+(``evaluate``) and the published baselines (``baselines``).
+"""
 
 from __future__ import annotations
 
-import click
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
-COMMANDS: list[click.Command] = []
-BENCH_COMMANDS: list[click.Command] = []
+import click
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from tinyward.detect import evaluate as ev
+from tinyward.detect.errors import DetectError, DetectMisuse
+from tinyward.detect.models import KINDS, load_detector, make_detector
+from tinyward.detect.netfeatures import (
+    NetFeatureExtractor,
+    extractor_from_doc,
+    extractor_to_doc,
+)
+from tinyward.detect.pcap import read_packets
+from tinyward.detect.sensorfeatures import (
+    SKAB_CHANNELS,
+    SensorFeatureExtractor,
+    read_sensor_csv,
+    sensor_extractor_from_doc,
+    sensor_extractor_to_doc,
+)
+
+DEFAULT_MQTT = Path("../shared/data/mqttset")
+DEFAULT_SKAB = Path("../shared/data/skab/anomaly-free/anomaly-free.csv")
+console = Console(stderr=True)
+
+
+@contextmanager
+def _progress() -> Iterator[Progress]:
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                  TimeElapsedColumn(), console=console, transient=True) as progress:
+        yield progress
+
+
+def _features_path(model: Path) -> Path:
+    return model.with_name(model.name + ".features.json")
+
+
+def _fmt(x: Any) -> str:
+    return "—" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.3f}"
+
+
+@click.group()
+def detect() -> None:
+    """Learn normal traffic or sensor signals from benign data; flag the rest.
+
+    Packets: pcap/pcapng captures (Ethernet, Linux SLL/SLL2 or raw IP; the link layer
+    is removed). Sensors: delimited CSVs with the SKAB columns. Typical use:
+
+    \b
+      tinyward detect train --packets benign.pcap --out model.json
+      tinyward detect score model.json suspicious.pcap
+      tinyward detect eval --packets ../shared/data/mqttset --out results/
+    """
+
+
+# --------------------------------------------------------------------------- train
+@detect.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--packets/--sensors", "packets", default=True,
+              help="Inputs are captures (default) or sensor CSVs.")
+@click.option("--kind", type=click.Choice(sorted(KINDS)), default="mahalanobis-int8",
+              show_default=True, help="Detector to fit.")
+@click.option("--out", "out", required=True, type=click.Path(path_type=Path),
+              help="Model file to write; the feature state goes next to it "
+                   "(MODEL.features.json).")
+@click.option("--strip-tcp-options", is_flag=True,
+              help="See every TCP segment without its option bytes (packets only).")
+@click.option("--target-fpr", default=0.001, show_default=True,
+              help="False-positive rate the alarm threshold aims at on held-out benign data.")
+@click.option("--delimiter", default=";", show_default=True, help="CSV delimiter (sensors).")
+def train(inputs: tuple[Path, ...], packets: bool, kind: str, out: Path,
+          strip_tcp_options: bool, target_fpr: float, delimiter: str) -> None:
+    """Fit a detector on BENIGN inputs only (files are one stream, in order)."""
+    detector = make_detector(kind)
+    with _progress() as progress:
+        if packets:
+            extractor = NetFeatureExtractor()
+            rows = []
+            for path in inputs:
+                task = progress.add_task(f"features of {path.name}", total=None)
+                pkts = read_packets(path, strip_tcp_options=strip_tcp_options)
+                progress.update(task, total=len(pkts))
+                rows.append(extractor.transform(
+                    pkts, progress=lambda n, t=task: progress.advance(t, n)))
+            X = np.vstack(rows)
+            features: dict[str, Any] = {"type": "packets", "strip_tcp_options": strip_tcp_options,
+                                        "state": extractor_to_doc(extractor)}
+        else:
+            values = np.vstack([read_sensor_csv(p, SKAB_CHANNELS, delimiter=delimiter).values
+                                for p in inputs])
+            sensor = SensorFeatureExtractor(SKAB_CHANNELS)
+            progress.add_task("sensor window features", total=None)
+            X = sensor.fit(values)
+            features = {"type": "sensors", "delimiter": delimiter,
+                        "state": sensor_extractor_to_doc(sensor)}
+        progress.add_task(f"fitting {kind} on {len(X)} benign vectors", total=None)
+        detector.fit(X, target_fpr=target_fpr)
+    detector.save(out)
+    ev.write_json(_features_path(out), features)
+    click.echo(f"{kind}: fitted on {len(X)} benign vectors of {X.shape[1]} features; "
+               f"threshold {detector.threshold:.6g}; {detector.model_bytes()} model bytes; "
+               f"wrote {out} and {_features_path(out)}")
+
+
+# --------------------------------------------------------------------------- score
+def _load(model: Path) -> tuple[Any, dict[str, Any]]:
+    detector = load_detector(model)
+    path = _features_path(model)
+    try:
+        features = json.loads(path.read_text())
+        if features.get("type") not in ("packets", "sensors"):
+            raise DetectMisuse("unknown feature type")
+    except OSError as error:
+        raise DetectError(f"{path}: cannot read the feature state: {error.strerror}") from None
+    except (ValueError, DetectMisuse, AttributeError) as error:
+        raise DetectError(f"{path}: not a tinyward feature state: {error}") from None
+    return detector, features
+
+
+@detect.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path),
+              help="Write 'index,score,alarm' per packet or window to this CSV.")
+def score(model: Path, input_path: Path, out: Path | None) -> None:
+    """Score INPUT (capture or CSV) with MODEL, continuing from its trained state."""
+    detector, features = _load(model)
+    try:
+        if features["type"] == "packets":
+            extractor = extractor_from_doc(features["state"])
+            pkts = read_packets(input_path, strip_tcp_options=bool(features["strip_tcp_options"]))
+            with _progress() as progress:
+                task = progress.add_task(f"features of {input_path.name}", total=len(pkts))
+                _, X = extractor.continue_with(pkts) if pkts else (None, np.zeros((0, 24)))
+                progress.update(task, completed=len(pkts))
+            unit = "packets"
+        else:
+            sensor = sensor_extractor_from_doc(features["state"])
+            values = read_sensor_csv(input_path, sensor.channels,
+                                     delimiter=features.get("delimiter", ";")).values
+            X = sensor.transform(values)
+            unit = "windows"
+    except DetectMisuse as error:
+        raise DetectError(f"{_features_path(model)}: {error}") from None
+    scores = detector.score(X) if len(X) else np.zeros(0)
+    alarms = scores > detector.threshold
+    click.echo(f"{input_path}: {len(scores)} {unit}, {int(alarms.sum())} above the threshold "
+               f"{detector.threshold:.6g} ({100 * alarms.mean() if len(scores) else 0:.2f} %)")
+    if out is not None:
+        out.write_text("index,score,alarm\n" + "".join(
+            f"{i},{s:.9g},{int(a)}\n" for i, (s, a) in enumerate(zip(scores, alarms, strict=True))))
+
+
+# --------------------------------------------------------------------------- eval
+def _print_result(title: str, result: dict[str, Any]) -> None:
+    table = Table(title=title, title_justify="left")
+    for column in ("attack", "n", "ROC AUC", "TPR@1%", "TPR@0.1%", "at threshold"):
+        table.add_column(column, justify="right")
+    rows = list(result["per_attack"].items()) + [("overall", result["overall"])]
+    for name, m in rows:
+        table.add_row(name, str(m["n"]), _fmt(m["roc_auc"]), _fmt(m["tpr_at_0.01"]),
+                      _fmt(m["tpr_at_0.001"]), _fmt(m.get("detected_at_threshold")))
+    Console().print(table)
+    click.echo(
+        f"  benign test: {result['benign_n']} vectors, false alarms/hour "
+        f"{result.get('false_alarms_per_hour', float('nan')):.2f}; model {result['model_bytes']} B; "
+        f"{result['ops_per_inference']} ops/inference; "
+        f"{result['us_per_packet']:.1f} µs per vector (features {result['feature_us_per_vector']:.1f} "
+        f"+ score {result['score_us_per_vector']:.1f}, Python); feature state "
+        f"{result['state_bytes']} B"
+    )
+
+
+@detect.command("eval")
+@click.option("--packets", "packet_dir", type=click.Path(path_type=Path),
+              help="MQTTset folder (benign-5mb/, bruteforce/, …).")
+@click.option("--sensors", "sensor_csv", type=click.Path(path_type=Path),
+              help="An anomaly-free SKAB CSV; tampering is injected into its last 40 %.")
+@click.option("--kind", "kinds", multiple=True, type=click.Choice(sorted(KINDS)),
+              help="Detector(s) to evaluate (repeatable; default: all).")
+@click.option("--out", "out_dir", default=Path("detect-eval"), show_default=True,
+              type=click.Path(path_type=Path), help="Folder for eval.json and ROC PNGs.")
+@click.option("--seed", default=0, show_default=True)
+def eval_command(packet_dir: Path | None, sensor_csv: Path | None, kinds: tuple[str, ...],
+                 out_dir: Path, seed: int) -> None:
+    """Run the evaluation protocol (see tinyward.detect.evaluate) and print the figures.
+
+    Packets are evaluated twice: as captured and with TCP option bytes removed.
+    """
+    if packet_dir is None and sensor_csv is None:
+        raise click.UsageError("give --packets DIR and/or --sensors CSV")
+    kinds = kinds or tuple(sorted(KINDS))
+    report: dict[str, Any] = {"protocol": ev.__doc__}
+    curves: dict[str, dict[str, np.ndarray]] = {}
+    if packet_dir is not None:
+        for strip in (False, True):
+            view = "tcp-options-removed" if strip else "as-captured"
+            with _progress() as progress:
+                progress.add_task(f"packet features ({view})", total=None)
+                streams = ev.packet_streams(packet_dir, strip_tcp_options=strip)
+            for kind in kinds:
+                result = ev.evaluate_scores(make_detector(kind), streams, seed=seed)
+                _print_result(f"packets, {view}: {kind}", result)
+                report[f"packets/{view}/{kind}"] = result
+                curves[f"{kind} {view}"] = result["_scores"]
+        ev.plot_roc({k: v for k, v in curves.items() if "removed" in k},
+                    out_dir / "roc-packets.png", "MQTTset, TCP options removed")
+    if sensor_csv is not None:
+        streams_s = ev.sensor_streams(sensor_csv, seed=seed)
+        click.echo(f"note: {streams_s.note}")
+        sensor_curves = {}
+        for kind in kinds:
+            result = ev.evaluate_scores(make_detector(kind), streams_s, seed=seed)
+            result["note"] = streams_s.note
+            result["injections"] = streams_s.injections
+            _print_result(f"sensors (tampering injected): {kind}", result)
+            report[f"sensors/{kind}"] = result
+            sensor_curves[kind] = result["_scores"]
+        ev.plot_roc(sensor_curves, out_dir / "roc-sensors.png",
+                    "SKAB anomaly-free with INJECTED tampering")
+    ev.write_json(out_dir / "eval.json", report)
+    click.echo(f"wrote {out_dir / 'eval.json'} and ROC plot(s) in {out_dir}")
+
+
+# --------------------------------------------------------------------------- bench
+@click.command("detect")
+@click.option("--data", "data_dir", default=DEFAULT_MQTT, show_default=True,
+              type=click.Path(path_type=Path), help="MQTTset folder.")
+@click.option("--quick", is_flag=True,
+              help="Smaller HalfSpaceTrees (10 trees of height 10) and only the "
+                   "TCP-options-removed view: about a minute instead of ~4.")
+@click.option("--out", "out_path", default=Path("detect-bench.json"), show_default=True,
+              type=click.Path(path_type=Path))
+def bench_detect(data_dir: Path, quick: bool, out_path: Path) -> None:
+    """tinyward's detectors next to KitNET, HalfSpaceTrees and IsolationForest.
+
+    Same features (tinyward's 24 per-packet features), same splits, same machine.
+    """
+    from tinyward.detect.baselines import (
+        HalfSpaceTreesBaseline,
+        IsolationForestBaseline,
+        KitNETBaseline,
+    )
+
+    def contenders() -> list[Any]:
+        ours = [make_detector(kind) for kind in sorted(KINDS)]
+        hst = HalfSpaceTreesBaseline(n_trees=10, height=10) if quick else HalfSpaceTreesBaseline()
+        return [*ours, KitNETBaseline(), hst, IsolationForestBaseline()]
+
+    report: dict[str, Any] = {}
+    views = (True,) if quick else (False, True)
+    for strip in views:
+        view = "tcp-options-removed" if strip else "as-captured"
+        with _progress() as progress:
+            progress.add_task(f"packet features ({view})", total=None)
+            streams = ev.packet_streams(data_dir, strip_tcp_options=strip)
+            n = len(streams.train)
+            feature_pps = 1e6 / streams.feature_us_per_packet
+        table = Table(title=f"MQTTset, {view}: TPR @ 0.1% FPR per attack (ROC AUC overall)",
+                      title_justify="left")
+        for column in ("detector", *ev.ATTACKS, "overall", "TPR@1%", "AUC", "model B",
+                       "ops/pkt", "state B", "pkts/s"):
+            table.add_column(column, justify="right")
+        for detector in contenders():
+            with _progress() as progress:
+                progress.add_task(f"{detector.name} ({view})", total=None)
+                result = ev.evaluate_scores(detector, streams)
+            pps = 1e6 / result["us_per_packet"]
+            report[f"{view}/{detector.name}"] = result
+            pa = result["per_attack"]
+            table.add_row(detector.name, *(_fmt(pa[a]["tpr_at_0.001"]) for a in ev.ATTACKS),
+                          _fmt(result["overall"]["tpr_at_0.001"]),
+                          _fmt(result["overall"]["tpr_at_0.01"]),
+                          _fmt(result["overall"]["roc_auc"]), str(result["model_bytes"]),
+                          str(result["ops_per_inference"] + streams.extractor.ops_per_packet()),
+                          str(result["state_bytes"]), f"{pps:,.0f}")
+        Console().print(table)
+        click.echo(f"  features: {streams.extractor.ops_per_packet()} ops/packet (included in "
+                   f"ops/pkt), {feature_pps:,.0f} packets/s in Python, "
+                   f"{streams.state_bytes} B of bounded state; trained on {n} benign packets")
+    ev.write_json(out_path, report)
+    click.echo(f"wrote {out_path}")
+
+
+COMMANDS: list[click.Command] = [detect]
+BENCH_COMMANDS: list[click.Command] = [bench_detect]

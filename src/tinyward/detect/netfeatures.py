@@ -330,3 +330,41 @@ class NetFeatureExtractor:
             return clone, np.zeros((0, N_FEATURES))
         start = self.last_ts + gap if self.last_ts != -math.inf else packets[0].ts
         return clone, clone.transform(packets, time_shift=start - packets[0].ts)
+
+
+def extractor_to_doc(extractor: NetFeatureExtractor) -> dict[str, object]:
+    """The extractor's configuration and trained state as JSON-able data."""
+    return {
+        "config": vars(extractor.config),
+        "last_ts": extractor.last_ts if extractor.last_ts != -math.inf else None,
+        "tables": {
+            name: {"tags": table.tags, "data": table.data}
+            for name, table in (("hosts", extractor.hosts), ("convs", extractor.convs),
+                                ("sockets", extractor.sockets))
+        },
+    }
+
+
+def extractor_from_doc(doc: dict[str, object]) -> NetFeatureExtractor:
+    """Rebuild an extractor from :func:`extractor_to_doc` output (hostile input).
+
+    Raises:
+        DetectMisuse: wrong keys, sizes or types (the caller wraps it with the file name).
+    """
+    try:
+        config = NetFeatureConfig(**doc["config"])  # type: ignore[arg-type]
+        extractor = NetFeatureExtractor(config)
+        last = doc["last_ts"]
+        extractor.last_ts = -math.inf if last is None else float(last)  # type: ignore[arg-type]
+        tables = doc["tables"]
+        for name in ("hosts", "convs", "sockets"):
+            table = getattr(extractor, name)
+            saved = tables[name]  # type: ignore[index]
+            tags, data = saved["tags"], saved["data"]
+            if len(tags) != len(table.tags) or len(data) != len(table.data):
+                raise DetectMisuse(f"table {name}: sizes do not match its configuration")
+            table.tags = [int(t) for t in tags]
+            table.data = [float(x) for x in data]
+    except (KeyError, TypeError, ValueError) as error:
+        raise DetectMisuse(f"bad feature state: {error!r}") from None
+    return extractor

@@ -279,3 +279,50 @@ def _spikiness(z: np.ndarray) -> np.ndarray:
     d = np.diff(z, axis=0)
     back = d[:-1] * d[1:] < 0
     return np.where(back, np.minimum(np.abs(d[:-1]), np.abs(d[1:])), 0.0)
+
+
+_SENSOR_ARRAYS = ("mean", "std", "coef", "intercept", "residual_std", "noise_floor",
+                  "spike_scale", "window_std", "_history", "_pending")
+
+
+def sensor_extractor_to_doc(extractor: SensorFeatureExtractor) -> dict[str, object]:
+    """Configuration, benign scales and stream state as JSON-able data."""
+    if not extractor._fitted:
+        raise DetectMisuse("fit() the extractor before saving it")
+    doc: dict[str, object] = {"channels": list(extractor.channels), "config": vars(extractor.config)}
+    for name in _SENSOR_ARRAYS:
+        doc[name.lstrip("_")] = getattr(extractor, name).tolist()
+    doc["prev_level"] = None if extractor._prev_level is None else extractor._prev_level.tolist()
+    return doc
+
+
+def sensor_extractor_from_doc(doc: dict[str, object]) -> SensorFeatureExtractor:
+    """Rebuild from :func:`sensor_extractor_to_doc` output (hostile input).
+
+    Raises:
+        DetectMisuse: wrong keys, shapes or values.
+    """
+    try:
+        extractor = SensorFeatureExtractor(
+            [str(c) for c in doc["channels"]],  # type: ignore[attr-defined]
+            SensorFeatureConfig(**doc["config"]),  # type: ignore[arg-type]
+        )
+        c = len(extractor.channels)
+        for name in _SENSOR_ARRAYS:
+            value = np.asarray(doc[name.lstrip("_")], dtype=np.float64)
+            if name == "coef":
+                expected: tuple[int, ...] = (c, c)
+            elif name in ("_history", "_pending"):
+                value = value.reshape(-1, c)
+                expected = value.shape
+            else:
+                expected = (c,)
+            if value.shape != expected or not np.isfinite(value).all():
+                raise DetectMisuse(f"{name}: shape {value.shape}, expected {expected}")
+            setattr(extractor, name, value)
+        prev = doc["prev_level"]
+        extractor._prev_level = None if prev is None else np.asarray(prev, dtype=np.float64)
+    except (KeyError, TypeError, ValueError) as error:
+        raise DetectMisuse(f"bad sensor feature state: {error!r}") from None
+    extractor._fitted = True
+    return extractor
