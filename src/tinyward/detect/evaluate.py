@@ -13,9 +13,11 @@ Packets (MQTTset, see ``../shared/data/README.md``):
    alarms per hour of benign test traffic. Run once as captured and once with TCP
    option bytes removed from every packet (only the second says much: see the README).
 
-Sensors (SKAB): features of the first 60 % of ``anomaly-free.csv``; the remaining 40 %
-is scored clean (benign) and with tampering injected by :mod:`.tamper` (attack; a
-window counts as attacked when at least half its samples are tampered).
+Sensors (SKAB, see :func:`sensor_files`): features of the first 60 % of
+``anomaly-free.csv`` and of the anomaly-free prefixes of the even-numbered runs train;
+the remaining 40 % and the odd-numbered runs' prefixes are scored clean (benign) and
+with tampering injected by :mod:`.tamper` (attack; a window counts as attacked when at
+least half its samples are tampered).
 """
 
 from __future__ import annotations
@@ -231,43 +233,87 @@ class SensorStreams:
     extractor: SensorFeatureExtractor
     note: str = INJECTED_NOTE
     injections: list[dict[str, Any]] = field(default_factory=list)
+    files: dict[str, list[str]] = field(default_factory=dict)
 
 
-def sensor_streams(
-    csv_path: Path, *, train_fraction: float = 0.6, seed: int = 0, sample_seconds: float = 1.0
-) -> SensorStreams:
-    """Benign windows and tampered windows from one anomaly-free CSV (see module doc).
+def sensor_files(skab: Path) -> tuple[list[tuple[str, np.ndarray]], list[tuple[str, np.ndarray]]]:
+    """Benign (train, test) streams of SKAB as (name, samples) lists.
+
+    A CSV: its first 60 % trains, the rest tests. The SKAB folder: additionally the
+    anomaly-free prefix (rows before the first ``anomaly=1``) of every run, even-numbered
+    runs (in sorted order) for training and odd-numbered ones for testing.
 
     Raises:
-        CsvError: the CSV is unreadable.
+        CsvError: a CSV is unreadable.
     """
-    table = read_sensor_csv(csv_path, SKAB_CHANNELS)
-    values = table.values
-    cut = int(len(values) * train_fraction)
-    extractor = SensorFeatureExtractor(table.channels)
+    skab = Path(skab)
+    main = skab / "anomaly-free" / "anomaly-free.csv" if skab.is_dir() else skab
+    values = read_sensor_csv(main, SKAB_CHANNELS).values
+    cut = int(len(values) * 0.6)
+    train = [(f"{main.name}[:{cut}]", values[:cut])]
+    test = [(f"{main.name}[{cut}:]", values[cut:])]
+    if skab.is_dir():
+        runs = sorted(p for p in skab.glob("*/*.csv") if p.parent.name != "anomaly-free")
+        for i, path in enumerate(runs):
+            table = read_sensor_csv(path, SKAB_CHANNELS)
+            labels = table.labels if table.labels is not None else np.zeros(len(table.values))
+            first = int(np.argmax(labels > 0)) if (labels > 0).any() else len(labels)
+            if first < 450:
+                continue  # too short for a clean lead and one injection
+            name = f"{path.parent.name}/{path.name}[:{first}]"
+            (train if i % 2 == 0 else test).append((name, table.values[:first]))
+    return train, test
+
+
+def sensor_streams(skab: Path, *, seed: int = 0, sample_seconds: float = 1.0) -> SensorStreams:
+    """Benign and tampered windows by the sensor protocol (see :func:`sensor_files`).
+
+    Every stream starts from a fresh stream state. Tampering is injected into each test
+    stream (kinds in turn, seeded): several segments into the long anomaly-free part,
+    one into each run prefix.
+
+    Raises:
+        CsvError: a CSV is unreadable.
+    """
+    train_streams, test_streams = sensor_files(skab)
+    extractor = SensorFeatureExtractor(SKAB_CHANNELS)
     started = time.perf_counter()
-    train = extractor.fit(values[:cut])
+    train = extractor.fit([v for _, v in train_streams])
     per_window = 1e6 * (time.perf_counter() - started) / max(len(train), 1)
-    clean = extractor.copy()
-    benign = clean.transform(values[cut:])
-    tampered = tamper_stream(values[cut:], seed=seed)
-    scorer = extractor.copy()
-    features = scorer.transform(tampered.values)
     window = extractor.config.window
+    benign_rows: list[np.ndarray] = []
     attacks: dict[str, list[np.ndarray]] = {kind: [] for kind in TAMPER_KINDS}
-    for row, end in zip(features, scorer.last_window_ends, strict=True):
-        begin = max(0, end - window)
-        labels = tampered.labels[begin:end]
-        if len(labels) and labels.mean() >= 0.5:
-            kinds = tampered.kinds[begin:end]
-            kind = TAMPER_KINDS[int(np.bincount(kinds[kinds >= 0]).argmax())]
-            attacks[kind].append(row)
+    injections: list[dict[str, Any]] = []
+    samples = 0
+    for number, (name, values) in enumerate(test_streams):
+        clean = extractor.copy()
+        clean.reset_stream()
+        benign_rows.append(clean.transform(values))
+        samples += len(values)
+        long_stream = len(values) > 2000
+        tampered = tamper_stream(
+            values, seed=seed + number, lead=700 if long_stream else 330,
+            first_kind=0 if long_stream else number,
+        )
+        scorer = extractor.copy()
+        scorer.reset_stream()
+        features = scorer.transform(tampered.values)
+        for row, end in zip(features, scorer.last_window_ends, strict=True):
+            begin = max(0, end - window)
+            labels = tampered.labels[begin:end]
+            if len(labels) and labels.mean() >= 0.5:
+                kinds = tampered.kinds[begin:end]
+                kind = TAMPER_KINDS[int(np.bincount(kinds[kinds >= 0]).argmax())]
+                attacks[kind].append(row)
+        injections += [{"stream": name, **vars(i)} for i in tampered.injections]
     stacked = {k: np.vstack(v) if v else np.zeros((0, train.shape[1])) for k, v in attacks.items()}
-    state = 8 * (extractor.config.history + extractor.config.window) * len(table.channels)
+    # float32 history ring buffer and pending window, the baselines and scales
+    state = 4 * ((extractor.config.history + extractor.config.window) * len(SKAB_CHANNELS)
+                 + 4 * len(SKAB_CHANNELS))
     return SensorStreams(
-        train, benign, stacked, (len(values) - cut) * sample_seconds / 3600, per_window, state,
-        extractor,
-        injections=[vars(i) for i in tampered.injections],
+        train, np.vstack(benign_rows), stacked, samples * sample_seconds / 3600, per_window,
+        state, extractor, injections=injections,
+        files={"train": [n for n, _ in train_streams], "test": [n for n, _ in test_streams]},
     )
 
 

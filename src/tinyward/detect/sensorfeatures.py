@@ -143,6 +143,7 @@ class SensorFeatureConfig:
     step: int = 10
     history: int = 1800  # samples kept to recognise a replayed stretch
     min_replay_lag: int = 60  # lags shorter than this overlap the window itself
+    baseline_halflife: int = 60  # windows (600 s at step 10): the slow baseline of levels
 
 
 class SensorFeatureExtractor:
@@ -153,9 +154,9 @@ class SensorFeatureExtractor:
         self.config = config or SensorFeatureConfig()
         c = len(self.channels)
         self.feature_names: tuple[str, ...] = (
-            tuple(f"level_{i}" for i in range(c))
+            tuple(f"level_dev_{i}" for i in range(c))
             + tuple(f"spread_{i}" for i in range(c))
-            + tuple(f"residual_{i}" for i in range(c))
+            + tuple(f"residual_dev_{i}" for i in range(c))
             + ("stuck", "replay", "spike", "noise_floor", "level_jump")
         )
         self._fitted = False
@@ -167,44 +168,57 @@ class SensorFeatureExtractor:
     def copy(self) -> SensorFeatureExtractor:
         return copy.deepcopy(self)
 
-    def fit(self, values: np.ndarray) -> np.ndarray:
-        """Learn scales and the cross-channel fit on benign samples (n, channels);
-        return the benign window features (the stream state continues after them).
+    def fit(self, values: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+        """Learn scales and the cross-channel fit on benign samples: one (n, channels)
+        array, or a list of them recorded separately (runs at other operating points).
+        Return the benign window features of every stream, each from a fresh stream
+        state; afterwards the stream state continues after the last one.
 
         Raises:
-            DetectMisuse: wrong shape or fewer than three windows of samples.
+            DetectMisuse: wrong shape or fewer than three windows of samples in a stream.
         """
-        values = self._check(values)
-        if len(values) < 3 * self.config.window:
-            raise DetectMisuse(f"need at least {3 * self.config.window} benign samples")
-        self.mean = values.mean(axis=0)
-        self.std = values.std(axis=0) + 1e-9
-        z = (values - self.mean) / self.std
-        # Each channel as a linear function of the others (with intercept).
-        c = z.shape[1]
+        streams = [values] if isinstance(values, np.ndarray) else list(values)
+        streams = [self._check(v) for v in streams]
+        if not streams or any(len(v) < 3 * self.config.window for v in streams):
+            raise DetectMisuse(f"need at least {3 * self.config.window} benign samples per stream")
+        joined = np.vstack(streams)
+        self.mean = joined.mean(axis=0)
+        self.std = joined.std(axis=0) + 1e-9
+        zs = [(v - self.mean) / self.std for v in streams]
+        # Each channel as a linear function of the others, learnt on variation within a
+        # stream (levels differ between runs; features use deviations from a baseline).
+        centred = np.vstack([z - z.mean(axis=0) for z in zs])
+        c = centred.shape[1]
         self.coef = np.zeros((c, c))
         self.intercept = np.zeros(c)
         for j in range(c):
             others = [k for k in range(c) if k != j]
-            design = np.c_[z[:, others], np.ones(len(z))]
-            solution, *_ = np.linalg.lstsq(design, z[:, j], rcond=None)
-            self.coef[j, others] = solution[:-1]
-            self.intercept[j] = solution[-1]
-        residual = z - (z @ self.coef.T + self.intercept)
+            solution, *_ = np.linalg.lstsq(centred[:, others], centred[:, j], rcond=None)
+            self.coef[j, others] = solution
+        residual = centred - centred @ self.coef.T
         self.residual_std = residual.std(axis=0) + 1e-9
-        diffs = np.abs(np.diff(z, axis=0))
+        diffs = np.vstack([np.abs(np.diff(z, axis=0)) for z in zs])
         self.noise_floor = np.median(diffs, axis=0) + 1e-6
-        self.spike_scale = np.quantile(_spikiness(z), 0.999, axis=0) + 1e-6
-        w = self.config.window
+        self.spike_scale = np.quantile(np.vstack([_spikiness(z) for z in zs]), 0.999, axis=0) + 1e-6
+        w, step = self.config.window, self.config.step
         self.window_std = np.median(
-            np.stack([z[i : i + w].std(axis=0) for i in range(0, len(z) - w, self.config.step)]),
+            np.stack([z[i : i + w].std(axis=0) for z in zs for i in range(0, len(z) - w, step)]),
             axis=0,
         ) + 1e-6
         self._fitted = True
+        rows = []
+        for v in streams:
+            self.reset_stream()
+            rows.append(self.transform(v))
+        return np.vstack(rows)
+
+    def reset_stream(self) -> None:
+        """Forget the stream (history, baselines): the next samples start a new one."""
+        c = len(self.channels)
         self._history = np.zeros((0, c))
         self._pending = np.zeros((0, c))
         self._prev_level: np.ndarray | None = None
-        return self.transform(values)
+        self._baseline: np.ndarray | None = None  # (2, channels): level, residual
 
     def _check(self, values: np.ndarray) -> np.ndarray:
         values = np.asarray(values, dtype=np.float64)
@@ -254,8 +268,16 @@ class SensorFeatureExtractor:
         jump = 0.0 if self._prev_level is None else float(np.max(np.abs(level - self._prev_level)))
         self._prev_level = level
         replay = self._replay_closeness(window, before)
+        # Levels and residuals as deviations from their own slow baseline: a process
+        # drifts over hours (benign), a bias or drift attack within minutes.
+        current = np.stack([level, residual.mean(axis=0)])
+        if self._baseline is None:
+            self._baseline = current
+        deviation = current - self._baseline
+        alpha = 1.0 - 2.0 ** (-1.0 / cfg.baseline_halflife)
+        self._baseline = self._baseline + alpha * deviation
         return np.concatenate(
-            [level, spread, residual.mean(axis=0), [stuck, replay, np.log1p(spike), noise, jump]]
+            [deviation[0], spread, deviation[1], [stuck, replay, np.log1p(spike), noise, jump]]
         )
 
     def _replay_closeness(self, window: np.ndarray, before: np.ndarray) -> float:
@@ -293,6 +315,7 @@ def sensor_extractor_to_doc(extractor: SensorFeatureExtractor) -> dict[str, obje
     for name in _SENSOR_ARRAYS:
         doc[name.lstrip("_")] = getattr(extractor, name).tolist()
     doc["prev_level"] = None if extractor._prev_level is None else extractor._prev_level.tolist()
+    doc["baseline"] = None if extractor._baseline is None else extractor._baseline.tolist()
     return doc
 
 
@@ -322,6 +345,12 @@ def sensor_extractor_from_doc(doc: dict[str, object]) -> SensorFeatureExtractor:
             setattr(extractor, name, value)
         prev = doc["prev_level"]
         extractor._prev_level = None if prev is None else np.asarray(prev, dtype=np.float64)
+        base = doc["baseline"]
+        extractor._baseline = None if base is None else np.asarray(base, dtype=np.float64)
+        for name, expected in (("_prev_level", (c,)), ("_baseline", (2, c))):
+            value = getattr(extractor, name)
+            if value is not None and value.shape != expected:
+                raise DetectMisuse(f"{name.lstrip('_')}: shape {value.shape}, expected {expected}")
     except (KeyError, TypeError, ValueError) as error:
         raise DetectMisuse(f"bad sensor feature state: {error!r}") from None
     extractor._fitted = True

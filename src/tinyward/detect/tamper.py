@@ -57,9 +57,9 @@ def inject(
     if injection.kind == "freeze":
         segment[:, ch] = out[start - 1, ch]
     elif injection.kind == "replay":
-        lag = int(rng.integers(length + 60, length + 600))
-        if start - lag < 0:
+        if start < length + 60:
             raise DetectMisuse("replay needs an earlier stretch: start the segment later")
+        lag = int(rng.integers(length + 60, min(length + 600, start) + 1))
         segment[:] = out[start - lag : end - lag]
     elif injection.kind == "bias":
         segment[:, ch] += rng.choice([-1.0, 1.0]) * 3.0 * scale
@@ -93,13 +93,14 @@ def tamper_stream(
     gap: int = 240,
     lead: int = 700,
     seed: int = 0,
+    first_kind: int = 0,
 ) -> TamperedStream:
-    """Inject ``kinds`` in turn (round robin, random channel) into a clean stream,
-    segments of ``length`` samples separated by ``gap`` clean ones, after a clean
-    ``lead`` (which also gives replay something to copy).
+    """Inject ``kinds`` in turn (round robin from ``first_kind``, random channel) into a
+    clean stream, segments of ``length`` samples separated by ``gap`` clean ones, after
+    a clean ``lead`` (which also gives replay something to copy).
 
     Raises:
-        DetectMisuse: the stream is too short for one injection of each kind.
+        DetectMisuse: the stream is too short for one injection.
     """
     rng = np.random.default_rng(seed)
     values = np.array(clean, dtype=np.float64, copy=True)
@@ -107,7 +108,7 @@ def tamper_stream(
     labels = np.zeros(n, dtype=np.int8)
     kind_of = np.full(n, -1, dtype=np.int16)
     injections: list[Injection] = []
-    start, turn = lead, 0
+    start, turn = lead, first_kind
     while start + length <= n:
         kind = kinds[turn % len(kinds)]
         channel = -1 if kind == "replay" else int(rng.integers(channels))
@@ -118,6 +119,6 @@ def tamper_stream(
         injections.append(injection)
         start += length + gap
         turn += 1
-    if turn < len(kinds):
-        raise DetectMisuse(f"a stream of {n} samples is too short for every kind")
+    if not injections:
+        raise DetectMisuse(f"a stream of {n} samples is too short for one injection")
     return TamperedStream(values, labels, kind_of, injections)
