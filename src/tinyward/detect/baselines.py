@@ -132,3 +132,19 @@ BASELINES = {
     "halfspacetrees": HalfSpaceTreesBaseline,
     "isolationforest": IsolationForestBaseline,
 }
+
+
+def kitnet_ops_lower_bound(n_features: int, max_size_ae: int = 10, hidden_ratio: float = 0.75) -> int:
+    """KitNET's operations per packet on ``n_features`` inputs if its feature map made
+    equal autoencoders of at most ``max_size_ae`` inputs (its fewest possible), counted
+    as :meth:`KitNETBaseline.ops_per_inference` does. Kitsune as published feeds it 100
+    AfterImage features; AfterImage's own updates are not included."""
+    import math
+
+    def ae(v: int) -> int:
+        h = math.ceil(hidden_ratio * v)
+        return 4 * v * h + 6 * v + h
+
+    count = math.ceil(n_features / max_size_ae)
+    sizes = [n_features // count + (1 if i < n_features % count else 0) for i in range(count)]
+    return sum(ae(v) for v in sizes) + ae(count)

@@ -87,6 +87,8 @@ def read_sensor_csv(
             raise CsvError(path, "empty file: no header row", line=1) from None
         except (csv.Error, UnicodeDecodeError) as error:
             raise CsvError(path, f"unreadable header: {error}", line=1) from None
+        if not any(header):
+            raise CsvError(path, "empty file: no header row", line=1)
         missing = [name for name in channels if name not in header]
         if missing:
             raise CsvError(
