@@ -235,20 +235,21 @@ const char *{p}_status_string({p}_status status)
     return {p}_status_strings[status];
 }}
 
-#define {P}_ERR_CLAMP INT64_C({ERR_CLAMP})
+#define {P}_ERR_CLAMP INT32_C({ERR_CLAMP})
 
-/* v / 2^shift rounded half away from zero, for shift in [1, 62]. Written so that no
- * negative value is ever shifted right (implementation-defined in C99). */
-static int64_t {p}_rshift_round(int64_t v, uint8_t shift)
+/* acc * multiplier / 2^(32 + shift), rounded, symmetric around zero; shift in [0, 30].
+ * Works on the magnitude in unsigned arithmetic: no right shift of a negative value
+ * (implementation-defined in C99) and no overflow (|acc| < 2^31, multiplier < 2^31). */
+static int32_t {p}_requantize(int32_t acc, int32_t multiplier, uint8_t shift)
 {{
-    const int64_t half = (int64_t)1 << (shift - 1u);
-    if (v >= 0) {{
-        return (v + half) >> shift;
-    }}
-    return -((half - v) >> shift);
+    const uint32_t magnitude = acc < 0 ? 0u - (uint32_t)acc : (uint32_t)acc;
+    const uint64_t product = (uint64_t)magnitude * (uint32_t)multiplier + 0x80000000u;
+    const uint32_t high = (uint32_t)(product >> 32);
+    const uint32_t rounded = (high + ((1u << shift) >> 1)) >> shift;
+    return acc < 0 ? -(int32_t)rounded : (int32_t)rounded;
 }}
 
-static int64_t {p}_clamp(int64_t v, int64_t low, int64_t high)
+static int32_t {p}_clamp(int32_t v, int32_t low, int32_t high)
 {{
     return v < low ? low : (v > high ? high : v);
 }}
@@ -353,25 +354,29 @@ static const int8_t {p}_tanh_table[256] = {{
         return {P}_ERR_NULL_POINTER;
     }}
     for (j = 0; j < (size_t){P}_N_HIDDEN; ++j) {{
+        const int8_t *w = {p}_encoder_weights[j];
+        const int8_t *x = features_q;
         int32_t acc = {p}_encoder_bias[j];
-        int64_t index;
-        for (i = 0; i < (size_t){P}_N_FEATURES; ++i) {{
-            acc += (int32_t){p}_encoder_weights[j][i] * (int32_t)features_q[i];
+        int32_t index;
+        for (i = (size_t){P}_N_FEATURES; i != 0u; --i) {{ /* counts down: fewer instructions */
+            acc += (int32_t)*w++ * (int32_t)*x++;
         }}
-        index = {p}_rshift_round((int64_t)acc * {p}_encoder_multiplier[j], {p}_encoder_shift[j]);
+        index = {p}_requantize(acc, {p}_encoder_multiplier[j], {p}_encoder_shift[j]);
         index = {p}_clamp(index, -128, 127); /* bounds the table index below */
         hidden[j] = {p}_tanh_table[(size_t)(index + 128)];
     }}
     for (k = 0; k < (size_t){P}_N_FEATURES; ++k) {{
+        const int8_t *w = {p}_decoder_weights[k];
+        const int8_t *h = hidden;
         int32_t acc = {p}_decoder_bias[k];
-        int64_t err;
-        for (j = 0; j < (size_t){P}_N_HIDDEN; ++j) {{
-            acc += (int32_t){p}_decoder_weights[k][j] * (int32_t)hidden[j];
+        int32_t err;
+        for (j = (size_t){P}_N_HIDDEN; j != 0u; --j) {{
+            acc += (int32_t)*w++ * (int32_t)*h++;
         }}
-        err = {p}_rshift_round((int64_t)acc * {p}_decoder_multiplier[k], {p}_decoder_shift[k])
-              - (int64_t)features_q[k];
+        err = {p}_requantize(acc, {p}_decoder_multiplier[k], {p}_decoder_shift[k])
+              - (int32_t)features_q[k];
         err = {p}_clamp(err, -{P}_ERR_CLAMP, {P}_ERR_CLAMP);
-        total += (int32_t)(err * err); /* <= 256 * 2047^2 < 2^31 */
+        total += err * err; /* <= 256 * 2047^2 < 2^31 */
     }}
     *score = total;
     return {P}_OK;
@@ -403,21 +408,24 @@ static const uint8_t {p}_whitening_shift[{P}_N_FEATURES] = {{
 
 {p}_status {p}_score(const int8_t *features_q, int32_t *score)
 {{
+    const int8_t *w = {p}_whitening_weights;
     int32_t total = 0;
-    size_t i, k, w = 0;
+    size_t i, k;
     if (features_q == NULL || score == NULL) {{
         return {P}_ERR_NULL_POINTER;
     }}
-    /* w runs over the packed triangle: exactly {P}_N_WEIGHTS steps (checked above). */
+    /* w walks the packed triangle: N + (N-1) + ... + 1 = {P}_N_WEIGHTS steps in all,
+     * exactly the table's length (checked at compile time above). */
     for (k = 0; k < (size_t){P}_N_FEATURES; ++k) {{
+        const int8_t *x = features_q + k;
         int32_t acc = {p}_whitening_bias[k];
-        int64_t z;
-        for (i = k; i < (size_t){P}_N_FEATURES; ++i, ++w) {{
-            acc += (int32_t){p}_whitening_weights[w] * (int32_t)features_q[i];
+        int32_t z;
+        for (i = (size_t){P}_N_FEATURES - k; i != 0u; --i) {{ /* counts down: fewer instructions */
+            acc += (int32_t)*w++ * (int32_t)*x++;
         }}
-        z = {p}_rshift_round((int64_t)acc * {p}_whitening_multiplier[k], {p}_whitening_shift[k]);
+        z = {p}_requantize(acc, {p}_whitening_multiplier[k], {p}_whitening_shift[k]);
         z = {p}_clamp(z, -{P}_ERR_CLAMP, {P}_ERR_CLAMP);
-        total += (int32_t)(z * z); /* <= 256 * 2047^2 < 2^31 */
+        total += z * z; /* <= 256 * 2047^2 < 2^31 */
     }}
     *score = total;
     return {P}_OK;

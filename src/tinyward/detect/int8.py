@@ -9,10 +9,15 @@ The integer path, after input quantisation, uses no floating point at all:
 * **Weights**: symmetric int8 per output row, ``w_q = round(w * 127 / max|row|)``.
 * **Accumulation**: int32 sums of int8 x int8 products plus an int32 bias already in
   the accumulator's scale.
-* **Requantisation**: ``rshift_round(acc * M, S)`` with a 31-bit multiplier ``M`` in
-  [2^30, 2^31) and a shift ``S`` in [1, 62]; the product is int64 and the rounding is
-  half away from zero, written so that no right shift of a negative number occurs
-  (that is implementation-defined in C99).
+* **Requantisation** of an int32 accumulator ``acc`` by a real factor
+  ``M / 2^(32 + t)`` (``M`` in [0, 2^31), ``t`` in [0, 30]), on the magnitude so that
+  rounding is symmetric and C needs no right shift of a negative number
+  (implementation-defined in C99)::
+
+      mag = |acc|;  high = (mag * M + 2^31) >> 32;  r = (high + (2^t >> 1)) >> t
+      result = -r if acc < 0 else r
+
+  That is one 32x32->64 multiply and a few 32-bit operations on a Cortex-M4.
 * **Activation** (autoencoder): tanh by a 256-entry int8 lookup table; the index is the
   pre-activation in units of 1/Z_SCALE, clamped to [-128, 127].
 * **Score**: a sum of squared int32 residuals, each clamped to +-ERR_CLAMP, so the total
@@ -40,44 +45,46 @@ ACT_SCALE = 127  # tanh output quanta
 OUT_SCALE = 16  # Mahalanobis: quanta per whitened unit
 ERR_CLAMP = 2047  # |residual| bound, so 256 * ERR_CLAMP^2 < 2^31
 BIAS_LIMIT = 1 << 24  # |int32 bias| bound, so bias + 256 * 128 * 127 fits easily in int32
-MULT_LOW, MULT_HIGH = 1 << 30, (1 << 31) - 1
-SHIFT_LOW, SHIFT_HIGH = 1, 62
+MULT_LOW, MULT_HIGH = 0, (1 << 31) - 1
+SHIFT_LOW, SHIFT_HIGH = 0, 30
 INT32_MAX = (1 << 31) - 1
 
 
 # -- primitives -------------------------------------------------------------------------
 def quantize_multiplier(real: float) -> tuple[int, int]:
-    """Return (M, S) with M in [2^30, 2^31) and real ~= M / 2^S.
+    """Return (M, t) with M in [0, 2^31), t in [0, 30] and real ~= M / 2^(32 + t).
+
+    Factors below 2^-62 lose precision (M shrinks; they scale to almost nothing anyway).
 
     Raises:
-        DetectMisuse: ``real`` is not positive or needs a shift outside [1, 62].
+        DetectMisuse: ``real`` is not positive and finite or is 0.5 or more (weights
+            too large for the int8 scales chosen here).
     """
     if not (real > 0.0 and math.isfinite(real)):
         raise DetectMisuse(f"cannot quantise multiplier {real}")
     fraction, exponent = math.frexp(real)  # real = fraction * 2^exponent, fraction in [0.5, 1)
     multiplier = int(round(fraction * (1 << 31)))
-    shift = 31 - exponent
+    shift = -1 - exponent  # real = multiplier / 2^(32 + shift)
     if multiplier == 1 << 31:
         multiplier //= 2
         shift -= 1
-    if not SHIFT_LOW <= shift <= SHIFT_HIGH:
-        raise DetectMisuse(f"multiplier {real} needs shift {shift}, outside [1, 62]")
+    if shift < SHIFT_LOW:
+        raise DetectMisuse(f"requantisation factor {real} is 0.5 or more; weights are too large")
+    if shift > SHIFT_HIGH:
+        multiplier = int(round(multiplier / 2.0 ** (shift - SHIFT_HIGH)))
+        shift = SHIFT_HIGH
     return multiplier, shift
 
 
-def rshift_round(value: np.ndarray, shift: np.ndarray | int) -> np.ndarray:
-    """Divide int64 ``value`` by 2^shift, rounding half away from zero (as the C does)."""
-    value = np.asarray(value, dtype=np.int64)
-    shift = np.asarray(shift, dtype=np.int64)
-    half = np.left_shift(np.int64(1), shift - 1)
-    positive = np.right_shift(value + half, shift)
-    negative = -np.right_shift(half - value, shift)
-    return np.where(value >= 0, positive, negative)
-
-
 def requantize(acc: np.ndarray, mult: np.ndarray, shift: np.ndarray) -> np.ndarray:
-    """``rshift_round(acc * mult, shift)`` in int64, per output column."""
-    return rshift_round(acc.astype(np.int64) * mult.astype(np.int64), shift)
+    """Scale int accumulators by ``mult / 2^(32 + shift)`` per column, as the C does."""
+    acc = np.asarray(acc, dtype=np.int64)
+    shift = np.asarray(shift, dtype=np.int64)
+    magnitude = np.abs(acc)
+    high = np.right_shift(magnitude * np.asarray(mult, dtype=np.int64) + (1 << 31), 32)
+    half = np.right_shift(np.left_shift(np.int64(1), shift), 1)
+    rounded = np.right_shift(high + half, shift)
+    return np.where(acc < 0, -rounded, rounded)
 
 
 def quantize_rows(W: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
