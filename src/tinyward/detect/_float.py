@@ -15,13 +15,15 @@ import numpy as np
 from sklearn.covariance import LedoitWolf
 
 from tinyward.detect._common import Standardizer, check_features, choose_threshold, split_holdout
+from tinyward.detect.cost import autoencoder_ops, hidden_for_budget
 from tinyward.detect._modelfile import LIMITS, Doc, read_model, write_model
 from tinyward.detect.errors import ModelFileError, NotFittedError
 
 
 def default_hidden(d: int) -> int:
-    """Hidden width for d inputs: about d/5, at least 2 (keeps ops per vector small)."""
-    return max(2, math.ceil(d / 5))
+    """Hidden width for d inputs: about d/5, at least 2, capped so that the operations
+    per vector stay at most a tenth of KitNET's on 100 features (see ``cost.py``)."""
+    return hidden_for_budget(d)
 
 
 class AutoencoderDetector:
@@ -137,7 +139,7 @@ class AutoencoderDetector:
         """Standardise d, 2*d*h multiply-adds, h activations, d squared errors."""
         self._require_fitted()
         h, d = self.W1.shape
-        return d + 2 * d * h + h + d
+        return autoencoder_ops(d, h)
 
     # -- storage ------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
