@@ -96,6 +96,8 @@ def read_model(path: Path) -> tuple[str, "Doc"]:
         ) from None
     except ValueError as error:
         raise ModelFileError(path, str(error)) from None
+    except RecursionError:
+        raise ModelFileError(path, "JSON nested too deeply: not a tinyward model file") from None
     if not isinstance(document, dict):
         raise ModelFileError(path, "top level is not a JSON object: not a tinyward model file")
     doc = Doc(path, document, "")
