@@ -63,7 +63,7 @@ def quantize_multiplier(real: float) -> tuple[int, int]:
     if not (real > 0.0 and math.isfinite(real)):
         raise DetectMisuse(f"cannot quantise multiplier {real}")
     fraction, exponent = math.frexp(real)  # real = fraction * 2^exponent, fraction in [0.5, 1)
-    multiplier = int(round(fraction * (1 << 31)))
+    multiplier = round(fraction * (1 << 31))
     shift = -1 - exponent  # real = multiplier / 2^(32 + shift)
     if multiplier == 1 << 31:
         multiplier //= 2
@@ -71,7 +71,7 @@ def quantize_multiplier(real: float) -> tuple[int, int]:
     if shift < SHIFT_LOW:
         raise DetectMisuse(f"requantisation factor {real} is 0.5 or more; weights are too large")
     if shift > SHIFT_HIGH:
-        multiplier = int(round(multiplier / 2.0 ** (shift - SHIFT_HIGH)))
+        multiplier = round(multiplier / 2.0 ** (shift - SHIFT_HIGH))
         shift = SHIFT_HIGH
     return multiplier, shift
 
@@ -84,7 +84,7 @@ def requantize(acc: np.ndarray, mult: np.ndarray, shift: np.ndarray) -> np.ndarr
     high = np.right_shift(magnitude * np.asarray(mult, dtype=np.int64) + (1 << 31), 32)
     half = np.right_shift(np.left_shift(np.int64(1), shift), 1)
     rounded = np.right_shift(high + half, shift)
-    return np.where(acc < 0, -rounded, rounded)
+    return np.asarray(np.where(acc < 0, -rounded, rounded), dtype=np.int64)
 
 
 def quantize_rows(W: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -104,7 +104,7 @@ def quantize_bias(b: np.ndarray, scale: np.ndarray) -> np.ndarray:
     bq = np.round(b * scale)
     if np.any(np.abs(bq) > BIAS_LIMIT):
         raise DetectMisuse("a bias is too large relative to its weights to quantise to int32")
-    return bq.astype(np.int64)
+    return np.asarray(bq, dtype=np.int64)
 
 
 def multipliers(real: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -118,7 +118,7 @@ def multipliers(real: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def tanh_lut() -> np.ndarray:
     """int8 tanh table: entry i holds round(127 * tanh((i - 128) / Z_SCALE))."""
     index = np.arange(-128, 128, dtype=np.float64)
-    return np.round(ACT_SCALE * np.tanh(index / Z_SCALE)).astype(np.int64)
+    return np.asarray(np.round(ACT_SCALE * np.tanh(index / Z_SCALE)), dtype=np.int64)
 
 
 # -- input quantisation -----------------------------------------------------------------
@@ -130,7 +130,7 @@ class InputQuantizer:
     mult: np.ndarray  # float32
 
     @classmethod
-    def from_standardizer(cls, mean: np.ndarray, scale: np.ndarray) -> "InputQuantizer":
+    def from_standardizer(cls, mean: np.ndarray, scale: np.ndarray) -> InputQuantizer:
         return cls(
             offset=np.asarray(mean, dtype=np.float32),
             mult=np.asarray(IN_SCALE / scale, dtype=np.float32),
@@ -144,7 +144,7 @@ class InputQuantizer:
         half = np.float32(0.5)
         up = np.trunc(v + half)
         down = -np.trunc(half - v)
-        return np.where(v >= 0, up, down).astype(np.int8)
+        return np.asarray(np.where(v >= 0, up, down), dtype=np.int8)
 
     def to_json(self) -> dict[str, Any]:
         # float32 values are exact in a float64 JSON number.
@@ -152,7 +152,7 @@ class InputQuantizer:
                 "mult": self.mult.astype(np.float64).tolist()}
 
     @classmethod
-    def from_doc(cls, doc: Doc, d: int) -> "InputQuantizer":
+    def from_doc(cls, doc: Doc, d: int) -> InputQuantizer:
         offset = doc.floats("offset", (d,))
         mult = doc.floats("mult", (d,), positive=True)
         for key, value in (("offset", offset), ("mult", mult)):
@@ -196,7 +196,7 @@ class QAutoencoder:
 
     @classmethod
     def from_float(cls, mean: np.ndarray, scale: np.ndarray, W1: np.ndarray, b1: np.ndarray,
-                   W2: np.ndarray, b2: np.ndarray) -> "QAutoencoder":
+                   W2: np.ndarray, b2: np.ndarray) -> QAutoencoder:
         """Quantise a float autoencoder. Raises DetectMisuse if it cannot be represented."""
         W1q, sw1 = quantize_rows(W1)
         acc1_scale = IN_SCALE * sw1  # accumulator quanta per unit of pre-activation
@@ -224,7 +224,7 @@ class QAutoencoder:
         acc2 = hidden @ self.W2.T + self.b2
         out = requantize(acc2, self.m2, self.s2)
         err = np.clip(out - x, -ERR_CLAMP, ERR_CLAMP)
-        return np.sum(err * err, axis=1).astype(np.int32)
+        return np.asarray(np.sum(err * err, axis=1), dtype=np.int32)
 
     def to_json(self) -> dict[str, Any]:
         return {"input": self.inq.to_json(),
@@ -232,7 +232,7 @@ class QAutoencoder:
                    for k in ("W1", "b1", "m1", "s1", "W2", "b2", "m2", "s2", "lut")}}
 
     @classmethod
-    def from_doc(cls, doc: Doc, d: int, h: int) -> "QAutoencoder":
+    def from_doc(cls, doc: Doc, d: int, h: int) -> QAutoencoder:
         q = cls(
             inq=InputQuantizer.from_doc(doc.section("input"), d),
             W1=doc.ints("W1", (h, d), -127, 127),
@@ -276,7 +276,7 @@ class QMahalanobis:
 
     @classmethod
     def from_float(cls, mean: np.ndarray, scale: np.ndarray, mu: np.ndarray,
-                   U: np.ndarray) -> "QMahalanobis":
+                   U: np.ndarray) -> QMahalanobis:
         """Quantise ||U (z - mu)||^2. Raises DetectMisuse if it cannot be represented."""
         Uq, su = quantize_rows(np.triu(U))
         acc_scale = IN_SCALE * su
@@ -304,14 +304,14 @@ class QMahalanobis:
         x = _check_q(Xq, self.n_features)
         acc = x @ self.unpacked().T + self.b
         z = np.clip(requantize(acc, self.m, self.s), -ERR_CLAMP, ERR_CLAMP)
-        return np.sum(z * z, axis=1).astype(np.int32)
+        return np.asarray(np.sum(z * z, axis=1), dtype=np.int32)
 
     def to_json(self) -> dict[str, Any]:
         return {"input": self.inq.to_json(),
                 **{k: getattr(self, k).tolist() for k in ("U", "b", "m", "s")}}
 
     @classmethod
-    def from_doc(cls, doc: Doc, d: int) -> "QMahalanobis":
+    def from_doc(cls, doc: Doc, d: int) -> QMahalanobis:
         return cls(
             inq=InputQuantizer.from_doc(doc.section("input"), d),
             U=doc.ints("U", (d * (d + 1) // 2,), -127, 127),
