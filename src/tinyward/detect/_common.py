@@ -47,20 +47,20 @@ class Standardizer:
     scale: np.ndarray
 
     @classmethod
-    def fit(cls, X: np.ndarray) -> "Standardizer":
+    def fit(cls, X: np.ndarray) -> Standardizer:
         mean = X.mean(axis=0)
         std = X.std(axis=0)
         floor = 1e-3 * np.maximum(np.abs(mean), 1.0)
         return cls(mean=mean, scale=np.maximum(std, floor))
 
     def transform(self, X: np.ndarray) -> np.ndarray:
-        return np.clip((X - self.mean) / self.scale, -CLIP, CLIP)
+        return np.asarray(np.clip((X - self.mean) / self.scale, -CLIP, CLIP), dtype=np.float64)
 
     def to_json(self) -> dict[str, Any]:
         return {"mean": self.mean.tolist(), "scale": self.scale.tolist()}
 
     @classmethod
-    def from_doc(cls, doc: Doc, d: int) -> "Standardizer":
+    def from_doc(cls, doc: Doc, d: int) -> Standardizer:
         return cls(mean=doc.floats("mean", (d,)), scale=doc.floats("scale", (d,), positive=True))
 
 
@@ -75,7 +75,7 @@ def split_holdout(
     if not 0.0 < holdout_fraction < 1.0:
         raise DetectMisuse(f"holdout_fraction must be in (0, 1), got {holdout_fraction}")
     n = X.shape[0]
-    n_hold = int(round(n * holdout_fraction))
+    n_hold = round(n * holdout_fraction)
     if n_hold < 10 or n - n_hold < 10:
         raise DetectMisuse(f"{n} benign vectors are too few to fit and hold out {holdout_fraction}")
     order = np.random.default_rng(seed).permutation(n)

@@ -16,12 +16,14 @@ from sklearn.covariance import LedoitWolf
 
 from tinyward.detect._common import Standardizer, check_features, choose_threshold, split_holdout
 from tinyward.detect._modelfile import LIMITS, Doc, read_model, write_model
+from tinyward.detect.cost import autoencoder_ops, hidden_for_budget
 from tinyward.detect.errors import ModelFileError, NotFittedError
 
 
 def default_hidden(d: int) -> int:
-    """Hidden width for d inputs: about d/5, at least 2 (keeps ops per vector small)."""
-    return max(2, math.ceil(d / 5))
+    """Hidden width for d inputs: about d/5, at least 2, capped so that the operations
+    per vector stay at most a tenth of KitNET's on 100 features (see ``cost.py``)."""
+    return hidden_for_budget(d)
 
 
 class AutoencoderDetector:
@@ -48,7 +50,10 @@ class AutoencoderDetector:
         self.max_steps = max_steps
         self.threshold = math.inf
         self.standardizer: Standardizer | None = None
-        self.W1 = self.b1 = self.W2 = self.b2 = np.zeros(0)
+        self.W1: np.ndarray = np.zeros((0, 0))
+        self.W2: np.ndarray = np.zeros((0, 0))
+        self.b1: np.ndarray = np.zeros(0)
+        self.b2: np.ndarray = np.zeros(0)
 
     # -- fitting -------------------------------------------------------------------------
     def fit(
@@ -124,20 +129,20 @@ class AutoencoderDetector:
         std = self._require_fitted()
         Z = std.transform(check_features(X, self.W1.shape[1]))
         recon = np.tanh(Z @ self.W1.T + self.b1) @ self.W2.T + self.b2
-        return np.sqrt(np.mean((recon - Z) ** 2, axis=1))
+        return np.asarray(np.sqrt(np.mean((recon - Z) ** 2, axis=1)), dtype=np.float64)
 
     # -- size and cost ------------------------------------------------------------------
     def model_bytes(self) -> int:
         """Bytes of parameters as float32 (standardiser, weights, biases, threshold)."""
         self._require_fitted()
-        h, d = self.W1.shape
+        h, d = int(self.W1.shape[0]), int(self.W1.shape[1])
         return 4 * (2 * d + 2 * h * d + h + d + 1)
 
     def ops_per_inference(self) -> int:
         """Standardise d, 2*d*h multiply-adds, h activations, d squared errors."""
         self._require_fitted()
-        h, d = self.W1.shape
-        return d + 2 * d * h + h + d
+        h, d = int(self.W1.shape[0]), int(self.W1.shape[1])
+        return autoencoder_ops(d, h)
 
     # -- storage ------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
@@ -152,7 +157,7 @@ class AutoencoderDetector:
         }
 
     @classmethod
-    def from_doc(cls, doc: Doc) -> "AutoencoderDetector":
+    def from_doc(cls, doc: Doc) -> AutoencoderDetector:
         W1 = doc.get("W1")
         if not (isinstance(W1, list) and W1 and isinstance(W1[0], list)):
             raise doc.fail("W1", "is not a non-empty list of rows")
@@ -173,7 +178,7 @@ class AutoencoderDetector:
         write_model(path, self.name, self.to_json())
 
     @classmethod
-    def load(cls, path: Path) -> "AutoencoderDetector":
+    def load(cls, path: Path) -> AutoencoderDetector:
         """Read a detector saved by :meth:`save`. Raises ModelFileError."""
         kind, doc = read_model(path)
         if kind != cls.name:
@@ -208,8 +213,8 @@ class MahalanobisDetector:
         self.ridge = ridge
         self.threshold = math.inf
         self.standardizer: Standardizer | None = None
-        self.mu = np.zeros(0)
-        self.U = np.zeros((0, 0))
+        self.mu: np.ndarray = np.zeros(0)
+        self.U: np.ndarray = np.zeros((0, 0))
 
     def fit(
         self,
@@ -239,7 +244,7 @@ class MahalanobisDetector:
         cov = LedoitWolf().fit(Z).covariance_ + self.ridge * np.eye(d)
         precision = np.linalg.inv(cov)
         precision = (precision + precision.T) / 2.0
-        self.U = np.linalg.cholesky(precision).T
+        self.U = np.asarray(np.linalg.cholesky(precision).T, dtype=np.float64)
 
     def _require_fitted(self) -> Standardizer:
         if self.standardizer is None:
@@ -255,18 +260,18 @@ class MahalanobisDetector:
         """
         std = self._require_fitted()
         Z = std.transform(check_features(X, self.mu.shape[0]))
-        return np.sum(((Z - self.mu) @ self.U.T) ** 2, axis=1)
+        return np.asarray(np.sum(((Z - self.mu) @ self.U.T) ** 2, axis=1), dtype=np.float64)
 
     def model_bytes(self) -> int:
         """Bytes of parameters as float32 (standardiser, centre, packed factor, threshold)."""
         self._require_fitted()
-        d = self.mu.shape[0]
+        d = int(self.mu.shape[0])
         return 4 * (3 * d + d * (d + 1) // 2 + 1)
 
     def ops_per_inference(self) -> int:
         """Standardise d, d(d+1)/2 multiply-adds, d squares."""
         self._require_fitted()
-        d = self.mu.shape[0]
+        d = int(self.mu.shape[0])
         return d + d * (d + 1) // 2 + d
 
     def to_json(self) -> dict[str, Any]:
@@ -280,7 +285,7 @@ class MahalanobisDetector:
         }
 
     @classmethod
-    def from_doc(cls, doc: Doc) -> "MahalanobisDetector":
+    def from_doc(cls, doc: Doc) -> MahalanobisDetector:
         mu = doc.get("mu")
         if not isinstance(mu, list) or not 1 <= len(mu) <= LIMITS.max_features:
             raise doc.fail("mu", f"must be a list of 1..{LIMITS.max_features} numbers")
@@ -299,7 +304,7 @@ class MahalanobisDetector:
         write_model(path, self.name, self.to_json())
 
     @classmethod
-    def load(cls, path: Path) -> "MahalanobisDetector":
+    def load(cls, path: Path) -> MahalanobisDetector:
         """Read a detector saved by :meth:`save`. Raises ModelFileError."""
         kind, doc = read_model(path)
         if kind != cls.name:

@@ -59,11 +59,11 @@ class _Int8Base:
     def quantize_features(self, X: np.ndarray) -> np.ndarray:
         """int8 features exactly as the C helper ``<prefix>_quantize`` makes them."""
         q = self._require_fitted()
-        return q.inq.quantize(check_features(X, q.n_features))
+        return np.asarray(q.inq.quantize(check_features(X, q.n_features)), dtype=np.int8)
 
     def score_q(self, Xq: np.ndarray) -> np.ndarray:
         """int32 scores of already quantised int8 vectors (the bit-exact reference)."""
-        return np.asarray(self._require_fitted().score_q(Xq))
+        return np.asarray(self._require_fitted().score_q(Xq), dtype=np.int32)
 
     def score(self, X: np.ndarray) -> np.ndarray:
         """int32 scores as float64 (higher = more anomalous).
@@ -128,7 +128,7 @@ class Int8AutoencoderDetector(_Int8Base):
         return QAutoencoder.from_float(std.mean, std.scale, f.W1, f.b1, f.W2, f.b2)
 
     @classmethod
-    def from_doc(cls, doc: Doc) -> "Int8AutoencoderDetector":
+    def from_doc(cls, doc: Doc) -> Int8AutoencoderDetector:
         model = cls()
         model.float_model = AutoencoderDetector.from_doc(doc.section("float"))
         h, d = model.float_model.W1.shape
@@ -153,7 +153,7 @@ class Int8MahalanobisDetector(_Int8Base):
         return QMahalanobis.from_float(std.mean, std.scale, f.mu, f.U)
 
     @classmethod
-    def from_doc(cls, doc: Doc) -> "Int8MahalanobisDetector":
+    def from_doc(cls, doc: Doc) -> Int8MahalanobisDetector:
         model = cls()
         model.float_model = MahalanobisDetector.from_doc(doc.section("float"))
         model.quantized = QMahalanobis.from_doc(doc.section("int8"), model.float_model.mu.shape[0])

@@ -67,7 +67,7 @@ def write_model(path: Path, kind: str, body: dict[str, Any]) -> None:
         os.close(dir_fd)
 
 
-def read_model(path: Path) -> tuple[str, "Doc"]:
+def read_model(path: Path) -> tuple[str, Doc]:
     """Read and parse a detector file; return its kind and a checked view of its body.
 
     Raises:
@@ -96,6 +96,8 @@ def read_model(path: Path) -> tuple[str, "Doc"]:
         ) from None
     except ValueError as error:
         raise ModelFileError(path, str(error)) from None
+    except RecursionError:
+        raise ModelFileError(path, "JSON nested too deeply: not a tinyward model file") from None
     if not isinstance(document, dict):
         raise ModelFileError(path, "top level is not a JSON object: not a tinyward model file")
     doc = Doc(path, document, "")
@@ -133,7 +135,7 @@ class Doc:
             raise self.fail(key, "missing")
         return self.data[key]
 
-    def section(self, key: str) -> "Doc":
+    def section(self, key: str) -> Doc:
         value = self.get(key)
         if not isinstance(value, dict):
             raise self.fail(key, "is not a JSON object")

@@ -9,10 +9,15 @@ The integer path, after input quantisation, uses no floating point at all:
 * **Weights**: symmetric int8 per output row, ``w_q = round(w * 127 / max|row|)``.
 * **Accumulation**: int32 sums of int8 x int8 products plus an int32 bias already in
   the accumulator's scale.
-* **Requantisation**: ``rshift_round(acc * M, S)`` with a 31-bit multiplier ``M`` in
-  [2^30, 2^31) and a shift ``S`` in [1, 62]; the product is int64 and the rounding is
-  half away from zero, written so that no right shift of a negative number occurs
-  (that is implementation-defined in C99).
+* **Requantisation** of an int32 accumulator ``acc`` by a real factor
+  ``M / 2^(32 + t)`` (``M`` in [0, 2^31), ``t`` in [0, 30]), on the magnitude so that
+  rounding is symmetric and C needs no right shift of a negative number
+  (implementation-defined in C99)::
+
+      mag = |acc|;  high = (mag * M + 2^31) >> 32;  r = (high + (2^t >> 1)) >> t
+      result = -r if acc < 0 else r
+
+  That is one 32x32->64 multiply and a few 32-bit operations on a Cortex-M4.
 * **Activation** (autoencoder): tanh by a 256-entry int8 lookup table; the index is the
   pre-activation in units of 1/Z_SCALE, clamped to [-128, 127].
 * **Score**: a sum of squared int32 residuals, each clamped to +-ERR_CLAMP, so the total
@@ -40,44 +45,46 @@ ACT_SCALE = 127  # tanh output quanta
 OUT_SCALE = 16  # Mahalanobis: quanta per whitened unit
 ERR_CLAMP = 2047  # |residual| bound, so 256 * ERR_CLAMP^2 < 2^31
 BIAS_LIMIT = 1 << 24  # |int32 bias| bound, so bias + 256 * 128 * 127 fits easily in int32
-MULT_LOW, MULT_HIGH = 1 << 30, (1 << 31) - 1
-SHIFT_LOW, SHIFT_HIGH = 1, 62
+MULT_LOW, MULT_HIGH = 0, (1 << 31) - 1
+SHIFT_LOW, SHIFT_HIGH = 0, 30
 INT32_MAX = (1 << 31) - 1
 
 
 # -- primitives -------------------------------------------------------------------------
 def quantize_multiplier(real: float) -> tuple[int, int]:
-    """Return (M, S) with M in [2^30, 2^31) and real ~= M / 2^S.
+    """Return (M, t) with M in [0, 2^31), t in [0, 30] and real ~= M / 2^(32 + t).
+
+    Factors below 2^-62 lose precision (M shrinks; they scale to almost nothing anyway).
 
     Raises:
-        DetectMisuse: ``real`` is not positive or needs a shift outside [1, 62].
+        DetectMisuse: ``real`` is not positive and finite or is 0.5 or more (weights
+            too large for the int8 scales chosen here).
     """
     if not (real > 0.0 and math.isfinite(real)):
         raise DetectMisuse(f"cannot quantise multiplier {real}")
     fraction, exponent = math.frexp(real)  # real = fraction * 2^exponent, fraction in [0.5, 1)
-    multiplier = int(round(fraction * (1 << 31)))
-    shift = 31 - exponent
+    multiplier = round(fraction * (1 << 31))
+    shift = -1 - exponent  # real = multiplier / 2^(32 + shift)
     if multiplier == 1 << 31:
         multiplier //= 2
         shift -= 1
-    if not SHIFT_LOW <= shift <= SHIFT_HIGH:
-        raise DetectMisuse(f"multiplier {real} needs shift {shift}, outside [1, 62]")
+    if shift < SHIFT_LOW:
+        raise DetectMisuse(f"requantisation factor {real} is 0.5 or more; weights are too large")
+    if shift > SHIFT_HIGH:
+        multiplier = round(multiplier / 2.0 ** (shift - SHIFT_HIGH))
+        shift = SHIFT_HIGH
     return multiplier, shift
 
 
-def rshift_round(value: np.ndarray, shift: np.ndarray | int) -> np.ndarray:
-    """Divide int64 ``value`` by 2^shift, rounding half away from zero (as the C does)."""
-    value = np.asarray(value, dtype=np.int64)
-    shift = np.asarray(shift, dtype=np.int64)
-    half = np.left_shift(np.int64(1), shift - 1)
-    positive = np.right_shift(value + half, shift)
-    negative = -np.right_shift(half - value, shift)
-    return np.where(value >= 0, positive, negative)
-
-
 def requantize(acc: np.ndarray, mult: np.ndarray, shift: np.ndarray) -> np.ndarray:
-    """``rshift_round(acc * mult, shift)`` in int64, per output column."""
-    return rshift_round(acc.astype(np.int64) * mult.astype(np.int64), shift)
+    """Scale int accumulators by ``mult / 2^(32 + shift)`` per column, as the C does."""
+    acc = np.asarray(acc, dtype=np.int64)
+    shift = np.asarray(shift, dtype=np.int64)
+    magnitude = np.abs(acc)
+    high = np.right_shift(magnitude * np.asarray(mult, dtype=np.int64) + (1 << 31), 32)
+    half = np.right_shift(np.left_shift(np.int64(1), shift), 1)
+    rounded = np.right_shift(high + half, shift)
+    return np.asarray(np.where(acc < 0, -rounded, rounded), dtype=np.int64)
 
 
 def quantize_rows(W: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -97,7 +104,7 @@ def quantize_bias(b: np.ndarray, scale: np.ndarray) -> np.ndarray:
     bq = np.round(b * scale)
     if np.any(np.abs(bq) > BIAS_LIMIT):
         raise DetectMisuse("a bias is too large relative to its weights to quantise to int32")
-    return bq.astype(np.int64)
+    return np.asarray(bq, dtype=np.int64)
 
 
 def multipliers(real: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -111,7 +118,7 @@ def multipliers(real: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def tanh_lut() -> np.ndarray:
     """int8 tanh table: entry i holds round(127 * tanh((i - 128) / Z_SCALE))."""
     index = np.arange(-128, 128, dtype=np.float64)
-    return np.round(ACT_SCALE * np.tanh(index / Z_SCALE)).astype(np.int64)
+    return np.asarray(np.round(ACT_SCALE * np.tanh(index / Z_SCALE)), dtype=np.int64)
 
 
 # -- input quantisation -----------------------------------------------------------------
@@ -123,7 +130,7 @@ class InputQuantizer:
     mult: np.ndarray  # float32
 
     @classmethod
-    def from_standardizer(cls, mean: np.ndarray, scale: np.ndarray) -> "InputQuantizer":
+    def from_standardizer(cls, mean: np.ndarray, scale: np.ndarray) -> InputQuantizer:
         return cls(
             offset=np.asarray(mean, dtype=np.float32),
             mult=np.asarray(IN_SCALE / scale, dtype=np.float32),
@@ -137,7 +144,7 @@ class InputQuantizer:
         half = np.float32(0.5)
         up = np.trunc(v + half)
         down = -np.trunc(half - v)
-        return np.where(v >= 0, up, down).astype(np.int8)
+        return np.asarray(np.where(v >= 0, up, down), dtype=np.int8)
 
     def to_json(self) -> dict[str, Any]:
         # float32 values are exact in a float64 JSON number.
@@ -145,7 +152,7 @@ class InputQuantizer:
                 "mult": self.mult.astype(np.float64).tolist()}
 
     @classmethod
-    def from_doc(cls, doc: Doc, d: int) -> "InputQuantizer":
+    def from_doc(cls, doc: Doc, d: int) -> InputQuantizer:
         offset = doc.floats("offset", (d,))
         mult = doc.floats("mult", (d,), positive=True)
         for key, value in (("offset", offset), ("mult", mult)):
@@ -189,7 +196,7 @@ class QAutoencoder:
 
     @classmethod
     def from_float(cls, mean: np.ndarray, scale: np.ndarray, W1: np.ndarray, b1: np.ndarray,
-                   W2: np.ndarray, b2: np.ndarray) -> "QAutoencoder":
+                   W2: np.ndarray, b2: np.ndarray) -> QAutoencoder:
         """Quantise a float autoencoder. Raises DetectMisuse if it cannot be represented."""
         W1q, sw1 = quantize_rows(W1)
         acc1_scale = IN_SCALE * sw1  # accumulator quanta per unit of pre-activation
@@ -217,7 +224,7 @@ class QAutoencoder:
         acc2 = hidden @ self.W2.T + self.b2
         out = requantize(acc2, self.m2, self.s2)
         err = np.clip(out - x, -ERR_CLAMP, ERR_CLAMP)
-        return np.sum(err * err, axis=1).astype(np.int32)
+        return np.asarray(np.sum(err * err, axis=1), dtype=np.int32)
 
     def to_json(self) -> dict[str, Any]:
         return {"input": self.inq.to_json(),
@@ -225,7 +232,7 @@ class QAutoencoder:
                    for k in ("W1", "b1", "m1", "s1", "W2", "b2", "m2", "s2", "lut")}}
 
     @classmethod
-    def from_doc(cls, doc: Doc, d: int, h: int) -> "QAutoencoder":
+    def from_doc(cls, doc: Doc, d: int, h: int) -> QAutoencoder:
         q = cls(
             inq=InputQuantizer.from_doc(doc.section("input"), d),
             W1=doc.ints("W1", (h, d), -127, 127),
@@ -269,7 +276,7 @@ class QMahalanobis:
 
     @classmethod
     def from_float(cls, mean: np.ndarray, scale: np.ndarray, mu: np.ndarray,
-                   U: np.ndarray) -> "QMahalanobis":
+                   U: np.ndarray) -> QMahalanobis:
         """Quantise ||U (z - mu)||^2. Raises DetectMisuse if it cannot be represented."""
         Uq, su = quantize_rows(np.triu(U))
         acc_scale = IN_SCALE * su
@@ -297,14 +304,14 @@ class QMahalanobis:
         x = _check_q(Xq, self.n_features)
         acc = x @ self.unpacked().T + self.b
         z = np.clip(requantize(acc, self.m, self.s), -ERR_CLAMP, ERR_CLAMP)
-        return np.sum(z * z, axis=1).astype(np.int32)
+        return np.asarray(np.sum(z * z, axis=1), dtype=np.int32)
 
     def to_json(self) -> dict[str, Any]:
         return {"input": self.inq.to_json(),
                 **{k: getattr(self, k).tolist() for k in ("U", "b", "m", "s")}}
 
     @classmethod
-    def from_doc(cls, doc: Doc, d: int) -> "QMahalanobis":
+    def from_doc(cls, doc: Doc, d: int) -> QMahalanobis:
         return cls(
             inq=InputQuantizer.from_doc(doc.section("input"), d),
             U=doc.ints("U", (d * (d + 1) // 2,), -127, 127),

@@ -15,8 +15,9 @@ export (``tinyward.detect.export_c``); their scores are int32 values returned as
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -26,14 +27,14 @@ from tinyward.detect._modelfile import read_model
 from tinyward.detect.errors import DetectMisuse, ModelFileError
 
 __all__ = [
-    "Detector",
+    "KINDS",
     "AutoencoderDetector",
-    "MahalanobisDetector",
+    "Detector",
     "Int8AutoencoderDetector",
     "Int8MahalanobisDetector",
-    "KINDS",
-    "make_detector",
+    "MahalanobisDetector",
     "load_detector",
+    "make_detector",
 ]
 
 
@@ -58,7 +59,7 @@ class Detector(Protocol):
     def save(self, path: Path) -> None: ...
 
     @classmethod
-    def load(cls, path: Path) -> "Detector": ...
+    def load(cls, path: Path) -> Detector: ...
 
     def model_bytes(self) -> int: ...
 
