@@ -58,10 +58,13 @@ class KitNETBaseline:
                    for a in self._layers())
 
     def ops_per_inference(self) -> int:
-        # per autoencoder: normalise (2v), encode (2vh + h sigmoid), decode (2vh + v
-        # sigmoid), RMSE (3v); the feature-map gather is free
-        return sum(4 * a.n_visible * a.n_hidden + 6 * a.n_visible + a.n_hidden
-                   for a in self._layers())
+        # Counted as tinyward's own models are (tinyward.detect.cost): one op per
+        # multiply-add, activation, normalisation or squared-error term, on the
+        # clustering this KitNET actually learnt.
+        from tinyward.detect.cost import kitnet_ops
+
+        sizes = [layer.params.n_visible for layer in self.model.model.ensembleLayer]
+        return kitnet_ops(sizes, max_ae=max(self.max_size_ae, *sizes))
 
 
 class HalfSpaceTreesBaseline:
@@ -133,18 +136,3 @@ BASELINES = {
     "isolationforest": IsolationForestBaseline,
 }
 
-
-def kitnet_ops_lower_bound(n_features: int, max_size_ae: int = 10, hidden_ratio: float = 0.75) -> int:
-    """KitNET's operations per packet on ``n_features`` inputs if its feature map made
-    equal autoencoders of at most ``max_size_ae`` inputs (its fewest possible), counted
-    as :meth:`KitNETBaseline.ops_per_inference` does. Kitsune as published feeds it 100
-    AfterImage features; AfterImage's own updates are not included."""
-    import math
-
-    def ae(v: int) -> int:
-        h = math.ceil(hidden_ratio * v)
-        return 4 * v * h + 6 * v + h
-
-    count = math.ceil(n_features / max_size_ae)
-    sizes = [n_features // count + (1 if i < n_features % count else 0) for i in range(count)]
-    return sum(ae(v) for v in sizes) + ae(count)
