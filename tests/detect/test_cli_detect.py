@@ -18,15 +18,29 @@ def _run(*args: str) -> tuple[int, str]:
 
 def test_train_and_score_a_capture(mqtt: Path, tmp_path: Path) -> None:
     model = tmp_path / "m.json"
-    code, out = _run("detect", "train", str(mqtt / "benign/benign-train.pcap"),
-                     "--strip-tcp-options", "--kind", "mahalanobis-int8", "--out", str(model))
+    code, out = _run(
+        "detect",
+        "train",
+        str(mqtt / "benign/benign-train.pcap"),
+        "--strip-tcp-options",
+        "--kind",
+        "mahalanobis-int8",
+        "--out",
+        str(model),
+    )
     assert code == 0, out
     assert "fitted on 6375 benign vectors of 24 features" in out
     state = json.loads(model.with_name("m.json.features.json").read_text())
     assert state["type"] == "packets" and state["strip_tcp_options"] is True
     scores = tmp_path / "s.csv"
-    code, out = _run("detect", "score", str(model), str(mqtt / "malformed/malformed-test.pcap"),
-                     "--out", str(scores))
+    code, out = _run(
+        "detect",
+        "score",
+        str(model),
+        str(mqtt / "malformed/malformed-test.pcap"),
+        "--out",
+        str(scores),
+    )
     assert code == 0, out
     lines = scores.read_text().splitlines()
     assert lines[0] == "index,score,alarm" and len(lines) == 1 + 3166
@@ -39,8 +53,16 @@ def test_train_and_score_a_capture(mqtt: Path, tmp_path: Path) -> None:
 
 def test_train_and_score_sensors(skab: Path, tmp_path: Path) -> None:
     model = tmp_path / "s.json"
-    code, out = _run("detect", "train", "--sensors", str(skab / "anomaly-free/anomaly-free.csv"),
-                     "--kind", "autoencoder", "--out", str(model))
+    code, out = _run(
+        "detect",
+        "train",
+        "--sensors",
+        str(skab / "anomaly-free/anomaly-free.csv"),
+        "--kind",
+        "autoencoder",
+        "--out",
+        str(model),
+    )
     assert code == 0, out
     code, out = _run("detect", "score", str(model), str(skab / "valve1/1.csv"))
     assert code == 0 and "windows" in out, out
@@ -56,8 +78,17 @@ def test_bad_inputs_give_a_message_and_non_zero_exit(tmp_path: Path, skab: Path)
     code, out = _run("detect", "train", "--sensors", str(bad), "--out", str(tmp_path / "m.json"))
     assert code == 2 and "bad.csv: line 1" in out and "missing column" in out
     model = tmp_path / "m2.json"
-    assert _run("detect", "train", "--sensors", str(skab / "anomaly-free/anomaly-free.csv"),
-                "--out", str(model))[0] == 0
+    assert (
+        _run(
+            "detect",
+            "train",
+            "--sensors",
+            str(skab / "anomaly-free/anomaly-free.csv"),
+            "--out",
+            str(model),
+        )[0]
+        == 0
+    )
     model.with_name("m2.json.features.json").write_text("{not json")
     code, out = _run("detect", "score", str(model), str(skab / "valve1/1.csv"))
     assert code != 0 and "not a tinyward feature state" in out
@@ -65,8 +96,9 @@ def test_bad_inputs_give_a_message_and_non_zero_exit(tmp_path: Path, skab: Path)
 
 @pytest.mark.slow
 def test_eval_on_sensors_writes_json_and_png(skab: Path, tmp_path: Path) -> None:
-    code, out = _run("detect", "eval", "--sensors", str(skab), "--kind", "mahalanobis",
-                     "--out", str(tmp_path))
+    code, out = _run(
+        "detect", "eval", "--sensors", str(skab), "--kind", "mahalanobis", "--out", str(tmp_path)
+    )
     assert code == 0, out
     assert "INJECTED" in out and "TPR@0.1%" in out
     report = json.loads((tmp_path / "eval.json").read_text())

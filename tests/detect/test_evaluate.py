@@ -62,6 +62,9 @@ def test_json_and_plot_are_written(tmp_path: Path) -> None:
     write_json(tmp_path / "r.json", {"a": np.float64(0.5), "b": float("nan"), "_scores": [1]})
     assert json.loads((tmp_path / "r.json").read_text()) == {"a": 0.5, "b": None}
     rng = np.random.default_rng(1)
-    plot_roc({"x": {"benign": rng.normal(size=200), "atk": rng.normal(2, 1, 50)}},
-             tmp_path / "roc.png", "t")
+    plot_roc(
+        {"x": {"benign": rng.normal(size=200), "atk": rng.normal(2, 1, 50)}},
+        tmp_path / "roc.png",
+        "t",
+    )
     assert (tmp_path / "roc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -35,13 +35,17 @@ def _remap(packets: list[Packet], seed: int) -> list[Packet]:
     ports = sorted({p.sport for p in packets} | {p.dport for p in packets})
     pmap = dict(zip(ports, rng.sample(range(1, 65536), len(ports)), strict=True))
     return [
-        dataclasses.replace(p, src=amap[p.src], dst=amap[p.dst], sport=pmap[p.sport], dport=pmap[p.dport])
+        dataclasses.replace(
+            p, src=amap[p.src], dst=amap[p.dst], sport=pmap[p.sport], dport=pmap[p.dport]
+        )
         for p in packets
     ]
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_renaming_addresses_and_ports_leaves_features_identical(benign: list[Packet], seed: int) -> None:
+def test_renaming_addresses_and_ports_leaves_features_identical(
+    benign: list[Packet], seed: int
+) -> None:
     reference = NetFeatureExtractor().transform(benign)
     renamed = NetFeatureExtractor().transform(_remap(benign, seed))
     np.testing.assert_array_equal(reference, renamed)
@@ -62,11 +66,28 @@ def test_state_stays_bounded_under_a_flood_of_new_hosts() -> None:
     before = extractor.state_bytes()
     rng = random.Random(0)
     for i in range(20_000):  # 20,000 distinct source hosts and sockets
-        extractor.update(Packet(i * 1e-3, 4, rng.getrandbits(32).to_bytes(4, "big"),
-                                b"\x0a\x00\x00\x01", 6, rng.randrange(65536), 1883, 60, 20, 20, 2, 20))
+        extractor.update(
+            Packet(
+                i * 1e-3,
+                4,
+                rng.getrandbits(32).to_bytes(4, "big"),
+                b"\x0a\x00\x00\x01",
+                6,
+                rng.randrange(65536),
+                1883,
+                60,
+                20,
+                20,
+                2,
+                20,
+            )
+        )
     cfg = extractor.config
     assert extractor.state_bytes() == before == 13_952
-    assert len(extractor.hosts.tags) == cfg.host_slots and len(extractor.sockets.tags) == cfg.socket_slots
+    assert (
+        len(extractor.hosts.tags) == cfg.host_slots
+        and len(extractor.sockets.tags) == cfg.socket_slots
+    )
     assert len(extractor.hosts.data) == cfg.host_slots * extractor.hosts.stride
     assert extractor.hosts.occupied() == cfg.host_slots  # full, and evicting
     assert extractor.hosts.evictions > 19_000 and extractor.sockets.evictions > 19_000

@@ -57,8 +57,10 @@ def test_real_files_detected_by_magic_not_name(mqtt: Path) -> None:
 
 def test_every_link_type_gives_the_same_ip_packets(mqtt: Path, tmp_path: Path) -> None:
     ips = _ip_packets(mqtt)
-    sll2 = [(ts, bytes.fromhex("0800 0000 00000002 0001 00 06 020000000001 0000".replace(" ", "")) + ip)
-            for ts, ip in ips]
+    sll2 = [
+        (ts, bytes.fromhex("0800 0000 00000002 0001 00 06 020000000001 0000".replace(" ", "")) + ip)
+        for ts, ip in ips
+    ]
     variants = {
         "sll": _write_pcap(tmp_path / "sll.pcap", 113, [(ts, SLL_HEADER + ip) for ts, ip in ips]),
         "eth": _write_pcap(tmp_path / "eth.pcap", 1, [(ts, _ethernet(ip, 120)) for ts, ip in ips]),
@@ -76,7 +78,9 @@ def test_every_link_type_gives_the_same_ip_packets(mqtt: Path, tmp_path: Path) -
 def test_ethernet_padding_is_cut_to_ip_total_length(mqtt: Path, tmp_path: Path) -> None:
     ips = [(ts, ip) for ts, ip in _ip_packets(mqtt) if len(ip) < 60]
     assert ips, "need small packets (bare TCP ACKs) to pad"
-    padded = read_packets(_write_pcap(tmp_path / "p.pcap", 1, [(t, _ethernet(i, 200)) for t, i in ips]))
+    padded = read_packets(
+        _write_pcap(tmp_path / "p.pcap", 1, [(t, _ethernet(i, 200)) for t, i in ips])
+    )
     assert [p.size for p in padded] == [len(ip) for _, ip in ips]
 
 
@@ -103,7 +107,9 @@ def test_strip_tcp_options_subtracts_option_bytes(mqtt: Path) -> None:
     assert [p.payload_len for p in plain] == [p.payload_len for p in stripped]
 
 
-def test_truncated_file_names_file_and_position_and_keeps_packets(mqtt: Path, tmp_path: Path) -> None:
+def test_truncated_file_names_file_and_position_and_keeps_packets(
+    mqtt: Path, tmp_path: Path
+) -> None:
     data = (mqtt / "flood/flood-train.pcap").read_bytes()
     cut = tmp_path / "cut.pcap"
     cut.write_bytes(data[: len(data) // 2])
@@ -127,7 +133,7 @@ def test_iter_packets_yields_then_raises(mqtt: Path, tmp_path: Path) -> None:
     seen = []
     with pytest.raises(PcapError):
         for packet in iter_packets(cut):
-            seen.append(packet)
+            seen.append(packet)  # noqa: PERF402 (list() would lose them on error)
     assert seen
 
 
@@ -146,7 +152,9 @@ def test_garbage_and_empty_files_are_refused(tmp_path: Path) -> None:
 
 def test_unknown_link_type_is_refused_with_position(tmp_path: Path) -> None:
     path = _write_pcap(tmp_path / "wifi.pcap", 105, [(1.0, b"\x08\x00" + b"\x00" * 40)])
-    with pytest.raises(PcapError, match=r"wifi\.pcap: unsupported link type 105 .*packet #0, byte offset 24"):
+    with pytest.raises(
+        PcapError, match=r"wifi\.pcap: unsupported link type 105 .*packet #0, byte offset 24"
+    ):
         read_packets(path)
 
 
@@ -166,11 +174,16 @@ def test_non_ip_frames_are_skipped_and_counted(tmp_path: Path) -> None:
     assert read_packets(path, stats=stats) == [] and stats.non_ip == 1
 
 
-_HEADS = [b"", b"\xd4\xc3\xb2\xa1\x02\x00\x04\x00" + b"\x00" * 8 + b"\xff\xff\x00\x00\x01\x00\x00\x00",
-          b"\x0a\x0d\x0d\x0a\x1c\x00\x00\x00\x4d\x3c\x2b\x1a\x01\x00\x00\x00"]
+_HEADS = [
+    b"",
+    b"\xd4\xc3\xb2\xa1\x02\x00\x04\x00" + b"\x00" * 8 + b"\xff\xff\x00\x00\x01\x00\x00\x00",
+    b"\x0a\x0d\x0d\x0a\x1c\x00\x00\x00\x4d\x3c\x2b\x1a\x01\x00\x00\x00",
+]
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(head=st.sampled_from(_HEADS), body=st.binary(max_size=600))
 def test_fuzz_reader_only_raises_pcap_error(tmp_path: Path, head: bytes, body: bytes) -> None:
     path = tmp_path / "fuzz.bin"
@@ -181,7 +194,9 @@ def test_fuzz_reader_only_raises_pcap_error(tmp_path: Path, head: bytes, body: b
         assert str(path) in str(error)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(data=st.data(), source=st.sampled_from(["flood/flood-test.pcap", "benign/benign-test.pcap"]))
 def test_fuzz_mutated_real_capture(
     mqtt: Path, tmp_path: Path, data: st.DataObject, source: str

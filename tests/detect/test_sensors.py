@@ -40,7 +40,9 @@ def test_reads_skab_anomaly_free(skab: Path) -> None:
 
 def test_missing_column_names_file_line_and_column(tmp_path: Path) -> None:
     path = _csv(tmp_path, ["datetime;Current;Pressure", "2020-01-01;1;2"])
-    with pytest.raises(CsvError, match=r"s\.csv: line 1, column 'Accelerometer1RMS': missing column"):
+    with pytest.raises(
+        CsvError, match=r"s\.csv: line 1, column 'Accelerometer1RMS': missing column"
+    ):
         read_sensor_csv(path)
 
 
@@ -91,7 +93,11 @@ def test_each_tamper_kind_changes_only_its_segment(clean: np.ndarray) -> None:
     frozen = inject(clean[:2000], Injection("freeze", 1000, 120, 2), rng)
     assert np.all(frozen[1000:1120, 2] == clean[999, 2])
     replayed = inject(clean[:2000], Injection("replay", 1000, 120, -1), rng)
-    earlier = [lag for lag in range(180, 721) if np.array_equal(replayed[1000:1120], clean[1000 - lag:1120 - lag])]
+    earlier = [
+        lag
+        for lag in range(180, 721)
+        if np.array_equal(replayed[1000:1120], clean[1000 - lag : 1120 - lag])
+    ]
     assert earlier
 
 
@@ -110,8 +116,9 @@ def test_extractor_state_round_trips(clean: np.ndarray) -> None:
     extractor = SensorFeatureExtractor(SKAB_CHANNELS)
     extractor.fit(clean[:1500])
     restored = sensor_extractor_from_doc(sensor_extractor_to_doc(extractor))
-    np.testing.assert_array_equal(extractor.copy().transform(clean[1500:2000]),
-                                  restored.transform(clean[1500:2000]))
+    np.testing.assert_array_equal(
+        extractor.copy().transform(clean[1500:2000]), restored.transform(clean[1500:2000])
+    )
     doc = sensor_extractor_to_doc(extractor)
     doc["coef"] = [[1.0]]
     with pytest.raises(DetectMisuse, match="coef"):
@@ -123,7 +130,7 @@ def test_windows_are_the_same_however_the_stream_is_chunked(clean: np.ndarray) -
     extractor.fit(clean[:1500])
     whole = extractor.copy().transform(clean[1500:2500])
     chunked = extractor.copy()
-    parts = [chunked.transform(clean[i:i + 77]) for i in range(1500, 2500, 77)]
+    parts = [chunked.transform(clean[i : i + 77]) for i in range(1500, 2500, 77)]
     np.testing.assert_allclose(np.vstack(parts), whole, rtol=1e-9, atol=1e-12)
 
 
@@ -132,15 +139,19 @@ def test_injected_freeze_and_replay_are_detected_on_skab(skab: Path) -> None:
     """A Mahalanobis score on the window features, fitted on benign SKAB only."""
     streams = sensor_streams(skab, seed=0)
     mean = streams.train.mean(axis=0)
-    inverse = np.linalg.pinv(np.cov(streams.train - mean, rowvar=False) + 1e-3 * np.eye(streams.train.shape[1]))
+    inverse = np.linalg.pinv(
+        np.cov(streams.train - mean, rowvar=False) + 1e-3 * np.eye(streams.train.shape[1])
+    )
 
     def score(x: np.ndarray) -> np.ndarray:
         d = x - mean
         return np.einsum("ij,jk,ik->i", d, inverse, d)
 
     benign = score(streams.benign)
-    results = {kind: (roc_auc(benign, score(x)), tpr_at_fpr(benign, score(x), 0.01))
-               for kind, x in streams.attacks.items()}
+    results = {
+        kind: (roc_auc(benign, score(x)), tpr_at_fpr(benign, score(x), 0.01))
+        for kind, x in streams.attacks.items()
+    }
     assert all(len(x) >= 10 for x in streams.attacks.values())
     assert results["replay"][0] > 0.95 and results["replay"][1] > 0.8, results
     assert results["freeze"][0] > 0.9 and results["freeze"][1] > 0.5, results

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +45,14 @@ console = Console(stderr=True)
 
 @contextmanager
 def _progress() -> Iterator[Progress]:
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                  TimeElapsedColumn(), console=console, transient=True) as progress:
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
         yield progress
 
 
@@ -74,20 +81,47 @@ def detect() -> None:
 # --------------------------------------------------------------------------- train
 @detect.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--packets/--sensors", "packets", default=True,
-              help="Inputs are captures (default) or sensor CSVs.")
-@click.option("--kind", type=click.Choice(sorted(KINDS)), default="mahalanobis-int8",
-              show_default=True, help="Detector to fit.")
-@click.option("--out", "out", required=True, type=click.Path(path_type=Path),
-              help="Model file to write; the feature state goes next to it "
-                   "(MODEL.features.json).")
-@click.option("--strip-tcp-options", is_flag=True,
-              help="See every TCP segment without its option bytes (packets only).")
-@click.option("--target-fpr", default=0.001, show_default=True,
-              help="False-positive rate the alarm threshold aims at on held-out benign data.")
+@click.option(
+    "--packets/--sensors",
+    "packets",
+    default=True,
+    help="Inputs are captures (default) or sensor CSVs.",
+)
+@click.option(
+    "--kind",
+    type=click.Choice(sorted(KINDS)),
+    default="mahalanobis-int8",
+    show_default=True,
+    help="Detector to fit.",
+)
+@click.option(
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Model file to write; the feature state goes next to it (MODEL.features.json).",
+)
+@click.option(
+    "--strip-tcp-options",
+    is_flag=True,
+    help="See every TCP segment without its option bytes (packets only).",
+)
+@click.option(
+    "--target-fpr",
+    default=0.001,
+    show_default=True,
+    help="False-positive rate the alarm threshold aims at on held-out benign data.",
+)
 @click.option("--delimiter", default=";", show_default=True, help="CSV delimiter (sensors).")
-def train(inputs: tuple[Path, ...], packets: bool, kind: str, out: Path,
-          strip_tcp_options: bool, target_fpr: float, delimiter: str) -> None:
+def train(
+    inputs: tuple[Path, ...],
+    packets: bool,
+    kind: str,
+    out: Path,
+    strip_tcp_options: bool,
+    target_fpr: float,
+    delimiter: str,
+) -> None:
     """Fit a detector on BENIGN inputs only (files are one stream, in order)."""
     detector = make_detector(kind)
     with _progress() as progress:
@@ -98,26 +132,34 @@ def train(inputs: tuple[Path, ...], packets: bool, kind: str, out: Path,
                 task = progress.add_task(f"features of {path.name}", total=None)
                 pkts = read_packets(path, strip_tcp_options=strip_tcp_options)
                 progress.update(task, total=len(pkts))
-                rows.append(extractor.transform(
-                    pkts, progress=lambda n, t=task: progress.advance(t, n)))
+                rows.append(extractor.transform(pkts, progress=partial(progress.advance, task)))
             X = np.vstack(rows)
-            features: dict[str, Any] = {"type": "packets", "strip_tcp_options": strip_tcp_options,
-                                        "state": extractor_to_doc(extractor)}
+            features: dict[str, Any] = {
+                "type": "packets",
+                "strip_tcp_options": strip_tcp_options,
+                "state": extractor_to_doc(extractor),
+            }
         else:
-            values = np.vstack([read_sensor_csv(p, SKAB_CHANNELS, delimiter=delimiter).values
-                                for p in inputs])
+            values = np.vstack(
+                [read_sensor_csv(p, SKAB_CHANNELS, delimiter=delimiter).values for p in inputs]
+            )
             sensor = SensorFeatureExtractor(SKAB_CHANNELS)
             progress.add_task("sensor window features", total=None)
             X = sensor.fit(values)
-            features = {"type": "sensors", "delimiter": delimiter,
-                        "state": sensor_extractor_to_doc(sensor)}
+            features = {
+                "type": "sensors",
+                "delimiter": delimiter,
+                "state": sensor_extractor_to_doc(sensor),
+            }
         progress.add_task(f"fitting {kind} on {len(X)} benign vectors", total=None)
         detector.fit(X, target_fpr=target_fpr)
     detector.save(out)
     ev.write_json(_features_path(out), features)
-    click.echo(f"{kind}: fitted on {len(X)} benign vectors of {X.shape[1]} features; "
-               f"threshold {detector.threshold:.6g}; {detector.model_bytes()} model bytes; "
-               f"wrote {out} and {_features_path(out)}")
+    click.echo(
+        f"{kind}: fitted on {len(X)} benign vectors of {X.shape[1]} features; "
+        f"threshold {detector.threshold:.6g}; {detector.model_bytes()} model bytes; "
+        f"wrote {out} and {_features_path(out)}"
+    )
 
 
 # --------------------------------------------------------------------------- score
@@ -138,8 +180,11 @@ def _load(model: Path) -> tuple[Any, dict[str, Any]]:
 @detect.command()
 @click.argument("model", type=click.Path(path_type=Path))
 @click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
-@click.option("--out", type=click.Path(path_type=Path),
-              help="Write 'index,score,alarm' per packet or window to this CSV.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    help="Write 'index,score,alarm' per packet or window to this CSV.",
+)
 def score(model: Path, input_path: Path, out: Path | None) -> None:
     """Score INPUT (capture or CSV) with MODEL, continuing from its trained state."""
     detector, features = _load(model)
@@ -154,19 +199,27 @@ def score(model: Path, input_path: Path, out: Path | None) -> None:
             unit = "packets"
         else:
             sensor = sensor_extractor_from_doc(features["state"])
-            values = read_sensor_csv(input_path, sensor.channels,
-                                     delimiter=features.get("delimiter", ";")).values
+            values = read_sensor_csv(
+                input_path, sensor.channels, delimiter=features.get("delimiter", ";")
+            ).values
             X = sensor.transform(values)
             unit = "windows"
     except DetectMisuse as error:
         raise DetectError(f"{_features_path(model)}: {error}") from None
     scores = detector.score(X) if len(X) else np.zeros(0)
     alarms = scores > detector.threshold
-    click.echo(f"{input_path}: {len(scores)} {unit}, {int(alarms.sum())} above the threshold "
-               f"{detector.threshold:.6g} ({100 * alarms.mean() if len(scores) else 0:.2f} %)")
+    click.echo(
+        f"{input_path}: {len(scores)} {unit}, {int(alarms.sum())} above the threshold "
+        f"{detector.threshold:.6g} ({100 * alarms.mean() if len(scores) else 0:.2f} %)"
+    )
     if out is not None:
-        out.write_text("index,score,alarm\n" + "".join(
-            f"{i},{s:.9g},{int(a)}\n" for i, (s, a) in enumerate(zip(scores, alarms, strict=True))))
+        out.write_text(
+            "index,score,alarm\n"
+            + "".join(
+                f"{i},{s:.9g},{int(a)}\n"
+                for i, (s, a) in enumerate(zip(scores, alarms, strict=True))
+            )
+        )
 
 
 # --------------------------------------------------------------------------- eval
@@ -176,8 +229,14 @@ def _print_result(title: str, result: dict[str, Any]) -> None:
         table.add_column(column, justify="right")
     rows = list(result["per_attack"].items()) + [("overall", result["overall"])]
     for name, m in rows:
-        table.add_row(name, str(m["n"]), _fmt(m["roc_auc"]), _fmt(m["tpr_at_0.01"]),
-                      _fmt(m["tpr_at_0.001"]), _fmt(m.get("detected_at_threshold")))
+        table.add_row(
+            name,
+            str(m["n"]),
+            _fmt(m["roc_auc"]),
+            _fmt(m["tpr_at_0.01"]),
+            _fmt(m["tpr_at_0.001"]),
+            _fmt(m.get("detected_at_threshold")),
+        )
     Console(width=200).print(table)
     click.echo(
         f"  benign test: {result['benign_n']} vectors, false alarms/hour "
@@ -190,17 +249,41 @@ def _print_result(title: str, result: dict[str, Any]) -> None:
 
 
 @detect.command("eval")
-@click.option("--packets", "packet_dir", type=click.Path(path_type=Path),
-              help="MQTTset folder (benign-5mb/, bruteforce/, …).")
-@click.option("--sensors", "sensor_csv", type=click.Path(path_type=Path),
-              help="An anomaly-free SKAB CSV; tampering is injected into its last 40 %.")
-@click.option("--kind", "kinds", multiple=True, type=click.Choice(sorted(KINDS)),
-              help="Detector(s) to evaluate (repeatable; default: all).")
-@click.option("--out", "out_dir", default=Path("detect-eval"), show_default=True,
-              type=click.Path(path_type=Path), help="Folder for eval.json and ROC PNGs.")
+@click.option(
+    "--packets",
+    "packet_dir",
+    type=click.Path(path_type=Path),
+    help="MQTTset folder (benign-5mb/, bruteforce/, …).",
+)
+@click.option(
+    "--sensors",
+    "sensor_csv",
+    type=click.Path(path_type=Path),
+    help="An anomaly-free SKAB CSV; tampering is injected into its last 40 %.",
+)
+@click.option(
+    "--kind",
+    "kinds",
+    multiple=True,
+    type=click.Choice(sorted(KINDS)),
+    help="Detector(s) to evaluate (repeatable; default: all).",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    default=Path("detect-eval"),
+    show_default=True,
+    type=click.Path(path_type=Path),
+    help="Folder for eval.json and ROC PNGs.",
+)
 @click.option("--seed", default=0, show_default=True)
-def eval_command(packet_dir: Path | None, sensor_csv: Path | None, kinds: tuple[str, ...],
-                 out_dir: Path, seed: int) -> None:
+def eval_command(
+    packet_dir: Path | None,
+    sensor_csv: Path | None,
+    kinds: tuple[str, ...],
+    out_dir: Path,
+    seed: int,
+) -> None:
     """Run the evaluation protocol (see tinyward.detect.evaluate) and print the figures.
 
     Packets are evaluated twice: as captured and with TCP option bytes removed.
@@ -221,8 +304,11 @@ def eval_command(packet_dir: Path | None, sensor_csv: Path | None, kinds: tuple[
                 _print_result(f"packets, {view}: {kind}", result)
                 report[f"packets/{view}/{kind}"] = result
                 curves[f"{kind} {view}"] = result["_scores"]
-        ev.plot_roc({k: v for k, v in curves.items() if "removed" in k},
-                    out_dir / "roc-packets.png", "MQTTset, TCP options removed")
+        ev.plot_roc(
+            {k: v for k, v in curves.items() if "removed" in k},
+            out_dir / "roc-packets.png",
+            "MQTTset, TCP options removed",
+        )
     if sensor_csv is not None:
         streams_s = ev.sensor_streams(sensor_csv, seed=seed)
         click.echo(f"note: {streams_s.note}")
@@ -234,21 +320,36 @@ def eval_command(packet_dir: Path | None, sensor_csv: Path | None, kinds: tuple[
             _print_result(f"sensors (tampering injected): {kind}", result)
             report[f"sensors/{kind}"] = result
             sensor_curves[kind] = result["_scores"]
-        ev.plot_roc(sensor_curves, out_dir / "roc-sensors.png",
-                    "SKAB anomaly-free with INJECTED tampering")
+        ev.plot_roc(
+            sensor_curves, out_dir / "roc-sensors.png", "SKAB anomaly-free with INJECTED tampering"
+        )
     ev.write_json(out_dir / "eval.json", report)
     click.echo(f"wrote {out_dir / 'eval.json'} and ROC plot(s) in {out_dir}")
 
 
 # --------------------------------------------------------------------------- bench
 @click.command("detect")
-@click.option("--data", "data_dir", default=DEFAULT_MQTT, show_default=True,
-              type=click.Path(path_type=Path), help="MQTTset folder.")
-@click.option("--quick", is_flag=True,
-              help="Smaller HalfSpaceTrees (10 trees of height 10) and only the "
-                   "TCP-options-removed view: about a minute instead of ~4.")
-@click.option("--out", "out_path", default=Path("detect-bench.json"), show_default=True,
-              type=click.Path(path_type=Path))
+@click.option(
+    "--data",
+    "data_dir",
+    default=DEFAULT_MQTT,
+    show_default=True,
+    type=click.Path(path_type=Path),
+    help="MQTTset folder.",
+)
+@click.option(
+    "--quick",
+    is_flag=True,
+    help="Smaller HalfSpaceTrees (10 trees of height 10) and only the "
+    "TCP-options-removed view: about a minute instead of ~4.",
+)
+@click.option(
+    "--out",
+    "out_path",
+    default=Path("detect-bench.json"),
+    show_default=True,
+    type=click.Path(path_type=Path),
+)
 def bench_detect(data_dir: Path, quick: bool, out_path: Path) -> None:
     """tinyward's detectors next to KitNET, HalfSpaceTrees and IsolationForest.
 
@@ -275,22 +376,45 @@ def bench_detect(data_dir: Path, quick: bool, out_path: Path) -> None:
             streams = ev.packet_streams(data_dir, strip_tcp_options=strip)
             n = len(streams.train)
             feature_pps = 1e6 / streams.feature_us_per_packet
-        table = Table(title=f"MQTTset, {view}: TPR @ 0.1% FPR per attack (ROC AUC overall)",
-                      title_justify="left")
-        for column in ("detector", *ev.ATTACKS, "overall", "TPR@1%", "AUC", "model B",
-                       "model ops", "ops/pkt", "state B", "pkts/s"):
+        table = Table(
+            title=f"MQTTset, {view}: TPR @ 0.1% FPR per attack (ROC AUC overall)",
+            title_justify="left",
+        )
+        for column in (
+            "detector",
+            *ev.ATTACKS,
+            "overall",
+            "TPR@1%",
+            "AUC",
+            "model B",
+            "model ops",
+            "ops/pkt",
+            "state B",
+            "pkts/s",
+        ):
             table.add_column(column, justify="right")
         feature_ops = streams.extractor.ops_per_packet()
 
-        def add_row(name: str, result: dict[str, Any], rate: float) -> None:
+        def add_row(
+            name: str,
+            result: dict[str, Any],
+            rate: float,
+            table: Table = table,
+            feature_ops: int = feature_ops,
+        ) -> None:
             pa = result["per_attack"]
-            table.add_row(name, *(_fmt(pa[a]["tpr_at_0.001"]) for a in ev.ATTACKS),
-                          _fmt(result["overall"]["tpr_at_0.001"]),
-                          _fmt(result["overall"]["tpr_at_0.01"]),
-                          _fmt(result["overall"]["roc_auc"]), str(result["model_bytes"]),
-                          str(result["ops_per_inference"]),
-                          str(result["ops_per_inference"] + feature_ops),
-                          str(result["state_bytes"]), f"{rate:,.0f}")
+            table.add_row(
+                name,
+                *(_fmt(pa[a]["tpr_at_0.001"]) for a in ev.ATTACKS),
+                _fmt(result["overall"]["tpr_at_0.001"]),
+                _fmt(result["overall"]["tpr_at_0.01"]),
+                _fmt(result["overall"]["roc_auc"]),
+                str(result["model_bytes"]),
+                str(result["ops_per_inference"]),
+                str(result["ops_per_inference"] + feature_ops),
+                str(result["state_bytes"]),
+                f"{rate:,.0f}",
+            )
 
         for detector in contenders():
             with _progress() as progress:
@@ -304,23 +428,29 @@ def bench_detect(data_dir: Path, quick: bool, out_path: Path) -> None:
                     report[f"{view}/{detector.name} (C)"] = c_result
                     add_row(f"{detector.name} (C)", c_result, c_result["c_vectors_per_s"])
         Console(width=200).print(table)
-        click.echo(f"  features: {feature_ops} ops/packet (in ops/pkt), {feature_pps:,.0f} "
-                   f"packets/s in Python, {streams.state_bytes} B of bounded state; trained on "
-                   f"{n} benign packets. pkts/s: features + one-vector-at-a-time scoring in "
-                   "Python; for (C) rows, the exported C scoring alone (features not in C).")
+        click.echo(
+            f"  features: {feature_ops} ops/packet (in ops/pkt), {feature_pps:,.0f} "
+            f"packets/s in Python, {streams.state_bytes} B of bounded state; trained on "
+            f"{n} benign packets. pkts/s: features + one-vector-at-a-time scoring in "
+            "Python; for (C) rows, the exported C scoring alone (features not in C)."
+        )
     report["kitsune_100_features_kitnet_ops"] = KITNET_100_OPS
-    click.echo(f"Kitsune as published feeds KitNET 100 AfterImage features: {KITNET_100_OPS} "
-               "ops/packet for KitNET alone (tinyward.detect.cost, tightest clustering; "
-               "AfterImage's updates not counted). Ops are counted the same way for every "
-               "model: one per multiply-add, activation, normalisation or error term.")
+    click.echo(
+        f"Kitsune as published feeds KitNET 100 AfterImage features: {KITNET_100_OPS} "
+        "ops/packet for KitNET alone (tinyward.detect.cost, tightest clustering; "
+        "AfterImage's updates not counted). Ops are counted the same way for every "
+        "model: one per multiply-add, activation, normalisation or error term."
+    )
     ev.write_json(out_path, report)
     click.echo(f"wrote {out_path}")
 
 
 detect.add_command(export)
 
-def _c_scores(detector: Any, streams: ev.PacketStreams,
-              python: dict[str, Any]) -> dict[str, Any] | None:
+
+def _c_scores(
+    detector: Any, streams: ev.PacketStreams, python: dict[str, Any]
+) -> dict[str, Any] | None:
     """Export ``detector`` as C, check the C scores equal the Python integer reference on
     every benign and attack vector, and time C scoring; None (with a note) without gcc."""
     from tinyward.detect.bench_c import bench_c
@@ -336,8 +466,12 @@ def _c_scores(detector: Any, streams: ev.PacketStreams,
         return None
     # Bit-exact scores give the same detection figures as the Python int8 rows.
     result = {k: v for k, v in python.items() if not k.startswith("_")}
-    result.update(detector=f"{detector.name} (C)", c_vectors_per_s=measured.c_vectors_per_s,
-                  c_scores_match_reference=True, c_vectors_checked=len(vectors))
+    result.update(
+        detector=f"{detector.name} (C)",
+        c_vectors_per_s=measured.c_vectors_per_s,
+        c_scores_match_reference=True,
+        c_vectors_checked=len(vectors),
+    )
     return result
 
 

@@ -52,7 +52,7 @@ def tpr_at_fpr(benign: np.ndarray, attack: np.ndarray, fpr: float) -> float:
     if len(attack) == 0 or len(benign) == 0:
         return math.nan
     ordered = np.sort(benign)[::-1]
-    allowed = int(math.floor(fpr * len(ordered)))
+    allowed = math.floor(fpr * len(ordered))
     threshold = ordered[min(allowed, len(ordered) - 1)]
     return float(np.mean(attack > threshold))
 
@@ -99,18 +99,21 @@ def summarise(
 ) -> dict[str, Any]:
     """ROC AUC and TPR at each FPR in :data:`FPRS`, per attack and overall; with the
     detector's ``threshold``, its detection rate and false alarms per hour."""
+
     def one(attack: np.ndarray) -> dict[str, Any]:
-        out: dict[str, Any] = {"n": int(len(attack)), "roc_auc": roc_auc(benign, attack)}
+        out: dict[str, Any] = {"n": len(attack), "roc_auc": roc_auc(benign, attack)}
         for fpr in FPRS:
             out[f"tpr_at_{fpr:g}"] = tpr_at_fpr(benign, attack, fpr)
         if threshold is not None:
-            out["detected_at_threshold"] = float(np.mean(attack > threshold)) if len(attack) else math.nan
+            out["detected_at_threshold"] = (
+                float(np.mean(attack > threshold)) if len(attack) else math.nan
+            )
         return out
 
     result: dict[str, Any] = {"per_attack": {name: one(s) for name, s in attacks.items()}}
     everything = np.concatenate(list(attacks.values())) if attacks else np.zeros(0)
     result["overall"] = one(everything)
-    result["benign_n"] = int(len(benign))
+    result["benign_n"] = len(benign)
     if threshold is not None:
         alarms = int(np.sum(benign > threshold))
         result["benign_false_alarms"] = alarms
@@ -218,10 +221,13 @@ def evaluate_scores(
     for i in range(len(rows)):
         detector.score(rows[i : i + 1])
     score_us = 1e6 * (time.perf_counter() - started) / max(len(rows), 1)
-    attacks = {name: np.asarray(detector.score(x), dtype=np.float64) if len(x) else np.zeros(0)
-               for name, x in streams.attacks.items()}
-    result = summarise(benign, attacks, threshold=float(detector.threshold),
-                       benign_hours=streams.benign_hours)
+    attacks = {
+        name: np.asarray(detector.score(x), dtype=np.float64) if len(x) else np.zeros(0)
+        for name, x in streams.attacks.items()
+    }
+    result = summarise(
+        benign, attacks, threshold=float(detector.threshold), benign_hours=streams.benign_hours
+    )
     result.update(
         detector=getattr(detector, "name", type(detector).__name__),
         model_bytes=int(detector.model_bytes()),
@@ -308,7 +314,9 @@ def sensor_streams(skab: Path, *, seed: int = 0, sample_seconds: float = 1.0) ->
         samples += len(values)
         long_stream = len(values) > 2000
         tampered = tamper_stream(
-            values, seed=seed + number, lead=700 if long_stream else 330,
+            values,
+            seed=seed + number,
+            lead=700 if long_stream else 330,
             first_kind=0 if long_stream else number,
         )
         scorer = extractor.copy()
@@ -324,11 +332,19 @@ def sensor_streams(skab: Path, *, seed: int = 0, sample_seconds: float = 1.0) ->
         injections += [{"stream": name, **vars(i)} for i in tampered.injections]
     stacked = {k: np.vstack(v) if v else np.zeros((0, train.shape[1])) for k, v in attacks.items()}
     # float32 history ring buffer and pending window, the baselines and scales
-    state = 4 * ((extractor.config.history + extractor.config.window) * len(SKAB_CHANNELS)
-                 + 4 * len(SKAB_CHANNELS))
+    state = 4 * (
+        (extractor.config.history + extractor.config.window) * len(SKAB_CHANNELS)
+        + 4 * len(SKAB_CHANNELS)
+    )
     return SensorStreams(
-        train, np.vstack(benign_rows), stacked, samples * sample_seconds / 3600, per_window,
-        state, extractor, injections=injections,
+        train,
+        np.vstack(benign_rows),
+        stacked,
+        samples * sample_seconds / 3600,
+        per_window,
+        state,
+        extractor,
+        injections=injections,
         files={"train": [n for n, _ in train_streams], "test": [n for n, _ in test_streams]},
     )
 
@@ -381,8 +397,8 @@ def plot_roc(curves: dict[str, dict[str, np.ndarray]], path: Path, title: str) -
                 continue
             fpr, tpr = roc_curve(benign, attack)
             ax.step(np.maximum(fpr, 1e-5), tpr, where="post", label=f"{label}: {name}")
-    for fpr in FPRS:
-        ax.axvline(fpr, color="grey", linestyle=":", linewidth=0.8)
+    for rate in FPRS:
+        ax.axvline(rate, color="grey", linestyle=":", linewidth=0.8)
     ax.set_xscale("log")
     ax.set_xlim(1e-4, 1)
     ax.set_xlabel("false-positive rate (benign test)")

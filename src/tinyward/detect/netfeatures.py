@@ -107,7 +107,7 @@ OPS_PER_PACKET = (
 class _Table:
     """A set-associative table of ``slots`` slots of ``stride`` floats."""
 
-    __slots__ = ("sets", "ways", "stride", "tags", "data", "evictions", "inserts")
+    __slots__ = ("data", "evictions", "inserts", "sets", "stride", "tags", "ways")
 
     def __init__(self, slots: int, ways: int, stride: int) -> None:
         self.sets = slots // ways
@@ -177,9 +177,7 @@ class NetFeatureExtractor:
     # ------------------------------------------------------------------ sizes and costs
     def state_bytes(self) -> int:
         """Bytes of state in the C layout: a uint32 tag and float32 fields per slot."""
-        return sum(
-            len(t.tags) * (4 + 4 * t.stride) for t in (self.hosts, self.convs, self.sockets)
-        )
+        return sum(len(t.tags) * (4 + 4 * t.stride) for t in (self.hosts, self.convs, self.sockets))
 
     @staticmethod
     def ops_per_packet() -> int:
@@ -193,8 +191,7 @@ class NetFeatureExtractor:
         """Fold one packet into the state and return its feature vector."""
         c = self.config
         now = packet.ts + time_shift
-        if now < self.last_ts:
-            now = self.last_ts  # time never runs backwards inside the state
+        now = max(now, self.last_ts)  # time never runs backwards inside the state
         self.last_ts = now
         self.packets += 1
         size = float(packet.size)
@@ -339,8 +336,11 @@ def extractor_to_doc(extractor: NetFeatureExtractor) -> dict[str, object]:
         "last_ts": extractor.last_ts if extractor.last_ts != -math.inf else None,
         "tables": {
             name: {"tags": table.tags, "data": table.data}
-            for name, table in (("hosts", extractor.hosts), ("convs", extractor.convs),
-                                ("sockets", extractor.sockets))
+            for name, table in (
+                ("hosts", extractor.hosts),
+                ("convs", extractor.convs),
+                ("sockets", extractor.sockets),
+            )
         },
     }
 

@@ -126,7 +126,7 @@ def read_packets(
     packets: list[Packet] = []
     try:
         for packet in iter_packets(path, strip_tcp_options=strip_tcp_options, stats=stats):
-            packets.append(packet)
+            packets.append(packet)  # noqa: PERF402 (list() would lose them on error)
     except PcapError as error:
         error.partial = packets
         raise
@@ -187,9 +187,7 @@ def iter_packets(
 # timestamp in seconds, frame bytes) and raises PcapError at the first bad record.
 
 
-def _read_exact(
-    path: Path, handle: BinaryIO, n: int, what: str, index: int, offset: int
-) -> bytes:
+def _read_exact(path: Path, handle: BinaryIO, n: int, what: str, index: int, offset: int) -> bytes:
     data = handle.read(n)
     if len(data) != n:
         raise PcapError(
@@ -216,8 +214,10 @@ def _pcap_frames(
             return
         if len(header) < 16:
             raise PcapError(
-                path, f"file truncated inside a record header ({len(header)} of 16 bytes)",
-                index=index, offset=offset,
+                path,
+                f"file truncated inside a record header ({len(header)} of 16 bytes)",
+                index=index,
+                offset=offset,
             )
         sec, frac, incl_len, _orig_len = record.unpack(header)
         if incl_len > limits.max_record_bytes:
@@ -258,15 +258,16 @@ def _pcapng_frames(
     offset, index = 0, 0
     endian = "<"
     interfaces: list[tuple[int, float, int]] = []  # (link type, divisor, offset seconds)
-    block_type_raw = first
+    block_type_raw: bytes | None = first
     while True:
         if block_type_raw is None:
             block_type_raw = handle.read(4)
             if not block_type_raw:
                 return
             if len(block_type_raw) < 4:
-                raise PcapError(path, "file truncated inside a block header",
-                                index=index, offset=offset)
+                raise PcapError(
+                    path, "file truncated inside a block header", index=index, offset=offset
+                )
         length_raw = _read_exact(path, handle, 4, "a block header", index, offset + 4)
         if block_type_raw == _PCAPNG_SHB:
             bom = _read_exact(path, handle, 4, "a section header", index, offset + 8)
@@ -275,8 +276,9 @@ def _pcapng_frames(
             elif bom == b"\x1a\x2b\x3c\x4d":
                 endian = ">"
             else:
-                raise PcapError(path, f"bad pcapng byte-order magic {bom.hex()}",
-                                index=index, offset=offset + 8)
+                raise PcapError(
+                    path, f"bad pcapng byte-order magic {bom.hex()}", index=index, offset=offset + 8
+                )
             interfaces = []  # a new section starts a new interface list
             consumed = 12
         else:
@@ -284,20 +286,24 @@ def _pcapng_frames(
         (block_type,) = struct.unpack(endian + "I", block_type_raw)
         (block_len,) = struct.unpack(endian + "I", length_raw)
         if block_len < 12 or block_len % 4 or block_len > limits.max_block_bytes:
-            raise PcapError(path, f"corrupted block: length {block_len}",
-                            index=index, offset=offset)
+            raise PcapError(
+                path, f"corrupted block: length {block_len}", index=index, offset=offset
+            )
         body = _read_exact(path, handle, block_len - consumed, "a block", index, offset)
         (trailer,) = struct.unpack(endian + "I", body[-4:])
         if trailer != block_len:
             raise PcapError(
-                path, f"corrupted block: trailing length {trailer} != leading {block_len}",
-                index=index, offset=offset,
+                path,
+                f"corrupted block: trailing length {trailer} != leading {block_len}",
+                index=index,
+                offset=offset,
             )
         body = body[:-4]
         if block_type == 1:  # interface description
             if len(body) < 8:
-                raise PcapError(path, "interface description block too short",
-                                index=index, offset=offset)
+                raise PcapError(
+                    path, "interface description block too short", index=index, offset=offset
+                )
             linktype, _reserved, _snaplen = struct.unpack_from(endian + "HHI", body)
             divisor, tsoffset = _tsresol_divisor(body[8:], endian)
             interfaces.append((linktype, divisor, tsoffset))
@@ -312,20 +318,30 @@ def _pcapng_frames(
                 )
             if iface >= len(interfaces):
                 raise PcapError(
-                    path, f"packet names interface {iface}, but only {len(interfaces)} "
-                    "were described", index=index, offset=offset,
+                    path,
+                    f"packet names interface {iface}, but only {len(interfaces)} were described",
+                    index=index,
+                    offset=offset,
                 )
             if 20 + cap_len > len(body):
-                raise PcapError(path, f"packet block claims {cap_len} captured bytes, "
-                                "more than the block holds", index=index, offset=offset)
+                raise PcapError(
+                    path,
+                    f"packet block claims {cap_len} captured bytes, more than the block holds",
+                    index=index,
+                    offset=offset,
+                )
             linktype, divisor, tsoffset = interfaces[iface]
             ts = ((ts_hi << 32) | ts_lo) / divisor + tsoffset
             yield index, offset, linktype, ts, body[20 : 20 + cap_len]
             index += 1
         elif block_type == 3:  # simple packet block: no timestamp, so unusable for rates
-            raise PcapError(path, "simple packet blocks carry no timestamp; "
-                            "re-save the capture with enhanced packet blocks",
-                            index=index, offset=offset)
+            raise PcapError(
+                path,
+                "simple packet blocks carry no timestamp; "
+                "re-save the capture with enhanced packet blocks",
+                index=index,
+                offset=offset,
+            )
         # Other blocks (name resolution, statistics, custom) carry nothing we use.
         offset += block_len
         block_type_raw = None
@@ -359,9 +375,7 @@ def _ip_payload(linktype: int, frame: bytes) -> bytes | None:
     return frame[pos:]
 
 
-def _decode(
-    ts: float, linktype: int, frame: bytes, strip: bool, stats: ReadStats
-) -> Packet | None:
+def _decode(ts: float, linktype: int, frame: bytes, strip: bool, stats: ReadStats) -> Packet | None:
     data = _ip_payload(linktype, frame)
     if not data:
         stats.non_ip += 1
@@ -405,5 +419,17 @@ def _decode(
         size -= l4_header_len - 20
         l4_header_len = 20
     payload = max(size - ip_header_len - l4_header_len, 0)
-    return Packet(ts, version, bytes(src), bytes(dst), proto, sport, dport, size,
-                  ip_header_len, l4_header_len, flags, payload)
+    return Packet(
+        ts,
+        version,
+        bytes(src),
+        bytes(dst),
+        proto,
+        sport,
+        dport,
+        size,
+        ip_header_len,
+        l4_header_len,
+        flags,
+        payload,
+    )

@@ -123,19 +123,26 @@ def read_sensor_csv(
     )
 
 
-def _cell(path: Path, row: list[str], i: int, line: int, name: str, rows: list[list[float]]) -> float:
+def _cell(
+    path: Path, row: list[str], i: int, line: int, name: str, rows: list[list[float]]
+) -> float:
     if i >= len(row):
-        raise CsvError(path, f"row has {len(row)} cells, no value for this column",
-                       line=line, column=name, partial=rows)
+        raise CsvError(
+            path,
+            f"row has {len(row)} cells, no value for this column",
+            line=line,
+            column=name,
+            partial=rows,
+        )
     text = row[i].strip()
     try:
         value = float(text)
     except ValueError:
-        raise CsvError(path, f"not a number: {text!r}", line=line, column=name,
-                       partial=rows) from None
+        raise CsvError(
+            path, f"not a number: {text!r}", line=line, column=name, partial=rows
+        ) from None
     if not np.isfinite(value):
-        raise CsvError(path, f"not a finite number: {text!r}", line=line, column=name,
-                       partial=rows)
+        raise CsvError(path, f"not a finite number: {text!r}", line=line, column=name, partial=rows)
     return value
 
 
@@ -203,10 +210,15 @@ class SensorFeatureExtractor:
         self.noise_floor = np.median(diffs, axis=0) + 1e-6
         self.spike_scale = np.quantile(np.vstack([_spikiness(z) for z in zs]), 0.999, axis=0) + 1e-6
         w, step = self.config.window, self.config.step
-        self.window_std = np.median(
-            np.stack([z[i : i + w].std(axis=0) for z in zs for i in range(0, len(z) - w, step)]),
-            axis=0,
-        ) + 1e-6
+        self.window_std = (
+            np.median(
+                np.stack(
+                    [z[i : i + w].std(axis=0) for z in zs for i in range(0, len(z) - w, step)]
+                ),
+                axis=0,
+            )
+            + 1e-6
+        )
         self._fitted = True
         rows = []
         for v in streams:
@@ -289,7 +301,7 @@ class SensorFeatureExtractor:
         if usable < cfg.window:
             return 0.0
         candidates = np.lib.stride_tricks.sliding_window_view(
-            history[: usable], cfg.window, axis=0
+            history[:usable], cfg.window, axis=0
         )  # (k, channels, window)
         distance = np.abs(candidates - window.T[None]).mean(axis=(1, 2))
         # An exact replay gives 0; natural data stays near the noise floor or above.
@@ -305,15 +317,28 @@ def _spikiness(z: np.ndarray) -> np.ndarray:
     return np.where(back, np.minimum(np.abs(d[:-1]), np.abs(d[1:])), 0.0)
 
 
-_SENSOR_ARRAYS = ("mean", "std", "coef", "intercept", "residual_std", "noise_floor",
-                  "spike_scale", "window_std", "_history", "_pending")
+_SENSOR_ARRAYS = (
+    "mean",
+    "std",
+    "coef",
+    "intercept",
+    "residual_std",
+    "noise_floor",
+    "spike_scale",
+    "window_std",
+    "_history",
+    "_pending",
+)
 
 
 def sensor_extractor_to_doc(extractor: SensorFeatureExtractor) -> dict[str, object]:
     """Configuration, benign scales and stream state as JSON-able data."""
     if not extractor._fitted:
         raise DetectMisuse("fit() the extractor before saving it")
-    doc: dict[str, object] = {"channels": list(extractor.channels), "config": vars(extractor.config)}
+    doc: dict[str, object] = {
+        "channels": list(extractor.channels),
+        "config": vars(extractor.config),
+    }
     for name in _SENSOR_ARRAYS:
         doc[name.lstrip("_")] = getattr(extractor, name).tolist()
     doc["prev_level"] = None if extractor._prev_level is None else extractor._prev_level.tolist()

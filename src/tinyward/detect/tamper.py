@@ -35,9 +35,7 @@ class Injection:
     channel: int  # -1 for all channels
 
 
-def inject(
-    values: np.ndarray, injection: Injection, rng: np.random.Generator
-) -> np.ndarray:
+def inject(values: np.ndarray, injection: Injection, rng: np.random.Generator) -> np.ndarray:
     """Return a copy of ``values`` (n, channels) with one tampering applied in place of
     ``values[start : start + length]``.
 
