@@ -6,11 +6,13 @@ import struct
 from pathlib import Path
 
 import dpkt
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tinyward.detect.errors import PcapError
+from tinyward.detect.netfeatures import NetFeatureExtractor
 from tinyward.detect.pcap import ReadStats, capture_format, iter_packets, read_packets
 
 SLL_HEADER = bytes.fromhex("0000 0001 0006 020000000001 0000 0800".replace(" ", ""))
@@ -73,6 +75,10 @@ def test_every_link_type_gives_the_same_ip_packets(mqtt: Path, tmp_path: Path) -
     assert len(reference) == len(ips)
     for name, packets in results.items():
         assert packets == reference, name
+    # and so the features, whatever the capture's link layer
+    features = NetFeatureExtractor().transform(reference)
+    for name, packets in results.items():
+        np.testing.assert_array_equal(NetFeatureExtractor().transform(packets), features, name)
 
 
 def test_ethernet_padding_is_cut_to_ip_total_length(mqtt: Path, tmp_path: Path) -> None:
