@@ -150,7 +150,7 @@ def _cell(
 class SensorFeatureConfig:
     window: int = 30  # samples per window (30 s at SKAB's 1 Hz)
     step: int = 10
-    history: int = 1800  # samples kept to recognise a replayed stretch
+    history: int = 900  # samples (15 min at 1 Hz) kept to recognise a replayed stretch
     min_replay_lag: int = 60  # lags shorter than this overlap the window itself
     baseline_halflife: int = 60  # windows (600 s at step 10): the slow baseline of levels
 
