@@ -102,3 +102,15 @@ def test_float_variant_compiles_without_warnings(tmp_path: Path) -> None:
 def test_bad_prefix_is_refused(tmp_path: Path) -> None:
     with pytest.raises(DetectMisuse):
         export_netfeatures_c(tmp_path, prefix="bad prefix; system")
+
+
+@pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None, reason="needs gcc-arm-none-eabi")
+def test_builds_for_cortex_m4_with_fpu(tmp_path: Path) -> None:
+    from tinyward.detect.cortex_m import arm_sizes
+
+    files = export_netfeatures_c(tmp_path)
+    fpu = ("-mfloat-abi=hard", "-mfpu=fpv4-sp-d16", "-DTW_NF_FLOAT")
+    sizes = arm_sizes(files.source, tmp_path / "m4", fpu)
+    # code and constant tables only; the 13,952-byte state is the caller's struct
+    assert sizes.ram == 0 and 0 < sizes.flash < 8192
+    print(f"Cortex-M4F -Os: {sizes.flash} B flash, state {NetFeatureExtractor().state_bytes()} B")
