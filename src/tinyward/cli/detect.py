@@ -502,6 +502,7 @@ def _c_scores(
         c_feature_packets_per_s=feature_rate,
         c_packets_per_s=1.0 / per_packet,
         c_scores_match_reference=True,
+        us_per_packet=1e6 * per_packet,
         c_vectors_checked=len(vectors),
     )
     return result
