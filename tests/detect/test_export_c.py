@@ -134,3 +134,12 @@ def test_no_undefined_behaviour_under_sanitizers(built, tmp_path: Path) -> None:
     selftest = subprocess.run([str(exe), "selftest"], capture_output=True, text=True,
                               timeout=30, check=False)
     assert selftest.returncode == 0, selftest.stderr[-2000:]
+
+
+@pytest.mark.parametrize("name", ["x */ int evil; /*", "a\nb", "", "q" * 61, 'say "hi"'])
+def test_feature_names_cannot_inject_c(name: str) -> None:
+    detector = make_detector("mahalanobis-int8")
+    detector.fit(BENIGN[:1000])
+    names = [f"f{i}" for i in range(BENIGN.shape[1] - 1)] + [name]
+    with pytest.raises(DetectMisuse, match="feature names"):
+        render(detector, "tw", names)

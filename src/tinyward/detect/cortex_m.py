@@ -172,9 +172,11 @@ class QemuCount:
 
 def qemu_instructions(
     source: Path, prefix: str, vectors_q: np.ndarray, expected_scores: np.ndarray,
-    work_dir: Path, runs: int = 2,
+    work_dir: Path, runs: int = 2, model_flags: tuple[str, ...] = (),
 ) -> QemuCount:
     """Count Cortex-M4 instructions per inference of the exported ``source`` under QEMU.
+
+    ``model_flags`` are added when compiling the export (after ``-Os``; e.g. ``("-O2",)``).
 
     Raises:
         DetectMisuse: the tool chain or QEMU is missing, or a build or run fails.
@@ -185,7 +187,7 @@ def qemu_instructions(
     (work_dir / "link.ld").write_text(_LINKER_SCRIPT)
     (work_dir / "startup.c").write_text(_STARTUP)
     model_o = work_dir / "model.o"
-    _run([cc, *STRICT, *M4_FLAGS, f"-D{prefix.upper()}_NO_FLOAT", "-c", str(source),
+    _run([cc, *STRICT, *M4_FLAGS, *model_flags, f"-D{prefix.upper()}_NO_FLOAT", "-c", str(source),
           "-o", str(model_o)])
     start_o = work_dir / "startup.o"
     _run([cc, "-std=gnu99", "-Wall", "-Werror", "-ffreestanding",
