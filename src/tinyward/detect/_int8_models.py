@@ -145,7 +145,7 @@ class Int8MahalanobisDetector(_Int8Base):
     def __init__(self, ridge: float = 1e-3) -> None:
         # ridge >= 1e-3 bounds the precision's eigenvalues by 1000, hence every entry of
         # its Cholesky factor by ~31.6, which keeps the requantisation factors below 0.5.
-        if not ridge >= 1e-3:
+        if not (isinstance(ridge, (int, float)) and ridge >= 1e-3):
             raise DetectMisuse(f"mahalanobis-int8 needs ridge >= 1e-3 (got {ridge})")
         super().__init__()
         self.float_model = MahalanobisDetector(ridge)

@@ -75,6 +75,27 @@ def arm_sizes(source: Path, work_dir: Path, extra_flags: tuple[str, ...] = ()) -
     return Sizes(text=text, data=data, bss=bss)
 
 
+def arm_stack_usage(source: Path, work_dir: Path) -> dict[str, int]:
+    """Stack bytes of each exported function for Cortex-M4 at -Os (gcc -fstack-usage).
+
+    Every function is "static" in gcc's sense (no variable-size frames). The deepest
+    call is ``<prefix>_is_anomaly`` calling ``<prefix>_score``: add the two.
+
+    Raises:
+        DetectMisuse: the tool chain is missing or the code does not compile cleanly.
+    """
+    work_dir.mkdir(parents=True, exist_ok=True)
+    obj = work_dir / (source.stem + "-stack.o")
+    _run([_need(ARM_CC), *STRICT, *M4_FLAGS, "-fstack-usage", "-c", str(source), "-o", str(obj)])
+    usage: dict[str, int] = {}
+    for line in obj.with_suffix(".su").read_text().splitlines():
+        where, size, kind = line.split("\t")
+        if kind.strip() != "static":
+            raise DetectMisuse(f"{where}: stack use is {kind.strip()}, not a fixed frame")
+        usage[where.rsplit(":", 1)[-1]] = int(size)
+    return usage
+
+
 _LINKER_SCRIPT = """\
 MEMORY
 {
