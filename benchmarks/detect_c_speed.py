@@ -69,10 +69,13 @@ def _arm_line(detector: Int8AutoencoderDetector | Int8MahalanobisDetector,
         Xq = detector.quantize_features(data[:: max(1, len(data) // 64)][:64])
         count = qemu_instructions(files.source, files.prefix, Xq, detector.score_q(Xq),
                                   Path(tmp) / "qemu", runs=2)
+        count_o2 = qemu_instructions(files.source, files.prefix, Xq, detector.score_q(Xq),
+                                     Path(tmp) / "qemu-o2", runs=2, model_flags=("-O2",))
     return (f"  {detector.name:<18} d={data.shape[1]:<3} soft-float {soft.text}/{soft.data}/"
             f"{soft.bss}  int-only {no_float.text}/{no_float.data}/{no_float.bss}  "
             f"{count.instructions_per_inference:.0f} instructions/inference "
-            f"(checksum {'matches' if count.checksum_ok else 'DIFFERS from'} Python)")
+            f"(-O2: {count_o2.instructions_per_inference:.0f}; checksums "
+            f"{'match' if count.checksum_ok and count_o2.checksum_ok else 'DIFFER from'} Python)")
 
 
 if __name__ == "__main__":

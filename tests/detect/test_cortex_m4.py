@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tinyward.detect.cortex_m import arm_sizes, qemu_instructions
+from tinyward.detect.cortex_m import arm_sizes, arm_stack_usage, qemu_instructions
 from tinyward.detect.export_c import export_c
 from tinyward.detect.models import make_detector
 
@@ -41,6 +41,15 @@ def test_builds_for_cortex_m4_without_static_ram(exported) -> None:
     assert int_only.text < soft.text  # the float helper really is optional
     assert int_only.text >= detector.model_bytes()  # the tables are in flash
     assert soft.flash <= 4096
+
+
+@needs_arm
+def test_stack_use_is_fixed_and_small(exported) -> None:
+    detector, files, out = exported
+    usage = arm_stack_usage(files.source, out / "stack")
+    deepest = usage["tw_model_is_anomaly"] + usage["tw_model_score"]
+    print(f"\n{detector.name}: stack bytes per function {usage}; deepest call {deepest}")
+    assert deepest <= 256
 
 
 @pytest.mark.slow

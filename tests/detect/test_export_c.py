@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tinyward.detect._c_harness import build_host_harness
+from tinyward.detect._c_harness import SELFTEST_EXPECTED, build_host_harness
 from tinyward.detect.errors import DetectMisuse
 from tinyward.detect.export_c import export_c, render
 from tinyward.detect.models import make_detector
@@ -112,3 +112,34 @@ def test_bad_prefix_is_refused(prefix: str) -> None:
     detector.fit(BENIGN[:1000])
     with pytest.raises(DetectMisuse, match="prefix"):
         render(detector, prefix)
+
+
+def test_bad_arguments_return_status_codes_not_crashes(built) -> None:
+    _, _, exe = built
+    done = subprocess.run([str(exe), "selftest"], capture_output=True, text=True, timeout=30,
+                          check=True)
+    assert done.stdout.splitlines() == SELFTEST_EXPECTED
+
+
+def test_no_undefined_behaviour_under_sanitizers(built, tmp_path: Path) -> None:
+    """Signed overflow, bad shifts, out-of-bounds reads: UBSan and ASan abort on any."""
+    detector, files, _ = built
+    exe = build_host_harness(files.source, files.prefix, tmp_path, extra_flags=(
+        "-fsanitize=undefined,address", "-fno-sanitize-recover=all", "-g"))
+    _, Xq = _vectors(detector, seed=99)
+    done = subprocess.run([str(exe), "score"], input=Xq.tobytes(), capture_output=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    assert np.array_equal(np.frombuffer(done.stdout, dtype=np.int32), detector.score_q(Xq))
+    selftest = subprocess.run([str(exe), "selftest"], capture_output=True, text=True,
+                              timeout=30, check=False)
+    assert selftest.returncode == 0, selftest.stderr[-2000:]
+
+
+@pytest.mark.parametrize("name", ["x */ int evil; /*", "a\nb", "", "q" * 61, 'say "hi"'])
+def test_feature_names_cannot_inject_c(name: str) -> None:
+    detector = make_detector("mahalanobis-int8")
+    detector.fit(BENIGN[:1000])
+    names = [f"f{i}" for i in range(BENIGN.shape[1] - 1)] + [name]
+    with pytest.raises(DetectMisuse, match="feature names"):
+        render(detector, "tw", names)

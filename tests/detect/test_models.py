@@ -81,3 +81,14 @@ def test_unknown_kind_is_refused() -> None:
 def test_int8_model_fits_in_4_kb(fitted: Detector) -> None:
     if fitted.name.endswith("-int8"):
         assert fitted.model_bytes() <= 4096
+
+
+@pytest.mark.parametrize(("kind", "kw"), [
+    ("autoencoder", {"hidden": "x"}), ("autoencoder", {"hidden": 0}),
+    ("autoencoder-int8", {"epochs": -1}), ("autoencoder", {"learning_rate": 5.0}),
+    ("mahalanobis", {"ridge": -1.0}), ("mahalanobis-int8", {"ridge": 1e-5}),
+    ("mahalanobis", {"colour": "red"}),
+])
+def test_bad_constructor_arguments_are_refused_at_once(kind: str, kw: dict) -> None:
+    with pytest.raises(DetectMisuse):
+        make_detector(kind, **kw)

@@ -9,6 +9,8 @@ functions from binary files on stdin:
 * ``bench REPEATS``: int8 vectors in; scores them REPEATS times and prints
   ``vectors_per_second checksum``.
 * ``sizes``: prints N_FEATURES.
+* ``selftest``: calls every function with bad arguments and prints one status code per
+  line (see ``SELFTEST_EXPECTED``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,10 @@ from pathlib import Path
 from tinyward.detect.errors import DetectMisuse
 
 HOST_CFLAGS = ("-std=c99", "-Wall", "-Wextra", "-Wconversion", "-Werror", "-O2")
+
+# What ``selftest`` must print: NULL features, NULL score, NULL flag, wrong length, NaN,
+# +inf (saturates, OK), -inf (OK), a good call, and the text of an unknown status.
+SELFTEST_EXPECTED = ["1", "1", "1", "2", "3", "0 127", "0 -127", "0", "unknown status"]
 
 
 def harness_source(prefix: str) -> str:
@@ -94,11 +100,37 @@ static int run_bench(long repeats)
     return 0;
 }}
 
+static int run_selftest(void)
+{{
+    int8_t q[{P}_N_FEATURES] = {{0}};
+    float x[{P}_N_FEATURES] = {{0.0f}};
+    int32_t score = 0;
+    bool alarm = false;
+    volatile float zero = 0.0f;
+    {prefix}_status status;
+    printf("%d\\n", (int){prefix}_score(NULL, &score));
+    printf("%d\\n", (int){prefix}_score(q, NULL));
+    printf("%d\\n", (int){prefix}_is_anomaly(q, NULL, NULL));
+    printf("%d\\n", (int){prefix}_quantize(x, {P}_N_FEATURES - 1, q));
+    x[0] = zero / zero;
+    printf("%d\\n", (int){prefix}_quantize(x, {P}_N_FEATURES, q));
+    x[0] = 1.0f / zero;
+    status = {prefix}_quantize(x, {P}_N_FEATURES, q); /* before reading q[0] */
+    printf("%d %d\\n", (int)status, (int)q[0]);
+    x[0] = -1.0f / zero;
+    status = {prefix}_quantize(x, {P}_N_FEATURES, q); /* before reading q[0] */
+    printf("%d %d\\n", (int)status, (int)q[0]);
+    printf("%d\\n", (int){prefix}_is_anomaly(q, &alarm, NULL));
+    printf("%s\\n", {prefix}_status_string(({prefix}_status)99));
+    return 0;
+}}
+
 int main(int argc, char **argv)
 {{
     if (argc >= 2 && strcmp(argv[1], "score") == 0) return run_score();
     if (argc >= 2 && strcmp(argv[1], "quantize") == 0) return run_quantize();
     if (argc >= 3 && strcmp(argv[1], "bench") == 0) return run_bench(atol(argv[2]));
+    if (argc >= 2 && strcmp(argv[1], "selftest") == 0) return run_selftest();
     if (argc >= 2 && strcmp(argv[1], "sizes") == 0) {{
         printf("%d\\n", {P}_N_FEATURES);
         return 0;
@@ -109,7 +141,9 @@ int main(int argc, char **argv)
 """
 
 
-def build_host_harness(source: Path, prefix: str, work_dir: Path, cc: str = "gcc") -> Path:
+def build_host_harness(
+    source: Path, prefix: str, work_dir: Path, cc: str = "gcc", extra_flags: tuple[str, ...] = ()
+) -> Path:
     """Compile ``source`` (the exported .c) with the harness using strict warnings.
 
     Raises:
@@ -120,8 +154,8 @@ def build_host_harness(source: Path, prefix: str, work_dir: Path, cc: str = "gcc
     work_dir.mkdir(parents=True, exist_ok=True)
     main_c = work_dir / "harness_main.c"
     main_c.write_text(harness_source(prefix), encoding="ascii")
-    exe = work_dir / "harness"
-    cmd = [cc, *HOST_CFLAGS, "-I", str(source.parent), str(source), str(main_c), "-o", str(exe)]
+    exe = work_dir / ("harness" + "".join(f.strip("-=,") for f in extra_flags)[:40])
+    cmd = [cc, *HOST_CFLAGS, *extra_flags, "-I", str(source.parent), str(source), str(main_c), "-o", str(exe)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
     if done.returncode != 0:
         raise DetectMisuse(f"compiling the export failed:\n{' '.join(cmd)}\n{done.stderr}")

@@ -17,7 +17,7 @@ from sklearn.covariance import LedoitWolf
 from tinyward.detect._common import Standardizer, check_features, choose_threshold, split_holdout
 from tinyward.detect._modelfile import LIMITS, Doc, read_model, write_model
 from tinyward.detect.cost import autoencoder_ops, hidden_for_budget
-from tinyward.detect.errors import ModelFileError, NotFittedError
+from tinyward.detect.errors import DetectMisuse, ModelFileError, NotFittedError
 
 
 def default_hidden(d: int) -> int:
@@ -43,6 +43,14 @@ class AutoencoderDetector:
         batch_size: int = 128,
         max_steps: int = 6000,
     ) -> None:
+        """Raises DetectMisuse for a hidden width or training setting out of range."""
+        if hidden is not None and not (isinstance(hidden, int) and 1 <= hidden <= LIMITS.max_hidden):
+            raise DetectMisuse(f"hidden must be an integer in [1, {LIMITS.max_hidden}], got {hidden!r}")
+        for name, value in (("epochs", epochs), ("batch_size", batch_size), ("max_steps", max_steps)):
+            if not (isinstance(value, int) and value >= 1):
+                raise DetectMisuse(f"{name} must be a positive integer, got {value!r}")
+        if not (isinstance(learning_rate, (int, float)) and 0 < learning_rate < 1):
+            raise DetectMisuse(f"learning_rate must be in (0, 1), got {learning_rate!r}")
         self.hidden = hidden
         self.epochs = epochs
         self.learning_rate = learning_rate
@@ -210,6 +218,9 @@ class MahalanobisDetector:
     name = "mahalanobis"
 
     def __init__(self, ridge: float = 1e-3) -> None:
+        """Raises DetectMisuse for a ridge that is not a positive number."""
+        if not (isinstance(ridge, (int, float)) and 0 < ridge < 1e6):
+            raise DetectMisuse(f"ridge must be a positive number, got {ridge!r}")
         self.ridge = ridge
         self.threshold = math.inf
         self.standardizer: Standardizer | None = None

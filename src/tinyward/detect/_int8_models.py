@@ -16,7 +16,7 @@ import numpy as np
 from tinyward.detect._common import check_features, choose_threshold, split_holdout
 from tinyward.detect._float import AutoencoderDetector, MahalanobisDetector
 from tinyward.detect._modelfile import Doc, read_model, write_model
-from tinyward.detect.errors import ModelFileError, NotFittedError
+from tinyward.detect.errors import DetectMisuse, ModelFileError, NotFittedError
 from tinyward.detect.int8 import INT32_MAX, QAutoencoder, QMahalanobis
 
 
@@ -143,6 +143,10 @@ class Int8MahalanobisDetector(_Int8Base):
     name = "mahalanobis-int8"
 
     def __init__(self, ridge: float = 1e-3) -> None:
+        # ridge >= 1e-3 bounds the precision's eigenvalues by 1000, hence every entry of
+        # its Cholesky factor by ~31.6, which keeps the requantisation factors below 0.5.
+        if not (isinstance(ridge, (int, float)) and ridge >= 1e-3):
+            raise DetectMisuse(f"mahalanobis-int8 needs ridge >= 1e-3 (got {ridge})")
         super().__init__()
         self.float_model = MahalanobisDetector(ridge)
         self.quantized: QMahalanobis | None = None

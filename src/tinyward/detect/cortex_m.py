@@ -75,6 +75,27 @@ def arm_sizes(source: Path, work_dir: Path, extra_flags: tuple[str, ...] = ()) -
     return Sizes(text=text, data=data, bss=bss)
 
 
+def arm_stack_usage(source: Path, work_dir: Path) -> dict[str, int]:
+    """Stack bytes of each exported function for Cortex-M4 at -Os (gcc -fstack-usage).
+
+    Every function is "static" in gcc's sense (no variable-size frames). The deepest
+    call is ``<prefix>_is_anomaly`` calling ``<prefix>_score``: add the two.
+
+    Raises:
+        DetectMisuse: the tool chain is missing or the code does not compile cleanly.
+    """
+    work_dir.mkdir(parents=True, exist_ok=True)
+    obj = work_dir / (source.stem + "-stack.o")
+    _run([_need(ARM_CC), *STRICT, *M4_FLAGS, "-fstack-usage", "-c", str(source), "-o", str(obj)])
+    usage: dict[str, int] = {}
+    for line in obj.with_suffix(".su").read_text().splitlines():
+        where, size, kind = line.split("\t")
+        if kind.strip() != "static":
+            raise DetectMisuse(f"{where}: stack use is {kind.strip()}, not a fixed frame")
+        usage[where.rsplit(":", 1)[-1]] = int(size)
+    return usage
+
+
 _LINKER_SCRIPT = """\
 MEMORY
 {
@@ -172,9 +193,11 @@ class QemuCount:
 
 def qemu_instructions(
     source: Path, prefix: str, vectors_q: np.ndarray, expected_scores: np.ndarray,
-    work_dir: Path, runs: int = 2,
+    work_dir: Path, runs: int = 2, model_flags: tuple[str, ...] = (),
 ) -> QemuCount:
     """Count Cortex-M4 instructions per inference of the exported ``source`` under QEMU.
+
+    ``model_flags`` are added when compiling the export (after ``-Os``; e.g. ``("-O2",)``).
 
     Raises:
         DetectMisuse: the tool chain or QEMU is missing, or a build or run fails.
@@ -185,7 +208,7 @@ def qemu_instructions(
     (work_dir / "link.ld").write_text(_LINKER_SCRIPT)
     (work_dir / "startup.c").write_text(_STARTUP)
     model_o = work_dir / "model.o"
-    _run([cc, *STRICT, *M4_FLAGS, f"-D{prefix.upper()}_NO_FLOAT", "-c", str(source),
+    _run([cc, *STRICT, *M4_FLAGS, *model_flags, f"-D{prefix.upper()}_NO_FLOAT", "-c", str(source),
           "-o", str(model_o)])
     start_o = work_dir / "startup.o"
     _run([cc, "-std=gnu99", "-Wall", "-Werror", "-ffreestanding",
