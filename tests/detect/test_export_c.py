@@ -143,3 +143,8 @@ def test_feature_names_cannot_inject_c(name: str) -> None:
     names = [f"f{i}" for i in range(BENIGN.shape[1] - 1)] + [name]
     with pytest.raises(DetectMisuse, match="feature names"):
         render(detector, "tw", names)
+
+
+def test_header_states_the_target_false_positive_rate(built) -> None:
+    _, files, _ = built
+    assert "for a false-positive rate of 1%" in files.header.read_text()

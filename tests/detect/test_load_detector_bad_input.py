@@ -219,3 +219,32 @@ def test_fuzz_random_bytes_only_raise_model_file_error(blob: bytes) -> None:
         path.write_bytes(blob)
         with pytest.raises(ModelFileError):
             load_detector(path)
+
+
+def test_absurd_weight_is_refused(tmp_path: Path) -> None:
+    _, doc = _saved("autoencoder", tmp_path)
+    doc["W2"][0][0] = 1e154  # finite, but its square overflows
+    _refused(_write(tmp_path, doc), r"'W2': holds a value beyond \+-1e\+06")
+
+
+def test_huge_integer_threshold_is_refused(tmp_path: Path) -> None:
+    path, _ = _saved("mahalanobis", tmp_path)
+    text = path.read_text()
+    start = text.index('"threshold": ') + len('"threshold": ')
+    end = text.index(",", start)
+    path.write_text(text[:start] + "1" + "0" * 400 + text[end:])
+    _refused(path, "'threshold': is not finite")
+
+
+def test_huge_features_saturate_without_warnings(tmp_path: Path) -> None:
+    path, _ = _saved("autoencoder-int8", tmp_path)
+    detector = load_detector(path)
+    X = TEST[:3].copy()
+    X[0, 0], X[1, 1], X[2, 2] = 1e300, -1e300, 1e39
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        scores = detector.score(X)
+        float_scores = detector.float_model.score(X)  # type: ignore[attr-defined]
+    assert np.all(scores > detector.threshold)
+    assert np.all(np.isfinite(float_scores))

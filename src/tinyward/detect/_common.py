@@ -54,14 +54,21 @@ class Standardizer:
         return cls(mean=mean, scale=np.maximum(std, floor))
 
     def transform(self, X: np.ndarray) -> np.ndarray:
-        return np.asarray(np.clip((X - self.mean) / self.scale, -CLIP, CLIP), dtype=np.float64)
+        with np.errstate(over="ignore"):  # an enormous feature saturates at the clip
+            z = (X - self.mean) / self.scale
+        return np.asarray(np.clip(z, -CLIP, CLIP), dtype=np.float64)
 
     def to_json(self) -> dict[str, Any]:
         return {"mean": self.mean.tolist(), "scale": self.scale.tolist()}
 
     @classmethod
     def from_doc(cls, doc: Doc, d: int) -> Standardizer:
-        return cls(mean=doc.floats("mean", (d,)), scale=doc.floats("scale", (d,), positive=True))
+        # Raw features (byte counts, rates) may be large; standardised ones are not.
+        mean = doc.floats("mean", (d,), bound=1e15)
+        scale = doc.floats("scale", (d,), positive=True, bound=1e15)
+        if np.any(scale < 1e-9):
+            raise doc.fail("scale", "holds a value below 1e-9 (fit floors scales at 1e-3)")
+        return cls(mean=mean, scale=scale)
 
 
 def split_holdout(

@@ -301,7 +301,10 @@ class MahalanobisDetector:
         if not isinstance(mu, list) or not 1 <= len(mu) <= LIMITS.max_features:
             raise doc.fail("mu", f"must be a list of 1..{LIMITS.max_features} numbers")
         d = len(mu)
-        model = cls(ridge=doc.number("ridge"))
+        ridge = doc.number("ridge")
+        if not 0 < ridge < 1e6:
+            raise doc.fail("ridge", f"{ridge} is not a positive number below 1e6")
+        model = cls(ridge=ridge)
         model.standardizer = Standardizer.from_doc(doc.section("standardizer"), d)
         model.mu = doc.floats("mu", (d,))
         model.U = doc.floats("U", (d, d))

@@ -27,6 +27,7 @@ class _Int8Base:
 
     def __init__(self) -> None:
         self.threshold = math.inf
+        self.target_fpr: float | None = None  # as given to fit; stated in the C header
 
     def fit(
         self,
@@ -47,6 +48,7 @@ class _Int8Base:
         self.float_model.threshold = choose_threshold(self.float_model.score(hold), target_fpr)
         self.quantized = self._quantize()
         self.threshold = choose_threshold(self.score(hold), target_fpr)
+        self.target_fpr = target_fpr
 
     def _quantize(self) -> Any:
         raise NotImplementedError
@@ -90,6 +92,7 @@ class _Int8Base:
         """Write the detector atomically. Raises NotFittedError, OSError."""
         q = self._require_fitted()
         write_model(path, self.name, {"threshold": self.threshold,
+                                      "target_fpr": self.target_fpr,
                                       "float": self.float_model.to_json(),
                                       "int8": q.to_json()})
 
@@ -110,6 +113,11 @@ class _Int8Base:
         if threshold != int(threshold) or not 0 <= threshold <= INT32_MAX:
             raise doc.fail("threshold", "must be an integer score in [0, 2^31 - 1]")
         self.threshold = threshold
+        if doc.data.get("target_fpr") is not None:  # optional: older files lack it
+            target = doc.number("target_fpr")
+            if not 0.0 < target < 1.0:
+                raise doc.fail("target_fpr", "must be in (0, 1)")
+            self.target_fpr = target
 
 
 class Int8AutoencoderDetector(_Int8Base):

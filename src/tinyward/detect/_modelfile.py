@@ -153,17 +153,30 @@ class Doc:
         value = self.get(key)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise self.fail(key, f"is not a number (got {type(value).__name__})")
-        if not math.isfinite(value):
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        if not math.isfinite(number):
             raise self.fail(key, "is not finite")
-        return float(value)
+        return number
 
-    def floats(self, key: str, shape: tuple[int, ...], *, positive: bool = False) -> np.ndarray:
+    def floats(
+        self, key: str, shape: tuple[int, ...], *, positive: bool = False, bound: float = 1e6
+    ) -> np.ndarray:
+        """A float array of ``shape`` with every |value| <= ``bound``.
+
+        The default bound is far above any trained weight (inputs are standardised and
+        clipped), and keeps scores of a doctored file finite instead of overflowing.
+        """
         array = self._array(key, shape)
         if array.dtype.kind not in "if":
             raise self.fail(key, "holds values that are not numbers")
         result = array.astype(np.float64)
         if not np.all(np.isfinite(result)):
             raise self.fail(key, "holds a value that is not finite")
+        if np.any(np.abs(result) > bound):
+            raise self.fail(key, f"holds a value beyond +-{bound:g}")
         if positive and not np.all(result > 0):
             raise self.fail(key, "holds a value that is not positive")
         return result

@@ -82,7 +82,7 @@ def render(
             raise DetectMisuse(f"need {d} feature names of letters, digits and _.:/()+- ")
     else:
         names = [f"feature {i}" for i in range(d)]
-    g = _Gen(prefix, detector.name, detector.threshold_int(), names)
+    g = _Gen(prefix, detector.name, detector.threshold_int(), names, detector.target_fpr)
     if isinstance(q, QAutoencoder):
         body = g.autoencoder(q)
     else:
@@ -129,7 +129,11 @@ def _rows(matrix: np.ndarray) -> str:
 
 
 class _Gen:
-    def __init__(self, prefix: str, kind: str, threshold: int, names: list[str]) -> None:
+    def __init__(
+        self, prefix: str, kind: str, threshold: int, names: list[str], target_fpr: float | None
+    ) -> None:
+        self.fpr_text = (f"a false-positive rate of {100 * target_fpr:g}%" if target_fpr
+                         else "the false-positive rate stated at training time")
         self.p = prefix
         self.P = prefix.upper()
         self.kind = kind
@@ -147,7 +151,7 @@ class _Gen:
  *
  * Learned from benign data only. Given one feature vector it returns an int32 anomaly
  * score; a score above {P}_THRESHOLD is an alarm (threshold chosen on held-out benign
- * data for the false-positive rate stated at training time).
+ * data for {self.fpr_text}).
  *
  * Usage:
  *     float features[{P}_N_FEATURES];      (filled by the firmware, order below)

@@ -138,8 +138,9 @@ class InputQuantizer:
 
     def quantize(self, X: np.ndarray) -> np.ndarray:
         """int8 (n, d) features, computed exactly as the C helper does in float32."""
-        x32 = np.asarray(X, dtype=np.float32)
-        v = (x32 - self.offset) * self.mult
+        with np.errstate(over="ignore"):  # a huge feature saturates, as in C
+            x32 = np.asarray(X, dtype=np.float32)
+            v = (x32 - self.offset) * self.mult
         v = np.clip(v, np.float32(-127.0), np.float32(127.0))
         half = np.float32(0.5)
         up = np.trunc(v + half)
@@ -153,8 +154,8 @@ class InputQuantizer:
 
     @classmethod
     def from_doc(cls, doc: Doc, d: int) -> InputQuantizer:
-        offset = doc.floats("offset", (d,))
-        mult = doc.floats("mult", (d,), positive=True)
+        offset = doc.floats("offset", (d,), bound=1e15)
+        mult = doc.floats("mult", (d,), positive=True, bound=1e9)
         for key, value in (("offset", offset), ("mult", mult)):
             as32 = value.astype(np.float32)
             if not np.all(np.isfinite(as32)) or np.any(as32.astype(np.float64) != value):
