@@ -49,6 +49,9 @@ def test_train_and_score_a_capture(mqtt: Path, tmp_path: Path) -> None:
     code, out = _run("detect", "export", str(model), "--out", str(tmp_path / "c"))
     assert code == 0, out
     assert (tmp_path / "c" / "tinyward_detector.h").exists()
+    code, out = _run("detect", "export-features", str(model), "--out", str(tmp_path / "c"))
+    assert code == 0 and "TCP options removed" in out, out
+    assert (tmp_path / "c" / "tw_nf.c").exists() and "13952 B of state" in out
 
 
 def test_train_and_score_sensors(skab: Path, tmp_path: Path) -> None:

@@ -222,6 +222,44 @@ def score(model: Path, input_path: Path, out: Path | None) -> None:
         )
 
 
+@detect.command("export-features")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Folder for <prefix>.h and <prefix>.c (created if missing).",
+)
+@click.option("--prefix", default="tw_nf", show_default=True, help="C name prefix.")
+def export_features(model: Path, out_dir: Path, prefix: str) -> None:
+    """Export MODEL's packet feature state machine as C99 (one header, one source).
+
+    Firmware feeds it one parsed IP packet at a time and passes the 24 features to the
+    detector exported by `tinyward detect export`. Define TW_NF_FLOAT (with your prefix)
+    for single precision on an FPU; the default double is bit-exact with Python.
+    """
+    from tinyward.detect.netfeatures_c import export_netfeatures_c
+
+    _, features = _load(model)
+    if features["type"] != "packets":
+        raise DetectError(f"{_features_path(model)}: a sensor model; only packet features export")
+    try:
+        extractor = extractor_from_doc(features["state"])
+    except DetectMisuse as error:
+        raise DetectError(f"{_features_path(model)}: {error}") from None
+    files = export_netfeatures_c(out_dir, extractor.config, prefix)
+    click.echo(
+        f"wrote {files.header} and {files.source}: {extractor.state_bytes()} B of state "
+        "(float32) in the caller's struct"
+    )
+    if features.get("strip_tcp_options"):
+        click.echo(
+            "note: the model was trained with TCP options removed: pass each packet's IP "
+            "total length minus its TCP option bytes as `size`"
+        )
+
+
 # --------------------------------------------------------------------------- eval
 def _print_result(title: str, result: dict[str, Any]) -> None:
     table = Table(title=title, title_justify="left")
