@@ -57,13 +57,21 @@ class NetFeatureConfig:
     jitter_rate: float = 0.1  # decay of the inter-arrival statistics
 
     def __post_init__(self) -> None:
+        # Also guards loading a saved state: a hostile file must not make us allocate
+        # a billion slots.
+        if not (isinstance(self.ways, int) and 1 <= self.ways <= MAX_SLOTS):
+            raise DetectMisuse(f"ways={self.ways!r} must be an integer in 1..{MAX_SLOTS}")
         for name in ("host_slots", "conv_slots", "socket_slots"):
             slots = getattr(self, name)
-            if slots <= 0 or slots % self.ways:
-                raise DetectMisuse(f"{name}={slots} must be a positive multiple of ways")
-        if self.ways <= 0:
-            raise DetectMisuse("ways must be positive")
+            if not (isinstance(slots, int) and 0 < slots <= MAX_SLOTS) or slots % self.ways:
+                raise DetectMisuse(f"{name}={slots!r} must be a multiple of ways in 1..{MAX_SLOTS}")
+        for name in ("fast", "slow", "newsock_rate", "jitter_rate"):
+            rate = getattr(self, name)
+            if not (isinstance(rate, (int, float)) and 0 < rate <= 1e3):
+                raise DetectMisuse(f"{name}={rate!r} must be a decay rate in (0, 1000] per second")
 
+
+MAX_SLOTS = 1 << 16
 
 FEATURE_NAMES: tuple[str, ...] = (
     "size",
@@ -356,6 +364,8 @@ def extractor_from_doc(doc: dict[str, object]) -> NetFeatureExtractor:
         extractor = NetFeatureExtractor(config)
         last = doc["last_ts"]
         extractor.last_ts = -math.inf if last is None else float(last)  # type: ignore[arg-type]
+        if last is not None and not math.isfinite(extractor.last_ts):
+            raise DetectMisuse("last_ts is not a finite number")
         tables = doc["tables"]
         for name in ("hosts", "convs", "sockets"):
             table = getattr(extractor, name)
@@ -365,6 +375,10 @@ def extractor_from_doc(doc: dict[str, object]) -> NetFeatureExtractor:
                 raise DetectMisuse(f"table {name}: sizes do not match its configuration")
             table.tags = [int(t) for t in tags]
             table.data = [float(x) for x in data]
+            if any(not 0 <= t < 1 << 32 for t in table.tags):
+                raise DetectMisuse(f"table {name}: a tag outside 0..2**32-1")
+            if not all(math.isfinite(x) for x in table.data):
+                raise DetectMisuse(f"table {name}: a value that is not a finite number")
     except (KeyError, TypeError, ValueError) as error:
         raise DetectMisuse(f"bad feature state: {error!r}") from None
     return extractor

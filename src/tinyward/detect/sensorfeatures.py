@@ -154,6 +154,21 @@ class SensorFeatureConfig:
     min_replay_lag: int = 60  # lags shorter than this overlap the window itself
     baseline_halflife: int = 60  # windows (600 s at step 10): the slow baseline of levels
 
+    def __post_init__(self) -> None:
+        # Also guards loading a saved state from a hostile file.
+        for name, low, high in (
+            ("window", 3, 10_000),
+            ("step", 1, 10_000),
+            ("history", 0, 1_000_000),
+            ("min_replay_lag", 1, 1_000_000),
+            ("baseline_halflife", 1, 1_000_000),
+        ):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and low <= value <= high):
+                raise DetectMisuse(f"{name}={value!r} must be an integer in {low}..{high}")
+        if self.min_replay_lag < self.window:
+            raise DetectMisuse("min_replay_lag must be at least the window")
+
 
 class SensorFeatureExtractor:
     """Fit on benign samples, then turn streams into window feature vectors."""
@@ -331,6 +346,9 @@ _SENSOR_ARRAYS = (
 )
 
 
+_POSITIVE = ("std", "residual_std", "noise_floor", "spike_scale", "window_std")
+
+
 def sensor_extractor_to_doc(extractor: SensorFeatureExtractor) -> dict[str, object]:
     """Configuration, benign scales and stream state as JSON-able data."""
     if not extractor._fitted:
@@ -353,8 +371,11 @@ def sensor_extractor_from_doc(doc: dict[str, object]) -> SensorFeatureExtractor:
         DetectMisuse: wrong keys, shapes or values.
     """
     try:
+        channels = doc["channels"]
+        if not isinstance(channels, list) or not 1 <= len(channels) <= 256:
+            raise DetectMisuse("channels must be a list of 1..256 names")
         extractor = SensorFeatureExtractor(
-            [str(c) for c in doc["channels"]],  # type: ignore[attr-defined]
+            [str(c) for c in channels],
             SensorFeatureConfig(**doc["config"]),  # type: ignore[arg-type]
         )
         c = len(extractor.channels)
@@ -369,6 +390,10 @@ def sensor_extractor_from_doc(doc: dict[str, object]) -> SensorFeatureExtractor:
                 expected = (c,)
             if value.shape != expected or not np.isfinite(value).all():
                 raise DetectMisuse(f"{name}: shape {value.shape}, expected {expected}")
+            if not (np.abs(value) <= 1e9).all():
+                raise DetectMisuse(f"{name}: values beyond ±1e9")
+            if name in _POSITIVE and not (value >= 1e-9).all():
+                raise DetectMisuse(f"{name}: scales must be at least 1e-9")
             setattr(extractor, name, value)
         prev = doc["prev_level"]
         extractor._prev_level = None if prev is None else np.asarray(prev, dtype=np.float64)
@@ -376,7 +401,7 @@ def sensor_extractor_from_doc(doc: dict[str, object]) -> SensorFeatureExtractor:
         extractor._baseline = None if base is None else np.asarray(base, dtype=np.float64)
         for name, expected in (("_prev_level", (c,)), ("_baseline", (2, c))):
             value = getattr(extractor, name)
-            if value is not None and value.shape != expected:
+            if value is not None and (value.shape != expected or not (np.abs(value) <= 1e9).all()):
                 raise DetectMisuse(f"{name.lstrip('_')}: shape {value.shape}, expected {expected}")
     except (KeyError, TypeError, ValueError) as error:
         raise DetectMisuse(f"bad sensor feature state: {error!r}") from None
