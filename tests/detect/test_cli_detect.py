@@ -114,3 +114,17 @@ def test_help_texts() -> None:
     for args in (("detect", "--help"), ("detect", "eval", "--help"), ("bench", "detect", "--help")):
         code, out = _run(*args)
         assert code == 0 and "Usage" in out
+
+
+def test_score_keeps_what_was_read_before_a_truncation(mqtt: Path, tmp_path: Path) -> None:
+    model = tmp_path / "m.json"
+    assert (
+        _run("detect", "train", str(mqtt / "benign/benign-train.pcap"), "--out", str(model))[0] == 0
+    )
+    cut = tmp_path / "cut.pcap"
+    cut.write_bytes((mqtt / "malformed/malformed-test.pcap").read_bytes()[:150_001])
+    scores = tmp_path / "s.csv"
+    code, out = _run("detect", "score", str(model), str(cut), "--out", str(scores))
+    assert code == 2 and "cut.pcap: file truncated" in out and "(read so far)" in out
+    kept = len(scores.read_text().splitlines()) - 1
+    assert kept > 1000 and f"packet #{kept}" in out

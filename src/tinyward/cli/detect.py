@@ -22,9 +22,10 @@ from rich.table import Table
 
 from tinyward.cli.detect_export import export
 from tinyward.detect import evaluate as ev
-from tinyward.detect.errors import DetectError, DetectMisuse
+from tinyward.detect.errors import CsvError, DetectError, DetectMisuse, PcapError
 from tinyward.detect.models import KINDS, load_detector, make_detector
 from tinyward.detect.netfeatures import (
+    N_FEATURES,
     NetFeatureExtractor,
     extractor_from_doc,
     extractor_to_doc,
@@ -186,30 +187,47 @@ def _load(model: Path) -> tuple[Any, dict[str, Any]]:
     help="Write 'index,score,alarm' per packet or window to this CSV.",
 )
 def score(model: Path, input_path: Path, out: Path | None) -> None:
-    """Score INPUT (capture or CSV) with MODEL, continuing from its trained state."""
+    """Score INPUT (capture or CSV) with MODEL, continuing from its trained state.
+
+    A truncated or corrupted INPUT is scored up to the problem (and --out written), then
+    the command fails with the file and position.
+    """
     detector, features = _load(model)
+    problem: PcapError | CsvError | None = None
     try:
         if features["type"] == "packets":
             extractor = extractor_from_doc(features["state"])
-            pkts = read_packets(input_path, strip_tcp_options=bool(features["strip_tcp_options"]))
+            try:
+                pkts = read_packets(
+                    input_path, strip_tcp_options=bool(features["strip_tcp_options"])
+                )
+            except PcapError as error:
+                problem, pkts = error, error.partial
             with _progress() as progress:
                 task = progress.add_task(f"features of {input_path.name}", total=len(pkts))
-                _, X = extractor.continue_with(pkts) if pkts else (None, np.zeros((0, 24)))
+                X = extractor.continue_with(pkts)[1] if pkts else np.zeros((0, N_FEATURES))
                 progress.update(task, completed=len(pkts))
             unit = "packets"
         else:
             sensor = sensor_extractor_from_doc(features["state"])
-            values = read_sensor_csv(
-                input_path, sensor.channels, delimiter=features.get("delimiter", ";")
-            ).values
-            X = sensor.transform(values)
+            try:
+                values = read_sensor_csv(
+                    input_path, sensor.channels, delimiter=features.get("delimiter", ";")
+                ).values
+            except CsvError as error:
+                problem = error
+                values = np.asarray(error.partial, dtype=np.float64).reshape(
+                    -1, len(sensor.channels)
+                )
+            X = sensor.transform(values) if len(values) else np.zeros((0, sensor.n_features))
             unit = "windows"
     except DetectMisuse as error:
         raise DetectError(f"{_features_path(model)}: {error}") from None
     scores = detector.score(X) if len(X) else np.zeros(0)
     alarms = scores > detector.threshold
+    kept = " (read so far)" if problem is not None else ""
     click.echo(
-        f"{input_path}: {len(scores)} {unit}, {int(alarms.sum())} above the threshold "
+        f"{input_path}: {len(scores)} {unit}{kept}, {int(alarms.sum())} above the threshold "
         f"{detector.threshold:.6g} ({100 * alarms.mean() if len(scores) else 0:.2f} %)"
     )
     if out is not None:
@@ -220,6 +238,8 @@ def score(model: Path, input_path: Path, out: Path | None) -> None:
                 for i, (s, a) in enumerate(zip(scores, alarms, strict=True))
             )
         )
+    if problem is not None:
+        raise problem
 
 
 @detect.command("export-features")
