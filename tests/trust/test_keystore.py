@@ -136,3 +136,23 @@ def test_init_twice_refused(tmp_path: Path) -> None:
     Device.init(tmp_path / "dev")
     with pytest.raises(DeviceExists):
         Device.init(tmp_path / "dev")
+
+
+def test_seal_roundtrip_and_binding(tmp_path: Path) -> None:
+    from tinyward.trust.errors import SealBroken
+
+    ks = make_keystore(tmp_path)
+    blob = ks.seal(b"secret data", "label-a")
+    assert b"secret data" not in blob
+    assert ks.unseal(blob, "label-a") == b"secret data"
+    with pytest.raises(SealBroken, match="another label"):
+        ks.unseal(blob, "label-b")
+    for i in range(len(blob)):
+        bad = bytearray(blob)
+        bad[i] ^= 1
+        with pytest.raises(SealBroken):
+            ks.unseal(bytes(bad), "label-a")
+    other = tmp_path / "other"
+    other.mkdir()
+    with pytest.raises(SealBroken):
+        make_keystore(other).unseal(blob, "label-a")

@@ -37,6 +37,10 @@ class KeystoreError(BadInput):
     """The keystore could not complete an operation on stored key material."""
 
 
+class SealBroken(BadInput):
+    """A sealed blob failed authentication (altered, another label, or another device)."""
+
+
 class UnknownKey(Misuse):
     """No key with that handle exists in this keystore."""
 

@@ -16,6 +16,7 @@ to ``SSLContext.load_cert_chain``; it is never returned or written anywhere.
 from __future__ import annotations
 
 import enum
+import os
 import re
 import ssl
 import time
@@ -25,14 +26,23 @@ from pathlib import Path
 import cbor2
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from tinyward._fsutil import atomic_write
 from tinyward.trust.cose import der_to_raw_signature
-from tinyward.trust.errors import KeyExists, KeystoreError, PolicyViolation, UnknownKey
+from tinyward.trust.errors import (
+    KeyExists,
+    KeystoreError,
+    PolicyViolation,
+    SealBroken,
+    UnknownKey,
+)
 from tinyward.trust.rot import RootOfTrust
 from tinyward.trust.storage import ProtectedStorage
 
+_SEAL_MAGIC = b"TWSEAL1"
 _KEY_NAME = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
 
 
@@ -80,6 +90,7 @@ class Keystore:
         self._key_file_dir = Path(key_file_dir)
         # Loaded keys stay in this (trusted) process's memory so signing does not re-read disk.
         self._loaded: dict[str, tuple[KeyUsage, ec.EllipticCurvePrivateKey]] = {}
+        self._seal_aead: AESGCM | None = None
 
     @staticmethod
     def _record(name: str) -> str:
@@ -176,6 +187,36 @@ class Keystore:
         return x509.CertificateSigningRequestBuilder().subject_name(subject).sign(
             key, hashes.SHA256()
         )
+
+    # Sealing: data bound to this device (and to a label) without a named record.
+
+    def _sealer(self) -> AESGCM:
+        if self._seal_aead is None:
+            self._seal_aead = AESGCM(self._root.derive_key("keystore/seal/aes-256-gcm"))
+        return self._seal_aead
+
+    def seal(self, plaintext: bytes, label: str) -> bytes:
+        """Encrypt and authenticate ``plaintext`` under a device-bound key; ``label`` is bound in.
+
+        The result can be stored anywhere; only this device can :meth:`unseal` it, and only
+        under the same label.
+        """
+        nonce = os.urandom(12)
+        return _SEAL_MAGIC + nonce + self._sealer().encrypt(nonce, plaintext, label.encode())
+
+    def unseal(self, blob: bytes, label: str) -> bytes:
+        """Reverse :meth:`seal`. Raises :class:`SealBroken` if the blob was altered,
+        truncated, sealed under another label, or sealed by another device."""
+        if len(blob) < len(_SEAL_MAGIC) + 12 + 16 or not blob.startswith(_SEAL_MAGIC):
+            raise SealBroken("sealed blob is truncated or not a tinyward sealed blob")
+        nonce = blob[len(_SEAL_MAGIC):len(_SEAL_MAGIC) + 12]
+        try:
+            return self._sealer().decrypt(nonce, blob[len(_SEAL_MAGIC) + 12:], label.encode())
+        except InvalidTag:
+            raise SealBroken(
+                "sealed blob failed authentication: altered, sealed under another label, "
+                "or by another device"
+            ) from None
 
     # TLS client keys: an encrypted PEM for Python's ssl, passphrase derived here.
 
