@@ -1,8 +1,160 @@
-"""`tinyward` commands for the fleet area (see cli/main.py for how they are registered)."""
+"""`tinyward fleet …`: the fleet's certificate authority (see cli/main.py for registration).
+
+Thin: every decision is in ``tinyward.fleet.pki``; this module reads arguments and the
+passphrase, calls it, and prints the outcome.
+"""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import click
+from rich.console import Console
+from rich.table import Table
+
+from tinyward._fsutil import atomic_write
+from tinyward.fleet.enrolment import DEFAULT_ENROLMENT_LIMITS
+from tinyward.fleet.errors import BadEnrolmentRequest, WeakPassphrase
+from tinyward.fleet.pki import Fleet
+
+PASSPHRASE_ENV = "TINYWARD_FLEET_PASSPHRASE"
+MIN_PASSPHRASE_CHARS = 12
+DEFAULT_SERVER_NAMES = ("localhost", "127.0.0.1")
 
 COMMANDS: list[click.Command] = []
 BENCH_COMMANDS: list[click.Command] = []
+
+
+def _passphrase(new: bool) -> bytes:
+    """The fleet passphrase: from the environment, or asked for without echo."""
+    text = os.environ.get(PASSPHRASE_ENV)
+    if text is None:
+        text = click.prompt(
+            "New fleet passphrase" if new else "Fleet passphrase",
+            hide_input=True,
+            confirmation_prompt="Repeat the passphrase" if new else False,
+        )
+    if new and len(text) < MIN_PASSPHRASE_CHARS:
+        # The keys are only as strong as this passphrase against offline guessing.
+        raise WeakPassphrase(
+            f"the passphrase must have at least {MIN_PASSPHRASE_CHARS} characters "
+            "(it protects every key of the fleet)"
+        )
+    if not text:
+        raise WeakPassphrase("the passphrase is empty")
+    return text.encode("utf-8")
+
+
+_EXISTING_DIR = click.Path(exists=True, file_okay=False, path_type=Path)
+
+
+@click.group("fleet")
+def fleet() -> None:
+    """Run a fleet's certificate authority: create it, enrol devices, revoke them.
+
+    The passphrase that encrypts the fleet's private keys is read from the environment
+    variable TINYWARD_FLEET_PASSPHRASE, or asked for (without echo) when it is not set.
+    """
+
+
+@fleet.command("init")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--server-name",
+    "server_names",
+    multiple=True,
+    metavar="NAME",
+    help="DNS name or IP address of the fleet server, for its TLS certificate. "
+    "Repeat for several. Default: localhost and 127.0.0.1.",
+)
+def init(directory: Path, server_names: tuple[str, ...]) -> None:
+    """Create a new fleet in DIRECTORY (a new or empty folder).
+
+    Makes a root CA, a device-issuing CA, the fleet server's TLS certificate and a
+    separate update-signing key, all ECDSA P-256, with private keys encrypted under the
+    passphrase (at least 12 characters). An existing fleet is never overwritten.
+    """
+    passphrase = _passphrase(new=True)
+    created = Fleet.init(directory, passphrase, server_names or DEFAULT_SERVER_NAMES)
+    click.echo(f"created fleet {created.fleet_id} in {created.directory}")
+    click.echo(f"server names: {', '.join(created.server_names)}")
+    click.echo(f"server pin (SHA-256 of its public key): {created.server_spki_sha256.hex()}")
+
+
+@fleet.command("enroll")
+@click.argument("fleet_dir", type=_EXISTING_DIR)
+@click.argument("request_pem", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write the device bundle (JSON). "
+    "Default: <device ID>.bundle.json next to REQUEST_PEM.",
+)
+def enroll(fleet_dir: Path, request_pem: Path, output: Path | None) -> None:
+    """Enrol the device whose enrolment request is REQUEST_PEM.
+
+    REQUEST_PEM is the enroll.csr.pem written by `tinyward device init`. The answer is
+    a bundle (the device's certificates, the fleet CAs and the server pin; no secrets)
+    for `tinyward device install`.
+    """
+    opened = Fleet.open(fleet_dir)
+    limit = DEFAULT_ENROLMENT_LIMITS.max_request_bytes
+    with request_pem.open("rb") as handle:
+        request = handle.read(limit + 1)  # never read an arbitrarily large file
+    if len(request) > limit:
+        raise BadEnrolmentRequest(f"{request_pem} is larger than {limit} bytes")
+    bundle = opened.enroll(request, _passphrase(new=False))
+    target = output or request_pem.parent / f"{bundle.device_id}.bundle.json"
+    atomic_write(target, bundle.to_json(), mode=0o644)  # public material only
+    click.echo(f"enrolled device {bundle.device_id} in fleet {opened.fleet_id}")
+    click.echo(f"bundle written to {target}")
+
+
+@fleet.command("revoke")
+@click.argument("fleet_dir", type=_EXISTING_DIR)
+@click.argument("device_id")
+def revoke(fleet_dir: Path, device_id: str) -> None:
+    """Revoke DEVICE_ID: the fleet refuses its certificates from now on."""
+    opened = Fleet.open(fleet_dir)
+    opened.revoke(device_id)
+    click.echo(f"revoked device {device_id} in fleet {opened.fleet_id}")
+
+
+@fleet.command("devices")
+@click.argument("fleet_dir", type=_EXISTING_DIR)
+def devices(fleet_dir: Path) -> None:
+    """List the devices enrolled in FLEET_DIR, revoked ones included."""
+    opened = Fleet.open(fleet_dir)
+    table = Table(title=f"fleet {opened.fleet_id}")
+    table.add_column("device ID", no_wrap=True)
+    table.add_column("enrolled", no_wrap=True)
+    table.add_column("revoked", no_wrap=True)
+    for device in opened.devices():
+        revoked = "no"
+        if device.revoked:
+            revoked = device.revoked_at.isoformat(timespec="seconds") if device.revoked_at else "yes"
+        table.add_row(device.device_id, device.enrolled_at.isoformat(timespec="seconds"), revoked)
+    console = Console()
+    if not console.is_terminal:
+        console.width = 160  # device IDs are 64 characters; never cut them in a pipe
+    console.print(table)
+
+
+@fleet.command("show")
+@click.argument("fleet_dir", type=_EXISTING_DIR)
+def show(fleet_dir: Path) -> None:
+    """Print FLEET_DIR's ID, server names, server pin and file locations."""
+    opened = Fleet.open(fleet_dir)
+    click.echo(f"fleet ID:      {opened.fleet_id}")
+    click.echo(f"created:       {opened.created.isoformat(timespec='seconds')}")
+    click.echo(f"server names:  {', '.join(opened.server_names)}")
+    click.echo(f"server pin:    {opened.server_spki_sha256.hex()}")
+    click.echo(f"server cert:   {opened.server_certificate_path}")
+    click.echo(f"root CA:       {opened.root_ca_path}")
+    click.echo(f"device CA:     {opened.device_ca_path}")
+    click.echo(f"devices:       {len(opened.devices())}")
+
+
+COMMANDS.append(fleet)

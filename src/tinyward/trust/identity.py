@@ -1,8 +1,14 @@
-"""Device identity derived from the attestation key (see docs/architecture.md).
+"""Device identity: the PSA Instance ID and the device ID, derived from the attestation key.
 
-The PSA Instance ID (a UEID of type RAND, RFC 9711 §4.2.1) is ``0x01`` followed by the
-SHA-256 of the attestation public key as an uncompressed point, as TF-M derives it from
-its Initial Attestation Key. The device ID is that hash in lowercase hex.
+This is the one definition both sides use — the device keystore when it names itself, the
+fleet when it checks an enrolment request — so that they can never disagree
+(``docs/architecture.md``, "Device identity"):
+
+- **Instance ID** (PSA UEID, RFC 9783 §4.2.1): ``0x01 || SHA-256(attestation public key
+  as an uncompressed X9.62 point, 65 bytes)``, 33 bytes, as TF-M derives it from its IAK.
+- **Device ID**: the 64 lowercase hex characters of that SHA-256.
+
+Pure functions: no I/O, no randomness.
 """
 
 from __future__ import annotations
@@ -13,33 +19,49 @@ import re
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-UEID_TYPE_RAND = 0x01
-DEVICE_ID_PATTERN = re.compile(r"^[0-9a-f]{64}$")
+from tinyward.errors import Misuse
+
+UEID_TYPE_RAND = 0x01  # RFC 9711 §4.2.1: type byte of a random-number-based UEID
+INSTANCE_ID_BYTES = 33
+DEVICE_ID_PATTERN = re.compile(r"[0-9a-f]{64}")
 
 
-def _point(public_key: ec.EllipticCurvePublicKey) -> bytes:
-    return public_key.public_bytes(
+def _attestation_key_digest(public_key: ec.EllipticCurvePublicKey) -> bytes:
+    if not isinstance(public_key, ec.EllipticCurvePublicKey) or not isinstance(
+        public_key.curve, ec.SECP256R1
+    ):
+        raise Misuse("a device identity is derived from an ECDSA P-256 public key only")
+    point = public_key.public_bytes(
         serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
     )
+    return hashlib.sha256(point).digest()
 
 
 def instance_id(public_key: ec.EllipticCurvePublicKey) -> bytes:
-    """The 33-byte PSA Instance ID of a device whose attestation key is ``public_key``."""
-    return bytes([UEID_TYPE_RAND]) + hashlib.sha256(_point(public_key)).digest()
+    """The 33-byte PSA Instance ID of the device whose attestation key is ``public_key``.
+
+    Raises:
+        Misuse: ``public_key`` is not an ECDSA P-256 public key.
+    """
+    return bytes([UEID_TYPE_RAND]) + _attestation_key_digest(public_key)
 
 
 def device_id(public_key: ec.EllipticCurvePublicKey) -> str:
-    """The 64-hex-character device ID of a device whose attestation key is ``public_key``."""
-    return hashlib.sha256(_point(public_key)).hexdigest()
+    """The device ID (64 lowercase hex characters) of the device whose attestation key it is.
+
+    Raises:
+        Misuse: ``public_key`` is not an ECDSA P-256 public key.
+    """
+    return _attestation_key_digest(public_key).hex()
+
+
+def is_device_id(text: object) -> bool:
+    """True if ``text`` has the form of a device ID (64 lowercase hex characters)."""
+    return isinstance(text, str) and DEVICE_ID_PATTERN.fullmatch(text) is not None
 
 
 def device_id_from_instance_id(ueid: bytes) -> str:
     """Map an Instance ID back to a device ID. Raises ValueError if it is not one of ours."""
-    if len(ueid) != 33 or ueid[0] != UEID_TYPE_RAND:
+    if len(ueid) != INSTANCE_ID_BYTES or ueid[0] != UEID_TYPE_RAND:
         raise ValueError("instance ID must be 33 bytes starting with 0x01 (UEID type RAND)")
     return ueid[1:].hex()
-
-
-def is_device_id(text: str) -> bool:
-    """True if ``text`` has the shape of a device ID."""
-    return bool(DEVICE_ID_PATTERN.match(text))
