@@ -1,0 +1,271 @@
+"""Where the fleet keeps reports: one :class:`ReportStore` interface, a SQLite backend.
+
+The server acknowledges a report only after :meth:`ReportStore.append` has returned, and
+``append`` returns only after the transaction is committed to stable storage, so "acked"
+always means "on disk". ``append`` is also idempotent in sequence numbers: a report whose
+``seq`` is not above the device's last stored one is skipped, inside the same transaction,
+so two connections (or two server processes) racing for one device can never store a
+report twice.
+
+SQLite runs in WAL mode with ``synchronous=FULL`` (the WAL is fsynced on every commit).
+The SQL is kept portable (``ON CONFLICT … DO UPDATE``, ``BIGINT``, no SQLite-only
+functions) so that a PostgreSQL backend can implement the same interface later.
+
+Databases are named by URL: ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db``
+(see :func:`open_store`).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import urlsplit
+
+from tinyward.errors import BadInput
+from tinyward.trust.report import Report
+
+
+class BadDatabaseUrl(BadInput):
+    """The ``--db`` URL names no backend tinyward has, or no usable path."""
+
+
+@dataclass(frozen=True)
+class DeviceStatus:
+    """What the fleet knows about one device from its reports."""
+
+    device_id: str
+    last_seq: int
+    reports: int
+    last_report_time: int
+    last_received_at: int
+    health: str
+    incidents: dict[str, int]
+
+
+@dataclass(frozen=True)
+class FleetStatus:
+    """Totals over the whole fleet."""
+
+    devices: int
+    reports: int
+    degraded_devices: int
+    incidents: dict[str, int]
+
+
+class ReportStore(Protocol):
+    """The storage interface the fleet server uses (SQLite now, PostgreSQL later)."""
+
+    def last_seq(self, device_id: str) -> int:
+        """The highest stored sequence number of the device, 0 if none."""
+        ...
+
+    def append(self, device_id: str, reports: Sequence[tuple[Report, bytes]],
+               received_at: int) -> int:
+        """Store verified reports ``(report, signed bytes)`` of one device, in order.
+
+        Reports whose ``seq`` is not above the stored one are skipped. Returns the highest
+        sequence number durably stored for the device, after the commit.
+        """
+        ...
+
+    def device_status(self, device_id: str) -> DeviceStatus | None:
+        """The device's status, or None if it never reported."""
+        ...
+
+    def devices(self, limit: int = 1000, offset: int = 0) -> list[DeviceStatus]:
+        """Status of the devices that have reported, ordered by device ID."""
+        ...
+
+    def fleet_status(self) -> FleetStatus:
+        """Totals over the fleet."""
+        ...
+
+    def close(self) -> None:
+        """Release the connection."""
+        ...
+
+
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS reports (
+        device_id TEXT NOT NULL,
+        seq BIGINT NOT NULL,
+        report_time BIGINT NOT NULL,
+        received_at BIGINT NOT NULL,
+        mode TEXT NOT NULL,
+        health TEXT NOT NULL,
+        results TEXT NOT NULL,
+        incidents TEXT NOT NULL,
+        signed BLOB NOT NULL,
+        PRIMARY KEY (device_id, seq))""",
+    """CREATE TABLE IF NOT EXISTS devices (
+        device_id TEXT PRIMARY KEY,
+        last_seq BIGINT NOT NULL,
+        reports BIGINT NOT NULL,
+        last_report_time BIGINT NOT NULL,
+        last_received_at BIGINT NOT NULL,
+        health TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS incidents (
+        device_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        total BIGINT NOT NULL,
+        PRIMARY KEY (device_id, kind))""",
+)
+
+
+class SQLiteStore:
+    """:class:`ReportStore` on SQLite, WAL mode, ``synchronous=FULL``.
+
+    One connection guarded by a lock: safe to call from an executor thread. Several
+    processes may open the same file (SQLite's own locking serialises the writers).
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                                   timeout=30.0)
+        mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise BadDatabaseUrl(f"{self.path}: SQLite refused WAL mode (got {mode})")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA busy_timeout=30000")
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in _SCHEMA:
+                    self._db.execute(statement)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def last_seq(self, device_id: str) -> int:
+        with self._lock:
+            row = self._db.execute("SELECT last_seq FROM devices WHERE device_id = ?",
+                                   (device_id,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def append(self, device_id: str, reports: Sequence[tuple[Report, bytes]],
+               received_at: int) -> int:
+        with self._lock:
+            # IMMEDIATE takes the write lock first, so the read of last_seq and the inserts
+            # are one atomic step even with several server processes.
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                stored = self._append_locked(device_id, reports, received_at)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return stored
+
+    def _append_locked(self, device_id: str, reports: Sequence[tuple[Report, bytes]],
+                       received_at: int) -> int:
+        row = self._db.execute("SELECT last_seq FROM devices WHERE device_id = ?",
+                               (device_id,)).fetchone()
+        last = int(row[0]) if row else 0
+        fresh = []
+        for report, signed in reports:
+            if report.device_id != device_id:
+                raise ValueError("append() got a report of another device")
+            if report.seq > last:
+                fresh.append((report, signed))
+                last = report.seq
+        if not fresh:
+            return last
+        self._db.executemany(
+            "INSERT INTO reports (device_id, seq, report_time, received_at, mode, health,"
+            " results, incidents, signed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(device_id, r.seq, r.timestamp, received_at, r.mode, r.health,
+              json.dumps([dict(x) for x in r.results]), json.dumps(dict(r.incidents)), signed)
+             for r, signed in fresh],
+        )
+        newest = fresh[-1][0]
+        self._db.execute(
+            "INSERT INTO devices (device_id, last_seq, reports, last_report_time,"
+            " last_received_at, health) VALUES (?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (device_id) DO UPDATE SET last_seq = excluded.last_seq,"
+            " reports = devices.reports + excluded.reports,"
+            " last_report_time = excluded.last_report_time,"
+            " last_received_at = excluded.last_received_at, health = excluded.health",
+            (device_id, newest.seq, len(fresh), newest.timestamp, received_at, newest.health),
+        )
+        totals: dict[str, int] = {}
+        for report, _ in fresh:
+            for kind, count in report.incidents.items():
+                totals[kind] = totals.get(kind, 0) + count
+        self._db.executemany(
+            "INSERT INTO incidents (device_id, kind, total) VALUES (?, ?, ?)"
+            " ON CONFLICT (device_id, kind) DO UPDATE SET total = incidents.total + excluded.total",
+            [(device_id, kind, total) for kind, total in sorted(totals.items())],
+        )
+        return newest.seq
+
+    def device_status(self, device_id: str) -> DeviceStatus | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT device_id, last_seq, reports, last_report_time, last_received_at,"
+                " health FROM devices WHERE device_id = ?", (device_id,)).fetchone()
+            if row is None:
+                return None
+            return self._status(row)
+
+    def devices(self, limit: int = 1000, offset: int = 0) -> list[DeviceStatus]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT device_id, last_seq, reports, last_report_time, last_received_at,"
+                " health FROM devices ORDER BY device_id LIMIT ? OFFSET ?",
+                (limit, offset)).fetchall()
+            return [self._status(row) for row in rows]
+
+    def _status(self, row: tuple[object, ...]) -> DeviceStatus:
+        incidents = dict(self._db.execute(
+            "SELECT kind, total FROM incidents WHERE device_id = ? ORDER BY kind",
+            (row[0],)).fetchall())
+        return DeviceStatus(str(row[0]), int(row[1]), int(row[2]), int(row[3]),  # type: ignore[call-overload]
+                            int(row[4]), str(row[5]), incidents)  # type: ignore[call-overload]
+
+    def fleet_status(self) -> FleetStatus:
+        with self._lock:
+            devices, reports, degraded = self._db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(reports), 0),"
+                " COALESCE(SUM(CASE WHEN health = 'degraded' THEN 1 ELSE 0 END), 0)"
+                " FROM devices").fetchone()
+            incidents = dict(self._db.execute(
+                "SELECT kind, SUM(total) FROM incidents GROUP BY kind ORDER BY kind").fetchall())
+        return FleetStatus(int(devices), int(reports), int(degraded), incidents)
+
+    def count_reports(self, device_id: str) -> int:
+        """Rows in the reports table for the device (tests and audits compare it with status)."""
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM reports WHERE device_id = ?",
+                                        (device_id,)).fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def open_store(url: str) -> ReportStore:
+    """Open the store a URL names. Only ``sqlite:///PATH`` exists for now.
+
+    Raises:
+        BadDatabaseUrl: an unknown scheme, a host part, or no path.
+    """
+    parts = urlsplit(url)
+    if parts.scheme != "sqlite":
+        raise BadDatabaseUrl(f"database URL {url!r}: only sqlite:///PATH is supported "
+                             "(a PostgreSQL backend is planned)")
+    if parts.netloc:
+        raise BadDatabaseUrl(f"database URL {url!r}: SQLite takes no host; write sqlite:///PATH")
+    path = parts.path.removeprefix("/")
+    if not path or parts.query or parts.fragment:
+        raise BadDatabaseUrl(f"database URL {url!r}: give a file path, as in sqlite:///fleet.db")
+    if not Path(path).parent.is_dir():
+        raise BadDatabaseUrl(f"database URL {url!r}: folder {Path(path).parent} does not exist")
+    return SQLiteStore(path)

@@ -1,0 +1,373 @@
+"""Signed, fixed-size device reports: the codec (sans-IO).
+
+A report is what a device tells the world: a few high-level results, incident counts and
+its health, numbered and signed. The same bytes travel to the fleet server in connected
+mode (``POST /v1/reports``) and out of an air-gapped device as a QR code, so this module
+does no I/O and knows nothing about transport. The format is specified in
+``docs/reports.md``; in short:
+
+- the payload is a CBOR map with exactly the text keys ``v dev seq t mode res inc health
+  pad`` (see :class:`Report` for the meaning of each);
+- it is signed as a COSE_Sign1 with ES256 (built and parsed by :mod:`tinyward.trust.cose`,
+  never by hand), with ``kid`` = the 32 raw bytes of the device ID in the protected header;
+- the whole encoded message is padded, with zero bytes in ``pad``, to **exactly**
+  ``size`` bytes (default 1024), so that a quiet report and a busy one look the same on
+  the wire.
+
+Verification order (:func:`verify_report`): COSE structure → signature → strict payload
+schema (no missing or extra field, types, bounds, ``kid`` matches ``dev``) → exact size
+and all-zero padding. Every refusal is a specific :class:`ReportError` subclass.
+
+Exact size and CBOR length heads: a byte string's head grows from 1 to 2 bytes at length
+24 and from 2 to 3 at 256, so some totals cannot be reached by growing ``pad`` alone (the
+size jumps by 2). The encoder then drops the optional COSE_Sign1 tag (1 byte, tag 18):
+tagged and untagged messages are both valid COSE and both accepted by the verifier.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import cbor2
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from tinyward.errors import BadInput, Misuse
+from tinyward.trust import cose
+
+FORMAT_VERSION = 1
+DEFAULT_SIZE = 1024
+MODES = ("connected", "air-gapped")
+HEALTH = ("ok", "degraded")
+PAYLOAD_KEYS = frozenset({"v", "dev", "seq", "t", "mode", "res", "inc", "health", "pad"})
+MAX_SEQ = 2**63 - 1  # fits a signed 64-bit integer column in SQLite and PostgreSQL
+MAX_TIMESTAMP = 2**40  # year ~36812: far enough, and bounded
+_DEVICE_ID = re.compile(r"[0-9a-f]{64}")
+_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+
+Scalar = int | float | str | bool | None
+ResultValue = Scalar | tuple[Scalar, ...]
+
+
+class ReportError(BadInput):
+    """Base class: a report was refused. The subclass says which check failed."""
+
+
+class MalformedReport(ReportError):
+    """Not a COSE_Sign1 report tinyward accepts, or its payload breaks the schema."""
+
+
+class BadReportSignature(ReportError):
+    """The report's signature does not verify with the device's report key."""
+
+
+class ReportSizeMismatch(ReportError):
+    """The report is not exactly the agreed size."""
+
+
+class BadPadding(ReportError):
+    """The ``pad`` field holds something other than zero bytes."""
+
+
+class ReportTooLarge(Misuse):
+    """The report's content does not fit in the requested size (a caller bug on the device)."""
+
+
+@dataclass(frozen=True)
+class ReportLimits:
+    """Bounds on everything an untrusted report may contain (safe defaults).
+
+    ``max_bytes`` caps what is even parsed; the exact ``size`` check comes on top of it.
+    """
+
+    max_bytes: int = 64 * 1024
+    max_results: int = 32
+    max_result_fields: int = 16
+    max_list_items: int = 64
+    max_text: int = 256
+    max_incident_kinds: int = 32
+    max_count: int = 2**32 - 1
+
+
+DEFAULT_LIMITS = ReportLimits()
+
+
+@dataclass(frozen=True)
+class Report:
+    """The content of one report (everything but the padding and the signature).
+
+    - ``device_id``: the sender's device ID, 64 lowercase hex characters.
+    - ``seq``: sequence number, 1, 2, 3 … per device; the fleet stores each once, in order.
+    - ``timestamp``: when the device made it, integer Unix seconds (device clock).
+    - ``mode``: ``"connected"`` or ``"air-gapped"``.
+    - ``results``: the application's results, each a map of short names (letters, digits,
+      ``_ . : -``) to an int, float, text, bool, None, or a tuple of those.
+    - ``incidents``: attack/anomaly counts since the previous report, ``{kind: count}``.
+    - ``health``: ``"ok"`` or ``"degraded"``.
+    """
+
+    device_id: str
+    seq: int
+    timestamp: int
+    mode: str = "connected"
+    results: tuple[Mapping[str, ResultValue], ...] = ()
+    incidents: Mapping[str, int] = field(default_factory=dict)
+    health: str = "ok"
+
+
+def encode_report(
+    report: Report,
+    signer: cose.Signer,
+    size: int = DEFAULT_SIZE,
+    *,
+    limits: ReportLimits = DEFAULT_LIMITS,
+) -> bytes:
+    """Sign ``report`` and pad it to exactly ``size`` bytes.
+
+    Raises:
+        Misuse: the report breaks the schema or ``limits`` (checked with the same rules
+            the verifier uses, so a device can never send what the fleet refuses).
+        ReportTooLarge: the content plus the fixed overhead does not fit in ``size``.
+    """
+    payload_map = _to_payload(report)
+    try:
+        _check_payload({**payload_map, "pad": b""}, limits)
+    except MalformedReport as error:
+        raise Misuse(f"report cannot be encoded: {error}") from None
+    if size > limits.max_bytes:
+        raise Misuse(f"size {size} is over the limits' max_bytes {limits.max_bytes}")
+    kid = bytes.fromhex(report.device_id)
+
+    def build(pad_len: int, tagged: bool, with_signer: cose.Signer) -> bytes:
+        payload = cbor2.dumps({**payload_map, "pad": bytes(pad_len)})
+        return cose.sign1(payload, with_signer, protected_extra={cose.HEADER_KID: kid},
+                          tagged=tagged)
+
+    # Find the padding length with a dummy signer (the signature is always 64 bytes, so
+    # lengths are exact), then sign once for real.
+    dummy = _SizeOnlySigner(signer)
+    smallest = len(build(0, True, dummy))
+    if smallest > size:
+        raise ReportTooLarge(
+            f"report content needs {smallest} bytes with no padding, over the size {size}; "
+            "send fewer results or raise the report size"
+        )
+    estimate = size - smallest
+    # The heads of `pad` and of the payload grow by at most 2 + 2 bytes: search a few
+    # lengths below the estimate, tagged first, untagged to bridge a 1-byte gap.
+    for tagged in (True, False):
+        for pad_len in range(estimate, max(-1, estimate - 8), -1):
+            if len(build(pad_len, tagged, dummy)) == size:
+                message = build(pad_len, tagged, signer)
+                if len(message) != size:  # a signer that broke its 64-byte promise
+                    raise Misuse("signer returned a signature of the wrong length")
+                return message
+    raise ReportTooLarge(f"no padding reaches exactly {size} bytes for this content")
+
+
+def peek_device_id(data: bytes, *, limits: ReportLimits = DEFAULT_LIMITS) -> str:
+    """The device ID a report *claims* (its ``kid``) — UNVERIFIED.
+
+    Use it only to find which key to verify with; trust nothing until
+    :func:`verify_report` with that key has succeeded.
+
+    Raises:
+        MalformedReport: not a COSE_Sign1, or no 32-byte ``kid`` in the protected header.
+    """
+    sign1 = _decode(data, limits)
+    return _kid_device_id(sign1)
+
+
+def verify_report(
+    data: bytes,
+    public_key: ec.EllipticCurvePublicKey,
+    *,
+    size: int = DEFAULT_SIZE,
+    limits: ReportLimits = DEFAULT_LIMITS,
+) -> Report:
+    """Verify a report against the device's report key and return its content.
+
+    Checks, in order: COSE structure, signature, strict payload schema (and that ``kid``
+    names the device in ``dev``), exact ``size``, all-zero padding.
+
+    Raises:
+        MalformedReport: bad structure, algorithm, schema, types or bounds.
+        BadReportSignature: the signature does not verify with ``public_key``.
+        ReportSizeMismatch: the message is not exactly ``size`` bytes.
+        BadPadding: ``pad`` is not all zero bytes.
+    """
+    sign1 = _decode(data, limits)
+    kid_device = _kid_device_id(sign1)
+    try:
+        sign1.verify(public_key)
+    except cose.BadSignature as error:
+        raise BadReportSignature(f"report signature: {error}") from None
+    try:
+        payload = cose.loads_cbor(sign1.payload, "report payload")
+    except cose.MalformedCose as error:
+        raise MalformedReport(str(error)) from None
+    report = _check_payload(payload, limits)
+    if report.device_id != kid_device:
+        raise MalformedReport("the kid in the protected header does not name the device in 'dev'")
+    if len(data) != size:
+        raise ReportSizeMismatch(f"report is {len(data)} bytes; reports must be exactly {size}")
+    if any(payload["pad"]):
+        raise BadPadding("the padding must be zero bytes")
+    return report
+
+
+# --- internals ------------------------------------------------------------------------------
+
+
+class _SizeOnlySigner:
+    """Stands in for the real signer while the padding length is searched (no key use)."""
+
+    def __init__(self, real: cose.Signer) -> None:
+        self._real = real
+
+    def sign_es256(self, message: bytes) -> bytes:
+        return bytes(cose.ES256_SIGNATURE_BYTES)
+
+    def public_key(self) -> ec.EllipticCurvePublicKey:
+        return self._real.public_key()
+
+
+def _decode(data: bytes, limits: ReportLimits) -> cose.Sign1:
+    try:
+        return cose.decode_sign1(data, max_bytes=limits.max_bytes)
+    except cose.MalformedCose as error:
+        raise MalformedReport(f"not a valid signed report: {error}") from None
+
+
+def _kid_device_id(sign1: cose.Sign1) -> str:
+    kid = sign1.protected.get(cose.HEADER_KID)
+    if not isinstance(kid, bytes) or len(kid) != 32:
+        raise MalformedReport("the protected header must carry a 32-byte kid (the device ID)")
+    if sign1.unprotected:
+        raise MalformedReport("the unprotected header must be empty")
+    if set(sign1.protected) != {cose.HEADER_ALG, cose.HEADER_KID}:
+        raise MalformedReport("the protected header may hold only alg and kid")
+    return kid.hex()
+
+
+def _to_payload(report: Report) -> dict[str, Any]:
+    return {
+        "v": FORMAT_VERSION,
+        "dev": report.device_id,
+        "seq": report.seq,
+        "t": report.timestamp,
+        "mode": report.mode,
+        "res": [{k: list(v) if isinstance(v, tuple) else v for k, v in r.items()}
+                for r in report.results],
+        "inc": dict(report.incidents),
+        "health": report.health,
+    }
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_payload(payload: object, limits: ReportLimits) -> Report:
+    """The strict schema; raises :class:`MalformedReport` naming the first broken rule."""
+    if not isinstance(payload, dict):
+        raise MalformedReport("the report payload must be a CBOR map")
+    keys = set(payload)
+    if keys != PAYLOAD_KEYS:
+        missing = sorted(PAYLOAD_KEYS - keys)
+        extra = sorted(repr(k) for k in keys - PAYLOAD_KEYS)
+        raise MalformedReport(
+            "report fields are wrong:"
+            + (f" missing {', '.join(missing)}" if missing else "")
+            + (f" unexpected {', '.join(extra)}" if extra else "")
+        )
+    if not _is_int(payload["v"]) or payload["v"] != FORMAT_VERSION:
+        raise MalformedReport(f"report format version {payload['v']!r} is not {FORMAT_VERSION}")
+    dev = payload["dev"]
+    if not isinstance(dev, str) or not _DEVICE_ID.fullmatch(dev):
+        raise MalformedReport("'dev' must be a device ID (64 lowercase hex characters)")
+    seq = payload["seq"]
+    if not _is_int(seq) or not 1 <= seq <= MAX_SEQ:
+        raise MalformedReport(f"'seq' must be an integer from 1 to {MAX_SEQ}")
+    t = payload["t"]
+    if not _is_int(t) or not 0 <= t < MAX_TIMESTAMP:
+        raise MalformedReport("'t' must be a non-negative integer (Unix seconds)")
+    if payload["mode"] not in MODES or not isinstance(payload["mode"], str):
+        raise MalformedReport(f"'mode' must be one of {', '.join(MODES)}")
+    if payload["health"] not in HEALTH or not isinstance(payload["health"], str):
+        raise MalformedReport(f"'health' must be one of {', '.join(HEALTH)}")
+    if not isinstance(payload["pad"], bytes):
+        raise MalformedReport("'pad' must be a byte string")
+    results = _check_results(payload["res"], limits)
+    incidents = _check_incidents(payload["inc"], limits)
+    return Report(dev, seq, t, payload["mode"], results, incidents, payload["health"])
+
+
+def _check_results(res: object, limits: ReportLimits) -> tuple[Mapping[str, ResultValue], ...]:
+    if not isinstance(res, list):
+        raise MalformedReport("'res' must be an array of result maps")
+    if len(res) > limits.max_results:
+        raise MalformedReport(f"'res' has {len(res)} results, over the limit {limits.max_results}")
+    out: list[Mapping[str, ResultValue]] = []
+    for i, result in enumerate(res):
+        if not isinstance(result, Mapping):
+            raise MalformedReport(f"result {i} must be a map")
+        if len(result) > limits.max_result_fields:
+            raise MalformedReport(f"result {i} has over {limits.max_result_fields} fields")
+        clean: dict[str, ResultValue] = {}
+        for key, value in result.items():
+            _check_name(key, f"result {i} field name")
+            if isinstance(value, (list, tuple)):
+                if len(value) > limits.max_list_items:
+                    raise MalformedReport(f"result {i} field {key!r} has too many items")
+                clean[key] = tuple(_check_scalar(v, limits, f"result {i} field {key!r}")
+                                   for v in value)
+            else:
+                clean[key] = _check_scalar(value, limits, f"result {i} field {key!r}")
+        out.append(clean)
+    return tuple(out)
+
+
+def _check_scalar(value: object, limits: ReportLimits, where: str) -> Scalar:
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        if not -(2**63) <= value < 2**63:
+            raise MalformedReport(f"{where}: integer out of the 64-bit range")
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise MalformedReport(f"{where}: numbers must be finite")
+        return value
+    if isinstance(value, str):
+        if len(value) > limits.max_text:
+            raise MalformedReport(f"{where}: text longer than {limits.max_text} characters")
+        return value
+    raise MalformedReport(f"{where}: {type(value).__name__} is not an accepted result value")
+
+
+def _check_incidents(inc: object, limits: ReportLimits) -> Mapping[str, int]:
+    if not isinstance(inc, dict):
+        raise MalformedReport("'inc' must be a map of incident kind to count")
+    if len(inc) > limits.max_incident_kinds:
+        raise MalformedReport(f"'inc' has over {limits.max_incident_kinds} kinds")
+    for kind, count in inc.items():
+        _check_name(kind, "incident kind")
+        if not _is_int(count) or not 0 <= count <= limits.max_count:
+            raise MalformedReport(f"incident count for {kind!r} must be 0..{limits.max_count}")
+    return dict(inc)
+
+
+def _check_name(name: object, what: str) -> None:
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise MalformedReport(f"{what} must be 1-64 characters of letters, digits, _ . : -")
+
+
+__all__ = [
+    "DEFAULT_LIMITS", "DEFAULT_SIZE", "BadPadding", "BadReportSignature", "MalformedReport",
+    "Report", "ReportError", "ReportLimits", "ReportSizeMismatch", "ReportTooLarge",
+    "encode_report", "peek_device_id", "verify_report",
+]
