@@ -64,5 +64,9 @@ def bench_trust(seconds: float) -> None:
     console.print(table)
 
 
+from tinyward.cli.device_run import run as _run_command  # noqa: E402 - the link's command
+
+device.add_command(_run_command)
+
 COMMANDS: list[click.Command] = [device]
 BENCH_COMMANDS: list[click.Command] = [bench_trust]
