@@ -288,5 +288,13 @@ class Backoff:
         self.failures = 0
 
 
-__all__ = ["Backoff", "LinkConfig", "REPORTS_PATH", "ReportLink", "ServerURL",
-           "client_context", "device_context", "spki_sha256_of_der"]
+__all__ = [
+    "REPORTS_PATH",
+    "Backoff",
+    "LinkConfig",
+    "ReportLink",
+    "ServerURL",
+    "client_context",
+    "device_context",
+    "spki_sha256_of_der",
+]

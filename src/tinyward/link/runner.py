@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 from tinyward._fsutil import atomic_write
 from tinyward.link.client import Backoff, LinkConfig, ReportLink, ServerURL, device_context
@@ -139,7 +139,7 @@ class DeviceLock:
         self._path = Path(directory) / "link.lock"
         self._fd: int | None = None
 
-    def __enter__(self) -> DeviceLock:
+    def __enter__(self) -> Self:
         fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

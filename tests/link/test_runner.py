@@ -1,0 +1,129 @@
+"""Running a device: constant-size reports on schedule, store-and-forward, clean stop."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.link.conftest import PASSPHRASE, World
+from tests.link.fakeserver import FakeFleetServer
+from tinyward.link.attacks import listening_sockets
+from tinyward.link.errors import DeviceBusy
+from tinyward.link.queue import ReportQueue
+from tinyward.link.runner import DeviceLock, DeviceRunner, RunnerConfig, SimulatedSensor
+from tinyward.link.shaper import ShaperConfig
+from tinyward.trust.device import Device
+
+FAST = RunnerConfig(shaper=ShaperConfig(interval=0.1), drain=3.0)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_device_delivers_every_report_it_makes(world: World) -> None:
+    device = world.device("a")
+    with FakeFleetServer(world.fleet, PASSPHRASE) as server:
+        runner = DeviceRunner(device, server.url, FAST, SimulatedSensor(rate=20, seed=1))
+        stats = runner.run(duration=1.0)
+    assert stats.generated >= 5
+    assert server.stored[device.device_id] == list(range(1, stats.generated + 1))
+    assert len(runner.queue) == 0 and runner.queue.acked == stats.generated
+
+
+def test_reports_wait_while_the_server_is_down_and_arrive_in_order_later(world: World) -> None:
+    device = world.device("a")
+    port = _free_port()
+    offline = DeviceRunner(device, f"https://127.0.0.1:{port}", FAST, SimulatedSensor(seed=2))
+    stats = offline.run(duration=0.6)
+    assert stats.generated >= 3 and stats.failures >= 1
+    queued = [seq for seq, _ in ReportQueue(Device.open(device.directory).storage).pending()]
+    assert queued == list(range(1, stats.generated + 1))
+    with FakeFleetServer(world.fleet, PASSPHRASE, port=port) as server:
+        again = DeviceRunner(Device.open(device.directory), server.url, FAST,
+                             SimulatedSensor(seed=3))
+        more = again.run(duration=0.3)
+    assert server.stored[device.device_id] == list(range(1, stats.generated + more.generated + 1))
+
+
+def test_one_runner_per_device(world: World) -> None:
+    device = world.device("a")
+    with DeviceLock(device.directory), pytest.raises(DeviceBusy):
+        DeviceRunner(device, "https://127.0.0.1:1", FAST).run(duration=0.1)
+
+
+def _spawn(device_dir: Path, server: str, status: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tinyward", "device", "run", str(device_dir), "--server", server,
+         "--interval", "0.1", "--backoff-max", "0.5", "--status-file", str(status), *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(predicate, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not reached in time")
+
+
+def _status(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+@pytest.mark.slow
+def test_running_device_holds_no_listening_socket(world: World, tmp_path: Path) -> None:
+    device = world.device("a")
+    status = tmp_path / "status.json"
+    with FakeFleetServer(world.fleet, PASSPHRASE) as server:
+        proc = _spawn(device.directory, server.url, status)
+        try:
+            _wait_for(lambda: _status(status).get("acknowledged_seq", 0) >= 3)
+            # Connected and reporting: it has an established connection and no listener.
+            import psutil
+            conns = psutil.Process(proc.pid).net_connections(kind="inet")
+            assert any(c.status == psutil.CONN_ESTABLISHED for c in conns)
+            assert listening_sockets([proc.pid]) == []
+            ss = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=False)
+            assert f"pid={proc.pid}," not in ss.stdout
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.communicate(timeout=20)
+    assert proc.returncode == 0
+
+
+@pytest.mark.slow
+def test_sigterm_keeps_queued_reports_for_the_next_run(world: World, tmp_path: Path) -> None:
+    device = world.device("a")
+    port = _free_port()
+    status = tmp_path / "status.json"
+    proc = _spawn(device.directory, f"https://127.0.0.1:{port}", status)
+    _wait_for(lambda: _status(status).get("generated", 0) >= 5)
+    proc.send_signal(signal.SIGTERM)
+    _out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    final = _status(status)
+    assert final["state"] == "stopped"
+    queued = ReportQueue(Device.open(device.directory).storage).pending()
+    assert [s for s, _ in queued] == list(range(1, final["generated"] + 1))
+    assert "still queued (kept for the next run)" in err
+    # The next run delivers them all, in order.
+    with FakeFleetServer(world.fleet, PASSPHRASE, port=port) as server:
+        proc = _spawn(device.directory, server.url, status, "--duration", "0.3", "--drain", "5")
+        proc.communicate(timeout=30)
+    stored = server.stored[device.device_id]
+    assert stored[: final["generated"]] == list(range(1, final["generated"] + 1))
+    assert stored == sorted(stored) and len(stored) == len(set(stored))
