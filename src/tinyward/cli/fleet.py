@@ -158,3 +158,8 @@ def show(fleet_dir: Path) -> None:
 
 
 COMMANDS.append(fleet)
+
+from tinyward.cli.fleet_serve import admin_token, serve  # noqa: E402  (own module: no conflicts)
+
+fleet.add_command(serve)
+fleet.add_command(admin_token)

@@ -73,6 +73,14 @@ class ReportStore(Protocol):
         """
         ...
 
+    def append_many(self, groups: Sequence[tuple[str, Sequence[tuple[Report, bytes]]]],
+                    received_at: int) -> list[int]:
+        """:meth:`append` for several devices in **one** transaction (group commit).
+
+        Returns the highest stored sequence number of each group's device, in order.
+        """
+        ...
+
     def device_status(self, device_id: str) -> DeviceStatus | None:
         """The device's status, or None if it never reported."""
         ...
@@ -152,12 +160,17 @@ class SQLiteStore:
 
     def append(self, device_id: str, reports: Sequence[tuple[Report, bytes]],
                received_at: int) -> int:
+        return self.append_many([(device_id, reports)], received_at)[0]
+
+    def append_many(self, groups: Sequence[tuple[str, Sequence[tuple[Report, bytes]]]],
+                    received_at: int) -> list[int]:
         with self._lock:
             # IMMEDIATE takes the write lock first, so the read of last_seq and the inserts
             # are one atomic step even with several server processes.
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                stored = self._append_locked(device_id, reports, received_at)
+                stored = [self._append_locked(device_id, reports, received_at)
+                          for device_id, reports in groups]
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")

@@ -1,0 +1,201 @@
+"""The device bundle parser takes hostile bytes: named attacks, then fuzzing.
+
+``data/bundle-v1.json`` is a real bundle made once by ``Fleet.enroll`` (fixed device keys,
+seed 7, at 2026-01-01T12:00Z); it pins the documented format, and is the fuzz seed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.fleet.conftest import NOW
+from tests.fleet.helpers import PASSPHRASE, PURPOSES, request_pem
+from tinyward.errors import Misuse
+from tinyward.fleet.bundle import BUNDLE_FORMAT, DeviceBundle
+from tinyward.fleet.errors import BadBundle
+from tinyward.fleet.pki import Fleet
+
+GOLDEN = (Path(__file__).parent / "data" / "bundle-v1.json").read_bytes()
+
+
+def _doc() -> dict[str, Any]:
+    return json.loads(GOLDEN)  # type: ignore[no-any-return]
+
+
+def _encode(document: object) -> bytes:
+    return json.dumps(document).encode()
+
+
+def test_golden_bundle_parses() -> None:
+    bundle = DeviceBundle.from_json(GOLDEN)
+    assert bundle.device_id == "a08269ab925f17ab3e35ca8a91283e5b24d556058142668b0ca81fbc40f398a3"
+    assert bundle.fleet_id == _doc()["fleet_id"]
+    assert bundle.server_spki_sha256.hex() == _doc()["server_spki_sha256"]
+    assert set(bundle.certificates) == set(PURPOSES)
+
+
+def test_bundle_round_trips(fleet: Fleet) -> None:
+    bundle = fleet.enroll(request_pem(), PASSPHRASE, now=NOW)
+    assert DeviceBundle.from_json(bundle.to_json()) == bundle
+    assert json.loads(bundle.to_json())["format"] == BUNDLE_FORMAT
+    assert list(json.loads(bundle.to_json())) == [
+        "format", "device_id", "fleet_id", "certificates", "device_ca", "root_ca",
+        "server_spki_sha256",
+    ]  # fmt: skip
+
+
+def test_bundle_wrong_format_tag_refused() -> None:
+    document = _doc()
+    document["format"] = "tinyward-device-bundle/2"
+    with pytest.raises(BadBundle, match="not a device bundle"):
+        DeviceBundle.from_json(_encode(document))
+
+
+def test_bundle_unknown_key_refused() -> None:
+    document = _doc()
+    document["private_key"] = "-----BEGIN PRIVATE KEY-----"
+    with pytest.raises(BadBundle, match="unknown keys private_key"):
+        DeviceBundle.from_json(_encode(document))
+
+
+def test_bundle_missing_key_refused() -> None:
+    document = _doc()
+    del document["server_spki_sha256"]
+    with pytest.raises(BadBundle, match="lacks server_spki_sha256"):
+        DeviceBundle.from_json(_encode(document))
+
+
+def test_bundle_duplicate_key_refused() -> None:
+    # A second "server_spki_sha256" would silently win in a lax parser: a pin swap.
+    tampered = GOLDEN.rstrip().rstrip(b"}") + b', "server_spki_sha256": "' + b"0" * 64 + b'"}'
+    with pytest.raises(BadBundle, match="appears twice"):
+        DeviceBundle.from_json(tampered)
+
+
+@pytest.mark.parametrize("pin", ["AB" * 32, "ab" * 31, "zz" * 32, 12, None])
+def test_bundle_malformed_pin_refused(pin: object) -> None:
+    document = _doc()
+    document["server_spki_sha256"] = pin
+    with pytest.raises(BadBundle, match="server_spki_sha256"):
+        DeviceBundle.from_json(_encode(document))
+
+
+def test_bundle_fleet_id_not_of_its_root_refused() -> None:
+    document = _doc()
+    document["fleet_id"] = "0" * 32
+    with pytest.raises(BadBundle, match="fleet_id is not the ID of the root CA"):
+        DeviceBundle.from_json(_encode(document))
+
+
+def test_bundle_certificate_from_another_fleet_refused(fleet: Fleet) -> None:
+    foreign = json.loads(fleet.enroll(request_pem(), PASSPHRASE, now=NOW).to_json())
+    document = _doc()
+    document["certificates"]["tls"] = foreign["certificates"]["tls"]
+    with pytest.raises(BadBundle, match="tls certificate is not signed by the CA"):
+        DeviceBundle.from_json(_encode(document))
+
+
+def test_bundle_device_ca_from_another_fleet_refused(fleet: Fleet) -> None:
+    document = _doc()
+    document["device_ca"] = fleet.device_ca_path.read_text()
+    with pytest.raises(BadBundle, match="device_ca is not signed"):
+        DeviceBundle.from_json(_encode(document))
+
+
+def test_bundle_certificates_swapped_between_purposes_refused() -> None:
+    document = _doc()
+    certificates = document["certificates"]
+    certificates["tls"], certificates["report"] = certificates["report"], certificates["tls"]
+    with pytest.raises(BadBundle, match="not issued for the tls purpose"):
+        DeviceBundle.from_json(_encode(document))
+
+
+def test_bundle_for_another_device_refused(fleet: Fleet) -> None:
+    other = json.loads(fleet.enroll(request_pem(), PASSPHRASE, now=NOW).to_json())
+    other["device_id"] = _doc()["device_id"]
+    with pytest.raises(BadBundle, match="names another device"):
+        DeviceBundle.from_json(_encode(other))
+
+
+def test_bundle_pem_with_trailing_text_refused() -> None:
+    document = _doc()
+    document["root_ca"] += "hidden"
+    with pytest.raises(BadBundle, match="root_ca is not one PEM certificate"):
+        DeviceBundle.from_json(_encode(document))
+
+
+def test_bundle_two_certificates_in_one_field_refused() -> None:
+    document = _doc()
+    document["device_ca"] += document["root_ca"]
+    with pytest.raises(BadBundle, match="more than 1 PEM blocks"):
+        DeviceBundle.from_json(_encode(document))
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"", "not valid JSON"),
+        (b"\xff\xfe{}", "not UTF-8"),
+        (b"[]", "must be a JSON object"),
+        (b'{"format": NaN}', "NaN is not allowed"),
+        (b"[" * 5000 + b"]" * 5000, "not valid JSON"),
+        (b"1" * 5000, "not valid JSON"),
+        (b" " * 70_000, "larger than"),
+    ],
+    ids=["empty", "utf16", "array", "nan", "deep", "huge-int", "oversize"],
+)
+def test_bundle_not_json_refused(data: bytes, reason: str) -> None:
+    with pytest.raises(BadBundle, match=reason):
+        DeviceBundle.from_json(data)
+
+
+def test_bundle_str_input_is_a_caller_bug() -> None:
+    with pytest.raises(Misuse):
+        DeviceBundle.from_json(GOLDEN.decode())  # type: ignore[arg-type]
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=70),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=20), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+def _with_field(field: str, value: object) -> bytes:
+    document = _doc()
+    document[field] = value
+    return _encode(document)
+
+
+@settings(
+    max_examples=400,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(
+    st.one_of(
+        st.binary(max_size=512),
+        st.tuples(st.integers(0, len(GOLDEN) - 1), st.integers(1, 255)).map(
+            lambda p: GOLDEN[: p[0]] + bytes([GOLDEN[p[0]] ^ p[1]]) + GOLDEN[p[0] + 1 :]
+        ),
+        st.integers(0, len(GOLDEN)).map(lambda n: GOLDEN[:n]),
+        _JSON.map(_encode),
+        st.tuples(st.sampled_from(sorted(_doc())), _JSON).map(lambda p: _with_field(*p)),
+    )
+)
+def test_fuzz_bundle_parser_raises_only_bad_bundle(data: bytes) -> None:
+    try:
+        bundle = DeviceBundle.from_json(data)
+    except BadBundle:
+        return
+    # Whatever got through is a complete, self-consistent bundle.
+    assert DeviceBundle.from_json(bundle.to_json()) == bundle
