@@ -204,20 +204,20 @@ class DeviceRunner:
                     if size is None else _encode_natural(report, self._signer))
         except codec.ReportTooLarge:
             # Results bigger than the report: send the report without them, counted.
-            self.stats.dropped_results += len(results)
+            self.stats.dropped_results += len(results)  # told in this very report
             report = codec.Report(self._device_id, reservation.seq, report.timestamp,
                                   incidents={**incidents,
                                              "dropped_results": dropped_results + len(results)},
                                   health="degraded")
             data = codec.encode_report(report, self._signer, self.config.shaper.size)
-        self.queue.put(reservation.seq, data)
+        self.queue.put(reservation.seq, data, reservation.dropped_reports)
         self.stats.generated += 1
         self.stats.first_seq = self.stats.first_seq or reservation.seq
         self.stats.last_seq = reservation.seq
 
     def tick(self, batch: Batch) -> None:
         """Turn one shaper batch into a queued report."""
-        self.stats.dropped_results = max(self.stats.dropped_results, batch.dropped_results)
+        self.stats.dropped_results += batch.dropped_results
         self._report(batch.results, batch.dropped_results, None)
 
     # ---- delivering --------------------------------------------------------------------
