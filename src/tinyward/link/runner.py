@@ -99,8 +99,8 @@ class SimulatedSensor:
 class RunnerConfig:
     """Everything a device run can be told (safe defaults).
 
-    ``drain`` bounds how long a run that reached its ``duration`` keeps delivering its queue
-    without making new reports. ``unsafe_unshaped`` turns shaping off — one report per
+    ``drain`` bounds how long a run that reached its ``duration`` (or made ``reports``
+    reports) keeps delivering its queue without making new reports. ``unsafe_unshaped`` turns shaping off — one report per
     event, sent at once, sized to its content — and exists only so that ``tinyward bench
     shaping`` can show what shaping hides. Never use it on a device.
     """
@@ -109,6 +109,7 @@ class RunnerConfig:
     queue: QueueConfig = field(default_factory=QueueConfig)
     link: LinkConfig = field(default_factory=LinkConfig)
     drain: float = 0.0
+    reports: int | None = None
     unsafe_unshaped: bool = False
 
 
@@ -299,6 +300,9 @@ class DeviceRunner:
         next_status = start
         while not stop.is_set():
             now = self._clock()
+            if (self.config.reports is not None and self.stats.generated >= self.config.reports
+                    and now < end):
+                end = now  # made all it was asked to: start draining
             producing = now < end
             if not producing and (not len(self.queue) or now >= end + self.config.drain):
                 break
