@@ -79,7 +79,7 @@ def test_crash_and_partition_store_every_report_exactly_once(base: Path) -> None
     server = _start_server(world.fleet.directory, port)
     proxy = TCPProxy(("127.0.0.1", port))
     config = RunnerConfig(
-        shaper=ShaperConfig(interval=0.2),
+        shaper=ShaperConfig(interval=0.1),
         link=LinkConfig(connect_timeout=2.0, io_timeout=3.0, backoff_initial=0.1,
                         backoff_max=0.5),
         drain=90.0, reports=REPORTS_EACH)
@@ -87,6 +87,7 @@ def test_crash_and_partition_store_every_report_exactly_once(base: Path) -> None
                for i, d in enumerate(devices)]
     stop = threading.Event()
     threads = [threading.Thread(target=r.run, args=(stop,)) for r in runners]
+    started = time.monotonic()
     for t in threads:
         t.start()
     events = []
@@ -110,6 +111,7 @@ def test_crash_and_partition_store_every_report_exactly_once(base: Path) -> None
         server = _start_server(world.fleet.directory, port)
         for t in threads:
             t.join(timeout=180)
+        print(f"\ndevices finished {time.monotonic() - started:.1f} s after they started")
         assert not any(t.is_alive() for t in threads), "a device did not finish"
     finally:
         stop.set()

@@ -188,6 +188,9 @@ class ReportLink:
             raise
         except ssl.SSLCertVerificationError as error:
             raise self._refused(error) from None
+        except (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError) as error:
+            # The connection died mid-handshake (server killed, path cut): not a refusal.
+            raise ServerUnreachable(f"connection to {self.server} broke: {error}") from None
         except ssl.SSLError as error:
             raise ServerRefused(f"TLS handshake with {self.server} failed: {error}") from None
         except OSError as error:
@@ -221,6 +224,9 @@ class ReportLink:
             status = response.status
             if response.will_close:
                 self.close()
+        except (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError) as error:
+            self.close()
+            raise ServerUnreachable(f"connection to {self.server} broke: {error}") from None
         except ssl.SSLError as error:
             self.close()
             # In TLS 1.3 the server checks the client certificate after the client thinks

@@ -69,23 +69,29 @@ class SimulatedSensor:
     Each event is one result ``{"event": "motion", "score": s, "n": k}``.
     """
 
-    def __init__(self, rate: float = 0.2, seed: int | None = None, start: float = 0.0) -> None:
+    def __init__(self, rate: float = 0.2, seed: int | None = None,
+                 start: float | None = None) -> None:
+        """``start``: monotonic time the sensor starts; by default the first :meth:`take`."""
         if not 0 <= rate <= 1000:
             raise ValueError("rate must be 0..1000 events per second")
         self._rate = rate
         self._rng = random.Random(seed)
         self._count = 0
-        self._next = start + self._gap()
+        self._next: float | None = None if start is None else start + self._gap()
         self.times: list[float] = []  # event times, for the benchmark's ground truth
 
     def _gap(self) -> float:
         return self._rng.expovariate(self._rate) if self._rate > 0 else float("inf")
 
     def next_time(self) -> float | None:
-        return self._next if self._next != float("inf") else None
+        if self._next is None or self._next == float("inf"):
+            return None
+        return self._next
 
     def take(self, now: float) -> list[Mapping[str, Any]]:
         results: list[Mapping[str, Any]] = []
+        if self._next is None:
+            self._next = now + self._gap()
         while self._next <= now and len(results) < 10_000:
             self._count += 1
             self.times.append(self._next)
@@ -178,7 +184,7 @@ class DeviceRunner:
         self._device_id: str = device.device_id
         self._signer = device.signer("report")
         self._clock, self._wall = clock, wall_clock
-        self.source: ResultSource = source or SimulatedSensor(start=clock())
+        self.source: ResultSource = source or SimulatedSensor()
         context, pin = device_context(device)
         self.link = ReportLink(ServerURL.parse(server), context, pin, self.config.link)
         self.queue = ReportQueue(device.storage, self.config.queue)
@@ -323,6 +329,8 @@ class DeviceRunner:
             if now >= next_status:
                 self._write_status()
                 next_status = now + 1.0
+            if not producing and not len(self.queue):
+                break  # drained
             wake = [end if producing else end + self.config.drain]
             if producing:
                 wake.append(shaper.next_due())
