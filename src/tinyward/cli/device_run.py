@@ -89,3 +89,8 @@ def run(directory: Path, server: str, interval: float, size: int, duration: floa
 
 COMMANDS: list[click.Command] = []
 BENCH_COMMANDS: list[click.Command] = []
+
+
+@click.command("shaping")
+def bench_shaping() -> None:
+    """(stub)"""

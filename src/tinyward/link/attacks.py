@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import shutil
 import socket
 import ssl
@@ -217,7 +218,10 @@ def client_with_rogue_certificate(host: str, port: int, root_ca_pem: bytes, cert
     except ssl.SSLError as error:
         return Outcome(name, True, f"refused in the TLS handshake: {error.reason or error}")
     except (ConnectionError, http.client.RemoteDisconnected) as error:
-        return Outcome(name, True, f"connection closed by the server: {error!r}")
+        # TLS 1.3: the server checks the client certificate after the client has sent its
+        # Finished, so a refusal shows as the session ending before any HTTP answer.
+        return Outcome(name, True, "the server ended the TLS session before any HTTP "
+                                   f"answer ({type(error).__name__})")
     return Outcome(name, False, f"the server answered HTTP {status}: {document}")
 
 
@@ -246,8 +250,43 @@ def flip_byte(data: bytes, index: int) -> bytes:
 # ---- is anything listening? -------------------------------------------------------------
 
 
+def _socket_inodes(pid: int) -> set[str]:
+    inodes = set()
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    except OSError:
+        pass
+    return inodes
+
+
+def _proc_listeners(pid: int) -> list[str]:
+    """LISTEN TCP sockets of ``pid`` from /proc/PID/net (the process's own namespace)."""
+    mine = _socket_inodes(pid)
+    found = []
+    for table in ("tcp", "tcp6"):
+        try:
+            lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 9 and fields[3] == "0A" and fields[9] in mine:  # 0A = LISTEN
+                found.append(f"{table} {fields[1]}")
+    return found
+
+
 def listening_sockets(pids: list[int]) -> list[tuple[int, str]]:
-    """Every LISTEN TCP socket (and bound UDP socket) held by these processes and children."""
+    """Every LISTEN TCP socket (and bound UDP socket) held by these processes and children.
+
+    Two views: psutil, and the process's own /proc/PID/net tables (which also see a
+    process inside another network namespace, where psutil's system-wide view does not).
+    """
     found: list[tuple[int, str]] = []
     procs: list[psutil.Process] = []
     for pid in pids:
@@ -260,12 +299,27 @@ def listening_sockets(pids: list[int]) -> list[tuple[int, str]]:
         try:
             conns = proc.net_connections(kind="inet")
         except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
+            conns = []
         for conn in conns:
             udp_bound = conn.type == socket.SOCK_DGRAM and conn.laddr
             if conn.status == psutil.CONN_LISTEN or udp_bound:
                 found.append((proc.pid, f"{conn.laddr.ip}:{conn.laddr.port}"))
+        found += [(proc.pid, entry) for entry in _proc_listeners(proc.pid)]
     return found
+
+
+def established_connections(pid: int) -> int:
+    """How many ESTABLISHED TCP connections ``pid`` holds (from its own /proc/PID/net)."""
+    mine = _socket_inodes(pid)
+    count = 0
+    for table in ("tcp", "tcp6"):
+        try:
+            lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        count += sum(1 for line in lines
+                     if len(f := line.split()) > 9 and f[3] == "01" and f[9] in mine)
+    return count
 
 
 def nmap_open_ports(address: str, netns: str | None = None, timeout: float = 120.0
@@ -293,5 +347,5 @@ def nmap_open_ports(address: str, netns: str | None = None, timeout: float = 120
 
 
 __all__ = ["Outcome", "RogueServer", "client_credentials", "client_with_rogue_certificate",
-           "flip_byte", "listening_sockets", "nmap_open_ports", "post_as",
+           "established_connections", "flip_byte", "listening_sockets", "nmap_open_ports", "post_as",
            "server_credentials_other_ca", "server_credentials_wrong_key"]
