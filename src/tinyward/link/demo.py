@@ -21,7 +21,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from tinyward.fleet.pki import Fleet
 from tinyward.link import attacks
@@ -296,8 +296,8 @@ class Demo:
             return Outcome(name, False, "no device process is running to check")
         listeners = attacks.listening_sockets(pids)
         connected = sum(attacks.established_connections(pid) for pid in pids)
-        parts = [f"{len(pids)} device processes: {len(listeners)} listening sockets, "
-                 f"{connected} outbound connections"]
+        parts = [(f"{len(pids)} device processes: {len(listeners)} listening sockets, "
+                 f"{connected} outbound connections")]
         refused = not listeners and connected > 0
         if shutil.which("nmap") is None:
             parts.append("nmap not installed: port scan skipped")
@@ -341,7 +341,7 @@ class Demo:
         if self.ns is not None:
             self.ns.close()
 
-    def __enter__(self) -> Demo:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

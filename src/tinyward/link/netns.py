@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 from dataclasses import dataclass
+from typing import Self
 
 
 class NamespaceUnavailable(RuntimeError):
@@ -72,7 +73,7 @@ class DeviceNamespace:
         for args in (("link", "del", self.host_if), ("netns", "del", self.name)):
             subprocess.run(["ip", *args], capture_output=True, timeout=15, check=False)
 
-    def __enter__(self) -> DeviceNamespace:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

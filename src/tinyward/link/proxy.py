@@ -17,6 +17,7 @@ import struct
 import threading
 import time
 from dataclasses import dataclass
+from typing import Self
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,7 @@ class TCPProxy:
     def close(self) -> None:
         self.cut()
 
-    def __enter__(self) -> TCPProxy:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
