@@ -64,7 +64,7 @@ def bench_trust(seconds: float) -> None:
     console.print(table)
 
 
-from tinyward.cli.device_run import run as _run_command  # noqa: E402 - the link's command
+from tinyward.cli.device_run import run as _run_command
 
 device.add_command(_run_command)
 

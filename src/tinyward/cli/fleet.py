@@ -159,7 +159,7 @@ def show(fleet_dir: Path) -> None:
 
 COMMANDS.append(fleet)
 
-from tinyward.cli.fleet_serve import admin_token, serve  # noqa: E402  (own module: no conflicts)
+from tinyward.cli.fleet_serve import admin_token, serve
 
 fleet.add_command(serve)
 fleet.add_command(admin_token)

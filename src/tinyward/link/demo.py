@@ -8,7 +8,6 @@ real TLS, real nmap. The view (``cli/demo.py``) only renders :class:`DemoState`.
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
 import shutil
@@ -25,14 +24,13 @@ from typing import Any, Self
 
 from tinyward.fleet.pki import Fleet
 from tinyward.link import attacks
+from tinyward.link._fleetproc import start_fleet_server
 from tinyward.link.attacks import Outcome
 from tinyward.link.client import ReportLink, device_context
 from tinyward.link.errors import LinkError, PinMismatch, ServerRefused
 from tinyward.link.netns import DeviceNamespace, NamespaceUnavailable
 from tinyward.trust import report as codec
 from tinyward.trust.device import Device
-
-PASSPHRASE_ENV = "TINYWARD_FLEET_PASSPHRASE"
 
 
 @dataclass
@@ -114,24 +112,8 @@ class Demo:
 
     def _start_server(self, host: str) -> None:
         assert self.fleet is not None
-        env = {**os.environ, PASSPHRASE_ENV: self._passphrase.decode()}
-        self._server = subprocess.Popen(
-            [sys.executable, "-m", "tinyward", "fleet", "serve", str(self.fleet.directory),
-             "--host", host, "--port", "0"],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            start_new_session=True)
-        assert self._server.stdout is not None
-        deadline = time.monotonic() + 30
-        for line in self._server.stdout:
-            found = re.search(r"listening on (https://\S+?)(\s|$)", line)
-            if found:
-                self.state.server_url = found.group(1)
-                break
-            if time.monotonic() > deadline:
-                break
-        if not self.state.server_url:
-            raise RuntimeError("the fleet server did not start")
-        threading.Thread(target=self._server.stdout.read, daemon=True).start()
+        self._server, self.state.server_url = start_fleet_server(
+            self.fleet.directory, self._passphrase, host)
         self.note(f"fleet server listening on {self.state.server_url} (TLS 1.3, client certs)")
 
     def start_devices(self) -> None:

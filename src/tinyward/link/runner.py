@@ -106,9 +106,10 @@ class RunnerConfig:
     """Everything a device run can be told (safe defaults).
 
     ``drain`` bounds how long a run that reached its ``duration`` (or made ``reports``
-    reports) keeps delivering its queue without making new reports. ``unsafe_unshaped`` turns shaping off — one report per
-    event, sent at once, sized to its content — and exists only so that ``tinyward bench
-    shaping`` can show what shaping hides. Never use it on a device.
+    reports) keeps delivering its queue without making new reports. ``unsafe_unshaped`` turns the constant rate off — one report
+    per event, sent at once, no report when nothing happens — and exists only so that
+    ``tinyward bench shaping`` can show what shaping hides. Never use it on a device.
+    (Reports stay padded: the fleet refuses any other size.)
     """
 
     shaper: ShaperConfig = field(default_factory=ShaperConfig)
@@ -197,8 +198,7 @@ class DeviceRunner:
 
     # ---- making reports ----------------------------------------------------------------
 
-    def _report(self, results: tuple[Mapping[str, Any], ...], dropped_results: int,
-                size: int | None) -> None:
+    def _report(self, results: tuple[Mapping[str, Any], ...], dropped_results: int) -> None:
         reservation = self.queue.reserve()  # committed before the number is used
         incidents = {"dropped_reports": reservation.dropped_reports,
                      "dropped_results": dropped_results}
@@ -207,8 +207,7 @@ class DeviceRunner:
             results=results, incidents=incidents,
             health="degraded" if reservation.dropped_reports or dropped_results else "ok")
         try:
-            data = (codec.encode_report(report, self._signer, self.config.shaper.size)
-                    if size is None else _encode_natural(report, self._signer))
+            data = codec.encode_report(report, self._signer, self.config.shaper.size)
         except codec.ReportTooLarge:
             # Results bigger than the report: send the report without them, counted.
             self.stats.dropped_results += len(results)  # told in this very report
@@ -225,7 +224,7 @@ class DeviceRunner:
     def tick(self, batch: Batch) -> None:
         """Turn one shaper batch into a queued report."""
         self.stats.dropped_results += batch.dropped_results
-        self._report(batch.results, batch.dropped_results, None)
+        self._report(batch.results, batch.dropped_results)
 
     # ---- delivering --------------------------------------------------------------------
 
@@ -315,7 +314,7 @@ class DeviceRunner:
             if producing and self.config.unsafe_unshaped:
                 results = self.source.take(now)
                 for result in results:
-                    self._report((result,), 0, size=0)
+                    self._report((result,), 0)
             elif producing:
                 for result in self.source.take(now):
                     shaper.add_result(result)
@@ -324,7 +323,9 @@ class DeviceRunner:
                     self.tick(batch)
             if len(self.queue) and now >= self._retry_at:
                 # Deliver until the next tick is due, so sending never delays a tick.
-                self.deliver(min(shaper.next_due(), end + self.config.drain) if producing
+                tick = now + self.config.shaper.interval if self.config.unsafe_unshaped \
+                    else shaper.next_due()
+                self.deliver(min(tick, end + self.config.drain) if producing
                              else end + self.config.drain)
             if now >= next_status:
                 self._write_status()
@@ -343,18 +344,6 @@ class DeviceRunner:
             stop.wait(max(0.0, min(wake) - self._clock()))
         self.stats.state = "stopping"
         return self.stats
-
-
-def _encode_natural(report: codec.Report, signer: Any) -> bytes:
-    """Unshaped (benchmark only): the smallest size the content fits in."""
-    size = 256
-    while True:
-        try:
-            return codec.encode_report(report, signer, size)
-        except codec.ReportTooLarge:
-            size += 8
-            if size > 16384:
-                raise
 
 
 __all__ = ["DeviceLock", "DeviceRunner", "ResultSource", "RunStats", "RunnerConfig",
