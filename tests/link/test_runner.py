@@ -127,3 +127,16 @@ def test_sigterm_keeps_queued_reports_for_the_next_run(world: World, tmp_path: P
     stored = server.stored[device.device_id]
     assert stored[: final["generated"]] == list(range(1, final["generated"] + 1))
     assert stored == sorted(stored) and len(stored) == len(set(stored))
+
+
+def test_the_listener_check_does_see_a_listening_socket() -> None:
+    """A control for the checks above: a process that listens is reported."""
+    proc = subprocess.Popen([sys.executable, "-c", ("import socket,time\n"
+                             "s=socket.create_server(('127.0.0.1',0))\nprint('up',flush=True)\n"
+                             "time.sleep(30)")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "up"
+        assert len(listening_sockets([proc.pid])) >= 1
+    finally:
+        proc.kill()
+        proc.wait()

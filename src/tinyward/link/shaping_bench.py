@@ -68,7 +68,7 @@ def _features(records: list[RecordSeen], start: float, interval: float, n: int
     for rec in records:
         if rec.content_type != APPLICATION_DATA:
             continue
-        k = int(math.floor((rec.time - start) / interval))
+        k = math.floor((rec.time - start) / interval)
         if not 0 <= k <= n:
             continue
         if rec.upstream:
@@ -139,7 +139,7 @@ def run(duration: float = 60.0, interval: float = 0.1, size: int = 1024, seed: i
         events = [t - phases[0][2] for t in sensors[0].times]  # type: ignore[attr-defined]
         labels = np.zeros(n, dtype=int)
         for t in events:
-            k = int(math.floor(t / interval))
+            k = math.floor(t / interval)
             if 0 <= k < n:
                 labels[k] = 1
         shaped, unshaped = (_features(p.records, start, interval, n) for p, _, start in phases)
