@@ -74,6 +74,10 @@ def make_private_directory(path: Path) -> None:
 
 
 def make_private_dir(path: Path) -> None:
-    """Create ``path`` (and parents) readable by the owner only; an existing one is kept."""
+    """Create ``path`` and any missing parents with mode 0700; an existing one is tightened.
+
+    Raises:
+        OSError: it cannot be created.
+    """
     Path(path).mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
     os.chmod(path, PRIVATE_DIR_MODE)

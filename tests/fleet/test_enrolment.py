@@ -252,3 +252,9 @@ def test_fuzz_enrolment_parser_raises_only_bad_enrolment_request(data: bytes) ->
     except BadEnrolmentRequest:
         return
     assert list(csrs) == list(PURPOSES)
+
+
+def test_request_with_crlf_line_endings_is_accepted() -> None:
+    keys = device_keys()
+    csrs = parse_enrolment_request(request_pem(keys).replace(b"\n", b"\r\n"))
+    assert csrs["attestation"].public_key() == keys["attestation"].public_key()

@@ -398,3 +398,33 @@ def test_damaged_device_status_refused(fleet: Fleet) -> None:
     (fleet.devices_path / bundle.device_id / "status.json").write_text('{"revoked": "no"}')
     with pytest.raises(BadFleet, match="damaged"):
         fleet.device(bundle.device_id)
+
+
+def test_enroll_after_device_ca_expired_refused(fleet: Fleet) -> None:
+    too_late = fleet.device_ca.not_valid_after_utc + timedelta(days=1)
+    with pytest.raises(BadFleet, match="device CA is not valid"):
+        fleet.enroll(request_pem(), PASSPHRASE, now=too_late)
+    assert fleet.devices() == []
+
+
+def test_enroll_race_second_writer_refused_and_cleaned_up(
+    fleet: Fleet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process enrols the same device between our check and our rename."""
+    keys = device_keys()
+    request = request_pem(keys)
+    device_id = device_id_from_attestation_key(keys["attestation"].public_key())
+    real_load_key = Fleet._load_key
+
+    def load_key_then_lose_race(self: Fleet, name: str, passphrase: bytes):  # type: ignore[no-untyped-def]
+        key = real_load_key(self, name, passphrase)
+        winner = fleet.devices_path / device_id
+        winner.mkdir()
+        (winner / "status.json").write_text("{}")
+        return key
+
+    monkeypatch.setattr(Fleet, "_load_key", load_key_then_lose_race)
+    with pytest.raises(AlreadyEnrolled):
+        fleet.enroll(request, PASSPHRASE, now=LATER)
+    assert [p.name for p in fleet.devices_path.iterdir()] == [device_id]
+    assert (fleet.devices_path / device_id / "status.json").read_text() == "{}"

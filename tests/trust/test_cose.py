@@ -80,3 +80,11 @@ def test_fuzz_decode_only_documented_errors(data: bytes) -> None:
         decode_sign1(data)
     except MalformedCose:
         pass
+
+
+def test_cut_off_message_is_truncated_cose(signer: EphemeralSigner) -> None:
+    message = sign1(b"payload bytes", signer)
+    for length in range(1, len(message)):
+        with pytest.raises(cose.TruncatedCose):
+            decode_sign1(message[:length])
+    assert issubclass(cose.TruncatedCose, MalformedCose)  # callers catching the family still do

@@ -1,8 +1,54 @@
-"""`tinyward` commands for the attest area (see cli/main.py for how they are registered)."""
+"""`tinyward attest verify`: check a device's attestation token against a fleet."""
 
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
+
 import click
 
-COMMANDS: list[click.Command] = []
-BENCH_COMMANDS: list[click.Command] = []
+from tinyward.cli.attest_bench import bench_token
+from tinyward.errors import BadInput
+from tinyward.fleet.attestation import verify_fleet_token
+from tinyward.fleet.pki import Fleet
+from tinyward.trust.attestation import claims_to_json
+
+MAX_TOKEN_FILE_BYTES = 64 * 1024
+
+
+@click.group()
+def attest() -> None:
+    """Verify attestation tokens (what a device says it runs, signed by its attestation key)."""
+
+
+@attest.command("verify")
+@click.argument("token_file", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.option("--fleet", "fleet_dir", required=True,
+              type=click.Path(path_type=Path, exists=True, file_okay=False),
+              help="The fleet whose devices you trust.")
+@click.option("--nonce", required=True, help="The challenge you sent, as hex (32, 48 or 64 bytes).")
+def verify_command(token_file: Path, fleet_dir: Path, nonce: str) -> None:
+    """Verify TOKEN_FILE and print its claims as JSON; exit 0 only when it is valid.
+
+    Checks: a well-formed PSA token (RFC 9783); the device is enrolled in this fleet and not
+    revoked; its attestation certificate chains to the fleet; the signature; the nonce.
+    """
+    from tinyward.cli.device import _hex_nonce
+
+    with token_file.open("rb") as handle:
+        token = handle.read(MAX_TOKEN_FILE_BYTES + 1)
+    if len(token) > MAX_TOKEN_FILE_BYTES:
+        raise BadInput(f"{token_file} is larger than {MAX_TOKEN_FILE_BYTES} bytes: not a token")
+    fleet = Fleet.open(fleet_dir)
+    try:
+        enrolled, claims = verify_fleet_token(fleet, token, _hex_nonce(nonce))
+    except BadInput as error:
+        click.secho(f"token refused: {error}", fg="red", err=True)
+        sys.exit(error.exit_code)
+    click.echo(json.dumps({"valid": True, "device_id": enrolled.device_id,
+                           "fleet_id": fleet.fleet_id, "claims": claims_to_json(claims)}, indent=2))
+
+
+COMMANDS: list[click.Command] = [attest]
+BENCH_COMMANDS: list[click.Command] = [bench_token]

@@ -39,8 +39,8 @@ def _view(state: DemoState) -> Group:
     attacks.add_column("detail", overflow="fold")
     for outcome in state.attacks:
         attacks.add_row(outcome.attack,
-                        Text("refused", "bold green") if outcome.refused
-                        else Text("NOT REFUSED", "bold red"), outcome.detail)
+                        Text(outcome.label, "bold green") if outcome.refused
+                        else Text(f"NOT {outcome.label.upper()}", "bold red"), outcome.detail)
     if state.running_attack:
         attacks.add_row(state.running_attack, Text("running…", "yellow"), "")
     log = Text("\n".join(state.log), style="dim")
@@ -104,8 +104,10 @@ def demo(count: int, duration: float, interval: float, keep: Path | None,
                 run.refresh()
                 live.update(_view(run.state))
             state = run.state
-        total = len(state.attacks)
-        refused = sum(o.refused for o in state.attacks)
+        checks = [o for o in state.attacks if o.label != "refused"]
+        attempted = [o for o in state.attacks if o.label == "refused"]
+        total = len(attempted)
+        refused = sum(o.refused for o in attempted)
         summary = Table(title="summary")
         summary.add_column("device")
         summary.add_column("reports stored", justify="right")
@@ -116,7 +118,11 @@ def demo(count: int, duration: float, interval: float, keep: Path | None,
         console.print(summary)
         style = "bold green" if refused == total else "bold red"
         console.print(Text(f"attacks refused: {refused} of {total}", style))
-        ok = refused == total and total > 0 and all(v.stored > 0 for v in state.devices)
+        for check in checks:
+            console.print(Text(f"{check.attack}: {'yes' if check.refused else 'NO'}",
+                               "green" if check.refused else "bold red"))
+        ok = (refused == total and total > 0 and all(c.refused for c in checks)
+              and all(v.stored > 0 for v in state.devices))
     finally:
         if keep is None:
             shutil.rmtree(folder, ignore_errors=True)

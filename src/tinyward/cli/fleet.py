@@ -134,7 +134,11 @@ def devices(fleet_dir: Path) -> None:
     for device in opened.devices():
         revoked = "no"
         if device.revoked:
-            revoked = device.revoked_at.isoformat(timespec="seconds") if device.revoked_at else "yes"
+            revoked = (
+                f"yes, {device.revoked_at.isoformat(timespec='seconds')}"
+                if device.revoked_at
+                else "yes"
+            )
         table.add_row(device.device_id, device.enrolled_at.isoformat(timespec="seconds"), revoked)
     console = Console()
     if not console.is_terminal:
@@ -158,6 +162,34 @@ def show(fleet_dir: Path) -> None:
 
 
 COMMANDS.append(fleet)
+
+
+@click.command("fleet")
+@click.option("--count", default=50, show_default=True, help="Devices to enrol (and verify x10).")
+def bench_fleet(count: int) -> None:
+    """Enrolment and certificate-verification speed, next to bare cryptography."""
+    from tinyward.fleet.bench import run  # imported late: only the benchmark needs it
+
+    table = Table(title=f"fleet PKI, {count} devices")
+    for column in ("operation", "per second", "baseline", "per second ", "slower by"):
+        table.add_column(
+            column, justify="right" if "second" in column or "by" in column else "left"
+        )
+    for figure in run(count):
+        table.add_row(
+            figure.name,
+            f"{figure.per_second:,.0f}",
+            figure.baseline_name,
+            f"{figure.baseline_per_second:,.0f}",
+            f"{figure.ratio:.2f}x",
+        )
+    console = Console()
+    if not console.is_terminal:
+        console.width = 160
+    console.print(table)
+
+
+BENCH_COMMANDS.append(bench_fleet)
 
 from tinyward.cli.fleet_serve import admin_token, serve
 

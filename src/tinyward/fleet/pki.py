@@ -409,6 +409,7 @@ class Fleet:
             BadEnrolmentRequest: the request is refused (see ``parse_enrolment_request``).
             AlreadyEnrolled: the device is already enrolled here (revoked or not).
             WrongPassphrase: the passphrase does not open the device CA key.
+            BadFleet: the device CA is not valid at ``now``, or its key does not match.
             Misuse: naive ``now`` or empty passphrase.
         """
         now = _utc_now(now)
@@ -421,21 +422,23 @@ class Fleet:
                 f"device {device_id} is already enrolled in fleet {self.fleet_id}; "
                 "a device enrols once"
             )
+        if not self.device_ca.not_valid_before_utc <= now < self.device_ca.not_valid_after_utc:
+            raise BadFleet(
+                f"the fleet's device CA is not valid at {now.isoformat()} (valid "
+                f"{self.device_ca.not_valid_before_utc.isoformat()} to "
+                f"{self.device_ca.not_valid_after_utc.isoformat()}); it cannot issue certificates"
+            )
         ca_key = self._load_key(_DEVICE_CA, passphrase)
         if spki_sha256(ca_key.public_key()) != spki_sha256(self.device_ca):
             raise BadFleet("the device CA key does not match the device CA certificate")
-        certificates = {
-            purpose: make_device_certificate(
-                csr.subject,
-                csr.public_key(),
-                device_id,
-                purpose,
-                self.device_ca,
-                ca_key,
-                now,  # type: ignore[arg-type]
+        certificates: dict[str, x509.Certificate] = {}
+        for purpose, csr in csrs.items():
+            key = csr.public_key()
+            if not isinstance(key, ec.EllipticCurvePublicKey):  # parse_enrolment_request checked
+                raise Misuse("parse_enrolment_request let a non-EC key through (a bug)")
+            certificates[purpose] = make_device_certificate(
+                csr.subject, key, device_id, purpose, self.device_ca, ca_key, now
             )
-            for purpose, csr in csrs.items()
-        }
         staging = Path(tempfile.mkdtemp(prefix=".enrol-", dir=self.devices_path))
         try:
             for purpose, cert in certificates.items():

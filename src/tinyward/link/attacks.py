@@ -49,6 +49,8 @@ class Outcome:
     attack: str
     refused: bool
     detail: str
+    #: What success is called: "refused" for an attack, "verified" for a control check.
+    label: str = "refused"
 
 
 # ---- credentials --------------------------------------------------------------------------

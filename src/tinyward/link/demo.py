@@ -8,6 +8,7 @@ real TLS, real nmap. The view (``cli/demo.py``) only renders :class:`DemoState`.
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
 import shutil
@@ -178,6 +179,12 @@ class Demo:
     def run_attacks(self) -> None:
         """Every attack of the issue, one after the other; each outcome is recorded."""
         steps = [
+            ("attestation: each device's PSA token verifies", self._attest, None),
+            ("attestation token with one flipped byte", self._attest_attack, "flipped"),
+            ("attestation token replayed (answers an old nonce)", self._attest_attack,
+             "replayed"),
+            ("genuine attestation token shown to another fleet", self._attest_attack,
+             "foreign"),
             ("client with a self-signed certificate", self._rogue_client, "self-signed"),
             ("client with a certificate from another CA", self._rogue_client, "other-ca"),
             ("captured valid report replayed", self._replay, None),
@@ -194,6 +201,41 @@ class Demo:
             except Exception as error:  # noqa: BLE001 - an attack that crashed is shown, not hidden
                 outcome = Outcome(name, False, f"the attack itself failed: {error!r}")
             self._record(outcome)
+
+    def _attest(self, name: str, _arg: object) -> Outcome:
+        """Not an attack: the genuine tokens must verify (so the refusals below mean something)."""
+        from tinyward.fleet.attestation import verify_fleet_token
+
+        assert self.fleet is not None
+        for device in self.devices:
+            nonce = os.urandom(32)
+            enrolled, _claims = verify_fleet_token(self.fleet, device.attestation_token(nonce),
+                                                   nonce)
+            if enrolled.device_id != device.device_id:
+                return Outcome(name, False, "a token verified as another device",
+                               label="verified")
+        return Outcome(name, True, f"{len(self.devices)} tokens verified; the attacks below "
+                                   "must be refused", label="verified")
+
+    def _attest_attack(self, name: str, kind: str) -> Outcome:
+        from tinyward.errors import BadInput
+        from tinyward.fleet.attestation import verify_fleet_token
+
+        assert self.fleet is not None
+        nonce = os.urandom(32)
+        token = self.devices[0].attestation_token(nonce)
+        fleet, check_nonce = self.fleet, nonce
+        if kind == "flipped":
+            token = attacks.flip_byte(token, len(token) // 2)
+        elif kind == "replayed":
+            check_nonce = os.urandom(32)
+        else:
+            fleet = Fleet.init(self.folder / "other-fleet", secrets.token_urlsafe(16).encode())
+        try:
+            verify_fleet_token(fleet, token, check_nonce)
+        except BadInput as error:
+            return Outcome(name, True, f"refused: {error}")
+        return Outcome(name, False, "the fleet accepted it")
 
     def _host_port(self) -> tuple[str, int]:
         host, port = self.state.server_url.removeprefix("https://").rsplit(":", 1)

@@ -43,6 +43,10 @@ class MalformedCose(BadInput):
     """The bytes are not a well-formed COSE_Sign1 message tinyward accepts."""
 
 
+class TruncatedCose(MalformedCose):
+    """The CBOR ends before its item does: a cut-off message (or bytes that only look like CBOR)."""
+
+
 class BadSignature(BadInput):
     """The COSE_Sign1 signature does not verify with the given public key."""
 
@@ -94,6 +98,9 @@ class Sign1:
     payload: bytes
     signature: bytes
     external_aad: bytes = field(default=b"")
+    #: Whether the message carried the COSE_Sign1 tag (18). Some profiles (the PSA token,
+    #: RFC 9783 §5.1.1) require it, so the decoder records it rather than dropping it.
+    tagged: bool = field(default=True)
 
     @property
     def kid(self) -> bytes | None:
@@ -148,6 +155,7 @@ def decode_sign1(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Sign1:
     if not data:
         raise MalformedCose("message is empty")
     obj = _loads_exactly(bytes(data), "message")
+    tagged = isinstance(obj, cbor2.CBORTag)
     if isinstance(obj, cbor2.CBORTag):
         if obj.tag != COSE_SIGN1_TAG:
             raise MalformedCose(f"CBOR tag {obj.tag} is not COSE_Sign1 (tag 18)")
@@ -175,7 +183,7 @@ def decode_sign1(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Sign1:
         raise MalformedCose(f"algorithm {alg!r} is not accepted (only ES256, COSE alg -7)")
     if len(signature) != ES256_SIGNATURE_BYTES:
         raise MalformedCose(f"ES256 signature must be 64 bytes, got {len(signature)}")
-    return Sign1(protected_bytes, protected, unprotected, payload, signature)
+    return Sign1(protected_bytes, protected, unprotected, payload, signature, tagged=tagged)
 
 
 def _loads_exactly(data: bytes, what: str) -> Any:
@@ -185,6 +193,10 @@ def _loads_exactly(data: bytes, what: str) -> Any:
     stream = io.BytesIO(data)
     try:
         obj = cbor2.CBORDecoder(stream).decode()
+    except cbor2.CBORDecodeEOF as error:
+        raise TruncatedCose(
+            f"{what} is not valid CBOR: it ends early ({len(data)} bytes): {error}"
+        ) from None
     except (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError, RecursionError,
             MemoryError, LookupError) as error:
         raise MalformedCose(f"{what} is not valid CBOR: {error}") from None

@@ -19,13 +19,17 @@ storage. No secret ever leaves the device, and provisioning a folder twice is re
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import cbor2
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
@@ -33,7 +37,7 @@ from tinyward._fsutil import atomic_write, make_private_dir
 from tinyward.errors import BadInput, Misuse
 from tinyward.trust.identity import device_id as derive_device_id
 from tinyward.trust.identity import instance_id as derive_instance_id
-from tinyward.trust.keystore import Keystore, KeyHandle, KeyUsage, KeystoreSigner
+from tinyward.trust.keystore import KeyHandle, Keystore, KeystoreSigner, KeyUsage
 from tinyward.trust.rot import FileRootOfTrust, RootOfTrust
 from tinyward.trust.storage import ProtectedStorage
 
@@ -44,6 +48,15 @@ KEY_PURPOSES: dict[str, KeyUsage] = {
     "attestation": KeyUsage.SIGN_ATTESTATION,
 }
 _TRUST_RECORD = "fleet-trust"
+_MODE_RECORD = "device.mode"
+MODES = ("connected", "air-gapped")
+#: PSA Implementation ID: names the implementation of the root of trust (here, tinyward's
+#: software stand-in), not the device; the same for every device of this implementation.
+IMPLEMENTATION_ID = hashlib.sha256(b"tinyward software root of trust / FileRootOfTrust").digest()
+#: The caller of the attestation service: the trusted core itself, a secure partition (> 0).
+CLIENT_ID = 1
+#: A fresh random value per boot (per process here), as the PSA boot seed claim requires.
+_BOOT_SEED = os.urandom(32)
 
 
 class DeviceExists(Misuse):
@@ -193,7 +206,7 @@ class Device:
             raise BundleMismatch(f"the bundle's certificates do not parse: {error}") from None
         try:
             device_ca.verify_directly_issued_by(root_ca)
-        except (ValueError, TypeError, Exception) as error:  # InvalidSignature has no common base
+        except (ValueError, TypeError, InvalidSignature) as error:
             raise BundleMismatch(f"the bundle's device CA is not issued by its root CA: {error}") from None
         for purpose, cert in certs.items():
             own = self.keystore.public_key(self.handle(purpose))
@@ -201,7 +214,7 @@ class Device:
                 raise BundleMismatch(f"the {purpose} certificate is for another key, not this device's")
             try:
                 cert.verify_directly_issued_by(device_ca)
-            except Exception as error:  # noqa: BLE001 - any failure means the chain is broken
+            except (ValueError, TypeError, InvalidSignature) as error:
                 raise BundleMismatch(
                     f"the {purpose} certificate is not issued by the bundle's device CA: {error}"
                 ) from None
@@ -224,11 +237,62 @@ class Device:
         return FleetTrust(record["fleet_id"], record["root_ca"], record["device_ca"],
                           record["server_spki_sha256"])
 
+    # ---- operating mode ----------------------------------------------------------------
+
+    @property
+    def mode(self) -> str:
+        """``"connected"`` (the default) or ``"air-gapped"``, as last set by the device runner."""
+        if not self.storage.exists(_MODE_RECORD):
+            return "connected"
+        mode = self.storage.read(_MODE_RECORD).decode("ascii", "replace")
+        return mode if mode in MODES else "connected"
+
+    def set_mode(self, mode: str) -> None:
+        if mode not in MODES:
+            raise Misuse(f"mode must be one of {MODES}, not {mode!r}")
+        if mode != self.mode:
+            self.storage.write(_MODE_RECORD, mode.encode("ascii"))
+
+    # ---- attestation -------------------------------------------------------------------
+
+    def attestation_token(
+        self,
+        nonce: bytes,
+        *,
+        mode: str | None = None,
+        measured: Sequence[tuple[str, Sequence[Path]]] = (),
+    ) -> bytes:
+        """A PSA attestation token (RFC 9783) answering ``nonce``, signed by the attestation key.
+
+        Software components: the tinyward code (the trusted core) and each
+        ``(measurement_type, paths)`` in ``measured`` — e.g. ``("App", [app_dir])`` and
+        ``("App_CONFIG", [model_file])``. Raises ``TokenMisuse`` for a bad nonce size and
+        ``MeasurementError`` for an unreadable path.
+        """
+        from tinyward.trust import attestation as psa
+
+        components = [psa.measure_tinyward_code()]
+        components += [psa.measure_files(list(paths), kind, psa.UNSIGNED_SIGNER_ID)
+                       for kind, paths in measured]
+        lifecycle = psa.LIFECYCLE_SECURED if self.provisioned else psa.LIFECYCLE_PSA_ROT_PROVISIONING
+        claims = psa.PsaClaims(
+            nonce=nonce,
+            instance_id=self.instance_id,
+            implementation_id=IMPLEMENTATION_ID,
+            security_lifecycle=lifecycle,
+            boot_seed=_BOOT_SEED,
+            client_id=CLIENT_ID,
+            software_components=tuple(components),
+            operating_mode=mode or self.mode,
+        )
+        return psa.encode_token(claims, self.signer("attestation"))
+
     def status(self) -> dict[str, Any]:
         """A public summary for people and logs (no secrets)."""
         return {
             "device_id": self.device_id,
             "state": "provisioned" if self.provisioned else "initialised",
+            "mode": self.mode,
             "fleet_id": self.fleet_trust().fleet_id if self.provisioned else None,
             "root_of_trust": self.root.description,
             "hardware_backed": self.root.hardware_backed,
@@ -248,4 +312,4 @@ def _b(value: str | bytes) -> bytes:
     return value.encode() if isinstance(value, str) else bytes(value)
 
 
-__all__ = ["Device", "FleetTrust", "KEY_PURPOSES"]
+__all__ = ["KEY_PURPOSES", "Device", "FleetTrust"]

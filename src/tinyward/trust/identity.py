@@ -61,7 +61,11 @@ def is_device_id(text: object) -> bool:
 
 
 def device_id_from_instance_id(ueid: bytes) -> str:
-    """Map an Instance ID back to a device ID. Raises ValueError if it is not one of ours."""
+    """Map a PSA Instance ID back to a device ID.
+
+    Raises:
+        ValueError: it is not 33 bytes starting with 0x01 (UEID type RAND).
+    """
     if len(ueid) != INSTANCE_ID_BYTES or ueid[0] != UEID_TYPE_RAND:
         raise ValueError("instance ID must be 33 bytes starting with 0x01 (UEID type RAND)")
     return ueid[1:].hex()

@@ -1,0 +1,84 @@
+"""Air-gapped mode: no socket of the device's process tree, enforced by the kernel."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import psutil
+
+from tinyward.readout import state as display
+from tinyward.trust.device import Device
+
+from .conftest import TINYWARD
+
+
+def test_running_device_holds_no_network_socket(fleet_and_device) -> None:
+    _, device = fleet_and_device
+    proc = subprocess.Popen([TINYWARD, "device", "run", str(device.directory), "--air-gapped",
+                             "--interval", "0.1", "--duration", "20"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not display.load(Device.open(device.directory).storage).results:
+            time.sleep(0.1)
+        assert display.load(Device.open(device.directory).storage).results, "the device produced nothing"
+        tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+        for member in tree:
+            assert member.net_connections(kind="inet") == [], f"{member.pid} holds an internet socket"
+        assert Device.open(device.directory).status()["mode"] == "air-gapped"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    assert proc.returncode == 0, proc.stderr.read().decode()
+
+
+CORE_TRIES_SOCKETS = textwrap.dedent(
+    """
+    import socket, subprocess, sys
+    from pathlib import Path
+    from tinyward.readout.airgapped import run_air_gapped
+    from tinyward.trust.device import Device
+
+    outcomes = []
+
+    def hostile_source():
+        # A bug or a compromised component of the core's own process tree reaching out.
+        for family in (socket.AF_INET, socket.AF_INET6, socket.AF_NETLINK):
+            try:
+                socket.socket(family, socket.SOCK_DGRAM if family != socket.AF_NETLINK else socket.SOCK_RAW).close()
+                outcomes.append("opened")
+            except PermissionError:
+                outcomes.append("refused")
+        child = subprocess.run([sys.executable, "-c", "import socket; socket.create_connection(('127.0.0.1', 9), 1)"],
+                               capture_output=True, text=True)
+        outcomes.append("refused" if "PermissionError" in child.stderr else "opened")
+        return {"count": 1}
+
+    run_air_gapped(Device.open(Path(sys.argv[1])), hostile_source, interval=0.05, duration=0.2)
+    print(" ".join(outcomes[:4]))
+    """
+)
+
+
+def test_sockets_from_the_core_process_tree_are_refused(fleet_and_device) -> None:
+    _, device = fleet_and_device
+    out = subprocess.run([sys.executable, "-c", CORE_TRIES_SOCKETS, str(device.directory)],
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["refused"] * 4
+
+
+def test_attestation_claims_air_gapped_mode(fleet_and_device, tmp_path: Path) -> None:
+    import os
+
+    from tinyward.fleet.attestation import verify_fleet_token
+
+    fleet, device = fleet_and_device
+    device.set_mode("air-gapped")
+    nonce = os.urandom(32)
+    _, claims = verify_fleet_token(fleet, device.attestation_token(nonce), nonce)
+    assert claims.operating_mode == "air-gapped"
