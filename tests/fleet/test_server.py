@@ -6,6 +6,7 @@ import http.client
 import socket
 import ssl
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import cbor2
@@ -15,7 +16,13 @@ from tinyward.fleet.pki import Fleet
 from tinyward.fleet.simdevice import SimulatedDevice
 from tinyward.trust import cose
 
-from .conftest import COSE_TYPE, PASSPHRASE, Running
+from .serverkit import COSE_TYPE, PASSPHRASE, Running, running_server
+
+
+@pytest.fixture(scope="module", name="running")
+def _running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    yield from running_server(tmp_path_factory, ("a", "b", "c", "revoked"))
+
 
 
 def _stored(running: Running, name: str) -> tuple[int, int]:
@@ -183,10 +190,10 @@ def test_self_signed_certificate_refused_at_handshake(running: Running, tmp_path
 def test_tls12_client_refused(running: Running) -> None:
     context = running.anonymous_context()
     context.minimum_version = context.maximum_version = ssl.TLSVersion.TLSv1_2
-    with pytest.raises(ssl.SSLError):
-        with socket.create_connection(("127.0.0.1", running.server.port), timeout=20) as raw:
-            with context.wrap_socket(raw, server_hostname="127.0.0.1"):
-                pass
+    with pytest.raises(ssl.SSLError), socket.create_connection(
+            ("127.0.0.1", running.server.port), timeout=20) as raw, context.wrap_socket(
+            raw, server_hostname="127.0.0.1"):
+        pass
 
 
 def test_report_certificate_is_not_a_tls_certificate(running: Running, tmp_path: Path) -> None:

@@ -69,8 +69,8 @@ def admin_token(fleet_dir: Path) -> None:
     Only its SHA-256 is kept (FLEET_DIR/admin-token.sha256); a new token replaces the old
     one. Use it as 'Authorization: Bearer TOKEN' on /v1/devices, /v1/fleet.
     """
+    from tinyward.fleet.guards import create_admin_token
     from tinyward.fleet.pki import Fleet
-    from tinyward.fleet.server import create_admin_token
 
     Fleet.open(fleet_dir)  # refuses a folder that is not a fleet
     click.echo(create_admin_token(fleet_dir))
@@ -78,3 +78,51 @@ def admin_token(fleet_dir: Path) -> None:
 
 COMMANDS: list[click.Command] = []
 BENCH_COMMANDS: list[click.Command] = []
+
+
+@click.command("ingest")
+@click.option("--devices", default=200, show_default=True, type=click.IntRange(1, 5000))
+@click.option("--reports", default=20000, show_default=True, type=click.IntRange(1, 10**6))
+@click.option("--batch", default=50, show_default=True, type=click.IntRange(1, 50),
+              help="Reports per request (1: one report per POST /v1/reports).")
+@click.option("--workers", default=None, type=click.IntRange(1, 64),
+              help="Server processes [default: the number of cores].")
+def bench_ingest(devices: int, reports: int, batch: int, workers: int | None) -> None:
+    """Reports/s the real fleet server stores, against the machine's crypto limit.
+
+    Real mTLS 1.3, real signed reports (signed before timing), SQLite with
+    synchronous=FULL; prints p50/p99 ack latency and the ECDSA P-256 verification limit
+    (verifications/s per core x cores) measured in the same run.
+    """
+    from tinyward.fleet.ingest_bench import run_ingest
+
+    if reports < devices:
+        raise Misuse("give at least one report per device (--reports >= --devices)")
+    result = run_ingest(devices, reports, batch, workers or os.cpu_count() or 1,
+                        progress=lambda text: click.echo(text, err=True))
+    share = result.reports_per_second / result.crypto_limit
+    server = result.server_cpu_seconds / result.stored * 1e6
+    client = result.client_cpu_seconds / result.stored * 1e6
+    verify = 1e6 / result.verify_per_core
+    capacity = result.cores * 1e6 / (server + client)
+    click.echo(f"devices {result.devices}, reports {result.reports}, batch {result.batch}, "
+               f"server workers {result.workers}")
+    click.echo(f"stored (committed, counted in the database): {result.stored} in "
+               f"{result.seconds:.2f} s = {result.reports_per_second:,.0f} reports/s")
+    click.echo(f"ack latency per request: p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms")
+    click.echo(f"crypto limit: {result.verify_per_core:,.0f} ECDSA P-256 verifications per "
+               f"CPU-second x {result.cores} cores = {result.crypto_limit:,.0f}/s")
+    click.echo(f"ingest / crypto limit: {share:.0%} (goal: at least 50%)")
+    wall_limit = result.verify_per_core_wall * result.cores
+    click.echo(f"  (the same limit by the wall clock in this run, machine shared: "
+               f"{result.verify_per_core_wall:,.0f}/s per core x {result.cores} = "
+               f"{wall_limit:,.0f}/s; ingest / that: "
+               f"{result.reports_per_second / wall_limit:.0%})")
+    click.echo(f"CPU per stored report: server {server:.0f} us + load generator {client:.0f} us "
+               f"(one verification: {verify:.0f} us)")
+    click.echo(f"CPU-bound capacity if every core were ours: {capacity:,.0f} reports/s = "
+               f"{capacity / result.crypto_limit:.0%} of the crypto limit "
+               f"(load {os.getloadavg()[0]:.1f} on {result.cores} cores during the run)")
+
+
+BENCH_COMMANDS.append(bench_ingest)

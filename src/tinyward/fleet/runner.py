@@ -171,8 +171,16 @@ class ServerThread:
             raise self._error
 
     def stop(self) -> None:
-        if self._running is not None:
-            asyncio.run_coroutine_threadsafe(self._running.stop(), self._loop).result(30)
+        async def shutdown() -> None:
+            if self._running is not None:
+                await self._running.stop()
+            current = asyncio.current_task()
+            leftovers = [t for t in asyncio.all_tasks() if t is not current]
+            for task in leftovers:
+                task.cancel()
+            await asyncio.gather(*leftovers, return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(30)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(30)
         self._loop.close()

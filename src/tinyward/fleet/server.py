@@ -25,23 +25,25 @@ Concurrent requests share one commit (group commit), which amortises the fsync.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import logging
-import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric import ec
 
-from tinyward._fsutil import atomic_write
 from tinyward.fleet.directory import FleetDirectory
 from tinyward.fleet.errors import BadCertificate, RevokedDevice, UnknownDevice
+from tinyward.fleet.guards import (
+    ADMIN_TOKEN_FILE,
+    AdminToken,
+    Refused,
+    TokenBuckets,
+)
 from tinyward.fleet.ingest import Accept, IngestPolicy, Reject, decide
 from tinyward.fleet.store import ReportStore
 from tinyward.trust import cose
@@ -49,7 +51,6 @@ from tinyward.trust.identity import is_device_id
 from tinyward.trust.report import Report
 
 REPORT_CONTENT_TYPES = ("application/cose", "application/cbor")
-ADMIN_TOKEN_FILE = "admin-token.sha256"
 _log = logging.getLogger("tinyward.fleet.server")
 
 
@@ -80,92 +81,11 @@ class ServerConfig:
     body_timeout: float = 10.0
 
 
-class Refused(Exception):
-    """Internal: stop handling a request and answer with a JSON error."""
-
-    def __init__(self, status: int, code: str, reason: str, **extra: Any) -> None:
-        super().__init__(reason)
-        self.status, self.code, self.reason, self.extra = status, code, reason, extra
-
-
 def error_response(status: int, code: str, reason: str, headers: dict[str, str] | None = None,
                    **extra: Any) -> web.Response:
     """The JSON error body every refusal uses."""
     return web.json_response({"error": code, "reason": reason, **extra}, status=status,
                              headers=headers)
-
-
-class TokenBuckets:
-    """Per-device token buckets (in memory, per process). Pure apart from the dict."""
-
-    def __init__(self, rate: float, burst: float) -> None:
-        self.rate, self.burst = rate, burst
-        self._buckets: dict[str, tuple[float, float]] = {}
-
-    def take(self, key: str, n: int, now: float) -> float | None:
-        """Take ``n`` tokens; None if granted, else the seconds until they would be."""
-        tokens, last = self._buckets.get(key, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - last) * self.rate)
-        if n > tokens:
-            self._buckets[key] = (tokens, now)
-            return (n - tokens) / self.rate if n <= self.burst else float("inf")
-        self._buckets[key] = (tokens - n, now)
-        return None
-
-
-class AdminToken:
-    """The admin bearer token's SHA-256, read from the fleet folder (re-read on change)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._cached: tuple[tuple[int, int], str] | None = None
-
-    def _digest(self) -> str | None:
-        try:
-            stat = self.path.stat()
-        except OSError:
-            return None
-        version = (stat.st_ino, stat.st_mtime_ns)
-        if self._cached is None or self._cached[0] != version:
-            try:
-                digest = self.path.read_text("ascii").strip()
-            except (OSError, UnicodeDecodeError):
-                return None
-            self._cached = (version, digest)
-        return self._cached[1]
-
-    def check(self, authorization: str | None) -> None:
-        """Raises :class:`Refused` (401) unless ``authorization`` is ``Bearer <the token>``."""
-        digest = self._digest()
-        if digest is None or len(digest) != 64:
-            raise Refused(401, "admin_token_not_configured",
-                          "no admin token is configured; run `tinyward fleet admin-token FLEET_DIR`")
-        scheme, _, token = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            raise Refused(401, "admin_token_required",
-                          "send the admin token as 'Authorization: Bearer <token>'")
-        try:
-            presented = hashlib.sha256(token.strip().encode("utf-8")).hexdigest()
-        except UnicodeEncodeError:
-            presented = ""
-        # Constant time: the comparison must not tell how much of the digest matched.
-        if not hmac.compare_digest(presented.encode("ascii"), digest.encode("ascii")):
-            raise Refused(401, "bad_admin_token", "the admin token is not valid")
-
-
-def create_admin_token(fleet_dir: Path) -> str:
-    """Make a new admin bearer token for the fleet and return it (shown once, never stored).
-
-    Only its SHA-256 is written, atomically, to ``FLEET_DIR/admin-token.sha256`` (0600);
-    a new token replaces the previous one, also in a running server (re-read on change).
-
-    Raises:
-        OSError: the file cannot be written.
-    """
-    token = secrets.token_urlsafe(32)
-    digest = hashlib.sha256(token.encode("ascii")).hexdigest()
-    atomic_write(Path(fleet_dir) / ADMIN_TOKEN_FILE, (digest + "\n").encode("ascii"))
-    return token
 
 
 class _GroupCommitter:
@@ -192,7 +112,7 @@ class _GroupCommitter:
                 try:
                     stored = await loop.run_in_executor(
                         self._executor, self._store.append_many, groups, int(time.time()))
-                except Exception as error:  # storage failure: nobody is acknowledged
+                except Exception as error:  # noqa: BLE001 - any storage failure: nobody is acked
                     for _, _, future in batch:
                         if not future.done():
                             future.set_exception(error)
@@ -279,7 +199,7 @@ class FleetServer:
                 raise Refused(415, "unsupported_content_type",
                               'reports are COSE_Sign1: cose-type="cose-sign1"')
 
-    async def _body(self, request: web.Request, device_id: str, units: int = 1) -> bytes:
+    async def _body(self, request: web.Request) -> bytes:
         if request.content_length is not None and request.content_length > self.config.max_body_bytes:
             raise Refused(413, "body_too_large",
                           f"the body is over the {self.config.max_body_bytes}-byte limit")
@@ -309,7 +229,7 @@ class FleetServer:
     async def _commit(self, device_id: str, items: list[tuple[Report, bytes]]) -> int:
         try:
             stored = await self._committer.append(device_id, items)
-        except Exception:
+        except Exception:  # noqa: BLE001 - sqlite3.Error, OSError …: refuse, never ack
             self._seq_cache.pop(device_id, None)
             raise Refused(503, "storage_unavailable",
                           "the report could not be stored; it was not acknowledged, retry later"
@@ -321,7 +241,7 @@ class FleetServer:
         device_id = self._device_of(request)
         self._check_content_type(request, REPORT_CONTENT_TYPES)
         self._rate(device_id, 1)
-        body = await self._body(request, device_id)
+        body = await self._body(request)
         last = await self._last_seq(device_id)
         decision = decide(body, device_id, self.directory, last, int(self.clock()),
                           self.config.policy)
@@ -333,7 +253,7 @@ class FleetServer:
     async def post_batch(self, request: web.Request) -> web.Response:
         device_id = self._device_of(request)
         self._check_content_type(request, ("application/cbor",))
-        body = await self._body(request, device_id)
+        body = await self._body(request)
         try:
             items = cose.loads_cbor(body, "batch")
         except cose.MalformedCose as error:
@@ -350,8 +270,10 @@ class FleetServer:
         now = int(self.clock())
         accepted: list[tuple[Report, bytes]] = []
         results: list[dict[str, Any]] = []
+        # The same device for every item: look it up once per request, not once per report.
+        snapshot = _OneDevice(device_id, self.directory)
         for item in items:
-            decision = decide(item, device_id, self.directory, last, now, self.config.policy)
+            decision = decide(item, device_id, snapshot, last, now, self.config.policy)
             if isinstance(decision, Accept):
                 accepted.append((decision.report, decision.raw))
                 last = decision.report.seq
@@ -429,8 +351,24 @@ class FleetServer:
                                  headers={"Cache-Control": "no-store"})
 
 
+class _OneDevice:
+    """A DeviceDirectory answering for one device, from one lookup (per batch request)."""
+
+    def __init__(self, device_id: str, directory: FleetDirectory) -> None:
+        self._device_id = device_id
+        self._revoked = directory.is_revoked(device_id)
+        self._key = directory.report_key(device_id)
+
+    def report_key(self, device_id: str) -> ec.EllipticCurvePublicKey | None:
+        return self._key if device_id == self._device_id else None
+
+    def is_revoked(self, device_id: str) -> bool:
+        return self._revoked if device_id == self._device_id else True
+
+
 def _reject_response(decision: Reject) -> web.Response:
-    extra = {} if decision.stored_seq is None else {"stored_seq": decision.stored_seq}
+    extra: dict[str, Any] = {} if decision.stored_seq is None else {
+        "stored_seq": decision.stored_seq}
     return error_response(decision.status, decision.code, decision.reason, **extra)
 
 
@@ -462,7 +400,7 @@ async def _json_errors(request: web.Request,
         code = _HTTP_CODES.get(error.status, "error")
         reason = error.reason if error.status != 413 else "the request body is too large"
         return error_response(error.status, code, reason, headers)
-    except Exception:
+    except Exception:  # noqa: BLE001 - last resort so that even a bug answers JSON
         # A bug, not bad input: log it with its traceback, answer without details.
         _log.exception("internal error handling %s %s", request.method, request.path)
         return error_response(500, "internal_error", "the server failed; nothing was stored")
