@@ -27,8 +27,12 @@ DEFAULT_SERVER = "https://127.0.0.1:8443"
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--server", default=DEFAULT_SERVER, show_default=True,
               help="The fleet server, https://host:port (its key must match the pin).")
-@click.option("--interval", type=float, default=10.0, show_default=True,
-              help="Seconds between reports (one report per interval, always).")
+@click.option("--air-gapped", is_flag=True,
+              help="Use no network at all (enforced by a kernel filter on the whole process "
+                   "tree); results go to the local readout instead of a server.")
+@click.option("--interval", type=click.FloatRange(0.01, 86400), default=None,
+              help="Seconds between reports, one per interval always [default: 10; "
+                   "air-gapped: 1].")
 @click.option("--size", type=int, default=1024, show_default=True,
               help="Exact size of every report in bytes (must match the fleet's).")
 @click.option("--duration", type=float, default=None,
@@ -45,15 +49,23 @@ DEFAULT_SERVER = "https://127.0.0.1:8443"
               help="Write the run's status as JSON here about once a second.")
 @click.option("--backoff-max", type=float, default=60.0, show_default=True,
               help="Longest wait between retries when the server is unreachable.")
-def run(directory: Path, server: str, interval: float, size: int, duration: float | None,
-        drain: float, queue_capacity: int, event_rate: float, seed: int | None,
-        status_file: Path | None, backoff_max: float) -> None:
+def run(directory: Path, server: str, air_gapped: bool, interval: float | None, size: int,
+        duration: float | None, drain: float, queue_capacity: int, event_rate: float,
+        seed: int | None, status_file: Path | None, backoff_max: float) -> None:
     """Run the device in DIRECTORY: constant-rate signed reports over pinned mutual TLS.
 
     The device opens no listening socket. SIGTERM or Ctrl-C stops it cleanly; queued
-    reports stay in protected storage and are sent on the next run.
+    reports stay in protected storage and are sent on the next run. With --air-gapped it
+    uses no network at all and shows its results on the local readout.
     """
     from tinyward.trust.device import Device
+
+    if air_gapped:
+        from tinyward.cli.device import run_air_gapped_command
+
+        run_air_gapped_command(directory, 1.0 if interval is None else interval, duration)
+        return
+    interval = 10.0 if interval is None else interval
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s",
                         stream=sys.stderr)
