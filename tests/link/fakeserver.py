@@ -25,6 +25,7 @@ class FakeFleetServer:
         self.fleet = fleet
         self.directory = FleetDirectory(fleet)
         self.stored: dict[str, list[int]] = {}
+        self.reports: dict[str, list] = {}
         self.requests = 0
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.minimum_version = ssl.TLSVersion.TLSv1_3
@@ -50,6 +51,7 @@ class FakeFleetServer:
                 decision = decide(body, device_id, outer.directory, last, int(time.time()))
                 if isinstance(decision, Accept):
                     outer.stored.setdefault(device_id, []).append(decision.report.seq)
+                    outer.reports.setdefault(device_id, []).append(decision.report)
                     status, doc = 200, {"stored_seq": decision.report.seq}
                 else:
                     status, doc = decision.status, {"code": decision.code,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -140,3 +141,56 @@ def test_the_listener_check_does_see_a_listening_socket() -> None:
     finally:
         proc.kill()
         proc.wait()
+
+
+APPS = Path(__file__).resolve().parents[1] / "app"
+
+
+@pytest.mark.parametrize("app, expect", [("good", None),
+                                         ("hostile/crash", "app_crash")])
+def test_the_sandboxed_application_can_be_the_source(world: World, app: str,
+                                                       expect: str | None) -> None:
+    import json
+    import shutil
+    import tempfile
+
+    from tinyward.app.frames import simulated_frames
+    from tinyward.app.manifest import load_manifest
+    from tinyward.app.source import AppResultSource
+
+    # Copy the app with its target.json (hostile apps read it) where the sandbox's uid can
+    # read it (pytest's tmp_path is 0700 root).
+    outer = Path(tempfile.mkdtemp(prefix="tinyward-link-app-", dir="/tmp"))
+    outer.chmod(0o755)
+    folder = outer / "app"
+    shutil.copytree(APPS / app, folder)
+    (folder / "target.json").write_text(json.dumps({}))
+    for root, _dirs, files in os.walk(folder):
+        os.chmod(root, 0o755)
+        for name in files:
+            os.chmod(os.path.join(root, name), 0o644)
+    manifest = load_manifest(folder / "sensor.toml")
+    def frames():  # every 2nd frame carries the hostile apps' trigger value (666)
+        for i, frame in enumerate(simulated_frames(manifest, 1)):
+            if i % 2 == 1 and expect is not None:
+                frame = frame.copy()
+                frame[0, 0] = 666
+            yield frame
+
+    source = AppResultSource.start(manifest, frames())
+    device = world.device("a")
+    try:
+        with FakeFleetServer(world.fleet, PASSPHRASE) as server:
+            DeviceRunner(device, server.url, RunnerConfig(shaper=ShaperConfig(interval=0.5),
+                                                          drain=3.0), source).run(duration=2.5)
+    finally:
+        source.close()
+        shutil.rmtree(outer, ignore_errors=True)
+    reports = server.reports[device.device_id]
+    assert len(reports) >= 3
+    told = {k for r in reports for k, n in r.incidents.items() if k.startswith("app_") and n}
+    if expect is None:
+        assert any(r.results for r in reports) and not told
+    else:  # what the application did wrong travels in the reports, as counts
+        assert expect in told, [dict(r.incidents) for r in reports]
+        assert any(r.health == "degraded" for r in reports) or told

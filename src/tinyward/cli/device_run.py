@@ -12,6 +12,7 @@ import sys
 import threading
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import click
 
@@ -42,6 +43,14 @@ DEFAULT_SERVER = "https://127.0.0.1:8443"
 @click.option("--queue-capacity", type=int, default=256, show_default=True,
               help="Reports kept while the server is unreachable (then the oldest is dropped,"
                    " counted).")
+@click.option("--app", "app_manifest", type=click.Path(dir_okay=False, exists=True,
+              path_type=Path), default=None,
+              help="Run this sandboxed application (its sensor.toml) as the source of results "
+                   "instead of the simulated sensor.")
+@click.option("--frames", "frames_csv", type=click.Path(dir_okay=False, exists=True,
+              path_type=Path), default=None,
+              help="With --app: feed the application the frames of this CSV file "
+                   "[default: simulated frames].")
 @click.option("--event-rate", type=float, default=0.2, show_default=True,
               help="Simulated sensor: events per second.")
 @click.option("--seed", type=int, default=None, help="Simulated sensor: random seed.")
@@ -50,8 +59,9 @@ DEFAULT_SERVER = "https://127.0.0.1:8443"
 @click.option("--backoff-max", type=float, default=60.0, show_default=True,
               help="Longest wait between retries when the server is unreachable.")
 def run(directory: Path, server: str, air_gapped: bool, interval: float | None, size: int,
-        duration: float | None, drain: float, queue_capacity: int, event_rate: float,
-        seed: int | None, status_file: Path | None, backoff_max: float) -> None:
+        duration: float | None, drain: float, queue_capacity: int, app_manifest: Path | None,
+        frames_csv: Path | None, event_rate: float, seed: int | None,
+        status_file: Path | None, backoff_max: float) -> None:
     """Run the device in DIRECTORY: constant-rate signed reports over pinned mutual TLS.
 
     The device opens no listening socket. SIGTERM or Ctrl-C stops it cleanly; queued
@@ -76,8 +86,9 @@ def run(directory: Path, server: str, air_gapped: bool, interval: float | None, 
         link=LinkConfig(backoff_initial=min(0.5, backoff_max), backoff_max=backoff_max),
         drain=drain,
     )
-    runner = DeviceRunner(device, server, config, SimulatedSensor(event_rate, seed),
-                          status_file=status_file)
+    source = (SimulatedSensor(event_rate, seed) if app_manifest is None
+              else _app_source(app_manifest, frames_csv, seed))
+    runner = DeviceRunner(device, server, config, source, status_file=status_file)
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -92,6 +103,9 @@ def run(directory: Path, server: str, air_gapped: bool, interval: float | None, 
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+        close = getattr(source, "close", None)
+        if callable(close):
+            close()
     click.echo(
         f"stopped: {stats.generated} reports made, acknowledged up to #{runner.queue.acked}, "
         f"{len(runner.queue)} still queued (kept for the next run), "
@@ -99,8 +113,16 @@ def run(directory: Path, server: str, air_gapped: bool, interval: float | None, 
         + (f"; last error: {stats.last_error}" if stats.last_error else ""), err=True)
 
 
-COMMANDS: list[click.Command] = []
-BENCH_COMMANDS: list[click.Command] = []
+def _app_source(manifest_path: Path, frames_csv: Path | None, seed: int | None) -> Any:
+    """The sandboxed application as the results source (tinyward.app)."""
+    from tinyward.app.frames import csv_frames, simulated_frames
+    from tinyward.app.manifest import load_manifest
+    from tinyward.app.source import AppResultSource
+
+    manifest = load_manifest(manifest_path)
+    frames = (iter(csv_frames(frames_csv, manifest)) if frames_csv is not None
+              else simulated_frames(manifest, seed or 0))
+    return AppResultSource.start(manifest, frames)
 
 
 @click.command("shaping")
@@ -145,3 +167,7 @@ def bench_shaping(duration: float, interval: float, size: int, seed: int) -> Non
     console.print(f"shaping on: AUC {r.auc_shaped:.3f} <= 0.55: {verdict}")
     if r.auc_shaped > 0.55:
         raise SystemExit(1)
+
+
+COMMANDS: list[click.Command] = []
+BENCH_COMMANDS: list[click.Command] = []

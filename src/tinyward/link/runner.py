@@ -52,7 +52,13 @@ log = logging.getLogger("tinyward.link")
 
 
 class ResultSource(Protocol):
-    """Where results come from (the sandboxed application, or a simulation)."""
+    """Where results come from (the sandboxed application, or a simulation).
+
+    Optionally, a source may also offer ``incidents() -> dict[str, int]`` (running totals,
+    e.g. contract violations of the application; each report carries the increase) and a
+    ``healthy`` attribute (a report says ``degraded`` while it is false), as
+    :class:`tinyward.app.source.AppResultSource` does.
+    """
 
     def take(self, now: float) -> list[Mapping[str, Any]]:
         """Every result produced up to ``now`` (monotonic seconds) not taken before."""
@@ -192,6 +198,7 @@ class DeviceRunner:
         self._backoff = Backoff(self.config.link.backoff_initial, self.config.link.backoff_max,
                                 rng)
         self._status_file = status_file
+        self._told_incidents: dict[str, int] = {}
         self._record_acks = record_acks
         self.stats = RunStats(device_id=self._device_id, acknowledged_seq=self.queue.acked,
                               queued=len(self.queue), dropped_reports=self.queue.dropped)
@@ -200,12 +207,15 @@ class DeviceRunner:
 
     def _report(self, results: tuple[Mapping[str, Any], ...], dropped_results: int) -> None:
         reservation = self.queue.reserve()  # committed before the number is used
-        incidents = {"dropped_reports": reservation.dropped_reports,
+        incidents = {**self._source_incidents(),
+                     "dropped_reports": reservation.dropped_reports,
                      "dropped_results": dropped_results}
+        healthy = bool(getattr(self.source, "healthy", True))
         report = codec.Report(
             device_id=self._device_id, seq=reservation.seq, timestamp=int(self._wall()),
             results=results, incidents=incidents,
-            health="degraded" if reservation.dropped_reports or dropped_results else "ok")
+            health="degraded" if reservation.dropped_reports or dropped_results or not healthy
+            else "ok")
         try:
             data = codec.encode_report(report, self._signer, self.config.shaper.size)
         except codec.ReportTooLarge:
@@ -220,6 +230,17 @@ class DeviceRunner:
         self.stats.generated += 1
         self.stats.first_seq = self.stats.first_seq or reservation.seq
         self.stats.last_seq = reservation.seq
+
+    def _source_incidents(self) -> dict[str, int]:
+        """What the source counts (e.g. a misbehaving application), as deltas since the
+        previous report; the source keeps running totals."""
+        counter = getattr(self.source, "incidents", None)
+        if not callable(counter):
+            return {}
+        totals = dict(counter())
+        deltas = {kind: n - self._told_incidents.get(kind, 0) for kind, n in totals.items()}
+        self._told_incidents = totals
+        return {kind: n for kind, n in deltas.items() if n > 0}
 
     def tick(self, batch: Batch) -> None:
         """Turn one shaper batch into a queued report."""
