@@ -40,6 +40,7 @@ from tinyward.link.errors import (
     DeviceBusy,
     LinkError,
     PinMismatch,
+    QueueDamaged,
     ReportRejected,
     ServerRefused,
     ServerUnreachable,
@@ -269,10 +270,18 @@ class DeviceRunner:
                 self.stats.failures += 1
                 self._retry_at = self._clock() + self._backoff.next_delay()
                 return
+            before = self.queue.acked
+            try:
+                self.queue.acknowledge(stored)
+            except QueueDamaged as error:
+                # The server claims numbers this device never used: keep everything, say
+                # so, and do not hammer it.
+                self._note_refusal(error)
+                self.stats.failures += 1
+                self._retry_at = self._clock() + self._backoff.next_delay()
+                return
             self._backoff.reset()
             self.stats.last_error = None
-            before = self.queue.acked
-            self.queue.acknowledge(stored)
             if self._record_acks:
                 self.stats.acked_seqs.extend(
                     s for s in range(before + 1, self.queue.acked + 1)
