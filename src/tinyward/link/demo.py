@@ -19,6 +19,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
@@ -178,7 +179,7 @@ class Demo:
 
     def run_attacks(self) -> None:
         """Every attack of the issue, one after the other; each outcome is recorded."""
-        steps = [
+        steps: list[tuple[str, Callable[[str, Any], Outcome], Any]] = [
             ("attestation: each device's PSA token verifies", self._attest, None),
             ("attestation token with one flipped byte", self._attest_attack, "flipped"),
             ("attestation token replayed (answers an old nonce)", self._attest_attack,

@@ -142,7 +142,8 @@ def run(duration: float = 60.0, interval: float = 0.1, size: int = 1024, seed: i
             k = math.floor(t / interval)
             if 0 <= k < n:
                 labels[k] = 1
-        shaped, unshaped = (_features(p.records, start, interval, n) for p, _, start in phases)
+        x_shaped, x_unshaped = (_features(p.records, start, interval, n)
+                                for p, _, start in phases)
         up = sorted({r.length for r in proxies[0].records
                      if r.upstream and r.content_type == APPLICATION_DATA})
         elapsed = duration
@@ -156,7 +157,7 @@ def run(duration: float = 60.0, interval: float = 0.1, size: int = 1024, seed: i
         head = heads.most_common(1)[0][0] - TLS13_RECORD_OVERHEAD if heads else 0
         return ShapingResult(
             intervals=n, with_events=int(labels.sum()), events=len(events),
-            auc_shaped=_auc(shaped, labels, seed), auc_unshaped=_auc(unshaped, labels, seed),
+            auc_shaped=_auc(x_shaped, labels, seed), auc_unshaped=_auc(x_unshaped, labels, seed),
             shaped_bytes_per_hour=total[0] * 3600.0 / elapsed,
             unshaped_bytes_per_hour=total[1] * 3600.0 / elapsed,
             bytes_per_report=total[0] / max(1, reports), request_head_bytes=head,
