@@ -107,3 +107,14 @@ def test_backoff_grows_with_jitter_and_is_bounded() -> None:
     assert max(delays[6:]) > 2.0 and max(delays[:2]) <= 1.0
     backoff.reset()
     assert backoff.next_delay() <= 0.5
+
+
+def test_a_connection_the_server_closed_while_idle_is_replaced_once(world: World) -> None:
+    device = world.device("a")
+    with FakeFleetServer(world.fleet, PASSPHRASE) as server:
+        link = ReportLink(server.url, *device_context(device))
+        assert link.send(_report(device, 1)) == 1
+        assert link._conn is not None  # noqa: SLF001
+        link._conn.sock.close()  # noqa: SLF001 - as if the server's idle timeout hit
+        assert link.send(_report(device, 2)) == 2
+    assert server.stored[device.device_id] == [1, 2]

@@ -213,6 +213,18 @@ class ReportLink:
             ReportRejected: the server refused this report for good (4xx about it).
             BadServerAnswer: the answer is not a valid acknowledgement.
         """
+        reused = self._conn is not None
+        try:
+            return self._send_once(report)
+        except ServerUnreachable:
+            if not reused:
+                raise
+        # A kept-alive connection the server had already closed (its idle timeout is
+        # shorter than the interval): try once on a fresh one. Sending the report twice is
+        # safe: the server stores it once and answers the second with its stored_seq.
+        return self._send_once(report)
+
+    def _send_once(self, report: bytes) -> int:
         self.connect()
         conn = self._conn
         assert conn is not None
