@@ -20,7 +20,13 @@ from tinyward.link.attacks import (
     server_credentials_wrong_key,
 )
 from tinyward.link.client import Backoff, ReportLink, ServerURL, device_context
-from tinyward.link.errors import PinMismatch, ServerRefused, ServerUnreachable
+from tinyward.link.errors import (
+    BadServerAnswer,
+    PinMismatch,
+    ReportRejected,
+    ServerRefused,
+    ServerUnreachable,
+)
 from tinyward.trust import report as codec
 
 
@@ -114,7 +120,23 @@ def test_a_connection_the_server_closed_while_idle_is_replaced_once(world: World
     with FakeFleetServer(world.fleet, PASSPHRASE) as server:
         link = ReportLink(server.url, *device_context(device))
         assert link.send(_report(device, 1)) == 1
-        assert link._conn is not None  # noqa: SLF001
-        link._conn.sock.close()  # noqa: SLF001 - as if the server's idle timeout hit
+        assert link._conn is not None
+        link._conn.sock.close()
         assert link.send(_report(device, 2)) == 2
     assert server.stored[device.device_id] == [1, 2]
+
+
+@pytest.mark.parametrize("status, body, error", [
+    (403, b'{"error": "revoked", "reason": "this device has been revoked"}', ServerRefused),
+    (400, b'{"error": "bad_size", "reason": "report is 512 bytes"}', ServerRefused),
+    (400, b'{"error": "bad_padding", "reason": "pad"}', ReportRejected),
+    (503, b'{"error": "storage_unavailable"}', ServerUnreachable),
+    (200, b'{"stored_seq": true}', BadServerAnswer),
+])
+def test_answers_are_classified_so_that_nothing_is_dropped_for_a_device_wide_problem(
+        status: int, body: bytes, error: type) -> None:
+    import ssl
+
+    link = ReportLink("https://127.0.0.1:1", ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT), bytes(32))
+    with pytest.raises(error):
+        link._answer(status, body)

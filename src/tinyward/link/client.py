@@ -270,12 +270,19 @@ class ReportLink:
         if status == 409 and stored_ok:
             # A report the server already has (sent again after a lost acknowledgement).
             return int(stored)  # type: ignore[arg-type]
-        reason = document.get("error") if isinstance(document, dict) else None
-        text = f"{status} {reason or body[:200]!r}"
+        code = document.get("error") if isinstance(document, dict) else None
+        reason = document.get("reason") if isinstance(document, dict) else None
+        text = f"{status} {code or body[:200]!r}" + (f": {reason}" if reason else "")
         if status in (408, 429) or status >= 500:
             raise ServerUnreachable(f"the server is busy or failing: {text}")
         if status in (401, 403):
+            # Identity trouble (revoked, unknown, keys that do not match the fleet's
+            # records) concerns every report alike: keep them all, and say so.
             raise ServerRefused(f"the server refuses this device: {text}")
+        if code == "bad_size":
+            # A configuration mismatch, not a bad report: dropping would lose every report.
+            raise ServerRefused(f"the fleet expects another report size; run the device with "
+                                f"the fleet's --size ({text})")
         if 400 <= status < 500:
             raise ReportRejected(f"the server refused the report: {text}", status)
         raise BadServerAnswer(f"unexpected answer from the server: {text}")
