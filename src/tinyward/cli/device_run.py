@@ -148,10 +148,12 @@ def bench_shaping(duration: float, interval: float, size: int, seed: int) -> Non
                   f"(interval {interval:g} s, random events)…")
     r = shaping_bench.run(duration=duration, interval=interval, size=size, seed=seed)
     table = Table(title=f"traffic analysis: {r.intervals} intervals, {r.with_events} with "
-                        f"events ({r.events} events), random forest, 5-fold CV")
+                        f"events ({r.events} events), random forest, 5-fold CV x3")
     for column in ("", "shaping on", "shaping off (baseline)"):
         table.add_column(column, justify="right")
     table.add_row("ROC AUC (0.5 = learns nothing)", f"{r.auc_shaped:.3f}", f"{r.auc_unshaped:.3f}")
+    table.add_row("chance: shaped, labels shuffled",
+                  " ".join(f"{a:.3f}" for a in r.auc_null), "")
     table.add_row("reports sent", str(r.reports_shaped), str(r.reports_unshaped))
     table.add_row(f"bytes/hour at {r.interval:g} s (measured, TLS)",
                   f"{r.shaped_bytes_per_hour:,.0f}", f"{r.unshaped_bytes_per_hour:,.0f}")

@@ -200,6 +200,7 @@ class DeviceRunner:
                                 rng)
         self._status_file = status_file
         self._told_incidents: dict[str, int] = {}
+        self._send_delay = min(0.2 * self.config.shaper.interval, 0.5)
         self._record_acks = record_acks
         self.stats = RunStats(device_id=self._device_id, acknowledged_seq=self.queue.acked,
                               queued=len(self.queue), dropped_reports=self.queue.dropped)
@@ -351,6 +352,10 @@ class DeviceRunner:
                 batch = shaper.poll(now)
                 if batch is not None:
                     self.tick(batch)
+                    # Send at a fixed offset after the slot, not when the report happens to
+                    # be ready: how long signing and storing took (which depends a little
+                    # on the content) must not show in the timing on the wire.
+                    self._retry_at = max(self._retry_at, batch.slot + self._send_delay)
             if len(self.queue) and now >= self._retry_at:
                 # Deliver until the next tick is due, so sending never delays a tick.
                 tick = now + self.config.shaper.interval if self.config.unsafe_unshaped \
