@@ -20,6 +20,7 @@ from tinyward.readout import state as display
 from tinyward.trust.airgap import forbid_network
 from tinyward.trust.device import Device
 
+
 class ResultSource(Protocol):
     """What :func:`run_air_gapped` reads results from (the same protocol as the connected
     runner's, :class:`tinyward.link.runner.ResultSource`): the sandboxed application
