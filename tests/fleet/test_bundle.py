@@ -156,6 +156,20 @@ def test_bundle_certificate_key_on_unknown_curve_refused(slot: str) -> None:
         DeviceBundle.from_json(_encode(document))
 
 
+def test_bundle_certificate_with_invalid_x509_version_refused() -> None:
+    # Found by tests/fuzz/fuzz_bundle.py: cryptography's x509.InvalidVersion (version 8 in
+    # the root CA's DER) is not a ValueError and escaped the parser.
+    document = _doc()
+    der = x509.load_pem_x509_certificate(document["root_ca"].encode()).public_bytes(
+        serialization.Encoding.DER
+    )
+    v3 = bytes.fromhex("a003020102")
+    assert der.count(v3) == 1
+    document["root_ca"] = ssl.DER_cert_to_PEM_cert(der.replace(v3, bytes.fromhex("a003020108")))
+    with pytest.raises(BadBundle, match="root_ca does not parse as an X.509 certificate"):
+        DeviceBundle.from_json(_encode(document))
+
+
 @pytest.mark.parametrize(
     ("data", "reason"),
     [

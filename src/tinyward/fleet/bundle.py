@@ -78,7 +78,7 @@ def _certificate(pem: str, what: str, limits: BundleLimits) -> x509.Certificate:
         raise BadBundle(f"{what} is a {label!r} PEM block, not a 'CERTIFICATE'")
     try:
         cert = x509.load_pem_x509_certificate(block)
-    except ValueError:
+    except (ValueError, x509.InvalidVersion):  # InvalidVersion is no ValueError
         raise BadBundle(f"{what} does not parse as an X.509 certificate") from None
     try:
         # cryptography reads the key lazily: a key it cannot load (e.g. an unknown curve
