@@ -43,7 +43,7 @@ def _nonce() -> bytes:
 NONCE = _nonce()
 
 
-def TestOneInput(data: bytes) -> None:  # noqa: N802 - the name atheris and OSS-Fuzz use
+def TestOneInput(data: bytes) -> None:  # the name atheris and OSS-Fuzz use
     if not data:
         return
     body = data[1:]

@@ -38,7 +38,7 @@ def _with_certificate(slot: tuple[str, ...], der: bytes) -> bytes:
     return json.dumps(document).encode()
 
 
-def TestOneInput(data: bytes) -> None:  # noqa: N802 - the name atheris and OSS-Fuzz use
+def TestOneInput(data: bytes) -> None:  # the name atheris and OSS-Fuzz use
     if not data:
         return
     mode, body = data[0] % (len(SLOTS) + 1), data[1:]

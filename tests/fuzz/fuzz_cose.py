@@ -15,7 +15,7 @@ SIGNER = FixedSigner(0xC05E)
 PUBLIC_KEY = SIGNER.public_key()
 
 
-def TestOneInput(data: bytes) -> None:  # noqa: N802 - the name atheris and OSS-Fuzz use
+def TestOneInput(data: bytes) -> None:  # the name atheris and OSS-Fuzz use
     try:
         message = decode_sign1(data)
     except MalformedCose:

@@ -36,7 +36,7 @@ def _valid_blocks() -> list[bytes]:
 BLOCKS = _valid_blocks()  # PEM CSRs in PURPOSES order
 
 
-def TestOneInput(data: bytes) -> None:  # noqa: N802 - the name atheris and OSS-Fuzz use
+def TestOneInput(data: bytes) -> None:  # the name atheris and OSS-Fuzz use
     if not data:
         return
     mode, body = data[0] % 4, data[1:]

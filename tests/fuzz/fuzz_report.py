@@ -17,14 +17,20 @@ from tests.fuzz.harness import FixedSigner, instrumented, run
 with instrumented(__name__):
     from tinyward.trust.cose import HEADER_KID, decode_sign1, sign1
     from tinyward.trust.identity import device_id
-    from tinyward.trust.report import Report, ReportError, encode_report, peek_device_id, verify_report
+    from tinyward.trust.report import (
+        Report,
+        ReportError,
+        encode_report,
+        peek_device_id,
+        verify_report,
+    )
 
 SIGNER = FixedSigner(0x4E90_2700)
 PUBLIC_KEY = SIGNER.public_key()
 DEVICE_ID = device_id(PUBLIC_KEY)
 
 
-def TestOneInput(data: bytes) -> None:  # noqa: N802 - the name atheris and OSS-Fuzz use
+def TestOneInput(data: bytes) -> None:  # the name atheris and OSS-Fuzz use
     if not data:
         return
     body = data[1:]

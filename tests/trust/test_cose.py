@@ -80,3 +80,27 @@ def test_fuzz_decode_only_documented_errors(data: bytes) -> None:
         decode_sign1(data)
     except MalformedCose:
         pass
+
+
+def test_refused_invalid_utf8_text_is_not_leaked() -> None:
+    # Found by tests/fuzz/fuzz_report.py (memory grew run after run): cbor2's C decoder
+    # leaks the bytes of a text string that is not UTF-8 when it refuses it, so each such
+    # hostile message would have cost the verifier up to its own size in memory.
+    import gc
+    import tracemalloc
+
+    size = 60_000
+    message = bytes([0x7A]) + size.to_bytes(4, "big") + b"\xff" * size
+    tracemalloc.start()
+    try:
+        gc.collect()
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(100):
+            with pytest.raises(MalformedCose, match="not valid CBOR"):
+                decode_sign1(message)
+        gc.collect()
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    # A leak keeps 100 x 60 KB = 6 MB; without one, next to nothing stays.
+    assert grown < 1_000_000, f"{grown} bytes still held after 100 refused messages"
