@@ -72,13 +72,11 @@ class FixedSigner:
 
 
 def workdir(name: str) -> Path:
-    """A folder for a harness's files (see the module docstring)."""
+    """A fresh folder for a harness's files (see the module docstring)."""
     base = os.environ.get("TINYWARD_FUZZ_WORKDIR")
     if base:
-        path = Path(base) / name
-        path.mkdir(parents=True, exist_ok=True)
-        return path
-    return Path(tempfile.mkdtemp(prefix=f"tinyward-fuzz-{name}-"))
+        Path(base).mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f"tinyward-fuzz-{name}-", dir=base or None))
 
 
 def pem_block(label: str, der: bytes) -> bytes:
