@@ -11,6 +11,7 @@ SECONDS`` (see docs/testing.md).
 from __future__ import annotations
 
 import os
+import platform
 import re
 import subprocess
 import sys
@@ -19,13 +20,14 @@ from pathlib import Path
 
 import pytest
 
-if not sys.platform.startswith("linux"):
-    pytest.skip("atheris wheels are Linux-only; the hypothesis tests still run",
-                allow_module_level=True)
+if not (sys.platform.startswith("linux") and platform.machine() == "x86_64"):
+    # pyproject.toml installs atheris only there (its only wheels); the hypothesis fuzz
+    # tests beside each module still run everywhere.
+    pytest.skip("atheris wheels exist for x86-64 Linux only", allow_module_level=True)
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-RUNS = 3000
+RUNS = 10000
 MAX_SECONDS = 12
 TARGETS = sorted(path.stem.removeprefix("fuzz_") for path in HERE.glob("fuzz_*.py"))
 # What issue 2 asks to be fuzzed; a harness deleted by mistake fails here, not silently.
@@ -45,8 +47,8 @@ def run_harness(module: str, out: Path, runs: int = RUNS) -> tuple[int, str]:
             "-timeout=10", "-rss_limit_mb=1024", f"-artifact_prefix={out}/",
             "-print_final_stats=1",
         ]
-        done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
-                              timeout=MAX_SECONDS + 90)
+        done = subprocess.run(command, check=False, cwd=REPO, env=env, capture_output=True,
+                              text=True, timeout=MAX_SECONDS + 90)
     return done.returncode, done.stdout + done.stderr
 
 
@@ -54,7 +56,7 @@ def test_atheris_is_installed() -> None:
     try:
         import atheris  # noqa: F401
     except ImportError:
-        pytest.fail("atheris is missing: `pip install -e '.[dev]'` installs it on Linux")
+        pytest.fail("atheris is missing: `pip install -e '.[dev]'` installs it on x86-64 Linux")
 
 
 def test_every_required_target_has_a_harness() -> None:
