@@ -67,7 +67,7 @@ CORE_TRIES_SOCKETS = textwrap.dedent(
 def test_sockets_from_the_core_process_tree_are_refused(fleet_and_device) -> None:
     _, device = fleet_and_device
     out = subprocess.run([sys.executable, "-c", CORE_TRIES_SOCKETS, str(device.directory)],
-                         capture_output=True, text=True, timeout=60)
+                         capture_output=True, text=True, timeout=60, check=False)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["refused"] * 4
 

@@ -13,9 +13,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from tinyward.errors import BadInput, Misuse
 from tinyward.trust import attestation
 from tinyward.trust.attestation import (
-    KEY_TINYWARD_OPERATING_MODE,
-    LIFECYCLE_ASSEMBLY_AND_TEST,
-    LIFECYCLE_NON_PSA_ROT_DEBUG,
     PSA_PROFILE,
     PsaClaims,
     SoftwareComponent,
@@ -38,7 +35,13 @@ from tinyward.trust.errors import (
     MissingClaim,
     NonceMismatch,
     TokenMisuse,
+    TruncatedToken,
     UntrustedLifecycle,
+)
+from tinyward.trust.psa_claims import (
+    KEY_TINYWARD_OPERATING_MODE,
+    LIFECYCLE_ASSEMBLY_AND_TEST,
+    LIFECYCLE_NON_PSA_ROT_DEBUG,
 )
 
 from ..conftest import EphemeralSigner
@@ -178,6 +181,18 @@ def test_every_truncation_is_refused(signer: EphemeralSigner) -> None:
     for length in range(len(token)):
         with pytest.raises(MalformedToken):
             verify_token(token[:length], signer.public_key(), NONCE)
+    for length in range(1, len(token)):
+        with pytest.raises(TruncatedToken, match="truncated"):
+            verify_token(token[:length], signer.public_key(), NONCE)
+
+
+@pytest.mark.parametrize("data", [b"not cbor at all", b"\x1b\x00", b"{}"])
+def test_garbage_is_not_called_truncated(signer: EphemeralSigner, data: bytes) -> None:
+    # Bytes that do not start like a COSE_Sign1 are "not a token", whatever cbor2 thinks.
+    with pytest.raises(MalformedToken) as caught:
+        verify_token(data, signer.public_key(), NONCE)
+    assert not isinstance(caught.value, TruncatedToken)
+    assert "not a PSA token" in str(caught.value)
 
 
 def test_trailing_bytes_are_refused(signer: EphemeralSigner) -> None:
@@ -442,3 +457,36 @@ def test_component_attribute_keys_must_be_int_or_text(
     claimset[2399] = [component]
     with pytest.raises(BadClaim, match="attribute key"):
         decode_claims(cbor2.dumps(claimset))
+
+
+def test_json_names_the_device(signer: EphemeralSigner) -> None:
+    from tinyward.trust import identity
+
+    shown = claims_to_json(make_claims(signer))
+    assert shown["device_id"] == identity.device_id(signer.public_key())
+    assert claims_to_json(make_claims(signer, instance_id=b"\x02"))["device_id"] is None
+
+
+def test_instance_id_is_the_shared_identity_derivation(signer: EphemeralSigner) -> None:
+    from tinyward.trust import identity
+
+    assert instance_id_from_public_key(signer.public_key()) == identity.instance_id(
+        signer.public_key()
+    )
+
+
+def test_hostile_keys_are_shortened_in_messages(signer: EphemeralSigner) -> None:
+    claimset = _claimset(make_token(signer))
+    claimset[b"x" * 5000] = 1
+    with pytest.raises(MalformedToken) as caught:
+        decode_claims(claimset)
+    assert len(str(caught.value)) < 120
+
+
+def test_variant_cbor_serialisation_is_tolerated(signer: EphemeralSigner) -> None:
+    # RFC 9783 §5.1.1: attesters may skip preferred serialisation, so the verifier must
+    # accept it. Here tag 18 is written in two bytes (0xd8 0x12) instead of one (0xd2).
+    token = make_token(signer)
+    assert token[0] == 0xD2
+    variant = b"\xd8\x12" + token[1:]
+    assert verify_token(variant, signer.public_key(), NONCE) == make_claims(signer)

@@ -7,6 +7,8 @@ are all :class:`tinyward.errors.BadInput`). Anything else — ``KeyError``, ``Ty
 
 from __future__ import annotations
 
+import os
+
 import cbor2
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
@@ -26,10 +28,13 @@ from ..conftest import EphemeralSigner
 from .psa_factory import NONCE, make_claims
 
 SIGNER = EphemeralSigner()
-TOKEN = encode_token(make_claims(SIGNER), SIGNER)
+CLAIMS = make_claims(SIGNER)
+TOKEN = encode_token(CLAIMS, SIGNER)
 CLAIMSET = cbor2.loads(cbor2.loads(TOKEN).value[2])
+# TINYWARD_FUZZ_EXAMPLES raises the budget for a longer hunt by hand (seed stays fixed).
 FUZZ = settings(
-    derandomize=True, max_examples=400, deadline=None,
+    derandomize=True, max_examples=int(os.environ.get("TINYWARD_FUZZ_EXAMPLES", "400")),
+    deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
 
@@ -73,14 +78,16 @@ def mutated_token(draw: st.DrawFn) -> bytes:
 
 @FUZZ
 @given(mutated_token())
-def test_mutated_tokens_never_verify_and_never_crash(data: bytes) -> None:
+def test_mutated_tokens_never_change_claims_and_never_crash(data: bytes) -> None:
     assume(data != TOKEN)
     try:
-        verify_token(data, SIGNER.public_key(), NONCE)
+        claims = verify_token(data, SIGNER.public_key(), NONCE)
     except BadToken:
         pass
     else:
-        raise AssertionError("a mutated token verified")
+        # Only a different encoding of the same signed content may still verify (CBOR
+        # allows variant serialisations of the outer structure); its claims cannot change.
+        assert claims == CLAIMS
     _all_decoders(data)
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tinyward.trust import attestation
+from tinyward.trust import psa_claims
 from tinyward.trust.attestation import decode_claims, peek_instance_id, verify_token
 from tinyward.trust.errors import BadClaim, ClaimError, InstanceIdMismatch, MissingClaim
 
@@ -113,9 +113,9 @@ def test_fail_claim_sets_are_refused_for_their_stated_defect(path: Path) -> None
     assert type(error) is DEFECTS[defect], str(error)
     assert (error.claim, error.field) == (claim, field), str(error)
     if defect in ("too_big", "too_small"):
-        size = len(claimset[getattr(attestation, f"KEY_{claim.upper()}")])
+        size = len(claimset[getattr(psa_claims, f"KEY_{claim.upper()}")])
         assert f"got {size}" in error.detail
-        limit = attestation.BOOT_SEED_MAX if defect == "too_big" else attestation.BOOT_SEED_MIN
+        limit = psa_claims.BOOT_SEED_MAX if defect == "too_big" else psa_claims.BOOT_SEED_MIN
         assert (size > limit) if defect == "too_big" else (size < limit)
 
 

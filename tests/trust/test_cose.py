@@ -104,3 +104,11 @@ def test_refused_invalid_utf8_text_is_not_leaked() -> None:
         tracemalloc.stop()
     # A leak keeps 100 x 60 KB = 6 MB; without one, next to nothing stays.
     assert grown < 1_000_000, f"{grown} bytes still held after 100 refused messages"
+
+
+def test_cut_off_message_is_truncated_cose(signer: EphemeralSigner) -> None:
+    message = sign1(b"payload bytes", signer)
+    for length in range(1, len(message)):
+        with pytest.raises(cose.TruncatedCose):
+            decode_sign1(message[:length])
+    assert issubclass(cose.TruncatedCose, MalformedCose)  # callers catching the family still do

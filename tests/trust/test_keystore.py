@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl
+from datetime import UTC
 from pathlib import Path
 
 import pytest
@@ -79,7 +80,7 @@ def test_no_api_returns_private_key_bytes(tmp_path: Path) -> None:
 
 
 def test_tls_credentials_load_into_ssl_without_clear_key(tmp_path: Path) -> None:
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes
@@ -89,7 +90,7 @@ def test_tls_credentials_load_into_ssl_without_clear_key(tmp_path: Path) -> None
     handle = ks.generate("tls", KeyUsage.TLS_CLIENT)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "t")])
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
             .public_key(ks.public_key(handle)).serial_number(1)
             .not_valid_before(now).not_valid_after(now + timedelta(days=1))
@@ -111,7 +112,7 @@ def test_device_folder_holds_no_clear_private_key(tmp_path: Path) -> None:
     # The raw private scalars must not appear either; reach into the (trusted) keystore to
     # get them for this check only.
     for purpose in ("tls", "report", "attestation"):
-        _, key = device.keystore._load(purpose)  # noqa: SLF001 - test of the at-rest format
+        _, key = device.keystore._load(purpose)
         scalar = key.private_numbers().private_value.to_bytes(32, "big")
         der = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption())

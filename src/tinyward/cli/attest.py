@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from tinyward.cli.attest_bench import bench_token
 from tinyward.errors import BadInput
 from tinyward.fleet.attestation import verify_fleet_token
 from tinyward.fleet.pki import Fleet
@@ -50,3 +51,4 @@ def verify_command(token_file: Path, fleet_dir: Path, nonce: str) -> None:
 
 
 COMMANDS: list[click.Command] = [attest]
+BENCH_COMMANDS: list[click.Command] = [bench_token]

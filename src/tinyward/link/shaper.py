@@ -145,4 +145,4 @@ def bandwidth_bytes_per_hour(
     return per_report * 3600.0 / config.interval
 
 
-__all__ = ["Batch", "Shaper", "ShaperConfig", "TLS13_RECORD_OVERHEAD", "bandwidth_bytes_per_hour"]
+__all__ = ["TLS13_RECORD_OVERHEAD", "Batch", "Shaper", "ShaperConfig", "bandwidth_bytes_per_hour"]

@@ -18,7 +18,7 @@ import sys
 import termios
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
@@ -111,7 +111,7 @@ class ReadoutScreen:
         for kind, count in sorted(current.incidents.items()):
             table.add_row(f"incident {kind}", str(count))
         table.add_row("health", current.health)
-        updated = (datetime.fromtimestamp(current.updated_at, timezone.utc).isoformat(timespec="seconds")
+        updated = (datetime.fromtimestamp(current.updated_at, UTC).isoformat(timespec="seconds")
                    if current.updated_at else "never")
         table.add_row("updated", updated)
         self.console.print(table)
@@ -124,7 +124,7 @@ class ReadoutScreen:
         name = f"report-{int(self.clock())}-{len(list(self.export_dir.iterdir())) + 1}.txt"
         atomic_write(self.export_dir / name, text.encode() + b"\n", mode=0o644)
         qr = segno.make(text, error="l")
-        qr.terminal(out=self.console.file, compact=True)
+        qr.terminal(out=self.console.file, compact=True)  # type: ignore[arg-type]  # any text stream works
         self.console.print("signed report (verify with `tinyward report verify`):")
         self.console.print(text, soft_wrap=True, markup=False, highlight=False)
         self.console.print(f"saved as {self.export_dir / name}")

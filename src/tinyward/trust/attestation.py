@@ -27,28 +27,32 @@ lookup only.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import cbor2
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tinyward.trust.cose import BadSignature, MalformedCose, Signer, decode_sign1, loads_cbor, sign1
+from tinyward.trust import identity
+from tinyward.trust.cose import (
+    BadSignature,
+    MalformedCose,
+    Signer,
+    TruncatedCose,
+    decode_sign1,
+    loads_cbor,
+    sign1,
+)
 from tinyward.trust.errors import (
-    BadClaim,
     BadToken,
     BadTokenSignature,
     InstanceIdMismatch,
     InvalidClaims,
     MalformedToken,
-    MissingClaim,
     NonceMismatch,
     TokenMisuse,
+    TruncatedToken,
     UntrustedLifecycle,
 )
 from tinyward.trust.measurement import (
@@ -57,8 +61,36 @@ from tinyward.trust.measurement import (
     measure_files,
     measure_tinyward_code,
 )
+from tinyward.trust.psa_claims import (
+    DEFAULT_CONFIG,
+    LIFECYCLE_ASSEMBLY_AND_TEST,
+    LIFECYCLE_DECOMMISSIONED,
+    LIFECYCLE_NON_PSA_ROT_DEBUG,
+    LIFECYCLE_PSA_ROT_PROVISIONING,
+    LIFECYCLE_RECOVERABLE_PSA_ROT_DEBUG,
+    LIFECYCLE_SECURED,
+    LIFECYCLE_UNKNOWN,
+    NONCE_SIZES,
+    PSA_PROFILE,
+    OperatingMode,
+    PsaClaims,
+    SoftwareComponent,
+    TokenConfig,
+    claims_from_map,
+    claims_to_map,
+    instance_id_claim,
+    lifecycle_state_name,
+)
 
 __all__ = [
+    "DEFAULT_CONFIG",
+    "LIFECYCLE_ASSEMBLY_AND_TEST",
+    "LIFECYCLE_DECOMMISSIONED",
+    "LIFECYCLE_NON_PSA_ROT_DEBUG",
+    "LIFECYCLE_PSA_ROT_PROVISIONING",
+    "LIFECYCLE_RECOVERABLE_PSA_ROT_DEBUG",
+    "LIFECYCLE_SECURED",
+    "LIFECYCLE_UNKNOWN",
     "MEASUREMENT_DESC_SHA256",
     "PSA_PROFILE",
     "UNSIGNED_SIGNER_ID",
@@ -77,119 +109,7 @@ __all__ = [
     "verify_token",
 ]
 
-PSA_PROFILE = "tag:psacertified.org,2023:psa#tfm"
-
-# CWT claim keys (RFC 9711 for the EAT ones, RFC 9783 §4 / IANA for the PSA ones).
-KEY_NONCE = 10
-KEY_INSTANCE_ID = 256  # EAT ueid
-KEY_PROFILE = 265  # EAT eat_profile
-KEY_BOOT_SEED = 268  # EAT bootseed
-KEY_CLIENT_ID = 2394
-KEY_SECURITY_LIFECYCLE = 2395
-KEY_IMPLEMENTATION_ID = 2396
-KEY_CERTIFICATION_REFERENCE = 2398
-KEY_SOFTWARE_COMPONENTS = 2399
-KEY_VERIFICATION_SERVICE = 2400
-#: tinyward's private claim: the device's operating mode. RFC 8392 §9.1 reserves claim
-#: keys below -65536 for private use; -70001 stays clear of the range the old PSA profile
-#: (PSA_IOT_PROFILE_1) used (-75000..-75010). Verifiers that do not know it ignore it,
-#: as EAT requires of unknown claims.
-KEY_TINYWARD_OPERATING_MODE = -70001
-
-# Software component attribute keys (RFC 9783 §4.4.1).
-COMP_MEASUREMENT_TYPE = 1
-COMP_MEASUREMENT_VALUE = 2
-COMP_VERSION = 4
-COMP_SIGNER_ID = 5
-COMP_MEASUREMENT_DESC = 6
-
-NONCE_SIZES = frozenset({32, 48, 64})
-HASH_SIZES = frozenset({32, 48, 64})  # psa-hash-type
-INSTANCE_ID_BYTES = 33
-INSTANCE_ID_TYPE_RAND = 0x01
-IMPLEMENTATION_ID_BYTES = 32
-BOOT_SEED_MIN, BOOT_SEED_MAX = 8, 32
-CLIENT_ID_MIN, CLIENT_ID_MAX = -(2**31), 2**31 - 1
-_CERTIFICATION_REFERENCE = re.compile(r"[0-9]{13}-[0-9]{5}")
 _COSE_HEADER_CRIT = 2
-
-# Security lifecycle: bits 15..8 carry the PSA state, bits 7..0 an implementation-defined
-# minor state (RFC 9783 §4.3.1).
-LIFECYCLE_UNKNOWN = 0x0000
-LIFECYCLE_ASSEMBLY_AND_TEST = 0x1000
-LIFECYCLE_PSA_ROT_PROVISIONING = 0x2000
-LIFECYCLE_SECURED = 0x3000
-LIFECYCLE_NON_PSA_ROT_DEBUG = 0x4000
-LIFECYCLE_RECOVERABLE_PSA_ROT_DEBUG = 0x5000
-LIFECYCLE_DECOMMISSIONED = 0x6000
-_LIFECYCLE_NAMES = {
-    0x00: "unknown",
-    0x10: "assembly-and-test",
-    0x20: "psa-rot-provisioning",
-    0x30: "secured",
-    0x40: "non-psa-rot-debug",
-    0x50: "recoverable-psa-rot-debug",
-    0x60: "decommissioned",
-}
-
-
-class OperatingMode:
-    """Values of tinyward's private operating-mode claim (:data:`KEY_TINYWARD_OPERATING_MODE`)."""
-
-    CONNECTED = "connected"
-    AIR_GAPPED = "air-gapped"
-    ALL = frozenset({CONNECTED, AIR_GAPPED})
-
-
-@dataclass(frozen=True)
-class TokenConfig:
-    """Limits on untrusted tokens and the verifier's lifecycle policy; defaults are safe.
-
-    ``trusted_lifecycle_states`` holds major states (bits 15..8). RFC 9783 §4.3.1: a
-    verifier can only trust a PSA RoT in the SECURED or NON_PSA_ROT_DEBUG state.
-    """
-
-    max_token_bytes: int = 8 * 1024
-    max_components: int = 16
-    max_text_bytes: int = 256
-    trusted_lifecycle_states: frozenset[int] = frozenset(
-        {LIFECYCLE_SECURED >> 8, LIFECYCLE_NON_PSA_ROT_DEBUG >> 8}
-    )
-
-
-DEFAULT_CONFIG = TokenConfig()
-
-
-@dataclass(frozen=True)
-class SoftwareComponent:
-    """One entry of the Software Components claim (2399)."""
-
-    measurement_value: bytes
-    signer_id: bytes
-    measurement_type: str | None = None
-    version: str | None = None
-    measurement_desc: str | None = None
-
-
-@dataclass(frozen=True)
-class PsaClaims:
-    """The claims of a PSA attestation token (profile ``tag:psacertified.org,2023:psa#tfm``).
-
-    ``operating_mode`` is tinyward's private claim (``"connected"`` or ``"air-gapped"``),
-    absent in tokens made by others.
-    """
-
-    nonce: bytes
-    instance_id: bytes
-    implementation_id: bytes
-    security_lifecycle: int
-    boot_seed: bytes | None
-    client_id: int
-    software_components: tuple[SoftwareComponent, ...]
-    profile: str = PSA_PROFILE
-    verification_service: str | None = None
-    certification_reference: str | None = None
-    operating_mode: str | None = None
 
 
 # --- identity ---------------------------------------------------------------------------
@@ -198,22 +118,11 @@ class PsaClaims:
 def instance_id_from_public_key(public_key: ec.EllipticCurvePublicKey) -> bytes:
     """The PSA Instance ID of an attestation key: ``0x01 || SHA-256(uncompressed point)``.
 
-    This is how TF-M derives it from its IAK and how tinyward names devices (the device
-    ID is the hex of the last 32 bytes). Raises :class:`TokenMisuse` for a non-P-256 key.
+    The one derivation lives in :mod:`tinyward.trust.identity`; this is it, with the
+    attestation module's error. Raises :class:`TokenMisuse` for a non-P-256 key.
     """
     _check_p256(public_key)
-    point = public_key.public_bytes(
-        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
-    )
-    return bytes([INSTANCE_ID_TYPE_RAND]) + hashlib.sha256(point).digest()
-
-
-def lifecycle_state_name(value: int) -> str:
-    """The PSA state name of a security lifecycle value (``"secured"`` for 0x3000..0x30ff)."""
-    return _LIFECYCLE_NAMES.get(value >> 8, "invalid") if 0 <= value <= 0xFFFF else "invalid"
-
-
-# --- encoding ---------------------------------------------------------------------------
+    return identity.instance_id(public_key)
 
 
 def encode_token(
@@ -224,13 +133,13 @@ def encode_token(
     The claims are run through the same checks a verifier applies, so tinyward never
     emits a token it would refuse. Raises :class:`InvalidClaims` if they fail, if the
     Instance ID is not the one derived from ``signer``'s key, or if the token would be
-    over ``config.max_token_bytes``.
+    over ``config.max_token_bytes``; :class:`TokenMisuse` if the signer's key is not P-256.
     """
     if not isinstance(claims, PsaClaims):
         raise InvalidClaims(f"expected PsaClaims, got {type(claims).__name__}")
-    claimset = _to_claimset(claims)
+    claimset = claims_to_map(claims)
     try:
-        _claims_from_map(claimset, config)
+        claims_from_map(claimset, config)
     except BadToken as error:
         raise InvalidClaims(f"refusing to sign invalid claims: {error}") from None
     if claims.instance_id != instance_id_from_public_key(signer.public_key()):
@@ -243,44 +152,6 @@ def encode_token(
             f"the token would be {len(token)} bytes, over the {config.max_token_bytes}-byte limit"
         )
     return token
-
-
-def _to_claimset(claims: PsaClaims) -> dict[int, Any]:
-    if not isinstance(claims.software_components, (tuple, list)) or not all(
-        isinstance(c, SoftwareComponent) for c in claims.software_components
-    ):
-        raise InvalidClaims("software_components must be a sequence of SoftwareComponent")
-    claimset: dict[int, Any] = {
-        KEY_PROFILE: claims.profile,
-        KEY_NONCE: claims.nonce,
-        KEY_INSTANCE_ID: claims.instance_id,
-        KEY_IMPLEMENTATION_ID: claims.implementation_id,
-        KEY_CLIENT_ID: claims.client_id,
-        KEY_SECURITY_LIFECYCLE: claims.security_lifecycle,
-        KEY_SOFTWARE_COMPONENTS: [_component_to_map(c) for c in claims.software_components],
-    }
-    optional = {
-        KEY_BOOT_SEED: claims.boot_seed,
-        KEY_VERIFICATION_SERVICE: claims.verification_service,
-        KEY_CERTIFICATION_REFERENCE: claims.certification_reference,
-        KEY_TINYWARD_OPERATING_MODE: claims.operating_mode,
-    }
-    claimset.update({k: v for k, v in optional.items() if v is not None})
-    return claimset
-
-
-def _component_to_map(component: SoftwareComponent) -> dict[int, Any]:
-    entry: dict[int, Any] = {
-        COMP_MEASUREMENT_VALUE: component.measurement_value,
-        COMP_SIGNER_ID: component.signer_id,
-    }
-    optional = {
-        COMP_MEASUREMENT_TYPE: component.measurement_type,
-        COMP_VERSION: component.version,
-        COMP_MEASUREMENT_DESC: component.measurement_desc,
-    }
-    entry.update({k: v for k, v in optional.items() if v is not None})
-    return entry
 
 
 # --- decoding and claim rules -----------------------------------------------------------
@@ -305,7 +176,7 @@ def decode_claims(
         claimset = payload_or_claimset
     else:
         raise MalformedToken("a claim set must be CBOR bytes or a map")
-    return _claims_from_map(claimset, config)
+    return claims_from_map(claimset, config)
 
 
 def _load_claimset(payload: bytes, config: TokenConfig) -> Mapping[Any, Any]:
@@ -322,212 +193,6 @@ def _load_claimset(payload: bytes, config: TokenConfig) -> Mapping[Any, Any]:
     return claimset
 
 
-def _claims_from_map(claimset: Mapping[Any, Any], config: TokenConfig) -> PsaClaims:
-    for key in claimset:
-        if not _is_int(key) and not isinstance(key, str):
-            raise MalformedToken(f"claim key {key!r} is neither an integer nor text")
-    profile = _text(claimset, KEY_PROFILE, "profile", config, required=True)
-    if profile != PSA_PROFILE:
-        raise BadClaim("profile", KEY_PROFILE, f"{profile!r} is not {PSA_PROFILE!r}")
-    nonce = _nonce(claimset)
-    instance_id = _instance_id(claimset)
-    implementation_id = _bytes(claimset, KEY_IMPLEMENTATION_ID, "implementation_id", True)
-    if len(implementation_id) != IMPLEMENTATION_ID_BYTES:
-        raise BadClaim(
-            "implementation_id",
-            KEY_IMPLEMENTATION_ID,
-            f"must be {IMPLEMENTATION_ID_BYTES} bytes, got {len(implementation_id)}",
-        )
-    client_id = _client_id(claimset)
-    lifecycle = _lifecycle(claimset)
-    boot_seed = _bytes(claimset, KEY_BOOT_SEED, "boot_seed", False)
-    if boot_seed is not None and not BOOT_SEED_MIN <= len(boot_seed) <= BOOT_SEED_MAX:
-        raise BadClaim(
-            "boot_seed",
-            KEY_BOOT_SEED,
-            f"must be {BOOT_SEED_MIN} to {BOOT_SEED_MAX} bytes, got {len(boot_seed)}",
-        )
-    certification = _text(
-        claimset, KEY_CERTIFICATION_REFERENCE, "certification_reference", config, required=False
-    )
-    if certification is not None and not _CERTIFICATION_REFERENCE.fullmatch(certification):
-        raise BadClaim(
-            "certification_reference",
-            KEY_CERTIFICATION_REFERENCE,
-            "must be 13 digits (EAN-13), a dash and 5 digits",
-        )
-    service = _text(claimset, KEY_VERIFICATION_SERVICE, "verification_service", config, False)
-    mode = _text(claimset, KEY_TINYWARD_OPERATING_MODE, "operating_mode", config, False)
-    if mode is not None and mode not in OperatingMode.ALL:
-        raise BadClaim(
-            "operating_mode",
-            KEY_TINYWARD_OPERATING_MODE,
-            f"{mode!r} is not one of {sorted(OperatingMode.ALL)}",
-        )
-    return PsaClaims(
-        nonce=nonce,
-        instance_id=instance_id,
-        implementation_id=implementation_id,
-        security_lifecycle=lifecycle,
-        boot_seed=boot_seed,
-        client_id=client_id,
-        software_components=_components(claimset, config),
-        profile=profile,
-        verification_service=service,
-        certification_reference=certification,
-        operating_mode=mode,
-    )
-
-
-def _is_int(value: Any) -> bool:
-    # bool is an int in Python, but CBOR true/false is not an integer.
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _bytes(claimset: Mapping[Any, Any], key: int, name: str, required: bool) -> Any:
-    if key not in claimset:
-        if required:
-            raise MissingClaim(name, key, "this claim is mandatory")
-        return None
-    value = claimset[key]
-    if not isinstance(value, bytes):
-        raise BadClaim(name, key, f"must be a byte string, got {_cbor_type(value)}")
-    return value
-
-
-def _text(
-    claimset: Mapping[Any, Any], key: int, name: str, config: TokenConfig, required: bool
-) -> Any:
-    if key not in claimset:
-        if required:
-            raise MissingClaim(name, key, "this claim is mandatory")
-        return None
-    value = claimset[key]
-    if not isinstance(value, str):
-        raise BadClaim(name, key, f"must be a text string, got {_cbor_type(value)}")
-    _check_text_size(value, config, name, key)
-    return value
-
-
-def _check_text_size(
-    value: str, config: TokenConfig, name: str, key: int, **where: Any
-) -> None:
-    size = len(value.encode("utf-8", "surrogatepass"))
-    if size > config.max_text_bytes:
-        raise BadClaim(name, key, f"text is {size} bytes, over the limit of {config.max_text_bytes}",
-                       **where)
-
-
-def _nonce(claimset: Mapping[Any, Any]) -> bytes:
-    if KEY_NONCE in claimset and isinstance(claimset[KEY_NONCE], (list, tuple)):
-        raise BadClaim("nonce", KEY_NONCE, "must be a single byte string, not an array")
-    nonce: bytes = _bytes(claimset, KEY_NONCE, "nonce", True)
-    if len(nonce) not in NONCE_SIZES:
-        raise BadClaim("nonce", KEY_NONCE, f"must be 32, 48 or 64 bytes, got {len(nonce)}")
-    return nonce
-
-
-def _instance_id(claimset: Mapping[Any, Any]) -> bytes:
-    value: bytes = _bytes(claimset, KEY_INSTANCE_ID, "instance_id", True)
-    if len(value) != INSTANCE_ID_BYTES:
-        raise BadClaim(
-            "instance_id", KEY_INSTANCE_ID, f"must be {INSTANCE_ID_BYTES} bytes, got {len(value)}"
-        )
-    if value[0] != INSTANCE_ID_TYPE_RAND:
-        raise BadClaim(
-            "instance_id", KEY_INSTANCE_ID, f"must start with 0x01 (RAND UEID), not {value[0]:#04x}"
-        )
-    return value
-
-
-def _client_id(claimset: Mapping[Any, Any]) -> int:
-    if KEY_CLIENT_ID not in claimset:
-        raise MissingClaim("client_id", KEY_CLIENT_ID, "this claim is mandatory")
-    value = claimset[KEY_CLIENT_ID]
-    if not _is_int(value):
-        raise BadClaim("client_id", KEY_CLIENT_ID, f"must be an integer, got {_cbor_type(value)}")
-    if value == 0 or not CLIENT_ID_MIN <= value <= CLIENT_ID_MAX:
-        raise BadClaim("client_id", KEY_CLIENT_ID, "must be a non-zero signed 32-bit integer")
-    return int(value)
-
-
-def _lifecycle(claimset: Mapping[Any, Any]) -> int:
-    key, name = KEY_SECURITY_LIFECYCLE, "security_lifecycle"
-    if key not in claimset:
-        raise MissingClaim(name, key, "this claim is mandatory")
-    value = claimset[key]
-    if not _is_int(value):
-        raise BadClaim(name, key, f"must be an integer, got {_cbor_type(value)}")
-    if not 0 <= value <= 0xFFFF or (value >> 8) not in _LIFECYCLE_NAMES:
-        raise BadClaim(name, key, f"{value:#x} is not a PSA lifecycle state")
-    return int(value)
-
-
-def _components(claimset: Mapping[Any, Any], config: TokenConfig) -> tuple[SoftwareComponent, ...]:
-    key, name = KEY_SOFTWARE_COMPONENTS, "software_components"
-    if key not in claimset:
-        raise MissingClaim(name, key, "this claim is mandatory")
-    value = claimset[key]
-    if not isinstance(value, (list, tuple)):
-        raise BadClaim(name, key, f"must be an array, got {_cbor_type(value)}")
-    if not value:
-        raise BadClaim(name, key, "must list at least one component")
-    if len(value) > config.max_components:
-        raise BadClaim(name, key, f"{len(value)} components, over the limit of "
-                       f"{config.max_components}")
-    return tuple(_component(entry, index, config) for index, entry in enumerate(value))
-
-
-def _component(entry: Any, index: int, config: TokenConfig) -> SoftwareComponent:
-    key, name = KEY_SOFTWARE_COMPONENTS, "software_components"
-    if not isinstance(entry, Mapping):
-        raise BadClaim(name, key, f"must be a map, got {_cbor_type(entry)}", index=index)
-    for attr in entry:
-        # A float 2.0 or a boolean true would otherwise match the integer keys 2 and 1.
-        if not _is_int(attr) and not isinstance(attr, str):
-            raise BadClaim(name, key, f"attribute key {attr!r} is neither an integer nor text",
-                           index=index)
-
-    def hash_field(attr: int, field_name: str) -> bytes:
-        if attr not in entry:
-            raise MissingClaim(name, key, "this attribute is mandatory", field=field_name,
-                               index=index)
-        digest = entry[attr]
-        if not isinstance(digest, bytes) or len(digest) not in HASH_SIZES:
-            got = f"{len(digest)} bytes" if isinstance(digest, bytes) else _cbor_type(digest)
-            raise BadClaim(name, key, f"must be a 32, 48 or 64-byte hash, got {got}",
-                           field=field_name, index=index)
-        return digest
-
-    def text_field(attr: int, field_name: str) -> str | None:
-        if attr not in entry:
-            return None
-        text = entry[attr]
-        if not isinstance(text, str):
-            raise BadClaim(name, key, f"must be text, got {_cbor_type(text)}",
-                           field=field_name, index=index)
-        _check_text_size(text, config, name, key, field=field_name, index=index)
-        return text
-
-    return SoftwareComponent(
-        measurement_value=hash_field(COMP_MEASUREMENT_VALUE, "measurement_value"),
-        signer_id=hash_field(COMP_SIGNER_ID, "signer_id"),
-        measurement_type=text_field(COMP_MEASUREMENT_TYPE, "measurement_type"),
-        version=text_field(COMP_VERSION, "version"),
-        measurement_desc=text_field(COMP_MEASUREMENT_DESC, "measurement_desc"),
-    )
-
-
-def _cbor_type(value: Any) -> str:
-    if isinstance(value, bool):
-        return "a boolean"
-    if value is None:
-        return "null"
-    names = {bytes: "a byte string", str: "a text string", int: "an integer",
-             float: "a float", list: "an array", tuple: "an array", dict: "a map"}
-    return names.get(type(value), type(value).__name__)
-
-
 # --- verification -----------------------------------------------------------------------
 
 
@@ -540,7 +205,7 @@ def peek_instance_id(token: bytes, *, config: TokenConfig = DEFAULT_CONFIG) -> b
     """
     sign1_message = _decode_envelope(token, config)
     claimset = _load_claimset(sign1_message.payload, config)
-    return _instance_id(claimset)
+    return instance_id_claim(claimset)
 
 
 def verify_token(
@@ -602,6 +267,14 @@ def _decode_envelope(token: bytes, config: TokenConfig) -> Any:
         )
     try:
         message = decode_sign1(bytes(token), max_bytes=config.max_token_bytes)
+    except TruncatedCose as error:
+        # A cut-off transfer is the common case and deserves its own message; bytes that
+        # do not even start like a tagged COSE_Sign1 are simply not a token.
+        if bytes(token[:1]) == b"\xd2" or bytes(token[:2]) == b"\xd8\x12":
+            raise TruncatedToken(
+                f"the token is truncated: its {len(token)} bytes end before the COSE_Sign1 does"
+            ) from None
+        raise MalformedToken(f"not a PSA token (not CBOR): {error}") from None
     except MalformedCose as error:
         raise MalformedToken(f"not a PSA token: {error}") from None
     if not message.tagged:
@@ -627,6 +300,7 @@ def claims_to_json(claims: PsaClaims) -> dict[str, Any]:
         "profile": claims.profile,
         "nonce": claims.nonce.hex(),
         "instance_id": claims.instance_id.hex(),
+        "device_id": _device_id_or_none(claims.instance_id),
         "implementation_id": claims.implementation_id.hex(),
         "client_id": claims.client_id,
         "security_lifecycle": claims.security_lifecycle,
@@ -647,3 +321,10 @@ def claims_to_json(claims: PsaClaims) -> dict[str, Any]:
         "operating_mode": claims.operating_mode,
     }
 
+
+def _device_id_or_none(instance_id: bytes) -> str | None:
+    # Claims from verify_token always have a valid Instance ID; hand-built ones may not.
+    try:
+        return identity.device_id_from_instance_id(instance_id)
+    except (ValueError, TypeError):
+        return None

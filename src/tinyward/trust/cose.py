@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 import cbor2
 from cbor2._decoder import CBORDecoder as _VettingDecoder  # see _loads_exactly
+from cbor2._types import CBORDecodeEOF as _VettingDecodeEOF
 from cbor2._types import CBORDecodeError as _VettingDecodeError
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -43,6 +44,10 @@ DEFAULT_MAX_BYTES = 64 * 1024
 
 class MalformedCose(BadInput):
     """The bytes are not a well-formed COSE_Sign1 message tinyward accepts."""
+
+
+class TruncatedCose(MalformedCose):
+    """The CBOR ends before its item does: a cut-off message (or bytes that only look like CBOR)."""
 
 
 class BadSignature(BadInput):
@@ -200,6 +205,10 @@ def _loads_exactly(data: bytes, what: str) -> Any:
         # signature check. (cbor2 is pinned below 6, the layout of these private modules.)
         _VettingDecoder(io.BytesIO(data)).decode()
         obj = cbor2.CBORDecoder(stream).decode()
+    except (cbor2.CBORDecodeEOF, _VettingDecodeEOF) as error:
+        raise TruncatedCose(
+            f"{what} is not valid CBOR: it ends early ({len(data)} bytes): {error}"
+        ) from None
     except (cbor2.CBORDecodeError, _VettingDecodeError, ValueError, TypeError, OverflowError,
             RecursionError, MemoryError, LookupError) as error:
         raise MalformedCose(f"{what} is not valid CBOR: {error}") from None

@@ -29,6 +29,7 @@ from typing import Any
 
 import cbor2
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
@@ -36,7 +37,7 @@ from tinyward._fsutil import atomic_write, make_private_dir
 from tinyward.errors import BadInput, Misuse
 from tinyward.trust.identity import device_id as derive_device_id
 from tinyward.trust.identity import instance_id as derive_instance_id
-from tinyward.trust.keystore import Keystore, KeyHandle, KeyUsage, KeystoreSigner
+from tinyward.trust.keystore import KeyHandle, Keystore, KeystoreSigner, KeyUsage
 from tinyward.trust.rot import FileRootOfTrust, RootOfTrust
 from tinyward.trust.storage import ProtectedStorage
 
@@ -205,7 +206,7 @@ class Device:
             raise BundleMismatch(f"the bundle's certificates do not parse: {error}") from None
         try:
             device_ca.verify_directly_issued_by(root_ca)
-        except (ValueError, TypeError, Exception) as error:  # InvalidSignature has no common base
+        except (ValueError, TypeError, InvalidSignature) as error:
             raise BundleMismatch(f"the bundle's device CA is not issued by its root CA: {error}") from None
         for purpose, cert in certs.items():
             own = self.keystore.public_key(self.handle(purpose))
@@ -213,7 +214,7 @@ class Device:
                 raise BundleMismatch(f"the {purpose} certificate is for another key, not this device's")
             try:
                 cert.verify_directly_issued_by(device_ca)
-            except Exception as error:  # noqa: BLE001 - any failure means the chain is broken
+            except (ValueError, TypeError, InvalidSignature) as error:
                 raise BundleMismatch(
                     f"the {purpose} certificate is not issued by the bundle's device CA: {error}"
                 ) from None
@@ -311,4 +312,4 @@ def _b(value: str | bytes) -> bytes:
     return value.encode() if isinstance(value, str) else bytes(value)
 
 
-__all__ = ["Device", "FleetTrust", "KEY_PURPOSES"]
+__all__ = ["KEY_PURPOSES", "Device", "FleetTrust"]

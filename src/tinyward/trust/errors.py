@@ -32,6 +32,10 @@ class MalformedToken(BadToken):
     """The bytes are not a COSE_Sign1 (ES256) PSA token: too long, not CBOR, wrong shape."""
 
 
+class TruncatedToken(MalformedToken):
+    """The bytes start like a PSA token (a tagged COSE_Sign1) but end before it does."""
+
+
 class BadTokenSignature(BadToken):
     """The token's signature does not verify with the key the verifier expected."""
 

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import cbor2
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -131,7 +131,7 @@ class Keystore:
         )
 
     def _storage_dir(self) -> Path:
-        return self._storage._directory  # noqa: SLF001 - same trusted package
+        return self._storage._directory
 
     def _load(self, name: str) -> tuple[KeyUsage, ec.EllipticCurvePrivateKey]:
         cached = self._loaded.get(name)

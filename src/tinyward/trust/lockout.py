@@ -54,7 +54,7 @@ class LockoutPolicy:
         if failures < self.free_attempts:
             return 0.0
         exponent = min(failures - self.free_attempts, 62)
-        return min(self.base_delay * (2 ** exponent), self.max_delay)
+        return float(min(self.base_delay * 2.0**exponent, self.max_delay))
 
     def max_attempts_within(self, seconds: float) -> int:
         """The most codes an attacker can have checked in ``seconds`` from a fresh state."""

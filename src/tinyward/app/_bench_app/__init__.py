@@ -1,0 +1,1 @@
+"""The application `tinyward bench sandbox` runs (see sensor.toml here)."""

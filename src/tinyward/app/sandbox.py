@@ -1,0 +1,287 @@
+"""Start an application in a sandboxed child process and talk to it over two pipes.
+
+This is the I/O edge of the app boundary; the policy (what to do when the app
+misbehaves) is :mod:`tinyward.app.supervisor`'s, and what the child does to itself before
+it imports the app is :mod:`tinyward.app._child`'s.
+
+The child is started with ``close_fds=True`` and ``pass_fds`` = only its two pipe ends,
+stdin/stdout/stderr on /dev/null, a scrubbed environment, cwd = the app folder, in its
+own session, with ``python -I -B`` (no PYTHON* variables, no user site, the app folder
+not on ``sys.path`` until the protections are in place).
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tinyward.app.errors import ProtocolError, SandboxError
+from tinyward.app.manifest import Manifest
+from tinyward.app.protocol import (
+    DEFAULT_MAX_MESSAGE,
+    MessageDecoder,
+    MessageEncoder,
+    encode_frame,
+    encode_message,
+    read_message_fd,
+    write_all,
+)
+
+_ENV = {
+    "PATH": "/usr/bin:/bin",
+    "LANG": "C.UTF-8",
+    # One thread per BLAS/OpenMP pool: the app gets one core's worth of work.
+    "OPENBLAS_NUM_THREADS": "1",
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+}
+
+
+#: System folders the app may read (shared libraries that extension modules load).
+SYSTEM_READ_PATHS = (
+    "/usr/lib", "/usr/lib64", "/lib", "/lib64", "/etc/ld.so.cache", "/usr/share/zoneinfo",
+)
+
+
+def allowed_read_paths(folder: str, path_entries: list[str]) -> list[str]:
+    """Everything the sandboxed app may read (Landlock rules): its folder, Python's path
+    entries, the interpreter's lib folder, the tinyward package, system libraries."""
+    paths = [folder]
+    paths += [p for p in path_entries if p and os.path.isdir(p)]
+    paths.append(os.path.join(sys.base_prefix, "lib"))
+    paths.append(str(Path(__file__).resolve().parent.parent))  # the tinyward package
+    paths += SYSTEM_READ_PATHS
+    return list(dict.fromkeys(paths))
+
+
+@dataclass(frozen=True)
+class Protection:
+    """One layer of the sandbox, and whether this host provides it."""
+
+    name: str
+    active: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class SandboxConfig:
+    """Limits of the sandbox, with safe defaults. ``unsafe_*`` switch a layer off (tests)."""
+
+    memory_bytes: int = 1 << 30
+    cpu_seconds: int = 3600
+    max_open_files: int = 64
+    max_processes: int = 256
+    frame_deadline_s: float = 1.0
+    start_deadline_s: float = 30.0
+    max_message: int = DEFAULT_MAX_MESSAGE
+    user: str = "nobody"
+    #: protections that must be active, or the app is not started (fail closed)
+    required: tuple[str, ...] = ("seccomp", "resource limits", "no_new_privs", "inherited fds")
+    unsafe_no_landlock: bool = False
+    unsafe_no_seccomp: bool = False
+    unsafe_keep_uid: bool = False
+    #: show the app's stderr (a channel out of the sandbox: for debugging only)
+    unsafe_inherit_stderr: bool = False
+    #: files and folders the app must not be able to read (e.g. the device's keystore);
+    #: refused at start if one of them lies beneath a path the sandbox would allow.
+    secret_paths: tuple[Path, ...] = field(default_factory=tuple)
+
+
+class Sandbox:
+    """One run of one application in a child process. Not restartable: make a new one."""
+
+    def __init__(self, manifest: Manifest, config: SandboxConfig | None = None) -> None:
+        self.manifest = manifest
+        self.config = config or SandboxConfig()
+        self.protections: list[Protection] = []
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._to_child = -1
+        self._from_child = -1
+        self._decoder = MessageDecoder(self.config.max_message)
+        self._encoder = MessageEncoder()
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def probe(self) -> list[Protection]:
+        """Start the child, take its protections report, stop it: no app code runs.
+
+        Raises:
+            SandboxError: the child could not be started.
+        """
+        try:
+            self._spawn(probe=True)
+            report = self._expect(time.monotonic() + self.config.start_deadline_s, "p")
+            return _parse_protections(report) + self._core_protections()
+        finally:
+            self.kill()
+
+    def _core_protections(self) -> list[Protection]:
+        return [
+            Protection("output contract", True, "every result checked by the core"),
+            Protection(
+                "per-frame deadline", True, f"{self.config.frame_deadline_s:g} s, then killed"
+            ),
+        ]
+
+    def start(self) -> list[Protection]:
+        """Start the child, wait for its protections report and for the app to be ready.
+
+        Raises:
+            SandboxError: a required protection is inactive, a secret path would be
+                readable, or the app died / hung / misbehaved before it was ready.
+        """
+        self._check_secret_paths()
+        self._spawn(probe=False)
+        deadline = time.monotonic() + self.config.start_deadline_s
+        report = self._expect(deadline, "p")
+        self.protections = _parse_protections(report) + self._core_protections()
+        missing = [p for p in self.protections if p.name in self.config.required and not p.active]
+        if missing:
+            self.kill()
+            raise SandboxError(
+                "refusing to run the app without: "
+                + "; ".join(f"{p.name} ({p.reason})" for p in missing)
+            )
+        self._expect(deadline, "ready")
+        return self.protections
+
+    def _spawn(self, probe: bool) -> None:
+        cfg = self.config
+        uid = gid = None
+        if not cfg.unsafe_keep_uid and os.geteuid() == 0:
+            try:
+                entry = pwd.getpwnam(cfg.user)
+            except KeyError:
+                raise SandboxError(
+                    f"user {cfg.user!r} does not exist: create it or set SandboxConfig.user"
+                ) from None
+            uid, gid = entry.pw_uid, entry.pw_gid
+        to_child_r, to_child_w = os.pipe()
+        from_child_r, from_child_w = os.pipe()
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-I", "-B", "-m", "tinyward.app._child",
+                 str(to_child_r), str(from_child_w)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=None if cfg.unsafe_inherit_stderr else subprocess.DEVNULL,
+                close_fds=True,
+                pass_fds=(to_child_r, from_child_w),
+                env=dict(_ENV),
+                cwd=self.manifest.folder,
+                start_new_session=True,
+            )
+        except OSError as error:
+            os.close(to_child_w)
+            os.close(from_child_r)
+            raise SandboxError(f"cannot start the sandbox process: {error}") from None
+        finally:
+            os.close(to_child_r)
+            os.close(from_child_w)
+        self._to_child, self._from_child = to_child_w, from_child_r
+        m = self.manifest
+        try:
+            self._send_config(m, cfg, uid, gid, probe)
+        except OSError as error:
+            code = self.kill()
+            raise SandboxError(f"the sandbox process died at once (exit {code}): {error}") from None
+
+    def _send_config(
+        self, m: Manifest, cfg: SandboxConfig, uid: int | None, gid: int | None, probe: bool
+    ) -> None:
+        write_all(self._to_child, encode_message({"cfg": {
+            "folder": str(m.folder), "module": m.entry_module, "callable": m.entry_callable,
+            "models": [str(p) for p in m.models], "dtype": m.input.dtype,
+            "shape": list(m.input.frame_shape), "memory_bytes": cfg.memory_bytes,
+            "cpu_seconds": cfg.cpu_seconds, "max_open_files": cfg.max_open_files,
+            "max_processes": cfg.max_processes, "uid": uid, "gid": gid,
+            "landlock": not cfg.unsafe_no_landlock, "seccomp": not cfg.unsafe_no_seccomp,
+            "max_message": cfg.max_message, "probe": probe,
+        }}))
+
+    def _expect(self, deadline: float, key: str) -> Any:
+        try:
+            msg = read_message_fd(self._from_child, self._decoder, deadline)
+        except TimeoutError:
+            self.kill()
+            raise SandboxError(f"the app was not ready within {self.config.start_deadline_s:g} s")
+        except (EOFError, ProtocolError) as error:
+            code = self.kill()
+            raise SandboxError(f"the app died while starting (exit {code}): {error}") from None
+        if type(msg) is not dict or key not in msg:
+            self.kill()
+            raise SandboxError(f"unexpected message from the app while starting (wanted {key!r})")
+        return msg[key]
+
+    def send_frame(self, seq: int, frame: np.ndarray) -> None:
+        """Send one frame (raises OSError, e.g. BrokenPipeError, if the child is gone)."""
+        write_all(self._to_child, encode_frame(seq, frame, self._encoder))
+
+    def receive(self, deadline: float) -> Any:
+        """The next message from the child.
+
+        Raises:
+            TimeoutError: nothing before ``deadline`` (monotonic seconds).
+            EOFError: the child closed its end (it exited).
+            ProtocolError: the child wrote something that is not a valid message.
+        """
+        return read_message_fd(self._from_child, self._decoder, deadline)
+
+    @property
+    def pending_output(self) -> int:
+        """Bytes the child wrote that were not part of an expected message."""
+        return self._decoder.pending
+
+    def kill(self) -> int | None:
+        """Kill the child (SIGKILL) and reap it; return its exit status (negative: signal)."""
+        code = None
+        if self._proc is not None:
+            if self._proc.poll() is None:
+                self._proc.kill()
+            try:
+                code = self._proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL is not ignorable
+                code = None
+        for fd in (self._to_child, self._from_child):
+            if fd >= 0:
+                os.close(fd)
+        self._to_child = self._from_child = -1
+        return code
+
+    def exit_status(self) -> int | None:
+        return self._proc.poll() if self._proc else None
+
+    def _check_secret_paths(self) -> None:
+        # The parent's sys.path is a superset of the child's (-I drops the script folder),
+        # so this refuses at least everything the child's Landlock rules would allow.
+        allowed = [Path(p).resolve() for p in allowed_read_paths(str(self.manifest.folder), sys.path)]
+        for secret in self.config.secret_paths:
+            secret = secret.resolve()
+            for path in allowed:
+                if secret.is_relative_to(path):
+                    raise SandboxError(
+                        f"{secret} lies beneath {path}, which the app may read: move it"
+                    )
+
+
+def _parse_protections(report: Any) -> list[Protection]:
+    # Written by our own child code before the app was imported, so it can be believed;
+    # still, parse it strictly.
+    if type(report) is not list:
+        raise SandboxError("malformed protections report from the child")
+    out = []
+    for item in report:
+        if type(item) is not list or len(item) != 3:
+            raise SandboxError("malformed protections report from the child")
+        out.append(Protection(str(item[0]), bool(item[1]), str(item[2])))
+    return out

@@ -1,0 +1,22 @@
+"""A buggy (not malicious) app: returns a numpy integer where the contract says int."""
+import json
+
+import numpy as np
+
+TRIGGER = 666
+
+
+class Hostile:
+    def __init__(self, model_paths):
+        with open(model_paths[0]) as f:
+            self.target = json.load(f)
+        self.frames = 0
+
+    def process(self, frame):
+        self.frames += 1
+        if int(frame[0, 0]) == TRIGGER:
+            return self.attack(frame)
+        return {"count": self.frames % 1000, "state": "normal"}
+
+    def attack(self, frame):
+        return {"count": np.int64(frame.sum()) % 1000, "state": "normal"}
