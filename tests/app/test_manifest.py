@@ -90,6 +90,13 @@ def test_semantic_error_names_line_and_reason(old, new, line, words):
     assert words in error.reason, error
 
 
+def test_dtype_with_a_huge_subarray_shape_is_refused():
+    # Found by tests/fuzz/fuzz_manifest.py: numpy raises ValueError (not TypeError) for
+    # this dtype string, which escaped parse_manifest.
+    error = refused(GOOD.replace('dtype = "int16"', 'dtype = "' + "9" * 45 + 'float32"'))
+    assert error.line == 10 and "numeric numpy dtype" in error.reason, error
+
+
 def test_missing_table_is_refused():
     error = refused(GOOD.split("[output]")[0])
     assert "missing [output]" in error.reason

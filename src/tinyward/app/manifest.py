@@ -251,7 +251,7 @@ def _parse_input(where: _Where, inp: dict[str, Any]) -> InputSpec:
     kind: str
     try:
         kind = np.dtype(dtype).kind
-    except TypeError:
+    except (TypeError, ValueError):  # ValueError: e.g. "99…9float32", a huge subarray shape
         kind = ""
     if kind not in "iuf" or not kind or dtype != np.dtype(dtype).name:
         raise where.error(
