@@ -90,10 +90,14 @@ def test_semantic_error_names_line_and_reason(old, new, line, words):
     assert words in error.reason, error
 
 
-def test_dtype_with_a_huge_subarray_shape_is_refused():
-    # Found by tests/fuzz/fuzz_manifest.py: numpy raises ValueError (not TypeError) for
-    # this dtype string, which escaped parse_manifest.
-    error = refused(GOOD.replace('dtype = "int16"', 'dtype = "' + "9" * 45 + 'float32"'))
+@pytest.mark.parametrize(
+    "dtype", ["9" * 45 + "float32", ",float32", "(((((((((int16", "int7", "float32,int8"],
+    ids=["huge-subarray-ValueError", "comma-SyntaxError", "parens", "no-such-width", "record"],
+)
+def test_dtype_strings_numpy_chokes_on_are_refused(dtype):
+    # Found by tests/fuzz/fuzz_manifest.py: numpy's dtype parser raised ValueError and
+    # SyntaxError (it literal_evals parts of the string), which escaped parse_manifest.
+    error = refused(GOOD.replace('dtype = "int16"', f'dtype = "{dtype}"'))
     assert error.line == 10 and "numeric numpy dtype" in error.reason, error
 
 
