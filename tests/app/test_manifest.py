@@ -101,6 +101,15 @@ def test_dtype_strings_numpy_chokes_on_are_refused(dtype):
     assert error.line == 10 and "numeric numpy dtype" in error.reason, error
 
 
+@pytest.mark.parametrize("nesting", ["[" * 3000, "[" * 3000 + "]" * 3000, "{b=" * 2000 + "1"
+                                     + "}" * 2000])
+def test_deeply_nested_toml_is_refused_not_a_recursion_error(nesting):
+    # Found while checking what the atheris manifest harness can reach (coverage guidance
+    # does not reward depth): tomllib recurses, and RecursionError escaped parse_manifest.
+    error = refused(f"a = {nesting}\n")
+    assert "nested too deeply" in error.reason, error
+
+
 def test_missing_table_is_refused():
     error = refused(GOOD.split("[output]")[0])
     assert "missing [output]" in error.reason

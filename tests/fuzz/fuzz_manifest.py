@@ -63,6 +63,8 @@ label = { type = "enum", values = ["a", "b", "c"] }
 level = { type = "float", min = 0.0, max = 1.0, step = 0.125 }
 alarm = { type = "bool" }
 """)
+    # Depth is something coverage guidance does not reward: start from deep nesting.
+    out.append(b"a = " + b"[" * 1500 + b"]" * 1500 + b"\nb = " + b"{c=" * 600 + b"1" + b"}" * 600)
     return out
 
 

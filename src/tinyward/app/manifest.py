@@ -152,6 +152,8 @@ def parse_manifest(text: str, folder: Path, path: str = "sensor.toml") -> Manife
         line = int(match.group(1)) if match else None
         reason = _TOML_POS.sub("", str(error)).strip()
         raise ManifestError(path, line, f"not valid TOML: {reason}") from None
+    except RecursionError:  # tomllib parses nested arrays and inline tables recursively
+        raise ManifestError(path, None, "not valid TOML: arrays or tables nested too deeply") from None
     where = _Where(text, path)
     _only_keys(where, "", doc, {"app", "input", "output"})
     app = _table(where, doc, "app")
