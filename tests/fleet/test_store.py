@@ -80,3 +80,11 @@ def test_url_parsing(tmp_path: Path) -> None:
 def test_bad_urls_refused(url: str) -> None:
     with pytest.raises(BadDatabaseUrl):
         open_store(url)
+
+
+def test_append_many_is_one_transaction(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "f.db")
+    assert store.append_many([(A, [_r(A, 1)]), (B, [_r(B, 1), _r(B, 2)])], 3) == [1, 2]
+    with pytest.raises(ValueError):
+        store.append_many([(A, [_r(A, 2)]), (B, [_r(A, 3)])], 4)
+    assert store.last_seq(A) == 1  # the good first group was rolled back with the bad one

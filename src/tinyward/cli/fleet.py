@@ -190,3 +190,8 @@ def bench_fleet(count: int) -> None:
 
 
 BENCH_COMMANDS.append(bench_fleet)
+
+from tinyward.cli.fleet_serve import admin_token, serve  # own module: no merge conflicts
+
+fleet.add_command(serve)
+fleet.add_command(admin_token)

@@ -102,14 +102,14 @@ def decide(
     if key is None:
         return Reject(403, "unknown_device", "this device is not enrolled in the fleet")
     try:
-        claimed = codec.peek_device_id(data, limits=policy.limits)
+        envelope = codec.decode_report(data, limits=policy.limits)
     except codec.MalformedReport as error:
         return Reject(400, "malformed", str(error))
-    if claimed != tls_device_id:
+    if envelope.device_id != tls_device_id:
         return Reject(403, "signer_mismatch",
                       "the report names a different device than the TLS client certificate")
     try:
-        report = codec.verify_report(data, key, size=policy.size, limits=policy.limits)
+        report = envelope.verify(key, size=policy.size, limits=policy.limits)
     except codec.BadReportSignature:
         return Reject(403, "bad_signature",
                       "the report signature does not verify with this device's report key")

@@ -17,7 +17,9 @@ Databases are named by URL: ``sqlite:///relative/path.db``, ``sqlite:////absolut
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Sequence
@@ -70,6 +72,14 @@ class ReportStore(Protocol):
 
         Reports whose ``seq`` is not above the stored one are skipped. Returns the highest
         sequence number durably stored for the device, after the commit.
+        """
+        ...
+
+    def append_many(self, groups: Sequence[tuple[str, Sequence[tuple[Report, bytes]]]],
+                    received_at: int) -> list[int]:
+        """:meth:`append` for several devices in **one** transaction (group commit).
+
+        Returns the highest stored sequence number of each group's device, in order.
         """
         ...
 
@@ -127,6 +137,9 @@ class SQLiteStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
+        # Writers in several processes queue on an flock (woken the moment it is free)
+        # rather than on SQLite's busy handler, which sleeps up to 100 ms between tries.
+        self._write_lock_fd = os.open(f"{self.path}.writelock", os.O_RDWR | os.O_CREAT, 0o600)
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
                                    timeout=30.0)
         mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
@@ -152,16 +165,25 @@ class SQLiteStore:
 
     def append(self, device_id: str, reports: Sequence[tuple[Report, bytes]],
                received_at: int) -> int:
+        return self.append_many([(device_id, reports)], received_at)[0]
+
+    def append_many(self, groups: Sequence[tuple[str, Sequence[tuple[Report, bytes]]]],
+                    received_at: int) -> list[int]:
         with self._lock:
-            # IMMEDIATE takes the write lock first, so the read of last_seq and the inserts
-            # are one atomic step even with several server processes.
-            self._db.execute("BEGIN IMMEDIATE")
+            fcntl.flock(self._write_lock_fd, fcntl.LOCK_EX)
             try:
-                stored = self._append_locked(device_id, reports, received_at)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+                # IMMEDIATE takes SQLite's write lock first, so the read of last_seq and the
+                # inserts are one atomic step even with several server processes.
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    stored = [self._append_locked(device_id, reports, received_at)
+                              for device_id, reports in groups]
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+            finally:
+                fcntl.flock(self._write_lock_fd, fcntl.LOCK_UN)
         return stored
 
     def _append_locked(self, device_id: str, reports: Sequence[tuple[Report, bytes]],
@@ -249,6 +271,7 @@ class SQLiteStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+            os.close(self._write_lock_fd)
 
 
 def open_store(url: str) -> ReportStore:

@@ -168,6 +168,52 @@ def encode_report(
     raise ReportTooLarge(f"no padding reaches exactly {size} bytes for this content")
 
 
+@dataclass(frozen=True)
+class UnverifiedReport:
+    """A report whose COSE structure was parsed but whose signature is NOT checked yet.
+
+    Parse once with :func:`decode_report`, look the key up by :attr:`device_id`, then call
+    :meth:`verify`. Nothing in it may be trusted before :meth:`verify` returns.
+    """
+
+    sign1: cose.Sign1
+    device_id: str
+    length: int
+
+    def verify(self, public_key: ec.EllipticCurvePublicKey, *, size: int = DEFAULT_SIZE,
+               limits: ReportLimits = DEFAULT_LIMITS) -> Report:
+        """Check signature, schema, size and padding; see :func:`verify_report`."""
+        try:
+            self.sign1.verify(public_key)
+        except cose.BadSignature as error:
+            raise BadReportSignature(f"report signature: {error}") from None
+        try:
+            payload = cose.loads_cbor(self.sign1.payload, "report payload")
+        except cose.MalformedCose as error:
+            raise MalformedReport(str(error)) from None
+        report = _check_payload(payload, limits)
+        if report.device_id != self.device_id:
+            raise MalformedReport(
+                "the kid in the protected header does not name the device in 'dev'")
+        if self.length != size:
+            raise ReportSizeMismatch(
+                f"report is {self.length} bytes; reports must be exactly {size}")
+        pad = payload["pad"]
+        if pad.count(0) != len(pad):
+            raise BadPadding("the padding must be zero bytes")
+        return report
+
+
+def decode_report(data: bytes, *, limits: ReportLimits = DEFAULT_LIMITS) -> UnverifiedReport:
+    """Parse a report's COSE_Sign1 envelope and its ``kid`` — UNVERIFIED (see the class).
+
+    Raises:
+        MalformedReport: not a COSE_Sign1, or no 32-byte ``kid`` in the protected header.
+    """
+    sign1 = _decode(data, limits)
+    return UnverifiedReport(sign1, _kid_device_id(sign1), len(data))
+
+
 def peek_device_id(data: bytes, *, limits: ReportLimits = DEFAULT_LIMITS) -> str:
     """The device ID a report *claims* (its ``kid``) — UNVERIFIED.
 
@@ -177,8 +223,7 @@ def peek_device_id(data: bytes, *, limits: ReportLimits = DEFAULT_LIMITS) -> str
     Raises:
         MalformedReport: not a COSE_Sign1, or no 32-byte ``kid`` in the protected header.
     """
-    sign1 = _decode(data, limits)
-    return _kid_device_id(sign1)
+    return decode_report(data, limits=limits).device_id
 
 
 def verify_report(
@@ -199,24 +244,7 @@ def verify_report(
         ReportSizeMismatch: the message is not exactly ``size`` bytes.
         BadPadding: ``pad`` is not all zero bytes.
     """
-    sign1 = _decode(data, limits)
-    kid_device = _kid_device_id(sign1)
-    try:
-        sign1.verify(public_key)
-    except cose.BadSignature as error:
-        raise BadReportSignature(f"report signature: {error}") from None
-    try:
-        payload = cose.loads_cbor(sign1.payload, "report payload")
-    except cose.MalformedCose as error:
-        raise MalformedReport(str(error)) from None
-    report = _check_payload(payload, limits)
-    if report.device_id != kid_device:
-        raise MalformedReport("the kid in the protected header does not name the device in 'dev'")
-    if len(data) != size:
-        raise ReportSizeMismatch(f"report is {len(data)} bytes; reports must be exactly {size}")
-    if any(payload["pad"]):
-        raise BadPadding("the padding must be zero bytes")
-    return report
+    return decode_report(data, limits=limits).verify(public_key, size=size, limits=limits)
 
 
 # --- internals ------------------------------------------------------------------------------
@@ -369,5 +397,5 @@ def _check_name(name: object, what: str) -> None:
 __all__ = [
     "DEFAULT_LIMITS", "DEFAULT_SIZE", "BadPadding", "BadReportSignature", "MalformedReport",
     "Report", "ReportError", "ReportLimits", "ReportSizeMismatch", "ReportTooLarge",
-    "encode_report", "peek_device_id", "verify_report",
+    "UnverifiedReport", "decode_report", "encode_report", "peek_device_id", "verify_report",
 ]

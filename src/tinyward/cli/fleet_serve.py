@@ -1,0 +1,128 @@
+"""`tinyward fleet serve`, `tinyward fleet admin-token` and `tinyward bench ingest`.
+
+Kept apart from ``cli/fleet.py`` (the PKI commands) so the two can change independently;
+``cli/fleet.py`` adds :data:`serve` and :data:`admin_token` to its ``fleet`` group.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from tinyward.errors import Misuse
+
+PASSPHRASE_ENV = "TINYWARD_FLEET_PASSPHRASE"
+
+
+def _passphrase() -> bytes:
+    value = os.environ.get(PASSPHRASE_ENV)
+    if value is None:
+        value = click.prompt("Fleet passphrase", hide_input=True)
+    if not value:
+        raise Misuse(f"set {PASSPHRASE_ENV} to the fleet passphrase (it opens the server key)")
+    return value.encode("utf-8")
+
+
+@click.command("serve")
+@click.argument("fleet_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8443, show_default=True, type=click.IntRange(0, 65535),
+              help="TCP port (0: any free port, printed at start).")
+@click.option("--db", "db_url", default=None,
+              help="Database URL [default: sqlite:///FLEET_DIR/reports.db].")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Server processes sharing the port (SO_REUSEPORT).")
+@click.option("--rate", default=50.0, show_default=True, type=click.FloatRange(min=0.001),
+              help="Reports per second per device (token bucket, per worker).")
+@click.option("--burst", default=500.0, show_default=True, type=click.FloatRange(min=1),
+              help="Token bucket size, in reports.")
+@click.option("--max-connections-per-ip", default=256, show_default=True,
+              type=click.IntRange(1), help="Concurrent connections per client address.")
+def serve(fleet_dir: Path, host: str, port: int, db_url: str | None, workers: int,
+          rate: float, burst: float, max_connections_per_ip: int) -> None:
+    """Run the fleet server for FLEET_DIR (TLS 1.3, device client certificates).
+
+    The fleet passphrase comes from the TINYWARD_FLEET_PASSPHRASE environment variable.
+    Stops cleanly on SIGTERM or Ctrl-C.
+    """
+    from tinyward.fleet.runner import serve_forever
+    from tinyward.fleet.server import ServerConfig
+
+    config = ServerConfig(rate_per_second=rate, burst=burst,
+                          max_connections_per_ip=max_connections_per_ip)
+    url = db_url or f"sqlite:///{(fleet_dir / 'reports.db').absolute()}"
+
+    def announce(bound: int) -> None:
+        click.echo(f"tinyward fleet server listening on https://{host}:{bound} "
+                   f"(workers: {workers}, db: {url})", nl=True)
+
+    serve_forever(fleet_dir, _passphrase(), url, host, port, config, workers, announce)
+
+
+@click.command("admin-token")
+@click.argument("fleet_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def admin_token(fleet_dir: Path) -> None:
+    """Make a new admin bearer token for FLEET_DIR and print it once.
+
+    Only its SHA-256 is kept (FLEET_DIR/admin-token.sha256); a new token replaces the old
+    one. Use it as 'Authorization: Bearer TOKEN' on /v1/devices, /v1/fleet.
+    """
+    from tinyward.fleet.guards import create_admin_token
+    from tinyward.fleet.pki import Fleet
+
+    Fleet.open(fleet_dir)  # refuses a folder that is not a fleet
+    click.echo(create_admin_token(fleet_dir))
+
+
+COMMANDS: list[click.Command] = []
+BENCH_COMMANDS: list[click.Command] = []
+
+
+@click.command("ingest")
+@click.option("--devices", default=200, show_default=True, type=click.IntRange(1, 5000))
+@click.option("--reports", default=20000, show_default=True, type=click.IntRange(1, 10**6))
+@click.option("--batch", default=50, show_default=True, type=click.IntRange(1, 50),
+              help="Reports per request (1: one report per POST /v1/reports).")
+@click.option("--workers", default=None, type=click.IntRange(1, 64),
+              help="Server processes [default: the number of cores].")
+def bench_ingest(devices: int, reports: int, batch: int, workers: int | None) -> None:
+    """Reports/s the real fleet server stores, against the machine's crypto limit.
+
+    Real mTLS 1.3, real signed reports (signed before timing), SQLite with
+    synchronous=FULL; prints p50/p99 ack latency and the ECDSA P-256 verification limit
+    (verifications/s per core x cores) measured in the same run.
+    """
+    from tinyward.fleet.ingest_bench import run_ingest
+
+    if reports < devices:
+        raise Misuse("give at least one report per device (--reports >= --devices)")
+    result = run_ingest(devices, reports, batch, workers or os.cpu_count() or 1,
+                        progress=lambda text: click.echo(text, err=True))
+    share = result.reports_per_second / result.crypto_limit
+    server = result.server_cpu_seconds / result.stored * 1e6
+    client = result.client_cpu_seconds / result.stored * 1e6
+    verify = 1e6 / result.verify_per_core
+    capacity = result.cores * 1e6 / (server + client)
+    click.echo(f"devices {result.devices}, reports {result.reports}, batch {result.batch}, "
+               f"server workers {result.workers}")
+    click.echo(f"stored (committed, counted in the database): {result.stored} in "
+               f"{result.seconds:.2f} s = {result.reports_per_second:,.0f} reports/s")
+    click.echo(f"ack latency per request: p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms")
+    click.echo(f"crypto limit: {result.verify_per_core:,.0f} ECDSA P-256 verifications per "
+               f"CPU-second x {result.cores} cores = {result.crypto_limit:,.0f}/s")
+    click.echo(f"ingest / crypto limit: {share:.0%} (goal: at least 50%)")
+    wall_limit = result.verify_per_core_wall * result.cores
+    click.echo(f"  (the same limit by the wall clock in this run, machine shared: "
+               f"{result.verify_per_core_wall:,.0f}/s per core x {result.cores} = "
+               f"{wall_limit:,.0f}/s; ingest / that: "
+               f"{result.reports_per_second / wall_limit:.0%})")
+    click.echo(f"CPU per stored report: server {server:.0f} us + load generator {client:.0f} us "
+               f"(one verification: {verify:.0f} us)")
+    click.echo(f"CPU-bound capacity if every core were ours: {capacity:,.0f} reports/s = "
+               f"{capacity / result.crypto_limit:.0%} of the crypto limit "
+               f"(load {os.getloadavg()[0]:.1f} on {result.cores} cores during the run)")
+
+
+BENCH_COMMANDS.append(bench_ingest)

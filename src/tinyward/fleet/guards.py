@@ -1,0 +1,97 @@
+"""Guards of the fleet server that need no HTTP: admin token, rate limits, refusals.
+
+Kept apart from :mod:`tinyward.fleet.server` so each can be read (and tested) alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from pathlib import Path
+from typing import Any
+
+from tinyward._fsutil import atomic_write
+
+ADMIN_TOKEN_FILE = "admin-token.sha256"
+
+
+class Refused(Exception):
+    """Internal: stop handling a request and answer with a JSON error."""
+
+    def __init__(self, status: int, code: str, reason: str, **extra: Any) -> None:
+        super().__init__(reason)
+        self.status, self.code, self.reason, self.extra = status, code, reason, extra
+
+
+class TokenBuckets:
+    """Per-device token buckets (in memory, per process). Pure apart from the dict."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate, self.burst = rate, burst
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    def take(self, key: str, n: int, now: float) -> float | None:
+        """Take ``n`` tokens; None if granted, else the seconds until they would be."""
+        tokens, last = self._buckets.get(key, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        if n > tokens:
+            self._buckets[key] = (tokens, now)
+            return (n - tokens) / self.rate if n <= self.burst else float("inf")
+        self._buckets[key] = (tokens - n, now)
+        return None
+
+
+class AdminToken:
+    """The admin bearer token's SHA-256, read from the fleet folder (re-read on change)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._cached: tuple[tuple[int, int], str] | None = None
+
+    def _digest(self) -> str | None:
+        try:
+            stat = self.path.stat()
+        except OSError:
+            return None
+        version = (stat.st_ino, stat.st_mtime_ns)
+        if self._cached is None or self._cached[0] != version:
+            try:
+                digest = self.path.read_text("ascii").strip()
+            except (OSError, UnicodeDecodeError):
+                return None
+            self._cached = (version, digest)
+        return self._cached[1]
+
+    def check(self, authorization: str | None) -> None:
+        """Raises :class:`Refused` (401) unless ``authorization`` is ``Bearer <the token>``."""
+        digest = self._digest()
+        if digest is None or len(digest) != 64:
+            raise Refused(401, "admin_token_not_configured",
+                          "no admin token is configured; run `tinyward fleet admin-token FLEET_DIR`")
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise Refused(401, "admin_token_required",
+                          "send the admin token as 'Authorization: Bearer <token>'")
+        try:
+            presented = hashlib.sha256(token.strip().encode("utf-8")).hexdigest()
+        except UnicodeEncodeError:
+            presented = ""
+        # Constant time: the comparison must not tell how much of the digest matched.
+        if not hmac.compare_digest(presented.encode("ascii"), digest.encode("ascii")):
+            raise Refused(401, "bad_admin_token", "the admin token is not valid")
+
+
+def create_admin_token(fleet_dir: Path) -> str:
+    """Make a new admin bearer token for the fleet and return it (shown once, never stored).
+
+    Only its SHA-256 is written, atomically, to ``FLEET_DIR/admin-token.sha256`` (0600);
+    a new token replaces the previous one, also in a running server (re-read on change).
+
+    Raises:
+        OSError: the file cannot be written.
+    """
+    token = secrets.token_urlsafe(32)
+    digest = hashlib.sha256(token.encode("ascii")).hexdigest()
+    atomic_write(Path(fleet_dir) / ADMIN_TOKEN_FILE, (digest + "\n").encode("ascii"))
+    return token

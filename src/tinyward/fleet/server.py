@@ -1,0 +1,406 @@
+"""The fleet server: devices post signed reports over mutual TLS 1.3; admins read status.
+
+The HTTP layer only: TLS, limits, authentication and JSON. The decision about a report is
+:func:`tinyward.fleet.ingest.decide` (pure), storage is a
+:class:`~tinyward.fleet.store.ReportStore`, and process management (sockets, workers,
+signals) is in :mod:`tinyward.fleet.runner`. The API is described by ``openapi.json``
+beside this file (served at ``/v1/openapi.json``) and in ``docs/fleet-server.md``.
+
+Who may call what:
+
+- ``GET /v1/health`` — anyone (a bare liveness check, says nothing about the fleet).
+- ``POST /v1/reports``, ``POST /v1/reports/batch`` — a device, authenticated by its TLS
+  client certificate: issued by the fleet's device CA (checked by OpenSSL in the handshake),
+  then re-checked here for purpose ``tls``, enrolment and revocation on every request.
+- ``GET /v1/devices``, ``GET /v1/devices/{id}``, ``GET /v1/fleet``,
+  ``GET /v1/openapi.json`` — an administrator with the bearer token made by
+  ``tinyward fleet admin-token`` (the server keeps only its SHA-256).
+
+Every 4xx/5xx answer is JSON ``{"error": code, "reason": text}``.
+
+Acknowledgement: ``stored_seq`` is sent only after the store's transaction is committed.
+Concurrent requests share one commit (group commit), which amortises the fsync.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from typing import Any
+
+from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from tinyward.fleet.directory import FleetDirectory
+from tinyward.fleet.errors import BadCertificate, RevokedDevice, UnknownDevice
+from tinyward.fleet.guards import (
+    ADMIN_TOKEN_FILE,
+    AdminToken,
+    Refused,
+    TokenBuckets,
+)
+from tinyward.fleet.ingest import Accept, IngestPolicy, Reject, decide
+from tinyward.fleet.store import ReportStore
+from tinyward.trust import cose
+from tinyward.trust.identity import is_device_id
+from tinyward.trust.report import Report
+
+REPORT_CONTENT_TYPES = ("application/cose", "application/cbor")
+_log = logging.getLogger("tinyward.fleet.server")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Limits and timeouts of the fleet server (safe defaults).
+
+    - ``max_body_bytes``: larger request bodies get 413 (aiohttp ``client_max_size``).
+    - ``max_batch``: reports per batch request.
+    - ``rate_per_second`` / ``burst``: each device's token bucket, in reports, per worker
+      process (with N workers a device that reaches several of them gets up to N times).
+    - ``max_connections`` / ``max_connections_per_ip``: concurrent connections per worker.
+    - ``handshake_timeout``: a TLS handshake must finish within it.
+    - ``idle_timeout``: a connection must deliver a complete request head within it after
+      connecting or after its previous answer (slow headers are cut here).
+    - ``body_timeout``: the body must arrive within it once the head has (slow bodies).
+    """
+
+    policy: IngestPolicy = field(default_factory=IngestPolicy)
+    max_body_bytes: int = 64 * 1024
+    max_batch: int = 50
+    rate_per_second: float = 50.0
+    burst: float = 500.0
+    max_connections: int = 1024
+    max_connections_per_ip: int = 256
+    handshake_timeout: float = 10.0
+    idle_timeout: float = 15.0
+    body_timeout: float = 10.0
+
+
+def error_response(status: int, code: str, reason: str, headers: dict[str, str] | None = None,
+                   **extra: Any) -> web.Response:
+    """The JSON error body every refusal uses."""
+    return web.json_response({"error": code, "reason": reason, **extra}, status=status,
+                             headers=headers)
+
+
+class _GroupCommitter:
+    """Collects appends from concurrent requests and commits them in one transaction."""
+
+    def __init__(self, store: ReportStore, executor: ThreadPoolExecutor) -> None:
+        self._store, self._executor = store, executor
+        self._pending: list[tuple[str, list[tuple[Report, bytes]], asyncio.Future[int]]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def append(self, device_id: str, items: list[tuple[Report, bytes]]) -> int:
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._pending.append((device_id, items, future))
+        if self._task is None:
+            self._task = asyncio.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                groups = [(device, items) for device, items, _ in batch]
+                try:
+                    stored = await loop.run_in_executor(
+                        self._executor, self._store.append_many, groups, int(time.time()))
+                except Exception as error:  # noqa: BLE001 - any storage failure: nobody is acked
+                    for _, _, future in batch:
+                        if not future.done():
+                            future.set_exception(error)
+                else:
+                    for (_, _, future), seq in zip(batch, stored, strict=True):
+                        if not future.done():
+                            future.set_result(seq)
+        finally:
+            self._task = None
+
+
+class FleetServer:
+    """The aiohttp application of the fleet server, over a directory and a store."""
+
+    def __init__(self, directory: FleetDirectory, store: ReportStore,
+                 config: ServerConfig | None = None, *,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.directory = directory
+        self.store = store
+        self.config = config or ServerConfig()
+        self.admin = AdminToken(directory.fleet.directory / ADMIN_TOKEN_FILE)
+        self.buckets = TokenBuckets(self.config.rate_per_second, self.config.burst)
+        self.clock = clock
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+        self._committer = _GroupCommitter(store, self._executor)
+        self._seq_cache: dict[str, int] = {}  # device -> last stored seq (this process)
+        self._openapi = resources.files("tinyward.fleet").joinpath("openapi.json").read_bytes()
+
+    # -- application --------------------------------------------------------------------
+
+    def make_app(self) -> web.Application:
+        app = web.Application(client_max_size=self.config.max_body_bytes,
+                              middlewares=[_json_errors])
+        app.router.add_get("/v1/health", self.health)
+        app.router.add_post("/v1/reports", self.post_report)
+        app.router.add_post("/v1/reports/batch", self.post_batch)
+        app.router.add_get("/v1/devices", self.list_devices)
+        app.router.add_get("/v1/devices/{device_id}", self.get_device)
+        app.router.add_get("/v1/fleet", self.get_fleet)
+        app.router.add_get("/v1/openapi.json", self.get_openapi)
+        app.on_cleanup.append(self._cleanup)
+        return app
+
+    async def _cleanup(self, _: web.Application) -> None:
+        self._executor.shutdown(wait=True)
+
+    async def _store_call(self, function: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+
+    # -- authentication -----------------------------------------------------------------
+
+    def _device_of(self, request: web.Request) -> str:
+        """The device ID of the request's verified TLS client certificate, or Refused."""
+        transport = request.transport
+        ssl_object = transport.get_extra_info("ssl_object") if transport else None
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        if not der:
+            raise Refused(401, "client_certificate_required",
+                          "device endpoints need the device's TLS client certificate")
+        try:
+            return self.directory.tls_identity(der)
+        except RevokedDevice:
+            raise Refused(403, "revoked", "this device has been revoked from the fleet") from None
+        except UnknownDevice:
+            raise Refused(403, "unknown_device", "this device is not enrolled in the fleet") from None
+        except BadCertificate as error:
+            raise Refused(403, "bad_certificate", str(error)) from None
+
+    def _admin_of(self, request: web.Request) -> None:
+        self.admin.check(request.headers.get("Authorization"))
+
+    # -- device endpoints ---------------------------------------------------------------
+
+    def _check_content_type(self, request: web.Request, allowed: Sequence[str]) -> None:
+        if request.content_type not in allowed:
+            raise Refused(415, "unsupported_content_type",
+                          f"send the report as {' or '.join(allowed)}, not "
+                          f"{request.content_type or 'no content type'}")
+        cose_type = request.headers.get("Content-Type", "")
+        if request.content_type == "application/cose" and "cose-type" in cose_type:
+            params = {k.strip().lower(): v.strip().strip('"') for k, _, v in
+                      (p.partition("=") for p in cose_type.split(";")[1:])}
+            if params.get("cose-type") != "cose-sign1":
+                raise Refused(415, "unsupported_content_type",
+                              'reports are COSE_Sign1: cose-type="cose-sign1"')
+
+    async def _body(self, request: web.Request) -> bytes:
+        if request.content_length is not None and request.content_length > self.config.max_body_bytes:
+            raise Refused(413, "body_too_large",
+                          f"the body is over the {self.config.max_body_bytes}-byte limit")
+        try:
+            async with asyncio.timeout(self.config.body_timeout):
+                body = await request.read()
+        except TimeoutError:
+            raise Refused(408, "body_timeout", "the request body arrived too slowly") from None
+        if not body:
+            raise Refused(400, "malformed", "the request body is empty")
+        return body
+
+    def _rate(self, device_id: str, n: int) -> None:
+        wait = self.buckets.take(device_id, n, time.monotonic())
+        if wait is not None:
+            retry = "60" if wait == float("inf") else str(max(1, int(wait + 0.999)))
+            raise Refused(429, "rate_limited", "too many reports from this device; slow down",
+                          retry_after=retry)
+
+    async def _last_seq(self, device_id: str) -> int:
+        last = self._seq_cache.get(device_id)
+        if last is None:
+            last = int(await self._store_call(self.store.last_seq, device_id))
+            self._seq_cache[device_id] = max(last, self._seq_cache.get(device_id, 0))
+        return self._seq_cache[device_id]
+
+    async def _commit(self, device_id: str, items: list[tuple[Report, bytes]]) -> int:
+        try:
+            stored = await self._committer.append(device_id, items)
+        except Exception:  # noqa: BLE001 - sqlite3.Error, OSError …: refuse, never ack
+            self._seq_cache.pop(device_id, None)
+            raise Refused(503, "storage_unavailable",
+                          "the report could not be stored; it was not acknowledged, retry later"
+                          ) from None
+        self._seq_cache[device_id] = max(stored, self._seq_cache.get(device_id, 0))
+        return stored
+
+    async def post_report(self, request: web.Request) -> web.Response:
+        device_id = self._device_of(request)
+        self._check_content_type(request, REPORT_CONTENT_TYPES)
+        self._rate(device_id, 1)
+        body = await self._body(request)
+        last = await self._last_seq(device_id)
+        decision = decide(body, device_id, self.directory, last, int(self.clock()),
+                          self.config.policy)
+        if isinstance(decision, Reject):
+            return _reject_response(decision)
+        stored = await self._commit(device_id, [(decision.report, decision.raw)])
+        return web.json_response({"stored_seq": stored})
+
+    async def post_batch(self, request: web.Request) -> web.Response:
+        device_id = self._device_of(request)
+        self._check_content_type(request, ("application/cbor",))
+        body = await self._body(request)
+        try:
+            items = cose.loads_cbor(body, "batch")
+        except cose.MalformedCose as error:
+            raise Refused(400, "malformed", str(error)) from None
+        if (not isinstance(items, list) or not items
+                or not all(isinstance(item, bytes) for item in items)):
+            raise Refused(400, "malformed", "a batch is a non-empty CBOR array of byte strings "
+                          "(each one signed report)")
+        if len(items) > self.config.max_batch:
+            raise Refused(413, "batch_too_large",
+                          f"a batch holds at most {self.config.max_batch} reports")
+        self._rate(device_id, len(items))
+        last = await self._last_seq(device_id)
+        now = int(self.clock())
+        accepted: list[tuple[Report, bytes]] = []
+        results: list[dict[str, Any]] = []
+        # The same device for every item: look it up once per request, not once per report.
+        snapshot = _OneDevice(device_id, self.directory)
+        for item in items:
+            decision = decide(item, device_id, snapshot, last, now, self.config.policy)
+            if isinstance(decision, Accept):
+                accepted.append((decision.report, decision.raw))
+                last = decision.report.seq
+                results.append({"seq": last, "status": 200, "code": "stored"})
+            else:
+                results.append({"seq": None, "status": decision.status, "code": decision.code,
+                                "reason": decision.reason})
+        stored = await self._commit(device_id, accepted) if accepted else last
+        return web.json_response({"stored_seq": stored, "results": results})
+
+    # -- open and admin endpoints -------------------------------------------------------
+
+    async def health(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def get_openapi(self, request: web.Request) -> web.Response:
+        self._admin_of(request)
+        return web.Response(body=self._openapi, content_type="application/json")
+
+    def _device_json(self, device_id: str) -> dict[str, Any] | None:
+        try:
+            enrolled = self.directory.fleet.device(device_id)
+        except UnknownDevice:
+            return None
+        status = self.store.device_status(device_id)
+        return {
+            "device_id": device_id,
+            "enrolled_at": enrolled.enrolled_at.isoformat(),
+            "revoked": enrolled.revoked,
+            "last_seq": status.last_seq if status else 0,
+            "reports": status.reports if status else 0,
+            "last_report_time": status.last_report_time if status else None,
+            "last_received_at": status.last_received_at if status else None,
+            "health": status.health if status else None,
+            "incidents": status.incidents if status else {},
+        }
+
+    async def list_devices(self, request: web.Request) -> web.Response:
+        self._admin_of(request)
+
+        def collect() -> list[dict[str, Any]]:
+            ids = [device.device_id for device in self.directory.fleet.devices()]
+            return [d for d in (self._device_json(i) for i in ids) if d is not None]
+
+        return web.json_response({"devices": await self._store_call(collect)},
+                                 headers={"Cache-Control": "no-store"})
+
+    async def get_device(self, request: web.Request) -> web.Response:
+        self._admin_of(request)
+        device_id = request.match_info["device_id"]
+        if not is_device_id(device_id):
+            raise Refused(404, "unknown_device", "not a device ID (64 lowercase hex characters)")
+        found = await self._store_call(self._device_json, device_id)
+        if found is None:
+            raise Refused(404, "unknown_device", "no such device is enrolled in this fleet")
+        return web.json_response(found, headers={"Cache-Control": "no-store"})
+
+    async def get_fleet(self, request: web.Request) -> web.Response:
+        self._admin_of(request)
+
+        def collect() -> dict[str, Any]:
+            devices = self.directory.fleet.devices()
+            totals = asdict(self.store.fleet_status())
+            return {
+                "fleet_id": self.directory.fleet.fleet_id,
+                "devices_enrolled": len(devices),
+                "devices_revoked": sum(1 for d in devices if d.revoked),
+                "devices_reporting": totals["devices"],
+                "reports": totals["reports"],
+                "degraded_devices": totals["degraded_devices"],
+                "incidents": totals["incidents"],
+            }
+
+        return web.json_response(await self._store_call(collect),
+                                 headers={"Cache-Control": "no-store"})
+
+
+class _OneDevice:
+    """A DeviceDirectory answering for one device, from one lookup (per batch request)."""
+
+    def __init__(self, device_id: str, directory: FleetDirectory) -> None:
+        self._device_id = device_id
+        self._revoked = directory.is_revoked(device_id)
+        self._key = directory.report_key(device_id)
+
+    def report_key(self, device_id: str) -> ec.EllipticCurvePublicKey | None:
+        return self._key if device_id == self._device_id else None
+
+    def is_revoked(self, device_id: str) -> bool:
+        return self._revoked if device_id == self._device_id else True
+
+
+def _reject_response(decision: Reject) -> web.Response:
+    extra: dict[str, Any] = {} if decision.stored_seq is None else {
+        "stored_seq": decision.stored_seq}
+    return error_response(decision.status, decision.code, decision.reason, **extra)
+
+
+_HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+               405: "method_not_allowed", 408: "timeout", 413: "body_too_large",
+               415: "unsupported_content_type", 429: "rate_limited"}
+
+
+@web.middleware
+async def _json_errors(request: web.Request,
+                       handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                       ) -> web.StreamResponse:
+    """Turn every refusal (ours and aiohttp's) into a JSON body with a reason."""
+    try:
+        return await handler(request)
+    except Refused as refused:
+        headers = {}
+        extra = dict(refused.extra)
+        if refused.status == 401:
+            headers["WWW-Authenticate"] = "Bearer"
+        if "retry_after" in extra:
+            headers["Retry-After"] = extra.pop("retry_after")
+        return error_response(refused.status, refused.code, refused.reason, headers, **extra)
+    except web.HTTPException as error:
+        if error.status < 400:
+            raise
+        headers = {k: v for k, v in error.headers.items()
+                   if k.lower() in ("allow", "www-authenticate", "retry-after")}
+        code = _HTTP_CODES.get(error.status, "error")
+        reason = error.reason if error.status != 413 else "the request body is too large"
+        return error_response(error.status, code, reason, headers)
+    except Exception:  # noqa: BLE001 - last resort so that even a bug answers JSON
+        # A bug, not bad input: log it with its traceback, answer without details.
+        _log.exception("internal error handling %s %s", request.method, request.path)
+        return error_response(500, "internal_error", "the server failed; nothing was stored")

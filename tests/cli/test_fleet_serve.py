@@ -1,0 +1,77 @@
+"""`tinyward fleet admin-token` and `tinyward fleet serve` as a user runs them."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import signal
+import ssl
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from tinyward.cli.main import cli
+from tinyward.fleet.pki import Fleet
+
+PASSPHRASE = "cli test passphrase"
+
+
+def test_admin_token_prints_token_and_stores_only_its_hash(tmp_path: Path) -> None:
+    Fleet.init(tmp_path / "fleet", PASSPHRASE.encode())
+    result = CliRunner().invoke(cli, ["fleet", "admin-token", str(tmp_path / "fleet")])
+    assert result.exit_code == 0, result.output
+    token = result.output.strip()
+    stored = (tmp_path / "fleet" / "admin-token.sha256").read_text()
+    assert len(token) >= 40 and token not in stored
+    assert (tmp_path / "fleet" / "admin-token.sha256").stat().st_mode & 0o077 == 0
+
+
+def test_admin_token_refuses_a_folder_that_is_not_a_fleet(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["fleet", "admin-token", str(tmp_path)])
+    assert result.exit_code != 0 and "not a tinyward fleet" in result.output
+
+
+def test_serve_refuses_wrong_passphrase(tmp_path: Path) -> None:
+    Fleet.init(tmp_path / "fleet", PASSPHRASE.encode())
+    result = CliRunner().invoke(cli, ["fleet", "serve", str(tmp_path / "fleet"), "--port", "0"],
+                                env={"TINYWARD_FLEET_PASSPHRASE": "wrong passphrase"})
+    assert result.exit_code != 0 and "passphrase" in result.output
+
+
+def test_serve_refuses_bad_db_url(tmp_path: Path) -> None:
+    Fleet.init(tmp_path / "fleet", PASSPHRASE.encode())
+    result = CliRunner().invoke(cli, ["fleet", "serve", str(tmp_path / "fleet"), "--port", "0",
+                                      "--db", "postgresql://db/x"],
+                                env={"TINYWARD_FLEET_PASSPHRASE": PASSPHRASE})
+    assert result.exit_code != 0 and "sqlite:///" in result.output
+
+
+@pytest.mark.slow
+def test_serve_with_two_workers_answers_and_stops_on_sigterm(tmp_path: Path) -> None:
+    fleet = Fleet.init(tmp_path / "fleet", PASSPHRASE.encode())
+    env = dict(os.environ, TINYWARD_FLEET_PASSPHRASE=PASSPHRASE)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tinyward", "fleet", "serve", str(fleet.directory), "--port", "0",
+         "--workers", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        match = re.search(r"https://127\.0\.0\.1:(\d+)", line)
+        assert match, line
+        context = ssl.create_default_context(cafile=str(fleet.root_ca_path))
+        for _ in range(4):  # several connections, spread over the workers by the kernel
+            connection = http.client.HTTPSConnection("127.0.0.1", int(match.group(1)),
+                                                     context=context, timeout=20)
+            connection.request("GET", "/v1/health")
+            assert json.loads(connection.getresponse().read()) == {"status": "ok"}
+            connection.close()
+        assert (fleet.directory / "reports.db").exists()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(30)
+    assert code == 0
