@@ -173,6 +173,19 @@ def test_corrupted_record_length_is_refused(mqtt: Path, tmp_path: Path) -> None:
         read_packets(path)
 
 
+@pytest.mark.parametrize("block_len", [12, 8, 0])
+def test_section_header_block_too_short_for_its_trailer_is_refused(
+    tmp_path: Path, block_len: int
+) -> None:
+    # Found by tests/fuzz/fuzz_pcap.py: a section header block of length 12 left nothing
+    # after the byte-order magic, and struct.error escaped instead of PcapError.
+    path = tmp_path / "short-shb.pcapng"
+    path.write_bytes(b"\x0a\x0d\x0d\x0a" + struct.pack("<I", block_len) + b"\x4d\x3c\x2b\x1a"
+                     + bytes(16))
+    with pytest.raises(PcapError, match=f"corrupted block: length {block_len}"):
+        read_packets(path)
+
+
 def test_non_ip_frames_are_skipped_and_counted(tmp_path: Path) -> None:
     arp = bytes.fromhex("ffffffffffff02000000000a0806") + b"\x00" * 28
     path = _write_pcap(tmp_path / "arp.pcap", 1, [(1.0, arp)])

@@ -285,7 +285,9 @@ def _pcapng_frames(
             consumed = 8
         (block_type,) = struct.unpack(endian + "I", block_type_raw)
         (block_len,) = struct.unpack(endian + "I", length_raw)
-        if block_len < 12 or block_len % 4 or block_len > limits.max_block_bytes:
+        # A section header's byte-order magic is already read (consumed = 12): its block
+        # needs at least those and the trailing length (found by tests/fuzz/fuzz_pcap.py).
+        if block_len < consumed + 4 or block_len % 4 or block_len > limits.max_block_bytes:
             raise PcapError(
                 path, f"corrupted block: length {block_len}", index=index, offset=offset
             )
