@@ -186,6 +186,17 @@ def test_section_header_block_too_short_for_its_trailer_is_refused(
         read_packets(path)
 
 
+def test_ipv6_packet_ending_in_esp_is_read(tmp_path: Path) -> None:
+    # Found by tests/fuzz/fuzz_pcap.py: dpkt leaves IP6.p unset when the header chain
+    # ends in ESP, and AttributeError escaped the reader.
+    esp = struct.pack(">II", 0x1000, 1) + bytes(16)  # SPI, sequence, encrypted bytes
+    ip6 = (bytes.fromhex("60000000") + struct.pack(">HBB", len(esp), 50, 64)
+           + b"\xfe\x80" + bytes(13) + b"\x01" + b"\xfe\x80" + bytes(13) + b"\x02" + esp)
+    path = _write_pcap(tmp_path / "esp6.pcap", 101, [(1.0, ip6)])
+    [packet] = read_packets(path)
+    assert (packet.version, packet.proto, packet.size) == (6, 50, 40 + len(esp))
+
+
 def test_non_ip_frames_are_skipped_and_counted(tmp_path: Path) -> None:
     arp = bytes.fromhex("ffffffffffff02000000000a0806") + b"\x00" * 28
     path = _write_pcap(tmp_path / "arp.pcap", 1, [(1.0, arp)])

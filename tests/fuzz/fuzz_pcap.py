@@ -12,7 +12,9 @@ import io
 
 from tests.fuzz.harness import instrumented, run, workdir
 
-with instrumented(__name__):
+# dpkt is pure Python: coverage inside it guides the fuzzer to the IP and TCP decoders,
+# whose exceptions the reader has to catch.
+with instrumented(__name__, also=["dpkt"]):
     import dpkt
 
     from tinyward.detect.errors import PcapError

@@ -42,8 +42,10 @@ REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared"
 
 
-def instrumented(module_name: str) -> contextlib.AbstractContextManager[Any]:
-    """Instrument tinyward modules imported inside this block, when run under atheris.
+def instrumented(module_name: str, also: Iterable[str] = ()) -> contextlib.AbstractContextManager[Any]:
+    """Instrument tinyward modules (and the packages named in ``also``, pure-Python
+    parsers whose exceptions tinyward must catch) imported inside this block, when run
+    under atheris.
 
     Only when the harness is the main program: under pytest the modules are imported
     plainly (and tinyward is usually imported already, so there would be nothing to do).
@@ -52,7 +54,7 @@ def instrumented(module_name: str) -> contextlib.AbstractContextManager[Any]:
         return contextlib.nullcontext()
     import atheris
 
-    return atheris.instrument_imports(include=["tinyward"])
+    return atheris.instrument_imports(include=["tinyward", *also])
 
 
 class FixedSigner:

@@ -397,7 +397,10 @@ def _decode(ts: float, linktype: int, frame: bytes, strip: bool, stats: ReadStat
             total = 40 + int.from_bytes(data[4:6], "big")
             ip = dpkt.ip6.IP6(data[:total])
             ip_header_len = 40  # extension headers, if any, count as payload
-            src, dst, proto = ip.src, ip.dst, ip.p
+            # dpkt sets .p only when the header chain ends in a next-header value; a chain
+            # ending in ESP (50) leaves it unset (AttributeError found by
+            # tests/fuzz/fuzz_pcap.py), and then the IPv6 header's own next header is used.
+            src, dst, proto = ip.src, ip.dst, getattr(ip, "p", ip.nxt)
         else:
             stats.non_ip += 1
             return None
