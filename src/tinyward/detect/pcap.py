@@ -404,7 +404,9 @@ def _decode(ts: float, linktype: int, frame: bytes, strip: bool, stats: ReadStat
         else:
             stats.non_ip += 1
             return None
-    except (dpkt.UnpackError, dpkt.NeedData, struct.error, ValueError):
+    # AttributeError: dpkt's IPv6 decoder trips over some extension-header chains (a
+    # fragment header followed by another header); found by tests/fuzz/fuzz_pcap.py.
+    except (dpkt.UnpackError, dpkt.NeedData, struct.error, ValueError, AttributeError):
         stats.malformed_ip += 1
         return None
     if len(data) < total:
