@@ -31,8 +31,8 @@ RUNS = 10000
 MAX_SECONDS = 12
 TARGETS = sorted(path.stem.removeprefix("fuzz_") for path in HERE.glob("fuzz_*.py"))
 # What issue 2 asks to be fuzzed; a harness deleted by mistake fails here, not silently.
-REQUIRED = {"attestation", "bundle", "cose", "enrolment", "manifest", "offline", "protocol", "report",
-            "storage"}
+REQUIRED = {"attestation", "bundle", "cose", "enrolment", "manifest", "offline", "pcap", "protocol",
+            "report", "storage"}
 
 
 def run_harness(module: str, out: Path, runs: int = RUNS) -> tuple[int, str]:
