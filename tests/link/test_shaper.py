@@ -81,3 +81,26 @@ def test_bandwidth_formula() -> None:
     cost = bandwidth_bytes_per_hour(ShaperConfig(interval=10.0, size=1024),
                                     request_overhead=150, response_bytes=200)
     assert cost == (1024 + 150 + 200 + 2 * TLS13_RECORD_OVERHEAD) * 360
+
+
+def test_quiet_and_busy_reports_have_the_same_size_on_the_wire(signer) -> None:
+    """A full batch and an empty one become reports of exactly the configured size."""
+    import time
+
+    from tinyward.trust import report as codec
+
+    config = ShaperConfig(interval=1.0, size=1024)
+    busy = Shaper(config, 0.0)
+    for i in range(config.max_results + 3):
+        busy.add_result({"event": "motion", "score": 0.999, "n": 10**6 + i, "label": "x" * 20})
+    quiet = Shaper(config, 0.0)
+    sizes = set()
+    device_id = "ab" * 32
+    for shaper in (busy, quiet):
+        batch = shaper.poll(1.0)
+        assert batch is not None
+        report = codec.Report(device_id, 1, int(time.time()), results=batch.results,
+                              incidents={"dropped_results": batch.dropped_results,
+                                         "dropped_reports": 0})
+        sizes.add(len(codec.encode_report(report, signer, config.size)))
+    assert sizes == {1024}

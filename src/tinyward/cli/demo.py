@@ -1,124 +1,136 @@
-"""`tinyward demo`: the main job, end to end, in a temporary folder.
+"""`tinyward demo`: a fleet, its server, three sensors, and live attacks, in a live view.
 
-Today it walks through the trusted core and the fleet: a fleet is created, devices are
-provisioned (keys made on each device), each device attests, the fleet verifies the
-tokens, and forged, replayed and foreign tokens are refused. Each step prints what it
-did and what it proved; the exit code is 0 only if every expectation held.
+The work is done by :mod:`tinyward.link.demo`; this module only renders its state.
 """
 
 from __future__ import annotations
 
-import os
-import secrets
 import shutil
-import tempfile
-from collections.abc import Callable
+import threading
+import time
 from pathlib import Path
 
 import click
-from rich.console import Console
+from rich.console import Console, Group
+from rich.live import Live
+from rich.panel import Panel
 from rich.table import Table
+from rich.text import Text
 
-from tinyward.errors import BadInput
-from tinyward.fleet.attestation import verify_fleet_token
-from tinyward.fleet.pki import Fleet
-from tinyward.trust.device import Device
-
-console = Console()
+from tinyward.cli.device_run import bench_shaping
+from tinyward.link.demo import Demo, DemoState, make_folder
 
 
-class DemoFailed(click.ClickException):
-    """An expectation of the demo did not hold (a bug: the demo checks what it shows)."""
-
-
-def _expect_refused(label: str, action: Callable[[], object], results: list[tuple[str, str, bool]]) -> None:
-    try:
-        action()
-    except BadInput as error:
-        results.append((label, f"refused: {error}", True))
-        console.print(f"  [green]✔ refused[/] {label}: [dim]{error}[/]")
-        return
-    results.append((label, "ACCEPTED", False))
-    console.print(f"  [red]✘ accepted[/] {label}")
-
-
-def run_foundation(workdir: Path, devices: int) -> list[tuple[str, str, bool]]:
-    """Fleet, provisioning and attestation; returns (check, outcome, passed) rows."""
-    results: list[tuple[str, str, bool]] = []
-    passphrase = secrets.token_urlsafe(24).encode()
-
-    console.rule("[bold]1. The fleet")
-    fleet = Fleet.init(workdir / "fleet", passphrase)
-    console.print(f"fleet [bold]{fleet.fleet_id}[/]: root CA, device CA, server certificate, "
-                  "update-signing key (ECDSA P-256, private keys encrypted)")
-    console.print(f"server pin (SHA-256 of its public key): {fleet.server_spki_sha256.hex()}")
-
-    console.rule("[bold]2. Provisioning (keys are made on each device)")
-    fleet_devices = []
-    for index in range(devices):
-        device = Device.init(workdir / f"device-{index + 1}")
-        bundle = fleet.enroll(device.enrolment_request, passphrase)
-        device.install(bundle)
-        fleet_devices.append(device)
-        console.print(f"device-{index + 1}: [bold]{device.device_id[:16]}…[/] enrolled "
-                      f"(tls, report and attestation keys; no shared secret)")
-    results.append(("devices provisioned", str(devices), True))
-
-    console.rule("[bold]3. Attestation (PSA token, RFC 9783)")
-    for index, device in enumerate(fleet_devices):
-        nonce = os.urandom(32)
-        token = device.attestation_token(nonce)
-        enrolled, claims = verify_fleet_token(fleet, token, nonce)
-        ok = enrolled.device_id == device.device_id
-        results.append((f"device-{index + 1} token verifies", "valid" if ok else "WRONG DEVICE", ok))
-        console.print(f"  [green]✔ valid[/] device-{index + 1}: {len(token)}-byte token, lifecycle "
-                      f"{claims.security_lifecycle:#06x}, {len(claims.software_components)} measured "
-                      "component(s)")
-
-    console.rule("[bold]4. Attacks on attestation")
-    device = fleet_devices[0]
-    nonce = os.urandom(32)
-    token = device.attestation_token(nonce)
-    tampered = bytearray(token)
-    tampered[len(tampered) // 2] ^= 0x01
-    _expect_refused("a token with one flipped byte",
-                    lambda: verify_fleet_token(fleet, bytes(tampered), nonce), results)
-    _expect_refused("a replayed token (answers an old nonce)",
-                    lambda: verify_fleet_token(fleet, token, os.urandom(32)), results)
-    other = Fleet.init(workdir / "other-fleet", passphrase)
-    _expect_refused("a genuine token shown to another fleet",
-                    lambda: verify_fleet_token(other, token, nonce), results)
-    _expect_refused("a truncated token",
-                    lambda: verify_fleet_token(fleet, token[: len(token) // 2], nonce), results)
-    return results
+def _view(state: DemoState) -> Group:
+    header = Text.assemble(("tinyward demo", "bold"), f" — {state.phase}\n",
+                           (f"{state.network}\n", "dim"), (f"folder: {state.folder}", "dim"))
+    devices = Table(title="sensors (reports are signed, numbered, fixed-size, constant-rate)",
+                    expand=True)
+    for column in ("device", "ID", "made", "acked", "queued", "stored in fleet DB", "state"):
+        devices.add_column(column)
+    for view in state.devices:
+        s = view.status
+        devices.add_row(view.name, view.device_id[:16] + "…", str(s.get("generated", 0)),
+                        str(s.get("acknowledged_seq", 0)), str(s.get("queued", 0)),
+                        str(view.stored), str(s.get("state", "starting")))
+    attacks = Table(title="live attacks", expand=True)
+    attacks.add_column("attack")
+    attacks.add_column("outcome", no_wrap=True)
+    attacks.add_column("detail", overflow="fold")
+    for outcome in state.attacks:
+        attacks.add_row(outcome.attack,
+                        Text(outcome.label, "bold green") if outcome.refused
+                        else Text(f"NOT {outcome.label.upper()}", "bold red"), outcome.detail)
+    if state.running_attack:
+        attacks.add_row(state.running_attack, Text("running…", "yellow"), "")
+    log = Text("\n".join(state.log), style="dim")
+    return Group(Panel(header), devices, attacks, log)
 
 
 @click.command("demo")
-@click.option("--devices", default=3, show_default=True, type=click.IntRange(1, 50),
-              help="How many devices to provision.")
-@click.option("--keep", type=click.Path(path_type=Path, file_okay=False),
-              help="Keep everything in this folder instead of a temporary one.")
-def demo(devices: int, keep: Path | None) -> None:
-    """Run tinyward end to end in a temporary folder and show each attack being refused."""
-    workdir = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="tinyward-demo-"))
-    workdir.mkdir(parents=True, exist_ok=True)
-    if any(workdir.iterdir()):
-        raise click.UsageError(f"{workdir} is not empty; choose a new folder for --keep")
+@click.option("--devices", "count", type=click.IntRange(2, 20), default=3, show_default=True,
+              help="How many sensors to provision and run.")
+@click.option("--duration", type=click.FloatRange(8, 3600), default=20.0, show_default=True,
+              help="Seconds the sensors report for (the attacks run meanwhile).")
+@click.option("--interval", type=click.FloatRange(0.1, 60), default=1.0, show_default=True,
+              help="Seconds between a sensor's reports.")
+@click.option("--keep", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Build everything in this (new or empty) folder and keep it afterwards.")
+@click.option("--no-netns", is_flag=True, help="Run the sensors on loopback, not in a "
+              "network namespace of their own.")
+def demo(count: int, duration: float, interval: float, keep: Path | None,
+         no_netns: bool) -> None:
+    """Create a fleet and its server, run sensors, attack them live, and summarise.
+
+    Everything happens in a temporary folder (or --keep DIR) on this machine: the
+    fleet server listens on a local address only; the sensors run in a private network
+    namespace when tinyward runs as root.
+    """
+    console = Console()
+    folder = make_folder(keep)
+    refused = total = 0
     try:
-        results = run_foundation(workdir, devices)
+        with Demo(folder, count, duration, interval, use_netns=not no_netns) as run, \
+                Live(_view(run.state), console=console, refresh_per_second=4) as live:
+            stop = threading.Event()
+
+            def painter() -> None:
+                while not stop.is_set():
+                    run.refresh()
+                    live.update(_view(run.state))
+                    stop.wait(0.5)
+
+            paint = threading.Thread(target=painter, daemon=True)
+            paint.start()
+            try:
+                run.setup()
+                run.start_devices()
+                # Let every sensor get a few reports stored before the attacks start.
+                deadline = time.monotonic() + min(15.0, duration / 2)
+                while time.monotonic() < deadline:
+                    run.refresh()
+                    if all(v.stored >= 2 for v in run.state.devices):
+                        break
+                    time.sleep(0.25)
+                run.state.phase = "live attacks (the sensors keep reporting)"
+                run.run_attacks()
+                run.state.phase = "sensors finishing their run"
+                run.wait_devices(duration + 30)
+                run.refresh()
+                run.state.phase = "done"
+            finally:
+                stop.set()
+                paint.join(timeout=2)
+                run.refresh()
+                live.update(_view(run.state))
+            state = run.state
+        checks = [o for o in state.attacks if o.label != "refused"]
+        attempted = [o for o in state.attacks if o.label == "refused"]
+        total = len(attempted)
+        refused = sum(o.refused for o in attempted)
+        summary = Table(title="summary")
+        summary.add_column("device")
+        summary.add_column("reports stored", justify="right")
+        summary.add_column("dropped", justify="right")
+        for view in state.devices:
+            summary.add_row(f"{view.name} {view.device_id[:16]}…", str(view.stored),
+                            str(view.status.get("dropped_reports", 0)))
+        console.print(summary)
+        style = "bold green" if refused == total else "bold red"
+        console.print(Text(f"attacks refused: {refused} of {total}", style))
+        for check in checks:
+            console.print(Text(f"{check.attack}: {'yes' if check.refused else 'NO'}",
+                               "green" if check.refused else "bold red"))
+        ok = (refused == total and total > 0 and all(c.refused for c in checks)
+              and all(v.stored > 0 for v in state.devices))
     finally:
         if keep is None:
-            shutil.rmtree(workdir, ignore_errors=True)
-    table = Table(title="summary")
-    table.add_column("check")
-    table.add_column("outcome")
-    for label, outcome, passed in results:
-        table.add_row(label, f"[green]{outcome}[/]" if passed else f"[red]{outcome}[/]")
-    console.print(table)
-    if not all(passed for _, _, passed in results):
-        raise DemoFailed("an expectation did not hold (see the summary)")
-    console.print("[bold green]every check held[/]" + (f"; files kept in {workdir}" if keep else ""))
+            shutil.rmtree(folder, ignore_errors=True)
+        else:
+            console.print(f"kept everything in {folder}")
+    if not ok:
+        raise SystemExit(1)
 
 
 COMMANDS: list[click.Command] = [demo]
-BENCH_COMMANDS: list[click.Command] = []
+BENCH_COMMANDS: list[click.Command] = [bench_shaping]

@@ -167,18 +167,8 @@ def readout_command(directory: Path, idle_lock: float) -> None:
     ReadoutScreen(Device.open(directory), console, idle_lock=idle_lock).run()
 
 
-@device.command("run")
-@click.argument("directory", type=click.Path(path_type=Path, exists=True, file_okay=False))
-@click.option("--air-gapped", is_flag=True,
-              help="Use no network at all (enforced by a kernel filter on the whole process tree).")
-@click.option("--interval", default=1.0, show_default=True, type=click.FloatRange(0.05, 3600),
-              help="Seconds between results.")
-@click.option("--duration", default=None, type=click.FloatRange(0.1, None),
-              help="Stop after this many seconds [default: run until SIGTERM or Ctrl-C].")
-def run_command(directory: Path, air_gapped: bool, interval: float, duration: float | None) -> None:
-    """Run the device: read the sensor, run the application, report (or display) results."""
-    if not air_gapped:
-        raise click.UsageError("connected mode is `tinyward device run DIR --server URL` (see --help)")
+def run_air_gapped_command(directory: Path, interval: float, duration: float | None) -> None:
+    """`tinyward device run --air-gapped` (the command itself lives in cli/device_run.py)."""
     from tinyward.readout.airgapped import SimulatedDoorwayCounter, run_air_gapped
 
     dev = Device.open(directory)
@@ -219,6 +209,10 @@ def bench_trust(seconds: float) -> None:
                       f"{row.direct_per_second:,.0f}", f"{row.ratio:.2f}")
     console.print(table)
 
+
+from tinyward.cli.device_run import run as _run_command
+
+device.add_command(_run_command)
 
 COMMANDS: list[click.Command] = [device]
 BENCH_COMMANDS: list[click.Command] = [bench_trust]

@@ -10,8 +10,9 @@ into "exactly once in storage".
 Layout (records of :class:`~tinyward.trust.storage.ProtectedStorage`, each AEAD-sealed,
 atomically written and rollback-checked)::
 
-    link.queue.meta        {"v": 1, "capacity": N, "next_seq": s, "acked": a, "dropped": d}
-    link.queue.slot.NNNN   {"seq": s, "report": <signed report bytes>}   for NNNN = s mod N
+    link.queue.meta        {"v": 1, "capacity": N, "next_seq": s, "acked": a,
+                            "dropped": d, "reported": r, "last_delta": x}
+    link.queue.slot.NNNN   {"seq": s, "report": <signed bytes>, "carried": c}  for NNNN = s mod N
 
 A ring of ``capacity`` slots: the report numbered ``s`` lives in slot ``s mod capacity``.
 A slot whose ``seq`` is at most ``acked`` is free. The queue is rebuilt on open by reading
@@ -25,11 +26,14 @@ which the server accepts (it needs strictly increasing numbers, not consecutive 
 **Full-queue policy: drop the oldest unacknowledged report, and count it.** When the
 server has been unreachable for ``capacity`` reports, reserving the next number frees the
 slot of the oldest unacknowledged report (the newest data is worth more than the oldest).
-Each drop adds one to ``dropped``, a running total committed with the reservation, which
-every later report carries in its incidents as ``dropped_reports``; a running total (not a
-per-report delta) means a report that is itself dropped cannot hide earlier drops. The
-server also sees the gap in sequence numbers. A crash between reserving and storing can
-count one drop that did not happen: the count errs high, never low.
+Each drop adds one to ``dropped`` (a running total, committed with the reservation). Like
+every incident count, ``dropped_reports`` in a report's incidents is a *delta*: the drops
+not yet told in an earlier stored report (``dropped - reported``), and the fleet sums them.
+A report that carried a count (``carried``) and is then dropped itself gives its count
+back, so no drop goes untold; a reservation whose report was never stored (a crash in
+between) gives its count back when the queue is reopened, and the drop that reservation
+caused is undone (the displaced report is still in its slot). The server also sees the gap
+in sequence numbers.
 """
 
 from __future__ import annotations
@@ -82,6 +86,9 @@ def _slot_name(index: int) -> str:
 class ReportQueue:
     """See the module docstring. Not thread-safe: one runner owns a device's queue."""
 
+    _META_KEYS = frozenset({"v", "capacity", "next_seq", "acked", "dropped", "reported",
+                            "last_delta"})
+
     def __init__(self, storage: RecordStore, config: QueueConfig | None = None) -> None:
         """Open (or create) the queue in ``storage``.
 
@@ -91,7 +98,10 @@ class ReportQueue:
         """
         self._storage = storage
         config = config or QueueConfig()
-        if storage.exists(META_RECORD):
+        self._capacity = config.capacity
+        fresh = not storage.exists(META_RECORD)
+        meta = {"next_seq": 1, "acked": 0, "dropped": 0, "reported": 0, "last_delta": 0}
+        if not fresh:
             meta = self._load_meta()
             if meta["capacity"] != config.capacity:
                 # Slot positions depend on the capacity; changing it needs a drained queue.
@@ -100,21 +110,30 @@ class ReportQueue:
                     f"{config.capacity}; drain it (let the server acknowledge everything) "
                     "before changing the capacity"
                 )
-            self._next_seq, self._acked, self._dropped = (
-                meta["next_seq"], meta["acked"], meta["dropped"])
-        else:
-            self._next_seq, self._acked, self._dropped = 1, 0, 0
-        self._capacity = config.capacity
-        # seq -> report, for every unacknowledged stored report.
-        self._entries: dict[int, bytes] = {}
+        self._next_seq, self._acked = meta["next_seq"], meta["acked"]
+        self._dropped, self._reported = meta["dropped"], meta["reported"]
+        self._last_delta = meta["last_delta"]
+        # seq -> (report, drop count it carries), for every unacknowledged stored report.
+        self._entries: dict[int, tuple[bytes, int]] = {}
         for index in range(self._capacity):
             name = _slot_name(index)
             if not storage.exists(name):
                 continue
-            seq, report = self._load_slot(name, index)
+            seq, report, carried = self._load_slot(name, index)
             if self._acked < seq < self._next_seq:
-                self._entries[seq] = report
-        if not storage.exists(META_RECORD):
+                self._entries[seq] = (report, carried)
+        last = self._next_seq - 1
+        if last > self._acked and last not in self._entries:
+            # Reserved, then a crash before the report was stored: undo what the reservation
+            # counted. Its count of drops was never told, and the report it displaced is
+            # still in its slot, so that drop did not happen.
+            self._reported -= self._last_delta
+            self._last_delta = 0
+            victim = last - self._capacity
+            if victim in self._entries:
+                self._dropped -= 1
+                self._reported += self._entries[victim][1]
+        if fresh:
             self._save_meta()
 
     # ---- records ---------------------------------------------------------------------
@@ -124,31 +143,32 @@ class ReportQueue:
             meta: Any = cbor2.loads(self._storage.read(META_RECORD))
         except cbor2.CBORDecodeError as error:
             raise QueueDamaged(f"queue metadata is not CBOR: {error}") from None
-        keys = {"v", "capacity", "next_seq", "acked", "dropped"}
-        if (not isinstance(meta, dict) or set(meta) != keys
+        if (not isinstance(meta, dict) or set(meta) != self._META_KEYS
                 or not all(isinstance(meta[k], int) and not isinstance(meta[k], bool)
-                           for k in keys)
-                or meta["v"] != FORMAT_VERSION or not 1 <= meta["next_seq"]
-                or not 0 <= meta["acked"] or meta["dropped"] < 0):
+                           and meta[k] >= 0 for k in self._META_KEYS)
+                or meta["v"] != FORMAT_VERSION or meta["next_seq"] < 1
+                or meta["acked"] >= meta["next_seq"] or meta["reported"] > meta["dropped"]):
             raise QueueDamaged("queue metadata does not have the expected fields and values")
         return meta
 
     def _save_meta(self) -> None:
         self._storage.write(META_RECORD, cbor2.dumps({
             "v": FORMAT_VERSION, "capacity": self._capacity, "next_seq": self._next_seq,
-            "acked": self._acked, "dropped": self._dropped,
+            "acked": self._acked, "dropped": self._dropped, "reported": self._reported,
+            "last_delta": self._last_delta,
         }))
 
-    def _load_slot(self, name: str, index: int) -> tuple[int, bytes]:
+    def _load_slot(self, name: str, index: int) -> tuple[int, bytes, int]:
         try:
             slot: Any = cbor2.loads(self._storage.read(name))
         except cbor2.CBORDecodeError as error:
             raise QueueDamaged(f"queue slot {index} is not CBOR: {error}") from None
-        if (not isinstance(slot, dict) or set(slot) != {"seq", "report"}
+        if (not isinstance(slot, dict) or set(slot) != {"seq", "report", "carried"}
                 or not isinstance(slot["seq"], int) or not isinstance(slot["report"], bytes)
+                or not isinstance(slot["carried"], int) or slot["carried"] < 0
                 or slot["seq"] < 1 or slot["seq"] % self._capacity != index):
             raise QueueDamaged(f"queue slot {index} does not hold a numbered report")
-        return slot["seq"], slot["report"]
+        return slot["seq"], slot["report"], slot["carried"]
 
     # ---- the queue -------------------------------------------------------------------
 
@@ -158,7 +178,7 @@ class ReportQueue:
 
     @property
     def dropped(self) -> int:
-        """Reports dropped because the queue was full (running total, persisted)."""
+        """Reports dropped (queue full, or refused by the server): running total, persisted."""
         return self._dropped
 
     @property
@@ -170,11 +190,25 @@ class ReportQueue:
     def next_seq(self) -> int:
         return self._next_seq
 
+    @property
+    def owed(self) -> int:
+        """Drops not yet told in any stored report (the next report tells them)."""
+        return self._dropped - self._reported
+
     def __len__(self) -> int:
         return len(self._entries)
 
+    def _lose(self, seq: int) -> None:
+        """Count one report as dropped; the drops it carried are owed again."""
+        _, carried = self._entries.pop(seq)
+        self._dropped += 1
+        self._reported -= carried
+
     def reserve(self) -> Reservation:
         """Commit the next sequence number (and any drop it causes) before it is used.
+
+        The returned ``dropped_reports`` is the number of drops this report must tell
+        (a delta); pass the same number to :meth:`put`.
 
         Raises:
             tinyward.trust.errors.StorageError: storage refused the write.
@@ -183,14 +217,17 @@ class ReportQueue:
         victim = seq - self._capacity
         if victim in self._entries:
             # The ring is full: this number's slot holds the oldest unacknowledged report.
-            self._dropped += 1
+            self._lose(victim)
+        delta = self._dropped - self._reported
+        self._reported = self._dropped
+        self._last_delta = delta
         self._next_seq = seq + 1
         self._save_meta()
-        self._entries.pop(victim, None)
-        return Reservation(seq, self._dropped)
+        return Reservation(seq, delta)
 
-    def put(self, seq: int, report: bytes) -> None:
-        """Store the signed ``report`` numbered ``seq`` (which :meth:`reserve` returned).
+    def put(self, seq: int, report: bytes, carried: int = 0) -> None:
+        """Store the signed ``report`` numbered ``seq`` (which :meth:`reserve` returned),
+        telling ``carried`` drops (the reservation's ``dropped_reports``).
 
         Raises:
             Misuse: ``seq`` was not reserved, or is already stored.
@@ -199,20 +236,20 @@ class ReportQueue:
             raise Misuse(f"sequence number {seq} was not reserved or is already queued")
         if seq <= self._next_seq - 1 - self._capacity:
             raise Misuse(f"sequence number {seq} is older than the ring holds")
-        self._storage.write(_slot_name(seq % self._capacity),
-                            cbor2.dumps({"seq": seq, "report": bytes(report)}))
-        self._entries[seq] = bytes(report)
+        self._storage.write(_slot_name(seq % self._capacity), cbor2.dumps(
+            {"seq": seq, "report": bytes(report), "carried": int(carried)}))
+        self._entries[seq] = (bytes(report), int(carried))
 
     def oldest(self) -> tuple[int, bytes] | None:
         """The oldest unacknowledged report, or None if everything is acknowledged."""
         if not self._entries:
             return None
         seq = min(self._entries)
-        return seq, self._entries[seq]
+        return seq, self._entries[seq][0]
 
     def pending(self) -> list[tuple[int, bytes]]:
         """Every unacknowledged report, oldest first."""
-        return [(seq, self._entries[seq]) for seq in sorted(self._entries)]
+        return [(seq, self._entries[seq][0]) for seq in sorted(self._entries)]
 
     def acknowledge(self, stored_seq: int) -> int:
         """The server holds everything up to ``stored_seq``: free those reports.
@@ -249,10 +286,10 @@ class ReportQueue:
         if head is None:
             return None
         seq = head[0]
-        self._dropped += 1
+        self._lose(seq)
         self._acked = seq
         self._save_meta()
-        del self._entries[seq]
         return seq
+
 
 __all__ = ["QueueConfig", "ReportQueue", "Reservation"]

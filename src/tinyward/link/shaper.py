@@ -63,9 +63,9 @@ class ShaperConfig:
 class Batch:
     """What one tick sends: the results gathered since the previous tick.
 
-    ``slot`` is the scheduled time of the tick (not the time the caller noticed it), so
-    that reports carry the grid time; ``dropped_results`` and ``missed_slots`` are running
-    totals since the shaper started.
+    ``slot`` is the scheduled time of the tick (not the time the caller noticed it);
+    ``dropped_results`` and ``missed_slots`` count what happened since the previous batch
+    (deltas, like every incident count in a report).
     """
 
     slot: float
@@ -83,6 +83,8 @@ class Shaper:
         self._pending: list[Mapping[str, Any]] = []
         self._dropped_results = 0
         self._missed_slots = 0
+        self._told_dropped = 0
+        self._told_missed = 0
 
     @property
     def config(self) -> ShaperConfig:
@@ -124,7 +126,10 @@ class Shaper:
             slot += behind * self._config.interval
         self._next = slot + self._config.interval
         results, self._pending = tuple(self._pending), []
-        return Batch(slot, results, self._dropped_results, self._missed_slots)
+        batch = Batch(slot, results, self._dropped_results - self._told_dropped,
+                      self._missed_slots - self._told_missed)
+        self._told_dropped, self._told_missed = self._dropped_results, self._missed_slots
+        return batch
 
 
 def bandwidth_bytes_per_hour(

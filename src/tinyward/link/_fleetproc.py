@@ -1,0 +1,46 @@
+"""Start `tinyward fleet serve` in its own process and learn its URL (demo and benchmarks)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+PASSPHRASE_ENV = "TINYWARD_FLEET_PASSPHRASE"
+
+
+def start_fleet_server(fleet_dir: Path, passphrase: bytes, host: str = "127.0.0.1",
+                       port: int = 0, extra: tuple[str, ...] = (),
+                       timeout: float = 30.0) -> tuple[subprocess.Popen[str], str]:
+    """Run the fleet server; return the process and its ``https://host:port`` URL.
+
+    The passphrase goes through the environment of the child only (never argv, never
+    a file). Raises RuntimeError if the server does not announce itself in time.
+    """
+    env = {**os.environ, PASSPHRASE_ENV: passphrase.decode()}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tinyward", "fleet", "serve", str(fleet_dir), "--host", host,
+         "--port", str(port), *extra],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True)
+    assert proc.stdout is not None
+    url = ""
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    for line in proc.stdout:
+        seen.append(line.strip())
+        found = re.search(r"listening on (https://\S+?)(\s|$)", line)
+        if found:
+            url = found.group(1)
+            break
+        if time.monotonic() > deadline:
+            break
+    if not url:
+        proc.kill()
+        raise RuntimeError("the fleet server did not start: " + " | ".join(seen[-5:]))
+    threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep the pipe drained
+    return proc, url

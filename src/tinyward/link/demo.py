@@ -1,0 +1,402 @@
+"""The orchestration behind ``tinyward demo``: a fleet, its server, devices, live attacks.
+
+Everything is real: a fleet PKI on disk, ``tinyward fleet serve`` in its own process,
+``tinyward device run`` processes (inside a private network namespace when we are root),
+real TLS, real nmap. The view (``cli/demo.py``) only renders :class:`DemoState`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Self
+
+from tinyward.fleet.pki import Fleet
+from tinyward.link import attacks
+from tinyward.link._fleetproc import start_fleet_server
+from tinyward.link.attacks import Outcome
+from tinyward.link.client import ReportLink, device_context
+from tinyward.link.errors import LinkError, PinMismatch, ServerRefused
+from tinyward.link.netns import DeviceNamespace, NamespaceUnavailable
+from tinyward.trust import report as codec
+from tinyward.trust.device import Device
+
+
+@dataclass
+class DeviceView:
+    name: str
+    device_id: str
+    pid: int | None = None
+    status: dict[str, Any] = field(default_factory=dict)
+    stored: int = 0
+
+
+@dataclass
+class DemoState:
+    """What the live view shows; updated by :class:`Demo` as it goes."""
+
+    folder: Path
+    phase: str = "starting"
+    server_url: str = ""
+    network: str = ""
+    devices: list[DeviceView] = field(default_factory=list)
+    attacks: list[Outcome] = field(default_factory=list)
+    running_attack: str = ""
+    log: list[str] = field(default_factory=list)
+
+
+class Demo:
+    """Set up, run, attack and tear down. Use as a context manager."""
+
+    def __init__(self, folder: Path, devices: int = 3, duration: float = 20.0,
+                 interval: float = 1.0, use_netns: bool = True) -> None:
+        self.folder = Path(folder)
+        self.count = devices
+        self.duration = duration
+        self.interval = interval
+        self.state = DemoState(self.folder)
+        self._passphrase = secrets.token_urlsafe(24).encode()  # never shown or written
+        self._use_netns = use_netns
+        self.ns: DeviceNamespace | None = None
+        self._server: subprocess.Popen[str] | None = None
+        self._procs: list[subprocess.Popen[str]] = []
+        self.fleet: Fleet | None = None
+        self.devices: list[Device] = []
+        self._lock = threading.Lock()
+
+    # ---- setup -----------------------------------------------------------------------
+
+    def note(self, text: str) -> None:
+        with self._lock:
+            self.state.log.append(text)
+            del self.state.log[:-8]
+
+    def setup(self) -> None:
+        """Network, fleet, server, devices. Raises on any failure (the caller cleans up)."""
+        host = "127.0.0.1"
+        if self._use_netns:
+            try:
+                self.ns = DeviceNamespace.create()
+                host = self.ns.host_address
+                self.state.network = (f"devices in network namespace {self.ns.name} at "
+                                      f"{self.ns.device_address}; fleet server at {host}")
+            except NamespaceUnavailable as error:
+                self.note(f"no network namespace ({error}); devices share loopback")
+        if self.ns is None:
+            self.state.network = "devices and fleet server on loopback (127.0.0.1)"
+        self.state.phase = "creating the fleet"
+        names = ["127.0.0.1", "localhost"] + ([host] if host != "127.0.0.1" else [])
+        self.fleet = Fleet.init(self.folder / "fleet", self._passphrase, server_names=names)
+        self.note(f"fleet {self.fleet.fleet_id} created (passphrase generated, not stored)")
+        self.state.phase = "starting the fleet server"
+        self._start_server(host)
+        self.state.phase = "provisioning devices"
+        for i in range(self.count):
+            device = Device.init(self.folder / f"device-{i + 1}")
+            device.install(self.fleet.enroll(device.enrolment_request, self._passphrase))
+            self.devices.append(device)
+            self.state.devices.append(DeviceView(f"device-{i + 1}", device.device_id))
+        self.note(f"{self.count} devices provisioned: keys made on each device, "
+                  "certificates from the fleet's device CA")
+
+    def _start_server(self, host: str) -> None:
+        assert self.fleet is not None
+        self._server, self.state.server_url = start_fleet_server(
+            self.fleet.directory, self._passphrase, host)
+        self.note(f"fleet server listening on {self.state.server_url} (TLS 1.3, client certs)")
+
+    def start_devices(self) -> None:
+        self.state.phase = "devices reporting"
+        for view, device in zip(self.state.devices, self.devices, strict=True):
+            argv = [sys.executable, "-m", "tinyward", "device", "run", str(device.directory),
+                    "--server", self.state.server_url, "--interval", str(self.interval),
+                    "--duration", str(self.duration), "--drain", "10",
+                    "--status-file", str(device.directory / "run-status.json")]
+            if self.ns is not None:
+                argv = self.ns.command(argv)
+            proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                    text=True, start_new_session=True)
+            self._procs.append(proc)
+            view.pid = proc.pid
+        self.note(f"{self.count} devices running: one {self.interval:g} s report each, "
+                  "constant size, outbound only")
+
+    # ---- watching --------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        """Read each device's status file and the server's database."""
+        assert self.fleet is not None
+        counts: dict[str, int] = {}
+        db_path = self.fleet.directory / "reports.db"
+        if db_path.exists():
+            try:
+                with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=2) as db:
+                    counts = dict(db.execute(
+                        "SELECT device_id, COUNT(*) FROM reports GROUP BY device_id").fetchall())
+            except sqlite3.Error:
+                pass
+        for view, device in zip(self.state.devices, self.devices, strict=True):
+            try:
+                view.status = json.loads((device.directory / "run-status.json").read_text())
+            except (OSError, ValueError):
+                pass
+            view.stored = counts.get(view.device_id, view.stored)
+
+    def _stored_blobs(self, device_id: str) -> list[bytes]:
+        assert self.fleet is not None
+        with sqlite3.connect(f"file:{self.fleet.directory / 'reports.db'}?mode=ro",
+                             uri=True, timeout=5) as db:
+            return [row[0] for row in db.execute(
+                "SELECT signed FROM reports WHERE device_id = ? ORDER BY seq DESC LIMIT 1",
+                (device_id,))]
+
+    def _copies(self, blob: bytes) -> int:
+        assert self.fleet is not None
+        with sqlite3.connect(f"file:{self.fleet.directory / 'reports.db'}?mode=ro",
+                             uri=True, timeout=5) as db:
+            return int(db.execute("SELECT COUNT(*) FROM reports WHERE signed = ?",
+                                  (blob,)).fetchone()[0])
+
+    # ---- attacks -----------------------------------------------------------------------
+
+    def _record(self, outcome: Outcome) -> None:
+        with self._lock:
+            self.state.attacks.append(outcome)
+            self.state.running_attack = ""
+
+    def run_attacks(self) -> None:
+        """Every attack of the issue, one after the other; each outcome is recorded."""
+        steps: list[tuple[str, Callable[[str, Any], Outcome], Any]] = [
+            ("attestation: each device's PSA token verifies", self._attest, None),
+            ("attestation token with one flipped byte", self._attest_attack, "flipped"),
+            ("attestation token replayed (answers an old nonce)", self._attest_attack,
+             "replayed"),
+            ("genuine attestation token shown to another fleet", self._attest_attack,
+             "foreign"),
+            ("client with a self-signed certificate", self._rogue_client, "self-signed"),
+            ("client with a certificate from another CA", self._rogue_client, "other-ca"),
+            ("captured valid report replayed", self._replay, None),
+            ("valid report with one flipped byte", self._flipped, None),
+            ("device A posts a report signed by device B", self._cross_signed, None),
+            ("MITM server: right CA, wrong key", self._mitm, "wrong-key"),
+            ("MITM server: certificate from another CA", self._mitm, "other-ca"),
+            ("scan every TCP port of the devices", self._scan, None),
+        ]
+        for name, function, arg in steps:
+            self.state.running_attack = name
+            try:
+                outcome = function(name, arg)
+            except Exception as error:  # noqa: BLE001 - an attack that crashed is shown, not hidden
+                outcome = Outcome(name, False, f"the attack itself failed: {error!r}")
+            self._record(outcome)
+
+    def _attest(self, name: str, _arg: object) -> Outcome:
+        """Not an attack: the genuine tokens must verify (so the refusals below mean something)."""
+        from tinyward.fleet.attestation import verify_fleet_token
+
+        assert self.fleet is not None
+        for device in self.devices:
+            nonce = os.urandom(32)
+            enrolled, _claims = verify_fleet_token(self.fleet, device.attestation_token(nonce),
+                                                   nonce)
+            if enrolled.device_id != device.device_id:
+                return Outcome(name, False, "a token verified as another device",
+                               label="verified")
+        return Outcome(name, True, f"{len(self.devices)} tokens verified; the attacks below "
+                                   "must be refused", label="verified")
+
+    def _attest_attack(self, name: str, kind: str) -> Outcome:
+        from tinyward.errors import BadInput
+        from tinyward.fleet.attestation import verify_fleet_token
+
+        assert self.fleet is not None
+        nonce = os.urandom(32)
+        token = self.devices[0].attestation_token(nonce)
+        fleet, check_nonce = self.fleet, nonce
+        if kind == "flipped":
+            token = attacks.flip_byte(token, len(token) // 2)
+        elif kind == "replayed":
+            check_nonce = os.urandom(32)
+        else:
+            fleet = Fleet.init(self.folder / "other-fleet", secrets.token_urlsafe(16).encode())
+        try:
+            verify_fleet_token(fleet, token, check_nonce)
+        except BadInput as error:
+            return Outcome(name, True, f"refused: {error}")
+        return Outcome(name, False, "the fleet accepted it")
+
+    def _host_port(self) -> tuple[str, int]:
+        host, port = self.state.server_url.removeprefix("https://").rsplit(":", 1)
+        return host, int(port)
+
+    def _a_report(self) -> bytes:
+        blobs = self._stored_blobs(self.devices[0].device_id)
+        if not blobs:
+            raise RuntimeError("device-1 has no stored report yet to capture")
+        return blobs[0]
+
+    def _rogue_client(self, name: str, kind: str) -> Outcome:
+        assert self.fleet is not None
+        host, port = self._host_port()
+        cert, key = attacks.client_credentials(self.folder / "attacker", kind)
+        outcome = attacks.client_with_rogue_certificate(
+            host, port, self.fleet.root_ca_path.read_bytes(), cert, key, kind, self._a_report())
+        return Outcome(name, outcome.refused, outcome.detail)
+
+    def _replay(self, name: str, _arg: object) -> Outcome:
+        captured = self._a_report()
+        host, port = self._host_port()
+        result = attacks.post_as(self.devices[0], host, port, captured, name)
+        copies = self._copies(captured)
+        return Outcome(name, result.refused and copies == 1,
+                       f"{result.detail}; copies stored: {copies} (the original)")
+
+    def _flipped(self, name: str, _arg: object) -> Outcome:
+        tampered = attacks.flip_byte(self._a_report(), -10)  # inside the signature
+        host, port = self._host_port()
+        result = attacks.post_as(self.devices[0], host, port, tampered, name)
+        copies = self._copies(tampered)
+        return Outcome(name, result.refused and copies == 0,
+                       f"{result.detail}; copies stored: {copies}")
+
+    def _cross_signed(self, name: str, _arg: object) -> Outcome:
+        a, b = self.devices[0], self.devices[1 % len(self.devices)]
+        # Names device A (and claims a fresh sequence number) but is signed with B's key.
+        forged = codec.encode_report(
+            codec.Report(a.device_id, 2**40, int(time.time())), b.signer("report"))
+        host, port = self._host_port()
+        result = attacks.post_as(a, host, port, forged, name)
+        copies = self._copies(forged)
+        return Outcome(name, result.refused and copies == 0,
+                       f"{result.detail}; copies stored: {copies}")
+
+    def _mitm(self, name: str, kind: str) -> Outcome:
+        assert self.fleet is not None
+        host = self.ns.host_address if self.ns is not None else "127.0.0.1"
+        names = ("127.0.0.1", "localhost", host)
+        folder = self.folder / "attacker"
+        if kind == "wrong-key":
+            cert, key = attacks.server_credentials_wrong_key(folder, self.fleet.directory,
+                                                             self._passphrase, names)
+        else:
+            cert, key = attacks.server_credentials_other_ca(folder, names)
+        device = self.devices[0]
+        with attacks.RogueServer(cert, key, host=host) as rogue:
+            link = ReportLink(rogue.url, *device_context(device))
+            try:
+                link.send(self._a_report())
+                refused, detail = False, "the device sent its report to the impostor"
+            except PinMismatch:
+                refused, detail = True, ("handshake completed (the chain is valid) but the "
+                                         "device's pin check refused the key")
+            except ServerRefused as error:
+                found = re.search(r"verification \((.*?)\)", str(error))
+                refused, detail = True, ("refused at the handshake: certificate verification "
+                                         f"failed ({found.group(1) if found else error})")
+            except LinkError as error:
+                refused, detail = True, f"refused: {error}"
+            finally:
+                link.close()
+            time.sleep(0.2)
+            received = rogue.bytes_received
+        return Outcome(name, refused and received == 0,
+                       f"{detail}; bytes the impostor received: {received}")
+
+    def _scan(self, name: str, _arg: object) -> Outcome:
+        pids = [p.pid for p in self._procs if p.poll() is None]
+        if not pids:
+            return Outcome(name, False, "no device process is running to check")
+        listeners = attacks.listening_sockets(pids)
+        connected = sum(attacks.established_connections(pid) for pid in pids)
+        parts = [(f"{len(pids)} device processes: {len(listeners)} listening sockets, "
+                 f"{connected} outbound connections")]
+        refused = not listeners and connected > 0
+        if shutil.which("nmap") is None:
+            parts.append("nmap not installed: port scan skipped")
+        elif self.ns is not None:
+            open_ports, summary = attacks.nmap_open_ports(self.ns.device_address)
+            parts.append(f"nmap {self.ns.device_address}: {summary}")
+            refused = refused and not open_ports
+        else:
+            open_ports, summary = attacks.nmap_open_ports("127.0.0.1")
+            owners = _port_owners(open_ports)
+            mine = [port for port, pid in owners.items() if pid in pids]
+            parts.append(f"nmap 127.0.0.1: {summary}; held by a device process: {len(mine)}")
+            refused = refused and not mine
+        return Outcome(name, refused, "; ".join(parts))
+
+    # ---- teardown ----------------------------------------------------------------------
+
+    def wait_devices(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        for proc in self._procs:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+
+    def close(self) -> None:
+        for proc in self._procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self._procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        if self._server is not None and self._server.poll() is None:
+            self._server.send_signal(signal.SIGTERM)
+            try:
+                self._server.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self._server.kill()
+        if self.ns is not None:
+            self.ns.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _port_owners(ports: list[int]) -> dict[int, int | None]:
+    import psutil
+
+    owners: dict[int, int | None] = {port: None for port in ports}
+    try:
+        for conn in psutil.net_connections(kind="tcp"):
+            if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port in owners:
+                owners[conn.laddr.port] = conn.pid
+    except psutil.AccessDenied:
+        pass
+    return owners
+
+
+def make_folder(keep: Path | None) -> Path:
+    """The demo's folder: ``keep`` (new or empty) or a fresh temporary one."""
+    if keep is None:
+        return Path(tempfile.mkdtemp(prefix="tinyward-demo-"))
+    keep = Path(keep)
+    if keep.exists() and any(keep.iterdir()):
+        from tinyward.errors import Misuse
+
+        raise Misuse(f"{keep} is not empty; give --keep a new or empty folder")
+    keep.mkdir(parents=True, exist_ok=True)
+    return keep
+
+
+__all__ = ["Demo", "DemoState", "DeviceView", "make_folder"]
