@@ -112,3 +112,20 @@ def test_cut_off_message_is_truncated_cose(signer: EphemeralSigner) -> None:
         with pytest.raises(cose.TruncatedCose):
             decode_sign1(message[:length])
     assert issubclass(cose.TruncatedCose, MalformedCose)  # callers catching the family still do
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        bytes.fromhex("c5821b7fffffffffffffff01"),  # bigfloat 1 * 2**(2**63-1): decimal.Overflow
+        bytes.fromhex("c582016178"),  # bigfloat with a text mantissa: decimal.InvalidOperation
+        bytes.fromhex("c4821b7fffffffffffffff01"),  # decimal fraction, same exponent
+    ],
+    ids=["bigfloat-overflow", "bigfloat-text-mantissa", "decimal-fraction-overflow"],
+)
+def test_decimal_tags_that_cannot_be_computed_are_malformed(data: bytes) -> None:
+    # Found by tests/fuzz/fuzz_attestation.py: decimal's exceptions are ArithmeticError
+    # but not OverflowError, and escaped decode_sign1 (so verify_token, verify_report and
+    # the fleet's ingest, which promises never to raise).
+    with pytest.raises(MalformedCose, match="not valid CBOR"):
+        decode_sign1(data)

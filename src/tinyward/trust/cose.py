@@ -210,7 +210,10 @@ def _loads_exactly(data: bytes, what: str) -> Any:
         raise TruncatedCose(
             f"{what} is not valid CBOR: it ends early ({len(data)} bytes): {error}"
         ) from None
-    except (cbor2.CBORDecodeError, _VettingDecodeError, ValueError, TypeError, OverflowError,
+    # ArithmeticError, not just OverflowError: a bigfloat or decimal fraction (tags 4, 5)
+    # with a huge exponent or a text mantissa raises decimal.Overflow or InvalidOperation
+    # (found by tests/fuzz/fuzz_attestation.py).
+    except (cbor2.CBORDecodeError, _VettingDecodeError, ValueError, TypeError, ArithmeticError,
             RecursionError, MemoryError, LookupError) as error:
         raise MalformedCose(f"{what} is not valid CBOR: {error}") from None
     if stream.tell() != len(data):
