@@ -4,8 +4,8 @@ subprocess (atheris must own the process) for a bounded number of inputs.
 Passing means the fuzzer found no input that makes the parser raise anything but its
 documented errors (or return something the harness's checks refuse). The runs are short
 (``RUNS`` inputs, at most ``MAX_SECONDS`` each) so the suite stays fast. The mutator's
-seed is fixed (``-seed=1``) and the seeds are fixed bytes, so a run on an idle machine
-repeats; a loaded one may reach the time limit first and stop earlier. For a longer hunt:
+seed is fixed (``-seed=1``) and the seeds are made the same way each time, so a run
+repeats closely; on a loaded machine it may reach the time limit first. For a longer hunt:
 ``scripts/fuzz.sh TARGET SECONDS`` (see docs/testing.md).
 """
 
