@@ -90,6 +90,26 @@ def test_semantic_error_names_line_and_reason(old, new, line, words):
     assert words in error.reason, error
 
 
+@pytest.mark.parametrize(
+    "dtype", ["9" * 45 + "float32", ",float32", "(((((((((int16", "int7", "float32,int8"],
+    ids=["huge-subarray-ValueError", "comma-SyntaxError", "parens", "no-such-width", "record"],
+)
+def test_dtype_strings_numpy_chokes_on_are_refused(dtype):
+    # Found by tests/fuzz/fuzz_manifest.py: numpy's dtype parser raised ValueError and
+    # SyntaxError (it literal_evals parts of the string), which escaped parse_manifest.
+    error = refused(GOOD.replace('dtype = "int16"', f'dtype = "{dtype}"'))
+    assert error.line == 10 and "numeric numpy dtype" in error.reason, error
+
+
+@pytest.mark.parametrize("nesting", ["[" * 3000, "[" * 3000 + "]" * 3000, "{b=" * 2000 + "1"
+                                     + "}" * 2000])
+def test_deeply_nested_toml_is_refused_not_a_recursion_error(nesting):
+    # Found while checking what the atheris manifest harness can reach (coverage guidance
+    # does not reward depth): tomllib recurses, and RecursionError escaped parse_manifest.
+    error = refused(f"a = {nesting}\n")
+    assert "nested too deeply" in error.reason, error
+
+
 def test_missing_table_is_refused():
     error = refused(GOOD.split("[output]")[0])
     assert "missing [output]" in error.reason

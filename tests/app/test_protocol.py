@@ -144,3 +144,30 @@ def test_fuzz_reused_encoder_gives_the_same_bytes_as_cbor2_dumps(objs):
     encoder = MessageEncoder()
     for obj in objs:  # several in a row: no state may leak from one message to the next
         assert encoder.encode(obj) == encode_message(obj)
+
+
+def test_refused_invalid_utf8_text_is_not_leaked():
+    # Found by tests/fuzz/fuzz_protocol.py (the core's memory grew run after run): cbor2's
+    # C decoder leaks the bytes of a non-UTF-8 text string it refuses, so a hostile app
+    # could have grown the core by ~60 KB per message.
+    import gc
+    import tracemalloc
+
+    size = 60_000
+    body = bytes([0x7A]) + size.to_bytes(4, "big") + b"\xff" * size
+    tracemalloc.start()
+    try:
+        gc.collect()
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(100):
+            decoder = MessageDecoder(max_message=65_536)
+            decoder.feed(HEADER.pack(len(body)) + body)
+            with pytest.raises(ProtocolError) as refused:
+                decoder.next_message()
+            assert refused.value.kind == "not_cbor"
+        gc.collect()
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    # A leak keeps 100 x 60 KB = 6 MB; without one, next to nothing stays.
+    assert grown < 1_000_000, f"{grown} bytes still held after 100 refused messages"

@@ -173,6 +173,42 @@ def test_corrupted_record_length_is_refused(mqtt: Path, tmp_path: Path) -> None:
         read_packets(path)
 
 
+@pytest.mark.parametrize("block_len", [12, 8, 0])
+def test_section_header_block_too_short_for_its_trailer_is_refused(
+    tmp_path: Path, block_len: int
+) -> None:
+    # Found by tests/fuzz/fuzz_pcap.py: a section header block of length 12 left nothing
+    # after the byte-order magic, and struct.error escaped instead of PcapError.
+    path = tmp_path / "short-shb.pcapng"
+    path.write_bytes(b"\x0a\x0d\x0d\x0a" + struct.pack("<I", block_len) + b"\x4d\x3c\x2b\x1a"
+                     + bytes(16))
+    with pytest.raises(PcapError, match=f"corrupted block: length {block_len}"):
+        read_packets(path)
+
+
+def test_ipv6_packet_ending_in_esp_is_read(tmp_path: Path) -> None:
+    # Found by tests/fuzz/fuzz_pcap.py: dpkt leaves IP6.p unset when the header chain
+    # ends in ESP, and AttributeError escaped the reader.
+    esp = struct.pack(">II", 0x1000, 1) + bytes(16)  # SPI, sequence, encrypted bytes
+    ip6 = (bytes.fromhex("60000000") + struct.pack(">HBB", len(esp), 50, 64)
+           + b"\xfe\x80" + bytes(13) + b"\x01" + b"\xfe\x80" + bytes(13) + b"\x02" + esp)
+    path = _write_pcap(tmp_path / "esp6.pcap", 101, [(1.0, ip6)])
+    [packet] = read_packets(path)
+    assert (packet.version, packet.proto, packet.size) == (6, 50, 40 + len(esp))
+
+
+def test_ipv6_chain_dpkt_cannot_decode_is_counted_as_malformed(tmp_path: Path) -> None:
+    # Found by tests/fuzz/fuzz_pcap.py: a fragment header followed by a hop-by-hop header
+    # makes dpkt's IP6 raise AttributeError; the reader must skip and count the packet.
+    chain = bytes([0, 0, 0, 0, 0, 0, 0, 1]) + bytes([59, 0]) + bytes(6)  # fragment, hop-by-hop
+    ip6 = (bytes.fromhex("60000000") + struct.pack(">HBB", len(chain), 44, 64)
+           + b"\xfe\x80" + bytes(13) + b"\x01" + b"\xfe\x80" + bytes(13) + b"\x02" + chain)
+    path = _write_pcap(tmp_path / "frag6.pcap", 101, [(1.0, ip6), (2.0, ip6)])
+    stats = ReadStats()
+    assert read_packets(path, stats=stats) == []
+    assert (stats.frames, stats.malformed_ip) == (2, 2)
+
+
 def test_non_ip_frames_are_skipped_and_counted(tmp_path: Path) -> None:
     arp = bytes.fromhex("ffffffffffff02000000000a0806") + b"\x00" * 28
     path = _write_pcap(tmp_path / "arp.pcap", 1, [(1.0, arp)])

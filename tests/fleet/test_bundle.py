@@ -7,10 +7,13 @@ seed 7, at 2026-01-01T12:00Z); it pins the documented format, and is the fuzz se
 from __future__ import annotations
 
 import json
+import ssl
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -134,6 +137,36 @@ def test_bundle_two_certificates_in_one_field_refused() -> None:
     document = _doc()
     document["device_ca"] += document["root_ca"]
     with pytest.raises(BadBundle, match="more than 1 PEM blocks"):
+        DeviceBundle.from_json(_encode(document))
+
+
+@pytest.mark.parametrize("slot", ["root_ca", "device_ca"])
+def test_bundle_certificate_key_on_unknown_curve_refused(slot: str) -> None:
+    # Found by tests/fuzz/fuzz_bundle.py: one byte of the P-256 OID changed made
+    # cryptography raise UnsupportedAlgorithm out of the parser instead of BadBundle.
+    document = _doc()
+    der = x509.load_pem_x509_certificate(document[slot].encode()).public_bytes(
+        serialization.Encoding.DER
+    )
+    p256_oid = bytes.fromhex("06082a8648ce3d030107")
+    assert der.count(p256_oid) == 1
+    der = der.replace(p256_oid, bytes.fromhex("0608308648ce3d030107"))
+    document[slot] = ssl.DER_cert_to_PEM_cert(der)
+    with pytest.raises(BadBundle, match=f"{slot} holds a public key that cannot be read"):
+        DeviceBundle.from_json(_encode(document))
+
+
+def test_bundle_certificate_with_invalid_x509_version_refused() -> None:
+    # Found by tests/fuzz/fuzz_bundle.py: cryptography's x509.InvalidVersion (version 8 in
+    # the root CA's DER) is not a ValueError and escaped the parser.
+    document = _doc()
+    der = x509.load_pem_x509_certificate(document["root_ca"].encode()).public_bytes(
+        serialization.Encoding.DER
+    )
+    v3 = bytes.fromhex("a003020102")
+    assert der.count(v3) == 1
+    document["root_ca"] = ssl.DER_cert_to_PEM_cert(der.replace(v3, bytes.fromhex("a003020108")))
+    with pytest.raises(BadBundle, match="root_ca does not parse as an X.509 certificate"):
         DeviceBundle.from_json(_encode(document))
 
 

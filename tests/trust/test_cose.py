@@ -82,9 +82,50 @@ def test_fuzz_decode_only_documented_errors(data: bytes) -> None:
         pass
 
 
+def test_refused_invalid_utf8_text_is_not_leaked() -> None:
+    # Found by tests/fuzz/fuzz_report.py (memory grew run after run): cbor2's C decoder
+    # leaks the bytes of a text string that is not UTF-8 when it refuses it, so each such
+    # hostile message would have cost the verifier up to its own size in memory.
+    import gc
+    import tracemalloc
+
+    size = 60_000
+    message = bytes([0x7A]) + size.to_bytes(4, "big") + b"\xff" * size
+    tracemalloc.start()
+    try:
+        gc.collect()
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(100):
+            with pytest.raises(MalformedCose, match="not valid CBOR"):
+                decode_sign1(message)
+        gc.collect()
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    # A leak keeps 100 x 60 KB = 6 MB; without one, next to nothing stays.
+    assert grown < 1_000_000, f"{grown} bytes still held after 100 refused messages"
+
+
 def test_cut_off_message_is_truncated_cose(signer: EphemeralSigner) -> None:
     message = sign1(b"payload bytes", signer)
     for length in range(1, len(message)):
         with pytest.raises(cose.TruncatedCose):
             decode_sign1(message[:length])
     assert issubclass(cose.TruncatedCose, MalformedCose)  # callers catching the family still do
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        bytes.fromhex("c5821b7fffffffffffffff01"),  # bigfloat 1 * 2**(2**63-1): decimal.Overflow
+        bytes.fromhex("c582016178"),  # bigfloat with a text mantissa: decimal.InvalidOperation
+        bytes.fromhex("c4821b7fffffffffffffff01"),  # decimal fraction, same exponent
+    ],
+    ids=["bigfloat-overflow", "bigfloat-text-mantissa", "decimal-fraction-overflow"],
+)
+def test_decimal_tags_that_cannot_be_computed_are_malformed(data: bytes) -> None:
+    # Found by tests/fuzz/fuzz_attestation.py: decimal's exceptions are ArithmeticError
+    # but not OverflowError, and escaped decode_sign1 (so verify_token, verify_report and
+    # the fleet's ingest, which promises never to raise).
+    with pytest.raises(MalformedCose, match="not valid CBOR"):
+        decode_sign1(data)

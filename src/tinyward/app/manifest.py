@@ -27,6 +27,7 @@ from tinyward.app.errors import ManifestError
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_DTYPE_NAME = re.compile(r"(u?int|float)[0-9]{1,3}")
 _TOML_POS = re.compile(r"\(at line (\d+), column \d+\)")
 
 #: Limits on what a manifest may declare (a frame is copied through a pipe every time).
@@ -151,6 +152,8 @@ def parse_manifest(text: str, folder: Path, path: str = "sensor.toml") -> Manife
         line = int(match.group(1)) if match else None
         reason = _TOML_POS.sub("", str(error)).strip()
         raise ManifestError(path, line, f"not valid TOML: {reason}") from None
+    except RecursionError:  # tomllib parses nested arrays and inline tables recursively
+        raise ManifestError(path, None, "not valid TOML: arrays or tables nested too deeply") from None
     where = _Where(text, path)
     _only_keys(where, "", doc, {"app", "input", "output"})
     app = _table(where, doc, "app")
@@ -248,11 +251,15 @@ def _parse_input(where: _Where, inp: dict[str, Any]) -> InputSpec:
     if not _is_number(rate) or not math.isfinite(rate) or rate <= 0:
         raise where.error("input", "sample_rate_hz", "input.sample_rate_hz must be a number > 0")
     dtype = _string(where, "input", inp, "dtype")
-    kind: str
-    try:
-        kind = np.dtype(dtype).kind
-    except TypeError:
-        kind = ""
+    kind = ""
+    # Only names shaped like int16, uint8 or float32 reach numpy: its dtype parser runs
+    # ast.literal_eval on parts of other strings and fails in ways no list of exception
+    # types covers (ValueError, SyntaxError ... found by tests/fuzz/fuzz_manifest.py).
+    if _DTYPE_NAME.fullmatch(dtype):
+        try:
+            kind = np.dtype(dtype).kind
+        except TypeError:  # e.g. int7
+            kind = ""
     if kind not in "iuf" or not kind or dtype != np.dtype(dtype).name:
         raise where.error(
             "input", "dtype", f"input.dtype {dtype!r} is not a numeric numpy dtype name (int16 …)"

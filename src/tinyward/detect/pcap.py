@@ -285,7 +285,9 @@ def _pcapng_frames(
             consumed = 8
         (block_type,) = struct.unpack(endian + "I", block_type_raw)
         (block_len,) = struct.unpack(endian + "I", length_raw)
-        if block_len < 12 or block_len % 4 or block_len > limits.max_block_bytes:
+        # A section header's byte-order magic is already read (consumed = 12): its block
+        # needs at least those and the trailing length (found by tests/fuzz/fuzz_pcap.py).
+        if block_len < consumed + 4 or block_len % 4 or block_len > limits.max_block_bytes:
             raise PcapError(
                 path, f"corrupted block: length {block_len}", index=index, offset=offset
             )
@@ -395,11 +397,16 @@ def _decode(ts: float, linktype: int, frame: bytes, strip: bool, stats: ReadStat
             total = 40 + int.from_bytes(data[4:6], "big")
             ip = dpkt.ip6.IP6(data[:total])
             ip_header_len = 40  # extension headers, if any, count as payload
-            src, dst, proto = ip.src, ip.dst, ip.p
+            # dpkt sets .p only when the header chain ends in a next-header value; a chain
+            # ending in ESP (50) leaves it unset (AttributeError found by
+            # tests/fuzz/fuzz_pcap.py), and then the IPv6 header's own next header is used.
+            src, dst, proto = ip.src, ip.dst, getattr(ip, "p", ip.nxt)
         else:
             stats.non_ip += 1
             return None
-    except (dpkt.UnpackError, dpkt.NeedData, struct.error, ValueError):
+    # AttributeError: dpkt's IPv6 decoder trips over some extension-header chains (a
+    # fragment header followed by another header); found by tests/fuzz/fuzz_pcap.py.
+    except (dpkt.UnpackError, dpkt.NeedData, struct.error, ValueError, AttributeError):
         stats.malformed_ip += 1
         return None
     if len(data) < total:

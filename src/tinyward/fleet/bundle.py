@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
 from tinyward.errors import Misuse
@@ -77,9 +77,17 @@ def _certificate(pem: str, what: str, limits: BundleLimits) -> x509.Certificate:
     if label != "CERTIFICATE":
         raise BadBundle(f"{what} is a {label!r} PEM block, not a 'CERTIFICATE'")
     try:
-        return x509.load_pem_x509_certificate(block)
-    except ValueError:
+        cert = x509.load_pem_x509_certificate(block)
+    except (ValueError, x509.InvalidVersion):  # InvalidVersion is no ValueError
         raise BadBundle(f"{what} does not parse as an X.509 certificate") from None
+    try:
+        # cryptography reads the key lazily: a key it cannot load (e.g. an unknown curve
+        # OID) would otherwise escape later, from the fleet-ID or chain check, as
+        # UnsupportedAlgorithm instead of BadBundle (found by tests/fuzz/fuzz_bundle.py).
+        cert.public_key()
+    except (ValueError, UnsupportedAlgorithm):
+        raise BadBundle(f"{what} holds a public key that cannot be read") from None
+    return cert
 
 
 def _issued_by(cert: x509.Certificate, issuer: x509.Certificate, what: str) -> None:
