@@ -1,0 +1,412 @@
+"""Evaluate detectors on packet captures and sensor streams, by a fixed protocol.
+
+Packets (MQTTset, see ``../shared/data/README.md``):
+
+1. Features of ``benign-5mb-train`` from an empty state; the detector is fitted on
+   them (benign only; it picks its own threshold on a held-out part).
+2. ``benign-5mb-test`` and every attack file (both splits, each file its own stream)
+   are scored on a *copy* of the trained feature state, shifted in time to start one
+   second after the training stream ended — "each attack as its own stream continuing
+   from the trained state". No warm-up is excluded.
+3. Figures: ROC AUC and TPR at 1 % and 0.1 % FPR (thresholds from the benign test
+   scores), per attack type and overall; the detector's own threshold gives the false
+   alarms per hour of benign test traffic. Run once as captured and once with TCP
+   option bytes removed from every packet (only the second says much: see the README).
+
+Sensors (SKAB, see :func:`sensor_files`): features of the first 60 % of
+``anomaly-free.csv`` and of the anomaly-free prefixes of the even-numbered runs train;
+the remaining 40 % and the odd-numbered runs' prefixes are scored clean (benign) and
+with tampering injected by :mod:`.tamper` (attack; a window counts as attacked when at
+least half its samples are tampered).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tinyward.detect.netfeatures import NetFeatureConfig, NetFeatureExtractor
+from tinyward.detect.pcap import read_packets
+from tinyward.detect.sensorfeatures import SKAB_CHANNELS, SensorFeatureExtractor, read_sensor_csv
+from tinyward.detect.tamper import INJECTED_NOTE, TAMPER_KINDS, tamper_stream
+
+ATTACKS = ("bruteforce", "flood", "malariados", "malformed", "slowite")
+FPRS = (0.01, 0.001)
+
+Progress = Callable[[str, int, int], None]  # (task, advance, total)
+
+
+# ------------------------------------------------------------------------- metrics
+def tpr_at_fpr(benign: np.ndarray, attack: np.ndarray, fpr: float) -> float:
+    """Fraction of attack scores above the threshold that lets at most ``fpr`` of the
+    benign scores through (strictly greater than the (k+1)-th largest benign score)."""
+    if len(attack) == 0 or len(benign) == 0:
+        return math.nan
+    ordered = np.sort(benign)[::-1]
+    allowed = math.floor(fpr * len(ordered))
+    threshold = ordered[min(allowed, len(ordered) - 1)]
+    return float(np.mean(attack > threshold))
+
+
+def roc_auc(benign: np.ndarray, attack: np.ndarray) -> float:
+    """Probability that an attack score exceeds a benign one (ties count half)."""
+    if len(attack) == 0 or len(benign) == 0:
+        return math.nan
+    scores = np.concatenate([benign, attack])
+    ranks = _average_ranks(scores)
+    n_b, n_a = len(benign), len(attack)
+    return float((ranks[n_b:].sum() - n_a * (n_a + 1) / 2) / (n_a * n_b))
+
+
+def _average_ranks(x: np.ndarray) -> np.ndarray:
+    order = np.argsort(x, kind="mergesort")
+    ranks = np.empty(len(x))
+    sorted_x = x[order]
+    i = 0
+    while i < len(x):
+        j = i
+        while j + 1 < len(x) and sorted_x[j + 1] == sorted_x[i]:
+            j += 1
+        ranks[order[i : j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
+
+
+def roc_curve(benign: np.ndarray, attack: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(FPR, TPR) at every distinct threshold."""
+    thresholds = np.unique(np.concatenate([benign, attack]))[::-1]
+    b, a = np.sort(benign), np.sort(attack)
+    fpr = 1 - np.searchsorted(b, thresholds, side="right") / len(b)
+    tpr = 1 - np.searchsorted(a, thresholds, side="right") / len(a)
+    return np.r_[0.0, fpr, 1.0], np.r_[0.0, tpr, 1.0]
+
+
+def summarise(
+    benign: np.ndarray,
+    attacks: dict[str, np.ndarray],
+    *,
+    threshold: float | None = None,
+    benign_hours: float | None = None,
+) -> dict[str, Any]:
+    """ROC AUC and TPR at each FPR in :data:`FPRS`, per attack and overall; with the
+    detector's ``threshold``, its detection rate and false alarms per hour."""
+
+    def one(attack: np.ndarray) -> dict[str, Any]:
+        out: dict[str, Any] = {"n": len(attack), "roc_auc": roc_auc(benign, attack)}
+        for fpr in FPRS:
+            out[f"tpr_at_{fpr:g}"] = tpr_at_fpr(benign, attack, fpr)
+        if threshold is not None:
+            out["detected_at_threshold"] = (
+                float(np.mean(attack > threshold)) if len(attack) else math.nan
+            )
+        return out
+
+    result: dict[str, Any] = {"per_attack": {name: one(s) for name, s in attacks.items()}}
+    everything = np.concatenate(list(attacks.values())) if attacks else np.zeros(0)
+    result["overall"] = one(everything)
+    result["benign_n"] = len(benign)
+    if threshold is not None:
+        alarms = int(np.sum(benign > threshold))
+        result["benign_false_alarms"] = alarms
+        result["benign_fpr_at_threshold"] = alarms / max(len(benign), 1)
+        if benign_hours:
+            result["false_alarms_per_hour"] = alarms / benign_hours
+    return result
+
+
+# ------------------------------------------------------------------------- packet data
+@dataclass
+class PacketStreams:
+    """Feature matrices for one view (as captured or TCP options removed)."""
+
+    strip_tcp_options: bool
+    train: np.ndarray
+    benign: np.ndarray
+    attacks: dict[str, np.ndarray]
+    benign_hours: float
+    feature_us_per_packet: float
+    state_bytes: int
+    extractor: NetFeatureExtractor
+    files: dict[str, list[str]] = field(default_factory=dict)
+
+
+def packet_files(data_dir: Path) -> dict[str, list[Path]]:
+    """The MQTTset files of the protocol: 'train', 'benign' and one entry per attack."""
+    data_dir = Path(data_dir)
+    files: dict[str, list[Path]] = {
+        "train": [data_dir / "benign-5mb" / "benign-5mb-train.pcap"],
+        "benign": [data_dir / "benign-5mb" / "benign-5mb-test.pcap"],
+    }
+    for attack in ATTACKS:
+        files[attack] = sorted((data_dir / attack).glob(f"{attack}-*.pcap*"))
+    return files
+
+
+def packet_streams(
+    data_dir: Path,
+    *,
+    strip_tcp_options: bool,
+    config: NetFeatureConfig | None = None,
+    progress: Progress | None = None,
+) -> PacketStreams:
+    """Extract features for the whole protocol (see the module docstring).
+
+    Raises:
+        PcapError: a capture is missing or unreadable.
+    """
+    files = packet_files(data_dir)
+    extractor = NetFeatureExtractor(config)
+
+    def read(path: Path) -> list[Any]:
+        packets = read_packets(path, strip_tcp_options=strip_tcp_options)
+        if progress:
+            progress(f"read {path.name}", 1, 0)
+        return packets
+
+    train_packets = read(files["train"][0])
+    started = time.perf_counter()
+    train = extractor.transform(train_packets)
+    elapsed = time.perf_counter() - started
+    benign_packets = read(files["benign"][0])
+    _, benign = extractor.continue_with(benign_packets)
+    attacks = {}
+    for attack in ATTACKS:
+        parts = [extractor.continue_with(read(path))[1] for path in files[attack]]
+        attacks[attack] = np.vstack(parts) if parts else np.zeros((0, train.shape[1]))
+    hours = (benign_packets[-1].ts - benign_packets[0].ts) / 3600 if benign_packets else 0.0
+    return PacketStreams(
+        strip_tcp_options,
+        train,
+        benign,
+        attacks,
+        hours,
+        1e6 * elapsed / max(len(train_packets), 1),
+        extractor.state_bytes(),
+        extractor,
+        {k: [str(p) for p in v] for k, v in files.items()},
+    )
+
+
+def evaluate_scores(
+    detector: Any,
+    streams: PacketStreams | SensorStreams,
+    *,
+    fit: bool = True,
+    seed: int = 0,
+    single_rows: int = 300,
+) -> dict[str, Any]:
+    """Fit ``detector`` (a :class:`~tinyward.detect.models.Detector`) on the training
+    features, score the benign and attack streams and summarise.
+
+    Timing: ``score_us_per_vector`` scores the first ``single_rows`` benign vectors one
+    call per vector, as a device would (batch scoring, which numpy makes much cheaper
+    per row, is reported as ``batch_score_us_per_vector``).
+    """
+    if fit:
+        detector.fit(streams.train, seed=seed)
+    started = time.perf_counter()
+    benign = np.asarray(detector.score(streams.benign), dtype=np.float64)
+    batch_us = 1e6 * (time.perf_counter() - started) / max(len(streams.benign), 1)
+    rows = streams.benign[:single_rows]
+    started = time.perf_counter()
+    for i in range(len(rows)):
+        detector.score(rows[i : i + 1])
+    score_us = 1e6 * (time.perf_counter() - started) / max(len(rows), 1)
+    attacks = {
+        name: np.asarray(detector.score(x), dtype=np.float64) if len(x) else np.zeros(0)
+        for name, x in streams.attacks.items()
+    }
+    result = summarise(
+        benign, attacks, threshold=float(detector.threshold), benign_hours=streams.benign_hours
+    )
+    result.update(
+        detector=getattr(detector, "name", type(detector).__name__),
+        model_bytes=int(detector.model_bytes()),
+        ops_per_inference=int(detector.ops_per_inference()),
+        score_us_per_vector=score_us,
+        batch_score_us_per_vector=batch_us,
+        feature_us_per_vector=streams.feature_us_per_packet,
+        us_per_packet=score_us + streams.feature_us_per_packet,
+        state_bytes=streams.state_bytes,
+        threshold=float(detector.threshold),
+    )
+    result["_scores"] = {"benign": benign, **attacks}  # for plots; dropped from JSON
+    return result
+
+
+# ------------------------------------------------------------------------- sensor data
+@dataclass
+class SensorStreams:
+    train: np.ndarray
+    benign: np.ndarray
+    attacks: dict[str, np.ndarray]
+    benign_hours: float
+    feature_us_per_packet: float  # per window
+    state_bytes: int
+    extractor: SensorFeatureExtractor
+    note: str = INJECTED_NOTE
+    injections: list[dict[str, Any]] = field(default_factory=list)
+    files: dict[str, list[str]] = field(default_factory=dict)
+
+
+def sensor_files(skab: Path) -> tuple[list[tuple[str, np.ndarray]], list[tuple[str, np.ndarray]]]:
+    """Benign (train, test) streams of SKAB as (name, samples) lists.
+
+    A CSV: its first 60 % trains, the rest tests. The SKAB folder: additionally the
+    anomaly-free prefix (rows before the first ``anomaly=1``) of every run, even-numbered
+    runs (in sorted order) for training and odd-numbered ones for testing.
+
+    Raises:
+        CsvError: a CSV is unreadable.
+    """
+    skab = Path(skab)
+    main = skab / "anomaly-free" / "anomaly-free.csv" if skab.is_dir() else skab
+    values = read_sensor_csv(main, SKAB_CHANNELS).values
+    cut = int(len(values) * 0.6)
+    train = [(f"{main.name}[:{cut}]", values[:cut])]
+    test = [(f"{main.name}[{cut}:]", values[cut:])]
+    if skab.is_dir():
+        runs = sorted(p for p in skab.glob("*/*.csv") if p.parent.name != "anomaly-free")
+        for i, path in enumerate(runs):
+            table = read_sensor_csv(path, SKAB_CHANNELS)
+            labels = table.labels if table.labels is not None else np.zeros(len(table.values))
+            first = int(np.argmax(labels > 0)) if (labels > 0).any() else len(labels)
+            if first < 450:
+                continue  # too short for a clean lead and one injection
+            name = f"{path.parent.name}/{path.name}[:{first}]"
+            (train if i % 2 == 0 else test).append((name, table.values[:first]))
+    return train, test
+
+
+def sensor_streams(skab: Path, *, seed: int = 0, sample_seconds: float = 1.0) -> SensorStreams:
+    """Benign and tampered windows by the sensor protocol (see :func:`sensor_files`).
+
+    Every stream starts from a fresh stream state. Tampering is injected into each test
+    stream (kinds in turn, seeded): several segments into the long anomaly-free part,
+    one into each run prefix.
+
+    Raises:
+        CsvError: a CSV is unreadable.
+    """
+    train_streams, test_streams = sensor_files(skab)
+    extractor = SensorFeatureExtractor(SKAB_CHANNELS)
+    started = time.perf_counter()
+    train = extractor.fit([v for _, v in train_streams])
+    per_window = 1e6 * (time.perf_counter() - started) / max(len(train), 1)
+    window = extractor.config.window
+    benign_rows: list[np.ndarray] = []
+    attacks: dict[str, list[np.ndarray]] = {kind: [] for kind in TAMPER_KINDS}
+    injections: list[dict[str, Any]] = []
+    samples = 0
+    for number, (name, values) in enumerate(test_streams):
+        clean = extractor.copy()
+        clean.reset_stream()
+        benign_rows.append(clean.transform(values))
+        samples += len(values)
+        long_stream = len(values) > 2000
+        tampered = tamper_stream(
+            values,
+            seed=seed + number,
+            lead=700 if long_stream else 330,
+            first_kind=0 if long_stream else number,
+        )
+        scorer = extractor.copy()
+        scorer.reset_stream()
+        features = scorer.transform(tampered.values)
+        for row, end in zip(features, scorer.last_window_ends, strict=True):
+            begin = max(0, end - window)
+            labels = tampered.labels[begin:end]
+            if len(labels) and labels.mean() >= 0.5:
+                kinds = tampered.kinds[begin:end]
+                kind = TAMPER_KINDS[int(np.bincount(kinds[kinds >= 0]).argmax())]
+                attacks[kind].append(row)
+        injections += [{"stream": name, **vars(i)} for i in tampered.injections]
+    stacked = {k: np.vstack(v) if v else np.zeros((0, train.shape[1])) for k, v in attacks.items()}
+    # float32 history ring buffer and pending window, the baselines and scales
+    state = 4 * (
+        (extractor.config.history + extractor.config.window) * len(SKAB_CHANNELS)
+        + 4 * len(SKAB_CHANNELS)
+    )
+    return SensorStreams(
+        train,
+        np.vstack(benign_rows),
+        stacked,
+        samples * sample_seconds / 3600,
+        per_window,
+        state,
+        extractor,
+        injections=injections,
+        files={"train": [n for n, _ in train_streams], "test": [n for n, _ in test_streams]},
+    )
+
+
+# ------------------------------------------------------------------------- output
+def to_jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items() if not str(k).startswith("_")}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        value = float(obj)
+        return None if math.isnan(value) else value
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write atomically (temp file in the same folder, fsync, rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(to_jsonable(obj), handle, indent=2)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def plot_roc(curves: dict[str, dict[str, np.ndarray]], path: Path, title: str) -> None:
+    """One ROC curve per attack (log-scale FPR, where 0.1 % is visible) per result name.
+
+    ``curves`` maps a label to its scores dict ({"benign": …, attack: …}).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for label, scores in curves.items():
+        benign = scores["benign"]
+        for name, attack in scores.items():
+            if name == "benign" or len(attack) == 0:
+                continue
+            fpr, tpr = roc_curve(benign, attack)
+            ax.step(np.maximum(fpr, 1e-5), tpr, where="post", label=f"{label}: {name}")
+    for rate in FPRS:
+        ax.axvline(rate, color="grey", linestyle=":", linewidth=0.8)
+    ax.set_xscale("log")
+    ax.set_xlim(1e-4, 1)
+    ax.set_xlabel("false-positive rate (benign test)")
+    ax.set_ylabel("true-positive rate")
+    ax.set_title(title)
+    ax.legend(fontsize=6, loc="lower right")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

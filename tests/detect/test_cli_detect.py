@@ -1,0 +1,130 @@
+"""`tinyward detect train/score/eval` and `tinyward bench detect --help` end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from tinyward.cli.main import cli
+
+
+def _run(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, list(args))
+    return result.exit_code, result.output
+
+
+def test_train_and_score_a_capture(mqtt: Path, tmp_path: Path) -> None:
+    model = tmp_path / "m.json"
+    code, out = _run(
+        "detect",
+        "train",
+        str(mqtt / "benign/benign-train.pcap"),
+        "--strip-tcp-options",
+        "--kind",
+        "mahalanobis-int8",
+        "--out",
+        str(model),
+    )
+    assert code == 0, out
+    assert "fitted on 6375 benign vectors of 24 features" in out
+    state = json.loads(model.with_name("m.json.features.json").read_text())
+    assert state["type"] == "packets" and state["strip_tcp_options"] is True
+    scores = tmp_path / "s.csv"
+    code, out = _run(
+        "detect",
+        "score",
+        str(model),
+        str(mqtt / "malformed/malformed-test.pcap"),
+        "--out",
+        str(scores),
+    )
+    assert code == 0, out
+    lines = scores.read_text().splitlines()
+    assert lines[0] == "index,score,alarm" and len(lines) == 1 + 3166
+    alarms = sum(int(line.rsplit(",", 1)[1]) for line in lines[1:])
+    assert alarms > 0.9 * 3166  # malformed MQTT, options removed, is mostly flagged
+    code, out = _run("detect", "export", str(model), "--out", str(tmp_path / "c"))
+    assert code == 0, out
+    assert (tmp_path / "c" / "tinyward_detector.h").exists()
+    code, out = _run("detect", "export-features", str(model), "--out", str(tmp_path / "c"))
+    assert code == 0 and "TCP options removed" in out, out
+    assert (tmp_path / "c" / "tw_nf.c").exists() and "13952 B of state" in out
+
+
+def test_train_and_score_sensors(skab: Path, tmp_path: Path) -> None:
+    model = tmp_path / "s.json"
+    code, out = _run(
+        "detect",
+        "train",
+        "--sensors",
+        str(skab / "anomaly-free/anomaly-free.csv"),
+        "--kind",
+        "autoencoder",
+        "--out",
+        str(model),
+    )
+    assert code == 0, out
+    code, out = _run("detect", "score", str(model), str(skab / "valve1/1.csv"))
+    assert code == 0 and "windows" in out, out
+
+
+def test_bad_inputs_give_a_message_and_non_zero_exit(tmp_path: Path, skab: Path) -> None:
+    junk = tmp_path / "junk.pcap"
+    junk.write_bytes(b"\x00" * 64)
+    code, out = _run("detect", "train", str(junk), "--out", str(tmp_path / "m.json"))
+    assert code == 2 and "junk.pcap: not a pcap or pcapng file" in out
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a;b\n1;2\n")
+    code, out = _run("detect", "train", "--sensors", str(bad), "--out", str(tmp_path / "m.json"))
+    assert code == 2 and "bad.csv: line 1" in out and "missing column" in out
+    model = tmp_path / "m2.json"
+    assert (
+        _run(
+            "detect",
+            "train",
+            "--sensors",
+            str(skab / "anomaly-free/anomaly-free.csv"),
+            "--out",
+            str(model),
+        )[0]
+        == 0
+    )
+    model.with_name("m2.json.features.json").write_text("{not json")
+    code, out = _run("detect", "score", str(model), str(skab / "valve1/1.csv"))
+    assert code != 0 and "not a tinyward feature state" in out
+
+
+@pytest.mark.slow
+def test_eval_on_sensors_writes_json_and_png(skab: Path, tmp_path: Path) -> None:
+    code, out = _run(
+        "detect", "eval", "--sensors", str(skab), "--kind", "mahalanobis", "--out", str(tmp_path)
+    )
+    assert code == 0, out
+    assert "INJECTED" in out and "TPR@0.1%" in out
+    report = json.loads((tmp_path / "eval.json").read_text())
+    result = report["sensors/mahalanobis"]
+    assert "INJECTED" in result["note"] and set(result["per_attack"]) >= {"freeze", "replay"}
+    assert (tmp_path / "roc-sensors.png").stat().st_size > 1000
+
+
+def test_help_texts() -> None:
+    for args in (("detect", "--help"), ("detect", "eval", "--help"), ("bench", "detect", "--help")):
+        code, out = _run(*args)
+        assert code == 0 and "Usage" in out
+
+
+def test_score_keeps_what_was_read_before_a_truncation(mqtt: Path, tmp_path: Path) -> None:
+    model = tmp_path / "m.json"
+    assert (
+        _run("detect", "train", str(mqtt / "benign/benign-train.pcap"), "--out", str(model))[0] == 0
+    )
+    cut = tmp_path / "cut.pcap"
+    cut.write_bytes((mqtt / "malformed/malformed-test.pcap").read_bytes()[:150_001])
+    scores = tmp_path / "s.csv"
+    code, out = _run("detect", "score", str(model), str(cut), "--out", str(scores))
+    assert code == 2 and "cut.pcap: file truncated" in out and "(read so far)" in out
+    kept = len(scores.read_text().splitlines()) - 1
+    assert kept > 1000 and f"packet #{kept}" in out

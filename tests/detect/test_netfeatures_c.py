@@ -1,0 +1,116 @@
+"""The C99 port of the network features equals the Python reference bit for bit."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tinyward.detect.errors import DetectMisuse
+from tinyward.detect.netfeatures import N_FEATURES, NetFeatureConfig, NetFeatureExtractor
+from tinyward.detect.netfeatures_c import (
+    HOST_CFLAGS,
+    build_netfeatures_harness,
+    export_netfeatures_c,
+    pack_packets,
+)
+from tinyward.detect.pcap import read_packets
+
+pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
+
+
+def _c_features(exe: Path, packets: list, shift: float = 0.0) -> np.ndarray:
+    out = subprocess.run(
+        [str(exe)], input=pack_packets(packets, shift), capture_output=True, check=True, timeout=120
+    ).stdout
+    return np.frombuffer(out, dtype=np.float64).reshape(-1, N_FEATURES)
+
+
+def test_c_features_equal_python_on_real_captures(mqtt: Path, tmp_path: Path) -> None:
+    # benign then brute force (764 sockets through 128 slots: eviction is exercised),
+    # as captured and with TCP options removed
+    exe = build_netfeatures_harness(tmp_path)
+    for strip in (False, True):
+        packets = read_packets(mqtt / "benign/benign-train.pcap", strip_tcp_options=strip)
+        packets += read_packets(mqtt / "bruteforce/bruteforce-test.pcapng", strip_tcp_options=strip)
+        python = NetFeatureExtractor().transform(packets)
+        c = _c_features(exe, packets)
+        assert c.shape == python.shape == (6375 + 3859, N_FEATURES)
+        np.testing.assert_array_equal(c, python)
+
+
+def test_c_features_equal_python_with_small_tables_and_ipv6(tmp_path: Path) -> None:
+    import dataclasses
+    import random
+
+    from tinyward.detect.pcap import Packet
+
+    rng = random.Random(5)
+    hosts = [bytes(rng.getrandbits(8) for _ in range(16)) for _ in range(40)]
+    packets = []
+    t = 1000.0
+    for _ in range(3000):
+        t += rng.expovariate(20.0)
+        a, b = rng.sample(hosts, 2)
+        packets.append(
+            Packet(
+                t,
+                6,
+                a,
+                b,
+                rng.choice((6, 17)),
+                rng.randrange(65536),
+                rng.choice((80, 443, 1883)),
+                rng.randrange(40, 1500),
+                40,
+                20,
+                0,
+                0,
+            )
+        )
+    packets.append(dataclasses.replace(packets[-1], ts=packets[0].ts))  # time runs backwards
+    config = NetFeatureConfig(host_slots=8, conv_slots=8, socket_slots=16, ways=4)
+    exe = build_netfeatures_harness(tmp_path, config)
+    np.testing.assert_array_equal(
+        _c_features(exe, packets), NetFeatureExtractor(config).transform(packets)
+    )
+
+
+def test_float_variant_compiles_without_warnings(tmp_path: Path) -> None:
+    files = export_netfeatures_c(tmp_path)
+    subprocess.run(
+        [
+            "gcc",
+            *HOST_CFLAGS,
+            "-DTW_NF_FLOAT",
+            "-c",
+            str(files.source),
+            "-o",
+            str(tmp_path / "f.o"),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    text = files.header.read_text()
+    assert "malloc" not in files.source.read_text() and "#ifndef TW_NF_H" in text
+
+
+def test_bad_prefix_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(DetectMisuse):
+        export_netfeatures_c(tmp_path, prefix="bad prefix; system")
+
+
+@pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None, reason="needs gcc-arm-none-eabi")
+def test_builds_for_cortex_m4_with_fpu(tmp_path: Path) -> None:
+    from tinyward.detect.cortex_m import arm_sizes
+
+    files = export_netfeatures_c(tmp_path)
+    fpu = ("-mfloat-abi=hard", "-mfpu=fpv4-sp-d16", "-DTW_NF_FLOAT")
+    sizes = arm_sizes(files.source, tmp_path / "m4", fpu)
+    # code and constant tables only; the 13,952-byte state is the caller's struct
+    assert sizes.ram == 0 and 0 < sizes.flash < 8192
+    print(f"Cortex-M4F -Os: {sizes.flash} B flash, state {NetFeatureExtractor().state_bytes()} B")
