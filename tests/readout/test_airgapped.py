@@ -45,7 +45,8 @@ CORE_TRIES_SOCKETS = textwrap.dedent(
 
     outcomes = []
 
-    def hostile_source():
+    class HostileSource:
+      def take(self, now):
         # A bug or a compromised component of the core's own process tree reaching out.
         for family in (socket.AF_INET, socket.AF_INET6, socket.AF_NETLINK):
             try:
@@ -56,9 +57,9 @@ CORE_TRIES_SOCKETS = textwrap.dedent(
         child = subprocess.run([sys.executable, "-c", "import socket; socket.create_connection(('127.0.0.1', 9), 1)"],
                                capture_output=True, text=True)
         outcomes.append("refused" if "PermissionError" in child.stderr else "opened")
-        return {"count": 1}
+        return [{"count": 1}]
 
-    run_air_gapped(Device.open(Path(sys.argv[1])), hostile_source, interval=0.05, duration=0.2)
+    run_air_gapped(Device.open(Path(sys.argv[1])), HostileSource(), interval=0.05, duration=0.2)
     print(" ".join(outcomes[:4]))
     """
 )
@@ -82,3 +83,59 @@ def test_attestation_claims_air_gapped_mode(fleet_and_device, tmp_path: Path) ->
     nonce = os.urandom(32)
     _, claims = verify_fleet_token(fleet, device.attestation_token(nonce), nonce)
     assert claims.operating_mode == "air-gapped"
+
+
+def test_air_gapped_application_cannot_open_a_socket(fleet_and_device, tmp_path: Path) -> None:
+    """The hostile socket app as an air-gapped device's application: refused, counted, no socket."""
+    import json
+    import os
+    import shutil
+    import socket
+    import tempfile
+
+    _, device = fleet_and_device
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    listener.settimeout(0.2)
+    outer = Path(tempfile.mkdtemp(prefix="tinyward-airgap-app-", dir="/tmp"))
+    outer.chmod(0o755)
+    app = outer / "socket"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "app" / "hostile" / "socket", app)
+    (app / "target.json").write_text(json.dumps({"port": listener.getsockname()[1]}))
+    rows = ["distance_mm"] + ["1000"] * 200
+    rows[1 + 2 * 20] = "666"  # the first sample of the third frame triggers the attack
+    frames_csv = outer / "frames.csv"
+    frames_csv.write_text("\n".join(rows) + "\n")
+    for root, _dirs, files in os.walk(outer):
+        os.chmod(root, 0o755)
+        for name in files:
+            os.chmod(os.path.join(root, name), 0o644)
+    proc = subprocess.Popen([TINYWARD, "device", "run", str(device.directory), "--air-gapped",
+                             "--app", str(app / "sensor.toml"), "--frames", str(frames_csv),
+                             "--interval", "0.2", "--duration", "30"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        incidents: dict[str, int] = {}
+        while time.monotonic() < deadline and "app_crash" not in incidents:
+            incidents = dict(display.load(Device.open(device.directory).storage).incidents)
+            tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+            for member in tree:
+                try:
+                    assert member.net_connections(kind="inet") == [], f"{member.pid} holds a socket"
+                except psutil.NoSuchProcess:
+                    pass
+            time.sleep(0.2)
+        assert incidents.get("app_crash", 0) >= 1, incidents
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        shutil.rmtree(outer, ignore_errors=True)
+    try:
+        listener.accept()[0].close()
+        raise AssertionError("the application reached the network")
+    except TimeoutError:
+        pass
+    finally:
+        listener.close()

@@ -13,6 +13,7 @@ from tinyward._fsutil import atomic_write
 from tinyward.fleet.bundle import DeviceBundle
 from tinyward.fleet.errors import BadBundle
 from tinyward.fleet.pki import Fleet
+from tinyward.readout.airgapped import ResultSource
 from tinyward.trust.device import Device
 
 console = Console()
@@ -167,14 +168,15 @@ def readout_command(directory: Path, idle_lock: float) -> None:
     ReadoutScreen(Device.open(directory), console, idle_lock=idle_lock).run()
 
 
-def run_air_gapped_command(directory: Path, interval: float, duration: float | None) -> None:
+def run_air_gapped_command(directory: Path, interval: float, duration: float | None,
+                           source: ResultSource) -> None:
     """`tinyward device run --air-gapped` (the command itself lives in cli/device_run.py)."""
-    from tinyward.readout.airgapped import SimulatedDoorwayCounter, run_air_gapped
+    from tinyward.readout.airgapped import run_air_gapped
 
     dev = Device.open(directory)
     console.print(f"device {dev.device_id[:16]}… running air-gapped: network sockets are refused "
                   "by a seccomp filter on this process tree")
-    final = run_air_gapped(dev, SimulatedDoorwayCounter(), interval=interval, duration=duration)
+    final = run_air_gapped(dev, source, interval=interval, duration=duration)
     console.print(f"stopped; latest results: {list(final.results[-1:])}")
 
 

@@ -73,7 +73,19 @@ def run(directory: Path, server: str, air_gapped: bool, interval: float | None, 
     if air_gapped:
         from tinyward.cli.device import run_air_gapped_command
 
-        run_air_gapped_command(directory, 1.0 if interval is None else interval, duration)
+        # The filter goes on before the application starts, so its sandbox inherits it.
+        from tinyward.trust.airgap import forbid_network
+
+        forbid_network()
+        source = (SimulatedSensor(event_rate, seed) if app_manifest is None
+                  else _app_source(app_manifest, frames_csv, seed))
+        try:
+            run_air_gapped_command(directory, 1.0 if interval is None else interval, duration,
+                                   source)
+        finally:
+            close = getattr(source, "close", None)
+            if callable(close):
+                close()
         return
     interval = 10.0 if interval is None else interval
 

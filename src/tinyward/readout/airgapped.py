@@ -10,49 +10,33 @@ SIGTERM/SIGINT, after its last write has completed.
 
 from __future__ import annotations
 
-import random
 import signal
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 from tinyward.readout import state as display
 from tinyward.trust.airgap import forbid_network
 from tinyward.trust.device import Device
 
-ResultsSource = Callable[[], dict[str, Any] | None]
 
+class ResultSource(Protocol):
+    """What :func:`run_air_gapped` reads results from (the same protocol as the connected
+    runner's, :class:`tinyward.link.runner.ResultSource`): the sandboxed application
+    (:class:`tinyward.app.source.AppResultSource`) or a simulation. A source may also offer
+    ``incidents()`` (running totals) and ``healthy``."""
 
-@dataclass
-class SimulatedDoorwayCounter:
-    """A stand-in sensor until an application is configured: people inside a room.
-
-    Says so in its name; real results come from the sandboxed application (tinyward.app).
-    """
-
-    seed: int = 0
-    count: int = 0
-    _rng: random.Random = field(init=False)
-
-    def __post_init__(self) -> None:
-        self._rng = random.Random(self.seed)
-
-    def __call__(self) -> dict[str, Any] | None:
-        step = self._rng.choice((-1, 0, 0, 1, 1))
-        self.count = max(0, min(999, self.count + step))
-        return {"count": self.count}
+    def take(self, now: float) -> list[Mapping[str, Any]]: ...
 
 
 def run_air_gapped(
     device: Device,
-    source: ResultsSource,
+    source: ResultSource,
     *,
     interval: float = 1.0,
     duration: float | None = None,
     stop: threading.Event | None = None,
-    incidents: Callable[[], dict[str, int]] | None = None,
     on_tick: Callable[[display.DisplayState], None] | None = None,
 ) -> display.DisplayState:
     """Run until ``duration`` passes, ``stop`` is set, or SIGTERM/SIGINT arrives."""
@@ -65,13 +49,13 @@ def run_air_gapped(
     deadline = None if duration is None else time.monotonic() + duration
     current = display.load(device.storage)
     while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
-        result = source()
-        results = current.results + ((result,) if result is not None else ())
+        results = current.results + tuple(source.take(time.monotonic()))
+        counter = getattr(source, "incidents", None)
         current = display.DisplayState(
             updated_at=int(time.time()),
             results=results[-display.KEEP_RESULTS:],
-            incidents=incidents() if incidents else dict(current.incidents),
-            health="ok",
+            incidents=counter() if callable(counter) else dict(current.incidents),
+            health="ok" if getattr(source, "healthy", True) else "degraded",
             mode="air-gapped",
         )
         display.save(device.storage, current)

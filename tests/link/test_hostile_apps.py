@@ -1,0 +1,110 @@
+"""Issue 4's hostile applications, run as a device's application end to end.
+
+Each hostile app from ``tests/app/hostile`` runs in the real sandbox as the source of a
+real device runner reporting over mutual TLS to a fleet server. Every one must be stopped
+or contained, the device must keep reporting, and the incident must show in its reports.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tests.link.conftest import PASSPHRASE, World
+from tests.link.fakeserver import FakeFleetServer
+from tinyward.link.runner import DeviceRunner, RunnerConfig
+from tinyward.link.shaper import ShaperConfig
+
+HOSTILE = Path(__file__).resolve().parents[1] / "app" / "hostile"
+TRIGGER = 666
+
+CASES = [
+    ("socket", "app_crash"),        # opens a TCP connection: seccomp refuses the socket
+    ("keystore", "app_crash"),      # reads the device's key file: Landlock and the uid drop refuse
+    ("exec_shell", "app_crash"),    # execs /bin/sh: seccomp refuses execve
+    ("raw_frames", "app_oversize"),  # writes raw sensor frames into its output
+    ("big_result", "app_oversize"),  # returns 1 MB
+    ("flood", "app_too_frequent"),   # returns 1,000 results a second
+    ("hang", "app_hang"),            # never answers: per-frame deadline, killed
+    ("crash", "app_crash"),          # segfaults
+]
+
+
+@pytest.mark.parametrize("app, incident", CASES, ids=[c[0] for c in CASES])
+def test_hostile_app_is_contained_and_reported(world: World, app: str, incident: str) -> None:
+    from tinyward.app.frames import simulated_frames
+    from tinyward.app.manifest import load_manifest
+    from tinyward.app.source import AppResultSource
+
+    device = world.device("victim")
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    listener.settimeout(0.1)
+    outer = Path(tempfile.mkdtemp(prefix="tinyward-hostile-", dir="/tmp"))
+    outer.chmod(0o755)
+    folder = outer / app
+    shutil.copytree(HOSTILE / app, folder)
+    marker = outer / "exec-marker"
+    (folder / "target.json").write_text(json.dumps({
+        "keystore": str(device.directory / "keys" / "tls.key.pem"),
+        "port": listener.getsockname()[1],
+        "marker": str(marker),
+    }))
+    if app == "flood":
+        # Frames at 1,000 a second (20 kHz, 20 samples each); the app answers every one
+        # although its contract allows 60 results a minute.
+        manifest_text = (folder / "sensor.toml").read_text()
+        (folder / "sensor.toml").write_text(manifest_text.replace("sample_rate_hz = 20\n",
+                                                                   "sample_rate_hz = 20000\n"))
+    for root, _dirs, files in os.walk(folder):
+        os.chmod(root, 0o755)
+        for name in files:
+            os.chmod(os.path.join(root, name), 0o644)
+    manifest = load_manifest(folder / "sensor.toml")
+
+    def frames():  # one attack early on, normal frames before and after it
+        for i, frame in enumerate(simulated_frames(manifest, 3)):
+            if i == 2 and app != "flood":
+                frame = frame.copy()
+                frame[0, 0] = TRIGGER
+            yield frame
+
+    source = AppResultSource.start(manifest, frames())
+    try:
+        with FakeFleetServer(world.fleet, PASSPHRASE) as server:
+            config = RunnerConfig(shaper=ShaperConfig(interval=0.5), drain=3.0)
+            # The hang costs the 1 s frame deadline and a restart: give it longer to recover.
+            duration = 7.0 if app == "hang" else 4.0
+            stats = DeviceRunner(device, server.url, config, source).run(duration=duration)
+    finally:
+        source.close()
+        shutil.rmtree(outer, ignore_errors=True)
+    try:
+        connection, _ = listener.accept()
+        connection.close()
+        pytest.fail("the hostile application reached the network")
+    except TimeoutError:
+        pass
+    finally:
+        listener.close()
+    assert not marker.exists(), "the hostile application ran a program"
+    reports = server.reports[device.device_id]
+    assert len(reports) >= 4 and stats.generated == len(reports), "the device stopped reporting"
+    told = {kind: n for r in reports for kind, n in r.incidents.items() if n}
+    assert incident in told, [dict(r.incidents) for r in reports]
+    # Nothing off-contract left the device, and results flowed again after the restart.
+    with_results = [i for i, r in enumerate(reports) if r.results]
+    incident_at = next(i for i, r in enumerate(reports) if r.incidents.get(incident))
+    if app != "flood":  # the flood used up the contract's 60 results a minute: none are due yet
+        assert any(i > incident_at for i in with_results), "no results after the incident"
+    assert len(reports) > incident_at + 1, "the device stopped reporting after the incident"
+    for report in reports:
+        for result in report.results:
+            assert set(result) == {"count", "state"} and 0 <= result["count"] <= 999
