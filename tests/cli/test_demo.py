@@ -14,6 +14,7 @@ def test_demo_runs_and_every_attack_is_refused(tmp_path: Path) -> None:
     assert "NOT REFUSED" not in result.output and "NOT VERIFIED" not in result.output
     assert "attacks refused: 11 of 11" in result.output
     assert "PSA token verifies: yes" in result.output
+    assert "kept reports reach the fleet: yes" in result.output
     assert (tmp_path / "d" / "fleet" / "fleet.json").exists()
     assert (tmp_path / "d" / "fleet" / "reports.db").exists()
 

@@ -96,6 +96,8 @@ def demo(count: int, duration: float, interval: float, keep: Path | None,
                 run.run_attacks()
                 run.state.phase = "sensors finishing their run"
                 run.wait_devices(duration + 30)
+                run.state.phase = "man in the middle: device-1 pointed at impostors"
+                run.run_mitm_attacks()
                 run.refresh()
                 run.state.phase = "done"
             finally:

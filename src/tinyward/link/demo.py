@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import secrets
 import shutil
 import signal
@@ -28,8 +27,6 @@ from tinyward.fleet.pki import Fleet
 from tinyward.link import attacks
 from tinyward.link._fleetproc import start_fleet_server
 from tinyward.link.attacks import Outcome
-from tinyward.link.client import ReportLink, device_context
-from tinyward.link.errors import LinkError, PinMismatch, ServerRefused
 from tinyward.link.netns import DeviceNamespace, NamespaceUnavailable
 from tinyward.trust import report as codec
 from tinyward.trust.device import Device
@@ -191,10 +188,11 @@ class Demo:
             ("captured valid report replayed", self._replay, None),
             ("valid report with one flipped byte", self._flipped, None),
             ("device A posts a report signed by device B", self._cross_signed, None),
-            ("MITM server: right CA, wrong key", self._mitm, "wrong-key"),
-            ("MITM server: certificate from another CA", self._mitm, "other-ca"),
             ("scan every TCP port of the devices", self._scan, None),
         ]
+        self._run_steps(steps)
+
+    def _run_steps(self, steps: list[tuple[str, Callable[[str, Any], Outcome], Any]]) -> None:
         for name, function, arg in steps:
             self.state.running_attack = name
             try:
@@ -283,7 +281,25 @@ class Demo:
         return Outcome(name, result.refused and copies == 0,
                        f"{result.detail}; copies stored: {copies}")
 
+    def _device_process(self, device: Device, server: str, duration: float,
+                        drain: float = 0.0) -> dict[str, Any]:
+        """Run ``tinyward device run`` for this device (in the namespace, if any); its status."""
+        status_path = device.directory / "extra-run-status.json"
+        status_path.unlink(missing_ok=True)
+        argv = [sys.executable, "-m", "tinyward", "device", "run", str(device.directory),
+                "--server", server, "--interval", "0.5", "--duration", str(duration),
+                "--drain", str(drain), "--backoff-max", "0.5",
+                "--status-file", str(status_path)]
+        if self.ns is not None:
+            argv = self.ns.command(argv)
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=duration + drain + 60,
+                              check=False)
+        status: dict[str, Any] = json.loads(status_path.read_text())
+        status["returncode"] = done.returncode
+        return status
+
     def _mitm(self, name: str, kind: str) -> Outcome:
+        """The device's own process, pointed at an impostor, must send it nothing."""
         assert self.fleet is not None
         host = self.ns.host_address if self.ns is not None else "127.0.0.1"
         names = ("127.0.0.1", "localhost", host)
@@ -291,29 +307,48 @@ class Demo:
         if kind == "wrong-key":
             cert, key = attacks.server_credentials_wrong_key(folder, self.fleet.directory,
                                                              self._passphrase, names)
+            expected, why = "PinMismatch", "the chain is valid; the pin check refused the key"
         else:
             cert, key = attacks.server_credentials_other_ca(folder, names)
+            expected, why = "ServerRefused", "certificate verification failed at the handshake"
         device = self.devices[0]
         with attacks.RogueServer(cert, key, host=host) as rogue:
-            link = ReportLink(rogue.url, *device_context(device))
-            try:
-                link.send(self._a_report())
-                refused, detail = False, "the device sent its report to the impostor"
-            except PinMismatch:
-                refused, detail = True, ("handshake completed (the chain is valid) but the "
-                                         "device's pin check refused the key")
-            except ServerRefused as error:
-                found = re.search(r"verification \((.*?)\)", str(error))
-                refused, detail = True, ("refused at the handshake: certificate verification "
-                                         f"failed ({found.group(1) if found else error})")
-            except LinkError as error:
-                refused, detail = True, f"refused: {error}"
-            finally:
-                link.close()
+            status = self._device_process(device, rogue.url, duration=3.0)
             time.sleep(0.2)
-            received = rogue.bytes_received
-        return Outcome(name, refused and received == 0,
-                       f"{detail}; bytes the impostor received: {received}")
+            received, handshakes = rogue.bytes_received, rogue.handshakes
+        attempts = status["refusals"].get(expected, 0)
+        refused = (attempts > 0 and received == 0 and status["returncode"] == 0
+                   and status["delivered"] == 0)
+        return Outcome(name, refused,
+                       f"device-1's own process ran 3 s against it: {status['generated']} reports "
+                       f"made and kept queued, {attempts} attempts refused ({why}); handshakes "
+                       f"completed: {handshakes}; bytes the impostor received: {received}")
+
+    def _redeliver(self, name: str, _arg: object) -> Outcome:
+        """Not an attack: what device-1 kept during the MITM reaches the real server."""
+        device = self.devices[0]
+        before = self._stored_count(device.device_id)
+        status = self._device_process(device, self.state.server_url, duration=0.6, drain=15.0)
+        after = self._stored_count(device.device_id)
+        ok = status["queued"] == 0 and after - before >= status["generated"] > 0
+        return Outcome(name, ok, f"{after - before} reports delivered on reconnecting (in "
+                                 f"order), {status['queued']} left queued, "
+                                 f"{status['dropped_reports']} dropped", label="verified")
+
+    def _stored_count(self, device_id: str) -> int:
+        assert self.fleet is not None
+        with sqlite3.connect(f"file:{self.fleet.directory / 'reports.db'}?mode=ro",
+                             uri=True, timeout=5) as db:
+            return int(db.execute("SELECT COUNT(*) FROM reports WHERE device_id = ?",
+                                  (device_id,)).fetchone()[0])
+
+    def run_mitm_attacks(self) -> None:
+        """After the devices' run: point a device's own process at two impostors."""
+        self._run_steps([
+            ("MITM server: right CA, wrong key", self._mitm, "wrong-key"),
+            ("MITM server: certificate from another CA", self._mitm, "other-ca"),
+            ("after the MITM: device-1's kept reports reach the fleet", self._redeliver, None),
+        ])
 
     def _scan(self, name: str, _arg: object) -> Outcome:
         pids = [p.pid for p in self._procs if p.poll() is None]
