@@ -24,15 +24,19 @@ its spread over every operating point:
 
 - ``shift_max``: the largest ``|window mean - slow baseline| / local std`` over channels,
   in units of its benign robust spread (1.4826 x MAD on the training windows);
-- ``shift_cusum`` and ``residual_cusum``: two-sided Page CUSUMs (``S = max(0, S + x - k)``,
-  ``k = 0.5`` benign robust spreads, the textbook choice for a one-spread shift) of that
-  standardised level deviation and of the cross-channel residual's, largest over
-  channels; a bias or a drift accumulates here window after window;
+- ``shift_cusum`` and ``residual_cusum``: two-sided, leaky Page CUSUMs
+  (``S = max(0, (1 - a) S + x - k)``: ``a`` the baseline's step, ``x`` centred on
+  benign's median, ``k = 0.5`` benign robust spreads, the textbook choice for a
+  one-spread shift) of that standardised level deviation and of the cross-channel
+  residual's, largest over channels; a bias or a drift accumulates here;
 - ``spike_count``: per channel, the number of samples in the window whose isolated
-  excursion exceeds benign's 99.9th percentile of that excursion over the *local* mean
-  absolute first difference; the largest count over channels.
+  excursion over the *local* std exceeds benign's 99.9th percentile of that ratio; the
+  largest count over channels.
 
-All are ``log1p``-compressed. Their benign scales and the spike threshold are learnt in a
+Three more condense the per-channel groups: ``level_dev_max``, ``spread_max`` and
+``residual_dev_max``, the channel furthest from benign's median in benign robust
+spreads. By default (``per_channel=False``) they *replace* the 3 x channels per-channel
+features: 12 features for SKAB instead of 36. All are ``log1p``-compressed. Their benign scales and the spike threshold are learnt in a
 first pass over the benign streams in :meth:`SensorFeatureExtractor.fit`.
 
 The extractor holds state between calls (the previous window, the replay history), so
@@ -270,6 +274,7 @@ class SensorFeatureExtractor:
         # First pass with unit scales: collect the raw standardised shifts and spike
         # ratios of the benign windows, then fix their benign scales and threshold.
         c = len(self.channels)
+        self.shift_center = np.zeros((2, c))
         self.shift_scale = np.ones((2, c))
         self.spike_threshold = np.full(c, np.inf)
         self.channel_center = np.zeros((3, c))
@@ -282,8 +287,8 @@ class SensorFeatureExtractor:
         shifts = np.stack(calibration["shift"])  # (windows, 2, c)
         ratios = np.vstack(calibration["ratio"])  # (samples, c)
         self._calibration = None
-        median = np.median(shifts, axis=0)
-        self.shift_scale = 1.4826 * np.median(np.abs(shifts - median), axis=0) + 1e-6
+        self.shift_center = np.median(shifts, axis=0)
+        self.shift_scale = 1.4826 * np.median(np.abs(shifts - self.shift_center), axis=0) + 1e-6
         self.spike_threshold = np.quantile(ratios, 0.999, axis=0) + 1e-6
         per_channel = np.stack(calibration["channel"])  # (windows, 3, c)
         self.channel_center = np.median(per_channel, axis=0)
@@ -364,9 +369,7 @@ class SensorFeatureExtractor:
         deviation = current - self._baseline
         alpha = 1.0 - 2.0 ** (-1.0 / cfg.baseline_halflife)
         self._baseline = self._baseline + alpha * deviation
-        local_now = np.stack(
-            [window.std(axis=0), residual.std(axis=0), diffs.mean(axis=0)]
-        ) + 1e-6
+        local_now = np.stack([window.std(axis=0), residual.std(axis=0), diffs.mean(axis=0)]) + 1e-6
         if self._local is None:
             self._local = local_now
         # Deviations in units of the local scale *before* this window (a tampered window
@@ -387,10 +390,10 @@ class SensorFeatureExtractor:
             ),
             axis=1,
         )
-        x = shift / self.shift_scale
+        x = (shift - self.shift_center) / self.shift_scale
         k = 0.5
         self._cusum = np.minimum(
-            np.maximum(0.0, self._cusum + np.concatenate([x, -x]) - k), _CUSUM_CAP
+            np.maximum(0.0, (1.0 - alpha) * self._cusum + np.concatenate([x, -x]) - k), _CUSUM_CAP
         )
         shift_max = float(np.max(np.abs(x[0])))
         level_cusum = float(np.max(self._cusum[[0, 2]]))
@@ -441,6 +444,7 @@ _SENSOR_ARRAYS = (
     "noise_floor",
     "spike_scale",
     "window_std",
+    "shift_center",
     "shift_scale",
     "spike_threshold",
     "channel_center",
@@ -498,7 +502,7 @@ def sensor_extractor_from_doc(doc: dict[str, object]) -> SensorFeatureExtractor:
             value = np.asarray(doc[name.lstrip("_")], dtype=np.float64)
             if name == "coef":
                 expected: tuple[int, ...] = (c, c)
-            elif name == "shift_scale":
+            elif name in ("shift_center", "shift_scale"):
                 expected = (2, c)
             elif name in ("channel_center", "channel_scale"):
                 expected = (3, c)
