@@ -29,9 +29,8 @@ its spread over every operating point:
   benign's median, ``k = 0.5`` benign robust spreads, the textbook choice for a
   one-spread shift) of that standardised level deviation and of the cross-channel
   residual's, largest over channels; a bias or a drift accumulates here;
-- ``spike_count``: per channel, the number of samples in the window whose isolated
-  excursion over the *local* std exceeds benign's 99.9th percentile of that ratio; the
-  largest count over channels.
+- ``spike_local``: the largest isolated excursion in the window over the channel's
+  *local* std, in units of benign's 99.9th percentile of that ratio (per channel).
 
 Three more condense the per-channel groups: ``level_dev_max``, ``spread_max`` and
 ``residual_dev_max``, the channel furthest from benign's median in benign robust
@@ -214,7 +213,7 @@ class SensorFeatureExtractor:
         self.feature_names: tuple[str, ...] = (
             (per_channel if self.config.per_channel else ())
             + ("stuck", "replay", "spike", "noise_floor", "level_jump")
-            + ("shift_max", "shift_cusum", "residual_cusum", "spike_count")
+            + ("shift_max", "shift_cusum", "residual_cusum", "spike_local")
             + ("level_dev_max", "spread_max", "residual_dev_max")
         )
         self._fitted = False
@@ -398,13 +397,13 @@ class SensorFeatureExtractor:
         shift_max = float(np.max(np.abs(x[0])))
         level_cusum = float(np.max(self._cusum[[0, 2]]))
         residual_cusum = float(np.max(self._cusum[[1, 3]]))
-        spike_count = float(np.max(np.sum(ratio > self.spike_threshold, axis=0)))
+        spike_local = float(np.max(ratio / self.spike_threshold))
         channels = [deviation[0], spread, deviation[1]] if cfg.per_channel else []
         return np.concatenate(
             [
                 *channels,
                 [stuck, replay, np.log1p(spike), noise, jump],
-                np.log1p([shift_max, level_cusum, residual_cusum, spike_count]),
+                np.log1p([shift_max, level_cusum, residual_cusum, spike_local]),
                 np.log1p(channel_max),
             ]
         )
