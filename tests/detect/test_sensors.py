@@ -15,6 +15,7 @@ from tinyward.detect.errors import CsvError, DetectMisuse
 from tinyward.detect.evaluate import roc_auc, sensor_streams, tpr_at_fpr
 from tinyward.detect.sensorfeatures import (
     SKAB_CHANNELS,
+    SensorFeatureConfig,
     SensorFeatureExtractor,
     read_sensor_csv,
     sensor_extractor_from_doc,
@@ -155,3 +156,58 @@ def test_injected_freeze_and_replay_are_detected_on_skab(skab: Path) -> None:
     assert min(auc for auc, _ in results.values()) > 0.55, results
     # and it stays quiet on clean data: under 1 % of benign windows above its threshold
     assert np.mean(benign > detector.threshold) < 0.01
+
+
+def _features_of(extractor: SensorFeatureExtractor, values: np.ndarray) -> dict[str, np.ndarray]:
+    rows = extractor.copy().transform(values)
+    return {name: rows[:, i] for i, name in enumerate(extractor.feature_names)}
+
+
+def test_bias_raises_shift_and_cusum_and_spikes_raise_spike_local(clean: np.ndarray) -> None:
+    """The local-scale tampering features move on a bias and on spikes injected into a
+    real benign stretch, and stay where benign puts them on the clean one."""
+    extractor = SensorFeatureExtractor(SKAB_CHANNELS)
+    extractor.fit(clean[:3000])
+    stretch = clean[3000:4200]
+    rng = np.random.default_rng(1)
+    biased = inject(stretch, Injection("bias", 800, 300, 3), rng)
+    spiky = inject(stretch, Injection("spikes", 800, 300, 2), rng)
+    base = _features_of(extractor, stretch)
+    bias = _features_of(extractor, biased)
+    spikes = _features_of(extractor, spiky)
+    after = slice(80, 105)  # windows wholly inside the segment (10-sample steps)
+    assert bias["shift_max"][after].mean() > base["shift_max"][after].mean() + 0.5
+    # the CUSUM of the biased channel (feature: the largest over channels)
+    cusums = []
+    for values in (stretch, biased):
+        stream = extractor.copy()
+        stream.transform(values[:1100])
+        cusums.append(float(stream._cusum[[0, 2], 3].max()))
+    assert cusums[1] > cusums[0] + 5.0, cusums
+    assert spikes["spike_local"][after].max() > base["spike_local"][after].max()
+    np.testing.assert_array_equal(base["shift_max"][:75], bias["shift_max"][:75])
+
+
+def test_compact_and_per_channel_feature_sets() -> None:
+    compact = SensorFeatureExtractor(SKAB_CHANNELS)
+    full = SensorFeatureExtractor(SKAB_CHANNELS, SensorFeatureConfig(per_channel=True))
+    assert compact.n_features == 12 and full.n_features == 12 + 3 * len(SKAB_CHANNELS)
+    assert set(compact.feature_names) < set(full.feature_names)
+    with pytest.raises(DetectMisuse, match="per_channel"):
+        SensorFeatureConfig(per_channel=1)  # type: ignore[arg-type]
+
+
+def test_saved_state_refuses_bad_new_scales(clean: np.ndarray) -> None:
+    extractor = SensorFeatureExtractor(SKAB_CHANNELS)
+    extractor.fit(clean[:1500])
+    extractor.transform(clean[1500:1600])
+    for key, value in (
+        ("shift_scale", [[1.0] * 8]),
+        ("spike_threshold", [0.0] * 8),
+        ("cusum", [[0.0] * 8] * 3),
+        ("local", [[0.0] * 8] * 3),
+    ):
+        doc = sensor_extractor_to_doc(extractor)
+        doc[key] = value
+        with pytest.raises(DetectMisuse):
+            sensor_extractor_from_doc(doc)

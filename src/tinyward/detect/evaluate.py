@@ -331,10 +331,11 @@ def sensor_streams(skab: Path, *, seed: int = 0, sample_seconds: float = 1.0) ->
                 attacks[kind].append(row)
         injections += [{"stream": name, **vars(i)} for i in tampered.injections]
     stacked = {k: np.vstack(v) if v else np.zeros((0, train.shape[1])) for k, v in attacks.items()}
-    # float32 history ring buffer and pending window, the baselines and scales
+    # float32 history ring buffer and pending window, the baselines and scales, the
+    # local scales (3 per channel) and the CUSUMs (4 per channel)
     state = 4 * (
         (extractor.config.history + extractor.config.window) * len(SKAB_CHANNELS)
-        + 4 * len(SKAB_CHANNELS)
+        + (4 + 3 + 4) * len(SKAB_CHANNELS)
     )
     return SensorStreams(
         train,
