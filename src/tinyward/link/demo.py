@@ -115,13 +115,50 @@ class Demo:
             self.fleet.directory, self._passphrase, host)
         self.note(f"fleet server listening on {self.state.server_url} (TLS 1.3, client certs)")
 
+    def _people_counter(self, index: int) -> list[str]:
+        """``--app``/``--frames`` arguments running the people-counter example on simulated
+        doorway traffic, or none (the built-in simulated sensor) outside a source checkout."""
+        example = Path(__file__).resolve().parents[3] / "examples" / "people_counter"
+        if not (example / "sensor.toml").is_file():
+            return []
+        try:
+            import importlib.util
+
+            spec = importlib.util.spec_from_file_location("tinyward_demo_simulate",
+                                                          example / "simulate.py")
+            if spec is None or spec.loader is None:
+                return []
+            simulate = importlib.util.module_from_spec(spec)
+            sys.modules[spec.name] = simulate  # its dataclasses look themselves up there
+            spec.loader.exec_module(simulate)
+            # The application's folder must be readable by the sandbox's own uid: copy it
+            # into a world-readable folder of the demo.
+            shared = self.folder / "apps"
+            app = shared / "people_counter"
+            if not app.exists():
+                shutil.copytree(example, app, ignore=shutil.ignore_patterns("__pycache__"))
+                for path in [self.folder, shared, *shared.rglob("*")]:
+                    path.chmod(0o755 if path.is_dir() else 0o644)
+            log = self.folder / f"doorway-{index + 1}.csv"
+            episodes = max(4, int(self.duration / 4))
+            simulate.write_csv(simulate.simulate(seed=100 + index, episodes=episodes), log)
+        except (OSError, ImportError, ValueError, AttributeError) as error:
+            self.note(f"people-counter example not used ({error}); simulated sensor instead")
+            return []
+        return ["--app", str(app / "sensor.toml"), "--frames", str(log)]
+
     def start_devices(self) -> None:
         self.state.phase = "devices reporting"
-        for view, device in zip(self.state.devices, self.devices, strict=True):
+        app_args = [self._people_counter(i) for i in range(len(self.devices))]
+        if all(app_args):
+            self.note("each device runs the people-counter example in its sandbox "
+                      "(seccomp, Landlock, own uid) on simulated doorway traffic")
+        for index, (view, device) in enumerate(zip(self.state.devices, self.devices, strict=True)):
             argv = [sys.executable, "-m", "tinyward", "device", "run", str(device.directory),
                     "--server", self.state.server_url, "--interval", str(self.interval),
                     "--duration", str(self.duration), "--drain", "10",
-                    "--status-file", str(device.directory / "run-status.json")]
+                    "--status-file", str(device.directory / "run-status.json"),
+                    *app_args[index]]
             if self.ns is not None:
                 argv = self.ns.command(argv)
             proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
