@@ -26,7 +26,38 @@ def default_hidden(d: int) -> int:
     return hidden_for_budget(d)
 
 
-class AutoencoderDetector:
+class _HoldoutFitted:
+    """Fitting shared by the float models: weights on benign data, threshold on a held-out
+    benign part for the stated false-positive rate."""
+
+    threshold: float
+
+    def fit_weights(self, train: np.ndarray, seed: int) -> None:
+        raise NotImplementedError
+
+    def score(self, X: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def fit(
+        self,
+        X: np.ndarray,
+        *,
+        target_fpr: float = 0.001,
+        holdout_fraction: float = 0.2,
+        seed: int = 0,
+    ) -> None:
+        """Fit on benign ``X``; choose the threshold on a held-out benign part.
+
+        Raises:
+            DetectMisuse: bad features or parameters.
+        """
+        X = check_features(X)
+        train, hold = split_holdout(X, holdout_fraction, seed)
+        self.fit_weights(train, seed)
+        self.threshold = choose_threshold(self.score(hold), target_fpr)
+
+
+class AutoencoderDetector(_HoldoutFitted):
     """d -> h (tanh) -> d (linear) autoencoder; score = RMSE of the reconstruction.
 
     Trained with Adam on mean squared error, in numpy, from a fixed seed.
@@ -64,24 +95,6 @@ class AutoencoderDetector:
         self.b2: np.ndarray = np.zeros(0)
 
     # -- fitting -------------------------------------------------------------------------
-    def fit(
-        self,
-        X: np.ndarray,
-        *,
-        target_fpr: float = 0.001,
-        holdout_fraction: float = 0.2,
-        seed: int = 0,
-    ) -> None:
-        """Fit on benign ``X``; choose the threshold on a held-out benign part.
-
-        Raises:
-            DetectMisuse: bad features or parameters.
-        """
-        X = check_features(X)
-        train, hold = split_holdout(X, holdout_fraction, seed)
-        self.fit_weights(train, seed)
-        self.threshold = choose_threshold(self.score(hold), target_fpr)
-
     def fit_weights(self, train: np.ndarray, seed: int) -> None:
         """Fit standardiser and weights on ``train`` (no threshold)."""
         self.standardizer = Standardizer.fit(train)
@@ -208,7 +221,7 @@ def _gradients(params: list[np.ndarray], Z: np.ndarray) -> list[np.ndarray]:
     return [gW1, gb1, gW2, gb2]
 
 
-class MahalanobisDetector:
+class MahalanobisDetector(_HoldoutFitted):
     """Squared Mahalanobis distance under a Ledoit-Wolf shrunk covariance plus a ridge.
 
     The precision matrix is stored as its Cholesky factor U (upper triangular,
@@ -226,24 +239,6 @@ class MahalanobisDetector:
         self.standardizer: Standardizer | None = None
         self.mu: np.ndarray = np.zeros(0)
         self.U: np.ndarray = np.zeros((0, 0))
-
-    def fit(
-        self,
-        X: np.ndarray,
-        *,
-        target_fpr: float = 0.001,
-        holdout_fraction: float = 0.2,
-        seed: int = 0,
-    ) -> None:
-        """Fit on benign ``X``; choose the threshold on a held-out benign part.
-
-        Raises:
-            DetectMisuse: bad features or parameters.
-        """
-        X = check_features(X)
-        train, hold = split_holdout(X, holdout_fraction, seed)
-        self.fit_weights(train, seed)
-        self.threshold = choose_threshold(self.score(hold), target_fpr)
 
     def fit_weights(self, train: np.ndarray, seed: int) -> None:
         """Fit standardiser, centre and precision factor on ``train`` (no threshold)."""
