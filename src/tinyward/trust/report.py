@@ -188,7 +188,7 @@ class UnverifiedReport:
         except cose.BadSignature as error:
             raise BadReportSignature(f"report signature: {error}") from None
         try:
-            payload = cose.loads_cbor(self.sign1.payload, "report payload")
+            payload = cose.loads_cbor(self.sign1.payload, "report payload", signed=True)
         except cose.MalformedCose as error:
             raise MalformedReport(str(error)) from None
         report = _check_payload(payload, limits)
