@@ -31,6 +31,13 @@ class _HoldoutFitted:
     benign part for the stated false-positive rate."""
 
     threshold: float
+    name: str
+    standardizer: Standardizer | None
+
+    def _require_fitted(self) -> Standardizer:
+        if self.standardizer is None:
+            raise NotFittedError(f"{self.name}: call fit() before using the detector")
+        return self.standardizer
 
     def fit_weights(self, train: np.ndarray, seed: int) -> None:
         raise NotImplementedError
@@ -135,11 +142,6 @@ class AutoencoderDetector(_HoldoutFitted):
         self.W1, self.b1, self.W2, self.b2 = params
 
     # -- scoring ------------------------------------------------------------------------
-    def _require_fitted(self) -> Standardizer:
-        if self.standardizer is None:
-            raise NotFittedError(f"{self.name}: call fit() before using the detector")
-        return self.standardizer
-
     def score(self, X: np.ndarray) -> np.ndarray:
         """RMSE of reconstruction in standardised units (float64, higher = more anomalous).
 
@@ -251,11 +253,6 @@ class MahalanobisDetector(_HoldoutFitted):
         precision = np.linalg.inv(cov)
         precision = (precision + precision.T) / 2.0
         self.U = np.asarray(np.linalg.cholesky(precision).T, dtype=np.float64)
-
-    def _require_fitted(self) -> Standardizer:
-        if self.standardizer is None:
-            raise NotFittedError(f"{self.name}: call fit() before using the detector")
-        return self.standardizer
 
     def score(self, X: np.ndarray) -> np.ndarray:
         """Squared Mahalanobis distance (float64, higher = more anomalous).
