@@ -16,13 +16,15 @@ Signing goes through a :class:`Signer` so that private keys stay in the keystore
 
 from __future__ import annotations
 
+import io
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import cbor2
-from cbor2._decoder import CBORDecoder as _VettingDecoder  # see _loads_exactly
-from cbor2._types import CBORDecodeEOF as _VettingDecodeEOF
-from cbor2._types import CBORDecodeError as _VettingDecodeError
+from cbor2._decoder import CBORDecoder as _StrictDecoder  # see _loads_exactly
+from cbor2._types import CBORDecodeEOF as _StrictDecodeEOF
+from cbor2._types import CBORDecodeError as _StrictDecodeError
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -79,14 +81,19 @@ def raw_to_der_signature(raw: bytes) -> bytes:
     return encode_dss_signature(int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big"))
 
 
+# Looked up once: ``ec`` is a module wrapper whose attribute access costs ≈ 2 µs, and an
+# ECDSA object ≈ 4 µs to build; the fleet server verifies thousands of reports a second.
+_ES256 = ec.ECDSA(hashes.SHA256())
+_EC_PUBLIC_KEY = ec.EllipticCurvePublicKey
+_P256 = ec.SECP256R1
+
+
 def verify_es256(public_key: ec.EllipticCurvePublicKey, signature: bytes, message: bytes) -> None:
     """Check a raw ES256 signature. Raises :class:`BadSignature`."""
-    if not isinstance(public_key, ec.EllipticCurvePublicKey) or not isinstance(
-        public_key.curve, ec.SECP256R1
-    ):
+    if not isinstance(public_key, _EC_PUBLIC_KEY) or not isinstance(public_key.curve, _P256):
         raise BadSignature("the verification key is not an ECDSA P-256 key")
     try:
-        public_key.verify(raw_to_der_signature(signature), message, ec.ECDSA(hashes.SHA256()))
+        public_key.verify(raw_to_der_signature(signature), message, _ES256)
     except InvalidSignature:
         raise BadSignature("the signature does not verify with the expected key") from None
 
@@ -121,8 +128,25 @@ class Sign1:
         return self.payload
 
 
+class _ReusedEncoder(threading.local):
+    """One cbor2 encoder per thread: building one costs more than encoding a Sig_structure."""
+
+    def __init__(self) -> None:
+        self.buffer = io.BytesIO()
+        self.encoder = cbor2.CBOREncoder(self.buffer)
+
+    def dumps(self, obj: Any) -> bytes:
+        self.buffer.seek(0)
+        self.buffer.truncate()
+        self.encoder.encode(obj)
+        return self.buffer.getvalue()
+
+
+_ENCODER = _ReusedEncoder()
+
+
 def _sig_structure(protected_bytes: bytes, external_aad: bytes, payload: bytes) -> bytes:
-    return cbor2.dumps(["Signature1", protected_bytes, external_aad, payload])
+    return _ENCODER.dumps(["Signature1", protected_bytes, external_aad, payload])
 
 
 def sign1(
@@ -189,32 +213,37 @@ def decode_sign1(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Sign1:
     return Sign1(protected_bytes, protected, unprotected, payload, signature, tagged=tagged)
 
 
-def _loads_exactly(data: bytes, what: str, *, vet: bool = True) -> Any:
-    """cbor2.loads that refuses trailing bytes and turns every decoder failure into one error."""
-    import io
+def _loads_exactly(data: bytes, what: str) -> Any:
+    """cbor2.loads that refuses trailing bytes and turns every decoder failure into one error.
 
+    Why not plain ``cbor2.loads``: cbor2's C decoder (5.6 to 5.9 at least) leaks the
+    exception it raises when it refuses a text string that is not valid UTF-8, and that
+    exception holds the string's bytes (upstream agronholm/cbor2#257, found here by the
+    atheris report harness): every refused message would grow a verifier by up to its own
+    size. So the C decoder runs with ``str_errors="replace"``, which never takes that path,
+    and a decoded value with U+FFFD in it (or a type the walk cannot see into) is decoded
+    again by cbor2's strict pure-Python decoder, which refuses invalid UTF-8 without
+    leaking. Valid messages pay one cheap walk instead of a pure-Python decode (≈ 7 µs per
+    report envelope, ≈ 20 µs per report payload).
+
+    What remains of #257: the same C bug leaks one small exception (≈ 0.5 KB, whatever the
+    message size) when it refuses a malformed epoch date, rational, UUID or MIME tag.
+    Bounded per refused message; ``docs/reports.md`` says so. (cbor2 is pinned below 6,
+    whose decoder is a rewrite without the bug, because pycose 1.1 cannot decode with it.)
+    """
     stream = io.BytesIO(data)
     try:
-        # cbor2's C decoder (5.6 to 5.9 at least) leaks the bytes of a text string that is
-        # not valid UTF-8 when it refuses it (upstream agronholm/cbor2#257): each refused
-        # message could grow a verifier's memory by up to its own size, a slow remote
-        # denial of service. So cbor2's pure-Python decoder, which frees them, vets the
-        # bytes first; only what it accepts reaches the C decoder, whose object types
-        # (CBORTag, ...) the rest of tinyward uses. Found by the atheris report harness
-        # (tests/fuzz). Vetting adds ~25-30 us to the ~95 us verify_report of a 1 KB report
-        # (envelope and payload are both vetted). (cbor2 is pinned below 6, the layout of
-        # these private modules.)
-        if vet:
-            _VettingDecoder(io.BytesIO(data)).decode()
-        obj = cbor2.CBORDecoder(stream).decode()
-    except (cbor2.CBORDecodeEOF, _VettingDecodeEOF) as error:
+        obj = cbor2.CBORDecoder(stream, str_errors="replace").decode()
+        if _may_hide_invalid_utf8(obj):
+            _StrictDecoder(io.BytesIO(data)).decode()
+    except (cbor2.CBORDecodeEOF, _StrictDecodeEOF) as error:
         raise TruncatedCose(
             f"{what} is not valid CBOR: it ends early ({len(data)} bytes): {error}"
         ) from None
     # ArithmeticError, not just OverflowError: a bigfloat or decimal fraction (tags 4, 5)
     # with a huge exponent or a text mantissa raises decimal.Overflow or InvalidOperation
     # (found by tests/fuzz/fuzz_attestation.py).
-    except (cbor2.CBORDecodeError, _VettingDecodeError, ValueError, TypeError, ArithmeticError,
+    except (cbor2.CBORDecodeError, _StrictDecodeError, ValueError, TypeError, ArithmeticError,
             RecursionError, MemoryError, LookupError) as error:
         raise MalformedCose(f"{what} is not valid CBOR: {error}") from None
     if stream.tell() != len(data):
@@ -222,14 +251,45 @@ def _loads_exactly(data: bytes, what: str, *, vet: bool = True) -> Any:
     return obj
 
 
-def loads_cbor(data: bytes, what: str, *, signed: bool = False) -> Any:
+#: Decoded types that cannot contain text (exact types: cbor2 makes no subclasses).
+_TEXTLESS = frozenset((bytes, int, float, bool, type(None)))
+
+
+def _may_hide_invalid_utf8(obj: Any) -> bool:
+    """Whether a value decoded with ``str_errors="replace"`` needs the strict decoder.
+
+    True if any text in it holds U+FFFD (an invalid UTF-8 sequence replaced, or a real
+    U+FFFD: the strict decoder tells them apart), or if it holds any type other than the
+    plain CBOR ones (a datetime, a regular expression, a MIME message … could hide
+    replaced text from this walk). Iterative, so deep nesting cannot overflow the stack;
+    exact-type dispatch, because this runs on every report (≈ 2 µs for a report payload).
+    """
+    stack = [obj]
+    pop, extend = stack.pop, stack.extend
+    while stack:
+        item = pop()
+        kind = type(item)
+        if kind is str:
+            if "\ufffd" in item:
+                return True
+        elif kind in _TEXTLESS:
+            continue
+        elif kind is dict:
+            extend(item)
+            extend(item.values())
+        elif kind is list or kind is tuple:
+            extend(item)
+        elif kind is cbor2.CBORTag:
+            stack.append(item.value)
+        else:
+            return True
+    return False
+
+
+def loads_cbor(data: bytes, what: str) -> Any:
     """Decode exactly one CBOR item from hostile bytes; raises :class:`MalformedCose`.
 
-    ``signed=True`` says the bytes are covered by a signature that has *already verified*
-    (a report's payload after ``Sign1.verify``). They then skip the pure-Python vetting
-    against cbor2's UTF-8 leak (see ``_loads_exactly``): only an enrolled, unrevoked device
-    can produce them, at its rate limit, and each such report is refused and visible; the
-    vetting would cost about a quarter of the fleet server's time per report. Unsigned
-    bytes — every envelope, every batch — are always vetted.
+    Strict (invalid UTF-8 is refused) and safe against cbor2's refusal leak: see
+    :func:`_loads_exactly`.
     """
-    return _loads_exactly(data, what, vet=not signed)
+    return _loads_exactly(data, what)

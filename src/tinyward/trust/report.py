@@ -188,7 +188,7 @@ class UnverifiedReport:
         except cose.BadSignature as error:
             raise BadReportSignature(f"report signature: {error}") from None
         try:
-            payload = cose.loads_cbor(self.sign1.payload, "report payload", signed=True)
+            payload = cose.loads_cbor(self.sign1.payload, "report payload")
         except cose.MalformedCose as error:
             raise MalformedReport(str(error)) from None
         report = _check_payload(payload, limits)
@@ -341,7 +341,7 @@ def _check_results(res: object, limits: ReportLimits) -> tuple[Mapping[str, Resu
         raise MalformedReport(f"'res' has {len(res)} results, over the limit {limits.max_results}")
     out: list[Mapping[str, ResultValue]] = []
     for i, result in enumerate(res):
-        if not isinstance(result, Mapping):
+        if not isinstance(result, dict):
             raise MalformedReport(f"result {i} must be a map")
         if len(result) > limits.max_result_fields:
             raise MalformedReport(f"result {i} has over {limits.max_result_fields} fields")
@@ -351,30 +351,32 @@ def _check_results(res: object, limits: ReportLimits) -> tuple[Mapping[str, Resu
             if isinstance(value, (list, tuple)):
                 if len(value) > limits.max_list_items:
                     raise MalformedReport(f"result {i} field {key!r} has too many items")
-                clean[key] = tuple(_check_scalar(v, limits, f"result {i} field {key!r}")
-                                   for v in value)
+                clean[key] = tuple(_check_scalar(v, limits, i, key) for v in value)
             else:
-                clean[key] = _check_scalar(value, limits, f"result {i} field {key!r}")
+                clean[key] = _check_scalar(value, limits, i, key)
         out.append(clean)
     return tuple(out)
 
 
-def _check_scalar(value: object, limits: ReportLimits, where: str) -> Scalar:
+def _check_scalar(value: object, limits: ReportLimits, result: int, key: str) -> Scalar:
+    # The place in the error message is built only on error: this runs per result value.
     if value is None or isinstance(value, bool):
-        return value
-    if isinstance(value, int):
-        if not -(2**63) <= value < 2**63:
-            raise MalformedReport(f"{where}: integer out of the 64-bit range")
         return value
     if isinstance(value, float):
         if not math.isfinite(value):
-            raise MalformedReport(f"{where}: numbers must be finite")
+            raise MalformedReport(f"result {result} field {key!r}: numbers must be finite")
+        return value
+    if isinstance(value, int):
+        if not -(2**63) <= value < 2**63:
+            raise MalformedReport(f"result {result} field {key!r}: integer out of the 64-bit range")
         return value
     if isinstance(value, str):
         if len(value) > limits.max_text:
-            raise MalformedReport(f"{where}: text longer than {limits.max_text} characters")
+            raise MalformedReport(
+                f"result {result} field {key!r}: text longer than {limits.max_text} characters")
         return value
-    raise MalformedReport(f"{where}: {type(value).__name__} is not an accepted result value")
+    raise MalformedReport(
+        f"result {result} field {key!r}: {type(value).__name__} is not an accepted result value")
 
 
 def _check_incidents(inc: object, limits: ReportLimits) -> Mapping[str, int]:
