@@ -120,6 +120,9 @@ def bench_ingest(devices: int, reports: int, batch: int, workers: int | None) ->
                f"{result.reports_per_second / wall_limit:.0%})")
     click.echo(f"CPU per stored report: server {server:.0f} us + load generator {client:.0f} us "
                f"(one verification: {verify:.0f} us)")
+    if len(result.worker_cpu_seconds) > 1:
+        click.echo("server CPU by process (an uneven split leaves a core idle at the end): "
+                   + " / ".join(f"{cpu:.2f} s" for cpu in result.worker_cpu_seconds))
     click.echo(f"CPU-bound capacity if every core were ours: {capacity:,.0f} reports/s = "
                f"{capacity / result.crypto_limit:.0%} of the crypto limit "
                f"(load {os.getloadavg()[0]:.1f} on {result.cores} cores during the run)")

@@ -24,7 +24,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tinyward.fleet.errors import BadCertificate, RevokedDevice, UnknownDevice
-from tinyward.fleet.pki import STATUS_FILE, Fleet
+from tinyward.fleet.pki import STATUS_FILE, EnrolledDevice, Fleet
+from tinyward.fleet.profiles import device_id_of_certificate
+from tinyward.trust.identity import is_device_id
 
 _MAX_CACHED = 100_000
 
@@ -34,6 +36,7 @@ class FleetDirectory:
 
     def __init__(self, fleet: Fleet) -> None:
         self.fleet = fleet
+        self._devices_dir = str(fleet.devices_path)
         self._lock = threading.Lock()
         self._keys: dict[str, ec.EllipticCurvePublicKey] = {}
         self._revoked: dict[str, tuple[tuple[int, int], bool]] = {}  # device -> (status file version, revoked)
@@ -44,35 +47,50 @@ class FleetDirectory:
         key = self._keys.get(device_id)
         if key is None:
             try:
-                key = self.fleet.device(device_id).public_key("report")
+                self._remember(self.fleet.device(device_id), self._status_version(device_id))
             except UnknownDevice:
                 return None
-            with self._lock:
-                if len(self._keys) >= _MAX_CACHED:
-                    self._keys.clear()
-                self._keys[device_id] = key
+            key = self._keys[device_id]
         return key
 
     def is_revoked(self, device_id: str) -> bool:
         """True if the device is revoked. Unknown devices are not "revoked" (see report_key)."""
-        try:
-            stat = os.stat(self.fleet.devices_path / device_id / STATUS_FILE)
-            # Status files are replaced atomically (new inode), so inode + mtime spot any change.
-            mtime = (stat.st_ino, stat.st_mtime_ns)
-        except (OSError, ValueError):
+        version = self._status_version(device_id)
+        if version is None:
             return False
         cached = self._revoked.get(device_id)
-        if cached is not None and cached[0] == mtime:
+        if cached is not None and cached[0] == version:
             return cached[1]
         try:
-            revoked = self.fleet.device(device_id).revoked
+            device = self.fleet.device(device_id)
         except UnknownDevice:
             return False
+        self._remember(device, version)
+        return device.revoked
+
+    def _status_version(self, device_id: str) -> tuple[int, int] | None:
+        """Which version of the device's status file is on disk (None: no such file)."""
+        if not is_device_id(device_id):  # it becomes part of a path
+            return None
+        try:
+            # A plain string path: pathlib costs more than the stat itself (runs per request).
+            stat = os.stat(f"{self._devices_dir}/{device_id}/{STATUS_FILE}")
+        except (OSError, ValueError):
+            return None
+        # Status files are replaced atomically (new inode), so inode + mtime spot any change.
+        return (stat.st_ino, stat.st_mtime_ns)
+
+    def _remember(self, device: EnrolledDevice, version: tuple[int, int] | None) -> None:
+        """Cache what one read of a device's files told: its report key and, tagged with the
+        status file version seen *before* the read, its revocation (a later change shows as
+        a new version and is read again)."""
         with self._lock:
-            if len(self._revoked) >= _MAX_CACHED:
+            if len(self._keys) >= _MAX_CACHED:
+                self._keys.clear()
                 self._revoked.clear()
-            self._revoked[device_id] = (mtime, revoked)
-        return revoked
+            self._keys[device.device_id] = device.public_key("report")
+            if version is not None:
+                self._revoked[device.device_id] = (version, device.revoked)
 
     def tls_identity(self, der: bytes, now: datetime | None = None) -> str:
         """The device ID of a verified TLS client certificate (DER), checked for purpose ``tls``.
@@ -91,7 +109,12 @@ class FleetDirectory:
                 cert = x509.load_der_x509_certificate(der)
             except ValueError:
                 raise BadCertificate("the TLS client certificate cannot be parsed") from None
-            device_id = self.fleet.verify_device_certificate(cert, "tls", now)
+            # The status version is read before the device's files (see _remember); the ID
+            # it needs is only the certificate's claim, which verified_device then checks.
+            version = self._status_version(device_id_of_certificate(cert))
+            device = self.fleet.verified_device(cert, "tls", now)
+            device_id = device.device_id
+            self._remember(device, version)
             with self._lock:
                 if len(self._tls) >= _MAX_CACHED:
                     self._tls.clear()

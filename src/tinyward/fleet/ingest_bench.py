@@ -58,6 +58,8 @@ class IngestResult:
     verify_per_core_wall: float = 0.0
     server_cpu_seconds: float = 0.0
     client_cpu_seconds: float = 0.0
+    #: CPU seconds each server process used during the run (how evenly work was spread).
+    worker_cpu_seconds: tuple[float, ...] = ()
 
     @property
     def reports_per_second(self) -> float:
@@ -163,11 +165,14 @@ def run_ingest(devices: int, reports: int, batch: int = 50, workers: int = 2,
                     for context, device_bodies in zip(contexts, bodies, strict=True)))
                 return time.perf_counter() - start
 
-            server_before = _tree_cpu(process.pid)
+            workers_before = _cpu_by_process(process.pid)
             client_before = time.process_time()
             seconds = asyncio.run(drive())
             client_cpu = time.process_time() - client_before
-            server_cpu = _tree_cpu(process.pid) - server_before
+            workers_after = _cpu_by_process(process.pid)
+            per_worker = tuple(workers_after[pid] - workers_before.get(pid, 0.0)
+                               for pid in sorted(workers_after))
+            server_cpu = sum(per_worker)
         finally:
             process.terminate()
             process.wait(30)
@@ -185,15 +190,16 @@ def run_ingest(devices: int, reports: int, batch: int = 50, workers: int = 2,
             p99_ms=cut[min(len(cut) - 1, int(len(cut) * 0.99))] * 1000,
             verify_per_core=verify_rate, verify_per_core_wall=verify_wall,
             cores=os.cpu_count() or 1,
-            server_cpu_seconds=server_cpu, client_cpu_seconds=client_cpu)
+            server_cpu_seconds=server_cpu, client_cpu_seconds=client_cpu,
+            worker_cpu_seconds=per_worker)
 
 
-def _tree_cpu(pid: int) -> float:
-    """CPU seconds (user + system) used so far by a process and its children."""
+def _cpu_by_process(pid: int) -> dict[int, float]:
+    """CPU seconds (user + system) used so far by a process and each of its children."""
     parent = psutil.Process(pid)
-    total = 0.0
+    found = {}
     for process in [parent, *parent.children(recursive=True)]:
         with contextlib.suppress(psutil.Error):
             times = process.cpu_times()
-            total += times.user + times.system
-    return total
+            found[process.pid] = times.user + times.system
+    return found

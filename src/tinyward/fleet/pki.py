@@ -544,6 +544,8 @@ class Fleet:
     ) -> str:
         """Check a certificate a device presents for ``purpose``; return the device ID.
 
+        (:meth:`verified_device` does the same and returns the loaded device.)
+
         Checks: issued by this fleet's device CA, valid at ``now``, its EKU names
         ``purpose``, the device is enrolled here, the certificate is the one the fleet
         recorded for it, and the device is not revoked.
@@ -558,6 +560,13 @@ class Fleet:
             BadCertificate: any other defect.
             Misuse: unknown ``purpose`` or naive ``now``.
         """
+        return self.verified_device(cert, purpose, now).device_id
+
+    def verified_device(
+        self, cert: x509.Certificate, purpose: str, now: datetime | None = None
+    ) -> EnrolledDevice:
+        """:meth:`verify_device_certificate`, returning the device as read from disk for the
+        check (a caller that caches device data needs not read it again)."""
         now = _utc_now(now)
         if purpose not in PURPOSE_EKU:
             raise Misuse(f"unknown purpose {purpose!r}; expected one of {', '.join(PURPOSES)}")
@@ -571,4 +580,4 @@ class Fleet:
         if device.revoked:
             when = device.revoked_at.isoformat() if device.revoked_at else "earlier"
             raise RevokedDevice(f"device {device_id} was revoked ({when})")
-        return device_id
+        return device

@@ -127,6 +127,16 @@ _SCHEMA = (
 )
 
 
+def _json_results(report: Report) -> str:
+    """The report's results as the JSON kept beside its signed bytes (for queries)."""
+    return json.dumps([dict(result) for result in report.results]) if report.results else "[]"
+
+
+def _json_incidents(report: Report) -> str:
+    # Most reports carry no incident: skip the encoder for them (this runs per report).
+    return json.dumps(dict(report.incidents)) if report.incidents else "{}"
+
+
 class SQLiteStore:
     """:class:`ReportStore` on SQLite, WAL mode, ``synchronous=FULL``.
 
@@ -204,8 +214,7 @@ class SQLiteStore:
             "INSERT INTO reports (device_id, seq, report_time, received_at, mode, health,"
             " results, incidents, signed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [(device_id, r.seq, r.timestamp, received_at, r.mode, r.health,
-              json.dumps([dict(x) for x in r.results]), json.dumps(dict(r.incidents)), signed)
-             for r, signed in fresh],
+              _json_results(r), _json_incidents(r), signed) for r, signed in fresh],
         )
         newest = fresh[-1][0]
         self._db.execute(

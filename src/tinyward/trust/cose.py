@@ -200,7 +200,7 @@ def decode_sign1(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Sign1:
         raise MalformedCose("payload must be a byte string")
     if not isinstance(signature, bytes):
         raise MalformedCose("signature must be a byte string")
-    protected = _loads_exactly(protected_bytes, "protected header") if protected_bytes else {}
+    protected = _protected_header(protected_bytes)
     if not isinstance(protected, dict):
         raise MalformedCose("protected header must encode a map")
     alg = protected.get(HEADER_ALG)
@@ -211,6 +211,29 @@ def decode_sign1(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Sign1:
     if len(signature) != ES256_SIGNATURE_BYTES:
         raise MalformedCose(f"ES256 signature must be 64 bytes, got {len(signature)}")
     return Sign1(protected_bytes, protected, unprotected, payload, signature, tagged=tagged)
+
+
+#: Protected headers seen recently, by their bytes. A device signs every report with the
+#: same two-entry header, so a fleet server decodes the same few bytes over and over;
+#: decoding is deterministic, so the answer can be kept (bounded: cleared when full).
+_PROTECTED_CACHE: dict[bytes, Any] = {}
+_PROTECTED_CACHE_MAX = 4096
+_PROTECTED_CACHEABLE_BYTES = 128
+
+
+def _protected_header(protected_bytes: bytes) -> Any:
+    if not protected_bytes:
+        return {}
+    cached = _PROTECTED_CACHE.get(protected_bytes)
+    if cached is None:
+        cached = _loads_exactly(protected_bytes, "protected header")
+        if (isinstance(cached, dict) and len(protected_bytes) <= _PROTECTED_CACHEABLE_BYTES
+                and all(type(v) in (int, bytes, str) for v in cached.values())):
+            if len(_PROTECTED_CACHE) >= _PROTECTED_CACHE_MAX:
+                _PROTECTED_CACHE.clear()
+            _PROTECTED_CACHE[protected_bytes] = cached
+    # A copy: callers own their Sign1's header and may not change the cached one.
+    return dict(cached) if isinstance(cached, dict) else cached
 
 
 def _loads_exactly(data: bytes, what: str) -> Any:

@@ -303,8 +303,8 @@ def _check_payload(payload: object, limits: ReportLimits) -> Report:
     """The strict schema; raises :class:`MalformedReport` naming the first broken rule."""
     if not isinstance(payload, dict):
         raise MalformedReport("the report payload must be a CBOR map")
-    keys = set(payload)
-    if keys != PAYLOAD_KEYS:
+    if payload.keys() != PAYLOAD_KEYS:
+        keys = set(payload)
         missing = sorted(PAYLOAD_KEYS - keys)
         extra = sorted(repr(k) for k in keys - PAYLOAD_KEYS)
         raise MalformedReport(
