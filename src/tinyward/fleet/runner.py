@@ -11,9 +11,12 @@
   moment the connection is made and from each answer); a body must arrive within
   ``body_timeout``. Connections are capped per worker and per client IP address, so a
   slowloris from one address cannot take the slots others need.
-- Workers: ``workers > 1`` forks processes that each listen on the same port with
-  ``SO_REUSEPORT``; the kernel spreads connections over them, and SQLite's locking
-  serialises their commits.
+- Workers: ``workers > 1`` forks processes; the first one accepts every connection and
+  deals them round-robin (:class:`ConnectionDealer`), handing each socket to a worker
+  over a Unix socket before the TLS handshake. Devices hold long connections and send
+  at a constant rate, so equal connection counts mean equal work; the kernel's
+  ``SO_REUSEPORT`` hash, used before, split 200 connections up to 17 % unevenly and left
+  a core idle. SQLite's locking serialises the workers' commits.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import logging
 import multiprocessing
 import os
 import signal
@@ -28,7 +32,7 @@ import socket
 import ssl
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +44,8 @@ from tinyward.fleet.errors import WrongPassphrase
 from tinyward.fleet.pki import Fleet
 from tinyward.fleet.server import FleetServer, ServerConfig
 from tinyward.fleet.store import open_store
+
+_log = logging.getLogger("tinyward.fleet.runner")
 
 
 def server_ssl_context(fleet: Fleet, passphrase: bytes) -> ssl.SSLContext:
@@ -66,13 +72,11 @@ def server_ssl_context(fleet: Fleet, passphrase: bytes) -> ssl.SSLContext:
     return context
 
 
-def bind(host: str, port: int, reuse_port: bool = False) -> socket.socket:
+def bind(host: str, port: int) -> socket.socket:
     """A listening TCP socket (IPv4 or IPv6 by ``host``)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if reuse_port:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
     sock.listen(1024)
     sock.setblocking(False)
@@ -109,20 +113,22 @@ def _guard_connections(server: web.Server, config: ServerConfig) -> None:
 
 @dataclass
 class RunningServer:
-    """A server started by :func:`start` on the running loop."""
+    """A server started by :func:`start` or :func:`start_dealt` on the running loop."""
 
     runner: web.AppRunner
-    server: asyncio.Server
+    server: asyncio.Server | None
     port: int
+    dealer: ConnectionDealer | None = None
 
     async def stop(self) -> None:
-        self.server.close()
+        if self.server is not None:
+            self.server.close()
+        if self.dealer is not None:
+            await self.dealer.close()
         await self.runner.cleanup()
 
 
-async def start(fleet_server: FleetServer, sock: socket.socket,
-                ssl_context: ssl.SSLContext) -> RunningServer:
-    """Serve ``fleet_server`` on a listening socket with TLS, on the running loop."""
+async def _app_runner(fleet_server: FleetServer) -> tuple[web.AppRunner, web.Server]:
     config = fleet_server.config
     runner = web.AppRunner(fleet_server.make_app(), access_log=None,
                            keepalive_timeout=config.idle_timeout, handle_signals=False)
@@ -130,10 +136,155 @@ async def start(fleet_server: FleetServer, sock: socket.socket,
     if runner.server is None:  # set by setup(); None here would be an aiohttp bug
         raise RuntimeError("aiohttp runner has no server after setup()")
     _guard_connections(runner.server, config)
+    return runner, runner.server
+
+
+async def start(fleet_server: FleetServer, sock: socket.socket,
+                ssl_context: ssl.SSLContext) -> RunningServer:
+    """Serve ``fleet_server`` on a listening socket with TLS, on the running loop."""
+    runner, protocol_factory = await _app_runner(fleet_server)
     server = await asyncio.get_running_loop().create_server(
-        runner.server, sock=sock, ssl=ssl_context,
-        ssl_handshake_timeout=config.handshake_timeout)
+        protocol_factory, sock=sock, ssl=ssl_context,
+        ssl_handshake_timeout=fleet_server.config.handshake_timeout)
     return RunningServer(runner, server, sock.getsockname()[1])
+
+
+async def start_dealt(fleet_server: FleetServer, ssl_context: ssl.SSLContext, *,
+                      listening: socket.socket | None = None,
+                      workers: Sequence[socket.socket] = (),
+                      dealt_from: socket.socket | None = None) -> RunningServer:
+    """Serve ``fleet_server`` on connections dealt by a :class:`ConnectionDealer`.
+
+    The accepting worker passes ``listening`` (and the channels to the other ``workers``);
+    every other worker passes ``dealt_from``, its end of the channel.
+    """
+    runner, protocol_factory = await _app_runner(fleet_server)
+    dealer = ConnectionDealer(protocol_factory, ssl_context, fleet_server.config.handshake_timeout,
+                              listening=listening, workers=workers, dealt_from=dealt_from)
+    dealer.start()
+    port = listening.getsockname()[1] if listening is not None else 0
+    return RunningServer(runner, None, port, dealer)
+
+
+class ConnectionDealer:
+    """Accepts connections in one worker and deals them round-robin to all workers.
+
+    Sockets travel to the other workers as file descriptors over ``AF_UNIX``
+    ``SOCK_SEQPACKET`` channels (one descriptor per message, so none can be cut off),
+    *before* the TLS handshake: each worker does its own handshakes. A worker whose
+    channel is full or gone gets no connection; this one serves it instead, so a dead
+    worker costs capacity, not connections. Every wake-up accepts at most
+    ``MAX_ACCEPT_PER_WAKEUP`` connections, so a flood cannot starve the requests already
+    being served on the same loop.
+    """
+
+    MAX_ACCEPT_PER_WAKEUP = 64
+
+    def __init__(self, protocol_factory: Callable[[], asyncio.BaseProtocol],
+                 ssl_context: ssl.SSLContext, handshake_timeout: float, *,
+                 listening: socket.socket | None = None,
+                 workers: Sequence[socket.socket] = (),
+                 dealt_from: socket.socket | None = None) -> None:
+        if (listening is None) == (dealt_from is None):
+            raise ValueError("a dealer either accepts (listening) or is dealt to (dealt_from)")
+        self._factory = protocol_factory
+        self._ssl = ssl_context
+        self._handshake_timeout = handshake_timeout
+        self._listening = listening
+        self._workers = list(workers)
+        self._dealt_from = dealt_from
+        self._turn = 0  # 0: this worker; i: self._workers[i - 1]
+        self._handshakes: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        #: Connections served here and passed on, by worker (0 is this one).
+        self.dealt = [0] * (len(self._workers) + 1)
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        for channel in self._workers:
+            channel.setblocking(False)
+        if self._listening is not None:
+            self._listening.setblocking(False)
+            self._loop.add_reader(self._listening.fileno(), self._accept)
+        if self._dealt_from is not None:
+            self._dealt_from.setblocking(False)
+            self._loop.add_reader(self._dealt_from.fileno(), self._receive)
+
+    async def close(self) -> None:
+        if self._loop is not None:
+            for sock in (self._listening, self._dealt_from):
+                if sock is not None and sock.fileno() >= 0:
+                    self._loop.remove_reader(sock.fileno())
+                    sock.close()
+        for task in list(self._handshakes):
+            task.cancel()
+        await asyncio.gather(*self._handshakes, return_exceptions=True)
+
+    def _accept(self) -> None:
+        assert self._listening is not None
+        for _ in range(self.MAX_ACCEPT_PER_WAKEUP):
+            try:
+                connection, _ = self._listening.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as error:  # EMFILE, ENOBUFS …: keep serving, try again later
+                _log.warning("accepting a connection failed: %s", error)
+                return
+            self._deal(connection)
+
+    def _deal(self, connection: socket.socket) -> None:
+        turn, self._turn = self._turn, (self._turn + 1) % (len(self._workers) + 1)
+        if turn:
+            try:
+                socket.send_fds(self._workers[turn - 1], [b"c"], [connection.fileno()])
+            except OSError:  # full or gone: serve it here rather than drop it
+                pass
+            else:
+                self.dealt[turn] += 1
+                connection.close()  # the worker holds its own copy of the descriptor
+                return
+        self.dealt[0] += 1
+        self._serve(connection)
+
+    def _receive(self) -> None:
+        assert self._dealt_from is not None
+        for _ in range(self.MAX_ACCEPT_PER_WAKEUP):
+            try:
+                message, fds, _, _ = socket.recv_fds(self._dealt_from, 16, 1)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as error:
+                _log.warning("receiving a dealt connection failed: %s", error)
+                return
+            if not message and not fds:  # the dealer is gone: nothing more will come
+                assert self._loop is not None
+                self._loop.remove_reader(self._dealt_from.fileno())
+                return
+            for fd in fds:
+                self.dealt[0] += 1
+                self._serve(socket.socket(fileno=fd))
+
+    def _serve(self, connection: socket.socket) -> None:
+        assert self._loop is not None
+        connection.setblocking(False)
+        task = self._loop.create_task(self._handshake(connection))
+        self._handshakes.add(task)
+        task.add_done_callback(self._handshakes.discard)
+
+    async def _handshake(self, connection: socket.socket) -> None:
+        assert self._loop is not None
+        try:
+            await self._loop.connect_accepted_socket(
+                self._factory, connection, ssl=self._ssl,
+                ssl_handshake_timeout=self._handshake_timeout)
+        except (OSError, TimeoutError, EOFError) as error:  # ssl.SSLError is an OSError
+            # A client that fails TLS (wrong CA, no TLS, too slow) is the client's problem:
+            # note it quietly, as asyncio's own server does.
+            _log.debug("TLS handshake with a client failed: %s", error)
+            connection.close()
+        except Exception:  # noqa: BLE001 - a bug, not a client: log it, keep serving
+            _log.exception("serving a dealt connection failed")
+            connection.close()
 
 
 class ServerThread:
@@ -188,16 +339,24 @@ class ServerThread:
 
 
 def _worker(fleet_dir: Path, passphrase: bytes, db_url: str, config: ServerConfig,
-            sock: socket.socket, announce: Callable[[int], None] | None,
-            inherited: socket.socket | None = None) -> None:
-    if inherited is not None:  # a forked worker must not hold the parent's listening socket
+            announce: Callable[[int], None] | None, *,
+            sock: socket.socket | None = None, channels: Sequence[socket.socket] = (),
+            dealt_from: socket.socket | None = None,
+            close_first: Sequence[socket.socket] = ()) -> None:
+    for inherited in close_first:  # a forked worker must not hold the parent's sockets
         inherited.close()
 
     async def main() -> None:
         fleet = Fleet.open(fleet_dir)
         context = server_ssl_context(fleet, passphrase)
         store = open_store(db_url)
-        running = await start(FleetServer(FleetDirectory(fleet), store, config), sock, context)
+        fleet_server = FleetServer(FleetDirectory(fleet), store, config)
+        if dealt_from is None and not channels:
+            assert sock is not None
+            running = await start(fleet_server, sock, context)
+        else:
+            running = await start_dealt(fleet_server, context, listening=sock,
+                                        workers=channels, dealt_from=dealt_from)
         # Everything alive now (modules, the app, the fleet) lives as long as the process:
         # keep it out of the cyclic GC, whose full passes otherwise walk it again and again
         # while connections come and go (≈ 80 % of the CPU during a burst of handshakes
@@ -229,22 +388,22 @@ def serve_forever(fleet_dir: Path, passphrase: bytes, db_url: str, host: str, po
     fleet = Fleet.open(fleet_dir)
     server_ssl_context(fleet, passphrase)
     open_store(db_url).close()
-    reuse = workers > 1
-    sock = bind(host, port, reuse_port=reuse)
-    port = sock.getsockname()[1]
+    sock = bind(host, port)
+    channels: list[socket.socket] = []
     children = []
-    if reuse:
-        context = multiprocessing.get_context("fork")
-        for _ in range(workers - 1):
-            child_sock = bind(host, port, reuse_port=True)
-            child = context.Process(target=_worker, daemon=True,
-                                    args=(fleet_dir, passphrase, db_url, config, child_sock, None,
-                                          sock))
-            child.start()
-            child_sock.close()
-            children.append(child)
+    context = multiprocessing.get_context("fork")
+    for _ in range(workers - 1):
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        child = context.Process(target=_worker, daemon=True,
+                                args=(fleet_dir, passphrase, db_url, config, None),
+                                kwargs={"dealt_from": theirs,
+                                        "close_first": [sock, ours, *channels]})
+        child.start()
+        theirs.close()
+        channels.append(ours)
+        children.append(child)
     try:
-        _worker(fleet_dir, passphrase, db_url, config, sock, announce)
+        _worker(fleet_dir, passphrase, db_url, config, announce, sock=sock, channels=channels)
     finally:
         for child in children:
             if child.pid is not None and child.is_alive():
