@@ -129,7 +129,14 @@ _SCHEMA = (
 
 def _json_results(report: Report) -> str:
     """The report's results as the JSON kept beside its signed bytes (for queries)."""
-    return json.dumps([dict(result) for result in report.results]) if report.results else "[]"
+    results = report.results
+    if not results:
+        return "[]"
+    # The verifier builds plain dicts, which json takes as they are; other Mappings (a
+    # Report made by hand) are copied first.
+    if all(type(result) is dict for result in results):
+        return json.dumps(results)
+    return json.dumps([dict(result) for result in results])
 
 
 def _json_incidents(report: Report) -> str:

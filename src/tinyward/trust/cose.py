@@ -16,8 +16,10 @@ Signing goes through a :class:`Signer` so that private keys stay in the keystore
 
 from __future__ import annotations
 
+import contextlib
 import io
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -181,7 +183,8 @@ def decode_sign1(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Sign1:
         raise MalformedCose(f"message is {len(data)} bytes, over the {max_bytes}-byte limit")
     if not data:
         raise MalformedCose("message is empty")
-    obj = _loads_exactly(bytes(data), "message")
+    data = bytes(data)
+    obj = _loads_exactly(data, "message", walk=False)  # the text check is below
     tagged = isinstance(obj, cbor2.CBORTag)
     if isinstance(obj, cbor2.CBORTag):
         if obj.tag != COSE_SIGN1_TAG:
@@ -200,6 +203,9 @@ def decode_sign1(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Sign1:
         raise MalformedCose("payload must be a byte string")
     if not isinstance(signature, bytes):
         raise MalformedCose("signature must be a byte string")
+    # Every other part is a byte string: text can only hide in the unprotected header.
+    if unprotected and _may_hide_invalid_utf8(unprotected):
+        _refuse_invalid_utf8(data, "message")
     protected = _protected_header(protected_bytes)
     if not isinstance(protected, dict):
         raise MalformedCose("protected header must encode a map")
@@ -236,7 +242,30 @@ def _protected_header(protected_bytes: bytes) -> Any:
     return dict(cached) if isinstance(cached, dict) else cached
 
 
-def _loads_exactly(data: bytes, what: str) -> Any:
+@contextlib.contextmanager
+def _as_malformed(data: bytes, what: str) -> Iterator[None]:
+    """Turn every failure of either cbor2 decoder into :class:`MalformedCose`."""
+    try:
+        yield
+    except (cbor2.CBORDecodeEOF, _StrictDecodeEOF) as error:
+        raise TruncatedCose(
+            f"{what} is not valid CBOR: it ends early ({len(data)} bytes): {error}"
+        ) from None
+    # ArithmeticError, not just OverflowError: a bigfloat or decimal fraction (tags 4, 5)
+    # with a huge exponent or a text mantissa raises decimal.Overflow or InvalidOperation
+    # (found by tests/fuzz/fuzz_attestation.py).
+    except (cbor2.CBORDecodeError, _StrictDecodeError, ValueError, TypeError, ArithmeticError,
+            RecursionError, MemoryError, LookupError) as error:
+        raise MalformedCose(f"{what} is not valid CBOR: {error}") from None
+
+
+def _refuse_invalid_utf8(data: bytes, what: str) -> None:
+    """Decode ``data`` with cbor2's strict pure-Python decoder: MalformedCose if it refuses."""
+    with _as_malformed(data, what):
+        _StrictDecoder(io.BytesIO(data)).decode()
+
+
+def _loads_exactly(data: bytes, what: str, *, walk: bool = True) -> Any:
     """cbor2.loads that refuses trailing bytes and turns every decoder failure into one error.
 
     Why not plain ``cbor2.loads``: cbor2's C decoder (5.6 to 5.9 at least) leaks the
@@ -253,22 +282,15 @@ def _loads_exactly(data: bytes, what: str) -> Any:
     message size) when it refuses a malformed epoch date, rational, UUID or MIME tag.
     Bounded per refused message; ``docs/reports.md`` says so. (cbor2 is pinned below 6,
     whose decoder is a rewrite without the bug, because pycose 1.1 cannot decode with it.)
+
+    ``walk=False``: the caller knows where text can be in what it accepts, walks only
+    there and calls :func:`_refuse_invalid_utf8` if that finds anything.
     """
     stream = io.BytesIO(data)
-    try:
+    with _as_malformed(data, what):
         obj = cbor2.CBORDecoder(stream, str_errors="replace").decode()
-        if _may_hide_invalid_utf8(obj):
+        if walk and _may_hide_invalid_utf8(obj):
             _StrictDecoder(io.BytesIO(data)).decode()
-    except (cbor2.CBORDecodeEOF, _StrictDecodeEOF) as error:
-        raise TruncatedCose(
-            f"{what} is not valid CBOR: it ends early ({len(data)} bytes): {error}"
-        ) from None
-    # ArithmeticError, not just OverflowError: a bigfloat or decimal fraction (tags 4, 5)
-    # with a huge exponent or a text mantissa raises decimal.Overflow or InvalidOperation
-    # (found by tests/fuzz/fuzz_attestation.py).
-    except (cbor2.CBORDecodeError, _StrictDecodeError, ValueError, TypeError, ArithmeticError,
-            RecursionError, MemoryError, LookupError) as error:
-        raise MalformedCose(f"{what} is not valid CBOR: {error}") from None
     if stream.tell() != len(data):
         raise MalformedCose(f"{what} has {len(data) - stream.tell()} trailing bytes after the CBOR item")
     return obj

@@ -46,6 +46,7 @@ PAYLOAD_KEYS = frozenset({"v", "dev", "seq", "t", "mode", "res", "inc", "health"
 MAX_SEQ = 2**63 - 1  # fits a signed 64-bit integer column in SQLite and PostgreSQL
 MAX_TIMESTAMP = 2**40  # year ~36812: far enough, and bounded
 _DEVICE_ID = re.compile(r"[0-9a-f]{64}")
+_PROTECTED_KEYS = frozenset({cose.HEADER_ALG, cose.HEADER_KID})
 _NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
 Scalar = int | float | str | bool | None
@@ -276,7 +277,7 @@ def _kid_device_id(sign1: cose.Sign1) -> str:
         raise MalformedReport("the protected header must carry a 32-byte kid (the device ID)")
     if sign1.unprotected:
         raise MalformedReport("the unprotected header must be empty")
-    if set(sign1.protected) != {cose.HEADER_ALG, cose.HEADER_KID}:
+    if sign1.protected.keys() != _PROTECTED_KEYS:
         raise MalformedReport("the protected header may hold only alg and kid")
     return kid.hex()
 
@@ -312,16 +313,17 @@ def _check_payload(payload: object, limits: ReportLimits) -> Report:
             + (f" missing {', '.join(missing)}" if missing else "")
             + (f" unexpected {', '.join(extra)}" if extra else "")
         )
-    if not _is_int(payload["v"]) or payload["v"] != FORMAT_VERSION:
+    # type(...) is int: exact ints only (bool is a subclass of int; cbor2 makes no others).
+    if type(payload["v"]) is not int or payload["v"] != FORMAT_VERSION:
         raise MalformedReport(f"report format version {payload['v']!r} is not {FORMAT_VERSION}")
     dev = payload["dev"]
     if not isinstance(dev, str) or not _DEVICE_ID.fullmatch(dev):
         raise MalformedReport("'dev' must be a device ID (64 lowercase hex characters)")
     seq = payload["seq"]
-    if not _is_int(seq) or not 1 <= seq <= MAX_SEQ:
+    if type(seq) is not int or not 1 <= seq <= MAX_SEQ:
         raise MalformedReport(f"'seq' must be an integer from 1 to {MAX_SEQ}")
     t = payload["t"]
-    if not _is_int(t) or not 0 <= t < MAX_TIMESTAMP:
+    if type(t) is not int or not 0 <= t < MAX_TIMESTAMP:
         raise MalformedReport("'t' must be a non-negative integer (Unix seconds)")
     if payload["mode"] not in MODES or not isinstance(payload["mode"], str):
         raise MalformedReport(f"'mode' must be one of {', '.join(MODES)}")
