@@ -107,11 +107,15 @@ def verifications_per_second(seconds: float = 1.0) -> tuple[float, float]:
     """
     key = ec.generate_private_key(ec.SECP256R1())
     public, message = key.public_key(), bytes(1024)
-    signature = key.sign(message, ec.ECDSA(hashes.SHA256()))
+    # One algorithm object for every call, as the server keeps one: building it costs
+    # ≈ 4 µs, and counting that would lower the limit and flatter the ratio by ≈ 7 %.
+    algorithm = ec.ECDSA(hashes.SHA256())
+    signature = key.sign(message, algorithm)
+    verify = public.verify
     count, start, wall = 0, time.process_time(), time.perf_counter()
     while (elapsed := time.process_time() - start) < seconds:
         for _ in range(200):
-            public.verify(signature, message, ec.ECDSA(hashes.SHA256()))
+            verify(signature, message, algorithm)
         count += 200
     return count / elapsed, count / (time.perf_counter() - wall)
 
