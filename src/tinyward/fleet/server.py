@@ -271,7 +271,8 @@ class FleetServer:
         accepted: list[tuple[Report, bytes]] = []
         results: list[dict[str, Any]] = []
         # The same device for every item: look it up once per request, not once per report.
-        snapshot = _OneDevice(device_id, self.directory)
+        # _device_of has just checked that it is enrolled and not revoked.
+        snapshot = _OneDevice(device_id, self.directory.report_key(device_id))
         for item in items:
             decision = decide(item, device_id, snapshot, last, now, self.config.policy)
             if isinstance(decision, Accept):
@@ -352,18 +353,21 @@ class FleetServer:
 
 
 class _OneDevice:
-    """A DeviceDirectory answering for one device, from one lookup (per batch request)."""
+    """A DeviceDirectory answering for one enrolled, unrevoked device (per batch request).
 
-    def __init__(self, device_id: str, directory: FleetDirectory) -> None:
+    Built after the request's TLS identity was checked (enrolled, not revoked), so the
+    revocation file is read once per request, not once per report.
+    """
+
+    def __init__(self, device_id: str, key: ec.EllipticCurvePublicKey | None) -> None:
         self._device_id = device_id
-        self._revoked = directory.is_revoked(device_id)
-        self._key = directory.report_key(device_id)
+        self._key = key
 
     def report_key(self, device_id: str) -> ec.EllipticCurvePublicKey | None:
         return self._key if device_id == self._device_id else None
 
     def is_revoked(self, device_id: str) -> bool:
-        return self._revoked if device_id == self._device_id else True
+        return device_id != self._device_id
 
 
 def _reject_response(decision: Reject) -> web.Response:

@@ -16,10 +16,8 @@ Signing goes through a :class:`Signer` so that private keys stay in the keystore
 
 from __future__ import annotations
 
-import contextlib
 import io
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -90,9 +88,23 @@ _EC_PUBLIC_KEY = ec.EllipticCurvePublicKey
 _P256 = ec.SECP256R1
 
 
+_EC_PUBLIC_KEY_TYPES: set[type] = set()  # concrete classes already seen to be EC public keys
+
+
+def _is_p256_public_key(key: object) -> bool:
+    # isinstance against cryptography's ABCs costs ≈ 2 µs a call; the concrete key class
+    # is checked once and remembered, the curve by its name.
+    kind = type(key)
+    if kind not in _EC_PUBLIC_KEY_TYPES:
+        if not isinstance(key, _EC_PUBLIC_KEY):
+            return False
+        _EC_PUBLIC_KEY_TYPES.add(kind)
+    return isinstance(key.curve, _P256)  # type: ignore[attr-defined]
+
+
 def verify_es256(public_key: ec.EllipticCurvePublicKey, signature: bytes, message: bytes) -> None:
     """Check a raw ES256 signature. Raises :class:`BadSignature`."""
-    if not isinstance(public_key, _EC_PUBLIC_KEY) or not isinstance(public_key.curve, _P256):
+    if not _is_p256_public_key(public_key):
         raise BadSignature("the verification key is not an ECDSA P-256 key")
     try:
         public_key.verify(raw_to_der_signature(signature), message, _ES256)
@@ -242,27 +254,26 @@ def _protected_header(protected_bytes: bytes) -> Any:
     return dict(cached) if isinstance(cached, dict) else cached
 
 
-@contextlib.contextmanager
-def _as_malformed(data: bytes, what: str) -> Iterator[None]:
-    """Turn every failure of either cbor2 decoder into :class:`MalformedCose`."""
-    try:
-        yield
-    except (cbor2.CBORDecodeEOF, _StrictDecodeEOF) as error:
-        raise TruncatedCose(
-            f"{what} is not valid CBOR: it ends early ({len(data)} bytes): {error}"
-        ) from None
-    # ArithmeticError, not just OverflowError: a bigfloat or decimal fraction (tags 4, 5)
-    # with a huge exponent or a text mantissa raises decimal.Overflow or InvalidOperation
-    # (found by tests/fuzz/fuzz_attestation.py).
-    except (cbor2.CBORDecodeError, _StrictDecodeError, ValueError, TypeError, ArithmeticError,
-            RecursionError, MemoryError, LookupError) as error:
-        raise MalformedCose(f"{what} is not valid CBOR: {error}") from None
+def _malformed(error: BaseException, data: bytes, what: str) -> MalformedCose:
+    """The MalformedCose (or TruncatedCose) that a decoder failure becomes."""
+    if isinstance(error, (cbor2.CBORDecodeEOF, _StrictDecodeEOF)):
+        return TruncatedCose(f"{what} is not valid CBOR: it ends early ({len(data)} bytes): {error}")
+    return MalformedCose(f"{what} is not valid CBOR: {error}")
+
+
+# Every way either cbor2 decoder fails on hostile bytes. ArithmeticError, not just
+# OverflowError: a bigfloat or decimal fraction (tags 4, 5) with a huge exponent or a text
+# mantissa raises decimal.Overflow or InvalidOperation (found by tests/fuzz/fuzz_attestation.py).
+_DECODER_FAILURES = (cbor2.CBORDecodeError, _StrictDecodeError, ValueError, TypeError,
+                     ArithmeticError, RecursionError, MemoryError, LookupError)
 
 
 def _refuse_invalid_utf8(data: bytes, what: str) -> None:
     """Decode ``data`` with cbor2's strict pure-Python decoder: MalformedCose if it refuses."""
-    with _as_malformed(data, what):
+    try:
         _StrictDecoder(io.BytesIO(data)).decode()
+    except _DECODER_FAILURES as error:
+        raise _malformed(error, data, what) from None
 
 
 def _loads_exactly(data: bytes, what: str, *, walk: bool = True) -> Any:
@@ -287,10 +298,12 @@ def _loads_exactly(data: bytes, what: str, *, walk: bool = True) -> Any:
     there and calls :func:`_refuse_invalid_utf8` if that finds anything.
     """
     stream = io.BytesIO(data)
-    with _as_malformed(data, what):
+    try:
         obj = cbor2.CBORDecoder(stream, str_errors="replace").decode()
         if walk and _may_hide_invalid_utf8(obj):
             _StrictDecoder(io.BytesIO(data)).decode()
+    except _DECODER_FAILURES as error:  # (not a context manager: this runs per report)
+        raise _malformed(error, data, what) from None
     if stream.tell() != len(data):
         raise MalformedCose(f"{what} has {len(data) - stream.tell()} trailing bytes after the CBOR item")
     return obj
