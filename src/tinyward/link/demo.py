@@ -171,8 +171,9 @@ class Demo:
     # ---- watching --------------------------------------------------------------------
 
     def refresh(self) -> None:
-        """Read each device's status file and the server's database."""
-        assert self.fleet is not None
+        """Read each device's status file and the server's database (nothing before setup)."""
+        if self.fleet is None:  # the view is painted from the start; setup() makes the fleet
+            return
         counts: dict[str, int] = {}
         db_path = self.fleet.directory / "reports.db"
         if db_path.exists():
