@@ -252,3 +252,26 @@ def test_fuzz_roundtrip(seq: int, timestamp: int, mode: str, results: list[dict[
     message = encode_report(report, _FUZZ_SIGNER)
     assert len(message) == 1024
     assert verify_report(message, _FUZZ_SIGNER.public_key()) == report
+
+
+def test_invalid_utf8_in_a_result_text_is_refused_even_when_signed() -> None:
+    # The payload is decoded with replacement (see cose._loads_exactly) and the schema,
+    # not a generic walk, finds where text may hide: a result text value.
+    signer = EphemeralSigner()
+    device_id = "ab" * 32
+    good = encode_report(Report(device_id, 1, 1_700_000_000, results=({"label": "okay"},)),
+                         signer)
+    sign1 = cose.decode_sign1(good)
+    bad_payload = sign1.payload.replace(b"okay", b"ok\xff\xfe")
+    assert cbor2.loads(bad_payload, str_errors="replace")["res"][0]["label"] == "ok\ufffd\ufffd"
+    message = cose.sign1(bad_payload, signer,
+                         protected_extra={cose.HEADER_KID: bytes.fromhex(device_id)})
+    with pytest.raises(MalformedReport, match="not valid CBOR"):
+        verify_report(message, signer.public_key(), size=len(message))
+
+
+def test_a_real_replacement_character_in_a_result_text_is_kept() -> None:
+    signer = EphemeralSigner()
+    report = Report("cd" * 32, 1, 1_700_000_000, results=({"label": "a\ufffdb"},))
+    message = encode_report(report, signer)
+    assert verify_report(message, signer.public_key()).results == ({"label": "a\ufffdb"},)

@@ -344,10 +344,20 @@ def _may_hide_invalid_utf8(obj: Any) -> bool:
     return False
 
 
-def loads_cbor(data: bytes, what: str) -> Any:
+def loads_cbor(data: bytes, what: str, *, text_check: bool = True) -> Any:
     """Decode exactly one CBOR item from hostile bytes; raises :class:`MalformedCose`.
 
     Strict (invalid UTF-8 is refused) and safe against cbor2's refusal leak: see
-    :func:`_loads_exactly`.
+    :func:`_loads_exactly`. ``text_check=False`` leaves the invalid-UTF-8 check to a
+    caller whose schema knows where text may be: any text it accepts that holds U+FFFD
+    (the replacement the decoder made) must go to :func:`refuse_invalid_utf8` first.
     """
-    return _loads_exactly(data, what)
+    return _loads_exactly(data, what, walk=text_check)
+
+
+def refuse_invalid_utf8(data: bytes, what: str) -> None:
+    """Raise :class:`MalformedCose` if ``data`` holds text that is not valid UTF-8.
+
+    (cbor2's strict pure-Python decoder decides; it does not leak what it refuses.)
+    """
+    _refuse_invalid_utf8(data, what)
