@@ -33,7 +33,7 @@ def _passphrase() -> bytes:
 @click.option("--db", "db_url", default=None,
               help="Database URL [default: sqlite:///FLEET_DIR/reports.db].")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
-              help="Server processes sharing the port (SO_REUSEPORT).")
+              help="Server processes; one accepts and deals connections to all (use one per core).")
 @click.option("--rate", default=50.0, show_default=True, type=click.FloatRange(min=0.001),
               help="Reports per second per device (token bucket, per worker).")
 @click.option("--burst", default=500.0, show_default=True, type=click.FloatRange(min=1),
@@ -115,7 +115,8 @@ def bench_ingest(devices: int, reports: int, batch: int, workers: int | None) ->
                f"{result.seconds:.2f} s = {result.reports_per_second:,.0f} reports/s")
     click.echo(f"ack latency per request: p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms")
     click.echo(f"crypto limit: {result.verify_per_core:,.0f} ECDSA P-256 verifications per "
-               f"CPU-second x {result.cores} cores = {result.crypto_limit:,.0f}/s")
+               f"CPU-second x {result.cores} cores = {result.crypto_limit:,.0f}/s "
+               "(measured before and after the run)")
     click.echo(f"ingest / crypto limit: {share:.0%} (goal: at least 50%)")
     with_connect = result.reports_per_second_with_connect
     click.echo(f"  (the whole run, the {result.devices} handshakes included: "
