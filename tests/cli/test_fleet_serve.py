@@ -75,3 +75,25 @@ def test_serve_with_two_workers_answers_and_stops_on_sigterm(tmp_path: Path) -> 
         process.send_signal(signal.SIGTERM)
         code = process.wait(30)
     assert code == 0
+
+
+def test_workers_stop_when_the_accepting_process_is_killed(tmp_path: Path) -> None:
+    # SIGKILL gives the first process no chance to stop its workers; they must notice the
+    # dealer is gone (its channel closes) and exit, not live on holding the database.
+    import psutil
+
+    fleet = Fleet.init(tmp_path / "fleet", PASSPHRASE.encode())
+    env = dict(os.environ, TINYWARD_FLEET_PASSPHRASE=PASSPHRASE)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tinyward", "fleet", "serve", str(fleet.directory), "--port", "0",
+         "--workers", "3"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    assert process.stdout is not None
+    assert re.search(r"https://127\.0\.0\.1:\d+", process.stdout.readline())
+    workers = psutil.Process(process.pid).children()
+    assert len(workers) == 2
+    process.kill()
+    process.wait(30)
+    _, alive = psutil.wait_procs(workers, timeout=20)
+    for orphan in alive:  # leave nothing behind even if the check fails
+        orphan.kill()
+    assert not alive, f"{len(alive)} workers outlived the killed dealer"

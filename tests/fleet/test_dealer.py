@@ -82,3 +82,22 @@ def test_a_dealer_must_either_accept_or_be_dealt_to(fleet: Fleet) -> None:
     context = server_ssl_context(fleet, PASSPHRASE)
     with pytest.raises(ValueError, match="either accepts"):
         ConnectionDealer(asyncio.Protocol, context, 10.0)
+
+
+def test_a_worker_hears_when_its_dealer_is_gone(fleet: Fleet) -> None:
+    # The accepting worker killed (even by SIGKILL) closes its end of the channel: the
+    # other workers must notice and stop instead of living on as orphans.
+    async def run() -> bool:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        gone = asyncio.Event()
+        dealt_to = ConnectionDealer(asyncio.Protocol, server_ssl_context(fleet, PASSPHRASE), 10.0,
+                                    dealt_from=theirs, on_dealer_gone=gone.set)
+        dealt_to.start()
+        ours.close()
+        try:
+            await asyncio.wait_for(gone.wait(), 10)
+        finally:
+            await dealt_to.close()
+        return gone.is_set()
+
+    assert asyncio.run(run())

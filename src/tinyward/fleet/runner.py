@@ -152,15 +152,18 @@ async def start(fleet_server: FleetServer, sock: socket.socket,
 async def start_dealt(fleet_server: FleetServer, ssl_context: ssl.SSLContext, *,
                       listening: socket.socket | None = None,
                       workers: Sequence[socket.socket] = (),
-                      dealt_from: socket.socket | None = None) -> RunningServer:
+                      dealt_from: socket.socket | None = None,
+                      on_dealer_gone: Callable[[], None] | None = None) -> RunningServer:
     """Serve ``fleet_server`` on connections dealt by a :class:`ConnectionDealer`.
 
     The accepting worker passes ``listening`` (and the channels to the other ``workers``);
-    every other worker passes ``dealt_from``, its end of the channel.
+    every other worker passes ``dealt_from``, its end of the channel, and may pass
+    ``on_dealer_gone``, called when the accepting worker has gone (even by SIGKILL).
     """
     runner, protocol_factory = await _app_runner(fleet_server)
     dealer = ConnectionDealer(protocol_factory, ssl_context, fleet_server.config.handshake_timeout,
-                              listening=listening, workers=workers, dealt_from=dealt_from)
+                              listening=listening, workers=workers, dealt_from=dealt_from,
+                              on_dealer_gone=on_dealer_gone)
     dealer.start()
     port = listening.getsockname()[1] if listening is not None else 0
     return RunningServer(runner, None, port, dealer)
@@ -184,7 +187,8 @@ class ConnectionDealer:
                  ssl_context: ssl.SSLContext, handshake_timeout: float, *,
                  listening: socket.socket | None = None,
                  workers: Sequence[socket.socket] = (),
-                 dealt_from: socket.socket | None = None) -> None:
+                 dealt_from: socket.socket | None = None,
+                 on_dealer_gone: Callable[[], None] | None = None) -> None:
         if (listening is None) == (dealt_from is None):
             raise ValueError("a dealer either accepts (listening) or is dealt to (dealt_from)")
         self._factory = protocol_factory
@@ -193,6 +197,7 @@ class ConnectionDealer:
         self._listening = listening
         self._workers = list(workers)
         self._dealt_from = dealt_from
+        self._on_dealer_gone = on_dealer_gone
         self._turn = 0  # 0: this worker; i: self._workers[i - 1]
         self._handshakes: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -259,6 +264,8 @@ class ConnectionDealer:
             if not message and not fds:  # the dealer is gone: nothing more will come
                 assert self._loop is not None
                 self._loop.remove_reader(self._dealt_from.fileno())
+                if self._on_dealer_gone is not None:
+                    self._on_dealer_gone()
                 return
             for fd in fds:
                 self.dealt[0] += 1
@@ -351,12 +358,16 @@ def _worker(fleet_dir: Path, passphrase: bytes, db_url: str, config: ServerConfi
         context = server_ssl_context(fleet, passphrase)
         store = open_store(db_url)
         fleet_server = FleetServer(FleetDirectory(fleet), store, config)
+        stop = asyncio.Event()
         if dealt_from is None and not channels:
             assert sock is not None
             running = await start(fleet_server, sock, context)
         else:
+            # A worker whose dealer has died (SIGKILL included) stops too, rather than live
+            # on as an orphan holding the database and its devices' connections.
             running = await start_dealt(fleet_server, context, listening=sock,
-                                        workers=channels, dealt_from=dealt_from)
+                                        workers=channels, dealt_from=dealt_from,
+                                        on_dealer_gone=stop.set)
         # Everything alive now (modules, the app, the fleet) lives as long as the process:
         # keep it out of the cyclic GC, whose full passes otherwise walk it again and again
         # while connections come and go (≈ 80 % of the CPU during a burst of handshakes
@@ -364,7 +375,6 @@ def _worker(fleet_dir: Path, passphrase: bytes, db_url: str, config: ServerConfi
         gc.freeze()
         if announce is not None:
             announce(running.port)
-        stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
