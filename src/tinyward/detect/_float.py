@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.covariance import LedoitWolf
 
 from tinyward.detect._common import Standardizer, check_features, choose_threshold, split_holdout
 from tinyward.detect._modelfile import LIMITS, Doc, read_model, write_model
@@ -249,6 +248,10 @@ class MahalanobisDetector(_HoldoutFitted):
         Z = self.standardizer.transform(train)
         d = Z.shape[1]
         self.mu = Z.mean(axis=0)
+        # Imported here: scikit-learn (and SciPy) take about a second to import, and every
+        # tinyward command, the fleet server included, loads this module's CLI.
+        from sklearn.covariance import LedoitWolf
+
         cov = LedoitWolf().fit(Z).covariance_ + self.ridge * np.eye(d)
         precision = np.linalg.inv(cov)
         precision = (precision + precision.T) / 2.0
