@@ -101,3 +101,33 @@ def test_a_worker_hears_when_its_dealer_is_gone(fleet: Fleet) -> None:
         return gone.is_set()
 
     assert asyncio.run(run())
+
+
+def test_a_client_that_is_not_tls_costs_nothing_but_its_own_connection(fleet: Fleet) -> None:
+    # Junk instead of a ClientHello fails that connection's handshake, quietly; the dealer
+    # keeps accepting, and the next real client is served.
+    async def run() -> list[int]:
+        server_context = server_ssl_context(fleet, PASSPHRASE)
+        listening = bind("127.0.0.1", 0)
+        made: list[int] = []
+        dealer = ConnectionDealer(lambda: _Counting(made), server_context, 10.0,
+                                  listening=listening)
+        dealer.start()
+        port = listening.getsockname()[1]
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET / HTTP/1.1\r\n\r\n" + bytes(range(256)))
+            await writer.drain()
+            answer = await asyncio.wait_for(reader.read(), 10)  # the server hangs up …
+            assert len(answer) < 64  # … with at most a TLS alert, no HTTP
+            writer.close()
+            await _connect(port, ssl.create_default_context(cafile=str(fleet.root_ca_path)))
+            for _ in range(200):
+                if made:
+                    break
+                await asyncio.sleep(0.02)
+        finally:
+            await dealer.close()
+        return made
+
+    assert asyncio.run(run()) == [1]

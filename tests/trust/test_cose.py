@@ -107,22 +107,28 @@ def test_refused_invalid_utf8_text_is_not_leaked() -> None:
 
 
 @pytest.mark.parametrize(
-    "item",
+    "data",
     [
-        "caf\udcc3",  # a lone surrogate: not encodable as UTF-8, so built by hand below
-        {"k": [1, {"deep": "x"}]},
+        bytes([0x64]) + b"caf\xc3",  # text(4) whose last byte starts a cut-off sequence
+        # {"k": [1, {"deep": text(1) 0xff}]}: invalid UTF-8 two containers down
+        bytes.fromhex("a1616b8201a1646465657061") + b"\xff",
     ],
     ids=["top-level-text", "text-in-nested-map"],
 )
-def test_invalid_utf8_anywhere_is_still_refused(item: object) -> None:
+def test_invalid_utf8_anywhere_is_still_refused(data: bytes) -> None:
     # The C decoder runs with str_errors="replace" (see cose._loads_exactly); strictness
     # must survive that: invalid UTF-8 is refused wherever it sits.
-    if isinstance(item, str):
-        data = bytes([0x64]) + b"caf\xc3"  # text(4) whose last byte starts a cut sequence
-    else:
-        data = cbor2.dumps(item).replace(b"ax", b"a\xff")
     with pytest.raises(MalformedCose, match="not valid CBOR"):
         cose.loads_cbor(data, "test item")
+
+
+def test_invalid_utf8_in_the_unprotected_header_is_refused(signer: EphemeralSigner) -> None:
+    # decode_sign1 walks only the unprotected header for replaced text (every other part
+    # of the envelope is a byte string): it must still refuse invalid UTF-8 there.
+    message = sign1(b"payload", signer, unprotected={99: "ok"})
+    assert b"\x62ok" in message
+    with pytest.raises(MalformedCose, match="not valid CBOR"):
+        decode_sign1(message.replace(b"\x62ok", b"\x62o\xff"))
 
 
 def test_a_real_replacement_character_is_accepted() -> None:
@@ -180,6 +186,7 @@ def test_never_accepts_what_the_strict_decoder_refuses() -> None:
         {"a": [1, 2.5, "x\u00e9", b"\x00"]}, [None, True, -5, "\ufffd", {"k": "v"}],
         cbor2.CBORTag(18, [b"\xa1\x01\x26", {}, b"payload", bytes(64)]), {1: {2: "abc"}})]
     rng = random.Random(20261125)
+    accepted = 0
     for _ in range(20_000):
         data = bytearray(rng.choice(seeds))
         for _ in range(rng.randint(1, 3)):
@@ -192,7 +199,9 @@ def test_never_accepts_what_the_strict_decoder_refuses() -> None:
             cose.loads_cbor(bytes(data), "mutant")
         except MalformedCose:
             continue
+        accepted += 1
         assert strict_accepts(bytes(data)), bytes(data).hex()
+    assert accepted > 1_000  # the mutants exercise the accepting path, not only refusals
 
 
 def test_cut_off_message_is_truncated_cose(signer: EphemeralSigner) -> None:

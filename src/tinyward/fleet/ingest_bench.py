@@ -16,8 +16,9 @@ timed phase (its first report), as a server does after a restart.
 
 The baseline printed next to the result is the single-machine cryptographic limit
 measured in the same run (before and after it, averaged): ECDSA P-256 verifications per
-second on one core × the number of cores. The server cannot beat it, since it verifies every report's signature; the
-load generator shares the same cores, so the figure is honest rather than flattering.
+second on one core × the number of cores. The server cannot beat it, since it verifies
+every report's signature; the load generator shares the same cores, so the figure is
+honest rather than flattering.
 After the run the database is read back and every report must be there exactly once.
 """
 

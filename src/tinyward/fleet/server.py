@@ -271,8 +271,9 @@ class FleetServer:
         accepted: list[tuple[Report, bytes]] = []
         results: list[dict[str, Any]] = []
         # The same device for every item: look it up once per request, not once per report.
-        # _device_of has just checked that it is enrolled and not revoked.
-        snapshot = _OneDevice(device_id, self.directory.report_key(device_id))
+        # Revocation is read again here, after the body has arrived: a device revoked while
+        # it uploaded does not get its batch stored.
+        snapshot = _OneDevice(device_id, self.directory)
         for item in items:
             decision = decide(item, device_id, snapshot, last, now, self.config.policy)
             if isinstance(decision, Accept):
@@ -353,21 +354,18 @@ class FleetServer:
 
 
 class _OneDevice:
-    """A DeviceDirectory answering for one enrolled, unrevoked device (per batch request).
+    """A DeviceDirectory answering for one device, from one lookup (per batch request)."""
 
-    Built after the request's TLS identity was checked (enrolled, not revoked), so the
-    revocation file is read once per request, not once per report.
-    """
-
-    def __init__(self, device_id: str, key: ec.EllipticCurvePublicKey | None) -> None:
+    def __init__(self, device_id: str, directory: FleetDirectory) -> None:
         self._device_id = device_id
-        self._key = key
+        self._revoked = directory.is_revoked(device_id)
+        self._key = directory.report_key(device_id)
 
     def report_key(self, device_id: str) -> ec.EllipticCurvePublicKey | None:
         return self._key if device_id == self._device_id else None
 
     def is_revoked(self, device_id: str) -> bool:
-        return device_id != self._device_id
+        return self._revoked if device_id == self._device_id else True
 
 
 def _reject_response(decision: Reject) -> web.Response:

@@ -92,8 +92,8 @@ _EC_PUBLIC_KEY_TYPES: set[type] = set()  # concrete classes already seen to be E
 
 
 def _is_p256_public_key(key: object) -> bool:
-    # isinstance against cryptography's ABCs costs ≈ 2 µs a call; the concrete key class
-    # is checked once and remembered, the curve by its name.
+    # isinstance against cryptography's key ABC costs ≈ 2 µs a call: the concrete key
+    # class is checked against it once and remembered; the curve is checked every time.
     kind = type(key)
     if kind not in _EC_PUBLIC_KEY_TYPES:
         if not isinstance(key, _EC_PUBLIC_KEY):
