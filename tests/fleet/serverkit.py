@@ -36,6 +36,7 @@ class Running:
     admin_token: str
     devices: dict[str, SimulatedDevice]
     folder: Path
+    fleet_server: FleetServer
 
     def context(self, name: str) -> ssl.SSLContext:
         return self.devices[name].client_context(self.folder / "tls" / name)
@@ -76,10 +77,10 @@ def start_running(folder: Path, names: tuple[str, ...],
     fleet = Fleet.init(folder / "fleet", PASSPHRASE)
     devices = {name: SimulatedDevice.enrolled(fleet, PASSPHRASE) for name in names}
     store = SQLiteStore(folder / "reports.db")
-    server = ServerThread(FleetServer(FleetDirectory(fleet), store, config),
-                          server_ssl_context(fleet, PASSPHRASE))
+    fleet_server = FleetServer(FleetDirectory(fleet), store, config)
+    server = ServerThread(fleet_server, server_ssl_context(fleet, PASSPHRASE))
     token = create_admin_token(fleet.directory)
-    return Running(fleet, store, server, token, devices, folder)
+    return Running(fleet, store, server, token, devices, folder, fleet_server)
 
 
 def running_server(tmp_path_factory: pytest.TempPathFactory, names: tuple[str, ...],

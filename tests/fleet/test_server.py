@@ -13,7 +13,10 @@ from pathlib import Path
 import cbor2
 import pytest
 
+from tinyward.fleet.directory import FleetDirectory
 from tinyward.fleet.pki import Fleet
+from tinyward.fleet.runner import ServerThread, server_ssl_context
+from tinyward.fleet.server import FleetServer
 from tinyward.fleet.simdevice import SimulatedDevice
 from tinyward.trust import cose
 
@@ -304,4 +307,40 @@ def test_a_device_revoked_while_it_uploads_a_batch_gets_nothing_stored(tmp_path:
         assert set(codes) == {"revoked"}
         assert _stored(state, "slow") == (0, 0)
     finally:
+        state.server.stop()
+
+
+def test_a_device_is_looked_up_when_it_connects_not_on_its_first_report(tmp_path: Path) -> None:
+    # Per-connection work (certificate check, report key, last stored seq) runs after the
+    # handshake, before any request; a refused device is left for its request to refuse.
+    state = start_running(tmp_path, ("early", "revoked"))
+    assert state.post("early", state.report("early"))[0] == 200  # seq 1 is stored
+    early = state.devices["early"].device_id
+    revoked = state.devices["revoked"].device_id
+    state.fleet.revoke(revoked)
+    cold = FleetServer(FleetDirectory(state.fleet), state.store)  # as after a restart
+    thread = ServerThread(cold, server_ssl_context(state.fleet, PASSPHRASE))
+    try:
+        connections = {}
+        for name in ("early", "revoked"):
+            connections[name] = http.client.HTTPSConnection(
+                "127.0.0.1", thread.port, context=state.context(name), timeout=20)
+            connections[name].connect()  # the TLS handshake, no request yet
+        deadline = time.monotonic() + 10
+        while early not in cold._seq_cache and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert cold._seq_cache[early] == 1
+        assert early in cold.directory._keys
+        assert revoked not in cold._seq_cache
+        answers = {}
+        for name, connection in connections.items():
+            connection.request("POST", "/v1/reports", body=state.report(name),
+                               headers={"Content-Type": COSE_TYPE})
+            response = connection.getresponse()
+            answers[name] = (response.status, json.loads(response.read()))
+            connection.close()
+        assert answers["early"] == (200, {"stored_seq": 2})
+        assert (answers["revoked"][0], answers["revoked"][1]["error"]) == (403, "revoked")
+    finally:
+        thread.stop()
         state.server.stop()

@@ -83,8 +83,10 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _guard_connections(server: web.Server, config: ServerConfig) -> None:
-    """Cap concurrent connections per worker and per client address (after the handshake)."""
+def _guard_connections(server: web.Server, fleet_server: FleetServer) -> None:
+    """Cap concurrent connections per worker and per client address (after the handshake),
+    and let the fleet server meet each connection it keeps (:meth:`FleetServer.meet_connection`)."""
+    config = fleet_server.config
     per_ip: Counter[str] = Counter()
     peers: dict[Any, str] = {}
     made, lost = server.connection_made, server.connection_lost
@@ -98,6 +100,8 @@ def _guard_connections(server: web.Server, config: ServerConfig) -> None:
         if len(server.connections) > config.max_connections or \
                 per_ip[ip] > config.max_connections_per_ip:
             transport.abort()
+            return
+        fleet_server.meet_connection(transport)
 
     def connection_lost(handler: Any, exc: BaseException | None = None) -> None:
         ip = peers.pop(handler, None)
@@ -135,7 +139,7 @@ async def _app_runner(fleet_server: FleetServer) -> tuple[web.AppRunner, web.Ser
     await runner.setup()
     if runner.server is None:  # set by setup(); None here would be an aiohttp bug
         raise RuntimeError("aiohttp runner has no server after setup()")
-    _guard_connections(runner.server, config)
+    _guard_connections(runner.server, fleet_server)
     return runner, runner.server
 
 

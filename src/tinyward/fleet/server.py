@@ -36,6 +36,7 @@ from typing import Any
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from tinyward.errors import BadInput
 from tinyward.fleet.directory import FleetDirectory
 from tinyward.fleet.errors import BadCertificate, RevokedDevice, UnknownDevice
 from tinyward.fleet.guards import (
@@ -139,6 +140,7 @@ class FleetServer:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
         self._committer = _GroupCommitter(store, self._executor)
         self._seq_cache: dict[str, int] = {}  # device -> last stored seq (this process)
+        self._warming: set[asyncio.Task[None]] = set()  # meet_connection's reads in flight
         self._openapi = resources.files("tinyward.fleet").joinpath("openapi.json").read_bytes()
 
     # -- application --------------------------------------------------------------------
@@ -180,6 +182,40 @@ class FleetServer:
             raise Refused(403, "unknown_device", "this device is not enrolled in the fleet") from None
         except BadCertificate as error:
             raise Refused(403, "bad_certificate", str(error)) from None
+
+    def meet_connection(self, transport: asyncio.BaseTransport) -> None:
+        """Look a freshly connected device up before its first request arrives.
+
+        Called once per connection, right after the TLS handshake. A device holds its
+        connection for hours, so checking its certificate, loading its report key and
+        reading its last stored sequence number belong with the handshake, not with its
+        first report. This only fills caches: every request still runs the full checks
+        (:meth:`_device_of`, revocation, …), and any refusal is left to the request, which
+        answers it with a reason. A connection without a client certificate (an admin) or
+        with one that does not check out costs nothing more here.
+        """
+        ssl_object = transport.get_extra_info("ssl_object")
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        if not der:
+            return
+        try:
+            device_id = self.directory.tls_identity(der)
+        except BadInput:  # unknown, revoked, not ours …: the first request is refused
+            return
+        except Exception:  # noqa: BLE001 - a bug must not cost the connection its answer
+            _log.exception("looking up a connected device failed")
+            return
+        if device_id not in self._seq_cache:
+            task = asyncio.get_running_loop().create_task(self._warm_last_seq(device_id))
+            self._warming.add(task)
+            task.add_done_callback(self._warming.discard)
+
+    async def _warm_last_seq(self, device_id: str) -> None:
+        try:
+            await self._last_seq(device_id)
+        except Exception:  # noqa: BLE001 - only a cache: the first request reads it again
+            _log.debug("reading the last sequence number of %s failed", device_id,
+                       exc_info=True)
 
     def _admin_of(self, request: web.Request) -> None:
         self.admin.check(request.headers.get("Authorization"))
