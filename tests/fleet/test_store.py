@@ -6,9 +6,20 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from hypothesis import given
+from hypothesis import strategies as st
 
-from tinyward.fleet.store import BadDatabaseUrl, SQLiteStore, open_store
-from tinyward.trust.report import Report
+from tinyward.fleet.simdevice import KeySigner
+from tinyward.fleet.store import (
+    MIN_PACKED_RUN,
+    BadDatabaseUrl,
+    SQLiteStore,
+    open_store,
+    pack_signed,
+    unpack_signed,
+)
+from tinyward.trust.report import Report, encode_report, verify_report
 
 A, B = "aa" * 32, "bb" * 32
 
@@ -88,3 +99,58 @@ def test_append_many_is_one_transaction(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         store.append_many([(A, [_r(A, 2)]), (B, [_r(A, 3)])], 4)
     assert store.last_seq(A) == 1  # the good first group was rolled back with the bad one
+
+
+# --- the signed bytes, kept without their zero padding ------------------------------------
+
+@given(st.binary(max_size=300), st.integers(0, 2000), st.binary(max_size=300))
+def test_packing_the_signed_bytes_loses_nothing(before: bytes, zeros: int, after: bytes) -> None:
+    signed = before + bytes(zeros) + after
+    packed, at, length = pack_signed(signed)
+    assert unpack_signed(packed, at, length) == signed
+    assert len(packed) + length == len(signed)
+    if zeros >= MIN_PACKED_RUN:
+        assert length >= zeros and len(packed) <= len(signed) - zeros
+
+
+def test_a_real_report_is_stored_small_and_given_back_exactly(tmp_path: Path) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    device = "cd" * 32
+    reports = [Report(device, seq, 1000 + seq, results=({"label": "quiet", "score": 0.5},))
+               for seq in (1, 2)]
+    signed = [encode_report(r, KeySigner(key)) for r in reports]
+    store = SQLiteStore(tmp_path / "f.db")
+    store.append(device, list(zip(reports, signed, strict=True)), received_at=5)
+    for report, message in zip(reports, signed, strict=True):
+        again = store.signed_report(device, report.seq)
+        assert again == message
+        assert verify_report(again, key.public_key()) == report
+    assert store.signed_report(device, 3) is None
+    stored = store._db.execute("SELECT MAX(LENGTH(signed_packed)) FROM reports").fetchone()[0]
+    assert stored < len(signed[0]) // 3  # a quiet report is mostly padding
+    # The view gives auditors the exact bytes in plain SQL.
+    view = store._db.execute("SELECT signed FROM signed_reports ORDER BY seq").fetchall()
+    assert [bytes(row[0]) for row in view] == signed
+
+
+def test_a_database_from_before_packing_is_migrated_and_keeps_its_reports(tmp_path: Path) -> None:
+    old = sqlite3.connect(tmp_path / "f.db")
+    old.execute(
+        "CREATE TABLE reports (device_id TEXT NOT NULL, seq BIGINT NOT NULL,"
+        " report_time BIGINT NOT NULL, received_at BIGINT NOT NULL, mode TEXT NOT NULL,"
+        " health TEXT NOT NULL, results TEXT NOT NULL, incidents TEXT NOT NULL,"
+        " signed BLOB NOT NULL, PRIMARY KEY (device_id, seq))")
+    whole = b"old" + bytes(500) + b"message"
+    old.execute("INSERT INTO reports VALUES (?, 1, 1001, 5, 'connected', 'ok', '[]', '{}', ?)",
+                (A, whole))
+    old.commit()
+    old.close()
+    store = SQLiteStore(tmp_path / "f.db")
+    assert store.signed_report(A, 1) == whole
+    store.append(A, [(Report(A, 2, 1002), b"new" + bytes(500) + b"message")], received_at=6)
+    assert store.signed_report(A, 2) == b"new" + bytes(500) + b"message"
+    assert [bytes(r[0]) for r in store._db.execute(
+        "SELECT signed FROM signed_reports ORDER BY seq")] == [
+        whole, b"new" + bytes(500) + b"message"]
+    store.close()
+    assert SQLiteStore(tmp_path / "f.db").signed_report(A, 1) == whole  # opens again as is

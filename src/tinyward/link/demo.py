@@ -195,14 +195,14 @@ class Demo:
         with sqlite3.connect(f"file:{self.fleet.directory / 'reports.db'}?mode=ro",
                              uri=True, timeout=5) as db:
             return [row[0] for row in db.execute(
-                "SELECT signed FROM reports WHERE device_id = ? ORDER BY seq DESC LIMIT 1",
+                "SELECT signed FROM signed_reports WHERE device_id = ? ORDER BY seq DESC LIMIT 1",
                 (device_id,))]
 
     def _copies(self, blob: bytes) -> int:
         assert self.fleet is not None
         with sqlite3.connect(f"file:{self.fleet.directory / 'reports.db'}?mode=ro",
                              uri=True, timeout=5) as db:
-            return int(db.execute("SELECT COUNT(*) FROM reports WHERE signed = ?",
+            return int(db.execute("SELECT COUNT(*) FROM signed_reports WHERE signed = ?",
                                   (blob,)).fetchone()[0])
 
     # ---- attacks -----------------------------------------------------------------------
