@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import cbor2
 import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -20,6 +23,15 @@ class EphemeralSigner:
 
     def public_key(self) -> ec.EllipticCurvePublicKey:
         return self._key.public_key()
+
+
+def with_cose_part(message: bytes, index: int, value: Any) -> bytes:
+    """A COSE_Sign1 message with one of its four parts replaced (the signature is kept,
+    so it no longer matches: an attacker's edit), re-encoded tagged."""
+    decoded = cbor2.loads(message)
+    parts = list(decoded.value if isinstance(decoded, cbor2.CBORTag) else decoded)
+    parts[index] = value
+    return cbor2.dumps(cbor2.CBORTag(18, parts))
 
 
 @pytest.fixture

@@ -147,9 +147,9 @@ def test_fuzz_reused_encoder_gives_the_same_bytes_as_cbor2_dumps(objs):
 
 
 def test_refused_invalid_utf8_text_is_not_leaked():
-    # Found by tests/fuzz/fuzz_protocol.py (the core's memory grew run after run): cbor2's
-    # C decoder leaks the bytes of a non-UTF-8 text string it refuses, so a hostile app
-    # could have grown the core by ~60 KB per message.
+    # Found by tests/fuzz/fuzz_protocol.py (the core's memory grew run after run): cbor2
+    # 5.x's C decoder kept the bytes of a non-UTF-8 text string it refused, so a hostile
+    # app could have grown the core by ~60 KB per message.
     import gc
     import tracemalloc
 

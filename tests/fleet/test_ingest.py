@@ -9,7 +9,7 @@ from tinyward.fleet.ingest import Accept, IngestPolicy, Reject, decide
 from tinyward.trust import cose
 from tinyward.trust.report import Report, encode_report
 
-from ..conftest import EphemeralSigner
+from ..conftest import EphemeralSigner, with_cose_part
 
 NOW = 1_764_000_000
 A, B = "aa" * 32, "bb" * 32
@@ -125,9 +125,8 @@ def test_truncated_refused() -> None:
 
 def test_wrong_algorithm_refused() -> None:
     d = Directory()
-    message = cbor2.loads(_signed(d))
-    message.value[0] = cbor2.dumps({1: -35, 4: bytes.fromhex(A)})
-    _reject(decide(cbor2.dumps(message), A, d, 0, NOW), 400, "malformed")
+    message = with_cose_part(_signed(d), 0, cbor2.dumps({1: -35, 4: bytes.fromhex(A)}))
+    _reject(decide(message, A, d, 0, NOW), 400, "malformed")
 
 
 def test_policy_size_is_used() -> None:

@@ -20,6 +20,7 @@ from tinyward.fleet.server import FleetServer
 from tinyward.fleet.simdevice import SimulatedDevice
 from tinyward.trust import cose
 
+from ..conftest import with_cose_part
 from .serverkit import COSE_TYPE, PASSPHRASE, Running, running_server, start_running
 
 
@@ -67,9 +68,8 @@ def _resigned(running: Running, name: str, change: dict[str, object], remove: st
 
 
 def _wrong_alg(running: Running) -> bytes:
-    message = cbor2.loads(running.report("a", seq=running.devices["a"].next_seq))
-    message.value[0] = cbor2.dumps({1: -35, 4: bytes.fromhex(running.devices["a"].device_id)})
-    return cbor2.dumps(message)
+    return with_cose_part(running.report("a", seq=running.devices["a"].next_seq), 0,
+                          cbor2.dumps({1: -35, 4: bytes.fromhex(running.devices["a"].device_id)}))
 
 
 BAD_INPUTS = {

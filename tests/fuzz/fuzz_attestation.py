@@ -17,7 +17,7 @@ import dataclasses
 
 from tests.fuzz.harness import SHARED, FixedSigner, instrumented, run
 
-with instrumented(__name__, also=["cbor2"]):  # its strict pure-Python decoder re-checks suspect text
+with instrumented(__name__):
     import cbor2
 
     from tinyward.trust.attestation import (

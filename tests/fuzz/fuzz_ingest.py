@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from tests.fuzz.harness import FixedSigner, instrumented, run
 
-with instrumented(__name__, also=["cbor2"]):  # its strict pure-Python decoder re-checks suspect text
+with instrumented(__name__):
     from cryptography.hazmat.primitives.asymmetric import ec
 
     from tinyward.fleet.ingest import Accept, Reject, decide

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 
 from tests.fuzz.harness import instrumented, run, workdir
 
-with instrumented(__name__, also=["cbor2"]):  # its strict pure-Python decoder re-checks suspect text
+with instrumented(__name__):
     from tinyward.fleet.errors import BadCertificate, RevokedDevice, UnknownDevice
     from tinyward.fleet.pki import Fleet
     from tinyward.readout.offline import (

@@ -128,7 +128,11 @@ def test_pycose_verifies_a_tinyward_token(signer: EphemeralSigner) -> None:
 
     token = make_token(signer)
     numbers = signer.public_key().public_numbers()
-    message = Sign1Message.decode(token)
+    # pycose 1.1's decode() wants a tag's content as a list and a dict, and cbor2 6 (which
+    # both use) decodes tag contents immutable. So the tag (one byte, 0xd2 = 18) is read
+    # here and pycose gets the array after it; every COSE check is still pycose's own.
+    assert token[0] == 0xD2
+    message = Sign1Message.from_cose_obj(cbor2.loads(token[1:]), allow_unknown_attributes=False)
     message.key = EC2Key(crv=P256, x=numbers.x.to_bytes(32, "big"), y=numbers.y.to_bytes(32, "big"))
     assert message.verify_signature()
     assert cbor2.loads(message.payload)[10] == NONCE
@@ -278,6 +282,17 @@ def test_payload_that_is_not_a_map_is_malformed(signer: EphemeralSigner) -> None
     token = sign1(cbor2.dumps([1, 2]), signer)
     with pytest.raises(MalformedToken, match="map"):
         verify_token(token, signer.public_key(), NONCE)
+
+
+def test_a_claim_set_with_a_claim_twice_is_malformed(signer: EphemeralSigner) -> None:
+    # Signed by the device key itself: verifiers that keep the first or the last value
+    # would read different nonces. A strict decoder refuses the map (RFC 8949 §5.6).
+    payload = cbor2.dumps(_claimset(make_token(signer)))
+    nonce_claim = cbor2.dumps({10: NONCE})[1:]  # the key and value, without the map head
+    assert payload[0] & 0xE0 == 0xA0 and (payload[0] & 0x1F) < 23
+    twice = bytes([payload[0] + 1]) + payload[1:] + nonce_claim
+    with pytest.raises(MalformedToken, match="not valid CBOR"):
+        verify_token(sign1(twice, signer), signer.public_key(), NONCE)
 
 
 def test_signature_is_checked_before_claims(signer: EphemeralSigner) -> None:

@@ -22,7 +22,7 @@ from tinyward.trust.report import (
     verify_report,
 )
 
-from ..conftest import EphemeralSigner
+from ..conftest import EphemeralSigner, with_cose_part
 
 DEV = "ab" * 32
 
@@ -192,10 +192,10 @@ def test_extra_protected_header_refused(signer: EphemeralSigner) -> None:
 
 
 def test_wrong_algorithm_refused(signer: EphemeralSigner) -> None:
-    message = cbor2.loads(encode_report(_report(), signer))
-    message.value[0] = cbor2.dumps({1: -35, 4: bytes.fromhex(DEV)})
+    message = with_cose_part(encode_report(_report(), signer), 0,
+                             cbor2.dumps({1: -35, 4: bytes.fromhex(DEV)}))
     with pytest.raises(MalformedReport, match="only ES256"):
-        verify_report(cbor2.dumps(message), signer.public_key())
+        verify_report(message, signer.public_key())
 
 
 def test_oversize_refused_before_parsing(signer: EphemeralSigner) -> None:
@@ -255,8 +255,6 @@ def test_fuzz_roundtrip(seq: int, timestamp: int, mode: str, results: list[dict[
 
 
 def test_invalid_utf8_in_a_result_text_is_refused_even_when_signed() -> None:
-    # The payload is decoded with replacement (see cose._loads_exactly) and the schema,
-    # not a generic walk, finds where text may hide: a result text value.
     signer = EphemeralSigner()
     device_id = "ab" * 32
     good = encode_report(Report(device_id, 1, 1_700_000_000, results=({"label": "okay"},)),

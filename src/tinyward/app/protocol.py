@@ -29,7 +29,6 @@ from typing import Any
 
 import cbor2
 import numpy as np
-from cbor2._decoder import CBORDecoder as _VettingDecoder  # see decode_body
 
 from tinyward.app.errors import ContractViolation, ProtocolError
 
@@ -67,17 +66,14 @@ def decode_body(body: bytes) -> Any:
     """Decode exactly one CBOR item.
 
     Raises:
-        ProtocolError: ``not_cbor`` — invalid CBOR, or bytes after the item.
+        ProtocolError: ``not_cbor`` — invalid CBOR (a repeated map key included), or bytes
+            after the item.
     """
     stream = io.BytesIO(body)
     try:
-        # cbor2's C decoder leaks the bytes of a text string that is not valid UTF-8 when
-        # it refuses it (upstream agronholm/cbor2#257), so a hostile app could grow the
-        # core's memory by a message's size per message. The pure-Python decoder, which
-        # frees them, vets the bytes first (found by tests/fuzz/fuzz_protocol.py; the same
-        # fix as in tinyward.trust.cose).
-        _VettingDecoder(io.BytesIO(body)).decode()
-        obj = cbor2.CBORDecoder(stream).decode()
+        # (cbor2 before 6 leaked the bytes of refused invalid UTF-8, agronholm/cbor2#257,
+        # found here by tests/fuzz/fuzz_protocol.py; cbor2 is pinned to 6.)
+        obj = cbor2.CBORDecoder(stream, allow_duplicate_keys=False).decode()
     except Exception as error:  # noqa: BLE001 (cbor2 raises many types, and RecursionError)
         raise ProtocolError("not_cbor", f"message is not valid CBOR ({error})"[:200]) from None
     if obj is getattr(cbor2, "break_marker", None):  # cbor2 returns a lone 0xff "break" as a value

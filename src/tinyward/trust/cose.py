@@ -22,9 +22,6 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import cbor2
-from cbor2._decoder import CBORDecoder as _StrictDecoder  # see _loads_exactly
-from cbor2._types import CBORDecodeEOF as _StrictDecodeEOF
-from cbor2._types import CBORDecodeError as _StrictDecodeError
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -196,28 +193,26 @@ def decode_sign1(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Sign1:
     if not data:
         raise MalformedCose("message is empty")
     data = bytes(data)
-    obj = _loads_exactly(data, "message", walk=False)  # the text check is below
+    obj = _loads_exactly(data, "message")
     tagged = isinstance(obj, cbor2.CBORTag)
     if isinstance(obj, cbor2.CBORTag):
         if obj.tag != COSE_SIGN1_TAG:
             raise MalformedCose(f"CBOR tag {obj.tag} is not COSE_Sign1 (tag 18)")
-        obj = obj.value
-    if not isinstance(obj, list) or len(obj) != 4:
+        obj = obj.value  # cbor2 decodes a tag's content immutable: a tuple, frozendicts
+    if not isinstance(obj, (list, tuple)) or len(obj) != 4:
         raise MalformedCose("COSE_Sign1 must be an array of 4 items")
     protected_bytes, unprotected, payload, signature = obj
     if not isinstance(protected_bytes, bytes):
         raise MalformedCose("protected header must be a byte string")
-    if not isinstance(unprotected, dict):
+    if not isinstance(unprotected, (dict, cbor2.frozendict)):
         raise MalformedCose("unprotected header must be a map")
+    unprotected = dict(unprotected)
     if payload is None:
         raise MalformedCose("detached payloads are not accepted")
     if not isinstance(payload, bytes):
         raise MalformedCose("payload must be a byte string")
     if not isinstance(signature, bytes):
         raise MalformedCose("signature must be a byte string")
-    # Every other part is a byte string: text can only hide in the unprotected header.
-    if unprotected and _may_hide_invalid_utf8(unprotected):
-        _refuse_invalid_utf8(data, "message")
     protected = _protected_header(protected_bytes)
     if not isinstance(protected, dict):
         raise MalformedCose("protected header must encode a map")
@@ -256,52 +251,30 @@ def _protected_header(protected_bytes: bytes) -> Any:
 
 def _malformed(error: BaseException, data: bytes, what: str) -> MalformedCose:
     """The MalformedCose (or TruncatedCose) that a decoder failure becomes."""
-    if isinstance(error, (cbor2.CBORDecodeEOF, _StrictDecodeEOF)):
+    if isinstance(error, cbor2.CBORDecodeEOF):
         return TruncatedCose(f"{what} is not valid CBOR: it ends early ({len(data)} bytes): {error}")
     return MalformedCose(f"{what} is not valid CBOR: {error}")
 
 
-# Every way either cbor2 decoder fails on hostile bytes. ArithmeticError, not just
-# OverflowError: a bigfloat or decimal fraction (tags 4, 5) with a huge exponent or a text
-# mantissa raises decimal.Overflow or InvalidOperation (found by tests/fuzz/fuzz_attestation.py).
-_DECODER_FAILURES = (cbor2.CBORDecodeError, _StrictDecodeError, ValueError, TypeError,
-                     ArithmeticError, RecursionError, MemoryError, LookupError)
+# Every way the decoder fails on hostile bytes. ArithmeticError, not just OverflowError: a
+# bigfloat or decimal fraction (tags 4, 5) with a huge exponent or a text mantissa raises
+# decimal.Overflow or InvalidOperation (found by tests/fuzz/fuzz_attestation.py).
+_DECODER_FAILURES = (cbor2.CBORDecodeError, ValueError, TypeError, ArithmeticError,
+                     RecursionError, MemoryError, LookupError)
 
 
-def _refuse_invalid_utf8(data: bytes, what: str) -> None:
-    """Decode ``data`` with cbor2's strict pure-Python decoder: MalformedCose if it refuses."""
-    try:
-        _StrictDecoder(io.BytesIO(data)).decode()
-    except _DECODER_FAILURES as error:
-        raise _malformed(error, data, what) from None
+def _loads_exactly(data: bytes, what: str) -> Any:
+    """Decode exactly one CBOR item; every decoder failure becomes one :class:`MalformedCose`.
 
-
-def _loads_exactly(data: bytes, what: str, *, walk: bool = True) -> Any:
-    """cbor2.loads that refuses trailing bytes and turns every decoder failure into one error.
-
-    Why not plain ``cbor2.loads``: cbor2's C decoder (5.6 to 5.9 at least) leaks the
-    exception it raises when it refuses a text string that is not valid UTF-8, and that
-    exception holds the string's bytes (upstream agronholm/cbor2#257, found here by the
-    atheris report harness): every refused message would grow a verifier by up to its own
-    size. So the C decoder runs with ``str_errors="replace"``, which never takes that path,
-    and a decoded value with U+FFFD in it (or a type the walk cannot see into) is decoded
-    again by cbor2's strict pure-Python decoder, which refuses invalid UTF-8 without
-    leaking. Valid messages pay one cheap walk instead of a pure-Python decode (≈ 7 µs per
-    report envelope, ≈ 20 µs per report payload).
-
-    What remains of #257: the same C bug leaks one small exception (≈ 0.5 KB, whatever the
-    message size) when it refuses a malformed epoch date, rational, UUID or MIME tag.
-    Bounded per refused message; ``docs/reports.md`` says so. (cbor2 is pinned below 6,
-    whose decoder is a rewrite without the bug, because pycose 1.1 cannot decode with it.)
-
-    ``walk=False``: the caller knows where text can be in what it accepts, walks only
-    there and calls :func:`_refuse_invalid_utf8` if that finds anything.
+    Strict: invalid UTF-8 is refused, and so is a map with a repeated key (RFC 8949 §5.6:
+    two readers could each pick a different value; RFC 9052 §3 forbids it in COSE
+    headers). ``cbor2.loads`` would ignore bytes after the item, so the decoder reads from
+    a stream whose position tells. (cbor2 6's decoder refuses without keeping the refused
+    bytes alive; the 5.x C decoder leaked them, upstream agronholm/cbor2#257.)
     """
     stream = io.BytesIO(data)
     try:
-        obj = cbor2.CBORDecoder(stream, str_errors="replace").decode()
-        if walk and _may_hide_invalid_utf8(obj):
-            _StrictDecoder(io.BytesIO(data)).decode()
+        obj = cbor2.CBORDecoder(stream, allow_duplicate_keys=False).decode()
     except _DECODER_FAILURES as error:  # (not a context manager: this runs per report)
         raise _malformed(error, data, what) from None
     if stream.tell() != len(data):
@@ -309,55 +282,7 @@ def _loads_exactly(data: bytes, what: str, *, walk: bool = True) -> Any:
     return obj
 
 
-#: Decoded types that cannot contain text (exact types: cbor2 makes no subclasses).
-_TEXTLESS = frozenset((bytes, int, float, bool, type(None)))
-
-
-def _may_hide_invalid_utf8(obj: Any) -> bool:
-    """Whether a value decoded with ``str_errors="replace"`` needs the strict decoder.
-
-    True if any text in it holds U+FFFD (an invalid UTF-8 sequence replaced, or a real
-    U+FFFD: the strict decoder tells them apart), or if it holds any type other than the
-    plain CBOR ones (a datetime, a regular expression, a MIME message … could hide
-    replaced text from this walk). Iterative, so deep nesting cannot overflow the stack;
-    exact-type dispatch, because this runs on every report (≈ 2 µs for a report payload).
-    """
-    stack = [obj]
-    pop, extend = stack.pop, stack.extend
-    while stack:
-        item = pop()
-        kind = type(item)
-        if kind is str:
-            if "\ufffd" in item:
-                return True
-        elif kind in _TEXTLESS:
-            continue
-        elif kind is dict:
-            extend(item)
-            extend(item.values())
-        elif kind is list or kind is tuple:
-            extend(item)
-        elif kind is cbor2.CBORTag:
-            stack.append(item.value)
-        else:
-            return True
-    return False
-
-
-def loads_cbor(data: bytes, what: str, *, text_check: bool = True) -> Any:
-    """Decode exactly one CBOR item from hostile bytes; raises :class:`MalformedCose`.
-
-    Strict (invalid UTF-8 is refused) and safe against cbor2's refusal leak: see
-    :func:`_loads_exactly`. ``text_check=False`` leaves the invalid-UTF-8 check to a
-    caller whose schema knows where text may be: any text it accepts that holds U+FFFD
-    (the replacement the decoder made) must go to :func:`refuse_invalid_utf8` first.
-    """
-    return _loads_exactly(data, what, walk=text_check)
-
-
-def refuse_invalid_utf8(data: bytes, what: str) -> None:
-    """Raise :class:`MalformedCose` if ``data`` holds text that is not valid UTF-8.
-
-    (cbor2's strict pure-Python decoder decides; it does not leak what it refuses.)
-    """
-    _refuse_invalid_utf8(data, what)
+def loads_cbor(data: bytes, what: str) -> Any:
+    """Decode exactly one CBOR item from hostile bytes; raises :class:`MalformedCose`
+    (invalid CBOR or UTF-8, a repeated map key, bytes after the item)."""
+    return _loads_exactly(data, what)

@@ -135,8 +135,7 @@ def encode_report(
     """
     payload_map = _to_payload(report)
     try:
-        # text_vouched: Python strings, not decoded bytes (U+FFFD here is the caller's own).
-        _check_payload({**payload_map, "pad": b""}, limits, text_vouched=True)
+        _check_payload({**payload_map, "pad": b""}, limits)
     except MalformedReport as error:
         raise Misuse(f"report cannot be encoded: {error}") from None
     if size > limits.max_bytes:
@@ -190,17 +189,10 @@ class UnverifiedReport:
         except cose.BadSignature as error:
             raise BadReportSignature(f"report signature: {error}") from None
         try:
-            # The schema below checks every text in a payload against a pattern or a fixed
-            # set, which U+FFFD never matches, except result text values: those tell it
-            # (_ReplacedText) to have the strict decoder vouch for the bytes (see cose).
-            payload = cose.loads_cbor(self.sign1.payload, "report payload", text_check=False)
-            try:
-                report = _check_payload(payload, limits)
-            except _ReplacedText:
-                cose.refuse_invalid_utf8(self.sign1.payload, "report payload")
-                report = _check_payload(payload, limits, text_vouched=True)
+            payload = cose.loads_cbor(self.sign1.payload, "report payload")
         except cose.MalformedCose as error:
             raise MalformedReport(str(error)) from None
+        report = _check_payload(payload, limits)
         if report.device_id != self.device_id:
             raise MalformedReport(
                 "the kid in the protected header does not name the device in 'dev'")
@@ -308,15 +300,8 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-class _ReplacedText(Exception):
-    """A result text holds U+FFFD: maybe an invalid UTF-8 sequence the decoder replaced."""
-
-
-def _check_payload(payload: object, limits: ReportLimits, text_vouched: bool = False) -> Report:
-    """The strict schema; raises :class:`MalformedReport` naming the first broken rule.
-
-    Unless ``text_vouched``, raises :class:`_ReplacedText` for result text with U+FFFD.
-    """
+def _check_payload(payload: object, limits: ReportLimits) -> Report:
+    """The strict schema; raises :class:`MalformedReport` naming the first broken rule."""
     if not isinstance(payload, dict):
         raise MalformedReport("the report payload must be a CBOR map")
     if payload.keys() != PAYLOAD_KEYS:
@@ -346,13 +331,12 @@ def _check_payload(payload: object, limits: ReportLimits, text_vouched: bool = F
         raise MalformedReport(f"'health' must be one of {', '.join(HEALTH)}")
     if not isinstance(payload["pad"], bytes):
         raise MalformedReport("'pad' must be a byte string")
-    results = _check_results(payload["res"], limits, text_vouched)
+    results = _check_results(payload["res"], limits)
     incidents = _check_incidents(payload["inc"], limits)
     return Report(dev, seq, t, payload["mode"], results, incidents, payload["health"])
 
 
-def _check_results(res: object, limits: ReportLimits,
-                   text_vouched: bool) -> tuple[Mapping[str, ResultValue], ...]:
+def _check_results(res: object, limits: ReportLimits) -> tuple[Mapping[str, ResultValue], ...]:
     if not isinstance(res, list):
         raise MalformedReport("'res' must be an array of result maps")
     if len(res) > limits.max_results:
@@ -369,16 +353,14 @@ def _check_results(res: object, limits: ReportLimits,
             if isinstance(value, (list, tuple)):
                 if len(value) > limits.max_list_items:
                     raise MalformedReport(f"result {i} field {key!r} has too many items")
-                clean[key] = tuple(_check_scalar(v, limits, i, key, text_vouched)
-                                   for v in value)
+                clean[key] = tuple(_check_scalar(v, limits, i, key) for v in value)
             else:
-                clean[key] = _check_scalar(value, limits, i, key, text_vouched)
+                clean[key] = _check_scalar(value, limits, i, key)
         out.append(clean)
     return tuple(out)
 
 
-def _check_scalar(value: object, limits: ReportLimits, result: int, key: str,
-                  text_vouched: bool) -> Scalar:
+def _check_scalar(value: object, limits: ReportLimits, result: int, key: str) -> Scalar:
     # The place in the error message is built only on error: this runs per result value.
     if value is None or isinstance(value, bool):
         return value
@@ -394,8 +376,6 @@ def _check_scalar(value: object, limits: ReportLimits, result: int, key: str,
         if len(value) > limits.max_text:
             raise MalformedReport(
                 f"result {result} field {key!r}: text longer than {limits.max_text} characters")
-        if not text_vouched and "\ufffd" in value:
-            raise _ReplacedText
         return value
     raise MalformedReport(
         f"result {result} field {key!r}: {type(value).__name__} is not an accepted result value")
