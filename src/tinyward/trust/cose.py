@@ -17,7 +17,6 @@ Signing goes through a :class:`Signer` so that private keys stay in the keystore
 from __future__ import annotations
 
 import io
-import threading
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -139,25 +138,8 @@ class Sign1:
         return self.payload
 
 
-class _ReusedEncoder(threading.local):
-    """One cbor2 encoder per thread: building one costs more than encoding a Sig_structure."""
-
-    def __init__(self) -> None:
-        self.buffer = io.BytesIO()
-        self.encoder = cbor2.CBOREncoder(self.buffer)
-
-    def dumps(self, obj: Any) -> bytes:
-        self.buffer.seek(0)
-        self.buffer.truncate()
-        self.encoder.encode(obj)
-        return self.buffer.getvalue()
-
-
-_ENCODER = _ReusedEncoder()
-
-
 def _sig_structure(protected_bytes: bytes, external_aad: bytes, payload: bytes) -> bytes:
-    return _ENCODER.dumps(["Signature1", protected_bytes, external_aad, payload])
+    return cbor2.dumps(["Signature1", protected_bytes, external_aad, payload])
 
 
 def sign1(
