@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tinyward.fleet.simdevice import KeySigner
@@ -154,3 +154,50 @@ def test_a_database_from_before_packing_is_migrated_and_keeps_its_reports(tmp_pa
         whole, b"new" + bytes(500) + b"message"]
     store.close()
     assert SQLiteStore(tmp_path / "f.db").signed_report(A, 1) == whole  # opens again as is
+
+
+# --- one commit, many devices: the multi-row statements agree with a plain model -----------
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["a1" * 32, "b2" * 32, "c3" * 32]),
+                          st.lists(st.tuples(st.integers(1, 200),
+                                             st.sampled_from([{}, {"scan": 1}, {"flood": 2}])),
+                                   max_size=120)),
+                min_size=1, max_size=8))
+def test_append_many_matches_a_model_of_the_rules(groups: list) -> None:
+    import tempfile
+    with tempfile.TemporaryDirectory() as folder:
+        store = SQLiteStore(Path(folder) / "f.db")
+        model_last: dict[str, int] = {}
+        model_rows: set[tuple[str, int]] = set()
+        model_incidents: dict[tuple[str, str], int] = {}
+        expected = []
+        batch = []
+        for device, items in groups:
+            reports = [(Report(device, seq, 1000 + seq, incidents=inc), b"s%d" % seq + bytes(70))
+                       for seq, inc in items]
+            batch.append((device, reports))
+            last = model_last.get(device, 0)
+            for report, _ in reports:
+                if report.seq > last:
+                    last = report.seq
+                    model_rows.add((device, report.seq))
+                    for kind, count in report.incidents.items():
+                        model_incidents[device, kind] = model_incidents.get((device, kind), 0) + count
+            model_last[device] = last
+            expected.append(last)
+        assert store.append_many(batch, received_at=5) == expected
+        # The same groups again: nothing more is stored, each answer is the device's last.
+        assert store.append_many(batch, received_at=6) == [model_last[d] for d, _ in groups]
+        rows = set(store._db.execute("SELECT device_id, seq FROM reports").fetchall())
+        assert rows == model_rows
+        for device, last in model_last.items():
+            status = store.device_status(device)
+            counted = sum(1 for d, _ in model_rows if d == device)
+            if counted:
+                assert status is not None and (status.last_seq, status.reports) == (last, counted)
+                assert status.incidents == {k: v for (d, k), v in model_incidents.items()
+                                            if d == device}
+            for seq in (s for d, s in model_rows if d == device):
+                assert store.signed_report(device, seq) == b"s%d" % seq + bytes(70)
+        store.close()
