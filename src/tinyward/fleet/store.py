@@ -201,6 +201,10 @@ _DEVICE_COLUMNS = ("device_id", "last_seq", "reports", "last_report_time", "last
                    "health")
 
 
+#: Each group's device and its reports, each with its row of the reports table.
+_Rows = list[tuple[str, list[tuple[Report, tuple[object, ...]]]]]
+
+
 @functools.lru_cache(maxsize=512)
 def _insert_sql(table: str, columns: tuple[str, ...], rows: int) -> str:
     """``INSERT INTO table (columns) VALUES (?, …), (?, …) …`` for ``rows`` rows."""
@@ -258,6 +262,13 @@ class SQLiteStore:
         for device_id, reports in groups:  # a caller bug: refuse before touching anything
             if any(report.device_id != device_id for report, _ in reports):
                 raise ValueError("append() got a report of another device")
+        # The rows are made before the write lock is taken: the other server processes
+        # wait for that lock, and only the statements need it.
+        rows: _Rows = [(device_id, [(report, (device_id, report.seq, report.timestamp, received_at,
+                                        report.mode, report.health, _json_results(report),
+                                        _json_incidents(report), *pack_signed(signed)))
+                             for report, signed in reports])
+                for device_id, reports in groups]
         with self._lock:
             fcntl.flock(self._write_lock_fd, fcntl.LOCK_EX)
             try:
@@ -265,7 +276,7 @@ class SQLiteStore:
                 # inserts are one atomic step even with several server processes.
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
-                    stored = self._append_locked(groups, received_at)
+                    stored = self._append_locked(rows, received_at)
                     self._db.execute("COMMIT")
                 except BaseException:
                     self._db.execute("ROLLBACK")
@@ -274,8 +285,7 @@ class SQLiteStore:
                 fcntl.flock(self._write_lock_fd, fcntl.LOCK_UN)
         return stored
 
-    def _append_locked(self, groups: Sequence[tuple[str, Sequence[tuple[Report, bytes]]]],
-                       received_at: int) -> list[int]:
+    def _append_locked(self, groups: _Rows, received_at: int) -> list[int]:
         """The writes of one commit, in a few statements whatever its size.
 
         Python's sqlite3 releases and retakes the GIL around every step of a statement
@@ -295,28 +305,25 @@ class SQLiteStore:
                 f" IN ({', '.join('?' * len(chunk))})", chunk).fetchone()
             last.update(json.loads(found))
         stored: list[int] = []
-        rows: list[object] = []
+        values: list[object] = []
         newest: dict[str, tuple[Report, int]] = {}  # device -> (newest fresh report, count)
         incidents: dict[tuple[str, str], int] = {}
         for device_id, reports in groups:
             seq = last[device_id]
-            for report, signed in reports:
+            for report, row in reports:
                 if report.seq <= seq:  # stored already (a replay, or another process won)
                     continue
                 seq = report.seq
-                rows += (device_id, seq, report.timestamp, received_at, report.mode,
-                         report.health, _json_results(report), _json_incidents(report),
-                         *pack_signed(signed))
+                values += row
                 newest[device_id] = (report, newest.get(device_id, (report, 0))[1] + 1)
                 for kind, count in report.incidents.items():
                     incidents[device_id, kind] = incidents.get((device_id, kind), 0) + count
             last[device_id] = seq
             stored.append(seq)
         width = len(_REPORT_COLUMNS)
-        for start in range(0, len(rows), width * _ROWS_PER_STATEMENT):
-            values = rows[start:start + width * _ROWS_PER_STATEMENT]
-            self._db.execute(_insert_sql("reports", _REPORT_COLUMNS, len(values) // width),
-                             values)
+        for start in range(0, len(values), width * _ROWS_PER_STATEMENT):
+            part = values[start:start + width * _ROWS_PER_STATEMENT]
+            self._db.execute(_insert_sql("reports", _REPORT_COLUMNS, len(part) // width), part)
         if newest:
             self._db.execute(
                 _insert_sql("devices", _DEVICE_COLUMNS, len(newest))
