@@ -7,6 +7,8 @@ Kept apart from ``cli/fleet.py`` (the PKI commands) so the two can change indepe
 from __future__ import annotations
 
 import os
+import platform
+import sys
 from pathlib import Path
 
 import click
@@ -106,7 +108,8 @@ def bench_ingest(devices: int, reports: int, batch: int, workers: int | None) ->
     verify = 1e6 / result.verify_per_core
     capacity = result.cores * 1e6 / (server + client)
     click.echo(f"devices {result.devices}, reports {result.reports}, batch {result.batch}, "
-               f"server workers {result.workers}")
+               f"server workers {result.workers}; Python {platform.python_version()} at "
+               f"{sys.executable} ({_interpreter_linkage()})")
     click.echo(f"connecting (before the clock): {result.devices} mutual-TLS 1.3 handshakes and "
                f"device lookups in {result.connect_seconds:.2f} s; CPU per device: server "
                f"{result.connect_server_cpu_seconds / result.devices * 1e3:.2f} ms + load "
@@ -134,6 +137,15 @@ def bench_ingest(devices: int, reports: int, batch: int, workers: int | None) ->
     click.echo(f"CPU-bound capacity if every core were ours: {capacity:,.0f} reports/s = "
                f"{capacity / result.crypto_limit:.0%} of the crypto limit "
                f"(load {os.getloadavg()[0]:.1f} on {result.cores} cores during the run)")
+
+
+def _interpreter_linkage() -> str:
+    """Whether this interpreter calls libpython as a shared library (slower: see Makefile)."""
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return "linkage unknown"
+    return "libpython shared" if "libpython" in maps else "libpython linked in"
 
 
 BENCH_COMMANDS.append(bench_ingest)
