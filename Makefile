@@ -18,10 +18,14 @@ demo: system-deps venv
 test: system-deps venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-venv: $(VENV)/.installed
+# The stamp names the interpreter: choosing another one rebuilds .venv on it (--clear).
+# system-deps first (order only): Debian's python3.11 needs python3.11-venv for ensurepip.
+STAMP := $(VENV)/.installed$(subst /,_,$(PYTHON))
 
-$(VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml | system-deps
+	$(PYTHON) -m venv --clear $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $@

@@ -201,3 +201,19 @@ def test_append_many_matches_a_model_of_the_rules(groups: list) -> None:
             for seq in (s for d, s in model_rows if d == device):
                 assert store.signed_report(device, seq) == b"s%d" % seq + bytes(70)
         store.close()
+
+
+def test_a_big_commit_fits_the_variable_limit_of_older_sqlite(tmp_path: Path) -> None:
+    # 200 devices, each with 32 incident kinds of its own choosing: every statement must
+    # stay under the 999 variables older SQLite builds allow (a device picks its kinds, so
+    # one device must not be able to make a whole group commit fail).
+    store = SQLiteStore(tmp_path / "f.db")
+    store._db.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
+    kinds = {f"kind{k}": 1 for k in range(32)}
+    devices = [f"{n:064x}" for n in range(200)]
+    groups = [(device, [(Report(device, seq, 1000 + seq, incidents=kinds), b"x" * 100)
+                        for seq in (1, 2, 3)]) for device in devices]
+    assert store.append_many(groups, received_at=5) == [3] * 200
+    assert store.fleet_status().reports == 600
+    status = store.device_status(devices[-1])
+    assert status is not None and status.incidents == {kind: 3 for kind in kinds}

@@ -8,8 +8,10 @@ so two connections (or two server processes) racing for one device can never sto
 report twice.
 
 SQLite runs in WAL mode with ``synchronous=FULL`` (the WAL is fsynced on every commit).
-The SQL is kept portable (``ON CONFLICT … DO UPDATE``, ``BIGINT``, no SQLite-only
-functions) so that a PostgreSQL backend can implement the same interface later.
+The SQL is kept portable (``ON CONFLICT … DO UPDATE``, ``BIGINT``, multi-row ``VALUES``)
+so that a PostgreSQL backend can implement the same interface later; the SQLite-only parts
+(``json_group_object`` in a commit, ``zeroblob`` in the ``signed_reports`` view) are marked
+where they are.
 
 Every report's signed bytes are kept for audit, exactly, but without their zero padding:
 reports are padded to one size so that the wire says nothing, and about three quarters of
@@ -193,23 +195,46 @@ def _json_incidents(report: Report) -> str:
 
 
 #: Rows per INSERT (and devices per IN list): 11 columns x 80 rows stays under the 999
-#: variables older SQLite builds allow in one statement.
+#: variables older SQLite builds allow in one statement. It also bounds what a commit's
+#: size (or a device's choice of incident kinds) can make: at most 80 statement shapes a
+#: table, each of at most 80 rows, in both caches below.
 _ROWS_PER_STATEMENT = 80
-_REPORT_COLUMNS = ("device_id", "seq", "report_time", "received_at", "mode", "health",
-                   "results", "incidents", "signed_packed", "pad_at", "pad_len")
-_DEVICE_COLUMNS = ("device_id", "last_seq", "reports", "last_report_time", "last_received_at",
-                   "health")
 
+
+@dataclass(frozen=True)
+class _Columns:
+    """A table's columns for multi-row inserts, and what to do on a key conflict."""
+
+    table: str
+    names: tuple[str, ...]
+    on_conflict: str = ""
+
+
+_REPORT_COLUMNS = _Columns("reports", (
+    "device_id", "seq", "report_time", "received_at", "mode", "health", "results",
+    "incidents", "signed_packed", "pad_at", "pad_len"))
+_DEVICE_COLUMNS = _Columns(
+    "devices", ("device_id", "last_seq", "reports", "last_report_time", "last_received_at",
+                "health"),
+    " ON CONFLICT (device_id) DO UPDATE SET last_seq = excluded.last_seq,"
+    " reports = devices.reports + excluded.reports,"
+    " last_report_time = excluded.last_report_time,"
+    " last_received_at = excluded.last_received_at, health = excluded.health")
+_INCIDENT_COLUMNS = _Columns(
+    "incidents", ("device_id", "kind", "total"),
+    " ON CONFLICT (device_id, kind) DO UPDATE SET total = incidents.total + excluded.total")
+_STATEMENT_SHAPES = 3 * _ROWS_PER_STATEMENT + 16  # the inserts above, and a few others
 
 #: Each group's device and its reports, each with its row of the reports table.
 _Rows = list[tuple[str, list[tuple[Report, tuple[object, ...]]]]]
 
 
-@functools.lru_cache(maxsize=512)
-def _insert_sql(table: str, columns: tuple[str, ...], rows: int) -> str:
+@functools.lru_cache(maxsize=_STATEMENT_SHAPES)
+def _insert_sql(columns: _Columns, rows: int) -> str:
     """``INSERT INTO table (columns) VALUES (?, …), (?, …) …`` for ``rows`` rows."""
-    one = "(" + ", ".join("?" * len(columns)) + ")"
-    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES " + ", ".join([one] * rows)
+    one = "(" + ", ".join("?" * len(columns.names)) + ")"
+    return (f"INSERT INTO {columns.table} ({', '.join(columns.names)}) VALUES "
+            + ", ".join([one] * rows) + columns.on_conflict)
 
 
 class SQLiteStore:
@@ -225,9 +250,9 @@ class SQLiteStore:
         # Writers in several processes queue on an flock (woken the moment it is free)
         # rather than on SQLite's busy handler, which sleeps up to 100 ms between tries.
         self._write_lock_fd = os.open(f"{self.path}.writelock", os.O_RDWR | os.O_CREAT, 0o600)
-        # Room for a prepared statement per row count of the multi-row INSERTs below.
+        # Room for a prepared statement per shape of the multi-row inserts (see above).
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                                   timeout=30.0, cached_statements=512)
+                                   timeout=30.0, cached_statements=_STATEMENT_SHAPES)
         mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             raise BadDatabaseUrl(f"{self.path}: SQLite refused WAL mode (got {mode})")
@@ -297,6 +322,7 @@ class SQLiteStore:
         INSERTs and the device and incident totals in one upsert each.
         """
         devices = list(dict.fromkeys(device_id for device_id, _ in groups))
+        # (SQLite-only: json_group_object; a PostgreSQL backend would use json_object_agg.)
         last: dict[str, int] = dict.fromkeys(devices, 0)
         for start in range(0, len(devices), _ROWS_PER_STATEMENT):
             chunk = devices[start:start + _ROWS_PER_STATEMENT]
@@ -320,27 +346,22 @@ class SQLiteStore:
                     incidents[device_id, kind] = incidents.get((device_id, kind), 0) + count
             last[device_id] = seq
             stored.append(seq)
-        width = len(_REPORT_COLUMNS)
-        for start in range(0, len(values), width * _ROWS_PER_STATEMENT):
-            part = values[start:start + width * _ROWS_PER_STATEMENT]
-            self._db.execute(_insert_sql("reports", _REPORT_COLUMNS, len(part) // width), part)
-        if newest:
-            self._db.execute(
-                _insert_sql("devices", _DEVICE_COLUMNS, len(newest))
-                + " ON CONFLICT (device_id) DO UPDATE SET last_seq = excluded.last_seq,"
-                " reports = devices.reports + excluded.reports,"
-                " last_report_time = excluded.last_report_time,"
-                " last_received_at = excluded.last_received_at, health = excluded.health",
-                [value for device_id, (report, count) in newest.items() for value in
-                 (device_id, report.seq, count, report.timestamp, received_at, report.health)])
-        if incidents:
-            self._db.execute(
-                _insert_sql("incidents", ("device_id", "kind", "total"), len(incidents))
-                + " ON CONFLICT (device_id, kind) DO UPDATE"
-                " SET total = incidents.total + excluded.total",
-                [value for (device_id, kind), total in sorted(incidents.items())
-                 for value in (device_id, kind, total)])
+        self._insert(_REPORT_COLUMNS, values)
+        self._insert(_DEVICE_COLUMNS, [
+            value for device_id, (report, count) in newest.items()
+            for value in (device_id, report.seq, count, report.timestamp, received_at,
+                          report.health)])
+        self._insert(_INCIDENT_COLUMNS, [
+            value for (device_id, kind), total in sorted(incidents.items())
+            for value in (device_id, kind, total)])
         return stored
+
+    def _insert(self, columns: _Columns, values: list[object]) -> None:
+        """Insert (or upsert) flattened rows, at most :data:`_ROWS_PER_STATEMENT` a statement."""
+        step = len(columns.names) * _ROWS_PER_STATEMENT
+        for start in range(0, len(values), step):
+            part = values[start:start + step]
+            self._db.execute(_insert_sql(columns, len(part) // len(columns.names)), part)
 
     def device_status(self, device_id: str) -> DeviceStatus | None:
         with self._lock:
