@@ -51,21 +51,31 @@ def test_serve_refuses_bad_db_url(tmp_path: Path) -> None:
     assert result.exit_code != 0 and "sqlite:///" in result.output
 
 
-@pytest.mark.slow
-def test_serve_with_two_workers_answers_and_stops_on_sigterm(tmp_path: Path) -> None:
-    fleet = Fleet.init(tmp_path / "fleet", PASSPHRASE.encode())
+def _serve(fleet: Fleet, workers: int) -> tuple[subprocess.Popen[str], int]:
+    """`tinyward fleet serve` on a free port; returns once it has announced the port."""
     env = dict(os.environ, TINYWARD_FLEET_PASSPHRASE=PASSPHRASE)
     process = subprocess.Popen(
         [sys.executable, "-m", "tinyward", "fleet", "serve", str(fleet.directory), "--port", "0",
-         "--workers", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+         "--workers", str(workers)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    match = re.search(r"https://127\.0\.0\.1:(\d+)", line)
+    if not match:
+        process.kill()
+        process.wait(30)
+        raise AssertionError(f"the server did not announce its port: {line!r}")
+    return process, int(match.group(1))
+
+
+@pytest.mark.slow
+def test_serve_with_two_workers_answers_and_stops_on_sigterm(tmp_path: Path) -> None:
+    fleet = Fleet.init(tmp_path / "fleet", PASSPHRASE.encode())
+    process, port = _serve(fleet, workers=2)
     try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        match = re.search(r"https://127\.0\.0\.1:(\d+)", line)
-        assert match, line
         context = ssl.create_default_context(cafile=str(fleet.root_ca_path))
-        for _ in range(4):  # several connections, spread over the workers by the kernel
-            connection = http.client.HTTPSConnection("127.0.0.1", int(match.group(1)),
+        for _ in range(4):  # several connections, dealt round-robin over the workers
+            connection = http.client.HTTPSConnection("127.0.0.1", port,
                                                      context=context, timeout=20)
             connection.request("GET", "/v1/health")
             assert json.loads(connection.getresponse().read()) == {"status": "ok"}
@@ -83,12 +93,7 @@ def test_workers_stop_when_the_accepting_process_is_killed(tmp_path: Path) -> No
     import psutil
 
     fleet = Fleet.init(tmp_path / "fleet", PASSPHRASE.encode())
-    env = dict(os.environ, TINYWARD_FLEET_PASSPHRASE=PASSPHRASE)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tinyward", "fleet", "serve", str(fleet.directory), "--port", "0",
-         "--workers", "3"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    assert process.stdout is not None
-    assert re.search(r"https://127\.0\.0\.1:\d+", process.stdout.readline())
+    process, _ = _serve(fleet, workers=3)
     workers = psutil.Process(process.pid).children()
     assert len(workers) == 2
     process.kill()

@@ -122,7 +122,7 @@ def bench_ingest(devices: int, reports: int, batch: int, workers: int | None) ->
                "(measured before and after the run)")
     click.echo(f"ingest / crypto limit: {share:.0%} (goal: at least 50%)")
     with_connect = result.reports_per_second_with_connect
-    click.echo(f"  (the whole run, the {result.devices} handshakes included: "
+    click.echo(f"  (the whole run, the {result.devices} connections included: "
                f"{with_connect:,.0f} reports/s = {with_connect / result.crypto_limit:.0%})")
     wall_limit = result.verify_per_core_wall * result.cores
     click.echo(f"  (the same limit by the wall clock in this run, machine shared: "

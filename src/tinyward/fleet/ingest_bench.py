@@ -10,7 +10,7 @@ does (batches of ``--batch`` reports per request; ``--batch 1`` uses ``POST /v1/
 Two phases, each measured on its own: first every device opens its mutual-TLS
 connection (the handshakes: real devices connect once and then report for hours), then
 the clock runs while all of them send. The ingest figure is the second phase; the bench
-also prints the whole run, handshakes included, so that nothing is hidden. What the
+also prints the whole run, connecting included, so that nothing is hidden. What the
 server does once per connection (the handshake, then checking the device's certificate,
 loading its report key and reading its last stored sequence number: see
 ``FleetServer.meet_connection``) falls in the first phase, as it does for a real device
@@ -79,7 +79,7 @@ class IngestResult:
 
     @property
     def reports_per_second_with_connect(self) -> float:
-        """The whole run, the devices' TLS handshakes included."""
+        """The whole run, the connecting phase (handshakes, device lookups) included."""
         return self.stored / (self.seconds + self.connect_seconds)
 
     @property
