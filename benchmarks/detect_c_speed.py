@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from tinyward.detect._int8_models import Int8AutoencoderDetector, Int8MahalanobisDetector
-from tinyward.detect.bench_c import bench_c, format_bench
+from tinyward.bench.detect_c import bench_c, format_bench
 from tinyward.detect.cortex_m import arm_sizes, qemu_instructions
 from tinyward.detect.cost import KITNET_100_OPS
 from tinyward.detect.export_c import export_c

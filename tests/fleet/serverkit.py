@@ -21,7 +21,7 @@ from tinyward.fleet.guards import create_admin_token
 from tinyward.fleet.pki import Fleet
 from tinyward.fleet.runner import ServerThread, server_ssl_context
 from tinyward.fleet.server import FleetServer, ServerConfig
-from tinyward.fleet.simdevice import SimulatedDevice
+from tinyward.lab.simdevice import SimulatedDevice
 from tinyward.fleet.store import SQLiteStore
 
 PASSPHRASE = b"test passphrase for the fleet"

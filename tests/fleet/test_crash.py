@@ -23,7 +23,7 @@ import cbor2
 import pytest
 
 from tinyward.fleet.pki import Fleet
-from tinyward.fleet.simdevice import SimulatedDevice
+from tinyward.lab.simdevice import SimulatedDevice
 
 PASSPHRASE = "crash test passphrase"
 DEVICES, REPORTS, BATCH = 3, 40, 4

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tinyward.fleet.ingest_bench import run_ingest
+from tinyward.bench.ingest import run_ingest
 
 
 @pytest.mark.slow

@@ -17,7 +17,7 @@ from tinyward.fleet.directory import FleetDirectory
 from tinyward.fleet.pki import Fleet
 from tinyward.fleet.runner import ServerThread, server_ssl_context
 from tinyward.fleet.server import FleetServer
-from tinyward.fleet.simdevice import SimulatedDevice
+from tinyward.lab.simdevice import SimulatedDevice
 from tinyward.trust import cose
 
 from ..conftest import with_cose_part

@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tinyward.fleet.simdevice import KeySigner
+from tinyward.lab.simdevice import KeySigner
 from tinyward.fleet.store import (
     MIN_PACKED_RUN,
     BadDatabaseUrl,

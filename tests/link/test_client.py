@@ -14,7 +14,7 @@ import pytest
 from tests.link.conftest import PASSPHRASE, World
 from tests.link.fakeserver import FakeFleetServer
 from tinyward.errors import Misuse
-from tinyward.link.attacks import (
+from tinyward.lab.attacks import (
     RogueServer,
     server_credentials_other_ca,
     server_credentials_wrong_key,

@@ -27,7 +27,7 @@ import pytest
 from tests.link.conftest import PASSPHRASE, World
 from tinyward.fleet.pki import Fleet
 from tinyward.link.client import LinkConfig
-from tinyward.link.proxy import TCPProxy
+from tinyward.lab.proxy import TCPProxy
 from tinyward.link.runner import DeviceRunner, RunnerConfig, SimulatedSensor
 from tinyward.link.shaper import ShaperConfig
 

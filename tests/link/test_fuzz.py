@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from tinyward.link.client import ReportLink
 from tinyward.link.errors import LinkError
-from tinyward.link.proxy import _Framer
+from tinyward.lab.proxy import _Framer
 from tinyward.link.queue import META_RECORD, QueueConfig, ReportQueue
 from tinyward.trust.rot import FileRootOfTrust
 from tinyward.trust.storage import ProtectedStorage

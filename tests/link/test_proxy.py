@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from tinyward.link.proxy import TCPProxy
+from tinyward.lab.proxy import TCPProxy
 
 
 def _echo_server() -> tuple[socket.socket, int]:

@@ -15,7 +15,7 @@ import pytest
 
 from tests.link.conftest import PASSPHRASE, World
 from tests.link.fakeserver import FakeFleetServer
-from tinyward.link.attacks import listening_sockets
+from tinyward.lab.attacks import listening_sockets
 from tinyward.link.errors import DeviceBusy
 from tinyward.link.queue import ReportQueue
 from tinyward.link.runner import DeviceLock, DeviceRunner, RunnerConfig, SimulatedSensor

@@ -1,4 +1,4 @@
-from tinyward.trust import bench
+from tinyward.bench import trust as bench
 
 
 def test_bench_measures_every_operation_on_both_sides() -> None:

@@ -152,7 +152,7 @@ def run_cmd(manifest_path: Path, csv_path: Path | None, simulate: int | None, se
 @click.option("--frames", type=click.IntRange(100, 100_000), default=5000, show_default=True)
 def bench_sandbox(frames: int) -> None:
     """Frames per second and p50/p99 per frame: in-process call vs. through the sandbox."""
-    from tinyward.app import bench
+    from tinyward.bench import sandbox as bench
 
     direct, sandboxed = bench.run(frames)
     floor = bench.pipe_floor(frames, 60)  # 60 bytes ~ one frame message

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from tinyward.cli.attest_bench import bench_token
+from tinyward.bench.token import bench_token
 from tinyward.errors import BadInput
 from tinyward.fleet.attestation import verify_fleet_token
 from tinyward.fleet.pki import Fleet

@@ -1,6 +1,6 @@
 """`tinyward demo`: a fleet, its server, three sensors, and live attacks, in a live view.
 
-The work is done by :mod:`tinyward.link.demo`; this module only renders its state.
+The work is done by :mod:`tinyward.lab.demo`; this module only renders its state.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tinyward.cli.device_run import bench_shaping
-from tinyward.link.demo import Demo, DemoState, make_folder
+from tinyward.lab.demo import Demo, DemoState, make_folder
 
 
 def _view(state: DemoState) -> Group:

@@ -552,7 +552,7 @@ def _c_scores(
 ) -> dict[str, Any] | None:
     """Export ``detector`` as C, check the C scores equal the Python integer reference on
     every benign and attack vector, and time C scoring; None (with a note) without gcc."""
-    from tinyward.detect.bench_c import bench_c
+    from tinyward.bench.detect_c import bench_c
 
     vectors = np.vstack([streams.benign, *[x for x in streams.attacks.values() if len(x)]])
     try:

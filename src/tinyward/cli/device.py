@@ -199,7 +199,7 @@ def status_command(directory: Path, as_json: bool) -> None:
 @click.option("--seconds", default=1.0, show_default=True, help="Time per operation and side.")
 def bench_trust(seconds: float) -> None:
     """Cost of the trusted core: keystore and protected storage vs. bare `cryptography`."""
-    from tinyward.trust import bench
+    from tinyward.bench import trust as bench
 
     table = Table(title="trusted core vs. direct cryptography (same run)")
     table.add_column("operation")

@@ -153,7 +153,7 @@ def bench_shaping(duration: float, interval: float, size: int, seed: int) -> Non
     from rich.console import Console
     from rich.table import Table
 
-    from tinyward.link import shaping_bench
+    from tinyward.bench import shaping as shaping_bench
 
     console = Console()
     console.print(f"recording {duration:g} s of two devices' TLS records on loopback "

@@ -168,7 +168,7 @@ COMMANDS.append(fleet)
 @click.option("--count", default=50, show_default=True, help="Devices to enrol (and verify x10).")
 def bench_fleet(count: int) -> None:
     """Enrolment and certificate-verification speed, next to bare cryptography."""
-    from tinyward.fleet.bench import run  # imported late: only the benchmark needs it
+    from tinyward.bench.fleet import run  # imported late: only the benchmark needs it
 
     table = Table(title=f"fleet PKI, {count} devices")
     for column in ("operation", "per second", "baseline", "per second ", "slower by"):

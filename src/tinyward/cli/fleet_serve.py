@@ -96,7 +96,7 @@ def bench_ingest(devices: int, reports: int, batch: int, workers: int | None) ->
     synchronous=FULL; prints p50/p99 ack latency and the ECDSA P-256 verification limit
     (verifications/s per core x cores) measured in the same run.
     """
-    from tinyward.fleet.ingest_bench import run_ingest
+    from tinyward.bench.ingest import run_ingest
 
     if reports < devices:
         raise Misuse("give at least one report per device (--reports >= --devices)")

@@ -48,7 +48,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tinyward.fleet.pki import Fleet
-from tinyward.fleet.simdevice import SimulatedDevice
+from tinyward.lab.simdevice import SimulatedDevice
 
 PASSPHRASE = "tinyward-bench-passphrase"
 

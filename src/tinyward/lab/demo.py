@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any, Self
 
 from tinyward.fleet.pki import Fleet
-from tinyward.link import attacks
-from tinyward.link._fleetproc import start_fleet_server
-from tinyward.link.attacks import Outcome
+from tinyward.lab import attacks
+from tinyward.lab.fleetproc import start_fleet_server
+from tinyward.lab.attacks import Outcome
 from tinyward.link.netns import DeviceNamespace, NamespaceUnavailable
 from tinyward.trust import report as codec
 from tinyward.trust.device import Device
