@@ -45,7 +45,8 @@ def _free_port() -> int:
 def _start_server(fleet_dir: Path, port: int) -> subprocess.Popen:
     env = {**os.environ, "TINYWARD_FLEET_PASSPHRASE": PASSPHRASE.decode()}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tinyward", "fleet", "serve", str(fleet_dir), "--port", str(port)],
+        [sys.executable, "-m", "tinyward", "fleet", "serve", str(fleet_dir), "--port", str(port),
+         "--admin-port", "0"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert proc.stdout is not None
     deadline = time.monotonic() + 30

@@ -7,7 +7,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
+import os
 import secrets
+import threading
+import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +45,62 @@ class TokenBuckets:
             return (n - tokens) / self.rate if n <= self.burst else float("inf")
         self._buckets[key] = (tokens - n, now)
         return None
+
+
+class HandshakeGate:
+    """Caps on connections that have not finished their TLS handshake (pure, per process).
+
+    Before the handshake nobody is authenticated, so these connections get their own
+    budget — per client address and in all — and never count against the connections of
+    devices that have shown their certificate. :meth:`admit` says whether a new one may
+    start its handshake; :meth:`release` is called once it has finished or failed.
+    """
+
+    def __init__(self, per_address: int, total: int) -> None:
+        self.per_address, self.total = per_address, total
+        self._by_address: Counter[str] = Counter()
+        self._count = 0
+
+    def admit(self, address: str) -> bool:
+        if self._count >= self.total or self._by_address[address] >= self.per_address:
+            return False
+        self._by_address[address] += 1
+        self._count += 1
+        return True
+
+    def release(self, address: str) -> None:
+        self._count -= 1
+        self._by_address[address] -= 1
+        if self._by_address[address] <= 0:
+            del self._by_address[address]
+
+    @property
+    def in_progress(self) -> int:
+        return self._count
+
+
+class AuditLog:
+    """Append-only JSON lines of administrative calls (0600), never a secret.
+
+    One line per admin request: time, client address, method, path (without the query),
+    HTTP status and outcome code. Tokens are never written, not even a bad one: a
+    mistyped token is often the real one with a typo.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+
+    def record(self, *, address: str, method: str, path: str, status: int, outcome: str) -> None:
+        line = json.dumps({"time": round(time.time(), 3), "address": address, "method": method,
+                           "path": path[:256], "status": status, "outcome": outcome},
+                          ensure_ascii=True) + "\n"
+        with self._lock:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                os.write(fd, line.encode("ascii"))
+            finally:
+                os.close(fd)
 
 
 class AdminToken:

@@ -24,7 +24,7 @@ def start_fleet_server(fleet_dir: Path, passphrase: bytes, host: str = "127.0.0.
     env = {**os.environ, PASSPHRASE_ENV: passphrase.decode()}
     proc = subprocess.Popen(
         [sys.executable, "-m", "tinyward", "fleet", "serve", str(fleet_dir), "--host", host,
-         "--port", str(port), *extra],
+         "--port", str(port), "--admin-port", "0", *extra],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True)
     assert proc.stdout is not None
