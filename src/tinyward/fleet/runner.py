@@ -434,7 +434,7 @@ def _worker(fleet_dir: Path, passphrase: bytes, db_url: str, config: ServerConfi
     async def main() -> None:
         fleet = Fleet.open(fleet_dir)
         context = server_ssl_context(fleet, passphrase)
-        store = open_store(db_url)
+        store = open_store(db_url, max_incident_kinds=config.max_incident_kinds_per_device)
         fleet_server = FleetServer(FleetDirectory(fleet), store, config)
         stop = asyncio.Event()
         # A worker whose dealer has died (SIGKILL included) stops too, rather than live
