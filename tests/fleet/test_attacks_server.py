@@ -239,3 +239,18 @@ def test_admin_calls_and_bad_tokens_are_audited_without_secrets(kinds: Running) 
     assert '"path": "/v1/devices", "status": 401, "outcome": "bad_admin_token"' in text
     assert kinds.admin_token not in text and wrong not in text
     assert stat.S_IMODE(log.stat().st_mode) == 0o600
+
+
+def test_fleet_totals_list_at_most_the_largest_incident_kinds(tmp_path: Path) -> None:
+    from tinyward.fleet.store import FLEET_INCIDENT_KINDS
+    from tinyward.trust.report import Report
+
+    store = SQLiteStore(tmp_path / "r.db", max_incident_kinds=1000)
+    device = "ab" * 32
+    for seq in range(1, 9):  # 8 x 32 = 256 kinds, one device
+        incidents = {f"k{seq}x{i:02d}": seq for i in range(32)}
+        store.append(device, [(Report(device, seq, 1, incidents=incidents), b"x")], 1)
+    totals = store.fleet_status().incidents
+    store.close()
+    assert len(totals) == FLEET_INCIDENT_KINDS
+    assert min(totals.values()) >= 5  # the largest ones (counts 8, 7, 6, then some 5)

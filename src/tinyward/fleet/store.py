@@ -103,7 +103,7 @@ class ReportStore(Protocol):
         ...
 
     def fleet_status(self) -> FleetStatus:
-        """Totals over the fleet."""
+        """Totals over the fleet (incidents: the 100 largest kinds)."""
         ...
 
     def close(self) -> None:
@@ -433,8 +433,11 @@ class SQLiteStore:
                 "SELECT COUNT(*), COALESCE(SUM(reports), 0),"
                 " COALESCE(SUM(CASE WHEN health = 'degraded' THEN 1 ELSE 0 END), 0)"
                 " FROM devices").fetchone()
-            incidents = dict(self._db.execute(
-                "SELECT kind, SUM(total) FROM incidents GROUP BY kind ORDER BY kind").fetchall())
+            # The largest FLEET_INCIDENT_KINDS kinds only: the answer stays small however
+            # many kinds the devices name (each device keeps at most max_incident_kinds).
+            incidents = dict(sorted(self._db.execute(
+                "SELECT kind, SUM(total) AS n FROM incidents GROUP BY kind ORDER BY n DESC,"
+                " kind LIMIT ?", (FLEET_INCIDENT_KINDS,)).fetchall()))
         return FleetStatus(int(devices), int(reports), int(degraded), incidents)
 
     def signed_report(self, device_id: str, seq: int) -> bytes | None:
@@ -459,6 +462,8 @@ class SQLiteStore:
 
 #: Where the counts of a device's incident kinds beyond its cap go.
 OTHER_KIND = "other"
+#: Incident kinds in the fleet's totals (the largest ones).
+FLEET_INCIDENT_KINDS = 100
 
 
 def _make_private(path: Path) -> None:
