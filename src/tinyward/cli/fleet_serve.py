@@ -50,9 +50,12 @@ def _passphrase() -> bytes:
               help="Token bucket size, in reports.")
 @click.option("--max-connections-per-ip", default=256, show_default=True,
               type=click.IntRange(1), help="Concurrent connections per client address.")
+@click.option("--max-handshakes-per-ip", default=16, show_default=True, type=click.IntRange(1),
+              help="TLS handshakes in progress per client address (per worker; nobody is "
+                   "authenticated yet).")
 def serve(fleet_dir: Path, host: str, port: int, db_url: str | None, workers: int,
           admin_host: str, admin_port: int, report_interval: float, rate: float | None,
-          burst: float, max_connections_per_ip: int) -> None:
+          burst: float, max_connections_per_ip: int, max_handshakes_per_ip: int) -> None:
     """Run the fleet server for FLEET_DIR (TLS 1.3, device client certificates).
 
     Devices connect to --host/--port, which requires their client certificate in the TLS
@@ -65,7 +68,8 @@ def serve(fleet_dir: Path, host: str, port: int, db_url: str | None, workers: in
     from tinyward.fleet.server import ServerConfig
 
     config = ServerConfig(report_interval=report_interval, rate_per_second=rate, burst=burst,
-                          max_connections_per_ip=max_connections_per_ip)
+                          max_connections_per_ip=max_connections_per_ip,
+                          max_handshakes_per_ip=max_handshakes_per_ip)
     url = db_url or f"sqlite:///{(fleet_dir / 'reports.db').absolute()}"
 
     def announce(bound: int, admin_bound: int | None) -> None:
