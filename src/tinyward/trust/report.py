@@ -299,10 +299,12 @@ PAYLOAD_ORDER = tuple(sorted(PAYLOAD_KEYS, key=_key_order))
 
 
 def _in_order(mapping: Mapping[str, Any]) -> bool:
+    """Keys in :func:`_key_order` (per report: no encoding, names are ASCII or refused)."""
     if len(mapping) < 2:
         return True
     keys = list(mapping)
-    return keys == sorted(keys, key=_key_order)
+    return all(type(a) is str and type(b) is str and (len(a), a) < (len(b), b)
+               for a, b in zip(keys, keys[1:]))
 
 
 def _to_payload(report: Report) -> dict[str, Any]:
