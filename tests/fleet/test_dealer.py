@@ -16,7 +16,7 @@ import pytest
 
 from tests.fleet.helpers import PASSPHRASE
 from tinyward.fleet.pki import Fleet
-from tinyward.fleet.runner import ConnectionDealer, bind, admin_ssl_context
+from tinyward.fleet.runner import ConnectionDealer, admin_ssl_context, bind
 
 
 class _Counting(asyncio.Protocol):

@@ -17,8 +17,8 @@ Signing goes through a :class:`Signer` so that private keys stay in the keystore
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import cbor2
@@ -272,7 +272,7 @@ class _OnlyTags(dict[int, Any]):
             raise cbor2.CBORDecodeError(f"CBOR tag {tag} is not used by this format")
         return found
 
-    def get(self, tag: int, default: Any = None) -> Any:  # noqa: ARG002 - same as []
+    def get(self, tag: int, default: Any = None) -> Any:
         return self[tag]
 
 

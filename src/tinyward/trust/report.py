@@ -26,6 +26,7 @@ tagged and untagged messages are both valid COSE and both accepted by the verifi
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from collections.abc import Mapping
@@ -304,7 +305,7 @@ def _in_order(mapping: Mapping[str, Any]) -> bool:
         return True
     keys = list(mapping)
     return all(type(a) is str and type(b) is str and (len(a), a) < (len(b), b)
-               for a, b in zip(keys, keys[1:]))
+               for a, b in itertools.pairwise(keys))
 
 
 def _to_payload(report: Report) -> dict[str, Any]:
