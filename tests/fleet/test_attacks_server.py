@@ -91,6 +91,46 @@ def test_attack_unauthenticated_flood_does_not_starve_a_device(small: Running) -
         assert small.store.last_seq(small.devices["a"].device_id) >= 1
 
 
+@pytest.fixture
+def few_handshakes(tmp_path: Path) -> Iterator[Running]:
+    state = start_running(tmp_path, ("a",), ServerConfig(
+        max_handshakes=8, max_handshakes_per_ip=4, handshake_timeout=2.0))
+    yield state
+    state.server.stop()
+
+
+def test_attack_a_many_address_handshake_flood_does_not_keep_a_device_out(
+        few_handshakes: Running) -> None:
+    # Silent TCP clients from five addresses, reopened as soon as they can be (every
+    # 20 ms), fill the handshakes-in-progress budget. Refusing newcomers would keep the
+    # device out for as long as the flood lasts; the oldest handshake makes room instead.
+    stop = threading.Event()
+
+    def flood() -> None:
+        opened: list[socket.socket] = []
+        deadline = time.monotonic() + 2 * BOUND
+        i = 0
+        while not stop.is_set() and time.monotonic() < deadline:
+            sock = _silent(few_handshakes, ATTACKERS[i % len(ATTACKERS)])
+            i += 1
+            if sock is not None:
+                opened.append(sock)
+            while len(opened) > 40:
+                opened.pop(0).close()
+            time.sleep(0.02)
+        for sock in opened:
+            sock.close()
+
+    attacker = threading.Thread(target=flood)
+    attacker.start()
+    try:
+        time.sleep(1.0)  # the budget is full by now
+        assert _post_until_stored(few_handshakes, "a") >= 1
+    finally:
+        stop.set()
+        attacker.join(BOUND)
+
+
 def test_attack_no_certificate_gets_no_http_answer(small: Running) -> None:
     tls = _half_request_without_certificate(small, ATTACKERS[0])
     if tls is None:

@@ -13,12 +13,14 @@ import secrets
 import threading
 import time
 from collections import Counter
+from collections.abc import Hashable
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from tinyward._fsutil import atomic_write
 
 ADMIN_TOKEN_FILE = "admin-token.sha256"
+_Key = TypeVar("_Key", bound=Hashable)
 
 
 class Refused(Exception):
@@ -47,36 +49,50 @@ class TokenBuckets:
         return None
 
 
-class HandshakeGate:
+class HandshakeGate(Generic[_Key]):
     """Caps on connections that have not finished their TLS handshake (pure, per process).
 
     Before the handshake nobody is authenticated, so these connections get their own
     budget — per client address and in all — and never count against the connections of
     devices that have shown their certificate. :meth:`admit` says whether a new one may
     start its handshake; :meth:`release` is called once it has finished or failed.
+
+    Over the per-address cap a new connection is refused. When the total is reached, the
+    *oldest* handshake in progress makes room instead: a flood from many addresses then
+    has to keep opening connections faster than a device completes its handshake (a few
+    milliseconds) to keep that device out, rather than just hold its slots.
     """
 
     def __init__(self, per_address: int, total: int) -> None:
         self.per_address, self.total = per_address, total
         self._by_address: Counter[str] = Counter()
-        self._count = 0
+        self._oldest_first: dict[_Key, str] = {}  # key -> address, in admission order
 
-    def admit(self, address: str) -> bool:
-        if self._count >= self.total or self._by_address[address] >= self.per_address:
-            return False
+    def admit(self, address: str, key: _Key) -> tuple[bool, _Key | None]:
+        """``(admitted, evicted)``: whether ``key`` may start its handshake, and which
+        older one (if any) was released to make room; the caller closes that one."""
+        if self._by_address[address] >= self.per_address:
+            return False, None
+        evicted = None
+        if len(self._oldest_first) >= self.total:
+            evicted = next(iter(self._oldest_first))
+            self.release(evicted)
+        self._oldest_first[key] = address
         self._by_address[address] += 1
-        self._count += 1
-        return True
+        return True, evicted
 
-    def release(self, address: str) -> None:
-        self._count -= 1
+    def release(self, key: _Key) -> None:
+        """``key``'s handshake is over (or it was evicted); a second call does nothing."""
+        address = self._oldest_first.pop(key, None)
+        if address is None:
+            return
         self._by_address[address] -= 1
         if self._by_address[address] <= 0:
             del self._by_address[address]
 
     @property
     def in_progress(self) -> int:
-        return self._count
+        return len(self._oldest_first)
 
 
 class AuditLog:

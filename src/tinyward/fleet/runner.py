@@ -238,7 +238,7 @@ class ConnectionDealer:
                  workers: Sequence[socket.socket] = (),
                  dealt_from: socket.socket | None = None,
                  on_dealer_gone: Callable[[], None] | None = None,
-                 gate: HandshakeGate | None = None) -> None:
+                 gate: HandshakeGate[socket.socket] | None = None) -> None:
         if (listening is None) == (dealt_from is None):
             raise ValueError("a dealer either accepts (listening) or is dealt to (dealt_from)")
         self._factory = protocol_factory
@@ -248,9 +248,10 @@ class ConnectionDealer:
         self._workers = list(workers)
         self._dealt_from = dealt_from
         self._on_dealer_gone = on_dealer_gone
-        self.gate = gate or HandshakeGate(16, 256)
+        self.gate: HandshakeGate[socket.socket] = gate or HandshakeGate(16, 256)
         self._turn = 0  # 0: this worker; i: self._workers[i - 1]
         self._handshakes: set[asyncio.Task[None]] = set()
+        self._pending: dict[socket.socket, asyncio.Task[None]] = {}  # handshakes, by socket
         self._loop: asyncio.AbstractEventLoop | None = None
         #: Connections served here and passed on, by worker (0 is this one).
         self.dealt = [0] * (len(self._workers) + 1)
@@ -329,15 +330,19 @@ class ConnectionDealer:
         except OSError:  # already gone
             connection.close()
             return
-        if not self.gate.admit(address):
-            connection.close()  # over a pre-authentication cap: no TLS work at all
+        admitted, evicted = self.gate.admit(address, connection)
+        if not admitted:
+            connection.close()  # over the per-address cap: no TLS work at all
             return
+        if evicted is not None:  # the oldest handshake in progress makes room
+            self._pending.pop(evicted).cancel()
         connection.setblocking(False)
-        task = self._loop.create_task(self._handshake(connection, address))
+        task = self._loop.create_task(self._handshake(connection))
+        self._pending[connection] = task
         self._handshakes.add(task)
         task.add_done_callback(self._handshakes.discard)
 
-    async def _handshake(self, connection: socket.socket, address: str) -> None:
+    async def _handshake(self, connection: socket.socket) -> None:
         assert self._loop is not None
         try:
             await self._loop.connect_accepted_socket(
@@ -351,8 +356,12 @@ class ConnectionDealer:
         except Exception:  # noqa: BLE001 - a bug, not a client: log it, keep serving
             _log.exception("serving a dealt connection failed")
             connection.close()
+        except asyncio.CancelledError:  # evicted by a newer handshake, or shutting down
+            connection.close()
+            raise
         finally:
-            self.gate.release(address)
+            self.gate.release(connection)
+            self._pending.pop(connection, None)
 
 
 class ServerThread:
