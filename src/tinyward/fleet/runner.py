@@ -7,7 +7,8 @@
   (``minimum_version = TLSv1_3``) with the fleet's server certificate.
 - Before the handshake nobody is authenticated: those connections have their own caps,
   per address and in all (:class:`~tinyward.fleet.guards.HandshakeGate`), and a short
-  ``handshake_timeout``; over a cap a new connection is closed at once. They never count
+  ``handshake_timeout``; over the per-address cap a new connection is closed at once,
+  and when the total is reached the oldest handshake makes room. They never count
   against ``max_connections``, which only connections that finished the handshake (on the
   device listener: devices) use. 1,100 certificate-less connections held every slot
   before.
@@ -227,7 +228,8 @@ class ConnectionDealer:
     ``MAX_ACCEPT_PER_WAKEUP`` connections, so a flood cannot starve the requests already
     being served on the same loop. Each worker admits handshakes through its own
     :class:`~tinyward.fleet.guards.HandshakeGate` (caps on connections not yet
-    authenticated); one over a cap is closed before any TLS work.
+    authenticated): over the per-address cap it is closed before any TLS work; when the
+    total is reached, the oldest handshake in progress is cancelled to make room.
     """
 
     MAX_ACCEPT_PER_WAKEUP = 64

@@ -85,8 +85,9 @@ class ServerConfig:
     - ``max_connections`` / ``max_connections_per_ip``: concurrent connections per worker
       that have finished their handshake (devices on the device listener).
     - ``max_handshakes`` / ``max_handshakes_per_ip``: connections still in their TLS
-      handshake (nobody is authenticated yet), per worker; over the cap a new one is
-      closed at once. They never count against the connections above.
+      handshake (nobody is authenticated yet), per worker; over the per-address cap a
+      new one is closed at once, at the total the oldest makes room. They never count
+      against the connections above.
     - ``handshake_timeout``: a TLS handshake must finish within it.
     - ``admin_max_connections``: concurrent connections on the admin listener.
     - ``idle_timeout``: a connection must deliver a complete request head within it after
