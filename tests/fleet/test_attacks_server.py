@@ -127,6 +127,33 @@ def test_attack_no_certificate_gets_no_http_answer(small: Running) -> None:
         assert b"HTTP/1." not in answer
 
 
+def _still_open(sock: ssl.SSLSocket) -> bool:
+    """True if the server keeps the connection (nothing to read within a second)."""
+    sock.settimeout(1.0)
+    try:
+        return sock.recv(1) != b""
+    except TimeoutError:
+        return True
+    except (OSError, ssl.SSLError):
+        return False
+
+
+def test_attack_one_device_cannot_take_every_device_slot(small: Running) -> None:
+    # One enrolled device (or a stolen certificate) opening connections until every slot
+    # of the worker is taken: at most max_connections_per_device are kept.
+    limit = ServerConfig().max_connections_per_device
+    with contextlib.ExitStack() as stack:
+        held = []
+        for _ in range(2 * limit):
+            raw = socket.create_connection(("127.0.0.1", small.server.port), timeout=BOUND)
+            tls = small.context("a").wrap_socket(raw, server_hostname="127.0.0.1")
+            stack.callback(tls.close)
+            held.append(tls)
+        kept = sum(_still_open(tls) for tls in held)
+        assert 1 <= kept <= limit, kept
+        assert _post_until_stored(small, "b") >= 1
+
+
 @pytest.fixture
 def strict(tmp_path: Path) -> Iterator[Running]:
     state = start_running(tmp_path, ("a", "b"), ServerConfig(rate_per_second=0.01, burst=5))

@@ -108,11 +108,15 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def _guard_connections(server: web.Server, max_connections: int, max_per_ip: int,
-                       meet: Callable[[asyncio.Transport], None] | None = None) -> None:
-    """Cap concurrent connections per worker and per client address (after the handshake),
-    and let the fleet server meet each connection it keeps (:meth:`FleetServer.meet_connection`)."""
+                       meet: Callable[[asyncio.Transport], str | None] | None = None,
+                       max_per_device: int = 0) -> None:
+    """Cap concurrent connections per worker, per client address and per device (after the
+    handshake), and let the fleet server meet each connection it keeps
+    (:meth:`FleetServer.meet_connection`, which names the device)."""
     per_ip: Counter[str] = Counter()
     peers: dict[Any, str] = {}
+    per_device: Counter[str] = Counter()
+    devices: dict[Any, str] = {}
     made, lost = server.connection_made, server.connection_lost
 
     def connection_made(handler: Any, transport: asyncio.Transport) -> None:
@@ -124,8 +128,12 @@ def _guard_connections(server: web.Server, max_connections: int, max_per_ip: int
         if len(server.connections) > max_connections or per_ip[ip] > max_per_ip:
             transport.abort()
             return
-        if meet is not None:
-            meet(transport)
+        device_id = meet(transport) if meet is not None else None
+        if device_id is not None:
+            devices[handler] = device_id
+            per_device[device_id] += 1
+            if max_per_device and per_device[device_id] > max_per_device:
+                transport.abort()
 
     def connection_lost(handler: Any, exc: BaseException | None = None) -> None:
         ip = peers.pop(handler, None)
@@ -133,6 +141,11 @@ def _guard_connections(server: web.Server, max_connections: int, max_per_ip: int
             per_ip[ip] -= 1
             if per_ip[ip] <= 0:
                 del per_ip[ip]
+        device_id = devices.pop(handler, None)
+        if device_id is not None:
+            per_device[device_id] -= 1
+            if per_device[device_id] <= 0:
+                del per_device[device_id]
         lost(handler, exc)
 
     server.connection_made = connection_made  # type: ignore[method-assign]
@@ -164,7 +177,7 @@ async def _app_runner(fleet_server: FleetServer) -> tuple[web.AppRunner, web.Ser
     if runner.server is None:  # set by setup(); None here would be an aiohttp bug
         raise RuntimeError("aiohttp runner has no server after setup()")
     _guard_connections(runner.server, config.max_connections, config.max_connections_per_ip,
-                       fleet_server.meet_connection)
+                       fleet_server.meet_connection, config.max_connections_per_device)
     return runner, runner.server
 
 

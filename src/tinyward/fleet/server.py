@@ -84,6 +84,9 @@ class ServerConfig:
       new kinds are counted under ``other`` (the store).
     - ``max_connections`` / ``max_connections_per_ip``: concurrent connections per worker
       that have finished their handshake (devices on the device listener).
+    - ``max_connections_per_device``: concurrent connections of one enrolled device, per
+      worker (a device needs one; the rest is room for reconnecting while a dead one has
+      not timed out yet). One device's certificate cannot take the slots of the others.
     - ``max_handshakes`` / ``max_handshakes_per_ip``: connections still in their TLS
       handshake (nobody is authenticated yet), per worker; over the per-address cap a
       new one is closed at once, at the total the oldest makes room. They never count
@@ -104,6 +107,7 @@ class ServerConfig:
     max_incident_kinds_per_device: int = 64
     max_connections: int = 1024
     max_connections_per_ip: int = 256
+    max_connections_per_device: int = 4
     max_handshakes: int = 256
     max_handshakes_per_ip: int = 16
     handshake_timeout: float = 5.0
@@ -263,8 +267,9 @@ class FleetServer:
         except BadCertificate as error:
             raise Refused(403, "bad_certificate", str(error)) from None
 
-    def meet_connection(self, transport: asyncio.BaseTransport) -> None:
-        """Look a freshly connected device up before its first request arrives.
+    def meet_connection(self, transport: asyncio.BaseTransport) -> str | None:
+        """Look a freshly connected device up before its first request arrives; returns
+        its device ID (None if the certificate names no enrolled device).
 
         Called once per connection, right after the TLS handshake. A device holds its
         connection for hours, so checking its certificate, loading its report key and
@@ -279,18 +284,19 @@ class FleetServer:
         ssl_object = transport.get_extra_info("ssl_object")
         der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
         if not der:
-            return
+            return None
         try:
             device_id = self.directory.tls_identity(der)
         except BadInput:  # unknown, revoked, not ours …: the first request is refused
-            return
+            return None
         except Exception:  # noqa: BLE001 - a bug must not cost the connection its answer
             _log.exception("looking up a connected device failed")
-            return
+            return None
         if device_id not in self._seq_cache:
             task = asyncio.get_running_loop().create_task(self._warm_last_seq(device_id))
             self._warming.add(task)
             task.add_done_callback(self._warming.discard)
+        return device_id
 
     async def _warm_last_seq(self, device_id: str) -> None:
         try:
