@@ -304,3 +304,14 @@ def test_fleet_totals_list_at_most_the_largest_incident_kinds(tmp_path: Path) ->
     store.close()
     assert len(totals) == FLEET_INCIDENT_KINDS
     assert min(totals.values()) >= 5  # the largest ones (counts 8, 7, 6, then some 5)
+
+
+def test_a_port_in_use_is_a_clear_error() -> None:
+    from tinyward.errors import Misuse
+    from tinyward.fleet.runner import bind
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(Misuse, match="cannot listen on 127.0.0.1"):
+            bind("127.0.0.1", taken.getsockname()[1])

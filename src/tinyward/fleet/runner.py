@@ -45,6 +45,7 @@ from typing import Any
 
 from aiohttp import web
 
+from tinyward.errors import Misuse
 from tinyward.fleet.directory import FleetDirectory
 from tinyward.fleet.errors import WrongPassphrase
 from tinyward.fleet.guards import HandshakeGate
@@ -96,12 +97,21 @@ def _tls13_server_context(fleet: Fleet, passphrase: bytes) -> ssl.SSLContext:
     return context
 
 
+class CannotListen(Misuse):
+    """The address or port to listen on is taken or not this machine's."""
+
+
 def bind(host: str, port: int) -> socket.socket:
-    """A listening TCP socket (IPv4 or IPv6 by ``host``)."""
+    """A listening TCP socket (IPv4 or IPv6 by ``host``). Raises :class:`CannotListen`."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        raise CannotListen(f"cannot listen on {host}:{port}: {error.strerror} (another "
+                           "server there? --port / --admin-port choose others)") from None
     sock.listen(1024)
     sock.setblocking(False)
     return sock
