@@ -32,8 +32,8 @@ from __future__ import annotations
 import hmac
 import json
 import os
-import ssl
 import shutil
+import ssl
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -67,7 +67,6 @@ from tinyward.fleet.errors import (
 )
 from tinyward.fleet.keyseal import open_key, seal_key
 from tinyward.fleet.passphrase import check_new_passphrase
-from tinyward.fleet.tokens import FileSigningKey, SigningToken
 from tinyward.fleet.profiles import (
     PURPOSE_EKU,
     PURPOSES,
@@ -80,6 +79,7 @@ from tinyward.fleet.profiles import (
     server_name_entry,
     spki_sha256,
 )
+from tinyward.fleet.tokens import FileSigningKey, SigningToken
 from tinyward.trust.identity import device_id as device_id_from_attestation_key
 from tinyward.trust.identity import is_device_id
 
@@ -194,8 +194,8 @@ def _read_fleet_json(directory: Path) -> dict[str, Any]:
     try:
         meta = json.loads(raw)
         if not isinstance(meta, dict):
-            raise ValueError("not an object")
-    except ValueError as error:
+            raise TypeError("not an object")
+    except (ValueError, TypeError) as error:
         raise BadFleet(f"{directory / FLEET_FILE} is damaged ({error})") from None
     return meta
 
@@ -535,14 +535,15 @@ class Fleet:
             except (ValueError, TypeError, InvalidSignature):
                 raise BadFleet(f"{directory}: the {what} is not issued by the root CA") from None
         update_path = directory / "ca" / f"{_UPDATE}.pub.pem"
-        update_key = None
+        update_key: ec.EllipticCurvePublicKey | None = None
         if update_path.exists():
             try:
-                update_key = serialization.load_pem_public_key(update_path.read_bytes())
+                loaded = serialization.load_pem_public_key(update_path.read_bytes())
             except (OSError, ValueError):
                 raise BadFleet(f"{update_path} is damaged") from None
-            if not isinstance(update_key, ec.EllipticCurvePublicKey):
+            if not isinstance(loaded, ec.EllipticCurvePublicKey):
                 raise BadFleet(f"{update_path} is not an ECDSA public key")
+            update_key = loaded
         return cls(
             directory, fleet_id, server_names, created, root_ca, device_ca, server, update_key,
             retiring,
