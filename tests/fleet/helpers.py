@@ -16,7 +16,9 @@ from cryptography.x509.oid import NameOID
 from tinyward.trust.identity import device_id
 
 PURPOSES = ("tls", "report", "attestation")
-PASSPHRASE = b"correct horse battery staple"
+PASSPHRASE = b"correct horse battery staple"  # the CA passphrase
+UPDATE_PASSPHRASE = b"update key: its own, long secret"
+SERVER_PASSPHRASE = b"server key: another long secret"
 
 
 def device_keys() -> dict[str, ec.EllipticCurvePrivateKey]:
