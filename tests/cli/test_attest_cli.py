@@ -13,7 +13,6 @@ from tests.fleet.helpers import CLI_SECRETS
 from tinyward.cli.main import cli
 
 
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     base = tmp_path_factory.mktemp("attest")

@@ -10,19 +10,16 @@ import threading
 import time
 from pathlib import Path
 
-SERVER_ENV = "TINYWARD_SERVER_PASSPHRASE"
-#: What `fleet serve` refuses to inherit (cli/fleet_secrets.py): never pass them on.
-_NOT_FOR_THE_SERVER = ("TINYWARD_CA_PASSPHRASE", "TINYWARD_UPDATE_PASSPHRASE",
-                       "TINYWARD_FLEET_PASSPHRASE")
+from tinyward.cli.fleet_secrets import NOT_FOR_THE_SERVER, SERVER
 
 
 def server_environment(passphrase: bytes | None) -> dict[str, str]:
     """This process's environment for a `fleet serve` child: without any CA or update
-    secret, with the server passphrase when the server key is sealed."""
-    env = {k: v for k, v in os.environ.items() if k not in _NOT_FOR_THE_SERVER}
-    env.pop(SERVER_ENV, None)
+    secret (which it refuses), with the server passphrase when the server key is sealed."""
+    refused = {role.env for role in NOT_FOR_THE_SERVER} | {SERVER.env}
+    env = {k: v for k, v in os.environ.items() if k not in refused}
     if passphrase is not None:
-        env[SERVER_ENV] = passphrase.decode()
+        env[SERVER.env] = passphrase.decode()
     return env
 
 
