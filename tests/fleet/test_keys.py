@@ -427,6 +427,15 @@ def test_rotate_server_key_new_key_new_pin_old_key_gone(fleet: Fleet) -> None:
         server_ssl_context(rotated)  # sealed now: the passphrase is needed
 
 
+def test_renew_server_certificate_keeps_the_pin(fleet: Fleet) -> None:
+    renewed = fleet.renew_server_certificate(fleet.root_ca_token(PASSPHRASE), now=LATER)
+    assert renewed.server_spki_sha256 == fleet.server_spki_sha256
+    assert renewed.server_certificate.not_valid_after_utc > \
+        fleet.server_certificate.not_valid_after_utc
+    renewed.server_certificate.verify_directly_issued_by(renewed.root_ca)
+    server_ssl_context(renewed)  # the unchanged key still matches
+
+
 def test_rotation_commands_through_the_cli(tmp_path: Path) -> None:
     runner = CliRunner(env=CLI_SECRETS)
     assert runner.invoke(cli, ["fleet", "init", str(tmp_path / "f")]).exit_code == 0
@@ -438,6 +447,8 @@ def test_rotation_commands_through_the_cli(tmp_path: Path) -> None:
     assert f"retiring CA:   {label}" in show.output and "scrypt n=" in show.output
     result = runner.invoke(cli, ["fleet", "retire-device-ca", str(tmp_path / "f"), label])
     assert result.exit_code == 0, result.output
+    result = runner.invoke(cli, ["fleet", "renew-server-cert", str(tmp_path / "f")])
+    assert result.exit_code == 0 and before.server_spki_sha256.hex() in result.output
     result = runner.invoke(cli, ["fleet", "rotate-server-key", str(tmp_path / "f")])
     assert result.exit_code == 0, result.output
     after = Fleet.open(tmp_path / "f")

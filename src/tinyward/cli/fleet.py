@@ -212,6 +212,21 @@ def rotate_server_key(fleet_dir: Path, keys_dir: Path | None, no_server_passphra
     click.echo(f"new server pin (SHA-256 of its public key): {rotated.server_spki_sha256.hex()}")
 
 
+@fleet.command("renew-server-cert")
+@click.argument("fleet_dir", type=_EXISTING_DIR)
+@_KEYS
+def renew_server_cert(fleet_dir: Path, keys_dir: Path | None) -> None:
+    """Renew the server's certificate (2 years) for the same key: devices keep their pin.
+
+    Needs the CA passphrase (the root CA signs it). Restart `fleet serve` afterwards.
+    """
+    opened = Fleet.open(fleet_dir)
+    renewed = opened.renew_server_certificate(opened.root_ca_token(read_secret(CA), keys_dir))
+    until = renewed.server_certificate.not_valid_after_utc.date().isoformat()
+    click.echo(f"server certificate renewed until {until}; pin unchanged: "
+               f"{renewed.server_spki_sha256.hex()}")
+
+
 @fleet.command("rotate-device-ca")
 @click.argument("fleet_dir", type=_EXISTING_DIR)
 @_KEYS

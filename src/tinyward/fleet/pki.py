@@ -638,6 +638,17 @@ class Fleet:
         atomic_write(self.server_certificate_path, _pem(cert))
         return Fleet.open(self.directory)
 
+    def renew_server_certificate(self, root: SigningToken, now: datetime | None = None) -> Fleet:
+        """A new server certificate (2 years from ``now``) for the *same* key: the devices'
+        pin stays valid, so this is the routine renewal; no server secret is needed."""
+        now = _utc_now(now)
+        key = self.server_certificate.public_key()
+        if not isinstance(key, ec.EllipticCurvePublicKey):
+            raise BadFleet("the server certificate has no ECDSA key")
+        cert = make_server_certificate(key, self.server_names, self.root_ca, root, now)
+        atomic_write(self.server_certificate_path, _pem(cert))
+        return Fleet.open(self.directory)
+
     def rotate_device_ca(
         self, root: SigningToken, ca_passphrase: bytes, now: datetime | None = None
     ) -> Fleet:
