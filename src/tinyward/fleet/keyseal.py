@@ -148,9 +148,9 @@ def _parse(data: bytes, name: str) -> tuple[dict[str, Any], bytes, bytes]:
     return header, nonce, ciphertext
 
 
-def open_key(data: bytes, secret: bytes, purpose: str, name: str = "the key file") -> (
-    ec.EllipticCurvePrivateKey
-):
+def open_key(
+    data: bytes, secret: bytes, purpose: str, name: str = "the key file"
+) -> ec.EllipticCurvePrivateKey:
     """Open a sealed key made by :func:`seal_key` for ``purpose``.
 
     Raises:

@@ -87,6 +87,8 @@ __all__ = [
     "DeviceBundle",
     "EnrolledDevice",
     "Fleet",
+    "SigningToken",
+    "device_ca_label",
     "device_id_from_attestation_key",
     "parse_enrolment_request",
 ]
@@ -166,9 +168,6 @@ class _Secrets:
 def device_ca_label(cert: x509.Certificate) -> str:
     """A device CA's short name in ``ca/device-ca.retiring/`` (its key's SHA-256, 16 hex)."""
     return spki_sha256(cert).hex()[:16]
-
-
-_ca_label = device_ca_label
 
 
 def _fleet_json(fleet_id: str, names: tuple[str, ...], created: datetime) -> bytes:
@@ -664,10 +663,11 @@ class Fleet:
         cert = make_device_ca(key.public_key(), self.root_ca, root, now)
         retiring = self.retiring_device_ca_path
         retiring.mkdir(mode=PRIVATE_DIR_MODE, exist_ok=True)
-        atomic_write(retiring / f"{_ca_label(self.device_ca)}.cert.pem", _pem(self.device_ca))
+        atomic_write(retiring / f"{device_ca_label(self.device_ca)}.cert.pem", _pem(self.device_ca))
         fsync_directory(retiring)
-        # The new key first: a crash before the certificate leaves the old pair working
-        # (device_ca_token refuses the mismatch; rotate again).
+        # The old certificate is kept (above) before anything changes. A crash between the
+        # key and the certificate below leaves a pair that does not match: device_ca_token
+        # refuses it (nothing is signed with the wrong key) and rotating again repairs it.
         atomic_write(self.keys_path / _DEVICE_CA_KEY, seal_key(key, ca_passphrase, _DEVICE_CA))
         atomic_write(self.device_ca_path, _pem(cert))
         return Fleet.open(self.directory)
