@@ -34,6 +34,9 @@ def test_cli_init_creates_fleet_and_prints_id_and_pin(fleet_dir: Path) -> None:
     assert result.exit_code == 0
     assert fleet.fleet_id in result.output
     assert fleet.server_spki_sha256.hex() in result.output
+    assert fleet.server_key_path.name == "server.key"  # sealed by default (server passphrase)
+    assert sorted(p.name for p in fleet.keys_path.iterdir()) == [
+        "device-ca.key", "root-ca.key", "update-signing.key"]
 
 
 def test_cli_init_server_names(tmp_path: Path) -> None:

@@ -270,7 +270,7 @@ def bench_fleet(count: int) -> None:
     for figure in run(count):
         table.add_row(
             figure.name,
-            f"{figure.per_second:,.0f}",
+            f"{figure.per_second:,.0f}" if figure.per_second >= 10 else f"{figure.per_second:.2f}",
             figure.baseline_name,
             f"{figure.baseline_per_second:,.0f}",
             f"{figure.ratio:.2f}x",
