@@ -171,6 +171,26 @@ def test_attack_server_code_path_never_opens_an_offline_key(
     assert not [p for p in read if p.startswith(str(fleet.keys_path))], read
 
 
+def test_server_workers_open_the_sealed_key_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each scrypt derivation costs 128 MiB: forked workers reuse the parent's opened key."""
+    fleet = Fleet.init(tmp_path / "fleet", PASSPHRASE, server_passphrase=SERVER_PASSPHRASE)
+    derived: list[int] = []
+    real_derive = keyseal._derive
+
+    def counting(secret: bytes, salt: bytes, params: ScryptParams) -> bytes:
+        derived.append(params.n)
+        return real_derive(secret, salt, params)
+
+    monkeypatch.setattr(keyseal, "_derive", counting)
+    for _ in range(3):
+        server_ssl_context(fleet, SERVER_PASSPHRASE)
+    assert len(derived) == 1
+    with pytest.raises(WrongPassphrase):  # a wrong passphrase is not served from the cache
+        server_ssl_context(fleet, b"another server passphrase")
+
+
 def test_attack_serve_refuses_a_ca_or_update_secret_in_its_environment(tmp_path: Path) -> None:
     Fleet.init(tmp_path / "fleet", PASSPHRASE)
     for name in ("TINYWARD_CA_PASSPHRASE", "TINYWARD_UPDATE_PASSPHRASE",

@@ -29,6 +29,7 @@ thing. Certificate shapes are in ``fleet/profiles.py``; request and bundle parsi
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import os
@@ -240,6 +241,22 @@ def _write_server_key(
     fsync_directory(folder)
 
 
+#: The last server key opened in this process, by SHA-256 of (file, passphrase): forked
+#: server workers inherit it, so N workers do not each spend a 128 MiB scrypt derivation.
+_opened_server_key: dict[bytes, ec.EllipticCurvePrivateKey] = {}
+
+
+def _open_server_key(path: Path, passphrase: bytes) -> ec.EllipticCurvePrivateKey:
+    data = path.read_bytes()
+    tag = hashlib.sha256(len(data).to_bytes(4, "big") + data + passphrase).digest()
+    key = _opened_server_key.get(tag)
+    if key is None:
+        key = open_key(data, passphrase, _SERVER, name=str(path))
+        _opened_server_key.clear()
+        _opened_server_key[tag] = key
+    return key
+
+
 def _load_server_chain(fleet: Fleet, context: ssl.SSLContext, passphrase: bytes | None) -> None:
     folder = fleet.directory / "server"
     sealed, clear = folder / _SEALED_SERVER_KEY, folder / _CLEAR_SERVER_KEY
@@ -248,7 +265,7 @@ def _load_server_chain(fleet: Fleet, context: ssl.SSLContext, passphrase: bytes 
         if passphrase is None:
             raise Misuse("the server key is sealed; give its passphrase (TINYWARD_SERVER_PASSPHRASE)")
         _check_passphrase(passphrase, "server")
-        key = open_key(sealed.read_bytes(), passphrase, _SERVER, name=str(sealed))
+        key = _open_server_key(sealed, passphrase)
         if spki_sha256(key.public_key()) != fleet.server_spki_sha256:
             raise BadFleet(f"{sealed} does not match {fleet.server_certificate_path}")
         # OpenSSL loads keys from files only: an anonymous memory file, the key in it
