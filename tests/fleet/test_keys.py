@@ -477,6 +477,28 @@ def test_rotation_commands_through_the_cli(tmp_path: Path) -> None:
     assert not after.retiring_device_cas
 
 
+def test_init_writes_the_offline_keys_elsewhere(tmp_path: Path) -> None:
+    runner = CliRunner(env=CLI_SECRETS)
+    offline = tmp_path / "media" / "fleet-keys"
+    result = runner.invoke(cli, ["fleet", "init", str(tmp_path / "f"), "--keys", str(offline)])
+    assert result.exit_code == 0, result.output
+    assert not (tmp_path / "f" / "keys").exists()
+    assert sorted(p.name for p in offline.iterdir()) == [
+        "device-ca.key", "root-ca.key", "update-signing.key"]
+    assert offline.stat().st_mode & 0o777 == 0o700
+    request = tmp_path / "enroll.csr.pem"
+    request.write_bytes(request_pem())
+    result = runner.invoke(cli, ["fleet", "enroll", str(tmp_path / "f"), str(request),
+                                 "--keys", str(offline)])
+    assert result.exit_code == 0, result.output
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "x").write_text("mine")
+    refused = runner.invoke(cli, ["fleet", "init", str(tmp_path / "g"), "--keys",
+                                  str(tmp_path / "busy")])
+    assert refused.exit_code != 0 and "not empty" in refused.output
+    assert not (tmp_path / "g").exists()
+
+
 def test_enroll_with_offline_keys_folder(tmp_path: Path) -> None:
     runner = CliRunner(env=CLI_SECRETS)
     assert runner.invoke(cli, ["fleet", "init", str(tmp_path / "f")]).exit_code == 0

@@ -63,7 +63,11 @@ def fleet() -> None:
     "Repeat for several. Default: localhost and 127.0.0.1.",
 )
 @_NO_SERVER_PASSPHRASE
-def init(directory: Path, server_names: tuple[str, ...], no_server_passphrase: bool) -> None:
+@click.option("--keys", "keys_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=None, help="Write the sealed CA and update keys to this new folder "
+              "(e.g. removable media) instead of DIRECTORY/keys.")
+def init(directory: Path, server_names: tuple[str, ...], no_server_passphrase: bool,
+         keys_dir: Path | None) -> None:
     """Create a new fleet in DIRECTORY (a new or empty folder).
 
     Makes a root CA, a device-issuing CA, the fleet server's TLS certificate and a
@@ -78,9 +82,13 @@ def init(directory: Path, server_names: tuple[str, ...], no_server_passphrase: b
     update = read_secret(UPDATE, new=True)
     server = None if no_server_passphrase else read_secret(SERVER, new=True)
     created = Fleet.init(directory, ca, server_names or DEFAULT_SERVER_NAMES,
-                         update_passphrase=update, server_passphrase=server)
+                         update_passphrase=update, server_passphrase=server, keys_dir=keys_dir)
     click.echo(f"created fleet {created.fleet_id} in {created.directory}")
-    click.echo(f"offline keys (CA, update signing): {created.keys_path} (move them offline)")
+    if keys_dir is None:
+        click.echo(f"offline keys (CA, update signing): {created.keys_path} "
+                   "(move them offline; then pass --keys)")
+    else:
+        click.echo(f"offline keys (CA, update signing): {keys_dir} (pass --keys {keys_dir})")
     click.echo(f"server names: {', '.join(created.server_names)}")
     click.echo(f"server pin (SHA-256 of its public key): {created.server_spki_sha256.hex()}")
 

@@ -227,6 +227,25 @@ def _old_key(path: Path, passphrase: bytes) -> ec.EllipticCurvePrivateKey:
     return key
 
 
+def _move_keys(source: Path, target: Path) -> None:
+    """Move the sealed offline keys out of the fleet folder (another disk: copy, then
+    delete). Interrupted, the keys are in one place or both, never lost."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists():
+        target.rmdir()  # checked empty before the fleet was made
+    try:
+        os.rename(source, target)
+    except OSError:
+        shutil.copytree(source, target)  # copy2 keeps the 0600/0700 modes
+        for path in target.iterdir():  # on the disk before the originals go
+            with path.open("rb") as handle:
+                os.fsync(handle.fileno())
+        fsync_directory(target)
+        shutil.rmtree(source)
+    fsync_directory(target.parent)
+    fsync_directory(source.parent)
+
+
 def _write_server_key(
     folder: Path, key: ec.EllipticCurvePrivateKey, passphrase: bytes | None
 ) -> None:
@@ -415,6 +434,7 @@ class Fleet:
         *,
         update_passphrase: bytes | None = None,
         server_passphrase: bytes | None = None,
+        keys_dir: Path | None = None,
     ) -> Fleet:
         """Create a new fleet in ``directory`` (which must not exist, or be empty).
 
@@ -424,7 +444,8 @@ class Fleet:
         ``ca_passphrase``, the update key under ``update_passphrase``, the server key under
         ``server_passphrase`` or, when that is None, kept in clear (0600) for the server's
         user only. Every new passphrase must pass :mod:`tinyward.fleet.passphrase`'s rule,
-        and no two may be equal.
+        and no two may be equal. The sealed CA and update keys go to ``keys_dir`` (a new
+        or empty folder, e.g. on removable media) when given, else to ``directory/keys``.
 
         Raises:
             FleetExists: ``directory`` holds a fleet or any other file.
@@ -450,6 +471,8 @@ class Fleet:
             server_name_entry(name)  # validates, raises Misuse
         directory = Path(directory)
         cls._refuse_existing(directory)
+        if keys_dir is not None and Path(keys_dir).exists() and any(Path(keys_dir).iterdir()):
+            raise FleetExists(f"{keys_dir} is not empty; the offline keys need a new folder")
         directory.parent.mkdir(parents=True, exist_ok=True)
 
         # Build the whole fleet in a private temporary folder, then rename it into place:
@@ -470,6 +493,8 @@ class Fleet:
         fleet = cls.open(directory)
         if fleet.fleet_id != fleet_id:
             raise BadFleet(f"{directory} changed while the fleet was being created")
+        if keys_dir is not None:
+            _move_keys(directory / "keys", Path(keys_dir))
         return fleet
 
     @staticmethod
