@@ -512,3 +512,17 @@ def test_enroll_with_offline_keys_folder(tmp_path: Path) -> None:
                                  "--keys", str(offline)])
     assert result.exit_code == 0, result.output
     assert re.search(r"enrolled device [0-9a-f]{64}", result.output)
+    provisioned = runner.invoke(cli, ["device", "provision", str(tmp_path / "d"), "--fleet",
+                                      str(tmp_path / "f"), "--keys", str(offline),
+                                      "--readout", "none"])
+    assert provisioned.exit_code == 0, provisioned.output
+
+
+def test_provision_with_a_wrong_ca_passphrase_leaves_no_device(tmp_path: Path) -> None:
+    runner = CliRunner(env=CLI_SECRETS)
+    assert runner.invoke(cli, ["fleet", "init", str(tmp_path / "f")]).exit_code == 0
+    result = runner.invoke(cli, ["device", "provision", str(tmp_path / "d"), "--fleet",
+                                 str(tmp_path / "f"), "--readout", "none"],
+                           env={"TINYWARD_CA_PASSPHRASE": SERVER_PASSPHRASE.decode()})
+    assert result.exit_code != 0 and "does not open" in result.output
+    assert not (tmp_path / "d").exists()
