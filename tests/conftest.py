@@ -37,3 +37,19 @@ def with_cose_part(message: bytes, index: int, value: Any) -> bytes:
 @pytest.fixture
 def signer() -> EphemeralSigner:
     return EphemeralSigner()
+
+
+#: scrypt cost for the keys tests seal (2**10: 1 MiB, about a millisecond). The real cost
+#: (tinyward.fleet.keyseal.DEFAULT_SCRYPT, 128 MiB) is checked by
+#: tests/fleet/test_keys.py::test_attack_keys_at_rest_are_memory_hard, which restores it.
+TEST_SCRYPT_N = 2**10
+
+
+@pytest.fixture(autouse=True)
+def _cheap_scrypt(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sealing fleet keys costs 128 MiB and ~0.5 s each at the real cost: far too slow for
+    the hundreds of fleets the tests make. A key records its parameters, so opening one
+    (even in a child process) costs what it was sealed with."""
+    from tinyward.fleet import keyseal
+
+    monkeypatch.setattr(keyseal, "DEFAULT_SCRYPT", keyseal.ScryptParams(n=TEST_SCRYPT_N))

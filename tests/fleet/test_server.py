@@ -319,7 +319,7 @@ def test_a_device_is_looked_up_when_it_connects_not_on_its_first_report(tmp_path
     revoked = state.devices["revoked"].device_id
     state.fleet.revoke(revoked)
     cold = FleetServer(FleetDirectory(state.fleet), state.store)  # as after a restart
-    thread = ServerThread(cold, server_ssl_context(state.fleet, PASSPHRASE))
+    thread = ServerThread(cold, server_ssl_context(state.fleet))
     try:
         connections = {}
         for name in ("early", "revoked"):

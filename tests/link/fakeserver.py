@@ -21,7 +21,7 @@ from tinyward.fleet.pki import Fleet
 
 
 class FakeFleetServer:
-    def __init__(self, fleet: Fleet, passphrase: bytes, port: int = 0) -> None:
+    def __init__(self, fleet: Fleet, port: int = 0) -> None:
         self.fleet = fleet
         self.directory = FleetDirectory(fleet)
         self.stored: dict[str, list[int]] = {}
@@ -29,8 +29,7 @@ class FakeFleetServer:
         self.requests = 0
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.minimum_version = ssl.TLSVersion.TLSv1_3
-        context.load_cert_chain(str(fleet.server_certificate_path), str(fleet.server_key_path),
-                                password=passphrase)
+        fleet.load_server_chain(context, None)  # the tests' fleets keep it in clear
         context.verify_mode = ssl.CERT_REQUIRED
         context.load_verify_locations(cadata=Path(fleet.device_ca_path).read_text()
                                       + Path(fleet.root_ca_path).read_text())

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.link.conftest import PASSPHRASE, World
+from tests.link.conftest import World
 from tests.link.fakeserver import FakeFleetServer
 from tinyward.lab.attacks import listening_sockets
 from tinyward.link.errors import DeviceBusy
@@ -33,7 +33,7 @@ def _free_port() -> int:
 
 def test_device_delivers_every_report_it_makes(world: World) -> None:
     device = world.device("a")
-    with FakeFleetServer(world.fleet, PASSPHRASE) as server:
+    with FakeFleetServer(world.fleet) as server:
         runner = DeviceRunner(device, server.url, FAST, SimulatedSensor(rate=20, seed=1))
         stats = runner.run(duration=1.0)
     assert stats.generated >= 5
@@ -49,7 +49,7 @@ def test_reports_wait_while_the_server_is_down_and_arrive_in_order_later(world: 
     assert stats.generated >= 3 and stats.failures >= 1
     queued = [seq for seq, _ in ReportQueue(Device.open(device.directory).storage).pending()]
     assert queued == list(range(1, stats.generated + 1))
-    with FakeFleetServer(world.fleet, PASSPHRASE, port=port) as server:
+    with FakeFleetServer(world.fleet, port=port) as server:
         again = DeviceRunner(Device.open(device.directory), server.url, FAST,
                              SimulatedSensor(seed=3))
         more = again.run(duration=0.3)
@@ -89,7 +89,7 @@ def _status(path: Path) -> dict:
 def test_running_device_holds_no_listening_socket(world: World, tmp_path: Path) -> None:
     device = world.device("a")
     status = tmp_path / "status.json"
-    with FakeFleetServer(world.fleet, PASSPHRASE) as server:
+    with FakeFleetServer(world.fleet) as server:
         proc = _spawn(device.directory, server.url, status)
         try:
             _wait_for(lambda: _status(status).get("acknowledged_seq", 0) >= 3)
@@ -122,7 +122,7 @@ def test_sigterm_keeps_queued_reports_for_the_next_run(world: World, tmp_path: P
     assert [s for s, _ in queued] == list(range(1, final["generated"] + 1))
     assert "still queued (kept for the next run)" in err
     # The next run delivers them all, in order.
-    with FakeFleetServer(world.fleet, PASSPHRASE, port=port) as server:
+    with FakeFleetServer(world.fleet, port=port) as server:
         proc = _spawn(device.directory, server.url, status, "--duration", "0.3", "--drain", "5")
         proc.communicate(timeout=30)
     stored = server.stored[device.device_id]
@@ -180,7 +180,7 @@ def test_the_sandboxed_application_can_be_the_source(world: World, app: str,
     source = AppResultSource.start(manifest, frames())
     device = world.device("a")
     try:
-        with FakeFleetServer(world.fleet, PASSPHRASE) as server:
+        with FakeFleetServer(world.fleet) as server:
             DeviceRunner(device, server.url, RunnerConfig(shaper=ShaperConfig(interval=0.5),
                                                           drain=3.0), source).run(duration=2.5)
     finally:

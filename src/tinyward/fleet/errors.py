@@ -67,4 +67,8 @@ class FleetExists(Misuse):
 
 
 class WeakPassphrase(BadInput):
-    """A new fleet passphrase was refused as too short."""
+    """A new passphrase was refused as too weak (the message says which rule it broke)."""
+
+
+class OldFleetFormat(BadFleet):
+    """The fleet was made by an older tinyward (one passphrase, PBKDF2); migrate it."""

@@ -1,7 +1,7 @@
 """Running the fleet server: TLS context, listening sockets, connection limits, workers.
 
-- TLS 1.3 only (``minimum_version = TLSv1_3``); the server's key is the fleet's encrypted
-  PKCS#8 key, opened with the fleet passphrase. Client certificates are *optional* at the
+- TLS 1.3 only (``minimum_version = TLSv1_3``); the server's key is the fleet's sealed
+  server key, opened with the server passphrase (never a CA or update key). Client certificates are *optional* at the
   TLS layer (``CERT_OPTIONAL``) so that ``/v1/health`` and the admin endpoints work
   without one, but a certificate that is presented must chain to the fleet's device CA,
   or the handshake fails. Device endpoints refuse a request without one
@@ -38,9 +38,9 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from tinyward.fleet.directory import FleetDirectory
-from tinyward.fleet.errors import WrongPassphrase
 from tinyward.fleet.pki import Fleet
 from tinyward.fleet.server import FleetServer, ServerConfig
 from tinyward.fleet.store import open_store
@@ -48,24 +48,23 @@ from tinyward.fleet.store import open_store
 _log = logging.getLogger("tinyward.fleet.runner")
 
 
-def server_ssl_context(fleet: Fleet, passphrase: bytes) -> ssl.SSLContext:
+def server_ssl_context(fleet: Fleet, passphrase: bytes | None = None) -> ssl.SSLContext:
     """The fleet server's TLS 1.3 context (client certificates from the device CA, optional).
+
+    ``passphrase`` is the *server* passphrase (None for a server key kept in clear, 0600):
+    the server never holds a CA or update key, nor their passphrases.
 
     Raises:
         WrongPassphrase: the passphrase does not open the server key.
     """
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_3
-    try:
-        context.load_cert_chain(fleet.server_certificate_path, fleet.server_key_path,
-                                password=passphrase)
-    except ssl.SSLError:
-        raise WrongPassphrase("the fleet passphrase does not open the server key "
-                              "(TINYWARD_FLEET_PASSPHRASE)") from None
-    # Trust only the device CA: a certificate issued by the root for anything else (the
-    # server's own, say) must not pass as a device. PARTIAL_CHAIN lets the intermediate
-    # device CA be the trust anchor.
-    context.load_verify_locations(cafile=str(fleet.device_ca_path))
+    fleet.load_server_chain(context, passphrase)
+    # Trust only the device CAs (current and retiring): a certificate issued by the root
+    # for anything else (the server's own, say) must not pass as a device. PARTIAL_CHAIN
+    # lets the intermediate device CA be the trust anchor.
+    for device_ca in fleet.device_cas:
+        context.load_verify_locations(cadata=device_ca.public_bytes(Encoding.PEM).decode())
     context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
     context.verify_mode = ssl.CERT_OPTIONAL
     context.options |= ssl.OP_NO_TICKET  # no resumption: every connection shows its cert
@@ -353,7 +352,7 @@ class ServerThread:
 WORKER_GC_THRESHOLD = 20_000
 
 
-def _worker(fleet_dir: Path, passphrase: bytes, db_url: str, config: ServerConfig,
+def _worker(fleet_dir: Path, passphrase: bytes | None, db_url: str, config: ServerConfig,
             announce: Callable[[int], None] | None, *,
             sock: socket.socket | None = None, channels: Sequence[socket.socket] = (),
             dealt_from: socket.socket | None = None,
@@ -397,7 +396,7 @@ def _worker(fleet_dir: Path, passphrase: bytes, db_url: str, config: ServerConfi
     asyncio.run(main())
 
 
-def serve_forever(fleet_dir: Path, passphrase: bytes, db_url: str, host: str, port: int,
+def serve_forever(fleet_dir: Path, passphrase: bytes | None, db_url: str, host: str, port: int,
                   config: ServerConfig | None = None, workers: int = 1,
                   announce: Callable[[int], None] | None = None) -> None:
     """Run the server until SIGTERM/SIGINT, with ``workers`` processes on one port.

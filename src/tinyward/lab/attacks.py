@@ -80,7 +80,7 @@ def server_credentials_other_ca(directory: Path, names: tuple[str, ...] = ("127.
     return _write_pair(directory, "server-other-ca", cert, key)
 
 
-def server_credentials_wrong_key(directory: Path, fleet_dir: Path, passphrase: bytes,
+def server_credentials_wrong_key(directory: Path, fleet_dir: Path, ca_passphrase: bytes,
                                  names: tuple[str, ...] = ("127.0.0.1", "localhost")
                                  ) -> tuple[Path, Path]:
     """A server certificate the fleet's own root CA issued, for a key that is not pinned.
@@ -88,13 +88,12 @@ def server_credentials_wrong_key(directory: Path, fleet_dir: Path, passphrase: b
     Stands for a mis-issued certificate or a CA key used by an insider; chain checks alone
     accept it, only the pin refuses it.
     """
-    ca = Path(fleet_dir) / "ca"
-    root = x509.load_pem_x509_certificate((ca / "root-ca.cert.pem").read_bytes())
-    root_key = serialization.load_pem_private_key((ca / "root-ca.key.pem").read_bytes(),
-                                                  password=passphrase)
-    assert isinstance(root_key, ec.EllipticCurvePrivateKey)
+    from tinyward.fleet.pki import Fleet
+
+    fleet = Fleet.open(fleet_dir)
+    root_key = fleet.root_ca_token(ca_passphrase)
     key = ec.generate_private_key(ec.SECP256R1())
-    cert = make_server_certificate(key.public_key(), list(names), root, root_key,
+    cert = make_server_certificate(key.public_key(), list(names), fleet.root_ca, root_key,
                                    datetime.now(UTC))
     return _write_pair(directory, "server-wrong-key", cert, key)
 

@@ -65,7 +65,10 @@ class Demo:
         self.duration = duration
         self.interval = interval
         self.state = DemoState(self.folder)
-        self._passphrase = secrets.token_urlsafe(24).encode()  # never shown or written
+        # One secret per key role, generated, never shown or written: the server gets
+        # only its own (the demo's attacker at the server finds no CA key to use).
+        self._ca_secret = secrets.token_urlsafe(24).encode()
+        self._server_secret = secrets.token_urlsafe(24).encode()
         self._use_netns = use_netns
         self.ns: DeviceNamespace | None = None
         self._server: subprocess.Popen[str] | None = None
@@ -96,14 +99,17 @@ class Demo:
             self.state.network = "devices and fleet server on loopback (127.0.0.1)"
         self.state.phase = "creating the fleet"
         names = ["127.0.0.1", "localhost"] + ([host] if host != "127.0.0.1" else [])
-        self.fleet = Fleet.init(self.folder / "fleet", self._passphrase, server_names=names)
-        self.note(f"fleet {self.fleet.fleet_id} created (passphrase generated, not stored)")
+        self.fleet = Fleet.init(self.folder / "fleet", self._ca_secret, server_names=names,
+                                server_passphrase=self._server_secret)
+        self.note(f"fleet {self.fleet.fleet_id} created (CA and server passphrases generated, "
+                  "not stored)")
         self.state.phase = "starting the fleet server"
         self._start_server(host)
         self.state.phase = "provisioning devices"
+        device_ca = self.fleet.device_ca_token(self._ca_secret)  # opened once (scrypt)
         for i in range(self.count):
             device = Device.init(self.folder / f"device-{i + 1}")
-            device.install(self.fleet.enroll(device.enrolment_request, self._passphrase))
+            device.install(self.fleet.enroll(device.enrolment_request, device_ca))
             self.devices.append(device)
             self.state.devices.append(DeviceView(f"device-{i + 1}", device.device_id))
         self.note(f"{self.count} devices provisioned: keys made on each device, "
@@ -112,7 +118,7 @@ class Demo:
     def _start_server(self, host: str) -> None:
         assert self.fleet is not None
         self._server, self.state.server_url = start_fleet_server(
-            self.fleet.directory, self._passphrase, host)
+            self.fleet.directory, self._server_secret, host)
         self.note(f"fleet server listening on {self.state.server_url} (TLS 1.3, client certs)")
 
     def _people_counter(self, index: int) -> list[str]:
@@ -344,7 +350,7 @@ class Demo:
         folder = self.folder / "attacker"
         if kind == "wrong-key":
             cert, key = attacks.server_credentials_wrong_key(folder, self.fleet.directory,
-                                                             self._passphrase, names)
+                                                             self._ca_secret, names)
             expected, why = "PinMismatch", "the chain is valid; the pin check refused the key"
         else:
             cert, key = attacks.server_credentials_other_ca(folder, names)
