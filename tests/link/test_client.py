@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.link.conftest import PASSPHRASE, World
-from tests.link.fakeserver import FakeFleetServer
+from tests.link.liveserver import LiveFleetServer
 from tinyward.errors import Misuse
 from tinyward.lab.attacks import (
     RogueServer,
@@ -38,7 +38,7 @@ def _report(device, seq: int) -> bytes:
 
 def test_posts_a_report_and_reads_the_acknowledgement(world: World) -> None:
     device = world.device("a")
-    with FakeFleetServer(world.fleet, PASSPHRASE) as server:
+    with LiveFleetServer(world.fleet, PASSPHRASE) as server:
         link = ReportLink(server.url, *device_context(device))
         assert link.send(_report(device, 1)) == 1
         assert link.send(_report(device, 2)) == 2
@@ -76,7 +76,7 @@ def test_server_certificate_for_another_host_name_is_refused(tmp_path: Path) -> 
 
     fleet = Fleet.init(tmp_path / "named", PASSPHRASE, server_names=("fleet.example",))
     device = World(tmp_path, fleet).device("a")
-    with FakeFleetServer(fleet, PASSPHRASE) as server:
+    with LiveFleetServer(fleet, PASSPHRASE) as server:
         link = ReportLink(server.url, *device_context(device))  # 127.0.0.1 is not named
         with pytest.raises(ServerRefused, match="IP address mismatch"):
             link.send(_report(device, 1))
@@ -117,7 +117,7 @@ def test_backoff_grows_with_jitter_and_is_bounded() -> None:
 
 def test_a_connection_the_server_closed_while_idle_is_replaced_once(world: World) -> None:
     device = world.device("a")
-    with FakeFleetServer(world.fleet, PASSPHRASE) as server:
+    with LiveFleetServer(world.fleet, PASSPHRASE) as server:
         link = ReportLink(server.url, *device_context(device))
         assert link.send(_report(device, 1)) == 1
         assert link._conn is not None
