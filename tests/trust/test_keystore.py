@@ -121,9 +121,10 @@ def test_no_api_returns_private_key_bytes(tmp_path: Path,
     """Call every public method of the keystore and of its signer and look for the private
     keys it made in whatever comes back. The table must name every public method: a new
     one fails this test until it is called here too."""
-    import tinyward.trust.keystore as keystore_module
     from cryptography import x509
     from cryptography.x509.oid import NameOID
+
+    import tinyward.trust.keystore as keystore_module
 
     made: list[ec.EllipticCurvePrivateKey] = []
 
