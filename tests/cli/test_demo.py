@@ -119,3 +119,19 @@ def test_demo_refuses_a_non_empty_keep_folder(tmp_path: Path) -> None:
     (tmp_path / "x").write_text("mine")
     result = CliRunner().invoke(cli, ["demo", "--keep", str(tmp_path)])
     assert result.exit_code != 0 and "not empty" in result.output
+
+
+def test_the_demo_says_which_sandbox_layers_this_host_really_has() -> None:
+    """Not root: the sandbox reports no separate uid, and the demo must not claim one."""
+    from tinyward.lab.demo import sandbox_sentence
+
+    as_root = [("seccomp", True, "allowlist"), ("landlock", True, "ABI 7"),
+               ("separate uid", True, "uid 65534"), ("output contract", True, "checked")]
+    not_root = [row if row[0] != "separate uid" else ("separate uid", False, "not running as root")
+                for row in as_root]
+    assert sandbox_sentence(as_root) == "in its sandbox: seccomp, landlock, separate uid"
+    sentence = sandbox_sentence(not_root)
+    assert sentence.startswith("in its sandbox: seccomp, landlock;")
+    assert "not available here: separate uid (not running as root)" in sentence
+    assert "own uid" not in sentence
+    assert "could not be read" in sandbox_sentence(None)

@@ -156,15 +156,8 @@ class Demo:
         self.state.phase = "devices reporting"
         app_args = [self._people_counter(i) for i in range(len(self.devices))]
         if all(app_args):
-            # Say what this host really gives the sandbox (no separate uid without root,
-            # no Landlock on an old kernel), as the sandbox itself reports it.
-            layers = self._protections or []
-            active = [name for name, on, _ in layers if on and name in _SHOWN_LAYERS]
-            missing = [f"{name} ({why})" for name, on, why in layers
-                       if not on and name in _SHOWN_LAYERS]
             self.note("each device runs the people-counter example on simulated doorway "
-                      f"traffic, in its sandbox: {', '.join(active) or 'no layer confirmed'}"
-                      + (f"; not available here: {'; '.join(missing)}" if missing else ""))
+                      f"traffic, {sandbox_sentence(self._protections)}")
         for index, (view, device) in enumerate(zip(self.state.devices, self.devices, strict=True)):
             argv = [sys.executable, "-m", "tinyward", "device", "run", str(device.directory),
                     "--server", self.state.server_url, "--interval", str(self.interval),
@@ -482,6 +475,17 @@ _TOKEN_REFUSALS = {
 _SHOWN_LAYERS = ("seccomp", "landlock", "separate uid")
 
 
+def sandbox_sentence(layers: list[tuple[str, bool, str]] | None) -> str:
+    """What this host really gives the sandbox (no separate uid without root, no Landlock
+    on an old kernel), as the sandbox itself reported it: (name, active, reason) rows."""
+    if layers is None:
+        return "in its sandbox (its protections could not be read on this host)"
+    active = [name for name, on, _ in layers if on and name in _SHOWN_LAYERS]
+    missing = [f"{name} ({why})" for name, on, why in layers if not on and name in _SHOWN_LAYERS]
+    return (f"in its sandbox: {', '.join(active) or 'none of seccomp, landlock, separate uid'}"
+            + (f"; not available here: {'; '.join(missing)}" if missing else ""))
+
+
 def _sandbox_protections(manifest_path: Path) -> list[tuple[str, bool, str]] | None:
     """What the sandbox can enforce on this host, as it reports it (no app code runs)."""
     from tinyward.app.manifest import load_manifest
@@ -521,4 +525,4 @@ def make_folder(keep: Path | None) -> Path:
     return keep
 
 
-__all__ = ["Demo", "DemoState", "DeviceView", "make_folder"]
+__all__ = ["Demo", "DemoState", "DeviceView", "make_folder", "sandbox_sentence"]
