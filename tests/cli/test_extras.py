@@ -89,3 +89,24 @@ def test_an_area_whose_extra_is_missing_still_lists_its_commands(tmp_path: Path)
     out = _tinyward(tmp_path, "dpkt", "detect", "train", "x.pcap", "--out", "m.json")
     assert out.returncode == 1 and "Traceback" not in out.stderr
     assert out.stderr.strip().startswith("error:") and "tinyward[detect]" in out.stderr
+
+
+def test_every_cli_area_is_registered() -> None:
+    """A new cli module with commands must be named in main._AREAS, or it never shows."""
+    import importlib
+    import pkgutil
+
+    import tinyward.cli
+    from tinyward.cli.main import _AREAS, bench, cli
+
+    named = {area for area, *_ in _AREAS}
+    for info in pkgutil.iter_modules(tinyward.cli.__path__):
+        module = importlib.import_module(f"tinyward.cli.{info.name}")
+        if getattr(module, "COMMANDS", None) or getattr(module, "BENCH_COMMANDS", None):
+            assert info.name in named, f"add tinyward.cli.{info.name} to main._AREAS"
+    for area, _extra, names, bench_names in _AREAS:
+        module = importlib.import_module(f"tinyward.cli.{area}")
+        assert [c.name for c in getattr(module, "COMMANDS", ())] == list(names), area
+        assert [c.name for c in getattr(module, "BENCH_COMMANDS", ())] == list(bench_names)
+        assert all(name in cli.commands for name in names)
+        assert all(name in bench.commands for name in bench_names)
