@@ -140,3 +140,28 @@ def test_answers_are_classified_so_that_nothing_is_dropped_for_a_device_wide_pro
     link = ReportLink("https://127.0.0.1:1", ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT), bytes(32))
     with pytest.raises(error):
         link._answer(status, body)
+
+
+def test_rogue_clients_and_a_replay_are_refused_in_plain_words(world: World,
+                                                               tmp_path: Path) -> None:
+    """What the demo shows: each refusal's reason in words, never OpenSSL's text."""
+    from tinyward.lab.attacks import client_credentials, client_with_rogue_certificate, post_as
+
+    device = world.device("a")
+    report = _report(device, 1)
+    with LiveFleetServer(world.fleet, PASSPHRASE) as server:
+        for kind in ("self-signed", "other-ca"):
+            cert, key = client_credentials(tmp_path / kind, kind)
+            outcome = client_with_rogue_certificate(
+                "127.0.0.1", server.port, world.fleet.root_ca_path.read_bytes(), cert, key, kind,
+                report)
+            assert outcome.refused, outcome
+            assert outcome.reason in ("certificate refused in the handshake",
+                                      "certificate's CA not trusted by peer",
+                                      "certificate not accepted by the peer"), outcome
+            assert "_ssl.c" not in outcome.detail + outcome.reason
+        assert server.stored.get(device.device_id) is None  # neither was read
+        assert not post_as(device, "127.0.0.1", server.port, report, "first").refused
+        replayed = post_as(device, "127.0.0.1", server.port, report, "replay")
+    assert replayed.refused and replayed.reason == "already stored: a replay (HTTP 409)"
+    assert server.stored[device.device_id] == [1]
