@@ -25,7 +25,8 @@ RECORDED = Path(__file__).parent / "data" / "demo-state.json"
 needs_tmux = needs(shutil.which("tmux") is not None, "needs tmux (scripts/install-system-deps.sh)")
 
 
-def _in_tmux(command: list[str], tmp_path: Path, timeout: float) -> str:
+def _in_tmux(command: list[str], tmp_path: Path, timeout: float,
+             last_line: str = "attacks refused:") -> str:
     """Run ``command`` in a fresh 80 x 24 tmux pane; the pane's visible text when it ends.
 
     A private tmux server (-L) that only this test uses, killed afterwards.
@@ -41,9 +42,14 @@ def _in_tmux(command: list[str], tmp_path: Path, timeout: float) -> str:
         while not done.exists() and time.monotonic() < deadline:
             time.sleep(0.5)
         assert done.exists(), "the command did not finish in time"
-        time.sleep(0.5)  # let tmux draw the last lines
-        pane = subprocess.run([*tmux, "capture-pane", "-p"], capture_output=True, text=True,
-                              timeout=30, check=True).stdout
+        # tmux draws what the command wrote on its own schedule: read until the last line
+        # the command prints is there (bounded).
+        for _ in range(100):
+            pane = subprocess.run([*tmux, "capture-pane", "-p"], capture_output=True,
+                                  text=True, timeout=30, check=True).stdout
+            if last_line in pane:
+                break
+            time.sleep(0.2)
         size = subprocess.run([*tmux, "display-message", "-p", "#{pane_width}x#{pane_height}"],
                               capture_output=True, text=True, timeout=30, check=True).stdout
     finally:
