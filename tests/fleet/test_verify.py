@@ -16,6 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.verification import DNSName, IPAddress, PolicyBuilder, Store
 
+from tests.conftest import needs
 from tests.fleet.conftest import NOW
 from tests.fleet.helpers import PASSPHRASE, PURPOSES, device_keys, request_pem
 from tinyward.errors import Misuse
@@ -174,7 +175,7 @@ def _openssl_verify(
     ), result.stdout + result.stderr
 
 
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl not installed")
+@needs(shutil.which("openssl") is not None, "openssl not installed")
 def test_openssl_verifies_issued_chains(tmp_path: Path, fleet: Fleet, bundle: DeviceBundle) -> None:
     for purpose in PURPOSES:
         assert _openssl_verify(tmp_path, fleet, bundle.certificate(purpose))[0]

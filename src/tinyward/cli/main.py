@@ -14,6 +14,7 @@ import click
 
 from tinyward import __version__
 from tinyward.errors import TinywardError
+from tinyward.extras import MissingExtra, missing_extra
 
 
 class _Group(click.Group):
@@ -25,6 +26,13 @@ class _Group(click.Group):
         except TinywardError as error:
             click.secho(f"error: {error}", fg="red", err=True)
             sys.exit(error.exit_code)
+        except ModuleNotFoundError as error:
+            # An optional extra this command imports when it runs (tinyward.extras).
+            missing = missing_extra(error)
+            if missing is None:
+                raise
+            click.secho(f"error: {missing}", fg="red", err=True)
+            sys.exit(missing.exit_code)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -42,20 +50,51 @@ def bench() -> None:
     """Measure speeds and costs; every figure is printed next to a baseline."""
 
 
+# The commands each area registers and the extra it needs, named here so that an area
+# whose optional extra is missing still shows its commands and says what to install
+# (tinyward.extras). The demo runs a fleet server and devices: both extras.
+_AREAS: tuple[tuple[str, str, tuple[str, ...], tuple[str, ...]], ...] = (
+    ("demo", "all", ("demo",), ("shaping",)),
+    ("fleet", "fleet", ("fleet",), ("fleet",)),
+    ("fleet_serve", "fleet", (), ("ingest",)),
+    ("device", "device", ("device",), ("trust",)),
+    ("attest", "device", ("attest",), ("token",)),
+    ("report", "device", ("report",), ()),
+    ("app", "device", ("app",), ("sandbox",)),
+    ("detect", "detect", ("detect",), ("detect",)),
+)
+
+
+def _unavailable(name: str, missing: MissingExtra) -> click.Command:
+    def refuse(args: tuple[str, ...]) -> None:
+        raise MissingExtra(missing.project, missing.extra, f"`tinyward {name}`")
+
+    return click.Command(
+        name, callback=refuse, help=f"(needs: pip install 'tinyward[{missing.extra}]')",
+        params=[click.Argument(["args"], nargs=-1, type=click.UNPROCESSED)],
+        context_settings={"ignore_unknown_options": True, "help_option_names": []})
+
+
 def _register() -> None:
     # Each area module exposes COMMANDS (top-level commands or groups) and
     # BENCH_COMMANDS (subcommands of `tinyward bench`).
-    from tinyward.cli import app as app_cli
-    from tinyward.cli import attest as attest_cli
-    from tinyward.cli import demo as demo_cli
-    from tinyward.cli import detect as detect_cli
-    from tinyward.cli import device as device_cli
-    from tinyward.cli import fleet as fleet_cli
-    from tinyward.cli import fleet_serve as fleet_serve_cli
-    from tinyward.cli import report as report_cli
+    import importlib
 
-    for module in (demo_cli, fleet_cli, fleet_serve_cli, device_cli, attest_cli, report_cli,
-                   app_cli, detect_cli):
+    for area, extra, names, bench_names in _AREAS:
+        try:
+            module = importlib.import_module(f"tinyward.cli.{area}")
+        except ModuleNotFoundError as error:
+            missing = missing_extra(error)
+            if missing is None:
+                raise
+            missing = MissingExtra(missing.project, extra)
+            for name in names:
+                if name not in cli.commands:
+                    cli.add_command(_unavailable(name, missing))
+            for name in bench_names:
+                if name not in bench.commands:
+                    bench.add_command(_unavailable(f"bench {name}", missing), name)
+            continue
         for command in getattr(module, "COMMANDS", ()):
             cli.add_command(command)
         for command in getattr(module, "BENCH_COMMANDS", ()):
