@@ -5,22 +5,21 @@ it inspectable; nothing is ever unpickled. Every value is checked for type, shap
 range and finiteness before a detector object is built from it, and each refusal is a
 :class:`~tinyward.detect.errors.ModelFileError` naming the file and the key.
 
-Writes are atomic (temporary file in the same folder, fsync, ``os.replace``, fsync of
-the folder), so a crash never leaves half a model where a good one was.
+Writes are atomic (:func:`tinyward._fsutil.atomic_write`), so a crash never leaves half
+a model where a good one was.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from tinyward._fsutil import atomic_write
 from tinyward.detect.errors import ModelFileError
 
 FORMAT = "tinyward.detect.model"
@@ -47,24 +46,7 @@ def write_model(path: Path, kind: str, body: dict[str, Any]) -> None:
     """
     document = {"format": FORMAT, "version": VERSION, "kind": kind, **body}
     data = json.dumps(document, indent=1, allow_nan=False).encode("utf-8")
-    path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    atomic_write(Path(path), data)
 
 
 def read_model(path: Path) -> tuple[str, Doc]:
