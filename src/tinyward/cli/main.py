@@ -53,9 +53,10 @@ def _register() -> None:
     from tinyward.cli import fleet as fleet_cli
     from tinyward.cli import fleet_serve as fleet_serve_cli
     from tinyward.cli import report as report_cli
+    from tinyward.cli import tcb as tcb_cli
 
     for module in (demo_cli, fleet_cli, fleet_serve_cli, device_cli, attest_cli, report_cli,
-                   app_cli, detect_cli):
+                   app_cli, detect_cli, tcb_cli):
         for command in getattr(module, "COMMANDS", ()):
             cli.add_command(command)
         for command in getattr(module, "BENCH_COMMANDS", ()):
