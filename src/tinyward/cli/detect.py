@@ -7,8 +7,7 @@ captures, ``sensorfeatures`` for CSVs), models (``models``), the evaluation prot
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
@@ -22,22 +21,10 @@ from rich.table import Table
 
 from tinyward.cli.detect_export import export
 from tinyward.detect import evaluate as ev
-from tinyward.detect.errors import CsvError, DetectError, DetectMisuse, PcapError
-from tinyward.detect.models import KINDS, load_detector, make_detector
-from tinyward.detect.netfeatures import (
-    N_FEATURES,
-    NetFeatureExtractor,
-    extractor_from_doc,
-    extractor_to_doc,
-)
+from tinyward.detect import pipeline
+from tinyward.detect.errors import DetectError, DetectMisuse
+from tinyward.detect.models import KINDS, make_detector
 from tinyward.detect.pcap import read_packets
-from tinyward.detect.sensorfeatures import (
-    SKAB_CHANNELS,
-    SensorFeatureExtractor,
-    read_sensor_csv,
-    sensor_extractor_from_doc,
-    sensor_extractor_to_doc,
-)
 
 DEFAULT_MQTT = Path("../shared/data/mqttset")
 DEFAULT_SKAB = Path("../shared/data/skab/anomaly-free/anomaly-free.csv")
@@ -57,8 +44,14 @@ def _progress() -> Iterator[Progress]:
         yield progress
 
 
-def _features_path(model: Path) -> Path:
-    return model.with_name(model.name + ".features.json")
+def _steps(progress: Progress) -> pipeline.Progress:
+    """The pipeline's progress callback, drawn as rich progress bars."""
+
+    def step(description: str, total: int | None) -> Callable[[int], None]:
+        task = progress.add_task(description, total=total)
+        return partial(progress.advance, task)
+
+    return step
 
 
 def _fmt(x: Any) -> str:
@@ -100,7 +93,7 @@ def detect() -> None:
     "out",
     required=True,
     type=click.Path(path_type=Path),
-    help="Model file to write; the feature state goes next to it (MODEL.features.json).",
+    help="Model file to write (the detector and the trained feature state, one file).",
 )
 @click.option(
     "--strip-tcp-options",
@@ -124,60 +117,20 @@ def train(
     delimiter: str,
 ) -> None:
     """Fit a detector on BENIGN inputs only (files are one stream, in order)."""
-    detector = make_detector(kind)
     with _progress() as progress:
-        if packets:
-            extractor = NetFeatureExtractor()
-            rows = []
-            for path in inputs:
-                task = progress.add_task(f"features of {path.name}", total=None)
-                pkts = read_packets(path, strip_tcp_options=strip_tcp_options)
-                progress.update(task, total=len(pkts))
-                rows.append(extractor.transform(pkts, progress=partial(progress.advance, task)))
-            X = np.vstack(rows)
-            features: dict[str, Any] = {
-                "type": "packets",
-                "strip_tcp_options": strip_tcp_options,
-                "state": extractor_to_doc(extractor),
-            }
-        else:
-            values = np.vstack(
-                [read_sensor_csv(p, SKAB_CHANNELS, delimiter=delimiter).values for p in inputs]
-            )
-            sensor = SensorFeatureExtractor(SKAB_CHANNELS)
-            progress.add_task("sensor window features", total=None)
-            X = sensor.fit(values)
-            features = {
-                "type": "sensors",
-                "delimiter": delimiter,
-                "state": sensor_extractor_to_doc(sensor),
-            }
-        progress.add_task(f"fitting {kind} on {len(X)} benign vectors", total=None)
-        detector.fit(X, target_fpr=target_fpr)
-    detector.save(out)
-    ev.write_json(_features_path(out), features)
+        model = pipeline.train(inputs, kind=kind, packets=packets,
+                               strip_tcp_options=strip_tcp_options, target_fpr=target_fpr,
+                               delimiter=delimiter, progress=_steps(progress))
+    pipeline.save_model(model, out)
+    detector = model.detector
     click.echo(
-        f"{kind}: fitted on {len(X)} benign vectors of {X.shape[1]} features; "
+        f"{kind}: fitted on {model.n_vectors} benign vectors of {model.n_features} features; "
         f"threshold {detector.threshold:.6g}; {detector.model_bytes()} model bytes; "
-        f"wrote {out} and {_features_path(out)}"
+        f"wrote {out} (detector and feature state)"
     )
 
 
 # --------------------------------------------------------------------------- score
-def _load(model: Path) -> tuple[Any, dict[str, Any]]:
-    detector = load_detector(model)
-    path = _features_path(model)
-    try:
-        features = json.loads(path.read_text())
-        if features.get("type") not in ("packets", "sensors"):
-            raise DetectMisuse("unknown feature type")
-    except OSError as error:
-        raise DetectError(f"{path}: cannot read the feature state: {error.strerror}") from None
-    except (ValueError, DetectMisuse, AttributeError) as error:
-        raise DetectError(f"{path}: not a tinyward feature state: {error}") from None
-    return detector, features
-
-
 @detect.command()
 @click.argument("model", type=click.Path(path_type=Path))
 @click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
@@ -192,54 +145,20 @@ def score(model: Path, input_path: Path, out: Path | None) -> None:
     A truncated or corrupted INPUT is scored up to the problem (and --out written), then
     the command fails with the file and position.
     """
-    detector, features = _load(model)
-    problem: PcapError | CsvError | None = None
-    try:
-        if features["type"] == "packets":
-            extractor = extractor_from_doc(features["state"])
-            try:
-                pkts = read_packets(
-                    input_path, strip_tcp_options=bool(features["strip_tcp_options"])
-                )
-            except PcapError as error:
-                problem, pkts = error, error.partial
-            with _progress() as progress:
-                task = progress.add_task(f"features of {input_path.name}", total=len(pkts))
-                X = extractor.continue_with(pkts)[1] if pkts else np.zeros((0, N_FEATURES))
-                progress.update(task, completed=len(pkts))
-            unit = "packets"
-        else:
-            sensor = sensor_extractor_from_doc(features["state"])
-            try:
-                values = read_sensor_csv(
-                    input_path, sensor.channels, delimiter=features.get("delimiter", ";")
-                ).values
-            except CsvError as error:
-                problem = error
-                values = np.asarray(error.partial, dtype=np.float64).reshape(
-                    -1, len(sensor.channels)
-                )
-            X = sensor.transform(values) if len(values) else np.zeros((0, sensor.n_features))
-            unit = "windows"
-    except DetectMisuse as error:
-        raise DetectError(f"{_features_path(model)}: {error}") from None
-    scores = detector.score(X) if len(X) else np.zeros(0)
-    alarms = scores > detector.threshold
-    kept = " (read so far)" if problem is not None else ""
+    loaded = pipeline.load_model(model)
+    with _progress() as progress:
+        scored = pipeline.score_file(loaded, input_path, progress=_steps(progress))
+    threshold = loaded.detector.threshold
+    scores, alarms = scored.scores, scored.alarms
+    kept = " (read so far)" if scored.problem is not None else ""
     click.echo(
-        f"{input_path}: {len(scores)} {unit}{kept}, {int(alarms.sum())} above the threshold "
-        f"{detector.threshold:.6g} ({100 * alarms.mean() if len(scores) else 0:.2f} %)"
+        f"{input_path}: {len(scores)} {scored.unit}{kept}, {int(alarms.sum())} above the threshold "
+        f"{threshold:.6g} ({100 * alarms.mean() if len(scores) else 0:.2f} %)"
     )
     if out is not None:
-        out.write_text(
-            "index,score,alarm\n"
-            + "".join(
-                f"{i},{s:.9g},{int(a)}\n"
-                for i, (s, a) in enumerate(zip(scores, alarms, strict=True))
-            )
-        )
-    if problem is not None:
-        raise problem
+        pipeline.write_scores_csv(scored, out)
+    if scored.problem is not None:
+        raise scored.problem
 
 
 @detect.command("export-features")
@@ -259,21 +178,15 @@ def export_features(model: Path, out_dir: Path, prefix: str) -> None:
     detector exported by `tinyward detect export`. Define TW_NF_FLOAT (with your prefix)
     for single precision on an FPU; the default double is bit-exact with Python.
     """
-    from tinyward.detect.netfeatures_c import export_netfeatures_c
-
-    _, features = _load(model)
-    if features["type"] != "packets":
-        raise DetectError(f"{_features_path(model)}: a sensor model; only packet features export")
-    try:
-        extractor = extractor_from_doc(features["state"])
-    except DetectMisuse as error:
-        raise DetectError(f"{_features_path(model)}: {error}") from None
-    files = export_netfeatures_c(out_dir, extractor.config, prefix)
+    loaded = pipeline.load_model(model)
+    if not isinstance(loaded.features, pipeline.PacketFeatures):
+        raise DetectError(f"{model}: a sensor model; only packet features export")
+    files = pipeline.export_features_c(loaded, out_dir, prefix)
     click.echo(
-        f"wrote {files.header} and {files.source}: {extractor.state_bytes()} B of state "
-        "(float32) in the caller's struct"
+        f"wrote {files.header} and {files.source}: {loaded.features.extractor.state_bytes()} B "
+        "of state (float32) in the caller's struct"
     )
-    if features.get("strip_tcp_options"):
+    if loaded.features.strip_tcp_options:
         click.echo(
             "note: the model was trained with TCP options removed: pass each packet's IP "
             "total length minus its TCP option bytes as `size`"

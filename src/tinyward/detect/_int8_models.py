@@ -88,13 +88,15 @@ class _Int8Base:
     def ops_per_inference(self) -> int:
         return int(self._require_fitted().ops())
 
+    def to_json(self) -> dict[str, Any]:
+        """The body of the model file (see :mod:`tinyward.detect._modelfile`)."""
+        q = self._require_fitted()
+        return {"threshold": self.threshold, "target_fpr": self.target_fpr,
+                "float": self.float_model.to_json(), "int8": q.to_json()}
+
     def save(self, path: Path) -> None:
         """Write the detector atomically. Raises NotFittedError, OSError."""
-        q = self._require_fitted()
-        write_model(path, self.name, {"threshold": self.threshold,
-                                      "target_fpr": self.target_fpr,
-                                      "float": self.float_model.to_json(),
-                                      "int8": q.to_json()})
+        write_model(path, self.name, self.to_json())
 
     @classmethod
     def load(cls, path: Path) -> Any:

@@ -23,7 +23,7 @@ import numpy as np
 
 from tinyward.detect._float import AutoencoderDetector, MahalanobisDetector
 from tinyward.detect._int8_models import Int8AutoencoderDetector, Int8MahalanobisDetector
-from tinyward.detect._modelfile import read_model
+from tinyward.detect._modelfile import Doc, read_model
 from tinyward.detect.errors import DetectMisuse, ModelFileError
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "Int8AutoencoderDetector",
     "Int8MahalanobisDetector",
     "MahalanobisDetector",
+    "detector_from_doc",
     "load_detector",
     "make_detector",
 ]
@@ -57,6 +58,8 @@ class Detector(Protocol):
     def score(self, X: np.ndarray) -> np.ndarray: ...
 
     def save(self, path: Path) -> None: ...
+
+    def to_json(self) -> dict[str, Any]: ...
 
     @classmethod
     def load(cls, path: Path) -> Detector: ...
@@ -102,6 +105,15 @@ def load_detector(path: Path) -> Detector:
             values; the message names the file and the offending key.
     """
     kind, doc = read_model(Path(path))
+    return detector_from_doc(path, kind, doc)
+
+
+def detector_from_doc(path: Path, kind: str, doc: Doc) -> Detector:
+    """Build the detector of ``kind`` from the checked document ``doc`` read from ``path``.
+
+    Raises:
+        ModelFileError: unknown kind, bad shapes or values.
+    """
     factory = KINDS.get(kind)
     if factory is None:
         raise ModelFileError(path, f"unknown detector kind {kind!r}; known: {sorted(KINDS)}")
