@@ -6,6 +6,8 @@ Public API::
     det.fit(X_benign, target_fpr=0.001)         # threshold chosen on held-out benign rows
     scores = det.score(X)                       # float64, higher = more anomalous
     alarms = scores > det.threshold
+    labels = det.predict(X)                     # scikit-learn's: -1 anomaly, +1 normal
+    margin = det.decision_function(X)           # threshold - score: < 0 is an anomaly
     det.save(path); det = load_detector(path)   # load refuses a bad file with a reason
 
 Every detector takes float64 feature vectors of shape (n, d). The ``-int8`` kinds score
@@ -53,9 +55,13 @@ class Detector(Protocol):
         target_fpr: float = 0.001,
         holdout_fraction: float = 0.2,
         seed: int = 0,
-    ) -> None: ...
+    ) -> Detector: ...
 
     def score(self, X: np.ndarray) -> np.ndarray: ...
+
+    def decision_function(self, X: np.ndarray) -> np.ndarray: ...
+
+    def predict(self, X: np.ndarray) -> np.ndarray: ...
 
     def save(self, path: Path) -> None: ...
 
