@@ -22,9 +22,8 @@ from rich.table import Table
 from tinyward.cli.detect_export import export
 from tinyward.detect import evaluate as ev
 from tinyward.detect import pipeline
-from tinyward.detect.errors import DetectError, DetectMisuse
+from tinyward.detect.errors import DetectError
 from tinyward.detect.models import KINDS, make_detector
-from tinyward.detect.pcap import read_packets
 
 DEFAULT_MQTT = Path("../shared/data/mqttset")
 DEFAULT_SKAB = Path("../shared/data/skab/anomaly-free/anomaly-free.csv")
@@ -328,6 +327,7 @@ def bench_detect(data_dir: Path, quick: bool, out_path: Path) -> None:
 
     Same features (tinyward's 24 per-packet features), same splits, same machine.
     """
+    from tinyward.bench.detect_c import c_feature_rate, c_scores
     from tinyward.detect.baselines import (
         HalfSpaceTreesBaseline,
         IsolationForestBaseline,
@@ -367,7 +367,9 @@ def bench_detect(data_dir: Path, quick: bool, out_path: Path) -> None:
         ):
             table.add_column(column, justify="right")
         feature_ops = streams.extractor.ops_per_packet()
-        c_features = _c_feature_rate(data_dir, strip)
+        c_features, note = c_feature_rate(data_dir, strip)
+        if note:
+            click.echo(f"  ({note})")
 
         def add_row(
             name: str,
@@ -397,7 +399,9 @@ def bench_detect(data_dir: Path, quick: bool, out_path: Path) -> None:
             report[f"{view}/{detector.name}"] = result
             add_row(detector.name, result, 1e6 / result["us_per_packet"])
             if detector.name.endswith("-int8"):
-                c_result = _c_scores(detector, streams, result, c_features)
+                c_result, note = c_scores(detector, streams, result, c_features)
+                if note:
+                    click.echo(f"  {note}")
                 if c_result is not None:
                     report[f"{view}/{detector.name} (C)"] = c_result
                     add_row(f"{detector.name} (C)", c_result, c_result["c_packets_per_s"])
@@ -433,64 +437,6 @@ def bench_detect(data_dir: Path, quick: bool, out_path: Path) -> None:
 
 
 detect.add_command(export)
-
-
-def _c_feature_rate(data_dir: Path, strip: bool) -> float | None:
-    """Packets per second of the C feature port (tinyward.detect.netfeatures_c) on the
-    benign test capture, double precision, gcc -O2, one core; None without gcc."""
-    import subprocess
-    import tempfile
-
-    from tinyward.detect.netfeatures_c import build_netfeatures_harness, pack_packets
-
-    packets = read_packets(ev.packet_files(data_dir)["benign"][0], strip_tcp_options=strip)
-    with tempfile.TemporaryDirectory(prefix="tinyward-nf-") as tmp:
-        try:
-            exe = build_netfeatures_harness(Path(tmp))
-        except DetectMisuse as error:
-            click.echo(f"  (C features not measured: {error})")
-            return None
-        done = subprocess.run(
-            [str(exe), "bench", "10"],
-            input=pack_packets(packets),
-            capture_output=True,
-            timeout=300,
-            check=True,
-        )
-    return float(done.stdout.split()[0])
-
-
-def _c_scores(
-    detector: Any, streams: ev.PacketStreams, python: dict[str, Any], feature_rate: float | None
-) -> dict[str, Any] | None:
-    """Export ``detector`` as C, check the C scores equal the Python integer reference on
-    every benign and attack vector, and time C scoring; None (with a note) without gcc."""
-    from tinyward.bench.detect_c import bench_c
-
-    vectors = np.vstack([streams.benign, *[x for x in streams.attacks.values() if len(x)]])
-    try:
-        measured = bench_c(detector, vectors, repeats=5)
-    except (DetectMisuse, OSError) as error:
-        click.echo(f"  (C export of {detector.name} not measured: {error})")
-        return None
-    if not measured.c_scores_match_reference:
-        click.echo(f"  C scores of {detector.name} DIFFER from the Python reference")
-        return None
-    # Bit-exact scores give the same detection figures as the Python int8 rows.
-    result = {k: v for k, v in python.items() if not k.startswith("_")}
-    per_packet = 1.0 / measured.c_vectors_per_s
-    if feature_rate:
-        per_packet += 1.0 / feature_rate  # C features + C scoring, timed separately
-    result.update(
-        detector=f"{detector.name} (C)",
-        c_vectors_per_s=measured.c_vectors_per_s,
-        c_feature_packets_per_s=feature_rate,
-        c_packets_per_s=1.0 / per_packet,
-        c_scores_match_reference=True,
-        us_per_packet=1e6 * per_packet,
-        c_vectors_checked=len(vectors),
-    )
-    return result
 
 
 COMMANDS: list[click.Command] = [detect]
