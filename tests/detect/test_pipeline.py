@@ -90,3 +90,12 @@ def test_only_int8_detectors_export_to_c(sensor_model: Path, tmp_path: Path) -> 
         pipeline.export_detector_c(pipeline.load_model(sensor_model).detector, tmp_path)
     with pytest.raises(DetectMisuse, match="only packet features export"):
         pipeline.export_features_c(pipeline.load_model(sensor_model), tmp_path)
+
+
+def test_a_model_too_large_to_load_is_never_written(tmp_path: Path) -> None:
+    from tinyward.detect._modelfile import write_model
+
+    target = tmp_path / "big.json"
+    with pytest.raises(DetectMisuse, match="a model file is at most"):
+        write_model(target, "mahalanobis", {"w": [0.123456789] * (LIMITS.max_file_bytes // 10)})
+    assert not target.exists()

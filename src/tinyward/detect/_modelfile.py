@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from tinyward._fsutil import atomic_write
-from tinyward.detect.errors import ModelFileError
+from tinyward.detect.errors import DetectMisuse, ModelFileError
 
 FORMAT = "tinyward.detect.model"
 VERSION = 1
@@ -42,10 +42,15 @@ def write_model(path: Path, kind: str, body: dict[str, Any]) -> None:
     """Write ``body`` as a detector file of ``kind`` atomically.
 
     Raises:
+        DetectMisuse: the file would be larger than :data:`LIMITS` allows.
         OSError: the folder is not writable.
     """
     document = {"format": FORMAT, "version": VERSION, "kind": kind, **body}
     data = json.dumps(document, indent=1, allow_nan=False).encode("utf-8")
+    if len(data) > LIMITS.max_file_bytes:
+        # Never write a file that read_model would refuse.
+        raise DetectMisuse(f"the model would be {len(data)} bytes; a model file is at most "
+                           f"{LIMITS.max_file_bytes} (use fewer feature table slots)")
     atomic_write(Path(path), data)
 
 
