@@ -1,8 +1,9 @@
 """`tinyward detect …` and `tinyward bench detect`: train, score and evaluate detectors.
 
-A thin layer over :mod:`tinyward.detect`: features (``pcap``/``netfeatures`` for
-captures, ``sensorfeatures`` for CSVs), models (``models``), the evaluation protocol
-(``evaluate``) and the published baselines (``baselines``).
+A thin layer over :mod:`tinyward.detect`: train, score and export go through
+:mod:`tinyward.detect.pipeline` (one model file: detector and feature state); eval runs
+the protocol of :mod:`tinyward.detect.evaluate`; the bench sets the detectors next to the
+published baselines (``baselines``) and times the C export (:mod:`tinyward.bench.detect_c`).
 """
 
 from __future__ import annotations
