@@ -1,5 +1,5 @@
 """atheris harness: offline (QR) reports — :func:`tinyward.readout.offline.from_text`,
-then :func:`~tinyward.readout.offline.verify_offline` against a real fleet.
+then :func:`~tinyward.fleet.offline.verify_offline` against a real fleet.
 
 At start-up the harness makes, under :func:`~tests.fuzz.harness.workdir`, a fleet with
 one enrolled device, one enrolled then revoked, and one never enrolled, and signs offline
@@ -24,14 +24,13 @@ from tests.fuzz.harness import instrumented, run, workdir
 
 with instrumented(__name__):
     from tinyward.fleet.errors import BadCertificate, RevokedDevice, UnknownDevice
+    from tinyward.fleet.offline import ReplayedReport, verify_offline
     from tinyward.fleet.pki import Fleet
     from tinyward.readout.offline import (
         BadOfflineText,
-        ReplayedReport,
         from_text,
         make_offline_report,
         to_text,
-        verify_offline,
     )
     from tinyward.readout.state import DisplayState
     from tinyward.trust.device import Device

@@ -10,10 +10,10 @@ from rich.console import Console
 from rich.table import Table
 
 from tinyward._fsutil import atomic_write
+from tinyward.cli.device_run import run as _run_command
 from tinyward.fleet.bundle import DeviceBundle
 from tinyward.fleet.errors import BadBundle
 from tinyward.fleet.pki import Fleet
-from tinyward.readout.airgapped import ResultSource
 from tinyward.trust.device import Device
 
 console = Console()
@@ -173,18 +173,6 @@ def readout_command(directory: Path, idle_lock: float) -> None:
     ReadoutScreen(Device.open(directory), console, idle_lock=idle_lock).run()
 
 
-def run_air_gapped_command(directory: Path, interval: float, duration: float | None,
-                           source: ResultSource) -> None:
-    """`tinyward device run --air-gapped` (the command itself lives in cli/device_run.py)."""
-    from tinyward.readout.airgapped import run_air_gapped
-
-    dev = Device.open(directory)
-    console.print(f"device {dev.device_id[:16]}… running air-gapped: network sockets are refused "
-                  "by a seccomp filter on this process tree")
-    final = run_air_gapped(dev, source, interval=interval, duration=duration)
-    console.print(f"stopped; latest results: {list(final.results[-1:])}")
-
-
 @device.command("status")
 @click.argument("directory", type=click.Path(path_type=Path, exists=True, file_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
@@ -217,8 +205,7 @@ def bench_trust(seconds: float) -> None:
     console.print(table)
 
 
-from tinyward.cli.device_run import run as _run_command
-
+# `device run` lives in cli/device_run.py, which imports nothing from this module.
 device.add_command(_run_command)
 
 COMMANDS: list[click.Command] = [device]

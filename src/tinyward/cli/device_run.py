@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 
+from tinyward.app.results import ResultSource
 from tinyward.link.client import LinkConfig
 from tinyward.link.queue import QueueConfig
 from tinyward.link.runner import DeviceRunner, RunnerConfig, SimulatedSensor
@@ -71,8 +72,6 @@ def run(directory: Path, server: str, air_gapped: bool, interval: float | None, 
     from tinyward.trust.device import Device
 
     if air_gapped:
-        from tinyward.cli.device import run_air_gapped_command
-
         # The filter goes on before the application starts, so its sandbox inherits it.
         from tinyward.trust.airgap import forbid_network
 
@@ -183,5 +182,23 @@ def bench_shaping(duration: float, interval: float, size: int, seed: int) -> Non
         raise SystemExit(1)
 
 
+def run_air_gapped_command(directory: Path, interval: float, duration: float | None,
+                           source: ResultSource) -> None:
+    """`tinyward device run --air-gapped`: the loop of :mod:`tinyward.readout.airgapped`."""
+    from rich.console import Console
+
+    from tinyward.readout.airgapped import run_air_gapped
+    from tinyward.trust.device import Device
+
+    console = Console()
+
+    dev = Device.open(directory)
+    console.print(f"device {dev.device_id[:16]}… running air-gapped: network sockets are refused "
+                  "by a seccomp filter on this process tree")
+    final = run_air_gapped(dev, source, interval=interval, duration=duration)
+    console.print(f"stopped; latest results: {list(final.results[-1:])}")
+
+
 COMMANDS: list[click.Command] = []
 BENCH_COMMANDS: list[click.Command] = []
+

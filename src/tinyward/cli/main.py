@@ -62,6 +62,7 @@ _AREAS: tuple[tuple[str, str, tuple[str, ...], tuple[str, ...]], ...] = (
     ("report", "device", ("report",), ()),
     ("app", "device", ("app",), ("sandbox",)),
     ("detect", "detect", ("detect",), ("detect",)),
+    ("tcb", "device", ("tcb",), ()),
 )
 
 

@@ -9,9 +9,10 @@ from pathlib import Path
 import click
 
 from tinyward.errors import BadInput
+from tinyward.fleet.offline import verify_offline
 from tinyward.fleet.pki import Fleet
 from tinyward.fleet.store import open_store
-from tinyward.readout.offline import MAX_TEXT_CHARS, from_text, verify_offline
+from tinyward.readout.carrier import MAX_TEXT_CHARS, from_text
 
 
 @click.group()

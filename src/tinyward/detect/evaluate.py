@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from tinyward._fsutil import atomic_write
 from tinyward.detect.netfeatures import NetFeatureConfig, NetFeatureExtractor
 from tinyward.detect.pcap import read_packets
 from tinyward.detect.sensorfeatures import SKAB_CHANNELS, SensorFeatureExtractor, read_sensor_csv
@@ -365,19 +364,11 @@ def to_jsonable(obj: Any) -> Any:
 
 
 def write_json(path: Path, obj: Any) -> None:
-    """Write atomically (temp file in the same folder, fsync, rename)."""
+    """Write ``obj`` as JSON atomically (:func:`tinyward._fsutil.atomic_write`), creating
+    the folder if needed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(to_jsonable(obj), handle, indent=2)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, json.dumps(to_jsonable(obj), indent=2).encode("utf-8"))
 
 
 #: Okabe-Ito colours (distinguishable with colour-blindness), then line styles: a

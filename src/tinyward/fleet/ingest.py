@@ -37,6 +37,7 @@ from typing import Protocol
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tinyward.trust import report as codec
+from tinyward.trust.replay import is_replay
 
 
 class DeviceDirectory(Protocol):
@@ -119,7 +120,7 @@ def decide(
         return Reject(400, "bad_padding", str(error))
     except codec.MalformedReport as error:
         return Reject(400, "malformed", str(error))
-    if report.seq <= last_seq:
+    if is_replay(report.seq, last_seq):
         return Reject(409, "replay",
                       f"sequence number {report.seq} is not above the last stored ({last_seq}): "
                       "a replay, a duplicate or out of order", stored_seq=last_seq)
