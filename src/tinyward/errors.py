@@ -17,15 +17,14 @@ with the class's ``exit_code`` (table: :data:`EXIT_CODES`, docs/cli.md).
 
 from __future__ import annotations
 
-# One table, printed by `tinyward --help` and copied into docs/cli.md (a test keeps them equal).
+# One table, printed by `tinyward --help` (lines fit 80 columns) and in docs/cli.md (a test
+# keeps the two equal).
 EXIT_CODES: tuple[tuple[int, str], ...] = (
     (0, "success"),
-    (1, ("the operation failed (a server unreachable, a port in use, nothing delivered, "
-         "a device revoked, a file system error)")),
-    (2, ("input refused: a malformed, forged, replayed or missing file, a wrong passphrase, "
-         "or a command-line usage error")),
+    (1, "failed: server unreachable, port in use, nothing delivered, revoked, I/O"),
+    (2, "refused: bad, forged, replayed or missing input, wrong passphrase, usage"),
     (3, "a bug: an API was called in a way it does not allow (please report it)"),
-    (4, "wrong state: it already exists, is not provisioned yet, or another process holds it"),
+    (4, "wrong state: it already exists, is not provisioned yet, or is busy"),
 )
 
 

@@ -17,6 +17,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from tinyward.cli._paths import new_folder
 from tinyward.cli.device_run import bench_shaping
 from tinyward.lab.demo import Demo, DemoState, make_folder
 
@@ -55,6 +56,7 @@ def _view(state: DemoState) -> Group:
 @click.option("--interval", type=click.FloatRange(0.1, 60), default=1.0, show_default=True,
               help="Seconds between a sensor's reports.")
 @click.option("--keep", type=click.Path(file_okay=False, path_type=Path), default=None,
+              callback=new_folder,
               help="Build everything in this (new or empty) folder and keep it afterwards.")
 @click.option("--no-netns", is_flag=True, help="Run the sensors on loopback, not in a "
               "network namespace of their own.")

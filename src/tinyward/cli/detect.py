@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from tinyward.cli._paths import new_folder, output_file
 from tinyward.cli.detect_export import export
 from tinyward.detect import evaluate as ev
 from tinyward.detect.errors import CsvError, DetectError, DetectMisuse, PcapError
@@ -100,6 +101,7 @@ def detect() -> None:
     "out",
     required=True,
     type=click.Path(path_type=Path),
+    callback=output_file,  # checked before the features and the fit, not after
     help="Model file to write; the feature state goes next to it (MODEL.features.json).",
 )
 @click.option(
@@ -184,6 +186,7 @@ def _load(model: Path) -> tuple[Any, dict[str, Any]]:
 @click.option(
     "--out",
     type=click.Path(path_type=Path),
+    callback=output_file,
     help="Write 'index,score,alarm' per packet or window to this CSV.",
 )
 def score(model: Path, input_path: Path, out: Path | None) -> None:
@@ -225,6 +228,8 @@ def score(model: Path, input_path: Path, out: Path | None) -> None:
         raise DetectError(f"{_features_path(model)}: {error}") from None
     scores = detector.score(X) if len(X) else np.zeros(0)
     alarms = scores > detector.threshold
+    if problem is not None and not len(scores):
+        raise problem  # nothing was read: the error alone, not "0 packets (0.00 %)" first
     kept = " (read so far)" if problem is not None else ""
     click.echo(
         f"{input_path}: {len(scores)} {unit}{kept}, {int(alarms.sum())} above the threshold "
@@ -249,6 +254,7 @@ def score(model: Path, input_path: Path, out: Path | None) -> None:
     "out_dir",
     required=True,
     type=click.Path(path_type=Path, file_okay=False),
+    callback=new_folder,
     help="Folder for <prefix>.h and <prefix>.c (created if missing).",
 )
 @click.option("--prefix", default="tw_nf", show_default=True, help="C name prefix.")
@@ -333,6 +339,7 @@ def _print_result(title: str, result: dict[str, Any]) -> None:
     default=Path("detect-eval"),
     show_default=True,
     type=click.Path(path_type=Path),
+    callback=new_folder,
     help="Folder for eval.json and ROC PNGs.",
 )
 @click.option("--seed", default=0, show_default=True)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from tinyward.cli._paths import new_folder
 from tinyward.detect._int8_models import Int8AutoencoderDetector, Int8MahalanobisDetector
 from tinyward.detect.errors import DetectMisuse
 from tinyward.detect.export_c import export_c
@@ -19,7 +20,7 @@ from tinyward.detect.models import load_detector
 @click.command("export")
 @click.argument("model", type=click.Path(path_type=Path, exists=True, dir_okay=False))
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path, file_okay=False),
-              help="Folder for <prefix>.h and <prefix>.c (created if missing).")
+              callback=new_folder, help="Folder for <prefix>.h and <prefix>.c (created if missing).")
 @click.option("--prefix", default="tinyward_detector", show_default=True,
               help="C name prefix: lower-case letters, digits, single underscores.")
 @click.option("--feature-names", type=click.Path(path_type=Path, exists=True, dir_okay=False),

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tinyward._fsutil import atomic_write
+from tinyward.cli._paths import new_folder, output_file
 from tinyward.fleet.bundle import DeviceBundle
 from tinyward.fleet.errors import BadBundle
 from tinyward.fleet.pki import Fleet
@@ -25,7 +26,7 @@ def device() -> None:
 
 
 @device.command("init")
-@click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
+@click.argument("directory", type=click.Path(path_type=Path, file_okay=False), callback=new_folder)
 def init_command(directory: Path) -> None:
     """Make a new device in DIRECTORY: keys generated on the device, and an enrolment request.
 
@@ -121,7 +122,7 @@ def readout_enrol_command(directory: Path, kind: str, chosen_pin: str | None) ->
 @click.argument("directory", type=click.Path(path_type=Path, exists=True, file_okay=False))
 @click.option("--nonce", required=True, help="The verifier's challenge: 32, 48 or 64 bytes as hex.")
 @click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), required=True,
-              help="Where to write the token (CBOR).")
+              callback=output_file, help="Where to write the token (CBOR).")
 @click.option("--app", "app_paths", multiple=True, type=click.Path(path_type=Path, exists=True),
               help="Application code to measure into the token (repeatable).")
 @click.option("--model", "model_paths", multiple=True, type=click.Path(path_type=Path, exists=True),

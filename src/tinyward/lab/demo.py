@@ -465,9 +465,9 @@ def make_folder(keep: Path | None) -> Path:
         return Path(tempfile.mkdtemp(prefix="tinyward-demo-"))
     keep = Path(keep)
     if keep.exists() and any(keep.iterdir()):
-        from tinyward.errors import Misuse
+        from tinyward.errors import StateError
 
-        raise Misuse(f"{keep} is not empty; give --keep a new or empty folder")
+        raise StateError(f"{keep} is not empty; give --keep a new or empty folder")
     keep.mkdir(parents=True, exist_ok=True)
     return keep
 

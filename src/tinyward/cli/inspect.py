@@ -1,0 +1,4 @@
+"""`tinyward inspect …`: placeholder, filled below."""
+import click
+
+COMMANDS: list[click.Command] = []
