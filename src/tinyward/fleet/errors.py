@@ -11,7 +11,7 @@ Two families, as everywhere in tinyward (``tinyward.errors``):
 
 from __future__ import annotations
 
-from tinyward.errors import BadInput, StateError
+from tinyward.errors import BadInput, StateError, TinywardError
 
 
 class BadEnrolmentRequest(BadInput):
@@ -68,3 +68,7 @@ class FleetExists(StateError):
 
 class WeakPassphrase(BadInput):
     """A new fleet passphrase was refused as too short."""
+
+
+class CannotListen(TinywardError):
+    """The fleet server cannot listen where it was asked to (port in use, no such address)."""
