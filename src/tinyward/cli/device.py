@@ -101,8 +101,8 @@ def provision_command(directory: Path, fleet_dir: Path, readout: str) -> None:
             bundle = fleet.enroll(dev.enrolment_request, _passphrase(new=False))
         except TinywardError as error:
             # Same class and exit code, one more sentence: how to recover.
-            error.args = (f"{error}; the device in {directory} is kept: run the same "
-                          "command again to finish provisioning it",)
+            hint = f"the device in {directory} is kept: run the same command again to finish"
+            error.args = (f"{error}; {hint}",)
             raise
     dev.install(bundle)
     console.print(f"device [bold]{dev.device_id}[/] provisioned for fleet {fleet.fleet_id}")
@@ -216,15 +216,53 @@ def run_air_gapped_command(directory: Path, interval: float, duration: float | N
 @click.argument("directory", type=click.Path(path_type=Path, exists=True, file_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
 def status_command(directory: Path, as_json: bool) -> None:
-    """Show a device's identity, lifecycle state and root of trust (no secrets)."""
-    status = Device.open(directory).status()
+    """Show a device's identity, lifecycle state and root of trust (no secrets).
+
+    Also reads back every key and the fleet record, so a damaged or deleted record shows
+    here (exit non-zero), not later at a run or a readout.
+    """
+    dev = Device.open(directory)
+    status = dev.status()
+    problems = _problems(dev)
+    status["problems"] = [str(p) for p in problems]
     if as_json:
         click.echo(json.dumps(status, indent=2))
-        return
-    table = Table(show_header=False)
-    for key, value in status.items():
-        table.add_row(key, str(value))
-    console.print(table)
+    else:
+        table = Table(show_header=False)
+        for key, value in status.items():
+            if key != "problems":
+                table.add_row(key, str(value))
+        table.add_row("problems", "\n".join(status["problems"]) or "none")
+        console.print(table)
+    if problems:
+        raise DeviceDamaged(f"device {dev.device_id[:16]}… is damaged: {problems[0]}",
+                            exit_code=problems[0].exit_code)
+
+
+class DeviceDamaged(TinywardError):
+    """`device status` found a record it cannot read back (the first problem, of several)."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def _problems(dev: Device) -> list[TinywardError]:
+    """Every key record and the fleet record, read back and authenticated."""
+    from tinyward.trust.device import KEY_PURPOSES
+
+    found: list[TinywardError] = []
+    for purpose in KEY_PURPOSES:
+        try:
+            dev.keystore.public_key(dev.handle(purpose))
+        except TinywardError as error:
+            found.append(error)
+    if dev.provisioned:
+        try:
+            dev.fleet_trust()
+        except TinywardError as error:
+            found.append(error)
+    return found
 
 
 @click.command("trust")
