@@ -11,6 +11,7 @@ from rich.table import Table
 
 from tinyward._fsutil import atomic_write
 from tinyward.cli._paths import check_new_folder, new_folder, output_file
+from tinyward.cli._show import result_text
 from tinyward.errors import TinywardError
 from tinyward.fleet.bundle import DeviceBundle
 from tinyward.fleet.errors import BadBundle, UnknownDevice
@@ -209,7 +210,8 @@ def run_air_gapped_command(directory: Path, interval: float, duration: float | N
     console.print(f"device {dev.device_id[:16]}… running air-gapped: network sockets are refused "
                   "by a seccomp filter on this process tree")
     final = run_air_gapped(dev, source, interval=interval, duration=duration)
-    console.print(f"stopped; latest results: {list(final.results[-1:])}")
+    latest = result_text(final.results[-1]) if final.results else "none"
+    console.print(f"stopped; latest result: {latest}", markup=False, highlight=False)
 
 
 @device.command("status")
