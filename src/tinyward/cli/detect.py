@@ -54,6 +54,7 @@ def _progress() -> Iterator[Progress]:
         TimeElapsedColumn(),
         console=console,
         transient=True,
+        disable=not console.is_terminal,  # in a pipe a transient bar leaves an empty line
     ) as progress:
         yield progress
 
