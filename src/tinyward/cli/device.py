@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tinyward._fsutil import atomic_write
-from tinyward.cli._paths import check_new_folder, new_folder, output_file
+from tinyward.cli._paths import new_folder, output_file
 from tinyward.cli._show import result_text
 from tinyward.errors import TinywardError
 from tinyward.fleet.bundle import DeviceBundle
@@ -64,7 +64,7 @@ def _read_bundle(path: Path) -> DeviceBundle:
 
 
 @device.command("provision")
-@click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
+@click.argument("directory", type=click.Path(path_type=Path, file_okay=False), callback=new_folder)
 @click.option("--fleet", "fleet_dir", required=True,
               type=click.Path(path_type=Path, exists=True, file_okay=False),
               help="The fleet folder (from `tinyward fleet init`).")
@@ -85,7 +85,6 @@ def provision_command(directory: Path, fleet_dir: Path, readout: str) -> None:
     from tinyward.cli.fleet import _passphrase, bundle_of
 
     fleet = Fleet.open(fleet_dir)
-    check_new_folder(directory)
     if (directory / "device.json").is_file():
         dev = Device.open(directory)
         if dev.provisioned:
