@@ -119,8 +119,7 @@ def _is_enrolled(fleet: Fleet, device_id: str) -> bool:
 
 
 def _enrol_readout(dev: Device, kind: str, pin: str | None) -> None:
-    import segno
-
+    from tinyward.readout.qr import terminal_lines
     from tinyward.trust.readout import ReadoutGate
 
     gate = ReadoutGate(dev.storage, f"device-{dev.device_id[:12]}")
@@ -129,7 +128,8 @@ def _enrol_readout(dev: Device, kind: str, pin: str | None) -> None:
         console.print("local readout: add this TOTP secret to an authenticator app "
                       "(shown once, never stored in clear):")
         console.print(uri, soft_wrap=True)
-        segno.make(uri, error="m").terminal(compact=True)
+        for line in terminal_lines(uri, error="m", ansi=console.is_terminal):
+            console.file.write(line + "\n")
     else:
         chosen = gate.enrol_pin(pin)
         if pin is None:
