@@ -10,6 +10,8 @@ foresee (``OSError``) and a usage error end the same way; a traceback means a bu
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
 from typing import NoReturn
 
@@ -49,6 +51,9 @@ class _Group(click.Group):
         except click.UsageError as error:  # a subcommand's arguments, parsed in here
             _fail(_usage_message(error), USAGE_EXIT_CODE)
         except OSError as error:
+            if error.errno == errno.EPIPE:  # `tinyward … | head`: the reader left; say nothing
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                sys.exit(FAILURE_EXIT_CODE)
             _fail(_os_message(error), FAILURE_EXIT_CODE)
 
 
