@@ -121,11 +121,20 @@ def enroll(fleet_dir: Path, request_pem: Path, output: Path | None) -> None:
         bundle = opened.enroll(request, _passphrase(new=False))
     except AlreadyEnrolled as error:
         raise AlreadyEnrolled(f"{error}; to write its bundle again: tinyward fleet bundle "
-                              f"{fleet_dir} DEVICE_ID -o FILE") from None
+                              f"{fleet_dir} {_requested_device_id(request)} -o FILE") from None
     target = output or request_pem.parent / f"{bundle.device_id}.bundle.json"
     _write_bundle(target, bundle, fleet_dir)
     click.echo(f"enrolled device {bundle.device_id} in fleet {opened.fleet_id}")
     click.echo(f"bundle written to {target}")
+
+
+def _requested_device_id(request: bytes) -> str:
+    # Only reached after the fleet parsed this very request, so it parses again.
+    from tinyward.fleet.enrolment import parse_enrolment_request
+    from tinyward.trust.identity import device_id
+
+    key = parse_enrolment_request(request)["attestation"].public_key()
+    return device_id(key)  # type: ignore[arg-type]  # checked P-256 by the parser
 
 
 class BundleNotWritten(TinywardError):
