@@ -97,7 +97,8 @@ def test_lost_bundle_is_reissued_and_installs(fleet_dir: Path, tmp_path: Path) -
     original = (tmp_path / "b.json").read_bytes()
     (tmp_path / "b.json").unlink()  # lost
     again = run("fleet", "enroll", str(fleet_dir), csr, "-o", str(tmp_path / "b.json"), env=GOOD)
-    assert_one_error(again, 2, "already enrolled", f"tinyward fleet bundle {fleet_dir} {device.device_id}")
+    assert_one_error(again, 2, "already enrolled",
+                     f"tinyward fleet bundle {fleet_dir} {device.device_id}")
     result = run("fleet", "bundle", str(fleet_dir), device.device_id, "-o",
                  str(tmp_path / "again.json"))
     assert result.exit_code == 0, result.output
