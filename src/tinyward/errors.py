@@ -25,6 +25,7 @@ EXIT_CODES: tuple[tuple[int, str], ...] = (
     (2, "refused: bad, forged, replayed or missing input, wrong passphrase, usage"),
     (3, "a bug: an API was called in a way it does not allow (please report it)"),
     (4, "wrong state: it already exists, is not provisioned yet, or is busy"),
+    (130, "aborted: Ctrl-C, or no input where a prompt needed one"),
 )
 
 

@@ -22,6 +22,7 @@ from tinyward.errors import EXIT_CODES, TinywardError
 
 FAILURE_EXIT_CODE = 1
 USAGE_EXIT_CODE = 2
+INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT, as shells report it
 
 
 def _fail(message: str, code: int) -> NoReturn:
@@ -110,7 +111,8 @@ def main() -> None:
     except click.UsageError as error:
         _fail(_usage_message(error), USAGE_EXIT_CODE)
     except click.Abort:
-        _fail("interrupted", 130)
+        _fail("aborted (Ctrl-C, or no input where a prompt needed one: set the variable "
+              "the prompt stands for, e.g. TINYWARD_FLEET_PASSPHRASE)", INTERRUPTED_EXIT_CODE)
     except click.ClickException as error:
         _fail(error.format_message(), error.exit_code)
     sys.exit(result if isinstance(result, int) else 0)
