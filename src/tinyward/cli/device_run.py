@@ -10,13 +10,14 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import click
 
+from tinyward.cli._show import result_text
 from tinyward.errors import TinywardError
 from tinyward.link.client import LinkConfig
 from tinyward.link.queue import QueueConfig
@@ -105,7 +106,8 @@ def run(directory: Path, server: str, air_gapped: bool, interval: float | None, 
     )
     source = (SimulatedSensor(event_rate, seed) if app_manifest is None
               else _app_source(app_manifest, frames_csv, seed))
-    runner = DeviceRunner(device, server, config, source, status_file=status_file)
+    watched = WatchedSource(source)
+    runner = DeviceRunner(device, server, config, watched, status_file=status_file)
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -116,7 +118,7 @@ def run(directory: Path, server: str, air_gapped: bool, interval: float | None, 
                f"{size} bytes per report (~{bandwidth_bytes_per_hour(config.shaper):,.0f} B/h "
                "plus HTTP)", err=True)
     progress = RunProgress(runner.stats, lambda: runner.queue.acked, verbose=verbose,
-                           live=sys.stderr.isatty())
+                           live=sys.stderr.isatty(), latest=lambda: watched.latest)
     progress.start()
     try:
         stats = runner.run(stop, duration)
@@ -151,14 +153,34 @@ def run_failure(stats: RunStats) -> str | None:
     return None
 
 
+class WatchedSource:
+    """Passes a results source through unchanged, keeping the newest result to show."""
+
+    def __init__(self, source: Any) -> None:
+        self._source = source
+        self.latest: Mapping[str, Any] | None = None
+        self.taken = 0
+
+    def take(self, now: float) -> list[Mapping[str, Any]]:
+        results: list[Mapping[str, Any]] = self._source.take(now)
+        if results:
+            self.latest, self.taken = results[-1], self.taken + len(results)
+        return results
+
+    def __getattr__(self, name: str) -> Any:  # next_time, incidents, healthy, close …
+        return getattr(self._source, name)
+
+
 class RunProgress:
     """What a person sees while the device runs: a status line on a terminal, or (verbose)
     one line per report made and per acknowledgement. Reads the runner's counters from a
     thread about four times a second; never blocks the runner."""
 
     def __init__(self, stats: RunStats, acked: Callable[[], int], verbose: bool, live: bool,
-                 echo: Callable[[str], None] | None = None, period: float = 0.25) -> None:
-        self._stats, self._acked = stats, acked
+                 echo: Callable[[str], None] | None = None, period: float = 0.25,
+                 latest: Callable[[], Mapping[str, Any] | None] = lambda: None) -> None:
+        self._stats, self._acked, self._latest = stats, acked, latest
+        self._shown_result: Mapping[str, Any] | None = None
         self._verbose, self._live = verbose, live and not verbose
         self._echo = echo or (lambda text: click.echo(text, err=True))
         self._period = period
@@ -189,13 +211,19 @@ class RunProgress:
         s = self._stats
         now = (s.generated, self._acked(), s.last_error)
         made, acked, error = self._seen
-        if now == self._seen:
+        result = self._latest()
+        new_result = result is not None and result is not self._shown_result
+        if now == self._seen and not new_result:
             return
-        self._seen = now
+        self._seen, self._shown_result = now, result
         if self._live:
             text = status_line(s, now[1])
+            if result is not None:
+                text += f" | {result_text(result)}"
             click.echo(f"\r{text[:79]:<79}", nl=False, err=True)
             return
+        if new_result and result is not None:
+            self._echo(f"result: {result_text(result)}")
         if now[0] > made and s.last_seq is not None:
             first = s.last_seq - (now[0] - made) + 1
             numbers = f"#{s.last_seq}" if first == s.last_seq else f"#{first}..#{s.last_seq}"
