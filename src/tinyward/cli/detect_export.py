@@ -12,7 +12,7 @@ import click
 
 from tinyward.cli._paths import new_folder
 from tinyward.detect._int8_models import Int8AutoencoderDetector, Int8MahalanobisDetector
-from tinyward.detect.errors import DetectMisuse
+from tinyward.detect.errors import DetectError
 from tinyward.detect.export_c import export_c
 from tinyward.detect.models import load_detector
 
@@ -29,7 +29,7 @@ def export(model: Path, out_dir: Path, prefix: str, feature_names: Path | None) 
     """Export the int8 detector in MODEL as one C99 header and one source file."""
     detector = load_detector(model)
     if not isinstance(detector, (Int8AutoencoderDetector, Int8MahalanobisDetector)):
-        raise DetectMisuse(
+        raise DetectError(  # the person gave the wrong model: input, not a caller bug
             f"{model}: holds a float {detector.name!r} detector; only int8 detectors export to "
             "C (train 'autoencoder-int8' or 'mahalanobis-int8')"
         )

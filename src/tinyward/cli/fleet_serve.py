@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from tinyward.errors import Misuse
+from tinyward.fleet.errors import WeakPassphrase
 
 PASSPHRASE_ENV = "TINYWARD_FLEET_PASSPHRASE"
 
@@ -23,7 +23,8 @@ def _passphrase() -> bytes:
     if value is None:
         value = click.prompt("Fleet passphrase", hide_input=True)
     if not value:
-        raise Misuse(f"set {PASSPHRASE_ENV} to the fleet passphrase (it opens the server key)")
+        raise WeakPassphrase(f"set {PASSPHRASE_ENV} to the fleet passphrase (it opens the "
+                             "server key)")
     return value.encode("utf-8")
 
 
@@ -99,7 +100,7 @@ def bench_ingest(devices: int, reports: int, batch: int, workers: int | None) ->
     from tinyward.bench.ingest import run_ingest
 
     if reports < devices:
-        raise Misuse("give at least one report per device (--reports >= --devices)")
+        raise click.UsageError("give at least one report per device (--reports >= --devices)")
     result = run_ingest(devices, reports, batch, workers or os.cpu_count() or 1,
                         progress=lambda text: click.echo(text, err=True))
     share = result.reports_per_second / result.crypto_limit
