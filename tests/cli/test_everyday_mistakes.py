@@ -391,3 +391,21 @@ def test_docs_list_the_same_exit_codes() -> None:
     page = (Path(__file__).parents[2] / "docs" / "cli.md").read_text()
     for code, meaning in EXIT_CODES:
         assert f"| {code} | {meaning} |" in page
+
+
+# ---- a typo is the person's mistake: exit 2, never the caller-bug 3 ---------------------
+
+
+@pytest.mark.parametrize("args", [
+    ("device", "run", "{TMP}", "--server", "notaurl"),
+    ("device", "run", "{TMP}", "--size", "10"),
+    ("device", "attest", "{TMP}", "--nonce", "abcd", "-o", "{TMP}/t.cbor"),
+    ("fleet", "revoke", "{FLEET}", "notanid"),
+    ("fleet", "bundle", "{FLEET}", "notanid"),
+    ("report", "verify", "TW1:garbage", "--fleet", "{FLEET}"),
+    ("inspect", "token", "{FLEET}/fleet.json"),
+])
+def test_typos_are_refused_input(args: tuple[str, ...], fleet_dir: Path,
+                                 tmp_path: Path) -> None:
+    filled = [a.replace("{TMP}", str(tmp_path)).replace("{FLEET}", str(fleet_dir)) for a in args]
+    assert_one_error(run(*filled, env=GOOD), 2)

@@ -18,8 +18,8 @@ from typing import Any
 import click
 
 from tinyward.cli._show import result_text
-from tinyward.errors import TinywardError
-from tinyward.link.client import LinkConfig
+from tinyward.errors import Misuse, TinywardError
+from tinyward.link.client import LinkConfig, ServerURL
 from tinyward.link.queue import QueueConfig
 from tinyward.link.runner import DeviceRunner, RunnerConfig, RunStats, SimulatedSensor
 from tinyward.link.shaper import ShaperConfig, bandwidth_bytes_per_hour
@@ -27,9 +27,18 @@ from tinyward.link.shaper import ShaperConfig, bandwidth_bytes_per_hour
 DEFAULT_SERVER = "https://127.0.0.1:8443"
 
 
+def _server_url(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    # A typo in the URL is the person's mistake (exit 2), not an API misuse (exit 3).
+    try:
+        ServerURL.parse(value)
+    except Misuse as error:
+        raise click.BadParameter(str(error)) from None
+    return value
+
+
 @click.command("run")
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--server", default=DEFAULT_SERVER, show_default=True,
+@click.option("--server", default=DEFAULT_SERVER, show_default=True, callback=_server_url,
               help="The fleet server, https://host:port (its key must match the pin).")
 @click.option("--air-gapped", is_flag=True,
               help="Use no network at all (enforced by a kernel filter on the whole process "
@@ -37,7 +46,7 @@ DEFAULT_SERVER = "https://127.0.0.1:8443"
 @click.option("--interval", type=click.FloatRange(0.01, 86400), default=None,
               help="Seconds between reports, one per interval always [default: 10; "
                    "air-gapped: 1].")
-@click.option("--size", type=int, default=1024, show_default=True,
+@click.option("--size", type=click.IntRange(256, 16384), default=1024, show_default=True,
               help="Exact size of every report in bytes (must match the fleet's).")
 @click.option("--duration", type=float, default=None,
               help="Stop making reports after this many seconds (default: until SIGTERM).")
