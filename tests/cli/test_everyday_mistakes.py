@@ -107,6 +107,29 @@ def test_lost_bundle_is_reissued_and_installs(fleet_dir: Path, tmp_path: Path) -
                str(tmp_path / "again.json")).exit_code == 0
 
 
+def test_bundle_write_failing_after_enrolment_says_how_to_recover(
+        fleet_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    import tinyward.cli.fleet as fleet_cli
+
+    device = Device.init(tmp_path / "dev")
+
+    def disk_full(path: Path, data: bytes, mode: int = 0o600) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(fleet_cli, "atomic_write", disk_full)
+    result = run("fleet", "enroll", str(fleet_dir), str(tmp_path / "dev" / "enroll.csr.pem"),
+                 "-o", str(tmp_path / "b.json"), env=GOOD)
+    assert_one_error(result, 1, "is enrolled", "No space left on device",
+                     f"tinyward fleet bundle {fleet_dir} {device.device_id}")
+    monkeypatch.undo()
+    again = run("fleet", "bundle", str(fleet_dir), device.device_id, "-o", str(tmp_path / "b.json"))
+    assert again.exit_code == 0, again.output
+    assert run("device", "install", str(tmp_path / "dev"),
+               str(tmp_path / "b.json")).exit_code == 0
+
+
 def test_revoked_device_gets_no_bundle(fleet_dir: Path, tmp_path: Path) -> None:
     device = _provisioned(fleet_dir, tmp_path / "dev")
     Fleet.open(fleet_dir).revoke(device.device_id)
