@@ -19,6 +19,7 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
+from tinyward.cli._paths import new_folder
 from tinyward.cli.device_run import bench_shaping
 from tinyward.lab.attacks import Outcome
 from tinyward.lab.demo import Demo, DemoState, DeviceView, make_folder
@@ -157,6 +158,7 @@ def replay(path: Path, console: Console | None = None) -> bool:
 @click.option("--interval", type=click.FloatRange(0.1, 60), default=1.0, show_default=True,
               help="Seconds between a sensor's reports.")
 @click.option("--keep", type=click.Path(file_okay=False, path_type=Path), default=None,
+              callback=new_folder,
               help="Build everything in this (new or empty) folder and keep it afterwards.")
 @click.option("--no-netns", is_flag=True, help="Run the sensors on loopback, not in a "
               "network namespace of their own.")

@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from tinyward.cli._paths import new_folder, output_file
 from tinyward.cli.detect_export import export
 from tinyward.detect import evaluate as ev
 from tinyward.detect import pipeline
@@ -40,6 +41,7 @@ def _progress() -> Iterator[Progress]:
         TimeElapsedColumn(),
         console=console,
         transient=True,
+        disable=not console.is_terminal,  # in a pipe a transient bar leaves an empty line
     ) as progress:
         yield progress
 
@@ -93,6 +95,7 @@ def detect() -> None:
     "out",
     required=True,
     type=click.Path(path_type=Path),
+    callback=output_file,  # checked before the features and the fit, not after
     help="Model file to write (the detector and the trained feature state, one file).",
 )
 @click.option(
@@ -137,6 +140,7 @@ def train(
 @click.option(
     "--out",
     type=click.Path(path_type=Path),
+    callback=output_file,
     help="Write 'index,score,alarm' per packet or window to this CSV.",
 )
 def score(model: Path, input_path: Path, out: Path | None) -> None:
@@ -150,6 +154,8 @@ def score(model: Path, input_path: Path, out: Path | None) -> None:
         scored = pipeline.score_file(loaded, input_path, progress=_steps(progress))
     threshold = loaded.detector.threshold
     scores, alarms = scored.scores, scored.alarms
+    if scored.problem is not None and not len(scores):
+        raise scored.problem  # nothing was read: the error alone, not "0 packets (0.00 %)" first
     kept = " (read so far)" if scored.problem is not None else ""
     click.echo(
         f"{input_path}: {len(scores)} {scored.unit}{kept}, {int(alarms.sum())} above the threshold "
@@ -168,6 +174,7 @@ def score(model: Path, input_path: Path, out: Path | None) -> None:
     "out_dir",
     required=True,
     type=click.Path(path_type=Path, file_okay=False),
+    callback=new_folder,
     help="Folder for <prefix>.h and <prefix>.c (created if missing).",
 )
 @click.option("--prefix", default="tw_nf", show_default=True, help="C name prefix.")
@@ -246,6 +253,7 @@ def _print_result(title: str, result: dict[str, Any]) -> None:
     default=Path("detect-eval"),
     show_default=True,
     type=click.Path(path_type=Path),
+    callback=new_folder,
     help="Folder for eval.json and ROC PNGs.",
 )
 @click.option("--seed", default=0, show_default=True)

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import click
 
-from tinyward.detect.errors import DetectMisuse
+from tinyward.cli._paths import new_folder
+from tinyward.detect.errors import DetectError, DetectMisuse
 from tinyward.detect.models import load_detector
 from tinyward.detect.pipeline import export_detector_c
 
@@ -18,7 +19,7 @@ from tinyward.detect.pipeline import export_detector_c
 @click.command("export")
 @click.argument("model", type=click.Path(path_type=Path, exists=True, dir_okay=False))
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path, file_okay=False),
-              help="Folder for <prefix>.h and <prefix>.c (created if missing).")
+              callback=new_folder, help="Folder for <prefix>.h and <prefix>.c (created if missing).")
 @click.option("--prefix", default="tinyward_detector", show_default=True,
               help="C name prefix: lower-case letters, digits, single underscores.")
 @click.option("--feature-names", type=click.Path(path_type=Path, exists=True, dir_okay=False),
@@ -32,8 +33,8 @@ def export(model: Path, out_dir: Path, prefix: str, feature_names: Path | None) 
                  if line.strip()]
     try:
         files = export_detector_c(detector, out_dir, prefix=prefix, feature_names=names)
-    except DetectMisuse as error:
-        raise DetectMisuse(f"{model}: {error}") from None
+    except DetectMisuse as error:  # the person gave the wrong model or prefix: input
+        raise DetectError(f"{model}: {error}") from None
     click.echo(f"wrote {files.header} and {files.source}")
     click.echo(f"{detector.name}: {detector.ops_per_inference()} ops per vector, "
                f"{detector.model_bytes()} bytes of const tables, threshold "

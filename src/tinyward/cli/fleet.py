@@ -9,13 +9,21 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from cryptography.hazmat.primitives.serialization import Encoding
 from rich.console import Console
 from rich.table import Table
 
 from tinyward._fsutil import atomic_write
+from tinyward.cli._paths import check_output_file, new_folder, output_file
 from tinyward.cli.fleet_secrets import CA, OLD, SERVER, UPDATE, read_secret
+from tinyward.errors import TinywardError
+from tinyward.fleet.bundle import DeviceBundle
 from tinyward.fleet.enrolment import DEFAULT_ENROLMENT_LIMITS
-from tinyward.fleet.errors import BadEnrolmentRequest
+from tinyward.fleet.errors import (
+    AlreadyEnrolled,
+    BadEnrolmentRequest,
+    UnknownDevice,
+)
 from tinyward.fleet.keyseal import read_params
 from tinyward.fleet.pki import Fleet, device_ca_label
 
@@ -53,7 +61,7 @@ def fleet() -> None:
 
 
 @fleet.command("init")
-@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path), callback=new_folder)
 @click.option(
     "--server-name",
     "server_names",
@@ -100,6 +108,7 @@ def init(directory: Path, server_names: tuple[str, ...], no_server_passphrase: b
     "-o",
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
+    callback=output_file,  # checked before the enrolment is recorded
     help="Where to write the device bundle (JSON). "
     "Default: <device ID>.bundle.json next to REQUEST_PEM.",
 )
@@ -113,16 +122,89 @@ def enroll(fleet_dir: Path, request_pem: Path, output: Path | None,
     for `tinyward device install`. Needs the CA passphrase (TINYWARD_CA_PASSPHRASE).
     """
     opened = Fleet.open(fleet_dir)
+    if output is None:  # the default goes next to the request: check that folder first
+        check_output_file(request_pem.parent / "device.bundle.json")
     limit = DEFAULT_ENROLMENT_LIMITS.max_request_bytes
     with request_pem.open("rb") as handle:
         request = handle.read(limit + 1)  # never read an arbitrarily large file
     if len(request) > limit:
         raise BadEnrolmentRequest(f"{request_pem} is larger than {limit} bytes")
-    bundle = opened.enroll(request, opened.device_ca_token(read_secret(CA), keys_dir))
+    try:
+        bundle = opened.enroll(request, opened.device_ca_token(read_secret(CA), keys_dir))
+    except AlreadyEnrolled as error:
+        raise AlreadyEnrolled(f"{error}; to write its bundle again: tinyward fleet bundle "
+                              f"{fleet_dir} {_requested_device_id(request)} -o FILE") from None
     target = output or request_pem.parent / f"{bundle.device_id}.bundle.json"
-    atomic_write(target, bundle.to_json(), mode=0o644)  # public material only
+    _write_bundle(target, bundle, fleet_dir)
     click.echo(f"enrolled device {bundle.device_id} in fleet {opened.fleet_id}")
     click.echo(f"bundle written to {target}")
+
+
+def _requested_device_id(request: bytes) -> str:
+    # Only reached after the fleet parsed this very request, so it parses again.
+    from tinyward.fleet.enrolment import parse_enrolment_request
+    from tinyward.trust.identity import device_id
+
+    key = parse_enrolment_request(request)["attestation"].public_key()
+    return device_id(key)  # type: ignore[arg-type]  # checked P-256 by the parser
+
+
+class BundleNotWritten(TinywardError):
+    """The device is enrolled but its bundle could not be written (it can be re-issued)."""
+
+
+def _write_bundle(target: Path, bundle: DeviceBundle, fleet_dir: Path) -> None:
+    try:
+        atomic_write(target, bundle.to_json(), mode=0o644)  # public material only
+    except OSError as error:
+        # The enrolment stays recorded; the bundle holds only public material, so it is
+        # rebuilt from the fleet's records at any time: nothing is lost.
+        raise BundleNotWritten(
+            f"device {bundle.device_id} is enrolled, but its bundle could not be written to "
+            f"{target} ({error.strerror}); write it again with: tinyward fleet bundle "
+            f"{fleet_dir} {bundle.device_id} -o FILE") from None
+
+
+def bundle_of(opened: Fleet, device_id: str) -> DeviceBundle:
+    """The bundle of an enrolled device, rebuilt from the fleet's records (no passphrase:
+    certificates, CAs and the pin are public)."""
+    enrolled = opened.device(device_id)
+    if enrolled.revoked:
+        raise UnknownDevice(f"device {device_id} is revoked in fleet {opened.fleet_id}; "
+                            "it gets no bundle")
+    # After a device CA rotation an older device's certificates come from a retiring CA:
+    # its bundle names the CA that issued them, or the bundle would not verify.
+    issuer = next(iter(enrolled.certificates.values())).issuer
+    device_ca = next((ca for ca in opened.device_cas if ca.subject == issuer), opened.device_ca)
+    return DeviceBundle(
+        device_id=device_id,
+        fleet_id=opened.fleet_id,
+        certificates={purpose: cert.public_bytes(Encoding.PEM).decode("ascii")
+                      for purpose, cert in enrolled.certificates.items()},
+        device_ca_pem=device_ca.public_bytes(Encoding.PEM).decode("ascii"),
+        root_ca_pem=opened.root_ca.public_bytes(Encoding.PEM).decode("ascii"),
+        server_spki_sha256=opened.server_spki_sha256,
+    )
+
+
+@fleet.command("bundle")
+@click.argument("fleet_dir", type=_EXISTING_DIR)
+@click.argument("device_id")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              callback=output_file,
+              help="Where to write the bundle [default: <device ID>.bundle.json here].")
+def bundle_command(fleet_dir: Path, device_id: str, output: Path | None) -> None:
+    """Write the bundle of an enrolled device DEVICE_ID again (e.g. after a lost file).
+
+    The bundle holds only public material (certificates, CAs, the server pin), so no
+    passphrase is needed and nothing new is issued. A revoked device gets none.
+    """
+    opened = Fleet.open(fleet_dir)
+    bundle = bundle_of(opened, device_id)
+    target = output or Path(f"{device_id}.bundle.json")
+    check_output_file(target)
+    _write_bundle(target, bundle, fleet_dir)
+    click.echo(f"bundle of device {device_id} written to {target}")
 
 
 @fleet.command("revoke")

@@ -13,8 +13,6 @@ from pathlib import Path
 
 import click
 
-from tinyward.errors import Misuse
-
 
 @click.command("serve")
 @click.argument("fleet_dir", type=click.Path(file_okay=False, path_type=Path))
@@ -95,7 +93,7 @@ def bench_ingest(devices: int, reports: int, batch: int, workers: int | None) ->
     from tinyward.bench.ingest import run_ingest
 
     if reports < devices:
-        raise Misuse("give at least one report per device (--reports >= --devices)")
+        raise click.UsageError("give at least one report per device (--reports >= --devices)")
     result = run_ingest(devices, reports, batch, workers or os.cpu_count() or 1,
                         progress=lambda text: click.echo(text, err=True))
     share = result.reports_per_second / result.crypto_limit

@@ -12,7 +12,8 @@ from tinyward.errors import BadInput
 from tinyward.fleet.offline import verify_offline
 from tinyward.fleet.pki import Fleet
 from tinyward.fleet.store import open_store
-from tinyward.readout.carrier import MAX_TEXT_CHARS, from_text
+from tinyward.readout.carrier import MAX_TEXT_CHARS, TEXT_PREFIX, from_text
+from tinyward.trust.report import Report
 
 
 @click.group()
@@ -21,39 +22,70 @@ def report() -> None:
 
 
 @report.command("verify")
-@click.argument("file_or_text")
+@click.argument("files_or_texts", metavar="FILE_OR_TEXT...", nargs=-1, required=True)
 @click.option("--fleet", "fleet_dir", required=True,
               type=click.Path(path_type=Path, exists=True, file_okay=False),
               help="The fleet whose devices you trust.")
 @click.option("--db", "db_url", default=None,
               help="The fleet's report database [default: sqlite:///FLEET_DIR/reports.db].")
-def verify_command(file_or_text: str, fleet_dir: Path, db_url: str | None) -> None:
-    """Verify a signed offline report and record it; exit 0 only when it is valid and new.
+def verify_command(files_or_texts: tuple[str, ...], fleet_dir: Path, db_url: str | None) -> None:
+    """Verify signed offline reports and record them; exit 0 only when all are valid and new.
 
-    FILE_OR_TEXT is the text from the readout's QR code (starting TW1:) or a file holding
-    it. The report must be signed by a device of this fleet that is not revoked, and its
-    sequence number must be newer than any the fleet holds for that device (a replayed
-    QR code is refused).
+    Each FILE_OR_TEXT is the text from the readout's QR code (starting TW1:) or a file
+    holding it (several at once: `report-*.txt`). A report must be signed by a device of
+    this fleet that is not revoked, and its sequence number must be newer than any the
+    fleet holds for that device (a replayed QR code is refused). Each valid report is
+    printed as JSON (a list when there are several); each refused one as an `error:` line.
     """
-    text = file_or_text
-    path = Path(file_or_text)
-    if not file_or_text.startswith("TW1:") and path.is_file():
-        with path.open("r", encoding="ascii", errors="replace") as handle:
-            text = handle.read(MAX_TEXT_CHARS + 1)
     fleet = Fleet.open(fleet_dir)
     store = open_store(db_url or f"sqlite:///{(fleet_dir / 'reports.db').absolute()}")
+    verified: list[dict[str, object]] = []
+    first_refusal: BadInput | None = None
     try:
-        verified = verify_offline(fleet, from_text(text), store)
-    except BadInput as error:
-        click.secho(f"report refused: {error}", fg="red", err=True)
-        sys.exit(error.exit_code)
+        for item in files_or_texts:
+            try:
+                report = verify_offline(fleet, from_text(_read(item)), store)
+            except BadInput as error:
+                where = "" if item.startswith(TEXT_PREFIX) else f"{item}: "
+                click.secho(f"error: {where}report refused: {error}", fg="red", err=True)
+                first_refusal = first_refusal or error
+                continue
+            verified.append(_as_json(report))
     finally:
         store.close()
-    click.echo(json.dumps({
-        "valid": True, "device_id": verified.device_id, "seq": verified.seq,
-        "time": verified.timestamp, "mode": verified.mode, "health": verified.health,
-        "results": [dict(r) for r in verified.results], "incidents": dict(verified.incidents),
-    }, indent=2))
+    if verified:
+        click.echo(json.dumps(verified[0] if len(files_or_texts) == 1 else verified, indent=2))
+    if first_refusal is not None:
+        sys.exit(first_refusal.exit_code)
+
+
+class ReportFileError(BadInput):
+    """A report file named on the command line cannot be read."""
+
+
+def _read(item: str) -> str:
+    """The report text: ``item`` itself (``TW1:…``) or the content of the file it names."""
+    if item.startswith(TEXT_PREFIX):
+        return item
+    path = Path(item)
+    try:
+        with path.open("r", encoding="ascii", errors="replace") as handle:
+            return handle.read(MAX_TEXT_CHARS + 1)
+    except FileNotFoundError:
+        raise ReportFileError(f"file not found (and not a report text starting "
+                              f"{TEXT_PREFIX})") from None
+    except IsADirectoryError:
+        raise ReportFileError("a folder, not a report file") from None
+    except OSError as error:
+        raise ReportFileError(f"cannot read it: {error.strerror}") from None
+
+
+def _as_json(report: Report) -> dict[str, object]:
+    return {
+        "valid": True, "device_id": report.device_id, "seq": report.seq,
+        "time": report.timestamp, "mode": report.mode, "health": report.health,
+        "results": [dict(r) for r in report.results], "incidents": dict(report.incidents),
+    }
 
 
 COMMANDS: list[click.Command] = [report]

@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from tinyward._fsutil import atomic_write
+from tinyward.errors import TinywardError
 
 ADMIN_TOKEN_FILE = "admin-token.sha256"
 
 
-class Refused(Exception):
+class Refused(TinywardError):
     """Internal: stop handling a request and answer with a JSON error."""
 
     def __init__(self, status: int, code: str, reason: str, **extra: Any) -> None:

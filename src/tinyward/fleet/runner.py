@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import gc
 import logging
 import multiprocessing
@@ -41,6 +42,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from tinyward.fleet.directory import FleetDirectory
+from tinyward.fleet.errors import CannotListen
 from tinyward.fleet.pki import Fleet
 from tinyward.fleet.server import FleetServer, ServerConfig
 from tinyward.fleet.store import open_store
@@ -72,14 +74,35 @@ def server_ssl_context(fleet: Fleet, passphrase: bytes | None = None) -> ssl.SSL
 
 
 def bind(host: str, port: int) -> socket.socket:
-    """A listening TCP socket (IPv4 or IPv6 by ``host``)."""
+    """A listening TCP socket (IPv4 or IPv6 by ``host``).
+
+    Raises:
+        CannotListen: the port is in use, the address is not this machine's, or the name
+            does not resolve.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(1024)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(1024)
+    except OSError as error:
+        sock.close()
+        raise CannotListen(f"cannot listen on {host}:{port}: {_why_not(error)}") from None
     sock.setblocking(False)
     return sock
+
+
+def _why_not(error: OSError) -> str:
+    if isinstance(error, socket.gaierror):
+        return f"the name does not resolve ({error.strerror})"
+    if error.errno == errno.EADDRINUSE:
+        return "the port is in use (another server?); choose another with --port"
+    if error.errno == errno.EADDRNOTAVAIL:
+        return "this machine has no such address; choose one of its own with --host"
+    if error.errno == errno.EACCES:
+        return "permission denied (ports below 1024 need root)"
+    return error.strerror or str(error)
 
 
 def _guard_connections(server: web.Server, fleet_server: FleetServer) -> None:

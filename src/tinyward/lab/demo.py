@@ -25,8 +25,8 @@ from typing import Any, Self
 
 from tinyward.fleet.pki import Fleet
 from tinyward.lab import attacks
-from tinyward.lab.fleetproc import start_fleet_server
 from tinyward.lab.attacks import Outcome
+from tinyward.lab.fleetproc import start_fleet_server
 from tinyward.link.netns import DeviceNamespace, NamespaceUnavailable
 from tinyward.trust import report as codec
 from tinyward.trust.device import Device
@@ -147,6 +147,11 @@ class Demo:
                 shutil.copytree(example, app, ignore=shutil.ignore_patterns("__pycache__"))
                 for path in [self.folder, shared, *shared.rglob("*")]:
                     path.chmod(0o755 if path.is_dir() else 0o644)
+            reason = _sandbox_cannot_read(app)
+            if reason is not None:  # e.g. the demo's folder lies under a private one
+                self.note(f"people-counter example not used ({reason}); simulated sensor "
+                          "instead")
+                return []
             if not self._probed:
                 self._probed = True
                 self._protections = _sandbox_protections(app / "sensor.toml")
@@ -371,7 +376,8 @@ class Demo:
             time.sleep(0.2)
             received, handshakes = rogue.bytes_received, rogue.handshakes
         attempts = status["refusals"].get(expected, 0)
-        refused = (attempts > 0 and received == 0 and status["returncode"] == 0
+        # Exit code 1: the run itself says nothing was delivered (docs/cli.md).
+        refused = (attempts > 0 and received == 0 and status["returncode"] == 1
                    and status["delivered"] == 0)
         return Outcome(name, refused,
                        f"device-1's own process ran 3 s against it: {status['generated']} reports "
@@ -518,15 +524,28 @@ def _port_owners(ports: list[int]) -> dict[int, int | None]:
     return owners
 
 
+def _sandbox_cannot_read(app: Path) -> str | None:
+    """Why the sandbox's uid could not read the app folder (as root only), or ``None``."""
+    if os.geteuid() != 0:
+        return None
+    from tinyward.app.sandbox import SandboxConfig
+    from tinyward.cli._access import Who, unreadable_by
+
+    try:
+        return unreadable_by(app, Who.named(SandboxConfig().user))
+    except KeyError:
+        return f"no user {SandboxConfig().user!r} for the sandbox"
+
+
 def make_folder(keep: Path | None) -> Path:
     """The demo's folder: ``keep`` (new or empty) or a fresh temporary one."""
     if keep is None:
         return Path(tempfile.mkdtemp(prefix="tinyward-demo-"))
     keep = Path(keep)
     if keep.exists() and any(keep.iterdir()):
-        from tinyward.errors import Misuse
+        from tinyward.errors import StateError
 
-        raise Misuse(f"{keep} is not empty; give --keep a new or empty folder")
+        raise StateError(f"{keep} is not empty; give --keep a new or empty folder")
     keep.mkdir(parents=True, exist_ok=True)
     return keep
 

@@ -34,7 +34,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
 from tinyward._fsutil import atomic_write, make_private_dir
-from tinyward.errors import BadInput, Misuse
+from tinyward.errors import BadInput, Misuse, StateError
+from tinyward.trust.errors import TrustError
 from tinyward.trust.identity import device_id as derive_device_id
 from tinyward.trust.identity import instance_id as derive_instance_id
 from tinyward.trust.keystore import KeyHandle, Keystore, KeystoreSigner, KeyUsage
@@ -59,23 +60,23 @@ CLIENT_ID = 1
 _BOOT_SEED = os.urandom(32)
 
 
-class DeviceExists(Misuse):
+class DeviceExists(TrustError, StateError):
     """The folder already holds a device; its keys are never replaced."""
 
 
-class NotADevice(BadInput):
+class NotADevice(TrustError, BadInput):
     """The folder is not a tinyward device (or its summary file is damaged)."""
 
 
-class AlreadyProvisioned(Misuse):
+class AlreadyProvisioned(TrustError, StateError):
     """The device already has a fleet; provisioning twice is refused."""
 
 
-class NotProvisioned(Misuse):
+class NotProvisioned(TrustError, StateError):
     """The operation needs a provisioned device (run `tinyward device provision`)."""
 
 
-class BundleMismatch(BadInput):
+class BundleMismatch(TrustError, BadInput):
     """The certificate bundle does not belong to this device's keys."""
 
 

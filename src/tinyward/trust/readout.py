@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import cbor2
 import pyotp
 
-from tinyward.errors import BadInput, Misuse
-from tinyward.trust.errors import RecordTampered
+from tinyward.errors import BadInput, StateError
+from tinyward.trust.errors import RecordTampered, TrustError
 from tinyward.trust.lockout import LockoutPolicy, LockoutState, begin_attempt, succeeded
 from tinyward.trust.storage import ProtectedStorage
 
@@ -35,15 +35,15 @@ TOTP_STEP = 30
 PIN_DIGITS = 8
 
 
-class WrongCode(BadInput):
+class WrongCode(TrustError, BadInput):
     """The code was wrong (it counted against the lockout)."""
 
 
-class NoCredential(Misuse):
+class NoCredential(TrustError, StateError):
     """The device has no readout credential yet; enrol one first."""
 
 
-class WeakPin(Misuse):
+class WeakPin(TrustError, BadInput):
     """An owner-chosen PIN that is too short or trivially guessable."""
 
 
