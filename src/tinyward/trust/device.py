@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,8 +103,10 @@ class Device:
     # ---- creating and opening -------------------------------------------------------
 
     @classmethod
-    def init(cls, directory: Path) -> Device:
+    def init(cls, directory: Path, *, now: float | None = None) -> Device:
         """Make a new device: root key, the three device keys, and the enrolment request.
+
+        ``now`` (Unix seconds, default the wall clock) is recorded as the keys' creation time.
 
         Raises :class:`DeviceExists` if ``directory`` already holds a device.
         """
@@ -115,7 +118,9 @@ class Device:
         root = FileRootOfTrust.create(directory / "rot" / "root.key", directory / "rot" / "counters")
         storage = ProtectedStorage(directory / "storage", root)
         keystore = Keystore(storage, root, directory / "keys")
-        handles = {purpose: keystore.generate(purpose, usage) for purpose, usage in KEY_PURPOSES.items()}
+        made_at = time.time() if now is None else now
+        handles = {purpose: keystore.generate(purpose, usage, now=made_at)
+                   for purpose, usage in KEY_PURPOSES.items()}
         dev_id = derive_device_id(keystore.public_key(handles["attestation"]))
         request = b"".join(
             keystore.certificate_request(handles[purpose], _subject(dev_id, purpose)).public_bytes(
