@@ -21,10 +21,11 @@ import base64
 import binascii
 import re
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 
 from tinyward.errors import BadInput
 from tinyward.fleet.errors import RevokedDevice, UnknownDevice
+from tinyward.fleet.ingest import clock_skew
 from tinyward.fleet.pki import Fleet
 from tinyward.fleet.store import ReportStore
 from tinyward.link.queue import ReportQueue
@@ -44,6 +45,10 @@ class BadOfflineText(BadInput):
 
 class ReplayedReport(BadInput):
     """The fleet already holds this report's sequence number for the device: a replay."""
+
+
+class ReportClockSkew(BadInput):
+    """The report is dated outside the fleet's clock window (the connected path's rule)."""
 
 
 def make_offline_report(device: Device, state: DisplayState, now: float | None = None) -> bytes:
@@ -90,13 +95,17 @@ def from_text(text: str) -> bytes:
 
 
 def verify_offline(
-    fleet: Fleet, data: bytes, store: ReportStore, now: datetime | None = None
+    fleet: Fleet, data: bytes, store: ReportStore, now: datetime | None = None,
+    *, allow_old: bool = False,
 ) -> Report:
-    """Verify an offline report against ``fleet`` and record it in ``store``.
+    """Verify an offline report against ``fleet`` at ``now`` (default: the present) and
+    record it in ``store``.
 
     Raises the report codec's errors (malformed, bad signature, wrong size, bad padding),
     :class:`UnknownDevice` (e.g. a report from another fleet), :class:`RevokedDevice`,
-    certificate errors, or :class:`ReplayedReport`. Nothing is stored unless it verifies.
+    certificate errors, :class:`ReplayedReport`, or :class:`ReportClockSkew` (dated outside
+    the window connected reports get; ``allow_old`` lifts its age limit only). Nothing is
+    stored unless it verifies.
     """
     device_id = peek_device_id(data)
     try:
@@ -110,6 +119,10 @@ def verify_offline(
         raise RevokedDevice(f"device {device_id[:16]}… has been revoked in this fleet")
     fleet.verify_device_certificate(enrolled.certificates["report"], "report", now)
     report = verify_report(data, enrolled.public_key("report"), size=OFFLINE_REPORT_SIZE)
+    skew = clock_skew(report.timestamp, int((now or datetime.now(UTC)).timestamp()),
+                      allow_old=allow_old)
+    if skew is not None:
+        raise ReportClockSkew(f"{skew} (read an old report with --allow-old or --at TIME)")
     last = store.last_seq(device_id)
     if report.seq <= last:
         raise ReplayedReport(
