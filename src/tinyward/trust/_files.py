@@ -59,8 +59,9 @@ def exclusive(lock_path: Path) -> Iterator[None]:
     """Hold the exclusive lock on ``lock_path`` (created 0600 if missing) for the block.
 
     Other processes (and other threads) wait; the same thread may nest it freely.
+    ``lock_path`` should be resolved (:func:`os.path.realpath`) so that one file has one key.
     """
-    key = os.path.realpath(lock_path)
+    key = str(lock_path)
     with _guard:
         held = _held.get(key)
         if held is None or held.pid != os.getpid():
@@ -82,15 +83,24 @@ def lock_for(lock_path: Path, unsafe_no_lock: bool = False) -> AbstractContextMa
     return nullcontext() if unsafe_no_lock else exclusive(lock_path)
 
 
+def lock_path(path: Path) -> Path:
+    """``path`` resolved once, as :func:`exclusive` wants it."""
+    return Path(os.path.realpath(path))
+
+
 def read_limited(path: Path, max_bytes: int) -> bytes | None:
     """The file's bytes, ``None`` if it does not exist; raises ``ValueError`` if it is
     larger than ``max_bytes`` (nothing past the limit is read)."""
     try:
         with open(path, "rb") as handle:
-            data = handle.read(max_bytes + 1)
+            # Size first: read(max_bytes + 1) would allocate the whole limit on every read.
+            size = os.fstat(handle.fileno()).st_size
+            if size > max_bytes:
+                raise ValueError(f"{path} is larger than {max_bytes} bytes")
+            data = handle.read(min(size + 1, max_bytes + 1))
     except FileNotFoundError:
         return None
-    if len(data) > max_bytes:
+    if len(data) > max_bytes:  # it grew after the fstat
         raise ValueError(f"{path} is larger than {max_bytes} bytes")
     return data
 
@@ -112,6 +122,7 @@ class FileFolder:
         self.suffix = suffix
         if create:
             make_private_dir(self.directory)
+        self._lock_path = lock_path(self.directory / ".lock")
 
     def path(self, name: str) -> Path:
         return self.directory / f"{name}{self.suffix}"
@@ -129,4 +140,4 @@ class FileFolder:
 
     def lock(self, unsafe_no_lock: bool = False) -> AbstractContextManager[None]:
         """The folder's exclusive lock (file ``.lock`` in it)."""
-        return lock_for(self.directory / ".lock", unsafe_no_lock)
+        return lock_for(self._lock_path, unsafe_no_lock)
