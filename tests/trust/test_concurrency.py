@@ -13,6 +13,7 @@ the race shows, bounded in count.
 from __future__ import annotations
 
 import multiprocessing
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -241,3 +242,33 @@ def test_one_totp_code_unlocks_one_session(tmp_path: Path) -> None:
 
 def test_unsafe_no_lock_one_totp_code_unlocks_several_sessions(tmp_path: Path) -> None:
     assert max(totp_race(tmp_path, unsafe=True)) > 1, "the replay never showed without the lock"
+
+
+# ---- the lock itself -------------------------------------------------------------------
+
+
+def test_threads_of_one_process_are_serialised_too(tmp_path: Path) -> None:
+    import threading
+
+    stores = [open_store(tmp_path) for _ in range(4)]  # separate objects, one folder
+    versions: list[int] = []
+
+    def write(store: ProtectedStorage) -> None:
+        versions.extend(store.write("shared", b"x") for _ in range(50))
+
+    threads = [threading.Thread(target=write, args=(store,)) for store in stores]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(versions) == list(range(1, 201))
+
+
+def test_lock_files_are_not_kept_open(tmp_path: Path) -> None:
+    """A process may open many device folders: no descriptor outlives its operation."""
+    fds = len(os.listdir("/proc/self/fd"))
+    for i in range(50):
+        store = open_store(tmp_path / str(i))
+        store.write("alpha", b"x")
+        assert store.read("alpha") == b"x"
+    assert len(os.listdir("/proc/self/fd")) == fds

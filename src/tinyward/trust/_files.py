@@ -27,13 +27,15 @@ from tinyward._fsutil import atomic_write, make_private_dir
 
 
 class _Held:
-    """One process's handle on one lock file: an fd, a thread lock and a nesting depth."""
+    """One process's handle on one lock file while some thread uses it: an fd, a thread
+    lock, the nesting depth of its holder and how many threads hold or wait for it."""
 
     def __init__(self, path: str) -> None:
         self.pid = os.getpid()
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         self.mutex = threading.RLock()
         self.depth = 0
+        self.users = 0
 
 
 _guard = threading.Lock()
@@ -60,22 +62,32 @@ def exclusive(lock_path: Path) -> Iterator[None]:
 
     Other processes (and other threads) wait; the same thread may nest it freely.
     ``lock_path`` should be resolved (:func:`os.path.realpath`) so that one file has one key.
+    The file stays open only while the lock is in use (a process may open many devices).
     """
     key = str(lock_path)
     with _guard:
         held = _held.get(key)
         if held is None or held.pid != os.getpid():
             held = _held[key] = _Held(key)
-    with held.mutex:
-        if held.depth == 0:
-            fcntl.flock(held.fd, fcntl.LOCK_EX)
-        held.depth += 1
-        try:
-            yield
-        finally:
-            held.depth -= 1
+        held.users += 1
+    try:
+        with held.mutex:
             if held.depth == 0:
-                fcntl.flock(held.fd, fcntl.LOCK_UN)
+                fcntl.flock(held.fd, fcntl.LOCK_EX)
+            held.depth += 1
+            try:
+                yield
+            finally:
+                held.depth -= 1
+                if held.depth == 0:
+                    fcntl.flock(held.fd, fcntl.LOCK_UN)
+    finally:
+        with _guard:
+            held.users -= 1
+            if held.users == 0:
+                os.close(held.fd)
+                if _held.get(key) is held:
+                    del _held[key]
 
 
 def lock_for(lock_path: Path, unsafe_no_lock: bool = False) -> AbstractContextManager[None]:
