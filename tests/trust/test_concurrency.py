@@ -21,7 +21,8 @@ from typing import Any
 import pyotp
 import pytest
 
-from tinyward.trust.errors import TrustError
+from tinyward.trust.errors import KeyExists, TrustError
+from tinyward.trust.keystore import Keystore, KeyUsage
 from tinyward.trust.lockout import LockedOut, LockoutPolicy
 from tinyward.trust.readout import ReadoutGate, WrongCode
 from tinyward.trust.rot import FileRootOfTrust
@@ -242,6 +243,37 @@ def test_one_totp_code_unlocks_one_session(tmp_path: Path) -> None:
 
 def test_unsafe_no_lock_one_totp_code_unlocks_several_sessions(tmp_path: Path) -> None:
     assert max(totp_race(tmp_path, unsafe=True)) > 1, "the replay never showed without the lock"
+
+
+# ---- the keystore: a key name is taken once ---------------------------------------------
+
+
+def _key_maker(index: int, barrier: Any, base: Path, unsafe: bool) -> str:
+    store = open_store(base, unsafe)
+    keystore = Keystore(store, store._root, base / "keys")
+    barrier.wait()
+    try:
+        keystore.generate("report", KeyUsage.SIGN_REPORT, now=T0)
+    except KeyExists:
+        return "refused"
+    return "made"
+
+
+def test_concurrent_key_generation_never_replaces_a_key(tmp_path: Path) -> None:
+    for round_ in range(5):
+        base = tmp_path / str(round_)
+        open_store(base)
+        outcomes = run_together(4, _key_maker, base, False)
+        assert sorted(outcomes) == ["made", "refused", "refused", "refused"]
+
+
+def test_unsafe_no_lock_concurrent_key_generation_replaces_keys(tmp_path: Path) -> None:
+    for round_ in range(5):
+        base = tmp_path / str(round_)
+        open_store(base)
+        if run_together(4, _key_maker, base, True, errors_ok=True).count("made") > 1:
+            return
+    pytest.fail("no key was made twice without the lock: the race never showed")
 
 
 # ---- the lock itself -------------------------------------------------------------------

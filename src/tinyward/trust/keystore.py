@@ -105,8 +105,6 @@ class Keystore:
         """
         if not _KEY_NAME.match(name):
             raise ValueError(f"key name {name!r} must be 1-32 characters of a-z, 0-9 and '-'")
-        if self._storage.exists(self._record(name)):
-            raise KeyExists(f"a key named {name!r} already exists in this keystore")
         private_key = ec.generate_private_key(ec.SECP256R1())
         der = private_key.private_bytes(
             serialization.Encoding.DER,
@@ -114,9 +112,13 @@ class Keystore:
             serialization.NoEncryption(),
         )
         record = {"usage": usage.value, "curve": "P-256", "pkcs8": der, "created": int(now)}
-        self._storage.write(self._record(name), cbor2.dumps(record))
-        if usage is KeyUsage.TLS_CLIENT:
-            self._write_tls_key_file(name, private_key)
+        # Check and write under one lock: two processes must not both find the name free.
+        with self._storage.transaction():
+            if self._storage.exists(self._record(name)):
+                raise KeyExists(f"a key named {name!r} already exists in this keystore")
+            self._storage.write(self._record(name), cbor2.dumps(record))
+            if usage is KeyUsage.TLS_CLIENT:
+                self._write_tls_key_file(name, private_key)
         self._loaded[name] = (usage, private_key)
         return KeyHandle(name, usage)
 

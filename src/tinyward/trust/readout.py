@@ -85,9 +85,10 @@ class ReadoutGate:
         return pin
 
     def _store_credential(self, credential: dict[str, object], policy: LockoutPolicy | None) -> None:
-        self._storage.write(_POLICY, (policy or LockoutPolicy()).to_cbor())
-        self._storage.write(_CREDENTIAL, cbor2.dumps(credential))
-        self._storage.write(_LOCKOUT, LockoutState().to_cbor())
+        with self._storage.transaction():  # no attempt sees half a new enrolment
+            self._storage.write(_POLICY, (policy or LockoutPolicy()).to_cbor())
+            self._storage.write(_CREDENTIAL, cbor2.dumps(credential))
+            self._storage.write(_LOCKOUT, LockoutState().to_cbor())
 
     # ---- checking -------------------------------------------------------------------
 
