@@ -119,10 +119,11 @@ def verify_offline(
         raise RevokedDevice(f"device {device_id[:16]}… has been revoked in this fleet")
     fleet.verify_device_certificate(enrolled.certificates["report"], "report", now)
     report = verify_report(data, enrolled.public_key("report"), size=OFFLINE_REPORT_SIZE)
-    skew = clock_skew(report.timestamp, int((now or datetime.now(UTC)).timestamp()),
-                      allow_old=allow_old)
+    at = int((now or datetime.now(UTC)).timestamp())
+    skew = clock_skew(report.timestamp, at, allow_old=allow_old)
     if skew is not None:
-        raise ReportClockSkew(f"{skew} (read an old report with --allow-old or --at TIME)")
+        hint = "--at TIME" if report.timestamp > at else "--allow-old or --at TIME"
+        raise ReportClockSkew(f"{skew} (to check it as at another time: {hint})")
     last = store.last_seq(device_id)
     if report.seq <= last:
         raise ReplayedReport(
