@@ -9,6 +9,7 @@ left in the core fails these tests. The disk lives in the adapters (``trust/_fil
 from __future__ import annotations
 
 import builtins
+import hmac
 import io
 import os
 import sys
@@ -19,8 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from tinyward.trust.errors import RecordRolledBack, RecordTampered
+from tinyward.trust.errors import CountersTampered, RecordRolledBack, RecordTampered
 from tinyward.trust.keystore import Keystore, KeyUsage
 from tinyward.trust.rot import advanced, decode_counters, derive, encode_counters
 from tinyward.trust.storage import ProtectedStorage
@@ -124,3 +127,16 @@ def test_counter_file_codec_is_pure() -> None:
     with pytest.raises(ValueError, match="cannot go back"):
         advanced({"storage/a": 3}, "storage/a", 2)
     assert advanced({"storage/a": 3}, "storage/a", 3) is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=64), st.booleans())
+def test_counter_file_decoder_only_documented_errors(body: bytes, valid_mac: bool) -> None:
+    """Any bytes, even with a valid MAC (a bug that writes nonsense): a dict or CountersTampered."""
+    key = derive(b"\x03" * 32, "counters-mac")
+    mac = hmac.new(key, body, "sha256").digest() if valid_mac else bytes(32)
+    try:
+        counters = decode_counters(key, b"TWCTR1" + body + mac)
+    except CountersTampered:
+        return
+    assert all(isinstance(v, int) and v >= 0 for v in counters.values())
