@@ -304,3 +304,33 @@ def test_lock_files_are_not_kept_open(tmp_path: Path) -> None:
         store.write("alpha", b"x")
         assert store.read("alpha") == b"x"
     assert len(os.listdir("/proc/self/fd")) == fds
+
+
+def print_figures() -> None:  # pragma: no cover - `python tests/trust/test_concurrency.py`
+    """Each attack once with the lock off and once with it on; print what got through."""
+    import tempfile
+
+    for unsafe in (True, False):
+        print("lock off (unsafe_no_lock)" if unsafe else "lock on")
+        base = Path(tempfile.mkdtemp())
+        own, shared, handed_out = race_writers(base, unsafe)
+        print(f"  2 processes x {WRITES} writes: own counters {own}, shared counter {shared} "
+              f"of {2 * WRITES}, distinct versions {len({v for v in handed_out if v > 0})}")
+        base = Path(tempfile.mkdtemp())
+        gate = ReadoutGate(open_store(base), "dev", lambda: T0)
+        gate.enrol_pin(PIN, LockoutPolicy(free_attempts=10_000, base_delay=60, max_delay=60))
+        run_together(8, _guesser, base, unsafe, 25)
+        try:
+            print(f"  8 sessions x 25 wrong codes: {gate.status().failures} failures counted of 200")
+        except TrustError as error:
+            print(f"  8 sessions x 25 wrong codes: lockout record damaged ({type(error).__name__})")
+        base = Path(tempfile.mkdtemp())
+        window_setup(base)
+        per_window = _checked_per_round(run_together(8, _window_guesser, base, unsafe))
+        print(f"  8 sessions, {ROUNDS} lockout windows: codes checked per window {per_window}")
+        print(f"  4 sessions, {ROUNDS} TOTP codes: sessions unlocked per code "
+              f"{totp_race(Path(tempfile.mkdtemp()), unsafe)}")
+
+
+if __name__ == "__main__":
+    print_figures()
