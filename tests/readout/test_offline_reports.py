@@ -1,4 +1,5 @@
-"""Offline (QR) reports get the connected path's clock window (issue 12, item 9).
+"""Offline (QR) reports: the connected path's clock window (issue 12, item 9), and
+sequence numbers unique across concurrent readout sessions (item 7).
 
 Before, `tinyward report verify` accepted a report dated ten years ahead or in 1970 while
 the fleet server refused the same report over TLS. Now both use
@@ -84,3 +85,23 @@ def test_report_verify_cli_window_and_options(fleet_and_device, tmp_path: Path) 
     assert code == 0 and '"time": 0' in output, output
     code, output = verify(old, "--at", "yesterday")
     assert code == 2 and "ISO 8601" in output
+
+
+def _report_maker(index: int, barrier: object, directory: Path) -> list[int]:
+    from tinyward.readout.offline import OFFLINE_REPORT_SIZE
+    from tinyward.trust.report import verify_report
+
+    device = Device.open(directory)
+    key = device.signer("report").public_key()
+    barrier.wait()  # type: ignore[attr-defined]
+    return [verify_report(report_at(device, time.time()), key, size=OFFLINE_REPORT_SIZE).seq
+            for _ in range(10)]
+
+
+def test_concurrent_readout_sessions_never_share_a_sequence_number(fleet_and_device) -> None:
+    """Four readout sessions making QR reports at once: 40 reports, 40 numbers."""
+    from tests.trust.test_concurrency import run_together
+
+    _, device = fleet_and_device
+    numbers = [seq for seqs in run_together(4, _report_maker, device.directory) for seq in seqs]
+    assert sorted(numbers) == list(range(1, 41))
