@@ -95,7 +95,7 @@ def lock_for(lock_path: Path, unsafe_no_lock: bool = False) -> AbstractContextMa
     return nullcontext() if unsafe_no_lock else exclusive(lock_path)
 
 
-def lock_path(path: Path) -> Path:
+def resolved(path: Path) -> Path:
     """``path`` resolved once, as :func:`exclusive` wants it."""
     return Path(os.path.realpath(path))
 
@@ -134,7 +134,7 @@ class FileFolder:
         self.suffix = suffix
         if create:
             make_private_dir(self.directory)
-        self._lock_path = lock_path(self.directory / ".lock")
+        self._lock_path = resolved(self.directory / ".lock")
 
     def path(self, name: str) -> Path:
         return self.directory / f"{name}{self.suffix}"

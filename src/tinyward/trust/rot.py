@@ -118,7 +118,7 @@ class FileRootOfTrust:
                  unsafe_no_lock: bool = False) -> None:
         self._root_key_path = Path(root_key_path)
         self._counters_path = Path(counters_path)
-        self._lock_path = _files.lock_path(self._counters_path.with_name(
+        self._lock_path = _files.resolved(self._counters_path.with_name(
             self._counters_path.name + ".lock"))
         self._unsafe_no_lock = unsafe_no_lock
         self._root_key = self._load_root_key()
