@@ -276,6 +276,33 @@ def test_unsafe_no_lock_concurrent_key_generation_replaces_keys(tmp_path: Path) 
     pytest.fail("no key was made twice without the lock: the race never showed")
 
 
+# ---- provisioning: installed once --------------------------------------------------------
+
+
+def _installer(index: int, barrier: Any, directory: Path, bundle: Any) -> str:
+    from tinyward.trust.device import AlreadyProvisioned, Device
+
+    device = Device.open(directory)
+    barrier.wait()
+    try:
+        device.install(bundle)
+    except AlreadyProvisioned:
+        return "refused"
+    return "installed"
+
+
+def test_concurrent_installs_provision_once(tmp_path: Path) -> None:
+    from tinyward.fleet.pki import Fleet
+    from tinyward.trust.device import Device
+
+    passphrase = b"correct horse battery staple"
+    fleet = Fleet.init(tmp_path / "fleet", passphrase)
+    device = Device.init(tmp_path / "device")
+    bundle = fleet.enroll(device.enrolment_request, passphrase)
+    outcomes = run_together(4, _installer, device.directory, bundle)
+    assert sorted(outcomes) == ["installed", "refused", "refused", "refused"]
+
+
 # ---- the lock itself -------------------------------------------------------------------
 
 

@@ -194,6 +194,10 @@ class Device:
         is issued by the bundle's device CA, which is issued by its root CA. Raises
         :class:`BundleMismatch`, or :class:`AlreadyProvisioned` on a second install.
         """
+        with self.storage.transaction():  # two installs at once: the second sees the first
+            self._install(bundle)
+
+    def _install(self, bundle: Any) -> None:
         if self.provisioned:
             raise AlreadyProvisioned(
                 f"device {self.device_id[:16]}… is already provisioned for fleet "
