@@ -25,6 +25,8 @@ from hypothesis import strategies as st
 
 from tinyward.trust.errors import CountersTampered, RecordRolledBack, RecordTampered
 from tinyward.trust.keystore import Keystore, KeyUsage
+from tinyward.trust.lockout import LockedOut, LockoutPolicy
+from tinyward.trust.readout import ReadoutGate, WrongCode
 from tinyward.trust.rot import advanced, decode_counters, derive, encode_counters
 from tinyward.trust.storage import ProtectedStorage
 
@@ -118,6 +120,18 @@ def test_keystore_core_needs_no_disk_or_clock(monkeypatch: pytest.MonkeyPatch, t
     assert calls == []
     assert (len(signature), names, sealed) == (64, ["report"], b"x")
     assert not (tmp_path / "keys").exists()
+
+
+def test_readout_gate_needs_no_disk_and_only_its_given_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    root = MemoryRoot()
+    gate = ReadoutGate(ProtectedStorage(MemoryFolder(), root), "dev", lambda: NOW)
+    with no_io(monkeypatch) as calls:
+        gate.enrol_pin("482913", LockoutPolicy(free_attempts=1, base_delay=60, max_delay=60))
+        with pytest.raises(WrongCode):
+            gate.attempt("000000")
+        with pytest.raises(LockedOut):
+            gate.attempt("482913")
+    assert calls == []
 
 
 def test_counter_file_codec_is_pure() -> None:
