@@ -18,6 +18,8 @@ from tinyward.trust.keystore import Keystore, KeyUsage
 from tinyward.trust.rot import FileRootOfTrust
 from tinyward.trust.storage import ProtectedStorage
 
+NOW = 1_700_000_000.0
+
 PRIVATE_MARKERS = [b"BEGIN PRIVATE KEY", b"BEGIN EC PRIVATE KEY", b"BEGIN RSA PRIVATE KEY"]
 
 
@@ -28,14 +30,14 @@ def make_keystore(tmp_path: Path) -> Keystore:
 
 def test_sign_with_matching_usage_verifies(tmp_path: Path) -> None:
     ks = make_keystore(tmp_path)
-    handle = ks.generate("report", KeyUsage.SIGN_REPORT)
+    handle = ks.generate("report", KeyUsage.SIGN_REPORT, now=NOW)
     signature = ks.sign(handle, KeyUsage.SIGN_REPORT, b"msg")
     verify_es256(ks.public_key(handle), signature, b"msg")
 
 
 def test_wrong_usage_refused(tmp_path: Path) -> None:
     ks = make_keystore(tmp_path)
-    handle = ks.generate("report", KeyUsage.SIGN_REPORT)
+    handle = ks.generate("report", KeyUsage.SIGN_REPORT, now=NOW)
     with pytest.raises(PolicyViolation, match="may only be used to sign-report"):
         ks.sign(handle, KeyUsage.SIGN_ATTESTATION, b"msg")
     with pytest.raises(PolicyViolation):
@@ -47,23 +49,23 @@ def test_forged_handle_usage_refused(tmp_path: Path) -> None:
     from tinyward.trust.keystore import KeyHandle
 
     ks = make_keystore(tmp_path)
-    ks.generate("report", KeyUsage.SIGN_REPORT)
+    ks.generate("report", KeyUsage.SIGN_REPORT, now=NOW)
     with pytest.raises(PolicyViolation):
         ks.sign(KeyHandle("report", KeyUsage.SIGN_ATTESTATION), KeyUsage.SIGN_ATTESTATION, b"m")
 
 
 def test_keys_never_replaced_and_unknown_refused(tmp_path: Path) -> None:
     ks = make_keystore(tmp_path)
-    ks.generate("report", KeyUsage.SIGN_REPORT)
+    ks.generate("report", KeyUsage.SIGN_REPORT, now=NOW)
     with pytest.raises(KeyExists):
-        ks.generate("report", KeyUsage.SIGN_REPORT)
+        ks.generate("report", KeyUsage.SIGN_REPORT, now=NOW)
     with pytest.raises(UnknownKey):
         ks.handle("nope")
 
 
 def test_keys_survive_reopen(tmp_path: Path) -> None:
     ks = make_keystore(tmp_path)
-    handle = ks.generate("report", KeyUsage.SIGN_REPORT)
+    handle = ks.generate("report", KeyUsage.SIGN_REPORT, now=NOW)
     public = ks.public_key(handle)
     rot = FileRootOfTrust(tmp_path / "root.key", tmp_path / "counters")
     reopened = Keystore(ProtectedStorage(tmp_path / "storage", rot), rot, tmp_path)
@@ -140,8 +142,8 @@ def test_no_api_returns_private_key_bytes(tmp_path: Path,
 
     monkeypatch.setattr(keystore_module, "ec", RecordingEC())
     ks = make_keystore(tmp_path)
-    report = ks.generate("report", KeyUsage.SIGN_REPORT)
-    tls = ks.generate("tls", KeyUsage.TLS_CLIENT)
+    report = ks.generate("report", KeyUsage.SIGN_REPORT, now=NOW)
+    tls = ks.generate("tls", KeyUsage.TLS_CLIENT, now=NOW)
     assert len(made) == 2, "the test must see the keys the keystore made"
     secrets = [form for key in made for form in _private_forms(key)]
     # The control: the search does find a key that is handed out.
@@ -152,7 +154,7 @@ def test_no_api_returns_private_key_bytes(tmp_path: Path,
     sealed = ks.seal(b"plain", "label")
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "t")])
     calls = {
-        "generate": lambda: ks.generate("another", KeyUsage.SIGN_ATTESTATION),
+        "generate": lambda: ks.generate("another", KeyUsage.SIGN_ATTESTATION, now=NOW),
         "handle": lambda: ks.handle("report"),
         "names": ks.names,
         "public_key": lambda: ks.public_key(report),
@@ -205,7 +207,7 @@ def test_tls_credentials_load_into_ssl_without_clear_key(tmp_path: Path) -> None
     from cryptography.x509.oid import NameOID
 
     ks = make_keystore(tmp_path)
-    handle = ks.generate("tls", KeyUsage.TLS_CLIENT)
+    handle = ks.generate("tls", KeyUsage.TLS_CLIENT, now=NOW)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "t")])
     now = datetime.now(UTC)

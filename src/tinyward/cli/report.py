@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
@@ -28,15 +29,25 @@ def report() -> None:
               help="The fleet whose devices you trust.")
 @click.option("--db", "db_url", default=None,
               help="The fleet's report database [default: sqlite:///FLEET_DIR/reports.db].")
-def verify_command(files_or_texts: tuple[str, ...], fleet_dir: Path, db_url: str | None) -> None:
+@click.option("--allow-old", is_flag=True,
+              help="Accept a report older than the fleet's age limit (30 days), e.g. one "
+                   "kept for months; future-dated reports are still refused.")
+@click.option("--at", "at", default=None, metavar="TIME",
+              help="Check the report's date and certificate as at TIME (ISO 8601, UTC if no "
+                   "zone, or Unix seconds) instead of now.")
+def verify_command(files_or_texts: tuple[str, ...], fleet_dir: Path, db_url: str | None,
+                   allow_old: bool, at: str | None) -> None:
     """Verify signed offline reports and record them; exit 0 only when all are valid and new.
 
     Each FILE_OR_TEXT is the text from the readout's QR code (starting TW1:) or a file
     holding it (several at once: `report-*.txt`). A report must be signed by a device of
     this fleet that is not revoked, and its sequence number must be newer than any the
-    fleet holds for that device (a replayed QR code is refused). Each valid report is
-    printed as JSON (a list when there are several); each refused one as an `error:` line.
+    fleet holds for that device (a replayed QR code is refused). Its date must be in the
+    window connected reports get (at most 5 minutes ahead, at most 30 days old) unless
+    --allow-old or --at says otherwise. Each valid report is printed as JSON (a list when
+    there are several); each refused one as an `error:` line.
     """
+    when = _parse_time(at) if at is not None else None
     fleet = Fleet.open(fleet_dir)
     store = open_store(db_url or f"sqlite:///{(fleet_dir / 'reports.db').absolute()}")
     verified: list[dict[str, object]] = []
@@ -44,7 +55,8 @@ def verify_command(files_or_texts: tuple[str, ...], fleet_dir: Path, db_url: str
     try:
         for item in files_or_texts:
             try:
-                report = verify_offline(fleet, from_text(_read(item)), store)
+                report = verify_offline(fleet, from_text(_read(item)), store, when,
+                                        allow_old=allow_old)
             except BadInput as error:
                 where = "" if item.startswith(TEXT_PREFIX) else f"{item}: "
                 click.secho(f"error: {where}report refused: {error}", fg="red", err=True)
@@ -86,6 +98,17 @@ def _as_json(report: Report) -> dict[str, object]:
         "time": report.timestamp, "mode": report.mode, "health": report.health,
         "results": [dict(r) for r in report.results], "incidents": dict(report.incidents),
     }
+
+
+def _parse_time(text: str) -> datetime:
+    try:
+        if text.strip().lstrip("-").isdigit():
+            return datetime.fromtimestamp(int(text), UTC)
+        when = datetime.fromisoformat(text)
+    except (ValueError, OverflowError, OSError):
+        raise click.BadParameter(f"{text!r} is not an ISO 8601 time or Unix seconds",
+                                 param_hint="--at") from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 COMMANDS: list[click.Command] = [report]

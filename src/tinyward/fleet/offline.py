@@ -9,31 +9,40 @@ it in the fleet's report store.
 from __future__ import annotations
 
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 
 from tinyward.errors import BadInput
 from tinyward.fleet.errors import RevokedDevice, UnknownDevice
+from tinyward.fleet.ingest import clock_skew
 from tinyward.fleet.pki import Fleet
 from tinyward.fleet.store import ReportStore
 from tinyward.readout.carrier import OFFLINE_REPORT_SIZE
 from tinyward.trust.replay import is_replay
 from tinyward.trust.report import Report, peek_device_id, verify_report
 
-__all__ = ["ReplayedReport", "verify_offline"]
+__all__ = ["ReplayedReport", "ReportClockSkew", "verify_offline"]
 
 
 class ReplayedReport(BadInput):
     """The fleet already holds this report's sequence number for the device: a replay."""
 
 
+class ReportClockSkew(BadInput):
+    """The report is dated outside the fleet's clock window (the connected path's rule)."""
+
+
 def verify_offline(
-    fleet: Fleet, data: bytes, store: ReportStore, now: datetime | None = None
+    fleet: Fleet, data: bytes, store: ReportStore, now: datetime | None = None,
+    *, allow_old: bool = False,
 ) -> Report:
-    """Verify an offline report against ``fleet`` and record it in ``store``.
+    """Verify an offline report against ``fleet`` at ``now`` (default: the present) and
+    record it in ``store``.
 
     Raises the report codec's errors (malformed, bad signature, wrong size, bad padding),
     :class:`UnknownDevice` (e.g. a report from another fleet), :class:`RevokedDevice`,
-    certificate errors, or :class:`ReplayedReport`. Nothing is stored unless it verifies.
+    certificate errors, :class:`ReplayedReport`, or :class:`ReportClockSkew` (dated outside
+    the window connected reports get; ``allow_old`` lifts its age limit only). Nothing is
+    stored unless it verifies.
     """
     device_id = peek_device_id(data)
     try:
@@ -47,6 +56,11 @@ def verify_offline(
         raise RevokedDevice(f"device {device_id[:16]}… has been revoked in this fleet")
     fleet.verify_device_certificate(enrolled.certificates["report"], "report", now)
     report = verify_report(data, enrolled.public_key("report"), size=OFFLINE_REPORT_SIZE)
+    at = int((now or datetime.now(UTC)).timestamp())
+    skew = clock_skew(report.timestamp, at, allow_old=allow_old)
+    if skew is not None:
+        hint = "--at TIME" if report.timestamp > at else "--allow-old or --at TIME"
+        raise ReportClockSkew(f"{skew} (to check it as at another time: {hint})")
     last = store.last_seq(device_id)
     if is_replay(report.seq, last):
         raise ReplayedReport(
