@@ -24,10 +24,11 @@ STAMP := $(VENV)/.installed$(subst /,_,$(PYTHON))
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml | system-deps
+# Reproducible: every package at the version in constraints.txt (pip, setuptools too).
+$(STAMP): pyproject.toml constraints.txt | system-deps
 	$(PYTHON) -m venv --clear $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -c constraints.txt --upgrade pip setuptools wheel
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[all,dev]'
 	touch $@
 
 system-deps:

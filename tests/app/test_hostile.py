@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import needs
 from tinyward.app import _landlock
 from tinyward.app.manifest import load_manifest
 from tinyward.app.sandbox import SandboxConfig
@@ -65,7 +66,7 @@ def test_socket_refused_by_seccomp(hostile, clock):
             listener.accept()  # nothing connected
 
 
-@pytest.mark.skipif(not HAS_LANDLOCK or _landlock.abi_version() < 4, reason="needs Landlock ABI 4")
+@needs(HAS_LANDLOCK and _landlock.abi_version() >= 4, "needs Landlock ABI 4")
 def test_socket_refused_by_landlock_without_seccomp(hostile, clock):
     # Second layer: with seccomp off, Landlock still denies the TCP connect.
     with socket.socket() as listener:
@@ -92,7 +93,7 @@ def _keystore(root: Path, world_readable: bool) -> Path:
     return key
 
 
-@pytest.mark.skipif(not HAS_LANDLOCK, reason="Landlock is not available in this kernel")
+@needs(HAS_LANDLOCK, "Landlock is not available in this kernel")
 def test_keystore_read_refused_by_landlock(hostile, clock, world_tmp):
     # The key is world-readable here, so the uid drop cannot be what stops the read.
     key = _keystore(world_tmp, world_readable=True)
@@ -102,7 +103,7 @@ def test_keystore_read_refused_by_landlock(hostile, clock, world_tmp):
         attack_then_recover(sup, clock, "crash")
 
 
-@pytest.mark.skipif(not HAS_LANDLOCK, reason="Landlock is not available in this kernel")
+@needs(HAS_LANDLOCK, "Landlock is not available in this kernel")
 def test_keystore_control_without_landlock_the_world_readable_key_leaks(hostile, clock, world_tmp):
     key = _keystore(world_tmp, world_readable=True)
     manifest = hostile("keystore", {"keystore": str(key)})
@@ -110,7 +111,7 @@ def test_keystore_control_without_landlock_the_world_readable_key_leaks(hostile,
         assert sup.process(frame(TRIGGER)).result == {"count": 42, "state": "anomaly"}
 
 
-@pytest.mark.skipif(not IS_ROOT, reason="the uid drop needs the core to run as root")
+@needs(IS_ROOT, "the uid drop needs the core to run as root")
 def test_keystore_read_refused_by_uid_drop(hostile, clock, world_tmp):
     # Landlock off: only the separate uid (nobody) protects the root-only key file.
     key = _keystore(world_tmp, world_readable=False)
@@ -121,7 +122,7 @@ def test_keystore_read_refused_by_uid_drop(hostile, clock, world_tmp):
         attack_then_recover(sup, clock, "crash")
 
 
-@pytest.mark.skipif(not IS_ROOT, reason="the uid drop needs the core to run as root")
+@needs(IS_ROOT, "the uid drop needs the core to run as root")
 def test_keystore_control_as_root_without_landlock_the_key_leaks(hostile, clock, world_tmp):
     key = _keystore(world_tmp, world_readable=False)
     manifest = hostile("keystore", {"keystore": str(key)})

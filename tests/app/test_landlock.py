@@ -7,11 +7,10 @@ import json
 import os
 from pathlib import Path
 
-import pytest
-
+from tests.conftest import needs
 from tinyward.app import _landlock
 
-pytestmark = pytest.mark.skipif(_landlock.abi_version() < 1, reason="no Landlock in this kernel")
+pytestmark = needs(_landlock.abi_version() >= 1, "no Landlock in this kernel")
 
 
 def _attempts(allowed: Path, outside: Path) -> dict[str, str]:

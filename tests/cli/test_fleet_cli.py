@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from tests.fleet.helpers import request_pem
+from tests.fleet.helpers import CLI_SECRETS, UPDATE_PASSPHRASE, request_pem
 from tinyward.cli.main import cli
 from tinyward.fleet.bundle import DeviceBundle
 from tinyward.fleet.pki import Fleet
 
-GOOD = {"TINYWARD_FLEET_PASSPHRASE": "correct horse battery staple"}
+GOOD = CLI_SECRETS
 
 
 def _run(*args: str, env: dict[str, str] | None = None, stdin: str | None = None) -> Result:
@@ -34,6 +34,9 @@ def test_cli_init_creates_fleet_and_prints_id_and_pin(fleet_dir: Path) -> None:
     assert result.exit_code == 0
     assert fleet.fleet_id in result.output
     assert fleet.server_spki_sha256.hex() in result.output
+    assert fleet.server_key_path.name == "server.key"  # sealed by default (server passphrase)
+    assert sorted(p.name for p in fleet.keys_path.iterdir()) == [
+        "device-ca.key", "root-ca.key", "update-signing.key"]
 
 
 def test_cli_init_server_names(tmp_path: Path) -> None:
@@ -52,21 +55,26 @@ def test_cli_init_twice_refused(fleet_dir: Path) -> None:
 
 
 def test_cli_init_short_passphrase_refused(tmp_path: Path) -> None:
-    result = _run("fleet", "init", str(tmp_path / "f"), env={"TINYWARD_FLEET_PASSPHRASE": "short"})
+    env = {**GOOD, "TINYWARD_CA_PASSPHRASE": "short"}
+    result = _run("fleet", "init", str(tmp_path / "f"), env=env)
     assert result.exit_code == 2
-    assert "at least 12 characters" in result.output
+    assert "at least 14 are required" in result.output
     assert not (tmp_path / "f").exists()
 
 
 def test_cli_init_prompts_with_confirmation(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv("TINYWARD_FLEET_PASSPHRASE", raising=False)
-    secret = "a long enough passphrase"
-    result = _run("fleet", "init", str(tmp_path / "f"), stdin=f"{secret}\n{secret}\n")
+    for name in GOOD:
+        monkeypatch.delenv(name, raising=False)
+    ca, update, server = "a long enough passphrase", UPDATE_PASSPHRASE.decode(), "the third secret"
+    stdin = "".join(f"{secret}\n{secret}\n" for secret in (ca, update, server))
+    result = _run("fleet", "init", str(tmp_path / "f"), stdin=stdin)
     assert result.exit_code == 0, result.output
-    assert secret not in result.output  # hidden input is never echoed
-    Fleet.open(tmp_path / "f").load_update_signing_key(secret.encode())
+    for secret in (ca, update, server):
+        assert secret not in result.output  # hidden input is never echoed
+    Fleet.open(tmp_path / "f").update_signing_token(UPDATE_PASSPHRASE)
+    Fleet.open(tmp_path / "f").device_ca_token(ca.encode())
 
 
 def test_cli_enroll_writes_bundle_next_to_request(fleet_dir: Path, tmp_path: Path) -> None:
@@ -103,10 +111,10 @@ def test_cli_enroll_wrong_passphrase_refused(fleet_dir: Path, tmp_path: Path) ->
     request.write_bytes(request_pem())
     result = _run(
         "fleet", "enroll", str(fleet_dir), str(request),
-        env={"TINYWARD_FLEET_PASSPHRASE": "not the passphrase"},
+        env={"TINYWARD_CA_PASSPHRASE": "not the passphrase"},
     )  # fmt: skip
     assert result.exit_code == 2
-    assert "passphrase does not open" in result.output
+    assert "does not open" in result.output
     assert not list(tmp_path.glob("*.bundle.json"))
 
 
@@ -169,7 +177,11 @@ def test_cli_on_folder_that_is_not_a_fleet(tmp_path: Path) -> None:
     assert "not a tinyward fleet" in result.output
 
 
-@pytest.mark.parametrize("command", ["init", "enroll", "revoke", "devices", "show"])
+@pytest.mark.parametrize(
+    "command",
+    ["init", "enroll", "revoke", "devices", "show", "migrate", "rotate-server-key", "renew-server-cert",
+     "rotate-device-ca", "retire-device-ca"],
+)
 def test_cli_help_texts(command: str) -> None:
     result = _run("fleet", command, "--help")
     assert result.exit_code == 0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import re
 import signal
 import ssl
@@ -17,8 +16,10 @@ from click.testing import CliRunner
 
 from tinyward.cli.main import cli
 from tinyward.fleet.pki import Fleet
+from tinyward.lab.fleetproc import server_environment
 
 PASSPHRASE = "cli test passphrase"
+SERVER_PASSPHRASE = b"the server's own passphrase"
 
 
 def test_admin_token_prints_token_and_stores_only_its_hash(tmp_path: Path) -> None:
@@ -37,23 +38,22 @@ def test_admin_token_refuses_a_folder_that_is_not_a_fleet(tmp_path: Path) -> Non
 
 
 def test_serve_refuses_wrong_passphrase(tmp_path: Path) -> None:
-    Fleet.init(tmp_path / "fleet", PASSPHRASE.encode())
+    Fleet.init(tmp_path / "fleet", PASSPHRASE.encode(), server_passphrase=SERVER_PASSPHRASE)
     result = CliRunner().invoke(cli, ["fleet", "serve", str(tmp_path / "fleet"), "--port", "0"],
-                                env={"TINYWARD_FLEET_PASSPHRASE": "wrong passphrase"})
-    assert result.exit_code != 0 and "passphrase" in result.output
+                                env={"TINYWARD_SERVER_PASSPHRASE": "wrong passphrase"})
+    assert result.exit_code != 0 and "does not open" in result.output
 
 
 def test_serve_refuses_bad_db_url(tmp_path: Path) -> None:
     Fleet.init(tmp_path / "fleet", PASSPHRASE.encode())
     result = CliRunner().invoke(cli, ["fleet", "serve", str(tmp_path / "fleet"), "--port", "0",
-                                      "--db", "postgresql://db/x"],
-                                env={"TINYWARD_FLEET_PASSPHRASE": PASSPHRASE})
+                                      "--db", "postgresql://db/x"])
     assert result.exit_code != 0 and "sqlite:///" in result.output
 
 
 def _serve(fleet: Fleet, workers: int) -> tuple[subprocess.Popen[str], int]:
     """`tinyward fleet serve` on a free port; returns once it has announced the port."""
-    env = dict(os.environ, TINYWARD_FLEET_PASSPHRASE=PASSPHRASE)
+    env = server_environment(None)  # the server key is in clear (0600)
     process = subprocess.Popen(
         [sys.executable, "-m", "tinyward", "fleet", "serve", str(fleet.directory), "--port", "0",
          "--admin-port", "0", "--workers", str(workers)],

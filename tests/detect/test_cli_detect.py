@@ -30,8 +30,10 @@ def test_train_and_score_a_capture(mqtt: Path, tmp_path: Path) -> None:
     )
     assert code == 0, out
     assert "fitted on 6375 benign vectors of 24 features" in out
-    state = json.loads(model.with_name("m.json.features.json").read_text())
+    # One file: the detector and the feature state, no MODEL.features.json beside it.
+    state = json.loads(model.read_text())["features"]
     assert state["type"] == "packets" and state["strip_tcp_options"] is True
+    assert not model.with_name("m.json.features.json").exists()
     scores = tmp_path / "s.csv"
     code, out = _run(
         "detect",
@@ -92,9 +94,11 @@ def test_bad_inputs_give_a_message_and_non_zero_exit(tmp_path: Path, skab: Path)
         )[0]
         == 0
     )
-    model.with_name("m2.json.features.json").write_text("{not json")
+    document = json.loads(model.read_text())
+    document["features"]["state"] = "not a state"
+    model.write_text(json.dumps(document))
     code, out = _run("detect", "score", str(model), str(skab / "valve1/1.csv"))
-    assert code != 0 and "not a tinyward feature state" in out
+    assert code != 0 and "'features': not a tinyward feature state" in out
 
 
 @pytest.mark.slow

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.conftest import needs
 from tinyward.detect.cortex_m import arm_sizes, arm_stack_usage, qemu_instructions
 from tinyward.detect.export_c import export_c
 from tinyward.detect.models import make_detector
@@ -15,8 +16,8 @@ from tinyward.detect.models import make_detector
 from ._synthetic import make_data
 
 BENIGN, TEST, ATTACK = make_data()
-needs_arm = pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None,
-                               reason="needs gcc-arm-none-eabi (scripts/install-system-deps.sh)")
+needs_arm = needs(shutil.which("arm-none-eabi-gcc") is not None,
+                  "needs gcc-arm-none-eabi (scripts/install-system-deps.sh)")
 
 
 @pytest.fixture(scope="module", params=["autoencoder-int8", "mahalanobis-int8"])
@@ -54,7 +55,7 @@ def test_stack_use_is_fixed_and_small(exported) -> None:
 
 @pytest.mark.slow
 @needs_arm
-@pytest.mark.skipif(shutil.which("qemu-system-arm") is None, reason="needs qemu-system-arm")
+@needs(shutil.which("qemu-system-arm") is not None, "needs qemu-system-arm")
 def test_runs_on_qemu_cortex_m4_with_python_scores(exported) -> None:
     detector, files, out = exported
     rng = np.random.default_rng(7)

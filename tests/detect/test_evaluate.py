@@ -68,3 +68,57 @@ def test_json_and_plot_are_written(tmp_path: Path) -> None:
         "t",
     )
     assert (tmp_path / "roc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _many_curves(detectors: int, attacks: int) -> dict[str, dict[str, np.ndarray]]:
+    rng = np.random.default_rng(2)
+    return {f"detector-{d} removed": {
+        "benign": rng.normal(size=300),
+        **{f"attack-{a}": rng.normal(0.5 + 0.3 * a, 1, 80) for a in range(attacks)}}
+        for d in range(detectors)}
+
+
+def test_roc_plot_of_24_curves_stays_readable() -> None:
+    """4 detectors x 6 attacks: one panel per attack, each detector one look everywhere,
+    and a legend that covers no panel (the old plot: 24 curves on a 10-colour cycle, the
+    legend over them)."""
+    import matplotlib.pyplot as plt
+
+    from tinyward.detect.evaluate import roc_figure
+
+    fig = roc_figure(_many_curves(4, 6), "t")
+    try:
+        fig.canvas.draw()
+        panels = [ax for ax in fig.axes if ax.get_visible()]
+        assert sorted(ax.get_title() for ax in panels) == [f"attack-{a}" for a in range(6)]
+        looks: dict[str, set[tuple[str, str]]] = {}
+        for ax in panels:
+            curves = [line for line in ax.get_lines() if not line.get_label().startswith("_")]
+            assert len(curves) == 4
+            for line in curves:
+                looks.setdefault(line.get_label(), set()).add(
+                    (str(line.get_color()), str(line.get_linestyle())))
+        assert all(len(look) == 1 for look in looks.values()), looks  # same look everywhere
+        assert len({next(iter(look)) for look in looks.values()}) == 4  # and all different
+        (legend,) = fig.legends
+        assert len(legend.get_texts()) == 4
+        box = legend.get_window_extent()
+        assert not any(box.overlaps(ax.get_window_extent()) for ax in panels)
+    finally:
+        plt.close(fig)
+
+
+def test_the_overlap_check_sees_a_legend_over_the_curves() -> None:
+    """A control: a legend put inside a panel (as the old plot did) fails the check."""
+    import matplotlib.pyplot as plt
+
+    from tinyward.detect.evaluate import roc_figure
+
+    fig = roc_figure(_many_curves(2, 1), "t")
+    try:
+        (ax,) = [a for a in fig.axes if a.get_visible()]
+        inside = ax.legend(loc="lower right")
+        fig.canvas.draw()
+        assert inside.get_window_extent().overlaps(ax.get_window_extent())
+    finally:
+        plt.close(fig)

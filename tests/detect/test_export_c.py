@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.conftest import needs
 from tinyward.detect._c_harness import SELFTEST_EXPECTED, build_host_harness
 from tinyward.detect.errors import DetectMisuse
 from tinyward.detect.export_c import export_c, render
@@ -16,7 +17,7 @@ from tinyward.detect.models import make_detector
 
 from ._synthetic import make_data
 
-pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
+pytestmark = needs(shutil.which("gcc") is not None, "needs gcc")
 
 BENIGN, TEST, ATTACK = make_data()
 N_VECTORS = 6000

@@ -15,12 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.conftest import needs
 from tinyward.detect._c_harness import build_host_harness
 from tinyward.detect._int8_models import Int8AutoencoderDetector, Int8MahalanobisDetector
 from tinyward.detect.export_c import export_c
 from tinyward.detect.int8 import BIAS_LIMIT, InputQuantizer, QAutoencoder, QMahalanobis
 
-pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
+pytestmark = needs(shutil.which("gcc") is not None, "needs gcc")
 
 
 def _edgy_ints(rng: np.random.Generator, size: int | tuple[int, ...], low: int, high: int) -> np.ndarray:

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.conftest import needs_shared
 from tinyward.detect.errors import DetectMisuse
 from tinyward.detect.int8 import quantize_multiplier, requantize, tanh_lut
 from tinyward.detect.quant_eval import compare_float_int8, skab_compare
@@ -57,7 +58,7 @@ def test_quantisation_costs_little_auc_on_synthetic_data() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not SKAB.exists(), reason="needs ../shared/data/skab")
+@needs_shared("data", "skab")
 def test_quantisation_costs_little_auc_on_skab() -> None:
     result = skab_compare(SKAB)
     for model, row in result.items():

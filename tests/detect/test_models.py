@@ -92,3 +92,25 @@ def test_int8_model_fits_in_4_kb(fitted: Detector) -> None:
 def test_bad_constructor_arguments_are_refused_at_once(kind: str, kw: dict) -> None:
     with pytest.raises(DetectMisuse):
         make_detector(kind, **kw)
+
+
+def test_scikit_learn_conventions(fitted: Detector) -> None:
+    # fit returns the detector; predict is -1 for an anomaly and +1 for normal;
+    # decision_function is negative exactly where an alarm is raised.
+    X = np.r_[TEST[:200], ATTACK[:200]]
+    alarms = fitted.score(X) > fitted.threshold
+    assert 0 < alarms.sum() < len(X)
+    np.testing.assert_array_equal(fitted.predict(X), np.where(alarms, -1, 1))
+    np.testing.assert_array_equal(fitted.decision_function(X) < 0, alarms)
+    assert fitted.predict(ATTACK).mean() < fitted.predict(TEST).mean()
+
+
+def test_fit_returns_the_detector_and_signs_match_isolation_forest() -> None:
+    from sklearn.ensemble import IsolationForest
+
+    ours = make_detector("mahalanobis").fit(BENIGN, target_fpr=0.01)
+    assert isinstance(ours, Detector)
+    forest = IsolationForest(random_state=0).fit(BENIGN)
+    # Same sign convention: attacks get lower decision values than benign rows.
+    for model in (ours, forest):
+        assert model.decision_function(ATTACK).mean() < model.decision_function(TEST).mean()

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.conftest import needs
 from tinyward.detect.errors import DetectMisuse
 from tinyward.detect.netfeatures import N_FEATURES, NetFeatureConfig, NetFeatureExtractor
 from tinyward.detect.netfeatures_c import (
@@ -19,7 +20,7 @@ from tinyward.detect.netfeatures_c import (
 )
 from tinyward.detect.pcap import read_packets
 
-pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
+pytestmark = needs(shutil.which("gcc") is not None, "needs gcc")
 
 
 def _c_features(exe: Path, packets: list, shift: float = 0.0) -> np.ndarray:
@@ -104,7 +105,7 @@ def test_bad_prefix_is_refused(tmp_path: Path) -> None:
         export_netfeatures_c(tmp_path, prefix="bad prefix; system")
 
 
-@pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None, reason="needs gcc-arm-none-eabi")
+@needs(shutil.which("arm-none-eabi-gcc") is not None, "needs gcc-arm-none-eabi")
 def test_builds_for_cortex_m4_with_fpu(tmp_path: Path) -> None:
     from tinyward.detect.cortex_m import arm_sizes
 

@@ -150,7 +150,7 @@ def test_garbage_and_empty_files_are_refused(tmp_path: Path) -> None:
         read_packets(garbage)
     empty = tmp_path / "empty.pcap"
     empty.write_bytes(b"")
-    with pytest.raises(PcapError, match="magic bytes missing"):
+    with pytest.raises(PcapError, match="the file is empty"):
         read_packets(empty)
     with pytest.raises(PcapError, match="cannot open"):
         read_packets(tmp_path / "missing.pcap")

@@ -10,13 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.conftest import needs
 from tinyward.detect.export_c import export_c
 from tinyward.detect.models import make_detector
 from tinyward.detect.netfeatures import NetFeatureExtractor
 from tinyward.detect.netfeatures_c import HOST_CFLAGS, export_netfeatures_c, pack_packets
 from tinyward.detect.pcap import read_packets
 
-pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
+pytestmark = needs(shutil.which("gcc") is not None, "needs gcc")
 
 MAIN = r"""
 #include <stdio.h>

@@ -9,7 +9,7 @@ import tomllib
 from types import ModuleType
 from typing import Any
 
-import pytest
+from tests.conftest import needs_shared
 
 EXAMPLES = pathlib.Path(__file__).resolve().parents[2] / "examples"
 SKAB = EXAMPLES.parents[1] / "shared" / "data" / "skab"
@@ -63,4 +63,4 @@ def check_result(result: dict[str, Any], fields: dict[str, Any]) -> None:
             assert isinstance(value, float) and field["min"] <= value <= field["max"]
 
 
-requires_skab = pytest.mark.skipif(not SKAB.is_dir(), reason=f"SKAB data not found at {SKAB}")
+requires_skab = needs_shared("data", "skab")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fleet.helpers import PASSPHRASE
+from tests.fleet.helpers import PASSPHRASE, UPDATE_PASSPHRASE
 from tinyward.fleet.pki import Fleet
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -15,7 +15,7 @@ NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
 @pytest.fixture
 def fleet(tmp_path: Path) -> Fleet:
-    return Fleet.init(tmp_path / "fleet", PASSPHRASE, now=NOW)
+    return Fleet.init(tmp_path / "fleet", PASSPHRASE, now=NOW, update_passphrase=UPDATE_PASSPHRASE)
 
 
 @pytest.fixture

@@ -16,7 +16,15 @@ from cryptography.x509.oid import NameOID
 from tinyward.trust.identity import device_id
 
 PURPOSES = ("tls", "report", "attestation")
-PASSPHRASE = b"correct horse battery staple"
+PASSPHRASE = b"correct horse battery staple"  # the CA passphrase
+UPDATE_PASSPHRASE = b"update key: its own, long secret"
+SERVER_PASSPHRASE = b"server key: another long secret"
+#: The environment the CLI reads them from (one variable per key role).
+CLI_SECRETS = {
+    "TINYWARD_CA_PASSPHRASE": PASSPHRASE.decode(),
+    "TINYWARD_UPDATE_PASSPHRASE": UPDATE_PASSPHRASE.decode(),
+    "TINYWARD_SERVER_PASSPHRASE": SERVER_PASSPHRASE.decode(),
+}
 
 
 def device_keys() -> dict[str, ec.EllipticCurvePrivateKey]:

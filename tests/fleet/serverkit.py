@@ -87,8 +87,8 @@ def start_running(folder: Path, names: tuple[str, ...],
     devices = {name: SimulatedDevice.enrolled(fleet, PASSPHRASE) for name in names}
     store = SQLiteStore(folder / "reports.db")
     fleet_server = FleetServer(FleetDirectory(fleet), store, config)
-    server = ServerThread(fleet_server, server_ssl_context(fleet, PASSPHRASE),
-                          admin_context=admin_ssl_context(fleet, PASSPHRASE))
+    server = ServerThread(fleet_server, server_ssl_context(fleet),
+                          admin_context=admin_ssl_context(fleet))
     token = create_admin_token(fleet.directory)
     return Running(fleet, store, server, token, devices, folder, fleet_server)
 

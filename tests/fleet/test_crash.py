@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import re
 import signal
 import socket
@@ -23,6 +22,7 @@ import cbor2
 import pytest
 
 from tinyward.fleet.pki import Fleet
+from tinyward.lab.fleetproc import server_environment
 from tinyward.lab.simdevice import SimulatedDevice
 
 PASSPHRASE = "crash test passphrase"
@@ -37,7 +37,7 @@ def _free_port() -> int:
 
 
 def _serve(fleet: Fleet, db: Path, port: int) -> subprocess.Popen[str]:
-    env = dict(os.environ, TINYWARD_FLEET_PASSPHRASE=PASSPHRASE)
+    env = server_environment(None)  # the server key is in clear (0600)
     process = subprocess.Popen(
         [sys.executable, "-m", "tinyward", "fleet", "serve", str(fleet.directory), "--port",
          str(port), "--admin-port", "0", "--db", f"sqlite:///{db}"], stdout=subprocess.PIPE,

@@ -14,7 +14,6 @@ import ssl
 
 import pytest
 
-from tests.fleet.helpers import PASSPHRASE
 from tinyward.fleet.pki import Fleet
 from tinyward.fleet.runner import ConnectionDealer, admin_ssl_context, bind
 
@@ -36,7 +35,7 @@ async def _connect(port: int, context: ssl.SSLContext) -> None:
 
 
 async def _deal(fleet: Fleet, clients: int, *, worker_alive: bool) -> tuple[list[int], list[int], list[int]]:
-    server_context = admin_ssl_context(fleet, PASSPHRASE)
+    server_context = admin_ssl_context(fleet)
     client_context = ssl.create_default_context(cafile=str(fleet.root_ca_path))
     listening = bind("127.0.0.1", 0)
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -80,7 +79,7 @@ def test_a_dead_worker_costs_no_connection(fleet: Fleet) -> None:
 
 
 def test_a_dealer_must_either_accept_or_be_dealt_to(fleet: Fleet) -> None:
-    context = admin_ssl_context(fleet, PASSPHRASE)
+    context = admin_ssl_context(fleet)
     with pytest.raises(ValueError, match="either accepts"):
         ConnectionDealer(asyncio.Protocol, context, 10.0)
 
@@ -91,7 +90,7 @@ def test_a_worker_hears_when_its_dealer_is_gone(fleet: Fleet) -> None:
     async def run() -> bool:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         gone = asyncio.Event()
-        dealt_to = ConnectionDealer(asyncio.Protocol, admin_ssl_context(fleet, PASSPHRASE), 10.0,
+        dealt_to = ConnectionDealer(asyncio.Protocol, admin_ssl_context(fleet), 10.0,
                                     dealt_from=theirs, on_dealer_gone=gone.set)
         dealt_to.start()
         ours.close()
@@ -108,7 +107,7 @@ def test_a_client_that_is_not_tls_costs_nothing_but_its_own_connection(fleet: Fl
     # Junk instead of a ClientHello fails that connection's handshake, quietly; the dealer
     # keeps accepting, and the next real client is served.
     async def run() -> list[int]:
-        server_context = admin_ssl_context(fleet, PASSPHRASE)
+        server_context = admin_ssl_context(fleet)
         listening = bind("127.0.0.1", 0)
         made: list[int] = []
         dealer = ConnectionDealer(lambda: _Counting(made), server_context, 10.0,

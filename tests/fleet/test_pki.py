@@ -16,7 +16,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from tests.fleet.conftest import NOW
-from tests.fleet.helpers import PASSPHRASE, PURPOSES, device_keys, request_pem
+from tests.fleet.helpers import (
+    PASSPHRASE,
+    PURPOSES,
+    SERVER_PASSPHRASE,
+    UPDATE_PASSPHRASE,
+    device_keys,
+    request_pem,
+)
 from tinyward.errors import Misuse
 from tinyward.fleet import pki
 from tinyward.fleet.errors import (
@@ -27,11 +34,11 @@ from tinyward.fleet.errors import (
     UnknownDevice,
     WrongPassphrase,
 )
+from tinyward.fleet.keyseal import open_key
 from tinyward.fleet.pki import Fleet, device_id_from_attestation_key
 from tinyward.fleet.profiles import OID_ATTESTATION_SIGNING, OID_REPORT_SIGNING
 
 LATER = NOW + timedelta(days=1)
-KEY_NAMES = ("root-ca", "device-ca", "server", "update-signing")
 
 
 def _files(directory: Path) -> list[Path]:
@@ -45,14 +52,14 @@ def test_init_writes_the_documented_layout(fleet: Fleet) -> None:
     names = sorted(str(p.relative_to(fleet.directory)) for p in _files(fleet.directory))
     assert names == [
         "ca/device-ca.cert.pem",
-        "ca/device-ca.key.pem",
         "ca/root-ca.cert.pem",
-        "ca/root-ca.key.pem",
         "ca/server.cert.pem",
-        "ca/server.key.pem",
-        "ca/update-signing.key.pem",
         "ca/update-signing.pub.pem",
         "fleet.json",
+        "keys/device-ca.key",
+        "keys/root-ca.key",
+        "keys/update-signing.key",
+        "server/server.key.pem",  # no server passphrase given: in clear, 0600
     ]
     assert (fleet.directory / "devices").is_dir()
 
@@ -71,52 +78,54 @@ def test_server_pin_is_sha256_of_server_spki(fleet: Fleet) -> None:
     assert fleet.server_spki_sha256 == hashlib.sha256(spki).digest()
 
 
-def test_private_keys_encrypted_and_files_owner_only(fleet: Fleet) -> None:
+def _scalar(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_numbers().private_value.to_bytes(32, "big")
+
+
+def test_private_keys_sealed_and_files_owner_only(fleet: Fleet) -> None:
     fleet.enroll(request_pem(), PASSPHRASE, now=LATER)
-    secrets = [
-        serialization.load_pem_private_key(
-            (fleet.directory / "ca" / f"{name}.key.pem").read_bytes(), PASSPHRASE
-        )
-        for name in KEY_NAMES
-    ]
-    raw_scalars = [
-        key.private_numbers().private_value.to_bytes(32, "big")  # type: ignore[union-attr]
-        for key in secrets
+    offline = {
+        "root-ca": (PASSPHRASE, "root-ca"),
+        "device-ca": (PASSPHRASE, "device-ca"),
+        "update-signing": (UPDATE_PASSPHRASE, "update-signing"),
+    }
+    scalars = [
+        _scalar(open_key((fleet.keys_path / f"{n}.key").read_bytes(), secret, purpose))
+        for n, (secret, purpose) in offline.items()
     ]
     for path in _files(fleet.directory):
         data = path.read_bytes()
-        assert b"BEGIN PRIVATE KEY" not in data, path
-        assert b"BEGIN EC PRIVATE KEY" not in data, path
-        for scalar in raw_scalars:
-            assert scalar not in data, path
+        if path != fleet.server_key_path:  # the one clear key, for the server's user
+            assert b"PRIVATE KEY" not in data, path
+        for scalar in scalars:
+            assert scalar not in data and scalar.hex().encode() not in data, path
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
     for root, _, _ in os.walk(fleet.directory):
         assert stat.S_IMODE(Path(root).stat().st_mode) == 0o700, root
-    for name in KEY_NAMES:
-        pem = (fleet.directory / "ca" / f"{name}.key.pem").read_bytes()
-        assert pem.startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
-        with pytest.raises(TypeError):  # cannot be loaded without the passphrase
-            serialization.load_pem_private_key(pem, None)
 
 
 def test_fleet_keys_are_p256_and_distinct(fleet: Fleet) -> None:
     keys = [
-        serialization.load_pem_private_key(
-            (fleet.directory / "ca" / f"{name}.key.pem").read_bytes(), PASSPHRASE
-        )
-        for name in KEY_NAMES
+        open_key((fleet.keys_path / "root-ca.key").read_bytes(), PASSPHRASE, "root-ca"),
+        open_key((fleet.keys_path / "device-ca.key").read_bytes(), PASSPHRASE, "device-ca"),
+        open_key(
+            (fleet.keys_path / "update-signing.key").read_bytes(), UPDATE_PASSPHRASE,
+            "update-signing",
+        ),
     ]
+    server = serialization.load_pem_private_key(fleet.server_key_path.read_bytes(), None)
+    assert isinstance(server, ec.EllipticCurvePrivateKey)
+    keys.append(server)
     for key in keys:
-        assert isinstance(key, ec.EllipticCurvePrivateKey)
         assert isinstance(key.curve, ec.SECP256R1)
-    assert len({k.private_numbers().private_value for k in keys}) == 4  # type: ignore[union-attr]
+    assert len({_scalar(k) for k in keys}) == 4
 
 
 def test_init_refuses_existing_fleet(fleet: Fleet) -> None:
-    before = (fleet.directory / "ca" / "root-ca.key.pem").read_bytes()
+    before = (fleet.keys_path / "root-ca.key").read_bytes()
     with pytest.raises(FleetExists, match="already holds a fleet"):
         Fleet.init(fleet.directory, PASSPHRASE)
-    assert (fleet.directory / "ca" / "root-ca.key.pem").read_bytes() == before
+    assert (fleet.keys_path / "root-ca.key").read_bytes() == before
 
 
 def test_init_refuses_non_empty_folder(tmp_path: Path) -> None:
@@ -193,25 +202,40 @@ def test_open_fleet_with_damaged_fleet_json_refused(fleet: Fleet) -> None:
 # -- keys for other parts ---------------------------------------------------------------
 
 
-def test_server_key_loads_in_ssl_with_the_passphrase(fleet: Fleet) -> None:
+def test_clear_server_key_loads_in_ssl_without_a_passphrase(fleet: Fleet) -> None:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(fleet.server_certificate_path, fleet.server_key_path, PASSPHRASE)
-    with pytest.raises(ssl.SSLError):
-        context.load_cert_chain(
-            fleet.server_certificate_path, fleet.server_key_path, b"wrong passphrase"
-        )
+    fleet.load_server_chain(context, None)
+    with pytest.raises(Misuse, match="stored without a passphrase"):
+        fleet.load_server_chain(context, PASSPHRASE)
+
+
+def test_sealed_server_key_loads_with_its_own_passphrase_only(tmp_path: Path) -> None:
+    fleet = Fleet.init(tmp_path / "f", PASSPHRASE, server_passphrase=SERVER_PASSPHRASE)
+    assert fleet.server_key_path.name == "server.key"
+    fleet.load_server_chain(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), SERVER_PASSPHRASE)
+    with pytest.raises(WrongPassphrase):
+        fleet.load_server_chain(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), PASSPHRASE)
+
+
+def test_clear_server_key_readable_by_others_refused(fleet: Fleet) -> None:
+    fleet.server_key_path.chmod(0o640)
+    with pytest.raises(BadFleet, match="readable by others"):
+        fleet.load_server_chain(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), None)
 
 
 def test_update_signing_key_signs_for_its_public_key(fleet: Fleet) -> None:
-    key = fleet.load_update_signing_key(PASSPHRASE)
-    signature = key.sign(b"manifest", ec.ECDSA(hashes.SHA256()))
+    token = fleet.update_signing_token(UPDATE_PASSPHRASE)
+    signature = token.sign(b"manifest")
+    assert fleet.update_signing_public_key is not None
     fleet.update_signing_public_key.verify(signature, b"manifest", ec.ECDSA(hashes.SHA256()))
-    assert key.public_key() != fleet.device_ca.public_key()  # kept apart from the CA
+    assert token.public_key() != fleet.device_ca.public_key()  # kept apart from the CA
 
 
 def test_update_signing_key_wrong_passphrase_refused(fleet: Fleet) -> None:
-    with pytest.raises(WrongPassphrase, match="passphrase does not open"):
-        fleet.load_update_signing_key(b"not the passphrase")
+    with pytest.raises(WrongPassphrase, match="does not open"):
+        fleet.update_signing_token(b"not the passphrase")
+    with pytest.raises(WrongPassphrase):  # the CA's secret does not open it either
+        fleet.update_signing_token(PASSPHRASE)
 
 
 # -- certificate profiles ---------------------------------------------------------------
@@ -326,7 +350,7 @@ def test_enroll_revoked_device_again_refused(fleet: Fleet) -> None:
 
 
 def test_enroll_wrong_passphrase_refused_and_writes_nothing(fleet: Fleet) -> None:
-    with pytest.raises(WrongPassphrase, match="TINYWARD_FLEET_PASSPHRASE"):
+    with pytest.raises(WrongPassphrase, match="does not open"):
         fleet.enroll(request_pem(), b"not the passphrase", now=LATER)
     assert list(fleet.devices_path.iterdir()) == []
 
@@ -414,16 +438,16 @@ def test_enroll_race_second_writer_refused_and_cleaned_up(
     keys = device_keys()
     request = request_pem(keys)
     device_id = device_id_from_attestation_key(keys["attestation"].public_key())
-    real_load_key = Fleet._load_key
+    real_token = Fleet.device_ca_token
 
-    def load_key_then_lose_race(self: Fleet, name: str, passphrase: bytes):  # type: ignore[no-untyped-def]
-        key = real_load_key(self, name, passphrase)
+    def open_key_then_lose_race(self: Fleet, secret: bytes, keys_dir=None):  # type: ignore[no-untyped-def]
+        key = real_token(self, secret, keys_dir)
         winner = fleet.devices_path / device_id
         winner.mkdir()
         (winner / "status.json").write_text("{}")
         return key
 
-    monkeypatch.setattr(Fleet, "_load_key", load_key_then_lose_race)
+    monkeypatch.setattr(Fleet, "device_ca_token", open_key_then_lose_race)
     with pytest.raises(AlreadyEnrolled):
         fleet.enroll(request, PASSPHRASE, now=LATER)
     assert [p.name for p in fleet.devices_path.iterdir()] == [device_id]

@@ -159,14 +159,30 @@ def test_health_is_open(running: Running) -> None:
 
 
 def _handshake_refused(running: Running, context: ssl.SSLContext) -> None:
-    # TLS 1.3: the server checks the client certificate after the client's Finished, so the
-    # refusal shows on the first read; either way no HTTP answer ever comes back.
-    connection = http.client.HTTPSConnection("127.0.0.1", running.server.port, context=context,
-                                             timeout=20)
-    with pytest.raises((ssl.SSLError, ConnectionError, http.client.RemoteDisconnected)):
-        connection.request("GET", "/v1/health")
-        connection.getresponse().read()
-    connection.close()
+    """The server is up, took the TCP connection, and refused this client's certificate.
+
+    A dead or hung server must not pass: the TCP connection is made outside the expected
+    refusal (refused connect = error), a timeout is not a refusal, and an enrolled device
+    gets an answer from the same server right after.
+    """
+    raw = socket.create_connection(("127.0.0.1", running.server.port), timeout=20)
+    try:
+        # TLS 1.3: the server checks the client certificate after the client's Finished, so
+        # the refusal shows on the first read: an alert, or the connection closed unanswered.
+        with pytest.raises((ssl.SSLError, http.client.RemoteDisconnected, ConnectionResetError)):
+            tls = context.wrap_socket(raw, server_hostname="127.0.0.1")
+            tls.sendall(b"GET /v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            if not tls.recv(1):
+                raise http.client.RemoteDisconnected("closed without an answer")
+    finally:
+        raw.close()
+    _other_device_still_served(running)
+
+
+def test_the_handshake_check_fails_for_an_accepted_certificate(running: Running) -> None:
+    """A control for the handshake tests: an enrolled device's context is not refused."""
+    with pytest.raises(pytest.fail.Exception):
+        _handshake_refused(running, running.context("a"))
 
 
 def test_certificate_from_another_ca_refused_at_handshake(running: Running,
@@ -331,7 +347,7 @@ def test_a_device_is_looked_up_when_it_connects_not_on_its_first_report(tmp_path
     revoked = state.devices["revoked"].device_id
     state.fleet.revoke(revoked)
     cold = FleetServer(FleetDirectory(state.fleet), state.store)  # as after a restart
-    thread = ServerThread(cold, server_ssl_context(state.fleet, PASSPHRASE))
+    thread = ServerThread(cold, server_ssl_context(state.fleet))
     try:
         connections = {}
         for name in ("early", "revoked"):

@@ -16,6 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.verification import DNSName, IPAddress, PolicyBuilder, Store
 
+from tests.conftest import needs
 from tests.fleet.conftest import NOW
 from tests.fleet.helpers import PASSPHRASE, PURPOSES, device_keys, request_pem
 from tinyward.errors import Misuse
@@ -119,9 +120,7 @@ def test_verify_certificate_issued_outside_enrolment_refused(
 ) -> None:
     # Someone with the device CA key mints a second tls certificate for an enrolled
     # device, for a key of their own: the fleet accepts only what it recorded.
-    ca_key = serialization.load_pem_private_key(
-        (fleet.directory / "ca" / "device-ca.key.pem").read_bytes(), PASSPHRASE
-    )
+    ca_key = fleet.device_ca_token(PASSPHRASE)
     rogue_key = device_keys()["tls"]
     rogue = make_device_certificate(
         bundle.certificate("tls").subject,
@@ -176,7 +175,7 @@ def _openssl_verify(
     ), result.stdout + result.stderr
 
 
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl not installed")
+@needs(shutil.which("openssl") is not None, "openssl not installed")
 def test_openssl_verifies_issued_chains(tmp_path: Path, fleet: Fleet, bundle: DeviceBundle) -> None:
     for purpose in PURPOSES:
         assert _openssl_verify(tmp_path, fleet, bundle.certificate(purpose))[0]
@@ -229,7 +228,7 @@ def test_mutual_tls_handshake_in_memory(tmp_path: Path, fleet: Fleet, bundle: De
 
     server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_ctx.minimum_version = ssl.TLSVersion.TLSv1_3
-    server_ctx.load_cert_chain(fleet.server_certificate_path, fleet.server_key_path, PASSPHRASE)
+    fleet.load_server_chain(server_ctx, None)
     server_ctx.verify_mode = ssl.CERT_REQUIRED
     server_ctx.load_verify_locations(trust)
     client_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)

@@ -1,5 +1,5 @@
 """atheris harness: offline (QR) reports — :func:`tinyward.readout.offline.from_text`,
-then :func:`~tinyward.readout.offline.verify_offline` against a real fleet.
+then :func:`~tinyward.fleet.offline.verify_offline` against a real fleet.
 
 At start-up the harness makes, under :func:`~tests.fuzz.harness.workdir`, a fleet with
 one enrolled device, one enrolled then revoked, and one never enrolled, and signs offline
@@ -12,7 +12,8 @@ undecodable bytes kept as surrogates); odd — the report bytes, skipping the te
 Documented outcomes: a verified :class:`~tinyward.trust.report.Report` newer than the
 stored one, or :class:`BadOfflineText`, a :class:`~tinyward.trust.report.ReportError`,
 :class:`UnknownDevice`, :class:`RevokedDevice`, a :class:`BadCertificate`, or
-:class:`ReplayedReport`. Anything else is a crash.
+:class:`ReplayedReport`, or :class:`ReportClockSkew` (a report dated outside the clock
+window; the seed reports are inside it). Anything else is a crash.
 """
 
 from __future__ import annotations
@@ -24,21 +25,20 @@ from tests.fuzz.harness import instrumented, run, workdir
 
 with instrumented(__name__):
     from tinyward.fleet.errors import BadCertificate, RevokedDevice, UnknownDevice
+    from tinyward.fleet.offline import ReplayedReport, ReportClockSkew, verify_offline
     from tinyward.fleet.pki import Fleet
     from tinyward.readout.offline import (
         BadOfflineText,
-        ReplayedReport,
         from_text,
         make_offline_report,
         to_text,
-        verify_offline,
     )
     from tinyward.readout.state import DisplayState
     from tinyward.trust.device import Device
     from tinyward.trust.report import Report, ReportError
 
 ALLOWED = (BadOfflineText, ReportError, UnknownDevice, RevokedDevice, BadCertificate,
-           ReplayedReport)
+           ReplayedReport, ReportClockSkew)
 PASSPHRASE = b"correct horse battery staple"
 LAST_STORED = 2
 NOW = datetime.now(UTC)  # certificates are issued at start-up, valid for years
@@ -62,9 +62,10 @@ DEVICES = {name: Device.init(_DIR / name) for name in ("good", "revoked", "stran
 for _name in ("good", "revoked"):
     DEVICES[_name].install(FLEET.enroll(DEVICES[_name].enrolment_request, PASSPHRASE))
 FLEET.revoke(DEVICES["revoked"].device_id)
-STATE = DisplayState(updated_at=1_700_000_000, results=({"label": "cat", "p": 0.5},),
+_MADE = int(NOW.timestamp()) - 3600  # inside the clock window, so seeds reach the end
+STATE = DisplayState(updated_at=_MADE, results=({"label": "cat", "p": 0.5},),
                      incidents={"port_scan": 1}, health="degraded")
-REPORTS = {name: [make_offline_report(device, STATE, now=1_700_000_000 + seq)
+REPORTS = {name: [make_offline_report(device, STATE, now=_MADE + seq)
                   for seq in range(1, 5)] for name, device in DEVICES.items()}
 
 

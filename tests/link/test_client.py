@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.link.conftest import PASSPHRASE, World
-from tests.link.fakeserver import FakeFleetServer
+from tests.link.liveserver import LiveFleetServer
 from tinyward.errors import Misuse
 from tinyward.lab.attacks import (
     RogueServer,
@@ -38,7 +38,7 @@ def _report(device, seq: int) -> bytes:
 
 def test_posts_a_report_and_reads_the_acknowledgement(world: World) -> None:
     device = world.device("a")
-    with FakeFleetServer(world.fleet, PASSPHRASE) as server:
+    with LiveFleetServer(world.fleet) as server:
         link = ReportLink(server.url, *device_context(device))
         assert link.send(_report(device, 1)) == 1
         assert link.send(_report(device, 2)) == 2
@@ -76,7 +76,7 @@ def test_server_certificate_for_another_host_name_is_refused(tmp_path: Path) -> 
 
     fleet = Fleet.init(tmp_path / "named", PASSPHRASE, server_names=("fleet.example",))
     device = World(tmp_path, fleet).device("a")
-    with FakeFleetServer(fleet, PASSPHRASE) as server:
+    with LiveFleetServer(fleet) as server:
         link = ReportLink(server.url, *device_context(device))  # 127.0.0.1 is not named
         with pytest.raises(ServerRefused, match="IP address mismatch"):
             link.send(_report(device, 1))
@@ -117,7 +117,7 @@ def test_backoff_grows_with_jitter_and_is_bounded() -> None:
 
 def test_a_connection_the_server_closed_while_idle_is_replaced_once(world: World) -> None:
     device = world.device("a")
-    with FakeFleetServer(world.fleet, PASSPHRASE) as server:
+    with LiveFleetServer(world.fleet) as server:
         link = ReportLink(server.url, *device_context(device))
         assert link.send(_report(device, 1)) == 1
         assert link._conn is not None
@@ -140,3 +140,28 @@ def test_answers_are_classified_so_that_nothing_is_dropped_for_a_device_wide_pro
     link = ReportLink("https://127.0.0.1:1", ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT), bytes(32))
     with pytest.raises(error):
         link._answer(status, body)
+
+
+def test_rogue_clients_and_a_replay_are_refused_in_plain_words(world: World,
+                                                               tmp_path: Path) -> None:
+    """What the demo shows: each refusal's reason in words, never OpenSSL's text."""
+    from tinyward.lab.attacks import client_credentials, client_with_rogue_certificate, post_as
+
+    device = world.device("a")
+    report = _report(device, 1)
+    with LiveFleetServer(world.fleet) as server:
+        for kind in ("self-signed", "other-ca"):
+            cert, key = client_credentials(tmp_path / kind, kind)
+            outcome = client_with_rogue_certificate(
+                "127.0.0.1", server.port, world.fleet.root_ca_path.read_bytes(), cert, key, kind,
+                report)
+            assert outcome.refused, outcome
+            assert outcome.reason in ("certificate refused in the handshake",
+                                      "certificate's CA not trusted by peer",
+                                      "certificate not accepted by the peer"), outcome
+            assert "_ssl.c" not in outcome.detail + outcome.reason
+        assert server.stored.get(device.device_id) is None  # neither was read
+        assert not post_as(device, "127.0.0.1", server.port, report, "first").refused
+        replayed = post_as(device, "127.0.0.1", server.port, report, "replay")
+    assert replayed.refused and replayed.reason == "already stored: a replay (HTTP 409)"
+    assert server.stored[device.device_id] == [1]

@@ -26,6 +26,7 @@ import pytest
 
 from tests.link.conftest import PASSPHRASE, World
 from tinyward.fleet.pki import Fleet
+from tinyward.lab.fleetproc import server_environment
 from tinyward.link.client import LinkConfig
 from tinyward.lab.proxy import TCPProxy
 from tinyward.link.runner import DeviceRunner, RunnerConfig, SimulatedSensor
@@ -43,7 +44,7 @@ def _free_port() -> int:
 
 
 def _start_server(fleet_dir: Path, port: int) -> subprocess.Popen:
-    env = {**os.environ, "TINYWARD_FLEET_PASSPHRASE": PASSPHRASE.decode()}
+    env = server_environment(None)  # the server key is in clear (0600)
     proc = subprocess.Popen(
         [sys.executable, "-m", "tinyward", "fleet", "serve", str(fleet_dir), "--port", str(port),
          "--admin-port", "0"],

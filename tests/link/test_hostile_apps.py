@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.link.conftest import PASSPHRASE, World
-from tests.link.fakeserver import FakeFleetServer
+from tests.link.conftest import World
+from tests.link.liveserver import LiveFleetServer
 from tinyward.link.runner import DeviceRunner, RunnerConfig
 from tinyward.link.shaper import ShaperConfig
 
@@ -78,7 +78,7 @@ def test_hostile_app_is_contained_and_reported(world: World, app: str, incident:
 
     source = AppResultSource.start(manifest, frames())
     try:
-        with FakeFleetServer(world.fleet, PASSPHRASE) as server:
+        with LiveFleetServer(world.fleet) as server:
             config = RunnerConfig(shaper=ShaperConfig(interval=0.5), drain=3.0)
             # The hang costs the 1 s frame deadline and a restart: give it longer to recover.
             duration = 7.0 if app == "hang" else 4.0

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.link.conftest import PASSPHRASE, World
-from tests.link.fakeserver import FakeFleetServer
+from tests.link.conftest import World
+from tests.link.liveserver import LiveFleetServer
 from tinyward.lab.attacks import listening_sockets
 from tinyward.link.errors import DeviceBusy
 from tinyward.link.queue import ReportQueue
@@ -25,6 +25,13 @@ from tinyward.trust.device import Device
 FAST = RunnerConfig(shaper=ShaperConfig(interval=0.1), drain=3.0)
 
 
+def counted(reports: int, drain: float = 60.0) -> RunnerConfig:
+    """A run bounded by a count of reports, not by the clock: how many reports a run makes
+    must not depend on how busy the machine is. ``drain`` only bounds a run that cannot
+    deliver; a delivered queue ends it at once."""
+    return RunnerConfig(shaper=ShaperConfig(interval=0.1), drain=drain, reports=reports)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -33,27 +40,29 @@ def _free_port() -> int:
 
 def test_device_delivers_every_report_it_makes(world: World) -> None:
     device = world.device("a")
-    with FakeFleetServer(world.fleet, PASSPHRASE) as server:
-        runner = DeviceRunner(device, server.url, FAST, SimulatedSensor(rate=20, seed=1))
-        stats = runner.run(duration=1.0)
-    assert stats.generated >= 5
-    assert server.stored[device.device_id] == list(range(1, stats.generated + 1))
-    assert len(runner.queue) == 0 and runner.queue.acked == stats.generated
+    with LiveFleetServer(world.fleet) as server:
+        runner = DeviceRunner(device, server.url, counted(6), SimulatedSensor(rate=20, seed=1))
+        stats = runner.run()
+    assert stats.generated == 6
+    assert server.stored[device.device_id] == [1, 2, 3, 4, 5, 6]
+    assert len(runner.queue) == 0 and runner.queue.acked == 6
 
 
 def test_reports_wait_while_the_server_is_down_and_arrive_in_order_later(world: World) -> None:
     device = world.device("a")
     port = _free_port()
-    offline = DeviceRunner(device, f"https://127.0.0.1:{port}", FAST, SimulatedSensor(seed=2))
-    stats = offline.run(duration=0.6)
-    assert stats.generated >= 3 and stats.failures >= 1
+    offline = DeviceRunner(device, f"https://127.0.0.1:{port}", counted(3, drain=0.0),
+                           SimulatedSensor(seed=2))
+    stats = offline.run()
+    assert stats.generated == 3 and stats.failures >= 1
     queued = [seq for seq, _ in ReportQueue(Device.open(device.directory).storage).pending()]
-    assert queued == list(range(1, stats.generated + 1))
-    with FakeFleetServer(world.fleet, PASSPHRASE, port=port) as server:
-        again = DeviceRunner(Device.open(device.directory), server.url, FAST,
+    assert queued == [1, 2, 3]
+    with LiveFleetServer(world.fleet, port=port) as server:
+        again = DeviceRunner(Device.open(device.directory), server.url, counted(2),
                              SimulatedSensor(seed=3))
-        more = again.run(duration=0.3)
-    assert server.stored[device.device_id] == list(range(1, stats.generated + more.generated + 1))
+        more = again.run()
+    assert more.generated == 2
+    assert server.stored[device.device_id] == [1, 2, 3, 4, 5]
 
 
 def test_one_runner_per_device(world: World) -> None:
@@ -89,7 +98,7 @@ def _status(path: Path) -> dict:
 def test_running_device_holds_no_listening_socket(world: World, tmp_path: Path) -> None:
     device = world.device("a")
     status = tmp_path / "status.json"
-    with FakeFleetServer(world.fleet, PASSPHRASE) as server:
+    with LiveFleetServer(world.fleet) as server:
         proc = _spawn(device.directory, server.url, status)
         try:
             _wait_for(lambda: _status(status).get("acknowledged_seq", 0) >= 3)
@@ -115,14 +124,16 @@ def test_sigterm_keeps_queued_reports_for_the_next_run(world: World, tmp_path: P
     _wait_for(lambda: _status(status).get("generated", 0) >= 5)
     proc.send_signal(signal.SIGTERM)
     _out, err = proc.communicate(timeout=20)
-    assert proc.returncode == 0, err
+    # Nothing reached a server: a failed run (exit 1, docs/cli.md), with nothing lost.
+    assert proc.returncode == 1, err
+    assert err.splitlines()[-1].startswith("error: no report was delivered")
     final = _status(status)
     assert final["state"] == "stopped"
     queued = ReportQueue(Device.open(device.directory).storage).pending()
     assert [s for s, _ in queued] == list(range(1, final["generated"] + 1))
     assert "still queued (kept for the next run)" in err
     # The next run delivers them all, in order.
-    with FakeFleetServer(world.fleet, PASSPHRASE, port=port) as server:
+    with LiveFleetServer(world.fleet, port=port) as server:
         proc = _spawn(device.directory, server.url, status, "--duration", "0.3", "--drain", "5")
         proc.communicate(timeout=30)
     stored = server.stored[device.device_id]
@@ -180,7 +191,7 @@ def test_the_sandboxed_application_can_be_the_source(world: World, app: str,
     source = AppResultSource.start(manifest, frames())
     device = world.device("a")
     try:
-        with FakeFleetServer(world.fleet, PASSPHRASE) as server:
+        with LiveFleetServer(world.fleet) as server:
             DeviceRunner(device, server.url, RunnerConfig(shaper=ShaperConfig(interval=0.5),
                                                           drain=3.0), source).run(duration=2.5)
     finally:

@@ -34,8 +34,49 @@ def test_every_network_family_refused_in_process_and_children() -> None:
     assert out.stdout.split() == ["refused"] * 5
 
 
+FILTERED_AND_WAITING = textwrap.dedent(
+    """
+    import socket, sys
+    from tinyward.trust.airgap import forbid_network
+    forbid_network()
+    try:
+        socket.socket(socket.AF_INET, socket.SOCK_STREAM).close()
+        print("opened", flush=True)
+    except PermissionError:
+        print("refused", flush=True)
+    sys.stdin.read()  # stay alive, filter on, until the test has looked outside
+    """
+)
+
+CONNECT = textwrap.dedent(
+    """
+    import socket, sys
+    socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10).close()
+    print("connected")
+    """
+)
+
+
 def test_filter_does_not_leak_into_unrelated_processes() -> None:
-    """The parent (this test) keeps its network: the filter is per process tree."""
+    """While a filtered process is alive, its parent and an unrelated process still reach
+    the network: the filter covers one process tree, not the host or its cgroup."""
     import socket
 
-    socket.socket(socket.AF_INET, socket.SOCK_DGRAM).close()
+    filtered = subprocess.Popen([sys.executable, "-c", FILTERED_AND_WAITING],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert filtered.stdout is not None
+        # The control: the filter really is on in that process right now.
+        assert filtered.stdout.readline().strip() == "refused"
+        with socket.create_server(("127.0.0.1", 0)) as listener:
+            port = listener.getsockname()[1]
+            # This process (the filtered one's parent) ...
+            socket.create_connection(("127.0.0.1", port), timeout=10).close()
+            # ... and a process started after the filter went on, outside its tree.
+            sibling = subprocess.run([sys.executable, "-c", CONNECT, str(port)],
+                                     capture_output=True, text=True, timeout=60, check=False)
+            assert sibling.stdout.strip() == "connected", sibling.stderr
+        assert filtered.poll() is None, "the filtered process must still be running"
+    finally:
+        filtered.kill()
+        filtered.wait(timeout=30)

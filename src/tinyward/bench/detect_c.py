@@ -24,9 +24,10 @@ from typing import Any
 import numpy as np
 
 from tinyward.detect._c_harness import build_host_harness
-from tinyward.detect._int8_models import Int8AutoencoderDetector, Int8MahalanobisDetector
 from tinyward.detect.cost import KITNET_100_OPS
+from tinyward.detect.errors import DetectMisuse
 from tinyward.detect.export_c import export_c
+from tinyward.detect.models import Int8AutoencoderDetector, Int8MahalanobisDetector
 
 
 @dataclass(frozen=True)
@@ -126,3 +127,56 @@ def format_bench(results: list[BenchResult]) -> str:
             f"{r.c_scores_match_reference!s:>8}"
         )
     return "\n".join(lines)
+
+
+def c_feature_rate(data_dir: Path, strip: bool) -> tuple[float | None, str | None]:
+    """Packets per second of the C feature port (tinyward.detect.netfeatures_c) on the
+    benign test capture, double precision, gcc -O2, one core; (None, why) without gcc."""
+    from tinyward.detect import evaluate as ev
+    from tinyward.detect.netfeatures_c import build_netfeatures_harness, pack_packets
+    from tinyward.detect.pcap import read_packets
+
+    packets = read_packets(ev.packet_files(data_dir)["benign"][0], strip_tcp_options=strip)
+    with tempfile.TemporaryDirectory(prefix="tinyward-nf-") as tmp:
+        try:
+            exe = build_netfeatures_harness(Path(tmp))
+        except DetectMisuse as error:
+            return None, f"C features not measured: {error}"
+        done = subprocess.run(
+            [str(exe), "bench", "10"],
+            input=pack_packets(packets),
+            capture_output=True,
+            timeout=300,
+            check=True,
+        )
+    return float(done.stdout.split()[0]), None
+
+
+def c_scores(
+    detector: Any, streams: Any, python: dict[str, Any], feature_rate: float | None
+) -> tuple[dict[str, Any] | None, str | None]:
+    """Export ``detector`` as C, check the C scores equal the Python integer reference on
+    every benign and attack vector of ``streams`` (:class:`~tinyward.detect.evaluate.PacketStreams`),
+    and time C scoring; (None, why) without gcc or when the scores differ."""
+    vectors = np.vstack([streams.benign, *[x for x in streams.attacks.values() if len(x)]])
+    try:
+        measured = bench_c(detector, vectors, repeats=5)
+    except (DetectMisuse, OSError) as error:
+        return None, f"(C export of {detector.name} not measured: {error})"
+    if not measured.c_scores_match_reference:
+        return None, f"C scores of {detector.name} DIFFER from the Python reference"
+    # Bit-exact scores give the same detection figures as the Python int8 rows.
+    result = {k: v for k, v in python.items() if not k.startswith("_")}
+    per_packet = 1.0 / measured.c_vectors_per_s
+    if feature_rate:
+        per_packet += 1.0 / feature_rate  # C features + C scoring, timed separately
+    result.update(
+        detector=f"{detector.name} (C)",
+        c_vectors_per_s=measured.c_vectors_per_s,
+        c_feature_packets_per_s=feature_rate,
+        c_packets_per_s=1.0 / per_packet,
+        c_scores_match_reference=True,
+        us_per_packet=1e6 * per_packet,
+        c_vectors_checked=len(vectors),
+    )
+    return result, None

@@ -48,6 +48,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tinyward.fleet.pki import Fleet
+from tinyward.lab.fleetproc import server_environment
 from tinyward.lab.simdevice import SimulatedDevice
 
 PASSPHRASE = "tinyward-bench-passphrase"
@@ -152,12 +153,12 @@ async def _send(connection: tuple[asyncio.StreamReader, asyncio.StreamWriter],
 
 
 def _start_server(fleet_dir: Path, db: Path, workers: int) -> tuple[subprocess.Popen[str], int]:
-    env = dict(os.environ, TINYWARD_FLEET_PASSPHRASE=PASSPHRASE)
+    env = server_environment(None)  # the server key is in clear (0600): no passphrase
     log = db.with_suffix(".log")
     process = subprocess.Popen(
         [sys.executable, "-m", "tinyward", "fleet", "serve", str(fleet_dir), "--port", "0",
-         "--admin-port", "0", "--db", f"sqlite:///{db}", "--workers", str(workers), "--rate", "1000000",
-         "--burst", "1000000", "--max-connections-per-ip", "100000",
+         "--admin-port", "0", "--db", f"sqlite:///{db}", "--workers", str(workers),
+         "--rate", "1000000", "--burst", "1000000", "--max-connections-per-ip", "100000",
          # every simulated device connects from 127.0.0.1 at the same moment
          "--max-handshakes-per-ip", "5000"],
         stdout=subprocess.PIPE, stderr=log.open("w"), text=True, env=env)
@@ -179,7 +180,8 @@ def run_ingest(devices: int, reports: int, batch: int = 50, workers: int = 2,
         folder = Path(tmp)
         say(f"creating a fleet and enrolling {devices} devices …")
         fleet = Fleet.init(folder / "fleet", PASSPHRASE.encode())
-        sims = [SimulatedDevice.enrolled(fleet, PASSPHRASE.encode()) for _ in range(devices)]
+        device_ca = fleet.device_ca_token(PASSPHRASE.encode())  # opened once (scrypt)
+        sims = [SimulatedDevice.enrolled(fleet, device_ca) for _ in range(devices)]
         say(f"signing {reports} reports …")
         now = int(time.time())
         per_device = [reports // devices + (1 if i < reports % devices else 0)

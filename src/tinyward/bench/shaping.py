@@ -118,13 +118,13 @@ def run(duration: float = 60.0, interval: float = 0.1, size: int = 1024, seed: i
     passphrase = secrets.token_urlsafe(16).encode()
     server = None
     try:
-        fleet = Fleet.init(base / "fleet", passphrase)
+        fleet = Fleet.init(base / "fleet", passphrase)  # server key in clear, 0600
         devices = []
         for name in ("shaped", "unshaped"):
             device = Device.init(base / name)
             device.install(fleet.enroll(device.enrolment_request, passphrase))
             devices.append(device)
-        server, url = start_fleet_server(fleet.directory, passphrase,
+        server, url = start_fleet_server(fleet.directory, None,
                                          extra=("--rate", "1000", "--burst", "1000"))
         port = int(url.rsplit(":", 1)[1])
         # ln 2 / interval events per second: about half of the intervals hold an event.

@@ -57,7 +57,7 @@ def run(seconds: float = 1.0, payload_bytes: int = 256) -> list[BenchRow]:
         rot = FileRootOfTrust.create(base / "root.key", base / "counters")
         storage = ProtectedStorage(base / "storage", rot)
         keystore = Keystore(storage, rot, base)
-        handle = keystore.generate("report", KeyUsage.SIGN_REPORT)
+        handle = keystore.generate("report", KeyUsage.SIGN_REPORT, now=time.time())
         public = keystore.public_key(handle)
         direct_key = ec.generate_private_key(ec.SECP256R1())
         direct_public = direct_key.public_key()

@@ -15,8 +15,9 @@ from tinyward.app.contract import leakage_bound
 from tinyward.app.errors import ManifestError, SandboxError
 from tinyward.app.frames import csv_frames, simulated_frames
 from tinyward.app.manifest import Manifest, load_manifest
-from tinyward.app.sandbox import Protection, Sandbox
+from tinyward.app.sandbox import Protection, Sandbox, SandboxConfig
 from tinyward.app.supervisor import Supervisor
+from tinyward.cli._access import check_app_readable
 
 COMMANDS: list[click.Command] = []
 BENCH_COMMANDS: list[click.Command] = []
@@ -120,6 +121,7 @@ def run_cmd(manifest_path: Path, csv_path: Path | None, simulate: int | None, se
     if (csv_path is None) == (simulate is None):
         raise click.UsageError("give exactly one of --frames CSV or --simulate N")
     manifest = load_manifest(manifest_path)
+    check_app_readable(manifest.folder, SandboxConfig().user, manifest.models)
     frames = _csv_frames(csv_path, manifest) if csv_path else _simulated_frames(
         simulate or 0, manifest, seed)
     period = manifest.input.frame_shape[0] / manifest.input.sample_rate_hz

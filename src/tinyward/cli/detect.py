@@ -1,14 +1,14 @@
 """`tinyward detect …` and `tinyward bench detect`: train, score and evaluate detectors.
 
-A thin layer over :mod:`tinyward.detect`: features (``pcap``/``netfeatures`` for
-captures, ``sensorfeatures`` for CSVs), models (``models``), the evaluation protocol
-(``evaluate``) and the published baselines (``baselines``).
+A thin layer over :mod:`tinyward.detect`: train, score and export go through
+:mod:`tinyward.detect.pipeline` (one model file: detector and feature state); eval runs
+the protocol of :mod:`tinyward.detect.evaluate`; the bench sets the detectors next to the
+published baselines (``baselines``) and times the C export (:mod:`tinyward.bench.detect_c`).
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
@@ -20,24 +20,12 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from tinyward.cli._paths import new_folder, output_file
 from tinyward.cli.detect_export import export
 from tinyward.detect import evaluate as ev
-from tinyward.detect.errors import CsvError, DetectError, DetectMisuse, PcapError
-from tinyward.detect.models import KINDS, load_detector, make_detector
-from tinyward.detect.netfeatures import (
-    N_FEATURES,
-    NetFeatureExtractor,
-    extractor_from_doc,
-    extractor_to_doc,
-)
-from tinyward.detect.pcap import read_packets
-from tinyward.detect.sensorfeatures import (
-    SKAB_CHANNELS,
-    SensorFeatureExtractor,
-    read_sensor_csv,
-    sensor_extractor_from_doc,
-    sensor_extractor_to_doc,
-)
+from tinyward.detect import pipeline
+from tinyward.detect.errors import DetectError
+from tinyward.detect.models import KINDS, make_detector
 
 DEFAULT_MQTT = Path("../shared/data/mqttset")
 DEFAULT_SKAB = Path("../shared/data/skab/anomaly-free/anomaly-free.csv")
@@ -53,12 +41,19 @@ def _progress() -> Iterator[Progress]:
         TimeElapsedColumn(),
         console=console,
         transient=True,
+        disable=not console.is_terminal,  # in a pipe a transient bar leaves an empty line
     ) as progress:
         yield progress
 
 
-def _features_path(model: Path) -> Path:
-    return model.with_name(model.name + ".features.json")
+def _steps(progress: Progress) -> pipeline.Progress:
+    """The pipeline's progress callback, drawn as rich progress bars."""
+
+    def step(description: str, total: int | None) -> Callable[[int], None]:
+        task = progress.add_task(description, total=total)
+        return partial(progress.advance, task)
+
+    return step
 
 
 def _fmt(x: Any) -> str:
@@ -100,7 +95,8 @@ def detect() -> None:
     "out",
     required=True,
     type=click.Path(path_type=Path),
-    help="Model file to write; the feature state goes next to it (MODEL.features.json).",
+    callback=output_file,  # checked before the features and the fit, not after
+    help="Model file to write (the detector and the trained feature state, one file).",
 )
 @click.option(
     "--strip-tcp-options",
@@ -124,66 +120,27 @@ def train(
     delimiter: str,
 ) -> None:
     """Fit a detector on BENIGN inputs only (files are one stream, in order)."""
-    detector = make_detector(kind)
     with _progress() as progress:
-        if packets:
-            extractor = NetFeatureExtractor()
-            rows = []
-            for path in inputs:
-                task = progress.add_task(f"features of {path.name}", total=None)
-                pkts = read_packets(path, strip_tcp_options=strip_tcp_options)
-                progress.update(task, total=len(pkts))
-                rows.append(extractor.transform(pkts, progress=partial(progress.advance, task)))
-            X = np.vstack(rows)
-            features: dict[str, Any] = {
-                "type": "packets",
-                "strip_tcp_options": strip_tcp_options,
-                "state": extractor_to_doc(extractor),
-            }
-        else:
-            values = np.vstack(
-                [read_sensor_csv(p, SKAB_CHANNELS, delimiter=delimiter).values for p in inputs]
-            )
-            sensor = SensorFeatureExtractor(SKAB_CHANNELS)
-            progress.add_task("sensor window features", total=None)
-            X = sensor.fit(values)
-            features = {
-                "type": "sensors",
-                "delimiter": delimiter,
-                "state": sensor_extractor_to_doc(sensor),
-            }
-        progress.add_task(f"fitting {kind} on {len(X)} benign vectors", total=None)
-        detector.fit(X, target_fpr=target_fpr)
-    detector.save(out)
-    ev.write_json(_features_path(out), features)
+        model = pipeline.train(inputs, kind=kind, packets=packets,
+                               strip_tcp_options=strip_tcp_options, target_fpr=target_fpr,
+                               delimiter=delimiter, progress=_steps(progress))
+    pipeline.save_model(model, out)
+    detector = model.detector
     click.echo(
-        f"{kind}: fitted on {len(X)} benign vectors of {X.shape[1]} features; "
+        f"{kind}: fitted on {model.n_vectors} benign vectors of {model.n_features} features; "
         f"threshold {detector.threshold:.6g}; {detector.model_bytes()} model bytes; "
-        f"wrote {out} and {_features_path(out)}"
+        f"wrote {out} (detector and feature state)"
     )
 
 
 # --------------------------------------------------------------------------- score
-def _load(model: Path) -> tuple[Any, dict[str, Any]]:
-    detector = load_detector(model)
-    path = _features_path(model)
-    try:
-        features = json.loads(path.read_text())
-        if features.get("type") not in ("packets", "sensors"):
-            raise DetectMisuse("unknown feature type")
-    except OSError as error:
-        raise DetectError(f"{path}: cannot read the feature state: {error.strerror}") from None
-    except (ValueError, DetectMisuse, AttributeError) as error:
-        raise DetectError(f"{path}: not a tinyward feature state: {error}") from None
-    return detector, features
-
-
 @detect.command()
 @click.argument("model", type=click.Path(path_type=Path))
 @click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
 @click.option(
     "--out",
     type=click.Path(path_type=Path),
+    callback=output_file,
     help="Write 'index,score,alarm' per packet or window to this CSV.",
 )
 def score(model: Path, input_path: Path, out: Path | None) -> None:
@@ -192,54 +149,22 @@ def score(model: Path, input_path: Path, out: Path | None) -> None:
     A truncated or corrupted INPUT is scored up to the problem (and --out written), then
     the command fails with the file and position.
     """
-    detector, features = _load(model)
-    problem: PcapError | CsvError | None = None
-    try:
-        if features["type"] == "packets":
-            extractor = extractor_from_doc(features["state"])
-            try:
-                pkts = read_packets(
-                    input_path, strip_tcp_options=bool(features["strip_tcp_options"])
-                )
-            except PcapError as error:
-                problem, pkts = error, error.partial
-            with _progress() as progress:
-                task = progress.add_task(f"features of {input_path.name}", total=len(pkts))
-                X = extractor.continue_with(pkts)[1] if pkts else np.zeros((0, N_FEATURES))
-                progress.update(task, completed=len(pkts))
-            unit = "packets"
-        else:
-            sensor = sensor_extractor_from_doc(features["state"])
-            try:
-                values = read_sensor_csv(
-                    input_path, sensor.channels, delimiter=features.get("delimiter", ";")
-                ).values
-            except CsvError as error:
-                problem = error
-                values = np.asarray(error.partial, dtype=np.float64).reshape(
-                    -1, len(sensor.channels)
-                )
-            X = sensor.transform(values) if len(values) else np.zeros((0, sensor.n_features))
-            unit = "windows"
-    except DetectMisuse as error:
-        raise DetectError(f"{_features_path(model)}: {error}") from None
-    scores = detector.score(X) if len(X) else np.zeros(0)
-    alarms = scores > detector.threshold
-    kept = " (read so far)" if problem is not None else ""
+    loaded = pipeline.load_model(model)
+    with _progress() as progress:
+        scored = pipeline.score_file(loaded, input_path, progress=_steps(progress))
+    threshold = loaded.detector.threshold
+    scores, alarms = scored.scores, scored.alarms
+    if scored.problem is not None and not len(scores):
+        raise scored.problem  # nothing was read: the error alone, not "0 packets (0.00 %)" first
+    kept = " (read so far)" if scored.problem is not None else ""
     click.echo(
-        f"{input_path}: {len(scores)} {unit}{kept}, {int(alarms.sum())} above the threshold "
-        f"{detector.threshold:.6g} ({100 * alarms.mean() if len(scores) else 0:.2f} %)"
+        f"{input_path}: {len(scores)} {scored.unit}{kept}, {int(alarms.sum())} above the threshold "
+        f"{threshold:.6g} ({100 * alarms.mean() if len(scores) else 0:.2f} %)"
     )
     if out is not None:
-        out.write_text(
-            "index,score,alarm\n"
-            + "".join(
-                f"{i},{s:.9g},{int(a)}\n"
-                for i, (s, a) in enumerate(zip(scores, alarms, strict=True))
-            )
-        )
-    if problem is not None:
-        raise problem
+        pipeline.write_scores_csv(scored, out)
+    if scored.problem is not None:
+        raise scored.problem
 
 
 @detect.command("export-features")
@@ -249,6 +174,7 @@ def score(model: Path, input_path: Path, out: Path | None) -> None:
     "out_dir",
     required=True,
     type=click.Path(path_type=Path, file_okay=False),
+    callback=new_folder,
     help="Folder for <prefix>.h and <prefix>.c (created if missing).",
 )
 @click.option("--prefix", default="tw_nf", show_default=True, help="C name prefix.")
@@ -259,21 +185,15 @@ def export_features(model: Path, out_dir: Path, prefix: str) -> None:
     detector exported by `tinyward detect export`. Define TW_NF_FLOAT (with your prefix)
     for single precision on an FPU; the default double is bit-exact with Python.
     """
-    from tinyward.detect.netfeatures_c import export_netfeatures_c
-
-    _, features = _load(model)
-    if features["type"] != "packets":
-        raise DetectError(f"{_features_path(model)}: a sensor model; only packet features export")
-    try:
-        extractor = extractor_from_doc(features["state"])
-    except DetectMisuse as error:
-        raise DetectError(f"{_features_path(model)}: {error}") from None
-    files = export_netfeatures_c(out_dir, extractor.config, prefix)
+    loaded = pipeline.load_model(model)
+    if not isinstance(loaded.features, pipeline.PacketFeatures):
+        raise DetectError(f"{model}: a sensor model; only packet features export")
+    files = pipeline.export_features_c(loaded, out_dir, prefix)
     click.echo(
-        f"wrote {files.header} and {files.source}: {extractor.state_bytes()} B of state "
-        "(float32) in the caller's struct"
+        f"wrote {files.header} and {files.source}: {loaded.features.extractor.state_bytes()} B "
+        "of state (float32) in the caller's struct"
     )
-    if features.get("strip_tcp_options"):
+    if loaded.features.strip_tcp_options:
         click.echo(
             "note: the model was trained with TCP options removed: pass each packet's IP "
             "total length minus its TCP option bytes as `size`"
@@ -333,6 +253,7 @@ def _print_result(title: str, result: dict[str, Any]) -> None:
     default=Path("detect-eval"),
     show_default=True,
     type=click.Path(path_type=Path),
+    callback=new_folder,
     help="Folder for eval.json and ROC PNGs.",
 )
 @click.option("--seed", default=0, show_default=True)
@@ -415,6 +336,7 @@ def bench_detect(data_dir: Path, quick: bool, out_path: Path) -> None:
 
     Same features (tinyward's 24 per-packet features), same splits, same machine.
     """
+    from tinyward.bench.detect_c import c_feature_rate, c_scores
     from tinyward.detect.baselines import (
         HalfSpaceTreesBaseline,
         IsolationForestBaseline,
@@ -454,7 +376,9 @@ def bench_detect(data_dir: Path, quick: bool, out_path: Path) -> None:
         ):
             table.add_column(column, justify="right")
         feature_ops = streams.extractor.ops_per_packet()
-        c_features = _c_feature_rate(data_dir, strip)
+        c_features, note = c_feature_rate(data_dir, strip)
+        if note:
+            click.echo(f"  ({note})")
 
         def add_row(
             name: str,
@@ -484,7 +408,9 @@ def bench_detect(data_dir: Path, quick: bool, out_path: Path) -> None:
             report[f"{view}/{detector.name}"] = result
             add_row(detector.name, result, 1e6 / result["us_per_packet"])
             if detector.name.endswith("-int8"):
-                c_result = _c_scores(detector, streams, result, c_features)
+                c_result, note = c_scores(detector, streams, result, c_features)
+                if note:
+                    click.echo(f"  {note}")
                 if c_result is not None:
                     report[f"{view}/{detector.name} (C)"] = c_result
                     add_row(f"{detector.name} (C)", c_result, c_result["c_packets_per_s"])
@@ -520,64 +446,6 @@ def bench_detect(data_dir: Path, quick: bool, out_path: Path) -> None:
 
 
 detect.add_command(export)
-
-
-def _c_feature_rate(data_dir: Path, strip: bool) -> float | None:
-    """Packets per second of the C feature port (tinyward.detect.netfeatures_c) on the
-    benign test capture, double precision, gcc -O2, one core; None without gcc."""
-    import subprocess
-    import tempfile
-
-    from tinyward.detect.netfeatures_c import build_netfeatures_harness, pack_packets
-
-    packets = read_packets(ev.packet_files(data_dir)["benign"][0], strip_tcp_options=strip)
-    with tempfile.TemporaryDirectory(prefix="tinyward-nf-") as tmp:
-        try:
-            exe = build_netfeatures_harness(Path(tmp))
-        except DetectMisuse as error:
-            click.echo(f"  (C features not measured: {error})")
-            return None
-        done = subprocess.run(
-            [str(exe), "bench", "10"],
-            input=pack_packets(packets),
-            capture_output=True,
-            timeout=300,
-            check=True,
-        )
-    return float(done.stdout.split()[0])
-
-
-def _c_scores(
-    detector: Any, streams: ev.PacketStreams, python: dict[str, Any], feature_rate: float | None
-) -> dict[str, Any] | None:
-    """Export ``detector`` as C, check the C scores equal the Python integer reference on
-    every benign and attack vector, and time C scoring; None (with a note) without gcc."""
-    from tinyward.bench.detect_c import bench_c
-
-    vectors = np.vstack([streams.benign, *[x for x in streams.attacks.values() if len(x)]])
-    try:
-        measured = bench_c(detector, vectors, repeats=5)
-    except (DetectMisuse, OSError) as error:
-        click.echo(f"  (C export of {detector.name} not measured: {error})")
-        return None
-    if not measured.c_scores_match_reference:
-        click.echo(f"  C scores of {detector.name} DIFFER from the Python reference")
-        return None
-    # Bit-exact scores give the same detection figures as the Python int8 rows.
-    result = {k: v for k, v in python.items() if not k.startswith("_")}
-    per_packet = 1.0 / measured.c_vectors_per_s
-    if feature_rate:
-        per_packet += 1.0 / feature_rate  # C features + C scoring, timed separately
-    result.update(
-        detector=f"{detector.name} (C)",
-        c_vectors_per_s=measured.c_vectors_per_s,
-        c_feature_packets_per_s=feature_rate,
-        c_packets_per_s=1.0 / per_packet,
-        c_scores_match_reference=True,
-        us_per_packet=1e6 * per_packet,
-        c_vectors_checked=len(vectors),
-    )
-    return result
 
 
 COMMANDS: list[click.Command] = [detect]

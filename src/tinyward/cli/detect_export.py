@@ -10,16 +10,16 @@ from pathlib import Path
 
 import click
 
-from tinyward.detect._int8_models import Int8AutoencoderDetector, Int8MahalanobisDetector
-from tinyward.detect.errors import DetectMisuse
-from tinyward.detect.export_c import export_c
+from tinyward.cli._paths import new_folder
+from tinyward.detect.errors import DetectError, DetectMisuse
 from tinyward.detect.models import load_detector
+from tinyward.detect.pipeline import export_detector_c
 
 
 @click.command("export")
 @click.argument("model", type=click.Path(path_type=Path, exists=True, dir_okay=False))
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path, file_okay=False),
-              help="Folder for <prefix>.h and <prefix>.c (created if missing).")
+              callback=new_folder, help="Folder for <prefix>.h and <prefix>.c (created if missing).")
 @click.option("--prefix", default="tinyward_detector", show_default=True,
               help="C name prefix: lower-case letters, digits, single underscores.")
 @click.option("--feature-names", type=click.Path(path_type=Path, exists=True, dir_okay=False),
@@ -27,20 +27,18 @@ from tinyward.detect.models import load_detector
 def export(model: Path, out_dir: Path, prefix: str, feature_names: Path | None) -> None:
     """Export the int8 detector in MODEL as one C99 header and one source file."""
     detector = load_detector(model)
-    if not isinstance(detector, (Int8AutoencoderDetector, Int8MahalanobisDetector)):
-        raise DetectMisuse(
-            f"{model}: holds a float {detector.name!r} detector; only int8 detectors export to "
-            "C (train 'autoencoder-int8' or 'mahalanobis-int8')"
-        )
     names = None
     if feature_names is not None:
         names = [line.strip() for line in feature_names.read_text(encoding="utf-8").splitlines()
                  if line.strip()]
-    files = export_c(detector, out_dir, prefix=prefix, feature_names=names)
+    try:
+        files = export_detector_c(detector, out_dir, prefix=prefix, feature_names=names)
+    except DetectMisuse as error:  # the person gave the wrong model or prefix: input
+        raise DetectError(f"{model}: {error}") from None
     click.echo(f"wrote {files.header} and {files.source}")
     click.echo(f"{detector.name}: {detector.ops_per_inference()} ops per vector, "
                f"{detector.model_bytes()} bytes of const tables, threshold "
-               f"{detector.threshold_int()}")
+               f"{files.threshold}")
 
 
 COMMANDS: list[click.Command] = []  # registered under `tinyward detect` by cli/detect.py

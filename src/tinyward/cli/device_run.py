@@ -10,23 +10,36 @@ import logging
 import signal
 import sys
 import threading
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import click
 
-from tinyward.link.client import LinkConfig
+from tinyward.app.results import ResultSource
+from tinyward.cli._show import result_text
+from tinyward.errors import Misuse, TinywardError
+from tinyward.link.client import LinkConfig, ServerURL
 from tinyward.link.queue import QueueConfig
-from tinyward.link.runner import DeviceRunner, RunnerConfig, SimulatedSensor
+from tinyward.link.runner import DeviceRunner, RunnerConfig, RunStats, SimulatedSensor
 from tinyward.link.shaper import ShaperConfig, bandwidth_bytes_per_hour
 
 DEFAULT_SERVER = "https://127.0.0.1:8443"
 
 
+def _server_url(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    # A typo in the URL is the person's mistake (exit 2), not an API misuse (exit 3).
+    try:
+        ServerURL.parse(value)
+    except Misuse as error:
+        raise click.BadParameter(str(error)) from None
+    return value
+
+
 @click.command("run")
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--server", default=DEFAULT_SERVER, show_default=True,
+@click.option("--server", default=DEFAULT_SERVER, show_default=True, callback=_server_url,
               help="The fleet server, https://host:port (its key must match the pin).")
 @click.option("--air-gapped", is_flag=True,
               help="Use no network at all (enforced by a kernel filter on the whole process "
@@ -34,7 +47,7 @@ DEFAULT_SERVER = "https://127.0.0.1:8443"
 @click.option("--interval", type=click.FloatRange(0.01, 86400), default=None,
               help="Seconds between reports, one per interval always [default: 10; "
                    "air-gapped: 1].")
-@click.option("--size", type=int, default=1024, show_default=True,
+@click.option("--size", type=click.IntRange(256, 16384), default=1024, show_default=True,
               help="Exact size of every report in bytes (must match the fleet's).")
 @click.option("--duration", type=float, default=None,
               help="Stop making reports after this many seconds (default: until SIGTERM).")
@@ -58,10 +71,13 @@ DEFAULT_SERVER = "https://127.0.0.1:8443"
               help="Write the run's status as JSON here about once a second.")
 @click.option("--backoff-max", type=float, default=60.0, show_default=True,
               help="Longest wait between retries when the server is unreachable.")
+@click.option("-v", "--verbose", is_flag=True,
+              help="One line per report made, delivered and acknowledged [default: a status "
+                   "line on a terminal, nothing in a pipe].")
 def run(directory: Path, server: str, air_gapped: bool, interval: float | None, size: int,
         duration: float | None, drain: float, queue_capacity: int, app_manifest: Path | None,
         frames_csv: Path | None, event_rate: float, seed: int | None,
-        status_file: Path | None, backoff_max: float) -> None:
+        status_file: Path | None, backoff_max: float, verbose: bool) -> None:
     """Run the device in DIRECTORY: constant-rate signed reports over pinned mutual TLS.
 
     The device opens no listening socket. SIGTERM or Ctrl-C stops it cleanly; queued
@@ -71,8 +87,6 @@ def run(directory: Path, server: str, air_gapped: bool, interval: float | None, 
     from tinyward.trust.device import Device
 
     if air_gapped:
-        from tinyward.cli.device import run_air_gapped_command
-
         # The filter goes on before the application starts, so its sandbox inherits it.
         from tinyward.trust.airgap import forbid_network
 
@@ -100,7 +114,8 @@ def run(directory: Path, server: str, air_gapped: bool, interval: float | None, 
     )
     source = (SimulatedSensor(event_rate, seed) if app_manifest is None
               else _app_source(app_manifest, frames_csv, seed))
-    runner = DeviceRunner(device, server, config, source, status_file=status_file)
+    watched = WatchedSource(source)
+    runner = DeviceRunner(device, server, config, watched, status_file=status_file)
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -110,9 +125,13 @@ def run(directory: Path, server: str, air_gapped: bool, interval: float | None, 
     click.echo(f"device {device.device_id[:16]}… reporting to {server} every {interval:g} s, "
                f"{size} bytes per report (~{bandwidth_bytes_per_hour(config.shaper):,.0f} B/h "
                "plus HTTP)", err=True)
+    progress = RunProgress(runner.stats, lambda: runner.queue.acked, verbose=verbose,
+                           live=sys.stderr.isatty(), latest=lambda: watched.latest)
+    progress.start()
     try:
         stats = runner.run(stop, duration)
     finally:
+        progress.stop()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         close = getattr(source, "close", None)
@@ -123,15 +142,127 @@ def run(directory: Path, server: str, air_gapped: bool, interval: float | None, 
         f"{len(runner.queue)} still queued (kept for the next run), "
         f"{runner.queue.dropped} dropped (counted), {stats.failures} failed attempts"
         + (f"; last error: {stats.last_error}" if stats.last_error else ""), err=True)
+    failure = run_failure(stats)
+    if failure is not None:
+        raise NothingDelivered(failure)
+
+
+class NothingDelivered(TinywardError):
+    """`device run` ended without the server taking its reports (unreachable or refused)."""
+
+
+def run_failure(stats: RunStats) -> str | None:
+    """Why a connected run failed, or ``None``: exit 0 means reports reached the server."""
+    if stats.generated and not stats.delivered:
+        why = f": {stats.last_error}" if stats.last_error else ""
+        return f"no report was delivered ({stats.generated} made, kept in the queue){why}"
+    if stats.refusals.get("ServerRefused") and stats.last_error:
+        return f"the server stopped taking reports: {stats.last_error}"
+    return None
+
+
+class WatchedSource:
+    """Passes a results source through unchanged, keeping the newest result to show."""
+
+    def __init__(self, source: Any) -> None:
+        self._source = source
+        self.latest: Mapping[str, Any] | None = None
+        self.taken = 0
+
+    def take(self, now: float) -> list[Mapping[str, Any]]:
+        results: list[Mapping[str, Any]] = self._source.take(now)
+        if results:
+            self.latest, self.taken = results[-1], self.taken + len(results)
+        return results
+
+    def __getattr__(self, name: str) -> Any:  # next_time, incidents, healthy, close …
+        return getattr(self._source, name)
+
+
+class RunProgress:
+    """What a person sees while the device runs: a status line on a terminal, or (verbose)
+    one line per report made and per acknowledgement. Reads the runner's counters from a
+    thread about four times a second; never blocks the runner."""
+
+    def __init__(self, stats: RunStats, acked: Callable[[], int], verbose: bool, live: bool,
+                 echo: Callable[[str], None] | None = None, period: float = 0.25,
+                 latest: Callable[[], Mapping[str, Any] | None] = lambda: None) -> None:
+        self._stats, self._acked, self._latest = stats, acked, latest
+        self._shown_result: Mapping[str, Any] | None = None
+        self._verbose, self._live = verbose, live and not verbose
+        self._echo = echo or (lambda text: click.echo(text, err=True))
+        self._period = period
+        # made, acknowledged up to, last error: what was shown last
+        self._seen: tuple[int, int, str | None] = (stats.generated, acked(), None)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="run-progress")
+
+    def start(self) -> None:
+        if self._verbose or self._live:
+            self._thread.start()
+
+    def stop(self) -> None:
+        if not self._thread.is_alive():
+            return
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self.poll()
+        if self._live:
+            click.echo("", err=True)  # end the status line
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._period):
+            self.poll()
+
+    def poll(self) -> None:
+        """Show what changed since the last call."""
+        s = self._stats
+        now = (s.generated, self._acked(), s.last_error)
+        made, acked, error = self._seen
+        result = self._latest()
+        new_result = result is not None and result is not self._shown_result
+        if now == self._seen and not new_result:
+            return
+        self._seen, self._shown_result = now, result
+        if self._live:
+            text = status_line(s, now[1])
+            if result is not None:
+                text += f" | {result_text(result)}"
+            click.echo(f"\r{text[:79]:<79}", nl=False, err=True)
+            return
+        if new_result and result is not None:
+            self._echo(f"result: {result_text(result)}")
+        if now[0] > made and s.last_seq is not None:
+            first = s.last_seq - (now[0] - made) + 1
+            numbers = f"#{s.last_seq}" if first == s.last_seq else f"#{first}..#{s.last_seq}"
+            self._echo(f"report {numbers} made and queued")
+        if now[1] > acked:
+            numbers = f"#{now[1]}" if now[1] == acked + 1 else f"#{acked + 1}..#{now[1]}"
+            self._echo(f"report {numbers} delivered and acknowledged by the server")
+        if s.last_error and s.last_error != error:
+            self._echo(f"not delivered: {s.last_error}")
+
+
+def status_line(s: RunStats, acked: int) -> str:
+    """One line: the newest report, what the server acknowledged, the trouble."""
+    newest = f"#{s.last_seq}" if s.last_seq is not None else "none yet"
+    line = f"newest report {newest}, acknowledged up to #{acked}, {s.generated} made this run"
+    if s.last_error:
+        line += f" | {s.last_error}"
+    return line
 
 
 def _app_source(manifest_path: Path, frames_csv: Path | None, seed: int | None) -> Any:
     """The sandboxed application as the results source (tinyward.app)."""
     from tinyward.app.frames import csv_frames, simulated_frames
     from tinyward.app.manifest import load_manifest
+    from tinyward.app.sandbox import SandboxConfig
     from tinyward.app.source import AppResultSource
+    from tinyward.cli._access import check_app_readable
 
     manifest = load_manifest(manifest_path)
+    # Said now, not found out later: a sandbox that cannot read the app never starts it.
+    check_app_readable(manifest.folder, SandboxConfig().user, manifest.models)
     frames = (iter(csv_frames(frames_csv, manifest)) if frames_csv is not None
               else simulated_frames(manifest, seed or 0))
     return AppResultSource.start(manifest, frames)
@@ -183,5 +314,24 @@ def bench_shaping(duration: float, interval: float, size: int, seed: int) -> Non
         raise SystemExit(1)
 
 
+def run_air_gapped_command(directory: Path, interval: float, duration: float | None,
+                           source: ResultSource) -> None:
+    """`tinyward device run --air-gapped`: the loop of :mod:`tinyward.readout.airgapped`."""
+    from rich.console import Console
+
+    from tinyward.readout.airgapped import run_air_gapped
+    from tinyward.trust.device import Device
+
+    console = Console()
+
+    dev = Device.open(directory)
+    console.print(f"device {dev.device_id[:16]}… running air-gapped: network sockets are refused "
+                  "by a seccomp filter on this process tree")
+    final = run_air_gapped(dev, source, interval=interval, duration=duration)
+    latest = result_text(final.results[-1]) if final.results else "none"
+    console.print(f"stopped; latest result: {latest}", markup=False, highlight=False)
+
+
 COMMANDS: list[click.Command] = []
 BENCH_COMMANDS: list[click.Command] = []
+

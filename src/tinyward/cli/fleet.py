@@ -1,65 +1,67 @@
 """`tinyward fleet …`: the fleet's certificate authority (see cli/main.py for registration).
 
 Thin: every decision is in ``tinyward.fleet.pki``; this module reads arguments and the
-passphrase, calls it, and prints the outcome.
+passphrases (``cli/fleet_secrets.py``), calls it, and prints the outcome.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
+from cryptography.hazmat.primitives.serialization import Encoding
 from rich.console import Console
 from rich.table import Table
 
 from tinyward._fsutil import atomic_write
+from tinyward.cli._paths import check_output_file, new_folder, output_file
+from tinyward.cli.fleet_secrets import CA, OLD, SERVER, UPDATE, read_secret
+from tinyward.errors import TinywardError
+from tinyward.fleet.bundle import DeviceBundle
 from tinyward.fleet.enrolment import DEFAULT_ENROLMENT_LIMITS
-from tinyward.fleet.errors import BadEnrolmentRequest, WeakPassphrase
-from tinyward.fleet.pki import Fleet
+from tinyward.fleet.errors import (
+    AlreadyEnrolled,
+    BadEnrolmentRequest,
+    UnknownDevice,
+)
+from tinyward.fleet.keyseal import read_params
+from tinyward.fleet.pki import Fleet, device_ca_label
 
-PASSPHRASE_ENV = "TINYWARD_FLEET_PASSPHRASE"
-MIN_PASSPHRASE_CHARS = 12
 DEFAULT_SERVER_NAMES = ("localhost", "127.0.0.1")
 
 COMMANDS: list[click.Command] = []
 BENCH_COMMANDS: list[click.Command] = []
 
 
-def _passphrase(new: bool) -> bytes:
-    """The fleet passphrase: from the environment, or asked for without echo."""
-    text = os.environ.get(PASSPHRASE_ENV)
-    if text is None:
-        text = click.prompt(
-            "New fleet passphrase" if new else "Fleet passphrase",
-            hide_input=True,
-            confirmation_prompt="Repeat the passphrase" if new else False,
-        )
-    if new and len(text) < MIN_PASSPHRASE_CHARS:
-        # The keys are only as strong as this passphrase against offline guessing.
-        raise WeakPassphrase(
-            f"the passphrase must have at least {MIN_PASSPHRASE_CHARS} characters "
-            "(it protects every key of the fleet)"
-        )
-    if not text:
-        raise WeakPassphrase("the passphrase is empty")
-    return text.encode("utf-8")
-
-
 _EXISTING_DIR = click.Path(exists=True, file_okay=False, path_type=Path)
+_KEYS = click.option(
+    "--keys",
+    "keys_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Folder of the offline keys (default: FLEET_DIR/keys), e.g. on removable media.",
+)
+_NO_SERVER_PASSPHRASE = click.option(
+    "--no-server-passphrase",
+    is_flag=True,
+    help="Keep the server's TLS key in clear, readable only by this user (0600), so "
+    "`fleet serve` needs no passphrase. Default: sealed under TINYWARD_SERVER_PASSPHRASE.",
+)
 
 
 @click.group("fleet")
 def fleet() -> None:
     """Run a fleet's certificate authority: create it, enrol devices, revoke them.
 
-    The passphrase that encrypts the fleet's private keys is read from the environment
-    variable TINYWARD_FLEET_PASSPHRASE, or asked for (without echo) when it is not set.
+    Each key role has its own passphrase, read from its environment variable or asked
+    for without echo: TINYWARD_CA_PASSPHRASE (root and device CA: init, enroll,
+    rotations), TINYWARD_UPDATE_PASSPHRASE (update signing), TINYWARD_SERVER_PASSPHRASE
+    (the server's TLS key; the only one `fleet serve` may have).
     """
 
 
 @fleet.command("init")
-@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path), callback=new_folder)
 @click.option(
     "--server-name",
     "server_names",
@@ -68,16 +70,33 @@ def fleet() -> None:
     help="DNS name or IP address of the fleet server, for its TLS certificate. "
     "Repeat for several. Default: localhost and 127.0.0.1.",
 )
-def init(directory: Path, server_names: tuple[str, ...]) -> None:
+@_NO_SERVER_PASSPHRASE
+@click.option("--keys", "keys_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=None, help="Write the sealed CA and update keys to this new folder "
+              "(e.g. removable media) instead of DIRECTORY/keys.")
+def init(directory: Path, server_names: tuple[str, ...], no_server_passphrase: bool,
+         keys_dir: Path | None) -> None:
     """Create a new fleet in DIRECTORY (a new or empty folder).
 
     Makes a root CA, a device-issuing CA, the fleet server's TLS certificate and a
-    separate update-signing key, all ECDSA P-256, with private keys encrypted under the
-    passphrase (at least 12 characters). An existing fleet is never overwritten.
+    separate update-signing key, all ECDSA P-256. The CA keys are sealed under the CA
+    passphrase and the update key under the update passphrase, in DIRECTORY/keys (keep
+    it offline); the server key under the server passphrase. Keys at rest: scrypt
+    (n=2^17, r=8, p=1: 128 MiB per guess) + AES-256-GCM. Each passphrase: at least
+    14 characters, 6 different ones, not a common password, run or repeat; no two the
+    same. An existing fleet is never overwritten.
     """
-    passphrase = _passphrase(new=True)
-    created = Fleet.init(directory, passphrase, server_names or DEFAULT_SERVER_NAMES)
+    ca = read_secret(CA, new=True)
+    update = read_secret(UPDATE, new=True)
+    server = None if no_server_passphrase else read_secret(SERVER, new=True)
+    created = Fleet.init(directory, ca, server_names or DEFAULT_SERVER_NAMES,
+                         update_passphrase=update, server_passphrase=server, keys_dir=keys_dir)
     click.echo(f"created fleet {created.fleet_id} in {created.directory}")
+    if keys_dir is None:
+        click.echo(f"offline keys (CA, update signing): {created.keys_path} "
+                   "(move them offline; then pass --keys)")
+    else:
+        click.echo(f"offline keys (CA, update signing): {keys_dir} (pass --keys {keys_dir})")
     click.echo(f"server names: {', '.join(created.server_names)}")
     click.echo(f"server pin (SHA-256 of its public key): {created.server_spki_sha256.hex()}")
 
@@ -89,27 +108,103 @@ def init(directory: Path, server_names: tuple[str, ...]) -> None:
     "-o",
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
+    callback=output_file,  # checked before the enrolment is recorded
     help="Where to write the device bundle (JSON). "
     "Default: <device ID>.bundle.json next to REQUEST_PEM.",
 )
-def enroll(fleet_dir: Path, request_pem: Path, output: Path | None) -> None:
+@_KEYS
+def enroll(fleet_dir: Path, request_pem: Path, output: Path | None,
+           keys_dir: Path | None) -> None:
     """Enrol the device whose enrolment request is REQUEST_PEM.
 
     REQUEST_PEM is the enroll.csr.pem written by `tinyward device init`. The answer is
     a bundle (the device's certificates, the fleet CAs and the server pin; no secrets)
-    for `tinyward device install`.
+    for `tinyward device install`. Needs the CA passphrase (TINYWARD_CA_PASSPHRASE).
     """
     opened = Fleet.open(fleet_dir)
+    if output is None:  # the default goes next to the request: check that folder first
+        check_output_file(request_pem.parent / "device.bundle.json")
     limit = DEFAULT_ENROLMENT_LIMITS.max_request_bytes
     with request_pem.open("rb") as handle:
         request = handle.read(limit + 1)  # never read an arbitrarily large file
     if len(request) > limit:
         raise BadEnrolmentRequest(f"{request_pem} is larger than {limit} bytes")
-    bundle = opened.enroll(request, _passphrase(new=False))
+    try:
+        bundle = opened.enroll(request, opened.device_ca_token(read_secret(CA), keys_dir))
+    except AlreadyEnrolled as error:
+        raise AlreadyEnrolled(f"{error}; to write its bundle again: tinyward fleet bundle "
+                              f"{fleet_dir} {_requested_device_id(request)} -o FILE") from None
     target = output or request_pem.parent / f"{bundle.device_id}.bundle.json"
-    atomic_write(target, bundle.to_json(), mode=0o644)  # public material only
+    _write_bundle(target, bundle, fleet_dir)
     click.echo(f"enrolled device {bundle.device_id} in fleet {opened.fleet_id}")
     click.echo(f"bundle written to {target}")
+
+
+def _requested_device_id(request: bytes) -> str:
+    # Only reached after the fleet parsed this very request, so it parses again.
+    from tinyward.fleet.enrolment import parse_enrolment_request
+    from tinyward.trust.identity import device_id
+
+    key = parse_enrolment_request(request)["attestation"].public_key()
+    return device_id(key)  # type: ignore[arg-type]  # checked P-256 by the parser
+
+
+class BundleNotWritten(TinywardError):
+    """The device is enrolled but its bundle could not be written (it can be re-issued)."""
+
+
+def _write_bundle(target: Path, bundle: DeviceBundle, fleet_dir: Path) -> None:
+    try:
+        atomic_write(target, bundle.to_json(), mode=0o644)  # public material only
+    except OSError as error:
+        # The enrolment stays recorded; the bundle holds only public material, so it is
+        # rebuilt from the fleet's records at any time: nothing is lost.
+        raise BundleNotWritten(
+            f"device {bundle.device_id} is enrolled, but its bundle could not be written to "
+            f"{target} ({error.strerror}); write it again with: tinyward fleet bundle "
+            f"{fleet_dir} {bundle.device_id} -o FILE") from None
+
+
+def bundle_of(opened: Fleet, device_id: str) -> DeviceBundle:
+    """The bundle of an enrolled device, rebuilt from the fleet's records (no passphrase:
+    certificates, CAs and the pin are public)."""
+    enrolled = opened.device(device_id)
+    if enrolled.revoked:
+        raise UnknownDevice(f"device {device_id} is revoked in fleet {opened.fleet_id}; "
+                            "it gets no bundle")
+    # After a device CA rotation an older device's certificates come from a retiring CA:
+    # its bundle names the CA that issued them, or the bundle would not verify.
+    issuer = next(iter(enrolled.certificates.values())).issuer
+    device_ca = next((ca for ca in opened.device_cas if ca.subject == issuer), opened.device_ca)
+    return DeviceBundle(
+        device_id=device_id,
+        fleet_id=opened.fleet_id,
+        certificates={purpose: cert.public_bytes(Encoding.PEM).decode("ascii")
+                      for purpose, cert in enrolled.certificates.items()},
+        device_ca_pem=device_ca.public_bytes(Encoding.PEM).decode("ascii"),
+        root_ca_pem=opened.root_ca.public_bytes(Encoding.PEM).decode("ascii"),
+        server_spki_sha256=opened.server_spki_sha256,
+    )
+
+
+@fleet.command("bundle")
+@click.argument("fleet_dir", type=_EXISTING_DIR)
+@click.argument("device_id")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              callback=output_file,
+              help="Where to write the bundle [default: <device ID>.bundle.json here].")
+def bundle_command(fleet_dir: Path, device_id: str, output: Path | None) -> None:
+    """Write the bundle of an enrolled device DEVICE_ID again (e.g. after a lost file).
+
+    The bundle holds only public material (certificates, CAs, the server pin), so no
+    passphrase is needed and nothing new is issued. A revoked device gets none.
+    """
+    opened = Fleet.open(fleet_dir)
+    bundle = bundle_of(opened, device_id)
+    target = output or Path(f"{device_id}.bundle.json")
+    check_output_file(target)
+    _write_bundle(target, bundle, fleet_dir)
+    click.echo(f"bundle of device {device_id} written to {target}")
 
 
 @fleet.command("revoke")
@@ -158,7 +253,94 @@ def show(fleet_dir: Path) -> None:
     click.echo(f"server cert:   {opened.server_certificate_path}")
     click.echo(f"root CA:       {opened.root_ca_path}")
     click.echo(f"device CA:     {opened.device_ca_path}")
+    for old in opened.retiring_device_cas:
+        click.echo(f"retiring CA:   {device_ca_label(old)} (until `fleet retire-device-ca`)")
+    click.echo(f"server key:    {opened.server_key_path}")
+    click.echo(f"offline keys:  {opened.keys_path}")
+    for path in sorted(opened.keys_path.glob("*.key")) + [opened.server_key_path]:
+        if path.suffix == ".key":
+            params = read_params(path.read_bytes())
+            click.echo(f"  {path.name}: scrypt n={params.n} r={params.r} p={params.p} "
+                       f"({params.memory_bytes >> 20} MiB per guess), AES-256-GCM")
     click.echo(f"devices:       {len(opened.devices())}")
+
+
+@fleet.command("migrate")
+@click.argument("fleet_dir", type=_EXISTING_DIR)
+@_NO_SERVER_PASSPHRASE
+def migrate(fleet_dir: Path, no_server_passphrase: bool) -> None:
+    """Move a fleet of the old format (one passphrase, PBKDF2) to one secret per role.
+
+    Reads the old passphrase from TINYWARD_FLEET_PASSPHRASE (or a prompt) and the new
+    CA, update and server passphrases as `fleet init` does; seals every key with scrypt
+    and deletes the old key files. Safe to run again if it is interrupted.
+    """
+    old = read_secret(OLD)
+    ca = read_secret(CA, new=True)
+    update = read_secret(UPDATE, new=True)
+    server = None if no_server_passphrase else read_secret(SERVER, new=True)
+    migrated = Fleet.migrate(fleet_dir, old, ca, update, server)
+    click.echo(f"migrated fleet {migrated.fleet_id}: offline keys in {migrated.keys_path}, "
+               f"server key {migrated.server_key_path}")
+
+
+@fleet.command("rotate-server-key")
+@click.argument("fleet_dir", type=_EXISTING_DIR)
+@_KEYS
+@_NO_SERVER_PASSPHRASE
+def rotate_server_key(fleet_dir: Path, keys_dir: Path | None, no_server_passphrase: bool) -> None:
+    """Give the fleet server a new TLS key and certificate (issued by the root CA).
+
+    Needs the CA passphrase and a new server passphrase. Devices pin the server's key:
+    they must get the new pin printed here before they talk to the server again.
+    """
+    opened = Fleet.open(fleet_dir)
+    root = opened.root_ca_token(read_secret(CA), keys_dir)
+    server = None if no_server_passphrase else read_secret(SERVER, new=True)
+    rotated = opened.rotate_server_key(root, server)
+    click.echo(f"new server key {rotated.server_key_path}; restart `fleet serve`")
+    click.echo(f"new server pin (SHA-256 of its public key): {rotated.server_spki_sha256.hex()}")
+
+
+@fleet.command("renew-server-cert")
+@click.argument("fleet_dir", type=_EXISTING_DIR)
+@_KEYS
+def renew_server_cert(fleet_dir: Path, keys_dir: Path | None) -> None:
+    """Renew the server's certificate (2 years) for the same key: devices keep their pin.
+
+    Needs the CA passphrase (the root CA signs it). Restart `fleet serve` afterwards.
+    """
+    opened = Fleet.open(fleet_dir)
+    renewed = opened.renew_server_certificate(opened.root_ca_token(read_secret(CA), keys_dir))
+    until = renewed.server_certificate.not_valid_after_utc.date().isoformat()
+    click.echo(f"server certificate renewed until {until}; pin unchanged: "
+               f"{renewed.server_spki_sha256.hex()}")
+
+
+@fleet.command("rotate-device-ca")
+@click.argument("fleet_dir", type=_EXISTING_DIR)
+@_KEYS
+def rotate_device_ca(fleet_dir: Path, keys_dir: Path | None) -> None:
+    """Make a new device-issuing CA; devices of the old one stay trusted until it is retired.
+
+    Needs the CA passphrase (TINYWARD_CA_PASSPHRASE); the new key is sealed under it.
+    """
+    opened = Fleet.open(fleet_dir)
+    passphrase = read_secret(CA)
+    root = opened.root_ca_token(passphrase, keys_dir)
+    rotated = opened.rotate_device_ca(root, passphrase)
+    click.echo(f"new device CA {device_ca_label(rotated.device_ca)}; still trusted: "
+               + ", ".join(device_ca_label(c) for c in rotated.retiring_device_cas))
+    click.echo("restart `fleet serve`; retire the old CA once its devices are re-enrolled")
+
+
+@fleet.command("retire-device-ca")
+@click.argument("fleet_dir", type=_EXISTING_DIR)
+@click.argument("label")
+def retire_device_ca(fleet_dir: Path, label: str) -> None:
+    """Stop trusting the retiring device CA LABEL (see `fleet show`): its devices are refused."""
+    Fleet.open(fleet_dir).retire_device_ca(label)
+    click.echo(f"retired device CA {label}; restart `fleet serve`")
 
 
 COMMANDS.append(fleet)
@@ -178,7 +360,7 @@ def bench_fleet(count: int) -> None:
     for figure in run(count):
         table.add_row(
             figure.name,
-            f"{figure.per_second:,.0f}",
+            f"{figure.per_second:,.0f}" if figure.per_second >= 10 else f"{figure.per_second:.2f}",
             figure.baseline_name,
             f"{figure.baseline_per_second:,.0f}",
             f"{figure.ratio:.2f}x",

@@ -13,19 +13,6 @@ from pathlib import Path
 
 import click
 
-from tinyward.errors import Misuse
-
-PASSPHRASE_ENV = "TINYWARD_FLEET_PASSPHRASE"
-
-
-def _passphrase() -> bytes:
-    value = os.environ.get(PASSPHRASE_ENV)
-    if value is None:
-        value = click.prompt("Fleet passphrase", hide_input=True)
-    if not value:
-        raise Misuse(f"set {PASSPHRASE_ENV} to the fleet passphrase (it opens the server key)")
-    return value.encode("utf-8")
-
 
 @click.command("serve")
 @click.argument("fleet_dir", type=click.Path(file_okay=False, path_type=Path))
@@ -61,11 +48,18 @@ def serve(fleet_dir: Path, host: str, port: int, db_url: str | None, workers: in
     Devices connect to --host/--port, which requires their client certificate in the TLS
     handshake; administrators to --admin-host/--admin-port (loopback by default).
 
-    The fleet passphrase comes from the TINYWARD_FLEET_PASSPHRASE environment variable.
-    Stops cleanly on SIGTERM or Ctrl-C.
+    The server holds only its own TLS key, opened with TINYWARD_SERVER_PASSPHRASE (or a
+    prompt) if it is sealed, and the fleet's public certificates; it refuses to start with
+    a CA or update passphrase in its environment. Stops cleanly on SIGTERM or Ctrl-C.
     """
+    from tinyward.cli.fleet_secrets import SERVER, read_secret, refuse_foreign_secrets
+    from tinyward.fleet.pki import Fleet
     from tinyward.fleet.runner import serve_forever
     from tinyward.fleet.server import ServerConfig
+
+    refuse_foreign_secrets()
+    sealed = Fleet.open(fleet_dir).server_key_path.suffix == ".key"
+    passphrase = read_secret(SERVER) if sealed else None
 
     config = ServerConfig(report_interval=report_interval, rate_per_second=rate, burst=burst,
                           max_connections_per_ip=max_connections_per_ip,
@@ -77,7 +71,7 @@ def serve(fleet_dir: Path, host: str, port: int, db_url: str | None, workers: in
                    f"(admin: https://{admin_host}:{admin_bound}, workers: {workers}, db: {url})",
                    nl=True)
 
-    serve_forever(fleet_dir, _passphrase(), url, host, port, config, workers, announce,
+    serve_forever(fleet_dir, passphrase, url, host, port, config, workers, announce,
                   admin_host=admin_host, admin_port=admin_port)
 
 
@@ -117,7 +111,7 @@ def bench_ingest(devices: int, reports: int, batch: int, workers: int | None) ->
     from tinyward.bench.ingest import run_ingest
 
     if reports < devices:
-        raise Misuse("give at least one report per device (--reports >= --devices)")
+        raise click.UsageError("give at least one report per device (--reports >= --devices)")
     result = run_ingest(devices, reports, batch, workers or os.cpu_count() or 1,
                         progress=lambda text: click.echo(text, err=True))
     share = result.reports_per_second / result.crypto_limit

@@ -101,3 +101,26 @@ def choose_threshold(benign_scores: np.ndarray, target_fpr: float) -> float:
     if not 0.0 < target_fpr < 1.0:
         raise DetectMisuse(f"target_fpr must be in (0, 1), got {target_fpr}")
     return float(np.quantile(benign_scores, 1.0 - target_fpr, method="higher"))
+
+
+class OutlierDetectorAPI:
+    """scikit-learn's outlier-detector conventions, on top of ``score`` and ``threshold``.
+
+    As with ``IsolationForest`` or ``OneClassSVM``: :meth:`decision_function` is negative
+    for an anomaly (``threshold - score``) and :meth:`predict` answers -1 for an anomaly
+    and +1 for normal. :meth:`score` stays tinyward's anomaly score (higher = more
+    anomalous; an alarm is ``score > threshold``).
+    """
+
+    threshold: float
+
+    def score(self, X: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def decision_function(self, X: np.ndarray) -> np.ndarray:
+        """``threshold - score(X)``: below zero is an anomaly (scikit-learn's sign)."""
+        return np.asarray(self.threshold - self.score(X), dtype=np.float64)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """-1 for each anomalous row (``score > threshold``), +1 for a normal one."""
+        return np.where(self.score(X) > self.threshold, -1, 1)

@@ -9,11 +9,17 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 
-from tinyward.detect._common import Standardizer, check_features, choose_threshold, split_holdout
+from tinyward.detect._common import (
+    OutlierDetectorAPI,
+    Standardizer,
+    check_features,
+    choose_threshold,
+    split_holdout,
+)
 from tinyward.detect._modelfile import LIMITS, Doc, read_model, write_model
 from tinyward.detect.cost import autoencoder_ops, hidden_for_budget
 from tinyward.detect.errors import DetectMisuse, ModelFileError, NotFittedError
@@ -25,7 +31,7 @@ def default_hidden(d: int) -> int:
     return hidden_for_budget(d)
 
 
-class _HoldoutFitted:
+class _HoldoutFitted(OutlierDetectorAPI):
     """Fitting shared by the float models: weights on benign data, threshold on a held-out
     benign part for the stated false-positive rate."""
 
@@ -41,9 +47,6 @@ class _HoldoutFitted:
     def fit_weights(self, train: np.ndarray, seed: int) -> None:
         raise NotImplementedError
 
-    def score(self, X: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
-
     def fit(
         self,
         X: np.ndarray,
@@ -51,8 +54,10 @@ class _HoldoutFitted:
         target_fpr: float = 0.001,
         holdout_fraction: float = 0.2,
         seed: int = 0,
-    ) -> None:
+    ) -> Self:
         """Fit on benign ``X``; choose the threshold on a held-out benign part.
+
+        Returns the detector itself (scikit-learn's convention).
 
         Raises:
             DetectMisuse: bad features or parameters.
@@ -61,6 +66,7 @@ class _HoldoutFitted:
         train, hold = split_holdout(X, holdout_fraction, seed)
         self.fit_weights(train, seed)
         self.threshold = choose_threshold(self.score(hold), target_fpr)
+        return self
 
 
 class AutoencoderDetector(_HoldoutFitted):

@@ -9,18 +9,23 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 
-from tinyward.detect._common import check_features, choose_threshold, split_holdout
+from tinyward.detect._common import (
+    OutlierDetectorAPI,
+    check_features,
+    choose_threshold,
+    split_holdout,
+)
 from tinyward.detect._float import AutoencoderDetector, MahalanobisDetector
 from tinyward.detect._modelfile import Doc, read_model, write_model
 from tinyward.detect.errors import DetectMisuse, ModelFileError, NotFittedError
 from tinyward.detect.int8 import INT32_MAX, QAutoencoder, QMahalanobis
 
 
-class _Int8Base:
+class _Int8Base(OutlierDetectorAPI):
     name = ""
     float_model: Any
     quantized: Any
@@ -36,8 +41,10 @@ class _Int8Base:
         target_fpr: float = 0.001,
         holdout_fraction: float = 0.2,
         seed: int = 0,
-    ) -> None:
+    ) -> Self:
         """Fit the float model on benign ``X``, quantise it, threshold the int8 scores.
+
+        Returns the detector itself (scikit-learn's convention).
 
         Raises:
             DetectMisuse: bad features or parameters, or a model that cannot be quantised.
@@ -49,6 +56,7 @@ class _Int8Base:
         self.quantized = self._quantize()
         self.threshold = choose_threshold(self.score(hold), target_fpr)
         self.target_fpr = target_fpr
+        return self
 
     def _quantize(self) -> Any:
         raise NotImplementedError
@@ -88,13 +96,15 @@ class _Int8Base:
     def ops_per_inference(self) -> int:
         return int(self._require_fitted().ops())
 
+    def to_json(self) -> dict[str, Any]:
+        """The body of the model file (see :mod:`tinyward.detect._modelfile`)."""
+        q = self._require_fitted()
+        return {"threshold": self.threshold, "target_fpr": self.target_fpr,
+                "float": self.float_model.to_json(), "int8": q.to_json()}
+
     def save(self, path: Path) -> None:
         """Write the detector atomically. Raises NotFittedError, OSError."""
-        q = self._require_fitted()
-        write_model(path, self.name, {"threshold": self.threshold,
-                                      "target_fpr": self.target_fpr,
-                                      "float": self.float_model.to_json(),
-                                      "int8": q.to_json()})
+        write_model(path, self.name, self.to_json())
 
     @classmethod
     def load(cls, path: Path) -> Any:

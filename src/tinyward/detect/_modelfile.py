@@ -5,23 +5,22 @@ it inspectable; nothing is ever unpickled. Every value is checked for type, shap
 range and finiteness before a detector object is built from it, and each refusal is a
 :class:`~tinyward.detect.errors.ModelFileError` naming the file and the key.
 
-Writes are atomic (temporary file in the same folder, fsync, ``os.replace``, fsync of
-the folder), so a crash never leaves half a model where a good one was.
+Writes are atomic (:func:`tinyward._fsutil.atomic_write`), so a crash never leaves half
+a model where a good one was.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from tinyward.detect.errors import ModelFileError
+from tinyward._fsutil import atomic_write
+from tinyward.detect.errors import DetectMisuse, ModelFileError
 
 FORMAT = "tinyward.detect.model"
 VERSION = 1
@@ -43,28 +42,16 @@ def write_model(path: Path, kind: str, body: dict[str, Any]) -> None:
     """Write ``body`` as a detector file of ``kind`` atomically.
 
     Raises:
+        DetectMisuse: the file would be larger than :data:`LIMITS` allows.
         OSError: the folder is not writable.
     """
     document = {"format": FORMAT, "version": VERSION, "kind": kind, **body}
     data = json.dumps(document, indent=1, allow_nan=False).encode("utf-8")
-    path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    if len(data) > LIMITS.max_file_bytes:
+        # Never write a file that read_model would refuse.
+        raise DetectMisuse(f"the model would be {len(data)} bytes; a model file is at most "
+                           f"{LIMITS.max_file_bytes} (use fewer feature table slots)")
+    atomic_write(Path(path), data)
 
 
 def read_model(path: Path) -> tuple[str, Doc]:

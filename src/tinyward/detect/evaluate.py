@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from tinyward._fsutil import atomic_write
 from tinyward.detect.netfeatures import NetFeatureConfig, NetFeatureExtractor
 from tinyward.detect.pcap import read_packets
 from tinyward.detect.sensorfeatures import SKAB_CHANNELS, SensorFeatureExtractor, read_sensor_csv
@@ -365,48 +364,96 @@ def to_jsonable(obj: Any) -> Any:
 
 
 def write_json(path: Path, obj: Any) -> None:
-    """Write atomically (temp file in the same folder, fsync, rename)."""
+    """Write ``obj`` as JSON atomically (:func:`tinyward._fsutil.atomic_write`), creating
+    the folder if needed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(to_jsonable(obj), handle, indent=2)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, json.dumps(to_jsonable(obj), indent=2).encode("utf-8"))
 
 
-def plot_roc(curves: dict[str, dict[str, np.ndarray]], path: Path, title: str) -> None:
-    """One ROC curve per attack (log-scale FPR, where 0.1 % is visible) per result name.
+#: Okabe-Ito colours (distinguishable with colour-blindness), then line styles: a
+#: detector keeps one (colour, style) pair in every panel; 32 pairs before any repeats.
+_ROC_COLOURS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00",
+                "#000000", "#F0E442")
+_ROC_STYLES = ("-", "--", "-.", ":")
 
-    ``curves`` maps a label to its scores dict ({"benign": …, attack: …}).
+
+def roc_figure(curves: dict[str, dict[str, np.ndarray]], title: str) -> Any:
+    """The ROC figure of :func:`plot_roc` (a matplotlib Figure; tests inspect it).
+
+    One panel per attack, so that 20-odd curves do not share one set of axes: each panel
+    has one curve per detector, the same colour and style in every panel, and the legend
+    sits under the panels, never over a curve.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 5))
-    for label, scores in curves.items():
-        benign = scores["benign"]
-        for name, attack in scores.items():
-            if name == "benign" or len(attack) == 0:
+    labels = list(curves)
+    # A word every label ends with (the view, e.g. "tcp-options-removed") goes in the title.
+    last_words = {label.rsplit(" ", 1)[-1] for label in labels if " " in label}
+    if len(labels) > 1 and len(last_words) == 1 and all(" " in label for label in labels):
+        common = last_words.pop()
+        title = f"{title} ({common})"
+        names = {label: label.rsplit(" ", 1)[0] for label in labels}
+    else:
+        names = {label: label for label in labels}
+    attacks = sorted({name for scores in curves.values() for name, values in scores.items()
+                      if name != "benign" and len(values)})
+    columns = min(3, max(1, len(attacks)))
+    rows = max(1, math.ceil(len(attacks) / columns))
+    legend_rows = math.ceil(len(labels) / 3)
+    legend_inches = 0.3 * legend_rows + 0.2
+    fig, axes = plt.subplots(rows, columns,
+                             figsize=(4.2 * columns, 3.3 * rows + legend_inches + 0.6),
+                             sharex=True, sharey=True, squeeze=False)
+    style = {label: (_ROC_COLOURS[i % len(_ROC_COLOURS)],
+                     _ROC_STYLES[(i // len(_ROC_COLOURS)) % len(_ROC_STYLES)])
+             for i, label in enumerate(labels)}
+    handles: dict[str, Any] = {}
+    for ax, attack in zip(axes.flat, attacks, strict=False):
+        for label in labels:
+            scores = curves[label]
+            values = scores.get(attack)
+            if values is None or len(values) == 0:
                 continue
-            fpr, tpr = roc_curve(benign, attack)
-            ax.step(np.maximum(fpr, 1e-5), tpr, where="post", label=f"{label}: {name}")
-    for rate in FPRS:
-        ax.axvline(rate, color="grey", linestyle=":", linewidth=0.8)
-    ax.set_xscale("log")
-    ax.set_xlim(1e-4, 1)
-    ax.set_xlabel("false-positive rate (benign test)")
-    ax.set_ylabel("true-positive rate")
-    ax.set_title(title)
-    ax.legend(fontsize=6, loc="lower right")
-    fig.tight_layout()
+            fpr, tpr = roc_curve(scores["benign"], values)
+            colour, line = style[label]
+            (handles[label],) = ax.step(np.maximum(fpr, 1e-5), tpr, where="post", color=colour,
+                                        linestyle=line, linewidth=1.5, label=names[label])
+        for rate in FPRS:
+            ax.axvline(rate, color="grey", linestyle=":", linewidth=0.8)
+        ax.set_xscale("log")
+        ax.set_xlim(1e-4, 1)
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3, which="major")
+        ax.set_title(attack, fontsize=10)
+    for index, ax in enumerate(axes.flat):
+        if index >= len(attacks):
+            ax.set_visible(False)
+        elif index + columns >= len(attacks):  # the lowest panel of its column
+            ax.set_xlabel("false-positive rate (benign)", fontsize=9)
+            ax.xaxis.set_tick_params(labelbottom=True)
+        if index % columns == 0:
+            ax.set_ylabel("true-positive rate", fontsize=9)
+    fig.suptitle(f"{title}\ndotted lines: 1 % and 0.1 % false positives", fontsize=11)
+    fig.legend([handles[label] for label in labels if label in handles],
+               [names[label] for label in labels if label in handles], loc="lower center",
+               ncol=min(3, max(1, len(handles))), frameon=False, fontsize=9)
+    fig.tight_layout(rect=(0, legend_inches / fig.get_figheight(), 1, 1))
+    return fig
+
+
+def plot_roc(curves: dict[str, dict[str, np.ndarray]], path: Path, title: str) -> None:
+    """ROC curves (log-scale FPR, where 0.1 % is visible): one panel per attack, one
+    curve per result name in each (:func:`roc_figure`).
+
+    ``curves`` maps a label to its scores dict ({"benign": …, attack: …}).
+    """
+    import matplotlib.pyplot as plt
+
+    fig = roc_figure(curves, title)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)

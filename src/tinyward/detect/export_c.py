@@ -41,6 +41,7 @@ class ExportedFiles:
     header: Path
     source: Path
     prefix: str
+    threshold: int = 0  # the int32 the C code compares scores with (alarm: score > it)
 
 
 def check_prefix(prefix: str) -> str:
@@ -108,7 +109,8 @@ def export_c(
     h_path, c_path = out_dir / f"{prefix}.h", out_dir / f"{prefix}.c"
     h_path.write_text(header, encoding="ascii")
     c_path.write_text(source, encoding="ascii")
-    return ExportedFiles(header=h_path, source=c_path, prefix=prefix)
+    return ExportedFiles(header=h_path, source=c_path, prefix=prefix,
+                         threshold=detector.threshold_int())
 
 
 def _ints(values: np.ndarray, per_line: int = 16) -> str:

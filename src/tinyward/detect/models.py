@@ -6,6 +6,8 @@ Public API::
     det.fit(X_benign, target_fpr=0.001)         # threshold chosen on held-out benign rows
     scores = det.score(X)                       # float64, higher = more anomalous
     alarms = scores > det.threshold
+    labels = det.predict(X)                     # scikit-learn's: -1 anomaly, +1 normal
+    margin = det.decision_function(X)           # threshold - score: < 0 is an anomaly
     det.save(path); det = load_detector(path)   # load refuses a bad file with a reason
 
 Every detector takes float64 feature vectors of shape (n, d). The ``-int8`` kinds score
@@ -23,7 +25,7 @@ import numpy as np
 
 from tinyward.detect._float import AutoencoderDetector, MahalanobisDetector
 from tinyward.detect._int8_models import Int8AutoencoderDetector, Int8MahalanobisDetector
-from tinyward.detect._modelfile import read_model
+from tinyward.detect._modelfile import Doc, read_model
 from tinyward.detect.errors import DetectMisuse, ModelFileError
 
 __all__ = [
@@ -33,6 +35,7 @@ __all__ = [
     "Int8AutoencoderDetector",
     "Int8MahalanobisDetector",
     "MahalanobisDetector",
+    "detector_from_doc",
     "load_detector",
     "make_detector",
 ]
@@ -52,11 +55,17 @@ class Detector(Protocol):
         target_fpr: float = 0.001,
         holdout_fraction: float = 0.2,
         seed: int = 0,
-    ) -> None: ...
+    ) -> Detector: ...
 
     def score(self, X: np.ndarray) -> np.ndarray: ...
 
+    def decision_function(self, X: np.ndarray) -> np.ndarray: ...
+
+    def predict(self, X: np.ndarray) -> np.ndarray: ...
+
     def save(self, path: Path) -> None: ...
+
+    def to_json(self) -> dict[str, Any]: ...
 
     @classmethod
     def load(cls, path: Path) -> Detector: ...
@@ -102,6 +111,15 @@ def load_detector(path: Path) -> Detector:
             values; the message names the file and the offending key.
     """
     kind, doc = read_model(Path(path))
+    return detector_from_doc(path, kind, doc)
+
+
+def detector_from_doc(path: Path, kind: str, doc: Doc) -> Detector:
+    """Build the detector of ``kind`` from the checked document ``doc`` read from ``path``.
+
+    Raises:
+        ModelFileError: unknown kind, bad shapes or values.
+    """
     factory = KINDS.get(kind)
     if factory is None:
         raise ModelFileError(path, f"unknown detector kind {kind!r}; known: {sorted(KINDS)}")

@@ -96,6 +96,7 @@ _C_LAST, _C_DIR, _C_DIR_STRIDE = 0, 1, 10  # dir block: fast3, slow3, last_ts, i
 _C_STRIDE = 1 + 2 * _C_DIR_STRIDE
 _S_LAST, _S_DIR, _S_DIR_STRIDE = 0, 1, 6
 _S_STRIDE = 1 + 2 * _S_DIR_STRIDE
+_DIR = 1  # both two-direction slots (_C_DIR, _S_DIR): the last-seen time, then the blocks
 
 # Operation count per packet, for comparing costs (multiply, add, compare, sqrt, exp2,
 # log each count 1; the three CRC-32s count one per byte hashed, at most 37 per key).
@@ -162,6 +163,36 @@ def _mean_std(w: float, ls: float, ss: float) -> tuple[float, float]:
     mean = ls / w
     var = ss / w - mean * mean
     return mean, math.sqrt(var) if var > 0.0 else 0.0
+
+
+def _age_pair(
+    data: list[float], base: int, stride: int, direction: int, now: float, size: float,
+    c: NetFeatureConfig,
+) -> tuple[int, int]:
+    """Age a two-direction slot (conversation or socket) to ``now`` and count this packet.
+
+    Both directions' fast and slow (weight, sum, sum of squares) decay by the time since
+    the slot was last seen; the packet then adds to its own direction. Returns the offsets
+    of this packet's direction block and the other one. The C port's ``age_pair`` does
+    the same operations in the same order (bit-exact in double precision).
+    """
+    dt = now - data[base]
+    data[base] = now
+    df = 2.0 ** (-c.fast * dt)
+    ds = 2.0 ** (-c.slow * dt)
+    mine = base + _DIR + direction * stride
+    other = base + _DIR + (1 - direction) * stride
+    for d in (mine, other):
+        for i in range(3):
+            data[d + i] *= df
+            data[d + 3 + i] *= ds
+    data[mine] += 1.0
+    data[mine + 1] += size
+    data[mine + 2] += size * size
+    data[mine + 3] += 1.0
+    data[mine + 4] += size
+    data[mine + 5] += size * size
+    return mine, other
 
 
 class NetFeatureExtractor:
@@ -236,22 +267,7 @@ class NetFeatureExtractor:
         ckey = src + dst if cdir == 0 else dst + src
         cbase, _ = self.convs.find(ckey, now)
         cd = self.convs.data
-        dt = now - cd[cbase]
-        cd[cbase] = now
-        df = 2.0 ** (-c.fast * dt)
-        ds = 2.0 ** (-c.slow * dt)
-        mine = cbase + _C_DIR + cdir * _C_DIR_STRIDE
-        other = cbase + _C_DIR + (1 - cdir) * _C_DIR_STRIDE
-        for d in (mine, other):
-            for i in range(3):
-                cd[d + i] *= df
-                cd[d + 3 + i] *= ds
-        cd[mine] += 1.0
-        cd[mine + 1] += size
-        cd[mine + 2] += size * size
-        cd[mine + 3] += 1.0
-        cd[mine + 4] += size
-        cd[mine + 5] += size * size
+        mine, other = _age_pair(cd, cbase, _C_DIR_STRIDE, cdir, now, size, c)
         for off in (0, 3):
             m1, s1 = _mean_std(cd[mine + off], cd[mine + off + 1], cd[mine + off + 2])
             m2, s2 = _mean_std(cd[other + off], cd[other + off + 1], cd[other + off + 2])
@@ -275,22 +291,7 @@ class NetFeatureExtractor:
 
         # Socket statistics.
         sd = self.sockets.data
-        dt = now - sd[sbase]
-        sd[sbase] = now
-        df = 2.0 ** (-c.fast * dt)
-        ds = 2.0 ** (-c.slow * dt)
-        mine = sbase + _S_DIR + sdir * _S_DIR_STRIDE
-        other = sbase + _S_DIR + (1 - sdir) * _S_DIR_STRIDE
-        for d in (mine, other):
-            for i in range(3):
-                sd[d + i] *= df
-                sd[d + 3 + i] *= ds
-        sd[mine] += 1.0
-        sd[mine + 1] += size
-        sd[mine + 2] += size * size
-        sd[mine + 3] += 1.0
-        sd[mine + 4] += size
-        sd[mine + 5] += size * size
+        mine, other = _age_pair(sd, sbase, _S_DIR_STRIDE, sdir, now, size, c)
         for off in (0, 3):
             mean, std = _mean_std(sd[mine + off], sd[mine + off + 1], sd[mine + off + 2])
             out += (math.log1p(sd[mine + off]), mean, std)

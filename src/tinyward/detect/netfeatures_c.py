@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from tinyward.detect._c_harness import HOST_CFLAGS
 from tinyward.detect.export_c import check_prefix
 from tinyward.detect.netfeatures import (
     _C_DIR_STRIDE,
@@ -219,6 +220,36 @@ static void mean_std(real w, real ls, real ss, real *mean, real *std)
     *std = var > 0 ? SQRT(var) : (real)0;
 }}
 
+/* Age a two-direction slot (conversation or socket) to `now`: both directions' fast and
+   slow sums decay, then the packet adds to direction `dir`. Same operations, same order as
+   Python's _age_pair. */
+static void age_pair(real *slot, size_t stride, int dir, real now, real size,
+                     real **mine, real **other)
+{{
+    const real dt = now - slot[0];
+    slot[0] = now;
+    const real df = POW2(-FAST * dt);
+    const real ds = POW2(-SLOW * dt);
+    real *m = &slot[1 + (size_t)dir * stride];
+    real *o = &slot[1 + (size_t)(1 - dir) * stride];
+    for (size_t i = 0; i < 3; i++) {{
+        m[i] *= df;
+        m[3 + i] *= ds;
+    }}
+    for (size_t i = 0; i < 3; i++) {{
+        o[i] *= df;
+        o[3 + i] *= ds;
+    }}
+    m[0] += ONE;
+    m[1] += size;
+    m[2] += size * size;
+    m[3] += ONE;
+    m[4] += size;
+    m[5] += size * size;
+    *mine = m;
+    *other = o;
+}}
+
 void {p}_init({p}_state *st)
 {{
     memset(st, 0, sizeof *st);
@@ -299,27 +330,8 @@ const char *{p}_status_str({p}_status status)
     memcpy(key + n, cdir == 0 ? pkt->dst : pkt->src, n);
     const size_t cslot = find(st->conv_tag, st->conv, {P}_CONV_SLOTS, {P}_CONV_STRIDE,
                               key, 2 * n, now, &unused);
-    real *c = &st->conv[cslot * {P}_CONV_STRIDE];
-    dt = now - c[0];
-    c[0] = now;
-    df = POW2(-FAST * dt);
-    ds = POW2(-SLOW * dt);
-    real *mine = &c[1 + (size_t)cdir * {_C_DIR_STRIDE}];
-    real *other = &c[1 + (size_t)(1 - cdir) * {_C_DIR_STRIDE}];
-    for (size_t i = 0; i < 3; i++) {{
-        mine[i] *= df;
-        mine[3 + i] *= ds;
-    }}
-    for (size_t i = 0; i < 3; i++) {{
-        other[i] *= df;
-        other[3 + i] *= ds;
-    }}
-    mine[0] += ONE;
-    mine[1] += size;
-    mine[2] += size * size;
-    mine[3] += ONE;
-    mine[4] += size;
-    mine[5] += size * size;
+    real *mine, *other;
+    age_pair(&st->conv[cslot * {P}_CONV_STRIDE], {_C_DIR_STRIDE}u, cdir, now, size, &mine, &other);
     for (size_t off = 0; off < 6; off += 3) {{
         real m1, s1, m2, s2;
         mean_std(mine[off], mine[off + 1], mine[off + 2], &m1, &s1);
@@ -343,27 +355,7 @@ const char *{p}_status_str({p}_status status)
     k += 2;
 
     /* socket statistics */
-    real *s = &st->sock[sslot * {P}_SOCK_STRIDE];
-    dt = now - s[0];
-    s[0] = now;
-    df = POW2(-FAST * dt);
-    ds = POW2(-SLOW * dt);
-    mine = &s[1 + (size_t)sdir * {_S_DIR_STRIDE}];
-    other = &s[1 + (size_t)(1 - sdir) * {_S_DIR_STRIDE}];
-    for (size_t i = 0; i < 3; i++) {{
-        mine[i] *= df;
-        mine[3 + i] *= ds;
-    }}
-    for (size_t i = 0; i < 3; i++) {{
-        other[i] *= df;
-        other[3 + i] *= ds;
-    }}
-    mine[0] += ONE;
-    mine[1] += size;
-    mine[2] += size * size;
-    mine[3] += ONE;
-    mine[4] += size;
-    mine[5] += size * size;
+    age_pair(&st->sock[sslot * {P}_SOCK_STRIDE], {_S_DIR_STRIDE}u, sdir, now, size, &mine, &other);
     for (size_t off = 0; off < 6; off += 3) {{
         real mean, std;
         mean_std(mine[off], mine[off + 1], mine[off + 2], &mean, &std);
@@ -410,15 +402,6 @@ def export_netfeatures_c(
 # Not part of the export (it uses stdio and malloc): drives the exported functions from
 # packed records on stdin, for the bit-exactness test and the C speed benchmark.
 RECORD = "<dBBHHI16s16s"  # ts, addr_len, proto, sport, dport, size, src, dst
-HOST_CFLAGS = (
-    "-std=c99",
-    "-Wall",
-    "-Wextra",
-    "-Wconversion",
-    "-Werror",
-    "-O2",
-    "-ffp-contract=off",
-)
 
 
 def _harness_source(prefix: str) -> str:

@@ -158,10 +158,13 @@ def iter_packets(
             frames = _pcap_frames(path, handle, head, limits)
         elif kind == "pcapng":
             frames = _pcapng_frames(path, handle, head, limits)
+        elif not head:
+            raise PcapError(path, "the file is empty (a capture starts with a header)",
+                            index=0, offset=0)
         else:
             raise PcapError(
                 path,
-                f"not a pcap or pcapng file (magic bytes {head.hex() or 'missing'})",
+                f"not a pcap or pcapng file (magic bytes {head.hex()})",
                 index=0,
                 offset=0,
             )

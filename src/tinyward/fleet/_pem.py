@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import re
 
+from tinyward.errors import BadInput
+
 _BLOCK = re.compile(
     rb"-----BEGIN ([A-Z0-9 ]{1,40})-----\r?\n([A-Za-z0-9+/=\r\n]*?)-----END \1-----"
 )
 
 
-class PemError(ValueError):
+class PemError(BadInput, ValueError):
     """The text is not a clean sequence of PEM blocks (the message says where)."""
 
 

@@ -11,7 +11,7 @@ Two families, as everywhere in tinyward (``tinyward.errors``):
 
 from __future__ import annotations
 
-from tinyward.errors import BadInput, Misuse
+from tinyward.errors import BadInput, StateError, TinywardError
 
 
 class BadEnrolmentRequest(BadInput):
@@ -62,9 +62,17 @@ class RevokedDevice(BadCertificate):
     """The device that holds the certificate has been revoked."""
 
 
-class FleetExists(Misuse):
+class FleetExists(StateError):
     """``Fleet.init`` was pointed at a folder that already holds a fleet or other files."""
 
 
 class WeakPassphrase(BadInput):
-    """A new fleet passphrase was refused as too short."""
+    """A new passphrase was refused as too weak (the message says which rule it broke)."""
+
+
+class OldFleetFormat(BadFleet):
+    """The fleet was made by an older tinyward (one passphrase, PBKDF2); migrate it."""
+
+
+class CannotListen(TinywardError):
+    """The fleet server cannot listen where it was asked to (port in use, no such address)."""

@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from tinyward._fsutil import atomic_write
+from tinyward.errors import TinywardError
 
 ADMIN_TOKEN_FILE = "admin-token.sha256"
 _Key = TypeVar("_Key", bound=Hashable)
 
 
-class Refused(Exception):
+class Refused(TinywardError):
     """Internal: stop handling a request and answer with a JSON error."""
 
     def __init__(self, status: int, code: str, reason: str, **extra: Any) -> None:

@@ -37,6 +37,7 @@ from typing import Protocol
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tinyward.trust import report as codec
+from tinyward.trust.replay import is_replay
 
 
 class DeviceDirectory(Protocol):
@@ -119,14 +120,26 @@ def decide(
         return Reject(400, "bad_padding", str(error))
     except codec.MalformedReport as error:
         return Reject(400, "malformed", str(error))
-    if report.seq <= last_seq:
+    if is_replay(report.seq, last_seq):
         return Reject(409, "replay",
                       f"sequence number {report.seq} is not above the last stored ({last_seq}): "
                       "a replay, a duplicate or out of order", stored_seq=last_seq)
-    if report.timestamp > now + policy.max_future_seconds:
-        return Reject(422, "clock_skew", f"the report is dated {report.timestamp - now} s in "
-                      "the future; check the device clock")
-    if report.timestamp < now - policy.max_age_seconds:
-        return Reject(422, "clock_skew", f"the report is {now - report.timestamp} s old, over "
-                      f"the {policy.max_age_seconds} s limit; check the device clock")
+    skew = clock_skew(report.timestamp, now, policy)
+    if skew is not None:
+        return Reject(422, "clock_skew", skew)
     return Accept(report, bytes(data))
+
+
+def clock_skew(timestamp: int, now: int, policy: IngestPolicy = IngestPolicy(),
+               allow_old: bool = False) -> str | None:
+    """Why a report dated ``timestamp`` is refused at ``now``, or None inside the window.
+
+    The one clock rule for reports, whichever way they arrive (TLS or QR code).
+    ``allow_old`` lifts the age limit only, for someone deliberately reading old reports.
+    """
+    if timestamp > now + policy.max_future_seconds:
+        return f"the report is dated {timestamp - now} s in the future; check the device clock"
+    if not allow_old and timestamp < now - policy.max_age_seconds:
+        return (f"the report is {now - timestamp} s old, over the {policy.max_age_seconds} s "
+                "limit; check the device clock")
+    return None

@@ -3,20 +3,23 @@
 A fleet is a folder (all files 0600, folders 0700)::
 
     fleet.json                      format tag, fleet ID, server names, creation time
-    ca/root-ca.cert.pem             root CA (~20 years), key kept encrypted beside it
-    ca/root-ca.key.pem
+    ca/root-ca.cert.pem             root CA (~20 years)
     ca/device-ca.cert.pem           device-issuing CA (~10 years, pathlen 0)
-    ca/device-ca.key.pem
+    ca/device-ca.retiring/*.cert.pem  earlier device CAs, still trusted until retired
     ca/server.cert.pem              fleet server TLS certificate (2 years, serverAuth)
-    ca/server.key.pem
-    ca/update-signing.key.pem       update-signing key: no certificate, never used by the CA
-    ca/update-signing.pub.pem
+    ca/update-signing.pub.pem       update-signing public key (if the fleet has one)
+    server/server.key               the server's TLS key, sealed under the server passphrase
+      or server/server.key.pem      ... or in clear, 0600, for the server's user only
+    keys/root-ca.key                offline keys, sealed: CA passphrase
+    keys/device-ca.key              (enrolment, rotation)
+    keys/update-signing.key         update passphrase (releases)
     devices/<device ID>/{tls,report,attestation}.cert.pem, status.json
 
-Private keys are PKCS#8 PEM encrypted under the fleet passphrase
-(``BestAvailableEncryption``: PBES2, PBKDF2-HMAC-SHA256, AES-256-CBC); Python's ``ssl``
-loads the server key with ``load_cert_chain(cert, key, password=passphrase)``. Public
-material is readable without the passphrase (:meth:`Fleet.open`).
+The server process needs only ``ca/``, ``server/`` and ``devices/``: it never opens
+``keys/`` nor knows the CA or update passphrases. Private keys at rest are sealed with
+scrypt + AES-256-GCM (:mod:`tinyward.fleet.keyseal`); the signing keys are used through
+:class:`tinyward.fleet.tokens.SigningToken`, which a hardware token can implement. Public
+material is readable without any passphrase (:meth:`Fleet.open`).
 
 Every file is written atomically; a new fleet and a new device are each built in a
 temporary folder and renamed into place, so a crash leaves either nothing or the whole
@@ -26,9 +29,12 @@ thing. Certificate shapes are in ``fleet/profiles.py``; request and bundle parsi
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 import shutil
+import ssl
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -51,13 +57,17 @@ from tinyward.fleet.enrolment import (
 )
 from tinyward.fleet.errors import (
     AlreadyEnrolled,
+    BadCertificate,
     BadFleet,
     FleetExists,
+    OldFleetFormat,
     RevokedDevice,
     UnknownDevice,
     UntrustedCertificate,
     WrongPassphrase,
 )
+from tinyward.fleet.keyseal import open_key, seal_key
+from tinyward.fleet.passphrase import check_new_passphrase
 from tinyward.fleet.profiles import (
     PURPOSE_EKU,
     PURPOSES,
@@ -70,6 +80,7 @@ from tinyward.fleet.profiles import (
     server_name_entry,
     spki_sha256,
 )
+from tinyward.fleet.tokens import FileSigningKey, SigningToken
 from tinyward.trust.identity import device_id as device_id_from_attestation_key
 from tinyward.trust.identity import is_device_id
 
@@ -77,15 +88,23 @@ __all__ = [
     "DeviceBundle",
     "EnrolledDevice",
     "Fleet",
+    "SigningToken",
+    "device_ca_label",
     "device_id_from_attestation_key",
     "parse_enrolment_request",
 ]
 
-FLEET_FORMAT = "tinyward-fleet/1"
+FLEET_FORMAT = "tinyward-fleet/2"
+#: One passphrase for every key, PKCS#8 PBKDF2 at 2,048 iterations: refused, migrated.
+OLD_FLEET_FORMAT = "tinyward-fleet/1"
 STATUS_FORMAT = "tinyward-device-status/1"
 FLEET_FILE = "fleet.json"
 STATUS_FILE = "status.json"
 _ROOT, _DEVICE_CA, _SERVER, _UPDATE = "root-ca", "device-ca", "server", "update-signing"
+_ROOT_KEY, _DEVICE_CA_KEY, _UPDATE_KEY = f"{_ROOT}.key", f"{_DEVICE_CA}.key", f"{_UPDATE}.key"
+_SEALED_SERVER_KEY, _CLEAR_SERVER_KEY = "server.key", "server.key.pem"
+_RETIRING = "device-ca.retiring"
+_MAX_JSON = 64 * 1024
 
 
 def _utc_now(now: datetime | None) -> datetime:
@@ -96,21 +115,209 @@ def _utc_now(now: datetime | None) -> datetime:
     return now
 
 
-def _check_passphrase(passphrase: bytes) -> None:
+def _check_passphrase(passphrase: bytes, what: str = "CA") -> None:
     if not isinstance(passphrase, bytes) or not passphrase:
-        raise Misuse("the fleet passphrase must be non-empty bytes")
+        raise Misuse(f"the {what} passphrase must be non-empty bytes")
+
+
+def _check_new_passphrase(passphrase: bytes, role: str) -> None:
+    _check_passphrase(passphrase, role)
+    try:
+        text = passphrase.decode("utf-8")
+    except UnicodeDecodeError:
+        raise Misuse(f"the {role} passphrase must be UTF-8 text") from None
+    check_new_passphrase(text, role)
+
+
+def _check_apart(secrets: dict[str, bytes | None]) -> None:
+    """Each role has its own secret: the server's must not open the CA (and so on)."""
+    given = [(role, secret) for role, secret in secrets.items() if secret is not None]
+    for index, (role, secret) in enumerate(given):
+        for other, other_secret in given[index + 1 :]:
+            if hmac.compare_digest(secret, other_secret):
+                raise Misuse(
+                    f"the {role} and {other} passphrases are the same; each key role needs "
+                    "its own secret (taking the server must not give the CA)"
+                )
 
 
 def _pem(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
-def _encrypted(key: ec.EllipticCurvePrivateKey, passphrase: bytes) -> bytes:
+def _clear_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
-        serialization.BestAvailableEncryption(passphrase),
+        serialization.NoEncryption(),
     )
+
+
+def _public_pem(key: ec.EllipticCurvePublicKey) -> bytes:
+    return key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+@dataclass(frozen=True)
+class _Secrets:
+    ca: bytes
+    update: bytes | None
+    server: bytes | None
+
+
+def device_ca_label(cert: x509.Certificate) -> str:
+    """A device CA's short name in ``ca/device-ca.retiring/`` (its key's SHA-256, 16 hex)."""
+    return spki_sha256(cert).hex()[:16]
+
+
+def _fleet_json(fleet_id: str, names: tuple[str, ...], created: datetime) -> bytes:
+    return _json_bytes(
+        {
+            "format": FLEET_FORMAT,
+            "fleet_id": fleet_id,
+            "server_names": list(names),
+            "created": created.isoformat(),
+        }
+    )
+
+
+def _read_fleet_json(directory: Path) -> dict[str, Any]:
+    try:
+        with (directory / FLEET_FILE).open("rb") as handle:
+            raw = handle.read(_MAX_JSON + 1)
+    except OSError:
+        raise BadFleet(
+            f"{directory} is not a tinyward fleet (no {FLEET_FILE}); "
+            "create one with `tinyward fleet init`"
+        ) from None
+    try:
+        meta = json.loads(raw)
+        if not isinstance(meta, dict):
+            raise TypeError("not an object")
+    except (ValueError, TypeError) as error:
+        raise BadFleet(f"{directory / FLEET_FILE} is damaged ({error})") from None
+    return meta
+
+
+def _certificate(path: Path) -> x509.Certificate:
+    try:
+        return x509.load_pem_x509_certificate(path.read_bytes())
+    except (OSError, ValueError):
+        raise BadFleet(f"{path} is missing or damaged") from None
+
+
+def _old_key(path: Path, passphrase: bytes) -> ec.EllipticCurvePrivateKey:
+    """A key of the old format (encrypted PKCS#8 PEM), for migration only."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        raise BadFleet(f"{path} is missing") from None
+    try:
+        key = serialization.load_pem_private_key(data, password=passphrase)
+    except TypeError:
+        raise BadFleet(f"{path} is not encrypted") from None
+    except ValueError:
+        raise WrongPassphrase(
+            f"the old fleet passphrase does not open {path.name} "
+            "(TINYWARD_FLEET_PASSPHRASE; or the file is damaged)"
+        ) from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise BadFleet(f"{path} is not an ECDSA private key")
+    return key
+
+
+def _move_keys(source: Path, target: Path) -> None:
+    """Move the sealed offline keys out of the fleet folder (another disk: copy, then
+    delete). Interrupted, the keys are in one place or both, never lost."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists():
+        target.rmdir()  # checked empty before the fleet was made
+    try:
+        os.rename(source, target)
+    except OSError:
+        shutil.copytree(source, target)  # copy2 keeps the 0600/0700 modes
+        for path in target.iterdir():  # on the disk before the originals go
+            with path.open("rb") as handle:
+                os.fsync(handle.fileno())
+        fsync_directory(target)
+        shutil.rmtree(source)
+    fsync_directory(target.parent)
+    fsync_directory(source.parent)
+
+
+def _write_server_key(
+    folder: Path, key: ec.EllipticCurvePrivateKey, passphrase: bytes | None
+) -> None:
+    """Store the server key sealed, or in clear (0600) when it has no passphrase; remove
+    the other form so exactly one is there."""
+    if passphrase is None:
+        atomic_write(folder / _CLEAR_SERVER_KEY, _clear_pem(key))
+        (folder / _SEALED_SERVER_KEY).unlink(missing_ok=True)
+    else:
+        atomic_write(folder / _SEALED_SERVER_KEY, seal_key(key, passphrase, _SERVER))
+        (folder / _CLEAR_SERVER_KEY).unlink(missing_ok=True)
+    fsync_directory(folder)
+
+
+#: The last server key opened in this process, by SHA-256 of (file, passphrase): forked
+#: server workers inherit it, so N workers do not each spend a 128 MiB scrypt derivation.
+_opened_server_key: dict[bytes, ec.EllipticCurvePrivateKey] = {}
+
+
+def _open_server_key(path: Path, passphrase: bytes) -> ec.EllipticCurvePrivateKey:
+    data = path.read_bytes()
+    tag = hashlib.sha256(len(data).to_bytes(4, "big") + data + passphrase).digest()
+    key = _opened_server_key.get(tag)
+    if key is None:
+        key = open_key(data, passphrase, _SERVER, name=str(path))
+        _opened_server_key.clear()
+        _opened_server_key[tag] = key
+    return key
+
+
+def _load_server_chain(fleet: Fleet, context: ssl.SSLContext, passphrase: bytes | None) -> None:
+    folder = fleet.directory / "server"
+    sealed, clear = folder / _SEALED_SERVER_KEY, folder / _CLEAR_SERVER_KEY
+    cert = str(fleet.server_certificate_path)
+    if sealed.exists():
+        if passphrase is None:
+            raise Misuse("the server key is sealed; give its passphrase (TINYWARD_SERVER_PASSPHRASE)")
+        _check_passphrase(passphrase, "server")
+        key = _open_server_key(sealed, passphrase)
+        if spki_sha256(key.public_key()) != fleet.server_spki_sha256:
+            raise BadFleet(f"{sealed} does not match {fleet.server_certificate_path}")
+        # OpenSSL loads keys from files only: an anonymous memory file, the key in it
+        # encrypted under a random one-time password (other processes of the user can
+        # open /proc/<pid>/fd/...), closed as soon as it is loaded.
+        once = os.urandom(32).hex().encode("ascii")
+        pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(once),
+        )
+        fd = os.memfd_create("tinyward-server-key", os.MFD_CLOEXEC)
+        try:
+            os.write(fd, pem)
+            context.load_cert_chain(cert, f"/proc/self/fd/{fd}", password=once)
+        finally:
+            os.close(fd)
+        return
+    if not clear.exists():
+        raise BadFleet(f"{folder} holds no server key ({_SEALED_SERVER_KEY} or {_CLEAR_SERVER_KEY})")
+    if passphrase is not None:
+        raise Misuse(
+            f"the server key {clear} is stored without a passphrase; unset "
+            "TINYWARD_SERVER_PASSPHRASE (or seal the key with `tinyward fleet rotate-server-key`)"
+        )
+    mode = clear.stat()
+    if mode.st_mode & 0o077 or mode.st_uid != os.getuid():
+        # As ssh does with identity files: a clear key others can read is not private.
+        raise BadFleet(f"{clear} is readable by others (mode {mode.st_mode & 0o777:o}); chmod 600")
+    try:
+        context.load_cert_chain(cert, str(clear))
+    except ssl.SSLError as error:
+        raise BadFleet(f"{clear} does not load with {cert} ({error.reason})") from None
 
 
 def _new_key() -> ec.EllipticCurvePrivateKey:
@@ -157,7 +364,8 @@ class Fleet:
         root_ca: x509.Certificate,
         device_ca: x509.Certificate,
         server_certificate: x509.Certificate,
-        update_signing_public_key: ec.EllipticCurvePublicKey,
+        update_signing_public_key: ec.EllipticCurvePublicKey | None,
+        retiring_device_cas: tuple[x509.Certificate, ...] = (),
     ) -> None:
         # Use Fleet.open / Fleet.init; this only holds what they checked.
         self.directory = directory
@@ -166,8 +374,11 @@ class Fleet:
         self.created = created
         self.root_ca = root_ca
         self.device_ca = device_ca
+        #: Earlier device CAs: their devices are still trusted until the CA is retired.
+        self.retiring_device_cas = retiring_device_cas
         self.server_certificate = server_certificate
         self.server_spki_sha256 = spki_sha256(server_certificate)
+        #: None for a fleet made without an update-signing key (see :meth:`init`).
         self.update_signing_public_key = update_signing_public_key
 
     # -- paths ------------------------------------------------------------------------
@@ -184,13 +395,28 @@ class Fleet:
         return self._ca(f"{_DEVICE_CA}.cert.pem")
 
     @property
+    def retiring_device_ca_path(self) -> Path:
+        return self._ca(_RETIRING)
+
+    @property
+    def device_cas(self) -> tuple[x509.Certificate, ...]:
+        """Every device CA the fleet trusts: the current one first, then retiring ones."""
+        return (self.device_ca, *self.retiring_device_cas)
+
+    @property
     def server_certificate_path(self) -> Path:
         return self._ca(f"{_SERVER}.cert.pem")
 
     @property
     def server_key_path(self) -> Path:
-        """The server's private key, encrypted PKCS#8 PEM (password: the fleet passphrase)."""
-        return self._ca(f"{_SERVER}.key.pem")
+        """The server's TLS key: sealed (``server.key``) or in clear for its user (``.pem``)."""
+        sealed = self.directory / "server" / _SEALED_SERVER_KEY
+        return sealed if sealed.exists() else self.directory / "server" / _CLEAR_SERVER_KEY
+
+    @property
+    def keys_path(self) -> Path:
+        """The offline keys' default folder (move it to removable media; see tokens.py)."""
+        return self.directory / "keys"
 
     @property
     def devices_path(self) -> Path:
@@ -202,22 +428,39 @@ class Fleet:
     def init(
         cls,
         directory: Path,
-        passphrase: bytes,
+        ca_passphrase: bytes,
         server_names: Sequence[str] = ("localhost", "127.0.0.1"),
         now: datetime | None = None,
+        *,
+        update_passphrase: bytes | None = None,
+        server_passphrase: bytes | None = None,
+        keys_dir: Path | None = None,
     ) -> Fleet:
         """Create a new fleet in ``directory`` (which must not exist, or be empty).
 
-        Makes four ECDSA P-256 keys — root CA, device CA, fleet server, update signing —
-        and the certificates of the first three; all private keys are encrypted under
-        ``passphrase``.
+        Makes ECDSA P-256 keys — root CA, device CA, fleet server and (when
+        ``update_passphrase`` is given) update signing — and the certificates of the first
+        three. Each role has its own secret: the CA keys are sealed under
+        ``ca_passphrase``, the update key under ``update_passphrase``, the server key under
+        ``server_passphrase`` or, when that is None, kept in clear (0600) for the server's
+        user only. Every new passphrase must pass :mod:`tinyward.fleet.passphrase`'s rule,
+        and no two may be equal. The sealed CA and update keys go to ``keys_dir`` (a new
+        or empty folder, e.g. on removable media) when given, else to ``directory/keys``.
 
         Raises:
             FleetExists: ``directory`` holds a fleet or any other file.
-            Misuse: empty passphrase, no or invalid server names, naive ``now``.
+            WeakPassphrase: a passphrase breaks the rule (the message says which).
+            Misuse: empty or equal passphrases, no or invalid server names, naive ``now``.
             OSError: the folder cannot be created or written.
         """
-        _check_passphrase(passphrase)
+        _check_new_passphrase(ca_passphrase, "CA")
+        if update_passphrase is not None:
+            _check_new_passphrase(update_passphrase, "update")
+        if server_passphrase is not None:
+            _check_new_passphrase(server_passphrase, "server")
+        _check_apart(
+            {"CA": ca_passphrase, "update": update_passphrase, "server": server_passphrase}
+        )
         now = _utc_now(now)
         if isinstance(server_names, str):
             raise Misuse("server_names is a list of names, not one string")
@@ -228,13 +471,16 @@ class Fleet:
             server_name_entry(name)  # validates, raises Misuse
         directory = Path(directory)
         cls._refuse_existing(directory)
+        if keys_dir is not None and Path(keys_dir).exists() and any(Path(keys_dir).iterdir()):
+            raise FleetExists(f"{keys_dir} is not empty; the offline keys need a new folder")
         directory.parent.mkdir(parents=True, exist_ok=True)
 
         # Build the whole fleet in a private temporary folder, then rename it into place:
         # a crash leaves no half-made fleet, and rename refuses a non-empty target.
         staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
         try:
-            fleet_id = cls._populate(staging, passphrase, names, now)
+            secrets = _Secrets(ca_passphrase, update_passphrase, server_passphrase)
+            fleet_id = cls._populate(staging, secrets, names, now)
             try:
                 os.rename(staging, directory)
             except OSError:
@@ -247,6 +493,8 @@ class Fleet:
         fleet = cls.open(directory)
         if fleet.fleet_id != fleet_id:
             raise BadFleet(f"{directory} changed while the fleet was being created")
+        if keys_dir is not None:
+            _move_keys(directory / "keys", Path(keys_dir))
         return fleet
 
     @staticmethod
@@ -259,43 +507,30 @@ class Fleet:
             )
 
     @staticmethod
-    def _populate(staging: Path, passphrase: bytes, names: tuple[str, ...], now: datetime) -> str:
+    def _populate(
+        staging: Path, secrets: _Secrets, names: tuple[str, ...], now: datetime
+    ) -> str:
         os.chmod(staging, PRIVATE_DIR_MODE)
-        ca = staging / "ca"
-        ca.mkdir(mode=PRIVATE_DIR_MODE)
-        (staging / "devices").mkdir(mode=PRIVATE_DIR_MODE)
+        for folder in ("ca", "server", "keys", "devices"):
+            (staging / folder).mkdir(mode=PRIVATE_DIR_MODE)
+        ca, keys = staging / "ca", staging / "keys"
 
-        root_key, device_ca_key, server_key, update_key = (_new_key() for _ in range(4))
+        root_key, device_ca_key, server_key = (_new_key() for _ in range(3))
         root_ca = make_root_ca(root_key, now)
         device_ca = make_device_ca(device_ca_key.public_key(), root_ca, root_key, now)
         server = make_server_certificate(server_key.public_key(), names, root_ca, root_key, now)
-        for name, cert, key in (
-            (_ROOT, root_ca, root_key),
-            (_DEVICE_CA, device_ca, device_ca_key),
-            (_SERVER, server, server_key),
-        ):
+        for name, cert in ((_ROOT, root_ca), (_DEVICE_CA, device_ca), (_SERVER, server)):
             atomic_write(ca / f"{name}.cert.pem", _pem(cert))
-            atomic_write(ca / f"{name}.key.pem", _encrypted(key, passphrase))
-        atomic_write(ca / f"{_UPDATE}.key.pem", _encrypted(update_key, passphrase))
-        atomic_write(
-            ca / f"{_UPDATE}.pub.pem",
-            update_key.public_key().public_bytes(
-                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-            ),
-        )
+        atomic_write(keys / _ROOT_KEY, seal_key(root_key, secrets.ca, _ROOT))
+        atomic_write(keys / _DEVICE_CA_KEY, seal_key(device_ca_key, secrets.ca, _DEVICE_CA))
+        _write_server_key(staging / "server", server_key, secrets.server)
+        if secrets.update is not None:
+            update_key = _new_key()
+            atomic_write(keys / _UPDATE_KEY, seal_key(update_key, secrets.update, _UPDATE))
+            atomic_write(ca / f"{_UPDATE}.pub.pem", _public_pem(update_key.public_key()))
         fleet_id = fleet_id_of(root_ca)
         # fleet.json last: it marks a complete fleet.
-        atomic_write(
-            staging / FLEET_FILE,
-            _json_bytes(
-                {
-                    "format": FLEET_FORMAT,
-                    "fleet_id": fleet_id,
-                    "server_names": list(names),
-                    "created": now.isoformat(),
-                }
-            ),
-        )
+        atomic_write(staging / FLEET_FILE, _fleet_json(fleet_id, names, now))
         return fleet_id
 
     @classmethod
@@ -303,19 +538,19 @@ class Fleet:
         """Open an existing fleet's public material (no passphrase needed).
 
         Raises:
+            OldFleetFormat: made by an older tinyward (one passphrase, PBKDF2): migrate it.
             BadFleet: not a fleet folder, or a file is missing, damaged or inconsistent.
         """
         directory = Path(directory)
+        meta = _read_fleet_json(directory)
+        if meta.get("format") == OLD_FLEET_FORMAT:
+            raise OldFleetFormat(
+                f"{directory} is a fleet made by an older tinyward: one passphrase for every "
+                "key, under PBKDF2 with 2,048 iterations. Migrate it (it asks for the old "
+                f"passphrase and a new one per role): tinyward fleet migrate {directory}"
+            )
         try:
-            raw = (directory / FLEET_FILE).read_bytes()
-        except OSError:
-            raise BadFleet(
-                f"{directory} is not a tinyward fleet (no {FLEET_FILE}); "
-                "create one with `tinyward fleet init`"
-            ) from None
-        try:
-            meta = json.loads(raw)
-            if not isinstance(meta, dict) or meta.get("format") != FLEET_FORMAT:
+            if meta.get("format") != FLEET_FORMAT:
                 raise ValueError("unknown format")
             fleet_id = meta["fleet_id"]
             server_names = tuple(meta["server_names"])
@@ -324,67 +559,234 @@ class Fleet:
                 raise ValueError("bad field types")
         except (ValueError, KeyError, TypeError) as error:
             raise BadFleet(f"{directory / FLEET_FILE} is damaged ({error})") from None
-
-        def certificate(name: str) -> x509.Certificate:
-            path = directory / "ca" / f"{name}.cert.pem"
-            try:
-                return x509.load_pem_x509_certificate(path.read_bytes())
-            except (OSError, ValueError):
-                raise BadFleet(f"{path} is missing or damaged") from None
-
-        root_ca, device_ca, server = (certificate(n) for n in (_ROOT, _DEVICE_CA, _SERVER))
+        root_ca, device_ca, server = (
+            _certificate(directory / "ca" / f"{n}.cert.pem") for n in (_ROOT, _DEVICE_CA, _SERVER)
+        )
+        retiring = tuple(
+            _certificate(path)
+            for path in sorted((directory / "ca" / _RETIRING).glob("*.cert.pem"))
+        )
         if fleet_id_of(root_ca) != fleet_id:
             raise BadFleet(f"{directory}: the root CA does not match the fleet ID in {FLEET_FILE}")
-        for what, cert in (("device CA", device_ca), ("server certificate", server)):
+        for what, cert in (("device CA", device_ca), ("server certificate", server)) + tuple(
+            ("retiring device CA", old) for old in retiring
+        ):
             try:
                 cert.verify_directly_issued_by(root_ca)
             except (ValueError, TypeError, InvalidSignature):
                 raise BadFleet(f"{directory}: the {what} is not issued by the root CA") from None
         update_path = directory / "ca" / f"{_UPDATE}.pub.pem"
-        try:
-            update_key = serialization.load_pem_public_key(update_path.read_bytes())
-        except (OSError, ValueError):
-            raise BadFleet(f"{update_path} is missing or damaged") from None
-        if not isinstance(update_key, ec.EllipticCurvePublicKey):
-            raise BadFleet(f"{update_path} is not an ECDSA public key")
+        update_key: ec.EllipticCurvePublicKey | None = None
+        if update_path.exists():
+            try:
+                loaded = serialization.load_pem_public_key(update_path.read_bytes())
+            except (OSError, ValueError):
+                raise BadFleet(f"{update_path} is damaged") from None
+            if not isinstance(loaded, ec.EllipticCurvePublicKey):
+                raise BadFleet(f"{update_path} is not an ECDSA public key")
+            update_key = loaded
         return cls(
-            directory, fleet_id, server_names, created, root_ca, device_ca, server, update_key
+            directory, fleet_id, server_names, created, root_ca, device_ca, server, update_key,
+            retiring,
         )
 
-    # -- private keys ------------------------------------------------------------------
+    # -- signing keys (offline) and the server key ----------------------------------------
 
-    def _load_key(self, name: str, passphrase: bytes) -> ec.EllipticCurvePrivateKey:
-        _check_passphrase(passphrase)
-        path = self._ca(f"{name}.key.pem")
-        try:
-            data = path.read_bytes()
-        except OSError:
-            raise BadFleet(f"{path} is missing") from None
-        try:
-            key = serialization.load_pem_private_key(data, password=passphrase)
-        except TypeError:
-            raise BadFleet(f"{path} is not encrypted; it should never be stored in clear") from None
-        except ValueError:
-            # cryptography reports a wrong password and a damaged file alike.
-            raise WrongPassphrase(
-                f"the passphrase does not open the fleet's keys ({path.name}); "
-                "check TINYWARD_FLEET_PASSPHRASE (or the file is damaged)"
-            ) from None
-        if not isinstance(key, ec.EllipticCurvePrivateKey):
-            raise BadFleet(f"{path} is not an ECDSA private key")
-        return key
+    def _token(
+        self, file_name: str, purpose: str, secret: bytes, keys_dir: Path | None,
+        public: ec.EllipticCurvePublicKey | x509.Certificate | None,
+    ) -> SigningToken:
+        _check_passphrase(secret, "CA" if purpose != _UPDATE else "update")
+        token = FileSigningKey((keys_dir or self.keys_path) / file_name, secret, purpose)
+        if public is not None and spki_sha256(token.public_key()) != spki_sha256(public):
+            raise BadFleet(f"the {purpose} key in {token.path} does not belong to this fleet")
+        return token
 
-    def load_update_signing_key(self, passphrase: bytes) -> ec.EllipticCurvePrivateKey:
-        """The update-signing private key (for signing update manifests).
+    def device_ca_token(self, ca_passphrase: bytes, keys_dir: Path | None = None) -> SigningToken:
+        """The device CA's signing key (for enrolment), opened with the CA passphrase.
+
+        Open it once to enrol many devices (``enroll(request, token)``).
 
         Raises:
-            WrongPassphrase: the passphrase does not decrypt it.
-            BadFleet: the key file is missing, in clear or does not match its public key.
+            WrongPassphrase: the passphrase does not open it.
+            BadFleet: the key file is missing (offline: pass ``keys_dir``), damaged, an old
+                PEM key, or does not match the device CA certificate.
         """
-        key = self._load_key(_UPDATE, passphrase)
-        if spki_sha256(key.public_key()) != spki_sha256(self.update_signing_public_key):
-            raise BadFleet("the update-signing key does not match update-signing.pub.pem")
-        return key
+        return self._token(_DEVICE_CA_KEY, _DEVICE_CA, ca_passphrase, keys_dir, self.device_ca)
+
+    def root_ca_token(self, ca_passphrase: bytes, keys_dir: Path | None = None) -> SigningToken:
+        """The root CA's signing key (for rotations), opened with the CA passphrase."""
+        return self._token(_ROOT_KEY, _ROOT, ca_passphrase, keys_dir, self.root_ca)
+
+    def update_signing_token(
+        self, update_passphrase: bytes, keys_dir: Path | None = None
+    ) -> SigningToken:
+        """The update-signing key (for signing update manifests), with its own passphrase.
+
+        Raises:
+            WrongPassphrase: the passphrase does not open it.
+            BadFleet: this fleet has no update key, or its file is missing, damaged or
+                does not match ``update-signing.pub.pem``.
+        """
+        if self.update_signing_public_key is None:
+            raise BadFleet(f"fleet {self.fleet_id} was made without an update-signing key")
+        return self._token(
+            _UPDATE_KEY, _UPDATE, update_passphrase, keys_dir, self.update_signing_public_key
+        )
+
+    def load_server_chain(self, context: ssl.SSLContext, passphrase: bytes | None) -> None:
+        """Load the server certificate and key into ``context`` (the server's only secret).
+
+        A sealed key is opened with ``passphrase`` and handed to OpenSSL through an
+        anonymous memory file, re-encrypted under a one-time random password: the clear
+        key never touches a disk. A clear key (0600, the server's user only) needs no
+        passphrase.
+
+        Raises:
+            WrongPassphrase: the passphrase does not open the sealed server key.
+            BadFleet: no server key, a clear key others can read, or a mismatched key.
+            Misuse: a passphrase given for a clear key, or none for a sealed one.
+        """
+        _load_server_chain(self, context, passphrase)
+
+    # -- rotation --------------------------------------------------------------------------
+
+    def rotate_server_key(
+        self, root: SigningToken, server_passphrase: bytes | None, now: datetime | None = None
+    ) -> Fleet:
+        """Replace the server's TLS key and certificate (issued by ``root``).
+
+        Devices pin the server's public key: after a rotation they must be given the new
+        pin (``server_spki_sha256``) before they will talk to the server again.
+
+        Raises:
+            WeakPassphrase: ``server_passphrase`` breaks the rule.
+        """
+        now = _utc_now(now)
+        if server_passphrase is not None:
+            _check_new_passphrase(server_passphrase, "server")
+        key = _new_key()
+        cert = make_server_certificate(
+            key.public_key(), self.server_names, self.root_ca, root, now
+        )
+        old = self.server_key_path
+        _write_server_key(self.directory / "server", key, server_passphrase)
+        new = self.server_key_path if server_passphrase is not None else (
+            self.directory / "server" / _CLEAR_SERVER_KEY
+        )
+        if old != new:
+            old.unlink(missing_ok=True)
+        atomic_write(self.server_certificate_path, _pem(cert))
+        return Fleet.open(self.directory)
+
+    def renew_server_certificate(self, root: SigningToken, now: datetime | None = None) -> Fleet:
+        """A new server certificate (2 years from ``now``) for the *same* key: the devices'
+        pin stays valid, so this is the routine renewal; no server secret is needed."""
+        now = _utc_now(now)
+        key = self.server_certificate.public_key()
+        if not isinstance(key, ec.EllipticCurvePublicKey):
+            raise BadFleet("the server certificate has no ECDSA key")
+        cert = make_server_certificate(key, self.server_names, self.root_ca, root, now)
+        atomic_write(self.server_certificate_path, _pem(cert))
+        return Fleet.open(self.directory)
+
+    def rotate_device_ca(
+        self, root: SigningToken, ca_passphrase: bytes, now: datetime | None = None
+    ) -> Fleet:
+        """Make a new device CA; the current one keeps being trusted (retiring) for the
+        devices it issued, until :meth:`retire_device_ca`. New enrolments use the new one.
+
+        Raises:
+            WeakPassphrase: ``ca_passphrase`` breaks the rule.
+        """
+        now = _utc_now(now)
+        _check_new_passphrase(ca_passphrase, "CA")
+        key = _new_key()
+        cert = make_device_ca(key.public_key(), self.root_ca, root, now)
+        retiring = self.retiring_device_ca_path
+        retiring.mkdir(mode=PRIVATE_DIR_MODE, exist_ok=True)
+        atomic_write(retiring / f"{device_ca_label(self.device_ca)}.cert.pem", _pem(self.device_ca))
+        fsync_directory(retiring)
+        # The old certificate is kept (above) before anything changes. A crash between the
+        # key and the certificate below leaves a pair that does not match: device_ca_token
+        # refuses it (nothing is signed with the wrong key) and rotating again repairs it.
+        atomic_write(self.keys_path / _DEVICE_CA_KEY, seal_key(key, ca_passphrase, _DEVICE_CA))
+        atomic_write(self.device_ca_path, _pem(cert))
+        return Fleet.open(self.directory)
+
+    def retire_device_ca(self, label: str) -> Fleet:
+        """Stop trusting a retiring device CA (``label`` as :func:`device_ca_label` gives):
+        devices it issued are refused from now on.
+
+        Raises:
+            BadFleet: no retiring device CA with this label.
+        """
+        path = self.retiring_device_ca_path / f"{label}.cert.pem"
+        if not label.isalnum() or not path.exists():
+            raise BadFleet(f"no retiring device CA {label[:80]!r} in fleet {self.fleet_id}")
+        path.unlink()
+        fsync_directory(path.parent)
+        return Fleet.open(self.directory)
+
+    # -- migration from the old format -----------------------------------------------------
+
+    @classmethod
+    def migrate(
+        cls,
+        directory: Path,
+        old_passphrase: bytes,
+        ca_passphrase: bytes,
+        update_passphrase: bytes,
+        server_passphrase: bytes | None,
+    ) -> Fleet:
+        """Move a fleet of the old format (one passphrase, PKCS#8 PBKDF2) to this one:
+        every key sealed under scrypt with its own role's passphrase, the CA and update
+        keys into ``keys/``, the old key files deleted. Safe to run again after a crash.
+
+        Raises:
+            WrongPassphrase: ``old_passphrase`` does not open the old keys.
+            WeakPassphrase: a new passphrase breaks the rule.
+            BadFleet: not an old fleet, or its files are damaged.
+        """
+        directory = Path(directory)
+        _check_passphrase(old_passphrase, "old fleet")
+        for role, secret in (("CA", ca_passphrase), ("update", update_passphrase)):
+            _check_new_passphrase(secret, role)
+        if server_passphrase is not None:
+            _check_new_passphrase(server_passphrase, "server")
+        _check_apart(
+            {"CA": ca_passphrase, "update": update_passphrase, "server": server_passphrase}
+        )
+        meta = _read_fleet_json(directory)
+        ca = directory / "ca"
+        leftovers = [ca / f"{n}.key.pem" for n in (_ROOT, _DEVICE_CA, _SERVER, _UPDATE)]
+        if meta.get("format") == FLEET_FORMAT and any(p.exists() for p in leftovers):
+            for path in leftovers:  # a migration that stopped after declaring the new format
+                path.unlink(missing_ok=True)
+            fsync_directory(ca)
+            return cls.open(directory)
+        if meta.get("format") != OLD_FLEET_FORMAT:
+            raise BadFleet(f"{directory} is not a fleet of the old format; nothing to migrate")
+        old = {name: _old_key(ca / f"{name}.key.pem", old_passphrase)
+               for name in (_ROOT, _DEVICE_CA, _SERVER, _UPDATE)}
+        for folder in ("server", "keys"):
+            (directory / folder).mkdir(mode=PRIVATE_DIR_MODE, exist_ok=True)
+        keys = directory / "keys"
+        atomic_write(keys / _ROOT_KEY, seal_key(old[_ROOT], ca_passphrase, _ROOT))
+        atomic_write(keys / _DEVICE_CA_KEY, seal_key(old[_DEVICE_CA], ca_passphrase, _DEVICE_CA))
+        atomic_write(keys / _UPDATE_KEY, seal_key(old[_UPDATE], update_passphrase, _UPDATE))
+        _write_server_key(directory / "server", old[_SERVER], server_passphrase)
+        # The new format is declared only once every key is in its new place ...
+        atomic_write(
+            directory / FLEET_FILE,
+            _fleet_json(meta["fleet_id"], tuple(meta["server_names"]),
+                        datetime.fromisoformat(meta["created"])),
+        )
+        # ... and only then do the old, weakly protected copies go.
+        for name in old:
+            (ca / f"{name}.key.pem").unlink()
+        fsync_directory(ca)
+        return cls.open(directory)
 
     # -- devices ----------------------------------------------------------------------------
 
@@ -399,7 +801,7 @@ class Fleet:
     def enroll(
         self,
         request_pem: bytes,
-        passphrase: bytes,
+        ca: bytes | SigningToken,
         now: datetime | None = None,
         limits: EnrolmentLimits = DEFAULT_ENROLMENT_LIMITS,
     ) -> DeviceBundle:
@@ -408,12 +810,16 @@ class Fleet:
         Raises:
             BadEnrolmentRequest: the request is refused (see ``parse_enrolment_request``).
             AlreadyEnrolled: the device is already enrolled here (revoked or not).
-            WrongPassphrase: the passphrase does not open the device CA key.
+            WrongPassphrase: the CA passphrase does not open the device CA key.
             BadFleet: the device CA is not valid at ``now``, or its key does not match.
             Misuse: naive ``now`` or empty passphrase.
+
+        ``ca`` is the device CA: its passphrase (the key is opened from ``keys/``), or a
+        token from :meth:`device_ca_token` (open it once to enrol many devices).
         """
         now = _utc_now(now)
-        _check_passphrase(passphrase)
+        if isinstance(ca, bytes):
+            _check_passphrase(ca)
         csrs = parse_enrolment_request(request_pem, limits)
         device_id = device_id_from_attestation_key(csrs["attestation"].public_key())  # type: ignore[arg-type]
         target = self._device_path(device_id)
@@ -428,7 +834,7 @@ class Fleet:
                 f"{self.device_ca.not_valid_before_utc.isoformat()} to "
                 f"{self.device_ca.not_valid_after_utc.isoformat()}); it cannot issue certificates"
             )
-        ca_key = self._load_key(_DEVICE_CA, passphrase)
+        ca_key = self.device_ca_token(ca) if isinstance(ca, bytes) else ca
         if spki_sha256(ca_key.public_key()) != spki_sha256(self.device_ca):
             raise BadFleet("the device CA key does not match the device CA certificate")
         certificates: dict[str, x509.Certificate] = {}
@@ -562,6 +968,17 @@ class Fleet:
         """
         return self.verified_device(cert, purpose, now).device_id
 
+    def _check_with_device_cas(self, cert: x509.Certificate, purpose: str, now: datetime) -> str:
+        # The current device CA first; retiring ones (same name, other key) after it.
+        first: BadCertificate | None = None
+        for device_ca in self.device_cas:
+            try:
+                return check_device_certificate(cert, purpose, device_ca, now)
+            except UntrustedCertificate as error:
+                first = first or error
+        assert first is not None
+        raise first
+
     def verified_device(
         self, cert: x509.Certificate, purpose: str, now: datetime | None = None
     ) -> EnrolledDevice:
@@ -570,7 +987,7 @@ class Fleet:
         now = _utc_now(now)
         if purpose not in PURPOSE_EKU:
             raise Misuse(f"unknown purpose {purpose!r}; expected one of {', '.join(PURPOSES)}")
-        device_id = check_device_certificate(cert, purpose, self.device_ca, now)
+        device_id = self._check_with_device_cas(cert, purpose, now)
         device = self.device(device_id)
         if device.certificates[purpose] != cert:
             raise UntrustedCertificate(

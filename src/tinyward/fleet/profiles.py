@@ -21,6 +21,7 @@ import ipaddress
 import re
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -164,6 +165,20 @@ def _issued(
     return builder
 
 
+class CertificateSigner(Protocol):
+    """A key that signs certificates without handing itself over (fleet.tokens.SigningToken)."""
+
+    def sign_certificate(self, builder: x509.CertificateBuilder) -> x509.Certificate: ...
+
+
+def _sign(
+    builder: x509.CertificateBuilder, key: ec.EllipticCurvePrivateKey | CertificateSigner
+) -> x509.Certificate:
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return builder.sign(key, hashes.SHA256())
+    return key.sign_certificate(builder)
+
+
 def make_root_ca(key: ec.EllipticCurvePrivateKey, now: datetime) -> x509.Certificate:
     """A self-signed root CA certificate for ``key``, valid ~20 years from ``now``.
 
@@ -185,7 +200,7 @@ def make_root_ca(key: ec.EllipticCurvePrivateKey, now: datetime) -> x509.Certifi
 def make_device_ca(
     public_key: ec.EllipticCurvePublicKey,
     root_ca: x509.Certificate,
-    root_key: ec.EllipticCurvePrivateKey,
+    root_key: ec.EllipticCurvePrivateKey | CertificateSigner,
     now: datetime,
 ) -> x509.Certificate:
     """The device-issuing CA certificate (pathlen 0), valid ~10 years, signed by the root.
@@ -201,14 +216,14 @@ def make_device_ca(
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(_ca_key_usage(), critical=True)
     )
-    return builder.sign(root_key, hashes.SHA256())
+    return _sign(builder, root_key)
 
 
 def make_server_certificate(
     public_key: ec.EllipticCurvePublicKey,
     server_names: Sequence[str],
     root_ca: x509.Certificate,
-    root_key: ec.EllipticCurvePrivateKey,
+    root_key: ec.EllipticCurvePrivateKey | CertificateSigner,
     now: datetime,
 ) -> x509.Certificate:
     """The fleet server's TLS certificate (serverAuth, SAN from ``server_names``), 2 years.
@@ -229,7 +244,7 @@ def make_server_certificate(
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(x509.SubjectAlternativeName(entries), critical=False)
     )
-    return builder.sign(root_key, hashes.SHA256())
+    return _sign(builder, root_key)
 
 
 def make_device_certificate(
@@ -238,7 +253,7 @@ def make_device_certificate(
     device_id: str,
     purpose: str,
     device_ca: x509.Certificate,
-    device_ca_key: ec.EllipticCurvePrivateKey,
+    device_ca_key: ec.EllipticCurvePrivateKey | CertificateSigner,
     now: datetime,
 ) -> x509.Certificate:
     """A device certificate for one purpose, issued by the device CA.
@@ -267,7 +282,7 @@ def make_device_certificate(
             critical=False,
         )
     )
-    return builder.sign(device_ca_key, hashes.SHA256())
+    return _sign(builder, device_ca_key)
 
 
 def device_id_of_certificate(cert: x509.Certificate) -> str:

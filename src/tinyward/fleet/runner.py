@@ -4,7 +4,9 @@
   device CA in the TLS handshake (``CERT_REQUIRED``): a client without one never reaches
   HTTP. The **admin** listener (loopback by default, its own port) takes no client
   certificate; its endpoints need the admin bearer token. Both are TLS 1.3 only
-  (``minimum_version = TLSv1_3``) with the fleet's server certificate.
+  (``minimum_version = TLSv1_3``) with the fleet's server certificate; the server's key is
+  the fleet's sealed server key, opened with the server passphrase (never a CA or update
+  key).
 - Before the handshake nobody is authenticated: those connections have their own caps,
   per address and in all (:class:`~tinyward.fleet.guards.HandshakeGate`), and a short
   ``handshake_timeout``; over the per-address cap a new connection is closed at once,
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import gc
 import logging
 import multiprocessing
@@ -44,10 +47,10 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from cryptography.hazmat.primitives.serialization import Encoding
 
-from tinyward.errors import Misuse
 from tinyward.fleet.directory import FleetDirectory
-from tinyward.fleet.errors import WrongPassphrase
+from tinyward.fleet.errors import CannotListen
 from tinyward.fleet.guards import HandshakeGate
 from tinyward.fleet.pki import Fleet
 from tinyward.fleet.server import FleetServer, ServerConfig
@@ -56,24 +59,28 @@ from tinyward.fleet.store import open_store
 _log = logging.getLogger("tinyward.fleet.runner")
 
 
-def server_ssl_context(fleet: Fleet, passphrase: bytes) -> ssl.SSLContext:
+def server_ssl_context(fleet: Fleet, passphrase: bytes | None = None) -> ssl.SSLContext:
     """The device listener's TLS 1.3 context: a client certificate from the device CA is
     required in the handshake.
+
+    ``passphrase`` is the *server* passphrase (None for a server key kept in clear, 0600):
+    the server never holds a CA or update key, nor their passphrases.
 
     Raises:
         WrongPassphrase: the passphrase does not open the server key.
     """
     context = _tls13_server_context(fleet, passphrase)
-    # Trust only the device CA: a certificate issued by the root for anything else (the
-    # server's own, say) must not pass as a device. PARTIAL_CHAIN lets the intermediate
-    # device CA be the trust anchor.
-    context.load_verify_locations(cafile=str(fleet.device_ca_path))
+    # Trust only the device CAs (current and retiring): a certificate issued by the root
+    # for anything else (the server's own, say) must not pass as a device. PARTIAL_CHAIN
+    # lets the intermediate device CA be the trust anchor.
+    for device_ca in fleet.device_cas:
+        context.load_verify_locations(cadata=device_ca.public_bytes(Encoding.PEM).decode())
     context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
     context.verify_mode = ssl.CERT_REQUIRED
     return context
 
 
-def admin_ssl_context(fleet: Fleet, passphrase: bytes) -> ssl.SSLContext:
+def admin_ssl_context(fleet: Fleet, passphrase: bytes | None = None) -> ssl.SSLContext:
     """The admin listener's TLS 1.3 context (no client certificates: a bearer token).
 
     Raises:
@@ -84,37 +91,44 @@ def admin_ssl_context(fleet: Fleet, passphrase: bytes) -> ssl.SSLContext:
     return context
 
 
-def _tls13_server_context(fleet: Fleet, passphrase: bytes) -> ssl.SSLContext:
+def _tls13_server_context(fleet: Fleet, passphrase: bytes | None) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_3
-    try:
-        context.load_cert_chain(fleet.server_certificate_path, fleet.server_key_path,
-                                password=passphrase)
-    except ssl.SSLError:
-        raise WrongPassphrase("the fleet passphrase does not open the server key "
-                              "(TINYWARD_FLEET_PASSPHRASE)") from None
+    fleet.load_server_chain(context, passphrase)
     context.options |= ssl.OP_NO_TICKET  # no resumption: every connection shows its cert
     return context
 
 
-class CannotListen(Misuse):
-    """The address or port to listen on is taken or not this machine's."""
-
-
 def bind(host: str, port: int) -> socket.socket:
-    """A listening TCP socket (IPv4 or IPv6 by ``host``). Raises :class:`CannotListen`."""
+    """A listening TCP socket (IPv4 or IPv6 by ``host``).
+
+    Raises:
+        CannotListen: the port is in use, the address is not this machine's, or the name
+            does not resolve.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
+        sock.listen(1024)
     except OSError as error:
         sock.close()
-        raise CannotListen(f"cannot listen on {host}:{port}: {error.strerror} (another "
-                           "server there? --port / --admin-port choose others)") from None
-    sock.listen(1024)
+        raise CannotListen(f"cannot listen on {host}:{port}: {_why_not(error)}") from None
     sock.setblocking(False)
     return sock
+
+
+def _why_not(error: OSError) -> str:
+    if isinstance(error, socket.gaierror):
+        return f"the name does not resolve ({error.strerror})"
+    if error.errno == errno.EADDRINUSE:
+        return "the port is in use (another server?); choose another with --port or --admin-port"
+    if error.errno == errno.EADDRNOTAVAIL:
+        return "this machine has no such address; choose one of its own with --host"
+    if error.errno == errno.EACCES:
+        return "permission denied (ports below 1024 need root)"
+    return error.strerror or str(error)
 
 
 def _guard_connections(server: web.Server, max_connections: int, max_per_ip: int,
@@ -457,7 +471,7 @@ class ServerThread:
 WORKER_GC_THRESHOLD = 20_000
 
 
-def _worker(fleet_dir: Path, passphrase: bytes, db_url: str, config: ServerConfig,
+def _worker(fleet_dir: Path, passphrase: bytes | None, db_url: str, config: ServerConfig,
             announce: Callable[[int, int | None], None] | None, *,
             sock: socket.socket | None = None, channels: Sequence[socket.socket] = (),
             dealt_from: socket.socket | None = None, admin_sock: socket.socket | None = None,
@@ -501,7 +515,7 @@ def _worker(fleet_dir: Path, passphrase: bytes, db_url: str, config: ServerConfi
     asyncio.run(main())
 
 
-def serve_forever(fleet_dir: Path, passphrase: bytes, db_url: str, host: str, port: int,
+def serve_forever(fleet_dir: Path, passphrase: bytes | None, db_url: str, host: str, port: int,
                   config: ServerConfig | None = None, workers: int = 1,
                   announce: Callable[[int, int | None], None] | None = None, *,
                   admin_host: str = "127.0.0.1", admin_port: int | None = None) -> None:

@@ -27,6 +27,7 @@ Databases are named by URL: ``sqlite:///relative/path.db``, ``sqlite:////absolut
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import functools
 import json
@@ -382,9 +383,10 @@ class SQLiteStore:
         known: dict[str, set[str]] = {device_id: set() for device_id in devices}
         for start in range(0, len(devices), _ROWS_PER_STATEMENT):
             chunk = devices[start:start + _ROWS_PER_STATEMENT]
+            marks = ", ".join("?" * len(chunk))  # placeholders only: the IDs are bound
             for device_id, kind in self._db.execute(
-                    "SELECT device_id, kind FROM incidents WHERE device_id IN "
-                    f"({', '.join('?' * len(chunk))})", chunk).fetchall():
+                    f"SELECT device_id, kind FROM incidents WHERE device_id IN ({marks})",  # noqa: S608
+                    chunk).fetchall():
                 known[device_id].add(kind)
         capped: dict[tuple[str, str], int] = {}
         for (device_id, kind), total in sorted(incidents.items()):
@@ -475,10 +477,8 @@ def _make_private(path: Path) -> None:
     finally:
         os.close(fd)
     for suffix in ("-wal", "-shm"):
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.chmod(f"{path}{suffix}", 0o600)
-        except FileNotFoundError:
-            pass
 
 
 def open_store(url: str, *, max_incident_kinds: int = 64) -> ReportStore:

@@ -51,6 +51,51 @@ class Outcome:
     detail: str
     #: What success is called: "refused" for an attack, "verified" for a control check.
     label: str = "refused"
+    #: Why, in a few plain words (the demo's table); ``detail`` has the whole story.
+    reason: str = ""
+
+
+# ---- refusals in plain words ------------------------------------------------------------
+
+#: The fleet server's refusal codes (tinyward.fleet.ingest), as a person would say them.
+HTTP_REFUSALS = {
+    "replay": "already stored: a replay",
+    "bad_signature": "signature does not verify",
+    "signer_mismatch": "signed by another device",
+    "unknown_device": "not a device of this fleet",
+    "revoked": "device revoked",
+    "client_certificate_required": "no device certificate",
+    "malformed": "not a well-formed report",
+    "bad_size": "wrong report size",
+    "bad_padding": "padding is not zeros",
+    "clock_skew": "dated outside the clock window",
+    "rate_limited": "too many reports",
+}
+
+
+def tls_refusal_in_words(error: BaseException) -> str:
+    """What a failed TLS connection means, in plain words, instead of OpenSSL's text
+    (``EOF occurred in violation of protocol (_ssl.c:2393)``)."""
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return f"server certificate refused: {error.verify_message}"
+    text = f"{getattr(error, 'reason', '') or ''} {error}".upper()
+    if "UNKNOWN_CA" in text or "UNKNOWN CA" in text:
+        return "certificate's CA not trusted by peer"
+    if "CERTIFICATE_REQUIRED" in text or "CERTIFICATE REQUIRED" in text:
+        return "the peer requires a certificate"
+    if any(word in text for word in ("BAD_CERTIFICATE", "BAD CERTIFICATE",
+                                      "CERTIFICATE_UNKNOWN", "CERTIFICATE UNKNOWN")):
+        return "certificate not accepted by the peer"
+    if isinstance(error, (ssl.SSLEOFError, ConnectionResetError, ConnectionAbortedError,
+                          http.client.RemoteDisconnected)) or "EOF" in text:
+        # TLS 1.3: a server that refuses the client's certificate closes the session after
+        # the client's Finished, before any answer.
+        return "server hung up in the TLS handshake"
+    if isinstance(error, ConnectionRefusedError):
+        return "nothing listens there"
+    if isinstance(error, TimeoutError):
+        return "no answer in time"
+    return f"TLS failed: {getattr(error, 'reason', None) or type(error).__name__}"
 
 
 # ---- credentials --------------------------------------------------------------------------
@@ -80,7 +125,7 @@ def server_credentials_other_ca(directory: Path, names: tuple[str, ...] = ("127.
     return _write_pair(directory, "server-other-ca", cert, key)
 
 
-def server_credentials_wrong_key(directory: Path, fleet_dir: Path, passphrase: bytes,
+def server_credentials_wrong_key(directory: Path, fleet_dir: Path, ca_passphrase: bytes,
                                  names: tuple[str, ...] = ("127.0.0.1", "localhost")
                                  ) -> tuple[Path, Path]:
     """A server certificate the fleet's own root CA issued, for a key that is not pinned.
@@ -88,13 +133,12 @@ def server_credentials_wrong_key(directory: Path, fleet_dir: Path, passphrase: b
     Stands for a mis-issued certificate or a CA key used by an insider; chain checks alone
     accept it, only the pin refuses it.
     """
-    ca = Path(fleet_dir) / "ca"
-    root = x509.load_pem_x509_certificate((ca / "root-ca.cert.pem").read_bytes())
-    root_key = serialization.load_pem_private_key((ca / "root-ca.key.pem").read_bytes(),
-                                                  password=passphrase)
-    assert isinstance(root_key, ec.EllipticCurvePrivateKey)
+    from tinyward.fleet.pki import Fleet
+
+    fleet = Fleet.open(fleet_dir)
+    root_key = fleet.root_ca_token(ca_passphrase)
     key = ec.generate_private_key(ec.SECP256R1())
-    cert = make_server_certificate(key.public_key(), list(names), root, root_key,
+    cert = make_server_certificate(key.public_key(), list(names), fleet.root_ca, root_key,
                                    datetime.now(UTC))
     return _write_pair(directory, "server-wrong-key", cert, key)
 
@@ -217,14 +261,19 @@ def client_with_rogue_certificate(host: str, port: int, root_ca_pem: bytes, cert
     name = f"client with a {kind} certificate"
     try:
         status, document = _post(host, port, context, report)
-    except ssl.SSLError as error:
-        return Outcome(name, True, f"refused in the TLS handshake: {error.reason or error}")
-    except (ConnectionError, http.client.RemoteDisconnected) as error:
+    except (ssl.SSLError, ConnectionError, http.client.RemoteDisconnected) as error:
         # TLS 1.3: the server checks the client certificate after the client has sent its
-        # Finished, so a refusal shows as the session ending before any HTTP answer.
-        return Outcome(name, True, "the server ended the TLS session before any HTTP "
-                                   f"answer ({type(error).__name__})")
-    return Outcome(name, False, f"the server answered HTTP {status}: {document}")
+        # Finished, so a refusal often shows as the session ending before any HTTP answer.
+        words = tls_refusal_in_words(error)
+        if "hung up" in words:  # the usual TLS 1.3 refusal: say what it means here
+            return Outcome(name, True, "the server closed the TLS session during the "
+                           "handshake, before any HTTP answer: it did not accept this "
+                           "certificate, and the report was never read",
+                           reason="certificate refused in the handshake")
+        return Outcome(name, True, f"{words}; no HTTP answer, the report was never read",
+                       reason=words)
+    return Outcome(name, False, f"the server answered HTTP {status}: {document}",
+                   reason=f"accepted: HTTP {status}")
 
 
 def post_as(device: Any, host: str, port: int, data: bytes, name: str) -> Outcome:
@@ -235,11 +284,14 @@ def post_as(device: Any, host: str, port: int, data: bytes, name: str) -> Outcom
     try:
         status, document = _post(host, port, context, data)
     except (OSError, ssl.SSLError, http.client.HTTPException) as error:
-        return Outcome(name, True, f"connection refused: {error!r}")
+        words = tls_refusal_in_words(error)
+        return Outcome(name, True, f"connection failed: {words}", reason=words)
     refused = not 200 <= status < 300
-    code = document.get("code") or document.get("error") or ""
-    reason = document.get("reason") or document.get("detail") or ""
-    return Outcome(name, refused, f"HTTP {status} {code} {reason}".strip())
+    code = str(document.get("code") or document.get("error") or "")
+    reason = str(document.get("reason") or document.get("detail") or "")
+    words = HTTP_REFUSALS.get(code, code.replace("_", " ")) if refused else "stored"
+    return Outcome(name, refused, f"HTTP {status} {code} {reason}".strip(),
+                   reason=f"{words} (HTTP {status})")
 
 
 def flip_byte(data: bytes, index: int) -> bytes:
@@ -348,6 +400,7 @@ def nmap_open_ports(address: str, netns: str | None = None, timeout: float = 120
     return open_ports, f"{len(open_ports)} open, {closed} closed or filtered of 65535"
 
 
-__all__ = ["Outcome", "RogueServer", "client_credentials", "client_with_rogue_certificate",
-           "established_connections", "flip_byte", "listening_sockets", "nmap_open_ports", "post_as",
-           "server_credentials_other_ca", "server_credentials_wrong_key"]
+__all__ = ["HTTP_REFUSALS", "Outcome", "RogueServer", "client_credentials",
+           "client_with_rogue_certificate", "established_connections", "flip_byte",
+           "listening_sockets", "nmap_open_ports", "post_as", "server_credentials_other_ca",
+           "server_credentials_wrong_key", "tls_refusal_in_words"]

@@ -25,8 +25,8 @@ from typing import Any, Self
 
 from tinyward.fleet.pki import Fleet
 from tinyward.lab import attacks
-from tinyward.lab.fleetproc import start_fleet_server
 from tinyward.lab.attacks import Outcome
+from tinyward.lab.fleetproc import start_fleet_server
 from tinyward.link.netns import DeviceNamespace, NamespaceUnavailable
 from tinyward.trust import report as codec
 from tinyward.trust.device import Device
@@ -65,7 +65,10 @@ class Demo:
         self.duration = duration
         self.interval = interval
         self.state = DemoState(self.folder)
-        self._passphrase = secrets.token_urlsafe(24).encode()  # never shown or written
+        # One secret per key role, generated, never shown or written: the server gets
+        # only its own (the demo's attacker at the server finds no CA key to use).
+        self._ca_secret = secrets.token_urlsafe(24).encode()
+        self._server_secret = secrets.token_urlsafe(24).encode()
         self._use_netns = use_netns
         self.ns: DeviceNamespace | None = None
         self._server: subprocess.Popen[str] | None = None
@@ -73,13 +76,15 @@ class Demo:
         self.fleet: Fleet | None = None
         self.devices: list[Device] = []
         self._lock = threading.Lock()
+        self._protections: list[tuple[str, bool, str]] | None = None
+        self._probed = False
 
     # ---- setup -----------------------------------------------------------------------
 
     def note(self, text: str) -> None:
+        # Kept whole (a demo makes a dozen notes): the view prints each one once, in order.
         with self._lock:
             self.state.log.append(text)
-            del self.state.log[:-8]
 
     def setup(self) -> None:
         """Network, fleet, server, devices. Raises on any failure (the caller cleans up)."""
@@ -96,14 +101,17 @@ class Demo:
             self.state.network = "devices and fleet server on loopback (127.0.0.1)"
         self.state.phase = "creating the fleet"
         names = ["127.0.0.1", "localhost"] + ([host] if host != "127.0.0.1" else [])
-        self.fleet = Fleet.init(self.folder / "fleet", self._passphrase, server_names=names)
-        self.note(f"fleet {self.fleet.fleet_id} created (passphrase generated, not stored)")
+        self.fleet = Fleet.init(self.folder / "fleet", self._ca_secret, server_names=names,
+                                server_passphrase=self._server_secret)
+        self.note(f"fleet {self.fleet.fleet_id} created (CA and server passphrases generated, "
+                  "not stored)")
         self.state.phase = "starting the fleet server"
         self._start_server(host)
         self.state.phase = "provisioning devices"
+        device_ca = self.fleet.device_ca_token(self._ca_secret)  # opened once (scrypt)
         for i in range(self.count):
             device = Device.init(self.folder / f"device-{i + 1}")
-            device.install(self.fleet.enroll(device.enrolment_request, self._passphrase))
+            device.install(self.fleet.enroll(device.enrolment_request, device_ca))
             self.devices.append(device)
             self.state.devices.append(DeviceView(f"device-{i + 1}", device.device_id))
         self.note(f"{self.count} devices provisioned: keys made on each device, "
@@ -112,7 +120,7 @@ class Demo:
     def _start_server(self, host: str) -> None:
         assert self.fleet is not None
         self._server, self.state.server_url = start_fleet_server(
-            self.fleet.directory, self._passphrase, host)
+            self.fleet.directory, self._server_secret, host)
         self.note(f"fleet server listening on {self.state.server_url} (TLS 1.3, client certs)")
 
     def _people_counter(self, index: int) -> list[str]:
@@ -139,6 +147,14 @@ class Demo:
                 shutil.copytree(example, app, ignore=shutil.ignore_patterns("__pycache__"))
                 for path in [self.folder, shared, *shared.rglob("*")]:
                     path.chmod(0o755 if path.is_dir() else 0o644)
+            reason = _sandbox_cannot_read(app)
+            if reason is not None:  # e.g. the demo's folder lies under a private one
+                self.note(f"people-counter example not used ({reason}); simulated sensor "
+                          "instead")
+                return []
+            if not self._probed:
+                self._probed = True
+                self._protections = _sandbox_protections(app / "sensor.toml")
             log = self.folder / f"doorway-{index + 1}.csv"
             episodes = max(4, int(self.duration / 4))
             simulate.write_csv(simulate.simulate(seed=100 + index, episodes=episodes), log)
@@ -151,8 +167,8 @@ class Demo:
         self.state.phase = "devices reporting"
         app_args = [self._people_counter(i) for i in range(len(self.devices))]
         if all(app_args):
-            self.note("each device runs the people-counter example in its sandbox "
-                      "(seccomp, Landlock, own uid) on simulated doorway traffic")
+            self.note("each device runs the people-counter example on simulated doorway "
+                      f"traffic, {sandbox_sentence(self._protections)}")
         for index, (view, device) in enumerate(zip(self.state.devices, self.devices, strict=True)):
             argv = [sys.executable, "-m", "tinyward", "device", "run", str(device.directory),
                     "--server", self.state.server_url, "--interval", str(self.interval),
@@ -215,18 +231,17 @@ class Demo:
     def run_attacks(self) -> None:
         """Every attack of the issue, one after the other; each outcome is recorded."""
         steps: list[tuple[str, Callable[[str, Any], Outcome], Any]] = [
-            ("attestation: each device's PSA token verifies", self._attest, None),
-            ("attestation token with one flipped byte", self._attest_attack, "flipped"),
-            ("attestation token replayed (answers an old nonce)", self._attest_attack,
-             "replayed"),
-            ("genuine attestation token shown to another fleet", self._attest_attack,
-             "foreign"),
-            ("client with a self-signed certificate", self._rogue_client, "self-signed"),
-            ("client with a certificate from another CA", self._rogue_client, "other-ca"),
-            ("captured valid report replayed", self._replay, None),
-            ("valid report with one flipped byte", self._flipped, None),
-            ("device A posts a report signed by device B", self._cross_signed, None),
-            ("scan every TCP port of the devices", self._scan, None),
+            # Names fit the demo's table at 80 columns (36 characters at most).
+            ("each device's attestation verifies", self._attest, None),
+            ("attestation token, one byte flipped", self._attest_attack, "flipped"),
+            ("attestation token replayed", self._attest_attack, "replayed"),
+            ("token shown to another fleet", self._attest_attack, "foreign"),
+            ("client, self-signed certificate", self._rogue_client, "self-signed"),
+            ("client, certificate of another CA", self._rogue_client, "other-ca"),
+            ("captured report replayed", self._replay, None),
+            ("report with one byte flipped", self._flipped, None),
+            ("device A posts B's signed report", self._cross_signed, None),
+            ("port scan of the devices", self._scan, None),
         ]
         self._run_steps(steps)
 
@@ -236,7 +251,8 @@ class Demo:
             try:
                 outcome = function(name, arg)
             except Exception as error:  # noqa: BLE001 - an attack that crashed is shown, not hidden
-                outcome = Outcome(name, False, f"the attack itself failed: {error!r}")
+                outcome = Outcome(name, False, f"the attack itself failed: {error!r}",
+                                  reason="the attack itself failed")
             self._record(outcome)
 
     def _attest(self, name: str, _arg: object) -> Outcome:
@@ -250,9 +266,10 @@ class Demo:
                                                    nonce)
             if enrolled.device_id != device.device_id:
                 return Outcome(name, False, "a token verified as another device",
-                               label="verified")
+                               label="verified", reason="verified as another device")
         return Outcome(name, True, f"{len(self.devices)} tokens verified; the attacks below "
-                                   "must be refused", label="verified")
+                                   "must be refused", label="verified",
+                       reason=f"{len(self.devices)} of {len(self.devices)} tokens verified")
 
     def _attest_attack(self, name: str, kind: str) -> Outcome:
         from tinyward.errors import BadInput
@@ -271,8 +288,9 @@ class Demo:
         try:
             verify_fleet_token(fleet, token, check_nonce)
         except BadInput as error:
-            return Outcome(name, True, f"refused: {error}")
-        return Outcome(name, False, "the fleet accepted it")
+            words = _TOKEN_REFUSALS.get(type(error).__name__, type(error).__name__)
+            return Outcome(name, True, f"refused: {error}", reason=words)
+        return Outcome(name, False, "the fleet accepted it", reason="accepted")
 
     def _host_port(self) -> tuple[str, int]:
         host, port = self.state.server_url.removeprefix("https://").rsplit(":", 1)
@@ -290,7 +308,7 @@ class Demo:
         cert, key = attacks.client_credentials(self.folder / "attacker", kind)
         outcome = attacks.client_with_rogue_certificate(
             host, port, self.fleet.root_ca_path.read_bytes(), cert, key, kind, self._a_report())
-        return Outcome(name, outcome.refused, outcome.detail)
+        return Outcome(name, outcome.refused, outcome.detail, reason=outcome.reason)
 
     def _replay(self, name: str, _arg: object) -> Outcome:
         captured = self._a_report()
@@ -298,7 +316,8 @@ class Demo:
         result = attacks.post_as(self.devices[0], host, port, captured, name)
         copies = self._copies(captured)
         return Outcome(name, result.refused and copies == 1,
-                       f"{result.detail}; copies stored: {copies} (the original)")
+                       f"{result.detail}; copies stored: {copies} (the original)",
+                       reason=result.reason)
 
     def _flipped(self, name: str, _arg: object) -> Outcome:
         tampered = attacks.flip_byte(self._a_report(), -10)  # inside the signature
@@ -306,7 +325,7 @@ class Demo:
         result = attacks.post_as(self.devices[0], host, port, tampered, name)
         copies = self._copies(tampered)
         return Outcome(name, result.refused and copies == 0,
-                       f"{result.detail}; copies stored: {copies}")
+                       f"{result.detail}; copies stored: {copies}", reason=result.reason)
 
     def _cross_signed(self, name: str, _arg: object) -> Outcome:
         a, b = self.devices[0], self.devices[1 % len(self.devices)]
@@ -317,7 +336,7 @@ class Demo:
         result = attacks.post_as(a, host, port, forged, name)
         copies = self._copies(forged)
         return Outcome(name, result.refused and copies == 0,
-                       f"{result.detail}; copies stored: {copies}")
+                       f"{result.detail}; copies stored: {copies}", reason=result.reason)
 
     def _device_process(self, device: Device, server: str, duration: float,
                         drain: float = 0.0) -> dict[str, Any]:
@@ -344,23 +363,27 @@ class Demo:
         folder = self.folder / "attacker"
         if kind == "wrong-key":
             cert, key = attacks.server_credentials_wrong_key(folder, self.fleet.directory,
-                                                             self._passphrase, names)
+                                                             self._ca_secret, names)
             expected, why = "PinMismatch", "the chain is valid; the pin check refused the key"
+            words = "not the pinned key: nothing sent"
         else:
             cert, key = attacks.server_credentials_other_ca(folder, names)
             expected, why = "ServerRefused", "certificate verification failed at the handshake"
+            words = "unknown CA: nothing sent"
         device = self.devices[0]
         with attacks.RogueServer(cert, key, host=host) as rogue:
             status = self._device_process(device, rogue.url, duration=3.0)
             time.sleep(0.2)
             received, handshakes = rogue.bytes_received, rogue.handshakes
         attempts = status["refusals"].get(expected, 0)
-        refused = (attempts > 0 and received == 0 and status["returncode"] == 0
+        # Exit code 1: the run itself says nothing was delivered (docs/cli.md).
+        refused = (attempts > 0 and received == 0 and status["returncode"] == 1
                    and status["delivered"] == 0)
         return Outcome(name, refused,
                        f"device-1's own process ran 3 s against it: {status['generated']} reports "
                        f"made and kept queued, {attempts} attempts refused ({why}); handshakes "
-                       f"completed: {handshakes}; bytes the impostor received: {received}")
+                       f"completed: {handshakes}; bytes the impostor received: {received}",
+                       reason=words if refused else f"{received} bytes reached the impostor")
 
     def _redeliver(self, name: str, _arg: object) -> Outcome:
         """Not an attack: what device-1 kept during the MITM reaches the real server."""
@@ -371,7 +394,8 @@ class Demo:
         ok = status["queued"] == 0 and after - before >= status["generated"] > 0
         return Outcome(name, ok, f"{after - before} reports delivered on reconnecting (in "
                                  f"order), {status['queued']} left queued, "
-                                 f"{status['dropped_reports']} dropped", label="verified")
+                                 f"{status['dropped_reports']} dropped", label="verified",
+                       reason=f"{after - before} delivered, {status['queued']} still queued")
 
     def _stored_count(self, device_id: str) -> int:
         assert self.fleet is not None
@@ -384,32 +408,37 @@ class Demo:
         """After the devices' run: point a device's own process at two impostors."""
         self._run_steps([
             ("MITM server: right CA, wrong key", self._mitm, "wrong-key"),
-            ("MITM server: certificate from another CA", self._mitm, "other-ca"),
-            ("after the MITM: device-1's kept reports reach the fleet", self._redeliver, None),
+            ("MITM server: another CA", self._mitm, "other-ca"),
+            ("kept reports delivered after MITM", self._redeliver, None),
         ])
 
     def _scan(self, name: str, _arg: object) -> Outcome:
         pids = [p.pid for p in self._procs if p.poll() is None]
         if not pids:
-            return Outcome(name, False, "no device process is running to check")
+            return Outcome(name, False, "no device process is running to check",
+                           reason="no device process to check")
         listeners = attacks.listening_sockets(pids)
         connected = sum(attacks.established_connections(pid) for pid in pids)
         parts = [(f"{len(pids)} device processes: {len(listeners)} listening sockets, "
                  f"{connected} outbound connections")]
         refused = not listeners and connected > 0
+        words = f"{len(listeners)} listening sockets"
         if shutil.which("nmap") is None:
             parts.append("nmap not installed: port scan skipped")
+            words += "; nmap missing, not scanned"
         elif self.ns is not None:
             open_ports, summary = attacks.nmap_open_ports(self.ns.device_address)
             parts.append(f"nmap {self.ns.device_address}: {summary}")
             refused = refused and not open_ports
+            words += f"; {len(open_ports)} open ports"
         else:
             open_ports, summary = attacks.nmap_open_ports("127.0.0.1")
             owners = _port_owners(open_ports)
             mine = [port for port, pid in owners.items() if pid in pids]
             parts.append(f"nmap 127.0.0.1: {summary}; held by a device process: {len(mine)}")
             refused = refused and not mine
-        return Outcome(name, refused, "; ".join(parts))
+            words += f"; {len(mine)} open ports of devices"
+        return Outcome(name, refused, "; ".join(parts), reason=words)
 
     # ---- teardown ----------------------------------------------------------------------
 
@@ -446,6 +475,42 @@ class Demo:
         self.close()
 
 
+#: The attestation verifier's refusals (tinyward.fleet.attestation), in plain words.
+_TOKEN_REFUSALS = {
+    "BadTokenSignature": "signature does not verify",
+    "NonceMismatch": "answers an old nonce: a replay",
+    "UnknownDevice": "device not enrolled in this fleet",
+    "RevokedDevice": "device revoked",
+}
+
+#: The sandbox layers the demo names (tinyward.app.sandbox's protections report).
+_SHOWN_LAYERS = ("seccomp", "landlock", "separate uid")
+
+
+def sandbox_sentence(layers: list[tuple[str, bool, str]] | None) -> str:
+    """What this host really gives the sandbox (no separate uid without root, no Landlock
+    on an old kernel), as the sandbox itself reported it: (name, active, reason) rows."""
+    if layers is None:
+        return "in its sandbox (its protections could not be read on this host)"
+    active = [name for name, on, _ in layers if on and name in _SHOWN_LAYERS]
+    missing = [f"{name} ({why})" for name, on, why in layers if not on and name in _SHOWN_LAYERS]
+    return (f"in its sandbox: {', '.join(active) or 'none of seccomp, landlock, separate uid'}"
+            + (f"; not available here: {'; '.join(missing)}" if missing else ""))
+
+
+def _sandbox_protections(manifest_path: Path) -> list[tuple[str, bool, str]] | None:
+    """What the sandbox can enforce on this host, as it reports it (no app code runs)."""
+    from tinyward.app.manifest import load_manifest
+    from tinyward.app.sandbox import Sandbox
+    from tinyward.errors import TinywardError
+
+    try:
+        return [(p.name, p.active, p.reason)
+                for p in Sandbox(load_manifest(manifest_path)).probe()]
+    except (TinywardError, OSError):
+        return None
+
+
 def _port_owners(ports: list[int]) -> dict[int, int | None]:
     import psutil
 
@@ -459,17 +524,30 @@ def _port_owners(ports: list[int]) -> dict[int, int | None]:
     return owners
 
 
+def _sandbox_cannot_read(app: Path) -> str | None:
+    """Why the sandbox's uid could not read the app folder (as root only), or ``None``."""
+    if os.geteuid() != 0:
+        return None
+    from tinyward.app.sandbox import SandboxConfig
+    from tinyward.cli._access import Who, unreadable_by
+
+    try:
+        return unreadable_by(app, Who.named(SandboxConfig().user))
+    except KeyError:
+        return f"no user {SandboxConfig().user!r} for the sandbox"
+
+
 def make_folder(keep: Path | None) -> Path:
     """The demo's folder: ``keep`` (new or empty) or a fresh temporary one."""
     if keep is None:
         return Path(tempfile.mkdtemp(prefix="tinyward-demo-"))
     keep = Path(keep)
     if keep.exists() and any(keep.iterdir()):
-        from tinyward.errors import Misuse
+        from tinyward.errors import StateError
 
-        raise Misuse(f"{keep} is not empty; give --keep a new or empty folder")
+        raise StateError(f"{keep} is not empty; give --keep a new or empty folder")
     keep.mkdir(parents=True, exist_ok=True)
     return keep
 
 
-__all__ = ["Demo", "DemoState", "DeviceView", "make_folder"]
+__all__ = ["Demo", "DemoState", "DeviceView", "make_folder", "sandbox_sentence"]

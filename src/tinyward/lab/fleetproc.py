@@ -10,18 +10,29 @@ import threading
 import time
 from pathlib import Path
 
-PASSPHRASE_ENV = "TINYWARD_FLEET_PASSPHRASE"
+from tinyward.cli.fleet_secrets import NOT_FOR_THE_SERVER, SERVER
 
 
-def start_fleet_server(fleet_dir: Path, passphrase: bytes, host: str = "127.0.0.1",
+def server_environment(passphrase: bytes | None) -> dict[str, str]:
+    """This process's environment for a `fleet serve` child: without any CA or update
+    secret (which it refuses), with the server passphrase when the server key is sealed."""
+    refused = {role.env for role in NOT_FOR_THE_SERVER} | {SERVER.env}
+    env = {k: v for k, v in os.environ.items() if k not in refused}
+    if passphrase is not None:
+        env[SERVER.env] = passphrase.decode()
+    return env
+
+
+def start_fleet_server(fleet_dir: Path, passphrase: bytes | None, host: str = "127.0.0.1",
                        port: int = 0, extra: tuple[str, ...] = (),
                        timeout: float = 30.0) -> tuple[subprocess.Popen[str], str]:
     """Run the fleet server; return the process and its ``https://host:port`` URL.
 
-    The passphrase goes through the environment of the child only (never argv, never
-    a file). Raises RuntimeError if the server does not announce itself in time.
+    ``passphrase`` is the *server* passphrase (None for a server key kept in clear); it
+    goes through the environment of the child only (never argv, never a file). Raises
+    RuntimeError if the server does not announce itself in time.
     """
-    env = {**os.environ, PASSPHRASE_ENV: passphrase.decode()}
+    env = server_environment(passphrase)
     proc = subprocess.Popen(
         [sys.executable, "-m", "tinyward", "fleet", "serve", str(fleet_dir), "--host", host,
          "--port", str(port), "--admin-port", "0", *extra],

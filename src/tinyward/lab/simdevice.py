@@ -21,6 +21,7 @@ from cryptography.x509.oid import NameOID
 
 from tinyward.fleet.pki import Fleet
 from tinyward.fleet.profiles import DEVICE_ORGANIZATION, PURPOSES
+from tinyward.fleet.tokens import SigningToken
 from tinyward.trust.cose import der_to_raw_signature
 from tinyward.trust.identity import device_id as derive_device_id
 from tinyward.trust.report import DEFAULT_SIZE, Report, encode_report
@@ -72,10 +73,12 @@ class SimulatedDevice:
         return cls(derive_device_id(keys["attestation"].public_key()), keys)
 
     @classmethod
-    def enrolled(cls, fleet: Fleet, passphrase: bytes) -> SimulatedDevice:
-        """Make a device and enrol it in ``fleet`` (raises what ``Fleet.enroll`` raises)."""
+    def enrolled(cls, fleet: Fleet, ca: bytes | SigningToken) -> SimulatedDevice:
+        """Make a device and enrol it in ``fleet`` (raises what ``Fleet.enroll`` raises).
+
+        ``ca``: the CA passphrase, or a device CA token opened once for many devices."""
         device = cls.create()
-        bundle = fleet.enroll(enrolment_request(device.keys), passphrase)
+        bundle = fleet.enroll(enrolment_request(device.keys), ca)
         device.certificates = dict(bundle.certificates)
         device.root_ca_pem = bundle.root_ca_pem
         return device

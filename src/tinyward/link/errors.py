@@ -6,7 +6,7 @@ from :class:`~tinyward.errors.BadInput`. A server that cannot be reached is
 :class:`ServerUnreachable`: the runner keeps the report and tries again later.
 """
 
-from tinyward.errors import BadInput, Misuse
+from tinyward.errors import BadInput, StateError
 
 
 class LinkError(BadInput):
@@ -43,7 +43,7 @@ class QueueDamaged(LinkError):
     """The store-and-forward queue's records in protected storage do not make sense."""
 
 
-class DeviceBusy(Misuse):
+class DeviceBusy(StateError):
     """Another process is already running this device (one runner per device folder)."""
 
 

@@ -17,8 +17,10 @@ import subprocess
 from dataclasses import dataclass
 from typing import Self
 
+from tinyward.errors import TinywardError
 
-class NamespaceUnavailable(RuntimeError):
+
+class NamespaceUnavailable(TinywardError, RuntimeError):
     """Network namespaces cannot be created here (not root, or no iproute2)."""
 
 

@@ -16,7 +16,7 @@ Stopping (SIGTERM, SIGINT, ``stop`` event, ``duration``) never loses a report: e
 is in protected storage before it is sent, and an in-flight post either got its
 acknowledgement or is sent again next time (the server drops the duplicate).
 
-The results come from a pluggable :class:`ResultSource`; :class:`SimulatedSensor` is the
+The results come from a pluggable :class:`~tinyward.app.results.ResultSource`; :class:`SimulatedSensor` is the
 built-in stand-in until the sandboxed application feeds the core.
 """
 
@@ -32,9 +32,10 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, Self
+from typing import Any, Self
 
 from tinyward._fsutil import atomic_write
+from tinyward.app.results import ResultSource
 from tinyward.link.client import Backoff, LinkConfig, ReportLink, ServerURL, device_context
 from tinyward.link.errors import (
     DeviceBusy,
@@ -50,24 +51,6 @@ from tinyward.link.shaper import Batch, Shaper, ShaperConfig
 from tinyward.trust import report as codec
 
 log = logging.getLogger("tinyward.link")
-
-
-class ResultSource(Protocol):
-    """Where results come from (the sandboxed application, or a simulation).
-
-    Optionally, a source may also offer ``incidents() -> dict[str, int]`` (running totals,
-    e.g. contract violations of the application; each report carries the increase) and a
-    ``healthy`` attribute (a report says ``degraded`` while it is false), as
-    :class:`tinyward.app.source.AppResultSource` does.
-    """
-
-    def take(self, now: float) -> list[Mapping[str, Any]]:
-        """Every result produced up to ``now`` (monotonic seconds) not taken before."""
-        ...
-
-    def next_time(self) -> float | None:
-        """When the next result is due, if known (only the unshaped benchmark mode uses it)."""
-        ...
 
 
 class SimulatedSensor:

@@ -13,21 +13,12 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from collections.abc import Callable
 
+from tinyward.app.results import ResultSource
 from tinyward.readout import state as display
 from tinyward.trust.airgap import forbid_network
 from tinyward.trust.device import Device
-
-
-class ResultSource(Protocol):
-    """What :func:`run_air_gapped` reads results from (the same protocol as the connected
-    runner's, :class:`tinyward.link.runner.ResultSource`): the sandboxed application
-    (:class:`tinyward.app.source.AppResultSource`) or a simulation. A source may also offer
-    ``incidents()`` (running totals) and ``healthy``."""
-
-    def take(self, now: float) -> list[Mapping[str, Any]]: ...
 
 
 def run_air_gapped(

@@ -17,10 +17,10 @@ from __future__ import annotations
 import errno
 import socket
 
-from tinyward.errors import TinywardError
+from tinyward.trust.errors import TrustError
 
 
-class NetworkFilterUnavailable(TinywardError):
+class NetworkFilterUnavailable(TrustError):
     """The kernel or libseccomp cannot install the filter; air-gapped mode will not start."""
 
 

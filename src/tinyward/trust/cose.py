@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 )
 
 from tinyward.errors import BadInput
+from tinyward.trust.errors import TrustError
 
 COSE_SIGN1_TAG = 18
 HEADER_ALG = 1
@@ -41,7 +42,7 @@ ES256_SIGNATURE_BYTES = 64
 DEFAULT_MAX_BYTES = 64 * 1024
 
 
-class MalformedCose(BadInput):
+class MalformedCose(TrustError, BadInput):
     """The bytes are not a well-formed COSE_Sign1 message tinyward accepts."""
 
 
@@ -49,7 +50,7 @@ class TruncatedCose(MalformedCose):
     """The CBOR ends before its item does: a cut-off message (or bytes that only look like CBOR)."""
 
 
-class BadSignature(BadInput):
+class BadSignature(TrustError, BadInput):
     """The COSE_Sign1 signature does not verify with the given public key."""
 
 

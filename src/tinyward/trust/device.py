@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +35,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
 from tinyward._fsutil import atomic_write, make_private_dir
-from tinyward.errors import BadInput, Misuse
+from tinyward.errors import BadInput, Misuse, StateError
+from tinyward.trust.errors import TrustError
 from tinyward.trust.identity import device_id as derive_device_id
 from tinyward.trust.identity import instance_id as derive_instance_id
 from tinyward.trust.keystore import KeyHandle, Keystore, KeystoreSigner, KeyUsage
@@ -59,23 +61,23 @@ CLIENT_ID = 1
 _BOOT_SEED = os.urandom(32)
 
 
-class DeviceExists(Misuse):
+class DeviceExists(TrustError, StateError):
     """The folder already holds a device; its keys are never replaced."""
 
 
-class NotADevice(BadInput):
+class NotADevice(TrustError, BadInput):
     """The folder is not a tinyward device (or its summary file is damaged)."""
 
 
-class AlreadyProvisioned(Misuse):
+class AlreadyProvisioned(TrustError, StateError):
     """The device already has a fleet; provisioning twice is refused."""
 
 
-class NotProvisioned(Misuse):
+class NotProvisioned(TrustError, StateError):
     """The operation needs a provisioned device (run `tinyward device provision`)."""
 
 
-class BundleMismatch(BadInput):
+class BundleMismatch(TrustError, BadInput):
     """The certificate bundle does not belong to this device's keys."""
 
 
@@ -102,8 +104,10 @@ class Device:
     # ---- creating and opening -------------------------------------------------------
 
     @classmethod
-    def init(cls, directory: Path) -> Device:
+    def init(cls, directory: Path, *, now: float | None = None) -> Device:
         """Make a new device: root key, the three device keys, and the enrolment request.
+
+        ``now`` (Unix seconds, default the wall clock) is recorded as the keys' creation time.
 
         Raises :class:`DeviceExists` if ``directory`` already holds a device.
         """
@@ -115,7 +119,9 @@ class Device:
         root = FileRootOfTrust.create(directory / "rot" / "root.key", directory / "rot" / "counters")
         storage = ProtectedStorage(directory / "storage", root)
         keystore = Keystore(storage, root, directory / "keys")
-        handles = {purpose: keystore.generate(purpose, usage) for purpose, usage in KEY_PURPOSES.items()}
+        made_at = time.time() if now is None else now
+        handles = {purpose: keystore.generate(purpose, usage, now=made_at)
+                   for purpose, usage in KEY_PURPOSES.items()}
         dev_id = derive_device_id(keystore.public_key(handles["attestation"]))
         request = b"".join(
             keystore.certificate_request(handles[purpose], _subject(dev_id, purpose)).public_bytes(
@@ -189,6 +195,10 @@ class Device:
         is issued by the bundle's device CA, which is issued by its root CA. Raises
         :class:`BundleMismatch`, or :class:`AlreadyProvisioned` on a second install.
         """
+        with self.storage.transaction():  # two installs at once: the second sees the first
+            self._install(bundle)
+
+    def _install(self, bundle: Any) -> None:
         if self.provisioned:
             raise AlreadyProvisioned(
                 f"device {self.device_id[:16]}… is already provisioned for fleet "

@@ -9,7 +9,12 @@ Two families, kept apart as everywhere in tinyward:
   :class:`tinyward.errors.Misuse`: the caller asked for something impossible (claims that
   would make an invalid token, a nonce of a size the profile forbids, a missing file).
 
-Everything derives from :class:`TrustError`, so ``except TrustError`` catches the lot.
+A third family, :class:`tinyward.errors.StateError`, covers a request that does not fit a
+device's state (``DeviceExists``, ``AlreadyProvisioned``, ``NotProvisioned``,
+``NoCredential``, in the modules that raise them).
+
+Everything derives from :class:`TrustError`, so ``except TrustError`` catches the lot
+(``tests/test_error_family.py`` checks every class in :mod:`tinyward.trust`).
 """
 
 from __future__ import annotations

@@ -19,7 +19,6 @@ import enum
 import os
 import re
 import ssl
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +29,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from tinyward._fsutil import atomic_write
 from tinyward.trust.cose import der_to_raw_signature
 from tinyward.trust.errors import (
     KeyExists,
@@ -87,7 +85,10 @@ class Keystore:
     def __init__(self, storage: ProtectedStorage, root: RootOfTrust, key_file_dir: Path) -> None:
         self._storage = storage
         self._root = root
-        self._key_file_dir = Path(key_file_dir)
+        # The one file the keystore needs outside protected storage (see _write_tls_key_file).
+        from tinyward.trust._files import FileFolder  # the disk adapter
+
+        self._key_files = FileFolder(Path(key_file_dir), ".key.pem", create=False)
         # Loaded keys stay in this (trusted) process's memory so signing does not re-read disk.
         self._loaded: dict[str, tuple[KeyUsage, ec.EllipticCurvePrivateKey]] = {}
         self._seal_aead: AESGCM | None = None
@@ -96,25 +97,28 @@ class Keystore:
     def _record(name: str) -> str:
         return f"key.{name}"
 
-    def generate(self, name: str, usage: KeyUsage) -> KeyHandle:
-        """Create a new ECDSA P-256 key named ``name`` with a fixed ``usage``.
+    def generate(self, name: str, usage: KeyUsage, *, now: float) -> KeyHandle:
+        """Create a new ECDSA P-256 key named ``name`` with a fixed ``usage``, made at ``now``
+        (Unix seconds, kept with the key).
 
         Raises :class:`KeyExists` if the name is taken (keys are never replaced).
         """
         if not _KEY_NAME.match(name):
             raise ValueError(f"key name {name!r} must be 1-32 characters of a-z, 0-9 and '-'")
-        if self._storage.exists(self._record(name)):
-            raise KeyExists(f"a key named {name!r} already exists in this keystore")
         private_key = ec.generate_private_key(ec.SECP256R1())
         der = private_key.private_bytes(
             serialization.Encoding.DER,
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-        record = {"usage": usage.value, "curve": "P-256", "pkcs8": der, "created": int(time.time())}
-        self._storage.write(self._record(name), cbor2.dumps(record))
-        if usage is KeyUsage.TLS_CLIENT:
-            self._write_tls_key_file(name, private_key)
+        record = {"usage": usage.value, "curve": "P-256", "pkcs8": der, "created": int(now)}
+        # Check and write under one lock: two processes must not both find the name free.
+        with self._storage.transaction():
+            if self._storage.exists(self._record(name)):
+                raise KeyExists(f"a key named {name!r} already exists in this keystore")
+            self._storage.write(self._record(name), cbor2.dumps(record))
+            if usage is KeyUsage.TLS_CLIENT:
+                self._write_tls_key_file(name, private_key)
         self._loaded[name] = (usage, private_key)
         return KeyHandle(name, usage)
 
@@ -125,13 +129,7 @@ class Keystore:
 
     def names(self) -> list[str]:
         """The names of the keys in this keystore."""
-        return sorted(
-            p.name[len("key."):-len(".rec")]
-            for p in self._storage_dir().glob("key.*.rec")
-        )
-
-    def _storage_dir(self) -> Path:
-        return self._storage._directory
+        return [name[len("key."):] for name in self._storage.names("key.")]
 
     def _load(self, name: str) -> tuple[KeyUsage, ec.EllipticCurvePrivateKey]:
         cached = self._loaded.get(name)
@@ -220,9 +218,6 @@ class Keystore:
 
     # TLS client keys: an encrypted PEM for Python's ssl, passphrase derived here.
 
-    def _tls_key_path(self, name: str) -> Path:
-        return self._key_file_dir / f"{name}.key.pem"
-
     def _tls_passphrase(self, name: str) -> bytes:
         return self._root.derive_key(f"tls-key-file/{name}").hex().encode()
 
@@ -232,7 +227,7 @@ class Keystore:
             serialization.PrivateFormat.PKCS8,
             serialization.BestAvailableEncryption(self._tls_passphrase(name)),
         )
-        atomic_write(self._tls_key_path(name), pem, mode=0o600)
+        self._key_files.write(name, pem)
 
     def load_tls_client_credentials(
         self, context: ssl.SSLContext, handle: KeyHandle, certificate_path: Path
@@ -242,7 +237,7 @@ class Keystore:
         try:
             context.load_cert_chain(
                 str(certificate_path),
-                str(self._tls_key_path(handle.name)),
+                str(self._key_files.path(handle.name)),
                 password=lambda: self._tls_passphrase(handle.name),
             )
         except (ssl.SSLError, OSError) as error:

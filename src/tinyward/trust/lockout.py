@@ -24,9 +24,10 @@ from dataclasses import dataclass
 import cbor2
 
 from tinyward.errors import BadInput
+from tinyward.trust.errors import TrustError
 
 
-class LockedOut(BadInput):
+class LockedOut(TrustError, BadInput):
     """Too many failed attempts: no code is checked until the wait is over."""
 
     def __init__(self, wait_seconds: float) -> None:

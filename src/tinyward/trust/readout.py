@@ -7,9 +7,11 @@ device-unique PIN. There is no default credential: :meth:`ReadoutGate.enrol_totp
 
 Every check goes through :mod:`tinyward.trust.lockout`; the lockout state lives in
 protected storage and is written *before* the code is compared, so restarting the process
-or cutting the power resets nothing. Codes are compared in constant time and never logged.
-A TOTP code is accepted once: a code for a time step at or before the last accepted one is
-refused, so a code seen over the owner's shoulder cannot be replayed.
+or cutting the power resets nothing; each attempt holds the storage lock from start to
+end, so concurrent sessions are checked one by one. Codes are compared in constant time and never logged.
+A TOTP code is accepted once: a code for a time step at or before the last accepted one
+(kept in protected storage) is refused, so a code seen over the owner's shoulder cannot be
+replayed, not even by a second session at the same moment.
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ from dataclasses import dataclass
 import cbor2
 import pyotp
 
-from tinyward.errors import BadInput, Misuse
-from tinyward.trust.errors import RecordTampered
+from tinyward.errors import BadInput, StateError
+from tinyward.trust.errors import RecordTampered, TrustError
 from tinyward.trust.lockout import LockoutPolicy, LockoutState, begin_attempt, succeeded
 from tinyward.trust.storage import ProtectedStorage
 
@@ -35,15 +37,15 @@ TOTP_STEP = 30
 PIN_DIGITS = 8
 
 
-class WrongCode(BadInput):
+class WrongCode(TrustError, BadInput):
     """The code was wrong (it counted against the lockout)."""
 
 
-class NoCredential(Misuse):
+class NoCredential(TrustError, StateError):
     """The device has no readout credential yet; enrol one first."""
 
 
-class WeakPin(Misuse):
+class WeakPin(TrustError, BadInput):
     """An owner-chosen PIN that is too short or trivially guessable."""
 
 
@@ -83,9 +85,10 @@ class ReadoutGate:
         return pin
 
     def _store_credential(self, credential: dict[str, object], policy: LockoutPolicy | None) -> None:
-        self._storage.write(_POLICY, (policy or LockoutPolicy()).to_cbor())
-        self._storage.write(_CREDENTIAL, cbor2.dumps(credential))
-        self._storage.write(_LOCKOUT, LockoutState().to_cbor())
+        with self._storage.transaction():  # no attempt sees half a new enrolment
+            self._storage.write(_POLICY, (policy or LockoutPolicy()).to_cbor())
+            self._storage.write(_CREDENTIAL, cbor2.dumps(credential))
+            self._storage.write(_LOCKOUT, LockoutState().to_cbor())
 
     # ---- checking -------------------------------------------------------------------
 
@@ -114,14 +117,18 @@ class ReadoutGate:
     def attempt(self, code: str) -> None:
         """Check one code. Returns on success; raises :class:`~tinyward.trust.lockout.LockedOut`
         (nothing checked), :class:`WrongCode`, or :class:`NoCredential`."""
-        credential = self._credential()
-        now = self._clock()
-        # Count the attempt as a failure and persist that before looking at the code.
-        pending = begin_attempt(self._lockout(), self.policy(), now)
-        self._storage.write(_LOCKOUT, pending.to_cbor())
-        if not self._code_matches(credential, code.strip(), now):
-            raise WrongCode("wrong code")
-        self._storage.write(_LOCKOUT, succeeded().to_cbor())
+        # One attempt at a time across every process on this device: otherwise concurrent
+        # sessions each read the same lockout state (N sessions, one counted failure, N
+        # codes checked in one window) and the same last TOTP step (one code, N unlocks).
+        with self._storage.transaction():
+            credential = self._credential()
+            now = self._clock()
+            # Count the attempt as a failure and persist that before looking at the code.
+            pending = begin_attempt(self._lockout(), self.policy(), now)
+            self._storage.write(_LOCKOUT, pending.to_cbor())
+            if not self._code_matches(credential, code.strip(), now):
+                raise WrongCode("wrong code")
+            self._storage.write(_LOCKOUT, succeeded().to_cbor())
 
     def _code_matches(self, credential: dict[str, object], code: str, now: float) -> bool:
         supplied = code.encode()

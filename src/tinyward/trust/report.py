@@ -38,6 +38,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from tinyward.errors import BadInput, Misuse
 from tinyward.trust import cose
+from tinyward.trust.errors import TrustError
 
 FORMAT_VERSION = 1
 DEFAULT_SIZE = 1024
@@ -54,7 +55,7 @@ Scalar = int | float | str | bool | None
 ResultValue = Scalar | tuple[Scalar, ...]
 
 
-class ReportError(BadInput):
+class ReportError(TrustError, BadInput):
     """Base class: a report was refused. The subclass says which check failed."""
 
 
@@ -74,7 +75,7 @@ class BadPadding(ReportError):
     """The ``pad`` field holds something other than zero bytes."""
 
 
-class ReportTooLarge(Misuse):
+class ReportTooLarge(TrustError, Misuse):
     """The report's content does not fit in the requested size (a caller bug on the device)."""
 
 

@@ -13,6 +13,11 @@ users on the machine and against editing or swapping individual files; it cannot
 against root, against someone who copies the whole device folder, or against rolling the
 whole folder back to an earlier copy (root key, counters and records together). See
 ``docs/trust.md``.
+
+The counter file's integrity check is pure (:func:`encode_counters`, :func:`decode_counters`:
+bytes and a MAC key in); :class:`FileRootOfTrust` is the thin adapter that keeps those bytes
+on disk. It advances a counter under an exclusive cross-process lock (``counters.lock``
+next to the file), so two processes never lose each other's updates.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from tinyward._fsutil import atomic_write
+from tinyward.trust import _files
 from tinyward.trust.errors import CountersTampered, RootOfTrustError
 
 ROOT_KEY_BYTES = 32
@@ -55,26 +61,73 @@ class RootOfTrust(Protocol):
         ...
 
 
+def derive(root_key: bytes, label: str, length: int = 32) -> bytes:
+    """HKDF-SHA256 of the root key with ``tinyward/<label>`` as info."""
+    hkdf = HKDF(algorithm=hashes.SHA256(), length=length, salt=None,
+                info=b"tinyward/" + label.encode())
+    return hkdf.derive(root_key)
+
+
+def encode_counters(mac_key: bytes, counters: dict[str, int]) -> bytes:
+    """The counter file: magic, canonical CBOR of ``{name: value}``, HMAC-SHA256 over it."""
+    body = cbor2.dumps(counters, canonical=True)
+    return _COUNTERS_MAGIC + body + hmac.new(mac_key, body, "sha256").digest()
+
+
+def decode_counters(mac_key: bytes, data: bytes, where: str = "the counter file") -> dict[str, int]:
+    """Check and decode :func:`encode_counters` bytes. Raises :class:`CountersTampered`."""
+    if len(data) > _COUNTERS_MAX_BYTES or not data.startswith(_COUNTERS_MAGIC):
+        raise CountersTampered(f"{where} is not a tinyward counter file")
+    body, mac = data[len(_COUNTERS_MAGIC):-32], data[-32:]
+    if len(data) < len(_COUNTERS_MAGIC) + 32 or not hmac.compare_digest(
+        mac, hmac.new(mac_key, body, "sha256").digest()
+    ):
+        raise CountersTampered(
+            f"{where} failed its integrity check: the version counters were "
+            "edited or corrupted, so rollback can no longer be ruled out"
+        )
+    try:
+        counters = cbor2.loads(body)
+    except (cbor2.CBORDecodeError, ValueError):
+        raise CountersTampered(f"{where} holds an unexpected structure") from None
+    if not isinstance(counters, dict) or not all(
+        isinstance(k, str) and isinstance(v, int) and v >= 0 for k, v in counters.items()
+    ):
+        raise CountersTampered(f"{where} holds an unexpected structure")
+    return counters
+
+
+def advanced(counters: dict[str, int], name: str, value: int) -> dict[str, int] | None:
+    """``counters`` with ``name`` moved forward to ``value``; None if it is already there.
+
+    Raises ValueError for a step backwards.
+    """
+    current = counters.get(name, 0)
+    if value < current:
+        raise ValueError(f"counter {name!r} cannot go back from {current} to {value}")
+    return None if value == current else {**counters, name: value}
+
+
 class FileRootOfTrust:
     """Software stand-in for a hardware root of trust (see the module docstring)."""
 
     description = "file root key, mode 0600 (software stand-in for a TPM or secure element)"
     hardware_backed = False
 
-    def __init__(self, root_key_path: Path, counters_path: Path) -> None:
+    def __init__(self, root_key_path: Path, counters_path: Path, *,
+                 unsafe_no_lock: bool = False) -> None:
         self._root_key_path = Path(root_key_path)
         self._counters_path = Path(counters_path)
+        self._lock_path = _files.resolved(self._counters_path.with_name(
+            self._counters_path.name + ".lock"))
+        self._unsafe_no_lock = unsafe_no_lock
         self._root_key = self._load_root_key()
+        self._mac_key = self.derive_key("counters-mac")
 
     @classmethod
     def create(cls, root_key_path: Path, counters_path: Path) -> FileRootOfTrust:
         """Make a new root key. Refuses to replace an existing one (that would orphan every key)."""
-        root_key_path = Path(root_key_path)
-        fd = os.open(root_key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(os.urandom(ROOT_KEY_BYTES))
-            handle.flush()
-            os.fsync(handle.fileno())
+        _files.create_new(Path(root_key_path), os.urandom(ROOT_KEY_BYTES))
         return cls(root_key_path, counters_path)
 
     def _load_root_key(self) -> bytes:
@@ -95,47 +148,22 @@ class FileRootOfTrust:
         return data
 
     def derive_key(self, label: str, length: int = 32) -> bytes:
-        hkdf = HKDF(algorithm=hashes.SHA256(), length=length, salt=None,
-                    info=b"tinyward/" + label.encode())
-        return hkdf.derive(self._root_key)
-
-    # Counters: one small file, {name: value}, with an HMAC over its CBOR encoding.
-
-    def _counters_mac(self, body: bytes) -> bytes:
-        return hmac.new(self.derive_key("counters-mac"), body, "sha256").digest()
+        return derive(self._root_key, label, length)
 
     def _read_counters(self) -> dict[str, int]:
         try:
-            data = self._counters_path.read_bytes()
-        except FileNotFoundError:
-            return {}
-        if len(data) > _COUNTERS_MAX_BYTES or not data.startswith(_COUNTERS_MAGIC):
-            raise CountersTampered(f"{self._counters_path} is not a tinyward counter file")
-        body, mac = data[len(_COUNTERS_MAGIC):-32], data[-32:]
-        if len(data) < len(_COUNTERS_MAGIC) + 32 or not hmac.compare_digest(
-            mac, self._counters_mac(body)
-        ):
-            raise CountersTampered(
-                f"{self._counters_path} failed its integrity check: the version counters were "
-                "edited or corrupted, so rollback can no longer be ruled out"
-            )
-        counters = cbor2.loads(body)
-        if not isinstance(counters, dict) or not all(
-            isinstance(k, str) and isinstance(v, int) and v >= 0 for k, v in counters.items()
-        ):
-            raise CountersTampered(f"{self._counters_path} holds an unexpected structure")
-        return counters
+            data = _files.read_limited(self._counters_path, _COUNTERS_MAX_BYTES)
+        except ValueError:
+            raise CountersTampered(f"{self._counters_path} is not a tinyward counter file") from None
+        return {} if data is None else decode_counters(self._mac_key, data, str(self._counters_path))
 
     def read_counter(self, name: str) -> int:
         return self._read_counters().get(name, 0)
 
     def advance_counter(self, name: str, value: int) -> None:
-        counters = self._read_counters()
-        current = counters.get(name, 0)
-        if value < current:
-            raise ValueError(f"counter {name!r} cannot go back from {current} to {value}")
-        if value == current:
-            return
-        counters[name] = value
-        body = cbor2.dumps(counters, canonical=True)
-        atomic_write(self._counters_path, _COUNTERS_MAGIC + body + self._counters_mac(body))
+        # Read, change and rewrite under the lock: unlocked, two processes each rewrite
+        # the whole file from their own stale copy and one's advance is lost.
+        with _files.lock_for(self._lock_path, self._unsafe_no_lock):
+            counters = advanced(self._read_counters(), name, value)
+            if counters is not None:
+                atomic_write(self._counters_path, encode_counters(self._mac_key, counters))

@@ -1,0 +1,326 @@
+"""Train a detector on benign inputs, save it, score new inputs: the detect pipeline.
+
+``tinyward detect train/score/export/export-features`` are thin layers over this module::
+
+    from tinyward.detect.pipeline import load_model, save_model, score_file, train
+
+    model = train([Path("benign.pcap")], kind="mahalanobis-int8", strip_tcp_options=True)
+    save_model(model, Path("model.json"))
+    scored = score_file(load_model(Path("model.json")), Path("suspicious.pcap"))
+    print(scored.alarms.sum(), "alarms in", len(scored.scores), scored.unit)
+
+A **model file** is one JSON document (:mod:`tinyward.detect._modelfile`): the detector,
+and under ``features`` the feature extractor's configuration and trained state, so that
+scoring continues the stream where training left it. Files written before the state moved
+into the model file keep it next to it, in ``MODEL.features.json``; :func:`load_model`
+still reads that file, with the same size limit as a model file, and says what is wrong
+when it is missing or bad.
+
+Inputs are captures (``pcap``/``pcapng``; features of :mod:`tinyward.detect.netfeatures`)
+or sensor CSVs (SKAB columns; :mod:`tinyward.detect.sensorfeatures`).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from tinyward.detect._modelfile import LIMITS, read_model, write_model
+from tinyward.detect.errors import CsvError, DetectError, DetectMisuse, ModelFileError, PcapError
+from tinyward.detect.evaluate import to_jsonable
+from tinyward.detect.export_c import ExportedFiles, export_c
+from tinyward.detect.models import (
+    Detector,
+    Int8AutoencoderDetector,
+    Int8MahalanobisDetector,
+    detector_from_doc,
+    make_detector,
+)
+from tinyward.detect.netfeatures import (
+    N_FEATURES,
+    NetFeatureExtractor,
+    extractor_from_doc,
+    extractor_to_doc,
+)
+from tinyward.detect.pcap import read_packets
+from tinyward.detect.sensorfeatures import (
+    SKAB_CHANNELS,
+    SensorFeatureExtractor,
+    read_sensor_csv,
+    sensor_extractor_from_doc,
+    sensor_extractor_to_doc,
+)
+
+if TYPE_CHECKING:
+    from tinyward.detect.netfeatures_c import NetFeatureFiles
+
+__all__ = [
+    "Model",
+    "PacketFeatures",
+    "Progress",
+    "Scored",
+    "SensorFeatures",
+    "export_detector_c",
+    "export_features_c",
+    "legacy_features_path",
+    "load_model",
+    "save_model",
+    "score_file",
+    "train",
+    "write_scores_csv",
+]
+
+#: ``progress(description, total)`` announces a step and returns a function that advances
+#: it by n units (packets); ``total`` is None when unknown. The CLI draws a progress bar.
+Progress = Callable[[str, int | None], Callable[[int], None]]
+
+
+def _quiet(description: str, total: int | None) -> Callable[[int], None]:
+    return lambda n: None
+
+
+@dataclass
+class PacketFeatures:
+    """Packet features: the trained extractor and whether TCP options were removed."""
+
+    extractor: NetFeatureExtractor
+    strip_tcp_options: bool = False
+
+    def to_doc(self) -> dict[str, Any]:
+        return {"type": "packets", "strip_tcp_options": self.strip_tcp_options,
+                "state": extractor_to_doc(self.extractor)}
+
+
+@dataclass
+class SensorFeatures:
+    """Sensor window features: the fitted extractor and the CSV delimiter."""
+
+    extractor: SensorFeatureExtractor
+    delimiter: str = ";"
+
+    def to_doc(self) -> dict[str, Any]:
+        return {"type": "sensors", "delimiter": self.delimiter,
+                "state": sensor_extractor_to_doc(self.extractor)}
+
+
+@dataclass
+class Model:
+    """A fitted detector with the feature state it was trained on.
+
+    ``n_vectors`` and ``n_features`` give the shape of the benign feature vectors it was
+    fitted on (0 when loaded from a file).
+    """
+
+    detector: Detector
+    features: PacketFeatures | SensorFeatures
+    n_vectors: int = 0
+    n_features: int = 0
+
+    @property
+    def unit(self) -> str:
+        """What one score is for: ``"packets"`` or ``"windows"``."""
+        return "packets" if isinstance(self.features, PacketFeatures) else "windows"
+
+
+@dataclass
+class Scored:
+    """The scores of one input; ``problem`` is set when only a first part could be read."""
+
+    scores: np.ndarray
+    alarms: np.ndarray
+    unit: str
+    problem: PcapError | CsvError | None = None
+
+
+def train(
+    inputs: Sequence[Path],
+    *,
+    kind: str = "mahalanobis-int8",
+    packets: bool = True,
+    strip_tcp_options: bool = False,
+    target_fpr: float = 0.001,
+    delimiter: str = ";",
+    progress: Progress = _quiet,
+) -> Model:
+    """Fit a detector of ``kind`` on BENIGN ``inputs`` only (the files are one stream, in
+    order): captures when ``packets``, else sensor CSVs.
+
+    Raises:
+        PcapError, CsvError: an input could not be read (the message names it).
+        DetectMisuse: unknown kind.
+    """
+    detector = make_detector(kind)
+    features: PacketFeatures | SensorFeatures
+    if packets:
+        extractor = NetFeatureExtractor()
+        rows = []
+        for path in inputs:
+            pkts = read_packets(path, strip_tcp_options=strip_tcp_options)
+            advance = progress(f"features of {Path(path).name}", len(pkts))
+            rows.append(extractor.transform(pkts, progress=advance))
+        X = np.vstack(rows)
+        features = PacketFeatures(extractor, strip_tcp_options)
+    else:
+        values = np.vstack(
+            [read_sensor_csv(p, SKAB_CHANNELS, delimiter=delimiter).values for p in inputs]
+        )
+        sensor = SensorFeatureExtractor(SKAB_CHANNELS)
+        progress("sensor window features", None)
+        X = sensor.fit(values)
+        features = SensorFeatures(sensor, delimiter)
+    progress(f"fitting {kind} on {len(X)} benign vectors", None)
+    detector.fit(X, target_fpr=target_fpr)
+    return Model(detector, features, len(X), int(X.shape[1]))
+
+
+def save_model(model: Model, path: Path) -> None:
+    """Write ``model`` (detector and feature state) as one file, atomically.
+
+    Raises:
+        OSError: the folder is missing or not writable.
+    """
+    body = dict(model.detector.to_json())
+    body["features"] = to_jsonable(model.features.to_doc())
+    write_model(Path(path), model.detector.name, body)
+
+
+def legacy_features_path(model: Path) -> Path:
+    """Where files written before the feature state moved into the model file keep it."""
+    return model.with_name(model.name + ".features.json")
+
+
+def load_model(path: Path) -> Model:
+    """Load a model file (hostile input): the detector and its feature state.
+
+    Raises:
+        ModelFileError: the model file, or its ``features`` section, is refused.
+        DetectError: an older model's ``MODEL.features.json`` is missing, too large or bad.
+    """
+    path = Path(path)
+    kind, doc = read_model(path)
+    detector = detector_from_doc(path, kind, doc)
+    section = doc.data.get("features")
+    if section is not None:
+        try:
+            features = _features_from_doc(section)
+        except DetectMisuse as error:
+            raise ModelFileError(path, f"'features': not a tinyward feature state: {error}") from None
+    else:
+        features = _legacy_features(path)
+    return Model(detector, features)
+
+
+def _legacy_features(model: Path) -> PacketFeatures | SensorFeatures:
+    path = legacy_features_path(model)
+    try:
+        size = path.stat().st_size
+        if size > LIMITS.max_file_bytes:
+            raise DetectError(f"{path}: the file is {size} bytes; a feature state is at most "
+                              f"{LIMITS.max_file_bytes}: not a tinyward feature state")
+        with path.open("rb") as handle:
+            raw = handle.read(LIMITS.max_file_bytes + 1)
+    except FileNotFoundError:
+        raise DetectError(
+            f"{model}: holds no feature state, and there is no {path.name} next to it; "
+            "train the model again with `tinyward detect train`") from None
+    except OSError as error:
+        raise DetectError(f"{path}: cannot read the feature state: {error.strerror}") from None
+    try:
+        return _features_from_doc(json.loads(raw))
+    except (ValueError, DetectMisuse, RecursionError) as error:
+        raise DetectError(f"{path}: not a tinyward feature state: {error}") from None
+
+
+def _features_from_doc(doc: Any) -> PacketFeatures | SensorFeatures:
+    """Rebuild the feature state (hostile input). Raises DetectMisuse."""
+    if not isinstance(doc, dict) or doc.get("type") not in ("packets", "sensors"):
+        raise DetectMisuse("unknown feature type")
+    state = doc.get("state")
+    if not isinstance(state, dict):
+        raise DetectMisuse("'state' is missing or not an object")
+    if doc["type"] == "packets":
+        strip = doc.get("strip_tcp_options", False)
+        if not isinstance(strip, bool):
+            raise DetectMisuse("'strip_tcp_options' is not true or false")
+        return PacketFeatures(extractor_from_doc(state), strip)
+    delimiter = doc.get("delimiter", ";")
+    if not isinstance(delimiter, str) or len(delimiter) != 1:
+        raise DetectMisuse("'delimiter' is not one character")
+    return SensorFeatures(sensor_extractor_from_doc(state), delimiter)
+
+
+def score_file(model: Model, input_path: Path, progress: Progress = _quiet) -> Scored:
+    """Score ``input_path`` (capture or CSV, as the model was trained), continuing from the
+    model's trained feature state (the model itself is not changed).
+
+    A truncated or corrupted input is scored up to the problem, which is returned in
+    :attr:`Scored.problem` for the caller to raise once it has kept the scores.
+    """
+    problem: PcapError | CsvError | None = None
+    features = model.features
+    if isinstance(features, PacketFeatures):
+        extractor = features.extractor  # continue_with works on a copy
+        try:
+            pkts = read_packets(input_path, strip_tcp_options=features.strip_tcp_options)
+        except PcapError as error:
+            problem, pkts = error, error.partial
+        advance = progress(f"features of {Path(input_path).name}", len(pkts))
+        X = extractor.continue_with(pkts)[1] if pkts else np.zeros((0, N_FEATURES))
+        advance(len(pkts))
+    else:
+        sensor = copy.deepcopy(features.extractor)  # transform advances the stream
+        try:
+            values = read_sensor_csv(input_path, sensor.channels,
+                                     delimiter=features.delimiter).values
+        except CsvError as error:
+            problem = error
+            values = np.asarray(error.partial, dtype=np.float64).reshape(-1, len(sensor.channels))
+        X = sensor.transform(values) if len(values) else np.zeros((0, sensor.n_features))
+    scores = model.detector.score(X) if len(X) else np.zeros(0)
+    return Scored(scores, scores > model.detector.threshold, model.unit, problem)
+
+
+def write_scores_csv(scored: Scored, path: Path) -> None:
+    """Write ``index,score,alarm`` per packet or window."""
+    Path(path).write_text(
+        "index,score,alarm\n"
+        + "".join(
+            f"{i},{s:.9g},{int(a)}\n"
+            for i, (s, a) in enumerate(zip(scored.scores, scored.alarms, strict=True))
+        )
+    )
+
+
+def export_features_c(model: Model, out_dir: Path, prefix: str = "tw_nf") -> NetFeatureFiles:
+    """Write the model's packet feature state machine as C99 (``prefix``.h and .c).
+
+    Raises:
+        DetectMisuse: a sensor model (only packet features export).
+    """
+    from tinyward.detect.netfeatures_c import export_netfeatures_c
+
+    if not isinstance(model.features, PacketFeatures):
+        raise DetectMisuse("a sensor model; only packet features export")
+    return export_netfeatures_c(out_dir, model.features.extractor.config, prefix)
+
+
+def export_detector_c(detector: Detector, out_dir: Path, *, prefix: str = "tinyward_detector",
+                      feature_names: Sequence[str] | None = None) -> ExportedFiles:
+    """Write an int8 detector as one C99 header and one source file.
+
+    Raises:
+        DetectMisuse: a float detector (only the ``-int8`` kinds export), or a bad prefix.
+    """
+    if not isinstance(detector, (Int8AutoencoderDetector, Int8MahalanobisDetector)):
+        raise DetectMisuse(
+            f"holds a float {detector.name!r} detector; only int8 detectors export to C "
+            "(train 'autoencoder-int8' or 'mahalanobis-int8')"
+        )
+    return export_c(detector, out_dir, prefix=prefix,
+                    feature_names=None if feature_names is None else list(feature_names))
