@@ -78,7 +78,7 @@ def run(directory: Path, server: str, air_gapped: bool, interval: float | None, 
 
         forbid_network()
         source = (SimulatedSensor(event_rate, seed) if app_manifest is None
-                  else _app_source(app_manifest, frames_csv, seed))
+                  else _app_source(app_manifest, frames_csv, seed, directory))
         try:
             run_air_gapped_command(directory, 1.0 if interval is None else interval, duration,
                                    source)
@@ -99,7 +99,7 @@ def run(directory: Path, server: str, air_gapped: bool, interval: float | None, 
         drain=drain,
     )
     source = (SimulatedSensor(event_rate, seed) if app_manifest is None
-              else _app_source(app_manifest, frames_csv, seed))
+              else _app_source(app_manifest, frames_csv, seed, directory))
     runner = DeviceRunner(device, server, config, source, status_file=status_file)
     stop = threading.Event()
 
@@ -125,16 +125,31 @@ def run(directory: Path, server: str, air_gapped: bool, interval: float | None, 
         + (f"; last error: {stats.last_error}" if stats.last_error else ""), err=True)
 
 
-def _app_source(manifest_path: Path, frames_csv: Path | None, seed: int | None) -> Any:
-    """The sandboxed application as the results source (tinyward.app)."""
+def _app_source(manifest_path: Path, frames_csv: Path | None, seed: int | None,
+                device_dir: Path) -> Any:
+    """The sandboxed application as the results source (tinyward.app).
+
+    The device folder (root key, keystore, storage) is always a secret path, and the
+    device refuses to start unless the sandbox proves, on this host, that the application
+    cannot read it (SandboxError: one `error:` line, exit status non-zero). The
+    protections in force are printed before any application code runs.
+    """
     from tinyward.app.frames import csv_frames, simulated_frames
     from tinyward.app.manifest import load_manifest
+    from tinyward.app.sandbox import SandboxConfig, check_before_start
     from tinyward.app.source import AppResultSource
 
     manifest = load_manifest(manifest_path)
+    config = SandboxConfig(secret_paths=(Path(device_dir),))
+    protections = check_before_start(manifest, config)
+    click.echo(f"application {manifest.name}: protections in force", err=True)
+    for p in protections:
+        click.echo(f"  [{'on ' if p.active else 'off'}] {p.name}: {p.reason}", err=True)
     frames = (iter(csv_frames(frames_csv, manifest)) if frames_csv is not None
               else simulated_frames(manifest, seed or 0))
-    return AppResultSource.start(manifest, frames)
+    source = AppResultSource.start(manifest, frames, config)
+    source.protections = protections  # for the attestation claims of this run
+    return source
 
 
 @click.command("shaping")
