@@ -73,10 +73,12 @@ def run(directory: Path, server: str, air_gapped: bool, interval: float | None, 
     if air_gapped:
         from tinyward.cli.device import run_air_gapped_command
 
-        # The filter goes on before the application starts, so its sandbox inherits it.
-        from tinyward.trust.airgap import forbid_network
+        # First of all, before anything is opened or started (the sandbox inherits it all):
+        # inherited descriptors closed, an empty network namespace (as root), the filter.
+        from tinyward.trust.airgap import isolate
 
-        forbid_network()
+        for line in isolate().describe():
+            click.echo(f"air gap: {line}", err=True)
         source = (SimulatedSensor(event_rate, seed) if app_manifest is None
                   else _app_source(app_manifest, frames_csv, seed, directory))
         try:
