@@ -74,15 +74,29 @@ def test_sockets_from_the_core_process_tree_are_refused(fleet_and_device) -> Non
     assert out.stdout.split() == ["refused"] * 4
 
 
-def test_attestation_claims_air_gapped_mode(fleet_and_device, tmp_path: Path) -> None:
+ATTEST_UNDER_FILTER = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from tinyward.trust.airgap import forbid_network
+    from tinyward.trust.device import Device
+    forbid_network()
+    Path(sys.argv[2]).write_bytes(Device.open(Path(sys.argv[1])).attestation_token(bytes.fromhex(sys.argv[3])))
+    """
+)
+
+
+def test_attestation_claims_air_gapped_mode_under_the_filter(fleet_and_device, tmp_path: Path) -> None:
     import os
 
     from tinyward.fleet.attestation import verify_fleet_token
 
     fleet, device = fleet_and_device
-    device.set_mode("air-gapped")
     nonce = os.urandom(32)
-    _, claims = verify_fleet_token(fleet, device.attestation_token(nonce), nonce)
+    token = tmp_path / "token.cbor"
+    subprocess.run([sys.executable, "-c", ATTEST_UNDER_FILTER, str(device.directory), str(token),
+                    nonce.hex()], check=True, timeout=60)
+    _, claims = verify_fleet_token(fleet, token.read_bytes(), nonce)
     assert claims.operating_mode == "air-gapped"
 
 

@@ -58,10 +58,16 @@ DEFAULT_SERVER = "https://127.0.0.1:8443"
               help="Write the run's status as JSON here about once a second.")
 @click.option("--backoff-max", type=float, default=60.0, show_default=True,
               help="Longest wait between retries when the server is unreachable.")
+@click.option("--attest-nonce", default=None,
+              help="Once started, sign an attestation token answering this nonce (hex, 32, 48 "
+                   "or 64 bytes): it claims the mode and the protections in force in this run.")
+@click.option("--attest-out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Where to write that token (with --attest-nonce).")
 def run(directory: Path, server: str, air_gapped: bool, interval: float | None, size: int,
         duration: float | None, drain: float, queue_capacity: int, app_manifest: Path | None,
         frames_csv: Path | None, event_rate: float, seed: int | None,
-        status_file: Path | None, backoff_max: float) -> None:
+        status_file: Path | None, backoff_max: float, attest_nonce: str | None,
+        attest_out: Path | None) -> None:
     """Run the device in DIRECTORY: constant-rate signed reports over pinned mutual TLS.
 
     The device opens no listening socket. SIGTERM or Ctrl-C stops it cleanly; queued
@@ -77,10 +83,14 @@ def run(directory: Path, server: str, air_gapped: bool, interval: float | None, 
         # inherited descriptors closed, an empty network namespace (as root), the filter.
         from tinyward.trust.airgap import isolate
 
-        for line in isolate().describe():
+        airgap = isolate()
+        for line in airgap.describe():
             click.echo(f"air gap: {line}", err=True)
+        attest = _attest_request(attest_nonce, attest_out)
+        lock = _take_instance(directory)
         source = (SimulatedSensor(event_rate, seed) if app_manifest is None
                   else _app_source(app_manifest, frames_csv, seed, directory))
+        _started(lock, directory, source, airgap.protections(), attest, app_manifest)
         try:
             run_air_gapped_command(directory, 1.0 if interval is None else interval, duration,
                                    source)
@@ -94,6 +104,9 @@ def run(directory: Path, server: str, air_gapped: bool, interval: float | None, 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s",
                         stream=sys.stderr)
     device = Device.open(directory)
+    device.check_may_connect()  # provisioned air-gapped: refused before anything starts
+    attest = _attest_request(attest_nonce, attest_out)
+    lock = _take_instance(directory)
     config = RunnerConfig(
         shaper=ShaperConfig(interval=interval, size=size),
         queue=QueueConfig(capacity=queue_capacity),
@@ -102,6 +115,7 @@ def run(directory: Path, server: str, air_gapped: bool, interval: float | None, 
     )
     source = (SimulatedSensor(event_rate, seed) if app_manifest is None
               else _app_source(app_manifest, frames_csv, seed, directory))
+    _started(lock, directory, source, [], attest, app_manifest)
     runner = DeviceRunner(device, server, config, source, status_file=status_file)
     stop = threading.Event()
 
@@ -125,6 +139,49 @@ def run(directory: Path, server: str, air_gapped: bool, interval: float | None, 
         f"{len(runner.queue)} still queued (kept for the next run), "
         f"{runner.queue.dropped} dropped (counted), {stats.failures} failed attempts"
         + (f"; last error: {stats.last_error}" if stats.last_error else ""), err=True)
+
+
+def _attest_request(nonce: str | None, out: Path | None) -> tuple[bytes, Path] | None:
+    if (nonce is None) != (out is None):
+        raise click.UsageError("--attest-nonce and --attest-out go together")
+    if nonce is None or out is None:
+        return None
+    from tinyward.cli.device import _hex_nonce
+
+    return _hex_nonce(nonce), out
+
+
+def _take_instance(directory: Path) -> Any:
+    """One running instance per device folder, in every mode (DeviceBusy otherwise);
+    held until the command ends, recording the mode this process actually enforces."""
+    from tinyward.trust.airgap import enforced_mode
+    from tinyward.trust.instance import InstanceLock
+
+    lock = InstanceLock(directory, enforced_mode())
+    lock.__enter__()
+    click.get_current_context().call_on_close(lambda: lock.__exit__(None, None, None))
+    return lock
+
+
+def _started(lock: Any, directory: Path, source: Any, airgap: list[str],
+             attest: tuple[bytes, Path] | None, app_manifest: Path | None) -> None:
+    """Record what is in force in this run; sign the attestation token if one was asked."""
+    from tinyward._fsutil import atomic_write
+    from tinyward.trust.airgap import enforced_mode
+    from tinyward.trust.device import Device
+
+    sandbox = [p.name for p in getattr(source, "protections", []) if p.active]
+    protections = tuple(sorted(set(sandbox + airgap)))
+    lock.record(mode=enforced_mode(), protections=protections)
+    if attest is None:
+        return
+    nonce, out = attest
+    measured = [("App", [app_manifest.parent])] if app_manifest is not None else []
+    token = Device.open(directory).attestation_token(nonce, measured=measured,
+                                                     protections=protections)
+    atomic_write(out, token, mode=0o644)
+    click.echo(f"attestation token ({len(token)} bytes; mode {enforced_mode()}, "
+               f"{len(protections)} protections) written to {out}", err=True)
 
 
 def _app_source(manifest_path: Path, frames_csv: Path | None, seed: int | None,

@@ -57,7 +57,9 @@ def make_offline_report(device: Device, state: DisplayState, now: float | None =
         device_id=device.device_id,
         seq=reservation.seq,
         timestamp=int(time.time() if now is None else now),
-        mode="air-gapped",
+        # What was enforced when these results were made, recorded by that process; never
+        # the provisioned mode, nor this readout's own filter.
+        mode=state.mode if state.mode in ("connected", "air-gapped") else "connected",
         results=tuple(state.results[-4:]),
         incidents=incidents,
         health=state.health,

@@ -23,7 +23,9 @@ class DisplayState:
     results: tuple[Mapping[str, Any], ...] = ()
     incidents: Mapping[str, int] = field(default_factory=dict)
     health: str = "ok"
-    mode: str = "air-gapped"
+    #: the mode enforced in the process that produced these results (tried there); a
+    #: device that never ran air-gapped has no evidence of it, so "connected"
+    mode: str = "connected"
 
 
 def save(storage: ProtectedStorage, state: DisplayState) -> None:

@@ -92,9 +92,16 @@ class AirGap:
     def describe(self) -> list[str]:
         closed = (f"closed {len(self.closed_fds)} inherited descriptors {list(self.closed_fds)}"
                   if self.closed_fds else "no inherited descriptors")
-        return ["seccomp: no socket() of any family, no connect/bind/listen, no pidfd_getfd, "
-                "ptrace, setns or io_uring (whole process tree)",
+        return [("seccomp: no socket() of any family, no connect/bind/listen, no pidfd_getfd, "
+                 "ptrace, setns or io_uring (whole process tree)"),
                 f"descriptors: {closed}", f"network namespace: {self.network_namespace}"]
+
+    def protections(self) -> list[str]:
+        """Names for the attestation claim and ``device status``."""
+        names = ["air gap: seccomp network filter", "air gap: inherited descriptors closed"]
+        if self.network_namespace.startswith("new"):
+            names.append("air gap: empty network namespace")
+        return names
 
 
 def close_inherited_fds() -> tuple[int, ...]:
