@@ -135,7 +135,7 @@ def test_air_gapped_device_attests_under_its_filter(fleet_and_device, tmp_path) 
 
 
 def test_readout_of_a_connected_device_says_connected(fleet_and_device) -> None:
-    fleet, device = fleet_and_device
+    _, device = fleet_and_device
     state = display.load(device.storage)
     assert state.mode == "connected"  # the readout's title
     report = make_offline_report(device, state)

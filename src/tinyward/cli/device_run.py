@@ -157,7 +157,7 @@ def _take_instance(directory: Path) -> Any:
     from tinyward.trust.airgap import enforced_mode
     from tinyward.trust.instance import InstanceLock
 
-    lock = InstanceLock(directory, enforced_mode())
+    lock = InstanceLock(directory, enforced_mode(), lend=True)
     lock.__enter__()
     click.get_current_context().call_on_close(lambda: lock.__exit__(None, None, None))
     return lock

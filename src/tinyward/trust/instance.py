@@ -44,24 +44,31 @@ class RunningInstance:
 
 
 class InstanceLock:
-    """Hold ``DIR/instance.lock`` (re-entrant within one process)."""
+    """Hold ``DIR/instance.lock``.
 
-    def __init__(self, directory: Path, mode: str = "connected") -> None:
+    ``lend=True``: a lock taken *in this process* while this one is held shares it instead
+    of being refused — for the command that runs the device, so that the runner it starts
+    (which takes the lock itself) nests. Without it, a second lock on the folder is refused
+    in this process as in any other.
+    """
+
+    def __init__(self, directory: Path, mode: str = "connected", *, lend: bool = False) -> None:
         self._path = Path(directory).resolve() / LOCK_NAME
         self.mode = mode
+        self.lend = lend
         self.protections: tuple[str, ...] = ()
         self._fd: int | None = None
         self._outer: InstanceLock | None = None
 
     def __enter__(self) -> Self:
         held = _HELD.get(self._path)
-        if held is not None:
+        if held is not None and held.lend:
             self._outer = held  # the command already holds it: share, do not re-lock
             return self
         fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        except BlockingIOError:  # another process, or another holder in this one
             os.close(fd)
             raise DeviceBusy(
                 f"another process is running the device in {self._path.parent}"
