@@ -155,8 +155,10 @@ def _take_instance(directory: Path) -> Any:
     """One running instance per device folder, in every mode (DeviceBusy otherwise);
     held until the command ends, recording the mode this process actually enforces."""
     from tinyward.trust.airgap import enforced_mode
+    from tinyward.trust.device import Device
     from tinyward.trust.instance import InstanceLock
 
+    Device.open(directory)  # NotADevice before any lock file is made in a stranger's folder
     lock = InstanceLock(directory, enforced_mode(), lend=True)
     lock.__enter__()
     click.get_current_context().call_on_close(lambda: lock.__exit__(None, None, None))
