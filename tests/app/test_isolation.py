@@ -192,6 +192,19 @@ def test_landlock_alone_isolates_a_world_readable_secret(hostile, world_tmp):
     assert "2 secret paths tried" in protections["filesystem isolation"].reason
 
 
+def test_hard_link_of_a_secret_in_the_app_folder_is_refused(hostile, world_tmp):
+    """A second name of the key where Landlock allows reading: the try on the device's name
+    would pass, so a secret with more than one name is refused outright."""
+    key = _world_readable_key(world_tmp)
+    key.parent.chmod(0o700)
+    key.chmod(0o600)
+    manifest = hostile("keystore", {"keystore": "root.key"})
+    os.link(key, manifest.parent / "root.key")
+    config = SandboxConfig(secret_paths=(key.parent,))
+    with pytest.raises(SandboxError, match="hard links"):
+        check_before_start(load_manifest(manifest), config)
+
+
 def test_device_folder_is_passed_whole(tmp_path):
     from tinyward.app.sandbox import secret_probes
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import stat
 import subprocess
 import sys
 import time
@@ -295,6 +296,16 @@ class Sandbox:
                     raise SandboxError(
                         f"{secret} lies beneath {path}, which the app may read: move it"
                     )
+        # A second name (hard link) could sit where the app may read: the child's try on
+        # this name would pass while the other stays open. Device files have one name.
+        for probe in secret_probes(self.config.secret_paths):
+            try:
+                info = os.lstat(probe)
+            except OSError:
+                continue
+            if stat.S_ISREG(info.st_mode) and info.st_nlink > 1:
+                raise SandboxError(f"{probe} has {info.st_nlink} names (hard links): a secret "
+                                   "must have one, or another name may be readable")
 
 
 def secret_probes(secret_paths: tuple[Path, ...], limit: int = MAX_SECRET_PROBES) -> list[str]:
