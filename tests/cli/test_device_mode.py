@@ -27,7 +27,7 @@ from tinyward.fleet.pki import Fleet
 from tinyward.readout import state as display
 from tinyward.readout.offline import make_offline_report
 from tinyward.trust.device import Device
-from tinyward.trust.instance import running_instance
+from tinyward.trust.instance import InstanceLock, running_instance
 from tinyward.trust.report import verify_report
 
 PASSPHRASE = b"correct horse battery staple"
@@ -144,6 +144,14 @@ def test_readout_of_a_connected_device_says_connected(fleet_and_device) -> None:
 
     key = x509.load_pem_x509_certificate(cert).public_key()
     assert verify_report(report, key, size=512).mode == "connected"  # type: ignore[arg-type]
+
+    # Stale results of an earlier air-gapped run while the device now runs connected.
+    display.save(device.storage, display.DisplayState(1, ({"n": 1},), mode="air-gapped"))
+    with InstanceLock(device.directory, "connected"):
+        assert display.stated_mode(device.directory, display.load(device.storage)) == "connected"
+        report = make_offline_report(device, display.load(device.storage))
+        assert verify_report(report, key, size=512).mode == "connected"  # type: ignore[arg-type]
+    assert display.stated_mode(device.directory, display.load(device.storage)) == "air-gapped"
 
 
 def _wait_running(device: Device, proc: subprocess.Popen[str]) -> None:

@@ -28,7 +28,7 @@ from tinyward.fleet.errors import RevokedDevice, UnknownDevice
 from tinyward.fleet.pki import Fleet
 from tinyward.fleet.store import ReportStore
 from tinyward.link.queue import ReportQueue
-from tinyward.readout.state import DisplayState
+from tinyward.readout.state import DisplayState, stated_mode
 from tinyward.trust.device import Device
 from tinyward.trust.report import Report, encode_report, peek_device_id, verify_report
 
@@ -59,7 +59,7 @@ def make_offline_report(device: Device, state: DisplayState, now: float | None =
         timestamp=int(time.time() if now is None else now),
         # What was enforced when these results were made, recorded by that process; never
         # the provisioned mode, nor this readout's own filter.
-        mode=state.mode if state.mode in ("connected", "air-gapped") else "connected",
+        mode=stated_mode(device.directory, state),
         results=tuple(state.results[-4:]),
         incidents=incidents,
         health=state.health,
