@@ -21,7 +21,7 @@ import pytest
 from tests.conftest import needs
 from tinyward.app import _landlock
 from tinyward.app.manifest import load_manifest
-from tinyward.app.sandbox import SandboxConfig
+from tinyward.app.sandbox import DEFAULT_REQUIRED, SandboxConfig
 from tinyward.app.supervisor import State, Supervisor, SupervisorConfig
 
 from .conftest import TRIGGER, FakeClock, frame
@@ -29,6 +29,7 @@ from .conftest import TRIGGER, FakeClock, frame
 pytestmark = pytest.mark.slow
 IS_ROOT = os.geteuid() == 0
 HAS_LANDLOCK = _landlock.abi_version() > 0
+NOT_ISOLATION = tuple(r for r in DEFAULT_REQUIRED if r != "filesystem isolation")
 
 
 def supervise(manifest: Path, clock: FakeClock, **sandbox: object) -> Supervisor:
@@ -126,7 +127,10 @@ def test_keystore_read_refused_by_uid_drop(hostile, clock, world_tmp):
 def test_keystore_control_as_root_without_landlock_the_key_leaks(hostile, clock, world_tmp):
     key = _keystore(world_tmp, world_readable=False)
     manifest = hostile("keystore", {"keystore": str(key)})
-    with supervise(manifest, clock, unsafe_no_landlock=True, unsafe_keep_uid=True) as sup:
+    # Without any filesystem isolation the sandbox now refuses to start (test_isolation.py);
+    # the requirement is lifted here to show what it prevents.
+    with supervise(manifest, clock, unsafe_no_landlock=True, unsafe_keep_uid=True,
+                   required=NOT_ISOLATION) as sup:
         assert sup.process(frame(TRIGGER)).result == {"count": 42, "state": "anomaly"}
 
 

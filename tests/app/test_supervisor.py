@@ -70,12 +70,14 @@ def test_good_app_runs_and_reports_its_protections(clock):
 
 @pytest.mark.slow
 def test_every_protection_is_stated_even_when_off(clock):
-    config = SandboxConfig(unsafe_no_landlock=True, unsafe_keep_uid=True)
+    config = SandboxConfig(unsafe_no_landlock=True, unsafe_keep_uid=True,
+                           required=("seccomp", "resource limits", "no_new_privs"))
     with Supervisor(load_manifest(GOOD), config, clock=clock) as sup:
         assert sup.start()
         names = {p.name: p for p in sup.protections}
         assert not names["landlock"].active and "unsafe_no_landlock" in names["landlock"].reason
         assert not names["separate uid"].active
+        assert not names["filesystem isolation"].active
 
 
 @pytest.mark.slow

@@ -21,8 +21,8 @@ from tinyward.fleet.guards import create_admin_token
 from tinyward.fleet.pki import Fleet
 from tinyward.fleet.runner import ServerThread, server_ssl_context
 from tinyward.fleet.server import FleetServer, ServerConfig
-from tinyward.lab.simdevice import SimulatedDevice
 from tinyward.fleet.store import SQLiteStore
+from tinyward.lab.simdevice import SimulatedDevice
 
 PASSPHRASE = b"test passphrase for the fleet"
 COSE_TYPE = 'application/cose; cose-type="cose-sign1"'

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from tinyward.app.manifest import Manifest
+from tinyward.app.sandbox import Protection, SandboxConfig
 from tinyward.app.supervisor import Supervisor
 
 #: Never feed more than this many frames in one call, however late the caller is.
@@ -34,11 +35,14 @@ class AppResultSource:
         self._next: float | None = None
         self._exhausted = False
         self.frames_fed = 0
+        #: the sandbox's layers as checked before the first start (set by the device)
+        self.protections: list[Protection] = []
 
     @classmethod
-    def start(cls, manifest: Manifest, frames: Iterator[np.ndarray]) -> AppResultSource:
+    def start(cls, manifest: Manifest, frames: Iterator[np.ndarray],
+              sandbox_config: SandboxConfig | None = None) -> AppResultSource:
         """Start the application in its sandbox (a failed start is an incident, not an error)."""
-        supervisor = Supervisor(manifest)
+        supervisor = Supervisor(manifest, sandbox_config)
         supervisor.start()
         return cls(supervisor, frames)
 

@@ -113,7 +113,9 @@ def device_context(device: Any) -> tuple[ssl.SSLContext, bytes]:
     Raises:
         tinyward.trust.device.NotProvisioned: the device has no fleet yet.
         tinyward.trust.errors.KeystoreError: the TLS credentials cannot be loaded.
+        tinyward.trust.device.ModeRefused: the device is provisioned air-gapped.
     """
+    device.check_may_connect()  # no TLS credentials at all for an air-gapped device
     trust = device.fleet_trust()
     context = client_context(trust.root_ca_pem)
     device.keystore.load_tls_client_credentials(

@@ -77,6 +77,10 @@ class NotProvisioned(TrustError, StateError):
     """The operation needs a provisioned device (run `tinyward device provision`)."""
 
 
+class ModeRefused(TrustError, StateError):
+    """The device is provisioned for air-gapped use and was asked to connect."""
+
+
 class BundleMismatch(TrustError, BadInput):
     """The certificate bundle does not belong to this device's keys."""
 
@@ -248,20 +252,33 @@ class Device:
                           record["server_spki_sha256"])
 
     # ---- operating mode ----------------------------------------------------------------
+    # Two different things: the mode the device is *provisioned* for (a policy in protected
+    # storage, changed only by re-provisioning: `tinyward device set-mode`), and the mode
+    # actually *enforced* in a running process tree (trust.airgap.enforced_mode, found by
+    # trying). Only the latter is ever claimed in status, tokens and reports.
 
     @property
-    def mode(self) -> str:
-        """``"connected"`` (the default) or ``"air-gapped"``, as last set by the device runner."""
+    def provisioned_mode(self) -> str:
+        """``"connected"`` (the default) or ``"air-gapped"``: what the device may do."""
         if not self.storage.exists(_MODE_RECORD):
             return "connected"
         mode = self.storage.read(_MODE_RECORD).decode("ascii", "replace")
-        return mode if mode in MODES else "connected"
+        return mode if mode in MODES else "air-gapped"  # unknown: the stricter one
 
     def set_mode(self, mode: str) -> None:
+        """Re-provision the device's mode (an air-gapped device refuses to connect)."""
         if mode not in MODES:
             raise Misuse(f"mode must be one of {MODES}, not {mode!r}")
-        if mode != self.mode:
+        if mode != self.provisioned_mode:
             self.storage.write(_MODE_RECORD, mode.encode("ascii"))
+
+    def check_may_connect(self) -> None:
+        """Raise :class:`ModeRefused` unless the device is provisioned to connect."""
+        if self.provisioned_mode != "connected":
+            raise ModeRefused(
+                f"device {self.device_id[:16]}… is provisioned for air-gapped use and does not "
+                f"connect; re-provision it first: tinyward device set-mode {self.directory} "
+                "connected")
 
     # ---- attestation -------------------------------------------------------------------
 
@@ -269,17 +286,21 @@ class Device:
         self,
         nonce: bytes,
         *,
-        mode: str | None = None,
         measured: Sequence[tuple[str, Sequence[Path]]] = (),
+        protections: Sequence[str] | None = None,
     ) -> bytes:
         """A PSA attestation token (RFC 9783) answering ``nonce``, signed by the attestation key.
 
         Software components: the tinyward code (the trusted core) and each
         ``(measurement_type, paths)`` in ``measured`` — e.g. ``("App", [app_dir])`` and
-        ``("App_CONFIG", [model_file])``. Raises ``TokenMisuse`` for a bad nonce size and
-        ``MeasurementError`` for an unreadable path.
+        ``("App_CONFIG", [model_file])``. The operating-mode claim is the mode enforced in
+        *this* process right now (tried, never taken from provisioning); ``protections``
+        names the protections in force in this process tree (the running device passes its
+        application sandbox's active layers and its air gap's). Raises ``TokenMisuse`` for a
+        bad nonce size and ``MeasurementError`` for an unreadable path.
         """
         from tinyward.trust import attestation as psa
+        from tinyward.trust.airgap import enforced_mode
 
         components = [psa.measure_tinyward_code()]
         components += [psa.measure_files(list(paths), kind, psa.UNSIGNED_SIGNER_ID)
@@ -293,16 +314,23 @@ class Device:
             boot_seed=_BOOT_SEED,
             client_id=CLIENT_ID,
             software_components=tuple(components),
-            operating_mode=mode or self.mode,
+            operating_mode=enforced_mode(),
+            protections=tuple(sorted(set(protections))) if protections is not None else None,
         )
         return psa.encode_token(claims, self.signer("attestation"))
 
     def status(self) -> dict[str, Any]:
         """A public summary for people and logs (no secrets)."""
+        from tinyward.trust.instance import running_instance
+
+        running = running_instance(self.directory)
         return {
             "device_id": self.device_id,
             "state": "provisioned" if self.provisioned else "initialised",
-            "mode": self.mode,
+            # what the running instance enforces (tried by it), not what was provisioned
+            "mode": running.mode if running else "not running",
+            "protections": list(running.protections) if running else [],
+            "provisioned_mode": self.provisioned_mode,
             "fleet_id": self.fleet_trust().fleet_id if self.provisioned else None,
             "root_of_trust": self.root.description,
             "hardware_backed": self.root.hardware_backed,
