@@ -33,6 +33,7 @@ from typing import Self
 
 import numpy as np
 
+from tinyward._backoff import Backoff
 from tinyward.app.contract import RateLimiter, check_result
 from tinyward.app.errors import (
     ContractViolation,
@@ -143,7 +144,9 @@ class Supervisor:
         self._sandbox: Sandbox | None = None
         self._seq = 0
         self._failed_starts = 0
-        self._backoff = self.config.backoff_initial_s
+        # No jitter: restart times are a function of the faults alone (see the leakage bound).
+        self._backoff = Backoff(self.config.backoff_initial_s, self.config.backoff_max_s,
+                                jitter=False)
         self._retry_at = 0.0
         self._good_frames = 0
         #: (kind, detail) of the most recent incident, for people (never sent off the device)
@@ -232,7 +235,7 @@ class Supervisor:
         self.lifecycle.fire(Event.RESULT)
         self._good_frames += 1
         if self._good_frames == self.config.recovered_after_frames:
-            self._backoff = self.config.backoff_initial_s
+            self._backoff.reset()
         return Outcome(result=result)
 
     def _fault(self, kind: str, detail: str) -> Outcome:
@@ -249,8 +252,7 @@ class Supervisor:
         if self.state is not State.RESTARTING:
             self.lifecycle.fire(Event.FAULT)
         self.restarts += 1
-        self._retry_at = self.clock() + self._backoff
-        self._backoff = min(self._backoff * 2, self.config.backoff_max_s)
+        self._retry_at = self.clock() + self._backoff.next_delay()
         return Outcome(incident=kind, detail=detail)
 
     @property
