@@ -21,6 +21,9 @@ from tinyward.app.manifest import Contract, FieldSpec
 
 WINDOW_SECONDS = 60.0
 _GRID_TOLERANCE = 1e-9
+#: Integers a result may hold at all (the protocol's signed 64 bits; every contract bound
+#: fits). Checked before any comparison, conversion or formatting of an app's integer.
+INT_MIN, INT_MAX = -(1 << 63), (1 << 63) - 1
 
 
 def check_result(contract: Contract, result: object) -> dict[str, object]:
@@ -56,6 +59,7 @@ def _check_value(spec: FieldSpec, value: object) -> None:
     elif spec.type == "int":
         if type(value) is not int:
             raise ContractViolation("wrong_type", f"{name!r} must be int, got {_kind(value)}")
+        _check_int64(name, value)
         if not spec.min <= value <= spec.max:  # type: ignore[operator]
             raise ContractViolation(
                 "out_of_range", f"{name!r} = {_show(value)} not in {spec.min}..{spec.max}"
@@ -63,6 +67,8 @@ def _check_value(spec: FieldSpec, value: object) -> None:
     elif spec.type == "float":
         if type(value) not in (float, int):
             raise ContractViolation("wrong_type", f"{name!r} must be float, got {_kind(value)}")
+        if type(value) is int:
+            _check_int64(name, value)  # float() of a huge int raises OverflowError
         number = float(value)  # type: ignore[arg-type]
         lo, hi, step = spec.min, spec.max, spec.step
         if not math.isfinite(number) or not lo <= number <= hi:  # type: ignore[operator]
@@ -142,11 +148,22 @@ def leakage_bound(contract: Contract) -> LeakageBound:
     )
 
 
+def _check_int64(name: str, value: int) -> None:
+    if not INT_MIN <= value <= INT_MAX:
+        raise ContractViolation("out_of_range", f"{name!r} is an integer outside 64 bits")
+
+
 def _kind(value: object) -> str:
     return type(value).__name__
 
 
 def _show(value: object, limit: int = 40) -> str:
-    # The value came from the untrusted app: show a bounded prefix only.
-    text = repr(value)
+    # The value came from the untrusted app: show a bounded prefix only, and never let
+    # formatting it fail (repr of a 5,000-digit int raises ValueError).
+    if type(value) is int and not INT_MIN <= value <= INT_MAX:
+        return f"<an integer of {value.bit_length()} bits>"
+    try:
+        text = repr(value)
+    except Exception:  # noqa: BLE001 (whatever the value's repr does)
+        return f"<a {type(value).__name__}>"
     return text if len(text) <= limit else text[:limit] + "…"
