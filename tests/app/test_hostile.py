@@ -32,7 +32,7 @@ HAS_LANDLOCK = _landlock.abi_version() > 0
 
 def supervise(manifest: Path, clock: FakeClock, **sandbox: object) -> Supervisor:
     config = SandboxConfig(frame_deadline_s=float(sandbox.pop("deadline", 5.0)), **sandbox)
-    sup = Supervisor(load_manifest(manifest), config, SupervisorConfig(backoff_initial_s=1.0), clock)
+    sup = Supervisor(load_manifest(manifest), config, SupervisorConfig(backoff_initial_s=1.0, fault_window_s=0.0), clock)
     assert sup.start(), sup.incidents()
     return sup
 

@@ -109,7 +109,8 @@ def test_app_that_cannot_start_is_given_up_after_the_limit(world_tmp, clock):
         path.chmod(0o644)
     folder.chmod(0o755)
     sup = Supervisor(load_manifest(folder / "sensor.toml"), clock=clock,
-                     config=SupervisorConfig(max_failed_starts=2, backoff_initial_s=1.0))
+                     config=SupervisorConfig(max_failed_starts=2, backoff_initial_s=1.0,
+                                             fault_window_s=0.0))
     assert not sup.start() and sup.state is State.RESTARTING
     clock.advance(1.0)
     assert not sup.process(frame()).processed

@@ -24,7 +24,9 @@ The rules, in the manner of h11's ``_state.py``:
 from __future__ import annotations
 
 import enum
+import math
 import signal
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -34,6 +36,7 @@ from typing import Self
 import numpy as np
 
 from tinyward._backoff import Backoff
+from tinyward.app.budget import CpuBudget, fault_class, process_cpu_seconds
 from tinyward.app.contract import RateLimiter, check_result
 from tinyward.app.errors import (
     ContractViolation,
@@ -109,6 +112,17 @@ class SupervisorConfig:
     max_failed_starts: int = 8
     #: consecutive good frames after which the backoff starts again from its initial value
     recovered_after_frames: int = 100
+    #: At most one fault per window of this many seconds (on a grid from the supervisor's
+    #: start): after a fault the app is not restarted before the next window begins, and
+    #: :meth:`Supervisor.published` shows a window's faults only once it is over. An app
+    #: choosing when and how to fail then has log2(1 + len(ALPHABET)) bits per window
+    #: (issue 12, item 3). 0 turns this off (tests of the lifecycle, ``app run``).
+    fault_window_s: float = 60.0
+    #: CPU seconds the app may use per wall-clock second (all its threads), and the burst;
+    #: more is an ``over_budget`` fault. None: no budget (``app run`` replays logs as fast
+    #: as it can, so wall time means nothing there).
+    cpu_share: float | None = 0.5
+    cpu_burst_s: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -151,6 +165,15 @@ class Supervisor:
         self._good_frames = 0
         #: (kind, detail) of the most recent incident, for people (never sent off the device)
         self.last_incident: tuple[str, str] | None = None
+        self._epoch = clock()
+        # (window index, kind) of every fault, and whether it gave up; read by another
+        # thread (the report clock) through published(), hence the lock.
+        self._lock = threading.Lock()
+        self._faults: list[tuple[int, str]] = []
+        self._gave_up_window: int | None = None
+        self._budget = (CpuBudget(self.config.cpu_share, self.config.cpu_burst_s)
+                        if self.config.cpu_share is not None else None)
+        self._starting: Sandbox | None = None
 
     @property
     def state(self) -> State:
@@ -177,24 +200,32 @@ class Supervisor:
         """
         self.lifecycle.fire(Event.START)
         sandbox = Sandbox(self.manifest, self.sandbox_config)
+        self._starting = sandbox
         try:
             self.protections = sandbox.start()
         except SandboxError as error:
+            self._starting = None
             self._failed_starts += 1
             self._fault("start_failed", str(error))
             if self._failed_starts >= self.config.max_failed_starts:
                 self.lifecycle.fire(Event.GIVE_UP)
+                with self._lock:
+                    self._gave_up_window = self._window(self.clock())
             return False
+        self._starting = None
         self._sandbox = sandbox
+        if self._budget is not None and sandbox.pid is not None:
+            self._budget.restart(time.monotonic(), process_cpu_seconds(sandbox.pid) or 0.0)
         self._failed_starts = 0
         self.lifecycle.fire(Event.READY)
         return True
 
-    def process(self, frame: np.ndarray) -> Outcome:
+    def process(self, frame: np.ndarray, deadline_s: float | None = None) -> Outcome:
         """Give one frame to the app; return the accepted result or what went wrong.
 
         Restarts the app first if its backoff has elapsed. Never raises for anything the
-        app does; raises only for caller bugs.
+        app does; raises only for caller bugs. ``deadline_s`` (e.g. the frame period set
+        by the core) shortens the sandbox's per-frame deadline; missing it is ``slow``.
 
         Raises:
             IllegalTransition: the supervisor was closed.
@@ -214,7 +245,11 @@ class Supervisor:
         seq = self._seq
         self.lifecycle.fire(Event.FRAME)
         sandbox = self._sandbox
-        deadline = time.monotonic() + self.sandbox_config.frame_deadline_s
+        limit = self.sandbox_config.frame_deadline_s
+        slow = deadline_s is not None and deadline_s < limit
+        if slow:
+            limit = deadline_s  # type: ignore[assignment]
+        deadline = time.monotonic() + limit
         try:
             sandbox.send_frame(seq, frame)
             msg = sandbox.receive(deadline)
@@ -227,19 +262,35 @@ class Supervisor:
                 check_result(self.manifest.contract, result)
                 self._limiter.admit(self.clock())
         except TimeoutError:
-            return self._fault("hang", f"no answer within {self.sandbox_config.frame_deadline_s:g} s")
+            return self._fault("slow" if slow else "hang", f"no answer within {limit:g} s")
         except (EOFError, BrokenPipeError, ConnectionResetError):
             return self._fault("crash", "the app exited")
         except (ProtocolError, ContractViolation) as error:
             return self._fault(error.kind, error.detail)
+        except OSError as error:  # the pipe broke in another way: the app is gone
+            return self._fault("crash", f"the pipe to the app failed ({error.strerror})")
+        except Exception as error:  # noqa: BLE001 (nothing the app sends may raise out of here)
+            return self._fault("malformed", f"refused: {type(error).__name__}")
+        if self._budget is not None and sandbox.pid is not None:
+            cpu = process_cpu_seconds(sandbox.pid)
+            if cpu is not None and not self._budget.charge(time.monotonic(), cpu):
+                return self._fault("over_budget", f"more than {self._budget.share:g} CPU-seconds"
+                                   f" per second (burst {self._budget.burst:g} s)")
         self.lifecycle.fire(Event.RESULT)
         self._good_frames += 1
         if self._good_frames == self.config.recovered_after_frames:
             self._backoff.reset()
         return Outcome(result=result)
 
+    def _window(self, now: float) -> int:
+        width = self.config.fault_window_s
+        return math.floor((now - self._epoch) / width) if width > 0 else 0
+
     def _fault(self, kind: str, detail: str) -> Outcome:
         self._good_frames = 0
+        now = self.clock()
+        with self._lock:  # recorded before anything slow (the kill) happens
+            self._faults.append((self._window(now), kind))
         if self._sandbox is not None:
             code = self._sandbox.kill()
             if kind == "crash" and code is not None:
@@ -252,8 +303,37 @@ class Supervisor:
         if self.state is not State.RESTARTING:
             self.lifecycle.fire(Event.FAULT)
         self.restarts += 1
-        self._retry_at = self.clock() + self._backoff.next_delay()
+        self._retry_at = now + self._backoff.next_delay()
+        if self.config.fault_window_s > 0:  # not before the next fault window
+            next_window = self._epoch + (self._window(now) + 1) * self.config.fault_window_s
+            self._retry_at = max(self._retry_at, next_window)
         return Outcome(incident=kind, detail=detail)
+
+    def published(self, now: float) -> tuple[dict[str, int], bool]:
+        """What may leave the device at ``now``: fault counts by class (of the fixed
+        alphabet, :data:`tinyward.app.budget.ALPHABET`) of the windows that are over, and
+        whether the app is healthy as of the last window that is over (no fault in it,
+        not given up). Thread-safe; takes no time that the app could influence.
+        """
+        with self._lock:
+            if self.config.fault_window_s <= 0:
+                faults, current = list(self._faults), 1
+            else:
+                current = self._window(now)
+                faults = [(w, k) for w, k in self._faults if w < current]
+            gave_up = self._gave_up_window is not None and self._gave_up_window < current
+        counts = Counter(fault_class(kind) for _, kind in faults)
+        if self.config.fault_window_s <= 0:
+            return dict(counts), self.healthy
+        healthy = not gave_up and not any(w == current - 1 for w, _ in faults)
+        return dict(counts), healthy
+
+    def interrupt(self) -> None:
+        """Kill the running (or starting) app now, from any thread (e.g. on SIGTERM), so
+        whatever waits for it returns at once. The owner still calls :meth:`close`."""
+        for sandbox in (self._sandbox, self._starting):
+            if sandbox is not None:
+                sandbox.terminate_now()
 
     @property
     def retry_at(self) -> float:

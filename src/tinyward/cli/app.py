@@ -16,7 +16,7 @@ from tinyward.app.errors import ManifestError, SandboxError
 from tinyward.app.frames import csv_frames, simulated_frames
 from tinyward.app.manifest import Manifest, load_manifest
 from tinyward.app.sandbox import Protection, Sandbox
-from tinyward.app.supervisor import Supervisor
+from tinyward.app.supervisor import Supervisor, SupervisorConfig
 
 COMMANDS: list[click.Command] = []
 BENCH_COMMANDS: list[click.Command] = []
@@ -125,7 +125,10 @@ def run_cmd(manifest_path: Path, csv_path: Path | None, simulate: int | None, se
     period = manifest.input.frame_shape[0] / manifest.input.sample_rate_hz
     now = [0.0]
     console = Console()
-    with Supervisor(manifest, clock=lambda: now[0]) as sup:
+    # No CPU budget here: a log is replayed as fast as the app goes, so wall-clock time
+    # says nothing about the device; the fault window applies in sensor time.
+    with Supervisor(manifest, config=SupervisorConfig(cpu_share=None),
+                    clock=lambda: now[0]) as sup:
         if not sup.start():
             kind, detail = sup.last_incident or ("start_failed", "")
             raise SandboxError(f"the app did not start ({kind}): {detail}")
