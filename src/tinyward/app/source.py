@@ -15,8 +15,9 @@ window, an application can neither steer when reports leave (issue 12, item 2) n
 through its faults than the fault window allows (item 3).
 
 ``unsafe_inline_feed`` restores the old design — frames fed inside :meth:`take`, on the
-report loop — for the tests and ``tinyward bench shaping`` that show the attack it allowed.
-Never use it on a device.
+report loop — for the tests and ``tinyward bench shaping`` that show the attack it allowed;
+``unsafe_detailed_incidents`` reports every detailed fault kind at once, as before (with
+``SupervisorConfig(fault_window_s=0)``, the old fault channel). Never use them on a device.
 """
 
 from __future__ import annotations
@@ -63,8 +64,10 @@ class AppResultSource:
         *,
         clock: Callable[[], float] = time.monotonic,
         unsafe_inline_feed: bool = False,
+        unsafe_detailed_incidents: bool = False,
     ) -> None:
         self.supervisor = supervisor
+        self._detailed = unsafe_detailed_incidents
         self.limits = limits or AppLimits()
         self._frames = frames
         manifest_period = 60.0 / supervisor.manifest.input.frames_per_minute
@@ -91,11 +94,13 @@ class AppResultSource:
         *,
         sandbox_config: SandboxConfig | None = None,
         unsafe_inline_feed: bool = False,
+        unsafe_detailed_incidents: bool = False,
     ) -> AppResultSource:
         """Start the application in its sandbox (a failed start is an incident, not an
         error). The frame clock starts at once; its first act is starting the app."""
         supervisor = Supervisor(manifest, sandbox_config, config)
-        source = cls(supervisor, frames, limits, unsafe_inline_feed=unsafe_inline_feed)
+        source = cls(supervisor, frames, limits, unsafe_inline_feed=unsafe_inline_feed,
+                     unsafe_detailed_incidents=unsafe_detailed_incidents)
         if unsafe_inline_feed:
             supervisor.start()
         else:
@@ -176,7 +181,7 @@ class AppResultSource:
     def incidents(self) -> dict[str, int]:
         """What the application did wrong, by class (running totals, of the fault windows
         that are over). Detailed kinds stay on the device (:meth:`local_incidents`)."""
-        if self._inline:
+        if self._inline or self._detailed:
             return {f"app_{kind}": n for kind, n in self.supervisor.incidents().items()}
         counts, _ = self.supervisor.published(self._clock())
         return {f"app_{kind}": n for kind, n in counts.items()}

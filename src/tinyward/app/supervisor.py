@@ -165,7 +165,9 @@ class Supervisor:
         self._good_frames = 0
         #: (kind, detail) of the most recent incident, for people (never sent off the device)
         self.last_incident: tuple[str, str] | None = None
-        self._epoch = clock()
+        # Fault windows lie on the clock's own grid (multiples of the width): their phase
+        # is nobody's choice, and known to everyone (a stronger adversary, not a weaker one).
+        self._epoch = 0.0
         # (window index, kind) of every fault, and whether it gave up; read by another
         # thread (the report clock) through published(), hence the lock.
         self._lock = threading.Lock()
