@@ -171,7 +171,10 @@ class Supervisor:
         # (window index, kind) of every fault, and whether it gave up; read by another
         # thread (the report clock) through published(), hence the lock.
         self._lock = threading.Lock()
-        self._faults: list[tuple[int, str]] = []
+        # faults of windows not yet over: (window, class, window its restart is due in)
+        self._pending: list[tuple[int, str, int]] = []
+        self._published: Counter[str] = Counter()  # by class, windows that are over
+        self._last_published: tuple[int, int] | None = None
         self._gave_up_window: int | None = None
         self._budget = (CpuBudget(self.config.cpu_share, self.config.cpu_burst_s)
                         if self.config.cpu_share is not None else None)
@@ -291,13 +294,20 @@ class Supervisor:
     def _fault(self, kind: str, detail: str) -> Outcome:
         self._good_frames = 0
         now = self.clock()
+        retry_at = now + self._backoff.next_delay()
+        if self.config.fault_window_s > 0:  # not before the next fault window
+            next_window = self._epoch + (self._window(now) + 1) * self.config.fault_window_s
+            retry_at = max(retry_at, next_window)
+        self._retry_at = retry_at
         with self._lock:  # recorded before anything slow (the kill) happens
-            self._faults.append((self._window(now), kind))
+            # (window, class, window of the restart): the restart is a function of the
+            # faults alone, so publishing it adds nothing
+            self._pending.append((self._window(now), fault_class(kind), self._window(retry_at)))
         if self._sandbox is not None:
             code = self._sandbox.kill()
             if kind == "crash" and code is not None:
                 detail += f" (exit status {code})"
-                if code == -signal.SIGXCPU:  # RLIMIT_CPU ran out
+                if code == -signal.SIGXCPU:  # RLIMIT_CPU ran out (still the class "crash")
                     kind = "cpu_limit"
             self._sandbox = None
         self._incidents[kind] += 1
@@ -305,30 +315,32 @@ class Supervisor:
         if self.state is not State.RESTARTING:
             self.lifecycle.fire(Event.FAULT)
         self.restarts += 1
-        self._retry_at = now + self._backoff.next_delay()
-        if self.config.fault_window_s > 0:  # not before the next fault window
-            next_window = self._epoch + (self._window(now) + 1) * self.config.fault_window_s
-            self._retry_at = max(self._retry_at, next_window)
         return Outcome(incident=kind, detail=detail)
 
     def published(self, now: float) -> tuple[dict[str, int], bool]:
         """What may leave the device at ``now``: fault counts by class (of the fixed
         alphabet, :data:`tinyward.app.budget.ALPHABET`) of the windows that are over, and
-        whether the app is healthy as of the last window that is over (no fault in it,
-        not given up). Thread-safe; takes no time that the app could influence.
+        health as those faults imply it (unhealthy from the window after a fault until its
+        restart was due; for good once given up). Nothing about the current window: when
+        in it the app failed is not told. Thread-safe; waits for nothing the app does.
         """
+        if self.config.fault_window_s <= 0:  # no windows: everything at once
+            with self._lock:
+                self._published.update(c for _, c, _ in self._pending)
+                self._pending.clear()
+                return dict(self._published), self.healthy
         with self._lock:
-            if self.config.fault_window_s <= 0:
-                faults, current = list(self._faults), 1
-            else:
-                current = self._window(now)
-                faults = [(w, k) for w, k in self._faults if w < current]
+            current = self._window(now)
+            for window, cls, restart in self._pending:
+                if window < current:
+                    self._published[cls] += 1
+                    self._last_published = (window, restart)
+            self._pending = [p for p in self._pending if p[0] >= current]
+            counts = dict(self._published)
+            last = self._last_published
             gave_up = self._gave_up_window is not None and self._gave_up_window < current
-        counts = Counter(fault_class(kind) for _, kind in faults)
-        if self.config.fault_window_s <= 0:
-            return dict(counts), self.healthy
-        healthy = not gave_up and not any(w == current - 1 for w, _ in faults)
-        return dict(counts), healthy
+        down = last is not None and current <= last[1]
+        return counts, not gave_up and not down
 
     def interrupt(self) -> None:
         """Kill the running (or starting) app now, from any thread (e.g. on SIGTERM), so
