@@ -30,7 +30,7 @@ class Backoff:
 
     def ceiling(self) -> float:
         """The longest wait after the next failure (no state change)."""
-        return min(self._max, self._initial * (2 ** min(self.failures, 30)))
+        return float(min(self._max, self._initial * (2 ** min(self.failures, 30))))
 
     def next_delay(self) -> float:
         """Register one more failure and return how long to wait before the next try."""

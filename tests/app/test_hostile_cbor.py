@@ -113,7 +113,7 @@ def test_64_bit_integers_at_the_edge_are_checked_without_formatting(hostile) -> 
 
 
 @pytest.mark.parametrize("value", [
-    datetime.datetime(2020, 1, 1, tzinfo=datetime.timezone.utc),  # tag 0
+    datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC),  # tag 0
     {1, 2},                                                        # tag 258
     cbor2.CBORTag(4, [-2, 10**30]),                                # decimal with a bignum
     cbor2.CBORTag(55799, {"count": 1}),                            # self-described CBOR

@@ -10,10 +10,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tinyward.app.contract import check_result
 from tinyward.app.errors import ContractViolation, ProtocolError
+from tinyward.app.manifest import Contract, FieldSpec
 from tinyward.app.protocol import (
     HEADER,
     MessageDecoder,
+    decode_body,
     decode_frame,
     decode_result,
     encode_frame,
@@ -175,9 +178,6 @@ def test_refused_invalid_utf8_text_is_not_leaked():
 
 # ---- issue 12, item 1: only ProtocolError / ContractViolation, whatever the bytes --------
 
-from tinyward.app.contract import check_result  # noqa: E402
-from tinyward.app.protocol import decode_body  # noqa: E402
-from tinyward.app.manifest import Contract, FieldSpec  # noqa: E402
 
 _CONTRACT = Contract(
     fields=(FieldSpec("count", "int", min=0, max=999),

@@ -89,7 +89,7 @@ class _NoSemanticTags(Mapping[int, Any]):
     def __contains__(self, tag: object) -> bool:
         return True
 
-    def get(self, tag: int, default: Any = None) -> Any:  # type: ignore[override]
+    def get(self, tag: int, default: Any = None) -> Any:
         return self[tag]
 
     def __iter__(self) -> Iterator[int]:
@@ -123,7 +123,7 @@ def decode_body(body: bytes) -> Any:
         _check_types(obj, 0)
     except ProtocolError:
         raise
-    except BaseException as error:  # noqa: BLE001 (cbor2 raises many types, and RecursionError)
+    except BaseException as error:
         if not isinstance(error, Exception):
             raise  # KeyboardInterrupt, SystemExit: not the app's doing
         raise ProtocolError("not_cbor", _describe(error)) from None

@@ -215,4 +215,4 @@ class AppResultSource:
         self.supervisor.close()
 
 
-__all__ = ["AppLimits", "AppResultSource", "MAX_FRAMES_PER_TAKE"]
+__all__ = ["MAX_FRAMES_PER_TAKE", "AppLimits", "AppResultSource"]

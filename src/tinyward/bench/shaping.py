@@ -41,8 +41,8 @@ import numpy as np
 
 from tinyward.fleet.pki import Fleet
 from tinyward.lab.fleetproc import start_fleet_server
-from tinyward.link.client import LinkConfig
 from tinyward.lab.proxy import RecordSeen, TCPProxy
+from tinyward.link.client import LinkConfig
 from tinyward.link.runner import DeviceRunner, RunnerConfig, SimulatedSensor
 from tinyward.link.shaper import TLS13_RECORD_OVERHEAD, ShaperConfig
 from tinyward.trust.device import Device

@@ -25,4 +25,3 @@ class Hostile:
             while time.monotonic() < spin_until:
                 pass
             time.sleep(self.busy / 2)
-        return None

@@ -9,4 +9,3 @@ class Hostile:
 
     def process(self, frame):
         time.sleep(0.9)
-        return None
