@@ -51,6 +51,9 @@ DEFAULT_SERVER = "https://127.0.0.1:8443"
               path_type=Path), default=None,
               help="With --app: feed the application the frames of this CSV file "
                    "[default: simulated frames].")
+@click.option("--fault-window", type=click.FloatRange(0.1, 86400), default=None,
+              help="With --app: at most one application fault per window of this many "
+                   "seconds, told when the window is over [default: 60; see `app inspect`].")
 @click.option("--event-rate", type=float, default=0.2, show_default=True,
               help="Simulated sensor: events per second.")
 @click.option("--seed", type=int, default=None, help="Simulated sensor: random seed.")
@@ -60,8 +63,8 @@ DEFAULT_SERVER = "https://127.0.0.1:8443"
               help="Longest wait between retries when the server is unreachable.")
 def run(directory: Path, server: str, air_gapped: bool, interval: float | None, size: int,
         duration: float | None, drain: float, queue_capacity: int, app_manifest: Path | None,
-        frames_csv: Path | None, event_rate: float, seed: int | None,
-        status_file: Path | None, backoff_max: float) -> None:
+        frames_csv: Path | None, fault_window: float | None, event_rate: float,
+        seed: int | None, status_file: Path | None, backoff_max: float) -> None:
     """Run the device in DIRECTORY: constant-rate signed reports over pinned mutual TLS.
 
     The device opens no listening socket. SIGTERM or Ctrl-C stops it cleanly; queued
@@ -78,7 +81,7 @@ def run(directory: Path, server: str, air_gapped: bool, interval: float | None, 
 
         forbid_network()
         source = (SimulatedSensor(event_rate, seed) if app_manifest is None
-                  else _app_source(app_manifest, frames_csv, seed))
+                  else _app_source(app_manifest, frames_csv, seed, fault_window))
         try:
             run_air_gapped_command(directory, 1.0 if interval is None else interval, duration,
                                    source)
@@ -99,7 +102,7 @@ def run(directory: Path, server: str, air_gapped: bool, interval: float | None, 
         drain=drain,
     )
     source = (SimulatedSensor(event_rate, seed) if app_manifest is None
-              else _app_source(app_manifest, frames_csv, seed))
+              else _app_source(app_manifest, frames_csv, seed, fault_window))
     runner = DeviceRunner(device, server, config, source, status_file=status_file)
     stop = threading.Event()
 
@@ -125,16 +128,20 @@ def run(directory: Path, server: str, air_gapped: bool, interval: float | None, 
         + (f"; last error: {stats.last_error}" if stats.last_error else ""), err=True)
 
 
-def _app_source(manifest_path: Path, frames_csv: Path | None, seed: int | None) -> Any:
+def _app_source(manifest_path: Path, frames_csv: Path | None, seed: int | None,
+                fault_window: float | None = None) -> Any:
     """The sandboxed application as the results source (tinyward.app)."""
     from tinyward.app.frames import csv_frames, simulated_frames
     from tinyward.app.manifest import load_manifest
     from tinyward.app.source import AppResultSource
+    from tinyward.app.supervisor import SupervisorConfig
 
     manifest = load_manifest(manifest_path)
     frames = (iter(csv_frames(frames_csv, manifest)) if frames_csv is not None
               else simulated_frames(manifest, seed or 0))
-    return AppResultSource.start(manifest, frames)
+    config = SupervisorConfig() if fault_window is None else SupervisorConfig(
+        fault_window_s=fault_window)
+    return AppResultSource.start(manifest, frames, config)
 
 
 @click.command("shaping")
