@@ -15,6 +15,9 @@ import json
 import os
 import random
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -164,3 +167,44 @@ def test_a_slow_app_asking_100_frames_a_second_cannot_stall_reporting(world: Wor
     assert generated >= 10, generated  # one report per 0.5 s kept going
     assert local.get("slow", 0) >= 1  # each 0.9 s frame is a fault (period 0.05 s at the cap)
     assert told.get("app_stall", 0) >= 1, told  # and the fleet hears of it, as a class
+
+
+# ---- SIGTERM and --duration always work (the CLI, air-gapped: no server needed) ----------
+
+TINYWARD = str(Path(sys.executable).with_name("tinyward"))
+
+
+def start_stalled_device(world: World, name: str, duration: str) -> tuple[subprocess.Popen[bytes], Path]:
+    outer, _ = copy_app("stall", {})
+    device = world.device(name)
+    proc = subprocess.Popen([TINYWARD, "device", "run", str(device.directory), "--air-gapped",
+                             "--app", str(outer / "stall" / "sensor.toml"),
+                             "--interval", "0.2", "--duration", duration],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return proc, outer
+
+
+def test_sigterm_stops_a_device_whose_app_stalls(world: World) -> None:
+    proc, outer = start_stalled_device(world, "sigterm", "600")
+    try:
+        time.sleep(3.0)  # the app is started and busy with a 0.9 s frame
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=30)  # before the fix: blocked for minutes, only SIGKILL worked
+        assert code == 0, proc.stderr.read() if proc.stderr else b""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(outer, ignore_errors=True)
+
+
+def test_duration_ends_a_device_whose_app_stalls(world: World) -> None:
+    proc, outer = start_stalled_device(world, "duration", "3")
+    try:
+        code = proc.wait(timeout=60)  # before the fix: --duration was ignored
+        assert code == 0, proc.stderr.read() if proc.stderr else b""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(outer, ignore_errors=True)
