@@ -192,6 +192,8 @@ class AppResultSource:
         counts = dict(self.supervisor.incidents())
         if self.supervisor.frames_dropped:
             counts["frames_dropped"] = self.supervisor.frames_dropped
+        if self.core_errors:  # a bug in the core, caught so the frame clock goes on
+            counts["core_errors"] = self.core_errors
         return counts
 
     @property

@@ -17,8 +17,17 @@ The rules, in the manner of h11's ``_state.py``:
   processed; they are counted in ``frames_dropped``.
 - ``healthy`` is true only in READY and BUSY: a device reports itself unhealthy while
   its application restarts.
-- Time comes from an injected ``clock`` (monotonic seconds) for the backoff and the rate
-  limit; the per-frame deadline is real time, since it bounds a real process.
+- Time comes from an injected ``clock`` (monotonic seconds) for the backoff, the rate
+  limit and the fault windows; the per-frame deadline and the CPU budget are real time,
+  since they bound a real process.
+- Limits set by the core, not the manifest: the caller's per-frame deadline
+  (``process(frame, deadline_s)``, missed: ``slow``), a CPU budget per wall-clock second
+  (``over_budget``), and a fault window: at most one fault per window, no restart before
+  the next one, and :meth:`Supervisor.published` — the only view that leaves the device —
+  tells a window's faults, by class of a 3-symbol alphabet, once the window is over
+  (issue 12: what an app says by failing is bounded, and when it failed is not told).
+- Nothing the application sends raises out of :meth:`Supervisor.process`: every exception
+  while decoding or checking a message is a fault.
 """
 
 from __future__ import annotations
