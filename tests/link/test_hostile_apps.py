@@ -115,3 +115,56 @@ def test_hostile_app_is_contained_and_reported(world: World, app: str, incident:
     for report in reports:
         for result in report.results:
             assert set(result) == {"count", "state"} and 0 <= result["count"] <= 999
+
+
+def test_device_keeps_reporting_whatever_cbor_its_app_sends(world: World) -> None:
+    """Issue 12, item 1, end to end: huge integers, tags, a float overflow, a huge map key
+    and deep nesting where results go. Before the fix the first of them killed the runner
+    with a traceback (and again after every restart)."""
+    import cbor2
+
+    from tinyward.app.frames import simulated_frames
+    from tinyward.app.manifest import load_manifest
+    from tinyward.app.source import AppResultSource
+    from tinyward.app.supervisor import SupervisorConfig
+
+    good = {"count": 1, "state": "normal", "score": 0.5}
+    payloads = [cbor2.dumps({**good, "count": 10**5000}), cbor2.dumps({**good, "score": 10**400}),
+                cbor2.dumps({**good, 10**5000: 1}), cbor2.dumps({1, 2}),
+                b"\x81" * 50_000 + b"\x00", cbor2.dumps({**good, "count": 2**64 - 1})]
+    outer = Path(tempfile.mkdtemp(prefix="tinyward-hostile-", dir="/tmp"))
+    outer.chmod(0o755)
+    folder = outer / "raw_cbor"
+    shutil.copytree(HOSTILE / "raw_cbor", folder)
+    (folder / "target.json").write_text(json.dumps({"payloads": [p.hex() for p in payloads]}))
+    for root, _dirs, files in os.walk(folder):
+        os.chmod(root, 0o755)
+        for name in files:
+            os.chmod(os.path.join(root, name), 0o644)
+    manifest = load_manifest(folder / "sensor.toml")
+
+    def frames():  # every 2nd frame carries the next payload's number
+        for i, frame in enumerate(simulated_frames(manifest, 3)):
+            if i % 2 == 1:
+                frame = frame.copy()
+                frame[0, 0], frame[1, 0] = TRIGGER, (i // 2) % len(payloads)
+            yield frame
+
+    source = AppResultSource.start(manifest, frames(), SupervisorConfig(fault_window_s=0.5))
+    device = world.device("cbor")
+    try:
+        with FakeFleetServer(world.fleet, PASSPHRASE) as server:
+            config = RunnerConfig(shaper=ShaperConfig(interval=0.5), drain=3.0)
+            stats = DeviceRunner(device, server.url, config, source).run(duration=6.0)
+    finally:
+        local = source.local_incidents()
+        source.close()
+        shutil.rmtree(outer, ignore_errors=True)
+    reports = server.reports[device.device_id]
+    assert len(reports) >= 10 and stats.generated == len(reports), "the device stopped reporting"
+    told = sum(r.incidents.get("app_refused", 0) for r in reports)
+    assert told >= 2, [dict(r.incidents) for r in reports]
+    assert local.get("not_cbor", 0) >= 2 and "core_errors" not in local, local
+    for report in reports:
+        for result in report.results:
+            assert result == good
