@@ -149,8 +149,9 @@ def run_cmd(manifest_path: Path, csv_path: Path | None, simulate: int | None, se
     now = [0.0]
     console = Console()
     # No CPU budget here: a log is replayed as fast as the app goes, so wall-clock time
-    # says nothing about the device; the fault window applies in sensor time.
-    with Supervisor(manifest, config=SupervisorConfig(cpu_share=None),
+    # says nothing about the device. No fault window either: nothing leaves this machine
+    # but what the developer reads, so a crashed app is restarted after its backoff.
+    with Supervisor(manifest, config=SupervisorConfig(cpu_share=None, fault_window_s=0.0),
                     clock=lambda: now[0]) as sup:
         if not sup.start():
             kind, detail = sup.last_incident or ("start_failed", "")
