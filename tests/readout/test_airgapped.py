@@ -128,7 +128,9 @@ def test_air_gapped_application_cannot_open_a_socket(fleet_and_device, tmp_path:
             os.chmod(os.path.join(root, name), 0o644)
     proc = subprocess.Popen([TINYWARD, "device", "run", str(device.directory), "--air-gapped",
                              "--app", str(app / "sensor.toml"), "--frames", str(frames_csv),
-                             "--interval", "0.2", "--duration", "30"],
+                             "--interval", "0.2", "--duration", "30",
+                             # faults are told when their window is over (60 s by default)
+                             "--fault-window", "1"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 30

@@ -282,6 +282,13 @@ class Sandbox:
         self._to_child = self._from_child = -1
         return code
 
+    def terminate_now(self) -> None:
+        """SIGKILL the child without reaping it or closing the pipes (safe from another
+        thread: whoever owns the sandbox sees EOF and calls :meth:`kill`)."""
+        proc = self._proc
+        if proc is not None and proc.returncode is None:
+            proc.send_signal(9)  # Popen checks the child was not reaped (no pid reuse)
+
     def exit_status(self) -> int | None:
         return self._proc.poll() if self._proc else None
 

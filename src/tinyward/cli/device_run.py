@@ -64,6 +64,9 @@ def _server_url(_ctx: click.Context, _param: click.Parameter, value: str) -> str
               path_type=Path), default=None,
               help="With --app: feed the application the frames of this CSV file "
                    "[default: simulated frames].")
+@click.option("--fault-window", type=click.FloatRange(0.1, 86400), default=None,
+              help="With --app: at most one application fault per window of this many "
+                   "seconds, told when the window is over [default: 60; see `app inspect`].")
 @click.option("--event-rate", type=float, default=0.2, show_default=True,
               help="Simulated sensor: events per second.")
 @click.option("--seed", type=int, default=None, help="Simulated sensor: random seed.")
@@ -81,9 +84,9 @@ def _server_url(_ctx: click.Context, _param: click.Parameter, value: str) -> str
               help="Where to write that token (with --attest-nonce).")
 def run(directory: Path, server: str, air_gapped: bool, interval: float | None, size: int,
         duration: float | None, drain: float, queue_capacity: int, app_manifest: Path | None,
-        frames_csv: Path | None, event_rate: float, seed: int | None,
-        status_file: Path | None, backoff_max: float, verbose: bool, attest_nonce: str | None,
-        attest_out: Path | None) -> None:
+        frames_csv: Path | None, fault_window: float | None, event_rate: float,
+        seed: int | None, status_file: Path | None, backoff_max: float, verbose: bool,
+        attest_nonce: str | None, attest_out: Path | None) -> None:
     """Run the device in DIRECTORY: constant-rate signed reports over pinned mutual TLS.
 
     The device opens no listening socket. SIGTERM or Ctrl-C stops it cleanly; queued
@@ -103,7 +106,7 @@ def run(directory: Path, server: str, air_gapped: bool, interval: float | None, 
         attest = _attest_request(attest_nonce, attest_out)
         lock = _take_instance(directory)
         source = (SimulatedSensor(event_rate, seed) if app_manifest is None
-                  else _app_source(app_manifest, frames_csv, seed, directory))
+                  else _app_source(app_manifest, frames_csv, seed, directory, fault_window))
         _started(lock, directory, source, airgap.protections(), attest, app_manifest)
         try:
             run_air_gapped_command(directory, 1.0 if interval is None else interval, duration,
@@ -128,7 +131,7 @@ def run(directory: Path, server: str, air_gapped: bool, interval: float | None, 
         drain=drain,
     )
     source = (SimulatedSensor(event_rate, seed) if app_manifest is None
-              else _app_source(app_manifest, frames_csv, seed, directory))
+              else _app_source(app_manifest, frames_csv, seed, directory, fault_window))
     _started(lock, directory, source, [], attest, app_manifest)
     watched = WatchedSource(source)
     runner = DeviceRunner(device, server, config, watched, status_file=status_file)
@@ -314,7 +317,7 @@ def _started(lock: Any, directory: Path, source: Any, airgap: list[str],
 
 
 def _app_source(manifest_path: Path, frames_csv: Path | None, seed: int | None,
-                device_dir: Path) -> Any:
+                device_dir: Path, fault_window: float | None = None) -> Any:
     """The sandboxed application as the results source (tinyward.app).
 
     The device folder (root key, keystore, storage) is always a secret path, and the
@@ -326,6 +329,7 @@ def _app_source(manifest_path: Path, frames_csv: Path | None, seed: int | None,
     from tinyward.app.manifest import load_manifest
     from tinyward.app.sandbox import SandboxConfig, check_before_start
     from tinyward.app.source import AppResultSource
+    from tinyward.app.supervisor import SupervisorConfig
     from tinyward.cli._access import check_app_readable
 
     manifest = load_manifest(manifest_path)
@@ -338,7 +342,9 @@ def _app_source(manifest_path: Path, frames_csv: Path | None, seed: int | None,
         click.echo(f"  [{'on ' if p.active else 'off'}] {p.name}: {p.reason}", err=True)
     frames = (iter(csv_frames(frames_csv, manifest)) if frames_csv is not None
               else simulated_frames(manifest, seed or 0))
-    source = AppResultSource.start(manifest, frames, config)
+    supervision = SupervisorConfig() if fault_window is None else SupervisorConfig(
+        fault_window_s=fault_window)
+    source = AppResultSource.start(manifest, frames, supervision, sandbox_config=config)
     source.protections = protections  # for the attestation claims of this run
     return source
 
@@ -350,7 +356,9 @@ def _app_source(manifest_path: Path, frames_csv: Path | None, seed: int | None,
               help="Report interval during the benchmark (short, for many intervals).")
 @click.option("--size", type=int, default=1024, show_default=True, help="Report size in bytes.")
 @click.option("--seed", type=int, default=7, show_default=True)
-def bench_shaping(duration: float, interval: float, size: int, seed: int) -> None:
+@click.option("--hostile/--no-hostile", default=True, show_default=True,
+              help="Also run a sandboxed app that signals secret bits through its latency.")
+def bench_shaping(duration: float, interval: float, size: int, seed: int, hostile: bool) -> None:
     """Can an eavesdropper on the TLS records tell intervals with events from quiet ones?
 
     Prints the classifier's ROC AUC with shaping on (must be <= 0.55) and off (same run,
@@ -364,7 +372,8 @@ def bench_shaping(duration: float, interval: float, size: int, seed: int) -> Non
     console = Console()
     console.print(f"recording {duration:g} s of two devices' TLS records on loopback "
                   f"(interval {interval:g} s, random events)…")
-    r = shaping_bench.run(duration=duration, interval=interval, size=size, seed=seed)
+    r = shaping_bench.run(duration=duration, interval=interval, size=size, seed=seed,
+                          hostile=hostile)
     table = Table(title=f"traffic analysis: {r.intervals} intervals, {r.with_events} with "
                         f"events ({r.events} events), random forest, 5-fold CV x3")
     for column in ("", "shaping on", "shaping off (baseline)"):
@@ -383,9 +392,14 @@ def bench_shaping(duration: float, interval: float, size: int, seed: int) -> Non
     console.print(f"cost per shaped report, both directions, TLS layer: {r.bytes_per_report:,.0f} B"
                   f" -> {r.bytes_per_hour_at(10.0):,.0f} B/h at the default 10 s interval, "
                   f"{r.bytes_per_hour_at(60.0):,.0f} B/h at 60 s")
-    verdict = "PASS" if r.auc_shaped <= 0.55 else "FAIL"
+    ok = r.auc_shaped <= 0.55
+    verdict = "PASS" if ok else "FAIL"
     console.print(f"shaping on: AUC {r.auc_shaped:.3f} <= 0.55: {verdict}")
-    if r.auc_shaped > 0.55:
+    if r.hostile:
+        _print_hostile(console, r)
+        defended = next(h for h in r.hostile if h.mode == "own thread")
+        ok = ok and defended.auc <= 0.55
+    if not ok:
         raise SystemExit(1)
 
 
@@ -405,6 +419,23 @@ def run_air_gapped_command(directory: Path, interval: float, duration: float | N
     final = run_air_gapped(dev, source, interval=interval, duration=duration)
     latest = result_text(final.results[-1]) if final.results else "none"
     console.print(f"stopped; latest result: {latest}", markup=False, highlight=False)
+
+
+def _print_hostile(console: Any, r: Any) -> None:
+    from rich.table import Table
+
+    table = Table(title="hostile app signalling secret bits through its latency and CPU use "
+                        "(shaping on)")
+    for column in ("app fed", "ROC AUC", "secret bits recovered", "reports", "frames",
+                   "incidents"):
+        table.add_column(column, justify="right")
+    for h in r.hostile:
+        table.add_row(h.mode, f"{h.auc:.3f}", f"{h.bits_right} of {h.bits} (chance {h.bits / 2:g})",
+                      str(h.reports), str(h.frames_fed), ", ".join(f"{k} {n}" for k, n in h.incidents.items()) or "none")
+    console.print(table)
+    defended = next(h for h in r.hostile if h.mode == "own thread")
+    verdict = "PASS" if defended.auc <= 0.55 else "FAIL"
+    console.print(f"hostile app on its own frame clock: AUC {defended.auc:.3f} <= 0.55: {verdict}")
 
 
 COMMANDS: list[click.Command] = []

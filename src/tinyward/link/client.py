@@ -27,7 +27,6 @@ import hashlib
 import hmac
 import http.client
 import json
-import random
 import ssl
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +35,7 @@ from urllib.parse import urlsplit
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from tinyward._backoff import Backoff  # re-exported: the link's retries use it
 from tinyward.errors import Misuse
 from tinyward.link.errors import (
     BadServerAnswer,
@@ -288,31 +288,6 @@ class ReportLink:
         if 400 <= status < 500:
             raise ReportRejected(f"the server refused the report: {text}", status)
         raise BadServerAnswer(f"unexpected answer from the server: {text}")
-
-
-class Backoff:
-    """Exponential backoff with full jitter (sans-IO; inject ``rng`` in tests).
-
-    The n-th consecutive failure waits a uniform random time in ``[initial / 4,
-    min(max, initial * 2**n)]``: randomness keeps a fleet that lost its server from coming
-    back in lockstep, and the floor keeps a device from spinning on a dead server.
-    """
-
-    def __init__(self, initial: float, maximum: float, rng: random.Random | None = None) -> None:
-        if not 0 < initial <= maximum:
-            raise Misuse("backoff needs 0 < initial <= maximum")
-        self._initial, self._max = initial, maximum
-        self._rng = rng or random.Random()
-        self.failures = 0
-
-    def next_delay(self) -> float:
-        """Register one more failure and return how long to wait before the next try."""
-        ceiling = min(self._max, self._initial * (2 ** min(self.failures, 30)))
-        self.failures += 1
-        return self._rng.uniform(self._initial / 4, ceiling)
-
-    def reset(self) -> None:
-        self.failures = 0
 
 
 __all__ = [
