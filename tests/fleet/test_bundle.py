@@ -61,10 +61,12 @@ def test_golden_bundle_parses() -> None:
 def test_bundle_round_trips(fleet: Fleet) -> None:
     bundle = fleet.enroll(request_pem(), PASSPHRASE, now=NOW)
     assert DeviceBundle.from_json(bundle.to_json()) == bundle
-    assert json.loads(bundle.to_json())["format"] == BUNDLE_FORMAT
+    # A fleet has a next server key: its bundles carry both pins, in format /2.
+    assert json.loads(bundle.to_json())["format"] == BUNDLE_FORMAT_NEXT_PIN
+    assert bundle.server_pins == (fleet.server_spki_sha256, fleet.server_next_spki_sha256)
     assert list(json.loads(bundle.to_json())) == [
         "format", "device_id", "fleet_id", "certificates", "device_ca", "root_ca",
-        "server_spki_sha256",
+        "server_spki_sha256", "server_next_spki_sha256",
     ]  # fmt: skip
 
 
