@@ -622,3 +622,35 @@ def test_provision_with_a_wrong_ca_passphrase_leaves_no_device(tmp_path: Path) -
                            env={"TINYWARD_CA_PASSPHRASE": SERVER_PASSPHRASE.decode()})
     assert result.exit_code != 0 and "does not open" in result.output
     assert not (tmp_path / "d").exists()
+
+
+def test_rotation_and_bundle_refresh_through_the_cli(tmp_path: Path) -> None:
+    from tinyward.trust.device import Device
+
+    runner = CliRunner(env=CLI_SECRETS)
+    fleet_dir, device_dir = str(tmp_path / "f"), str(tmp_path / "d")
+    init = runner.invoke(cli, ["fleet", "init", fleet_dir])
+    before = Fleet.open(tmp_path / "f")
+    assert before.server_next_spki_sha256 is not None
+    assert before.server_next_spki_sha256.hex() in init.output
+    assert runner.invoke(cli, ["device", "provision", device_dir, "--fleet", fleet_dir,
+                               "--readout", "none"]).exit_code == 0
+    device_id = Device.open(tmp_path / "d").device_id
+    rotated = runner.invoke(cli, ["fleet", "rotate-server-key", fleet_dir])
+    assert rotated.exit_code == 0, rotated.output
+    assert "devices provisioned before accept it" in rotated.output
+    after = Fleet.open(tmp_path / "f")
+    assert Device.open(tmp_path / "d").fleet_trust().pins == before.server_pins
+    assert after.server_spki_sha256 in before.server_pins  # the device accepts it as it is
+    bundle = tmp_path / "refresh.bundle.json"
+    written = runner.invoke(cli, ["fleet", "bundle", fleet_dir, device_id, "-o", str(bundle)])
+    assert written.exit_code == 0, written.output
+    again = runner.invoke(cli, ["device", "install", device_dir, str(bundle)])
+    assert again.exit_code != 0 and "--refresh" in again.output
+    wrong = runner.invoke(cli, ["device", "install", device_dir, str(bundle), "--new-pins"])
+    assert wrong.exit_code != 0 and "--new-pins goes with --refresh" in wrong.output
+    refreshed = runner.invoke(cli, ["device", "install", device_dir, str(bundle), "--refresh"])
+    assert refreshed.exit_code == 0, refreshed.output
+    assert Device.open(tmp_path / "d").fleet_trust().pins == after.server_pins
+    show = runner.invoke(cli, ["fleet", "show", fleet_dir])
+    assert f"next pin:      {after.server_next_spki_sha256.hex()}" in show.output  # type: ignore[union-attr]
