@@ -82,8 +82,8 @@ def test_bundle_with_a_next_pin_round_trips() -> None:
     assert bundle.server_next_spki_sha256 == bytes.fromhex(NEXT_PIN)
     assert bundle.server_pins == (bundle.server_spki_sha256, bytes.fromhex(NEXT_PIN))
     assert DeviceBundle.from_json(bundle.to_json()) == bundle
-    assert list(json.loads(bundle.to_json()))[0] == "format"
-    assert list(json.loads(bundle.to_json()))[-1] == "server_next_spki_sha256"
+    keys = list(json.loads(bundle.to_json()))
+    assert (keys[0], keys[-1]) == ("format", "server_next_spki_sha256")
 
 
 def test_attack_next_pin_smuggled_into_a_v1_bundle_refused() -> None:

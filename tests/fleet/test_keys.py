@@ -480,7 +480,7 @@ def test_rotate_server_key_with_a_wrong_ca_passphrase_changes_nothing(fleet: Fle
 def test_rotate_server_key_stopped_before_the_fresh_next_key_is_finished_by_running_again(
     fleet: Fleet, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import tinyward.fleet.pki as pki
+    from tinyward.fleet import pki
 
     next_pin = fleet.server_next_spki_sha256
 

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from tests.link.conftest import PASSPHRASE, World
 from tinyward.fleet.directory import FleetDirectory
@@ -140,14 +141,9 @@ def test_refreshed_bundle_with_other_certificates_refused(world: World) -> None:
     cert = bundle.certificate("tls")
     reissued["tls"] = make_device_certificate(
         cert.subject, cert.public_key(), device.device_id, "tls", world.fleet.device_ca,
-        token, datetime.now(UTC)).public_bytes(codec_pem()).decode()
+        token, datetime.now(UTC)).public_bytes(Encoding.PEM).decode()
     with pytest.raises(BundleMismatch, match="tls certificate is not the one installed"):
         device.refresh(dataclasses.replace(bundle, certificates=reissued))
-
-
-def codec_pem():  # noqa: ANN201 - the PEM encoding enum, imported late
-    from cryptography.hazmat.primitives.serialization import Encoding
-    return Encoding.PEM
 
 
 def test_refreshed_bundle_that_drops_every_pin_in_use_refused(world: World) -> None:
