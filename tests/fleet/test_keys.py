@@ -359,6 +359,7 @@ def test_migrate_moves_every_key_under_its_own_secret(tmp_path: Path) -> None:
     server_ssl_context(fleet, SERVER_PASSPHRASE)
     bundle = fleet.enroll(request_pem(), PASSPHRASE)
     assert fleet.verify_device_certificate(bundle.certificate("tls"), "tls")
+    assert bundle.server_pins == fleet.server_pins and len(fleet.server_pins) == 2  # roll-over
 
 
 def test_migrate_wrong_old_passphrase_changes_nothing(tmp_path: Path) -> None:

@@ -886,6 +886,9 @@ class Fleet:
         atomic_write(keys / _DEVICE_CA_KEY, seal_key(old[_DEVICE_CA], ca_passphrase, _DEVICE_CA))
         atomic_write(keys / _UPDATE_KEY, seal_key(old[_UPDATE], update_passphrase, _UPDATE))
         _write_server_key(directory / "server", old[_SERVER], server_passphrase)
+        # No bundle was issued with a next pin yet (the old format is refused): a run
+        # after a crash may replace this one freely.
+        _write_next_server_key(keys, ca, _new_key(), ca_passphrase)
         # The new format is declared only once every key is in its new place ...
         atomic_write(
             directory / FLEET_FILE,
