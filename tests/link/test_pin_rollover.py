@@ -152,11 +152,69 @@ def test_refreshed_bundle_that_drops_every_pin_in_use_refused(world: World) -> N
     swapped = dataclasses.replace(world.fleet.bundle(device.device_id),
                                   server_spki_sha256=b"\x01" * 32,
                                   server_next_spki_sha256=b"\x02" * 32)
-    with pytest.raises(BundleMismatch, match="keeps none of the server pins"):
+    with pytest.raises(BundleMismatch, match="neither this device's current nor its next pin"):
         device.refresh(swapped)
     assert device.fleet_trust() == before
     # The operator's explicit choice (after `rotate-server-key --discard-next`) is kept.
     assert device.refresh(swapped, new_pins=True).pins == (b"\x01" * 32, b"\x02" * 32)
+
+
+def test_attack_an_older_bundle_replayed_as_a_refresh_refused(world: World,
+                                                             tmp_path: Path) -> None:
+    """Rollback: after a rotation and a refresh, the bundle from provisioning (still on the
+    factory's disk) would pin the key the fleet rotated out, perhaps because it was stolen."""
+    device = Device.init(tmp_path / "d")
+    original = world.fleet.enroll(device.enrolment_request, PASSPHRASE)
+    device.install(original)
+    rotated = _rotate(world.fleet)
+    refreshed = device.refresh(rotated.bundle(device.device_id))
+    with pytest.raises(BundleMismatch, match="an older bundle replayed"):
+        device.refresh(original)
+    assert device.fleet_trust() == refreshed
+    assert world.fleet.server_spki_sha256 not in refreshed.pins
+
+
+def test_refreshed_bundle_without_the_next_pin_refused(world: World) -> None:
+    """A one-pin (/1) bundle for a device holding two: it would lose roll-over, and the
+    next rotation would cut it off."""
+    device = world.device("a")
+    before = device.fleet_trust()
+    one_pin = dataclasses.replace(world.fleet.bundle(device.device_id),
+                                  server_next_spki_sha256=None)
+    with pytest.raises(BundleMismatch, match="no next server pin"):
+        device.refresh(one_pin)
+    assert device.fleet_trust() == before
+
+
+def test_refreshed_bundle_with_another_next_pin_refused(world: World) -> None:
+    device = world.device("a")
+    before = device.fleet_trust()
+    other_next = dataclasses.replace(world.fleet.bundle(device.device_id),
+                                     server_next_spki_sha256=b"\x03" * 32)
+    with pytest.raises(BundleMismatch, match="another next server key"):
+        device.refresh(other_next)
+    assert device.fleet_trust() == before
+
+
+@pytest.mark.parametrize(("held", "offered", "refused"), [
+    ((b"S", b"N"), (b"S", b"N"), None),            # the same bundle again
+    ((b"S", b"N"), (b"N", b"M"), None),            # one rotation on
+    ((b"S",), (b"S", b"N"), None),                 # a one-pin device gains its next pin
+    ((b"S",), (b"S",), None),
+    ((b"N", b"M"), (b"S", b"N"), "older bundle"),  # replayed
+    ((b"S", b"N"), (b"M", b"L"), "older bundle"),  # two rotations on
+    ((b"S",), (b"N", b"M"), "older bundle"),
+    ((b"S", b"N"), (b"S",), "no next server pin"),
+    ((b"S", b"N"), (b"N",), "no next server pin"),
+    ((b"S", b"N"), (b"S", b"X"), "another next server key"),
+])
+def test_pin_step_rule(held: tuple[bytes, ...], offered: tuple[bytes, ...],
+                       refused: str | None) -> None:
+    from tinyward.trust.device import pin_step_refused
+
+    pad = {p: p * 32 for p in (b"S", b"N", b"M", b"L", b"X")}
+    why = pin_step_refused(tuple(pad[p] for p in held), tuple(pad[p] for p in offered))
+    assert why is None if refused is None else refused in (why or "")
 
 
 # -- roll-over: rotation without re-provisioning ------------------------------------------
@@ -187,7 +245,7 @@ def test_a_one_pin_device_refuses_the_rotated_server(world: World, tmp_path: Pat
         with pytest.raises(PinMismatch):
             _send(url, device, 1)
         # Its only pin is gone from the fleet: a refresh is a re-pin, taken only when asked.
-        with pytest.raises(BundleMismatch, match="keeps none"):
+        with pytest.raises(BundleMismatch, match="neither this device's current nor its next pin"):
             device.refresh(rotated.bundle(device.device_id))
         device.refresh(rotated.bundle(device.device_id), new_pins=True)
         assert _send(url, device, 1)[0] == 1
@@ -203,11 +261,11 @@ def test_refresh_learns_the_fresh_next_pin_for_the_rotation_after(world: World,
     with _fleet_server(second, tmp_path / "r.db") as url:
         assert _send(url, device, 1) == (1, second.server_spki_sha256)
     # Without the refresh, a device two rotations behind is refused (and can no longer
-    # refresh without --new-pins: it shares no pin with the fleet).
+    # refresh without --new-pins: a refresh moves one rotation on at most).
     stale = world.device("b")
     stale_trust = stale.fleet_trust()
     with _fleet_server(second, tmp_path / "r.db") as url, pytest.raises(PinMismatch):
         _send(url, stale, 1)
-    with pytest.raises(BundleMismatch, match="keeps none"):
+    with pytest.raises(BundleMismatch, match="neither this device's current nor its next pin"):
         stale.refresh(second.bundle(stale.device_id))
     assert stale.fleet_trust() == stale_trust

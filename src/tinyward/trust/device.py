@@ -220,9 +220,10 @@ class Device:
         Only the pins (and the device CA certificate) change. Refused, with
         :class:`BundleMismatch`, unless the bundle is for this device, chains to the root
         CA the device already trusts, and carries exactly the certificates installed; and,
-        unless ``new_pins``, it must keep at least one pin the device holds now, so that
-        a refresh rolls the pins over and never swaps them all at once (after
-        ``fleet rotate-server-key --discard-next`` that takes ``new_pins``).
+        unless ``new_pins``, its pins must be the device's own or one rotation on
+        (:func:`pin_step_refused`): a refresh rolls the pins forward, never swaps them all,
+        replays an older bundle or drops the next pin (after ``fleet rotate-server-key
+        --discard-next``, or for a device two rotations behind, ``new_pins`` re-pins it).
 
         Raises:
             NotProvisioned: nothing to refresh (use :meth:`install`).
@@ -242,19 +243,19 @@ class Device:
             )
         _root_ca, device_ca, certs, pins = self._checked(bundle)
         for name, cert in certs.items():
-            installed = self.certificate_path(name).read_bytes()
+            try:
+                installed = self.certificate_path(name).read_bytes()
+            except OSError:
+                raise BundleMismatch(f"this device's {name} certificate is missing "
+                                     f"({self.certificate_path(name)})") from None
             if cert.public_bytes(serialization.Encoding.DER) != _der(installed):
                 raise BundleMismatch(
                     f"the bundle's {name} certificate is not the one installed; a refresh "
                     "changes only the server pins (new certificates need a new device)"
                 )
-        if not new_pins and not set(pins) & set(trust.pins):
-            raise BundleMismatch(
-                "the bundle keeps none of the server pins this device holds "
-                f"({', '.join(p.hex()[:16] + '…' for p in trust.pins)}): it would drop the "
-                "pin in use instead of rolling over; if the fleet discarded its next key "
-                "on purpose, refresh with --new-pins"
-            )
+        refused = None if new_pins else pin_step_refused(trust.pins, pins)
+        if refused is not None:
+            raise BundleMismatch(refused)
         atomic_write(self.certificate_path("device-ca"),
                      device_ca.public_bytes(serialization.Encoding.PEM), 0o644)
         self._store_trust(bundle, pins)
@@ -378,6 +379,41 @@ def _subject(device_id: str, purpose: str) -> x509.Name:
     ])
 
 
+def pin_step_refused(held: tuple[bytes, ...], offered: tuple[bytes, ...]) -> str | None:
+    """Why a refresh from the pins ``held`` (current, next) to ``offered`` is not a roll-over
+    step, or None if it is. Pure.
+
+    The fleet's server keys form a chain K0, K1, K2, …; a bundle made between rotations
+    e and e+1 carries (K_e, K_e+1). A device may take the same pair (a lost bundle again),
+    gain a next pin it lacked (a one-pin device, a fleet given its next key), or move one
+    rotation on: (its next pin, a fresh one). Anything else is refused: an older bundle
+    replayed (its current pin is one the fleet rotated out), a bundle two rotations
+    ahead (no pin in common with what the server may hold next), a bundle without the
+    next pin the device holds (it would lose roll-over), or another next pin for the same
+    current one (the fleet names one next key per rotation).
+    """
+    current, upcoming = held[0], (held[1] if len(held) > 1 else None)
+    new_current, new_upcoming = offered[0], (offered[1] if len(offered) > 1 else None)
+    if upcoming is not None and new_upcoming is None:
+        return ("the bundle has no next server pin but this device has one: installing it "
+                "would drop the pin that lets the device follow the next rotation (a bundle "
+                "from an older tinyward or fleet? write it again with `fleet bundle`)")
+    if new_current == current:
+        if upcoming is not None and new_upcoming != upcoming:
+            return ("the bundle names another next server key for the same current key "
+                    "than the one this device holds; refused (a fleet names one next key "
+                    "per rotation)")
+        return None
+    if upcoming is not None and new_current == upcoming:
+        return None  # one rotation on: the promoted key, and a fresh next one
+    held_text = ", ".join(pin.hex()[:16] + "…" for pin in held)
+    return (f"the bundle's server pin {new_current.hex()[:16]}… is neither this device's "
+            f"current nor its next pin ({held_text}): an older bundle replayed, or the fleet "
+            "rotated more than once since this device was last refreshed. A refresh rolls "
+            "the pins one rotation forward at most; to re-pin on purpose (after "
+            "`fleet rotate-server-key --discard-next`), refresh with --new-pins")
+
+
 def _der(pem: bytes) -> bytes:
     try:
         return x509.load_pem_x509_certificate(pem).public_bytes(serialization.Encoding.DER)
@@ -389,4 +425,4 @@ def _b(value: str | bytes) -> bytes:
     return value.encode() if isinstance(value, str) else bytes(value)
 
 
-__all__ = ["KEY_PURPOSES", "Device", "FleetTrust"]
+__all__ = ["KEY_PURPOSES", "Device", "FleetTrust", "pin_step_refused"]
