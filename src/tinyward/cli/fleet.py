@@ -176,6 +176,9 @@ def show(fleet_dir: Path) -> None:
     click.echo(f"server pin:    {opened.server_spki_sha256.hex()}")
     next_pin = opened.server_next_spki_sha256
     click.echo(f"next pin:      {next_pin.hex() if next_pin else 'none (fleet next-server-key)'}")
+    if next_pin == opened.server_spki_sha256:
+        click.echo("               = the current pin: a rotation stopped half-way; run "
+                   "`fleet rotate-server-key` again")
     click.echo(f"server cert:   {opened.server_certificate_path}")
     click.echo(f"root CA:       {opened.root_ca_path}")
     click.echo(f"device CA:     {opened.device_ca_path}")
