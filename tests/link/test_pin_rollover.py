@@ -269,3 +269,13 @@ def test_refresh_learns_the_fresh_next_pin_for_the_rotation_after(world: World,
     with pytest.raises(BundleMismatch, match="neither this device's current nor its next pin"):
         stale.refresh(second.bundle(stale.device_id))
     assert stale.fleet_trust() == stale_trust
+
+
+@pytest.mark.parametrize("pins", [(), (bytes(32), b"short"), (bytes(32), b"")])
+def test_a_pin_set_with_a_missing_or_malformed_pin_is_refused(world: World,
+                                                              pins: tuple[bytes, ...]) -> None:
+    from tinyward.errors import Misuse
+
+    context, _pins = device_context(world.device("a"))
+    with pytest.raises(Misuse, match="pin"):
+        ReportLink("https://127.0.0.1:1", context, pins)
