@@ -43,14 +43,29 @@ def init_command(directory: Path) -> None:
 @device.command("install")
 @click.argument("directory", type=click.Path(path_type=Path, exists=True, file_okay=False))
 @click.argument("bundle_json", type=click.Path(path_type=Path, exists=True, dir_okay=False))
-def install_command(directory: Path, bundle_json: Path) -> None:
+@click.option("--refresh", is_flag=True,
+              help="The device is provisioned already: take only the new server pins from "
+              "a later bundle of the same fleet (`fleet bundle`, after `fleet "
+              "rotate-server-key`). Same device, certificates and fleet root, or refused.")
+@click.option("--new-pins", is_flag=True,
+              help="With --refresh: accept pins none of which the device holds now (after "
+              "`fleet rotate-server-key --discard-next` only).")
+def install_command(directory: Path, bundle_json: Path, refresh: bool, new_pins: bool) -> None:
     """Install the fleet's answer BUNDLE_JSON (from `tinyward fleet enroll`) on the device.
 
     Checks that each certificate carries this device's own key and chains to the bundle's
-    CAs, then stores the fleet's trust anchors and the server pin in protected storage.
+    CAs, then stores the fleet's trust anchors and the server pins in protected storage.
     """
+    if new_pins and not refresh:
+        raise click.UsageError("--new-pins goes with --refresh")
     dev = Device.open(directory)
-    dev.install(_read_bundle(bundle_json))
+    bundle = _read_bundle(bundle_json)
+    if refresh:
+        trust = dev.refresh(bundle, new_pins=new_pins)
+        pins = ", ".join(pin.hex()[:16] + "…" for pin in trust.pins)
+        console.print(f"device {dev.device_id} refreshed: server pins {pins}")
+        return
+    dev.install(bundle)
     console.print(f"device {dev.device_id} provisioned for fleet {dev.fleet_trust().fleet_id}")
 
 

@@ -99,6 +99,12 @@ def init(directory: Path, server_names: tuple[str, ...], no_server_passphrase: b
         click.echo(f"offline keys (CA, update signing): {keys_dir} (pass --keys {keys_dir})")
     click.echo(f"server names: {', '.join(created.server_names)}")
     click.echo(f"server pin (SHA-256 of its public key): {created.server_spki_sha256.hex()}")
+    _echo_next_pin(created)
+
+
+def _echo_next_pin(opened: Fleet) -> None:
+    if opened.server_next_spki_sha256 is not None:
+        click.echo(f"next server pin (in every bundle too): {opened.server_next_spki_sha256.hex()}")
 
 
 @fleet.command("enroll")
@@ -250,6 +256,11 @@ def show(fleet_dir: Path) -> None:
     click.echo(f"created:       {opened.created.isoformat(timespec='seconds')}")
     click.echo(f"server names:  {', '.join(opened.server_names)}")
     click.echo(f"server pin:    {opened.server_spki_sha256.hex()}")
+    next_pin = opened.server_next_spki_sha256
+    click.echo(f"next pin:      {next_pin.hex() if next_pin else 'none (fleet next-server-key)'}")
+    if next_pin == opened.server_spki_sha256:
+        click.echo("               = the current pin: a rotation stopped half-way; run "
+                   "`fleet rotate-server-key` again")
     click.echo(f"server cert:   {opened.server_certificate_path}")
     click.echo(f"root CA:       {opened.root_ca_path}")
     click.echo(f"device CA:     {opened.device_ca_path}")
@@ -288,18 +299,66 @@ def migrate(fleet_dir: Path, no_server_passphrase: bool) -> None:
 @click.argument("fleet_dir", type=_EXISTING_DIR)
 @_KEYS
 @_NO_SERVER_PASSPHRASE
-def rotate_server_key(fleet_dir: Path, keys_dir: Path | None, no_server_passphrase: bool) -> None:
-    """Give the fleet server a new TLS key and certificate (issued by the root CA).
+@click.option("--discard-next", is_flag=True,
+              help="Do not promote the next key (it may be compromised too): a brand-new "
+              "key, which devices refuse until they install a refreshed bundle with "
+              "`device install --refresh --new-pins`.")
+def rotate_server_key(fleet_dir: Path, keys_dir: Path | None, no_server_passphrase: bool,
+                      discard_next: bool) -> None:
+    """Promote the next server key (its pin is in every bundle) and make a fresh next one.
 
-    Needs the CA passphrase and a new server passphrase. Devices pin the server's key:
-    they must get the new pin printed here before they talk to the server again.
+    Devices provisioned before keep talking to the server: they accept the promoted key.
+    Give them a refreshed bundle (`fleet bundle`, then `device install --refresh`) so
+    that they learn the fresh next pin before the rotation after this one. Needs the CA
+    passphrase (root CA and the next key) and a new server passphrase.
     """
     opened = Fleet.open(fleet_dir)
-    root = opened.root_ca_token(read_secret(CA), keys_dir)
+    ca = read_secret(CA)
+    root = opened.root_ca_token(ca, keys_dir)
     server = None if no_server_passphrase else read_secret(SERVER, new=True)
-    rotated = opened.rotate_server_key(root, server)
+    promoted = opened.server_next_spki_sha256 is not None and not discard_next
+    rotated = opened.rotate_server_key(root, server, ca_passphrase=ca, keys_dir=keys_dir,
+                                       discard_next=discard_next)
     click.echo(f"new server key {rotated.server_key_path}; restart `fleet serve`")
-    click.echo(f"new server pin (SHA-256 of its public key): {rotated.server_spki_sha256.hex()}")
+    click.echo(f"server pin (SHA-256 of its public key): {rotated.server_spki_sha256.hex()}")
+    _echo_next_pin(rotated)
+    if promoted:
+        click.echo("devices provisioned before accept it (it was their next pin); refresh "
+                   "their bundles (`fleet bundle`) so they learn the new next pin")
+    else:
+        click.echo("devices refuse this key until they install a refreshed bundle "
+                   "(`fleet bundle`, `device install --refresh --new-pins`)")
+
+
+@fleet.command("next-server-key")
+@click.argument("fleet_dir", type=_EXISTING_DIR)
+@_KEYS
+def next_server_key(fleet_dir: Path, keys_dir: Path | None) -> None:
+    """Make the next server key of a fleet made before pin roll-over (CA passphrase).
+
+    Bundles carry its pin from now on; `rotate-server-key` promotes it.
+    """
+    made = Fleet.open(fleet_dir).make_next_server_key(read_secret(CA), keys_dir)
+    _echo_next_pin(made)
+
+
+@fleet.command("bundle")
+@click.argument("fleet_dir", type=_EXISTING_DIR)
+@click.argument("device_id")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to write the bundle [default: <device ID>.bundle.json here].")
+def bundle_command(fleet_dir: Path, device_id: str, output: Path | None) -> None:
+    """Write the bundle of the enrolled device DEVICE_ID again, with today's server pins.
+
+    For a lost bundle, or to refresh a device's pins after `rotate-server-key`
+    (`tinyward device install --refresh`). Public material only: no passphrase, nothing
+    new is issued. A revoked device gets none.
+    """
+    opened = Fleet.open(fleet_dir)
+    bundle = opened.bundle(device_id)
+    target = output or Path(f"{bundle.device_id}.bundle.json")
+    atomic_write(target, bundle.to_json(), mode=0o644)  # public material only
+    click.echo(f"bundle of device {bundle.device_id} written to {target}")
 
 
 @fleet.command("renew-server-cert")
