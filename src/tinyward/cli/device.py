@@ -105,7 +105,6 @@ def provision_command(directory: Path, fleet_dir: Path, readout: str,
     and does only the steps still missing; an already enrolled device gets its bundle
     again from the fleet's records, with no passphrase.
     """
-    from tinyward.cli.fleet import bundle_of
     from tinyward.cli.fleet_secrets import CA, read_secret
 
     fleet = Fleet.open(fleet_dir)
@@ -118,7 +117,7 @@ def provision_command(directory: Path, fleet_dir: Path, readout: str,
         console.print(f"resuming: {directory} holds device {dev.device_id[:16]}…, "
                       "not yet provisioned")
     if dev is not None and _is_enrolled(fleet, dev.device_id):
-        bundle = bundle_of(fleet, dev.device_id)  # public material: no passphrase needed
+        bundle = fleet.bundle(dev.device_id)  # public material: no passphrase needed
     else:
         ca = fleet.device_ca_token(read_secret(CA), keys_dir)
         if dev is None:

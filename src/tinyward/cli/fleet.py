@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from cryptography.hazmat.primitives.serialization import Encoding
 from rich.console import Console
 from rich.table import Table
 
@@ -22,7 +21,6 @@ from tinyward.fleet.enrolment import DEFAULT_ENROLMENT_LIMITS
 from tinyward.fleet.errors import (
     AlreadyEnrolled,
     BadEnrolmentRequest,
-    UnknownDevice,
 )
 from tinyward.fleet.keyseal import read_params
 from tinyward.fleet.pki import Fleet, device_ca_label
@@ -171,28 +169,6 @@ def _write_bundle(target: Path, bundle: DeviceBundle, fleet_dir: Path) -> None:
             f"{fleet_dir} {bundle.device_id} -o FILE") from None
 
 
-def bundle_of(opened: Fleet, device_id: str) -> DeviceBundle:
-    """The bundle of an enrolled device, rebuilt from the fleet's records (no passphrase:
-    certificates, CAs and the pin are public)."""
-    enrolled = opened.device(device_id)
-    if enrolled.revoked:
-        raise UnknownDevice(f"device {device_id} is revoked in fleet {opened.fleet_id}; "
-                            "it gets no bundle")
-    # After a device CA rotation an older device's certificates come from a retiring CA:
-    # its bundle names the CA that issued them, or the bundle would not verify.
-    issuer = next(iter(enrolled.certificates.values())).issuer
-    device_ca = next((ca for ca in opened.device_cas if ca.subject == issuer), opened.device_ca)
-    return DeviceBundle(
-        device_id=device_id,
-        fleet_id=opened.fleet_id,
-        certificates={purpose: cert.public_bytes(Encoding.PEM).decode("ascii")
-                      for purpose, cert in enrolled.certificates.items()},
-        device_ca_pem=device_ca.public_bytes(Encoding.PEM).decode("ascii"),
-        root_ca_pem=opened.root_ca.public_bytes(Encoding.PEM).decode("ascii"),
-        server_spki_sha256=opened.server_spki_sha256,
-    )
-
-
 @fleet.command("bundle")
 @click.argument("fleet_dir", type=_EXISTING_DIR)
 @click.argument("device_id")
@@ -200,13 +176,14 @@ def bundle_of(opened: Fleet, device_id: str) -> DeviceBundle:
               callback=output_file,
               help="Where to write the bundle [default: <device ID>.bundle.json here].")
 def bundle_command(fleet_dir: Path, device_id: str, output: Path | None) -> None:
-    """Write the bundle of an enrolled device DEVICE_ID again (e.g. after a lost file).
+    """Write the bundle of the enrolled device DEVICE_ID again, with today's server pins.
 
-    The bundle holds only public material (certificates, CAs, the server pin), so no
-    passphrase is needed and nothing new is issued. A revoked device gets none.
+    For a lost bundle, or to refresh a device's pins after `rotate-server-key`
+    (`tinyward device install --refresh`). Public material only: no passphrase, nothing
+    new is issued. A revoked device gets none.
     """
     opened = Fleet.open(fleet_dir)
-    bundle = bundle_of(opened, device_id)
+    bundle = opened.bundle(device_id)
     target = output or Path(f"{device_id}.bundle.json")
     check_output_file(target)
     _write_bundle(target, bundle, fleet_dir)
@@ -340,25 +317,6 @@ def next_server_key(fleet_dir: Path, keys_dir: Path | None) -> None:
     """
     made = Fleet.open(fleet_dir).make_next_server_key(read_secret(CA), keys_dir)
     _echo_next_pin(made)
-
-
-@fleet.command("bundle")
-@click.argument("fleet_dir", type=_EXISTING_DIR)
-@click.argument("device_id")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
-              help="Where to write the bundle [default: <device ID>.bundle.json here].")
-def bundle_command(fleet_dir: Path, device_id: str, output: Path | None) -> None:
-    """Write the bundle of the enrolled device DEVICE_ID again, with today's server pins.
-
-    For a lost bundle, or to refresh a device's pins after `rotate-server-key`
-    (`tinyward device install --refresh`). Public material only: no passphrase, nothing
-    new is issued. A revoked device gets none.
-    """
-    opened = Fleet.open(fleet_dir)
-    bundle = opened.bundle(device_id)
-    target = output or Path(f"{bundle.device_id}.bundle.json")
-    atomic_write(target, bundle.to_json(), mode=0o644)  # public material only
-    click.echo(f"bundle of device {bundle.device_id} written to {target}")
 
 
 @fleet.command("renew-server-cert")
