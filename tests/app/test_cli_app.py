@@ -25,6 +25,15 @@ def test_inspect_prints_contract_protections_and_a_finite_bound():
         assert text in result.output, text
 
 
+def test_inspect_adds_every_channel_the_app_controls_to_the_bound():
+    result = invoke("app", "inspect", str(GOOD), "--no-probe", "--interval", "10")
+    assert result.exit_code == 0, result.output
+    # 657.9 (values) + 23.0 (which of 6 reports carry them) + 2.0 (faults, once a minute)
+    for text in ("which of 6 reports/min carry them", "crash, stall, refused or none",
+                 "leakage bound, all channels: 682.9 bits per minute"):
+        assert text in result.output, text
+
+
 def test_inspect_refuses_a_bad_manifest_with_line_and_reason(tmp_path):
     bad = tmp_path / "sensor.toml"
     bad.write_text(GOOD.read_text().replace('max = 999', 'max = -5'))

@@ -103,3 +103,27 @@ def test_fuzz_result_is_accepted_only_if_in_the_declared_sets(result):
     assert result["state"] in ("normal", "anomaly")
     assert result["level"] in (0, 0.25, 0.5, 0.75, 1)
     assert type(result["door"]) is bool
+
+
+# ---- issue 12, item 3: the bound over every channel ----------------------------------
+
+def test_channel_bound_counts_placement_and_faults_exactly_for_one_bool_a_minute():
+    from tinyward.app.contract import channel_bound
+    from tinyward.app.manifest import Contract, FieldSpec
+
+    one_bool = Contract((FieldSpec("flag", "bool"),), max_results_per_minute=1)
+    bound = channel_bound(one_bool, report_interval=10, fault_window=60)
+    # 6 reports a minute: no result, or a true/false in one of them: 1 + 6 * 2 outcomes.
+    assert bound.values + bound.placement == pytest.approx(math.log2(13))
+    assert bound.faults == pytest.approx(2.0)  # none, crash, stall, refused: once a minute
+    assert bound.total == pytest.approx(math.log2(13) + 2)
+
+
+def test_channel_bound_is_finite_for_the_largest_contracts():
+    from tinyward.app.contract import channel_bound
+    from tinyward.app.manifest import Contract, FieldSpec
+
+    big = Contract(tuple(FieldSpec(f"f{i}", "int", min=-(2**62), max=2**62) for i in range(32)),
+                   max_results_per_minute=60_000)
+    bound = channel_bound(big, report_interval=0.01, fault_window=0.1)
+    assert math.isfinite(bound.total) and bound.total > bound.values > 0

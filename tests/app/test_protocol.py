@@ -10,10 +10,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tinyward.app.contract import check_result
 from tinyward.app.errors import ContractViolation, ProtocolError
+from tinyward.app.manifest import Contract, FieldSpec
 from tinyward.app.protocol import (
     HEADER,
     MessageDecoder,
+    decode_body,
     decode_frame,
     decode_result,
     encode_frame,
@@ -171,3 +174,41 @@ def test_refused_invalid_utf8_text_is_not_leaked():
         tracemalloc.stop()
     # A leak keeps 100 x 60 KB = 6 MB; without one, next to nothing stays.
     assert grown < 1_000_000, f"{grown} bytes still held after 100 refused messages"
+
+
+# ---- issue 12, item 1: only ProtocolError / ContractViolation, whatever the bytes --------
+
+
+_CONTRACT = Contract(
+    fields=(FieldSpec("count", "int", min=0, max=999),
+            FieldSpec("state", "enum", values=("normal", "anomaly")),
+            FieldSpec("score", "float", min=0.0, max=1.0, step=0.25)),
+    max_results_per_minute=60,
+)
+_leaf = st.one_of(st.none(), st.booleans(), st.integers(), st.integers(min_value=2**60),
+                  # (built by map: hypothesis must never repr a 5,000-digit int itself)
+                  st.sampled_from([5000, 400, -400, 64, -65]).map(
+                      lambda e: 10**e if abs(e) > 100 else 2**abs(e) * (1 if e > 0 else -1)),
+                  st.floats(), st.text(max_size=8), st.binary(max_size=8),
+                  st.sampled_from(["count", "state", "score", "normal"]))
+_tree = st.recursive(_leaf, lambda inner: st.one_of(
+    st.lists(inner, max_size=3),
+    st.dictionaries(st.one_of(st.text(max_size=5), st.integers(),
+                              st.sampled_from(["count", "state", "score"])), inner, max_size=4),
+    st.builds(cbor2.CBORTag, st.integers(0, 2**64 - 1), inner)), max_leaves=10)
+
+
+@settings(max_examples=400, deadline=None)
+@given(body=st.one_of(
+    _tree.map(cbor2.dumps), st.binary(max_size=64),
+    st.fixed_dictionaries({"count": _leaf, "state": _leaf, "score": _leaf}).map(cbor2.dumps),
+    st.dictionaries(_leaf, _leaf, max_size=3).map(cbor2.dumps)))
+def test_property_decode_and_check_raise_nothing_but_their_own_errors(body: bytes) -> None:
+    try:
+        value = decode_body(body)
+    except ProtocolError:
+        return
+    try:
+        check_result(_CONTRACT, value)
+    except ContractViolation as error:
+        str(error)  # and its message formats

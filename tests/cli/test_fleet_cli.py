@@ -36,7 +36,7 @@ def test_cli_init_creates_fleet_and_prints_id_and_pin(fleet_dir: Path) -> None:
     assert fleet.server_spki_sha256.hex() in result.output
     assert fleet.server_key_path.name == "server.key"  # sealed by default (server passphrase)
     assert sorted(p.name for p in fleet.keys_path.iterdir()) == [
-        "device-ca.key", "root-ca.key", "update-signing.key"]
+        "device-ca.key", "root-ca.key", "server-next.key", "update-signing.key"]
 
 
 def test_cli_init_server_names(tmp_path: Path) -> None:
@@ -100,7 +100,7 @@ def test_cli_enroll_output_option_and_second_enrolment_refused(
         _run("fleet", "enroll", str(fleet_dir), str(request), "-o", str(out), env=GOOD).exit_code
         == 0
     )
-    assert json.loads(out.read_bytes())["format"] == "tinyward-device-bundle/1"
+    assert json.loads(out.read_bytes())["format"] == "tinyward-device-bundle/2"  # next pin
     again = _run("fleet", "enroll", str(fleet_dir), str(request), "-o", str(out), env=GOOD)
     assert again.exit_code == 2
     assert "already enrolled" in again.output
@@ -180,7 +180,7 @@ def test_cli_on_folder_that_is_not_a_fleet(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "command",
     ["init", "enroll", "revoke", "devices", "show", "migrate", "rotate-server-key", "renew-server-cert",
-     "rotate-device-ca", "retire-device-ca"],
+     "rotate-device-ca", "retire-device-ca", "bundle", "next-server-key"],
 )
 def test_cli_help_texts(command: str) -> None:
     result = _run("fleet", command, "--help")

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from tests.fleet.conftest import NOW
 from tests.fleet.helpers import PASSPHRASE, PURPOSES, request_pem
 from tinyward.errors import Misuse
-from tinyward.fleet.bundle import BUNDLE_FORMAT, DeviceBundle
+from tinyward.fleet.bundle import BUNDLE_FORMAT, BUNDLE_FORMAT_NEXT_PIN, DeviceBundle
 from tinyward.fleet.errors import BadBundle
 from tinyward.fleet.pki import Fleet
 
@@ -35,6 +35,21 @@ def _encode(document: object) -> bytes:
     return json.dumps(document).encode()
 
 
+NEXT_PIN = "5e" * 32
+
+
+def _doc_v2() -> dict[str, Any]:
+    """The golden bundle in the format with a next server pin (pins are not signed, so
+    adding one keeps it a valid bundle)."""
+    document = _doc()
+    document["format"] = BUNDLE_FORMAT_NEXT_PIN
+    document["server_next_spki_sha256"] = NEXT_PIN
+    return document
+
+
+GOLDEN_V2 = _encode(_doc_v2())
+
+
 def test_golden_bundle_parses() -> None:
     bundle = DeviceBundle.from_json(GOLDEN)
     assert bundle.device_id == "a08269ab925f17ab3e35ca8a91283e5b24d556058142668b0ca81fbc40f398a3"
@@ -46,16 +61,64 @@ def test_golden_bundle_parses() -> None:
 def test_bundle_round_trips(fleet: Fleet) -> None:
     bundle = fleet.enroll(request_pem(), PASSPHRASE, now=NOW)
     assert DeviceBundle.from_json(bundle.to_json()) == bundle
-    assert json.loads(bundle.to_json())["format"] == BUNDLE_FORMAT
+    # A fleet has a next server key: its bundles carry both pins, in format /2.
+    assert json.loads(bundle.to_json())["format"] == BUNDLE_FORMAT_NEXT_PIN
+    assert bundle.server_pins == (fleet.server_spki_sha256, fleet.server_next_spki_sha256)
     assert list(json.loads(bundle.to_json())) == [
         "format", "device_id", "fleet_id", "certificates", "device_ca", "root_ca",
-        "server_spki_sha256",
+        "server_spki_sha256", "server_next_spki_sha256",
     ]  # fmt: skip
+
+
+def test_old_bundle_with_one_pin_still_parses() -> None:
+    bundle = DeviceBundle.from_json(GOLDEN)
+    assert bundle.server_next_spki_sha256 is None
+    assert bundle.server_pins == (bundle.server_spki_sha256,)
+    assert json.loads(bundle.to_json())["format"] == BUNDLE_FORMAT  # still written as /1
+
+
+def test_bundle_with_a_next_pin_round_trips() -> None:
+    bundle = DeviceBundle.from_json(GOLDEN_V2)
+    assert bundle.server_next_spki_sha256 == bytes.fromhex(NEXT_PIN)
+    assert bundle.server_pins == (bundle.server_spki_sha256, bytes.fromhex(NEXT_PIN))
+    assert DeviceBundle.from_json(bundle.to_json()) == bundle
+    keys = list(json.loads(bundle.to_json()))
+    assert (keys[0], keys[-1]) == ("format", "server_next_spki_sha256")
+
+
+def test_attack_next_pin_smuggled_into_a_v1_bundle_refused() -> None:
+    # An old device would not know the field: a /1 bundle has exactly the /1 keys.
+    document = _doc()
+    document["server_next_spki_sha256"] = NEXT_PIN
+    with pytest.raises(BadBundle, match="unknown keys server_next_spki_sha256"):
+        DeviceBundle.from_json(_encode(document))
+
+
+def test_v2_bundle_without_its_next_pin_refused() -> None:
+    document = _doc_v2()
+    del document["server_next_spki_sha256"]
+    with pytest.raises(BadBundle, match="lacks server_next_spki_sha256"):
+        DeviceBundle.from_json(_encode(document))
+
+
+@pytest.mark.parametrize("pin", ["AB" * 32, "ab" * 31, "zz" * 32, 12, None, ""])
+def test_bundle_malformed_next_pin_refused(pin: object) -> None:
+    document = _doc_v2()
+    document["server_next_spki_sha256"] = pin
+    with pytest.raises(BadBundle, match="server_next_spki_sha256 must be 64"):
+        DeviceBundle.from_json(_encode(document))
+
+
+def test_bundle_next_pin_equal_to_the_current_one_refused() -> None:
+    document = _doc_v2()
+    document["server_next_spki_sha256"] = document["server_spki_sha256"]
+    with pytest.raises(BadBundle, match="repeats the current pin"):
+        DeviceBundle.from_json(_encode(document))
 
 
 def test_bundle_wrong_format_tag_refused() -> None:
     document = _doc()
-    document["format"] = "tinyward-device-bundle/2"
+    document["format"] = "tinyward-device-bundle/3"
     with pytest.raises(BadBundle, match="not a device bundle"):
         DeviceBundle.from_json(_encode(document))
 
@@ -208,6 +271,12 @@ def _with_field(field: str, value: object) -> bytes:
     return _encode(document)
 
 
+def _with_field_v2(field: str, value: object) -> bytes:
+    document = _doc_v2()
+    document[field] = value
+    return _encode(document)
+
+
 @settings(
     max_examples=400,
     deadline=None,
@@ -223,6 +292,11 @@ def _with_field(field: str, value: object) -> bytes:
         st.integers(0, len(GOLDEN)).map(lambda n: GOLDEN[:n]),
         _JSON.map(_encode),
         st.tuples(st.sampled_from(sorted(_doc())), _JSON).map(lambda p: _with_field(*p)),
+        # The format with a next server pin: bytes flipped, and each field replaced.
+        st.tuples(st.integers(0, len(GOLDEN_V2) - 1), st.integers(1, 255)).map(
+            lambda p: GOLDEN_V2[: p[0]] + bytes([GOLDEN_V2[p[0]] ^ p[1]]) + GOLDEN_V2[p[0] + 1 :]
+        ),
+        st.tuples(st.sampled_from(sorted(_doc_v2())), _JSON).map(lambda p: _with_field_v2(*p)),
     )
 )
 def test_fuzz_bundle_parser_raises_only_bad_bundle(data: bytes) -> None:

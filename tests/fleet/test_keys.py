@@ -45,7 +45,7 @@ from tinyward.fleet.errors import (
 )
 from tinyward.fleet.keyseal import DEFAULT_SCRYPT, ScryptParams, open_key, read_params, seal_key
 from tinyward.fleet.passphrase import MIN_CHARS
-from tinyward.fleet.pki import Fleet, device_ca_label
+from tinyward.fleet.pki import DeviceBundle, Fleet, device_ca_label
 from tinyward.fleet.profiles import (
     fleet_id_of,
     make_device_ca,
@@ -70,6 +70,10 @@ def _offline_scalars(fleet: Fleet) -> dict[str, bytes]:
                                       PASSPHRASE, "device-ca")),
         "update-signing": _scalar(open_key((fleet.keys_path / "update-signing.key").read_bytes(),
                                            UPDATE_PASSPHRASE, "update-signing")),
+        # The key that replaces the server's own at the next rotation: taking the server
+        # must not give it (else the rotation would not get rid of the intruder).
+        "server-next": _scalar(open_key((fleet.keys_path / "server-next.key").read_bytes(),
+                                        PASSPHRASE, "server-next")),
     }
 
 
@@ -229,7 +233,7 @@ def test_attack_keys_at_rest_are_memory_hard(
     fleet = Fleet.init(tmp_path / "fleet", PASSPHRASE, update_passphrase=UPDATE_PASSPHRASE,
                        server_passphrase=SERVER_PASSPHRASE)
     sealed = [*fleet.keys_path.glob("*.key"), fleet.server_key_path]
-    assert len(sealed) == 4
+    assert len(sealed) == 5  # root CA, device CA, update, server, next server
     for path in sealed:
         document = json.loads(path.read_bytes())
         assert document["kdf"]["name"] == "scrypt" and document["aead"] == "AES-256-GCM"
@@ -355,6 +359,7 @@ def test_migrate_moves_every_key_under_its_own_secret(tmp_path: Path) -> None:
     server_ssl_context(fleet, SERVER_PASSPHRASE)
     bundle = fleet.enroll(request_pem(), PASSPHRASE)
     assert fleet.verify_device_certificate(bundle.certificate("tls"), "tls")
+    assert bundle.server_pins == fleet.server_pins and len(fleet.server_pins) == 2  # roll-over
 
 
 def test_migrate_wrong_old_passphrase_changes_nothing(tmp_path: Path) -> None:
@@ -434,10 +439,28 @@ def test_retire_unknown_device_ca_refused(fleet: Fleet) -> None:
         fleet.retire_device_ca("../../etc")
 
 
-def test_rotate_server_key_new_key_new_pin_old_key_gone(fleet: Fleet) -> None:
+def test_attack_the_server_secret_does_not_open_the_next_server_key(fleet: Fleet) -> None:
+    """The next key is sealed under the CA passphrase, not the server's: whoever took the
+    server and its passphrase (and found the key file) still cannot open it."""
+    data = (fleet.keys_path / "server-next.key").read_bytes()
+    with pytest.raises(WrongPassphrase):
+        open_key(data, SERVER_PASSPHRASE, "server-next")
+    with pytest.raises(BadFleet):  # nor is it a server key: the purpose is bound
+        open_key(data, PASSPHRASE, "server")
+    key = open_key(data, PASSPHRASE, "server-next")
+    from tinyward.fleet.profiles import spki_sha256
+    assert spki_sha256(key.public_key()) == fleet.server_next_spki_sha256
+
+
+def test_rotate_server_key_promotes_the_next_key_and_makes_a_fresh_one(fleet: Fleet) -> None:
     old_pin, old_key = fleet.server_spki_sha256, fleet.server_key_path.read_bytes()
-    rotated = fleet.rotate_server_key(fleet.root_ca_token(PASSPHRASE), SERVER_PASSPHRASE)
-    assert rotated.server_spki_sha256 != old_pin
+    next_pin = fleet.server_next_spki_sha256
+    assert next_pin is not None and next_pin != old_pin
+    rotated = fleet.rotate_server_key(fleet.root_ca_token(PASSPHRASE), SERVER_PASSPHRASE,
+                                      ca_passphrase=PASSPHRASE)
+    assert rotated.server_spki_sha256 == next_pin  # the pin every bundle carried
+    assert rotated.server_next_spki_sha256 not in (None, old_pin, next_pin)
+    assert rotated.server_pins == (next_pin, rotated.server_next_spki_sha256)
     assert rotated.server_key_path.name == "server.key"  # now sealed
     assert not (fleet.directory / "server" / "server.key.pem").exists()
     assert old_key not in rotated.server_key_path.read_bytes()
@@ -445,6 +468,80 @@ def test_rotate_server_key_new_key_new_pin_old_key_gone(fleet: Fleet) -> None:
     server_ssl_context(rotated, SERVER_PASSPHRASE)
     with pytest.raises(Misuse):
         server_ssl_context(rotated)  # sealed now: the passphrase is needed
+
+
+def test_rotate_server_key_with_a_wrong_ca_passphrase_changes_nothing(fleet: Fleet) -> None:
+    before = {p: p.read_bytes() for p in fleet.directory.rglob("*") if p.is_file()}
+    with pytest.raises(WrongPassphrase):
+        fleet.rotate_server_key(fleet.root_ca_token(PASSPHRASE), None,
+                                ca_passphrase=b"not the CA passphrase at all")
+    assert {p: p.read_bytes() for p in fleet.directory.rglob("*") if p.is_file()} == before
+
+
+def test_rotate_server_key_stopped_before_the_fresh_next_key_is_finished_by_running_again(
+    fleet: Fleet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tinyward.fleet import pki
+
+    next_pin = fleet.server_next_spki_sha256
+
+    def crash(*args: object) -> None:
+        raise OSError("power cut")
+
+    monkeypatch.setattr(pki, "_write_next_server_key", crash)
+    with pytest.raises(OSError):
+        fleet.rotate_server_key(fleet.root_ca_token(PASSPHRASE), None, ca_passphrase=PASSPHRASE)
+    monkeypatch.undo()
+    half = Fleet.open(fleet.directory)
+    assert half.server_spki_sha256 == next_pin  # promoted; the next pin is still the old one
+    assert half.server_pins == (next_pin,)  # bundles do not carry the same pin twice
+    server_ssl_context(half)  # the server runs with the promoted key
+    done = half.rotate_server_key(half.root_ca_token(PASSPHRASE), None, ca_passphrase=PASSPHRASE)
+    assert done.server_spki_sha256 == next_pin  # not promoted twice
+    assert done.server_next_spki_sha256 not in (None, next_pin)
+
+
+def test_rotate_server_key_discarding_the_next_key_makes_a_brand_new_one(fleet: Fleet) -> None:
+    old = fleet.server_pins
+    rotated = fleet.rotate_server_key(fleet.root_ca_token(PASSPHRASE), None,
+                                      ca_passphrase=PASSPHRASE, discard_next=True)
+    assert not set(rotated.server_pins) & set(old)
+
+
+def test_a_fleet_made_before_roll_over_gets_its_next_key(fleet: Fleet) -> None:
+    (fleet.keys_path / "server-next.key").unlink()
+    (fleet.directory / "ca" / "server-next.pub.pem").unlink()
+    old = Fleet.open(fleet.directory)
+    assert old.server_next_spki_sha256 is None and old.server_pins == (old.server_spki_sha256,)
+    bundle = old.enroll(request_pem(), PASSPHRASE, now=LATER)
+    assert json.loads(bundle.to_json())["format"] == "tinyward-device-bundle/1"
+    with pytest.raises(WrongPassphrase):
+        old.make_next_server_key(SERVER_PASSPHRASE)
+    made = old.make_next_server_key(PASSPHRASE)
+    assert made.server_next_spki_sha256 is not None
+    assert made.bundle(bundle.device_id).server_pins == made.server_pins
+    with pytest.raises(BadFleet, match="already has a next server key"):
+        made.make_next_server_key(PASSPHRASE)
+
+
+def test_fleet_bundle_is_made_again_with_todays_pins(fleet: Fleet) -> None:
+    from tinyward.fleet.errors import RevokedDevice, UnknownDevice
+
+    first = fleet.enroll(request_pem(), PASSPHRASE, now=LATER)
+    assert fleet.bundle(first.device_id) == first  # nothing new issued
+    rotated = fleet.rotate_device_ca(fleet.root_ca_token(PASSPHRASE), PASSPHRASE, now=LATER)
+    rotated = rotated.rotate_server_key(rotated.root_ca_token(PASSPHRASE), None,
+                                        ca_passphrase=PASSPHRASE, now=LATER)
+    again = rotated.bundle(first.device_id)
+    assert again.server_pins == rotated.server_pins
+    assert again.server_spki_sha256 == first.server_next_spki_sha256
+    assert again.device_ca_pem == first.device_ca_pem  # the CA that issued it (retiring now)
+    assert DeviceBundle.from_json(again.to_json()) == again
+    with pytest.raises(UnknownDevice):
+        rotated.bundle("0" * 64)
+    rotated.revoke(first.device_id)
+    with pytest.raises(RevokedDevice):
+        rotated.bundle(first.device_id)
 
 
 def test_renew_server_certificate_keeps_the_pin(fleet: Fleet) -> None:
@@ -484,7 +581,7 @@ def test_init_writes_the_offline_keys_elsewhere(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert not (tmp_path / "f" / "keys").exists()
     assert sorted(p.name for p in offline.iterdir()) == [
-        "device-ca.key", "root-ca.key", "update-signing.key"]
+        "device-ca.key", "root-ca.key", "server-next.key", "update-signing.key"]
     assert offline.stat().st_mode & 0o777 == 0o700
     request = tmp_path / "enroll.csr.pem"
     request.write_bytes(request_pem())
@@ -526,3 +623,35 @@ def test_provision_with_a_wrong_ca_passphrase_leaves_no_device(tmp_path: Path) -
                            env={"TINYWARD_CA_PASSPHRASE": SERVER_PASSPHRASE.decode()})
     assert result.exit_code != 0 and "does not open" in result.output
     assert not (tmp_path / "d").exists()
+
+
+def test_rotation_and_bundle_refresh_through_the_cli(tmp_path: Path) -> None:
+    from tinyward.trust.device import Device
+
+    runner = CliRunner(env=CLI_SECRETS)
+    fleet_dir, device_dir = str(tmp_path / "f"), str(tmp_path / "d")
+    init = runner.invoke(cli, ["fleet", "init", fleet_dir])
+    before = Fleet.open(tmp_path / "f")
+    assert before.server_next_spki_sha256 is not None
+    assert before.server_next_spki_sha256.hex() in init.output
+    assert runner.invoke(cli, ["device", "provision", device_dir, "--fleet", fleet_dir,
+                               "--readout", "none"]).exit_code == 0
+    device_id = Device.open(tmp_path / "d").device_id
+    rotated = runner.invoke(cli, ["fleet", "rotate-server-key", fleet_dir])
+    assert rotated.exit_code == 0, rotated.output
+    assert "devices provisioned before accept it" in rotated.output
+    after = Fleet.open(tmp_path / "f")
+    assert Device.open(tmp_path / "d").fleet_trust().pins == before.server_pins
+    assert after.server_spki_sha256 in before.server_pins  # the device accepts it as it is
+    bundle = tmp_path / "refresh.bundle.json"
+    written = runner.invoke(cli, ["fleet", "bundle", fleet_dir, device_id, "-o", str(bundle)])
+    assert written.exit_code == 0, written.output
+    again = runner.invoke(cli, ["device", "install", device_dir, str(bundle)])
+    assert again.exit_code != 0 and "--refresh" in again.output
+    wrong = runner.invoke(cli, ["device", "install", device_dir, str(bundle), "--new-pins"])
+    assert wrong.exit_code != 0 and "--new-pins goes with --refresh" in wrong.output
+    refreshed = runner.invoke(cli, ["device", "install", device_dir, str(bundle), "--refresh"])
+    assert refreshed.exit_code == 0, refreshed.output
+    assert Device.open(tmp_path / "d").fleet_trust().pins == after.server_pins
+    show = runner.invoke(cli, ["fleet", "show", fleet_dir])
+    assert f"next pin:      {after.server_next_spki_sha256.hex()}" in show.output  # type: ignore[union-attr]

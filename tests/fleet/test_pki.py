@@ -53,11 +53,13 @@ def test_init_writes_the_documented_layout(fleet: Fleet) -> None:
     assert names == [
         "ca/device-ca.cert.pem",
         "ca/root-ca.cert.pem",
+        "ca/server-next.pub.pem",
         "ca/server.cert.pem",
         "ca/update-signing.pub.pem",
         "fleet.json",
         "keys/device-ca.key",
         "keys/root-ca.key",
+        "keys/server-next.key",
         "keys/update-signing.key",
         "server/server.key.pem",  # no server passphrase given: in clear, 0600
     ]

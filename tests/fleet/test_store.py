@@ -10,7 +10,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tinyward.lab.simdevice import KeySigner
 from tinyward.fleet.store import (
     MIN_PACKED_RUN,
     BadDatabaseUrl,
@@ -19,6 +18,7 @@ from tinyward.fleet.store import (
     pack_signed,
     unpack_signed,
 )
+from tinyward.lab.simdevice import KeySigner
 from tinyward.trust.report import Report, encode_report, verify_report
 
 A, B = "aa" * 32, "bb" * 32

@@ -51,7 +51,9 @@ def TestOneInput(data: bytes) -> None:  # the name atheris and OSS-Fuzz use
 
 def seeds() -> list[bytes]:
     document = json.loads(GOLDEN)
-    out = [b"\x00" + GOLDEN]
+    # The same bundle in the format with a next server pin (pin roll-over) as well.
+    v2 = dict(document, format="tinyward-device-bundle/2", server_next_spki_sha256="5e" * 32)
+    out = [b"\x00" + GOLDEN, b"\x00" + json.dumps(v2).encode()]
     for index, slot in enumerate(SLOTS, start=1):
         pem = document
         for key in slot:

@@ -27,8 +27,8 @@ import pytest
 from tests.link.conftest import PASSPHRASE, World
 from tinyward.fleet.pki import Fleet
 from tinyward.lab.fleetproc import server_environment
-from tinyward.link.client import LinkConfig
 from tinyward.lab.proxy import TCPProxy
+from tinyward.link.client import LinkConfig
 from tinyward.link.runner import DeviceRunner, RunnerConfig, SimulatedSensor
 from tinyward.link.shaper import ShaperConfig
 

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tinyward.lab.proxy import _Framer
 from tinyward.link.client import ReportLink
 from tinyward.link.errors import LinkError
-from tinyward.lab.proxy import _Framer
 from tinyward.link.queue import META_RECORD, QueueConfig, ReportQueue
 from tinyward.trust.rot import FileRootOfTrust
 from tinyward.trust.storage import ProtectedStorage

@@ -188,7 +188,9 @@ def test_the_sandboxed_application_can_be_the_source(world: World, app: str,
                 frame[0, 0] = 666
             yield frame
 
-    source = AppResultSource.start(manifest, frames())
+    from tinyward.app.supervisor import SupervisorConfig
+
+    source = AppResultSource.start(manifest, frames(), SupervisorConfig(fault_window_s=0.5))
     device = world.device("a")
     try:
         with LiveFleetServer(world.fleet) as server:

@@ -18,8 +18,9 @@ from .conftest import TINYWARD
 
 def test_running_device_holds_no_network_socket(fleet_and_device) -> None:
     _, device = fleet_and_device
+    # Events at 5/s: at the default 0.2/s a run may see none before the poll gives up.
     proc = subprocess.Popen([TINYWARD, "device", "run", str(device.directory), "--air-gapped",
-                             "--interval", "0.1", "--duration", "20"],
+                             "--interval", "0.1", "--duration", "20", "--event-rate", "5"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 20
@@ -73,15 +74,29 @@ def test_sockets_from_the_core_process_tree_are_refused(fleet_and_device) -> Non
     assert out.stdout.split() == ["refused"] * 4
 
 
-def test_attestation_claims_air_gapped_mode(fleet_and_device, tmp_path: Path) -> None:
+ATTEST_UNDER_FILTER = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from tinyward.trust.airgap import forbid_network
+    from tinyward.trust.device import Device
+    forbid_network()
+    Path(sys.argv[2]).write_bytes(Device.open(Path(sys.argv[1])).attestation_token(bytes.fromhex(sys.argv[3])))
+    """
+)
+
+
+def test_attestation_claims_air_gapped_mode_under_the_filter(fleet_and_device, tmp_path: Path) -> None:
     import os
 
     from tinyward.fleet.attestation import verify_fleet_token
 
     fleet, device = fleet_and_device
-    device.set_mode("air-gapped")
     nonce = os.urandom(32)
-    _, claims = verify_fleet_token(fleet, device.attestation_token(nonce), nonce)
+    token = tmp_path / "token.cbor"
+    subprocess.run([sys.executable, "-c", ATTEST_UNDER_FILTER, str(device.directory), str(token),
+                    nonce.hex()], check=True, timeout=60)
+    _, claims = verify_fleet_token(fleet, token.read_bytes(), nonce)
     assert claims.operating_mode == "air-gapped"
 
 
@@ -113,7 +128,9 @@ def test_air_gapped_application_cannot_open_a_socket(fleet_and_device, tmp_path:
             os.chmod(os.path.join(root, name), 0o644)
     proc = subprocess.Popen([TINYWARD, "device", "run", str(device.directory), "--air-gapped",
                              "--app", str(app / "sensor.toml"), "--frames", str(frames_csv),
-                             "--interval", "0.2", "--duration", "30"],
+                             "--interval", "0.2", "--duration", "30",
+                             # faults are told when their window is over (60 s by default)
+                             "--fault-window", "1"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 30
@@ -139,3 +156,65 @@ def test_air_gapped_application_cannot_open_a_socket(fleet_and_device, tmp_path:
         pass
     finally:
         listener.close()
+
+
+def _start_air_gapped(device: Device, **popen: object) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen([TINYWARD, "device", "run", str(device.directory), "--air-gapped",
+                             "--interval", "0.1", "--duration", "20", "--event-rate", "5"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)  # type: ignore[call-overload]
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not display.load(Device.open(device.directory).storage).results:
+        time.sleep(0.1)
+    assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+    return proc
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    proc.wait(timeout=20)
+
+
+def test_air_gapped_device_closes_inherited_descriptors(fleet_and_device) -> None:
+    """Whoever starts the device may hand it an open socket: the filter on socket() would
+    not stop a send on it, so the device closes what it inherited first."""
+    import os
+    import socket
+
+    _, device = fleet_and_device
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        donor = socket.create_connection(listener.getsockname())
+        peer, _ = listener.accept()
+        with donor, peer:
+            inode = os.fstat(donor.fileno()).st_ino
+            proc = _start_air_gapped(device, pass_fds=(donor.fileno(),))
+            try:
+                tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+                for member in tree:
+                    links = []
+                    for fd in os.listdir(f"/proc/{member.pid}/fd"):
+                        try:
+                            links.append(os.readlink(f"/proc/{member.pid}/fd/{fd}"))
+                        except FileNotFoundError:
+                            continue
+                    assert f"socket:[{inode}]" not in links, f"{member.pid} kept the socket"
+            finally:
+                _stop(proc)
+    assert proc.returncode == 0, proc.stderr.read().decode() if proc.stderr else ""
+
+
+def test_air_gapped_device_runs_in_an_empty_network_namespace(fleet_and_device) -> None:
+    import os
+
+    import pytest
+
+    if os.geteuid() != 0:
+        pytest.skip("a new network namespace needs root")
+    _, device = fleet_and_device
+    proc = _start_air_gapped(device)
+    try:
+        assert os.readlink(f"/proc/{proc.pid}/ns/net") != os.readlink("/proc/self/ns/net")
+        with open(f"/proc/{proc.pid}/net/dev") as handle:
+            interfaces = [line.split(":")[0].strip() for line in handle.readlines()[2:]]
+        assert interfaces == ["lo"]
+    finally:
+        _stop(proc)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import platform
 import subprocess
 import sys
 import textwrap
+
+import pytest
 
 CHILD = textwrap.dedent(
     """
@@ -80,3 +84,123 @@ def test_filter_does_not_leak_into_unrelated_processes() -> None:
     finally:
         filtered.kill()
         filtered.wait(timeout=30)
+
+
+# ---- issue 12, item 9: what a compromised core could still reach in air-gapped mode ----
+
+TAKE_SOCKET = textwrap.dedent(
+    """
+    import ctypes, os, sys
+    from tinyward.trust.airgap import forbid_network
+    forbid_network()
+    libc = ctypes.CDLL(None, use_errno=True)
+    pidfd = os.pidfd_open(int(sys.argv[1]))
+    fd = libc.syscall(438, pidfd, int(sys.argv[2]), 0)  # pidfd_getfd
+    if fd < 0:
+        print("refused", os.strerror(ctypes.get_errno()))
+    else:
+        os.write(fd, b"leaked through a socket taken from another process")
+        print("sent")
+    """
+)
+
+
+def test_socket_taken_from_another_process_with_pidfd_getfd_is_refused() -> None:
+    """The donor is this test process: it holds a TCP connection to a local listener."""
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        donor = socket.create_connection(listener.getsockname())
+        peer, _ = listener.accept()
+        with donor, peer:
+            out = subprocess.run([sys.executable, "-c", TAKE_SOCKET, str(os.getpid()),
+                                  str(donor.fileno())],
+                                 capture_output=True, text=True, timeout=60, check=False)
+            assert out.returncode == 0, out.stderr
+            assert out.stdout.startswith("refused"), out.stdout
+            peer.settimeout(0.5)
+            with pytest.raises(TimeoutError):
+                peer.recv(100)
+
+
+UNIX_DAEMON = textwrap.dedent(
+    """
+    import socket, sys
+    from tinyward.trust.airgap import forbid_network
+    forbid_network()
+    outcomes = []
+    for make in (lambda: socket.socket(socket.AF_UNIX, socket.SOCK_STREAM),
+                 lambda: socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)):
+        try:
+            s = make()
+        except PermissionError:
+            outcomes.append("refused")
+            continue
+        try:
+            s.connect(sys.argv[1]) if s.type == socket.SOCK_STREAM else s.sendto(b"x", sys.argv[2])
+            outcomes.append("reached")
+        except PermissionError:
+            outcomes.append("refused")
+    # A datagram pair could address any named socket; a stream pair cannot.
+    try:
+        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        a.sendto(b"x", sys.argv[2])
+        outcomes.append("reached")
+    except PermissionError:
+        outcomes.append("refused")
+    print(" ".join(outcomes))
+    """
+)
+
+
+def test_unix_connections_to_local_daemons_are_refused(tmp_path) -> None:
+    import socket
+
+    stream_path, dgram_path = str(tmp_path / "daemon.sock"), str(tmp_path / "log.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as daemon, \
+            socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as log:
+        daemon.bind(stream_path)
+        daemon.listen()
+        log.bind(dgram_path)
+        out = subprocess.run([sys.executable, "-c", UNIX_DAEMON, stream_path, dgram_path],
+                             capture_output=True, text=True, timeout=60, check=False)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.split() == ["refused"] * 3
+        daemon.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            daemon.accept()
+        log.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            log.recv(10)
+
+
+OTHER_PROCESSES = textwrap.dedent(
+    """
+    import ctypes, os, sys
+    from tinyward.trust.airgap import forbid_network
+    forbid_network()
+    libc = ctypes.CDLL(None, use_errno=True)
+    out = []
+    for name, nr, args in (("ptrace", 101, (16, int(sys.argv[1]), 0, 0)),  # PTRACE_ATTACH
+                           ("process_vm_writev", 311, (int(sys.argv[1]), 0, 0, 0, 0, 0))):
+        result = libc.syscall(nr, *args)
+        out.append("refused" if result < 0 and ctypes.get_errno() == 1 else f"{name} allowed")
+    fd = os.open("/proc/self/ns/net", os.O_RDONLY)  # joining any namespace is refused
+    out.append("refused" if libc.setns(fd, 0x40000000) != 0 and ctypes.get_errno() == 1
+               else "setns allowed")
+    print(" ".join(out))
+    """
+)
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="syscall numbers of x86-64")
+def test_other_processes_and_the_host_namespace_are_out_of_reach() -> None:
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        out = subprocess.run([sys.executable, "-c", OTHER_PROCESSES, str(sleeper.pid)],
+                             capture_output=True, text=True, timeout=60, check=False)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["refused"] * 3

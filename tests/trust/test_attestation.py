@@ -40,6 +40,7 @@ from tinyward.trust.errors import (
 )
 from tinyward.trust.psa_claims import (
     KEY_TINYWARD_OPERATING_MODE,
+    KEY_TINYWARD_PROTECTIONS,
     LIFECYCLE_ASSEMBLY_AND_TEST,
     LIFECYCLE_NON_PSA_ROT_DEBUG,
 )
@@ -86,6 +87,17 @@ def test_instance_id_is_0x01_and_sha256_of_the_uncompressed_point(signer: Epheme
     )
     assert len(point) == 65
     assert instance_id_from_public_key(signer.public_key()) == b"\x01" + hashlib.sha256(point).digest()
+
+
+def test_protections_claim_round_trips_under_a_private_key(signer: EphemeralSigner) -> None:
+    claims = make_claims(signer, protections=("filesystem isolation", "landlock", "seccomp"))
+    token = encode_token(claims, signer)
+    assert _claimset(token)[KEY_TINYWARD_PROTECTIONS] == ["filesystem isolation", "landlock",
+                                                          "seccomp"]
+    assert KEY_TINYWARD_PROTECTIONS < -65536  # RFC 8392 §9.1 private use
+    decoded = verify_token(token, signer.public_key(), NONCE)
+    assert decoded.protections == claims.protections
+    assert claims_to_json(decoded)["protections"] == list(claims.protections)
 
 
 def test_optional_claims_may_be_absent(signer: EphemeralSigner) -> None:
@@ -350,6 +362,12 @@ def test_mandatory_claims(signer: EphemeralSigner, key: int, name: str) -> None:
         (2399, [], "software_components"), (2399, {}, "software_components"),
         (2399, [b"x"], "software_components"),
         (KEY_TINYWARD_OPERATING_MODE, "bluetooth", "operating_mode"),
+        (KEY_TINYWARD_PROTECTIONS, "seccomp", "protections"),
+        (KEY_TINYWARD_PROTECTIONS, ["seccomp", "seccomp"], "protections"),
+        (KEY_TINYWARD_PROTECTIONS, ["seccomp", b"landlock"], "protections"),
+        (KEY_TINYWARD_PROTECTIONS, [""], "protections"),
+        (KEY_TINYWARD_PROTECTIONS, ["x" * 300], "protections"),
+        (KEY_TINYWARD_PROTECTIONS, [f"p{i}" for i in range(33)], "protections"),
     ],
 )
 def test_bad_claim_values(signer: EphemeralSigner, key: int, value: object, name: str) -> None:

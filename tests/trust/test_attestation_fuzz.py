@@ -149,14 +149,18 @@ components = st.builds(SoftwareComponent, hashes, hashes, short_text, short_text
     client_id=st.integers(-(2**31), 2**31 - 1).filter(bool),
     software=st.lists(components, min_size=1, max_size=5).map(tuple),
     mode=st.sampled_from([None, "connected", "air-gapped"]),
+    protections=st.none() | st.lists(st.text(min_size=1, max_size=40), max_size=32,
+                                     unique=True).map(tuple),
 )
 def test_every_valid_claim_set_round_trips(
     nonce: bytes, implementation_id: bytes, lifecycle: int, boot_seed: bytes | None,
     client_id: int, software: tuple[SoftwareComponent, ...], mode: str | None,
+    protections: tuple[str, ...] | None,
 ) -> None:
     claims = PsaClaims(
         nonce=nonce, instance_id=instance_id_from_public_key(SIGNER.public_key()),
         implementation_id=implementation_id, security_lifecycle=lifecycle, boot_seed=boot_seed,
         client_id=client_id, software_components=software, operating_mode=mode,
+        protections=protections,
     )
     assert verify_token(encode_token(claims, SIGNER), SIGNER.public_key(), nonce) == claims

@@ -1,4 +1,4 @@
-"""The sandboxed side: ``python -I -B -m tinyward.app._child IN_FD OUT_FD``.
+"""The sandboxed side: ``python -I -B -c BOOT PACKAGE_PARENT IN_FD OUT_FD`` (see sandbox.py).
 
 Started by :mod:`tinyward.app.sandbox`. Before any application code is imported it:
 
@@ -116,6 +116,31 @@ def _drop_uid(uid: int | None, gid: int | None) -> tuple[bool, str]:
     return True, f"uid {uid}, gid {gid}, no supplementary groups{note}"
 
 
+def _filesystem_isolation(secrets: list[str], report: list[list[object]]) -> tuple[bool, str]:
+    """Try to open every secret path now, as the app would: any success is a refusal.
+
+    Landlock or the separate uid must be in force as well, so that files created later
+    (new records in the device folder) are covered too: Landlock by path, the uid by the
+    device's 0600/0700 modes.
+    """
+    active = {str(name) for name, on, _ in report if on}
+    by = [name for name in ("landlock", "separate uid") if name in active]
+    readable = []
+    for path in secrets:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+        except OSError:
+            continue  # EACCES/EPERM: denied, as it must be; ENOENT: nothing to read
+        os.close(fd)
+        readable.append(path)
+    if readable:
+        more = f" and {len(readable) - 1} more" if len(readable) > 1 else ""
+        return False, f"the app could read {readable[0]}{more}"
+    if not by:
+        return False, "neither Landlock nor a separate uid is in force"
+    return True, f"{len(secrets)} secret paths tried, none readable; by {' and '.join(by)}"
+
+
 def _remap(path: str, remapped: dict[str, str]) -> str:
     for old, new in remapped.items():
         if path == old or path.startswith(old + os.sep):
@@ -177,6 +202,7 @@ def main() -> None:
         report.append(["landlock", False, "disabled by configuration (unsafe_no_landlock)"])
     active, note = _drop_uid(cfg["uid"], cfg["gid"])
     report.append(["separate uid", active, note])
+    report.append(["filesystem isolation", *_filesystem_isolation(cfg.get("secrets", []), report)])
     os.chdir(folder)
     os.umask(0o077)
     if seccomp_filter is not None:

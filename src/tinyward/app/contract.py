@@ -21,6 +21,9 @@ from tinyward.app.manifest import Contract, FieldSpec
 
 WINDOW_SECONDS = 60.0
 _GRID_TOLERANCE = 1e-9
+#: Integers a result may hold at all (the protocol's signed 64 bits; every contract bound
+#: fits). Checked before any comparison, conversion or formatting of an app's integer.
+INT_MIN, INT_MAX = -(1 << 63), (1 << 63) - 1
 
 
 def check_result(contract: Contract, result: object) -> dict[str, object]:
@@ -56,6 +59,7 @@ def _check_value(spec: FieldSpec, value: object) -> None:
     elif spec.type == "int":
         if type(value) is not int:
             raise ContractViolation("wrong_type", f"{name!r} must be int, got {_kind(value)}")
+        _check_int64(name, value)
         if not spec.min <= value <= spec.max:  # type: ignore[operator]
             raise ContractViolation(
                 "out_of_range", f"{name!r} = {_show(value)} not in {spec.min}..{spec.max}"
@@ -63,6 +67,8 @@ def _check_value(spec: FieldSpec, value: object) -> None:
     elif spec.type == "float":
         if type(value) not in (float, int):
             raise ContractViolation("wrong_type", f"{name!r} must be float, got {_kind(value)}")
+        if type(value) is int:
+            _check_int64(name, value)  # float() of a huge int raises OverflowError
         number = float(value)  # type: ignore[arg-type]
         lo, hi, step = spec.min, spec.max, spec.step
         if not math.isfinite(number) or not lo <= number <= hi:  # type: ignore[operator]
@@ -142,11 +148,79 @@ def leakage_bound(contract: Contract) -> LeakageBound:
     )
 
 
+@dataclass(frozen=True)
+class ChannelBound:
+    """Bits per minute through every channel an application controls, on a device that
+    sends one report every ``report_interval`` seconds and publishes faults once per
+    ``fault_window`` seconds (issue 12, item 3). The sum is the honest ceiling:
+
+    - ``values``: what the results say (``bits_per_result`` x results per minute);
+    - ``placement``: *which* report each result rides in, and whether there is one at
+      all — the app chooses when to answer. Counted exactly: the number of ways to spread
+      up to R results over S reports is sum_k C(k + S - 1, S - 1), so ``values +
+      placement`` = log2(sum_k C(k + S - 1, S - 1) V^k) with V values per result;
+    - ``faults``: one published fault per window, of a fixed alphabet of
+      ``len(ALPHABET)`` classes, or none: log2(1 + classes) bits per window. Restarts,
+      the health flag and dropped-result counts are functions of the faults and results,
+      so they add nothing; report times and sizes are fixed by the shaper (measured by
+      ``tinyward bench shaping``), and the application's latency and CPU use do not move
+      them (its frame clock is its own thread).
+    """
+
+    values: float
+    placement: float
+    faults: float
+    results_per_minute: int
+    reports_per_minute: int
+    fault_windows_per_minute: float
+
+    @property
+    def total(self) -> float:
+        return self.values + self.placement + self.faults
+
+
+def channel_bound(contract: Contract, *, report_interval: float, fault_window: float,
+                  frames_per_minute: float | None = None, fault_classes: int = 3) -> ChannelBound:
+    """The bound of :class:`ChannelBound` (bits per minute)."""
+    if report_interval <= 0 or fault_window <= 0:
+        raise ValueError("report_interval and fault_window must be > 0")
+    rate = contract.max_results_per_minute
+    if frames_per_minute is not None:  # one result per frame at most
+        rate = min(rate, math.floor(frames_per_minute))
+    reports = math.ceil(60.0 / report_interval)
+    per_result = leakage_bits_per_result(contract)
+    # log2 of sum_k C(k + S - 1, S - 1) * V^k, in logs (V^R can have thousands of digits).
+    terms = [_log2_comb(k + reports - 1, reports - 1) + k * per_result for k in range(rate + 1)]
+    top = max(terms)
+    both = top + math.log2(sum(2.0 ** (t - top) for t in terms))
+    values = per_result * rate
+    windows = 60.0 / fault_window
+    return ChannelBound(values=values, placement=max(0.0, both - values),
+                        faults=windows * math.log2(1 + fault_classes),
+                        results_per_minute=rate, reports_per_minute=reports,
+                        fault_windows_per_minute=windows)
+
+
+def _log2_comb(n: int, k: int) -> float:
+    return (math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)) / math.log(2)
+
+
+def _check_int64(name: str, value: int) -> None:
+    if not INT_MIN <= value <= INT_MAX:
+        raise ContractViolation("out_of_range", f"{name!r} is an integer outside 64 bits")
+
+
 def _kind(value: object) -> str:
     return type(value).__name__
 
 
 def _show(value: object, limit: int = 40) -> str:
-    # The value came from the untrusted app: show a bounded prefix only.
-    text = repr(value)
+    # The value came from the untrusted app: show a bounded prefix only, and never let
+    # formatting it fail (repr of a 5,000-digit int raises ValueError).
+    if type(value) is int and not INT_MIN <= value <= INT_MAX:
+        return f"<an integer of {value.bit_length()} bits>"
+    try:
+        text = repr(value)
+    except Exception:  # noqa: BLE001 (whatever the value's repr does)
+        return f"<a {type(value).__name__}>"
     return text if len(text) <= limit else text[:limit] + "…"

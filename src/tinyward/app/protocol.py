@@ -25,6 +25,7 @@ import os
 import select
 import struct
 import time
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import cbor2
@@ -62,25 +63,103 @@ class MessageEncoder:
         return HEADER.pack(len(body)) + body
 
 
+#: The protocol's integers are signed 64-bit (as TOML's, so every contract bound fits).
+#: CBOR's own heads reach -2**64 .. 2**64 - 1, and only a bignum tag (refused) goes beyond.
+INT_MIN, INT_MAX = -(1 << 63), (1 << 63) - 1
+#: Deepest nesting any protocol message has (``{"p": [[name, active, reason]]}`` is 3).
+MAX_DEPTH = 8
+_SCALARS = (str, bytes, int, float, bool, type(None))
+
+
+class _NoSemanticTags(Mapping[int, Any]):
+    """cbor2's table of tag decoders, with every tag refused.
+
+    The protocol uses no tag. cbor2 decodes many by itself (bignums, decimals, dates,
+    sets, shared values …): huge integers that later fail to format, quadratic
+    int-to-Decimal conversions, cycles. Answering "yes, and it refuses" for every tag number
+    turns all of them into a decode error before the tag's content is interpreted.
+    """
+
+    def __getitem__(self, tag: int) -> Any:
+        def refuse(*_args: object, **_kwargs: object) -> Any:
+            raise ValueError(f"CBOR tag {tag} is not used by the protocol")
+
+        return refuse
+
+    def __contains__(self, tag: object) -> bool:
+        return True
+
+    def get(self, tag: int, default: Any = None) -> Any:
+        return self[tag]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+_NO_TAGS = _NoSemanticTags()
+
+
 def decode_body(body: bytes) -> Any:
-    """Decode exactly one CBOR item.
+    """Decode exactly one CBOR item made of the protocol's types only.
+
+    Allowed: maps (keys str, int or bytes), arrays, text, bytes, signed 64-bit integers,
+    floats, true/false/null, nested at most :data:`MAX_DEPTH` deep. Refused: every tag,
+    simple values other than true/false/null, ``undefined``, indefinite lengths.
 
     Raises:
-        ProtocolError: ``not_cbor`` — invalid CBOR (a repeated map key included), or bytes
-            after the item.
+        ProtocolError: ``not_cbor`` — invalid CBOR (a repeated map key included), bytes
+            after the item, or a type the protocol does not use. Nothing else: whatever
+            the bytes, no other exception leaves this function.
     """
     stream = io.BytesIO(body)
     try:
         # (cbor2 before 6 leaked the bytes of refused invalid UTF-8, agronholm/cbor2#257,
         # found here by tests/fuzz/fuzz_protocol.py; cbor2 is pinned to 6.)
-        obj = cbor2.CBORDecoder(stream, allow_duplicate_keys=False).decode()
-    except Exception as error:  # noqa: BLE001 (cbor2 raises many types, and RecursionError)
-        raise ProtocolError("not_cbor", f"message is not valid CBOR ({error})"[:200]) from None
-    if obj is getattr(cbor2, "break_marker", None):  # cbor2 returns a lone 0xff "break" as a value
-        raise ProtocolError("not_cbor", "a lone CBOR break code is not a data item")
+        obj = cbor2.CBORDecoder(stream, allow_duplicate_keys=False, semantic_decoders=_NO_TAGS,
+                                max_depth=MAX_DEPTH + 1, allow_indefinite=False).decode()
+        _check_types(obj, 0)
+    except ProtocolError:
+        raise
+    except BaseException as error:
+        if not isinstance(error, Exception):
+            raise  # KeyboardInterrupt, SystemExit: not the app's doing
+        raise ProtocolError("not_cbor", _describe(error)) from None
     if stream.tell() != len(body):
         raise ProtocolError("not_cbor", f"{len(body) - stream.tell()} bytes after the CBOR item")
     return obj
+
+
+def _describe(error: Exception) -> str:
+    try:
+        text = str(error)
+    except Exception:  # noqa: BLE001 (str() of an exception about a hostile value)
+        text = type(error).__name__
+    return f"message is not valid CBOR ({text[:150]})"
+
+
+def _check_types(obj: Any, depth: int) -> None:
+    """Refuse any type or integer the protocol does not use (iterative depth is bounded)."""
+    if depth > MAX_DEPTH:
+        raise ProtocolError("not_cbor", f"nested deeper than {MAX_DEPTH}")
+    kind = type(obj)
+    if kind is int:
+        if not INT_MIN <= obj <= INT_MAX:
+            raise ProtocolError("not_cbor", "integer outside 64 bits")
+    elif kind is dict:
+        for key, value in obj.items():
+            if type(key) not in (str, int, bytes):
+                raise ProtocolError("not_cbor", f"map key of type {type(key).__name__}")
+            _check_types(key, depth + 1)
+            _check_types(value, depth + 1)
+    elif kind is list:
+        for item in obj:
+            _check_types(item, depth + 1)
+    elif kind not in _SCALARS:
+        # e.g. cbor2's break marker, undefined, CBORSimpleValue, a tuple key's contents
+        raise ProtocolError("not_cbor", f"a CBOR value of type {kind.__name__} is not used")
 
 
 class MessageDecoder:

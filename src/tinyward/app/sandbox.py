@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import stat
 import subprocess
 import sys
 import time
@@ -45,6 +46,17 @@ _ENV = {
 }
 
 
+#: The child runs the very tinyward the core runs (the one measured in attestation
+#: tokens), not whichever one ``python -I`` would find installed: its parent folder goes
+#: first on the child's ``sys.path``. ``-I`` still keeps PYTHON* variables, the user site
+#: and the app folder out.
+_PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent.parent)
+_CHILD_BOOT = (
+    "import sys; sys.path.insert(0, sys.argv.pop(1)); "
+    "from tinyward.app._child import main; main()"
+)
+
+
 #: System folders the app may read (shared libraries that extension modules load).
 SYSTEM_READ_PATHS = (
     "/usr/lib", "/usr/lib64", "/lib", "/lib64", "/etc/ld.so.cache", "/usr/share/zoneinfo",
@@ -60,6 +72,16 @@ def allowed_read_paths(folder: str, path_entries: list[str]) -> list[str]:
     paths.append(str(Path(__file__).resolve().parent.parent))  # the tinyward package
     paths += SYSTEM_READ_PATHS
     return list(dict.fromkeys(paths))
+
+
+#: What must be in force before any application code runs. "filesystem isolation" is
+#: Landlock or a separate uid, *and* every secret path tried and found unreadable by the
+#: sandboxed process itself (see ``_child._filesystem_isolation``).
+DEFAULT_REQUIRED = (
+    "seccomp", "resource limits", "no_new_privs", "inherited fds", "filesystem isolation",
+)
+#: At most this many files beneath the secret paths are tried by the child at start.
+MAX_SECRET_PROBES = 2048
 
 
 @dataclass(frozen=True)
@@ -84,7 +106,7 @@ class SandboxConfig:
     max_message: int = DEFAULT_MAX_MESSAGE
     user: str = "nobody"
     #: protections that must be active, or the app is not started (fail closed)
-    required: tuple[str, ...] = ("seccomp", "resource limits", "no_new_privs", "inherited fds")
+    required: tuple[str, ...] = DEFAULT_REQUIRED
     unsafe_no_landlock: bool = False
     unsafe_no_seccomp: bool = False
     unsafe_keep_uid: bool = False
@@ -118,6 +140,7 @@ class Sandbox:
         Raises:
             SandboxError: the child could not be started.
         """
+        self._check_secret_paths()
         try:
             self._spawn(probe=True)
             report = self._expect(time.monotonic() + self.config.start_deadline_s, "p")
@@ -170,7 +193,7 @@ class Sandbox:
         from_child_r, from_child_w = os.pipe()
         try:
             self._proc = subprocess.Popen(
-                [sys.executable, "-I", "-B", "-m", "tinyward.app._child",
+                [sys.executable, "-I", "-B", "-c", _CHILD_BOOT, _PACKAGE_PARENT,
                  str(to_child_r), str(from_child_w)],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
@@ -207,6 +230,7 @@ class Sandbox:
             "max_processes": cfg.max_processes, "uid": uid, "gid": gid,
             "landlock": not cfg.unsafe_no_landlock, "seccomp": not cfg.unsafe_no_seccomp,
             "max_message": cfg.max_message, "probe": probe,
+            "secrets": secret_probes(cfg.secret_paths),
         }}))
 
     def _expect(self, deadline: float, key: str) -> Any:
@@ -258,6 +282,13 @@ class Sandbox:
         self._to_child = self._from_child = -1
         return code
 
+    def terminate_now(self) -> None:
+        """SIGKILL the child without reaping it or closing the pipes (safe from another
+        thread: whoever owns the sandbox sees EOF and calls :meth:`kill`)."""
+        proc = self._proc
+        if proc is not None and proc.returncode is None:
+            proc.send_signal(9)  # Popen checks the child was not reaped (no pid reuse)
+
     def exit_status(self) -> int | None:
         return self._proc.poll() if self._proc else None
 
@@ -272,6 +303,55 @@ class Sandbox:
                     raise SandboxError(
                         f"{secret} lies beneath {path}, which the app may read: move it"
                     )
+        # A second name (hard link) could sit where the app may read: the child's try on
+        # this name would pass while the other stays open. Device files have one name.
+        for probe in secret_probes(self.config.secret_paths):
+            try:
+                info = os.lstat(probe)
+            except OSError:
+                continue
+            if stat.S_ISREG(info.st_mode) and info.st_nlink > 1:
+                raise SandboxError(f"{probe} has {info.st_nlink} names (hard links): a secret "
+                                   "must have one, or another name may be readable")
+
+
+def secret_probes(secret_paths: tuple[Path, ...], limit: int = MAX_SECRET_PROBES) -> list[str]:
+    """The paths the child must fail to open: each secret path and the files and folders
+    beneath it (symbolic links skipped: their targets are not secrets), at most ``limit``."""
+    out: list[str] = []
+    for secret in secret_paths:
+        top = Path(secret).resolve()
+        out.append(str(top))
+        if not top.is_dir():
+            continue
+        for root, dirs, files in os.walk(top):
+            for name in sorted(dirs) + sorted(files):
+                path = os.path.join(root, name)
+                if not os.path.islink(path):
+                    out.append(path)
+            if len(out) >= limit:
+                return out[:limit]
+    return out
+
+
+def check_before_start(manifest: Manifest, config: SandboxConfig) -> list[Protection]:
+    """Apply every layer in a child that runs no app code; refuse if a required one is off.
+
+    The device calls this once before it starts its application, so that a host that
+    cannot isolate the device's files stops the device with an error, instead of an
+    application that is refused (and retried) forever.
+
+    Raises:
+        SandboxError: a required protection is inactive, or a secret path is readable.
+    """
+    protections = Sandbox(manifest, config).probe()
+    missing = [p for p in protections if p.name in config.required and not p.active]
+    if missing:
+        raise SandboxError(
+            "refusing to start the application without: "
+            + "; ".join(f"{p.name} ({p.reason})" for p in missing)
+        )
+    return protections
 
 
 def _parse_protections(report: Any) -> list[Protection]:

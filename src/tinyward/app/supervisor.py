@@ -17,14 +17,25 @@ The rules, in the manner of h11's ``_state.py``:
   processed; they are counted in ``frames_dropped``.
 - ``healthy`` is true only in READY and BUSY: a device reports itself unhealthy while
   its application restarts.
-- Time comes from an injected ``clock`` (monotonic seconds) for the backoff and the rate
-  limit; the per-frame deadline is real time, since it bounds a real process.
+- Time comes from an injected ``clock`` (monotonic seconds) for the backoff, the rate
+  limit and the fault windows; the per-frame deadline and the CPU budget are real time,
+  since they bound a real process.
+- Limits set by the core, not the manifest: the caller's per-frame deadline
+  (``process(frame, deadline_s)``, missed: ``slow``), a CPU budget per wall-clock second
+  (``over_budget``), and a fault window: at most one fault per window, no restart before
+  the next one, and :meth:`Supervisor.published` — the only view that leaves the device —
+  tells a window's faults, by class of a 3-symbol alphabet, once the window is over
+  (issue 12: what an app says by failing is bounded, and when it failed is not told).
+- Nothing the application sends raises out of :meth:`Supervisor.process`: every exception
+  while decoding or checking a message is a fault.
 """
 
 from __future__ import annotations
 
 import enum
+import math
 import signal
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -33,6 +44,8 @@ from typing import Self
 
 import numpy as np
 
+from tinyward._backoff import Backoff
+from tinyward.app.budget import CpuBudget, fault_class, process_cpu_seconds
 from tinyward.app.contract import RateLimiter, check_result
 from tinyward.app.errors import (
     ContractViolation,
@@ -108,6 +121,17 @@ class SupervisorConfig:
     max_failed_starts: int = 8
     #: consecutive good frames after which the backoff starts again from its initial value
     recovered_after_frames: int = 100
+    #: At most one fault per window of this many seconds (on a grid from the supervisor's
+    #: start): after a fault the app is not restarted before the next window begins, and
+    #: :meth:`Supervisor.published` shows a window's faults only once it is over. An app
+    #: choosing when and how to fail then has log2(1 + len(ALPHABET)) bits per window
+    #: (issue 12, item 3). 0 turns this off (tests of the lifecycle, ``app run``).
+    fault_window_s: float = 60.0
+    #: CPU seconds the app may use per wall-clock second (all its threads), and the burst;
+    #: more is an ``over_budget`` fault. None: no budget (``app run`` replays logs as fast
+    #: as it can, so wall time means nothing there).
+    cpu_share: float | None = 0.5
+    cpu_burst_s: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -143,11 +167,27 @@ class Supervisor:
         self._sandbox: Sandbox | None = None
         self._seq = 0
         self._failed_starts = 0
-        self._backoff = self.config.backoff_initial_s
+        # No jitter: restart times are a function of the faults alone (see the leakage bound).
+        self._backoff = Backoff(self.config.backoff_initial_s, self.config.backoff_max_s,
+                                jitter=False)
         self._retry_at = 0.0
         self._good_frames = 0
         #: (kind, detail) of the most recent incident, for people (never sent off the device)
         self.last_incident: tuple[str, str] | None = None
+        # Fault windows lie on the clock's own grid (multiples of the width): their phase
+        # is nobody's choice, and known to everyone (a stronger adversary, not a weaker one).
+        self._epoch = 0.0
+        # (window index, kind) of every fault, and whether it gave up; read by another
+        # thread (the report clock) through published(), hence the lock.
+        self._lock = threading.Lock()
+        # faults of windows not yet over: (window, class, window its restart is due in)
+        self._pending: list[tuple[int, str, int]] = []
+        self._published: Counter[str] = Counter()  # by class, windows that are over
+        self._last_published: tuple[int, int] | None = None
+        self._gave_up_window: int | None = None
+        self._budget = (CpuBudget(self.config.cpu_share, self.config.cpu_burst_s)
+                        if self.config.cpu_share is not None else None)
+        self._starting: Sandbox | None = None
 
     @property
     def state(self) -> State:
@@ -174,24 +214,32 @@ class Supervisor:
         """
         self.lifecycle.fire(Event.START)
         sandbox = Sandbox(self.manifest, self.sandbox_config)
+        self._starting = sandbox
         try:
             self.protections = sandbox.start()
         except SandboxError as error:
+            self._starting = None
             self._failed_starts += 1
             self._fault("start_failed", str(error))
             if self._failed_starts >= self.config.max_failed_starts:
                 self.lifecycle.fire(Event.GIVE_UP)
+                with self._lock:
+                    self._gave_up_window = self._window(self.clock())
             return False
+        self._starting = None
         self._sandbox = sandbox
+        if self._budget is not None and sandbox.pid is not None:
+            self._budget.restart(time.monotonic(), process_cpu_seconds(sandbox.pid) or 0.0)
         self._failed_starts = 0
         self.lifecycle.fire(Event.READY)
         return True
 
-    def process(self, frame: np.ndarray) -> Outcome:
+    def process(self, frame: np.ndarray, deadline_s: float | None = None) -> Outcome:
         """Give one frame to the app; return the accepted result or what went wrong.
 
         Restarts the app first if its backoff has elapsed. Never raises for anything the
-        app does; raises only for caller bugs.
+        app does; raises only for caller bugs. ``deadline_s`` (e.g. the frame period set
+        by the core) shortens the sandbox's per-frame deadline; missing it is ``slow``.
 
         Raises:
             IllegalTransition: the supervisor was closed.
@@ -211,7 +259,11 @@ class Supervisor:
         seq = self._seq
         self.lifecycle.fire(Event.FRAME)
         sandbox = self._sandbox
-        deadline = time.monotonic() + self.sandbox_config.frame_deadline_s
+        limit = self.sandbox_config.frame_deadline_s
+        slow = deadline_s is not None and deadline_s < limit
+        if slow:
+            limit = deadline_s  # type: ignore[assignment]
+        deadline = time.monotonic() + limit
         try:
             sandbox.send_frame(seq, frame)
             msg = sandbox.receive(deadline)
@@ -224,24 +276,47 @@ class Supervisor:
                 check_result(self.manifest.contract, result)
                 self._limiter.admit(self.clock())
         except TimeoutError:
-            return self._fault("hang", f"no answer within {self.sandbox_config.frame_deadline_s:g} s")
+            return self._fault("slow" if slow else "hang", f"no answer within {limit:g} s")
         except (EOFError, BrokenPipeError, ConnectionResetError):
             return self._fault("crash", "the app exited")
         except (ProtocolError, ContractViolation) as error:
             return self._fault(error.kind, error.detail)
+        except OSError as error:  # the pipe broke in another way: the app is gone
+            return self._fault("crash", f"the pipe to the app failed ({error.strerror})")
+        except Exception as error:  # noqa: BLE001 (nothing the app sends may raise out of here)
+            return self._fault("malformed", f"refused: {type(error).__name__}")
+        if self._budget is not None and sandbox.pid is not None:
+            cpu = process_cpu_seconds(sandbox.pid)
+            if cpu is not None and not self._budget.charge(time.monotonic(), cpu):
+                return self._fault("over_budget", f"more than {self._budget.share:g} CPU-seconds"
+                                   f" per second (burst {self._budget.burst:g} s)")
         self.lifecycle.fire(Event.RESULT)
         self._good_frames += 1
         if self._good_frames == self.config.recovered_after_frames:
-            self._backoff = self.config.backoff_initial_s
+            self._backoff.reset()
         return Outcome(result=result)
+
+    def _window(self, now: float) -> int:
+        width = self.config.fault_window_s
+        return math.floor((now - self._epoch) / width) if width > 0 else 0
 
     def _fault(self, kind: str, detail: str) -> Outcome:
         self._good_frames = 0
+        now = self.clock()
+        retry_at = now + self._backoff.next_delay()
+        if self.config.fault_window_s > 0:  # not before the next fault window
+            next_window = self._epoch + (self._window(now) + 1) * self.config.fault_window_s
+            retry_at = max(retry_at, next_window)
+        self._retry_at = retry_at
+        with self._lock:  # recorded before anything slow (the kill) happens
+            # (window, class, window of the restart): the restart is a function of the
+            # faults alone, so publishing it adds nothing
+            self._pending.append((self._window(now), fault_class(kind), self._window(retry_at)))
         if self._sandbox is not None:
             code = self._sandbox.kill()
             if kind == "crash" and code is not None:
                 detail += f" (exit status {code})"
-                if code == -signal.SIGXCPU:  # RLIMIT_CPU ran out
+                if code == -signal.SIGXCPU:  # RLIMIT_CPU ran out (still the class "crash")
                     kind = "cpu_limit"
             self._sandbox = None
         self._incidents[kind] += 1
@@ -249,9 +324,39 @@ class Supervisor:
         if self.state is not State.RESTARTING:
             self.lifecycle.fire(Event.FAULT)
         self.restarts += 1
-        self._retry_at = self.clock() + self._backoff
-        self._backoff = min(self._backoff * 2, self.config.backoff_max_s)
         return Outcome(incident=kind, detail=detail)
+
+    def published(self, now: float) -> tuple[dict[str, int], bool]:
+        """What may leave the device at ``now``: fault counts by class (of the fixed
+        alphabet, :data:`tinyward.app.budget.ALPHABET`) of the windows that are over, and
+        health as those faults imply it (unhealthy from the window after a fault until its
+        restart was due; for good once given up). Nothing about the current window: when
+        in it the app failed is not told. Thread-safe; waits for nothing the app does.
+        """
+        if self.config.fault_window_s <= 0:  # no windows: everything at once
+            with self._lock:
+                self._published.update(c for _, c, _ in self._pending)
+                self._pending.clear()
+                return dict(self._published), self.healthy
+        with self._lock:
+            current = self._window(now)
+            for window, cls, restart in self._pending:
+                if window < current:
+                    self._published[cls] += 1
+                    self._last_published = (window, restart)
+            self._pending = [p for p in self._pending if p[0] >= current]
+            counts = dict(self._published)
+            last = self._last_published
+            gave_up = self._gave_up_window is not None and self._gave_up_window < current
+        down = last is not None and current <= last[1]
+        return counts, not gave_up and not down
+
+    def interrupt(self) -> None:
+        """Kill the running (or starting) app now, from any thread (e.g. on SIGTERM), so
+        whatever waits for it returns at once. The owner still calls :meth:`close`."""
+        for sandbox in (self._sandbox, self._starting):
+            if sandbox is not None:
+                sandbox.terminate_now()
 
     @property
     def retry_at(self) -> float:

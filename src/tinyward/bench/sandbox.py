@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from tinyward.app.manifest import load_manifest
-from tinyward.app.supervisor import Supervisor
+from tinyward.app.supervisor import Supervisor, SupervisorConfig
 
 BENCH_MANIFEST = Path(__file__).parent / "_bench_app" / "sensor.toml"
 
@@ -94,7 +94,8 @@ def run(frames: int = 5000, warmup: int = 200, seed: int = 7) -> tuple[Timing, T
     def clock() -> float:  # sensor time: one frame per 2 ms, inside the declared rate
         return tick[0]
 
-    with Supervisor(manifest, clock=clock) as sup:
+    # No CPU budget: the bench feeds frames back to back, faster than any sensor.
+    with Supervisor(manifest, config=SupervisorConfig(cpu_share=None), clock=clock) as sup:
         if not sup.start():
             raise RuntimeError(f"the bench app did not start: {sup.incidents()}")
         for frame in data[:warmup]:

@@ -14,10 +14,19 @@ upstream record within the interval. A random forest, scored by ROC AUC under st
 5-fold cross-validation, averaged over three splits (fixed seeds). 0.5 means the observer
 learns nothing; the same classifier on shuffled labels shows how far from 0.5 chance alone
 goes on this many intervals.
+
+With ``hostile=True`` (the default), two more phases run a hostile sandboxed application
+(``_latency_app``, issue 12 item 2) as the shaped device's source: it returns no result and,
+in time slots whose secret bit is 1, takes 60 % of its frame period per frame (half spinning
+on the CPU, half asleep: within its deadline and its CPU budget). Once as a device runs it (the app on its own frame clock), once
+with ``unsafe_inline_feed`` (frames fed on the report loop, as before the fix). The same
+observer tries to tell the 1-slots from the 0-slots: ROC AUC, and how many of the secret
+bits it recovers (a slot's mean score above the median says 1; chance is half).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import secrets
@@ -32,13 +41,26 @@ import numpy as np
 
 from tinyward.fleet.pki import Fleet
 from tinyward.lab.fleetproc import start_fleet_server
-from tinyward.link.client import LinkConfig
 from tinyward.lab.proxy import RecordSeen, TCPProxy
+from tinyward.link.client import LinkConfig
 from tinyward.link.runner import DeviceRunner, RunnerConfig, SimulatedSensor
 from tinyward.link.shaper import TLS13_RECORD_OVERHEAD, ShaperConfig
 from tinyward.trust.device import Device
 
 APPLICATION_DATA = 23
+
+
+@dataclass(frozen=True)
+class HostileResult:
+    """The latency-modulating app against the observer, in one feeding mode."""
+
+    mode: str  # "own thread" or "inline (unsafe)"
+    auc: float
+    bits_right: int
+    bits: int
+    reports: int
+    incidents: dict[str, int]
+    frames_fed: int
 
 
 @dataclass(frozen=True)
@@ -58,6 +80,7 @@ class ShapingResult:
     size: int
     reports_shaped: int
     reports_unshaped: int
+    hostile: tuple[HostileResult, ...] = ()
 
     def bytes_per_hour_at(self, interval: float) -> float:
         """The shaped device's cost at another interval (measured bytes per report)."""
@@ -110,8 +133,75 @@ def _null_aucs(features: np.ndarray, labels: np.ndarray, seed: int, n: int = 3) 
     return [_auc(features, rng.permutation(labels), seed, repeats=1) for _ in range(n)]
 
 
+def _hostile_phase(device: Device, port: int, shaper: ShaperConfig, link: LinkConfig,
+                   duration: float, interval: float, seed: int, inline: bool) -> HostileResult:
+    from tinyward.app.frames import simulated_frames
+    from tinyward.app.manifest import load_manifest
+    from tinyward.app.source import AppResultSource
+
+    slot = 3 * interval
+    rng = np.random.default_rng(seed)
+    nbits = int(duration / slot) + 2
+    bits = "".join("1" if b else "0" for b in rng.permutation(np.arange(nbits) % 2))
+    # The app folder must be readable by the sandbox's uid (nobody when run as root).
+    outer = Path(tempfile.mkdtemp(prefix="tinyward-hostile-", dir="/tmp"))
+    try:
+        outer.chmod(0o755)
+        folder = outer / "app"
+        shutil.copytree(Path(__file__).parent / "_latency_app", folder)
+        manifest_path = folder / "sensor.toml"
+        (folder / "target.json").write_text("{}")  # the manifest names it: it must exist
+        period = 60.0 / load_manifest(manifest_path).input.frames_per_minute
+        (folder / "target.json").write_text(
+            json.dumps({"bits": bits, "slot": slot, "busy": 0.6 * period}))
+        for path in [folder, *folder.iterdir()]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        manifest = load_manifest(manifest_path)
+        source = AppResultSource.start(manifest, simulated_frames(manifest, seed),
+                                       unsafe_inline_feed=inline)
+        proxy = TCPProxy(("127.0.0.1", port), record=True)
+        try:
+            runner = DeviceRunner(device, proxy.url, RunnerConfig(shaper=shaper, link=link),
+                                  source)
+            runner.link.connect()
+            start = time.monotonic()
+            runner.run(duration=duration)
+        finally:
+            proxy.close()
+            incidents = source.local_incidents()
+            frames_fed = source.frames_fed
+            source.close()
+    finally:
+        shutil.rmtree(outer, ignore_errors=True)
+    n = int(duration / interval) - 1
+    # An interval's label: the secret bit in force at its tick (when inline frames are fed).
+    labels = np.array([int(bits[math.floor((start + k * interval + 0.01) / slot) % nbits])
+                       for k in range(n)])
+    features = _features(proxy.records, start, interval, n)
+    auc = _auc(features, labels, seed)
+    scores = _scores(features, labels, seed)
+    slots = np.array([math.floor((start + k * interval + 0.01) / slot) for k in range(n)])
+    per_slot = {s: float(np.mean(scores[slots == s])) for s in np.unique(slots)}
+    cut = float(np.median(list(per_slot.values())))
+    right = sum((per_slot[s] > cut) == (bits[s % nbits] == "1") for s in per_slot)
+    return HostileResult("inline (unsafe)" if inline else "own thread", auc, int(right),
+                         len(per_slot), runner.stats.generated, incidents, frames_fed)
+
+
+def _scores(features: np.ndarray, labels: np.ndarray, seed: int) -> np.ndarray:
+    """Cross-validated P(label 1) per interval (one split): the observer's guesses."""
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    model = RandomForestClassifier(n_estimators=100, min_samples_leaf=3, random_state=seed,
+                                   n_jobs=1)
+    folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=seed)
+    return np.asarray(cross_val_predict(model, features, labels, cv=folds,
+                                        method="predict_proba")[:, 1])
+
+
 def run(duration: float = 60.0, interval: float = 0.1, size: int = 1024, seed: int = 7,
-        folder: Path | None = None) -> ShapingResult:
+        folder: Path | None = None, hostile: bool = True) -> ShapingResult:
     """Run the benchmark (about ``duration`` + 10 seconds). See the module docstring."""
     base = Path(folder) if folder else Path(tempfile.mkdtemp(
         prefix="tinyward-shaping-", dir="/dev/shm" if os.access("/dev/shm", os.W_OK) else None))
@@ -120,7 +210,7 @@ def run(duration: float = 60.0, interval: float = 0.1, size: int = 1024, seed: i
     try:
         fleet = Fleet.init(base / "fleet", passphrase)  # server key in clear, 0600
         devices = []
-        for name in ("shaped", "unshaped"):
+        for name in ("shaped", "unshaped", "hostile", "hostile-inline"):
             device = Device.init(base / name)
             device.install(fleet.enroll(device.enrolment_request, passphrase))
             devices.append(device)
@@ -170,6 +260,9 @@ def run(duration: float = 60.0, interval: float = 0.1, size: int = 1024, seed: i
                         and r.content_type == APPLICATION_DATA
                         and r.length != size + TLS13_RECORD_OVERHEAD)
         head = heads.most_common(1)[0][0] - TLS13_RECORD_OVERHEAD if heads else 0
+        hostile_results = tuple(
+            _hostile_phase(device, port, shaper, link, duration, interval, seed, inline)
+            for device, inline in ((devices[2], False), (devices[3], True))) if hostile else ()
         return ShapingResult(
             intervals=n, with_events=int(labels.sum()), events=len(events),
             auc_shaped=_auc(x_shaped, labels, seed), auc_unshaped=_auc(x_unshaped, labels, seed),
@@ -178,7 +271,8 @@ def run(duration: float = 60.0, interval: float = 0.1, size: int = 1024, seed: i
             unshaped_bytes_per_hour=total[1] * 3600.0 / elapsed,
             bytes_per_report=total[0] / max(1, reports), request_head_bytes=head,
             upstream_record_sizes=tuple(up), interval=interval, size=size,
-            reports_shaped=reports, reports_unshaped=runners[1].stats.generated)
+            reports_shaped=reports, reports_unshaped=runners[1].stats.generated,
+            hostile=hostile_results)
     finally:
         if server is not None and server.poll() is None:
             server.send_signal(signal.SIGTERM)
@@ -187,4 +281,4 @@ def run(duration: float = 60.0, interval: float = 0.1, size: int = 1024, seed: i
             shutil.rmtree(base, ignore_errors=True)
 
 
-__all__ = ["ShapingResult", "run"]
+__all__ = ["HostileResult", "ShapingResult", "run"]

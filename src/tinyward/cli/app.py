@@ -11,12 +11,14 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from tinyward.app.contract import leakage_bound
+from tinyward.app.budget import ALPHABET
+from tinyward.app.contract import channel_bound, leakage_bound
 from tinyward.app.errors import ManifestError, SandboxError
 from tinyward.app.frames import csv_frames, simulated_frames
 from tinyward.app.manifest import Manifest, load_manifest
 from tinyward.app.sandbox import Protection, Sandbox, SandboxConfig
-from tinyward.app.supervisor import Supervisor
+from tinyward.app.source import AppLimits
+from tinyward.app.supervisor import Supervisor, SupervisorConfig
 from tinyward.cli._access import check_app_readable
 
 COMMANDS: list[click.Command] = []
@@ -53,7 +55,12 @@ def _protections_table(protections: list[Protection]) -> Table:
 @app_group.command("inspect")
 @click.argument("manifest_path", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--no-probe", is_flag=True, help="Do not start the sandbox to list its protections.")
-def inspect_cmd(manifest_path: Path, no_probe: bool) -> None:
+@click.option("--interval", type=click.FloatRange(0.01, 86400), default=10.0, show_default=True,
+              help="The device's report interval (device run --interval), for the bound.")
+@click.option("--fault-window", type=click.FloatRange(0.1, 86400),
+              default=SupervisorConfig().fault_window_s, show_default=True,
+              help="The core's fault window (one published fault per window), for the bound.")
+def inspect_cmd(manifest_path: Path, no_probe: bool, interval: float, fault_window: float) -> None:
     """Show an app's contract, the sandbox's protections and the leakage bound.
 
     No application code runs: the protections are probed with the sandbox alone.
@@ -96,6 +103,22 @@ def inspect_cmd(manifest_path: Path, no_probe: bool) -> None:
             f"frames per minute the app can emit at most "
             f"{bound.bits_per_result * manifest.input.frames_per_minute:,.1f} bits per minute."
         )
+    frames = min(manifest.input.frames_per_minute, 60.0 * AppLimits().max_frames_per_second)
+    channels = channel_bound(manifest.contract, report_interval=interval,
+                             fault_window=fault_window, frames_per_minute=frames,
+                             fault_classes=len(ALPHABET))
+    every = Table(title=f"Every channel the app controls (reports every {interval:g} s, "
+                        f"one fault published per {fault_window:g} s)")
+    every.add_column("channel")
+    every.add_column("bits per minute", justify="right")
+    every.add_row(f"result values ({channels.results_per_minute}/min)", f"{channels.values:,.1f}")
+    every.add_row(f"which of {channels.reports_per_minute} reports/min carry them",
+                  f"{channels.placement:,.1f}")
+    every.add_row(f"faults ({', '.join(ALPHABET)} or none, "
+                  f"{channels.fault_windows_per_minute:g}/min)", f"{channels.faults:,.1f}")
+    every.add_row("report times and sizes, its latency, CPU use", "0 (shaped; own thread)")
+    console.print(every)
+    console.print(f"leakage bound, all channels: {channels.total:,.1f} bits per minute")
 
 
 def _csv_frames(path: Path, manifest: Manifest) -> list[np.ndarray]:
@@ -127,7 +150,11 @@ def run_cmd(manifest_path: Path, csv_path: Path | None, simulate: int | None, se
     period = manifest.input.frame_shape[0] / manifest.input.sample_rate_hz
     now = [0.0]
     console = Console()
-    with Supervisor(manifest, clock=lambda: now[0]) as sup:
+    # No CPU budget here: a log is replayed as fast as the app goes, so wall-clock time
+    # says nothing about the device. No fault window either: nothing leaves this machine
+    # but what the developer reads, so a crashed app is restarted after its backoff.
+    with Supervisor(manifest, config=SupervisorConfig(cpu_share=None, fault_window_s=0.0),
+                    clock=lambda: now[0]) as sup:
         if not sup.start():
             kind, detail = sup.last_incident or ("start_failed", "")
             raise SandboxError(f"the app did not start ({kind}): {detail}")

@@ -64,6 +64,9 @@ def _server_url(_ctx: click.Context, _param: click.Parameter, value: str) -> str
               path_type=Path), default=None,
               help="With --app: feed the application the frames of this CSV file "
                    "[default: simulated frames].")
+@click.option("--fault-window", type=click.FloatRange(0.1, 86400), default=None,
+              help="With --app: at most one application fault per window of this many "
+                   "seconds, told when the window is over [default: 60; see `app inspect`].")
 @click.option("--event-rate", type=float, default=0.2, show_default=True,
               help="Simulated sensor: events per second.")
 @click.option("--seed", type=int, default=None, help="Simulated sensor: random seed.")
@@ -74,10 +77,16 @@ def _server_url(_ctx: click.Context, _param: click.Parameter, value: str) -> str
 @click.option("-v", "--verbose", is_flag=True,
               help="One line per report made, delivered and acknowledged [default: a status "
                    "line on a terminal, nothing in a pipe].")
+@click.option("--attest-nonce", default=None,
+              help="Once started, sign an attestation token answering this nonce (hex, 32, 48 "
+                   "or 64 bytes): it claims the mode and the protections in force in this run.")
+@click.option("--attest-out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Where to write that token (with --attest-nonce).")
 def run(directory: Path, server: str, air_gapped: bool, interval: float | None, size: int,
         duration: float | None, drain: float, queue_capacity: int, app_manifest: Path | None,
-        frames_csv: Path | None, event_rate: float, seed: int | None,
-        status_file: Path | None, backoff_max: float, verbose: bool) -> None:
+        frames_csv: Path | None, fault_window: float | None, event_rate: float,
+        seed: int | None, status_file: Path | None, backoff_max: float, verbose: bool,
+        attest_nonce: str | None, attest_out: Path | None) -> None:
     """Run the device in DIRECTORY: constant-rate signed reports over pinned mutual TLS.
 
     The device opens no listening socket. SIGTERM or Ctrl-C stops it cleanly; queued
@@ -87,12 +96,18 @@ def run(directory: Path, server: str, air_gapped: bool, interval: float | None, 
     from tinyward.trust.device import Device
 
     if air_gapped:
-        # The filter goes on before the application starts, so its sandbox inherits it.
-        from tinyward.trust.airgap import forbid_network
+        # First of all, before anything is opened or started (the sandbox inherits it all):
+        # inherited descriptors closed, an empty network namespace (as root), the filter.
+        from tinyward.trust.airgap import isolate
 
-        forbid_network()
+        airgap = isolate()
+        for line in airgap.describe():
+            click.echo(f"air gap: {line}", err=True)
+        attest = _attest_request(attest_nonce, attest_out)
+        lock = _take_instance(directory)
         source = (SimulatedSensor(event_rate, seed) if app_manifest is None
-                  else _app_source(app_manifest, frames_csv, seed))
+                  else _app_source(app_manifest, frames_csv, seed, directory, fault_window))
+        _started(lock, directory, source, airgap.protections(), attest, app_manifest)
         try:
             run_air_gapped_command(directory, 1.0 if interval is None else interval, duration,
                                    source)
@@ -106,6 +121,9 @@ def run(directory: Path, server: str, air_gapped: bool, interval: float | None, 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s",
                         stream=sys.stderr)
     device = Device.open(directory)
+    device.check_may_connect()  # provisioned air-gapped: refused before anything starts
+    attest = _attest_request(attest_nonce, attest_out)
+    lock = _take_instance(directory)
     config = RunnerConfig(
         shaper=ShaperConfig(interval=interval, size=size),
         queue=QueueConfig(capacity=queue_capacity),
@@ -113,7 +131,8 @@ def run(directory: Path, server: str, air_gapped: bool, interval: float | None, 
         drain=drain,
     )
     source = (SimulatedSensor(event_rate, seed) if app_manifest is None
-              else _app_source(app_manifest, frames_csv, seed))
+              else _app_source(app_manifest, frames_csv, seed, directory, fault_window))
+    _started(lock, directory, source, [], attest, app_manifest)
     watched = WatchedSource(source)
     runner = DeviceRunner(device, server, config, watched, status_file=status_file)
     stop = threading.Event()
@@ -252,20 +271,82 @@ def status_line(s: RunStats, acked: int) -> str:
     return line
 
 
-def _app_source(manifest_path: Path, frames_csv: Path | None, seed: int | None) -> Any:
-    """The sandboxed application as the results source (tinyward.app)."""
+def _attest_request(nonce: str | None, out: Path | None) -> tuple[bytes, Path] | None:
+    if (nonce is None) != (out is None):
+        raise click.UsageError("--attest-nonce and --attest-out go together")
+    if nonce is None or out is None:
+        return None
+    from tinyward.cli._nonce import hex_nonce
+
+    return hex_nonce(nonce, "--attest-nonce"), out
+
+
+def _take_instance(directory: Path) -> Any:
+    """One running instance per device folder, in every mode (DeviceBusy otherwise);
+    held until the command ends, recording the mode this process actually enforces."""
+    from tinyward.trust.airgap import enforced_mode
+    from tinyward.trust.device import Device
+    from tinyward.trust.instance import InstanceLock
+
+    Device.open(directory)  # NotADevice before any lock file is made in a stranger's folder
+    lock = InstanceLock(directory, enforced_mode(), lend=True)
+    lock.__enter__()
+    click.get_current_context().call_on_close(lambda: lock.__exit__(None, None, None))
+    return lock
+
+
+def _started(lock: Any, directory: Path, source: Any, airgap: list[str],
+             attest: tuple[bytes, Path] | None, app_manifest: Path | None) -> None:
+    """Record what is in force in this run; sign the attestation token if one was asked."""
+    from tinyward._fsutil import atomic_write
+    from tinyward.trust.airgap import enforced_mode
+    from tinyward.trust.device import Device
+
+    sandbox = [p.name for p in getattr(source, "protections", []) if p.active]
+    protections = tuple(sorted(set(sandbox + airgap)))
+    lock.record(mode=enforced_mode(), protections=protections)
+    if attest is None:
+        return
+    nonce, out = attest
+    measured = [("App", [app_manifest.parent])] if app_manifest is not None else []
+    token = Device.open(directory).attestation_token(nonce, measured=measured,
+                                                     protections=protections)
+    atomic_write(out, token, mode=0o644)
+    click.echo(f"attestation token ({len(token)} bytes; mode {enforced_mode()}, "
+               f"{len(protections)} protections) written to {out}", err=True)
+
+
+def _app_source(manifest_path: Path, frames_csv: Path | None, seed: int | None,
+                device_dir: Path, fault_window: float | None = None) -> Any:
+    """The sandboxed application as the results source (tinyward.app).
+
+    The device folder (root key, keystore, storage) is always a secret path, and the
+    device refuses to start unless the sandbox proves, on this host, that the application
+    cannot read it (SandboxError: one `error:` line, exit status non-zero). The
+    protections in force are printed before any application code runs.
+    """
     from tinyward.app.frames import csv_frames, simulated_frames
     from tinyward.app.manifest import load_manifest
-    from tinyward.app.sandbox import SandboxConfig
+    from tinyward.app.sandbox import SandboxConfig, check_before_start
     from tinyward.app.source import AppResultSource
+    from tinyward.app.supervisor import SupervisorConfig
     from tinyward.cli._access import check_app_readable
 
     manifest = load_manifest(manifest_path)
+    config = SandboxConfig(secret_paths=(Path(device_dir),))
     # Said now, not found out later: a sandbox that cannot read the app never starts it.
-    check_app_readable(manifest.folder, SandboxConfig().user, manifest.models)
+    check_app_readable(manifest.folder, config.user, manifest.models)
+    protections = check_before_start(manifest, config)
+    click.echo(f"application {manifest.name}: protections in force", err=True)
+    for p in protections:
+        click.echo(f"  [{'on ' if p.active else 'off'}] {p.name}: {p.reason}", err=True)
     frames = (iter(csv_frames(frames_csv, manifest)) if frames_csv is not None
               else simulated_frames(manifest, seed or 0))
-    return AppResultSource.start(manifest, frames)
+    supervision = SupervisorConfig() if fault_window is None else SupervisorConfig(
+        fault_window_s=fault_window)
+    source = AppResultSource.start(manifest, frames, supervision, sandbox_config=config)
+    source.protections = protections  # for the attestation claims of this run
+    return source
 
 
 @click.command("shaping")
@@ -275,7 +356,9 @@ def _app_source(manifest_path: Path, frames_csv: Path | None, seed: int | None) 
               help="Report interval during the benchmark (short, for many intervals).")
 @click.option("--size", type=int, default=1024, show_default=True, help="Report size in bytes.")
 @click.option("--seed", type=int, default=7, show_default=True)
-def bench_shaping(duration: float, interval: float, size: int, seed: int) -> None:
+@click.option("--hostile/--no-hostile", default=True, show_default=True,
+              help="Also run a sandboxed app that signals secret bits through its latency.")
+def bench_shaping(duration: float, interval: float, size: int, seed: int, hostile: bool) -> None:
     """Can an eavesdropper on the TLS records tell intervals with events from quiet ones?
 
     Prints the classifier's ROC AUC with shaping on (must be <= 0.55) and off (same run,
@@ -289,7 +372,8 @@ def bench_shaping(duration: float, interval: float, size: int, seed: int) -> Non
     console = Console()
     console.print(f"recording {duration:g} s of two devices' TLS records on loopback "
                   f"(interval {interval:g} s, random events)…")
-    r = shaping_bench.run(duration=duration, interval=interval, size=size, seed=seed)
+    r = shaping_bench.run(duration=duration, interval=interval, size=size, seed=seed,
+                          hostile=hostile)
     table = Table(title=f"traffic analysis: {r.intervals} intervals, {r.with_events} with "
                         f"events ({r.events} events), random forest, 5-fold CV x3")
     for column in ("", "shaping on", "shaping off (baseline)"):
@@ -308,9 +392,14 @@ def bench_shaping(duration: float, interval: float, size: int, seed: int) -> Non
     console.print(f"cost per shaped report, both directions, TLS layer: {r.bytes_per_report:,.0f} B"
                   f" -> {r.bytes_per_hour_at(10.0):,.0f} B/h at the default 10 s interval, "
                   f"{r.bytes_per_hour_at(60.0):,.0f} B/h at 60 s")
-    verdict = "PASS" if r.auc_shaped <= 0.55 else "FAIL"
+    ok = r.auc_shaped <= 0.55
+    verdict = "PASS" if ok else "FAIL"
     console.print(f"shaping on: AUC {r.auc_shaped:.3f} <= 0.55: {verdict}")
-    if r.auc_shaped > 0.55:
+    if r.hostile:
+        _print_hostile(console, r)
+        defended = next(h for h in r.hostile if h.mode == "own thread")
+        ok = ok and defended.auc <= 0.55
+    if not ok:
         raise SystemExit(1)
 
 
@@ -330,6 +419,23 @@ def run_air_gapped_command(directory: Path, interval: float, duration: float | N
     final = run_air_gapped(dev, source, interval=interval, duration=duration)
     latest = result_text(final.results[-1]) if final.results else "none"
     console.print(f"stopped; latest result: {latest}", markup=False, highlight=False)
+
+
+def _print_hostile(console: Any, r: Any) -> None:
+    from rich.table import Table
+
+    table = Table(title="hostile app signalling secret bits through its latency and CPU use "
+                        "(shaping on)")
+    for column in ("app fed", "ROC AUC", "secret bits recovered", "reports", "frames",
+                   "incidents"):
+        table.add_column(column, justify="right")
+    for h in r.hostile:
+        table.add_row(h.mode, f"{h.auc:.3f}", f"{h.bits_right} of {h.bits} (chance {h.bits / 2:g})",
+                      str(h.reports), str(h.frames_fed), ", ".join(f"{k} {n}" for k, n in h.incidents.items()) or "none")
+    console.print(table)
+    defended = next(h for h in r.hostile if h.mode == "own thread")
+    verdict = "PASS" if defended.auc <= 0.55 else "FAIL"
+    console.print(f"hostile app on its own frame clock: AUC {defended.auc:.3f} <= 0.55: {verdict}")
 
 
 COMMANDS: list[click.Command] = []

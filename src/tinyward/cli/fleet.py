@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from cryptography.hazmat.primitives.serialization import Encoding
 from rich.console import Console
 from rich.table import Table
 
@@ -22,7 +21,6 @@ from tinyward.fleet.enrolment import DEFAULT_ENROLMENT_LIMITS
 from tinyward.fleet.errors import (
     AlreadyEnrolled,
     BadEnrolmentRequest,
-    UnknownDevice,
 )
 from tinyward.fleet.keyseal import read_params
 from tinyward.fleet.pki import Fleet, device_ca_label
@@ -99,6 +97,12 @@ def init(directory: Path, server_names: tuple[str, ...], no_server_passphrase: b
         click.echo(f"offline keys (CA, update signing): {keys_dir} (pass --keys {keys_dir})")
     click.echo(f"server names: {', '.join(created.server_names)}")
     click.echo(f"server pin (SHA-256 of its public key): {created.server_spki_sha256.hex()}")
+    _echo_next_pin(created)
+
+
+def _echo_next_pin(opened: Fleet) -> None:
+    if opened.server_next_spki_sha256 is not None:
+        click.echo(f"next server pin (in every bundle too): {opened.server_next_spki_sha256.hex()}")
 
 
 @fleet.command("enroll")
@@ -165,28 +169,6 @@ def _write_bundle(target: Path, bundle: DeviceBundle, fleet_dir: Path) -> None:
             f"{fleet_dir} {bundle.device_id} -o FILE") from None
 
 
-def bundle_of(opened: Fleet, device_id: str) -> DeviceBundle:
-    """The bundle of an enrolled device, rebuilt from the fleet's records (no passphrase:
-    certificates, CAs and the pin are public)."""
-    enrolled = opened.device(device_id)
-    if enrolled.revoked:
-        raise UnknownDevice(f"device {device_id} is revoked in fleet {opened.fleet_id}; "
-                            "it gets no bundle")
-    # After a device CA rotation an older device's certificates come from a retiring CA:
-    # its bundle names the CA that issued them, or the bundle would not verify.
-    issuer = next(iter(enrolled.certificates.values())).issuer
-    device_ca = next((ca for ca in opened.device_cas if ca.subject == issuer), opened.device_ca)
-    return DeviceBundle(
-        device_id=device_id,
-        fleet_id=opened.fleet_id,
-        certificates={purpose: cert.public_bytes(Encoding.PEM).decode("ascii")
-                      for purpose, cert in enrolled.certificates.items()},
-        device_ca_pem=device_ca.public_bytes(Encoding.PEM).decode("ascii"),
-        root_ca_pem=opened.root_ca.public_bytes(Encoding.PEM).decode("ascii"),
-        server_spki_sha256=opened.server_spki_sha256,
-    )
-
-
 @fleet.command("bundle")
 @click.argument("fleet_dir", type=_EXISTING_DIR)
 @click.argument("device_id")
@@ -194,13 +176,14 @@ def bundle_of(opened: Fleet, device_id: str) -> DeviceBundle:
               callback=output_file,
               help="Where to write the bundle [default: <device ID>.bundle.json here].")
 def bundle_command(fleet_dir: Path, device_id: str, output: Path | None) -> None:
-    """Write the bundle of an enrolled device DEVICE_ID again (e.g. after a lost file).
+    """Write the bundle of the enrolled device DEVICE_ID again, with today's server pins.
 
-    The bundle holds only public material (certificates, CAs, the server pin), so no
-    passphrase is needed and nothing new is issued. A revoked device gets none.
+    For a lost bundle, or to refresh a device's pins after `rotate-server-key`
+    (`tinyward device install --refresh`). Public material only: no passphrase, nothing
+    new is issued. A revoked device gets none.
     """
     opened = Fleet.open(fleet_dir)
-    bundle = bundle_of(opened, device_id)
+    bundle = opened.bundle(device_id)
     target = output or Path(f"{device_id}.bundle.json")
     check_output_file(target)
     _write_bundle(target, bundle, fleet_dir)
@@ -250,6 +233,11 @@ def show(fleet_dir: Path) -> None:
     click.echo(f"created:       {opened.created.isoformat(timespec='seconds')}")
     click.echo(f"server names:  {', '.join(opened.server_names)}")
     click.echo(f"server pin:    {opened.server_spki_sha256.hex()}")
+    next_pin = opened.server_next_spki_sha256
+    click.echo(f"next pin:      {next_pin.hex() if next_pin else 'none (fleet next-server-key)'}")
+    if next_pin == opened.server_spki_sha256:
+        click.echo("               = the current pin: a rotation stopped half-way; run "
+                   "`fleet rotate-server-key` again")
     click.echo(f"server cert:   {opened.server_certificate_path}")
     click.echo(f"root CA:       {opened.root_ca_path}")
     click.echo(f"device CA:     {opened.device_ca_path}")
@@ -288,18 +276,47 @@ def migrate(fleet_dir: Path, no_server_passphrase: bool) -> None:
 @click.argument("fleet_dir", type=_EXISTING_DIR)
 @_KEYS
 @_NO_SERVER_PASSPHRASE
-def rotate_server_key(fleet_dir: Path, keys_dir: Path | None, no_server_passphrase: bool) -> None:
-    """Give the fleet server a new TLS key and certificate (issued by the root CA).
+@click.option("--discard-next", is_flag=True,
+              help="Do not promote the next key (it may be compromised too): a brand-new "
+              "key, which devices refuse until they install a refreshed bundle with "
+              "`device install --refresh --new-pins`.")
+def rotate_server_key(fleet_dir: Path, keys_dir: Path | None, no_server_passphrase: bool,
+                      discard_next: bool) -> None:
+    """Promote the next server key (its pin is in every bundle) and make a fresh next one.
 
-    Needs the CA passphrase and a new server passphrase. Devices pin the server's key:
-    they must get the new pin printed here before they talk to the server again.
+    Devices provisioned before keep talking to the server: they accept the promoted key.
+    Give them a refreshed bundle (`fleet bundle`, then `device install --refresh`) so
+    that they learn the fresh next pin before the rotation after this one. Needs the CA
+    passphrase (root CA and the next key) and a new server passphrase.
     """
     opened = Fleet.open(fleet_dir)
-    root = opened.root_ca_token(read_secret(CA), keys_dir)
+    ca = read_secret(CA)
+    root = opened.root_ca_token(ca, keys_dir)
     server = None if no_server_passphrase else read_secret(SERVER, new=True)
-    rotated = opened.rotate_server_key(root, server)
+    promoted = opened.server_next_spki_sha256 is not None and not discard_next
+    rotated = opened.rotate_server_key(root, server, ca_passphrase=ca, keys_dir=keys_dir,
+                                       discard_next=discard_next)
     click.echo(f"new server key {rotated.server_key_path}; restart `fleet serve`")
-    click.echo(f"new server pin (SHA-256 of its public key): {rotated.server_spki_sha256.hex()}")
+    click.echo(f"server pin (SHA-256 of its public key): {rotated.server_spki_sha256.hex()}")
+    _echo_next_pin(rotated)
+    if promoted:
+        click.echo("devices provisioned before accept it (it was their next pin); refresh "
+                   "their bundles (`fleet bundle`) so they learn the new next pin")
+    else:
+        click.echo("devices refuse this key until they install a refreshed bundle "
+                   "(`fleet bundle`, `device install --refresh --new-pins`)")
+
+
+@fleet.command("next-server-key")
+@click.argument("fleet_dir", type=_EXISTING_DIR)
+@_KEYS
+def next_server_key(fleet_dir: Path, keys_dir: Path | None) -> None:
+    """Make the next server key of a fleet made before pin roll-over (CA passphrase).
+
+    Bundles carry its pin from now on; `rotate-server-key` promotes it.
+    """
+    made = Fleet.open(fleet_dir).make_next_server_key(read_secret(CA), keys_dir)
+    _echo_next_pin(made)
 
 
 @fleet.command("renew-server-cert")

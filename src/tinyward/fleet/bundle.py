@@ -6,6 +6,13 @@ Format (``docs/architecture.md``)::
      "certificates": {"tls": "PEM", "report": "PEM", "attestation": "PEM"},
      "device_ca": "PEM", "root_ca": "PEM", "server_spki_sha256": "<64 hex>"}
 
+Format ``tinyward-device-bundle/2`` is the same plus ``"server_next_spki_sha256": "<64
+hex>"``: the pin of the fleet's *next* server key (pin roll-over, ``docs/fleet-pki.md``),
+which a device accepts as well as the current one. The next pin is optional in the model
+(:attr:`DeviceBundle.server_next_spki_sha256` may be None); the format says whether it is
+there: a bundle without one is written as ``/1``, so older devices still read it, and each
+format has exactly its own keys (a ``/1`` bundle with a next pin is refused, not half-read).
+
 A device installs the bundle it is handed, so :meth:`DeviceBundle.from_json` treats it
 as hostile: size, UTF-8, JSON without duplicate keys or non-finite numbers, exactly
 these keys and types, hex of the right length, and each PEM string exactly one
@@ -40,6 +47,9 @@ from tinyward.trust.identity import device_id as derive_device_id
 from tinyward.trust.identity import is_device_id
 
 BUNDLE_FORMAT = "tinyward-device-bundle/1"
+#: /1 plus the next server pin (pin roll-over).
+BUNDLE_FORMAT_NEXT_PIN = "tinyward-device-bundle/2"
+_NEXT_PIN = "server_next_spki_sha256"
 _KEYS = (
     "format",
     "device_id",
@@ -124,6 +134,15 @@ class DeviceBundle:
     device_ca_pem: str
     root_ca_pem: str
     server_spki_sha256: bytes
+    #: The fleet's next server key's pin (accepted too), or None (a ``/1`` bundle).
+    server_next_spki_sha256: bytes | None = None
+
+    @property
+    def server_pins(self) -> tuple[bytes, ...]:
+        """The server pins a device accepts: the current one, then the next one if any."""
+        if self.server_next_spki_sha256 is None:
+            return (self.server_spki_sha256,)
+        return (self.server_spki_sha256, self.server_next_spki_sha256)
 
     def certificate(self, purpose: str) -> x509.Certificate:
         """The device certificate for ``purpose``.
@@ -146,7 +165,8 @@ class DeviceBundle:
     def to_json(self) -> bytes:
         """The bundle as UTF-8 JSON, keys in the documented order."""
         document = {
-            "format": BUNDLE_FORMAT,
+            "format": BUNDLE_FORMAT if self.server_next_spki_sha256 is None
+            else BUNDLE_FORMAT_NEXT_PIN,
             "device_id": self.device_id,
             "fleet_id": self.fleet_id,
             "certificates": {purpose: self.certificates[purpose] for purpose in PURPOSES},
@@ -154,6 +174,8 @@ class DeviceBundle:
             "root_ca": self.root_ca_pem,
             "server_spki_sha256": self.server_spki_sha256.hex(),
         }
+        if self.server_next_spki_sha256 is not None:
+            document[_NEXT_PIN] = self.server_next_spki_sha256.hex()
         return (json.dumps(document, indent=2) + "\n").encode("utf-8")
 
     @classmethod
@@ -188,10 +210,15 @@ class DeviceBundle:
             raise BadBundle(f"the bundle is not valid JSON ({message})") from None
         if not isinstance(document, dict):
             raise BadBundle("the bundle must be a JSON object")
-        if document.get("format") != BUNDLE_FORMAT:
-            raise BadBundle(f"not a device bundle (the format must be {BUNDLE_FORMAT!r})")
-        unknown = sorted(set(document) - set(_KEYS))
-        missing = [key for key in _KEYS if key not in document]
+        form = document.get("format")
+        if form not in (BUNDLE_FORMAT, BUNDLE_FORMAT_NEXT_PIN):
+            raise BadBundle(
+                f"not a device bundle (the format must be {BUNDLE_FORMAT!r} or "
+                f"{BUNDLE_FORMAT_NEXT_PIN!r})"
+            )
+        keys = _KEYS if form == BUNDLE_FORMAT else (*_KEYS, _NEXT_PIN)
+        unknown = sorted(set(document) - set(keys))
+        missing = [key for key in keys if key not in document]
         if unknown or missing:
             raise BadBundle(
                 "the bundle "
@@ -214,6 +241,13 @@ class DeviceBundle:
             raise BadBundle("fleet_id must be 32 lowercase hex characters")
         if not isinstance(pin, str) or _SHA256_HEX.fullmatch(pin) is None:
             raise BadBundle("server_spki_sha256 must be 64 lowercase hex characters")
+        next_pin = document.get(_NEXT_PIN)
+        if next_pin is not None or form == BUNDLE_FORMAT_NEXT_PIN:
+            if not isinstance(next_pin, str) or _SHA256_HEX.fullmatch(next_pin) is None:
+                raise BadBundle(f"{_NEXT_PIN} must be 64 lowercase hex characters")
+            if next_pin == pin:
+                raise BadBundle(f"{_NEXT_PIN} repeats the current pin (a rotation left "
+                                "unfinished? run `tinyward fleet rotate-server-key` again)")
         if not isinstance(certificates, dict) or sorted(certificates) != sorted(PURPOSES):
             raise BadBundle(f"certificates must map exactly {', '.join(PURPOSES)} to PEM")
 
@@ -252,4 +286,5 @@ class DeviceBundle:
             device_ca_pem=_cert_pem(device_ca),
             root_ca_pem=_cert_pem(root_ca),
             server_spki_sha256=bytes.fromhex(pin),
+            server_next_spki_sha256=None if next_pin is None else bytes.fromhex(next_pin),
         )

@@ -8,11 +8,13 @@ A fleet is a folder (all files 0600, folders 0700)::
     ca/device-ca.retiring/*.cert.pem  earlier device CAs, still trusted until retired
     ca/server.cert.pem              fleet server TLS certificate (2 years, serverAuth)
     ca/update-signing.pub.pem       update-signing public key (if the fleet has one)
+    ca/server-next.pub.pem          the next server key's public key (its pin is in bundles)
     server/server.key               the server's TLS key, sealed under the server passphrase
       or server/server.key.pem      ... or in clear, 0600, for the server's user only
     keys/root-ca.key                offline keys, sealed: CA passphrase
     keys/device-ca.key              (enrolment, rotation)
     keys/update-signing.key         update passphrase (releases)
+    keys/server-next.key            the next server TLS key, CA passphrase (pin roll-over)
     devices/<device ID>/{tls,report,attestation}.cert.pem, status.json
 
 The server process needs only ``ca/``, ``server/`` and ``devices/``: it never opens
@@ -104,6 +106,9 @@ _ROOT, _DEVICE_CA, _SERVER, _UPDATE = "root-ca", "device-ca", "server", "update-
 _ROOT_KEY, _DEVICE_CA_KEY, _UPDATE_KEY = f"{_ROOT}.key", f"{_DEVICE_CA}.key", f"{_UPDATE}.key"
 _SEALED_SERVER_KEY, _CLEAR_SERVER_KEY = "server.key", "server.key.pem"
 _RETIRING = "device-ca.retiring"
+#: The next server key: pre-made, its pin in every bundle, promoted by rotate_server_key.
+_SERVER_NEXT = "server-next"
+_SERVER_NEXT_KEY, _SERVER_NEXT_PUB = f"{_SERVER_NEXT}.key", f"{_SERVER_NEXT}.pub.pem"
 _MAX_JSON = 64 * 1024
 
 
@@ -320,6 +325,33 @@ def _load_server_chain(fleet: Fleet, context: ssl.SSLContext, passphrase: bytes 
         raise BadFleet(f"{clear} does not load with {cert} ({error.reason})") from None
 
 
+def _write_next_server_key(
+    keys: Path, ca: Path, key: ec.EllipticCurvePrivateKey, ca_passphrase: bytes
+) -> None:
+    """The next server key: sealed under the CA passphrase and kept with the offline keys,
+    so that taking the server (and its passphrase) does not give the key that replaces
+    its own. The public half goes to ``ca/`` for the bundles' next pin. Key first: a crash
+    between the two leaves the old public key, which a new rotation repairs (see
+    :meth:`Fleet.rotate_server_key`); never a published pin without its key."""
+    atomic_write(keys / _SERVER_NEXT_KEY, seal_key(key, ca_passphrase, _SERVER_NEXT))
+    fsync_directory(keys)
+    atomic_write(ca / _SERVER_NEXT_PUB, _public_pem(key.public_key()))
+    fsync_directory(ca)
+
+
+def _read_public_key(path: Path) -> ec.EllipticCurvePublicKey | None:
+    """An optional public key file of ``ca/`` (None when absent)."""
+    if not path.exists():
+        return None
+    try:
+        loaded = serialization.load_pem_public_key(path.read_bytes())
+    except (OSError, ValueError):
+        raise BadFleet(f"{path} is damaged") from None
+    if not isinstance(loaded, ec.EllipticCurvePublicKey):
+        raise BadFleet(f"{path} is not an ECDSA public key")
+    return loaded
+
+
 def _new_key() -> ec.EllipticCurvePrivateKey:
     return ec.generate_private_key(ec.SECP256R1())
 
@@ -366,6 +398,7 @@ class Fleet:
         server_certificate: x509.Certificate,
         update_signing_public_key: ec.EllipticCurvePublicKey | None,
         retiring_device_cas: tuple[x509.Certificate, ...] = (),
+        server_next_public_key: ec.EllipticCurvePublicKey | None = None,
     ) -> None:
         # Use Fleet.open / Fleet.init; this only holds what they checked.
         self.directory = directory
@@ -378,6 +411,11 @@ class Fleet:
         self.retiring_device_cas = retiring_device_cas
         self.server_certificate = server_certificate
         self.server_spki_sha256 = spki_sha256(server_certificate)
+        #: The next server key's pin (bundles carry it; devices accept it too), or None
+        #: for a fleet made before pin roll-over (``make_next_server_key`` adds one).
+        self.server_next_spki_sha256 = (
+            None if server_next_public_key is None else spki_sha256(server_next_public_key)
+        )
         #: None for a fleet made without an update-signing key (see :meth:`init`).
         self.update_signing_public_key = update_signing_public_key
 
@@ -524,6 +562,7 @@ class Fleet:
         atomic_write(keys / _ROOT_KEY, seal_key(root_key, secrets.ca, _ROOT))
         atomic_write(keys / _DEVICE_CA_KEY, seal_key(device_ca_key, secrets.ca, _DEVICE_CA))
         _write_server_key(staging / "server", server_key, secrets.server)
+        _write_next_server_key(keys, ca, _new_key(), secrets.ca)
         if secrets.update is not None:
             update_key = _new_key()
             atomic_write(keys / _UPDATE_KEY, seal_key(update_key, secrets.update, _UPDATE))
@@ -575,19 +614,11 @@ class Fleet:
                 cert.verify_directly_issued_by(root_ca)
             except (ValueError, TypeError, InvalidSignature):
                 raise BadFleet(f"{directory}: the {what} is not issued by the root CA") from None
-        update_path = directory / "ca" / f"{_UPDATE}.pub.pem"
-        update_key: ec.EllipticCurvePublicKey | None = None
-        if update_path.exists():
-            try:
-                loaded = serialization.load_pem_public_key(update_path.read_bytes())
-            except (OSError, ValueError):
-                raise BadFleet(f"{update_path} is damaged") from None
-            if not isinstance(loaded, ec.EllipticCurvePublicKey):
-                raise BadFleet(f"{update_path} is not an ECDSA public key")
-            update_key = loaded
+        update_key = _read_public_key(directory / "ca" / f"{_UPDATE}.pub.pem")
+        next_key = _read_public_key(directory / "ca" / _SERVER_NEXT_PUB)
         return cls(
             directory, fleet_id, server_names, created, root_ca, device_ca, server, update_key,
-            retiring,
+            retiring, next_key,
         )
 
     # -- signing keys (offline) and the server key ----------------------------------------
@@ -651,32 +682,111 @@ class Fleet:
 
     # -- rotation --------------------------------------------------------------------------
 
-    def rotate_server_key(
-        self, root: SigningToken, server_passphrase: bytes | None, now: datetime | None = None
-    ) -> Fleet:
-        """Replace the server's TLS key and certificate (issued by ``root``).
+    @property
+    def server_pins(self) -> tuple[bytes, ...]:
+        """The pins a bundle carries: the current server key's, then the next one's (if
+        the fleet has one and a rotation did not stop half-way: then it equals the current)."""
+        nxt = self.server_next_spki_sha256
+        if nxt is None or nxt == self.server_spki_sha256:
+            return (self.server_spki_sha256,)
+        return (self.server_spki_sha256, nxt)
 
-        Devices pin the server's public key: after a rotation they must be given the new
-        pin (``server_spki_sha256``) before they will talk to the server again.
+    def _next_key_path(self, keys_dir: Path | None) -> Path:
+        return (keys_dir or self.keys_path) / _SERVER_NEXT_KEY
+
+    def rotate_server_key(
+        self,
+        root: SigningToken,
+        server_passphrase: bytes | None,
+        now: datetime | None = None,
+        *,
+        ca_passphrase: bytes,
+        keys_dir: Path | None = None,
+        discard_next: bool = False,
+    ) -> Fleet:
+        """Promote the next server key to the server's TLS key, with a new certificate
+        from ``root``, and make a fresh next key (pin roll-over).
+
+        Devices carry both pins (current and next), so the ones provisioned before keep
+        talking to the server; they learn the fresh next pin from a refreshed bundle
+        (:meth:`bundle`, ``tinyward device install --refresh``). ``ca_passphrase`` opens
+        the next key and seals the fresh one. A fleet without a next key (made before pin
+        roll-over), or ``discard_next`` (the next key may be compromised too), gets a
+        brand-new key instead: then devices refuse the server until they are given a
+        bundle with its pin.
+
+        Safe to run again after a crash: the server key and certificate are written
+        before the fresh next key, and a next pin equal to the current one (a rotation
+        stopped there) only makes the fresh next key.
 
         Raises:
+            WrongPassphrase: ``ca_passphrase`` does not open the next key.
             WeakPassphrase: ``server_passphrase`` breaks the rule.
+            BadFleet: the next key is missing (offline: pass ``keys_dir``), or does not
+                match ``ca/server-next.pub.pem``.
         """
         now = _utc_now(now)
+        _check_passphrase(ca_passphrase)
         if server_passphrase is not None:
             _check_new_passphrase(server_passphrase, "server")
-        key = _new_key()
-        cert = make_server_certificate(
-            key.public_key(), self.server_names, self.root_ca, root, now
-        )
-        old = self.server_key_path
-        _write_server_key(self.directory / "server", key, server_passphrase)
-        new = self.server_key_path if server_passphrase is not None else (
-            self.directory / "server" / _CLEAR_SERVER_KEY
-        )
-        if old != new:
-            old.unlink(missing_ok=True)
-        atomic_write(self.server_certificate_path, _pem(cert))
+            _check_apart({"CA": ca_passphrase, "server": server_passphrase})
+        keys = keys_dir or self.keys_path
+        pending = self.server_next_spki_sha256
+        if pending == self.server_spki_sha256 and not discard_next:
+            key = None  # promoted already; the crash came before the fresh next key
+        elif pending is None or discard_next:
+            key = _new_key()
+        else:
+            key = self._open_next_server_key(ca_passphrase, keys)
+        if key is not None:
+            cert = make_server_certificate(
+                key.public_key(), self.server_names, self.root_ca, root, now
+            )
+            old = self.server_key_path
+            _write_server_key(self.directory / "server", key, server_passphrase)
+            new = self.directory / "server" / (
+                _SEALED_SERVER_KEY if server_passphrase is not None else _CLEAR_SERVER_KEY
+            )
+            if old != new:
+                old.unlink(missing_ok=True)
+            atomic_write(self.server_certificate_path, _pem(cert))
+        _write_next_server_key(keys, self.directory / "ca", _new_key(), ca_passphrase)
+        return Fleet.open(self.directory)
+
+    def _open_next_server_key(self, ca_passphrase: bytes, keys: Path) -> ec.EllipticCurvePrivateKey:
+        path = keys / _SERVER_NEXT_KEY
+        try:
+            data = path.read_bytes()
+        except OSError:
+            raise BadFleet(
+                f"{path} is missing; the next server key is kept with the offline keys "
+                "(pass --keys DIR)"
+            ) from None
+        key = open_key(data, ca_passphrase, _SERVER_NEXT, name=str(path))
+        if spki_sha256(key.public_key()) != self.server_next_spki_sha256:
+            raise BadFleet(
+                f"{path} does not match {self._ca(_SERVER_NEXT_PUB)} (the pin devices "
+                "carry); it is not this fleet's next server key"
+            )
+        return key
+
+    def make_next_server_key(self, ca_passphrase: bytes, keys_dir: Path | None = None) -> Fleet:
+        """Give a fleet made before pin roll-over its next server key (sealed under the CA
+        passphrase, with the offline keys); bundles carry its pin from now on.
+
+        Raises:
+            BadFleet: the fleet already has a next server key.
+        """
+        _check_passphrase(ca_passphrase)
+        if self.server_next_spki_sha256 is not None:
+            raise BadFleet(
+                f"fleet {self.fleet_id} already has a next server key "
+                f"({self.server_next_spki_sha256.hex()[:16]}…); `rotate-server-key` promotes it"
+            )
+        # The passphrase must be the CA's: it is the one rotate_server_key opens it with.
+        self.root_ca_token(ca_passphrase, keys_dir)
+        _write_next_server_key(keys_dir or self.keys_path, self.directory / "ca", _new_key(),
+                               ca_passphrase)
         return Fleet.open(self.directory)
 
     def renew_server_certificate(self, root: SigningToken, now: datetime | None = None) -> Fleet:
@@ -776,6 +886,9 @@ class Fleet:
         atomic_write(keys / _DEVICE_CA_KEY, seal_key(old[_DEVICE_CA], ca_passphrase, _DEVICE_CA))
         atomic_write(keys / _UPDATE_KEY, seal_key(old[_UPDATE], update_passphrase, _UPDATE))
         _write_server_key(directory / "server", old[_SERVER], server_passphrase)
+        # No bundle was issued with a next pin yet (the old format is refused): a run
+        # after a crash may replace this one freely.
+        _write_next_server_key(keys, ca, _new_key(), ca_passphrase)
         # The new format is declared only once every key is in its new place ...
         atomic_write(
             directory / FLEET_FILE,
@@ -861,14 +974,46 @@ class Fleet:
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
+        return self._bundle(device_id, certificates, self.device_ca)
+
+    def _bundle(
+        self, device_id: str, certificates: dict[str, x509.Certificate],
+        device_ca: x509.Certificate,
+    ) -> DeviceBundle:
+        pins = self.server_pins
         return DeviceBundle(
             device_id=device_id,
             fleet_id=self.fleet_id,
             certificates={p: _pem(c).decode("ascii") for p, c in certificates.items()},
-            device_ca_pem=_pem(self.device_ca).decode("ascii"),
+            device_ca_pem=_pem(device_ca).decode("ascii"),
             root_ca_pem=_pem(self.root_ca).decode("ascii"),
-            server_spki_sha256=self.server_spki_sha256,
+            server_spki_sha256=pins[0],
+            server_next_spki_sha256=pins[1] if len(pins) > 1 else None,
         )
+
+    def bundle(self, device_id: str) -> DeviceBundle:
+        """The bundle of an enrolled device, made again from the fleet's records with the
+        fleet's pins of today (after a rotation: the promoted key and the fresh next one).
+        No passphrase: a bundle is public material, and nothing new is issued.
+
+        Raises:
+            UnknownDevice: malformed ID, or no such device in this fleet.
+            RevokedDevice: the device was revoked; it gets no bundle.
+            UntrustedCertificate: the device CA that issued it was retired.
+        """
+        device = self.device(device_id)
+        if device.revoked:
+            raise RevokedDevice(f"device {device_id} is revoked in fleet {self.fleet_id}; "
+                                "it gets no bundle")
+        for device_ca in self.device_cas:  # the one that issued it, current or retiring
+            try:
+                for cert in device.certificates.values():
+                    cert.verify_directly_issued_by(device_ca)
+            except (ValueError, TypeError, InvalidSignature):
+                continue
+            return self._bundle(device_id, device.certificates, device_ca)
+        raise UntrustedCertificate(f"the device CA that issued device {device_id}'s "
+                                   "certificates is no longer trusted (retired)")
 
     @staticmethod
     def _status(device_id: str, enrolled_at: datetime, revoked_at: datetime | None) -> bytes:

@@ -7,10 +7,12 @@ believes a server only when both checks pass:
    protected storage, never from the system trust store), is valid now, is for server
    authentication, and names the host in the URL. Python's ``ssl`` (OpenSSL) does this
    during the handshake; TLS 1.3 is the only version offered.
-2. **Pin**: SHA-256 over the server certificate's SubjectPublicKeyInfo equals the pin the
-   fleet gave at provisioning. Checked right after the handshake and *before any byte of
-   a report is written*, compared in constant time. This refuses a server holding a
-   certificate that the right CA issued for another key (a stolen or mis-issued one).
+2. **Pin**: SHA-256 over the server certificate's SubjectPublicKeyInfo equals one of the
+   pins the fleet gave (its current server key and its pre-made next one, so that a
+   server key rotation needs no re-provisioning). Checked right after the handshake and
+   *before any byte of a report is written*, compared in constant time against every
+   pin. This refuses a server holding a certificate that the right CA issued for another
+   key (a stolen or mis-issued one).
 
 The device authenticates with its TLS client certificate, whose key the keystore loads
 into the ``SSLContext`` without handing it out.
@@ -27,7 +29,6 @@ import hashlib
 import hmac
 import http.client
 import json
-import random
 import ssl
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +37,7 @@ from urllib.parse import urlsplit
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from tinyward._backoff import Backoff  # re-exported: the link's retries use it
 from tinyward.errors import Misuse
 from tinyward.link.errors import (
     BadServerAnswer,
@@ -107,27 +109,30 @@ def client_context(root_ca_pem: bytes) -> ssl.SSLContext:
     return context
 
 
-def device_context(device: Any) -> tuple[ssl.SSLContext, bytes]:
-    """The TLS context of a provisioned :class:`~tinyward.trust.device.Device`, and its pin.
+def device_context(device: Any) -> tuple[ssl.SSLContext, tuple[bytes, ...]]:
+    """The TLS context of a provisioned :class:`~tinyward.trust.device.Device`, and its
+    server pins (current, then next).
 
     Raises:
         tinyward.trust.device.NotProvisioned: the device has no fleet yet.
         tinyward.trust.errors.KeystoreError: the TLS credentials cannot be loaded.
+        tinyward.trust.device.ModeRefused: the device is provisioned air-gapped.
     """
+    device.check_may_connect()  # no TLS credentials at all for an air-gapped device
     trust = device.fleet_trust()
     context = client_context(trust.root_ca_pem)
     device.keystore.load_tls_client_credentials(
         context, device.handle("tls"), device.certificate_path("tls"))
-    return context, bytes(trust.server_spki_sha256)
+    return context, tuple(bytes(pin) for pin in trust.pins)
 
 
 class _PinnedHTTPSConnection(http.client.HTTPSConnection):
     """An HTTPSConnection that checks the SPKI pin right after the handshake."""
 
-    def __init__(self, host: str, port: int, context: ssl.SSLContext, pin: bytes,
-                 timeout: float) -> None:
+    def __init__(self, host: str, port: int, context: ssl.SSLContext,
+                 pins: tuple[bytes, ...], timeout: float) -> None:
         super().__init__(host, port, timeout=timeout, context=context)
-        self._pin = pin
+        self._pins = pins
         self.peer_spki_sha256: bytes | None = None
 
     def connect(self) -> None:
@@ -136,28 +141,34 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
         der = self.sock.getpeercert(binary_form=True)
         got = spki_sha256_of_der(der) if der else b""
         self.peer_spki_sha256 = got
-        if not hmac.compare_digest(got, self._pin):
+        matched = False
+        for pin in self._pins:  # every pin compared, in constant time: no early exit
+            matched |= hmac.compare_digest(got, pin)
+        if not matched:
             self.close()
+            pinned = " or ".join(f"{pin.hex()[:16]}…" for pin in self._pins)
             raise PinMismatch(
                 f"the server at {self.host}:{self.port} has a certificate from the fleet CA but "
                 f"its key (SPKI SHA-256 {got.hex()[:16]}…) is not the pinned server key "
-                f"({self._pin.hex()[:16]}…): refusing to send it anything. A man in the "
-                "middle, or the server's key was replaced without re-provisioning."
+                f"({pinned}): refusing to send it anything. A man in the middle, or the "
+                "server's key was replaced by one this device has no pin for (refresh its "
+                "bundle: tinyward device install --refresh)."
             )
 
 
 class ReportLink:
     """A kept-alive HTTPS connection that posts signed reports and returns acknowledgements."""
 
-    def __init__(self, server: ServerURL | str, context: ssl.SSLContext, pin: bytes,
-                 config: LinkConfig | None = None) -> None:
-        if len(pin) != 32:
+    def __init__(self, server: ServerURL | str, context: ssl.SSLContext,
+                 pin: bytes | tuple[bytes, ...], config: LinkConfig | None = None) -> None:
+        pins = (bytes(pin),) if isinstance(pin, bytes | bytearray) else tuple(pin)
+        if not pins or any(len(p) != 32 for p in pins):
             raise Misuse("the server pin must be a 32-byte SHA-256; refusing to run without one")
         if context.verify_mode != ssl.CERT_REQUIRED or not context.check_hostname:
             raise Misuse("the TLS context must verify the server's chain and host name")
         self.server = server if isinstance(server, ServerURL) else ServerURL.parse(server)
         self._context = context
-        self._pin = bytes(pin)
+        self._pins = tuple(bytes(p) for p in pins)
         self._config = config or LinkConfig()
         self._conn: _PinnedHTTPSConnection | None = None
 
@@ -169,7 +180,7 @@ class ReportLink:
     def _connection(self) -> _PinnedHTTPSConnection:
         if self._conn is None:
             self._conn = _PinnedHTTPSConnection(self.server.host, self.server.port,
-                                                self._context, self._pin,
+                                                self._context, self._pins,
                                                 self._config.connect_timeout)
             try:
                 self._conn.connect()
@@ -286,31 +297,6 @@ class ReportLink:
         if 400 <= status < 500:
             raise ReportRejected(f"the server refused the report: {text}", status)
         raise BadServerAnswer(f"unexpected answer from the server: {text}")
-
-
-class Backoff:
-    """Exponential backoff with full jitter (sans-IO; inject ``rng`` in tests).
-
-    The n-th consecutive failure waits a uniform random time in ``[initial / 4,
-    min(max, initial * 2**n)]``: randomness keeps a fleet that lost its server from coming
-    back in lockstep, and the floor keeps a device from spinning on a dead server.
-    """
-
-    def __init__(self, initial: float, maximum: float, rng: random.Random | None = None) -> None:
-        if not 0 < initial <= maximum:
-            raise Misuse("backoff needs 0 < initial <= maximum")
-        self._initial, self._max = initial, maximum
-        self._rng = rng or random.Random()
-        self.failures = 0
-
-    def next_delay(self) -> float:
-        """Register one more failure and return how long to wait before the next try."""
-        ceiling = min(self._max, self._initial * (2 ** min(self.failures, 30)))
-        self.failures += 1
-        return self._rng.uniform(self._initial / 4, ceiling)
-
-    def reset(self) -> None:
-        self.failures = 0
 
 
 __all__ = [

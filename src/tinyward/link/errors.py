@@ -6,7 +6,11 @@ from :class:`~tinyward.errors.BadInput`. A server that cannot be reached is
 :class:`ServerUnreachable`: the runner keeps the report and tries again later.
 """
 
-from tinyward.errors import BadInput, StateError
+from tinyward.errors import BadInput
+
+# One instance per device folder in every mode: the lock and its error live in the trusted
+# core (trust/instance.py); re-exported here for the link's callers.
+from tinyward.trust.instance import DeviceBusy
 
 
 class LinkError(BadInput):
@@ -43,8 +47,6 @@ class QueueDamaged(LinkError):
     """The store-and-forward queue's records in protected storage do not make sense."""
 
 
-class DeviceBusy(StateError):
-    """Another process is already running this device (one runner per device folder)."""
 
 
 __all__ = ["BadServerAnswer", "DeviceBusy", "LinkError", "PinMismatch", "QueueDamaged",

@@ -22,23 +22,20 @@ built-in stand-in until the sandboxed application feeds the core.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
-import os
 import random
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 from tinyward._fsutil import atomic_write
 from tinyward.app.results import ResultSource
 from tinyward.link.client import Backoff, LinkConfig, ReportLink, ServerURL, device_context
 from tinyward.link.errors import (
-    DeviceBusy,
     LinkError,
     PinMismatch,
     QueueDamaged,
@@ -49,6 +46,7 @@ from tinyward.link.errors import (
 from tinyward.link.queue import QueueConfig, ReportQueue
 from tinyward.link.shaper import Batch, Shaper, ShaperConfig
 from tinyward.trust import report as codec
+from tinyward.trust.instance import InstanceLock
 
 log = logging.getLogger("tinyward.link")
 
@@ -130,27 +128,8 @@ class RunStats:
     acked_seqs: list[int] = field(default_factory=list)
 
 
-class DeviceLock:
-    """One runner per device folder: two would interleave protected-storage writes."""
-
-    def __init__(self, directory: Path) -> None:
-        self._path = Path(directory) / "link.lock"
-        self._fd: int | None = None
-
-    def __enter__(self) -> Self:
-        fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise DeviceBusy(f"another process is running the device in {self._path.parent}")
-        self._fd = fd
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+#: One runner per device folder, and no air-gapped run beside it (trust/instance.py).
+DeviceLock = InstanceLock
 
 
 class DeviceRunner:

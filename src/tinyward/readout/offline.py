@@ -23,7 +23,7 @@ from tinyward.readout.carrier import (
     from_text,
     to_text,
 )
-from tinyward.readout.state import DisplayState
+from tinyward.readout.state import DisplayState, stated_mode
 from tinyward.trust.device import Device
 from tinyward.trust.report import Report, encode_report
 
@@ -43,7 +43,9 @@ def make_offline_report(device: Device, state: DisplayState, now: float | None =
         device_id=device.device_id,
         seq=reservation.seq,
         timestamp=int(time.time() if now is None else now),
-        mode="air-gapped",
+        # What was enforced when these results were made, recorded by that process; never
+        # the provisioned mode, nor this readout's own filter.
+        mode=stated_mode(device.directory, state),
         results=tuple(state.results[-4:]),
         incidents=incidents,
         health=state.health,

@@ -100,7 +100,8 @@ class ReadoutScreen:
 
     def show_results(self) -> None:
         current = display.load(self.device.storage)
-        table = Table(title=f"device {self.device.device_id[:16]}… — {current.mode}", width=64)
+        mode = display.stated_mode(self.device.directory, current)
+        table = Table(title=f"device {self.device.device_id[:16]}… — {mode}", width=64)
         table.add_column("result")
         table.add_column("value", justify="right")
         if not current.results:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import cbor2
@@ -23,7 +24,19 @@ class DisplayState:
     results: tuple[Mapping[str, Any], ...] = ()
     incidents: Mapping[str, int] = field(default_factory=dict)
     health: str = "ok"
-    mode: str = "air-gapped"
+    #: the mode enforced in the process that produced these results (tried there); a
+    #: device that never ran air-gapped has no evidence of it, so "connected"
+    mode: str = "connected"
+
+
+def stated_mode(directory: Path, state: DisplayState) -> str:
+    """The mode the readout states: the running instance's (enforced, tried by it) if the
+    device runs now, else the one enforced when ``state``'s results were made."""
+    from tinyward.trust.instance import running_instance
+
+    running = running_instance(directory)
+    mode = running.mode if running is not None else state.mode
+    return mode if mode in ("connected", "air-gapped") else "connected"
 
 
 def save(storage: ProtectedStorage, state: DisplayState) -> None:

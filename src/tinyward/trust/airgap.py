@@ -2,20 +2,37 @@
 
 :func:`forbid_network` installs a seccomp-BPF filter (libseccomp through ``pyseccomp``) on
 the calling process. From then on, in this process and in every process it starts (seccomp
-filters are inherited across fork and exec, and cannot be removed), creating any socket
-that is not a local ``AF_UNIX`` socket fails with ``EPERM``: no ``AF_INET``, ``AF_INET6``,
-``AF_PACKET``, ``AF_NETLINK``, ``AF_BLUETOOTH`` or any other family. ``io_uring`` is refused
-too, since it can create sockets without the ``socket`` system call. System calls of other
-architectures (e.g. 32-bit ``socketcall`` on x86-64) kill the process (libseccomp's
-default for a foreign architecture). ``no_new_privs`` is set, as seccomp requires.
+filters are inherited across fork and exec, and cannot be removed):
 
-A bug, or a compromised application, therefore cannot open a network connection.
+- ``socket()`` fails with ``EPERM`` for **every** family, ``AF_UNIX`` included: no
+  ``AF_INET``/``AF_INET6``/``AF_PACKET``/``AF_NETLINK``/Bluetooth, and no connection to a
+  local daemon (D-Bus, ``/dev/log``, a proxy's UNIX socket) either;
+- ``socketpair()`` only for ``AF_UNIX`` stream or seqpacket pairs (already connected to
+  each other; a datagram pair could be sent from to any named UNIX socket);
+- ``connect``, ``bind``, ``listen`` fail, whatever descriptor they are given;
+- ``pidfd_getfd`` (taking a socket from another process), ``ptrace`` and
+  ``process_vm_readv``/``writev`` (making another process send), ``setns`` (joining the
+  host's network namespace again) and ``io_uring`` (sockets without ``socket()``) fail;
+- system calls of other architectures (e.g. 32-bit ``socketcall``) kill the process.
+
+:func:`isolate` is what ``tinyward device run --air-gapped`` calls first: it closes the
+descriptors the process inherited (an open socket to anything would survive a filter on
+``socket()``), moves the process into a new, empty network namespace when it may (root
+with ``CAP_SYS_ADMIN``: only a loopback interface, down), and installs the filter.
+
+:func:`enforced_mode` says which mode is *actually* in force in this process, by trying to
+make an internet socket — it is what the device states in its status, attestation tokens
+and reports, never the mode it was provisioned with.
 """
-
 from __future__ import annotations
 
+import ctypes
 import errno
+import os
 import socket
+import stat
+import sys
+from dataclasses import dataclass
 
 from tinyward.trust.errors import TrustError
 
@@ -24,8 +41,18 @@ class NetworkFilterUnavailable(TrustError):
     """The kernel or libseccomp cannot install the filter; air-gapped mode will not start."""
 
 
+#: System calls that reach the network, or another process's sockets, without socket().
+REFUSED_SYSCALLS = (
+    "connect", "bind", "listen", "pidfd_getfd", "ptrace", "process_vm_readv",
+    "process_vm_writev", "setns", "io_uring_setup", "io_uring_enter", "io_uring_register",
+)
+_SOCK_TYPE_MASK = 0xF
+_CLONE_NEWNET = 0x40000000
+_CAP_SYS_ADMIN = 21
+
+
 def forbid_network() -> None:
-    """Refuse every non-``AF_UNIX`` socket in this process tree from now on (irreversible).
+    """Refuse every socket but connected ``AF_UNIX`` pairs in this process tree (irreversible).
 
     Raises :class:`NetworkFilterUnavailable` if the filter cannot be installed — air-gapped
     mode must then refuse to run rather than run unprotected.
@@ -37,20 +64,159 @@ def forbid_network() -> None:
     try:
         refuse = seccomp.ERRNO(errno.EPERM)
         scf = seccomp.SyscallFilter(seccomp.ALLOW)
-        scf.add_rule(refuse, "socket", seccomp.Arg(0, seccomp.NE, socket.AF_UNIX))
+        # Every thread of the process, not only the caller (numpy's BLAS threads exist
+        # before the filter does).
+        scf.set_attr(seccomp.Attr.CTL_TSYNC, 1)
+        scf.add_rule(refuse, "socket")
         scf.add_rule(refuse, "socketpair", seccomp.Arg(0, seccomp.NE, socket.AF_UNIX))
-        for name in ("io_uring_setup", "io_uring_enter", "io_uring_register"):
-            scf.add_rule(refuse, name)
+        # AF_UNIX turns SOCK_RAW into SOCK_DGRAM; only the two connection types pass.
+        for kind in range(_SOCK_TYPE_MASK + 1):
+            if kind not in (socket.SOCK_STREAM, socket.SOCK_SEQPACKET):
+                scf.add_rule(refuse, "socketpair",
+                             seccomp.Arg(1, seccomp.MASKED_EQ, _SOCK_TYPE_MASK, kind))
+        for name in REFUSED_SYSCALLS:
+            if seccomp.resolve_syscall(seccomp.Arch.NATIVE, name) >= 0:
+                scf.add_rule(refuse, name)
         scf.load()
     except (OSError, RuntimeError, ValueError) as error:
         raise NetworkFilterUnavailable(f"could not install the seccomp filter: {error}") from None
 
 
-def network_is_forbidden() -> bool:
-    """True if this process cannot create an internet socket (checked by trying)."""
+@dataclass(frozen=True)
+class AirGap:
+    """What :func:`isolate` put in force (printed at start)."""
+
+    closed_fds: tuple[int, ...]
+    network_namespace: str
+
+    def describe(self) -> list[str]:
+        closed = (f"closed {len(self.closed_fds)} inherited descriptors {list(self.closed_fds)}"
+                  if self.closed_fds else "no inherited descriptors")
+        return [("seccomp: no socket() of any family, no connect/bind/listen, no pidfd_getfd, "
+                 "ptrace, setns or io_uring (whole process tree)"),
+                f"descriptors: {closed}", f"network namespace: {self.network_namespace}"]
+
+    def protections(self) -> list[str]:
+        """Names for the attestation claim and ``device status``."""
+        names = ["air gap: seccomp network filter", "air gap: inherited descriptors closed"]
+        if self.network_namespace.startswith("new"):
+            names.append("air gap: empty network namespace")
+        return names
+
+
+def close_inherited_fds() -> tuple[int, ...]:
+    """Close every descriptor above 2 this process inherited; put /dev/null on 0-2 if one
+    of them is a socket. Returns the descriptors closed.
+
+    Python opens every descriptor of its own close-on-exec (PEP 446), so a descriptor
+    without FD_CLOEXEC is one that came through exec from whoever started the device.
+    """
+    closed = []
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        try:
+            flags = _fcntl_getfd(fd)
+        except OSError:
+            continue  # the listing's own descriptor, already gone
+        if fd > 2 and not flags & 1:  # FD_CLOEXEC
+            os.close(fd)
+            closed.append(fd)
+    for fd in (0, 1, 2):
+        try:
+            if stat.S_ISSOCK(os.fstat(fd).st_mode):
+                null = os.open(os.devnull, os.O_RDWR)
+                os.dup2(null, fd)
+                os.close(null)
+                closed.append(fd)
+        except OSError:
+            continue
+    return tuple(sorted(closed))
+
+
+def _fcntl_getfd(fd: int) -> int:
+    import fcntl
+
+    return fcntl.fcntl(fd, fcntl.F_GETFD)
+
+
+#: Set across the re-exec of :func:`enter_empty_network_namespace` (the namespace's inode).
+_NETNS_MARK = "TINYWARD_AIRGAP_NETNS"
+
+
+def enter_empty_network_namespace() -> str:
+    """Move this process into a new, empty network namespace, when it may (root with
+    ``CAP_SYS_ADMIN``); otherwise say why not (the seccomp filter still applies).
+
+    A namespace change affects only the calling thread, and the device already has
+    threads (numpy's BLAS pool starts at import), so the process unshares and then
+    re-executes itself with the same arguments: the new image starts single-threaded
+    inside the new namespace, and calls this again, which then finds it done.
+
+    Raises :class:`NetworkFilterUnavailable` if it may and still fails.
+    """
+    if not _has_cap_sys_admin():
+        return "unchanged (needs root with CAP_SYS_ADMIN; the seccomp filter still applies)"
+    here = os.readlink("/proc/self/ns/net")
+    if os.environ.get(_NETNS_MARK) == here and _interfaces() == ["lo"]:
+        del os.environ[_NETNS_MARK]
+        return f"new and empty ({here}: loopback only, down)"
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(_CLONE_NEWNET) != 0:
+        error = ctypes.get_errno()
+        raise NetworkFilterUnavailable(f"unshare(CLONE_NEWNET) failed: {os.strerror(error)}")
+    os.environ[_NETNS_MARK] = os.readlink("/proc/self/ns/net")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, list(sys.orig_argv))
+    raise AssertionError("unreachable")  # pragma: no cover - execv does not return
+
+
+def _interfaces() -> list[str]:
+    return sorted(name for _, name in socket.if_nameindex())
+
+
+def _has_cap_sys_admin() -> bool:
     try:
-        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    except PermissionError:
-        return True
-    probe.close()
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) >> _CAP_SYS_ADMIN & 1)
+    except OSError:
+        pass
     return False
+
+
+def isolate() -> AirGap:
+    """Everything air-gapped mode puts in force, in order: inherited descriptors closed,
+    an empty network namespace (as root), the seccomp filter. Call it first, before the
+    process opens anything or starts a thread.
+
+    Raises :class:`NetworkFilterUnavailable`.
+    """
+    closed = close_inherited_fds()
+    namespace = enter_empty_network_namespace()
+    forbid_network()
+    return AirGap(closed, namespace)
+
+
+def network_is_forbidden() -> bool:
+    """True if this process can create neither an IPv4 nor an IPv6 socket (checked by
+    trying, so it reflects the filter actually in force, whoever installed it)."""
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            probe = socket.socket(family, socket.SOCK_DGRAM)
+        except PermissionError:
+            continue
+        except OSError as error:
+            if error.errno in (errno.EAFNOSUPPORT, errno.EPERM, errno.EACCES):
+                continue  # a kernel without IPv6 cannot use it either
+            raise
+        probe.close()
+        return False
+    return True
+
+
+def enforced_mode() -> str:
+    """``"air-gapped"`` if the network is forbidden in this process right now, else
+    ``"connected"``: the mode the device may truthfully claim."""
+    return "air-gapped" if network_is_forbidden() else "connected"

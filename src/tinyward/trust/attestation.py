@@ -322,6 +322,7 @@ def claims_to_json(claims: PsaClaims) -> dict[str, Any]:
         "verification_service": claims.verification_service,
         "certification_reference": claims.certification_reference,
         "operating_mode": claims.operating_mode,
+        "protections": list(claims.protections) if claims.protections is not None else None,
     }
 
 

@@ -13,8 +13,10 @@ Layout of ``DIR`` (the stand-in for a device's flash)::
 Provisioning runs in three steps so that a factory line can split them: :meth:`Device.init`
 makes the keys on the device and writes the enrolment request; the fleet answers with a
 bundle (``tinyward fleet enroll``); :meth:`Device.install` checks the bundle against the
-device's own keys and stores the fleet's trust anchors and the server pin in protected
-storage. No secret ever leaves the device, and provisioning a folder twice is refused.
+device's own keys and stores the fleet's trust anchors and the server pins (current and
+next) in protected storage. No secret ever leaves the device, and provisioning a folder
+twice is refused; :meth:`Device.refresh` takes a later bundle of the same fleet, for the
+same device and certificates, only to learn new server pins (pin roll-over).
 """
 
 from __future__ import annotations
@@ -77,6 +79,10 @@ class NotProvisioned(TrustError, StateError):
     """The operation needs a provisioned device (run `tinyward device provision`)."""
 
 
+class ModeRefused(TrustError, StateError):
+    """The device is provisioned for air-gapped use and was asked to connect."""
+
+
 class BundleMismatch(TrustError, BadInput):
     """The certificate bundle does not belong to this device's keys."""
 
@@ -89,6 +95,15 @@ class FleetTrust:
     root_ca_pem: bytes
     device_ca_pem: bytes
     server_spki_sha256: bytes
+    #: The fleet's next server key (pin roll-over); None for a one-pin bundle.
+    server_next_spki_sha256: bytes | None = None
+
+    @property
+    def pins(self) -> tuple[bytes, ...]:
+        """Every server pin the device accepts: the current one, then the next one."""
+        if self.server_next_spki_sha256 is None:
+            return (self.server_spki_sha256,)
+        return (self.server_spki_sha256, self.server_next_spki_sha256)
 
 
 class Device:
@@ -193,7 +208,8 @@ class Device:
 
         Checks that every certificate carries the public key of the matching device key and
         is issued by the bundle's device CA, which is issued by its root CA. Raises
-        :class:`BundleMismatch`, or :class:`AlreadyProvisioned` on a second install.
+        :class:`BundleMismatch`, or :class:`AlreadyProvisioned` on a second install
+        (:meth:`refresh` takes a later bundle of the same fleet).
         """
         with self.storage.transaction():  # two installs at once: the second sees the first
             self._install(bundle)
@@ -202,8 +218,65 @@ class Device:
         if self.provisioned:
             raise AlreadyProvisioned(
                 f"device {self.device_id[:16]}… is already provisioned for fleet "
-                f"{self.fleet_trust().fleet_id}; make a new device instead"
+                f"{self.fleet_trust().fleet_id}; make a new device instead (or, to take "
+                "new server pins from the same fleet, refresh: device install --refresh)"
             )
+        root_ca, device_ca, certs, pins = self._checked(bundle)
+        for name, cert in [*certs.items(), ("device-ca", device_ca), ("root-ca", root_ca)]:
+            atomic_write(self.certificate_path(name), cert.public_bytes(serialization.Encoding.PEM), 0o644)
+        self._store_trust(bundle, pins)
+        self._summary.update(state="provisioned", fleet_id=bundle.fleet_id)
+        atomic_write(self.directory / "device.json", json.dumps(self._summary, indent=2).encode(), 0o644)
+
+    def refresh(self, bundle: Any, *, new_pins: bool = False) -> FleetTrust:
+        """Take new server pins from a later bundle of the same fleet (pin roll-over).
+
+        Only the pins (and the device CA certificate) change. Refused, with
+        :class:`BundleMismatch`, unless the bundle is for this device, chains to the root
+        CA the device already trusts, and carries exactly the certificates installed; and,
+        unless ``new_pins``, its pins must be the device's own or one rotation on
+        (:func:`pin_step_refused`): a refresh rolls the pins forward, never swaps them all,
+        replays an older bundle or drops the next pin (after ``fleet rotate-server-key
+        --discard-next``, or for a device two rotations behind, ``new_pins`` re-pins it).
+
+        Raises:
+            NotProvisioned: nothing to refresh (use :meth:`install`).
+            BundleMismatch: as above; nothing is changed.
+        """
+        trust = self.fleet_trust()
+        if bundle.device_id != self.device_id:
+            raise BundleMismatch(
+                f"the bundle is for device {bundle.device_id[:16]}…, this is "
+                f"{self.device_id[:16]}…; a refresh takes only this device's own bundle"
+            )
+        if (bundle.fleet_id != trust.fleet_id
+                or _der(_b(bundle.root_ca_pem)) != _der(trust.root_ca_pem)):
+            raise BundleMismatch(
+                f"the bundle is from another fleet root (fleet {bundle.fleet_id}); this device "
+                f"trusts fleet {trust.fleet_id} and a refresh never changes its fleet"
+            )
+        _root_ca, device_ca, certs, pins = self._checked(bundle)
+        for name, cert in certs.items():
+            try:
+                installed = self.certificate_path(name).read_bytes()
+            except OSError:
+                raise BundleMismatch(f"this device's {name} certificate is missing "
+                                     f"({self.certificate_path(name)})") from None
+            if cert.public_bytes(serialization.Encoding.DER) != _der(installed):
+                raise BundleMismatch(
+                    f"the bundle's {name} certificate is not the one installed; a refresh "
+                    "changes only the server pins (new certificates need a new device)"
+                )
+        refused = None if new_pins else pin_step_refused(trust.pins, pins)
+        if refused is not None:
+            raise BundleMismatch(refused)
+        atomic_write(self.certificate_path("device-ca"),
+                     device_ca.public_bytes(serialization.Encoding.PEM), 0o644)
+        self._store_trust(bundle, pins)
+        return self.fleet_trust()
+
+    def _checked(self, bundle: Any) -> tuple[
+            x509.Certificate, x509.Certificate, dict[str, x509.Certificate], tuple[bytes, ...]]:
         if bundle.device_id != self.device_id:
             raise BundleMismatch(
                 f"the bundle is for device {bundle.device_id[:16]}…, this is {self.device_id[:16]}…"
@@ -228,16 +301,18 @@ class Device:
                 raise BundleMismatch(
                     f"the {purpose} certificate is not issued by the bundle's device CA: {error}"
                 ) from None
-        pin = bytes(bundle.server_spki_sha256)
-        if len(pin) != 32:
-            raise BundleMismatch("the server pin must be a 32-byte SHA-256")
-        for name, cert in [*certs.items(), ("device-ca", device_ca), ("root-ca", root_ca)]:
-            atomic_write(self.certificate_path(name), cert.public_bytes(serialization.Encoding.PEM), 0o644)
-        trust = {"fleet_id": bundle.fleet_id, "root_ca": _b(bundle.root_ca_pem),
-                 "device_ca": _b(bundle.device_ca_pem), "server_spki_sha256": pin}
+        pins = tuple(bytes(p) for p in getattr(bundle, "server_pins", (bundle.server_spki_sha256,)))
+        if not pins or any(len(pin) != 32 for pin in pins) or len(set(pins)) != len(pins):
+            raise BundleMismatch("the server pins must be distinct 32-byte SHA-256 digests")
+        return root_ca, device_ca, certs, pins
+
+    def _store_trust(self, bundle: Any, pins: tuple[bytes, ...]) -> None:
+        trust: dict[str, Any] = {
+            "fleet_id": bundle.fleet_id, "root_ca": _b(bundle.root_ca_pem),
+            "device_ca": _b(bundle.device_ca_pem), "server_spki_sha256": pins[0]}
+        if len(pins) > 1:
+            trust["server_next_spki_sha256"] = pins[1]  # absent in records of one-pin bundles
         self.storage.write(_TRUST_RECORD, cbor2.dumps(trust))
-        self._summary.update(state="provisioned", fleet_id=bundle.fleet_id)
-        atomic_write(self.directory / "device.json", json.dumps(self._summary, indent=2).encode(), 0o644)
 
     def fleet_trust(self) -> FleetTrust:
         """The fleet trust anchors and server pin, verified from protected storage."""
@@ -245,23 +320,36 @@ class Device:
             raise NotProvisioned(f"device {self.device_id[:16]}… has no fleet yet; provision it first")
         record = cbor2.loads(self.storage.read(_TRUST_RECORD))
         return FleetTrust(record["fleet_id"], record["root_ca"], record["device_ca"],
-                          record["server_spki_sha256"])
+                          record["server_spki_sha256"], record.get("server_next_spki_sha256"))
 
     # ---- operating mode ----------------------------------------------------------------
+    # Two different things: the mode the device is *provisioned* for (a policy in protected
+    # storage, changed only by re-provisioning: `tinyward device set-mode`), and the mode
+    # actually *enforced* in a running process tree (trust.airgap.enforced_mode, found by
+    # trying). Only the latter is ever claimed in status, tokens and reports.
 
     @property
-    def mode(self) -> str:
-        """``"connected"`` (the default) or ``"air-gapped"``, as last set by the device runner."""
+    def provisioned_mode(self) -> str:
+        """``"connected"`` (the default) or ``"air-gapped"``: what the device may do."""
         if not self.storage.exists(_MODE_RECORD):
             return "connected"
         mode = self.storage.read(_MODE_RECORD).decode("ascii", "replace")
-        return mode if mode in MODES else "connected"
+        return mode if mode in MODES else "air-gapped"  # unknown: the stricter one
 
     def set_mode(self, mode: str) -> None:
+        """Re-provision the device's mode (an air-gapped device refuses to connect)."""
         if mode not in MODES:
             raise Misuse(f"mode must be one of {MODES}, not {mode!r}")
-        if mode != self.mode:
+        if mode != self.provisioned_mode:
             self.storage.write(_MODE_RECORD, mode.encode("ascii"))
+
+    def check_may_connect(self) -> None:
+        """Raise :class:`ModeRefused` unless the device is provisioned to connect."""
+        if self.provisioned_mode != "connected":
+            raise ModeRefused(
+                f"device {self.device_id[:16]}… is provisioned for air-gapped use and does not "
+                f"connect; re-provision it first: tinyward device set-mode {self.directory} "
+                "connected")
 
     # ---- attestation -------------------------------------------------------------------
 
@@ -269,17 +357,21 @@ class Device:
         self,
         nonce: bytes,
         *,
-        mode: str | None = None,
         measured: Sequence[tuple[str, Sequence[Path]]] = (),
+        protections: Sequence[str] | None = None,
     ) -> bytes:
         """A PSA attestation token (RFC 9783) answering ``nonce``, signed by the attestation key.
 
         Software components: the tinyward code (the trusted core) and each
         ``(measurement_type, paths)`` in ``measured`` — e.g. ``("App", [app_dir])`` and
-        ``("App_CONFIG", [model_file])``. Raises ``TokenMisuse`` for a bad nonce size and
-        ``MeasurementError`` for an unreadable path.
+        ``("App_CONFIG", [model_file])``. The operating-mode claim is the mode enforced in
+        *this* process right now (tried, never taken from provisioning); ``protections``
+        names the protections in force in this process tree (the running device passes its
+        application sandbox's active layers and its air gap's). Raises ``TokenMisuse`` for a
+        bad nonce size and ``MeasurementError`` for an unreadable path.
         """
         from tinyward.trust import attestation as psa
+        from tinyward.trust.airgap import enforced_mode
 
         components = [psa.measure_tinyward_code()]
         components += [psa.measure_files(list(paths), kind, psa.UNSIGNED_SIGNER_ID)
@@ -293,16 +385,23 @@ class Device:
             boot_seed=_BOOT_SEED,
             client_id=CLIENT_ID,
             software_components=tuple(components),
-            operating_mode=mode or self.mode,
+            operating_mode=enforced_mode(),
+            protections=tuple(sorted(set(protections))) if protections is not None else None,
         )
         return psa.encode_token(claims, self.signer("attestation"))
 
     def status(self) -> dict[str, Any]:
         """A public summary for people and logs (no secrets)."""
+        from tinyward.trust.instance import running_instance
+
+        running = running_instance(self.directory)
         return {
             "device_id": self.device_id,
             "state": "provisioned" if self.provisioned else "initialised",
-            "mode": self.mode,
+            # what the running instance enforces (tried by it), not what was provisioned
+            "mode": running.mode if running else "not running",
+            "protections": list(running.protections) if running else [],
+            "provisioned_mode": self.provisioned_mode,
             "fleet_id": self.fleet_trust().fleet_id if self.provisioned else None,
             "root_of_trust": self.root.description,
             "hardware_backed": self.root.hardware_backed,
@@ -318,8 +417,50 @@ def _subject(device_id: str, purpose: str) -> x509.Name:
     ])
 
 
+def pin_step_refused(held: tuple[bytes, ...], offered: tuple[bytes, ...]) -> str | None:
+    """Why a refresh from the pins ``held`` (current, next) to ``offered`` is not a roll-over
+    step, or None if it is. Pure.
+
+    The fleet's server keys form a chain K0, K1, K2, …; a bundle made between rotations
+    e and e+1 carries (K_e, K_e+1). A device may take the same pair (a lost bundle again),
+    gain a next pin it lacked (a one-pin device, a fleet given its next key), or move one
+    rotation on: (its next pin, a fresh one). Anything else is refused: an older bundle
+    replayed (its current pin is one the fleet rotated out), a bundle two rotations
+    ahead (no pin in common with what the server may hold next), a bundle without the
+    next pin the device holds (it would lose roll-over), or another next pin for the same
+    current one (the fleet names one next key per rotation).
+    """
+    current, upcoming = held[0], (held[1] if len(held) > 1 else None)
+    new_current, new_upcoming = offered[0], (offered[1] if len(offered) > 1 else None)
+    if upcoming is not None and new_upcoming is None:
+        return ("the bundle has no next server pin but this device has one: installing it "
+                "would drop the pin that lets the device follow the next rotation (a bundle "
+                "from an older tinyward or fleet? write it again with `fleet bundle`)")
+    if new_current == current:
+        if upcoming is not None and new_upcoming != upcoming:
+            return ("the bundle names another next server key for the same current key "
+                    "than the one this device holds; refused (a fleet names one next key "
+                    "per rotation)")
+        return None
+    if upcoming is not None and new_current == upcoming:
+        return None  # one rotation on: the promoted key, and a fresh next one
+    held_text = ", ".join(pin.hex()[:16] + "…" for pin in held)
+    return (f"the bundle's server pin {new_current.hex()[:16]}… is neither this device's "
+            f"current nor its next pin ({held_text}): an older bundle replayed, or the fleet "
+            "rotated more than once since this device was last refreshed. A refresh rolls "
+            "the pins one rotation forward at most; to re-pin on purpose (after "
+            "`fleet rotate-server-key --discard-next`), refresh with --new-pins")
+
+
+def _der(pem: bytes) -> bytes:
+    try:
+        return x509.load_pem_x509_certificate(pem).public_bytes(serialization.Encoding.DER)
+    except ValueError:
+        raise BundleMismatch("a certificate (installed or in the bundle) does not parse") from None
+
+
 def _b(value: str | bytes) -> bytes:
     return value.encode() if isinstance(value, str) else bytes(value)
 
 
-__all__ = ["KEY_PURPOSES", "Device", "FleetTrust"]
+__all__ = ["KEY_PURPOSES", "Device", "FleetTrust", "pin_step_refused"]

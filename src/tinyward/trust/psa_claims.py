@@ -33,6 +33,10 @@ KEY_VERIFICATION_SERVICE = 2400
 #: (PSA_IOT_PROFILE_1) used (-75000..-75010). Verifiers that do not know it ignore it,
 #: as EAT requires of unknown claims.
 KEY_TINYWARD_OPERATING_MODE = -70001
+#: tinyward's private claim: names of the protections in force in the signing device's
+#: process tree (sandbox layers of its application, air gap), an array of texts.
+KEY_TINYWARD_PROTECTIONS = -70002
+MAX_PROTECTIONS = 32
 
 # Software component attribute keys (RFC 9783 §4.4.1).
 COMP_MEASUREMENT_TYPE = 1
@@ -127,6 +131,7 @@ class PsaClaims:
     verification_service: str | None = None
     certification_reference: str | None = None
     operating_mode: str | None = None
+    protections: tuple[str, ...] | None = None
 
 
 def lifecycle_state_name(value: int) -> str:
@@ -161,6 +166,9 @@ def claims_to_map(claims: PsaClaims) -> dict[int, Any]:
         KEY_VERIFICATION_SERVICE: claims.verification_service,
         KEY_CERTIFICATION_REFERENCE: claims.certification_reference,
         KEY_TINYWARD_OPERATING_MODE: claims.operating_mode,
+        KEY_TINYWARD_PROTECTIONS: (
+            list(claims.protections) if claims.protections is not None else None
+        ),
     }
     claimset.update({k: v for k, v in optional.items() if v is not None})
     return claimset
@@ -230,6 +238,7 @@ def claims_from_map(claimset: Mapping[Any, Any], config: TokenConfig) -> PsaClai
             KEY_TINYWARD_OPERATING_MODE,
             f"{mode!r} is not one of {sorted(OperatingMode.ALL)}",
         )
+    protections = _protections(claimset, config)
     return PsaClaims(
         nonce=nonce,
         instance_id=instance_id,
@@ -242,7 +251,23 @@ def claims_from_map(claimset: Mapping[Any, Any], config: TokenConfig) -> PsaClai
         verification_service=service,
         certification_reference=certification,
         operating_mode=mode,
+        protections=protections,
     )
+
+
+def _protections(claimset: Mapping[Any, Any], config: TokenConfig) -> tuple[str, ...] | None:
+    key, name = KEY_TINYWARD_PROTECTIONS, "protections"
+    if key not in claimset:
+        return None
+    value = claimset[key]
+    if type(value) is not list or len(value) > MAX_PROTECTIONS:
+        raise BadClaim(name, key, f"must be an array of at most {MAX_PROTECTIONS} texts")
+    for item in value:
+        if type(item) is not str or not 0 < len(item.encode()) <= config.max_text_bytes:
+            raise BadClaim(name, key, f"must hold texts of 1 to {config.max_text_bytes} bytes")
+    if len(set(value)) != len(value):
+        raise BadClaim(name, key, "names a protection twice")
+    return tuple(value)
 
 
 def _is_int(value: Any) -> bool:
