@@ -38,6 +38,8 @@ in sequence numbers.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -46,8 +48,9 @@ import cbor2
 from tinyward.errors import Misuse
 from tinyward.link.errors import QueueDamaged
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 META_RECORD = "link.queue.meta"
+SLOT_PREFIX = "link.queue.slot."
 
 
 class RecordStore(Protocol):
@@ -58,6 +61,8 @@ class RecordStore(Protocol):
     def read(self, name: str) -> bytes: ...
 
     def exists(self, name: str) -> bool: ...
+
+    def transaction(self) -> AbstractContextManager[None]: ...
 
 
 @dataclass(frozen=True)
@@ -80,61 +85,53 @@ class Reservation:
 
 
 def _slot_name(index: int) -> str:
-    return f"link.queue.slot.{index:04d}"
+    return f"{SLOT_PREFIX}{index:04d}"
 
 
 class ReportQueue:
-    """See the module docstring. Not thread-safe: one runner owns a device's queue."""
+    """See the module docstring.
+
+    Safe across processes sharing the device folder: every change (reserve, put,
+    acknowledge, drop) runs in one storage transaction that first reloads the queue from
+    storage, so a number another process took meanwhile is never handed out again.
+    Reading (:meth:`pending`, :attr:`acked`, ...) shows the state as of this queue's last
+    change or :meth:`refresh`. Not thread-safe: one runner owns a device's queue.
+    ``unsafe_stale`` (tests only) skips the reload, to show the race it closes.
+    """
 
     _META_KEYS = frozenset({"v", "capacity", "next_seq", "acked", "dropped", "reported",
-                            "last_delta"})
+                            "last_delta", "open", "open_victim"})
 
-    def __init__(self, storage: RecordStore, config: QueueConfig | None = None) -> None:
+    def __init__(self, storage: RecordStore, config: QueueConfig | None = None, *,
+                 recover: bool = True, unsafe_stale: bool = False) -> None:
         """Open (or create) the queue in ``storage``.
+
+        ``config=None`` takes the capacity the queue was created with. ``recover`` (the
+        runner, which holds the device's instance lock) finishes a stored reservation
+        that a crash left without its report; a process that only takes numbers for
+        offline reports passes False, since the runner may be between its reserve and
+        put right now.
 
         Raises:
             QueueDamaged: the records are unreadable or inconsistent.
             tinyward.trust.errors.StorageError: a record failed authentication or rollback.
         """
         self._storage = storage
-        config = config or QueueConfig()
-        self._capacity = config.capacity
-        fresh = not storage.exists(META_RECORD)
-        meta = {"next_seq": 1, "acked": 0, "dropped": 0, "reported": 0, "last_delta": 0}
-        if not fresh:
-            meta = self._load_meta()
-            if meta["capacity"] != config.capacity:
-                # Slot positions depend on the capacity; changing it needs a drained queue.
-                raise QueueDamaged(
-                    f"the queue was created with capacity {meta['capacity']}, not "
-                    f"{config.capacity}; drain it (let the server acknowledge everything) "
-                    "before changing the capacity"
-                )
-        self._next_seq, self._acked = meta["next_seq"], meta["acked"]
-        self._dropped, self._reported = meta["dropped"], meta["reported"]
-        self._last_delta = meta["last_delta"]
+        self._unsafe_stale = unsafe_stale
+        self._capacity = (config or QueueConfig()).capacity
+        self._next_seq, self._acked, self._dropped, self._reported = 1, 0, 0, 0
+        self._last_delta = self._open = self._open_victim = 0
+        # slot index -> (seq, report, carried), as stored.
+        self._slots: dict[int, tuple[int, bytes, int]] = {}
         # seq -> (report, drop count it carries), for every unacknowledged stored report.
         self._entries: dict[int, tuple[bytes, int]] = {}
-        for index in range(self._capacity):
-            name = _slot_name(index)
-            if not storage.exists(name):
-                continue
-            seq, report, carried = self._load_slot(name, index)
-            if self._acked < seq < self._next_seq:
-                self._entries[seq] = (report, carried)
-        last = self._next_seq - 1
-        if last > self._acked and last not in self._entries:
-            # Reserved, then a crash before the report was stored: undo what the reservation
-            # counted. Its count of drops was never told, and the report it displaced is
-            # still in its slot, so that drop did not happen.
-            self._reported -= self._last_delta
-            self._last_delta = 0
-            victim = last - self._capacity
-            if victim in self._entries:
-                self._dropped -= 1
-                self._reported += self._entries[victim][1]
-        if fresh:
-            self._save_meta()
+        with storage.transaction():
+            if not storage.exists(META_RECORD):
+                self._save_meta()
+            else:
+                self._reload(check_capacity=config is not None)
+            if recover:
+                self._recover()
 
     # ---- records ---------------------------------------------------------------------
 
@@ -143,11 +140,20 @@ class ReportQueue:
             meta: Any = cbor2.loads(self._storage.read(META_RECORD))
         except cbor2.CBORDecodeError as error:
             raise QueueDamaged(f"queue metadata is not CBOR: {error}") from None
+        if isinstance(meta, dict) and meta.get("v") == 1 and "open" not in meta:
+            # Version 1 kept no open reservation: its last number, if not stored, was one.
+            last = meta.get("next_seq", 1) - 1 if isinstance(meta.get("next_seq"), int) else 0
+            acked = meta.get("acked") if isinstance(meta.get("acked"), int) else 0
+            capacity = meta.get("capacity") if isinstance(meta.get("capacity"), int) else 1
+            meta = {**meta, "v": FORMAT_VERSION, "open": last if last > acked else 0,
+                    "open_victim": max(last - capacity, 0) if last > acked else 0}
         if (not isinstance(meta, dict) or set(meta) != self._META_KEYS
                 or not all(isinstance(meta[k], int) and not isinstance(meta[k], bool)
                            and meta[k] >= 0 for k in self._META_KEYS)
                 or meta["v"] != FORMAT_VERSION or meta["next_seq"] < 1
-                or meta["acked"] >= meta["next_seq"] or meta["reported"] > meta["dropped"]):
+                or not 1 <= meta["capacity"] <= 9999
+                or meta["acked"] >= meta["next_seq"] or meta["reported"] > meta["dropped"]
+                or meta["open"] >= meta["next_seq"] or meta["open_victim"] >= max(meta["open"], 1)):
             raise QueueDamaged("queue metadata does not have the expected fields and values")
         return meta
 
@@ -155,7 +161,8 @@ class ReportQueue:
         self._storage.write(META_RECORD, cbor2.dumps({
             "v": FORMAT_VERSION, "capacity": self._capacity, "next_seq": self._next_seq,
             "acked": self._acked, "dropped": self._dropped, "reported": self._reported,
-            "last_delta": self._last_delta,
+            "last_delta": self._last_delta, "open": self._open,
+            "open_victim": self._open_victim,
         }))
 
     def _load_slot(self, name: str, index: int) -> tuple[int, bytes, int]:
@@ -169,6 +176,68 @@ class ReportQueue:
                 or slot["seq"] < 1 or slot["seq"] % self._capacity != index):
             raise QueueDamaged(f"queue slot {index} does not hold a numbered report")
         return slot["seq"], slot["report"], slot["carried"]
+
+    def _open_pending(self) -> bool:
+        """The last stored reservation's report is not (yet) in its slot."""
+        if not self._open:
+            return False
+        held = self._slots.get(self._open % self._capacity)
+        return held is None or held[0] != self._open
+
+    def _reload(self, check_capacity: bool = True) -> None:
+        """Rebuild the whole state from storage (call inside a transaction)."""
+        meta = self._load_meta()
+        if check_capacity and meta["capacity"] != self._capacity:
+            # Slot positions depend on the capacity; changing it needs a drained queue.
+            raise QueueDamaged(
+                f"the queue was created with capacity {meta['capacity']}, not "
+                f"{self._capacity}; drain it (let the server acknowledge everything) "
+                "before changing the capacity"
+            )
+        self._capacity = meta["capacity"]
+        self._next_seq, self._acked = meta["next_seq"], meta["acked"]
+        self._dropped, self._reported = meta["dropped"], meta["reported"]
+        self._last_delta, self._open = meta["last_delta"], meta["open"]
+        self._open_victim = meta["open_victim"]
+        self._slots = {}
+        for index in range(self._capacity):
+            name = _slot_name(index)
+            if self._storage.exists(name):
+                self._slots[index] = self._load_slot(name, index)
+        # The report an open reservation displaced is counted as dropped already, though
+        # it stays in its slot until the new report is stored.
+        hidden = self._open_victim if self._open_pending() else 0
+        self._entries = {seq: (report, carried) for seq, report, carried in self._slots.values()
+                         if self._acked < seq < self._next_seq and seq != hidden}
+
+    def _recover(self) -> None:
+        """A stored reservation whose report never came (a crash in between): undo what it
+        counted. Its count of drops was never told, and the report it displaced is still
+        in its slot, so that drop did not happen. Committed, so it is done once."""
+        if not self._open_pending():
+            return
+        self._reported -= self._last_delta
+        victim = self._open_victim
+        held = self._slots.get(self._open % self._capacity)
+        if victim and held is not None and held[0] == victim and victim > self._acked:
+            self._dropped -= 1
+            self._reported += held[2]
+            self._entries[victim] = (held[1], held[2])
+        self._last_delta = self._open = self._open_victim = 0
+        self._save_meta()
+
+    @contextmanager
+    def _change(self) -> Iterator[None]:
+        """One change: under the storage lock, on the state as stored right now."""
+        with self._storage.transaction():
+            if not self._unsafe_stale:
+                self._reload()
+            yield
+
+    def refresh(self) -> None:
+        """Reload the state from storage (what other processes changed)."""
+        with self._storage.transaction():
+            self._reload()
 
     # ---- the queue -------------------------------------------------------------------
 
@@ -213,16 +282,43 @@ class ReportQueue:
         Raises:
             tinyward.trust.errors.StorageError: storage refused the write.
         """
-        seq = self._next_seq
-        victim = seq - self._capacity
-        if victim in self._entries:
-            # The ring is full: this number's slot holds the oldest unacknowledged report.
-            self._lose(victim)
-        delta = self._dropped - self._reported
-        self._reported = self._dropped
-        self._last_delta = delta
-        self._next_seq = seq + 1
-        self._save_meta()
+        with self._change():
+            # Only the runner stores reservations: one still open was left by a crash.
+            self._recover_in_change()
+            seq = self._next_seq
+            victim = 0
+            held = self._slots.get(seq % self._capacity)
+            if held is not None and held[0] in self._entries:
+                # The ring is full: this number's slot holds an unacknowledged report
+                # (the oldest, unless numbers went to offline reports).
+                victim = held[0]
+                self._lose(victim)
+            delta = self._dropped - self._reported
+            self._reported = self._dropped
+            self._last_delta, self._open, self._open_victim = delta, seq, victim
+            self._next_seq = seq + 1
+            self._save_meta()
+        return Reservation(seq, delta)
+
+    def _recover_in_change(self) -> None:
+        if self._open_pending():
+            self._recover()
+
+    @classmethod
+    def reserve_offline(cls, storage: RecordStore) -> Reservation:
+        """Commit the next number for a report that leaves another way (a QR code).
+
+        It is never stored in the queue, so it takes no slot and displaces nothing; it
+        tells the drops owed so far. Does not touch a reservation the runner may have
+        open right now.
+        """
+        with storage.transaction():
+            queue = cls(storage, recover=False)
+            seq = queue._next_seq
+            delta = queue._dropped - queue._reported
+            queue._reported = queue._dropped
+            queue._next_seq = seq + 1
+            queue._save_meta()
         return Reservation(seq, delta)
 
     def put(self, seq: int, report: bytes, carried: int = 0) -> None:
@@ -232,13 +328,14 @@ class ReportQueue:
         Raises:
             Misuse: ``seq`` was not reserved, or is already stored.
         """
-        if not self._acked < seq < self._next_seq or seq in self._entries:
-            raise Misuse(f"sequence number {seq} was not reserved or is already queued")
-        if seq <= self._next_seq - 1 - self._capacity:
-            raise Misuse(f"sequence number {seq} is older than the ring holds")
-        self._storage.write(_slot_name(seq % self._capacity), cbor2.dumps(
-            {"seq": seq, "report": bytes(report), "carried": int(carried)}))
-        self._entries[seq] = (bytes(report), int(carried))
+        with self._change():
+            if seq != self._open or not self._open_pending() or seq <= self._acked:
+                raise Misuse(f"sequence number {seq} was not reserved or is already queued")
+            index = seq % self._capacity
+            self._storage.write(_slot_name(index), cbor2.dumps(
+                {"seq": seq, "report": bytes(report), "carried": int(carried)}))
+            self._slots[index] = (seq, bytes(report), int(carried))
+            self._entries[seq] = (bytes(report), int(carried))
 
     def oldest(self) -> tuple[int, bytes] | None:
         """The oldest unacknowledged report, or None if everything is acknowledged."""
@@ -261,19 +358,21 @@ class ReportQueue:
         Raises:
             QueueDamaged: ``stored_seq`` is beyond any number this device has used.
         """
-        if stored_seq <= self._acked:
-            return 0
-        if stored_seq >= self._next_seq:
-            raise QueueDamaged(
-                f"the server acknowledges report {stored_seq}, but this device has only "
-                f"numbered up to {self._next_seq - 1}: it is not this device's history "
-                "(a restored backup of the device, or a server talking about another device)"
-            )
-        self._acked = stored_seq
-        self._save_meta()
-        freed = [seq for seq in self._entries if seq <= stored_seq]
-        for seq in freed:
-            del self._entries[seq]
+        with self._change():
+            if stored_seq <= self._acked:
+                return 0
+            if stored_seq >= self._next_seq:
+                raise QueueDamaged(
+                    f"the server acknowledges report {stored_seq}, but this device has only "
+                    f"numbered up to {self._next_seq - 1}: it is not this device's history "
+                    "(a restored backup of the device, or a server talking about another "
+                    "device)"
+                )
+            self._acked = stored_seq
+            self._save_meta()
+            freed = [seq for seq in self._entries if seq <= stored_seq]
+            for seq in freed:
+                del self._entries[seq]
         return len(freed)
 
     def drop_oldest(self) -> int | None:
@@ -282,13 +381,14 @@ class ReportQueue:
         Only the oldest can be refused (reports go out in order), so the queue marks it as
         done by moving ``acked`` to it. Returns its number, or None if the queue is empty.
         """
-        head = self.oldest()
-        if head is None:
-            return None
-        seq = head[0]
-        self._lose(seq)
-        self._acked = seq
-        self._save_meta()
+        with self._change():
+            head = self.oldest()
+            if head is None:
+                return None
+            seq = head[0]
+            self._lose(seq)
+            self._acked = seq
+            self._save_meta()
         return seq
 
 

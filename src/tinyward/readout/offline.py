@@ -34,8 +34,8 @@ __all__ = ["MAX_TEXT_CHARS", "OFFLINE_REPORT_SIZE", "TEXT_PREFIX", "BadOfflineTe
 def make_offline_report(device: Device, state: DisplayState, now: float | None = None) -> bytes:
     """Number and sign a report of ``state`` for the QR code (the sequence number is
     committed first, so it is never reused even if the process dies right after)."""
-    with device.storage.transaction():  # two readout sessions never get one number
-        reservation = ReportQueue(device.storage).reserve()
+    # Atomic across processes (the runner, other readout sessions): never one number twice.
+    reservation = ReportQueue.reserve_offline(device.storage)
     incidents = dict(state.incidents)
     if reservation.dropped_reports:
         incidents["dropped_reports"] = reservation.dropped_reports
