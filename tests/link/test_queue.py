@@ -168,3 +168,62 @@ def test_rolled_back_queue_metadata_is_refused(tmp_path: Path) -> None:
     meta.write_bytes(old)
     with pytest.raises(RecordRolledBack):
         ReportQueue(_storage(tmp_path), QueueConfig(capacity=4))
+
+
+def test_crash_recovery_is_committed_once(tmp_path: Path) -> None:
+    """Recovering a crashed reservation, then any change, then reopening: undone once only
+    (format 1 redid it on every open until the next reservation)."""
+    queue = ReportQueue(_storage(tmp_path), QueueConfig(capacity=2))
+    _enqueue(queue, 2)
+    queue.reserve()  # displaces report 1; then power is lost before put()
+    reopened = ReportQueue(_storage(tmp_path), QueueConfig(capacity=2))
+    reopened.acknowledge(1)  # a change that writes the metadata without a reservation
+    again = ReportQueue(_storage(tmp_path), QueueConfig(capacity=2))
+    assert (again.dropped, again.owed, again.acked) == (0, 0, 1)
+    assert [s for s, _ in again.pending()] == [2]
+
+
+def test_offline_numbers_take_no_slot_and_displace_nothing(tmp_path: Path) -> None:
+    queue = ReportQueue(_storage(tmp_path), QueueConfig(capacity=2))
+    _enqueue(queue, 2)
+    assert ReportQueue.reserve_offline(_storage(tmp_path)).seq == 3
+    assert ReportQueue.reserve_offline(_storage(tmp_path)).seq == 4
+    r = queue.reserve()  # the runner, whose view predates the offline numbers
+    assert r.seq == 5 and r.dropped_reports == 1  # report 1's slot is needed: it gives way
+    queue.put(r.seq, b"report-5", r.dropped_reports)
+    reopened = ReportQueue(_storage(tmp_path), QueueConfig(capacity=2))
+    assert [s for s, _ in reopened.pending()] == [2, 5] and reopened.dropped == 1
+
+
+def test_an_offline_number_never_undoes_the_runners_open_reservation(tmp_path: Path) -> None:
+    """A readout opening the queue while the runner signs between reserve and put."""
+    queue = ReportQueue(_storage(tmp_path), QueueConfig(capacity=2))
+    _enqueue(queue, 2)
+    r = queue.reserve()  # displaces report 1, tells it
+    offline = ReportQueue.reserve_offline(_storage(tmp_path))
+    assert (offline.seq, offline.dropped_reports) == (4, 0)  # the drop is told once, by 3
+    queue.put(r.seq, b"report-3", r.dropped_reports)
+    reopened = ReportQueue(_storage(tmp_path), QueueConfig(capacity=2))
+    assert [s for s, _ in reopened.pending()] == [2, 3]
+    assert (reopened.dropped, reopened.owed) == (1, 0)
+
+
+def test_put_of_a_number_not_reserved_for_the_queue_is_refused(tmp_path: Path) -> None:
+    queue = ReportQueue(_storage(tmp_path), QueueConfig(capacity=4))
+    seq = ReportQueue.reserve_offline(_storage(tmp_path)).seq
+    with pytest.raises(Misuse):
+        queue.put(seq, b"x")
+
+
+def test_format_1_metadata_is_read_with_its_open_reservation(tmp_path: Path) -> None:
+    import cbor2
+
+    storage = _storage(tmp_path)
+    queue = ReportQueue(storage, QueueConfig(capacity=2))
+    _enqueue(queue, 2)
+    # What format 1 wrote after reserving 3 (displacing 1), then a crash before put().
+    storage.write(META_RECORD, cbor2.dumps({"v": 1, "capacity": 2, "next_seq": 4, "acked": 0,
+                                            "dropped": 1, "reported": 1, "last_delta": 1}))
+    reopened = ReportQueue(_storage(tmp_path), QueueConfig(capacity=2))
+    assert (reopened.dropped, reopened.owed, reopened.next_seq) == (0, 0, 4)
+    assert [s for s, _ in reopened.pending()] == [1, 2]

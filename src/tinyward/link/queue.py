@@ -10,13 +10,19 @@ into "exactly once in storage".
 Layout (records of :class:`~tinyward.trust.storage.ProtectedStorage`, each AEAD-sealed,
 atomically written and rollback-checked)::
 
-    link.queue.meta        {"v": 1, "capacity": N, "next_seq": s, "acked": a,
-                            "dropped": d, "reported": r, "last_delta": x}
+    link.queue.meta        {"v": 2, "capacity": N, "next_seq": s, "acked": a,
+                            "dropped": d, "reported": r, "last_delta": x,
+                            "open": o, "open_victim": w}
     link.queue.slot.NNNN   {"seq": s, "report": <signed bytes>, "carried": c}  for NNNN = s mod N
 
 A ring of ``capacity`` slots: the report numbered ``s`` lives in slot ``s mod capacity``.
-A slot whose ``seq`` is at most ``acked`` is free. The queue is rebuilt on open by reading
-the slots, so no separate index can disagree with them.
+A slot whose ``seq`` is at most ``acked`` is free. The queue is rebuilt from the slots, so
+no separate index can disagree with them -- and rebuilt **before every change**, inside one
+storage transaction (the folder's cross-process lock), because other processes share the
+series: a readout taking numbers for offline (QR) reports
+(:meth:`ReportQueue.reserve_offline`) while ``device run`` keeps its queue open. A queue
+that trusted its memory would hand out a number already taken, and the fleet would refuse
+one of the two reports as a replay.
 
 Sequence numbers are **reserved before use**: :meth:`ReportQueue.reserve` commits
 ``next_seq`` to storage before the caller signs anything with the number, so a number is
@@ -30,10 +36,12 @@ Each drop adds one to ``dropped`` (a running total, committed with the reservati
 every incident count, ``dropped_reports`` in a report's incidents is a *delta*: the drops
 not yet told in an earlier stored report (``dropped - reported``), and the fleet sums them.
 A report that carried a count (``carried``) and is then dropped itself gives its count
-back, so no drop goes untold; a reservation whose report was never stored (a crash in
-between) gives its count back when the queue is reopened, and the drop that reservation
-caused is undone (the displaced report is still in its slot). The server also sees the gap
-in sequence numbers.
+back, so no drop goes untold. The runner's latest reservation is recorded (``open``, with
+the report it displaced, ``open_victim``, which is hidden until the new report replaces it
+in its slot); one whose report was never stored (a crash in between) gives its count back
+when the runner reopens the queue, and the drop it caused is undone (the displaced report
+is still in its slot). That recovery is committed, so it happens once. Offline numbers
+take no slot and displace nothing. The server also sees the gap in sequence numbers.
 """
 
 from __future__ import annotations
@@ -88,6 +96,18 @@ def _slot_name(index: int) -> str:
     return f"{SLOT_PREFIX}{index:04d}"
 
 
+def _from_format_1(meta: dict[Any, Any]) -> dict[Any, Any]:
+    """Format 1 recorded no open reservation: its last number, if not stored, was one."""
+    last, acked, capacity = meta.get("next_seq"), meta.get("acked"), meta.get("capacity")
+    if (not isinstance(last, int) or not isinstance(acked, int)
+            or not isinstance(capacity, int) or "open" in meta):
+        return meta  # refused by the checks that follow
+    last -= 1
+    opened = last > acked
+    return {**meta, "v": FORMAT_VERSION, "open": last if opened else 0,
+            "open_victim": max(last - capacity, 0) if opened else 0}
+
+
 class ReportQueue:
     """See the module docstring.
 
@@ -140,13 +160,8 @@ class ReportQueue:
             meta: Any = cbor2.loads(self._storage.read(META_RECORD))
         except cbor2.CBORDecodeError as error:
             raise QueueDamaged(f"queue metadata is not CBOR: {error}") from None
-        if isinstance(meta, dict) and meta.get("v") == 1 and "open" not in meta:
-            # Version 1 kept no open reservation: its last number, if not stored, was one.
-            last = meta.get("next_seq", 1) - 1 if isinstance(meta.get("next_seq"), int) else 0
-            acked = meta.get("acked") if isinstance(meta.get("acked"), int) else 0
-            capacity = meta.get("capacity") if isinstance(meta.get("capacity"), int) else 1
-            meta = {**meta, "v": FORMAT_VERSION, "open": last if last > acked else 0,
-                    "open_victim": max(last - capacity, 0) if last > acked else 0}
+        if isinstance(meta, dict) and meta.get("v") == 1:
+            meta = _from_format_1(meta)
         if (not isinstance(meta, dict) or set(meta) != self._META_KEYS
                 or not all(isinstance(meta[k], int) and not isinstance(meta[k], bool)
                            and meta[k] >= 0 for k in self._META_KEYS)
@@ -284,7 +299,7 @@ class ReportQueue:
         """
         with self._change():
             # Only the runner stores reservations: one still open was left by a crash.
-            self._recover_in_change()
+            self._recover()
             seq = self._next_seq
             victim = 0
             held = self._slots.get(seq % self._capacity)
@@ -299,10 +314,6 @@ class ReportQueue:
             self._next_seq = seq + 1
             self._save_meta()
         return Reservation(seq, delta)
-
-    def _recover_in_change(self) -> None:
-        if self._open_pending():
-            self._recover()
 
     @classmethod
     def reserve_offline(cls, storage: RecordStore) -> Reservation:
