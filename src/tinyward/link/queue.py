@@ -70,6 +70,8 @@ class RecordStore(Protocol):
 
     def exists(self, name: str) -> bool: ...
 
+    def version(self, name: str) -> int: ...
+
     def transaction(self) -> AbstractContextManager[None]: ...
 
 
@@ -141,6 +143,7 @@ class ReportQueue:
         self._capacity = (config or QueueConfig()).capacity
         self._next_seq, self._acked, self._dropped, self._reported = 1, 0, 0, 0
         self._last_delta = self._open = self._open_victim = 0
+        self._seen = -1  # the metadata's version this state was loaded from or saved as
         # slot index -> (seq, report, carried), as stored.
         self._slots: dict[int, tuple[int, bytes, int]] = {}
         # seq -> (report, drop count it carries), for every unacknowledged stored report.
@@ -173,7 +176,7 @@ class ReportQueue:
         return meta
 
     def _save_meta(self) -> None:
-        self._storage.write(META_RECORD, cbor2.dumps({
+        self._seen = self._storage.write(META_RECORD, cbor2.dumps({
             "v": FORMAT_VERSION, "capacity": self._capacity, "next_seq": self._next_seq,
             "acked": self._acked, "dropped": self._dropped, "reported": self._reported,
             "last_delta": self._last_delta, "open": self._open,
@@ -200,8 +203,15 @@ class ReportQueue:
         return held is None or held[0] != self._open
 
     def _reload(self, check_capacity: bool = True) -> None:
-        """Rebuild the whole state from storage (call inside a transaction)."""
+        """Rebuild the whole state from storage (call inside a transaction).
+
+        Every change writes the metadata (a put too), so while its committed version is
+        the one this queue last saw, nobody else changed anything: one counter read.
+        """
+        if self._storage.version(META_RECORD) == self._seen:
+            return
         meta = self._load_meta()
+        self._seen = self._storage.version(META_RECORD)  # the read may finish a commit
         if check_capacity and meta["capacity"] != self._capacity:
             # Slot positions depend on the capacity; changing it needs a drained queue.
             raise QueueDamaged(
@@ -347,6 +357,10 @@ class ReportQueue:
                 {"seq": seq, "report": bytes(report), "carried": int(carried)}))
             self._slots[index] = (seq, bytes(report), int(carried))
             self._entries[seq] = (bytes(report), int(carried))
+            # Stored: nothing left to recover. And the metadata's new version tells every
+            # other open queue that a slot changed.
+            self._last_delta = self._open = self._open_victim = 0
+            self._save_meta()
 
     def oldest(self) -> tuple[int, bytes] | None:
         """The oldest unacknowledged report, or None if everything is acknowledged."""
