@@ -131,8 +131,9 @@ class ReportQueue:
         ``config=None`` takes the capacity the queue was created with. ``recover`` (the
         runner, which holds the device's instance lock) finishes a stored reservation
         that a crash left without its report; a process that only takes numbers for
-        offline reports passes False, since the runner may be between its reserve and
-        put right now.
+        offline reports, or only reads the queue, passes False, since the runner may be
+        between its reserve and put right now (recovering that reservation would make
+        the runner's put fail as not reserved).
 
         Raises:
             QueueDamaged: the records are unreadable or inconsistent.
