@@ -112,3 +112,18 @@ def test_device_run_and_readout_reports_never_share_a_number(tmp_path: Path) -> 
     assert sorted(used) == list(range(1, len(used) + 1)), "a number was used twice or skipped"
     pending = ReportQueue(Device.open(folder).storage).pending()
     assert [seq for seq, _ in pending] == results[0], "a queued report was lost"
+
+
+if __name__ == "__main__":  # python tests/link/test_queue_concurrency.py: both sides
+    import collections
+    import sys
+    import tempfile
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    for unsafe in (True, False):
+        used, stored, acked, pending = queue_race(Path(tempfile.mkdtemp()), unsafe)
+        counts = collections.Counter(used)
+        print(f"{'reload off (unsafe_stale)' if unsafe else 'reload on':<26} "
+              f"{len(used)} numbers used, {len(counts)} distinct, "
+              f"{sum(1 for c in counts.values() if c > 1)} used more than once; queued reports "
+              f"{'all kept' if pending == [s for s in stored if s > acked] else 'LOST'}")
