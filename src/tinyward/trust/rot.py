@@ -31,7 +31,7 @@ import cbor2
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from tinyward._fsutil import atomic_write
+from tinyward._fsutil import atomic_write, create_exclusive
 from tinyward.trust import _files
 from tinyward.trust.errors import CountersTampered, RootOfTrustError
 
@@ -127,7 +127,7 @@ class FileRootOfTrust:
     @classmethod
     def create(cls, root_key_path: Path, counters_path: Path) -> FileRootOfTrust:
         """Make a new root key. Refuses to replace an existing one (that would orphan every key)."""
-        _files.create_new(Path(root_key_path), os.urandom(ROOT_KEY_BYTES))
+        create_exclusive(Path(root_key_path), os.urandom(ROOT_KEY_BYTES))
         return cls(root_key_path, counters_path)
 
     def _load_root_key(self) -> bytes:
