@@ -10,6 +10,7 @@ readable by others, not even for a moment.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -54,10 +55,8 @@ def atomic_write(path: Path, data: bytes, mode: int = PRIVATE_FILE_MODE) -> None
         os.replace(tmp_name, path)
     except BaseException:
         # Covers KeyboardInterrupt too: never leave a half-written temporary behind.
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
-        except FileNotFoundError:
-            pass
         raise
     fsync_directory(directory)
 

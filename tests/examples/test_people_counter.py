@@ -124,7 +124,7 @@ def test_serial_source_reads_a_tty() -> None:
         os.write(master, b"x\n2200,oops\n")
         with pytest.raises(sensor_log.SensorLogError, match=r":2: zone_in_mm is 'oops'"):
             list(sensor_log.serial_frames(name, max_frames=1, timeout_s=2))
-        with pytest.raises(sensor_log.SensorLogError, match="no reading for 0.2 s"):
+        with pytest.raises(sensor_log.SensorLogError, match=r"no reading for 0\.2 s"):
             list(sensor_log.serial_frames(name, max_frames=1, timeout_s=0.2))
     finally:
         os.close(master)

@@ -96,7 +96,8 @@ def write_seeds(directory: Path, seeds: Iterable[bytes]) -> int:
     directory.mkdir(parents=True, exist_ok=True)
     count = 0
     for seed in seeds:
-        (directory / f"seed-{hashlib.sha1(seed).hexdigest()}").write_bytes(seed)
+        name = hashlib.sha1(seed, usedforsecurity=False).hexdigest()  # a name, not a MAC
+        (directory / f"seed-{name}").write_bytes(seed)
         count += 1
     return count
 

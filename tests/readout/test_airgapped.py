@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import textwrap
@@ -139,10 +140,8 @@ def test_air_gapped_application_cannot_open_a_socket(fleet_and_device, tmp_path:
             incidents = dict(display.load(Device.open(device.directory).storage).incidents)
             tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
             for member in tree:
-                try:
+                with contextlib.suppress(psutil.NoSuchProcess):
                     assert member.net_connections(kind="inet") == [], f"{member.pid} holds a socket"
-                except psutil.NoSuchProcess:
-                    pass
             time.sleep(0.2)
         assert incidents.get("app_crash", 0) >= 1, incidents
     finally:

@@ -473,7 +473,7 @@ def test_psa_claims_is_frozen(signer: EphemeralSigner) -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         make_claims(signer).nonce = b""  # type: ignore[misc]
     assert isinstance(make_claims(signer), PsaClaims)
-    assert attestation.DEFAULT_CONFIG == TokenConfig()
+    assert TokenConfig() == attestation.DEFAULT_CONFIG
 
 
 @pytest.mark.parametrize(

@@ -192,7 +192,7 @@ class Sandbox:
         to_child_r, to_child_w = os.pipe()
         from_child_r, from_child_w = os.pipe()
         try:
-            self._proc = subprocess.Popen(
+            self._proc = subprocess.Popen(  # noqa: S603 - fixed argv: this interpreter, our boot code
                 [sys.executable, "-I", "-B", "-c", _CHILD_BOOT, _PACKAGE_PARENT,
                  str(to_child_r), str(from_child_w)],
                 stdin=subprocess.DEVNULL,
@@ -238,7 +238,8 @@ class Sandbox:
             msg = read_message_fd(self._from_child, self._decoder, deadline)
         except TimeoutError:
             self.kill()
-            raise SandboxError(f"the app was not ready within {self.config.start_deadline_s:g} s")
+            raise SandboxError(
+                f"the app was not ready within {self.config.start_deadline_s:g} s") from None
         except (EOFError, ProtocolError) as error:
             code = self.kill()
             raise SandboxError(f"the app died while starting (exit {code}): {error}") from None

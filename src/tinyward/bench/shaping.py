@@ -204,7 +204,9 @@ def run(duration: float = 60.0, interval: float = 0.1, size: int = 1024, seed: i
         folder: Path | None = None, hostile: bool = True) -> ShapingResult:
     """Run the benchmark (about ``duration`` + 10 seconds). See the module docstring."""
     base = Path(folder) if folder else Path(tempfile.mkdtemp(
-        prefix="tinyward-shaping-", dir="/dev/shm" if os.access("/dev/shm", os.W_OK) else None))
+        # A private mkdtemp in RAM: disk latency must not shape the figures.
+        prefix="tinyward-shaping-",
+        dir="/dev/shm" if os.access("/dev/shm", os.W_OK) else None))  # noqa: S108
     passphrase = secrets.token_urlsafe(16).encode()
     server = None
     try:

@@ -205,7 +205,7 @@ def _print_result(title: str, result: dict[str, Any]) -> None:
     table = Table(title=title, title_justify="left")
     for column in ("attack", "n", "ROC AUC", "TPR@1%", "TPR@0.1%", "at threshold"):
         table.add_column(column, justify="right")
-    rows = list(result["per_attack"].items()) + [("overall", result["overall"])]
+    rows = [*list(result["per_attack"].items()), ("overall", result["overall"])]
     for name, m in rows:
         table.add_row(
             name,

@@ -135,7 +135,7 @@ class AutoencoderDetector(_HoldoutFitted):
                 batch = Z[order[start : start + self.batch_size]]
                 grads = _gradients(params, batch)
                 steps += 1
-                for i, (p, g) in enumerate(zip(params, grads)):
+                for i, (p, g) in enumerate(zip(params, grads, strict=True)):
                     m, v = moments[i]
                     m *= beta1
                     m += (1 - beta1) * g

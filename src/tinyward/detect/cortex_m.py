@@ -55,7 +55,9 @@ def _need(tool: str) -> str:
 
 
 def _run(cmd: list[str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+    # Fixed argv built here (the toolchain, qemu, our files); no shell.
+    done = subprocess.run(  # noqa: S603
+        cmd, capture_output=True, text=True, timeout=timeout, check=False)
     if done.returncode != 0:
         raise DetectMisuse(f"command failed: {' '.join(cmd)}\n{done.stdout}{done.stderr}")
     return done

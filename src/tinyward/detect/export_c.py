@@ -84,10 +84,7 @@ def render(
     else:
         names = [f"feature {i}" for i in range(d)]
     g = _Gen(prefix, detector.name, detector.threshold_int(), names, detector.target_fpr)
-    if isinstance(q, QAutoencoder):
-        body = g.autoencoder(q)
-    else:
-        body = g.mahalanobis(q)
+    body = g.autoencoder(q) if isinstance(q, QAutoencoder) else g.mahalanobis(q)
     return g.header(q.n_features, detector.model_bytes(), detector.ops_per_inference()), body
 
 

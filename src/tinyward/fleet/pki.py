@@ -607,9 +607,8 @@ class Fleet:
         )
         if fleet_id_of(root_ca) != fleet_id:
             raise BadFleet(f"{directory}: the root CA does not match the fleet ID in {FLEET_FILE}")
-        for what, cert in (("device CA", device_ca), ("server certificate", server)) + tuple(
-            ("retiring device CA", old) for old in retiring
-        ):
+        retiring_cas = [("retiring device CA", old) for old in retiring]
+        for what, cert in [("device CA", device_ca), ("server certificate", server), *retiring_cas]:
             try:
                 cert.verify_directly_issued_by(root_ca)
             except (ValueError, TypeError, InvalidSignature):
@@ -1121,7 +1120,8 @@ class Fleet:
                 return check_device_certificate(cert, purpose, device_ca, now)
             except UntrustedCertificate as error:
                 first = first or error
-        assert first is not None
+        if first is None:  # not an assert: it must hold under python -O too
+            raise Misuse("a fleet has at least one device CA")
         raise first
 
     def verified_device(

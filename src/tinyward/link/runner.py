@@ -34,6 +34,7 @@ from typing import Any
 
 from tinyward._fsutil import atomic_write
 from tinyward.app.results import ResultSource
+from tinyward.errors import Misuse
 from tinyward.link.client import Backoff, LinkConfig, ReportLink, ServerURL, device_context
 from tinyward.link.errors import (
     LinkError,
@@ -63,7 +64,7 @@ class SimulatedSensor:
         if not 0 <= rate <= 1000:
             raise ValueError("rate must be 0..1000 events per second")
         self._rate = rate
-        self._rng = random.Random(seed)
+        self._rng = random.Random(seed)  # noqa: S311 - event timing, not a secret
         self._count = 0
         self._next: float | None = None if start is None else start + self._gap()
         self.times: list[float] = []  # event times, for the benchmark's ground truth
@@ -219,7 +220,8 @@ class DeviceRunner:
         without an acknowledgement (or a counted refusal)."""
         while len(self.queue) and self._clock() < deadline:
             head = self.queue.oldest()
-            assert head is not None
+            if head is None:  # len() said otherwise: a queue bug
+                raise Misuse("the report queue has a length but no oldest entry")
             seq, data = head
             try:
                 stored = self.link.send(data)

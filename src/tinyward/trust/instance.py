@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
 
-from tinyward.errors import StateError
+from tinyward.errors import Misuse, StateError
 from tinyward.trust.errors import TrustError
 
 LOCK_NAME = "instance.lock"
@@ -90,7 +90,8 @@ class InstanceLock:
         owner._write()
 
     def _write(self) -> None:
-        assert self._fd is not None
+        if self._fd is None:
+            raise Misuse("the instance lock is not held")
         data = json.dumps({"pid": os.getpid(), "mode": self.mode,
                            "protections": list(self.protections)}).encode()
         os.ftruncate(self._fd, 0)
