@@ -120,7 +120,9 @@ def test_root_key_leak_with_device_folder_inside_app_folder_is_refused(hostile, 
     _device(tmp_path / "fleet", device_dir)
     key = device_dir / "rot" / "root.key"
     (manifest.parent / "target.json").write_text(f'{{"keystore": "{key}"}}')
-    out = _run_device_as_nobody(device_dir, manifest, _frames_csv(world_tmp / "f.csv"), enosys=False)
+    out = _run_device_as_nobody(
+        device_dir, manifest, _frames_csv(world_tmp / "f.csv"), enosys=False
+    )
     assert out.returncode != 0, out.stderr
     assert "beneath" in out.stderr and "Traceback" not in out.stderr, out.stderr
     assert not _leaked(device_dir, key.read_bytes()[0])
@@ -133,7 +135,9 @@ def test_device_run_prints_protections_and_runs_when_isolated(hostile, world_tmp
     _device(tmp_path / "fleet", device_dir)
     key = device_dir / "rot" / "root.key"
     manifest = hostile("keystore", {"keystore": str(key)})
-    out = _run_device_as_nobody(device_dir, manifest, _frames_csv(world_tmp / "f.csv"), enosys=False)
+    out = _run_device_as_nobody(
+        device_dir, manifest, _frames_csv(world_tmp / "f.csv"), enosys=False
+    )
     assert out.returncode == 0, out.stderr
     assert "[on ] filesystem isolation" in out.stderr and "by landlock" in out.stderr, out.stderr
     assert not _leaked(device_dir, key.read_bytes()[0])

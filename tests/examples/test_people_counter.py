@@ -117,7 +117,9 @@ def test_serial_source_reads_a_tty() -> None:
     master, slave = os.openpty()
     try:
         name = os.ttyname(slave)
-        lines = b"garbage-partial-line\n" + b"".join(b"%d,%d\n" % tuple(r) for r in stream.readings[:45])
+        lines = b"garbage-partial-line\n" + b"".join(
+            b"%d,%d\n" % tuple(r) for r in stream.readings[:45]
+        )
         os.write(master, lines)
         frames = list(sensor_log.serial_frames(name, max_frames=2, timeout_s=2))
         np.testing.assert_array_equal(np.concatenate(frames), stream.readings[:40])

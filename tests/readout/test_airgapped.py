@@ -27,10 +27,14 @@ def test_running_device_holds_no_network_socket(fleet_and_device) -> None:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and not display.load(Device.open(device.directory).storage).results:
             time.sleep(0.1)
-        assert display.load(Device.open(device.directory).storage).results, "the device produced nothing"
+        assert display.load(Device.open(device.directory).storage).results, (
+            "the device produced nothing"
+        )
         tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
         for member in tree:
-            assert member.net_connections(kind="inet") == [], f"{member.pid} holds an internet socket"
+            assert member.net_connections(kind="inet") == [], (
+                f"{member.pid} holds an internet socket"
+            )
         assert Device.open(device.directory).status()["mode"] == "air-gapped"
     finally:
         proc.terminate()
@@ -187,7 +191,10 @@ def test_air_gapped_device_closes_inherited_descriptors(fleet_and_device) -> Non
             inode = os.fstat(donor.fileno()).st_ino
             proc = _start_air_gapped(device, pass_fds=(donor.fileno(),))
             try:
-                tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+                tree = [
+                    psutil.Process(proc.pid),
+                    *psutil.Process(proc.pid).children(recursive=True),
+                ]
                 for member in tree:
                     links = []
                     for fd in os.listdir(f"/proc/{member.pid}/fd"):

@@ -20,8 +20,12 @@ PIN = "48291730"
 
 
 def seed(device: Device, count: int) -> None:
-    display.save(device.storage, display.DisplayState(updated_at=int(time.time()),
-                                                      results=({"count": count},), mode="air-gapped"))
+    display.save(
+        device.storage,
+        display.DisplayState(
+            updated_at=int(time.time()), results=({"count": count},), mode="air-gapped"
+        ),
+    )
 
 
 def test_nothing_shown_before_authentication(fleet_and_device, tmux_factory, tmp_path: Path) -> None:
@@ -72,7 +76,9 @@ def test_brute_force_is_bounded_across_kill_and_restart(fleet_and_device, tmux_f
     checked = ReadoutGate(device.storage, "d").status().failures
     allowed = policy.max_attempts_within(elapsed)
     assert typed > 3 * allowed, "the script did not really try to brute-force"
-    assert 3 <= checked <= allowed, f"{checked} codes checked in {elapsed:.1f} s; policy allows {allowed}"
+    assert 3 <= checked <= allowed, (
+        f"{checked} codes checked in {elapsed:.1f} s; policy allows {allowed}"
+    )
     # The owner gets in once the wait is over.
     time.sleep(policy.max_delay + 0.5)
     marker = term.screen().count("RESULT count")

@@ -33,7 +33,9 @@ CHILD = textwrap.dedent(
 
 
 def test_every_network_family_refused_in_process_and_children() -> None:
-    out = subprocess.run([sys.executable, "-c", CHILD], capture_output=True, text=True, timeout=60, check=False)
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD], capture_output=True, text=True, timeout=60, check=False
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["refused"] * 5
 

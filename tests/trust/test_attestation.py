@@ -86,7 +86,9 @@ def test_instance_id_is_0x01_and_sha256_of_the_uncompressed_point(signer: Epheme
         serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
     )
     assert len(point) == 65
-    assert instance_id_from_public_key(signer.public_key()) == b"\x01" + hashlib.sha256(point).digest()
+    assert (
+        instance_id_from_public_key(signer.public_key()) == b"\x01" + hashlib.sha256(point).digest()
+    )
 
 
 def test_protections_claim_round_trips_under_a_private_key(signer: EphemeralSigner) -> None:

@@ -26,7 +26,11 @@ class Clock:
 def storage(tmp_path: Path) -> ProtectedStorage:
     tmp_path.mkdir(parents=True, exist_ok=True)
     rot_file = tmp_path / "root.key"
-    rot = FileRootOfTrust(rot_file, tmp_path / "c") if rot_file.exists() else FileRootOfTrust.create(rot_file, tmp_path / "c")
+    rot = (
+        FileRootOfTrust(rot_file, tmp_path / "c")
+        if rot_file.exists()
+        else FileRootOfTrust.create(rot_file, tmp_path / "c")
+    )
     return ProtectedStorage(tmp_path / "s", rot)
 
 

@@ -32,7 +32,11 @@ def make_store(tmp_path: Path) -> ProtectedStorage:
     tmp_path.mkdir(parents=True, exist_ok=True)
     root_key = tmp_path / "root.key"
     counters = tmp_path / "counters"
-    rot = FileRootOfTrust.create(root_key, counters) if not root_key.exists() else FileRootOfTrust(root_key, counters)
+    rot = (
+        FileRootOfTrust.create(root_key, counters)
+        if not root_key.exists()
+        else FileRootOfTrust(root_key, counters)
+    )
     return ProtectedStorage(tmp_path / "records", rot)
 
 
@@ -110,7 +114,9 @@ def test_record_from_another_device_detected(tmp_path: Path) -> None:
     two = make_store(tmp_path / "two")
     one.write("alpha", b"device one")
     two.write("alpha", b"device two")
-    shutil.copy(tmp_path / "one" / "records" / "alpha.rec", tmp_path / "two" / "records" / "alpha.rec")
+    shutil.copy(
+        tmp_path / "one" / "records" / "alpha.rec", tmp_path / "two" / "records" / "alpha.rec"
+    )
     with pytest.raises(RecordTampered):
         two.read("alpha")
 

@@ -296,7 +296,9 @@ class Sandbox:
     def _check_secret_paths(self) -> None:
         # The parent's sys.path is a superset of the child's (-I drops the script folder),
         # so this refuses at least everything the child's Landlock rules would allow.
-        allowed = [Path(p).resolve() for p in allowed_read_paths(str(self.manifest.folder), sys.path)]
+        allowed = [
+            Path(p).resolve() for p in allowed_read_paths(str(self.manifest.folder), sys.path)
+        ]
         for secret in self.config.secret_paths:
             secret = secret.resolve()
             for path in allowed:

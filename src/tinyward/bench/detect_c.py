@@ -79,8 +79,9 @@ def bench_c(
         exe = build_host_harness(files.source, files.prefix, root / "build")
         Xq = detector.quantize_features(X)
         reference = detector.score_q(Xq)
-        check = subprocess.run([str(exe), "score"], input=Xq.tobytes(), capture_output=True, check=False,
-                               timeout=120)
+        check = subprocess.run(
+            [str(exe), "score"], input=Xq.tobytes(), capture_output=True, check=False, timeout=120
+        )
         matches = check.returncode == 0 and np.array_equal(
             np.frombuffer(check.stdout, dtype=np.int32), reference)
         done = subprocess.run([str(exe), "bench", str(repeats)], input=Xq.tobytes(),

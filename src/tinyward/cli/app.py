@@ -167,7 +167,9 @@ def run_cmd(manifest_path: Path, csv_path: Path | None, simulate: int | None, se
                 accepted += 1
                 console.print(f"frame {index}: {outcome.result}")
             elif outcome.incident:
-                console.print(f"[red]frame {index}: incident {outcome.incident}[/]: {outcome.detail}")
+                console.print(
+                    f"[red]frame {index}: incident {outcome.incident}[/]: {outcome.detail}"
+                )
             elif not outcome.processed:
                 console.print(f"[yellow]frame {index}: not processed ({outcome.detail})[/]")
         console.print(

@@ -237,7 +237,9 @@ def qemu_instructions(
                      "-kernel", str(elf)], timeout=300)
         outputs[n_runs] = done.stdout + done.stderr  # semihosting writes to stderr off a tty
         with log.open("rb") as handle:
-            counts[n_runs] = sum(chunk.count(b"Trace ") for chunk in iter(lambda: handle.read(1 << 20), b""))
+            counts[n_runs] = sum(
+                chunk.count(b"Trace ") for chunk in iter(lambda: handle.read(1 << 20), b"")
+            )
         log.unlink()
     match = re.search(r"c=([0-9a-f]{8})", outputs[runs])
     ok = bool(match) and int(match.group(1), 16) == checksum(expected_scores, runs)  # type: ignore[union-attr]

@@ -287,7 +287,9 @@ def _load_server_chain(fleet: Fleet, context: ssl.SSLContext, passphrase: bytes 
     cert = str(fleet.server_certificate_path)
     if sealed.exists():
         if passphrase is None:
-            raise Misuse("the server key is sealed; give its passphrase (TINYWARD_SERVER_PASSPHRASE)")
+            raise Misuse(
+                "the server key is sealed; give its passphrase (TINYWARD_SERVER_PASSPHRASE)"
+            )
         _check_passphrase(passphrase, "server")
         key = _open_server_key(sealed, passphrase)
         if spki_sha256(key.public_key()) != fleet.server_spki_sha256:
@@ -309,7 +311,9 @@ def _load_server_chain(fleet: Fleet, context: ssl.SSLContext, passphrase: bytes 
             os.close(fd)
         return
     if not clear.exists():
-        raise BadFleet(f"{folder} holds no server key ({_SEALED_SERVER_KEY} or {_CLEAR_SERVER_KEY})")
+        raise BadFleet(
+            f"{folder} holds no server key ({_SEALED_SERVER_KEY} or {_CLEAR_SERVER_KEY})"
+        )
     if passphrase is not None:
         raise Misuse(
             f"the server key {clear} is stored without a passphrase; unset "

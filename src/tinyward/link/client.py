@@ -269,7 +269,9 @@ class ReportLink:
     def _answer(self, status: int, body: bytes) -> int:
         if len(body) > self._config.max_answer_bytes:
             self.close()
-            raise BadServerAnswer(f"the server's answer is over {self._config.max_answer_bytes} bytes")
+            raise BadServerAnswer(
+                f"the server's answer is over {self._config.max_answer_bytes} bytes"
+            )
         try:
             document = json.loads(body) if body else {}
         except ValueError:

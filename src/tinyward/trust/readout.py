@@ -97,7 +97,9 @@ class ReadoutGate:
 
     def _credential(self) -> dict[str, object]:
         if not self._storage.exists(_CREDENTIAL):
-            raise NoCredential("this device has no readout credential; run `tinyward device readout-enrol`")
+            raise NoCredential(
+                "this device has no readout credential; run `tinyward device readout-enrol`"
+            )
         credential = cbor2.loads(self._storage.read(_CREDENTIAL))
         if not isinstance(credential, dict) or credential.get("kind") not in ("pin", "totp"):
             raise RecordTampered("the readout credential record has an unexpected shape")

@@ -154,8 +154,12 @@ class FileRootOfTrust:
         try:
             data = _files.read_limited(self._counters_path, _COUNTERS_MAX_BYTES)
         except ValueError:
-            raise CountersTampered(f"{self._counters_path} is not a tinyward counter file") from None
-        return {} if data is None else decode_counters(self._mac_key, data, str(self._counters_path))
+            raise CountersTampered(
+                f"{self._counters_path} is not a tinyward counter file"
+            ) from None
+        return (
+            {} if data is None else decode_counters(self._mac_key, data, str(self._counters_path))
+        )
 
     def read_counter(self, name: str) -> int:
         return self._read_counters().get(name, 0)
