@@ -141,7 +141,9 @@ def core_modules() -> dict[str, int]:
     return found
 
 
-def imported_modules(entry_points: tuple[str, ...], timeout: float = 60.0) -> tuple[list[str], list[str]]:
+def imported_modules(
+    entry_points: tuple[str, ...], timeout: float = 60.0
+) -> tuple[list[str], list[str]]:
     """The tinyward modules (and the known third-party packages) that a fresh interpreter
     holds after importing ``entry_points``.
 

@@ -112,8 +112,12 @@ def test_root_key_leak_without_landlock_as_non_root_is_refused(hostile, world_tm
     assert not _leaked(device_dir, key.read_bytes()[0])
 
 
-@pytest.mark.skipif(not IS_ROOT or not HAS_LANDLOCK, reason="needs root (to become nobody) and Landlock")
-def test_root_key_leak_with_device_folder_inside_app_folder_is_refused(hostile, world_tmp, tmp_path):
+@pytest.mark.skipif(
+    not IS_ROOT or not HAS_LANDLOCK, reason="needs root (to become nobody) and Landlock"
+)
+def test_root_key_leak_with_device_folder_inside_app_folder_is_refused(
+    hostile, world_tmp, tmp_path
+):
     """Landlock is on, but the app folder it allows holds the device folder."""
     manifest = hostile("keystore", {"keystore": "placeholder"})
     device_dir = manifest.parent / "device"
@@ -128,7 +132,9 @@ def test_root_key_leak_with_device_folder_inside_app_folder_is_refused(hostile, 
     assert not _leaked(device_dir, key.read_bytes()[0])
 
 
-@pytest.mark.skipif(not IS_ROOT or not HAS_LANDLOCK, reason="needs root (to become nobody) and Landlock")
+@pytest.mark.skipif(
+    not IS_ROOT or not HAS_LANDLOCK, reason="needs root (to become nobody) and Landlock"
+)
 def test_device_run_prints_protections_and_runs_when_isolated(hostile, world_tmp, tmp_path):
     """The control: the same device as nobody with Landlock runs, says so, and leaks nothing."""
     device_dir = world_tmp / "device"

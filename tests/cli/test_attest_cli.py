@@ -67,7 +67,9 @@ def test_other_fleet_names_the_reason(world: dict[str, object]) -> None:
 
 
 @pytest.mark.parametrize("content, reason", [(b"", "empty"), (b"hello\n", "not valid CBOR")])
-def test_non_tokens_refused(world: dict[str, object], tmp_path: Path, content: bytes, reason: str) -> None:
+def test_non_tokens_refused(
+    world: dict[str, object], tmp_path: Path, content: bytes, reason: str
+) -> None:
     path = tmp_path / "t"
     path.write_bytes(content)
     result = verify(world, path)

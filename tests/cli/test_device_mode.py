@@ -184,7 +184,9 @@ def test_two_air_gapped_runs_on_one_folder_are_refused(fleet_and_device) -> None
     assert running_instance(device.directory) is None
 
 
-def test_running_device_signs_its_mode_and_protections(fleet_and_device, world_tmp, tmp_path) -> None:
+def test_running_device_signs_its_mode_and_protections(
+    fleet_and_device, world_tmp, tmp_path
+) -> None:
     fleet, device = fleet_and_device
     app = world_tmp / "good"
     shutil.copytree(GOOD_APP, app)

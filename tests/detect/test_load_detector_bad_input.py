@@ -193,7 +193,9 @@ def _mutate(value: Any, data: st.DataObject, depth: int = 0) -> Any:
 
 
 @pytest.mark.slow
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(data=st.data(), kind=st.sampled_from(sorted(KINDS)))
 def test_fuzz_mutated_documents_only_raise_model_file_error(
     tmp_path_factory: pytest.TempPathFactory, data: st.DataObject, kind: str

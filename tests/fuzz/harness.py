@@ -42,7 +42,9 @@ REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared"
 
 
-def instrumented(module_name: str, also: Iterable[str] = ()) -> contextlib.AbstractContextManager[Any]:
+def instrumented(
+    module_name: str, also: Iterable[str] = ()
+) -> contextlib.AbstractContextManager[Any]:
     """Instrument tinyward modules (and the packages named in ``also``, pure-Python
     parsers whose exceptions tinyward must catch) imported inside this block, when run
     under atheris.

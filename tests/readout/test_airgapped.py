@@ -91,7 +91,9 @@ ATTEST_UNDER_FILTER = textwrap.dedent(
 )
 
 
-def test_attestation_claims_air_gapped_mode_under_the_filter(fleet_and_device, tmp_path: Path) -> None:
+def test_attestation_claims_air_gapped_mode_under_the_filter(
+    fleet_and_device, tmp_path: Path
+) -> None:
     import os
 
     from tinyward.fleet.attestation import verify_fleet_token

@@ -47,7 +47,9 @@ def open_store(base: Path, unsafe: bool = False) -> ProtectedStorage:
     return ProtectedStorage(base / "records", rot, unsafe_no_lock=unsafe)
 
 
-def _child(job: Callable[..., Any], index: int, barrier: Any, results: Any, args: tuple[Any, ...]) -> None:
+def _child(
+    job: Callable[..., Any], index: int, barrier: Any, results: Any, args: tuple[Any, ...]
+) -> None:
     try:
         results.put((index, job(index, barrier, *args)))
     except Exception as error:  # noqa: BLE001 - any failure goes back to the parent
@@ -59,7 +61,9 @@ class RaceError(str):
     """What a child raised, e.g. a counter the lost update left behind its record."""
 
 
-def run_together(count: int, job: Callable[..., Any], *args: Any, errors_ok: bool = False) -> list[Any]:
+def run_together(
+    count: int, job: Callable[..., Any], *args: Any, errors_ok: bool = False
+) -> list[Any]:
     """Run ``job(index, barrier, *args)`` in ``count`` processes; return their results
     (a :class:`RaceError` for a child that raised, allowed only with ``errors_ok``)."""
     barrier = CTX.Barrier(count, timeout=120)

@@ -153,7 +153,9 @@ def test_bad_record_names_refused(tmp_path: Path, name: str) -> None:
 
 @settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=200))
-def test_fuzz_record_file_only_documented_errors(tmp_path_factory: pytest.TempPathFactory, data: bytes) -> None:
+def test_fuzz_record_file_only_documented_errors(
+    tmp_path_factory: pytest.TempPathFactory, data: bytes
+) -> None:
     tmp_path = tmp_path_factory.mktemp("fuzz")
     store = make_store(tmp_path)
     store.write("alpha", b"value")

@@ -80,7 +80,9 @@ class InstanceLock:
         self._write()
         return self
 
-    def record(self, *, mode: str | None = None, protections: tuple[str, ...] | None = None) -> None:
+    def record(
+        self, *, mode: str | None = None, protections: tuple[str, ...] | None = None
+    ) -> None:
         """Update what the running instance says it enforces."""
         owner = self._outer or self
         if mode is not None:

@@ -84,7 +84,9 @@ class ReadoutGate:
         self._store_credential({"kind": "pin", "pin": pin}, policy)
         return pin
 
-    def _store_credential(self, credential: dict[str, object], policy: LockoutPolicy | None) -> None:
+    def _store_credential(
+        self, credential: dict[str, object], policy: LockoutPolicy | None
+    ) -> None:
         with self._storage.transaction():  # no attempt sees half a new enrolment
             self._storage.write(_POLICY, (policy or LockoutPolicy()).to_cbor())
             self._storage.write(_CREDENTIAL, cbor2.dumps(credential))
