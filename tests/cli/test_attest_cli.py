@@ -126,7 +126,8 @@ def test_install_same_bundle_twice_refused(tmp_path: Path) -> None:
     runner = CliRunner(env=CLI_SECRETS)
     runner.invoke(cli, ["fleet", "init", str(tmp_path / "f")])
     runner.invoke(cli, ["device", "init", str(tmp_path / "d")])
-    enrol = runner.invoke(cli, ["fleet", "enroll", str(tmp_path / "f"), str(tmp_path / "d" / "enroll.csr.pem"),
+    enrol = runner.invoke(cli, ["fleet", "enroll", str(tmp_path / "f"),
+                                str(tmp_path / "d" / "enroll.csr.pem"),
                                 "-o", str(tmp_path / "b.json")])
     assert enrol.exit_code == 0, enrol.output
     assert (
@@ -144,8 +145,8 @@ def test_bundle_for_another_device_refused(tmp_path: Path) -> None:
     runner.invoke(cli, ["fleet", "init", str(tmp_path / "f")])
     runner.invoke(cli, ["device", "init", str(tmp_path / "a")])
     runner.invoke(cli, ["device", "init", str(tmp_path / "b")])
-    runner.invoke(cli, ["fleet", "enroll", str(tmp_path / "f"), str(tmp_path / "a" / "enroll.csr.pem"),
-                        "-o", str(tmp_path / "a.json")])
+    runner.invoke(cli, ["fleet", "enroll", str(tmp_path / "f"),
+                        str(tmp_path / "a" / "enroll.csr.pem"), "-o", str(tmp_path / "a.json")])
     result = runner.invoke(
         cli, ["device", "install", str(tmp_path / "b"), str(tmp_path / "a.json")]
     )

@@ -85,7 +85,8 @@ def test_csv_round_trip(tmp_path: pathlib.Path) -> None:
 def test_csv_missing_column(tmp_path: pathlib.Path) -> None:
     path = tmp_path / "log.csv"
     path.write_text("t_ms,zone_out_mm\n0,2200\n")
-    with pytest.raises(sensor_log.SensorLogError, match=r"log\.csv:1: missing column\(s\) zone_in_mm"):
+    missing = r"log\.csv:1: missing column\(s\) zone_in_mm"
+    with pytest.raises(sensor_log.SensorLogError, match=missing):
         sensor_log.read_csv(path)
 
 

@@ -130,7 +130,8 @@ def test_reader_missing_column(tmp_path: pathlib.Path) -> None:
 def test_reader_non_numeric_cell(tmp_path: pathlib.Path) -> None:
     bad = tmp_path / "run.csv"
     bad.write_text(HEADER + ROW + ROW.replace("1.0", "oops", 1))
-    with pytest.raises(skab.SkabFormatError, match=r"run\.csv:3: column 'Accelerometer1RMS' holds 'oops'"):
+    bad_cell = r"run\.csv:3: column 'Accelerometer1RMS' holds 'oops'"
+    with pytest.raises(skab.SkabFormatError, match=bad_cell):
         skab.read_run(bad)
 
 

@@ -25,7 +25,8 @@ def test_running_device_holds_no_network_socket(fleet_and_device) -> None:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and not display.load(Device.open(device.directory).storage).results:
+        while (time.monotonic() < deadline
+               and not display.load(Device.open(device.directory).storage).results):
             time.sleep(0.1)
         assert display.load(Device.open(device.directory).storage).results, (
             "the device produced nothing"
@@ -56,11 +57,13 @@ CORE_TRIES_SOCKETS = textwrap.dedent(
         # A bug or a compromised component of the core's own process tree reaching out.
         for family in (socket.AF_INET, socket.AF_INET6, socket.AF_NETLINK):
             try:
-                socket.socket(family, socket.SOCK_DGRAM if family != socket.AF_NETLINK else socket.SOCK_RAW).close()
+                kind = socket.SOCK_DGRAM if family != socket.AF_NETLINK else socket.SOCK_RAW
+                socket.socket(family, kind).close()
                 outcomes.append("opened")
             except PermissionError:
                 outcomes.append("refused")
-        child = subprocess.run([sys.executable, "-c", "import socket; socket.create_connection(('127.0.0.1', 9), 1)"],
+        child = subprocess.run([sys.executable, "-c",
+                                "import socket; socket.create_connection(('127.0.0.1', 9), 1)"],
                                capture_output=True, text=True)
         outcomes.append("refused" if "PermissionError" in child.stderr else "opened")
         return [{"count": 1}]
@@ -168,7 +171,8 @@ def _start_air_gapped(device: Device, **popen: object) -> subprocess.Popen[bytes
                              "--interval", "0.1", "--duration", "20", "--event-rate", "5"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)  # type: ignore[call-overload]
     deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and not display.load(Device.open(device.directory).storage).results:
+    while (time.monotonic() < deadline
+           and not display.load(Device.open(device.directory).storage).results):
         time.sleep(0.1)
     assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
     return proc

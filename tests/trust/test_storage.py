@@ -171,7 +171,8 @@ WRITER = textwrap.dedent(
     from tinyward.trust.rot import FileRootOfTrust
     from tinyward.trust.storage import ProtectedStorage
     base = Path(sys.argv[1]); start, end = int(sys.argv[2]), int(sys.argv[3])
-    store = ProtectedStorage(base / "records", FileRootOfTrust(base / "root.key", base / "counters"))
+    store = ProtectedStorage(base / "records",
+                             FileRootOfTrust(base / "root.key", base / "counters"))
     for i in range(start, end):
         name = f"r{i % 5}"
         print(f"start {name} {i}", flush=True)

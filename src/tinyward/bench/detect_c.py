@@ -157,8 +157,9 @@ def c_scores(
     detector: Any, streams: Any, python: dict[str, Any], feature_rate: float | None
 ) -> tuple[dict[str, Any] | None, str | None]:
     """Export ``detector`` as C, check the C scores equal the Python integer reference on
-    every benign and attack vector of ``streams`` (:class:`~tinyward.detect.evaluate.PacketStreams`),
-    and time C scoring; (None, why) without gcc or when the scores differ."""
+    every benign and attack vector of ``streams``
+    (:class:`~tinyward.detect.evaluate.PacketStreams`), and time C scoring; (None, why) without gcc
+    or when the scores differ."""
     vectors = np.vstack([streams.benign, *[x for x in streams.attacks.values() if len(x)]])
     try:
         measured = bench_c(detector, vectors, repeats=5)

@@ -195,9 +195,8 @@ def bench_sandbox(frames: int) -> None:
     console = Console()
     console.print(table)
     added = sandboxed.p50_us - direct.p50_us
-    console.print(
-        f"added latency at p50: {added:.1f} µs (goal < 100 µs: {'met' if added < 100 else 'NOT met'})"
-    )
+    met = "met" if added < 100 else "NOT met"
+    console.print(f"added latency at p50: {added:.1f} µs (goal < 100 µs: {met})")
 
 
 app_group.add_command(inspect_cmd)

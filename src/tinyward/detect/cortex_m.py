@@ -223,9 +223,9 @@ def qemu_instructions(
         main_c = work_dir / f"main_{n_runs}.c"
         main_c.write_text(_firmware_main(prefix, vectors_q, n_runs))
         elf = work_dir / f"fw_{n_runs}.elf"
-        _run([cc, "-std=c99", "-Wall", "-Werror", "-ffreestanding", *M4_FLAGS, "-I", str(source.parent),
-              "-nostdlib", "-T", str(work_dir / "link.ld"), str(start_o), str(model_o),
-              str(main_c), "-lgcc", "-o", str(elf)])
+        _run([cc, "-std=c99", "-Wall", "-Werror", "-ffreestanding", *M4_FLAGS,
+              "-I", str(source.parent), "-nostdlib", "-T", str(work_dir / "link.ld"),
+              str(start_o), str(model_o), str(main_c), "-lgcc", "-o", str(elf)])
         if n_runs:
             out = _run([_need(ARM_SIZE), str(elf)]).stdout.splitlines()
             text, data, bss = (int(v) for v in out[1].split()[:3])

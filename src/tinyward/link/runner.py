@@ -16,8 +16,8 @@ Stopping (SIGTERM, SIGINT, ``stop`` event, ``duration``) never loses a report: e
 is in protected storage before it is sent, and an in-flight post either got its
 acknowledgement or is sent again next time (the server drops the duplicate).
 
-The results come from a pluggable :class:`~tinyward.app.results.ResultSource`; :class:`SimulatedSensor` is the
-built-in stand-in until the sandboxed application feeds the core.
+The results come from a pluggable :class:`~tinyward.app.results.ResultSource`;
+:class:`SimulatedSensor` is the built-in stand-in until the sandboxed application feeds the core.
 """
 
 from __future__ import annotations
@@ -95,8 +95,9 @@ class RunnerConfig:
     """Everything a device run can be told (safe defaults).
 
     ``drain`` bounds how long a run that reached its ``duration`` (or made ``reports``
-    reports) keeps delivering its queue without making new reports. ``unsafe_unshaped`` turns the constant rate off — one report
-    per event, sent at once, no report when nothing happens — and exists only so that
+    reports) keeps delivering its queue without making new reports. ``unsafe_unshaped``
+    turns the constant rate off — one report per event, sent at once, no report when nothing
+    happens — and exists only so that
     ``tinyward bench shaping`` can show what shaping hides. Never use it on a device.
     (Reports stay padded: the fleet refuses any other size.)
     """

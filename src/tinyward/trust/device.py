@@ -200,7 +200,8 @@ class Device:
         return self.storage.exists(_TRUST_RECORD)
 
     def certificate_path(self, name: str) -> Path:
-        """Path of a public certificate: ``tls``, ``report``, ``attestation``, ``device-ca``, ``root-ca``."""
+        """Path of a public certificate: ``tls``, ``report``, ``attestation``, ``device-ca``,
+        ``root-ca``."""
         return self.directory / "certs" / f"{name}.crt.pem"
 
     # ---- provisioning ------------------------------------------------------------------

@@ -320,7 +320,9 @@ def _nonce(claimset: Mapping[Any, Any]) -> bytes:
 
 
 def instance_id_claim(claimset: Mapping[Any, Any]) -> bytes:
-    """The Instance ID claim (256) of a decoded map. Raises :class:`MissingClaim`, :class:`BadClaim`."""
+    """The Instance ID claim (256) of a decoded map.
+
+    Raises :class:`MissingClaim`, :class:`BadClaim`."""
     value: bytes = _bytes(claimset, KEY_INSTANCE_ID, "instance_id", True)
     if len(value) != INSTANCE_ID_BYTES:
         raise BadClaim(

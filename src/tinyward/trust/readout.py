@@ -8,8 +8,9 @@ device-unique PIN. There is no default credential: :meth:`ReadoutGate.enrol_totp
 Every check goes through :mod:`tinyward.trust.lockout`; the lockout state lives in
 protected storage and is written *before* the code is compared, so restarting the process
 or cutting the power resets nothing; each attempt holds the storage lock from start to
-end, so concurrent sessions are checked one by one. Codes are compared in constant time and never logged.
-A TOTP code is accepted once: a code for a time step at or before the last accepted one
+end, so concurrent sessions are checked one by one. Codes are compared in constant time
+and never logged. A TOTP code is accepted once: a code for a time step at or before the last
+accepted one
 (kept in protected storage) is refused, so a code seen over the owner's shoulder cannot be
 replayed, not even by a second session at the same moment.
 """

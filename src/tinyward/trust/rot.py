@@ -140,7 +140,8 @@ class FileRootOfTrust:
             ) from None
         if stat.st_mode & 0o077:
             raise RootOfTrustError(
-                f"{self._root_key_path} is readable by other users (mode {stat.st_mode & 0o777:o}); "
+                f"{self._root_key_path} is readable by other users "
+                f"(mode {stat.st_mode & 0o777:o}); "
                 "refusing to use it: fix with chmod 600 only if you are sure nobody copied it"
             )
         if len(data) != ROOT_KEY_BYTES:
