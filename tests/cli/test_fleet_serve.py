@@ -56,11 +56,12 @@ def _serve(fleet: Fleet, workers: int) -> tuple[subprocess.Popen[str], int]:
     env = server_environment(None)  # the server key is in clear (0600)
     process = subprocess.Popen(
         [sys.executable, "-m", "tinyward", "fleet", "serve", str(fleet.directory), "--port", "0",
-         "--workers", str(workers)],
+         "--admin-port", "0", "--workers", str(workers)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     assert process.stdout is not None
     line = process.stdout.readline()
-    match = re.search(r"https://127\.0\.0\.1:(\d+)", line)
+    # The admin listener (no client certificate needed for /v1/health there).
+    match = re.search(r"admin: https://127\.0\.0\.1:(\d+)", line)
     if not match:
         process.kill()
         process.wait(30)

@@ -19,7 +19,7 @@ import pytest
 from tinyward.fleet.directory import FleetDirectory
 from tinyward.fleet.guards import create_admin_token
 from tinyward.fleet.pki import Fleet
-from tinyward.fleet.runner import ServerThread, server_ssl_context
+from tinyward.fleet.runner import ServerThread, admin_ssl_context, server_ssl_context
 from tinyward.fleet.server import FleetServer, ServerConfig
 from tinyward.fleet.store import SQLiteStore
 from tinyward.lab.simdevice import SimulatedDevice
@@ -41,6 +41,11 @@ class Running:
     def context(self, name: str) -> ssl.SSLContext:
         return self.devices[name].client_context(self.folder / "tls" / name)
 
+    @property
+    def admin_port(self) -> int:
+        assert self.server.admin_port is not None
+        return self.server.admin_port
+
     def anonymous_context(self) -> ssl.SSLContext:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         context.load_verify_locations(cafile=str(self.fleet.root_ca_path))
@@ -48,11 +53,15 @@ class Running:
 
     def request(self, method: str, path: str, *, device: str | None = None,
                 context: ssl.SSLContext | None = None, body: bytes | None = None,
-                headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
+                headers: dict[str, str] | None = None, port: int | None = None
+                ) -> tuple[int, dict[str, Any]]:
+        # A device's requests go to the device listener, everything else (administrators,
+        # anonymous clients) to the admin listener, unless ``port`` says otherwise.
+        if port is None:
+            port = self.server.port if device or context is not None else self.admin_port
         if context is None:
             context = self.context(device) if device else self.anonymous_context()
-        connection = http.client.HTTPSConnection("127.0.0.1", self.server.port,
-                                                 context=context, timeout=20)
+        connection = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=20)
         try:
             connection.request(method, path, body=body, headers=headers or {})
             response = connection.getresponse()
@@ -78,7 +87,8 @@ def start_running(folder: Path, names: tuple[str, ...],
     devices = {name: SimulatedDevice.enrolled(fleet, PASSPHRASE) for name in names}
     store = SQLiteStore(folder / "reports.db")
     fleet_server = FleetServer(FleetDirectory(fleet), store, config)
-    server = ServerThread(fleet_server, server_ssl_context(fleet))
+    server = ServerThread(fleet_server, server_ssl_context(fleet),
+                          admin_context=admin_ssl_context(fleet))
     token = create_admin_token(fleet.directory)
     return Running(fleet, store, server, token, devices, folder, fleet_server)
 

@@ -40,7 +40,7 @@ def _serve(fleet: Fleet, db: Path, port: int) -> subprocess.Popen[str]:
     env = server_environment(None)  # the server key is in clear (0600)
     process = subprocess.Popen(
         [sys.executable, "-m", "tinyward", "fleet", "serve", str(fleet.directory), "--port",
-         str(port), "--db", f"sqlite:///{db}"], stdout=subprocess.PIPE,
+         str(port), "--admin-port", "0", "--db", f"sqlite:///{db}"], stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL, text=True, env=env)
     assert process.stdout is not None
     assert re.search(r"listening on", process.stdout.readline())

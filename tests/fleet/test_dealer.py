@@ -1,8 +1,9 @@
 """The connection dealer: one worker accepts, every worker gets its share, none is lost.
 
-Real sockets, real TLS 1.3 with the fleet's server context; the "other worker" is a second
-dealer on its end of a real SOCK_SEQPACKET channel (in the same loop, which the dealer
-cannot tell from another process).
+Real sockets, real TLS 1.3 with the fleet's admin listener context (no client certificate:
+dealing is the same on both listeners); the "other worker" is a second dealer on its end
+of a real SOCK_SEQPACKET channel (in the same loop, which the dealer cannot tell from
+another process).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import ssl
 import pytest
 
 from tinyward.fleet.pki import Fleet
-from tinyward.fleet.runner import ConnectionDealer, bind, server_ssl_context
+from tinyward.fleet.runner import ConnectionDealer, admin_ssl_context, bind
 
 
 class _Counting(asyncio.Protocol):
@@ -36,7 +37,7 @@ async def _connect(port: int, context: ssl.SSLContext) -> None:
 async def _deal(
     fleet: Fleet, clients: int, *, worker_alive: bool
 ) -> tuple[list[int], list[int], list[int]]:
-    server_context = server_ssl_context(fleet)
+    server_context = admin_ssl_context(fleet)
     client_context = ssl.create_default_context(cafile=str(fleet.root_ca_path))
     listening = bind("127.0.0.1", 0)
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -80,7 +81,7 @@ def test_a_dead_worker_costs_no_connection(fleet: Fleet) -> None:
 
 
 def test_a_dealer_must_either_accept_or_be_dealt_to(fleet: Fleet) -> None:
-    context = server_ssl_context(fleet)
+    context = admin_ssl_context(fleet)
     with pytest.raises(ValueError, match="either accepts"):
         ConnectionDealer(asyncio.Protocol, context, 10.0)
 
@@ -91,7 +92,7 @@ def test_a_worker_hears_when_its_dealer_is_gone(fleet: Fleet) -> None:
     async def run() -> bool:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         gone = asyncio.Event()
-        dealt_to = ConnectionDealer(asyncio.Protocol, server_ssl_context(fleet), 10.0,
+        dealt_to = ConnectionDealer(asyncio.Protocol, admin_ssl_context(fleet), 10.0,
                                     dealt_from=theirs, on_dealer_gone=gone.set)
         dealt_to.start()
         ours.close()
@@ -108,7 +109,7 @@ def test_a_client_that_is_not_tls_costs_nothing_but_its_own_connection(fleet: Fl
     # Junk instead of a ClientHello fails that connection's handshake, quietly; the dealer
     # keeps accepting, and the next real client is served.
     async def run() -> list[int]:
-        server_context = server_ssl_context(fleet)
+        server_context = admin_ssl_context(fleet)
         listening = bind("127.0.0.1", 0)
         made: list[int] = []
         dealer = ConnectionDealer(lambda: _Counting(made), server_context, 10.0,

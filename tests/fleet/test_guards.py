@@ -9,6 +9,7 @@ import pytest
 from tinyward.fleet.guards import (
     ADMIN_TOKEN_FILE,
     AdminToken,
+    HandshakeGate,
     Refused,
     TokenBuckets,
     create_admin_token,
@@ -41,3 +42,19 @@ def test_admin_token_checks(tmp_path: Path) -> None:
     guard.check(f"Bearer {newer}")
     with pytest.raises(Refused):
         guard.check(f"Bearer {token}")
+
+
+def test_handshake_gate_caps_per_address_and_makes_room_from_the_oldest() -> None:
+    gate = HandshakeGate(per_address=2, total=3)
+    assert gate.admit("a", 1) == (True, None)
+    assert gate.admit("a", 2) == (True, None)
+    assert gate.admit("a", 3) == (False, None)  # over the per-address cap: refused
+    assert gate.admit("b", 4) == (True, None)
+    assert gate.admit("c", 5) == (True, 1)  # full: the oldest (1, from "a") makes room
+    assert gate.in_progress == 3
+    assert gate.admit("a", 6) == (True, 2)  # "a" has one in progress again, so it may
+    gate.release(2)  # released twice (evicted, then its handshake ends): no effect
+    for key in (4, 5, 6):
+        gate.release(key)
+    assert gate.in_progress == 0
+    assert gate.admit("a", 7) == (True, None)

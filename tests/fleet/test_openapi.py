@@ -28,8 +28,8 @@ def _running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
 
 
 
-def _base(running: Running) -> str:
-    return f"https://127.0.0.1:{running.server.port}"
+def _base(running: Running, admin: bool = False) -> str:
+    return f"https://127.0.0.1:{running.admin_port if admin else running.server.port}"
 
 
 def test_document_covers_every_route(running: Running) -> None:
@@ -60,7 +60,8 @@ def test_open_and_admin_endpoints_conform(running: Running, key: tuple[str, str]
     @given(OPERATIONS[key].as_strategy())
     def check(case: schemathesis.Case) -> None:
         # Random device IDs are mostly unknown (404, documented); the admin token is ours.
-        case.call_and_validate(base_url=_base(running), headers=headers, verify=verify,
+        case.call_and_validate(base_url=_base(running, admin=True), headers=headers,
+                               verify=verify,
                                excluded_checks=[positive_data_acceptance])
 
     check()

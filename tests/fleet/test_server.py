@@ -73,13 +73,17 @@ def _wrong_alg(running: Running) -> bytes:
 
 
 BAD_INPUTS = {
-    "malformed_cbor": (lambda r: b"\xff\xfe\x00 not cbor", COSE_TYPE, 400, "malformed"),
-    "wrong_cose_alg": (_wrong_alg, COSE_TYPE, 400, "malformed"),
-    "missing_field": (lambda r: _resigned(r, "a", {}, remove="health"), COSE_TYPE, 400, "malformed"),
-    "extra_field": (lambda r: _resigned(r, "a", {"admin": True}), COSE_TYPE, 400, "malformed"),
+    # The exact size is checked before anything is decoded (issue 12, item 6): shorter or
+    # longer bodies are bad_size whatever they hold; the schema rules are in test_ingest.
+    "malformed_cbor": (lambda r: b"\xff\xfe\x00 not cbor", COSE_TYPE, 400, "bad_size"),
+    "malformed_cbor_right_size": (lambda r: b"\xff" * 1024, COSE_TYPE, 400, "malformed"),
+    # (one byte longer than a report: the algorithm rule itself is in tests/trust/test_cose)
+    "wrong_cose_alg": (_wrong_alg, COSE_TYPE, 400, "bad_size"),
+    "missing_field": (lambda r: _resigned(r, "a", {}, remove="health"), COSE_TYPE, 400, "bad_size"),
+    "extra_field": (lambda r: _resigned(r, "a", {"admin": True}), COSE_TYPE, 400, "bad_size"),
     "one_megabyte_body": (lambda r: b"\x00" * (1 << 20), COSE_TYPE, 413, "body_too_large"),
     "truncated_body": (lambda r: r.report("a", seq=r.devices["a"].next_seq)[:700], COSE_TYPE, 400,
-                       "malformed"),
+                       "bad_size"),
     "wrong_content_type": (lambda r: r.report("a", seq=r.devices["a"].next_seq), "text/plain", 415,
                            "unsupported_content_type"),
     "wrong_cose_type": (lambda r: r.report("a", seq=r.devices["a"].next_seq),
@@ -137,10 +141,17 @@ def test_flipped_byte_refused(running: Running) -> None:
     assert (status, body["error"]) == (403, "bad_signature")
 
 
-def test_no_client_certificate_refused_on_device_endpoint(running: Running) -> None:
+def test_no_client_certificate_refused_in_the_handshake(running: Running) -> None:
+    # Issue 12, item 5: the device listener requires the certificate in the handshake, so
+    # a client without one never reaches HTTP (it held a connection slot before).
+    _handshake_refused(running, running.anonymous_context())
+
+
+def test_device_endpoints_are_not_on_the_admin_listener(running: Running) -> None:
     status, body = running.request("POST", "/v1/reports", body=running.report("a"),
-                                   headers={"Content-Type": "application/cbor"})
-    assert (status, body["error"]) == (401, "client_certificate_required")
+                                   headers={"Content-Type": "application/cbor"},
+                                   port=running.admin_port)
+    assert (status, body["error"]) == (405, "method_not_allowed") or status == 404, body
 
 
 def test_health_is_open(running: Running) -> None:
@@ -245,7 +256,8 @@ def test_batch_each_report_judged(running: Running) -> None:
     device = running.devices["b"]
     first = device.next_seq
     reports = [running.report("b") for _ in range(3)]
-    batch = cbor2.dumps([reports[0], reports[1], reports[0], b"junk", reports[2]])
+    batch = cbor2.dumps([reports[0], reports[1], reports[0], b"junk".ljust(1024, b"\0"),
+                         reports[2]])
     status, body = running.post("b", batch, content_type="application/cbor",
                                 path="/v1/reports/batch")
     assert status == 200

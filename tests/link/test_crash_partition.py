@@ -46,7 +46,8 @@ def _free_port() -> int:
 def _start_server(fleet_dir: Path, port: int) -> subprocess.Popen:
     env = server_environment(None)  # the server key is in clear (0600)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tinyward", "fleet", "serve", str(fleet_dir), "--port", str(port)],
+        [sys.executable, "-m", "tinyward", "fleet", "serve", str(fleet_dir), "--port", str(port),
+         "--admin-port", "0"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert proc.stdout is not None
     deadline = time.monotonic() + 30

@@ -157,8 +157,10 @@ def _start_server(fleet_dir: Path, db: Path, workers: int) -> tuple[subprocess.P
     log = db.with_suffix(".log")
     process = subprocess.Popen(
         [sys.executable, "-m", "tinyward", "fleet", "serve", str(fleet_dir), "--port", "0",
-         "--db", f"sqlite:///{db}", "--workers", str(workers), "--rate", "1000000",
-         "--burst", "1000000", "--max-connections-per-ip", "100000"],
+         "--admin-port", "0", "--db", f"sqlite:///{db}", "--workers", str(workers),
+         "--rate", "1000000", "--burst", "1000000", "--max-connections-per-ip", "100000",
+         # every simulated device connects from 127.0.0.1 at the same moment
+         "--max-handshakes-per-ip", "5000"],
         stdout=subprocess.PIPE, stderr=log.open("w"), text=True, env=env)
     line = process.stdout.readline() if process.stdout is not None else ""
     match = re.search(r"https://[^:]+:(\d+)", line)

@@ -23,15 +23,30 @@ import click
               help="Database URL [default: sqlite:///FLEET_DIR/reports.db].")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
               help="Server processes; one accepts and deals connections to all (use one per core).")
-@click.option("--rate", default=50.0, show_default=True, type=click.FloatRange(min=0.001),
-              help="Reports per second per device (token bucket, per worker).")
-@click.option("--burst", default=500.0, show_default=True, type=click.FloatRange(min=1),
+@click.option("--admin-host", default="127.0.0.1", show_default=True,
+              help="Address of the admin listener (admin token endpoints).")
+@click.option("--admin-port", default=8444, show_default=True, type=click.IntRange(0, 65535),
+              help="TCP port of the admin listener (0: any free port, printed at start).")
+@click.option("--report-interval", default=10.0, show_default=True,
+              type=click.FloatRange(0.01, 86400),
+              help="The devices' report schedule in seconds (sets the default --rate).")
+@click.option("--rate", default=None, type=click.FloatRange(min=0.001),
+              help="Reports per second per device (token bucket, per worker) "
+                   "[default: 2 / --report-interval].")
+@click.option("--burst", default=300.0, show_default=True, type=click.FloatRange(min=1),
               help="Token bucket size, in reports.")
 @click.option("--max-connections-per-ip", default=256, show_default=True,
               type=click.IntRange(1), help="Concurrent connections per client address.")
+@click.option("--max-handshakes-per-ip", default=16, show_default=True, type=click.IntRange(1),
+              help="TLS handshakes in progress per client address (per worker; nobody is "
+                   "authenticated yet).")
 def serve(fleet_dir: Path, host: str, port: int, db_url: str | None, workers: int,
-          rate: float, burst: float, max_connections_per_ip: int) -> None:
+          admin_host: str, admin_port: int, report_interval: float, rate: float | None,
+          burst: float, max_connections_per_ip: int, max_handshakes_per_ip: int) -> None:
     """Run the fleet server for FLEET_DIR (TLS 1.3, device client certificates).
+
+    Devices connect to --host/--port, which requires their client certificate in the TLS
+    handshake; administrators to --admin-host/--admin-port (loopback by default).
 
     The server holds only its own TLS key, opened with TINYWARD_SERVER_PASSPHRASE (or a
     prompt) if it is sealed, and the fleet's public certificates; it refuses to start with
@@ -46,15 +61,18 @@ def serve(fleet_dir: Path, host: str, port: int, db_url: str | None, workers: in
     sealed = Fleet.open(fleet_dir).server_key_path.suffix == ".key"
     passphrase = read_secret(SERVER) if sealed else None
 
-    config = ServerConfig(rate_per_second=rate, burst=burst,
-                          max_connections_per_ip=max_connections_per_ip)
+    config = ServerConfig(report_interval=report_interval, rate_per_second=rate, burst=burst,
+                          max_connections_per_ip=max_connections_per_ip,
+                          max_handshakes_per_ip=max_handshakes_per_ip)
     url = db_url or f"sqlite:///{(fleet_dir / 'reports.db').absolute()}"
 
-    def announce(bound: int) -> None:
+    def announce(bound: int, admin_bound: int | None) -> None:
         click.echo(f"tinyward fleet server listening on https://{host}:{bound} "
-                   f"(workers: {workers}, db: {url})", nl=True)
+                   f"(admin: https://{admin_host}:{admin_bound}, workers: {workers}, db: {url})",
+                   nl=True)
 
-    serve_forever(fleet_dir, passphrase, url, host, port, config, workers, announce)
+    serve_forever(fleet_dir, passphrase, url, host, port, config, workers, announce,
+                  admin_host=admin_host, admin_port=admin_port)
 
 
 @click.command("admin-token")

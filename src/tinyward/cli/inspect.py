@@ -217,7 +217,8 @@ def inspect_token(file: Path, as_json: bool) -> None:
 
     data = _read(file)
     try:
-        message = decode_sign1(data)
+        # As `attest verify` reads a token: RFC 9783 tolerates other serialisations.
+        message = decode_sign1(data, deterministic=False)
     except MalformedCose as error:
         raise InspectError(f"{file}: not a PSA token (a COSE_Sign1): {error}") from None
     claims = claims_to_json(decode_claims(message.payload))

@@ -7,14 +7,21 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
+import os
 import secrets
+import threading
+import time
+from collections import Counter
+from collections.abc import Hashable
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from tinyward._fsutil import atomic_write
 from tinyward.errors import TinywardError
 
 ADMIN_TOKEN_FILE = "admin-token.sha256"
+_Key = TypeVar("_Key", bound=Hashable)
 
 
 class Refused(TinywardError):
@@ -41,6 +48,76 @@ class TokenBuckets:
             return (n - tokens) / self.rate if n <= self.burst else float("inf")
         self._buckets[key] = (tokens - n, now)
         return None
+
+
+class HandshakeGate(Generic[_Key]):
+    """Caps on connections that have not finished their TLS handshake (pure, per process).
+
+    Before the handshake nobody is authenticated, so these connections get their own
+    budget — per client address and in all — and never count against the connections of
+    devices that have shown their certificate. :meth:`admit` says whether a new one may
+    start its handshake; :meth:`release` is called once it has finished or failed.
+
+    Over the per-address cap a new connection is refused. When the total is reached, the
+    *oldest* handshake in progress makes room instead: a flood from many addresses then
+    has to keep opening connections faster than a device completes its handshake (a few
+    milliseconds) to keep that device out, rather than just hold its slots.
+    """
+
+    def __init__(self, per_address: int, total: int) -> None:
+        self.per_address, self.total = per_address, total
+        self._by_address: Counter[str] = Counter()
+        self._oldest_first: dict[_Key, str] = {}  # key -> address, in admission order
+
+    def admit(self, address: str, key: _Key) -> tuple[bool, _Key | None]:
+        """``(admitted, evicted)``: whether ``key`` may start its handshake, and which
+        older one (if any) was released to make room; the caller closes that one."""
+        if self._by_address[address] >= self.per_address:
+            return False, None
+        evicted = None
+        if len(self._oldest_first) >= self.total:
+            evicted = next(iter(self._oldest_first))
+            self.release(evicted)
+        self._oldest_first[key] = address
+        self._by_address[address] += 1
+        return True, evicted
+
+    def release(self, key: _Key) -> None:
+        """``key``'s handshake is over (or it was evicted); a second call does nothing."""
+        address = self._oldest_first.pop(key, None)
+        if address is None:
+            return
+        self._by_address[address] -= 1
+        if self._by_address[address] <= 0:
+            del self._by_address[address]
+
+    @property
+    def in_progress(self) -> int:
+        return len(self._oldest_first)
+
+
+class AuditLog:
+    """Append-only JSON lines of administrative calls (0600), never a secret.
+
+    One line per admin request: time, client address, method, path (without the query),
+    HTTP status and outcome code. Tokens are never written, not even a bad one: a
+    mistyped token is often the real one with a typo.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+
+    def record(self, *, address: str, method: str, path: str, status: int, outcome: str) -> None:
+        line = json.dumps({"time": round(time.time(), 3), "address": address, "method": method,
+                           "path": path[:256], "status": status, "outcome": outcome},
+                          ensure_ascii=True) + "\n"
+        with self._lock:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                os.write(fd, line.encode("ascii"))
+            finally:
+                os.close(fd)
 
 
 class AdminToken:

@@ -1,16 +1,24 @@
 """Running the fleet server: TLS context, listening sockets, connection limits, workers.
 
-- TLS 1.3 only (``minimum_version = TLSv1_3``); the server's key is the fleet's sealed
-  server key, opened with the server passphrase (never a CA or update key). Client certificates are *optional* at the
-  TLS layer (``CERT_OPTIONAL``) so that ``/v1/health`` and the admin endpoints work
-  without one, but a certificate that is presented must chain to the fleet's device CA,
-  or the handshake fails. Device endpoints refuse a request without one
-  (:mod:`tinyward.fleet.server`).
-- Slow clients: the TLS handshake has ``handshake_timeout``; a connection must deliver a
-  complete request head within ``idle_timeout`` (aiohttp's keep-alive timer runs from the
-  moment the connection is made and from each answer); a body must arrive within
-  ``body_timeout``. Connections are capped per worker and per client IP address, so a
-  slowloris from one address cannot take the slots others need.
+- Two listeners. The **device** listener requires a client certificate from the fleet's
+  device CA in the TLS handshake (``CERT_REQUIRED``): a client without one never reaches
+  HTTP. The **admin** listener (loopback by default, its own port) takes no client
+  certificate; its endpoints need the admin bearer token. Both are TLS 1.3 only
+  (``minimum_version = TLSv1_3``) with the fleet's server certificate; the server's key is
+  the fleet's sealed server key, opened with the server passphrase (never a CA or update
+  key).
+- Before the handshake nobody is authenticated: those connections have their own caps,
+  per address and in all (:class:`~tinyward.fleet.guards.HandshakeGate`), and a short
+  ``handshake_timeout``; over the per-address cap a new connection is closed at once,
+  and when the total is reached the oldest handshake makes room. They never count
+  against ``max_connections``, which only connections that finished the handshake (on the
+  device listener: devices) use. 1,100 certificate-less connections held every slot
+  before.
+- Slow clients: a connection must deliver a complete request head within
+  ``idle_timeout`` (aiohttp's keep-alive timer runs from the moment the connection is
+  made and from each answer); a body must arrive within ``body_timeout``. Connections are
+  capped per worker and per client IP address, so a slowloris from one address cannot
+  take the slots others need.
 - Workers: ``workers > 1`` forks processes; the first one accepts every connection and
   deals them round-robin (:class:`ConnectionDealer`), handing each socket to a worker
   over a Unix socket before the TLS handshake. Devices hold long connections and send
@@ -43,6 +51,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from tinyward.fleet.directory import FleetDirectory
 from tinyward.fleet.errors import CannotListen
+from tinyward.fleet.guards import HandshakeGate
 from tinyward.fleet.pki import Fleet
 from tinyward.fleet.server import FleetServer, ServerConfig
 from tinyward.fleet.store import open_store
@@ -51,7 +60,8 @@ _log = logging.getLogger("tinyward.fleet.runner")
 
 
 def server_ssl_context(fleet: Fleet, passphrase: bytes | None = None) -> ssl.SSLContext:
-    """The fleet server's TLS 1.3 context (client certificates from the device CA, optional).
+    """The device listener's TLS 1.3 context: a client certificate from the device CA is
+    required in the handshake.
 
     ``passphrase`` is the *server* passphrase (None for a server key kept in clear, 0600):
     the server never holds a CA or update key, nor their passphrases.
@@ -59,16 +69,32 @@ def server_ssl_context(fleet: Fleet, passphrase: bytes | None = None) -> ssl.SSL
     Raises:
         WrongPassphrase: the passphrase does not open the server key.
     """
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_3
-    fleet.load_server_chain(context, passphrase)
+    context = _tls13_server_context(fleet, passphrase)
     # Trust only the device CAs (current and retiring): a certificate issued by the root
     # for anything else (the server's own, say) must not pass as a device. PARTIAL_CHAIN
     # lets the intermediate device CA be the trust anchor.
     for device_ca in fleet.device_cas:
         context.load_verify_locations(cadata=device_ca.public_bytes(Encoding.PEM).decode())
     context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
-    context.verify_mode = ssl.CERT_OPTIONAL
+    context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def admin_ssl_context(fleet: Fleet, passphrase: bytes | None = None) -> ssl.SSLContext:
+    """The admin listener's TLS 1.3 context (no client certificates: a bearer token).
+
+    Raises:
+        WrongPassphrase: the passphrase does not open the server key.
+    """
+    context = _tls13_server_context(fleet, passphrase)
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _tls13_server_context(fleet: Fleet, passphrase: bytes | None) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    fleet.load_server_chain(context, passphrase)
     context.options |= ssl.OP_NO_TICKET  # no resumption: every connection shows its cert
     return context
 
@@ -97,7 +123,7 @@ def _why_not(error: OSError) -> str:
     if isinstance(error, socket.gaierror):
         return f"the name does not resolve ({error.strerror})"
     if error.errno == errno.EADDRINUSE:
-        return "the port is in use (another server?); choose another with --port"
+        return "the port is in use (another server?); choose another with --port or --admin-port"
     if error.errno == errno.EADDRNOTAVAIL:
         return "this machine has no such address; choose one of its own with --host"
     if error.errno == errno.EACCES:
@@ -105,12 +131,16 @@ def _why_not(error: OSError) -> str:
     return error.strerror or str(error)
 
 
-def _guard_connections(server: web.Server, fleet_server: FleetServer) -> None:
-    """Cap concurrent connections per worker and per client address (after the handshake),
-    and let the fleet server meet each connection it keeps (:meth:`FleetServer.meet_connection`)."""
-    config = fleet_server.config
+def _guard_connections(server: web.Server, max_connections: int, max_per_ip: int,
+                       meet: Callable[[asyncio.Transport], str | None] | None = None,
+                       max_per_device: int = 0) -> None:
+    """Cap concurrent connections per worker, per client address and per device (after the
+    handshake), and let the fleet server meet each connection it keeps
+    (:meth:`FleetServer.meet_connection`, which names the device)."""
     per_ip: Counter[str] = Counter()
     peers: dict[Any, str] = {}
+    per_device: Counter[str] = Counter()
+    devices: dict[Any, str] = {}
     made, lost = server.connection_made, server.connection_lost
 
     def connection_made(handler: Any, transport: asyncio.Transport) -> None:
@@ -119,11 +149,15 @@ def _guard_connections(server: web.Server, fleet_server: FleetServer) -> None:
         ip = str(peer[0]) if peer else "?"
         peers[handler] = ip
         per_ip[ip] += 1
-        if len(server.connections) > config.max_connections or \
-                per_ip[ip] > config.max_connections_per_ip:
+        if len(server.connections) > max_connections or per_ip[ip] > max_per_ip:
             transport.abort()
             return
-        fleet_server.meet_connection(transport)
+        device_id = meet(transport) if meet is not None else None
+        if device_id is not None:
+            devices[handler] = device_id
+            per_device[device_id] += 1
+            if max_per_device and per_device[device_id] > max_per_device:
+                transport.abort()
 
     def connection_lost(handler: Any, exc: BaseException | None = None) -> None:
         ip = peers.pop(handler, None)
@@ -131,6 +165,11 @@ def _guard_connections(server: web.Server, fleet_server: FleetServer) -> None:
             per_ip[ip] -= 1
             if per_ip[ip] <= 0:
                 del per_ip[ip]
+        device_id = devices.pop(handler, None)
+        if device_id is not None:
+            per_device[device_id] -= 1
+            if per_device[device_id] <= 0:
+                del per_device[device_id]
         lost(handler, exc)
 
     server.connection_made = connection_made  # type: ignore[method-assign]
@@ -139,7 +178,7 @@ def _guard_connections(server: web.Server, fleet_server: FleetServer) -> None:
 
 @dataclass
 class RunningServer:
-    """A server started by :func:`start` or :func:`start_dealt` on the running loop."""
+    """A server started by :func:`start`, :func:`start_dealt` or :func:`start_admin`."""
 
     runner: web.AppRunner
     server: asyncio.Server | None
@@ -156,23 +195,40 @@ class RunningServer:
 
 async def _app_runner(fleet_server: FleetServer) -> tuple[web.AppRunner, web.Server]:
     config = fleet_server.config
-    runner = web.AppRunner(fleet_server.make_app(), access_log=None,
+    runner = web.AppRunner(fleet_server.make_device_app(), access_log=None,
                            keepalive_timeout=config.idle_timeout, handle_signals=False)
     await runner.setup()
     if runner.server is None:  # set by setup(); None here would be an aiohttp bug
         raise RuntimeError("aiohttp runner has no server after setup()")
-    _guard_connections(runner.server, fleet_server)
+    _guard_connections(runner.server, config.max_connections, config.max_connections_per_ip,
+                       fleet_server.meet_connection, config.max_connections_per_device)
     return runner, runner.server
 
 
 async def start(fleet_server: FleetServer, sock: socket.socket,
                 ssl_context: ssl.SSLContext) -> RunningServer:
-    """Serve ``fleet_server`` on a listening socket with TLS, on the running loop."""
-    runner, protocol_factory = await _app_runner(fleet_server)
-    server = await asyncio.get_running_loop().create_server(
-        protocol_factory, sock=sock, ssl=ssl_context,
-        ssl_handshake_timeout=fleet_server.config.handshake_timeout)
-    return RunningServer(runner, server, sock.getsockname()[1])
+    """Serve the device endpoints on a listening socket with TLS, on the running loop
+    (one worker: a :class:`ConnectionDealer` that deals to nobody else, for its caps)."""
+    return await start_dealt(fleet_server, ssl_context, listening=sock)
+
+
+async def start_admin(fleet_server: FleetServer, sock: socket.socket,
+                      ssl_context: ssl.SSLContext) -> RunningServer:
+    """Serve the admin endpoints on their own listening socket (one worker only)."""
+    config = fleet_server.config
+    runner = web.AppRunner(fleet_server.make_admin_app(), access_log=None,
+                           keepalive_timeout=config.idle_timeout, handle_signals=False)
+    await runner.setup()
+    if runner.server is None:
+        raise RuntimeError("aiohttp runner has no server after setup()")
+    _guard_connections(runner.server, config.admin_max_connections,
+                       config.admin_max_connections)
+    dealer = ConnectionDealer(runner.server, ssl_context, config.handshake_timeout,
+                              listening=sock,
+                              gate=HandshakeGate(config.admin_max_connections,
+                                                 config.admin_max_connections))
+    dealer.start()
+    return RunningServer(runner, None, sock.getsockname()[1], dealer)
 
 
 async def start_dealt(fleet_server: FleetServer, ssl_context: ssl.SSLContext, *,
@@ -187,9 +243,12 @@ async def start_dealt(fleet_server: FleetServer, ssl_context: ssl.SSLContext, *,
     ``on_dealer_gone``, called when the accepting worker has gone (even by SIGKILL).
     """
     runner, protocol_factory = await _app_runner(fleet_server)
-    dealer = ConnectionDealer(protocol_factory, ssl_context, fleet_server.config.handshake_timeout,
+    config = fleet_server.config
+    dealer = ConnectionDealer(protocol_factory, ssl_context, config.handshake_timeout,
                               listening=listening, workers=workers, dealt_from=dealt_from,
-                              on_dealer_gone=on_dealer_gone)
+                              on_dealer_gone=on_dealer_gone,
+                              gate=HandshakeGate(config.max_handshakes_per_ip,
+                                                 config.max_handshakes))
     dealer.start()
     port = listening.getsockname()[1] if listening is not None else 0
     return RunningServer(runner, None, port, dealer)
@@ -204,7 +263,10 @@ class ConnectionDealer:
     channel is full or gone gets no connection; this one serves it instead, so a dead
     worker costs capacity, not connections. Every wake-up accepts at most
     ``MAX_ACCEPT_PER_WAKEUP`` connections, so a flood cannot starve the requests already
-    being served on the same loop.
+    being served on the same loop. Each worker admits handshakes through its own
+    :class:`~tinyward.fleet.guards.HandshakeGate` (caps on connections not yet
+    authenticated): over the per-address cap it is closed before any TLS work; when the
+    total is reached, the oldest handshake in progress is cancelled to make room.
     """
 
     MAX_ACCEPT_PER_WAKEUP = 64
@@ -214,7 +276,8 @@ class ConnectionDealer:
                  listening: socket.socket | None = None,
                  workers: Sequence[socket.socket] = (),
                  dealt_from: socket.socket | None = None,
-                 on_dealer_gone: Callable[[], None] | None = None) -> None:
+                 on_dealer_gone: Callable[[], None] | None = None,
+                 gate: HandshakeGate[socket.socket] | None = None) -> None:
         if (listening is None) == (dealt_from is None):
             raise ValueError("a dealer either accepts (listening) or is dealt to (dealt_from)")
         self._factory = protocol_factory
@@ -224,8 +287,10 @@ class ConnectionDealer:
         self._workers = list(workers)
         self._dealt_from = dealt_from
         self._on_dealer_gone = on_dealer_gone
+        self.gate: HandshakeGate[socket.socket] = gate or HandshakeGate(16, 256)
         self._turn = 0  # 0: this worker; i: self._workers[i - 1]
         self._handshakes: set[asyncio.Task[None]] = set()
+        self._pending: dict[socket.socket, asyncio.Task[None]] = {}  # handshakes, by socket
         self._loop: asyncio.AbstractEventLoop | None = None
         #: Connections served here and passed on, by worker (0 is this one).
         self.dealt = [0] * (len(self._workers) + 1)
@@ -299,8 +364,20 @@ class ConnectionDealer:
 
     def _serve(self, connection: socket.socket) -> None:
         assert self._loop is not None
+        try:
+            address = str(connection.getpeername()[0])
+        except OSError:  # already gone
+            connection.close()
+            return
+        admitted, evicted = self.gate.admit(address, connection)
+        if not admitted:
+            connection.close()  # over the per-address cap: no TLS work at all
+            return
+        if evicted is not None:  # the oldest handshake in progress makes room
+            self._pending.pop(evicted).cancel()
         connection.setblocking(False)
         task = self._loop.create_task(self._handshake(connection))
+        self._pending[connection] = task
         self._handshakes.add(task)
         task.add_done_callback(self._handshakes.discard)
 
@@ -318,16 +395,29 @@ class ConnectionDealer:
         except Exception:  # noqa: BLE001 - a bug, not a client: log it, keep serving
             _log.exception("serving a dealt connection failed")
             connection.close()
+        except asyncio.CancelledError:  # evicted by a newer handshake, or shutting down
+            connection.close()
+            raise
+        finally:
+            self.gate.release(connection)
+            self._pending.pop(connection, None)
 
 
 class ServerThread:
     """The fleet server on its own event loop in a thread (tests, demo, benchmarks)."""
 
     def __init__(self, fleet_server: FleetServer, ssl_context: ssl.SSLContext,
-                 host: str = "127.0.0.1", port: int = 0) -> None:
+                 host: str = "127.0.0.1", port: int = 0, *,
+                 admin_context: ssl.SSLContext | None = None,
+                 admin_host: str = "127.0.0.1", admin_port: int = 0) -> None:
         self._sock = bind(host, port)
         self.port: int = self._sock.getsockname()[1]
         self.host = host
+        # The admin listener, if an admin context is given (its own port, loopback).
+        self._admin_sock = bind(admin_host, admin_port) if admin_context is not None else None
+        self.admin_port: int | None = (self._admin_sock.getsockname()[1]
+                                       if self._admin_sock is not None else None)
+        self._admin: RunningServer | None = None
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._running: RunningServer | None = None
@@ -336,6 +426,10 @@ class ServerThread:
         async def main() -> None:
             try:
                 self._running = await start(fleet_server, self._sock, ssl_context)
+                if self._admin_sock is not None:
+                    assert admin_context is not None
+                    self._admin = await start_admin(fleet_server, self._admin_sock,
+                                                    admin_context)
             except BaseException as error:
                 self._error = error
                 raise
@@ -357,6 +451,8 @@ class ServerThread:
 
     def stop(self) -> None:
         async def shutdown() -> None:
+            if self._admin is not None:
+                await self._admin.stop()
             if self._running is not None:
                 await self._running.stop()
             current = asyncio.current_task()
@@ -376,9 +472,9 @@ WORKER_GC_THRESHOLD = 20_000
 
 
 def _worker(fleet_dir: Path, passphrase: bytes | None, db_url: str, config: ServerConfig,
-            announce: Callable[[int], None] | None, *,
+            announce: Callable[[int, int | None], None] | None, *,
             sock: socket.socket | None = None, channels: Sequence[socket.socket] = (),
-            dealt_from: socket.socket | None = None,
+            dealt_from: socket.socket | None = None, admin_sock: socket.socket | None = None,
             close_first: Sequence[socket.socket] = ()) -> None:
     for inherited in close_first:  # a forked worker must not hold the parent's sockets
         inherited.close()
@@ -386,18 +482,16 @@ def _worker(fleet_dir: Path, passphrase: bytes | None, db_url: str, config: Serv
     async def main() -> None:
         fleet = Fleet.open(fleet_dir)
         context = server_ssl_context(fleet, passphrase)
-        store = open_store(db_url)
+        store = open_store(db_url, max_incident_kinds=config.max_incident_kinds_per_device)
         fleet_server = FleetServer(FleetDirectory(fleet), store, config)
         stop = asyncio.Event()
-        if dealt_from is None and not channels:
-            assert sock is not None
-            running = await start(fleet_server, sock, context)
-        else:
-            # A worker whose dealer has died (SIGKILL included) stops too, rather than live
-            # on as an orphan holding the database and its devices' connections.
-            running = await start_dealt(fleet_server, context, listening=sock,
-                                        workers=channels, dealt_from=dealt_from,
-                                        on_dealer_gone=stop.set)
+        # A worker whose dealer has died (SIGKILL included) stops too, rather than live
+        # on as an orphan holding the database and its devices' connections.
+        running = await start_dealt(fleet_server, context, listening=sock,
+                                    workers=channels, dealt_from=dealt_from,
+                                    on_dealer_gone=stop.set)
+        admin = (await start_admin(fleet_server, admin_sock, admin_ssl_context(fleet, passphrase))
+                 if admin_sock is not None else None)
         # Everything alive now (modules, the app, the fleet) lives as long as the process:
         # keep it out of the cyclic GC, whose full passes otherwise walk it again and again
         # while connections come and go (≈ 80 % of the CPU during a burst of handshakes
@@ -408,11 +502,13 @@ def _worker(fleet_dir: Path, passphrase: bytes | None, db_url: str, config: Serv
         # reports) found little and cost ≈ 2 µs per report (4 of 4 paired bench runs).
         gc.set_threshold(WORKER_GC_THRESHOLD, *gc.get_threshold()[1:])
         if announce is not None:
-            announce(running.port)
+            announce(running.port, admin.port if admin is not None else None)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
+        if admin is not None:
+            await admin.stop()
         await running.stop()
         store.close()
 
@@ -421,8 +517,12 @@ def _worker(fleet_dir: Path, passphrase: bytes | None, db_url: str, config: Serv
 
 def serve_forever(fleet_dir: Path, passphrase: bytes | None, db_url: str, host: str, port: int,
                   config: ServerConfig | None = None, workers: int = 1,
-                  announce: Callable[[int], None] | None = None) -> None:
+                  announce: Callable[[int, int | None], None] | None = None, *,
+                  admin_host: str = "127.0.0.1", admin_port: int | None = None) -> None:
     """Run the server until SIGTERM/SIGINT, with ``workers`` processes on one port.
+
+    The admin listener (``admin_port``; None: none) is served by the first worker only;
+    ``announce(device_port, admin_port)`` is called once both listen.
 
     Checks the fleet, passphrase and database first, so a mistake is reported before any
     process is forked. Raises what :meth:`Fleet.open`, :func:`server_ssl_context` and
@@ -433,6 +533,7 @@ def serve_forever(fleet_dir: Path, passphrase: bytes | None, db_url: str, host: 
     server_ssl_context(fleet, passphrase)
     open_store(db_url).close()
     sock = bind(host, port)
+    admin_sock = bind(admin_host, admin_port) if admin_port is not None else None
     channels: list[socket.socket] = []
     children = []
     context = multiprocessing.get_context("fork")
@@ -441,13 +542,15 @@ def serve_forever(fleet_dir: Path, passphrase: bytes | None, db_url: str, host: 
         child = context.Process(target=_worker, daemon=True,
                                 args=(fleet_dir, passphrase, db_url, config, None),
                                 kwargs={"dealt_from": theirs,
-                                        "close_first": [sock, ours, *channels]})
+                                        "close_first": [s for s in (sock, admin_sock, ours,
+                                                                    *channels) if s]})
         child.start()
         theirs.close()
         channels.append(ours)
         children.append(child)
     try:
-        _worker(fleet_dir, passphrase, db_url, config, announce, sock=sock, channels=channels)
+        _worker(fleet_dir, passphrase, db_url, config, announce, sock=sock, channels=channels,
+                admin_sock=admin_sock)
     finally:
         for child in children:
             if child.pid is not None and child.is_alive():

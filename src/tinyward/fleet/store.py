@@ -27,6 +27,7 @@ Databases are named by URL: ``sqlite:///relative/path.db``, ``sqlite:////absolut
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import functools
 import json
@@ -103,7 +104,7 @@ class ReportStore(Protocol):
         ...
 
     def fleet_status(self) -> FleetStatus:
-        """Totals over the fleet."""
+        """Totals over the fleet (incidents: the 100 largest kinds)."""
         ...
 
     def close(self) -> None:
@@ -242,11 +243,21 @@ class SQLiteStore:
 
     One connection guarded by a lock: safe to call from an executor thread. Several
     processes may open the same file (SQLite's own locking serialises the writers).
+
+    The database and its ``-wal`` and ``-shm`` files are private (0600): SQLite gives the
+    latter two the database file's mode, so the file is made 0600 before SQLite opens it
+    (and an older one is narrowed).
+
+    ``max_incident_kinds`` bounds the distinct incident kinds kept per device: a device
+    that names more (4,500 reports of 32 fresh names each made 144,000 kinds and a 36 MB
+    database) has the counts of every further new kind added to :data:`OTHER_KIND`.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, max_incident_kinds: int = 64) -> None:
         self.path = Path(path)
+        self.max_incident_kinds = max_incident_kinds
         self._lock = threading.Lock()
+        _make_private(self.path)
         # Writers in several processes queue on an flock (woken the moment it is free)
         # rather than on SQLite's busy handler, which sleeps up to 100 ms between tries.
         self._write_lock_fd = os.open(f"{self.path}.writelock", os.O_RDWR | os.O_CREAT, 0o600)
@@ -271,6 +282,11 @@ class SQLiteStore:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+
+    def reader(self) -> SQLiteStore:
+        """Another connection to the same database, for reads that must not queue behind
+        (or hold up) this one's writes: the admin queries of the fleet server."""
+        return SQLiteStore(self.path, max_incident_kinds=self.max_incident_kinds)
 
     def last_seq(self, device_id: str) -> int:
         with self._lock:
@@ -351,10 +367,36 @@ class SQLiteStore:
             value for device_id, (report, count) in newest.items()
             for value in (device_id, report.seq, count, report.timestamp, received_at,
                           report.health)])
+        if incidents:
+            incidents = self._cap_kinds(incidents)
         self._insert(_INCIDENT_COLUMNS, [
             value for (device_id, kind), total in sorted(incidents.items())
             for value in (device_id, kind, total)])
         return stored
+
+    def _cap_kinds(self, incidents: dict[tuple[str, str], int]) -> dict[tuple[str, str], int]:
+        """Fold the new kinds of a device that has :attr:`max_incident_kinds` into "other".
+
+        Only commits that carry incidents pay for this (one query); most carry none.
+        """
+        devices = sorted({device_id for device_id, _ in incidents})
+        known: dict[str, set[str]] = {device_id: set() for device_id in devices}
+        for start in range(0, len(devices), _ROWS_PER_STATEMENT):
+            chunk = devices[start:start + _ROWS_PER_STATEMENT]
+            marks = ", ".join("?" * len(chunk))  # placeholders only: the IDs are bound
+            for device_id, kind in self._db.execute(
+                    f"SELECT device_id, kind FROM incidents WHERE device_id IN ({marks})",  # noqa: S608
+                    chunk).fetchall():
+                known[device_id].add(kind)
+        capped: dict[tuple[str, str], int] = {}
+        for (device_id, kind), total in sorted(incidents.items()):
+            kinds = known[device_id]
+            if kind not in kinds:
+                if len(kinds) >= self.max_incident_kinds - 1 and kind != OTHER_KIND:
+                    kind = OTHER_KIND  # one slot stays for "other"
+                kinds.add(kind)
+            capped[device_id, kind] = capped.get((device_id, kind), 0) + total
+        return capped
 
     def _insert(self, columns: _Columns, values: list[object]) -> None:
         """Insert (or upsert) flattened rows, at most :data:`_ROWS_PER_STATEMENT` a statement."""
@@ -393,8 +435,11 @@ class SQLiteStore:
                 "SELECT COUNT(*), COALESCE(SUM(reports), 0),"
                 " COALESCE(SUM(CASE WHEN health = 'degraded' THEN 1 ELSE 0 END), 0)"
                 " FROM devices").fetchone()
-            incidents = dict(self._db.execute(
-                "SELECT kind, SUM(total) FROM incidents GROUP BY kind ORDER BY kind").fetchall())
+            # The largest FLEET_INCIDENT_KINDS kinds only: the answer stays small however
+            # many kinds the devices name (each device keeps at most max_incident_kinds).
+            incidents = dict(sorted(self._db.execute(
+                "SELECT kind, SUM(total) AS n FROM incidents GROUP BY kind ORDER BY n DESC,"
+                " kind LIMIT ?", (FLEET_INCIDENT_KINDS,)).fetchall()))
         return FleetStatus(int(devices), int(reports), int(degraded), incidents)
 
     def signed_report(self, device_id: str, seq: int) -> bytes | None:
@@ -417,7 +462,26 @@ class SQLiteStore:
             os.close(self._write_lock_fd)
 
 
-def open_store(url: str) -> ReportStore:
+#: Where the counts of a device's incident kinds beyond its cap go.
+OTHER_KIND = "other"
+#: Incident kinds in the fleet's totals (the largest ones).
+FLEET_INCIDENT_KINDS = 100
+
+
+def _make_private(path: Path) -> None:
+    """Create the database file 0600 (SQLite then makes -wal and -shm alike), or narrow
+    the mode of existing ones."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+    for suffix in ("-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(f"{path}{suffix}", 0o600)
+
+
+def open_store(url: str, *, max_incident_kinds: int = 64) -> ReportStore:
     """Open the store a URL names. Only ``sqlite:///PATH`` exists for now.
 
     Raises:
@@ -434,4 +498,4 @@ def open_store(url: str) -> ReportStore:
         raise BadDatabaseUrl(f"database URL {url!r}: give a file path, as in sqlite:///fleet.db")
     if not Path(path).parent.is_dir():
         raise BadDatabaseUrl(f"database URL {url!r}: folder {Path(path).parent} does not exist")
-    return SQLiteStore(path)
+    return SQLiteStore(path, max_incident_kinds=max_incident_kinds)

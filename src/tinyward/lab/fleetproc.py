@@ -35,7 +35,7 @@ def start_fleet_server(fleet_dir: Path, passphrase: bytes | None, host: str = "1
     env = server_environment(passphrase)
     proc = subprocess.Popen(
         [sys.executable, "-m", "tinyward", "fleet", "serve", str(fleet_dir), "--host", host,
-         "--port", str(port), *extra],
+         "--port", str(port), "--admin-port", "0", *extra],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True)
     assert proc.stdout is not None

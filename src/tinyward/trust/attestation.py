@@ -185,7 +185,9 @@ def _load_claimset(payload: bytes, config: TokenConfig) -> Mapping[Any, Any]:
             f"claim set is {len(payload)} bytes, over the {config.max_token_bytes}-byte limit"
         )
     try:
-        claimset = loads_cbor(payload, "claim set")
+        # RFC 9783 §5.1.1 tolerates serialisations other than the preferred one; tags and
+        # indefinite lengths are refused all the same (cose.loads_cbor).
+        claimset = loads_cbor(payload, "claim set", deterministic=False)
     except MalformedCose as error:
         raise MalformedToken(str(error)) from None
     if not isinstance(claimset, Mapping):
@@ -266,7 +268,8 @@ def _decode_envelope(token: bytes, config: TokenConfig) -> Any:
             f"token is {len(token)} bytes, over the {config.max_token_bytes}-byte limit"
         )
     try:
-        message = decode_sign1(bytes(token), max_bytes=config.max_token_bytes)
+        message = decode_sign1(bytes(token), max_bytes=config.max_token_bytes,
+                               deterministic=False)
     except TruncatedCose as error:
         # A cut-off transfer is the common case and deserves its own message; bytes that
         # do not even start like a tagged COSE_Sign1 are simply not a token.

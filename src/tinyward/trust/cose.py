@@ -17,6 +17,7 @@ Signing goes through a :class:`Signer` so that private keys stay in the keystore
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -163,7 +164,8 @@ def sign1(
     return cbor2.dumps(cbor2.CBORTag(COSE_SIGN1_TAG, message) if tagged else message)
 
 
-def decode_sign1(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Sign1:
+def decode_sign1(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES,
+                 deterministic: bool = True) -> Sign1:
     """Parse hostile bytes as an ES256 COSE_Sign1 (tagged or untagged).
 
     Raises :class:`MalformedCose` for anything else: too long, not CBOR, trailing bytes,
@@ -176,7 +178,7 @@ def decode_sign1(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Sign1:
     if not data:
         raise MalformedCose("message is empty")
     data = bytes(data)
-    obj = _loads_exactly(data, "message")
+    obj = _loads_exactly(data, "message", _SIGN1_TAG, deterministic=deterministic)
     tagged = isinstance(obj, cbor2.CBORTag)
     if isinstance(obj, cbor2.CBORTag):
         if obj.tag != COSE_SIGN1_TAG:
@@ -196,13 +198,17 @@ def decode_sign1(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Sign1:
         raise MalformedCose("payload must be a byte string")
     if not isinstance(signature, bytes):
         raise MalformedCose("signature must be a byte string")
-    protected = _protected_header(protected_bytes)
+    protected = _protected_header(protected_bytes, deterministic)
     if not isinstance(protected, dict):
         raise MalformedCose("protected header must encode a map")
+    # Header labels are integers of type int (tinyward uses no text labels), and so is
+    # the algorithm: -7.0 == -7 in Python, and must not pass for ES256.
+    if any(type(label) is not int for label in (*protected, *unprotected)):
+        raise MalformedCose("COSE header labels must be integers")
     alg = protected.get(HEADER_ALG)
     if HEADER_ALG in unprotected:
         raise MalformedCose("the algorithm must be in the protected header only")
-    if alg != ALG_ES256:
+    if type(alg) is not int or alg != ALG_ES256:
         raise MalformedCose(f"algorithm {alg!r} is not accepted (only ES256, COSE alg -7)")
     if len(signature) != ES256_SIGNATURE_BYTES:
         raise MalformedCose(f"ES256 signature must be 64 bytes, got {len(signature)}")
@@ -217,13 +223,16 @@ _PROTECTED_CACHE_MAX = 4096
 _PROTECTED_CACHEABLE_BYTES = 128
 
 
-def _protected_header(protected_bytes: bytes) -> Any:
+def _protected_header(protected_bytes: bytes, deterministic: bool) -> Any:
     if not protected_bytes:
         return {}
-    cached = _PROTECTED_CACHE.get(protected_bytes)
+    # Only deterministic decodes are kept: a lenient one must not answer a strict caller.
+    cached = _PROTECTED_CACHE.get(protected_bytes) if deterministic else None
     if cached is None:
-        cached = _loads_exactly(protected_bytes, "protected header")
-        if (isinstance(cached, dict) and len(protected_bytes) <= _PROTECTED_CACHEABLE_BYTES
+        cached = _loads_exactly(protected_bytes, "protected header",
+                                deterministic=deterministic)
+        if (deterministic and isinstance(cached, dict)
+                and len(protected_bytes) <= _PROTECTED_CACHEABLE_BYTES
                 and all(type(v) in (int, bytes, str) for v in cached.values())):
             if len(_PROTECTED_CACHE) >= _PROTECTED_CACHE_MAX:
                 _PROTECTED_CACHE.clear()
@@ -246,26 +255,83 @@ _DECODER_FAILURES = (cbor2.CBORDecodeError, ValueError, TypeError, ArithmeticErr
                      RecursionError, MemoryError, LookupError)
 
 
-def _loads_exactly(data: bytes, what: str) -> Any:
-    """Decode exactly one CBOR item; every decoder failure becomes one :class:`MalformedCose`.
+class _OnlyTags(dict[int, Any]):
+    """``semantic_decoders`` for cbor2 that lets through only the tags a format uses.
 
-    Strict: invalid UTF-8 is refused, and so is a map with a repeated key (RFC 8949 §5.6:
-    two readers could each pick a different value; RFC 9052 §3 forbids it in COSE
-    headers). ``cbor2.loads`` would ignore bytes after the item, so the decoder reads from
-    a stream whose position tells. (cbor2 6's decoder refuses without keeping the refused
-    bytes alive; the 5.x C decoder leaked them, upstream agronholm/cbor2#257.)
+    cbor2 looks every tag up here *before* it decodes the tag's content (its own semantic
+    decoders for tags 0-5, 24-37, 55799 … included), so a refused tag costs nothing: tag 4
+    with a 60 KB bignum mantissa took 0.8 s to compute (int -> Decimal is quadratic).
+    """
+
+    def __init__(self, allowed: dict[int, Callable[[Any, bool], Any]]) -> None:
+        super().__init__()
+        self._allowed = allowed
+
+    def __getitem__(self, tag: int) -> Callable[[Any, bool], Any]:
+        found = self._allowed.get(tag)
+        if found is None:
+            raise cbor2.CBORDecodeError(f"CBOR tag {tag} is not used by this format")
+        return found
+
+    def get(self, tag: int, default: Any = None) -> Any:
+        return self[tag]
+
+
+_NO_TAGS = _OnlyTags({})
+#: The envelope may carry the COSE_Sign1 tag (18), and nothing else.
+_SIGN1_TAG = _OnlyTags({COSE_SIGN1_TAG: lambda value, _immutable: cbor2.CBORTag(
+    COSE_SIGN1_TAG, value)})
+def _loads_exactly(data: bytes, what: str, tags: _OnlyTags = _NO_TAGS, *,
+                   deterministic: bool = True) -> Any:
+    """Decode exactly one CBOR item in deterministic encoding; every failure becomes one
+    :class:`MalformedCose`.
+
+    Strict, for bytes a signer chose (an enrolled device may be hostile):
+
+    - only the tags ``tags`` allows (none by default), refused before their content is
+      decoded; no indefinite lengths (RFC 9783 forbids them in PSA tokens);
+    - invalid UTF-8 is refused, and so is a map with a repeated key (RFC 8949 §5.6: two
+      readers could each pick a different value; RFC 9052 §3 forbids it in COSE headers);
+    - deterministic encoding: the item re-encoded by cbor2 must be exactly the input. That
+      refuses every non-minimal head (RFC 8949 §4.2.1) and fixes one width for floats:
+      64 bits, which is what cbor2 writes (one fixed width is as deterministic as the
+      shortest one, and re-encoding without cbor2's ``canonical`` sorting costs a third:
+      ≈ 3 µs against ≈ 9 µs for a 1,024-byte report's payload). Map keys stay in the
+      order they came in; a schema that needs them sorted checks that itself
+      (:mod:`tinyward.trust.report` does, RFC 8949 §4.2.1 order).
+
+    ``deterministic=False`` keeps only the first two rules, for formats whose
+    specification tolerates other serialisations (PSA tokens, RFC 9783 §5.1.1).
+
+    Map labels that are not integers or text (1.0 or True equal 1 in Python) are refused
+    by each schema where it looks a label up: :func:`decode_sign1` for COSE headers, the
+    report and claim checks for payloads.
+
+    ``cbor2.loads`` would ignore bytes after the item, so the decoder reads from a stream
+    whose position tells. (cbor2 6's decoder refuses without keeping the refused bytes
+    alive; the 5.x C decoder leaked them, upstream agronholm/cbor2#257.)
     """
     stream = io.BytesIO(data)
     try:
-        obj = cbor2.CBORDecoder(stream, allow_duplicate_keys=False).decode()
+        obj = cbor2.CBORDecoder(stream, semantic_decoders=tags, allow_indefinite=False,
+                                allow_duplicate_keys=False).decode()
     except _DECODER_FAILURES as error:  # (not a context manager: this runs per report)
         raise _malformed(error, data, what) from None
     if stream.tell() != len(data):
         raise MalformedCose(f"{what} has {len(data) - stream.tell()} trailing bytes after the CBOR item")
+    if not deterministic:
+        return obj
+    try:
+        again = cbor2.dumps(obj)
+    except (cbor2.CBOREncodeError, ValueError, TypeError) as error:
+        raise MalformedCose(f"{what} cannot be re-encoded: {error}") from None
+    if again != data:
+        raise MalformedCose(f"{what} is not deterministically encoded CBOR (minimal heads, "
+                            "64-bit floats; RFC 8949 §4.2)")
     return obj
 
 
-def loads_cbor(data: bytes, what: str) -> Any:
-    """Decode exactly one CBOR item from hostile bytes; raises :class:`MalformedCose`
-    (invalid CBOR or UTF-8, a repeated map key, bytes after the item)."""
-    return _loads_exactly(data, what)
+def loads_cbor(data: bytes, what: str, *, deterministic: bool = True) -> Any:
+    """Decode exactly one deterministically encoded CBOR item, without tags, from hostile
+    bytes; raises :class:`MalformedCose` (see :func:`_loads_exactly` for every rule)."""
+    return _loads_exactly(data, what, deterministic=deterministic)

@@ -26,6 +26,7 @@ tagged and untagged messages are both valid COSE and both accepted by the verifi
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from collections.abc import Mapping
@@ -136,7 +137,7 @@ def encode_report(
     """
     payload_map = _to_payload(report)
     try:
-        _check_payload({**payload_map, "pad": b""}, limits)
+        _check_payload(_sorted_map({**payload_map, "pad": b""}), limits)
     except MalformedReport as error:
         raise Misuse(f"report cannot be encoded: {error}") from None
     if size > limits.max_bytes:
@@ -144,7 +145,9 @@ def encode_report(
     kid = bytes.fromhex(report.device_id)
 
     def build(pad_len: int, tagged: bool, with_signer: cose.Signer) -> bytes:
-        payload = cbor2.dumps({**payload_map, "pad": bytes(pad_len)})
+        # Deterministic CBOR (sorted keys, minimal heads, 64-bit floats): the only
+        # encoding a verifier accepts (cose.loads_cbor, _check_order).
+        payload = cbor2.dumps(_sorted_map({**payload_map, "pad": bytes(pad_len)}))
         return cose.sign1(payload, with_signer, protected_extra={cose.HEADER_KID: kid},
                           tagged=tagged)
 
@@ -283,6 +286,29 @@ def _kid_device_id(sign1: cose.Sign1) -> str:
     return kid.hex()
 
 
+def _key_order(key: str) -> tuple[int, bytes]:
+    """RFC 8949 §4.2.1 order of text keys (bytewise on the encoding: length, then bytes)."""
+    encoded = key.encode("utf-8")
+    return len(encoded), encoded
+
+
+def _sorted_map(mapping: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: mapping[key] for key in sorted(mapping, key=_key_order)}
+
+
+#: The payload's keys in deterministic order: a verifier compares the order it got.
+PAYLOAD_ORDER = tuple(sorted(PAYLOAD_KEYS, key=_key_order))
+
+
+def _in_order(mapping: Mapping[str, Any]) -> bool:
+    """Keys in :func:`_key_order` (per report: no encoding, names are ASCII or refused)."""
+    if len(mapping) < 2:
+        return True
+    keys = list(mapping)
+    return all(type(a) is str and type(b) is str and (len(a), a) < (len(b), b)
+               for a, b in itertools.pairwise(keys))
+
+
 def _to_payload(report: Report) -> dict[str, Any]:
     return {
         "v": FORMAT_VERSION,
@@ -290,9 +316,9 @@ def _to_payload(report: Report) -> dict[str, Any]:
         "seq": report.seq,
         "t": report.timestamp,
         "mode": report.mode,
-        "res": [{k: list(v) if isinstance(v, tuple) else v for k, v in r.items()}
+        "res": [_sorted_map({k: list(v) if isinstance(v, tuple) else v for k, v in r.items()})
                 for r in report.results],
-        "inc": dict(report.incidents),
+        "inc": _sorted_map(report.incidents),
         "health": report.health,
     }
 
@@ -314,6 +340,9 @@ def _check_payload(payload: object, limits: ReportLimits) -> Report:
             + (f" missing {', '.join(missing)}" if missing else "")
             + (f" unexpected {', '.join(extra)}" if extra else "")
         )
+    if tuple(payload) != PAYLOAD_ORDER:
+        raise MalformedReport("the payload's keys are not in deterministic order "
+                              f"({', '.join(PAYLOAD_ORDER)})")
     # type(...) is int: exact ints only (bool is a subclass of int; cbor2 makes no others).
     if type(payload["v"]) is not int or payload["v"] != FORMAT_VERSION:
         raise MalformedReport(f"report format version {payload['v']!r} is not {FORMAT_VERSION}")
@@ -348,6 +377,8 @@ def _check_results(res: object, limits: ReportLimits) -> tuple[Mapping[str, Resu
             raise MalformedReport(f"result {i} must be a map")
         if len(result) > limits.max_result_fields:
             raise MalformedReport(f"result {i} has over {limits.max_result_fields} fields")
+        if not _in_order(result):
+            raise MalformedReport(f"result {i}: field names are not in deterministic order")
         clean: dict[str, ResultValue] = {}
         for key, value in result.items():
             _check_name(key, f"result {i} field name")
@@ -387,6 +418,8 @@ def _check_incidents(inc: object, limits: ReportLimits) -> Mapping[str, int]:
         raise MalformedReport("'inc' must be a map of incident kind to count")
     if len(inc) > limits.max_incident_kinds:
         raise MalformedReport(f"'inc' has over {limits.max_incident_kinds} kinds")
+    if not _in_order(inc):
+        raise MalformedReport("'inc': incident kinds are not in deterministic order")
     for kind, count in inc.items():
         _check_name(kind, "incident kind")
         if not _is_int(count) or not 0 <= count <= limits.max_count:
