@@ -57,3 +57,35 @@ def test_make_private_directory_mode_and_refuses_existing(tmp_path: Path) -> Non
     assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o700
     with pytest.raises(FileExistsError):
         make_private_directory(tmp_path / "d")
+
+
+def test_create_exclusive_makes_a_0600_file_once_and_syncs_its_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[Path] = []
+    real = _fsutil.fsync_directory
+    monkeypatch.setattr(_fsutil, "fsync_directory", lambda d: (synced.append(Path(d)), real(d)))
+    old = os.umask(0)
+    try:
+        _fsutil.create_exclusive(tmp_path / "root.key", b"k" * 32)
+    finally:
+        os.umask(old)
+    assert (tmp_path / "root.key").read_bytes() == b"k" * 32
+    assert stat.S_IMODE((tmp_path / "root.key").stat().st_mode) == 0o600
+    # The directory entry is on disk too: a crash cannot lose a key already in use.
+    assert synced == [tmp_path]
+    with pytest.raises(FileExistsError):
+        _fsutil.create_exclusive(tmp_path / "root.key", b"other")
+    assert (tmp_path / "root.key").read_bytes() == b"k" * 32  # never replaced
+
+
+def test_create_exclusive_leaves_nothing_when_the_write_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def failing_fsync(fd: int) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(_fsutil.os, "fsync", failing_fsync)
+    with pytest.raises(OSError, match="disk full"):
+        _fsutil.create_exclusive(tmp_path / "root.key", b"k" * 32)
+    assert not (tmp_path / "root.key").exists()  # a retry can make it

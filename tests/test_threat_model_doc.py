@@ -34,7 +34,9 @@ def test_every_test_the_threat_model_names_exists() -> None:
         f"{path}::{function}"
         for path, function in named
         if not (ROOT / "tests" / path).is_file()
-        or not re.search(rf"^\s*(async )?def {function}\(", (ROOT / "tests" / path).read_text(), re.M)
+        or not re.search(
+            rf"^\s*(async )?def {function}\(", (ROOT / "tests" / path).read_text(), re.M
+        )
     ]
     assert not missing, f"docs/threat-model.md names tests that do not exist: {missing}"
 

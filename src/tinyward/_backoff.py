@@ -25,7 +25,8 @@ class Backoff:
         if not 0 < initial <= maximum:
             raise Misuse("backoff needs 0 < initial <= maximum")
         self._initial, self._max = initial, maximum
-        self._rng = (rng or random.Random()) if jitter else None
+        # Jitter spreads retries, it guards no secret: a seeded PRNG is right here.
+        self._rng = (rng or random.Random()) if jitter else None  # noqa: S311
         self.failures = 0
 
     def ceiling(self) -> float:

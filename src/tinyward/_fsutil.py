@@ -10,6 +10,7 @@ readable by others, not even for a moment.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -54,12 +55,35 @@ def atomic_write(path: Path, data: bytes, mode: int = PRIVATE_FILE_MODE) -> None
         os.replace(tmp_name, path)
     except BaseException:
         # Covers KeyboardInterrupt too: never leave a half-written temporary behind.
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
-        except FileNotFoundError:
-            pass
         raise
     fsync_directory(directory)
+
+
+def create_exclusive(path: Path, data: bytes, mode: int = PRIVATE_FILE_MODE) -> None:
+    """Create ``path`` holding ``data``; refuse if it exists (``O_EXCL``), never replace it.
+
+    For a file that must be made once and never overwritten (a device's root key): the
+    file and then its directory entry are fsynced, so a crash right after cannot lose a key
+    that was already used. A write that fails removes the file, so a retry can make it.
+
+    Raises:
+        FileExistsError: ``path`` exists.
+        OSError: the directory does not exist or cannot be written.
+    """
+    path = Path(path)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        os.fchmod(fd, mode)  # the umask must not widen or narrow it
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    fsync_directory(path.parent)
 
 
 def make_private_directory(path: Path) -> None:

@@ -141,14 +141,17 @@ def core_modules() -> dict[str, int]:
     return found
 
 
-def imported_modules(entry_points: tuple[str, ...], timeout: float = 60.0) -> tuple[list[str], list[str]]:
+def imported_modules(
+    entry_points: tuple[str, ...], timeout: float = 60.0
+) -> tuple[list[str], list[str]]:
     """The tinyward modules (and the known third-party packages) that a fresh interpreter
     holds after importing ``entry_points``.
 
     Raises:
         RuntimeError: the probe failed (an entry point does not import).
     """
-    done = subprocess.run([sys.executable, "-c", _PROBE % (_THIRD_PARTY,), *entry_points],
+    # Fixed argv: this interpreter, our probe, module names from our own table.
+    done = subprocess.run([sys.executable, "-c", _PROBE % (_THIRD_PARTY,), *entry_points],  # noqa: S603
                           capture_output=True, text=True, timeout=timeout, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"importing {', '.join(entry_points)} failed: "

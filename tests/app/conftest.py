@@ -53,7 +53,7 @@ def hostile(world_tmp: Path) -> Callable[[str, dict[str, object]], Path]:
         folder = world_tmp / name
         shutil.copytree(HERE / "hostile" / name, folder)
         (folder / "target.json").write_text(json.dumps(target))
-        for root, dirs, files in os.walk(folder):
+        for root, _dirs, files in os.walk(folder):
             os.chmod(root, 0o755)
             for f in files:
                 os.chmod(os.path.join(root, f), 0o644)

@@ -34,7 +34,12 @@ NOT_ISOLATION = tuple(r for r in DEFAULT_REQUIRED if r != "filesystem isolation"
 
 def supervise(manifest: Path, clock: FakeClock, **sandbox: object) -> Supervisor:
     config = SandboxConfig(frame_deadline_s=float(sandbox.pop("deadline", 5.0)), **sandbox)
-    sup = Supervisor(load_manifest(manifest), config, SupervisorConfig(backoff_initial_s=1.0, fault_window_s=0.0), clock)
+    sup = Supervisor(
+        load_manifest(manifest),
+        config,
+        SupervisorConfig(backoff_initial_s=1.0, fault_window_s=0.0),
+        clock,
+    )
     assert sup.start(), sup.incidents()
     return sup
 

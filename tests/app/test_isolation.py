@@ -112,28 +112,38 @@ def test_root_key_leak_without_landlock_as_non_root_is_refused(hostile, world_tm
     assert not _leaked(device_dir, key.read_bytes()[0])
 
 
-@pytest.mark.skipif(not IS_ROOT or not HAS_LANDLOCK, reason="needs root (to become nobody) and Landlock")
-def test_root_key_leak_with_device_folder_inside_app_folder_is_refused(hostile, world_tmp, tmp_path):
+@pytest.mark.skipif(
+    not IS_ROOT or not HAS_LANDLOCK, reason="needs root (to become nobody) and Landlock"
+)
+def test_root_key_leak_with_device_folder_inside_app_folder_is_refused(
+    hostile, world_tmp, tmp_path
+):
     """Landlock is on, but the app folder it allows holds the device folder."""
     manifest = hostile("keystore", {"keystore": "placeholder"})
     device_dir = manifest.parent / "device"
     _device(tmp_path / "fleet", device_dir)
     key = device_dir / "rot" / "root.key"
     (manifest.parent / "target.json").write_text(f'{{"keystore": "{key}"}}')
-    out = _run_device_as_nobody(device_dir, manifest, _frames_csv(world_tmp / "f.csv"), enosys=False)
+    out = _run_device_as_nobody(
+        device_dir, manifest, _frames_csv(world_tmp / "f.csv"), enosys=False
+    )
     assert out.returncode != 0, out.stderr
     assert "beneath" in out.stderr and "Traceback" not in out.stderr, out.stderr
     assert not _leaked(device_dir, key.read_bytes()[0])
 
 
-@pytest.mark.skipif(not IS_ROOT or not HAS_LANDLOCK, reason="needs root (to become nobody) and Landlock")
+@pytest.mark.skipif(
+    not IS_ROOT or not HAS_LANDLOCK, reason="needs root (to become nobody) and Landlock"
+)
 def test_device_run_prints_protections_and_runs_when_isolated(hostile, world_tmp, tmp_path):
     """The control: the same device as nobody with Landlock runs, says so, and leaks nothing."""
     device_dir = world_tmp / "device"
     _device(tmp_path / "fleet", device_dir)
     key = device_dir / "rot" / "root.key"
     manifest = hostile("keystore", {"keystore": str(key)})
-    out = _run_device_as_nobody(device_dir, manifest, _frames_csv(world_tmp / "f.csv"), enosys=False)
+    out = _run_device_as_nobody(
+        device_dir, manifest, _frames_csv(world_tmp / "f.csv"), enosys=False
+    )
     assert out.returncode == 0, out.stderr
     assert "[on ] filesystem isolation" in out.stderr and "by landlock" in out.stderr, out.stderr
     assert not _leaked(device_dir, key.read_bytes()[0])

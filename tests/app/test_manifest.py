@@ -194,8 +194,30 @@ _LINES = GOOD.splitlines(keepends=True)
     st.lists(
         st.tuples(
             st.integers(0, len(_LINES) - 1),
-            st.sampled_from(["", "x", "0", "-1", "1e309", '"', "[", "]", "=", "{", "}", ",", "\n",
-                             "nan", "true", '"int"', '"enum"', '"float"', "[]", "99999999999999999999"]),
+            st.sampled_from(
+                [
+                    "",
+                    "x",
+                    "0",
+                    "-1",
+                    "1e309",
+                    '"',
+                    "[",
+                    "]",
+                    "=",
+                    "{",
+                    "}",
+                    ",",
+                    "\n",
+                    "nan",
+                    "true",
+                    '"int"',
+                    '"enum"',
+                    '"float"',
+                    "[]",
+                    "99999999999999999999",
+                ]
+            ),
             st.integers(0, 60),
         ),
         max_size=4,

@@ -82,7 +82,7 @@ def test_dangerous_syscalls_fail_with_eperm_under_the_filter():
         ("process_vm_readv", (1, 0, 0, 0, 0, 0)),
         ("kill", (1, 0)),  # signal 0 to init: not itself
     ]
-    got = _in_filtered_child(calls[:1] + [("socket", (af_netlink, 3, 0))] + calls[1:])
+    got = _in_filtered_child([*calls[:1], ("socket", (af_netlink, 3, 0)), *calls[1:]])
     assert got == {name: errno.EPERM for name, _ in calls}, got
 
 

@@ -67,7 +67,9 @@ def test_other_fleet_names_the_reason(world: dict[str, object]) -> None:
 
 
 @pytest.mark.parametrize("content, reason", [(b"", "empty"), (b"hello\n", "not valid CBOR")])
-def test_non_tokens_refused(world: dict[str, object], tmp_path: Path, content: bytes, reason: str) -> None:
+def test_non_tokens_refused(
+    world: dict[str, object], tmp_path: Path, content: bytes, reason: str
+) -> None:
     path = tmp_path / "t"
     path.write_bytes(content)
     result = verify(world, path)
@@ -90,17 +92,29 @@ def test_revoked_device_refused(tmp_path: Path) -> None:
                                str(tmp_path / "f"), "--readout", "none"]).exit_code == 0
     device_id = json.loads((tmp_path / "d" / "device.json").read_text())["device_id"]
     nonce = os.urandom(48).hex()
-    runner.invoke(cli, ["device", "attest", str(tmp_path / "d"), "--nonce", nonce, "-o", str(tmp_path / "t")])
+    runner.invoke(
+        cli, ["device", "attest", str(tmp_path / "d"), "--nonce", nonce, "-o", str(tmp_path / "t")]
+    )
     assert runner.invoke(cli, ["fleet", "revoke", str(tmp_path / "f"), device_id]).exit_code == 0
-    result = runner.invoke(cli, ["attest", "verify", str(tmp_path / "t"), "--fleet", str(tmp_path / "f"),
-                                 "--nonce", nonce])
+    result = runner.invoke(
+        cli,
+        ["attest", "verify", str(tmp_path / "t"), "--fleet", str(tmp_path / "f"), "--nonce", nonce],
+    )
     assert result.exit_code != 0 and "revoked" in result.output
 
 
 def test_provisioning_twice_refused(tmp_path: Path) -> None:
     runner = CliRunner(env=CLI_SECRETS)
     runner.invoke(cli, ["fleet", "init", str(tmp_path / "f")])
-    args = ["device", "provision", str(tmp_path / "d"), "--fleet", str(tmp_path / "f"), "--readout", "none"]
+    args = [
+        "device",
+        "provision",
+        str(tmp_path / "d"),
+        "--fleet",
+        str(tmp_path / "f"),
+        "--readout",
+        "none",
+    ]
     assert runner.invoke(cli, args).exit_code == 0
     second = runner.invoke(cli, args)
     # A second provision resumes an unfinished one (tests/cli/test_everyday_mistakes.py);
@@ -112,10 +126,16 @@ def test_install_same_bundle_twice_refused(tmp_path: Path) -> None:
     runner = CliRunner(env=CLI_SECRETS)
     runner.invoke(cli, ["fleet", "init", str(tmp_path / "f")])
     runner.invoke(cli, ["device", "init", str(tmp_path / "d")])
-    enrol = runner.invoke(cli, ["fleet", "enroll", str(tmp_path / "f"), str(tmp_path / "d" / "enroll.csr.pem"),
+    enrol = runner.invoke(cli, ["fleet", "enroll", str(tmp_path / "f"),
+                                str(tmp_path / "d" / "enroll.csr.pem"),
                                 "-o", str(tmp_path / "b.json")])
     assert enrol.exit_code == 0, enrol.output
-    assert runner.invoke(cli, ["device", "install", str(tmp_path / "d"), str(tmp_path / "b.json")]).exit_code == 0
+    assert (
+        runner.invoke(
+            cli, ["device", "install", str(tmp_path / "d"), str(tmp_path / "b.json")]
+        ).exit_code
+        == 0
+    )
     again = runner.invoke(cli, ["device", "install", str(tmp_path / "d"), str(tmp_path / "b.json")])
     assert again.exit_code != 0 and "already provisioned" in again.output
 
@@ -125,7 +145,9 @@ def test_bundle_for_another_device_refused(tmp_path: Path) -> None:
     runner.invoke(cli, ["fleet", "init", str(tmp_path / "f")])
     runner.invoke(cli, ["device", "init", str(tmp_path / "a")])
     runner.invoke(cli, ["device", "init", str(tmp_path / "b")])
-    runner.invoke(cli, ["fleet", "enroll", str(tmp_path / "f"), str(tmp_path / "a" / "enroll.csr.pem"),
-                        "-o", str(tmp_path / "a.json")])
-    result = runner.invoke(cli, ["device", "install", str(tmp_path / "b"), str(tmp_path / "a.json")])
+    runner.invoke(cli, ["fleet", "enroll", str(tmp_path / "f"),
+                        str(tmp_path / "a" / "enroll.csr.pem"), "-o", str(tmp_path / "a.json")])
+    result = runner.invoke(
+        cli, ["device", "install", str(tmp_path / "b"), str(tmp_path / "a.json")]
+    )
     assert result.exit_code != 0 and "the bundle is for device" in result.output

@@ -53,8 +53,9 @@ def world_tmp() -> Iterator[Path]:
 
 
 def _verify(fleet: Fleet, token: Path, nonce: bytes, *extra: str) -> tuple[int, str]:
-    result = CliRunner().invoke(cli, ["attest", "verify", str(token), "--fleet", str(fleet.directory),
-                                      "--nonce", nonce.hex(), *extra])
+    result = CliRunner().invoke(cli, ["attest", "verify", str(token),
+                                      "--fleet", str(fleet.directory), "--nonce", nonce.hex(),
+                                      *extra])
     return result.exit_code, result.output
 
 
@@ -78,8 +79,9 @@ def test_air_gapped_provisioned_device_refuses_to_connect(fleet_and_device) -> N
         # Re-provisioned, it connects (the listener speaks no TLS: the attempt is what counts).
         assert CliRunner().invoke(cli, ["device", "set-mode", str(device.directory),
                                         "connected"]).exit_code == 0
-        proc = subprocess.Popen([TINYWARD, "device", "run", str(device.directory), "--server",
-                                 f"https://127.0.0.1:{port}", "--interval", "0.2", "--duration", "20"],
+        proc = subprocess.Popen([TINYWARD, "device", "run", str(device.directory),
+                                 "--server", f"https://127.0.0.1:{port}",
+                                 "--interval", "0.2", "--duration", "20"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             server.settimeout(30)
@@ -184,7 +186,9 @@ def test_two_air_gapped_runs_on_one_folder_are_refused(fleet_and_device) -> None
     assert running_instance(device.directory) is None
 
 
-def test_running_device_signs_its_mode_and_protections(fleet_and_device, world_tmp, tmp_path) -> None:
+def test_running_device_signs_its_mode_and_protections(
+    fleet_and_device, world_tmp, tmp_path
+) -> None:
     fleet, device = fleet_and_device
     app = world_tmp / "good"
     shutil.copytree(GOOD_APP, app)

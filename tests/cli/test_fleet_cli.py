@@ -179,8 +179,20 @@ def test_cli_on_folder_that_is_not_a_fleet(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "command",
-    ["init", "enroll", "revoke", "devices", "show", "migrate", "rotate-server-key", "renew-server-cert",
-     "rotate-device-ca", "retire-device-ca", "bundle", "next-server-key"],
+    [
+        "init",
+        "enroll",
+        "revoke",
+        "devices",
+        "show",
+        "migrate",
+        "rotate-server-key",
+        "renew-server-cert",
+        "rotate-device-ca",
+        "retire-device-ca",
+        "bundle",
+        "next-server-key",
+    ],
 )
 def test_cli_help_texts(command: str) -> None:
     result = _run("fleet", command, "--help")

@@ -51,7 +51,7 @@ def test_the_chosen_hidden_width_keeps_a_tenth_of_kitnets_operations(d: int) -> 
 def test_afterimage_grows_with_each_decay_factor_and_refuses_none() -> None:
     one = cost.afterimage_ops(1)
     assert one > 0 and all(cost.afterimage_ops(n) == n * one for n in range(1, 8))
-    assert cost.AFTERIMAGE_OPS == cost.afterimage_ops(len(cost.KITSUNE_LAMBDAS))
+    assert cost.afterimage_ops(len(cost.KITSUNE_LAMBDAS)) == cost.AFTERIMAGE_OPS
     assert cost.KITSUNE_PIPELINE_OPS == cost.KITNET_100_OPS + cost.AFTERIMAGE_OPS
     with pytest.raises(ValueError):
         cost.afterimage_ops(0)

@@ -65,8 +65,9 @@ def test_c_scores_equal_python_reference_bit_for_bit(built) -> None:
 def test_c_quantisation_equals_python_bit_for_bit(built) -> None:
     detector, _, exe = built
     floats, _ = _vectors(detector)
-    done = subprocess.run([str(exe), "quantize"], input=floats.tobytes(), capture_output=True, check=False,
-                          timeout=60)
+    done = subprocess.run(
+        [str(exe), "quantize"], input=floats.tobytes(), capture_output=True, check=False, timeout=60
+    )
     assert done.returncode == 0
     c_q = np.frombuffer(done.stdout, dtype=np.int8).reshape(floats.shape)
     assert np.array_equal(c_q, detector.quantize_features(floats.astype(np.float64)))

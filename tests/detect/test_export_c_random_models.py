@@ -24,7 +24,9 @@ from tinyward.detect.int8 import BIAS_LIMIT, InputQuantizer, QAutoencoder, QMaha
 pytestmark = needs(shutil.which("gcc") is not None, "needs gcc")
 
 
-def _edgy_ints(rng: np.random.Generator, size: int | tuple[int, ...], low: int, high: int) -> np.ndarray:
+def _edgy_ints(
+    rng: np.random.Generator, size: int | tuple[int, ...], low: int, high: int
+) -> np.ndarray:
     values = rng.integers(low, high + 1, size=size, dtype=np.int64)
     mask = rng.random(size) < 0.2
     return np.where(mask, rng.choice([low, high], size=size), values)

@@ -61,7 +61,7 @@ def _mutate(value: object, data: st.DataObject, depth: int = 0) -> object:
         return {**value, key: _mutate(value[key], data, depth + 1)}
     if isinstance(value, list) and value and depth < 4 and data.draw(st.booleans()):
         i = data.draw(st.integers(0, len(value) - 1))
-        return value[:i] + [_mutate(value[i], data, depth + 1)] + value[i + 1 :]
+        return [*value[:i], _mutate(value[i], data, depth + 1), *value[i + 1:]]
     return data.draw(
         st.one_of(
             st.none(),

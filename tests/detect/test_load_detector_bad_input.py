@@ -185,7 +185,7 @@ def _mutate(value: Any, data: st.DataObject, depth: int = 0) -> Any:
         return {**value, key: _mutate(value[key], data, depth + 1)}
     if isinstance(value, list) and value and depth < 4 and data.draw(st.booleans()):
         i = data.draw(st.integers(0, len(value) - 1))
-        return value[:i] + [_mutate(value[i], data, depth + 1)] + value[i + 1 :]
+        return [*value[:i], _mutate(value[i], data, depth + 1), *value[i + 1:]]
     return data.draw(st.one_of(
         st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=False),
         st.text(max_size=5), st.lists(st.integers(-200, 200), max_size=4), st.just({}),
@@ -193,7 +193,9 @@ def _mutate(value: Any, data: st.DataObject, depth: int = 0) -> Any:
 
 
 @pytest.mark.slow
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(data=st.data(), kind=st.sampled_from(sorted(KINDS)))
 def test_fuzz_mutated_documents_only_raise_model_file_error(
     tmp_path_factory: pytest.TempPathFactory, data: st.DataObject, kind: str

@@ -65,7 +65,7 @@ def test_model_without_any_feature_state_says_what_to_do(sensor_model: Path,
                                                          tmp_path: Path) -> None:
     legacy = _as_legacy(sensor_model, tmp_path)
     pipeline.legacy_features_path(legacy).unlink()
-    with pytest.raises(DetectError, match="holds no feature state.*detect train"):
+    with pytest.raises(DetectError, match=r"holds no feature state.*detect train"):
         pipeline.load_model(legacy)
 
 
@@ -81,7 +81,7 @@ def test_bad_feature_section_is_refused_naming_the_file(sensor_model: Path, tmp_
     document["features"] = bad
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(document))
-    with pytest.raises(ModelFileError, match="bad.json: 'features': not a tinyward feature"):
+    with pytest.raises(ModelFileError, match=r"bad\.json: 'features': not a tinyward feature"):
         pipeline.load_model(path)
 
 

@@ -40,7 +40,8 @@ def manifest(example: str) -> dict[str, Any]:
 
 
 def entry(example: str) -> Any:
-    """Build the app the way the sandbox does: module file + callable + model paths from the manifest."""
+    """Build the app the way the sandbox does: module file + callable + model paths from the
+    manifest."""
     spec = manifest(example)["app"]
     module_name, _, attr = spec["entry"].partition(":")
     module = load(example, module_name)

@@ -79,7 +79,9 @@ def run_both(
 def test_pump_monitor_in_sandbox_matches_in_process(installed: Path) -> None:
     skab = load("pump_monitor", "skab")
     run = skab.read_run(SKAB / "other" / "9.csv")
-    results = run_both(installed / "pump_monitor" / "sensor.toml", "pump_monitor", list(skab.frames(run)), 1.0)
+    results = run_both(
+        installed / "pump_monitor" / "sensor.toml", "pump_monitor", list(skab.frames(run)), 1.0
+    )
     assert {"state": "anomaly"} in results
 
 

@@ -85,7 +85,8 @@ def test_csv_round_trip(tmp_path: pathlib.Path) -> None:
 def test_csv_missing_column(tmp_path: pathlib.Path) -> None:
     path = tmp_path / "log.csv"
     path.write_text("t_ms,zone_out_mm\n0,2200\n")
-    with pytest.raises(sensor_log.SensorLogError, match=r"log\.csv:1: missing column\(s\) zone_in_mm"):
+    missing = r"log\.csv:1: missing column\(s\) zone_in_mm"
+    with pytest.raises(sensor_log.SensorLogError, match=missing):
         sensor_log.read_csv(path)
 
 
@@ -117,14 +118,16 @@ def test_serial_source_reads_a_tty() -> None:
     master, slave = os.openpty()
     try:
         name = os.ttyname(slave)
-        lines = b"garbage-partial-line\n" + b"".join(b"%d,%d\n" % tuple(r) for r in stream.readings[:45])
+        lines = b"garbage-partial-line\n" + b"".join(
+            b"%d,%d\n" % tuple(r) for r in stream.readings[:45]
+        )
         os.write(master, lines)
         frames = list(sensor_log.serial_frames(name, max_frames=2, timeout_s=2))
         np.testing.assert_array_equal(np.concatenate(frames), stream.readings[:40])
         os.write(master, b"x\n2200,oops\n")
         with pytest.raises(sensor_log.SensorLogError, match=r":2: zone_in_mm is 'oops'"):
             list(sensor_log.serial_frames(name, max_frames=1, timeout_s=2))
-        with pytest.raises(sensor_log.SensorLogError, match="no reading for 0.2 s"):
+        with pytest.raises(sensor_log.SensorLogError, match=r"no reading for 0\.2 s"):
             list(sensor_log.serial_frames(name, max_frames=1, timeout_s=0.2))
     finally:
         os.close(master)

@@ -89,7 +89,11 @@ def test_app_is_the_published_recipe_row_for_row() -> None:
 def test_scores_on_a_known_case() -> None:
     s = evaluate.scores(np.array([1, 1, 0, 0, 1], bool), np.array([1, 0, 1, 0, 1], bool))
     assert (s.tp, s.fp, s.fn, s.tn) == (2, 1, 1, 1)
-    assert s.f1 == pytest.approx(2 / 3) and s.far == pytest.approx(50.0) and s.mar == pytest.approx(100 / 3)
+    assert (
+        s.f1 == pytest.approx(2 / 3)
+        and s.far == pytest.approx(50.0)
+        and s.mar == pytest.approx(100 / 3)
+    )
 
 
 def test_calibration_is_per_pump_and_forgets_raw_data() -> None:
@@ -126,7 +130,8 @@ def test_reader_missing_column(tmp_path: pathlib.Path) -> None:
 def test_reader_non_numeric_cell(tmp_path: pathlib.Path) -> None:
     bad = tmp_path / "run.csv"
     bad.write_text(HEADER + ROW + ROW.replace("1.0", "oops", 1))
-    with pytest.raises(skab.SkabFormatError, match=r"run\.csv:3: column 'Accelerometer1RMS' holds 'oops'"):
+    bad_cell = r"run\.csv:3: column 'Accelerometer1RMS' holds 'oops'"
+    with pytest.raises(skab.SkabFormatError, match=bad_cell):
         skab.read_run(bad)
 
 
@@ -157,7 +162,12 @@ def test_train_scores_what_the_app_computes() -> None:
     train = load("pump_monitor", "train")
     values = skab.read_run(SKAB / "valve2" / "1.csv").values.astype(np.float32).astype(np.float64)
     for smooth in (False, True):
-        kwargs = {"var_explained": 0.95, "ema_alpha": 0.2, "smooth_input": smooth, "extra": np.full(8, 0.3)}
+        kwargs = {
+            "var_explained": 0.95,
+            "ema_alpha": 0.2,
+            "smooth_input": smooth,
+            "extra": np.full(8, 0.3),
+        }
         fast = train.scores_after_calibration(app_module.PumpMonitor(**kwargs), values, 400)
         app = app_module.PumpMonitor(**kwargs)
         for row in values[:400]:
@@ -189,7 +199,9 @@ def test_a_sensor_stuck_in_calibration_is_watched_afterwards() -> None:
         app.process(row[None, :].astype(np.float32))
     moved = rows[0].copy()
     moved[3] = 5.5
-    assert {"state": "anomaly"} in [app.process(moved[None, :].astype(np.float32)) for _ in range(5)]
+    assert {"state": "anomaly"} in [
+        app.process(moved[None, :].astype(np.float32)) for _ in range(5)
+    ]
 
 
 def test_a_pump_that_never_moved_in_calibration_does_not_crash() -> None:
@@ -211,4 +223,6 @@ def test_frame_csv_for_the_sandbox_cli(tmp_path: pathlib.Path) -> None:
         rows = list(csv.reader(handle))
     assert rows[0] == manifest("pump_monitor")["input"]["channels"]
     values = np.asarray(rows[1:], dtype=np.float32)
-    np.testing.assert_array_equal(values, skab.read_run(SKAB / "valve2" / "0.csv").values.astype(np.float32))
+    np.testing.assert_array_equal(
+        values, skab.read_run(SKAB / "valve2" / "0.csv").values.astype(np.float32)
+    )

@@ -229,7 +229,7 @@ def test_bundle_certificate_with_invalid_x509_version_refused() -> None:
     v3 = bytes.fromhex("a003020102")
     assert der.count(v3) == 1
     document["root_ca"] = ssl.DER_cert_to_PEM_cert(der.replace(v3, bytes.fromhex("a003020108")))
-    with pytest.raises(BadBundle, match="root_ca does not parse as an X.509 certificate"):
+    with pytest.raises(BadBundle, match=r"root_ca does not parse as an X\.509 certificate"):
         DeviceBundle.from_json(_encode(document))
 
 

@@ -34,7 +34,9 @@ async def _connect(port: int, context: ssl.SSLContext) -> None:
     writer.close()
 
 
-async def _deal(fleet: Fleet, clients: int, *, worker_alive: bool) -> tuple[list[int], list[int], list[int]]:
+async def _deal(
+    fleet: Fleet, clients: int, *, worker_alive: bool
+) -> tuple[list[int], list[int], list[int]]:
     server_context = admin_ssl_context(fleet)
     client_context = ssl.create_default_context(cafile=str(fleet.root_ca_path))
     listening = bind("127.0.0.1", 0)

@@ -241,7 +241,7 @@ def test_attack_keys_at_rest_are_memory_hard(
         assert (params.n, params.r, params.p) == (2**17, 8, 1), path
         assert params.memory_bytes >= 128 * 2**20  # per guess
         assert b"BEGIN" not in path.read_bytes()  # no PKCS#8 PBKDF2 PEM anywhere
-    assert DEFAULT_SCRYPT == ScryptParams(2**17, 8, 1)
+    assert ScryptParams(2**17, 8, 1) == DEFAULT_SCRYPT
 
 
 def test_attack_lowered_kdf_cost_in_a_key_file_does_not_open(tmp_path: Path) -> None:
@@ -280,7 +280,7 @@ def test_attack_absurd_kdf_parameters_refused_before_deriving() -> None:
      "Welcome2024!!!!"],
 )
 def test_attack_weak_passphrase_refused_with_the_rule(tmp_path: Path, weak: str) -> None:
-    with pytest.raises(WeakPassphrase, match="too weak: .*rule: at least 14 characters"):
+    with pytest.raises(WeakPassphrase, match=r"too weak: .*rule: at least 14 characters"):
         Fleet.init(tmp_path / "f", weak.encode())
     assert not (tmp_path / "f").exists()
     result = CliRunner().invoke(cli, ["fleet", "init", str(tmp_path / "g")],
@@ -335,7 +335,7 @@ def _old_fleet(directory: Path) -> dict[str, ec.EllipticCurvePrivateKey]:
 
 def test_attack_old_pbkdf2_fleet_refused_with_a_migration_hint(tmp_path: Path) -> None:
     _old_fleet(tmp_path / "old")
-    with pytest.raises(OldFleetFormat, match="PBKDF2 with 2,048 iterations.*fleet migrate"):
+    with pytest.raises(OldFleetFormat, match=r"PBKDF2 with 2,048 iterations.*fleet migrate"):
         Fleet.open(tmp_path / "old")
     for args in (["fleet", "show", str(tmp_path / "old")],
                  ["fleet", "serve", str(tmp_path / "old"), "--port", "0"]):

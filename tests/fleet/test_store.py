@@ -183,7 +183,9 @@ def test_append_many_matches_a_model_of_the_rules(groups: list) -> None:
                     last = report.seq
                     model_rows.add((device, report.seq))
                     for kind, count in report.incidents.items():
-                        model_incidents[device, kind] = model_incidents.get((device, kind), 0) + count
+                        model_incidents[device, kind] = (
+                            model_incidents.get((device, kind), 0) + count
+                        )
             model_last[device] = last
             expected.append(last)
         assert store.append_many(batch, received_at=5) == expected

@@ -174,7 +174,9 @@ def test_a_slow_app_asking_100_frames_a_second_cannot_stall_reporting(world: Wor
 TINYWARD = str(Path(sys.executable).with_name("tinyward"))
 
 
-def start_stalled_device(world: World, name: str, duration: str) -> tuple[subprocess.Popen[bytes], Path]:
+def start_stalled_device(
+    world: World, name: str, duration: str
+) -> tuple[subprocess.Popen[bytes], Path]:
     outer, _ = copy_app("stall", {})
     device = world.device(name)
     proc = subprocess.Popen([TINYWARD, "device", "run", str(device.directory), "--air-gapped",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import textwrap
@@ -24,12 +25,17 @@ def test_running_device_holds_no_network_socket(fleet_and_device) -> None:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and not display.load(Device.open(device.directory).storage).results:
+        while (time.monotonic() < deadline
+               and not display.load(Device.open(device.directory).storage).results):
             time.sleep(0.1)
-        assert display.load(Device.open(device.directory).storage).results, "the device produced nothing"
+        assert display.load(Device.open(device.directory).storage).results, (
+            "the device produced nothing"
+        )
         tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
         for member in tree:
-            assert member.net_connections(kind="inet") == [], f"{member.pid} holds an internet socket"
+            assert member.net_connections(kind="inet") == [], (
+                f"{member.pid} holds an internet socket"
+            )
         assert Device.open(device.directory).status()["mode"] == "air-gapped"
     finally:
         proc.terminate()
@@ -51,11 +57,13 @@ CORE_TRIES_SOCKETS = textwrap.dedent(
         # A bug or a compromised component of the core's own process tree reaching out.
         for family in (socket.AF_INET, socket.AF_INET6, socket.AF_NETLINK):
             try:
-                socket.socket(family, socket.SOCK_DGRAM if family != socket.AF_NETLINK else socket.SOCK_RAW).close()
+                kind = socket.SOCK_DGRAM if family != socket.AF_NETLINK else socket.SOCK_RAW
+                socket.socket(family, kind).close()
                 outcomes.append("opened")
             except PermissionError:
                 outcomes.append("refused")
-        child = subprocess.run([sys.executable, "-c", "import socket; socket.create_connection(('127.0.0.1', 9), 1)"],
+        child = subprocess.run([sys.executable, "-c",
+                                "import socket; socket.create_connection(('127.0.0.1', 9), 1)"],
                                capture_output=True, text=True)
         outcomes.append("refused" if "PermissionError" in child.stderr else "opened")
         return [{"count": 1}]
@@ -86,7 +94,9 @@ ATTEST_UNDER_FILTER = textwrap.dedent(
 )
 
 
-def test_attestation_claims_air_gapped_mode_under_the_filter(fleet_and_device, tmp_path: Path) -> None:
+def test_attestation_claims_air_gapped_mode_under_the_filter(
+    fleet_and_device, tmp_path: Path
+) -> None:
     import os
 
     from tinyward.fleet.attestation import verify_fleet_token
@@ -139,10 +149,8 @@ def test_air_gapped_application_cannot_open_a_socket(fleet_and_device, tmp_path:
             incidents = dict(display.load(Device.open(device.directory).storage).incidents)
             tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
             for member in tree:
-                try:
+                with contextlib.suppress(psutil.NoSuchProcess):
                     assert member.net_connections(kind="inet") == [], f"{member.pid} holds a socket"
-                except psutil.NoSuchProcess:
-                    pass
             time.sleep(0.2)
         assert incidents.get("app_crash", 0) >= 1, incidents
     finally:
@@ -163,7 +171,8 @@ def _start_air_gapped(device: Device, **popen: object) -> subprocess.Popen[bytes
                              "--interval", "0.1", "--duration", "20", "--event-rate", "5"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)  # type: ignore[call-overload]
     deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and not display.load(Device.open(device.directory).storage).results:
+    while (time.monotonic() < deadline
+           and not display.load(Device.open(device.directory).storage).results):
         time.sleep(0.1)
     assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
     return proc
@@ -188,7 +197,10 @@ def test_air_gapped_device_closes_inherited_descriptors(fleet_and_device) -> Non
             inode = os.fstat(donor.fileno()).st_ino
             proc = _start_air_gapped(device, pass_fds=(donor.fileno(),))
             try:
-                tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+                tree = [
+                    psutil.Process(proc.pid),
+                    *psutil.Process(proc.pid).children(recursive=True),
+                ]
                 for member in tree:
                     links = []
                     for fd in os.listdir(f"/proc/{member.pid}/fd"):

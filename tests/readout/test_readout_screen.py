@@ -20,11 +20,17 @@ PIN = "48291730"
 
 
 def seed(device: Device, count: int) -> None:
-    display.save(device.storage, display.DisplayState(updated_at=int(time.time()),
-                                                      results=({"count": count},), mode="air-gapped"))
+    display.save(
+        device.storage,
+        display.DisplayState(
+            updated_at=int(time.time()), results=({"count": count},), mode="air-gapped"
+        ),
+    )
 
 
-def test_nothing_shown_before_authentication(fleet_and_device, tmux_factory, tmp_path: Path) -> None:
+def test_nothing_shown_before_authentication(
+    fleet_and_device, tmux_factory, tmp_path: Path
+) -> None:
     _, device = fleet_and_device
     ReadoutGate(device.storage, "d").enrol_pin(PIN)
     seed(device, 777)
@@ -40,7 +46,9 @@ def test_nothing_shown_before_authentication(fleet_and_device, tmux_factory, tmp
     assert "777" in unlocked.split("unlocked", 1)[1]
 
 
-def test_brute_force_is_bounded_across_kill_and_restart(fleet_and_device, tmux_factory, tmp_path: Path) -> None:
+def test_brute_force_is_bounded_across_kill_and_restart(
+    fleet_and_device, tmux_factory, tmp_path: Path
+) -> None:
     """Type wrong codes as fast as a script can for a bounded time, kill -9 the readout in the
     middle and start it again: the codes actually checked never exceed what the policy allows
     in that time, and the right code still works once the wait is over."""
@@ -72,7 +80,9 @@ def test_brute_force_is_bounded_across_kill_and_restart(fleet_and_device, tmux_f
     checked = ReadoutGate(device.storage, "d").status().failures
     allowed = policy.max_attempts_within(elapsed)
     assert typed > 3 * allowed, "the script did not really try to brute-force"
-    assert 3 <= checked <= allowed, f"{checked} codes checked in {elapsed:.1f} s; policy allows {allowed}"
+    assert 3 <= checked <= allowed, (
+        f"{checked} codes checked in {elapsed:.1f} s; policy allows {allowed}"
+    )
     # The owner gets in once the wait is over.
     time.sleep(policy.max_delay + 0.5)
     marker = term.screen().count("RESULT count")
@@ -80,7 +90,9 @@ def test_brute_force_is_bounded_across_kill_and_restart(fleet_and_device, tmux_f
     term.wait_for("RESULT count", after=marker)
 
 
-def test_qr_report_verifies_and_forgeries_are_refused(fleet_and_device, tmux_factory, tmp_path: Path) -> None:
+def test_qr_report_verifies_and_forgeries_are_refused(
+    fleet_and_device, tmux_factory, tmp_path: Path
+) -> None:
     fleet, device = fleet_and_device
     ReadoutGate(device.storage, "d").enrol_pin(PIN)
     seed(device, 12)

@@ -24,7 +24,8 @@ CHILD = textwrap.dedent(
         except PermissionError:
             results.append("refused")
     a, b = socket.socketpair()  # local AF_UNIX pairs stay allowed (pipes to the application)
-    grandchild = subprocess.run([sys.executable, "-c", "import socket; socket.create_connection(('127.0.0.1', 9))"],
+    grandchild = subprocess.run([sys.executable, "-c",
+                                 "import socket; socket.create_connection(('127.0.0.1', 9))"],
                                 capture_output=True, text=True)
     results.append("refused" if "PermissionError" in grandchild.stderr else "opened")
     print(" ".join(results))
@@ -33,7 +34,9 @@ CHILD = textwrap.dedent(
 
 
 def test_every_network_family_refused_in_process_and_children() -> None:
-    out = subprocess.run([sys.executable, "-c", CHILD], capture_output=True, text=True, timeout=60, check=False)
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD], capture_output=True, text=True, timeout=60, check=False
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["refused"] * 5
 

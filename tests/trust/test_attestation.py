@@ -86,7 +86,9 @@ def test_instance_id_is_0x01_and_sha256_of_the_uncompressed_point(signer: Epheme
         serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
     )
     assert len(point) == 65
-    assert instance_id_from_public_key(signer.public_key()) == b"\x01" + hashlib.sha256(point).digest()
+    assert (
+        instance_id_from_public_key(signer.public_key()) == b"\x01" + hashlib.sha256(point).digest()
+    )
 
 
 def test_protections_claim_round_trips_under_a_private_key(signer: EphemeralSigner) -> None:
@@ -480,7 +482,7 @@ def test_psa_claims_is_frozen(signer: EphemeralSigner) -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         make_claims(signer).nonce = b""  # type: ignore[misc]
     assert isinstance(make_claims(signer), PsaClaims)
-    assert attestation.DEFAULT_CONFIG == TokenConfig()
+    assert TokenConfig() == attestation.DEFAULT_CONFIG
 
 
 @pytest.mark.parametrize(

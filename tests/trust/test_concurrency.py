@@ -47,7 +47,9 @@ def open_store(base: Path, unsafe: bool = False) -> ProtectedStorage:
     return ProtectedStorage(base / "records", rot, unsafe_no_lock=unsafe)
 
 
-def _child(job: Callable[..., Any], index: int, barrier: Any, results: Any, args: tuple[Any, ...]) -> None:
+def _child(
+    job: Callable[..., Any], index: int, barrier: Any, results: Any, args: tuple[Any, ...]
+) -> None:
     try:
         results.put((index, job(index, barrier, *args)))
     except Exception as error:  # noqa: BLE001 - any failure goes back to the parent
@@ -59,12 +61,16 @@ class RaceError(str):
     """What a child raised, e.g. a counter the lost update left behind its record."""
 
 
-def run_together(count: int, job: Callable[..., Any], *args: Any, errors_ok: bool = False) -> list[Any]:
+def run_together(
+    count: int, job: Callable[..., Any], *args: Any, errors_ok: bool = False
+) -> list[Any]:
     """Run ``job(index, barrier, *args)`` in ``count`` processes; return their results
     (a :class:`RaceError` for a child that raised, allowed only with ``errors_ok``)."""
     barrier = CTX.Barrier(count, timeout=120)
     results = CTX.Queue()
-    procs = [CTX.Process(target=_child, args=(job, i, barrier, results, args)) for i in range(count)]
+    procs = [
+        CTX.Process(target=_child, args=(job, i, barrier, results, args)) for i in range(count)
+    ]
     for proc in procs:
         proc.start()
     out = dict(results.get(timeout=300) for _ in procs)
@@ -348,7 +354,9 @@ def print_figures() -> None:  # pragma: no cover - `python tests/trust/test_conc
         gate.enrol_pin(PIN, LockoutPolicy(free_attempts=10_000, base_delay=60, max_delay=60))
         run_together(8, _guesser, base, unsafe, 25)
         try:
-            print(f"  8 sessions x 25 wrong codes: {gate.status().failures} failures counted of 200")
+            print(
+                f"  8 sessions x 25 wrong codes: {gate.status().failures} failures counted of 200"
+            )
         except TrustError as error:
             print(f"  8 sessions x 25 wrong codes: lockout record damaged ({type(error).__name__})")
         base = Path(tempfile.mkdtemp())

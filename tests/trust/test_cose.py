@@ -1,3 +1,5 @@
+import contextlib
+
 import cbor2
 import pytest
 from hypothesis import given, settings
@@ -73,10 +75,8 @@ def test_oversize_refused(signer: EphemeralSigner) -> None:
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=300))
 def test_fuzz_decode_only_documented_errors(data: bytes) -> None:
-    try:
+    with contextlib.suppress(MalformedCose):
         decode_sign1(data)
-    except MalformedCose:
-        pass
 
 
 def test_refused_invalid_utf8_text_is_not_leaked() -> None:

@@ -243,7 +243,9 @@ def test_two_devices_share_no_key(tmp_path: Path) -> None:
     one, two = Device.init(tmp_path / "a"), Device.init(tmp_path / "b")
     assert one.device_id != two.device_id
     for purpose in ("tls", "report", "attestation"):
-        assert one.keystore.public_key(one.handle(purpose)) != two.keystore.public_key(two.handle(purpose))
+        assert one.keystore.public_key(one.handle(purpose)) != two.keystore.public_key(
+            two.handle(purpose)
+        )
     assert (tmp_path / "a/rot/root.key").read_bytes() != (tmp_path / "b/rot/root.key").read_bytes()
 
 

@@ -26,13 +26,18 @@ class Clock:
 def storage(tmp_path: Path) -> ProtectedStorage:
     tmp_path.mkdir(parents=True, exist_ok=True)
     rot_file = tmp_path / "root.key"
-    rot = FileRootOfTrust(rot_file, tmp_path / "c") if rot_file.exists() else FileRootOfTrust.create(rot_file, tmp_path / "c")
+    rot = (
+        FileRootOfTrust(rot_file, tmp_path / "c")
+        if rot_file.exists()
+        else FileRootOfTrust.create(rot_file, tmp_path / "c")
+    )
     return ProtectedStorage(tmp_path / "s", rot)
 
 
 def test_delays_double_after_free_attempts_and_are_capped() -> None:
     policy = LockoutPolicy(free_attempts=5, base_delay=60, max_delay=3600)
-    assert [policy.delay_after(n) for n in range(1, 13)] == [0, 0, 0, 0, 60, 120, 240, 480, 960, 1920, 3600, 3600]
+    assert [policy.delay_after(n) for n in range(1, 13)] == [
+        0, 0, 0, 0, 60, 120, 240, 480, 960, 1920, 3600, 3600]
 
 
 def test_attempts_per_hour_is_bounded() -> None:

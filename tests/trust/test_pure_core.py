@@ -109,7 +109,9 @@ def exercise_storage(store: ProtectedStorage, folder: MemoryFolder) -> None:
         store.read("alpha")
 
 
-def test_keystore_core_needs_no_disk_or_clock(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_keystore_core_needs_no_disk_or_clock(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     root = MemoryRoot()
     with no_io(monkeypatch) as calls:
         keystore = Keystore(ProtectedStorage(MemoryFolder(), root), root, tmp_path / "keys")
@@ -122,7 +124,9 @@ def test_keystore_core_needs_no_disk_or_clock(monkeypatch: pytest.MonkeyPatch, t
     assert not (tmp_path / "keys").exists()
 
 
-def test_readout_gate_needs_no_disk_and_only_its_given_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_readout_gate_needs_no_disk_and_only_its_given_clock(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     root = MemoryRoot()
     gate = ReadoutGate(ProtectedStorage(MemoryFolder(), root), "dev", lambda: NOW)
     with no_io(monkeypatch) as calls:

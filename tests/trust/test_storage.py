@@ -32,7 +32,11 @@ def make_store(tmp_path: Path) -> ProtectedStorage:
     tmp_path.mkdir(parents=True, exist_ok=True)
     root_key = tmp_path / "root.key"
     counters = tmp_path / "counters"
-    rot = FileRootOfTrust.create(root_key, counters) if not root_key.exists() else FileRootOfTrust(root_key, counters)
+    rot = (
+        FileRootOfTrust.create(root_key, counters)
+        if not root_key.exists()
+        else FileRootOfTrust(root_key, counters)
+    )
     return ProtectedStorage(tmp_path / "records", rot)
 
 
@@ -110,7 +114,9 @@ def test_record_from_another_device_detected(tmp_path: Path) -> None:
     two = make_store(tmp_path / "two")
     one.write("alpha", b"device one")
     two.write("alpha", b"device two")
-    shutil.copy(tmp_path / "one" / "records" / "alpha.rec", tmp_path / "two" / "records" / "alpha.rec")
+    shutil.copy(
+        tmp_path / "one" / "records" / "alpha.rec", tmp_path / "two" / "records" / "alpha.rec"
+    )
     with pytest.raises(RecordTampered):
         two.read("alpha")
 
@@ -147,7 +153,9 @@ def test_bad_record_names_refused(tmp_path: Path, name: str) -> None:
 
 @settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=200))
-def test_fuzz_record_file_only_documented_errors(tmp_path_factory: pytest.TempPathFactory, data: bytes) -> None:
+def test_fuzz_record_file_only_documented_errors(
+    tmp_path_factory: pytest.TempPathFactory, data: bytes
+) -> None:
     tmp_path = tmp_path_factory.mktemp("fuzz")
     store = make_store(tmp_path)
     store.write("alpha", b"value")
@@ -163,7 +171,8 @@ WRITER = textwrap.dedent(
     from tinyward.trust.rot import FileRootOfTrust
     from tinyward.trust.storage import ProtectedStorage
     base = Path(sys.argv[1]); start, end = int(sys.argv[2]), int(sys.argv[3])
-    store = ProtectedStorage(base / "records", FileRootOfTrust(base / "root.key", base / "counters"))
+    store = ProtectedStorage(base / "records",
+                             FileRootOfTrust(base / "root.key", base / "counters"))
     for i in range(start, end):
         name = f"r{i % 5}"
         print(f"start {name} {i}", flush=True)

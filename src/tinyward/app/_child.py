@@ -195,7 +195,13 @@ def main() -> None:
     report.append(["no_new_privs", active, note])
     if cfg["landlock"]:
         try:
-            report.append(["landlock", True, _landlock.restrict_to_read_only(allowed_read_paths(folder, sys.path))])
+            report.append(
+                [
+                    "landlock",
+                    True,
+                    _landlock.restrict_to_read_only(allowed_read_paths(folder, sys.path)),
+                ]
+            )
         except OSError as error:
             report.append(["landlock", False, str(error)])
     else:

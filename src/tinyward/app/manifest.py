@@ -153,7 +153,9 @@ def parse_manifest(text: str, folder: Path, path: str = "sensor.toml") -> Manife
         reason = _TOML_POS.sub("", str(error)).strip()
         raise ManifestError(path, line, f"not valid TOML: {reason}") from None
     except RecursionError:  # tomllib parses nested arrays and inline tables recursively
-        raise ManifestError(path, None, "not valid TOML: arrays or tables nested too deeply") from None
+        raise ManifestError(
+            path, None, "not valid TOML: arrays or tables nested too deeply"
+        ) from None
     where = _Where(text, path)
     _only_keys(where, "", doc, {"app", "input", "output"})
     app = _table(where, doc, "app")
@@ -318,7 +320,9 @@ def _parse_output(where: _Where, out: dict[str, Any]) -> Contract:
 
 def _parse_field(where: _Where, name: str, spec: object) -> FieldSpec:
     def fail(reason: str) -> ManifestError:
-        return ManifestError(where.path, where.line("output.fields", name), f"field {name!r}: {reason}")
+        return ManifestError(
+            where.path, where.line("output.fields", name), f"field {name!r}: {reason}"
+        )
 
     if not _IDENT.match(name):
         raise fail("field names must be Python identifiers")

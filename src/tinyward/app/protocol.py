@@ -204,7 +204,9 @@ class MessageDecoder:
             ProtocolError: ``truncated`` if it ended inside a message.
         """
         if self._buffer:
-            raise ProtocolError("truncated", f"stream ended {len(self._buffer)} bytes into a message")
+            raise ProtocolError(
+                "truncated", f"stream ended {len(self._buffer)} bytes into a message"
+            )
 
 
 def encode_frame(seq: int, frame: np.ndarray, encoder: MessageEncoder | None = None) -> bytes:

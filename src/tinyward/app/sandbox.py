@@ -192,7 +192,7 @@ class Sandbox:
         to_child_r, to_child_w = os.pipe()
         from_child_r, from_child_w = os.pipe()
         try:
-            self._proc = subprocess.Popen(
+            self._proc = subprocess.Popen(  # noqa: S603 - fixed argv: this interpreter, our boot code
                 [sys.executable, "-I", "-B", "-c", _CHILD_BOOT, _PACKAGE_PARENT,
                  str(to_child_r), str(from_child_w)],
                 stdin=subprocess.DEVNULL,
@@ -238,7 +238,8 @@ class Sandbox:
             msg = read_message_fd(self._from_child, self._decoder, deadline)
         except TimeoutError:
             self.kill()
-            raise SandboxError(f"the app was not ready within {self.config.start_deadline_s:g} s")
+            raise SandboxError(
+                f"the app was not ready within {self.config.start_deadline_s:g} s") from None
         except (EOFError, ProtocolError) as error:
             code = self.kill()
             raise SandboxError(f"the app died while starting (exit {code}): {error}") from None
@@ -295,7 +296,9 @@ class Sandbox:
     def _check_secret_paths(self) -> None:
         # The parent's sys.path is a superset of the child's (-I drops the script folder),
         # so this refuses at least everything the child's Landlock rules would allow.
-        allowed = [Path(p).resolve() for p in allowed_read_paths(str(self.manifest.folder), sys.path)]
+        allowed = [
+            Path(p).resolve() for p in allowed_read_paths(str(self.manifest.folder), sys.path)
+        ]
         for secret in self.config.secret_paths:
             secret = secret.resolve()
             for path in allowed:

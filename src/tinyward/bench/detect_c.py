@@ -79,8 +79,9 @@ def bench_c(
         exe = build_host_harness(files.source, files.prefix, root / "build")
         Xq = detector.quantize_features(X)
         reference = detector.score_q(Xq)
-        check = subprocess.run([str(exe), "score"], input=Xq.tobytes(), capture_output=True, check=False,
-                               timeout=120)
+        check = subprocess.run(
+            [str(exe), "score"], input=Xq.tobytes(), capture_output=True, check=False, timeout=120
+        )
         matches = check.returncode == 0 and np.array_equal(
             np.frombuffer(check.stdout, dtype=np.int32), reference)
         done = subprocess.run([str(exe), "bench", str(repeats)], input=Xq.tobytes(),
@@ -156,8 +157,9 @@ def c_scores(
     detector: Any, streams: Any, python: dict[str, Any], feature_rate: float | None
 ) -> tuple[dict[str, Any] | None, str | None]:
     """Export ``detector`` as C, check the C scores equal the Python integer reference on
-    every benign and attack vector of ``streams`` (:class:`~tinyward.detect.evaluate.PacketStreams`),
-    and time C scoring; (None, why) without gcc or when the scores differ."""
+    every benign and attack vector of ``streams``
+    (:class:`~tinyward.detect.evaluate.PacketStreams`), and time C scoring; (None, why) without gcc
+    or when the scores differ."""
     vectors = np.vstack([streams.benign, *[x for x in streams.attacks.values() if len(x)]])
     try:
         measured = bench_c(detector, vectors, repeats=5)

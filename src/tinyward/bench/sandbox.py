@@ -77,7 +77,9 @@ def run(frames: int = 5000, warmup: int = 200, seed: int = 7) -> tuple[Timing, T
     shape, dtype = manifest.input.frame_shape, manifest.input.dtype
     data = [rng.integers(0, 4000, size=shape).astype(dtype) for _ in range(frames)]
 
-    spec = importlib.util.spec_from_file_location("bench_echo", BENCH_MANIFEST.parent / "bench_echo.py")
+    spec = importlib.util.spec_from_file_location(
+        "bench_echo", BENCH_MANIFEST.parent / "bench_echo.py"
+    )
     module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     spec.loader.exec_module(module)  # type: ignore[union-attr]
     app = module.Echo([])

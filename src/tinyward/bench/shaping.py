@@ -18,8 +18,9 @@ goes on this many intervals.
 With ``hostile=True`` (the default), two more phases run a hostile sandboxed application
 (``_latency_app``, issue 12 item 2) as the shaped device's source: it returns no result and,
 in time slots whose secret bit is 1, takes 60 % of its frame period per frame (half spinning
-on the CPU, half asleep: within its deadline and its CPU budget). Once as a device runs it (the app on its own frame clock), once
-with ``unsafe_inline_feed`` (frames fed on the report loop, as before the fix). The same
+on the CPU, half asleep: within its deadline and its CPU budget). Once as a device runs it
+(the app on its own frame clock), once with ``unsafe_inline_feed`` (frames fed on the report loop,
+as before the fix). The same
 observer tries to tell the 1-slots from the 0-slots: ROC AUC, and how many of the secret
 bits it recovers (a slot's mean score above the median says 1; chance is half).
 """
@@ -204,7 +205,9 @@ def run(duration: float = 60.0, interval: float = 0.1, size: int = 1024, seed: i
         folder: Path | None = None, hostile: bool = True) -> ShapingResult:
     """Run the benchmark (about ``duration`` + 10 seconds). See the module docstring."""
     base = Path(folder) if folder else Path(tempfile.mkdtemp(
-        prefix="tinyward-shaping-", dir="/dev/shm" if os.access("/dev/shm", os.W_OK) else None))
+        # A private mkdtemp in RAM: disk latency must not shape the figures.
+        prefix="tinyward-shaping-",
+        dir="/dev/shm" if os.access("/dev/shm", os.W_OK) else None))  # noqa: S108
     passphrase = secrets.token_urlsafe(16).encode()
     server = None
     try:

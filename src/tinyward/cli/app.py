@@ -167,7 +167,9 @@ def run_cmd(manifest_path: Path, csv_path: Path | None, simulate: int | None, se
                 accepted += 1
                 console.print(f"frame {index}: {outcome.result}")
             elif outcome.incident:
-                console.print(f"[red]frame {index}: incident {outcome.incident}[/]: {outcome.detail}")
+                console.print(
+                    f"[red]frame {index}: incident {outcome.incident}[/]: {outcome.detail}"
+                )
             elif not outcome.processed:
                 console.print(f"[yellow]frame {index}: not processed ({outcome.detail})[/]")
         console.print(
@@ -193,9 +195,8 @@ def bench_sandbox(frames: int) -> None:
     console = Console()
     console.print(table)
     added = sandboxed.p50_us - direct.p50_us
-    console.print(
-        f"added latency at p50: {added:.1f} µs (goal < 100 µs: {'met' if added < 100 else 'NOT met'})"
-    )
+    met = "met" if added < 100 else "NOT met"
+    console.print(f"added latency at p50: {added:.1f} µs (goal < 100 µs: {met})")
 
 
 app_group.add_command(inspect_cmd)

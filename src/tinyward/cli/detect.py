@@ -205,7 +205,7 @@ def _print_result(title: str, result: dict[str, Any]) -> None:
     table = Table(title=title, title_justify="left")
     for column in ("attack", "n", "ROC AUC", "TPR@1%", "TPR@0.1%", "at threshold"):
         table.add_column(column, justify="right")
-    rows = list(result["per_attack"].items()) + [("overall", result["overall"])]
+    rows = [*list(result["per_attack"].items()), ("overall", result["overall"])]
     for name, m in rows:
         table.add_row(
             name,
@@ -218,9 +218,11 @@ def _print_result(title: str, result: dict[str, Any]) -> None:
     Console(width=200).print(table)
     click.echo(
         f"  benign test: {result['benign_n']} vectors, false alarms/hour "
-        f"{result.get('false_alarms_per_hour', float('nan')):.2f}; model {result['model_bytes']} B; "
+        f"{result.get('false_alarms_per_hour', float('nan')):.2f}; "
+        f"model {result['model_bytes']} B; "
         f"{result['ops_per_inference']} ops/inference; "
-        f"{result['us_per_packet']:.1f} µs per vector (features {result['feature_us_per_vector']:.1f} "
+        f"{result['us_per_packet']:.1f} µs per vector "
+        f"(features {result['feature_us_per_vector']:.1f} "
         f"+ score {result['score_us_per_vector']:.1f} one at a time, Python); feature state "
         f"{result['state_bytes']} B"
     )
@@ -425,7 +427,8 @@ def bench_detect(data_dir: Path, quick: bool, out_path: Path) -> None:
         )
         Console(width=200).print(table)
         click.echo(
-            f"  pipeline ops = features + model; features: {feature_ops} ops/packet, {feature_pps:,.0f} "
+            f"  pipeline ops = features + model; features: {feature_ops} ops/packet, "
+            f"{feature_pps:,.0f} "
             f"packets/s in Python, {streams.state_bytes} B of bounded state; trained on "
             f"{n} benign packets. pkts/s: features + one-vector-at-a-time scoring in "
             "Python; for (C) rows, C features (netfeatures_c, double, gcc -O2: "

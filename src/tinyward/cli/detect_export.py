@@ -18,12 +18,26 @@ from tinyward.detect.pipeline import export_detector_c
 
 @click.command("export")
 @click.argument("model", type=click.Path(path_type=Path, exists=True, dir_okay=False))
-@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path, file_okay=False),
-              callback=new_folder, help="Folder for <prefix>.h and <prefix>.c (created if missing).")
-@click.option("--prefix", default="tinyward_detector", show_default=True,
-              help="C name prefix: lower-case letters, digits, single underscores.")
-@click.option("--feature-names", type=click.Path(path_type=Path, exists=True, dir_okay=False),
-              default=None, help="Text file with one feature name per line (for the header).")
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(path_type=Path, file_okay=False),
+    callback=new_folder,
+    help="Folder for <prefix>.h and <prefix>.c (created if missing).",
+)
+@click.option(
+    "--prefix",
+    default="tinyward_detector",
+    show_default=True,
+    help="C name prefix: lower-case letters, digits, single underscores.",
+)
+@click.option(
+    "--feature-names",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    default=None,
+    help="Text file with one feature name per line (for the header).",
+)
 def export(model: Path, out_dir: Path, prefix: str, feature_names: Path | None) -> None:
     """Export the int8 detector in MODEL as one C99 header and one source file."""
     detector = load_detector(model)

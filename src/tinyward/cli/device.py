@@ -260,12 +260,21 @@ def status_command(directory: Path, as_json: bool) -> None:
         table = Table(show_header=False)
         for key, value in status.items():
             if key != "problems":
-                table.add_row(key, str(value))
+                table.add_row(key, _cell(value))
         table.add_row("problems", "\n".join(status["problems"]) or "none")
         console.print(table)
     if problems:
         raise DeviceDamaged(f"device {dev.device_id[:16]}… is damaged: {problems[0]}",
                             exit_code=problems[0].exit_code)
+
+
+def _cell(value: object) -> str:
+    """A status value as a person reads it (not a Python repr): lists joined, yes/no."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list | tuple):
+        return ", ".join(str(item) for item in value) or "none"
+    return "—" if value is None else str(value)
 
 
 class DeviceDamaged(TinywardError):

@@ -430,8 +430,14 @@ def _print_hostile(console: Any, r: Any) -> None:
                    "incidents"):
         table.add_column(column, justify="right")
     for h in r.hostile:
-        table.add_row(h.mode, f"{h.auc:.3f}", f"{h.bits_right} of {h.bits} (chance {h.bits / 2:g})",
-                      str(h.reports), str(h.frames_fed), ", ".join(f"{k} {n}" for k, n in h.incidents.items()) or "none")
+        table.add_row(
+            h.mode,
+            f"{h.auc:.3f}",
+            f"{h.bits_right} of {h.bits} (chance {h.bits / 2:g})",
+            str(h.reports),
+            str(h.frames_fed),
+            ", ".join(f"{k} {n}" for k, n in h.incidents.items()) or "none",
+        )
     console.print(table)
     defended = next(h for h in r.hostile if h.mode == "own thread")
     verdict = "PASS" if defended.auc <= 0.55 else "FAIL"

@@ -245,7 +245,7 @@ def show(fleet_dir: Path) -> None:
         click.echo(f"retiring CA:   {device_ca_label(old)} (until `fleet retire-device-ca`)")
     click.echo(f"server key:    {opened.server_key_path}")
     click.echo(f"offline keys:  {opened.keys_path}")
-    for path in sorted(opened.keys_path.glob("*.key")) + [opened.server_key_path]:
+    for path in [*sorted(opened.keys_path.glob("*.key")), opened.server_key_path]:
         if path.suffix == ".key":
             params = read_params(path.read_bytes())
             click.echo(f"  {path.name}: scrypt n={params.n} r={params.r} p={params.p} "
@@ -390,7 +390,8 @@ def bench_fleet(count: int) -> None:
 
 BENCH_COMMANDS.append(bench_fleet)
 
-from tinyward.cli.fleet_serve import admin_token, serve  # own module: no merge conflicts
+# Last: fleet_serve builds on this module's options (own module: no merge conflicts).
+from tinyward.cli.fleet_serve import admin_token, serve  # noqa: E402
 
 fleet.add_command(serve)
 fleet.add_command(admin_token)

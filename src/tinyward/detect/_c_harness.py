@@ -159,8 +159,10 @@ def build_host_harness(
     main_c = work_dir / "harness_main.c"
     main_c.write_text(harness_source(prefix), encoding="ascii")
     exe = work_dir / ("harness" + "".join(f.strip("-=,") for f in extra_flags)[:40])
-    cmd = [cc, *HOST_CFLAGS, *extra_flags, "-I", str(source.parent), str(source), str(main_c), "-o", str(exe)]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+    cmd = [cc, *HOST_CFLAGS, *extra_flags, "-I", str(source.parent), str(source), str(main_c),
+           "-o", str(exe)]
+    # Fixed argv: the compiler we found, our flags and our generated files; no shell.
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)  # noqa: S603
     if done.returncode != 0:
         raise DetectMisuse(f"compiling the export failed:\n{' '.join(cmd)}\n{done.stderr}")
     return exe

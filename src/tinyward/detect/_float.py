@@ -87,9 +87,17 @@ class AutoencoderDetector(_HoldoutFitted):
         max_steps: int = 6000,
     ) -> None:
         """Raises DetectMisuse for a hidden width or training setting out of range."""
-        if hidden is not None and not (isinstance(hidden, int) and 1 <= hidden <= LIMITS.max_hidden):
-            raise DetectMisuse(f"hidden must be an integer in [1, {LIMITS.max_hidden}], got {hidden!r}")
-        for name, value in (("epochs", epochs), ("batch_size", batch_size), ("max_steps", max_steps)):
+        if hidden is not None and not (
+            isinstance(hidden, int) and 1 <= hidden <= LIMITS.max_hidden
+        ):
+            raise DetectMisuse(
+                f"hidden must be an integer in [1, {LIMITS.max_hidden}], got {hidden!r}"
+            )
+        for name, value in (
+            ("epochs", epochs),
+            ("batch_size", batch_size),
+            ("max_steps", max_steps),
+        ):
             if not (isinstance(value, int) and value >= 1):
                 raise DetectMisuse(f"{name} must be a positive integer, got {value!r}")
         if not (isinstance(learning_rate, (int, float)) and 0 < learning_rate < 1):
@@ -135,7 +143,7 @@ class AutoencoderDetector(_HoldoutFitted):
                 batch = Z[order[start : start + self.batch_size]]
                 grads = _gradients(params, batch)
                 steps += 1
-                for i, (p, g) in enumerate(zip(params, grads)):
+                for i, (p, g) in enumerate(zip(params, grads, strict=True)):
                     m, v = moments[i]
                     m *= beta1
                     m += (1 - beta1) * g

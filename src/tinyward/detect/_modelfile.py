@@ -75,11 +75,14 @@ def read_model(path: Path) -> tuple[str, Doc]:
     try:
         document = json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
     except UnicodeDecodeError as error:
-        raise ModelFileError(path, f"not UTF-8 text at byte {error.start}: not a model file") from None
+        raise ModelFileError(
+            path, f"not UTF-8 text at byte {error.start}: not a model file"
+        ) from None
     except json.JSONDecodeError as error:
         raise ModelFileError(
-            path, f"not valid JSON (line {error.lineno}, column {error.colno}: {error.msg}); "
-            "truncated or not a tinyward model file"
+            path,
+            f"not valid JSON (line {error.lineno}, column {error.colno}: {error.msg}); "
+            "truncated or not a tinyward model file",
         ) from None
     except ValueError as error:
         raise ModelFileError(path, str(error)) from None
@@ -92,7 +95,9 @@ def read_model(path: Path) -> tuple[str, Doc]:
         raise ModelFileError(path, f"'format' is not {FORMAT!r}: not a tinyward model file")
     version = doc.integer("version", 0, 1_000_000)
     if version != VERSION:
-        raise ModelFileError(path, f"model format version {version} is not supported (want {VERSION})")
+        raise ModelFileError(
+            path, f"model format version {version} is not supported (want {VERSION})"
+        )
     kind = doc.get("kind")
     if not isinstance(kind, str):
         raise ModelFileError(path, "'kind' is missing or not a string")

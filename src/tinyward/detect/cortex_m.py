@@ -55,7 +55,9 @@ def _need(tool: str) -> str:
 
 
 def _run(cmd: list[str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+    # Fixed argv built here (the toolchain, qemu, our files); no shell.
+    done = subprocess.run(  # noqa: S603
+        cmd, capture_output=True, text=True, timeout=timeout, check=False)
     if done.returncode != 0:
         raise DetectMisuse(f"command failed: {' '.join(cmd)}\n{done.stdout}{done.stderr}")
     return done
@@ -221,9 +223,9 @@ def qemu_instructions(
         main_c = work_dir / f"main_{n_runs}.c"
         main_c.write_text(_firmware_main(prefix, vectors_q, n_runs))
         elf = work_dir / f"fw_{n_runs}.elf"
-        _run([cc, "-std=c99", "-Wall", "-Werror", "-ffreestanding", *M4_FLAGS, "-I", str(source.parent),
-              "-nostdlib", "-T", str(work_dir / "link.ld"), str(start_o), str(model_o),
-              str(main_c), "-lgcc", "-o", str(elf)])
+        _run([cc, "-std=c99", "-Wall", "-Werror", "-ffreestanding", *M4_FLAGS,
+              "-I", str(source.parent), "-nostdlib", "-T", str(work_dir / "link.ld"),
+              str(start_o), str(model_o), str(main_c), "-lgcc", "-o", str(elf)])
         if n_runs:
             out = _run([_need(ARM_SIZE), str(elf)]).stdout.splitlines()
             text, data, bss = (int(v) for v in out[1].split()[:3])
@@ -235,7 +237,9 @@ def qemu_instructions(
                      "-kernel", str(elf)], timeout=300)
         outputs[n_runs] = done.stdout + done.stderr  # semihosting writes to stderr off a tty
         with log.open("rb") as handle:
-            counts[n_runs] = sum(chunk.count(b"Trace ") for chunk in iter(lambda: handle.read(1 << 20), b""))
+            counts[n_runs] = sum(
+                chunk.count(b"Trace ") for chunk in iter(lambda: handle.read(1 << 20), b"")
+            )
         log.unlink()
     match = re.search(r"c=([0-9a-f]{8})", outputs[runs])
     ok = bool(match) and int(match.group(1), 16) == checksum(expected_scores, runs)  # type: ignore[union-attr]

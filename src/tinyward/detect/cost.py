@@ -84,7 +84,9 @@ def kitnet_ops(
     sizes = list(cluster_sizes)
     if not sizes or any(s < 1 or s > max_ae for s in sizes):
         raise ValueError(f"cluster sizes must be in [1, {max_ae}], got {sizes}")
-    return sum(kitnet_ae_ops(v, hidden_ratio) for v in sizes) + kitnet_ae_ops(len(sizes), hidden_ratio)
+    return sum(kitnet_ae_ops(v, hidden_ratio) for v in sizes) + kitnet_ae_ops(
+        len(sizes), hidden_ratio
+    )
 
 
 KITNET_100_OPS = kitnet_ops()

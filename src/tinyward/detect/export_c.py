@@ -72,7 +72,8 @@ def render(
     check_prefix(prefix)
     if not isinstance(detector, (Int8AutoencoderDetector, Int8MahalanobisDetector)):
         raise DetectMisuse(
-            f"only int8 detectors can be exported to C, not {getattr(detector, 'name', detector)!r}; "
+            "only int8 detectors can be exported to C, not "
+            f"{getattr(detector, 'name', detector)!r}; "
             "train an 'autoencoder-int8' or 'mahalanobis-int8'"
         )
     q = detector._require_fitted()
@@ -84,10 +85,7 @@ def render(
     else:
         names = [f"feature {i}" for i in range(d)]
     g = _Gen(prefix, detector.name, detector.threshold_int(), names, detector.target_fpr)
-    if isinstance(q, QAutoencoder):
-        body = g.autoencoder(q)
-    else:
-        body = g.mahalanobis(q)
+    body = g.autoencoder(q) if isinstance(q, QAutoencoder) else g.mahalanobis(q)
     return g.header(q.n_features, detector.model_bytes(), detector.ops_per_inference()), body
 
 
@@ -231,7 +229,8 @@ static const char *const {p}_status_strings[] = {{
     {strings}
 }};
 typedef char {p}_status_strings_match_enum[
-    (sizeof {p}_status_strings / sizeof {p}_status_strings[0] == (size_t){P}_STATUS_COUNT) ? 1 : -1];
+    (sizeof {p}_status_strings / sizeof {p}_status_strings[0]
+     == (size_t){P}_STATUS_COUNT) ? 1 : -1];
 
 const char *{p}_status_string({p}_status status)
 {{

@@ -95,7 +95,9 @@ def make_detector(kind: str, **kw: Any) -> Detector:
     try:
         factory = KINDS[kind]
     except KeyError:
-        raise DetectMisuse(f"unknown detector kind {kind!r}; choose one of {sorted(KINDS)}") from None
+        raise DetectMisuse(
+            f"unknown detector kind {kind!r}; choose one of {sorted(KINDS)}"
+        ) from None
     try:
         detector: Detector = factory(**kw)
     except TypeError as error:

@@ -126,7 +126,7 @@ def read_packets(
     packets: list[Packet] = []
     try:
         for packet in iter_packets(path, strip_tcp_options=strip_tcp_options, stats=stats):
-            packets.append(packet)  # noqa: PERF402 (list() would lose them on error)
+            packets.append(packet)
     except PcapError as error:
         error.partial = packets
         raise

@@ -210,7 +210,9 @@ def load_model(path: Path) -> Model:
         try:
             features = _features_from_doc(section)
         except DetectMisuse as error:
-            raise ModelFileError(path, f"'features': not a tinyward feature state: {error}") from None
+            raise ModelFileError(
+                path, f"'features': not a tinyward feature state: {error}"
+            ) from None
     else:
         features = _legacy_features(path)
     return Model(detector, features)

@@ -47,7 +47,9 @@ def skab_simple_features(path: Path) -> tuple[np.ndarray, np.ndarray]:
                 rows.append([float(record[i]) for i in index])
                 labels.append(float(record[label_at]) if label_at is not None else 0.0)
             except (ValueError, IndexError):
-                raise CsvError(path, "missing or non-numeric cell", line=line, partial=rows) from None
+                raise CsvError(
+                    path, "missing or non-numeric cell", line=line, partial=rows
+                ) from None
     values = np.asarray(rows)
     if len(values) < 2:
         raise CsvError(path, "fewer than two rows", line=len(rows) + 1, partial=rows)

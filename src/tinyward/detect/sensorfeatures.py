@@ -35,8 +35,9 @@ its spread over every operating point:
 Three more condense the per-channel groups: ``level_dev_max``, ``spread_max`` and
 ``residual_dev_max``, the channel furthest from benign's median in benign robust
 spreads. By default (``per_channel=False``) they *replace* the 3 x channels per-channel
-features: 12 features for SKAB instead of 36. All are ``log1p``-compressed. Their benign scales and the spike threshold are learnt in a
-first pass over the benign streams in :meth:`SensorFeatureExtractor.fit`.
+features: 12 features for SKAB instead of 36. All are ``log1p``-compressed. Their benign
+scales and the spike threshold are learnt in a first pass over the benign streams in
+:meth:`SensorFeatureExtractor.fit`.
 
 The extractor holds state between calls (the previous window, the replay history), so
 a stream scored after :meth:`SensorFeatureExtractor.fit` continues from the benign data,

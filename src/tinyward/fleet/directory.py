@@ -39,7 +39,8 @@ class FleetDirectory:
         self._devices_dir = str(fleet.devices_path)
         self._lock = threading.Lock()
         self._keys: dict[str, ec.EllipticCurvePublicKey] = {}
-        self._revoked: dict[str, tuple[tuple[int, int], bool]] = {}  # device -> (status file version, revoked)
+        # device -> (status file version, revoked)
+        self._revoked: dict[str, tuple[tuple[int, int], bool]] = {}
         self._tls: dict[bytes, tuple[str, datetime]] = {}  # DER -> (device ID, not after)
 
     def report_key(self, device_id: str) -> ec.EllipticCurvePublicKey | None:

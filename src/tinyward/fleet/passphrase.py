@@ -25,9 +25,17 @@ from tinyward.fleet.errors import WeakPassphrase
 MIN_CHARS = 14
 MIN_DISTINCT = 6
 
-_COMMON = frozenset(
-    ["password", "passwort", "passw0rd", "pass", "admin", "administrator", "root", "toor", "login", "welcome", "letmein", "qwerty", "qwertz", "azerty", "asdf", "asdfgh", "zxcvbn", "iloveyou", "love", "monkey", "dragon", "master", "shadow", "sunshine", "princess", "football", "baseball", "soccer", "hockey", "superman", "batman", "trustno", "michael", "jennifer", "jordan", "hunter", "ranger", "buster", "thomas", "robert", "daniel", "charlie", "andrew", "secret", "changeme", "default", "guest", "test", "tester", "testing", "user", "hello", "hellothere", "whatever", "freedom", "starwars", "pokemon", "computer", "internet", "cookie", "summer", "winter", "spring", "autumn", "flower", "tinyward", "fleet", "passphrase", "mypassword", "abc", "abcd", "abcdef", "abcdefg"]
-)
+_COMMON = frozenset([
+    "password", "passwort", "passw0rd", "pass", "admin", "administrator", "root", "toor",
+    "login", "welcome", "letmein", "qwerty", "qwertz", "azerty", "asdf", "asdfgh", "zxcvbn",
+    "iloveyou", "love", "monkey", "dragon", "master", "shadow", "sunshine", "princess",
+    "football", "baseball", "soccer", "hockey", "superman", "batman", "trustno", "michael",
+    "jennifer", "jordan", "hunter", "ranger", "buster", "thomas", "robert", "daniel", "charlie",
+    "andrew", "secret", "changeme", "default", "guest", "test", "tester", "testing", "user",
+    "hello", "hellothere", "whatever", "freedom", "starwars", "pokemon", "computer", "internet",
+    "cookie", "summer", "winter", "spring", "autumn", "flower", "tinyward", "fleet",
+    "passphrase", "mypassword", "abc", "abcd", "abcdef", "abcdefg"
+])
 _RUNS = (
     "abcdefghijklmnopqrstuvwxyz",
     "0123456789012345678901234567890",

@@ -287,7 +287,9 @@ def _load_server_chain(fleet: Fleet, context: ssl.SSLContext, passphrase: bytes 
     cert = str(fleet.server_certificate_path)
     if sealed.exists():
         if passphrase is None:
-            raise Misuse("the server key is sealed; give its passphrase (TINYWARD_SERVER_PASSPHRASE)")
+            raise Misuse(
+                "the server key is sealed; give its passphrase (TINYWARD_SERVER_PASSPHRASE)"
+            )
         _check_passphrase(passphrase, "server")
         key = _open_server_key(sealed, passphrase)
         if spki_sha256(key.public_key()) != fleet.server_spki_sha256:
@@ -309,7 +311,9 @@ def _load_server_chain(fleet: Fleet, context: ssl.SSLContext, passphrase: bytes 
             os.close(fd)
         return
     if not clear.exists():
-        raise BadFleet(f"{folder} holds no server key ({_SEALED_SERVER_KEY} or {_CLEAR_SERVER_KEY})")
+        raise BadFleet(
+            f"{folder} holds no server key ({_SEALED_SERVER_KEY} or {_CLEAR_SERVER_KEY})"
+        )
     if passphrase is not None:
         raise Misuse(
             f"the server key {clear} is stored without a passphrase; unset "
@@ -607,9 +611,8 @@ class Fleet:
         )
         if fleet_id_of(root_ca) != fleet_id:
             raise BadFleet(f"{directory}: the root CA does not match the fleet ID in {FLEET_FILE}")
-        for what, cert in (("device CA", device_ca), ("server certificate", server)) + tuple(
-            ("retiring device CA", old) for old in retiring
-        ):
+        retiring_cas = [("retiring device CA", old) for old in retiring]
+        for what, cert in [("device CA", device_ca), ("server certificate", server), *retiring_cas]:
             try:
                 cert.verify_directly_issued_by(root_ca)
             except (ValueError, TypeError, InvalidSignature):
@@ -1121,7 +1124,8 @@ class Fleet:
                 return check_device_certificate(cert, purpose, device_ca, now)
             except UntrustedCertificate as error:
                 first = first or error
-        assert first is not None
+        if first is None:  # not an assert: it must hold under python -O too
+            raise Misuse("a fleet has at least one device CA")
         raise first
 
     def verified_device(

@@ -303,7 +303,8 @@ def device_id_of_certificate(cert: x509.Certificate) -> str:
     ids = [uri[len(DEVICE_URI_PREFIX) :] for uri in uris if uri.startswith(DEVICE_URI_PREFIX)]
     if len(ids) != 1 or not is_device_id(ids[0]):
         raise BadCertificate(
-            f"not a tinyward device certificate (expected one SAN URI {DEVICE_URI_PREFIX}<device ID>)"
+            "not a tinyward device certificate "
+            f"(expected one SAN URI {DEVICE_URI_PREFIX}<device ID>)"
         )
     if len(common_names) != 1 or common_names[0].value != ids[0]:
         raise BadCertificate("the certificate's CN and its SAN name different devices")

@@ -7,6 +7,7 @@ real TLS, real nmap. The view (``cli/demo.py``) only renders :class:`DemoState`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -200,10 +201,8 @@ class Demo:
             except sqlite3.Error:
                 pass
         for view, device in zip(self.state.devices, self.devices, strict=True):
-            try:
+            with contextlib.suppress(OSError, ValueError):
                 view.status = json.loads((device.directory / "run-status.json").read_text())
-            except (OSError, ValueError):
-                pass
             view.stored = counts.get(view.device_id, view.stored)
 
     def _stored_blobs(self, device_id: str) -> list[bytes]:
@@ -445,10 +444,8 @@ class Demo:
     def wait_devices(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         for proc in self._procs:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
 
     def close(self) -> None:
         for proc in self._procs:

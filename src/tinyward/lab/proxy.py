@@ -12,6 +12,7 @@ happened to split the stream.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 import threading
@@ -95,10 +96,8 @@ class TCPProxy:
         if listener is not None:
             listener.close()
         for sock in sockets:
-            try:
+            with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             sock.close()
 
     def restore(self) -> None:
@@ -162,10 +161,8 @@ class TCPProxy:
         finally:
             # Shut both ends so the other pump wakes up; each pump closes its own source.
             for sock in (src, dst):
-                try:
+                with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
             with self._lock:
                 self._sockets.discard(src)
             src.close()

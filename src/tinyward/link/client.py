@@ -137,7 +137,8 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
 
     def connect(self) -> None:
         super().connect()
-        assert isinstance(self.sock, ssl.SSLSocket)
+        if not isinstance(self.sock, ssl.SSLSocket):  # checked under python -O too
+            raise Misuse("the pinned connection has no TLS socket")
         der = self.sock.getpeercert(binary_form=True)
         got = spki_sha256_of_der(der) if der else b""
         self.peer_spki_sha256 = got
@@ -187,7 +188,8 @@ class ReportLink:
             except BaseException:
                 self._conn = None
                 raise
-            assert self._conn.sock is not None
+            if self._conn.sock is None:
+                raise Misuse("a connected link has no socket")
             self._conn.sock.settimeout(self._config.io_timeout)
         return self._conn
 
@@ -238,7 +240,8 @@ class ReportLink:
     def _send_once(self, report: bytes) -> int:
         self.connect()
         conn = self._conn
-        assert conn is not None
+        if conn is None:
+            raise Misuse("connect() left no connection")
         try:
             conn.request("POST", REPORTS_PATH, body=report, headers={
                 "Content-Type": REPORT_CONTENT_TYPE, "Accept": "application/json"})
@@ -266,7 +269,9 @@ class ReportLink:
     def _answer(self, status: int, body: bytes) -> int:
         if len(body) > self._config.max_answer_bytes:
             self.close()
-            raise BadServerAnswer(f"the server's answer is over {self._config.max_answer_bytes} bytes")
+            raise BadServerAnswer(
+                f"the server's answer is over {self._config.max_answer_bytes} bytes"
+            )
         try:
             document = json.loads(body) if body else {}
         except ValueError:

@@ -25,8 +25,9 @@ class NamespaceUnavailable(TinywardError, RuntimeError):
 
 
 def _ip(*args: str) -> None:
-    done = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=15,
-                          check=False)
+    # Fixed argv (no shell); `ip` from PATH, where iproute2 installs it (root-only helper).
+    done = subprocess.run(["ip", *args], capture_output=True, text=True,  # noqa: S603, S607
+                          timeout=15, check=False)
     if done.returncode != 0:
         raise NamespaceUnavailable(f"ip {' '.join(args)}: {done.stderr.strip()[:200]}")
 
@@ -73,7 +74,8 @@ class DeviceNamespace:
     def close(self) -> None:
         """Delete the namespace and the veth pair (idempotent)."""
         for args in (("link", "del", self.host_if), ("netns", "del", self.name)):
-            subprocess.run(["ip", *args], capture_output=True, timeout=15, check=False)
+            subprocess.run(["ip", *args], capture_output=True,  # noqa: S603, S607 (as in _ip)
+                           timeout=15, check=False)
 
     def __enter__(self) -> Self:
         return self

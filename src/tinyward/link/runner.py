@@ -16,8 +16,8 @@ Stopping (SIGTERM, SIGINT, ``stop`` event, ``duration``) never loses a report: e
 is in protected storage before it is sent, and an in-flight post either got its
 acknowledgement or is sent again next time (the server drops the duplicate).
 
-The results come from a pluggable :class:`~tinyward.app.results.ResultSource`; :class:`SimulatedSensor` is the
-built-in stand-in until the sandboxed application feeds the core.
+The results come from a pluggable :class:`~tinyward.app.results.ResultSource`;
+:class:`SimulatedSensor` is the built-in stand-in until the sandboxed application feeds the core.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from typing import Any
 
 from tinyward._fsutil import atomic_write
 from tinyward.app.results import ResultSource
+from tinyward.errors import Misuse
 from tinyward.link.client import Backoff, LinkConfig, ReportLink, ServerURL, device_context
 from tinyward.link.errors import (
     LinkError,
@@ -63,7 +64,7 @@ class SimulatedSensor:
         if not 0 <= rate <= 1000:
             raise ValueError("rate must be 0..1000 events per second")
         self._rate = rate
-        self._rng = random.Random(seed)
+        self._rng = random.Random(seed)  # noqa: S311 - event timing, not a secret
         self._count = 0
         self._next: float | None = None if start is None else start + self._gap()
         self.times: list[float] = []  # event times, for the benchmark's ground truth
@@ -94,8 +95,9 @@ class RunnerConfig:
     """Everything a device run can be told (safe defaults).
 
     ``drain`` bounds how long a run that reached its ``duration`` (or made ``reports``
-    reports) keeps delivering its queue without making new reports. ``unsafe_unshaped`` turns the constant rate off — one report
-    per event, sent at once, no report when nothing happens — and exists only so that
+    reports) keeps delivering its queue without making new reports. ``unsafe_unshaped``
+    turns the constant rate off — one report per event, sent at once, no report when nothing
+    happens — and exists only so that
     ``tinyward bench shaping`` can show what shaping hides. Never use it on a device.
     (Reports stay padded: the fleet refuses any other size.)
     """
@@ -219,7 +221,8 @@ class DeviceRunner:
         without an acknowledgement (or a counted refusal)."""
         while len(self.queue) and self._clock() < deadline:
             head = self.queue.oldest()
-            assert head is not None
+            if head is None:  # len() said otherwise: a queue bug
+                raise Misuse("the report queue has a length but no oldest entry")
             seq, data = head
             try:
                 stored = self.link.send(data)

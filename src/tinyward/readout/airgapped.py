@@ -3,8 +3,9 @@
 :func:`run_air_gapped` first installs the seccomp filter of :mod:`tinyward.trust.airgap`
 on its own process (inherited by everything it starts, the sandboxed application
 included), takes the device folder's instance lock (one running instance per folder, in
-every mode) recording the mode it finds enforced (``device status`` shows it), and then, once per interval, asks its results source for a result
-and keeps the newest ones for the local readout. It stops at the end of ``duration`` or on
+every mode) recording the mode it finds enforced (``device status`` shows it), and then,
+once per interval, asks its results source for a result and keeps the newest ones for the local
+readout. It stops at the end of ``duration`` or on
 SIGTERM/SIGINT, after its last write has completed.
 """
 

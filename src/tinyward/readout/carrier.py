@@ -45,11 +45,13 @@ def from_text(text: str) -> bytes:
     Raises :class:`BadOfflineText` with the reason.
     """
     if len(text) > MAX_TEXT_CHARS:
-        raise BadOfflineText(f"the text is {len(text)} characters; an offline report is far shorter")
+        raise BadOfflineText(
+            f"the text is {len(text)} characters; an offline report is far shorter"
+        )
     compact = "".join(text.split())
     if not compact.startswith(TEXT_PREFIX):
         raise BadOfflineText(f"an offline report starts with {TEXT_PREFIX!r}; this text does not")
-    body = compact[len(TEXT_PREFIX):]
+    body = compact[len(TEXT_PREFIX) :]
     if not _BASE64URL.fullmatch(body):
         raise BadOfflineText("the report text holds characters outside base64url (A-Z a-z 0-9 - _)")
     try:

@@ -116,7 +116,9 @@ class ReadoutScreen:
                    if current.updated_at else "never")
         table.add_row("updated", updated)
         self.console.print(table)
-        self.console.print("(r) refresh  (q) signed report as QR code  (l) lock  (x) exit", markup=False)
+        self.console.print(
+            "(r) refresh  (q) signed report as QR code  (l) lock  (x) exit", markup=False
+        )
 
     def show_qr(self) -> None:
         report = make_offline_report(self.device, display.load(self.device.storage), self.clock())

@@ -5,7 +5,8 @@ device, enrolment request, the fleet's bundle installed); its keystore signs rep
 attestation tokens and never hands out private key bytes; protected storage keeps
 records authenticated, encrypted and safe from rollback. Pure helpers encode and verify
 the signed report (:func:`encode_report`, :func:`verify_report`) and apply the replay
-rule (:func:`is_replay`). Typical use::
+rule (:func:`is_replay`). :class:`InstanceLock` keeps a device folder to one running
+process (a second one gets :class:`DeviceBusy`). Typical use::
 
     from tinyward.trust import Device, Report, encode_report
 
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
         NotProvisioned,
     )
     from tinyward.trust.errors import RecordMissing, StorageError, TrustError
+    from tinyward.trust.instance import DeviceBusy, InstanceLock, RunningInstance, running_instance
     from tinyward.trust.keystore import KeyHandle, Keystore, KeyUsage
     from tinyward.trust.lockout import LockoutPolicy
     from tinyward.trust.psa_claims import PsaClaims, TokenConfig
@@ -75,6 +77,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "readout": ("ReadoutGate",),
     "lockout": ("LockoutPolicy",),
     "airgap": ("forbid_network", "network_is_forbidden"),
+    "instance": ("InstanceLock", "RunningInstance", "running_instance", "DeviceBusy"),
     "errors": ("TrustError", "StorageError", "RecordMissing"),
 }
 
@@ -83,9 +86,11 @@ __all__ = [
     "BadReportSignature",
     "BundleMismatch",
     "Device",
+    "DeviceBusy",
     "DeviceExists",
     "FileRootOfTrust",
     "FleetTrust",
+    "InstanceLock",
     "KeyHandle",
     "KeyUsage",
     "Keystore",
@@ -101,6 +106,7 @@ __all__ = [
     "ReportError",
     "ReportLimits",
     "RootOfTrust",
+    "RunningInstance",
     "StorageError",
     "StorageLimits",
     "TokenConfig",
@@ -114,6 +120,7 @@ __all__ = [
     "is_replay",
     "network_is_forbidden",
     "peek_device_id",
+    "running_instance",
     "verify_report",
     "verify_token",
 ]

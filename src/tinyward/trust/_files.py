@@ -11,7 +11,8 @@ bytes; this module is the thin layer that puts those bytes in files. Three thing
   the counter update inside it. Without it two processes that read, change and rewrite one
   file lose each other's changes (counters going backwards, versions reused, lockout
   failures not counted).
-- :func:`read_limited` and :func:`create_new`: the root of trust's raw file operations.
+- :func:`read_limited`: the root of trust's raw read (its root key is made once by
+  :func:`tinyward._fsutil.create_exclusive`, like every file write in one place).
 """
 
 from __future__ import annotations
@@ -115,15 +116,6 @@ def read_limited(path: Path, max_bytes: int) -> bytes | None:
     if len(data) > max_bytes:  # it grew after the fstat
         raise ValueError(f"{path} is larger than {max_bytes} bytes")
     return data
-
-
-def create_new(path: Path, data: bytes) -> None:
-    """Write a new file with mode 0600; raises ``FileExistsError`` if it exists."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
 
 
 class FileFolder:

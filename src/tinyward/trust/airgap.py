@@ -167,7 +167,8 @@ def enter_empty_network_namespace() -> str:
     os.environ[_NETNS_MARK] = os.readlink("/proc/self/ns/net")
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execv(sys.executable, list(sys.orig_argv))
+    # The same interpreter and argv, now inside the new namespace (no shell involved).
+    os.execv(sys.executable, list(sys.orig_argv))  # noqa: S606
     raise AssertionError("unreachable")  # pragma: no cover - execv does not return
 
 

@@ -131,7 +131,9 @@ class Device:
             raise DeviceExists(f"{directory} already holds a device; refusing to replace its keys")
         for sub in ("", "rot", "keys", "certs"):
             make_private_dir(directory / sub)
-        root = FileRootOfTrust.create(directory / "rot" / "root.key", directory / "rot" / "counters")
+        root = FileRootOfTrust.create(
+            directory / "rot" / "root.key", directory / "rot" / "counters"
+        )
         storage = ProtectedStorage(directory / "storage", root)
         keystore = Keystore(storage, root, directory / "keys")
         made_at = time.time() if now is None else now
@@ -198,7 +200,8 @@ class Device:
         return self.storage.exists(_TRUST_RECORD)
 
     def certificate_path(self, name: str) -> Path:
-        """Path of a public certificate: ``tls``, ``report``, ``attestation``, ``device-ca``, ``root-ca``."""
+        """Path of a public certificate: ``tls``, ``report``, ``attestation``, ``device-ca``,
+        ``root-ca``."""
         return self.directory / "certs" / f"{name}.crt.pem"
 
     # ---- provisioning ------------------------------------------------------------------
@@ -223,10 +226,14 @@ class Device:
             )
         root_ca, device_ca, certs, pins = self._checked(bundle)
         for name, cert in [*certs.items(), ("device-ca", device_ca), ("root-ca", root_ca)]:
-            atomic_write(self.certificate_path(name), cert.public_bytes(serialization.Encoding.PEM), 0o644)
+            atomic_write(
+                self.certificate_path(name), cert.public_bytes(serialization.Encoding.PEM), 0o644
+            )
         self._store_trust(bundle, pins)
         self._summary.update(state="provisioned", fleet_id=bundle.fleet_id)
-        atomic_write(self.directory / "device.json", json.dumps(self._summary, indent=2).encode(), 0o644)
+        atomic_write(
+            self.directory / "device.json", json.dumps(self._summary, indent=2).encode(), 0o644
+        )
 
     def refresh(self, bundle: Any, *, new_pins: bool = False) -> FleetTrust:
         """Take new server pins from a later bundle of the same fleet (pin roll-over).
@@ -284,17 +291,23 @@ class Device:
         try:
             root_ca = x509.load_pem_x509_certificate(_b(bundle.root_ca_pem))
             device_ca = x509.load_pem_x509_certificate(_b(bundle.device_ca_pem))
-            certs = {p: x509.load_pem_x509_certificate(_b(bundle.certificates[p])) for p in KEY_PURPOSES}
+            certs = {
+                p: x509.load_pem_x509_certificate(_b(bundle.certificates[p])) for p in KEY_PURPOSES
+            }
         except (KeyError, ValueError) as error:
             raise BundleMismatch(f"the bundle's certificates do not parse: {error}") from None
         try:
             device_ca.verify_directly_issued_by(root_ca)
         except (ValueError, TypeError, InvalidSignature) as error:
-            raise BundleMismatch(f"the bundle's device CA is not issued by its root CA: {error}") from None
+            raise BundleMismatch(
+                f"the bundle's device CA is not issued by its root CA: {error}"
+            ) from None
         for purpose, cert in certs.items():
             own = self.keystore.public_key(self.handle(purpose))
             if cert.public_key() != own:
-                raise BundleMismatch(f"the {purpose} certificate is for another key, not this device's")
+                raise BundleMismatch(
+                    f"the {purpose} certificate is for another key, not this device's"
+                )
             try:
                 cert.verify_directly_issued_by(device_ca)
             except (ValueError, TypeError, InvalidSignature) as error:
@@ -317,7 +330,9 @@ class Device:
     def fleet_trust(self) -> FleetTrust:
         """The fleet trust anchors and server pin, verified from protected storage."""
         if not self.provisioned:
-            raise NotProvisioned(f"device {self.device_id[:16]}… has no fleet yet; provision it first")
+            raise NotProvisioned(
+                f"device {self.device_id[:16]}… has no fleet yet; provision it first"
+            )
         record = cbor2.loads(self.storage.read(_TRUST_RECORD))
         return FleetTrust(record["fleet_id"], record["root_ca"], record["device_ca"],
                           record["server_spki_sha256"], record.get("server_next_spki_sha256"))
@@ -376,7 +391,9 @@ class Device:
         components = [psa.measure_tinyward_code()]
         components += [psa.measure_files(list(paths), kind, psa.UNSIGNED_SIGNER_ID)
                        for kind, paths in measured]
-        lifecycle = psa.LIFECYCLE_SECURED if self.provisioned else psa.LIFECYCLE_PSA_ROT_PROVISIONING
+        lifecycle = (
+            psa.LIFECYCLE_SECURED if self.provisioned else psa.LIFECYCLE_PSA_ROT_PROVISIONING
+        )
         claims = psa.PsaClaims(
             nonce=nonce,
             instance_id=self.instance_id,

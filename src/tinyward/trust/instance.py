@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
 
-from tinyward.errors import StateError
+from tinyward.errors import Misuse, StateError
 from tinyward.trust.errors import TrustError
 
 LOCK_NAME = "instance.lock"
@@ -80,7 +80,9 @@ class InstanceLock:
         self._write()
         return self
 
-    def record(self, *, mode: str | None = None, protections: tuple[str, ...] | None = None) -> None:
+    def record(
+        self, *, mode: str | None = None, protections: tuple[str, ...] | None = None
+    ) -> None:
         """Update what the running instance says it enforces."""
         owner = self._outer or self
         if mode is not None:
@@ -90,7 +92,8 @@ class InstanceLock:
         owner._write()
 
     def _write(self) -> None:
-        assert self._fd is not None
+        if self._fd is None:
+            raise Misuse("the instance lock is not held")
         data = json.dumps({"pid": os.getpid(), "mode": self.mode,
                            "protections": list(self.protections)}).encode()
         os.ftruncate(self._fd, 0)

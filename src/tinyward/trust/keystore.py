@@ -155,7 +155,8 @@ class Keystore:
         stored_usage, key = self._load(handle.name)
         if stored_usage is not usage or handle.usage is not usage:
             raise PolicyViolation(
-                f"key {handle.name!r} may only be used to {stored_usage.value}, not to {usage.value}"
+                f"key {handle.name!r} may only be used to {stored_usage.value}, "
+                f"not to {usage.value}"
             )
         return key
 

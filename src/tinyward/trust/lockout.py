@@ -48,7 +48,9 @@ class LockoutPolicy:
 
     def __post_init__(self) -> None:
         if self.free_attempts < 1 or self.base_delay <= 0 or self.max_delay < self.base_delay:
-            raise ValueError("lockout policy needs free_attempts ≥ 1 and 0 < base_delay ≤ max_delay")
+            raise ValueError(
+                "lockout policy needs free_attempts ≥ 1 and 0 < base_delay ≤ max_delay"
+            )
 
     def delay_after(self, failures: int) -> float:
         """The wait imposed after ``failures`` consecutive failures."""

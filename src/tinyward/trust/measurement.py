@@ -146,7 +146,8 @@ def measure_files(
 
 
 def tinyward_package_dir() -> Path:
-    """The directory of the installed ``tinyward`` package (what :func:`measure_tinyward_code` reads)."""
+    """The directory of the installed ``tinyward`` package (what
+    :func:`measure_tinyward_code` reads)."""
     import tinyward
 
     return Path(tinyward.__file__).resolve().parent

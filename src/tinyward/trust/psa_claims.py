@@ -305,8 +305,9 @@ def _check_text_size(
 ) -> None:
     size = len(value.encode("utf-8", "surrogatepass"))
     if size > config.max_text_bytes:
-        raise BadClaim(name, key, f"text is {size} bytes, over the limit of {config.max_text_bytes}",
-                       **where)
+        raise BadClaim(
+            name, key, f"text is {size} bytes, over the limit of {config.max_text_bytes}", **where
+        )
 
 
 def _nonce(claimset: Mapping[Any, Any]) -> bytes:
@@ -319,7 +320,9 @@ def _nonce(claimset: Mapping[Any, Any]) -> bytes:
 
 
 def instance_id_claim(claimset: Mapping[Any, Any]) -> bytes:
-    """The Instance ID claim (256) of a decoded map. Raises :class:`MissingClaim`, :class:`BadClaim`."""
+    """The Instance ID claim (256) of a decoded map.
+
+    Raises :class:`MissingClaim`, :class:`BadClaim`."""
     value: bytes = _bytes(claimset, KEY_INSTANCE_ID, "instance_id", True)
     if len(value) != INSTANCE_ID_BYTES:
         raise BadClaim(
@@ -377,8 +380,12 @@ def _component(entry: Any, index: int, config: TokenConfig) -> SoftwareComponent
     for attr in entry:
         # A float 2.0 or a boolean true would otherwise match the integer keys 2 and 1.
         if not _is_int(attr) and not isinstance(attr, str):
-            raise BadClaim(name, key, f"attribute key {_short(attr)} is neither an integer nor text",
-                           index=index)
+            raise BadClaim(
+                name,
+                key,
+                f"attribute key {_short(attr)} is neither an integer nor text",
+                index=index,
+            )
 
     def hash_field(attr: int, field_name: str) -> bytes:
         if attr not in entry:

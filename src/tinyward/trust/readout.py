@@ -8,8 +8,9 @@ device-unique PIN. There is no default credential: :meth:`ReadoutGate.enrol_totp
 Every check goes through :mod:`tinyward.trust.lockout`; the lockout state lives in
 protected storage and is written *before* the code is compared, so restarting the process
 or cutting the power resets nothing; each attempt holds the storage lock from start to
-end, so concurrent sessions are checked one by one. Codes are compared in constant time and never logged.
-A TOTP code is accepted once: a code for a time step at or before the last accepted one
+end, so concurrent sessions are checked one by one. Codes are compared in constant time
+and never logged. A TOTP code is accepted once: a code for a time step at or before the last
+accepted one
 (kept in protected storage) is refused, so a code seen over the owner's shoulder cannot be
 replayed, not even by a second session at the same moment.
 """
@@ -84,7 +85,9 @@ class ReadoutGate:
         self._store_credential({"kind": "pin", "pin": pin}, policy)
         return pin
 
-    def _store_credential(self, credential: dict[str, object], policy: LockoutPolicy | None) -> None:
+    def _store_credential(
+        self, credential: dict[str, object], policy: LockoutPolicy | None
+    ) -> None:
         with self._storage.transaction():  # no attempt sees half a new enrolment
             self._storage.write(_POLICY, (policy or LockoutPolicy()).to_cbor())
             self._storage.write(_CREDENTIAL, cbor2.dumps(credential))
@@ -97,7 +100,9 @@ class ReadoutGate:
 
     def _credential(self) -> dict[str, object]:
         if not self._storage.exists(_CREDENTIAL):
-            raise NoCredential("this device has no readout credential; run `tinyward device readout-enrol`")
+            raise NoCredential(
+                "this device has no readout credential; run `tinyward device readout-enrol`"
+            )
         credential = cbor2.loads(self._storage.read(_CREDENTIAL))
         if not isinstance(credential, dict) or credential.get("kind") not in ("pin", "totp"):
             raise RecordTampered("the readout credential record has an unexpected shape")

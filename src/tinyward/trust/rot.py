@@ -31,7 +31,7 @@ import cbor2
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from tinyward._fsutil import atomic_write
+from tinyward._fsutil import atomic_write, create_exclusive
 from tinyward.trust import _files
 from tinyward.trust.errors import CountersTampered, RootOfTrustError
 
@@ -127,7 +127,7 @@ class FileRootOfTrust:
     @classmethod
     def create(cls, root_key_path: Path, counters_path: Path) -> FileRootOfTrust:
         """Make a new root key. Refuses to replace an existing one (that would orphan every key)."""
-        _files.create_new(Path(root_key_path), os.urandom(ROOT_KEY_BYTES))
+        create_exclusive(Path(root_key_path), os.urandom(ROOT_KEY_BYTES))
         return cls(root_key_path, counters_path)
 
     def _load_root_key(self) -> bytes:
@@ -140,7 +140,8 @@ class FileRootOfTrust:
             ) from None
         if stat.st_mode & 0o077:
             raise RootOfTrustError(
-                f"{self._root_key_path} is readable by other users (mode {stat.st_mode & 0o777:o}); "
+                f"{self._root_key_path} is readable by other users "
+                f"(mode {stat.st_mode & 0o777:o}); "
                 "refusing to use it: fix with chmod 600 only if you are sure nobody copied it"
             )
         if len(data) != ROOT_KEY_BYTES:
@@ -154,8 +155,12 @@ class FileRootOfTrust:
         try:
             data = _files.read_limited(self._counters_path, _COUNTERS_MAX_BYTES)
         except ValueError:
-            raise CountersTampered(f"{self._counters_path} is not a tinyward counter file") from None
-        return {} if data is None else decode_counters(self._mac_key, data, str(self._counters_path))
+            raise CountersTampered(
+                f"{self._counters_path} is not a tinyward counter file"
+            ) from None
+        return (
+            {} if data is None else decode_counters(self._mac_key, data, str(self._counters_path))
+        )
 
     def read_counter(self, name: str) -> int:
         return self._read_counters().get(name, 0)

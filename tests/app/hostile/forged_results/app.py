@@ -24,7 +24,9 @@ class Hostile:
     def attack(self, frame):
         forged = b""
         for seq in range(1000):
-            body = cbor2.dumps({"r": seq, "v": {"count": int(frame[seq % 20, 0]) % 1000, "state": "normal"}})
+            body = cbor2.dumps(
+                {"r": seq, "v": {"count": int(frame[seq % 20, 0]) % 1000, "state": "normal"}}
+            )
             forged += struct.pack(">I", len(body)) + body
         os.write(int(sys.argv[2]), forged)
         return {"count": 0, "state": "normal"}
