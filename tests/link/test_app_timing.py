@@ -186,13 +186,26 @@ def start_stalled_device(
     return proc, outer
 
 
+def _wait_for_the_app_to_start(proc: subprocess.Popen[bytes]) -> bytes:
+    """The stderr read until the device says the application's protections are in force
+    (the app starts right after), however slow the machine: not a fixed sleep."""
+    assert proc.stderr is not None
+    seen = b""
+    while b"protections in force" not in seen:
+        line = proc.stderr.readline()
+        assert line, f"the device ended before starting its app: {seen!r}"
+        seen += line
+    return seen
+
+
 def test_sigterm_stops_a_device_whose_app_stalls(world: World) -> None:
     proc, outer = start_stalled_device(world, "sigterm", "600")
     try:
-        time.sleep(3.0)  # the app is started and busy with a 0.9 s frame
+        seen = _wait_for_the_app_to_start(proc)
+        time.sleep(2.0)  # the app is started and busy with a 0.9 s frame
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=30)  # before the fix: blocked for minutes, only SIGKILL worked
-        assert code == 0, proc.stderr.read() if proc.stderr else b""
+        assert code == 0, seen + (proc.stderr.read() if proc.stderr else b"")
     finally:
         if proc.poll() is None:
             proc.kill()

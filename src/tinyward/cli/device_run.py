@@ -100,7 +100,8 @@ def run(directory: Path, server: str, air_gapped: bool, interval: float | None, 
         # inherited descriptors closed, an empty network namespace (as root), the filter.
         from tinyward.trust.airgap import isolate
 
-        airgap = isolate()
+        airgap = isolate()  # may re-execute this process: handlers come after it
+        stop = _stop_on_signals()
         for line in airgap.describe():
             click.echo(f"air gap: {line}", err=True)
         attest = _attest_request(attest_nonce, attest_out)
@@ -110,13 +111,14 @@ def run(directory: Path, server: str, air_gapped: bool, interval: float | None, 
         _started(lock, directory, source, airgap.protections(), attest, app_manifest)
         try:
             run_air_gapped_command(directory, 1.0 if interval is None else interval, duration,
-                                   source)
+                                   source, stop)
         finally:
             close = getattr(source, "close", None)
             if callable(close):
                 close()
         return
     interval = 10.0 if interval is None else interval
+    stop = _stop_on_signals()
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s",
                         stream=sys.stderr)
@@ -135,12 +137,6 @@ def run(directory: Path, server: str, air_gapped: bool, interval: float | None, 
     _started(lock, directory, source, [], attest, app_manifest)
     watched = WatchedSource(source)
     runner = DeviceRunner(device, server, config, watched, status_file=status_file)
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        stop.set()
-
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     click.echo(f"device {device.device_id[:16]}… reporting to {server} every {interval:g} s, "
                f"{size} bytes per report (~{bandwidth_bytes_per_hour(config.shaper):,.0f} B/h "
                "plus HTTP)", err=True)
@@ -151,8 +147,6 @@ def run(directory: Path, server: str, air_gapped: bool, interval: float | None, 
         stats = runner.run(stop, duration)
     finally:
         progress.stop()
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
         close = getattr(source, "close", None)
         if callable(close):
             close()
@@ -164,6 +158,21 @@ def run(directory: Path, server: str, air_gapped: bool, interval: float | None, 
     failure = run_failure(stats)
     if failure is not None:
         raise NothingDelivered(failure)
+
+
+def _stop_on_signals() -> threading.Event:
+    """SIGTERM and Ctrl-C set the returned event from here on, before the slow start-up
+    (sandbox checks, the application's start): a signal during start-up ends the run
+    cleanly as soon as it can begin, instead of killing the process half-started. The
+    handlers stay for the life of this command process."""
+    stop = threading.Event()
+
+    def on_signal(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, on_signal)
+    return stop
 
 
 class NothingDelivered(TinywardError):
@@ -404,7 +413,7 @@ def bench_shaping(duration: float, interval: float, size: int, seed: int, hostil
 
 
 def run_air_gapped_command(directory: Path, interval: float, duration: float | None,
-                           source: ResultSource) -> None:
+                           source: ResultSource, stop: threading.Event | None = None) -> None:
     """`tinyward device run --air-gapped`: the loop of :mod:`tinyward.readout.airgapped`."""
     from rich.console import Console
 
@@ -416,7 +425,7 @@ def run_air_gapped_command(directory: Path, interval: float, duration: float | N
     dev = Device.open(directory)
     console.print(f"device {dev.device_id[:16]}… running air-gapped: network sockets are refused "
                   "by a seccomp filter on this process tree")
-    final = run_air_gapped(dev, source, interval=interval, duration=duration)
+    final = run_air_gapped(dev, source, interval=interval, duration=duration, stop=stop)
     latest = result_text(final.results[-1]) if final.results else "none"
     console.print(f"stopped; latest result: {latest}", markup=False, highlight=False)
 

@@ -20,7 +20,7 @@ from typing import Any, Generic, TypeVar
 from tinyward._fsutil import atomic_write
 from tinyward.errors import TinywardError
 
-ADMIN_TOKEN_FILE = "admin-token.sha256"
+ADMIN_TOKEN_FILE = "admin-token.sha256"  # noqa: S105 (a file name; it holds only a hash)
 _Key = TypeVar("_Key", bound=Hashable)
 
 
@@ -146,7 +146,8 @@ class AdminToken:
         digest = self._digest()
         if digest is None or len(digest) != 64:
             raise Refused(401, "admin_token_not_configured",
-                          "no admin token is configured; run `tinyward fleet admin-token FLEET_DIR`")
+                          "no admin token is configured; "
+                          "run `tinyward fleet admin-token FLEET_DIR`")
         scheme, _, token = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not token:
             raise Refused(401, "admin_token_required",

@@ -49,6 +49,7 @@ from typing import Any
 from aiohttp import web
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from tinyward.errors import Misuse
 from tinyward.fleet.directory import FleetDirectory
 from tinyward.fleet.errors import CannotListen
 from tinyward.fleet.guards import HandshakeGate
@@ -317,7 +318,8 @@ class ConnectionDealer:
         await asyncio.gather(*self._handshakes, return_exceptions=True)
 
     def _accept(self) -> None:
-        assert self._listening is not None
+        if self._listening is None:  # set by start(); a caller bug otherwise
+            raise Misuse("listening used before the server started")
         for _ in range(self.MAX_ACCEPT_PER_WAKEUP):
             try:
                 connection, _ = self._listening.accept()
@@ -343,7 +345,8 @@ class ConnectionDealer:
         self._serve(connection)
 
     def _receive(self) -> None:
-        assert self._dealt_from is not None
+        if self._dealt_from is None:  # set by start(); a caller bug otherwise
+            raise Misuse("dealt_from used before the server started")
         for _ in range(self.MAX_ACCEPT_PER_WAKEUP):
             try:
                 message, fds, _, _ = socket.recv_fds(self._dealt_from, 16, 1)
@@ -353,7 +356,8 @@ class ConnectionDealer:
                 _log.warning("receiving a dealt connection failed: %s", error)
                 return
             if not message and not fds:  # the dealer is gone: nothing more will come
-                assert self._loop is not None
+                if self._loop is None:  # set by start(); a caller bug otherwise
+                    raise Misuse("loop used before the server started")
                 self._loop.remove_reader(self._dealt_from.fileno())
                 if self._on_dealer_gone is not None:
                     self._on_dealer_gone()
@@ -363,7 +367,8 @@ class ConnectionDealer:
                 self._serve(socket.socket(fileno=fd))
 
     def _serve(self, connection: socket.socket) -> None:
-        assert self._loop is not None
+        if self._loop is None:  # set by start(); a caller bug otherwise
+            raise Misuse("loop used before the server started")
         try:
             address = str(connection.getpeername()[0])
         except OSError:  # already gone
@@ -382,7 +387,8 @@ class ConnectionDealer:
         task.add_done_callback(self._handshakes.discard)
 
     async def _handshake(self, connection: socket.socket) -> None:
-        assert self._loop is not None
+        if self._loop is None:  # set by start(); a caller bug otherwise
+            raise Misuse("loop used before the server started")
         try:
             await self._loop.connect_accepted_socket(
                 self._factory, connection, ssl=self._ssl,
@@ -427,7 +433,8 @@ class ServerThread:
             try:
                 self._running = await start(fleet_server, self._sock, ssl_context)
                 if self._admin_sock is not None:
-                    assert admin_context is not None
+                    if admin_context is None:  # set by start(); a caller bug otherwise
+                        raise Misuse("admin_context used before the server started")
                     self._admin = await start_admin(fleet_server, self._admin_sock,
                                                     admin_context)
             except BaseException as error:

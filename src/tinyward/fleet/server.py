@@ -263,7 +263,8 @@ class FleetServer:
         except RevokedDevice:
             raise Refused(403, "revoked", "this device has been revoked from the fleet") from None
         except UnknownDevice:
-            raise Refused(403, "unknown_device", "this device is not enrolled in the fleet") from None
+            raise Refused(403, "unknown_device",
+                          "this device is not enrolled in the fleet") from None
         except BadCertificate as error:
             raise Refused(403, "bad_certificate", str(error)) from None
 
@@ -324,7 +325,8 @@ class FleetServer:
                               'reports are COSE_Sign1: cose-type="cose-sign1"')
 
     async def _body(self, request: web.Request) -> bytes:
-        if request.content_length is not None and request.content_length > self.config.max_body_bytes:
+        length = request.content_length
+        if length is not None and length > self.config.max_body_bytes:
             raise Refused(413, "body_too_large",
                           f"the body is over the {self.config.max_body_bytes}-byte limit")
         try:

@@ -41,6 +41,7 @@ from typing import Protocol
 from urllib.parse import urlsplit
 
 from tinyward.errors import BadInput
+from tinyward.trust.replay import is_replay
 from tinyward.trust.report import Report
 
 
@@ -234,7 +235,8 @@ _Rows = list[tuple[str, list[tuple[Report, tuple[object, ...]]]]]
 def _insert_sql(columns: _Columns, rows: int) -> str:
     """``INSERT INTO table (columns) VALUES (?, …), (?, …) …`` for ``rows`` rows."""
     one = "(" + ", ".join("?" * len(columns.names)) + ")"
-    return (f"INSERT INTO {columns.table} ({', '.join(columns.names)}) VALUES "
+    # Table and column names are this module's constants; every value is a placeholder.
+    return (f"INSERT INTO {columns.table} ({', '.join(columns.names)}) VALUES "  # noqa: S608
             + ", ".join([one] * rows) + columns.on_conflict)
 
 
@@ -342,9 +344,10 @@ class SQLiteStore:
         last: dict[str, int] = dict.fromkeys(devices, 0)
         for start in range(0, len(devices), _ROWS_PER_STATEMENT):
             chunk = devices[start:start + _ROWS_PER_STATEMENT]
+            marks = ", ".join("?" * len(chunk))  # placeholders only: no value in the text
             (found,) = self._db.execute(
-                "SELECT json_group_object(device_id, last_seq) FROM devices WHERE device_id"
-                f" IN ({', '.join('?' * len(chunk))})", chunk).fetchone()
+                f"SELECT json_group_object(device_id, last_seq) FROM devices WHERE device_id IN ({marks})",  # noqa: E501, S608
+                chunk).fetchone()
             last.update(json.loads(found))
         stored: list[int] = []
         values: list[object] = []
@@ -353,7 +356,7 @@ class SQLiteStore:
         for device_id, reports in groups:
             seq = last[device_id]
             for report, row in reports:
-                if report.seq <= seq:  # stored already (a replay, or another process won)
+                if is_replay(report.seq, seq):  # stored already (a replay, or another won)
                     continue
                 seq = report.seq
                 values += row

@@ -244,7 +244,8 @@ def _protected_header(protected_bytes: bytes, deterministic: bool) -> Any:
 def _malformed(error: BaseException, data: bytes, what: str) -> MalformedCose:
     """The MalformedCose (or TruncatedCose) that a decoder failure becomes."""
     if isinstance(error, cbor2.CBORDecodeEOF):
-        return TruncatedCose(f"{what} is not valid CBOR: it ends early ({len(data)} bytes): {error}")
+        return TruncatedCose(
+            f"{what} is not valid CBOR: it ends early ({len(data)} bytes): {error}")
     return MalformedCose(f"{what} is not valid CBOR: {error}")
 
 
@@ -318,7 +319,8 @@ def _loads_exactly(data: bytes, what: str, tags: _OnlyTags = _NO_TAGS, *,
     except _DECODER_FAILURES as error:  # (not a context manager: this runs per report)
         raise _malformed(error, data, what) from None
     if stream.tell() != len(data):
-        raise MalformedCose(f"{what} has {len(data) - stream.tell()} trailing bytes after the CBOR item")
+        raise MalformedCose(
+            f"{what} has {len(data) - stream.tell()} trailing bytes after the CBOR item")
     if not deterministic:
         return obj
     try:
