@@ -97,3 +97,16 @@ def test_a_damaged_schedule_is_a_damaged_record(fleet: Fleet) -> None:
     path.write_text(json.dumps(document))
     with pytest.raises(BadFleet, match="damaged"):
         fleet.device(device_id)
+
+
+def test_buckets_take_each_keys_own_rate() -> None:
+    from tinyward.fleet.guards import TokenBuckets
+
+    buckets = TokenBuckets(rate=100.0, burst=2)
+    slow, fast = 2 / 10, 2 / 1  # twice a 10 s and a 1 s schedule
+    assert buckets.take("slow", 2, 0.0, slow) is None
+    assert buckets.take("fast", 2, 0.0, fast) is None
+    assert buckets.take("slow", 1, 1.0, slow) == pytest.approx((1 - 0.2) / 0.2)  # 4 s to wait
+    assert buckets.take("fast", 1, 1.0, fast) is None
+    assert buckets.take("slow", 1, 0.0, slow) is not None  # a clock going back adds nothing
+    assert buckets.take("slow", 3, 99.0, slow) == float("inf")  # never: over the burst
