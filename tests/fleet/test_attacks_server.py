@@ -357,6 +357,23 @@ def test_a_new_schedule_applies_at_once_without_reading_per_report(tmp_path: Pat
         state.server.stop()
 
 
+def test_a_damaged_schedule_record_is_refused_not_a_crash(tmp_path: Path) -> None:
+    # A status file edited to 0.001 s (2,000 reports/s) does not lift the device's limit:
+    # the record is refused as damaged, with a reason (not a 500 and a traceback).
+    import json
+
+    state = start_running(tmp_path, ("a",), schedules={"a": 10.0})
+    try:
+        path = state.fleet.devices_path / state.devices["a"].device_id / "status.json"
+        record = json.loads(path.read_text())
+        record["report_interval"] = 0.001
+        path.write_text(json.dumps(record))
+        status, answer = state.post("a", state.report("a"))
+        assert (status, answer["error"]) == (503, "device_record_damaged")
+    finally:
+        state.server.stop()
+
+
 def test_database_files_are_private(tmp_path: Path) -> None:
     old = os.umask(0o022)
     try:

@@ -44,7 +44,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from tinyward.errors import BadInput
 from tinyward.fleet.directory import FleetDirectory
-from tinyward.fleet.errors import BadCertificate, RevokedDevice, UnknownDevice
+from tinyward.fleet.errors import BadCertificate, BadFleet, RevokedDevice, UnknownDevice
 from tinyward.fleet.guards import (
     ADMIN_TOKEN_FILE,
     AdminToken,
@@ -291,6 +291,11 @@ class FleetServer:
             raise Refused(403, "unknown_device", "this device is not enrolled in the fleet") from None
         except BadCertificate as error:
             raise Refused(403, "bad_certificate", str(error)) from None
+        except BadFleet:  # e.g. a schedule out of bounds: the fleet's record, not the device
+            _log.warning("the fleet's record of a connecting device is damaged")
+            raise Refused(503, "device_record_damaged",
+                          "the fleet's record of this device is damaged; an administrator "
+                          "must repair it (tinyward fleet devices); retry later") from None
 
     def meet_connection(self, transport: asyncio.BaseTransport) -> str | None:
         """Look a freshly connected device up before its first request arrives; returns
