@@ -98,3 +98,21 @@ def test_provision_declares_the_schedule(fleet_dir: Path, tmp_path: Path) -> Non
                "--readout", "none", "--report-interval", "0.5", env=CLI_SECRETS)
     _one_error(bad, "1 to 86400")
     assert not (tmp_path / "d2" / "device.json").exists()
+
+
+def test_serve_falls_back_to_the_fleets_default_for_devices_without_a_schedule(
+        fleet_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tinyward.fleet.runner as runner
+
+    seen = []
+    monkeypatch.setattr(runner, "serve_forever", lambda *args, **kw: seen.append(args[5]))
+    monkeypatch.delenv("TINYWARD_CA_PASSPHRASE", raising=False)
+    monkeypatch.delenv("TINYWARD_UPDATE_PASSPHRASE", raising=False)
+    env = {"TINYWARD_SERVER_PASSPHRASE": CLI_SECRETS["TINYWARD_SERVER_PASSPHRASE"]}
+    for extra, fallback in (((), 30.0), (("--report-interval", "5"), 5.0)):
+        result = CliRunner().invoke(cli, ["fleet", "serve", str(fleet_dir), *extra], env=env)
+        assert result.exit_code == 0, result.output
+        config = seen.pop()
+        assert config.report_interval == fallback  # the fleet's default (init said 30 s)
+        assert config.rate_for(None) == 2 / fallback and config.rate_for(60.0) == 2 / 60
+        assert config.device_burst == 306
