@@ -303,7 +303,7 @@ def test_a_device_catches_up_a_full_queue_then_meets_its_schedule(tmp_path: Path
     # which take tokens too); then its bucket is empty and it waits for its schedule.
     from tinyward.link.queue import QueueConfig
 
-    assert CATCH_UP_REPORTS == QueueConfig().capacity
+    assert QueueConfig().capacity == CATCH_UP_REPORTS
     clock = _DrivenClock()
     state = start_running(tmp_path, ("a",), schedules={"a": 10.0}, monotonic=clock)
     try:

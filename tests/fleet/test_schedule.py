@@ -40,7 +40,7 @@ def test_enrolment_records_the_declared_schedule(fleet: Fleet) -> None:
 @pytest.mark.parametrize("bad", [0, 0.5, -10, 86401, float("nan"), float("inf"), "10", True])
 def test_schedules_out_of_bounds_are_refused_and_nothing_is_recorded(
         fleet: Fleet, bad: object) -> None:
-    with pytest.raises(BadSchedule, match="1 to 86400 seconds|number of seconds"):
+    with pytest.raises(BadSchedule, match=r"1 to 86400 seconds|number of seconds"):
         fleet.enroll(request_pem(), PASSPHRASE, report_interval=bad)  # type: ignore[arg-type]
     assert fleet.devices() == []
 
