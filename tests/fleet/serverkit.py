@@ -9,7 +9,7 @@ import http.client
 import json
 import ssl
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,11 +82,16 @@ class Running:
 
 
 def start_running(folder: Path, names: tuple[str, ...],
-                  config: ServerConfig | None = None) -> Running:
+                  config: ServerConfig | None = None, *,
+                  schedules: dict[str, float] | None = None,
+                  monotonic: Callable[[], float] = time.monotonic) -> Running:
+    """``schedules``: declared report intervals by device name (default: the fleet's);
+    ``monotonic``: the rate limit's clock (a test may drive it)."""
     fleet = Fleet.init(folder / "fleet", PASSPHRASE)
-    devices = {name: SimulatedDevice.enrolled(fleet, PASSPHRASE) for name in names}
+    devices = {name: SimulatedDevice.enrolled(fleet, PASSPHRASE, (schedules or {}).get(name))
+               for name in names}
     store = SQLiteStore(folder / "reports.db")
-    fleet_server = FleetServer(FleetDirectory(fleet), store, config)
+    fleet_server = FleetServer(FleetDirectory(fleet), store, config, monotonic=monotonic)
     server = ServerThread(fleet_server, server_ssl_context(fleet),
                           admin_context=admin_ssl_context(fleet))
     token = create_admin_token(fleet.directory)

@@ -21,7 +21,7 @@ from pathlib import Path
 import cbor2
 import pytest
 
-from tinyward.fleet.server import ServerConfig
+from tinyward.fleet.server import CATCH_UP_REPORTS, ServerConfig
 from tinyward.fleet.store import OTHER_KIND, SQLiteStore
 
 from .serverkit import Running, start_running
@@ -244,6 +244,134 @@ def test_rate_follows_the_declared_schedule() -> None:
     assert ServerConfig().rate == pytest.approx(2 / 10)
     assert ServerConfig(report_interval=60).rate == pytest.approx(2 / 60)
     assert ServerConfig(rate_per_second=5).rate == 5
+
+
+class _DrivenClock:
+    """The rate limit's clock, moved by the test: "one report per second" is exact and
+    the test never sleeps (no timing on a shared machine)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _ten_times_a_schedule(tmp_path: Path, schedule_of_a: float) -> tuple[list[int], list[int]]:
+    """Device a sends one report per (driven) second, device b one per second too, for
+    30 s; b is enrolled at 1 s, a at ``schedule_of_a``. Returns both lists of statuses."""
+    clock = _DrivenClock()
+    state = start_running(tmp_path, ("a", "b"), ServerConfig(burst=10),
+                          schedules={"a": schedule_of_a, "b": 1.0}, monotonic=clock)
+    try:
+        a, b = [], []
+        for _ in range(30):
+            a.append(state.post("a", state.report("a"))[0])
+            b.append(state.post("b", state.report("b"))[0])
+            clock.now += 1.0
+        status, answer = state.post("a", state.report("a"))
+        if schedule_of_a == 10.0:
+            assert (status, answer["error"]) == (429, "rate_limited")
+    finally:
+        state.server.stop()
+    return a, b
+
+
+def test_attack_a_device_at_ten_times_its_schedule_is_refused_past_its_burst(
+        tmp_path: Path) -> None:
+    # Device a declared one report per 10 s at enrolment and sends one per second; device
+    # b declared one per second and sends exactly that. One fleet-wide rate (before)
+    # either let a through at ten times its schedule or refused b.
+    a, b = _ten_times_a_schedule(tmp_path, 10.0)
+    assert a[:10] == [200] * 10  # its burst: 10 reports
+    assert 429 in a, a
+    # After the burst, a gets its own rate: 2 / 10 s, i.e. ≤ 10 + 0.2 x 30 = 16 of 30.
+    assert a.count(200) <= 10 + 0.2 * 30 + 1, a
+    assert b == [200] * 30  # served at its own 1 s schedule all along
+
+
+def test_attack_ten_times_the_schedule_passes_when_declared(tmp_path: Path) -> None:
+    # The control: the same traffic from a device that declared 1 s is all served, so
+    # the refusal above comes from a's declared schedule, nothing else.
+    a, b = _ten_times_a_schedule(tmp_path, 1.0)
+    assert a == [200] * 30 and b == [200] * 30
+
+
+def test_a_device_catches_up_a_full_queue_then_meets_its_schedule(tmp_path: Path) -> None:
+    # The stated burst: after an outage a device (at 10 s) sends its whole link queue
+    # (256 reports) at once in batches, and a batch sent again after a lost ack (409s,
+    # which take tokens too); then its bucket is empty and it waits for its schedule.
+    from tinyward.link.queue import QueueConfig
+
+    assert QueueConfig().capacity == CATCH_UP_REPORTS
+    clock = _DrivenClock()
+    state = start_running(tmp_path, ("a",), schedules={"a": 10.0}, monotonic=clock)
+    try:
+        reports = [state.report("a") for _ in range(CATCH_UP_REPORTS)]
+        batches = [reports[i:i + 50] for i in range(0, len(reports), 50)] + [reports[-50:]]
+        answers = [state.post("a", cbor2.dumps(batch), content_type="application/cbor",
+                              path="/v1/reports/batch") for batch in batches]
+        assert [status for status, _ in answers] == [200] * len(batches)
+        codes = [r["code"] for _, answer in answers[:-1] for r in answer["results"]]
+        assert codes == ["stored"] * CATCH_UP_REPORTS
+        assert {r["code"] for r in answers[-1][1]["results"]} == {"replay"}
+        assert state.post("a", state.report("a"))[0] == 429  # 306 taken: the burst
+        clock.now += 5.0  # half an interval: one token back (twice the schedule)
+        assert state.post("a", state.report("a"))[0] == 200
+    finally:
+        state.server.stop()
+    assert ServerConfig().device_burst == CATCH_UP_REPORTS + ServerConfig().max_batch
+
+
+def test_a_new_schedule_applies_at_once_without_reading_per_report(tmp_path: Path) -> None:
+    # `fleet set-schedule` on a running server: the device's next request meets the new
+    # rate (its status file changed), and no report reads the device's files again.
+    clock = _DrivenClock()
+    state = start_running(tmp_path, ("a",), ServerConfig(burst=3), schedules={"a": 1.0},
+                          monotonic=clock)
+    reads: list[str] = []
+    original = state.fleet.device
+
+    def counted(device_id: str) -> object:
+        reads.append(device_id)
+        return original(device_id)
+
+    try:
+        for _ in range(5):  # at its schedule: served
+            assert state.post("a", state.report("a"))[0] == 200
+            clock.now += 1.0
+        state.fleet.device = counted  # type: ignore[method-assign]
+        for _ in range(3):
+            assert state.post("a", state.report("a"))[0] == 200
+            clock.now += 1.0
+        assert reads == []  # the schedule came from the cache
+        state.fleet.device = original  # type: ignore[method-assign]
+        state.fleet.set_schedule(state.devices["a"].device_id, 60.0)
+        statuses = []
+        for _ in range(6):
+            statuses.append(state.post("a", state.report("a"))[0])
+            clock.now += 1.0
+        # The 2 tokens left in its bucket, then one per 30 s: refused (at 1 s it was not).
+        assert statuses == [200, 200, 429, 429, 429, 429], statuses
+    finally:
+        state.server.stop()
+
+
+def test_a_damaged_schedule_record_is_refused_not_a_crash(tmp_path: Path) -> None:
+    # A status file edited to 0.001 s (2,000 reports/s) does not lift the device's limit:
+    # the record is refused as damaged, with a reason (not a 500 and a traceback).
+    import json
+
+    state = start_running(tmp_path, ("a",), schedules={"a": 10.0})
+    try:
+        path = state.fleet.devices_path / state.devices["a"].device_id / "status.json"
+        record = json.loads(path.read_text())
+        record["report_interval"] = 0.001
+        path.write_text(json.dumps(record))
+        status, answer = state.post("a", state.report("a"))
+        assert (status, answer["error"]) == (503, "device_record_damaged")
+    finally:
+        state.server.stop()
 
 
 def test_database_files_are_private(tmp_path: Path) -> None:

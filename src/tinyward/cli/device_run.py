@@ -45,8 +45,9 @@ def _server_url(_ctx: click.Context, _param: click.Parameter, value: str) -> str
               help="Use no network at all (enforced by a kernel filter on the whole process "
                    "tree); results go to the local readout instead of a server.")
 @click.option("--interval", type=click.FloatRange(0.01, 86400), default=None,
-              help="Seconds between reports, one per interval always [default: 10; "
-                   "air-gapped: 1].")
+              help="Seconds between reports, one per interval always; must match the "
+                   "schedule the fleet recorded for the device (`fleet devices`), whose "
+                   "rate limit follows it [default: 10; air-gapped: 1].")
 @click.option("--size", type=click.IntRange(256, 16384), default=1024, show_default=True,
               help="Exact size of every report in bytes (must match the fleet's).")
 @click.option("--duration", type=float, default=None,

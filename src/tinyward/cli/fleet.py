@@ -23,7 +23,13 @@ from tinyward.fleet.errors import (
     BadEnrolmentRequest,
 )
 from tinyward.fleet.keyseal import read_params
-from tinyward.fleet.pki import Fleet, device_ca_label
+from tinyward.fleet.pki import (
+    DEFAULT_REPORT_INTERVAL,
+    MAX_REPORT_INTERVAL,
+    MIN_REPORT_INTERVAL,
+    Fleet,
+    device_ca_label,
+)
 
 DEFAULT_SERVER_NAMES = ("localhost", "127.0.0.1")
 
@@ -39,6 +45,27 @@ _KEYS = click.option(
     default=None,
     help="Folder of the offline keys (default: FLEET_DIR/keys), e.g. on removable media.",
 )
+_BOUNDS = f"{MIN_REPORT_INTERVAL:g} to {MAX_REPORT_INTERVAL:g}"
+
+
+# Plain floats: the bounds are checked by the fleet (BadSchedule: one clear line).
+_FLEET_INTERVAL = click.option(
+    "--report-interval", "report_interval", type=float, default=DEFAULT_REPORT_INTERVAL,
+    metavar="SECONDS", show_default=True,
+    help="Default report schedule of devices enrolled without one: seconds between "
+    f"reports; the server's rate limit is twice it ({_BOUNDS} s).")
+_DEVICE_INTERVAL = click.option(
+    "--report-interval", "report_interval", type=float, default=None, metavar="SECONDS",
+    help="The device's declared schedule, seconds between its reports (its `device run "
+    "--interval`); the server's rate limit for it is twice that "
+    f"({_BOUNDS} s) [default: the fleet's].")
+
+
+def _interval(seconds: float | None) -> str:
+    return "not recorded (the server's --report-interval)" if seconds is None \
+        else f"{seconds:g} s"
+
+
 _NO_SERVER_PASSPHRASE = click.option(
     "--no-server-passphrase",
     is_flag=True,
@@ -72,8 +99,9 @@ def fleet() -> None:
 @click.option("--keys", "keys_dir", type=click.Path(file_okay=False, path_type=Path),
               default=None, help="Write the sealed CA and update keys to this new folder "
               "(e.g. removable media) instead of DIRECTORY/keys.")
+@_FLEET_INTERVAL
 def init(directory: Path, server_names: tuple[str, ...], no_server_passphrase: bool,
-         keys_dir: Path | None) -> None:
+         keys_dir: Path | None, report_interval: float) -> None:
     """Create a new fleet in DIRECTORY (a new or empty folder).
 
     Makes a root CA, a device-issuing CA, the fleet server's TLS certificate and a
@@ -84,11 +112,15 @@ def init(directory: Path, server_names: tuple[str, ...], no_server_passphrase: b
     14 characters, 6 different ones, not a common password, run or repeat; no two the
     same. An existing fleet is never overwritten.
     """
+    from tinyward.fleet.pki import check_report_interval
+
+    check_report_interval(report_interval)  # before any passphrase is asked for
     ca = read_secret(CA, new=True)
     update = read_secret(UPDATE, new=True)
     server = None if no_server_passphrase else read_secret(SERVER, new=True)
     created = Fleet.init(directory, ca, server_names or DEFAULT_SERVER_NAMES,
-                         update_passphrase=update, server_passphrase=server, keys_dir=keys_dir)
+                         update_passphrase=update, server_passphrase=server, keys_dir=keys_dir,
+                         report_interval=report_interval)
     click.echo(f"created fleet {created.fleet_id} in {created.directory}")
     if keys_dir is None:
         click.echo(f"offline keys (CA, update signing): {created.keys_path} "
@@ -96,6 +128,7 @@ def init(directory: Path, server_names: tuple[str, ...], no_server_passphrase: b
     else:
         click.echo(f"offline keys (CA, update signing): {keys_dir} (pass --keys {keys_dir})")
     click.echo(f"server names: {', '.join(created.server_names)}")
+    click.echo(f"default report interval: {created.report_interval:g} s")
     click.echo(f"server pin (SHA-256 of its public key): {created.server_spki_sha256.hex()}")
     _echo_next_pin(created)
 
@@ -117,15 +150,20 @@ def _echo_next_pin(opened: Fleet) -> None:
     "Default: <device ID>.bundle.json next to REQUEST_PEM.",
 )
 @_KEYS
+@_DEVICE_INTERVAL
 def enroll(fleet_dir: Path, request_pem: Path, output: Path | None,
-           keys_dir: Path | None) -> None:
+           keys_dir: Path | None, report_interval: float | None) -> None:
     """Enrol the device whose enrolment request is REQUEST_PEM.
 
     REQUEST_PEM is the enroll.csr.pem written by `tinyward device init`. The answer is
     a bundle (the device's certificates, the fleet CAs and the server pin; no secrets)
     for `tinyward device install`. Needs the CA passphrase (TINYWARD_CA_PASSPHRASE).
     """
+    from tinyward.fleet.pki import check_report_interval
+
     opened = Fleet.open(fleet_dir)
+    if report_interval is not None:
+        check_report_interval(report_interval)  # before the passphrase is asked for
     if output is None:  # the default goes next to the request: check that folder first
         check_output_file(request_pem.parent / "device.bundle.json")
     limit = DEFAULT_ENROLMENT_LIMITS.max_request_bytes
@@ -134,13 +172,16 @@ def enroll(fleet_dir: Path, request_pem: Path, output: Path | None,
     if len(request) > limit:
         raise BadEnrolmentRequest(f"{request_pem} is larger than {limit} bytes")
     try:
-        bundle = opened.enroll(request, opened.device_ca_token(read_secret(CA), keys_dir))
+        bundle = opened.enroll(request, opened.device_ca_token(read_secret(CA), keys_dir),
+                               report_interval=report_interval)
     except AlreadyEnrolled as error:
         raise AlreadyEnrolled(f"{error}; to write its bundle again: tinyward fleet bundle "
                               f"{fleet_dir} {_requested_device_id(request)} -o FILE") from None
     target = output or request_pem.parent / f"{bundle.device_id}.bundle.json"
     _write_bundle(target, bundle, fleet_dir)
-    click.echo(f"enrolled device {bundle.device_id} in fleet {opened.fleet_id}")
+    schedule = opened.report_interval if report_interval is None else report_interval
+    click.echo(f"enrolled device {bundle.device_id} in fleet {opened.fleet_id}, reporting "
+               f"every {schedule:g} s")
     click.echo(f"bundle written to {target}")
 
 
@@ -200,6 +241,22 @@ def revoke(fleet_dir: Path, device_id: str) -> None:
     click.echo(f"revoked device {device_id} in fleet {opened.fleet_id}")
 
 
+@fleet.command("set-schedule")
+@click.argument("fleet_dir", type=_EXISTING_DIR)
+@click.argument("device_id")
+@click.option("--report-interval", "report_interval", type=float, required=True,
+              metavar="SECONDS", help=f"Seconds between the device's reports ({_BOUNDS} s).")
+def set_schedule(fleet_dir: Path, device_id: str, report_interval: float) -> None:
+    """Record a new report schedule for DEVICE_ID (the server's rate limit follows it).
+
+    A running server applies it at the device's next request. The device's own
+    `device run --interval` must match: run it with the new interval.
+    """
+    changed = Fleet.open(fleet_dir).set_schedule(device_id, report_interval)
+    click.echo(f"device {device_id} now reports every {_interval(changed.report_interval)}; "
+               "restart its `device run` with --interval to match")
+
+
 @fleet.command("devices")
 @click.argument("fleet_dir", type=_EXISTING_DIR)
 def devices(fleet_dir: Path) -> None:
@@ -208,6 +265,7 @@ def devices(fleet_dir: Path) -> None:
     table = Table(title=f"fleet {opened.fleet_id}")
     table.add_column("device ID", no_wrap=True)
     table.add_column("enrolled", no_wrap=True)
+    table.add_column("report interval", no_wrap=True)
     table.add_column("revoked", no_wrap=True)
     for device in opened.devices():
         revoked = "no"
@@ -217,7 +275,10 @@ def devices(fleet_dir: Path) -> None:
                 if device.revoked_at
                 else "yes"
             )
-        table.add_row(device.device_id, device.enrolled_at.isoformat(timespec="seconds"), revoked)
+        interval = (f"{device.report_interval:g} s" if device.report_interval is not None
+                    else "none (server fallback)")
+        table.add_row(device.device_id, device.enrolled_at.isoformat(timespec="seconds"),
+                      interval, revoked)
     console = Console()
     if not console.is_terminal:
         console.width = 160  # device IDs are 64 characters; never cut them in a pipe
@@ -232,6 +293,8 @@ def show(fleet_dir: Path) -> None:
     click.echo(f"fleet ID:      {opened.fleet_id}")
     click.echo(f"created:       {opened.created.isoformat(timespec='seconds')}")
     click.echo(f"server names:  {', '.join(opened.server_names)}")
+    click.echo(f"report every:  {opened.report_interval:g} s (default of new devices; "
+               "`fleet devices` lists each one's)")
     click.echo(f"server pin:    {opened.server_spki_sha256.hex()}")
     next_pin = opened.server_next_spki_sha256
     click.echo(f"next pin:      {next_pin.hex() if next_pin else 'none (fleet next-server-key)'}")

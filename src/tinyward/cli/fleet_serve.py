@@ -27,22 +27,24 @@ import click
               help="Address of the admin listener (admin token endpoints).")
 @click.option("--admin-port", default=8444, show_default=True, type=click.IntRange(0, 65535),
               help="TCP port of the admin listener (0: any free port, printed at start).")
-@click.option("--report-interval", default=10.0, show_default=True,
-              type=click.FloatRange(0.01, 86400),
-              help="The devices' report schedule in seconds (sets the default --rate).")
+@click.option("--report-interval", default=None, type=click.FloatRange(0.01, 86400),
+              help="Report schedule in seconds of devices enrolled before schedules were "
+                   "recorded; every other device's rate follows its own declared schedule "
+                   "[default: the fleet's default interval, `fleet show`].")
 @click.option("--rate", default=None, type=click.FloatRange(min=0.001),
-              help="Reports per second per device (token bucket, per worker) "
-                   "[default: 2 / --report-interval].")
-@click.option("--burst", default=300.0, show_default=True, type=click.FloatRange(min=1),
-              help="Token bucket size, in reports.")
+              help="One rate for every device, reports per second (token bucket, per "
+                   "worker) [default: twice each device's declared schedule].")
+@click.option("--burst", default=None, type=click.FloatRange(min=1),
+              help="Token bucket size, in reports [default: 306, a full link queue (256) "
+                   "plus one batch (50) sent again].")
 @click.option("--max-connections-per-ip", default=256, show_default=True,
               type=click.IntRange(1), help="Concurrent connections per client address.")
 @click.option("--max-handshakes-per-ip", default=16, show_default=True, type=click.IntRange(1),
               help="TLS handshakes in progress per client address (per worker; nobody is "
                    "authenticated yet).")
 def serve(fleet_dir: Path, host: str, port: int, db_url: str | None, workers: int,
-          admin_host: str, admin_port: int, report_interval: float, rate: float | None,
-          burst: float, max_connections_per_ip: int, max_handshakes_per_ip: int) -> None:
+          admin_host: str, admin_port: int, report_interval: float | None, rate: float | None,
+          burst: float | None, max_connections_per_ip: int, max_handshakes_per_ip: int) -> None:
     """Run the fleet server for FLEET_DIR (TLS 1.3, device client certificates).
 
     Devices connect to --host/--port, which requires their client certificate in the TLS
@@ -58,10 +60,12 @@ def serve(fleet_dir: Path, host: str, port: int, db_url: str | None, workers: in
     from tinyward.fleet.server import ServerConfig
 
     refuse_foreign_secrets()
-    sealed = Fleet.open(fleet_dir).server_key_path.suffix == ".key"
+    opened = Fleet.open(fleet_dir)
+    sealed = opened.server_key_path.suffix == ".key"
     passphrase = read_secret(SERVER) if sealed else None
 
-    config = ServerConfig(report_interval=report_interval, rate_per_second=rate, burst=burst,
+    fallback = opened.report_interval if report_interval is None else report_interval
+    config = ServerConfig(report_interval=fallback, rate_per_second=rate, burst=burst,
                           max_connections_per_ip=max_connections_per_ip,
                           max_handshakes_per_ip=max_handshakes_per_ip)
     url = db_url or f"sqlite:///{(fleet_dir / 'reports.db').absolute()}"

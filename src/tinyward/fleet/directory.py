@@ -11,7 +11,10 @@ adapter keeps what cannot change and re-reads what can:
   certificate expires;
 - revocation: re-checked on *every* request, cheaply — the device's status file is only
   re-read when its modification time changes, so ``tinyward fleet revoke`` takes effect
-  on the next request without a restart.
+  on the next request without a restart;
+- the declared report schedule (:meth:`FleetDirectory.report_interval`): read from the
+  same status file at the same moments (first lookup, and whenever it changes, e.g. by
+  ``tinyward fleet set-schedule``), never from disk per report.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ class FleetDirectory:
         self._keys: dict[str, ec.EllipticCurvePublicKey] = {}
         # device -> (status file version, revoked)
         self._revoked: dict[str, tuple[tuple[int, int], bool]] = {}
+        self._schedules: dict[str, float | None] = {}  # device -> declared report interval
         self._tls: dict[bytes, tuple[str, datetime]] = {}  # DER -> (device ID, not after)
 
     def report_key(self, device_id: str) -> ec.EllipticCurvePublicKey | None:
@@ -69,6 +73,13 @@ class FleetDirectory:
         self._remember(device, version)
         return device.revoked
 
+    def report_interval(self, device_id: str) -> float | None:
+        """The device's declared seconds between reports, as last read from its status file
+        (None: not read yet, or enrolled before schedules were recorded). No disk access:
+        :meth:`tls_identity` and :meth:`is_revoked`, which every request runs first, keep
+        it current."""
+        return self._schedules.get(device_id)
+
     def _status_version(self, device_id: str) -> tuple[int, int] | None:
         """Which version of the device's status file is on disk (None: no such file)."""
         if not is_device_id(device_id):  # it becomes part of a path
@@ -89,7 +100,9 @@ class FleetDirectory:
             if len(self._keys) >= _MAX_CACHED:
                 self._keys.clear()
                 self._revoked.clear()
+                self._schedules.clear()
             self._keys[device.device_id] = device.public_key("report")
+            self._schedules[device.device_id] = device.report_interval
             if version is not None:
                 self._revoked[device.device_id] = (version, device.revoked)
 

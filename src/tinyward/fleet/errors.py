@@ -76,3 +76,7 @@ class OldFleetFormat(BadFleet):
 
 class CannotListen(TinywardError):
     """The fleet server cannot listen where it was asked to (port in use, no such address)."""
+
+
+class BadSchedule(BadInput):
+    """A device's declared report schedule is outside the fleet's bounds (or not a number)."""

@@ -33,19 +33,29 @@ class Refused(TinywardError):
 
 
 class TokenBuckets:
-    """Per-device token buckets (in memory, per process). Pure apart from the dict."""
+    """Per-device token buckets (in memory, per process). Pure apart from the dict.
+
+    ``rate`` and ``burst`` are the defaults; :meth:`take` may give a key its own (the
+    fleet server derives each device's rate from the device's declared schedule).
+    """
 
     def __init__(self, rate: float, burst: float) -> None:
         self.rate, self.burst = rate, burst
         self._buckets: dict[str, tuple[float, float]] = {}
 
-    def take(self, key: str, n: int, now: float) -> float | None:
-        """Take ``n`` tokens; None if granted, else the seconds until they would be."""
-        tokens, last = self._buckets.get(key, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - last) * self.rate)
+    def take(self, key: str, n: int, now: float, rate: float | None = None,
+             burst: float | None = None) -> float | None:
+        """Take ``n`` tokens; None if granted, else the seconds until they would be.
+
+        ``rate``/``burst`` (default: the buckets' own) are this key's: a bucket refills at
+        the rate given now, so a changed schedule applies from the next call on."""
+        rate = self.rate if rate is None else rate
+        burst = self.burst if burst is None else burst
+        tokens, last = self._buckets.get(key, (burst, now))
+        tokens = min(burst, tokens + max(0.0, now - last) * rate)
         if n > tokens:
             self._buckets[key] = (tokens, now)
-            return (n - tokens) / self.rate if n <= self.burst else float("inf")
+            return (n - tokens) / rate if n <= burst else float("inf")
         self._buckets[key] = (tokens - n, now)
         return None
 

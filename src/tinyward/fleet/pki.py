@@ -2,7 +2,8 @@
 
 A fleet is a folder (all files 0600, folders 0700)::
 
-    fleet.json                      format tag, fleet ID, server names, creation time
+    fleet.json                      format tag, fleet ID, server names, creation time,
+                                    the default report interval of new devices
     ca/root-ca.cert.pem             root CA (~20 years)
     ca/device-ca.cert.pem           device-issuing CA (~10 years, pathlen 0)
     ca/device-ca.retiring/*.cert.pem  earlier device CAs, still trusted until retired
@@ -15,7 +16,8 @@ A fleet is a folder (all files 0600, folders 0700)::
     keys/device-ca.key              (enrolment, rotation)
     keys/update-signing.key         update passphrase (releases)
     keys/server-next.key            the next server TLS key, CA passphrase (pin roll-over)
-    devices/<device ID>/{tls,report,attestation}.cert.pem, status.json
+    devices/<device ID>/{tls,report,attestation}.cert.pem, status.json (revocation and
+                                    the device's declared report interval)
 
 The server process needs only ``ca/``, ``server/`` and ``devices/``: it never opens
 ``keys/`` nor knows the CA or update passphrases. Private keys at rest are sealed with
@@ -61,6 +63,7 @@ from tinyward.fleet.errors import (
     AlreadyEnrolled,
     BadCertificate,
     BadFleet,
+    BadSchedule,
     FleetExists,
     OldFleetFormat,
     RevokedDevice,
@@ -110,6 +113,30 @@ _RETIRING = "device-ca.retiring"
 _SERVER_NEXT = "server-next"
 _SERVER_NEXT_KEY, _SERVER_NEXT_PUB = f"{_SERVER_NEXT}.key", f"{_SERVER_NEXT}.pub.pem"
 _MAX_JSON = 64 * 1024
+#: A device's declared report schedule (seconds between its reports): the default of a
+#: new fleet, and the bounds every declaration must keep. The fleet server derives the
+#: device's rate limit from it (``docs/fleet-server.md``).
+DEFAULT_REPORT_INTERVAL = 10.0
+MIN_REPORT_INTERVAL = 1.0
+MAX_REPORT_INTERVAL = 86400.0
+
+
+def check_report_interval(value: object) -> float:
+    """A declared report interval in seconds, checked: a finite number from
+    :data:`MIN_REPORT_INTERVAL` (1 s) to :data:`MAX_REPORT_INTERVAL` (1 day).
+
+    Raises:
+        BadSchedule: not a number, or out of bounds (the message gives the bounds).
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise BadSchedule(f"a report interval is a number of seconds, not {value!r:.40}")
+    seconds = float(value)
+    if not MIN_REPORT_INTERVAL <= seconds <= MAX_REPORT_INTERVAL:  # NaN fails this too
+        raise BadSchedule(
+            f"a report interval must be {MIN_REPORT_INTERVAL:g} to {MAX_REPORT_INTERVAL:g} "
+            f"seconds (1 s to 1 day), not {seconds:g}"
+        )
+    return seconds
 
 
 def _utc_now(now: datetime | None) -> datetime:
@@ -176,15 +203,17 @@ def device_ca_label(cert: x509.Certificate) -> str:
     return spki_sha256(cert).hex()[:16]
 
 
-def _fleet_json(fleet_id: str, names: tuple[str, ...], created: datetime) -> bytes:
-    return _json_bytes(
-        {
-            "format": FLEET_FORMAT,
-            "fleet_id": fleet_id,
-            "server_names": list(names),
-            "created": created.isoformat(),
-        }
-    )
+def _fleet_json(fleet_id: str, names: tuple[str, ...], created: datetime,
+                report_interval: float | None = None) -> bytes:
+    document: dict[str, Any] = {
+        "format": FLEET_FORMAT,
+        "fleet_id": fleet_id,
+        "server_names": list(names),
+        "created": created.isoformat(),
+    }
+    if report_interval is not None:  # optional: fleets made before have none (10 s)
+        document["report_interval"] = report_interval
+    return _json_bytes(document)
 
 
 def _read_fleet_json(directory: Path) -> dict[str, Any]:
@@ -373,6 +402,9 @@ class EnrolledDevice:
     revoked: bool
     enrolled_at: datetime
     revoked_at: datetime | None = None
+    #: Seconds between the device's reports, declared at enrolment (or by
+    #: ``set_schedule``); None for a device enrolled before schedules were recorded.
+    report_interval: float | None = None
 
     def public_key(self, purpose: str) -> ec.EllipticCurvePublicKey:
         """The device's public key for ``purpose`` (``tls``, ``report`` or ``attestation``).
@@ -403,9 +435,12 @@ class Fleet:
         update_signing_public_key: ec.EllipticCurvePublicKey | None,
         retiring_device_cas: tuple[x509.Certificate, ...] = (),
         server_next_public_key: ec.EllipticCurvePublicKey | None = None,
+        report_interval: float = DEFAULT_REPORT_INTERVAL,
     ) -> None:
         # Use Fleet.open / Fleet.init; this only holds what they checked.
         self.directory = directory
+        #: The report interval of devices enrolled without one of their own.
+        self.report_interval = report_interval
         self.fleet_id = fleet_id
         self.server_names = server_names
         self.created = created
@@ -477,6 +512,7 @@ class Fleet:
         update_passphrase: bytes | None = None,
         server_passphrase: bytes | None = None,
         keys_dir: Path | None = None,
+        report_interval: float = DEFAULT_REPORT_INTERVAL,
     ) -> Fleet:
         """Create a new fleet in ``directory`` (which must not exist, or be empty).
 
@@ -488,8 +524,10 @@ class Fleet:
         user only. Every new passphrase must pass :mod:`tinyward.fleet.passphrase`'s rule,
         and no two may be equal. The sealed CA and update keys go to ``keys_dir`` (a new
         or empty folder, e.g. on removable media) when given, else to ``directory/keys``.
+        ``report_interval`` is the schedule a device gets when its enrolment declares none.
 
         Raises:
+            BadSchedule: ``report_interval`` is out of bounds.
             FleetExists: ``directory`` holds a fleet or any other file.
             WeakPassphrase: a passphrase breaks the rule (the message says which).
             Misuse: empty or equal passphrases, no or invalid server names, naive ``now``.
@@ -503,6 +541,7 @@ class Fleet:
         _check_apart(
             {"CA": ca_passphrase, "update": update_passphrase, "server": server_passphrase}
         )
+        report_interval = check_report_interval(report_interval)
         now = _utc_now(now)
         if isinstance(server_names, str):
             raise Misuse("server_names is a list of names, not one string")
@@ -522,7 +561,7 @@ class Fleet:
         staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
         try:
             secrets = _Secrets(ca_passphrase, update_passphrase, server_passphrase)
-            fleet_id = cls._populate(staging, secrets, names, now)
+            fleet_id = cls._populate(staging, secrets, names, now, report_interval)
             try:
                 os.rename(staging, directory)
             except OSError:
@@ -550,7 +589,8 @@ class Fleet:
 
     @staticmethod
     def _populate(
-        staging: Path, secrets: _Secrets, names: tuple[str, ...], now: datetime
+        staging: Path, secrets: _Secrets, names: tuple[str, ...], now: datetime,
+        report_interval: float = DEFAULT_REPORT_INTERVAL,
     ) -> str:
         os.chmod(staging, PRIVATE_DIR_MODE)
         for folder in ("ca", "server", "keys", "devices"):
@@ -573,7 +613,7 @@ class Fleet:
             atomic_write(ca / f"{_UPDATE}.pub.pem", _public_pem(update_key.public_key()))
         fleet_id = fleet_id_of(root_ca)
         # fleet.json last: it marks a complete fleet.
-        atomic_write(staging / FLEET_FILE, _fleet_json(fleet_id, names, now))
+        atomic_write(staging / FLEET_FILE, _fleet_json(fleet_id, names, now, report_interval))
         return fleet_id
 
     @classmethod
@@ -600,7 +640,9 @@ class Fleet:
             created = datetime.fromisoformat(meta["created"])
             if not isinstance(fleet_id, str) or not all(isinstance(n, str) for n in server_names):
                 raise ValueError("bad field types")
-        except (ValueError, KeyError, TypeError) as error:
+            report_interval = check_report_interval(
+                meta.get("report_interval", DEFAULT_REPORT_INTERVAL))
+        except (ValueError, KeyError, TypeError, BadSchedule) as error:
             raise BadFleet(f"{directory / FLEET_FILE} is damaged ({error})") from None
         root_ca, device_ca, server = (
             _certificate(directory / "ca" / f"{n}.cert.pem") for n in (_ROOT, _DEVICE_CA, _SERVER)
@@ -621,7 +663,7 @@ class Fleet:
         next_key = _read_public_key(directory / "ca" / _SERVER_NEXT_PUB)
         return cls(
             directory, fleet_id, server_names, created, root_ca, device_ca, server, update_key,
-            retiring, next_key,
+            retiring, next_key, report_interval,
         )
 
     # -- signing keys (offline) and the server key ----------------------------------------
@@ -920,10 +962,17 @@ class Fleet:
         ca: bytes | SigningToken,
         now: datetime | None = None,
         limits: EnrolmentLimits = DEFAULT_ENROLMENT_LIMITS,
+        *,
+        report_interval: float | None = None,
     ) -> DeviceBundle:
         """Enrol the device whose enrolment request this is, and return its bundle.
 
+        ``report_interval`` is the device's declared schedule (seconds between its
+        reports; default: the fleet's), recorded with the device: the fleet server derives
+        the device's rate limit from it.
+
         Raises:
+            BadSchedule: ``report_interval`` is out of bounds (nothing is recorded).
             BadEnrolmentRequest: the request is refused (see ``parse_enrolment_request``).
             AlreadyEnrolled: the device is already enrolled here (revoked or not).
             WrongPassphrase: the CA passphrase does not open the device CA key.
@@ -934,6 +983,8 @@ class Fleet:
         token from :meth:`device_ca_token` (open it once to enrol many devices).
         """
         now = _utc_now(now)
+        interval = check_report_interval(
+            self.report_interval if report_interval is None else report_interval)
         if isinstance(ca, bytes):
             _check_passphrase(ca)
         csrs = parse_enrolment_request(request_pem, limits)
@@ -965,7 +1016,7 @@ class Fleet:
         try:
             for purpose, cert in certificates.items():
                 atomic_write(staging / f"{purpose}.cert.pem", _pem(cert))
-            atomic_write(staging / STATUS_FILE, self._status(device_id, now, None))
+            atomic_write(staging / STATUS_FILE, self._status(device_id, now, None, interval))
             try:
                 # rename(2) refuses a non-empty target: two racing enrolments, one wins.
                 os.rename(staging, target)
@@ -1019,16 +1070,20 @@ class Fleet:
                                    "certificates is no longer trusted (retired)")
 
     @staticmethod
-    def _status(device_id: str, enrolled_at: datetime, revoked_at: datetime | None) -> bytes:
-        return _json_bytes(
-            {
-                "format": STATUS_FORMAT,
-                "device_id": device_id,
-                "enrolled_at": enrolled_at.isoformat(),
-                "revoked": revoked_at is not None,
-                "revoked_at": None if revoked_at is None else revoked_at.isoformat(),
-            }
-        )
+    def _status(device_id: str, enrolled_at: datetime, revoked_at: datetime | None,
+                report_interval: float | None) -> bytes:
+        document: dict[str, Any] = {
+            "format": STATUS_FORMAT,
+            "device_id": device_id,
+            "enrolled_at": enrolled_at.isoformat(),
+            "revoked": revoked_at is not None,
+            "revoked_at": None if revoked_at is None else revoked_at.isoformat(),
+        }
+        # Optional (same format): a device enrolled before schedules has none, and older
+        # readers ignore it.
+        if report_interval is not None:
+            document["report_interval"] = report_interval
+        return _json_bytes(document)
 
     def device(self, device_id: str) -> EnrolledDevice:
         """The enrolled device with this ID.
@@ -1056,13 +1111,16 @@ class Fleet:
                 if status["revoked_at"] is None
                 else datetime.fromisoformat(status["revoked_at"])
             )
+            declared = status.get("report_interval")
+            interval = None if declared is None else check_report_interval(declared)
             certificates = {
                 purpose: x509.load_pem_x509_certificate((path / f"{purpose}.cert.pem").read_bytes())
                 for purpose in PURPOSES
             }
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, BadSchedule) as error:
             raise BadFleet(f"the files of device {device_id} are damaged ({error})") from None
-        return EnrolledDevice(device_id, certificates, revoked, enrolled_at, revoked_at)
+        return EnrolledDevice(device_id, certificates, revoked, enrolled_at, revoked_at,
+                              interval)
 
     def devices(self) -> list[EnrolledDevice]:
         """Every enrolled device (revoked ones included), sorted by enrolment time, then ID.
@@ -1090,8 +1148,26 @@ class Fleet:
             return
         atomic_write(
             self._device_path(device_id) / STATUS_FILE,
-            self._status(device_id, device.enrolled_at, now),
+            self._status(device_id, device.enrolled_at, now, device.report_interval),
         )
+
+    def set_schedule(self, device_id: str, report_interval: float) -> EnrolledDevice:
+        """Record a new declared schedule for a device (an administrator's decision: the
+        device's own ``device run --interval`` must match it). A running server applies it
+        at the device's next request (the status file is re-read when it changes).
+
+        Raises:
+            BadSchedule: out of bounds (nothing is changed).
+            UnknownDevice: malformed ID, or no such device in this fleet.
+            BadFleet: the device's files are damaged.
+        """
+        interval = check_report_interval(report_interval)
+        device = self.device(device_id)
+        atomic_write(
+            self._device_path(device_id) / STATUS_FILE,
+            self._status(device_id, device.enrolled_at, device.revoked_at, interval),
+        )
+        return self.device(device_id)
 
     def verify_device_certificate(
         self, cert: x509.Certificate, purpose: str, now: datetime | None = None

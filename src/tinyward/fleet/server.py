@@ -44,7 +44,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from tinyward.errors import BadInput
 from tinyward.fleet.directory import FleetDirectory
-from tinyward.fleet.errors import BadCertificate, RevokedDevice, UnknownDevice
+from tinyward.fleet.errors import BadCertificate, BadFleet, RevokedDevice, UnknownDevice
 from tinyward.fleet.guards import (
     ADMIN_TOKEN_FILE,
     AdminToken,
@@ -62,6 +62,9 @@ AUDIT_LOG_FILE = "audit.log"
 SERVER_NAME = "tinyward"
 DEVICES_PAGE = 100
 MAX_DEVICES_PAGE = 500
+#: Reports a device may have queued after an outage: the link queue's capacity
+#: (``tinyward.link.queue.QueueConfig().capacity``; a test checks they agree).
+CATCH_UP_REPORTS = 256
 _OUTCOME = web.RequestKey("tinyward_outcome", str)  # the refusal code an audit line records
 _log = logging.getLogger("tinyward.fleet.server")
 
@@ -72,14 +75,21 @@ class ServerConfig:
 
     - ``max_body_bytes``: larger request bodies get 413 (aiohttp ``client_max_size``).
     - ``max_batch``: reports per batch request.
-    - ``report_interval``: the fleet's declared report schedule (seconds between a
-      device's reports; ``tinyward device run --interval``).
+    - ``report_interval``: the schedule (seconds between reports) of a device whose
+      enrolment recorded none (enrolled before schedules were); every other device's
+      own declared schedule (``fleet enroll --report-interval``, ``fleet set-schedule``)
+      is read from the fleet's records.
     - ``rate_per_second`` / ``burst``: each device's token bucket, in reports, per worker
       process (with N workers a device that reaches several of them gets up to N times).
-      The rate defaults to twice the schedule (``2 / report_interval``: a device that
-      was offline catches up one extra report per interval), the burst to 300 reports
-      (a full default link queue, 256, at once). Every request takes its tokens before
-      its body is decoded, malformed ones included.
+      The rate defaults to twice the device's own schedule (``2 / interval``: a device
+      that was offline catches up one extra report per interval); ``rate_per_second``
+      sets one rate for every device instead (tests, or an operator's override). The
+      burst defaults to :data:`CATCH_UP_REPORTS` + ``max_batch`` = 306 reports: a full
+      link queue sent at once after an outage, plus one batch sent again after its
+      acknowledgement was lost (replays take tokens too). So over any T seconds a device
+      gets at most 306 + 2 T / interval reports: 2.85 times its schedule over an hour,
+      never the 500 times of the old fleet-wide 50/s. Every request takes its tokens
+      before its body is decoded, malformed ones included; a batch takes one per report.
     - ``max_incident_kinds_per_device``: distinct incident kinds kept per device; further
       new kinds are counted under ``other`` (the store).
     - ``max_connections`` / ``max_connections_per_ip``: concurrent connections per worker
@@ -103,7 +113,7 @@ class ServerConfig:
     max_batch: int = 50
     report_interval: float = 10.0
     rate_per_second: float | None = None
-    burst: float = 300.0
+    burst: float | None = None
     max_incident_kinds_per_device: int = 64
     max_connections: int = 1024
     max_connections_per_ip: int = 256
@@ -117,9 +127,22 @@ class ServerConfig:
 
     @property
     def rate(self) -> float:
-        """Reports per second per device: ``rate_per_second``, or twice the schedule."""
-        return self.rate_per_second if self.rate_per_second is not None \
-            else 2.0 / self.report_interval
+        """Reports per second of a device without a declared schedule: ``rate_per_second``,
+        or twice the fallback schedule."""
+        return self.rate_for(None)
+
+    def rate_for(self, interval: float | None) -> float:
+        """Reports per second of a device that declared ``interval`` (None: none):
+        ``rate_per_second`` if set, else twice the schedule."""
+        if self.rate_per_second is not None:
+            return self.rate_per_second
+        return 2.0 / (self.report_interval if interval is None else interval)
+
+    @property
+    def device_burst(self) -> float:
+        """Each device's bucket size in reports: ``burst``, or a full link queue plus a
+        batch (:data:`CATCH_UP_REPORTS` + ``max_batch``)."""
+        return float(CATCH_UP_REPORTS + self.max_batch) if self.burst is None else self.burst
 
 
 def error_response(status: int, code: str, reason: str, headers: dict[str, str] | None = None,
@@ -170,14 +193,16 @@ class FleetServer:
 
     def __init__(self, directory: FleetDirectory, store: ReportStore,
                  config: ServerConfig | None = None, *,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.directory = directory
         self.store = store
         self.config = config or ServerConfig()
         self.admin = AdminToken(directory.fleet.directory / ADMIN_TOKEN_FILE)
         self.audit = AuditLog(directory.fleet.directory / AUDIT_LOG_FILE)
-        self.buckets = TokenBuckets(self.config.rate, self.config.burst)
+        self.buckets = TokenBuckets(self.config.rate, self.config.device_burst)
         self.clock = clock
+        self.monotonic = monotonic  # the rate limit's clock (a test may drive it)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
         self._committer = _GroupCommitter(store, self._executor)
         # Admin reads: their own connection and thread, so that a slow query (a large
@@ -267,6 +292,11 @@ class FleetServer:
                           "this device is not enrolled in the fleet") from None
         except BadCertificate as error:
             raise Refused(403, "bad_certificate", str(error)) from None
+        except BadFleet:  # e.g. a schedule out of bounds: the fleet's record, not the device
+            _log.warning("the fleet's record of a connecting device is damaged")
+            raise Refused(503, "device_record_damaged",
+                          "the fleet's record of this device is damaged; an administrator "
+                          "must repair it (tinyward fleet devices); retry later") from None
 
     def meet_connection(self, transport: asyncio.BaseTransport) -> str | None:
         """Look a freshly connected device up before its first request arrives; returns
@@ -274,9 +304,9 @@ class FleetServer:
 
         Called once per connection, right after the TLS handshake. A device holds its
         connection for hours, so checking its certificate, loading its report key and
-        reading its last stored sequence number belong with the handshake, not with its
-        first report. This only fills caches: every request still runs the full checks
-        (:meth:`_device_of`, revocation, …), and any refusal is left to the request, which
+        declared schedule (its rate limit) and reading its last stored sequence number
+        belong with the handshake, not with its first report. This only fills caches: every
+        request still runs the full checks (:meth:`_device_of`, revocation, …), and any refusal is left to the request, which
         answers it with a reason. A connection without a client certificate (an admin)
         costs nothing here; a certificate from the device CA that does not check out
         (unknown device, wrong purpose) costs the same lookup its first request would, and
@@ -339,7 +369,10 @@ class FleetServer:
         return body
 
     def _rate(self, device_id: str, n: int) -> None:
-        wait = self.buckets.take(device_id, n, time.monotonic())
+        # The device's own declared schedule, cached by the directory when the device
+        # connected (and re-read when its status file changes): no disk read here.
+        rate = self.config.rate_for(self.directory.report_interval(device_id))
+        wait = self.buckets.take(device_id, n, self.monotonic(), rate)
         if wait is not None:
             retry = "60" if wait == float("inf") else str(max(1, int(wait + 0.999)))
             raise Refused(429, "rate_limited", "too many reports from this device; slow down",
@@ -438,6 +471,7 @@ class FleetServer:
             "device_id": device_id,
             "enrolled_at": enrolled.enrolled_at.isoformat(),
             "revoked": enrolled.revoked,
+            "report_interval": enrolled.report_interval,
             "last_seq": status.last_seq if status else 0,
             "reports": status.reports if status else 0,
             "last_report_time": status.last_report_time if status else None,

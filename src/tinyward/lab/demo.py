@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
-from tinyward.fleet.pki import Fleet
+from tinyward.fleet.pki import MAX_REPORT_INTERVAL, MIN_REPORT_INTERVAL, Fleet
 from tinyward.lab import attacks
 from tinyward.lab.attacks import Outcome
 from tinyward.lab.fleetproc import start_fleet_server
@@ -112,7 +112,11 @@ class Demo:
         device_ca = self.fleet.device_ca_token(self._ca_secret)  # opened once (scrypt)
         for i in range(self.count):
             device = Device.init(self.folder / f"device-{i + 1}")
-            device.install(self.fleet.enroll(device.enrolment_request, device_ca))
+            # Declared at the demo's own pace (the server's rate limit follows it), within
+            # the bounds a fleet allows.
+            schedule = min(max(self.interval, MIN_REPORT_INTERVAL), MAX_REPORT_INTERVAL)
+            device.install(self.fleet.enroll(device.enrolment_request, device_ca,
+                                             report_interval=schedule))
             self.devices.append(device)
             self.state.devices.append(DeviceView(f"device-{i + 1}", device.device_id))
         self.note(f"{self.count} devices provisioned: keys made on each device, "

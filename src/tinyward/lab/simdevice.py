@@ -73,12 +73,15 @@ class SimulatedDevice:
         return cls(derive_device_id(keys["attestation"].public_key()), keys)
 
     @classmethod
-    def enrolled(cls, fleet: Fleet, ca: bytes | SigningToken) -> SimulatedDevice:
+    def enrolled(cls, fleet: Fleet, ca: bytes | SigningToken,
+                 report_interval: float | None = None) -> SimulatedDevice:
         """Make a device and enrol it in ``fleet`` (raises what ``Fleet.enroll`` raises).
 
-        ``ca``: the CA passphrase, or a device CA token opened once for many devices."""
+        ``ca``: the CA passphrase, or a device CA token opened once for many devices;
+        ``report_interval``: the declared schedule (default: the fleet's)."""
         device = cls.create()
-        bundle = fleet.enroll(enrolment_request(device.keys), ca)
+        bundle = fleet.enroll(enrolment_request(device.keys), ca,
+                              report_interval=report_interval)
         device.certificates = dict(bundle.certificates)
         device.root_ca_pem = bundle.root_ca_pem
         return device
