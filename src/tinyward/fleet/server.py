@@ -305,11 +305,12 @@ class FleetServer:
         Called once per connection, right after the TLS handshake. A device holds its
         connection for hours, so checking its certificate, loading its report key and
         declared schedule (its rate limit) and reading its last stored sequence number
-        belong with the handshake, not with its first report. This only fills caches: every
-        request still runs the full checks (:meth:`_device_of`, revocation, …), and any
-        refusal is left to the request, which answers it with a reason. A connection without a client certificate (an admin)
-        costs nothing here; a certificate from the device CA that does not check out
-        (unknown device, wrong purpose) costs the same lookup its first request would, and
+        belong with the handshake, not with its first report. This only fills caches:
+        every request still runs the full checks (:meth:`_device_of`, revocation, …), and
+        any refusal is left to the request, which answers it with a reason. A connection
+        without a client certificate (an admin) costs nothing here; a certificate from the
+        device CA that does not check out (unknown device, wrong purpose) costs the same
+        lookup its first request would, and
         is not cached, so each such connection pays it again.
         """
         ssl_object = transport.get_extra_info("ssl_object")
