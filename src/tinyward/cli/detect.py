@@ -21,7 +21,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from tinyward.cli._paths import new_folder, output_file
-from tinyward.cli.detect_export import export
+from tinyward.cli.detect_export import c_out_folder, export
 from tinyward.detect import evaluate as ev
 from tinyward.detect import pipeline
 from tinyward.detect.errors import DetectError
@@ -169,14 +169,7 @@ def score(model: Path, input_path: Path, out: Path | None) -> None:
 
 @detect.command("export-features")
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option(
-    "--out",
-    "out_dir",
-    required=True,
-    type=click.Path(path_type=Path, file_okay=False),
-    callback=new_folder,
-    help="Folder for <prefix>.h and <prefix>.c (created if missing).",
-)
+@c_out_folder
 @click.option("--prefix", default="tw_nf", show_default=True, help="C name prefix.")
 def export_features(model: Path, out_dir: Path, prefix: str) -> None:
     """Export MODEL's packet feature state machine as C99 (one header, one source).

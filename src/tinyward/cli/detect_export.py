@@ -15,10 +15,8 @@ from tinyward.detect.errors import DetectError, DetectMisuse
 from tinyward.detect.models import load_detector
 from tinyward.detect.pipeline import export_detector_c
 
-
-@click.command("export")
-@click.argument("model", type=click.Path(path_type=Path, exists=True, dir_okay=False))
-@click.option(
+#: ``--out DIR`` of both C exports (the detector here, the packet features in cli/detect.py).
+c_out_folder = click.option(
     "--out",
     "out_dir",
     required=True,
@@ -26,6 +24,11 @@ from tinyward.detect.pipeline import export_detector_c
     callback=new_folder,
     help="Folder for <prefix>.h and <prefix>.c (created if missing).",
 )
+
+
+@click.command("export")
+@click.argument("model", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@c_out_folder
 @click.option(
     "--prefix",
     default="tinyward_detector",
