@@ -24,7 +24,7 @@ from tinyward.app.supervisor import Supervisor, SupervisorConfig
 
 from .conftest import TRIGGER, frame
 
-pytestmark = [
+ROOT_ONLY = [
     pytest.mark.slow,
     pytest.mark.skipif(os.geteuid() != 0, reason="bind mounts need root"),
     pytest.mark.skipif(_landlock.abi_version() <= 0, reason="Landlock is not available"),
@@ -61,6 +61,9 @@ def bound(hostile, world_tmp):
         subprocess.run(["umount", "-l", str(mnt)], check=False, timeout=10)
 
 
+@ROOT_ONLY[0]
+@ROOT_ONLY[1]
+@ROOT_ONLY[2]
 def test_device_folder_bind_mounted_into_the_app_folder_is_refused(bound) -> None:
     key, manifest = bound
     # not root's uid drop: Landlock alone must cover the device folder (a non-root device)
@@ -69,6 +72,9 @@ def test_device_folder_bind_mounted_into_the_app_folder_is_refused(bound) -> Non
         check_before_start(load_manifest(manifest), config)
 
 
+@ROOT_ONLY[0]
+@ROOT_ONLY[1]
+@ROOT_ONLY[2]
 def test_control_bind_mount_leaks_the_key_when_the_check_passes(bound, clock) -> None:
     """What the refusal prevents: with the secret not named, the app reads the key."""
     key, manifest = bound
@@ -76,3 +82,24 @@ def test_control_bind_mount_leaks_the_key_when_the_check_passes(bound, clock) ->
     with Supervisor(load_manifest(manifest), config, SupervisorConfig(), clock) as sup:
         assert sup.start(), sup.incidents()
         assert sup.process(frame(TRIGGER)).result == {"count": 42, "state": "anomaly"}
+
+
+MOUNTINFO = """\
+22 1 8:1 / / rw - ext4 /dev/sda1 rw
+30 22 8:2 / /data rw - ext4 /dev/sda2 rw
+40 22 8:2 /devices/d1 /srv/app\\040one/mnt rw - ext4 /dev/sda2 rw
+41 22 8:2 /devices /opt/all rw - ext4 /dev/sda2 rw
+42 22 8:2 /devices/d1/rot /other rw - ext4 /dev/sda2 rw
+43 22 8:1 /data /elsewhere rw - ext4 /dev/sda1 rw
+"""
+
+
+@pytest.mark.parametrize("secret, expected", [
+    ("/data/devices/d1", {"/srv/app one/mnt", "/opt/all/d1", "/other"}),
+    ("/data/devices/d2", {"/opt/all/d2"}),
+    ("/data/other", set()),
+])
+def test_mount_aliases_finds_every_bind_mount_of_a_secret(secret, expected) -> None:
+    from tinyward.app.sandbox import mount_aliases
+
+    assert {str(a) for a in mount_aliases(Path(secret), MOUNTINFO)} == expected
