@@ -83,7 +83,8 @@ def inspect_cmd(manifest_path: Path, no_probe: bool, interval: float, fault_wind
     )
     i = manifest.input
     console.print(
-        f"input: {', '.join(i.channels)} at {i.sample_rate_hz:g} Hz, {i.dtype}, frames of "
+        f"input: {', '.join(_safe(c) for c in i.channels)} at {i.sample_rate_hz:g} Hz, "
+        f"{i.dtype}, frames of "
         f"{i.frame_shape[0]}x{i.frame_shape[1]} ({i.frames_per_minute:g} frames per minute)"
     )
     bound = leakage_bound(manifest.contract)
