@@ -43,3 +43,12 @@ def test_app_inspect_shows_enum_values_as_text(tmp_path) -> None:
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     assert "[/bold]" in result.output and "[/u]" in result.output
     assert "\x1b[2J" not in result.output
+
+
+def test_device_run_status_shows_an_app_chosen_value_without_its_escapes() -> None:
+    """`device run`'s status line and its "latest result" print results with result_text."""
+    from tinyward.cli._show import result_text
+
+    shown = result_text({"state": "\x1b[2J\x1b[Hfake\x07", "count": 3})
+    assert shown.isprintable(), repr(shown)
+    assert "fake" in shown and "count=3" in shown
