@@ -340,6 +340,7 @@ def _mounts(text: str) -> list[tuple[str, Path, Path]]:
 def mount_aliases(secret: Path, mountinfo: str | None = None) -> list[Path]:
     """Other paths at which (part of) the resolved ``secret`` is visible: bind mounts of
     its file system whose root overlaps the secret's place in it."""
+    live = mountinfo is None
     if mountinfo is None:
         try:
             mountinfo = Path("/proc/self/mountinfo").read_text()
@@ -360,7 +361,8 @@ def mount_aliases(secret: Path, mountinfo: str | None = None) -> list[Path]:
             aliases.append(other_point / inside.relative_to(other_root))
         elif other_root.is_relative_to(inside):
             aliases.append(other_point)
-    return [a for a in aliases if a != secret]
+    # live: only paths that exist here (a computed alias may be covered by another mount)
+    return [a for a in aliases if a != secret and (not live or os.path.lexists(a))]
 
 
 def secret_probes(secret_paths: tuple[Path, ...], limit: int = MAX_SECRET_PROBES) -> list[str]:
