@@ -77,7 +77,7 @@ def test_device_folder_bind_mounted_into_the_app_folder_is_refused(bound) -> Non
 @ROOT_ONLY[2]
 def test_control_bind_mount_leaks_the_key_when_the_check_passes(bound, clock) -> None:
     """What the refusal prevents: with the secret not named, the app reads the key."""
-    key, manifest = bound
+    _key_path, manifest = bound
     config = SandboxConfig(unsafe_keep_uid=True)
     with Supervisor(load_manifest(manifest), config, SupervisorConfig(), clock) as sup:
         assert sup.start(), sup.incidents()

@@ -35,11 +35,12 @@ def test_app_inspect_shows_enum_values_as_text(tmp_path) -> None:
     (tmp_path / "app.py").write_text("class A:\n    pass\n")
     (tmp_path / "sensor.toml").write_text(
         '[app]\nname = "x"\nversion = "1"\nentry = "app:A"\nmodels = []\n'
-        '[input]\nchannels = ["[/u]\\u001b[2J"]\nsample_rate_hz = 1\ndtype = "int16"\nframe_shape = [1, 1]\n'
+        '[input]\nchannels = ["[/u]\\u001b[2J"]\nsample_rate_hz = 1\ndtype = "int16"\n'
+        'frame_shape = [1, 1]\n'
         '[output]\nmax_results_per_minute = 1\n'
         '[output.fields]\ns = { type = "enum", values = ["[/bold]", "\\u001b[2Jx"] }\n')
-    result = CliRunner().invoke(cli, ["app", "inspect", "--no-probe", str(tmp_path / "sensor.toml")],
-                                terminal_width=200)
+    result = CliRunner().invoke(
+        cli, ["app", "inspect", "--no-probe", str(tmp_path / "sensor.toml")], terminal_width=200)
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     assert "[/bold]" in result.output and "[/u]" in result.output
     assert "\x1b[2J" not in result.output

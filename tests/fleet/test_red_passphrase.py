@@ -1,7 +1,7 @@
 """Red-team variant of issue 12, item 8: the weak-passphrase rule in other spellings.
 
 ``password123456`` is refused; typed in full-width forms (what an East Asian input method
-gives in full-width mode: ``ｐａｓｓｗｏｒｄ１２３４５６``) it was accepted, though Unicode
+gives in full-width mode: U+FF50 U+FF41 …) it was accepted, though Unicode
 says it is the same text (NFKC) and a guesser tries exactly that. The rule now judges the
 NFKC form of a passphrase (the passphrase itself is used as typed).
 """
@@ -29,5 +29,5 @@ def test_a_weak_passphrase_in_full_width_forms_is_refused(weak: str) -> None:
 
 
 def test_a_strong_passphrase_with_non_ascii_letters_is_still_accepted() -> None:
-    assert weakness("Grüße aus Köln, 7 Brücken") is None
-    assert weakness("ｔｒｏｍｂｏｎｅ ｖｅｌｖｅｔ ｑｕｉｌｌ") is None
+    assert weakness("Gr\u00fc\u00dfe aus K\u00f6ln, 7 Br\u00fccken") is None
+    assert weakness(_fullwidth("trombone velvet quill")) is None
