@@ -84,7 +84,7 @@ def weakness(text: str) -> str | None:
     """Why ``text`` is refused as a new passphrase, or None if it is accepted.
 
     Judged in its NFKC form: full-width or other compatibility spellings of a weak
-    passphrase (``password123456`` typed in full-width letters) are the same text to a guesser."""
+    passphrase (``password123456`` in full-width letters) are the same text to a guesser."""
     text = unicodedata.normalize("NFKC", text)
     if len(text) < MIN_CHARS:
         return f"it has {len(text)} characters; at least {MIN_CHARS} are required"
