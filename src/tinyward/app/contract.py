@@ -27,7 +27,13 @@ INT_MIN, INT_MAX = -(1 << 63), (1 << 63) - 1
 
 
 def check_result(contract: Contract, result: object) -> dict[str, object]:
-    """Return ``result`` if it satisfies ``contract`` exactly.
+    """Return the core's canonical copy of ``result`` if it satisfies ``contract`` exactly.
+
+    The copy, not the app's map, is what may leave the device: fields in the contract's
+    order, ints as ``int``, enum values as the manifest's strings, floats as their grid
+    point ``min + k*step``. Otherwise the app would choose the field order (n! orders),
+    the low mantissa bits within the grid tolerance, negative zero, or int-or-float in a
+    float field: bits the leakage bound does not count.
 
     Raises:
         ContractViolation: ``kind`` is ``not_a_map``, ``extra_field``, ``missing_field``,
@@ -39,23 +45,27 @@ def check_result(contract: Contract, result: object) -> dict[str, object]:
     for key in result:
         if key not in names:
             raise ContractViolation("extra_field", f"undeclared field {_show(key)}")
+    canonical: dict[str, object] = {}
     for spec in contract.fields:
         if spec.name not in result:
             raise ContractViolation("missing_field", f"field {spec.name!r} is missing")
-        _check_value(spec, result[spec.name])
-    return result
+        canonical[spec.name] = _check_value(spec, result[spec.name])
+    return canonical
 
 
-def _check_value(spec: FieldSpec, value: object) -> None:
+def _check_value(spec: FieldSpec, value: object) -> object:
+    """Check ``value`` against ``spec``; return its canonical form (see check_result)."""
     name = spec.name
     if spec.type == "bool":
         if type(value) is not bool:
             raise ContractViolation("wrong_type", f"{name!r} must be bool, got {_kind(value)}")
+        return value
     elif spec.type == "enum":
         if type(value) is not str:
             raise ContractViolation("wrong_type", f"{name!r} must be a string, got {_kind(value)}")
         if value not in spec.values:
             raise ContractViolation("out_of_range", f"{name!r} = {_show(value)} is not declared")
+        return spec.values[spec.values.index(value)]
     elif spec.type == "int":
         if type(value) is not int:
             raise ContractViolation("wrong_type", f"{name!r} must be int, got {_kind(value)}")
@@ -64,6 +74,7 @@ def _check_value(spec: FieldSpec, value: object) -> None:
             raise ContractViolation(
                 "out_of_range", f"{name!r} = {_show(value)} not in {spec.min}..{spec.max}"
             )
+        return value
     elif spec.type == "float":
         if type(value) not in (float, int):
             raise ContractViolation("wrong_type", f"{name!r} must be float, got {_kind(value)}")
@@ -80,6 +91,9 @@ def _check_value(spec: FieldSpec, value: object) -> None:
             raise ContractViolation(
                 "out_of_range", f"{name!r} = {_show(value)} is not on the grid {lo} + k*{step}"
             )
+        # the grid point itself, computed afresh: one encoding per declared value (0.0,
+        # never -0.0; no low bits of the app's choosing)
+        return float(lo + round(steps) * step)  # type: ignore[operator]
     else:  # the parser only makes the four types above
         raise ValueError(f"unknown field type {spec.type!r}")
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import stat
 import subprocess
 import sys
@@ -306,6 +307,14 @@ class Sandbox:
                     raise SandboxError(
                         f"{secret} lies beneath {path}, which the app may read: move it"
                     )
+        # A bind mount is a second path that resolve() cannot see: refuse a mount beneath
+        # a readable path that shows any part of a secret (Landlock allows it as reached).
+        for secret in self.config.secret_paths:
+            for alias in mount_aliases(secret.resolve()):
+                for path in allowed:
+                    if alias.is_relative_to(path):
+                        raise SandboxError(f"{secret} is mounted again at {alias}, beneath "
+                                           f"{path}, which the app may read: unmount it")
         # A second name (hard link) could sit where the app may read: the child's try on
         # this name would pass while the other stays open. Device files have one name.
         for probe in secret_probes(self.config.secret_paths):
@@ -316,6 +325,47 @@ class Sandbox:
             if stat.S_ISREG(info.st_mode) and info.st_nlink > 1:
                 raise SandboxError(f"{probe} has {info.st_nlink} names (hard links): a secret "
                                    "must have one, or another name may be readable")
+
+
+def _mounts(text: str) -> list[tuple[str, Path, Path]]:
+    """(major:minor, root within its file system, mount point) of each mountinfo line."""
+    def unescape(field: str) -> Path:  # mountinfo writes space, tab, \n, \\ as \ooo
+        return Path(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field))
+
+    out = []
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) >= 5:
+            out.append((fields[2], unescape(fields[3]), unescape(fields[4])))
+    return out
+
+
+def mount_aliases(secret: Path, mountinfo: str | None = None) -> list[Path]:
+    """Other paths at which (part of) the resolved ``secret`` is visible: bind mounts of
+    its file system whose root overlaps the secret's place in it."""
+    live = mountinfo is None
+    if mountinfo is None:
+        try:
+            mountinfo = Path("/proc/self/mountinfo").read_text()
+        except OSError:
+            return []
+    mounts = _mounts(mountinfo)
+    # the mount the secret is reached through: the longest mount point above it
+    home = [m for m in mounts if secret.is_relative_to(m[2])]
+    if not home:
+        return []
+    dev, root, point = max(home, key=lambda m: len(m[2].parts))
+    inside = root / secret.relative_to(point)  # the secret's path within its file system
+    aliases = []
+    for other_dev, other_root, other_point in mounts:
+        if other_dev != dev or other_point == point:
+            continue
+        if inside.is_relative_to(other_root):
+            aliases.append(other_point / inside.relative_to(other_root))
+        elif other_root.is_relative_to(inside):
+            aliases.append(other_point)
+    # live: only paths that exist here (a computed alias may be covered by another mount)
+    return [a for a in aliases if a != secret and (not live or os.path.lexists(a))]
 
 
 def secret_probes(secret_paths: tuple[Path, ...], limit: int = MAX_SECRET_PROBES) -> list[str]:

@@ -273,7 +273,9 @@ class Supervisor:
             if sandbox.pending_output:
                 raise ProtocolError("unsolicited", "the app wrote more than one message")
             if result is not None:
-                check_result(self.manifest.contract, result)
+                # forward the core's canonical copy, never the app's own map (its field
+                # order and float bits would be a channel the leakage bound does not count)
+                result = check_result(self.manifest.contract, result)
                 self._limiter.admit(self.clock())
         except TimeoutError:
             return self._fault("slow" if slow else "hang", f"no answer within {limit:g} s")

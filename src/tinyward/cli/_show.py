@@ -16,4 +16,7 @@ def _value(value: Any) -> str:
         return f"{value:.4g}"
     if isinstance(value, bytes):
         return value.hex()
-    return str(value)
+    text = str(value)
+    if not text.isprintable():  # the app chose it: no terminal escapes on the screen
+        text = "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
+    return text

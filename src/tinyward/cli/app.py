@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 import numpy as np
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from tinyward.app.budget import ALPHABET
@@ -30,11 +31,20 @@ def app_group() -> None:
     """Inspect and run sandboxed sensor applications (sensor.toml)."""
 
 
+def _safe(value: object) -> str:
+    """App-chosen text (a result, an incident detail, an enum value) for a rich console:
+    non-printables escaped, markup escaped (``[/bold]`` would raise, ``[red]`` style)."""
+    text = str(value)
+    if not text.isprintable():
+        text = "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
+    return escape(text)
+
+
 def _values(field: object) -> str:
     spec = field  # FieldSpec
     kind = spec.type  # type: ignore[attr-defined]
     if kind == "enum":
-        return ", ".join(spec.values)  # type: ignore[attr-defined]
+        return ", ".join(_safe(v) for v in spec.values)  # type: ignore[attr-defined]
     if kind == "bool":
         return "true, false"
     if kind == "int":
@@ -73,7 +83,8 @@ def inspect_cmd(manifest_path: Path, no_probe: bool, interval: float, fault_wind
     )
     i = manifest.input
     console.print(
-        f"input: {', '.join(i.channels)} at {i.sample_rate_hz:g} Hz, {i.dtype}, frames of "
+        f"input: {', '.join(_safe(c) for c in i.channels)} at {i.sample_rate_hz:g} Hz, "
+        f"{i.dtype}, frames of "
         f"{i.frame_shape[0]}x{i.frame_shape[1]} ({i.frames_per_minute:g} frames per minute)"
     )
     bound = leakage_bound(manifest.contract)
@@ -165,13 +176,12 @@ def run_cmd(manifest_path: Path, csv_path: Path | None, simulate: int | None, se
             outcome = sup.process(frame)
             if outcome.result is not None:
                 accepted += 1
-                console.print(f"frame {index}: {outcome.result}")
+                console.print(f"frame {index}: {_safe(outcome.result)}")
             elif outcome.incident:
-                console.print(
-                    f"[red]frame {index}: incident {outcome.incident}[/]: {outcome.detail}"
-                )
+                console.print(f"[red]frame {index}: incident {outcome.incident}[/]: "
+                              f"{_safe(outcome.detail)}")
             elif not outcome.processed:
-                console.print(f"[yellow]frame {index}: not processed ({outcome.detail})[/]")
+                console.print(f"[yellow]frame {index}: not processed ({_safe(outcome.detail)})[/]")
         console.print(
             f"{len(frames)} frames, {accepted} results accepted, "
             f"{sup.frames_dropped} frames not processed, incidents: {sup.incidents() or 'none'}, "

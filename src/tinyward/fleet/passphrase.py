@@ -20,6 +20,8 @@ passphrases or several random words are the real defence: scrypt makes each gues
 
 from __future__ import annotations
 
+import unicodedata
+
 from tinyward.fleet.errors import WeakPassphrase
 
 MIN_CHARS = 14
@@ -87,7 +89,11 @@ def _is_common(core: str) -> bool:
 
 
 def weakness(text: str) -> str | None:
-    """Why ``text`` is refused as a new passphrase, or None if it is accepted."""
+    """Why ``text`` is refused as a new passphrase, or None if it is accepted.
+
+    Judged in its NFKC form: full-width or other compatibility spellings of a weak
+    passphrase (``password123456`` in full-width letters) are the same text to a guesser."""
+    text = unicodedata.normalize("NFKC", text)
     if len(text) < MIN_CHARS:
         return f"it has {len(text)} characters; at least {MIN_CHARS} are required"
     if len(set(text)) < MIN_DISTINCT:

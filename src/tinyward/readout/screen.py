@@ -25,6 +25,7 @@ from typing import TextIO
 from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
+from rich.text import Text
 
 from tinyward._fsutil import atomic_write, make_private_dir
 from tinyward.readout import state as display
@@ -64,6 +65,16 @@ class LineInput:
         if line == "":
             return None
         return line.rstrip("\r\n")
+
+
+def _plain(value: object) -> Text:
+    """A value from a result (the app chose it) as plain text: no rich markup (``[/b]``
+    would raise, ``[red]`` would style), and every non-printable character escaped (a
+    terminal escape would let the app draw on the screen)."""
+    text = str(value)
+    if not text.isprintable():
+        text = "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
+    return Text(text)
 
 
 class ReadoutScreen:
@@ -108,10 +119,10 @@ class ReadoutScreen:
             table.add_row("(no results yet)", "")
         for result in current.results[-1:]:
             for key, value in result.items():
-                table.add_row(f"RESULT {key}", str(value))
+                table.add_row(_plain(f"RESULT {key}"), _plain(value))
         for kind, count in sorted(current.incidents.items()):
-            table.add_row(f"incident {kind}", str(count))
-        table.add_row("health", current.health)
+            table.add_row(_plain(f"incident {kind}"), _plain(count))
+        table.add_row("health", _plain(current.health))
         updated = (datetime.fromtimestamp(current.updated_at, UTC).isoformat(timespec="seconds")
                    if current.updated_at else "never")
         table.add_row("updated", updated)

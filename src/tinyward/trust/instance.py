@@ -59,6 +59,7 @@ class InstanceLock:
         self.lend = lend
         self.protections: tuple[str, ...] = ()
         self._fd: int | None = None
+        self._folder_fd: int | None = None
         self._outer: InstanceLock | None = None
 
     def __enter__(self) -> Self:
@@ -66,16 +67,32 @@ class InstanceLock:
         if held is not None and held.lend:
             self._outer = held  # the command already holds it: share, do not re-lock
             return self
-        fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        # The folder itself is locked too: a file inside it can be deleted or renamed
+        # while the device runs (a second run would then lock a fresh one), the folder
+        # cannot be replaced by a file operation inside it. O_NOFOLLOW: a lock file
+        # replaced by a symlink must not make the device write to (truncate) its target.
+        folder = os.open(self._path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        fd = -1
         try:
+            fcntl.flock(folder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW,
+                         0o600)
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:  # another process, or another holder in this one
-            os.close(fd)
+            os.close(folder)
+            if fd >= 0:
+                os.close(fd)
             raise DeviceBusy(
                 f"another process is running the device in {self._path.parent}"
                 " (one instance per device folder, in every mode)"
             ) from None
+        except BaseException:
+            os.close(folder)
+            if fd >= 0:
+                os.close(fd)
+            raise
         self._fd = fd
+        self._folder_fd = folder
         _HELD[self._path] = self
         self._write()
         return self
@@ -108,6 +125,9 @@ class InstanceLock:
             os.ftruncate(self._fd, 0)
             os.close(self._fd)
             self._fd = None
+        if self._folder_fd is not None:
+            os.close(self._folder_fd)
+            self._folder_fd = None
 
 
 def running_instance(directory: Path) -> RunningInstance | None:
@@ -117,13 +137,17 @@ def running_instance(directory: Path) -> RunningInstance | None:
     if held is not None:
         return RunningInstance(os.getpid(), held.mode, held.protections)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
     except FileNotFoundError:
-        return None
+        return _folder_held(path.parent)
+    except OSError:  # e.g. ELOOP: a symlink where the lock file should be
+        return _folder_held(path.parent)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            return None  # we could lock it: nobody runs the device
+            # we could lock it: nobody runs the device, unless this file replaced the one
+            # a running instance locked (it holds the folder too)
+            return _folder_held(path.parent)
         except BlockingIOError:
             pass
         raw = os.pread(fd, _MAX_RECORD, 0)
@@ -136,6 +160,21 @@ def running_instance(directory: Path) -> RunningInstance | None:
     except (ValueError, KeyError, TypeError):
         # Locked but not yet written (the instance is starting): running, mode unknown.
         return RunningInstance(0, "starting", ())
+
+
+def _folder_held(folder: Path) -> RunningInstance | None:
+    """Running (mode unknown) if some process holds the folder's lock, else ``None``."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return None
+    except BlockingIOError:
+        return RunningInstance(0, "starting", ())
+    finally:
+        os.close(fd)
 
 
 __all__ = ["LOCK_NAME", "DeviceBusy", "InstanceLock", "RunningInstance", "running_instance"]
