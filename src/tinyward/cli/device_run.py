@@ -101,7 +101,8 @@ def run(directory: Path, server: str, air_gapped: bool, interval: float | None, 
         # inherited descriptors closed, an empty network namespace (as root), the filter.
         from tinyward.trust.airgap import isolate
 
-        airgap = isolate()  # may re-execute this process: handlers come after it
+        # May re-execute this process: handlers come after it.
+        airgap = isolate(application=app_manifest is not None)
         stop = _stop_on_signals()
         for line in airgap.describe():
             click.echo(f"air gap: {line}", err=True)

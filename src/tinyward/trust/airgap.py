@@ -32,8 +32,10 @@ import os
 import socket
 import stat
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from tinyward.trust import capabilities
 from tinyward.trust.errors import TrustError
 
 
@@ -88,19 +90,27 @@ class AirGap:
 
     closed_fds: tuple[int, ...]
     network_namespace: str
+    #: The capabilities kept (names), or None when none were held (not root) or the drop
+    #: was switched off; ``capabilities_note`` says which.
+    kept_capabilities: tuple[str, ...] | None = None
+    capabilities_note: str = ""
 
     def describe(self) -> list[str]:
         closed = (f"closed {len(self.closed_fds)} inherited descriptors {list(self.closed_fds)}"
                   if self.closed_fds else "no inherited descriptors")
         return [("seccomp: no socket() of any family, no connect/bind/listen, no pidfd_getfd, "
                  "ptrace, setns or io_uring (whole process tree)"),
-                f"descriptors: {closed}", f"network namespace: {self.network_namespace}"]
+                f"descriptors: {closed}", f"network namespace: {self.network_namespace}",
+                f"capabilities: {self.capabilities_note}"]
 
     def protections(self) -> list[str]:
         """Names for the attestation claim and ``device status``."""
         names = ["air gap: seccomp network filter", "air gap: inherited descriptors closed"]
         if self.network_namespace.startswith("new"):
             names.append("air gap: empty network namespace")
+        if self.kept_capabilities is not None:
+            kept = ", ".join(self.kept_capabilities) or "none"
+            names.append(f"air gap: capabilities dropped (kept: {kept})")
         return names
 
 
@@ -143,7 +153,7 @@ def _fcntl_getfd(fd: int) -> int:
 _NETNS_MARK = "TINYWARD_AIRGAP_NETNS"
 
 
-def enter_empty_network_namespace() -> str:
+def enter_empty_network_namespace(before_exec: Callable[[], None] | None = None) -> str:
     """Move this process into a new, empty network namespace, when it may (root with
     ``CAP_SYS_ADMIN``); otherwise say why not (the seccomp filter still applies).
 
@@ -152,19 +162,26 @@ def enter_empty_network_namespace() -> str:
     re-executes itself with the same arguments: the new image starts single-threaded
     inside the new namespace, and calls this again, which then finds it done.
 
+    ``before_exec`` runs just before the re-execution (the capability drop: a thread's
+    capabilities pass through ``exec``, so the new image and every thread it starts get
+    only what was kept).
+
     Raises :class:`NetworkFilterUnavailable` if it may and still fails.
     """
-    if not _has_cap_sys_admin():
-        return "unchanged (needs root with CAP_SYS_ADMIN; the seccomp filter still applies)"
     here = os.readlink("/proc/self/ns/net")
+    # Checked before the capability: the re-executed image may have dropped CAP_SYS_ADMIN.
     if os.environ.get(_NETNS_MARK) == here and _interfaces() == ["lo"]:
         del os.environ[_NETNS_MARK]
         return f"new and empty ({here}: loopback only, down)"
+    if not _has_cap_sys_admin():
+        return "unchanged (needs root with CAP_SYS_ADMIN; the seccomp filter still applies)"
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.unshare(_CLONE_NEWNET) != 0:
         error = ctypes.get_errno()
         raise NetworkFilterUnavailable(f"unshare(CLONE_NEWNET) failed: {os.strerror(error)}")
     os.environ[_NETNS_MARK] = os.readlink("/proc/self/ns/net")
+    if before_exec is not None:
+        before_exec()
     sys.stdout.flush()
     sys.stderr.flush()
     # The same interpreter and argv, now inside the new namespace (no shell involved).
@@ -187,17 +204,65 @@ def _has_cap_sys_admin() -> bool:
     return False
 
 
-def isolate() -> AirGap:
+#: What the air-gapped core keeps when it runs an application as root: the sandbox
+#: child (which inherits the bounding set through exec) drops to its own uid and gid
+#: (CAP_SETUID, CAP_SETGID), and the core must be able to kill it afterwards (CAP_KILL).
+#: Without an application nothing is kept.
+APP_CAPABILITIES = frozenset({capabilities.CAP_KILL, capabilities.CAP_SETGID,
+                              capabilities.CAP_SETUID})
+
+
+def drop_capabilities(keep: frozenset[int]) -> tuple[tuple[str, ...] | None, str]:
+    """Keep only ``keep`` in every set, bounding included, and set no_new_privs; check
+    every thread. Returns (kept names or None when none were held, a note).
+
+    Raises :class:`NetworkFilterUnavailable` if the kernel refuses (fail closed).
+    """
+    try:
+        if os.geteuid() != 0 and capabilities.held() == 0:
+            capabilities.drop(frozenset())  # no_new_privs: exec gains nothing either
+            return None, "none held (not root): nothing to drop; no_new_privs set"
+        capabilities.drop(keep)
+        extra = capabilities.check_dropped(keep)
+    except OSError as error:
+        raise NetworkFilterUnavailable(f"could not drop capabilities: {error}") from None
+    if extra:
+        raise NetworkFilterUnavailable(
+            "capabilities still held after the drop (a thread started before it?): "
+            + "; ".join(extra))
+    kept = tuple(capabilities.names(keep))
+    return kept, (f"all dropped but {', '.join(kept) or 'none'} (effective, permitted, "
+                  "bounding; inheritable and ambient empty); no_new_privs set")
+
+
+def _drop_thread(keep: frozenset[int]) -> None:
+    try:
+        capabilities.drop(keep)
+    except OSError as error:
+        raise NetworkFilterUnavailable(f"could not drop capabilities: {error}") from None
+
+
+def isolate(*, application: bool = True, unsafe_keep_capabilities: bool = False) -> AirGap:
     """Everything air-gapped mode puts in force, in order: inherited descriptors closed,
-    an empty network namespace (as root), the seccomp filter. Call it first, before the
-    process opens anything or starts a thread.
+    an empty network namespace (as root), capabilities dropped to what the device needs
+    (``APP_CAPABILITIES`` if it runs an ``application``, else none), the seccomp filter.
+    Call it first, before the process opens anything or starts a thread.
+
+    ``unsafe_keep_capabilities`` is for the control test only: it leaves a root core able
+    to write other processes' memory through ``/proc/PID/mem``.
 
     Raises :class:`NetworkFilterUnavailable`.
     """
+    keep = APP_CAPABILITIES if application else frozenset()
     closed = close_inherited_fds()
-    namespace = enter_empty_network_namespace()
+    before_exec = None if unsafe_keep_capabilities else (lambda: _drop_thread(keep))
+    namespace = enter_empty_network_namespace(before_exec)
+    if unsafe_keep_capabilities:
+        kept, note = None, "all kept (unsafe_keep_capabilities)"
+    else:
+        kept, note = drop_capabilities(keep)
     forbid_network()
-    return AirGap(closed, namespace)
+    return AirGap(closed, namespace, kept, note)
 
 
 def network_is_forbidden() -> bool:
