@@ -220,7 +220,7 @@ def drop_capabilities(keep: frozenset[int]) -> tuple[tuple[str, ...] | None, str
     """
     try:
         if os.geteuid() != 0 and capabilities.held() == 0:
-            capabilities.drop(frozenset())  # no_new_privs: exec gains nothing either
+            capabilities.set_no_new_privs()  # exec gains none either
             return None, "none held (not root): nothing to drop; no_new_privs set"
         capabilities.drop(keep)
         extra = capabilities.check_dropped(keep)

@@ -92,7 +92,13 @@ def drop(keep: frozenset[int]) -> None:
         data[word].inheritable = 0
     if libc.capset(ctypes.byref(header), data) != 0:
         raise _fail("capset")
-    if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+    set_no_new_privs()
+
+
+def set_no_new_privs() -> None:
+    """From now on ``exec`` gains nothing (setuid bits, file capabilities) in this thread
+    and its children."""
+    if _libc().prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         raise _fail("PR_SET_NO_NEW_PRIVS")
 
 
