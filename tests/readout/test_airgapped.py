@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import sys
 import textwrap
@@ -153,6 +154,10 @@ def test_air_gapped_application_cannot_open_a_socket(fleet_and_device, tmp_path:
                     assert member.net_connections(kind="inet") == [], f"{member.pid} holds a socket"
             time.sleep(0.2)
         assert incidents.get("app_crash", 0) >= 1, incidents
+        if os.geteuid() == 0:
+            # The app was started, dropped to its uid and killed with only these kept.
+            for tid, sets in _thread_capabilities(proc.pid).items():
+                assert sets["CapPrm"] == sets["CapEff"] == sets["CapBnd"] == APP_CAPS, tid
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -164,6 +169,44 @@ def test_air_gapped_application_cannot_open_a_socket(fleet_and_device, tmp_path:
         pass
     finally:
         listener.close()
+
+
+#: CAP_KILL, CAP_SETGID and CAP_SETUID: what an air-gapped core running an app keeps.
+APP_CAPS = (1 << 5) | (1 << 6) | (1 << 7)
+
+
+def _thread_capabilities(pid: int) -> dict[str, dict[str, int]]:
+    from tinyward.trust.capabilities import thread_sets
+
+    found = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(FileNotFoundError):
+            with open(f"/proc/{pid}/task/{tid}/status") as handle:
+                status = handle.read()
+            found[tid] = thread_sets(status)
+            found[tid]["NoNewPrivs"] = int(status.split("NoNewPrivs:")[1].split()[0])
+    return found
+
+
+def test_air_gapped_device_without_an_app_keeps_no_capability(fleet_and_device) -> None:
+    """Every thread of a root core without an application: no capability in any set
+    (so it can write no other process's memory through /proc/PID/mem), no_new_privs."""
+    import pytest
+
+    if os.geteuid() != 0:
+        pytest.skip("only a root device holds capabilities to drop")
+    _, device = fleet_and_device
+    proc = _start_air_gapped(device)
+    try:
+        threads = _thread_capabilities(proc.pid)
+        assert threads
+        for tid, sets in threads.items():
+            assert sets == {"CapInh": 0, "CapPrm": 0, "CapEff": 0, "CapBnd": 0, "CapAmb": 0,
+                            "NoNewPrivs": 1}, (tid, sets)
+    finally:
+        _stop(proc)
+    stderr = proc.stderr.read().decode() if proc.stderr else ""
+    assert "air gap: capabilities: all dropped but none" in stderr, stderr
 
 
 def _start_air_gapped(device: Device, **popen: object) -> subprocess.Popen[bytes]:
