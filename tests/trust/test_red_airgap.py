@@ -49,6 +49,26 @@ WRITE_MEM = textwrap.dedent(
     """
 )
 
+#: With an application the root core keeps CAP_SETUID (the sandbox's uid drop): it can
+#: become any other uid, and a process of that uid holds no capability to protect it.
+BECOME_ANOTHER_UID = textwrap.dedent(
+    """
+    import os, sys
+    from tinyward.trust.airgap import isolate
+    isolate(application=True)
+    pid, address = int(sys.argv[1]), int(sys.argv[2])
+    try:
+        os.setresgid(65534, 65534, 65534)
+        os.setresuid(65534, 65534, 65534)
+        fd = os.open(f"/proc/{pid}/mem", os.O_RDWR)
+        os.pwrite(fd, b"SEND\\0", address)
+        os.close(fd)
+        print("written")
+    except OSError as error:
+        print("refused", error.errno)
+    """
+)
+
 SOCKET_BY_PROC = textwrap.dedent(
     """
     import os, sys
@@ -100,6 +120,27 @@ def test_another_process_memory_written_through_proc_pid_mem_is_refused() -> Non
 def test_control_without_the_capability_drop_proc_pid_mem_is_written() -> None:
     out, seen = _write_victim_memory("unsafe")
     assert out.stdout.startswith("written") and seen == "SEND", (out.stdout, seen)
+
+
+@needs_root
+@pytest.mark.xfail(strict=True, reason="open: the app's uid drop needs CAP_SETUID in the "
+                   "core; a Landlock domain on the core (ptrace scoped) would refuse it")
+def test_a_core_that_keeps_cap_setuid_cannot_write_another_uids_process_memory() -> None:
+    victim = subprocess.Popen([sys.executable, "-c", VICTIM], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, user=65534, group=65534)
+    try:
+        assert victim.stdout is not None and victim.stdin is not None
+        address = victim.stdout.readline().strip()
+        out = subprocess.run([sys.executable, "-c", BECOME_ANOTHER_UID, str(victim.pid),
+                              address], capture_output=True, text=True, timeout=60, check=False)
+        victim.stdin.write("go\n")
+        victim.stdin.flush()
+        seen = victim.stdout.readline().strip()
+    finally:
+        victim.kill()
+        victim.wait()
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("refused") and seen == "idle", (out.stdout, seen)
 
 
 def test_a_socket_of_another_process_cannot_be_reopened_through_proc_fd() -> None:
