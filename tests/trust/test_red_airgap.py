@@ -4,10 +4,13 @@ process send for a compromised core.
 The filter refuses ``ptrace`` and ``process_vm_writev`` ("making another process send").
 ``/proc/PID/mem`` opened for writing does the same with ``open`` and ``write``, which no
 seccomp filter can tell from any other file write: a process of the same uid (or root)
-overwrites a networked process's memory, and that process sends. Refused for a root core
-by :func:`isolate` dropping its capabilities (the kernel's ptrace check, which guards
-``/proc/PID/mem``, wants the target's permitted capabilities within the caller's); the
-control shows the write going through with the drop switched off.
+overwrites a networked process's memory, and that process sends. :func:`isolate` refuses
+it twice over: it drops the core's capabilities (the kernel's ptrace check, which guards
+``/proc/PID/mem``, wants the target's permitted capabilities within the caller's, and
+CAP_SYS_PTRACE for another uid) and puts the core in a Landlock domain (ptrace scoped to
+the core's own children, whatever the uid: the capability drop alone leaves the
+CAP_SETUID the app's uid drop needs, and an unprivileged core's own uid). The controls
+show each way through with the protection that closes it switched off.
 """
 
 from __future__ import annotations
@@ -31,35 +34,21 @@ VICTIM = textwrap.dedent(
     """
 )
 
-#: What ``device run --air-gapped --app`` does first (isolate(), which may re-execute this
-#: script inside a new network namespace), then the attack; argv[3] "unsafe" is the control.
+#: What ``device run --air-gapped --app`` does first (isolate(), which re-executes this
+#: script, inside a new network namespace as root), then the attack, optionally as another
+#: uid (argv[4]); argv[3] names the protections switched off for a control.
 WRITE_MEM = textwrap.dedent(
     """
     import os, sys
     from tinyward.trust.airgap import isolate
-    isolate(unsafe_keep_capabilities=sys.argv[3] == "unsafe")
-    pid, address = int(sys.argv[1]), int(sys.argv[2])
+    off = sys.argv[3].split(",")
+    isolate(application=True, unsafe_keep_capabilities="capabilities" in off,
+            unsafe_no_ptrace_scope="ptrace-scope" in off)
+    pid, address, uid = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[4])
     try:
-        fd = os.open(f"/proc/{pid}/mem", os.O_RDWR)
-        os.pwrite(fd, b"SEND\\0", address)
-        os.close(fd)
-        print("written")
-    except OSError as error:
-        print("refused", error.errno)
-    """
-)
-
-#: With an application the root core keeps CAP_SETUID (the sandbox's uid drop): it can
-#: become any other uid, and a process of that uid holds no capability to protect it.
-BECOME_ANOTHER_UID = textwrap.dedent(
-    """
-    import os, sys
-    from tinyward.trust.airgap import isolate
-    isolate(application=True)
-    pid, address = int(sys.argv[1]), int(sys.argv[2])
-    try:
-        os.setresgid(65534, 65534, 65534)
-        os.setresuid(65534, 65534, 65534)
+        if uid != os.getuid():  # the app's uid drop keeps CAP_SETUID in the core
+            os.setresgid(uid, uid, uid)
+            os.setresuid(uid, uid, uid)
         fd = os.open(f"/proc/{pid}/mem", os.O_RDWR)
         os.pwrite(fd, b"SEND\\0", address)
         os.close(fd)
@@ -84,17 +73,22 @@ SOCKET_BY_PROC = textwrap.dedent(
 )
 
 
-def _write_victim_memory(mode: str) -> tuple[subprocess.CompletedProcess[str], str]:
-    """A full-capability root victim (this test's child, outside the air gap), and an
-    air-gapped attacker writing its buffer; returns the attacker's output and what the
-    victim then holds."""
+def _write_victim_memory(off: str, uid: int | None = None, core_uid: int | None = None
+                         ) -> tuple[subprocess.CompletedProcess[str], str]:
+    """A victim outside the air gap (this test's child: root with every capability, or
+    ``uid`` with none), and an air-gapped attacker writing its buffer (as ``uid``, after
+    a setuid the app's uid drop permits); returns the attacker's output and what the victim
+    then holds."""
+    as_uid = {} if uid is None else {"user": uid, "group": uid}
     victim = subprocess.Popen([sys.executable, "-c", VICTIM], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True)
+                              stdout=subprocess.PIPE, text=True, **as_uid)  # type: ignore[call-overload]
     try:
         assert victim.stdout is not None and victim.stdin is not None
         address = victim.stdout.readline().strip()
-        out = subprocess.run([sys.executable, "-c", WRITE_MEM, str(victim.pid), address, mode],
-                             capture_output=True, text=True, timeout=60, check=False)
+        core = {} if core_uid is None else {"user": core_uid, "group": core_uid, "cwd": "/"}
+        out = subprocess.run([sys.executable, "-c", WRITE_MEM, str(victim.pid), address, off,
+                              str(os.getuid() if uid is None else uid)],
+                             capture_output=True, text=True, timeout=60, check=False, **core)
         victim.stdin.write("go\n")
         victim.stdin.flush()
         seen = victim.stdout.readline().strip()
@@ -105,42 +99,53 @@ def _write_victim_memory(mode: str) -> tuple[subprocess.CompletedProcess[str], s
     return out, seen
 
 
-needs_root = pytest.mark.skipif(
-    os.geteuid() != 0, reason="the capability drop is a root core's defence; a same-uid "
-    "victim of an unprivileged core stays reachable (see docs/threat-model.md)")
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="a full-capability victim and a "
+                                "uid change need root")
+NOBODY = 65534
 
 
-@needs_root
 def test_another_process_memory_written_through_proc_pid_mem_is_refused() -> None:
-    out, seen = _write_victim_memory("safe")
+    """Same uid as the core (root: every capability; not root: none)."""
+    out, seen = _write_victim_memory("")
     assert out.stdout.startswith("refused") and seen == "idle", (out.stdout, seen)
 
 
-@needs_root
-def test_control_without_the_capability_drop_proc_pid_mem_is_written() -> None:
-    out, seen = _write_victim_memory("unsafe")
+def test_control_without_capability_drop_and_ptrace_scope_proc_pid_mem_is_written() -> None:
+    out, seen = _write_victim_memory("capabilities,ptrace-scope")
     assert out.stdout.startswith("written") and seen == "SEND", (out.stdout, seen)
 
 
 @needs_root
-@pytest.mark.xfail(strict=True, reason="open: the app's uid drop needs CAP_SETUID in the "
-                   "core; a Landlock domain on the core (ptrace scoped) would refuse it")
-def test_a_core_that_keeps_cap_setuid_cannot_write_another_uids_process_memory() -> None:
-    victim = subprocess.Popen([sys.executable, "-c", VICTIM], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True, user=65534, group=65534)
-    try:
-        assert victim.stdout is not None and victim.stdin is not None
-        address = victim.stdout.readline().strip()
-        out = subprocess.run([sys.executable, "-c", BECOME_ANOTHER_UID, str(victim.pid),
-                              address], capture_output=True, text=True, timeout=60, check=False)
-        victim.stdin.write("go\n")
-        victim.stdin.flush()
-        seen = victim.stdout.readline().strip()
-    finally:
-        victim.kill()
-        victim.wait()
-    assert out.returncode == 0, out.stderr
+def test_an_unprivileged_core_cannot_write_a_same_uid_process_memory() -> None:
+    """Core and victim both run as nobody: no capability protects the victim, the
+    Landlock domain does."""
+    out, seen = _write_victim_memory("", uid=NOBODY, core_uid=NOBODY)
     assert out.stdout.startswith("refused") and seen == "idle", (out.stdout, seen)
+
+
+@needs_root
+def test_control_an_unprivileged_core_without_ptrace_scope_writes_a_same_uid_process() -> None:
+    out, seen = _write_victim_memory("ptrace-scope", uid=NOBODY, core_uid=NOBODY)
+    assert out.stdout.startswith("written") and seen == "SEND", (out.stdout, seen)
+
+
+@needs_root
+def test_the_capability_drop_alone_keeps_a_full_capability_root_process_out_of_reach() -> None:
+    out, seen = _write_victim_memory("ptrace-scope")
+    assert out.stdout.startswith("refused") and seen == "idle", (out.stdout, seen)
+
+
+@needs_root
+def test_a_core_that_keeps_cap_setuid_cannot_write_another_uids_process_memory() -> None:
+    out, seen = _write_victim_memory("", uid=NOBODY)
+    assert out.stdout.startswith("refused") and seen == "idle", (out.stdout, seen)
+
+
+@needs_root
+def test_control_without_ptrace_scope_cap_setuid_reaches_another_uids_process() -> None:
+    """Why the Landlock domain is needed beside the capability drop."""
+    out, seen = _write_victim_memory("ptrace-scope", uid=NOBODY)
+    assert out.stdout.startswith("written") and seen == "SEND", (out.stdout, seen)
 
 
 def test_a_socket_of_another_process_cannot_be_reopened_through_proc_fd() -> None:

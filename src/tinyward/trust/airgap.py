@@ -35,7 +35,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from tinyward.trust import capabilities
+from tinyward.trust import capabilities, ptrace_scope
 from tinyward.trust.errors import TrustError
 
 
@@ -94,6 +94,8 @@ class AirGap:
     #: was switched off; ``capabilities_note`` says which.
     kept_capabilities: tuple[str, ...] | None = None
     capabilities_note: str = ""
+    #: "ABI n" when the Landlock domain is in force, else why not.
+    ptrace_scope: str = "off"
 
     def describe(self) -> list[str]:
         closed = (f"closed {len(self.closed_fds)} inherited descriptors {list(self.closed_fds)}"
@@ -101,7 +103,14 @@ class AirGap:
         return [("seccomp: no socket() of any family, no connect/bind/listen, no pidfd_getfd, "
                  "ptrace, setns or io_uring (whole process tree)"),
                 f"descriptors: {closed}", f"network namespace: {self.network_namespace}",
-                f"capabilities: {self.capabilities_note}"]
+                f"capabilities: {self.capabilities_note}",
+                f"other processes: {self._scope_note()}"]
+
+    def _scope_note(self) -> str:
+        if self.ptrace_scope.startswith("ABI"):
+            return (f"out of ptrace's reach, /proc/PID/mem included (Landlock domain, "
+                    f"{self.ptrace_scope})")
+        return f"reachable by a process of their uid ({self.ptrace_scope})"
 
     def protections(self) -> list[str]:
         """Names for the attestation claim and ``device status``."""
@@ -111,6 +120,8 @@ class AirGap:
         if self.kept_capabilities is not None:
             kept = ", ".join(self.kept_capabilities) or "none"
             names.append(f"air gap: capabilities dropped (kept: {kept})")
+        if self.ptrace_scope.startswith("ABI"):
+            names.append("air gap: other processes out of ptrace reach (Landlock)")
         return names
 
 
@@ -162,24 +173,32 @@ def enter_empty_network_namespace(before_exec: Callable[[], None] | None = None)
     re-executes itself with the same arguments: the new image starts single-threaded
     inside the new namespace, and calls this again, which then finds it done.
 
-    ``before_exec`` runs just before the re-execution (the capability drop: a thread's
-    capabilities pass through ``exec``, so the new image and every thread it starts get
-    only what was kept).
+    ``before_exec``, if given, runs just before the re-execution, which then happens even
+    without a new namespace: the capability drop and the Landlock domain belong to the
+    calling thread and pass through ``exec``, so the new image and every thread it starts
+    have them.
 
     Raises :class:`NetworkFilterUnavailable` if it may and still fails.
     """
     here = os.readlink("/proc/self/ns/net")
+    mark = os.environ.pop(_NETNS_MARK, None)
     # Checked before the capability: the re-executed image may have dropped CAP_SYS_ADMIN.
-    if os.environ.get(_NETNS_MARK) == here and _interfaces() == ["lo"]:
-        del os.environ[_NETNS_MARK]
+    if mark == here and _interfaces() == ["lo"]:
         return f"new and empty ({here}: loopback only, down)"
-    if not _has_cap_sys_admin():
-        return "unchanged (needs root with CAP_SYS_ADMIN; the seccomp filter still applies)"
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.unshare(_CLONE_NEWNET) != 0:
-        error = ctypes.get_errno()
-        raise NetworkFilterUnavailable(f"unshare(CLONE_NEWNET) failed: {os.strerror(error)}")
-    os.environ[_NETNS_MARK] = os.readlink("/proc/self/ns/net")
+    unchanged = "unchanged (needs root with CAP_SYS_ADMIN; the seccomp filter still applies)"
+    if mark == f"unchanged {here}":
+        return unchanged
+    may = _has_cap_sys_admin()
+    if not may and before_exec is None:
+        return unchanged
+    if may:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.unshare(_CLONE_NEWNET) != 0:
+            error = ctypes.get_errno()
+            raise NetworkFilterUnavailable(f"unshare(CLONE_NEWNET) failed: {os.strerror(error)}")
+        os.environ[_NETNS_MARK] = os.readlink("/proc/self/ns/net")
+    else:
+        os.environ[_NETNS_MARK] = f"unchanged {here}"
     if before_exec is not None:
         before_exec()
     sys.stdout.flush()
@@ -231,38 +250,71 @@ def drop_capabilities(keep: frozenset[int]) -> tuple[tuple[str, ...] | None, str
             "capabilities still held after the drop (a thread started before it?): "
             + "; ".join(extra))
     kept = tuple(capabilities.names(keep))
-    return kept, (f"all dropped but {', '.join(kept) or 'none'} (effective, permitted, "
-                  "bounding; inheritable and ambient empty); no_new_privs set")
+    but = f" but {', '.join(kept)}" if kept else ""
+    return kept, (f"all dropped{but} (effective, permitted, bounding; inheritable and "
+                  "ambient empty); no_new_privs set")
 
 
 def _drop_thread(keep: frozenset[int]) -> None:
     try:
-        capabilities.drop(keep)
+        if os.geteuid() != 0 and capabilities.held() == 0:
+            capabilities.set_no_new_privs()  # nothing to drop (see drop_capabilities)
+        else:
+            capabilities.drop(keep)
     except OSError as error:
         raise NetworkFilterUnavailable(f"could not drop capabilities: {error}") from None
 
 
-def isolate(*, application: bool = True, unsafe_keep_capabilities: bool = False) -> AirGap:
+#: Set across the re-execution: what entering the Landlock domain gave (see below).
+_SCOPE_MARK = "TINYWARD_AIRGAP_PTRACE_SCOPE"
+
+
+def _scope_thread() -> None:
+    # A kernel without Landlock still runs air-gapped, saying what it lacks (the capability
+    # drop still keeps full-capability processes out of reach).
+    try:
+        os.environ[_SCOPE_MARK] = f"ABI {ptrace_scope.enter_domain()}"
+    except OSError as error:
+        os.environ[_SCOPE_MARK] = f"unavailable: {error.strerror or error}"
+
+
+def isolate(*, application: bool = True, unsafe_keep_capabilities: bool = False,
+            unsafe_no_ptrace_scope: bool = False) -> AirGap:
     """Everything air-gapped mode puts in force, in order: inherited descriptors closed,
     an empty network namespace (as root), capabilities dropped to what the device needs
-    (``APP_CAPABILITIES`` if it runs an ``application``, else none), the seccomp filter.
-    Call it first, before the process opens anything or starts a thread.
+    (``APP_CAPABILITIES`` if it runs an ``application``, else none) and a Landlock domain
+    that keeps other processes out of ptrace's reach (both before a re-execution, so that
+    every thread has them), the seccomp filter. Call it first, before the process opens
+    anything or starts a thread.
 
-    ``unsafe_keep_capabilities`` is for the control test only: it leaves a root core able
-    to write other processes' memory through ``/proc/PID/mem``.
+    The ``unsafe_`` switches are for control tests only: each leaves a way to write other
+    processes' memory through ``/proc/PID/mem``.
 
     Raises :class:`NetworkFilterUnavailable`.
     """
     keep = APP_CAPABILITIES if application else frozenset()
+
+    def before_exec() -> None:
+        if unsafe_keep_capabilities:
+            capabilities.set_no_new_privs()  # Landlock needs it
+        else:
+            _drop_thread(keep)
+        if not unsafe_no_ptrace_scope:
+            _scope_thread()
+
     closed = close_inherited_fds()
-    before_exec = None if unsafe_keep_capabilities else (lambda: _drop_thread(keep))
     namespace = enter_empty_network_namespace(before_exec)
     if unsafe_keep_capabilities:
         kept, note = None, "all kept (unsafe_keep_capabilities)"
     else:
         kept, note = drop_capabilities(keep)
+    scope = os.environ.pop(_SCOPE_MARK, None)
+    if unsafe_no_ptrace_scope:
+        scope = "off (unsafe_no_ptrace_scope)"
+    elif scope is None:
+        raise NetworkFilterUnavailable("the Landlock domain was not entered before re-executing")
     forbid_network()
-    return AirGap(closed, namespace, kept, note)
+    return AirGap(closed, namespace, kept, note, scope)
 
 
 def network_is_forbidden() -> bool:
