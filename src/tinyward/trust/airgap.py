@@ -18,7 +18,11 @@ filters are inherited across fork and exec, and cannot be removed):
 :func:`isolate` is what ``tinyward device run --air-gapped`` calls first: it closes the
 descriptors the process inherited (an open socket to anything would survive a filter on
 ``socket()``), moves the process into a new, empty network namespace when it may (root
-with ``CAP_SYS_ADMIN``: only a loopback interface, down), and installs the filter.
+with ``CAP_SYS_ADMIN``: only a loopback interface, down), drops its capabilities and
+enters a Landlock domain (so that no other process's memory can be written through
+``/proc/PID/mem``, which is an ``open`` and a ``write`` to seccomp; see
+:mod:`tinyward.trust.capabilities` and :mod:`tinyward.trust.ptrace_scope`), and installs
+the filter.
 
 :func:`enforced_mode` says which mode is *actually* in force in this process, by trying to
 make an internet socket — it is what the device states in its status, attestation tokens
