@@ -207,6 +207,13 @@ def test_running_device_signs_its_mode_and_protections(
                            "--expect-protection", "seccomp",
                            "--expect-protection", "air gap: seccomp network filter")
     assert code == 0, output
+    # What keeps other processes' memory out of the core's reach is signed too.
+    expected = ["air gap: other processes out of ptrace reach (Landlock)"]
+    if os.geteuid() == 0:
+        expected.append("air gap: capabilities dropped (kept: CAP_KILL, CAP_SETGID, CAP_SETUID)")
+    for name in expected:
+        code, output = _verify(fleet, token, nonce, "--expect-protection", name)
+        assert code == 0, output
     claims = json.loads(output)["claims"]
     assert {c["measurement_type"] for c in claims["software_components"]} == {"PRoT", "App"}
     code, output = _verify(fleet, token, nonce, "--expect-protection", "landlock-v99")
