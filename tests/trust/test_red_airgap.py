@@ -164,3 +164,52 @@ def test_a_socket_of_another_process_cannot_be_reopened_through_proc_fd() -> Non
             peer.settimeout(0.3)
             with pytest.raises(TimeoutError):
                 peer.recv(100)
+
+
+#: A kernel without Landlock (simulated: enter_domain fails with ENOSYS in both images).
+NO_LANDLOCK = textwrap.dedent(
+    """
+    import errno, json
+    from tinyward.trust import airgap, ptrace_scope
+    def refuse():
+        raise OSError(errno.ENOSYS, "Function not implemented")
+    ptrace_scope.enter_domain = refuse
+    gap = airgap.isolate(application=False)
+    print(json.dumps([gap.describe(), gap.protections()]))
+    """
+)
+
+#: A kernel that refuses the capability drop (simulated: capset fails with EPERM).
+CAPSET_REFUSED = textwrap.dedent(
+    """
+    import errno
+    from tinyward.trust import airgap, capabilities
+    def refuse(keep):
+        raise OSError(errno.EPERM, "capset: Operation not permitted")
+    capabilities.drop = refuse
+    try:
+        airgap.isolate()
+        print("ran")
+    except airgap.NetworkFilterUnavailable as error:
+        print("refused:", error)
+    """
+)
+
+
+def test_without_landlock_the_gap_says_other_processes_stay_reachable() -> None:
+    import json
+
+    out = subprocess.run([sys.executable, "-c", NO_LANDLOCK], capture_output=True, text=True,
+                         timeout=60, check=False)
+    assert out.returncode == 0, out.stderr
+    describe, protections = json.loads(out.stdout)
+    assert any(line.startswith("other processes: reachable") for line in describe), describe
+    assert not any("ptrace" in name for name in protections), protections
+
+
+@needs_root
+def test_a_kernel_that_refuses_the_capability_drop_stops_air_gapped_mode() -> None:
+    out = subprocess.run([sys.executable, "-c", CAPSET_REFUSED], capture_output=True,
+                         text=True, timeout=60, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("refused: could not drop capabilities"), out.stdout
