@@ -9,14 +9,11 @@ whatever the uid. A process cannot undo its own Landlock domain.
 
 from __future__ import annotations
 
-import ctypes
 import os
 
-_SYS_CREATE_RULESET = 444
-_SYS_ADD_RULE = 445
-_SYS_RESTRICT_SELF = 446
-_CREATE_RULESET_VERSION = 1
-_RULE_PATH_BENEATH = 1
+from tinyward.trust.landlock import abi_version, allow_beneath, create_ruleset, restrict_self
+
+__all__ = ["abi_version", "restrict_to_read_only"]
 
 _READ_FILE = 1 << 2
 _READ_DIR = 1 << 3
@@ -25,28 +22,6 @@ _FS_BY_ABI = {1: (1 << 13) - 1, 2: (1 << 14) - 1, 3: (1 << 15) - 1, 5: (1 << 16)
 _NET_ALL = (1 << 0) | (1 << 1)  # BIND_TCP, CONNECT_TCP (ABI 4)
 _SCOPE_ALL = (1 << 0) | (1 << 1)  # ABSTRACT_UNIX_SOCKET, SIGNAL (ABI 6)
 _FILE_RIGHTS = (1 << 0) | (1 << 1) | (1 << 2) | (1 << 14) | (1 << 15)
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
-
-
-class _RulesetAttr(ctypes.Structure):
-    _fields_ = [
-        ("handled_access_fs", ctypes.c_uint64),
-        ("handled_access_net", ctypes.c_uint64),
-        ("scoped", ctypes.c_uint64),
-    ]
-
-
-class _PathBeneathAttr(ctypes.Structure):
-    _pack_ = 1
-    _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
-
-
-def abi_version() -> int:
-    """The kernel's Landlock ABI version, or 0 if Landlock is unavailable or disabled."""
-    result = _libc.syscall(_SYS_CREATE_RULESET, None, 0, _CREATE_RULESET_VERSION)
-    return int(result) if result > 0 else 0
 
 
 def _fs_rights(abi: int) -> int:
@@ -65,11 +40,7 @@ def restrict_to_read_only(paths: list[str]) -> str:
     abi = abi_version()
     if abi < 1:
         raise OSError("Landlock is not available in this kernel (or disabled at boot)")
-    attr = _RulesetAttr(_fs_rights(abi), _NET_ALL if abi >= 4 else 0, _SCOPE_ALL if abi >= 6 else 0)
-    size = 24 if abi >= 6 else 16 if abi >= 4 else 8
-    ruleset = _libc.syscall(_SYS_CREATE_RULESET, ctypes.byref(attr), size, 0)
-    if ruleset < 0:
-        raise OSError(ctypes.get_errno(), "landlock_create_ruleset failed")
+    ruleset = create_ruleset(abi, _fs_rights(abi), _NET_ALL, _SCOPE_ALL)
     try:
         for path in paths:
             try:
@@ -80,13 +51,10 @@ def restrict_to_read_only(paths: list[str]) -> str:
                 rights = _READ_FILE | _READ_DIR
                 if not os.path.isdir(path):
                     rights &= _FILE_RIGHTS
-                rule = _PathBeneathAttr(rights, fd)
-                if _libc.syscall(_SYS_ADD_RULE, ruleset, _RULE_PATH_BENEATH, ctypes.byref(rule), 0):
-                    raise OSError(ctypes.get_errno(), f"landlock_add_rule failed for {path}")
+                allow_beneath(ruleset, rights, fd, path)
             finally:
                 os.close(fd)
-        if _libc.syscall(_SYS_RESTRICT_SELF, ruleset, 0):
-            raise OSError(ctypes.get_errno(), "landlock_restrict_self failed")
+        restrict_self(ruleset)
     finally:
         os.close(ruleset)
     extras = []

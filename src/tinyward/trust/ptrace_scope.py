@@ -15,21 +15,11 @@ passes through ``exec``; see :func:`tinyward.trust.airgap.isolate`.
 
 from __future__ import annotations
 
-import ctypes
 import os
 
-_SYS_CREATE_RULESET, _SYS_ADD_RULE, _SYS_RESTRICT_SELF = 444, 445, 446
-_CREATE_RULESET_VERSION, _RULE_PATH_BENEATH = 1, 1
+from tinyward.trust import landlock
+
 _MAKE_CHAR, _REFER = 1 << 5, 1 << 13
-
-
-class _RulesetAttr(ctypes.Structure):
-    _fields_ = [("handled_access_fs", ctypes.c_uint64)]
-
-
-class _PathBeneathAttr(ctypes.Structure):
-    _pack_ = 1
-    _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
 
 
 def enter_domain() -> int:
@@ -38,26 +28,18 @@ def enter_domain() -> int:
 
     Raises :class:`OSError` if Landlock is unavailable or refuses.
     """
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.syscall.restype = ctypes.c_long
-    abi = int(libc.syscall(_SYS_CREATE_RULESET, None, 0, _CREATE_RULESET_VERSION))
+    abi = landlock.abi_version()
     if abi < 1:
-        raise OSError(ctypes.get_errno(), "Landlock is not available (or disabled at boot)")
+        raise OSError("Landlock is not available (or disabled at boot)")
     handled = _MAKE_CHAR | (_REFER if abi >= 2 else 0)
-    attr = _RulesetAttr(handled)
-    ruleset = int(libc.syscall(_SYS_CREATE_RULESET, ctypes.byref(attr), ctypes.sizeof(attr), 0))
-    if ruleset < 0:
-        raise OSError(ctypes.get_errno(), "landlock_create_ruleset failed")
+    ruleset = landlock.create_ruleset(abi, handled)
     try:
         root = os.open("/", os.O_PATH | os.O_CLOEXEC)
         try:
-            rule = _PathBeneathAttr(handled, root)
-            if libc.syscall(_SYS_ADD_RULE, ruleset, _RULE_PATH_BENEATH, ctypes.byref(rule), 0):
-                raise OSError(ctypes.get_errno(), "landlock_add_rule failed for /")
+            landlock.allow_beneath(ruleset, handled, root, "/")
         finally:
             os.close(root)
-        if libc.syscall(_SYS_RESTRICT_SELF, ruleset, 0):
-            raise OSError(ctypes.get_errno(), "landlock_restrict_self failed")
+        landlock.restrict_self(ruleset)
     finally:
         os.close(ruleset)
     return abi
