@@ -87,14 +87,15 @@ def recovered_bits(send_times: list[float], bits: str) -> tuple[int, int]:
     return sum(g == b for g, b in zip(guesses, truth, strict=True)), len(truth)
 
 
-def run_latency_attack(world: World, inline: bool) -> tuple[int, int, dict[str, int]]:
+def run_latency_attack(world: World, inline: bool,
+                       attempt: int = 0) -> tuple[int, int, dict[str, int]]:
     rng = random.Random(12)
     bits = "".join(rng.sample("1" * (BITS // 2) + "0" * (BITS // 2), BITS))
     outer, manifest = copy_app("latency_bits", {"bits": bits, "slot": SLOT, "busy": 0.2})
     frames = simulated_frames(manifest, 1)
     source = AppResultSource.start(manifest, frames, SupervisorConfig(fault_window_s=1.0),
                                    unsafe_inline_feed=inline)
-    device = world.device("inline" if inline else "threaded")
+    device = world.device(("inline" if inline else "threaded") + (f"-{attempt}" if attempt else ""))
     try:
         with LiveFleetServer(world.fleet) as server:
             runner = DeviceRunner(device, server.url,
@@ -111,10 +112,19 @@ def run_latency_attack(world: World, inline: bool) -> tuple[int, int, dict[str, 
 
 
 def test_unsafe_inline_feed_lets_an_app_signal_bits_through_report_send_times(world: World) -> None:
-    right, judged, incidents = run_latency_attack(world, inline=True)
-    assert judged >= 2 * BITS - 4
-    assert right >= 0.8 * judged, (right, judged)  # the attack works on the old design
-    assert not {k for k in incidents if k != "frames_dropped"}  # and no incident is seen
+    # The control: the attack works on the old design. Its eavesdropper reads scheduling
+    # noise too, and on a shared machine one run in several can miss (19 of 46 was seen
+    # once in a CI run), so the control gets up to three tries; the defended test below
+    # gets one, and must hold on every run.
+    tries = []
+    for attempt in range(3):
+        right, judged, incidents = run_latency_attack(world, inline=True, attempt=attempt)
+        tries.append((right, judged, incidents))
+        assert judged >= 2 * BITS - 4
+        if right >= 0.8 * judged:  # the attack works on the old design
+            assert not {k for k in incidents if k != "frames_dropped"}  # and no incident is seen
+            return
+    pytest.fail(f"the attack never worked on the old design in three tries: {tries}")
 
 
 def test_an_app_modulating_its_latency_cannot_steer_report_send_times(world: World) -> None:
