@@ -26,21 +26,29 @@ def named_tests(text: str) -> list[tuple[str, str]]:
     return found
 
 
+def missing_tests(text: str) -> list[str]:
+    """``file::function`` for each test the text names that does not exist under tests/."""
+    missing = []
+    for path, function in named_tests(text):
+        source = ROOT / "tests" / path
+        if not source.is_file() or not re.search(
+                rf"^\s*(async )?def {function}\(", source.read_text(encoding="utf-8"), re.M):
+            missing.append(f"{path}::{function}")
+    return missing
+
+
 def test_every_test_the_threat_model_names_exists() -> None:
     text = (ROOT / "docs" / "threat-model.md").read_text(encoding="utf-8")
-    named = named_tests(text)
-    assert len(named) > 50, "the table names fewer tests than it did when written"
-    missing = [
-        f"{path}::{function}"
-        for path, function in named
-        if not (ROOT / "tests" / path).is_file()
-        or not re.search(
-            rf"^\s*(async )?def {function}\(", (ROOT / "tests" / path).read_text(), re.M
-        )
-    ]
+    assert len(named_tests(text)) > 50, "the table names fewer tests than it did when written"
+    missing = missing_tests(text)
     assert not missing, f"docs/threat-model.md names tests that do not exist: {missing}"
 
 
 def test_the_checker_notices_a_missing_test() -> None:
-    assert named_tests("`trust/test_storage.py::nope` and `…::also_nope`") == [
-        ("trust/test_storage.py", "nope"), ("trust/test_storage.py", "also_nope")]
+    text = ("`trust/test_storage.py::test_roundtrip_and_versions`, `…::no_such_test` and "
+            "`no/such_file.py::test_x`")
+    assert named_tests(text) == [("trust/test_storage.py", "test_roundtrip_and_versions"),
+                                 ("trust/test_storage.py", "no_such_test"),
+                                 ("no/such_file.py", "test_x")]
+    assert missing_tests(text) == ["trust/test_storage.py::no_such_test",
+                                   "no/such_file.py::test_x"]
