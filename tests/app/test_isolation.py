@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import needs
 from tinyward.app import _landlock
 from tinyward.app.errors import SandboxError
 from tinyward.app.manifest import load_manifest
@@ -99,7 +100,7 @@ def _leaked(device_dir: Path, key_byte: int) -> bool:
     return any(r.get("state") == "anomaly" and r.get("count") == key_byte % 1000 for r in results)
 
 
-@pytest.mark.skipif(not IS_ROOT, reason="needs root to start the device as nobody")
+@needs(IS_ROOT, "needs root to start the device as nobody")
 def test_root_key_leak_without_landlock_as_non_root_is_refused(hostile, world_tmp, tmp_path):
     """No Landlock (ENOSYS) and no root: nothing isolates rot/root.key, so no app may run."""
     device_dir = world_tmp / "device"
@@ -112,9 +113,7 @@ def test_root_key_leak_without_landlock_as_non_root_is_refused(hostile, world_tm
     assert not _leaked(device_dir, key.read_bytes()[0])
 
 
-@pytest.mark.skipif(
-    not IS_ROOT or not HAS_LANDLOCK, reason="needs root (to become nobody) and Landlock"
-)
+@needs(IS_ROOT and HAS_LANDLOCK, "needs root (to become nobody) and Landlock")
 def test_root_key_leak_with_device_folder_inside_app_folder_is_refused(
     hostile, world_tmp, tmp_path
 ):
@@ -132,9 +131,7 @@ def test_root_key_leak_with_device_folder_inside_app_folder_is_refused(
     assert not _leaked(device_dir, key.read_bytes()[0])
 
 
-@pytest.mark.skipif(
-    not IS_ROOT or not HAS_LANDLOCK, reason="needs root (to become nobody) and Landlock"
-)
+@needs(IS_ROOT and HAS_LANDLOCK, "needs root (to become nobody) and Landlock")
 def test_device_run_prints_protections_and_runs_when_isolated(hostile, world_tmp, tmp_path):
     """The control: the same device as nobody with Landlock runs, says so, and leaks nothing."""
     device_dir = world_tmp / "device"
@@ -159,7 +156,7 @@ def _world_readable_key(root: Path) -> Path:
     return key
 
 
-@pytest.mark.skipif(not IS_ROOT, reason="the uid drop needs the core to run as root")
+@needs(IS_ROOT, "the uid drop needs the core to run as root")
 def test_secret_readable_by_the_sandbox_uid_is_refused(hostile, world_tmp):
     """Landlock off, uid drop on, but the key is world-readable: the child's own try finds it."""
     key = _world_readable_key(world_tmp)
@@ -192,7 +189,7 @@ def test_control_without_the_isolation_requirement_the_secret_leaks(hostile, wor
         assert sup.process(frame(TRIGGER)).result == {"count": 42, "state": "anomaly"}
 
 
-@pytest.mark.skipif(not HAS_LANDLOCK, reason="Landlock is not available in this kernel")
+@needs(HAS_LANDLOCK, "Landlock is not available in this kernel")
 def test_landlock_alone_isolates_a_world_readable_secret(hostile, world_tmp):
     key = _world_readable_key(world_tmp)
     manifest = hostile("keystore", {"keystore": str(key)})

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import needs, require_or_skip
 from tinyward.app import _landlock
 from tinyward.app.errors import SandboxError
 from tinyward.app.manifest import load_manifest
@@ -26,8 +27,8 @@ from .conftest import TRIGGER, frame
 
 ROOT_ONLY = [
     pytest.mark.slow,
-    pytest.mark.skipif(os.geteuid() != 0, reason="bind mounts need root"),
-    pytest.mark.skipif(_landlock.abi_version() <= 0, reason="Landlock is not available"),
+    needs(os.geteuid() == 0, "bind mounts need root"),
+    needs(_landlock.abi_version() > 0, "Landlock is not available"),
 ]
 
 
@@ -52,7 +53,7 @@ def bound(hostile, world_tmp):
         subprocess.run(["mount", "--bind", str(key.parent), str(mnt)], check=True,
                        capture_output=True, timeout=10)
     except (OSError, subprocess.CalledProcessError) as error:
-        pytest.skip(f"cannot bind-mount here: {error}")
+        require_or_skip(f"cannot bind-mount here: {error}")
     # the app opens a path relative to its own folder: point it at the mount absolutely
     (manifest.parent / "target.json").write_text('{"keystore": "%s"}' % (mnt / "root.key"))
     try:

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
+from tests.conftest import needs
 from tinyward.cli.main import cli
 from tinyward.errors import EXIT_CODES
 from tinyward.fleet.pki import Fleet
@@ -324,8 +325,7 @@ def open_base() -> Iterator[Path]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox drops to another uid "
-                                "only as root")
+needs_root = needs(os.geteuid() == 0, "the sandbox drops to another uid only as root")
 
 
 @needs_root

@@ -24,6 +24,7 @@ from click.testing import CliRunner
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from tests.conftest import needs
 from tests.fleet.conftest import NOW
 from tests.fleet.helpers import (
     CLI_SECRETS,
@@ -108,7 +109,7 @@ def _server_processes(pid: int) -> list[int]:
 # -- the server holds only what it needs ------------------------------------------------
 
 
-@pytest.mark.skipif(not Path("/proc/self/mem").exists(), reason="needs /proc/<pid>/mem")
+@needs(Path("/proc/self/mem").exists(), "needs /proc/<pid>/mem")
 def test_attack_server_memory_env_and_files_hold_no_ca_or_update_key(tmp_path: Path) -> None:
     """Take the running `fleet serve` (2 workers): read every byte of its memory, its
     environment and its open files, as whoever compromised it would."""

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import psutil
 
+from tests.conftest import require_or_skip
 from tinyward.readout import state as display
 from tinyward.trust.device import Device
 
@@ -191,10 +192,8 @@ def _thread_capabilities(pid: int) -> dict[str, dict[str, int]]:
 def test_air_gapped_device_without_an_app_keeps_no_capability(fleet_and_device) -> None:
     """Every thread of a root core without an application: no capability in any set
     (so it can write no other process's memory through /proc/PID/mem), no_new_privs."""
-    import pytest
-
     if os.geteuid() != 0:
-        pytest.skip("only a root device holds capabilities to drop")
+        require_or_skip("only a root device holds capabilities to drop")
     _, device = fleet_and_device
     proc = _start_air_gapped(device)
     try:
@@ -260,10 +259,9 @@ def test_air_gapped_device_closes_inherited_descriptors(fleet_and_device) -> Non
 def test_air_gapped_device_runs_in_an_empty_network_namespace(fleet_and_device) -> None:
     import os
 
-    import pytest
 
     if os.geteuid() != 0:
-        pytest.skip("a new network namespace needs root")
+        require_or_skip("a new network namespace needs root")
     _, device = fleet_and_device
     proc = _start_air_gapped(device)
     try:

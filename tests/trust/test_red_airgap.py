@@ -22,6 +22,8 @@ import textwrap
 
 import pytest
 
+from tests.conftest import needs
+
 #: A process outside the filtered tree, holding a buffer; prints its address, waits for a
 #: line, then prints what the buffer holds.
 VICTIM = textwrap.dedent(
@@ -99,8 +101,7 @@ def _write_victim_memory(off: str, uid: int | None = None, core_uid: int | None 
     return out, seen
 
 
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="a full-capability victim and a "
-                                "uid change need root")
+needs_root = needs(os.geteuid() == 0, "a full-capability victim and a uid change need root")
 NOBODY = 65534
 
 
