@@ -14,7 +14,7 @@ import pytest
 import tinyward
 
 SRC = Path(tinyward.__file__).parent
-DEVICE = ("trust", "app", "link", "readout", "detect")
+DEVICE = ("trust", "app", "link", "readout", "detect", "update")
 TOOLS = ("lab", "bench")
 
 
