@@ -56,3 +56,63 @@ class UpdateBusy(UpdateError, StateError):
     """An update is already in progress on this device."""
 
     code = "busy"
+
+
+# --- applying an update (update/slots.py, update/agent.py, update/health.py) ------------
+
+
+class BadArchive(UpdateRefused):
+    """An application archive is refused before anything is extracted from it: an
+    absolute path, ``..``, a link or device, a duplicate name, or over a size or entry
+    limit."""
+
+    code = "bad-archive"
+
+
+class SlotCorrupt(UpdateRefused):
+    """The slot's content, read again before the switch, is not what TUF verified (length,
+    hash, or an extracted file that differs from the archive)."""
+
+    code = "slot-corrupt"
+
+
+class TooLong(UpdateRefused):
+    """The target file is longer (or shorter) than its signed length."""
+
+    code = "length"
+
+
+class TrialFailed(UpdateRefused):
+    """The new version failed its health check in trial and was reverted."""
+
+    code = "health-failed"
+
+
+class TrialCrashed(TrialFailed):
+    """The new application crashed (or did not start) during its trial."""
+
+    code = "crashed"
+
+
+class TrialDeadline(TrialFailed):
+    """The new version did not prove itself healthy before the trial's deadline."""
+
+    code = "deadline"
+
+
+class TrialContract(TrialFailed):
+    """The new application emitted results off its output contract during its trial."""
+
+    code = "contract"
+
+
+class TrialLinkDown(TrialFailed):
+    """The link did not reach the fleet from the new version during its trial."""
+
+    code = "link-down"
+
+
+class UpdateIOError(UpdateError):
+    """A local failure (disk full, permission) while applying; the running version stays."""
+
+    code = "io-error"
