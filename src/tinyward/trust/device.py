@@ -374,6 +374,7 @@ class Device:
         *,
         measured: Sequence[tuple[str, Sequence[Path]]] = (),
         protections: Sequence[str] | None = None,
+        components: Sequence[Any] = (),
     ) -> bytes:
         """A PSA attestation token (RFC 9783) answering ``nonce``, signed by the attestation key.
 
@@ -382,15 +383,18 @@ class Device:
         ``("App_CONFIG", [model_file])``. The operating-mode claim is the mode enforced in
         *this* process right now (tried, never taken from provisioning); ``protections``
         names the protections in force in this process tree (the running device passes its
-        application sandbox's active layers and its air gap's). Raises ``TokenMisuse`` for a
-        bad nonce size and ``MeasurementError`` for an unreadable path.
+        application sandbox's active layers and its air gap's). ``components`` are software
+        components measured elsewhere, e.g. the active update slots
+        (``tinyward.update.agent.UpdateAgent.software_components``). Raises ``TokenMisuse``
+        for a bad nonce size and ``MeasurementError`` for an unreadable path.
         """
         from tinyward.trust import attestation as psa
         from tinyward.trust.airgap import enforced_mode
 
-        components = [psa.measure_tinyward_code()]
-        components += [psa.measure_files(list(paths), kind, psa.UNSIGNED_SIGNER_ID)
-                       for kind, paths in measured]
+        software = [psa.measure_tinyward_code()]
+        software += [psa.measure_files(list(paths), kind, psa.UNSIGNED_SIGNER_ID)
+                     for kind, paths in measured]
+        software += list(components)
         lifecycle = (
             psa.LIFECYCLE_SECURED if self.provisioned else psa.LIFECYCLE_PSA_ROT_PROVISIONING
         )
@@ -401,7 +405,7 @@ class Device:
             security_lifecycle=lifecycle,
             boot_seed=_BOOT_SEED,
             client_id=CLIENT_ID,
-            software_components=tuple(components),
+            software_components=tuple(software),
             operating_mode=enforced_mode(),
             protections=tuple(sorted(set(protections))) if protections is not None else None,
         )

@@ -22,9 +22,9 @@ import hashlib
 import os
 import stat
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from tinyward.trust.errors import MeasurementError
 
@@ -68,6 +68,37 @@ def measurement_digest(
     for index, rel, file in sorted(entries, key=lambda e: (e[0], e[1])):
         digest.update(struct.pack(">II", index, len(rel)) + rel)
         _hash_file(digest, file)
+    return digest.digest()
+
+
+def measurement_digest_of_tree(files: Iterable[tuple[str, int, Callable[[], BinaryIO]]]) -> bytes:
+    """What :func:`measurement_digest` gives for one directory holding exactly ``files``,
+    computed without that directory: ``(relative path, size, opener)`` each, the opener
+    returning a stream of the content (e.g. a member of an archive). Lets a verifier
+    check that a tree extracted on disk is exactly the archive it came from.
+
+    Raises :class:`MeasurementError` if a stream is shorter or longer than its size, a
+    path is listed twice, or nothing is listed.
+    """
+    entries = sorted(((_utf8(rel, Path(rel)), size, opener) for rel, size, opener in files),
+                     key=lambda e: e[0])
+    if not entries:
+        raise MeasurementError("nothing to measure: no files listed")
+    if len({rel for rel, _, _ in entries}) != len(entries):
+        raise MeasurementError("a file is listed twice")
+    digest = hashlib.sha256(_DOMAIN)
+    for rel, size, opener in entries:
+        digest.update(struct.pack(">II", 0, len(rel)) + rel + struct.pack(">Q", size))
+        remaining = size
+        with opener() as stream:
+            while remaining > 0:
+                chunk = stream.read(min(_CHUNK, remaining))
+                if not chunk:
+                    break
+                digest.update(chunk)
+                remaining -= len(chunk)
+            if remaining or stream.read(1):
+                raise MeasurementError(f"{rel.decode()} is not {size} bytes long")
     return digest.digest()
 
 

@@ -1,0 +1,352 @@
+"""Apply a verified update target: slot, switch, trial, accept or revert (the I/O layer
+around :mod:`tinyward.update.state`).
+
+The delivery side (``update/client.py``) hands the agent a target file that TUF has
+verified, its :class:`~tinyward.update.meta.TargetMeta` and TUF's length and hashes::
+
+    agent = UpdateAgent.for_device(device, product_class="pump-sensor", health=HealthCheck())
+    agent.on_start()                 # once per boot, before anything else: recovery
+    outcome = agent.apply("app", path, meta, length, hashes)
+    agent.status()                   # the report's ``upd``: {"state", "ver", "why"}
+
+:meth:`UpdateAgent.apply` is :meth:`~UpdateAgent.stage` (installable? then write the
+inactive slot) followed by :meth:`~UpdateAgent.activate` (check the slot again, switch,
+trial, accept or revert). It returns an :class:`Outcome` for every end (accepted,
+rejected, reverted, failed) and raises only for a caller's mistake
+(:class:`~tinyward.update.errors.UpdateBusy`, ``Misuse``).
+
+What is kept where (all in the device's protected storage, sealed and rollback-checked):
+
+- ``update.slots``: the slot record (:class:`~tinyward.update.slots.SlotRecord`): active
+  slot per component, what each slot holds, trial flag, and the update state machine's
+  record. Writing it is the switch.
+- ``update.counter.<component>``: the anti-rollback counter
+  (:meth:`~tinyward.update.meta.Version.as_counter` of the highest *accepted* version).
+  Raised only after the acceptance is recorded, so it never runs ahead of the running
+  version; a target at or below it is refused as a rollback.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tinyward import __version__
+from tinyward.errors import Misuse
+from tinyward.trust.errors import MeasurementError, RecordMissing
+from tinyward.trust.storage import ProtectedStorage
+from tinyward.update.errors import (
+    BadTargetMeta,
+    SlotCorrupt,
+    UpdateBusy,
+    UpdateIOError,
+    UpdateRefused,
+)
+from tinyward.update.health import HealthCheck, Verdict
+from tinyward.update.meta import COMPONENTS, TargetMeta, Version
+from tinyward.update.slots import ArchiveLimits, ComponentSlots, SlotInfo, SlotRecord, Slots
+from tinyward.update.state import INTERRUPTED, Action, Event, State, UpdateMachine
+
+SLOT_RECORD = "update.slots"
+#: RFC 9783 measurement types of the updatable components in attestation tokens.
+MEASUREMENT_TYPES = {"app": "App", "model": "App_MODEL", "detector": "App_DETECTOR",
+                     "config": "App_CONFIG"}
+_BUSY = (State.DOWNLOADING, State.STAGED, State.TRIAL)
+_VERDICT_EVENTS = {"crashed": Event.CRASHED, "deadline": Event.DEADLINE_PASSED}
+
+
+def counter_record(component: str) -> str:
+    return f"update.counter.{component}"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one update ended: ``state`` is accepted, rejected, reverted or failed; ``why``
+    the reason code (None when accepted); ``detail`` a line for people."""
+
+    state: str
+    component: str
+    version: str
+    why: str | None = None
+    detail: str = ""
+
+
+@dataclass
+class _Pending:
+    component: str
+    meta: TargetMeta
+    length: int
+    hashes: dict[str, str]
+    slot: str
+
+
+class UpdateAgent:
+    """The device's update agent over one protected storage and one slots folder."""
+
+    def __init__(self, storage: ProtectedStorage, slots: Slots, *, product_class: str,
+                 device_id: str, health: HealthCheck | None = None,
+                 tinyward_version: Version | None = None) -> None:
+        self.storage = storage
+        self.slots = slots
+        self.product_class = product_class
+        self.device_id = device_id
+        self.health = health or HealthCheck()
+        self.tinyward_version = tinyward_version or Version.parse(__version__)
+        self._pending: _Pending | None = None
+        self._verdict: Verdict | None = None
+        record = self._record()
+        self.machine = UpdateMachine.from_record(record.update)
+
+    @classmethod
+    def for_device(cls, device: Any, *, product_class: str | None = None,
+                   health: HealthCheck | None = None, slots_dir: Path | None = None,
+                   limits: ArchiveLimits | None = None) -> UpdateAgent:
+        """The agent of a :class:`tinyward.trust.device.Device`; slots in
+        ``slots_dir`` (default ``DEVICE_DIR/slots``). The product class defaults to the
+        device bundle's (``Device.product_class()``)."""
+        if product_class is None:
+            getter = getattr(device, "product_class", None)
+            product_class = getter() if callable(getter) else None
+        if not product_class:
+            raise Misuse("the device has no product class; pass product_class=")
+        slots = Slots(slots_dir or Path(device.directory) / "slots", limits)
+        return cls(device.storage, slots, product_class=product_class,
+                   device_id=device.device_id, health=health)
+
+    # ---- what the device says -----------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """The report's ``upd`` field: state, installed version per component, and the
+        reason code of the last failure (absent when there is none)."""
+        record = self._record()
+        versions = {name: str(c.version) for name, c in sorted(record.components.items())
+                    if c.version is not None}
+        status: dict[str, Any] = {"state": self.machine.state.value, "ver": versions}
+        if self.machine.why is not None:
+            status["why"] = self.machine.why
+        return status
+
+    def installed(self, component: str) -> Version | None:
+        """The running (active slot's) version of ``component``."""
+        return self._record().get(component).version
+
+    def active_content(self, component: str) -> Path | None:
+        """The running app folder (or file) of ``component``; None if none is installed."""
+        slots = self._record().get(component)
+        return None if slots.active is None else self.slots.content(component, slots.active)
+
+    def counter(self, component: str) -> int:
+        """The component's anti-rollback counter (0: never raised)."""
+        if not self.storage.exists(counter_record(component)):
+            return 0
+        value: int = struct.unpack(">Q", self.storage.read(counter_record(component)))[0]
+        return value
+
+    def software_components(self) -> list[Any]:
+        """The active slots, measured now, as attestation software components (pass them
+        to ``Device.attestation_token(components=...)``). Raises ``MeasurementError``."""
+        from tinyward.trust.measurement import UNSIGNED_SIGNER_ID, measure_files
+
+        out = []
+        for name, slots in sorted(self._record().components.items()):
+            if slots.active is None:
+                continue
+            out.append(measure_files([self.slots.content(name, slots.active)],
+                                     MEASUREMENT_TYPES[name], UNSIGNED_SIGNER_ID,
+                                     version=str(slots.version)))
+        return out
+
+    # ---- the update ---------------------------------------------------------------------
+
+    def offer(self, component: str, version: Version) -> None:
+        """An update of ``component`` to ``version`` begins (the download starts).
+
+        Raises:
+            UpdateBusy: another update is in progress.
+        """
+        if self.machine.state in _BUSY:
+            raise UpdateBusy(f"an update of {self.machine.component} is in progress "
+                             f"({self.machine.state.value})")
+        self.machine.offer(component, version)
+        self._save()
+
+    def refuse(self, error: UpdateRefused) -> Outcome:
+        """The download was refused (by TUF, the link): record it as ``rejected``."""
+        self.machine.fire(Event.REFUSED, why=error.code)
+        self._save()
+        return self._outcome(str(error))
+
+    def apply(self, component: str, target: Path, meta: TargetMeta, length: int,
+              hashes: Mapping[str, str]) -> Outcome:
+        """Stage ``target`` (verified by TUF) and, if that succeeds, activate it."""
+        outcome = self.stage(component, target, meta, length, hashes)
+        return outcome if outcome is not None else self.activate()
+
+    def stage(self, component: str, target: Path, meta: TargetMeta, length: int,
+              hashes: Mapping[str, str]) -> Outcome | None:
+        """Check the target is installable, then write it into the inactive slot.
+
+        Returns None when staged (call :meth:`activate`), else the :class:`Outcome`
+        (rejected or failed). Raises :class:`UpdateBusy` during another update.
+        """
+        if component not in COMPONENTS:
+            raise Misuse(f"component {component!r} is not one of {', '.join(COMPONENTS)}")
+        if self.machine.state is not State.DOWNLOADING or self.machine.component != component:
+            self.offer(component, meta.version)
+        self.machine.version = meta.version
+        try:
+            if meta.component != component:
+                raise BadTargetMeta(f"the target is a {meta.component}, not a {component}")
+            current = self.installed(component)
+            floor = self.counter(component)
+            if floor and (current is None or floor > current.as_counter()):
+                current = Version.from_counter(floor)
+            meta.check_installable(product_class=self.product_class, device_id=self.device_id,
+                                   installed=current, tinyward_version=self.tinyward_version)
+        except UpdateRefused as refusal:
+            return self.refuse(refusal)
+        self.machine.fire(Event.DOWNLOADED)  # the table's action: WRITE_SLOT, done here
+        record = self._record()
+        slots = record.get(component)
+        # The inactive slot's old content is forgotten *before* a byte of it changes.
+        self._save(record.with_component(component, slots.without(slots.inactive)))
+        try:
+            slot = self.slots.write(component, slots, Path(target), length)
+        except UpdateRefused as refusal:  # BadArchive, TooLong
+            return self._finish(Event.VERIFY_FAILED, refusal.code, str(refusal))
+        except OSError as error:
+            return self._finish(Event.IO_ERROR, UpdateIOError.code,
+                                f"writing the slot failed: {error}")
+        self._pending = _Pending(component, meta, length, dict(hashes), slot)
+        return None
+
+    def activate(self) -> Outcome:
+        """Check the staged slot again, switch to it, run its trial, accept or revert."""
+        pending = self._pending
+        if self.machine.state is not State.STAGED or pending is None:
+            raise Misuse("nothing is staged; call stage() first")
+        self._pending = None
+        try:
+            info = self.slots.verify(pending.component, pending.slot, pending.meta.version,
+                                     pending.length, pending.hashes)
+        except SlotCorrupt as refusal:
+            return self._finish(Event.VERIFY_FAILED, refusal.code, str(refusal))
+        step = self.machine.fire(Event.SLOT_VERIFIED)
+        self._verdict = None
+        self._do(step.actions, info=info, slot=pending.slot)
+        verdict = self._verdict
+        if verdict is None:
+            raise Misuse("the table's slot-verified step did not start a trial")
+        if verdict.ok:
+            return self._finish(Event.HEALTH_OK, None, verdict.detail)
+        event = _VERDICT_EVENTS.get(verdict.why or "", Event.HEALTH_FAILED)
+        return self._finish(event, verdict.why, verdict.detail)
+
+    def on_start(self) -> dict[str, Any]:
+        """Recover at boot from whatever a power cut left, then check the running slots.
+
+        An update cut short before its switch is ``failed`` (its slot discarded); a trial
+        cut short is ``reverted`` (not resumed: an unconfirmed version never survives a
+        restart); an acceptance cut short raises the counter again. Returns
+        :meth:`status`. Raises :class:`SlotCorrupt` if a running slot's content is not
+        what was switched to.
+        """
+        self._pending = None
+        self.machine = UpdateMachine.from_record(self._record().update)
+        step = self.machine.fire(Event.POWER_CUT_RECOVERY, why=INTERRUPTED if
+                                 self.machine.state in (*_BUSY,) else None)
+        self._do(step.actions)
+        if step.actions:
+            self._save()
+        self.check_running()
+        return self.status()
+
+    def check_running(self) -> None:
+        """Measure every active slot again; raise :class:`SlotCorrupt` for one that is not
+        what was switched to (half-written, or changed on disk since)."""
+        for name, slots in self._record().components.items():
+            if slots.active is None:
+                continue
+            try:
+                now = self.slots.measure(name, slots.active)
+            except (MeasurementError, OSError) as error:
+                raise SlotCorrupt(f"the running {name} cannot be measured: {error}") from None
+            if now != slots.slots[slots.active].measurement:
+                raise SlotCorrupt(f"the running {name} ({slots.version}) is not what was "
+                                  "installed: its files changed on disk")
+
+    # ---- the I/O of the table's actions -------------------------------------------------
+
+    def _finish(self, event: Event, why: str | None, detail: str) -> Outcome:
+        step = self.machine.fire(event, why=why)
+        self._do(step.actions)
+        self._save()
+        return self._outcome(detail)
+
+    def _do(self, actions: tuple[Action, ...], *, info: SlotInfo | None = None,
+            slot: str | None = None) -> None:
+        component = self.machine.component
+        for action in actions:
+            if component is None:  # nothing was ever offered: nothing to do
+                continue
+            record = self._record()
+            slots = record.get(component)
+            if action is Action.SWITCH:
+                if info is None or slot is None or slot == slots.active:
+                    raise Misuse("switch needs the verified inactive slot")
+                self._save(record.with_component(component, slots.switched(slot, info)))
+            elif action is Action.START_TRIAL:
+                content = self.slots.content(component, slots.active or "a")
+                self._verdict = self.health.run(component, content)
+            elif action is Action.CONFIRM:
+                self._save(record.with_component(component, slots.confirmed()))
+            elif action is Action.RAISE_COUNTER:
+                self._raise_counter(component, slots)
+            elif action is Action.REVERT:
+                if slots.trial:
+                    self._save(record.with_component(component, slots.reverted()))
+            elif action is Action.DISCARD_SLOT:
+                if slots.inactive in slots.slots:
+                    self._save(record.with_component(component, slots.without(slots.inactive)))
+                try:
+                    self.slots.discard(component, slots.inactive)
+                except OSError:
+                    pass  # the slot is forgotten in the record; its files are only litter
+            # WRITE_SLOT is done by stage(); REPORT: status() is what the report reads
+
+    def _raise_counter(self, component: str, slots: ComponentSlots) -> None:
+        version = slots.version
+        if version is None or slots.trial:
+            return  # never for a version that may still revert
+        with self.storage.transaction():
+            if self.counter(component) < version.as_counter():
+                self.storage.write(counter_record(component),
+                                   struct.pack(">Q", version.as_counter()))
+
+    def _outcome(self, detail: str) -> Outcome:
+        return Outcome(self.machine.state.value, self.machine.component or "",
+                       str(self.machine.version or ""), self.machine.why, detail)
+
+    def _record(self) -> SlotRecord:
+        try:
+            raw = self.storage.read(SLOT_RECORD)
+        except RecordMissing:
+            if self.storage.exists(SLOT_RECORD):
+                raise
+            return SlotRecord()
+        try:
+            return SlotRecord.from_json(json.loads(raw))
+        except ValueError as error:
+            raise SlotCorrupt(f"the slot record does not parse: {error}") from None
+
+    def _save(self, record: SlotRecord | None = None) -> None:
+        """Write the slot record (with the machine's state) in one atomic write."""
+        with self.storage.transaction():
+            current = record if record is not None else self._record()
+            current = SlotRecord(current.components, self.machine.to_record())
+            self.storage.write(SLOT_RECORD,
+                               json.dumps(current.to_json(), sort_keys=True).encode())

@@ -1,0 +1,460 @@
+"""A/B slots: where update targets are written, checked again, and switched to.
+
+Layout (``slots_dir``, by default ``DEVICE_DIR/slots``)::
+
+    <component>/a/target     the target's bytes exactly as TUF verified them
+    <component>/a/app/       app only: the archive, extracted (sensor.toml, code, models)
+    <component>/b/...        the other slot
+
+Which slot is active, which versions the slots hold and whether the active one is on
+trial is the **slot record** (:class:`SlotRecord`), kept with the update state in one
+sealed record of the device's protected storage (``update.slots``). Writing that record
+is the switch: protected storage writes a temporary file, fsyncs it, renames it over the
+old one and fsyncs the folder (``_fsutil.atomic_write``), so after a power cut the
+device reads the old pointer or the new one, never a mix; and since the record is
+authenticated and rollback-checked, nobody with the disk can point the device back at
+the older slot.
+
+Rules this module keeps:
+
+- A write goes only to the *inactive* slot (:meth:`Slots.write` refuses the active one);
+  the running version is never touched before the switch.
+- Before the switch the slot is read again (:meth:`Slots.verify`): the stored target's
+  length and every hash TUF gave (SHA-256 required), and for an app, that the extracted
+  tree is exactly the archive's files (the same measurement, computed from each side).
+- An app archive is a tar (optionally gzip) of the app folder. Refused before anything is
+  extracted (:class:`~tinyward.update.errors.BadArchive`): absolute paths, ``..``, empty
+  path parts, backslashes, names that are not UTF-8, links, devices, FIFOs, sparse files,
+  duplicate names, a file where a folder is needed, no top-level ``sensor.toml``, and
+  more entries, bytes per file or bytes in all than :class:`ArchiveLimits` allows.
+  Extraction never follows a link (none exists in a fresh slot, none is made) and
+  creates every file with ``O_EXCL | O_NOFOLLOW``, mode 0644 (folders 0755), whatever
+  the archive says.
+- Every file and folder written is fsynced before the switch, so a switched-to slot
+  survives a power cut whole.
+
+The slot folders must be traversable by the sandbox's user for an app to run from them
+(the device folder itself is 0700): pass a ``slots_dir`` outside it on such devices.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import shutil
+import stat
+import tarfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path, PurePosixPath
+from typing import IO, Any, BinaryIO
+
+from tinyward._fsutil import fsync_directory
+from tinyward.errors import Misuse
+from tinyward.trust.errors import MeasurementError
+from tinyward.trust.measurement import measurement_digest, measurement_digest_of_tree
+from tinyward.update.errors import BadArchive, SlotCorrupt, TooLong
+from tinyward.update.meta import COMPONENTS, Version
+
+SLOT_NAMES = ("a", "b")
+TARGET_FILE = "target"
+APP_FOLDER = "app"
+APP_MANIFEST = "sensor.toml"
+_CHUNK = 64 * 1024
+
+
+@dataclass(frozen=True)
+class ArchiveLimits:
+    """Limits on an application archive (checked from its headers, before extraction)."""
+
+    max_entries: int = 1000
+    max_file_bytes: int = 64 << 20
+    max_total_bytes: int = 128 << 20
+    max_path_chars: int = 255
+    max_depth: int = 16
+
+
+# ---- the slot record (pure) -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SlotInfo:
+    """What one slot holds: the version, the target's SHA-256 and the content's
+    measurement (:mod:`tinyward.trust.measurement`), both hex."""
+
+    version: Version
+    sha256: str
+    measurement: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"version": str(self.version), "sha256": self.sha256,
+                "measurement": self.measurement}
+
+    @classmethod
+    def from_json(cls, value: Mapping[str, Any]) -> SlotInfo:
+        return cls(Version.parse(value["version"]), str(value["sha256"]),
+                   str(value["measurement"]))
+
+
+@dataclass(frozen=True)
+class ComponentSlots:
+    """One component's two slots: which is active (None: never installed), what each
+    holds, and whether the active one is on trial."""
+
+    active: str | None = None
+    slots: Mapping[str, SlotInfo] = field(default_factory=dict)
+    trial: bool = False
+
+    @property
+    def inactive(self) -> str:
+        return "b" if self.active == "a" else "a"
+
+    @property
+    def version(self) -> Version | None:
+        """The active slot's version (None if nothing is installed)."""
+        return self.slots[self.active].version if self.active is not None else None
+
+    def without(self, slot: str) -> ComponentSlots:
+        if slot == self.active:
+            raise Misuse(f"slot {slot!r} is active; it is never emptied")
+        return replace(self, slots={k: v for k, v in self.slots.items() if k != slot})
+
+    def switched(self, slot: str, info: SlotInfo) -> ComponentSlots:
+        """Active on ``slot`` (holding ``info``), on trial."""
+        return ComponentSlots(slot, {**self.slots, slot: info}, trial=True)
+
+    def confirmed(self) -> ComponentSlots:
+        return replace(self, trial=False)
+
+    def reverted(self) -> ComponentSlots:
+        """Back to the other slot (None when there was nothing before), trial over."""
+        back = self.inactive if self.inactive in self.slots else None
+        return ComponentSlots(back, dict(self.slots), trial=False)
+
+
+@dataclass(frozen=True)
+class SlotRecord:
+    """Every component's slots, and the update state machine's record, in one value (one
+    atomic write switches a slot *and* records the trial)."""
+
+    components: Mapping[str, ComponentSlots] = field(default_factory=dict)
+    update: Mapping[str, Any] = field(default_factory=lambda: {"state": "idle"})
+
+    def get(self, component: str) -> ComponentSlots:
+        return self.components.get(component, ComponentSlots())
+
+    def with_component(self, component: str, slots: ComponentSlots) -> SlotRecord:
+        return replace(self, components={**self.components, component: slots})
+
+    def to_json(self) -> dict[str, Any]:
+        return {"components": {name: {"active": c.active, "trial": c.trial,
+                                      "slots": {k: v.to_json() for k, v in c.slots.items()}}
+                               for name, c in self.components.items()},
+                "update": dict(self.update)}
+
+    @classmethod
+    def from_json(cls, value: Mapping[str, Any]) -> SlotRecord:
+        """Raises ValueError if malformed (it is sealed by the device: a bug, not input)."""
+        try:
+            components = {}
+            for name, c in value["components"].items():
+                if name not in COMPONENTS or c["active"] not in (None, *SLOT_NAMES):
+                    raise ValueError(f"bad component entry {name!r}")
+                slots = {k: SlotInfo.from_json(v) for k, v in c["slots"].items()
+                         if k in SLOT_NAMES}
+                if c["active"] is not None and c["active"] not in slots:
+                    raise ValueError(f"{name}: the active slot holds nothing")
+                components[name] = ComponentSlots(c["active"], slots, bool(c["trial"]))
+            return cls(components, dict(value["update"]))
+        except (KeyError, TypeError, AttributeError) as error:
+            raise ValueError(f"not a slot record: {error!r}") from None
+
+
+# ---- the slots on disk ------------------------------------------------------------------
+
+
+class Slots:
+    """The slot folders of one device (the record lives in protected storage, with the
+    agent)."""
+
+    def __init__(self, root: Path, limits: ArchiveLimits | None = None) -> None:
+        self.root = Path(root)
+        self.limits = limits or ArchiveLimits()
+
+    def folder(self, component: str, slot: str) -> Path:
+        if component not in COMPONENTS or slot not in SLOT_NAMES:
+            raise Misuse(f"no slot {component}/{slot}")
+        return self.root / component / slot
+
+    def content(self, component: str, slot: str) -> Path:
+        """What runs from the slot: the app folder, or the target file itself."""
+        folder = self.folder(component, slot)
+        return folder / APP_FOLDER if component == "app" else folder / TARGET_FILE
+
+    def write(self, component: str, slots: ComponentSlots, target: Path, length: int) -> str:
+        """Write ``target`` into the inactive slot of ``component``; return the slot name.
+
+        The file is copied first (at most ``length`` bytes are accepted), then, for an
+        app, extracted *from the copy*. Nothing is fsynced-and-trusted until
+        :meth:`verify`. Raises :class:`TooLong`, :class:`BadArchive`, ``OSError``.
+        """
+        slot = slots.inactive
+        if slot == slots.active:  # cannot happen; the running version is sacred
+            raise Misuse("refusing to write the active slot")
+        self.discard(component, slot)
+        folder = self.folder(component, slot)
+        _mkdir(self.root)
+        _mkdir(self.root / component)
+        _mkdir(folder)
+        _copy_exactly(Path(target), folder / TARGET_FILE, length)
+        if component == "app":
+            extract_app(folder / TARGET_FILE, folder / APP_FOLDER, self.limits)
+        fsync_directory(folder)
+        fsync_directory(folder.parent)
+        return slot
+
+    def verify(self, component: str, slot: str, version: Version, length: int,
+               hashes: Mapping[str, str]) -> SlotInfo:
+        """Read the slot again and check it against TUF's length and hashes; return what
+        the slot record will say about it. Raises :class:`SlotCorrupt`."""
+        folder = self.folder(component, slot)
+        target = folder / TARGET_FILE
+        sha256 = check_file(target, length, hashes)
+        content = self.content(component, slot)
+        try:
+            measured = measurement_digest([content])
+            if component == "app":
+                expected = archive_measurement(target, self.limits)
+                if not hmac.compare_digest(measured, expected):
+                    raise SlotCorrupt(f"the app extracted in slot {component}/{slot} is not "
+                                      "the archive TUF verified (a file was changed or added)")
+        except (MeasurementError, BadArchive, OSError) as error:
+            raise SlotCorrupt(f"slot {component}/{slot} cannot be read back: {error}") from None
+        return SlotInfo(version, sha256, measured.hex())
+
+    def measure(self, component: str, slot: str) -> str:
+        """The content's measurement now (hex). Raises :class:`MeasurementError`."""
+        return measurement_digest([self.content(component, slot)]).hex()
+
+    def discard(self, component: str, slot: str) -> None:
+        """Empty a slot (the caller never passes the active one)."""
+        folder = self.folder(component, slot)
+        if folder.exists() or folder.is_symlink():
+            if folder.is_symlink() or not folder.is_dir():
+                folder.unlink()
+            else:
+                shutil.rmtree(folder)
+            fsync_directory(folder.parent)
+
+
+def check_file(path: Path, length: int, hashes: Mapping[str, str]) -> str:
+    """Check a file's length and hashes (TUF's ``length`` and ``hashes``); return its
+    SHA-256 (hex). Fail closed: a SHA-256 is required; every other algorithm hashlib
+    guarantees is checked too, and an unknown one is refused. Raises :class:`SlotCorrupt`.
+    """
+    if "sha256" not in hashes:
+        raise SlotCorrupt("the target's metadata has no sha256 hash; refusing to trust it")
+    unknown = set(hashes) - hashlib.algorithms_guaranteed
+    if unknown:
+        raise SlotCorrupt(f"unknown hash algorithms in the target's metadata: {sorted(unknown)}")
+    digests = {name: hashlib.new(name) for name in hashes}
+    size = 0
+    try:
+        with open(path, "rb") as handle:
+            while chunk := handle.read(_CHUNK):
+                size += len(chunk)
+                if size > length:
+                    break
+                for digest in digests.values():
+                    digest.update(chunk)
+    except OSError as error:
+        raise SlotCorrupt(f"cannot read {path}: {error.strerror}") from None
+    if size != length:
+        raise SlotCorrupt(f"{path} is {'longer' if size > length else 'shorter'} than the "
+                          f"{length} bytes TUF verified")
+    for name, digest in digests.items():
+        if not hmac.compare_digest(digest.hexdigest(), str(hashes[name]).lower()):
+            raise SlotCorrupt(f"{path} does not match its {name} hash (corrupted in the slot)")
+    return digests["sha256"].hexdigest()
+
+
+# ---- archives ---------------------------------------------------------------------------
+
+
+def _open_tar(path: Path) -> tarfile.TarFile:
+    try:
+        return tarfile.open(path, "r:*")
+    except (tarfile.TarError, OSError, EOFError) as error:
+        raise BadArchive(f"the app target is not a tar archive: {error}") from None
+
+
+def checked_members(tar: tarfile.TarFile, limits: ArchiveLimits
+                    ) -> list[tuple[str, tarfile.TarInfo]]:
+    """The archive's entries as ``(safe relative path, member)``, or :class:`BadArchive`
+    for the first rule one breaks (see the module doc). Folders are listed too."""
+    out: list[tuple[str, tarfile.TarInfo]] = []
+    kinds: dict[str, str] = {}
+    total = 0
+    try:
+        for count, member in enumerate(tar, start=1):
+            if count > limits.max_entries:
+                raise BadArchive(f"the archive has more than {limits.max_entries} entries")
+            rel = _safe_name(member.name, limits)
+            if member.isdir():
+                kind = "dir"
+            elif member.isreg() and not member.issparse():
+                kind = "file"
+                if member.size > limits.max_file_bytes:
+                    raise BadArchive(f"{rel} is {member.size} bytes, over the "
+                                     f"{limits.max_file_bytes}-byte limit per file")
+                total += member.size
+                if total > limits.max_total_bytes:
+                    raise BadArchive(f"the archive holds more than {limits.max_total_bytes} "
+                                     "bytes")
+            else:
+                what = ("a symbolic link" if member.issym() else "a hard link"
+                        if member.islnk() else "a device" if member.isdev() else
+                        "a sparse file" if member.issparse() else "not a file or folder")
+                raise BadArchive(f"{member.name!r} in the archive is {what}; refused")
+            if rel == "":
+                if kind != "dir":
+                    raise BadArchive("the archive's top entry '.' is not a folder")
+                continue
+            if rel in kinds:
+                raise BadArchive(f"{rel} is in the archive twice")
+            parts = rel.split("/")
+            for depth in range(1, len(parts)):
+                parent = "/".join(parts[:depth])
+                if kinds.get(parent) == "file":
+                    raise BadArchive(f"{rel} lies under {parent}, which is a file")
+                kinds.setdefault(parent, "dir")
+            kinds[rel] = kind
+            out.append((rel, member))
+    except tarfile.TarError as error:
+        raise BadArchive(f"the archive is damaged: {error}") from None
+    if kinds.get(APP_MANIFEST) != "file":
+        raise BadArchive(f"the archive has no top-level {APP_MANIFEST}")
+    return out
+
+
+def _safe_name(name: str, limits: ArchiveLimits) -> str:
+    if "\x00" in name or "\\" in name:
+        raise BadArchive(f"{name!r}: a NUL or backslash in a path; refused")
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadArchive(f"{name!r}: the path is not UTF-8; refused") from None
+    if name.startswith("/"):
+        raise BadArchive(f"{name!r} is an absolute path; refused")
+    if len(name) > limits.max_path_chars:
+        raise BadArchive(f"a path of {len(name)} characters, over {limits.max_path_chars}")
+    rel = name.rstrip("/")
+    while rel.startswith("./"):
+        rel = rel[2:]
+    if rel in (".", ""):
+        return ""
+    parts = rel.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        raise BadArchive(f"{name!r}: '..', '.' or an empty part in a path; refused")
+    if len(parts) > limits.max_depth:
+        raise BadArchive(f"{name!r} is nested more than {limits.max_depth} deep")
+    return str(PurePosixPath(*parts))
+
+
+def extract_app(archive: Path, dest: Path, limits: ArchiveLimits) -> None:
+    """Check every entry of ``archive`` (:func:`checked_members`), then extract it into the
+    new folder ``dest`` (which must not exist), fsyncing every file and folder."""
+    with _open_tar(archive) as tar:
+        members = checked_members(tar, limits)
+        _mkdir(dest, exist_ok=False)
+        folders = [dest]
+        for rel, member in members:
+            path = dest / rel
+            for parent in reversed(path.relative_to(dest).parents[:-1]):
+                if not (dest / parent).is_dir():
+                    _mkdir(dest / parent, exist_ok=False)
+                    folders.append(dest / parent)
+            if member.isdir():
+                if not path.is_dir():
+                    _mkdir(path, exist_ok=False)
+                    folders.append(path)
+                continue
+            source = tar.extractfile(member)
+            if source is None:  # cannot happen for a regular member
+                raise BadArchive(f"{rel} cannot be read from the archive")
+            _write_new(path, source, member.size)
+        for folder in reversed(folders):
+            fsync_directory(folder)
+
+
+def archive_measurement(archive: Path, limits: ArchiveLimits) -> bytes:
+    """The measurement the archive's files give once extracted (without extracting)."""
+    with _open_tar(archive) as tar:
+        files = [(rel, m.size, _opener(tar, m)) for rel, m in checked_members(tar, limits)
+                 if m.isreg()]
+        return measurement_digest_of_tree(files)
+
+
+def _opener(tar: tarfile.TarFile, member: tarfile.TarInfo) -> Any:
+    def open_member() -> IO[bytes]:
+        stream = tar.extractfile(member)
+        if stream is None:
+            raise BadArchive(f"{member.name} cannot be read from the archive")
+        return stream
+    return open_member
+
+
+# ---- small file helpers -----------------------------------------------------------------
+
+
+def _mkdir(path: Path, exist_ok: bool = True) -> None:
+    try:
+        os.mkdir(path, 0o755)
+    except FileExistsError:
+        if not exist_ok or path.is_symlink() or not path.is_dir():
+            raise
+        return
+    os.chmod(path, 0o755)  # whatever the umask: the sandbox's user must read an app
+
+
+def _write_new(path: Path, source: BinaryIO | IO[bytes], size: int) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o644)
+    try:
+        os.fchmod(fd, 0o644)
+        remaining = size
+        with os.fdopen(fd, "wb", closefd=False) as out:
+            while remaining > 0:
+                chunk = source.read(min(_CHUNK, remaining))
+                if not chunk:
+                    raise BadArchive(f"{path.name} is cut short in the archive")
+                out.write(chunk)
+                remaining -= len(chunk)
+            out.flush()
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _copy_exactly(source: Path, dest: Path, length: int) -> None:
+    """Copy at most ``length`` bytes; a longer or shorter source is :class:`TooLong`."""
+    with open(source, "rb") as src:
+        if not stat.S_ISREG(os.fstat(src.fileno()).st_mode):
+            raise TooLong(f"{source} is not a regular file")
+        _write_new(dest, _Limited(src, length), length)
+        if src.read(1):
+            raise TooLong(f"the target is longer than the {length} bytes its metadata says")
+
+
+class _Limited:
+    def __init__(self, stream: BinaryIO, limit: int) -> None:
+        self.stream, self.left = stream, limit
+
+    def read(self, n: int) -> bytes:
+        chunk = self.stream.read(min(n, self.left))
+        self.left -= len(chunk)
+        if not chunk and self.left:
+            raise TooLong(f"the target is shorter than its metadata says ({self.left} bytes "
+                          "missing)")
+        return chunk
