@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import struct
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +73,8 @@ class Outcome:
     version: str
     why: str | None = None
     detail: str = ""
+    #: seconds (of the health check's clock) the trial took; 0 when there was none
+    trial_s: float = 0.0
 
 
 @dataclass
@@ -242,9 +244,11 @@ class UpdateAgent:
         if verdict is None:
             raise Misuse("the table's slot-verified step did not start a trial")
         if verdict.ok:
-            return self._finish(Event.HEALTH_OK, None, verdict.detail)
-        event = _VERDICT_EVENTS.get(verdict.why or "", Event.HEALTH_FAILED)
-        return self._finish(event, verdict.why, verdict.detail)
+            outcome = self._finish(Event.HEALTH_OK, None, verdict.detail)
+        else:
+            event = _VERDICT_EVENTS.get(verdict.why or "", Event.HEALTH_FAILED)
+            outcome = self._finish(event, verdict.why, verdict.detail)
+        return replace(outcome, trial_s=verdict.elapsed_s)
 
     def on_start(self) -> dict[str, Any]:
         """Recover at boot from whatever a power cut left, then check the running slots.
