@@ -101,7 +101,7 @@ def test_power_cut_at_random_points_while_applying_50_updates(tmp_path: Path) ->
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-        out, err = proc.communicate()
+        _out, err = proc.communicate()
         if proc.returncode not in (0, -signal.SIGKILL):
             pytest.fail(f"the worker failed: {err.decode()[-2000:]}")
         state, on_disk = _check_on_disk(device_dir, expected)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tinyward.trust.measurement import measurement_digest
 from tinyward.update.errors import BadArchive, SlotCorrupt, TooLong
 from tinyward.update.slots import (
     ArchiveLimits,
@@ -20,7 +21,6 @@ from tinyward.update.slots import (
     check_file,
     extract_app,
 )
-from tinyward.trust.measurement import measurement_digest
 
 from .helpers import APPS, app_tar, file_member, raw_tar, tuf_info, version
 

@@ -28,6 +28,7 @@ What is kept where (all in the device's protected storage, sealed and rollback-c
 
 from __future__ import annotations
 
+import contextlib
 import json
 import struct
 from collections.abc import Mapping
@@ -316,10 +317,9 @@ class UpdateAgent:
             elif action is Action.DISCARD_SLOT:
                 if slots.inactive in slots.slots:
                     self._save(record.with_component(component, slots.without(slots.inactive)))
-                try:
+                # forgotten in the record: whatever files remain are only litter
+                with contextlib.suppress(OSError):
                     self.slots.discard(component, slots.inactive)
-                except OSError:
-                    pass  # the slot is forgotten in the record; its files are only litter
             # WRITE_SLOT is done by stage(); REPORT: status() is what the report reads
 
     def _raise_counter(self, component: str, slots: ComponentSlots) -> None:

@@ -48,7 +48,7 @@ import tarfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
-from typing import IO, Any, BinaryIO
+from typing import IO, Any, BinaryIO, Protocol
 
 from tinyward._fsutil import fsync_directory
 from tinyward.errors import Misuse
@@ -415,10 +415,10 @@ def _mkdir(path: Path, exist_ok: bool = True) -> None:
         if not exist_ok or path.is_symlink() or not path.is_dir():
             raise
         return
-    os.chmod(path, 0o755)  # whatever the umask: the sandbox's user must read an app
+    os.chmod(path, 0o755)  # noqa: S103 (whatever the umask: the sandbox's user reads an app)
 
 
-def _write_new(path: Path, source: BinaryIO | IO[bytes], size: int) -> None:
+def _write_new(path: Path, source: _Readable, size: int) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                  0o644)
     try:
@@ -447,11 +447,17 @@ def _copy_exactly(source: Path, dest: Path, length: int) -> None:
             raise TooLong(f"the target is longer than the {length} bytes its metadata says")
 
 
+class _Readable(Protocol):
+    def read(self, n: int, /) -> bytes: ...
+
+
 class _Limited:
+    """A stream that gives at most ``limit`` bytes and calls a short source ``TooLong``."""
+
     def __init__(self, stream: BinaryIO, limit: int) -> None:
         self.stream, self.left = stream, limit
 
-    def read(self, n: int) -> bytes:
+    def read(self, n: int, /) -> bytes:
         chunk = self.stream.read(min(n, self.left))
         self.left -= len(chunk)
         if not chunk and self.left:
