@@ -210,3 +210,17 @@ def test_running_slot_changed_on_disk_is_detected_at_start(device: Device,
     agent.active_content("config").write_bytes(b"v0")
     with pytest.raises(Exception, match="changed on disk"):
         _agent(device, tmp_path / "slots").on_start()
+
+
+def test_refusal_by_the_delivery_is_reported_and_nothing_changes(device: Device,
+                                                                tmp_path: Path) -> None:
+    from tinyward.update.errors import Rollback
+
+    agent = _agent(device, tmp_path / "slots")
+    _apply(agent, tmp_path, "config", "1.0.0", b"v1")
+    outcome = agent.refuse(Rollback("TUF: version below the trusted one"), "config",
+                           version("0.5.0"))
+    assert (outcome.state, outcome.why) == ("rejected", "rollback")
+    assert agent.status() == {"state": "rejected", "ver": {"config": "1.0.0"}, "why": "rollback"}
+    agent.offer("config", version("2.0.0"))  # a download starts, then fails TUF's checks
+    assert agent.refuse(Rollback("mix-and-match")).state == "rejected"

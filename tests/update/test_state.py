@@ -88,3 +88,22 @@ def test_record_round_trip_and_bad_records() -> None:
                 {"state": "idle", "version": "1.0"}, {"state": "idle", "why": 3}):
         with pytest.raises(ValueError):
             UpdateMachine.from_record(bad)
+
+
+def test_the_table_in_docs_is_the_table_in_code() -> None:
+    from pathlib import Path
+
+    doc = (Path(__file__).parents[2] / "docs" / "updates.md").read_text()
+    section = doc.split("### States", 1)[1].split("###", 1)[0]
+    documented = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 4 or cells[0] in ("state", "---"):
+            continue
+        for state in cells[0].split(", "):
+            new = state if cells[2] == "(unchanged)" else cells[2]
+            actions = () if cells[3] == "—" else tuple(cells[3].split(", "))
+            documented[(state, cells[1])] = (new, actions)
+    in_code = {(s.value, e.value): (n.value, tuple(a.value for a in actions))
+               for (s, e), (n, actions) in TRANSITIONS.items()}
+    assert documented == in_code

@@ -177,8 +177,19 @@ class UpdateAgent:
         self.machine.offer(component, version)
         self._save()
 
-    def refuse(self, error: UpdateRefused) -> Outcome:
-        """The download was refused (by TUF, the link): record it as ``rejected``."""
+    def refuse(self, error: UpdateRefused, component: str | None = None,
+               version: Version | None = None) -> Outcome:
+        """The download was refused (by TUF, the link): record it as ``rejected`` with the
+        error's code. ``component`` and ``version`` start the update first when
+        :meth:`offer` was not called (a refusal before the download began).
+
+        Raises:
+            UpdateBusy: another update is in progress.
+        """
+        if self.machine.state is not State.DOWNLOADING:
+            if component is None or version is None:
+                raise Misuse("refuse() before offer() needs the component and version")
+            self.offer(component, version)
         self.machine.fire(Event.REFUSED, why=error.code)
         self._save()
         return self._outcome(str(error))
