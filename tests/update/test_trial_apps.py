@@ -17,7 +17,6 @@ from tinyward.trust.device import Device
 from tinyward.trust.psa_claims import LIFECYCLE_PSA_ROT_PROVISIONING
 from tinyward.update.agent import UpdateAgent
 from tinyward.update.health import HealthCheck, TrialConfig
-from tinyward.update.slots import Slots
 
 from .helpers import APPS, PRODUCT, app_tar, app_version, meta, tuf_info, version
 
@@ -52,8 +51,9 @@ def agent(tmp_path: Path, world_tmp: Path) -> UpdateAgent:
     device = Device.init(tmp_path / "dev")
     health = HealthCheck(TrialConfig(deadline_s=DEADLINE_S, results_needed=2),
                          clock=FrameClock())
-    return UpdateAgent(device.storage, Slots(world_tmp / "slots"), product_class=PRODUCT,
-                       device_id=device.device_id, health=health)
+    # the device's own sandbox: its folder is a secret path the app must not read
+    return UpdateAgent.for_device(device, product_class=PRODUCT, health=health,
+                                  slots_dir=world_tmp / "slots")
 
 
 def _install(agent: UpdateAgent, tmp: Path, app: str, ver: str):
@@ -119,3 +119,14 @@ def test_attestation_token_shows_the_new_measurement_after_acceptance(
     assert v1[0] == "1.0.0" and v2[0] == "1.1.0" and v1[1] != v2[1]
     assert _install(agent, tmp_path, "crash_on_start", "1.2.0").state == "reverted"
     assert app_claim() == v2  # the token shows what runs: the reverted-to version
+
+
+def test_app_slots_inside_the_device_folder_cannot_pass_a_trial(tmp_path: Path) -> None:
+    # The sandbox may not read the device folder (its keys live there), so an app kept
+    # in DEVICE_DIR/slots never starts: the update reverts instead of running unsandboxed.
+    device = Device.init(tmp_path / "dev")
+    agent = UpdateAgent.for_device(device, product_class=PRODUCT, health=HealthCheck(
+        TrialConfig(deadline_s=DEADLINE_S, results_needed=1), clock=FrameClock()))
+    outcome = _install(agent, tmp_path, "good", "1.0.0")
+    assert (outcome.state, outcome.why) == ("reverted", "crashed")
+    assert agent.installed("app") is None

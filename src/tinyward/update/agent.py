@@ -109,13 +109,22 @@ class UpdateAgent:
                    health: HealthCheck | None = None, slots_dir: Path | None = None,
                    limits: ArchiveLimits | None = None) -> UpdateAgent:
         """The agent of a :class:`tinyward.trust.device.Device`; slots in
-        ``slots_dir`` (default ``DEVICE_DIR/slots``). The product class defaults to the
-        device bundle's (``Device.product_class()``)."""
+        ``slots_dir`` (default ``DEVICE_DIR/slots``; an app's slots must lie outside the
+        device folder, which its sandbox may not read). The product class defaults to the
+        device bundle's (``Device.product_class()``); an app's trial sandbox, unless
+        ``health`` names one, is ``device run``'s (the device folder secret)."""
         if product_class is None:
             getter = getattr(device, "product_class", None)
             product_class = getter() if callable(getter) else None
         if not product_class:
             raise Misuse("the device has no product class; pass product_class=")
+        health = health or HealthCheck()
+        if health.sandbox_config is None:
+            # the trial runs the app as `device run` will: the device folder is secret
+            from tinyward.app.sandbox import SandboxConfig
+
+            health = replace(health, sandbox_config=SandboxConfig(
+                secret_paths=(Path(device.directory),)))
         slots = Slots(slots_dir or Path(device.directory) / "slots", limits)
         return cls(device.storage, slots, product_class=product_class,
                    device_id=device.device_id, health=health)
