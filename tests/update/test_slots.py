@@ -209,3 +209,36 @@ def test_control_a_naive_extractor_would_escape_with_the_dotdot_archive(tmp_path
     with tarfile.open(archive) as tar:
         tar.extractall(tmp_path / "naive" / "out")  # noqa: S202 (the point of the test)
     assert (tmp_path / "naive" / "escape.py").exists()
+
+
+def test_tree_measurement_equals_the_directory_measurement_and_checks_sizes(
+        tmp_path: Path) -> None:
+    import io
+
+    from tinyward.trust.errors import MeasurementError
+    from tinyward.trust.measurement import measurement_digest_of_tree
+
+    (tmp_path / "t" / "sub").mkdir(parents=True)
+    files = {"b.txt": b"bee", "sub/a.bin": bytes(300), "a": b""}
+    for name, data in files.items():
+        (tmp_path / "t" / name).write_bytes(data)
+    listed = [(n, len(d), lambda d=d: io.BytesIO(d)) for n, d in files.items()]
+    assert measurement_digest_of_tree(listed) == measurement_digest([tmp_path / "t"])
+    with pytest.raises(MeasurementError, match="not 4 bytes"):
+        measurement_digest_of_tree([("x", 4, lambda: io.BytesIO(b"abc"))])
+    with pytest.raises(MeasurementError, match="not 2 bytes"):
+        measurement_digest_of_tree([("x", 2, lambda: io.BytesIO(b"abc"))])
+    with pytest.raises(MeasurementError, match="twice"):
+        measurement_digest_of_tree([listed[0], listed[0]])
+    with pytest.raises(MeasurementError, match="nothing"):
+        measurement_digest_of_tree([])
+
+
+def test_gzip_archive_is_accepted(tmp_path: Path) -> None:
+    import gzip
+
+    plain = app_tar(APPS / "good", tmp_path / "good.tar")
+    packed = tmp_path / "good.tar.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    extract_app(packed, tmp_path / "out", ArchiveLimits())
+    assert (tmp_path / "out" / "sensor.toml").is_file()
