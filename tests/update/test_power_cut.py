@@ -24,8 +24,8 @@ import pytest
 from tinyward.trust.device import Device
 from tinyward.trust.measurement import measurement_digest
 from tinyward.update.agent import UpdateAgent
+from tinyward.update.archive import ArchiveLimits, archive_measurement
 from tinyward.update.health import HealthCheck, TrialConfig
-from tinyward.update.slots import ArchiveLimits, archive_measurement
 
 from .helpers import APPS, app_tar, app_version, meta, tuf_info
 

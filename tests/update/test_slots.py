@@ -11,16 +11,9 @@ from pathlib import Path
 import pytest
 
 from tinyward.trust.measurement import measurement_digest
+from tinyward.update.archive import ArchiveLimits, archive_measurement, extract_app
 from tinyward.update.errors import BadArchive, SlotCorrupt, TooLong
-from tinyward.update.slots import (
-    ArchiveLimits,
-    ComponentSlots,
-    SlotInfo,
-    Slots,
-    archive_measurement,
-    check_file,
-    extract_app,
-)
+from tinyward.update.slots import ComponentSlots, SlotInfo, Slots, check_file
 
 from .helpers import APPS, app_tar, file_member, raw_tar, tuf_info, version
 

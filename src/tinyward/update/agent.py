@@ -40,6 +40,7 @@ from tinyward import __version__
 from tinyward.errors import Misuse
 from tinyward.trust.errors import MeasurementError, RecordMissing
 from tinyward.trust.storage import ProtectedStorage
+from tinyward.update.archive import ArchiveLimits
 from tinyward.update.errors import (
     BadTargetMeta,
     SlotCorrupt,
@@ -49,7 +50,7 @@ from tinyward.update.errors import (
 )
 from tinyward.update.health import HealthCheck, Verdict
 from tinyward.update.meta import COMPONENTS, TargetMeta, Version
-from tinyward.update.slots import ArchiveLimits, ComponentSlots, SlotInfo, SlotRecord, Slots
+from tinyward.update.slots import ComponentSlots, SlotInfo, SlotRecord, Slots
 from tinyward.update.state import INTERRUPTED, Action, Event, State, UpdateMachine
 
 SLOT_RECORD = "update.slots"
