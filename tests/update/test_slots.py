@@ -5,10 +5,13 @@ Every refusal leaves the running slot untouched (checked byte for byte)."""
 from __future__ import annotations
 
 import hashlib
+import os
 import tarfile
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tinyward.trust.measurement import measurement_digest
 from tinyward.update.archive import ArchiveLimits, archive_measurement, extract_app
@@ -235,3 +238,37 @@ def test_gzip_archive_is_accepted(tmp_path: Path) -> None:
     packed.write_bytes(gzip.compress(plain.read_bytes()))
     extract_app(packed, tmp_path / "out", ArchiveLimits())
     assert (tmp_path / "out" / "sensor.toml").is_file()
+
+
+_PARTS = st.sampled_from(["a", "b.py", "..", ".", "", "sensor.toml", "c\\d", "/", "é"])
+_KINDS = st.sampled_from([tarfile.REGTYPE, tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE,
+                          tarfile.FIFOTYPE])
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.lists(_PARTS, min_size=1, max_size=4), _KINDS,
+                          st.binary(max_size=20)), min_size=1, max_size=6))
+def test_fuzz_archive_extracts_inside_its_folder_or_is_refused(tmp_path: Path,
+                                                               members: list) -> None:
+    case = tmp_path / f"case-{os.urandom(4).hex()}"
+    case.mkdir()
+    built = []
+    for parts, kind, data in [(["sensor.toml"], tarfile.REGTYPE, b"x"), *members]:
+        info = tarfile.TarInfo("/".join(parts))
+        info.type = kind
+        info.linkname = "../../outside" if kind in (tarfile.SYMTYPE, tarfile.LNKTYPE) else ""
+        built.append((info, data if kind == tarfile.REGTYPE else None))
+    archive = raw_tar(case / "t.tar", built)
+    out = case / "box" / "out"
+    out.parent.mkdir()
+    try:
+        extract_app(archive, out, ArchiveLimits())
+    except BadArchive:
+        assert not out.exists()
+    else:
+        for path in out.rglob("*"):
+            assert not path.is_symlink() and (path.is_file() or path.is_dir())
+            assert path.resolve().is_relative_to(out.resolve())
+    assert sorted(p.name for p in case.iterdir()) == ["box", "t.tar"]
+    assert [p.name for p in (case / "box").iterdir()] in ([], ["out"])
