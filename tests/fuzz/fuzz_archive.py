@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import shutil
 import tarfile
-from pathlib import Path
 
 from tests.fuzz.harness import REPO, instrumented, run, workdir
 

@@ -272,3 +272,26 @@ def test_fuzz_archive_extracts_inside_its_folder_or_is_refused(tmp_path: Path,
             assert path.resolve().is_relative_to(out.resolve())
     assert sorted(p.name for p in case.iterdir()) == ["box", "t.tar"]
     assert [p.name for p in (case / "box").iterdir()] in ([], ["out"])
+
+
+@pytest.mark.parametrize("cut", [10, 200, -30])
+def test_truncated_gzip_archive_is_a_bad_archive_and_leaves_nothing(tmp_path: Path,
+                                                                   cut: int) -> None:
+    # found by tests/fuzz/fuzz_archive.py: EOFError escaped from a gzip cut short
+    import gzip
+
+    plain = app_tar(APPS / "good", tmp_path / "good.tar")
+    packed = gzip.compress(plain.read_bytes())
+    (tmp_path / "cut.tar.gz").write_bytes(packed[:cut])
+    with pytest.raises(BadArchive):
+        extract_app(tmp_path / "cut.tar.gz", tmp_path / "out", ArchiveLimits())
+    assert not (tmp_path / "out").exists()
+
+
+def test_bzip2_archive_is_refused(tmp_path: Path) -> None:
+    import bz2
+
+    plain = app_tar(APPS / "good", tmp_path / "good.tar")
+    (tmp_path / "t.tar.bz2").write_bytes(bz2.compress(plain.read_bytes()))
+    with pytest.raises(BadArchive):
+        extract_app(tmp_path / "t.tar.bz2", tmp_path / "out", ArchiveLimits())

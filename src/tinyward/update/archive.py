@@ -1,6 +1,6 @@
 """Application archives: checked entry by entry, then extracted into a new folder.
 
-An app target is a tar (optionally gzip) of the app folder with ``sensor.toml`` at its top.
+An app target is a tar (or a gzip of one; no other compression) of the app folder with ``sensor.toml`` at its top.
 Refused before anything is extracted (:class:`~tinyward.update.errors.BadArchive`):
 absolute paths, ``..``, ``.`` or empty path parts, backslashes, names that are not UTF-8,
 symbolic and hard links, devices, FIFOs, sparse files, duplicate names, a file where a
@@ -15,8 +15,11 @@ have once extracted, without extracting them: the slot compares it with the tree
 
 from __future__ import annotations
 
+import gzip
 import os
+import shutil
 import tarfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, Protocol
@@ -44,10 +47,17 @@ class _Readable(Protocol):
     def read(self, n: int, /) -> bytes: ...
 
 
+#: What a damaged tar or gzip stream raises while it is read (BadGzipFile is an OSError).
+_DAMAGED = (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile)
+
+
 def _open_tar(path: Path) -> tarfile.TarFile:
+    """A plain tar, or a gzip of one (only these: fewer decoders, fewer surprises)."""
     try:
-        return tarfile.open(path, "r:*")
-    except (tarfile.TarError, OSError, EOFError) as error:
+        with open(path, "rb") as handle:
+            gzipped = handle.read(2) == b"\x1f\x8b"
+        return tarfile.open(path, "r:gz" if gzipped else "r:")
+    except (*_DAMAGED, OSError) as error:
         raise BadArchive(f"the app target is not a tar archive: {error}") from None
 
 
@@ -93,7 +103,7 @@ def checked_members(tar: tarfile.TarFile, limits: ArchiveLimits
                 kinds.setdefault(parent, "dir")
             kinds[rel] = kind
             out.append((rel, member))
-    except tarfile.TarError as error:
+    except _DAMAGED as error:
         raise BadArchive(f"the archive is damaged: {error}") from None
     if kinds.get(APP_MANIFEST) != "file":
         raise BadArchive(f"the archive has no top-level {APP_MANIFEST}")
@@ -130,24 +140,35 @@ def extract_app(archive: Path, dest: Path, limits: ArchiveLimits) -> None:
     with _open_tar(archive) as tar:
         members = checked_members(tar, limits)
         make_dir(dest, exist_ok=False)
-        folders = [dest]
-        for rel, member in members:
-            path = dest / rel
-            for parent in reversed(path.relative_to(dest).parents[:-1]):
-                if not (dest / parent).is_dir():
-                    make_dir(dest / parent, exist_ok=False)
-                    folders.append(dest / parent)
-            if member.isdir():
-                if not path.is_dir():
-                    make_dir(path, exist_ok=False)
-                    folders.append(path)
-                continue
-            source = tar.extractfile(member)
-            if source is None:  # cannot happen for a regular member
-                raise BadArchive(f"{rel} cannot be read from the archive")
-            write_new(path, source, member.size)
-        for folder in reversed(folders):
-            fsync_directory(folder)
+        try:
+            _extract(tar, members, dest)
+        except BaseException as error:
+            shutil.rmtree(dest, ignore_errors=True)  # nothing half-extracted stays
+            if isinstance(error, _DAMAGED):
+                raise BadArchive(f"the archive is damaged: {error}") from None
+            raise
+
+
+def _extract(tar: tarfile.TarFile, members: list[tuple[str, tarfile.TarInfo]],
+             dest: Path) -> None:
+    folders = [dest]
+    for rel, member in members:
+        path = dest / rel
+        for parent in reversed(path.relative_to(dest).parents[:-1]):
+            if not (dest / parent).is_dir():
+                make_dir(dest / parent, exist_ok=False)
+                folders.append(dest / parent)
+        if member.isdir():
+            if not path.is_dir():
+                make_dir(path, exist_ok=False)
+                folders.append(path)
+            continue
+        source = tar.extractfile(member)
+        if source is None:  # cannot happen for a regular member
+            raise BadArchive(f"{rel} cannot be read from the archive")
+        write_new(path, source, member.size)
+    for folder in reversed(folders):
+        fsync_directory(folder)
 
 
 def archive_measurement(archive: Path, limits: ArchiveLimits) -> bytes:
@@ -155,7 +176,10 @@ def archive_measurement(archive: Path, limits: ArchiveLimits) -> bytes:
     with _open_tar(archive) as tar:
         files = [(rel, m.size, _opener(tar, m)) for rel, m in checked_members(tar, limits)
                  if m.isreg()]
-        return measurement_digest_of_tree(files)
+        try:
+            return measurement_digest_of_tree(files)
+        except _DAMAGED as error:
+            raise BadArchive(f"the archive is damaged: {error}") from None
 
 
 def _opener(tar: tarfile.TarFile, member: tarfile.TarInfo) -> Any:
