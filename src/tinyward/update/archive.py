@@ -1,8 +1,8 @@
 """Application archives: checked entry by entry, then extracted into a new folder.
 
 An app target is a tar (or a gzip of one; no other compression) of the app folder with
-``sensor.toml`` at its top. Refused before anything is extracted (:class:`~tinyward.update.errors.BadArchive`):
-absolute paths, ``..``, ``.`` or empty path parts, backslashes, names that are not UTF-8,
+``sensor.toml`` at its top. Refused before anything is extracted
+(:class:`~tinyward.update.errors.BadArchive`): absolute paths, ``..``, ``.`` or empty path parts, backslashes, names that are not UTF-8,
 symbolic and hard links, devices, FIFOs, sparse files, duplicate names, a file where a
 folder is needed, no top-level ``sensor.toml``, and more entries, bytes per file or bytes
 in all than :class:`ArchiveLimits` allows. Extraction never follows a link (none exists in
