@@ -2,8 +2,8 @@
 
 An app target is a tar (or a gzip of one; no other compression) of the app folder with
 ``sensor.toml`` at its top. Refused before anything is extracted
-(:class:`~tinyward.update.errors.BadArchive`): absolute paths, ``..``, ``.`` or empty path parts, backslashes, names that are not UTF-8,
-symbolic and hard links, devices, FIFOs, sparse files, duplicate names, a file where a
+(:class:`~tinyward.update.errors.BadArchive`): absolute paths, ``..``, ``.`` or empty
+path parts, backslashes, names that are not UTF-8, symbolic and hard links, devices, FIFOs, sparse files, duplicate names, a file where a
 folder is needed, no top-level ``sensor.toml``, and more entries, bytes per file or bytes
 in all than :class:`ArchiveLimits` allows. Extraction never follows a link (none exists in
 a fresh folder, none is made) and creates every file with ``O_EXCL | O_NOFOLLOW``, mode
