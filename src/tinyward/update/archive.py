@@ -3,11 +3,13 @@
 An app target is a tar (or a gzip of one; no other compression) of the app folder with
 ``sensor.toml`` at its top. Refused before anything is extracted
 (:class:`~tinyward.update.errors.BadArchive`): absolute paths, ``..``, ``.`` or empty
-path parts, backslashes, names that are not UTF-8, symbolic and hard links, devices, FIFOs, sparse files, duplicate names, a file where a
-folder is needed, no top-level ``sensor.toml``, and more entries, bytes per file or bytes
-in all than :class:`ArchiveLimits` allows. Extraction never follows a link (none exists in
-a fresh folder, none is made) and creates every file with ``O_EXCL | O_NOFOLLOW``, mode
-0644 (folders 0755), whatever the archive says; every file and folder is fsynced.
+path parts, backslashes, names that are not UTF-8, symbolic and hard links, devices,
+FIFOs, sparse files, duplicate names, a file where a folder is needed, no top-level
+``sensor.toml``, and more entries, bytes per file or bytes in all than
+:class:`ArchiveLimits` allows; a damaged tar or gzip stream too. Extraction never follows
+a link (none exists in a fresh folder, none is made) and creates every file with
+``O_EXCL | O_NOFOLLOW``, mode 0644 (folders 0755), whatever the archive says; every file
+and folder is fsynced; a failed extraction leaves no folder behind.
 
 :func:`archive_measurement` gives the attestation measurement the archive's files will
 have once extracted, without extracting them: the slot compares it with the tree on disk.
