@@ -224,3 +224,19 @@ def test_refusal_by_the_delivery_is_reported_and_nothing_changes(device: Device,
     assert agent.status() == {"state": "rejected", "ver": {"config": "1.0.0"}, "why": "rollback"}
     agent.offer("config", version("2.0.0"))  # a download starts, then fails TUF's checks
     assert agent.refuse(Rollback("mix-and-match")).state == "rejected"
+
+
+def test_old_slot_record_put_back_to_run_the_older_slot_is_detected(device: Device,
+                                                                    tmp_path: Path) -> None:
+    # Attack: with the disk, copy back the slot record from when 1.0.0 was active; the
+    # old version still lies in the other slot, so the pointer alone would downgrade.
+    from tinyward.trust.errors import RecordRolledBack
+
+    agent = _agent(device, tmp_path / "slots")
+    _apply(agent, tmp_path, "config", "1.0.0", b"v1 (vulnerable)")
+    record = device.directory / "storage" / "update.slots.rec"
+    old = record.read_bytes()
+    _apply(agent, tmp_path, "config", "2.0.0", b"v2 (fixed)")
+    record.write_bytes(old)
+    with pytest.raises(RecordRolledBack):
+        _agent(device, tmp_path / "slots").on_start()
