@@ -93,7 +93,8 @@ class TargetMeta:
             raise BadTargetMeta("the target has no custom metadata object")
         unknown = set(custom) - _KEYS
         if unknown:
-            raise BadTargetMeta(f"unknown custom metadata keys: {', '.join(sorted(map(str, unknown)))}")
+            names = ", ".join(sorted(map(str, unknown)))
+            raise BadTargetMeta(f"unknown custom metadata keys: {names}")
         component = custom.get("component")
         if component not in COMPONENTS:
             raise BadTargetMeta(f"component {component!r} is not one of {', '.join(COMPONENTS)}")
