@@ -6,7 +6,16 @@ An app target is a tar (or a gzip of one; no other compression) of the app folde
 path parts, backslashes, names that are not UTF-8, symbolic and hard links, devices,
 FIFOs, sparse files, duplicate names, a file where a folder is needed, no top-level
 ``sensor.toml``, and more entries, bytes per file or bytes in all than
-:class:`ArchiveLimits` allows; a damaged tar or gzip stream too. Extraction never follows
+:class:`ArchiveLimits` allows; a damaged tar or gzip stream too.
+
+tarfile itself trusts the headers it reads: it would read an extended header (pax
+``x``/``g``, GNU long name ``L``/``K``) whole at whatever size it declares (a petabyte,
+or 64 MiB of zeros that gzip makes 250 KiB), follow a chain of them by recursion
+(``RecursionError``) and read a GNU sparse map to its end (millions of entries). So the
+archive is read with :func:`_bounded_tarinfo`, which refuses, *before* tarfile reads
+them, an extended header over ``max_header_bytes``, more than ``max_header_chain`` of
+them before one member, more than ``max_all_headers_bytes`` in all, any sparse header,
+and a negative size. Extraction never follows
 a link (none exists in a fresh folder, none is made) and creates every file with
 ``O_EXCL | O_NOFOLLOW``, mode 0644 (folders 0755), whatever the archive says; every file
 and folder is fsynced; a failed extraction leaves no folder behind.
@@ -43,22 +52,74 @@ class ArchiveLimits:
     max_total_bytes: int = 128 << 20
     max_path_chars: int = 255
     max_depth: int = 16
+    #: one extended header (pax record set, GNU long name): a path is 255 characters
+    max_header_bytes: int = 64 << 10
+    #: extended headers before one member (a pax ``x``, a ``g``, GNU ``L`` and ``K``)
+    max_header_chain: int = 4
+    #: all extended headers of the archive together
+    max_all_headers_bytes: int = 4 << 20
 
 
 class _Readable(Protocol):
     def read(self, n: int, /) -> bytes: ...
 
 
-#: What a damaged tar or gzip stream raises while it is read (BadGzipFile is an OSError).
-_DAMAGED = (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile)
+#: What a damaged tar or gzip stream raises while it is read (BadGzipFile is an OSError);
+#: ValueError, OverflowError: numbers in hostile headers that tarfile does not expect.
+_DAMAGED = (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile, ValueError,
+            OverflowError)
+_EXTENDED = frozenset({tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE,
+                       tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK})
 
 
-def _open_tar(path: Path) -> tarfile.TarFile:
+def _bounded_tarinfo(limits: ArchiveLimits) -> type[tarfile.TarInfo]:
+    """A TarInfo class that checks each header's declared sizes before tarfile acts on
+    them (tarfile's documented hook: ``_proc_member`` may be overridden)."""
+
+    class BoundedTarInfo(tarfile.TarInfo):
+        def _proc_member(self, tar: tarfile.TarFile) -> tarfile.TarInfo:
+            if self.type == tarfile.GNUTYPE_SPARSE:
+                raise BadArchive(f"{self.name!r} in the archive is a sparse file; refused")
+            if self.type not in _EXTENDED:
+                return _sized(super()._proc_member(tar))
+            if not 0 <= self.size <= limits.max_header_bytes:
+                raise BadArchive(f"an extended tar header of {self.size} bytes, over the "
+                                 f"{limits.max_header_bytes}-byte limit")
+            seen = getattr(tar, "_tinyward_headers", 0) + self.size
+            chain = getattr(tar, "_tinyward_chain", 0) + 1
+            if seen > limits.max_all_headers_bytes:
+                raise BadArchive("the archive's extended headers hold more than "
+                                 f"{limits.max_all_headers_bytes} bytes")
+            if chain > limits.max_header_chain:
+                raise BadArchive(f"more than {limits.max_header_chain} extended headers "
+                                 "before one member")
+            tar._tinyward_headers, tar._tinyward_chain = seen, chain  # type: ignore[attr-defined]
+            try:
+                return _sized(super()._proc_member(tar))
+            finally:
+                tar._tinyward_chain = chain - 1  # type: ignore[attr-defined]
+
+        def _proc_gnusparse_00(self, *args: object) -> None:
+            raise BadArchive("a GNU sparse file in the archive; refused")
+
+        _proc_gnusparse_01 = _proc_gnusparse_10 = _proc_gnusparse_00
+
+    return BoundedTarInfo
+
+
+def _sized(member: tarfile.TarInfo) -> tarfile.TarInfo:
+    if member.size < 0:  # a pax size may say anything
+        raise BadArchive(f"{member.name!r} in the archive has a negative size")
+    return member
+
+
+def _open_tar(path: Path, limits: ArchiveLimits) -> tarfile.TarFile:
     """A plain tar, or a gzip of one (only these: fewer decoders, fewer surprises)."""
     try:
         with open(path, "rb") as handle:
             gzipped = handle.read(2) == b"\x1f\x8b"
-        return tarfile.open(path, "r:gz" if gzipped else "r:")
+        return tarfile.open(path, "r:gz" if gzipped else "r:",
+                            tarinfo=_bounded_tarinfo(limits))
     except (*_DAMAGED, OSError) as error:
         raise BadArchive(f"the app target is not a tar archive: {error}") from None
 
@@ -139,7 +200,7 @@ def _safe_name(name: str, limits: ArchiveLimits) -> str:
 def extract_app(archive: Path, dest: Path, limits: ArchiveLimits) -> None:
     """Check every entry of ``archive`` (:func:`checked_members`), then extract it into the
     new folder ``dest`` (which must not exist), fsyncing every file and folder."""
-    with _open_tar(archive) as tar:
+    with _open_tar(archive, limits) as tar:
         members = checked_members(tar, limits)
         make_dir(dest, exist_ok=False)
         try:
@@ -175,7 +236,7 @@ def _extract(tar: tarfile.TarFile, members: list[tuple[str, tarfile.TarInfo]],
 
 def archive_measurement(archive: Path, limits: ArchiveLimits) -> bytes:
     """The measurement the archive's files give once extracted (without extracting)."""
-    with _open_tar(archive) as tar:
+    with _open_tar(archive, limits) as tar:
         files = [(rel, m.size, _opener(tar, m)) for rel, m in checked_members(tar, limits)
                  if m.isreg()]
         try:
