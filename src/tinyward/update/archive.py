@@ -72,6 +72,10 @@ _EXTENDED = frozenset({tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE
                        tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK})
 
 
+#: tarfile's own header processing (private in typeshed, documented in tarfile.py)
+_PROC_MEMBER = getattr(tarfile.TarInfo, "_proc_member")  # noqa: B009
+
+
 def _bounded_tarinfo(limits: ArchiveLimits) -> type[tarfile.TarInfo]:
     """A TarInfo class that checks each header's declared sizes before tarfile acts on
     them (tarfile's documented hook: ``_proc_member`` may be overridden)."""
@@ -81,7 +85,7 @@ def _bounded_tarinfo(limits: ArchiveLimits) -> type[tarfile.TarInfo]:
             if self.type == tarfile.GNUTYPE_SPARSE:
                 raise BadArchive(f"{self.name!r} in the archive is a sparse file; refused")
             if self.type not in _EXTENDED:
-                return _sized(super()._proc_member(tar))
+                return _sized(_PROC_MEMBER(self, tar))
             if not 0 <= self.size <= limits.max_header_bytes:
                 raise BadArchive(f"an extended tar header of {self.size} bytes, over the "
                                  f"{limits.max_header_bytes}-byte limit")
@@ -95,7 +99,7 @@ def _bounded_tarinfo(limits: ArchiveLimits) -> type[tarfile.TarInfo]:
                                  "before one member")
             tar._tinyward_headers, tar._tinyward_chain = seen, chain  # type: ignore[attr-defined]
             try:
-                return _sized(super()._proc_member(tar))
+                return _sized(_PROC_MEMBER(self, tar))
             finally:
                 tar._tinyward_chain = chain - 1  # type: ignore[attr-defined]
 
