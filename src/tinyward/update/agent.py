@@ -30,28 +30,40 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import struct
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from tinyward import __version__
 from tinyward.errors import Misuse
-from tinyward.trust.errors import MeasurementError, RecordMissing
+from tinyward.trust.errors import MeasurementError, RecordMissing, TrustError
 from tinyward.trust.storage import ProtectedStorage
-from tinyward.update.archive import ArchiveLimits
+from tinyward.update.archive import ArchiveLimits, make_dir
 from tinyward.update.errors import (
     BadTargetMeta,
     SlotCorrupt,
+    TrialFailed,
+    UnsafeSlots,
     UpdateBusy,
     UpdateIOError,
     UpdateRefused,
+    UpdateStorageTampered,
 )
 from tinyward.update.health import HealthCheck, Verdict
 from tinyward.update.meta import COMPONENTS, TargetMeta, Version
-from tinyward.update.slots import ComponentSlots, SlotInfo, SlotRecord, Slots
-from tinyward.update.state import INTERRUPTED, Action, Event, State, UpdateMachine
+from tinyward.update.slots import (
+    ComponentSlots,
+    SlotInfo,
+    SlotRecord,
+    Slots,
+    check_safe_folder,
+    default_slots_dir,
+)
+from tinyward.update.state import BUG, INTERRUPTED, Action, Event, State, UpdateMachine
 
 SLOT_RECORD = "update.slots"
 #: RFC 9783 measurement types of the updatable components in attestation tokens.
@@ -59,6 +71,20 @@ MEASUREMENT_TYPES = {"app": "App", "model": "App_MODEL", "detector": "App_DETECT
                      "config": "App_CONFIG"}
 _BUSY = (State.DOWNLOADING, State.STAGED, State.TRIAL)
 _VERDICT_EVENTS = {"crashed": Event.CRASHED, "deadline": Event.DEADLINE_PASSED}
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _exclusively(method: Callable[Concatenate[UpdateAgent, _P], _R]
+                 ) -> Callable[Concatenate[UpdateAgent, _P], _R]:
+    """Run ``method`` holding the slots folder's lock (see :meth:`UpdateAgent._exclusive`)."""
+    def locked(self: UpdateAgent, /, *args: _P.args, **kw: _P.kwargs) -> _R:
+        with self._exclusive():
+            return method(self, *args, **kw)
+    locked.__name__, locked.__doc__ = method.__name__, method.__doc__
+    return locked
 
 
 def counter_record(component: str) -> str:
@@ -102,16 +128,27 @@ class UpdateAgent:
         self.tinyward_version = tinyward_version or Version.parse(__version__)
         self._pending: _Pending | None = None
         self._verdict: Verdict | None = None
+        self._root = os.path.abspath(slots.root)
+        self._thread_lock = threading.RLock()
+        self._depth = 0
+        if os.path.lexists(slots.root):
+            check_safe_folder(slots.root)
         record = self._record()
+        if (record.root is not None and record.root != self._root
+                and any(c.active for c in record.components.values())):
+            raise UnsafeSlots(f"the installed versions were recorded in {record.root}, not "
+                              f"{self._root}: refusing to run from another slots folder")
         self.machine = UpdateMachine.from_record(record.update)
 
     @classmethod
     def for_device(cls, device: Any, *, product_class: str | None = None,
                    health: HealthCheck | None = None, slots_dir: Path | None = None,
                    limits: ArchiveLimits | None = None) -> UpdateAgent:
-        """The agent of a :class:`tinyward.trust.device.Device`; slots in
-        ``slots_dir`` (default ``DEVICE_DIR/slots``; an app's slots must lie outside the
-        device folder, which its sandbox may not read). The product class defaults to the
+        """The agent of a :class:`tinyward.trust.device.Device`; slots in ``slots_dir``
+        (default ``<device dir>.slots`` beside the device folder, created 0755: an app's
+        slots must lie outside the device folder, which its sandbox may not read; the
+        folder is refused if others could change it, :class:`UnsafeSlots`). The product
+        class defaults to the
         device bundle's (``Device.product_class()``); an app's trial sandbox, unless
         ``health`` names one, is ``device run``'s (the device folder secret)."""
         if product_class is None:
@@ -126,7 +163,11 @@ class UpdateAgent:
 
             health = replace(health, sandbox_config=SandboxConfig(
                 secret_paths=(Path(device.directory),)))
-        slots = Slots(slots_dir or Path(device.directory) / "slots", limits)
+        root = Path(slots_dir) if slots_dir is not None else default_slots_dir(
+            Path(device.directory))
+        if not os.path.lexists(root):
+            make_dir(root)
+        slots = Slots(root, limits)
         return cls(device.storage, slots, product_class=product_class,
                    device_id=device.device_id, health=health)
 
@@ -175,6 +216,7 @@ class UpdateAgent:
 
     # ---- the update ---------------------------------------------------------------------
 
+    @_exclusively
     def offer(self, component: str, version: Version) -> None:
         """An update of ``component`` to ``version`` begins (the download starts).
 
@@ -187,6 +229,7 @@ class UpdateAgent:
         self.machine.offer(component, version)
         self._save()
 
+    @_exclusively
     def refuse(self, error: UpdateRefused, component: str | None = None,
                version: Version | None = None) -> Outcome:
         """The download was refused (by TUF, the link): record it as ``rejected`` with the
@@ -204,12 +247,14 @@ class UpdateAgent:
         self._save()
         return self._outcome(str(error))
 
+    @_exclusively
     def apply(self, component: str, target: Path, meta: TargetMeta, length: int,
               hashes: Mapping[str, str]) -> Outcome:
         """Stage ``target`` (verified by TUF) and, if that succeeds, activate it."""
         outcome = self.stage(component, target, meta, length, hashes)
         return outcome if outcome is not None else self.activate()
 
+    @_exclusively
     def stage(self, component: str, target: Path, meta: TargetMeta, length: int,
               hashes: Mapping[str, str]) -> Outcome | None:
         """Check the target is installable, then write it into the inactive slot.
@@ -233,6 +278,9 @@ class UpdateAgent:
                                    installed=current, tinyward_version=self.tinyward_version)
         except UpdateRefused as refusal:
             return self.refuse(refusal)
+        except TrustError as error:  # the counter record deleted or altered: fail closed
+            return self._finish(Event.IO_ERROR, UpdateStorageTampered.code,
+                                f"the update records in protected storage: {error}")
         self.machine.fire(Event.DOWNLOADED)  # the table's action: WRITE_SLOT, done here
         record = self._record()
         slots = record.get(component)
@@ -245,9 +293,13 @@ class UpdateAgent:
         except OSError as error:
             return self._finish(Event.IO_ERROR, UpdateIOError.code,
                                 f"writing the slot failed: {error}")
+        except Exception as error:  # noqa: BLE001 - a bug, ours or a library's: never stay staged
+            return self._finish(Event.IO_ERROR, BUG, f"writing the slot raised "
+                                f"{type(error).__name__}: {error}")
         self._pending = _Pending(component, meta, length, dict(hashes), slot)
         return None
 
+    @_exclusively
     def activate(self) -> Outcome:
         """Check the staged slot again, switch to it, run its trial, accept or revert."""
         pending = self._pending
@@ -259,6 +311,9 @@ class UpdateAgent:
                                      pending.length, pending.hashes)
         except SlotCorrupt as refusal:
             return self._finish(Event.VERIFY_FAILED, refusal.code, str(refusal))
+        except Exception as error:  # noqa: BLE001 - a bug: never stay staged
+            return self._finish(Event.IO_ERROR, BUG, f"checking the slot raised "
+                                f"{type(error).__name__}: {error}")
         step = self.machine.fire(Event.SLOT_VERIFIED)
         self._verdict = None
         self._do(step.actions, info=info, slot=pending.slot)
@@ -272,6 +327,7 @@ class UpdateAgent:
             outcome = self._finish(event, verdict.why, verdict.detail)
         return replace(outcome, trial_s=verdict.elapsed_s)
 
+    @_exclusively
     def on_start(self) -> dict[str, Any]:
         """Recover at boot from whatever a power cut left, then check the running slots.
 
@@ -326,8 +382,7 @@ class UpdateAgent:
                     raise Misuse("switch needs the verified inactive slot")
                 self._save(record.with_component(component, slots.switched(slot, info)))
             elif action is Action.START_TRIAL:
-                content = self.slots.content(component, slots.active or "a")
-                self._verdict = self.health.run(component, content)
+                self._verdict = self._trial(component, slots)
             elif action is Action.CONFIRM:
                 self._save(record.with_component(component, slots.confirmed()))
             elif action is Action.RAISE_COUNTER:
@@ -342,6 +397,53 @@ class UpdateAgent:
                 with contextlib.suppress(OSError):
                     self.slots.discard(component, slots.inactive)
             # WRITE_SLOT is done by stage(); REPORT: status() is what the report reads
+
+    def _trial(self, component: str, slots: ComponentSlots) -> Verdict:
+        """The health check's verdict; then, if it passed, the slot measured again: a file
+        changed during the trial (by the app itself, were its sandbox to allow it) fails
+        it. Whatever the check raises is a failed trial, never a trial left running."""
+        active = slots.active or "a"
+        try:
+            verdict = self.health.run(component, self.slots.content(component, active))
+        except Exception as error:  # noqa: BLE001 - the new version must not stay active
+            return Verdict(False, TrialFailed.code,
+                           f"the trial raised {type(error).__name__}: {error}")
+        if not verdict.ok:
+            return verdict
+        try:
+            now = self.slots.measure(component, active)
+        except (MeasurementError, OSError) as error:
+            now = f"unmeasurable: {error}"
+        if now != slots.slots[active].measurement:
+            return replace(verdict, ok=False, why=SlotCorrupt.code,
+                           detail=f"the new {component}'s files changed during its trial")
+        return verdict
+
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """One update at a time on a slots folder: the folder's ``flock`` (other processes,
+        other agents) and a lock of this agent (other threads); either held is
+        :class:`UpdateBusy`. On entry the state is read again from the sealed record: an
+        agent's memory is never trusted over what another process recorded."""
+        if not self._thread_lock.acquire(blocking=False):
+            raise UpdateBusy("another thread is applying an update with this agent")
+        try:
+            if self._depth == 0:
+                fd = self.slots.lock()
+                try:
+                    self.machine = UpdateMachine.from_record(self._record().update)
+                except BaseException:
+                    os.close(fd)
+                    raise
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+                if self._depth == 0:
+                    os.close(fd)
+        finally:
+            self._thread_lock.release()
 
     def _raise_counter(self, component: str, slots: ComponentSlots) -> None:
         version = slots.version
@@ -372,6 +474,6 @@ class UpdateAgent:
         """Write the slot record (with the machine's state) in one atomic write."""
         with self.storage.transaction():
             current = record if record is not None else self._record()
-            current = SlotRecord(current.components, self.machine.to_record())
+            current = replace(current, update=self.machine.to_record(), root=self._root)
             self.storage.write(SLOT_RECORD,
                                json.dumps(current.to_json(), sort_keys=True).encode())

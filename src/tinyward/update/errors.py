@@ -116,3 +116,20 @@ class UpdateIOError(UpdateError):
     """A local failure (disk full, permission) while applying; the running version stays."""
 
     code = "io-error"
+
+
+class UpdateStorageTampered(UpdateError):
+    """A record the update relies on (the anti-rollback counter, the slot record) is
+    missing, altered or rolled back in protected storage: nothing is installed (fail
+    closed) and the fleet is told."""
+
+    code = "tampered"
+
+
+class UnsafeSlots(UpdateError):
+    """The slots folder is one that someone other than the core could change (a symbolic
+    link, group- or world-writable, owned by another user, below such a folder), or not
+    the folder recorded when the installed versions were written. Raised to the caller:
+    a device set up like this must not apply updates."""
+
+    code = "slots-unsafe"

@@ -15,7 +15,8 @@ What "healthy" means, per component (issue 14, item 3):
 
 Time comes from an injected ``clock`` (monotonic seconds) for the trial's deadline; the
 per-frame deadline is the sandbox's real one. Nothing here raises for what the new
-version does: :meth:`HealthCheck.run` returns a :class:`Verdict`.
+version does, nor for a loader or frame source that raises something unexpected:
+:meth:`HealthCheck.run` returns a :class:`Verdict` (a failed one).
 """
 
 from __future__ import annotations
@@ -125,6 +126,9 @@ class HealthCheck:
                 raise TrialDeadline(f"no verdict within {self.config.deadline_s:g} s")
         except TrialFailed as failure:
             return Verdict(False, failure.code, str(failure), self.clock() - start)
+        except Exception as error:  # noqa: BLE001 - e.g. a frame source run dry: a failure
+            return Verdict(False, TrialFailed.code, f"the trial raised "
+                           f"{type(error).__name__}: {error}", self.clock() - start)
         return Verdict(True, None, "healthy", self.clock() - start)
 
     def _app(self, folder: Path, start: float) -> None:

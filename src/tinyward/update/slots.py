@@ -1,6 +1,7 @@
 """A/B slots: where update targets are written, checked again, and switched to.
 
-Layout (``slots_dir``, by default ``DEVICE_DIR/slots``)::
+Layout (``slots_dir``; :func:`default_slots_dir` is ``<device dir>.slots``, beside the
+device folder and not in it)::
 
     <component>/a/target     the target's bytes exactly as TUF verified them
     <component>/a/app/       app only: the archive, extracted (sensor.toml, code, models)
@@ -27,12 +28,19 @@ Rules this module keeps:
 - Every file and folder written is fsynced before the switch, so a switched-to slot
   survives a power cut whole.
 
-The slot folders must be traversable by the sandbox's user for an app to run from them
-(the device folder itself is 0700): pass a ``slots_dir`` outside it on such devices.
+The slot folders must be traversable by the sandbox's user for an app to run from them,
+and nobody but the core may change them: the sandbox treats the device folder (0700) as
+secret, so the slots live beside it. :func:`check_safe_folder` refuses a slots folder
+that is a symbolic link, group- or world-writable, owned by another user, or below a
+folder someone else could change (a sticky one like ``/tmp`` excepted); whoever could
+write there could swap a slot between its check and the switch, or change an app during
+its trial. :meth:`Slots.lock` holds the folder's ``flock`` while an update is applied,
+so two processes never write the slots at once.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import hmac
 import os
@@ -54,7 +62,7 @@ from tinyward.update.archive import (
     make_dir,
     write_new,
 )
-from tinyward.update.errors import BadArchive, SlotCorrupt, TooLong
+from tinyward.update.errors import BadArchive, SlotCorrupt, TooLong, UnsafeSlots, UpdateBusy
 from tinyward.update.meta import COMPONENTS, Version
 
 SLOT_NAMES = ("a", "b")
@@ -128,6 +136,8 @@ class SlotRecord:
 
     components: Mapping[str, ComponentSlots] = field(default_factory=dict)
     update: Mapping[str, Any] = field(default_factory=lambda: {"state": "idle"})
+    #: the slots folder the versions were written to (absolute): another is refused
+    root: str | None = None
 
     def get(self, component: str) -> ComponentSlots:
         return self.components.get(component, ComponentSlots())
@@ -139,7 +149,8 @@ class SlotRecord:
         return {"components": {name: {"active": c.active, "trial": c.trial,
                                       "slots": {k: v.to_json() for k, v in c.slots.items()}}
                                for name, c in self.components.items()},
-                "update": dict(self.update)}
+                "update": dict(self.update),
+                **({"root": self.root} if self.root is not None else {})}
 
     @classmethod
     def from_json(cls, value: Mapping[str, Any]) -> SlotRecord:
@@ -154,7 +165,10 @@ class SlotRecord:
                 if c["active"] is not None and c["active"] not in slots:
                     raise ValueError(f"{name}: the active slot holds nothing")
                 components[name] = ComponentSlots(c["active"], slots, bool(c["trial"]))
-            return cls(components, dict(value["update"]))
+            root = value.get("root")
+            if root is not None and not isinstance(root, str):
+                raise ValueError("root is not text")
+            return cls(components, dict(value["update"]), root)
         except (KeyError, TypeError, AttributeError) as error:
             raise ValueError(f"not a slot record: {error!r}") from None
 
@@ -169,6 +183,32 @@ class Slots:
     def __init__(self, root: Path, limits: ArchiveLimits | None = None) -> None:
         self.root = Path(root)
         self.limits = limits or ArchiveLimits()
+
+    def lock(self) -> int:
+        """Create the slots folder if needed, check it (:func:`check_safe_folder`) and take
+        its ``flock``; return the descriptor (close it to unlock).
+
+        Raises:
+            UnsafeSlots: others could change the folder.
+            UpdateBusy: another process (or another agent) is applying an update here.
+        """
+        if not os.path.lexists(self.root):
+            make_dir(self.root)
+        check_safe_folder(self.root)
+        try:
+            fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as error:  # swapped for a link since the check
+            raise UnsafeSlots(f"cannot open the slots folder {self.root}: {error}") from None
+        try:
+            _check_own_folder(self.root, os.fstat(fd))
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise UpdateBusy(f"another process is applying an update in {self.root}") from None
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
 
     def folder(self, component: str, slot: str) -> Path:
         if component not in COMPONENTS or slot not in SLOT_NAMES:
@@ -234,6 +274,51 @@ class Slots:
             else:
                 shutil.rmtree(folder)
             fsync_directory(folder.parent)
+
+
+def default_slots_dir(device_dir: Path) -> Path:
+    """``<device dir>.slots``: beside the device folder (whose contents the app's sandbox
+    may not read), on the same file system, so that an app can run from its slot."""
+    device_dir = Path(os.path.abspath(device_dir))
+    return device_dir.with_name(device_dir.name + ".slots")
+
+
+def check_safe_folder(path: Path) -> None:
+    """Refuse (:class:`UnsafeSlots`) a slots folder anyone but the core could change: a
+    symbolic link, not a folder, owned by another user, group- or world-writable; or one
+    below a folder (on its path as given or as resolved) that is not owned by root or
+    this user, or that others may write without the sticky bit."""
+    path = Path(os.path.abspath(path))
+    try:
+        info = os.lstat(path)
+    except OSError as error:
+        raise UnsafeSlots(f"the slots folder {path} cannot be checked: {error}") from None
+    if stat.S_ISLNK(info.st_mode):
+        raise UnsafeSlots(f"the slots folder {path} is a symbolic link; give the folder itself")
+    _check_own_folder(path, info)
+    for parent in dict.fromkeys([*path.parents, *Path(os.path.realpath(path)).parents]):
+        try:
+            above = os.stat(parent)
+        except OSError as error:
+            raise UnsafeSlots(f"{parent}, above the slots, cannot be checked: {error}") from None
+        if above.st_uid not in (0, os.geteuid()):
+            raise UnsafeSlots(f"{parent}, above the slots folder, belongs to another user "
+                              f"(uid {above.st_uid}), who could replace the slots")
+        if above.st_mode & 0o022 and not above.st_mode & stat.S_ISVTX:
+            raise UnsafeSlots(f"{parent}, above the slots folder, may be written by others "
+                              f"(mode {stat.S_IMODE(above.st_mode):o}): they could replace "
+                              "the slots")
+
+
+def _check_own_folder(path: Path, info: os.stat_result) -> None:
+    if not stat.S_ISDIR(info.st_mode):
+        raise UnsafeSlots(f"the slots folder {path} is not a folder")
+    if info.st_uid != os.geteuid():
+        raise UnsafeSlots(f"the slots folder {path} belongs to uid {info.st_uid}, not to "
+                          "the core")
+    if info.st_mode & 0o022:
+        raise UnsafeSlots(f"the slots folder {path} may be written by others (mode "
+                          f"{stat.S_IMODE(info.st_mode):o}); it must be 0755 or stricter")
 
 
 def check_file(path: Path, length: int, hashes: Mapping[str, str]) -> str:
