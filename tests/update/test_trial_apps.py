@@ -126,7 +126,8 @@ def test_app_slots_inside_the_device_folder_cannot_pass_a_trial(tmp_path: Path) 
     # in DEVICE_DIR/slots never starts: the update reverts instead of running unsandboxed.
     device = Device.init(tmp_path / "dev")
     agent = UpdateAgent.for_device(device, product_class=PRODUCT, health=HealthCheck(
-        TrialConfig(deadline_s=DEADLINE_S, results_needed=1), clock=FrameClock()))
+        TrialConfig(deadline_s=DEADLINE_S, results_needed=1), clock=FrameClock()),
+        slots_dir=device.directory / "slots")  # no longer the default: <dir>.slots is
     outcome = _install(agent, tmp_path, "good", "1.0.0")
     assert (outcome.state, outcome.why) == ("reverted", "crashed")
     assert agent.installed("app") is None
