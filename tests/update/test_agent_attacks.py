@@ -291,3 +291,34 @@ def test_slots_folder_redirected_after_install_is_refused(device: Device,
     shutil.copytree(tmp_path / "slots", tmp_path / "copy")
     with pytest.raises(UnsafeSlots, match="recorded"):
         _agent(device, tmp_path / "copy")
+
+
+def test_slot_swapped_for_a_symlink_between_check_and_switch_is_reverted(
+        device: Device, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # TOCTOU: right after the slot is checked, its content is swapped for a link to other
+    # bytes (only the core's user can, now that the folder is checked; root is used here
+    # to play the attacker). The trial reads the swapped content; the measurement after
+    # the trial refuses the link, so the update is reverted, not accepted.
+    evil = _target(tmp_path, "evil", b"v2 EVIL")
+    verify = Slots.verify
+    seen = []
+
+    def verify_then_swap(self: Slots, component: str, slot: str, *a: object) -> object:
+        info = verify(self, component, slot, *a)  # type: ignore[arg-type]
+        content = self.content(component, slot)
+        content.unlink()
+        content.symlink_to(evil)
+        return info
+
+    def loader(path: Path) -> object:
+        seen.append(path.read_bytes())
+        return None
+
+    agent = _agent(device, tmp_path / "slots", HealthCheck(loaders={"config": loader}))
+    _apply(agent, tmp_path, "config", "1.0.0", b"v1")
+    monkeypatch.setattr(Slots, "verify", verify_then_swap)
+    outcome = _apply(agent, tmp_path, "config", "2.0.0", b"v2 good")
+    assert seen[-1] == b"v2 EVIL"  # the swap happened
+    assert (outcome.state, outcome.why) == ("reverted", "slot-corrupt")
+    assert agent.active_content("config").read_bytes() == b"v1"
+    assert agent.counter("config") == version("1.0.0").as_counter()
