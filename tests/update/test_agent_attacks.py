@@ -89,14 +89,22 @@ def test_unexpected_error_while_staging_ends_failed_and_the_next_update_is_not_b
                   b"v1").state == "accepted"
 
 
-def test_deleted_counter_record_fails_closed_as_tampered_not_stuck(device: Device,
-                                                                   tmp_path: Path) -> None:
-    # Attack: delete the anti-rollback counter's record (then offer an old version).
-    # The storage knows the record existed (RecordMissing), so nothing rolls back; but
-    # before, RecordMissing escaped apply() and left the device "downloading" (busy).
+@pytest.mark.parametrize("attack", ["deleted", "older_copy_put_back"])
+def test_counter_record_deleted_or_rolled_back_fails_closed_as_tampered_not_stuck(
+        device: Device, tmp_path: Path, attack: str) -> None:
+    # Attack: delete the anti-rollback counter's record, or put an older copy back (then
+    # offer an old version). Protected storage knows (RecordMissing, RecordRolledBack),
+    # so nothing rolls back; but before, the error escaped apply() and left the device
+    # "downloading": every later update busy until a restart.
     agent = _agent(device, tmp_path / "slots")
+    record = device.directory / "storage" / "update.counter.model.rec"
+    _apply(agent, tmp_path, "model", "1.5.0", b"m1")
+    older = record.read_bytes()
     _apply(agent, tmp_path, "model", "2.0.0", b"m2")
-    (device.directory / "storage" / "update.counter.model.rec").unlink()
+    if attack == "deleted":
+        record.unlink()
+    else:
+        record.write_bytes(older)
     for ver in ("1.0.0", "3.0.0"):
         outcome = _apply(agent, tmp_path, "model", ver, b"m" + ver.encode())
         assert (outcome.state, outcome.why) == ("failed", "tampered")
