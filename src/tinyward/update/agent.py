@@ -13,13 +13,18 @@ verified, its :class:`~tinyward.update.meta.TargetMeta` and TUF's length and has
 inactive slot) followed by :meth:`~UpdateAgent.activate` (check the slot again, switch,
 trial, accept or revert). It returns an :class:`Outcome` for every end (accepted,
 rejected, reverted, failed) and raises only for a caller's mistake
-(:class:`~tinyward.update.errors.UpdateBusy`, ``Misuse``).
+(:class:`~tinyward.update.errors.UpdateBusy`, ``Misuse``) or an unsafe slots folder
+(:class:`~tinyward.update.errors.UnsafeSlots`). Anything else raised on the way ends the
+update at rest (``failed``, why ``bug``; or a failed trial, reverted): the device is never
+left busy, nor running a version it did not accept. One update at a time per slots
+folder: the public steps hold its ``flock`` and read the state again from the record.
 
 What is kept where (all in the device's protected storage, sealed and rollback-checked):
 
 - ``update.slots``: the slot record (:class:`~tinyward.update.slots.SlotRecord`): active
-  slot per component, what each slot holds, trial flag, and the update state machine's
-  record. Writing it is the switch.
+  slot per component, what each slot holds, trial flag, the update state machine's
+  record, and the slots folder's absolute path (another folder is refused). Writing it is
+  the switch.
 - ``update.counter.<component>``: the anti-rollback counter
   (:meth:`~tinyward.update.meta.Version.as_counter` of the highest *accepted* version).
   Raised only after the acceptance is recorded, so it never runs ahead of the running
