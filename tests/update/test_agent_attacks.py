@@ -330,3 +330,26 @@ def test_slot_swapped_for_a_symlink_between_check_and_switch_is_reverted(
     assert (outcome.state, outcome.why) == ("reverted", "slot-corrupt")
     assert agent.active_content("config").read_bytes() == b"v1"
     assert agent.counter("config") == version("1.0.0").as_counter()
+
+
+def test_target_that_is_a_fifo_is_refused_not_waited_on(device: Device,
+                                                        tmp_path: Path) -> None:
+    # A target path that is a FIFO (planted in the download folder, or a fetcher's bug):
+    # before, open() blocked for a writer forever, holding the update lock.
+    import os
+
+    fifo = tmp_path / "target.fifo"
+    os.mkfifo(fifo)
+    agent = _agent(device, tmp_path / "slots")
+    outcomes = []
+    worker = threading.Thread(target=lambda: outcomes.append(
+        agent.apply("config", fifo, meta("config", "1.0.0"), 3, {"sha256": "0" * 64})),
+        daemon=True)
+    worker.start()
+    worker.join(WAIT_S)
+    if worker.is_alive():  # free the worker: a writer lets its open() return
+        with open(fifo, "wb") as writer:
+            writer.write(b"abc")
+        worker.join(WAIT_S)
+        pytest.fail("apply() waited on a FIFO")
+    assert (outcomes[0].state, outcomes[0].why) == ("rejected", "length")

@@ -357,8 +357,10 @@ def check_file(path: Path, length: int, hashes: Mapping[str, str]) -> str:
 
 def _copy_exactly(source: Path, dest: Path, length: int) -> None:
     """Copy at most ``length`` bytes; a longer or shorter source is :class:`TooLong`."""
-    with open(source, "rb") as src:
-        if not stat.S_ISREG(os.fstat(src.fileno()).st_mode):
+    # O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused just below)
+    fd = os.open(source, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as src:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise TooLong(f"{source} is not a regular file")
         write_new(dest, _Limited(src, length), length)
         if src.read(1):
