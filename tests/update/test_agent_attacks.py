@@ -353,3 +353,27 @@ def test_target_that_is_a_fifo_is_refused_not_waited_on(device: Device,
         worker.join(WAIT_S)
         pytest.fail("apply() waited on a FIFO")
     assert (outcomes[0].state, outcomes[0].why) == ("rejected", "length")
+
+
+def test_disk_full_at_the_switch_fails_the_update_and_is_not_busy(
+        device: Device, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The switch is a protected-storage write; the disk fills up just then (an injected
+    # ENOSPC). Before: the OSError escaped apply(), the record still said "staged", and
+    # every later update was busy until a restart.
+    import errno
+
+    agent = _agent(device, tmp_path / "slots")
+    _apply(agent, tmp_path, "config", "1.0.0", b"v1")
+    write = type(device.storage).write
+
+    def full_at_switch(self: object, name: str, value: bytes) -> int:
+        if name == "update.slots" and b'"trial": true' in value:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return write(self, name, value)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(type(device.storage), "write", full_at_switch)
+    outcome = _apply(agent, tmp_path, "config", "2.0.0", b"v2")
+    assert (outcome.state, outcome.why) == ("failed", "io-error")
+    assert agent.active_content("config").read_bytes() == b"v1"
+    monkeypatch.undo()
+    assert _apply(agent, tmp_path, "config", "2.0.0", b"v2").state == "accepted"

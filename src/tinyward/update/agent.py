@@ -321,7 +321,16 @@ class UpdateAgent:
                                 f"{type(error).__name__}: {error}")
         step = self.machine.fire(Event.SLOT_VERIFIED)
         self._verdict = None
-        self._do(step.actions, info=info, slot=pending.slot)
+        try:
+            self._do(step.actions, info=info, slot=pending.slot)
+        except OSError as error:
+            # The switch (a protected-storage write, e.g. on a full disk) failed: the
+            # record still says staged. End it there rather than stay busy.
+            self.machine = UpdateMachine.from_record(self._record().update)
+            if self.machine.state is not State.STAGED:
+                raise
+            return self._finish(Event.IO_ERROR, UpdateIOError.code,
+                                f"switching to the new slot failed: {error}")
         verdict = self._verdict
         if verdict is None:
             raise Misuse("the table's slot-verified step did not start a trial")
