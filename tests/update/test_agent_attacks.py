@@ -377,3 +377,31 @@ def test_disk_full_at_the_switch_fails_the_update_and_is_not_busy(
     assert agent.active_content("config").read_bytes() == b"v1"
     monkeypatch.undo()
     assert _apply(agent, tmp_path, "config", "2.0.0", b"v2").state == "accepted"
+
+
+def test_disk_full_at_the_confirm_never_hands_out_the_unconfirmed_version(
+        device: Device, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The trial passed but recording the acceptance fails (an injected ENOSPC): the
+    # record says "trial". Before: active_content() (what the runner starts) was the
+    # unconfirmed version until the next start reverted it.
+    import errno
+
+    agent = _agent(device, tmp_path / "slots")
+    _apply(agent, tmp_path, "config", "1.0.0", b"v1")
+    write = type(device.storage).write
+
+    def full_at_confirm(self: object, name: str, value: bytes) -> int:
+        if name == "update.slots" and b'"state": "accepted"' in value:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return write(self, name, value)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(type(device.storage), "write", full_at_confirm)
+    with pytest.raises(OSError):
+        _apply(agent, tmp_path, "config", "2.0.0", b"v2")
+    monkeypatch.undo()
+    assert agent.active_content("config").read_bytes() == b"v1"
+    assert agent.counter("config") == version("1.0.0").as_counter()
+    assert [c.version for c in agent.software_components()] == ["1.0.0"]
+    rebooted = _agent(device, tmp_path / "slots")
+    assert rebooted.on_start()["state"] == "reverted"
+    assert rebooted.active_content("config").read_bytes() == b"v1"

@@ -71,7 +71,8 @@ def _check_on_disk(device_dir: Path, expected: dict[int, str]) -> tuple[str, int
     assert counter <= (installed.as_counter() if installed else 0), "counter ahead"
     if installed is None:
         return agent.machine.state.value, 0
-    content = agent.active_content("app")
+    # the slot the record points at (on trial or not), not the one active_content() runs
+    content = agent.slots.content("app", agent._record().get("app").active)
     assert measurement_digest([content]).hex() == expected[installed.patch], "half-written"
     return agent.machine.state.value, installed.patch
 

@@ -92,6 +92,16 @@ def _exclusively(method: Callable[Concatenate[UpdateAgent, _P], _R]
     return locked
 
 
+def _confirmed(slots: ComponentSlots) -> str | None:
+    """The slot that runs: the active one, or, while the active one is on trial (a trial
+    running now, or one a crash or a failed write cut short, which the next start
+    reverts), the one before it. An unconfirmed version is never handed out to run or
+    attested as running."""
+    if not slots.trial:
+        return slots.active
+    return slots.inactive if slots.inactive in slots.slots else None
+
+
 def counter_record(component: str) -> str:
     return f"update.counter.{component}"
 
@@ -194,9 +204,10 @@ class UpdateAgent:
         return self._record().get(component).version
 
     def active_content(self, component: str) -> Path | None:
-        """The running app folder (or file) of ``component``; None if none is installed."""
-        slots = self._record().get(component)
-        return None if slots.active is None else self.slots.content(component, slots.active)
+        """The app folder (or file) of ``component`` to run: the confirmed version, never
+        one on trial (:func:`_confirmed`); None if none is installed."""
+        slot = _confirmed(self._record().get(component))
+        return None if slot is None else self.slots.content(component, slot)
 
     def counter(self, component: str) -> int:
         """The component's anti-rollback counter (0: never raised)."""
@@ -206,17 +217,19 @@ class UpdateAgent:
         return value
 
     def software_components(self) -> list[Any]:
-        """The active slots, measured now, as attestation software components (pass them
+        """The slots that run (:func:`_confirmed`: never one on trial), measured now, as
+        attestation software components (pass them
         to ``Device.attestation_token(components=...)``). Raises ``MeasurementError``."""
         from tinyward.trust.measurement import UNSIGNED_SIGNER_ID, measure_files
 
         out = []
         for name, slots in sorted(self._record().components.items()):
-            if slots.active is None:
+            slot = _confirmed(slots)
+            if slot is None:
                 continue
-            out.append(measure_files([self.slots.content(name, slots.active)],
+            out.append(measure_files([self.slots.content(name, slot)],
                                      MEASUREMENT_TYPES[name], UNSIGNED_SIGNER_ID,
-                                     version=str(slots.version)))
+                                     version=str(slots.slots[slot].version)))
         return out
 
     # ---- the update ---------------------------------------------------------------------
