@@ -191,7 +191,7 @@ def test_a_device_that_failed_then_updated_counts_as_updated() -> None:
 
 def test_completion_and_state_counts() -> None:
     rollout = _rollout(100.0, min_reports=5)
-    seen = _seen(rollout, 0, 10) + [Observation(IDS[-1], state="trial")]
+    seen = [*_seen(rollout, 0, 10), Observation(IDS[-1], state="trial")]
     counted = tally(rollout, seen)
     assert counted.states == {"accepted": 10, "trial": 1}
     assert not is_complete(rollout, counted)

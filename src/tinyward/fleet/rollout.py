@@ -58,7 +58,8 @@ DEFAULT_HALT_AT = 0.1
 DEFAULT_MIN_REPORTS = 5
 _ID = re.compile(r"[0-9a-f]{16}")
 _COHORT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-_TARGET_PATH = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@+-]{0,127}(/[A-Za-z0-9][A-Za-z0-9_.@+-]{0,127}){0,7}")
+_PATH_PART = r"[A-Za-z0-9][A-Za-z0-9_.@+-]{0,127}"
+_TARGET_PATH = re.compile(rf"{_PATH_PART}(/{_PATH_PART}){{0,7}}")
 _BUCKET_CONTEXT = b"tinyward-rollout\0"
 MAX_COHORTS = 64
 MAX_STAGES = 100
@@ -94,7 +95,7 @@ def _check_halt_at(halt_at: object) -> float:
 
 
 def bucket(rollout_id: str, device_id: str) -> int:
-    """The device's place in the rollout, 0 … :data:`BUCKETS` − 1 (stable, see module)."""
+    """The device's place in the rollout, 0 to :data:`BUCKETS` - 1 (stable, see module)."""
     digest = hashlib.sha256(_BUCKET_CONTEXT + rollout_id.encode("ascii") + b"\0"
                             + device_id.encode("ascii")).digest()
     return int.from_bytes(digest[:8], "big") % BUCKETS
