@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from tinyward._fsutil import atomic_write, make_private_dir
+from tinyward.errors import BadInput
 from tinyward.fleet.errors import BadRollout
 from tinyward.fleet.rollout import (
     ROLLOUT_FORMAT,
@@ -48,10 +49,48 @@ from tinyward.fleet.store import ReportStore, UpdateRecord
 from tinyward.update.meta import Offer, Version
 
 UPDATES_DIR = "updates"
+REPOSITORY_METADATA = "repo/metadata"
 ROLLOUTS_FILE = "rollouts.json"
 _LOCK_FILE = ".rollouts.lock"
 MAX_ROLLOUTS = 1000
 _MAX_FILE = 4 * 1024 * 1024
+
+
+def published_target(fleet_dir: Path, target_path: str) -> tuple[str, str] | None:
+    """``(component, version)`` of a target in the fleet's TUF repository, from its signed
+    custom metadata (the newest ``N.targets.json`` in ``FLEET_DIR/updates/repo/metadata``);
+    None if the fleet has no repository yet.
+
+    Raises:
+        BadRollout: the repository has no such target, or its metadata says no component
+            and version.
+    """
+    from tuf.api.metadata import Metadata
+    from tuf.api.serialization import DeserializationError
+
+    from tinyward.update.meta import TargetMeta
+
+    folder = Path(fleet_dir) / UPDATES_DIR / REPOSITORY_METADATA
+    numbered = sorted((int(p.name.split(".", 1)[0]), p) for p in folder.glob("*.targets.json")
+                      if p.name.split(".", 1)[0].isdigit())
+    path = numbered[-1][1] if numbered else folder / "targets.json"
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    try:
+        signed = Metadata.from_bytes(data).signed
+    except (DeserializationError, ValueError) as error:
+        raise BadRollout(f"{path} cannot be read as TUF targets metadata ({error})") from None
+    found = getattr(signed, "targets", {}).get(target_path)
+    if found is None:
+        raise BadRollout(f"the fleet's repository has no target {target_path[:80]!r} "
+                         "(`tinyward update status FLEET` lists them)")
+    try:
+        meta = TargetMeta.from_custom(found.custom)
+    except BadInput as error:
+        raise BadRollout(f"target {target_path[:80]!r}: {error}") from None
+    return meta.component, str(meta.version)
 
 
 class DeviceFacts(Protocol):

@@ -220,6 +220,8 @@ class FleetServer:
         self._openapi = resources.files("tinyward.fleet").joinpath("openapi.json").read_bytes()
         self.rollouts = RolloutBook(directory.fleet.directory, clock=clock,
                                     audit=self._audit_automatic)
+        # device -> its last update status seen by this process (rollout checks on change)
+        self._upd_seen: dict[str, tuple[object, ...]] = {}
 
     # -- application --------------------------------------------------------------------
 
@@ -466,11 +468,23 @@ class FleetServer:
     # -- rollouts -----------------------------------------------------------------------
 
     async def _check_rollouts(self, reports: Sequence[Report]) -> None:
-        """After a report of a failed or reverted update is stored, apply the rollouts'
-        halt rule before acknowledging it: a rollout that must halt offers nothing more
-        from that moment on. (Other reports cannot raise a failure share.)"""
-        if not any(report.update is not None and report.update.state in FAILED_STATES
-                   for report in reports):
+        """Apply the rollouts' halt rule before acknowledging a report that can change a
+        rollout's tally: one of a failed or reverted update, or one whose update state or
+        versions differ from the device's previous one (an outcome, which can bring a
+        rollout to its minimum sample). A halted rollout offers nothing more from then
+        on. Reports that repeat the device's status change nothing and cost nothing."""
+        changed = False
+        for report in reports:
+            update = report.update
+            if update is None:
+                continue
+            seen = (update.state, tuple(sorted(update.versions.items())), update.target)
+            if update.state in FAILED_STATES or self._upd_seen.get(report.device_id) != seen:
+                changed = True
+            if len(self._upd_seen) >= 100_000:
+                self._upd_seen.clear()
+            self._upd_seen[report.device_id] = seen
+        if not changed or not any(not r.halted for r in self.rollouts.rollouts()):
             return
         try:
             halted = await self._admin_call(self.rollouts.evaluate, self._reader,
