@@ -47,7 +47,7 @@ def _describe(rollout: Rollout) -> str:
                                       if rollout.cohorts else " of the fleet")
     state = f"HALTED ({rollout.why})" if rollout.halted else "running"
     return (f"rollout {rollout.rollout_id}: {rollout.component} {rollout.version} "
-            f"({rollout.target_path}) to {who}, {state}; halts at {rollout.halt_at:.0%} "
+            f"({rollout.target_path}) to {who}, {state}; halts at {rollout.halt_at * 100:g} % "
             f"failed after {rollout.min_reports} outcomes")
 
 
