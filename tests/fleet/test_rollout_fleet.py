@@ -123,6 +123,7 @@ def test_failures_of_a_revoked_device_do_not_count(running: Running) -> None:
     # Counting a: 2 failed of 4 = 50 %, a halt. Without it: 1 of 3 = 33 %: it goes on.
     assert not book.get(rollout.rollout_id).halted
     assert _offer(running, NAMES[5]) is not None
+    assert _offer(running, a) is None  # and a revoked device is offered nothing
 
 
 def test_cohort_rollouts_read_the_cohort_from_the_fleet_records(running: Running) -> None:

@@ -97,6 +97,8 @@ class DeviceFacts(Protocol):
     """What the halt rule needs to know about a device beyond its reports
     (:class:`tinyward.fleet.directory.FleetDirectory` implements it)."""
 
+    def report_key(self, device_id: str) -> object | None: ...
+
     def is_revoked(self, device_id: str) -> bool: ...
 
     def cohort(self, device_id: str) -> str | None: ...
@@ -128,7 +130,7 @@ def observations(rollout: Rollout, records: Iterable[UpdateRecord],
     for record in records:
         if record.device_id in known:
             cohort, revoked = known[record.device_id]
-        elif facts is not None:
+        elif facts is not None and facts.report_key(record.device_id) is not None:
             revoked = facts.is_revoked(record.device_id)  # first: it refreshes the cohort
             cohort = facts.cohort(record.device_id)
         else:

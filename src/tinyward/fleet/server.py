@@ -510,7 +510,8 @@ class FleetServer:
                   ) -> Offer | None:
         """The update offer for an authenticated device (None: none), for the delivery
         channel. Its cohort comes from the fleet's records, never from the device."""
-        self.directory.is_revoked(device_id)  # refreshes the cached status file
+        if self.directory.is_revoked(device_id):  # also refreshes the cached status file
+            return None
         return self.rollouts.offer_for(device_id, self.directory.cohort(device_id),
                                        installed_versions)
 
