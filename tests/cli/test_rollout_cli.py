@@ -115,3 +115,15 @@ def test_start_reads_component_and_version_from_the_fleets_repository(fleet_dir:
                "no target 'other.bin'")
     _one_error(_run("rollout", "start", str(fleet_dir), "model-2.0.0.bin", "--percent", "5",
                     "--version", "9.9.9"), "is version 2.0.0, not 9.9.9")
+
+
+def test_report_verify_json_shows_the_update_status_only_when_there_is_one() -> None:
+    from tinyward.cli.report import _as_json
+    from tinyward.trust.report import Report, UpdateStatus
+
+    plain = _as_json(Report("ab" * 32, 1, 1))
+    assert "update" not in plain  # the same document as before the field existed
+    shown = _as_json(Report("ab" * 32, 2, 1, update=UpdateStatus(
+        "reverted", {"app": "1.0.0"}, "crash", ("app", "1.1.0"))))
+    assert shown["update"] == {"state": "reverted", "versions": {"app": "1.0.0"},
+                               "why": "crash", "target": ["app", "1.1.0"]}
