@@ -180,3 +180,13 @@ def test_admin_api_rollouts_and_device_update_fields(running: Running) -> None:
     paths = [json.loads(line)["path"] for line in
              (running.fleet.directory / "audit.log").read_text().splitlines()]
     assert f"/v1/rollouts/{rid}/widen" in paths and f"/v1/rollouts/{rid}/resume" in paths
+
+
+def test_a_damaged_rollouts_file_does_not_cost_a_report_its_acknowledgement(
+        running: Running) -> None:
+    book = _book(running)
+    book.start("app", "1.1.0", TARGET, percent=100)
+    book.path.write_text("damaged")
+    _report_outcome(running, NAMES[0], fails=True)  # stored and acknowledged (200)
+    assert running.store.device_status(running.devices[NAMES[0]].device_id).update.state \
+        == "reverted"  # type: ignore[union-attr]

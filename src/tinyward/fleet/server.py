@@ -484,9 +484,11 @@ class FleetServer:
             if len(self._upd_seen) >= 100_000:
                 self._upd_seen.clear()
             self._upd_seen[report.device_id] = seen
-        if not changed or not any(not r.halted for r in self.rollouts.rollouts()):
+        if not changed:
             return
         try:
+            if all(r.halted for r in self.rollouts.rollouts()):  # a stat: usually cached
+                return
             halted = await self._admin_call(self.rollouts.evaluate, self._reader,
                                             self.directory)
         except Exception:  # noqa: BLE001 - the report is stored; the rule runs again next time
