@@ -96,9 +96,9 @@ def test_a_damaged_file_is_refused(tmp_path: Path) -> None:
 def test_observations_skip_devices_not_enrolled_and_carry_cohort_and_revocation(
         tmp_path: Path) -> None:
     rollout = RolloutBook(tmp_path).start("app", "1.1.0", "app.tar", percent=100)
-    records = [UpdateRecord(IDS[0], "reverted", {"app": "1.0.0"}, 10),
-               UpdateRecord(IDS[1], "accepted", {"app": "1.1.0"}, None),
-               UpdateRecord(IDS[2], "failed", {}, 10)]
+    records = [UpdateRecord(IDS[0], "reverted", "1.0.0", 10),
+               UpdateRecord(IDS[1], "accepted", "1.1.0", None),
+               UpdateRecord(IDS[2], "failed", None, 10)]
     facts = _Facts({IDS[0]: "lab", IDS[1]: None}, revoked={IDS[1]})
     seen = {o.device_id: o for o in observations(rollout, records, facts=facts)}
     assert set(seen) == {IDS[0], IDS[1]}  # IDS[2] is not enrolled here: never counted
@@ -113,7 +113,7 @@ def test_evaluate_halts_once_and_writes_it(tmp_path: Path) -> None:
     book = RolloutBook(tmp_path, clock=lambda: 5000.0,
                        audit=lambda *line: audit.append(line))
     made = book.start("app", "1.1.0", "app.tar", percent=100, min_reports=2, halt_at=0.5)
-    store = _Store([UpdateRecord(i, "reverted", {}, 6000) for i in IDS[:2]])
+    store = _Store([UpdateRecord(i, "reverted", None, 6000) for i in IDS[:2]])
     facts = _Facts(dict.fromkeys(IDS), set())
     (halted,) = book.evaluate(store, facts)  # type: ignore[arg-type]
     assert halted.halted and halted.halted_at == 5000

@@ -44,8 +44,8 @@ def test_failures_are_kept_per_target_for_the_rollouts(tmp_path: Path) -> None:
     store.append(B, [_r(B, 1, UpdateStatus("failed", {"app": "1.0.0"}, "x", ("model", "9.0.0")))],
                  received_at=60)
     assert store.update_records("app", "1.1.0") == [
-        UpdateRecord(A, "idle", {"app": "1.0.0"}, 50),  # failed, then back to idle: kept
-        UpdateRecord(B, "failed", {"app": "1.0.0"}, None),  # failed another target
+        UpdateRecord(A, "idle", "1.0.0", 50),  # failed, then back to idle: kept
+        UpdateRecord(B, "failed", "1.0.0", None),  # failed another target
     ]
     # A failure that names no target counts for whichever target the tally asks about.
     store.append(B, [_r(B, 2, UpdateStatus("failed", {"app": "1.0.0"}))], received_at=70)

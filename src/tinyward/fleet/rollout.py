@@ -36,6 +36,7 @@ sooner (the safe direction) but not make it go on.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import secrets
@@ -94,6 +95,7 @@ def _check_halt_at(halt_at: object) -> float:
     return float(halt_at)
 
 
+@functools.lru_cache(maxsize=1 << 17)  # the halt rule asks again for every device
 def bucket(rollout_id: str, device_id: str) -> int:
     """The device's place in the rollout, 0 to :data:`BUCKETS` - 1 (stable, see module)."""
     digest = hashlib.sha256(_BUCKET_CONTEXT + rollout_id.encode("ascii") + b"\0"

@@ -127,6 +127,7 @@ def observations(rollout: Rollout, records: Iterable[UpdateRecord],
     ``records`` get their cohort and revocation from ``facts``."""
     known = {device_id: (cohort, revoked) for device_id, cohort, revoked in enrolled}
     seen: dict[str, Observation] = {}
+    parsed: dict[str, Version] = {}  # a fleet runs few versions: parse each once
     for record in records:
         if record.device_id in known:
             cohort, revoked = known[record.device_id]
@@ -135,11 +136,13 @@ def observations(rollout: Rollout, records: Iterable[UpdateRecord],
             cohort = facts.cohort(record.device_id)
         else:
             continue  # not enrolled here (any more): never counted
-        installed = record.versions.get(rollout.component)
-        seen[record.device_id] = Observation(
-            record.device_id, cohort, revoked,
-            None if installed is None else Version.parse(installed),
-            record.state, record.failed_at)
+        installed = None
+        if record.installed is not None:
+            installed = parsed.get(record.installed)
+            if installed is None:
+                installed = parsed.setdefault(record.installed, Version.parse(record.installed))
+        seen[record.device_id] = Observation(record.device_id, cohort, revoked, installed,
+                                             record.state, record.failed_at)
     for device_id, (cohort, revoked) in known.items():
         seen.setdefault(device_id, Observation(device_id, cohort, revoked))
     return list(seen.values())

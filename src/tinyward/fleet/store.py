@@ -43,6 +43,7 @@ from urllib.parse import urlsplit
 from tinyward.errors import BadInput
 from tinyward.trust.replay import is_replay
 from tinyward.trust.report import Report
+from tinyward.update.meta import COMPONENTS as _COMPONENTS
 
 
 class BadDatabaseUrl(BadInput):
@@ -79,12 +80,13 @@ class DeviceStatus:
 class UpdateRecord:
     """One device's update facts for one target (what a rollout's tally needs).
 
+    ``installed``: its reported version of the target's component (None: none);
     ``failed_at``: when the fleet received the device's latest ``failed`` or ``reverted``
     report naming this target, or naming none (None: never)."""
 
     device_id: str
     state: str
-    versions: dict[str, str]
+    installed: str | None
     failed_at: int | None
 
 
@@ -508,15 +510,20 @@ class SQLiteStore:
                             _device_update(row[6:]))
 
     def update_records(self, component: str, version: str) -> list[UpdateRecord]:
+        if component not in _COMPONENTS:  # it becomes a JSON path (bound, all the same)
+            raise ValueError(f"unknown component {component!r}")
+        # (SQLite-only: json_extract; PostgreSQL would use upd_versions::json ->> ?.) One
+        # row per device, the component's version only: no JSON decoding per device here.
         with self._lock:
             rows = self._db.execute(
-                "SELECT d.device_id, d.upd_state, d.upd_versions, (SELECT MAX(f.received_at)"
-                " FROM update_failures f WHERE f.device_id = d.device_id AND"
-                " ((f.component = ? AND f.version = ?) OR (f.component = '' AND"
-                " f.version = ''))) FROM devices d WHERE d.upd_seq IS NOT NULL"
-                " ORDER BY d.device_id", (component, version)).fetchall()
-        return [UpdateRecord(str(r[0]), str(r[1]), json.loads(r[2]),
-                             None if r[3] is None else int(r[3])) for r in rows]
+                "SELECT d.device_id, d.upd_state, json_extract(d.upd_versions, ?),"
+                " (SELECT MAX(f.received_at) FROM update_failures f WHERE"
+                " f.device_id = d.device_id AND ((f.component = ? AND f.version = ?) OR"
+                " (f.component = '' AND f.version = ''))) FROM devices d"
+                " WHERE d.upd_seq IS NOT NULL ORDER BY d.device_id",
+                (f"$.{component}", component, version)).fetchall()
+        return [UpdateRecord(device_id, state, installed, failed_at)
+                for device_id, state, installed, failed_at in rows]
 
     def fleet_status(self) -> FleetStatus:
         with self._lock:
