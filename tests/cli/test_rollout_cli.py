@@ -127,3 +127,20 @@ def test_report_verify_json_shows_the_update_status_only_when_there_is_one() -> 
         "reverted", {"app": "1.0.0"}, "crash", ("app", "1.1.0"))))
     assert shown["update"] == {"state": "reverted", "versions": {"app": "1.0.0"},
                                "why": "crash", "target": ["app", "1.1.0"]}
+
+
+def test_fleet_devices_shows_update_state_and_versions_from_the_reports(
+        fleet_dir: Path, tmp_path: Path) -> None:
+    from tinyward.fleet.store import SQLiteStore
+    from tinyward.trust.report import Report, UpdateStatus
+
+    _, device_id = _enrol(fleet_dir, tmp_path)
+    store = SQLiteStore(fleet_dir / "reports.db")
+    store.append(device_id, [(Report(device_id, 1, 1, update=UpdateStatus(
+        "reverted", {"app": "1.0.0", "model": "2.1.0"}, "crash", ("app", "1.1.0"))), b"x")],
+        received_at=2)
+    store.close()
+    output = _run("fleet", "devices", str(fleet_dir)).output
+    row = next(line for line in output.splitlines() if device_id[:12] in line)
+    cells = [cell.strip() for cell in row.split("│")]
+    assert cells[6:8] == ["reverted (crash)", "app 1.0.0 model 2.1.0"]
