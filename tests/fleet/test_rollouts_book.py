@@ -10,9 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from tinyward.fleet.errors import BadRollout, RolloutConflict
+from tests.fleet.helpers import PASSPHRASE
+from tinyward.fleet.errors import BadFleet, BadRollout, RolloutConflict
+from tinyward.fleet.pki import Fleet
 from tinyward.fleet.rollouts import RolloutBook, observations
 from tinyward.fleet.store import UpdateRecord
+from tinyward.lab.simdevice import SimulatedDevice
 from tinyward.update.meta import Version
 
 IDS = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(12)]
@@ -121,3 +124,20 @@ def test_evaluate_halts_once_and_writes_it(tmp_path: Path) -> None:
     assert RolloutBook(tmp_path).get(made.rollout_id).halted
     assert audit == [("start", made.rollout_id, "ok"),
                      ("auto-halt", made.rollout_id, "halted")]
+
+
+def test_a_cohort_is_kept_by_revocation_and_schedules_and_a_bad_one_is_damage(
+        fleet: Fleet) -> None:
+    device = SimulatedDevice.enrolled(fleet, PASSPHRASE)
+    assert fleet.device(device.device_id).cohort is None
+    assert fleet.set_cohort(device.device_id, "canary").cohort == "canary"
+    fleet.set_schedule(device.device_id, 60)
+    fleet.revoke(device.device_id)
+    kept = fleet.device(device.device_id)
+    assert (kept.cohort, kept.report_interval, kept.revoked) == ("canary", 60.0, True)
+    with pytest.raises(BadRollout):
+        fleet.set_cohort(device.device_id, "x" * 65)
+    status = fleet.devices_path / device.device_id / "status.json"
+    status.write_text(status.read_text().replace('"canary"', '"../etc"'))
+    with pytest.raises(BadFleet, match="damaged"):
+        fleet.device(device.device_id)
