@@ -108,6 +108,7 @@ def test_a_full_report_with_upd_refuses_to_grow(signer: EphemeralSigner) -> None
         ({"ver": {"model": "1.0.0", "app": "1.0.0"}, "state": "idle"}, "deterministic order"),
         ({"ver": {}, "why": "Bad Code", "state": "failed"}, "short code"),
         ({"ver": {}, "why": "x" * 41, "state": "failed"}, "short code"),
+        ({"ver": {}, "why": "-x", "state": "failed"}, "short code"),
         ({"ver": {}, "why": 7, "state": "failed"}, "short code"),
         ({"tgt": {}, "ver": {}, "state": "failed"}, "exactly one"),
         ({"tgt": {"app": "1.0.0", "model": "1.0.0"}, "ver": {}, "state": "failed"}, "exactly one"),
@@ -154,7 +155,7 @@ _updates = st.builds(
     UpdateStatus,
     state=st.sampled_from(UPDATE_STATES),
     versions=st.dictionaries(st.sampled_from(COMPONENTS), _version, max_size=4),
-    why=st.none() | st.from_regex(r"[a-z0-9][a-z0-9-]{0,39}", fullmatch=True),
+    why=st.none() | st.from_regex(r"[a-z0-9][a-z0-9_.-]{0,39}", fullmatch=True),
     target=st.none() | st.tuples(st.sampled_from(COMPONENTS), _version),
 )
 

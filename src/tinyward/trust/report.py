@@ -53,7 +53,7 @@ OPTIONAL_KEYS = frozenset({"upd"})
 UPDATE_STATES = ("idle", "downloading", "staged", "trial", "accepted", "rejected", "reverted",
                  "failed")
 UPDATE_KEYS = frozenset({"state", "ver", "why", "tgt"})
-_WHY = re.compile(r"[a-z0-9][a-z0-9-]{0,39}")
+_WHY = re.compile(r"[a-z0-9][a-z0-9_.-]{0,39}")
 #: The longest ``x.y.z`` a version can be (each part 0..999999).
 MAX_VERSION_TEXT = 20
 MAX_SEQ = 2**63 - 1  # fits a signed 64-bit integer column in SQLite and PostgreSQL
@@ -117,7 +117,7 @@ class UpdateStatus:
     - ``versions``: installed version of each component that has one, ``{component:
       "x.y.z"}`` (components of :data:`tinyward.update.meta.COMPONENTS`).
     - ``why``: a short code (``tinyward.update.errors`` ``code``) after a refusal, a
-      failure or a revert; lowercase letters, digits and ``-``, at most 40 characters.
+      failure or a revert; lowercase letters, digits and ``_ . -``, at most 40 characters.
     - ``target``: ``(component, "x.y.z")``, the target the state is about (the one being
       downloaded, tried, refused or reverted), so the fleet can tell which rollout a
       failure belongs to.
@@ -456,7 +456,8 @@ def _check_update(upd: object) -> UpdateStatus:
     versions = _check_versions(upd["ver"], "'upd' ver")
     why = upd.get("why")
     if why is not None and (not isinstance(why, str) or not _WHY.fullmatch(why)):
-        raise MalformedReport("'upd' why must be a short code: 1-40 of a-z 0-9 -")
+        raise MalformedReport("'upd' why must be a short code: 1-40 of a-z 0-9 _ . - "
+                              "(the first a-z or 0-9)")
     target = None
     if "tgt" in upd:
         tgt = _check_versions(upd["tgt"], "'upd' tgt")
