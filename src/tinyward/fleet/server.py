@@ -33,7 +33,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from importlib import resources
@@ -508,7 +508,7 @@ class FleetServer:
             except OSError:
                 _log.exception("writing the audit log failed")
 
-    def offer_for(self, device_id: str, installed_versions: dict[str, str | Version]
+    def offer_for(self, device_id: str, installed_versions: Mapping[str, str | Version]
                   ) -> Offer | None:
         """The update offer for an authenticated device (None: none), for the delivery
         channel. Its cohort comes from the fleet's records, never from the device."""
