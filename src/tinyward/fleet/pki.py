@@ -63,6 +63,7 @@ from tinyward.fleet.errors import (
     AlreadyEnrolled,
     BadCertificate,
     BadFleet,
+    BadRollout,
     BadSchedule,
     FleetExists,
     OldFleetFormat,
@@ -85,6 +86,7 @@ from tinyward.fleet.profiles import (
     server_name_entry,
     spki_sha256,
 )
+from tinyward.fleet.rollout import check_cohort
 from tinyward.fleet.tokens import FileSigningKey, SigningToken
 from tinyward.trust.identity import device_id as device_id_from_attestation_key
 from tinyward.trust.identity import is_device_id
@@ -405,6 +407,9 @@ class EnrolledDevice:
     #: Seconds between the device's reports, declared at enrolment (or by
     #: ``set_schedule``); None for a device enrolled before schedules were recorded.
     report_interval: float | None = None
+    #: The device's rollout cohort (``fleet enroll --cohort``, ``fleet set-cohort``), or
+    #: None: in no cohort.
+    cohort: str | None = None
 
     def public_key(self, purpose: str) -> ec.EllipticCurvePublicKey:
         """The device's public key for ``purpose`` (``tls``, ``report`` or ``attestation``).
@@ -964,8 +969,11 @@ class Fleet:
         limits: EnrolmentLimits = DEFAULT_ENROLMENT_LIMITS,
         *,
         report_interval: float | None = None,
+        cohort: str | None = None,
     ) -> DeviceBundle:
         """Enrol the device whose enrolment request this is, and return its bundle.
+
+        ``cohort``: the device's rollout cohort (None: none), recorded with it.
 
         ``report_interval`` is the device's declared schedule (seconds between its
         reports; default: the fleet's), recorded with the device: the fleet server derives
@@ -985,6 +993,8 @@ class Fleet:
         now = _utc_now(now)
         interval = check_report_interval(
             self.report_interval if report_interval is None else report_interval)
+        if cohort is not None:
+            check_cohort(cohort)
         if isinstance(ca, bytes):
             _check_passphrase(ca)
         csrs = parse_enrolment_request(request_pem, limits)
@@ -1016,7 +1026,8 @@ class Fleet:
         try:
             for purpose, cert in certificates.items():
                 atomic_write(staging / f"{purpose}.cert.pem", _pem(cert))
-            atomic_write(staging / STATUS_FILE, self._status(device_id, now, None, interval))
+            atomic_write(staging / STATUS_FILE,
+                         self._status(device_id, now, None, interval, cohort))
             try:
                 # rename(2) refuses a non-empty target: two racing enrolments, one wins.
                 os.rename(staging, target)
@@ -1071,7 +1082,7 @@ class Fleet:
 
     @staticmethod
     def _status(device_id: str, enrolled_at: datetime, revoked_at: datetime | None,
-                report_interval: float | None) -> bytes:
+                report_interval: float | None, cohort: str | None = None) -> bytes:
         document: dict[str, Any] = {
             "format": STATUS_FORMAT,
             "device_id": device_id,
@@ -1083,6 +1094,8 @@ class Fleet:
         # readers ignore it.
         if report_interval is not None:
             document["report_interval"] = report_interval
+        if cohort is not None:  # optional too
+            document["cohort"] = cohort
         return _json_bytes(document)
 
     def device(self, device_id: str) -> EnrolledDevice:
@@ -1113,14 +1126,18 @@ class Fleet:
             )
             declared = status.get("report_interval")
             interval = None if declared is None else check_report_interval(declared)
+            cohort = status.get("cohort")
+            if cohort is not None:
+                check_cohort(cohort)
             certificates = {
                 purpose: x509.load_pem_x509_certificate((path / f"{purpose}.cert.pem").read_bytes())
                 for purpose in PURPOSES
             }
-        except (OSError, ValueError, KeyError, TypeError, AttributeError, BadSchedule) as error:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, BadSchedule,
+                BadRollout) as error:
             raise BadFleet(f"the files of device {device_id} are damaged ({error})") from None
         return EnrolledDevice(device_id, certificates, revoked, enrolled_at, revoked_at,
-                              interval)
+                              interval, cohort)
 
     def devices(self) -> list[EnrolledDevice]:
         """Every enrolled device (revoked ones included), sorted by enrolment time, then ID.
@@ -1148,7 +1165,8 @@ class Fleet:
             return
         atomic_write(
             self._device_path(device_id) / STATUS_FILE,
-            self._status(device_id, device.enrolled_at, now, device.report_interval),
+            self._status(device_id, device.enrolled_at, now, device.report_interval,
+                         device.cohort),
         )
 
     def set_schedule(self, device_id: str, report_interval: float) -> EnrolledDevice:
@@ -1165,7 +1183,27 @@ class Fleet:
         device = self.device(device_id)
         atomic_write(
             self._device_path(device_id) / STATUS_FILE,
-            self._status(device_id, device.enrolled_at, device.revoked_at, interval),
+            self._status(device_id, device.enrolled_at, device.revoked_at, interval,
+                         device.cohort),
+        )
+        return self.device(device_id)
+
+    def set_cohort(self, device_id: str, cohort: str | None) -> EnrolledDevice:
+        """Put a device in a rollout cohort (None: in none). Rollouts read it at the
+        device's next request (a running server re-reads a changed status file).
+
+        Raises:
+            BadRollout: not a cohort name (nothing is changed).
+            UnknownDevice: malformed ID, or no such device in this fleet.
+            BadFleet: the device's files are damaged.
+        """
+        if cohort is not None:
+            check_cohort(cohort)
+        device = self.device(device_id)
+        atomic_write(
+            self._device_path(device_id) / STATUS_FILE,
+            self._status(device_id, device.enrolled_at, device.revoked_at,
+                         device.report_interval, cohort),
         )
         return self.device(device_id)
 
