@@ -451,6 +451,21 @@ class UpdateRepository:
                              "(see `tinyward update keys list`)")
         return found
 
+    def offline_key(self, name: str, *, need_file: bool = True) -> KeyInfo:
+        """The offline key ``name``, checked before anyone is asked for its passphrase.
+
+        Raises:
+            MissingKey: no such key, an online key, or (``need_file``) its file is missing.
+        """
+        info = self._key(name)
+        if info.online:
+            raise MissingKey(f"{name} is an online key; the server signs with it")
+        path = self.keys_dir / info.file
+        if need_file and not path.is_file():
+            raise MissingKey(f"the {name} key file {path} is missing; is the offline "
+                             "keys folder elsewhere? pass it with --keys")
+        return info
+
     def offline_signer(self, name: str, secret: bytes,
                        token: SigningToken | None = None) -> Signer:
         """A signer for the offline key ``name``, opened with its own passphrase (or
@@ -460,15 +475,9 @@ class UpdateRepository:
             MissingKey: no such key, an online key, or its file is missing.
             WrongPassphrase: ``secret`` does not open it.
         """
-        info = self._key(name)
-        if info.online:
-            raise MissingKey(f"{name} is an online key; the server signs with it")
+        info = self.offline_key(name, need_file=token is None)
         if token is None:
-            path = self.keys_dir / info.file
-            if not path.is_file():
-                raise MissingKey(f"the {name} key file {path} is missing; is the offline "
-                                 "keys folder elsewhere? pass it with --keys")
-            token = FileSigningKey(path, secret, info.purpose)
+            token = FileSigningKey(self.keys_dir / info.file, secret, info.purpose)
         signer = _TokenSigner(token)
         if signer.public_key.keyid != info.keyid:
             raise MissingKey(f"the key opened for {name} is not the one the index records")
