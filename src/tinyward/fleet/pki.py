@@ -88,6 +88,7 @@ from tinyward.fleet.profiles import (
 from tinyward.fleet.tokens import FileSigningKey, SigningToken
 from tinyward.trust.identity import device_id as device_id_from_attestation_key
 from tinyward.trust.identity import is_device_id
+from tinyward.update.meta import is_product_class
 
 __all__ = [
     "DeviceBundle",
@@ -405,6 +406,8 @@ class EnrolledDevice:
     #: Seconds between the device's reports, declared at enrolment (or by
     #: ``set_schedule``); None for a device enrolled before schedules were recorded.
     report_interval: float | None = None
+    #: The product the fleet enrolled it as (signed updates are per product class).
+    product_class: str | None = None
 
     def public_key(self, purpose: str) -> ec.EllipticCurvePublicKey:
         """The device's public key for ``purpose`` (``tls``, ``report`` or ``attestation``).
@@ -964,8 +967,13 @@ class Fleet:
         limits: EnrolmentLimits = DEFAULT_ENROLMENT_LIMITS,
         *,
         report_interval: float | None = None,
+        product_class: str | None = None,
     ) -> DeviceBundle:
         """Enrol the device whose enrolment request this is, and return its bundle.
+
+        ``product_class`` (optional) is the product the fleet decides the device is: it
+        is recorded with the device and goes into its bundle, with the update
+        repository's trusted root (if the fleet has one), for signed updates.
 
         ``report_interval`` is the device's declared schedule (seconds between its
         reports; default: the fleet's), recorded with the device: the fleet server derives
@@ -985,6 +993,9 @@ class Fleet:
         now = _utc_now(now)
         interval = check_report_interval(
             self.report_interval if report_interval is None else report_interval)
+        if product_class is not None and not is_product_class(product_class):
+            raise BadFleet(f"product class {str(product_class)[:80]!r} is not a name "
+                           "(letters, digits, _.-; up to 64)")
         if isinstance(ca, bytes):
             _check_passphrase(ca)
         csrs = parse_enrolment_request(request_pem, limits)
@@ -1016,7 +1027,8 @@ class Fleet:
         try:
             for purpose, cert in certificates.items():
                 atomic_write(staging / f"{purpose}.cert.pem", _pem(cert))
-            atomic_write(staging / STATUS_FILE, self._status(device_id, now, None, interval))
+            atomic_write(staging / STATUS_FILE,
+                         self._status(device_id, now, None, interval, product_class))
             try:
                 # rename(2) refuses a non-empty target: two racing enrolments, one wins.
                 os.rename(staging, target)
@@ -1028,11 +1040,18 @@ class Fleet:
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        return self._bundle(device_id, certificates, self.device_ca)
+        return self._bundle(device_id, certificates, self.device_ca, product_class)
+
+    def update_trusted_root(self) -> bytes | None:
+        """The update repository's newest root (``N.root.json`` bytes), None without one."""
+        from tinyward.fleet.update_repo import UpdateRepository
+
+        repo = UpdateRepository(self.directory)
+        return repo.trusted_root() if repo.exists else None
 
     def _bundle(
         self, device_id: str, certificates: dict[str, x509.Certificate],
-        device_ca: x509.Certificate,
+        device_ca: x509.Certificate, product_class: str | None = None,
     ) -> DeviceBundle:
         pins = self.server_pins
         return DeviceBundle(
@@ -1043,6 +1062,8 @@ class Fleet:
             root_ca_pem=_pem(self.root_ca).decode("ascii"),
             server_spki_sha256=pins[0],
             server_next_spki_sha256=pins[1] if len(pins) > 1 else None,
+            update_root=self.update_trusted_root(),
+            product_class=product_class,
         )
 
     def bundle(self, device_id: str) -> DeviceBundle:
@@ -1065,13 +1086,13 @@ class Fleet:
                     cert.verify_directly_issued_by(device_ca)
             except (ValueError, TypeError, InvalidSignature):
                 continue
-            return self._bundle(device_id, device.certificates, device_ca)
+            return self._bundle(device_id, device.certificates, device_ca, device.product_class)
         raise UntrustedCertificate(f"the device CA that issued device {device_id}'s "
                                    "certificates is no longer trusted (retired)")
 
     @staticmethod
     def _status(device_id: str, enrolled_at: datetime, revoked_at: datetime | None,
-                report_interval: float | None) -> bytes:
+                report_interval: float | None, product_class: str | None = None) -> bytes:
         document: dict[str, Any] = {
             "format": STATUS_FORMAT,
             "device_id": device_id,
@@ -1083,6 +1104,8 @@ class Fleet:
         # readers ignore it.
         if report_interval is not None:
             document["report_interval"] = report_interval
+        if product_class is not None:  # optional too: devices enrolled before have none
+            document["product_class"] = product_class
         return _json_bytes(document)
 
     def device(self, device_id: str) -> EnrolledDevice:
@@ -1113,6 +1136,9 @@ class Fleet:
             )
             declared = status.get("report_interval")
             interval = None if declared is None else check_report_interval(declared)
+            product_class = status.get("product_class")
+            if product_class is not None and not is_product_class(product_class):
+                raise ValueError("product_class is not a name")
             certificates = {
                 purpose: x509.load_pem_x509_certificate((path / f"{purpose}.cert.pem").read_bytes())
                 for purpose in PURPOSES
@@ -1120,7 +1146,7 @@ class Fleet:
         except (OSError, ValueError, KeyError, TypeError, AttributeError, BadSchedule) as error:
             raise BadFleet(f"the files of device {device_id} are damaged ({error})") from None
         return EnrolledDevice(device_id, certificates, revoked, enrolled_at, revoked_at,
-                              interval)
+                              interval, product_class)
 
     def devices(self) -> list[EnrolledDevice]:
         """Every enrolled device (revoked ones included), sorted by enrolment time, then ID.
@@ -1148,7 +1174,8 @@ class Fleet:
             return
         atomic_write(
             self._device_path(device_id) / STATUS_FILE,
-            self._status(device_id, device.enrolled_at, now, device.report_interval),
+            self._status(device_id, device.enrolled_at, now, device.report_interval,
+                         device.product_class),
         )
 
     def set_schedule(self, device_id: str, report_interval: float) -> EnrolledDevice:
@@ -1165,7 +1192,8 @@ class Fleet:
         device = self.device(device_id)
         atomic_write(
             self._device_path(device_id) / STATUS_FILE,
-            self._status(device_id, device.enrolled_at, device.revoked_at, interval),
+            self._status(device_id, device.enrolled_at, device.revoked_at, interval,
+                         device.product_class),
         )
         return self.device(device_id)
 
