@@ -64,7 +64,7 @@ def test_device_stores_update_root_and_product_class(world: tuple) -> None:  # t
 
 
 def test_refresh_cannot_change_product_class_or_roll_root(world: tuple) -> None:  # type: ignore[type-arg]
-    fleet, _, device, bundle = world
+    _, _, device, bundle = world
     device.install(bundle)
     first_root = device.update_trusted_root()
     from dataclasses import replace

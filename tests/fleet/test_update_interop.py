@@ -9,8 +9,8 @@ certificate issued by a CA made in the test; the client is ngclient with its def
 from __future__ import annotations
 
 import functools
-import json
 import ipaddress
+import json
 import ssl
 import threading
 from collections.abc import Iterator
@@ -72,7 +72,7 @@ def _tls_files(folder: Path) -> tuple[Path, Path, Path]:
 
 
 class _Quiet(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 

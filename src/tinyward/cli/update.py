@@ -101,10 +101,10 @@ def init_command(fleet_dir: Path, root_keys: int, root_threshold: int, targets_k
     update-signing key becomes targets key "update-signing") and the server passphrase
     (online keys).
     """
-    from tinyward.fleet.update_repo import _check_threshold
+    from tinyward.fleet.update_keys import check_threshold
 
-    _check_threshold("root", root_threshold, root_keys)  # before any passphrase is asked
-    _check_threshold("targets", targets_threshold, targets_keys)
+    check_threshold("root", root_threshold, root_keys)  # before any passphrase is asked
+    check_threshold("targets", targets_threshold, targets_keys)
     fleet = Fleet.open(fleet_dir)
     repo = UpdateRepository(fleet_dir, keys_dir=keys_dir)
     if repo.exists:

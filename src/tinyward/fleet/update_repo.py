@@ -35,22 +35,18 @@ the old and the new root (TUF's rule for root rotation).
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from securesystemslib.signer import Key, Signature, Signer, SSlibKey
+from securesystemslib.signer import Signer
 from tuf.api.exceptions import UnsignedMetadataError
 from tuf.api.metadata import (
     Metadata,
     MetaFile,
-    Role,
     Root,
     Snapshot,
     TargetFile,
@@ -61,18 +57,37 @@ from tuf.api.serialization import DeserializationError
 from tuf.api.serialization.json import JSONSerializer
 
 from tinyward._fsutil import PRIVATE_DIR_MODE, atomic_write
-from tinyward.errors import BadInput, Misuse, StateError
+from tinyward.errors import Misuse
 from tinyward.fleet.errors import BadFleet, WeakPassphrase
-from tinyward.fleet.keyseal import open_key, seal_key
 from tinyward.fleet.passphrase import check_new_passphrase
-from tinyward.fleet.tokens import FileSigningKey, SigningToken
+from tinyward.fleet.tokens import SigningToken
+from tinyward.fleet.update_keys import (
+    DEFAULT_EXPIRY,
+    OFFLINE_ROLES,
+    ONLINE_ROLES,
+    UPDATE_SIGNING_KEY,
+    UPDATE_SIGNING_PURPOSE,
+    Expiry,
+    KeyInfo,
+    KeyRing,
+    MetadataExpired,
+    MissingKey,
+    NotNewer,
+    RepositoryError,
+    ThresholdNotMet,
+    TokenSigner,
+    UnknownComponent,
+    check_secrets_apart,
+    check_threshold,
+)
 from tinyward.update.errors import BadTargetMeta
-from tinyward.update.meta import COMPONENTS, TargetMeta, Version
+from tinyward.update.meta import COMPONENTS, TargetMeta
 
 __all__ = [
     "DEFAULT_EXPIRY",
-    "ONLINE_ROLES",
     "OFFLINE_ROLES",
+    "ONLINE_ROLES",
+    "UPDATE_SIGNING_KEY",
     "Expiry",
     "KeyInfo",
     "MetadataExpired",
@@ -84,82 +99,11 @@ __all__ = [
     "ThresholdNotMet",
     "UnknownComponent",
     "UpdateRepository",
-    "UPDATE_SIGNING_KEY",
 ]
 
-OFFLINE_ROLES = (Root.type, Targets.type)
-ONLINE_ROLES = (Snapshot.type, Timestamp.type)
-#: The fleet's existing update-signing key (``fleet init``) is this targets key.
-UPDATE_SIGNING_KEY = "update-signing"
-_UPDATE_SIGNING_PURPOSE = "update-signing"
-_INDEX_FORMAT = "tinyward-update-keys/1"
-_MAX_KEYS_PER_ROLE = 9
 _MAX_TARGET_BYTES = 512 * 1024 * 1024
 _MAX_METADATA_BYTES = 4 * 1024 * 1024
-_KEY_NAME = re.compile(r"^(root|targets|snapshot|timestamp)-[1-9][0-9]{0,3}$|^update-signing$")
 _VERSIONED = re.compile(r"^([1-9][0-9]{0,8})\.(root|targets|snapshot)\.json$")
-
-
-class RepositoryError(BadInput):
-    """The update repository refused an operation; the message says why."""
-
-
-class UnknownComponent(RepositoryError):
-    """The component is not one of :data:`tinyward.update.meta.COMPONENTS`."""
-
-
-class NotNewer(RepositoryError):
-    """The version is not newer than the one published (or pending) for the component."""
-
-
-class MissingKey(RepositoryError):
-    """No such key, the key is not delegated for the role, or its file is missing."""
-
-
-class MetadataExpired(RepositoryError):
-    """Metadata the operation needs is past its expiry."""
-
-
-class ThresholdNotMet(RepositoryError, StateError):
-    """Not enough valid signatures for the role's threshold."""
-
-
-@dataclass(frozen=True)
-class Expiry:
-    """How long each role's metadata stays valid after it is signed."""
-
-    root: timedelta = timedelta(days=365)
-    targets: timedelta = timedelta(days=90)
-    snapshot: timedelta = timedelta(days=7)
-    timestamp: timedelta = timedelta(days=1)
-
-    def of(self, role: str) -> timedelta:
-        period: timedelta = getattr(self, role)
-        return period
-
-    def __post_init__(self) -> None:
-        for role in (*OFFLINE_ROLES, *ONLINE_ROLES):
-            if self.of(role) < timedelta(minutes=1):
-                raise Misuse(f"the {role} expiry must be at least a minute")
-
-
-DEFAULT_EXPIRY = Expiry()
-
-
-@dataclass(frozen=True)
-class KeyInfo:
-    """One key of the repository, as the public index records it."""
-
-    name: str
-    role: str
-    keyid: str
-    #: File name: in the offline keys folder (root, targets) or ``server/`` (online).
-    file: str
-    purpose: str
-
-    @property
-    def online(self) -> bool:
-        return self.role in ONLINE_ROLES
 
 
 @dataclass(frozen=True)
@@ -203,47 +147,6 @@ class _State:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-class _TokenSigner(Signer):
-    """A securesystemslib signer over a :class:`SigningToken` (ECDSA P-256, SHA-256, DER
-    signature: the ``ecdsa-sha2-nistp256`` scheme securesystemslib verifies)."""
-
-    def __init__(self, token: SigningToken) -> None:
-        self._token = token
-        self._public = SSlibKey.from_crypto(token.public_key())
-
-    @property
-    def public_key(self) -> Key:
-        return self._public
-
-    def sign(self, payload: bytes) -> Signature:
-        return Signature(self._public.keyid, self._token.sign(payload).hex())
-
-    @classmethod
-    def from_priv_key_uri(cls, priv_key_uri: str, public_key: Key,
-                          secrets_handler: Any = None) -> Signer:  # noqa: ANN401
-        raise NotImplementedError("tinyward opens its keys itself (sealed files or tokens)")
-
-
-class _KeyToken:
-    """A :class:`SigningToken` over an already opened private key (online keys, new keys)."""
-
-    hardware_backed = False
-
-    def __init__(self, key: ec.EllipticCurvePrivateKey, description: str) -> None:
-        self._key = key
-        self.description = description
-
-    def public_key(self) -> ec.EllipticCurvePublicKey:
-        return self._key.public_key()
-
-    def sign_certificate(self, builder: Any) -> Any:  # noqa: ANN401
-        raise Misuse("an update repository key signs metadata, not certificates")
-
-    def sign(self, message: bytes) -> bytes:
-        from cryptography.hazmat.primitives import hashes
-
-        return self._key.sign(message, ec.ECDSA(hashes.SHA256()))
-
 
 def _utc(now: datetime | None) -> datetime:
     if now is None:
@@ -258,23 +161,6 @@ def _bytes(md: Metadata[Any]) -> bytes:
     return md.to_bytes(JSONSerializer(compact=False))
 
 
-def _pem_private(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
-
-
-def _check_secrets_apart(secrets: Iterable[bytes | None]) -> None:
-    seen = [s for s in secrets if s is not None]
-    if len(set(seen)) != len(seen):
-        raise WeakPassphrase("each update repository key needs its own passphrase; two are equal")
-
-
-def _check_threshold(role: str, threshold: int, count: int) -> None:
-    if not 1 <= count <= _MAX_KEYS_PER_ROLE:
-        raise Misuse(f"the {role} role needs 1 to {_MAX_KEYS_PER_ROLE} keys, not {count}")
-    if not 1 <= threshold <= count:
-        raise Misuse(f"the {role} threshold must be between 1 and its {count} keys, "
-                     f"not {threshold}")
 
 
 def target_name(meta: TargetMeta) -> str:
@@ -295,6 +181,7 @@ class UpdateRepository:
         self.keys_dir = Path(keys_dir) if keys_dir is not None else self.fleet_dir / "keys"
         self.server_dir = self.fleet_dir / "server"
         self.expiry = expiry
+        self.keyring = KeyRing(self.base, self.keys_dir, self.server_dir)
 
     # -- creation --------------------------------------------------------------------------
 
@@ -332,13 +219,13 @@ class UpdateRepository:
         if (repo.base / "keys.json").exists() or repo.metadata_dir.exists():
             raise RepositoryError(f"{repo.base} already holds an update repository")
         targets_count = len(targets_secrets) + (1 if update_signing is not None else 0)
-        _check_threshold("root", root_threshold, len(root_secrets))
-        _check_threshold("targets", targets_threshold, targets_count)
-        for index, secret in enumerate(root_secrets, 1):
-            check_new_passphrase(secret.decode("utf-8", "replace"), f"update root-{index}")
-        for index, secret in enumerate(targets_secrets, 2 if update_signing else 1):
-            check_new_passphrase(secret.decode("utf-8", "replace"), f"update targets-{index}")
-        _check_secrets_apart([*root_secrets, *targets_secrets, server_secret])
+        check_threshold("root", root_threshold, len(root_secrets))
+        check_threshold("targets", targets_threshold, targets_count)
+        for number, secret in enumerate(root_secrets, 1):
+            check_new_passphrase(secret.decode("utf-8", "replace"), f"update root-{number}")
+        for number, secret in enumerate(targets_secrets, 2 if update_signing else 1):
+            check_new_passphrase(secret.decode("utf-8", "replace"), f"update targets-{number}")
+        check_secrets_apart([*root_secrets, *targets_secrets, server_secret])
 
         for folder in (repo.metadata_dir, repo.targets_dir, repo.pending_dir, repo.keys_dir,
                        repo.server_dir):
@@ -346,25 +233,25 @@ class UpdateRepository:
         index: dict[str, KeyInfo] = {}
         signers: dict[str, list[Signer]] = {r: [] for r in (*OFFLINE_ROLES, *ONLINE_ROLES)}
         for position, secret in enumerate(root_secrets, 1):
-            info, signer = repo._new_offline_key("root", f"root-{position}", secret)
+            info, signer = repo.keyring.new_offline_key("root", f"root-{position}", secret)
             index[info.name] = info
             signers["root"].append(signer)
         if update_signing is not None:
-            signer = _TokenSigner(update_signing)
+            signer = TokenSigner(update_signing)
             index[UPDATE_SIGNING_KEY] = KeyInfo(UPDATE_SIGNING_KEY, "targets",
                                                 signer.public_key.keyid,
-                                                f"{_UPDATE_SIGNING_PURPOSE}.key",
-                                                _UPDATE_SIGNING_PURPOSE)
+                                                f"{UPDATE_SIGNING_PURPOSE}.key",
+                                                UPDATE_SIGNING_PURPOSE)
             signers["targets"].append(signer)
         for position, secret in enumerate(targets_secrets, 2 if update_signing else 1):
-            info, signer = repo._new_offline_key("targets", f"targets-{position}", secret)
+            info, signer = repo.keyring.new_offline_key("targets", f"targets-{position}", secret)
             index[info.name] = info
             signers["targets"].append(signer)
         for role in ONLINE_ROLES:
-            info, signer = repo._new_online_key(role, f"{role}-1", server_secret)
+            info, signer = repo.keyring.new_online_key(role, f"{role}-1", server_secret)
             index[info.name] = info
             signers[role].append(signer)
-        repo._write_index(index)
+        repo.keyring.write_index(index)
 
         root = Root(version=1, expires=now + expiry.root, consistent_snapshot=True)
         for role, role_signers in signers.items():
@@ -384,127 +271,35 @@ class UpdateRepository:
         repo.refresh_online(now, server_secret)
         return repo
 
-    def _new_offline_key(self, role: str, name: str, secret: bytes) -> tuple[KeyInfo, Signer]:
-        key = ec.generate_private_key(ec.SECP256R1())
-        purpose, file = f"update-{role}", f"update-{name}.key"
-        atomic_write(self.keys_dir / file, seal_key(key, secret, purpose))
-        signer = _TokenSigner(_KeyToken(key, f"new {role} key {name}"))
-        return KeyInfo(name, role, signer.public_key.keyid, file, purpose), signer
-
-    def _new_online_key(self, role: str, name: str,
-                        server_secret: bytes | None) -> tuple[KeyInfo, Signer]:
-        key = ec.generate_private_key(ec.SECP256R1())
-        purpose = f"update-{role}"
-        if server_secret is None:
-            file = f"update-{name}.key.pem"
-            atomic_write(self.server_dir / file, _pem_private(key))
-        else:
-            file = f"update-{name}.key"
-            atomic_write(self.server_dir / file, seal_key(key, server_secret, purpose))
-        signer = _TokenSigner(_KeyToken(key, f"online {role} key {name}"))
-        return KeyInfo(name, role, signer.public_key.keyid, file, purpose), signer
-
     # -- the key index ---------------------------------------------------------------------
+
+    # -- keys (tinyward.fleet.update_keys) -----------------------------------------------------
 
     @property
     def exists(self) -> bool:
-        return (self.base / "keys.json").is_file()
+        return self.keyring.exists
 
     def _require(self) -> None:
-        if not self.exists:
-            raise RepositoryError(
-                f"{self.fleet_dir} has no update repository; make one with "
-                "`tinyward update init`")
+        self.keyring.require()
 
     def keys(self) -> dict[str, KeyInfo]:
-        """Every key the repository has made, by name (retired ones too).
-
-        Raises:
-            RepositoryError: no repository. BadFleet: the index is damaged.
-        """
-        self._require()
-        path = self.base / "keys.json"
-        try:
-            document = json.loads(path.read_bytes())
-            if document.get("format") != _INDEX_FORMAT:
-                raise ValueError("unknown format")
-            found = {name: KeyInfo(name, e["role"], e["keyid"], e["file"], e["purpose"])
-                     for name, e in document["keys"].items()}
-            for name, info in found.items():
-                if (not _KEY_NAME.match(name) or "/" in info.file or info.file.startswith(".")
-                        or info.role not in (*OFFLINE_ROLES, *ONLINE_ROLES)):
-                    raise ValueError(f"bad entry {name!r}")
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
-            raise BadFleet(f"{path} is damaged ({error})") from None
-        return found
-
-    def _write_index(self, index: Mapping[str, KeyInfo]) -> None:
-        document = {"format": _INDEX_FORMAT, "keys": {
-            name: {"role": i.role, "keyid": i.keyid, "file": i.file, "purpose": i.purpose}
-            for name, i in sorted(index.items())}}
-        atomic_write(self.base / "keys.json", (json.dumps(document, indent=2) + "\n").encode())
-
-    def _key(self, name: str) -> KeyInfo:
-        found = self.keys().get(name)
-        if found is None:
-            raise MissingKey(f"the update repository has no key named {name!r} "
-                             "(see `tinyward update keys list`)")
-        return found
+        """Every key the repository has made, by name (retired ones too)."""
+        return self.keyring.keys()
 
     def offline_key(self, name: str, *, need_file: bool = True) -> KeyInfo:
-        """The offline key ``name``, checked before anyone is asked for its passphrase.
-
-        Raises:
-            MissingKey: no such key, an online key, or (``need_file``) its file is missing.
-        """
-        info = self._key(name)
-        if info.online:
-            raise MissingKey(f"{name} is an online key; the server signs with it")
-        path = self.keys_dir / info.file
-        if need_file and not path.is_file():
-            raise MissingKey(f"the {name} key file {path} is missing; is the offline "
-                             "keys folder elsewhere? pass it with --keys")
-        return info
+        """See :meth:`KeyRing.offline_key` (checks a key before its passphrase is asked)."""
+        return self.keyring.offline_key(name, need_file=need_file)
 
     def offline_signer(self, name: str, secret: bytes,
                        token: SigningToken | None = None) -> Signer:
-        """A signer for the offline key ``name``, opened with its own passphrase (or
-        ``token``, e.g. a hardware token holding it).
-
-        Raises:
-            MissingKey: no such key, an online key, or its file is missing.
-            WrongPassphrase: ``secret`` does not open it.
-        """
-        info = self.offline_key(name, need_file=token is None)
-        if token is None:
-            token = FileSigningKey(self.keys_dir / info.file, secret, info.purpose)
-        signer = _TokenSigner(token)
-        if signer.public_key.keyid != info.keyid:
-            raise MissingKey(f"the key opened for {name} is not the one the index records")
-        return signer
+        """See :meth:`KeyRing.offline_signer`."""
+        return self.keyring.offline_signer(name, secret, token)
 
     def _online_signer(self, role: str, root: Root, server_secret: bytes | None) -> Signer:
-        keyids = set(root.roles[role].keyids)
-        for info in self.keys().values():
-            if info.role != role or info.keyid not in keyids:
-                continue
-            path = self.server_dir / info.file
-            if not path.is_file():
-                continue
-            data = path.read_bytes()
-            if info.file.endswith(".pem"):
-                loaded = serialization.load_pem_private_key(data, password=None)
-                if not isinstance(loaded, ec.EllipticCurvePrivateKey):
-                    raise BadFleet(f"{path} does not hold an ECDSA key")
-                key = loaded
-            else:
-                if server_secret is None:
-                    raise MissingKey(f"the online {role} key is sealed: the server passphrase "
-                                     "(TINYWARD_SERVER_PASSPHRASE) is needed")
-                key = open_key(data, server_secret, info.purpose, name=str(path))
-            return _TokenSigner(_KeyToken(key, f"online {role} key {info.name}"))
-        raise MissingKey(f"no file of the online {role} key the root delegates is in "
-                         f"{self.server_dir}")
+        return self.keyring.online_signer(role, root, server_secret)
+
+    def _name_of(self, keyid: str) -> str:
+        return self.keyring.name_of(keyid)
 
     # -- reading the published state ---------------------------------------------------------
 
@@ -633,7 +428,8 @@ class UpdateRepository:
             snapshot.sign(self._online_signer(Snapshot.type, root, server_secret))
             atomic_write(self.metadata_dir / f"{version}.snapshot.json", _bytes(snapshot), 0o644)
             done.append(Snapshot.type)
-        assert snapshot is not None
+        if snapshot is None:  # unreachable: a missing snapshot is always re-made above
+            raise Misuse("no snapshot to time-stamp (a bug)")
         if done or force or stale(old_timestamp, Timestamp.type):
             version = (old_timestamp.signed.version if old_timestamp else 0) + 1
             timestamp = Metadata(Timestamp(version=version, expires=now + self.expiry.timestamp,
@@ -651,9 +447,12 @@ class UpdateRepository:
         if not path.is_file():
             return None
         try:
-            return Metadata.from_bytes(path.read_bytes())
+            md: Metadata[Any] = Metadata.from_bytes(path.read_bytes())
+            if md.signed.type != role:
+                raise ValueError(f"it holds {md.signed.type} metadata")
         except (OSError, ValueError, DeserializationError) as error:
             raise BadFleet(f"{path} is damaged ({error}); delete it to start over") from None
+        return md
 
     def _write_pending(self, role: str, md: Metadata[Any]) -> None:
         self.pending_dir.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
@@ -761,12 +560,6 @@ class UpdateRepository:
         (self.pending_dir / "targets.json").unlink(missing_ok=True)
         return SignOutcome(Targets.type, version, names, 0, True, refreshed)
 
-    def _name_of(self, keyid: str) -> str:
-        for info in self.keys().values():
-            if info.keyid == keyid:
-                return info.name
-        return f"(unknown key {keyid[:12]}…)"
-
     # -- threshold signing ------------------------------------------------------------------
 
     def sign(self, role: str, signers: Sequence[Signer], server_secret: bytes | None,
@@ -815,23 +608,23 @@ class UpdateRepository:
             if info is None or info.keyid not in current.roles[info.role].keyids:
                 raise MissingKey(f"{name} is not a key of the current root")
         grow = [index[name].role for name in change.replace] + list(change.add)
-        planned = self._plan_names(index, grow)
+        planned = self.keyring.plan_names(index, grow)
         for name, role in planned:
             if role in OFFLINE_ROLES:
                 secret = new_secrets.get(name)
                 if not secret:
                     raise WeakPassphrase(f"the new key {name} needs a passphrase")
                 check_new_passphrase(secret.decode("utf-8", "replace"), f"update {name}")
-        _check_secrets_apart([new_secrets[n] for n, r in planned if r in OFFLINE_ROLES])
+        check_secrets_apart([new_secrets[n] for n, r in planned if r in OFFLINE_ROLES])
         for name in retire:
             info = index[name]
             new.revoke_key(info.keyid, info.role)
         made: dict[str, KeyInfo] = {}
         for name, role in planned:
             if role in OFFLINE_ROLES:
-                info, signer = self._new_offline_key(role, name, new_secrets[name])
+                info, signer = self.keyring.new_offline_key(role, name, new_secrets[name])
             else:
-                info, signer = self._new_online_key(role, name, server_secret)
+                info, signer = self.keyring.new_online_key(role, name, server_secret)
             made[name] = info
             new.add_key(signer.public_key, role)
         if change.root_threshold is not None:
@@ -839,23 +632,12 @@ class UpdateRepository:
         if change.targets_threshold is not None:
             new.roles[Targets.type].threshold = change.targets_threshold
         for role in (*OFFLINE_ROLES, *ONLINE_ROLES):
-            _check_threshold(role, new.roles[role].threshold, len(new.roles[role].keyids))
-        self._write_index({**index, **made})
+            check_threshold(role, new.roles[role].threshold, len(new.roles[role].keyids))
+        self.keyring.write_index({**index, **made})
         md = Metadata(new)
         self._write_pending(Root.type, md)
         return md
 
-    @staticmethod
-    def _plan_names(index: Mapping[str, KeyInfo], roles: Iterable[str]) -> list[tuple[str, str]]:
-        used = set(index)
-        planned = []
-        for role in roles:
-            number = 1
-            while f"{role}-{number}" in used:
-                number += 1
-            used.add(f"{role}-{number}")
-            planned.append((f"{role}-{number}", role))
-        return planned
 
     def planned_key_names(self, change: RootChange) -> list[tuple[str, str]]:
         """The names :meth:`propose_root` will give the new keys of ``change`` (so that
@@ -864,7 +646,8 @@ class UpdateRepository:
         for name in change.replace:
             if name not in index:
                 raise MissingKey(f"the update repository has no key named {name!r}")
-        return self._plan_names(index, [index[n].role for n in change.replace] + list(change.add))
+        roles = [index[n].role for n in change.replace] + list(change.add)
+        return self.keyring.plan_names(index, roles)
 
     def _sign_root(self, pending: Metadata[Root], signers: Sequence[Signer],
                    server_secret: bytes | None, now: datetime) -> SignOutcome:
@@ -935,7 +718,7 @@ class UpdateRepository:
             md = self._pending(role)
             if md is None:
                 continue
-            if role == Root.type:
+            if isinstance(md.signed, Root):
                 res = md.signed.get_root_verification_result(root, md.signed_bytes,
                                                              md.signatures)
                 missing, signed = max(res.first.missing, res.second.missing), res.signed
@@ -944,7 +727,7 @@ class UpdateRepository:
                 missing, signed = one.missing, one.signed
             pending[role] = {"version": md.signed.version, "missing": missing,
                              "signed_by": sorted(self._name_of(k) for k in signed)}
-            if role == Targets.type:
+            if isinstance(md.signed, Targets):
                 pending[role]["targets"] = sorted(md.signed.targets)
         in_root = {k for r in root.roles.values() for k in r.keyids}
         return {

@@ -354,10 +354,10 @@ class Device:
                 f"the bundle names product class {product!r}, this device is "
                 f"{record['product_class']!r}; a refresh never changes it")
         changed = False
-        for key, value in (("root", root), ("product_class", product)):
-            if value is not None and record.get(key) is None:
-                record[key] = bytes(value) if key == "root" else value
-                changed = True
+        if root is not None and record.get("root") is None:
+            record["root"], changed = bytes(root), True
+        if product is not None and record.get("product_class") is None:
+            record["product_class"], changed = product, True
         if changed:
             self.storage.write(_UPDATE_RECORD, cbor2.dumps(record))
 
