@@ -154,3 +154,27 @@ def test_server_refuses_update_key_secrets(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("TINYWARD_UPDATE_KEY_ROOT_1_PASSPHRASE", "x")
     with pytest.raises(Misuse, match="TINYWARD_UPDATE_KEY_ROOT_1_PASSPHRASE"):
         refuse_foreign_secrets()
+
+
+def test_provision_with_product_class_gets_update_trust(fleet_dir: Path, tmp_path: Path) -> None:
+    from tinyward.trust.device import Device
+
+    result = run("device", "provision", tmp_path / "dev", "--fleet", fleet_dir, "--readout",
+                 "none", "--product-class", "pump-sensor")
+    assert result.exit_code == 0, result.output
+    device = Device.open(tmp_path / "dev")
+    assert device.product_class() == "pump-sensor"
+    root = fleet_dir / "updates" / "repo" / "metadata" / "1.root.json"
+    assert device.update_trusted_root() == root.read_bytes()
+    status = json.loads((fleet_dir / "devices" / device.device_id / "status.json").read_bytes())
+    assert status["product_class"] == "pump-sensor"
+
+
+def test_enroll_bad_product_class_is_one_error_line(fleet_dir: Path, tmp_path: Path) -> None:
+    assert run("device", "init", tmp_path / "dev").exit_code == 0
+    line = error_line(run("fleet", "enroll", fleet_dir, tmp_path / "dev" / "enroll.csr.pem",
+                          "--product-class", "a b"))
+    assert "--product-class 'a b' is not a name" in line
+    line = error_line(run("device", "provision", tmp_path / "dev2", "--fleet", fleet_dir,
+                          "--product-class", "x/y"))
+    assert "is not a name" in line and not (tmp_path / "dev2").exists()
