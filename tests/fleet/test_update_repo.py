@@ -429,3 +429,24 @@ def test_update_signing_key_is_a_targets_key(repo: UpdateRepository) -> None:
 
 def test_threshold_not_met_error_type() -> None:
     assert issubclass(ThresholdNotMet, update_repo.RepositoryError)
+
+
+def test_server_refresh_opens_online_keys_once(repo: UpdateRepository,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server re-signs on a timer; each scrypt opening costs 128 MiB, so once is enough."""
+    from tinyward.fleet import update_keys
+
+    server = UpdateRepository(repo.fleet_dir)
+    opened: list[str] = []
+    real_open = update_keys.open_key
+
+    def counting(data: bytes, secret: bytes, purpose: str, name: str = "") -> object:
+        opened.append(purpose)
+        return real_open(data, secret, purpose, name=name)
+
+    monkeypatch.setattr(update_keys, "open_key", counting)
+    now = real_now()
+    for hours in (13, 40, 100):  # the snapshot too, at 100 h
+        assert "timestamp" in server.refresh_online(now + timedelta(hours=hours),
+                                                    SERVER_PASSPHRASE)
+    assert sorted(opened) == ["update-snapshot", "update-timestamp"]

@@ -175,6 +175,7 @@ class KeyRing:
         self.base = base
         self.keys_dir = keys_dir
         self.server_dir = server_dir
+        self._online: dict[str, Signer] = {}
 
     def new_offline_key(self, role: str, name: str, secret: bytes) -> tuple[KeyInfo, Signer]:
         key = ec.generate_private_key(ec.SECP256R1())
@@ -275,6 +276,13 @@ class KeyRing:
         return signer
 
     def online_signer(self, role: str, root: Root, server_secret: bytes | None) -> Signer:
+        """A signer for the online ``role`` key that ``root`` delegates, opened once.
+
+        Raises:
+            MissingKey: no file of a delegated key, or it is sealed and no secret given.
+            WrongPassphrase: ``server_secret`` does not open it.
+            BadFleet: the file holds another key than the index says.
+        """
         keyids = set(root.roles[role].keyids)
         for info in self.keys().values():
             if info.role != role or info.keyid not in keyids:
@@ -282,6 +290,8 @@ class KeyRing:
             path = self.server_dir / info.file
             if not path.is_file():
                 continue
+            if info.keyid in self._online:
+                return self._online[info.keyid]
             data = path.read_bytes()
             if info.file.endswith(".pem"):
                 loaded = serialization.load_pem_private_key(data, password=None)
@@ -293,10 +303,15 @@ class KeyRing:
                     raise MissingKey(f"the online {role} key is sealed: the server passphrase "
                                      "(TINYWARD_SERVER_PASSPHRASE) is needed")
                 key = open_key(data, server_secret, info.purpose, name=str(path))
-            return TokenSigner(KeyToken(key, f"online {role} key {info.name}"))
+            signer = TokenSigner(KeyToken(key, f"online {role} key {info.name}"))
+            if signer.public_key.keyid != info.keyid:
+                raise BadFleet(f"{path} does not hold the online {role} key the index records")
+            # Kept open: the server re-signs on a timer, and each opening costs a scrypt
+            # derivation (128 MiB). An online key is the server's to hold anyway.
+            self._online[info.keyid] = signer
+            return signer
         raise MissingKey(f"no file of the online {role} key the root delegates is in "
                          f"{self.server_dir}")
-
 
     def name_of(self, keyid: str) -> str:
         for info in self.keys().values():
