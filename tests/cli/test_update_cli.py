@@ -118,7 +118,9 @@ def test_threshold_not_met_then_met(fleet_dir: Path) -> None:
 def test_bad_threshold_is_one_error_line(tmp_path: Path) -> None:
     folder = tmp_path / "fleet"
     assert run("fleet", "init", folder).exit_code == 0
-    assert "threshold" in error_line(run("update", "init", folder, "--root-threshold", "4"))
+    result = run("update", "init", folder, "--root-threshold", "4")
+    assert "threshold must be between 1 and its 3 keys" in error_line(result)
+    assert result.exit_code == 2  # the person's mistake, not a caller bug (3)
 
 
 def test_expired_metadata_is_one_error_line(fleet_dir: Path, monkeypatch: pytest.MonkeyPatch
@@ -134,6 +136,22 @@ def test_expired_metadata_is_one_error_line(fleet_dir: Path, monkeypatch: pytest
 
     monkeypatch.setattr(update_cli, "datetime", Later)
     assert "root expired" in error_line(run("update", "refresh", fleet_dir))
+
+
+def test_signing_twice_is_one_error_line(tmp_path: Path) -> None:
+    folder = tmp_path / "fleet"
+    assert run("fleet", "init", folder).exit_code == 0
+    assert run("update", "init", folder, "--targets-keys", "2",
+               "--targets-threshold", "2").exit_code == 0
+    app = tmp_path / "app.tar"
+    app.write_bytes(b"bundle")
+    run("update", "add", folder, "app", app, "--version", "1.0.0", "--product-class", "p")
+    result = run("update", "publish", folder)
+    assert "1 more signature(s) needed" in result.output, result.output
+    assert "already signed" in error_line(run("update", "sign", folder, "targets",
+                                              "--key", "update-signing"))
+    result = run("update", "sign", folder, "targets", "--key", "targets-2")
+    assert "published targets version 2" in result.output, result.output
 
 
 def test_online_rotation(fleet_dir: Path, tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ from tinyward.fleet.errors import WeakPassphrase, WrongPassphrase
 from tinyward.fleet.pki import Fleet
 from tinyward.fleet.tokens import FileSigningKey
 from tinyward.fleet.update_repo import (
+    BadThreshold,
     MetadataExpired,
     MissingKey,
     NotNewer,
@@ -402,7 +403,7 @@ def test_client_refuses_root_signed_only_by_new_keys(repo: UpdateRepository,
 
 
 def test_rotation_threshold_change_and_bad_threshold(repo: UpdateRepository) -> None:
-    with pytest.raises(update_repo.Misuse, match="threshold"):
+    with pytest.raises(BadThreshold, match="threshold"):
         repo.propose_root(RootChange(root_threshold=4), {}, SERVER_PASSPHRASE)
     repo.propose_root(RootChange(targets_threshold=2), {}, SERVER_PASSPHRASE)
     outcome = repo.sign("root", [repo.offline_signer("root-1", ROOT_SECRETS[0]),
@@ -412,6 +413,17 @@ def test_rotation_threshold_change_and_bad_threshold(repo: UpdateRepository) -> 
     assert repo.status()["roles"]["targets"]["threshold"] == 2
     repo.add("app", b"a", version="1.0.0", product_class="pump-sensor")
     assert not repo.publish([update_key(repo)], SERVER_PASSPHRASE).committed
+
+
+def test_same_holder_signing_twice_refused(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path, targets_threshold=2)
+    repo.add("app", b"a", version="1.0.0", product_class="pump-sensor")
+    assert not repo.publish([update_key(repo)], SERVER_PASSPHRASE).committed
+    with pytest.raises(ThresholdNotMet, match="update-signing has already signed"):
+        repo.sign("targets", [update_key(repo)], SERVER_PASSPHRASE)
+    with pytest.raises(ThresholdNotMet, match="already signed"):
+        repo.publish([update_key(repo)], SERVER_PASSPHRASE)
+    assert repo.status()["pending"]["targets"]["missing"] == 1
 
 
 def test_threshold_not_met_when_nothing_pending(repo: UpdateRepository) -> None:

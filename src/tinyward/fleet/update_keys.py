@@ -64,6 +64,10 @@ class MetadataExpired(RepositoryError):
     """Metadata the operation needs is past its expiry."""
 
 
+class BadThreshold(RepositoryError):
+    """A threshold or a number of keys out of range (1 to 9 keys, 1 to their number)."""
+
+
 class ThresholdNotMet(RepositoryError, StateError):
     """Not enough valid signatures for the role's threshold."""
 
@@ -161,11 +165,16 @@ def check_secrets_apart(secrets: Iterable[bytes | None]) -> None:
 
 
 def check_threshold(role: str, threshold: int, count: int) -> None:
+    """Refuse a role with no keys, too many, or a threshold it can never (or always) meet.
+
+    Raises:
+        BadThreshold: the message names the bound.
+    """
     if not 1 <= count <= MAX_KEYS_PER_ROLE:
-        raise Misuse(f"the {role} role needs 1 to {MAX_KEYS_PER_ROLE} keys, not {count}")
+        raise BadThreshold(f"the {role} role needs 1 to {MAX_KEYS_PER_ROLE} keys, not {count}")
     if not 1 <= threshold <= count:
-        raise Misuse(f"the {role} threshold must be between 1 and its {count} keys, "
-                     f"not {threshold}")
+        raise BadThreshold(f"the {role} threshold must be between 1 and its {count} keys, "
+                           f"not {threshold}")
 
 
 class KeyRing:

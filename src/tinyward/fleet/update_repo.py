@@ -67,6 +67,7 @@ from tinyward.fleet.update_keys import (
     ONLINE_ROLES,
     UPDATE_SIGNING_KEY,
     UPDATE_SIGNING_PURPOSE,
+    BadThreshold,
     Expiry,
     KeyInfo,
     KeyRing,
@@ -88,6 +89,7 @@ __all__ = [
     "OFFLINE_ROLES",
     "ONLINE_ROLES",
     "UPDATE_SIGNING_KEY",
+    "BadThreshold",
     "Expiry",
     "KeyInfo",
     "MetadataExpired",
@@ -208,7 +210,7 @@ class UpdateRepository:
 
         Raises:
             WeakPassphrase: a new passphrase breaks the fleet's rule, or two are equal.
-            Misuse: thresholds or key counts out of range.
+            BadThreshold: thresholds or key counts out of range.
             RepositoryError: the fleet already has an update repository.
             BadFleet: ``fleet_dir`` is not a fleet.
         """
@@ -300,6 +302,15 @@ class UpdateRepository:
 
     def _name_of(self, keyid: str) -> str:
         return self.keyring.name_of(keyid)
+
+    def _refuse_repeat(self, pending: Metadata[Any], signers: Sequence[Signer]) -> None:
+        """A holder who signs twice brings the threshold no closer: say so, loudly."""
+        for signer in signers:
+            if signer.public_key.keyid in pending.signatures:
+                raise ThresholdNotMet(
+                    f"key {self._name_of(signer.public_key.keyid)} has already signed the "
+                    f"pending {pending.signed.type} version {pending.signed.version}; the "
+                    "threshold needs signatures from other holders (`tinyward update status`)")
 
     # -- reading the published state ---------------------------------------------------------
 
@@ -546,6 +557,7 @@ class UpdateRepository:
         if pending.signed.is_expired(now):
             raise MetadataExpired("the pending targets expired before enough holders signed; "
                                   "run `tinyward update publish` again")
+        self._refuse_repeat(pending, signers)
         for signer in signers:
             pending.sign(signer, append=True)
         result = root.get_verification_result(Targets.type, pending.signed_bytes,
@@ -594,7 +606,7 @@ class UpdateRepository:
         Raises:
             MissingKey: a named key is unknown or not in the current root.
             WeakPassphrase: a new passphrase is missing, weak or repeated.
-            Misuse: a threshold out of range after the change.
+            BadThreshold: a threshold out of range after the change.
         """
         now = _utc(now)
         current = self._trusted_root()[0].signed
@@ -664,6 +676,7 @@ class UpdateRepository:
         if new.is_expired(now):
             raise MetadataExpired("the proposed root expired before enough holders signed; "
                                   "propose it again")
+        self._refuse_repeat(pending, signers)
         for signer in signers:
             pending.sign(signer, append=True)
         result = new.get_root_verification_result(current, pending.signed_bytes,
