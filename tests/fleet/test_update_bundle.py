@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import base64
+import random
 import json
 from pathlib import Path
 
@@ -141,3 +142,39 @@ def test_enroll_bad_product_class_refused(tmp_path: Path) -> None:
     with pytest.raises(BadFleet, match="product class"):
         fleet.enroll(device.enrolment_request, PASSPHRASE, product_class="a/b")
     assert fleet.devices() == []
+
+
+def _mutate(value: object, rng: random.Random) -> None:
+    choices: list[object] = [None, 1, "x", [], {}, -1, 2**70, "ecdsa", True]
+    if isinstance(value, dict) and value:
+        key = rng.choice(list(value))
+        roll = rng.random()
+        if roll < 0.3:
+            value[key] = rng.choice(choices)
+        elif roll < 0.4:
+            del value[key]
+        else:
+            _mutate(value[key], rng)
+    elif isinstance(value, list) and value:
+        index = rng.randrange(len(value))
+        if rng.random() < 0.4:
+            value[index] = rng.choice(choices)
+        else:
+            _mutate(value[index], rng)
+
+
+def test_mutated_update_root_raises_only_bad_bundle(world: tuple) -> None:  # type: ignore[type-arg]
+    """Structure-aware mutations of the root (types, missing fields): python-tuf's parse
+    and verification errors all come out as BadBundle, never as another exception."""
+    _, _, _, bundle = world
+    rng = random.Random(14)
+    good = json.loads(bundle.update_root or b"")
+    for _ in range(300):
+        document = json.loads(json.dumps(good))
+        _mutate(document, rng)
+        _mutate(document, rng)
+        data = base64.b64encode(json.dumps(document).encode()).decode()
+        try:
+            DeviceBundle.from_json(_tampered(bundle, update_root=data))
+        except BadBundle:
+            pass

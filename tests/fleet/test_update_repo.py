@@ -301,6 +301,19 @@ def test_client_refuses_expired_targets(tmp_path: Path) -> None:
     updater(repo.base / "repo", first_root(repo), client_dir(tmp_path, "c2")).refresh()
 
 
+def test_expired_pending_targets_refused_then_renewed(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path, targets_threshold=2)
+    long_ago = real_now() - timedelta(days=100)
+    repo.add("app", b"a", version="1.0.0", product_class="pump-sensor", now=long_ago)
+    assert not repo.publish([update_key(repo)], SERVER_PASSPHRASE, long_ago).committed
+    second = repo.offline_signer("targets-2", TARGETS_2)
+    with pytest.raises(MetadataExpired, match="pending targets expired"):
+        repo.sign("targets", [second], SERVER_PASSPHRASE)
+    # publish renews it (fresh expiry, signatures void), then both holders sign again.
+    assert not repo.publish([update_key(repo)], SERVER_PASSPHRASE).committed
+    assert repo.sign("targets", [second], SERVER_PASSPHRASE).committed
+
+
 def test_refresh_online_only_when_needed(repo: UpdateRepository) -> None:
     now = real_now()
     assert repo.refresh_online(now, SERVER_PASSPHRASE) == ()
@@ -462,3 +475,17 @@ def test_server_refresh_opens_online_keys_once(repo: UpdateRepository,
         assert "timestamp" in server.refresh_online(now + timedelta(hours=hours),
                                                     SERVER_PASSPHRASE)
     assert sorted(opened) == ["update-snapshot", "update-timestamp"]
+
+
+def test_fleet_without_update_key_gets_new_targets_keys(tmp_path: Path) -> None:
+    fleet = Fleet.init(tmp_path / "fleet", PASSPHRASE, now=real_now())
+    repo = UpdateRepository.init(fleet.directory, root_secrets=ROOT_SECRETS[:1],
+                                 targets_secrets=[TARGETS_2], server_secret=None,
+                                 root_threshold=1)
+    assert sorted(repo.keys()) == ["root-1", "snapshot-1", "targets-1", "timestamp-1"]
+    # Online keys in clear (0600), like a clear server TLS key: no secret needed.
+    assert (repo.server_dir / "update-timestamp-1.key.pem").stat().st_mode & 0o777 == 0o600
+    name = repo.add("config", b"c", version="1.0.0", product_class="pump-sensor")
+    assert repo.publish([repo.offline_signer("targets-1", TARGETS_2)], None).committed
+    data, _ = fetch(repo.base / "repo", first_root(repo), client_dir(tmp_path), name)
+    assert data == b"c"

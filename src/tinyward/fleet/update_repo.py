@@ -544,6 +544,10 @@ class UpdateRepository:
             pending = Metadata(Targets(version=live_version + 1,
                                        expires=now + self.expiry.targets,
                                        targets=dict(base.targets)))
+        elif pending.signed.is_expired(now):
+            # Its holders took too long: renew it; what they signed is void (it changes).
+            pending.signed.expires = now + self.expiry.targets
+            pending.signatures.clear()
         return self._sign_targets(pending, signers, server_secret, now)
 
     def _sign_targets(self, pending: Metadata[Targets], signers: Sequence[Signer],
@@ -556,7 +560,8 @@ class UpdateRepository:
                                  "delegated for targets by the current root")
         if pending.signed.is_expired(now):
             raise MetadataExpired("the pending targets expired before enough holders signed; "
-                                  "run `tinyward update publish` again")
+                                  "renew it with `tinyward update publish` (the signatures "
+                                  "collected so far are void)")
         self._refuse_repeat(pending, signers)
         for signer in signers:
             pending.sign(signer, append=True)
