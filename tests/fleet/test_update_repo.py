@@ -335,14 +335,16 @@ def test_expired_root_refused_for_publish(tmp_path: Path) -> None:
 # -- a failed publish ------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("failing_file", ["3.targets.json", "3.snapshot.json", "timestamp.json"])
 def test_failed_publish_keeps_previous_state(repo: UpdateRepository, tmp_path: Path,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+                                             monkeypatch: pytest.MonkeyPatch,
+                                             failing_file: str) -> None:
     good = publish_app(repo, "1.0.0", b"good v1")
     repo.add("app", b"v2", version="2.0.0", product_class="pump-sensor")
     real_write = update_repo.atomic_write
 
     def failing(path: Path, data: bytes, mode: int = 0o600) -> None:
-        if path.name == "timestamp.json":
+        if path.name == failing_file:  # the disk fills up at this step of the publish
             raise OSError(28, "No space left on device", str(path))
         real_write(path, data, mode)
 
@@ -356,8 +358,12 @@ def test_failed_publish_keeps_previous_state(repo: UpdateRepository, tmp_path: P
     client = updater(repo.base / "repo", first_root(repo), client_dir(tmp_path, "c2"))
     client.refresh()
     assert client.get_targetinfo("pump-sensor.app-2.0.0") is None
-    # The signed targets were written: the next refresh (or publish) completes it.
-    assert repo.refresh_online(None, SERVER_PASSPHRASE) == ("snapshot", "timestamp")
+    # Retrying completes it: a refresh if the signed targets made it to disk, else publish.
+    if failing_file == "3.targets.json":
+        assert (repo.pending_dir / "targets.json").is_file()  # the staged targets are kept
+        assert repo.publish([update_key(repo)], SERVER_PASSPHRASE).committed
+    else:
+        assert repo.refresh_online(None, SERVER_PASSPHRASE) == ("snapshot", "timestamp")
     data, _ = fetch(repo.base / "repo", first_root(repo), client_dir(tmp_path, "c3"),
                     "pump-sensor.app-2.0.0")
     assert data == b"v2"
