@@ -495,3 +495,28 @@ def test_fleet_without_update_key_gets_new_targets_keys(tmp_path: Path) -> None:
     assert repo.publish([repo.offline_signer("targets-1", TARGETS_2)], None).committed
     data, _ = fetch(repo.base / "repo", first_root(repo), client_dir(tmp_path), name)
     assert data == b"c"
+
+
+def _refresh_many(fleet_dir: str, count: int) -> None:
+    server = UpdateRepository(Path(fleet_dir))
+    for _ in range(count):
+        server.refresh_online(None, SERVER_PASSPHRASE, force=True)
+
+
+def test_concurrent_refreshes_never_reuse_a_version(repo: UpdateRepository) -> None:
+    """The server's timer and a console publish write snapshot N+1 from the same N: the
+    repository's lock makes them take turns (no version written twice, none lost)."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    workers = [context.Process(target=_refresh_many, args=(str(repo.fleet_dir), 8))
+               for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=120)
+        assert worker.exitcode == 0
+    stamp = json.loads((repo.metadata_dir / "timestamp.json").read_bytes())["signed"]
+    assert stamp["version"] == 1 + 16
+    assert stamp["meta"]["snapshot.json"]["version"] == 1 + 16
+    assert sorted(repo._versions("snapshot")) == list(range(1, 18))

@@ -35,12 +35,14 @@ the old and the new root (TUF's rule for root rotation).
 
 from __future__ import annotations
 
+import functools
+import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from securesystemslib.signer import Signer
 from tuf.api.exceptions import UnsignedMetadataError
@@ -81,6 +83,7 @@ from tinyward.fleet.update_keys import (
     check_secrets_apart,
     check_threshold,
 )
+from tinyward.trust._files import exclusive
 from tinyward.update.errors import BadTargetMeta
 from tinyward.update.meta import COMPONENTS, TargetMeta
 
@@ -103,6 +106,7 @@ __all__ = [
     "UpdateRepository",
 ]
 
+_M = TypeVar("_M", bound=Callable[..., Any])
 _MAX_TARGET_BYTES = 512 * 1024 * 1024
 _MAX_METADATA_BYTES = 4 * 1024 * 1024
 _VERSIONED = re.compile(r"^([1-9][0-9]{0,8})\.(root|targets|snapshot)\.json$")
@@ -168,6 +172,19 @@ def _bytes(md: Metadata[Any]) -> bytes:
 def target_name(meta: TargetMeta) -> str:
     """The TUF target path of a component release (flat: ``<class>.<component>-<version>``)."""
     return f"{meta.product_class}.{meta.component}-{meta.version}"
+
+
+def _locked(method: _M) -> _M:
+    """Run ``method`` holding the repository's lock (re-entrant in a thread): the server's
+    timed refresh and a publish at the console must not both write snapshot N."""
+
+    @functools.wraps(method)
+    def wrapper(self: UpdateRepository, *args: Any, **kwargs: Any) -> Any:
+        self._require()
+        with exclusive(Path(os.path.realpath(self.base / ".lock"))):
+            return method(self, *args, **kwargs)
+
+    return cast(_M, wrapper)
 
 
 class UpdateRepository:
@@ -392,6 +409,7 @@ class UpdateRepository:
 
     # -- online roles ----------------------------------------------------------------------
 
+    @_locked
     def refresh_online(self, now: datetime | None, server_secret: bytes | None,
                        *, force: bool = False) -> tuple[str, ...]:
         """Re-sign snapshot and timestamp when needed; return the roles re-signed.
@@ -469,6 +487,7 @@ class UpdateRepository:
         self.pending_dir.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
         atomic_write(self.pending_dir / f"{role}.json", _bytes(md))
 
+    @_locked
     def add(self, component: str, data: bytes, *, version: str, product_class: str,
             min_tinyward: str = "0.1.0", devices: Sequence[str] = (),
             cohorts: Sequence[str] = (), now: datetime | None = None) -> str:
@@ -522,6 +541,7 @@ class UpdateRepository:
         self._write_pending(Targets.type, pending)
         return name
 
+    @_locked
     def publish(self, signers: Sequence[Signer], server_secret: bytes | None,
                 now: datetime | None = None) -> SignOutcome:
         """Sign the pending targets (or, with none pending, a re-signed copy of the
@@ -579,6 +599,7 @@ class UpdateRepository:
 
     # -- threshold signing ------------------------------------------------------------------
 
+    @_locked
     def sign(self, role: str, signers: Sequence[Signer], server_secret: bytes | None,
              now: datetime | None = None) -> SignOutcome:
         """Add signatures to the pending ``role`` (``root`` or ``targets``) metadata;
@@ -601,6 +622,7 @@ class UpdateRepository:
 
     # -- root rotation ---------------------------------------------------------------------
 
+    @_locked
     def propose_root(self, change: RootChange, new_secrets: Mapping[str, bytes],
                      server_secret: bytes | None, now: datetime | None = None) -> Metadata[Root]:
         """Write the next root (unsigned) to ``pending/root.json``: the current one with
@@ -758,4 +780,3 @@ class UpdateRepository:
         }
 
 
-SecretSource = Callable[[str], bytes]
