@@ -276,6 +276,19 @@ def test_unsafe_forced_publish_with_delegated_key_is_accepted(repo: UpdateReposi
     assert data == b"evil"
 
 
+def test_client_refuses_rolled_back_timestamp(repo: UpdateRepository, tmp_path: Path) -> None:
+    """Rollback: a server (or a mirror) that serves an older, validly signed timestamp to a
+    client that has already seen a newer one."""
+    publish_app(repo, "1.0.0")
+    old = (repo.metadata_dir / "timestamp.json").read_bytes()
+    publish_app(repo, "1.1.0")
+    work = client_dir(tmp_path)
+    updater(repo.base / "repo", first_root(repo), work).refresh()
+    (repo.metadata_dir / "timestamp.json").write_bytes(old)
+    with pytest.raises(tuf_errors.BadVersionNumberError, match="timestamp"):
+        updater(repo.base / "repo", None, work).refresh()
+
+
 # -- expiry ----------------------------------------------------------------------------
 
 

@@ -31,8 +31,9 @@ class DirFetcher(FetcherInterface):
         return iter([path.read_bytes()])
 
 
-def updater(repo_dir: Path, trusted_root: bytes, workdir: Path) -> Updater:
-    """A fresh client that trusts ``trusted_root`` and keeps its state in ``workdir``."""
+def updater(repo_dir: Path, trusted_root: bytes | None, workdir: Path) -> Updater:
+    """A client that trusts ``trusted_root`` (None: the root it persisted in ``workdir``
+    before) and keeps its state in ``workdir``."""
     (workdir / "meta").mkdir(parents=True, exist_ok=True)
     (workdir / "dl").mkdir(parents=True, exist_ok=True)
     return Updater(str(workdir / "meta"), BASE + "metadata/", str(workdir / "dl"),
