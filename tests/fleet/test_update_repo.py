@@ -533,3 +533,32 @@ def test_concurrent_refreshes_never_reuse_a_version(repo: UpdateRepository) -> N
     assert stamp["version"] == 1 + 16
     assert stamp["meta"]["snapshot.json"]["version"] == 1 + 16
     assert sorted(repo._versions("snapshot")) == list(range(1, 18))
+
+
+def test_failed_init_leaves_no_repository(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fleet = make_fleet(tmp_path, real_now())
+    real_refresh = UpdateRepository.refresh_online
+
+    def crash(self: UpdateRepository, *args: object, **kwargs: object) -> tuple[str, ...]:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(UpdateRepository, "refresh_online", crash)
+    with pytest.raises(OSError):
+        UpdateRepository.init(fleet.directory, root_secrets=ROOT_SECRETS,
+                              targets_secrets=[TARGETS_2], server_secret=SERVER_PASSPHRASE)
+    assert not (fleet.directory / "updates").exists()
+    assert not [p for p in fleet.directory.iterdir() if p.name.startswith(".updates-")]
+    monkeypatch.setattr(UpdateRepository, "refresh_online", real_refresh)
+    repo = UpdateRepository.init(fleet.directory, root_secrets=ROOT_SECRETS,
+                                 targets_secrets=[TARGETS_2], server_secret=SERVER_PASSPHRASE)
+    assert repo.status()["roles"]["timestamp"]["version"] == 1
+
+
+def test_refresh_never_publishes_a_targets_rollback(repo: UpdateRepository) -> None:
+    publish_app(repo, "1.0.0")
+    newest = repo.metadata_dir / "2.targets.json"
+    document = json.loads(newest.read_bytes())
+    document["signatures"] = []  # damaged: v2 no longer meets the threshold, v1 does
+    newest.write_text(json.dumps(document))
+    with pytest.raises(update_repo.BadFleet, match="below the published 2"):
+        repo.refresh_online(None, SERVER_PASSPHRASE, force=True)

@@ -38,6 +38,8 @@ from __future__ import annotations
 import functools
 import os
 import re
+import shutil
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -58,7 +60,7 @@ from tuf.api.metadata import (
 from tuf.api.serialization import DeserializationError
 from tuf.api.serialization.json import JSONSerializer
 
-from tinyward._fsutil import PRIVATE_DIR_MODE, atomic_write
+from tinyward._fsutil import PRIVATE_DIR_MODE, atomic_write, fsync_directory
 from tinyward.errors import Misuse
 from tinyward.fleet.errors import BadFleet, WeakPassphrase
 from tinyward.fleet.passphrase import check_new_passphrase
@@ -193,14 +195,17 @@ class UpdateRepository:
     def __init__(self, fleet_dir: Path, *, keys_dir: Path | None = None,
                  expiry: Expiry = DEFAULT_EXPIRY) -> None:
         self.fleet_dir = Path(fleet_dir)
-        self.base = self.fleet_dir / "updates"
-        self.metadata_dir = self.base / "repo" / "metadata"
-        self.targets_dir = self.base / "repo" / "targets"
-        self.pending_dir = self.base / "pending"
         self.keys_dir = Path(keys_dir) if keys_dir is not None else self.fleet_dir / "keys"
         self.server_dir = self.fleet_dir / "server"
         self.expiry = expiry
-        self.keyring = KeyRing(self.base, self.keys_dir, self.server_dir)
+        self._at(self.fleet_dir / "updates")
+
+    def _at(self, base: Path) -> None:
+        self.base = base
+        self.metadata_dir = base / "repo" / "metadata"
+        self.targets_dir = base / "repo" / "targets"
+        self.pending_dir = base / "pending"
+        self.keyring = KeyRing(base, self.keys_dir, self.server_dir)
 
     # -- creation --------------------------------------------------------------------------
 
@@ -235,8 +240,9 @@ class UpdateRepository:
         repo = cls(fleet_dir, keys_dir=keys_dir, expiry=expiry)
         if not (repo.fleet_dir / "fleet.json").is_file():
             raise BadFleet(f"{repo.fleet_dir} is not a tinyward fleet (no fleet.json)")
-        if (repo.base / "keys.json").exists() or repo.metadata_dir.exists():
-            raise RepositoryError(f"{repo.base} already holds an update repository")
+        final = repo.base
+        if final.exists():
+            raise RepositoryError(f"{final} already holds an update repository")
         targets_count = len(targets_secrets) + (1 if update_signing is not None else 0)
         check_threshold("root", root_threshold, len(root_secrets))
         check_threshold("targets", targets_threshold, targets_count)
@@ -246,8 +252,32 @@ class UpdateRepository:
             check_new_passphrase(secret.decode("utf-8", "replace"), f"update targets-{number}")
         check_secrets_apart([*root_secrets, *targets_secrets, server_secret])
 
-        for folder in (repo.metadata_dir, repo.targets_dir, repo.pending_dir, repo.keys_dir,
-                       repo.server_dir):
+        # Built in a staging folder and renamed into place: a crash leaves no half a
+        # repository (at most unreferenced new key files, overwritten by the next init).
+        for folder in (repo.keys_dir, repo.server_dir):
+            folder.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".updates-", dir=repo.fleet_dir))
+        try:
+            repo._at(staging)
+            repo._populate(now, root_secrets, targets_secrets, update_signing, server_secret,
+                           root_threshold, targets_threshold)
+            try:
+                os.rename(staging, final)  # refuses a non-empty target: two inits, one wins
+            except OSError:
+                raise RepositoryError(f"{final} already holds an update repository") from None
+            fsync_directory(repo.fleet_dir)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        repo._at(final)
+        return repo
+
+    def _populate(self, now: datetime, root_secrets: Sequence[bytes],
+                  targets_secrets: Sequence[bytes], update_signing: SigningToken | None,
+                  server_secret: bytes | None, root_threshold: int,
+                  targets_threshold: int) -> None:
+        repo, expiry = self, self.expiry
+        for folder in (repo.metadata_dir, repo.targets_dir, repo.pending_dir):
             folder.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
         index: dict[str, KeyInfo] = {}
         signers: dict[str, list[Signer]] = {r: [] for r in (*OFFLINE_ROLES, *ONLINE_ROLES)}
@@ -288,7 +318,6 @@ class UpdateRepository:
         atomic_write(repo.metadata_dir / "1.root.json", _bytes(root_md), 0o644)
         atomic_write(repo.metadata_dir / "1.targets.json", _bytes(targets_md), 0o644)
         repo.refresh_online(now, server_secret)
-        return repo
 
     # -- the key index ---------------------------------------------------------------------
 
@@ -439,6 +468,13 @@ class UpdateRepository:
             name = f"{old_timestamp.signed.snapshot_meta.version}.snapshot.json"
             if (self.metadata_dir / name).is_file():
                 old_snapshot = self._read(name)
+        if old_snapshot is not None and (
+                targets.signed.version < old_snapshot.signed.meta["targets.json"].version):
+            # Clients would refuse it (rollback); never publish it.
+            raise BadFleet(f"the newest threshold-signed targets is version "
+                           f"{targets.signed.version}, below the published "
+                           f"{old_snapshot.signed.meta['targets.json'].version}: targets "
+                           "metadata is missing or damaged in the repository")
 
         def stale(md: Metadata[Any] | None, role: str) -> bool:
             if md is None:
