@@ -196,3 +196,17 @@ def test_enroll_bad_product_class_is_one_error_line(fleet_dir: Path, tmp_path: P
     line = error_line(run("device", "provision", tmp_path / "dev2", "--fleet", fleet_dir,
                           "--product-class", "x/y"))
     assert "is not a name" in line and not (tmp_path / "dev2").exists()
+
+
+def test_status_of_expired_repository_ends_with_one_error_line(tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from tests.fleet.test_update_repo import make_repo
+
+    repo = make_repo(tmp_path, now=datetime.now(UTC) - timedelta(days=2))
+    result = run("update", "status", repo.fleet_dir)
+    assert "timestamp v1" in result.output and "EXPIRED" in result.output
+    assert "expired: timestamp" in error_line(result) and result.exit_code == 2
+    assert "update refresh" in error_line(result)
+    assert run("update", "refresh", repo.fleet_dir).exit_code == 0
+    assert run("update", "status", repo.fleet_dir).exit_code == 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -256,11 +257,36 @@ def refresh_command(fleet_dir: Path) -> None:
 @click.argument("fleet_dir", type=_EXISTING_DIR)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status_command(fleet_dir: Path, as_json: bool) -> None:
-    """Published targets and versions, each role's expiry and signatures vs threshold."""
+    """Published targets and versions, each role's expiry and signatures vs threshold.
+
+    Ends with an error (exit 2) when a published role has expired or lacks its
+    threshold: devices refuse the repository until it is re-signed.
+    """
     status = UpdateRepository(fleet_dir).status()
     if as_json:
         click.echo(json.dumps(status, indent=2, sort_keys=True))
-        return
+    else:
+        _print_status(status)
+    _refuse_unusable(status)
+
+
+def _refuse_unusable(status: dict[str, Any]) -> None:
+    from tinyward.fleet.update_repo import MetadataExpired, ThresholdNotMet
+
+    expired = [role for role, info in status["roles"].items() if info["expired"]]
+    if expired:
+        hint = ("`tinyward update rotate-root`" if "root" in expired else
+                "`tinyward update publish`" if "targets" in expired else
+                "`tinyward update refresh` (or a running server)")
+        raise MetadataExpired(f"expired: {', '.join(expired)}; devices refuse the repository "
+                              f"until it is re-signed: {hint}")
+    short = [role for role, info in status["roles"].items()
+             if info["signatures"] < info["threshold"]]
+    if short:
+        raise ThresholdNotMet(f"below threshold: {', '.join(short)}; devices refuse it")
+
+
+def _print_status(status: dict[str, Any]) -> None:
     for role, info in status["roles"].items():
         flag = " EXPIRED" if info["expired"] else ""
         where = "online" if info["online"] else "offline"
