@@ -562,3 +562,17 @@ def test_refresh_never_publishes_a_targets_rollback(repo: UpdateRepository) -> N
     newest.write_text(json.dumps(document))
     with pytest.raises(update_repo.BadFleet, match="below the published 2"):
         repo.refresh_online(None, SERVER_PASSPHRASE, force=True)
+
+
+@pytest.mark.parametrize("entry", [
+    {"file": "../../server/server.key"},     # the index steering a signer to another file
+    {"role": "admin"},
+    {"keyid": None, "file": None},
+])
+def test_damaged_key_index_refused(repo: UpdateRepository, entry: dict[str, object]) -> None:
+    path = repo.base / "keys.json"
+    document = json.loads(path.read_bytes())
+    document["keys"]["root-1"].update(entry)
+    path.write_text(json.dumps(document))
+    with pytest.raises(update_repo.BadFleet, match="keys.json is damaged"):
+        repo.offline_signer("root-1", ROOT_SECRETS[0])

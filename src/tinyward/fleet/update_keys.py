@@ -41,7 +41,7 @@ UPDATE_SIGNING_KEY = "update-signing"
 UPDATE_SIGNING_PURPOSE = "update-signing"
 MAX_KEYS_PER_ROLE = 9
 _INDEX_FORMAT = "tinyward-update-keys/1"
-_KEY_NAME = re.compile(r"^(root|targets|snapshot|timestamp)-[1-9][0-9]{0,3}$|^update-signing$")
+_KEY_NAME = re.compile(r"(root|targets|snapshot|timestamp)-[1-9][0-9]{0,3}|update-signing")
 
 
 class RepositoryError(BadInput):
@@ -110,8 +110,6 @@ class KeyInfo:
         return self.role in ONLINE_ROLES
 
 
-
-
 class TokenSigner(Signer):
     """A securesystemslib signer over a :class:`SigningToken` (ECDSA P-256, SHA-256, DER
     signature: the ``ecdsa-sha2-nistp256`` scheme securesystemslib verifies)."""
@@ -152,7 +150,6 @@ class KeyToken:
         return self._key.sign(message, ec.ECDSA(hashes.SHA256()))
 
 
-
 def _pem_private(key: ec.EllipticCurvePrivateKey) -> bytes:
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                              serialization.NoEncryption())
@@ -187,6 +184,8 @@ class KeyRing:
         self._online: dict[str, Signer] = {}
 
     def new_offline_key(self, role: str, name: str, secret: bytes) -> tuple[KeyInfo, Signer]:
+        """Make an offline key, seal it under ``secret`` into the keys folder; return its
+        index entry and a signer for it (the private key stays in this process only)."""
         key = ec.generate_private_key(ec.SECP256R1())
         purpose, file = f"update-{role}", f"update-{name}.key"
         atomic_write(self.keys_dir / file, seal_key(key, secret, purpose))
@@ -194,7 +193,9 @@ class KeyRing:
         return KeyInfo(name, role, signer.public_key.keyid, file, purpose), signer
 
     def new_online_key(self, role: str, name: str,
-                        server_secret: bytes | None) -> tuple[KeyInfo, Signer]:
+                       server_secret: bytes | None) -> tuple[KeyInfo, Signer]:
+        """Make an online key in ``server/``: sealed under ``server_secret``, or in clear
+        (0600) when None, as the fleet keeps its server TLS key."""
         key = ec.generate_private_key(ec.SECP256R1())
         purpose = f"update-{role}"
         if server_secret is None:
@@ -205,7 +206,6 @@ class KeyRing:
             atomic_write(self.server_dir / file, seal_key(key, server_secret, purpose))
         signer = TokenSigner(KeyToken(key, f"online {role} key {name}"))
         return KeyInfo(name, role, signer.public_key.keyid, file, purpose), signer
-
 
     @property
     def exists(self) -> bool:
@@ -232,7 +232,7 @@ class KeyRing:
             found = {name: KeyInfo(name, e["role"], e["keyid"], e["file"], e["purpose"])
                      for name, e in document["keys"].items()}
             for name, info in found.items():
-                if (not _KEY_NAME.match(name) or "/" in info.file or info.file.startswith(".")
+                if (not _KEY_NAME.fullmatch(name) or "/" in info.file or info.file.startswith(".")
                         or info.role not in (*OFFLINE_ROLES, *ONLINE_ROLES)):
                     raise ValueError(f"bad entry {name!r}")
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
