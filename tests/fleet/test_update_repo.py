@@ -289,6 +289,21 @@ def test_client_refuses_rolled_back_timestamp(repo: UpdateRepository, tmp_path: 
         updater(repo.base / "repo", None, work).refresh()
 
 
+@pytest.mark.parametrize(("tamper", "refusal"), [
+    (b"evil v1", tuf_errors.LengthOrHashMismatchError),              # same length
+    (b"good v1" + b"\0" * 4096, tuf_errors.DownloadLengthMismatchError),
+], ids=["replaced", "endless-data"])
+def test_client_refuses_tampered_or_longer_target(repo: UpdateRepository, tmp_path: Path,
+                                                  tamper: bytes, refusal: type) -> None:
+    """The repository signs each target's length and SHA-256: a replaced file, or one
+    longer than its metadata says, is refused by the stock client."""
+    name = publish_app(repo, "1.0.0", b"good v1")
+    (stored,) = [p for p in repo.targets_dir.iterdir() if p.name.endswith(name)]
+    stored.write_bytes(tamper)
+    with pytest.raises(refusal):
+        fetch(repo.base / "repo", first_root(repo), client_dir(tmp_path), name)
+
+
 # -- expiry ----------------------------------------------------------------------------
 
 
@@ -574,5 +589,5 @@ def test_damaged_key_index_refused(repo: UpdateRepository, entry: dict[str, obje
     document = json.loads(path.read_bytes())
     document["keys"]["root-1"].update(entry)
     path.write_text(json.dumps(document))
-    with pytest.raises(update_repo.BadFleet, match="keys.json is damaged"):
+    with pytest.raises(update_repo.BadFleet, match=r"keys\.json is damaged"):
         repo.offline_signer("root-1", ROOT_SECRETS[0])
