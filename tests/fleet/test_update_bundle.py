@@ -177,3 +177,13 @@ def test_mutated_update_root_raises_only_bad_bundle(world: tuple) -> None:  # ty
         data = base64.b64encode(json.dumps(document).encode()).decode()
         with contextlib.suppress(BadBundle):
             DeviceBundle.from_json(_tampered(bundle, update_root=data))
+
+
+def test_damaged_update_repository_refuses_enrolment_before_recording(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path)
+    fleet = Fleet.open(repo.fleet_dir)
+    (repo.metadata_dir / "1.root.json").write_text("{}")
+    device = Device.init(tmp_path / "device")
+    with pytest.raises(BadFleet, match=r"1\.root\.json"):
+        fleet.enroll(device.enrolment_request, PASSPHRASE, product_class="pump-sensor")
+    assert fleet.devices() == []  # nothing recorded: enrol again once it is repaired

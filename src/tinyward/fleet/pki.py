@@ -1013,6 +1013,9 @@ class Fleet:
                 f"{self.device_ca.not_valid_after_utc.isoformat()}); it cannot issue certificates"
             )
         ca_key = self.device_ca_token(ca) if isinstance(ca, bytes) else ca
+        # Before anything is recorded: a damaged update repository refuses the enrolment
+        # instead of leaving an enrolled device without a bundle.
+        update_root = self.update_trusted_root()
         if spki_sha256(ca_key.public_key()) != spki_sha256(self.device_ca):
             raise BadFleet("the device CA key does not match the device CA certificate")
         certificates: dict[str, x509.Certificate] = {}
@@ -1040,7 +1043,7 @@ class Fleet:
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        return self._bundle(device_id, certificates, self.device_ca, product_class)
+        return self._bundle(device_id, certificates, self.device_ca, product_class, update_root)
 
     def update_trusted_root(self) -> bytes | None:
         """The update repository's newest root (``N.root.json`` bytes), None without one."""
@@ -1052,6 +1055,7 @@ class Fleet:
     def _bundle(
         self, device_id: str, certificates: dict[str, x509.Certificate],
         device_ca: x509.Certificate, product_class: str | None = None,
+        update_root: bytes | None = None,
     ) -> DeviceBundle:
         pins = self.server_pins
         return DeviceBundle(
@@ -1062,7 +1066,7 @@ class Fleet:
             root_ca_pem=_pem(self.root_ca).decode("ascii"),
             server_spki_sha256=pins[0],
             server_next_spki_sha256=pins[1] if len(pins) > 1 else None,
-            update_root=self.update_trusted_root(),
+            update_root=update_root,
             product_class=product_class,
         )
 
@@ -1086,7 +1090,8 @@ class Fleet:
                     cert.verify_directly_issued_by(device_ca)
             except (ValueError, TypeError, InvalidSignature):
                 continue
-            return self._bundle(device_id, device.certificates, device_ca, device.product_class)
+            return self._bundle(device_id, device.certificates, device_ca, device.product_class,
+                                self.update_trusted_root())
         raise UntrustedCertificate(f"the device CA that issued device {device_id}'s "
                                    "certificates is no longer trusted (retired)")
 
