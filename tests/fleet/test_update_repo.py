@@ -591,3 +591,17 @@ def test_damaged_key_index_refused(repo: UpdateRepository, entry: dict[str, obje
     path.write_text(json.dumps(document))
     with pytest.raises(update_repo.BadFleet, match=r"keys\.json is damaged"):
         repo.offline_signer("root-1", ROOT_SECRETS[0])
+
+
+def test_served_file_gives_repository_files_only(repo: UpdateRepository) -> None:
+    name = publish_app(repo, "1.0.0", b"good v1")
+    (stored,) = [p for p in repo.targets_dir.iterdir() if p.name.endswith(name)]
+    assert repo.served_file(f"targets/{stored.name}") == b"good v1"
+    assert repo.served_file("metadata/timestamp.json") == (
+        repo.metadata_dir / "timestamp.json").read_bytes()
+    assert repo.served_file("metadata/1.root.json") == first_root(repo)
+    for bad in ("metadata/../../keys.json", "../server/update-timestamp-1.key",
+                "metadata/1.root.json/", "metadata/root.json", "targets/../../fleet.json",
+                "/etc/passwd", "metadata/9.root.json", f"targets/{'0' * 64}.x"):
+        with pytest.raises(update_repo.UnknownTarget):
+            repo.served_file(bad)

@@ -60,6 +60,10 @@ class MissingKey(RepositoryError):
     """No such key, the key is not delegated for the role, or its file is missing."""
 
 
+class UnknownTarget(RepositoryError):
+    """A path that is not a file of the repository (or is not there)."""
+
+
 class MetadataExpired(RepositoryError):
     """Metadata the operation needs is past its expiry."""
 

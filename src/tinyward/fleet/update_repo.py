@@ -82,6 +82,7 @@ from tinyward.fleet.update_keys import (
     ThresholdNotMet,
     TokenSigner,
     UnknownComponent,
+    UnknownTarget,
     check_secrets_apart,
     check_threshold,
 )
@@ -105,12 +106,16 @@ __all__ = [
     "SignOutcome",
     "ThresholdNotMet",
     "UnknownComponent",
+    "UnknownTarget",
     "UpdateRepository",
 ]
 
 _M = TypeVar("_M", bound=Callable[..., Any])
 _MAX_TARGET_BYTES = 512 * 1024 * 1024
 _MAX_METADATA_BYTES = 4 * 1024 * 1024
+_SERVED_METADATA = re.compile(
+    r"metadata/(timestamp|[1-9][0-9]{0,8}\.(root|snapshot|targets))\.json")
+_SERVED_TARGET = re.compile(r"targets/[0-9a-f]{64}\.[A-Za-z0-9][A-Za-z0-9_.-]{0,150}")
 _VERSIONED = re.compile(r"^([1-9][0-9]{0,8})\.(root|targets|snapshot)\.json$")
 
 
@@ -427,6 +432,35 @@ class UpdateRepository:
             if root.get_verification_result(Targets.type, md.signed_bytes, md.signatures):
                 return md
         return None
+
+    def served_file(self, url_path: str) -> bytes:
+        """The bytes a TUF client asks for at ``url_path`` (relative to the repository:
+        ``metadata/N.root.json``, ``metadata/timestamp.json``, ``metadata/N.snapshot.json``,
+        ``metadata/N.targets.json`` or ``targets/<sha256>.<name>``), for whatever serves
+        the repository (the fleet server's delivery). Only those shapes: no other file of
+        the fleet folder can be named.
+
+        Raises:
+            UnknownTarget: another shape, or no such file.
+        """
+        if not isinstance(url_path, str) or len(url_path) > 300:
+            raise UnknownTarget("not a repository path")
+        if _SERVED_METADATA.fullmatch(url_path):
+            path = self.metadata_dir / url_path.removeprefix("metadata/")
+            limit = _MAX_METADATA_BYTES
+        elif _SERVED_TARGET.fullmatch(url_path):
+            path = self.targets_dir / url_path.removeprefix("targets/")
+            limit = _MAX_TARGET_BYTES
+        else:
+            raise UnknownTarget(f"{url_path[:80]!r} is not a repository path")
+        try:
+            with path.open("rb") as handle:
+                data = handle.read(limit + 1)
+        except OSError:
+            raise UnknownTarget(f"{url_path[:80]!r} is not in the repository") from None
+        if len(data) > limit:
+            raise UnknownTarget(f"{url_path[:80]!r} is larger than the repository allows")
+        return data
 
     def published_targets(self) -> dict[str, tuple[TargetFile, TargetMeta]]:
         """The targets a client sees now, with their parsed custom metadata."""
