@@ -153,8 +153,12 @@ def _echo_next_pin(opened: Fleet) -> None:
 @_DEVICE_INTERVAL
 @click.option("--cohort", default=None, metavar="NAME",
               help="The device's rollout cohort (`tinyward rollout start --cohort`).")
+@click.option("--product-class", "product_class", default=None, metavar="NAME",
+              help="The product the fleet enrols the device as (signed updates are per "
+              "product class); recorded, and in the bundle with the update repository root.")
 def enroll(fleet_dir: Path, request_pem: Path, output: Path | None,
-           keys_dir: Path | None, report_interval: float | None, cohort: str | None) -> None:
+           keys_dir: Path | None, report_interval: float | None, cohort: str | None,
+           product_class: str | None) -> None:
     """Enrol the device whose enrolment request is REQUEST_PEM.
 
     REQUEST_PEM is the enroll.csr.pem written by `tinyward device init`. The answer is
@@ -170,6 +174,13 @@ def enroll(fleet_dir: Path, request_pem: Path, output: Path | None,
         from tinyward.fleet.rollout import check_cohort
 
         check_cohort(cohort)  # likewise
+    if product_class is not None:
+        from tinyward.fleet.errors import BadFleet
+        from tinyward.update.meta import is_product_class
+
+        if not is_product_class(product_class):
+            raise BadFleet(f"--product-class {product_class[:80]!r} is not a name (letters, "
+                           "digits, _.-; up to 64)")
     if output is None:  # the default goes next to the request: check that folder first
         check_output_file(request_pem.parent / "device.bundle.json")
     limit = DEFAULT_ENROLMENT_LIMITS.max_request_bytes
@@ -179,7 +190,8 @@ def enroll(fleet_dir: Path, request_pem: Path, output: Path | None,
         raise BadEnrolmentRequest(f"{request_pem} is larger than {limit} bytes")
     try:
         bundle = opened.enroll(request, opened.device_ca_token(read_secret(CA), keys_dir),
-                               report_interval=report_interval, cohort=cohort)
+                               report_interval=report_interval, cohort=cohort,
+                               product_class=product_class)
     except AlreadyEnrolled as error:
         raise AlreadyEnrolled(f"{error}; to write its bundle again: tinyward fleet bundle "
                               f"{fleet_dir} {_requested_device_id(request)} -o FILE") from None
