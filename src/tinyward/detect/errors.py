@@ -93,3 +93,20 @@ class ModelFileError(DetectError):
 
 class NotFittedError(DetectMisuse):
     """A detector was used (score, save, export) before :meth:`fit` was called."""
+
+
+class CalibrationRefused(DetectError):
+    """The benign calibration data cannot support the requested false-positive rate.
+
+    ``target_fpr`` is the rate asked for, ``needed`` the number of calibration scores it
+    needs, ``have`` the number there were, and ``supported_fpr`` the lowest rate the data
+    does support (see :mod:`tinyward.detect.threshold`).
+    """
+
+    def __init__(self, message: str, *, target_fpr: float, needed: int, have: int,
+                 supported_fpr: float) -> None:
+        self.target_fpr = target_fpr
+        self.needed = needed
+        self.have = have
+        self.supported_fpr = supported_fpr
+        super().__init__(message)
