@@ -65,7 +65,7 @@ __all__ = [
 
 #: The GPD shape is kept at or above this: below -1 the likelihood is unbounded, and
 #: between -1 and -0.5 the MLE is irregular (Smith 1985). Score tails are rarely bounded.
-MIN_SHAPE = -0.5
+MIN_SHAPE = -1.0
 #: The initial threshold is never below the 75th percentile: the GPD describes a tail.
 _MAX_P0 = 0.25
 
@@ -408,6 +408,11 @@ def calibrate(
         method = "empirical" if n_t and n_t / n <= target_fpr else "max"
     else:
         method = "pot"
+    if method == "pot":
+        misfit = _contradicts(s, z, target_fpr)
+        if misfit:
+            notes.append(misfit)
+            z, method, gpd = empirical_threshold(s, target_fpr), "empirical", None
     if method == "max" and not notes:
         notes.append(f"only {n_t} distinct peaks above the initial threshold {t:.6g}: "
                      "the threshold is the largest calibration score")
@@ -425,6 +430,24 @@ def calibrate(
         interval=interval, confidence=policy.confidence if interval else None,
         warnings=tuple(notes),
     )
+
+
+#: A GPD threshold is refused when the calibration data make its count of exceedances
+#: this improbable (binomial, either side): e.g. bounded scores with an atom at the top.
+_MISFIT_P = 1e-3
+
+
+def _contradicts(scores: np.ndarray, z: float, target_fpr: float) -> str:
+    """Why the GPD threshold ``z`` contradicts the calibration scores, or ""."""
+    n = len(scores)
+    k = int(np.sum(scores > z))
+    from scipy.stats import binom
+
+    low, high = float(binom.cdf(k, n, target_fpr)), float(binom.sf(k - 1, n, target_fpr))
+    if min(low, high) >= _MISFIT_P:
+        return ""
+    return (f"the GPD tail does not fit the calibration scores ({k} of {n} exceed its "
+            f"threshold {z:.6g}, {target_fpr * n:.3g} expected): the empirical quantile is used")
 
 
 def legacy_calibration(scores: np.ndarray, target_fpr: float, *, n_fit: int = 0,
