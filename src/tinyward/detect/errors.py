@@ -110,3 +110,18 @@ class CalibrationRefused(DetectError):
         self.have = have
         self.supported_fpr = supported_fpr
         super().__init__(message)
+
+
+class LabelFileError(BadInput):
+    """A per-frame label file is malformed or does not match its capture.
+
+    ``line`` is 1-based as an editor shows it (0 when the problem is the file as a
+    whole, e.g. a length that does not match the capture).
+    """
+
+    def __init__(self, path: Path | str, reason: str, *, line: int = 0) -> None:
+        self.path = str(path)
+        self.reason = reason
+        self.line = line
+        where = f"line {line}: " if line else ""
+        super().__init__(f"{self.path}: {where}{reason}")
