@@ -394,8 +394,10 @@ def calibrate(
         lowest = supported_fpr(n, policy)
         message = (
             f"{_pct(target_fpr)} FPR needs at least {needed} calibration scores, you have {n}"
-            f"{' (' + what + ')' if what else ''}; these support FPR >= {_pct(lowest)}. "
-            "Give more benign data (calibration uses its later "
+            f"{' (' + what + ')' if what else ''}; "
+            + (f"these support FPR >= {_pct(lowest)}. " if lowest < 1.0 else
+               f"these support no rate (any needs {math.ceil(policy.min_peaks / _MAX_P0)}). ")
+            + "Give more benign data (calibration uses its later "
             f"{_pct(policy.fraction)}) or ask for a higher rate"
         )
         if policy.on_insufficient == "refuse":
