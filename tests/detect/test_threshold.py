@@ -93,7 +93,8 @@ def test_too_little_calibration_data_is_refused_with_numbers() -> None:
 
 def test_too_little_data_warns_loudly_and_the_model_file_records_it(tmp_path) -> None:
     X = np.random.default_rng(1).normal(size=(600, 4))
-    with pytest.warns(ThresholdWarning, match="needs at least 2000 calibration scores, you have 150"):
+    expected = "needs at least 2000 calibration scores, you have 150"
+    with pytest.warns(ThresholdWarning, match=expected):
         det = make_detector("mahalanobis").fit(X, target_fpr=0.001)
     assert det.calibration is not None and det.calibration.warnings
     det.save(tmp_path / "m.json")

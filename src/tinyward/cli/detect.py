@@ -148,7 +148,7 @@ def train(
         how = f" for {100 * cal.target_fpr:g} % FPR ({cal.method}"
         if cal.interval is not None and cal.confidence is not None:
             how += (f", {round(100 * cal.confidence)} % interval "
-                    f"{cal.interval[0]:.6g}–{cal.interval[1]:.6g}")
+                    f"{cal.interval[0]:.6g}-{cal.interval[1]:.6g}")
         how += f", {cal.n_calibration} calibration vectors)"
     click.echo(
         f"{kind}: fitted on {model.n_vectors} benign vectors of {model.n_features} features; "
@@ -254,14 +254,14 @@ def _print_thresholds(result: dict[str, Any]) -> None:
         cal = entry["calibration"]
         interval = cal.get("interval")
         how = cal["method"] + (
-            f", {round(100 * cal['confidence'])} % interval {interval[0]:.6g}–{interval[1]:.6g}"
+            f", {round(100 * cal['confidence'])} % interval {interval[0]:.6g}-{interval[1]:.6g}"
             if interval else "")
         realised = entry.get("realised")
         said = ""
         if realised is not None:
             verdict = "within 2x" if realised["within_2x"] else "NOT within 2x"
             said = (f": realised {100 * realised['rate']:.3g} % (95 % CI "
-                    f"{100 * realised['low']:.3g}–{100 * realised['high']:.3g} %, "
+                    f"{100 * realised['low']:.3g}-{100 * realised['high']:.3g} %, "
                     f"{realised['alarms']}/{realised['n']}), {verdict}")
         click.echo(f"  own threshold for {100 * float(rate):g} % FPR: {cal['threshold']:.6g} "
                    f"({how}){said}; TPR {_fmt(entry['tpr'].get('overall'))}")
@@ -280,10 +280,11 @@ def _labelled_eval(model_path: Path, capture: Path | None, labels_path: Path | N
         labels = labelled.read_labels(labels_path)
         scored = labelled.score_capture_by_frame(model, capture, labels, str(labels_path))
         rows_name, source = "frames.csv", capture
-    else:
-        assert csv_path is not None
+    elif csv_path is not None:
         scored = labelled.score_csv_by_window(model, csv_path, label_column)
         rows_name, source = "windows.csv", csv_path
+    else:
+        raise click.UsageError("give --capture (with --labels) or --csv")
     result = labelled.evaluate_labelled(scored)
     result["model"] = str(model_path)
     result["input"] = str(source)
@@ -304,7 +305,7 @@ def _labelled_eval(model_path: Path, capture: Path | None, labels_path: Path | N
         click.echo(f"  own threshold {scored.threshold:.6g} (calibrated for "
                    f"{100 * realised['requested']:g} % FPR): realised "
                    f"{100 * realised['rate']:.3g} % on the benign {scored.unit} (95 % CI "
-                   f"{100 * realised['low']:.3g}–{100 * realised['high']:.3g} %, "
+                   f"{100 * realised['low']:.3g}-{100 * realised['high']:.3g} %, "
                    f"{realised['alarms']}/{realised['n']}), {verdict}")
     elif realised is not None:
         click.echo(f"  own threshold {scored.threshold:.6g}: {realised['alarms']} of "
@@ -474,7 +475,7 @@ def _own_cells(result: dict[str, Any]) -> list[str]:
             cells += ["", ""]
             continue
         flag = "" if realised["within_2x"] else "*"
-        cells.append(f"{100 * realised['rate']:.2f}%{flag} [{100 * realised['low']:.2f}–"
+        cells.append(f"{100 * realised['rate']:.2f}%{flag} [{100 * realised['low']:.2f}-"
                      f"{100 * realised['high']:.2f}]")
         cells.append(_fmt(entry["tpr"]["overall"]))
     return cells

@@ -9,12 +9,11 @@ file keeps both the float model (for comparison) and the exact integers that wer
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Any, Self
 
 import numpy as np
-
-import warnings
 
 from tinyward.detect._common import (
     OutlierDetectorAPI,

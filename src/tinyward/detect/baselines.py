@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 
-
 from tinyward.detect._common import OutlierDetectorAPI, calibrate_threshold
 from tinyward.detect.threshold import Calibration, split_calibration
 
@@ -76,8 +75,9 @@ class _Baseline(OutlierDetectorAPI):
 
     def threshold_at(self, target_fpr: float) -> Calibration | None:
         cal = self.calibration
-        if cal is not None and cal.method == "unsafe-legacy" and self.calibration_scores is not None:
-            z = _legacy_threshold(self.calibration_scores, target_fpr)
+        scores = self.calibration_scores
+        if cal is not None and cal.method == "unsafe-legacy" and scores is not None:
+            z = _legacy_threshold(scores, target_fpr)
             return Calibration(z, target_fpr, "unsafe-legacy", cal.n_fit, cal.n_calibration, 0)
         return super().threshold_at(target_fpr)
 

@@ -151,7 +151,9 @@ def own_thresholds(
     return out
 
 
-def detector_calibrations(detector: Any, rates: tuple[float, ...] = FPRS) -> dict[float, Calibration]:
+def detector_calibrations(
+    detector: Any, rates: tuple[float, ...] = FPRS
+) -> dict[float, Calibration]:
     """The detector's own threshold at each rate (:meth:`threshold_at` after a fit), or its
     one saved threshold at its own rate when that is all there is."""
     out: dict[float, Calibration] = {}

@@ -63,14 +63,14 @@ _LABEL = re.compile(r"[\x21-\x7e]([\x20-\x7e]{0,62}[\x21-\x7e])?")
 
 # ----------------------------------------------------------------------------- labels
 def _label(text: str, path: str, line: int) -> str:
-    token = text.strip()
-    if not token:
+    word = text.strip()
+    if not word:
         raise LabelFileError(path, "empty label", line=line)
-    if "," in token or not _LABEL.fullmatch(token):
+    if "," in word or not _LABEL.fullmatch(word):
         raise LabelFileError(
-            path, f"label {token[:40]!r} is not 1-64 printable characters without commas",
+            path, f"label {word[:40]!r} is not 1-64 printable characters without commas",
             line=line)
-    return "attack" if token == "1" else token
+    return "attack" if word == "1" else word
 
 
 def parse_labels(text: str, path: str = "labels") -> list[str]:

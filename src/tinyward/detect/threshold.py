@@ -175,7 +175,7 @@ class GPD:
         """The excess y with P(Y > y) = p."""
         if abs(self.shape) < 1e-9:
             return -self.scale * math.log(p)
-        return self.scale / self.shape * (p ** (-self.shape) - 1.0)
+        return float(self.scale / self.shape * (p ** (-self.shape) - 1.0))
 
 
 def _profile(theta: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -338,8 +338,7 @@ class Calibration:
         method = data.get("method")
         if method not in ("pot", "empirical", "max", "unsafe-legacy"):
             raise DetectMisuse("'calibration.method' is not pot, empirical, max or unsafe-legacy")
-        target = num("target_fpr")
-        assert target is not None
+        target = num("target_fpr") or 0.0
         if not 0 < target < 1:
             raise DetectMisuse("'calibration.target_fpr' must be in (0, 1)")
         raw_warnings = data.get("warnings", [])
@@ -353,8 +352,7 @@ class Calibration:
                     and math.isfinite(v) for v in interval)):
                 raise DetectMisuse("'calibration.interval' is not two finite numbers")
             interval = (float(interval[0]), float(interval[1]))
-        threshold = num("threshold")
-        assert threshold is not None
+        threshold = num("threshold") or 0.0
         return cls(threshold=threshold, target_fpr=target, method=method,
                    n_fit=count("n_fit"), n_calibration=count("n_calibration"),
                    needed=count("needed"), initial_threshold=num("initial_threshold", True),
@@ -406,10 +404,9 @@ def calibrate(
         notes.append("threshold may not keep its rate: " + message)
     p0 = policy.p0(target_fpr)
     z, t, n_t, gpd = _pot(s, target_fpr, p0, refine=True)
+    method = "pot"
     if gpd is None:
         method = "empirical" if n_t and n_t / n <= target_fpr else "max"
-    else:
-        method = "pot"
     if method == "pot":
         misfit = _contradicts(s, z, target_fpr)
         if misfit:
@@ -495,10 +492,10 @@ class RealisedRate:
         return dict(vars(self))
 
     def text(self) -> str:
-        """e.g. ``0.10 % requested: 0.13 % realised (95 % CI 0.09–0.18 %, 29/22668), within 2x``."""
+        """e.g. ``0.10 % requested: 0.13 % realised (95 % CI 0.09-0.18 %, 29/22668), within 2x``."""
         verdict = "within 2x" if self.within_2x else "NOT within 2x"
         return (f"{_pct(self.requested)} requested: {_pct(self.rate)} realised "
-                f"({round(100 * self.confidence)} % CI {_pct(self.low, False)}–"
+                f"({round(100 * self.confidence)} % CI {_pct(self.low, False)}-"
                 f"{_pct(self.high)}, {self.alarms}/{self.n}), {verdict}")
 
 
