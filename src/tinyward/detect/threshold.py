@@ -404,17 +404,21 @@ def calibrate(
         notes.append("threshold may not keep its rate: " + message)
     p0 = policy.p0(target_fpr)
     z, t, n_t, gpd = _pot(s, target_fpr, p0, refine=True)
+    if gpd is not None and n_t < policy.min_peaks:
+        # Too few peaks to trust a fitted tail (only reached in "warn" mode): the largest
+        # calibration score, which at least no calibration score exceeds.
+        z, gpd = float(s.max()), None
     method = "pot"
     if gpd is None:
-        method = "empirical" if n_t and n_t / n <= target_fpr else "max"
+        method = "empirical" if n_t and n_t / n <= target_fpr and z < s.max() else "max"
     if method == "pot":
         misfit = _contradicts(s, z, target_fpr)
         if misfit:
             notes.append(misfit)
             z, method, gpd = empirical_threshold(s, target_fpr), "empirical", None
-    if method == "max" and not notes:
-        notes.append(f"only {n_t} distinct peaks above the initial threshold {t:.6g}: "
-                     "the threshold is the largest calibration score")
+    if method == "max":
+        notes.append(f"only {n_t} peaks above the initial threshold {t:.6g} (a GPD needs "
+                     f"{policy.min_peaks}): the threshold is the largest calibration score")
     interval = _block_bootstrap(s, target_fpr, p0, policy) if method == "pot" else None
     if integer:
         z = math.floor(z)
