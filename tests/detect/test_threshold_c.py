@@ -107,3 +107,30 @@ def test_state_is_bounded_and_round_trips() -> None:
         state.update(float(x))
     assert state_bytes(state) == 32
     assert StreamThreshold.from_json(state.to_json()) == state
+
+
+@needs(shutil.which("gcc") is not None, "needs gcc to build the exported C")
+def test_export_threshold_command_writes_compilable_c(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from tinyward.cli.main import cli
+    from tinyward.detect.models import load_detector, make_detector
+
+    rng = np.random.default_rng(0)
+    det = make_detector("mahalanobis-int8").fit(rng.normal(size=(12_000, 5)))
+    det.save(tmp_path / "m.json")
+    # a detector file alone has no feature state: wrap it as the pipeline would
+    from tinyward.detect import pipeline
+    from tinyward.detect.netfeatures import NetFeatureExtractor
+
+    model = pipeline.Model(load_detector(tmp_path / "m.json"),
+                           pipeline.PacketFeatures(NetFeatureExtractor()))
+    pipeline.save_model(model, tmp_path / "model.json")
+    result = CliRunner().invoke(cli, ["detect", "export-threshold", str(tmp_path / "model.json"),
+                                      "--out", str(tmp_path / "c"), "--drift-alpha", "0.01"])
+    assert result.exit_code == 0, result.output
+    assert "32 B of state" in result.output
+    subprocess.run(["gcc", *HOST_CFLAGS, "-c", str(tmp_path / "c" / "tw_threshold.c"), "-o",
+                    str(tmp_path / "t.o")], check=True, timeout=120)
+    header = (tmp_path / "c" / "tw_threshold.h").read_text()
+    assert f"#define TW_THRESHOLD_Z {(det.threshold - det.calibration.normal_level).hex()}" in header

@@ -219,6 +219,37 @@ def export_features(model: Path, out_dir: Path, prefix: str) -> None:
         )
 
 
+@detect.command("export-threshold")
+@click.argument("model", type=click.Path(path_type=Path))
+@c_out_folder
+@click.option("--prefix", default="tw_threshold", show_default=True, help="C name prefix.")
+@click.option(
+    "--drift-alpha",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0.0, 1.0, max_open=True),
+    help="On-device drift rate: each normal score moves the level by this fraction "
+    "(DSPOT-style; 0 keeps the threshold fixed). Alarms never move it.",
+)
+def export_threshold(model: Path, out_dir: Path, prefix: str, drift_alpha: float) -> None:
+    """Export MODEL's calibrated threshold, with optional drift adaptation, as C99.
+
+    One header and one source, 32 bytes of state, bit-exact with
+    tinyward.detect.threshold_stream (build with -ffp-contract=off).
+    """
+    from tinyward.detect.threshold_c import export_threshold_c
+    from tinyward.detect.threshold_stream import from_record
+
+    loaded = pipeline.load_model(model)
+    cal = getattr(loaded.detector, "calibration", None)
+    if cal is None:
+        raise DetectError(f"{model}: records no calibration (written before thresholds were "
+                          "calibrated); train it again")
+    files = export_threshold_c(from_record(cal, drift_alpha), out_dir, prefix)
+    click.echo(f"wrote {files.header} and {files.source}: threshold {cal.threshold:.6g} for "
+               f"{100 * cal.target_fpr:g} % FPR, drift alpha {drift_alpha:g}, 32 B of state")
+
+
 # --------------------------------------------------------------------------- eval
 def _print_result(title: str, result: dict[str, Any]) -> None:
     table = Table(title=title, title_justify="left")

@@ -306,6 +306,10 @@ class Calibration:
     interval: tuple[float, float] | None = None
     confidence: float | None = None
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    #: Mean of the calibration scores at or below the threshold, and the on-device drift
+    #: rate (:mod:`tinyward.detect.threshold_stream`; 0 = a fixed threshold).
+    normal_level: float | None = None
+    drift_alpha: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         out = {k: v for k, v in vars(self).items() if v is not None}
@@ -353,12 +357,16 @@ class Calibration:
                 raise DetectMisuse("'calibration.interval' is not two finite numbers")
             interval = (float(interval[0]), float(interval[1]))
         threshold = num("threshold") or 0.0
+        drift = num("drift_alpha", True) or 0.0
+        if not 0.0 <= drift < 1.0:
+            raise DetectMisuse("'calibration.drift_alpha' must be in [0, 1)")
         return cls(threshold=threshold, target_fpr=target, method=method,
                    n_fit=count("n_fit"), n_calibration=count("n_calibration"),
                    needed=count("needed"), initial_threshold=num("initial_threshold", True),
                    n_peaks=count("n_peaks"), shape=num("shape", True),
                    scale=num("scale", True), interval=interval,
-                   confidence=num("confidence", True), warnings=tuple(raw_warnings))
+                   confidence=num("confidence", True), warnings=tuple(raw_warnings),
+                   normal_level=num("normal_level", True), drift_alpha=drift)
 
 
 def calibrate(
@@ -426,12 +434,13 @@ def calibrate(
                                                   math.floor(interval[1]))
     for note in notes:
         warnings.warn(note, ThresholdWarning, stacklevel=2)
+    normal = s[s <= z]
     return Calibration(
         threshold=float(z), target_fpr=target_fpr, method=method, n_fit=n_fit,
         n_calibration=n, needed=needed, initial_threshold=t, n_peaks=n_t,
         shape=None if gpd is None else gpd.shape, scale=None if gpd is None else gpd.scale,
         interval=interval, confidence=policy.confidence if interval else None,
-        warnings=tuple(notes),
+        warnings=tuple(notes), normal_level=float(normal.mean()) if len(normal) else None,
     )
 
 

@@ -89,3 +89,20 @@ def from_calibration(calibration: Calibration, scores: np.ndarray, *,
     level = float(np.mean(normal)) if alpha > 0 and len(normal) else 0.0
     return StreamThreshold(z=calibration.threshold - level, q=calibration.target_fpr,
                            alpha=alpha, level=level)
+
+
+def from_record(calibration: Calibration, alpha: float | None = None) -> StreamThreshold:
+    """The state from a model file's calibration record (``normal_level`` saved at fit;
+    ``alpha`` defaults to the record's ``drift_alpha``).
+
+    Raises:
+        DetectMisuse: drift asked for but the record has no ``normal_level`` (older file).
+    """
+    rate = calibration.drift_alpha if alpha is None else alpha
+    level = 0.0
+    if rate > 0:
+        if calibration.normal_level is None:
+            raise DetectMisuse("the model file records no normal level: train it again")
+        level = calibration.normal_level
+    return StreamThreshold(z=calibration.threshold - level, q=calibration.target_fpr,
+                           alpha=rate, level=level)
