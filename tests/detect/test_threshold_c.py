@@ -133,4 +133,5 @@ def test_export_threshold_command_writes_compilable_c(tmp_path: Path) -> None:
     subprocess.run(["gcc", *HOST_CFLAGS, "-c", str(tmp_path / "c" / "tw_threshold.c"), "-o",
                     str(tmp_path / "t.o")], check=True, timeout=120)
     header = (tmp_path / "c" / "tw_threshold.h").read_text()
-    assert f"#define TW_THRESHOLD_Z {(det.threshold - det.calibration.normal_level).hex()}" in header
+    z = det.threshold - det.calibration.normal_level
+    assert f"#define TW_THRESHOLD_Z {z.hex()}" in header
