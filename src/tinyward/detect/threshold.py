@@ -425,8 +425,12 @@ def calibrate(
             notes.append(misfit)
             z, method, gpd = empirical_threshold(s, target_fpr), "empirical", None
     if method == "max":
-        notes.append(f"only {n_t} peaks above the initial threshold {t:.6g} (a GPD needs "
-                     f"{policy.min_peaks}): the threshold is the largest calibration score")
+        why = (f"only {n_t} peaks above the initial threshold {t:.6g} (a GPD needs "
+               f"{policy.min_peaks}): the threshold is the largest calibration score")
+        if notes:
+            notes[0] += f"; {why}"
+        else:
+            notes.append(why)
     interval = _block_bootstrap(s, target_fpr, p0, policy) if method == "pot" else None
     if integer:
         z = math.floor(z)
