@@ -7,6 +7,7 @@ frames, so the frame numbering (1-based, as Wireshark) and the skip counts are c
 from __future__ import annotations
 
 import json
+import struct
 import warnings
 from pathlib import Path
 
@@ -195,3 +196,24 @@ def test_label_csv_fuzz_frames(rows: list[tuple[int, str]]) -> None:
         return
     frames = [f for f, _ in rows]
     assert sorted(frames) == list(range(1, len(labels) + 1))  # exactly 1..N, no duplicates
+
+
+def test_pcapng_frames_count_packet_blocks_only(
+        model_and_capture: tuple[Path, Path, list[str]], tmp_path: Path) -> None:
+    # A name-resolution block between packets is not a frame (Wireshark does not number it).
+    model_path, _, _ = model_and_capture
+    nrb = struct.pack("<II", 4, 16) + struct.pack("<HH", 0, 0) + struct.pack("<I", 16)
+    path = tmp_path / "x.pcapng"
+    frames = [_benign(4000), ARP, _benign(4001), _tcp_frame(99, 1, 5555, 1200), _benign(4002)]
+    with path.open("wb") as handle:
+        writer = dpkt.pcapng.Writer(handle, snaplen=65535, linktype=1)
+        for i, frame in enumerate(frames):
+            writer.writepkt(frame, ts=1200.0 + i)
+            if i == 1:
+                handle.write(nrb)
+    labels = ["0", "0", "0", "scan", "0"]
+    scored = score_capture_by_frame(pipeline.load_model(model_path), path, labels)
+    assert scored.ids.tolist() == [1, 2, 3, 4, 5]
+    assert scored.skipped == ["", "non-IP", "", "", ""]
+    assert np.isnan(scored.scores[1]) and not np.isnan(scored.scores[3])
+    assert evaluate_labelled(scored)["per_attack"]["scan"]["n"] == 1

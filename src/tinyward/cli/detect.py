@@ -343,6 +343,9 @@ def _labelled_eval(model_path: Path, capture: Path | None, labels_path: Path | N
                    f"{realised['n']} benign {scored.unit} alarmed (the model file does not "
                    "say which rate it was calibrated for)")
     out_dir.mkdir(parents=True, exist_ok=True)
+    cal = getattr(model.detector, "calibration", None)
+    for note in cal.warnings if cal is not None else ():
+        click.echo(f"  warning (recorded when the model was trained): {note}")
     labelled.write_rows_csv(scored, out_dir / rows_name)
     ev.write_json(out_dir / "eval.json", result)
     click.echo(f"wrote {out_dir / 'eval.json'} and {out_dir / rows_name}")
