@@ -225,3 +225,23 @@ def test_calibrate_never_crashes_on_odd_scores(values: list[float], rate: float)
                         policy=Policy(on_insufficient="warn", bootstrap=5))
     assert math.isfinite(cal.threshold)
     assert Calibration.from_json(cal.to_json()) == cal
+
+
+def test_eval_reports_realised_fpr_with_interval_for_each_requested_rate() -> None:
+    from types import SimpleNamespace
+
+    from tinyward.detect.evaluate import evaluate_scores
+
+    rng = np.random.default_rng(8)
+    streams = SimpleNamespace(
+        train=rng.normal(size=(12_000, 4)), benign=rng.normal(size=(50_000, 4)),
+        attacks={"shift": rng.normal(size=(500, 4)) + 4.0}, benign_hours=1.0,
+        feature_us_per_packet=1.0, state_bytes=0)
+    result = evaluate_scores(make_detector("mahalanobis"), streams)
+    for rate in ("0.01", "0.001"):
+        entry = result["thresholds"][rate]
+        realised = entry["realised"]
+        assert realised["requested"] == float(rate) and realised["n"] == 50_000
+        assert realised["low"] <= realised["rate"] <= realised["high"]
+        assert realised["within_2x"], realised  # i.i.d. benign data: the rate is kept
+        assert entry["calibration"]["method"] == "pot" and entry["tpr"]["shift"] > 0.5
