@@ -32,7 +32,8 @@ Every detector (tinyward's and the baselines) gets its threshold here, the same 
    held-out benign data (not used to fit or calibrate) and gives a Clopper-Pearson
    interval and whether the rate is within 2x of the requested one.
 
-Pure functions on numpy arrays; scipy is imported only for the beta quantiles.
+Pure functions on numpy arrays; scipy is imported only for the beta and binomial
+distributions (the interval and the misfit check).
 """
 
 from __future__ import annotations
