@@ -147,12 +147,16 @@ def train(
     target_fpr: float = 0.001,
     delimiter: str = ";",
     progress: Progress = _quiet,
+    on_insufficient: str = "warn",
 ) -> Model:
     """Fit a detector of ``kind`` on BENIGN ``inputs`` only (the files are one stream, in
     order): captures when ``packets``, else sensor CSVs.
 
     Raises:
         PcapError, CsvError: an input could not be read (the message names it).
+        CalibrationRefused: ``on_insufficient="refuse"`` and the later benign rows cannot
+            support ``target_fpr`` (:mod:`tinyward.detect.threshold`); with "warn" the
+            warning is kept in ``model.detector.calibration.warnings``.
         DetectMisuse: unknown kind.
     """
     detector = make_detector(kind)
@@ -175,7 +179,7 @@ def train(
         X = sensor.fit(values)
         features = SensorFeatures(sensor, delimiter)
     progress(f"fitting {kind} on {len(X)} benign vectors", None)
-    detector.fit(X, target_fpr=target_fpr)
+    detector.fit(X, target_fpr=target_fpr, on_insufficient=on_insufficient)
     return Model(detector, features, len(X), int(X.shape[1]))
 
 
