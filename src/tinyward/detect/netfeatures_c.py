@@ -28,6 +28,7 @@ from tinyward.detect.netfeatures import (
     _S_STRIDE,
     FEATURE_NAMES,
     NetFeatureConfig,
+    feature_names,
 )
 from tinyward.detect.pcap import Packet
 
@@ -57,7 +58,7 @@ def render_netfeatures_c(config: NetFeatureConfig, prefix: str = "tw_nf") -> tup
     """
     p = check_prefix(prefix)
     P = p.upper()
-    names = "\n".join(f" *   {i:2d} {name}" for i, name in enumerate(FEATURE_NAMES))
+    names = "\n".join(f" *   {i:2d} {name}" for i, name in enumerate(feature_names(config)))
     header = f"""\
 /* {p}.h: tinyward's per-packet network features (generated; do not edit).
  *
@@ -92,6 +93,7 @@ extern "C" {{
 #define {P}_CONV_SLOTS {config.conv_slots}
 #define {P}_SOCK_SLOTS {config.socket_slots}
 #define {P}_WAYS {config.ways}
+#define {P}_HOST_BY_PAIR {int(config.host_by_pair)}  /* host statistics per (src, dst) */
 #define {P}_HOST_STRIDE {_H_STRIDE}
 #define {P}_CONV_STRIDE {_C_STRIDE}
 #define {P}_SOCK_STRIDE {_S_STRIDE}
@@ -300,9 +302,11 @@ const char *{p}_status_str({p}_status status)
     const size_t sslot = find(st->sock_tag, st->sock, {P}_SOCK_SLOTS, {P}_SOCK_STRIDE,
                               key, 2 * n + 5, now, &snew);
 
-    /* host (source address) */
+    /* host: the directed pair (source then destination), or the source alone */
+    memcpy(key, pkt->src, n);
+    memcpy(key + n, pkt->dst, n);
     const size_t hslot = find(st->host_tag, st->host, {P}_HOST_SLOTS, {P}_HOST_STRIDE,
-                              pkt->src, n, now, &unused);
+                              key, {P}_HOST_BY_PAIR ? 2 * n : n, now, &unused);
     real *h = &st->host[hslot * {P}_HOST_STRIDE];
     real dt = now - h[0];
     h[0] = now;
@@ -336,7 +340,7 @@ const char *{p}_status_str({p}_status status)
         real m1, s1, m2, s2;
         mean_std(mine[off], mine[off + 1], mine[off + 2], &m1, &s1);
         mean_std(other[off], other[off + 1], other[off + 2], &m2, &s2);
-        out[k++] = LOG1P(mine[off]);
+        out[k++] = LOG1P({P}_HOST_BY_PAIR ? other[off] : mine[off]);
         out[k++] = SQRT(m1 * m1 + m2 * m2);
         out[k++] = SQRT(s1 * s1 + s2 * s2);
     }}
