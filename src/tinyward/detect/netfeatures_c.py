@@ -15,10 +15,13 @@ the feature vector the detector expects.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tinyward.detect._c_harness import HOST_CFLAGS
+from tinyward.detect.errors import DetectMisuse
 from tinyward.detect.export_c import check_prefix
 from tinyward.detect.netfeatures import (
     _C_DIR_STRIDE,
@@ -31,6 +34,9 @@ from tinyward.detect.netfeatures import (
     feature_names,
 )
 from tinyward.detect.pcap import Packet
+
+if TYPE_CHECKING:
+    from tinyward.detect.netfeatures import NetFeatureExtractor
 
 
 @dataclass(frozen=True)
@@ -50,21 +56,71 @@ def _crc_table() -> list[int]:
     return table
 
 
-def render_netfeatures_c(config: NetFeatureConfig, prefix: str = "tw_nf") -> tuple[str, str]:
-    """Return (header, source) text for ``config``.
+def _c_list(values: list[float] | list[int], per_line: int, fmt: str) -> str:
+    items = [fmt.format(v) for v in values]
+    return ",".join(
+        ("\n    " if i % per_line == 0 else " ") + item for i, item in enumerate(items)
+    )
+
+
+def _double(x: float) -> str:
+    # repr is the shortest decimal that reads back as the same double: exact in C too.
+    text = repr(float(x))
+    return text if any(ch in text for ch in ".en") else text + ".0"
+
+
+def _initial_state(state: NetFeatureExtractor | None, P: str) -> str:
+    """``static const`` copies of the trained tables (empty when no state is given)."""
+    if state is None:
+        return ""
+    out = ["/* The trained state (tables after the benign training stream). */"]
+    out.append(f"static const double INIT_LAST_TS = {_last_ts(state)};")
+    for name, table in (("host", state.hosts), ("conv", state.convs), ("sock", state.sockets)):
+        out.append(f"static const uint32_t INIT_{name.upper()}_TAG[{len(table.tags)}] = {{"
+                   f"{_c_list(table.tags, 6, '0x{:08x}u')}\n}};")
+        out.append(f"static const double INIT_{name.upper()}[{len(table.data)}] = {{"
+                   f"{_c_list([_double(x) for x in table.data], 3, '{}')}\n}};")
+    return "\n".join(out) + "\n"
+
+
+def _last_ts(state: NetFeatureExtractor) -> str:
+    return "-INFINITY" if state.last_ts == -math.inf else _double(state.last_ts)
+
+
+def _init_body(state: NetFeatureExtractor | None) -> str:
+    if state is None:
+        return "    memset(st, 0, sizeof *st);\n    st->last_ts = -INFINITY;"
+    lines = ["    st->last_ts = INIT_LAST_TS;"]
+    for name in ("host", "conv", "sock"):
+        lines.append(f"    memcpy(st->{name}_tag, INIT_{name.upper()}_TAG, sizeof st->{name}_tag);")
+        lines.append(f"    memcpy(st->{name}, INIT_{name.upper()}, sizeof st->{name});")
+    return "\n".join(lines)
+
+
+def render_netfeatures_c(
+    config: NetFeatureConfig, prefix: str = "tw_nf", state: NetFeatureExtractor | None = None
+) -> tuple[str, str]:
+    """Return (header, source) text for ``config``; ``{prefix}_init`` starts from the
+    trained ``state`` (its tables as ``static const`` initial values), else empty.
 
     Raises:
         DetectMisuse: a prefix that is not a safe C identifier.
     """
     p = check_prefix(prefix)
     P = p.upper()
-    names = "\n".join(f" *   {i:2d} {name}" for i, name in enumerate(feature_names(config)))
+    if state is not None and state.config != config:
+        raise DetectMisuse("the trained state has another configuration")
+    fnames = feature_names(config)
+    names = "\n".join(f" *   {i:2d} {name}" for i, name in enumerate(fnames))
+    name_defines = "\n".join(f"#define {P}_F_{name.upper()} {i}" for i, name in enumerate(fnames))
+    name_list = ",\n".join(f'    "{name}"' for name in fnames)
+    start = "the trained state exported with this file" if state is not None else "empty tables"
     header = f"""\
 /* {p}.h: tinyward's per-packet network features (generated; do not edit).
  *
  * Usage:
- *   static {p}_state st;            // ~{{bytes}} bytes; zero it once
- *   {p}_init(&st);
+ *   static {p}_state st;            // ~{{bytes}} bytes
+ *   {p}_init(&st);                    // starts from {start}
  *   for each IP packet:               // link layer removed, padding cut
  *     {p}_packet pkt = {{ts, src, dst, 4, proto, sport, dport, size}};
  *     {P}_REAL f[{P}_N_FEATURES];
@@ -84,11 +140,14 @@ extern "C" {{
 #endif
 
 #ifdef {P}_FLOAT
-#define {P}_REAL float   /* FPU-friendly; features then differ from Python by rounding */
-#else
-#define {P}_REAL double  /* bit-exact with the Python reference */
+/* Removed (issue 13): float32 cannot hold Unix-epoch seconds (128 s steps), and the
+ * float build disagreed with Python on 27 % of alarm decisions. */
+#error "{P}_FLOAT was removed: the double build is the one bit-exact with Python"
 #endif
+#define {P}_REAL double  /* bit-exact with the Python reference (-ffp-contract=off) */
 #define {P}_N_FEATURES {len(FEATURE_NAMES)}
+{name_defines}
+extern const char *const {p}_feature_names[{P}_N_FEATURES];
 #define {P}_HOST_SLOTS {config.host_slots}
 #define {P}_CONV_SLOTS {config.conv_slots}
 #define {P}_SOCK_SLOTS {config.socket_slots}
@@ -115,7 +174,7 @@ typedef struct {{
 }} {p}_packet;
 
 typedef struct {{
-    {P}_REAL last_ts;
+    double last_ts;
     uint32_t host_tag[{P}_HOST_SLOTS];
     uint32_t conv_tag[{P}_CONV_SLOTS];
     uint32_t sock_tag[{P}_SOCK_SLOTS];
@@ -143,16 +202,14 @@ const char *{p}_status_str({p}_status status);
 #include <string.h>
 
 typedef {P}_REAL real;
-#ifdef {P}_FLOAT
-#define POW2(x) powf(2.0f, (x))
-#define LOG1P(x) log1pf(x)
-#define SQRT(x) sqrtf(x)
-#else
 #define POW2(x) pow(2.0, (x))
 #define LOG1P(x) log1p(x)
 #define SQRT(x) sqrt(x)
-#endif
 
+const char *const {p}_feature_names[{P}_N_FEATURES] = {{
+{name_list}
+}};
+{_initial_state(state, P)}
 static const uint32_t crc_table[256] = {{{crc}
 }};
 
@@ -254,8 +311,7 @@ static void age_pair(real *slot, size_t stride, int dir, real now, real size,
 
 void {p}_init({p}_state *st)
 {{
-    memset(st, 0, sizeof *st);
-    st->last_ts = (real)-INFINITY;
+{_init_body(state)}
 }}
 
 const char *{p}_status_str({p}_status status)
@@ -380,20 +436,33 @@ const char *{p}_status_str({p}_status status)
     return header, source
 
 
+def c_state_bytes(config: NetFeatureConfig) -> int:
+    """Bytes of ``<prefix>_state`` in the (double) C build: tags, slots, last time."""
+    from tinyward.detect.netfeatures import NetFeatureExtractor
+
+    ex = NetFeatureExtractor(config)
+    return 8 + sum(len(t.tags) * (4 + 8 * t.stride) for t in (ex.hosts, ex.convs, ex.sockets))
+
+
 def export_netfeatures_c(
-    out_dir: Path, config: NetFeatureConfig | None = None, prefix: str = "tw_nf"
+    out_dir: Path,
+    config: NetFeatureConfig | None = None,
+    prefix: str = "tw_nf",
+    state: NetFeatureExtractor | None = None,
 ) -> NetFeatureFiles:
     """Write ``<prefix>.h`` and ``<prefix>.c`` into ``out_dir`` (created if missing).
 
-    Raises:
-        DetectMisuse: a prefix that is not a safe C identifier.
-    """
-    from tinyward.detect.netfeatures import NetFeatureExtractor
+    With ``state`` (a trained extractor), ``<prefix>_init`` starts from its tables, so
+    the device continues from where training ended, as Python's scoring does.
 
-    config = config or NetFeatureConfig()
-    header, source = render_netfeatures_c(config, prefix)
-    state_bytes = NetFeatureExtractor(config).state_bytes()
-    header = header.replace("~{bytes}", f"~{state_bytes} (float) / {2 * state_bytes} (double)")
+    Raises:
+        DetectMisuse: a prefix that is not a safe C identifier, or a state whose
+            configuration is not ``config``.
+    """
+    if config is None:
+        config = state.config if state is not None else NetFeatureConfig()
+    header, source = render_netfeatures_c(config, prefix, state)
+    header = header.replace("~{bytes}", f"{c_state_bytes(config)}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     h, c = out_dir / f"{prefix}.h", out_dir / f"{prefix}.c"
@@ -508,6 +577,7 @@ def build_netfeatures_harness(
     prefix: str = "tw_nf",
     cc: str = "gcc",
     extra_flags: tuple[str, ...] = (),
+    state: NetFeatureExtractor | None = None,
 ) -> Path:
     """Export the C features into ``work_dir`` and compile the harness; return its path.
 
@@ -517,11 +587,9 @@ def build_netfeatures_harness(
     import shutil
     import subprocess
 
-    from tinyward.detect.errors import DetectMisuse
-
     if shutil.which(cc) is None:
         raise DetectMisuse(f"no C compiler {cc!r} on PATH (run scripts/install-system-deps.sh)")
-    files = export_netfeatures_c(work_dir, config, prefix)
+    files = export_netfeatures_c(work_dir, config, prefix, state)
     main = Path(work_dir) / "harness.c"
     main.write_text(_harness_source(prefix), encoding="utf-8")
     exe = Path(work_dir) / "nf_harness"

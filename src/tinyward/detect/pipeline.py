@@ -300,7 +300,8 @@ def write_scores_csv(scored: Scored, path: Path) -> None:
 
 
 def export_features_c(model: Model, out_dir: Path, prefix: str = "tw_nf") -> NetFeatureFiles:
-    """Write the model's packet feature state machine as C99 (``prefix``.h and .c).
+    """Write the model's packet feature state machine as C99 (``prefix``.h and .c),
+    starting from the model's trained feature state.
 
     Raises:
         DetectMisuse: a sensor model (only packet features export).
@@ -309,7 +310,8 @@ def export_features_c(model: Model, out_dir: Path, prefix: str = "tw_nf") -> Net
 
     if not isinstance(model.features, PacketFeatures):
         raise DetectMisuse("a sensor model; only packet features export")
-    return export_netfeatures_c(out_dir, model.features.extractor.config, prefix)
+    extractor = model.features.extractor
+    return export_netfeatures_c(out_dir, extractor.config, prefix, state=extractor)
 
 
 def export_detector_c(detector: Detector, out_dir: Path, *, prefix: str = "tinyward_detector",
