@@ -113,7 +113,9 @@ class FusedNetDetector:
     """
 
     def __init__(self, base: Any, *, novelty: bool = True, per_class: bool = True,
-                 capacity: int = DEFAULT_CAPACITY, key: bytes | None = None) -> None:
+                 capacity: int = DEFAULT_CAPACITY, key: bytes | None = None,
+                 granularity: str = "pair") -> None:
+        self.granularity = granularity
         self.base = base
         self.use_novelty = novelty
         self.per_class = per_class
@@ -121,7 +123,7 @@ class FusedNetDetector:
         self.key = key
         self.novelty: NoveltySet | None = None
         self.scale: ClassScale | None = None
-        suffix = ("+novelty" if novelty else "") + ("+classes" if per_class else "")
+        suffix = (f"+novelty({granularity})" if novelty else "") + ("+classes" if per_class else "")
         self.name = f"{getattr(base, 'name', type(base).__name__)}{suffix}"
         self.threshold = 1.0  # an alarm is fused > 1
 
@@ -137,7 +139,8 @@ class FusedNetDetector:
         if not self.per_class:  # one class: the detector's own threshold, global median
             self.scale.threshold[:] = float(self.base.threshold)
         if self.use_novelty:
-            self.novelty = NoveltySet.fit(packets, capacity=self.capacity, key=self.key)
+            self.novelty = NoveltySet.fit(packets, capacity=self.capacity, key=self.key,
+                                          granularity=self.granularity)
         return self
 
     def parts(self, X: np.ndarray, packets: Sequence[Packet]) -> tuple[np.ndarray, np.ndarray]:
@@ -157,8 +160,15 @@ class FusedNetDetector:
         return np.clip(z, -Z_CLIP, Z_CLIP) + NOVEL_OFFSET * novel
 
     def alarms(self, X: np.ndarray, packets: Sequence[Packet]) -> np.ndarray:
-        z, novel = self.parts(X, packets)
-        return np.asarray(novel | (z > 1.0), dtype=bool)
+        """``novel OR score > t_c``, compared on the raw score as the C export does
+        (the same as ``fused > 1`` but free of the division's rounding)."""
+        if self.scale is None:
+            raise DetectMisuse("fit the detector first")
+        scores = np.asarray(self.base.score(X), dtype=np.float64) if len(X) else np.zeros(0)
+        classes = packet_classes(packets) if self.per_class else np.zeros(len(X), np.int64)
+        novel = (self.novelty.novel(packets) if self.novelty is not None
+                 else np.zeros(len(X), dtype=bool))
+        return np.asarray(novel | (scores > self.scale.threshold[classes]), dtype=bool)
 
     def extra_bytes(self) -> int:
         """Bytes on the device beyond the wrapped model: class table and novelty set."""

@@ -64,12 +64,29 @@ HASH_OPS = 10 * 8 * 14 + 16 + 16 + 35
 OPS_PER_PACKET = HASH_OPS + 17  # binary search over <= 65,536 hashes: <= 17 compares
 
 
-def service_tuple(packet: Packet) -> bytes:
-    """The bytes hashed for ``packet``: lower address, higher address, protocol, service
-    port (big-endian). The same for both directions of a conversation."""
+GRANULARITIES = ("pair", "service")
+
+
+def service_tuple(packet: Packet, granularity: str = "pair") -> bytes:
+    """The bytes hashed for ``packet``, the same for both directions of a conversation.
+
+    ``pair``: lower address, higher address, protocol, service port (big-endian).
+    ``service``: the server's address only (the side with the service port; the lower
+    address when both ports are equal), protocol, service port — for a network where
+    new *clients* of known services are benign (MQTTset's test clients are hosts never
+    seen in training).
+    """
+    ports = packet.proto in _PORTS
+    port = min(packet.sport, packet.dport) if ports else 0
+    tail = bytes((packet.proto,)) + port.to_bytes(2, "big")
+    if granularity == "service":
+        if ports and packet.sport != packet.dport:
+            server = packet.src if packet.sport < packet.dport else packet.dst
+        else:
+            server = min(packet.src, packet.dst)
+        return server + tail
     lo, hi = sorted((packet.src, packet.dst))
-    port = min(packet.sport, packet.dport) if packet.proto in _PORTS else 0
-    return lo + hi + bytes((packet.proto,)) + port.to_bytes(2, "big")
+    return lo + hi + tail
 
 
 def keyed_hash(key: bytes, data: bytes) -> int:
@@ -90,7 +107,10 @@ class NoveltySet:
     """The learned set of service-tuple hashes (see the module docstring)."""
 
     def __init__(self, key: bytes, hashes: Iterable[int], capacity: int = DEFAULT_CAPACITY,
-                 dropped: Dropped = Dropped()) -> None:
+                 dropped: Dropped = Dropped(), granularity: str = "pair") -> None:
+        if granularity not in GRANULARITIES:
+            raise DetectMisuse(f"granularity {granularity!r}: choose one of {GRANULARITIES}")
+        self.granularity = granularity
         if not isinstance(key, bytes) or len(key) != KEY_BYTES:
             raise DetectMisuse(f"the novelty key must be {KEY_BYTES} bytes")
         if not (isinstance(capacity, int) and 1 <= capacity <= MAX_CAPACITY):
@@ -107,7 +127,7 @@ class NoveltySet:
 
     @classmethod
     def fit(cls, packets: Sequence[Packet], *, capacity: int = DEFAULT_CAPACITY,
-            key: bytes | None = None) -> NoveltySet:
+            key: bytes | None = None, granularity: str = "pair") -> NoveltySet:
         """Learn the tuples of BENIGN ``packets``; a fresh random key unless given.
 
         At capacity the most frequent tuples are kept (see :attr:`dropped`).
@@ -115,17 +135,19 @@ class NoveltySet:
         key = os.urandom(KEY_BYTES) if key is None else key
         if not isinstance(key, bytes) or len(key) != KEY_BYTES:
             raise DetectMisuse(f"the novelty key must be {KEY_BYTES} bytes")
-        counts = Counter(keyed_hash(key, service_tuple(p)) for p in packets)
+        if granularity not in GRANULARITIES:
+            raise DetectMisuse(f"granularity {granularity!r}: choose one of {GRANULARITIES}")
+        counts = Counter(keyed_hash(key, service_tuple(p, granularity)) for p in packets)
         ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
         kept, left = ranked[:capacity], ranked[capacity:]
         dropped = Dropped(len(left), sum(n for _, n in left))
-        return cls(key, (h for h, _ in kept), capacity, dropped)
+        return cls(key, (h for h, _ in kept), capacity, dropped, granularity)
 
     def __len__(self) -> int:
         return len(self.hashes)
 
     def hash_of(self, packet: Packet) -> int:
-        return keyed_hash(self.key, service_tuple(packet))
+        return keyed_hash(self.key, service_tuple(packet, self.granularity))
 
     def novel(self, packets: Sequence[Packet]) -> np.ndarray:
         """A boolean per packet: True when its tuple was not learned."""
@@ -149,6 +171,7 @@ class NoveltySet:
 
     def to_doc(self) -> dict[str, object]:
         return {"key": self.key.hex(), "capacity": self.capacity,
+                "granularity": self.granularity,
                 "hashes": [int(h) for h in self.hashes],
                 "dropped": {"tuples": self.dropped.tuples, "packets": self.dropped.packets}}
 
@@ -168,6 +191,7 @@ class NoveltySet:
                 raise DetectMisuse("too many hashes")
             d = doc.get("dropped", {})
             dropped = Dropped(int(d.get("tuples", 0)), int(d.get("packets", 0)))
+            granularity = doc.get("granularity", "pair")
         except (AssertionError, KeyError, TypeError, ValueError, AttributeError) as error:
             raise DetectMisuse(f"bad novelty set: {error!r}") from None
-        return cls(key, hashes, capacity, dropped)
+        return cls(key, hashes, capacity, dropped, granularity)
