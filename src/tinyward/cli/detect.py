@@ -396,12 +396,26 @@ def bench_detect(data_dir: Path, quick: bool, out_path: Path) -> None:
                 f"{rate:,.0f}",
             )
 
+        from tinyward.bench.detect import fused_results, stream_packets
+
+        packets = stream_packets(data_dir, strip)
         for detector in contenders():
             with _progress() as progress:
                 progress.add_task(f"{detector.name} ({view})", total=None)
                 result = ev.evaluate_scores(detector, streams)
             report[f"{view}/{detector.name}"] = result
             add_row(detector.name, result, 1e6 / result["us_per_packet"])
+            if detector.name in KINDS:  # novelty and per-class thresholds on its scores
+                for name, fused in fused_results(detector, streams, packets).items():
+                    report[f"{view}/{name}"] = fused
+                    add_row(name, fused, 1e6 / result["us_per_packet"])
+                    novel = fused.get("novel_fraction")
+                    click.echo(
+                        f"  {name}: realised FPR of the fused alarm on benign test "
+                        f"{fused['benign_fpr_at_threshold']:.4f} ({fused['benign_false_alarms']}"
+                        f"/{fused['benign_n']})"
+                        + ("; novel: " + ", ".join(f"{k} {v:.3f}" for k, v in novel.items()
+                                                   if v is not None) if novel else ""))
             if detector.name.endswith("-int8"):
                 c_result, note = c_scores(detector, streams, result, c_features)
                 if note:
