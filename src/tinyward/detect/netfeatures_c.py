@@ -56,6 +56,38 @@ def _crc_table() -> list[int]:
     return table
 
 
+# The C layout keeps times in double arrays of their own, apart from the statistics:
+# Python's slots hold the last-update time first (and, per conversation direction, the
+# last packet time at offset 6 of the direction block); C's do not.
+C_H_STRIDE = _H_STRIDE - 1
+C_C_DIR = _C_DIR_STRIDE - 1
+C_C_STRIDE = 2 * C_C_DIR
+C_S_STRIDE = _S_STRIDE - 1
+
+
+def c_layout(state: NetFeatureExtractor) -> dict[str, list[float] | list[int]]:
+    """The trained state split as the C struct holds it (times apart from statistics)."""
+    h, c, s = state.hosts, state.convs, state.sockets
+    out: dict[str, list[float] | list[int]] = {
+        "host_tag": h.tags, "conv_tag": c.tags, "sock_tag": s.tags,
+        "host_t": h.data[::_H_STRIDE], "conv_t": c.data[::_C_STRIDE],
+        "sock_t": s.data[::_S_STRIDE],
+    }
+    conv_dir_t, conv, host, sock = [], [], [], []
+    for i in range(len(c.tags)):
+        slot = c.data[i * _C_STRIDE:(i + 1) * _C_STRIDE]
+        for d in range(2):
+            block = slot[1 + d * _C_DIR_STRIDE:1 + (d + 1) * _C_DIR_STRIDE]
+            conv += block[:6] + block[7:]
+            conv_dir_t.append(block[6])
+    for i in range(len(h.tags)):
+        host += h.data[i * _H_STRIDE + 1:(i + 1) * _H_STRIDE]
+    for i in range(len(s.tags)):
+        sock += s.data[i * _S_STRIDE + 1:(i + 1) * _S_STRIDE]
+    out.update(conv_dir_t=conv_dir_t, host=host, conv=conv, sock=sock)
+    return out
+
+
 def _c_list(values: list[float] | list[int], per_line: int, fmt: str) -> str:
     items = [fmt.format(v) for v in values]
     return ",".join(
@@ -70,16 +102,24 @@ def _double(x: float) -> str:
 
 
 def _initial_state(state: NetFeatureExtractor | None, P: str) -> str:
-    """``static const`` copies of the trained tables (empty when no state is given)."""
+    """``static const`` copies of the trained tables (empty when no state is given).
+
+    Statistics are written as doubles; in the float build the compiler rounds each to
+    the nearest float, as the float32 mirror does."""
     if state is None:
         return ""
-    out = ["/* The trained state (tables after the benign training stream). */"]
+    out = ["/* The trained state (tables after the benign training stream); R() rounds a",
+           " * double constant to real (to the nearest float in the float build). */",
+           "#define R(x) ((real)(x))"]
     out.append(f"static const double INIT_LAST_TS = {_last_ts(state)};")
-    for name, table in (("host", state.hosts), ("conv", state.convs), ("sock", state.sockets)):
-        out.append(f"static const uint32_t INIT_{name.upper()}_TAG[{len(table.tags)}] = {{"
-                   f"{_c_list(table.tags, 6, '0x{:08x}u')}\n}};")
-        out.append(f"static const double INIT_{name.upper()}[{len(table.data)}] = {{"
-                   f"{_c_list([_double(x) for x in table.data], 3, '{}')}\n}};")
+    for name, values in c_layout(state).items():
+        if name.endswith("_tag"):
+            out.append(f"static const uint32_t INIT_{name.upper()}[{len(values)}] = {{"
+                       f"{_c_list(values, 6, '0x{:08x}u')}\n}};")
+        else:
+            kind, fmt = ("double", "{}") if name.endswith("_t") else ("real", "R({})")
+            out.append(f"static const {kind} INIT_{name.upper()}[{len(values)}] = {{"
+                       f"{_c_list([_double(x) for x in values], 3, fmt)}\n}};")
     return "\n".join(out) + "\n"
 
 
@@ -91,8 +131,8 @@ def _init_body(state: NetFeatureExtractor | None) -> str:
     if state is None:
         return "    memset(st, 0, sizeof *st);\n    st->last_ts = -INFINITY;"
     lines = ["    st->last_ts = INIT_LAST_TS;"]
-    for name in ("host", "conv", "sock"):
-        lines.append(f"    memcpy(st->{name}_tag, INIT_{name.upper()}_TAG, sizeof st->{name}_tag);")
+    for name in ("host_tag", "conv_tag", "sock_tag", "host_t", "conv_t", "conv_dir_t", "sock_t",
+                 "host", "conv", "sock"):
         lines.append(f"    memcpy(st->{name}, INIT_{name.upper()}, sizeof st->{name});")
     return "\n".join(lines)
 
@@ -139,12 +179,16 @@ def render_netfeatures_c(
 extern "C" {{
 #endif
 
+/* Times (packet and last-seen) are always double: float32 cannot hold Unix-epoch
+ * seconds (128 s steps; the old float build disagreed with Python on 27 % of alarms).
+ * Statistics are {P}_REAL: double (bit-exact with tinyward.detect.netfeatures) or, with
+ * -D{P}_FLOAT, float for a single-precision FPU (bit-exact with its float32 mirror,
+ * tinyward.detect.netfeatures_f32, with the same libm). */
 #ifdef {P}_FLOAT
-/* Removed (issue 13): float32 cannot hold Unix-epoch seconds (128 s steps), and the
- * float build disagreed with Python on 27 % of alarm decisions. */
-#error "{P}_FLOAT was removed: the double build is the one bit-exact with Python"
+#define {P}_REAL float
+#else
+#define {P}_REAL double
 #endif
-#define {P}_REAL double  /* bit-exact with the Python reference (-ffp-contract=off) */
 #define {P}_N_FEATURES {len(FEATURE_NAMES)}
 {name_defines}
 extern const char *const {p}_feature_names[{P}_N_FEATURES];
@@ -153,9 +197,9 @@ extern const char *const {p}_feature_names[{P}_N_FEATURES];
 #define {P}_SOCK_SLOTS {config.socket_slots}
 #define {P}_WAYS {config.ways}
 #define {P}_HOST_BY_PAIR {int(config.host_by_pair)}  /* host statistics per (src, dst) */
-#define {P}_HOST_STRIDE {_H_STRIDE}
-#define {P}_CONV_STRIDE {_C_STRIDE}
-#define {P}_SOCK_STRIDE {_S_STRIDE}
+#define {P}_HOST_STRIDE {C_H_STRIDE}   /* fast (w, ls, ss), slow (w, ls, ss), new sockets */
+#define {P}_CONV_STRIDE {C_C_STRIDE}  /* per direction: fast, slow, inter-arrival (w, ls, ss) */
+#define {P}_SOCK_STRIDE {C_S_STRIDE}  /* per direction: fast, slow (w, ls, ss) */
 
 typedef enum {{
     {P}_OK = 0,
@@ -178,6 +222,10 @@ typedef struct {{
     uint32_t host_tag[{P}_HOST_SLOTS];
     uint32_t conv_tag[{P}_CONV_SLOTS];
     uint32_t sock_tag[{P}_SOCK_SLOTS];
+    double host_t[{P}_HOST_SLOTS];       /* last update of each slot */
+    double conv_t[{P}_CONV_SLOTS];
+    double conv_dir_t[2 * {P}_CONV_SLOTS];  /* last packet per direction (0: none) */
+    double sock_t[{P}_SOCK_SLOTS];
     {P}_REAL host[{P}_HOST_SLOTS * {P}_HOST_STRIDE];
     {P}_REAL conv[{P}_CONV_SLOTS * {P}_CONV_STRIDE];
     {P}_REAL sock[{P}_SOCK_SLOTS * {P}_SOCK_STRIDE];
@@ -202,9 +250,15 @@ const char *{p}_status_str({p}_status status);
 #include <string.h>
 
 typedef {P}_REAL real;
+#ifdef {P}_FLOAT
+#define POW2(x) powf(2.0f, (x))
+#define LOG1P(x) log1pf(x)
+#define SQRT(x) sqrtf(x)
+#else
 #define POW2(x) pow(2.0, (x))
 #define LOG1P(x) log1p(x)
 #define SQRT(x) sqrt(x)
+#endif
 
 const char *const {p}_feature_names[{P}_N_FEATURES] = {{
 {name_list}
@@ -232,8 +286,8 @@ static uint32_t crc32_bytes(const uint8_t *data, size_t n)
 
 /* Index of the slot for key (in slots), taking a slot on a miss: an empty one (the
  * last empty in the set) or the one updated least recently (the first on ties). */
-static size_t find(uint32_t *tags, real *data, size_t slots, size_t stride,
-                   const uint8_t *key, size_t key_len, real now, int *is_new)
+static size_t find(uint32_t *tags, double *times, real *data, size_t slots, size_t stride,
+                   const uint8_t *key, size_t key_len, double now, int *is_new)
 {{
     uint32_t tag = crc32_bytes(key, key_len);
     if (tag == 0u) {{
@@ -243,7 +297,7 @@ static size_t find(uint32_t *tags, real *data, size_t slots, size_t stride,
     size_t first = (size_t)(tag % (uint32_t)sets) * {P}_WAYS;
     size_t victim = first;
     int have_empty = 0;
-    real oldest = (real)INFINITY;
+    double oldest = INFINITY;
     for (size_t slot = first; slot < first + {P}_WAYS; slot++) {{
         if (tags[slot] == tag) {{
             *is_new = 0;
@@ -252,16 +306,16 @@ static size_t find(uint32_t *tags, real *data, size_t slots, size_t stride,
         if (tags[slot] == 0u) {{
             victim = slot;
             have_empty = 1;
-        }} else if (!have_empty && data[slot * stride] < oldest) {{
+        }} else if (!have_empty && times[slot] < oldest) {{
             victim = slot;
-            oldest = data[slot * stride];
+            oldest = times[slot];
         }}
     }}
     tags[victim] = tag;
     for (size_t i = 0; i < stride; i++) {{
         data[victim * stride + i] = (real)0;
     }}
-    data[victim * stride] = now;
+    times[victim] = now;
     *is_new = 1;
     return victim;
 }}
@@ -282,15 +336,15 @@ static void mean_std(real w, real ls, real ss, real *mean, real *std)
 /* Age a two-direction slot (conversation or socket) to `now`: both directions' fast and
    slow sums decay, then the packet adds to direction `dir`. Same operations, same order as
    Python's _age_pair. */
-static void age_pair(real *slot, size_t stride, int dir, real now, real size,
+static void age_pair(real *slot, double *last, size_t stride, int dir, double now, real size,
                      real **mine, real **other)
 {{
-    const real dt = now - slot[0];
-    slot[0] = now;
+    const real dt = (real)(now - *last);
+    *last = now;
     const real df = POW2(-FAST * dt);
     const real ds = POW2(-SLOW * dt);
-    real *m = &slot[1 + (size_t)dir * stride];
-    real *o = &slot[1 + (size_t)(1 - dir) * stride];
+    real *m = &slot[(size_t)dir * stride];
+    real *o = &slot[(size_t)(1 - dir) * stride];
     for (size_t i = 0; i < 3; i++) {{
         m[i] *= df;
         m[3 + i] *= ds;
@@ -333,7 +387,7 @@ const char *{p}_status_str({p}_status status)
     if (n != 4u && n != 16u) {{
         return {P}_ERR_ADDR_LEN;
     }}
-    real now = (real)pkt->ts;
+    double now = pkt->ts;
     if (now < st->last_ts) {{
         now = st->last_ts;
     }}
@@ -355,22 +409,22 @@ const char *{p}_status_str({p}_status status)
     memcpy(key + n + 2, sdir == 0 ? b : a, n + 2);
     key[2 * n + 4] = pkt->proto;
     int snew = 0, unused = 0;
-    const size_t sslot = find(st->sock_tag, st->sock, {P}_SOCK_SLOTS, {P}_SOCK_STRIDE,
+    const size_t sslot = find(st->sock_tag, st->sock_t, st->sock, {P}_SOCK_SLOTS, {P}_SOCK_STRIDE,
                               key, 2 * n + 5, now, &snew);
 
     /* host: the directed pair (source then destination), or the source alone */
     memcpy(key, pkt->src, n);
     memcpy(key + n, pkt->dst, n);
-    const size_t hslot = find(st->host_tag, st->host, {P}_HOST_SLOTS, {P}_HOST_STRIDE,
+    const size_t hslot = find(st->host_tag, st->host_t, st->host, {P}_HOST_SLOTS, {P}_HOST_STRIDE,
                               key, {P}_HOST_BY_PAIR ? 2 * n : n, now, &unused);
     real *h = &st->host[hslot * {P}_HOST_STRIDE];
-    real dt = now - h[0];
-    h[0] = now;
+    const real dt = (real)(now - st->host_t[hslot]);
+    st->host_t[hslot] = now;
     real df = POW2(-FAST * dt);
     real ds = POW2(-SLOW * dt);
     const real dn = POW2(-NEWSOCK * dt);
     for (size_t win = 0; win < 2; win++) {{
-        real *s = &h[1 + 3 * win];
+        real *s = &h[3 * win];
         const real decay = win == 0 ? df : ds;
         s[0] = s[0] * decay + ONE;
         s[1] = s[1] * decay + size;
@@ -381,17 +435,23 @@ const char *{p}_status_str({p}_status status)
         out[k++] = mean;
         out[k++] = std;
     }}
-    h[7] = h[7] * dn + (snew ? ONE : (real)0);
-    out[k++] = LOG1P(h[7]);
+    h[6] = h[6] * dn + (snew ? ONE : (real)0);
+    out[k++] = LOG1P(h[6]);
 
     /* conversation (unordered address pair), one block per direction */
     const int cdir = memcmp(pkt->src, pkt->dst, n) <= 0 ? 0 : 1;
     memcpy(key, cdir == 0 ? pkt->src : pkt->dst, n);
     memcpy(key + n, cdir == 0 ? pkt->dst : pkt->src, n);
-    const size_t cslot = find(st->conv_tag, st->conv, {P}_CONV_SLOTS, {P}_CONV_STRIDE,
-                              key, 2 * n, now, &unused);
+    int cnew = 0;
+    const size_t cslot = find(st->conv_tag, st->conv_t, st->conv, {P}_CONV_SLOTS,
+                              {P}_CONV_STRIDE, key, 2 * n, now, &cnew);
+    if (cnew) {{
+        st->conv_dir_t[2 * cslot] = 0.0;
+        st->conv_dir_t[2 * cslot + 1] = 0.0;
+    }}
     real *mine, *other;
-    age_pair(&st->conv[cslot * {P}_CONV_STRIDE], {_C_DIR_STRIDE}u, cdir, now, size, &mine, &other);
+    age_pair(&st->conv[cslot * {P}_CONV_STRIDE], &st->conv_t[cslot], {C_C_DIR}u, cdir, now, size,
+             &mine, &other);
     for (size_t off = 0; off < 6; off += 3) {{
         real m1, s1, m2, s2;
         mean_std(mine[off], mine[off + 1], mine[off + 2], &m1, &s1);
@@ -401,21 +461,23 @@ const char *{p}_status_str({p}_status status)
         out[k++] = SQRT(s1 * s1 + s2 * s2);
     }}
     /* inter-arrival time in this direction, log1p(milliseconds) */
-    real *iat = &mine[7];
-    if (mine[6] > 0) {{
-        const real gap = now - mine[6];
+    real *iat = &mine[6];
+    double *last_dir = &st->conv_dir_t[2 * cslot + (size_t)cdir];
+    if (*last_dir > 0.0) {{
+        const real gap = (real)(now - *last_dir);
         const real dj = POW2(-JITTER * gap);
         const real x = LOG1P(gap * MILLI);
         iat[0] = iat[0] * dj + ONE;
         iat[1] = iat[1] * dj + x;
         iat[2] = iat[2] * dj + x * x;
     }}
-    mine[6] = now > 0 ? now : EPS;
+    *last_dir = now > 0.0 ? now : 1e-9;
     mean_std(iat[0], iat[1], iat[2], &out[k], &out[k + 1]);
     k += 2;
 
     /* socket statistics */
-    age_pair(&st->sock[sslot * {P}_SOCK_STRIDE], {_S_DIR_STRIDE}u, sdir, now, size, &mine, &other);
+    age_pair(&st->sock[sslot * {P}_SOCK_STRIDE], &st->sock_t[sslot], {_S_DIR_STRIDE}u, sdir, now,
+             size, &mine, &other);
     for (size_t off = 0; off < 6; off += 3) {{
         real mean, std;
         mean_std(mine[off], mine[off + 1], mine[off + 2], &mean, &std);
@@ -437,11 +499,16 @@ const char *{p}_status_str({p}_status status)
 
 
 def c_state_bytes(config: NetFeatureConfig) -> int:
-    """Bytes of ``<prefix>_state`` in the (double) C build: tags, slots, last time."""
-    from tinyward.detect.netfeatures import NetFeatureExtractor
+    """Bytes of ``<prefix>_state``: per slot a uint32 tag, double times (one per slot, two
+    more per conversation) and ``real`` statistics (8 bytes, or 4 with ``real_bytes=4``
+    for the float build); plus the last packet time."""
+    return c_state_bytes_for(config, 8)
 
-    ex = NetFeatureExtractor(config)
-    return 8 + sum(len(t.tags) * (4 + 8 * t.stride) for t in (ex.hosts, ex.convs, ex.sockets))
+
+def c_state_bytes_for(config: NetFeatureConfig, real_bytes: int) -> int:
+    h, c, s = config.host_slots, config.conv_slots, config.socket_slots
+    return (8 + 4 * (h + c + s) + 8 * (h + 3 * c + s)
+            + real_bytes * (h * C_H_STRIDE + c * C_C_STRIDE + s * C_S_STRIDE))
 
 
 def export_netfeatures_c(
@@ -462,7 +529,8 @@ def export_netfeatures_c(
     if config is None:
         config = state.config if state is not None else NetFeatureConfig()
     header, source = render_netfeatures_c(config, prefix, state)
-    header = header.replace("~{bytes}", f"{c_state_bytes(config)}")
+    header = header.replace(
+        "~{bytes}", f"{c_state_bytes(config)} (double) / {c_state_bytes_for(config, 4)} (float)")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     h, c = out_dir / f"{prefix}.h", out_dir / f"{prefix}.c"
