@@ -50,10 +50,11 @@ def test_train_and_score_a_capture(mqtt: Path, tmp_path: Path) -> None:
     assert alarms > 0.9 * 3166  # malformed MQTT, options removed, is mostly flagged
     code, out = _run("detect", "export", str(model), "--out", str(tmp_path / "c"))
     assert code == 0, out
-    assert (tmp_path / "c" / "tinyward_detector.h").exists()
+    header = (tmp_path / "c" / "tinyward_detector.h").read_text()
+    assert "pair_w_fast" in header and "feature 0" not in header  # the model's own names
     code, out = _run("detect", "export-features", str(model), "--out", str(tmp_path / "c"))
     assert code == 0 and "TCP options removed" in out, out
-    assert (tmp_path / "c" / "tw_nf.c").exists() and "13952 B of state" in out
+    assert (tmp_path / "c" / "tw_nf.c").exists() and "29192 B of state (double) or 16648 B (float build)" in out
 
 
 def test_train_and_score_sensors(skab: Path, tmp_path: Path) -> None:

@@ -156,3 +156,19 @@ def test_builds_for_cortex_m4_with_fpu(tmp_path: Path) -> None:
     # code and constant tables only; the state is the caller's struct
     assert sizes.ram == 0 and 0 < sizes.flash < 8192
     print(f"Cortex-M4F -Os: {sizes.flash} B flash, state {NetFeatureExtractor().state_bytes()} B")
+
+
+@pytest.mark.parametrize("real_bytes", [8, 4])
+def test_state_bytes_are_the_size_of_the_c_struct(tmp_path: Path, real_bytes: int) -> None:
+    files = export_netfeatures_c(tmp_path)
+    main = tmp_path / "size.c"
+    main.write_text('#include <stdio.h>\n#include "tw_nf.h"\n'
+                    'int main(void) { printf("%zu", sizeof(tw_nf_state)); return 0; }\n')
+    flags = ("-DTW_NF_FLOAT",) if real_bytes == 4 else ()
+    exe = tmp_path / "size"
+    subprocess.run(["gcc", *HOST_CFLAGS, *flags, "-I", str(tmp_path), str(files.source),
+                    str(main), "-o", str(exe), "-lm"], check=True, capture_output=True,
+                   timeout=120)
+    size = int(subprocess.run([str(exe)], capture_output=True, check=True, text=True,
+                              timeout=60).stdout)
+    assert size == NetFeatureExtractor().state_bytes(real_bytes)

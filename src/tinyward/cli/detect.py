@@ -174,17 +174,23 @@ def score(model: Path, input_path: Path, out: Path | None) -> None:
 def export_features(model: Path, out_dir: Path, prefix: str) -> None:
     """Export MODEL's packet feature state machine as C99 (one header, one source).
 
-    Firmware feeds it one parsed IP packet at a time and passes the 24 features to the
-    detector exported by `tinyward detect export`. Define TW_NF_FLOAT (with your prefix)
-    for single precision on an FPU; the default double is bit-exact with Python.
+    The C starts from the model's trained feature state. Firmware feeds it one parsed IP
+    packet at a time and passes the 24 features to the detector exported by `tinyward
+    detect export`. The default double build is bit-exact with Python; define TW_NF_FLOAT
+    (with your prefix) for float32 statistics on a single-precision FPU (times stay
+    double; bit-exact with tinyward.detect.netfeatures_f32).
     """
+    from tinyward.detect.netfeatures_c import c_state_bytes_for
+
     loaded = pipeline.load_model(model)
     if not isinstance(loaded.features, pipeline.PacketFeatures):
         raise DetectError(f"{model}: a sensor model; only packet features export")
     files = pipeline.export_features_c(loaded, out_dir, prefix)
+    config = loaded.features.extractor.config
     click.echo(
-        f"wrote {files.header} and {files.source}: {loaded.features.extractor.state_bytes()} B "
-        "of state (float32) in the caller's struct"
+        f"wrote {files.header} and {files.source}, starting from the trained state: "
+        f"{c_state_bytes_for(config, 8)} B of state (double) or "
+        f"{c_state_bytes_for(config, 4)} B (float build) in the caller's struct"
     )
     if loaded.features.strip_tcp_options:
         click.echo(

@@ -237,9 +237,14 @@ class NetFeatureExtractor:
         return feature_names(self.config)
 
     # ------------------------------------------------------------------ sizes and costs
-    def state_bytes(self) -> int:
-        """Bytes of state in the C layout: a uint32 tag and float32 fields per slot."""
-        return sum(len(t.tags) * (4 + 4 * t.stride) for t in (self.hosts, self.convs, self.sockets))
+    def state_bytes(self, real_bytes: int = 4) -> int:
+        """Bytes of the C state struct (:mod:`.netfeatures_c`): per slot a uint32 tag,
+        double times (one per slot, two more per conversation, and the last packet's)
+        and statistics of ``real_bytes`` (4: the float build; 8: the double build)."""
+        c = self.config
+        h, v, s = c.host_slots, c.conv_slots, c.socket_slots
+        stats = h * (_H_STRIDE - 1) + v * 2 * (_C_DIR_STRIDE - 1) + s * (_S_STRIDE - 1)
+        return 8 + 4 * (h + v + s) + 8 * (h + 3 * v + s) + real_bytes * stats
 
     @staticmethod
     def ops_per_packet() -> int:

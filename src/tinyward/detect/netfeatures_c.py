@@ -506,9 +506,9 @@ def c_state_bytes(config: NetFeatureConfig) -> int:
 
 
 def c_state_bytes_for(config: NetFeatureConfig, real_bytes: int) -> int:
-    h, c, s = config.host_slots, config.conv_slots, config.socket_slots
-    return (8 + 4 * (h + c + s) + 8 * (h + 3 * c + s)
-            + real_bytes * (h * C_H_STRIDE + c * C_C_STRIDE + s * C_S_STRIDE))
+    from tinyward.detect.netfeatures import NetFeatureExtractor
+
+    return NetFeatureExtractor(config).state_bytes(real_bytes)
 
 
 def export_netfeatures_c(
