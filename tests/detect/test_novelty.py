@@ -105,7 +105,7 @@ def test_capacity_exhaustion_keeps_the_most_frequent_tuples_and_counts_the_rest(
 
 
 def test_the_hash_is_keyed_blake2s_and_features_stay_address_blind(trained: tuple) -> None:
-    extractor, X, packets = trained
+    _, X, packets = trained
     p = packets[0]
     data = service_tuple(p)
     assert keyed_hash(KEY, data) == int.from_bytes(

@@ -42,7 +42,7 @@ def fused_results(base: Any, streams: PacketStreams, packets: dict[str, list[Pac
     """Fuse the FITTED ``base`` detector every way of :data:`VARIANTS`; figures per name."""
     results: dict[str, Any] = {}
     for variant in VARIANTS:
-        fused = FusedNetDetector(base, key=key, **variant)  # type: ignore[arg-type]
+        fused = FusedNetDetector(base, key=key, **variant)
         fused.fit(streams.train, packets["train"], target_fpr=target_fpr, fit_base=False)
         benign = fused.score(streams.benign, packets["benign"])
         attacks = {name: fused.score(streams.attacks[name], packets[name])

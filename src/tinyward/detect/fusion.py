@@ -157,7 +157,7 @@ class FusedNetDetector:
     def score(self, X: np.ndarray, packets: Sequence[Packet]) -> np.ndarray:
         """The continuous fused score (see module docstring); alarm when > 1."""
         z, novel = self.parts(X, packets)
-        return np.clip(z, -Z_CLIP, Z_CLIP) + NOVEL_OFFSET * novel
+        return np.asarray(np.clip(z, -Z_CLIP, Z_CLIP) + NOVEL_OFFSET * novel, dtype=np.float64)
 
     def alarms(self, X: np.ndarray, packets: Sequence[Packet]) -> np.ndarray:
         """``novel OR score > t_c``, compared on the raw score as the C export does

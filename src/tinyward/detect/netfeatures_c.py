@@ -16,6 +16,7 @@ the feature vector the detector expects.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -88,7 +89,7 @@ def c_layout(state: NetFeatureExtractor) -> dict[str, list[float] | list[int]]:
     return out
 
 
-def _c_list(values: list[float] | list[int], per_line: int, fmt: str) -> str:
+def _c_list(values: Sequence[object], per_line: int, fmt: str) -> str:
     items = [fmt.format(v) for v in values]
     return ",".join(
         ("\n    " if i % per_line == 0 else " ") + item for i, item in enumerate(items)

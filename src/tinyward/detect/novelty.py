@@ -118,7 +118,7 @@ class NoveltySet:
         values = sorted(set(int(h) for h in hashes))
         if len(values) > capacity:
             raise DetectMisuse(f"{len(values)} hashes do not fit a capacity of {capacity}")
-        if values and not (0 <= values[0] and values[-1] < 1 << 64):
+        if values and not (values[0] >= 0 and values[-1] < 1 << 64):
             raise DetectMisuse("a hash outside 0..2**64-1")
         self.key = key
         self.capacity = capacity
@@ -178,8 +178,9 @@ class NoveltySet:
     @classmethod
     def from_doc(cls, doc: object) -> NoveltySet:
         """Rebuild from :meth:`to_doc` output (hostile input). Raises DetectMisuse."""
+        if not isinstance(doc, dict):
+            raise DetectMisuse("bad novelty set: not an object")
         try:
-            assert isinstance(doc, dict)
             key = bytes.fromhex(doc["key"])
             hashes = doc["hashes"]
             capacity = doc["capacity"]
@@ -192,6 +193,6 @@ class NoveltySet:
             d = doc.get("dropped", {})
             dropped = Dropped(int(d.get("tuples", 0)), int(d.get("packets", 0)))
             granularity = doc.get("granularity", "pair")
-        except (AssertionError, KeyError, TypeError, ValueError, AttributeError) as error:
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise DetectMisuse(f"bad novelty set: {error!r}") from None
         return cls(key, hashes, capacity, dropped, granularity)
