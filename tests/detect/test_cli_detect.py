@@ -134,3 +134,27 @@ def test_score_keeps_what_was_read_before_a_truncation(mqtt: Path, tmp_path: Pat
     assert code == 2 and "cut.pcap: file truncated" in out and "(read so far)" in out
     kept = len(scores.read_text().splitlines()) - 1
     assert kept > 1000 and f"packet #{kept}" in out
+
+
+def test_train_with_novelty_and_classes_scores_and_exports_them(
+    mqtt: Path, tmp_path: Path
+) -> None:
+    model = tmp_path / "n.json"
+    code, out = _run("detect", "train", str(mqtt / "benign/benign-train.pcap"),
+                     "--strip-tcp-options", "--novelty", "service", "--per-class",
+                     "--out", str(model))
+    assert code == 0 and "novelty set (service): 1 tuple, 24 B" in out, out  # broker:1883
+    saved = json.loads(model.read_text())["fusion"]
+    assert saved["per_class"] is True and len(saved["novelty"]["hashes"]) == 1
+    # MQTTset's MalariaDoS capture reaches its broker at another address: every packet
+    # is a never-seen service (a capture artefact, not evidence: see docs/detect.md)
+    code, out = _run("detect", "score", str(model), str(mqtt / "malariados/malariados-test.pcap"))
+    assert code == 0 and "933 novel, 933 alarms" in out, out
+    code, out = _run("detect", "export-features", str(model), "--out", str(tmp_path / "c"))
+    assert code == 0 and (tmp_path / "c" / "tw_nf_nov.c").exists(), out
+    # a model file whose fusion section is doctored is refused with the key named
+    doc = json.loads(model.read_text())
+    doc["fusion"]["scale"]["threshold"] = [1.0]
+    model.write_text(json.dumps(doc))
+    code, out = _run("detect", "score", str(model), str(mqtt / "malariados/malariados-test.pcap"))
+    assert code != 0 and "'fusion'" in out, out

@@ -110,6 +110,20 @@ def detect() -> None:
     help="False-positive rate the alarm threshold aims at on held-out benign data.",
 )
 @click.option("--delimiter", default=";", show_default=True, help="CSV delimiter (sensors).")
+@click.option(
+    "--novelty",
+    type=click.Choice(["pair", "service"]),
+    default=None,
+    help="Packets: also learn the peers (pair) or services (service) seen in training; "
+    "a never-seen one alarms. 'pair' suits a device's own traffic; on a span port, new "
+    "clients of known services alarm too.",
+)
+@click.option(
+    "--per-class",
+    is_flag=True,
+    help="Packets: one threshold per protocol class (unicast TCP/UDP, broadcast, ICMP, "
+    "other), so rare benign broadcasts do not set the bar for everything.",
+)
 def train(
     inputs: tuple[Path, ...],
     packets: bool,
@@ -118,12 +132,17 @@ def train(
     strip_tcp_options: bool,
     target_fpr: float,
     delimiter: str,
+    novelty: str | None,
+    per_class: bool,
 ) -> None:
     """Fit a detector on BENIGN inputs only (files are one stream, in order)."""
+    if not packets and (novelty is not None or per_class):
+        raise click.UsageError("--novelty and --per-class are for packet models")
     with _progress() as progress:
         model = pipeline.train(inputs, kind=kind, packets=packets,
                                strip_tcp_options=strip_tcp_options, target_fpr=target_fpr,
-                               delimiter=delimiter, progress=_steps(progress))
+                               delimiter=delimiter, progress=_steps(progress),
+                               novelty=novelty, per_class=per_class)
     pipeline.save_model(model, out)
     detector = model.detector
     click.echo(
@@ -131,6 +150,16 @@ def train(
         f"threshold {detector.threshold:.6g}; {detector.model_bytes()} model bytes; "
         f"wrote {out} (detector and feature state)"
     )
+    fusion = model.fusion
+    if fusion is not None and fusion.novelty is not None:
+        dropped = fusion.novelty.dropped
+        n = len(fusion.novelty)
+        click.echo(f"novelty set ({fusion.novelty.granularity}): {n} tuple"
+                   f"{'' if n == 1 else 's'}, {fusion.novelty.nbytes()} B")
+        if dropped.tuples:
+            click.echo(f"warning: {dropped.tuples} rare tuples ({dropped.packets} training "
+                       f"packets) did not fit the capacity of {fusion.novelty.capacity}; "
+                       "they will alarm as novel", err=True)
 
 
 # --------------------------------------------------------------------------- score
@@ -161,6 +190,10 @@ def score(model: Path, input_path: Path, out: Path | None) -> None:
         f"{input_path}: {len(scores)} {scored.unit}{kept}, {int(alarms.sum())} above the threshold "
         f"{threshold:.6g} ({100 * alarms.mean() if len(scores) else 0:.2f} %)"
     )
+    if loaded.fusion is not None:  # the alarms above are the fused rule's
+        novel = "" if scored.novel is None else f"{int(scored.novel.sum())} novel, "
+        click.echo(f"  alarm = novel OR score > its class's threshold: {novel}"
+                   f"{int(alarms.sum())} alarms")
     if out is not None:
         pipeline.write_scores_csv(scored, out)
     if scored.problem is not None:
@@ -192,6 +225,13 @@ def export_features(model: Path, out_dir: Path, prefix: str) -> None:
         f"{c_state_bytes_for(config, 8)} B of state (double) or "
         f"{c_state_bytes_for(config, 4)} B (float build) in the caller's struct"
     )
+    if loaded.fusion is not None and loaded.fusion.novelty is not None:
+        from tinyward.detect.novelty_c import export_novelty_c
+
+        nov = export_novelty_c(out_dir, loaded.fusion, f"{prefix}_nov")
+        click.echo(f"wrote {nov.header} and {nov.source}: the novelty set "
+                   f"({len(loaded.fusion.novelty)} hashes) and per-class thresholds; "
+                   "they hold the model's novelty key: keep them as confidential as the model")
     if loaded.features.strip_tcp_options:
         click.echo(
             "note: the model was trained with TCP options removed: pass each packet's IP "

@@ -104,6 +104,22 @@ class ClassScale:
         return {"threshold": self.threshold.tolist(), "median": self.median.tolist(),
                 "count": self.count.tolist()}
 
+    @classmethod
+    def from_doc(cls, doc: Any) -> ClassScale:
+        """Rebuild from :meth:`to_doc` output (hostile input). Raises DetectMisuse."""
+        n = len(CLASSES)
+        try:
+            threshold = np.asarray(doc["threshold"], dtype=np.float64)
+            median = np.asarray(doc["median"], dtype=np.float64)
+            count = np.asarray(doc["count"], dtype=np.int64)
+        except (KeyError, TypeError, ValueError) as error:
+            raise DetectMisuse(f"bad class scales: {error!r}") from None
+        if threshold.shape != (n,) or median.shape != (n,) or count.shape != (n,):
+            raise DetectMisuse(f"class scales must hold {n} values each")
+        if not (np.all(np.isfinite(threshold)) and np.all(np.isfinite(median))):
+            raise DetectMisuse("a class scale that is not a finite number")
+        return cls(threshold, median, count)
+
 
 class FusedNetDetector:
     """A packet detector with novelty and/or per-class scaling (either may be off).
@@ -180,3 +196,22 @@ class FusedNetDetector:
         if self.novelty is not None:
             ops += self.novelty.ops_per_packet(len(self.novelty))
         return ops
+
+    def to_doc(self) -> dict[str, Any]:
+        """The fusion's own state (the wrapped detector is saved apart)."""
+        if self.scale is None:
+            raise DetectMisuse("fit the detector first")
+        return {"per_class": self.per_class, "scale": self.scale.to_doc(),
+                "novelty": self.novelty.to_doc() if self.novelty is not None else None}
+
+    @classmethod
+    def from_doc(cls, base: Any, doc: Any) -> FusedNetDetector:
+        """Rebuild around the loaded ``base`` detector (hostile input). Raises DetectMisuse."""
+        if not isinstance(doc, dict) or not isinstance(doc.get("per_class"), bool):
+            raise DetectMisuse("bad fusion state: not an object with 'per_class'")
+        novelty = None if doc.get("novelty") is None else NoveltySet.from_doc(doc["novelty"])
+        fused = cls(base, novelty=novelty is not None, per_class=doc["per_class"],
+                    granularity=novelty.granularity if novelty is not None else "pair")
+        fused.scale = ClassScale.from_doc(doc.get("scale"))
+        fused.novelty = novelty
+        return fused
