@@ -147,3 +147,16 @@ def test_novelty_set_round_trips_and_refuses_bad_documents() -> None:
                 {"key": KEY.hex(), "capacity": 8, "hashes": [1 << 64]}):
         with pytest.raises(DetectMisuse):
             NoveltySet.from_doc(bad)
+
+
+def test_service_granularity_knows_new_clients_of_known_services_but_not_new_services() -> None:
+    packets = plant(500, seed=8)
+    by_pair = NoveltySet.fit(packets, key=KEY)
+    by_service = NoveltySet.fit(packets, key=KEY, granularity="service")
+    assert len(by_service) == 1 and len(by_pair) == 3  # broker:1883; three client pairs
+    newcomer = _exchanges(NEWCOMER, 40100, 80, 5, seed=9)
+    assert by_pair.novel(newcomer).all() and not by_service.novel(newcomer).any()
+    other_port = [packet(1.0, CLIENTS[0], BROKER, TCP, 40000, 8883, 80)]
+    assert by_pair.novel(other_port).all() and by_service.novel(other_port).all()
+    with pytest.raises(DetectMisuse, match="granularity"):
+        NoveltySet.fit(packets, key=KEY, granularity="host")

@@ -410,6 +410,7 @@ def bench_detect(data_dir: Path, quick: bool, out_path: Path) -> None:
             "TPR@1%",
             "AUC",
             "model B",
+            "novelty B",
             "model ops",
             "pipeline ops",
             "state B",
@@ -436,6 +437,7 @@ def bench_detect(data_dir: Path, quick: bool, out_path: Path) -> None:
                 _fmt(result["overall"]["tpr_at_0.01"]),
                 _fmt(result["overall"]["roc_auc"]),
                 str(result["model_bytes"]),
+                str(result.get("novelty_bytes", 0)),
                 str(result["ops_per_inference"]),
                 str(result["ops_per_inference"] + feature_ops),
                 str(result["state_bytes"]),
@@ -472,6 +474,7 @@ def bench_detect(data_dir: Path, quick: bool, out_path: Path) -> None:
         table.add_row(
             "Kitsune as published",
             *(["(cost only)"] + [""] * (len(ev.ATTACKS) + 2)),
+            "",
             "",
             str(KITNET_100_OPS),
             str(KITSUNE_PIPELINE_OPS),
