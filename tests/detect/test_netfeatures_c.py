@@ -156,6 +156,21 @@ def test_builds_for_cortex_m4_with_fpu(tmp_path: Path) -> None:
     # code and constant tables only; the state is the caller's struct
     assert sizes.ram == 0 and 0 < sizes.flash < 8192
     print(f"Cortex-M4F -Os: {sizes.flash} B flash, state {NetFeatureExtractor().state_bytes()} B")
+    # a trained state goes to flash as const tables (float build: 4 B per statistic,
+    # 8 B per time, 4 B per tag), never to static RAM
+    trained = NetFeatureExtractor()
+    trained.transform(_synthetic_packets(500))
+    files = export_netfeatures_c(tmp_path / "trained", state=trained)
+    with_state = arm_sizes(files.source, tmp_path / "m4t", fpu)
+    tables = trained.state_bytes(4) - 8  # the struct without last_ts: same layout in flash
+    assert with_state.ram == 0 and with_state.flash >= sizes.flash + tables
+    print(f"with a trained state: {with_state.flash} B flash")
+
+
+def _synthetic_packets(n: int) -> list:
+    from tests.detect._synthetic_net import plant
+
+    return plant(n, seed=11, broadcasts=4)
 
 
 @pytest.mark.parametrize("real_bytes", [8, 4])

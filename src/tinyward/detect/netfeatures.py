@@ -2,7 +2,8 @@
 
 In the spirit of Kitsune's AfterImage (Mirsky et al., NDSS 2018): each packet updates a
 few exponentially damped statistics — weight ``w`` (a decayed packet count), linear sum
-``ls`` and squared sum ``ss`` — kept per *source host*, per *conversation* (the unordered
+``ls`` and squared sum ``ss`` — kept per *directed pair* (source to destination; per
+source host alone before issue 13, still read from old models), per *conversation* (the unordered
 host pair, one set of statistics per direction) and per *socket* (the unordered 5-tuple,
 per direction). Between updates every statistic decays by ``2 ** (-lambda * dt)``, so each
 decay rate ``lambda`` is a time window (half-life ``1/lambda`` seconds).

@@ -3,14 +3,20 @@
 :func:`export_netfeatures_c` writes ``<prefix>.h`` and ``<prefix>.c``: fixed-size tables
 (``static``-sized arrays inside a caller-owned state struct), no dynamic allocation, no
 I/O, CRC-32 from a ``static const`` table. It is a transliteration of
-:meth:`NetFeatureExtractor.update`, operation for operation, so with ``tw_real`` =
-``double`` (the default) and ``-ffp-contract=off`` its features equal Python's bit for
-bit (the test checks this on real captures); firmware on a Cortex-M4F would define
-``<PREFIX>_REAL=float`` to use the FPU, at the cost of float32 rounding.
+:meth:`NetFeatureExtractor.update`, operation for operation. Given a trained extractor
+(``state=``), ``<prefix>_init`` starts from its tables (``static const`` copies in
+flash), so the device continues where training ended, as Python's scoring does.
+
+Two builds. Default: statistics in ``double``; with ``-ffp-contract=off`` the features
+equal Python's bit for bit (tests on real captures). ``-D<PREFIX>_FLOAT`` (a Cortex-M4F's
+single-precision FPU): statistics in ``float``; every *time* stays ``double`` in both
+builds, in arrays apart from the statistics, because float32 cannot hold Unix-epoch
+seconds (128 s steps: the old float build disagreed with Python on 27 % of alarms). The
+float build is bit-exact with its own reference, :mod:`.netfeatures_f32`.
 
 Firmware feeds it one parsed IP packet at a time (timestamp, addresses, protocol, ports,
 IP total length, with TCP options subtracted if the model was trained that way) and gets
-the feature vector the detector expects.
+the feature vector the detector expects. The header names every feature.
 """
 
 from __future__ import annotations
