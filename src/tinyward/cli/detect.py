@@ -368,7 +368,7 @@ def eval_command(
     "--full-hst",
     is_flag=True,
     help="river's default HalfSpaceTrees (25 trees of height 15) instead of 10 of height "
-    "10: about 10 min in all.",
+    "10 (much weaker: use this for a fair HalfSpaceTrees figure): about 10 min in all.",
 )
 @click.option(
     "--out",
