@@ -117,6 +117,20 @@ def detect() -> None:
     help="Refuse (instead of warning) when the benign data cannot support --target-fpr.",
 )
 @click.option("--delimiter", default=";", show_default=True, help="CSV delimiter (sensors).")
+@click.option(
+    "--novelty",
+    type=click.Choice(["pair", "service"]),
+    default=None,
+    help="Packets: also learn the peers (pair) or services (service) seen in training; "
+    "a never-seen one alarms. 'pair' suits a device's own traffic; on a span port, new "
+    "clients of known services alarm too.",
+)
+@click.option(
+    "--per-class",
+    is_flag=True,
+    help="Packets: one threshold per protocol class (unicast TCP/UDP, broadcast, ICMP, "
+    "other), so rare benign broadcasts do not set the bar for everything.",
+)
 def train(
     inputs: tuple[Path, ...],
     packets: bool,
@@ -126,6 +140,8 @@ def train(
     target_fpr: float,
     strict_threshold: bool,
     delimiter: str,
+    novelty: str | None,
+    per_class: bool,
 ) -> None:
     """Fit a detector on BENIGN inputs only (files are one stream, in order).
 
@@ -134,12 +150,15 @@ def train(
     """
     import warnings
 
+    if not packets and (novelty is not None or per_class):
+        raise click.UsageError("--novelty and --per-class are for packet models")
     with _progress() as progress, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # printed below from the calibration record
         model = pipeline.train(inputs, kind=kind, packets=packets,
                                strip_tcp_options=strip_tcp_options, target_fpr=target_fpr,
                                delimiter=delimiter, progress=_steps(progress),
-                               on_insufficient="refuse" if strict_threshold else "warn")
+                               on_insufficient="refuse" if strict_threshold else "warn",
+                               novelty=novelty, per_class=per_class)
     pipeline.save_model(model, out)
     detector = model.detector
     cal = getattr(detector, "calibration", None)
@@ -157,6 +176,16 @@ def train(
     )
     for note in cal.warnings if cal is not None else ():
         click.echo(f"warning: {note}", err=True)
+    fusion = model.fusion
+    if fusion is not None and fusion.novelty is not None:
+        dropped = fusion.novelty.dropped
+        n = len(fusion.novelty)
+        click.echo(f"novelty set ({fusion.novelty.granularity}): {n} tuple"
+                   f"{'' if n == 1 else 's'}, {fusion.novelty.nbytes()} B")
+        if dropped.tuples:
+            click.echo(f"warning: {dropped.tuples} rare tuples ({dropped.packets} training "
+                       f"packets) did not fit the capacity of {fusion.novelty.capacity}; "
+                       "they will alarm as novel", err=True)
 
 
 # --------------------------------------------------------------------------- score
@@ -187,6 +216,10 @@ def score(model: Path, input_path: Path, out: Path | None) -> None:
         f"{input_path}: {len(scores)} {scored.unit}{kept}, {int(alarms.sum())} above the threshold "
         f"{threshold:.6g} ({100 * alarms.mean() if len(scores) else 0:.2f} %)"
     )
+    if loaded.fusion is not None:  # the alarms above are the fused rule's
+        novel = "" if scored.novel is None else f"{int(scored.novel.sum())} novel, "
+        click.echo(f"  alarm = novel OR score > its class's threshold: {novel}"
+                   f"{int(alarms.sum())} alarms")
     if out is not None:
         pipeline.write_scores_csv(scored, out)
     if scored.problem is not None:
@@ -200,18 +233,31 @@ def score(model: Path, input_path: Path, out: Path | None) -> None:
 def export_features(model: Path, out_dir: Path, prefix: str) -> None:
     """Export MODEL's packet feature state machine as C99 (one header, one source).
 
-    Firmware feeds it one parsed IP packet at a time and passes the 24 features to the
-    detector exported by `tinyward detect export`. Define TW_NF_FLOAT (with your prefix)
-    for single precision on an FPU; the default double is bit-exact with Python.
+    The C starts from the model's trained feature state. Firmware feeds it one parsed IP
+    packet at a time and passes the 24 features to the detector exported by `tinyward
+    detect export`. The default double build is bit-exact with Python; define TW_NF_FLOAT
+    (with your prefix) for float32 statistics on a single-precision FPU (times stay
+    double; bit-exact with tinyward.detect.netfeatures_f32).
     """
+    from tinyward.detect.netfeatures_c import c_state_bytes_for
+
     loaded = pipeline.load_model(model)
     if not isinstance(loaded.features, pipeline.PacketFeatures):
         raise DetectError(f"{model}: a sensor model; only packet features export")
     files = pipeline.export_features_c(loaded, out_dir, prefix)
+    config = loaded.features.extractor.config
     click.echo(
-        f"wrote {files.header} and {files.source}: {loaded.features.extractor.state_bytes()} B "
-        "of state (float32) in the caller's struct"
+        f"wrote {files.header} and {files.source}, starting from the trained state: "
+        f"{c_state_bytes_for(config, 8)} B of state (double) or "
+        f"{c_state_bytes_for(config, 4)} B (float build) in the caller's struct"
     )
+    if loaded.fusion is not None and loaded.fusion.novelty is not None:
+        from tinyward.detect.novelty_c import export_novelty_c
+
+        nov = export_novelty_c(out_dir, loaded.fusion, f"{prefix}_nov")
+        click.echo(f"wrote {nov.header} and {nov.source}: the novelty set "
+                   f"({len(loaded.fusion.novelty)} hashes) and per-class thresholds; "
+                   "they hold the model's novelty key: keep them as confidential as the model")
     if loaded.features.strip_tcp_options:
         click.echo(
             "note: the model was trained with TCP options removed: pass each packet's IP "
@@ -527,8 +573,14 @@ def _own_cells(result: dict[str, Any]) -> list[str]:
 @click.option(
     "--quick",
     is_flag=True,
-    help="Smaller HalfSpaceTrees (10 trees of height 10) and only the "
-    "TCP-options-removed view: about 30 s instead of ~5 min on a busy 2-core machine.",
+    help="Only the TCP-options-removed view (both views by default: ~2.5 min on a busy "
+    "2-core machine).",
+)
+@click.option(
+    "--full-hst",
+    is_flag=True,
+    help="river's default HalfSpaceTrees (25 trees of height 15) instead of 10 of height "
+    "10 (much weaker: use this for a fair HalfSpaceTrees figure): about 10 min in all.",
 )
 @click.option(
     "--out",
@@ -538,7 +590,7 @@ def _own_cells(result: dict[str, Any]) -> list[str]:
     type=click.Path(path_type=Path),
     help="JSON file for every figure (per attack, per view, per detector).",
 )
-def bench_detect(data_dir: Path, quick: bool, out_path: Path) -> None:
+def bench_detect(data_dir: Path, quick: bool, full_hst: bool, out_path: Path) -> None:
     """tinyward's detectors next to KitNET, HalfSpaceTrees and IsolationForest.
 
     Same features (tinyward's 24 per-packet features), same splits, same machine.
@@ -553,7 +605,7 @@ def bench_detect(data_dir: Path, quick: bool, out_path: Path) -> None:
 
     def contenders() -> list[Any]:
         ours = [make_detector(kind) for kind in sorted(KINDS)]
-        hst = HalfSpaceTreesBaseline(n_trees=10, height=10) if quick else HalfSpaceTreesBaseline()
+        hst = HalfSpaceTreesBaseline() if full_hst else HalfSpaceTreesBaseline(n_trees=10, height=10)
         return [*ours, KitNETBaseline(), hst, IsolationForestBaseline()]
 
     report: dict[str, Any] = {}
@@ -576,6 +628,7 @@ def bench_detect(data_dir: Path, quick: bool, out_path: Path) -> None:
             "TPR@1%",
             "AUC",
             "model B",
+            "novelty B",
             "model ops",
             "pipeline ops",
             "state B",
@@ -603,6 +656,7 @@ def bench_detect(data_dir: Path, quick: bool, out_path: Path) -> None:
                 _fmt(result["overall"]["tpr_at_0.01"]),
                 _fmt(result["overall"]["roc_auc"]),
                 str(result["model_bytes"]),
+                str(result.get("novelty_bytes", 0)),
                 str(result["ops_per_inference"]),
                 str(result["ops_per_inference"] + feature_ops),
                 str(result["state_bytes"]),
@@ -610,12 +664,26 @@ def bench_detect(data_dir: Path, quick: bool, out_path: Path) -> None:
                 *_own_cells(result),
             )
 
+        from tinyward.bench.detect import fused_results, stream_packets
+
+        packets = stream_packets(data_dir, strip)
         for detector in contenders():
             with _progress() as progress:
                 progress.add_task(f"{detector.name} ({view})", total=None)
                 result = ev.evaluate_scores(detector, streams)
             report[f"{view}/{detector.name}"] = result
             add_row(detector.name, result, 1e6 / result["us_per_packet"])
+            if detector.name in KINDS:  # novelty and per-class thresholds on its scores
+                for name, fused in fused_results(detector, streams, packets).items():
+                    report[f"{view}/{name}"] = fused
+                    add_row(name, fused, 1e6 / result["us_per_packet"])
+                    novel = fused.get("novel_fraction")
+                    click.echo(
+                        f"  {name}: realised FPR of the fused alarm on benign test "
+                        f"{fused['benign_fpr_at_threshold']:.4f} ({fused['benign_false_alarms']}"
+                        f"/{fused['benign_n']})"
+                        + ("; novel: " + ", ".join(f"{k} {v:.3f}" for k, v in novel.items()
+                                                   if v is not None) if novel else ""))
             if detector.name.endswith("-int8"):
                 c_result, note = c_scores(detector, streams, result, c_features)
                 if note:
@@ -626,6 +694,7 @@ def bench_detect(data_dir: Path, quick: bool, out_path: Path) -> None:
         table.add_row(
             "Kitsune as published",
             *(["(cost only)"] + [""] * (len(ev.ATTACKS) + 2)),
+            "",
             "",
             str(KITNET_100_OPS),
             str(KITSUNE_PIPELINE_OPS),
