@@ -605,7 +605,8 @@ def bench_detect(data_dir: Path, quick: bool, full_hst: bool, out_path: Path) ->
 
     def contenders() -> list[Any]:
         ours = [make_detector(kind) for kind in sorted(KINDS)]
-        hst = HalfSpaceTreesBaseline() if full_hst else HalfSpaceTreesBaseline(n_trees=10, height=10)
+        hst = (HalfSpaceTreesBaseline() if full_hst
+               else HalfSpaceTreesBaseline(n_trees=10, height=10))
         return [*ours, KitNETBaseline(), hst, IsolationForestBaseline()]
 
     report: dict[str, Any] = {}

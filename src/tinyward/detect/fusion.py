@@ -18,7 +18,8 @@ curves and rates, is ``z`` for a known tuple and ``NOVEL_OFFSET + z`` for a nove
 packet ranks above every known one.
 
 The thresholds come from :func:`_class_thresholds`, the only call into the threshold
-code (``detect._common.choose_threshold`` today; issue 13's calibrated thresholds later).
+code: :func:`tinyward.detect.threshold.calibrate` (peaks over threshold where a class has
+the scores for it, its largest score otherwise, without a warning per class).
 The calibration scores are the training rows' own (in-sample) scores: rare classes have
 too few rows to hold any out; the realised FPR of each class must be checked on later
 benign data (``tinyward bench detect`` reports it).
@@ -31,16 +32,17 @@ the novelty set.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from tinyward.detect._common import choose_threshold
 from tinyward.detect.errors import DetectMisuse
 from tinyward.detect.novelty import DEFAULT_CAPACITY, NoveltySet
 from tinyward.detect.pcap import Packet
+from tinyward.detect.threshold import Policy, calibrate
 
 CLASSES = ("unicast-tcp", "unicast-udp", "broadcast", "icmp", "other")
 NOVEL_OFFSET = 1e6
@@ -69,7 +71,10 @@ def packet_classes(packets: Sequence[Packet]) -> np.ndarray:
 
 def _class_thresholds(scores: np.ndarray, target_fpr: float) -> float:
     """The one place that asks the threshold code for a threshold (see module docstring)."""
-    return choose_threshold(scores, target_fpr)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # rare classes always lack a tail; not news
+        return calibrate(scores, target_fpr, policy=Policy(on_insufficient="warn",
+                                                           bootstrap=0)).threshold
 
 
 @dataclass
