@@ -26,6 +26,8 @@ from tinyward.detect import evaluate as ev
 from tinyward.detect import pipeline
 from tinyward.detect.errors import DetectError
 from tinyward.detect.models import KINDS, make_detector
+from tinyward.detect.sensorfeatures import SensorFeatureExtractor
+from tinyward.detect.sensorfeatures_c import export_sensorfeatures_c, ops_per_window, state_bytes
 
 DEFAULT_MQTT = Path("../shared/data/mqttset")
 DEFAULT_SKAB = Path("../shared/data/skab/anomaly-free/anomaly-free.csv")
@@ -170,18 +172,23 @@ def score(model: Path, input_path: Path, out: Path | None) -> None:
 @detect.command("export-features")
 @click.argument("model", type=click.Path(path_type=Path))
 @c_out_folder
-@click.option("--prefix", default="tw_nf", show_default=True, help="C name prefix.")
-def export_features(model: Path, out_dir: Path, prefix: str) -> None:
-    """Export MODEL's packet feature state machine as C99 (one header, one source).
+@click.option("--prefix", default=None, help="C name prefix [tw_nf for packets, tw_sf for sensors].")
+def export_features(model: Path, out_dir: Path, prefix: str | None) -> None:
+    """Export MODEL's feature extractor as C99.
 
-    Firmware feeds it one parsed IP packet at a time and passes the 24 features to the
-    detector exported by `tinyward detect export`. Define TW_NF_FLOAT (with your prefix)
-    for single precision on an FPU; the default double is bit-exact with Python.
+    Packets: the packet feature state machine (one header, one source); firmware feeds it
+    one parsed IP packet at a time and passes the 24 features to the detector exported by
+    `tinyward detect export`. Define TW_NF_FLOAT (with your prefix) for single precision
+    on an FPU; the default double is bit-exact with Python.
+
+    Sensors: one header with the window features and the state training left behind;
+    firmware pushes one sample row at a time. Bit-exact with the Python reference.
     """
     loaded = pipeline.load_model(model)
-    if not isinstance(loaded.features, pipeline.PacketFeatures):
-        raise DetectError(f"{model}: a sensor model; only packet features export")
-    files = pipeline.export_features_c(loaded, out_dir, prefix)
+    if isinstance(loaded.features, pipeline.SensorFeatures):
+        _export_sensor_features(loaded.features.extractor, out_dir, prefix or "tw_sf")
+        return
+    files = pipeline.export_features_c(loaded, out_dir, prefix or "tw_nf")
     click.echo(
         f"wrote {files.header} and {files.source}: {loaded.features.extractor.state_bytes()} B "
         "of state (float32) in the caller's struct"
@@ -191,6 +198,25 @@ def export_features(model: Path, out_dir: Path, prefix: str) -> None:
             "note: the model was trained with TCP options removed: pass each packet's IP "
             "total length minus its TCP option bytes as `size`"
         )
+
+
+def _export_sensor_features(extractor: SensorFeatureExtractor, out_dir: Path, prefix: str) -> None:
+    files = export_sensorfeatures_c(extractor, out_dir, prefix)
+    cfg = extractor.config
+    click.echo(
+        f"wrote {files.header}: {files.n_channels} channels in, {files.n_features} features "
+        f"out every {cfg.step} rows (window {cfg.window}, replay history {cfg.history})"
+    )
+    click.echo(
+        f"state: {files.state_bytes} B = 8 x channels x (history + window + 18) + 16 "
+        f"(8 channels: {state_bytes(8, cfg.window, cfg.history)} B, "
+        f"36 channels: {state_bytes(36, cfg.window, cfg.history)} B)"
+    )
+    click.echo(
+        "replay search: "
+        f"{ops_per_window(files.n_channels, cfg.window, cfg.history, cfg.min_replay_lag)} "
+        "abs-difference-adds per window"
+    )
 
 
 # --------------------------------------------------------------------------- eval

@@ -1,0 +1,1122 @@
+"""The sensor window features of :mod:`.sensorfeatures` as one C99 header, trained state included.
+
+:func:`export_sensorfeatures_c` writes ``<prefix>.h``: one header (emlearn style), no
+dynamic allocation, no I/O. It holds the fitted scales as ``static const`` tables, the
+stream state a trained extractor left behind (replay history, pending samples, previous
+level, slow baselines, local scales, CUSUMs) as initial values, a state struct sized at
+compile time for the model's channels, and the feature and channel names. Firmware calls
+``<prefix>_init`` once and ``<prefix>_push`` with every sample row; every ``step`` rows it
+gets one feature vector, the vector the Python extractor gives for the same rows after
+``fit``.
+
+Arithmetic. The C uses ``double`` and a fixed operation order: sums run sequentially
+(first index first), the cross-channel fit is a plain dot product (no fused
+multiply-add: compile with ``-ffp-contract=off``, as C99 mode does), and ``log``,
+``log1p`` and ``sqrt`` come from libm. numpy does not promise an order (its reductions
+sum pairwise, its matrix product is OpenBLAS with fused multiply-adds, and on AVX-512
+hosts its ``log``/``log1p`` are its own SIMD code, which differs from glibc's in the last
+bit), so the C cannot be bit-exact with the numpy extractor. :class:`SensorReference`
+is the Python reference the C is bit-exact with: the same operations in the same order,
+with Python's libm ``math.log``/``math.log1p``. It agrees with
+:class:`~tinyward.detect.sensorfeatures.SensorFeatureExtractor` to rounding
+(tests/detect/test_sensorfeatures_c.py states the bound) and shares its trained state.
+
+What is not implemented is refused (:class:`SensorExportRefused`): a configuration field,
+a saved-state field, or a feature list the generator does not know, so a model never
+runs on the device with features it was not trained on. The features are generated one
+family at a time (``_FAMILIES``); a new family of the Python extractor needs a new entry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import shutil
+import subprocess
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tinyward.detect._c_harness import HOST_CFLAGS
+from tinyward.detect.errors import DetectError, DetectMisuse
+from tinyward.detect.export_c import check_prefix
+from tinyward.detect.sensorfeatures import (
+    _CUSUM_CAP,
+    SensorFeatureExtractor,
+    _spikiness,
+    sensor_extractor_to_doc,
+)
+
+
+class SensorExportRefused(DetectError):
+    """The sensor feature extractor uses something the C export does not implement."""
+
+
+# Configuration fields the C implements, each with a check of the value (None: any
+# value the Python config accepts). A field added to SensorFeatureConfig is refused
+# until it is listed here and implemented.
+_CONFIG_FIELDS: dict[str, Callable[[object], str | None]] = {
+    "window": lambda v: None,
+    "step": lambda v: None,
+    # Python keeps the WHOLE stream when history is 0 (``a[-0:]`` is all of ``a``):
+    # unbounded memory, which a device cannot have.
+    "history": lambda v: "history=0 keeps the whole stream; the C needs a bound" if v == 0 else None,
+    "min_replay_lag": lambda v: None,
+    "baseline_halflife": lambda v: None,
+    "per_channel": lambda v: None,
+}
+
+# Keys of sensor_extractor_to_doc the C carries (parameters and stream state).
+_STATE_KEYS = frozenset({
+    "channels", "config", "mean", "std", "coef", "intercept", "residual_std", "noise_floor",
+    "spike_scale", "window_std", "shift_center", "shift_scale", "spike_threshold",
+    "channel_center", "channel_scale", "history", "pending", "cusum", "prev_level",
+    "baseline", "local",
+})
+
+
+# ----------------------------------------------------------------------------- families
+# Each family: (name, feature names for c channels and a config, C statements that write
+# them to out[k++]). The statements run after the shared per-window pass (see _SOURCE)
+# and may read its locals: level, sd, spread, dev0, dev1 (per channel, in st->work),
+# and the scalars stuck, replay, spike, noise, jump, shift_max, level_cusum,
+# residual_cusum, spike_local, g0, g1, g2.
+@dataclass(frozen=True)
+class _Family:
+    name: str
+    names: Callable[[int, object], tuple[str, ...]]
+    code: str
+
+
+def _per_channel_names(c: int, config: object) -> tuple[str, ...]:
+    if not getattr(config, "per_channel", False):
+        return ()
+    return (
+        tuple(f"level_dev_{i}" for i in range(c))
+        + tuple(f"spread_{i}" for i in range(c))
+        + tuple(f"residual_dev_{i}" for i in range(c))
+    )
+
+
+_FAMILIES: tuple[_Family, ...] = (
+    _Family(
+        "per_channel",
+        _per_channel_names,
+        """\
+#if {P}_PER_CHANNEL
+    for (ch = 0; ch < {P}_N_CHANNELS; ch++) out[k++] = DEV0[ch];
+    for (ch = 0; ch < {P}_N_CHANNELS; ch++) out[k++] = SPREAD[ch];
+    for (ch = 0; ch < {P}_N_CHANNELS; ch++) out[k++] = DEV1[ch];
+#endif
+""",
+    ),
+    _Family(
+        "tamper",
+        lambda c, cfg: ("stuck", "replay", "spike", "noise_floor", "level_jump"),
+        """\
+    out[k++] = stuck;
+    out[k++] = replay;
+    out[k++] = log1p(spike);
+    out[k++] = noise;
+    out[k++] = jump;
+""",
+    ),
+    _Family(
+        "local",
+        lambda c, cfg: ("shift_max", "shift_cusum", "residual_cusum", "spike_local"),
+        """\
+    out[k++] = log1p(shift_max);
+    out[k++] = log1p(level_cusum);
+    out[k++] = log1p(residual_cusum);
+    out[k++] = log1p(spike_local);
+""",
+    ),
+    _Family(
+        "condensed",
+        lambda c, cfg: ("level_dev_max", "spread_max", "residual_dev_max"),
+        """\
+    out[k++] = log1p(g0);
+    out[k++] = log1p(g1);
+    out[k++] = log1p(g2);
+""",
+    ),
+)
+
+
+def check_exportable(extractor: SensorFeatureExtractor) -> None:
+    """Refuse an extractor the C export would not reproduce.
+
+    Raises:
+        SensorExportRefused: unfitted, an unknown or unsupported configuration value, a
+            state field the C does not carry, or features other than the C's.
+    """
+    if not getattr(extractor, "_fitted", False):
+        raise SensorExportRefused("the sensor feature extractor is not fitted")
+    config = extractor.config
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        check = _CONFIG_FIELDS.get(field.name)
+        if check is None:
+            raise SensorExportRefused(
+                f"sensor feature setting {field.name}={value!r} is not implemented by the C "
+                "export (tinyward/detect/sensorfeatures_c.py)"
+            )
+        problem = check(value)
+        if problem is not None:
+            raise SensorExportRefused(f"the C export cannot run this model: {problem}")
+    unknown = sorted(set(sensor_extractor_to_doc(extractor)) - _STATE_KEYS)
+    if unknown:
+        raise SensorExportRefused(
+            f"sensor feature state {', '.join(unknown)} is not carried by the C export"
+        )
+    expected = _feature_names(len(extractor.channels), config)
+    if tuple(extractor.feature_names) != expected:
+        extra = [n for n in extractor.feature_names if n not in expected]
+        raise SensorExportRefused(
+            "the extractor's features are not the ones the C export computes"
+            + (f" (not implemented: {', '.join(extra[:8])})" if extra else " (order differs)")
+        )
+
+
+def _feature_names(c: int, config: object) -> tuple[str, ...]:
+    return tuple(name for family in _FAMILIES for name in family.names(c, config))
+
+
+# ----------------------------------------------------------------------------- sizes
+def state_bytes(channels: int, window: int, history: int) -> int:
+    """Bytes of ``<prefix>_state`` (8-byte doubles, 4-byte counters, no padding on
+    x86-64 or ARM EABI): ``8 c (history + window + 18) + 16``.
+
+    The ring of standardised samples (history + window rows) is most of it; the 18 rows
+    of c doubles are the previous level (1), slow baselines (2), local scales (3),
+    CUSUMs (4) and the per-window work area (8)."""
+    return 8 * channels * (history + window + 18) + 16
+
+
+def ops_per_window(channels: int, window: int, history: int, min_replay_lag: int) -> int:
+    """Abs-difference-and-add steps of the replay search per window (the dominant cost):
+    ``(history - min_replay_lag + 1) * window * channels`` once the history is full."""
+    return max(0, history - min_replay_lag + 1) * window * channels
+
+
+# ----------------------------------------------------------------------------- rendering
+def _hex(value: float) -> str:
+    # C99 hexadecimal floating constants are exact: the C reads the very double.
+    return float(value).hex()
+
+
+def _table(values: np.ndarray, indent: str = "    ", per_line: int = 4) -> str:
+    flat = [_hex(v) for v in np.asarray(values, dtype=np.float64).ravel()]
+    lines = [", ".join(flat[i : i + per_line]) for i in range(0, len(flat), per_line)]
+    return (",\n" + indent).join(lines) if lines else "0"
+
+
+def _rows(values: np.ndarray) -> str:
+    return ",\n".join("    {" + _table(row, "     ", 4) + "}" for row in np.atleast_2d(values))
+
+
+def _c_string(text: str) -> str:
+    # Every byte outside plain printable ASCII (and ", \ and ?, which starts trigraphs)
+    # as a 3-digit octal escape: a hostile CSV header cannot end the literal.
+    out = []
+    for byte in text.encode("utf-8"):
+        char = chr(byte)
+        if 0x20 <= byte < 0x7F and char not in '"\\?':
+            out.append(char)
+        else:
+            out.append(f"\\{byte:03o}")
+    return '"' + "".join(out) + '"'
+
+
+def _comment_text(text: str) -> str:
+    # Inside a /* */ comment: nothing that could close it or splice lines.
+    return re.sub(r"[^A-Za-z0-9 _.,:+()\[\]#%=-]", "_", text)[:60]
+
+
+def _trained_ring(extractor: SensorFeatureExtractor) -> np.ndarray:
+    return np.vstack([extractor._history, extractor._pending])
+
+
+def render_sensorfeatures_h(extractor: SensorFeatureExtractor, prefix: str = "tw_sf") -> str:
+    """Return the header text for a fitted ``extractor``.
+
+    Raises:
+        DetectMisuse: a prefix that is not a safe C identifier.
+        SensorExportRefused: see :func:`check_exportable`.
+    """
+    p = check_prefix(prefix)
+    P = p.upper()
+    check_exportable(extractor)
+    e = extractor
+    cfg = e.config
+    c = len(e.channels)
+    names = e.feature_names
+    ring = _trained_ring(e)
+    n_ring = len(ring)
+    n_pending = len(e._pending)
+    alpha = 1.0 - 2.0 ** (-1.0 / cfg.baseline_halflife)
+    flags = (
+        (1 if e._prev_level is not None else 0)
+        | (2 if e._baseline is not None else 0)
+        | (4 if e._local is not None else 0)
+    )
+    zero_c = np.zeros(c)
+    prev = e._prev_level if e._prev_level is not None else zero_c
+    base = e._baseline if e._baseline is not None else np.zeros((2, c))
+    local = e._local if e._local is not None else np.zeros((3, c))
+    size = state_bytes(c, cfg.window, cfg.history)
+    feature_list = "\n".join(f" *   {i:3d} {_comment_text(n)}" for i, n in enumerate(names))
+    channel_list = "\n".join(f" *   {i:3d} {_comment_text(n)}" for i, n in enumerate(e.channels))
+    family_code = "".join(f"    /* family: {f.name} */\n" + f.code for f in _FAMILIES)
+    family_code = family_code.replace("{P}", P)
+    values = {
+        "p": p,
+        "P": P,
+        "C": c,
+        "W": cfg.window,
+        "STEP": cfg.step,
+        "H": cfg.history,
+        "LAG": cfg.min_replay_lag,
+        "NF": len(names),
+        "PER_CHANNEL": 1 if cfg.per_channel else 0,
+        "SIZE": size,
+        "OPS": ops_per_window(c, cfg.window, cfg.history, cfg.min_replay_lag),
+        "N_RING": n_ring,
+        "N_PENDING": n_pending,
+        "TO_NEXT": cfg.window - n_pending,
+        "FLAGS": flags,
+        "FEATURE_LIST": feature_list,
+        "CHANNEL_LIST": channel_list,
+        "FEATURE_NAMES": ",\n    ".join(_c_string(n) for n in names),
+        "CHANNEL_NAMES": ",\n    ".join(_c_string(n) for n in e.channels),
+        "MEAN": _table(e.mean),
+        "STD": _table(e.std),
+        "COEF": _rows(e.coef),
+        "INTERCEPT": _table(e.intercept),
+        "RSTD": _table(e.residual_std),
+        "NFLOOR": _table(e.noise_floor),
+        "NFLOOR_MEAN": _hex(float(e.noise_floor.mean())),  # as Python computes it
+        "SSCALE": _table(e.spike_scale),
+        "WSTD": _table(e.window_std),
+        "SC": _rows(e.shift_center),
+        "SS": _rows(e.shift_scale),
+        "STHR": _table(e.spike_threshold),
+        "CC": _rows(e.channel_center),
+        "CS": _rows(e.channel_scale),
+        "ALPHA": _hex(alpha),
+        "KEEP": _hex(1.0 - alpha),
+        "CAP": _hex(_CUSUM_CAP),
+        "RING_INIT": _rows(ring) if n_ring else "    {0}",
+        "PREV": _table(prev),
+        "BASE": _rows(base),
+        "LOCAL": _rows(local),
+        "CUSUM": _rows(e._cusum),
+        "FAMILIES": family_code,
+    }
+    text = _HEADER
+    for key in sorted(values, key=len, reverse=True):
+        text = text.replace("@" + key + "@", str(values[key]))
+    return text
+
+
+_HEADER = """\
+/* @p@.h: tinyward's sensor window features with their trained state (generated; do not edit).
+ *
+ * One C99 header: no malloc, no I/O, no global state. Include it in ONE .c file (its
+ * functions are static unless @P@_API is defined, e.g. as empty for external linkage).
+ *
+ *   static @p@_state st;                  // @SIZE@ bytes (see below)
+ *   @p@_init(&st);                        // the stream state training left behind
+ *   for each sample row x[@P@_N_CHANNELS] (channels in @p@_channel_names order):
+ *     double f[@P@_N_FEATURES];
+ *     if (@p@_push(&st, x, f) == @P@_READY) ... quantise f and score it ...
+ *
+ * A window of @P@_WINDOW rows completes every @P@_STEP rows. The features equal the
+ * Python reference (tinyward.detect.sensorfeatures_c.SensorReference) bit for bit when
+ * compiled with a correctly rounding libm and no fused multiply-add (-ffp-contract=off;
+ * -std=c99 implies it in GCC).
+ *
+ * State: 8 * C * (HISTORY + WINDOW + 18) + 16 bytes = @SIZE@ for C = @C@; the replay ring
+ * (HISTORY + WINDOW rows of C doubles) is most of it. The replay search costs
+ * (HISTORY - MIN_REPLAY_LAG + 1) * WINDOW * C abs-difference-adds per window = @OPS@.
+ * Define @P@_NO_TRAINED_HISTORY to start with an empty replay history (saves the
+ * trained rows in flash; the replay feature then differs from Python's until
+ * @P@_HISTORY rows have been seen).
+ *
+ * Channels (inputs), in order:
+@CHANNEL_LIST@
+ * Features (outputs), in order:
+@FEATURE_LIST@
+ */
+#ifndef @P@_H
+#define @P@_H
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#ifndef @P@_API
+#define @P@_API static
+#endif
+
+#define @P@_N_CHANNELS @C@
+#define @P@_N_FEATURES @NF@
+#define @P@_WINDOW @W@
+#define @P@_STEP @STEP@
+#define @P@_HISTORY @H@
+#define @P@_MIN_REPLAY_LAG @LAG@
+#define @P@_RING (@P@_HISTORY + @P@_WINDOW)
+#define @P@_PER_CHANNEL @PER_CHANNEL@
+#define @P@_STATE_BYTES @SIZE@
+#define @P@_TRAINED_ROWS @N_RING@
+#define @P@_TRAINED_PENDING @N_PENDING@
+
+typedef enum {
+    @P@_NO_WINDOW = 0,       /* row taken; no window completed */
+    @P@_READY = 1,           /* row taken; out[] holds the window's features */
+    @P@_ERR_NULL = 2,        /* a NULL argument; nothing changed */
+    @P@_ERR_NOT_FINITE = 3   /* a value is NaN or infinite; the row was NOT taken */
+} @p@_status;
+
+typedef struct {
+    double ring[@P@_RING][@P@_N_CHANNELS]; /* standardised rows: replay history, then window */
+    uint32_t head;       /* ring row the next sample goes to */
+    uint32_t filled;     /* valid rows (at most @P@_RING) */
+    uint32_t to_next;    /* rows until the next window completes */
+    uint32_t flags;      /* 1: prev_level set, 2: baseline set, 4: local scales set */
+    double prev_level[@P@_N_CHANNELS];
+    double baseline[2][@P@_N_CHANNELS];  /* slow baselines: level, residual mean */
+    double local[3][@P@_N_CHANNELS];     /* local scales: std, residual std, mean |diff| */
+    double cusum[4][@P@_N_CHANNELS];     /* level+, residual+, level-, residual- */
+    double work[8][@P@_N_CHANNELS];      /* per-window work area */
+} @p@_state;
+
+static const char *const @p@_feature_names[@P@_N_FEATURES] = {
+    @FEATURE_NAMES@
+};
+static const char *const @p@_channel_names[@P@_N_CHANNELS] = {
+    @CHANNEL_NAMES@
+};
+
+/* Trained parameters (exact: C99 hexadecimal constants). */
+static const double @p@_mean[@P@_N_CHANNELS] = {
+    @MEAN@
+};
+static const double @p@_std[@P@_N_CHANNELS] = {
+    @STD@
+};
+static const double @p@_coef[@P@_N_CHANNELS][@P@_N_CHANNELS] = {
+@COEF@
+};
+static const double @p@_intercept[@P@_N_CHANNELS] = {
+    @INTERCEPT@
+};
+static const double @p@_residual_std[@P@_N_CHANNELS] = {
+    @RSTD@
+};
+static const double @p@_noise_floor[@P@_N_CHANNELS] = {
+    @NFLOOR@
+};
+static const double @p@_spike_scale[@P@_N_CHANNELS] = {
+    @SSCALE@
+};
+static const double @p@_window_std[@P@_N_CHANNELS] = {
+    @WSTD@
+};
+static const double @p@_shift_center[2][@P@_N_CHANNELS] = {
+@SC@
+};
+static const double @p@_shift_scale[2][@P@_N_CHANNELS] = {
+@SS@
+};
+static const double @p@_spike_threshold[@P@_N_CHANNELS] = {
+    @STHR@
+};
+static const double @p@_channel_center[3][@P@_N_CHANNELS] = {
+@CC@
+};
+static const double @p@_channel_scale[3][@P@_N_CHANNELS] = {
+@CS@
+};
+static const double @p@_noise_floor_mean = @NFLOOR_MEAN@;
+static const double @p@_alpha = @ALPHA@;       /* 1 - 2^(-1/halflife) */
+static const double @p@_keep = @KEEP@;         /* 1 - alpha */
+static const double @p@_cusum_cap = @CAP@;
+
+/* Trained stream state: what fit() left (replay history then pending rows, oldest first). */
+static const double @p@_trained_ring[@P@_TRAINED_ROWS > 0 ? @P@_TRAINED_ROWS : 1][@P@_N_CHANNELS] = {
+@RING_INIT@
+};
+static const double @p@_trained_prev_level[@P@_N_CHANNELS] = {
+    @PREV@
+};
+static const double @p@_trained_baseline[2][@P@_N_CHANNELS] = {
+@BASE@
+};
+static const double @p@_trained_local[3][@P@_N_CHANNELS] = {
+@LOCAL@
+};
+static const double @p@_trained_cusum[4][@P@_N_CHANNELS] = {
+@CUSUM@
+};
+
+@P@_API void @p@_init(@p@_state *st);
+@P@_API @p@_status @p@_push(@p@_state *st, const double x[@P@_N_CHANNELS],
+                          double out[@P@_N_FEATURES]);
+@P@_API const char *@p@_status_str(@p@_status status);
+
+@P@_API void @p@_init(@p@_state *st)
+{
+    uint32_t first = 0u;
+    if (st == NULL) {
+        return;
+    }
+    memset(st, 0, sizeof *st);
+#ifdef @P@_NO_TRAINED_HISTORY
+    first = (uint32_t)(@P@_TRAINED_ROWS - @P@_TRAINED_PENDING);
+#endif
+    if (@P@_TRAINED_ROWS > 0) {
+        memcpy(st->ring, @p@_trained_ring[first],
+               sizeof st->ring[0] * (size_t)(@P@_TRAINED_ROWS - first));
+    }
+    st->filled = (uint32_t)@P@_TRAINED_ROWS - first;
+    st->head = st->filled % (uint32_t)@P@_RING;
+    st->to_next = @TO_NEXT@u;
+    st->flags = @FLAGS@u;
+    memcpy(st->prev_level, @p@_trained_prev_level, sizeof st->prev_level);
+    memcpy(st->baseline, @p@_trained_baseline, sizeof st->baseline);
+    memcpy(st->local, @p@_trained_local, sizeof st->local);
+    memcpy(st->cusum, @p@_trained_cusum, sizeof st->cusum);
+}
+
+@P@_API const char *@p@_status_str(@p@_status status)
+{
+    switch (status) {
+    case @P@_NO_WINDOW: return "no window yet";
+    case @P@_READY: return "features ready";
+    case @P@_ERR_NULL: return "null pointer";
+    case @P@_ERR_NOT_FINITE: return "a value is not a finite number";
+    }
+    return "unknown status";
+}
+
+/* The row `back` rows before the newest (0: the newest). */
+static const double *@p@_row(const @p@_state *st, uint32_t back)
+{
+    uint32_t i = st->head + (uint32_t)@P@_RING - 1u - back;
+    if (i >= (uint32_t)@P@_RING) {
+        i -= (uint32_t)@P@_RING;
+    }
+    return st->ring[i];
+}
+
+/* Window row t (0: oldest of the window). */
+#define @P@_WIN(st, t) @p@_row((st), (uint32_t)(@P@_WINDOW - 1) - (uint32_t)(t))
+
+/* |x[t+1] - x[t]| of channel ch in the window. */
+static double @p@_absdiff(const @p@_state *st, uint32_t t, uint32_t ch)
+{
+    return fabs(@P@_WIN(st, t + 1u)[ch] - @P@_WIN(st, t)[ch]);
+}
+
+/* The order statistic `rank` (0-based) of the window's |first differences| of ch,
+   by counting (no work buffer, no sort): exact, like numpy's partition. */
+static double @p@_diff_rank(const @p@_state *st, uint32_t ch, uint32_t rank)
+{
+    const uint32_t n = (uint32_t)@P@_WINDOW - 1u;
+    uint32_t i, j;
+    for (i = 0; i < n; i++) {
+        const double v = @p@_absdiff(st, i, ch);
+        uint32_t less = 0, equal = 0;
+        for (j = 0; j < n; j++) {
+            const double u = @p@_absdiff(st, j, ch);
+            if (u < v) {
+                less++;
+            } else if (u == v) {
+                equal++;
+            }
+        }
+        if (less <= rank && rank < less + equal) {
+            return v;
+        }
+    }
+    return 0.0; /* not reached for finite values */
+}
+
+/* Replay closeness: -log of the smallest mean |difference| between the window and any
+   stretch of the history that starts at least MIN_REPLAY_LAG rows before it. */
+static double @p@_replay(const @p@_state *st)
+{
+    const uint32_t before = st->filled - (uint32_t)@P@_WINDOW;
+    const uint32_t hist = before < (uint32_t)@P@_HISTORY ? before : (uint32_t)@P@_HISTORY;
+    double best = 0.0;
+    uint32_t j, t, ch;
+    if (hist < (uint32_t)@P@_MIN_REPLAY_LAG) {
+        return 0.0;
+    }
+    for (j = 0; j + (uint32_t)@P@_MIN_REPLAY_LAG <= hist; j++) {
+        double s = 0.0;
+        for (t = 0; t < (uint32_t)@P@_WINDOW; t++) {
+            const double *h = @p@_row(st, (uint32_t)@P@_WINDOW + hist - 1u - (j + t));
+            const double *w = @P@_WIN(st, t);
+            for (ch = 0; ch < (uint32_t)@P@_N_CHANNELS; ch++) {
+                s += fabs(h[ch] - w[ch]);
+            }
+        }
+        s = s / (double)(@P@_WINDOW * @P@_N_CHANNELS);
+        if (j == 0u || s < best) {
+            best = s;
+        }
+    }
+    return -log(best / @p@_noise_floor_mean + 1e-3);
+}
+
+/* Cross-channel residual of channel ch in row r. */
+static double @p@_residual(const double *r, uint32_t ch)
+{
+    double pred = 0.0;
+    uint32_t k;
+    for (k = 0; k < (uint32_t)@P@_N_CHANNELS; k++) {
+        pred += r[k] * @p@_coef[ch][k];
+    }
+    return (r[ch] - (pred + @p@_intercept[ch])) / @p@_residual_std[ch];
+}
+
+#define LEVEL (st->work[0])
+#define SD (st->work[1])
+#define SPREAD (st->work[2])
+#define RMEAN (st->work[3])
+#define RSD (st->work[4])
+#define DMEAN (st->work[5])
+#define DEV0 (st->work[6])
+#define DEV1 (st->work[7])
+
+static void @p@_window(@p@_state *st, double out[@P@_N_FEATURES])
+{
+    const double n_w = (double)@P@_WINDOW;
+    const double n_d = (double)(@P@_WINDOW - 1);
+    uint32_t t, ch;
+    size_t k = 0;
+    double stuck = 0.0, spike = 0.0, noise = 0.0, jump = 0.0, replay;
+    double shift_max = 0.0, level_cusum = 0.0, residual_cusum = 0.0, spike_local = 0.0;
+    double g0 = 0.0, g1 = 0.0, g2 = 0.0;
+    const int have_local = (st->flags & 4u) != 0u;
+
+    /* level, spread, residual mean and std, mean |first difference|: sums run over
+       the window's rows in order (the reference sums the same way) */
+    for (ch = 0; ch < @P@_N_CHANNELS; ch++) {
+        LEVEL[ch] = 0.0;
+        SD[ch] = 0.0;
+        RMEAN[ch] = 0.0;
+        RSD[ch] = 0.0;
+        DMEAN[ch] = 0.0;
+    }
+    for (t = 0; t < @P@_WINDOW; t++) {
+        const double *r = @P@_WIN(st, t);
+        for (ch = 0; ch < @P@_N_CHANNELS; ch++) {
+            LEVEL[ch] += r[ch];
+            RMEAN[ch] += @p@_residual(r, ch);
+        }
+    }
+    for (ch = 0; ch < @P@_N_CHANNELS; ch++) {
+        LEVEL[ch] = LEVEL[ch] / n_w;
+        RMEAN[ch] = RMEAN[ch] / n_w;
+    }
+    for (t = 0; t < @P@_WINDOW; t++) {
+        const double *r = @P@_WIN(st, t);
+        for (ch = 0; ch < @P@_N_CHANNELS; ch++) {
+            const double d = r[ch] - LEVEL[ch];
+            const double e = @p@_residual(r, ch) - RMEAN[ch];
+            SD[ch] += d * d;
+            RSD[ch] += e * e;
+        }
+    }
+    for (ch = 0; ch < @P@_N_CHANNELS; ch++) {
+        SD[ch] = sqrt(SD[ch] / n_w);
+        RSD[ch] = sqrt(RSD[ch] / n_w);
+        SPREAD[ch] = log((SD[ch] + 1e-6) / @p@_window_std[ch]);
+    }
+
+    /* stuck: the largest fraction of (near-)repeated values */
+    for (ch = 0; ch < @P@_N_CHANNELS; ch++) {
+        double count = 0.0;
+        for (t = 0; t + 1u < @P@_WINDOW; t++) {
+            const double d = @p@_absdiff(st, t, ch);
+            DMEAN[ch] += d;
+            if (d < 1e-9 * (1.0 + fabs(@P@_WIN(st, t + 1u)[ch]))) {
+                count += 1.0;
+            }
+        }
+        DMEAN[ch] = DMEAN[ch] / n_d;
+        count = count / n_d;
+        if (count > stuck) stuck = count;
+    }
+
+    /* noise floor: median |first difference| against benign's */
+    for (ch = 0; ch < @P@_N_CHANNELS; ch++) {
+        const uint32_t n = (uint32_t)@P@_WINDOW - 1u;
+        double med, v;
+        if (n % 2u == 1u) {
+            med = @p@_diff_rank(st, ch, n / 2u);
+        } else {
+            med = (@p@_diff_rank(st, ch, n / 2u - 1u) + @p@_diff_rank(st, ch, n / 2u)) / 2.0;
+        }
+        v = fabs(log((med + 1e-6) / @p@_noise_floor[ch]));
+        if (v > noise) noise = v;
+    }
+
+    /* level jump since the previous window */
+    if ((st->flags & 1u) != 0u) {
+        for (ch = 0; ch < @P@_N_CHANNELS; ch++) {
+            const double v = fabs(LEVEL[ch] - st->prev_level[ch]);
+            if (v > jump) jump = v;
+        }
+    }
+    memcpy(st->prev_level, LEVEL, sizeof st->prev_level);
+    st->flags |= 1u;
+
+    replay = @p@_replay(st);
+
+    /* deviations from the slow baselines, which then move towards this window */
+    if ((st->flags & 2u) == 0u) {
+        memcpy(st->baseline[0], LEVEL, sizeof st->baseline[0]);
+        memcpy(st->baseline[1], RMEAN, sizeof st->baseline[1]);
+        st->flags |= 2u;
+    }
+    for (ch = 0; ch < @P@_N_CHANNELS; ch++) {
+        DEV0[ch] = LEVEL[ch] - st->baseline[0][ch];
+        DEV1[ch] = RMEAN[ch] - st->baseline[1][ch];
+        st->baseline[0][ch] = st->baseline[0][ch] + @p@_alpha * DEV0[ch];
+        st->baseline[1][ch] = st->baseline[1][ch] + @p@_alpha * DEV1[ch];
+    }
+
+    /* local scales: this window's, used from the next one (a tampered window must not
+       widen its own yardstick) */
+    for (ch = 0; ch < @P@_N_CHANNELS; ch++) {
+        SD[ch] = SD[ch] + 1e-6;
+        RSD[ch] = RSD[ch] + 1e-6;
+        DMEAN[ch] = DMEAN[ch] + 1e-6;
+        if (!have_local) {
+            st->local[0][ch] = SD[ch];
+            st->local[1][ch] = RSD[ch];
+            st->local[2][ch] = DMEAN[ch];
+        }
+    }
+    st->flags |= 4u;
+
+    /* spikes: isolated excursions over benign's scale and over the local std */
+    for (t = 0; t + 2u < @P@_WINDOW; t++) {
+        const double *a = @P@_WIN(st, t);
+        const double *b = @P@_WIN(st, t + 1u);
+        const double *c = @P@_WIN(st, t + 2u);
+        for (ch = 0; ch < @P@_N_CHANNELS; ch++) {
+            const double d0 = b[ch] - a[ch];
+            const double d1 = c[ch] - b[ch];
+            double v = 0.0, u;
+            if (d0 * d1 < 0.0) {
+                v = fabs(d0) < fabs(d1) ? fabs(d0) : fabs(d1);
+            }
+            u = v / @p@_spike_scale[ch];
+            if (u > spike) spike = u;
+            u = v / st->local[0][ch] / @p@_spike_threshold[ch];
+            if (u > spike_local) spike_local = u;
+        }
+    }
+
+    /* standardised shifts, CUSUMs, and the channel furthest from benign */
+    for (ch = 0; ch < @P@_N_CHANNELS; ch++) {
+        const double x0 = (DEV0[ch] / st->local[0][ch] - @p@_shift_center[0][ch])
+                          / @p@_shift_scale[0][ch];
+        const double x1 = (DEV1[ch] / st->local[1][ch] - @p@_shift_center[1][ch])
+                          / @p@_shift_scale[1][ch];
+        const double x[4] = {x0, x1, -x0, -x1};
+        uint32_t i;
+        double v;
+        for (i = 0; i < 4u; i++) {
+            double s = @p@_keep * st->cusum[i][ch] + x[i] - 0.5;
+            s = s > 0.0 ? s : 0.0;
+            s = s < @p@_cusum_cap ? s : @p@_cusum_cap;
+            st->cusum[i][ch] = s;
+        }
+        v = fabs(x0);
+        if (v > shift_max) shift_max = v;
+        v = st->cusum[0][ch] > st->cusum[2][ch] ? st->cusum[0][ch] : st->cusum[2][ch];
+        if (v > level_cusum) level_cusum = v;
+        v = st->cusum[1][ch] > st->cusum[3][ch] ? st->cusum[1][ch] : st->cusum[3][ch];
+        if (v > residual_cusum) residual_cusum = v;
+        v = fabs((DEV0[ch] - @p@_channel_center[0][ch]) / @p@_channel_scale[0][ch]);
+        if (v > g0) g0 = v;
+        v = fabs((SPREAD[ch] - @p@_channel_center[1][ch]) / @p@_channel_scale[1][ch]);
+        if (v > g1) g1 = v;
+        v = fabs((DEV1[ch] - @p@_channel_center[2][ch]) / @p@_channel_scale[2][ch]);
+        if (v > g2) g2 = v;
+    }
+    for (ch = 0; ch < @P@_N_CHANNELS; ch++) {
+        st->local[0][ch] = st->local[0][ch] + @p@_alpha * (SD[ch] - st->local[0][ch]);
+        st->local[1][ch] = st->local[1][ch] + @p@_alpha * (RSD[ch] - st->local[1][ch]);
+        st->local[2][ch] = st->local[2][ch] + @p@_alpha * (DMEAN[ch] - st->local[2][ch]);
+    }
+
+@FAMILIES@}
+
+#undef LEVEL
+#undef SD
+#undef SPREAD
+#undef RMEAN
+#undef RSD
+#undef DMEAN
+#undef DEV0
+#undef DEV1
+
+@P@_API @p@_status @p@_push(@p@_state *st, const double x[@P@_N_CHANNELS],
+                          double out[@P@_N_FEATURES])
+{
+    uint32_t ch;
+    double *row;
+    if (st == NULL || x == NULL || out == NULL) {
+        return @P@_ERR_NULL;
+    }
+    for (ch = 0; ch < @P@_N_CHANNELS; ch++) {
+        if (!isfinite(x[ch])) {
+            return @P@_ERR_NOT_FINITE;
+        }
+    }
+    row = st->ring[st->head];
+    for (ch = 0; ch < @P@_N_CHANNELS; ch++) {
+        row[ch] = (x[ch] - @p@_mean[ch]) / @p@_std[ch];
+    }
+    st->head = st->head + 1u == (uint32_t)@P@_RING ? 0u : st->head + 1u;
+    if (st->filled < (uint32_t)@P@_RING) {
+        st->filled++;
+    }
+    if (--st->to_next != 0u) {
+        return @P@_NO_WINDOW;
+    }
+    st->to_next = (uint32_t)@P@_STEP;
+    @p@_window(st, out);
+    return @P@_READY;
+}
+
+#undef @P@_WIN
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* @P@_H */
+"""
+
+
+# ----------------------------------------------------------------------------- export
+@dataclass(frozen=True)
+class SensorFeatureFiles:
+    header: Path
+    prefix: str
+    state_bytes: int
+    n_features: int
+    n_channels: int
+
+
+def export_sensorfeatures_c(
+    extractor: SensorFeatureExtractor, out_dir: Path, prefix: str = "tw_sf"
+) -> SensorFeatureFiles:
+    """Write ``<prefix>.h`` for a fitted extractor into ``out_dir`` (created if missing).
+
+    Raises:
+        DetectMisuse: a prefix that is not a safe C identifier.
+        SensorExportRefused: an extractor the C does not implement (see
+            :func:`check_exportable`); nothing is written.
+    """
+    text = render_sensorfeatures_h(extractor, prefix)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    header = out_dir / f"{prefix}.h"
+    header.write_text(text, encoding="ascii")
+    cfg = extractor.config
+    return SensorFeatureFiles(
+        header,
+        prefix,
+        state_bytes(len(extractor.channels), cfg.window, cfg.history),
+        extractor.n_features,
+        len(extractor.channels),
+    )
+
+
+# ----------------------------------------------------------------------------- reference
+def _seq_sum(rows: np.ndarray) -> np.ndarray:
+    """Sum over the first axis, first row first (numpy's own sum may go pairwise)."""
+    acc = np.zeros(rows.shape[1:])
+    for row in rows:
+        acc = acc + row
+    return acc
+
+
+def _logs(values: np.ndarray) -> np.ndarray:
+    # math.log is the C library's log; numpy's may be its own SIMD code.
+    return np.array([math.log(v) for v in values])
+
+
+class SensorReference:
+    """The C export's arithmetic in Python, continuing a fitted extractor's stream.
+
+    Same parameters and trained stream state as the extractor (it is only read), same
+    features to rounding; bit for bit the same as the exported C (sequential sums, no
+    fused multiply-add, libm ``log``/``log1p``/``sqrt``).
+    """
+
+    def __init__(self, extractor: SensorFeatureExtractor) -> None:
+        check_exportable(extractor)
+        self.e = extractor
+        cfg = extractor.config
+        self.ring = _trained_ring(extractor).copy()
+        self.to_next = cfg.window - len(extractor._pending)
+        self.prev = None if extractor._prev_level is None else extractor._prev_level.copy()
+        self.baseline = None if extractor._baseline is None else extractor._baseline.copy()
+        self.local = None if extractor._local is None else extractor._local.copy()
+        self.cusum = extractor._cusum.copy()
+        self.alpha = 1.0 - 2.0 ** (-1.0 / cfg.baseline_halflife)
+        self.keep = 1.0 - self.alpha
+        self.nf_mean = float(extractor.noise_floor.mean())
+
+    def transform(self, values: np.ndarray) -> np.ndarray:
+        """Push sample rows (n, channels); return one feature row per completed window."""
+        e, cfg = self.e, self.e.config
+        values = np.asarray(values, dtype=np.float64)
+        z = (values - e.mean) / e.std
+        buf = np.vstack([self.ring, z])
+        out = []
+        end = len(self.ring) + self.to_next
+        while end <= len(buf):
+            start = end - cfg.window
+            history = buf[max(0, start - cfg.history) : start]
+            out.append(self._window(buf[start:end], history))
+            end += cfg.step
+        self.to_next = end - len(buf)
+        self.ring = buf[-(cfg.history + cfg.window) :]
+        if not out:
+            return np.zeros((0, e.n_features))
+        return np.vstack(out)
+
+    def _window(self, w: np.ndarray, history: np.ndarray) -> np.ndarray:
+        e, cfg = self.e, self.e.config
+        n_w, n_d = float(len(w)), float(len(w) - 1)
+        c = w.shape[1]
+        level = _seq_sum(w) / n_w
+        pred = np.zeros_like(w)
+        for k in range(c):
+            pred = pred + w[:, k : k + 1] * e.coef[:, k]
+        residual = (w - (pred + e.intercept)) / e.residual_std
+        rmean = _seq_sum(residual) / n_w
+        d = w - level
+        sd = np.sqrt(_seq_sum(d * d) / n_w)
+        r = residual - rmean
+        rsd = np.sqrt(_seq_sum(r * r) / n_w)
+        spread = _logs((sd + 1e-6) / e.window_std)
+        diffs = np.abs(w[1:] - w[:-1])
+        dmean = _seq_sum(diffs) / n_d
+        repeated = (diffs < 1e-9 * (1.0 + np.abs(w[1:]))).sum(axis=0).astype(np.float64)
+        stuck = max(0.0, float(np.max(repeated / n_d)))
+        ordered = np.sort(diffs, axis=0)
+        n = len(diffs)
+        median = ordered[n // 2] if n % 2 else (ordered[n // 2 - 1] + ordered[n // 2]) / 2.0
+        noise = max(0.0, float(np.max(np.abs(_logs((median + 1e-6) / e.noise_floor)))))
+        jump = 0.0 if self.prev is None else max(0.0, float(np.max(np.abs(level - self.prev))))
+        self.prev = level
+        replay = self._replay(w, history)
+        if self.baseline is None:
+            self.baseline = np.stack([level, rmean])
+        dev0 = level - self.baseline[0]
+        dev1 = rmean - self.baseline[1]
+        self.baseline = np.stack(
+            [self.baseline[0] + self.alpha * dev0, self.baseline[1] + self.alpha * dev1]
+        )
+        local_now = np.stack([sd + 1e-6, rsd + 1e-6, dmean + 1e-6])
+        if self.local is None:
+            self.local = local_now
+        spikes = _spikiness(w)
+        spike = max(0.0, float(np.max(spikes / e.spike_scale)))
+        spike_local = max(0.0, float(np.max(spikes / self.local[0] / e.spike_threshold)))
+        x0 = (dev0 / self.local[0] - e.shift_center[0]) / e.shift_scale[0]
+        x1 = (dev1 / self.local[1] - e.shift_center[1]) / e.shift_scale[1]
+        s = self.keep * self.cusum + np.stack([x0, x1, -x0, -x1]) - 0.5
+        s = np.where(s > 0.0, s, 0.0)
+        self.cusum = np.where(s < _CUSUM_CAP, s, _CUSUM_CAP)
+        shift_max = max(0.0, float(np.max(np.abs(x0))))
+        level_cusum = max(0.0, float(np.max(self.cusum[[0, 2]])))
+        residual_cusum = max(0.0, float(np.max(self.cusum[[1, 3]])))
+        groups = [
+            max(0.0, float(np.max(np.abs((v - e.channel_center[i]) / e.channel_scale[i]))))
+            for i, v in enumerate((dev0, spread, dev1))
+        ]
+        self.local = self.local + self.alpha * (local_now - self.local)
+        per_channel = [dev0, spread, dev1] if cfg.per_channel else []
+        scalars = [stuck, replay, math.log1p(spike), noise, jump]
+        scalars += [math.log1p(v) for v in (shift_max, level_cusum, residual_cusum, spike_local)]
+        scalars += [math.log1p(v) for v in groups]
+        return np.concatenate([*per_channel, scalars])
+
+    def _replay(self, w: np.ndarray, history: np.ndarray) -> float:
+        cfg = self.e.config
+        if len(history) < cfg.min_replay_lag:
+            return 0.0
+        k = len(history) - cfg.min_replay_lag + 1
+        c = w.shape[1]
+        # Stretch j flattened is rows j..j+window-1, row after row: the C's order.
+        flat = np.ascontiguousarray(history).ravel()
+        stretches = np.lib.stride_tricks.sliding_window_view(flat, w.size)[::c][:k]
+        gaps = np.abs(stretches - w.ravel())
+        # cumsum adds strictly in order (numpy's sum may go pairwise): the C's sum
+        sums = np.cumsum(gaps, axis=1)[:, -1] / float(w.size)
+        return -math.log(float(sums.min()) / self.nf_mean + 1e-3)
+
+
+# ----------------------------------------------------------------------------- host harness
+# Not part of the export (stdio): a firmware-style main that reads sample rows as text
+# (numbers separated by commas, semicolons or blanks, one row a line), pushes them and
+# prints each window's features as C99 hexadecimal floats (exact). Modes: (none) run;
+# "names"; "sizes" (sizeof the state); "selftest" (bad arguments, one status a line).
+def harness_source(prefix: str) -> str:
+    p = check_prefix(prefix)
+    P = p.upper()
+    return f"""\
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "{p}.h"
+
+static int run(void)
+{{
+    static {p}_state st;
+    static char line[1 << 16];
+    double x[{P}_N_CHANNELS], f[{P}_N_FEATURES];
+    unsigned long lineno = 0;
+    {p}_init(&st);
+    while (fgets(line, (int)sizeof line, stdin) != NULL) {{
+        char *p = line, *end;
+        unsigned i;
+        {p}_status status;
+        lineno++;
+        for (i = 0; i < {P}_N_CHANNELS; i++) {{
+            x[i] = strtod(p, &end);
+            if (end == p) {{
+                fprintf(stderr, "line %lu: value %u is not a number\\n", lineno, i + 1u);
+                return 2;
+            }}
+            p = end;
+            while (*p == ',' || *p == ';' || *p == ' ' || *p == '\\t') p++;
+        }}
+        status = {p}_push(&st, x, f);
+        if (status == {P}_READY) {{
+            for (i = 0; i < {P}_N_FEATURES; i++) printf(i ? " %a" : "%a", f[i]);
+            putchar('\\n');
+        }} else if (status != {P}_NO_WINDOW) {{
+            fprintf(stderr, "line %lu: %s\\n", lineno, {p}_status_str(status));
+            return 3;
+        }}
+    }}
+    return 0;
+}}
+
+static int selftest(void)
+{{
+    static {p}_state st;
+    double x[{P}_N_CHANNELS] = {{0.0}}, f[{P}_N_FEATURES];
+    volatile double zero = 0.0;
+    uint32_t filled;
+    {p}_init(&st);
+    filled = st.filled;
+    printf("%d\\n", (int){p}_push(NULL, x, f));
+    printf("%d\\n", (int){p}_push(&st, NULL, f));
+    printf("%d\\n", (int){p}_push(&st, x, NULL));
+    x[{P}_N_CHANNELS - 1] = zero / zero;
+    printf("%d\\n", (int){p}_push(&st, x, f));
+    x[{P}_N_CHANNELS - 1] = 1.0 / zero;
+    printf("%d\\n", (int){p}_push(&st, x, f));
+    printf("%d\\n", st.filled == filled ? 1 : 0);
+    printf("%s\\n", {p}_status_str(({p}_status)99));
+    return 0;
+}}
+
+int main(int argc, char **argv)
+{{
+    unsigned i;
+    if (argc > 1 && strcmp(argv[1], "names") == 0) {{
+        for (i = 0; i < {P}_N_CHANNELS; i++) printf("channel %s\\n", {p}_channel_names[i]);
+        for (i = 0; i < {P}_N_FEATURES; i++) printf("feature %s\\n", {p}_feature_names[i]);
+        return 0;
+    }}
+    if (argc > 1 && strcmp(argv[1], "sizes") == 0) {{
+        printf("%lu\\n", (unsigned long)sizeof({p}_state));
+        return 0;
+    }}
+    if (argc > 1 && strcmp(argv[1], "selftest") == 0) return selftest();
+    return run();
+}}
+"""
+
+
+#: What ``selftest`` prints: NULL state, NULL row, NULL out, NaN, +inf, state unchanged,
+#: the text of an unknown status.
+SELFTEST_EXPECTED = ["2", "2", "2", "3", "3", "1", "unknown status"]
+
+
+def build_sensor_harness(
+    extractor: SensorFeatureExtractor,
+    work_dir: Path,
+    prefix: str = "tw_sf",
+    cc: str = "gcc",
+    extra_flags: Sequence[str] = (),
+) -> Path:
+    """Export ``extractor`` into ``work_dir`` and compile the harness; return its path.
+
+    Raises:
+        DetectMisuse: no C compiler, or the code does not compile (gcc's output shown).
+        SensorExportRefused: see :func:`check_exportable`.
+    """
+    if shutil.which(cc) is None:
+        raise DetectMisuse(f"no C compiler {cc!r} on PATH (run scripts/install-system-deps.sh)")
+    work_dir = Path(work_dir)
+    files = export_sensorfeatures_c(extractor, work_dir, prefix)
+    main = work_dir / f"{prefix}_main.c"
+    main.write_text(harness_source(prefix), encoding="ascii")
+    exe = work_dir / f"{prefix}_harness"
+    cmd = [cc, *HOST_CFLAGS, *extra_flags, "-I", str(files.header.parent), str(main),
+           "-o", str(exe), "-lm"]
+    # Fixed argv: the compiler we found, our flags and our generated files; no shell.
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)  # noqa: S603
+    if done.returncode != 0:
+        raise DetectMisuse(f"the sensor feature C does not compile:\n{done.stderr}")
+    return exe
+
+
+def rows_text(values: np.ndarray) -> str:
+    """Sample rows as the harness reads them (``repr`` round-trips through strtod)."""
+    return "".join(",".join(repr(float(v)) for v in row) + "\n" for row in values)
+
+
+def run_harness(exe: Path, values: np.ndarray, n_features: int) -> np.ndarray:
+    """Feed ``values`` to the harness; return its feature rows (exact).
+
+    Raises:
+        DetectMisuse: the harness failed (its message shown).
+    """
+    done = subprocess.run(  # noqa: S603 - our compiled harness, no shell
+        [str(exe)], input=rows_text(values), capture_output=True, text=True, timeout=600,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise DetectMisuse(f"sensor feature harness failed: {done.stderr.strip()}")
+    rows = [[float.fromhex(v) for v in line.split()] for line in done.stdout.splitlines()]
+    return np.asarray(rows, dtype=np.float64).reshape(-1, n_features)
+
+
+# ----------------------------------------------------------------------------- Cortex-M4
+def sizing_source(prefix: str) -> str:
+    """A translation unit for size figures: the functions with external linkage and one
+    state instance (so ``.bss`` is the state)."""
+    p = check_prefix(prefix)
+    return f'#define {p.upper()}_API\n#include "{p}.h"\n{p}_state {p}_instance;\n'
