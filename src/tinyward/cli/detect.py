@@ -24,7 +24,6 @@ from tinyward.cli._paths import new_folder, output_file
 from tinyward.cli.detect_export import c_out_folder, export
 from tinyward.detect import evaluate as ev
 from tinyward.detect import pipeline
-from tinyward.detect.errors import DetectError
 from tinyward.detect.models import KINDS, make_detector
 from tinyward.detect.sensorfeatures import SensorFeatureExtractor
 from tinyward.detect.sensorfeatures_c import export_sensorfeatures_c, ops_per_window, state_bytes
@@ -172,7 +171,7 @@ def score(model: Path, input_path: Path, out: Path | None) -> None:
 @detect.command("export-features")
 @click.argument("model", type=click.Path(path_type=Path))
 @c_out_folder
-@click.option("--prefix", default=None, help="C name prefix [tw_nf for packets, tw_sf for sensors].")
+@click.option("--prefix", default=None, help="C name prefix [packets: tw_nf, sensors: tw_sf].")
 def export_features(model: Path, out_dir: Path, prefix: str | None) -> None:
     """Export MODEL's feature extractor as C99.
 

@@ -63,7 +63,9 @@ _CONFIG_FIELDS: dict[str, Callable[[object], str | None]] = {
     "step": lambda v: None,
     # Python keeps the WHOLE stream when history is 0 (``a[-0:]`` is all of ``a``):
     # unbounded memory, which a device cannot have.
-    "history": lambda v: "history=0 keeps the whole stream; the C needs a bound" if v == 0 else None,
+    "history": lambda v: (
+        "history=0 keeps the whole stream; the C needs a bound" if v == 0 else None
+    ),
     "min_replay_lag": lambda v: None,
     "baseline_halflife": lambda v: None,
     "per_channel": lambda v: None,
@@ -254,8 +256,6 @@ def render_sensorfeatures_h(extractor: SensorFeatureExtractor, prefix: str = "tw
     cfg = e.config
     c = len(e.channels)
     names = e.feature_names
-    ring = _trained_ring(e)
-    n_ring = len(ring)
     n_pending = len(e._pending)
     alpha = 1.0 - 2.0 ** (-1.0 / cfg.baseline_halflife)
     flags = (
@@ -284,7 +284,7 @@ def render_sensorfeatures_h(extractor: SensorFeatureExtractor, prefix: str = "tw
         "PER_CHANNEL": 1 if cfg.per_channel else 0,
         "SIZE": size,
         "OPS": ops_per_window(c, cfg.window, cfg.history, cfg.min_replay_lag),
-        "N_RING": n_ring,
+        "N_HIST": len(e._history),
         "N_PENDING": n_pending,
         "TO_NEXT": cfg.window - n_pending,
         "FLAGS": flags,
@@ -309,7 +309,8 @@ def render_sensorfeatures_h(extractor: SensorFeatureExtractor, prefix: str = "tw
         "ALPHA": _hex(alpha),
         "KEEP": _hex(1.0 - alpha),
         "CAP": _hex(_CUSUM_CAP),
-        "RING_INIT": _rows(ring) if n_ring else "    {0}",
+        "HIST_INIT": _rows(e._history) if len(e._history) else "    {0}",
+        "PEND_INIT": _rows(e._pending) if n_pending else "    {0}",
         "PREV": _table(prev),
         "BASE": _rows(base),
         "LOCAL": _rows(local),
@@ -373,7 +374,7 @@ extern "C" {
 #define @P@_RING (@P@_HISTORY + @P@_WINDOW)
 #define @P@_PER_CHANNEL @PER_CHANNEL@
 #define @P@_STATE_BYTES @SIZE@
-#define @P@_TRAINED_ROWS @N_RING@
+#define @P@_TRAINED_HISTORY @N_HIST@
 #define @P@_TRAINED_PENDING @N_PENDING@
 
 typedef enum {
@@ -448,9 +449,17 @@ static const double @p@_alpha = @ALPHA@;       /* 1 - 2^(-1/halflife) */
 static const double @p@_keep = @KEEP@;         /* 1 - alpha */
 static const double @p@_cusum_cap = @CAP@;
 
-/* Trained stream state: what fit() left (replay history then pending rows, oldest first). */
-static const double @p@_trained_ring[@P@_TRAINED_ROWS > 0 ? @P@_TRAINED_ROWS : 1][@P@_N_CHANNELS] = {
-@RING_INIT@
+/* Trained stream state: what fit() left (replay history, then the rows not yet in a
+   window; oldest first). */
+#ifndef @P@_NO_TRAINED_HISTORY
+static const double
+    @p@_trained_history[@P@_TRAINED_HISTORY > 0 ? @P@_TRAINED_HISTORY : 1][@P@_N_CHANNELS] = {
+@HIST_INIT@
+};
+#endif
+static const double
+    @p@_trained_pending[@P@_TRAINED_PENDING > 0 ? @P@_TRAINED_PENDING : 1][@P@_N_CHANNELS] = {
+@PEND_INIT@
 };
 static const double @p@_trained_prev_level[@P@_N_CHANNELS] = {
     @PREV@
@@ -472,20 +481,24 @@ static const double @p@_trained_cusum[4][@P@_N_CHANNELS] = {
 
 @P@_API void @p@_init(@p@_state *st)
 {
-    uint32_t first = 0u;
+    uint32_t rows = 0u;
     if (st == NULL) {
         return;
     }
     memset(st, 0, sizeof *st);
-#ifdef @P@_NO_TRAINED_HISTORY
-    first = (uint32_t)(@P@_TRAINED_ROWS - @P@_TRAINED_PENDING);
-#endif
-    if (@P@_TRAINED_ROWS > 0) {
-        memcpy(st->ring, @p@_trained_ring[first],
-               sizeof st->ring[0] * (size_t)(@P@_TRAINED_ROWS - first));
+#ifndef @P@_NO_TRAINED_HISTORY
+    if (@P@_TRAINED_HISTORY > 0) {
+        memcpy(st->ring, @p@_trained_history, sizeof st->ring[0] * (size_t)@P@_TRAINED_HISTORY);
+        rows = (uint32_t)@P@_TRAINED_HISTORY;
     }
-    st->filled = (uint32_t)@P@_TRAINED_ROWS - first;
-    st->head = st->filled % (uint32_t)@P@_RING;
+#endif
+    if (@P@_TRAINED_PENDING > 0) {
+        memcpy(st->ring[rows], @p@_trained_pending,
+               sizeof st->ring[0] * (size_t)@P@_TRAINED_PENDING);
+        rows += (uint32_t)@P@_TRAINED_PENDING;
+    }
+    st->filled = rows;  /* fewer than RING rows: the ring has not wrapped */
+    st->head = rows;
     st->to_next = @TO_NEXT@u;
     st->flags = @FLAGS@u;
     memcpy(st->prev_level, @p@_trained_prev_level, sizeof st->prev_level);
