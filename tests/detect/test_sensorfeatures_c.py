@@ -270,6 +270,28 @@ def test_export_refuses_what_it_does_not_implement(
         export_sensorfeatures_c(skab_fitted, tmp_path, prefix="bad prefix")
 
 
+def test_oversized_trained_history_from_a_model_file_is_refused(
+    skab_fitted: SensorFeatureExtractor, tmp_path: Path
+) -> None:
+    # A model file is outside input: a saved history longer than the configured one
+    # would be copied past the end of the device's ring by <prefix>_init.
+    from tinyward.detect.sensorfeatures import (
+        sensor_extractor_from_doc,
+        sensor_extractor_to_doc,
+    )
+
+    doc = sensor_extractor_to_doc(skab_fitted)
+    doc["config"] = {**doc["config"], "history": 100}  # 900 rows saved, ring of 130
+    hostile = sensor_extractor_from_doc(doc)
+    with pytest.raises(SensorExportRefused, match="900 history rows"):
+        export_sensorfeatures_c(hostile, tmp_path)
+    doc = sensor_extractor_to_doc(skab_fitted)
+    doc["pending"] = doc["history"][:40]  # a full window and more, never emitted
+    with pytest.raises(SensorExportRefused, match="40 pending rows"):
+        export_sensorfeatures_c(sensor_extractor_from_doc(doc), tmp_path)
+    assert not (tmp_path / "tw_sf.h").exists()
+
+
 def test_compiles_cleanly_as_a_library(skab_fitted: SensorFeatureExtractor, tmp_path: Path) -> None:
     files = export_sensorfeatures_c(skab_fitted, tmp_path)
     (tmp_path / "lib.c").write_text(sizing_source("tw_sf"))

@@ -169,6 +169,14 @@ def check_exportable(extractor: SensorFeatureExtractor) -> None:
         problem = check(value)
         if problem is not None:
             raise SensorExportRefused(f"the C export cannot run this model: {problem}")
+    # The trained rows go into a ring of history + window rows: a saved state with more
+    # (a hostile or inconsistent model file) would overflow it on the device.
+    if len(extractor._history) > config.history or len(extractor._pending) >= config.window:
+        raise SensorExportRefused(
+            f"inconsistent sensor feature state: {len(extractor._history)} history rows "
+            f"(at most {config.history}) and {len(extractor._pending)} pending rows (fewer "
+            f"than the window, {config.window})"
+        )
     unknown = sorted(set(sensor_extractor_to_doc(extractor)) - _STATE_KEYS)
     if unknown:
         raise SensorExportRefused(
@@ -327,7 +335,8 @@ _HEADER = """\
 /* @p@.h: tinyward's sensor window features with their trained state (generated; do not edit).
  *
  * One C99 header: no malloc, no I/O, no global state. Include it in ONE .c file (its
- * functions are static unless @P@_API is defined, e.g. as empty for external linkage).
+ * functions are static inline unless @P@_API is defined, e.g. as empty for external
+ * linkage).
  *
  *   static @p@_state st;                  // @SIZE@ bytes (see below)
  *   @p@_init(&st);                        // the stream state training left behind
@@ -362,7 +371,7 @@ extern "C" {
 #endif
 
 #ifndef @P@_API
-#define @P@_API static
+#define @P@_API static inline
 #endif
 
 #define @P@_N_CHANNELS @C@
@@ -403,6 +412,10 @@ static const char *const @p@_feature_names[@P@_N_FEATURES] = {
 static const char *const @p@_channel_names[@P@_N_CHANNELS] = {
     @CHANNEL_NAMES@
 };
+
+/* The trained rows fit the ring with room for a new one (checked at export too). */
+typedef char @p@_trained_rows_fit_the_ring
+    [@P@_TRAINED_HISTORY <= @P@_HISTORY && @P@_TRAINED_PENDING < @P@_WINDOW ? 1 : -1];
 
 /* Trained parameters (exact: C99 hexadecimal constants). */
 static const double @p@_mean[@P@_N_CHANNELS] = {
