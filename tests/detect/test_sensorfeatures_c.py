@@ -114,6 +114,7 @@ def test_c_features_equal_reference_on_36_channels(
     _assert_bit_exact(c, ref)
     np.testing.assert_allclose(ref, wide_fitted.copy().transform(stream.values),
                                rtol=RTOL, atol=ATOL)
+    print(f"36 channels: {c.size} values in {len(c)} windows, C == reference bit for bit")
     # the tampering signals fired, so their code paths ran: an exact replay and a freeze
     assert c[:, 1].max() == pytest.approx(-np.log(1e-3)) and c[:, 0].max() > 0.9
 
@@ -140,6 +141,7 @@ def test_c_features_equal_reference_in_other_configurations(
     ref = SensorReference(extractor).transform(values)
     assert len(c) >= 150
     _assert_bit_exact(c, ref)
+    print(f"{config}: {len(c)} windows, C == reference bit for bit")
     np.testing.assert_allclose(ref, extractor.copy().transform(values), rtol=RTOL, atol=ATOL)
 
 
