@@ -22,6 +22,7 @@ import pytest
 
 from tests.conftest import needs
 from tinyward.detect.errors import DetectError, DetectMisuse
+from tinyward.detect import sensorfeatures
 from tinyward.detect.sensorfeatures import (
     SKAB_CHANNELS,
     SensorFeatureConfig,
@@ -44,6 +45,18 @@ from tinyward.detect.tamper import tamper_stream
 pytestmark = needs(shutil.which("gcc") is not None, "needs gcc")
 
 RTOL, ATOL = 1e-11, 1e-13
+# The extractor on this branch: v1 (fixed floors) or v2 (resolution floors, families).
+V2 = hasattr(sensorfeatures, "FAMILIES")
+
+
+def _index(extractor: SensorFeatureExtractor, name: str) -> int:
+    return extractor.feature_names.index(name)
+
+
+def _bytes(extractor: SensorFeatureExtractor) -> int:
+    cfg = extractor.config
+    return state_bytes(len(extractor.channels), cfg.window, cfg.history,
+                       v2=hasattr(extractor, "quantum"))
 
 
 def _bits(a: np.ndarray) -> np.ndarray:
@@ -116,21 +129,29 @@ def test_c_features_equal_reference_on_36_channels(
                                rtol=RTOL, atol=ATOL)
     print(f"36 channels: {c.size} values in {len(c)} windows, C == reference bit for bit")
     # the tampering signals fired, so their code paths ran: an exact replay and a freeze
-    assert c[:, 1].max() == pytest.approx(-np.log(1e-3)) and c[:, 0].max() > 0.9
+    replay, stuck = _index(wide_fitted, "replay"), _index(wide_fitted, "stuck")
+    assert c[:, replay].max() == pytest.approx(-np.log(1e-3)) and c[:, stuck].max() > 0.9
 
 
-@pytest.mark.parametrize(
-    "config",
-    [
-        # per-channel features; odd window (even count of differences: median of two);
-        # step longer than the window; a short history that the ring wraps many times
-        SensorFeatureConfig(window=15, step=20, history=100, min_replay_lag=40,
-                            baseline_halflife=3, per_channel=True),
-        SensorFeatureConfig(window=8, step=1, history=30, min_replay_lag=8,
-                            baseline_halflife=50),
-    ],
-    ids=["odd-window-wide-step-per-channel", "step-1"],
-)
+_CONFIGS = [
+    # per-channel features; odd window (even count of differences: median of two);
+    # step longer than the window; a short history that the ring wraps many times
+    SensorFeatureConfig(window=15, step=20, history=100, min_replay_lag=40,
+                        baseline_halflife=3, per_channel=True),
+    SensorFeatureConfig(window=8, step=1, history=30, min_replay_lag=8, baseline_halflife=50),
+]
+_IDS = ["odd-window-wide-step-per-channel", "step-1"]
+if V2:  # every family, per channel, and the yardstick's Holt trend
+    _CONFIGS.append(dataclasses.replace(
+        SensorFeatureConfig(window=12, step=4, history=90, min_replay_lag=30, per_channel=True),
+        **{"families": tuple(sensorfeatures.FAMILIES), "hold_halflife": 3,
+           "yardstick_halflife": 40,
+           **({"trend_halflife": 5} if hasattr(SensorFeatureConfig(), "trend_halflife") else {})},
+    ))
+    _IDS.append("all-families-trend")
+
+
+@pytest.mark.parametrize("config", _CONFIGS, ids=_IDS)
 def test_c_features_equal_reference_in_other_configurations(
     config: SensorFeatureConfig, tmp_path: Path
 ) -> None:
@@ -160,22 +181,25 @@ def test_c_starts_from_the_trained_state(
     restarted = fresh.transform(values)
     n = min(len(c), len(restarted))
     assert not np.allclose(c[:n], restarted[:n])
-    assert c[0, 4] > 0.0 and restarted[0, 4] == 0.0  # level_jump needs the previous window
+    jump = _index(skab_fitted, "level_jump")
+    assert c[0, jump] > 0.0 and restarted[0, jump] == 0.0  # needs the previous window
 
 
 def test_empty_history_switch_changes_only_replay_until_the_ring_refills(
     skab: Path, skab_fitted: SensorFeatureExtractor, tmp_path: Path
 ) -> None:
     values = read_sensor_csv(skab / "valve1" / "0.csv").values
-    full = run_harness(build_sensor_harness(skab_fitted, tmp_path / "a"), values, 12)
+    n = skab_fitted.n_features
+    full = run_harness(build_sensor_harness(skab_fitted, tmp_path / "a"), values, n)
     empty = run_harness(
         build_sensor_harness(skab_fitted, tmp_path / "b",
                              extra_flags=("-DTW_SF_NO_TRAINED_HISTORY",)),
-        values, 12,
+        values, n,
     )
-    others = [i for i in range(12) if i != 1]
+    replay = _index(skab_fitted, "replay")
+    others = [i for i in range(n) if i != replay]
     _assert_bit_exact(empty[:, others], full[:, others])
-    assert empty[0, 1] == 0.0 and full[0, 1] != 0.0
+    assert empty[0, replay] == 0.0 and full[0, replay] != 0.0
     late = 1000 // skab_fitted.config.step  # history full of new rows again
     _assert_bit_exact(empty[late:], full[late:])
 
@@ -190,7 +214,8 @@ def test_header_lists_feature_and_channel_names(
         f"feature {n}" for n in skab_fitted.feature_names
     ]
     header = (tmp_path / "tw_sf.h").read_text()
-    assert " *     1 replay" in header and "Volume Flow RateRMS" in header
+    assert f" *   {_index(skab_fitted, 'replay'):3d} replay" in header
+    assert "Volume Flow RateRMS" in header
     assert "malloc(" not in header and "stdio" not in header
 
 
@@ -209,7 +234,7 @@ def test_hostile_channel_names_cannot_inject_c(tmp_path: Path) -> None:
     )
     header = (tmp_path / "tw_sf.h").read_text()
     # the listing in the opening comment did not end it early
-    assert header.index("*/") > header.index("residual_dev_max")
+    assert header.index("*/") > header.index(f" {extractor.feature_names[-1]}\n")
 
 
 def test_bad_arguments_and_non_finite_rows_are_refused(
@@ -228,8 +253,7 @@ def test_state_bytes_formula_is_the_struct_size(
         exe = build_sensor_harness(extractor, tmp_path / str(len(extractor.channels)))
         size = int(subprocess.run([str(exe), "sizes"], capture_output=True, text=True,
                                   check=True, timeout=60).stdout)
-        cfg = extractor.config
-        assert size == state_bytes(len(extractor.channels), cfg.window, cfg.history)
+        assert size == _bytes(extractor)
     assert state_bytes(8, 30, 900) == 60_688 and state_bytes(36, 30, 900) == 273_040
 
 
@@ -317,8 +341,7 @@ def test_cortex_m4_sizes_for_8_and_36_channels(
             source = work / "tw_sf_m4.c"
             source.write_text(sizing_source("tw_sf"))
             sizes = arm_sizes(source, work / "m4", flags)  # the .c finds "tw_sf.h" beside it
-            cfg = extractor.config
             assert sizes.data == 0
-            assert sizes.bss == state_bytes(c, cfg.window, cfg.history)
+            assert sizes.bss == _bytes(extractor)
             print(f"Cortex-M4 -Os, {c} channels, {variant}: text {sizes.text} data "
                   f"{sizes.data} bss {sizes.bss}")

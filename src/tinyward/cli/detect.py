@@ -207,9 +207,9 @@ def _export_sensor_features(extractor: SensorFeatureExtractor, out_dir: Path, pr
         f"out every {cfg.step} rows (window {cfg.window}, replay history {cfg.history})"
     )
     click.echo(
-        f"state: {files.state_bytes} B = 8 x channels x (history + window + 18) + 16 "
-        f"(8 channels: {state_bytes(8, cfg.window, cfg.history)} B, "
-        f"36 channels: {state_bytes(36, cfg.window, cfg.history)} B)"
+        f"state: {files.state_bytes} B = {files.formula} "
+        f"(8 channels: {state_bytes(8, cfg.window, cfg.history, v2=files.v2)} B, "
+        f"36 channels: {state_bytes(36, cfg.window, cfg.history, v2=files.v2)} B)"
     )
     click.echo(
         "replay search: "

@@ -58,94 +58,91 @@ class SensorExportRefused(DetectError):
 # Configuration fields the C implements, each with a check of the value (None: any
 # value the Python config accepts). A field added to SensorFeatureConfig is refused
 # until it is listed here and implemented.
+def _bounded_history(value: object) -> str | None:
+    # Python keeps the WHOLE stream when history is 0 (``a[-0:]`` is all of ``a``):
+    # unbounded memory, which a device cannot have.
+    return "history=0 keeps the whole stream; the C needs a bound" if value == 0 else None
+
+
+def _known_families(value: object) -> str | None:
+    unknown = [f for f in value if f not in _FAMILY_OUTPUTS] if isinstance(value, tuple) else []
+    return f"feature families {', '.join(unknown)} are not implemented" if unknown else None
+
+
 _CONFIG_FIELDS: dict[str, Callable[[object], str | None]] = {
     "window": lambda v: None,
     "step": lambda v: None,
-    # Python keeps the WHOLE stream when history is 0 (``a[-0:]`` is all of ``a``):
-    # unbounded memory, which a device cannot have.
-    "history": lambda v: (
-        "history=0 keeps the whole stream; the C needs a bound" if v == 0 else None
-    ),
+    "history": _bounded_history,
     "min_replay_lag": lambda v: None,
     "baseline_halflife": lambda v: None,
     "per_channel": lambda v: None,
+    "families": _known_families,
+    "yardstick_halflife": lambda v: None,
+    "hold_halflife": lambda v: None,
+    "trend_halflife": lambda v: None,
+    "raw_rows": lambda v: (
+        "the raw-row model (each row standardised) has no C export yet" if v else None
+    ),
 }
 
-# Keys of sensor_extractor_to_doc the C carries (parameters and stream state).
+# Keys of sensor_extractor_to_doc the C carries (parameters and stream state); the
+# second set only in the v2 extractor (floors from the data's resolution, z families).
 _STATE_KEYS = frozenset({
     "channels", "config", "mean", "std", "coef", "intercept", "residual_std", "noise_floor",
     "spike_scale", "window_std", "shift_center", "shift_scale", "spike_threshold",
     "channel_center", "channel_scale", "history", "pending", "cusum", "prev_level",
     "baseline", "local",
 })
+_STATE_KEYS_V2 = frozenset({
+    "quantum", "repeat_high", "z_center", "z_scale", "zspike_threshold", "slope_center",
+    "slope_scale", "step_threshold", "yard_init", "zcusum", "slope_cusum", "yard", "slope",
+    "trend", "hold", "step_hold",
+})
 
 
 # ----------------------------------------------------------------------------- families
-# Each family: (name, feature names for c channels and a config, C statements that write
-# them to out[k++]). The statements run after the shared per-window pass (see _SOURCE)
-# and may read its locals: level, sd, spread, dev0, dev1 (per channel, in st->work),
-# and the scalars stuck, replay, spike, noise, jump, shift_max, level_cusum,
-# residual_cusum, spike_local, g0, g1, g2.
-@dataclass(frozen=True)
-class _Family:
-    name: str
-    names: Callable[[int, object], tuple[str, ...]]
-    code: str
+# What each feature is in C, by name: an expression over the window pass's results
+# (scalars, and the per-channel rows DEV0, SPREAD, DEV1 of the work area). Output order
+# is the extractor's own feature_names, so a family switched off or reordered in Python
+# is followed; a name not listed here is refused. Families of the v2 extractor
+# (tinyward.detect.sensorfeatures.FAMILIES) map to the names in the comment.
+_FAMILY_OUTPUTS: dict[str, dict[str, str]] = {
+    "level": {"level_dev_max": "log1p(g0)"},
+    "spread": {"spread_max": "log1p(g1)"},
+    "residual": {"residual_dev_max": "log1p(g2)"},
+    "stuck": {"stuck": "stuck"},
+    "replay": {"replay": "replay"},
+    "spike": {"spike": "log1p(spike)"},
+    "noise": {"noise_floor": "noise"},
+    "jump": {"level_jump": "jump"},
+    "shift": {"shift_max": "log1p(shift_max)"},
+    "cusum": {"shift_cusum": "log1p(level_cusum)", "residual_cusum": "log1p(residual_cusum)"},
+    "spike_local": {"spike_local": "log1p(spike_local)"},
+    "zlevel": {"zlevel_max": "log1p(zlevel)"},
+    "zresid": {"zresid_max": "log1p(zresid)"},
+    "zcusum": {"zlevel_cusum": "log1p(zlevel_cusum)", "zresid_cusum": "log1p(zresid_cusum)"},
+    "zspike": {"zspike_hold": "log1p(st->hold)"},
+    "zslope": {"zslope_max": "log1p(zslope)", "zslope_cusum": "log1p(zslope_cusum)"},
+    "zstep": {"zstep_hold": "log1p(st->step_hold)"},
+}
+_V2_ONLY = ("zlevel", "zresid", "zcusum", "zspike", "zslope", "zstep")
+_PER_CHANNEL = {"level_dev": "DEV0", "spread": "SPREAD", "residual_dev": "DEV1"}
 
 
-def _per_channel_names(c: int, config: object) -> tuple[str, ...]:
-    if not getattr(config, "per_channel", False):
-        return ()
-    return (
-        tuple(f"level_dev_{i}" for i in range(c))
-        + tuple(f"spread_{i}" for i in range(c))
-        + tuple(f"residual_dev_{i}" for i in range(c))
-    )
+def _output_expression(name: str, v2: bool) -> str | None:
+    for family, outputs in _FAMILY_OUTPUTS.items():
+        if name in outputs and (v2 or family not in _V2_ONLY):
+            return outputs[name]
+    match = re.fullmatch(r"(level_dev|spread|residual_dev)_(\d+)", name)
+    if match:
+        return f"{_PER_CHANNEL[match.group(1)]}[{int(match.group(2))}]"
+    return None
 
 
-_FAMILIES: tuple[_Family, ...] = (
-    _Family(
-        "per_channel",
-        _per_channel_names,
-        """\
-#if {P}_PER_CHANNEL
-    for (ch = 0; ch < {P}_N_CHANNELS; ch++) out[k++] = DEV0[ch];
-    for (ch = 0; ch < {P}_N_CHANNELS; ch++) out[k++] = SPREAD[ch];
-    for (ch = 0; ch < {P}_N_CHANNELS; ch++) out[k++] = DEV1[ch];
-#endif
-""",
-    ),
-    _Family(
-        "tamper",
-        lambda c, cfg: ("stuck", "replay", "spike", "noise_floor", "level_jump"),
-        """\
-    out[k++] = stuck;
-    out[k++] = replay;
-    out[k++] = log1p(spike);
-    out[k++] = noise;
-    out[k++] = jump;
-""",
-    ),
-    _Family(
-        "local",
-        lambda c, cfg: ("shift_max", "shift_cusum", "residual_cusum", "spike_local"),
-        """\
-    out[k++] = log1p(shift_max);
-    out[k++] = log1p(level_cusum);
-    out[k++] = log1p(residual_cusum);
-    out[k++] = log1p(spike_local);
-""",
-    ),
-    _Family(
-        "condensed",
-        lambda c, cfg: ("level_dev_max", "spread_max", "residual_dev_max"),
-        """\
-    out[k++] = log1p(g0);
-    out[k++] = log1p(g1);
-    out[k++] = log1p(g2);
-""",
-    ),
-)
+def _is_v2(extractor: SensorFeatureExtractor) -> bool:
+    """The v2 extractor: per-channel floors from the data's resolution (``quantum``) and
+    the z families; v1 has fixed floors (1e-6, 1e-9)."""
+    return hasattr(extractor, "quantum")
 
 
 def check_exportable(extractor: SensorFeatureExtractor) -> None:
@@ -169,6 +166,7 @@ def check_exportable(extractor: SensorFeatureExtractor) -> None:
         problem = check(value)
         if problem is not None:
             raise SensorExportRefused(f"the C export cannot run this model: {problem}")
+    v2 = _is_v2(extractor)
     # The trained rows go into a ring of history + window rows: a saved state with more
     # (a hostile or inconsistent model file) would overflow it on the device.
     if len(extractor._history) > config.history or len(extractor._pending) >= config.window:
@@ -177,32 +175,38 @@ def check_exportable(extractor: SensorFeatureExtractor) -> None:
             f"(at most {config.history}) and {len(extractor._pending)} pending rows (fewer "
             f"than the window, {config.window})"
         )
-    unknown = sorted(set(sensor_extractor_to_doc(extractor)) - _STATE_KEYS)
+    if v2 and config.step > config.history:
+        # the yardstick is fed the rows between window starts from the ring
+        raise SensorExportRefused(
+            f"the C export cannot run this model: step {config.step} > history {config.history}"
+        )
+    known = _STATE_KEYS | (_STATE_KEYS_V2 if v2 else frozenset())
+    unknown = sorted(set(sensor_extractor_to_doc(extractor)) - known)
     if unknown:
         raise SensorExportRefused(
             f"sensor feature state {', '.join(unknown)} is not carried by the C export"
         )
-    expected = _feature_names(len(extractor.channels), config)
-    if tuple(extractor.feature_names) != expected:
-        extra = [n for n in extractor.feature_names if n not in expected]
+    missing = [n for n in extractor.feature_names if _output_expression(n, v2) is None]
+    if missing:
         raise SensorExportRefused(
-            "the extractor's features are not the ones the C export computes"
-            + (f" (not implemented: {', '.join(extra[:8])})" if extra else " (order differs)")
+            "the extractor's features are not the ones the C export computes "
+            f"(not implemented: {', '.join(missing[:8])})"
         )
 
 
-def _feature_names(c: int, config: object) -> tuple[str, ...]:
-    return tuple(name for family in _FAMILIES for name in family.names(c, config))
-
-
 # ----------------------------------------------------------------------------- sizes
-def state_bytes(channels: int, window: int, history: int) -> int:
+def state_bytes(channels: int, window: int, history: int, *, v2: bool = False) -> int:
     """Bytes of ``<prefix>_state`` (8-byte doubles, 4-byte counters, no padding on
-    x86-64 or ARM EABI): ``8 c (history + window + 18) + 16``.
+    x86-64 or ARM EABI): ``8 c (history + window + 18) + 16``, and for the v2 extractor
+    ``8 c (history + window + 36) + 40``.
 
     The ring of standardised samples (history + window rows) is most of it; the 18 rows
     of c doubles are the previous level (1), slow baselines (2), local scales (3),
-    CUSUMs (4) and the per-window work area (8)."""
+    CUSUMs (4) and the per-window work area (8). v2 adds the yardstick (4) and its trend
+    (2), its CUSUMs (4), the slope baseline (1) and CUSUMs (2), 5 more work rows, two
+    held doubles and two counters."""
+    if v2:
+        return 8 * channels * (history + window + 36) + 40
     return 8 * channels * (history + window + 18) + 16
 
 
@@ -250,6 +254,72 @@ def _trained_ring(extractor: SensorFeatureExtractor) -> np.ndarray:
     return np.vstack([extractor._history, extractor._pending])
 
 
+def _profile(e: SensorFeatureExtractor) -> dict[str, np.ndarray | float]:
+    """The floors and derived tables of the extractor's version, computed exactly as its
+    Python computes them (numpy, once, on the host) so the C reads the very doubles."""
+    cfg = e.config
+    c = len(e.channels)
+    if not _is_v2(e):
+        tiny = np.full(c, 1e-6)
+        return {"SPREAD_ADD": tiny, "SPREAD_DEN": e.window_std, "NOISE_ADD": tiny,
+                "NOISE_DEN": e.noise_floor, "LOCAL_ADD": tiny,
+                "NFLOOR_MEAN": float(e.noise_floor.mean())}
+    q = e.quantum
+    w = cfg.window
+    t = np.arange(w) - (w - 1) / 2.0
+    a = 1.0 - 2.0 ** (-1.0 / cfg.yardstick_halflife)
+    n = getattr(cfg, "trend_halflife", 0)
+    beta = 1.0 - 2.0 ** (-1.0 / n) if n else 0.0
+    return {
+        "SPREAD_ADD": q, "SPREAD_DEN": e.window_std + q, "NOISE_ADD": q,
+        "NOISE_DEN": e.noise_floor + q, "LOCAL_ADD": q,
+        "NFLOOR_MEAN": float(np.mean(e.noise_floor + e.quantum)),
+        "STUCK_THR": 0.5 * np.sqrt(12.0) * q, "REPEAT_HIGH": e.repeat_high,
+        "HEADROOM": np.maximum(1.0 - e.repeat_high, 1.0 / (w - 1)), "Q2": q * q,
+        "ZC": e.z_center, "ZS": e.z_scale, "ZSPIKE_THR": e.zspike_threshold,
+        "SLOPE_C": e.slope_center, "SLOPE_S": e.slope_scale, "STEP_THR": e.step_threshold,
+        "YARD_INIT": e.yard_init, "T": t, "TT": float(t @ t), "YARD_A": a,
+        "YARD_KEEP": 1.0 - a, "BETA_A": beta * a,
+        "DECAY": 2.0 ** (-1.0 / cfg.hold_halflife),
+    }
+
+
+def _v2_tables(p: str, P: str, e: SensorFeatureExtractor, f: dict[str, np.ndarray | float]
+               ) -> str:
+    c = len(e.channels)
+    yard = e._yard if e._yard is not None else np.zeros((4, c))
+    slope = e._slope if e._slope is not None else np.zeros(c)
+
+    def arr(name: str, value: object, rows: int = 0) -> str:
+        v = np.asarray(value, dtype=np.float64)
+        if rows:
+            return (f"static const double {p}_{name}[{rows}][{P}_N_CHANNELS] = {{\n"
+                    f"{_rows(v)}\n}};\n")
+        return f"static const double {p}_{name}[{P}_N_CHANNELS] = {{\n    {_table(v)}\n}};\n"
+
+    return (
+        "/* v2 extractor: floors from the data's resolution, yardstick, slope, step. */\n"
+        + arr("stuck_threshold", f["STUCK_THR"]) + arr("repeat_high", f["REPEAT_HIGH"])
+        + arr("headroom", f["HEADROOM"]) + arr("quantum_sq", f["Q2"])
+        + arr("z_center", f["ZC"], 2) + arr("z_scale", f["ZS"], 2)
+        + arr("zspike_threshold", f["ZSPIKE_THR"]) + arr("slope_center", f["SLOPE_C"])
+        + arr("slope_scale", f["SLOPE_S"]) + arr("step_threshold", f["STEP_THR"])
+        + arr("yard_init", f["YARD_INIT"], 2)
+        + f"static const double {p}_t[{P}_WINDOW] = {{\n    {_table(np.asarray(f['T']))}\n}};\n"
+        + f"static const double {p}_tt = {_hex(float(f['TT']))};\n"
+        + f"static const double {p}_yard_a = {_hex(float(f['YARD_A']))};\n"
+        + f"static const double {p}_yard_keep = {_hex(float(f['YARD_KEEP']))};\n"
+        + f"static const double {p}_beta_a = {_hex(float(f['BETA_A']))};\n"
+        + f"static const double {p}_decay = {_hex(float(f['DECAY']))};\n"
+        + f"static const double {p}_w_plus_1 = {_hex(float(e.config.window + 1))};\n"
+        + arr("trained_yard", yard, 4) + arr("trained_trend", getattr(e, "_trend", np.zeros((2, c))), 2)
+        + arr("trained_zcusum", e._zcusum, 4) + arr("trained_slope", slope)
+        + arr("trained_slope_cusum", e._slope_cusum, 2)
+        + f"static const double {p}_trained_hold = {_hex(float(e._hold))};\n"
+        + f"static const double {p}_trained_step_hold = {_hex(float(e._step_hold))};\n"
+    )
+
+
 def render_sensorfeatures_h(extractor: SensorFeatureExtractor, prefix: str = "tw_sf") -> str:
     """Return the header text for a fitted ``extractor``.
 
@@ -263,6 +333,7 @@ def render_sensorfeatures_h(extractor: SensorFeatureExtractor, prefix: str = "tw
     e = extractor
     cfg = e.config
     c = len(e.channels)
+    v2 = _is_v2(e)
     names = e.feature_names
     n_pending = len(e._pending)
     alpha = 1.0 - 2.0 ** (-1.0 / cfg.baseline_halflife)
@@ -270,16 +341,21 @@ def render_sensorfeatures_h(extractor: SensorFeatureExtractor, prefix: str = "tw
         (1 if e._prev_level is not None else 0)
         | (2 if e._baseline is not None else 0)
         | (4 if e._local is not None else 0)
+        | (8 if v2 and e._yard is not None else 0)
+        | (16 if v2 and e._slope is not None else 0)
     )
     zero_c = np.zeros(c)
     prev = e._prev_level if e._prev_level is not None else zero_c
     base = e._baseline if e._baseline is not None else np.zeros((2, c))
     local = e._local if e._local is not None else np.zeros((3, c))
-    size = state_bytes(c, cfg.window, cfg.history)
+    size = state_bytes(c, cfg.window, cfg.history, v2=v2)
     feature_list = "\n".join(f" *   {i:3d} {_comment_text(n)}" for i, n in enumerate(names))
     channel_list = "\n".join(f" *   {i:3d} {_comment_text(n)}" for i, n in enumerate(e.channels))
-    family_code = "".join(f"    /* family: {f.name} */\n" + f.code for f in _FAMILIES)
-    family_code = family_code.replace("{P}", P)
+    outputs = "".join(
+        f"    out[{i}] = {_output_expression(n, v2)}; /* {_comment_text(n)} */\n"
+        for i, n in enumerate(names)
+    )
+    f = _profile(e)
     values = {
         "p": p,
         "P": P,
@@ -289,8 +365,11 @@ def render_sensorfeatures_h(extractor: SensorFeatureExtractor, prefix: str = "tw
         "H": cfg.history,
         "LAG": cfg.min_replay_lag,
         "NF": len(names),
-        "PER_CHANNEL": 1 if cfg.per_channel else 0,
+        "V2": 1 if v2 else 0,
+        "TREND": 1 if v2 and getattr(cfg, "trend_halflife", 0) else 0,
         "SIZE": size,
+        "FORMULA": "8 * C * (HISTORY + WINDOW + 36) + 40" if v2 else
+                   "8 * C * (HISTORY + WINDOW + 18) + 16",
         "OPS": ops_per_window(c, cfg.window, cfg.history, cfg.min_replay_lag),
         "N_HIST": len(e._history),
         "N_PENDING": n_pending,
@@ -305,10 +384,13 @@ def render_sensorfeatures_h(extractor: SensorFeatureExtractor, prefix: str = "tw
         "COEF": _rows(e.coef),
         "INTERCEPT": _table(e.intercept),
         "RSTD": _table(e.residual_std),
-        "NFLOOR": _table(e.noise_floor),
-        "NFLOOR_MEAN": _hex(float(e.noise_floor.mean())),  # as Python computes it
+        "SPREAD_ADD": _table(np.asarray(f["SPREAD_ADD"])),
+        "SPREAD_DEN": _table(np.asarray(f["SPREAD_DEN"])),
+        "NOISE_ADD": _table(np.asarray(f["NOISE_ADD"])),
+        "NOISE_DEN": _table(np.asarray(f["NOISE_DEN"])),
+        "LOCAL_ADD": _table(np.asarray(f["LOCAL_ADD"])),
+        "NFLOOR_MEAN": _hex(float(f["NFLOOR_MEAN"])),  # as Python computes it
         "SSCALE": _table(e.spike_scale),
-        "WSTD": _table(e.window_std),
         "SC": _rows(e.shift_center),
         "SS": _rows(e.shift_scale),
         "STHR": _table(e.spike_threshold),
@@ -323,7 +405,8 @@ def render_sensorfeatures_h(extractor: SensorFeatureExtractor, prefix: str = "tw
         "BASE": _rows(base),
         "LOCAL": _rows(local),
         "CUSUM": _rows(e._cusum),
-        "FAMILIES": family_code,
+        "V2_TABLES": _v2_tables(p, P, e, f) if v2 else "",
+        "OUTPUTS": outputs,
     }
     text = _HEADER
     for key in sorted(values, key=len, reverse=True):
@@ -349,7 +432,7 @@ _HEADER = """\
  * compiled with a correctly rounding libm and no fused multiply-add (-ffp-contract=off;
  * -std=c99 implies it in GCC).
  *
- * State: 8 * C * (HISTORY + WINDOW + 18) + 16 bytes = @SIZE@ for C = @C@; the replay ring
+ * State: @FORMULA@ bytes = @SIZE@ for C = @C@; the replay ring
  * (HISTORY + WINDOW rows of C doubles) is most of it. The replay search costs
  * (HISTORY - MIN_REPLAY_LAG + 1) * WINDOW * C abs-difference-adds per window = @OPS@.
  * Define @P@_NO_TRAINED_HISTORY to start with an empty replay history (saves the
@@ -381,7 +464,13 @@ extern "C" {
 #define @P@_HISTORY @H@
 #define @P@_MIN_REPLAY_LAG @LAG@
 #define @P@_RING (@P@_HISTORY + @P@_WINDOW)
-#define @P@_PER_CHANNEL @PER_CHANNEL@
+#define @P@_V2 @V2@          /* the v2 extractor (resolution floors, z families) */
+#define @P@_TREND @TREND@       /* v2 yardstick with a Holt trend */
+#if @P@_V2
+#define @P@_WORK_ROWS 13
+#else
+#define @P@_WORK_ROWS 8
+#endif
 #define @P@_STATE_BYTES @SIZE@
 #define @P@_TRAINED_HISTORY @N_HIST@
 #define @P@_TRAINED_PENDING @N_PENDING@
@@ -398,12 +487,24 @@ typedef struct {
     uint32_t head;       /* ring row the next sample goes to */
     uint32_t filled;     /* valid rows (at most @P@_RING) */
     uint32_t to_next;    /* rows until the next window completes */
-    uint32_t flags;      /* 1: prev_level set, 2: baseline set, 4: local scales set */
+    uint32_t flags;      /* set: 1 prev_level, 2 baseline, 4 local scales, 8 yardstick,
+                            16 slope baseline */
+#if @P@_V2
+    uint32_t unfed;      /* rows not yet fed to the yardstick (the newest ones) */
+    uint32_t spare;
+    double hold;         /* zspike_hold */
+    double step_hold;    /* zstep_hold */
+    double yard[4][@P@_N_CHANNELS];      /* EWMA mean, var of rows; mean, var of residuals */
+    double trend[2][@P@_N_CHANNELS];     /* Holt trend of rows, residuals (0 when off) */
+    double zcusum[4][@P@_N_CHANNELS];    /* zlevel+, zresid+, zlevel-, zresid- */
+    double slope[@P@_N_CHANNELS];        /* EWMA of window slopes */
+    double slope_cusum[2][@P@_N_CHANNELS];
+#endif
     double prev_level[@P@_N_CHANNELS];
     double baseline[2][@P@_N_CHANNELS];  /* slow baselines: level, residual mean */
     double local[3][@P@_N_CHANNELS];     /* local scales: std, residual std, mean |diff| */
     double cusum[4][@P@_N_CHANNELS];     /* level+, residual+, level-, residual- */
-    double work[8][@P@_N_CHANNELS];      /* per-window work area */
+    double work[@P@_WORK_ROWS][@P@_N_CHANNELS]; /* per-window work area */
 } @p@_state;
 
 static const char *const @p@_feature_names[@P@_N_FEATURES] = {
@@ -433,14 +534,24 @@ static const double @p@_intercept[@P@_N_CHANNELS] = {
 static const double @p@_residual_std[@P@_N_CHANNELS] = {
     @RSTD@
 };
-static const double @p@_noise_floor[@P@_N_CHANNELS] = {
-    @NFLOOR@
+/* spread = log((std + spread_add) / spread_den); noise likewise; local scales + local_add */
+static const double @p@_spread_add[@P@_N_CHANNELS] = {
+    @SPREAD_ADD@
+};
+static const double @p@_spread_den[@P@_N_CHANNELS] = {
+    @SPREAD_DEN@
+};
+static const double @p@_noise_add[@P@_N_CHANNELS] = {
+    @NOISE_ADD@
+};
+static const double @p@_noise_den[@P@_N_CHANNELS] = {
+    @NOISE_DEN@
+};
+static const double @p@_local_add[@P@_N_CHANNELS] = {
+    @LOCAL_ADD@
 };
 static const double @p@_spike_scale[@P@_N_CHANNELS] = {
     @SSCALE@
-};
-static const double @p@_window_std[@P@_N_CHANNELS] = {
-    @WSTD@
 };
 static const double @p@_shift_center[2][@P@_N_CHANNELS] = {
 @SC@
@@ -461,7 +572,7 @@ static const double @p@_noise_floor_mean = @NFLOOR_MEAN@;
 static const double @p@_alpha = @ALPHA@;       /* 1 - 2^(-1/halflife) */
 static const double @p@_keep = @KEEP@;         /* 1 - alpha */
 static const double @p@_cusum_cap = @CAP@;
-
+@V2_TABLES@
 /* Trained stream state: what fit() left (replay history, then the rows not yet in a
    window; oldest first). */
 #ifndef @P@_NO_TRAINED_HISTORY
@@ -518,6 +629,16 @@ static const double @p@_trained_cusum[4][@P@_N_CHANNELS] = {
     memcpy(st->baseline, @p@_trained_baseline, sizeof st->baseline);
     memcpy(st->local, @p@_trained_local, sizeof st->local);
     memcpy(st->cusum, @p@_trained_cusum, sizeof st->cusum);
+#if @P@_V2
+    st->unfed = (uint32_t)@P@_TRAINED_PENDING;
+    st->hold = @p@_trained_hold;
+    st->step_hold = @p@_trained_step_hold;
+    memcpy(st->yard, @p@_trained_yard, sizeof st->yard);
+    memcpy(st->trend, @p@_trained_trend, sizeof st->trend);
+    memcpy(st->zcusum, @p@_trained_zcusum, sizeof st->zcusum);
+    memcpy(st->slope, @p@_trained_slope, sizeof st->slope);
+    memcpy(st->slope_cusum, @p@_trained_slope_cusum, sizeof st->slope_cusum);
+#endif
 }
 
 @P@_API const char *@p@_status_str(@p@_status status)
@@ -602,16 +723,56 @@ static double @p@_replay(const @p@_state *st)
     return -log(best / @p@_noise_floor_mean + 1e-3);
 }
 
-/* Cross-channel residual of channel ch in row r. */
-static double @p@_residual(const double *r, uint32_t ch)
+/* Cross-channel residual of channel ch in row r, before scaling (the yardstick's) */
+static double @p@_raw_residual(const double *r, uint32_t ch)
 {
     double pred = 0.0;
     uint32_t k;
     for (k = 0; k < (uint32_t)@P@_N_CHANNELS; k++) {
         pred += r[k] * @p@_coef[ch][k];
     }
-    return (r[ch] - (pred + @p@_intercept[ch])) / @p@_residual_std[ch];
+    return r[ch] - (pred + @p@_intercept[ch]);
 }
+
+/* ... and in units of its benign std (the baselines' and local scales') */
+static double @p@_residual(const double *r, uint32_t ch)
+{
+    return @p@_raw_residual(r, ch) / @p@_residual_std[ch];
+}
+
+/* One leaky two-sided Page CUSUM step: S = min(max(0, keep S + x - 1/2), cap). */
+static double @p@_cusum(double s, double x)
+{
+    s = @p@_keep * s + x - 0.5;
+    s = s > 0.0 ? s : 0.0;
+    return s < @p@_cusum_cap ? s : @p@_cusum_cap;
+}
+
+#if @P@_V2
+/* Feed the yardstick the rows between the last window's start and this one's, oldest
+   first: EWMA (Holt when TREND) mean and variance of each channel and its residual. */
+static void @p@_feed(@p@_state *st)
+{
+    uint32_t back, ch;
+    if ((st->flags & 8u) != 0u) {
+        for (back = st->unfed; back > (uint32_t)@P@_WINDOW; back--) {
+            const double *x = @p@_row(st, back - 1u);
+            for (ch = 0; ch < @P@_N_CHANNELS; ch++) {
+                const double value[2] = {x[ch], @p@_raw_residual(x, ch)};
+                uint32_t i;
+                for (i = 0; i < 2u; i++) {
+                    double *mean = st->yard[2u * i], *var = st->yard[2u * i + 1u];
+                    const double d = value[i] - (mean[ch] + st->trend[i][ch]);
+                    mean[ch] = mean[ch] + st->trend[i][ch] + @p@_yard_a * d;
+                    st->trend[i][ch] = st->trend[i][ch] + @p@_beta_a * d;
+                    var[ch] = @p@_yard_keep * (var[ch] + @p@_yard_a * d * d);
+                }
+            }
+        }
+    }
+    st->unfed = (uint32_t)@P@_WINDOW;
+}
+#endif
 
 #define LEVEL (st->work[0])
 #define SD (st->work[1])
@@ -621,17 +782,27 @@ static double @p@_residual(const double *r, uint32_t ch)
 #define DMEAN (st->work[5])
 #define DEV0 (st->work[6])
 #define DEV1 (st->work[7])
+#define WVAR (st->work[8])     /* v2: window variance */
+#define RAWM (st->work[9])     /* v2: raw residual mean */
+#define RAWV (st->work[10])    /* v2: raw residual variance */
+#define DMAX (st->work[11])    /* v2: largest |first difference| */
+#define SPMAX (st->work[12])   /* v2: largest isolated excursion */
 
 static void @p@_window(@p@_state *st, double out[@P@_N_FEATURES])
 {
     const double n_w = (double)@P@_WINDOW;
     const double n_d = (double)(@P@_WINDOW - 1);
     uint32_t t, ch;
-    size_t k = 0;
     double stuck = 0.0, spike = 0.0, noise = 0.0, jump = 0.0, replay;
     double shift_max = 0.0, level_cusum = 0.0, residual_cusum = 0.0, spike_local = 0.0;
     double g0 = 0.0, g1 = 0.0, g2 = 0.0;
     const int have_local = (st->flags & 4u) != 0u;
+#if @P@_V2
+    double zlevel = 0.0, zresid = 0.0, zlevel_cusum = 0.0, zresid_cusum = 0.0;
+    double zslope = 0.0, zslope_cusum = 0.0, now;
+
+    @p@_feed(st);
+#endif
 
     /* level, spread, residual mean and std, mean |first difference|: sums run over
        the window's rows in order (the reference sums the same way) */
@@ -641,17 +812,29 @@ static void @p@_window(@p@_state *st, double out[@P@_N_FEATURES])
         RMEAN[ch] = 0.0;
         RSD[ch] = 0.0;
         DMEAN[ch] = 0.0;
+#if @P@_V2
+        RAWM[ch] = 0.0;
+        RAWV[ch] = 0.0;
+        DMAX[ch] = 0.0;
+        SPMAX[ch] = 0.0;
+#endif
     }
     for (t = 0; t < @P@_WINDOW; t++) {
         const double *r = @P@_WIN(st, t);
         for (ch = 0; ch < @P@_N_CHANNELS; ch++) {
             LEVEL[ch] += r[ch];
             RMEAN[ch] += @p@_residual(r, ch);
+#if @P@_V2
+            RAWM[ch] += @p@_raw_residual(r, ch);
+#endif
         }
     }
     for (ch = 0; ch < @P@_N_CHANNELS; ch++) {
         LEVEL[ch] = LEVEL[ch] / n_w;
         RMEAN[ch] = RMEAN[ch] / n_w;
+#if @P@_V2
+        RAWM[ch] = RAWM[ch] / n_w;
+#endif
     }
     for (t = 0; t < @P@_WINDOW; t++) {
         const double *r = @P@_WIN(st, t);
@@ -660,26 +843,48 @@ static void @p@_window(@p@_state *st, double out[@P@_N_FEATURES])
             const double e = @p@_residual(r, ch) - RMEAN[ch];
             SD[ch] += d * d;
             RSD[ch] += e * e;
+#if @P@_V2
+            {
+                const double g = @p@_raw_residual(r, ch) - RAWM[ch];
+                RAWV[ch] += g * g;
+            }
+#endif
         }
     }
     for (ch = 0; ch < @P@_N_CHANNELS; ch++) {
+#if @P@_V2
+        WVAR[ch] = SD[ch] / n_w;
+        RAWV[ch] = RAWV[ch] / n_w;
+#endif
         SD[ch] = sqrt(SD[ch] / n_w);
         RSD[ch] = sqrt(RSD[ch] / n_w);
-        SPREAD[ch] = log((SD[ch] + 1e-6) / @p@_window_std[ch]);
+        SPREAD[ch] = log((SD[ch] + @p@_spread_add[ch]) / @p@_spread_den[ch]);
     }
 
-    /* stuck: the largest fraction of (near-)repeated values */
+    /* stuck: the largest fraction of (near-)repeated values; v2: its excess over
+       benign's 99.9th percentile, over the headroom left */
     for (ch = 0; ch < @P@_N_CHANNELS; ch++) {
         double count = 0.0;
         for (t = 0; t + 1u < @P@_WINDOW; t++) {
             const double d = @p@_absdiff(st, t, ch);
             DMEAN[ch] += d;
+#if @P@_V2
+            if (d > DMAX[ch]) DMAX[ch] = d;
+            if (d < @p@_stuck_threshold[ch]) {
+                count += 1.0;
+            }
+#else
             if (d < 1e-9 * (1.0 + fabs(@P@_WIN(st, t + 1u)[ch]))) {
                 count += 1.0;
             }
+#endif
         }
         DMEAN[ch] = DMEAN[ch] / n_d;
         count = count / n_d;
+#if @P@_V2
+        count = count - @p@_repeat_high[ch];
+        count = (count > 0.0 ? count : 0.0) / @p@_headroom[ch];
+#endif
         if (count > stuck) stuck = count;
     }
 
@@ -692,7 +897,7 @@ static void @p@_window(@p@_state *st, double out[@P@_N_FEATURES])
         } else {
             med = (@p@_diff_rank(st, ch, n / 2u - 1u) + @p@_diff_rank(st, ch, n / 2u)) / 2.0;
         }
-        v = fabs(log((med + 1e-6) / @p@_noise_floor[ch]));
+        v = fabs(log((med + @p@_noise_add[ch]) / @p@_noise_den[ch]));
         if (v > noise) noise = v;
     }
 
@@ -724,9 +929,9 @@ static void @p@_window(@p@_state *st, double out[@P@_N_FEATURES])
     /* local scales: this window's, used from the next one (a tampered window must not
        widen its own yardstick) */
     for (ch = 0; ch < @P@_N_CHANNELS; ch++) {
-        SD[ch] = SD[ch] + 1e-6;
-        RSD[ch] = RSD[ch] + 1e-6;
-        DMEAN[ch] = DMEAN[ch] + 1e-6;
+        SD[ch] = SD[ch] + @p@_local_add[ch];
+        RSD[ch] = RSD[ch] + @p@_local_add[ch];
+        DMEAN[ch] = DMEAN[ch] + @p@_local_add[ch];
         if (!have_local) {
             st->local[0][ch] = SD[ch];
             st->local[1][ch] = RSD[ch];
@@ -747,6 +952,9 @@ static void @p@_window(@p@_state *st, double out[@P@_N_FEATURES])
             if (d0 * d1 < 0.0) {
                 v = fabs(d0) < fabs(d1) ? fabs(d0) : fabs(d1);
             }
+#if @P@_V2
+            if (v > SPMAX[ch]) SPMAX[ch] = v;
+#endif
             u = v / @p@_spike_scale[ch];
             if (u > spike) spike = u;
             u = v / st->local[0][ch] / @p@_spike_threshold[ch];
@@ -760,15 +968,11 @@ static void @p@_window(@p@_state *st, double out[@P@_N_FEATURES])
                           / @p@_shift_scale[0][ch];
         const double x1 = (DEV1[ch] / st->local[1][ch] - @p@_shift_center[1][ch])
                           / @p@_shift_scale[1][ch];
-        const double x[4] = {x0, x1, -x0, -x1};
-        uint32_t i;
         double v;
-        for (i = 0; i < 4u; i++) {
-            double s = @p@_keep * st->cusum[i][ch] + x[i] - 0.5;
-            s = s > 0.0 ? s : 0.0;
-            s = s < @p@_cusum_cap ? s : @p@_cusum_cap;
-            st->cusum[i][ch] = s;
-        }
+        st->cusum[0][ch] = @p@_cusum(st->cusum[0][ch], x0);
+        st->cusum[1][ch] = @p@_cusum(st->cusum[1][ch], x1);
+        st->cusum[2][ch] = @p@_cusum(st->cusum[2][ch], -x0);
+        st->cusum[3][ch] = @p@_cusum(st->cusum[3][ch], -x1);
         v = fabs(x0);
         if (v > shift_max) shift_max = v;
         v = st->cusum[0][ch] > st->cusum[2][ch] ? st->cusum[0][ch] : st->cusum[2][ch];
@@ -782,13 +986,100 @@ static void @p@_window(@p@_state *st, double out[@P@_N_FEATURES])
         v = fabs((DEV1[ch] - @p@_channel_center[2][ch]) / @p@_channel_scale[2][ch]);
         if (v > g2) g2 = v;
     }
+#if @P@_V2
+    /* zstep's input: the largest step over the mean |step| before this window */
+    now = 0.0;
+    for (ch = 0; ch < @P@_N_CHANNELS; ch++) {
+        const double v = DMAX[ch] / st->local[2][ch] / @p@_step_threshold[ch];
+        if (v > now) now = v;
+    }
+#endif
     for (ch = 0; ch < @P@_N_CHANNELS; ch++) {
         st->local[0][ch] = st->local[0][ch] + @p@_alpha * (SD[ch] - st->local[0][ch]);
         st->local[1][ch] = st->local[1][ch] + @p@_alpha * (RSD[ch] - st->local[1][ch]);
         st->local[2][ch] = st->local[2][ch] + @p@_alpha * (DMEAN[ch] - st->local[2][ch]);
     }
 
-@FAMILIES@}
+#if @P@_V2
+    /* yardstick: the window against the rows before it */
+    if ((st->flags & 8u) == 0u) {
+        for (ch = 0; ch < @P@_N_CHANNELS; ch++) {
+            st->yard[0][ch] = LEVEL[ch];
+            st->yard[1][ch] = WVAR[ch] > @p@_yard_init[0][ch] ? WVAR[ch] : @p@_yard_init[0][ch];
+            st->yard[2][ch] = RAWM[ch];
+            st->yard[3][ch] = RAWV[ch] > @p@_yard_init[1][ch] ? RAWV[ch] : @p@_yard_init[1][ch];
+#if @P@_TREND
+            {
+                double sx = 0.0, sr = 0.0;
+                for (t = 0; t < @P@_WINDOW; t++) {
+                    sx += @p@_t[t] * @P@_WIN(st, t)[ch];
+                    sr += @p@_t[t] * @p@_raw_residual(@P@_WIN(st, t), ch);
+                }
+                st->trend[0][ch] = sx / @p@_tt;
+                st->trend[1][ch] = sr / @p@_tt;
+            }
+#endif
+        }
+        st->flags |= 8u;
+    }
+    {
+        double hold_now = 0.0;
+        for (ch = 0; ch < @P@_N_CHANNELS; ch++) {
+            const double scale0 = sqrt(st->yard[1][ch] + @p@_quantum_sq[ch]);
+            const double scale1 = sqrt(st->yard[3][ch] + @p@_quantum_sq[ch]);
+            const double z0 = (LEVEL[ch] - (st->yard[0][ch] + st->trend[0][ch] * @p@_w_plus_1 / 2.0))
+                              / scale0;
+            const double z1 = (RAWM[ch] - (st->yard[2][ch] + st->trend[1][ch] * @p@_w_plus_1 / 2.0))
+                              / scale1;
+            const double x0 = (z0 - @p@_z_center[0][ch]) / @p@_z_scale[0][ch];
+            const double x1 = (z1 - @p@_z_center[1][ch]) / @p@_z_scale[1][ch];
+            double v = SPMAX[ch] / scale0 / @p@_zspike_threshold[ch];
+            if (v > hold_now) hold_now = v;
+            st->zcusum[0][ch] = @p@_cusum(st->zcusum[0][ch], x0);
+            st->zcusum[1][ch] = @p@_cusum(st->zcusum[1][ch], x1);
+            st->zcusum[2][ch] = @p@_cusum(st->zcusum[2][ch], -x0);
+            st->zcusum[3][ch] = @p@_cusum(st->zcusum[3][ch], -x1);
+            v = fabs(x0);
+            if (v > zlevel) zlevel = v;
+            v = fabs(x1);
+            if (v > zresid) zresid = v;
+            v = st->zcusum[0][ch] > st->zcusum[2][ch] ? st->zcusum[0][ch] : st->zcusum[2][ch];
+            if (v > zlevel_cusum) zlevel_cusum = v;
+            v = st->zcusum[1][ch] > st->zcusum[3][ch] ? st->zcusum[1][ch] : st->zcusum[3][ch];
+            if (v > zresid_cusum) zresid_cusum = v;
+        }
+        st->hold = st->hold * @p@_decay;
+        if (hold_now > st->hold) st->hold = hold_now;
+    }
+
+    /* slope: least squares over the window, against the EWMA of earlier slopes */
+    for (ch = 0; ch < @P@_N_CHANNELS; ch++) {
+        double sx = 0.0, dev, x, v;
+        for (t = 0; t < @P@_WINDOW; t++) {
+            sx += @p@_t[t] * @P@_WIN(st, t)[ch];
+        }
+        sx = sx / @p@_tt;
+        if ((st->flags & 16u) == 0u) {
+            st->slope[ch] = sx;
+        }
+        dev = sx - st->slope[ch];
+        st->slope[ch] = st->slope[ch] + @p@_alpha * dev;
+        x = (dev - @p@_slope_center[ch]) / @p@_slope_scale[ch];
+        st->slope_cusum[0][ch] = @p@_cusum(st->slope_cusum[0][ch], x);
+        st->slope_cusum[1][ch] = @p@_cusum(st->slope_cusum[1][ch], -x);
+        v = fabs(x);
+        if (v > zslope) zslope = v;
+        if (st->slope_cusum[0][ch] > zslope_cusum) zslope_cusum = st->slope_cusum[0][ch];
+        if (st->slope_cusum[1][ch] > zslope_cusum) zslope_cusum = st->slope_cusum[1][ch];
+    }
+    st->flags |= 16u;
+
+    /* step hold */
+    st->step_hold = st->step_hold * @p@_decay;
+    if (now > st->step_hold) st->step_hold = now;
+#endif
+
+@OUTPUTS@}
 
 #undef LEVEL
 #undef SD
@@ -798,6 +1089,11 @@ static void @p@_window(@p@_state *st, double out[@P@_N_FEATURES])
 #undef DMEAN
 #undef DEV0
 #undef DEV1
+#undef WVAR
+#undef RAWM
+#undef RAWV
+#undef DMAX
+#undef SPMAX
 
 @P@_API @p@_status @p@_push(@p@_state *st, const double x[@P@_N_CHANNELS],
                           double out[@P@_N_FEATURES])
@@ -820,6 +1116,9 @@ static void @p@_window(@p@_state *st, double out[@P@_N_FEATURES])
     if (st->filled < (uint32_t)@P@_RING) {
         st->filled++;
     }
+#if @P@_V2
+    st->unfed++;  /* at most WINDOW + STEP <= RING (export refuses STEP > HISTORY) */
+#endif
     if (--st->to_next != 0u) {
         return @P@_NO_WINDOW;
     }
@@ -845,6 +1144,12 @@ class SensorFeatureFiles:
     state_bytes: int
     n_features: int
     n_channels: int
+    v2: bool  # the v2 extractor (resolution floors, z families): a larger state
+
+    @property
+    def formula(self) -> str:
+        rows, extra = (36, 40) if self.v2 else (18, 16)
+        return f"8 x channels x (history + window + {rows}) + {extra}"
 
 
 def export_sensorfeatures_c(
@@ -863,12 +1168,14 @@ def export_sensorfeatures_c(
     header = out_dir / f"{prefix}.h"
     header.write_text(text, encoding="ascii")
     cfg = extractor.config
+    v2 = _is_v2(extractor)
     return SensorFeatureFiles(
         header,
         prefix,
-        state_bytes(len(extractor.channels), cfg.window, cfg.history),
+        state_bytes(len(extractor.channels), cfg.window, cfg.history, v2=v2),
         extractor.n_features,
         len(extractor.channels),
+        v2,
     )
 
 
@@ -896,17 +1203,29 @@ class SensorReference:
 
     def __init__(self, extractor: SensorFeatureExtractor) -> None:
         check_exportable(extractor)
-        self.e = extractor
-        cfg = extractor.config
-        self.ring = _trained_ring(extractor).copy()
-        self.to_next = cfg.window - len(extractor._pending)
-        self.prev = None if extractor._prev_level is None else extractor._prev_level.copy()
-        self.baseline = None if extractor._baseline is None else extractor._baseline.copy()
-        self.local = None if extractor._local is None else extractor._local.copy()
-        self.cusum = extractor._cusum.copy()
+        e = extractor
+        self.e = e
+        self.v2 = _is_v2(e)
+        self.f = _profile(e)
+        cfg = e.config
+        self.ring = _trained_ring(e).copy()
+        self.to_next = cfg.window - len(e._pending)
+        self.unfed = len(e._pending)
+        self.prev = None if e._prev_level is None else e._prev_level.copy()
+        self.baseline = None if e._baseline is None else e._baseline.copy()
+        self.local = None if e._local is None else e._local.copy()
+        self.cusum = e._cusum.copy()
         self.alpha = 1.0 - 2.0 ** (-1.0 / cfg.baseline_halflife)
         self.keep = 1.0 - self.alpha
-        self.nf_mean = float(extractor.noise_floor.mean())
+        if self.v2:
+            c = len(e.channels)
+            self.yard = None if e._yard is None else e._yard.copy()
+            self.trend = np.array(getattr(e, "_trend", np.zeros((2, c))), dtype=np.float64)
+            self.zcusum = e._zcusum.copy()
+            self.hold = float(e._hold)
+            self.slope = None if e._slope is None else e._slope.copy()
+            self.slope_cusum = e._slope_cusum.copy()
+            self.step_hold = float(e._step_hold)
 
     def transform(self, values: np.ndarray) -> np.ndarray:
         """Push sample rows (n, channels); return one feature row per completed window."""
@@ -914,42 +1233,76 @@ class SensorReference:
         values = np.asarray(values, dtype=np.float64)
         z = (values - e.mean) / e.std
         buf = np.vstack([self.ring, z])
+        fed_upto = len(self.ring) - self.unfed
         out = []
         end = len(self.ring) + self.to_next
         while end <= len(buf):
             start = end - cfg.window
+            if self.v2 and self.yard is not None:
+                self._feed(buf[fed_upto:start])
+            fed_upto = start
             history = buf[max(0, start - cfg.history) : start]
             out.append(self._window(buf[start:end], history))
             end += cfg.step
         self.to_next = end - len(buf)
-        self.ring = buf[-(cfg.history + cfg.window) :]
+        self.unfed = len(buf) - fed_upto
+        self.ring = buf[-(max(cfg.history, cfg.step) + cfg.window) :]
         if not out:
             return np.zeros((0, e.n_features))
         return np.vstack(out)
 
+    def _raw_residual(self, rows: np.ndarray) -> np.ndarray:
+        e = self.e
+        pred = np.zeros_like(rows)
+        for k in range(rows.shape[1]):
+            pred = pred + rows[:, k : k + 1] * e.coef[:, k]
+        return rows - (pred + e.intercept)
+
+    def _feed(self, rows: np.ndarray) -> None:
+        assert self.yard is not None
+        f = self.f
+        a, keep, beta_a = float(f["YARD_A"]), float(f["YARD_KEEP"]), float(f["BETA_A"])
+        residuals = self._raw_residual(rows)
+        yard, trend = self.yard, self.trend
+        for x, r in zip(rows, residuals, strict=True):
+            for i, value in ((0, x), (1, r)):
+                d = value - (yard[2 * i] + trend[i])
+                yard[2 * i] = yard[2 * i] + trend[i] + a * d
+                trend[i] = trend[i] + beta_a * d
+                yard[2 * i + 1] = keep * (yard[2 * i + 1] + a * d * d)
+
+    def _cusum(self, s: np.ndarray, x: np.ndarray) -> np.ndarray:
+        s = self.keep * s + x - 0.5
+        s = np.where(s > 0.0, s, 0.0)
+        return np.where(s < _CUSUM_CAP, s, _CUSUM_CAP)
+
     def _window(self, w: np.ndarray, history: np.ndarray) -> np.ndarray:
-        e, cfg = self.e, self.e.config
+        e, cfg, f = self.e, self.e.config, self.f
         n_w, n_d = float(len(w)), float(len(w) - 1)
-        c = w.shape[1]
         level = _seq_sum(w) / n_w
-        pred = np.zeros_like(w)
-        for k in range(c):
-            pred = pred + w[:, k : k + 1] * e.coef[:, k]
-        residual = (w - (pred + e.intercept)) / e.residual_std
+        raw = self._raw_residual(w)
+        residual = raw / e.residual_std
         rmean = _seq_sum(residual) / n_w
         d = w - level
-        sd = np.sqrt(_seq_sum(d * d) / n_w)
+        wvar = _seq_sum(d * d) / n_w
+        sd = np.sqrt(wvar)
         r = residual - rmean
         rsd = np.sqrt(_seq_sum(r * r) / n_w)
-        spread = _logs((sd + 1e-6) / e.window_std)
+        spread = _logs((sd + f["SPREAD_ADD"]) / f["SPREAD_DEN"])
         diffs = np.abs(w[1:] - w[:-1])
         dmean = _seq_sum(diffs) / n_d
-        repeated = (diffs < 1e-9 * (1.0 + np.abs(w[1:]))).sum(axis=0).astype(np.float64)
-        stuck = max(0.0, float(np.max(repeated / n_d)))
+        if self.v2:
+            repeated = (diffs < f["STUCK_THR"]).sum(axis=0).astype(np.float64) / n_d
+            excess = repeated - f["REPEAT_HIGH"]
+            stuck_c = np.where(excess > 0.0, excess, 0.0) / f["HEADROOM"]
+        else:
+            stuck_c = (diffs < 1e-9 * (1.0 + np.abs(w[1:]))).sum(axis=0).astype(np.float64) / n_d
+        stuck = max(0.0, float(np.max(stuck_c)))
         ordered = np.sort(diffs, axis=0)
         n = len(diffs)
         median = ordered[n // 2] if n % 2 else (ordered[n // 2 - 1] + ordered[n // 2]) / 2.0
-        noise = max(0.0, float(np.max(np.abs(_logs((median + 1e-6) / e.noise_floor)))))
+        noise_c = np.abs(_logs((median + f["NOISE_ADD"]) / f["NOISE_DEN"]))
+        noise = max(0.0, float(np.max(noise_c)))
         jump = 0.0 if self.prev is None else max(0.0, float(np.max(np.abs(level - self.prev))))
         self.prev = level
         replay = self._replay(w, history)
@@ -960,7 +1313,8 @@ class SensorReference:
         self.baseline = np.stack(
             [self.baseline[0] + self.alpha * dev0, self.baseline[1] + self.alpha * dev1]
         )
-        local_now = np.stack([sd + 1e-6, rsd + 1e-6, dmean + 1e-6])
+        add = f["LOCAL_ADD"]
+        local_now = np.stack([sd + add, rsd + add, dmean + add])
         if self.local is None:
             self.local = local_now
         spikes = _spikiness(w)
@@ -968,22 +1322,82 @@ class SensorReference:
         spike_local = max(0.0, float(np.max(spikes / self.local[0] / e.spike_threshold)))
         x0 = (dev0 / self.local[0] - e.shift_center[0]) / e.shift_scale[0]
         x1 = (dev1 / self.local[1] - e.shift_center[1]) / e.shift_scale[1]
-        s = self.keep * self.cusum + np.stack([x0, x1, -x0, -x1]) - 0.5
-        s = np.where(s > 0.0, s, 0.0)
-        self.cusum = np.where(s < _CUSUM_CAP, s, _CUSUM_CAP)
-        shift_max = max(0.0, float(np.max(np.abs(x0))))
-        level_cusum = max(0.0, float(np.max(self.cusum[[0, 2]])))
-        residual_cusum = max(0.0, float(np.max(self.cusum[[1, 3]])))
-        groups = [
-            max(0.0, float(np.max(np.abs((v - e.channel_center[i]) / e.channel_scale[i]))))
-            for i, v in enumerate((dev0, spread, dev1))
-        ]
+        self.cusum = self._cusum(self.cusum, np.stack([x0, x1, -x0, -x1]))
+        scalars = {
+            "stuck": stuck, "replay": replay, "spike": math.log1p(spike), "noise_floor": noise,
+            "level_jump": jump, "shift_max": math.log1p(max(0.0, float(np.max(np.abs(x0))))),
+            "shift_cusum": math.log1p(max(0.0, float(np.max(self.cusum[[0, 2]])))),
+            "residual_cusum": math.log1p(max(0.0, float(np.max(self.cusum[[1, 3]])))),
+            "spike_local": math.log1p(spike_local),
+        }
+        for name, v in (("level_dev_max", dev0), ("spread_max", spread),
+                        ("residual_dev_max", dev1)):
+            i = ("level_dev_max", "spread_max", "residual_dev_max").index(name)
+            g = np.abs((v - e.channel_center[i]) / e.channel_scale[i])
+            scalars[name] = math.log1p(max(0.0, float(np.max(g))))
+        if self.v2:
+            step_now = max(0.0, float(np.max(
+                np.max(diffs, axis=0) / self.local[2] / e.step_threshold)))
         self.local = self.local + self.alpha * (local_now - self.local)
-        per_channel = [dev0, spread, dev1] if cfg.per_channel else []
-        scalars = [stuck, replay, math.log1p(spike), noise, jump]
-        scalars += [math.log1p(v) for v in (shift_max, level_cusum, residual_cusum, spike_local)]
-        scalars += [math.log1p(v) for v in groups]
-        return np.concatenate([*per_channel, scalars])
+        if self.v2:
+            scalars.update(self._v2_features(w, level, raw, wvar, spikes, step_now))
+        per = {"level_dev": dev0, "spread": spread, "residual_dev": dev1}
+        row = []
+        for name in e.feature_names:
+            if name in scalars:
+                row.append(scalars[name])
+            else:
+                prefix, index = name.rsplit("_", 1)
+                row.append(float(per[prefix][int(index)]))
+        return np.asarray(row, dtype=np.float64)
+
+    def _v2_features(self, w: np.ndarray, level: np.ndarray, raw: np.ndarray,
+                     wvar: np.ndarray, spikes: np.ndarray, step_now: float) -> dict[str, float]:
+        e, f = self.e, self.f
+        n_w = float(len(w))
+        rawm = _seq_sum(raw) / n_w
+        g = raw - rawm
+        rawv = _seq_sum(g * g) / n_w
+        t = np.asarray(f["T"])
+        tt = float(f["TT"])
+        if self.yard is None:
+            init = np.asarray(f["YARD_INIT"])
+            self.yard = np.stack([level, np.where(wvar > init[0], wvar, init[0]),
+                                  rawm, np.where(rawv > init[1], rawv, init[1])])
+            if getattr(e.config, "trend_halflife", 0):
+                self.trend = np.stack([_seq_sum(t[:, None] * w), _seq_sum(t[:, None] * raw)]) / tt
+        q2 = np.asarray(f["Q2"])
+        scale0 = np.sqrt(self.yard[1] + q2)
+        scale1 = np.sqrt(self.yard[3] + q2)
+        w1 = float(len(w) + 1)
+        z0 = (level - (self.yard[0] + self.trend[0] * w1 / 2.0)) / scale0
+        z1 = (rawm - (self.yard[2] + self.trend[1] * w1 / 2.0)) / scale1
+        x0 = (z0 - e.z_center[0]) / e.z_scale[0]
+        x1 = (z1 - e.z_center[1]) / e.z_scale[1]
+        hold_now = max(0.0, float(np.max(np.max(spikes, axis=0) / scale0 / e.zspike_threshold)))
+        self.zcusum = self._cusum(self.zcusum, np.stack([x0, x1, -x0, -x1]))
+        decay = float(f["DECAY"])
+        held = self.hold * decay
+        self.hold = hold_now if hold_now > held else held
+        slope = _seq_sum(t[:, None] * w) / tt
+        if self.slope is None:
+            self.slope = slope
+        dev = slope - self.slope
+        self.slope = self.slope + self.alpha * dev
+        x = (dev - e.slope_center) / e.slope_scale
+        self.slope_cusum = self._cusum(self.slope_cusum, np.stack([x, -x]))
+        held = self.step_hold * decay
+        self.step_hold = step_now if step_now > held else held
+        return {
+            "zlevel_max": math.log1p(max(0.0, float(np.max(np.abs(x0))))),
+            "zresid_max": math.log1p(max(0.0, float(np.max(np.abs(x1))))),
+            "zlevel_cusum": math.log1p(max(0.0, float(np.max(self.zcusum[[0, 2]])))),
+            "zresid_cusum": math.log1p(max(0.0, float(np.max(self.zcusum[[1, 3]])))),
+            "zspike_hold": math.log1p(self.hold),
+            "zslope_max": math.log1p(max(0.0, float(np.max(np.abs(x))))),
+            "zslope_cusum": math.log1p(max(0.0, float(np.max(self.slope_cusum)))),
+            "zstep_hold": math.log1p(self.step_hold),
+        }
 
     def _replay(self, w: np.ndarray, history: np.ndarray) -> float:
         cfg = self.e.config
@@ -997,7 +1411,7 @@ class SensorReference:
         gaps = np.abs(stretches - w.ravel())
         # cumsum adds strictly in order (numpy's sum may go pairwise): the C's sum
         sums = np.cumsum(gaps, axis=1)[:, -1] / float(w.size)
-        return -math.log(float(sums.min()) / self.nf_mean + 1e-3)
+        return -math.log(float(sums.min()) / float(self.f["NFLOOR_MEAN"]) + 1e-3)
 
 
 # ----------------------------------------------------------------------------- host harness
