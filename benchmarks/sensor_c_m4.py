@@ -28,7 +28,6 @@ from tinyward.detect.sensorfeatures_c import (
     export_sensorfeatures_c,
     ops_per_window,
     sizing_source,
-    state_bytes,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,9 +93,10 @@ def run(cmd: list[str], timeout: float = 600) -> str:
 def figures(extractor: SensorFeatureExtractor, rows: np.ndarray, work: Path) -> None:
     c = len(extractor.channels)
     cfg = extractor.config
-    export_sensorfeatures_c(extractor, work)
-    print(f"\n{c} channels, window {cfg.window}, step {cfg.step}, history {cfg.history}")
-    print(f"  state: {state_bytes(c, cfg.window, cfg.history)} B; replay search "
+    files = export_sensorfeatures_c(extractor, work)
+    print(f"\n{c} channels, window {cfg.window}, step {cfg.step}, history {cfg.history}, "
+          f"{'v2' if files.v2 else 'v1'} extractor, {files.n_features} features")
+    print(f"  state: {files.state_bytes} B = {files.formula}; replay search "
           f"{ops_per_window(c, cfg.window, cfg.history, cfg.min_replay_lag)} "
           "abs-difference-adds per window")
     (work / "lib.c").write_text(sizing_source("tw_sf"))

@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 
 from tests.conftest import needs
-from tinyward.detect.errors import DetectError, DetectMisuse
 from tinyward.detect import sensorfeatures
+from tinyward.detect.errors import DetectError, DetectMisuse
 from tinyward.detect.sensorfeatures import (
     SKAB_CHANNELS,
     SensorFeatureConfig,

@@ -37,6 +37,7 @@ import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -264,28 +265,29 @@ def _profile(e: SensorFeatureExtractor) -> dict[str, np.ndarray | float]:
         return {"SPREAD_ADD": tiny, "SPREAD_DEN": e.window_std, "NOISE_ADD": tiny,
                 "NOISE_DEN": e.noise_floor, "LOCAL_ADD": tiny,
                 "NFLOOR_MEAN": float(e.noise_floor.mean())}
-    q = e.quantum
+    v2: Any = e  # the v2 extractor's attributes (absent from v1's class)
+    q = v2.quantum
+    cfg2: Any = cfg
     w = cfg.window
     t = np.arange(w) - (w - 1) / 2.0
-    a = 1.0 - 2.0 ** (-1.0 / cfg.yardstick_halflife)
+    a = 1.0 - 2.0 ** (-1.0 / cfg2.yardstick_halflife)
     n = getattr(cfg, "trend_halflife", 0)
     beta = 1.0 - 2.0 ** (-1.0 / n) if n else 0.0
     return {
         "SPREAD_ADD": q, "SPREAD_DEN": e.window_std + q, "NOISE_ADD": q,
         "NOISE_DEN": e.noise_floor + q, "LOCAL_ADD": q,
-        "NFLOOR_MEAN": float(np.mean(e.noise_floor + e.quantum)),
-        "STUCK_THR": 0.5 * np.sqrt(12.0) * q, "REPEAT_HIGH": e.repeat_high,
-        "HEADROOM": np.maximum(1.0 - e.repeat_high, 1.0 / (w - 1)), "Q2": q * q,
-        "ZC": e.z_center, "ZS": e.z_scale, "ZSPIKE_THR": e.zspike_threshold,
-        "SLOPE_C": e.slope_center, "SLOPE_S": e.slope_scale, "STEP_THR": e.step_threshold,
-        "YARD_INIT": e.yard_init, "T": t, "TT": float(t @ t), "YARD_A": a,
+        "NFLOOR_MEAN": float(np.mean(e.noise_floor + v2.quantum)),
+        "STUCK_THR": 0.5 * np.sqrt(12.0) * q, "REPEAT_HIGH": v2.repeat_high,
+        "HEADROOM": np.maximum(1.0 - v2.repeat_high, 1.0 / (w - 1)), "Q2": q * q,
+        "ZC": v2.z_center, "ZS": v2.z_scale, "ZSPIKE_THR": v2.zspike_threshold,
+        "SLOPE_C": v2.slope_center, "SLOPE_S": v2.slope_scale, "STEP_THR": v2.step_threshold,
+        "YARD_INIT": v2.yard_init, "T": t, "TT": float(t @ t), "YARD_A": a,
         "YARD_KEEP": 1.0 - a, "BETA_A": beta * a,
-        "DECAY": 2.0 ** (-1.0 / cfg.hold_halflife),
+        "DECAY": 2.0 ** (-1.0 / cfg2.hold_halflife),
     }
 
 
-def _v2_tables(p: str, P: str, e: SensorFeatureExtractor, f: dict[str, np.ndarray | float]
-               ) -> str:
+def _v2_tables(p: str, P: str, e: Any, f: dict[str, np.ndarray | float]) -> str:
     c = len(e.channels)
     yard = e._yard if e._yard is not None else np.zeros((4, c))
     slope = e._slope if e._slope is not None else np.zeros(c)
@@ -312,7 +314,8 @@ def _v2_tables(p: str, P: str, e: SensorFeatureExtractor, f: dict[str, np.ndarra
         + f"static const double {p}_beta_a = {_hex(float(f['BETA_A']))};\n"
         + f"static const double {p}_decay = {_hex(float(f['DECAY']))};\n"
         + f"static const double {p}_w_plus_1 = {_hex(float(e.config.window + 1))};\n"
-        + arr("trained_yard", yard, 4) + arr("trained_trend", getattr(e, "_trend", np.zeros((2, c))), 2)
+        + arr("trained_yard", yard, 4)
+        + arr("trained_trend", getattr(e, "_trend", np.zeros((2, c))), 2)
         + arr("trained_zcusum", e._zcusum, 4) + arr("trained_slope", slope)
         + arr("trained_slope_cusum", e._slope_cusum, 2)
         + f"static const double {p}_trained_hold = {_hex(float(e._hold))};\n"
@@ -341,8 +344,8 @@ def render_sensorfeatures_h(extractor: SensorFeatureExtractor, prefix: str = "tw
         (1 if e._prev_level is not None else 0)
         | (2 if e._baseline is not None else 0)
         | (4 if e._local is not None else 0)
-        | (8 if v2 and e._yard is not None else 0)
-        | (16 if v2 and e._slope is not None else 0)
+        | (8 if v2 and getattr(e, "_yard", None) is not None else 0)
+        | (16 if v2 and getattr(e, "_slope", None) is not None else 0)
     )
     zero_c = np.zeros(c)
     prev = e._prev_level if e._prev_level is not None else zero_c
@@ -366,7 +369,7 @@ def render_sensorfeatures_h(extractor: SensorFeatureExtractor, prefix: str = "tw
         "LAG": cfg.min_replay_lag,
         "NF": len(names),
         "V2": 1 if v2 else 0,
-        "TREND": 1 if v2 and getattr(cfg, "trend_halflife", 0) else 0,
+        "TREND": 1 if v2 and int(getattr(cfg, "trend_halflife", 0)) else 0,
         "SIZE": size,
         "FORMULA": "8 * C * (HISTORY + WINDOW + 36) + 40" if v2 else
                    "8 * C * (HISTORY + WINDOW + 18) + 16",
@@ -1027,10 +1030,11 @@ static void @p@_window(@p@_state *st, double out[@P@_N_FEATURES])
         for (ch = 0; ch < @P@_N_CHANNELS; ch++) {
             const double scale0 = sqrt(st->yard[1][ch] + @p@_quantum_sq[ch]);
             const double scale1 = sqrt(st->yard[3][ch] + @p@_quantum_sq[ch]);
-            const double z0 = (LEVEL[ch] - (st->yard[0][ch] + st->trend[0][ch] * @p@_w_plus_1 / 2.0))
-                              / scale0;
-            const double z1 = (RAWM[ch] - (st->yard[2][ch] + st->trend[1][ch] * @p@_w_plus_1 / 2.0))
-                              / scale1;
+            /* where the level (and its trend) puts the window's centre */
+            const double e0 = st->yard[0][ch] + st->trend[0][ch] * @p@_w_plus_1 / 2.0;
+            const double e1 = st->yard[2][ch] + st->trend[1][ch] * @p@_w_plus_1 / 2.0;
+            const double z0 = (LEVEL[ch] - e0) / scale0;
+            const double z1 = (RAWM[ch] - e1) / scale1;
             const double x0 = (z0 - @p@_z_center[0][ch]) / @p@_z_scale[0][ch];
             const double x1 = (z1 - @p@_z_center[1][ch]) / @p@_z_scale[1][ch];
             double v = SPMAX[ch] / scale0 / @p@_zspike_threshold[ch];
@@ -1217,15 +1221,18 @@ class SensorReference:
         self.cusum = e._cusum.copy()
         self.alpha = 1.0 - 2.0 ** (-1.0 / cfg.baseline_halflife)
         self.keep = 1.0 - self.alpha
+        self.yard: np.ndarray | None = None
+        self.slope: np.ndarray | None = None
         if self.v2:
+            v2: Any = e
             c = len(e.channels)
-            self.yard = None if e._yard is None else e._yard.copy()
+            self.yard = None if v2._yard is None else v2._yard.copy()
             self.trend = np.array(getattr(e, "_trend", np.zeros((2, c))), dtype=np.float64)
-            self.zcusum = e._zcusum.copy()
-            self.hold = float(e._hold)
-            self.slope = None if e._slope is None else e._slope.copy()
-            self.slope_cusum = e._slope_cusum.copy()
-            self.step_hold = float(e._step_hold)
+            self.zcusum = v2._zcusum.copy()
+            self.hold = float(v2._hold)
+            self.slope = None if v2._slope is None else v2._slope.copy()
+            self.slope_cusum = v2._slope_cusum.copy()
+            self.step_hold = float(v2._step_hold)
 
     def transform(self, values: np.ndarray) -> np.ndarray:
         """Push sample rows (n, channels); return one feature row per completed window."""
@@ -1259,7 +1266,8 @@ class SensorReference:
         return rows - (pred + e.intercept)
 
     def _feed(self, rows: np.ndarray) -> None:
-        assert self.yard is not None
+        if self.yard is None:
+            return
         f = self.f
         a, keep, beta_a = float(f["YARD_A"]), float(f["YARD_KEEP"]), float(f["BETA_A"])
         residuals = self._raw_residual(rows)
@@ -1277,7 +1285,8 @@ class SensorReference:
         return np.where(s < _CUSUM_CAP, s, _CUSUM_CAP)
 
     def _window(self, w: np.ndarray, history: np.ndarray) -> np.ndarray:
-        e, cfg, f = self.e, self.e.config, self.f
+        e, f = self.e, self.f
+        v2: Any = e
         n_w, n_d = float(len(w)), float(len(w) - 1)
         level = _seq_sum(w) / n_w
         raw = self._raw_residual(w)
@@ -1337,7 +1346,7 @@ class SensorReference:
             scalars[name] = math.log1p(max(0.0, float(np.max(g))))
         if self.v2:
             step_now = max(0.0, float(np.max(
-                np.max(diffs, axis=0) / self.local[2] / e.step_threshold)))
+                np.max(diffs, axis=0) / self.local[2] / v2.step_threshold)))
         self.local = self.local + self.alpha * (local_now - self.local)
         if self.v2:
             scalars.update(self._v2_features(w, level, raw, wvar, spikes, step_now))
@@ -1353,7 +1362,8 @@ class SensorReference:
 
     def _v2_features(self, w: np.ndarray, level: np.ndarray, raw: np.ndarray,
                      wvar: np.ndarray, spikes: np.ndarray, step_now: float) -> dict[str, float]:
-        e, f = self.e, self.f
+        e: Any = self.e
+        f = self.f
         n_w = float(len(w))
         rawm = _seq_sum(raw) / n_w
         g = raw - rawm
