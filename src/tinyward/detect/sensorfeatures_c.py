@@ -23,8 +23,12 @@ with Python's libm ``math.log``/``math.log1p``. It agrees with
 
 What is not implemented is refused (:class:`SensorExportRefused`): a configuration field,
 a saved-state field, or a feature list the generator does not know, so a model never
-runs on the device with features it was not trained on. The features are generated one
-family at a time (``_FAMILIES``); a new family of the Python extractor needs a new entry.
+runs on the device with features it was not trained on. Each feature family maps to its
+C expressions in ``_FAMILY_OUTPUTS`` (keyed like ``sensorfeatures.FAMILIES``); a new
+family of the Python extractor needs an entry there and its arithmetic in the header and
+in :class:`SensorReference`. Both the v1 extractor (fixed floors) and the v2 one
+(resolution floors, yardstick, z/slope/step families) are implemented; which one is told
+by the model's own state.
 """
 
 from __future__ import annotations
