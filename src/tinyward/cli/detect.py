@@ -25,8 +25,6 @@ from tinyward.cli.detect_export import c_out_folder, export
 from tinyward.detect import evaluate as ev
 from tinyward.detect import pipeline
 from tinyward.detect.models import KINDS, make_detector
-from tinyward.detect.sensorfeatures import SensorFeatureExtractor
-from tinyward.detect.sensorfeatures_c import export_sensorfeatures_c, ops_per_window, state_bytes
 
 DEFAULT_MQTT = Path("../shared/data/mqttset")
 DEFAULT_SKAB = Path("../shared/data/skab/anomaly-free/anomaly-free.csv")
@@ -185,7 +183,7 @@ def export_features(model: Path, out_dir: Path, prefix: str | None) -> None:
     """
     loaded = pipeline.load_model(model)
     if isinstance(loaded.features, pipeline.SensorFeatures):
-        _export_sensor_features(loaded.features.extractor, out_dir, prefix or "tw_sf")
+        _export_sensor_features(loaded.features, out_dir, prefix or "tw_sf")
         return
     files = pipeline.export_features_c(loaded, out_dir, prefix or "tw_nf")
     click.echo(
@@ -199,7 +197,15 @@ def export_features(model: Path, out_dir: Path, prefix: str | None) -> None:
         )
 
 
-def _export_sensor_features(extractor: SensorFeatureExtractor, out_dir: Path, prefix: str) -> None:
+def _export_sensor_features(features: pipeline.SensorFeatures, out_dir: Path, prefix: str) -> None:
+    # imported here: keeps this module's import block as it was (merges stay easy)
+    from tinyward.detect.sensorfeatures_c import (
+        export_sensorfeatures_c,
+        ops_per_window,
+        state_bytes,
+    )
+
+    extractor = features.extractor
     files = export_sensorfeatures_c(extractor, out_dir, prefix)
     cfg = extractor.config
     click.echo(
