@@ -24,6 +24,7 @@ from tinyward.cli._paths import new_folder, output_file
 from tinyward.cli.detect_export import c_out_folder, export
 from tinyward.detect import evaluate as ev
 from tinyward.detect import pipeline
+from tinyward.detect.errors import DetectError
 from tinyward.detect.models import KINDS, make_detector
 
 DEFAULT_MQTT = Path("../shared/data/mqttset")
@@ -166,38 +167,8 @@ def score(model: Path, input_path: Path, out: Path | None) -> None:
         raise scored.problem
 
 
-@detect.command("export-features")
-@click.argument("model", type=click.Path(path_type=Path))
-@c_out_folder
-@click.option("--prefix", default=None, help="C name prefix [packets: tw_nf, sensors: tw_sf].")
-def export_features(model: Path, out_dir: Path, prefix: str | None) -> None:
-    """Export MODEL's feature extractor as C99.
-
-    Packets: the packet feature state machine (one header, one source); firmware feeds it
-    one parsed IP packet at a time and passes the 24 features to the detector exported by
-    `tinyward detect export`. Define TW_NF_FLOAT (with your prefix) for single precision
-    on an FPU; the default double is bit-exact with Python.
-
-    Sensors: one header with the window features and the state training left behind;
-    firmware pushes one sample row at a time. Bit-exact with the Python reference.
-    """
-    loaded = pipeline.load_model(model)
-    if isinstance(loaded.features, pipeline.SensorFeatures):
-        _export_sensor_features(loaded.features, out_dir, prefix or "tw_sf")
-        return
-    files = pipeline.export_features_c(loaded, out_dir, prefix or "tw_nf")
-    click.echo(
-        f"wrote {files.header} and {files.source}: {loaded.features.extractor.state_bytes()} B "
-        "of state (float32) in the caller's struct"
-    )
-    if loaded.features.strip_tcp_options:
-        click.echo(
-            "note: the model was trained with TCP options removed: pass each packet's IP "
-            "total length minus its TCP option bytes as `size`"
-        )
-
-
 def _export_sensor_features(features: pipeline.SensorFeatures, out_dir: Path, prefix: str) -> None:
+    """`export-features` for a sensor model: one header, and its state bytes."""
     # imported here: keeps this module's import block as it was (merges stay easy)
     from tinyward.detect.sensorfeatures_c import (
         export_sensorfeatures_c,
@@ -210,7 +181,8 @@ def _export_sensor_features(features: pipeline.SensorFeatures, out_dir: Path, pr
     cfg = extractor.config
     click.echo(
         f"wrote {files.header}: {files.n_channels} channels in, {files.n_features} features "
-        f"out every {cfg.step} rows (window {cfg.window}, replay history {cfg.history})"
+        f"out every {cfg.step} rows (window {cfg.window}, replay history {cfg.history}), "
+        "starting from the trained state"
     )
     click.echo(
         f"state: {files.state_bytes} B = {files.formula} "
@@ -222,6 +194,35 @@ def _export_sensor_features(features: pipeline.SensorFeatures, out_dir: Path, pr
         f"{ops_per_window(files.n_channels, cfg.window, cfg.history, cfg.min_replay_lag)} "
         "abs-difference-adds per window"
     )
+
+
+@detect.command("export-features")
+@click.argument("model", type=click.Path(path_type=Path))
+@c_out_folder
+@click.option("--prefix", default="tw_nf", show_default=True, help="C name prefix.")
+def export_features(model: Path, out_dir: Path, prefix: str) -> None:
+    """Export MODEL's features as C99: packets (.h and .c) or sensor windows (one .h).
+
+    Firmware feeds it one parsed IP packet at a time and passes the 24 features to the
+    detector exported by `tinyward detect export`. Define TW_NF_FLOAT (with your prefix)
+    for single precision on an FPU; the default double is bit-exact with Python.
+    """
+    loaded = pipeline.load_model(model)
+    if isinstance(loaded.features, pipeline.SensorFeatures):  # one header, tw_sf by default
+        _export_sensor_features(loaded.features, out_dir, "tw_sf" if prefix == "tw_nf" else prefix)
+        return
+    if not isinstance(loaded.features, pipeline.PacketFeatures):
+        raise DetectError(f"{model}: a sensor model; only packet features export")
+    files = pipeline.export_features_c(loaded, out_dir, prefix)
+    click.echo(
+        f"wrote {files.header} and {files.source}: {loaded.features.extractor.state_bytes()} B "
+        "of state (float32) in the caller's struct"
+    )
+    if loaded.features.strip_tcp_options:
+        click.echo(
+            "note: the model was trained with TCP options removed: pass each packet's IP "
+            "total length minus its TCP option bytes as `size`"
+        )
 
 
 # --------------------------------------------------------------------------- eval
