@@ -237,6 +237,28 @@ def test_hostile_channel_names_cannot_inject_c(tmp_path: Path) -> None:
     assert header.index("*/") > header.index(f" {extractor.feature_names[-1]}\n")
 
 
+@pytest.mark.parametrize("escaping", [True, False], ids=["escaped", "unsafe-unescaped"])
+def test_hostile_channel_name_injects_code_only_without_the_escaping(
+    escaping: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The attack: a CSV column named so that, pasted into the header's comment, it closes
+    # the comment and defines a symbol of its own in the firmware.
+    import tinyward.detect.sensorfeatures_c as module
+
+    if not escaping:
+        monkeypatch.setattr(module, "_comment_text", lambda text: text)  # protection off
+    names = ["flow", "x */ int tw_injected_by_csv = 1; /*", "temp"]
+    extractor = SensorFeatureExtractor(names)
+    extractor.fit(_synthetic(400, len(names), 3))
+    export_sensorfeatures_c(extractor, tmp_path)
+    (tmp_path / "lib.c").write_text(sizing_source("tw_sf"))
+    subprocess.run(["gcc", *HOST_CFLAGS, "-c", str(tmp_path / "lib.c"), "-o",
+                    str(tmp_path / "lib.o")], check=True, capture_output=True, timeout=120)
+    symbols = subprocess.run(["nm", str(tmp_path / "lib.o")], capture_output=True, text=True,
+                             check=True, timeout=60).stdout
+    assert ("tw_injected_by_csv" in symbols) is (not escaping)
+
+
 def test_bad_arguments_and_non_finite_rows_are_refused(
     skab_fitted: SensorFeatureExtractor, tmp_path: Path
 ) -> None:
@@ -345,3 +367,70 @@ def test_cortex_m4_sizes_for_8_and_36_channels(
             assert sizes.bss == _bytes(extractor)
             print(f"Cortex-M4 -Os, {c} channels, {variant}: text {sizes.text} data "
                   f"{sizes.data} bss {sizes.bss}")
+
+
+SCORE_MAIN = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include "tw_sf.h"
+#include "det.h"
+
+int main(void)
+{
+    static tw_sf_state st;
+    static char line[1 << 16];
+    tw_sf_init(&st);
+    while (fgets(line, (int)sizeof line, stdin) != NULL) {
+        double x[TW_SF_N_CHANNELS], f[TW_SF_N_FEATURES];
+        float ff[TW_SF_N_FEATURES];
+        int8_t q[TW_SF_N_FEATURES];
+        int32_t score = 0;
+        char *p = line, *end;
+        for (unsigned i = 0; i < TW_SF_N_CHANNELS; i++) {
+            x[i] = strtod(p, &end);
+            if (end == p) return 2;
+            p = end + (*end == ',');
+        }
+        if (tw_sf_push(&st, x, f) != TW_SF_READY) continue;
+        for (unsigned i = 0; i < TW_SF_N_FEATURES; i++) ff[i] = (float)f[i];
+        if (det_quantize(ff, TW_SF_N_FEATURES, q) != DET_OK) return 3;
+        if (det_score(q, &score) != DET_OK) return 4;
+        printf("%ld\n", (long)score);
+    }
+    return 0;
+}
+"""
+
+
+@pytest.mark.parametrize("kind", ["mahalanobis-int8", "autoencoder-int8"])
+def test_c_sensor_path_scores_equal_python(skab: Path, tmp_path: Path, kind: str) -> None:
+    # Firmware's whole sensor path in C: window features from the trained state, the
+    # float cast, the exported detector's quantisation and int8 score.
+    from tinyward.detect.export_c import export_c
+    from tinyward.detect.models import make_detector
+    from tinyward.detect.sensorfeatures_c import rows_text
+
+    extractor = SensorFeatureExtractor(SKAB_CHANNELS)
+    benign = extractor.fit(read_sensor_csv(skab / "anomaly-free" / "anomaly-free.csv").values)
+    detector = make_detector(kind)
+    detector.fit(benign)
+    stream = np.vstack([read_sensor_csv(skab / "valve1" / f"{i}.csv").values for i in range(4)])
+    reference = detector.score(SensorReference(extractor).transform(stream)).astype(np.int64)
+    numpy_path = detector.score(extractor.copy().transform(stream)).astype(np.int64)
+
+    header = export_sensorfeatures_c(extractor, tmp_path).header
+    export_c(detector, tmp_path, prefix="det")
+    (tmp_path / "main.c").write_text(SCORE_MAIN)
+    exe = tmp_path / "sensor_path"
+    subprocess.run(["gcc", *HOST_CFLAGS, "-I", str(header.parent), str(tmp_path / "det.c"),
+                    str(tmp_path / "main.c"), "-o", str(exe), "-lm"],
+                   check=True, capture_output=True, timeout=120)
+    out = subprocess.run([str(exe)], input=rows_text(stream), capture_output=True, text=True,
+                         check=True, timeout=120).stdout
+    c = np.array([int(v) for v in out.split()], dtype=np.int64)
+    assert len(c) == len(reference) > 400
+    np.testing.assert_array_equal(c, reference)
+    # numpy's features differ from the reference in the last bits: the int8 scores
+    # (after quantisation) come out the same on these windows
+    np.testing.assert_array_equal(c, numpy_path)
+    print(f"{kind}: {len(c)} window scores from the C sensor path equal Python's")
