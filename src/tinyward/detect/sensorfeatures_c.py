@@ -436,8 +436,8 @@ _HEADER = """\
  *
  * A window of @P@_WINDOW rows completes every @P@_STEP rows. The features equal the
  * Python reference (tinyward.detect.sensorfeatures_c.SensorReference) bit for bit when
- * compiled with a correctly rounding libm and no fused multiply-add (-ffp-contract=off;
- * -std=c99 implies it in GCC).
+ * compiled against the libm Python uses (log, log1p, sqrt) and without fused
+ * multiply-add (-ffp-contract=off; -std=c99 implies it in GCC).
  *
  * State: @FORMULA@ bytes = @SIZE@ for C = @C@; the replay ring
  * (HISTORY + WINDOW rows of C doubles) is most of it. The replay search costs
