@@ -226,12 +226,41 @@ def score(model: Path, input_path: Path, out: Path | None) -> None:
         raise scored.problem
 
 
+def _export_sensor_features(features: pipeline.SensorFeatures, out_dir: Path, prefix: str) -> None:
+    """`export-features` for a sensor model: one header, and its state bytes."""
+    # imported here: keeps this module's import block as it was (merges stay easy)
+    from tinyward.detect.sensorfeatures_c import (
+        export_sensorfeatures_c,
+        ops_per_window,
+        state_bytes,
+    )
+
+    extractor = features.extractor
+    files = export_sensorfeatures_c(extractor, out_dir, prefix)
+    cfg = extractor.config
+    click.echo(
+        f"wrote {files.header}: {files.n_channels} channels in, {files.n_features} features "
+        f"out every {cfg.step} rows (window {cfg.window}, replay history {cfg.history}), "
+        "starting from the trained state"
+    )
+    click.echo(
+        f"state: {files.state_bytes} B = {files.formula} "
+        f"(8 channels: {state_bytes(8, cfg.window, cfg.history, v2=files.v2)} B, "
+        f"36 channels: {state_bytes(36, cfg.window, cfg.history, v2=files.v2)} B)"
+    )
+    click.echo(
+        "replay search: "
+        f"{ops_per_window(files.n_channels, cfg.window, cfg.history, cfg.min_replay_lag)} "
+        "abs-difference-adds per window"
+    )
+
+
 @detect.command("export-features")
 @click.argument("model", type=click.Path(path_type=Path))
 @c_out_folder
 @click.option("--prefix", default="tw_nf", show_default=True, help="C name prefix.")
 def export_features(model: Path, out_dir: Path, prefix: str) -> None:
-    """Export MODEL's packet feature state machine as C99 (one header, one source).
+    """Export MODEL's features as C99: packets (.h and .c) or sensor windows (one .h).
 
     The C starts from the model's trained feature state. Firmware feeds it one parsed IP
     packet at a time and passes the 24 features to the detector exported by `tinyward
@@ -242,6 +271,9 @@ def export_features(model: Path, out_dir: Path, prefix: str) -> None:
     from tinyward.detect.netfeatures_c import c_state_bytes_for
 
     loaded = pipeline.load_model(model)
+    if isinstance(loaded.features, pipeline.SensorFeatures):  # one header, tw_sf by default
+        _export_sensor_features(loaded.features, out_dir, "tw_sf" if prefix == "tw_nf" else prefix)
+        return
     if not isinstance(loaded.features, pipeline.PacketFeatures):
         raise DetectError(f"{model}: a sensor model; only packet features export")
     files = pipeline.export_features_c(loaded, out_dir, prefix)
