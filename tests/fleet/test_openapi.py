@@ -36,7 +36,9 @@ def test_document_covers_every_route(running: Running) -> None:
     assert set(OPERATIONS) == {
         ("GET", "/v1/health"), ("POST", "/v1/reports"), ("POST", "/v1/reports/batch"),
         ("GET", "/v1/devices"), ("GET", "/v1/devices/{device_id}"), ("GET", "/v1/fleet"),
-        ("GET", "/v1/openapi.json")}
+        ("GET", "/v1/openapi.json"), ("GET", "/v1/rollouts"), ("POST", "/v1/rollouts"),
+        ("GET", "/v1/rollouts/{rollout_id}"), ("POST", "/v1/rollouts/{rollout_id}/widen"),
+        ("POST", "/v1/rollouts/{rollout_id}/halt"), ("POST", "/v1/rollouts/{rollout_id}/resume")}
 
 
 def test_served_document_is_the_repository_one(running: Running) -> None:
@@ -47,7 +49,10 @@ def test_served_document_is_the_repository_one(running: Running) -> None:
 
 @pytest.mark.parametrize("key", [("GET", "/v1/health"), ("GET", "/v1/devices"),
                                  ("GET", "/v1/devices/{device_id}"), ("GET", "/v1/fleet"),
-                                 ("GET", "/v1/openapi.json")])
+                                 ("GET", "/v1/openapi.json"), ("GET", "/v1/rollouts"),
+                                 ("GET", "/v1/rollouts/{rollout_id}"),
+                                 ("POST", "/v1/rollouts"),
+                                 ("POST", "/v1/rollouts/{rollout_id}/widen")])
 @pytest.mark.parametrize("token", ["right", "wrong"])
 def test_open_and_admin_endpoints_conform(running: Running, key: tuple[str, str],
                                           token: str) -> None:

@@ -6,6 +6,8 @@ odd — a payload that the harness signs with the fixed key (``kid`` = the fixed
 ID) and verifies at its own length, so the fuzzer reaches the payload schema, the
 ``kid``/``dev`` match and the padding check behind the signature.
 
+The seeds include a report with the optional ``upd`` field (update state and versions).
+
 Documented outcomes: a :class:`~tinyward.trust.report.Report` or a
 :class:`~tinyward.trust.report.ReportError` subclass. Anything else is a crash.
 """
@@ -22,6 +24,7 @@ with instrumented(__name__):
     from tinyward.trust.report import (
         Report,
         ReportError,
+        UpdateStatus,
         encode_report,
         peek_device_id,
         verify_report,
@@ -54,6 +57,9 @@ def seeds() -> list[bytes]:
                results=({"label": "cat", "p": 0.75, "n": 3, "ok": True, "none": None},
                         {"v": (1, 2.5, "x", False)}),
                incidents={"port_scan": 2, "dropped_reports": 0}),
+        Report(DEVICE_ID, 3, 1_700_000_120,
+               update=UpdateStatus("reverted", {"app": "1.0.0", "model": "2.3.4"},
+                                   "health-deadline", ("app", "1.1.0"))),
     ]
     out: list[bytes] = []
     for report in reports:

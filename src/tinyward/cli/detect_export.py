@@ -44,7 +44,7 @@ c_out_folder = click.option(
 def export(model: Path, out_dir: Path, prefix: str, feature_names: Path | None) -> None:
     """Export the int8 detector in MODEL as one C99 header and one source file."""
     detector = load_detector(model)
-    names = None
+    names = _model_feature_names(model)
     if feature_names is not None:
         names = [line.strip() for line in feature_names.read_text(encoding="utf-8").splitlines()
                  if line.strip()]
@@ -56,6 +56,19 @@ def export(model: Path, out_dir: Path, prefix: str, feature_names: Path | None) 
     click.echo(f"{detector.name}: {detector.ops_per_inference()} ops per vector, "
                f"{detector.model_bytes()} bytes of const tables, threshold "
                f"{files.threshold}")
+
+
+def _model_feature_names(model: Path) -> list[str] | None:
+    """The feature names of the model's own feature extractor, for the header."""
+    from tinyward.detect.export_c import _FEATURE_NAME
+    from tinyward.detect.pipeline import load_model
+    from tinyward.errors import TinywardError
+
+    try:
+        names = list(load_model(model).features.extractor.feature_names)
+    except TinywardError:  # no feature state with it: the header numbers the features
+        return None
+    return names if all(_FEATURE_NAME.match(n) for n in names) else None
 
 
 COMMANDS: list[click.Command] = []  # registered under `tinyward detect` by cli/detect.py

@@ -151,8 +151,14 @@ def _echo_next_pin(opened: Fleet) -> None:
 )
 @_KEYS
 @_DEVICE_INTERVAL
+@click.option("--cohort", default=None, metavar="NAME",
+              help="The device's rollout cohort (`tinyward rollout start --cohort`).")
+@click.option("--product-class", "product_class", default=None, metavar="NAME",
+              help="The product the fleet enrols the device as (signed updates are per "
+              "product class); recorded, and in the bundle with the update repository root.")
 def enroll(fleet_dir: Path, request_pem: Path, output: Path | None,
-           keys_dir: Path | None, report_interval: float | None) -> None:
+           keys_dir: Path | None, report_interval: float | None, cohort: str | None,
+           product_class: str | None) -> None:
     """Enrol the device whose enrolment request is REQUEST_PEM.
 
     REQUEST_PEM is the enroll.csr.pem written by `tinyward device init`. The answer is
@@ -164,6 +170,17 @@ def enroll(fleet_dir: Path, request_pem: Path, output: Path | None,
     opened = Fleet.open(fleet_dir)
     if report_interval is not None:
         check_report_interval(report_interval)  # before the passphrase is asked for
+    if cohort is not None:
+        from tinyward.fleet.rollout import check_cohort
+
+        check_cohort(cohort)  # likewise
+    if product_class is not None:
+        from tinyward.fleet.errors import BadFleet
+        from tinyward.update.meta import is_product_class
+
+        if not is_product_class(product_class):
+            raise BadFleet(f"--product-class {product_class[:80]!r} is not a name (letters, "
+                           "digits, _.-; up to 64)")
     if output is None:  # the default goes next to the request: check that folder first
         check_output_file(request_pem.parent / "device.bundle.json")
     limit = DEFAULT_ENROLMENT_LIMITS.max_request_bytes
@@ -173,7 +190,8 @@ def enroll(fleet_dir: Path, request_pem: Path, output: Path | None,
         raise BadEnrolmentRequest(f"{request_pem} is larger than {limit} bytes")
     try:
         bundle = opened.enroll(request, opened.device_ca_token(read_secret(CA), keys_dir),
-                               report_interval=report_interval)
+                               report_interval=report_interval, cohort=cohort,
+                               product_class=product_class)
     except AlreadyEnrolled as error:
         raise AlreadyEnrolled(f"{error}; to write its bundle again: tinyward fleet bundle "
                               f"{fleet_dir} {_requested_device_id(request)} -o FILE") from None
@@ -257,16 +275,66 @@ def set_schedule(fleet_dir: Path, device_id: str, report_interval: float) -> Non
                "restart its `device run` with --interval to match")
 
 
+@fleet.command("set-cohort")
+@click.argument("fleet_dir", type=_EXISTING_DIR)
+@click.argument("device_id")
+@click.argument("cohort", required=False)
+@click.option("--none", "clear", is_flag=True, help="Take the device out of every cohort.")
+def set_cohort(fleet_dir: Path, device_id: str, cohort: str | None, clear: bool) -> None:
+    """Put DEVICE_ID in rollout cohort COHORT (or in none, with --none).
+
+    Rollouts that name cohorts offer their target only to devices of those cohorts; a
+    running server applies the change at the device's next request.
+    """
+    if (cohort is None) == (not clear):
+        raise click.UsageError("give a COHORT or --none (not both)")
+    changed = Fleet.open(fleet_dir).set_cohort(device_id, cohort)
+    click.echo(f"device {device_id} is now in "
+               + (f"cohort {changed.cohort}" if changed.cohort else "no cohort"))
+
+
+def _update_states(fleet_dir: Path, db_url: str | None) -> dict[str, object]:
+    """Each reporting device's last update status, from the report database (none yet:
+    no database, or the fleet extra's store is not there)."""
+    from tinyward.fleet.store import open_store
+
+    url = db_url or f"sqlite:///{(fleet_dir / 'reports.db').absolute()}"
+    if db_url is None and not (fleet_dir / "reports.db").exists():
+        return {}
+    store = open_store(url)
+    try:
+        found: dict[str, object] = {}
+        offset = 0
+        while True:  # pages: a large fleet is never one query's worth of rows
+            page = store.devices(limit=1000, offset=offset)
+            found.update((status.device_id, status.update) for status in page)
+            if len(page) < 1000:
+                return found
+            offset += 1000
+    finally:
+        store.close()
+
+
 @fleet.command("devices")
 @click.argument("fleet_dir", type=_EXISTING_DIR)
-def devices(fleet_dir: Path) -> None:
-    """List the devices enrolled in FLEET_DIR, revoked ones included."""
+@click.option("--db", "db_url", default=None,
+              help="Report database, for each device's update state and versions "
+              "[default: sqlite:///FLEET_DIR/reports.db if it exists].")
+def devices(fleet_dir: Path, db_url: str | None) -> None:
+    """List the devices enrolled in FLEET_DIR, revoked ones included, with each one's
+    cohort, update state and installed versions (from its latest report that had them)."""
+    from tinyward.fleet.store import DeviceUpdate
+
     opened = Fleet.open(fleet_dir)
+    updates = _update_states(fleet_dir, db_url)
     table = Table(title=f"fleet {opened.fleet_id}")
     table.add_column("device ID", no_wrap=True)
     table.add_column("enrolled", no_wrap=True)
     table.add_column("report interval", no_wrap=True)
     table.add_column("revoked", no_wrap=True)
+    table.add_column("cohort", no_wrap=True)
+    table.add_column("update", no_wrap=True)
+    table.add_column("versions", no_wrap=True)
     for device in opened.devices():
         revoked = "no"
         if device.revoked:
@@ -277,11 +345,16 @@ def devices(fleet_dir: Path) -> None:
             )
         interval = (f"{device.report_interval:g} s" if device.report_interval is not None
                     else "none (server fallback)")
+        update = updates.get(device.device_id)
+        state, versions = "-", "-"
+        if isinstance(update, DeviceUpdate):
+            state = update.state + (f" ({update.why})" if update.why else "")
+            versions = " ".join(f"{c} {v}" for c, v in update.versions.items()) or "-"
         table.add_row(device.device_id, device.enrolled_at.isoformat(timespec="seconds"),
-                      interval, revoked)
+                      interval, revoked, device.cohort or "-", state, versions)
     console = Console()
     if not console.is_terminal:
-        console.width = 160  # device IDs are 64 characters; never cut them in a pipe
+        console.width = 240  # device IDs are 64 characters; never cut them in a pipe
     console.print(table)
 
 

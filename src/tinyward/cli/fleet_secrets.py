@@ -8,6 +8,8 @@ a CA or update secret:
 - ``TINYWARD_UPDATE_PASSPHRASE``: the update-signing key (init, migrate, releases)
 - ``TINYWARD_SERVER_PASSPHRASE``: the server's TLS key (init, serve), if it is sealed
 - ``TINYWARD_FLEET_PASSPHRASE``: the one passphrase of the old format (migrate only)
+- ``TINYWARD_UPDATE_KEY_<NAME>_PASSPHRASE``: each offline key of the update repository
+  (``TINYWARD_UPDATE_KEY_ROOT_2_PASSPHRASE`` for key ``root-2``; ``tinyward update``)
 """
 
 from __future__ import annotations
@@ -39,6 +41,16 @@ OLD = Role("old fleet", "TINYWARD_FLEET_PASSPHRASE", "the old format's one passp
 NOT_FOR_THE_SERVER = (CA, UPDATE, OLD)
 
 
+#: Prefix of the per-key variables of the update repository's offline keys.
+UPDATE_KEY_PREFIX = "TINYWARD_UPDATE_KEY_"
+
+
+def update_key_role(name: str) -> Role:
+    """The role of the update repository's offline key ``name`` (e.g. ``root-2``)."""
+    env = f"{UPDATE_KEY_PREFIX}{name.upper().replace('-', '_')}_PASSPHRASE"
+    return Role(f"update key {name}", env, f"opens the update repository key {name}")
+
+
 def read_secret(role: Role, new: bool = False) -> bytes:
     """``role``'s passphrase from its variable, or asked for without echo.
 
@@ -68,6 +80,7 @@ def refuse_foreign_secrets() -> None:
         Misuse: one of :data:`NOT_FOR_THE_SERVER` is set.
     """
     present = [role.env for role in NOT_FOR_THE_SERVER if role.env in os.environ]
+    present += sorted(env for env in os.environ if env.startswith(UPDATE_KEY_PREFIX))
     if present:
         raise Misuse(
             f"`fleet serve` refuses to run with {', '.join(present)} in its environment: the "

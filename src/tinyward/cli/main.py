@@ -94,6 +94,8 @@ _AREAS: tuple[tuple[str, str, tuple[str, ...], tuple[str, ...]], ...] = (
     ("demo", "all", ("demo",), ("shaping",)),
     ("fleet", "fleet", ("fleet",), ("fleet",)),
     ("fleet_serve", "fleet", (), ("ingest",)),
+    ("update_rollout", "fleet", ("rollout",), ()),
+    ("update", "fleet", ("update",), ()),
     ("device", "device", ("device",), ("trust",)),
     ("attest", "device", ("attest",), ("token",)),
     ("report", "device", ("report",), ()),

@@ -93,11 +93,17 @@ def _read(item: str) -> str:
 
 
 def _as_json(report: Report) -> dict[str, object]:
-    return {
+    document: dict[str, object] = {
         "valid": True, "device_id": report.device_id, "seq": report.seq,
         "time": report.timestamp, "mode": report.mode, "health": report.health,
         "results": [dict(r) for r in report.results], "incidents": dict(report.incidents),
     }
+    if report.update is not None:  # only reports that carry one (docs/reports.md)
+        update = report.update
+        document["update"] = {"state": update.state, "versions": dict(update.versions),
+                              "why": update.why,
+                              "target": list(update.target) if update.target else None}
+    return document
 
 
 def _parse_time(text: str) -> datetime:

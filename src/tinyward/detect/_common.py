@@ -1,7 +1,10 @@
-"""Pieces every detector shares: input checks, standardisation, hold-out split, threshold."""
+"""Pieces every detector shares: input checks, standardisation, calibration split, threshold.
+
+The threshold itself is computed in :mod:`tinyward.detect.threshold`."""
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -9,6 +12,14 @@ import numpy as np
 
 from tinyward.detect._modelfile import LIMITS, Doc
 from tinyward.detect.errors import DetectMisuse
+from tinyward.detect.threshold import (
+    Calibration,
+    Policy,
+    calibrate,
+    legacy_calibration,
+    split_calibration,
+    unsafe_random_split,
+)
 
 # Standardised features are clipped to +-CLIP standard deviations. A value beyond that is
 # anomalous whatever its exact size, and the clip gives the int8 input a fixed scale
@@ -71,36 +82,64 @@ class Standardizer:
         return cls(mean=mean, scale=scale)
 
 
-def split_holdout(
-    X: np.ndarray, holdout_fraction: float, seed: int
+#: ``threshold_method`` values of every detector's ``fit``: "pot" (the default; see
+#: :mod:`tinyward.detect.threshold`) or "unsafe-legacy" (the method before issue 13, for
+#: comparisons only).
+THRESHOLD_METHODS = ("pot", "unsafe-legacy")
+
+
+def calibration_split(
+    X: np.ndarray, holdout_fraction: float, seed: int, method: str
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Split benign rows at random (fixed seed) into a training and a threshold part.
+    """(rows to fit on, rows to calibrate on): the later contiguous ``holdout_fraction``
+    for "pot", random rows for "unsafe-legacy".
 
     Raises:
-        DetectMisuse: the fraction is outside (0, 1) or either part would be tiny.
+        DetectMisuse: unknown method, or a fraction that leaves a part with < 10 rows.
     """
-    if not 0.0 < holdout_fraction < 1.0:
-        raise DetectMisuse(f"holdout_fraction must be in (0, 1), got {holdout_fraction}")
-    n = X.shape[0]
-    n_hold = round(n * holdout_fraction)
-    if n_hold < 10 or n - n_hold < 10:
-        raise DetectMisuse(f"{n} benign vectors are too few to fit and hold out {holdout_fraction}")
-    order = np.random.default_rng(seed).permutation(n)
-    return X[order[n_hold:]], X[order[:n_hold]]
+    if method == "pot":
+        return split_calibration(X, holdout_fraction)
+    if method == "unsafe-legacy":
+        return unsafe_random_split(X, holdout_fraction, seed)
+    raise DetectMisuse(f"threshold_method must be one of {THRESHOLD_METHODS}, got {method!r}")
 
 
-def choose_threshold(benign_scores: np.ndarray, target_fpr: float) -> float:
-    """The smallest observed held-out score that at most ``target_fpr`` of them exceed.
-
-    An alarm is ``score > threshold``. With fewer than 1/target_fpr held-out vectors the
-    threshold is the largest held-out score, and the FPR is only bounded by 1/n.
+def calibrate_threshold(
+    scores: np.ndarray,
+    target_fpr: float,
+    *,
+    method: str,
+    on_insufficient: str,
+    n_fit: int,
+    integer: bool = False,
+    what: str = "",
+) -> Calibration:
+    """The calibrated threshold of one detector (see :func:`tinyward.detect.threshold.calibrate`).
 
     Raises:
-        DetectMisuse: target_fpr outside (0, 1).
+        CalibrationRefused: too few calibration scores and ``on_insufficient="refuse"``.
+        DetectMisuse: bad rate or method.
     """
-    if not 0.0 < target_fpr < 1.0:
-        raise DetectMisuse(f"target_fpr must be in (0, 1), got {target_fpr}")
-    return float(np.quantile(benign_scores, 1.0 - target_fpr, method="higher"))
+    if method == "unsafe-legacy":
+        return legacy_calibration(scores, target_fpr, n_fit=n_fit, integer=integer)
+    if on_insufficient not in ("refuse", "warn"):
+        raise DetectMisuse(f"on_insufficient must be 'refuse' or 'warn', got {on_insufficient!r}")
+    policy = Policy(on_insufficient=on_insufficient)  # type: ignore[arg-type]
+    return calibrate(scores, target_fpr, n_fit=n_fit, policy=policy, integer=integer, what=what)
+
+
+def calibration_from_doc(doc: Doc) -> Calibration | None:
+    """The optional ``calibration`` record of a model file (older files lack it).
+
+    Raises:
+        ModelFileError: present but malformed.
+    """
+    if doc.data.get("calibration") is None:
+        return None
+    try:
+        return Calibration.from_json(doc.data["calibration"])
+    except DetectMisuse as error:
+        raise doc.fail("calibration", str(error)) from None
 
 
 class OutlierDetectorAPI:
@@ -113,9 +152,35 @@ class OutlierDetectorAPI:
     """
 
     threshold: float
+    #: How ``threshold`` was calibrated (None for a model file written before issue 13).
+    calibration: Calibration | None = None
+    #: The calibration scores of the last ``fit`` (in memory only, never saved): lets an
+    #: evaluation ask for the threshold at other rates with :meth:`threshold_at`.
+    calibration_scores: np.ndarray | None = None
 
     def score(self, X: np.ndarray) -> np.ndarray:
         raise NotImplementedError
+
+    def _calibration_json(self) -> dict[str, Any]:
+        """``{"calibration": ...}`` for the model file, or nothing if there is none."""
+        return {} if self.calibration is None else {"calibration": self.calibration.to_json()}
+
+    def threshold_at(self, target_fpr: float) -> Calibration | None:
+        """The threshold this detector's last ``fit`` would have chosen for ``target_fpr``
+        (same calibration scores and method; warns instead of refusing), or None after
+        loading from a file."""
+        cal = self.calibration
+        if self.calibration_scores is None or cal is None:
+            return None
+        if cal.target_fpr == target_fpr:
+            return cal
+        integer = bool(getattr(self, "integer_scores", False))
+        method = "unsafe-legacy" if cal.method == "unsafe-legacy" else "pot"
+        with warnings.catch_warnings(record=True):
+            warnings.simplefilter("always")
+            return calibrate_threshold(self.calibration_scores, target_fpr, method=method,
+                                       on_insufficient="warn", n_fit=cal.n_fit,
+                                       integer=integer)
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:
         """``threshold - score(X)``: below zero is an anomaly (scikit-learn's sign)."""

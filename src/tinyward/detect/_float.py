@@ -1,7 +1,8 @@
 """The float detectors: a tiny autoencoder and a regularised Mahalanobis distance.
 
-Both learn from benign vectors only, on standardised and clipped features, and choose
-their alarm threshold on a held-out benign part for a stated false-positive rate.
+Both learn from benign vectors only, on standardised and clipped features: fitted on the
+earlier benign rows, with the alarm threshold calibrated on the later ones for a stated
+false-positive rate (:mod:`tinyward.detect.threshold`).
 They are the reference that the int8 versions (``_int8_models.py``) are measured against.
 """
 
@@ -16,9 +17,10 @@ import numpy as np
 from tinyward.detect._common import (
     OutlierDetectorAPI,
     Standardizer,
+    calibrate_threshold,
+    calibration_from_doc,
+    calibration_split,
     check_features,
-    choose_threshold,
-    split_holdout,
 )
 from tinyward.detect._modelfile import LIMITS, Doc, read_model, write_model
 from tinyward.detect.cost import autoencoder_ops, hidden_for_budget
@@ -32,8 +34,8 @@ def default_hidden(d: int) -> int:
 
 
 class _HoldoutFitted(OutlierDetectorAPI):
-    """Fitting shared by the float models: weights on benign data, threshold on a held-out
-    benign part for the stated false-positive rate."""
+    """Fitting shared by the float models: weights on the earlier benign rows, threshold
+    calibrated on the later ones for the stated false-positive rate."""
 
     threshold: float
     name: str
@@ -52,20 +54,33 @@ class _HoldoutFitted(OutlierDetectorAPI):
         X: np.ndarray,
         *,
         target_fpr: float = 0.001,
-        holdout_fraction: float = 0.2,
+        holdout_fraction: float = 0.25,
         seed: int = 0,
+        threshold_method: str = "pot",
+        on_insufficient: str = "warn",
     ) -> Self:
-        """Fit on benign ``X``; choose the threshold on a held-out benign part.
+        """Fit on the earlier benign rows of ``X`` (in stream order); calibrate the
+        threshold on the later ``holdout_fraction`` (:mod:`tinyward.detect.threshold`).
+
+        ``on_insufficient``: "warn" (a :class:`~tinyward.detect.threshold.ThresholdWarning`,
+        also kept in :attr:`calibration`) or "refuse" when the calibration rows cannot
+        support ``target_fpr``. ``threshold_method="unsafe-legacy"``: the method before
+        issue 13 (random rows, plain quantile), for comparisons only.
 
         Returns the detector itself (scikit-learn's convention).
 
         Raises:
+            CalibrationRefused: too little calibration data and ``on_insufficient="refuse"``.
             DetectMisuse: bad features or parameters.
         """
         X = check_features(X)
-        train, hold = split_holdout(X, holdout_fraction, seed)
+        train, hold = calibration_split(X, holdout_fraction, seed, threshold_method)
         self.fit_weights(train, seed)
-        self.threshold = choose_threshold(self.score(hold), target_fpr)
+        self.calibration_scores = self.score(hold)
+        self.calibration = calibrate_threshold(
+            self.calibration_scores, target_fpr, method=threshold_method,
+            on_insufficient=on_insufficient, n_fit=len(train), what=self.name)
+        self.threshold = self.calibration.threshold
         return self
 
 
@@ -185,6 +200,7 @@ class AutoencoderDetector(_HoldoutFitted):
         std = self._require_fitted()
         return {
             "threshold": self.threshold,
+            **self._calibration_json(),
             "standardizer": std.to_json(),
             "W1": self.W1.tolist(),
             "b1": self.b1.tolist(),
@@ -207,6 +223,7 @@ class AutoencoderDetector(_HoldoutFitted):
         model.W2 = doc.floats("W2", (d, h))
         model.b2 = doc.floats("b2", (d,))
         model.threshold = doc.number("threshold")
+        model.calibration = calibration_from_doc(doc)
         return model
 
     def save(self, path: Path) -> None:
@@ -298,6 +315,7 @@ class MahalanobisDetector(_HoldoutFitted):
         std = self._require_fitted()
         return {
             "threshold": self.threshold,
+            **self._calibration_json(),
             "ridge": self.ridge,
             "standardizer": std.to_json(),
             "mu": self.mu.tolist(),
@@ -320,6 +338,7 @@ class MahalanobisDetector(_HoldoutFitted):
         if np.any(np.tril(model.U, -1) != 0):
             raise doc.fail("U", "is not upper triangular")
         model.threshold = doc.number("threshold")
+        model.calibration = calibration_from_doc(doc)
         return model
 
     def save(self, path: Path) -> None:

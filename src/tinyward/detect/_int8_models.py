@@ -1,13 +1,15 @@
 """Detectors that score with the int8 integer reference (bit-exact with the C export).
 
 Each wraps its float model: fit trains the float model on the training part, quantises
-it, and chooses an int32 threshold on the int8 scores of the held-out benign part. The
+it, and calibrates an int32 threshold on the int8 scores of the later benign rows
+(:mod:`tinyward.detect.threshold`). The
 file keeps both the float model (for comparison) and the exact integers that were used.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Any, Self
 
@@ -15,9 +17,10 @@ import numpy as np
 
 from tinyward.detect._common import (
     OutlierDetectorAPI,
+    calibrate_threshold,
+    calibration_from_doc,
+    calibration_split,
     check_features,
-    choose_threshold,
-    split_holdout,
 )
 from tinyward.detect._float import AutoencoderDetector, MahalanobisDetector
 from tinyward.detect._modelfile import Doc, read_model, write_model
@@ -27,6 +30,7 @@ from tinyward.detect.int8 import INT32_MAX, QAutoencoder, QMahalanobis
 
 class _Int8Base(OutlierDetectorAPI):
     name = ""
+    integer_scores = True  # thresholds are rounded down to an int32
     float_model: Any
     quantized: Any
 
@@ -39,22 +43,36 @@ class _Int8Base(OutlierDetectorAPI):
         X: np.ndarray,
         *,
         target_fpr: float = 0.001,
-        holdout_fraction: float = 0.2,
+        holdout_fraction: float = 0.25,
         seed: int = 0,
+        threshold_method: str = "pot",
+        on_insufficient: str = "warn",
     ) -> Self:
-        """Fit the float model on benign ``X``, quantise it, threshold the int8 scores.
+        """Fit the float model on the earlier benign rows of ``X``, quantise it, and
+        calibrate the threshold on the int8 scores of the later ``holdout_fraction``
+        (arguments as the float models' ``fit``).
 
         Returns the detector itself (scikit-learn's convention).
 
         Raises:
+            CalibrationRefused: too little calibration data and ``on_insufficient="refuse"``.
             DetectMisuse: bad features or parameters, or a model that cannot be quantised.
         """
         X = check_features(X)
-        train, hold = split_holdout(X, holdout_fraction, seed)
+        train, hold = calibration_split(X, holdout_fraction, seed, threshold_method)
         self.float_model.fit_weights(train, seed)
-        self.float_model.threshold = choose_threshold(self.float_model.score(hold), target_fpr)
+        with warnings.catch_warnings():  # the int8 calibration below says the same
+            warnings.simplefilter("ignore")
+            self.float_model.calibration = calibrate_threshold(
+                self.float_model.score(hold), target_fpr, method=threshold_method,
+                on_insufficient="warn", n_fit=len(train))
+        self.float_model.threshold = self.float_model.calibration.threshold
         self.quantized = self._quantize()
-        self.threshold = choose_threshold(self.score(hold), target_fpr)
+        self.calibration_scores = self.score(hold)
+        self.calibration = calibrate_threshold(
+            self.calibration_scores, target_fpr, method=threshold_method,
+            on_insufficient=on_insufficient, n_fit=len(train), integer=True, what=self.name)
+        self.threshold = max(0.0, self.calibration.threshold)
         self.target_fpr = target_fpr
         return self
 
@@ -100,6 +118,7 @@ class _Int8Base(OutlierDetectorAPI):
         """The body of the model file (see :mod:`tinyward.detect._modelfile`)."""
         q = self._require_fitted()
         return {"threshold": self.threshold, "target_fpr": self.target_fpr,
+                **self._calibration_json(),
                 "float": self.float_model.to_json(), "int8": q.to_json()}
 
     def save(self, path: Path) -> None:
@@ -128,6 +147,7 @@ class _Int8Base(OutlierDetectorAPI):
             if not 0.0 < target < 1.0:
                 raise doc.fail("target_fpr", "must be in (0, 1)")
             self.target_fpr = target
+        self.calibration = calibration_from_doc(doc)
 
 
 class Int8AutoencoderDetector(_Int8Base):

@@ -8,9 +8,14 @@
   with the training minimum and maximum, as river requires).
 - :class:`IsolationForestBaseline`: scikit-learn's ``IsolationForest``.
 
-They are fitted on the same benign feature rows as tinyward's detectors. Their threshold
-is the ``1 - target_fpr`` quantile of their scores on the training rows. ``pysad`` and
-``river`` are development dependencies, imported only here.
+They are fitted on the same benign feature rows as tinyward's detectors, and get their
+threshold the same way, so the comparison is fair: fitted on the earlier rows, threshold
+calibrated on the later ``holdout_fraction`` by :mod:`tinyward.detect.threshold`.
+``threshold_method="unsafe-legacy"`` reproduces what each did before issue 13 (KitNET and
+HalfSpaceTrees: trained on every row, the ``1 - target_fpr`` quantile of their scores on
+the last 20 % of those same rows; IsolationForest: the quantile on all training rows),
+for comparisons only. ``pysad`` and ``river`` are development dependencies, imported
+only here.
 """
 
 from __future__ import annotations
@@ -19,12 +24,65 @@ from typing import Any
 
 import numpy as np
 
+from tinyward.detect._common import OutlierDetectorAPI, calibrate_threshold
+from tinyward.detect.threshold import Calibration, split_calibration
 
-def _threshold(scores: np.ndarray, target_fpr: float) -> float:
+
+def _legacy_threshold(scores: np.ndarray, target_fpr: float) -> float:
     return float(np.quantile(scores, 1.0 - target_fpr))
 
 
-class KitNETBaseline:
+class _Baseline(OutlierDetectorAPI):
+    """Fit-then-calibrate shared by the baselines (see the module doc)."""
+
+    name = ""
+
+    def fit_model(self, X: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def legacy_scores(self, X: np.ndarray, holdout_fraction: float) -> np.ndarray:
+        """Scores the pre-issue-13 threshold was taken from (model fitted on all of X)."""
+        return self.score(X[-max(1, int(len(X) * holdout_fraction)) :])
+
+    def fit(
+        self,
+        X: np.ndarray,
+        *,
+        target_fpr: float = 0.001,
+        holdout_fraction: float = 0.25,
+        seed: int = 0,
+        threshold_method: str = "pot",
+        on_insufficient: str = "warn",
+    ) -> None:
+        """Fit on the earlier rows, calibrate on the later ``holdout_fraction`` (or the
+        old way with ``threshold_method="unsafe-legacy"``)."""
+        del seed  # the baselines' own seeds are set in their constructors
+        if threshold_method == "unsafe-legacy":
+            self.fit_model(X)
+            self.calibration_scores = self.legacy_scores(X, 0.2)
+            z = _legacy_threshold(self.calibration_scores, target_fpr)
+            self.calibration = Calibration(z, target_fpr, "unsafe-legacy", len(X),
+                                           len(self.calibration_scores), 0)
+            self.threshold = z
+            return
+        train, hold = split_calibration(X, holdout_fraction)
+        self.fit_model(train)
+        self.calibration_scores = self.score(hold)
+        self.calibration = calibrate_threshold(
+            self.calibration_scores, target_fpr, method=threshold_method,
+            on_insufficient=on_insufficient, n_fit=len(train), what=self.name)
+        self.threshold = self.calibration.threshold
+
+    def threshold_at(self, target_fpr: float) -> Calibration | None:
+        cal = self.calibration
+        scores = self.calibration_scores
+        if cal is not None and cal.method == "unsafe-legacy" and scores is not None:
+            z = _legacy_threshold(scores, target_fpr)
+            return Calibration(z, target_fpr, "unsafe-legacy", cal.n_fit, cal.n_calibration, 0)
+        return super().threshold_at(target_fpr)
+
+
+class KitNETBaseline(_Baseline):
     name = "kitnet (pysad)"
 
     def __init__(self, max_size_ae: int = 10, seed: int = 0) -> None:
@@ -32,14 +90,7 @@ class KitNETBaseline:
         self.seed = seed
         self.threshold = float("inf")
 
-    def fit(
-        self,
-        X: np.ndarray,
-        *,
-        target_fpr: float = 0.001,
-        holdout_fraction: float = 0.2,
-        seed: int = 0,
-    ) -> None:
+    def fit_model(self, X: np.ndarray) -> None:
         from pysad.models import KitNet
 
         n = len(X)
@@ -52,7 +103,6 @@ class KitNETBaseline:
         )
         for row in X:
             self.model.fit_partial(row)  # type: ignore[no-untyped-call]
-        self.threshold = _threshold(self.score(X[-max(1, int(n * holdout_fraction)) :]), target_fpr)
 
     def score(self, X: np.ndarray) -> np.ndarray:
         scores = (self.model.score_partial(row) for row in X)  # type: ignore[no-untyped-call]
@@ -78,7 +128,7 @@ class KitNETBaseline:
         return int(kitnet_ops(sizes, max_ae=max(self.max_size_ae, *sizes)))
 
 
-class HalfSpaceTreesBaseline:
+class HalfSpaceTreesBaseline(_Baseline):
     name = "river HalfSpaceTrees"
 
     def __init__(
@@ -91,14 +141,7 @@ class HalfSpaceTreesBaseline:
         scaled = np.clip((X - self.low) / self.span, 0.0, 1.0)
         return [dict(enumerate(row.tolist())) for row in scaled]
 
-    def fit(
-        self,
-        X: np.ndarray,
-        *,
-        target_fpr: float = 0.001,
-        holdout_fraction: float = 0.2,
-        seed: int = 0,
-    ) -> None:
+    def fit_model(self, X: np.ndarray) -> None:
         from river.anomaly import HalfSpaceTrees
 
         self.low = X.min(axis=0)
@@ -108,9 +151,6 @@ class HalfSpaceTreesBaseline:
         )
         for row in self._dicts(X):
             self.model.learn_one(row)  # type: ignore[no-untyped-call]
-        self.threshold = _threshold(
-            self.score(X[-max(1, int(len(X) * holdout_fraction)) :]), target_fpr
-        )
 
     def score(self, X: np.ndarray) -> np.ndarray:
         rows = self._dicts(X)
@@ -127,26 +167,21 @@ class HalfSpaceTreesBaseline:
         return self.n_trees * (3 * self.height + 2)  # compare + descend per level, sum
 
 
-class IsolationForestBaseline:
+class IsolationForestBaseline(_Baseline):
     name = "sklearn IsolationForest"
 
     def __init__(self, n_estimators: int = 100, seed: int = 0) -> None:
         self.n_estimators, self.seed = n_estimators, seed
         self.threshold = float("inf")
 
-    def fit(
-        self,
-        X: np.ndarray,
-        *,
-        target_fpr: float = 0.001,
-        holdout_fraction: float = 0.2,
-        seed: int = 0,
-    ) -> None:
+    def fit_model(self, X: np.ndarray) -> None:
         from sklearn.ensemble import IsolationForest
 
         self.model = IsolationForest(n_estimators=self.n_estimators, random_state=self.seed)
         self.model.fit(X)
-        self.threshold = _threshold(self.score(X), target_fpr)
+
+    def legacy_scores(self, X: np.ndarray, holdout_fraction: float) -> np.ndarray:
+        return self.score(X)  # before issue 13: the quantile over every training row
 
     def score(self, X: np.ndarray) -> np.ndarray:
         return np.asarray(-self.model.score_samples(X), dtype=np.float64)

@@ -93,3 +93,35 @@ class ModelFileError(DetectError):
 
 class NotFittedError(DetectMisuse):
     """A detector was used (score, save, export) before :meth:`fit` was called."""
+
+
+class CalibrationRefused(DetectError):
+    """The benign calibration data cannot support the requested false-positive rate.
+
+    ``target_fpr`` is the rate asked for, ``needed`` the number of calibration scores it
+    needs, ``have`` the number there were, and ``supported_fpr`` the lowest rate the data
+    does support (see :mod:`tinyward.detect.threshold`).
+    """
+
+    def __init__(self, message: str, *, target_fpr: float, needed: int, have: int,
+                 supported_fpr: float) -> None:
+        self.target_fpr = target_fpr
+        self.needed = needed
+        self.have = have
+        self.supported_fpr = supported_fpr
+        super().__init__(message)
+
+
+class LabelFileError(BadInput):
+    """A per-frame label file is malformed or does not match its capture.
+
+    ``line`` is 1-based as an editor shows it (0 when the problem is the file as a
+    whole, e.g. a length that does not match the capture).
+    """
+
+    def __init__(self, path: Path | str, reason: str, *, line: int = 0) -> None:
+        self.path = str(path)
+        self.reason = reason
+        self.line = line
+        where = f"line {line}: " if line else ""
+        super().__init__(f"{self.path}: {where}{reason}")

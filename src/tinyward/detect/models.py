@@ -3,7 +3,7 @@
 Public API::
 
     det = make_detector("autoencoder-int8")      # or "autoencoder", "mahalanobis", ...
-    det.fit(X_benign, target_fpr=0.001)         # threshold chosen on held-out benign rows
+    det.fit(X_benign, target_fpr=0.001)         # threshold calibrated on the later benign rows
     scores = det.score(X)                       # float64, higher = more anomalous
     alarms = scores > det.threshold
     labels = det.predict(X)                     # scikit-learn's: -1 anomaly, +1 normal
@@ -53,8 +53,10 @@ class Detector(Protocol):
         X: np.ndarray,
         *,
         target_fpr: float = 0.001,
-        holdout_fraction: float = 0.2,
+        holdout_fraction: float = 0.25,
         seed: int = 0,
+        threshold_method: str = "pot",
+        on_insufficient: str = "warn",
     ) -> Detector: ...
 
     def score(self, X: np.ndarray) -> np.ndarray: ...

@@ -2,7 +2,8 @@
 
 In the spirit of Kitsune's AfterImage (Mirsky et al., NDSS 2018): each packet updates a
 few exponentially damped statistics — weight ``w`` (a decayed packet count), linear sum
-``ls`` and squared sum ``ss`` — kept per *source host*, per *conversation* (the unordered
+``ls`` and squared sum ``ss`` — kept per *directed pair* (source to destination; per
+source host alone before issue 13, still read from old models), per *conversation* (the unordered
 host pair, one set of statistics per direction) and per *socket* (the unordered 5-tuple,
 per direction). Between updates every statistic decays by ``2 ** (-lambda * dt)``, so each
 decay rate ``lambda`` is a time window (half-life ``1/lambda`` seconds).
@@ -47,7 +48,7 @@ _EPS = 1e-9
 class NetFeatureConfig:
     """Sizes and time windows. Decay rates are per second (half-life = 1/rate)."""
 
-    host_slots: int = 32
+    host_slots: int = 64  # keyed by directed pair: up to two per conversation
     conv_slots: int = 64
     socket_slots: int = 128
     ways: int = 4
@@ -55,6 +56,12 @@ class NetFeatureConfig:
     slow: float = 0.01  # 100 s half-life
     newsock_rate: float = 0.01  # decay of a host's count of new sockets
     jitter_rate: float = 0.1  # decay of the inter-arrival statistics
+    # Key the "host" statistics by the directed pair (source, destination) instead of by
+    # the source alone. Per source alone, a compromised host's attack traffic to a new
+    # peer is folded into the statistics of its normal replies to its usual peers, so
+    # those benign replies look odd (issue 13). False only to reproduce that behaviour
+    # and to read models saved before the change.
+    host_by_pair: bool = True
 
     def __post_init__(self) -> None:
         # Also guards loading a saved state: a hostile file must not make us allocate
@@ -65,6 +72,8 @@ class NetFeatureConfig:
             slots = getattr(self, name)
             if not (isinstance(slots, int) and 0 < slots <= MAX_SLOTS) or slots % self.ways:
                 raise DetectMisuse(f"{name}={slots!r} must be a multiple of ways in 1..{MAX_SLOTS}")
+        if not isinstance(self.host_by_pair, bool):
+            raise DetectMisuse(f"host_by_pair={self.host_by_pair!r} must be true or false")
         for name in ("fast", "slow", "newsock_rate", "jitter_rate"):
             rate = getattr(self, name)
             if not (isinstance(rate, (int, float)) and 0 < rate <= 1e3):
@@ -73,18 +82,31 @@ class NetFeatureConfig:
 
 MAX_SLOTS = 1 << 16
 
-FEATURE_NAMES: tuple[str, ...] = (
-    "size",
-    "host_w_fast", "host_mean_fast", "host_std_fast",
-    "host_w_slow", "host_mean_slow", "host_std_slow",
-    "host_newsock_slow",
-    "conv_w_fast", "conv_mag_fast", "conv_radius_fast",
-    "conv_w_slow", "conv_mag_slow", "conv_radius_slow",
-    "conv_iat_mean", "conv_iat_std",
-    "sock_w_fast", "sock_mean_fast", "sock_std_fast",
-    "sock_w_slow", "sock_mean_slow", "sock_std_slow",
-    "sock_mag_fast", "sock_radius_fast",
-)  # fmt: skip
+def feature_names(config: NetFeatureConfig | None = None) -> tuple[str, ...]:
+    """Names of the 24 features, in order, for ``config`` (default: the current one).
+
+    ``pair_*`` are statistics of the packet's direction (source to destination);
+    ``conv_w_back_*`` the weight of the opposite direction of the conversation. With
+    ``host_by_pair=False`` (models saved before issue 13) they are per source host
+    (``host_*``) and the conversation's own-direction weight (``conv_w_*``).
+    """
+    by_pair = True if config is None else config.host_by_pair
+    h, w = ("pair", "conv_w_back") if by_pair else ("host", "conv_w")
+    return (
+        "size",
+        f"{h}_w_fast", f"{h}_mean_fast", f"{h}_std_fast",
+        f"{h}_w_slow", f"{h}_mean_slow", f"{h}_std_slow",
+        f"{h}_newsock_slow",
+        f"{w}_fast", "conv_mag_fast", "conv_radius_fast",
+        f"{w}_slow", "conv_mag_slow", "conv_radius_slow",
+        "conv_iat_mean", "conv_iat_std",
+        "sock_w_fast", "sock_mean_fast", "sock_std_fast",
+        "sock_w_slow", "sock_mean_slow", "sock_std_slow",
+        "sock_mag_fast", "sock_radius_fast",
+    )  # fmt: skip
+
+
+FEATURE_NAMES: tuple[str, ...] = feature_names()
 N_FEATURES = len(FEATURE_NAMES)
 
 # Slot layouts (offsets into one slot of a flat float list). Index 0 is the last update
@@ -202,8 +224,6 @@ class NetFeatureExtractor:
     streams, each continuing from the trained state.
     """
 
-    feature_names = FEATURE_NAMES
-
     def __init__(self, config: NetFeatureConfig | None = None) -> None:
         self.config = config or NetFeatureConfig()
         c = self.config
@@ -213,10 +233,19 @@ class NetFeatureExtractor:
         self.last_ts = -math.inf
         self.packets = 0
 
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return feature_names(self.config)
+
     # ------------------------------------------------------------------ sizes and costs
-    def state_bytes(self) -> int:
-        """Bytes of state in the C layout: a uint32 tag and float32 fields per slot."""
-        return sum(len(t.tags) * (4 + 4 * t.stride) for t in (self.hosts, self.convs, self.sockets))
+    def state_bytes(self, real_bytes: int = 4) -> int:
+        """Bytes of the C state struct (:mod:`.netfeatures_c`): per slot a uint32 tag,
+        double times (one per slot, two more per conversation, and the last packet's)
+        and statistics of ``real_bytes`` (4: the float build; 8: the double build)."""
+        c = self.config
+        h, v, s = c.host_slots, c.conv_slots, c.socket_slots
+        stats = h * (_H_STRIDE - 1) + v * 2 * (_C_DIR_STRIDE - 1) + s * (_S_STRIDE - 1)
+        return 8 + 4 * (h + v + s) + 8 * (h + 3 * v + s) + real_bytes * stats
 
     @staticmethod
     def ops_per_packet() -> int:
@@ -244,8 +273,8 @@ class NetFeatureExtractor:
         skey = (a + b if sdir == 0 else b + a) + bytes((packet.proto,))
         sbase, snew = self.sockets.find(skey, now)
 
-        # Host (source).
-        hbase, _ = self.hosts.find(src, now)
+        # Host: the packet's direction (source to destination), or the source alone.
+        hbase, _ = self.hosts.find(src + dst if c.host_by_pair else src, now)
         h = self.hosts.data
         dt = now - h[hbase]
         h[hbase] = now
@@ -271,8 +300,10 @@ class NetFeatureExtractor:
         for off in (0, 3):
             m1, s1 = _mean_std(cd[mine + off], cd[mine + off + 1], cd[mine + off + 2])
             m2, s2 = _mean_std(cd[other + off], cd[other + off + 1], cd[other + off + 2])
+            # The weight of the other direction: this direction's own weight is already
+            # a host feature when hosts are keyed by pair.
             out += (
-                math.log1p(cd[mine + off]),
+                math.log1p(cd[(other if c.host_by_pair else mine) + off]),
                 math.sqrt(m1 * m1 + m2 * m2),
                 math.sqrt(s1 * s1 + s2 * s2),
             )
@@ -361,7 +392,10 @@ def extractor_from_doc(doc: dict[str, object]) -> NetFeatureExtractor:
         DetectMisuse: wrong keys, sizes or types (the caller wraps it with the file name).
     """
     try:
-        config = NetFeatureConfig(**doc["config"])  # type: ignore[arg-type]
+        saved = dict(doc["config"])  # type: ignore[call-overload]
+        # Models saved before host_by_pair existed keyed hosts by source alone.
+        saved.setdefault("host_by_pair", False)
+        config = NetFeatureConfig(**saved)
         extractor = NetFeatureExtractor(config)
         last = doc["last_ts"]
         extractor.last_ts = -math.inf if last is None else float(last)  # type: ignore[arg-type]

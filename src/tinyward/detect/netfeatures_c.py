@@ -3,22 +3,32 @@
 :func:`export_netfeatures_c` writes ``<prefix>.h`` and ``<prefix>.c``: fixed-size tables
 (``static``-sized arrays inside a caller-owned state struct), no dynamic allocation, no
 I/O, CRC-32 from a ``static const`` table. It is a transliteration of
-:meth:`NetFeatureExtractor.update`, operation for operation, so with ``tw_real`` =
-``double`` (the default) and ``-ffp-contract=off`` its features equal Python's bit for
-bit (the test checks this on real captures); firmware on a Cortex-M4F would define
-``<PREFIX>_REAL=float`` to use the FPU, at the cost of float32 rounding.
+:meth:`NetFeatureExtractor.update`, operation for operation. Given a trained extractor
+(``state=``), ``<prefix>_init`` starts from its tables (``static const`` copies in
+flash), so the device continues where training ended, as Python's scoring does.
+
+Two builds. Default: statistics in ``double``; with ``-ffp-contract=off`` the features
+equal Python's bit for bit (tests on real captures). ``-D<PREFIX>_FLOAT`` (a Cortex-M4F's
+single-precision FPU): statistics in ``float``; every *time* stays ``double`` in both
+builds, in arrays apart from the statistics, because float32 cannot hold Unix-epoch
+seconds (128 s steps: the old float build disagreed with Python on 27 % of alarms). The
+float build is bit-exact with its own reference, :mod:`.netfeatures_f32`.
 
 Firmware feeds it one parsed IP packet at a time (timestamp, addresses, protocol, ports,
 IP total length, with TCP options subtracted if the model was trained that way) and gets
-the feature vector the detector expects.
+the feature vector the detector expects. The header names every feature.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tinyward.detect._c_harness import HOST_CFLAGS
+from tinyward.detect.errors import DetectMisuse
 from tinyward.detect.export_c import check_prefix
 from tinyward.detect.netfeatures import (
     _C_DIR_STRIDE,
@@ -28,8 +38,12 @@ from tinyward.detect.netfeatures import (
     _S_STRIDE,
     FEATURE_NAMES,
     NetFeatureConfig,
+    feature_names,
 )
 from tinyward.detect.pcap import Packet
+
+if TYPE_CHECKING:
+    from tinyward.detect.netfeatures import NetFeatureExtractor
 
 
 @dataclass(frozen=True)
@@ -49,21 +63,111 @@ def _crc_table() -> list[int]:
     return table
 
 
-def render_netfeatures_c(config: NetFeatureConfig, prefix: str = "tw_nf") -> tuple[str, str]:
-    """Return (header, source) text for ``config``.
+# The C layout keeps times in double arrays of their own, apart from the statistics:
+# Python's slots hold the last-update time first (and, per conversation direction, the
+# last packet time at offset 6 of the direction block); C's do not.
+C_H_STRIDE = _H_STRIDE - 1
+C_C_DIR = _C_DIR_STRIDE - 1
+C_C_STRIDE = 2 * C_C_DIR
+C_S_STRIDE = _S_STRIDE - 1
+
+
+def c_layout(state: NetFeatureExtractor) -> dict[str, list[float] | list[int]]:
+    """The trained state split as the C struct holds it (times apart from statistics)."""
+    h, c, s = state.hosts, state.convs, state.sockets
+    out: dict[str, list[float] | list[int]] = {
+        "host_tag": h.tags, "conv_tag": c.tags, "sock_tag": s.tags,
+        "host_t": h.data[::_H_STRIDE], "conv_t": c.data[::_C_STRIDE],
+        "sock_t": s.data[::_S_STRIDE],
+    }
+    conv_dir_t, conv, host, sock = [], [], [], []
+    for i in range(len(c.tags)):
+        slot = c.data[i * _C_STRIDE:(i + 1) * _C_STRIDE]
+        for d in range(2):
+            block = slot[1 + d * _C_DIR_STRIDE:1 + (d + 1) * _C_DIR_STRIDE]
+            conv += block[:6] + block[7:]
+            conv_dir_t.append(block[6])
+    for i in range(len(h.tags)):
+        host += h.data[i * _H_STRIDE + 1:(i + 1) * _H_STRIDE]
+    for i in range(len(s.tags)):
+        sock += s.data[i * _S_STRIDE + 1:(i + 1) * _S_STRIDE]
+    out.update(conv_dir_t=conv_dir_t, host=host, conv=conv, sock=sock)
+    return out
+
+
+def _c_list(values: Sequence[object], per_line: int, fmt: str) -> str:
+    items = [fmt.format(v) for v in values]
+    return ",".join(
+        ("\n    " if i % per_line == 0 else " ") + item for i, item in enumerate(items)
+    )
+
+
+def _double(x: float) -> str:
+    # repr is the shortest decimal that reads back as the same double: exact in C too.
+    text = repr(float(x))
+    return text if any(ch in text for ch in ".en") else text + ".0"
+
+
+def _initial_state(state: NetFeatureExtractor | None, P: str) -> str:
+    """``static const`` copies of the trained tables (empty when no state is given).
+
+    Statistics are written as doubles; in the float build the compiler rounds each to
+    the nearest float, as the float32 mirror does."""
+    if state is None:
+        return ""
+    out = ["/* The trained state (tables after the benign training stream); R() rounds a",
+           " * double constant to real (to the nearest float in the float build). */",
+           "#define R(x) ((real)(x))"]
+    out.append(f"static const double INIT_LAST_TS = {_last_ts(state)};")
+    for name, values in c_layout(state).items():
+        if name.endswith("_tag"):
+            out.append(f"static const uint32_t INIT_{name.upper()}[{len(values)}] = {{"
+                       f"{_c_list(values, 6, '0x{:08x}u')}\n}};")
+        else:
+            kind, fmt = ("double", "{}") if name.endswith("_t") else ("real", "R({})")
+            out.append(f"static const {kind} INIT_{name.upper()}[{len(values)}] = {{"
+                       f"{_c_list([_double(x) for x in values], 3, fmt)}\n}};")
+    return "\n".join(out) + "\n"
+
+
+def _last_ts(state: NetFeatureExtractor) -> str:
+    return "-INFINITY" if state.last_ts == -math.inf else _double(state.last_ts)
+
+
+def _init_body(state: NetFeatureExtractor | None) -> str:
+    if state is None:
+        return "    memset(st, 0, sizeof *st);\n    st->last_ts = -INFINITY;"
+    lines = ["    st->last_ts = INIT_LAST_TS;"]
+    for name in ("host_tag", "conv_tag", "sock_tag", "host_t", "conv_t", "conv_dir_t", "sock_t",
+                 "host", "conv", "sock"):
+        lines.append(f"    memcpy(st->{name}, INIT_{name.upper()}, sizeof st->{name});")
+    return "\n".join(lines)
+
+
+def render_netfeatures_c(
+    config: NetFeatureConfig, prefix: str = "tw_nf", state: NetFeatureExtractor | None = None
+) -> tuple[str, str]:
+    """Return (header, source) text for ``config``; ``{prefix}_init`` starts from the
+    trained ``state`` (its tables as ``static const`` initial values), else empty.
 
     Raises:
         DetectMisuse: a prefix that is not a safe C identifier.
     """
     p = check_prefix(prefix)
     P = p.upper()
-    names = "\n".join(f" *   {i:2d} {name}" for i, name in enumerate(FEATURE_NAMES))
+    if state is not None and state.config != config:
+        raise DetectMisuse("the trained state has another configuration")
+    fnames = feature_names(config)
+    names = "\n".join(f" *   {i:2d} {name}" for i, name in enumerate(fnames))
+    name_defines = "\n".join(f"#define {P}_F_{name.upper()} {i}" for i, name in enumerate(fnames))
+    name_list = ",\n".join(f'    "{name}"' for name in fnames)
+    start = "the trained state exported with this file" if state is not None else "empty tables"
     header = f"""\
 /* {p}.h: tinyward's per-packet network features (generated; do not edit).
  *
  * Usage:
- *   static {p}_state st;            // ~{{bytes}} bytes; zero it once
- *   {p}_init(&st);
+ *   static {p}_state st;            // ~{{bytes}} bytes
+ *   {p}_init(&st);                    // starts from {start}
  *   for each IP packet:               // link layer removed, padding cut
  *     {p}_packet pkt = {{ts, src, dst, 4, proto, sport, dport, size}};
  *     {P}_REAL f[{P}_N_FEATURES];
@@ -82,19 +186,27 @@ def render_netfeatures_c(config: NetFeatureConfig, prefix: str = "tw_nf") -> tup
 extern "C" {{
 #endif
 
+/* Times (packet and last-seen) are always double: float32 cannot hold Unix-epoch
+ * seconds (128 s steps; the old float build disagreed with Python on 27 % of alarms).
+ * Statistics are {P}_REAL: double (bit-exact with tinyward.detect.netfeatures) or, with
+ * -D{P}_FLOAT, float for a single-precision FPU (bit-exact with its float32 mirror,
+ * tinyward.detect.netfeatures_f32, with the same libm). */
 #ifdef {P}_FLOAT
-#define {P}_REAL float   /* FPU-friendly; features then differ from Python by rounding */
+#define {P}_REAL float
 #else
-#define {P}_REAL double  /* bit-exact with the Python reference */
+#define {P}_REAL double
 #endif
 #define {P}_N_FEATURES {len(FEATURE_NAMES)}
+{name_defines}
+extern const char *const {p}_feature_names[{P}_N_FEATURES];
 #define {P}_HOST_SLOTS {config.host_slots}
 #define {P}_CONV_SLOTS {config.conv_slots}
 #define {P}_SOCK_SLOTS {config.socket_slots}
 #define {P}_WAYS {config.ways}
-#define {P}_HOST_STRIDE {_H_STRIDE}
-#define {P}_CONV_STRIDE {_C_STRIDE}
-#define {P}_SOCK_STRIDE {_S_STRIDE}
+#define {P}_HOST_BY_PAIR {int(config.host_by_pair)}  /* host statistics per (src, dst) */
+#define {P}_HOST_STRIDE {C_H_STRIDE}   /* fast (w, ls, ss), slow (w, ls, ss), new sockets */
+#define {P}_CONV_STRIDE {C_C_STRIDE}  /* per direction: fast, slow, inter-arrival (w, ls, ss) */
+#define {P}_SOCK_STRIDE {C_S_STRIDE}  /* per direction: fast, slow (w, ls, ss) */
 
 typedef enum {{
     {P}_OK = 0,
@@ -113,10 +225,14 @@ typedef struct {{
 }} {p}_packet;
 
 typedef struct {{
-    {P}_REAL last_ts;
+    double last_ts;
     uint32_t host_tag[{P}_HOST_SLOTS];
     uint32_t conv_tag[{P}_CONV_SLOTS];
     uint32_t sock_tag[{P}_SOCK_SLOTS];
+    double host_t[{P}_HOST_SLOTS];       /* last update of each slot */
+    double conv_t[{P}_CONV_SLOTS];
+    double conv_dir_t[2 * {P}_CONV_SLOTS];  /* last packet per direction (0: none) */
+    double sock_t[{P}_SOCK_SLOTS];
     {P}_REAL host[{P}_HOST_SLOTS * {P}_HOST_STRIDE];
     {P}_REAL conv[{P}_CONV_SLOTS * {P}_CONV_STRIDE];
     {P}_REAL sock[{P}_SOCK_SLOTS * {P}_SOCK_STRIDE];
@@ -151,6 +267,10 @@ typedef {P}_REAL real;
 #define SQRT(x) sqrt(x)
 #endif
 
+const char *const {p}_feature_names[{P}_N_FEATURES] = {{
+{name_list}
+}};
+{_initial_state(state, P)}
 static const uint32_t crc_table[256] = {{{crc}
 }};
 
@@ -173,8 +293,8 @@ static uint32_t crc32_bytes(const uint8_t *data, size_t n)
 
 /* Index of the slot for key (in slots), taking a slot on a miss: an empty one (the
  * last empty in the set) or the one updated least recently (the first on ties). */
-static size_t find(uint32_t *tags, real *data, size_t slots, size_t stride,
-                   const uint8_t *key, size_t key_len, real now, int *is_new)
+static size_t find(uint32_t *tags, double *times, real *data, size_t slots, size_t stride,
+                   const uint8_t *key, size_t key_len, double now, int *is_new)
 {{
     uint32_t tag = crc32_bytes(key, key_len);
     if (tag == 0u) {{
@@ -184,7 +304,7 @@ static size_t find(uint32_t *tags, real *data, size_t slots, size_t stride,
     size_t first = (size_t)(tag % (uint32_t)sets) * {P}_WAYS;
     size_t victim = first;
     int have_empty = 0;
-    real oldest = (real)INFINITY;
+    double oldest = INFINITY;
     for (size_t slot = first; slot < first + {P}_WAYS; slot++) {{
         if (tags[slot] == tag) {{
             *is_new = 0;
@@ -193,16 +313,16 @@ static size_t find(uint32_t *tags, real *data, size_t slots, size_t stride,
         if (tags[slot] == 0u) {{
             victim = slot;
             have_empty = 1;
-        }} else if (!have_empty && data[slot * stride] < oldest) {{
+        }} else if (!have_empty && times[slot] < oldest) {{
             victim = slot;
-            oldest = data[slot * stride];
+            oldest = times[slot];
         }}
     }}
     tags[victim] = tag;
     for (size_t i = 0; i < stride; i++) {{
         data[victim * stride + i] = (real)0;
     }}
-    data[victim * stride] = now;
+    times[victim] = now;
     *is_new = 1;
     return victim;
 }}
@@ -223,15 +343,15 @@ static void mean_std(real w, real ls, real ss, real *mean, real *std)
 /* Age a two-direction slot (conversation or socket) to `now`: both directions' fast and
    slow sums decay, then the packet adds to direction `dir`. Same operations, same order as
    Python's _age_pair. */
-static void age_pair(real *slot, size_t stride, int dir, real now, real size,
+static void age_pair(real *slot, double *last, size_t stride, int dir, double now, real size,
                      real **mine, real **other)
 {{
-    const real dt = now - slot[0];
-    slot[0] = now;
+    const real dt = (real)(now - *last);
+    *last = now;
     const real df = POW2(-FAST * dt);
     const real ds = POW2(-SLOW * dt);
-    real *m = &slot[1 + (size_t)dir * stride];
-    real *o = &slot[1 + (size_t)(1 - dir) * stride];
+    real *m = &slot[(size_t)dir * stride];
+    real *o = &slot[(size_t)(1 - dir) * stride];
     for (size_t i = 0; i < 3; i++) {{
         m[i] *= df;
         m[3 + i] *= ds;
@@ -252,8 +372,7 @@ static void age_pair(real *slot, size_t stride, int dir, real now, real size,
 
 void {p}_init({p}_state *st)
 {{
-    memset(st, 0, sizeof *st);
-    st->last_ts = (real)-INFINITY;
+{_init_body(state)}
 }}
 
 const char *{p}_status_str({p}_status status)
@@ -275,7 +394,7 @@ const char *{p}_status_str({p}_status status)
     if (n != 4u && n != 16u) {{
         return {P}_ERR_ADDR_LEN;
     }}
-    real now = (real)pkt->ts;
+    double now = pkt->ts;
     if (now < st->last_ts) {{
         now = st->last_ts;
     }}
@@ -297,20 +416,22 @@ const char *{p}_status_str({p}_status status)
     memcpy(key + n + 2, sdir == 0 ? b : a, n + 2);
     key[2 * n + 4] = pkt->proto;
     int snew = 0, unused = 0;
-    const size_t sslot = find(st->sock_tag, st->sock, {P}_SOCK_SLOTS, {P}_SOCK_STRIDE,
+    const size_t sslot = find(st->sock_tag, st->sock_t, st->sock, {P}_SOCK_SLOTS, {P}_SOCK_STRIDE,
                               key, 2 * n + 5, now, &snew);
 
-    /* host (source address) */
-    const size_t hslot = find(st->host_tag, st->host, {P}_HOST_SLOTS, {P}_HOST_STRIDE,
-                              pkt->src, n, now, &unused);
+    /* host: the directed pair (source then destination), or the source alone */
+    memcpy(key, pkt->src, n);
+    memcpy(key + n, pkt->dst, n);
+    const size_t hslot = find(st->host_tag, st->host_t, st->host, {P}_HOST_SLOTS, {P}_HOST_STRIDE,
+                              key, {P}_HOST_BY_PAIR ? 2 * n : n, now, &unused);
     real *h = &st->host[hslot * {P}_HOST_STRIDE];
-    real dt = now - h[0];
-    h[0] = now;
+    const real dt = (real)(now - st->host_t[hslot]);
+    st->host_t[hslot] = now;
     real df = POW2(-FAST * dt);
     real ds = POW2(-SLOW * dt);
     const real dn = POW2(-NEWSOCK * dt);
     for (size_t win = 0; win < 2; win++) {{
-        real *s = &h[1 + 3 * win];
+        real *s = &h[3 * win];
         const real decay = win == 0 ? df : ds;
         s[0] = s[0] * decay + ONE;
         s[1] = s[1] * decay + size;
@@ -321,41 +442,49 @@ const char *{p}_status_str({p}_status status)
         out[k++] = mean;
         out[k++] = std;
     }}
-    h[7] = h[7] * dn + (snew ? ONE : (real)0);
-    out[k++] = LOG1P(h[7]);
+    h[6] = h[6] * dn + (snew ? ONE : (real)0);
+    out[k++] = LOG1P(h[6]);
 
     /* conversation (unordered address pair), one block per direction */
     const int cdir = memcmp(pkt->src, pkt->dst, n) <= 0 ? 0 : 1;
     memcpy(key, cdir == 0 ? pkt->src : pkt->dst, n);
     memcpy(key + n, cdir == 0 ? pkt->dst : pkt->src, n);
-    const size_t cslot = find(st->conv_tag, st->conv, {P}_CONV_SLOTS, {P}_CONV_STRIDE,
-                              key, 2 * n, now, &unused);
+    int cnew = 0;
+    const size_t cslot = find(st->conv_tag, st->conv_t, st->conv, {P}_CONV_SLOTS,
+                              {P}_CONV_STRIDE, key, 2 * n, now, &cnew);
+    if (cnew) {{
+        st->conv_dir_t[2 * cslot] = 0.0;
+        st->conv_dir_t[2 * cslot + 1] = 0.0;
+    }}
     real *mine, *other;
-    age_pair(&st->conv[cslot * {P}_CONV_STRIDE], {_C_DIR_STRIDE}u, cdir, now, size, &mine, &other);
+    age_pair(&st->conv[cslot * {P}_CONV_STRIDE], &st->conv_t[cslot], {C_C_DIR}u, cdir, now, size,
+             &mine, &other);
     for (size_t off = 0; off < 6; off += 3) {{
         real m1, s1, m2, s2;
         mean_std(mine[off], mine[off + 1], mine[off + 2], &m1, &s1);
         mean_std(other[off], other[off + 1], other[off + 2], &m2, &s2);
-        out[k++] = LOG1P(mine[off]);
+        out[k++] = LOG1P({P}_HOST_BY_PAIR ? other[off] : mine[off]);
         out[k++] = SQRT(m1 * m1 + m2 * m2);
         out[k++] = SQRT(s1 * s1 + s2 * s2);
     }}
     /* inter-arrival time in this direction, log1p(milliseconds) */
-    real *iat = &mine[7];
-    if (mine[6] > 0) {{
-        const real gap = now - mine[6];
+    real *iat = &mine[6];
+    double *last_dir = &st->conv_dir_t[2 * cslot + (size_t)cdir];
+    if (*last_dir > 0.0) {{
+        const real gap = (real)(now - *last_dir);
         const real dj = POW2(-JITTER * gap);
         const real x = LOG1P(gap * MILLI);
         iat[0] = iat[0] * dj + ONE;
         iat[1] = iat[1] * dj + x;
         iat[2] = iat[2] * dj + x * x;
     }}
-    mine[6] = now > 0 ? now : EPS;
+    *last_dir = now > 0.0 ? now : 1e-9;
     mean_std(iat[0], iat[1], iat[2], &out[k], &out[k + 1]);
     k += 2;
 
     /* socket statistics */
-    age_pair(&st->sock[sslot * {P}_SOCK_STRIDE], {_S_DIR_STRIDE}u, sdir, now, size, &mine, &other);
+    age_pair(&st->sock[sslot * {P}_SOCK_STRIDE], &st->sock_t[sslot], {_S_DIR_STRIDE}u, sdir, now,
+             size, &mine, &other);
     for (size_t off = 0; off < 6; off += 3) {{
         real mean, std;
         mean_std(mine[off], mine[off + 1], mine[off + 2], &mean, &std);
@@ -376,20 +505,39 @@ const char *{p}_status_str({p}_status status)
     return header, source
 
 
+def c_state_bytes(config: NetFeatureConfig) -> int:
+    """Bytes of ``<prefix>_state``: per slot a uint32 tag, double times (one per slot, two
+    more per conversation) and ``real`` statistics (8 bytes, or 4 with ``real_bytes=4``
+    for the float build); plus the last packet time."""
+    return c_state_bytes_for(config, 8)
+
+
+def c_state_bytes_for(config: NetFeatureConfig, real_bytes: int) -> int:
+    from tinyward.detect.netfeatures import NetFeatureExtractor
+
+    return NetFeatureExtractor(config).state_bytes(real_bytes)
+
+
 def export_netfeatures_c(
-    out_dir: Path, config: NetFeatureConfig | None = None, prefix: str = "tw_nf"
+    out_dir: Path,
+    config: NetFeatureConfig | None = None,
+    prefix: str = "tw_nf",
+    state: NetFeatureExtractor | None = None,
 ) -> NetFeatureFiles:
     """Write ``<prefix>.h`` and ``<prefix>.c`` into ``out_dir`` (created if missing).
 
-    Raises:
-        DetectMisuse: a prefix that is not a safe C identifier.
-    """
-    from tinyward.detect.netfeatures import NetFeatureExtractor
+    With ``state`` (a trained extractor), ``<prefix>_init`` starts from its tables, so
+    the device continues from where training ended, as Python's scoring does.
 
-    config = config or NetFeatureConfig()
-    header, source = render_netfeatures_c(config, prefix)
-    state_bytes = NetFeatureExtractor(config).state_bytes()
-    header = header.replace("~{bytes}", f"~{state_bytes} (float) / {2 * state_bytes} (double)")
+    Raises:
+        DetectMisuse: a prefix that is not a safe C identifier, or a state whose
+            configuration is not ``config``.
+    """
+    if config is None:
+        config = state.config if state is not None else NetFeatureConfig()
+    header, source = render_netfeatures_c(config, prefix, state)
+    header = header.replace(
+        "~{bytes}", f"{c_state_bytes(config)} (double) / {c_state_bytes_for(config, 4)} (float)")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     h, c = out_dir / f"{prefix}.h", out_dir / f"{prefix}.c"
@@ -504,6 +652,7 @@ def build_netfeatures_harness(
     prefix: str = "tw_nf",
     cc: str = "gcc",
     extra_flags: tuple[str, ...] = (),
+    state: NetFeatureExtractor | None = None,
 ) -> Path:
     """Export the C features into ``work_dir`` and compile the harness; return its path.
 
@@ -513,11 +662,9 @@ def build_netfeatures_harness(
     import shutil
     import subprocess
 
-    from tinyward.detect.errors import DetectMisuse
-
     if shutil.which(cc) is None:
         raise DetectMisuse(f"no C compiler {cc!r} on PATH (run scripts/install-system-deps.sh)")
-    files = export_netfeatures_c(work_dir, config, prefix)
+    files = export_netfeatures_c(work_dir, config, prefix, state)
     main = Path(work_dir) / "harness.c"
     main.write_text(_harness_source(prefix), encoding="utf-8")
     exe = Path(work_dir) / "nf_harness"

@@ -77,9 +77,23 @@ class ReadStats:
     frames: int = 0
     non_ip: int = 0  # ARP, LLDP … (skipped)
     malformed_ip: int = 0  # an IP header dpkt refused (skipped)
+    truncated_ip: int = 0  # captured shorter than a whole IP header (skipped)
     snapped: int = 0  # captured shorter than the IP total length (kept, true size used)
     stripped_option_bytes: int = 0
     linktypes: set[int] = field(default_factory=set)
+    #: When a list is given: the 1-based frame number (as Wireshark counts) of every
+    #: packet yielded, and (frame number, reason) of every frame skipped.
+    frame_numbers: list[int] | None = None
+    skipped_frames: list[tuple[int, str]] | None = None
+
+    def skipped(self) -> int:
+        """Frames read but not yielded (non-IP, malformed or truncated IP)."""
+        return self.non_ip + self.malformed_ip + self.truncated_ip
+
+    def skipped_text(self) -> str:
+        """e.g. ``"3 frames skipped: 2 non-IP, 0 malformed IP, 1 truncated IP"``."""
+        return (f"{self.skipped()} frames skipped: {self.non_ip} non-IP, "
+                f"{self.malformed_ip} malformed IP, {self.truncated_ip} truncated IP")
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,9 +194,16 @@ def iter_packets(
                         offset=offset,
                     )
                 stats.linktypes.add(linktype)
+            before = (stats.non_ip, stats.truncated_ip)
             packet = _decode(ts, linktype, frame, strip_tcp_options, stats)
             if packet is not None:
+                if stats.frame_numbers is not None:
+                    stats.frame_numbers.append(index + 1)
                 yield packet
+            elif stats.skipped_frames is not None:
+                reason = ("non-IP" if stats.non_ip > before[0] else
+                          "truncated IP" if stats.truncated_ip > before[1] else "malformed IP")
+                stats.skipped_frames.append((index + 1, reason))
 
 
 # ----------------------------------------------------------------------- container framing
@@ -389,14 +410,16 @@ def _decode(ts: float, linktype: int, frame: bytes, strip: bool, stats: ReadStat
     try:
         if version == 4:
             if len(data) < 20:
-                raise dpkt.NeedData("short IPv4 header")
+                stats.truncated_ip += 1
+                return None
             total = int.from_bytes(data[2:4], "big")
             ip: dpkt.ip.IP | dpkt.ip6.IP6 = dpkt.ip.IP(data[:total])  # cut padding
             ip_header_len = ip.hl * 4
             src, dst, proto = ip.src, ip.dst, ip.p
         elif version == 6:
             if len(data) < 40:
-                raise dpkt.NeedData("short IPv6 header")
+                stats.truncated_ip += 1
+                return None
             total = 40 + int.from_bytes(data[4:6], "big")
             ip = dpkt.ip6.IP6(data[:total])
             ip_header_len = 40  # extension headers, if any, count as payload

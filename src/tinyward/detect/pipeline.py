@@ -35,6 +35,7 @@ from tinyward.detect._modelfile import LIMITS, read_model, write_model
 from tinyward.detect.errors import CsvError, DetectError, DetectMisuse, ModelFileError, PcapError
 from tinyward.detect.evaluate import to_jsonable
 from tinyward.detect.export_c import ExportedFiles, export_c
+from tinyward.detect.fusion import FusedNetDetector
 from tinyward.detect.models import (
     Detector,
     Int8AutoencoderDetector,
@@ -48,7 +49,7 @@ from tinyward.detect.netfeatures import (
     extractor_from_doc,
     extractor_to_doc,
 )
-from tinyward.detect.pcap import read_packets
+from tinyward.detect.pcap import Packet, read_packets
 from tinyward.detect.sensorfeatures import (
     SKAB_CHANNELS,
     SensorFeatureExtractor,
@@ -121,6 +122,9 @@ class Model:
     features: PacketFeatures | SensorFeatures
     n_vectors: int = 0
     n_features: int = 0
+    #: Packet models only: per-class thresholds and the peer/service novelty set
+    #: (:mod:`tinyward.detect.fusion`); None for models without them.
+    fusion: FusedNetDetector | None = None
 
     @property
     def unit(self) -> str:
@@ -136,6 +140,9 @@ class Scored:
     alarms: np.ndarray
     unit: str
     problem: PcapError | CsvError | None = None
+    #: Per packet, True when its peer/service tuple was never seen in training (models
+    #: with a novelty set only).
+    novel: np.ndarray | None = None
 
 
 def train(
@@ -147,16 +154,28 @@ def train(
     target_fpr: float = 0.001,
     delimiter: str = ";",
     progress: Progress = _quiet,
+    on_insufficient: str = "warn",
+    novelty: str | None = None,
+    per_class: bool = False,
 ) -> Model:
     """Fit a detector of ``kind`` on BENIGN ``inputs`` only (the files are one stream, in
     order): captures when ``packets``, else sensor CSVs.
 
+    Packets only: ``novelty`` (``"pair"`` or ``"service"``) learns the peer/service
+    novelty set and ``per_class`` the per-protocol-class thresholds
+    (:class:`tinyward.detect.fusion.FusedNetDetector`); alarms are then
+    ``novel OR score > t[class]``.
+
     Raises:
         PcapError, CsvError: an input could not be read (the message names it).
+        CalibrationRefused: ``on_insufficient="refuse"`` and the later benign rows cannot
+            support ``target_fpr`` (:mod:`tinyward.detect.threshold`); with "warn" the
+            warning is kept in ``model.detector.calibration.warnings``.
         DetectMisuse: unknown kind.
     """
     detector = make_detector(kind)
     features: PacketFeatures | SensorFeatures
+    fused_packets: list[Packet] = []
     if packets:
         extractor = NetFeatureExtractor()
         rows = []
@@ -164,6 +183,8 @@ def train(
             pkts = read_packets(path, strip_tcp_options=strip_tcp_options)
             advance = progress(f"features of {Path(path).name}", len(pkts))
             rows.append(extractor.transform(pkts, progress=advance))
+            if novelty is not None or per_class:
+                fused_packets += pkts
         X = np.vstack(rows)
         features = PacketFeatures(extractor, strip_tcp_options)
     else:
@@ -175,8 +196,16 @@ def train(
         X = sensor.fit(values)
         features = SensorFeatures(sensor, delimiter)
     progress(f"fitting {kind} on {len(X)} benign vectors", None)
-    detector.fit(X, target_fpr=target_fpr)
-    return Model(detector, features, len(X), int(X.shape[1]))
+    detector.fit(X, target_fpr=target_fpr, on_insufficient=on_insufficient)
+    fusion = None
+    if packets and (novelty is not None or per_class):
+        progress("novelty set and class thresholds", None)
+        fusion = FusedNetDetector(detector, novelty=novelty is not None, per_class=per_class,
+                                  granularity=novelty or "pair")
+        fusion.fit(X, fused_packets, target_fpr=target_fpr, fit_base=False)
+    elif novelty is not None or per_class:
+        raise DetectMisuse("novelty and per-class thresholds are for packet models only")
+    return Model(detector, features, len(X), int(X.shape[1]), fusion)
 
 
 def save_model(model: Model, path: Path) -> None:
@@ -187,6 +216,8 @@ def save_model(model: Model, path: Path) -> None:
     """
     body = dict(model.detector.to_json())
     body["features"] = to_jsonable(model.features.to_doc())
+    if model.fusion is not None:
+        body["fusion"] = to_jsonable(model.fusion.to_doc())
     write_model(Path(path), model.detector.name, body)
 
 
@@ -215,7 +246,13 @@ def load_model(path: Path) -> Model:
             ) from None
     else:
         features = _legacy_features(path)
-    return Model(detector, features)
+    fusion = None
+    if doc.data.get("fusion") is not None:
+        try:
+            fusion = FusedNetDetector.from_doc(detector, doc.data["fusion"])
+        except DetectMisuse as error:
+            raise ModelFileError(path, f"'fusion': {error}") from None
+    return Model(detector, features, fusion=fusion)
 
 
 def _legacy_features(model: Path) -> PacketFeatures | SensorFeatures:
@@ -275,6 +312,12 @@ def score_file(model: Model, input_path: Path, progress: Progress = _quiet) -> S
         advance = progress(f"features of {Path(input_path).name}", len(pkts))
         X = extractor.continue_with(pkts)[1] if pkts else np.zeros((0, N_FEATURES))
         advance(len(pkts))
+        if model.fusion is not None:
+            scores = model.detector.score(X) if len(X) else np.zeros(0)
+            alarms = model.fusion.alarms(X, pkts) if len(X) else np.zeros(0, dtype=bool)
+            novel = (model.fusion.novelty.novel(pkts) if model.fusion.novelty is not None
+                     else None)
+            return Scored(scores, alarms, model.unit, problem, novel)
     else:
         sensor = copy.deepcopy(features.extractor)  # transform advances the stream
         try:
@@ -300,7 +343,8 @@ def write_scores_csv(scored: Scored, path: Path) -> None:
 
 
 def export_features_c(model: Model, out_dir: Path, prefix: str = "tw_nf") -> NetFeatureFiles:
-    """Write the model's packet feature state machine as C99 (``prefix``.h and .c).
+    """Write the model's packet feature state machine as C99 (``prefix``.h and .c),
+    starting from the model's trained feature state.
 
     Raises:
         DetectMisuse: a sensor model (only packet features export).
@@ -309,7 +353,8 @@ def export_features_c(model: Model, out_dir: Path, prefix: str = "tw_nf") -> Net
 
     if not isinstance(model.features, PacketFeatures):
         raise DetectMisuse("a sensor model; only packet features export")
-    return export_netfeatures_c(out_dir, model.features.extractor.config, prefix)
+    extractor = model.features.extractor
+    return export_netfeatures_c(out_dir, extractor.config, prefix, state=extractor)
 
 
 def export_detector_c(detector: Detector, out_dir: Path, *, prefix: str = "tinyward_detector",

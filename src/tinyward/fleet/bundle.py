@@ -13,6 +13,13 @@ which a device accepts as well as the current one. The next pin is optional in t
 there: a bundle without one is written as ``/1``, so older devices still read it, and each
 format has exactly its own keys (a ``/1`` bundle with a next pin is refused, not half-read).
 
+Format ``tinyward-device-bundle/3`` adds the device's signed-update trust: every key of
+``/2``, with ``server_next_spki_sha256`` allowed to be null, plus ``"update_root"`` (the
+fleet update repository's trusted root, the exact bytes of its newest ``N.root.json``,
+base64) and ``"product_class"`` (the product the fleet enrolled the device as), each a
+string or null. A bundle with neither is written as ``/1`` or ``/2`` as before. The root
+must parse as TUF root metadata signed by its own root threshold (python-tuf checks it).
+
 A device installs the bundle it is handed, so :meth:`DeviceBundle.from_json` treats it
 as hostile: size, UTF-8, JSON without duplicate keys or non-finite numbers, exactly
 these keys and types, hex of the right length, and each PEM string exactly one
@@ -25,6 +32,8 @@ here) nor that the keys are the device's own (the keystore does that on install)
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import re
 from dataclasses import dataclass
@@ -45,11 +54,15 @@ from tinyward.fleet.profiles import (
 )
 from tinyward.trust.identity import device_id as derive_device_id
 from tinyward.trust.identity import is_device_id
+from tinyward.update.meta import is_product_class
 
 BUNDLE_FORMAT = "tinyward-device-bundle/1"
 #: /1 plus the next server pin (pin roll-over).
 BUNDLE_FORMAT_NEXT_PIN = "tinyward-device-bundle/2"
 _NEXT_PIN = "server_next_spki_sha256"
+#: /2 plus the update repository's root and the device's product class.
+BUNDLE_FORMAT_UPDATES = "tinyward-device-bundle/3"
+_UPDATE_ROOT, _PRODUCT_CLASS = "update_root", "product_class"
 _KEYS = (
     "format",
     "device_id",
@@ -67,8 +80,10 @@ _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 class BundleLimits:
     """Bounds on a bundle (a real one is about 4 KB)."""
 
-    max_bundle_bytes: int = 64 * 1024
+    max_bundle_bytes: int = 96 * 1024
     max_pem_chars: int = 8 * 1024
+    #: A TUF root with nine keys per role is about 8 KB.
+    max_update_root_bytes: int = 48 * 1024
 
 
 DEFAULT_BUNDLE_LIMITS = BundleLimits()
@@ -120,6 +135,31 @@ def _refuse_constant(name: str) -> None:
     raise BadBundle(f"{name} is not allowed in a bundle")
 
 
+def _update_root(text: object, limits: BundleLimits) -> bytes:
+    """The bundle's TUF root: base64 of a root metadata file signed by its own threshold."""
+    if not isinstance(text, str) or len(text) > limits.max_update_root_bytes * 4 // 3 + 4:
+        raise BadBundle(f"{_UPDATE_ROOT} must be base64 of at most "
+                        f"{limits.max_update_root_bytes} bytes")
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise BadBundle(f"{_UPDATE_ROOT} is not base64") from None
+    from tuf.api.exceptions import UnsignedMetadataError
+    from tuf.api.metadata import Metadata, Root
+    from tuf.api.serialization import DeserializationError
+
+    try:
+        root: Metadata[Root] = Metadata.from_bytes(data)
+        if not isinstance(root.signed, Root):
+            raise BadBundle(f"{_UPDATE_ROOT} is {root.signed.type} metadata, not root")
+        root.signed.verify_delegate(Root.type, root.signed_bytes, root.signatures)
+    except (DeserializationError, ValueError):
+        raise BadBundle(f"{_UPDATE_ROOT} is not TUF root metadata") from None
+    except UnsignedMetadataError as error:
+        raise BadBundle(f"{_UPDATE_ROOT} is not signed by its own threshold ({error})") from None
+    return data
+
+
 def _cert_pem(cert: x509.Certificate) -> str:
     return cert.public_bytes(serialization.Encoding.PEM).decode("ascii")
 
@@ -136,6 +176,11 @@ class DeviceBundle:
     server_spki_sha256: bytes
     #: The fleet's next server key's pin (accepted too), or None (a ``/1`` bundle).
     server_next_spki_sha256: bytes | None = None
+    #: The update repository's trusted root (``N.root.json`` bytes), or None (no repository
+    #: when the device was enrolled, or a ``/1``/``/2`` bundle).
+    update_root: bytes | None = None
+    #: The device's product class, as the fleet enrolled it, or None.
+    product_class: str | None = None
 
     @property
     def server_pins(self) -> tuple[bytes, ...]:
@@ -164,8 +209,10 @@ class DeviceBundle:
 
     def to_json(self) -> bytes:
         """The bundle as UTF-8 JSON, keys in the documented order."""
-        document = {
-            "format": BUNDLE_FORMAT if self.server_next_spki_sha256 is None
+        updates = self.update_root is not None or self.product_class is not None
+        document: dict[str, Any] = {
+            "format": BUNDLE_FORMAT_UPDATES if updates
+            else BUNDLE_FORMAT if self.server_next_spki_sha256 is None
             else BUNDLE_FORMAT_NEXT_PIN,
             "device_id": self.device_id,
             "fleet_id": self.fleet_id,
@@ -174,8 +221,13 @@ class DeviceBundle:
             "root_ca": self.root_ca_pem,
             "server_spki_sha256": self.server_spki_sha256.hex(),
         }
-        if self.server_next_spki_sha256 is not None:
-            document[_NEXT_PIN] = self.server_next_spki_sha256.hex()
+        if self.server_next_spki_sha256 is not None or updates:
+            document[_NEXT_PIN] = (None if self.server_next_spki_sha256 is None
+                                   else self.server_next_spki_sha256.hex())
+        if updates:
+            document[_UPDATE_ROOT] = (None if self.update_root is None
+                                      else base64.b64encode(self.update_root).decode("ascii"))
+            document[_PRODUCT_CLASS] = self.product_class
         return (json.dumps(document, indent=2) + "\n").encode("utf-8")
 
     @classmethod
@@ -211,12 +263,14 @@ class DeviceBundle:
         if not isinstance(document, dict):
             raise BadBundle("the bundle must be a JSON object")
         form = document.get("format")
-        if form not in (BUNDLE_FORMAT, BUNDLE_FORMAT_NEXT_PIN):
+        if form not in (BUNDLE_FORMAT, BUNDLE_FORMAT_NEXT_PIN, BUNDLE_FORMAT_UPDATES):
             raise BadBundle(
-                f"not a device bundle (the format must be {BUNDLE_FORMAT!r} or "
-                f"{BUNDLE_FORMAT_NEXT_PIN!r})"
+                f"not a device bundle (the format must be {BUNDLE_FORMAT!r}, "
+                f"{BUNDLE_FORMAT_NEXT_PIN!r} or {BUNDLE_FORMAT_UPDATES!r})"
             )
-        keys = _KEYS if form == BUNDLE_FORMAT else (*_KEYS, _NEXT_PIN)
+        keys = (_KEYS if form == BUNDLE_FORMAT else (*_KEYS, _NEXT_PIN)
+                if form == BUNDLE_FORMAT_NEXT_PIN else (*_KEYS, _NEXT_PIN, _UPDATE_ROOT,
+                                                        _PRODUCT_CLASS))
         unknown = sorted(set(document) - set(keys))
         missing = [key for key in keys if key not in document]
         if unknown or missing:
@@ -242,6 +296,13 @@ class DeviceBundle:
         if not isinstance(pin, str) or _SHA256_HEX.fullmatch(pin) is None:
             raise BadBundle("server_spki_sha256 must be 64 lowercase hex characters")
         next_pin = document.get(_NEXT_PIN)
+        update_root = product_class = None
+        if form == BUNDLE_FORMAT_UPDATES:
+            product_class = document[_PRODUCT_CLASS]
+            if product_class is not None and not is_product_class(product_class):
+                raise BadBundle(f"{_PRODUCT_CLASS} must be a name (letters, digits, _.-) or null")
+            if document[_UPDATE_ROOT] is not None:
+                update_root = _update_root(document[_UPDATE_ROOT], limits)
         if next_pin is not None or form == BUNDLE_FORMAT_NEXT_PIN:
             if not isinstance(next_pin, str) or _SHA256_HEX.fullmatch(next_pin) is None:
                 raise BadBundle(f"{_NEXT_PIN} must be 64 lowercase hex characters")
@@ -287,4 +348,6 @@ class DeviceBundle:
             root_ca_pem=_cert_pem(root_ca),
             server_spki_sha256=bytes.fromhex(pin),
             server_next_spki_sha256=None if next_pin is None else bytes.fromhex(next_pin),
+            update_root=update_root,
+            product_class=product_class,
         )

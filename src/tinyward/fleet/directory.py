@@ -12,9 +12,10 @@ adapter keeps what cannot change and re-reads what can:
 - revocation: re-checked on *every* request, cheaply — the device's status file is only
   re-read when its modification time changes, so ``tinyward fleet revoke`` takes effect
   on the next request without a restart;
-- the declared report schedule (:meth:`FleetDirectory.report_interval`): read from the
-  same status file at the same moments (first lookup, and whenever it changes, e.g. by
-  ``tinyward fleet set-schedule``), never from disk per report.
+- the declared report schedule (:meth:`FleetDirectory.report_interval`) and the rollout
+  cohort (:meth:`FleetDirectory.cohort`): read from the same status file at the same
+  moments (first lookup, and whenever it changes, e.g. by ``tinyward fleet set-schedule``
+  or ``set-cohort``), never from disk per report.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class FleetDirectory:
         # device -> (status file version, revoked)
         self._revoked: dict[str, tuple[tuple[int, int], bool]] = {}
         self._schedules: dict[str, float | None] = {}  # device -> declared report interval
+        self._cohorts: dict[str, str | None] = {}  # device -> rollout cohort
         self._tls: dict[bytes, tuple[str, datetime]] = {}  # DER -> (device ID, not after)
 
     def report_key(self, device_id: str) -> ec.EllipticCurvePublicKey | None:
@@ -80,6 +82,11 @@ class FleetDirectory:
         it current."""
         return self._schedules.get(device_id)
 
+    def cohort(self, device_id: str) -> str | None:
+        """The device's rollout cohort as last read from its status file (None: none, or
+        not read yet); kept current like :meth:`report_interval`."""
+        return self._cohorts.get(device_id)
+
     def _status_version(self, device_id: str) -> tuple[int, int] | None:
         """Which version of the device's status file is on disk (None: no such file)."""
         if not is_device_id(device_id):  # it becomes part of a path
@@ -101,8 +108,10 @@ class FleetDirectory:
                 self._keys.clear()
                 self._revoked.clear()
                 self._schedules.clear()
+                self._cohorts.clear()
             self._keys[device.device_id] = device.public_key("report")
             self._schedules[device.device_id] = device.report_interval
+            self._cohorts[device.device_id] = device.cohort
             if version is not None:
                 self._revoked[device.device_id] = (version, device.revoked)
 

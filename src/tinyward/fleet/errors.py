@@ -80,3 +80,17 @@ class CannotListen(TinywardError):
 
 class BadSchedule(BadInput):
     """A device's declared report schedule is outside the fleet's bounds (or not a number)."""
+
+
+class BadRollout(BadInput):
+    """A rollout was refused (bad target, percentage, cohort, threshold) or its record
+    in FLEET_DIR/updates/rollouts.json is damaged; the message says which."""
+
+
+class UnknownRollout(BadInput):
+    """No rollout with this ID exists in the fleet."""
+
+
+class RolloutConflict(StateError):
+    """The rollout cannot do that in its state (widen a halted one, resume a running one,
+    start a second one for a component)."""

@@ -63,6 +63,7 @@ from tinyward.fleet.errors import (
     AlreadyEnrolled,
     BadCertificate,
     BadFleet,
+    BadRollout,
     BadSchedule,
     FleetExists,
     OldFleetFormat,
@@ -85,9 +86,11 @@ from tinyward.fleet.profiles import (
     server_name_entry,
     spki_sha256,
 )
+from tinyward.fleet.rollout import check_cohort
 from tinyward.fleet.tokens import FileSigningKey, SigningToken
 from tinyward.trust.identity import device_id as device_id_from_attestation_key
 from tinyward.trust.identity import is_device_id
+from tinyward.update.meta import is_product_class
 
 __all__ = [
     "DeviceBundle",
@@ -405,6 +408,11 @@ class EnrolledDevice:
     #: Seconds between the device's reports, declared at enrolment (or by
     #: ``set_schedule``); None for a device enrolled before schedules were recorded.
     report_interval: float | None = None
+    #: The device's rollout cohort (``fleet enroll --cohort``, ``fleet set-cohort``), or
+    #: None: in no cohort.
+    cohort: str | None = None
+    #: The product the fleet enrolled it as (signed updates are per product class).
+    product_class: str | None = None
 
     def public_key(self, purpose: str) -> ec.EllipticCurvePublicKey:
         """The device's public key for ``purpose`` (``tls``, ``report`` or ``attestation``).
@@ -964,8 +972,15 @@ class Fleet:
         limits: EnrolmentLimits = DEFAULT_ENROLMENT_LIMITS,
         *,
         report_interval: float | None = None,
+        cohort: str | None = None,
+        product_class: str | None = None,
     ) -> DeviceBundle:
         """Enrol the device whose enrolment request this is, and return its bundle.
+
+        ``cohort``: the device's rollout cohort (None: none), recorded with it.
+        ``product_class`` (optional) is the product the fleet decides the device is: it
+        is recorded with the device and goes into its bundle, with the update
+        repository's trusted root (if the fleet has one), for signed updates.
 
         ``report_interval`` is the device's declared schedule (seconds between its
         reports; default: the fleet's), recorded with the device: the fleet server derives
@@ -985,6 +1000,11 @@ class Fleet:
         now = _utc_now(now)
         interval = check_report_interval(
             self.report_interval if report_interval is None else report_interval)
+        if cohort is not None:
+            check_cohort(cohort)
+        if product_class is not None and not is_product_class(product_class):
+            raise BadFleet(f"product class {str(product_class)[:80]!r} is not a name "
+                           "(letters, digits, _.-; up to 64)")
         if isinstance(ca, bytes):
             _check_passphrase(ca)
         csrs = parse_enrolment_request(request_pem, limits)
@@ -1002,6 +1022,9 @@ class Fleet:
                 f"{self.device_ca.not_valid_after_utc.isoformat()}); it cannot issue certificates"
             )
         ca_key = self.device_ca_token(ca) if isinstance(ca, bytes) else ca
+        # Before anything is recorded: a damaged update repository refuses the enrolment
+        # instead of leaving an enrolled device without a bundle.
+        update_root = self.update_trusted_root()
         if spki_sha256(ca_key.public_key()) != spki_sha256(self.device_ca):
             raise BadFleet("the device CA key does not match the device CA certificate")
         certificates: dict[str, x509.Certificate] = {}
@@ -1016,7 +1039,8 @@ class Fleet:
         try:
             for purpose, cert in certificates.items():
                 atomic_write(staging / f"{purpose}.cert.pem", _pem(cert))
-            atomic_write(staging / STATUS_FILE, self._status(device_id, now, None, interval))
+            atomic_write(staging / STATUS_FILE,
+                         self._status(device_id, now, None, interval, cohort, product_class))
             try:
                 # rename(2) refuses a non-empty target: two racing enrolments, one wins.
                 os.rename(staging, target)
@@ -1028,11 +1052,19 @@ class Fleet:
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        return self._bundle(device_id, certificates, self.device_ca)
+        return self._bundle(device_id, certificates, self.device_ca, product_class, update_root)
+
+    def update_trusted_root(self) -> bytes | None:
+        """The update repository's newest root (``N.root.json`` bytes), None without one."""
+        from tinyward.fleet.update_repo import UpdateRepository
+
+        repo = UpdateRepository(self.directory)
+        return repo.trusted_root() if repo.exists else None
 
     def _bundle(
         self, device_id: str, certificates: dict[str, x509.Certificate],
-        device_ca: x509.Certificate,
+        device_ca: x509.Certificate, product_class: str | None = None,
+        update_root: bytes | None = None,
     ) -> DeviceBundle:
         pins = self.server_pins
         return DeviceBundle(
@@ -1043,6 +1075,8 @@ class Fleet:
             root_ca_pem=_pem(self.root_ca).decode("ascii"),
             server_spki_sha256=pins[0],
             server_next_spki_sha256=pins[1] if len(pins) > 1 else None,
+            update_root=update_root,
+            product_class=product_class,
         )
 
     def bundle(self, device_id: str) -> DeviceBundle:
@@ -1065,13 +1099,15 @@ class Fleet:
                     cert.verify_directly_issued_by(device_ca)
             except (ValueError, TypeError, InvalidSignature):
                 continue
-            return self._bundle(device_id, device.certificates, device_ca)
+            return self._bundle(device_id, device.certificates, device_ca, device.product_class,
+                                self.update_trusted_root())
         raise UntrustedCertificate(f"the device CA that issued device {device_id}'s "
                                    "certificates is no longer trusted (retired)")
 
     @staticmethod
     def _status(device_id: str, enrolled_at: datetime, revoked_at: datetime | None,
-                report_interval: float | None) -> bytes:
+                report_interval: float | None, cohort: str | None = None,
+                product_class: str | None = None) -> bytes:
         document: dict[str, Any] = {
             "format": STATUS_FORMAT,
             "device_id": device_id,
@@ -1083,6 +1119,10 @@ class Fleet:
         # readers ignore it.
         if report_interval is not None:
             document["report_interval"] = report_interval
+        if cohort is not None:  # optional too
+            document["cohort"] = cohort
+        if product_class is not None:  # optional too: devices enrolled before have none
+            document["product_class"] = product_class
         return _json_bytes(document)
 
     def device(self, device_id: str) -> EnrolledDevice:
@@ -1113,14 +1153,21 @@ class Fleet:
             )
             declared = status.get("report_interval")
             interval = None if declared is None else check_report_interval(declared)
+            cohort = status.get("cohort")
+            if cohort is not None:
+                check_cohort(cohort)
+            product_class = status.get("product_class")
+            if product_class is not None and not is_product_class(product_class):
+                raise ValueError("product_class is not a name")
             certificates = {
                 purpose: x509.load_pem_x509_certificate((path / f"{purpose}.cert.pem").read_bytes())
                 for purpose in PURPOSES
             }
-        except (OSError, ValueError, KeyError, TypeError, AttributeError, BadSchedule) as error:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, BadSchedule,
+                BadRollout) as error:
             raise BadFleet(f"the files of device {device_id} are damaged ({error})") from None
         return EnrolledDevice(device_id, certificates, revoked, enrolled_at, revoked_at,
-                              interval)
+                              interval, cohort, product_class)
 
     def devices(self) -> list[EnrolledDevice]:
         """Every enrolled device (revoked ones included), sorted by enrolment time, then ID.
@@ -1148,7 +1195,8 @@ class Fleet:
             return
         atomic_write(
             self._device_path(device_id) / STATUS_FILE,
-            self._status(device_id, device.enrolled_at, now, device.report_interval),
+            self._status(device_id, device.enrolled_at, now, device.report_interval,
+                         device.cohort, device.product_class),
         )
 
     def set_schedule(self, device_id: str, report_interval: float) -> EnrolledDevice:
@@ -1165,7 +1213,28 @@ class Fleet:
         device = self.device(device_id)
         atomic_write(
             self._device_path(device_id) / STATUS_FILE,
-            self._status(device_id, device.enrolled_at, device.revoked_at, interval),
+            self._status(device_id, device.enrolled_at, device.revoked_at, interval,
+                         device.cohort, device.product_class),
+        )
+        return self.device(device_id)
+
+    def set_cohort(self, device_id: str, cohort: str | None) -> EnrolledDevice:
+        """Put a device in a rollout cohort (None: in none). Rollouts read it at the
+        device's next request (a running server re-reads a changed status file).
+
+        Raises:
+            BadRollout: not a cohort name (nothing is changed).
+            UnknownDevice: malformed ID, or no such device in this fleet.
+            BadFleet: the device's files are damaged.
+        """
+        if cohort is not None:
+            check_cohort(cohort)
+        device = self.device(device_id)
+        atomic_write(
+            self._device_path(device_id) / STATUS_FILE,
+            self._status(device_id, device.enrolled_at, device.revoked_at,
+                         device.report_interval, cohort,
+                         device.product_class),
         )
         return self.device(device_id)
 

@@ -15,6 +15,7 @@ Two applications on two listeners (:mod:`tinyward.fleet.runner`):
   every request.
 - the **admin** listener (:meth:`FleetServer.make_admin_app`, loopback by default):
   ``GET /v1/devices``, ``GET /v1/devices/{id}``, ``GET /v1/fleet``, ``GET /v1/openapi.json``
+  and the rollouts (``/v1/rollouts…``, :mod:`tinyward.fleet.rollouts`)
   for an administrator with the bearer token made by ``tinyward fleet admin-token`` (the
   server keeps only its SHA-256), and ``GET /v1/health``. Every admin call is written to
   the audit log (``FLEET_DIR/audit.log``); admin reads use their own database connection
@@ -32,7 +33,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from importlib import resources
@@ -53,9 +54,13 @@ from tinyward.fleet.guards import (
     TokenBuckets,
 )
 from tinyward.fleet.ingest import Accept, IngestPolicy, Reject, decide
-from tinyward.fleet.store import ReportStore
+from tinyward.fleet.rollout import FAILED_STATES
+from tinyward.fleet.rollouts import RolloutBook
+from tinyward.fleet.rollouts_api import add_rollout_routes
+from tinyward.fleet.store import DeviceUpdate, ReportStore
 from tinyward.trust.identity import is_device_id
 from tinyward.trust.report import Report
+from tinyward.update.meta import Offer, Version
 
 REPORT_CONTENT_TYPES = ("application/cose", "application/cbor")
 AUDIT_LOG_FILE = "audit.log"
@@ -213,6 +218,10 @@ class FleetServer:
         self._seq_cache: dict[str, int] = {}  # device -> last stored seq (this process)
         self._warming: set[asyncio.Task[None]] = set()  # meet_connection's reads in flight
         self._openapi = resources.files("tinyward.fleet").joinpath("openapi.json").read_bytes()
+        self.rollouts = RolloutBook(directory.fleet.directory, clock=clock,
+                                    audit=self._audit_automatic)
+        # device -> its last update status seen by this process (rollout checks on change)
+        self._upd_seen: dict[str, tuple[object, ...]] = {}
 
     # -- application --------------------------------------------------------------------
 
@@ -237,6 +246,7 @@ class FleetServer:
         app.router.add_get("/v1/devices/{device_id}", self.get_device)
         app.router.add_get("/v1/fleet", self.get_fleet)
         app.router.add_get("/v1/openapi.json", self.get_openapi)
+        add_rollout_routes(app, self)
         app.on_response_prepare.append(_server_header)
         app.on_cleanup.append(self._admin_cleanup)
         return app
@@ -419,6 +429,7 @@ class FleetServer:
         if isinstance(decision, Reject):
             return _reject_response(decision)
         stored = await self._commit(device_id, [(decision.report, decision.raw)])
+        await self._check_rollouts([decision.report])
         return web.json_response({"stored_seq": stored})
 
     async def post_batch(self, request: web.Request) -> web.Response:
@@ -451,7 +462,60 @@ class FleetServer:
                 results.append({"seq": None, "status": decision.status, "code": decision.code,
                                 "reason": decision.reason})
         stored = await self._commit(device_id, accepted) if accepted else last
+        await self._check_rollouts([report for report, _ in accepted])
         return web.json_response({"stored_seq": stored, "results": results})
+
+    # -- rollouts -----------------------------------------------------------------------
+
+    async def _check_rollouts(self, reports: Sequence[Report]) -> None:
+        """Apply the rollouts' halt rule before acknowledging a report that can change a
+        rollout's tally: one of a failed or reverted update, or one whose update state or
+        versions differ from the device's previous one (an outcome, which can bring a
+        rollout to its minimum sample). A halted rollout offers nothing more from then
+        on. Reports that repeat the device's status change nothing and cost nothing."""
+        changed = False
+        for report in reports:
+            update = report.update
+            if update is None:
+                continue
+            seen = (update.state, tuple(sorted(update.versions.items())), update.target)
+            if update.state in FAILED_STATES or self._upd_seen.get(report.device_id) != seen:
+                changed = True
+            if len(self._upd_seen) >= 100_000:
+                self._upd_seen.clear()
+            self._upd_seen[report.device_id] = seen
+        if not changed:
+            return
+        try:
+            if all(r.halted for r in self.rollouts.rollouts()):  # a stat: usually cached
+                return
+            halted = await self._admin_call(self.rollouts.evaluate, self._reader,
+                                            self.directory)
+        except Exception:  # noqa: BLE001 - the report is stored; the rule runs again next time
+            _log.exception("applying the rollouts' halt rule failed")
+            return
+        for rollout in halted:
+            _log.warning("rollout %s halted: %s", rollout.rollout_id, rollout.why)
+
+    def _audit_automatic(self, action: str, rollout_id: str, outcome: str) -> None:
+        """Audit lines for the rollout changes the server makes by itself (the admin API's
+        own calls are audited by :meth:`_audited`)."""
+        if action == "auto-halt":
+            try:
+                self.audit.record(address="server", method="AUTO",
+                                  path=f"/v1/rollouts/{rollout_id}/halt", status=200,
+                                  outcome=outcome)
+            except OSError:
+                _log.exception("writing the audit log failed")
+
+    def offer_for(self, device_id: str, installed_versions: Mapping[str, str | Version]
+                  ) -> Offer | None:
+        """The update offer for an authenticated device (None: none), for the delivery
+        channel. Its cohort comes from the fleet's records, never from the device."""
+        if self.directory.is_revoked(device_id):  # also refreshes the cached status file
+            return None
+        return self.rollouts.offer_for(device_id, self.directory.cohort(device_id),
+                                       installed_versions)
 
     # -- open and admin endpoints -------------------------------------------------------
 
@@ -479,6 +543,8 @@ class FleetServer:
             "last_received_at": status.last_received_at if status else None,
             "health": status.health if status else None,
             "incidents": status.incidents if status else {},
+            "cohort": enrolled.cohort,
+            "update": _update_json(status.update) if status and status.update else None,
         }
 
     async def list_devices(self, request: web.Request) -> web.Response:
@@ -533,6 +599,13 @@ class FleetServer:
 
         return web.json_response(await self._admin_call(collect),
                                  headers={"Cache-Control": "no-store"})
+
+
+def _update_json(update: DeviceUpdate) -> dict[str, Any]:
+    return {"state": update.state, "versions": update.versions, "why": update.why,
+            "target": None if update.target is None else
+            {"component": update.target[0], "version": update.target[1]},
+            "seq": update.seq}
 
 
 def split_batch(body: bytes, size: int, max_batch: int) -> list[bytes]:

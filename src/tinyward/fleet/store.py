@@ -43,10 +43,23 @@ from urllib.parse import urlsplit
 from tinyward.errors import BadInput
 from tinyward.trust.replay import is_replay
 from tinyward.trust.report import Report
+from tinyward.update.meta import COMPONENTS as _COMPONENTS
 
 
 class BadDatabaseUrl(BadInput):
     """The ``--db`` URL names no backend tinyward has, or no usable path."""
+
+
+@dataclass(frozen=True)
+class DeviceUpdate:
+    """The update state and installed versions from the device's latest report that had
+    them (the ``upd`` field; ``seq`` is that report's number)."""
+
+    state: str
+    versions: dict[str, str]
+    why: str | None
+    target: tuple[str, str] | None
+    seq: int
 
 
 @dataclass(frozen=True)
@@ -60,6 +73,21 @@ class DeviceStatus:
     last_received_at: int
     health: str
     incidents: dict[str, int]
+    update: DeviceUpdate | None = None
+
+
+@dataclass(frozen=True)
+class UpdateRecord:
+    """One device's update facts for one target (what a rollout's tally needs).
+
+    ``installed``: its reported version of the target's component (None: none);
+    ``failed_at``: when the fleet received the device's latest ``failed`` or ``reverted``
+    report naming this target, or naming none (None: never)."""
+
+    device_id: str
+    state: str
+    installed: str | None
+    failed_at: int | None
 
 
 @dataclass(frozen=True)
@@ -108,6 +136,11 @@ class ReportStore(Protocol):
         """Totals over the fleet (incidents: the 100 largest kinds)."""
         ...
 
+    def update_records(self, component: str, version: str) -> list[UpdateRecord]:
+        """Every device that reported an update state, with its failures for the target
+        ``component`` ``version`` (by device ID)."""
+        ...
+
     def close(self) -> None:
         """Release the connection."""
         ...
@@ -133,13 +166,33 @@ _SCHEMA = (
         reports BIGINT NOT NULL,
         last_report_time BIGINT NOT NULL,
         last_received_at BIGINT NOT NULL,
-        health TEXT NOT NULL)""",
+        health TEXT NOT NULL,
+        upd_state TEXT,
+        upd_versions TEXT,
+        upd_why TEXT,
+        upd_target TEXT,
+        upd_seq BIGINT)""",
     """CREATE TABLE IF NOT EXISTS incidents (
         device_id TEXT NOT NULL,
         kind TEXT NOT NULL,
         total BIGINT NOT NULL,
         PRIMARY KEY (device_id, kind))""",
+    # The latest failed/reverted report per device and target ("" "": a report that named
+    # no target), for rollouts' halt decisions.
+    """CREATE TABLE IF NOT EXISTS update_failures (
+        device_id TEXT NOT NULL,
+        component TEXT NOT NULL,
+        version TEXT NOT NULL,
+        state TEXT NOT NULL,
+        why TEXT,
+        seq BIGINT NOT NULL,
+        received_at BIGINT NOT NULL,
+        PRIMARY KEY (device_id, component, version))""",
 )
+
+#: Before update states were reported, the devices table had none of these columns.
+_UPDATE_COLUMNS = ("upd_state TEXT", "upd_versions TEXT", "upd_why TEXT", "upd_target TEXT",
+                   "upd_seq BIGINT")
 
 
 # The exact signed bytes, from a row (SQLite only: zeroblob). Rows never packed have
@@ -215,17 +268,26 @@ class _Columns:
 _REPORT_COLUMNS = _Columns("reports", (
     "device_id", "seq", "report_time", "received_at", "mode", "health", "results",
     "incidents", "signed_packed", "pad_at", "pad_len"))
+_KEEP_UPDATE = ", ".join(  # a commit without an upd keeps the device's last known one
+    f"{c} = CASE WHEN excluded.upd_seq IS NULL THEN devices.{c} ELSE excluded.{c} END"
+    for c in ("upd_state", "upd_versions", "upd_why", "upd_target", "upd_seq"))
 _DEVICE_COLUMNS = _Columns(
     "devices", ("device_id", "last_seq", "reports", "last_report_time", "last_received_at",
-                "health"),
+                "health", "upd_state", "upd_versions", "upd_why", "upd_target", "upd_seq"),
     " ON CONFLICT (device_id) DO UPDATE SET last_seq = excluded.last_seq,"
     " reports = devices.reports + excluded.reports,"
     " last_report_time = excluded.last_report_time,"
-    " last_received_at = excluded.last_received_at, health = excluded.health")
+    " last_received_at = excluded.last_received_at, health = excluded.health, "
+    + _KEEP_UPDATE)
+_FAILURE_COLUMNS = _Columns(
+    "update_failures", ("device_id", "component", "version", "state", "why", "seq",
+                        "received_at"),
+    " ON CONFLICT (device_id, component, version) DO UPDATE SET state = excluded.state,"
+    " why = excluded.why, seq = excluded.seq, received_at = excluded.received_at")
 _INCIDENT_COLUMNS = _Columns(
     "incidents", ("device_id", "kind", "total"),
     " ON CONFLICT (device_id, kind) DO UPDATE SET total = incidents.total + excluded.total")
-_STATEMENT_SHAPES = 3 * _ROWS_PER_STATEMENT + 16  # the inserts above, and a few others
+_STATEMENT_SHAPES = 4 * _ROWS_PER_STATEMENT + 16  # the inserts above, and a few others
 
 #: Each group's device and its reports, each with its row of the reports table.
 _Rows = list[tuple[str, list[tuple[Report, tuple[object, ...]]]]]
@@ -278,6 +340,11 @@ class SQLiteStore:
                 if "signed" in columns:
                     for statement in _MIGRATE_UNPACKED:
                         self._db.execute(statement)
+                device_columns = {row[1] for row in self._db.execute(
+                    "PRAGMA table_info(devices)")}
+                if device_columns and "upd_state" not in device_columns:
+                    for column in _UPDATE_COLUMNS:  # nullable: old rows have no update yet
+                        self._db.execute(f"ALTER TABLE devices ADD COLUMN {column}")
                 for statement in (*_SCHEMA, *_SQLITE_VIEWS):
                     self._db.execute(statement)
                 self._db.execute("COMMIT")
@@ -352,6 +419,8 @@ class SQLiteStore:
         stored: list[int] = []
         values: list[object] = []
         newest: dict[str, tuple[Report, int]] = {}  # device -> (newest fresh report, count)
+        updates: dict[str, Report] = {}  # device -> newest fresh report with an upd
+        failures: dict[tuple[str, str, str], tuple[object, ...]] = {}
         incidents: dict[tuple[str, str], int] = {}
         for device_id, reports in groups:
             seq = last[device_id]
@@ -361,6 +430,13 @@ class SQLiteStore:
                 seq = report.seq
                 values += row
                 newest[device_id] = (report, newest.get(device_id, (report, 0))[1] + 1)
+                if report.update is not None:
+                    updates[device_id] = report
+                    if report.update.state in _FAILED_STATES:
+                        component, version = report.update.target or ("", "")
+                        failures[device_id, component, version] = (
+                            device_id, component, version, report.update.state,
+                            report.update.why, report.seq, received_at)
                 for kind, count in report.incidents.items():
                     incidents[device_id, kind] = incidents.get((device_id, kind), 0) + count
             last[device_id] = seq
@@ -369,7 +445,8 @@ class SQLiteStore:
         self._insert(_DEVICE_COLUMNS, [
             value for device_id, (report, count) in newest.items()
             for value in (device_id, report.seq, count, report.timestamp, received_at,
-                          report.health)])
+                          report.health, *_update_columns(updates.get(device_id)))])
+        self._insert(_FAILURE_COLUMNS, [value for row in failures.values() for value in row])
         if incidents:
             incidents = self._cap_kinds(incidents)
         self._insert(_INCIDENT_COLUMNS, [
@@ -411,8 +488,8 @@ class SQLiteStore:
     def device_status(self, device_id: str) -> DeviceStatus | None:
         with self._lock:
             row = self._db.execute(
-                "SELECT device_id, last_seq, reports, last_report_time, last_received_at,"
-                " health FROM devices WHERE device_id = ?", (device_id,)).fetchone()
+                f"SELECT {_STATUS_COLUMNS} FROM devices WHERE device_id = ?",  # noqa: S608
+                (device_id,)).fetchone()
             if row is None:
                 return None
             return self._status(row)
@@ -420,9 +497,8 @@ class SQLiteStore:
     def devices(self, limit: int = 1000, offset: int = 0) -> list[DeviceStatus]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT device_id, last_seq, reports, last_report_time, last_received_at,"
-                " health FROM devices ORDER BY device_id LIMIT ? OFFSET ?",
-                (limit, offset)).fetchall()
+                f"SELECT {_STATUS_COLUMNS} FROM devices ORDER BY device_id"  # noqa: S608
+                " LIMIT ? OFFSET ?", (limit, offset)).fetchall()
             return [self._status(row) for row in rows]
 
     def _status(self, row: tuple[object, ...]) -> DeviceStatus:
@@ -430,7 +506,24 @@ class SQLiteStore:
             "SELECT kind, total FROM incidents WHERE device_id = ? ORDER BY kind",
             (row[0],)).fetchall())
         return DeviceStatus(str(row[0]), int(row[1]), int(row[2]), int(row[3]),  # type: ignore[call-overload]
-                            int(row[4]), str(row[5]), incidents)  # type: ignore[call-overload]
+                            int(row[4]), str(row[5]), incidents,  # type: ignore[call-overload]
+                            _device_update(row[6:]))
+
+    def update_records(self, component: str, version: str) -> list[UpdateRecord]:
+        if component not in _COMPONENTS:  # it becomes a JSON path (bound, all the same)
+            raise ValueError(f"unknown component {component!r}")
+        # (SQLite-only: json_extract; PostgreSQL would use upd_versions::json ->> ?.) One
+        # row per device, the component's version only: no JSON decoding per device here.
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT d.device_id, d.upd_state, json_extract(d.upd_versions, ?),"
+                " (SELECT MAX(f.received_at) FROM update_failures f WHERE"
+                " f.device_id = d.device_id AND ((f.component = ? AND f.version = ?) OR"
+                " (f.component = '' AND f.version = ''))) FROM devices d"
+                " WHERE d.upd_seq IS NOT NULL ORDER BY d.device_id",
+                (f"$.{component}", component, version)).fetchall()
+        return [UpdateRecord(device_id, state, installed, failed_at)
+                for device_id, state, installed, failed_at in rows]
 
     def fleet_status(self) -> FleetStatus:
         with self._lock:
@@ -463,6 +556,33 @@ class SQLiteStore:
         with self._lock:
             self._db.close()
             os.close(self._write_lock_fd)
+
+
+_FAILED_STATES = frozenset({"failed", "reverted"})
+_STATUS_COLUMNS = ("device_id, last_seq, reports, last_report_time, last_received_at, health,"
+                   " upd_state, upd_versions, upd_why, upd_target, upd_seq")
+
+
+def _update_columns(report: Report | None) -> tuple[object, ...]:
+    """The devices table's upd_* values of a report (all NULL: it has no upd)."""
+    if report is None or report.update is None:
+        return (None, None, None, None, None)
+    update = report.update
+    return (update.state, json.dumps(dict(update.versions)), update.why,
+            None if update.target is None else json.dumps(list(update.target)), report.seq)
+
+
+def _device_update(row: Sequence[object]) -> DeviceUpdate | None:
+    state, versions, why, target, seq = row
+    if seq is None:
+        return None
+    pair: tuple[str, str] | None = None
+    if target is not None:
+        component, version = json.loads(str(target))
+        pair = (str(component), str(version))
+    return DeviceUpdate(str(state), json.loads(str(versions)),
+                        None if why is None else str(why), pair,
+                        int(seq))  # type: ignore[call-overload]
 
 
 #: Where the counts of a device's incident kinds beyond its cap go.

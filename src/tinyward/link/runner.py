@@ -149,8 +149,13 @@ class DeviceRunner:
         rng: random.Random | None = None,
         status_file: Path | None = None,
         record_acks: bool = False,
+        update_status: Callable[[], Mapping[str, Any]] | None = None,
     ) -> None:
-        """Raises NotProvisioned, KeystoreError, QueueDamaged, StorageError, Misuse."""
+        """Raises NotProvisioned, KeystoreError, QueueDamaged, StorageError, Misuse.
+
+        ``update_status``: called at each tick for the report's ``upd`` field (the update
+        agent's ``{"state", "ver", "why", "tgt"}``, see docs/reports.md); None: no field.
+        """
         self.config = config or RunnerConfig()
         self._device = device
         self._device_id: str = device.device_id
@@ -166,6 +171,7 @@ class DeviceRunner:
         self._told_incidents: dict[str, int] = {}
         self._send_delay = min(0.2 * self.config.shaper.interval, 0.5)
         self._record_acks = record_acks
+        self._update_status = update_status
         self.stats = RunStats(device_id=self._device_id, acknowledged_seq=self.queue.acked,
                               queued=len(self.queue), dropped_reports=self.queue.dropped)
 
@@ -177,11 +183,12 @@ class DeviceRunner:
                      "dropped_reports": reservation.dropped_reports,
                      "dropped_results": dropped_results}
         healthy = bool(getattr(self.source, "healthy", True))
+        update = self._update()
         report = codec.Report(
             device_id=self._device_id, seq=reservation.seq, timestamp=int(self._wall()),
             results=results, incidents=incidents,
             health="degraded" if reservation.dropped_reports or dropped_results or not healthy
-            else "ok")
+            else "ok", update=update)
         try:
             data = codec.encode_report(report, self._signer, self.config.shaper.size)
         except codec.ReportTooLarge:
@@ -190,12 +197,24 @@ class DeviceRunner:
             report = codec.Report(self._device_id, reservation.seq, report.timestamp,
                                   incidents={**incidents,
                                              "dropped_results": dropped_results + len(results)},
-                                  health="degraded")
+                                  health="degraded", update=update)
             data = codec.encode_report(report, self._signer, self.config.shaper.size)
         self.queue.put(reservation.seq, data, reservation.dropped_reports)
         self.stats.generated += 1
         self.stats.first_seq = self.stats.first_seq or reservation.seq
         self.stats.last_seq = reservation.seq
+
+    def _update(self) -> codec.UpdateStatus | None:
+        """The update agent's status for this report; a status the schema refuses is left
+        out (and logged) rather than stopping the reports: the ``upd`` field is at most
+        219 bytes, so it always fits beside the fixed part of a report."""
+        if self._update_status is None:
+            return None
+        try:
+            return codec.UpdateStatus.from_mapping(self._update_status())
+        except Misuse as error:
+            log.warning("update status left out of the report: %s", error)
+            return None
 
     def _source_incidents(self) -> dict[str, int]:
         """What the source counts (e.g. a misbehaving application), as deltas since the

@@ -53,6 +53,10 @@ KEY_PURPOSES: dict[str, KeyUsage] = {
 }
 _TRUST_RECORD = "fleet-trust"
 _MODE_RECORD = "device.mode"
+#: The signed-update trust from the bundle: the update repository's root and the
+#: device's product class (CBOR map; absent for bundles without them).
+_UPDATE_RECORD = "update-trust"
+_MAX_UPDATE_ROOT = 48 * 1024
 MODES = ("connected", "air-gapped")
 #: PSA Implementation ID: names the implementation of the root of trust (here, tinyward's
 #: software stand-in), not the device; the same for every device of this implementation.
@@ -225,6 +229,7 @@ class Device:
                 "new server pins from the same fleet, refresh: device install --refresh)"
             )
         root_ca, device_ca, certs, pins = self._checked(bundle)
+        self._store_update_trust(bundle)
         for name, cert in [*certs.items(), ("device-ca", device_ca), ("root-ca", root_ca)]:
             atomic_write(
                 self.certificate_path(name), cert.public_bytes(serialization.Encoding.PEM), 0o644
@@ -277,6 +282,7 @@ class Device:
         refused = None if new_pins else pin_step_refused(trust.pins, pins)
         if refused is not None:
             raise BundleMismatch(refused)
+        self._store_update_trust(bundle)  # may refuse: before anything else is written
         atomic_write(self.certificate_path("device-ca"),
                      device_ca.public_bytes(serialization.Encoding.PEM), 0o644)
         self._store_trust(bundle, pins)
@@ -326,6 +332,51 @@ class Device:
         if len(pins) > 1:
             trust["server_next_spki_sha256"] = pins[1]  # absent in records of one-pin bundles
         self.storage.write(_TRUST_RECORD, cbor2.dumps(trust))
+
+    def _store_update_trust(self, bundle: Any) -> None:
+        """Keep the bundle's update root and product class, the first time one comes.
+
+        Written once: afterwards the device's TUF client moves its root forward through
+        the root chain itself, so a later bundle (a refresh) can neither roll the root
+        back nor change the product class."""
+        root = getattr(bundle, "update_root", None)
+        product = getattr(bundle, "product_class", None)
+        if root is None and product is None:
+            return
+        if root is not None and (not isinstance(root, bytes | bytearray)
+                                 or not 0 < len(root) <= _MAX_UPDATE_ROOT):
+            raise BundleMismatch(f"the bundle's update root must be 1 to {_MAX_UPDATE_ROOT} bytes")
+        if product is not None and not isinstance(product, str):
+            raise BundleMismatch("the bundle's product class must be text")
+        record = self._update_trust()
+        if product is not None and record.get("product_class") not in (None, product):
+            raise BundleMismatch(
+                f"the bundle names product class {product!r}, this device is "
+                f"{record['product_class']!r}; a refresh never changes it")
+        changed = False
+        if root is not None and record.get("root") is None:
+            record["root"], changed = bytes(root), True
+        if product is not None and record.get("product_class") is None:
+            record["product_class"], changed = product, True
+        if changed:
+            self.storage.write(_UPDATE_RECORD, cbor2.dumps(record))
+
+    def _update_trust(self) -> dict[str, Any]:
+        if not self.storage.exists(_UPDATE_RECORD):
+            return {}
+        record = cbor2.loads(self.storage.read(_UPDATE_RECORD))
+        return record if isinstance(record, dict) else {}
+
+    def update_trusted_root(self) -> bytes | None:
+        """The update repository root this device was provisioned with (the bytes of the
+        fleet's ``N.root.json``: a TUF client's bootstrap), or None."""
+        root = self._update_trust().get("root")
+        return bytes(root) if isinstance(root, bytes) else None
+
+    def product_class(self) -> str | None:
+        """The product class the fleet enrolled this device as, or None."""
+        product = self._update_trust().get("product_class")
+        return product if isinstance(product, str) else None
 
     def fleet_trust(self) -> FleetTrust:
         """The fleet trust anchors and server pin, verified from protected storage."""

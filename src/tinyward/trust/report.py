@@ -7,7 +7,8 @@ does no I/O and knows nothing about transport. The format is specified in
 ``docs/reports.md``; in short:
 
 - the payload is a CBOR map with exactly the text keys ``v dev seq t mode res inc health
-  pad`` (see :class:`Report` for the meaning of each);
+  pad`` (see :class:`Report` for the meaning of each), and optionally ``upd`` (the
+  device's update state and installed versions, :class:`UpdateStatus`);
 - it is signed as a COSE_Sign1 with ES256 (built and parsed by :mod:`tinyward.trust.cose`,
   never by hand), with ``kid`` = the 32 raw bytes of the device ID in the protected header;
 - the whole encoded message is padded, with zero bytes in ``pad``, to **exactly**
@@ -39,12 +40,22 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from tinyward.errors import BadInput, Misuse
 from tinyward.trust import cose
 from tinyward.trust.errors import TrustError
+from tinyward.update.meta import COMPONENTS, Version
 
 FORMAT_VERSION = 1
 DEFAULT_SIZE = 1024
 MODES = ("connected", "air-gapped")
 HEALTH = ("ok", "degraded")
 PAYLOAD_KEYS = frozenset({"v", "dev", "seq", "t", "mode", "res", "inc", "health", "pad"})
+#: Optional payload keys: a report without them is as valid as before they existed.
+OPTIONAL_KEYS = frozenset({"upd"})
+#: Update states a device reports (the device's state table, ``tinyward.update.state``).
+UPDATE_STATES = ("idle", "downloading", "staged", "trial", "accepted", "rejected", "reverted",
+                 "failed")
+UPDATE_KEYS = frozenset({"state", "ver", "why", "tgt"})
+_WHY = re.compile(r"[a-z0-9][a-z0-9_.-]{0,39}")
+#: The longest ``x.y.z`` a version can be (each part 0..999999).
+MAX_VERSION_TEXT = 20
 MAX_SEQ = 2**63 - 1  # fits a signed 64-bit integer column in SQLite and PostgreSQL
 MAX_TIMESTAMP = 2**40  # year ~36812: far enough, and bounded
 _DEVICE_ID = re.compile(r"[0-9a-f]{64}")
@@ -99,6 +110,46 @@ DEFAULT_LIMITS = ReportLimits()
 
 
 @dataclass(frozen=True)
+class UpdateStatus:
+    """The ``upd`` field: where the device's update machinery is, and what runs.
+
+    - ``state``: one of :data:`UPDATE_STATES`.
+    - ``versions``: installed version of each component that has one, ``{component:
+      "x.y.z"}`` (components of :data:`tinyward.update.meta.COMPONENTS`).
+    - ``why``: a short code (``tinyward.update.errors`` ``code``) after a refusal, a
+      failure or a revert; lowercase letters, digits and ``_ . -``, at most 40 characters.
+    - ``target``: ``(component, "x.y.z")``, the target the state is about (the one being
+      downloaded, tried, refused or reverted), so the fleet can tell which rollout a
+      failure belongs to.
+    """
+
+    state: str
+    versions: Mapping[str, str] = field(default_factory=dict)
+    why: str | None = None
+    target: tuple[str, str] | None = None
+
+    @classmethod
+    def from_mapping(cls, value: Mapping[str, Any]) -> UpdateStatus:
+        """From the map a device's update agent hands the runner (the wire's key names:
+        ``state``, ``ver``, ``why``, ``tgt`` as ``{component: version}`` of one entry).
+
+        Raises:
+            Misuse: it breaks the schema the fleet checks (a device bug).
+        """
+        if not isinstance(value, Mapping):
+            raise Misuse("an update status is a map with state, ver, why, tgt")
+        # The agent's map in any key order: sorted here, as the encoder does.
+        try:
+            ordered = {key: _sorted_map(item) if key in ("ver", "tgt")
+                       and isinstance(item, Mapping) else item for key, item in value.items()}
+            return _check_update(_sorted_map(ordered))
+        except (AttributeError, TypeError):  # a key that is not text
+            raise Misuse("update status keys, components included, are text") from None
+        except MalformedReport as error:
+            raise Misuse(f"update status cannot be reported: {error}") from None
+
+
+@dataclass(frozen=True)
 class Report:
     """The content of one report (everything but the padding and the signature).
 
@@ -110,6 +161,8 @@ class Report:
       ``_ . : -``) to an int, float, text, bool, None, or a tuple of those.
     - ``incidents``: attack/anomaly counts since the previous report, ``{kind: count}``.
     - ``health``: ``"ok"`` or ``"degraded"``.
+    - ``update``: the device's update state and installed versions, or None (a device
+      without update support; reports made before the field existed).
     """
 
     device_id: str
@@ -119,6 +172,7 @@ class Report:
     results: tuple[Mapping[str, ResultValue], ...] = ()
     incidents: Mapping[str, int] = field(default_factory=dict)
     health: str = "ok"
+    update: UpdateStatus | None = None
 
 
 def encode_report(
@@ -298,6 +352,7 @@ def _sorted_map(mapping: Mapping[str, Any]) -> dict[str, Any]:
 
 #: The payload's keys in deterministic order: a verifier compares the order it got.
 PAYLOAD_ORDER = tuple(sorted(PAYLOAD_KEYS, key=_key_order))
+_UPD_PAYLOAD_ORDER = tuple(sorted(PAYLOAD_KEYS | {"upd"}, key=_key_order))
 
 
 def _in_order(mapping: Mapping[str, Any]) -> bool:
@@ -310,7 +365,7 @@ def _in_order(mapping: Mapping[str, Any]) -> bool:
 
 
 def _to_payload(report: Report) -> dict[str, Any]:
-    return {
+    payload = {
         "v": FORMAT_VERSION,
         "dev": report.device_id,
         "seq": report.seq,
@@ -321,6 +376,22 @@ def _to_payload(report: Report) -> dict[str, Any]:
         "inc": _sorted_map(report.incidents),
         "health": report.health,
     }
+    if report.update is not None:
+        payload["upd"] = _update_payload(report.update)
+    return payload
+
+
+def _update_payload(update: UpdateStatus) -> Any:
+    if not isinstance(update, UpdateStatus):
+        return update  # the schema check refuses it with a clear message
+    upd: dict[str, Any] = {"state": update.state, "ver": _sorted_map(update.versions)}
+    if update.why is not None:
+        upd["why"] = update.why
+    if update.target is not None:
+        # Anything but a (component, version) pair goes through as it is, to be refused.
+        pair = isinstance(update.target, tuple) and len(update.target) == 2
+        upd["tgt"] = {update.target[0]: update.target[1]} if pair else update.target
+    return _sorted_map(upd)
 
 
 def _is_int(value: object) -> bool:
@@ -331,18 +402,20 @@ def _check_payload(payload: object, limits: ReportLimits) -> Report:
     """The strict schema; raises :class:`MalformedReport` naming the first broken rule."""
     if not isinstance(payload, dict):
         raise MalformedReport("the report payload must be a CBOR map")
-    if payload.keys() != PAYLOAD_KEYS:
+    has_update = "upd" in payload
+    if payload.keys() != (PAYLOAD_KEYS | {"upd"} if has_update else PAYLOAD_KEYS):
         keys = set(payload)
         missing = sorted(PAYLOAD_KEYS - keys)
-        extra = sorted(repr(k) for k in keys - PAYLOAD_KEYS)
+        extra = sorted(repr(k) for k in keys - PAYLOAD_KEYS - OPTIONAL_KEYS)
         raise MalformedReport(
             "report fields are wrong:"
             + (f" missing {', '.join(missing)}" if missing else "")
             + (f" unexpected {', '.join(extra)}" if extra else "")
         )
-    if tuple(payload) != PAYLOAD_ORDER:
+    order = _UPD_PAYLOAD_ORDER if has_update else PAYLOAD_ORDER
+    if tuple(payload) != order:
         raise MalformedReport("the payload's keys are not in deterministic order "
-                              f"({', '.join(PAYLOAD_ORDER)})")
+                              f"({', '.join(order)})")
     # type(...) is int: exact ints only (bool is a subclass of int; cbor2 makes no others).
     if type(payload["v"]) is not int or payload["v"] != FORMAT_VERSION:
         raise MalformedReport(f"report format version {payload['v']!r} is not {FORMAT_VERSION}")
@@ -363,7 +436,53 @@ def _check_payload(payload: object, limits: ReportLimits) -> Report:
         raise MalformedReport("'pad' must be a byte string")
     results = _check_results(payload["res"], limits)
     incidents = _check_incidents(payload["inc"], limits)
-    return Report(dev, seq, t, payload["mode"], results, incidents, payload["health"])
+    update = _check_update(payload["upd"]) if has_update else None
+    return Report(dev, seq, t, payload["mode"], results, incidents, payload["health"], update)
+
+
+def _check_update(upd: object) -> UpdateStatus:
+    """``upd``: ``{"state": s, "ver": {component: "x.y.z"}, "why"?: code, "tgt"?:
+    {component: "x.y.z"}}``, every key and value checked, nothing else."""
+    if not isinstance(upd, dict):
+        raise MalformedReport("'upd' must be a map")
+    if not {"state", "ver"} <= upd.keys() or not upd.keys() <= UPDATE_KEYS:
+        raise MalformedReport("'upd' holds state and ver, and may hold why and tgt; nothing "
+                              f"else (got {', '.join(sorted(map(repr, upd))[:6])})")
+    if not _in_order(upd):
+        raise MalformedReport("'upd': keys are not in deterministic order")
+    state = upd["state"]
+    if not isinstance(state, str) or state not in UPDATE_STATES:
+        raise MalformedReport(f"'upd' state must be one of {', '.join(UPDATE_STATES)}")
+    versions = _check_versions(upd["ver"], "'upd' ver")
+    why = upd.get("why")
+    if why is not None and (not isinstance(why, str) or not _WHY.fullmatch(why)):
+        raise MalformedReport("'upd' why must be a short code: 1-40 of a-z 0-9 _ . - "
+                              "(the first a-z or 0-9)")
+    target = None
+    if "tgt" in upd:
+        tgt = _check_versions(upd["tgt"], "'upd' tgt")
+        if len(tgt) != 1:
+            raise MalformedReport("'upd' tgt names exactly one component and its version")
+        target = next(iter(tgt.items()))
+    return UpdateStatus(state, versions, why, target)
+
+
+def _check_versions(ver: object, what: str) -> dict[str, str]:
+    if not isinstance(ver, dict):
+        raise MalformedReport(f"{what} must be a map of component to version")
+    if not _in_order(ver):
+        raise MalformedReport(f"{what}: components are not in deterministic order")
+    for component, version in ver.items():
+        if not isinstance(component, str) or component not in COMPONENTS:
+            raise MalformedReport(f"{what}: components are {', '.join(COMPONENTS)}")
+        if not isinstance(version, str) or len(version) > MAX_VERSION_TEXT:
+            raise MalformedReport(f"{what}: version of {component} must be MAJOR.MINOR.PATCH")
+        try:
+            Version.parse(version)
+        except BadInput:
+            raise MalformedReport(
+                f"{what}: version of {component} must be MAJOR.MINOR.PATCH") from None
+    return dict(ver)
 
 
 def _check_results(res: object, limits: ReportLimits) -> tuple[Mapping[str, ResultValue], ...]:
@@ -433,7 +552,8 @@ def _check_name(name: object, what: str) -> None:
 
 
 __all__ = [
-    "DEFAULT_LIMITS", "DEFAULT_SIZE", "BadPadding", "BadReportSignature", "MalformedReport",
-    "Report", "ReportError", "ReportLimits", "ReportSizeMismatch", "ReportTooLarge",
-    "UnverifiedReport", "decode_report", "encode_report", "peek_device_id", "verify_report",
+    "DEFAULT_LIMITS", "DEFAULT_SIZE", "UPDATE_STATES", "BadPadding", "BadReportSignature",
+    "MalformedReport", "Report", "ReportError", "ReportLimits", "ReportSizeMismatch",
+    "ReportTooLarge", "UnverifiedReport", "UpdateStatus", "decode_report", "encode_report",
+    "peek_device_id", "verify_report",
 ]

@@ -135,6 +135,12 @@ class Offer:
     version: Version
 
 
+def is_product_class(text: object) -> bool:
+    """``text`` is a valid product class name (what ``product_class`` must be)."""
+    # fullmatch: ``$`` alone would let a trailing newline through.
+    return isinstance(text, str) and _NAME.fullmatch(text) is not None
+
+
 def _names(value: object, what: str, pattern: re.Pattern[str]) -> tuple[str, ...]:
     if not isinstance(value, list) or len(value) > MAX_LISTED:
         raise BadTargetMeta(f"{what} must be a list of at most {MAX_LISTED} names")
