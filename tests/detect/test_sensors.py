@@ -14,6 +14,7 @@ import pytest
 from tinyward.detect.errors import CsvError, DetectMisuse
 from tinyward.detect.evaluate import roc_auc, sensor_streams, tpr_at_fpr
 from tinyward.detect.sensorfeatures import (
+    FAMILIES,
     SKAB_CHANNELS,
     SensorFeatureConfig,
     SensorFeatureExtractor,
@@ -166,7 +167,7 @@ def _features_of(extractor: SensorFeatureExtractor, values: np.ndarray) -> dict[
 def test_bias_raises_shift_and_cusum_and_spikes_raise_spike_local(clean: np.ndarray) -> None:
     """The local-scale tampering features move on a bias and on spikes injected into a
     real benign stretch, and stay where benign puts them on the clean one."""
-    extractor = SensorFeatureExtractor(SKAB_CHANNELS)
+    extractor = SensorFeatureExtractor(SKAB_CHANNELS, SensorFeatureConfig(families=FAMILIES))
     extractor.fit(clean[:3000])
     stretch = clean[3000:4200]
     rng = np.random.default_rng(1)
@@ -189,9 +190,11 @@ def test_bias_raises_shift_and_cusum_and_spikes_raise_spike_local(clean: np.ndar
 
 
 def test_compact_and_per_channel_feature_sets() -> None:
-    compact = SensorFeatureExtractor(SKAB_CHANNELS)
-    full = SensorFeatureExtractor(SKAB_CHANNELS, SensorFeatureConfig(per_channel=True))
-    assert compact.n_features == 12 and full.n_features == 12 + 3 * len(SKAB_CHANNELS)
+    compact = SensorFeatureExtractor(SKAB_CHANNELS, SensorFeatureConfig(families=FAMILIES))
+    full = SensorFeatureExtractor(
+        SKAB_CHANNELS, SensorFeatureConfig(per_channel=True, families=FAMILIES)
+    )
+    assert compact.n_features == 20 and full.n_features == 20 + 3 * len(SKAB_CHANNELS)
     assert set(compact.feature_names) < set(full.feature_names)
     with pytest.raises(DetectMisuse, match="per_channel"):
         SensorFeatureConfig(per_channel=1)  # type: ignore[arg-type]
