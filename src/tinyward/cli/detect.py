@@ -14,6 +14,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import warnings
+
 import click
 import numpy as np
 from rich.console import Console
@@ -26,6 +28,7 @@ from tinyward.detect import evaluate as ev
 from tinyward.detect import pipeline
 from tinyward.detect.errors import DetectError
 from tinyward.detect.models import KINDS, make_detector
+from tinyward.detect.sensorfeatures import FAMILIES, SensorChannelWarning, parse_families
 
 DEFAULT_MQTT = Path("../shared/data/mqttset")
 DEFAULT_SKAB = Path("../shared/data/skab/anomaly-free/anomaly-free.csv")
@@ -109,7 +112,23 @@ def detect() -> None:
     show_default=True,
     help="False-positive rate the alarm threshold aims at on held-out benign data.",
 )
-@click.option("--delimiter", default=";", show_default=True, help="CSV delimiter (sensors).")
+@click.option("--delimiter", default=None,
+              help="CSV delimiter (sensors; default: sniffed from the header).")
+@click.option("--channels", default=None,
+              help="Sensors: comma-separated columns to model (default: every numeric one).")
+@click.option("--label-column", default="anomaly", show_default=True,
+              help="Sensors: rows where this column is non-zero are left out of training.")
+@click.option("--time-column", default=None, help="Sensors: column copied into score rows.")
+@click.option("--window", default=30, show_default=True, help="Sensors: samples per window.")
+@click.option("--step", default=10, show_default=True, help="Sensors: samples between windows.")
+@click.option("--features", "families", default="default", show_default=True,
+              help="Sensors: feature families, comma-separated, or 'all' (known: "
+              + ", ".join(FAMILIES) + ").")
+@click.option("--raw-rows", is_flag=True,
+              help="Sensors: no windows; each standardised row is one vector.")
+@click.option("--smooth", default=None,
+              help="Sensors: 'ewma:A' (threshold re-chosen on smoothed benign scores) or "
+              "'kofn:K/N' (alarm when K of the last N are above the threshold).")
 def train(
     inputs: tuple[Path, ...],
     packets: bool,
@@ -117,13 +136,35 @@ def train(
     out: Path,
     strip_tcp_options: bool,
     target_fpr: float,
-    delimiter: str,
+    delimiter: str | None,
+    channels: str | None,
+    label_column: str,
+    time_column: str | None,
+    window: int,
+    step: int,
+    families: str,
+    raw_rows: bool,
+    smooth: str | None,
 ) -> None:
-    """Fit a detector on BENIGN inputs only (files are one stream, in order)."""
-    with _progress() as progress:
+    """Fit a detector on BENIGN inputs only (captures: one stream, in order; sensor CSVs:
+    each its own stream)."""
+    options = None
+    if not packets:
+        options = pipeline.SensorOptions(
+            channels=None if channels is None else tuple(
+                c.strip() for c in channels.split(",") if c.strip()),
+            delimiter=delimiter, label_column=label_column, time_column=time_column,
+            window=window, step=step, families=parse_families(families), raw_rows=raw_rows,
+            smooth=None if smooth is None else pipeline.Smoother.parse(smooth) and smooth,
+        )
+    with _progress() as progress, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", SensorChannelWarning)
         model = pipeline.train(inputs, kind=kind, packets=packets,
                                strip_tcp_options=strip_tcp_options, target_fpr=target_fpr,
-                               delimiter=delimiter, progress=_steps(progress))
+                               delimiter=delimiter, sensor=options, progress=_steps(progress))
+    for warning in caught:
+        if issubclass(warning.category, SensorChannelWarning):
+            click.echo(f"warning: {warning.message}", err=True)
     pipeline.save_model(model, out)
     detector = model.detector
     click.echo(
@@ -141,7 +182,8 @@ def train(
     "--out",
     type=click.Path(path_type=Path),
     callback=output_file,
-    help="Write 'index,score,alarm' per packet or window to this CSV.",
+    help="Write 'index,score,alarm' per packet or window to this CSV (sensors add 'row' and "
+    "'line': the window's last row, and 'time' when the model has a time column).",
 )
 def score(model: Path, input_path: Path, out: Path | None) -> None:
     """Score INPUT (capture or CSV) with MODEL, continuing from its trained state.

@@ -565,7 +565,8 @@ class SensorFeatureExtractor:
         self.slope_center = np.zeros(c)
         self.slope_scale = np.ones(c)
         self.step_threshold = np.maximum(np.quantile(diffs, 0.999, axis=0), np.sqrt(12.0) * q)
-        keys = ("shift", "ratio", "channel", "repeat", "z", "zspike", "slope")
+        self.yard_init = np.zeros((2, c))
+        keys = ("shift", "ratio", "channel", "repeat", "z", "zspike", "slope", "yard")
         calibration: dict[str, list[np.ndarray]] = {k: [] for k in keys}
         self._calibration = calibration
         for v in streams:
@@ -590,6 +591,7 @@ class SensorFeatureExtractor:
         self.zspike_threshold = np.maximum(
             np.quantile(np.stack(calibration["zspike"]), 0.999, axis=0), 1.0
         )
+        self.yard_init = np.median(np.stack(calibration["yard"]), axis=0)
         slopes = np.stack(calibration["slope"])
         self.slope_center = np.median(slopes, axis=0)
         # floor: a one-quantum change across the window
@@ -778,10 +780,16 @@ class SensorFeatureExtractor:
         that std, held with a decay (a few spikes in a stretch leave windows without one)."""
         q = self.quantum
         if self._yard is None:
+            # A new stream starts from the window's means and at least benign's typical
+            # yardstick variances: one window's variance is too narrow a yardstick and
+            # made every clean start of a recording look shifted.
             self._yard = np.stack(
-                [window.mean(axis=0), window.var(axis=0), residual.mean(axis=0), residual.var(axis=0)]
+                [window.mean(axis=0), np.maximum(window.var(axis=0), self.yard_init[0]),
+                 residual.mean(axis=0), np.maximum(residual.var(axis=0), self.yard_init[1])]
             )
         yard = self._yard
+        if self._calibration is not None:
+            self._calibration["yard"].append(yard[[1, 3]].copy())
         scale = np.sqrt(yard[[1, 3]] + q * q)
         z = (np.stack([window.mean(axis=0), residual.mean(axis=0)]) - yard[[0, 2]]) / scale
         zspike = np.max(_spikiness(window), axis=0) / scale[0]
@@ -907,6 +915,7 @@ _SENSOR_ARRAYS = (
     "slope_center",
     "slope_scale",
     "step_threshold",
+    "yard_init",
     "_history",
     "_pending",
     "_cusum",
@@ -917,7 +926,7 @@ _RAW_ARRAYS = ("mean", "std", "quantum")
 
 _SHAPES: dict[str, int | None] = {  # rows of a (rows, channels) array; None: (channels,)
     "coef": -1, "shift_center": 2, "shift_scale": 2, "channel_center": 3, "channel_scale": 3,
-    "z_center": 2, "z_scale": 2, "_cusum": 4, "_zcusum": 4, "_slope_cusum": 2,
+    "z_center": 2, "z_scale": 2, "_cusum": 4, "_zcusum": 4, "_slope_cusum": 2, "yard_init": 2,
 }
 
 _POSITIVE = (
@@ -933,7 +942,7 @@ _POSITIVE = (
     "slope_scale",
     "step_threshold",
 )
-_NON_NEGATIVE = ("quantum", "noise_floor", "repeat_high", "_cusum", "_zcusum", "_slope_cusum")
+_NON_NEGATIVE = ("quantum", "noise_floor", "repeat_high", "yard_init", "_cusum", "_zcusum", "_slope_cusum")
 _OPTIONAL = {"prev_level": None, "baseline": 2, "local": 3, "yard": 4, "slope": None}  # rows, None: (c,)
 
 
