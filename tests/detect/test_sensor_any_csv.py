@@ -1,0 +1,254 @@
+"""Any sensor CSV: the failure modes issue 13 found on a 36-signal industrial log,
+reproduced on a synthetic 36-channel set (near-constant, on/off and drifting channels)
+and on SKAB's real files."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tinyward.detect import pipeline
+from tinyward.detect.errors import CsvError, DetectMisuse
+from tinyward.detect.sensorfeatures import (
+    FAMILIES,
+    SensorChannelWarning,
+    SensorFeatureConfig,
+    SensorFeatureExtractor,
+    parse_families,
+    read_sensor_csv,
+    screen_channels,
+)
+
+
+def _synthetic(n: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """36 channels: 30 slowly drifting analogue ones (3-decimal resolution), one non-zero
+    in a single row, one constant, four on/off status channels."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    cols = {f"s{i}": np.round(np.sin(t / 50 + i) + 0.001 * t + rng.normal(0, 0.1, n), 3)
+            for i in range(30)}
+    rare = np.zeros(n)
+    rare[n // 2] = 5.0
+    cols["rare"] = rare
+    cols["const"] = np.full(n, 2.0)
+    for i in range(4):
+        cols[f"onoff{i}"] = ((t // (100 + 20 * i)) % 2).astype(float)
+    return cols
+
+
+def _write(path: Path, cols: dict[str, np.ndarray], delimiter: str = ",") -> Path:
+    names = list(cols)
+    n = len(cols[names[0]])
+    lines = [delimiter.join(["time", *names, "anomaly"])]
+    lines += [delimiter.join([f"t{r}", *(f"{cols[c][r]:g}" for c in names), "0"])
+              for r in range(n)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("synthetic")
+    return (_write(folder / "train.csv", _synthetic(1731, 0)),
+            _write(folder / "test.csv", _synthetic(1200, 1)))
+
+
+def test_any_csv_takes_every_numeric_column_with_a_sniffed_delimiter(tmp_path: Path) -> None:
+    path = tmp_path / "plant.csv"
+    path.write_text("stamp,a,b,label\n2020-01-01,1,2.5,0\n2020-01-02,3,4,1\n")
+    table = read_sensor_csv(path, None, delimiter=None, label_column="label",
+                            time_column="stamp")
+    assert table.channels == ("a", "b") and table.delimiter == ","
+    assert table.labels is not None and table.labels.tolist() == [0.0, 1.0]
+    assert table.times == ["2020-01-01", "2020-01-02"] and table.lines.tolist() == [2, 3]
+    with pytest.raises(CsvError, match=r"line 3, column 'b': not a number"):
+        path.write_text("a;b\n1;2\n3;x\n")
+        read_sensor_csv(path, None, delimiter=None)
+
+
+def test_constant_and_near_constant_channels_are_dropped_with_a_warning_naming_them(
+    synthetic: tuple[Path, Path], tmp_path: Path
+) -> None:
+    train, _ = synthetic
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = pipeline.train([train], packets=False, kind="mahalanobis")
+    messages = [str(w.message) for w in caught if issubclass(w.category, SensorChannelWarning)]
+    assert any("'rare'" in m and "1 of 1731" in m for m in messages), messages
+    assert any("'const'" in m and "constant" in m for m in messages), messages
+    channels = model.features.extractor.channels
+    assert "rare" not in channels and "const" not in channels and "onoff0" in channels
+    assert len(channels) == 34
+    # the extractor itself refuses a constant channel instead of dividing by ~0
+    values = np.c_[np.random.default_rng(0).normal(size=(200, 1)), np.ones(200)]
+    with pytest.raises(DetectMisuse, match="constant channel"):
+        SensorFeatureExtractor(["x", "flat"]).fit(values)
+
+
+def test_scale_floors_come_from_the_data_resolution(synthetic: tuple[Path, Path]) -> None:
+    """A near-constant channel kept on purpose (screening off) must not blow the
+    residual scales up on benign data: every scale is floored at the channel's
+    quantisation noise, not at 1e-9/1e-6."""
+    train, test = synthetic
+    a = read_sensor_csv(train, None, delimiter=None)
+    b = read_sensor_csv(test, None, delimiter=None)
+    keep, _ = screen_channels(a.values, a.channels, min_share=0.0)  # keeps 'rare'
+    extractor = SensorFeatureExtractor([a.channels[i] for i in keep],
+                                       SensorFeatureConfig(families=FAMILIES))
+    X = extractor.fit(a.values[:, keep])
+    rare = list(extractor.channels).index("rare")
+    assert extractor.std[rare] >= 5.0 / np.sqrt(12) - 1e-12
+    assert extractor.residual_std[rare] >= extractor.quantum[rare] > 0.1
+    held_out = extractor.copy()
+    held_out.reset_stream()
+    Y = held_out.transform(b.values[:, keep])
+    names = list(extractor.feature_names)
+    for name in ("residual_dev_max", "zresid_max", "level_dev_max", "noise_floor"):
+        column = names.index(name)
+        # log1p-compressed: 4.4 is 80 robust spreads
+        assert np.max(Y[:, column]) < 4.4, (name, np.max(Y[:, column]))
+    assert np.isfinite(X).all() and np.isfinite(Y).all()
+
+
+def test_stuck_stays_quiet_on_on_off_channels_and_fires_on_a_freeze(
+    synthetic: tuple[Path, Path],
+) -> None:
+    train, test = synthetic
+    a = read_sensor_csv(train, None, delimiter=None)
+    b = read_sensor_csv(test, None, delimiter=None)
+    keep, _ = screen_channels(a.values, a.channels)
+    extractor = SensorFeatureExtractor([a.channels[i] for i in keep],
+                                       SensorFeatureConfig(families=("stuck",)))
+    extractor.fit(a.values[:, keep])
+    clean = b.values[:, keep]
+    stream = extractor.copy()
+    stream.reset_stream()
+    benign = stream.transform(clean)[:, 0]
+    # The old rule (largest repeat fraction over channels) sits near 1 on every window
+    # here, because on/off channels repeat naturally; the learnt per-channel rate does not.
+    old = np.array([np.max(np.mean(np.abs(np.diff(clean[i : i + 30], axis=0)) < 1e-9, axis=0))
+                    for i in range(0, len(clean) - 30, 10)])
+    assert np.mean(old > 0.9) > 0.99
+    assert np.quantile(benign, 0.99) < 0.2, np.quantile(benign, 0.99)
+    frozen = clean.copy()
+    frozen[600:720, 3] = frozen[599, 3]
+    stream = extractor.copy()
+    stream.reset_stream()
+    attacked = stream.transform(frozen)[:, 0]
+    inside = (stream.last_window_ends > 630) & (stream.last_window_ends <= 720)
+    assert np.all(attacked[inside] > 0.5)
+
+
+def test_feature_families_switch_and_unknown_ones_are_refused() -> None:
+    only = SensorFeatureExtractor(["a", "b"], SensorFeatureConfig(families=("stuck", "zstep")))
+    assert only.feature_names == ("stuck", "zstep_hold")
+    assert parse_families("zstep, stuck") == ("stuck", "zstep")
+    assert parse_families("all") == FAMILIES
+    with pytest.raises(DetectMisuse, match="unknown feature family 'magic'"):
+        parse_families("stuck,magic")
+    with pytest.raises(DetectMisuse, match="unknown feature family"):
+        SensorFeatureConfig(families=("level", "nope"))
+
+
+def test_raw_row_model_scores_every_row_and_maps_rows(
+    synthetic: tuple[Path, Path], tmp_path: Path
+) -> None:
+    train, test = synthetic
+    options = pipeline.SensorOptions(raw_rows=True, time_column="time")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SensorChannelWarning)
+        model = pipeline.train([train], packets=False, kind="mahalanobis", sensor=options)
+    path = tmp_path / "raw.json"
+    pipeline.save_model(model, path)
+    scored = pipeline.score_file(pipeline.load_model(path), test)
+    assert len(scored.scores) == 1200 and scored.rows is not None
+    assert scored.rows.tolist() == list(range(1200))
+    assert scored.lines is not None and scored.lines[0] == 2
+    assert scored.times is not None and scored.times[:2] == ["t0", "t1"]
+
+
+def test_window_scores_map_to_the_last_row_they_cover(
+    synthetic: tuple[Path, Path], tmp_path: Path
+) -> None:
+    train, test = synthetic
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SensorChannelWarning)
+        model = pipeline.train([train], packets=False, kind="mahalanobis",
+                               sensor=pipeline.SensorOptions(window=20, step=5,
+                                                             time_column="time"))
+    scored = pipeline.score_file(model, test)
+    assert scored.rows is not None and scored.rows[:3].tolist() == [19, 24, 29]
+    assert scored.lines is not None and scored.lines[:3].tolist() == [21, 26, 31]
+    out = tmp_path / "scores.csv"
+    pipeline.write_scores_csv(scored, out)
+    header, first = out.read_text().splitlines()[:2]
+    assert header == "index,score,alarm,row,line,time" and first.endswith(",19,21,t19")
+
+
+def test_smoothing_kofn_and_ewma() -> None:
+    kofn = pipeline.Smoother.parse("kofn:2/3")
+    _, alarms = kofn.apply(np.array([5.0, 0, 0, 5, 5, 0, 0]), 1.0)
+    assert alarms.tolist() == [False, False, False, False, True, True, False]
+    ewma = pipeline.Smoother.parse("ewma:0.5")
+    smoothed, _ = ewma.apply(np.array([0.0, 4.0, 0.0]), 1.0)
+    assert smoothed.tolist() == [0.0, 2.0, 1.0]
+    for bad in ("ewma:0", "kofn:4/3", "median:3"):
+        with pytest.raises(DetectMisuse):
+            pipeline.Smoother.parse(bad)
+
+
+def test_ewma_smoothing_rechooses_its_threshold_and_survives_save(
+    synthetic: tuple[Path, Path], tmp_path: Path
+) -> None:
+    train, test = synthetic
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SensorChannelWarning)
+        model = pipeline.train([train], packets=False, kind="mahalanobis",
+                               sensor=pipeline.SensorOptions(smooth="ewma:0.3"))
+    assert isinstance(model.features, pipeline.SensorFeatures)
+    smoother = model.features.smoother
+    assert smoother is not None and smoother.threshold is not None
+    # re-chosen on the smoothed benign training scores, each file its own stream
+    extractor = model.features.extractor.copy()
+    extractor.reset_stream()
+    values = read_sensor_csv(train, extractor.channels, delimiter=None).values
+    smoothed, _ = smoother.apply(model.detector.score(extractor.transform(values)), 0.0)
+    assert smoother.threshold == float(np.quantile(smoothed, 0.999, method="higher"))
+    path = tmp_path / "smooth.json"
+    pipeline.save_model(model, path)
+    assert json.loads(path.read_text())["features"]["smooth"]["kind"] == "ewma"
+    again = pipeline.score_file(pipeline.load_model(path), test)
+    first = pipeline.score_file(model, test)
+    np.testing.assert_array_equal(again.scores, first.scores)
+
+
+def test_synthetic_36_channels_benign_alarm_rate_stays_low(synthetic: tuple[Path, Path]) -> None:
+    """Trained on one synthetic recording, scored on another of the same process: with
+    the failure modes above fixed, benign windows no longer all alarm (the issue saw
+    100 %). Measured 9.3 %: the detector's own threshold is the largest of 34 random
+    held-out windows (0.1 % asked), which only the calibration of detect/threshold.py
+    (h-thresh) brings to the stated rate."""
+    train, test = synthetic
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SensorChannelWarning)
+        model = pipeline.train([train], packets=False, kind="mahalanobis")
+    scored = pipeline.score_file(model, test)
+    assert np.mean(scored.alarms) < 0.15, np.mean(scored.alarms)
+
+
+def test_skab_example_clean_prefix_no_longer_alarms_everywhere(skab: Path) -> None:
+    """docs/detect.md's example: train on anomaly-free SKAB, score valve1/1.csv. Before
+    issue 13 the clean prefix (rows before the first anomaly) alarmed on 98 % of its
+    windows; a scored file now starts a fresh stream and scales have resolution floors."""
+    model = pipeline.train([skab / "anomaly-free/anomaly-free.csv"], packets=False,
+                           kind="mahalanobis-int8")
+    for run, ceiling in (("valve1/1.csv", 0.25), ("valve2/1.csv", 0.05)):
+        scored = pipeline.score_file(model, skab / run)
+        labels = read_sensor_csv(skab / run).labels
+        assert labels is not None and scored.rows is not None
+        clean = scored.rows < int(np.argmax(labels > 0))
+        assert np.mean(scored.alarms[clean]) <= ceiling, (run, np.mean(scored.alarms[clean]))
