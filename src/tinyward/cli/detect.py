@@ -483,6 +483,40 @@ def bench_detect(data_dir: Path, quick: bool, out_path: Path) -> None:
     click.echo(f"wrote {out_path}")
 
 
+@detect.command("skab")
+@click.option("--data", "skab_dir", default=DEFAULT_SKAB.parents[1], show_default=True,
+              type=click.Path(path_type=Path), help="The SKAB folder.")
+def skab_command(skab_dir: Path) -> None:
+    """SKAB's outlier protocol with the per-run row monitor of tinyward.detect.skab,
+    its setting chosen on anomaly-free pseudo-runs only (no SKAB test labels), printed
+    next to the published leaderboard."""
+    from tinyward.detect import skab
+
+    chosen, _ = skab.select(skab_dir)
+    overall, folders = skab.evaluate(skab_dir, chosen)
+    click.echo(f"chosen without test labels: {chosen}")
+    click.echo(f"{'detector':<40} {'F1':>5} {'FAR %':>7} {'MAR %':>7}")
+    click.echo(f"{'tinyward row monitor (this run)':<40} {overall.f1:5.3f} {overall.far:7.2f} "
+               f"{overall.mar:7.2f}")
+    for name, f1, far, mar in skab.LEADERBOARD:
+        click.echo(f"{name + ' (published)':<40} {f1:5.2f} "
+                   f"{'—' if far is None else f'{far:.2f}':>7} {'—' if mar is None else f'{mar:.2f}':>7}")
+    for folder, result in folders.items():
+        click.echo(f"  {folder}: F1 {result.f1:.3f}, FAR {result.far:.2f} %, MAR {result.mar:.2f} %")
+    monitor = skab.RowMonitor(chosen)
+    click.echo(f"  TP {overall.tp}, FP {overall.fp}, FN {overall.fn}, TN {overall.tn}; for 8 "
+               f"channels at most {monitor_bytes(8)} B of float32 state, "
+               f"{skab_ops(8)} ops per row")
+
+
+def monitor_bytes(channels: int) -> int:
+    return 4 * (2 * channels + channels * channels + 2)
+
+
+def skab_ops(channels: int) -> int:
+    return 2 * channels + channels * channels + channels + 4
+
+
 detect.add_command(export)
 
 
