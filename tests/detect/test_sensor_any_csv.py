@@ -254,3 +254,32 @@ def test_skab_example_clean_prefix_no_longer_alarms_everywhere(skab: Path) -> No
         assert labels is not None and scored.rows is not None
         clean = scored.rows < int(np.argmax(labels > 0))
         assert np.mean(scored.alarms[clean]) <= ceiling, (run, np.mean(scored.alarms[clean]))
+
+
+def test_cli_trains_on_any_csv_names_dropped_channels_and_maps_rows(
+    synthetic: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from tinyward.cli.main import cli
+
+    train, test = synthetic
+    model = tmp_path / "m.json"
+    runner = CliRunner()
+    result = runner.invoke(cli, ["detect", "train", "--sensors", str(train), "--time-column",
+                                 "time", "--features", "stuck,zlevel", "--smooth", "kofn:2/3",
+                                 "--kind", "mahalanobis", "--out", str(model)])
+    assert result.exit_code == 0, result.output
+    assert "warning: channel 'rare' dropped: near-constant" in result.output
+    assert "warning: channel 'const' dropped: constant" in result.output
+    assert "of 2 features" in result.output
+    scores = tmp_path / "s.csv"
+    result = runner.invoke(cli, ["detect", "score", str(model), str(test), "--out", str(scores)])
+    assert result.exit_code == 0, result.output
+    assert scores.read_text().splitlines()[0] == "index,score,alarm,row,line,time"
+    for bad, message in ((["--features", "level,magic"], "unknown feature family 'magic'"),
+                         (["--smooth", "median:3"], "smoothing 'median:3'"),
+                         (["--channels", "s1,nope"], "column 'nope': missing column")):
+        result = runner.invoke(cli, ["detect", "train", "--sensors", str(train), *bad,
+                                     "--out", str(tmp_path / "x.json")])
+        assert result.exit_code != 0 and message in result.output, result.output

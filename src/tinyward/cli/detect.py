@@ -8,13 +8,12 @@ published baselines (``baselines``) and times the C export (:mod:`tinyward.bench
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
-
-import warnings
 
 import click
 import numpy as np
@@ -150,12 +149,14 @@ def train(
     each its own stream)."""
     options = None
     if not packets:
+        if smooth is not None:
+            pipeline.Smoother.parse(smooth)  # refuse a bad specification before reading
         options = pipeline.SensorOptions(
             channels=None if channels is None else tuple(
                 c.strip() for c in channels.split(",") if c.strip()),
             delimiter=delimiter, label_column=label_column, time_column=time_column,
             window=window, step=step, families=parse_families(families), raw_rows=raw_rows,
-            smooth=None if smooth is None else pipeline.Smoother.parse(smooth) and smooth,
+            smooth=smooth,
         )
     with _progress() as progress, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", SensorChannelWarning)
@@ -499,11 +500,12 @@ def skab_command(skab_dir: Path) -> None:
     click.echo(f"{'tinyward row monitor (this run)':<40} {overall.f1:5.3f} {overall.far:7.2f} "
                f"{overall.mar:7.2f}")
     for name, f1, far, mar in skab.LEADERBOARD:
-        click.echo(f"{name + ' (published)':<40} {f1:5.2f} "
-                   f"{'—' if far is None else f'{far:.2f}':>7} {'—' if mar is None else f'{mar:.2f}':>7}")
+        far_text = "—" if far is None else f"{far:.2f}"
+        mar_text = "—" if mar is None else f"{mar:.2f}"
+        click.echo(f"{name + ' (published)':<40} {f1:5.2f} {far_text:>7} {mar_text:>7}")
     for folder, result in folders.items():
-        click.echo(f"  {folder}: F1 {result.f1:.3f}, FAR {result.far:.2f} %, MAR {result.mar:.2f} %")
-    monitor = skab.RowMonitor(chosen)
+        click.echo(f"  {folder}: F1 {result.f1:.3f}, FAR {result.far:.2f} %, "
+                   f"MAR {result.mar:.2f} %")
     click.echo(f"  TP {overall.tp}, FP {overall.fp}, FN {overall.fn}, TN {overall.tn}; for 8 "
                f"channels at most {monitor_bytes(8)} B of float32 state, "
                f"{skab_ops(8)} ops per row")

@@ -320,7 +320,8 @@ def _sensor_training(
                                 time_column=options.time_column)
         channels = table.channels  # every later file must have the first file's channels
         tables.append(table)
-    assert channels is not None
+    if channels is None:  # read_sensor_csv always names the channels it read
+        raise DetectMisuse("no sensor input given")
     streams: list[np.ndarray] = []
     for table in tables:
         if table.labels is None:

@@ -178,13 +178,12 @@ def read_sensor_csv(
                 for name, i in zip(channels, index, strict=True):
                     values.append(_cell(path, row, i, line, name, rows))
                 if label_index is not None:
-                    assert label_column is not None
-                    labels.append(_cell(path, row, label_index, line, label_column, rows))
+                    labels.append(_cell(path, row, label_index, line, str(label_column), rows))
                 if time_index is not None:
-                    assert time_column is not None
                     if time_index >= len(row):
                         raise CsvError(path, f"row has {len(row)} cells, no value for this "
-                                       "column", line=line, column=time_column, partial=rows)
+                                       "column", line=line, column=str(time_column),
+                                       partial=rows)
                     times.append(row[time_index].strip())
                 rows.append(values)
                 lines.append(line)
@@ -564,7 +563,8 @@ class SensorFeatureExtractor:
         )
         self.window_std = np.maximum(
             np.median(
-                np.stack([z[i : i + w].std(axis=0) for z in zs for i in range(0, len(z) - w, cfg.step)]),
+                np.stack([z[i : i + w].std(axis=0)
+                          for z in zs for i in range(0, len(z) - w, cfg.step)]),
                 axis=0,
             ),
             q,
@@ -668,7 +668,7 @@ class SensorFeatureExtractor:
         cfg = self.config
         if cfg.raw_rows:
             self.last_window_ends = np.arange(1, len(z) + 1, dtype=np.int64)
-            return z
+            return np.asarray(z, dtype=np.float64)
         carried = len(self._pending)
         stream = np.vstack([self._pending, z])
         rows: list[np.ndarray] = []
@@ -747,7 +747,8 @@ class SensorFeatureExtractor:
 
     def _noise(self, diffs: np.ndarray) -> float:
         q = self.quantum
-        return float(np.max(np.abs(np.log((np.median(diffs, axis=0) + q) / (self.noise_floor + q)))))
+        ratio = (np.median(diffs, axis=0) + q) / (self.noise_floor + q)
+        return float(np.max(np.abs(np.log(ratio))))
 
     def _jump(self, level: np.ndarray) -> float:
         jump = 0.0 if self._prev_level is None else float(np.max(np.abs(level - self._prev_level)))
@@ -795,7 +796,9 @@ class SensorFeatureExtractor:
         median, in benign robust spreads (a tampered channel is one of many)."""
         if self._calibration is not None:
             self._calibration["channel"].append(groups)
-        return np.max(np.abs((groups - self.channel_center) / self.channel_scale), axis=1)
+        return np.asarray(
+            np.max(np.abs((groups - self.channel_center) / self.channel_scale), axis=1)
+        )
 
     def _yardstick_features(
         self, window: np.ndarray, residual: np.ndarray
@@ -877,7 +880,8 @@ class SensorFeatureExtractor:
     def _feed_yardstick(self, samples: np.ndarray) -> None:
         """Per sample, in order: EWMA mean and variance of each channel and of its
         cross-channel residual (``v = (1 - a) (v + a d^2)``, ``d`` = sample - old mean)."""
-        assert self._yard is not None
+        if self._yard is None:
+            return
         a = 1.0 - 2.0 ** (-1.0 / self.config.yardstick_halflife)
         n = self.config.trend_halflife
         beta = 1.0 - 2.0 ** (-1.0 / n) if n else 0.0
@@ -913,8 +917,9 @@ _CUSUM_CAP = 1e6  # keeps the state finite (and loadable) whatever the stream do
 def _cusum_step(state: np.ndarray, x: np.ndarray, alpha: float) -> np.ndarray:
     """Two-sided leaky Page CUSUM, ``S = max(0, (1 - a) S + x - k)`` with k = 0.5 benign
     robust spreads; ``state`` is (4, c): rows [+x0, +x1, -x0, -x1]."""
-    return np.minimum(np.maximum(0.0, (1.0 - alpha) * state + np.concatenate([x, -x]) - 0.5),
-                      _CUSUM_CAP)
+    return np.asarray(np.minimum(
+        np.maximum(0.0, (1.0 - alpha) * state + np.concatenate([x, -x]) - 0.5), _CUSUM_CAP
+    ))
 
 
 def _robust_spread(values: np.ndarray, center: np.ndarray) -> np.ndarray:
@@ -979,7 +984,9 @@ _POSITIVE = (
     "slope_scale",
     "step_threshold",
 )
-_NON_NEGATIVE = ("quantum", "noise_floor", "repeat_high", "yard_init", "_cusum", "_zcusum", "_slope_cusum")
+_NON_NEGATIVE = (
+    "quantum", "noise_floor", "repeat_high", "yard_init", "_cusum", "_zcusum", "_slope_cusum",
+)
 _OPTIONAL = {"prev_level": None, "baseline": 2, "local": 3, "yard": 4, "slope": None,
              "trend": 2}  # rows, None: (c,)
 

@@ -16,7 +16,7 @@ largest value on the training rows.
 :func:`select` scores every setting of :data:`GRID` on pseudo-runs cut from
 ``anomaly-free/anomaly-free.csv`` only (the recording with no faults; it is not one of
 the 34 protocol runs): chunks of 1,150 rows, the first 400 train, the rest test, with a
-synthetic collective fault INJECTED into test rows 200–499 of each chunk (a step of two
+synthetic collective fault INJECTED into test rows 200-499 of each chunk (a step of two
 training standard deviations on two channels picked by a seeded generator). The setting
 with the highest F1 over the pseudo-runs wins (ties: the earlier in :data:`GRID`). The
 34 runs' labels are used once, to report the chosen setting's F1/FAR/MAR.
@@ -170,7 +170,9 @@ def _protocol(runs: list[tuple[np.ndarray, np.ndarray]], params: MonitorParams) 
     return binary_scores(np.concatenate(predictions), np.concatenate(truth))
 
 
-def pseudo_runs(skab: Path, *, length: int = 1150, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+def pseudo_runs(
+    skab: Path, *, length: int = 1150, seed: int = 0
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """Chunks of anomaly-free.csv with a synthetic collective fault INJECTED into test
     rows 200-499 of each: +-2 training stds on two seeded channels."""
     values = read_sensor_csv(Path(skab) / "anomaly-free" / "anomaly-free.csv").values
@@ -203,7 +205,8 @@ def evaluate(skab: Path, params: MonitorParams) -> tuple[Result, dict[str, Resul
     folders: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
     for path in run_files(skab):
         table = read_sensor_csv(path, SKAB_CHANNELS)
-        assert table.labels is not None
+        if table.labels is None:
+            raise DetectMisuse(f"{path}: no 'anomaly' column: not a SKAB run")
         runs.append((table.values, table.labels))
         folders.setdefault(path.parent.name, []).append(runs[-1])
     return _protocol(runs, params), {k: _protocol(v, params) for k, v in folders.items()}
