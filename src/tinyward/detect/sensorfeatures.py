@@ -290,7 +290,13 @@ FAMILIES: tuple[str, ...] = (
 #: What changed against the arithmetic the first C export started from (v1), per family.
 FAMILY_CHANGES: dict[str, str] = {
     "*": "fixed floors 1e-9/1e-6 replaced by per-channel floors from the data's resolution "
-    "(q = smallest step between distinct training values / sqrt(12), in standardised units)",
+    "(q = smallest step between distinct training values / sqrt(12), in standardised units): "
+    "std >= raw quantum/sqrt(12); residual_std, window_std >= q; spike_scale >= one quantum; "
+    "robust spreads of level/residual deviations >= q/sqrt(w), of shifts >= 1/sqrt(w), of log "
+    "spread >= log1p(sqrt(12/w)); spike_threshold >= 1; local scales + q (were + 1e-6)",
+    "order": "features are emitted in FAMILIES order, only for the families switched on (v1 "
+    "order: stuck, replay, spike, noise_floor, level_jump, shift_max, shift_cusum, "
+    "residual_cusum, spike_local, level_dev_max, spread_max, residual_dev_max)",
     "stuck": "a repeat is |diff| < half a quantum (was 1e-9 relative); score is the excess "
     "of the repeat fraction over the channel's benign 99.9th percentile, over its headroom",
     "noise": "|log((median|diff| + q) / (benign median + q))| (was +1e-6 on both)",
@@ -492,13 +498,14 @@ class SensorFeatureExtractor:
         """Stream state as float32 for the C port: the replay history and the pending
         window, then per channel the previous level (1), baselines (2), local scales (3),
         CUSUMs (4), yardstick (4), yardstick CUSUMs (4), Holt trends (2), slope (1),
-        slope CUSUMs (2) and the step ratio (1); two holds. Raw rows keep none."""
+        slope CUSUMs (2) and the step ratio (1); two holds and the yardstick's sample
+        count. Raw rows keep none."""
         if self.config.raw_rows:
             return 0
         c = len(self.channels)
         cfg = self.config
         return 4 * ((cfg.history + cfg.window) * c + (1 + 2 + 3 + 4 + 4 + 4 + 2 + 1 + 2 + 1) * c
-                    + 2)
+                    + 3)
 
     def copy(self) -> SensorFeatureExtractor:
         return copy.deepcopy(self)
