@@ -283,3 +283,15 @@ def test_cli_trains_on_any_csv_names_dropped_channels_and_maps_rows(
         result = runner.invoke(cli, ["detect", "train", "--sensors", str(train), *bad,
                                      "--out", str(tmp_path / "x.json")])
         assert result.exit_code != 0 and message in result.output, result.output
+
+
+@pytest.mark.slow
+def test_default_families_are_what_the_stated_rule_chooses(skab: Path) -> None:
+    """DEFAULT_FAMILIES is the output of tinyward.detect.sensordev.select_families, which
+    reads only the protocol's training streams (odd-numbered runs are never opened)."""
+    from tinyward.detect.sensordev import select_families
+    from tinyward.detect.sensorfeatures import DEFAULT_FAMILIES
+
+    chosen, aucs = select_families(skab)
+    assert chosen == DEFAULT_FAMILIES, chosen
+    assert round(float(np.mean(aucs)), 3) == 0.886, aucs
