@@ -329,8 +329,9 @@ _FAMILY_FEATURES: dict[str, tuple[str, ...]] = {
 #: Default families, chosen by a stated rule
 #: (:func:`tinyward.detect.sensordev.select_families`, reproduced by a test) on SKAB's
 #: TRAINING streams only (never the eval's test streams): fit on the first 60 % of the
-#: training part of anomaly-free.csv and the even training run prefixes, inject every tamper kind into the rest (seeds
-#: 100+, six rounds: 144 windows per kind, 683 benign), then drop families greedily while
+#: training part of anomaly-free.csv and the even training run prefixes, inject every
+#: tamper kind into the rest (seeds 100+, six rounds: 144 windows per kind, 683 benign),
+#: then drop families greedily while
 #: the mean ROC AUC over the six kinds (float Mahalanobis) rises. Dev AUCs: freeze 0.995,
 #: replay 1.000, bias 0.775, drift 0.731, spikes 0.897, noise 0.920 (all 20 features:
 #: 0.993, 0.999, 0.703, 0.634, 0.863, 0.903). The others stay available with --features.
