@@ -82,7 +82,8 @@ def test_bad_inputs_give_a_message_and_non_zero_exit(tmp_path: Path, skab: Path)
     assert code == 2 and "junk.pcap: not a pcap or pcapng file" in out
     bad = tmp_path / "bad.csv"
     bad.write_text("a;b\n1;2\n")
-    code, out = _run("detect", "train", "--sensors", str(bad), "--out", str(tmp_path / "m.json"))
+    code, out = _run("detect", "train", "--sensors", str(bad), "--channels", "a,Current",
+                     "--out", str(tmp_path / "m.json"))
     assert code == 2 and "bad.csv: line 1" in out and "missing column" in out
     model = tmp_path / "m2.json"
     assert (

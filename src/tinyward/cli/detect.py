@@ -8,6 +8,7 @@ published baselines (``baselines``) and times the C export (:mod:`tinyward.bench
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
@@ -26,6 +27,7 @@ from tinyward.detect import evaluate as ev
 from tinyward.detect import pipeline
 from tinyward.detect.errors import DetectError
 from tinyward.detect.models import KINDS, make_detector
+from tinyward.detect.sensorfeatures import FAMILIES, SensorChannelWarning, parse_families
 
 DEFAULT_MQTT = Path("../shared/data/mqttset")
 DEFAULT_SKAB = Path("../shared/data/skab/anomaly-free/anomaly-free.csv")
@@ -116,7 +118,23 @@ def detect() -> None:
     is_flag=True,
     help="Refuse (instead of warning) when the benign data cannot support --target-fpr.",
 )
-@click.option("--delimiter", default=";", show_default=True, help="CSV delimiter (sensors).")
+@click.option("--delimiter", default=None,
+              help="CSV delimiter (sensors; default: sniffed from the header).")
+@click.option("--channels", default=None,
+              help="Sensors: comma-separated columns to model (default: every numeric one).")
+@click.option("--label-column", default="anomaly", show_default=True,
+              help="Sensors: rows where this column is non-zero are left out of training.")
+@click.option("--time-column", default=None, help="Sensors: column copied into score rows.")
+@click.option("--window", default=30, show_default=True, help="Sensors: samples per window.")
+@click.option("--step", default=10, show_default=True, help="Sensors: samples between windows.")
+@click.option("--features", "families", default="default", show_default=True,
+              help="Sensors: feature families, comma-separated, or 'all' (known: "
+              + ", ".join(FAMILIES) + ").")
+@click.option("--raw-rows", is_flag=True,
+              help="Sensors: no windows; each standardised row is one vector.")
+@click.option("--smooth", default=None,
+              help="Sensors: 'ewma:A' (threshold re-chosen on smoothed benign scores) or "
+              "'kofn:K/N' (alarm when K of the last N are above the threshold).")
 @click.option(
     "--novelty",
     type=click.Choice(["pair", "service"]),
@@ -139,26 +157,49 @@ def train(
     strip_tcp_options: bool,
     target_fpr: float,
     strict_threshold: bool,
-    delimiter: str,
+    delimiter: str | None,
+    channels: str | None,
+    label_column: str,
+    time_column: str | None,
+    window: int,
+    step: int,
+    families: str,
+    raw_rows: bool,
+    smooth: str | None,
     novelty: str | None,
     per_class: bool,
 ) -> None:
-    """Fit a detector on BENIGN inputs only (files are one stream, in order).
+    """Fit a detector on BENIGN inputs only (captures: one stream, in order; sensor CSVs:
+    each its own stream).
 
     When the benign data is too short for --target-fpr, training warns (the warning is
     printed and recorded in the model file) or, with --strict-threshold, refuses.
     """
-    import warnings
-
     if not packets and (novelty is not None or per_class):
         raise click.UsageError("--novelty and --per-class are for packet models")
-    with _progress() as progress, warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # printed below from the calibration record
+    options = None
+    if not packets:
+        if smooth is not None:
+            pipeline.Smoother.parse(smooth)  # refuse a bad specification before reading
+        options = pipeline.SensorOptions(
+            channels=None if channels is None else tuple(
+                c.strip() for c in channels.split(",") if c.strip()),
+            delimiter=delimiter, label_column=label_column, time_column=time_column,
+            window=window, step=step, families=parse_families(families), raw_rows=raw_rows,
+            smooth=smooth,
+        )
+    with _progress() as progress, warnings.catch_warnings(record=True) as caught:
+        # calibration warnings are printed below from the model's calibration record
+        warnings.simplefilter("ignore")
+        warnings.simplefilter("always", SensorChannelWarning)
         model = pipeline.train(inputs, kind=kind, packets=packets,
                                strip_tcp_options=strip_tcp_options, target_fpr=target_fpr,
-                               delimiter=delimiter, progress=_steps(progress),
+                               delimiter=delimiter, sensor=options, progress=_steps(progress),
                                on_insufficient="refuse" if strict_threshold else "warn",
                                novelty=novelty, per_class=per_class)
+    for warning in caught:
+        if issubclass(warning.category, SensorChannelWarning):
+            click.echo(f"warning: {warning.message}", err=True)
     pipeline.save_model(model, out)
     detector = model.detector
     cal = getattr(detector, "calibration", None)
@@ -196,7 +237,8 @@ def train(
     "--out",
     type=click.Path(path_type=Path),
     callback=output_file,
-    help="Write 'index,score,alarm' per packet or window to this CSV.",
+    help="Write 'index,score,alarm' per packet or window to this CSV (sensors add 'row' and "
+    "'line': the window's last row, and 'time' when the model has a time column).",
 )
 def score(model: Path, input_path: Path, out: Path | None) -> None:
     """Score INPUT (capture or CSV) with MODEL, continuing from its trained state.
@@ -760,6 +802,41 @@ def bench_detect(data_dir: Path, quick: bool, full_hst: bool, out_path: Path) ->
     )
     ev.write_json(out_path, report)
     click.echo(f"wrote {out_path}")
+
+
+@detect.command("skab")
+@click.option("--data", "skab_dir", default=DEFAULT_SKAB.parents[1], show_default=True,
+              type=click.Path(path_type=Path), help="The SKAB folder.")
+def skab_command(skab_dir: Path) -> None:
+    """SKAB's outlier protocol with the per-run row monitor of tinyward.detect.skab,
+    its setting chosen on anomaly-free pseudo-runs only (no SKAB test labels), printed
+    next to the published leaderboard."""
+    from tinyward.detect import skab
+
+    chosen, _ = skab.select(skab_dir)
+    overall, folders = skab.evaluate(skab_dir, chosen)
+    click.echo(f"chosen without test labels: {chosen}")
+    click.echo(f"{'detector':<40} {'F1':>5} {'FAR %':>7} {'MAR %':>7}")
+    click.echo(f"{'tinyward row monitor (this run)':<40} {overall.f1:5.3f} {overall.far:7.2f} "
+               f"{overall.mar:7.2f}")
+    for name, f1, far, mar in skab.LEADERBOARD:
+        far_text = "—" if far is None else f"{far:.2f}"
+        mar_text = "—" if mar is None else f"{mar:.2f}"
+        click.echo(f"{name + ' (published)':<40} {f1:5.2f} {far_text:>7} {mar_text:>7}")
+    for folder, result in folders.items():
+        click.echo(f"  {folder}: F1 {result.f1:.3f}, FAR {result.far:.2f} %, "
+                   f"MAR {result.mar:.2f} %")
+    click.echo(f"  TP {overall.tp}, FP {overall.fp}, FN {overall.fn}, TN {overall.tn}; for 8 "
+               f"channels at most {monitor_bytes(8)} B of float32 state, "
+               f"{skab_ops(8)} ops per row")
+
+
+def monitor_bytes(channels: int) -> int:
+    return 4 * (2 * channels + channels * channels + 2)
+
+
+def skab_ops(channels: int) -> int:
+    return 2 * channels + channels * channels + channels + 4
 
 
 detect.add_command(export)

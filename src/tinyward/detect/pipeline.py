@@ -17,13 +17,20 @@ still reads that file, with the same size limit as a model file, and says what i
 when it is missing or bad.
 
 Inputs are captures (``pcap``/``pcapng``; features of :mod:`tinyward.detect.netfeatures`)
-or sensor CSVs (SKAB columns; :mod:`tinyward.detect.sensorfeatures`).
+or sensor CSVs (any delimited file: chosen channels or every numeric column;
+:mod:`tinyward.detect.sensorfeatures`). Sensor options (:class:`SensorOptions`): label and
+time columns, window and step, feature families, a raw-row model, score smoothing.
+Constant and near-constant channels are dropped at training with a
+:class:`~tinyward.detect.sensorfeatures.SensorChannelWarning` naming them. Every sensor
+score maps back to an input row: a window's score belongs to its LAST row (``Scored.rows``
+is that row's 0-based data row; ``Scored.lines`` its file line).
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,10 +57,14 @@ from tinyward.detect.netfeatures import (
     extractor_to_doc,
 )
 from tinyward.detect.pcap import Packet, read_packets
+from tinyward.detect.threshold import Policy, calibrate
 from tinyward.detect.sensorfeatures import (
-    SKAB_CHANNELS,
+    DEFAULT_FAMILIES,
+    SensorChannelWarning,
+    SensorFeatureConfig,
     SensorFeatureExtractor,
     read_sensor_csv,
+    screen_channels,
     sensor_extractor_from_doc,
     sensor_extractor_to_doc,
 )
@@ -98,15 +109,117 @@ class PacketFeatures:
                 "state": extractor_to_doc(self.extractor)}
 
 
+@dataclass(frozen=True)
+class SensorOptions:
+    """How ``train`` reads sensor CSVs and shapes the features.
+
+    ``channels`` None: every numeric column but the label and time columns.
+    ``delimiter`` None: sniffed from each file's header. ``smooth``: None,
+    ``"ewma:A"`` (scores smoothed by an EWMA with weight A in (0, 1]; the threshold is
+    re-chosen on the smoothed benign training scores) or ``"kofn:K/N"`` (an alarm when at
+    least K of the last N vectors are above the detector's threshold).
+    """
+
+    channels: tuple[str, ...] | None = None
+    delimiter: str | None = None
+    label_column: str = "anomaly"
+    time_column: str | None = None
+    window: int = 30
+    step: int = 10
+    families: tuple[str, ...] = DEFAULT_FAMILIES
+    raw_rows: bool = False
+    smooth: str | None = None
+
+
+@dataclass
+class Smoother:
+    """Score smoothing after the detector (sans-IO): ``kind`` "ewma" (``weight``) or
+    "kofn" (``k`` of ``n``); ``threshold`` replaces the detector's for "ewma"."""
+
+    kind: str
+    weight: float = 1.0
+    k: int = 1
+    n: int = 1
+    threshold: float | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Smoother:
+        """Raises DetectMisuse for a malformed specification."""
+        kind, _, arg = text.partition(":")
+        try:
+            if kind == "ewma":
+                weight = float(arg)
+                if 0.0 < weight <= 1.0:
+                    return cls("ewma", weight=weight)
+            elif kind == "kofn":
+                k_text, _, n_text = arg.partition("/")
+                k, n = int(k_text), int(n_text)
+                if 1 <= k <= n <= 10_000:
+                    return cls("kofn", k=k, n=n)
+        except ValueError:
+            pass
+        raise DetectMisuse(f"smoothing {text!r}: give 'ewma:A' with 0 < A <= 1 or 'kofn:K/N' "
+                           "with 1 <= K <= N <= 10000")
+
+    def apply(self, scores: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, alarms) of one stream, in order."""
+        if self.kind == "ewma":
+            out = np.empty_like(scores)
+            level = scores[0] if len(scores) else 0.0
+            for i, value in enumerate(scores):
+                level = level + self.weight * (value - level)
+                out[i] = level
+            limit = threshold if self.threshold is None else self.threshold
+            return out, out > limit
+        above = (scores > threshold).astype(np.int64)
+        counts = np.convolve(above, np.ones(self.n, dtype=np.int64))[: len(above)]
+        return scores, counts >= self.k
+
+    def to_doc(self) -> dict[str, Any]:
+        return {"kind": self.kind, "weight": self.weight, "k": self.k, "n": self.n,
+                "threshold": self.threshold}
+
+    @classmethod
+    def from_doc(cls, doc: Any) -> Smoother:
+        if not isinstance(doc, dict) or doc.get("kind") not in ("ewma", "kofn"):
+            raise DetectMisuse("'smooth' is not a smoothing specification")
+        smoother = (cls.parse(f"ewma:{doc['weight']}") if doc["kind"] == "ewma"
+                    else cls.parse(f"kofn:{doc['k']}/{doc['n']}"))
+        threshold = doc.get("threshold")
+        if threshold is not None:
+            if not isinstance(threshold, (int, float)) or not np.isfinite(threshold):
+                raise DetectMisuse("'smooth' threshold is not a finite number")
+            smoother.threshold = float(threshold)
+        return smoother
+
+
+def _sensor_threshold(benign_scores: np.ndarray, target_fpr: float) -> float:
+    """The one place the sensor pipeline chooses a threshold of its own (smoothed scores),
+    through the same calibration as every detector (:mod:`tinyward.detect.threshold`):
+    the later contiguous stretch of the smoothed benign scores."""
+    n = len(benign_scores)
+    later = benign_scores[n - max(1, int(n * Policy().fraction)):]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the detector's own calibration already warned
+        return calibrate(later, target_fpr, policy=Policy(on_insufficient="warn")).threshold
+
+
 @dataclass
 class SensorFeatures:
-    """Sensor window features: the fitted extractor and the CSV delimiter."""
+    """Sensor window features: the fitted extractor, how to read the CSVs, smoothing."""
 
     extractor: SensorFeatureExtractor
-    delimiter: str = ";"
+    delimiter: str | None = ";"
+    label_column: str = "anomaly"
+    time_column: str | None = None
+    smoother: Smoother | None = None
+    dropped: tuple[tuple[str, str], ...] = ()
 
     def to_doc(self) -> dict[str, Any]:
         return {"type": "sensors", "delimiter": self.delimiter,
+                "label_column": self.label_column, "time_column": self.time_column,
+                "smooth": None if self.smoother is None else self.smoother.to_doc(),
+                "dropped": [list(d) for d in self.dropped],
                 "state": sensor_extractor_to_doc(self.extractor)}
 
 
@@ -143,6 +256,11 @@ class Scored:
     #: Per packet, True when its peer/service tuple was never seen in training (models
     #: with a novelty set only).
     novel: np.ndarray | None = None
+    #: sensors: the 0-based data row and the file line of each vector's last row, and
+    #: that row's time-column text when the model names one
+    rows: np.ndarray | None = None
+    lines: np.ndarray | None = None
+    times: list[str] | None = None
 
 
 def train(
@@ -152,14 +270,16 @@ def train(
     packets: bool = True,
     strip_tcp_options: bool = False,
     target_fpr: float = 0.001,
-    delimiter: str = ";",
+    delimiter: str | None = None,
+    sensor: SensorOptions | None = None,
     progress: Progress = _quiet,
     on_insufficient: str = "warn",
     novelty: str | None = None,
     per_class: bool = False,
 ) -> Model:
-    """Fit a detector of ``kind`` on BENIGN ``inputs`` only (the files are one stream, in
-    order): captures when ``packets``, else sensor CSVs.
+    """Fit a detector of ``kind`` on BENIGN ``inputs`` only: captures when ``packets``
+    (one stream, in order), else sensor CSVs (each file its own stream; rows whose label
+    is non-zero are left out, splitting the stream there).
 
     Packets only: ``novelty`` (``"pair"`` or ``"service"``) learns the peer/service
     novelty set and ``per_class`` the per-protocol-class thresholds
@@ -173,9 +293,12 @@ def train(
             warning is kept in ``model.detector.calibration.warnings``.
         DetectMisuse: unknown kind.
     """
+        DetectMisuse: unknown kind, bad sensor options, too little data.
+    """
     detector = make_detector(kind)
     features: PacketFeatures | SensorFeatures
     fused_packets: list[Packet] = []
+    options = sensor or SensorOptions(delimiter=delimiter)
     if packets:
         extractor = NetFeatureExtractor()
         rows = []
@@ -188,13 +311,9 @@ def train(
         X = np.vstack(rows)
         features = PacketFeatures(extractor, strip_tcp_options)
     else:
-        values = np.vstack(
-            [read_sensor_csv(p, SKAB_CHANNELS, delimiter=delimiter).values for p in inputs]
-        )
-        sensor = SensorFeatureExtractor(SKAB_CHANNELS)
+        features, streams = _sensor_training(inputs, options)
         progress("sensor window features", None)
-        X = sensor.fit(values)
-        features = SensorFeatures(sensor, delimiter)
+        X = features.extractor.fit(streams)
     progress(f"fitting {kind} on {len(X)} benign vectors", None)
     detector.fit(X, target_fpr=target_fpr, on_insufficient=on_insufficient)
     fusion = None
@@ -205,7 +324,62 @@ def train(
         fusion.fit(X, fused_packets, target_fpr=target_fpr, fit_base=False)
     elif novelty is not None or per_class:
         raise DetectMisuse("novelty and per-class thresholds are for packet models only")
+    if isinstance(features, SensorFeatures) and options.smooth is not None:
+        smoother = Smoother.parse(options.smooth)
+        if smoother.kind == "ewma":
+            smoothed = np.concatenate([
+                smoother.apply(detector.score(_fresh(features.extractor, s)),
+                               detector.threshold)[0]
+                for s in streams
+            ])
+            smoother.threshold = _sensor_threshold(smoothed, target_fpr)
+        features.smoother = smoother
     return Model(detector, features, len(X), int(X.shape[1]), fusion)
+
+
+def _fresh(extractor: SensorFeatureExtractor, values: np.ndarray) -> np.ndarray:
+    stream = extractor.copy()
+    stream.reset_stream()
+    return stream.transform(values)
+
+
+def _sensor_training(
+    inputs: Sequence[Path], options: SensorOptions
+) -> tuple[SensorFeatures, list[np.ndarray]]:
+    """Read the benign CSVs, screen the channels, build the extractor; return it with the
+    benign streams (one per file and unlabelled stretch)."""
+    channels = options.channels
+    tables = []
+    for path in inputs:
+        table = read_sensor_csv(path, channels, delimiter=options.delimiter,
+                                label_column=options.label_column,
+                                time_column=options.time_column)
+        channels = table.channels  # every later file must have the first file's channels
+        tables.append(table)
+    if channels is None:  # read_sensor_csv always names the channels it read
+        raise DetectMisuse("no sensor input given")
+    streams: list[np.ndarray] = []
+    for table in tables:
+        if table.labels is None:
+            streams.append(table.values)
+            continue
+        benign = table.labels == 0
+        edges = np.flatnonzero(np.diff(np.r_[0, benign.astype(np.int8), 0]))
+        streams += [table.values[a:b] for a, b in zip(edges[::2], edges[1::2], strict=True)]
+    least = 10 if options.raw_rows else 3 * options.window
+    streams = [s for s in streams if len(s) >= least] or streams
+    keep, dropped = screen_channels(np.vstack(streams), channels)
+    for name, reason in dropped:
+        warnings.warn(f"channel {name!r} dropped: {reason}", SensorChannelWarning, stacklevel=3)
+    if not keep:
+        raise DetectMisuse("every channel is constant or near-constant: nothing to learn")
+    config = SensorFeatureConfig(window=options.window, step=options.step,
+                                 families=options.families, raw_rows=options.raw_rows,
+                                 min_replay_lag=max(60, options.window))
+    extractor = SensorFeatureExtractor([channels[i] for i in keep], config)
+    features = SensorFeatures(extractor, options.delimiter, options.label_column,
+                              options.time_column, None, tuple(dropped))
+    return features, [s[:, keep] for s in streams]
 
 
 def save_model(model: Model, path: Path) -> None:
@@ -289,9 +463,17 @@ def _features_from_doc(doc: Any) -> PacketFeatures | SensorFeatures:
             raise DetectMisuse("'strip_tcp_options' is not true or false")
         return PacketFeatures(extractor_from_doc(state), strip)
     delimiter = doc.get("delimiter", ";")
-    if not isinstance(delimiter, str) or len(delimiter) != 1:
+    if delimiter is not None and (not isinstance(delimiter, str) or len(delimiter) != 1):
         raise DetectMisuse("'delimiter' is not one character")
-    return SensorFeatures(sensor_extractor_from_doc(state), delimiter)
+    label_column = doc.get("label_column", "anomaly")
+    time_column = doc.get("time_column")
+    if not isinstance(label_column, str) or not (time_column is None
+                                                 or isinstance(time_column, str)):
+        raise DetectMisuse("'label_column'/'time_column' are not column names")
+    smooth = doc.get("smooth")
+    smoother = None if smooth is None else Smoother.from_doc(smooth)
+    return SensorFeatures(sensor_extractor_from_doc(state), delimiter, label_column,
+                          time_column, smoother)
 
 
 def score_file(model: Model, input_path: Path, progress: Progress = _quiet) -> Scored:
@@ -319,24 +501,57 @@ def score_file(model: Model, input_path: Path, progress: Progress = _quiet) -> S
                      else None)
             return Scored(scores, alarms, model.unit, problem, novel)
     else:
-        sensor = copy.deepcopy(features.extractor)  # transform advances the stream
-        try:
-            values = read_sensor_csv(input_path, sensor.channels,
-                                     delimiter=features.delimiter).values
-        except CsvError as error:
-            problem = error
-            values = np.asarray(error.partial, dtype=np.float64).reshape(-1, len(sensor.channels))
-        X = sensor.transform(values) if len(values) else np.zeros((0, sensor.n_features))
+        return _score_sensors(model, features, input_path)
     scores = model.detector.score(X) if len(X) else np.zeros(0)
     return Scored(scores, scores > model.detector.threshold, model.unit, problem)
 
 
+def _score_sensors(model: Model, features: SensorFeatures, input_path: Path) -> Scored:
+    """A sensor CSV is its own recording: it starts a fresh stream (scales and fits from
+    training; no baseline, history or CUSUM carried over from the training file, which
+    would set every level against another recording's and alarm on a clean start)."""
+    problem: CsvError | None = None
+    sensor = copy.deepcopy(features.extractor)
+    sensor.reset_stream()
+    table = None
+    try:
+        table = read_sensor_csv(input_path, sensor.channels, delimiter=features.delimiter,
+                                label_column=features.label_column,
+                                time_column=features.time_column)
+        values, lines = table.values, table.lines
+    except CsvError as error:
+        problem = error
+        values = np.asarray(error.partial, dtype=np.float64).reshape(-1, len(sensor.channels))
+        lines = None
+    X = sensor.transform(values) if len(values) else np.zeros((0, sensor.n_features))
+    rows = sensor.last_window_ends - 1 if len(X) else np.zeros(0, dtype=np.int64)
+    scores = model.detector.score(X) if len(X) else np.zeros(0)
+    threshold = model.detector.threshold
+    if features.smoother is not None and len(scores):
+        scores, alarms = features.smoother.apply(scores, threshold)
+    else:
+        alarms = scores > threshold
+    return Scored(scores, alarms, model.unit, problem, rows,
+                  None if lines is None else lines[rows],
+                  None if table is None or table.times is None else [table.times[r] for r in rows])
+
+
 def write_scores_csv(scored: Scored, path: Path) -> None:
-    """Write ``index,score,alarm`` per packet or window."""
+    """Write ``index,score,alarm`` per packet or window; for sensors also ``row`` (the
+    0-based data row of the window's last row), ``line`` (its file line) and, when the
+    model names a time column, ``time``."""
+    extra = []
+    if scored.rows is not None:
+        extra.append(("row", [str(int(r)) for r in scored.rows]))
+        if scored.lines is not None:
+            extra.append(("line", [str(int(x)) for x in scored.lines]))
+        if scored.times is not None:
+            extra.append(("time", [t.replace(",", " ") for t in scored.times]))
+    header = ",".join(["index", "score", "alarm", *(name for name, _ in extra)])
     Path(path).write_text(
-        "index,score,alarm\n"
+        header + "\n"
         + "".join(
-            f"{i},{s:.9g},{int(a)}\n"
+            ",".join([str(i), f"{s:.9g}", str(int(a)), *(col[i] for _, col in extra)]) + "\n"
             for i, (s, a) in enumerate(zip(scored.scores, scored.alarms, strict=True))
         )
     )

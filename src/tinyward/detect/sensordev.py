@@ -1,0 +1,125 @@
+"""The rule that chose the sensor features' default families, runnable again.
+
+Only SKAB's TRAINING streams of the sensor protocol (:mod:`tinyward.detect.evaluate`) are
+used: the first 60 % of ``anomaly-free.csv`` and the anomaly-free prefixes of the
+even-numbered runs (in sorted order; prefixes under 450 rows skipped). They are split
+again: the first 60 % of the anomaly-free part and every other run prefix fit the
+extractor and a float Mahalanobis detector; the rest is the dev set, scored clean
+(benign) and with every tamper kind INJECTED by :mod:`tinyward.detect.tamper` (seeds
+100+, six rounds with the kinds in turn; a window is attacked when at least half its
+samples are). :func:`select_families` then drops families greedily, starting from all of
+them, while the mean ROC AUC over the six kinds rises (ties: the earlier family in
+:data:`~tinyward.detect.sensorfeatures.FAMILIES`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tinyward.detect.models import make_detector
+from tinyward.detect.sensorfeatures import (
+    _FAMILY_FEATURES,
+    FAMILIES,
+    SKAB_CHANNELS,
+    SensorFeatureConfig,
+    SensorFeatureExtractor,
+    read_sensor_csv,
+)
+from tinyward.detect.tamper import TAMPER_KINDS, tamper_stream
+
+ROUNDS = 6
+
+
+def _roc_auc(benign: np.ndarray, attack: np.ndarray) -> float:
+    """P(attack score > benign score), ties counted half."""
+    greater = (attack[:, None] > benign[None, :]).mean()
+    ties = (attack[:, None] == benign[None, :]).mean()
+    return float(greater + 0.5 * ties)
+
+
+def dev_split(skab: Path) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """(fit streams, dev streams) from the protocol's training streams only."""
+    skab = Path(skab)
+    values = read_sensor_csv(skab / "anomaly-free" / "anomaly-free.csv", SKAB_CHANNELS).values
+    training = values[: int(len(values) * 0.6)]
+    cut = int(len(training) * 0.6)
+    fit, dev = [training[:cut]], [training[cut:]]
+    runs = sorted(p for p in skab.glob("*/*.csv") if p.parent.name != "anomaly-free")
+    prefixes = []
+    for i, path in enumerate(runs):
+        if i % 2:
+            continue  # odd-numbered runs are the protocol's test streams: never read
+        table = read_sensor_csv(path, SKAB_CHANNELS)
+        labels = table.labels if table.labels is not None else np.zeros(len(table.values))
+        first = int(np.argmax(labels > 0)) if (labels > 0).any() else len(labels)
+        if first >= 450:
+            prefixes.append(table.values[:first])
+    fit += prefixes[0::2]
+    dev += prefixes[1::2]
+    return fit, dev
+
+
+@dataclass
+class DevFeatures:
+    names: tuple[str, ...]
+    train: np.ndarray
+    benign: np.ndarray
+    attacks: dict[str, np.ndarray]
+
+
+def dev_features(skab: Path, config: SensorFeatureConfig | None = None) -> DevFeatures:
+    """Features of every family on the dev split (see the module docstring)."""
+    config = config or SensorFeatureConfig(families=FAMILIES)
+    fit, dev = dev_split(skab)
+    extractor = SensorFeatureExtractor(SKAB_CHANNELS, config)
+    train = extractor.fit(fit)
+    benign = []
+    attacks: dict[str, list[np.ndarray]] = {k: [] for k in TAMPER_KINDS}
+    w = config.window
+    for number, values in enumerate(dev):
+        stream = extractor.copy()
+        stream.reset_stream()
+        benign.append(stream.transform(values))
+        long = len(values) > 2000
+        for round_ in range(ROUNDS):
+            tampered = tamper_stream(values, seed=100 + number + 100 * round_,
+                                     lead=700 if long else 330,
+                                     first_kind=round_ if long else number + round_)
+            stream = extractor.copy()
+            stream.reset_stream()
+            rows = stream.transform(tampered.values)
+            for row, end in zip(rows, stream.last_window_ends, strict=True):
+                labels = tampered.labels[max(0, end - w) : end]
+                if labels.mean() >= 0.5:
+                    kinds = tampered.kinds[max(0, end - w) : end]
+                    attacks[TAMPER_KINDS[int(np.bincount(kinds[kinds >= 0]).argmax())]].append(row)
+    return DevFeatures(extractor.feature_names, train, np.vstack(benign),
+                       {k: np.vstack(v) for k, v in attacks.items() if v})
+
+
+def family_aucs(features: DevFeatures, families: list[str] | tuple[str, ...]) -> list[float]:
+    """ROC AUC per tamper kind of a float Mahalanobis detector on those families."""
+    columns = [features.names.index(n) for f in families for n in _FAMILY_FEATURES[f]]
+    detector = make_detector("mahalanobis")
+    detector.fit(features.train[:, columns])
+    benign = detector.score(features.benign[:, columns])
+    return [_roc_auc(benign, detector.score(features.attacks[kind][:, columns]))
+            for kind in TAMPER_KINDS]
+
+
+def select_families(skab: Path) -> tuple[tuple[str, ...], list[float]]:
+    """The default families by the rule of the module docstring, and their dev AUCs."""
+    features = dev_features(skab)
+    current = list(FAMILIES)
+    aucs = family_aucs(features, current)
+    while len(current) > 1:
+        trials = [(family_aucs(features, [f for f in current if f != g]), g) for g in current]
+        best_aucs, drop = max(trials, key=lambda t: float(np.mean(t[0])))
+        if float(np.mean(best_aucs)) <= float(np.mean(aucs)):
+            break
+        current.remove(drop)
+        aucs = best_aucs
+    return tuple(current), aucs
