@@ -20,6 +20,8 @@ _OPTIONAL_IMPORTS: frozenset[str] = frozenset()
 ALLOWED_OUTSIDE: dict[str, str] = {
     "tinyward.detect.threshold.ThresholdWarning":
         "a warnings.warn category (UserWarning), never raised; the refusal is CalibrationRefused",
+    "tinyward.detect.sensorfeatures.SensorChannelWarning":
+        "a warnings.warn category (UserWarning) naming a dropped channel, never raised",
 }
 
 

@@ -57,7 +57,6 @@ from tinyward.detect.netfeatures import (
     extractor_to_doc,
 )
 from tinyward.detect.pcap import Packet, read_packets
-from tinyward.detect.threshold import Policy, calibrate
 from tinyward.detect.sensorfeatures import (
     DEFAULT_FAMILIES,
     SensorChannelWarning,
@@ -68,6 +67,7 @@ from tinyward.detect.sensorfeatures import (
     sensor_extractor_from_doc,
     sensor_extractor_to_doc,
 )
+from tinyward.detect.threshold import Policy, calibrate
 
 if TYPE_CHECKING:
     from tinyward.detect.netfeatures_c import NetFeatureFiles
@@ -291,8 +291,6 @@ def train(
         CalibrationRefused: ``on_insufficient="refuse"`` and the later benign rows cannot
             support ``target_fpr`` (:mod:`tinyward.detect.threshold`); with "warn" the
             warning is kept in ``model.detector.calibration.warnings``.
-        DetectMisuse: unknown kind.
-    """
         DetectMisuse: unknown kind, bad sensor options, too little data.
     """
     detector = make_detector(kind)
@@ -499,7 +497,7 @@ def score_file(model: Model, input_path: Path, progress: Progress = _quiet) -> S
             alarms = model.fusion.alarms(X, pkts) if len(X) else np.zeros(0, dtype=bool)
             novel = (model.fusion.novelty.novel(pkts) if model.fusion.novelty is not None
                      else None)
-            return Scored(scores, alarms, model.unit, problem, novel)
+            return Scored(scores, alarms, model.unit, problem, novel=novel)
     else:
         return _score_sensors(model, features, input_path)
     scores = model.detector.score(X) if len(X) else np.zeros(0)
@@ -531,9 +529,10 @@ def _score_sensors(model: Model, features: SensorFeatures, input_path: Path) -> 
         scores, alarms = features.smoother.apply(scores, threshold)
     else:
         alarms = scores > threshold
-    return Scored(scores, alarms, model.unit, problem, rows,
-                  None if lines is None else lines[rows],
-                  None if table is None or table.times is None else [table.times[r] for r in rows])
+    return Scored(scores, alarms, model.unit, problem, rows=rows,
+                  lines=None if lines is None else lines[rows],
+                  times=(None if table is None or table.times is None
+                         else [table.times[r] for r in rows]))
 
 
 def write_scores_csv(scored: Scored, path: Path) -> None:
