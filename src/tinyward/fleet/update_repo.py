@@ -85,6 +85,7 @@ from tinyward.fleet.update_keys import (
     UnknownTarget,
     check_secrets_apart,
     check_threshold,
+    read_regular,
 )
 from tinyward.trust._files import exclusive
 from tinyward.update.errors import BadTargetMeta
@@ -366,12 +367,14 @@ class UpdateRepository:
     # -- reading the published state ---------------------------------------------------------
 
     def _read(self, name: str) -> Metadata[Any]:
+        return self._read_raw(name)[0]
+
+    def _read_raw(self, name: str) -> tuple[Metadata[Any], bytes]:
+        """The metadata file ``name`` and the very bytes it was parsed from."""
         path = self.metadata_dir / name
         try:
-            data = path.read_bytes()
-            if len(data) > _MAX_METADATA_BYTES:
-                raise ValueError("too large")
-            return Metadata.from_bytes(data)
+            data = read_regular(path, _MAX_METADATA_BYTES)
+            return Metadata.from_bytes(data), data
         except (OSError, ValueError, DeserializationError) as error:
             raise BadFleet(f"{path} is missing or damaged ({error})") from None
 
@@ -387,15 +390,16 @@ class UpdateRepository:
     def _trusted_root(self) -> tuple[Metadata[Root], bytes]:
         """Walk the root chain from 1.root.json as a client does; return the newest link."""
         self._require()
-        current: Metadata[Root] = self._read("1.root.json")
+        # The bytes returned are the ones verified: a file swapped after the check (read
+        # a second time) could hand a device bundle a root nobody verified.
+        current, data = self._read_raw("1.root.json")
         try:
             current.signed.verify_delegate(Root.type, current.signed_bytes, current.signatures)
         except UnsignedMetadataError as error:
             raise BadFleet(f"1.root.json is not signed by its own threshold ({error})") from None
-        data = (self.metadata_dir / "1.root.json").read_bytes()
         version = 2
         while (self.metadata_dir / f"{version}.root.json").is_file():
-            candidate: Metadata[Root] = self._read(f"{version}.root.json")
+            candidate, candidate_data = self._read_raw(f"{version}.root.json")
             try:
                 if candidate.signed.type != Root.type or candidate.signed.version != version:
                     raise UnsignedMetadataError("wrong type or version")
@@ -406,8 +410,7 @@ class UpdateRepository:
             except UnsignedMetadataError as error:
                 raise BadFleet(f"{version}.root.json does not continue the root chain "
                                f"({error}); the repository is damaged") from None
-            current = candidate
-            data = (self.metadata_dir / f"{version}.root.json").read_bytes()
+            current, data = candidate, candidate_data
             version += 1
         return current, data
 
@@ -454,13 +457,12 @@ class UpdateRepository:
         else:
             raise UnknownTarget(f"{url_path[:80]!r} is not a repository path")
         try:
-            with path.open("rb") as handle:
-                data = handle.read(limit + 1)
+            return read_regular(path, limit)
         except OSError:
             raise UnknownTarget(f"{url_path[:80]!r} is not in the repository") from None
-        if len(data) > limit:
-            raise UnknownTarget(f"{url_path[:80]!r} is larger than the repository allows")
-        return data
+        except ValueError:
+            raise UnknownTarget(f"{url_path[:80]!r} is larger than the repository allows") \
+                from None
 
     def published_targets(self) -> dict[str, tuple[TargetFile, TargetMeta]]:
         """The targets a client sees now, with their parsed custom metadata."""
@@ -546,7 +548,7 @@ class UpdateRepository:
         if not path.is_file():
             return None
         try:
-            md: Metadata[Any] = Metadata.from_bytes(path.read_bytes())
+            md: Metadata[Any] = Metadata.from_bytes(read_regular(path, _MAX_METADATA_BYTES))
             if md.signed.type != role:
                 raise ValueError(f"it holds {md.signed.type} metadata")
         except (OSError, ValueError, DeserializationError) as error:
