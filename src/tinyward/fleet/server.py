@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -472,14 +473,27 @@ class FleetServer:
         rollout's tally: one of a failed or reverted update, or one whose update state or
         versions differ from the device's previous one (an outcome, which can bring a
         rollout to its minimum sample). A halted rollout offers nothing more from then
-        on. Reports that repeat the device's status change nothing and cost nothing."""
+        on. Reports that repeat the device's status change nothing and cost nothing: a
+        repeated failure too, unless a rollout started or resumed since (a new window,
+        where it counts again), so that one device repeating ``failed`` cannot make every
+        acknowledgement pay for the rule over the whole fleet."""
         changed = False
+        windows: object = None
         for report in reports:
             update = report.update
             if update is None:
                 continue
-            seen = (update.state, tuple(sorted(update.versions.items())), update.target)
-            if update.state in FAILED_STATES or self._upd_seen.get(report.device_id) != seen:
+            seen: tuple[object, ...] = (update.state, tuple(sorted(update.versions.items())),
+                                        update.target)
+            if update.state in FAILED_STATES:
+                if windows is None:  # the rollouts file's identity: any change (a start,
+                    try:               # a resume) makes a new one (atomic writes)
+                        found = os.stat(self.rollouts.path)
+                        windows = (found.st_ino, found.st_mtime_ns, found.st_size)
+                    except OSError:
+                        windows = ()
+                seen = (*seen, windows)
+            if self._upd_seen.get(report.device_id) != seen:
                 changed = True
             if len(self._upd_seen) >= 100_000:
                 self._upd_seen.clear()
