@@ -19,6 +19,7 @@ import pytest
 from tests.fleet.helpers import SERVER_PASSPHRASE
 from tests.fleet.test_update_repo import (
     ROOT_SECRETS,
+    TARGETS_2,
     first_root,
     make_repo,
     publish_app,
@@ -315,3 +316,78 @@ def test_attack_repeated_failure_reports_do_not_rerun_the_halt_rule(
     status, body = running.post("a0", running.report("a0", update=failed))
     assert status == 200, body
     assert len(calls) == 2
+
+
+# -- threshold signing: the pending file between holders ---------------------------------
+
+
+def _two_holder_repo(tmp_path: Path) -> tuple[UpdateRepository, object, object]:
+    repo = make_repo(tmp_path, targets_threshold=2)
+    return repo, update_key(repo), repo.offline_signer("targets-2", TARGETS_2)
+
+
+def test_attack_pending_targets_swapped_after_first_signature_refused(tmp_path: Path) -> None:
+    """Holder A signs; someone edits pending/targets.json (the target's hash now that of
+    their image) and leaves A's signature on it; holder B, signing blind, must not add a
+    signature to the swapped content."""
+    repo, first, second = _two_holder_repo(tmp_path)
+    name = repo.add("app", b"good", version="1.0.0", product_class="pump")
+    assert not repo.publish([first], SERVER_PASSPHRASE).committed  # type: ignore[list-item]
+    path = repo.pending_dir / "targets.json"
+    document = json.loads(path.read_bytes())
+    document["signed"]["targets"][name]["hashes"]["sha256"] = "ab" * 32
+    document["signed"]["targets"][name]["length"] = 666
+    path.write_text(json.dumps(document))
+    with pytest.raises(BadFleet, match="changed after update-signing signed it"):
+        repo.sign("targets", [second], SERVER_PASSPHRASE)  # type: ignore[list-item]
+    assert set(json.loads(path.read_bytes())["signatures"][0].values()) == {
+        document["signatures"][0]["keyid"], document["signatures"][0]["sig"]}
+
+
+def test_attack_replayed_pending_targets_cannot_rewrite_a_published_version(
+        tmp_path: Path) -> None:
+    """An old pending file, with a valid signature of holder A over a draft that was
+    never published, is put back after version 2 went out; holder B signs what is
+    pending: it must not overwrite the published 2.targets.json (a split view: clients
+    that have version 2 keep it, new ones would get the draft)."""
+    repo, first, second = _two_holder_repo(tmp_path)
+    repo.add("app", b"draft", version="1.0.0", product_class="pump")
+    repo.publish([first], SERVER_PASSPHRASE)  # type: ignore[list-item]
+    draft = (repo.pending_dir / "targets.json").read_bytes()
+    repo.add("model", b"m", version="1.0.0", product_class="pump")  # voids A's signature
+    repo.publish([first], SERVER_PASSPHRASE)  # type: ignore[list-item]
+    assert repo.sign("targets", [second], SERVER_PASSPHRASE).committed  # type: ignore[list-item]
+    published = (repo.metadata_dir / "2.targets.json").read_bytes()
+    (repo.pending_dir / "targets.json").write_bytes(draft)
+    with pytest.raises(update_repo.RepositoryError, match="stale"):
+        repo.sign("targets", [second], SERVER_PASSPHRASE)  # type: ignore[list-item]
+    assert (repo.metadata_dir / "2.targets.json").read_bytes() == published
+
+
+def test_attack_pending_root_swapped_after_first_signature_refused(
+        repo: UpdateRepository) -> None:
+    """The same between root holders: a key of the attacker's added to the proposal."""
+    repo.propose_root(update_repo.RootChange(), {}, SERVER_PASSPHRASE)
+    repo.sign("root", [repo.offline_signer("root-1", ROOT_SECRETS[0])], SERVER_PASSPHRASE)
+    path = repo.pending_dir / "root.json"
+    document = json.loads(path.read_bytes())
+    document["signed"]["roles"]["root"]["threshold"] = 1
+    path.write_text(json.dumps(document))
+    with pytest.raises(BadFleet, match="changed after root-1 signed it"):
+        repo.sign("root", [repo.offline_signer("root-2", ROOT_SECRETS[1])], SERVER_PASSPHRASE)
+    assert not (repo.metadata_dir / "2.root.json").exists()
+
+
+def test_pending_signature_of_a_key_retired_meanwhile_is_not_tamper(tmp_path: Path) -> None:
+    """A holder's signature made before a rotation retired their key only stops counting."""
+    repo, first, _ = _two_holder_repo(tmp_path)
+    repo.add("app", b"x", version="1.0.0", product_class="pump")
+    repo.publish([first], SERVER_PASSPHRASE)  # type: ignore[list-item]
+    repo.propose_root(update_repo.RootChange(remove=("update-signing",), targets_threshold=1),
+                      {}, SERVER_PASSPHRASE)
+    for holder in (0, 1):
+        repo.sign("root", [repo.offline_signer(f"root-{holder + 1}", ROOT_SECRETS[holder])],
+                  SERVER_PASSPHRASE)
+    outcome = repo.sign("targets", [repo.offline_signer("targets-2", TARGETS_2)],
+                        SERVER_PASSPHRASE)
+    assert outcome.committed and outcome.signed_by == ("targets-2",)

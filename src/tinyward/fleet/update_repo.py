@@ -40,7 +40,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -642,9 +642,35 @@ class UpdateRepository:
             pending.signatures.clear()
         return self._sign_targets(pending, signers, server_secret, now)
 
+    def _refuse_tampered(self, pending: Metadata[Any], valid: Iterable[str],
+                         delegated: Iterable[str]) -> None:
+        """Every signature already on pending metadata by a key the root delegates must
+        verify over what it holds now: tinyward voids them itself whenever the content
+        changes (:meth:`add`), so one that does not was made over other content, and the
+        file was edited between holders. (A key retired by a rotation meanwhile is only
+        void: it no longer counts.)"""
+        void = sorted(set(pending.signatures) & set(delegated) - set(valid))
+        if void:
+            raise BadFleet(
+                f"the pending {pending.signed.type} metadata was changed after "
+                f"{', '.join(self._name_of(k) for k in void)} signed it (the signature no "
+                "longer verifies): someone edited updates/pending/ between holders. Check "
+                "it with `tinyward update status`; delete it and start over")
+
     def _sign_targets(self, pending: Metadata[Targets], signers: Sequence[Signer],
                       server_secret: bytes | None, now: datetime) -> SignOutcome:
-        root = self._state().root.signed
+        state = self._state()
+        root = state.root.signed
+        live = state.targets.signed.version if state.targets else 0
+        if pending.signed.version <= live:
+            # An old pending file put back (a replay) would rewrite a published version.
+            raise RepositoryError(
+                f"the pending targets is version {pending.signed.version}, not above the "
+                f"published {live}: it is stale (or replayed); `tinyward update publish` "
+                "starts the next version")
+        self._refuse_tampered(pending, root.get_verification_result(
+            Targets.type, pending.signed_bytes, pending.signatures).signed,
+            root.roles[Targets.type].keyids)
         allowed = set(root.roles[Targets.type].keyids)
         for signer in signers:
             if signer.public_key.keyid not in allowed:
@@ -775,6 +801,8 @@ class UpdateRepository:
         if new.is_expired(now):
             raise MetadataExpired("the proposed root expired before enough holders signed; "
                                   "propose it again")
+        self._refuse_tampered(pending, new.get_root_verification_result(
+            current, pending.signed_bytes, pending.signatures).signed, allowed)
         self._refuse_repeat(pending, signers)
         for signer in signers:
             pending.sign(signer, append=True)
