@@ -391,3 +391,52 @@ def test_pending_signature_of_a_key_retired_meanwhile_is_not_tamper(tmp_path: Pa
     outcome = repo.sign("targets", [repo.offline_signer("targets-2", TARGETS_2)],
                         SERVER_PASSPHRASE)
     assert outcome.committed and outcome.signed_by == ("targets-2",)
+
+
+@pytest.fixture
+def held_clock(tmp_path: Path) -> Iterator[tuple[Running, list[float]]]:
+    clock = [1000.0]  # the server's monotonic clock, moved by the test only
+    state = start_running(tmp_path, NAMES, monotonic=lambda: clock[0])
+    yield state, clock
+    state.server.stop()
+
+
+def test_attack_one_device_flipping_states_runs_the_halt_rule_boundedly(
+        held_clock: tuple[Running, list[float]], monkeypatch: pytest.MonkeyPatch) -> None:
+    """An enrolled device alternating failed / idle / new versions in every report made
+    each acknowledgement apply the halt rule over the whole fleet. Now: its first
+    failure for the rollout's target at once, anything else at most once per spacing;
+    another device's first failure is still checked at once, and a change held back is
+    checked with the next report after the spacing."""
+    from tinyward.fleet import server
+
+    spacing = getattr(server, "HALT_CHECK_SPACING", 10.0)
+    running, clock = held_clock
+    book = running.fleet_server.rollouts
+    book.start("app", "1.1.0", "app-1.1.0.tar", percent=100, min_reports=1000)
+    calls: list[int] = []
+    real = book.evaluate
+
+    def counted(*args: object) -> object:
+        calls.append(1)
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(book, "evaluate", counted)
+    failed = UpdateStatus("failed", {"app": "1.0.0"}, "bad-signature", ("app", "1.1.0"))
+    flips = [failed, UpdateStatus("idle", {"app": "1.0.0"}),
+             UpdateStatus("accepted", {"app": "1.1.0"}), UpdateStatus("downloading",
+                                                                   {"app": "1.0.0"})] * 3
+    for update in flips:
+        status, body = running.post("a0", running.report("a0", update=update))
+        assert status == 200, body
+    assert len(calls) == 2  # the first failure, and one spaced change
+    status, body = running.post("a1", running.report("a1", update=failed))
+    assert status == 200, body
+    assert len(calls) == 3  # another device's failure: at once (it covers a0's so far)
+    status, body = running.post("a0", running.report("a0", update=flips[2]))  # new version
+    assert status == 200, body
+    assert len(calls) == 3  # held back
+    clock[0] += spacing
+    status, body = running.post("a1", running.report("a1", update=failed))  # a repeat
+    assert status == 200, body
+    assert len(calls) == 4  # the changes held back are checked now
