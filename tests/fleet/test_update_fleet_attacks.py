@@ -440,3 +440,16 @@ def test_attack_one_device_flipping_states_runs_the_halt_rule_boundedly(
     status, body = running.post("a1", running.report("a1", update=failed))  # a repeat
     assert status == 200, body
     assert len(calls) == 4  # the changes held back are checked now
+
+
+def test_attack_escape_sequences_in_halt_reason_never_reach_a_terminal(tmp_path: Path) -> None:
+    """`rollout halt --reason` (the CLI does not check it) or an edited rollouts.json:
+    the reason is shown by `rollout status` in another operator's terminal."""
+    book = RolloutBook(tmp_path)
+    made = book.start("app", "1.0.0", "app-1.0.0.tar", percent=5)
+    halted = book.halt(made.rollout_id, "operator: \x1b]52;c;ZWNobyBwd25lZA==\x07\u202egnp.exe\n")
+    assert halted.why is not None and halted.why.isprintable()
+    document = json.loads(book.path.read_bytes())
+    document["rollouts"][0]["why"] = "\x1b[2Jfake"
+    book.path.write_text(json.dumps(document))
+    assert book.get(made.rollout_id).why == "?[2Jfake"
