@@ -12,9 +12,11 @@ import json
 import os
 import tracemalloc
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from tuf.api.exceptions import ExpiredMetadataError
 
 from tests.fleet.helpers import SERVER_PASSPHRASE
 from tests.fleet.test_update_repo import (
@@ -453,3 +455,39 @@ def test_attack_escape_sequences_in_halt_reason_never_reach_a_terminal(tmp_path:
     document["rollouts"][0]["why"] = "\x1b[2Jfake"
     book.path.write_text(json.dumps(document))
     assert book.get(made.rollout_id).why == "?[2Jfake"
+
+
+# -- clocks ------------------------------------------------------------------------------
+
+
+def test_attack_clock_set_forward_then_corrected_does_not_leave_a_long_freeze_window(
+        tmp_path: Path) -> None:
+    """The server's clock is pushed a month ahead (a bad NTP answer): its refresh signs a
+    timestamp valid until then. Once the clock is right, the next refresh re-signs at
+    once (a higher version, which devices then require) instead of serving the
+    month-long one that an attacker could keep and replay to freeze devices."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    repo = make_repo(tmp_path, now)
+    ahead = now + timedelta(days=30)
+    assert repo.refresh_online(ahead, SERVER_PASSPHRASE) == ("snapshot", "timestamp")
+    assert repo.refresh_online(now, SERVER_PASSPHRASE) == ("snapshot", "timestamp")
+    timestamp = json.loads((repo.metadata_dir / "timestamp.json").read_bytes())["signed"]
+    assert timestamp["version"] == 3
+    expires = datetime.fromisoformat(timestamp["expires"].replace("Z", "+00:00"))
+    assert expires == now + timedelta(days=1)
+    assert repo.refresh_online(now, SERVER_PASSPHRASE) == ()  # and then quiet again
+
+
+def test_clock_set_back_is_noticed_by_devices_within_the_timestamp_expiry(
+        tmp_path: Path) -> None:
+    """A clock set back makes the server sign metadata that devices see as expired (or
+    sign nothing new): a stock client refuses, it does not install from it."""
+    from tests.fleet.tufclient import fetch
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    repo = make_repo(tmp_path, now - timedelta(days=30))  # everything signed "a month ago"
+    name = repo.add("app", b"x", version="1.0.0", product_class="pump",
+                    now=now - timedelta(days=30))
+    repo.publish([update_key(repo)], SERVER_PASSPHRASE, now=now - timedelta(days=30))
+    with pytest.raises(ExpiredMetadataError):
+        fetch(repo.base / "repo", first_root(repo), tmp_path / "client", name)

@@ -42,7 +42,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -114,6 +114,7 @@ __all__ = [
 _M = TypeVar("_M", bound=Callable[..., Any])
 _MAX_TARGET_BYTES = 512 * 1024 * 1024
 _MAX_METADATA_BYTES = 4 * 1024 * 1024
+_SLACK = timedelta(minutes=5)
 _SERVED_METADATA = re.compile(
     r"metadata/(timestamp|[1-9][0-9]{0,8}\.(root|snapshot|targets))\.json")
 _SERVED_TARGET = re.compile(r"targets/[0-9a-f]{64}\.[A-Za-z0-9][A-Za-z0-9_.-]{0,150}")
@@ -516,7 +517,10 @@ class UpdateRepository:
             if md is None:
                 return True
             left = md.signed.expires - now
-            return (left < self.expiry.of(role) / 2
+            # Valid for longer than a fresh signature would be: signed while the clock was
+            # ahead. Re-sign now (a higher version, which devices then require) rather than
+            # leave a long freeze window to whoever kept a copy.
+            return (left < self.expiry.of(role) / 2 or left > self.expiry.of(role) + _SLACK
                     or not root.get_verification_result(role, md.signed_bytes, md.signatures))
 
         done: list[str] = []
