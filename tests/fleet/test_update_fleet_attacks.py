@@ -491,3 +491,18 @@ def test_clock_set_back_is_noticed_by_devices_within_the_timestamp_expiry(
     repo.publish([update_key(repo)], SERVER_PASSPHRASE, now=now - timedelta(days=30))
     with pytest.raises(ExpiredMetadataError):
         fetch(repo.base / "repo", first_root(repo), tmp_path / "client", name)
+
+
+def test_attack_replayed_pending_root_after_its_rotation_refused(repo: UpdateRepository) -> None:
+    """A copy of the pending root v2, kept with one holder's signature, put back after v2
+    went out: it can never become a second v2 (the next root is v3)."""
+    repo.propose_root(update_repo.RootChange(), {}, SERVER_PASSPHRASE)
+    repo.sign("root", [repo.offline_signer("root-1", ROOT_SECRETS[0])], SERVER_PASSPHRASE)
+    kept = (repo.pending_dir / "root.json").read_bytes()
+    assert repo.sign("root", [repo.offline_signer("root-2", ROOT_SECRETS[1])],
+                     SERVER_PASSPHRASE).committed
+    published = (repo.metadata_dir / "2.root.json").read_bytes()
+    (repo.pending_dir / "root.json").write_bytes(kept)
+    with pytest.raises(update_repo.RepositoryError, match="the next is 3"):
+        repo.sign("root", [repo.offline_signer("root-3", ROOT_SECRETS[2])], SERVER_PASSPHRASE)
+    assert (repo.metadata_dir / "2.root.json").read_bytes() == published
