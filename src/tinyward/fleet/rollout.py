@@ -206,7 +206,7 @@ class Rollout:
         """Stop offering (halting a halted rollout keeps its first reason)."""
         if self.halted:
             return self
-        return replace(self, halted=True, halted_at=now, why=why[:200])
+        return replace(self, halted=True, halted_at=now, why=printable(why[:200]))
 
     def resume(self, now: int) -> Rollout:
         """Offer again; failures reported before ``now`` no longer count.
@@ -250,9 +250,15 @@ class Rollout:
                 raise ValueError("stages")
             return replace(made, window_from=_int(document["window_from"]), halted=halted,
                            halted_at=None if halted_at is None else _int(halted_at),
-                           why=why, stages=stages)
+                           why=None if why is None else printable(why[:200]), stages=stages)
         except (KeyError, TypeError, ValueError) as error:
             raise BadRollout(f"a rollout record is damaged ({error})") from None
+
+
+def printable(text: str) -> str:
+    """``text`` with every character that is not printable (escape sequences, line breaks,
+    bidirectional controls) shown as ``?``: a halt reason is shown in terminals."""
+    return "".join(c if c.isprintable() else "?" for c in text)
 
 
 def _int(value: object) -> int:

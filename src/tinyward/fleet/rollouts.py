@@ -68,6 +68,7 @@ def published_target(fleet_dir: Path, target_path: str) -> tuple[str, str] | Non
     from tuf.api.metadata import Metadata
     from tuf.api.serialization import DeserializationError
 
+    from tinyward.fleet.update_keys import read_regular
     from tinyward.update.meta import TargetMeta
 
     folder = Path(fleet_dir) / UPDATES_DIR / REPOSITORY_METADATA
@@ -75,9 +76,11 @@ def published_target(fleet_dir: Path, target_path: str) -> tuple[str, str] | Non
                       if p.name.split(".", 1)[0].isdigit())
     path = numbered[-1][1] if numbered else folder / "targets.json"
     try:
-        data = path.read_bytes()
+        data = read_regular(path, _MAX_FILE)
     except FileNotFoundError:
         return None
+    except (OSError, ValueError) as error:
+        raise BadRollout(f"{path} cannot be read as TUF targets metadata ({error})") from None
     try:
         signed = Metadata.from_bytes(data).signed
     except (DeserializationError, ValueError) as error:
@@ -183,13 +186,17 @@ class RolloutBook:
         return found
 
     def _read(self) -> tuple[Rollout, ...]:
+        from tinyward.fleet.update_keys import read_regular  # late: tuf, for the CLI
+
         try:
-            with open(self.path, "rb") as handle:
-                data = handle.read(_MAX_FILE + 1)
+            # Not through a symlink, never blocking on a FIFO: the server reads it per offer.
+            data = read_regular(self.path, _MAX_FILE)
         except FileNotFoundError:
             return ()
-        if len(data) > _MAX_FILE:
-            raise BadRollout(f"{self.path} is over {_MAX_FILE} bytes")
+        except OSError as error:
+            raise BadRollout(f"{self.path} is not a regular file ({error})") from None
+        except ValueError:
+            raise BadRollout(f"{self.path} is over {_MAX_FILE} bytes") from None
         try:
             document = json.loads(data)
         except ValueError:
@@ -241,9 +248,19 @@ class RolloutBook:
               halt_at: float = 0.1, min_reports: int = 5) -> Rollout:
         """Start a rollout (see :meth:`Rollout.start`).
 
+        When the fleet has an update repository, the target must be one of its signed
+        targets, of this component and version (the admin API takes them from the body:
+        a mismatch would offer one thing and count outcomes of another).
+
         Raises:
-            BadRollout: bad arguments. RolloutConflict: the component has a running one.
+            BadRollout: bad arguments, or a target the repository does not have as this
+                component and version. RolloutConflict: the component has a running one.
         """
+        if isinstance(target_path, str) and len(target_path) <= 1200:
+            published = published_target(self.directory.parent, target_path)
+            if published is not None and published != (component, str(version)):
+                raise BadRollout(f"the repository says target {target_path[:80]!r} is "
+                                 f"{published[0]} {published[1]}, not {component} {version}")
         made = Rollout.start(component, version, target_path, now=self._now(),
                              percent=percent, cohorts=cohorts, halt_at=halt_at,
                              min_reports=min_reports)

@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -72,6 +73,11 @@ MAX_DEVICES_PAGE = 500
 CATCH_UP_REPORTS = 256
 _OUTCOME = web.RequestKey("tinyward_outcome", str)  # the refusal code an audit line records
 _log = logging.getLogger("tinyward.fleet.server")
+
+
+#: Seconds between two runs of the rollouts' halt rule one device can cause (beyond its
+#: first failure for a running rollout's target, checked at once): see _check_rollouts.
+HALT_CHECK_SPACING = 10.0
 
 
 @dataclass(frozen=True)
@@ -222,6 +228,12 @@ class FleetServer:
                                     audit=self._audit_automatic)
         # device -> its last update status seen by this process (rollout checks on change)
         self._upd_seen: dict[str, tuple[object, ...]] = {}
+        #: device -> when it last ran the halt rule; (device, target) -> the rollouts'
+        #: identity when that failure last ran it (see _check_rollouts).
+        self._upd_checked: dict[str, float] = {}
+        self._upd_failures: dict[tuple[str, tuple[str, str]], tuple[int, ...]] = {}
+        self._halt_deferred = False
+        self._halt_checked_at = float("-inf")
 
     # -- application --------------------------------------------------------------------
 
@@ -469,25 +481,53 @@ class FleetServer:
 
     async def _check_rollouts(self, reports: Sequence[Report]) -> None:
         """Apply the rollouts' halt rule before acknowledging a report that can change a
-        rollout's tally: one of a failed or reverted update, or one whose update state or
-        versions differ from the device's previous one (an outcome, which can bring a
-        rollout to its minimum sample). A halted rollout offers nothing more from then
-        on. Reports that repeat the device's status change nothing and cost nothing."""
-        changed = False
+        rollout's decided outcomes: a failed or reverted update, or new installed versions
+        (in-progress states do not count in the rule, so they do not run it).
+
+        Bounded per device, because the rule costs ~18 µs per device and running rollout
+        and one enrolled device must not make every acknowledgement pay that: a report
+        that repeats what the rule has seen costs nothing; a device's first failure for a
+        running rollout's target (or an unnamed one) in the rollouts' current state (a
+        start or resume makes a new one) runs the rule at once; any other change runs it
+        at most once per :data:`HALT_CHECK_SPACING` seconds per device, and a change held
+        back by that is checked with the next report anyone sends after the spacing."""
+        now = self.monotonic()
+        urgent = spaced = False
+        identity: tuple[int, ...] | None = None
+        running: set[tuple[str, str]] | None = None
         for report in reports:
-            update = report.update
+            update, device_id = report.update, report.device_id
             if update is None:
                 continue
-            seen = (update.state, tuple(sorted(update.versions.items())), update.target)
-            if update.state in FAILED_STATES or self._upd_seen.get(report.device_id) != seen:
-                changed = True
+            failed = update.state in FAILED_STATES
+            if identity is None:
+                identity, running = self._rollouts_now()
+            seen = (failed, tuple(sorted(update.versions.items())),
+                    update.target if failed else None, identity if failed else None)
+            if self._upd_seen.get(device_id) == seen:
+                continue
             if len(self._upd_seen) >= 100_000:
                 self._upd_seen.clear()
-            self._upd_seen[report.device_id] = seen
-        if not changed:
+                self._upd_checked.clear()
+                self._upd_failures.clear()
+            self._upd_seen[device_id] = seen
+            target = update.target or ("", "")
+            if failed and running is not None and (target in running or target == ("", "")) \
+                    and self._upd_failures.get((device_id, target)) != identity:
+                self._upd_failures[(device_id, target)] = identity
+                urgent = True
+            elif now - self._upd_checked.get(device_id, -HALT_CHECK_SPACING) \
+                    >= HALT_CHECK_SPACING:
+                self._upd_checked[device_id] = now
+                spaced = True
+            else:
+                self._halt_deferred = True
+        if not (urgent or spaced) and (
+                not self._halt_deferred or now - self._halt_checked_at < HALT_CHECK_SPACING):
             return
+        self._halt_deferred, self._halt_checked_at = False, now
         try:
-            if all(r.halted for r in self.rollouts.rollouts()):  # a stat: usually cached
+            if running is not None and not running:  # nothing running: nothing can halt
                 return
             halted = await self._admin_call(self.rollouts.evaluate, self._reader,
                                             self.directory)
@@ -496,6 +536,21 @@ class FleetServer:
             return
         for rollout in halted:
             _log.warning("rollout %s halted: %s", rollout.rollout_id, rollout.why)
+
+    def _rollouts_now(self) -> tuple[tuple[int, ...], set[tuple[str, str]] | None]:
+        """The rollouts file's identity (any change, e.g. a resume, makes a new one: atomic
+        writes) and the (component, version) of the running rollouts (None: unreadable;
+        the rule then runs, and says why it cannot)."""
+        try:
+            found = os.stat(self.rollouts.path)
+        except OSError:
+            return (), set()
+        try:
+            running = {(r.component, str(r.version)) for r in self.rollouts.rollouts()
+                       if not r.halted}  # cached: re-read only when the file changed
+        except Exception:  # noqa: BLE001 - damaged: evaluate() reports it
+            running = None
+        return (found.st_ino, found.st_mtime_ns, found.st_size), running
 
     def _audit_automatic(self, action: str, rollout_id: str, outcome: str) -> None:
         """Audit lines for the rollout changes the server makes by itself (the admin API's

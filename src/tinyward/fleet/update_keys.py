@@ -16,7 +16,9 @@ Whether a key counts is decided by the root metadata alone, never by this index.
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -41,6 +43,7 @@ UPDATE_SIGNING_KEY = "update-signing"
 UPDATE_SIGNING_PURPOSE = "update-signing"
 MAX_KEYS_PER_ROLE = 9
 _INDEX_FORMAT = "tinyward-update-keys/1"
+_MAX_INDEX_BYTES = 1024 * 1024
 _KEY_NAME = re.compile(r"(root|targets|snapshot|timestamp)-[1-9][0-9]{0,3}|update-signing")
 
 
@@ -74,6 +77,37 @@ class BadThreshold(RepositoryError):
 
 class ThresholdNotMet(RepositoryError, StateError):
     """Not enough valid signatures for the role's threshold."""
+
+
+#: Test switch: True makes :func:`read_regular` open the old way (follows a symlink, blocks
+#: on a FIFO, reads a device file), so the attack tests can show what the check stops.
+unsafe_follow_links = False
+
+
+def read_regular(path: Path, limit: int) -> bytes:
+    """At most ``limit`` bytes of the regular file ``path``, never following a symlink in
+    its last component and never blocking on a FIFO (the repository holds only files
+    tinyward wrote: a symlink there, to the server's key say, is an attack on the server).
+
+    Raises:
+        OSError: missing, not a regular file (``ELOOP`` for a symlink), unreadable.
+        ValueError: larger than ``limit`` (read no further than ``limit + 1`` bytes).
+    """
+    if unsafe_follow_links:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    else:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise OSError(f"{path} is not a regular file")
+            with os.fdopen(fd, "rb", closefd=False) as handle:
+                data = handle.read(limit + 1)
+        finally:
+            os.close(fd)
+    if len(data) > limit:
+        raise ValueError(f"over {limit} bytes")
+    return data
 
 
 @dataclass(frozen=True)
@@ -230,7 +264,7 @@ class KeyRing:
         self.require()
         path = self.base / "keys.json"
         try:
-            document = json.loads(path.read_bytes())
+            document = json.loads(read_regular(path, _MAX_INDEX_BYTES))
             if document.get("format") != _INDEX_FORMAT:
                 raise ValueError("unknown format")
             found = {name: KeyInfo(name, e["role"], e["keyid"], e["file"], e["purpose"])

@@ -40,9 +40,9 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -85,6 +85,7 @@ from tinyward.fleet.update_keys import (
     UnknownTarget,
     check_secrets_apart,
     check_threshold,
+    read_regular,
 )
 from tinyward.trust._files import exclusive
 from tinyward.update.errors import BadTargetMeta
@@ -113,6 +114,7 @@ __all__ = [
 _M = TypeVar("_M", bound=Callable[..., Any])
 _MAX_TARGET_BYTES = 512 * 1024 * 1024
 _MAX_METADATA_BYTES = 4 * 1024 * 1024
+_SLACK = timedelta(minutes=5)
 _SERVED_METADATA = re.compile(
     r"metadata/(timestamp|[1-9][0-9]{0,8}\.(root|snapshot|targets))\.json")
 _SERVED_TARGET = re.compile(r"targets/[0-9a-f]{64}\.[A-Za-z0-9][A-Za-z0-9_.-]{0,150}")
@@ -366,12 +368,14 @@ class UpdateRepository:
     # -- reading the published state ---------------------------------------------------------
 
     def _read(self, name: str) -> Metadata[Any]:
+        return self._read_raw(name)[0]
+
+    def _read_raw(self, name: str) -> tuple[Metadata[Any], bytes]:
+        """The metadata file ``name`` and the very bytes it was parsed from."""
         path = self.metadata_dir / name
         try:
-            data = path.read_bytes()
-            if len(data) > _MAX_METADATA_BYTES:
-                raise ValueError("too large")
-            return Metadata.from_bytes(data)
+            data = read_regular(path, _MAX_METADATA_BYTES)
+            return Metadata.from_bytes(data), data
         except (OSError, ValueError, DeserializationError) as error:
             raise BadFleet(f"{path} is missing or damaged ({error})") from None
 
@@ -387,15 +391,16 @@ class UpdateRepository:
     def _trusted_root(self) -> tuple[Metadata[Root], bytes]:
         """Walk the root chain from 1.root.json as a client does; return the newest link."""
         self._require()
-        current: Metadata[Root] = self._read("1.root.json")
+        # The bytes returned are the ones verified: a file swapped after the check (read
+        # a second time) could hand a device bundle a root nobody verified.
+        current, data = self._read_raw("1.root.json")
         try:
             current.signed.verify_delegate(Root.type, current.signed_bytes, current.signatures)
         except UnsignedMetadataError as error:
             raise BadFleet(f"1.root.json is not signed by its own threshold ({error})") from None
-        data = (self.metadata_dir / "1.root.json").read_bytes()
         version = 2
         while (self.metadata_dir / f"{version}.root.json").is_file():
-            candidate: Metadata[Root] = self._read(f"{version}.root.json")
+            candidate, candidate_data = self._read_raw(f"{version}.root.json")
             try:
                 if candidate.signed.type != Root.type or candidate.signed.version != version:
                     raise UnsignedMetadataError("wrong type or version")
@@ -406,8 +411,7 @@ class UpdateRepository:
             except UnsignedMetadataError as error:
                 raise BadFleet(f"{version}.root.json does not continue the root chain "
                                f"({error}); the repository is damaged") from None
-            current = candidate
-            data = (self.metadata_dir / f"{version}.root.json").read_bytes()
+            current, data = candidate, candidate_data
             version += 1
         return current, data
 
@@ -454,13 +458,12 @@ class UpdateRepository:
         else:
             raise UnknownTarget(f"{url_path[:80]!r} is not a repository path")
         try:
-            with path.open("rb") as handle:
-                data = handle.read(limit + 1)
+            return read_regular(path, limit)
         except OSError:
             raise UnknownTarget(f"{url_path[:80]!r} is not in the repository") from None
-        if len(data) > limit:
-            raise UnknownTarget(f"{url_path[:80]!r} is larger than the repository allows")
-        return data
+        except ValueError:
+            raise UnknownTarget(f"{url_path[:80]!r} is larger than the repository allows") \
+                from None
 
     def published_targets(self) -> dict[str, tuple[TargetFile, TargetMeta]]:
         """The targets a client sees now, with their parsed custom metadata."""
@@ -514,7 +517,10 @@ class UpdateRepository:
             if md is None:
                 return True
             left = md.signed.expires - now
-            return (left < self.expiry.of(role) / 2
+            # Valid for longer than a fresh signature would be: signed while the clock was
+            # ahead. Re-sign now (a higher version, which devices then require) rather than
+            # leave a long freeze window to whoever kept a copy.
+            return (left < self.expiry.of(role) / 2 or left > self.expiry.of(role) + _SLACK
                     or not root.get_verification_result(role, md.signed_bytes, md.signatures))
 
         done: list[str] = []
@@ -546,7 +552,7 @@ class UpdateRepository:
         if not path.is_file():
             return None
         try:
-            md: Metadata[Any] = Metadata.from_bytes(path.read_bytes())
+            md: Metadata[Any] = Metadata.from_bytes(read_regular(path, _MAX_METADATA_BYTES))
             if md.signed.type != role:
                 raise ValueError(f"it holds {md.signed.type} metadata")
         except (OSError, ValueError, DeserializationError) as error:
@@ -640,9 +646,35 @@ class UpdateRepository:
             pending.signatures.clear()
         return self._sign_targets(pending, signers, server_secret, now)
 
+    def _refuse_tampered(self, pending: Metadata[Any], valid: Iterable[str],
+                         delegated: Iterable[str]) -> None:
+        """Every signature already on pending metadata by a key the root delegates must
+        verify over what it holds now: tinyward voids them itself whenever the content
+        changes (:meth:`add`), so one that does not was made over other content, and the
+        file was edited between holders. (A key retired by a rotation meanwhile is only
+        void: it no longer counts.)"""
+        void = sorted(set(pending.signatures) & set(delegated) - set(valid))
+        if void:
+            raise BadFleet(
+                f"the pending {pending.signed.type} metadata was changed after "
+                f"{', '.join(self._name_of(k) for k in void)} signed it (the signature no "
+                "longer verifies): someone edited updates/pending/ between holders. Check "
+                "it with `tinyward update status`; delete it and start over")
+
     def _sign_targets(self, pending: Metadata[Targets], signers: Sequence[Signer],
                       server_secret: bytes | None, now: datetime) -> SignOutcome:
-        root = self._state().root.signed
+        state = self._state()
+        root = state.root.signed
+        live = state.targets.signed.version if state.targets else 0
+        if pending.signed.version <= live:
+            # An old pending file put back (a replay) would rewrite a published version.
+            raise RepositoryError(
+                f"the pending targets is version {pending.signed.version}, not above the "
+                f"published {live}: it is stale (or replayed); `tinyward update publish` "
+                "starts the next version")
+        self._refuse_tampered(pending, root.get_verification_result(
+            Targets.type, pending.signed_bytes, pending.signatures).signed,
+            root.roles[Targets.type].keyids)
         allowed = set(root.roles[Targets.type].keyids)
         for signer in signers:
             if signer.public_key.keyid not in allowed:
@@ -773,6 +805,8 @@ class UpdateRepository:
         if new.is_expired(now):
             raise MetadataExpired("the proposed root expired before enough holders signed; "
                                   "propose it again")
+        self._refuse_tampered(pending, new.get_root_verification_result(
+            current, pending.signed_bytes, pending.signatures).signed, allowed)
         self._refuse_repeat(pending, signers)
         for signer in signers:
             pending.sign(signer, append=True)

@@ -50,7 +50,7 @@ class Version:
 
     @classmethod
     def parse(cls, text: object) -> Version:
-        if not isinstance(text, str) or not _VERSION.match(text):
+        if not isinstance(text, str) or not _VERSION.fullmatch(text):  # $ lets "\n" in
             raise BadTargetMeta(f"version {text!r} is not MAJOR.MINOR.PATCH (numbers 0..999999, "
                                 "no leading zeros)")
         major, minor, patch = (int(p) for p in text.split("."))
@@ -99,7 +99,7 @@ class TargetMeta:
         if component not in COMPONENTS:
             raise BadTargetMeta(f"component {component!r} is not one of {', '.join(COMPONENTS)}")
         product = custom.get("product_class")
-        if not isinstance(product, str) or not _NAME.match(product):
+        if not isinstance(product, str) or not _NAME.fullmatch(product):
             raise BadTargetMeta(f"product_class {product!r} is not a name (letters, digits, _.-)")
         devices = _names(custom.get("devices", []), "devices", _DEVICE_ID)
         cohorts = _names(custom.get("cohorts", []), "cohorts", _NAME)
@@ -145,6 +145,6 @@ def _names(value: object, what: str, pattern: re.Pattern[str]) -> tuple[str, ...
     if not isinstance(value, list) or len(value) > MAX_LISTED:
         raise BadTargetMeta(f"{what} must be a list of at most {MAX_LISTED} names")
     for item in value:
-        if not isinstance(item, str) or not pattern.match(item):
+        if not isinstance(item, str) or not pattern.fullmatch(item):
             raise BadTargetMeta(f"{what} holds {item!r}, which is not a valid name")
     return tuple(value)
