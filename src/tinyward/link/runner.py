@@ -28,13 +28,14 @@ import random
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from tinyward._fsutil import atomic_write
 from tinyward.app.results import ResultSource
 from tinyward.errors import Misuse
+from tinyward.link.chunks import IDLE_REQUEST, FetchChannel, FetchRequest, Frame
 from tinyward.link.client import Backoff, LinkConfig, ReportLink, ServerURL, device_context
 from tinyward.link.errors import (
     LinkError,
@@ -50,6 +51,7 @@ from tinyward.trust import report as codec
 from tinyward.trust.instance import InstanceLock
 
 log = logging.getLogger("tinyward.link")
+_REPORT_FIELDS = frozenset(f.name for f in fields(codec.Report))
 
 
 class SimulatedSensor:
@@ -128,6 +130,7 @@ class RunStats:
     first_seq: int | None = None
     last_seq: int | None = None
     acked_seqs: list[int] = field(default_factory=list)
+    update: dict[str, Any] | None = None  # the update client's status (the report's upd)
 
 
 #: One runner per device folder, and no air-gapped run beside it (trust/instance.py).
@@ -149,8 +152,15 @@ class DeviceRunner:
         rng: random.Random | None = None,
         status_file: Path | None = None,
         record_acks: bool = False,
+        fetch: FetchChannel | None = None,
+        update_status: Callable[[], Mapping[str, Any]] | None = None,
     ) -> None:
-        """Raises NotProvisioned, KeystoreError, QueueDamaged, StorageError, Misuse."""
+        """Raises NotProvisioned, KeystoreError, QueueDamaged, StorageError, Misuse.
+
+        ``fetch``: the update fetcher's channel (update/fetcher.py); every report carries
+        its request for one chunk (idle without it) and it gets the answer.
+        ``update_status``: the update client's status, told in every report (``upd``).
+        """
         self.config = config or RunnerConfig()
         self._device = device
         self._device_id: str = device.device_id
@@ -166,6 +176,8 @@ class DeviceRunner:
         self._told_incidents: dict[str, int] = {}
         self._send_delay = min(0.2 * self.config.shaper.interval, 0.5)
         self._record_acks = record_acks
+        self._fetch = fetch
+        self._update_status = update_status
         self.stats = RunStats(device_id=self._device_id, acknowledged_seq=self.queue.acked,
                               queued=len(self.queue), dropped_reports=self.queue.dropped)
 
@@ -181,7 +193,7 @@ class DeviceRunner:
             device_id=self._device_id, seq=reservation.seq, timestamp=int(self._wall()),
             results=results, incidents=incidents,
             health="degraded" if reservation.dropped_reports or dropped_results or not healthy
-            else "ok")
+            else "ok", **self._upd())
         try:
             data = codec.encode_report(report, self._signer, self.config.shaper.size)
         except codec.ReportTooLarge:
@@ -196,6 +208,15 @@ class DeviceRunner:
         self.stats.generated += 1
         self.stats.first_seq = self.stats.first_seq or reservation.seq
         self.stats.last_seq = reservation.seq
+
+    def _upd(self) -> dict[str, Any]:
+        """The update status for the report (``upd``), where the report codec has the
+        field (trust/report.py, issue 14); always in the run's status."""
+        if self._update_status is None:
+            return {}
+        status = dict(self._update_status())
+        self.stats.update = status
+        return {"upd": status} if "upd" in _REPORT_FIELDS else {}
 
     def _source_incidents(self) -> dict[str, int]:
         """What the source counts (e.g. a misbehaving application), as deltas since the
@@ -224,18 +245,23 @@ class DeviceRunner:
             if head is None:  # len() said otherwise: a queue bug
                 raise Misuse("the report queue has a length but no oldest entry")
             seq, data = head
+            # One chunk request per report, idle or not: the same size on the wire.
+            request = self._fetch.request() if self._fetch is not None else IDLE_REQUEST
             try:
-                stored = self.link.send(data)
+                stored, frame = self.link.exchange(data, request)
             except ReportRejected as error:
                 log.warning("report %d refused by the server and dropped: %s", seq, error)
+                self._fetched(request, None)
                 self.queue.drop_oldest()
                 self._note_refusal(error)
                 continue
             except (PinMismatch, ServerRefused, ServerUnreachable, LinkError) as error:
+                self._fetched(request, None)
                 self._note_refusal(error)
                 self.stats.failures += 1
                 self._retry_at = self._clock() + self._backoff.next_delay()
                 return
+            self._fetched(request, frame)
             before = self.queue.acked
             try:
                 self.queue.acknowledge(stored)
@@ -258,6 +284,10 @@ class DeviceRunner:
                 # lost its data. Do not spin on it.
                 self._retry_at = self._clock() + self._backoff.next_delay()
                 return
+
+    def _fetched(self, request: FetchRequest, frame: Frame | None) -> None:
+        if self._fetch is not None:
+            self._fetch.answer(request, frame)
 
     def _note_refusal(self, error: Exception) -> None:
         kind = type(error).__name__
