@@ -39,7 +39,8 @@ class TufRepo:
     """One root key per role (thresholds of one), consistent snapshots, hash-prefixed
     targets. ``publish()`` writes a new timestamp, snapshot and targets version."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, targets_threshold: int = 1) -> None:
+        """``targets_threshold``: that many targets keys, all needed."""
         self.dir = Path(directory)
         self.metadata_dir = self.dir / "metadata"
         self.targets_dir = self.dir / "targets"
@@ -49,6 +50,12 @@ class TufRepo:
         root = Root(expires=_expiry(365), consistent_snapshot=True)
         for role in ROLES:
             root.add_key(self.signers[role].public_key, role)
+        self.targets_signers = [self.signers["targets"]]
+        for _ in range(targets_threshold - 1):
+            extra = CryptoSigner.generate_ed25519()
+            root.add_key(extra.public_key, "targets")
+            self.targets_signers.append(extra)
+        root.roles["targets"].threshold = targets_threshold
         self.root = Metadata(root)
         self.targets = Metadata(Targets(expires=_expiry()))
         self.snapshot = Metadata(Snapshot(expires=_expiry()))
@@ -82,6 +89,9 @@ class TufRepo:
         (self.targets_dir / f"{digest}.{path}").write_bytes(data)
         return path
 
+    def metadata(self, name: str) -> Path:
+        return self.metadata_dir / name
+
     def target_file(self, path: str) -> Path:
         digest = self.targets.signed.targets[path].hashes["sha256"]
         return self.targets_dir / f"{digest}.{path}"
@@ -93,7 +103,8 @@ class TufRepo:
         self.targets.signed.version += 1 if self.targets.signatures else 0
         self.targets.signed.expires = _expiry()
         self.targets.signatures.clear()
-        self.targets.sign(targets_signer or self.signers["targets"])
+        for signer in [targets_signer] if targets_signer else self.targets_signers:
+            self.targets.sign(signer, append=True)
         self._write(self.targets, f"{self.targets.signed.version}.targets.json")
         self.snapshot.signed.version += 1 if self.snapshot.signatures else 0
         self.snapshot.signed.meta["targets.json"] = MetaFile(self.targets.signed.version)
