@@ -29,6 +29,7 @@ from tuf.api.metadata import Metadata, Snapshot
 
 from tinyward.fleet.delivery import ChunkServer
 from tinyward.fleet.pki import Fleet
+from tinyward.lab.tufrepo import PRODUCT, TufRepo
 from tinyward.link import chunks
 from tinyward.link.runner import DeviceRunner, RunnerConfig, RunStats
 from tinyward.link.shaper import ShaperConfig
@@ -37,7 +38,6 @@ from tinyward.update.client import UpdateClient, UpdateClientConfig
 from tinyward.update.meta import Offer, Version
 
 from ..link.liveserver import LiveFleetServer
-from .tufkit import PRODUCT, TufRepo
 
 PASSPHRASE = b"update-tests-passphrase"
 SETTLED = ("staged", "rejected", "failed")
@@ -144,7 +144,7 @@ def test_a_signed_target_is_delivered_through_the_link(delivery: Delivery,
                                                        repo: TufRepo) -> None:
     stats = delivery.run(_target(repo, size=5000))
     assert len(delivery.got) == 1
-    component, path, meta, length, hashes = delivery.got[0]
+    component, path, meta, length, _ = delivery.got[0]
     assert (component, length, str(meta.version)) == ("model", 5000, "1.2.0")
     assert Path(path).read_bytes() == bytes(i % 251 for i in range(5000))
     assert delivery.client.status()["state"] == "staged" and "why" not in delivery.client.status()

@@ -10,13 +10,12 @@ from pathlib import Path
 import pytest
 
 from tinyward.fleet.delivery import ChunkServer
+from tinyward.lab.tufrepo import PRODUCT, TufRepo
 from tinyward.link import chunks
 from tinyward.update import errors
 from tinyward.update.client import UpdateClient, UpdateClientConfig
 from tinyward.update.fetcher import ChunkChannel
 from tinyward.update.meta import Offer, Version
-
-from .tufkit import PRODUCT, TufRepo
 
 DEVICE = "ab" * 32
 
@@ -68,7 +67,7 @@ def test_a_verified_target_reaches_on_verified_in_fixed_size_frames(tmp_path: Pa
     server = ChunkServer(repo.dir, chunks_config(256))
     with Pump(client.channel, server) as pump:
         client.run(Offer("model", path, Version(1, 2, 0)))
-    component, file, meta, length, hashes = got[0]
+    component, file, meta, length, _ = got[0]
     assert (component, length, meta.version) == ("model", len(data), Version(1, 2, 0))
     assert Path(file).read_bytes() == data
     assert set(map(len, pump.requests)) == {82}  # every request the same width
@@ -76,7 +75,7 @@ def test_a_verified_target_reaches_on_verified_in_fixed_size_frames(tmp_path: Pa
     assert client.status()["state"] == "staged"
 
 
-def chunks_config(size: int):  # noqa: ANN201 - test helper
+def chunks_config(size: int):
     from tinyward.fleet.delivery import DeliveryConfig
     return DeliveryConfig(chunk_size=size)
 
@@ -87,9 +86,9 @@ def test_wrong_product_is_refused_before_the_target_is_fetched(tmp_path: Path) -
     repo.publish()
     got: list = []
     client = _client(tmp_path, repo, got)
-    with Pump(client.channel, ChunkServer(repo.dir, chunks_config(256))):
-        with pytest.raises(errors.WrongProduct):
-            client.run(Offer("app", path, Version(2, 0, 0)))
+    with Pump(client.channel, ChunkServer(repo.dir, chunks_config(256))), \
+            pytest.raises(errors.WrongProduct):
+        client.run(Offer("app", path, Version(2, 0, 0)))
     assert got == []
     assert client.status()["why"] == "wrong-product"
 

@@ -58,6 +58,9 @@ class DeliveryConfig:
 
     chunk_size: int = chunks.DEFAULT_CHUNK_SIZE
     rescan_after: float = 1.0
+    #: Frames without padding (their size shows a chunk): ``tinyward bench update``'s
+    #: control only, never on a fleet.
+    unsafe_unpadded: bool = False
 
     def __post_init__(self) -> None:
         chunks.check_chunk_size(self.chunk_size)
@@ -141,7 +144,8 @@ class ChunkServer:
 
     def _read(self, request: chunks.FetchRequest) -> tuple[int, int, bytes]:
         """(status, total length, data) for a non-idle request."""
-        assert request.handle is not None
+        if request.handle is None:
+            return chunks.IDLE, 0, b""
         path = self._lookup(request.handle)
         if path is None:
             return chunks.NOT_FOUND, 0, b""
@@ -185,7 +189,8 @@ class ChunkServer:
                 status, total, data = self._read(request)
                 frame = chunks.Frame(stored_seq, status, request.handle, request.offset,
                                      total, data, offer, error)
-        return chunks.encode_frame(frame, self.config.chunk_size)
+        return chunks.encode_frame(frame, self.config.chunk_size,
+                                   unsafe_unpadded=self.config.unsafe_unpadded)
 
 
 __all__ = ["SERVED_FOLDERS", "ChunkServer", "DeliveryConfig", "OfferHook", "no_offers",

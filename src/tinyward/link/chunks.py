@@ -53,7 +53,7 @@ FRAME_OVERHEAD = 400
 MAX_OFFER_PATH = 200
 HANDLE_BYTES = 32
 _REQUEST_BYTES = 1 + HANDLE_BYTES + 8
-_REQUEST_RE = re.compile(r"^[0-9a-f]{%d}$" % (2 * _REQUEST_BYTES))
+_REQUEST_RE = re.compile(f"^[0-9a-f]{{{2 * _REQUEST_BYTES}}}$")
 
 # Frame status: what a frame holds.
 IDLE = 0  # nothing was asked (filler)
@@ -162,8 +162,12 @@ def offer_fits(offer: OfferWire) -> bool:
             and len(offer.component) <= 16 and len(offer.version) <= 24)
 
 
-def encode_frame(frame: Frame, chunk_size: int = DEFAULT_CHUNK_SIZE) -> bytes:
+def encode_frame(frame: Frame, chunk_size: int = DEFAULT_CHUNK_SIZE, *,
+                 unsafe_unpadded: bool = False) -> bytes:
     """The frame as exactly :func:`frame_size` bytes (CBOR map, then zero bytes).
+
+    ``unsafe_unpadded`` leaves the padding out, so the answer's size shows whether it
+    carries a chunk: only for ``tinyward bench update`` to show what padding hides.
 
     Raises Misuse for data over ``chunk_size`` or an offer that does not fit (the caller
     leaves it out): a frame of another size would show on the wire.
@@ -186,14 +190,18 @@ def encode_frame(frame: Frame, chunk_size: int = DEFAULT_CHUNK_SIZE) -> bytes:
     encoded = cbor2.dumps(document)
     if len(encoded) > size:
         raise Misuse(f"a frame needs {len(encoded)} bytes, over its fixed {size}")
+    if unsafe_unpadded:
+        return encoded
     return encoded + bytes(size - len(encoded))
 
 
-def decode_frame(body: bytes, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Frame:
+def decode_frame(body: bytes, chunk_size: int = DEFAULT_CHUNK_SIZE, *,
+                 unsafe_unpadded: bool = False) -> Frame:
     """Parse a frame the server sent; :class:`BadServerAnswer` for anything malformed,
-    including a frame of another size (the fleet and the device disagree on the chunk size)."""
+    including a frame of another size (the fleet and the device disagree on the chunk size).
+    ``unsafe_unpadded`` accepts any size up to the frame's (the bench's control only)."""
     size = frame_size(chunk_size)
-    if len(body) != size:
+    if len(body) != size and not (unsafe_unpadded and len(body) < size):
         raise BadServerAnswer(f"an update frame is {size} bytes for {chunk_size}-byte chunks, "
                               f"not {len(body)}: do the fleet and the device agree on the "
                               "chunk size?")

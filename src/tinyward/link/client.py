@@ -63,6 +63,8 @@ class LinkConfig:
     backoff_max: float = 60.0
     #: Data bytes per update frame; the fleet's (fleet/delivery.py) must be the same.
     chunk_size: int = chunks.DEFAULT_CHUNK_SIZE
+    #: Accept update frames without padding: only ``tinyward bench update``'s control.
+    unsafe_unpadded_frames: bool = False
 
     def __post_init__(self) -> None:
         chunks.check_chunk_size(self.chunk_size)
@@ -295,7 +297,8 @@ class ReportLink:
 
     def _frame_answer(self, status: int, body: bytes) -> tuple[int, chunks.Frame]:
         try:
-            frame = chunks.decode_frame(body, self._config.chunk_size)
+            frame = chunks.decode_frame(body, self._config.chunk_size,
+                                        unsafe_unpadded=self._config.unsafe_unpadded_frames)
         except BadServerAnswer:
             self.close()
             raise

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from tuf.api import exceptions as tuf_errors
-from tuf.ngclient import Updater
+from tuf.ngclient.updater import Updater
 
 from tinyward import __version__ as _tinyward_version
 from tinyward.update import errors
@@ -180,7 +180,7 @@ class UpdateClient:
             self.run(offer)
         except errors.UpdateRefused:
             pass  # kept in status
-        except Exception:  # noqa: BLE001 - a bug must not kill the device; said in status
+        except Exception:
             log.exception("the update of %s failed", offer.component)
 
     # -- the work -------------------------------------------------------------------------
@@ -192,7 +192,7 @@ class UpdateClient:
             self._state, self._why = "downloading", None
         try:
             path, meta, length, hashes = self._fetch_verified(offer)
-        except Exception as error:  # noqa: BLE001 - every failure becomes a coded refusal
+        except Exception as error:
             refusal = refusal_of(error)
             failed = isinstance(refusal, errors.SlowRetrieval | errors.DownloadFailed)
             self._refused(refusal, "failed" if failed else "rejected")
@@ -208,7 +208,8 @@ class UpdateClient:
         return path
 
     def _refused(self, refusal: errors.UpdateRefused, state: str, locked: bool = False) -> None:
-        log.warning("update refused (%s): %s", refusal.code, refusal)
+        quiet = self.channel.closed  # the device is stopping: not news
+        (log.info if quiet else log.warning)("update refused (%s): %s", refusal.code, refusal)
         if locked:
             self._state, self._why, self.last_error = state, refusal.code, refusal
             return

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Iterator
 
 from tuf.api import exceptions as tuf_errors
-from tuf.ngclient import FetcherInterface
+from tuf.ngclient.fetcher import FetcherInterface
 
 from tinyward.errors import BadInput
 from tinyward.link import chunks
@@ -95,6 +95,10 @@ class ChunkChannel:
             finally:
                 self._want, self._got = chunks.IDLE_REQUEST, None
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def close(self) -> None:
         """Wake a waiting fetch: it gives up (the device is stopping)."""
         with self._cond:
@@ -137,6 +141,8 @@ class ChunkFetcher(FetcherInterface):
         while True:
             frame = self.channel.get(chunks.FetchRequest(handle, offset), self.timeout,
                                      self.max_misses)
+            if frame is None and self.channel.closed:
+                raise tuf_errors.DownloadError("the device is stopping")
             if frame is None:
                 raise tuf_errors.SlowRetrievalError(
                     f"no chunk of {path} at offset {offset} within {self.max_misses} reports "

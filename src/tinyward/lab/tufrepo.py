@@ -1,6 +1,7 @@
-"""A small TUF repository for update tests, written with ``tuf.api.metadata`` directly.
+"""A small TUF repository for update tests and benchmarks, written with ``tuf.api.metadata``.
 
-Until the fleet's own repository (``tinyward.fleet.update_repo``) is on main, tests build
+Until the fleet's own repository (``tinyward.fleet.update_repo``) is on main, tests and
+``tinyward bench update`` build
 one here, laid out as the fleet's is (``repo/metadata/N.root.json``, ``timestamp.json``,
 ``N.snapshot.json``, ``N.targets.json``; ``repo/targets/<sha256>.<name>``) so the fleet
 server's chunk delivery serves it unchanged. Attack tests tamper with what it wrote.
