@@ -14,7 +14,7 @@ from tinyward.link.client import REPORT_CONTENT_TYPE, ReportLink, ServerURL, dev
 from tinyward.trust import report as codec
 
 
-def _report(device, seq: int) -> bytes:  # noqa: ANN001 - a test device
+def _report(device, seq: int) -> bytes:
     return codec.encode_report(codec.Report(device.device_id, seq, int(time.time())),
                                device.signer("report"), 1024)
 
