@@ -10,15 +10,20 @@ carried a chunk request (ground truth from the device itself).
 
 The observer is :mod:`tinyward.bench.shaping`'s: per interval and the next one, number and
 bytes of records each way, the largest upstream record, the first upstream record's time
-in the interval; a random forest scored by cross-validated ROC AUC (three splits), and the
-same on shuffled labels for the chance level.
+in the interval, plus the server's answer time (last upstream record to the first
+downstream one: does a chunk take longer to serve than filler?); a random forest scored by
+cross-validated ROC AUC (three splits), and the same on shuffled labels for the chance
+level. The observed targets are small (16 KiB by default), so that a run holds a dozen
+downloads: with two long ones, any slow drift over the run (machine load) passes for a
+signal that shuffled labels do not show.
 
 A control phase (on by default) repeats the download with the frames' padding switched off
 (``unsafe_unpadded`` on both ends, a server in this process): the same observer then sees
 the download at once.
 
-Delivery time: each download is timed from the offer to the verified file, next to the
-formula ``(ceil(length / chunk) + metadata chunks) * interval``
+Delivery time: each download is timed from the offer to the verified file, and one more
+download of ``timed_size`` (100 KiB) after the observed run, next to the formula
+``(ceil(length / chunk) + metadata chunks) * interval``
 (:func:`tinyward.link.chunks.delivery_seconds`).
 """
 
@@ -42,7 +47,7 @@ from tinyward.bench.shaping import APPLICATION_DATA, _auc, _features, _null_aucs
 from tinyward.fleet.delivery import ChunkServer, DeliveryConfig, repository_dir
 from tinyward.fleet.pki import Fleet
 from tinyward.lab.fleetproc import start_fleet_server
-from tinyward.lab.proxy import TCPProxy
+from tinyward.lab.proxy import RecordSeen, TCPProxy
 from tinyward.lab.tufrepo import PRODUCT, TufRepo
 from tinyward.link import chunks
 from tinyward.link.client import LinkConfig
@@ -94,13 +99,18 @@ class UpdateBenchResult:
     target_size: int
     padded: Phase
     unpadded: Phase | None
+    timed_size: int = 0
+    timed: tuple[float, ...] = ()  # seconds, offer to verified file, of timed_size
 
     def formula_seconds(self, length: int, interval: float | None = None) -> float:
         return chunks.delivery_seconds(length, interval or self.interval, self.chunk_size)
 
 
 def _phase(device: Device, repo: TufRepo, url: str, duration: float, interval: float,
-           target_size: int, seed: int, tag: str, unpadded: bool = False) -> Phase:
+           target_size: int, seed: int, tag: str, unpadded: bool = False,
+           timing_only: bool = False) -> Phase:
+    """Downloads at random times for ``duration`` seconds, observed; or, ``timing_only``,
+    one download at once, timed (the run ends with it; ``duration`` bounds it)."""
     versions = iter(range(1, 10_000))
     timings: list[float] = []
     client = UpdateClient(device_id=device.device_id, trusted_root=repo.root_bytes,
@@ -115,10 +125,11 @@ def _phase(device: Device, repo: TufRepo, url: str, duration: float, interval: f
                           SimulatedSensor(rate=0.0), fetch=channel,
                           update_status=client.status)
     rng = random.Random(seed)
-    stop = threading.Event()
+    stop, done = threading.Event(), threading.Event()
     # Targets published before the run: nothing changes in the repository while it runs.
     paths = []
-    for _ in range(int(duration / (interval * 50)) + 3):
+    cycle = 2 * (target_size / 1024 + 6) * interval
+    for _ in range(1 if timing_only else int(duration / cycle) + 3):
         version = f"{tag}.0.{next(versions)}"
         data = rng.randbytes(target_size)
         paths.append((repo.add_target("model", version, data, name=f"model-{version}.bin"),
@@ -128,13 +139,17 @@ def _phase(device: Device, repo: TufRepo, url: str, duration: float, interval: f
     def controller() -> None:
         for path, version in paths:
             # Quiet for about as long as a download takes, then one download.
-            if stop.wait(rng.uniform(0.5, 1.5) * (target_size / 1024 + 6) * interval):
+            quiet = 2 * interval if timing_only else rng.uniform(0.25, 0.75) * cycle
+            if stop.wait(quiet):
                 return
             began = time.monotonic()
             client.offer(Offer("model", path, Version.parse(version)))
             client.join(600.0)  # no polling: a busy bench thread would disturb the timing
             if client.status()["state"] == "staged" and not stop.is_set():
                 timings.append(time.monotonic() - began)
+            if timing_only:
+                done.set()
+                return
 
     runner.link.connect()  # connected before the grid starts, as a running device is
     time.sleep(2 * interval)
@@ -142,12 +157,14 @@ def _phase(device: Device, repo: TufRepo, url: str, duration: float, interval: f
     thread = threading.Thread(target=controller, daemon=True)
     thread.start()
     try:
-        runner.run(duration=duration)
+        runner.run(done, duration=duration)
     finally:
         stop.set()
         thread.join(10)
         client.close()
         proxy.close()
+    if timing_only:
+        return Phase(0, 0, math.nan, (), tuple(timings), (), (), (), (), 0.0)
     n = int(duration / interval) - 1
     labels = np.zeros(n, dtype=int)
     for when, idle in channel.sent:
@@ -155,7 +172,8 @@ def _phase(device: Device, repo: TufRepo, url: str, duration: float, interval: f
         if 0 <= k < n and not idle:
             labels[k] = 1
     records = [r for r in proxy.records if r.time >= start and r.content_type == APPLICATION_DATA]
-    features = _features(records, start, interval, n)
+    features = np.hstack([_features(records, start, interval, n),
+                          _latencies(records, start, interval, n)])
 
     def sizes(upstream: bool, label: int) -> tuple[int, ...]:
         return tuple(sorted({r.length for r in records if r.upstream == upstream
@@ -169,9 +187,32 @@ def _phase(device: Device, repo: TufRepo, url: str, duration: float, interval: f
                  total / max(1, runner.stats.delivered), features, labels)
 
 
-def run(duration: float = 50.0, interval: float = 0.1, target_size: int = 100 * 1024,
-        seed: int = 7, control: bool = True, folder: Path | None = None) -> UpdateBenchResult:
-    """Run the benchmark (about ``duration`` × 1.3 + 15 s with the control)."""
+def _latencies(records: list[RecordSeen], start: float, interval: float, n: int
+               ) -> np.ndarray:
+    """Per interval (and the next): the server's answer time, from the last upstream
+    record to the first downstream record after it (-1 if none): does serving a chunk
+    take the server longer than serving filler?"""
+    per = np.full(n + 1, -1.0)
+    last_up: float | None = None
+    for rec in records:
+        if rec.upstream:
+            last_up = rec.time
+            continue
+        k = math.floor((rec.time - start) / interval)
+        if last_up is not None and 0 <= k <= n and per[k] < 0:
+            per[k] = rec.time - last_up
+        last_up = None
+    return np.column_stack([per[:n], per[1:n + 1]])
+
+
+def run(duration: float = 45.0, interval: float = 0.1, target_size: int = 16 * 1024,
+        seed: int = 7, control: bool = True, folder: Path | None = None,
+        timed_size: int = 100 * 1024) -> UpdateBenchResult:
+    """Run the benchmark (about ``duration`` × 1.3 + 30 s with the control).
+
+    ``target_size``: the targets downloaded during the observed run (small: many downloads,
+    so that slow drift over the run cannot pass for a signal); ``timed_size``: one more
+    download afterwards, timed (0: none)."""
     base = Path(folder) if folder else Path(tempfile.mkdtemp(
         prefix="tinyward-bench-update-",
         dir="/dev/shm" if os.access("/dev/shm", os.W_OK) else None))  # noqa: S108
@@ -188,12 +229,17 @@ def run(duration: float = 50.0, interval: float = 0.1, target_size: int = 100 * 
         server, url = start_fleet_server(fleet.directory, None,
                                          extra=("--rate", "1000", "--burst", "1000"))
         padded = _phase(devices[0], repo, url, duration, interval, target_size, seed, "1")
+        timed: tuple[float, ...] = ()
+        if timed_size:
+            timed = _phase(devices[0], repo, url, 10 * chunks.delivery_seconds(
+                timed_size, interval) + 30, interval, timed_size, seed, "3",
+                timing_only=True).downloads
         unpadded = None
         if control:
-            unpadded = _control(fleet, devices[1], repo, duration / 3, interval,
-                                min(target_size, 20 * 1024), seed)
+            unpadded = _control(fleet, devices[1], repo, duration / 3, interval, target_size,
+                                seed)
         return UpdateBenchResult(interval, chunks.DEFAULT_CHUNK_SIZE, target_size, padded,
-                                 unpadded)
+                                 unpadded, timed_size, timed)
     finally:
         if server is not None and server.poll() is None:
             server.send_signal(signal.SIGTERM)

@@ -8,16 +8,19 @@ from tinyward.link import chunks
 
 
 @click.command("update")
-@click.option("--duration", type=click.FloatRange(10, 3600), default=50.0, show_default=True,
+@click.option("--duration", type=click.FloatRange(10, 3600), default=45.0, show_default=True,
               help="Seconds of traffic to record (the control runs a third of it).")
 @click.option("--interval", type=click.FloatRange(0.05, 10), default=0.1, show_default=True,
               help="Report interval during the benchmark (short, for many intervals).")
-@click.option("--target-kb", type=click.IntRange(1, 2048), default=100, show_default=True,
-              help="Size of each downloaded target, KiB.")
+@click.option("--target-kb", type=click.IntRange(1, 2048), default=16, show_default=True,
+              help="Size of the targets downloaded while the observer watches, KiB (small: "
+                   "many downloads in the run).")
+@click.option("--timed-kb", type=click.IntRange(0, 2048), default=100, show_default=True,
+              help="Then one download of this size, timed (0: none).")
 @click.option("--seed", type=int, default=7, show_default=True)
 @click.option("--control/--no-control", default=True, show_default=True,
               help="Also run with the frames' padding off, to show what it hides.")
-def bench_update(duration: float, interval: float, target_kb: int, seed: int,
+def bench_update(duration: float, interval: float, target_kb: int, timed_kb: int, seed: int,
                  control: bool) -> None:
     """Can an eavesdropper on the TLS records tell when a device downloads an update?
 
@@ -35,7 +38,7 @@ def bench_update(duration: float, interval: float, target_kb: int, seed: int,
                   f"downloads {target_kb} KiB targets at random times (interval {interval:g} s, "
                   f"{chunks.DEFAULT_CHUNK_SIZE} B chunks)…")
     r = update_bench.run(duration=duration, interval=interval, target_size=target_kb * 1024,
-                         seed=seed, control=control)
+                         seed=seed, control=control, timed_size=timed_kb * 1024)
     p = r.padded
     table = Table(title=f"traffic analysis: {p.intervals} intervals, {p.with_update} with a "
                         "chunk request; random forest, 5-fold CV x3")
@@ -61,6 +64,9 @@ def bench_update(duration: float, interval: float, target_kb: int, seed: int,
         console.print(f"measured: {len(p.downloads)} downloads of {target_kb} KiB took "
                       f"{mean:.1f} s on average at {interval:g} s (formula {formula}: "
                       f"{r.formula_seconds(r.target_size):.1f} s)")
+    for took in r.timed:
+        console.print(f"measured: one download of {timed_kb} KiB took {took:.1f} s at "
+                      f"{interval:g} s (formula: {r.formula_seconds(r.timed_size):.1f} s)")
     for label, length in (("100 KB", 100_000), ("1 MB", 1_000_000)):
         console.print(f"delivery of {label}: {r.formula_seconds(length):,.1f} s at {interval:g} s; "
                       f"{_human(r.formula_seconds(length, 10.0))} at the default 10 s interval, "
