@@ -98,3 +98,21 @@ def test_the_offer_rides_in_every_frame_and_a_failing_hook_costs_nothing(
                        offers=lambda d: Offer("app", "x" * 500, Version(1, 0, 0)))
     assert chunks.decode_frame(long.answer(DEVICE, chunks.IDLE_REQUEST.header(), 1)).offer \
         is None
+
+
+def test_an_idle_answer_does_the_work_of_a_chunk(tmp_path: Path) -> None:
+    # Timing is measured by `tinyward bench update`; here, that the work is the same:
+    # an idle answer opens and reads one chunk of a served file, as a chunk's answer does.
+    reads: list[chunks.FetchRequest] = []
+
+    class Counting(ChunkServer):
+        def _read(self, request: chunks.FetchRequest) -> tuple[int, int, bytes]:
+            reads.append(request)
+            return super()._read(request)
+
+    server = Counting(_repo(tmp_path))
+    _ask(server, "metadata/1.root.json")
+    server.answer(DEVICE, chunks.IDLE_REQUEST.header(), 1)
+    assert len(reads) == 2 and reads[1].handle in (
+        chunks.path_handle("metadata/1.root.json"),
+        chunks.path_handle("targets/abc.app-1.0.0.bin"))

@@ -236,7 +236,7 @@ def run(duration: float = 45.0, interval: float = 0.1, target_size: int = 16 * 1
                 timing_only=True).downloads
         unpadded = None
         if control:
-            unpadded = _control(fleet, devices[1], repo, duration / 3, interval, target_size,
+            unpadded = _control(fleet, devices[1], repo, duration / 4, interval, target_size,
                                 seed)
         return UpdateBenchResult(interval, chunks.DEFAULT_CHUNK_SIZE, target_size, padded,
                                  unpadded, timed_size, timed)

@@ -9,7 +9,7 @@ from tinyward.link import chunks
 
 @click.command("update")
 @click.option("--duration", type=click.FloatRange(10, 3600), default=45.0, show_default=True,
-              help="Seconds of traffic to record (the control runs a third of it).")
+              help="Seconds of traffic to record (the control runs a quarter of it).")
 @click.option("--interval", type=click.FloatRange(0.05, 10), default=0.1, show_default=True,
               help="Report interval during the benchmark (short, for many intervals).")
 @click.option("--target-kb", type=click.IntRange(1, 2048), default=16, show_default=True,

@@ -170,6 +170,15 @@ class ChunkServer:
         finally:
             os.close(fd)
 
+    def _same_work(self) -> None:
+        """Do what serving a chunk does (look up, open, read one chunk), and discard it:
+        an idle answer must not come back measurably sooner than a chunk (about 30 µs
+        apart without this, on loopback)."""
+        with self._lock:
+            # Any served file (none yet: a lookup that lists the folders, as a chunk's would).
+            handle = next(iter(self._files), bytes(chunks.HANDLE_BYTES))
+        self._read(chunks.FetchRequest(handle, 0))
+
     def answer(self, device_id: str, header: str, stored_seq: int,
                error: str | None = None) -> bytes:
         """The frame answering one report's fetch request ``header`` (its raw value).
@@ -184,6 +193,7 @@ class ChunkServer:
             frame = chunks.Frame(stored_seq, chunks.BAD_REQUEST, offer=offer, error=error)
         else:
             if request.idle or request.handle is None:
+                self._same_work()
                 frame = chunks.Frame(stored_seq, chunks.IDLE, offer=offer, error=error)
             else:
                 status, total, data = self._read(request)
