@@ -100,6 +100,7 @@ class UpdateClient:
         self._state = "idle"
         self._why: str | None = None
         self._tried: str | None = None  # the target path of the last offer taken up
+        self._target: Offer | None = None  # the offer the state is about
         self._thread: threading.Thread | None = None
         self.last_error: errors.UpdateRefused | None = None
         self.delivered: list[Path] = []
@@ -123,8 +124,9 @@ class UpdateClient:
     # -- status (the report's ``upd``) ----------------------------------------------------
 
     def status(self) -> dict[str, Any]:
-        """``{"state": …, "ver": {component: "x.y.z"}, "why": code}`` (why only after a
-        refusal or failure)."""
+        """``{"state": …, "ver": {component: "x.y.z"}, "why": code, "tgt": {component:
+        "x.y.z"}}`` (the report's ``upd``; why only after a refusal or failure, tgt once an
+        offer was taken up)."""
         versions = {}
         for component in COMPONENTS:
             version = self._installed(component)
@@ -134,6 +136,8 @@ class UpdateClient:
             status: dict[str, Any] = {"state": self._state, "ver": versions}
             if self._why is not None:
                 status["why"] = self._why
+            if self._target is not None:
+                status["tgt"] = {self._target.component: str(self._target.version)}
         return status
 
     @property
@@ -153,7 +157,7 @@ class UpdateClient:
             installed = self._installed(offer.component)
             if installed is not None and offer.version == installed:
                 return  # already here (the fleet has not read our report yet)
-            self._tried = offer.target_path
+            self._tried, self._target = offer.target_path, offer
             if installed is not None and offer.version < installed:
                 # An older version offered: refused without fetching anything, and said.
                 self._refused(errors.Rollback(
@@ -189,7 +193,7 @@ class UpdateClient:
         """Fetch, verify and hand over one offered target (synchronously); returns the
         verified file. Raises UpdateRefused (kept in :meth:`status`)."""
         with self._lock:
-            self._state, self._why = "downloading", None
+            self._state, self._why, self._target = "downloading", None, offer
         try:
             path, meta, length, hashes = self._fetch_verified(offer)
         except Exception as error:
