@@ -29,13 +29,16 @@ from tuf.api.metadata import Metadata, Snapshot
 
 from tinyward.fleet.delivery import ChunkServer
 from tinyward.fleet.pki import Fleet
+from tinyward.lab.proxy import TCPProxy
 from tinyward.lab.tufrepo import PRODUCT, TufRepo
 from tinyward.link import chunks
+from tinyward.link.client import LinkConfig
 from tinyward.link.runner import DeviceRunner, RunnerConfig, RunStats
 from tinyward.link.shaper import ShaperConfig
 from tinyward.trust.device import Device
 from tinyward.trust.report import Report
 from tinyward.update.client import UpdateClient, UpdateClientConfig
+from tinyward.update.fetcher import ChunkChannel
 from tinyward.update.meta import Offer, Version
 
 from ..link.liveserver import LiveFleetServer
@@ -60,6 +63,9 @@ class Delivery:
     offer: Offer | None = None
     got: list[tuple[Any, ...]] = field(default_factory=list)
     server_class: type[ChunkServer] = ChunkServer
+    #: A path between device and server (an attacker's), given the server's port.
+    proxy: Callable[[int, ChunkChannel], TCPProxy] | None = None
+    chunk_timeout: float = 30.0
 
     def __post_init__(self) -> None:
         self.device = Device.init(self.root / "device")
@@ -69,7 +75,7 @@ class Delivery:
             product_class=PRODUCT, workdir=Path(self.device.directory) / "update",
             on_verified=lambda *args: self.got.append(args),
             installed=self.installed.get,
-            config=UpdateClientConfig(chunk_timeout=30.0, max_misses=3))
+            config=UpdateClientConfig(chunk_timeout=self.chunk_timeout, max_misses=3))
 
     def run(self, *rounds: Callable[[], Offer]) -> RunStats:
         """Each round sets up the repository and returns the offer; the runner reports
@@ -77,8 +83,11 @@ class Delivery:
         delivery = self.server_class(self.repo.dir, offers=lambda device_id: self.offer)
         with LiveFleetServer(self.fleet, delivery=delivery) as server:
             self.server = server
-            runner = DeviceRunner(self.device, server.url,
-                                  RunnerConfig(shaper=ShaperConfig(interval=0.1)),
+            proxy = None if self.proxy is None else self.proxy(server.port, self.client.channel)
+            runner = DeviceRunner(self.device, proxy.url if proxy else server.url,
+                                  RunnerConfig(shaper=ShaperConfig(interval=0.1),
+                                               link=LinkConfig(backoff_initial=0.05,
+                                                               backoff_max=0.5)),
                                   fetch=self.client.channel, update_status=self.client.status)
             stop = threading.Event()
             thread = threading.Thread(target=runner.run, args=(stop,), daemon=True)
@@ -88,15 +97,19 @@ class Delivery:
                     before = len(self.got), self.client.last_error
                     self.offer = make_offer()
                     self._settle(before)
-                exchanges = self.client.channel.exchanges
-                for _ in range(300):  # three more reports, at most 30 s
-                    if self.client.channel.exchanges >= exchanges + 3:
+                if proxy is not None:
+                    proxy.restore()  # the path is back: the queued reports go out
+                frames = self.client.channel.frames
+                for _ in range(300):  # three more reports answered, at most 30 s
+                    if self.client.channel.frames >= frames + 3:
                         break
                     time.sleep(0.1)
             finally:
                 stop.set()
                 thread.join(30)
                 self.client.close()
+                if proxy is not None:
+                    proxy.close()
         return runner.stats
 
     def _settle(self, before: tuple[int, Any]) -> None:
@@ -323,6 +336,41 @@ def test_slow_retrieval_server_stops_mid_target_is_refused(tmp_path: Path, fleet
                                                            repo: TufRepo) -> None:
     run = Delivery(tmp_path, fleet, repo, server_class=_StallingServer)
     run.assert_refused(run.run(_target(repo)), "slow-retrieval")
+
+
+class _CutMidFrame(TCPProxy):
+    """A path that, once the device asks for a target past its first chunk, passes half of
+    the server's answer and then goes dead (every connection closed, none accepted)."""
+
+    def __init__(self, port: int, channel: ChunkChannel) -> None:
+        super().__init__(("127.0.0.1", port))
+        self.channel = channel
+        self.fired = threading.Event()
+
+    def _pump(self, src: Any, dst: Any, upstream: bool, number: int) -> None:
+        if upstream or self.fired.is_set():
+            super()._pump(src, dst, upstream, number)
+            return
+        try:
+            while data := src.recv(65536):
+                request = self.channel.request()
+                if request.offset > 0 and not self.fired.is_set():
+                    dst.sendall(data[:len(data) // 2])  # half a frame, then nothing
+                    self.fired.set()
+                    threading.Thread(target=self.cut, daemon=True).start()
+                    return
+                dst.sendall(data)
+        except OSError:
+            pass
+
+
+def test_slow_retrieval_path_cut_mid_frame_is_refused(tmp_path: Path, fleet: Fleet,
+                                                      repo: TufRepo) -> None:
+    # The metadata here fits one chunk per file, so the first request past offset 0 is the
+    # target's second chunk; the device waits 3 s for it (120 s by default), then gives up.
+    run = Delivery(tmp_path, fleet, repo, proxy=_CutMidFrame, chunk_timeout=3.0)
+    run.assert_refused(run.run(_target(repo)), "slow-retrieval")
+    assert "targets/" in str(run.client.last_error)
 
 
 def test_truncated_download_is_refused(delivery: Delivery, repo: TufRepo) -> None:

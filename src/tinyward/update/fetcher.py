@@ -53,7 +53,8 @@ class ChunkChannel:
         self._got: chunks.Frame | None = None
         self._misses = 0
         self._closed = False
-        self.exchanges = 0  # reports answered (with a frame or not): for tests and status
+        self.exchanges = 0  # reports sent with a request (answered or not): tests, status
+        self.frames = 0  # of which answered with a frame
 
     # -- the runner's side (chunks.FetchChannel) ------------------------------------------
 
@@ -68,6 +69,7 @@ class ChunkChannel:
                 self.on_offer(offer)
         with self._cond:
             self.exchanges += 1
+            self.frames += frame is not None
             if request.idle or request != self._want:
                 return  # a filler, or the answer to a request given up on
             if frame is not None and frame.answers(request):
