@@ -76,6 +76,8 @@ def _record(tmp_path: Path, unpadded: bool) -> dict[tuple[bool, bool], set[int]]
             thread.join(30)
             proxy.close()
     assert len(got) == 1, client.status()  # the download happened
+    # One connection for everything, reports and update alike: never a second channel.
+    assert {record.connection for record in proxy.records} == {1}
     assert sum(not idle for _, idle in channel.sent) >= 10
     # Each record belongs to the last exchange the device began before it; records before
     # the first (the handshake's, the session tickets) and after the last are not reports.
