@@ -4,6 +4,7 @@ answer, every answer the same size."""
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -85,19 +86,28 @@ def test_no_repository_is_not_found_not_an_error(tmp_path: Path) -> None:
 def test_the_offer_rides_in_every_frame_and_a_failing_hook_costs_nothing(
         tmp_path: Path) -> None:
     offer = Offer("model", "model-1.2.0.bin", Version(1, 2, 0))
-    server = ChunkServer(_repo(tmp_path), offers=lambda device: offer)
-    frame = chunks.decode_frame(server.answer(DEVICE, chunks.IDLE_REQUEST.header(), 1))
-    assert frame.offer == chunks.OfferWire("model", "model-1.2.0.bin", "1.2.0")
+    asked: list[tuple[str, dict[str, str]]] = []
 
-    def broken(device: str) -> Offer | None:
+    def rollout(device: str, installed: Mapping[str, str]) -> Offer | None:
+        asked.append((device, dict(installed)))
+        return offer
+    server = ChunkServer(_repo(tmp_path), offers=rollout)
+    idle = chunks.IDLE_REQUEST.header()
+    frame = chunks.decode_frame(server.answer(DEVICE, idle, 1, installed={"model": "1.1.0"}))
+    assert frame.offer == chunks.OfferWire("model", "model-1.2.0.bin", "1.2.0")
+    assert asked == [(DEVICE, {"model": "1.1.0"})]  # from the report the frame answers
+    # A report sent again (nothing known of it): no offer, the hook is not asked.
+    assert chunks.decode_frame(server.answer(DEVICE, idle, 1, "replay")).offer is None
+    assert len(asked) == 1
+
+    def broken(device: str, installed: Mapping[str, str]) -> Offer | None:
         raise RuntimeError("rollout bug")
-    body = ChunkServer(_repo(tmp_path / "b"), offers=broken).answer(
-        DEVICE, chunks.IDLE_REQUEST.header(), 1)
+    body = ChunkServer(_repo(tmp_path / "b"), offers=broken).answer(DEVICE, idle, 1,
+                                                                    installed={})
     assert chunks.decode_frame(body).offer is None
     long = ChunkServer(_repo(tmp_path / "c"),
-                       offers=lambda d: Offer("app", "x" * 500, Version(1, 0, 0)))
-    assert chunks.decode_frame(long.answer(DEVICE, chunks.IDLE_REQUEST.header(), 1)).offer \
-        is None
+                       offers=lambda d, i: Offer("app", "x" * 500, Version(1, 0, 0)))
+    assert chunks.decode_frame(long.answer(DEVICE, idle, 1, installed={})).offer is None
 
 
 def test_an_idle_answer_does_the_work_of_a_chunk(tmp_path: Path) -> None:

@@ -80,7 +80,8 @@ class Delivery:
     def run(self, *rounds: Callable[[], Offer]) -> RunStats:
         """Each round sets up the repository and returns the offer; the runner reports
         until the client settles, then for a few more reports (so ``upd.why`` goes out)."""
-        delivery = self.server_class(self.repo.dir, offers=lambda device_id: self.offer)
+        delivery = self.server_class(self.repo.dir,
+                                     offers=lambda device_id, installed: self.offer)
         with LiveFleetServer(self.fleet, delivery=delivery) as server:
             self.server = server
             proxy = None if self.proxy is None else self.proxy(server.port, self.client.channel)

@@ -15,8 +15,9 @@ say is TUF's business: the device verifies everything it reads, so this server n
 keys and is not trusted.
 
 The offer (what this device should install, :class:`~tinyward.update.meta.Offer`) comes
-from a hook, ``offers(device_id)`` (the rollout's decision, :mod:`tinyward.fleet.rollout`),
-and rides in the same frame.
+from a hook, ``offers(device_id, installed_versions)`` (the rollout's decision,
+``FleetServer.offer_for`` over :mod:`tinyward.fleet.rollout`; the installed versions are
+those of the report the frame answers), and rides in the same frame.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +39,8 @@ _log = logging.getLogger("tinyward.fleet.delivery")
 SERVED_FOLDERS = ("metadata", "targets")
 MAX_FILES = 100_000
 
-OfferHook = Callable[[str], Offer | None]
+#: (device ID, installed versions ``{component: "x.y.z"}`` from its report) -> offer or None.
+OfferHook = Callable[[str, Mapping[str, str]], Offer | None]
 
 
 def repository_dir(fleet_dir: Path) -> Path:
@@ -46,7 +48,7 @@ def repository_dir(fleet_dir: Path) -> Path:
     return Path(fleet_dir) / "updates" / "repo"
 
 
-def no_offers(device_id: str) -> Offer | None:
+def no_offers(device_id: str, installed: Mapping[str, str]) -> Offer | None:
     return None
 
 
@@ -127,9 +129,12 @@ class ChunkServer:
 
     # -- answering ----------------------------------------------------------------------
 
-    def _offer(self, device_id: str) -> chunks.OfferWire | None:
+    def _offer(self, device_id: str, installed: Mapping[str, str] | None
+               ) -> chunks.OfferWire | None:
+        if installed is None:
+            return None  # nothing known of what the device runs (a report sent again)
         try:
-            offer = self.offers(device_id)
+            offer = self.offers(device_id, installed)
         except Exception:  # noqa: BLE001 - a rollout bug must not cost the report its ack
             _log.exception("the offer hook failed for a device")
             return None
@@ -180,13 +185,14 @@ class ChunkServer:
         self._read(chunks.FetchRequest(handle, 0))
 
     def answer(self, device_id: str, header: str, stored_seq: int,
-               error: str | None = None) -> bytes:
+               error: str | None = None, installed: Mapping[str, str] | None = None) -> bytes:
         """The frame answering one report's fetch request ``header`` (its raw value).
+        ``installed``: the versions the report says run (None: no offer is made).
 
         Never raises for what the device sent: a malformed request gets a BAD_REQUEST frame
         (the report it came with is stored all the same).
         """
-        offer = self._offer(device_id)
+        offer = self._offer(device_id, installed)
         try:
             request = chunks.FetchRequest.parse(header)
         except ValueError:

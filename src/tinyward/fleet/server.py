@@ -430,14 +430,17 @@ class FleetServer:
             return _reject_response(decision)
         stored = await self._commit(device_id, [(decision.report, decision.raw)])
         if fetch is not None:
-            return self._frame(device_id, fetch, stored)
+            return self._frame(device_id, fetch, stored, installed=_installed(decision.report))
         return web.json_response({"stored_seq": stored})
 
     def _frame(self, device_id: str, fetch: str, stored: int, status: int = 200,
-               error: str | None = None) -> web.Response:
+               error: str | None = None, installed: dict[str, str] | None = None
+               ) -> web.Response:
         """The fixed-size answer to a report that carried a fetch request: the
-        acknowledgement and one chunk (or filler) of the update repository."""
-        return web.Response(body=self.delivery.answer(device_id, fetch, stored, error),
+        acknowledgement, one chunk (or filler) of the update repository, and the offer for
+        the versions the report says run (none for a report sent again)."""
+        return web.Response(body=self.delivery.answer(device_id, fetch, stored, error,
+                                                      installed),
                             status=status, content_type=CHUNK_CONTENT_TYPE)
 
     async def post_batch(self, request: web.Request) -> web.Response:
@@ -614,6 +617,13 @@ class _OneDevice:
 
     def is_revoked(self, device_id: str) -> bool:
         return self._revoked if device_id == self._device_id else True
+
+
+def _installed(report: Report) -> dict[str, str]:
+    """The installed versions a report tells (its ``upd`` field, where the codec has it)."""
+    update = getattr(report, "update", None)
+    versions = getattr(update, "versions", None) or {}
+    return {str(k): str(v) for k, v in versions.items()}
 
 
 def _reject_response(decision: Reject) -> web.Response:
