@@ -28,7 +28,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +51,6 @@ from tinyward.trust import report as codec
 from tinyward.trust.instance import InstanceLock
 
 log = logging.getLogger("tinyward.link")
-_REPORT_FIELDS = frozenset(f.name for f in fields(codec.Report))
 
 
 class SimulatedSensor:
@@ -159,7 +158,8 @@ class DeviceRunner:
 
         ``fetch``: the update fetcher's channel (update/fetcher.py); every report carries
         its request for one chunk (idle without it) and it gets the answer.
-        ``update_status``: the update client's status, told in every report (``upd``).
+        ``update_status``: the update client's status, kept per report in ``RunStats.update``
+        (and in the report's ``upd`` field once the report codec has it).
         """
         self.config = config or RunnerConfig()
         self._device = device
@@ -185,6 +185,7 @@ class DeviceRunner:
 
     def _report(self, results: tuple[Mapping[str, Any], ...], dropped_results: int) -> None:
         reservation = self.queue.reserve()  # committed before the number is used
+        self._note_update_status()
         incidents = {**self._source_incidents(),
                      "dropped_reports": reservation.dropped_reports,
                      "dropped_results": dropped_results}
@@ -193,7 +194,7 @@ class DeviceRunner:
             device_id=self._device_id, seq=reservation.seq, timestamp=int(self._wall()),
             results=results, incidents=incidents,
             health="degraded" if reservation.dropped_reports or dropped_results or not healthy
-            else "ok", **self._upd())
+            else "ok")
         try:
             data = codec.encode_report(report, self._signer, self.config.shaper.size)
         except codec.ReportTooLarge:
@@ -209,14 +210,11 @@ class DeviceRunner:
         self.stats.first_seq = self.stats.first_seq or reservation.seq
         self.stats.last_seq = reservation.seq
 
-    def _upd(self) -> dict[str, Any]:
-        """The update status for the report (``upd``), where the report codec has the
-        field (trust/report.py, issue 14); always in the run's status."""
-        if self._update_status is None:
-            return {}
-        status = dict(self._update_status())
-        self.stats.update = status
-        return {"upd": status} if "upd" in _REPORT_FIELDS else {}
+    def _note_update_status(self) -> None:
+        """The update client's status as of this report, in the run's status (the report's
+        ``upd`` field itself is the report codec's: trust/report.py, issue 14)."""
+        if self._update_status is not None:
+            self.stats.update = dict(self._update_status())
 
     def _source_incidents(self) -> dict[str, int]:
         """What the source counts (e.g. a misbehaving application), as deltas since the
