@@ -102,3 +102,20 @@ def test_no_answer_is_slow_retrieval_not_a_hang(tmp_path: Path) -> None:
     with pytest.raises(errors.SlowRetrieval):
         client.run(Offer("app", "app-1.0.0.bin", Version(1, 0, 0)))
     assert client.status()["state"] == "failed"
+
+
+def test_an_agent_that_fails_is_said_not_silent(tmp_path: Path) -> None:
+    repo = TufRepo(tmp_path / "repo")
+    path = repo.add_target("config", "1.0.1", b"c" * 700)
+    repo.publish()
+
+    def agent(*args: object) -> None:
+        raise OSError("no space left on device")
+    client = UpdateClient(device_id=DEVICE, trusted_root=repo.root_bytes,
+                          product_class=PRODUCT, workdir=tmp_path / "d", on_verified=agent,
+                          config=UpdateClientConfig(chunk_size=256, chunk_timeout=30))
+    with Pump(client.channel, ChunkServer(repo.dir, chunks_config(256))), \
+            pytest.raises(OSError):
+        client.run(Offer("config", path, Version(1, 0, 1)))
+    assert client.status()["state"] == "failed"
+    assert client.status()["why"] == "apply-failed"

@@ -37,6 +37,8 @@ from tinyward.update.meta import COMPONENTS, Offer, TargetMeta, Version
 log = logging.getLogger("tinyward.update")
 
 #: The A/B agent's entry point: (component, verified file, its signed meta, length, hashes).
+#: It must take the file (copy or move it) before it returns: the download folder is
+#: emptied when the next download starts.
 OnVerified = Callable[[str, Path, TargetMeta, int, Mapping[str, str]], None]
 Installed = Callable[[str], Version | None]
 
@@ -208,6 +210,11 @@ class UpdateClient:
             self._on_verified(meta.component, path, meta, length, hashes)
         except errors.UpdateRefused as refusal:
             self._refused(refusal, "rejected")
+            raise
+        except Exception as error:
+            # The agent failed (a bug, a full disk): said, not silent; the slot is its job.
+            self._refused(errors.ApplyFailed(f"handing the verified target over failed: "
+                                             f"{error!r}"), "failed")
             raise
         return path
 

@@ -124,3 +124,9 @@ class DownloadFailed(UpdateRefused):
     """The download failed (the repository is unavailable, or a file is missing)."""
 
     code = "download-failed"
+
+
+class ApplyFailed(UpdateRefused):
+    """The verified target could not be handed to the slot agent (its own failure)."""
+
+    code = "apply-failed"
