@@ -12,6 +12,7 @@ import sqlite3
 from pathlib import Path
 from typing import Self
 
+from tinyward.fleet.delivery import ChunkServer
 from tinyward.fleet.directory import FleetDirectory
 from tinyward.fleet.pki import Fleet
 from tinyward.fleet.runner import ServerThread, server_ssl_context
@@ -28,8 +29,10 @@ class LiveFleetServer:
     what the first one stored.
     """
 
-    def __init__(self, fleet: Fleet, port: int = 0) -> None:
+    def __init__(self, fleet: Fleet, port: int = 0, delivery: ChunkServer | None = None) -> None:
+        """``delivery``: the update chunk server (default: the fleet's own repository)."""
         self.fleet = fleet
+        self.delivery = delivery
         self._port = port
         self.db_path = Path(fleet.directory).parent / "link-tests-reports.db"
         self._store: SQLiteStore | None = None
@@ -44,7 +47,8 @@ class LiveFleetServer:
         # declare (tinyward.fleet.pki.MIN_REPORT_INTERVAL): one explicit rate for all of
         # them, twice that schedule, instead of each one's declared 10 s.
         config = ServerConfig(rate_per_second=2 / 0.1)
-        self._thread = ServerThread(FleetServer(directory, self._store, config),
+        self._thread = ServerThread(FleetServer(directory, self._store, config,
+                                                delivery=self.delivery),
                                     server_ssl_context(self.fleet),
                                     port=self._port)
         self.port = self._thread.port

@@ -33,6 +33,7 @@ from tinyward.app.frames import simulated_frames
 from tinyward.app.manifest import Manifest, load_manifest
 from tinyward.app.source import AppResultSource
 from tinyward.app.supervisor import SupervisorConfig
+from tinyward.link.chunks import IDLE_REQUEST, FetchRequest, Frame
 from tinyward.link.runner import DeviceRunner, RunnerConfig
 from tinyward.link.shaper import ShaperConfig
 
@@ -59,13 +60,14 @@ def copy_app(name: str, target: dict[str, object]) -> tuple[Path, Manifest]:
 def record_send_times(runner: DeviceRunner) -> list[float]:
     """When each report was handed to TLS: what an observer of the TCP stream sees."""
     times: list[float] = []
-    send = runner.link.send
+    send = runner.link.exchange  # every report goes out through it
 
-    def timed(data: bytes) -> int:
+    def timed(data: bytes, fetch: FetchRequest = IDLE_REQUEST
+              ) -> tuple[int, Frame | None]:
         times.append(time.monotonic())
-        return send(data)
+        return send(data, fetch)
 
-    runner.link.send = timed  # type: ignore[method-assign]
+    runner.link.exchange = timed  # type: ignore[method-assign]
     return times
 
 

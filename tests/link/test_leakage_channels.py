@@ -35,6 +35,7 @@ from tinyward.app.manifest import load_manifest
 from tinyward.app.source import AppResultSource
 from tinyward.app.supervisor import SupervisorConfig
 from tinyward.cli.main import cli
+from tinyward.link.chunks import IDLE_REQUEST, FetchRequest, Frame
 from tinyward.link.runner import DeviceRunner, RunnerConfig
 from tinyward.link.shaper import ShaperConfig
 
@@ -99,13 +100,14 @@ def run_covert(world: World, unsafe: bool) -> tuple[dict[str, float], Path]:
         with LiveFleetServer(world.fleet) as server:
             runner = DeviceRunner(device, server.url,
                                   RunnerConfig(shaper=ShaperConfig(interval=INTERVAL)), source)
-            send = runner.link.send
+            send = runner.link.exchange  # every report goes out through it
 
-            def timed(data: bytes) -> int:
+            def timed(data: bytes, fetch: FetchRequest = IDLE_REQUEST
+                      ) -> tuple[int, Frame | None]:
                 times.append(time.monotonic())
-                return send(data)
+                return send(data, fetch)
 
-            runner.link.send = timed  # type: ignore[method-assign]
+            runner.link.exchange = timed  # type: ignore[method-assign]
             runner.link.connect()
             runner.run(duration=DURATION)
         reports = server.reports[device.device_id]

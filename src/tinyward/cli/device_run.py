@@ -138,7 +138,10 @@ def run(directory: Path, server: str, air_gapped: bool, interval: float | None, 
               else _app_source(app_manifest, frames_csv, seed, directory, fault_window))
     _started(lock, directory, source, [], attest, app_manifest)
     watched = WatchedSource(source)
-    runner = DeviceRunner(device, server, config, watched, status_file=status_file)
+    update = _update_client(device)  # None unless the bundle carries an update root
+    runner = DeviceRunner(device, server, config, watched, status_file=status_file,
+                          fetch=update.channel if update else None,
+                          update_status=update.status if update else None)
     click.echo(f"device {device.device_id[:16]}… reporting to {server} every {interval:g} s, "
                f"{size} bytes per report (~{bandwidth_bytes_per_hour(config.shaper):,.0f} B/h "
                "plus HTTP)", err=True)
@@ -149,6 +152,8 @@ def run(directory: Path, server: str, air_gapped: bool, interval: float | None, 
         stats = runner.run(stop, duration)
     finally:
         progress.stop()
+        if update is not None:
+            update.close()
         close = getattr(source, "close", None)
         if callable(close):
             close()
@@ -412,6 +417,22 @@ def bench_shaping(duration: float, interval: float, size: int, seed: int, hostil
         ok = ok and defended.auc <= 0.55
     if not ok:
         raise SystemExit(1)
+
+
+def _update_client(device: Any) -> Any:
+    """The device's update client (signed updates inside the report link, issue 14), or
+    None when its bundle carries no update root (docs/updates.md)."""
+    try:
+        from tinyward.update.client import UpdateClient
+    except ModuleNotFoundError:  # python-tuf (the device extra) is not installed
+        return None
+
+    def staged(component: str, path: Path, meta: Any, length: int, hashes: Any) -> None:
+        # The A/B slot agent (tinyward.update.agent) takes it from here once it is wired.
+        click.echo(f"update: {component} {meta.version} verified ({length} B), staged at {path}",
+                   err=True)
+
+    return UpdateClient.for_device(device, staged)
 
 
 def run_air_gapped_command(directory: Path, interval: float, duration: float | None,

@@ -103,6 +103,7 @@ _AREAS: tuple[tuple[str, str, tuple[str, ...], tuple[str, ...]], ...] = (
     ("detect", "detect", ("detect",), ("detect",)),
     ("tcb", "device", ("tcb",), ()),
     ("inspect", "device", ("inspect",), ()),
+    ("bench_update", "all", (), ("update",)),
 )
 
 

@@ -45,6 +45,7 @@ from aiohttp import web, web_response
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tinyward.errors import BadInput
+from tinyward.fleet.delivery import ChunkServer, repository_dir
 from tinyward.fleet.directory import FleetDirectory
 from tinyward.fleet.errors import BadCertificate, BadFleet, RevokedDevice, UnknownDevice
 from tinyward.fleet.guards import (
@@ -59,6 +60,7 @@ from tinyward.fleet.rollout import FAILED_STATES
 from tinyward.fleet.rollouts import RolloutBook
 from tinyward.fleet.rollouts_api import add_rollout_routes
 from tinyward.fleet.store import DeviceUpdate, ReportStore
+from tinyward.link.chunks import CHUNK_CONTENT_TYPE, FETCH_HEADER
 from tinyward.trust.identity import is_device_id
 from tinyward.trust.report import Report
 from tinyward.update.meta import Offer, Version
@@ -205,8 +207,13 @@ class FleetServer:
     def __init__(self, directory: FleetDirectory, store: ReportStore,
                  config: ServerConfig | None = None, *,
                  clock: Callable[[], float] = time.time,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic,
+                 delivery: ChunkServer | None = None) -> None:
         self.directory = directory
+        # Update delivery: one chunk of the TUF repository per report (fleet/delivery.py).
+        # The offer for each device is the rollout's decision (fleet/rollout.py).
+        self.delivery = delivery or ChunkServer(repository_dir(directory.fleet.directory),
+                                                offers=self.offer_for)
         self.store = store
         self.config = config or ServerConfig()
         self.admin = AdminToken(directory.fleet.directory / ADMIN_TOKEN_FILE)
@@ -438,11 +445,28 @@ class FleetServer:
         last = await self._last_seq(device_id)
         decision = decide(body, device_id, self.directory, last, int(self.clock()),
                           self.config.policy)
+        fetch = request.headers.get(FETCH_HEADER)
         if isinstance(decision, Reject):
+            if fetch is not None and decision.code == "replay" and decision.stored_seq is not None:
+                # A report sent again is answered like any other: same frame size.
+                return self._frame(device_id, fetch, decision.stored_seq, decision.status,
+                                   "replay")
             return _reject_response(decision)
         stored = await self._commit(device_id, [(decision.report, decision.raw)])
         await self._check_rollouts([decision.report])
+        if fetch is not None:
+            return self._frame(device_id, fetch, stored, installed=_installed(decision.report))
         return web.json_response({"stored_seq": stored})
+
+    def _frame(self, device_id: str, fetch: str, stored: int, status: int = 200,
+               error: str | None = None, installed: dict[str, str] | None = None
+               ) -> web.Response:
+        """The fixed-size answer to a report that carried a fetch request: the
+        acknowledgement, one chunk (or filler) of the update repository, and the offer for
+        the versions the report says run (none for a report sent again)."""
+        return web.Response(body=self.delivery.answer(device_id, fetch, stored, error,
+                                                      installed),
+                            status=status, content_type=CHUNK_CONTENT_TYPE)
 
     async def post_batch(self, request: web.Request) -> web.Response:
         device_id = self._device_of(request)
@@ -723,6 +747,13 @@ class _OneDevice:
 
     def is_revoked(self, device_id: str) -> bool:
         return self._revoked if device_id == self._device_id else True
+
+
+def _installed(report: Report) -> dict[str, str]:
+    """The installed versions a report tells (its ``upd`` field; none without one)."""
+    if report.update is None:
+        return {}
+    return {str(k): str(v) for k, v in report.update.versions.items()}
 
 
 def _reject_response(decision: Reject) -> web.Response:

@@ -39,6 +39,7 @@ from cryptography.hazmat.primitives import serialization
 
 from tinyward._backoff import Backoff  # re-exported: the link's retries use it
 from tinyward.errors import Misuse
+from tinyward.link import chunks
 from tinyward.link.errors import (
     BadServerAnswer,
     PinMismatch,
@@ -60,6 +61,13 @@ class LinkConfig:
     max_answer_bytes: int = 4096
     backoff_initial: float = 0.5
     backoff_max: float = 60.0
+    #: Data bytes per update frame; the fleet's (fleet/delivery.py) must be the same.
+    chunk_size: int = chunks.DEFAULT_CHUNK_SIZE
+    #: Accept update frames without padding: only ``tinyward bench update``'s control.
+    unsafe_unpadded_frames: bool = False
+
+    def __post_init__(self) -> None:
+        chunks.check_chunk_size(self.chunk_size)
 
 
 @dataclass(frozen=True)
@@ -216,7 +224,18 @@ class ReportLink:
         )
 
     def send(self, report: bytes) -> int:
-        """POST one signed report; return the server's ``stored_seq`` for this device.
+        """POST one signed report (with an idle fetch request); return ``stored_seq``.
+        Raises as :meth:`exchange`."""
+        return self.exchange(report)[0]
+
+    def exchange(self, report: bytes, fetch: chunks.FetchRequest = chunks.IDLE_REQUEST
+                 ) -> tuple[int, chunks.Frame | None]:
+        """POST one signed report with its fetch request; return the server's
+        ``stored_seq`` for this device and the update frame it answered with (None from a
+        fleet server that does not deliver updates: a JSON answer).
+
+        Every report carries a fetch request of the same width, idle or not
+        (:mod:`tinyward.link.chunks`), so the request head never changes size.
 
         Raises:
             PinMismatch: the server's key is not the pinned one (nothing was sent).
@@ -228,26 +247,33 @@ class ReportLink:
         """
         reused = self._conn is not None
         try:
-            return self._send_once(report)
+            return self._send_once(report, fetch)
         except ServerUnreachable:
             if not reused:
                 raise
         # A kept-alive connection the server had already closed (its idle timeout is
         # shorter than the interval): try once on a fresh one. Sending the report twice is
         # safe: the server stores it once and answers the second with its stored_seq.
-        return self._send_once(report)
+        return self._send_once(report, fetch)
 
-    def _send_once(self, report: bytes) -> int:
+    @property
+    def _answer_limit(self) -> int:
+        return max(self._config.max_answer_bytes, chunks.frame_size(self._config.chunk_size))
+
+    def _send_once(self, report: bytes, fetch: chunks.FetchRequest
+                   ) -> tuple[int, chunks.Frame | None]:
         self.connect()
         conn = self._conn
         if conn is None:
             raise Misuse("connect() left no connection")
         try:
             conn.request("POST", REPORTS_PATH, body=report, headers={
-                "Content-Type": REPORT_CONTENT_TYPE, "Accept": "application/json"})
+                "Content-Type": REPORT_CONTENT_TYPE, "Accept": "application/json",
+                chunks.FETCH_HEADER: fetch.header()})
             response = conn.getresponse()
-            body = response.read(self._config.max_answer_bytes + 1)
+            body = response.read(self._answer_limit + 1)
             status = response.status
+            content_type = response.getheader("Content-Type", "")
             if response.will_close:
                 self.close()
         except (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError) as error:
@@ -264,13 +290,28 @@ class ReportLink:
         except (OSError, http.client.HTTPException) as error:
             self.close()
             raise ServerUnreachable(f"connection to {self.server} failed: {error!r}") from None
-        return self._answer(status, body)
+        if content_type.split(";")[0].strip() == chunks.CHUNK_CONTENT_TYPE and status in (200,
+                                                                                        409):
+            return self._frame_answer(status, body)
+        return self._answer(status, body), None
+
+    def _frame_answer(self, status: int, body: bytes) -> tuple[int, chunks.Frame]:
+        try:
+            frame = chunks.decode_frame(body, self._config.chunk_size,
+                                        unsafe_unpadded=self._config.unsafe_unpadded_frames)
+        except BadServerAnswer:
+            self.close()
+            raise
+        if status == 409 and frame.error != "replay":
+            raise BadServerAnswer(f"the server answered 409 with an update frame but no replay "
+                                  f"code ({frame.error!r})")
+        return frame.stored_seq, frame
 
     def _answer(self, status: int, body: bytes) -> int:
-        if len(body) > self._config.max_answer_bytes:
+        if len(body) > self._answer_limit:
             self.close()
             raise BadServerAnswer(
-                f"the server's answer is over {self._config.max_answer_bytes} bytes"
+                f"the server's answer is over {self._answer_limit} bytes"
             )
         try:
             document = json.loads(body) if body else {}

@@ -35,6 +35,7 @@ from typing import Any
 from tinyward._fsutil import atomic_write
 from tinyward.app.results import ResultSource
 from tinyward.errors import Misuse
+from tinyward.link.chunks import IDLE_REQUEST, FetchChannel, FetchRequest, Frame
 from tinyward.link.client import Backoff, LinkConfig, ReportLink, ServerURL, device_context
 from tinyward.link.errors import (
     LinkError,
@@ -128,6 +129,7 @@ class RunStats:
     first_seq: int | None = None
     last_seq: int | None = None
     acked_seqs: list[int] = field(default_factory=list)
+    update: dict[str, Any] | None = None  # the update client's status (the report's upd)
 
 
 #: One runner per device folder, and no air-gapped run beside it (trust/instance.py).
@@ -149,12 +151,16 @@ class DeviceRunner:
         rng: random.Random | None = None,
         status_file: Path | None = None,
         record_acks: bool = False,
+        fetch: FetchChannel | None = None,
         update_status: Callable[[], Mapping[str, Any]] | None = None,
     ) -> None:
         """Raises NotProvisioned, KeystoreError, QueueDamaged, StorageError, Misuse.
 
+        ``fetch``: the update fetcher's channel (update/fetcher.py); every report carries
+        its request for one chunk (idle without it) and it gets the answer.
         ``update_status``: called at each tick for the report's ``upd`` field (the update
-        agent's ``{"state", "ver", "why", "tgt"}``, see docs/reports.md); None: no field.
+        agent's ``{"state", "ver", "why", "tgt"}``, see docs/reports.md), also kept in
+        ``RunStats.update``; None: no field.
         """
         self.config = config or RunnerConfig()
         self._device = device
@@ -171,6 +177,7 @@ class DeviceRunner:
         self._told_incidents: dict[str, int] = {}
         self._send_delay = min(0.2 * self.config.shaper.interval, 0.5)
         self._record_acks = record_acks
+        self._fetch = fetch
         self._update_status = update_status
         self.stats = RunStats(device_id=self._device_id, acknowledged_seq=self.queue.acked,
                               queued=len(self.queue), dropped_reports=self.queue.dropped)
@@ -205,13 +212,16 @@ class DeviceRunner:
         self.stats.last_seq = reservation.seq
 
     def _update(self) -> codec.UpdateStatus | None:
-        """The update agent's status for this report; a status the schema refuses is left
-        out (and logged) rather than stopping the reports: the ``upd`` field is at most
-        219 bytes, so it always fits beside the fixed part of a report."""
+        """The update agent's status for this report (also kept in ``RunStats.update``); a
+        status the schema refuses is left out (and logged) rather than stopping the
+        reports: the ``upd`` field is at most 219 bytes, so it always fits beside the fixed
+        part of a report."""
         if self._update_status is None:
             return None
+        status = dict(self._update_status())
+        self.stats.update = status
         try:
-            return codec.UpdateStatus.from_mapping(self._update_status())
+            return codec.UpdateStatus.from_mapping(status)
         except Misuse as error:
             log.warning("update status left out of the report: %s", error)
             return None
@@ -243,18 +253,23 @@ class DeviceRunner:
             if head is None:  # len() said otherwise: a queue bug
                 raise Misuse("the report queue has a length but no oldest entry")
             seq, data = head
+            # One chunk request per report, idle or not: the same size on the wire.
+            request = self._fetch.request() if self._fetch is not None else IDLE_REQUEST
             try:
-                stored = self.link.send(data)
+                stored, frame = self.link.exchange(data, request)
             except ReportRejected as error:
                 log.warning("report %d refused by the server and dropped: %s", seq, error)
+                self._fetched(request, None)
                 self.queue.drop_oldest()
                 self._note_refusal(error)
                 continue
             except (PinMismatch, ServerRefused, ServerUnreachable, LinkError) as error:
+                self._fetched(request, None)
                 self._note_refusal(error)
                 self.stats.failures += 1
                 self._retry_at = self._clock() + self._backoff.next_delay()
                 return
+            self._fetched(request, frame)
             before = self.queue.acked
             try:
                 self.queue.acknowledge(stored)
@@ -277,6 +292,10 @@ class DeviceRunner:
                 # lost its data. Do not spin on it.
                 self._retry_at = self._clock() + self._backoff.next_delay()
                 return
+
+    def _fetched(self, request: FetchRequest, frame: Frame | None) -> None:
+        if self._fetch is not None:
+            self._fetch.answer(request, frame)
 
     def _note_refusal(self, error: Exception) -> None:
         kind = type(error).__name__

@@ -133,3 +133,77 @@ class UnsafeSlots(UpdateError):
     a device set up like this must not apply updates."""
 
     code = "slots-unsafe"
+
+
+# -- refusals while fetching and verifying through TUF (update/client.py maps python-tuf's
+# exceptions onto these; every one leaves the running version untouched) ------------------
+
+
+class BadSignature(UpdateRefused):
+    """Metadata is not signed by a threshold of the keys its role delegates (a bad or
+    missing signature, or a key not delegated for the role, such as the fleet's CA key)."""
+
+    code = "bad-signature"
+
+
+class MetadataRollback(UpdateRefused):
+    """Metadata older than what the device has seen, or a version other than the one the
+    signed metadata above it names (rollback, fast-forward, mix-and-match)."""
+
+    code = "metadata-version"
+
+
+class ExpiredMetadata(UpdateRefused):
+    """Metadata past its expiry date (freeze attack, or a fleet that stopped signing)."""
+
+    code = "expired"
+
+
+class BadMetadata(UpdateRefused):
+    """Metadata that TUF refuses for another reason (malformed, wrong type, bad hash)."""
+
+    code = "bad-metadata"
+
+
+class EndlessData(UpdateRefused):
+    """The server sent more bytes than the signed metadata allows (endless data)."""
+
+    code = "too-long"
+
+
+class BadDownload(UpdateRefused):
+    """The downloaded file's length or hashes differ from the signed metadata (truncated,
+    corrupted or substituted)."""
+
+    code = "bad-download"
+
+
+class SlowRetrieval(UpdateRefused):
+    """The server stopped sending chunks (or sent them too slowly) during a download."""
+
+    code = "slow-retrieval"
+
+
+class NoSuchTarget(UpdateRefused):
+    """The offered target is not in the fleet's signed targets metadata."""
+
+    code = "no-such-target"
+
+
+class OfferMismatch(UpdateRefused):
+    """The signed metadata of the offered target names another component or version than
+    the fleet's (unsigned) offer."""
+
+    code = "offer-mismatch"
+
+
+class DownloadFailed(UpdateRefused):
+    """The download failed (the repository is unavailable, or a file is missing)."""
+
+    code = "download-failed"
+
+
+class ApplyFailed(UpdateRefused):
+    """The verified target could not be handed to the slot agent (its own failure)."""
+
+    code = "apply-failed"

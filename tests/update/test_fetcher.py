@@ -1,0 +1,121 @@
+"""The update client over the chunk channel, against the fleet's chunk server in process
+(no TLS: the protocol and TUF's checks; the same through the real link and server is
+test_delivery_attacks.py)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from tinyward.fleet.delivery import ChunkServer
+from tinyward.lab.tufrepo import PRODUCT, TufRepo
+from tinyward.link import chunks
+from tinyward.update import errors
+from tinyward.update.client import UpdateClient, UpdateClientConfig
+from tinyward.update.fetcher import ChunkChannel
+from tinyward.update.meta import Offer, Version
+
+DEVICE = "ab" * 32
+
+
+class Pump:
+    """Plays the runner: one exchange at a time, each carrying the channel's request."""
+
+    def __init__(self, channel: ChunkChannel, server: ChunkServer) -> None:
+        self.channel, self.server = channel, server
+        self.stop = threading.Event()
+        self.requests: list[str] = []
+        self.frames: list[int] = []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        seq = 0
+        while not self.stop.is_set() and seq < 20_000:
+            seq += 1
+            request = self.channel.request()
+            self.requests.append(request.header())
+            body = self.server.answer(DEVICE, request.header(), seq)
+            self.frames.append(len(body))
+            self.channel.answer(request, chunks.decode_frame(body, self.server.config.chunk_size))
+            self.stop.wait(0.001)
+
+    def __enter__(self) -> Pump:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(5)
+
+
+def _client(tmp_path: Path, repo: TufRepo, got: list, **kw: object) -> UpdateClient:
+    return UpdateClient(device_id=DEVICE, trusted_root=repo.root_bytes, product_class=PRODUCT,
+                        workdir=tmp_path / "device", on_verified=lambda *a: got.append(a),
+                        config=UpdateClientConfig(chunk_size=256, chunk_timeout=30,
+                                                  max_misses=3), **kw)
+
+
+def test_a_verified_target_reaches_on_verified_in_fixed_size_frames(tmp_path: Path) -> None:
+    repo = TufRepo(tmp_path / "repo")
+    data = bytes(range(256)) * 9 + b"tail"  # not a multiple of the chunk size
+    path = repo.add_target("model", "1.2.0", data)
+    repo.publish()
+    got: list = []
+    client = _client(tmp_path, repo, got)
+    server = ChunkServer(repo.dir, chunks_config(256))
+    with Pump(client.channel, server) as pump:
+        client.run(Offer("model", path, Version(1, 2, 0)))
+    component, file, meta, length, _ = got[0]
+    assert (component, length, meta.version) == ("model", len(data), Version(1, 2, 0))
+    assert Path(file).read_bytes() == data
+    assert set(map(len, pump.requests)) == {82}  # every request the same width
+    assert set(pump.frames) == {chunks.frame_size(256)}  # every answer the same size
+    assert client.status()["state"] == "staged"
+
+
+def chunks_config(size: int):
+    from tinyward.fleet.delivery import DeliveryConfig
+    return DeliveryConfig(chunk_size=size)
+
+
+def test_wrong_product_is_refused_before_the_target_is_fetched(tmp_path: Path) -> None:
+    repo = TufRepo(tmp_path / "repo")
+    path = repo.add_target("app", "2.0.0", b"x" * 5000, product_class="other-sensor")
+    repo.publish()
+    got: list = []
+    client = _client(tmp_path, repo, got)
+    with Pump(client.channel, ChunkServer(repo.dir, chunks_config(256))), \
+            pytest.raises(errors.WrongProduct):
+        client.run(Offer("app", path, Version(2, 0, 0)))
+    assert got == []
+    assert client.status()["why"] == "wrong-product"
+
+
+def test_no_answer_is_slow_retrieval_not_a_hang(tmp_path: Path) -> None:
+    repo = TufRepo(tmp_path / "repo")
+    client = UpdateClient(device_id=DEVICE, trusted_root=repo.root_bytes,
+                          product_class=PRODUCT, workdir=tmp_path / "d",
+                          on_verified=lambda *a: None,
+                          config=UpdateClientConfig(chunk_timeout=0.3))
+    with pytest.raises(errors.SlowRetrieval):
+        client.run(Offer("app", "app-1.0.0.bin", Version(1, 0, 0)))
+    assert client.status()["state"] == "failed"
+
+
+def test_an_agent_that_fails_is_said_not_silent(tmp_path: Path) -> None:
+    repo = TufRepo(tmp_path / "repo")
+    path = repo.add_target("config", "1.0.1", b"c" * 700)
+    repo.publish()
+
+    def agent(*args: object) -> None:
+        raise OSError("no space left on device")
+    client = UpdateClient(device_id=DEVICE, trusted_root=repo.root_bytes,
+                          product_class=PRODUCT, workdir=tmp_path / "d", on_verified=agent,
+                          config=UpdateClientConfig(chunk_size=256, chunk_timeout=30))
+    with Pump(client.channel, ChunkServer(repo.dir, chunks_config(256))), \
+            pytest.raises(OSError):
+        client.run(Offer("config", path, Version(1, 0, 1)))
+    assert client.status()["state"] == "failed"
+    assert client.status()["why"] == "apply-failed"
