@@ -28,15 +28,19 @@ the keys (and therefore which state a packet meets) change.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
+from tinyward.detect.errors import DetectMisuse
 from tinyward.detect.netfeatures import NetFeatureConfig, NetFeatureExtractor
 from tinyward.detect.pcap import Packet
-from tinyward.detect.threshold import split_calibration
+from tinyward.detect.threshold import RealisedRate, clopper_pearson, split_calibration
 
-__all__ = ["rename_peers", "new_peer_rows"]
+__all__ = ["flow_groups", "leave_flow_group_out", "new_peer_rows", "rename_peers"]
 
 #: XORed into every address byte: a fixed bijection, so distinct peers stay distinct and
 #: no renamed address equals its original (each byte changes).
@@ -64,3 +68,73 @@ def new_peer_rows(packets: Sequence[Packet], fraction: float = 0.25,
     extractor = NetFeatureExtractor(config)
     extractor.transform([packets[i] for i in fit])
     return extractor.transform(rename_peers([packets[i] for i in stretch]))
+
+
+# --------------------------------------------------------------------- the check
+def flow_groups(packets: Sequence[Packet], groups: int = 3) -> np.ndarray:
+    """Group index per packet: flows (unordered 5-tuples) sorted by packet count, largest
+    first (ties: first seen first), dealt round-robin into ``groups`` groups.
+
+    Raises:
+        DetectMisuse: fewer flows than groups.
+    """
+    keys = [_flow_key(p) for p in packets]
+    count: dict[bytes, int] = {}
+    for k in keys:
+        count[k] = count.get(k, 0) + 1
+    if len(count) < groups:
+        raise DetectMisuse(f"{len(count)} flows cannot make {groups} groups")
+    order = sorted(count, key=lambda k: -count[k])  # stable: first seen first on ties
+    group = {k: i % groups for i, k in enumerate(order)}
+    return np.fromiter((group[k] for k in keys), dtype=np.int64, count=len(keys))
+
+
+def _flow_key(p: Packet) -> bytes:
+    a = p.src + p.sport.to_bytes(2, "big")
+    b = p.dst + p.dport.to_bytes(2, "big")
+    return (a + b if a <= b else b + a) + bytes((p.proto,))
+
+
+def leave_flow_group_out(
+    packets: Sequence[Packet],
+    make: Callable[[], Any],
+    rates: tuple[float, ...] = (0.01, 0.001),
+    *,
+    groups: int = 3,
+    new_peers: bool = True,
+    config: NetFeatureConfig | None = None,
+) -> dict[float, RealisedRate]:
+    """Check the threshold rule inside the training data, as the benign test is scored:
+    for each flow group, fit features and ``make()``'s detector on the other flows
+    (calibrated with the new-peer rule, or on the later stretch alone with
+    ``new_peers=False``) and score the held-out flows as a new stream continuing from
+    the trained state. Returns the realised FPR per rate, false alarms pooled over folds.
+
+    Raises:
+        DetectMisuse: too few flows or packets.
+    """
+    group = flow_groups(packets, groups)
+    alarms = dict.fromkeys(rates, 0)
+    total = 0
+    for g in range(groups):
+        fit = [p for p, h in zip(packets, group, strict=True) if h != g]
+        held = [p for p, h in zip(packets, group, strict=True) if h == g]
+        extractor = NetFeatureExtractor(config)
+        X = extractor.transform(fit)
+        extra = {"new_peers": new_peer_rows(fit, 0.25, config)} if new_peers else {}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a fold may be short: the counts say it
+            detector = make()
+            detector.fit(X, **extra)
+            scores = np.asarray(detector.score(extractor.continue_with(held)[1]))
+            for rate in rates:
+                cal = detector.threshold_at(rate)
+                alarms[rate] += int(np.sum(scores > cal.threshold))
+        total += len(scores)
+    out = {}
+    for rate in rates:
+        k = alarms[rate]
+        low, high = clopper_pearson(k, total)
+        out[rate] = RealisedRate(rate, math.nan, k, total, k / total, low, high, 0.95,
+                                 rate / 2 <= k / total <= 2 * rate)
+    return out
