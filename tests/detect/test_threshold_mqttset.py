@@ -117,3 +117,19 @@ def test_without_the_new_peer_rule_the_autoencoder_misses_on_new_clients(
     realised = realised_fpr(scores, cal.threshold, 0.001)
     assert realised.rate > 2 * 0.001, realised.text()
     assert (scores[:200] > cal.threshold).sum() > realised.alarms / 2
+
+
+def test_detect_train_calibrates_packet_models_with_the_new_peer_rule(mqtt: Path) -> None:
+    """``tinyward detect train`` (pipeline.train) uses the same rule as eval and bench,
+    for the detector and its per-class thresholds."""
+    from tinyward.detect import pipeline
+
+    train = mqtt / "benign-5mb" / "benign-5mb-train.pcap"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = pipeline.train([train], kind="mahalanobis", strip_tcp_options=True,
+                               per_class=True)
+    cal = model.detector.calibration
+    assert cal is not None and cal.n_new_peer_rows == 7952 and cal.n_calibration == 2 * 7952
+    assert model.fusion is not None and model.fusion.scale is not None
+    assert model.fusion.scale.threshold[0] == pytest.approx(model.detector.threshold)
