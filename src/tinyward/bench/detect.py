@@ -16,9 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from tinyward.detect.evaluate import ATTACKS, PacketStreams, packet_files, summarise
+from tinyward.detect.evaluate import ATTACKS, FPRS, PacketStreams, packet_files, summarise
 from tinyward.detect.fusion import FusedNetDetector
 from tinyward.detect.pcap import Packet, read_packets
+from tinyward.detect.threshold import realised_fpr
 
 VARIANTS = (
     {"novelty": False, "per_class": True},
@@ -49,6 +50,7 @@ def fused_results(base: Any, streams: PacketStreams, packets: dict[str, list[Pac
                    if len(packets[name]) else np.zeros(0) for name in ATTACKS}
         result = summarise(benign, attacks, threshold=fused.threshold,
                            benign_hours=streams.benign_hours)
+        result["thresholds"] = _fused_thresholds(fused, streams, packets)
         if fused.novelty is not None:
             result["novel_fraction"] = {
                 name: float(fused.novelty.novel(packets[name]).mean()) if packets[name] else None
@@ -66,3 +68,26 @@ def fused_results(base: Any, streams: PacketStreams, packets: dict[str, list[Pac
         )
         results[fused.name] = result
     return results
+
+
+def _fused_thresholds(fused: FusedNetDetector, streams: PacketStreams,
+                      packets: dict[str, list[Packet]]) -> dict[str, Any]:
+    """For each rate of :data:`FPRS`: the fused alarm rule refitted at that rate (its
+    class thresholds; the base is not refitted), its realised FPR on the benign test with
+    the interval, and the TPR per attack and overall, as ``own_thresholds`` gives for a
+    detector's own threshold."""
+    out: dict[str, Any] = {}
+    for rate in FPRS:
+        at = FusedNetDetector(fused.base, novelty=fused.use_novelty, per_class=fused.per_class,
+                              capacity=fused.capacity, key=fused.key,
+                              granularity=fused.granularity)
+        at.fit(streams.train, packets["train"], target_fpr=rate, fit_base=False)
+        alarms = {name: at.alarms(streams.attacks[name], packets[name])
+                  for name in ATTACKS if packets[name]}
+        benign = at.alarms(streams.benign, packets["benign"])
+        tpr: dict[str, float] = {name: float(a.mean()) for name, a in alarms.items()}
+        everything = np.concatenate(list(alarms.values())) if alarms else np.zeros(0, bool)
+        tpr["overall"] = float(everything.mean()) if len(everything) else float("nan")
+        out[f"{rate:g}"] = {"realised": realised_fpr(benign.astype(np.float64), 0.5,
+                                                     rate).to_json(), "tpr": tpr}
+    return out

@@ -787,8 +787,10 @@ def bench_detect(data_dir: Path, quick: bool, full_hst: bool, out_path: Path) ->
         )
     click.echo(
         "  own 0.1% / own 1%: each detector's own threshold for that FPR (fitted on the earlier "
-        "75 % of training, peaks-over-threshold on its last 25 %), realised on the benign test "
-        "with a 95 % Clopper-Pearson interval; * = not within 2x of the request."
+        "75 % of training, peaks-over-threshold on its last 25 % as it is and as new peers, "
+        "the higher; fused rows: their alarm rule refitted at that FPR), realised on the "
+        "benign test with a 95 % Clopper-Pearson interval; * = not within 2x of the request "
+        "(above 2x: a broken promise; below half: conservative)."
     )
     report["kitsune_100_features_kitnet_ops"] = KITNET_100_OPS
     report["kitsune_afterimage_ops"] = AFTERIMAGE_OPS

@@ -5,7 +5,7 @@ The threshold itself is computed in :mod:`tinyward.detect.threshold`."""
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -113,6 +113,7 @@ def calibrate_threshold(
     n_fit: int,
     integer: bool = False,
     what: str = "",
+    n_new_peer_rows: int = 0,
 ) -> Calibration:
     """The calibrated threshold of one detector (see :func:`tinyward.detect.threshold.calibrate`).
 
@@ -125,7 +126,37 @@ def calibrate_threshold(
     if on_insufficient not in ("refuse", "warn"):
         raise DetectMisuse(f"on_insufficient must be 'refuse' or 'warn', got {on_insufficient!r}")
     policy = Policy(on_insufficient=on_insufficient)  # type: ignore[arg-type]
-    return calibrate(scores, target_fpr, n_fit=n_fit, policy=policy, integer=integer, what=what)
+    if n_new_peer_rows <= 0:
+        return calibrate(scores, target_fpr, n_fit=n_fit, policy=policy, integer=integer,
+                         what=what)
+    # Known peers (the stretch as it is) and new peers (the same stretch renamed) are
+    # calibrated apart and the higher threshold is kept, so that each situation keeps
+    # the rate (the rule, and its check inside training: docs/detect.md).
+    known = calibrate(scores[:-n_new_peer_rows], target_fpr, n_fit=n_fit, policy=policy,
+                      integer=integer, what=what)
+    new = calibrate(scores[-n_new_peer_rows:], target_fpr, n_fit=n_fit, policy=policy,
+                    integer=integer, what=what + " (new peers)" if what else "new peers")
+    chosen = new if new.threshold > known.threshold else known
+    return replace(chosen, n_calibration=len(scores), n_new_peer_rows=n_new_peer_rows,
+                   warnings=(*known.warnings, *new.warnings))
+
+
+def pooled_calibration_scores(
+    score: Any, hold: np.ndarray, new_peers: np.ndarray | None, n_features: int
+) -> tuple[np.ndarray, int]:
+    """(calibration scores, how many of them are new-peer rows): the scores of the later
+    stretch ``hold``, followed by those of ``new_peers`` (the same stretch re-extracted
+    with renamed peers, :func:`tinyward.detect.newpeers.new_peer_rows`) when given;
+    :func:`calibrate_threshold` calibrates the two parts apart and keeps the higher.
+
+    Raises:
+        DetectMisuse: ``new_peers`` of the wrong width or holding NaN/inf.
+    """
+    scores = np.asarray(score(hold), dtype=np.float64)
+    if new_peers is None:
+        return scores, 0
+    rows = check_features(new_peers, n_features)
+    return np.concatenate([scores, np.asarray(score(rows), dtype=np.float64)]), len(rows)
 
 
 def calibration_from_doc(doc: Doc) -> Calibration | None:
@@ -157,6 +188,8 @@ class OutlierDetectorAPI:
     #: The calibration scores of the last ``fit`` (in memory only, never saved): lets an
     #: evaluation ask for the threshold at other rates with :meth:`threshold_at`.
     calibration_scores: np.ndarray | None = None
+    #: How many of ``calibration_scores`` (at the end) are new-peer rows.
+    n_new_peer_rows: int = 0
 
     def score(self, X: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -180,7 +213,7 @@ class OutlierDetectorAPI:
             warnings.simplefilter("always")
             return calibrate_threshold(self.calibration_scores, target_fpr, method=method,
                                        on_insufficient="warn", n_fit=cal.n_fit,
-                                       integer=integer)
+                                       integer=integer, n_new_peer_rows=cal.n_new_peer_rows)
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:
         """``threshold - score(X)``: below zero is an anomaly (scikit-learn's sign)."""

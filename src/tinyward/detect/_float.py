@@ -21,6 +21,7 @@ from tinyward.detect._common import (
     calibration_from_doc,
     calibration_split,
     check_features,
+    pooled_calibration_scores,
 )
 from tinyward.detect._modelfile import LIMITS, Doc, read_model, write_model
 from tinyward.detect.cost import autoencoder_ops, hidden_for_budget
@@ -58,9 +59,12 @@ class _HoldoutFitted(OutlierDetectorAPI):
         seed: int = 0,
         threshold_method: str = "pot",
         on_insufficient: str = "warn",
+        new_peers: np.ndarray | None = None,
     ) -> Self:
         """Fit on the earlier benign rows of ``X`` (in stream order); calibrate the
-        threshold on the later ``holdout_fraction`` (:mod:`tinyward.detect.threshold`).
+        threshold on the later ``holdout_fraction`` (:mod:`tinyward.detect.threshold`),
+        pooled with ``new_peers`` when given: the same stretch as new peers see it
+        (:func:`tinyward.detect.newpeers.new_peer_rows`; packet features only).
 
         ``on_insufficient``: "warn" (a :class:`~tinyward.detect.threshold.ThresholdWarning`,
         also kept in :attr:`calibration`) or "refuse" when the calibration rows cannot
@@ -76,10 +80,12 @@ class _HoldoutFitted(OutlierDetectorAPI):
         X = check_features(X)
         train, hold = calibration_split(X, holdout_fraction, seed, threshold_method)
         self.fit_weights(train, seed)
-        self.calibration_scores = self.score(hold)
+        self.calibration_scores, self.n_new_peer_rows = pooled_calibration_scores(
+            self.score, hold, new_peers, X.shape[1])
         self.calibration = calibrate_threshold(
             self.calibration_scores, target_fpr, method=threshold_method,
-            on_insufficient=on_insufficient, n_fit=len(train), what=self.name)
+            on_insufficient=on_insufficient, n_fit=len(train), what=self.name,
+            n_new_peer_rows=self.n_new_peer_rows)
         self.threshold = self.calibration.threshold
         return self
 

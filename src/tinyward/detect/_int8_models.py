@@ -21,6 +21,7 @@ from tinyward.detect._common import (
     calibration_from_doc,
     calibration_split,
     check_features,
+    pooled_calibration_scores,
 )
 from tinyward.detect._float import AutoencoderDetector, MahalanobisDetector
 from tinyward.detect._modelfile import Doc, read_model, write_model
@@ -47,10 +48,11 @@ class _Int8Base(OutlierDetectorAPI):
         seed: int = 0,
         threshold_method: str = "pot",
         on_insufficient: str = "warn",
+        new_peers: np.ndarray | None = None,
     ) -> Self:
         """Fit the float model on the earlier benign rows of ``X``, quantise it, and
         calibrate the threshold on the int8 scores of the later ``holdout_fraction``
-        (arguments as the float models' ``fit``).
+        (arguments, ``new_peers`` included, as the float models' ``fit``).
 
         Returns the detector itself (scikit-learn's convention).
 
@@ -63,15 +65,19 @@ class _Int8Base(OutlierDetectorAPI):
         self.float_model.fit_weights(train, seed)
         with warnings.catch_warnings():  # the int8 calibration below says the same
             warnings.simplefilter("ignore")
+            float_scores, n_new = pooled_calibration_scores(
+                self.float_model.score, hold, new_peers, X.shape[1])
             self.float_model.calibration = calibrate_threshold(
-                self.float_model.score(hold), target_fpr, method=threshold_method,
-                on_insufficient="warn", n_fit=len(train))
+                float_scores, target_fpr, method=threshold_method,
+                on_insufficient="warn", n_fit=len(train), n_new_peer_rows=n_new)
         self.float_model.threshold = self.float_model.calibration.threshold
         self.quantized = self._quantize()
-        self.calibration_scores = self.score(hold)
+        self.calibration_scores, self.n_new_peer_rows = pooled_calibration_scores(
+            self.score, hold, new_peers, X.shape[1])
         self.calibration = calibrate_threshold(
             self.calibration_scores, target_fpr, method=threshold_method,
-            on_insufficient=on_insufficient, n_fit=len(train), integer=True, what=self.name)
+            on_insufficient=on_insufficient, n_fit=len(train), integer=True, what=self.name,
+            n_new_peer_rows=self.n_new_peer_rows)
         self.threshold = max(0.0, self.calibration.threshold)
         self.target_fpr = target_fpr
         return self

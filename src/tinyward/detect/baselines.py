@@ -24,7 +24,11 @@ from typing import Any
 
 import numpy as np
 
-from tinyward.detect._common import OutlierDetectorAPI, calibrate_threshold
+from tinyward.detect._common import (
+    OutlierDetectorAPI,
+    calibrate_threshold,
+    pooled_calibration_scores,
+)
 from tinyward.detect.threshold import Calibration, split_calibration
 
 
@@ -53,9 +57,11 @@ class _Baseline(OutlierDetectorAPI):
         seed: int = 0,
         threshold_method: str = "pot",
         on_insufficient: str = "warn",
+        new_peers: np.ndarray | None = None,
     ) -> None:
-        """Fit on the earlier rows, calibrate on the later ``holdout_fraction`` (or the
-        old way with ``threshold_method="unsafe-legacy"``)."""
+        """Fit on the earlier rows, calibrate on the later ``holdout_fraction`` pooled with
+        ``new_peers`` when given (as tinyward's detectors), or the old way with
+        ``threshold_method="unsafe-legacy"``."""
         del seed  # the baselines' own seeds are set in their constructors
         if threshold_method == "unsafe-legacy":
             self.fit_model(X)
@@ -67,10 +73,12 @@ class _Baseline(OutlierDetectorAPI):
             return
         train, hold = split_calibration(X, holdout_fraction)
         self.fit_model(train)
-        self.calibration_scores = self.score(hold)
+        self.calibration_scores, self.n_new_peer_rows = pooled_calibration_scores(
+            self.score, hold, new_peers, X.shape[1])
         self.calibration = calibrate_threshold(
             self.calibration_scores, target_fpr, method=threshold_method,
-            on_insufficient=on_insufficient, n_fit=len(train), what=self.name)
+            on_insufficient=on_insufficient, n_fit=len(train), what=self.name,
+            n_new_peer_rows=self.n_new_peer_rows)
         self.threshold = self.calibration.threshold
 
     def threshold_at(self, target_fpr: float) -> Calibration | None:

@@ -15,7 +15,8 @@ Packets (MQTTset, see ``../shared/data/README.md``):
    says much: see the README).
 4. Honest thresholds (:mod:`.threshold`): for each requested rate in :data:`FPRS` the
    threshold the detector's own calibration chose (fitted on the earlier 75 % of the
-   training stream, calibrated on its last 25 %), its realised FPR on the benign test
+   training stream, calibrated on its last 25 % and on the same 25 % re-scored as
+   new peers, :mod:`.newpeers`), its realised FPR on the benign test
    (never used to fit or calibrate) with a Clopper-Pearson interval and whether it is
    within 2x of the request, and the TPR per attack at that threshold (``thresholds``).
 
@@ -40,6 +41,7 @@ import numpy as np
 
 from tinyward._fsutil import atomic_write
 from tinyward.detect.netfeatures import NetFeatureConfig, NetFeatureExtractor
+from tinyward.detect.newpeers import new_peer_rows
 from tinyward.detect.pcap import read_packets
 from tinyward.detect.sensorfeatures import SKAB_CHANNELS, SensorFeatureExtractor, read_sensor_csv
 from tinyward.detect.tamper import INJECTED_NOTE, TAMPER_KINDS, tamper_stream
@@ -182,6 +184,9 @@ class PacketStreams:
     state_bytes: int
     extractor: NetFeatureExtractor
     files: dict[str, list[str]] = field(default_factory=dict)
+    #: The training stream's calibration stretch re-extracted as new peers
+    #: (:func:`tinyward.detect.newpeers.new_peer_rows`); every threshold must hold on it too.
+    new_peers: np.ndarray | None = None
 
 
 def packet_files(data_dir: Path) -> dict[str, list[Path]]:
@@ -238,6 +243,7 @@ def packet_streams(
         extractor.state_bytes(),
         extractor,
         {k: [str(p) for p in v] for k, v in files.items()},
+        new_peer_rows(train_packets, 0.25, config),
     )
 
 
@@ -259,7 +265,10 @@ def evaluate_scores(
     per row, is reported as ``batch_score_us_per_vector``).
     """
     if fit:
-        detector.fit(streams.train, seed=seed, threshold_method=threshold_method)
+        new_peers = getattr(streams, "new_peers", None)
+        extra = {"new_peers": new_peers} if new_peers is not None and (
+            threshold_method == "pot") else {}
+        detector.fit(streams.train, seed=seed, threshold_method=threshold_method, **extra)
     started = time.perf_counter()
     benign = np.asarray(detector.score(streams.benign), dtype=np.float64)
     batch_us = 1e6 * (time.perf_counter() - started) / max(len(streams.benign), 1)

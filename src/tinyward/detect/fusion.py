@@ -20,9 +20,13 @@ packet ranks above every known one.
 The thresholds come from :func:`_class_thresholds`, the only call into the threshold
 code: :func:`tinyward.detect.threshold.calibrate` (peaks over threshold where a class has
 the scores for it, its largest score otherwise, without a warning per class).
-The calibration scores are the training rows' own (in-sample) scores: rare classes have
-too few rows to hold any out; the realised FPR of each class must be checked on later
-benign data (``tinyward bench detect`` reports it).
+When the wrapped detector was calibrated by the new-peer rule (:mod:`.newpeers`, fitted
+with ``new_peers``), each class is calibrated the same way: on its rows of the later
+training stretch, as it is and as new peers, keeping the higher threshold. Otherwise
+the calibration scores are the training rows' own (in-sample) scores. Either way rare
+classes have too few rows for a tail (their largest score is the threshold); the
+realised FPR must be checked on later benign data (``tinyward bench detect`` reports
+it at 0.1 % and 1 %).
 
 Cost on top of the detector, per packet: the class (<= 8 compares), one subtraction,
 one multiply (by a stored reciprocal) and one compare; plus the novelty lookup
@@ -87,16 +91,23 @@ class ClassScale:
 
     @classmethod
     def fit(cls, scores: np.ndarray, classes: np.ndarray, target_fpr: float,
-            global_threshold: float) -> ClassScale:
+            global_threshold: float, n_new_peer_rows: int = 0) -> ClassScale:
+        """Per class from ``scores``; with ``n_new_peer_rows``, the last that many are the
+        new-peer rows (:mod:`tinyward.detect.newpeers`): each class is calibrated on both
+        parts apart and keeps the higher threshold."""
         n = len(CLASSES)
         threshold = np.full(n, float(global_threshold))
         median = np.full(n, float(np.median(scores)) if len(scores) else 0.0)
         count = np.zeros(n, dtype=np.int64)
+        split = len(scores) - n_new_peer_rows
         for c in range(n):
-            mine = scores[classes == c]
+            mask = classes == c
+            mine = scores[mask]
             count[c] = len(mine)
             if len(mine):
-                threshold[c] = _class_thresholds(mine, target_fpr)
+                parts = [scores[:split][mask[:split]], scores[split:][mask[split:]]]
+                threshold[c] = max(_class_thresholds(part, target_fpr)
+                                   for part in parts if len(part))
                 median[c] = float(np.median(mine))
         return cls(threshold, median, count)
 
@@ -149,16 +160,34 @@ class FusedNetDetector:
         self.threshold = 1.0  # an alarm is fused > 1
 
     def fit(self, X: np.ndarray, packets: Sequence[Packet], *, target_fpr: float = 0.001,
-            seed: int = 0, fit_base: bool = True) -> FusedNetDetector:
+            seed: int = 0, fit_base: bool = True,
+            new_peers: np.ndarray | None = None) -> FusedNetDetector:
+        """``new_peers``: passed to the wrapped detector's ``fit`` (see :mod:`.newpeers`)."""
         if len(X) != len(packets):
             raise DetectMisuse(f"{len(X)} feature rows for {len(packets)} packets")
         if fit_base:
-            self.base.fit(X, target_fpr=target_fpr, seed=seed)
+            extra = {} if new_peers is None else {"new_peers": new_peers}
+            self.base.fit(X, target_fpr=target_fpr, seed=seed, **extra)
         scores = np.asarray(self.base.score(X), dtype=np.float64)
         classes = packet_classes(packets) if self.per_class else np.zeros(len(X), np.int64)
-        self.scale = ClassScale.fit(scores, classes, target_fpr, float(self.base.threshold))
+        global_threshold = float(self.base.threshold)
+        cal = self.base.threshold_at(target_fpr) if hasattr(self.base, "threshold_at") else None
+        if cal is not None:
+            global_threshold = cal.threshold
+        held = getattr(self.base, "calibration_scores", None)
+        n_new = int(getattr(self.base, "n_new_peer_rows", 0))
+        if self.per_class and held is not None and n_new and cal is not None and (
+                cal.method != "unsafe-legacy"):
+            # The base was calibrated by the new-peer rule: each class too, on its rows of
+            # the later stretch, as it is and as new peers (the higher threshold).
+            n_hold = len(held) - n_new
+            cal_classes = np.r_[classes[len(X) - n_hold:], classes[len(X) - n_new:]]
+            self.scale = ClassScale.fit(held, cal_classes, target_fpr, global_threshold,
+                                        n_new_peer_rows=n_new)
+        else:
+            self.scale = ClassScale.fit(scores, classes, target_fpr, global_threshold)
         if not self.per_class:  # one class: the detector's own threshold, global median
-            self.scale.threshold[:] = float(self.base.threshold)
+            self.scale.threshold[:] = global_threshold
         if self.use_novelty:
             self.novelty = NoveltySet.fit(packets, capacity=self.capacity, key=self.key,
                                           granularity=self.granularity)

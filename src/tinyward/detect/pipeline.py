@@ -56,6 +56,7 @@ from tinyward.detect.netfeatures import (
     extractor_from_doc,
     extractor_to_doc,
 )
+from tinyward.detect.newpeers import new_peer_rows
 from tinyward.detect.pcap import Packet, read_packets
 from tinyward.detect.sensorfeatures import (
     DEFAULT_FAMILIES,
@@ -297,6 +298,7 @@ def train(
     features: PacketFeatures | SensorFeatures
     fused_packets: list[Packet] = []
     options = sensor or SensorOptions(delimiter=delimiter)
+    extra: dict[str, Any] = {}
     if packets:
         extractor = NetFeatureExtractor()
         rows = []
@@ -304,16 +306,18 @@ def train(
             pkts = read_packets(path, strip_tcp_options=strip_tcp_options)
             advance = progress(f"features of {Path(path).name}", len(pkts))
             rows.append(extractor.transform(pkts, progress=advance))
-            if novelty is not None or per_class:
-                fused_packets += pkts
+            fused_packets += pkts
         X = np.vstack(rows)
         features = PacketFeatures(extractor, strip_tcp_options)
+        if len(X) >= 40:  # fewer: fit refuses the split below with its own message
+            progress("calibration stretch as new peers", None)
+            extra["new_peers"] = new_peer_rows(fused_packets, 0.25)
     else:
         features, streams = _sensor_training(inputs, options)
         progress("sensor window features", None)
         X = features.extractor.fit(streams)
     progress(f"fitting {kind} on {len(X)} benign vectors", None)
-    detector.fit(X, target_fpr=target_fpr, on_insufficient=on_insufficient)
+    detector.fit(X, target_fpr=target_fpr, on_insufficient=on_insufficient, **extra)
     fusion = None
     if packets and (novelty is not None or per_class):
         progress("novelty set and class thresholds", None)

@@ -311,6 +311,9 @@ class Calibration:
     #: rate (:mod:`tinyward.detect.threshold_stream`; 0 = a fixed threshold).
     normal_level: float | None = None
     drift_alpha: float = 0.0
+    #: Of ``n_calibration``, the rows of the stretch re-scored as new peers
+    #: (:mod:`tinyward.detect.newpeers`; 0 = the later stretch alone).
+    n_new_peer_rows: int = 0
 
     def to_json(self) -> dict[str, Any]:
         out = {k: v for k, v in vars(self).items() if v is not None}
@@ -367,7 +370,8 @@ class Calibration:
                    n_peaks=count("n_peaks"), shape=num("shape", True),
                    scale=num("scale", True), interval=interval,
                    confidence=num("confidence", True), warnings=tuple(raw_warnings),
-                   normal_level=num("normal_level", True), drift_alpha=drift)
+                   normal_level=num("normal_level", True), drift_alpha=drift,
+                   n_new_peer_rows=count("n_new_peer_rows"))
 
 
 def calibrate(
