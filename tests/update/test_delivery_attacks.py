@@ -101,8 +101,9 @@ class Delivery:
                 if proxy is not None:
                     proxy.restore()  # the path is back: the queued reports go out
                 frames = self.client.channel.frames
-                for _ in range(300):  # three more reports answered, at most 30 s
-                    if self.client.channel.frames >= frames + 3:
+                for _ in range(300):  # three more reports answered and the queue (reports
+                    # made while the path was cut) drained, at most 30 s
+                    if self.client.channel.frames >= frames + 3 and runner.stats.queued <= 1:
                         break
                     time.sleep(0.1)
             finally:
