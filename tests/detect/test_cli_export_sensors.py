@@ -37,7 +37,7 @@ def test_export_features_writes_the_sensor_header(tmp_path: Path) -> None:
     assert '"pressure"' in header and '"residual_cusum"' in header
     v2 = hasattr(sensorfeatures, "FAMILIES")  # resolution floors, more state
     size = state_bytes(3, 30, 200, v2=v2)
-    assert size == (8 * 3 * (200 + 30 + 36) + 40 if v2 else 8 * 3 * (200 + 30 + 18) + 16)
+    assert size == (8 * 3 * (200 + 30 + 36) + 48 if v2 else 8 * 3 * (200 + 30 + 18) + 16)
     assert f"state: {size} B = 8 x channels x (history + window + " in result.output
     assert f"36 channels: {state_bytes(36, 30, 200, v2=v2)} B" in result.output
 

@@ -181,8 +181,41 @@ def test_c_starts_from_the_trained_state(
     restarted = fresh.transform(values)
     n = min(len(c), len(restarted))
     assert not np.allclose(c[:n], restarted[:n])
-    jump = _index(skab_fitted, "level_jump")
-    assert c[0, jump] > 0.0 and restarted[0, jump] == 0.0  # needs the previous window
+    replay = _index(skab_fitted, "replay")
+    assert c[0, replay] != 0.0 and restarted[0, replay] == 0.0  # needs the trained history
+
+
+def test_c_follows_a_young_yardstick_from_a_fresh_stream(
+    skab: Path, skab_fitted: SensorFeatureExtractor, tmp_path: Path
+) -> None:
+    """A fresh stream's yardstick is a running average (gain 1/n) until the EWMA's gain
+    is larger: the C carries the sample count and switches where Python does."""
+    if not V2:
+        pytest.skip("the v1 extractor has no yardstick")
+    values = read_sensor_csv(skab / "valve1" / "0.csv").values[:900]
+    fresh = skab_fitted.copy()
+    fresh.reset_stream()
+    exe = build_sensor_harness(fresh, tmp_path / "fresh")
+    c = run_harness(exe, values, fresh.n_features)
+    _assert_bit_exact(c, SensorReference(fresh).transform(values))
+    np.testing.assert_allclose(c, fresh.copy().transform(values), rtol=RTOL, atol=ATOL)
+    # a stream one window old, exported: the count is carried, and it crosses the
+    # switch point (1 / EWMA gain) inside the rows that follow
+    young = fresh.copy()
+    young.transform(values[:45])
+    a_min = 1.0 - 2.0 ** (-1.0 / young.config.yardstick_halflife)
+    assert young._yard_n < 1.0 / a_min
+    rest = values[45:]
+    c = run_harness(build_sensor_harness(young, tmp_path / "young"), rest, young.n_features)
+    _assert_bit_exact(c, SensorReference(young).transform(rest))
+    after = young.copy()
+    np.testing.assert_allclose(c, after.transform(rest), rtol=RTOL, atol=ATOL)
+    assert after._yard_n > 1.0 / a_min
+    # the carried count matters: the same state with an old count gives other features
+    aged = young.copy()
+    aged._yard_n = 1e12
+    old = run_harness(build_sensor_harness(aged, tmp_path / "aged"), rest, aged.n_features)
+    assert not np.array_equal(old, c)
 
 
 def test_empty_history_switch_changes_only_replay_until_the_ring_refills(

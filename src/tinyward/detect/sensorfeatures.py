@@ -332,11 +332,13 @@ _FAMILY_FEATURES: dict[str, tuple[str, ...]] = {
 #: training part of anomaly-free.csv and the even training run prefixes, inject every
 #: tamper kind into the rest (seeds 100+, six rounds: 144 windows per kind, 683 benign),
 #: then drop families greedily while
-#: the mean ROC AUC over the six kinds (float Mahalanobis) rises. Dev AUCs: freeze 0.995,
-#: replay 1.000, bias 0.775, drift 0.731, spikes 0.897, noise 0.920 (all 20 features:
-#: 0.993, 0.999, 0.703, 0.634, 0.863, 0.903). The others stay available with --features.
+#: the mean ROC AUC over the six kinds (float Mahalanobis) rises. Re-run after detectors
+#: began fitting on the earlier 75 % of their benign vectors (threshold calibration on the
+#: later 25 %): the rule now drops jump too. Dev AUCs: freeze 0.996, replay 1.000, bias
+#: 0.797, drift 0.744, spikes 0.895, noise 0.914, mean 0.891 (all 20 features: 0.993,
+#: 0.999, 0.729, 0.642, 0.851, 0.906). The others stay available with --features.
 DEFAULT_FAMILIES: tuple[str, ...] = (
-    "level", "spread", "residual", "stuck", "replay", "spike", "jump", "cusum",
+    "level", "spread", "residual", "stuck", "replay", "spike", "cusum",
     "zlevel", "zresid", "zspike",
 )
 

@@ -101,7 +101,7 @@ _STATE_KEYS = frozenset({
 _STATE_KEYS_V2 = frozenset({
     "quantum", "repeat_high", "z_center", "z_scale", "zspike_threshold", "slope_center",
     "slope_scale", "step_threshold", "yard_init", "zcusum", "slope_cusum", "yard", "slope",
-    "trend", "hold", "step_hold",
+    "trend", "hold", "step_hold", "yard_n",
 })
 
 
@@ -203,15 +203,15 @@ def check_exportable(extractor: SensorFeatureExtractor) -> None:
 def state_bytes(channels: int, window: int, history: int, *, v2: bool = False) -> int:
     """Bytes of ``<prefix>_state`` (8-byte doubles, 4-byte counters, no padding on
     x86-64 or ARM EABI): ``8 c (history + window + 18) + 16``, and for the v2 extractor
-    ``8 c (history + window + 36) + 40``.
+    ``8 c (history + window + 36) + 48``.
 
     The ring of standardised samples (history + window rows) is most of it; the 18 rows
     of c doubles are the previous level (1), slow baselines (2), local scales (3),
     CUSUMs (4) and the per-window work area (8). v2 adds the yardstick (4) and its trend
     (2), its CUSUMs (4), the slope baseline (1) and CUSUMs (2), 5 more work rows, two
-    held doubles and two counters."""
+    held doubles, the yardstick's sample count (a double) and two counters."""
     if v2:
-        return 8 * channels * (history + window + 36) + 40
+        return 8 * channels * (history + window + 36) + 48
     return 8 * channels * (history + window + 18) + 16
 
 
@@ -285,8 +285,8 @@ def _profile(e: SensorFeatureExtractor) -> dict[str, np.ndarray | float]:
         "HEADROOM": np.maximum(1.0 - v2.repeat_high, 1.0 / (w - 1)), "Q2": q * q,
         "ZC": v2.z_center, "ZS": v2.z_scale, "ZSPIKE_THR": v2.zspike_threshold,
         "SLOPE_C": v2.slope_center, "SLOPE_S": v2.slope_scale, "STEP_THR": v2.step_threshold,
-        "YARD_INIT": v2.yard_init, "T": t, "TT": float(t @ t), "YARD_A": a,
-        "YARD_KEEP": 1.0 - a, "BETA_A": beta * a,
+        "YARD_INIT": v2.yard_init, "T": t, "TT": float(t @ t), "YARD_A_MIN": a,
+        "BETA": beta,
         "DECAY": 2.0 ** (-1.0 / cfg2.hold_halflife),
     }
 
@@ -313,9 +313,8 @@ def _v2_tables(p: str, P: str, e: Any, f: dict[str, np.ndarray | float]) -> str:
         + arr("yard_init", f["YARD_INIT"], 2)
         + f"static const double {p}_t[{P}_WINDOW] = {{\n    {_table(np.asarray(f['T']))}\n}};\n"
         + f"static const double {p}_tt = {_hex(float(f['TT']))};\n"
-        + f"static const double {p}_yard_a = {_hex(float(f['YARD_A']))};\n"
-        + f"static const double {p}_yard_keep = {_hex(float(f['YARD_KEEP']))};\n"
-        + f"static const double {p}_beta_a = {_hex(float(f['BETA_A']))};\n"
+        + f"static const double {p}_yard_a_min = {_hex(float(f['YARD_A_MIN']))};\n"
+        + f"static const double {p}_beta = {_hex(float(f['BETA']))};\n"
         + f"static const double {p}_decay = {_hex(float(f['DECAY']))};\n"
         + f"static const double {p}_w_plus_1 = {_hex(float(e.config.window + 1))};\n"
         + arr("trained_yard", yard, 4)
@@ -324,6 +323,7 @@ def _v2_tables(p: str, P: str, e: Any, f: dict[str, np.ndarray | float]) -> str:
         + arr("trained_slope_cusum", e._slope_cusum, 2)
         + f"static const double {p}_trained_hold = {_hex(float(e._hold))};\n"
         + f"static const double {p}_trained_step_hold = {_hex(float(e._step_hold))};\n"
+        + f"static const double {p}_trained_yard_n = {_hex(float(e._yard_n))};\n"
     )
 
 
@@ -375,7 +375,7 @@ def render_sensorfeatures_h(extractor: SensorFeatureExtractor, prefix: str = "tw
         "V2": 1 if v2 else 0,
         "TREND": 1 if v2 and int(getattr(cfg, "trend_halflife", 0)) else 0,
         "SIZE": size,
-        "FORMULA": "8 * C * (HISTORY + WINDOW + 36) + 40" if v2 else
+        "FORMULA": "8 * C * (HISTORY + WINDOW + 36) + 48" if v2 else
                    "8 * C * (HISTORY + WINDOW + 18) + 16",
         "OPS": ops_per_window(c, cfg.window, cfg.history, cfg.min_replay_lag),
         "N_HIST": len(e._history),
@@ -501,6 +501,7 @@ typedef struct {
     uint32_t spare;
     double hold;         /* zspike_hold */
     double step_hold;    /* zstep_hold */
+    double yard_n;       /* samples in the yardstick: its gain is max(a_min, 1 / yard_n) */
     double yard[4][@P@_N_CHANNELS];      /* EWMA mean, var of rows; mean, var of residuals */
     double trend[2][@P@_N_CHANNELS];     /* Holt trend of rows, residuals (0 when off) */
     double zcusum[4][@P@_N_CHANNELS];    /* zlevel+, zresid+, zlevel-, zresid- */
@@ -640,6 +641,7 @@ static const double @p@_trained_cusum[4][@P@_N_CHANNELS] = {
     st->unfed = (uint32_t)@P@_TRAINED_PENDING;
     st->hold = @p@_trained_hold;
     st->step_hold = @p@_trained_step_hold;
+    st->yard_n = @p@_trained_yard_n;
     memcpy(st->yard, @p@_trained_yard, sizeof st->yard);
     memcpy(st->trend, @p@_trained_trend, sizeof st->trend);
     memcpy(st->zcusum, @p@_trained_zcusum, sizeof st->zcusum);
@@ -757,22 +759,28 @@ static double @p@_cusum(double s, double x)
 
 #if @P@_V2
 /* Feed the yardstick the rows between the last window's start and this one's, oldest
-   first: EWMA (Holt when TREND) mean and variance of each channel and its residual. */
+   first: EWMA (Holt when TREND) mean and variance of each channel and its residual, a
+   running average while 1 / yard_n is larger than the EWMA's gain. */
 static void @p@_feed(@p@_state *st)
 {
     uint32_t back, ch;
     if ((st->flags & 8u) != 0u) {
         for (back = st->unfed; back > (uint32_t)@P@_WINDOW; back--) {
             const double *x = @p@_row(st, back - 1u);
+            double a, keep;
+            st->yard_n = st->yard_n + 1.0;
+            a = 1.0 / st->yard_n;
+            if (a < @p@_yard_a_min) a = @p@_yard_a_min;
+            keep = 1.0 - a;
             for (ch = 0; ch < @P@_N_CHANNELS; ch++) {
                 const double value[2] = {x[ch], @p@_raw_residual(x, ch)};
                 uint32_t i;
                 for (i = 0; i < 2u; i++) {
                     double *mean = st->yard[2u * i], *var = st->yard[2u * i + 1u];
                     const double d = value[i] - (mean[ch] + st->trend[i][ch]);
-                    mean[ch] = mean[ch] + st->trend[i][ch] + @p@_yard_a * d;
-                    st->trend[i][ch] = st->trend[i][ch] + @p@_beta_a * d;
-                    var[ch] = @p@_yard_keep * (var[ch] + @p@_yard_a * d * d);
+                    mean[ch] = mean[ch] + st->trend[i][ch] + a * d;
+                    st->trend[i][ch] = st->trend[i][ch] + @p@_beta * a * d;
+                    var[ch] = keep * (var[ch] + a * d * d);
                 }
             }
         }
@@ -1010,6 +1018,7 @@ static void @p@_window(@p@_state *st, double out[@P@_N_FEATURES])
 #if @P@_V2
     /* yardstick: the window against the rows before it */
     if ((st->flags & 8u) == 0u) {
+        st->yard_n = n_w;  /* the first window's samples count */
         for (ch = 0; ch < @P@_N_CHANNELS; ch++) {
             st->yard[0][ch] = LEVEL[ch];
             st->yard[1][ch] = WVAR[ch] > @p@_yard_init[0][ch] ? WVAR[ch] : @p@_yard_init[0][ch];
@@ -1156,7 +1165,7 @@ class SensorFeatureFiles:
 
     @property
     def formula(self) -> str:
-        rows, extra = (36, 40) if self.v2 else (18, 16)
+        rows, extra = (36, 48) if self.v2 else (18, 16)
         return f"8 x channels x (history + window + {rows}) + {extra}"
 
 
@@ -1237,6 +1246,7 @@ class SensorReference:
             self.slope = None if v2._slope is None else v2._slope.copy()
             self.slope_cusum = v2._slope_cusum.copy()
             self.step_hold = float(v2._step_hold)
+            self.yard_n = float(v2._yard_n)
 
     def transform(self, values: np.ndarray) -> np.ndarray:
         """Push sample rows (n, channels); return one feature row per completed window."""
@@ -1273,14 +1283,18 @@ class SensorReference:
         if self.yard is None:
             return
         f = self.f
-        a, keep, beta_a = float(f["YARD_A"]), float(f["YARD_KEEP"]), float(f["BETA_A"])
+        a_min, beta = float(f["YARD_A_MIN"]), float(f["BETA"])
         residuals = self._raw_residual(rows)
         yard, trend = self.yard, self.trend
         for x, r in zip(rows, residuals, strict=True):
+            self.yard_n = self.yard_n + 1.0
+            a = 1.0 / self.yard_n
+            a = a_min if a < a_min else a
+            keep = 1.0 - a
             for i, value in ((0, x), (1, r)):
                 d = value - (yard[2 * i] + trend[i])
                 yard[2 * i] = yard[2 * i] + trend[i] + a * d
-                trend[i] = trend[i] + beta_a * d
+                trend[i] = trend[i] + beta * a * d
                 yard[2 * i + 1] = keep * (yard[2 * i + 1] + a * d * d)
 
     def _cusum(self, s: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -1375,6 +1389,7 @@ class SensorReference:
         t = np.asarray(f["T"])
         tt = float(f["TT"])
         if self.yard is None:
+            self.yard_n = n_w
             init = np.asarray(f["YARD_INIT"])
             self.yard = np.stack([level, np.where(wvar > init[0], wvar, init[0]),
                                   rawm, np.where(rawv > init[1], rawv, init[1])])
