@@ -829,16 +829,21 @@ def skab_command(skab_dir: Path) -> None:
         click.echo(f"  {folder}: F1 {result.f1:.3f}, FAR {result.far:.2f} %, "
                    f"MAR {result.mar:.2f} %")
     click.echo(f"  TP {overall.tp}, FP {overall.fp}, FN {overall.fn}, TN {overall.tn}; for 8 "
-               f"channels at most {monitor_bytes(8)} B of float32 state, "
-               f"{skab_ops(8)} ops per row")
+               f"channels at most {monitor_bytes(8, chosen.model)} B of float32 state, "
+               f"{skab_ops(8, chosen.model)} ops per row")
 
 
-def monitor_bytes(channels: int) -> int:
-    return 4 * (2 * channels + channels * channels + 2)
+def monitor_bytes(channels: int, model: str = "mahal") -> int:
+    """float32 scoring state for the monitor (PCA: at most k = channels components)."""
+    from tinyward.detect import skab
+
+    return 4 * skab.state_floats(model, channels, channels)
 
 
-def skab_ops(channels: int) -> int:
-    return 2 * channels + channels * channels + channels + 4
+def skab_ops(channels: int, model: str = "mahal") -> int:
+    from tinyward.detect import skab
+
+    return skab.ops_per_row(model, channels, channels)
 
 
 detect.add_command(export)
