@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,10 @@ class DeviceUpdates:
     def status(self) -> dict[str, Any]:
         """The report's ``upd`` (see module docstring)."""
         client = self.client.status()
+        if client["state"] == "downloading" and self._download_started is None:
+            self._download_started = time.monotonic()  # for the log: delivery time
+        elif client["state"] in ("rejected", "failed"):
+            self._download_started = None
         if client["state"] in _CLIENT_STATES:
             return client  # its "ver" comes from installed(): the agent's versions
         with self._lock:
@@ -108,6 +113,8 @@ class DeviceUpdates:
         """The client's ``on_verified``, in its thread: stage, switch, trial, accept or
         revert. The agent's own state while it works is read from its state machine."""
         target = {component: str(meta.version)}
+        verified_at = time.monotonic()
+        started, self._download_started = self._download_started, None
         with self._lock:
             self._agent_status = {"state": "staged", "tgt": target}
             self._applying = True
@@ -128,8 +135,11 @@ class DeviceUpdates:
             self._versions = versions
             self._agent_status = status
             self.outcomes.append(outcome)
-        log.warning("update of %s to %s: %s%s (trial %.2f s)", component, meta.version,
-                    outcome.state, f" ({outcome.why})" if outcome.why else "", outcome.trial_s)
+        delivered = "" if started is None else f"delivered in {verified_at - started:.1f} s, "
+        log.warning("update of %s to %s: %s%s (%s%d B, applied in %.2f s, trial %.2f s)",
+                    component, meta.version, outcome.state,
+                    f" ({outcome.why})" if outcome.why else "", delivered, length,
+                    time.monotonic() - verified_at, outcome.trial_s)
         if outcome.state == "accepted" and self._on_accepted is not None:
             try:
                 self._on_accepted(component)
@@ -137,6 +147,7 @@ class DeviceUpdates:
                 log.exception("restarting after the accepted update of %s failed", component)
 
     _applying = False
+    _download_started: float | None = None
 
     def _watch(self, target: dict[str, str]) -> None:
         """While the agent applies, follow its machine's state (staged, trial) for the
