@@ -30,6 +30,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from tinyward.errors import Misuse
 from tinyward.update.agent import Outcome, UpdateAgent
 from tinyward.update.client import UpdateClient, UpdateClientConfig
 from tinyward.update.health import HealthCheck, TrialConfig
@@ -58,7 +59,7 @@ class DeviceUpdates:
         self._agent_status = self._with_target(dict(start))
         client = make_client(self)
         if client is None:
-            raise ValueError("no update client for this device")
+            raise Misuse("the device has no update root or product class")
         self.client = client
         self.channel = client.channel
 
