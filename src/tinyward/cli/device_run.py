@@ -79,6 +79,11 @@ def _server_url(_ctx: click.Context, _param: click.Parameter, value: str) -> str
 @click.option("-v", "--verbose", is_flag=True,
               help="One line per report made, delivered and acknowledged [default: a status "
                    "line on a terminal, nothing in a pipe].")
+@click.option("--slots", "slots_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=None,
+              help="Folder of the signed updates' A/B slots; the sandbox's user must be able "
+                   "to enter it to run an updated app [default: DIRECTORY.slots, beside the "
+                   "device folder].")
 @click.option("--attest-nonce", default=None,
               help="Once started, sign an attestation token answering this nonce (hex, 32, 48 "
                    "or 64 bytes): it claims the mode and the protections in force in this run.")
@@ -88,7 +93,7 @@ def run(directory: Path, server: str, air_gapped: bool, interval: float | None, 
         duration: float | None, drain: float, queue_capacity: int, app_manifest: Path | None,
         frames_csv: Path | None, fault_window: float | None, event_rate: float,
         seed: int | None, status_file: Path | None, backoff_max: float, verbose: bool,
-        attest_nonce: str | None, attest_out: Path | None) -> None:
+        attest_nonce: str | None, attest_out: Path | None, slots_dir: Path | None) -> None:
     """Run the device in DIRECTORY: constant-rate signed reports over pinned mutual TLS.
 
     The device opens no listening socket. SIGTERM or Ctrl-C stops it cleanly; queued
@@ -138,7 +143,7 @@ def run(directory: Path, server: str, air_gapped: bool, interval: float | None, 
     # Signed updates (None unless the bundle carries an update root): the agent's power-cut
     # recovery runs now, before anything is started from its slots.
     running: dict[str, Any] = {}
-    update = _device_updates(device, interval, running)
+    update = _device_updates(device, interval, running, slots_dir)
     if update is not None:
         app_manifest = _installed_app(update, app_manifest)
     source = (SimulatedSensor(event_rate, seed) if app_manifest is None
@@ -460,7 +465,8 @@ def bench_shaping(duration: float, interval: float, size: int, seed: int, hostil
         raise SystemExit(1)
 
 
-def _device_updates(device: Any, interval: float, running: dict[str, Any]) -> Any:
+def _device_updates(device: Any, interval: float, running: dict[str, Any],
+                    slots_dir: Path | None = None) -> Any:
     """The device's signed updates (client and A/B agent joined, issue 14), or None when
     its bundle carries no update root (docs/updates.md). ``running`` gets the runner
     (for the health check's link check) and the restart hook once they exist."""
@@ -492,7 +498,8 @@ def _device_updates(device: Any, interval: float, running: dict[str, Any]) -> An
             restart(component)
 
     return DeviceUpdates.for_device(device, link=link_ok, on_accepted=accepted,
-                                    trial=TrialConfig(deadline_s=max(30.0, wait + 20.0)))
+                                    trial=TrialConfig(deadline_s=max(30.0, wait + 20.0)),
+                                    slots_dir=slots_dir)
 
 
 def _installed_app(updates: Any, app_manifest: Path | None) -> Path | None:

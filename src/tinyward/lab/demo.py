@@ -73,6 +73,7 @@ class Demo:
         self._server_secret = secrets.token_urlsafe(24).encode()
         self._update_secret = secrets.token_urlsafe(24).encode()
         self._updates = False  # the fleet has an update repository (tuf installed)
+        self._slots_parent: Path | None = None  # device-1's update slots, removed at close
         self._use_netns = use_netns
         self.ns: DeviceNamespace | None = None
         self._server: subprocess.Popen[str] | None = None
@@ -152,11 +153,14 @@ class Demo:
             return
         from tinyward.lab.demo_update import UpdateStep
 
-        # The sandbox's user runs the new app from device-1's slots, beside its folder.
-        self.folder.chmod(0o755)
+        # The sandbox's user runs the new app from device-1's slots: a folder it can enter
+        # (the demo's own may lie under a private one, e.g. --keep in a 0700 folder).
+        self._slots_parent = Path(tempfile.mkdtemp(prefix="tinyward-demo-slots-", dir="/tmp"))
+        self._slots_parent.chmod(0o755)
         step = UpdateStep(self.fleet.directory, self.devices[0], self.state.server_url,
                           self._update_secret, self._server_secret,
-                          self.ns.command if self.ns is not None else (lambda argv: argv))
+                          self.ns.command if self.ns is not None else (lambda argv: argv),
+                          self._slots_parent / "device-1.slots")
         try:
             self._run_steps([
                 ("good update installs and attests", lambda name, _: step.good(name), None),
@@ -512,6 +516,8 @@ class Demo:
                 self._server.kill()
         if self.ns is not None:
             self.ns.close()
+        if self._slots_parent is not None:
+            shutil.rmtree(self._slots_parent, ignore_errors=True)
 
     def __enter__(self) -> Self:
         return self

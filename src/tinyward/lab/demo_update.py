@@ -91,10 +91,12 @@ class UpdateStep:
     """Runs the three updates against device-1 (see module docstring)."""
 
     def __init__(self, fleet_dir: Path, device: Any, server_url: str, update_secret: bytes,
-                 server_secret: bytes, command: Callable[[list[str]], list[str]]) -> None:
+                 server_secret: bytes, command: Callable[[list[str]], list[str]],
+                 slots: Path) -> None:
         self.fleet_dir, self.device, self.url = Path(fleet_dir), device, server_url
         self._update_secret, self._server_secret = update_secret, server_secret
         self._command = command
+        self._slots = slots
         self._status_file = Path(device.directory) / "update-run-status.json"
         self._token = Path(device.directory).parent / "update-run-token.cbor"
         self._log = Path(device.directory).parent / "update-run.log"
@@ -128,7 +130,8 @@ class UpdateStep:
         argv = [sys.executable, "-m", "tinyward", "device", "run", str(self.device.directory),
                 "--server", self.url, "--interval", str(INTERVAL), "--duration", "600",
                 "--backoff-max", "0.5", "--status-file", str(self._status_file),
-                "--attest-nonce", self._nonce.hex(), "--attest-out", str(self._token)]
+                "--slots", str(self._slots), "--attest-nonce", self._nonce.hex(),
+                "--attest-out", str(self._token)]
         with self._log.open("wb") as log:
             self._proc = subprocess.Popen(self._command(argv), stdout=subprocess.DEVNULL,
                                           stderr=log, start_new_session=True)
@@ -231,7 +234,8 @@ class UpdateStep:
                                   and s.get("state") in ("accepted", "rejected", "reverted",
                                                          "failed"))
         self.stop()
-        counter = UpdateAgent.for_device(Device.open(self.device.directory)).counter("app")
+        counter = UpdateAgent.for_device(Device.open(self.device.directory),
+                                         slots_dir=self._slots).counter("app")
         kept = counter == Version(1, 1, 0).as_counter()
         ok = (status.get("state") == "reverted" and status.get("why") == "crashed"
               and status.get("ver", {}).get("app") == "1.1.0" and kept)
