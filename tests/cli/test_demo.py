@@ -70,7 +70,7 @@ def _every_row_visible(pane: str, state: DemoState) -> None:
 
 def test_the_recorded_run_has_a_plain_reason_for_every_attack() -> None:
     state = state_from_json(RECORDED.read_text())
-    assert len(state.attacks) == 13
+    assert len(state.attacks) == 16
     for outcome in state.attacks:
         assert outcome.reason and len(outcome.attack) <= 36, outcome
         assert "_ssl.c" not in outcome.reason + outcome.detail
@@ -83,7 +83,7 @@ def test_the_last_screen_shows_every_attack_and_its_reason_at_80x24(tmp_path: Pa
                      f"raise SystemExit(0 if replay({str(RECORDED)!r}) else 1)"],
                     tmp_path, timeout=120)
     _every_row_visible(pane, state)
-    assert "attacks refused: 11 of 11; checks verified: 2 of 2" in pane
+    assert "attacks refused: 12 of 12; checks verified: 4 of 4" in pane
 
 
 def test_the_row_check_sees_a_missing_row(tmp_path: Path) -> None:
@@ -114,9 +114,9 @@ def test_demo_at_80x24_shows_every_attack_refused_with_its_reason(tmp_path: Path
                      "--duration", "12", "--interval", "0.5", "--keep", str(keep),
                      "--record", str(record)], tmp_path, timeout=400)
     state = state_from_json(record.read_text())
-    assert len(state.attacks) == 13 and all(o.refused for o in state.attacks), state.attacks
+    assert len(state.attacks) == 16 and all(o.refused for o in state.attacks), state.attacks
     _every_row_visible(pane, state)
-    assert "attacks refused: 11 of 11; checks verified: 2 of 2" in pane
+    assert "attacks refused: 12 of 12; checks verified: 4 of 4" in pane
     assert (keep / "fleet" / "fleet.json").exists()
     assert (keep / "fleet" / "reports.db").exists()
 

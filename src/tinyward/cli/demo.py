@@ -231,6 +231,8 @@ def _script(run: Demo, duration: float) -> None:
     run.wait_devices(duration + 30)
     run.state.phase = "man in the middle: device-1 pointed at impostors"
     run.run_mitm_attacks()
+    run.state.phase = "signed updates: good, tampered, crashing (device-1)"
+    run.run_update_steps()
     run.refresh()
     run.state.phase = "done"
 

@@ -10,6 +10,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import FrameType
@@ -78,6 +79,11 @@ def _server_url(_ctx: click.Context, _param: click.Parameter, value: str) -> str
 @click.option("-v", "--verbose", is_flag=True,
               help="One line per report made, delivered and acknowledged [default: a status "
                    "line on a terminal, nothing in a pipe].")
+@click.option("--slots", "slots_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=None,
+              help="Folder of the signed updates' A/B slots; the sandbox's user must be able "
+                   "to enter it to run an updated app [default: DIRECTORY.slots, beside the "
+                   "device folder].")
 @click.option("--attest-nonce", default=None,
               help="Once started, sign an attestation token answering this nonce (hex, 32, 48 "
                    "or 64 bytes): it claims the mode and the protections in force in this run.")
@@ -87,7 +93,7 @@ def run(directory: Path, server: str, air_gapped: bool, interval: float | None, 
         duration: float | None, drain: float, queue_capacity: int, app_manifest: Path | None,
         frames_csv: Path | None, fault_window: float | None, event_rate: float,
         seed: int | None, status_file: Path | None, backoff_max: float, verbose: bool,
-        attest_nonce: str | None, attest_out: Path | None) -> None:
+        attest_nonce: str | None, attest_out: Path | None, slots_dir: Path | None) -> None:
     """Run the device in DIRECTORY: constant-rate signed reports over pinned mutual TLS.
 
     The device opens no listening socket. SIGTERM or Ctrl-C stops it cleanly; queued
@@ -134,14 +140,24 @@ def run(directory: Path, server: str, air_gapped: bool, interval: float | None, 
         link=LinkConfig(backoff_initial=min(0.5, backoff_max), backoff_max=backoff_max),
         drain=drain,
     )
+    # Signed updates (None unless the bundle carries an update root): the agent's power-cut
+    # recovery runs now, before anything is started from its slots.
+    running: dict[str, Any] = {}
+    update = _device_updates(device, interval, running, slots_dir)
+    if update is not None:
+        app_manifest = _installed_app(update, app_manifest)
     source = (SimulatedSensor(event_rate, seed) if app_manifest is None
               else _app_source(app_manifest, frames_csv, seed, directory, fault_window))
-    _started(lock, directory, source, [], attest, app_manifest)
+    _started(lock, directory, source, [], attest, app_manifest, update)
     watched = WatchedSource(source)
-    update = _update_client(device)  # None unless the bundle carries an update root
+    if update is not None:
+        running["restart"] = lambda component: _after_acceptance(
+            component, update, watched, lock, directory, attest, frames_csv, seed, fault_window,
+            app_manifest)
     runner = DeviceRunner(device, server, config, watched, status_file=status_file,
                           fetch=update.channel if update else None,
                           update_status=update.status if update else None)
+    running["runner"] = runner
     click.echo(f"device {device.device_id[:16]}… reporting to {server} every {interval:g} s, "
                f"{size} bytes per report (~{bandwidth_bytes_per_hour(config.shaper):,.0f} B/h "
                "plus HTTP)", err=True)
@@ -197,20 +213,43 @@ def run_failure(stats: RunStats) -> str | None:
 
 
 class WatchedSource:
-    """Passes a results source through unchanged, keeping the newest result to show."""
+    """Passes a results source through unchanged, keeping the newest result to show.
+
+    :meth:`replace` swaps the source (the app restarted after an accepted update) between
+    two reports; incident totals carry over, so the report's deltas stay right."""
 
     def __init__(self, source: Any) -> None:
         self._source = source
+        self._lock = threading.Lock()
+        self._retired: dict[str, int] = {}  # incident totals of replaced sources
         self.latest: Mapping[str, Any] | None = None
         self.taken = 0
 
     def take(self, now: float) -> list[Mapping[str, Any]]:
-        results: list[Mapping[str, Any]] = self._source.take(now)
+        with self._lock:
+            results: list[Mapping[str, Any]] = self._source.take(now)
         if results:
             self.latest, self.taken = results[-1], self.taken + len(results)
         return results
 
-    def __getattr__(self, name: str) -> Any:  # next_time, incidents, healthy, close …
+    def incidents(self) -> dict[str, int]:
+        with self._lock:
+            counter = getattr(self._source, "incidents", None)
+            totals = dict(self._retired)
+            for kind, n in (dict(counter()) if callable(counter) else {}).items():
+                totals[kind] = totals.get(kind, 0) + n
+        return totals
+
+    def replace(self, source: Any) -> Any:
+        """Use ``source`` from the next report on; returns the old one (to close)."""
+        with self._lock:
+            old, self._source = self._source, source
+            counter = getattr(old, "incidents", None)
+            for kind, n in (dict(counter()) if callable(counter) else {}).items():
+                self._retired[kind] = self._retired.get(kind, 0) + n
+        return old
+
+    def __getattr__(self, name: str) -> Any:  # next_time, healthy, close, protections …
         return getattr(self._source, name)
 
 
@@ -312,8 +351,11 @@ def _take_instance(directory: Path) -> Any:
 
 
 def _started(lock: Any, directory: Path, source: Any, airgap: list[str],
-             attest: tuple[bytes, Path] | None, app_manifest: Path | None) -> None:
-    """Record what is in force in this run; sign the attestation token if one was asked."""
+             attest: tuple[bytes, Path] | None, app_manifest: Path | None,
+             updates: Any = None) -> None:
+    """Record what is in force in this run; sign the attestation token if one was asked
+    (with the update slots' measurements, when the device takes signed updates: the
+    token shows what runs, the new version after an acceptance)."""
     from tinyward._fsutil import atomic_write
     from tinyward.trust.airgap import enforced_mode
     from tinyward.trust.device import Device
@@ -324,9 +366,13 @@ def _started(lock: Any, directory: Path, source: Any, airgap: list[str],
     if attest is None:
         return
     nonce, out = attest
-    measured = [("App", [app_manifest.parent])] if app_manifest is not None else []
+    components = updates.agent.software_components() if updates is not None else []
+    from_slot = any(getattr(c, "measurement_type", None) == "App" for c in components)
+    measured = ([("App", [app_manifest.parent])] if app_manifest is not None and not from_slot
+                else [])
     token = Device.open(directory).attestation_token(nonce, measured=measured,
-                                                     protections=protections)
+                                                     protections=protections,
+                                                     components=components)
     atomic_write(out, token, mode=0o644)
     click.echo(f"attestation token ({len(token)} bytes; mode {enforced_mode()}, "
                f"{len(protections)} protections) written to {out}", err=True)
@@ -419,20 +465,79 @@ def bench_shaping(duration: float, interval: float, size: int, seed: int, hostil
         raise SystemExit(1)
 
 
-def _update_client(device: Any) -> Any:
-    """The device's update client (signed updates inside the report link, issue 14), or
-    None when its bundle carries no update root (docs/updates.md)."""
+def _device_updates(device: Any, interval: float, running: dict[str, Any],
+                    slots_dir: Path | None = None) -> Any:
+    """The device's signed updates (client and A/B agent joined, issue 14), or None when
+    its bundle carries no update root (docs/updates.md). ``running`` gets the runner
+    (for the health check's link check) and the restart hook once they exist."""
     try:
-        from tinyward.update.client import UpdateClient
+        from tinyward.update.runtime import DeviceUpdates
     except ModuleNotFoundError:  # python-tuf (the device extra) is not installed
         return None
+    from tinyward.update.health import TrialConfig
 
-    def staged(component: str, path: Path, meta: Any, length: int, hashes: Any) -> None:
-        # The A/B slot agent (tinyward.update.agent) takes it from here once it is wired.
-        click.echo(f"update: {component} {meta.version} verified ({length} B), staged at {path}",
-                   err=True)
+    wait = 2 * interval + 2.0
 
-    return UpdateClient.for_device(device, staged)
+    def link_ok() -> bool:
+        # The trial's "the link reaches the fleet": an acknowledgement newer than this
+        # check, within two report intervals (the runner goes on reporting meanwhile).
+        runner = running.get("runner")
+        if runner is None:
+            return False
+        seen = runner.stats.delivered
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if runner.stats.delivered > seen:
+                return True
+            time.sleep(min(0.05, interval / 4))
+        return False
+
+    def accepted(component: str) -> None:
+        restart = running.get("restart")
+        if restart is not None:
+            restart(component)
+
+    return DeviceUpdates.for_device(device, link=link_ok, on_accepted=accepted,
+                                    trial=TrialConfig(deadline_s=max(30.0, wait + 20.0)),
+                                    slots_dir=slots_dir)
+
+
+def _installed_app(updates: Any, app_manifest: Path | None) -> Path | None:
+    """The app to run: the accepted app of the update slots when one is installed (it
+    replaces ``--app``, the factory version, and the simulated sensor), else ``--app``."""
+    content = updates.agent.active_content("app")
+    if content is None:
+        return app_manifest
+    manifest = Path(content) / "sensor.toml"
+    click.echo(f"application from the update slot {content} (version "
+               f"{updates.installed('app')})" + (f", not {app_manifest}" if app_manifest
+                                                  else ""), err=True)
+    return manifest
+
+
+def _after_acceptance(component: str, updates: Any, watched: WatchedSource, lock: Any,
+                      directory: Path, attest: tuple[bytes, Path] | None,
+                      frames_csv: Path | None, seed: int | None,
+                      fault_window: float | None, app_manifest: Path | None) -> None:
+    """After an accepted update (in the update's thread): an app is restarted from its new
+    slot, between two reports; the attestation token, if one was asked, is signed again
+    so that it shows the new measurement."""
+    manifest = app_manifest
+    source: Any = watched
+    if component == "app":
+        content = updates.agent.active_content("app")
+        if content is None:
+            return
+        manifest = Path(content) / "sensor.toml"
+        fresh = _app_source(manifest, frames_csv, seed, directory, fault_window)
+        old = watched.replace(fresh)
+        close = getattr(old, "close", None)
+        if callable(close):
+            close()
+        click.echo(f"update: application restarted from {content} "
+                   f"(version {updates.installed('app')})", err=True)
+        source = fresh
+    _started(lock, directory, source, [], attest, manifest, updates)
 
 
 def run_air_gapped_command(directory: Path, interval: float, duration: float | None,

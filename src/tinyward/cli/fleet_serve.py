@@ -42,9 +42,15 @@ import click
 @click.option("--max-handshakes-per-ip", default=16, show_default=True, type=click.IntRange(1),
               help="TLS handshakes in progress per client address (per worker; nobody is "
                    "authenticated yet).")
+@click.option("--update-refresh", default=600.0, show_default=True,
+              type=click.FloatRange(0.1, 43200),
+              help="Seconds between re-signings of the update repository's snapshot and "
+                   "timestamp (online keys), also done at start; a fleet without an update "
+                   "repository is left alone.")
 def serve(fleet_dir: Path, host: str, port: int, db_url: str | None, workers: int,
           admin_host: str, admin_port: int, report_interval: float | None, rate: float | None,
-          burst: float | None, max_connections_per_ip: int, max_handshakes_per_ip: int) -> None:
+          burst: float | None, max_connections_per_ip: int, max_handshakes_per_ip: int,
+          update_refresh: float) -> None:
     """Run the fleet server for FLEET_DIR (TLS 1.3, device client certificates).
 
     Devices connect to --host/--port, which requires their client certificate in the TLS
@@ -76,7 +82,7 @@ def serve(fleet_dir: Path, host: str, port: int, db_url: str | None, workers: in
                    nl=True)
 
     serve_forever(fleet_dir, passphrase, url, host, port, config, workers, announce,
-                  admin_host=admin_host, admin_port=admin_port)
+                  admin_host=admin_host, admin_port=admin_port, update_refresh=update_refresh)
 
 
 @click.command("admin-token")

@@ -477,12 +477,50 @@ class ServerThread:
 #: Allocations between the cyclic GC's young-generation passes in a server worker.
 WORKER_GC_THRESHOLD = 20_000
 
+#: Seconds between two re-signings of the update repository's online roles (snapshot and
+#: timestamp) by the running server: far inside the timestamp's day, so a running server's
+#: repository never expires (docs/updates.md).
+UPDATE_REFRESH_SECONDS = 600.0
+
+
+def refresh_updates_once(fleet_dir: Path, passphrase: bytes | None) -> tuple[str, ...]:
+    """Re-sign the fleet's update repository's snapshot and timestamp when they need it
+    (``UpdateRepository.refresh_online``); nothing when the fleet has no repository.
+    Returns the roles re-signed. Raises what ``refresh_online`` raises."""
+    from tinyward.fleet.update_repo import UpdateRepository
+
+    repo = UpdateRepository(fleet_dir)
+    if not repo.exists:
+        return ()
+    return repo.refresh_online(None, passphrase)
+
+
+async def refresh_updates(fleet_dir: Path, passphrase: bytes | None, every: float,
+                          stop: asyncio.Event) -> None:
+    """At start and every ``every`` seconds until ``stop``: :func:`refresh_updates_once`
+    in a thread (opening a sealed online key costs a scrypt), one at a time. A failure is
+    logged as one line and tried again at the next tick; it never stops the server."""
+    loop = asyncio.get_running_loop()
+    while not stop.is_set():
+        try:
+            roles = await loop.run_in_executor(None, refresh_updates_once, fleet_dir,
+                                               passphrase)
+        except Exception as error:  # noqa: BLE001 - logged; the server must keep serving
+            _log.warning("update repository refresh failed: %s: %s", type(error).__name__,
+                         str(error).splitlines()[0] if str(error) else "")
+        else:
+            if roles:
+                _log.warning("update repository: re-signed %s", ", ".join(roles))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every)
+
 
 def _worker(fleet_dir: Path, passphrase: bytes | None, db_url: str, config: ServerConfig,
             announce: Callable[[int, int | None], None] | None, *,
             sock: socket.socket | None = None, channels: Sequence[socket.socket] = (),
             dealt_from: socket.socket | None = None, admin_sock: socket.socket | None = None,
-            close_first: Sequence[socket.socket] = ()) -> None:
+            close_first: Sequence[socket.socket] = (),
+            update_refresh: float | None = None) -> None:
     for inherited in close_first:  # a forked worker must not hold the parent's sockets
         inherited.close()
 
@@ -513,7 +551,13 @@ def _worker(fleet_dir: Path, passphrase: bytes | None, db_url: str, config: Serv
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        refresher = (asyncio.create_task(refresh_updates(fleet_dir, passphrase,
+                                                         update_refresh, stop))
+                     if update_refresh is not None else None)
         await stop.wait()
+        if refresher is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(refresher, 30)
         if admin is not None:
             await admin.stop()
         await running.stop()
@@ -525,8 +569,12 @@ def _worker(fleet_dir: Path, passphrase: bytes | None, db_url: str, config: Serv
 def serve_forever(fleet_dir: Path, passphrase: bytes | None, db_url: str, host: str, port: int,
                   config: ServerConfig | None = None, workers: int = 1,
                   announce: Callable[[int, int | None], None] | None = None, *,
-                  admin_host: str = "127.0.0.1", admin_port: int | None = None) -> None:
+                  admin_host: str = "127.0.0.1", admin_port: int | None = None,
+                  update_refresh: float | None = UPDATE_REFRESH_SECONDS) -> None:
     """Run the server until SIGTERM/SIGINT, with ``workers`` processes on one port.
+
+    The first worker re-signs the update repository's online roles at start and every
+    ``update_refresh`` seconds (None: never), see :func:`refresh_updates`.
 
     The admin listener (``admin_port``; None: none) is served by the first worker only;
     ``announce(device_port, admin_port)`` is called once both listen.
@@ -557,7 +605,7 @@ def serve_forever(fleet_dir: Path, passphrase: bytes | None, db_url: str, host: 
         children.append(child)
     try:
         _worker(fleet_dir, passphrase, db_url, config, announce, sock=sock, channels=channels,
-                admin_sock=admin_sock)
+                admin_sock=admin_sock, update_refresh=update_refresh)
     finally:
         for child in children:
             if child.pid is not None and child.is_alive():

@@ -27,6 +27,7 @@ from typing import Any, Self
 from tinyward.fleet.pki import MAX_REPORT_INTERVAL, MIN_REPORT_INTERVAL, Fleet
 from tinyward.lab import attacks
 from tinyward.lab.attacks import Outcome
+from tinyward.lab.demo_update import PRODUCT
 from tinyward.lab.fleetproc import start_fleet_server
 from tinyward.link.netns import DeviceNamespace, NamespaceUnavailable
 from tinyward.trust import report as codec
@@ -70,6 +71,9 @@ class Demo:
         # only its own (the demo's attacker at the server finds no CA key to use).
         self._ca_secret = secrets.token_urlsafe(24).encode()
         self._server_secret = secrets.token_urlsafe(24).encode()
+        self._update_secret = secrets.token_urlsafe(24).encode()
+        self._updates = False  # the fleet has an update repository (tuf installed)
+        self._slots_parent: Path | None = None  # device-1's update slots, removed at close
         self._use_netns = use_netns
         self.ns: DeviceNamespace | None = None
         self._server: subprocess.Popen[str] | None = None
@@ -103,9 +107,11 @@ class Demo:
         self.state.phase = "creating the fleet"
         names = ["127.0.0.1", "localhost"] + ([host] if host != "127.0.0.1" else [])
         self.fleet = Fleet.init(self.folder / "fleet", self._ca_secret, server_names=names,
-                                server_passphrase=self._server_secret)
+                                server_passphrase=self._server_secret,
+                                update_passphrase=self._update_secret)
         self.note(f"fleet {self.fleet.fleet_id} created (CA and server passphrases generated, "
                   "not stored)")
+        self._update_repository()
         self.state.phase = "starting the fleet server"
         self._start_server(host)
         self.state.phase = "provisioning devices"
@@ -116,11 +122,53 @@ class Demo:
             # the bounds a fleet allows.
             schedule = min(max(self.interval, MIN_REPORT_INTERVAL), MAX_REPORT_INTERVAL)
             device.install(self.fleet.enroll(device.enrolment_request, device_ca,
-                                             report_interval=schedule))
+                                             report_interval=schedule,
+                                             product_class=PRODUCT if self._updates else None))
             self.devices.append(device)
             self.state.devices.append(DeviceView(f"device-{i + 1}", device.device_id))
         self.note(f"{self.count} devices provisioned: keys made on each device, "
                   "certificates from the fleet's device CA")
+
+    def _update_repository(self) -> None:
+        """The fleet's TUF repository for signed updates (one root key for the demo's
+        speed; a real fleet keeps 2 of 3), so devices enrolled next carry its root."""
+        assert self.fleet is not None
+        try:
+            from tinyward.fleet.update_repo import UpdateRepository
+
+            UpdateRepository.init(self.fleet.directory,
+                                  root_secrets=[secrets.token_urlsafe(24).encode()],
+                                  update_signing=self.fleet.update_signing_token(
+                                      self._update_secret),
+                                  server_secret=self._server_secret, root_threshold=1)
+        except ImportError as error:  # python-tuf (an extra) is missing
+            self.note(f"no signed updates in this demo ({error})")
+            return
+        self._updates = True
+        self.note("update repository (TUF) made; its root goes into each device's bundle")
+
+    def run_update_steps(self) -> None:
+        """Signed updates on device-1's own process: good, tampered, crashing."""
+        if not self._updates or self.fleet is None:
+            return
+        from tinyward.lab.demo_update import UpdateStep
+
+        # The sandbox's user runs the new app from device-1's slots: a folder it can enter
+        # (the demo's own may lie under a private one, e.g. --keep in a 0700 folder).
+        self._slots_parent = Path(tempfile.mkdtemp(prefix="tinyward-demo-slots-", dir="/tmp"))
+        self._slots_parent.chmod(0o755)
+        step = UpdateStep(self.fleet.directory, self.devices[0], self.state.server_url,
+                          self._update_secret, self._server_secret,
+                          self.ns.command if self.ns is not None else (lambda argv: argv),
+                          self._slots_parent / "device-1.slots")
+        try:
+            self._run_steps([
+                ("good update installs and attests", lambda name, _: step.good(name), None),
+                ("tampered update (bytes changed)", lambda name, _: step.tampered(name), None),
+                ("update that crashes on start", lambda name, _: step.crashing(name), None),
+            ])
+        finally:
+            step.stop()
 
     def _start_server(self, host: str) -> None:
         assert self.fleet is not None
@@ -468,6 +516,8 @@ class Demo:
                 self._server.kill()
         if self.ns is not None:
             self.ns.close()
+        if self._slots_parent is not None:
+            shutil.rmtree(self._slots_parent, ignore_errors=True)
 
     def __enter__(self) -> Self:
         return self

@@ -25,8 +25,10 @@ def server_environment(passphrase: bytes | None) -> dict[str, str]:
 
 def start_fleet_server(fleet_dir: Path, passphrase: bytes | None, host: str = "127.0.0.1",
                        port: int = 0, extra: tuple[str, ...] = (),
-                       timeout: float = 30.0) -> tuple[subprocess.Popen[str], str]:
-    """Run the fleet server; return the process and its ``https://host:port`` URL.
+                       timeout: float = 30.0, announced: list[str] | None = None,
+                       ) -> tuple[subprocess.Popen[str], str]:
+    """Run the fleet server; return the process and its ``https://host:port`` URL
+    (``announced``, if given, gets the server's announcement line: the admin port).
 
     ``passphrase`` is the *server* passphrase (None for a server key kept in clear); it
     goes through the environment of the child only (never argv, never a file). Raises
@@ -47,6 +49,8 @@ def start_fleet_server(fleet_dir: Path, passphrase: bytes | None, host: str = "1
         found = re.search(r"listening on (https://\S+?)(\s|$)", line)
         if found:
             url = found.group(1)
+            if announced is not None:
+                announced.append(line.strip())
             break
         if time.monotonic() > deadline:
             break
