@@ -34,7 +34,8 @@ _ROOT = Path(__file__).resolve().parent
 
 #: What each kind of device process starts from (the CLI's `device run` builds on these).
 ENTRY_POINTS: dict[str, tuple[str, ...]] = {
-    "connected": ("tinyward.trust.device", "tinyward.link.runner", "tinyward.app.source"),
+    "connected": ("tinyward.trust.device", "tinyward.link.runner", "tinyward.app.source",
+                  "tinyward.update.runtime"),
     "air-gapped": ("tinyward.trust.device", "tinyward.readout.airgapped",
                    "tinyward.readout.screen", "tinyward.app.source"),
     # The sandbox's own process sets up Landlock and seccomp before it loads the
@@ -43,7 +44,7 @@ ENTRY_POINTS: dict[str, tuple[str, ...]] = {
 }
 
 _THIRD_PARTY = ("cryptography", "cbor2", "numpy", "rich", "segno", "click", "sklearn",
-                "aiohttp", "sqlite3", "ssl")
+                "aiohttp", "sqlite3", "ssl", "tuf", "securesystemslib")
 
 _PROBE = """
 import importlib, json, sys

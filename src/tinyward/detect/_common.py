@@ -137,8 +137,9 @@ def calibrate_threshold(
     new = calibrate(scores[-n_new_peer_rows:], target_fpr, n_fit=n_fit, policy=policy,
                     integer=integer, what=what + " (new peers)" if what else "new peers")
     chosen = new if new.threshold > known.threshold else known
-    return replace(chosen, n_calibration=len(scores), n_new_peer_rows=n_new_peer_rows,
-                   warnings=(*known.warnings, *new.warnings))
+    # The warnings of the threshold in use: the other part's (the same shortage, said
+    # twice) would only repeat it, and it is the lower threshold anyway.
+    return replace(chosen, n_calibration=len(scores), n_new_peer_rows=n_new_peer_rows)
 
 
 def pooled_calibration_scores(
