@@ -13,7 +13,6 @@ import pytest
 
 from tinyward.detect import pipeline
 from tinyward.detect.errors import CsvError, DetectMisuse
-from tinyward.detect.threshold import Policy, ThresholdWarning, calibrate
 from tinyward.detect.sensorfeatures import (
     FAMILIES,
     SensorChannelWarning,
@@ -23,6 +22,7 @@ from tinyward.detect.sensorfeatures import (
     read_sensor_csv,
     screen_channels,
 )
+from tinyward.detect.threshold import Policy, ThresholdWarning, calibrate
 
 
 def _synthetic(n: int, seed: int = 0) -> dict[str, np.ndarray]:
