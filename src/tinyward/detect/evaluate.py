@@ -24,7 +24,8 @@ Sensors (SKAB, see :func:`sensor_files`): features of the first 60 % of
 ``anomaly-free.csv`` and of the anomaly-free prefixes of the even-numbered runs train;
 the remaining 40 % and the odd-numbered runs' prefixes are scored clean (benign) and
 with tampering injected by :mod:`.tamper` (attack; a window counts as attacked when at
-least half its samples are tampered).
+least half its samples lie in a tampered segment and at least one was altered:
+:func:`.tamper.window_kind`).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from tinyward.detect.netfeatures import NetFeatureConfig, NetFeatureExtractor
 from tinyward.detect.newpeers import new_peer_rows
 from tinyward.detect.pcap import read_packets
 from tinyward.detect.sensorfeatures import SKAB_CHANNELS, SensorFeatureExtractor, read_sensor_csv
-from tinyward.detect.tamper import INJECTED_NOTE, TAMPER_KINDS, tamper_stream
+from tinyward.detect.tamper import INJECTED_NOTE, TAMPER_KINDS, tamper_stream, window_kind
 from tinyward.detect.threshold import Calibration, realised_fpr
 
 ATTACKS = ("bruteforce", "flood", "malariados", "malformed", "slowite")
@@ -380,11 +381,8 @@ def sensor_streams(skab: Path, *, seed: int = 0, sample_seconds: float = 1.0) ->
         scorer.reset_stream()
         features = scorer.transform(tampered.values)
         for row, end in zip(features, scorer.last_window_ends, strict=True):
-            begin = max(0, end - window)
-            labels = tampered.labels[begin:end]
-            if len(labels) and labels.mean() >= 0.5:
-                kinds = tampered.kinds[begin:end]
-                kind = TAMPER_KINDS[int(np.bincount(kinds[kinds >= 0]).argmax())]
+            kind = window_kind(tampered, max(0, end - window), end)
+            if kind is not None:
                 attacks[kind].append(row)
         injections += [{"stream": name, **vars(i)} for i in tampered.injections]
     stacked = {k: np.vstack(v) if v else np.zeros((0, train.shape[1])) for k, v in attacks.items()}

@@ -6,8 +6,8 @@ even-numbered runs (in sorted order; prefixes under 450 rows skipped). They are 
 again: the first 60 % of the anomaly-free part and every other run prefix fit the
 extractor and a float Mahalanobis detector; the rest is the dev set, scored clean
 (benign) and with every tamper kind INJECTED by :mod:`tinyward.detect.tamper` (seeds
-100+, six rounds with the kinds in turn; a window is attacked when at least half its
-samples are). :func:`select_families` then drops families greedily, starting from all of
+100+, six rounds with the kinds in turn; a window is attacked by the eval's rule,
+:func:`tinyward.detect.tamper.window_kind`). :func:`select_families` then drops families greedily, starting from all of
 them, while the mean ROC AUC over the six kinds rises (ties: the earlier family in
 :data:`~tinyward.detect.sensorfeatures.FAMILIES`).
 """
@@ -28,7 +28,7 @@ from tinyward.detect.sensorfeatures import (
     SensorFeatureExtractor,
     read_sensor_csv,
 )
-from tinyward.detect.tamper import TAMPER_KINDS, tamper_stream
+from tinyward.detect.tamper import TAMPER_KINDS, tamper_stream, window_kind
 
 ROUNDS = 6
 
@@ -92,10 +92,9 @@ def dev_features(skab: Path, config: SensorFeatureConfig | None = None) -> DevFe
             stream.reset_stream()
             rows = stream.transform(tampered.values)
             for row, end in zip(rows, stream.last_window_ends, strict=True):
-                labels = tampered.labels[max(0, end - w) : end]
-                if labels.mean() >= 0.5:
-                    kinds = tampered.kinds[max(0, end - w) : end]
-                    attacks[TAMPER_KINDS[int(np.bincount(kinds[kinds >= 0]).argmax())]].append(row)
+                kind = window_kind(tampered, max(0, end - w), end)
+                if kind is not None:
+                    attacks[kind].append(row)
     return DevFeatures(extractor.feature_names, train, np.vstack(benign),
                        {k: np.vstack(v) for k, v in attacks.items() if v})
 
