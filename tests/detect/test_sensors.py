@@ -130,7 +130,8 @@ def test_a_spike_window_without_a_spike_is_not_labelled_tampered(clean: np.ndarr
     segment = slice(injection.start, injection.start + injection.length)
     spiked = np.flatnonzero(stream.altered[segment]) + injection.start
     assert len(spiked) == injection.length // 30
-    assert np.all(stream.values[spiked, injection.channel] != clean[5000:][spiked, injection.channel])
+    channel = injection.channel
+    assert np.all(stream.values[spiked, channel] != clean[5000:][spiked, channel])
     empty = [b for b in range(injection.start, injection.start + injection.length - 29)
              if not stream.altered[b : b + 30].any()]
     holding = [b for b in range(injection.start, injection.start + injection.length - 29)
