@@ -389,7 +389,7 @@ def sensor_streams(
             scorer.reset_stream()
             features = scorer.transform(tampered.values)
             for row, end in zip(features, scorer.last_window_ends, strict=True):
-                kind = window_kind(tampered, max(0, end - window), end)
+                kind = window_kind(tampered, max(0, int(end) - window), int(end))
                 if kind is not None:
                     attacks[kind].append(row)
             injections += [{"stream": name, "round": round_, **vars(i)}

@@ -98,7 +98,7 @@ def dev_features(skab: Path, config: SensorFeatureConfig | None = None) -> DevFe
             stream.reset_stream()
             rows = stream.transform(tampered.values)
             for row, end in zip(rows, stream.last_window_ends, strict=True):
-                kind = window_kind(tampered, max(0, end - w), end)
+                kind = window_kind(tampered, max(0, int(end) - w), int(end))
                 if kind is not None:
                     attacks[kind].append(row)
     return DevFeatures(extractor.feature_names, train, np.vstack(benign),
