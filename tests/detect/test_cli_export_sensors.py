@@ -34,7 +34,7 @@ def test_export_features_writes_the_sensor_header(tmp_path: Path) -> None:
                                       str(tmp_path / "c")])
     assert result.exit_code == 0, result.output
     header = (tmp_path / "c" / "tw_sf.h").read_text()
-    assert '"pressure"' in header and '"residual_cusum"' in header
+    assert '"pressure"' in header and '"zspike_hold"' in header
     v2 = hasattr(sensorfeatures, "FAMILIES")  # resolution floors, more state
     size = state_bytes(3, 30, 200, v2=v2)
     assert size == (8 * 3 * (200 + 30 + 36) + 48 if v2 else 8 * 3 * (200 + 30 + 18) + 16)

@@ -22,7 +22,14 @@ from tinyward.detect.sensorfeatures import (
     sensor_extractor_from_doc,
     sensor_extractor_to_doc,
 )
-from tinyward.detect.tamper import INJECTED_NOTE, TAMPER_KINDS, Injection, inject, tamper_stream
+from tinyward.detect.tamper import (
+    INJECTED_NOTE,
+    TAMPER_KINDS,
+    Injection,
+    inject,
+    tamper_stream,
+    window_kind,
+)
 
 HEADER = "datetime;" + ";".join(SKAB_CHANNELS)
 
@@ -112,6 +119,32 @@ def test_tampering_is_seeded_and_labelled(clean: np.ndarray) -> None:
     assert a.labels.sum() == 120 * len(a.injections)
     with pytest.raises(DetectMisuse):
         inject(clean[:100], Injection("melt", 10, 20, 0), np.random.default_rng(0))
+
+
+def test_a_spike_window_without_a_spike_is_not_labelled_tampered(clean: np.ndarray) -> None:
+    """Protocol: a window inside a spike segment that holds none of the spikes is exactly
+    the clean signal, so it must not count as tampered (it once did: a third of them)."""
+    stream = tamper_stream(clean[5000:], kinds=("spikes",), seed=3)
+    assert stream.altered is not None
+    injection = stream.injections[0]
+    segment = slice(injection.start, injection.start + injection.length)
+    spiked = np.flatnonzero(stream.altered[segment]) + injection.start
+    assert len(spiked) == injection.length // 30
+    channel = injection.channel
+    assert np.all(stream.values[spiked, channel] != clean[5000:][spiked, channel])
+    empty = [b for b in range(injection.start, injection.start + injection.length - 29)
+             if not stream.altered[b : b + 30].any()]
+    holding = [b for b in range(injection.start, injection.start + injection.length - 29)
+               if stream.altered[b : b + 30].any()]
+    assert holding and all(window_kind(stream, b, b + 30) == "spikes" for b in holding)
+    assert all(window_kind(stream, b, b + 30) is None for b in empty)
+    # every other kind alters its whole segment: the half-covered rule alone decides
+    other = tamper_stream(clean[5000:], kinds=("bias",), seed=3)
+    assert other.altered is not None
+    np.testing.assert_array_equal(other.altered, other.labels == 1)
+    start = other.injections[0].start
+    assert window_kind(other, start - 14, start + 16) == "bias"
+    assert window_kind(other, start - 16, start + 14) is None
 
 
 def test_extractor_state_round_trips(clean: np.ndarray) -> None:

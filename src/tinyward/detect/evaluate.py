@@ -24,7 +24,8 @@ Sensors (SKAB, see :func:`sensor_files`): features of the first 60 % of
 ``anomaly-free.csv`` and of the anomaly-free prefixes of the even-numbered runs train;
 the remaining 40 % and the odd-numbered runs' prefixes are scored clean (benign) and
 with tampering injected by :mod:`.tamper` (attack; a window counts as attacked when at
-least half its samples are tampered).
+least half its samples lie in a tampered segment and at least one was altered:
+:func:`.tamper.window_kind`), in :data:`TAMPER_ROUNDS` seeded rounds per stream.
 """
 
 from __future__ import annotations
@@ -44,11 +45,13 @@ from tinyward.detect.netfeatures import NetFeatureConfig, NetFeatureExtractor
 from tinyward.detect.newpeers import new_peer_rows
 from tinyward.detect.pcap import read_packets
 from tinyward.detect.sensorfeatures import SKAB_CHANNELS, SensorFeatureExtractor, read_sensor_csv
-from tinyward.detect.tamper import INJECTED_NOTE, TAMPER_KINDS, tamper_stream
+from tinyward.detect.tamper import INJECTED_NOTE, TAMPER_KINDS, tamper_stream, window_kind
 from tinyward.detect.threshold import Calibration, realised_fpr
 
 ATTACKS = ("bruteforce", "flood", "malariados", "malformed", "slowite")
 FPRS = (0.01, 0.001)
+#: Injection rounds per sensor test stream (as :data:`tinyward.detect.sensordev.ROUNDS`).
+TAMPER_ROUNDS = 6
 
 Progress = Callable[[str, int, int], None]  # (task, advance, total)
 
@@ -344,12 +347,17 @@ def sensor_files(skab: Path) -> tuple[list[tuple[str, np.ndarray]], list[tuple[s
     return train, test
 
 
-def sensor_streams(skab: Path, *, seed: int = 0, sample_seconds: float = 1.0) -> SensorStreams:
+def sensor_streams(
+    skab: Path, *, seed: int = 0, sample_seconds: float = 1.0, rounds: int = TAMPER_ROUNDS
+) -> SensorStreams:
     """Benign and tampered windows by the sensor protocol (see :func:`sensor_files`).
 
     Every stream starts from a fresh stream state. Tampering is injected into each test
     stream (kinds in turn, seeded): several segments into the long anomaly-free part,
-    one into each run prefix.
+    one into each run prefix; ``rounds`` times, each round a fresh copy of the clean
+    stream with seed ``seed + stream + 100 * round`` and the kinds shifted by one, so
+    that each kind lands on ~25 segments over every channel rather than on 4-5 (with
+    one round, the AUC of a kind hinged on which 4 or 5 channels it happened to hit).
 
     Raises:
         CsvError: a CSV is unreadable.
@@ -370,23 +378,22 @@ def sensor_streams(skab: Path, *, seed: int = 0, sample_seconds: float = 1.0) ->
         benign_rows.append(clean.transform(values))
         samples += len(values)
         long_stream = len(values) > 2000
-        tampered = tamper_stream(
-            values,
-            seed=seed + number,
-            lead=700 if long_stream else 330,
-            first_kind=0 if long_stream else number,
-        )
-        scorer = extractor.copy()
-        scorer.reset_stream()
-        features = scorer.transform(tampered.values)
-        for row, end in zip(features, scorer.last_window_ends, strict=True):
-            begin = max(0, end - window)
-            labels = tampered.labels[begin:end]
-            if len(labels) and labels.mean() >= 0.5:
-                kinds = tampered.kinds[begin:end]
-                kind = TAMPER_KINDS[int(np.bincount(kinds[kinds >= 0]).argmax())]
-                attacks[kind].append(row)
-        injections += [{"stream": name, **vars(i)} for i in tampered.injections]
+        for round_ in range(rounds):
+            tampered = tamper_stream(
+                values,
+                seed=seed + number + 100 * round_,
+                lead=700 if long_stream else 330,
+                first_kind=round_ if long_stream else number + round_,
+            )
+            scorer = extractor.copy()
+            scorer.reset_stream()
+            features = scorer.transform(tampered.values)
+            for row, end in zip(features, scorer.last_window_ends, strict=True):
+                kind = window_kind(tampered, max(0, int(end) - window), int(end))
+                if kind is not None:
+                    attacks[kind].append(row)
+            injections += [{"stream": name, "round": round_, **vars(i)}
+                           for i in tampered.injections]
     stacked = {k: np.vstack(v) if v else np.zeros((0, train.shape[1])) for k, v in attacks.items()}
     # float32 history ring buffer and pending window, the baselines and scales, the
     # local scales (3 per channel) and the CUSUMs (4 per channel)

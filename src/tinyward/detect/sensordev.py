@@ -6,10 +6,12 @@ even-numbered runs (in sorted order; prefixes under 450 rows skipped). They are 
 again: the first 60 % of the anomaly-free part and every other run prefix fit the
 extractor and a float Mahalanobis detector; the rest is the dev set, scored clean
 (benign) and with every tamper kind INJECTED by :mod:`tinyward.detect.tamper` (seeds
-100+, six rounds with the kinds in turn; a window is attacked when at least half its
-samples are). :func:`select_families` then drops families greedily, starting from all of
-them, while the mean ROC AUC over the six kinds rises (ties: the earlier family in
-:data:`~tinyward.detect.sensorfeatures.FAMILIES`).
+100+, six rounds with the kinds in turn; a window is attacked by the eval's rule,
+:func:`tinyward.detect.tamper.window_kind`). :func:`select_families` then drops families
+greedily, starting from all of them, while the mean ROC AUC over the six kinds rises
+(ties: the earlier family in :data:`~tinyward.detect.sensorfeatures.FAMILIES`), among
+sets that put at most :data:`MAX_DEV_ALARMS` of the dev benign windows above the
+detector's own threshold (a set over it ranks below every set within it).
 """
 
 from __future__ import annotations
@@ -28,9 +30,13 @@ from tinyward.detect.sensorfeatures import (
     SensorFeatureExtractor,
     read_sensor_csv,
 )
-from tinyward.detect.tamper import TAMPER_KINDS, tamper_stream
+from tinyward.detect.tamper import TAMPER_KINDS, tamper_stream, window_kind
 
 ROUNDS = 6
+#: The largest share of dev benign windows a family set may put above the detector's own
+#: threshold. Added (h-tamper) when the AUC-only rule, after the spike-label fix, chose a
+#: set with 6 % dev false alarms (the previous defaults: 0.7 %).
+MAX_DEV_ALARMS = 0.01
 
 
 def _roc_auc(benign: np.ndarray, attack: np.ndarray) -> float:
@@ -92,34 +98,50 @@ def dev_features(skab: Path, config: SensorFeatureConfig | None = None) -> DevFe
             stream.reset_stream()
             rows = stream.transform(tampered.values)
             for row, end in zip(rows, stream.last_window_ends, strict=True):
-                labels = tampered.labels[max(0, end - w) : end]
-                if labels.mean() >= 0.5:
-                    kinds = tampered.kinds[max(0, end - w) : end]
-                    attacks[TAMPER_KINDS[int(np.bincount(kinds[kinds >= 0]).argmax())]].append(row)
+                kind = window_kind(tampered, max(0, int(end) - w), int(end))
+                if kind is not None:
+                    attacks[kind].append(row)
     return DevFeatures(extractor.feature_names, train, np.vstack(benign),
                        {k: np.vstack(v) for k, v in attacks.items() if v})
 
 
 def family_aucs(features: DevFeatures, families: list[str] | tuple[str, ...]) -> list[float]:
     """ROC AUC per tamper kind of a float Mahalanobis detector on those families."""
+    return family_scores(features, families)[0]
+
+
+def family_scores(
+    features: DevFeatures, families: list[str] | tuple[str, ...]
+) -> tuple[list[float], float]:
+    """ROC AUC per tamper kind of a float Mahalanobis detector on those families, and the
+    share of the dev benign windows above the detector's own threshold (fitted with its
+    default target of 0.1 %, calibrated on the later 25 % of the fit windows)."""
     columns = [features.names.index(n) for f in families for n in _FAMILY_FEATURES[f]]
     detector = make_detector("mahalanobis")
     detector.fit(features.train[:, columns])
     benign = detector.score(features.benign[:, columns])
-    return [_roc_auc(benign, detector.score(features.attacks[kind][:, columns]))
+    aucs = [_roc_auc(benign, detector.score(features.attacks[kind][:, columns]))
             for kind in TAMPER_KINDS]
+    return aucs, float(np.mean(benign > detector.threshold))
+
+
+def _objective(scores: tuple[list[float], float]) -> float:
+    """Mean AUC; a set whose dev false-alarm share exceeds MAX_DEV_ALARMS ranks below
+    every set that keeps it (AUC bought with false alarms is refused)."""
+    aucs, alarms = scores
+    return float(np.mean(aucs)) - (0.0 if alarms <= MAX_DEV_ALARMS else 1.0)
 
 
 def select_families(skab: Path) -> tuple[tuple[str, ...], list[float]]:
     """The default families by the rule of the module docstring, and their dev AUCs."""
     features = dev_features(skab)
     current = list(FAMILIES)
-    aucs = family_aucs(features, current)
+    scores = family_scores(features, current)
     while len(current) > 1:
-        trials = [(family_aucs(features, [f for f in current if f != g]), g) for g in current]
-        best_aucs, drop = max(trials, key=lambda t: float(np.mean(t[0])))
-        if float(np.mean(best_aucs)) <= float(np.mean(aucs)):
+        trials = [(family_scores(features, [f for f in current if f != g]), g) for g in current]
+        best, drop = max(trials, key=lambda t: _objective(t[0]))
+        if _objective(best) <= _objective(scores):
             break
         current.remove(drop)
-        aucs = best_aucs
-    return tuple(current), aucs
+        scores = best
+    return tuple(current), scores[0]

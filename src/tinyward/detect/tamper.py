@@ -10,6 +10,15 @@ offset on one channel), ``drift`` (a slowly growing offset on one channel), ``sp
 (a few large single-sample spikes on one channel) and ``noise`` (a raised noise floor
 on one channel). Sizes are in units of the channel's own standard deviation in the
 clean segment, so no kind is trivially huge.
+
+Which windows count as tampered (:func:`window_kind`): at least half of the window's
+samples lie in a tampered segment AND at least one of its samples was actually altered.
+The second condition matters only for ``spikes``: a segment holds ``length // 30``
+single-sample spikes, so a 30-sample window inside it can hold none and is then exactly
+the clean signal. Such windows were once labelled "spikes" (about a third of them on the
+training streams' dev split), which capped any memoryless detector's AUC; now they are
+left out of both classes, as partly covered windows already are. The attack itself is
+unchanged.
 """
 
 from __future__ import annotations
@@ -81,6 +90,22 @@ class TamperedStream:
     kinds: np.ndarray  # (n,) index into TAMPER_KINDS, -1 where clean
     injections: list[Injection]
     note: str = INJECTED_NOTE
+    # (n,) True where a sample was changed (the whole segment, except for spikes: only
+    # the spiked samples); None for streams built before it existed.
+    altered: np.ndarray | None = None
+
+
+def window_kind(stream: TamperedStream, begin: int, end: int) -> str | None:
+    """The tamper kind of window ``[begin, end)``, or None when it does not count as
+    tampered: fewer than half its samples in a tampered segment, or none of them altered
+    (see the module docstring)."""
+    labels = stream.labels[begin:end]
+    if not len(labels) or labels.mean() < 0.5:
+        return None
+    if stream.altered is not None and not stream.altered[begin:end].any():
+        return None
+    kinds = stream.kinds[begin:end]
+    return TAMPER_KINDS[int(np.bincount(kinds[kinds >= 0]).argmax())]
 
 
 def tamper_stream(
@@ -106,12 +131,19 @@ def tamper_stream(
     labels = np.zeros(n, dtype=np.int8)
     kind_of = np.full(n, -1, dtype=np.int16)
     injections: list[Injection] = []
+    altered = np.zeros(n, dtype=bool)
     start, turn = lead, first_kind
     while start + length <= n:
         kind = kinds[turn % len(kinds)]
         channel = -1 if kind == "replay" else int(rng.integers(channels))
         injection = Injection(kind, start, length, channel)
+        before = values
         values = inject(values, injection, rng)
+        if kind == "spikes":
+            altered[start : start + length] = values[start : start + length, channel] != before[
+                start : start + length, channel]
+        else:
+            altered[start : start + length] = True
         labels[start : start + length] = 1
         kind_of[start : start + length] = TAMPER_KINDS.index(kind)
         injections.append(injection)
@@ -119,4 +151,4 @@ def tamper_stream(
         turn += 1
     if not injections:
         raise DetectMisuse(f"a stream of {n} samples is too short for one injection")
-    return TamperedStream(values, labels, kind_of, injections)
+    return TamperedStream(values, labels, kind_of, injections, altered=altered)
