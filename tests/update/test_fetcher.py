@@ -5,6 +5,7 @@ test_delivery_attacks.py)."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -119,3 +120,52 @@ def test_an_agent_that_fails_is_said_not_silent(tmp_path: Path) -> None:
         client.run(Offer("config", path, Version(1, 0, 1)))
     assert client.status()["state"] == "failed"
     assert client.status()["why"] == "apply-failed"
+
+
+def _scripted(channel: ChunkChannel,
+              answer: Callable[[chunks.FetchRequest], chunks.Frame]) -> threading.Thread:
+    """Plays a runner whose fleet answers each request with ``answer(request)``."""
+    def run() -> None:
+        while not channel.closed:
+            request = channel.request()
+            if not request.idle:
+                channel.answer(request, answer(request))
+            threading.Event().wait(0.001)
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_chunk_past_the_length_the_fleet_declared_is_refused() -> None:
+    from tuf.api import exceptions as tuf_errors
+
+    from tinyward.update.fetcher import ChunkFetcher
+    # The fleet says the file is 10 bytes long and sends a full 256-byte chunk: the bytes
+    # past its own declared end are not the file's; they are refused, never handed on.
+    channel = ChunkChannel()
+    fetcher = ChunkFetcher(channel, chunk_size=256, timeout=5, max_misses=3)
+    _scripted(channel, lambda r: chunks.Frame(0, chunks.DATA, r.handle, r.offset, 10,
+                                              b"x" * 256))
+    try:
+        with pytest.raises(tuf_errors.DownloadError, match="past the 10 bytes the fleet declared"):
+            list(fetcher._fetch("tinyward:/metadata/timestamp.json"))
+    finally:
+        channel.close()
+    assert fetcher.fetched == 0
+
+
+def test_a_chunk_ending_at_the_declared_length_is_taken_whole() -> None:
+    from tinyward.update.fetcher import ChunkFetcher
+    channel = ChunkChannel()
+    fetcher = ChunkFetcher(channel, chunk_size=256, timeout=5, max_misses=3)
+    body = bytes(range(256)) + b"tail"
+
+    def answer(r: chunks.FetchRequest) -> chunks.Frame:
+        return chunks.Frame(0, chunks.DATA, r.handle, r.offset, len(body),
+                            body[r.offset:r.offset + 256])
+    _scripted(channel, answer)
+    try:
+        got = b"".join(fetcher._fetch("tinyward:/metadata/timestamp.json"))
+    finally:
+        channel.close()
+    assert got == body and fetcher.fetched == len(body)

@@ -16,7 +16,9 @@ Every wait is bounded: a chunk that does not come within ``max_misses`` answered
 or within ``timeout`` seconds when no report gets through, ends the download with
 :class:`tuf.api.exceptions.SlowRetrievalError` (TUF's slow-retrieval defence: a server
 cannot hold a device in a download forever). A short chunk before the end of the file is
-refused the same way: a server may not trickle.
+refused the same way: a server may not trickle. A chunk that runs past the length the
+fleet declared for the file (``total``), or a length that changes mid-download, is a
+:class:`tuf.api.exceptions.DownloadError`.
 """
 
 from __future__ import annotations
@@ -161,6 +163,11 @@ class ChunkFetcher(FetcherInterface):
                 raise tuf_errors.DownloadError(f"{path} changed length during the download")
             data = frame.data
             end = offset + len(data)
+            if end > total:
+                # Bytes past the fleet's own declared end are not the file's.
+                raise tuf_errors.DownloadError(
+                    f"a chunk of {path} runs to byte {end}, past the {total} bytes the "
+                    "fleet declared")
             if end < total and len(data) != self.chunk_size:
                 # A trickle (or nothing) before the end: slow retrieval, refused at once.
                 raise tuf_errors.SlowRetrievalError(
