@@ -169,3 +169,18 @@ def test_a_chunk_ending_at_the_declared_length_is_taken_whole() -> None:
     finally:
         channel.close()
     assert got == body and fetcher.fetched == len(body)
+
+
+def test_an_offer_of_an_unknown_component_is_ignored_not_reported() -> None:
+    # Taken up, its target would stand in the report's upd as {"firmware": ...}, which the
+    # report schema refuses: every report would go out without upd until the next offer.
+    from tinyward.trust.report import UpdateStatus
+    with pytest.raises(Exception, match="components are"):
+        UpdateStatus.from_mapping({"state": "downloading", "ver": {},
+                                   "tgt": {"firmware": "1.0.0"}})
+    offers: list[Offer] = []
+    channel = ChunkChannel(on_offer=offers.append)
+    for component in ("firmware", "app"):
+        channel.answer(chunks.IDLE_REQUEST, chunks.Frame(
+            0, offer=chunks.OfferWire(component, f"{component}-1.0.0.tar", "1.0.0")))
+    assert offers == [Offer("app", "app-1.0.0.tar", Version(1, 0, 0))]

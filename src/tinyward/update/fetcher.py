@@ -33,7 +33,7 @@ from tuf.ngclient.fetcher import FetcherInterface
 
 from tinyward.errors import BadInput
 from tinyward.link import chunks
-from tinyward.update.meta import Offer, Version
+from tinyward.update.meta import COMPONENTS, Offer, Version
 
 log = logging.getLogger("tinyward.update")
 
@@ -111,6 +111,11 @@ class ChunkChannel:
 
 
 def _offer_of(wire: chunks.OfferWire) -> Offer | None:
+    if wire.component not in COMPONENTS:
+        # Taken up, it would stand in every report's ``upd`` (``tgt``), which the report
+        # schema refuses: the reports would go out without their update status.
+        log.warning("the fleet offered an unknown component %r; ignored", wire.component[:16])
+        return None
     try:
         return Offer(wire.component, wire.target_path, Version.parse(wire.version))
     except BadInput:
