@@ -5,6 +5,7 @@ test_delivery_attacks.py)."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -119,3 +120,67 @@ def test_an_agent_that_fails_is_said_not_silent(tmp_path: Path) -> None:
         client.run(Offer("config", path, Version(1, 0, 1)))
     assert client.status()["state"] == "failed"
     assert client.status()["why"] == "apply-failed"
+
+
+def _scripted(channel: ChunkChannel,
+              answer: Callable[[chunks.FetchRequest], chunks.Frame]) -> threading.Thread:
+    """Plays a runner whose fleet answers each request with ``answer(request)``."""
+    def run() -> None:
+        while not channel.closed:
+            request = channel.request()
+            if not request.idle:
+                channel.answer(request, answer(request))
+            threading.Event().wait(0.001)
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_chunk_past_the_length_the_fleet_declared_is_refused() -> None:
+    from tuf.api import exceptions as tuf_errors
+
+    from tinyward.update.fetcher import ChunkFetcher
+    # The fleet says the file is 10 bytes long and sends a full 256-byte chunk: the bytes
+    # past its own declared end are not the file's; they are refused, never handed on.
+    channel = ChunkChannel()
+    fetcher = ChunkFetcher(channel, chunk_size=256, timeout=5, max_misses=3)
+    _scripted(channel, lambda r: chunks.Frame(0, chunks.DATA, r.handle, r.offset, 10,
+                                              b"x" * 256))
+    try:
+        with pytest.raises(tuf_errors.DownloadError, match="past the 10 bytes the fleet declared"):
+            list(fetcher._fetch("tinyward:/metadata/timestamp.json"))
+    finally:
+        channel.close()
+    assert fetcher.fetched == 0
+
+
+def test_a_chunk_ending_at_the_declared_length_is_taken_whole() -> None:
+    from tinyward.update.fetcher import ChunkFetcher
+    channel = ChunkChannel()
+    fetcher = ChunkFetcher(channel, chunk_size=256, timeout=5, max_misses=3)
+    body = bytes(range(256)) + b"tail"
+
+    def answer(r: chunks.FetchRequest) -> chunks.Frame:
+        return chunks.Frame(0, chunks.DATA, r.handle, r.offset, len(body),
+                            body[r.offset:r.offset + 256])
+    _scripted(channel, answer)
+    try:
+        got = b"".join(fetcher._fetch("tinyward:/metadata/timestamp.json"))
+    finally:
+        channel.close()
+    assert got == body and fetcher.fetched == len(body)
+
+
+def test_an_offer_of_an_unknown_component_is_ignored_not_reported() -> None:
+    # Taken up, its target would stand in the report's upd as {"firmware": ...}, which the
+    # report schema refuses: every report would go out without upd until the next offer.
+    from tinyward.trust.report import UpdateStatus
+    with pytest.raises(Exception, match="components are"):
+        UpdateStatus.from_mapping({"state": "downloading", "ver": {},
+                                   "tgt": {"firmware": "1.0.0"}})
+    offers: list[Offer] = []
+    channel = ChunkChannel(on_offer=offers.append)
+    for component in ("firmware", "app"):
+        channel.answer(chunks.IDLE_REQUEST, chunks.Frame(
+            0, offer=chunks.OfferWire(component, f"{component}-1.0.0.tar", "1.0.0")))
+    assert offers == [Offer("app", "app-1.0.0.tar", Version(1, 0, 0))]

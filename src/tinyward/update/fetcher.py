@@ -16,7 +16,9 @@ Every wait is bounded: a chunk that does not come within ``max_misses`` answered
 or within ``timeout`` seconds when no report gets through, ends the download with
 :class:`tuf.api.exceptions.SlowRetrievalError` (TUF's slow-retrieval defence: a server
 cannot hold a device in a download forever). A short chunk before the end of the file is
-refused the same way: a server may not trickle.
+refused the same way: a server may not trickle. A chunk that runs past the length the
+fleet declared for the file (``total``), or a length that changes mid-download, is a
+:class:`tuf.api.exceptions.DownloadError`.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from tuf.ngclient.fetcher import FetcherInterface
 
 from tinyward.errors import BadInput
 from tinyward.link import chunks
-from tinyward.update.meta import Offer, Version
+from tinyward.update.meta import COMPONENTS, Offer, Version
 
 log = logging.getLogger("tinyward.update")
 
@@ -109,6 +111,11 @@ class ChunkChannel:
 
 
 def _offer_of(wire: chunks.OfferWire) -> Offer | None:
+    if wire.component not in COMPONENTS:
+        # Taken up, it would stand in every report's ``upd`` (``tgt``), which the report
+        # schema refuses: the reports would go out without their update status.
+        log.warning("the fleet offered an unknown component %r; ignored", wire.component[:16])
+        return None
     try:
         return Offer(wire.component, wire.target_path, Version.parse(wire.version))
     except BadInput:
@@ -161,6 +168,11 @@ class ChunkFetcher(FetcherInterface):
                 raise tuf_errors.DownloadError(f"{path} changed length during the download")
             data = frame.data
             end = offset + len(data)
+            if end > total:
+                # Bytes past the fleet's own declared end are not the file's.
+                raise tuf_errors.DownloadError(
+                    f"a chunk of {path} runs to byte {end}, past the {total} bytes the "
+                    "fleet declared")
             if end < total and len(data) != self.chunk_size:
                 # A trickle (or nothing) before the end: slow retrieval, refused at once.
                 raise tuf_errors.SlowRetrievalError(
