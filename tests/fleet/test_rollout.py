@@ -210,6 +210,20 @@ def test_persisted_form_round_trips_and_damage_is_refused() -> None:
         Rollout.from_json([])
 
 
+
+def test_unknown_rollout_names_a_command_that_exists() -> None:
+    from click.testing import CliRunner
+
+    from tinyward.cli.main import cli
+
+    with pytest.raises(UnknownRollout) as caught:
+        find([], "0123456789abcdef")
+    hint = str(caught.value).split("`")[1]  # the command the message tells people to run
+    args = hint.split()[1:]
+    assert args[-1] == "FLEET"
+    result = CliRunner().invoke(cli, [*args[:-1], "--help"])
+    assert result.exit_code == 0, result.output
+
 def test_one_running_rollout_per_component_and_find() -> None:
     running = _rollout(10.0)
     with pytest.raises(RolloutConflict, match="halt it first"):

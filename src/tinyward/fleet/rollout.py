@@ -398,4 +398,4 @@ def find(rollouts: Iterable[Rollout], rollout_id: str) -> Rollout:
         if rollout.rollout_id == rollout_id:
             return rollout
     raise UnknownRollout(f"no rollout {str(rollout_id)[:40]!r} in this fleet "
-                         "(`tinyward update rollout status FLEET` lists them)")
+                         "(`tinyward rollout status FLEET` lists them)")
