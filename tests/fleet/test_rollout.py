@@ -203,7 +203,7 @@ def test_persisted_form_round_trips_and_damage_is_refused() -> None:
     rollout = _rollout(10.0, cohorts=("canary",)).widen(30, 1100).halt("why", 1200)
     assert Rollout.from_json(rollout.to_json()) == rollout
     for key, value in (("halted", "yes"), ("stages", []), ("percent", 0), ("id", "x"),
-                       ("version", "1.0")):
+                       ("version", "1.0"), ("cohorts", "canary")):
         with pytest.raises(BadRollout):
             Rollout.from_json({**rollout.to_json(), key: value})
     with pytest.raises(BadRollout):

@@ -235,6 +235,8 @@ class Rollout:
         try:
             if not isinstance(document, dict):
                 raise TypeError("not an object")
+            if not isinstance(document["cohorts"], list):  # a string would be its letters
+                raise TypeError("cohorts is not a list")
             made = cls.start(document["component"], document["version"],
                              document["target_path"], now=_int(document["started_at"]),
                              percent=document["percent"], cohorts=document["cohorts"],
