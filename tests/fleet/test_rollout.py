@@ -139,6 +139,15 @@ def test_halts_exactly_at_the_threshold() -> None:
     assert why is not None and "1 of 10" in why
 
 
+
+def test_limit_members_claiming_the_version_dilute_the_failure_share() -> None:
+    # The module docstring's limit: a lying member that says it runs the target counts as
+    # updated. 2 real failures in 11 decided halt at 0.1; 9 more claimed updates hide them.
+    rollout = _rollout(100.0, halt_at=0.1, min_reports=5)
+    assert should_halt(rollout, tally(rollout, _seen(rollout, 2, 9))) is not None
+    assert should_halt(rollout, tally(rollout, _seen(rollout, 2, 18))) is not None
+    assert should_halt(rollout, tally(rollout, _seen(rollout, 2, 19))) is None
+
 def test_no_decision_below_the_minimum_number_of_outcomes() -> None:
     rollout = _rollout(100.0, halt_at=0.1, min_reports=5)
     assert should_halt(rollout, tally(rollout, _seen(rollout, 4, 0, waiting=100))) is None

@@ -30,8 +30,10 @@ at once).
 
 Failures can only come from an enrolled, non-revoked device's signed report (the fleet
 refuses every other report before it is stored), so a forged state from outside, or from
-a revoked device, never counts. An enrolled device that lies can make a rollout halt
-sooner (the safe direction) but not make it go on.
+a revoked device, never counts. An enrolled member that lies counts once, like any
+member: claiming failures makes the rollout halt sooner (the safe direction), but claiming
+to run the target's version counts as ``updated`` and so dilutes the failure share; each
+such member offsets up to (1 - ``halt_at``) / ``halt_at`` real failures (9 at 0.1).
 """
 
 from __future__ import annotations
