@@ -126,3 +126,34 @@ def test_an_idle_answer_does_the_work_of_a_chunk(tmp_path: Path) -> None:
     assert len(reads) == 2 and reads[1].handle in (
         chunks.path_handle("metadata/1.root.json"),
         chunks.path_handle("targets/abc.app-1.0.0.bin"))
+
+
+def test_a_fifo_swapped_in_after_the_listing_does_not_block_the_answer(
+        tmp_path: Path) -> None:
+    # Between the allow-list lookup and the open, the listed file becomes a FIFO: a
+    # blocking open would hang the answer until some writer came along.
+    import threading
+
+    repo = _repo(tmp_path)
+    target = repo / "targets" / "abc.app-1.0.0.bin"
+
+    class Swapping(ChunkServer):
+        def _lookup(self, handle: bytes) -> Path | None:
+            found = super()._lookup(handle)
+            if found == target and not target.is_fifo():
+                target.unlink()
+                os.mkfifo(target)
+            return found
+
+    server = Swapping(repo)
+    frames: list[chunks.Frame] = []
+    asking = threading.Thread(
+        target=lambda: frames.append(_ask(server, "targets/abc.app-1.0.0.bin")), daemon=True)
+    asking.start()
+    asking.join(5)
+    blocked = asking.is_alive()
+    if blocked:  # stuck in open(): let it go, then fail
+        os.close(os.open(target, os.O_WRONLY | os.O_NONBLOCK))
+        asking.join(5)
+    assert not blocked
+    assert frames and frames[0].status == chunks.NOT_FOUND and frames[0].data == b""

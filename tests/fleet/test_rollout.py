@@ -139,6 +139,15 @@ def test_halts_exactly_at_the_threshold() -> None:
     assert why is not None and "1 of 10" in why
 
 
+
+def test_limit_members_claiming_the_version_dilute_the_failure_share() -> None:
+    # The module docstring's limit: a lying member that says it runs the target counts as
+    # updated. 2 real failures in 11 decided halt at 0.1; 9 more claimed updates hide them.
+    rollout = _rollout(100.0, halt_at=0.1, min_reports=5)
+    assert should_halt(rollout, tally(rollout, _seen(rollout, 2, 9))) is not None
+    assert should_halt(rollout, tally(rollout, _seen(rollout, 2, 18))) is not None
+    assert should_halt(rollout, tally(rollout, _seen(rollout, 2, 19))) is None
+
 def test_no_decision_below_the_minimum_number_of_outcomes() -> None:
     rollout = _rollout(100.0, halt_at=0.1, min_reports=5)
     assert should_halt(rollout, tally(rollout, _seen(rollout, 4, 0, waiting=100))) is None
@@ -203,12 +212,26 @@ def test_persisted_form_round_trips_and_damage_is_refused() -> None:
     rollout = _rollout(10.0, cohorts=("canary",)).widen(30, 1100).halt("why", 1200)
     assert Rollout.from_json(rollout.to_json()) == rollout
     for key, value in (("halted", "yes"), ("stages", []), ("percent", 0), ("id", "x"),
-                       ("version", "1.0")):
+                       ("version", "1.0"), ("cohorts", "canary")):
         with pytest.raises(BadRollout):
             Rollout.from_json({**rollout.to_json(), key: value})
     with pytest.raises(BadRollout):
         Rollout.from_json([])
 
+
+
+def test_unknown_rollout_names_a_command_that_exists() -> None:
+    from click.testing import CliRunner
+
+    from tinyward.cli.main import cli
+
+    with pytest.raises(UnknownRollout) as caught:
+        find([], "0123456789abcdef")
+    hint = str(caught.value).split("`")[1]  # the command the message tells people to run
+    args = hint.split()[1:]
+    assert args[-1] == "FLEET"
+    result = CliRunner().invoke(cli, [*args[:-1], "--help"])
+    assert result.exit_code == 0, result.output
 
 def test_one_running_rollout_per_component_and_find() -> None:
     running = _rollout(10.0)

@@ -141,3 +141,24 @@ def test_a_cohort_is_kept_by_revocation_and_schedules_and_a_bad_one_is_damage(
     status.write_text(status.read_text().replace('"canary"', '"../etc"'))
     with pytest.raises(BadFleet, match="damaged"):
         fleet.device(device.device_id)
+
+
+def test_evaluate_does_not_halt_a_rollout_resumed_while_it_counted(tmp_path: Path) -> None:
+    # The tally is taken outside the lock: an operator's halt and resume in between opens a
+    # new window with no failures in it, and the old window's count must not halt it again.
+    now = [5000.0]
+    book = RolloutBook(tmp_path, clock=lambda: now[0])
+    made = book.start("app", "1.1.0", "app.tar", percent=100, min_reports=2, halt_at=0.5)
+    records = [UpdateRecord(i, "reverted", None, 6000) for i in IDS[:2]]
+
+    class _RacingStore(_Store):
+        def update_records(self, component: str, version: str) -> list[UpdateRecord]:
+            other = RolloutBook(tmp_path, clock=lambda: 7000.0)
+            other.halt(made.rollout_id, "operator")
+            other.resume(made.rollout_id)  # window from 7000: both failures are older
+            return self.records
+
+    facts = _Facts(dict.fromkeys(IDS), set())
+    assert book.evaluate(_RacingStore(records), facts) == []  # type: ignore[arg-type]
+    assert not book.get(made.rollout_id).halted
+    assert book.get(made.rollout_id).window_from == 7000

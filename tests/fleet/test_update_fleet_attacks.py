@@ -444,6 +444,37 @@ def test_attack_one_device_flipping_states_runs_the_halt_rule_boundedly(
     assert len(calls) == 4  # the changes held back are checked now
 
 
+def test_a_halt_rule_that_failed_runs_again_with_the_next_report_after_the_spacing(
+        held_clock: tuple[Running, list[float]], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A device's first failure runs the rule at once and is then marked seen; if that run
+    raised (a transient read error), the failure must still be counted later, not only
+    when some device reports a new change."""
+    from tinyward.fleet import server
+
+    spacing = getattr(server, "HALT_CHECK_SPACING", 10.0)
+    running, clock = held_clock
+    book = running.fleet_server.rollouts
+    book.start("app", "1.1.0", "app-1.1.0.tar", percent=100, min_reports=1000)
+    calls: list[int] = []
+    real = book.evaluate
+
+    def flaky(*args: object) -> object:
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError("transient")
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(book, "evaluate", flaky)
+    failed = UpdateStatus("failed", {"app": "1.0.0"}, "bad-signature", ("app", "1.1.0"))
+    status, body = running.post("a0", running.report("a0", update=failed))
+    assert status == 200, body
+    assert len(calls) == 1  # ran at once, and raised
+    clock[0] += spacing
+    status, body = running.post("a0", running.report("a0", update=failed))  # a repeat
+    assert status == 200, body
+    assert len(calls) == 2  # retried, not forgotten
+
+
 def test_attack_escape_sequences_in_halt_reason_never_reach_a_terminal(tmp_path: Path) -> None:
     """`rollout halt --reason` (the CLI does not check it) or an edited rollouts.json:
     the reason is shown by `rollout status` in another operator's terminal."""

@@ -155,7 +155,9 @@ class ChunkServer:
         if path is None:
             return chunks.NOT_FOUND, 0, b""
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+            # Non-blocking: a FIFO put there after the listing must not hang the answer.
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
+                         | getattr(os, "O_CLOEXEC", 0))
         except FileNotFoundError:
             return chunks.NOT_FOUND, 0, b""
         except OSError as error:

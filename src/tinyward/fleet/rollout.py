@@ -30,8 +30,10 @@ at once).
 
 Failures can only come from an enrolled, non-revoked device's signed report (the fleet
 refuses every other report before it is stored), so a forged state from outside, or from
-a revoked device, never counts. An enrolled device that lies can make a rollout halt
-sooner (the safe direction) but not make it go on.
+a revoked device, never counts. An enrolled member that lies counts once, like any
+member: claiming failures makes the rollout halt sooner (the safe direction), but claiming
+to run the target's version counts as ``updated`` and so dilutes the failure share; each
+such member offsets up to (1 - ``halt_at``) / ``halt_at`` real failures (9 at 0.1).
 """
 
 from __future__ import annotations
@@ -235,6 +237,8 @@ class Rollout:
         try:
             if not isinstance(document, dict):
                 raise TypeError("not an object")
+            if not isinstance(document["cohorts"], list):  # a string would be its letters
+                raise TypeError("cohorts is not a list")
             made = cls.start(document["component"], document["version"],
                              document["target_path"], now=_int(document["started_at"]),
                              percent=document["percent"], cohorts=document["cohorts"],
@@ -398,4 +402,4 @@ def find(rollouts: Iterable[Rollout], rollout_id: str) -> Rollout:
         if rollout.rollout_id == rollout_id:
             return rollout
     raise UnknownRollout(f"no rollout {str(rollout_id)[:40]!r} in this fleet "
-                         "(`tinyward update rollout status FLEET` lists them)")
+                         "(`tinyward rollout status FLEET` lists them)")

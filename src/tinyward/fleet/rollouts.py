@@ -311,7 +311,10 @@ class RolloutBook:
         with self._locked() as current:
             for index, rollout in enumerate(current):
                 new = to_halt.get(rollout.rollout_id)
-                if new is not None and not rollout.halted:  # nobody changed it meanwhile
+                # Nobody changed it meanwhile: not halted, and not resumed since (a resume
+                # opens a new window the evaluation above did not count).
+                if new is not None and not rollout.halted \
+                        and rollout.window_from == new.window_from:
                     current[index] = rollout.halt(new.why or "halted", new.halted_at or 0)
                     halted.append(current[index])
         for rollout in halted:

@@ -557,6 +557,9 @@ class FleetServer:
                                             self.directory)
         except Exception:  # noqa: BLE001 - the report is stored; the rule runs again next time
             _log.exception("applying the rollouts' halt rule failed")
+            # The reports that asked for it are marked seen: held back, the rule runs again
+            # with the next report after the spacing (not only on another device's change).
+            self._halt_deferred = True
             return
         for rollout in halted:
             _log.warning("rollout %s halted: %s", rollout.rollout_id, rollout.why)
