@@ -45,8 +45,6 @@ from tinyward.detect.tamper import tamper_stream
 pytestmark = needs(shutil.which("gcc") is not None, "needs gcc")
 
 RTOL, ATOL = 1e-11, 1e-13
-# The extractor on this branch: v1 (fixed floors) or v2 (resolution floors, families).
-V2 = hasattr(sensorfeatures, "FAMILIES")
 
 
 def _index(extractor: SensorFeatureExtractor, name: str) -> int:
@@ -141,14 +139,13 @@ _CONFIGS = [
     SensorFeatureConfig(window=8, step=1, history=30, min_replay_lag=8, baseline_halflife=50),
 ]
 _IDS = ["odd-window-wide-step-per-channel", "step-1"]
-if V2:  # every family, per channel, and the yardstick's Holt trend
-    _CONFIGS.append(dataclasses.replace(
-        SensorFeatureConfig(window=12, step=4, history=90, min_replay_lag=30, per_channel=True),
-        **{"families": tuple(sensorfeatures.FAMILIES), "hold_halflife": 3,
-           "yardstick_halflife": 40,
-           **({"trend_halflife": 5} if hasattr(SensorFeatureConfig(), "trend_halflife") else {})},
-    ))
-    _IDS.append("all-families-trend")
+# every family, per channel, and the yardstick's Holt trend
+_CONFIGS.append(dataclasses.replace(
+    SensorFeatureConfig(window=12, step=4, history=90, min_replay_lag=30, per_channel=True),
+    families=tuple(sensorfeatures.FAMILIES), hold_halflife=3, yardstick_halflife=40,
+    trend_halflife=5,
+))
+_IDS.append("all-families-trend")
 
 
 @pytest.mark.parametrize("config", _CONFIGS, ids=_IDS)
@@ -190,8 +187,6 @@ def test_c_follows_a_young_yardstick_from_a_fresh_stream(
 ) -> None:
     """A fresh stream's yardstick is a running average (gain 1/n) until the EWMA's gain
     is larger: the C carries the sample count and switches where Python does."""
-    if not V2:
-        pytest.skip("the v1 extractor has no yardstick")
     values = read_sensor_csv(skab / "valve1" / "0.csv").values[:900]
     fresh = skab_fitted.copy()
     fresh.reset_stream()
