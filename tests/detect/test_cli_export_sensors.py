@@ -9,7 +9,7 @@ import numpy as np
 from click.testing import CliRunner
 
 from tinyward.cli.main import cli
-from tinyward.detect import pipeline, sensorfeatures
+from tinyward.detect import pipeline
 from tinyward.detect.models import make_detector
 from tinyward.detect.sensorfeatures import SensorFeatureConfig, SensorFeatureExtractor
 from tinyward.detect.sensorfeatures_c import state_bytes
@@ -35,11 +35,10 @@ def test_export_features_writes_the_sensor_header(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     header = (tmp_path / "c" / "tw_sf.h").read_text()
     assert '"pressure"' in header and '"zspike_hold"' in header
-    v2 = hasattr(sensorfeatures, "FAMILIES")  # resolution floors, more state
-    size = state_bytes(3, 30, 200, v2=v2)
-    assert size == (8 * 3 * (200 + 30 + 36) + 48 if v2 else 8 * 3 * (200 + 30 + 18) + 16)
+    size = state_bytes(3, 30, 200, v2=True)  # resolution floors, families: the v2 state
+    assert size == 8 * 3 * (200 + 30 + 36) + 48
     assert f"state: {size} B = 8 x channels x (history + window + " in result.output
-    assert f"36 channels: {state_bytes(36, 30, 200, v2=v2)} B" in result.output
+    assert f"36 channels: {state_bytes(36, 30, 200, v2=True)} B" in result.output
 
 
 def test_export_features_refuses_an_unbounded_history(tmp_path: Path) -> None:

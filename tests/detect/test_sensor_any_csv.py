@@ -71,6 +71,20 @@ def test_any_csv_takes_every_numeric_column_with_a_sniffed_delimiter(tmp_path: P
         read_sensor_csv(path, None, delimiter=None)
 
 
+def test_a_column_named_twice_is_refused_not_read_once(tmp_path: Path) -> None:
+    # header.index() took the first 'a' twice and dropped the second column unread.
+    path = tmp_path / "dup.csv"
+    path.write_text("a;a;b;label\n1;2;3;0\n4;5;6;1\n")
+    for channels in (None, ["a", "b"]):
+        with pytest.raises(CsvError, match=r"line 1, column 'a': .*'a' named more than once"):
+            read_sensor_csv(path, channels, label_column="label")
+    path.write_text("a;b;label;label\n1;2;0;1\n")
+    with pytest.raises(CsvError, match=r"'label' named more than once"):
+        read_sensor_csv(path, ["a", "b"], label_column="label")
+    path.write_text("a;b;c;c\n1;2;3;4\n")  # an unused duplicate loses nothing asked for
+    assert read_sensor_csv(path, ["a", "b"]).values.tolist() == [[1.0, 2.0]]
+
+
 def test_constant_and_near_constant_channels_are_dropped_with_a_warning_naming_them(
     synthetic: tuple[Path, Path], tmp_path: Path
 ) -> None:

@@ -264,6 +264,18 @@ def test_hostile_channel_names_cannot_inject_c(tmp_path: Path) -> None:
     assert header.index("*/") > header.index(f" {extractor.feature_names[-1]}\n")
 
 
+def test_channel_names_that_look_like_template_keys_stay_names(tmp_path: Path) -> None:
+    # The header is filled by replacing @KEY@ in turn; a CSV column named like a key
+    # ("@W@", "@OUTPUTS@") must not be filled in after its own name was pasted.
+    names = ["@W@", "@OUTPUTS@", "a@p@b"]
+    extractor = SensorFeatureExtractor(names)
+    extractor.fit(_synthetic(400, len(names), 3))
+    exe = build_sensor_harness(extractor, tmp_path)
+    out = subprocess.run([str(exe), "names"], capture_output=True, check=True,
+                         timeout=60).stdout.decode("utf-8")
+    assert out.splitlines()[: len(names)] == [f"channel {n}" for n in names]
+
+
 @pytest.mark.parametrize("escaping", [True, False], ids=["escaped", "unsafe-unescaped"])
 def test_hostile_channel_name_injects_code_only_without_the_escaping(
     escaping: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

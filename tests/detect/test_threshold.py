@@ -151,7 +151,10 @@ def test_requested_rate_inside_the_data_uses_the_plain_quantile() -> None:
 def test_integer_scores_round_down_without_changing_alarms() -> None:
     scores = np.random.default_rng(2).poisson(50, size=10_000).astype(float)
     cal = calibrate(scores, 0.01, integer=True, policy=Policy(bootstrap=0))
-    assert cal.threshold == int(cal.threshold)
+    exact = calibrate(scores, 0.01, policy=Policy(bootstrap=0))
+    assert cal.threshold == int(cal.threshold) == np.floor(exact.threshold)
+    # the name's promise: on integer scores the rounded threshold raises the same alarms
+    assert np.array_equal(scores > cal.threshold, scores > exact.threshold)
 
 
 def test_required_and_supported_agree() -> None:

@@ -17,6 +17,7 @@ import pytest
 
 from tests.conftest import needs
 from tinyward.detect._c_harness import HOST_CFLAGS
+from tinyward.detect.errors import DetectMisuse
 from tinyward.detect.threshold import Policy, calibrate
 from tinyward.detect.threshold_c import export_threshold_c, state_bytes
 from tinyward.detect.threshold_stream import StreamThreshold, from_calibration
@@ -135,3 +136,13 @@ def test_export_threshold_command_writes_compilable_c(tmp_path: Path) -> None:
     header = (tmp_path / "c" / "tw_threshold.h").read_text()
     z = det.threshold - det.calibration.normal_level
     assert f"#define TW_THRESHOLD_Z {z.hex()}" in header
+
+
+def test_prefix_follows_the_detector_export_rule(tmp_path: Path) -> None:
+    # "_tw" gave the guard _TW_H, an identifier reserved to the C implementation.
+    state = StreamThreshold(z=1.0, q=0.01, alpha=0.0, level=0.0)
+    for bad in ("_tw", "tw__x", "tw_", "Tw", "tw-x"):
+        with pytest.raises(DetectMisuse, match="prefix"):
+            export_threshold_c(state, tmp_path, bad)
+    assert not list(tmp_path.iterdir())
+    assert export_threshold_c(state, tmp_path, "tw_thr").header.name == "tw_thr.h"

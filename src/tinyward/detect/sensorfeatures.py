@@ -164,6 +164,16 @@ def read_sensor_csv(
                 line=1,
                 column=missing[0],
             )
+        named = [*wanted, *([label_column] if label_column in header else [])]
+        twice = sorted({name for name in named if header.count(name) > 1})
+        if twice:  # header.index would read the first and drop the other silently
+            raise CsvError(
+                path,
+                f"column(s) {', '.join(map(repr, twice))} named more than once in the header; "
+                "rename them so each is read",
+                line=1,
+                column=twice[0],
+            )
         index = [header.index(name) for name in channels]
         label_index = (
             header.index(label_column) if label_column and label_column in header else None

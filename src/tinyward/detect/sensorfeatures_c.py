@@ -239,11 +239,12 @@ def _rows(values: np.ndarray) -> str:
 
 def _c_string(text: str) -> str:
     # Every byte outside plain printable ASCII (and ", \ and ?, which starts trigraphs)
-    # as a 3-digit octal escape: a hostile CSV header cannot end the literal.
+    # as a 3-digit octal escape: a hostile CSV header cannot end the literal. "@" too:
+    # the header is filled by replacing @KEY@ in turn, after the names are pasted.
     out = []
     for byte in text.encode("utf-8"):
         char = chr(byte)
-        if 0x20 <= byte < 0x7F and char not in '"\\?':
+        if 0x20 <= byte < 0x7F and char not in '"\\?@':
             out.append(char)
         else:
             out.append(f"\\{byte:03o}")

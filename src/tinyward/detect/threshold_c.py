@@ -17,11 +17,10 @@ with drift on) 1 multiply-add per score.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from tinyward.detect.errors import DetectMisuse
+from tinyward.detect.export_c import check_prefix
 from tinyward.detect.threshold_stream import StreamThreshold
 
 
@@ -49,8 +48,7 @@ def export_threshold_c(state: StreamThreshold, out_dir: Path,
         DetectMisuse: a prefix that is not a C identifier.
         OSError: the folder is not writable.
     """
-    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,30}", prefix):
-        raise DetectMisuse(f"prefix {prefix!r} is not a lower-case C identifier")
+    check_prefix(prefix)  # the detector export's rule: no leading "_" (reserved _X_H)
     P = prefix.upper()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
