@@ -295,6 +295,7 @@ FAMILIES: tuple[str, ...] = (
     "zspike",  # _yardstick_features: zspike_hold           (new in v2)
     "zslope",  # _slope_step: zslope_max, zslope_cusum      (new in v2)
     "zstep",  # _step_hold: zstep_hold                      (new in v2)
+    "zrough",  # _rough_step: zrough_max                   (new in v3)
 )
 
 #: What changed against the arithmetic the first C export started from (v1), per family.
@@ -314,6 +315,7 @@ FAMILY_CHANGES: dict[str, str] = {
     "replay": "floor is mean(benign median |diff| + q) (was mean(median + 1e-6))",
     "zlevel": "new", "zresid": "new", "zcusum": "new", "zspike": "new", "zslope": "new",
     "zstep": "new",
+    "zrough": "new (v3)",
 }
 
 _FAMILY_FEATURES: dict[str, tuple[str, ...]] = {
@@ -334,6 +336,7 @@ _FAMILY_FEATURES: dict[str, tuple[str, ...]] = {
     "zspike": ("zspike_hold",),
     "zslope": ("zslope_max", "zslope_cusum"),
     "zstep": ("zstep_hold",),
+    "zrough": ("zrough_max",),
 }
 
 #: Default families, chosen by a stated rule
@@ -353,7 +356,7 @@ _FAMILY_FEATURES: dict[str, tuple[str, ...]] = {
 #: fixed protocol: 0.996, 1.000, 0.797, 0.744, 0.949, 0.914, mean 0.900, 0.73 %). The
 #: others stay available with --features.
 DEFAULT_FAMILIES: tuple[str, ...] = (
-    "stuck", "replay", "spike", "zlevel", "zresid", "zspike",
+    "stuck", "replay", "spike", "zlevel", "zresid", "zspike", "zrough",
 )
 
 #: A channel whose values differ from its most common value in fewer than this share of
@@ -609,7 +612,10 @@ class SensorFeatureExtractor:
         self.slope_scale = np.ones(c)
         self.step_threshold = np.ones(c)
         self.yard_init = np.zeros((2, c))
-        keys = ("shift", "ratio", "channel", "repeat", "z", "zspike", "slope", "yard", "step")
+        self.rough_center = np.zeros(c)
+        self.rough_scale = np.ones(c)
+        keys = ("shift", "ratio", "channel", "repeat", "z", "zspike", "slope", "yard", "step",
+                "rough")
         calibration: dict[str, list[np.ndarray]] = {k: [] for k in keys}
         self._calibration = calibration
         for v in streams:
@@ -639,6 +645,9 @@ class SensorFeatureExtractor:
         self.step_threshold = np.maximum(
             np.quantile(np.stack(calibration["step"]), 0.999, axis=0), 1.0
         )
+        roughs = np.stack(calibration["rough"])
+        self.rough_center = np.median(roughs, axis=0)
+        self.rough_scale = np.maximum(_robust_spread(roughs, self.rough_center), 1.0 / np.sqrt(w))
         slopes = np.stack(calibration["slope"])
         self.slope_center = np.median(slopes, axis=0)
         # floor: a one-quantum change across the window
@@ -670,6 +679,7 @@ class SensorFeatureExtractor:
         self._hold = 0.0
         self._slope: np.ndarray | None = None  # (c,) EWMA of window slopes
         self._step_ratio = np.zeros(c)
+        self._rough = np.zeros(c)
         self._slope_cusum = np.zeros((2, c))
         self._step_hold = 0.0
 
@@ -750,6 +760,7 @@ class SensorFeatureExtractor:
         slope_max, slope_cusum = self._slope_step(window)
         out["zslope"] = list(np.log1p([slope_max, slope_cusum]))
         out["zstep"] = [float(np.log1p(self._step_hold_step(diffs)))]
+        out["zrough"] = [float(np.log1p(self._rough_step()))]
         per_channel: list[np.ndarray] = []
         if cfg.per_channel:
             for family, values in zip(("level", "spread", "residual"), groups, strict=True):
@@ -803,6 +814,8 @@ class SensorFeatureExtractor:
         ratio = _spikiness(window) / self._local[0]
         # zstep's input: the largest step over the mean |step| before this window
         self._step_ratio = np.max(diffs, axis=0) / self._local[2]
+        # zrough's input: log of the window's mean |step| over the mean |step| before it
+        self._rough = np.log(local_now[2] / self._local[2])
         self._local = self._local + alpha * (local_now - self._local)
         if self._calibration is not None:
             self._calibration["shift"].append(shift)
@@ -904,6 +917,16 @@ class SensorFeatureExtractor:
         self._step_hold = max(self._step_hold * decay, now)
         return self._step_hold
 
+    def _rough_step(self) -> float:
+        """How much rougher the window is than the channel's recent past: the log ratio
+        of its mean |step| to the EWMA of earlier windows' (the local scale, from before
+        this window), in benign robust spreads above benign's median, largest over
+        channels (one-sided: added noise roughens; a freeze is stuck's)."""
+        if self._calibration is not None:
+            self._calibration["rough"].append(self._rough)
+        x = (self._rough - self.rough_center) / self.rough_scale
+        return max(0.0, float(np.max(x)))
+
     def _feed_yardstick(self, samples: np.ndarray) -> None:
         """Per sample, in order: EWMA mean and variance of each channel and of its
         cross-channel residual (``v = (1 - a) (v + a d^2)``, ``d`` = sample - old mean)."""
@@ -989,6 +1012,8 @@ _SENSOR_ARRAYS = (
     "slope_scale",
     "step_threshold",
     "yard_init",
+    "rough_center",
+    "rough_scale",
     "_history",
     "_pending",
     "_cusum",
@@ -996,6 +1021,7 @@ _SENSOR_ARRAYS = (
     "_slope_cusum",
 )
 _RAW_ARRAYS = ("mean", "std", "quantum")
+_V3_ARRAYS = ("rough_center", "rough_scale")  # optional in a state saved without zrough
 
 _SHAPES: dict[str, int | None] = {  # rows of a (rows, channels) array; None: (channels,)
     "coef": -1, "shift_center": 2, "shift_scale": 2, "channel_center": 3, "channel_scale": 3,
@@ -1014,6 +1040,7 @@ _POSITIVE = (
     "zspike_threshold",
     "slope_scale",
     "step_threshold",
+    "rough_scale",
 )
 _NON_NEGATIVE = (
     "quantum", "noise_floor", "repeat_high", "yard_init", "_cusum", "_zcusum", "_slope_cusum",
@@ -1063,6 +1090,10 @@ def sensor_extractor_from_doc(doc: dict[str, object]) -> SensorFeatureExtractor:
         extractor.reset_stream()
         for name in _RAW_ARRAYS if raw else _SENSOR_ARRAYS:
             key = name.lstrip("_")
+            if key in _V3_ARRAYS and key not in doc and "zrough" not in extractor.config.families:
+                # a state saved before zrough existed: neutral values, never used
+                setattr(extractor, name, np.zeros(c) if key == "rough_center" else np.ones(c))
+                continue
             if key not in doc:
                 raise DetectMisuse(f"{key!r} is missing (a state from before feature "
                                    "families v2? train again)")

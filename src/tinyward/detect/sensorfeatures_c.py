@@ -101,7 +101,7 @@ _STATE_KEYS = frozenset({
 _STATE_KEYS_V2 = frozenset({
     "quantum", "repeat_high", "z_center", "z_scale", "zspike_threshold", "slope_center",
     "slope_scale", "step_threshold", "yard_init", "zcusum", "slope_cusum", "yard", "slope",
-    "trend", "hold", "step_hold", "yard_n",
+    "trend", "hold", "step_hold", "yard_n", "rough_center", "rough_scale",
 })
 
 
@@ -129,8 +129,9 @@ _FAMILY_OUTPUTS: dict[str, dict[str, str]] = {
     "zspike": {"zspike_hold": "log1p(st->hold)"},
     "zslope": {"zslope_max": "log1p(zslope)", "zslope_cusum": "log1p(zslope_cusum)"},
     "zstep": {"zstep_hold": "log1p(st->step_hold)"},
+    "zrough": {"zrough_max": "log1p(zrough)"},
 }
-_V2_ONLY = ("zlevel", "zresid", "zcusum", "zspike", "zslope", "zstep")
+_V2_ONLY = ("zlevel", "zresid", "zcusum", "zspike", "zslope", "zstep", "zrough")
 _PER_CHANNEL = {"level_dev": "DEV0", "spread": "SPREAD", "residual_dev": "DEV1"}
 
 
@@ -289,6 +290,8 @@ def _profile(e: SensorFeatureExtractor) -> dict[str, np.ndarray | float]:
         "YARD_INIT": v2.yard_init, "T": t, "TT": float(t @ t), "YARD_A_MIN": a,
         "BETA": beta,
         "DECAY": 2.0 ** (-1.0 / cfg2.hold_halflife),
+        "ROUGH_C": getattr(e, "rough_center", np.zeros(c)),
+        "ROUGH_S": getattr(e, "rough_scale", np.ones(c)),
     }
 
 
@@ -312,6 +315,7 @@ def _v2_tables(p: str, P: str, e: Any, f: dict[str, np.ndarray | float]) -> str:
         + arr("zspike_threshold", f["ZSPIKE_THR"]) + arr("slope_center", f["SLOPE_C"])
         + arr("slope_scale", f["SLOPE_S"]) + arr("step_threshold", f["STEP_THR"])
         + arr("yard_init", f["YARD_INIT"], 2)
+        + arr("rough_center", f["ROUGH_C"]) + arr("rough_scale", f["ROUGH_S"])
         + f"static const double {p}_t[{P}_WINDOW] = {{\n    {_table(np.asarray(f['T']))}\n}};\n"
         + f"static const double {p}_tt = {_hex(float(f['TT']))};\n"
         + f"static const double {p}_yard_a_min = {_hex(float(f['YARD_A_MIN']))};\n"
@@ -815,7 +819,7 @@ static void @p@_window(@p@_state *st, double out[@P@_N_FEATURES])
     const int have_local = (st->flags & 4u) != 0u;
 #if @P@_V2
     double zlevel = 0.0, zresid = 0.0, zlevel_cusum = 0.0, zresid_cusum = 0.0;
-    double zslope = 0.0, zslope_cusum = 0.0, now;
+    double zslope = 0.0, zslope_cusum = 0.0, now, zrough;
 
     @p@_feed(st);
 #endif
@@ -1008,6 +1012,13 @@ static void @p@_window(@p@_state *st, double out[@P@_N_FEATURES])
     for (ch = 0; ch < @P@_N_CHANNELS; ch++) {
         const double v = DMAX[ch] / st->local[2][ch] / @p@_step_threshold[ch];
         if (v > now) now = v;
+    }
+    /* zrough: log of this window's mean |step| over the one before it (one-sided) */
+    zrough = 0.0;
+    for (ch = 0; ch < @P@_N_CHANNELS; ch++) {
+        const double v = (log(DMEAN[ch] / st->local[2][ch]) - @p@_rough_center[ch])
+                         / @p@_rough_scale[ch];
+        if (v > zrough) zrough = v;
     }
 #endif
     for (ch = 0; ch < @P@_N_CHANNELS; ch++) {
@@ -1366,6 +1377,8 @@ class SensorReference:
         if self.v2:
             step_now = max(0.0, float(np.max(
                 np.max(diffs, axis=0) / self.local[2] / v2.step_threshold)))
+            rough = (_logs(local_now[2] / self.local[2]) - f["ROUGH_C"]) / f["ROUGH_S"]
+            scalars["zrough_max"] = math.log1p(max(0.0, float(np.max(rough))))
         self.local = self.local + self.alpha * (local_now - self.local)
         if self.v2:
             scalars.update(self._v2_features(w, level, raw, wvar, spikes, step_now))
