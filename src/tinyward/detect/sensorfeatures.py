@@ -519,14 +519,14 @@ class SensorFeatureExtractor:
         """Stream state as float32 for the C port: the replay history and the pending
         window, then per channel the previous level (1), baselines (2), local scales (3),
         CUSUMs (4), yardstick (4), yardstick CUSUMs (4), Holt trends (2), slope (1),
-        slope CUSUMs (2) and the step ratio (1); two holds and the yardstick's sample
-        count. Raw rows keep none."""
+        slope CUSUMs (2), the step ratio (1) and the roughness reference (1); two holds,
+        the yardstick's sample count and the roughness reference's. Raw rows keep none."""
         if self.config.raw_rows:
             return 0
         c = len(self.channels)
         cfg = self.config
-        return 4 * ((cfg.history + cfg.window) * c + (1 + 2 + 3 + 4 + 4 + 4 + 2 + 1 + 2 + 1) * c
-                    + 3)
+        return 4 * ((cfg.history + cfg.window) * c
+                    + (1 + 2 + 3 + 4 + 4 + 4 + 2 + 1 + 2 + 1 + 1) * c + 4)
 
     def copy(self) -> SensorFeatureExtractor:
         return copy.deepcopy(self)
@@ -614,6 +614,12 @@ class SensorFeatureExtractor:
         self.yard_init = np.zeros((2, c))
         self.rough_center = np.zeros(c)
         self.rough_scale = np.ones(c)
+        # a new stream's roughness reference: benign's median window mean |step| (+q)
+        self.rough_init = np.median(
+            np.stack([np.abs(np.diff(z[i : i + w], axis=0)).mean(axis=0)
+                      for z in zs for i in range(0, len(z) - w, cfg.step)]),
+            axis=0,
+        ) + q
         keys = ("shift", "ratio", "channel", "repeat", "z", "zspike", "slope", "yard", "step",
                 "rough")
         calibration: dict[str, list[np.ndarray]] = {k: [] for k in keys}
@@ -680,6 +686,8 @@ class SensorFeatureExtractor:
         self._slope: np.ndarray | None = None  # (c,) EWMA of window slopes
         self._step_ratio = np.zeros(c)
         self._rough = np.zeros(c)
+        self._rough_ref: np.ndarray | None = None  # (c,) reference mean |step| (+q)
+        self._rough_n = 0.0  # windows in it (the benign prior counts as one)
         self._slope_cusum = np.zeros((2, c))
         self._step_hold = 0.0
 
@@ -814,8 +822,7 @@ class SensorFeatureExtractor:
         ratio = _spikiness(window) / self._local[0]
         # zstep's input: the largest step over the mean |step| before this window
         self._step_ratio = np.max(diffs, axis=0) / self._local[2]
-        # zrough's input: log of the window's mean |step| over the mean |step| before it
-        self._rough = np.log(local_now[2] / self._local[2])
+        self._rough = self._rough_input(local_now[2], alpha)
         self._local = self._local + alpha * (local_now - self._local)
         if self._calibration is not None:
             self._calibration["shift"].append(shift)
@@ -917,11 +924,25 @@ class SensorFeatureExtractor:
         self._step_hold = max(self._step_hold * decay, now)
         return self._step_hold
 
+    def _rough_input(self, now: np.ndarray, alpha: float) -> np.ndarray:
+        """zrough's input: log of the window's mean |step| (+q) over its reference, the
+        average of the earlier windows' (a tampered window must not widen its own
+        yardstick). A new stream's reference starts at benign's median and counts as one
+        window; it is a running average until the baseline's EWMA gain is larger (from
+        one window's roughness alone, the first windows of every recording alarmed)."""
+        if self._rough_ref is None:
+            self._rough_ref = self.rough_init.copy()
+            self._rough_n = 1.0
+        ratio = np.log(now / self._rough_ref)
+        self._rough_n += 1.0
+        gain = max(alpha, 1.0 / self._rough_n)
+        self._rough_ref = self._rough_ref + gain * (now - self._rough_ref)
+        return np.asarray(ratio)
+
     def _rough_step(self) -> float:
-        """How much rougher the window is than the channel's recent past: the log ratio
-        of its mean |step| to the EWMA of earlier windows' (the local scale, from before
-        this window), in benign robust spreads above benign's median, largest over
-        channels (one-sided: added noise roughens; a freeze is stuck's)."""
+        """How much rougher the window is than the channel's recent past (the log ratio
+        of :meth:`_rough_input`), in benign robust spreads above benign's median,
+        largest over channels (one-sided: added noise roughens; a freeze is stuck's)."""
         if self._calibration is not None:
             self._calibration["rough"].append(self._rough)
         x = (self._rough - self.rough_center) / self.rough_scale
@@ -1014,6 +1035,7 @@ _SENSOR_ARRAYS = (
     "yard_init",
     "rough_center",
     "rough_scale",
+    "rough_init",
     "_history",
     "_pending",
     "_cusum",
@@ -1021,7 +1043,7 @@ _SENSOR_ARRAYS = (
     "_slope_cusum",
 )
 _RAW_ARRAYS = ("mean", "std", "quantum")
-_V3_ARRAYS = ("rough_center", "rough_scale")  # optional in a state saved without zrough
+_V3_ARRAYS = ("rough_center", "rough_scale", "rough_init")  # optional in a state saved without zrough
 
 _SHAPES: dict[str, int | None] = {  # rows of a (rows, channels) array; None: (channels,)
     "coef": -1, "shift_center": 2, "shift_scale": 2, "channel_center": 3, "channel_scale": 3,
@@ -1041,12 +1063,13 @@ _POSITIVE = (
     "slope_scale",
     "step_threshold",
     "rough_scale",
+    "rough_init",
 )
 _NON_NEGATIVE = (
     "quantum", "noise_floor", "repeat_high", "yard_init", "_cusum", "_zcusum", "_slope_cusum",
 )
 _OPTIONAL = {"prev_level": None, "baseline": 2, "local": 3, "yard": 4, "slope": None,
-             "trend": 2}  # rows, None: (c,)
+             "trend": 2, "rough_ref": None}  # rows, None: (c,)
 
 
 def sensor_extractor_to_doc(extractor: SensorFeatureExtractor) -> dict[str, object]:
@@ -1065,6 +1088,7 @@ def sensor_extractor_to_doc(extractor: SensorFeatureExtractor) -> dict[str, obje
         doc["hold"] = extractor._hold
         doc["step_hold"] = extractor._step_hold
         doc["yard_n"] = extractor._yard_n
+        doc["rough_n"] = extractor._rough_n
     return doc
 
 
@@ -1126,8 +1150,8 @@ def sensor_extractor_from_doc(doc: dict[str, object]) -> SensorFeatureExtractor:
                 expected = (c,) if rows is None else (rows, c)
                 if value.shape != expected or not (np.abs(value) <= 1e9).all():
                     raise DetectMisuse(f"{key}: shape {value.shape}, expected {expected}")
-                if key == "local" and not (value >= 1e-9).all():
-                    raise DetectMisuse("local: scales must be at least 1e-9")
+                if key in ("local", "rough_ref") and not (value >= 1e-9).all():
+                    raise DetectMisuse(f"{key}: scales must be at least 1e-9")
                 if key == "yard" and not (value[[1, 3]] >= 0).all():
                     raise DetectMisuse("yard: variances must not be negative")
                 setattr(extractor, "_" + key, value)
@@ -1143,6 +1167,10 @@ def sensor_extractor_from_doc(doc: dict[str, object]) -> SensorFeatureExtractor:
             if not 0.0 <= yard_n <= 1e15:
                 raise DetectMisuse("yard_n must be in 0..1e15")
             extractor._yard_n = yard_n
+            rough_n = float(doc.get("rough_n", 0.0))  # type: ignore[arg-type]
+            if not 0.0 <= rough_n <= 1e15:
+                raise DetectMisuse("rough_n must be in 0..1e15")
+            extractor._rough_n = rough_n
     except (KeyError, TypeError, ValueError) as error:
         raise DetectMisuse(f"bad sensor feature state: {error!r}") from None
     extractor._fitted = True
