@@ -27,7 +27,7 @@ runs on the device with features it was not trained on. Each feature family maps
 C expressions in ``_FAMILY_OUTPUTS`` (keyed like ``sensorfeatures.FAMILIES``); a new
 family of the Python extractor needs an entry there and its arithmetic in the header and
 in :class:`SensorReference`. Both the v1 extractor (fixed floors) and the v2 one
-(resolution floors, yardstick, z/slope/step families) are implemented; which one is told
+(resolution floors, yardstick, z/slope/step/rough families) are implemented; which one is told
 by the model's own state.
 """
 
