@@ -1045,7 +1045,8 @@ _SENSOR_ARRAYS = (
     "_slope_cusum",
 )
 _RAW_ARRAYS = ("mean", "std", "quantum")
-_V3_ARRAYS = ("rough_center", "rough_scale", "rough_init")  # optional in a state saved without zrough
+# zrough's tables: optional in a state saved before zrough (only when zrough is off)
+_V3_ARRAYS = ("rough_center", "rough_scale", "rough_init")
 
 _SHAPES: dict[str, int | None] = {  # rows of a (rows, channels) array; None: (channels,)
     "coef": -1, "shift_center": 2, "shift_scale": 2, "channel_center": 3, "channel_scale": 3,
