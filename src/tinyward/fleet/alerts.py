@@ -70,7 +70,7 @@ class BadAlertSink(BadInput):
     """An ``--alert`` specification that names no sink we can use."""
 
 
-class DeliveryFailed(Exception):  # noqa: N818 - internal: a sink's try failed (why, no payload)
+class DeliveryFailed(Exception):
     pass
 
 
@@ -128,13 +128,16 @@ class WebhookSink:
 
 
 class _RaisingSysLogHandler(SysLogHandler):
-    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
-        raise  # noqa: PLE0704 - called from the except block of emit(): re-raise its error
+    def handleError(self, record: logging.LogRecord) -> None:
+        # emit() calls this from its except block: re-raise, so the sender sees a failure
+        # (the default prints a traceback to stderr and carries on as if sent).
+        raise
 
 
 class SyslogSink:
     def __init__(self, address: str | tuple[str, int]) -> None:
-        self.name = f"syslog:{address if isinstance(address, str) else '%s:%d' % address}"
+        where = address if isinstance(address, str) else f"{address[0]}:{address[1]}"
+        self.name = f"syslog:{where}"
         self._handler = _RaisingSysLogHandler(address=address,
                                               facility=SysLogHandler.LOG_DAEMON,
                                               socktype=socket.SOCK_DGRAM)

@@ -36,8 +36,8 @@ import gc
 import logging
 import multiprocessing
 import os
-import signal
 import shutil
+import signal
 import socket
 import ssl
 import tempfile
@@ -52,9 +52,9 @@ from aiohttp import web
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from tinyward.errors import Misuse
+from tinyward.fleet.alerts import AlertSender, parse_sink
 from tinyward.fleet.directory import FleetDirectory
 from tinyward.fleet.errors import CannotListen
-from tinyward.fleet.alerts import AlertSender, parse_sink
 from tinyward.fleet.guards import HandshakeGate
 from tinyward.fleet.incidents import QUIET_TICK
 from tinyward.fleet.metrics import enable_multiprocess

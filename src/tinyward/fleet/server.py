@@ -47,10 +47,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from tinyward.errors import BadInput
 from tinyward.fleet.alerts import Alert, AlertSender
 from tinyward.fleet.delivery import ChunkServer, repository_dir
-from tinyward.fleet.devstate import DEVICE_STATES, device_state
+from tinyward.fleet.devstate import DEVICE_STATES
 from tinyward.fleet.directory import FleetDirectory
 from tinyward.fleet.errors import BadCertificate, BadFleet, RevokedDevice, UnknownDevice
-from tinyward.fleet.incidents import QUIET, QuietDetector
 from tinyward.fleet.guards import (
     ADMIN_TOKEN_FILE,
     AdminToken,
@@ -58,6 +57,7 @@ from tinyward.fleet.guards import (
     Refused,
     TokenBuckets,
 )
+from tinyward.fleet.incidents import QUIET, QuietDetector
 from tinyward.fleet.ingest import Accept, IngestPolicy, Reject, decide
 from tinyward.fleet.metrics import CONTENT_TYPE as METRICS_TYPE
 from tinyward.fleet.metrics import FleetMetrics
