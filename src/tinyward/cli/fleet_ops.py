@@ -160,7 +160,7 @@ def incidents(fleet_dir: Path, db_url: str | None, device: str | None, kind: str
     """Incidents, newest first: those devices reported and those the fleet raised
     (``quiet``: a device that missed its schedule)."""
     device_id = _resolve(fleet_dir, device)
-    bound = parse_since(since, time.time())
+    bound = int(parse_since(since, time.time()))
     with _store(fleet_dir, db_url) as store:
         found = [] if store is None else store.incidents(device_id, since=bound, kind=kind,
                                                           limit=limit)
@@ -178,8 +178,7 @@ def incidents(fleet_dir: Path, db_url: str | None, device: str | None, kind: str
     _print(table)
 
 
-def device_rows(fleet_dir: Path, db_url: str | None, now: float,
-                fallback: float | None = None) -> list[dict[str, Any]]:
+def device_rows(fleet_dir: Path, db_url: str | None, now: float) -> list[dict[str, Any]]:
     """One dict per enrolled device: records, state (fleet/devstate.py) and its reports."""
     from tinyward.fleet.devstate import device_state
     from tinyward.fleet.pki import Fleet
@@ -189,8 +188,7 @@ def device_rows(fleet_dir: Path, db_url: str | None, now: float,
     with _store(fleet_dir, db_url) as store:
         for device in fleet.devices():
             status = store.device_status(device.device_id) if store is not None else None
-            interval = device.report_interval or fallback or fleet.report_interval
-            quarantined = bool(getattr(device, "quarantined", False))
+            quarantined = device.quarantined
             update = status.update if status is not None else None
             rows.append({
                 "device_id": device.device_id,
@@ -201,7 +199,7 @@ def device_rows(fleet_dir: Path, db_url: str | None, now: float,
                 "quarantined": quarantined,
                 "cohort": device.cohort,
                 "state": device_state(status, revoked=device.revoked, quarantined=quarantined,
-                                      now=now, interval=interval),
+                                      now=now, interval=device.report_interval),
                 "last_received_at": status.last_received_at if status else None,
                 "last_seq": status.last_seq if status else 0,
                 "reports": status.reports if status else 0,

@@ -1,10 +1,10 @@
 """Fleet-raised incidents: the quiet-device detector.
 
-A device that misses its declared schedule (``FleetDirectory.report_interval``, the
-fleet's default for a device that declared none) is an incident too: it went quiet
-(:func:`tinyward.fleet.devstate.device_state` says ``quiet``: no report for more than
-max(3 × interval, interval + grace) seconds). Unplugged, jammed, crashed, or captured and
-silenced: the fleet cannot tell which, only that its sensor stopped talking.
+A device that misses its declared schedule (``FleetDirectory.report_interval``; a device
+enrolled before schedules were recorded declared none, and is never quiet) is an incident
+too: it went quiet (:func:`tinyward.fleet.devstate.device_state` says ``quiet``: no report
+for more than max(3 × interval, interval + grace) seconds). Unplugged, jammed, crashed, or
+captured and silenced: the fleet cannot tell which, only that its sensor stopped talking.
 
 :class:`QuietWatch` decides (pure: no I/O, no clock); :class:`QuietDetector` drives it
 over the fleet's records and store, one bounded slice per tick:
@@ -92,13 +92,11 @@ class QuietDetector:
     """Runs :class:`QuietWatch` over a fleet: :meth:`tick` reads (``reader``: the admin
     connection), :meth:`raise_quiet` writes (``store``: call it on the store's thread).
 
-    ``on_raised(incident)``: metrics and alerts; ``on_cleared(device_id)``: a log line."""
+    The server counts, logs and alerts what :meth:`raise_quiet` returns."""
 
     def __init__(self, directory: FleetDirectory, reader: ReportStore, *,
-                 fallback_interval: float, batch: int = QUIET_BATCH,
-                 grace: float | None = None) -> None:
+                 batch: int = QUIET_BATCH, grace: float | None = None) -> None:
         self.directory, self.reader = directory, reader
-        self.fallback = fallback_interval
         self.grace = grace
         self.watch = QuietWatch(batch)
 
@@ -110,11 +108,12 @@ class QuietDetector:
         except OSError:
             return []
 
-    def state(self, device_id: str, now: float) -> tuple[str, DeviceStatus | None, float]:
+    def state(self, device_id: str, now: float
+              ) -> tuple[str, DeviceStatus | None, float | None]:
         revoked = self.directory.is_revoked(device_id)  # also refreshes the cached schedule
-        quarantined = bool(getattr(self.directory, "is_quarantined", lambda _: False)(
-            device_id))
-        interval = self.directory.report_interval(device_id) or self.fallback
+        quarantined = self.directory.is_quarantined(device_id)
+        # Only a declared schedule can be missed (devstate: None is never quiet).
+        interval = self.directory.report_interval(device_id)
         status = self.reader.device_status(device_id)
         extra = {} if self.grace is None else {"grace": self.grace}
         return device_state(status, revoked=revoked, quarantined=quarantined, now=now,
@@ -129,7 +128,7 @@ class QuietDetector:
             change = self.watch.saw(device_id, state)
             if change == "clear":
                 _log.info("device %s reports again (no longer quiet)", device_id[:8])
-            elif change == "raise" and status is not None:
+            elif change == "raise" and status is not None and interval is not None:
                 if self._already_raised(device_id, status):
                     self.watch.raised(device_id)  # the same silence, raised before a restart
                 else:
@@ -137,12 +136,12 @@ class QuietDetector:
         return due
 
     def _already_raised(self, device_id: str, status: DeviceStatus) -> bool:
-        last = self.reader.incidents(device_id, since=status.last_received_at, kind=QUIET,
-                                     limit=1)
+        last = self.reader.incidents(device_id, since=int(status.last_received_at),
+                                     kind=QUIET, limit=1)
         return bool(last)
 
     def raise_quiet(self, store: ReportStore, device_id: str, evidence: str,
                     now: float) -> Incident:
-        incident = store.add_incident(device_id, QUIET, now, evidence)
+        incident = store.add_incident(device_id, QUIET, int(now), evidence)
         self.watch.raised(device_id)
         return incident

@@ -79,7 +79,7 @@ def enable_multiprocess(folder: Path) -> None:
     imports it long before it knows how many workers it runs, so the choice is made
     again here (``values.ValueClass`` is what every metric reads when it is created)."""
     os.environ[_MULTIPROCESS_ENV] = str(folder)
-    values.ValueClass = values.MultiProcessValue()
+    values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
 
 
 def multiprocess_dir() -> Path | None:
@@ -95,7 +95,7 @@ def mark_worker_dead(pid: int) -> None:
 
     folder = multiprocess_dir()
     if folder is not None:
-        multiprocess.mark_process_dead(pid, str(folder))
+        multiprocess.mark_process_dead(pid, str(folder))  # type: ignore[no-untyped-call]
 
 
 class FleetMetrics:
@@ -151,7 +151,7 @@ class FleetMetrics:
         multiprocess mode) and the devices by state."""
         if self._multi is not None:
             registry = CollectorRegistry()
-            MultiProcessCollector(registry, str(self._multi))
+            MultiProcessCollector(registry, str(self._multi))  # type: ignore[no-untyped-call]
         else:
             registry = self.registry
         text = generate_latest(registry)

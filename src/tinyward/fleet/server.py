@@ -242,8 +242,7 @@ class FleetServer:
         # fleet, many incident kinds) never delays an acknowledgement.
         opener = getattr(store, "reader", None)
         self._reader: ReportStore = opener() if callable(opener) else store
-        self.quiet = QuietDetector(directory, self._reader,
-                                   fallback_interval=self.config.report_interval)
+        self.quiet = QuietDetector(directory, self._reader)
         self._admin_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="admin")
         self._seq_cache: dict[str, int] = {}  # device -> last stored seq (this process)
         self._warming: set[asyncio.Task[None]] = set()  # meet_connection's reads in flight
@@ -708,9 +707,9 @@ class FleetServer:
         query = request.query
         try:
             limit = int(query.get("limit", str(DEVICES_PAGE)))
-            since = float(query.get("since", "0"))
+            since = int(query.get("since", "0"))
         except ValueError:
-            limit, since = -1, 0.0
+            limit, since = -1, 0
         if not 1 <= limit <= MAX_DEVICES_PAGE or not since >= 0:
             raise Refused(400, "bad_limit", f"limit must be 1 to {MAX_DEVICES_PAGE} and "
                           "since a Unix time")

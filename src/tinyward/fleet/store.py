@@ -678,7 +678,8 @@ class SQLiteStore:
         """Stored reports, newest first (one device's by sequence number; the fleet's by
         insertion order, which is receive order: both walk an index backwards and stop
         after ``limit`` rows), received at or after ``since``."""
-        where, args = "received_at >= ?", [since]
+        where = "received_at >= ?"
+        args: list[object] = [since]
         if device_id is not None:
             where, order = where + " AND device_id = ?", "seq DESC"
             args.append(device_id)
