@@ -103,7 +103,8 @@ def _operator_log() -> None:
     root = logging.getLogger("tinyward")
     if not root.handlers:
         handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
+        handler.setFormatter(logging.Formatter(
+            "%(asctime)s [%(process)d] %(name)s %(message)s"))
         root.addHandler(handler)
         root.setLevel(logging.INFO)
 
