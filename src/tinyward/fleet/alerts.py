@@ -52,7 +52,7 @@ from logging.handlers import SysLogHandler
 from pathlib import Path
 from typing import Any, Protocol
 
-from tinyward.errors import BadInput
+from tinyward.errors import BadInput, TinywardError
 
 _log = logging.getLogger("tinyward.fleet.alerts")
 
@@ -70,8 +70,8 @@ class BadAlertSink(BadInput):
     """An ``--alert`` specification that names no sink we can use."""
 
 
-class DeliveryFailed(Exception):
-    pass
+class DeliveryFailed(TinywardError):
+    """One try of a sink failed (the message says why; it never holds the payload)."""
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,11 @@ without limit (each label value is a new time series in Prometheus):
   under ``other``;
 - ``state``: :data:`tinyward.fleet.devstate.DEVICE_STATES`.
 
+``tinyward_reports_stored_total`` counts acknowledgements of reports the store was given;
+with several workers, a report sent again to a worker that has not seen its sequence
+number yet (another worker stored it) is acknowledged again and counted again, while the
+store keeps it once (its device totals in ``GET /v1/fleet`` are exact).
+
 Several worker processes (``fleet serve --workers N``): each worker counts what it serves,
 and the admin listener (first worker only) must show the fleet's totals. The server then
 runs prometheus_client's *multiprocess mode* (:func:`enable_multiprocess`): every worker

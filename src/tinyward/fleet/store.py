@@ -190,6 +190,12 @@ class ReportStore(Protocol):
         :data:`MAX_INCIDENTS_LISTED`)."""
         ...
 
+    def reports(self, device_id: str | None = None, *, since: float = 0,
+                limit: int = 100) -> list[StoredReport]:
+        """Stored reports, newest first (``fleet reports``): of one device by sequence
+        number, or of the fleet in the order received; received at or after ``since``."""
+        ...
+
     def update_records(self, component: str, version: str) -> list[UpdateRecord]:
         """Every device that reported an update state, with its failures for the target
         ``component`` ``version`` (by device ID)."""
