@@ -118,3 +118,17 @@ def test_two_workers_metrics_summed_alert_sent_log_lines(tmp_path: Path) -> None
     assert any("refused listener=device" in line and "reason=replay" in line for line in lines)
     assert device.device_id not in text  # only its prefix
     assert SERVER_PASSPHRASE.decode() not in text and token not in text
+
+
+def test_a_bad_alert_sink_is_one_error_line_before_anything_starts(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from tinyward.cli.main import cli
+
+    fleet = Fleet.init(tmp_path / "fleet", PASSPHRASE, server_passphrase=None)
+    result = CliRunner().invoke(cli, ["fleet", "serve", str(fleet.directory), "--port", "0",
+                                      "--admin-port", "0", "--alert", "webhook:http://example.com/x"],
+                                env=server_environment(None))
+    assert result.exit_code == 2
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "loopback" in lines[0]

@@ -127,6 +127,9 @@ class FleetMetrics:
         self.latency = Histogram("tinyward_ingest_seconds", "Seconds from a report request "
                                  "received to its acknowledgement sent.", ["endpoint"],
                                  buckets=LATENCY_BUCKETS, registry=self.registry)
+        # Children bound once: a labels() lookup per report costs more than the count.
+        self._latency = {endpoint: self.latency.labels(endpoint)
+                         for endpoint in ("report", "batch")}
         self._kinds: set[str] = set()
         self._lock = threading.Lock()
         self._device_states = device_states
@@ -146,7 +149,7 @@ class FleetMetrics:
         self.incidents.labels(label).inc(count)
 
     def acknowledged(self, endpoint: str, seconds: float) -> None:
-        self.latency.labels(endpoint).observe(seconds)
+        (self._latency.get(endpoint) or self.latency.labels(endpoint)).observe(seconds)
 
     def alert(self, outcome: str) -> None:
         self.alerts.labels(outcome).inc()
