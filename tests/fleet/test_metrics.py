@@ -129,11 +129,28 @@ def test_every_refusal_code_is_a_known_reason() -> None:
     would hide a reason an operator needs)."""
     import inspect
 
-    from tinyward.fleet import guards, ingest, server
+    from tinyward.fleet import guards, ingest, rollouts_api, server
 
-    source = "".join(inspect.getsource(m) for m in (ingest, guards, server))
+    source = "".join(inspect.getsource(m) for m in (ingest, guards, server, rollouts_api))
     import re
 
     codes = set(re.findall(r'(?:Reject|Refused)\(\d+, "([a-z_]+)"', source))
     codes |= set(_HTTP_CODES.values())
     assert codes and codes <= REFUSAL_REASONS, codes - REFUSAL_REASONS
+
+
+def test_incidents_endpoint_lists_reported_incidents(running: Running) -> None:
+    device_id = running.devices["b"].device_id
+    assert running.post("b", running.report("b", incidents={"net.novel": 1}))[0] == 200
+    auth = {"Authorization": f"Bearer {running.admin_token}"}
+    status, body = running.request("GET", f"/v1/incidents?device={device_id}&kind=net.novel",
+                                   headers=auth)
+    assert status == 200
+    (found,) = body["incidents"]
+    assert found["device_id"] == device_id and found["count"] == 1
+    assert found["evidence"] == f"report seq {found['seq']}"
+    status, body = running.request("GET", "/v1/incidents?limit=1", headers=auth)
+    assert status == 200 and len(body["incidents"]) == 1
+    assert running.request("GET", "/v1/incidents?device=nope", headers=auth)[0] == 400
+    assert running.request("GET", "/v1/incidents?since=-1", headers=auth)[0] == 400
+    assert running.request("GET", "/v1/incidents")[0] == 401

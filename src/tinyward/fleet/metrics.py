@@ -50,8 +50,8 @@ from prometheus_client.registry import Collector
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 #: Every refusal code the fleet server answers or a listener applies (ingest.decide,
-#: guards, the server's own checks, aiohttp's errors as _json_errors names them, and the
-#: connection/handshake caps of the runner). Anything else is counted as ``other``.
+#: guards, the server's own checks, the rollouts API, aiohttp's errors as _json_errors
+#: names them, and the connection/handshake caps of the runner). Anything else is counted as ``other``.
 REFUSAL_REASONS = frozenset({
     # fleet/ingest.py
     "revoked", "unknown_device", "malformed", "signer_mismatch", "bad_signature", "bad_size",
@@ -61,6 +61,8 @@ REFUSAL_REASONS = frozenset({
     "client_certificate_required", "bad_certificate", "device_record_damaged",
     "unsupported_content_type", "body_too_large", "body_timeout", "rate_limited",
     "storage_unavailable", "bad_limit", "bad_cursor", "internal_error",
+    # fleet/rollouts_api.py
+    "unknown_rollout", "rollout_conflict", "bad_rollout",
     # aiohttp's own refusals (server._HTTP_CODES)
     "bad_request", "unauthorized", "forbidden", "not_found", "method_not_allowed",
     "timeout",
