@@ -98,6 +98,12 @@ def test_quiet_once_per_silence_then_cleared_then_again(tmp_path: Path) -> None:
     metrics = {s.labels.get("kind"): s.value for f in text_string_to_metric_families(text)
                for s in f.samples if s.name == "tinyward_incidents_total"}
     assert metrics[QUIET] == 2
+    # devices by state, from the detector's last pass (no store reads at scrape time)
+    assert server.quiet.watch.passes > 0
+    assert server.quiet.states == {quiet.device_id: "quiet", talker.device_id: "ok"}
+    gauge = {s.labels["state"]: s.value for f in text_string_to_metric_families(text)
+             for s in f.samples if s.name == "tinyward_devices"}
+    assert gauge["quiet"] == 1 and gauge["ok"] == 1 and gauge["never"] == 0
     server.alerts.close()
 
 
@@ -140,7 +146,7 @@ def test_bounded_work_per_tick() -> None:
         chunk = watch.next_slice(list_ids)
         assert len(chunk) <= 500
         seen += chunk
-    assert sorted(seen) == ids and len(listed) == 1
+    assert sorted(seen) == ids and len(listed) == 1 and watch.passes == 1
     assert len(watch.next_slice(list_ids)) == 500 and len(listed) == 2  # the next pass
 
 

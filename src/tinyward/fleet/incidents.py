@@ -53,17 +53,28 @@ class QuietWatch:
 
     batch: int = QUIET_BATCH
     quiet: set[str] = field(default_factory=set)
+    #: Full passes over the fleet completed; whether the last slice began a new pass.
+    passes: int = 0
+    new_pass: bool = False
     _ids: list[str] = field(default_factory=list)
     _cursor: int = 0
 
     def next_slice(self, list_ids: Callable[[], Sequence[str]]) -> list[str]:
         """The next ``batch`` device IDs; ``list_ids`` is called at the start of each pass."""
-        if self._cursor >= len(self._ids):
+        self.new_pass = self._cursor >= len(self._ids)
+        if self.new_pass:
             self._ids, self._cursor = sorted(list_ids()), 0
             self.quiet &= set(self._ids)  # forget removed devices
         chunk = self._ids[self._cursor:self._cursor + self.batch]
         self._cursor += len(chunk)
+        if self._cursor >= len(self._ids):
+            self.passes += 1
         return chunk
+
+    @property
+    def listed(self) -> frozenset[str]:
+        """The device IDs of the current pass."""
+        return frozenset(self._ids)
 
     def passes_for(self, devices: int) -> int:
         """Ticks for one full pass over ``devices`` devices."""
@@ -99,6 +110,9 @@ class QuietDetector:
         self.directory, self.reader = directory, reader
         self.grace = grace
         self.watch = QuietWatch(batch)
+        #: Each device's state as its latest slice found it (the metrics' gauge reads it
+        #: once a full pass is done: no store reads per scrape).
+        self.states: dict[str, str] = {}
 
     def ids(self) -> list[str]:
         """The enrolled device IDs (names of the fleet's device folders: no file read)."""
@@ -123,8 +137,13 @@ class QuietDetector:
         """One slice: the devices newly quiet, as (device ID, evidence), to be raised with
         :meth:`raise_quiet`; devices heard from again are cleared here."""
         due = []
-        for device_id in self.watch.next_slice(self.ids):
+        chunk = self.watch.next_slice(self.ids)
+        if self.watch.new_pass:  # forget removed devices
+            listed = self.watch.listed
+            self.states = {d: s for d, s in self.states.items() if d in listed}
+        for device_id in chunk:
             state, status, interval = self.state(device_id, now)
+            self.states[device_id] = state
             change = self.watch.saw(device_id, state)
             if change == "clear":
                 _log.info("device %s reports again (no longer quiet)", device_id[:8])

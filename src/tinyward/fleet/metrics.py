@@ -51,7 +51,8 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 #: Every refusal code the fleet server answers or a listener applies (ingest.decide,
 #: guards, the server's own checks, the rollouts API, aiohttp's errors as _json_errors
-#: names them, and the connection/handshake caps of the runner). Anything else is counted as ``other``.
+#: names them, and the connection/handshake caps of the runner). Anything else is counted
+#: as ``other``.
 REFUSAL_REASONS = frozenset({
     # fleet/ingest.py
     "revoked", "unknown_device", "malformed", "signer_mismatch", "bad_signature", "bad_size",
