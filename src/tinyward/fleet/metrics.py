@@ -24,8 +24,8 @@ and the admin listener (first worker only) must show the fleet's totals. The ser
 runs prometheus_client's *multiprocess mode* (:func:`enable_multiprocess`): every worker
 writes its counters to memory-mapped files in a private folder made at start, and a scrape
 sums them (``MultiProcessCollector``); the folder is removed when the server stops. The
-devices-by-state gauge is computed at scrape time from the store and the fleet's records
-(the same for every worker), so it is never summed.
+devices-by-state gauge comes from the first worker (its quiet detector's latest pass, see
+``FleetServer._device_states``), so it is never summed.
 """
 
 from __future__ import annotations
