@@ -34,6 +34,7 @@ from tuf.api import exceptions as tuf_errors
 from tuf.ngclient.updater import Updater
 
 from tinyward import __version__ as _tinyward_version
+from tinyward._backoff import Backoff
 from tinyward.update import errors
 from tinyward.update.fetcher import METADATA_URL, TARGETS_URL, ChunkChannel, ChunkFetcher
 from tinyward.update.meta import COMPONENTS, Offer, TargetMeta, Version
@@ -117,7 +118,9 @@ class UpdateClient:
         self._clock = clock
         self._tried: str | None = None  # the target path of the last offer taken up
         self._retry_at: float | None = None  # when a failed download of it may run again
-        self._failures = 0  # failed downloads of it in a row (the backoff's exponent)
+        # No jitter: a try costs the fleet nothing extra (its chunks ride on the reports).
+        self._backoff = Backoff(self.config.retry_after, self.config.max_retry_after,
+                                jitter=False)
         self._target: Offer | None = None  # the offer the state is about
         self._thread: threading.Thread | None = None
         self.last_error: errors.UpdateRefused | None = None
@@ -175,7 +178,7 @@ class UpdateClient:
                     self._retry_at is None or self._clock() < self._retry_at):
                 return  # refused for good, or its retry is not due yet
             if offer.target_path != self._tried:
-                self._failures = 0
+                self._backoff.reset()
             self._retry_at = None
             installed = self._installed(offer.component)
             if installed is not None and offer.version == installed:
@@ -246,10 +249,7 @@ class UpdateClient:
         """Let the same offer start again after the backoff (a passing fault; the fleet's
         refreshed metadata)."""
         with self._lock:
-            self._failures += 1
-            wait = min(self.config.max_retry_after,
-                       self.config.retry_after * 2 ** min(self._failures - 1, 30))
-            self._retry_at = self._clock() + wait
+            self._retry_at = self._clock() + self._backoff.next_delay()
 
     def _refused(self, refusal: errors.UpdateRefused, state: str, locked: bool = False) -> None:
         quiet = self.channel.closed  # the device is stopping: not news
