@@ -531,3 +531,7 @@ from tinyward.cli.fleet_serve import admin_token, serve  # noqa: E402
 
 fleet.add_command(serve)
 fleet.add_command(admin_token)
+
+from tinyward.cli.fleet_dashboard import dashboard_password  # noqa: E402
+
+fleet.add_command(dashboard_password)
