@@ -20,6 +20,7 @@ OPTIONAL: dict[str, tuple[str, str]] = {
     "segno": ("segno", "device"),
     "pyseccomp": ("pyseccomp", "device"),
     "aiohttp": ("aiohttp", "fleet"),
+    "jinja2": ("jinja2", "fleet"),
     "dpkt": ("dpkt", "detect"),
     "sklearn": ("scikit-learn", "detect"),
     "matplotlib": ("matplotlib", "detect"),

@@ -118,7 +118,7 @@ def succeeded() -> LockoutState:
 
 def checked_attempt(
     load: Callable[[], LockoutState],
-    save: Callable[[LockoutState], None],
+    save: Callable[[LockoutState], object],
     policy: LockoutPolicy,
     now: float,
     check: Callable[[], bool],

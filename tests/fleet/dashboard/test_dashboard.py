@@ -77,7 +77,7 @@ def test_login_and_every_page(running: Running) -> None:
     assert listing.status == 200
     row_a = listing.text[listing.text.index(a):]
     assert "app 1.4.2" in row_a and "label=person" in row_a and "net.novel 3" in row_a
-    assert "certificate valid to" in row_a
+    assert "valid until" in row_a
     assert f"/dashboard/devices/{b}" in listing.text and "state-never" in listing.text
     page = web.get(f"/dashboard/devices/{a}")
     assert page.status == 200 and "net.novel" in page.text and "report seq" in page.text

@@ -47,12 +47,14 @@ RECENT_REPORTS = 10
 INCIDENTS_LISTED = 200
 
 #: On every dashboard response. No inline script or style can run, nothing loads from
-#: elsewhere, forms post only here, no framing, no referrer, nothing cached.
+#: elsewhere, forms post only here, no framing, no referrer to other sites, nothing cached.
 SECURITY_HEADERS: Mapping[str, str] = {
     "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self'; "
                                "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    # Not no-referrer: under it chromium sends "Origin: null" with the dashboard's own
+    # forms, and the Origin check below would refuse them (found by the browser test).
+    "Referrer-Policy": "same-origin",
     "X-Frame-Options": "DENY",
     "Cross-Origin-Opener-Policy": "same-origin",
     "Cross-Origin-Resource-Policy": "same-origin",
@@ -273,7 +275,7 @@ class Dashboard:
             return "refused: not enrolled"
         except Exception as error:  # noqa: BLE001 - RevokedDevice and the like: say which
             return f"refused: {type(error).__name__}"
-        return f"certificate valid to {certificate.not_valid_after_utc:%Y-%m-%d}"
+        return f"valid until {certificate.not_valid_after_utc:%Y-%m-%d}"
 
     def _reports(self, enrolled: EnrolledDevice, status: DeviceStatus | None,
                  count: int) -> list[dict[str, Any]]:
@@ -376,8 +378,10 @@ class Dashboard:
         if action == "revoke" and form.get("confirm") != "yes":
             return self._refused(request, 400, "not_confirmed",
                                  "Tick 'revoke for good' to revoke a device.")
-        do = {"revoke": self.fleet.revoke, "quarantine": self.fleet.quarantine,
-              "release": self.fleet.release}[action]
+        actions: dict[str, Callable[[str], object]] = {
+            "revoke": self.fleet.revoke, "quarantine": self.fleet.quarantine,
+            "release": self.fleet.release}
+        do = actions[action]
         try:
             await self.server._admin_call(do, device_id)
         except UnknownDevice:
