@@ -6,8 +6,8 @@ incident through the real device listener and it appears on the device's page; r
 it from the page makes its next report refused. Screenshots at 1280×800 and on a phone
 are saved in ``build/screenshots/`` (or ``$TINYWARD_SCREENSHOTS``).
 
-TLS: the admin listener presents the fleet's own server certificate (issued by the
-fleet's CA for the fleet's name, not for 127.0.0.1). Rather than ignoring certificate
+TLS: the admin listener presents the fleet's own server certificate, issued by the
+fleet's CA, which chromium's fresh profile does not know. Rather than ignoring certificate
 errors, chromium is told to accept exactly that certificate's public key
 (``--ignore-certificate-errors-spki-list`` with its SHA-256, which chromium honours only
 with a user-data-dir: Playwright's launch makes a fresh temporary one): any other
