@@ -260,3 +260,23 @@ def test_revoke_from_the_dashboard_refuses_the_devices_next_report(running: Runn
     after = web.get(f"/dashboard/devices/{device}?done=revoked")
     assert "state-revoked" in after.text and "Revoked: the device" in after.text
     assert not re.search(r'action="[^"]*/revoke"', after.text)
+
+
+def test_attack_report_altered_in_the_database_is_shown_as_unverified(running: Running) -> None:
+    """The pages verify stored reports again: a row edited in the database is not believed."""
+    import sqlite3
+
+    device = running.devices["c"].device_id
+    report = running.report("c", results=({"label": "honest"},))
+    assert running.post("c", report)[0] == 200
+    seq = running.store.last_seq(device)
+    with sqlite3.connect(running.folder / "reports.db") as db:
+        (packed,) = db.execute("SELECT signed_packed FROM reports WHERE device_id = ? AND seq = ?",
+                               (device, seq)).fetchone()
+        forged = bytes(packed).replace(b"honest", b"forged")
+        assert forged != bytes(packed)
+        db.execute("UPDATE reports SET signed_packed = ? WHERE device_id = ? AND seq = ?",
+                   (forged, device, seq))
+    page = logged_in(running).get(f"/dashboard/devices/{device}")
+    assert "signature does not verify" in page.text
+    assert "forged" not in page.text and "honest" not in page.text

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 import jinja2
 from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from tinyward.fleet.dashboard.auth import (
     LoginGate,
@@ -45,6 +46,9 @@ LOGIN_COOKIE = "__Host-tinyward-login"
 DEVICES_PAGE = 100
 RECENT_REPORTS = 10
 INCIDENTS_LISTED = 200
+#: Seconds an attestation certificate's check is reused for (validity is by the day).
+ATTESTATION_RECHECK = 300.0
+_CACHE_ENTRIES = 4096
 
 #: On every dashboard response. No inline script or style can run, nothing loads from
 #: elsewhere, forms post only here, no framing, no referrer to other sites, nothing cached.
@@ -97,6 +101,9 @@ class Dashboard:
         self.clock = clock
         self.env = env or make_environment()
         self._outcome = outcome_key
+        # Only touched in the admin thread (_admin_call): no lock needed.
+        self._attested: dict[tuple[str, int, bool], tuple[float, str]] = {}
+        self._verified: dict[tuple[str, int], dict[str, Any]] = {}
         self._css = resources.files("tinyward.fleet.dashboard").joinpath(
             "static/style.css").read_bytes()
 
@@ -265,7 +272,22 @@ class Dashboard:
         }
 
     def _attestation(self, enrolled: EnrolledDevice) -> str:
-        """The state of the device's attestation certificate, checked now."""
+        """The state of the device's attestation certificate, checked at most
+        :data:`ATTESTATION_RECHECK` seconds ago (at once after a revocation: it is part of
+        the cache's key)."""
+        certificate = enrolled.certificates["attestation"]
+        key = (enrolled.device_id, certificate.serial_number, enrolled.revoked)
+        cached = self._attested.get(key)
+        now = self.clock()
+        if cached is not None and now - cached[0] < ATTESTATION_RECHECK:
+            return cached[1]
+        if len(self._attested) >= _CACHE_ENTRIES:
+            self._attested.clear()
+        text = self._check_attestation(enrolled)
+        self._attested[key] = (now, text)
+        return text
+
+    def _check_attestation(self, enrolled: EnrolledDevice) -> str:
         certificate = enrolled.certificates["attestation"]
         try:
             self.fleet.verify_device_certificate(certificate, "attestation")
@@ -285,23 +307,19 @@ class Dashboard:
             return []
         key = enrolled.public_key("report")
         found: list[dict[str, Any]] = []
-        seq = status.last_seq
         # Sequence numbers may have gaps (reports a device dropped): look a bounded way back.
         for seq in range(status.last_seq, max(0, status.last_seq - 4 * count), -1):
-            data = signed_report(enrolled.device_id, seq)
-            if data is None:
-                continue
-            try:
-                report = verify_report(data, key, size=len(data))
-            except ReportError:
-                found.append({"seq": seq, "time": None, "mode": "—",
-                              "health": "signature does not verify", "results": [],
-                              "incidents": []})
-            else:
-                found.append({"seq": seq, "time": report.timestamp, "mode": report.mode,
-                              "health": report.health,
-                              "results": [sorted(r.items()) for r in report.results],
-                              "incidents": sorted(report.incidents.items())})
+            # A stored report never changes: each is verified once per process.
+            shown = self._verified.get((enrolled.device_id, seq))
+            if shown is None:
+                data = signed_report(enrolled.device_id, seq)
+                if data is None:
+                    continue
+                shown = _shown_report(seq, data, key)
+                if len(self._verified) >= _CACHE_ENTRIES:
+                    self._verified.clear()
+                self._verified[(enrolled.device_id, seq)] = shown
+            found.append(shown)
             if len(found) >= count:
                 break
         return found
@@ -389,6 +407,17 @@ class Dashboard:
         outcome = {"revoke": "revoked", "quarantine": "quarantined", "release": "released"}
         request[self._outcome] = outcome[action]
         return _see_other(f"{PREFIX}/devices/{device_id}?done={outcome[action]}")
+
+
+def _shown_report(seq: int, data: bytes, key: ec.EllipticCurvePublicKey) -> dict[str, Any]:
+    try:
+        report = verify_report(data, key, size=len(data))
+    except ReportError:
+        return {"seq": seq, "time": None, "mode": "—", "health": "signature does not verify",
+                "results": [], "incidents": []}
+    return {"seq": seq, "time": report.timestamp, "mode": report.mode, "health": report.health,
+            "results": [sorted(r.items()) for r in report.results],
+            "incidents": sorted(report.incidents.items())}
 
 
 def _iso(moment: datetime | None) -> str | None:
