@@ -51,7 +51,9 @@ def test_a_short_password_is_refused_and_nothing_changes(tmp_path: Path) -> None
 
 
 def test_a_damaged_hash_never_matches() -> None:
-    for stored in ("", "scrypt$1$2", "md5$x$y$z$a$b", "scrypt$16384$8$1$!!$!!"):
+    good = hash_password(PASSWORD, n=2**10).split("$")
+    huge = "$".join([good[0], str(2**80), *good[2:]])
+    for stored in ("", "scrypt$1$2", "md5$x$y$z$a$b", "scrypt$16384$8$1$!!$!!", huge):
         assert not password_matches(stored, PASSWORD)
 
 
@@ -131,6 +133,8 @@ def test_attack_token_of_a_session_under_an_old_password_is_refused() -> None:
     token, _ = sessions.create("old hash")
     assert sessions.find(token, "new hash") is None
     assert sessions.find(token, "old hash") is None  # it is gone, not just hidden
+    token, _ = sessions.create("old hash")
+    assert sessions.find(token, "damaged \ufffd file") is None  # no error either
 
 
 def test_the_server_keeps_no_session_token() -> None:

@@ -150,8 +150,13 @@ def test_attack_csrf_token_missing_wrong_or_another_sessions_is_refused(running:
     # The same form with its own token works (so the refusals above were the token's).
     done = web.request("POST", f"/dashboard/devices/{device}/quarantine", {"csrf": mine})
     assert done.status == 303 and running.fleet.device(device).quarantined
+    assert audit(running)[-1]["outcome"] == "quarantined"
+    page = web.get(f"/dashboard/devices/{device}?done=quarantined")
+    assert "state-quarantined" in page.text and "Release from quarantine" in page.text
     assert web.request("POST", f"/dashboard/devices/{device}/release",
                        {"csrf": mine}).status == 303
+    assert audit(running)[-1]["outcome"] == "released"
+    assert not running.fleet.device(device).quarantined
 
 
 def test_attack_login_form_without_its_token_is_refused(running: Running) -> None:

@@ -72,14 +72,15 @@ def hash_password(password: str, *, n: int = SCRYPT_N) -> str:
 def password_matches(stored: str, password: str) -> bool:
     """Whether ``password`` hashes to ``stored`` (compared in constant time)."""
     try:
-        scheme, n, r, p, salt, digest = stored.strip().split("$")
-        if scheme != "scrypt":
+        scheme, n_text, r_text, p_text, salt, digest = stored.strip().split("$")
+        n, r, p = int(n_text), int(r_text), int(p_text)
+        # Costs this module writes, within bounds (a damaged file must not ask for 2**80).
+        if scheme != "scrypt" or not (2**10 <= n <= 2**20 and 1 <= r <= 32 and 1 <= p <= 16):
             return False
         expected = base64.b64decode(digest, validate=True)
         got = hashlib.scrypt(password.encode("utf-8"), salt=base64.b64decode(salt, validate=True),
-                             n=int(n), r=int(r), p=int(p), maxmem=_SCRYPT_MAXMEM,
-                             dklen=len(expected))
-    except (ValueError, UnicodeEncodeError):
+                             n=n, r=r, p=p, maxmem=_SCRYPT_MAXMEM, dklen=len(expected))
+    except (ValueError, UnicodeEncodeError):  # a damaged hash never matches
         return False
     return hmac.compare_digest(got, expected)
 
@@ -188,7 +189,8 @@ class Sessions:
                 return None
             if (now - session.last_used > self.idle or now - session.created > self.maximum
                     or password_version is None
-                    or not hmac.compare_digest(session.password_version, password_version)):
+                    or not hmac.compare_digest(session.password_version.encode(),
+                                               password_version.encode())):
                 del self._by_digest[digest]
                 return None
             session.last_used = now
