@@ -168,3 +168,26 @@ def test_csrf_tokens_are_checked() -> None:
     assert not sessions.login_token_ok(None, sessions.login_token("pre"))
     # Another server process signs with another key: its tokens do not pass here.
     assert not Sessions(Clock(0)).login_token_ok("pre", sessions.login_token("pre"))
+
+
+def test_attack_concurrent_guesses_are_checked_one_at_a_time(tmp_path: Path) -> None:
+    """Eight guesses at once inside one lockout window: one is checked, all are counted."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    clock = Clock()
+    LoginGate(tmp_path, clock).set_password(
+        PASSWORD, LockoutPolicy(free_attempts=1, base_delay=60, max_delay=60))
+
+    def guess(i: int) -> str:
+        try:
+            LoginGate(tmp_path, clock).attempt(f"wrong guess number {i}")
+        except WrongPassword:
+            return "checked"
+        except LockedOut:
+            return "locked"
+        return "accepted"
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        outcomes = sorted(pool.map(guess, range(8)))
+    assert outcomes == ["checked"] + ["locked"] * 7
+    assert LoginGate(tmp_path, clock).lockout().failures == 1
