@@ -280,6 +280,8 @@ def test_saved_state_refuses_bad_new_scales(clean: np.ndarray) -> None:
         ("cusum", [[0.0] * 8] * 3),
         ("local", [[0.0] * 8] * 3),
         ("rough_scale", [0.0] * 8),
+        ("rough_ref", [0.0] * 8),  # zrough divides by it
+        ("rough_n", -1.0),
     ):
         doc = sensor_extractor_to_doc(extractor)
         doc[key] = value
