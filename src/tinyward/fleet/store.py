@@ -607,7 +607,9 @@ class SQLiteStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
-            os.close(self._write_lock_fd)
+            if self._write_lock_fd >= 0:  # twice is harmless (never another file's fd)
+                os.close(self._write_lock_fd)
+                self._write_lock_fd = -1
 
 
 _FAILED_STATES = frozenset({"failed", "reverted"})
