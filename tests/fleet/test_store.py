@@ -314,3 +314,20 @@ def test_postgresql_url_options_and_password_never_shown() -> None:
     with pytest.raises(DatabaseUnavailable) as down:
         open_store("postgresql://u:sekrit-pw@/fleet?host=/nonexistent-tinyward-dir")
     assert "sekrit-pw" not in str(down.value)
+
+
+def test_attack_incident_kind_flood_is_capped_on_every_backend(make_store: MakeStore) -> None:
+    # A device naming 32 fresh kinds in each report (256 in all) keeps at most
+    # max_incident_kinds rows; the rest is counted under "other", nothing is lost.
+    from tinyward.fleet.store import OTHER_KIND
+
+    store = make_store(max_incident_kinds=16)
+    for seq in range(1, 9):
+        store.append_many([(A, [_r(A, seq, incidents={f"k{seq}x{i:02d}": 1 for i in range(32)})]),
+                           (B, [_r(B, seq, incidents={"scan": 1})])], received_at=seq)
+    status = store.device_status(A)
+    assert status is not None and len(status.incidents) == 16
+    assert sum(status.incidents.values()) == 8 * 32
+    assert status.incidents[OTHER_KIND] == 8 * 32 - 15
+    assert store.device_status(B).incidents == {"scan": 8}  # type: ignore[union-attr]
+    assert sql(store, "SELECT COUNT(*) FROM incidents WHERE device_id = ?", (A,)) == [(16,)]
