@@ -40,7 +40,6 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from tinyward.errors import TinywardError
 from tinyward.fleet.store import (
-    _COMPONENTS,
     _DEVICE_COLUMNS,
     _FAILED_STATES,
     _FAILURE_COLUMNS,
@@ -66,6 +65,7 @@ from tinyward.fleet.store import (
 )
 from tinyward.trust.replay import is_replay
 from tinyward.trust.report import Report
+from tinyward.update.meta import COMPONENTS as _COMPONENTS
 
 #: Connections each store keeps open at most (a server process uses one for its group
 #: commits, and one at a time for status reads and sequence lookups).
@@ -182,11 +182,11 @@ class PostgresStore:
         self._between_read_and_write: Callable[[], None] | None = None
         conninfo, pool_size = parse_url(url)
         try:
-            with psycopg.connect(conninfo, connect_timeout=int(CONNECT_TIMEOUT)) as first:
-                with first.transaction():
-                    # Nodes starting together: one migrates, the others then find it done.
-                    first.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
-                    _migrate(first.execute, _PG_MIGRATIONS, _redacted(url), "%s")
+            with psycopg.connect(conninfo, connect_timeout=int(CONNECT_TIMEOUT)) as first, \
+                    first.transaction():
+                # Nodes starting together: one migrates, the others then find it done.
+                first.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+                _migrate(first.execute, _PG_MIGRATIONS, _redacted(url), "%s")
         except psycopg.OperationalError as error:
             raise DatabaseUnavailable(f"PostgreSQL at {_redacted(url)}: "
                                       f"{str(error).strip().splitlines()[-1]}") from None

@@ -76,7 +76,7 @@ class TempCluster:
         return ""
 
     def start(self) -> TempCluster:
-        assert self.bin is not None  # noqa: S101 - checked in __init__
+        assert self.bin is not None  # checked in __init__
         self._run(str(self.bin / "initdb"), "-D", str(self.data), "-U", self.user,
                   "--auth=trust", "-E", "UTF8", "--no-instructions")
         self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l",
