@@ -217,19 +217,6 @@ _SCHEMA = (
         kind TEXT NOT NULL,
         total BIGINT NOT NULL,
         PRIMARY KEY (device_id, kind))""",
-    # Each incident as it arrived (the incidents table keeps only totals). SQLite's
-    # INTEGER PRIMARY KEY is the rowid: increasing, so newest first is ORDER BY id DESC.
-    """CREATE TABLE IF NOT EXISTS incident_events (
-        id INTEGER PRIMARY KEY,
-        device_id TEXT NOT NULL,
-        kind TEXT NOT NULL,
-        count BIGINT NOT NULL,
-        at BIGINT NOT NULL,
-        device_time BIGINT,
-        seq BIGINT,
-        evidence TEXT NOT NULL)""",
-    "CREATE INDEX IF NOT EXISTS incident_events_device ON incident_events (device_id, id)",
-    "CREATE INDEX IF NOT EXISTS incident_events_at ON incident_events (at)",
     # The latest failed/reverted report per device and target ("" "": a report that named
     # no target), for rollouts' halt decisions.
     """CREATE TABLE IF NOT EXISTS update_failures (
@@ -241,6 +228,24 @@ _SCHEMA = (
         seq BIGINT NOT NULL,
         received_at BIGINT NOT NULL,
         PRIMARY KEY (device_id, component, version))""",
+)
+
+# Schema version 2: each incident as it arrived (the incidents table keeps only totals).
+# SQLite's INTEGER PRIMARY KEY is the rowid: increasing, so newest first is ORDER BY id
+# DESC. (PostgreSQL: an identity column; store_pg.py.)
+_INCIDENT_EVENTS_ID = "id INTEGER PRIMARY KEY"
+_SCHEMA_2_INCIDENT_EVENTS = (
+    """CREATE TABLE IF NOT EXISTS incident_events (
+        {id},
+        device_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        count BIGINT NOT NULL,
+        at BIGINT NOT NULL,
+        device_time BIGINT,
+        seq BIGINT,
+        evidence TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS incident_events_device ON incident_events (device_id, id)",
+    "CREATE INDEX IF NOT EXISTS incident_events_at ON incident_events (at)",
 )
 
 #: Before update states were reported, the devices table had none of these columns.
@@ -319,8 +324,13 @@ def _sqlite_1_baseline(execute: Execute) -> None:
         execute(statement)
 
 
+def _sqlite_2_incident_events(execute: Execute) -> None:
+    for statement in _SCHEMA_2_INCIDENT_EVENTS:
+        execute(statement.format(id=_INCIDENT_EVENTS_ID))
+
+
 #: SQLite's migrations, in order: the ``n``-th brings a database to version ``n``.
-_SQLITE_MIGRATIONS: tuple[Migration, ...] = (_sqlite_1_baseline,)
+_SQLITE_MIGRATIONS: tuple[Migration, ...] = (_sqlite_1_baseline, _sqlite_2_incident_events)
 
 #: The shortest run of zero bytes worth cutting out of a stored report.
 MIN_PACKED_RUN = 64

@@ -41,17 +41,21 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from tinyward.errors import TinywardError
 from tinyward.fleet.store import (
     _DEVICE_COLUMNS,
+    _EVENT_COLUMNS,
     _FAILED_STATES,
     _FAILURE_COLUMNS,
     _INCIDENT_COLUMNS,
     _REPORT_COLUMNS,
     _SCHEMA,
     _STATUS_COLUMNS,
+    _SCHEMA_2_INCIDENT_EVENTS,
     FLEET_INCIDENT_KINDS,
+    MAX_INCIDENTS_LISTED,
     OTHER_KIND,
     BadDatabaseUrl,
     DeviceStatus,
     FleetStatus,
+    Incident,
     Migration,
     UpdateRecord,
     _Columns,
@@ -86,6 +90,7 @@ _TYPES = {
                 "text", "bigint"),
     "update_failures": ("text", "text", "text", "text", "text", "bigint", "bigint"),
     "incidents": ("text", "text", "bigint"),
+    "incident_events": ("text", "text", "bigint", "bigint", "bigint", "bigint", "text"),
 }
 
 
@@ -98,7 +103,8 @@ def _unnest_sql(columns: _Columns) -> str:
 
 
 _INSERTS = {columns.table: _unnest_sql(columns) for columns in
-            (_REPORT_COLUMNS, _DEVICE_COLUMNS, _FAILURE_COLUMNS, _INCIDENT_COLUMNS)}
+            (_REPORT_COLUMNS, _DEVICE_COLUMNS, _FAILURE_COLUMNS, _INCIDENT_COLUMNS,
+             _EVENT_COLUMNS)}
 
 
 def _pg_1_baseline(execute: Callable[..., Any]) -> None:
@@ -113,8 +119,15 @@ def _pg_1_baseline(execute: Callable[..., Any]) -> None:
         FROM reports""")
 
 
+def _pg_2_incident_events(execute: Callable[..., Any]) -> None:
+    """Incidents as events. Identity values follow insertion, not commit, order: with
+    several writers, "newest first" is exact per writer and close to it across them."""
+    for statement in _SCHEMA_2_INCIDENT_EVENTS:
+        execute(statement.format(id="id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"))
+
+
 #: PostgreSQL's migrations, numbered as SQLite's.
-_PG_MIGRATIONS: tuple[Migration, ...] = (_pg_1_baseline,)
+_PG_MIGRATIONS: tuple[Migration, ...] = (_pg_1_baseline, _pg_2_incident_events)
 
 #: The advisory lock key held while migrating (any constant: it names tinyward's schema).
 _MIGRATION_LOCK = 0x74696E7977617264 >> 1  # "tinyward", as a positive bigint
@@ -244,6 +257,7 @@ class PostgresStore:
         updates: dict[str, Report] = {}
         failures: dict[tuple[str, str, str], tuple[object, ...]] = {}
         incidents: dict[tuple[str, str], int] = {}
+        events: list[tuple[str, str, int, Report]] = []  # (device, kind, count, report)
         for device_id, reports in groups:
             seq = last[device_id]
             for report, signed in reports:
@@ -263,6 +277,8 @@ class PostgresStore:
                             report.update.why, report.seq, received_at)
                 for kind, count in report.incidents.items():
                     incidents[device_id, kind] = incidents.get((device_id, kind), 0) + count
+                    if count > 0:
+                        events.append((device_id, kind, count, report))
             last[device_id] = seq
             stored.append(seq)
         _insert(cursor, _REPORT_COLUMNS, reports_rows)
@@ -272,15 +288,19 @@ class PostgresStore:
             for device_id, (report, count) in sorted(newest.items())])
         _insert(cursor, _FAILURE_COLUMNS, [failures[key] for key in sorted(failures)])
         if incidents:
-            incidents = self._cap_kinds(cursor, incidents)
+            incidents, kept = self._cap_kinds(cursor, incidents)
+            _insert(cursor, _EVENT_COLUMNS, [
+                (device_id, kind if (device_id, kind) in kept else OTHER_KIND, count,
+                 received_at, report.timestamp, report.seq, f"report seq {report.seq}")
+                for device_id, kind, count, report in events])
             _insert(cursor, _INCIDENT_COLUMNS, [
                 (device_id, kind, total) for (device_id, kind), total in sorted(incidents.items())])
         return stored
 
-    def _cap_kinds(self, cursor: psycopg.Cursor[Any],
-                   incidents: dict[tuple[str, str], int]) -> dict[tuple[str, str], int]:
+    def _cap_kinds(self, cursor: psycopg.Cursor[Any], incidents: dict[tuple[str, str], int]
+                   ) -> tuple[dict[tuple[str, str], int], set[tuple[str, str]]]:
         """Fold the new kinds of a device that has :attr:`max_incident_kinds` into "other"
-        (as ``SQLiteStore._cap_kinds``)."""
+        (as ``SQLiteStore._cap_kinds``); also the ``(device, kind)`` pairs kept as named."""
         devices = sorted({device_id for device_id, _ in incidents})
         known: dict[str, set[str]] = {device_id: set() for device_id in devices}
         cursor.execute("SELECT device_id, kind FROM incidents WHERE device_id = ANY(%s)",
@@ -288,14 +308,58 @@ class PostgresStore:
         for device_id, kind in cursor.fetchall():
             known[device_id].add(kind)
         capped: dict[tuple[str, str], int] = {}
+        kept: set[tuple[str, str]] = set()
         for (device_id, kind), total in sorted(incidents.items()):
             kinds = known[device_id]
             if kind not in kinds:
                 if len(kinds) >= self.max_incident_kinds - 1 and kind != OTHER_KIND:
                     kind = OTHER_KIND  # one slot stays for "other"
                 kinds.add(kind)
+            kept.add((device_id, kind))
             capped[device_id, kind] = capped.get((device_id, kind), 0) + total
-        return capped
+        return capped, kept
+
+    def add_incident(self, device_id: str, kind: str, at: int, evidence: str,
+                     count: int = 1) -> Incident:
+        if count < 1:
+            raise ValueError("an incident counts at least 1")
+        with self._pool.connection() as connection, connection.transaction():
+            cursor = connection.cursor()
+            # The device's lock: a report's commit and this one must not both take the
+            # last free kind slot.
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", (_device_lock_key(device_id),))
+            capped, _ = self._cap_kinds(cursor, {(device_id, kind): count})
+            ((_, kind), total), = capped.items()
+            _insert(cursor, _INCIDENT_COLUMNS, [(device_id, kind, total)])
+            cursor.execute(
+                "INSERT INTO incident_events (device_id, kind, count, at, device_time, seq,"
+                " evidence) VALUES (%s, %s, %s, %s, NULL, NULL, %s) RETURNING id",
+                (device_id, kind, count, at, evidence))
+            row = cursor.fetchone()
+        return Incident(int(row[0]) if row else 0, device_id, kind, count, at, None, None,
+                        evidence)
+
+    def incidents(self, device_id: str | None = None, *, since: int = 0,
+                  kind: str | None = None, limit: int = 100) -> list[Incident]:
+        limit = max(0, min(limit, MAX_INCIDENTS_LISTED))
+        where = ["at >= %s"]
+        args: list[object] = [since]
+        if device_id is not None:
+            where.append("device_id = %s")
+            args.append(device_id)
+        if kind is not None:
+            where.append("kind = %s")
+            args.append(kind)
+        with self._pool.connection() as connection:
+            rows = connection.execute(
+                # The conditions are this method's constants; every value is a placeholder.
+                "SELECT id, device_id, kind, count, at, device_time, seq, evidence"  # noqa: S608
+                f" FROM incident_events WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT %s",
+                (*args, limit)).fetchall()
+        return [Incident(int(row[0]), str(row[1]), str(row[2]), int(row[3]), int(row[4]),
+                         None if row[5] is None else int(row[5]),
+                         None if row[6] is None else int(row[6]), str(row[7]))
+                for row in rows]
 
     def device_status(self, device_id: str) -> DeviceStatus | None:
         found = self._statuses(" WHERE device_id = %s", (device_id,))
