@@ -33,6 +33,7 @@ class _Server:
         self.cluster: Any = None
         self.admin_url = os.environ.get("TINYWARD_TEST_PG", "")
         self._names = itertools.count(1)
+        self._made: list[str] = []
         if not self.admin_url:
             from tinyward.lab.pgcluster import TempCluster, find_bin
 
@@ -46,7 +47,11 @@ class _Server:
 
         name = f"tw_{os.getpid()}_{next(self._names)}"
         with psycopg.connect(self.admin_url, autocommit=True) as admin:
-            admin.execute(f"DROP DATABASE IF EXISTS {name}")
+            # Tests run one after the other: the databases of earlier ones can go (each
+            # is ~8 MB), with any connection a test left open.
+            for old in (*self._made, name):
+                admin.execute(f"DROP DATABASE IF EXISTS {old} WITH (FORCE)")
+            self._made = [name]
             admin.execute(f"CREATE DATABASE {name}")
         if self.cluster is not None:
             return str(self.cluster.url(name))

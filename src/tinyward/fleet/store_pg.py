@@ -79,7 +79,8 @@ CONNECT_TIMEOUT = 10.0
 
 
 class DatabaseUnavailable(TinywardError):
-    """The PostgreSQL server could not be reached, or refused the connection."""
+    """The PostgreSQL server could not be reached, refused the connection, or refused to
+    let this role create or migrate the tables."""
 
 
 # The column types of each table, for the arrays of ``unnest``.
@@ -200,9 +201,9 @@ class PostgresStore:
                 # Nodes starting together: one migrates, the others then find it done.
                 first.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
                 _migrate(first.execute, _PG_MIGRATIONS, _redacted(url), "%s")
-        except psycopg.OperationalError as error:
-            raise DatabaseUnavailable(f"PostgreSQL at {_redacted(url)}: "
-                                      f"{str(error).strip().splitlines()[-1]}") from None
+        except psycopg.Error as error:  # unreachable, refused, or no right to migrate
+            first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise DatabaseUnavailable(f"PostgreSQL at {_redacted(url)}: {first_line}") from None
         self._pool = ConnectionPool(conninfo, min_size=1, max_size=pool_size,
                                     configure=_configure, timeout=CONNECT_TIMEOUT,
                                     name="tinyward-store", open=False)
