@@ -78,6 +78,10 @@ class IngestResult:
     connect_seconds: float = 0.0
     connect_server_cpu_seconds: float = 0.0
     connect_client_cpu_seconds: float = 0.0
+    #: CPU seconds of the database server's own processes in the timed phase (PostgreSQL
+    #: on this machine; None: SQLite, whose work is in the server's processes, or a
+    #: PostgreSQL server elsewhere).
+    database_cpu_seconds: float | None = None
 
     @property
     def reports_per_second_with_connect(self) -> float:
@@ -205,6 +209,8 @@ def run_ingest(devices: int, reports: int, batch: int = 50, workers: int = 2,
         say("measuring the ECDSA P-256 verification limit …")
         before_rate, before_wall = verifications_per_second()
         db = db_url or f"sqlite:///{folder / 'bench.db'}"
+        postmaster = _postmaster(db) if db_url else None
+        database_between: list[float] = []
         process, port = _start_server(folder / "fleet", db, workers, folder / "bench.log")
         try:
             say(f"connecting {devices} devices over mutual TLS 1.3 …")
@@ -222,6 +228,7 @@ def run_ingest(devices: int, reports: int, batch: int = 50, workers: int = 2,
                 connect_seconds = await _server_settled(process.pid) - start
                 connect_client = time.process_time() - client_before
                 server_between = _cpu_by_process(process.pid)
+                database_between.append(_database_cpu(postmaster))
                 say(f"{devices} devices connected; sending {reports} reports …")
                 # Phase 2, timed: every device sends its reports, each waiting for its acks.
                 client_before = time.process_time()
@@ -235,6 +242,8 @@ def run_ingest(devices: int, reports: int, batch: int = 50, workers: int = 2,
 
             phases = asyncio.run(drive())
             workers_after = _cpu_by_process(process.pid)
+            database_cpu = (_database_cpu(postmaster) - database_between[0]
+                            if postmaster is not None else None)
             per_worker = tuple(workers_after[pid] - phases.server_between.get(pid, 0.0)
                                for pid in sorted(workers_after))
             server_cpu = sum(per_worker)
@@ -260,7 +269,8 @@ def run_ingest(devices: int, reports: int, batch: int = 50, workers: int = 2,
             server_cpu_seconds=server_cpu, client_cpu_seconds=phases.client_cpu,
             worker_cpu_seconds=per_worker, connect_seconds=phases.connect_seconds,
             connect_server_cpu_seconds=connect_server,
-            connect_client_cpu_seconds=phases.connect_client_cpu)
+            connect_client_cpu_seconds=phases.connect_client_cpu,
+            database_cpu_seconds=database_cpu)
 
 
 def _check_stored(db_url: str, device_ids: list[str], expected: list[int]) -> int:
@@ -276,6 +286,30 @@ def _check_stored(db_url: str, device_ids: list[str], expected: list[int]) -> in
     finally:
         store.close()
     return sum(expected)
+
+
+def _postmaster(db_url: str) -> int | None:
+    """The PID of the PostgreSQL server behind ``db_url`` if it runs on this machine and
+    the role may read its data directory's name (a superuser); None otherwise."""
+    import psycopg
+
+    from tinyward.fleet.store_pg import parse_url
+
+    try:
+        with psycopg.connect(parse_url(db_url)[0]) as connection:
+            row = connection.execute("SELECT current_setting('data_directory')").fetchone()
+        pid = int((Path(str(row[0])) / "postmaster.pid").read_text().split()[0]) if row else 0
+        return pid if psutil.pid_exists(pid) else None
+    except (psycopg.Error, OSError, ValueError, IndexError):
+        return None
+
+
+def _database_cpu(postmaster: int | None) -> float:
+    """CPU seconds used so far by the PostgreSQL server's processes (0 if unknown).
+
+    Backends that have exited since are missed; the server's pooled connections live
+    through the run."""
+    return sum(_cpu_by_process(postmaster).values()) if postmaster is not None else 0.0
 
 
 async def _server_settled(pid: int, timeout: float = 10.0) -> float:

@@ -180,6 +180,10 @@ def _print_ingest(result: IngestResult) -> None:
                f"{result.reports_per_second / wall_limit:.0%})")
     click.echo(f"CPU per stored report: server {server:.0f} us + load generator {client:.0f} us "
                f"(one verification: {verify:.0f} us)")
+    if result.database_cpu_seconds is not None:
+        database = result.database_cpu_seconds / result.stored * 1e6
+        click.echo(f"  + PostgreSQL's own processes {database:.0f} us per stored report "
+                   "(not in the server's figure)")
     if len(result.worker_cpu_seconds) > 1:
         click.echo("server CPU by process (an uneven split leaves a core idle at the end): "
                    + " / ".join(f"{cpu:.2f} s" for cpu in result.worker_cpu_seconds))
