@@ -65,7 +65,9 @@ def _with_database(url: str, name: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def pg_server() -> Iterator[_Server | None]:
+def pg_server() -> Iterator[Any]:
+    """The session's PostgreSQL (a ``_Server``), or a ``_Missing`` saying why there is none
+    (each test that needs it then skips, or fails under CI=true)."""
     try:
         server = _Server()
     except Exception as error:  # noqa: BLE001 - reported as the reason of the skip/failure
@@ -76,7 +78,7 @@ def pg_server() -> Iterator[_Server | None]:
                   "Debian's postgresql), nor named by TINYWARD_TEST_PG")
         if not server.admin_url:
             server = None
-    yield server if server is not None else _Missing(reason)  # type: ignore[misc]
+    yield server if server is not None else _Missing(reason)
     if server is not None and server.cluster is not None:
         server.cluster.stop()
 
@@ -132,5 +134,5 @@ def sql(store: Any, query: str, params: tuple[object, ...] = ()) -> list[tuple[A
 
 def wipe(store: Any) -> None:
     """Empty every table (between hypothesis examples on one database)."""
-    for table in ("reports", "devices", "incidents", "update_failures"):
+    for table in ("reports", "devices", "incidents", "update_failures", "incident_events"):
         sql(store, f"DELETE FROM {table}")  # noqa: S608 - the schema's table names
