@@ -25,6 +25,8 @@ from pathlib import Path
 from types import TracebackType
 from urllib.parse import quote
 
+from tinyward.errors import TinywardError
+
 #: Where Debian's postgresql package keeps its server binaries (newest version first).
 BIN_GLOB = "/usr/lib/postgresql/*/bin"
 
@@ -40,7 +42,7 @@ def find_bin() -> Path | None:
     return Path(found).parent if found and (Path(found).parent / "initdb").exists() else None
 
 
-class ClusterError(RuntimeError):
+class ClusterError(TinywardError):
     """The cluster could not be made or started (the message has the server's log)."""
 
 
