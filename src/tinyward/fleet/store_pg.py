@@ -96,8 +96,10 @@ _TYPES = {
 
 
 def _unnest_sql(columns: _Columns) -> str:
-    """``INSERT INTO table (columns) SELECT * FROM unnest(%s::type[], …) ON CONFLICT …``."""
-    arrays = ", ".join(f"%s::{kind}[]" for kind in _TYPES[columns.table])
+    """``INSERT INTO table (columns) SELECT * FROM unnest(%b::type[], …) ON CONFLICT …``."""
+    # %b: binary parameters. Text-format arrays quote every element with a regular
+    # expression, which was half the CPU of a commit.
+    arrays = ", ".join(f"%b::{kind}[]" for kind in _TYPES[columns.table])
     # Table and column names are store.py's constants; every value is a bound array.
     return (f"INSERT INTO {columns.table} ({', '.join(columns.names)})"  # noqa: S608
             f" SELECT * FROM unnest({arrays}){columns.on_conflict}")
@@ -432,8 +434,8 @@ def _insert(cursor: psycopg.Cursor[Any], columns: _Columns,
             rows: Sequence[tuple[object, ...]]) -> None:
     """Insert (or upsert) rows in one statement: one array per column."""
     if rows:
-        cursor.execute(_INSERTS[columns.table], [list(column) for column in zip(*rows,
-                                                                               strict=True)])
+        cursor.execute(_INSERTS[columns.table],
+                       [list(column) for column in zip(*rows, strict=True)])
 
 
 __all__ = ["DEFAULT_POOL_SIZE", "DatabaseUnavailable", "PostgresStore", "parse_url"]
