@@ -110,3 +110,16 @@ def test_two_server_processes_racing_for_the_same_devices_store_each_report_once
         # the other server stored first are kept, and nothing above the last is lost.
         assert max(seqs) >= rounds
     store.close()
+
+
+def test_a_database_restart_costs_no_failed_commit(pg_url: str, pg_server: Any) -> None:
+    if getattr(pg_server, "cluster", None) is None:
+        pytest.skip("needs the session's own cluster (TINYWARD_TEST_PG names another server)")
+    store = PostgresStore(pg_url + "&pool_size=2")
+    try:
+        assert store.append(A, [_r(1)], 5) == 1
+        pg_server.cluster.restart()  # every pooled connection is now dead
+        assert store.append(A, [_r(2)], 6) == 2  # checked, replaced, committed
+        assert store.last_seq(A) == 2 and store.count_reports(A) == 2
+    finally:
+        store.close()

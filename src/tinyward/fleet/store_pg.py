@@ -206,8 +206,11 @@ class PostgresStore:
         except psycopg.Error as error:  # unreachable, refused, or no right to migrate
             first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
             raise DatabaseUnavailable(f"PostgreSQL at {_redacted(url)}: {first_line}") from None
+        # check: a pooled connection is tried (an empty query) before each use, so a
+        # database restart costs one reconnect instead of a failed commit per connection.
         self._pool = ConnectionPool(conninfo, min_size=1, max_size=pool_size,
                                     configure=_configure, timeout=CONNECT_TIMEOUT,
+                                    check=ConnectionPool.check_connection,
                                     name="tinyward-store", open=False)
         self._pool.open()
         try:

@@ -81,11 +81,24 @@ class TempCluster:
         assert self.bin is not None  # checked in __init__
         self._run(str(self.bin / "initdb"), "-D", str(self.data), "-U", self.user,
                   "--auth=trust", "-E", "UTF8", "--no-instructions")
+        self._start_server()
+        return self
+
+    def _start_server(self) -> None:
+        assert self.bin is not None  # checked in __init__
+        # -l: the server's output goes to its log, never to our pipes (which it would
+        # hold open for as long as it runs).
         self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l",
                   str(self.folder / "server.log"), "-w", "-t", "60",
                   "-o", f"-c listen_addresses='' -c unix_socket_directories='{self.folder}'"
                   " -c max_connections=200", "start")
-        return self
+
+    def restart(self) -> None:
+        """Stop the server at once (as a crash would) and start it again."""
+        assert self.bin is not None  # checked in __init__
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w",
+                  "-t", "60", "stop")
+        self._start_server()
 
     def stop(self) -> None:
         if self.bin is not None and (self.data / "postmaster.pid").exists():
