@@ -123,3 +123,16 @@ def test_a_database_restart_costs_no_failed_commit(pg_url: str, pg_server: Any) 
         assert store.last_seq(A) == 2 and store.count_reports(A) == 2
     finally:
         store.close()
+
+
+def test_nodes_starting_together_migrate_once(pg_url: str) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tinyward.fleet.store_pg import _PG_MIGRATIONS
+
+    with ThreadPoolExecutor(4) as pool:  # four server nodes opening a new database at once
+        stores = list(pool.map(lambda _: PostgresStore(pg_url), range(4)))
+    assert sql(stores[0], "SELECT version FROM schema_version ORDER BY version") == [
+        (n,) for n in range(1, len(_PG_MIGRATIONS) + 1)]
+    for store in stores:
+        store.close()
