@@ -49,10 +49,18 @@ import click
               help="Seconds between re-signings of the update repository's snapshot and "
                    "timestamp (online keys), also done at start; a fleet without an update "
                    "repository is left alone.")
+@click.option("--alert", "alerts", multiple=True, metavar="SINK",
+              help="Send incidents to SINK (repeatable): webhook:https://HOST/PATH, "
+                   "syslog, syslog:HOST:PORT, syslog:/PATH or command:/ABS/PATH (JSON on "
+                   "stdin). Deduplicated per device and kind (docs/fleet-server.md).")
+@click.option("--quiet-check", default=5.0, show_default=True,
+              type=click.FloatRange(0.1, 3600),
+              help="Seconds between the quiet-device detector's ticks (each looks at up "
+                   "to 500 devices).")
 def serve(fleet_dir: Path, host: str, port: int, db_url: str | None, workers: int,
           admin_host: str, admin_port: int, report_interval: float | None, rate: float | None,
           burst: float | None, max_connections_per_ip: int, max_handshakes_per_ip: int,
-          update_refresh: float) -> None:
+          update_refresh: float, alerts: tuple[str, ...], quiet_check: float) -> None:
     """Run the fleet server for FLEET_DIR (TLS 1.3, device client certificates).
 
     Devices connect to --host/--port, which requires their client certificate in the TLS
@@ -83,8 +91,24 @@ def serve(fleet_dir: Path, host: str, port: int, db_url: str | None, workers: in
                    f"(admin: https://{admin_host}:{admin_bound}, workers: {workers}, db: {url})",
                    nl=True)
 
+    _operator_log()
     serve_forever(fleet_dir, passphrase, url, host, port, config, workers, announce,
-                  admin_host=admin_host, admin_port=admin_port, update_refresh=update_refresh)
+                  admin_host=admin_host, admin_port=admin_port, update_refresh=update_refresh,
+                  alerts=alerts, quiet_tick=quiet_check)
+
+
+def _operator_log() -> None:
+    """The server's own log lines (connections, refusals, incidents, alert failures) to
+    stderr, one line each, unless the embedding program configured logging itself."""
+    import logging
+
+    root = logging.getLogger("tinyward")
+    if not root.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter(
+            "%(asctime)s [%(process)d] %(name)s %(message)s"))
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
 
 
 @click.command("admin-token")

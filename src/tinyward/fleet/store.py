@@ -78,6 +78,21 @@ class DeviceStatus:
 
 
 @dataclass(frozen=True)
+class StoredReport:
+    """One stored report as the operator's ``fleet reports`` shows it (its signed bytes:
+    :meth:`SQLiteStore.signed_report`)."""
+
+    device_id: str
+    seq: int
+    report_time: int
+    received_at: int
+    mode: str
+    health: str
+    results: list[Any]
+    incidents: dict[str, int]
+
+
+@dataclass(frozen=True)
 class UpdateRecord:
     """One device's update facts for one target (what a rollout's tally needs).
 
@@ -174,6 +189,12 @@ class ReportStore(Protocol):
         """Recorded incidents, newest first: of one device or all, received at or after
         ``since``, of one kind or all; at most ``limit`` (capped at
         :data:`MAX_INCIDENTS_LISTED`)."""
+        ...
+
+    def reports(self, device_id: str | None = None, *, since: float = 0,
+                limit: int = 100) -> list[StoredReport]:
+        """Stored reports, newest first (``fleet reports``): of one device by sequence
+        number, or of the fleet in the order received; received at or after ``since``."""
         ...
 
     def update_records(self, component: str, version: str) -> list[UpdateRecord]:
@@ -719,6 +740,27 @@ class SQLiteStore:
                 "SELECT signed_packed, pad_at, pad_len FROM reports WHERE device_id = ?"
                 " AND seq = ?", (device_id, seq)).fetchone()
         return None if row is None else unpack_signed(bytes(row[0]), int(row[1]), int(row[2]))
+
+    def reports(self, device_id: str | None = None, *, since: float = 0,
+                limit: int = 100) -> list[StoredReport]:
+        """Stored reports, newest first (one device's by sequence number; the fleet's by
+        insertion order, which is receive order: both walk an index backwards and stop
+        after ``limit`` rows), received at or after ``since``."""
+        where = "received_at >= ?"
+        args: list[object] = [since]
+        if device_id is not None:
+            where, order = where + " AND device_id = ?", "seq DESC"
+            args.append(device_id)
+        else:
+            order = "rowid DESC"
+        with self._lock:
+            rows = self._db.execute(
+                # where/order are this method's constants; every value is a placeholder.
+                "SELECT device_id, seq, report_time, received_at, mode, health, results,"  # noqa: S608
+                f" incidents FROM reports WHERE {where} ORDER BY {order} LIMIT ?",
+                (*args, limit)).fetchall()
+        return [StoredReport(str(r[0]), int(r[1]), int(r[2]), int(r[3]), str(r[4]), str(r[5]),
+                             json.loads(r[6]), json.loads(r[7])) for r in rows]
 
     def count_reports(self, device_id: str) -> int:
         """Rows in the reports table for the device (tests and audits compare it with status)."""
