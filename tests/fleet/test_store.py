@@ -331,3 +331,17 @@ def test_attack_incident_kind_flood_is_capped_on_every_backend(make_store: MakeS
     assert status.incidents[OTHER_KIND] == 8 * 32 - 15
     assert store.device_status(B).incidents == {"scan": 8}  # type: ignore[union-attr]
     assert sql(store, "SELECT COUNT(*) FROM incidents WHERE device_id = ?", (A,)) == [(16,)]
+
+
+def test_stored_reports_newest_first(make_store: MakeStore) -> None:
+    store = make_store()
+    store.append(A, [_r(A, 1), _r(A, 2, incidents={"scan": 1})], received_at=10)
+    store.append(B, [_r(B, 1, results=({"label": "quiet", "score": 0.5},))], received_at=20)
+    assert [(r.device_id, r.seq) for r in store.reports()] == [(B, 1), (A, 2), (A, 1)]
+    assert [r.seq for r in store.reports(A)] == [2, 1]
+    assert [(r.device_id, r.seq) for r in store.reports(since=15)] == [(B, 1)]
+    assert [r.seq for r in store.reports(A, limit=1)] == [2]
+    newest_a = store.reports(A)[0]
+    assert (newest_a.incidents, newest_a.received_at, newest_a.report_time) == (
+        {"scan": 1}, 10, 1002)
+    assert store.reports(B)[0].results == [{"label": "quiet", "score": 0.5}]

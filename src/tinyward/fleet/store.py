@@ -350,8 +350,13 @@ def _sqlite_2_incident_events(execute: Execute) -> None:
         execute(statement.format(id=_INCIDENT_EVENTS_ID))
 
 
+def _sqlite_3_nothing(execute: Execute) -> None:
+    """(PostgreSQL indexes reports by receive time; SQLite walks its rowid instead.)"""
+
+
 #: SQLite's migrations, in order: the ``n``-th brings a database to version ``n``.
-_SQLITE_MIGRATIONS: tuple[Migration, ...] = (_sqlite_1_baseline, _sqlite_2_incident_events)
+_SQLITE_MIGRATIONS: tuple[Migration, ...] = (_sqlite_1_baseline, _sqlite_2_incident_events,
+                                             _sqlite_3_nothing)
 
 #: The shortest run of zero bytes worth cutting out of a stored report.
 MIN_PACKED_RUN = 64

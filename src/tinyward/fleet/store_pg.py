@@ -31,6 +31,7 @@ and ``?sslmode=…`` work), plus ``pool_size=N`` (connections per store, default
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -57,6 +58,7 @@ from tinyward.fleet.store import (
     FleetStatus,
     Incident,
     Migration,
+    StoredReport,
     UpdateRecord,
     _Columns,
     _device_update,
@@ -129,8 +131,14 @@ def _pg_2_incident_events(execute: Callable[..., Any]) -> None:
         execute(statement.format(id="id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"))
 
 
+def _pg_3_reports_received(execute: Callable[..., Any]) -> None:
+    """The fleet's newest reports (``reports()``) by an index (SQLite walks its rowid)."""
+    execute("CREATE INDEX IF NOT EXISTS reports_received ON reports (received_at)")
+
+
 #: PostgreSQL's migrations, numbered as SQLite's.
-_PG_MIGRATIONS: tuple[Migration, ...] = (_pg_1_baseline, _pg_2_incident_events)
+_PG_MIGRATIONS: tuple[Migration, ...] = (_pg_1_baseline, _pg_2_incident_events,
+                                         _pg_3_reports_received)
 
 #: The advisory lock key held while migrating (any constant: it names tinyward's schema).
 _MIGRATION_LOCK = 0x74696E7977617264 >> 1  # "tinyward", as a positive bigint
@@ -421,6 +429,26 @@ class PostgresStore:
                 "SELECT signed_packed, pad_at, pad_len FROM reports WHERE device_id = %s"
                 " AND seq = %s", (device_id, seq)).fetchone()
         return None if row is None else unpack_signed(bytes(row[0]), int(row[1]), int(row[2]))
+
+    def reports(self, device_id: str | None = None, *, since: float = 0,
+                limit: int = 100) -> list[StoredReport]:
+        """Stored reports, newest first: one device's by sequence number, the fleet's by
+        receive time (then device and sequence number); received at or after ``since``."""
+        where = "received_at >= %s"
+        args: list[object] = [since]
+        if device_id is not None:
+            where, order = where + " AND device_id = %s", "seq DESC"
+            args.append(device_id)
+        else:
+            order = "received_at DESC, device_id DESC, seq DESC"
+        with self._pool.connection() as connection:
+            rows = connection.execute(
+                # where/order are this method's constants; every value is a placeholder.
+                "SELECT device_id, seq, report_time, received_at, mode, health, results,"  # noqa: S608
+                f" incidents FROM reports WHERE {where} ORDER BY {order} LIMIT %s",
+                (*args, max(0, limit))).fetchall()
+        return [StoredReport(str(r[0]), int(r[1]), int(r[2]), int(r[3]), str(r[4]), str(r[5]),
+                             json.loads(r[6]), json.loads(r[7])) for r in rows]
 
     def count_reports(self, device_id: str) -> int:
         """Rows in the reports table for the device (tests and audits compare it with status)."""
