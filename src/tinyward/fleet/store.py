@@ -178,6 +178,10 @@ class ReportStore(Protocol):
         """Totals over the fleet (incidents: the 100 largest kinds)."""
         ...
 
+    def signed_report(self, device_id: str, seq: int) -> bytes | None:
+        """The exact signed bytes of a stored report (to verify again, to audit), or None."""
+        ...
+
     def add_incident(self, device_id: str, kind: str, at: int, evidence: str,
                      count: int = 1) -> Incident:
         """Record an incident the fleet itself raised (e.g. ``quiet``), durably; it counts
