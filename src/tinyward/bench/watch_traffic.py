@@ -1,0 +1,143 @@
+"""Traffic for on-device detection tests and ``tinyward bench watch``, inside a
+:class:`~tinyward.link.netns.DeviceNamespace` only (root).
+
+* :class:`BenignTraffic`: the device (namespace side) sends a small UDP telemetry datagram
+  every ``period`` seconds and opens one short TCP exchange per second with the host
+  end (100 bytes each way), as a sensor that reports would.
+* :func:`port_sweep`: an attacker on the host end of the pair tries TCP connections to
+  ``count`` ports of the device's address (closed ports answer with a reset): a
+  connect scan, bounded in count and time.
+* :func:`record`: the device interface's frames for some seconds, written as a pcap
+  (dpkt's writer), for ``tinyward detect train``.
+
+Every address is the veth pair's (10.251.0.0/16); nothing is sent anywhere else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import random
+import socket
+import threading
+import time
+from pathlib import Path
+
+from tinyward.link.netns import DeviceNamespace
+from tinyward.link.watch_capture import CaptureSocket, socket_in
+
+
+class BenignTraffic:
+    """See the module docstring. Use as a context manager (threads stop at exit)."""
+
+    def __init__(self, ns: DeviceNamespace, period: float = 0.05, seed: int = 1) -> None:
+        self.ns, self.period = ns, period
+        self._rng = random.Random(seed)  # noqa: S311 - traffic sizes, not a secret
+        self._stop = threading.Event()
+        self._udp_sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._udp_sink.bind((ns.host_address, 0))
+        self._tcp = socket.socket()
+        self._tcp.bind((ns.host_address, 0))
+        self._tcp.listen(8)
+        self._tcp.settimeout(0.2)
+        self.sent = 0
+        self._threads = [threading.Thread(target=t, daemon=True, name=f"benign-{t.__name__}")
+                         for t in (self._serve, self._sink, self._udp_client, self._tcp_client)]
+
+    def __enter__(self) -> BenignTraffic:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=3)
+        self._udp_sink.close()
+        self._tcp.close()
+
+    def _sink(self) -> None:
+        self._udp_sink.settimeout(0.2)
+        while not self._stop.is_set():
+            with contextlib.suppress(OSError):
+                self._udp_sink.recv(2048)
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._tcp.accept()
+            except OSError:
+                continue
+            with conn, contextlib.suppress(OSError):
+                conn.settimeout(1.0)
+                conn.recv(200)
+                conn.sendall(b"a" * 100)
+
+    def _udp_client(self) -> None:
+        sock = socket_in(self.ns.name, socket.AF_INET, socket.SOCK_DGRAM)
+        target = self._udp_sink.getsockname()
+        with sock:
+            while not self._stop.wait(self.period):
+                with contextlib.suppress(OSError):
+                    sock.sendto(b"t" * self._rng.randint(60, 90), target)
+                    self.sent += 1
+
+    def _tcp_client(self) -> None:
+        target = self._tcp.getsockname()
+        while not self._stop.wait(1.0):
+            sock = socket_in(self.ns.name, socket.AF_INET, socket.SOCK_STREAM)
+            with sock, contextlib.suppress(OSError):
+                sock.settimeout(1.0)
+                sock.connect(target)
+                sock.sendall(b"r" * 100)
+                sock.recv(200)
+                self.sent += 1
+
+
+def port_sweep(address: str, count: int = 200, first_port: int = 1,
+               timeout: float = 5.0) -> int:
+    """A TCP connect scan of ``count`` ports of ``address`` (non-blocking, all at once,
+    then each given until ``timeout`` overall); returns how many answered (open or
+    reset)."""
+    deadline = time.monotonic() + timeout
+    answered = 0
+    socks = []
+    try:
+        for port in range(first_port, first_port + count):
+            s = socket.socket()
+            s.setblocking(False)
+            socks.append(s)
+            s.connect_ex((address, port))
+        for s in socks:
+            s.settimeout(max(0.01, deadline - time.monotonic()))
+            err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if err in (0, errno.ECONNREFUSED):
+                answered += 1
+    finally:
+        for s in socks:
+            s.close()
+    return answered
+
+
+def record(ns: DeviceNamespace, seconds: float, path: Path, limit: int = 200_000) -> int:
+    """Write the device interface's frames for ``seconds`` to a pcap; the frame count."""
+    import dpkt
+
+    n = 0
+    end = time.monotonic() + seconds
+    with CaptureSocket(ns.device_if, netns=ns.name) as capture, path.open("wb") as out:
+        writer = dpkt.pcap.Writer(out, snaplen=capture.config.snap, linktype=capture.linktype)
+        import select
+
+        while time.monotonic() < end and n < limit:
+            readable, _, _ = select.select([capture], [], [], 0.1)
+            while readable and n < limit:
+                frame = capture.read()
+                if frame is None:
+                    break
+                writer.writepkt(frame[0], ts=frame[1])
+                n += 1
+    return n
+
+
+__all__ = ["BenignTraffic", "port_sweep", "record"]
