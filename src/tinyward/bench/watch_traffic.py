@@ -30,14 +30,19 @@ from tinyward.link.watch_capture import CaptureSocket, socket_in
 class BenignTraffic:
     """See the module docstring. Use as a context manager (threads stop at exit)."""
 
-    def __init__(self, ns: DeviceNamespace, period: float = 0.05, seed: int = 1) -> None:
+    def __init__(self, ns: DeviceNamespace, period: float = 0.05, seed: int = 1,
+                 ports: tuple[int, int] = (5683, 1883)) -> None:
+        """``ports``: the host end's UDP sink and TCP server (fixed: a model trained on one
+        run's traffic knows these services in the next; below the ephemeral range, as
+        the novelty tuple takes the lower port of a conversation as its service)."""
         self.ns, self.period = ns, period
         self._rng = random.Random(seed)  # noqa: S311 - traffic sizes, not a secret
         self._stop = threading.Event()
         self._udp_sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self._udp_sink.bind((ns.host_address, 0))
+        self._udp_sink.bind((ns.host_address, ports[0]))
         self._tcp = socket.socket()
-        self._tcp.bind((ns.host_address, 0))
+        self._tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._tcp.bind((ns.host_address, ports[1]))
         self._tcp.listen(8)
         self._tcp.settimeout(0.2)
         self.sent = 0

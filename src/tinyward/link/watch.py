@@ -97,14 +97,15 @@ class AlarmGate:
 class IncidentLimits:
     """How alarms of one kind become incidents (the same for every kind).
 
-    Defaults: 3 alarms within 2 s make a candidate; at most 2 incidents at once per kind,
-    then one per 30 s (a flood of alarms is 2 + elapsed/30 incidents, not thousands).
+    Defaults: 3 alarms within 2 s make a candidate; at most 3 incidents at once per kind,
+    then one per 10 s (a flood of alarms is 3 + elapsed/10 incidents, not thousands; at
+    the default 10 s report interval, about one per report).
     """
 
     k: int = 3
     window: float = 2.0
-    burst: float = 2.0
-    per_second: float = 1.0 / 30.0
+    burst: float = 3.0
+    per_second: float = 1.0 / 10.0
 
     def __post_init__(self) -> None:
         if self.k < 1 or not self.window > 0:
