@@ -250,9 +250,12 @@ class SensorScorer:
     channels)``; windows are scored as they complete, on a fresh stream (as ``detect
     score`` scores a CSV). The model's smoother, if any, is not applied: each window
     above the threshold is one alarm and the :class:`AlarmGate` does the smoothing.
+    The first ``warmup`` windows of the stream are scored but never alarm: a fresh
+    stream's baselines and yardstick are still settling (on a benign test stream the
+    first ~20 windows alarmed, none after).
     """
 
-    def __init__(self, model: Model, channels: tuple[str, ...]) -> None:
+    def __init__(self, model: Model, channels: tuple[str, ...], warmup: int = 30) -> None:
         if not isinstance(model.features, SensorFeatures):
             raise WatchError("--sensor-model must be a sensor model (`tinyward detect train "
                              "--sensors FILE.csv`), not a packet model")
@@ -266,6 +269,7 @@ class SensorScorer:
         self._extractor = extractor
         self._columns = [channels.index(c) for c in extractor.channels]
         self._threshold = float(model.detector.threshold)
+        self.warmup = warmup
         self.frames = 0
         self.windows = 0
         self.alarms = 0
@@ -280,7 +284,8 @@ class SensorScorer:
         if not len(X):
             return 0
         scores = self.model.detector.score(X)
-        n = int(np.count_nonzero(scores > self._threshold))
+        settled = np.arange(self.windows, self.windows + len(X)) >= self.warmup
+        n = int(np.count_nonzero((scores > self._threshold) & settled))
         self.windows += len(X)
         self.alarms += n
         return n
