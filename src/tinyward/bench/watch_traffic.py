@@ -145,4 +145,51 @@ def record(ns: DeviceNamespace, seconds: float, path: Path, limit: int = 200_000
     return n
 
 
-__all__ = ["BenignTraffic", "port_sweep", "record"]
+
+
+# ---- synthetic frames (no network at all) ---------------------------------------------------
+
+DEVICE, GATEWAY, ATTACKER = bytes([10, 9, 0, 1]), bytes([10, 9, 0, 2]), bytes([10, 9, 0, 99])
+
+
+def ethernet_frame(src: bytes, dst: bytes, proto: int, sport: int, dport: int,
+                   payload: bytes = b"", flags: int = 0) -> bytes:
+    """One Ethernet/IPv4 frame built by dpkt (UDP for proto 17, TCP for 6)."""
+    import dpkt
+
+    l4: dpkt.Packet = (dpkt.udp.UDP(sport=sport, dport=dport, data=payload) if proto == 17
+                       else dpkt.tcp.TCP(sport=sport, dport=dport, flags=flags, data=payload))
+    ip = dpkt.ip.IP(src=src, dst=dst, p=proto, data=l4, ttl=64)
+    ip.len = len(ip)
+    return bytes(dpkt.ethernet.Ethernet(src=b"\x02" * 6, dst=b"\x04" * 6, type=0x0800, data=ip))
+
+
+def telemetry_frames(t0: float, n: int, rng: random.Random) -> list[tuple[float, bytes]]:
+    """A sensor's telemetry: a UDP datagram to port 5683 every 50 ms, and its reply."""
+    out = []
+    for i in range(n):
+        t = t0 + i * 0.05 + rng.uniform(0, 0.004)
+        out.append((t, ethernet_frame(DEVICE, GATEWAY, 17, 40000, 5683,
+                                      b"t" * rng.randint(60, 90))))
+        out.append((t + 0.001, ethernet_frame(GATEWAY, DEVICE, 17, 5683, 40000, b"k" * 8)))
+    return out
+
+
+def sweep_frames(t0: float, ports: range) -> list[tuple[float, bytes]]:
+    """An attacker's SYNs to many ports of the device, 0.5 ms apart."""
+    return [(t0 + k * 0.0005, ethernet_frame(ATTACKER, DEVICE, 6, 50000, p, flags=2))
+            for k, p in enumerate(ports)]
+
+
+def write_pcap(path: Path, frames: list[tuple[float, bytes]]) -> Path:
+    import dpkt
+
+    with path.open("wb") as f:
+        writer = dpkt.pcap.Writer(f, linktype=1)
+        for ts, frame in frames:
+            writer.writepkt(frame, ts=ts)
+    return path
+
+
+__all__ = ["BenignTraffic", "ethernet_frame", "port_sweep", "record", "sweep_frames",
+           "telemetry_frames", "write_pcap"]
