@@ -105,6 +105,7 @@ _AREAS: tuple[tuple[str, str, tuple[str, ...], tuple[str, ...]], ...] = (
     ("inspect", "device", ("inspect",), ()),
     ("bench_update", "all", (), ("update",)),
     ("bench_watch", "all", (), ("watch",)),
+    ("assess", "device", ("assess",), ()),
 )
 
 
