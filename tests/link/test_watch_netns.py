@@ -148,6 +148,16 @@ def test_attack_port_sweep_from_the_lan_is_in_the_next_report(lab: Lab, net_mode
     assert all(k in INCIDENT_KINDS for _, inc in net for k in inc)
     # No incident in the quiet reports of the same run (benign traffic only).
     assert [inc for _, inc in quiet if any(k.startswith("net.") for k in inc)] == [], quiet
+    # The fleet keeps it as an incident event of the device, with the report that carried it.
+    from tinyward.fleet.store import open_store
+
+    store = open_store(f"sqlite:///{lab.fleet.directory / 'reports.db'}")
+    try:
+        events = store.incidents(lab.device.device_id, limit=1000)
+    finally:
+        store.close()
+    assert any(e.kind.startswith("net.") and e.seq is not None and e.seq > swept_after
+               for e in events), events
     # Rate-limited: a 200-port sweep is a handful of incidents, not hundreds.
     assert sum(sum(inc.values()) for _, inc in net) <= 3 * len(INCIDENT_KINDS) + 3
 
