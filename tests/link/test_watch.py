@@ -282,3 +282,39 @@ def test_cli_refuses_watch_options_that_do_not_go_together(tmp_path, sensor_mode
         done = runner.invoke(cli, ["device", "run", str(tmp_path), *args])
         assert done.exit_code == 2, done.output
         assert says in done.output, done.output
+
+
+def test_device_watch_refuses_a_packet_model_as_the_sensor_model(net):
+    from tinyward.link.watch_device import DeviceWatch
+
+    base, _ = net
+    with pytest.raises(WatchError, match="sensor model"):
+        DeviceWatch.start(None, None, base / "model.json")
+
+
+def test_device_watch_taps_the_apps_frames_and_sums_its_incidents(sensor_model):
+    from tinyward.link.watch_device import DeviceWatch
+
+    watch = DeviceWatch.start(None, None, sensor_model)
+    frames = _frames(np.full(2000, 1037.0))  # frozen from the start
+    tapped = watch.tap(iter(frames), ("distance_mm",))
+    assert sum(1 for _ in tapped) == len(frames)
+    assert watch.totals().get("sensor.tamper", 0) >= 1
+    assert any("application frames scored" in line for line in watch.summary())
+    watch.close()
+    # without a sensor model the frames are not touched at all
+    plain = iter(frames)
+    assert DeviceWatch.start(None, None, None).tap(plain, ("distance_mm",)) is plain
+
+
+def test_bench_cost_rows_and_bounded_memory(tmp_path):
+    from tinyward.bench.watch import cost
+
+    result = cost(tmp_path, seconds=12, repeats=1)
+    assert [r.name.split(" (")[0] for r in result.rows] == [
+        "parse only", "parse + features", "watch, batch 1", "watch, batch 64"]
+    assert all(r.packets == result.rows[0].packets > 0 for r in result.rows)
+    assert "int8 integer reference" in result.arithmetic
+    assert result.state_bytes > 16_648  # the float build's feature tables, and the rest
+    assert result.retained_bytes_per_packet < 50  # bounded state: nothing kept per packet
+    assert result.alarms >= 100  # the sweeps are in the stream

@@ -53,7 +53,7 @@ def _stored(fleet_dir: Path, device_id: str) -> list[tuple[int, dict[str, int]]]
     return out
 
 
-def _wait_for(predicate, seconds: float) -> bool:  # noqa: ANN001
+def _wait_for(predicate, seconds: float) -> bool:
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         if predicate():

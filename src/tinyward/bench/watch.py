@@ -264,7 +264,7 @@ class _Replay:
             if sum(self._incidents.totals().values()) > before:
                 now = time.monotonic()
                 self.raised.append(now)
-                with self._sensor._lock:  # noqa: SLF001 (the bench's own helper)
+                with self._sensor._lock:
                     self._sensor.alerts.append(now)
 
 

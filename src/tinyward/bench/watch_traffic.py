@@ -36,7 +36,7 @@ class BenignTraffic:
         run's traffic knows these services in the next; below the ephemeral range, as
         the novelty tuple takes the lower port of a conversation as its service)."""
         self.ns, self.period = ns, period
-        self._rng = random.Random(seed)  # noqa: S311 - traffic sizes, not a secret
+        self._rng = random.Random(seed)
         self._stop = threading.Event()
         self._udp_sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self._udp_sink.bind((ns.host_address, ports[0]))

@@ -65,10 +65,10 @@ class CaptureConfig:
 
 def socket_in(netns: str | None, family: int = socket.AF_PACKET,
               kind: int = socket.SOCK_RAW, proto: int = -1) -> socket.socket:
-    """A socket (default: a packet socket for every protocol) made in the named network namespace (``ip netns``'s
-    ``/run/netns/NAME``) or this process's own: a socket stays in the namespace it was
-    made in, so a short-lived thread enters the namespace, makes it and ends (the rest
-    of the process never changes namespace)."""
+    """A socket (default: a packet socket for every protocol) made in the named network
+    namespace (``ip netns``'s ``/run/netns/NAME``) or this process's own: a socket stays
+    in the namespace it was made in, so a short-lived thread enters the namespace, makes
+    it and ends (the rest of the process never changes namespace)."""
     if proto == -1:
         proto = socket.htons(ETH_P_ALL) if family == socket.AF_PACKET else 0
     if netns is None:

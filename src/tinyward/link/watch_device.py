@@ -13,7 +13,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tinyward.link.watch import Incidents, IncidentLimits, NetScorer, SensorScorer, TappedFrames
+from tinyward.link.watch import (
+    IncidentLimits,
+    Incidents,
+    NetScorer,
+    SensorScorer,
+    TappedFrames,
+    WatchError,
+)
 from tinyward.link.watch_capture import CaptureConfig, NetWatcher
 
 
@@ -32,12 +39,13 @@ class DeviceWatch:
     def start(cls, interface: str | None, net_model: Path | None,
               sensor_model: Path | None, *, limits: IncidentLimits | None = None,
               capture: CaptureConfig | None = None) -> DeviceWatch:
-        from tinyward.detect.pipeline import load_model
+        from tinyward.detect.pipeline import SensorFeatures, load_model
 
         incidents = Incidents(limits)
         sensor = load_model(sensor_model) if sensor_model is not None else None
-        if sensor is not None:
-            SensorScorer(sensor, tuple(sensor.features.extractor.channels))  # type check
+        if sensor is not None and not isinstance(sensor.features, SensorFeatures):
+            raise WatchError("--sensor-model must be a sensor model (`tinyward detect train "
+                             "--sensors FILE.csv`), not a packet model")
         watcher = None
         if interface is not None and net_model is not None:
             scorer = NetScorer(load_model(net_model))
