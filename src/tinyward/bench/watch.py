@@ -173,10 +173,13 @@ def cost(folder: Path, seed: int = 7, seconds: int = 60, repeats: int = 3) -> Co
 
 def _memory(model: Model, frames: list[tuple[float, bytes]]) -> tuple[float, float]:
     scorer = NetScorer(model)
+    frames = frames[:20_000]
+    warm_at = min(999, len(frames) // 4)  # allocations of the first packets are warm-up
+    warm = 0
     tracemalloc.start()
     try:
         peaks = []
-        for i, (ts, f) in enumerate(frames[:20_000]):
+        for i, (ts, f) in enumerate(frames):
             if i % 64 == 0:
                 tracemalloc.reset_peak()
                 base = tracemalloc.get_traced_memory()[0]
@@ -184,10 +187,10 @@ def _memory(model: Model, frames: list[tuple[float, bytes]]) -> tuple[float, flo
             if i % 64 == 63:
                 scorer.flush()
                 peaks.append((tracemalloc.get_traced_memory()[1] - base) / 64)
-            if i == 999:
+            if i == warm_at:
                 warm = tracemalloc.get_traced_memory()[0]
         end = tracemalloc.get_traced_memory()[0]
-        n = min(len(frames), 20_000) - 1000
+        n = len(frames) - warm_at - 1
     finally:
         tracemalloc.stop()
     return statistics.median(peaks), (end - warm) / max(1, n)
