@@ -318,3 +318,32 @@ def test_bench_cost_rows_and_bounded_memory(tmp_path):
     assert result.state_bytes > 16_648  # the float build's feature tables, and the rest
     assert result.retained_bytes_per_packet < 50  # bounded state: nothing kept per packet
     assert result.alarms >= 100  # the sweeps are in the stream
+
+
+@needs(os.geteuid() == 0, "a capture socket needs root")
+def test_attack_packet_flood_costs_a_bounded_number_of_scored_packets(net):
+    import math
+    import socket
+    import time
+
+    from tinyward.link.watch_capture import CaptureConfig, NetWatcher
+
+    base, _ = net
+    budget = 50
+    watcher = NetWatcher.open("lo", NetScorer(load_model(base / "model.json")), Incidents(),
+                              CaptureConfig(max_packets_per_second=budget, rcvbuf=8192))
+    started = time.monotonic()
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for _ in range(5000):  # far more than the budget, in well under a second
+                s.sendto(b"f" * 100, ("127.0.0.1", 9))
+        time.sleep(1.5)
+    finally:
+        watcher.close()
+    elapsed = time.monotonic() - started
+    stats = watcher.status()
+    # never more than the budget in any wall-clock second the watcher ran
+    assert 0 < stats.frames <= budget * (math.ceil(elapsed) + 1)
+    assert stats.shed_seconds >= 1
+    assert stats.kernel_drops > 0  # the bounded kernel queue dropped the rest, counted
+    assert stats.errors == 0
