@@ -17,6 +17,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -183,3 +184,50 @@ def test_watch_refuses_a_sensor_model_as_the_net_model(lab: Lab, tmp_path: Path)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 2, out
     assert "error: --net-model must be a packet model" in out, out
+
+
+def test_attack_frozen_sensor_under_the_app_is_in_a_report(lab: Lab, tmp_path: Path):
+    """`device run --app … --sensor-model`: the core scores the frames it hands the
+    people counter; the sensor freezes after 16 frames (one a second): sensor.tamper."""
+    import numpy as np
+
+    rng = np.random.default_rng(11)
+
+    def rows(n: int) -> np.ndarray:
+        t = np.arange(n)
+        out = 1500 + 40 * np.sin(t / 25)[:, None] + rng.normal(0, 6, (n, 2))
+        return np.rint(out)
+
+    benign = tmp_path / "benign.csv"
+    benign.write_text("zone_out_mm,zone_in_mm\n"
+                      + "".join(f"{a:.0f},{b:.0f}\n" for a, b in rows(4000)))
+    model = tmp_path / "sensor.json"
+    subprocess.run([sys.executable, "-m", "tinyward", "detect", "train", "--sensors",
+                    str(benign), "--out", str(model)], check=True, capture_output=True,
+                   timeout=300)
+    frames = tmp_path / "frames.csv"
+    live = np.vstack([rows(16 * 20), np.full((14 * 20, 2), 1512.0)])
+    frames.write_text("zone_out_mm,zone_in_mm\n"
+                      + "".join(f"{a:.0f},{b:.0f}\n" for a, b in live))
+    outer = Path(tempfile.mkdtemp(prefix="tinyward-watch-app-", dir="/tmp"))
+    try:
+        outer.chmod(0o755)
+        app = outer / "people_counter"
+        shutil.copytree(Path(__file__).resolve().parents[2] / "examples" / "people_counter",
+                        app, ignore=shutil.ignore_patterns("__pycache__"))
+        for path in [app, *app.iterdir()]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        first_new = (_stored(lab.fleet.directory, lab.device.device_id) or [(0, {})])[-1][0] + 1
+        proc = lab.device_run("--app", str(app / "sensor.toml"), "--frames", str(frames),
+                              "--sensor-model", str(model), duration=36)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        shutil.rmtree(outer, ignore_errors=True)
+    assert proc.returncode == 0, out
+    assert "application frames scored" in out, out
+    run = [(s, inc) for s, inc in _stored(lab.fleet.directory, lab.device.device_id)
+           if s >= first_new]
+    tamper = [s for s, inc in run if inc.get("sensor.tamper")]
+    assert tamper, (run, out)
+    # the first ten reports of the run came before any frozen frame was handed over
+    assert min(tamper) >= run[0][0] + 10, (run, out)
