@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from tinyward.detect.fusion import packet_classes
 from tinyward.detect.pcap import LINKTYPE_ETHERNET, Packet, ReadStats, decode_frame
 from tinyward.detect.pipeline import Model, PacketFeatures, SensorFeatures
 from tinyward.errors import BadInput, Misuse
@@ -220,14 +221,19 @@ class NetScorer:
             return []
         X = np.asarray(self._rows, dtype=np.float64)
         packets, self._rows, self._packets = self._packets, [], []
-        model = self.model
-        if model.fusion is not None:
-            z_alarm = model.fusion.alarms(X, packets)
-            novel = (model.fusion.novelty.novel(packets) if model.fusion.novelty is not None
-                     else np.zeros(len(packets), dtype=bool))
+        model, fusion = self.model, self.model.fusion
+        scores = np.asarray(model.detector.score(X), dtype=np.float64)
+        novel = np.zeros(len(packets), dtype=bool)
+        if fusion is not None and fusion.scale is not None:
+            # fusion.alarms's rule (novel OR score > t[class], on the raw score), with the
+            # score and the novelty hash computed once: the kind needs the two apart.
+            classes = (packet_classes(packets) if fusion.per_class
+                       else np.zeros(len(packets), np.int64))
+            z_alarm = scores > fusion.scale.threshold[classes]
+            if fusion.novelty is not None:
+                novel = fusion.novelty.novel(packets)
         else:
-            z_alarm = model.detector.score(X) > model.detector.threshold
-            novel = np.zeros(len(packets), dtype=bool)
+            z_alarm = scores > model.detector.threshold
         out: list[tuple[str, float]] = []
         for packet, alarm, new in zip(packets, z_alarm, novel, strict=True):
             if new:
