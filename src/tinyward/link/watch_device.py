@@ -77,9 +77,9 @@ class DeviceWatch:
                          f"{getattr(self._sensor_model.detector, 'name', '?')}")
         if lines:
             lim = self.incidents.limits
+            refill = f"1 per {1 / lim.per_second:g} s" if lim.per_second else "no more"
             lines.append(f"incidents: {lim.k} alarms within {lim.window:g} s make one; per "
-                         f"kind at most {lim.burst:g} at once, then 1 per "
-                         f"{1 / lim.per_second:g} s" if lim.per_second else "")
+                         f"kind at most {lim.burst:g} at once, then {refill}")
         return lines
 
     def summary(self) -> list[str]:
