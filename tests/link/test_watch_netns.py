@@ -125,8 +125,9 @@ def test_attack_port_sweep_from_the_lan_is_in_the_next_report(lab: Lab, net_mode
     before = _stored(lab.fleet.directory, lab.device.device_id)
     first_new = (before[-1][0] if before else 0) + 1
     with BenignTraffic(lab.ns):
+        status_file = lab.base / "sweep-status.json"
         proc = lab.device_run("--watch", lab.ns.device_if, "--net-model", str(net_model),
-                              duration=24)
+                              "--status-file", str(status_file), duration=24)
         try:
             # Quiet: at least eight watched reports stored before the attack.
             assert _wait_for(lambda: len([s for s, _ in _stored(
@@ -159,6 +160,12 @@ def test_attack_port_sweep_from_the_lan_is_in_the_next_report(lab: Lab, net_mode
         store.close()
     assert any(e.kind.startswith("net.") and e.seq is not None and e.seq > swept_after
                for e in events), events
+    # The device's own status file shows the watcher's counters (never sent).
+    import json
+
+    watch = json.loads(status_file.read_text())["watch"]
+    assert watch["net"]["frames"] > 400 and watch["net"]["errors"] == 0, watch
+    assert any(k.startswith("net.") for k in watch["incidents"]), watch
     # Rate-limited: a 200-port sweep is a handful of incidents, not hundreds.
     assert sum(sum(inc.values()) for _, inc in net) <= 3 * len(INCIDENT_KINDS) + 3
 

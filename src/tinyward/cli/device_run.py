@@ -185,7 +185,8 @@ def run(directory: Path, server: str, air_gapped: bool, interval: float | None, 
             app_manifest, watch.tap)
     runner = DeviceRunner(device, server, config, watched, status_file=status_file,
                           fetch=update.channel if update else None,
-                          update_status=update.status if update else None)
+                          update_status=update.status if update else None,
+                          watch_status=watch.status if watch.active else None)
     running["runner"] = runner
     click.echo(f"device {device.device_id[:16]}… reporting to {server} every {interval:g} s, "
                f"{size} bytes per report (~{bandwidth_bytes_per_hour(config.shaper):,.0f} B/h "

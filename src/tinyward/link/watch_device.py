@@ -61,8 +61,29 @@ class DeviceWatch:
         self.taps.append(tapped)
         return tapped
 
+    @property
+    def active(self) -> bool:
+        """Whether anything is watched (a network watcher or a sensor model)."""
+        return self.watcher is not None or self._sensor_model is not None
+
     def totals(self) -> dict[str, int]:
         return self.incidents.totals()
+
+    def status(self) -> dict[str, Any]:
+        """Counters for the run's status file (on the device only)."""
+        out: dict[str, Any] = {"incidents": self.incidents.totals(),
+                               "alarms": dict(self.incidents.alarms),
+                               "suppressed": dict(self.incidents.suppressed)}
+        if self.watcher is not None:
+            s = self.watcher.status()
+            out["net"] = {"frames": s.frames, "packets": self.watcher.scorer.stats.packets,
+                          "kernel_drops": s.kernel_drops, "shed_seconds": s.shed_seconds,
+                          "cpu_seconds": round(s.cpu_seconds, 6), "errors": s.errors}
+        if self.taps:
+            out["sensor"] = {"frames": sum(t.scorer.frames for t in self.taps),
+                             "windows": sum(t.scorer.windows for t in self.taps),
+                             "errors": sum(t.errors for t in self.taps)}
+        return out
 
     def describe(self) -> list[str]:
         lines = []
