@@ -171,3 +171,36 @@ def _interpreter_linkage() -> str:
 
 
 BENCH_COMMANDS.append(bench_ingest)
+
+
+@click.command("handshake")
+@click.option("--rounds", default=3, show_default=True, type=click.IntRange(1, 20),
+              help="Rounds per server, alternating OpenSSL and the fleet server.")
+@click.option("--seconds", default=2, show_default=True, type=click.IntRange(1, 30),
+              help="Length of each round.")
+def bench_handshake(rounds: int, seconds: int) -> None:
+    """Server CPU per mutual-TLS 1.3 handshake: the fleet server against OpenSSL alone.
+
+    Both servers get the same certificates (ECDSA P-256), require a client certificate
+    from the device CA and see the same client (openssl s_time -new: full handshakes,
+    no resumption); rounds alternate and CPU is read from /proc.
+    """
+    from tinyward.bench.handshake import run_handshake
+
+    result = run_handshake(rounds, float(seconds),
+                           progress=lambda text: click.echo(text, err=True))
+    click.echo(f"{result.openssl_version}; client: openssl s_time -new (full handshakes)")
+    for name, lines in result.negotiated.items():
+        click.echo(f"negotiated with {name}: {'; '.join(lines) or 'unknown'}")
+    for done in result.rounds:
+        click.echo(f"  {done.server:8s} {done.handshakes:5d} handshakes in {done.seconds:4.1f} s"
+                   f" ({done.handshakes / done.seconds:,.0f}/s), server CPU "
+                   f"{done.cpu_ms_per_handshake:.2f} ms each = {done.per_core:,.0f}/s per core")
+    ossl, ours = result.median_cpu_ms("openssl"), result.median_cpu_ms("fleet")
+    click.echo(f"server CPU per handshake (median): OpenSSL s_server {ossl:.2f} ms, fleet "
+               f"server {ours:.2f} ms ({ours - ossl:+.2f} ms)")
+    click.echo(f"fleet handshakes per core / OpenSSL's: {result.ratio:.0%} (goal: at least "
+               f"50%; per round pair: {', '.join(f'{r:.0%}' for r in result.ratios)})")
+
+
+BENCH_COMMANDS.append(bench_handshake)
