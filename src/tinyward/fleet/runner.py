@@ -590,7 +590,7 @@ def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
             if chosen == "uvloop":
                 raise BadInput(f"{EVENT_LOOP_ENV}=uvloop but uvloop is not installed") from None
         else:
-            return uvloop.new_event_loop  # type: ignore[no-any-return]
+            return uvloop.new_event_loop
     return asyncio.new_event_loop
 
 
