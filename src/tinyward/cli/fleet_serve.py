@@ -142,7 +142,7 @@ def bench_ingest(devices: int, reports: int, batch: int, workers: int | None) ->
     click.echo(f"crypto limit: {result.verify_per_core:,.0f} ECDSA P-256 verifications per "
                f"CPU-second x {result.cores} cores = {result.crypto_limit:,.0f}/s "
                "(measured before and after the run)")
-    click.echo(f"ingest / crypto limit: {share:.0%} (goal: at least 50%)")
+    click.echo(f"ingest / crypto limit: {share:.0%} (goal: at least 60%)")
     with_connect = result.reports_per_second_with_connect
     click.echo(f"  (the whole run, the {result.devices} connections included: "
                f"{with_connect:,.0f} reports/s = {with_connect / result.crypto_limit:.0%})")
@@ -152,7 +152,8 @@ def bench_ingest(devices: int, reports: int, batch: int, workers: int | None) ->
                f"{wall_limit:,.0f}/s; ingest / that: "
                f"{result.reports_per_second / wall_limit:.0%})")
     click.echo(f"CPU per stored report: server {server:.0f} us + load generator {client:.0f} us "
-               f"(one verification: {verify:.0f} us)")
+               f"(one verification: {verify:.0f} us; the server's beyond it: "
+               f"{server - verify:.0f} us)")
     if len(result.worker_cpu_seconds) > 1:
         click.echo("server CPU by process (an uneven split leaves a core idle at the end): "
                    + " / ".join(f"{cpu:.2f} s" for cpu in result.worker_cpu_seconds))
