@@ -12,7 +12,9 @@ reference, the ``R`` samples that end ``G`` samples before the window, so that a
 quantisation noise of :func:`~tinyward.detect.sensorfeatures.resolution`; ``robust``:
 median and 1.4826 MAD instead), centred and scaled per channel by the median and robust
 spread of ``z_c`` on the fit windows, then ``|.|``: the largest over channels (``max``)
-or one feature per channel (``per-channel``). Also a two-sided leaky CUSUM of the
+or one feature per channel (``per-channel``); a line fitted to the reference and
+extrapolated (``trend``); each channel scaled by its own benign percentile before the
+max (``tail``). Also a two-sided leaky CUSUM of the
 per-sample standardised values against the same kind of reference. Each variant is
 scored alone and appended to the default families (float Mahalanobis, as the rule
 does); the last line runs the rule itself (:func:`~tinyward.detect.sensordev.search_families`)
@@ -107,6 +109,29 @@ def lagged_z(x: np.ndarray, ends: Sequence[int], reach: int, gap: int, robust: b
     return out
 
 
+def lagged_trend_z(x: np.ndarray, ends: Sequence[int], reach: int, gap: int,
+                   q: np.ndarray) -> np.ndarray:
+    """Per channel: window mean against a line fitted to the lagged reference and
+    extrapolated to the window's centre, in the line's residual RMS (for the smooth,
+    trending channels, whose std is mostly trend)."""
+    out = np.zeros((len(ends), x.shape[1]))
+    for i, end in enumerate(ends):
+        begin = end - WINDOW
+        r1 = max(0, begin - gap)
+        r0 = max(0, r1 - reach)
+        if r1 - r0 < WINDOW:
+            continue
+        ref = x[r0:r1]
+        t = np.arange(r0, r1, dtype=np.float64)
+        tc = t - t.mean()
+        slope = (tc[:, None] * (ref - ref.mean(0))).sum(0) / (tc**2).sum()
+        residual = ref - ref.mean(0) - slope * tc[:, None]
+        predicted = ref.mean(0) + slope * ((begin + end - 1) / 2 - t.mean())
+        rms = np.sqrt((residual**2).mean(0))
+        out[i] = (x[begin:end].mean(0) - predicted) / np.maximum(rms, q)
+    return out
+
+
 def lagged_cusum(x: np.ndarray, reach: int, gap: int, k: float, leak: float,
                  q: np.ndarray) -> np.ndarray:
     """Per sample and channel: two-sided leaky CUSUM of the standardised samples against
@@ -189,6 +214,44 @@ def main(skab: Path) -> None:
         show(f"cusum R={reach} G={gap} k={k} leak={leak} + defaults",
              scores(np.column_stack([base_train, train]), np.column_stack([base_dev, dev]),
                     kinds))
+    for reach, gap in [(120, 0), (300, 0), (300, 90), (600, 120)]:
+        def fl(x, ends, reach=reach, gap=gap):
+            return lagged_trend_z(x, ends, reach, gap, q)
+        train, dev = per_window(data, fl)
+        show(f"trend per-channel R={reach} G={gap} + defaults",
+             scores(np.column_stack([base_train, train]), np.column_stack([base_dev, dev]),
+                    kinds))
+        show(f"trend max R={reach} G={gap} + defaults",
+             scores(np.column_stack([base_train, train.max(1)]),
+                    np.column_stack([base_dev, dev.max(1)]), kinds))
+    # tail-matched: each channel's |z| over its own benign percentile, then the largest
+    raw = {k: kinds == k for k in TAMPER_KINDS}
+    for reach, gap in [(120, 120), (60, 180), (120, 0), (300, 0)]:
+        def ft(x, ends, reach=reach, gap=gap):
+            return lagged_z(x, ends, reach, gap, False, q)
+        train, dev = per_window(data, ft)
+        for pct in (90.0, 99.0, 99.9):
+            scale = np.percentile(train, pct, axis=0)
+            t1, d1 = (train / scale).max(1), (dev / scale).max(1)
+            benign = d1[kinds == "benign"]
+            own = [sensordev._roc_auc(benign, d1[raw[k]]) for k in ("bias", "drift")]
+            show(f"tail p{pct} R={reach} G={gap} (as a score: bias {own[0]:.3f} drift "
+                 f"{own[1]:.3f}) + defaults",
+                 scores(np.column_stack([base_train, t1]), np.column_stack([base_dev, d1]),
+                        kinds))
+    # oracle: the tampered channel's own z against that channel's benign windows, pooled
+    train, dev = per_window(data, lambda x, ends: lagged_z(x, ends, 120, 120, False, q))
+    for kind in ("bias", "drift"):
+        weighted, count = 0.0, 0
+        for c in range(len(SKAB_CHANNELS)):
+            hit = [i for i, (sid, end, k) in enumerate(data["records"]) if k == kind and int(
+                np.abs(data["streams"][sid] - data["streams"][sid - sid % 7])[
+                    end - WINDOW:end].sum(0).argmax()) == c]
+            if hit:
+                auc = sensordev._roc_auc(dev[kinds == "benign", c], dev[hit, c])
+                weighted, count = weighted + auc * len(hit), count + len(hit)
+                print(f"  oracle {kind} {SKAB_CHANNELS[c]:22s} n={len(hit):3d} AUC {auc:.3f}")
+        print(f"oracle {kind} (own channel, R=120 G=120) pooled AUC {weighted / count:.3f}")
     # the rule itself, with the per-channel R=120 G=120 variant as a family "lagref"
     def fr(x, ends):
         return lagged_z(x, ends, 120, 120, False, q)
