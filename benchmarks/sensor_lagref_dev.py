@@ -202,6 +202,10 @@ def main(skab: Path) -> None:
             if shape == "max":
                 train, dev = train.max(1, keepdims=True), dev.max(1, keepdims=True)
             tag = f"{shape} R={reach} G={gap}{' robust' if robust else ''}"
+            if shape == "max":
+                benign = dev[kinds == "benign", 0]
+                own = [sensordev._roc_auc(benign, dev[kinds == k, 0]) for k in ("bias", "drift")]
+                tag += f" (as a score: bias {own[0]:.3f} drift {own[1]:.3f})"
             show(f"{tag} alone", scores(train, dev, kinds))
             show(f"{tag} + defaults", scores(np.column_stack([base_train, train]),
                                               np.column_stack([base_dev, dev]), kinds))
