@@ -144,8 +144,9 @@ def tls_flood(target: str, port: int, count: int, workers: int, timeout: float) 
             with socket.create_connection((target, port), timeout=timeout) as raw, \
                     context.wrap_socket(raw, server_hostname=target) as tls:
                 tls.sendall(b"POST /v1/reports HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
-                tls.recv(64)
-                return "answered"
+                # The server asks for a device certificate; without one it ends the
+                # connection (an alert or EOF) instead of answering the request.
+                return "answered" if tls.recv(64).startswith(b"HTTP/") else "refused"
         except (OSError, ssl.SSLError):
             return "refused"
 

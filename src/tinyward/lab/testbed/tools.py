@@ -48,7 +48,7 @@ class Profile:
 
 
 PROFILES = {
-    "quick": Profile("quick", benign=15, gap=1.5, attack=6, packets=600, pps=300,
+    "quick": Profile("quick", benign=12, gap=1.5, attack=5, packets=600, pps=300,
                      connections=60, words=40, ports="1-200,8443,8444"),
     "default": Profile("default", benign=120, gap=8, attack=20, packets=4000, pps=500,
                        connections=200, words=300, ports="1-1024,8443,8444"),
@@ -86,9 +86,14 @@ def attack_steps(plan: LabPlan, profile: Profile, attack: str, workdir: Path,
     lan, up = "attacker-lan", "attacker-up"
     t = profile.attack
     py = (sys.executable, "-m", "tinyward.lab.testbed.services")
-    if attack in ("nmap-syn", "nmap-connect", "nmap-version"):
+    if attack in ("nmap-syn", "nmap-connect"):
         return [Step(attack, lan, dev, _nmap(attack, dev, profile.ports, t), t + 5),
                 Step(attack, up, fleet, _nmap(attack, fleet, profile.ports, t), t + 5)]
+    if attack == "nmap-version":
+        # Version probes wait for answers port by port: a short list keeps them bounded.
+        return [Step(attack, lan, dev, _nmap(attack, dev, "22,53,80,443,8080,8443", t), t + 5),
+                Step(attack, up, fleet, _nmap(attack, fleet, f"53,{FLEET_PORT},{ADMIN_PORT}",
+                                              t), t + 5)]
     if attack == "hydra":
         return [Step(attack, lan, router, (
             "hydra", "-l", "admin", "-P", str(workdir / "words.txt"), "-t", "4", "-f", "-I",
@@ -99,26 +104,27 @@ def attack_steps(plan: LabPlan, profile: Profile, attack: str, workdir: Path,
                                         "-c", str(profile.packets), dev), t + 5),
                 Step(attack, up, fleet, ("hping3", "-q", "-S", "-p", str(FLEET_PORT), "-i",
                                          interval, "-c", str(profile.packets), fleet), t + 5)]
-    url = f"https://{fleet}:{FLEET_PORT}/v1/reports"
-    if attack == "slowloris":
+    if attack in ("slowloris", "slowread"):
+        # Both listeners: the device port (TLS asks for a device certificate first) and
+        # the admin port (TLS without client certificates, then HTTP).
+        mode = (("-H", "-i", "2", "-x", "24") if attack == "slowloris" else
+                ("-X", "-w", "512", "-y", "1024", "-n", "2", "-z", "32"))
         return [Step(attack, up, fleet, (
-            "slowhttptest", "-H", "-u", url, "-c", str(profile.connections), "-r", "50",
-            "-l", str(int(t)), "-i", "2", "-x", "24", "-p", "3", "-g", "-o",
-            str(workdir / "slowloris")), t + 10)]
-    if attack == "slowread":
-        return [Step(attack, up, fleet, (
-            "slowhttptest", "-X", "-u", url, "-c", str(profile.connections), "-r", "50",
-            "-l", str(int(t)), "-w", "512", "-y", "1024", "-n", "2", "-z", "32", "-p", "3",
-            "-g", "-o", str(workdir / "slowread")), t + 10)]
+            "slowhttptest", *mode, "-u", f"https://{fleet}:{port}/v1/health",
+            "-c", str(profile.connections), "-r", "50", "-l", str(int(t)), "-p", "3",
+            "-g", "-o", str(workdir / f"{attack}-{port}")), t + 10)
+            for port in (FLEET_PORT, ADMIN_PORT)]
     if attack == "arp-mitm":
         # Both directions poisoned (-r); the attacker forwards, so the device's link
         # keeps working through it: a man in the middle of pinned TLS.
+        # On TERM arpspoof re-arps both for 5 s, then may hang on exit: KILL after 7.
         return [Step(attack, lan, dev, ("arpspoof", "-i", "eth0", "-t", dev, "-r", router),
-                     t + 10, stop_after=t)]
+                     t + 7, stop_after=t)]
     if attack == "replay":
         return [Step(attack, lan, dev, (
-            "tcpreplay", "-q", "-i", "eth0", "--pps", str(profile.pps), "--limit",
-            str(min(profile.packets, int(profile.pps * t))), str(workdir / "replay.pcap")),
+            "tcpreplay", "-q", "-i", "eth0", "--pps", str(profile.pps), "--loop", "100",
+            "--limit", str(min(profile.packets, int(profile.pps * t))),
+            str(workdir / "replay.pcap")),
             t + 5)]
     if attack == "tls-flood":
         return [Step(attack, up, fleet, (*py, "tls-flood", "--target", fleet, "--port",
