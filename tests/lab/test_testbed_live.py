@@ -88,7 +88,8 @@ def test_cli_refuses_a_bad_prefix() -> None:
 
 
 @pytest.fixture(scope="module")
-def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
+def quick_run(tmp_path_factory: pytest.TempPathFactory
+              ) -> tuple[Path, subprocess.CompletedProcess[str]]:
     out = tmp_path_factory.mktemp("lab") / "run"
     done = tinyward("lab", "run", "--quick", "--prefix", "twtqr", "--out", str(out), timeout=400)
     return out, done

@@ -43,7 +43,7 @@ def state_path(prefix: str) -> Path:
 
 def detection_flag() -> str | None:
     """The ``device run`` flag that turns on-device detection on, if this build has one."""
-    done = subprocess.run([sys.executable, "-m", "tinyward", "device", "run", "--help"],  # noqa: S603
+    done = subprocess.run([sys.executable, "-m", "tinyward", "device", "run", "--help"],
                           capture_output=True, text=True, timeout=60, check=False)
     found = _DETECTION_OPTION.search(done.stdout)
     return found.group(1) if found else None
@@ -75,7 +75,7 @@ class Lab:
         logs.mkdir(parents=True, exist_ok=True)
         log = open(logs / f"{name}.log", "ab")  # noqa: SIM115 (closed in down())
         self._logs.append(log)
-        proc = subprocess.Popen(net.ns_command(netns, argv), stdout=log,  # noqa: S603
+        proc = subprocess.Popen(net.ns_command(netns, argv), stdout=log,
                                 stderr=subprocess.STDOUT, env=env, start_new_session=True)
         self._procs.append(proc)
         return proc

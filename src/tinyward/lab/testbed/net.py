@@ -9,6 +9,7 @@ the namespaces, which deletes every link and bridge in them: nothing is left beh
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -23,7 +24,7 @@ __all__ = ["create_lab", "lab_namespaces", "lab_pids", "ns_command", "remove_lab
 
 def _ip(*args: str) -> str:
     # Fixed argv (no shell); `ip` from PATH, where iproute2 installs it (root only).
-    done = subprocess.run(["ip", *args], capture_output=True, text=True,  # noqa: S603, S607
+    done = subprocess.run(["ip", *args], capture_output=True, text=True,
                           timeout=15, check=False)
     if done.returncode != 0:
         raise NamespaceUnavailable(f"ip {' '.join(args)}: {done.stderr.strip()[:200]}")
@@ -39,7 +40,7 @@ def lab_namespaces(prefix: str) -> list[str]:
     """The namespaces of the lab ``prefix`` that exist now."""
     if shutil.which("ip") is None:
         return []
-    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,  # noqa: S603, S607
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
                          timeout=15, check=False).stdout
     names = [line.split()[0] for line in out.splitlines() if line.strip()]
     return sorted(n for n in names if n.startswith(f"{prefix}-"))
@@ -49,14 +50,14 @@ def lab_pids(prefix: str) -> list[int]:
     """Processes running in any namespace of the lab."""
     pids: list[int] = []
     for name in lab_namespaces(prefix):
-        out = subprocess.run(["ip", "netns", "pids", name], capture_output=True,  # noqa: S603, S607
+        out = subprocess.run(["ip", "netns", "pids", name], capture_output=True,
                              text=True, timeout=15, check=False).stdout
         pids += [int(p) for p in out.split() if p.isdigit()]
     return sorted(set(pids))
 
 
 def _sysctl(netns: str, key: str, value: str) -> None:
-    done = subprocess.run(ns_command(netns, ["sysctl", "-q", "-w", f"{key}={value}"]),  # noqa: S603
+    done = subprocess.run(ns_command(netns, ["sysctl", "-q", "-w", f"{key}={value}"]),
                           capture_output=True, text=True, timeout=15, check=False)
     if done.returncode != 0:
         raise NamespaceUnavailable(f"sysctl {key} in {netns}: {done.stderr.strip()[:200]}")
@@ -73,7 +74,8 @@ def create_lab(plan: LabPlan) -> None:
     if os.geteuid() != 0 or shutil.which("ip") is None:
         raise NamespaceUnavailable("the lab needs root and iproute2 (network namespaces)")
     if lab_namespaces(plan.prefix):
-        raise LabExists(f"a lab '{plan.prefix}' is up already ({', '.join(lab_namespaces(plan.prefix))}); "
+        names = ", ".join(lab_namespaces(plan.prefix))
+        raise LabExists(f"a lab '{plan.prefix}' is up already ({names}); "
                         f"`tinyward lab down --prefix {plan.prefix}` removes it")
     try:
         _build(plan)
@@ -118,10 +120,8 @@ def remove_lab(prefix: str, timeout: float = 10.0) -> list[str]:
     pids = lab_pids(prefix)
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for pid in pids:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             pids = lab_pids(prefix)
@@ -131,6 +131,6 @@ def remove_lab(prefix: str, timeout: float = 10.0) -> list[str]:
         if not pids:
             break
     for name in names:
-        subprocess.run(["ip", "netns", "del", name], capture_output=True,  # noqa: S603, S607
+        subprocess.run(["ip", "netns", "del", name], capture_output=True,
                        timeout=15, check=False)
     return names

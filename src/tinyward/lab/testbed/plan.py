@@ -3,10 +3,10 @@
 Two segments, each a Linux bridge inside the lab's *switch* namespace, joined by a router
 namespace::
 
-    LAN 10.203.1.0/24 (bridge <prefix>-lan)         upstream 10.203.2.0/24 (bridge <prefix>-up)
-      router     10.203.1.1   ──── forwards ────      router      10.203.2.1
-      device-i   10.203.1.(10+i)                      fleet       10.203.2.10 (server, resolver, NTP)
-      attacker   10.203.1.66  (on the device's LAN)   upstream    10.203.2.66 (next to the fleet)
+    LAN 10.203.1.0/24 (bridge <prefix>-lan)     upstream 10.203.2.0/24 (bridge <prefix>-up)
+      router     10.203.1.1   ── forwards ──      router      10.203.2.1
+      device-i   10.203.1.(10+i)                  fleet       10.203.2.10 (server, DNS, NTP)
+      attacker   10.203.1.66 (device's LAN)       upstream    10.203.2.66 (next to the fleet)
 
 No lab namespace has a link to the host's namespace, so a packet cannot leave the lab
 whatever its address; on top of that every tool's target is checked against the plan
@@ -28,9 +28,9 @@ from tinyward.errors import BadInput, StateError
 __all__ = [
     "LAB_NETWORK",
     "Host",
+    "LabExists",
     "LabPlan",
     "OutsideLab",
-    "LabExists",
     "check_prefix",
     "check_target",
     "make_plan",

@@ -129,12 +129,12 @@ def _replay_file(lab: Lab, source: Path, out: Path) -> None:
     device = lab.plan.host("device-1")
     attacker = lab.plan.host("attacker-lan")
     to_device = out.with_name("replay-source.pcap")
-    subprocess.run(["tcpdump", "-r", str(source), "-w", str(to_device), "-n",  # noqa: S603, S607
+    subprocess.run(["tcpdump", "-r", str(source), "-w", str(to_device), "-n",
                     f"ip dst host {device.address}"], capture_output=True, timeout=60,
                    check=True)
     # Frames captured on a veth can be larger than the MTU (offloads join segments):
     # cut them to 1500 so they can be sent again.
-    subprocess.run(["tcprewrite", f"--enet-smac={attacker.mac}", "--mtu=1500",  # noqa: S603, S607
+    subprocess.run(["tcprewrite", f"--enet-smac={attacker.mac}", "--mtu=1500",
                     "--mtu-trunc", "--fixcsum",
                     f"--infile={to_device}", f"--outfile={out}"], capture_output=True,
                    timeout=60, check=True)

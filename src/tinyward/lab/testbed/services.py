@@ -105,7 +105,7 @@ def router_login(address: str, port: int, password: str, duration: float) -> Non
     expected = f"admin:{password}".encode()
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        def do_GET(self) -> None:
             header = self.headers.get("Authorization", "")
             given = b""
             if header.startswith("Basic "):

@@ -16,8 +16,15 @@ from pathlib import Path
 
 from tinyward.lab.testbed.plan import LabPlan, check_target
 
-__all__ = ["ATTACK_CLASSES", "PROFILES", "Profile", "Step", "TOOLS", "attack_steps",
-           "missing_tools"]
+__all__ = [
+    "ATTACK_CLASSES",
+    "PROFILES",
+    "TOOLS",
+    "Profile",
+    "Step",
+    "attack_steps",
+    "missing_tools",
+]
 
 #: Debian package of each tool (scripts/install-system-deps.sh installs them).
 TOOLS = {"nmap": "nmap", "hydra": "hydra", "hping3": "hping3", "slowhttptest": "slowhttptest",
@@ -48,7 +55,7 @@ class Profile:
 
 
 PROFILES = {
-    "quick": Profile("quick", benign=12, gap=1.5, attack=5, packets=600, pps=300,
+    "quick": Profile("quick", benign=10, gap=1.0, attack=4, packets=600, pps=300,
                      connections=60, words=40, ports="1-200,8443,8444"),
     "default": Profile("default", benign=120, gap=8, attack=20, packets=4000, pps=500,
                        connections=200, words=300, ports="1-1024,8443,8444"),
@@ -117,9 +124,9 @@ def attack_steps(plan: LabPlan, profile: Profile, attack: str, workdir: Path,
     if attack == "arp-mitm":
         # Both directions poisoned (-r); the attacker forwards, so the device's link
         # keeps working through it: a man in the middle of pinned TLS.
-        # On TERM arpspoof re-arps both for 5 s, then may hang on exit: KILL after 7.
+        # On TERM arpspoof re-arps both ways for 5 s, then may hang on exit: KILL after 6.
         return [Step(attack, lan, dev, ("arpspoof", "-i", "eth0", "-t", dev, "-r", router),
-                     t + 7, stop_after=t)]
+                     t + 6, stop_after=t)]
     if attack == "replay":
         return [Step(attack, lan, dev, (
             "tcpreplay", "-q", "-i", "eth0", "--pps", str(profile.pps), "--loop", "100",
