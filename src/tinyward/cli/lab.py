@@ -56,12 +56,15 @@ def lab() -> None:
               default=None, help="Keep the fleet, devices and logs here [default: a "
               "temporary folder, removed by `lab down`].")
 @click.option("--no-detect", is_flag=True, help="Run the devices without on-device detection.")
-def up(prefix: str, devices: int, interval: float, folder: Path | None, no_detect: bool) -> None:
+@click.option("--train", type=click.FloatRange(5, 3600), default=30.0, show_default=True,
+              help="With detection: seconds of device-1's traffic its model is trained on.")
+def up(prefix: str, devices: int, interval: float, folder: Path | None, no_detect: bool,
+       train: float) -> None:
     """Bring the lab up and leave it running (`lab down` removes it)."""
     plan = make_plan(devices, prefix)
     temporary = folder is None
     folder = Path(tempfile.mkdtemp(prefix=f"tinyward-{prefix}-")) if folder is None else folder
-    run = Lab(plan, folder, interval=interval, detect=not no_detect)
+    run = Lab(plan, folder, interval=interval, detect=not no_detect, train_seconds=train)
     run.up()
     path = state_path(prefix)
     state = json.loads(path.read_text())
@@ -115,7 +118,8 @@ def run(prefix: str, quick: bool, devices: int, out: Path | None, attacks: tuple
     folder = Path(tempfile.mkdtemp(prefix=f"tinyward-{prefix}-"))
     began = time.monotonic()
     try:
-        with Lab(make_plan(devices, prefix), folder, detect=not no_detect) as testbed:
+        with Lab(make_plan(devices, prefix), folder, detect=not no_detect,
+                 train_seconds=profile.train) as testbed:
             click.echo(f"lab '{prefix}' coming up (profile {profile.name})")
             testbed.up()
             click.echo(_describe(testbed.plan))

@@ -31,8 +31,11 @@ __all__ = ["Lab", "detection_flag", "state_path"]
 
 #: How long a lab service runs at most when nobody takes the lab down (a day).
 SERVICE_LIFETIME = 86400.0
-#: Option names the on-device detector may have in `tinyward device run --help`.
-_DETECTION_OPTION = re.compile(r"(--(?:watch|detect)[a-z-]*)")
+#: The on-device detector's options in `tinyward device run --help` (docs/on-device-detection.md):
+#: ``--watch IFACE --net-model MODEL``.
+_DETECTION_OPTIONS = ("--watch", "--net-model")
+#: How the device's network model is trained on its own benign capture.
+TRAIN_ARGS = ("--kind", "mahalanobis-int8", "--novelty", "pair", "--per-class")
 STATE_DIR = Path("/run/tinyward-lab")
 
 
@@ -45,8 +48,8 @@ def detection_flag() -> str | None:
     """The ``device run`` flag that turns on-device detection on, if this build has one."""
     done = subprocess.run([sys.executable, "-m", "tinyward", "device", "run", "--help"],
                           capture_output=True, text=True, timeout=60, check=False)
-    found = _DETECTION_OPTION.search(done.stdout)
-    return found.group(1) if found else None
+    found = all(re.search(rf"{option}\b", done.stdout) for option in _DETECTION_OPTIONS)
+    return _DETECTION_OPTIONS[0] if found else None
 
 
 @dataclass
@@ -57,10 +60,15 @@ class Lab:
     folder: Path
     interval: float = 1.0
     detect: bool = True
+    #: Seconds of device-1's benign traffic captured (and, with detection, trained on).
+    train_seconds: float = 20.0
     server_url: str = ""
     admin_url: str = ""
     device_ids: dict[str, str] = field(default_factory=dict)
     detection: str | None = None
+    train_capture: Path | None = None
+    net_model: Path | None = None
+    _devices: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _procs: list[subprocess.Popen[bytes] | subprocess.Popen[str]] = field(default_factory=list)
     _logs: list[IO[bytes]] = field(default_factory=list)
 
@@ -120,17 +128,62 @@ class Lab:
                 device.install(fleet.enroll(device.enrolment_request, device_ca,
                                             report_interval=self.interval))
                 self.device_ids[host.role] = device.device_id
-                argv = [sys.executable, "-m", "tinyward", "device", "run",
-                        str(device.directory), "--server", self.server_url,
-                        "--interval", str(self.interval),
-                        "--status-file", str(device.directory / "run-status.json")]
-                if self.detection:
-                    argv.append(self.detection)
-                self.start(host.role, argv, host.role)
+                self._start_device(host.role)
+            if self.detection:
+                self._train()
             self._record()
         except BaseException:
             self.down()
             raise
+
+    def _start_device(self, role: str, watch: bool = False) -> None:
+        directory = self.folder / role
+        argv = [sys.executable, "-m", "tinyward", "device", "run", str(directory),
+                "--server", self.server_url, "--interval", str(self.interval),
+                "--status-file", str(directory / "run-status.json")]
+        if watch:
+            assert self.net_model is not None
+            argv += ["--watch", "eth0", "--net-model", str(self.net_model)]
+        self._devices[role] = self.start(role, argv, role)
+
+    def capture_device(self, seconds: float, path: Path, role: str = "device-1") -> None:
+        """``seconds`` of ``role``'s own traffic (its eth0) into ``path``."""
+        proc = self.start(role, ["tcpdump", "-i", "eth0", "-n", "-U", "-w", str(path)],
+                          f"tcpdump-{path.stem}")
+        time.sleep(seconds)
+        proc.send_signal(2)  # SIGINT: tcpdump flushes and closes the file
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+    def _train(self) -> None:
+        """The detector's benign phase: device-1's own traffic (reports and chatter)
+        captured for ``train_seconds`` and trained on with `tinyward detect train`; then
+        every device restarts watching its eth0 with that model (the devices are alike)."""
+        self.wait_reporting(1)
+        self.train_capture = self.folder / "train-device-1.pcap"
+        self.capture_device(self.train_seconds, self.train_capture)
+        self.net_model = self.folder / "device-net.json"
+        done = subprocess.run([sys.executable, "-m", "tinyward", "detect", "train",
+                               str(self.train_capture), *TRAIN_ARGS, "--out",
+                               str(self.net_model)],
+                              capture_output=True, text=True, timeout=300, check=False)
+        (self.folder / "logs" / "detect-train.log").write_text(done.stdout + done.stderr)
+        if done.returncode != 0:
+            raise StateError(f"training the device's network model failed: "
+                             f"{(done.stderr or done.stdout).strip()[-300:]}")
+        before = self.stored()
+        for role, proc in list(self._devices.items()):
+            proc.terminate()  # the device stops cleanly on SIGTERM; its queue is kept
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+            self._start_device(role, watch=True)
+        self.wait_reporting(2, since=before)
 
     def _services(self) -> None:
         fleet = self.plan.host("fleet").address
@@ -212,12 +265,16 @@ class Lab:
                 "incidents != '{}' ORDER BY received_at", (self.device_ids[role],)).fetchall()
         return [(int(at), json.loads(text)) for at, text in rows]
 
-    def wait_reporting(self, reports: int = 2, timeout: float = 60.0) -> None:
-        """Until every device has ``reports`` stored. Raises StateError after ``timeout``."""
+    def wait_reporting(self, reports: int = 2, timeout: float = 60.0,
+                       since: dict[str, int] | None = None) -> None:
+        """Until every device has ``reports`` stored (more than in ``since``). Raises
+        StateError after ``timeout``."""
+        since = since or {}
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             counts = self.stored()
-            if counts and all(n >= reports for n in counts.values()):
+            if counts and all(n - since.get(role, 0) >= reports
+                              for role, n in counts.items()):
                 return
             time.sleep(0.25)
         raise StateError(f"the lab's devices did not report within {timeout:g} s "

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import signal
 import subprocess
 import time
@@ -150,13 +151,18 @@ def run_lab(lab: Lab, profile: Profile, out: Path, attacks: tuple[str, ...] = AT
     captures = {"lan": out / "lan.pcap", "upstream": out / "upstream.pcap"}
     tcpdumps = [_capture(lab, plan.switch, plan.bridge("lan"), captures["lan"]),
                 _capture(lab, plan.switch, plan.bridge("up"), captures["upstream"])]
-    device_capture = _capture(lab, "device-1", "eth0", out / "device-1-benign.pcap")
+    device_capture = None
+    if lab.train_capture is None:  # no training phase: the replay's source is made here
+        device_capture = _capture(lab, "device-1", "eth0", out / "device-1-benign.pcap")
+    else:
+        shutil.copyfile(lab.train_capture, out / "device-1-benign.pcap")
     time.sleep(1.0)  # tcpdump opens its interface
     benign_start = time.time()
     log(f"benign period: {profile.benign:g} s (reports, DNS, NTP, mDNS, ARP)")
     time.sleep(profile.benign)
     benign_end = time.time()
-    _stop(device_capture)
+    if device_capture is not None:
+        _stop(device_capture)
     workdir = out / "work"
     workdir.mkdir(exist_ok=True)
     password = (lab.folder / "router-password").read_text().strip()

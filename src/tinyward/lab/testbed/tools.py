@@ -44,6 +44,7 @@ class Profile:
     """How long and how hard: the lab run's bounds."""
 
     name: str
+    train: float  # seconds of device-1's traffic the on-device detector is trained on
     benign: float  # seconds of benign traffic before the first attack (false alarms)
     gap: float  # benign seconds between attacks (a detection may arrive in them)
     attack: float  # longest time one attack class may run
@@ -55,9 +56,9 @@ class Profile:
 
 
 PROFILES = {
-    "quick": Profile("quick", benign=10, gap=1.0, attack=4, packets=600, pps=300,
+    "quick": Profile("quick", train=15, benign=10, gap=1.0, attack=4, packets=600, pps=300,
                      connections=60, words=40, ports="1-200,8443,8444"),
-    "default": Profile("default", benign=120, gap=8, attack=20, packets=4000, pps=500,
+    "default": Profile("default", train=60, benign=120, gap=8, attack=20, packets=4000, pps=500,
                        connections=200, words=300, ports="1-1024,8443,8444"),
 }
 
