@@ -37,6 +37,8 @@ _DETECTION_OPTIONS = ("--watch", "--net-model")
 #: How the device's network model is trained on its own benign capture.
 TRAIN_ARGS = ("--kind", "mahalanobis-int8", "--novelty", "pair", "--per-class")
 STATE_DIR = Path("/run/tinyward-lab")
+#: Incident kinds of the on-device detector (link/watch.py INCIDENT_KINDS start so).
+DETECTION_KINDS = ("net.", "sensor.")
 
 
 def state_path(prefix: str) -> Path:
@@ -256,14 +258,22 @@ class Lab:
         return {role: int(counts.get(did, 0)) for role, did in self.device_ids.items()}
 
     def incidents(self, role: str) -> list[tuple[int, dict[str, int]]]:
-        """(fleet receive time, incident counts) of every stored report of ``role`` that
-        carried incidents, oldest first (read from the fleet's store, read-only)."""
+        """(fleet receive time, detection incident counts) of every stored report of
+        ``role`` that carried one, oldest first (the fleet's store, read-only). Only the
+        detector's kinds count (``net.…``, ``sensor.…``: link/watch.py), not the
+        counters every report carries (``dropped_reports`` …, usually 0)."""
         db = self.folder / "fleet" / "reports.db"
         with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
             rows = conn.execute(
                 "SELECT received_at, incidents FROM reports WHERE device_id = ? AND "
                 "incidents != '{}' ORDER BY received_at", (self.device_ids[role],)).fetchall()
-        return [(int(at), json.loads(text)) for at, text in rows]
+        found = []
+        for at, text in rows:
+            kinds = {kind: int(n) for kind, n in json.loads(text).items()
+                     if kind.startswith(DETECTION_KINDS) and int(n) > 0}
+            if kinds:
+                found.append((int(at), kinds))
+        return found
 
     def wait_reporting(self, reports: int = 2, timeout: float = 60.0,
                        since: dict[str, int] | None = None) -> None:

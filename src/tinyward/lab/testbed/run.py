@@ -199,5 +199,6 @@ def run_lab(lab: Lab, profile: Profile, out: Path, attacks: tuple[str, ...] = AT
     (out / "figures.json").write_text(json.dumps(
         {"profile": asdict(profile), "benign": [benign_start, benign_end],
          "windows": [asdict(w) for w in windows], "figures": asdict(figures),
+         "incidents": [[at, kinds] for at, kinds in incidents],
          "steps": steps}, indent=1))
     return RunResult(out, captures, label_paths, windows, figures, steps)
