@@ -596,6 +596,8 @@ class FleetServer:
         channel. Its cohort comes from the fleet's records, never from the device."""
         if self.directory.is_revoked(device_id):  # also refreshes the cached status file
             return None
+        if self.directory.is_quarantined(device_id):  # evidence is kept; no new software
+            return None
         return self.rollouts.offer_for(device_id, self.directory.cohort(device_id),
                                        installed_versions)
 

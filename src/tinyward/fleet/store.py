@@ -91,6 +91,32 @@ class UpdateRecord:
 
 
 @dataclass(frozen=True)
+class Incident:
+    """One incident the fleet recorded for a device.
+
+    - ``id``: increasing per store (newer incidents have larger IDs);
+    - ``kind``: what was noticed (a device's own kind, e.g. ``net.anomaly``, as it reported
+      it, or :data:`OTHER_KIND` beyond the device's cap; or one the fleet raised, e.g.
+      ``quiet``);
+    - ``count``: how many the report counted (1 for one the fleet raised);
+    - ``at``: when the fleet received it (Unix seconds, fleet clock);
+    - ``device_time``: the report's own timestamp (device clock), None if the fleet raised it;
+    - ``seq``: the report that carried it (its signed bytes are the evidence: see
+      :meth:`SQLiteStore.signed_report`), None if the fleet raised it;
+    - ``evidence``: a short text for people ("report seq 12", "no report for 95 s").
+    """
+
+    id: int
+    device_id: str
+    kind: str
+    count: int
+    at: int
+    device_time: int | None
+    seq: int | None
+    evidence: str
+
+
+@dataclass(frozen=True)
 class FleetStatus:
     """Totals over the whole fleet."""
 
@@ -136,6 +162,19 @@ class ReportStore(Protocol):
         """Totals over the fleet (incidents: the 100 largest kinds)."""
         ...
 
+    def add_incident(self, device_id: str, kind: str, at: int, evidence: str,
+                     count: int = 1) -> Incident:
+        """Record an incident the fleet itself raised (e.g. ``quiet``), durably; it counts
+        in the device's incident totals too (within its kinds cap)."""
+        ...
+
+    def incidents(self, device_id: str | None = None, *, since: int = 0,
+                  kind: str | None = None, limit: int = 100) -> list[Incident]:
+        """Recorded incidents, newest first: of one device or all, received at or after
+        ``since``, of one kind or all; at most ``limit`` (capped at
+        :data:`MAX_INCIDENTS_LISTED`)."""
+        ...
+
     def update_records(self, component: str, version: str) -> list[UpdateRecord]:
         """Every device that reported an update state, with its failures for the target
         ``component`` ``version`` (by device ID)."""
@@ -177,6 +216,19 @@ _SCHEMA = (
         kind TEXT NOT NULL,
         total BIGINT NOT NULL,
         PRIMARY KEY (device_id, kind))""",
+    # Each incident as it arrived (the incidents table keeps only totals). SQLite's
+    # INTEGER PRIMARY KEY is the rowid: increasing, so newest first is ORDER BY id DESC.
+    """CREATE TABLE IF NOT EXISTS incident_events (
+        id INTEGER PRIMARY KEY,
+        device_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        count BIGINT NOT NULL,
+        at BIGINT NOT NULL,
+        device_time BIGINT,
+        seq BIGINT,
+        evidence TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS incident_events_device ON incident_events (device_id, id)",
+    "CREATE INDEX IF NOT EXISTS incident_events_at ON incident_events (at)",
     # The latest failed/reverted report per device and target ("" "": a report that named
     # no target), for rollouts' halt decisions.
     """CREATE TABLE IF NOT EXISTS update_failures (
@@ -287,7 +339,9 @@ _FAILURE_COLUMNS = _Columns(
 _INCIDENT_COLUMNS = _Columns(
     "incidents", ("device_id", "kind", "total"),
     " ON CONFLICT (device_id, kind) DO UPDATE SET total = incidents.total + excluded.total")
-_STATEMENT_SHAPES = 4 * _ROWS_PER_STATEMENT + 16  # the inserts above, and a few others
+_EVENT_COLUMNS = _Columns(
+    "incident_events", ("device_id", "kind", "count", "at", "device_time", "seq", "evidence"))
+_STATEMENT_SHAPES = 5 * _ROWS_PER_STATEMENT + 16  # the inserts above, and a few others
 
 #: Each group's device and its reports, each with its row of the reports table.
 _Rows = list[tuple[str, list[tuple[Report, tuple[object, ...]]]]]
@@ -422,6 +476,7 @@ class SQLiteStore:
         updates: dict[str, Report] = {}  # device -> newest fresh report with an upd
         failures: dict[tuple[str, str, str], tuple[object, ...]] = {}
         incidents: dict[tuple[str, str], int] = {}
+        events: list[tuple[str, str, int, Report]] = []  # (device, kind, count, report)
         for device_id, reports in groups:
             seq = last[device_id]
             for report, row in reports:
@@ -439,6 +494,8 @@ class SQLiteStore:
                             report.update.why, report.seq, received_at)
                 for kind, count in report.incidents.items():
                     incidents[device_id, kind] = incidents.get((device_id, kind), 0) + count
+                    if count > 0:
+                        events.append((device_id, kind, count, report))
             last[device_id] = seq
             stored.append(seq)
         self._insert(_REPORT_COLUMNS, values)
@@ -448,16 +505,23 @@ class SQLiteStore:
                           report.health, *_update_columns(updates.get(device_id)))])
         self._insert(_FAILURE_COLUMNS, [value for row in failures.values() for value in row])
         if incidents:
-            incidents = self._cap_kinds(incidents)
+            incidents, kept = self._cap_kinds(incidents)
+            self._insert(_EVENT_COLUMNS, [
+                value for device_id, kind, count, report in events
+                for value in (device_id, kind if (device_id, kind) in kept else OTHER_KIND,
+                              count, received_at, report.timestamp, report.seq,
+                              f"report seq {report.seq}")])
         self._insert(_INCIDENT_COLUMNS, [
             value for (device_id, kind), total in sorted(incidents.items())
             for value in (device_id, kind, total)])
         return stored
 
-    def _cap_kinds(self, incidents: dict[tuple[str, str], int]) -> dict[tuple[str, str], int]:
+    def _cap_kinds(self, incidents: dict[tuple[str, str], int]
+                   ) -> tuple[dict[tuple[str, str], int], set[tuple[str, str]]]:
         """Fold the new kinds of a device that has :attr:`max_incident_kinds` into "other".
 
-        Only commits that carry incidents pay for this (one query); most carry none.
+        Returns the capped totals and the ``(device, kind)`` pairs kept under their own
+        name. Only commits that carry incidents pay for this (one query); most carry none.
         """
         devices = sorted({device_id for device_id, _ in incidents})
         known: dict[str, set[str]] = {device_id: set() for device_id in devices}
@@ -469,14 +533,16 @@ class SQLiteStore:
                     chunk).fetchall():
                 known[device_id].add(kind)
         capped: dict[tuple[str, str], int] = {}
+        kept: set[tuple[str, str]] = set()
         for (device_id, kind), total in sorted(incidents.items()):
             kinds = known[device_id]
             if kind not in kinds:
                 if len(kinds) >= self.max_incident_kinds - 1 and kind != OTHER_KIND:
                     kind = OTHER_KIND  # one slot stays for "other"
                 kinds.add(kind)
+            kept.add((device_id, kind))
             capped[device_id, kind] = capped.get((device_id, kind), 0) + total
-        return capped
+        return capped, kept
 
     def _insert(self, columns: _Columns, values: list[object]) -> None:
         """Insert (or upsert) flattened rows, at most :data:`_ROWS_PER_STATEMENT` a statement."""
@@ -508,6 +574,52 @@ class SQLiteStore:
         return DeviceStatus(str(row[0]), int(row[1]), int(row[2]), int(row[3]),  # type: ignore[call-overload]
                             int(row[4]), str(row[5]), incidents,  # type: ignore[call-overload]
                             _device_update(row[6:]))
+
+    def add_incident(self, device_id: str, kind: str, at: int, evidence: str,
+                     count: int = 1) -> Incident:
+        if count < 1:
+            raise ValueError("an incident counts at least 1")
+        with self._lock:
+            fcntl.flock(self._write_lock_fd, fcntl.LOCK_EX)
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    capped, _ = self._cap_kinds({(device_id, kind): count})
+                    ((_, kind), total), = capped.items()
+                    self._insert(_INCIDENT_COLUMNS, [device_id, kind, total])
+                    cursor = self._db.execute(
+                        "INSERT INTO incident_events (device_id, kind, count, at, device_time,"
+                        " seq, evidence) VALUES (?, ?, ?, ?, NULL, NULL, ?)",
+                        (device_id, kind, count, at, evidence))
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+            finally:
+                fcntl.flock(self._write_lock_fd, fcntl.LOCK_UN)
+        return Incident(int(cursor.lastrowid or 0), device_id, kind, count, at, None, None,
+                        evidence)
+
+    def incidents(self, device_id: str | None = None, *, since: int = 0,
+                  kind: str | None = None, limit: int = 100) -> list[Incident]:
+        limit = max(0, min(limit, MAX_INCIDENTS_LISTED))
+        where = ["at >= ?"]
+        args: list[object] = [since]
+        if device_id is not None:
+            where.append("device_id = ?")
+            args.append(device_id)
+        if kind is not None:
+            where.append("kind = ?")
+            args.append(kind)
+        # The conditions are this method's constants; every value is a placeholder.
+        sql = ("SELECT id, device_id, kind, count, at, device_time, seq, evidence"  # noqa: S608
+               f" FROM incident_events WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?")
+        with self._lock:
+            rows = self._db.execute(sql, (*args, limit)).fetchall()
+        return [Incident(int(row[0]), str(row[1]), str(row[2]), int(row[3]), int(row[4]),
+                         None if row[5] is None else int(row[5]),
+                         None if row[6] is None else int(row[6]), str(row[7]))
+                for row in rows]
 
     def update_records(self, component: str, version: str) -> list[UpdateRecord]:
         if component not in _COMPONENTS:  # it becomes a JSON path (bound, all the same)
@@ -589,6 +701,8 @@ def _device_update(row: Sequence[object]) -> DeviceUpdate | None:
 OTHER_KIND = "other"
 #: Incident kinds in the fleet's totals (the largest ones).
 FLEET_INCIDENT_KINDS = 100
+#: The most incidents one :meth:`ReportStore.incidents` call returns.
+MAX_INCIDENTS_LISTED = 10_000
 
 
 def _make_private(path: Path) -> None:
