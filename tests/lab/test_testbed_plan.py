@@ -120,3 +120,22 @@ def test_detection_figures_from_incidents() -> None:
     assert figures.false_alarms_per_hour == pytest.approx(40.0)
     off = detection_figures([], (0.0, 90.0), windows, 128.0, None)
     assert off.false_alarms_per_hour is None and set(off.delays.values()) == {None}
+
+
+def test_lab_reads_only_the_detectors_incidents_from_the_store(tmp_path: Path) -> None:
+    """The fleet's own incidents (a quiet device) and report counters are no detections."""
+    from tinyward.fleet.store import open_store
+    from tinyward.lab.testbed.lab import Lab
+
+    (tmp_path / "fleet").mkdir()
+    store = open_store(f"sqlite:///{tmp_path / 'fleet' / 'reports.db'}")
+    try:
+        store.add_incident("dev-a", "quiet", 100, "no report for 30 s")
+        store.add_incident("dev-a", "net.anomaly", 120, "report seq 7", count=2)
+        store.add_incident("dev-a", "dropped_reports", 121, "report seq 8")
+        store.add_incident("dev-a", "net.novel", 110, "report seq 5")
+        store.add_incident("dev-b", "net.anomaly", 90, "report seq 1")
+    finally:
+        store.close()
+    lab = Lab(make_plan(1), tmp_path, device_ids={"device-1": "dev-a"})
+    assert lab.incidents("device-1") == [(110, {"net.novel": 1}), (120, {"net.anomaly": 2})]

@@ -258,22 +258,20 @@ class Lab:
         return {role: int(counts.get(did, 0)) for role, did in self.device_ids.items()}
 
     def incidents(self, role: str) -> list[tuple[int, dict[str, int]]]:
-        """(fleet receive time, detection incident counts) of every stored report of
-        ``role`` that carried one, oldest first (the fleet's store, read-only). Only the
-        detector's kinds count (``net.…``, ``sensor.…``: link/watch.py), not the
-        counters every report carries (``dropped_reports`` …, usually 0)."""
-        db = self.folder / "fleet" / "reports.db"
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
-            rows = conn.execute(
-                "SELECT received_at, incidents FROM reports WHERE device_id = ? AND "
-                "incidents != '{}' ORDER BY received_at", (self.device_ids[role],)).fetchall()
-        found = []
-        for at, text in rows:
-            kinds = {kind: int(n) for kind, n in json.loads(text).items()
-                     if kind.startswith(DETECTION_KINDS) and int(n) > 0}
-            if kinds:
-                found.append((int(at), kinds))
-        return found
+        """(fleet receive time, detection incident counts) of ``role``'s incidents, oldest
+        first, through the fleet's store API (``ReportStore.incidents``). Only the
+        detector's kinds count (``net.…``, ``sensor.…``: link/watch.py), not the fleet's
+        own (``quiet``) or the counters a report may carry (``dropped_reports`` …)."""
+        from tinyward.fleet.store import MAX_INCIDENTS_LISTED, open_store
+
+        store = open_store(f"sqlite:///{self.folder / 'fleet' / 'reports.db'}")
+        try:
+            rows = store.incidents(self.device_ids[role], limit=MAX_INCIDENTS_LISTED)
+        finally:
+            store.close()
+        found = [(row.at, {row.kind: row.count}) for row in rows
+                 if row.kind.startswith(DETECTION_KINDS) and row.count > 0]
+        return sorted(found, key=lambda item: item[0])
 
     def wait_reporting(self, reports: int = 2, timeout: float = 60.0,
                        since: dict[str, int] | None = None) -> None:
