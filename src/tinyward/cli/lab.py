@@ -62,6 +62,10 @@ def up(prefix: str, devices: int, interval: float, folder: Path | None, no_detec
        train: float) -> None:
     """Bring the lab up and leave it running (`lab down` removes it)."""
     plan = make_plan(devices, prefix)
+    missing = missing_tools(("dnsmasq", "tcpdump"))  # the resolver; the training capture
+    if missing:
+        raise LabToolMissing(f"missing tools: {', '.join(missing)} (run "
+                             "scripts/install-system-deps.sh)")
     temporary = folder is None
     folder = Path(tempfile.mkdtemp(prefix=f"tinyward-{prefix}-")) if folder is None else folder
     run = Lab(plan, folder, interval=interval, detect=not no_detect, train_seconds=train)

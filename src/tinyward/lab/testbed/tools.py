@@ -143,9 +143,9 @@ def attack_steps(plan: LabPlan, profile: Profile, attack: str, workdir: Path,
     raise ValueError(f"unknown attack {attack!r}; one of {', '.join(ATTACK_CLASSES)}")
 
 
-def missing_tools() -> list[str]:
-    """Tools the lab needs that are not on PATH (as 'tool (Debian package)')."""
-    return [f"{tool} ({package})" for tool, package in TOOLS.items()
+def missing_tools(tools: tuple[str, ...] | None = None) -> list[str]:
+    """Tools of ``tools`` (default: all the lab runs) not on PATH, as 'tool (package)'."""
+    return [f"{tool} ({TOOLS[tool]})" for tool in (tools or tuple(TOOLS))
             if shutil.which(tool) is None]
 
 
