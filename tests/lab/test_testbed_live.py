@@ -126,6 +126,8 @@ def test_quick_run_prints_figures_or_says_there_is_no_detection(
         quick_run: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
     out, done = quick_run
     figures = json.loads((out / "figures.json").read_text())["figures"]
+    assert figures["visible"]["nmap-syn"] and figures["visible"]["replay"]
+    assert not figures["visible"]["slowloris"] and not figures["visible"]["tls-flood"]
     if figures["detection"] is None:
         assert "no on-device detection in this build" in done.stdout
     else:

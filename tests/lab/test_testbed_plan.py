@@ -113,9 +113,13 @@ def test_detection_figures_from_incidents() -> None:
                Window("replay", 120.0, 125.0)]
     incidents = [(50, {"net.anomaly": 1}), (103, {"net.anomaly": 2}), (104, {"net.novel": 1}),
                  (131, {"net.anomaly": 1})]
-    figures = detection_figures(incidents, (0.0, 90.0), windows, 128.0, "--watch")
+    figures = detection_figures(incidents, (0.0, 90.0), windows, 128.0, "--watch",
+                                visible={"nmap-syn": True})
     assert figures.delays == {"nmap-syn": pytest.approx(2.6), "syn-flood": None,
                               "replay": None}
+    # syn-flood began 6 s after the last nmap-syn incident: a delay there would be suspect
+    assert figures.carried == {"nmap-syn": False, "syn-flood": True, "replay": False}
+    assert figures.visible == {"nmap-syn": True}
     assert figures.benign_incidents == 1
     assert figures.false_alarms_per_hour == pytest.approx(40.0)
     off = detection_figures([], (0.0, 90.0), windows, 128.0, None)

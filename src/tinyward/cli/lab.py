@@ -148,8 +148,14 @@ def _print_result(result: RunResult) -> None:
     click.echo(f"detection delay per attack class (device flag {figures.detection}; the "
                "fleet's receive time, 1 s resolution):")
     for attack, delay in figures.delays.items():
+        notes = []
+        if not figures.visible.get(attack, True):
+            notes.append("aimed at the fleet or router only: never on a device's wire")
+        if delay is not None and figures.carried.get(attack):
+            notes.append("the device was still reporting the previous attack when it began")
         click.echo(f"  {attack:<13} " + (f"{delay:5.1f} s" if delay is not None
-                                          else "not detected"))
+                                          else "not detected")
+                   + (f"  ({'; '.join(notes)})" if notes else ""))
     click.echo(f"false alarms: {figures.benign_incidents} incidents in "
                f"{figures.benign_seconds:.0f} s of benign traffic = "
                f"{figures.false_alarms_per_hour:.1f} per hour")

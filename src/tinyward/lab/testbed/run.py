@@ -50,6 +50,11 @@ class Figures:
     benign_incidents: int
     false_alarms_per_hour: float | None
     delays: dict[str, float | None]  # attack class -> seconds, None: not detected
+    #: attack class -> the device was still reporting incidents in the ``carry`` seconds
+    #: before it started (its delay may be the previous attack's late incidents)
+    carried: dict[str, bool] = field(default_factory=dict)
+    #: attack class -> some step aimed at a device (else it never crosses a device's wire)
+    visible: dict[str, bool] = field(default_factory=dict)
 
 
 @dataclass
@@ -64,20 +69,28 @@ class RunResult:
 
 def detection_figures(incidents: list[tuple[int, dict[str, int]]],
                       benign: tuple[float, float], windows: list[lab_labels.Window],
-                      settle_end: float, detection: str | None) -> Figures:
-    """The figures from the incidents a device reported (pure; see the module doc)."""
+                      settle_end: float, detection: str | None, carry: float = 12.0,
+                      visible: dict[str, bool] | None = None) -> Figures:
+    """The figures from the incidents a device reported (pure; see the module doc).
+    ``carry``: how far back an incident marks an attack's delay as possibly carried over
+    from the attack before (the device's incident rate limit lets a long alarm trickle
+    in, one per 10 s)."""
     b0, b1 = benign
     in_benign = sum(sum(kinds.values()) for at, kinds in incidents if b0 <= at <= b1)
     seconds = b1 - b0
     delays: dict[str, float | None] = {}
+    carried: dict[str, bool] = {}
     ordered = sorted(windows, key=lambda w: w.start)
     for index, window in enumerate(ordered):
         until = ordered[index + 1].start if index + 1 < len(ordered) else settle_end
         # received_at is whole seconds: an incident received in the start's second counts.
         hits = [at for at, _ in incidents if math.floor(window.start) <= at < until]
         delays[window.attack] = max(0.0, hits[0] - window.start) if hits else None
+        carried[window.attack] = any(window.start - carry <= at < math.floor(window.start)
+                                     for at, _ in incidents)
     return Figures(detection, seconds, in_benign,
-                   in_benign * 3600 / seconds if detection and seconds > 0 else None, delays)
+                   in_benign * 3600 / seconds if detection and seconds > 0 else None, delays,
+                   carried, dict(visible or {}))
 
 
 def _run_steps(lab: Lab, steps: list[Step], log: Callable[[str], None]) -> list[dict[str, object]]:
@@ -170,8 +183,11 @@ def run_lab(lab: Lab, profile: Profile, out: Path, attacks: tuple[str, ...] = AT
     _replay_file(lab, out / "device-1-benign.pcap", workdir / "replay.pcap")
     windows: list[lab_labels.Window] = []
     steps: list[dict[str, object]] = []
+    devices = {h.address for h in plan.devices}
+    visible: dict[str, bool] = {}
     for attack in attacks:
         planned = attack_steps(plan, profile, attack, workdir)
+        visible[attack] = any(step.target in devices for step in planned)
         log(f"attack {attack}")
         start = time.time()
         steps += _run_steps(lab, planned, log)
@@ -193,7 +209,7 @@ def run_lab(lab: Lab, profile: Profile, out: Path, attacks: tuple[str, ...] = AT
     incidents = [i for role in lab.device_ids for i in lab.incidents(role)]
     incidents.sort(key=lambda item: item[0])
     figures = detection_figures(incidents, (benign_start, benign_end), windows, settle_end,
-                                lab.detection)
+                                lab.detection, visible=visible)
     (out / "windows.csv").write_text("attack,start,end\n" + "".join(
         f"{w.attack},{w.start:.6f},{w.end:.6f}\n" for w in windows))
     (out / "figures.json").write_text(json.dumps(
