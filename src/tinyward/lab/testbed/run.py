@@ -169,6 +169,8 @@ def run_lab(lab: Lab, profile: Profile, out: Path, attacks: tuple[str, ...] = AT
         device_capture = _capture(lab, "device-1", "eth0", out / "device-1-benign.pcap")
     else:
         shutil.copyfile(lab.train_capture, out / "device-1-benign.pcap")
+        if lab.net_model is not None:  # the model the devices watch with, for detect eval
+            shutil.copyfile(lab.net_model, out / "device-net.json")
     time.sleep(1.0)  # tcpdump opens its interface
     benign_start = time.time()
     log(f"benign period: {profile.benign:g} s (reports, DNS, NTP, mDNS, ARP)")
