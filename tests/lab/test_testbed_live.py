@@ -113,7 +113,10 @@ def test_quick_run_makes_labelled_captures_detect_eval_reads(
     train = tinyward("detect", "train", str(out / "device-1-benign.pcap"), "--target-fpr",
                      "0.05", "--out", str(model))
     assert train.returncode == 0, train.stderr
-    for name in ("lan", "upstream"):
+    device_labels = set((out / "device-1.labels").read_text().split())
+    assert {"benign", "nmap-syn", "syn-flood", "replay", "arp-mitm"} <= device_labels
+    assert not {"slowloris", "slowread", "tls-flood"} & device_labels  # never on its wire
+    for name in ("lan", "upstream", "device-1"):
         evaluated = tinyward("detect", "eval", "--model", str(model), "--capture",
                              str(out / f"{name}.pcap"), "--labels", str(out / f"{name}.labels"),
                              "--out", str(tmp_path / name))

@@ -161,9 +161,13 @@ def run_lab(lab: Lab, profile: Profile, out: Path, attacks: tuple[str, ...] = AT
     plan = lab.plan
     lab.wait_reporting(2)
     log(f"devices reporting to {lab.server_url}; detection: {lab.detection or NO_DETECTION}")
-    captures = {"lan": out / "lan.pcap", "upstream": out / "upstream.pcap"}
+    # Both bridges (everything on each segment), and device-1's own eth0: what its
+    # watching core sees (the capture to evaluate an on-device model on).
+    captures = {"lan": out / "lan.pcap", "upstream": out / "upstream.pcap",
+                "device-1": out / "device-1.pcap"}
     tcpdumps = [_capture(lab, plan.switch, plan.bridge("lan"), captures["lan"]),
-                _capture(lab, plan.switch, plan.bridge("up"), captures["upstream"])]
+                _capture(lab, plan.switch, plan.bridge("up"), captures["upstream"]),
+                _capture(lab, "device-1", "eth0", captures["device-1"])]
     device_capture = None
     if lab.train_capture is None:  # no training phase: the replay's source is made here
         device_capture = _capture(lab, "device-1", "eth0", out / "device-1-benign.pcap")
