@@ -46,12 +46,19 @@ def state_path(prefix: str) -> Path:
     return STATE_DIR / f"{prefix}.json"
 
 
-def detection_flag() -> str | None:
-    """The ``device run`` flag that turns on-device detection on, if this build has one."""
-    done = subprocess.run([sys.executable, "-m", "tinyward", "device", "run", "--help"],
-                          capture_output=True, text=True, timeout=60, check=False)
-    found = all(re.search(rf"{option}\b", done.stdout) for option in _DETECTION_OPTIONS)
+def detection_flag(ask: subprocess.Popen[str] | None = None) -> str | None:
+    """The ``device run`` flag that turns on-device detection on, if this build has one
+    (``ask``: a :func:`ask_help` started earlier, so its start-up overlaps other work)."""
+    ask = ask or ask_help()
+    out, _ = ask.communicate(timeout=60)
+    found = all(re.search(rf"{option}\b", out) for option in _DETECTION_OPTIONS)
     return _DETECTION_OPTIONS[0] if found else None
+
+
+def ask_help() -> subprocess.Popen[str]:
+    """`tinyward device run --help`, started."""
+    return subprocess.Popen([sys.executable, "-m", "tinyward", "device", "run", "--help"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
 
 
 @dataclass
@@ -105,6 +112,7 @@ class Lab:
         from tinyward.fleet.pki import Fleet
         from tinyward.trust.device import Device
 
+        ask = ask_help() if self.detect else None
         net.create_lab(self.plan)
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
@@ -123,7 +131,7 @@ class Lab:
                 announced=announced, wrap=lambda argv: net.ns_command(fleet_host.netns, argv))
             self.admin_url = f"https://{fleet_host.address}:{ADMIN_PORT}"
             self._services()
-            self.detection = detection_flag() if self.detect else None
+            self.detection = detection_flag(ask) if ask is not None else None
             device_ca = fleet.device_ca_token(ca_secret)
             for host in self.plan.devices:
                 device = Device.init(self.folder / host.role)
@@ -135,6 +143,9 @@ class Lab:
                 self._train()
             self._record()
         except BaseException:
+            if ask is not None and ask.poll() is None:
+                ask.kill()  # the only process of ours outside the lab's namespaces
+                ask.wait(timeout=5)
             self.down()
             raise
 

@@ -56,7 +56,7 @@ class Profile:
 
 
 PROFILES = {
-    "quick": Profile("quick", train=12, benign=10, gap=1.0, attack=4, packets=600, pps=300,
+    "quick": Profile("quick", train=12, benign=10, gap=1.0, attack=3, packets=600, pps=300,
                      connections=60, words=40, ports="1-200,8443,8444"),
     "default": Profile("default", train=60, benign=120, gap=12, attack=20, packets=4000, pps=500,
                        connections=200, words=300, ports="1-1024,8443,8444"),
