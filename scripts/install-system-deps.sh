@@ -7,6 +7,9 @@
 #   tmux                                             drive the local readout as a person would
 #   iproute2                                         network namespaces and `ss`
 #   libseccomp2                                      the kernel filter under the sandboxed application
+#   chromium                                         the fleet dashboard's browser test (Playwright)
+#   postgresql                                       the fleet's PostgreSQL store: tests start a
+#                                                    throwaway cluster with its initdb/pg_ctl
 #   python3.11-venv                                  (if Debian's python3.11 is there) its venv module
 # and the attack lab's tools (`tinyward lab`, docs/lab.md):
 #   hydra, hping3, slowhttptest, dsniff (arpspoof)   attacks: brute force, SYN flood, slow HTTP, ARP MITM
@@ -14,8 +17,8 @@
 #   dnsmasq-base                                     the lab's own resolver (benign DNS chatter)
 # Skips apt entirely when everything is already there, so a second run costs nothing.
 set -euo pipefail
-packages=(gcc gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm nmap sslscan tmux iproute2 libseccomp2
-          hydra hping3 slowhttptest dsniff tcpreplay tcpdump dnsmasq-base)
+packages=(gcc gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm nmap sslscan tmux iproute2 libseccomp2 chromium
+          postgresql hydra hping3 slowhttptest dsniff tcpreplay tcpdump dnsmasq-base)
 # The Makefile builds .venv on Debian's python3.11 when it is there; its venv module
 # (ensurepip) comes in a package of its own.
 if [ -x /usr/bin/python3.11 ]; then packages+=(python3.11-venv); fi

@@ -10,6 +10,7 @@ import os
 import platform
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -20,7 +21,8 @@ import click
 @click.option("--port", default=8443, show_default=True, type=click.IntRange(0, 65535),
               help="TCP port (0: any free port, printed at start).")
 @click.option("--db", "db_url", default=None,
-              help="Database URL [default: sqlite:///FLEET_DIR/reports.db].")
+              help="Database URL: sqlite:///PATH or postgresql://user@host:port/db "
+                   "[default: sqlite:///FLEET_DIR/reports.db].")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
               help="Server processes; one accepts and deals connections to all (use one per core).")
 @click.option("--admin-host", default="127.0.0.1", show_default=True,
@@ -47,10 +49,18 @@ import click
               help="Seconds between re-signings of the update repository's snapshot and "
                    "timestamp (online keys), also done at start; a fleet without an update "
                    "repository is left alone.")
+@click.option("--alert", "alerts", multiple=True, metavar="SINK",
+              help="Send incidents to SINK (repeatable): webhook:https://HOST/PATH, "
+                   "syslog, syslog:HOST:PORT, syslog:/PATH or command:/ABS/PATH (JSON on "
+                   "stdin). Deduplicated per device and kind (docs/fleet-server.md).")
+@click.option("--quiet-check", default=5.0, show_default=True,
+              type=click.FloatRange(0.1, 3600),
+              help="Seconds between the quiet-device detector's ticks (each looks at up "
+                   "to 500 devices).")
 def serve(fleet_dir: Path, host: str, port: int, db_url: str | None, workers: int,
           admin_host: str, admin_port: int, report_interval: float | None, rate: float | None,
           burst: float | None, max_connections_per_ip: int, max_handshakes_per_ip: int,
-          update_refresh: float) -> None:
+          update_refresh: float, alerts: tuple[str, ...], quiet_check: float) -> None:
     """Run the fleet server for FLEET_DIR (TLS 1.3, device client certificates).
 
     Devices connect to --host/--port, which requires their client certificate in the TLS
@@ -81,8 +91,24 @@ def serve(fleet_dir: Path, host: str, port: int, db_url: str | None, workers: in
                    f"(admin: https://{admin_host}:{admin_bound}, workers: {workers}, db: {url})",
                    nl=True)
 
+    _operator_log()
     serve_forever(fleet_dir, passphrase, url, host, port, config, workers, announce,
-                  admin_host=admin_host, admin_port=admin_port, update_refresh=update_refresh)
+                  admin_host=admin_host, admin_port=admin_port, update_refresh=update_refresh,
+                  alerts=alerts, quiet_tick=quiet_check)
+
+
+def _operator_log() -> None:
+    """The server's own log lines (connections, refusals, incidents, alert failures) to
+    stderr, one line each, unless the embedding program configured logging itself."""
+    import logging
+
+    root = logging.getLogger("tinyward")
+    if not root.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter(
+            "%(asctime)s [%(process)d] %(name)s %(message)s"))
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
 
 
 @click.command("admin-token")
@@ -100,6 +126,9 @@ def admin_token(fleet_dir: Path) -> None:
     click.echo(create_admin_token(fleet_dir))
 
 
+if TYPE_CHECKING:
+    from tinyward.bench.ingest import IngestResult
+
 COMMANDS: list[click.Command] = []
 BENCH_COMMANDS: list[click.Command] = []
 
@@ -111,19 +140,41 @@ BENCH_COMMANDS: list[click.Command] = []
               help="Reports per request (1: one report per POST /v1/reports).")
 @click.option("--workers", default=None, type=click.IntRange(1, 64),
               help="Server processes [default: the number of cores].")
-def bench_ingest(devices: int, reports: int, batch: int, workers: int | None) -> None:
+@click.option("--db", "db_urls", multiple=True, metavar="postgresql://…",
+              help="Also run on this PostgreSQL database (repeatable), after SQLite, in the "
+                   "same run; it gains the bench's devices and their reports.")
+def bench_ingest(devices: int, reports: int, batch: int, workers: int | None,
+                 db_urls: tuple[str, ...]) -> None:
     """Reports/s the real fleet server stores, against the machine's crypto limit.
 
     Real mTLS 1.3, real signed reports (signed before timing), SQLite with
-    synchronous=FULL; prints p50/p99 ack latency and the ECDSA P-256 verification limit
+    synchronous=FULL (and PostgreSQL with synchronous_commit=on for each --db);
+    prints p50/p99 ack latency and the ECDSA P-256 verification limit
     (verifications/s per core x cores) measured in the same run.
     """
     from tinyward.bench.ingest import run_ingest
+    from tinyward.fleet.store_pg import parse_url
 
     if reports < devices:
         raise click.UsageError("give at least one report per device (--reports >= --devices)")
-    result = run_ingest(devices, reports, batch, workers or os.cpu_count() or 1,
-                        progress=lambda text: click.echo(text, err=True))
+    for url in db_urls:
+        parse_url(url)  # a bad URL is refused before the first run, not after it
+    summary: list[tuple[str, float, float]] = []
+    for url in (None, *db_urls):
+        store = "SQLite" if url is None else "PostgreSQL"
+        click.echo(f"--- store: {store} ---")
+        result = run_ingest(devices, reports, batch, workers or os.cpu_count() or 1,
+                            progress=lambda text: click.echo(text, err=True), db_url=url)
+        _print_ingest(result)
+        summary.append((store, result.reports_per_second,
+                        result.reports_per_second / result.crypto_limit))
+    if len(summary) > 1:
+        click.echo("stores side by side: " + "; ".join(
+            f"{store} {rate:,.0f} reports/s ({share:.0%} of the crypto limit)"
+            for store, rate, share in summary))
+
+
+def _print_ingest(result: IngestResult) -> None:
     share = result.reports_per_second / result.crypto_limit
     server = result.server_cpu_seconds / result.stored * 1e6
     client = result.client_cpu_seconds / result.stored * 1e6
@@ -153,6 +204,10 @@ def bench_ingest(devices: int, reports: int, batch: int, workers: int | None) ->
                f"{result.reports_per_second / wall_limit:.0%})")
     click.echo(f"CPU per stored report: server {server:.0f} us + load generator {client:.0f} us "
                f"(one verification: {verify:.0f} us)")
+    if result.database_cpu_seconds is not None:
+        database = result.database_cpu_seconds / result.stored * 1e6
+        click.echo(f"  + PostgreSQL's own processes {database:.0f} us per stored report "
+                   "(not in the server's figure)")
     if len(result.worker_cpu_seconds) > 1:
         click.echo("server CPU by process (an uneven split leaves a core idle at the end): "
                    + " / ".join(f"{cpu:.2f} s" for cpu in result.worker_cpu_seconds))
