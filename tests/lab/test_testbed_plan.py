@@ -39,12 +39,14 @@ def test_attack_steps_refuse_a_plan_pointing_outside() -> None:
                 attack_steps(bad, PROFILES["quick"], attack, Path("/nonexistent"))
 
 
+@pytest.mark.parametrize("dashboard", [False, True])
 @pytest.mark.parametrize("profile", sorted(PROFILES))
-def test_every_tool_targets_only_lab_hosts_and_is_bounded(profile: str) -> None:
+def test_every_tool_targets_only_lab_hosts_and_is_bounded(profile: str, dashboard: bool
+                                                         ) -> None:
     plan = make_plan(2)
     allowed = plan.addresses()
     for attack in ATTACK_CLASSES:
-        steps = attack_steps(plan, PROFILES[profile], attack, Path("/w"))
+        steps = attack_steps(plan, PROFILES[profile], attack, Path("/w"), dashboard=dashboard)
         assert steps, attack
         for step in steps:
             assert step.attack == attack

@@ -55,6 +55,16 @@ def detection_flag(ask: subprocess.Popen[str] | None = None) -> str | None:
     return _DETECTION_OPTIONS[0] if found else None
 
 
+def _dashboard_password(fleet_dir: Path) -> bool:
+    """Give the fleet's dashboard a random admin password (never written in clear, not
+    in hydra's list) when this build has a dashboard; say whether it has."""
+    env = {**os.environ, "TINYWARD_DASHBOARD_PASSWORD": secrets.token_urlsafe(18)}
+    done = subprocess.run([sys.executable, "-m", "tinyward", "fleet", "dashboard-password",
+                           str(fleet_dir)], env=env, capture_output=True, text=True,
+                          timeout=120, check=False)
+    return done.returncode == 0
+
+
 def ask_help() -> subprocess.Popen[str]:
     """`tinyward device run --help`, started."""
     return subprocess.Popen([sys.executable, "-m", "tinyward", "device", "run", "--help"],
@@ -75,6 +85,8 @@ class Lab:
     admin_url: str = ""
     device_ids: dict[str, str] = field(default_factory=dict)
     detection: str | None = None
+    #: The fleet's admin listener has a dashboard login (hydra tries it as well).
+    dashboard: bool = False
     train_capture: Path | None = None
     net_model: Path | None = None
     _devices: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
@@ -92,8 +104,10 @@ class Lab:
         logs.mkdir(parents=True, exist_ok=True)
         log = open(logs / f"{name}.log", "ab")  # noqa: SIM115 (closed in down())
         self._logs.append(log)
+        # cwd: the lab's folder, where tools leave their files (hydra.restore …).
         proc = subprocess.Popen(net.ns_command(netns, argv), stdout=log,
-                                stderr=subprocess.STDOUT, env=env, start_new_session=True)
+                                stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                cwd=self.folder)
         self._procs.append(proc)
         return proc
 
@@ -124,6 +138,7 @@ class Lab:
                                server_names=[fleet_host.address, "fleet.lab"],
                                server_passphrase=server_secret,
                                report_interval=self.interval)
+            self.dashboard = _dashboard_password(fleet.directory)
             announced: list[str] = []
             _, self.server_url = start_fleet_server(
                 fleet.directory, server_secret, fleet_host.address, FLEET_PORT,

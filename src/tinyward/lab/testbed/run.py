@@ -192,7 +192,7 @@ def run_lab(lab: Lab, profile: Profile, out: Path, attacks: tuple[str, ...] = AT
     devices = {h.address for h in plan.devices}
     visible: dict[str, bool] = {}
     for attack in attacks:
-        planned = attack_steps(plan, profile, attack, workdir)
+        planned = attack_steps(plan, profile, attack, workdir, dashboard=lab.dashboard)
         visible[attack] = any(step.target in devices for step in planned)
         log(f"attack {attack}")
         start = time.time()

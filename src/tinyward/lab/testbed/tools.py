@@ -85,9 +85,10 @@ def _nmap(kind: str, target: str, ports: str, limit: float) -> tuple[str, ...]:
 
 
 def attack_steps(plan: LabPlan, profile: Profile, attack: str, workdir: Path,
-                 device: str = "device-1") -> list[Step]:
+                 device: str = "device-1", dashboard: bool = False) -> list[Step]:
     """The steps of ``attack`` (one of :data:`ATTACK_CLASSES`) against ``device`` and the
-    fleet. Raises :class:`~tinyward.lab.testbed.plan.OutsideLab` for a target outside."""
+    fleet (``dashboard``: the fleet's admin listener has a dashboard login, hydra tries
+    it too). Raises :class:`~tinyward.lab.testbed.plan.OutsideLab` for a target outside."""
     dev = check_target(plan, plan.host(device).address)
     fleet = check_target(plan, plan.host("fleet").address)
     router = check_target(plan, plan.host(device).gateway)
@@ -104,9 +105,19 @@ def attack_steps(plan: LabPlan, profile: Profile, attack: str, workdir: Path,
                 Step(attack, up, fleet, _nmap(attack, fleet, f"53,{FLEET_PORT},{ADMIN_PORT}",
                                               t), t + 1)]
     if attack == "hydra":
-        return [Step(attack, lan, router, (
+        steps = [Step(attack, lan, router, (
             "hydra", "-l", "admin", "-P", str(workdir / "words.txt"), "-t", "4", "-f", "-I",
             "-w", "3", "-s", str(ROUTER_LOGIN_PORT), router, "http-get", "/"), t + 5)]
+        if dashboard:
+            # The dashboard's login form over TLS, with the Origin a browser sends; hydra
+            # cannot carry the form's CSRF token. Success only on the login's redirect (303;
+            # hydra 9.4 wants its header option before the condition).
+            steps.append(Step(attack, up, fleet, (
+                "hydra", "-l", "admin", "-P", str(workdir / "words.txt"), "-t", "4", "-f",
+                "-I", "-w", "3", "-s", str(ADMIN_PORT), "-S", fleet, "https-post-form",
+                f"/dashboard/login:csrf=none&password=^PASS^:"
+                f"H=Origin\\: https\\://{fleet}\\:{ADMIN_PORT}:S=303"), t + 5))
+        return steps
     if attack == "syn-flood":
         interval = f"u{max(1, 1_000_000 // profile.pps)}"
         return [Step(attack, lan, dev, ("hping3", "-q", "-S", "-p", "443", "-i", interval,
