@@ -94,20 +94,26 @@ def test_wordlist_holds_the_password_once_near_the_end() -> None:
     assert words.index("secret-x") > 30
 
 
-def test_labels_by_window_and_attacker() -> None:
-    atk_mac, atk_ip, dev, fleet = "02:77:00:00:01:42", "10.203.1.66", "10.203.1.11", "10.203.2.10"
+def test_labels_by_attacker_and_its_latest_attack() -> None:
+    lan_mac, lan_ip, up_ip = "02:77:00:00:01:42", "10.203.1.66", "10.203.2.66"
+    dev_mac, rt_mac = "02:77:00:00:01:0b", "02:77:00:00:01:01"
+    dev, fleet = "10.203.1.11", "10.203.2.10"
+    lan, up = (lan_mac, lan_ip), ("02:77:00:00:02:42", up_ip)
     frames = [
-        Frame(1.0, "02:77:00:00:01:0b", "02:77:00:00:01:01", (dev, fleet)),  # report
-        Frame(10.5, atk_mac, "02:77:00:00:01:0b", (atk_ip, dev)),  # scan probe
-        Frame(10.6, "02:77:00:00:01:0b", atk_mac, (dev, atk_ip)),  # the victim's answer
-        Frame(10.7, "02:77:00:00:01:0b", "02:77:00:00:01:01", (dev, fleet)),  # report, during
-        Frame(20.5, atk_mac, "02:77:00:00:01:0b", (fleet, dev)),  # replayed, attacker's MAC
-        Frame(21.0, atk_mac, "ff:ff:ff:ff:ff:ff", ()),  # not IP: by MAC
-        Frame(40.0, atk_mac, "02:77:00:00:01:0b", (atk_ip, dev)),  # after every window
+        Frame(1.0, lan_mac, "33:33:00:00:00:02", ()),  # attacker's host before any attack
+        Frame(2.0, dev_mac, rt_mac, (dev, fleet)),  # a report
+        Frame(10.5, lan_mac, dev_mac, (lan_ip, dev)),  # scan probe
+        Frame(10.6, dev_mac, lan_mac, (dev, lan_ip)),  # the victim's answer
+        Frame(10.7, dev_mac, rt_mac, (dev, fleet)),  # a report, during the scan
+        Frame(20.5, lan_mac, dev_mac, (fleet, dev)),  # replayed: the attacker's MAC
+        Frame(30.5, dev_mac, lan_mac, (dev, fleet)),  # still through the attacker
+        Frame(31.0, "02:77:00:00:02:42", "02:77:00:00:02:0a", (up_ip, fleet)),  # TLS flood
     ]
-    windows = [Window("nmap-syn", 10.0, 12.0), Window("replay", 20.0, 21.5)]
-    assert label_frames(frames, windows, [atk_mac], [atk_ip], tail=2.0) == [
-        "benign", "nmap-syn", "nmap-syn", "benign", "replay", "replay", "benign"]
+    windows = [Window("nmap-syn", 10.0, 12.0, lan), Window("replay", 20.0, 21.5, lan),
+               Window("tls-flood", 30.0, 32.0, up)]
+    assert label_frames(frames, windows) == [
+        "benign", "benign", "nmap-syn", "nmap-syn", "benign", "replay", "replay",
+        "tls-flood"]
 
 
 def test_detection_figures_from_incidents() -> None:

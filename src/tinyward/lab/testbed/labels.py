@@ -2,18 +2,19 @@
 addresses (the format ``tinyward detect eval --labels`` reads: one label per line, line i
 for frame i; see :mod:`tinyward.detect.labelled`).
 
-Rule (:func:`label_frames`, pure): a frame is labelled with attack *A* when it was
-captured within *A*'s window (from its start to ``tail`` seconds after its end) **and** an
-attacker host is on either end of it (its MAC or its IP address as source or destination,
-or, for ARP, as sender or target). Every other frame is ``benign``. So replayed frames (sent
-with the attacker's MAC), the man in the middle's forwarded frames, and the answers a
-victim sends to a scanner are the attack's; the devices' reports during an attack are not.
+Rule (:func:`label_frames`, pure): a frame that has one of an attack's attackers at either
+end (its MAC or IP address as source or destination, or, for ARP, as sender or target) is
+labelled with the latest attack *by that attacker* that started before the frame; every
+other frame is ``benign``. So replayed frames (sent with the attacker's MAC), the man in
+the middle's forwarded frames (also after it stopped, while caches stay poisoned), and the
+answers a victim sends to a scanner are the attack's; the devices' reports during an
+attack, and an attacker host's own frames before its first attack, are ``benign``.
 """
 
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,9 +33,12 @@ class Frame:
 
 @dataclass(frozen=True)
 class Window:
+    """One attack's time span and its attackers' MACs and IP addresses (``sources``)."""
+
     attack: str
     start: float
     end: float
+    sources: tuple[str, ...] = ()
 
 
 def _mac(raw: bytes) -> str:
@@ -65,20 +69,19 @@ def read_frames(path: Path, max_frames: int = 5_000_000) -> list[Frame]:
     return frames
 
 
-def label_frames(frames: Sequence[Frame], windows: Sequence[Window],
-                 attacker_macs: Iterable[str], attacker_ips: Iterable[str],
-                 tail: float = 2.0) -> list[str]:
-    """One label per frame (see the module doc). Windows must not overlap."""
-    macs = {m.lower() for m in attacker_macs}
-    ips = set(attacker_ips)
+def label_frames(frames: Sequence[Frame], windows: Sequence[Window]) -> list[str]:
+    """One label per frame (see the module doc)."""
     ordered = sorted(windows, key=lambda w: w.start)
+    sources = [({x.lower() for x in w.sources}) for w in ordered]
     labels = []
     for frame in frames:
+        ends = {frame.src_mac, frame.dst_mac, *frame.addresses}
         label = BENIGN
-        if frame.src_mac in macs or frame.dst_mac in macs or ips.intersection(frame.addresses):
-            for window in ordered:
-                if window.start <= frame.ts <= window.end + tail:
-                    label = window.attack
+        for window, theirs in zip(ordered, sources, strict=True):
+            if window.start > frame.ts:
+                break
+            if theirs & ends:
+                label = window.attack
         labels.append(label)
     return labels
 

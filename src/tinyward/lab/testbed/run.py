@@ -197,19 +197,19 @@ def run_lab(lab: Lab, profile: Profile, out: Path, attacks: tuple[str, ...] = AT
         log(f"attack {attack}")
         start = time.time()
         steps += _run_steps(lab, planned, log)
-        windows.append(lab_labels.Window(attack, start, time.time()))
+        attackers = {plan.host(step.vantage) for step in planned}
+        windows.append(lab_labels.Window(attack, start, time.time(), tuple(sorted(
+            {h.mac for h in attackers} | {h.address for h in attackers}))))
         time.sleep(profile.gap)
     settle = max(3.0, 3 * lab.interval)
     time.sleep(settle)  # reports made during the last attack reach the fleet
     settle_end = time.time()
     for proc in tcpdumps:
         _stop(proc)
-    attackers = [plan.host("attacker-lan"), plan.host("attacker-up")]
     label_paths = {}
     for name, path in captures.items():
         frames = lab_labels.read_frames(path)
-        tags = lab_labels.label_frames(frames, windows, [h.mac for h in attackers],
-                                       [h.address for h in attackers], tail=profile.gap)
+        tags = lab_labels.label_frames(frames, windows)
         label_paths[name] = path.with_suffix(".labels")
         lab_labels.write_labels(label_paths[name], tags)
     incidents = [i for role in lab.device_ids for i in lab.incidents(role)]
