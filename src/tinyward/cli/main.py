@@ -106,6 +106,7 @@ _AREAS: tuple[tuple[str, str, tuple[str, ...], tuple[str, ...]], ...] = (
     ("bench_update", "all", (), ("update",)),
     ("bench_watch", "all", (), ("watch",)),
     ("assess", "device", ("assess",), ()),
+    ("lab", "all", ("lab",), ()),
 )
 
 
