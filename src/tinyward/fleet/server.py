@@ -242,7 +242,7 @@ class FleetServer:
         # fleet, many incident kinds) never delays an acknowledgement.
         opener = getattr(store, "reader", None)
         self._reader: ReportStore = opener() if callable(opener) else store
-        self.quiet = QuietDetector(directory, self._reader)
+        self.quiet = QuietDetector(directory, self._reader, started=clock())
         self._admin_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="admin")
         self._seq_cache: dict[str, int] = {}  # device -> last stored seq (this process)
         self._warming: set[asyncio.Task[None]] = set()  # meet_connection's reads in flight
