@@ -316,6 +316,21 @@ def test_postgresql_url_options_and_password_never_shown() -> None:
     assert "sekrit-pw" not in str(down.value)
 
 
+def test_attack_password_in_the_url_query_is_never_shown() -> None:
+    # libpq also takes the password (and a client key's, sslpassword) as query options:
+    # the error must hide those as it hides user:password@.
+    from tinyward.fleet.store_pg import DatabaseUnavailable, parse_url
+
+    for url in ("postgresql://u@h/fleet?password=sekrit-pw&pool_size=0",
+                "postgresql://u@h/fleet?sslpassword=sekrit-pw&pool_size=x"):
+        with pytest.raises(BadDatabaseUrl) as bad:
+            parse_url(url)
+        assert "sekrit-pw" not in str(bad.value) and "***" in str(bad.value)
+    with pytest.raises(DatabaseUnavailable) as down:
+        open_store("postgresql:///fleet?host=/nonexistent-tinyward-dir&password=sekrit-pw")
+    assert "sekrit-pw" not in str(down.value)
+
+
 def test_attack_incident_kind_flood_is_capped_on_every_backend(make_store: MakeStore) -> None:
     # A device naming 32 fresh kinds in each report (256 in all) keeps at most
     # max_incident_kinds rows; the rest is counted under "other", nothing is lost.

@@ -175,13 +175,23 @@ def parse_url(url: str) -> tuple[str, int]:
     return urlunsplit(parts._replace(query=urlencode(query))), pool_size
 
 
+#: libpq's query options that hold a secret (a password may be given either way).
+_SECRET_OPTIONS = frozenset({"password", "sslpassword"})
+
+
 def _redacted(url: str) -> str:
-    """The URL without its password (error messages and logs never show it)."""
+    """The URL without its passwords (error messages and logs never show them): the one
+    in ``user:password@`` and libpq's ``?password=`` / ``?sslpassword=`` options."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+    if parts.password is not None:
+        host = parts.netloc.rpartition("@")[2]
+        parts = parts._replace(netloc=f"{parts.username}:***@{host}")
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if any(key.lower() in _SECRET_OPTIONS for key, _ in query):
+        parts = parts._replace(query=urlencode(
+            [(key, "***" if key.lower() in _SECRET_OPTIONS else value) for key, value in query],
+            safe="*/"))
+    return urlunsplit(parts)
 
 
 def _configure(connection: psycopg.Connection[Any]) -> None:
