@@ -235,3 +235,18 @@ def test_webhook_name_hides_the_path() -> None:
     assert WebhookSink("https://hooks.example/services/T0/SECRET").name == \
         "webhook:https://hooks.example"
     assert os.sep not in WebhookSink("http://127.0.0.1:9/x/y").name.split("//")[1]
+
+
+def test_attack_incident_kind_cannot_forge_a_syslog_line() -> None:
+    forged = "net.anomaly\n<28>tinyward: incident kind=all.clear device=forged"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as collector:
+        collector.bind(("127.0.0.1", 0))
+        collector.settimeout(10)
+        sink = SyslogSink(("127.0.0.1", collector.getsockname()[1]))
+        try:
+            sink.deliver(Alert(DEVICE, forged, 1, 0.0, evidence="a\nb").payload())
+            data, _ = collector.recvfrom(4096)
+        finally:
+            sink.close()
+    line = data.decode().rstrip("\x00\n")
+    assert "\n" not in line and "kind=? " in line and "evidence='a\\nb'" in line

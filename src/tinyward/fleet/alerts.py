@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from tinyward.errors import BadInput, TinywardError
+from tinyward.fleet.oplog import one_word
 
 _log = logging.getLogger("tinyward.fleet.alerts")
 
@@ -144,7 +145,9 @@ class SyslogSink:
         self._handler.ident = "tinyward: "
 
     def deliver(self, payload: dict[str, Any]) -> None:
-        text = (f"incident kind={payload['kind']} device={payload['device_id']} "
+        # One line whatever the text (kind and device ID are one word; evidence is repr'd).
+        text = (f"incident kind={one_word(payload['kind'])} "
+                f"device={one_word(payload['device_id'])} "
                 f"count={payload['count']} repeats={payload['repeats']} "
                 f"evidence={payload['evidence']!r}")
         record = logging.LogRecord("tinyward.alert", logging.WARNING, __file__, 0, text,
