@@ -20,6 +20,7 @@ from tinyward.fleet.alerts import (
     AlertSender,
     BadAlertSink,
     CommandSink,
+    DeliveryFailed,
     SyslogSink,
     WebhookSink,
     parse_sink,
@@ -250,3 +251,47 @@ def test_attack_incident_kind_cannot_forge_a_syslog_line() -> None:
             sink.close()
     line = data.decode().rstrip("\x00\n")
     assert "\n" not in line and "kind=? " in line and "evidence='a\\nb'" in line
+
+
+def _http_server(answer: Any) -> tuple[ThreadingHTTPServer, str]:
+    """A loopback server; ``answer(handler)`` replies to every GET and POST."""
+
+    class Handler(BaseHTTPRequestHandler):
+        do_GET = do_POST = answer
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
+def test_attack_webhook_redirect_is_not_followed() -> None:
+    # A webhook receiver (or whoever holds its name) answering 302 would send the fleet
+    # server to any URL, any scheme: a request the operator never configured (SSRF, and
+    # http:// past the "never in clear" rule). A redirect is a failed delivery instead.
+    visited: list[str] = []
+
+    def elsewhere(handler: BaseHTTPRequestHandler) -> None:
+        visited.append(handler.command)
+        handler.send_response(204)
+        handler.end_headers()
+
+    target, target_url = _http_server(elsewhere)
+
+    def redirect(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(302)
+        handler.send_header("Location", f"{target_url}/internal")
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+
+    hook, hook_url = _http_server(redirect)
+    try:
+        with pytest.raises(DeliveryFailed, match="302"):
+            WebhookSink(f"{hook_url}/hook").deliver(alert().payload())
+    finally:
+        for server in (hook, target):
+            server.shutdown()
+            server.server_close()
+    assert visited == []

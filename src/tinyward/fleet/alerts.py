@@ -111,21 +111,29 @@ class WebhookSink:
                                "must not cross a network in clear); use https://")
         self.url, self.timeout = url, timeout
         self.name = f"webhook:{parts.scheme}://{parts.hostname}"  # no path: it may be a token
-        self._context = ssl.create_default_context() if parts.scheme == "https" else None
+        context = ssl.create_default_context() if parts.scheme == "https" else None
+        # No redirect is followed (a 3xx is a failed delivery): the configured URL is the
+        # only one ever asked, never another host or a downgrade to http:// (no SSRF).
+        self._opener = urllib.request.build_opener(
+            urllib.request.HTTPSHandler(context=context), _NoRedirect())
 
     def deliver(self, payload: dict[str, Any]) -> None:
         request = urllib.request.Request(  # noqa: S310 - scheme checked in __init__
             self.url, data=json.dumps(payload).encode(), method="POST",
             headers={"Content-Type": "application/json", "User-Agent": "tinyward"})
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout,  # noqa: S310
-                                        context=self._context) as response:
+            with self._opener.open(request, timeout=self.timeout) as response:
                 response.read(4096)
         except urllib.error.HTTPError as error:
             raise DeliveryFailed(f"HTTP {error.code}") from None
         except (urllib.error.URLError, OSError) as error:
             reason = getattr(error, "reason", error)
             raise DeliveryFailed(f"{type(reason).__name__}: {reason}") from None
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None  # urllib then raises HTTPError with the 3xx status
 
 
 class _RaisingSysLogHandler(SysLogHandler):
