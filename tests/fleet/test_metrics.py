@@ -153,6 +153,8 @@ def test_incidents_endpoint_lists_reported_incidents(running: Running) -> None:
     assert status == 200 and len(body["incidents"]) == 1
     assert running.request("GET", "/v1/incidents?device=nope", headers=auth)[0] == 400
     assert running.request("GET", "/v1/incidents?since=-1", headers=auth)[0] == 400
+    # Past SQLite's 64-bit integers: a 400, not a 500 from inside the store.
+    assert running.request("GET", "/v1/incidents?since=" + "9" * 20, headers=auth)[0] == 400
     assert running.request("GET", "/v1/incidents")[0] == 401
 
 

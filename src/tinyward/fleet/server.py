@@ -718,7 +718,7 @@ class FleetServer:
             since = int(query.get("since", "0"))
         except ValueError:
             limit, since = -1, 0
-        if not 1 <= limit <= MAX_DEVICES_PAGE or not since >= 0:
+        if not 1 <= limit <= MAX_DEVICES_PAGE or not 0 <= since < 2**62:  # SQL's BIGINT
             raise Refused(400, "bad_limit", f"limit must be 1 to {MAX_DEVICES_PAGE} and "
                           "since a Unix time")
         device = query.get("device") or None
