@@ -43,7 +43,6 @@ from tinyward.errors import TinywardError
 from tinyward.fleet.store import (
     _DEVICE_COLUMNS,
     _EVENT_COLUMNS,
-    _FAILED_STATES,
     _FAILURE_COLUMNS,
     _INCIDENT_COLUMNS,
     _REPORT_COLUMNS,
@@ -66,10 +65,11 @@ from tinyward.fleet.store import (
     _json_results,
     _migrate,
     _update_columns,
+    cap_kinds,
     pack_signed,
+    plan_commit,
     unpack_signed,
 )
-from tinyward.trust.replay import is_replay
 from tinyward.trust.report import Report
 from tinyward.update.meta import COMPONENTS as _COMPONENTS
 
@@ -273,39 +273,15 @@ class PostgresStore:
     def _write(self, cursor: psycopg.Cursor[Any],
                groups: Sequence[tuple[str, Sequence[tuple[Report, bytes]]]],
                last: dict[str, int], received_at: int) -> list[int]:
-        """The rows of one commit (SQLiteStore._append_locked's rules; the store suite's
-        model test holds both backends to the same answers)."""
-        stored: list[int] = []
-        reports_rows: list[tuple[object, ...]] = []
-        newest: dict[str, tuple[Report, int]] = {}
-        updates: dict[str, Report] = {}
-        failures: dict[tuple[str, str, str], tuple[object, ...]] = {}
-        incidents: dict[tuple[str, str], int] = {}
-        events: list[tuple[str, str, int, Report]] = []  # (device, kind, count, report)
-        for device_id, reports in groups:
-            seq = last[device_id]
-            for report, signed in reports:
-                if is_replay(report.seq, seq):  # stored already (a replay, or another won)
-                    continue
-                seq = report.seq
-                reports_rows.append((device_id, report.seq, report.timestamp, received_at,
-                                     report.mode, report.health, _json_results(report),
-                                     _json_incidents(report), *pack_signed(signed)))
-                newest[device_id] = (report, newest.get(device_id, (report, 0))[1] + 1)
-                if report.update is not None:
-                    updates[device_id] = report
-                    if report.update.state in _FAILED_STATES:
-                        component, version = report.update.target or ("", "")
-                        failures[device_id, component, version] = (
-                            device_id, component, version, report.update.state,
-                            report.update.why, report.seq, received_at)
-                for kind, count in report.incidents.items():
-                    incidents[device_id, kind] = incidents.get((device_id, kind), 0) + count
-                    if count > 0:
-                        events.append((device_id, kind, count, report))
-            last[device_id] = seq
-            stored.append(seq)
-        _insert(cursor, _REPORT_COLUMNS, reports_rows)
+        """The rows of one commit (:func:`~tinyward.fleet.store.plan_commit`: the rules
+        SQLite's commit follows too)."""
+        plan = plan_commit(groups, last, received_at)
+        newest, updates, failures, incidents = (plan.newest, plan.updates, plan.failures,
+                                                plan.incidents)
+        _insert(cursor, _REPORT_COLUMNS, [
+            (device_id, report.seq, report.timestamp, received_at, report.mode, report.health,
+             _json_results(report), _json_incidents(report), *pack_signed(signed))
+            for device_id, report, signed in plan.fresh])
         _insert(cursor, _DEVICE_COLUMNS, [
             (device_id, report.seq, count, report.timestamp, received_at, report.health,
              *_update_columns(updates.get(device_id)))
@@ -316,10 +292,10 @@ class PostgresStore:
             _insert(cursor, _EVENT_COLUMNS, [
                 (device_id, kind if (device_id, kind) in kept else OTHER_KIND, count,
                  received_at, report.timestamp, report.seq, f"report seq {report.seq}")
-                for device_id, kind, count, report in events])
+                for device_id, kind, count, report in plan.events])
             _insert(cursor, _INCIDENT_COLUMNS, [
                 (device_id, kind, total) for (device_id, kind), total in sorted(incidents.items())])
-        return stored
+        return plan.stored
 
     def _cap_kinds(self, cursor: psycopg.Cursor[Any], incidents: dict[tuple[str, str], int]
                    ) -> tuple[dict[tuple[str, str], int], set[tuple[str, str]]]:
@@ -331,17 +307,7 @@ class PostgresStore:
                        (devices,))
         for device_id, kind in cursor.fetchall():
             known[device_id].add(kind)
-        capped: dict[tuple[str, str], int] = {}
-        kept: set[tuple[str, str]] = set()
-        for (device_id, kind), total in sorted(incidents.items()):
-            kinds = known[device_id]
-            if kind not in kinds:
-                if len(kinds) >= self.max_incident_kinds - 1 and kind != OTHER_KIND:
-                    kind = OTHER_KIND  # one slot stays for "other"
-                kinds.add(kind)
-            kept.add((device_id, kind))
-            capped[device_id, kind] = capped.get((device_id, kind), 0) + total
-        return capped, kept
+        return cap_kinds(incidents, known, self.max_incident_kinds)
 
     def add_incident(self, device_id: str, kind: str, at: int, evidence: str,
                      count: int = 1) -> Incident:
