@@ -529,6 +529,30 @@ def cap_kinds(incidents: dict[tuple[str, str], int], known: dict[str, set[str]],
     return capped, kept
 
 
+def incidents_query(mark: str, device_id: str | None, since: int, kind: str | None,
+                    limit: int) -> tuple[str, tuple[object, ...]]:
+    """``ReportStore.incidents``' SQL and values; ``mark``: the driver's placeholder."""
+    where = [f"at >= {mark}"]
+    args: list[object] = [since]
+    if device_id is not None:
+        where.append(f"device_id = {mark}")
+        args.append(device_id)
+    if kind is not None:
+        where.append(f"kind = {mark}")
+        args.append(kind)
+    # The conditions are these constants; every value is a placeholder.
+    sql = ("SELECT id, device_id, kind, count, at, device_time, seq, evidence"  # noqa: S608
+           f" FROM incident_events WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT {mark}")
+    return sql, (*args, max(0, min(limit, MAX_INCIDENTS_LISTED)))
+
+
+def incident_of(row: Sequence[Any]) -> Incident:
+    """An :class:`Incident` from a row of :func:`incidents_query`."""
+    return Incident(int(row[0]), str(row[1]), str(row[2]), int(row[3]), int(row[4]),
+                    None if row[5] is None else int(row[5]),
+                    None if row[6] is None else int(row[6]), str(row[7]))
+
+
 class SQLiteStore:
     """:class:`ReportStore` on SQLite, WAL mode, ``synchronous=FULL``.
 
@@ -733,24 +757,10 @@ class SQLiteStore:
 
     def incidents(self, device_id: str | None = None, *, since: int = 0,
                   kind: str | None = None, limit: int = 100) -> list[Incident]:
-        limit = max(0, min(limit, MAX_INCIDENTS_LISTED))
-        where = ["at >= ?"]
-        args: list[object] = [since]
-        if device_id is not None:
-            where.append("device_id = ?")
-            args.append(device_id)
-        if kind is not None:
-            where.append("kind = ?")
-            args.append(kind)
-        # The conditions are this method's constants; every value is a placeholder.
-        sql = ("SELECT id, device_id, kind, count, at, device_time, seq, evidence"  # noqa: S608
-               f" FROM incident_events WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?")
+        sql, args = incidents_query("?", device_id, since, kind, limit)
         with self._lock:
-            rows = self._db.execute(sql, (*args, limit)).fetchall()
-        return [Incident(int(row[0]), str(row[1]), str(row[2]), int(row[3]), int(row[4]),
-                         None if row[5] is None else int(row[5]),
-                         None if row[6] is None else int(row[6]), str(row[7]))
-                for row in rows]
+            rows = self._db.execute(sql, args).fetchall()
+        return [incident_of(row) for row in rows]
 
     def update_records(self, component: str, version: str) -> list[UpdateRecord]:
         if component not in _COMPONENTS:  # it becomes a JSON path (bound, all the same)

@@ -50,7 +50,6 @@ from tinyward.fleet.store import (
     _SCHEMA_2_INCIDENT_EVENTS,
     _STATUS_COLUMNS,
     FLEET_INCIDENT_KINDS,
-    MAX_INCIDENTS_LISTED,
     OTHER_KIND,
     BadDatabaseUrl,
     DeviceStatus,
@@ -66,6 +65,8 @@ from tinyward.fleet.store import (
     _migrate,
     _update_columns,
     cap_kinds,
+    incident_of,
+    incidents_query,
     pack_signed,
     plan_commit,
     unpack_signed,
@@ -331,25 +332,10 @@ class PostgresStore:
 
     def incidents(self, device_id: str | None = None, *, since: int = 0,
                   kind: str | None = None, limit: int = 100) -> list[Incident]:
-        limit = max(0, min(limit, MAX_INCIDENTS_LISTED))
-        where = ["at >= %s"]
-        args: list[object] = [since]
-        if device_id is not None:
-            where.append("device_id = %s")
-            args.append(device_id)
-        if kind is not None:
-            where.append("kind = %s")
-            args.append(kind)
+        sql, args = incidents_query("%s", device_id, since, kind, limit)
         with self._pool.connection() as connection:
-            rows = connection.execute(
-                # The conditions are this method's constants; every value is a placeholder.
-                "SELECT id, device_id, kind, count, at, device_time, seq, evidence"  # noqa: S608
-                f" FROM incident_events WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT %s",
-                (*args, limit)).fetchall()
-        return [Incident(int(row[0]), str(row[1]), str(row[2]), int(row[3]), int(row[4]),
-                         None if row[5] is None else int(row[5]),
-                         None if row[6] is None else int(row[6]), str(row[7]))
-                for row in rows]
+            rows = connection.execute(sql, args).fetchall()
+        return [incident_of(row) for row in rows]
 
     def device_status(self, device_id: str) -> DeviceStatus | None:
         found = self._statuses(" WHERE device_id = %s", (device_id,))
