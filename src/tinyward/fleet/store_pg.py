@@ -79,6 +79,9 @@ from tinyward.update.meta import COMPONENTS as _COMPONENTS
 DEFAULT_POOL_SIZE = 4
 #: Seconds to wait for a first connection, or for a free one from the pool.
 CONNECT_TIMEOUT = 10.0
+#: Seconds a node waits at start for another to finish migrating (then one error line,
+#: never a silent hang: a stuck node or a stale session may hold the lock).
+MIGRATION_WAIT = 120.0
 
 
 class DatabaseUnavailable(TinywardError):
@@ -220,8 +223,15 @@ class PostgresStore:
             with psycopg.connect(conninfo, connect_timeout=int(CONNECT_TIMEOUT)) as first, \
                     first.transaction():
                 # Nodes starting together: one migrates, the others then find it done.
+                first.execute(f"SET LOCAL lock_timeout = {int(MIGRATION_WAIT * 1000)}")
                 first.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+                first.execute("SET LOCAL lock_timeout = 0")  # the migrations may take long
                 _migrate(first.execute, _PG_MIGRATIONS, _redacted(url), "%s")
+        except psycopg.errors.LockNotAvailable:
+            raise DatabaseUnavailable(
+                f"PostgreSQL at {_redacted(url)}: the schema migration lock is still held "
+                f"after {MIGRATION_WAIT:.0f} s (another node migrating, or a stale session "
+                "holding it: see pg_locks, locktype advisory)") from None
         except psycopg.Error as error:  # unreachable, refused, or no right to migrate
             first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
             raise DatabaseUnavailable(f"PostgreSQL at {_redacted(url)}: {first_line}") from None
