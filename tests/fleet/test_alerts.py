@@ -295,3 +295,15 @@ def test_attack_webhook_redirect_is_not_followed() -> None:
             server.shutdown()
             server.server_close()
     assert visited == []
+
+
+def test_attack_command_output_is_not_kept_by_the_server(tmp_path: Path) -> None:
+    """A hook's stdout and stderr go to /dev/null: a hook that prints gigabytes cannot
+    grow the server's memory, and one that leaves a child holding its output open cannot
+    keep the sink waiting past the timeout (a pipe would stay open until that child ends)."""
+    script = tmp_path / "hook"
+    script.write_text('#!/bin/sh\ncat > /dev/null\n'
+                      '[ "$(readlink /proc/$$/fd/1)" = /dev/null ] && '
+                      '[ "$(readlink /proc/$$/fd/2)" = /dev/null ]\n')
+    script.chmod(0o700)
+    CommandSink(str(script)).deliver(alert().payload())  # exit 1 (a failure) otherwise

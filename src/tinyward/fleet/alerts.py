@@ -9,7 +9,7 @@
   ``syslog`` is ``/dev/log``): one line through the standard
   :class:`logging.handlers.SysLogHandler`, facility ``daemon``, severity ``warning``.
 - ``command:PATH``: run PATH (no shell, no arguments) with the alert as JSON on stdin and
-  a timeout; exit status 0 is success. Its environment holds only ``PATH`` and ``LANG``:
+  a timeout; exit status 0 is success; its output goes to /dev/null. Its environment holds only ``PATH`` and ``LANG``:
   never the server's passphrase or anything else the server's environment holds.
 
 What an alert holds (:meth:`Alert.payload`): device ID, incident kind, count, the
@@ -182,9 +182,12 @@ class CommandSink:
     def deliver(self, payload: dict[str, Any]) -> None:
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
         try:
+            # Output to /dev/null: never buffered here, and no pipe a child it leaves
+            # behind could hold open past the timeout.
             done = subprocess.run([self.path], input=json.dumps(payload).encode(),  # noqa: S603
-                                  capture_output=True, timeout=self.timeout, env=env,
-                                  check=False, shell=False, close_fds=True)
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                  timeout=self.timeout, env=env, check=False, shell=False,
+                                  close_fds=True)
         except subprocess.TimeoutExpired:
             raise DeliveryFailed(f"no exit within {self.timeout:g} s (killed)") from None
         except OSError as error:
