@@ -9,8 +9,9 @@
   ``syslog`` is ``/dev/log``): one line through the standard
   :class:`logging.handlers.SysLogHandler`, facility ``daemon``, severity ``warning``.
 - ``command:PATH``: run PATH (no shell, no arguments) with the alert as JSON on stdin and
-  a timeout; exit status 0 is success; its output goes to /dev/null. Its environment holds only ``PATH`` and ``LANG``:
-  never the server's passphrase or anything else the server's environment holds.
+  a timeout; exit status 0 is success; its output goes to /dev/null. Its environment
+  holds only ``PATH`` and ``LANG``: never the server's passphrase or anything else the
+  server's environment holds.
 
 What an alert holds (:meth:`Alert.payload`): device ID, incident kind, count, the
 fleet's receive time, the device's time and report sequence number when a report carried
