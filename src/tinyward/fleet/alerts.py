@@ -2,7 +2,8 @@
 
 ``fleet serve --alert SPEC`` (repeatable), SPEC one of:
 
-- ``webhook:https://HOST/PATH``: POST the alert as JSON, with a timeout. ``http://`` only
+- ``webhook:https://HOST/PATH``: POST the alert as JSON, with a timeout; no redirect
+  is followed (a 3xx is a failed delivery). ``http://`` only
   to a loopback address (a receiver on the same machine); anything else needs https,
   verified against the system's CAs, so an alert never crosses a network in clear.
 - ``syslog``, ``syslog:HOST:PORT`` (UDP) or ``syslog:/PATH`` (a Unix socket; plain
