@@ -25,16 +25,19 @@ per table whatever the commit's size.
 
 URL: ``postgresql://user[:password]@host[:port]/db`` (libpq's URI, so ``?host=/socket/dir``
 and ``?sslmode=…`` work), plus ``pool_size=N`` (connections per store, default
-:data:`DEFAULT_POOL_SIZE`).
+:data:`DEFAULT_POOL_SIZE`). A database on another machine gets ``sslmode=verify-full``
+unless the URL or ``PGSSLMODE`` chooses (libpq's default, ``prefer``, checks nothing).
 """
 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
@@ -176,7 +179,35 @@ def parse_url(url: str) -> tuple[str, int]:
             pool_size = int(value)
         else:
             query.append((key, value))
+    # libpq's default, sslmode=prefer, takes clear text from whoever answers and checks no
+    # certificate: across a network, ask for verified TLS unless the operator chose.
+    chose = "PGSSLMODE" in os.environ or any(key == "sslmode" for key, _ in query)
+    if not chose and any(_over_a_network(host) for host in _hosts(parts.netloc, query)):
+        query.append(("sslmode", "verify-full"))
     return urlunsplit(parts._replace(query=urlencode(query))), pool_size
+
+
+def _hosts(netloc: str, query: list[tuple[str, str]]) -> list[str]:
+    """The hosts a libpq URI names: in its netloc (``h1:5432,h2``) and ``?host=``."""
+    named = []
+    for item in netloc.rpartition("@")[2].split(","):
+        if item.startswith("["):  # [IPv6]:port
+            named.append(item[1:].partition("]")[0])
+        else:  # host:port, or a percent-encoded socket folder
+            named.append(unquote(item.partition(":")[0]))
+    for key, value in query:
+        if key in ("host", "hostaddr"):
+            named += value.split(",")
+    return [host for host in named if host]
+
+
+def _over_a_network(host: str) -> bool:
+    if host.startswith(("/", "@")) or host == "localhost":  # a unix socket, or this machine
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True  # a name: another machine
 
 
 #: libpq's query options that hold a secret (a password may be given either way).
