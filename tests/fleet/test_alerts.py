@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from tinyward.fleet.alerts import (
+    MAX_KINDS_PER_DEVICE,
     Alert,
     AlertSender,
     BadAlertSink,
@@ -158,7 +159,7 @@ def test_queue_full_drops_without_blocking() -> None:
     sender = AlertSender([Hung()], queue_size=3, on_outcome=outcomes.append)
     try:
         for i in range(20):
-            sender.send(alert(kind=f"k{i}"))  # distinct kinds: no deduplication
+            sender.send(alert(device=f"{i:064x}"))  # distinct devices: no deduplication
         assert outcomes.count("dropped") >= 20 - 3 - 1  # one may be in the sink's hands
     finally:
         release.set()
@@ -307,3 +308,38 @@ def test_attack_command_output_is_not_kept_by_the_server(tmp_path: Path) -> None
                       '[ "$(readlink /proc/$$/fd/2)" = /dev/null ]\n')
     script.chmod(0o700)
     CommandSink(str(script)).deliver(alert().payload())  # exit 1 (a failure) otherwise
+
+
+class _Kept:
+    name = "kept"
+
+    def __init__(self) -> None:
+        self.payloads: list[dict[str, Any]] = []
+
+    def deliver(self, payload: dict[str, Any]) -> None:
+        self.payloads.append(payload)
+
+
+def test_attack_fresh_kinds_in_every_report_cannot_flood_the_operator() -> None:
+    """Deduplication is per device and kind, so a device naming a fresh kind each time
+    made one alert each (a command run each, for a command sink). Beyond
+    MAX_KINDS_PER_DEVICE kinds in a window, a device's further kinds fold into one
+    "other" alert; the fleet's own kinds keep theirs."""
+    clock, kept = Clock(), _Kept()
+    sender = AlertSender([kept], window=60, clock=clock)
+    try:
+        for i in range(200):
+            sender.send(alert(kind=f"made.up{i:03d}"))
+        sender.send(alert(kind="quiet"))
+        sender.send(alert(device="cd" * 32))  # another device is not affected
+        assert sender.drain()
+        kinds = [p["kind"] for p in kept.payloads]
+        assert len(kinds) == MAX_KINDS_PER_DEVICE + 3
+        assert kinds.count("other") == 1 and "quiet" in kinds
+        clock.now += 61
+        sender.flush()
+        assert sender.drain()
+    finally:
+        sender.close()
+    (summary,) = kept.payloads[MAX_KINDS_PER_DEVICE + 3:]
+    assert summary["kind"] == "other" and summary["repeats"] == 200 - MAX_KINDS_PER_DEVICE - 1

@@ -30,7 +30,8 @@ How it never hurts ingest:
 Deduplication: the same device and kind within ``window`` seconds of an alert sent make no
 new alert; they are counted, and when the window ends with repeats, one more alert says
 how many (``repeats``), so a flood of one incident is two alerts per window, not
-thousands. Per worker process (``--workers N``: up to N alerts per window).
+thousands. A device's own kinds count too: past :data:`MAX_KINDS_PER_DEVICE` of them in
+open windows, its further kinds fold into one ``other`` alert. Per worker process (``--workers N``: up to N alerts per window).
 """
 
 from __future__ import annotations
@@ -49,12 +50,13 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from logging.handlers import SysLogHandler
 from pathlib import Path
 from typing import Any, Protocol
 
 from tinyward.errors import BadInput, TinywardError
+from tinyward.fleet.metrics import RESERVED_KINDS
 from tinyward.fleet.oplog import one_word
 
 _log = logging.getLogger("tinyward.fleet.alerts")
@@ -67,6 +69,11 @@ QUEUE_SIZE = 1000
 #: (device, kind) pairs remembered for deduplication; beyond it, expired ones are dropped,
 #: and if none has expired, alerts go out undeduplicated (the queues still bound them).
 MAX_KEYS = 100_000
+#: A device's distinct kinds with their own alert per window; further ones fold into one
+#: ``other`` alert (deduplication by kind alone let a device naming a fresh kind each time
+#: make an alert each). tinyward's own kinds are never folded.
+MAX_KINDS_PER_DEVICE = 8
+OTHER = "other"
 
 
 class BadAlertSink(BadInput):
@@ -246,6 +253,8 @@ class AlertSender:
         self._lock = threading.Lock()
         # (device, kind) -> [window start, repeats folded, the last alert folded]
         self._recent: dict[tuple[str, str], list[Any]] = {}
+        # device -> its device-chosen kinds with an open window (MAX_KINDS_PER_DEVICE)
+        self._open: dict[str, set[str]] = {}
         self._stop = threading.Event()
         self._queues: list[queue.Queue[dict[str, Any]]] = [queue.Queue(queue_size)
                                                           for _ in self.sinks]
@@ -259,9 +268,10 @@ class AlertSender:
 
     def send(self, alert: Alert) -> None:
         """Queue ``alert`` unless deduplication folds it; never blocks."""
-        key = (alert.device_id, alert.kind)
         now = self.clock()
         with self._lock:
+            alert = self._fold_kind(alert)
+            key = (alert.device_id, alert.kind)
             recent = self._recent.get(key)
             if recent is not None and now - recent[0] < self.window:
                 recent[1] += 1
@@ -273,6 +283,8 @@ class AlertSender:
                     self._expire(now)
                 if recent is not None or len(self._recent) < MAX_KEYS:
                     self._recent[key] = [now, 0, None]
+                    if alert.kind not in RESERVED_KINDS and alert.kind != OTHER:
+                        self._open.setdefault(alert.device_id, set()).add(alert.kind)
         if folded:
             self.on_outcome("deduplicated")
             return
@@ -286,7 +298,7 @@ class AlertSender:
         with self._lock:
             for key, (start, repeats, last) in list(self._recent.items()):
                 if now - start >= self.window:
-                    del self._recent[key]
+                    self._close(key)
                     if repeats:
                         due.append(last.payload(repeats))
         for payload in due:
@@ -295,7 +307,27 @@ class AlertSender:
     def _expire(self, now: float) -> None:
         for key, (start, repeats, _) in list(self._recent.items()):
             if now - start >= self.window and not repeats:
-                del self._recent[key]
+                self._close(key)
+
+    def _fold_kind(self, alert: Alert) -> Alert:
+        """``alert``, or the same as kind ``other`` once its device has
+        :data:`MAX_KINDS_PER_DEVICE` other kinds in open windows (call with the lock)."""
+        if alert.kind in RESERVED_KINDS or alert.kind == OTHER:
+            return alert
+        kinds = self._open.get(alert.device_id, ())
+        if alert.kind in kinds or len(kinds) < MAX_KINDS_PER_DEVICE:
+            return alert
+        return replace(alert, kind=OTHER, evidence=f"{alert.kind} (over "
+                       f"{MAX_KINDS_PER_DEVICE} kinds in {self.window:g} s), {alert.evidence}")
+
+    def _close(self, key: tuple[str, str]) -> None:
+        del self._recent[key]
+        device, kind = key
+        kinds = self._open.get(device)
+        if kinds is not None:
+            kinds.discard(kind)
+            if not kinds:
+                del self._open[device]
 
     def _put(self, payload: dict[str, Any]) -> None:
         for sink, pending in zip(self.sinks, self._queues, strict=True):
