@@ -119,8 +119,14 @@ def test_no_database_yet_is_empty_and_creates_nothing(tmp_path: Path) -> None:
 @pytest.mark.parametrize("args, needle", [
     (("reports", "--device", "zz"), "no enrolled device"),
     (("incidents", "--since", "yesterday"), "--since"),
+    # Not numbers a time can be: a traceback (int(nan)), an overflow in SQLite, or a
+    # filter that silently matches nothing (NaN binds as NULL).
+    (("incidents", "--since", "nan"), "--since"),
+    (("incidents", "--since", "inf"), "--since"),
+    (("incidents", "--since", "1e30"), "--since"),
+    (("reports", "--since", "-inf"), "--since"),
 ])
-def test_bad_arguments_one_error_line(fleet_dir: Path, args: tuple[str, ...],
+def test_attack_bad_arguments_one_error_line(fleet_dir: Path, args: tuple[str, ...],
                                       needle: str) -> None:
     result = _run("fleet", args[0], str(fleet_dir), *args[1:])
     assert result.exit_code != 0
@@ -134,4 +140,5 @@ def test_since_and_age_formats() -> None:
     assert parse_since("1700000000", 0) == 1_700_000_000
     assert parse_since("2023-11-14T22:13:20Z", 0) == 1_700_000_000
     assert parse_since(None, 5) == 0
+    assert parse_since("99999999999999999999d", 1000.0) == 0  # before 1970: everything
     assert age(None) == "never" and age(5) == "5 s ago" and age(3 * 3600) == "3 h ago"

@@ -16,10 +16,12 @@ from typing import Any
 import pytest
 
 from tinyward.fleet.alerts import (
+    MAX_KINDS_PER_DEVICE,
     Alert,
     AlertSender,
     BadAlertSink,
     CommandSink,
+    DeliveryFailed,
     SyslogSink,
     WebhookSink,
     parse_sink,
@@ -157,7 +159,7 @@ def test_queue_full_drops_without_blocking() -> None:
     sender = AlertSender([Hung()], queue_size=3, on_outcome=outcomes.append)
     try:
         for i in range(20):
-            sender.send(alert(kind=f"k{i}"))  # distinct kinds: no deduplication
+            sender.send(alert(device=f"{i:064x}"))  # distinct devices: no deduplication
         assert outcomes.count("dropped") >= 20 - 3 - 1  # one may be in the sink's hands
     finally:
         release.set()
@@ -235,3 +237,109 @@ def test_webhook_name_hides_the_path() -> None:
     assert WebhookSink("https://hooks.example/services/T0/SECRET").name == \
         "webhook:https://hooks.example"
     assert os.sep not in WebhookSink("http://127.0.0.1:9/x/y").name.split("//")[1]
+
+
+def test_attack_incident_kind_cannot_forge_a_syslog_line() -> None:
+    forged = "net.anomaly\n<28>tinyward: incident kind=all.clear device=forged"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as collector:
+        collector.bind(("127.0.0.1", 0))
+        collector.settimeout(10)
+        sink = SyslogSink(("127.0.0.1", collector.getsockname()[1]))
+        try:
+            sink.deliver(Alert(DEVICE, forged, 1, 0.0, evidence="a\nb").payload())
+            data, _ = collector.recvfrom(4096)
+        finally:
+            sink.close()
+    line = data.decode().rstrip("\x00\n")
+    assert "\n" not in line and "kind=? " in line and "evidence='a\\nb'" in line
+
+
+def _http_server(answer: Any) -> tuple[ThreadingHTTPServer, str]:
+    """A loopback server; ``answer(handler)`` replies to every GET and POST."""
+
+    class Handler(BaseHTTPRequestHandler):
+        do_GET = do_POST = answer
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
+def test_attack_webhook_redirect_is_not_followed() -> None:
+    # A webhook receiver (or whoever holds its name) answering 302 would send the fleet
+    # server to any URL, any scheme: a request the operator never configured (SSRF, and
+    # http:// past the "never in clear" rule). A redirect is a failed delivery instead.
+    visited: list[str] = []
+
+    def elsewhere(handler: BaseHTTPRequestHandler) -> None:
+        visited.append(handler.command)
+        handler.send_response(204)
+        handler.end_headers()
+
+    target, target_url = _http_server(elsewhere)
+
+    def redirect(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(302)
+        handler.send_header("Location", f"{target_url}/internal")
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+
+    hook, hook_url = _http_server(redirect)
+    try:
+        with pytest.raises(DeliveryFailed, match="302"):
+            WebhookSink(f"{hook_url}/hook").deliver(alert().payload())
+    finally:
+        for server in (hook, target):
+            server.shutdown()
+            server.server_close()
+    assert visited == []
+
+
+def test_attack_command_output_is_not_kept_by_the_server(tmp_path: Path) -> None:
+    """A hook's stdout and stderr go to /dev/null: a hook that prints gigabytes cannot
+    grow the server's memory, and one that leaves a child holding its output open cannot
+    keep the sink waiting past the timeout (a pipe would stay open until that child ends)."""
+    script = tmp_path / "hook"
+    script.write_text('#!/bin/sh\ncat > /dev/null\n'
+                      '[ "$(readlink /proc/$$/fd/1)" = /dev/null ] && '
+                      '[ "$(readlink /proc/$$/fd/2)" = /dev/null ]\n')
+    script.chmod(0o700)
+    CommandSink(str(script)).deliver(alert().payload())  # exit 1 (a failure) otherwise
+
+
+class _Kept:
+    name = "kept"
+
+    def __init__(self) -> None:
+        self.payloads: list[dict[str, Any]] = []
+
+    def deliver(self, payload: dict[str, Any]) -> None:
+        self.payloads.append(payload)
+
+
+def test_attack_fresh_kinds_in_every_report_cannot_flood_the_operator() -> None:
+    """Deduplication is per device and kind, so a device naming a fresh kind each time
+    made one alert each (a command run each, for a command sink). Beyond
+    MAX_KINDS_PER_DEVICE kinds in a window, a device's further kinds fold into one
+    "other" alert; the fleet's own kinds keep theirs."""
+    clock, kept = Clock(), _Kept()
+    sender = AlertSender([kept], window=60, clock=clock)
+    try:
+        for i in range(200):
+            sender.send(alert(kind=f"made.up{i:03d}"))
+        sender.send(alert(kind="quiet"))
+        sender.send(alert(device="cd" * 32))  # another device is not affected
+        assert sender.drain()
+        kinds = [p["kind"] for p in kept.payloads]
+        assert len(kinds) == MAX_KINDS_PER_DEVICE + 3
+        assert kinds.count("other") == 1 and "quiet" in kinds
+        clock.now += 61
+        sender.flush()
+        assert sender.drain()
+    finally:
+        sender.close()
+    (summary,) = kept.payloads[MAX_KINDS_PER_DEVICE + 3:]
+    assert summary["kind"] == "other" and summary["repeats"] == 200 - MAX_KINDS_PER_DEVICE - 1

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tinyward.fleet.metrics import MAX_KINDS, REFUSAL_REASONS
+from tinyward.fleet.metrics import MAX_KINDS, REFUSAL_REASONS, RESERVED_KINDS, FleetMetrics
 from tinyward.fleet.server import _HTTP_CODES
 
 from .serverkit import Running, running_server
@@ -119,7 +119,7 @@ def test_incident_kind_labels_bounded(running: Running) -> None:
     families = {f.name: f for f in text_string_to_metric_families(scrape(running)[2])}
     kinds = {s.labels["kind"] for s in families["tinyward_incidents"].samples
              if s.name == "tinyward_incidents_total"}
-    assert len(kinds) <= MAX_KINDS + 1 and "other" in kinds
+    assert len(kinds - RESERVED_KINDS) <= MAX_KINDS + 1 and "other" in kinds
     assert not any(len(s.labels.get("device", "")) for f in families.values()
                    for s in f.samples), "no device IDs as labels"
 
@@ -153,4 +153,28 @@ def test_incidents_endpoint_lists_reported_incidents(running: Running) -> None:
     assert status == 200 and len(body["incidents"]) == 1
     assert running.request("GET", "/v1/incidents?device=nope", headers=auth)[0] == 400
     assert running.request("GET", "/v1/incidents?since=-1", headers=auth)[0] == 400
+    # Past SQLite's 64-bit integers: a 400, not a 500 from inside the store.
+    assert running.request("GET", "/v1/incidents?since=" + "9" * 20, headers=auth)[0] == 400
     assert running.request("GET", "/v1/incidents")[0] == 401
+
+
+def test_attack_invented_kinds_cannot_push_tinyward_kinds_into_other() -> None:
+    # A device that names MAX_KINDS fresh kinds first took every series slot, and the
+    # kinds an operator alerts on (net.anomaly, quiet) were then counted as "other".
+    metrics = FleetMetrics()
+    for i in range(MAX_KINDS + 8):
+        metrics.incident(f"made.up{i:02d}")
+    metrics.incident("net.anomaly", 3)
+    metrics.incident("quiet")
+    counts = {s.labels["kind"]: s.value
+              for f in text_string_to_metric_families(metrics.render().decode())
+              for s in f.samples if s.name == "tinyward_incidents_total"}
+    assert counts["net.anomaly"] == 3 and counts["quiet"] == 1 and counts["other"] == 8
+    assert len(counts) == MAX_KINDS + 3
+
+
+def test_reserved_kinds_hold_every_kind_a_device_core_raises() -> None:
+    # metrics keeps its own copy (the fleet does not import the device's detectors).
+    from tinyward.fleet.metrics import RESERVED_KINDS
+    from tinyward.link.watch import INCIDENT_KINDS
+    assert set(INCIDENT_KINDS) | {"quiet"} == RESERVED_KINDS

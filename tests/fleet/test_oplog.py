@@ -8,6 +8,10 @@ import logging
 import pytest
 
 from tinyward.fleet.oplog import OperatorLog
+from tinyward.trust.report import MalformedReport, verify_report
+
+from ..conftest import EphemeralSigner
+from ..trust.test_strict_cbor import _enc, _payload, _signed
 
 DEVICE = "3f9a61c2" + "0" * 56
 
@@ -54,3 +58,23 @@ def test_an_odd_peer_string_cannot_forge_a_line(caplog: pytest.LogCaptureFixture
     oplog.connection("device", "1.2.3.4\nrefused listener=admin peer=6.6.6.6", "accepted")
     (record,) = caplog.records
     assert "\n" not in record.getMessage() and "peer=? " in record.getMessage()
+
+
+FORGED = "net.anomaly\nrefused listener=admin peer=6.6.6.6 reason=bad_admin_token"
+
+
+def test_attack_incident_kind_with_a_newline_is_refused_in_the_report(
+        signer: EphemeralSigner) -> None:
+    # The first wall: a kind is 1-64 of [A-Za-z0-9_.:-], checked in every signed report.
+    message = _signed(signer, _enc(_payload(inc={FORGED: 1})))
+    with pytest.raises(MalformedReport, match="incident kind"):
+        verify_report(message, signer.public_key(), size=len(message))
+
+
+def test_attack_incident_kind_cannot_forge_a_line(caplog: pytest.LogCaptureFixture) -> None:
+    # The second: the log line itself (a kind from anywhere else, e.g. a future fleet-raised
+    # one or a store row written by hand, stays on its line).
+    oplog = _log(caplog, Clock())
+    oplog.incident(DEVICE, FORGED)
+    (record,) = caplog.records
+    assert record.getMessage() == "incident listener=fleet peer=- device=3f9a61c2 kind=?"

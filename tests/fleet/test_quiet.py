@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tinyward.fleet.alerts import AlertSender
 from tinyward.fleet.directory import FleetDirectory
-from tinyward.fleet.incidents import QUIET, QuietWatch
+from tinyward.fleet.incidents import QUIET, QuietDetector, QuietWatch
 from tinyward.fleet.pki import Fleet
 from tinyward.fleet.server import FleetServer
 from tinyward.fleet.store import SQLiteStore
@@ -158,3 +158,36 @@ def test_watch_raise_and_clear_rule() -> None:
     assert watch.saw("a", "ok") == "clear"
     assert watch.saw("a", "ok") is None
     assert watch.saw("a", "quiet") == "raise"
+
+
+def _restart_after_outage(tmp_path: Path, *, unsafe: bool) -> tuple[FleetServer, SQLiteStore,
+                                                                     Clock, list[Any]]:
+    """Devices reported at T0; the fleet server was down for an hour and starts again."""
+    server, store, devices, clock, _ = _server(tmp_path, {f"d{i}": 10.0 for i in range(4)})
+    for device in devices.values():
+        _report(store, device, T0)
+    clock.now = T0 + 3600  # the restart
+    restarted = FleetServer(server.directory, store, clock=clock)
+    restarted.quiet = QuietDetector(server.directory, store, started=clock.now,
+                                    unsafe_no_restart_grace=unsafe)
+    return restarted, store, clock, list(devices.values())
+
+
+def test_attack_restart_after_an_outage_raises_every_device_without_the_grace(
+        tmp_path: Path) -> None:
+    """The storm the restart grace prevents: the fleet's own hour down made every device
+    look silent, and the first pass raised (and would alert) all of them."""
+    server, store, _, devices = _restart_after_outage(tmp_path, unsafe=True)
+    assert asyncio.run(server.check_quiet()) == len(devices)
+    assert len(store.incidents(kind=QUIET)) == len(devices)
+
+
+def test_attack_restart_after_an_outage_raises_no_quiet_storm(tmp_path: Path) -> None:
+    server, store, clock, devices = _restart_after_outage(tmp_path, unsafe=False)
+    assert asyncio.run(server.check_quiet()) == 0  # the fleet was down, not the devices
+    clock.now += 30
+    _report(store, devices[0], clock.now)  # one reconnects within the quiet time
+    clock.now += 11  # 41 s since the restart: beyond max(3 × 10, 10 + 30) = 40 s
+    assert asyncio.run(server.check_quiet()) == len(devices) - 1  # the rest really are silent
+    assert {i.device_id for i in store.incidents(kind=QUIET)} == {
+        d.device_id for d in devices[1:]}

@@ -316,6 +316,41 @@ def test_postgresql_url_options_and_password_never_shown() -> None:
     assert "sekrit-pw" not in str(down.value)
 
 
+def test_attack_password_in_the_url_query_is_never_shown() -> None:
+    # libpq also takes the password (and a client key's, sslpassword) as query options:
+    # the error must hide those as it hides user:password@.
+    from tinyward.fleet.store_pg import DatabaseUnavailable, parse_url
+
+    for url in ("postgresql://u@h/fleet?password=sekrit-pw&pool_size=0",
+                "postgresql://u@h/fleet?sslpassword=sekrit-pw&pool_size=x"):
+        with pytest.raises(BadDatabaseUrl) as bad:
+            parse_url(url)
+        assert "sekrit-pw" not in str(bad.value) and "***" in str(bad.value)
+    with pytest.raises(DatabaseUnavailable) as down:
+        open_store("postgresql:///fleet?host=/nonexistent-tinyward-dir&password=sekrit-pw")
+    assert "sekrit-pw" not in str(down.value)
+
+
+def test_attack_a_network_database_is_reached_over_verified_tls_by_default(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # libpq's default (sslmode=prefer) takes clear text from whoever answers, and checks
+    # no certificate: a man in the middle between a node and PostgreSQL reads and rewrites
+    # every row. A database on another host is asked for verified TLS unless the URL (or
+    # PGSSLMODE) says otherwise; a unix socket or loopback needs none.
+    from tinyward.fleet.store_pg import parse_url
+
+    monkeypatch.delenv("PGSSLMODE", raising=False)
+    assert "sslmode=verify-full" in parse_url("postgresql://u@db.internal:5432/fleet")[0]
+    assert "sslmode=verify-full" in parse_url("postgresql://u@/fleet?host=10.0.0.5")[0]
+    for url in ("postgresql://u@db.internal/fleet?sslmode=disable",
+                "postgresql://u@/fleet?host=/run/postgresql", "postgresql://u@/fleet",
+                "postgresql://u@localhost/fleet", "postgresql://u@127.0.0.1:5433/fleet",
+                "postgresql://u@[::1]/fleet"):
+        assert "verify-full" not in parse_url(url)[0], url
+    monkeypatch.setenv("PGSSLMODE", "require")  # the operator's choice, kept
+    assert "sslmode" not in parse_url("postgresql://u@db.internal/fleet")[0]
+
+
 def test_attack_incident_kind_flood_is_capped_on_every_backend(make_store: MakeStore) -> None:
     # A device naming 32 fresh kinds in each report (256 in all) keeps at most
     # max_incident_kinds rows; the rest is counted under "other", nothing is lost.

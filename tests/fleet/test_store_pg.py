@@ -136,3 +136,19 @@ def test_nodes_starting_together_migrate_once(pg_url: str) -> None:
         (n,) for n in range(1, len(_PG_MIGRATIONS) + 1)]
     for store in stores:
         store.close()
+
+
+def test_attack_a_held_migration_lock_is_an_error_not_a_silent_hang(
+        pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A session that holds the migration lock (a stuck node, a stale psql) made every
+    node starting after it wait for ever, before it listened and without a word."""
+    import psycopg
+
+    from tinyward.fleet import store_pg
+
+    monkeypatch.setattr(store_pg, "MIGRATION_WAIT", 1.0)
+    with psycopg.connect(store_pg.parse_url(pg_url)[0], autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", (store_pg._MIGRATION_LOCK,))
+        with pytest.raises(store_pg.DatabaseUnavailable, match="migration lock"):
+            PostgresStore(pg_url)
+    PostgresStore(pg_url).close()  # released: it opens

@@ -47,17 +47,25 @@ class UnknownPrefix(BadInput):
     """A --device prefix that names no enrolled device, or several."""
 
 
+_YEAR_10000 = 253_402_300_800  # Unix seconds: datetime's end, and far inside SQL's BIGINT
+
+
 def parse_since(text: str | None, now: float) -> float:
     """Unix seconds from ``--since`` (0: no bound)."""
     if not text:
         return 0.0
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
     if text[-1:] in units and text[:-1].replace(".", "", 1).isdigit():
-        return now - float(text[:-1]) * units[text[-1]]
+        return max(0.0, now - float(text[:-1]) * units[text[-1]])  # older than 1970: all
     try:
-        return float(text)
+        seconds = float(text)
     except ValueError:
         pass
+    else:
+        # nan, inf, 1e30: no time (int() would raise, SQLite overflow, NaN bind as NULL)
+        if not 0 <= seconds < _YEAR_10000:
+            raise BadSince(f"--since {text!r}: Unix seconds from 0 to {_YEAR_10000 - 1}")
+        return seconds
     try:
         when = datetime.fromisoformat(text)
     except ValueError:

@@ -2,15 +2,17 @@
 
 ``fleet serve --alert SPEC`` (repeatable), SPEC one of:
 
-- ``webhook:https://HOST/PATH``: POST the alert as JSON, with a timeout. ``http://`` only
+- ``webhook:https://HOST/PATH``: POST the alert as JSON, with a timeout; no redirect
+  is followed (a 3xx is a failed delivery). ``http://`` only
   to a loopback address (a receiver on the same machine); anything else needs https,
   verified against the system's CAs, so an alert never crosses a network in clear.
 - ``syslog``, ``syslog:HOST:PORT`` (UDP) or ``syslog:/PATH`` (a Unix socket; plain
   ``syslog`` is ``/dev/log``): one line through the standard
   :class:`logging.handlers.SysLogHandler`, facility ``daemon``, severity ``warning``.
 - ``command:PATH``: run PATH (no shell, no arguments) with the alert as JSON on stdin and
-  a timeout; exit status 0 is success. Its environment holds only ``PATH`` and ``LANG``:
-  never the server's passphrase or anything else the server's environment holds.
+  a timeout; exit status 0 is success; its output goes to /dev/null. Its environment
+  holds only ``PATH`` and ``LANG``: never the server's passphrase or anything else the
+  server's environment holds.
 
 What an alert holds (:meth:`Alert.payload`): device ID, incident kind, count, the
 fleet's receive time, the device's time and report sequence number when a report carried
@@ -28,7 +30,8 @@ How it never hurts ingest:
 Deduplication: the same device and kind within ``window`` seconds of an alert sent make no
 new alert; they are counted, and when the window ends with repeats, one more alert says
 how many (``repeats``), so a flood of one incident is two alerts per window, not
-thousands. Per worker process (``--workers N``: up to N alerts per window).
+thousands. A device's own kinds count too: past :data:`MAX_KINDS_PER_DEVICE` of them in
+open windows, its further kinds fold into one ``other`` alert. Per worker process (``--workers N``: up to N alerts per window).
 """
 
 from __future__ import annotations
@@ -47,12 +50,14 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from logging.handlers import SysLogHandler
 from pathlib import Path
 from typing import Any, Protocol
 
 from tinyward.errors import BadInput, TinywardError
+from tinyward.fleet.metrics import RESERVED_KINDS
+from tinyward.fleet.oplog import one_word
 
 _log = logging.getLogger("tinyward.fleet.alerts")
 
@@ -64,6 +69,11 @@ QUEUE_SIZE = 1000
 #: (device, kind) pairs remembered for deduplication; beyond it, expired ones are dropped,
 #: and if none has expired, alerts go out undeduplicated (the queues still bound them).
 MAX_KEYS = 100_000
+#: A device's distinct kinds with their own alert per window; further ones fold into one
+#: ``other`` alert (deduplication by kind alone let a device naming a fresh kind each time
+#: make an alert each). tinyward's own kinds are never folded.
+MAX_KINDS_PER_DEVICE = 8
+OTHER = "other"
 
 
 class BadAlertSink(BadInput):
@@ -110,21 +120,29 @@ class WebhookSink:
                                "must not cross a network in clear); use https://")
         self.url, self.timeout = url, timeout
         self.name = f"webhook:{parts.scheme}://{parts.hostname}"  # no path: it may be a token
-        self._context = ssl.create_default_context() if parts.scheme == "https" else None
+        context = ssl.create_default_context() if parts.scheme == "https" else None
+        # No redirect is followed (a 3xx is a failed delivery): the configured URL is the
+        # only one ever asked, never another host or a downgrade to http:// (no SSRF).
+        self._opener = urllib.request.build_opener(
+            urllib.request.HTTPSHandler(context=context), _NoRedirect())
 
     def deliver(self, payload: dict[str, Any]) -> None:
         request = urllib.request.Request(  # noqa: S310 - scheme checked in __init__
             self.url, data=json.dumps(payload).encode(), method="POST",
             headers={"Content-Type": "application/json", "User-Agent": "tinyward"})
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout,  # noqa: S310
-                                        context=self._context) as response:
+            with self._opener.open(request, timeout=self.timeout) as response:
                 response.read(4096)
         except urllib.error.HTTPError as error:
             raise DeliveryFailed(f"HTTP {error.code}") from None
         except (urllib.error.URLError, OSError) as error:
             reason = getattr(error, "reason", error)
             raise DeliveryFailed(f"{type(reason).__name__}: {reason}") from None
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None  # urllib then raises HTTPError with the 3xx status
 
 
 class _RaisingSysLogHandler(SysLogHandler):
@@ -144,7 +162,9 @@ class SyslogSink:
         self._handler.ident = "tinyward: "
 
     def deliver(self, payload: dict[str, Any]) -> None:
-        text = (f"incident kind={payload['kind']} device={payload['device_id']} "
+        # One line whatever the text (kind and device ID are one word; evidence is repr'd).
+        text = (f"incident kind={one_word(payload['kind'])} "
+                f"device={one_word(payload['device_id'])} "
                 f"count={payload['count']} repeats={payload['repeats']} "
                 f"evidence={payload['evidence']!r}")
         record = logging.LogRecord("tinyward.alert", logging.WARNING, __file__, 0, text,
@@ -171,9 +191,12 @@ class CommandSink:
     def deliver(self, payload: dict[str, Any]) -> None:
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
         try:
+            # Output to /dev/null: never buffered here, and no pipe a child it leaves
+            # behind could hold open past the timeout.
             done = subprocess.run([self.path], input=json.dumps(payload).encode(),  # noqa: S603
-                                  capture_output=True, timeout=self.timeout, env=env,
-                                  check=False, shell=False, close_fds=True)
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                  timeout=self.timeout, env=env, check=False, shell=False,
+                                  close_fds=True)
         except subprocess.TimeoutExpired:
             raise DeliveryFailed(f"no exit within {self.timeout:g} s (killed)") from None
         except OSError as error:
@@ -230,6 +253,8 @@ class AlertSender:
         self._lock = threading.Lock()
         # (device, kind) -> [window start, repeats folded, the last alert folded]
         self._recent: dict[tuple[str, str], list[Any]] = {}
+        # device -> its device-chosen kinds with an open window (MAX_KINDS_PER_DEVICE)
+        self._open: dict[str, set[str]] = {}
         self._stop = threading.Event()
         self._queues: list[queue.Queue[dict[str, Any]]] = [queue.Queue(queue_size)
                                                           for _ in self.sinks]
@@ -243,9 +268,10 @@ class AlertSender:
 
     def send(self, alert: Alert) -> None:
         """Queue ``alert`` unless deduplication folds it; never blocks."""
-        key = (alert.device_id, alert.kind)
         now = self.clock()
         with self._lock:
+            alert = self._fold_kind(alert)
+            key = (alert.device_id, alert.kind)
             recent = self._recent.get(key)
             if recent is not None and now - recent[0] < self.window:
                 recent[1] += 1
@@ -257,6 +283,8 @@ class AlertSender:
                     self._expire(now)
                 if recent is not None or len(self._recent) < MAX_KEYS:
                     self._recent[key] = [now, 0, None]
+                    if alert.kind not in RESERVED_KINDS and alert.kind != OTHER:
+                        self._open.setdefault(alert.device_id, set()).add(alert.kind)
         if folded:
             self.on_outcome("deduplicated")
             return
@@ -270,7 +298,7 @@ class AlertSender:
         with self._lock:
             for key, (start, repeats, last) in list(self._recent.items()):
                 if now - start >= self.window:
-                    del self._recent[key]
+                    self._close(key)
                     if repeats:
                         due.append(last.payload(repeats))
         for payload in due:
@@ -279,7 +307,27 @@ class AlertSender:
     def _expire(self, now: float) -> None:
         for key, (start, repeats, _) in list(self._recent.items()):
             if now - start >= self.window and not repeats:
-                del self._recent[key]
+                self._close(key)
+
+    def _fold_kind(self, alert: Alert) -> Alert:
+        """``alert``, or the same as kind ``other`` once its device has
+        :data:`MAX_KINDS_PER_DEVICE` other kinds in open windows (call with the lock)."""
+        if alert.kind in RESERVED_KINDS or alert.kind == OTHER:
+            return alert
+        kinds = self._open.get(alert.device_id, ())
+        if alert.kind in kinds or len(kinds) < MAX_KINDS_PER_DEVICE:
+            return alert
+        return replace(alert, kind=OTHER, evidence=f"{alert.kind} (over "
+                       f"{MAX_KINDS_PER_DEVICE} kinds in {self.window:g} s), {alert.evidence}")
+
+    def _close(self, key: tuple[str, str]) -> None:
+        del self._recent[key]
+        device, kind = key
+        kinds = self._open.get(device)
+        if kinds is not None:
+            kinds.discard(kind)
+            if not kinds:
+                del self._open[device]
 
     def _put(self, payload: dict[str, Any]) -> None:
         for sink, pending in zip(self.sinks, self._queues, strict=True):

@@ -17,7 +17,11 @@ over the fleet's records and store, one bounded slice per tick:
   (the next tick that finds it ``ok`` or ``degraded``), and a new silence raises again;
 - after a restart the memory is empty: before raising, the store is asked whether a
   ``quiet`` incident for the device was already raised after its last report (then it is
-  the same silence, and nothing is raised again).
+  the same silence, and nothing is raised again);
+- the fleet's own outage is no device's silence: a device is raised only once it has
+  also been silent for the quiet time since the detector started (``started``), so a
+  server back after an hour down gives its devices the time to reconnect instead of
+  raising (and alerting) every one of them in its first pass.
 
 Revoked, quarantined and never-seen devices are not quiet (their own states).
 """
@@ -30,7 +34,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from tinyward.fleet.devstate import device_state
+from tinyward.fleet.devstate import DEFAULT_GRACE, device_state, quiet_after
 from tinyward.fleet.directory import FleetDirectory
 from tinyward.fleet.store import DeviceStatus, ReportStore
 from tinyward.trust.identity import is_device_id
@@ -106,9 +110,15 @@ class QuietDetector:
     The server counts, logs and alerts what :meth:`raise_quiet` returns."""
 
     def __init__(self, directory: FleetDirectory, reader: ReportStore, *,
-                 batch: int = QUIET_BATCH, grace: float | None = None) -> None:
+                 batch: int = QUIET_BATCH, grace: float | None = None,
+                 started: float | None = None,
+                 unsafe_no_restart_grace: bool = False) -> None:
         self.directory, self.reader = directory, reader
         self.grace = grace
+        #: When the server started (the fleet's clock); None: the first tick's time.
+        #: ``unsafe_no_restart_grace`` only for the test that shows the storm it prevents.
+        self.started = started
+        self._restart_grace = not unsafe_no_restart_grace
         self.watch = QuietWatch(batch)
         #: Each device's state as its latest slice found it (the metrics' gauge reads it
         #: once a full pass is done: no store reads per scrape).
@@ -137,6 +147,8 @@ class QuietDetector:
         """One slice: the devices newly quiet, as (device ID, evidence), to be raised with
         :meth:`raise_quiet`; devices heard from again are cleared here."""
         due = []
+        if self.started is None:
+            self.started = now
         chunk = self.watch.next_slice(self.ids)
         if self.watch.new_pass:  # forget removed devices
             listed = self.watch.listed
@@ -148,6 +160,9 @@ class QuietDetector:
             if change == "clear":
                 _log.info("device %s reports again (no longer quiet)", device_id[:8])
             elif change == "raise" and status is not None and interval is not None:
+                if self._restart_grace and now - self.started <= quiet_after(
+                        interval, DEFAULT_GRACE if self.grace is None else self.grace):
+                    continue  # silent while the fleet was down: not yet its own silence
                 if self._already_raised(device_id, status):
                     self.watch.raised(device_id)  # the same silence, raised before a restart
                 else:

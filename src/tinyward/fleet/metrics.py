@@ -11,7 +11,9 @@ without limit (each label value is a new time series in Prometheus):
   ``fleet/guards.py``, the server and the listeners refuse with), anything else ``other``;
 - ``kind``: incident kinds are chosen by devices (opaque text), so only the first
   :data:`MAX_KINDS` distinct kinds a process sees get their own series; later ones count
-  under ``other``;
+  under ``other``. The kinds tinyward itself raises (:data:`RESERVED_KINDS`) always have
+  their own series and take no slot, so a device inventing kinds first cannot push the
+  ones an operator alerts on into ``other``;
 - ``state``: :data:`tinyward.fleet.devstate.DEVICE_STATES`.
 
 ``tinyward_reports_stored_total`` counts acknowledgements of reports the store was given;
@@ -71,8 +73,11 @@ REFUSAL_REASONS = frozenset({
     "tls_handshake_failed", "handshake_cap", "connection_cap", "device_connection_cap",
 })
 OTHER = "other"
-#: Distinct incident kinds with their own series, per process.
+#: Distinct incident kinds with their own series, per process (beyond RESERVED_KINDS).
 MAX_KINDS = 32
+#: Kinds tinyward raises: the fleet's ``quiet`` and the device core's
+#: (``tinyward.link.watch.INCIDENT_KINDS``).
+RESERVED_KINDS = frozenset({"quiet", "net.anomaly", "net.novel", "sensor.tamper"})
 #: Ingest latency buckets in seconds: a stored report takes a few ms (group commit, fsync).
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -145,10 +150,13 @@ class FleetMetrics:
         self.refusals.labels(reason if reason in REFUSAL_REASONS else OTHER).inc()
 
     def incident(self, kind: str, count: int = 1) -> None:
-        with self._lock:
-            if kind not in self._kinds and len(self._kinds) < MAX_KINDS:
-                self._kinds.add(kind)
-            label = kind if kind in self._kinds else OTHER
+        if kind in RESERVED_KINDS:
+            label = kind
+        else:
+            with self._lock:
+                if kind not in self._kinds and len(self._kinds) < MAX_KINDS:
+                    self._kinds.add(kind)
+                label = kind if kind in self._kinds else OTHER
         self.incidents.labels(label).inc(count)
 
     def acknowledged(self, endpoint: str, seconds: float) -> None:

@@ -54,7 +54,8 @@ class OperatorLog:
         self._write("refused", listener, peer, device, f"{status_part}reason={reason}")
 
     def incident(self, device: str, kind: str) -> None:
-        self._write("incident", "fleet", "-", device, f"kind={kind}")
+        # Reports allow only [A-Za-z0-9_.:-] in a kind; checked again here, where it counts.
+        self._write("incident", "fleet", "-", device, f"kind={one_word(kind)}")
 
     def _write(self, event: str, listener: str, peer: str, device: str | None,
                tail: str) -> None:
@@ -71,11 +72,12 @@ class OperatorLog:
             suppressed, self._suppressed = self._suppressed, 0
         who = f" device={device[:DEVICE_PREFIX]}" if device else ""
         more = f" suppressed={suppressed}" if suppressed else ""
-        self._log.info("%s listener=%s peer=%s%s %s%s", event, listener, _safe(peer), who,
+        self._log.info("%s listener=%s peer=%s%s %s%s", event, listener, one_word(peer), who,
                        tail, more)
 
 
-def _safe(text: str) -> str:
-    """An address as the kernel gave it; anything odd (never expected) is replaced, so a
-    line stays one line."""
+def one_word(text: str) -> str:
+    """``text`` if it is one word of letters, digits and ``.:%-_`` (an address as the
+    kernel gave it, an incident kind), else ``?``: a line stays one line, and no field
+    can pass for another."""
     return text if text and all(c.isalnum() or c in ".:%-_" for c in text) else "?"

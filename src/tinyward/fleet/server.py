@@ -242,7 +242,7 @@ class FleetServer:
         # fleet, many incident kinds) never delays an acknowledgement.
         opener = getattr(store, "reader", None)
         self._reader: ReportStore = opener() if callable(opener) else store
-        self.quiet = QuietDetector(directory, self._reader)
+        self.quiet = QuietDetector(directory, self._reader, started=clock())
         self._admin_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="admin")
         self._seq_cache: dict[str, int] = {}  # device -> last stored seq (this process)
         self._warming: set[asyncio.Task[None]] = set()  # meet_connection's reads in flight
@@ -718,7 +718,7 @@ class FleetServer:
             since = int(query.get("since", "0"))
         except ValueError:
             limit, since = -1, 0
-        if not 1 <= limit <= MAX_DEVICES_PAGE or not since >= 0:
+        if not 1 <= limit <= MAX_DEVICES_PAGE or not 0 <= since < 2**62:  # SQL's BIGINT
             raise Refused(400, "bad_limit", f"limit must be 1 to {MAX_DEVICES_PAGE} and "
                           "since a Unix time")
         device = query.get("device") or None

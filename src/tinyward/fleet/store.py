@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from tinyward.errors import BadInput
@@ -444,6 +444,8 @@ _STATEMENT_SHAPES = 5 * _ROWS_PER_STATEMENT + 16  # the inserts above, and a few
 
 #: Each group's device and its reports, each with its row of the reports table.
 _Rows = list[tuple[str, list[tuple[Report, tuple[object, ...]]]]]
+#: What a backend made of one report before its commit (SQLite: its row's values).
+_Row = TypeVar("_Row")
 
 
 @functools.lru_cache(maxsize=_STATEMENT_SHAPES)
@@ -453,6 +455,102 @@ def _insert_sql(columns: _Columns, rows: int) -> str:
     # Table and column names are this module's constants; every value is a placeholder.
     return (f"INSERT INTO {columns.table} ({', '.join(columns.names)}) VALUES "  # noqa: S608
             + ", ".join([one] * rows) + columns.on_conflict)
+
+
+@dataclass
+class CommitPlan(Generic[_Row]):
+    """What one commit writes, decided from its reports and each device's last stored
+    sequence number: the same rules on every backend (each turns it into its own SQL)."""
+
+    #: Per group, the device's last sequence number after it (what ``append_many`` returns).
+    stored: list[int]
+    #: The reports to store, in order, each with what the backend made of it (its row).
+    fresh: list[tuple[str, Report, _Row]]
+    #: device -> (its newest fresh report, how many fresh reports it has).
+    newest: dict[str, tuple[Report, int]]
+    #: device -> its newest fresh report that carries an update status.
+    updates: dict[str, Report]
+    #: (device, component, version) -> the update_failures row.
+    failures: dict[tuple[str, str, str], tuple[object, ...]]
+    #: (device, kind) -> the count to add to the device's total.
+    incidents: dict[tuple[str, str], int]
+    #: (device, kind, count, report): one incident_events row each (counts above 0).
+    events: list[tuple[str, str, int, Report]]
+
+
+def plan_commit(groups: Sequence[tuple[str, Sequence[tuple[Report, _Row]]]],
+                last: dict[str, int], received_at: int) -> CommitPlan[_Row]:
+    """The rows of one commit (pure): a report whose seq is not above the device's last
+    stored one is skipped (a replay, or another commit won); ``last`` is not changed."""
+    last = dict(last)
+    plan: CommitPlan[_Row] = CommitPlan([], [], {}, {}, {}, {}, [])
+    newest, incidents = plan.newest, plan.incidents
+    for device_id, reports in groups:
+        seq = last[device_id]
+        for report, row in reports:
+            if is_replay(report.seq, seq):  # stored already (a replay, or another won)
+                continue
+            seq = report.seq
+            plan.fresh.append((device_id, report, row))
+            newest[device_id] = (report, newest.get(device_id, (report, 0))[1] + 1)
+            if report.update is not None:
+                plan.updates[device_id] = report
+                if report.update.state in _FAILED_STATES:
+                    component, version = report.update.target or ("", "")
+                    plan.failures[device_id, component, version] = (
+                        device_id, component, version, report.update.state,
+                        report.update.why, report.seq, received_at)
+            for kind, count in report.incidents.items():
+                incidents[device_id, kind] = incidents.get((device_id, kind), 0) + count
+                if count > 0:
+                    plan.events.append((device_id, kind, count, report))
+        last[device_id] = seq
+        plan.stored.append(seq)
+    return plan
+
+
+def cap_kinds(incidents: dict[tuple[str, str], int], known: dict[str, set[str]],
+              max_kinds: int) -> tuple[dict[tuple[str, str], int], set[tuple[str, str]]]:
+    """Fold the new kinds of a device that has ``max_kinds`` kinds into "other" (pure;
+    ``known``: each device's stored kinds, updated here).
+
+    Returns the capped totals and the ``(device, kind)`` pairs kept under their own name.
+    """
+    capped: dict[tuple[str, str], int] = {}
+    kept: set[tuple[str, str]] = set()
+    for (device_id, kind), total in sorted(incidents.items()):
+        kinds = known[device_id]
+        if kind not in kinds:
+            if len(kinds) >= max_kinds - 1 and kind != OTHER_KIND:
+                kind = OTHER_KIND  # one slot stays for "other"
+            kinds.add(kind)
+        kept.add((device_id, kind))
+        capped[device_id, kind] = capped.get((device_id, kind), 0) + total
+    return capped, kept
+
+
+def incidents_query(mark: str, device_id: str | None, since: int, kind: str | None,
+                    limit: int) -> tuple[str, tuple[object, ...]]:
+    """``ReportStore.incidents``' SQL and values; ``mark``: the driver's placeholder."""
+    where = [f"at >= {mark}"]
+    args: list[object] = [since]
+    if device_id is not None:
+        where.append(f"device_id = {mark}")
+        args.append(device_id)
+    if kind is not None:
+        where.append(f"kind = {mark}")
+        args.append(kind)
+    # The conditions are these constants; every value is a placeholder.
+    sql = ("SELECT id, device_id, kind, count, at, device_time, seq, evidence"  # noqa: S608
+           f" FROM incident_events WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT {mark}")
+    return sql, (*args, max(0, min(limit, MAX_INCIDENTS_LISTED)))
+
+
+def incident_of(row: Sequence[Any]) -> Incident:
+    """An :class:`Incident` from a row of :func:`incidents_query`."""
+    return Incident(int(row[0]), str(row[1]), str(row[2]), int(row[3]), int(row[4]),
+                    None if row[5] is None else int(row[5]),
+                    None if row[6] is None else int(row[6]), str(row[7]))
 
 
 class SQLiteStore:
@@ -562,35 +660,10 @@ class SQLiteStore:
                 f"SELECT json_group_object(device_id, last_seq) FROM devices WHERE device_id IN ({marks})",  # noqa: E501, S608
                 chunk).fetchone()
             last.update(json.loads(found))
-        stored: list[int] = []
-        values: list[object] = []
-        newest: dict[str, tuple[Report, int]] = {}  # device -> (newest fresh report, count)
-        updates: dict[str, Report] = {}  # device -> newest fresh report with an upd
-        failures: dict[tuple[str, str, str], tuple[object, ...]] = {}
-        incidents: dict[tuple[str, str], int] = {}
-        events: list[tuple[str, str, int, Report]] = []  # (device, kind, count, report)
-        for device_id, reports in groups:
-            seq = last[device_id]
-            for report, row in reports:
-                if is_replay(report.seq, seq):  # stored already (a replay, or another won)
-                    continue
-                seq = report.seq
-                values += row
-                newest[device_id] = (report, newest.get(device_id, (report, 0))[1] + 1)
-                if report.update is not None:
-                    updates[device_id] = report
-                    if report.update.state in _FAILED_STATES:
-                        component, version = report.update.target or ("", "")
-                        failures[device_id, component, version] = (
-                            device_id, component, version, report.update.state,
-                            report.update.why, report.seq, received_at)
-                for kind, count in report.incidents.items():
-                    incidents[device_id, kind] = incidents.get((device_id, kind), 0) + count
-                    if count > 0:
-                        events.append((device_id, kind, count, report))
-            last[device_id] = seq
-            stored.append(seq)
-        self._insert(_REPORT_COLUMNS, values)
+        plan = plan_commit(groups, last, received_at)
+        stored, newest, updates, failures, incidents, events = (
+            plan.stored, plan.newest, plan.updates, plan.failures, plan.incidents, plan.events)
+        self._insert(_REPORT_COLUMNS, [value for _, _, row in plan.fresh for value in row])
         self._insert(_DEVICE_COLUMNS, [
             value for device_id, (report, count) in newest.items()
             for value in (device_id, report.seq, count, report.timestamp, received_at,
@@ -624,17 +697,7 @@ class SQLiteStore:
                     f"SELECT device_id, kind FROM incidents WHERE device_id IN ({marks})",  # noqa: S608
                     chunk).fetchall():
                 known[device_id].add(kind)
-        capped: dict[tuple[str, str], int] = {}
-        kept: set[tuple[str, str]] = set()
-        for (device_id, kind), total in sorted(incidents.items()):
-            kinds = known[device_id]
-            if kind not in kinds:
-                if len(kinds) >= self.max_incident_kinds - 1 and kind != OTHER_KIND:
-                    kind = OTHER_KIND  # one slot stays for "other"
-                kinds.add(kind)
-            kept.add((device_id, kind))
-            capped[device_id, kind] = capped.get((device_id, kind), 0) + total
-        return capped, kept
+        return cap_kinds(incidents, known, self.max_incident_kinds)
 
     def _insert(self, columns: _Columns, values: list[object]) -> None:
         """Insert (or upsert) flattened rows, at most :data:`_ROWS_PER_STATEMENT` a statement."""
@@ -694,24 +757,10 @@ class SQLiteStore:
 
     def incidents(self, device_id: str | None = None, *, since: int = 0,
                   kind: str | None = None, limit: int = 100) -> list[Incident]:
-        limit = max(0, min(limit, MAX_INCIDENTS_LISTED))
-        where = ["at >= ?"]
-        args: list[object] = [since]
-        if device_id is not None:
-            where.append("device_id = ?")
-            args.append(device_id)
-        if kind is not None:
-            where.append("kind = ?")
-            args.append(kind)
-        # The conditions are this method's constants; every value is a placeholder.
-        sql = ("SELECT id, device_id, kind, count, at, device_time, seq, evidence"  # noqa: S608
-               f" FROM incident_events WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?")
+        sql, args = incidents_query("?", device_id, since, kind, limit)
         with self._lock:
-            rows = self._db.execute(sql, (*args, limit)).fetchall()
-        return [Incident(int(row[0]), str(row[1]), str(row[2]), int(row[3]), int(row[4]),
-                         None if row[5] is None else int(row[5]),
-                         None if row[6] is None else int(row[6]), str(row[7]))
-                for row in rows]
+            rows = self._db.execute(sql, args).fetchall()
+        return [incident_of(row) for row in rows]
 
     def update_records(self, component: str, version: str) -> list[UpdateRecord]:
         if component not in _COMPONENTS:  # it becomes a JSON path (bound, all the same)

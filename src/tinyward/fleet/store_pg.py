@@ -25,16 +25,19 @@ per table whatever the commit's size.
 
 URL: ``postgresql://user[:password]@host[:port]/db`` (libpq's URI, so ``?host=/socket/dir``
 and ``?sslmode=…`` work), plus ``pool_size=N`` (connections per store, default
-:data:`DEFAULT_POOL_SIZE`).
+:data:`DEFAULT_POOL_SIZE`). A database on another machine gets ``sslmode=verify-full``
+unless the URL or ``PGSSLMODE`` chooses (libpq's default, ``prefer``, checks nothing).
 """
 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
@@ -43,7 +46,6 @@ from tinyward.errors import TinywardError
 from tinyward.fleet.store import (
     _DEVICE_COLUMNS,
     _EVENT_COLUMNS,
-    _FAILED_STATES,
     _FAILURE_COLUMNS,
     _INCIDENT_COLUMNS,
     _REPORT_COLUMNS,
@@ -51,7 +53,6 @@ from tinyward.fleet.store import (
     _SCHEMA_2_INCIDENT_EVENTS,
     _STATUS_COLUMNS,
     FLEET_INCIDENT_KINDS,
-    MAX_INCIDENTS_LISTED,
     OTHER_KIND,
     BadDatabaseUrl,
     DeviceStatus,
@@ -66,10 +67,13 @@ from tinyward.fleet.store import (
     _json_results,
     _migrate,
     _update_columns,
+    cap_kinds,
+    incident_of,
+    incidents_query,
     pack_signed,
+    plan_commit,
     unpack_signed,
 )
-from tinyward.trust.replay import is_replay
 from tinyward.trust.report import Report
 from tinyward.update.meta import COMPONENTS as _COMPONENTS
 
@@ -78,6 +82,9 @@ from tinyward.update.meta import COMPONENTS as _COMPONENTS
 DEFAULT_POOL_SIZE = 4
 #: Seconds to wait for a first connection, or for a free one from the pool.
 CONNECT_TIMEOUT = 10.0
+#: Seconds a node waits at start for another to finish migrating (then one error line,
+#: never a silent hang: a stuck node or a stale session may hold the lock).
+MIGRATION_WAIT = 120.0
 
 
 class DatabaseUnavailable(TinywardError):
@@ -172,16 +179,54 @@ def parse_url(url: str) -> tuple[str, int]:
             pool_size = int(value)
         else:
             query.append((key, value))
+    # libpq's default, sslmode=prefer, takes clear text from whoever answers and checks no
+    # certificate: across a network, ask for verified TLS unless the operator chose.
+    chose = "PGSSLMODE" in os.environ or any(key == "sslmode" for key, _ in query)
+    if not chose and any(_over_a_network(host) for host in _hosts(parts.netloc, query)):
+        query.append(("sslmode", "verify-full"))
     return urlunsplit(parts._replace(query=urlencode(query))), pool_size
 
 
+def _hosts(netloc: str, query: list[tuple[str, str]]) -> list[str]:
+    """The hosts a libpq URI names: in its netloc (``h1:5432,h2``) and ``?host=``."""
+    named = []
+    for item in netloc.rpartition("@")[2].split(","):
+        if item.startswith("["):  # [IPv6]:port
+            named.append(item[1:].partition("]")[0])
+        else:  # host:port, or a percent-encoded socket folder
+            named.append(unquote(item.partition(":")[0]))
+    for key, value in query:
+        if key in ("host", "hostaddr"):
+            named += value.split(",")
+    return [host for host in named if host]
+
+
+def _over_a_network(host: str) -> bool:
+    if host.startswith(("/", "@")) or host == "localhost":  # a unix socket, or this machine
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True  # a name: another machine
+
+
+#: libpq's query options that hold a secret (a password may be given either way).
+_SECRET_OPTIONS = frozenset({"password", "sslpassword"})
+
+
 def _redacted(url: str) -> str:
-    """The URL without its password (error messages and logs never show it)."""
+    """The URL without its passwords (error messages and logs never show them): the one
+    in ``user:password@`` and libpq's ``?password=`` / ``?sslpassword=`` options."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+    if parts.password is not None:
+        host = parts.netloc.rpartition("@")[2]
+        parts = parts._replace(netloc=f"{parts.username}:***@{host}")
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if any(key.lower() in _SECRET_OPTIONS for key, _ in query):
+        parts = parts._replace(query=urlencode(
+            [(key, "***" if key.lower() in _SECRET_OPTIONS else value) for key, value in query],
+            safe="*/"))
+    return urlunsplit(parts)
 
 
 def _configure(connection: psycopg.Connection[Any]) -> None:
@@ -209,8 +254,15 @@ class PostgresStore:
             with psycopg.connect(conninfo, connect_timeout=int(CONNECT_TIMEOUT)) as first, \
                     first.transaction():
                 # Nodes starting together: one migrates, the others then find it done.
+                first.execute(f"SET LOCAL lock_timeout = {int(MIGRATION_WAIT * 1000)}")
                 first.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+                first.execute("SET LOCAL lock_timeout = 0")  # the migrations may take long
                 _migrate(first.execute, _PG_MIGRATIONS, _redacted(url), "%s")
+        except psycopg.errors.LockNotAvailable:
+            raise DatabaseUnavailable(
+                f"PostgreSQL at {_redacted(url)}: the schema migration lock is still held "
+                f"after {MIGRATION_WAIT:.0f} s (another node migrating, or a stale session "
+                "holding it: see pg_locks, locktype advisory)") from None
         except psycopg.Error as error:  # unreachable, refused, or no right to migrate
             first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
             raise DatabaseUnavailable(f"PostgreSQL at {_redacted(url)}: {first_line}") from None
@@ -263,39 +315,15 @@ class PostgresStore:
     def _write(self, cursor: psycopg.Cursor[Any],
                groups: Sequence[tuple[str, Sequence[tuple[Report, bytes]]]],
                last: dict[str, int], received_at: int) -> list[int]:
-        """The rows of one commit (SQLiteStore._append_locked's rules; the store suite's
-        model test holds both backends to the same answers)."""
-        stored: list[int] = []
-        reports_rows: list[tuple[object, ...]] = []
-        newest: dict[str, tuple[Report, int]] = {}
-        updates: dict[str, Report] = {}
-        failures: dict[tuple[str, str, str], tuple[object, ...]] = {}
-        incidents: dict[tuple[str, str], int] = {}
-        events: list[tuple[str, str, int, Report]] = []  # (device, kind, count, report)
-        for device_id, reports in groups:
-            seq = last[device_id]
-            for report, signed in reports:
-                if is_replay(report.seq, seq):  # stored already (a replay, or another won)
-                    continue
-                seq = report.seq
-                reports_rows.append((device_id, report.seq, report.timestamp, received_at,
-                                     report.mode, report.health, _json_results(report),
-                                     _json_incidents(report), *pack_signed(signed)))
-                newest[device_id] = (report, newest.get(device_id, (report, 0))[1] + 1)
-                if report.update is not None:
-                    updates[device_id] = report
-                    if report.update.state in _FAILED_STATES:
-                        component, version = report.update.target or ("", "")
-                        failures[device_id, component, version] = (
-                            device_id, component, version, report.update.state,
-                            report.update.why, report.seq, received_at)
-                for kind, count in report.incidents.items():
-                    incidents[device_id, kind] = incidents.get((device_id, kind), 0) + count
-                    if count > 0:
-                        events.append((device_id, kind, count, report))
-            last[device_id] = seq
-            stored.append(seq)
-        _insert(cursor, _REPORT_COLUMNS, reports_rows)
+        """The rows of one commit (:func:`~tinyward.fleet.store.plan_commit`: the rules
+        SQLite's commit follows too)."""
+        plan = plan_commit(groups, last, received_at)
+        newest, updates, failures, incidents = (plan.newest, plan.updates, plan.failures,
+                                                plan.incidents)
+        _insert(cursor, _REPORT_COLUMNS, [
+            (device_id, report.seq, report.timestamp, received_at, report.mode, report.health,
+             _json_results(report), _json_incidents(report), *pack_signed(signed))
+            for device_id, report, signed in plan.fresh])
         _insert(cursor, _DEVICE_COLUMNS, [
             (device_id, report.seq, count, report.timestamp, received_at, report.health,
              *_update_columns(updates.get(device_id)))
@@ -306,10 +334,10 @@ class PostgresStore:
             _insert(cursor, _EVENT_COLUMNS, [
                 (device_id, kind if (device_id, kind) in kept else OTHER_KIND, count,
                  received_at, report.timestamp, report.seq, f"report seq {report.seq}")
-                for device_id, kind, count, report in events])
+                for device_id, kind, count, report in plan.events])
             _insert(cursor, _INCIDENT_COLUMNS, [
                 (device_id, kind, total) for (device_id, kind), total in sorted(incidents.items())])
-        return stored
+        return plan.stored
 
     def _cap_kinds(self, cursor: psycopg.Cursor[Any], incidents: dict[tuple[str, str], int]
                    ) -> tuple[dict[tuple[str, str], int], set[tuple[str, str]]]:
@@ -321,17 +349,7 @@ class PostgresStore:
                        (devices,))
         for device_id, kind in cursor.fetchall():
             known[device_id].add(kind)
-        capped: dict[tuple[str, str], int] = {}
-        kept: set[tuple[str, str]] = set()
-        for (device_id, kind), total in sorted(incidents.items()):
-            kinds = known[device_id]
-            if kind not in kinds:
-                if len(kinds) >= self.max_incident_kinds - 1 and kind != OTHER_KIND:
-                    kind = OTHER_KIND  # one slot stays for "other"
-                kinds.add(kind)
-            kept.add((device_id, kind))
-            capped[device_id, kind] = capped.get((device_id, kind), 0) + total
-        return capped, kept
+        return cap_kinds(incidents, known, self.max_incident_kinds)
 
     def add_incident(self, device_id: str, kind: str, at: int, evidence: str,
                      count: int = 1) -> Incident:
@@ -355,25 +373,10 @@ class PostgresStore:
 
     def incidents(self, device_id: str | None = None, *, since: int = 0,
                   kind: str | None = None, limit: int = 100) -> list[Incident]:
-        limit = max(0, min(limit, MAX_INCIDENTS_LISTED))
-        where = ["at >= %s"]
-        args: list[object] = [since]
-        if device_id is not None:
-            where.append("device_id = %s")
-            args.append(device_id)
-        if kind is not None:
-            where.append("kind = %s")
-            args.append(kind)
+        sql, args = incidents_query("%s", device_id, since, kind, limit)
         with self._pool.connection() as connection:
-            rows = connection.execute(
-                # The conditions are this method's constants; every value is a placeholder.
-                "SELECT id, device_id, kind, count, at, device_time, seq, evidence"  # noqa: S608
-                f" FROM incident_events WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT %s",
-                (*args, limit)).fetchall()
-        return [Incident(int(row[0]), str(row[1]), str(row[2]), int(row[3]), int(row[4]),
-                         None if row[5] is None else int(row[5]),
-                         None if row[6] is None else int(row[6]), str(row[7]))
-                for row in rows]
+            rows = connection.execute(sql, args).fetchall()
+        return [incident_of(row) for row in rows]
 
     def device_status(self, device_id: str) -> DeviceStatus | None:
         found = self._statuses(" WHERE device_id = %s", (device_id,))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -191,3 +192,35 @@ def test_attack_concurrent_guesses_are_checked_one_at_a_time(tmp_path: Path) -> 
         outcomes = sorted(pool.map(guess, range(8)))
     assert outcomes == ["checked"] + ["locked"] * 7
     assert LoginGate(tmp_path, clock).lockout().failures == 1
+
+
+def _guess_in_a_process(folder: str, i: int, start: Any, results: Any) -> None:
+    start.wait(30)
+    try:
+        LoginGate(Path(folder)).attempt(f"wrong guess number {i}")
+    except WrongPassword:
+        results.put("checked")
+    except LockedOut:
+        results.put("locked")
+    else:
+        results.put("accepted")
+
+
+def test_attack_guesses_from_several_server_processes_are_checked_one_at_a_time(
+        tmp_path: Path) -> None:
+    """The lockout file is shared by every process of the server (an flock, not a thread
+    lock): four processes guessing at once get one guess checked between them."""
+    import multiprocessing
+
+    LoginGate(tmp_path).set_password(
+        PASSWORD, LockoutPolicy(free_attempts=1, base_delay=3600, max_delay=3600))
+    context = multiprocessing.get_context("fork")
+    start, results = context.Barrier(4), context.Queue()
+    workers = [context.Process(target=_guess_in_a_process, args=(str(tmp_path), i, start,
+                                                                 results)) for i in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+    assert sorted(results.get(timeout=10) for _ in workers) == ["checked"] + ["locked"] * 3
+    assert LoginGate(tmp_path).lockout().failures == 1

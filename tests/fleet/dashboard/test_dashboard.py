@@ -7,16 +7,22 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.fleet.dashboard.webclient import WebClient
-from tests.fleet.serverkit import Running, running_server
+from tests.fleet.serverkit import Running, running_server, start_running
 from tinyward.fleet.dashboard.auth import LoginGate
 from tinyward.fleet.dashboard.render import make_environment, render
-from tinyward.fleet.dashboard.views import SECURITY_HEADERS, SESSION_COOKIE
+from tinyward.fleet.dashboard.views import (
+    DEVICE_INCIDENTS,
+    INCIDENTS_LISTED,
+    SECURITY_HEADERS,
+    SESSION_COOKIE,
+)
 from tinyward.fleet.directory import FleetDirectory
 from tinyward.fleet.runner import ServerThread, admin_ssl_context, server_ssl_context
 from tinyward.fleet.server import FleetServer
@@ -285,3 +291,77 @@ def test_attack_report_altered_in_the_database_is_shown_as_unverified(running: R
     page = logged_in(running).get(f"/dashboard/devices/{device}")
     assert "signature does not verify" in page.text
     assert "forged" not in page.text and "honest" not in page.text
+
+
+def test_attack_session_fixation_a_planted_cookie_never_becomes_the_session(
+        running: Running) -> None:
+    """A session token the attacker chose (planted before the login) is never adopted:
+    the login issues a fresh one, and the planted value opens nothing."""
+    LoginGate(running.fleet.directory).set_password(PASSWORD)
+    victim = client(running)
+    planted = "attacker-chosen-token-" + "x" * 20
+    victim.cookies[SESSION_COOKIE] = planted
+    assert victim.login(PASSWORD).status == 303
+    assert victim.cookies[SESSION_COOKIE] != planted
+    assert victim.get("/dashboard/").status == 200
+    attacker = client(running)
+    attacker.cookies[SESSION_COOKIE] = planted
+    assert attacker.get("/dashboard/").status == 401
+
+
+def test_attack_no_open_redirect_after_login(running: Running) -> None:
+    """The login has no `next`: whatever the form or the query adds, it goes to the
+    dashboard's own page."""
+    LoginGate(running.fleet.directory).set_password(PASSWORD)
+    web = client(running)
+    page = web.get("/dashboard/login?next=https://evil.example/")
+    answer = web.request("POST", "/dashboard/login?next=//evil.example/",
+                         {"csrf": page.csrf, "password": PASSWORD,
+                          "next": "https://evil.example/"})
+    assert answer.status == 303 and answer.headers["Location"] == "/dashboard/"
+    root = web.get("//evil.example/")  # a scheme-relative path to this server
+    assert root.status in (303, 404) and "evil" not in root.headers.get("Location", "")
+
+
+@pytest.mark.parametrize("path", [
+    "/dashboard/devices/..%2F..%2Fdashboard%2Fpassword",
+    "/dashboard/devices/%2e%2e",
+    "/dashboard/devices/" + "A" * 64,  # a device ID is lowercase hex
+    "/dashboard/devices/" + "0" * 64 + "%00",
+    "/dashboard/devices/" + "0" * 63 + "%0a",
+    "/dashboard/devices/" + "0" * 64 + "%20",
+])
+def test_attack_odd_device_id_in_the_path_is_refused(running: Running, path: str) -> None:
+    web = logged_in(running)
+    page = web.get(path)
+    assert page.status == 404 and "scrypt$" not in page.text
+    action = web.request("POST", path + "/quarantine", {"csrf": web.get("/dashboard/").csrf})
+    assert action.status == 404
+    assert not any(d.quarantined for d in running.fleet.devices())
+
+
+def test_attack_device_with_10000_incidents_gets_a_bounded_page(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A device reporting an incident in every report: its page lists the newest 50 and
+    says so (the page stays small however many are stored)."""
+    running = start_running(tmp_path_factory.mktemp("fleet"), ("f",))  # its own fleet
+    try:
+        _flooded_pages(running)
+    finally:
+        running.server.stop()
+
+
+def _flooded_pages(running: Running) -> None:
+    device = running.devices["f"].device_id
+    # 10,000 rows in one transaction (fast to set up; the store adds them one by one).
+    with sqlite3.connect(running.folder / "reports.db") as db:
+        db.executemany("INSERT INTO incident_events (device_id, kind, count, at, device_time,"
+                       " seq, evidence) VALUES (?, 'net.anomaly', 1, ?, NULL, NULL, 'flood')",
+                       [(device, 1_800_000_000 + i) for i in range(10_000)])
+    web = logged_in(running)
+    page = web.get(f"/dashboard/devices/{device}")
+    assert page.status == 200 and page.text.count(">flood</td>") == DEVICE_INCIDENTS
+    assert f"The newest {DEVICE_INCIDENTS} shown" in page.text
+    assert len(page.text) < 100_000
+    listing = web.get("/dashboard/incidents")
+    assert listing.text.count(">flood</td>") == INCIDENTS_LISTED

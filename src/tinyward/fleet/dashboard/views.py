@@ -46,6 +46,8 @@ LOGIN_COOKIE = "__Host-tinyward-login"
 DEVICES_PAGE = 100
 RECENT_REPORTS = 10
 INCIDENTS_LISTED = 200
+#: Incidents on a device's page, newest first (`fleet incidents --device ID` lists more).
+DEVICE_INCIDENTS = 50
 #: Seconds an attestation certificate's check is reused for (validity is by the day).
 ATTESTATION_RECHECK = 300.0
 _CACHE_ENTRIES = 4096
@@ -365,7 +367,8 @@ class Dashboard:
             status = self.server._reader.device_status(device_id)
             return {"d": self._summary(enrolled, status, self.clock()),
                     "reports": self._reports(enrolled, status, RECENT_REPORTS),
-                    "incidents": self.server._reader.incidents(device_id, limit=50)}
+                    "incidents": self.server._reader.incidents(device_id,
+                                                                 limit=DEVICE_INCIDENTS)}
 
         found = await self.server._admin_call(collect)
         if found is None:
@@ -373,7 +376,7 @@ class Dashboard:
         done = request.query.get("done", "")
         return self._page("device.html", title=f"Device {device_id[:12]}", page="devices",
                           csrf=session.csrf, notice=_NOTICES.get(done), now=self.clock(),
-                          **found)
+                          limit=DEVICE_INCIDENTS, **found)
 
     async def incidents(self, request: web.Request, session: Session) -> web.Response:
         kind = request.query.get("kind") or None
