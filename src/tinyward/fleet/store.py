@@ -478,6 +478,14 @@ class CommitPlan(Generic[_Row]):
     events: list[tuple[str, str, int, Report]]
 
 
+def check_groups(groups: Sequence[tuple[str, Sequence[tuple[Report, bytes]]]]) -> None:
+    """Refuse, before anything is touched, a group holding another device's report (a
+    caller bug: every backend's ``append_many`` checks it first)."""
+    for device_id, reports in groups:
+        if any(report.device_id != device_id for report, _ in reports):
+            raise ValueError("append() got a report of another device")
+
+
 def plan_commit(groups: Sequence[tuple[str, Sequence[tuple[Report, _Row]]]],
                 last: dict[str, int], received_at: int) -> CommitPlan[_Row]:
     """The rows of one commit (pure): a report whose seq is not above the device's last
@@ -613,9 +621,7 @@ class SQLiteStore:
 
     def append_many(self, groups: Sequence[tuple[str, Sequence[tuple[Report, bytes]]]],
                     received_at: int) -> list[int]:
-        for device_id, reports in groups:  # a caller bug: refuse before touching anything
-            if any(report.device_id != device_id for report, _ in reports):
-                raise ValueError("append() got a report of another device")
+        check_groups(groups)
         # The rows are made before the write lock is taken: the other server processes
         # wait for that lock, and only the statements need it.
         rows: _Rows = [(device_id, [(report, (device_id, report.seq, report.timestamp, received_at,

@@ -68,6 +68,7 @@ from tinyward.fleet.store import (
     _migrate,
     _update_columns,
     cap_kinds,
+    check_groups,
     incident_of,
     incidents_query,
     pack_signed,
@@ -292,9 +293,7 @@ class PostgresStore:
 
     def append_many(self, groups: Sequence[tuple[str, Sequence[tuple[Report, bytes]]]],
                     received_at: int) -> list[int]:
-        for device_id, reports in groups:  # a caller bug: refuse before touching anything
-            if any(report.device_id != device_id for report, _ in reports):
-                raise ValueError("append() got a report of another device")
+        check_groups(groups)
         devices = list(dict.fromkeys(device_id for device_id, _ in groups))
         with self._pool.connection() as connection, connection.transaction():
             cursor = connection.cursor()
