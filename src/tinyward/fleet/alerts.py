@@ -31,7 +31,8 @@ Deduplication: the same device and kind within ``window`` seconds of an alert se
 new alert; they are counted, and when the window ends with repeats, one more alert says
 how many (``repeats``), so a flood of one incident is two alerts per window, not
 thousands. A device's own kinds count too: past :data:`MAX_KINDS_PER_DEVICE` of them in
-open windows, its further kinds fold into one ``other`` alert. Per worker process (``--workers N``: up to N alerts per window).
+open windows, its further kinds fold into one ``other`` alert. Per worker process
+(``--workers N``: up to N alerts per window).
 """
 
 from __future__ import annotations
