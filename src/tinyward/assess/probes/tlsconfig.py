@@ -163,7 +163,12 @@ class TlsConfig:
                                                   min(5.0, budget.left())))
             context.services[port] = speaks
             if speaks == "tls":
-                results.append(enumerate_suites(target.address, port, min(5.0, budget.left())))
+                try:
+                    results.append(enumerate_suites(target.address, port,
+                                                    min(5.0, budget.left())))
+                except ModuleNotFoundError:
+                    results.append(PortTLS(port, "unknown", note="sslyze is not installed "
+                                           "(pip install 'tinyward[assess]')"))
             elif speaks == "plaintext":
                 results.append(PortTLS(port, "plaintext"))
             else:
