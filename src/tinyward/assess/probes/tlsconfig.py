@@ -26,6 +26,8 @@ NAME = "tls-config"
 MAX_PORTS = 16
 OLD_VERSIONS = ("ssl_2_0", "ssl_3_0", "tls_1_0", "tls_1_1")
 VERSIONS = (*OLD_VERSIONS, "tls_1_2", "tls_1_3")
+LABELS = {"ssl_2_0": "SSL 2.0", "ssl_3_0": "SSL 3.0", "tls_1_0": "TLS 1.0",
+          "tls_1_1": "TLS 1.1", "tls_1_2": "TLS 1.2", "tls_1_3": "TLS 1.3"}
 #: OpenSSL reasons that mean the peer answered with bytes that are not TLS.
 _PLAINTEXT_REASONS = frozenset({"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE",
                                 "PACKET_LENGTH_TOO_LONG", "HTTP_REQUEST", "UNKNOWN_PROTOCOL",
@@ -61,7 +63,7 @@ def strong_tls12_suite(name: str) -> bool:
 
 def port_problems(result: PortTLS) -> list[str]:
     """What is wrong with one TLS port (empty: nothing) (pure)."""
-    problems = [f"{version.replace('_', ' ').upper().replace(' ', '.', 1)} accepted"
+    problems = [f"{LABELS[version]} accepted"
                 for version in OLD_VERSIONS if result.accepted.get(version)]
     weak = [s for s in result.accepted.get("tls_1_2", ()) if not strong_tls12_suite(s)]
     if weak:
@@ -87,7 +89,7 @@ def verdict(address: str, results: list[PortTLS], context: Context) -> list[Evid
             if problems:
                 failures.append((where, f"port {result.port}: {'; '.join(problems)}"))
             else:
-                versions = [v for v in VERSIONS if result.accepted.get(v)]
+                versions = [LABELS[v] for v in VERSIONS if result.accepted.get(v)]
                 good.append(f"port {result.port}: {', '.join(versions)} only, AEAD suites")
         else:
             unknown.append(f"port {result.port}: {result.note or 'not enumerated'}")
