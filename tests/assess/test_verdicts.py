@@ -4,6 +4,7 @@ is never passed, a partial scan never passes, the worst evidence wins."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import ssl
 
 import pytest
@@ -177,3 +178,71 @@ def test_the_registry_lists_exactly_the_probes_that_run() -> None:
     assert {p.name: p.kind for p in all_probes()} == dict(registry.PROBES)
     names = {r.probe for r in MODEL.requirements}
     assert set(registry.PROBES) <= names
+
+
+def _pem_key(encrypted: bool) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    encryption = serialization.BestAvailableEncryption(b"pw") if encrypted else \
+        serialization.NoEncryption()
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             encryption)
+
+
+def test_a_private_key_in_the_clear_in_the_device_folder_fails_identity(tmp_path) -> None:
+    from .tlsservice import self_signed
+
+    from tinyward.assess.probes import static
+    from tinyward.assess.probes.base import Budget
+
+    cert, key = self_signed(tmp_path)  # writes an unencrypted key next to the cert
+    (evidence,) = static.identity_verdict(static.walk(tmp_path, Budget()), _ctx())
+    assert evidence.verdict == "fail" and "tls.key" in evidence.text
+    key.write_bytes(_pem_key(encrypted=True))  # sealed: no longer in the clear
+    (evidence,) = static.identity_verdict(static.walk(tmp_path, Budget()), _ctx())
+    assert evidence.verdict == "pass" and "CN=127.0.0.1" in evidence.text
+    assert "not compared" in evidence.text
+    cert.unlink()
+    (evidence,) = static.identity_verdict(static.walk(tmp_path, Budget()), _ctx())
+    assert evidence.verdict == "not-tested"
+
+
+def test_a_tuf_root_in_the_device_folder_passes_update_trust(tmp_path) -> None:
+    from tinyward.assess.probes import static
+    from tinyward.assess.probes.base import Budget
+
+    (evidence,) = static.update_verdict(static.walk(tmp_path, Budget()), _ctx())
+    assert evidence.verdict == "not-tested"
+    metadata = tmp_path / "update" / "metadata"
+    metadata.mkdir(parents=True)
+    root = {"signed": {"_type": "root", "keys": {"k1": {}}, "roles": {"root": {
+        "threshold": 1, "keyids": ["k1"]}}}, "signatures": []}
+    (metadata / "root.json").write_text(json.dumps(root))
+    (evidence,) = static.update_verdict(static.walk(tmp_path, Budget()), _ctx())
+    assert evidence.verdict == "pass" and "threshold 1" in evidence.text
+    root["signed"]["keys"] = {}
+    (metadata / "root.json").write_text(json.dumps(root))
+    assert static.update_verdict(static.walk(tmp_path, Budget()), _ctx())[0].verdict == "fail"
+
+
+def test_the_folder_walk_is_bounded_and_never_follows_links(tmp_path, monkeypatch) -> None:
+    from tinyward.assess.probes import static
+    from tinyward.assess.probes.base import Budget
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.pem").write_bytes(_pem_key(encrypted=False))
+    device = tmp_path / "device"
+    device.mkdir()
+    (device / "link.pem").symlink_to(outside / "secret.pem")
+    (device / "dirlink").symlink_to(outside)
+    facts = static.walk(device, Budget())
+    assert facts.clear_keys == []
+    monkeypatch.setattr(static, "MAX_FILES", 3)
+    for i in range(5):
+        (device / f"f{i}").write_text("x")
+    facts = static.walk(device, Budget())
+    assert facts.truncated and facts.files == 3
+    assert static.identity_verdict(facts, _ctx())[0].verdict == "not-tested"

@@ -18,6 +18,8 @@ PROBES: Mapping[str, str] = MappingProxyType({
     "port-scan": "live",
     "tls-config": "live",
     "credentials": "live",
+    "identity": "static",
+    "update-trust": "static",
     "disclosure-contact": "declaration",
     "support-period": "declaration",
 })

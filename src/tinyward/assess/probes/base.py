@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from tinyward.assess.evidence import Evidence
 from tinyward.assess.model import Model, Requirement
@@ -34,11 +34,12 @@ class Budget:
 @dataclass
 class Context:
     """What probes share: the model, and facts found by earlier probes (the open TCP
-    ports from the port scan, each with what it speaks)."""
+    ports from the port scan, what each speaks, the device folder's contents)."""
 
     model: Model
     open_ports: tuple[int, ...] | None = None  # None: no scan ran
-    services: dict[int, str] = field(default_factory=dict)  # port -> "tls" | "http" | ...
+    services: dict[int, str] = field(default_factory=dict)  # port -> "tls" | "plaintext" | ...
+    folder_facts: Any = None  # the static checks' one walk of the device folder
 
     def requirements_of(self, probe: str) -> tuple[Requirement, ...]:
         return tuple(r for r in self.model.requirements if r.probe == probe)
