@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from tinyward.assess import report
-from tinyward.assess.run import assess
+from tinyward.assess.run import all_probes, assess
 from tinyward.assess.target import load_description, make_target
 from tinyward.cli.main import cli
 
@@ -156,3 +156,45 @@ def test_tls_config_passes_tls13_and_fails_a_cbc_suite(weak: bool, tmp_path: Pat
         assert evidence.verdict == "pass", evidence.text
         assert "TLS 1.3 only" in evidence.text
     assert result.tier.level == 0  # one requirement never makes a tier
+
+
+@pytest.fixture(scope="module", name="fleet")
+def _fleet(tmp_path_factory: pytest.TempPathFactory):
+    from ..fleet.serverkit import running_server
+
+    yield from running_server(tmp_path_factory, ("a",))
+
+
+FLEET_DESCRIPTION = ('format = "tinyward-target/1"\nname = "tinyward fleet"\n'
+                     'security_contact = "security@tinyward.example"\n'
+                     'support_end = 2035-01-01\n')
+
+
+def test_tinyward_fleet_on_loopback_passes_what_is_tested_and_no_more(fleet,
+                                                                      tmp_path: Path) -> None:
+    cert, key = fleet.devices["a"].write_tls_files(tmp_path)
+    target = make_target(address="127.0.0.1", ports=(fleet.server.port, fleet.admin_port),
+                         client_cert=(cert, key),
+                         description=load_description(FLEET_DESCRIPTION))
+    probes = [p for p in all_probes() if p.name != "port-scan"]  # its ports are named
+    result = assess(target, probes=probes)
+    verdicts = result.verdicts
+    # Both listeners: TLS 1.3 only, AEAD suites (the device listener seen with a device
+    # certificate, as the manufacturer's test credential).
+    assert verdicts["C-COMM-1"].verdict == "pass", verdicts["C-COMM-1"].text
+    assert verdicts["C-COMM-1"].text.count("TLS 1.3 only") == 2
+    assert verdicts["G-VDP-1"].verdict == "pass" and verdicts["G-SUP-1"].verdict == "pass"
+    # Only two named ports: a login elsewhere was not looked for.
+    assert verdicts["I-CRED-1"].verdict == "not-tested"
+    passed = {i for i, e in verdicts.items() if e.verdict == "pass"}
+    assert passed == {"C-COMM-1", "G-VDP-1", "G-SUP-1"}
+    assert result.tier.level == 0  # identity, updates and credentials were not shown
+
+
+def test_without_a_client_certificate_the_device_listener_is_not_tested(fleet) -> None:
+    from tinyward.assess.probes.tlsconfig import TlsConfig
+
+    target = make_target(address="127.0.0.1", ports=(fleet.server.port,))
+    evidence = assess(target, probes=[TlsConfig()]).verdicts["C-COMM-1"]
+    assert evidence.verdict == "not-tested", evidence.text
+    assert "client certificate" in evidence.text

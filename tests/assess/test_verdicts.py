@@ -192,10 +192,10 @@ def _pem_key(encrypted: bool) -> bytes:
 
 
 def test_a_private_key_in_the_clear_in_the_device_folder_fails_identity(tmp_path) -> None:
-    from .tlsservice import self_signed
-
     from tinyward.assess.probes import static
     from tinyward.assess.probes.base import Budget
+
+    from .tlsservice import self_signed
 
     cert, key = self_signed(tmp_path)  # writes an unencrypted key next to the cert
     (evidence,) = static.identity_verdict(static.walk(tmp_path, Budget()), _ctx())

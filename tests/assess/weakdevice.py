@@ -17,7 +17,7 @@ TELNET_LOGIN = ("root", "root")
 
 
 class _Http(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - the http.server name
+    def do_GET(self) -> None:
         expected = "Basic " + base64.b64encode(":".join(HTTP_LOGIN).encode()).decode()
         if self.headers.get("Authorization") != expected:
             self.send_response(401)

@@ -42,7 +42,7 @@ def assess(target: Target, *, seconds_per_probe: float = 120.0, attempts: int = 
     requirement (not-tested where no probe ran); the tier reached."""
     model = model or load_model()
     context = Context(model)
-    started = _dt.datetime.now(_dt.timezone.utc)
+    started = _dt.datetime.now(_dt.UTC)
     found: list[Evidence] = []
     ran = []
     for probe in probes if probes is not None else all_probes():
@@ -53,7 +53,7 @@ def assess(target: Target, *, seconds_per_probe: float = 120.0, attempts: int = 
             progress(probe.name, evidence)
     verdicts = complete(model, found)
     return Assessment(target, model, verdicts, evaluate(model, verdicts), started,
-                      _dt.datetime.now(_dt.timezone.utc), tuple(ran))
+                      _dt.datetime.now(_dt.UTC), tuple(ran))
 
 
 __all__ = ["Assessment", "all_probes", "assess"]

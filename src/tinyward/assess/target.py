@@ -86,6 +86,9 @@ class Target:
     netns: str | None = None
     device_dir: Path | None = None
     description: Description | None = None
+    # A test credential the manufacturer supplies (TS 103 701's IXIT): a client
+    # certificate and key, so a listener that demands one can be examined.
+    client_cert: tuple[Path, Path] | None = None
     notes: tuple[str, ...] = field(default=())
 
     @property
@@ -98,7 +101,8 @@ class Target:
 def make_target(*, address: str | None = None, named: bool = False,
                 ports: tuple[int, ...] | None = None, netns: str | None = None,
                 device_dir: Path | None = None,
-                description: Description | None = None) -> Target:
+                description: Description | None = None,
+                client_cert: tuple[Path, Path] | None = None) -> Target:
     """A checked target. Raises :class:`TargetRefused` or :class:`BadInput`."""
     if address is None and device_dir is None and description is None:
         raise BadInput("a target needs an address, a device folder or a description")
@@ -109,7 +113,10 @@ def make_target(*, address: str | None = None, named: bool = False,
         ports = tuple(sorted(set(ports)))
     if device_dir is not None and not Path(device_dir).is_dir():
         raise BadInput(f"{device_dir} is not a folder")
-    return Target(checked, ports, netns, Path(device_dir) if device_dir else None, description)
+    if client_cert is not None and not all(Path(p).is_file() for p in client_cert):
+        raise BadInput("the client certificate and key must be files")
+    return Target(checked, ports, netns, Path(device_dir) if device_dir else None, description,
+                  client_cert)
 
 
 def parse_ports(text: str) -> tuple[int, ...]:

@@ -109,12 +109,17 @@ def _print_requirements(model: Model, chosen: tuple[Requirement, ...]) -> None:
               type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="The target description (TOML: name, vendor, security_contact, "
                    "support_end, product_class). Default: target.toml in the device folder.")
+@click.option("--client-cert", nargs=2, default=None, metavar="CERT KEY",
+              type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="A test client certificate and its key (PEM), for listeners that "
+                   "demand one (the manufacturer supplies it for the assessment).")
 @click.option("--seconds-per-probe", default=120.0, show_default=True,
               type=click.FloatRange(1, 3600), help="Each probe's time budget.")
 @click.option("--attempts", default=200, show_default=True, type=click.IntRange(1, 10_000),
               help="Each probe's budget of connection attempts.")
 def run(target: str | None, out: Path, target_address: str | None, ports: str | None,
-        netns: str | None, description_file: Path | None, seconds_per_probe: float,
+        netns: str | None, description_file: Path | None,
+        client_cert: tuple[Path, Path] | None, seconds_per_probe: float,
         attempts: int) -> None:
     """Probe TARGET (a loopback or lab address, or a device folder) and write the report.
 
@@ -122,8 +127,9 @@ def run(target: str | None, out: Path, target_address: str | None, ports: str | 
     with --target-address (probe only what you own). Every probe is bounded in time and
     attempts; a requirement no probe could test is reported as not tested, never passed.
     """
-    from tinyward.assess import report  # noqa: PLC0415 - only this command needs it
-    from tinyward.assess.run import all_probes, assess as run_assessment  # noqa: PLC0415
+    from tinyward.assess import report
+    from tinyward.assess.run import all_probes
+    from tinyward.assess.run import assess as run_assessment
 
     address, device_dir, named = None, None, False
     if target is not None:
@@ -143,7 +149,8 @@ def run(target: str | None, out: Path, target_address: str | None, ports: str | 
         description = load_description(description_file.read_text(encoding="utf-8"))
     checked = make_target(address=address, named=named,
                           ports=parse_ports(ports) if ports else None, netns=netns,
-                          device_dir=device_dir, description=description)
+                          device_dir=device_dir, description=description,
+                          client_cert=client_cert or None)
     probes = all_probes()
     step = iter(range(1, len(probes) + 1))
 

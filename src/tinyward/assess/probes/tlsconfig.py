@@ -13,10 +13,12 @@ Only listening services are checked; what the device sends out is not observed h
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from tinyward.assess.evidence import Evidence
 from tinyward.assess.probes.base import Budget, Context, for_all
@@ -102,30 +104,50 @@ def verdict(address: str, results: list[PortTLS], context: Context) -> list[Evid
                    "; ".join(good) + " (listening services only)")
 
 
-def handshake(address: str, port: int, timeout: float) -> BaseException | None:
-    """One TLS handshake offering every version; the error, or None if it completed."""
+def handshake(address: str, port: int, timeout: float,
+              client_cert: tuple[Path, Path] | None = None) -> BaseException | None:
+    """One TLS handshake offering every version; the error, or None if it completed.
+
+    TLS 1.3 finishes the client's side of the handshake before the server has checked a
+    client certificate, so one byte is read: a refusal for want of a certificate arrives
+    then (and makes the port ``unknown``, never ``plaintext``)."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE  # we test the protocol, not who the server is
+    if client_cert is not None:
+        context.load_cert_chain(str(client_cert[0]), str(client_cert[1]))
     try:
         with socket.create_connection((address, port), timeout=timeout) as raw, \
-                context.wrap_socket(raw, server_hostname=None):
+                context.wrap_socket(raw, server_hostname=None) as tls:
+            tls.settimeout(min(timeout, 0.5))
+            with contextlib.suppress(TimeoutError):  # the server waits for a request
+                tls.recv(1)
             return None
     except (OSError, ssl.SSLError) as error:
         return error
 
 
-def enumerate_suites(address: str, port: int, timeout: float) -> PortTLS:
+def enumerate_suites(address: str, port: int, timeout: float,
+                     client_cert: tuple[Path, Path] | None = None) -> PortTLS:
     """sslyze's accepted suites per version (or an ``unknown`` result saying why)."""
-    from sslyze import (  # noqa: PLC0415 - heavy import, only when a TLS port is found
-        ScanCommand, Scanner, ServerNetworkConfiguration, ServerNetworkLocation,
-        ServerScanRequest, ServerScanStatusEnum)
+    from sslyze import (  # type: ignore[attr-defined]  # lazy: heavy, only for TLS ports
+        ClientAuthenticationCredentials,
+        ScanCommand,
+        Scanner,
+        ServerNetworkConfiguration,
+        ServerNetworkLocation,
+        ServerScanRequest,
+        ServerScanStatusEnum,
+    )
     commands = {v: getattr(ScanCommand, f"{v.upper()}_CIPHER_SUITES") for v in VERSIONS}
     request = ServerScanRequest(
         server_location=ServerNetworkLocation(address, port),
         network_configuration=ServerNetworkConfiguration(
             tls_server_name_indication=address, network_timeout=max(1, int(timeout)),
-            network_max_retries=1),
+            network_max_retries=1,
+            tls_client_auth_credentials=None if client_cert is None else
+            ClientAuthenticationCredentials(certificate_chain_path=client_cert[0],
+                                            key_path=client_cert[1])),
         scan_commands=set(commands.values()))
     scanner = Scanner(per_server_concurrent_connections_limit=4,
                       concurrent_server_scans_limit=1)
@@ -133,8 +155,9 @@ def enumerate_suites(address: str, port: int, timeout: float) -> PortTLS:
     (result,) = list(scanner.get_results())
     if result.scan_status != ServerScanStatusEnum.COMPLETED or result.scan_result is None:
         trace = str(result.connectivity_error_trace or "no connectivity").splitlines()[-1:]
-        return PortTLS(port, "unknown", note=f"sslyze could not connect ({trace[0][:120] if trace else ''}); "
-                       "a listener that requires a client certificate looks like this")
+        why = trace[0][:120] if trace else ""
+        return PortTLS(port, "unknown", note=f"sslyze could not connect ({why}); a listener "
+                       "that requires a client certificate looks like this")
     accepted: dict[str, tuple[str, ...]] = {}
     for version in VERSIONS:
         attempt = getattr(result.scan_result, f"{version}_cipher_suites")
@@ -162,12 +185,13 @@ class TlsConfig:
                 results.append(PortTLS(port, "unknown", note="time or attempt budget used up"))
                 continue
             speaks = classify_handshake(handshake(target.address, port,
-                                                  min(5.0, budget.left())))
+                                                  min(5.0, budget.left()), target.client_cert))
             context.services[port] = speaks
             if speaks == "tls":
                 try:
                     results.append(enumerate_suites(target.address, port,
-                                                    min(5.0, budget.left())))
+                                                    min(5.0, budget.left()),
+                                                    target.client_cert))
                 except ModuleNotFoundError:
                     results.append(PortTLS(port, "unknown", note="sslyze is not installed "
                                            "(pip install 'tinyward[assess]')"))
