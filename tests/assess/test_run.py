@@ -68,7 +68,7 @@ def test_weak_device_gets_tier_0_with_the_right_findings(weak_run) -> None:
     assert verdicts["I-PIN-1"]["verdict"] == "not-tested"
     assert document["counts"]["pass"] == 0
     assert {"I-CRED-1", "C-COMM-1", "G-VDP-1", "G-SUP-1"} <= set(document["tier"]["blocking"])
-    assert "[1/7] port-scan: C-SURF-1 fail" in output  # progress while probes run
+    assert "[1/8] port-scan: C-SURF-1 fail" in output  # progress while probes run
 
 
 @needs(NMAP, "needs nmap (scripts/install-system-deps.sh)")

@@ -18,6 +18,7 @@ PROBES: Mapping[str, str] = MappingProxyType({
     "port-scan": "live",
     "tls-config": "live",
     "credentials": "live",
+    "pin-mitm": "live",
     "identity": "static",
     "update-trust": "static",
     "disclosure-contact": "declaration",

@@ -89,6 +89,11 @@ class Target:
     # A test credential the manufacturer supplies (TS 103 701's IXIT): a client
     # certificate and key, so a listener that demands one can be examined.
     client_cert: tuple[Path, Path] | None = None
+    # How to run the device's own client against a server URL ("{server}" in the argv),
+    # and a server certificate from the device's own CA for a key it must not accept:
+    # both for the pin-mitm probe.
+    device_command: tuple[str, ...] | None = None
+    mitm_cert: tuple[Path, Path] | None = None
     notes: tuple[str, ...] = field(default=())
 
     @property
@@ -102,9 +107,12 @@ def make_target(*, address: str | None = None, named: bool = False,
                 ports: tuple[int, ...] | None = None, netns: str | None = None,
                 device_dir: Path | None = None,
                 description: Description | None = None,
-                client_cert: tuple[Path, Path] | None = None) -> Target:
+                client_cert: tuple[Path, Path] | None = None,
+                device_command: tuple[str, ...] | None = None,
+                mitm_cert: tuple[Path, Path] | None = None) -> Target:
     """A checked target. Raises :class:`TargetRefused` or :class:`BadInput`."""
-    if address is None and device_dir is None and description is None:
+    if address is None and device_dir is None and description is None and \
+            device_command is None:
         raise BadInput("a target needs an address, a device folder or a description")
     checked = allowed_address(address, named=named, netns=netns) if address is not None else None
     if ports is not None:
@@ -115,8 +123,11 @@ def make_target(*, address: str | None = None, named: bool = False,
         raise BadInput(f"{device_dir} is not a folder")
     if client_cert is not None and not all(Path(p).is_file() for p in client_cert):
         raise BadInput("the client certificate and key must be files")
+    if device_command is not None and (not device_command or
+                                       not any("{server}" in p for p in device_command)):
+        raise BadInput("the device command must contain {server} where the URL goes")
     return Target(checked, ports, netns, Path(device_dir) if device_dir else None, description,
-                  client_cert)
+                  client_cert, device_command, mitm_cert)
 
 
 def parse_ports(text: str) -> tuple[int, ...]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from collections import Counter
 from pathlib import Path
 
@@ -113,13 +114,21 @@ def _print_requirements(model: Model, chosen: tuple[Requirement, ...]) -> None:
               type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="A test client certificate and its key (PEM), for listeners that "
                    "demand one (the manufacturer supplies it for the assessment).")
+@click.option("--device-command", default=None, metavar="ARGV",
+              help="How to run the device's own client against a server URL, {server} "
+                   "where the URL goes (shell-like quoting), for the pin-mitm probe.")
+@click.option("--mitm-cert", nargs=2, default=None, metavar="CERT KEY",
+              type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="A server certificate from the device's own CA for a key the device "
+                   "must not accept (pin-mitm's right-CA-wrong-key attack).")
 @click.option("--seconds-per-probe", default=120.0, show_default=True,
               type=click.FloatRange(1, 3600), help="Each probe's time budget.")
 @click.option("--attempts", default=200, show_default=True, type=click.IntRange(1, 10_000),
               help="Each probe's budget of connection attempts.")
 def run(target: str | None, out: Path, target_address: str | None, ports: str | None,
         netns: str | None, description_file: Path | None,
-        client_cert: tuple[Path, Path] | None, seconds_per_probe: float,
+        client_cert: tuple[Path, Path] | None, device_command: str | None,
+        mitm_cert: tuple[Path, Path] | None, seconds_per_probe: float,
         attempts: int) -> None:
     """Probe TARGET (a loopback or lab address, or a device folder) and write the report.
 
@@ -150,7 +159,10 @@ def run(target: str | None, out: Path, target_address: str | None, ports: str | 
     checked = make_target(address=address, named=named,
                           ports=parse_ports(ports) if ports else None, netns=netns,
                           device_dir=device_dir, description=description,
-                          client_cert=client_cert or None)
+                          client_cert=client_cert or None,
+                          device_command=tuple(shlex.split(device_command))
+                          if device_command else None,
+                          mitm_cert=mitm_cert or None)
     probes = all_probes()
     step = iter(range(1, len(probes) + 1))
 
