@@ -43,7 +43,7 @@ def _weak_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path, str
         result = CliRunner().invoke(cli, [
             "assess", "run", "127.0.0.1", "--ports", f"{weak.http_port},{weak.telnet_port}",
             "--describe", str(out / "target.toml"), "--out", str(out / "report"),
-            "--seconds-per-probe", "60"])
+            "--seconds-per-probe", "60", "--attempts", "60"])
     assert result.exit_code == 0, result.output
     document = json.loads((out / "report" / "report.json").read_text())
     return document, out / "report", result.output
@@ -66,9 +66,11 @@ def test_weak_device_gets_tier_0_with_the_right_findings(weak_run) -> None:
     assert verdicts["G-SUP-1"]["verdict"] == "fail"
     # Nothing probed the rest: never passed.
     assert verdicts["I-PIN-1"]["verdict"] == "not-tested"
-    assert document["counts"]["pass"] == 0
+    # Its threaded servers do serve through a flood of idle connections: that is all.
+    assert {r["id"] for r in document["requirements"] if r["verdict"] == "pass"} == \
+        {"A-PREAUTH-1"}
     assert {"I-CRED-1", "C-COMM-1", "G-VDP-1", "G-SUP-1"} <= set(document["tier"]["blocking"])
-    assert "[1/8] port-scan: C-SURF-1 fail" in output  # progress while probes run
+    assert "[1/9] port-scan: C-SURF-1 fail" in output  # progress while probes run
 
 
 @needs(NMAP, "needs nmap (scripts/install-system-deps.sh)")
@@ -187,7 +189,7 @@ def test_tinyward_fleet_on_loopback_passes_what_is_tested_and_no_more(fleet,
     # Only two named ports: a login elsewhere was not looked for.
     assert verdicts["I-CRED-1"].verdict == "not-tested"
     passed = {i for i, e in verdicts.items() if e.verdict == "pass"}
-    assert passed == {"C-COMM-1", "G-VDP-1", "G-SUP-1"}
+    assert passed == {"C-COMM-1", "G-VDP-1", "G-SUP-1", "A-PREAUTH-1"}
     assert result.tier.level == 0  # identity, updates and credentials were not shown
 
 

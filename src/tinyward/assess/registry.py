@@ -19,6 +19,7 @@ PROBES: Mapping[str, str] = MappingProxyType({
     "tls-config": "live",
     "credentials": "live",
     "pin-mitm": "live",
+    "preauth-exhaustion": "live",
     "identity": "static",
     "update-trust": "static",
     "disclosure-contact": "declaration",
