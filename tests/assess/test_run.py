@@ -200,3 +200,28 @@ def test_without_a_client_certificate_the_device_listener_is_not_tested(fleet) -
     evidence = assess(target, probes=[TlsConfig()]).verdicts["C-COMM-1"]
     assert evidence.verdict == "not-tested", evidence.text
     assert "client certificate" in evidence.text
+
+
+def test_a_tinyward_device_folder_is_assessed_statically(tmp_path: Path) -> None:
+    from tinyward.fleet.pki import Fleet
+    from tinyward.trust.device import Device
+
+    passphrase = b"assess static folder check"
+    fleet = Fleet.init(tmp_path / "fleet", passphrase)
+    device = Device.init(tmp_path / "device")
+    device.install(fleet.enroll(device.enrolment_request, passphrase))
+    (tmp_path / "device" / "target.toml").write_text(FLEET_DESCRIPTION)  # read from the folder
+    result = CliRunner().invoke(cli, ["assess", "run", str(tmp_path / "device"),
+                                      "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    document = json.loads((tmp_path / "out" / "report.json").read_text())
+    verdicts = {r["id"]: r for r in document["requirements"]}
+    # Its certificates name it; its TLS key file is encrypted, the rest sealed.
+    assert verdicts["I-ID-1"]["verdict"] == "pass" and verdicts["I-ID-1"]["kind"] == "static"
+    assert "tinyward device" in verdicts["I-ID-1"]["evidence"]
+    # The update root is sealed in protected storage: a static check cannot see it.
+    assert verdicts["I-UPD-1"]["verdict"] == "not-tested"
+    assert verdicts["C-SURF-1"]["verdict"] == "not-tested"  # no address: nothing live
+    assert {r["id"] for r in document["requirements"] if r["verdict"] == "pass"} == \
+        {"I-ID-1", "G-VDP-1", "G-SUP-1"}
+    _validate(document, report.schema())
