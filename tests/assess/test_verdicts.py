@@ -75,6 +75,14 @@ def test_tls_verdicts() -> None:
     assert tlsconfig.verdict("127.0.0.1", [], ctx)[0].verdict == "not-tested"
 
 
+def test_a_service_that_speaks_first_is_not_tls() -> None:
+    assert tlsconfig.classify_banner(b"weakcam login: ") == "plaintext"
+    assert tlsconfig.classify_banner(b"220 ftp ready\r\n") == "plaintext"
+    # SSH is encrypted: never failed as plaintext, never passed as TLS.
+    assert tlsconfig.classify_banner(b"SSH-2.0-OpenSSH_9.2\r\n") == "ssh"
+    assert tlsconfig.classify_banner(b"") is None
+
+
 def test_tls12_suite_rules() -> None:
     assert tlsconfig.strong_tls12_suite("TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256")
     assert not tlsconfig.strong_tls12_suite("TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA")

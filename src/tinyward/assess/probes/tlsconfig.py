@@ -56,6 +56,27 @@ def classify_handshake(error: BaseException | None) -> str:
     return "unknown"
 
 
+def classify_banner(banner: bytes) -> str | None:
+    """What a service that speaks first says about itself (pure): ``ssh`` (encrypted, but
+    not TLS: its configuration is not judged here), ``plaintext`` (any other greeting: a
+    TLS server never speaks first), or None (it waited for the client)."""
+    if not banner:
+        return None
+    if banner.startswith(b"SSH-"):
+        return "ssh"
+    return "plaintext"
+
+
+def peek_banner(address: str, port: int, timeout: float) -> bytes:
+    """The first bytes a service sends before the client says anything (or b"")."""
+    try:
+        with socket.create_connection((address, port), timeout=timeout) as sock:
+            sock.settimeout(timeout)
+            return sock.recv(256)
+    except (OSError, TimeoutError):
+        return b""
+
+
 def strong_tls12_suite(name: str) -> bool:
     """Forward secret (ECDHE/DHE) and AEAD (GCM, CCM, ChaCha20-Poly1305), by IANA name."""
     forward_secret = "_ECDHE_" in name or "_DHE_" in name
@@ -184,8 +205,9 @@ class TlsConfig:
             if not budget.spend():
                 results.append(PortTLS(port, "unknown", note="time or attempt budget used up"))
                 continue
-            speaks = classify_handshake(handshake(target.address, port,
-                                                  min(5.0, budget.left()), target.client_cert))
+            speaks = classify_banner(peek_banner(target.address, port, 0.5)) or \
+                classify_handshake(handshake(target.address, port, min(5.0, budget.left()),
+                                             target.client_cert))
             context.services[port] = speaks
             if speaks == "tls":
                 try:
@@ -197,6 +219,9 @@ class TlsConfig:
                                            "(pip install 'tinyward[assess]')"))
             elif speaks == "plaintext":
                 results.append(PortTLS(port, "plaintext"))
+            elif speaks == "ssh":
+                results.append(PortTLS(port, "unknown", note="SSH: encrypted, but its "
+                                       "configuration is not checked by this probe"))
             else:
                 results.append(PortTLS(port, "unknown", note="the TLS handshake failed "
                                        "without showing whether the port speaks TLS"))
