@@ -4,6 +4,10 @@ one host; and the target description is read strictly."""
 from __future__ import annotations
 
 import datetime as dt
+import os
+import shutil
+import subprocess
+import sys
 
 import pytest
 from click.testing import CliRunner
@@ -17,6 +21,8 @@ from tinyward.assess.target import (
     parse_ports,
 )
 from tinyward.cli.main import cli
+
+from ..conftest import needs
 
 
 @pytest.mark.parametrize("address", ["8.8.8.8", "192.168.1.10", "10.0.0.1", "2001:db8::1"])
@@ -36,10 +42,16 @@ def test_loopback_a_lab_namespace_or_a_named_address_is_allowed() -> None:
     assert allowed_address("127.0.0.1") == "127.0.0.1"
     assert allowed_address("localhost") == "127.0.0.1"
     assert allowed_address("::1") == "::1"
-    assert allowed_address("10.77.0.2", netns="tw-lab-dev") == "10.77.0.2"
     assert allowed_address("192.168.1.10", named=True) == "192.168.1.10"
     with pytest.raises(TargetRefused):
         allowed_address("10.77.0.2", netns="bad name; rm -rf /")
+
+
+def test_a_lab_namespace_address_is_refused_outside_that_namespace() -> None:
+    # The probes' own sockets would leave from this namespace, where 10.77.0.2 may be
+    # anyone's: the whole assessment must run inside the lab namespace.
+    with pytest.raises(TargetRefused, match="ip netns exec"):
+        allowed_address("10.77.0.2", netns="tw-assess-no-such-ns")
 
 
 def test_cli_refuses_an_unnamed_remote_target_before_any_probe_runs(tmp_path) -> None:
@@ -83,3 +95,22 @@ def test_description_loads_strictly() -> None:
     ]:
         with pytest.raises(BadDescription, match=reason):
             load_description(bad)
+
+
+CAN_NETNS = os.geteuid() == 0 and shutil.which("ip") is not None
+
+
+@needs(CAN_NETNS, "needs root and iproute2 to make a network namespace")
+def test_inside_the_lab_namespace_its_address_is_allowed() -> None:
+    name = f"tw-assess-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", name], check=True, timeout=30)
+    try:
+        code = ("from tinyward.assess.target import allowed_address, inside_netns;"
+                f"assert inside_netns({name!r});"
+                f"print(allowed_address('10.77.0.2', netns={name!r}))")
+        done = subprocess.run(["ip", "netns", "exec", name, sys.executable, "-c", code],
+                              capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == "10.77.0.2"
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False, timeout=30)

@@ -3,8 +3,9 @@
 A probe sends packets only to an address that is allowed (:func:`allowed_address`):
 
 - a loopback address (the device runs on this machine, as in the tests), or
-- an address inside a lab network namespace (``netns``: the probe runs in that namespace,
-  so its packets cannot leave the lab), or
+- an address inside a lab network namespace (``netns``: the whole assessment must run in
+  that namespace, ``ip netns exec NS tinyward assess run …``, checked by the namespace's
+  inode, so its packets cannot leave the lab), or
 - an address the user named explicitly with ``--target-address`` (``named=True``): the
   user says they own it.
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import ipaddress
+import os
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -40,6 +42,15 @@ class BadDescription(BadInput):
     """The target description file is malformed: the message names the field."""
 
 
+def inside_netns(name: str) -> bool:
+    """Whether this process runs in the network namespace ``name`` (``ip netns`` names it
+    under /run/netns): the same namespace inode as our own."""
+    try:
+        return os.stat("/proc/self/ns/net").st_ino == os.stat(f"/run/netns/{name}").st_ino
+    except OSError:
+        return False
+
+
 def allowed_address(address: str, *, named: bool = False, netns: str | None = None) -> str:
     """The address as a canonical IP literal, if it may be probed; else :class:`TargetRefused`.
 
@@ -59,6 +70,11 @@ def allowed_address(address: str, *, named: bool = False, netns: str | None = No
         raise TargetRefused(f"{ip} is not one host")
     if netns is not None and not _NETNS.fullmatch(netns):
         raise TargetRefused(f"{netns!r} is not a network namespace name")
+    if netns is not None and not inside_netns(netns):
+        # Otherwise the Python probes would send from this namespace, where the same
+        # address may lead anywhere.
+        raise TargetRefused(f"probes for an address in the lab namespace {netns!r} must run "
+                            f"inside it: ip netns exec {netns} tinyward assess run …")
     if ip.is_loopback or netns is not None or named:
         return str(ip)
     raise TargetRefused(
@@ -191,4 +207,5 @@ def load_description(text: str) -> Description:
 
 
 __all__ = ["DESCRIPTION_FORMAT", "PRODUCT_CLASSES", "BadDescription", "Description", "Target",
-           "TargetRefused", "allowed_address", "load_description", "make_target", "parse_ports"]
+           "TargetRefused", "allowed_address", "inside_netns", "load_description", "make_target",
+           "parse_ports"]

@@ -105,7 +105,9 @@ def _print_requirements(model: Model, chosen: tuple[Requirement, ...]) -> None:
 @click.option("--ports", default=None, metavar="LIST",
               help="Only these TCP ports (22,80,8000-8010); default every port. A partial "
                    "scan can find open ports but never shows that none is open.")
-@click.option("--netns", default=None, help="Probe from inside this lab network namespace.")
+@click.option("--netns", default=None,
+              help="TARGET is inside this lab network namespace; run the whole command "
+                   "in it (ip netns exec NS tinyward assess run …).")
 @click.option("--describe", "description_file", default=None,
               type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="The target description (TOML: name, vendor, security_contact, "
