@@ -70,7 +70,7 @@ def test_weak_device_gets_tier_0_with_the_right_findings(weak_run) -> None:
     assert {r["id"] for r in document["requirements"] if r["verdict"] == "pass"} == \
         {"A-PREAUTH-1"}
     assert {"I-CRED-1", "C-COMM-1", "G-VDP-1", "G-SUP-1"} <= set(document["tier"]["blocking"])
-    assert "[1/9] port-scan: C-SURF-1 fail" in output  # progress while probes run
+    assert "[1/10] port-scan: C-SURF-1 fail" in output  # progress while probes run
 
 
 @needs(NMAP, "needs nmap (scripts/install-system-deps.sh)")

@@ -20,6 +20,7 @@ PROBES: Mapping[str, str] = MappingProxyType({
     "credentials": "live",
     "pin-mitm": "live",
     "preauth-exhaustion": "live",
+    "replay": "live",
     "identity": "static",
     "update-trust": "static",
     "disclosure-contact": "declaration",

@@ -15,6 +15,7 @@ from tinyward.assess.probes.declared import DisclosureContact, SupportPeriod
 from tinyward.assess.probes.pinmitm import PinMitm
 from tinyward.assess.probes.portscan import PortScan
 from tinyward.assess.probes.preauth import PreauthExhaustion
+from tinyward.assess.probes.replay import Replay
 from tinyward.assess.probes.static import Identity, UpdateTrust
 from tinyward.assess.probes.tlsconfig import TlsConfig
 from tinyward.assess.target import Target
@@ -22,7 +23,7 @@ from tinyward.assess.target import Target
 
 def all_probes() -> list[Probe]:
     """Every probe, in the order they run (the port scan first: the others use its ports)."""
-    return [PortScan(), TlsConfig(), Credentials(), PreauthExhaustion(), PinMitm(),
+    return [PortScan(), TlsConfig(), Credentials(), PreauthExhaustion(), PinMitm(), Replay(),
             Identity(), UpdateTrust(), DisclosureContact(), SupportPeriod()]
 
 

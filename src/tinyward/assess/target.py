@@ -110,6 +110,8 @@ class Target:
     # both for the pin-mitm probe.
     device_command: tuple[str, ...] | None = None
     mitm_cert: tuple[Path, Path] | None = None
+    # A captured request to send twice (the replay probe's ReplaySpec).
+    replay: Any = None
     notes: tuple[str, ...] = field(default=())
 
     @property
@@ -125,7 +127,7 @@ def make_target(*, address: str | None = None, named: bool = False,
                 description: Description | None = None,
                 client_cert: tuple[Path, Path] | None = None,
                 device_command: tuple[str, ...] | None = None,
-                mitm_cert: tuple[Path, Path] | None = None) -> Target:
+                mitm_cert: tuple[Path, Path] | None = None, replay: Any = None) -> Target:
     """A checked target. Raises :class:`TargetRefused` or :class:`BadInput`."""
     if address is None and device_dir is None and description is None and \
             device_command is None:
@@ -143,7 +145,7 @@ def make_target(*, address: str | None = None, named: bool = False,
                                        not any("{server}" in p for p in device_command)):
         raise BadInput("the device command must contain {server} where the URL goes")
     return Target(checked, ports, netns, Path(device_dir) if device_dir else None, description,
-                  client_cert, device_command, mitm_cert)
+                  client_cert, device_command, mitm_cert, replay)
 
 
 def parse_ports(text: str) -> tuple[int, ...]:

@@ -123,6 +123,14 @@ def _print_requirements(model: Model, chosen: tuple[Requirement, ...]) -> None:
               type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="A server certificate from the device's own CA for a key the device "
                    "must not accept (pin-mitm's right-CA-wrong-key attack).")
+@click.option("--replay", "replay_file", default=None,
+              type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="A captured request body the server has not seen (e.g. a signed "
+                   "report), sent twice by the replay probe.")
+@click.option("--replay-port", type=click.IntRange(1, 65535), default=None,
+              help="The (TLS) port to replay it to.")
+@click.option("--replay-path", default="/v1/reports", show_default=True,
+              help="The HTTP path to post it to.")
 @click.option("--seconds-per-probe", default=120.0, show_default=True,
               type=click.FloatRange(1, 3600), help="Each probe's time budget.")
 @click.option("--attempts", default=200, show_default=True, type=click.IntRange(1, 10_000),
@@ -130,7 +138,8 @@ def _print_requirements(model: Model, chosen: tuple[Requirement, ...]) -> None:
 def run(target: str | None, out: Path, target_address: str | None, ports: str | None,
         netns: str | None, description_file: Path | None,
         client_cert: tuple[Path, Path] | None, device_command: str | None,
-        mitm_cert: tuple[Path, Path] | None, seconds_per_probe: float,
+        mitm_cert: tuple[Path, Path] | None, replay_file: Path | None,
+        replay_port: int | None, replay_path: str, seconds_per_probe: float,
         attempts: int) -> None:
     """Probe TARGET (a loopback or lab address, or a device folder) and write the report.
 
@@ -164,7 +173,8 @@ def run(target: str | None, out: Path, target_address: str | None, ports: str | 
                           client_cert=client_cert or None,
                           device_command=tuple(shlex.split(device_command))
                           if device_command else None,
-                          mitm_cert=mitm_cert or None)
+                          mitm_cert=mitm_cert or None,
+                          replay=_replay_spec(replay_file, replay_port, replay_path))
     probes = all_probes()
     step = iter(range(1, len(probes) + 1))
 
@@ -184,6 +194,19 @@ def run(target: str | None, out: Path, target_address: str | None, ports: str | 
     click.echo(f"tier {result.tier.level} ({result.tier.name}); next tier blocked by "
                f"{blocking}")
     click.echo(f"report: {out / 'report.html'}")
+
+
+def _replay_spec(replay_file: Path | None, port: int | None, path: str) -> object:
+    from tinyward.assess.probes.replay import ReplaySpec
+
+    if replay_file is None:
+        return None
+    if port is None:
+        raise BadInput("--replay needs --replay-port")
+    body = replay_file.read_bytes()
+    if not body or len(body) > 1 << 16:
+        raise BadInput("--replay: the capture must be 1 byte to 64 KiB")
+    return ReplaySpec(body, port, path)
 
 
 COMMANDS = (assess,)
