@@ -7,10 +7,19 @@
 #   tmux                                             drive the local readout as a person would
 #   iproute2                                         network namespaces and `ss`
 #   libseccomp2                                      the kernel filter under the sandboxed application
+#   chromium                                         the fleet dashboard's browser test (Playwright)
+#   postgresql                                       the fleet's PostgreSQL store: tests start a
+#                                                    throwaway cluster with its initdb/pg_ctl
+#   openssl                                          `openssl s_server`/`s_time`: bench handshake's limit
 #   python3.11-venv                                  (if Debian's python3.11 is there) its venv module
+# and the attack lab's tools (`tinyward lab`, docs/lab.md):
+#   hydra, hping3, slowhttptest, dsniff (arpspoof)   attacks: brute force, SYN flood, slow HTTP, ARP MITM
+#   tcpreplay (tcpreplay, tcprewrite), tcpdump       replay captured traffic; labelled captures
+#   dnsmasq-base                                     the lab's own resolver (benign DNS chatter)
 # Skips apt entirely when everything is already there, so a second run costs nothing.
 set -euo pipefail
-packages=(gcc gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm nmap sslscan tmux iproute2 libseccomp2)
+packages=(gcc gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm nmap sslscan tmux iproute2 libseccomp2 chromium
+          postgresql openssl hydra hping3 slowhttptest dsniff tcpreplay tcpdump dnsmasq-base)
 # The Makefile builds .venv on Debian's python3.11 when it is there; its venv module
 # (ensurepip) comes in a package of its own.
 if [ -x /usr/bin/python3.11 ]; then packages+=(python3.11-venv); fi

@@ -1,12 +1,16 @@
-"""Incidents as events: one row per reported kind, exactly once; fleet-raised ones; the cap."""
+"""Incidents as events: one row per reported kind, exactly once; fleet-raised ones; the cap.
+
+Every test runs on SQLite and PostgreSQL (``make_store``: tests/fleet/stores.py)."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
-from tinyward.fleet.store import OTHER_KIND, SQLiteStore
+from tests.fleet.stores import sql
+from tinyward.fleet.store import OTHER_KIND
 from tinyward.trust.report import Report
 
 A, B = "aa" * 32, "bb" * 32
@@ -16,8 +20,8 @@ def _r(device: str, seq: int, **kw: object) -> tuple[Report, bytes]:
     return Report(device, seq, 1000 + seq, **kw), b"signed-%d" % seq  # type: ignore[arg-type]
 
 
-def test_each_reported_kind_is_one_event_with_its_report(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "f.db")
+def test_each_reported_kind_is_one_event_with_its_report(make_store: Callable[..., Any]) -> None:
+    store = make_store()
     store.append(A, [_r(A, 1), _r(A, 2, incidents={"net.anomaly": 3, "net.novel": 1})],
                  received_at=50)
     events = store.incidents(A)
@@ -27,8 +31,8 @@ def test_each_reported_kind_is_one_event_with_its_report(tmp_path: Path) -> None
     assert store.device_status(A).incidents == {"net.anomaly": 3, "net.novel": 1}
 
 
-def test_attack_replayed_report_adds_no_incident_event(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "f.db")
+def test_attack_replayed_report_adds_no_incident_event(make_store: Callable[..., Any]) -> None:
+    store = make_store()
     report = _r(A, 1, incidents={"net.anomaly": 1})
     store.append(A, [report], received_at=5)
     store.append(A, [report], received_at=6)
@@ -37,14 +41,14 @@ def test_attack_replayed_report_adds_no_incident_event(tmp_path: Path) -> None:
     assert store.device_status(A).incidents == {"net.anomaly": 1}
 
 
-def test_zero_counts_make_no_event(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "f.db")
+def test_zero_counts_make_no_event(make_store: Callable[..., Any]) -> None:
+    store = make_store()
     store.append(A, [_r(A, 1, incidents={"net.anomaly": 0})], received_at=5)
     assert store.incidents(A) == []
 
 
-def test_fleet_raised_incident_is_recorded_and_counted(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "f.db")
+def test_fleet_raised_incident_is_recorded_and_counted(make_store: Callable[..., Any]) -> None:
+    store = make_store()
     made = store.add_incident(B, "quiet", at=100, evidence="no report for 95 s")
     assert made.seq is None and made.device_time is None and made.count == 1
     assert store.incidents(B) == [made]
@@ -55,8 +59,8 @@ def test_fleet_raised_incident_is_recorded_and_counted(tmp_path: Path) -> None:
         store.add_incident(B, "quiet", at=100, evidence="x", count=0)
 
 
-def test_filters_and_order_newest_first(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "f.db")
+def test_filters_and_order_newest_first(make_store: Callable[..., Any]) -> None:
+    store = make_store()
     store.append(A, [_r(A, 1, incidents={"k1": 1})], received_at=10)
     store.append(B, [_r(B, 1, incidents={"k2": 1})], received_at=20)
     store.add_incident(A, "quiet", at=30, evidence="silent")
@@ -68,8 +72,8 @@ def test_filters_and_order_newest_first(tmp_path: Path) -> None:
     assert store.incidents(limit=-5) == []
 
 
-def test_attack_many_kinds_fold_into_other_in_events_too(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "f.db", max_incident_kinds=3)
+def test_attack_many_kinds_fold_into_other_in_events_too(make_store: Callable[..., Any]) -> None:
+    store = make_store(max_incident_kinds=3)
     store.append(A, [_r(A, 1, incidents={"a": 1, "b": 1, "c": 1, "d": 1})], received_at=5)
     kinds = sorted(e.kind for e in store.incidents(A))
     assert kinds == ["a", "b", OTHER_KIND, OTHER_KIND]
@@ -78,10 +82,12 @@ def test_attack_many_kinds_fold_into_other_in_events_too(tmp_path: Path) -> None
     assert store.incidents(A)[0].kind == OTHER_KIND
 
 
-def test_events_table_added_to_an_older_database(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "f.db")
-    store._db.execute("DROP TABLE incident_events")
+def test_events_table_added_to_an_older_database(make_store: Callable[..., Any]) -> None:
+    store = make_store()
+    # A database at schema version 1, as tinyward left it before incident events.
+    sql(store, "DROP TABLE incident_events")
+    sql(store, "DELETE FROM schema_version WHERE version >= 2")
     store.close()
-    reopened = SQLiteStore(tmp_path / "f.db")
+    reopened = make_store()
     reopened.append(A, [_r(A, 1, incidents={"k": 2})], received_at=5)
     assert [e.count for e in reopened.incidents(A)] == [2]

@@ -472,3 +472,7 @@ from tinyward.cli.fleet_ops import devices, incidents, reports  # noqa: E402
 
 for _command in (devices, incidents, reports):
     fleet.add_command(_command)
+
+from tinyward.cli.fleet_dashboard import dashboard_password  # noqa: E402
+
+fleet.add_command(dashboard_password)

@@ -284,6 +284,9 @@ class FleetServer:
         app.router.add_get("/metrics", self.get_metrics)
         app.router.add_get("/v1/incidents", self.list_incidents)
         add_rollout_routes(app, self)
+        # The dashboard (HTML, session login; docs/dashboard.md), audited like the API.
+        from tinyward.fleet.dashboard import add_dashboard_routes
+        self.dashboard = add_dashboard_routes(app, self, _OUTCOME)
         app.on_response_prepare.append(_server_header)
         app.on_cleanup.append(self._admin_cleanup)
         return app

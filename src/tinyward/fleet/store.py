@@ -34,7 +34,8 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -177,6 +178,10 @@ class ReportStore(Protocol):
         """Totals over the fleet (incidents: the 100 largest kinds)."""
         ...
 
+    def signed_report(self, device_id: str, seq: int) -> bytes | None:
+        """The exact signed bytes of a stored report (to verify again, to audit), or None."""
+        ...
+
     def add_incident(self, device_id: str, kind: str, at: int, evidence: str,
                      count: int = 1) -> Incident:
         """Record an incident the fleet itself raised (e.g. ``quiet``), durably; it counts
@@ -237,19 +242,6 @@ _SCHEMA = (
         kind TEXT NOT NULL,
         total BIGINT NOT NULL,
         PRIMARY KEY (device_id, kind))""",
-    # Each incident as it arrived (the incidents table keeps only totals). SQLite's
-    # INTEGER PRIMARY KEY is the rowid: increasing, so newest first is ORDER BY id DESC.
-    """CREATE TABLE IF NOT EXISTS incident_events (
-        id INTEGER PRIMARY KEY,
-        device_id TEXT NOT NULL,
-        kind TEXT NOT NULL,
-        count BIGINT NOT NULL,
-        at BIGINT NOT NULL,
-        device_time BIGINT,
-        seq BIGINT,
-        evidence TEXT NOT NULL)""",
-    "CREATE INDEX IF NOT EXISTS incident_events_device ON incident_events (device_id, id)",
-    "CREATE INDEX IF NOT EXISTS incident_events_at ON incident_events (at)",
     # The latest failed/reverted report per device and target ("" "": a report that named
     # no target), for rollouts' halt decisions.
     """CREATE TABLE IF NOT EXISTS update_failures (
@@ -261,6 +253,24 @@ _SCHEMA = (
         seq BIGINT NOT NULL,
         received_at BIGINT NOT NULL,
         PRIMARY KEY (device_id, component, version))""",
+)
+
+# Schema version 2: each incident as it arrived (the incidents table keeps only totals).
+# SQLite's INTEGER PRIMARY KEY is the rowid: increasing, so newest first is ORDER BY id
+# DESC. (PostgreSQL: an identity column; store_pg.py.)
+_INCIDENT_EVENTS_ID = "id INTEGER PRIMARY KEY"
+_SCHEMA_2_INCIDENT_EVENTS = (
+    """CREATE TABLE IF NOT EXISTS incident_events (
+        {id},
+        device_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        count BIGINT NOT NULL,
+        at BIGINT NOT NULL,
+        device_time BIGINT,
+        seq BIGINT,
+        evidence TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS incident_events_device ON incident_events (device_id, id)",
+    "CREATE INDEX IF NOT EXISTS incident_events_at ON incident_events (at)",
 )
 
 #: Before update states were reported, the devices table had none of these columns.
@@ -283,6 +293,74 @@ _MIGRATE_UNPACKED = (
     "ALTER TABLE reports ADD COLUMN pad_at BIGINT NOT NULL DEFAULT 0",
     "ALTER TABLE reports ADD COLUMN pad_len BIGINT NOT NULL DEFAULT 0",
 )
+
+# --- schema migrations (both backends) ---------------------------------------------------
+#
+# Each database records the migrations applied to it in ``schema_version`` (one row each,
+# the current version is the highest). Opening a store applies the missing ones in order,
+# in one transaction with the creation of the table, so a database is never half migrated;
+# a database newer than this code is refused rather than written in a shape it does not
+# know. Migration 1 is the schema as it was when versions began; for SQLite it also
+# brings databases from before then (no ``schema_version`` table) up to it.
+
+SCHEMA_VERSION_TABLE = ("CREATE TABLE IF NOT EXISTS schema_version ("
+                        "version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)")
+
+
+class SchemaTooNew(BadInput):
+    """The database was migrated by a newer tinyward than this one."""
+
+
+#: A migration: given an ``execute(sql, params=())`` of an open transaction, changes the schema.
+Execute = Callable[..., Any]
+Migration = Callable[[Execute], None]
+
+
+def _migrate(execute: Execute, migrations: Sequence[Migration], where: str,
+             placeholder: str = "?") -> int:
+    """Apply the ``migrations`` the database lacks, in order; return the version it is at.
+
+    Runs inside the caller's transaction (which holds the database's write lock).
+    """
+    execute(SCHEMA_VERSION_TABLE)
+    row = execute("SELECT MAX(version) FROM schema_version").fetchone()
+    version = int(row[0]) if row and row[0] is not None else 0
+    if version > len(migrations):
+        raise SchemaTooNew(f"{where}: the database is at schema version {version}, newer than "
+                           f"this tinyward knows ({len(migrations)}); upgrade tinyward")
+    for number in range(version + 1, len(migrations) + 1):
+        migrations[number - 1](execute)
+        execute(f"INSERT INTO schema_version (version, applied_at) VALUES ({placeholder},"  # noqa: S608
+                f" {placeholder})", (number, int(time.time())))
+    return len(migrations)
+
+
+def _sqlite_1_baseline(execute: Execute) -> None:
+    """The schema when versions began, from nothing or from the shapes before it."""
+    columns = {row[1] for row in execute("PRAGMA table_info(reports)").fetchall()}
+    if "signed" in columns:  # before packing
+        for statement in _MIGRATE_UNPACKED:
+            execute(statement)
+    device_columns = {row[1] for row in execute("PRAGMA table_info(devices)").fetchall()}
+    if device_columns and "upd_state" not in device_columns:  # before update states
+        for column in _UPDATE_COLUMNS:  # nullable: old rows have no update yet
+            execute(f"ALTER TABLE devices ADD COLUMN {column}")
+    for statement in _SCHEMA:
+        execute(statement)
+
+
+def _sqlite_2_incident_events(execute: Execute) -> None:
+    for statement in _SCHEMA_2_INCIDENT_EVENTS:
+        execute(statement.format(id=_INCIDENT_EVENTS_ID))
+
+
+def _sqlite_3_nothing(execute: Execute) -> None:
+    """(PostgreSQL indexes reports by receive time; SQLite walks its rowid instead.)"""
+
+
+#: SQLite's migrations, in order: the ``n``-th brings a database to version ``n``.
+_SQLITE_MIGRATIONS: tuple[Migration, ...] = (_sqlite_1_baseline, _sqlite_2_incident_events,
+                                             _sqlite_3_nothing)
 
 #: The shortest run of zero bytes worth cutting out of a stored report.
 MIN_PACKED_RUN = 64
@@ -409,18 +487,11 @@ class SQLiteStore:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA busy_timeout=30000")
         with self._lock:
+            # IMMEDIATE: two processes opening an old database migrate it once, in turn.
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                columns = {row[1] for row in self._db.execute("PRAGMA table_info(reports)")}
-                if "signed" in columns:
-                    for statement in _MIGRATE_UNPACKED:
-                        self._db.execute(statement)
-                device_columns = {row[1] for row in self._db.execute(
-                    "PRAGMA table_info(devices)")}
-                if device_columns and "upd_state" not in device_columns:
-                    for column in _UPDATE_COLUMNS:  # nullable: old rows have no update yet
-                        self._db.execute(f"ALTER TABLE devices ADD COLUMN {column}")
-                for statement in (*_SCHEMA, *_SQLITE_VIEWS):
+                _migrate(self._db.execute, _SQLITE_MIGRATIONS, str(self.path))
+                for statement in _SQLITE_VIEWS:
                     self._db.execute(statement)
                 self._db.execute("COMMIT")
             except BaseException:
@@ -709,7 +780,9 @@ class SQLiteStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
-            os.close(self._write_lock_fd)
+            if self._write_lock_fd >= 0:  # twice is harmless (never another file's fd)
+                os.close(self._write_lock_fd)
+                self._write_lock_fd = -1
 
 
 _FAILED_STATES = frozenset({"failed", "reverted"})
@@ -761,15 +834,22 @@ def _make_private(path: Path) -> None:
 
 
 def open_store(url: str, *, max_incident_kinds: int = 64) -> ReportStore:
-    """Open the store a URL names. Only ``sqlite:///PATH`` exists for now.
+    """Open the store a URL names: ``sqlite:///PATH`` or ``postgresql://user@host:port/db``
+    (:mod:`tinyward.fleet.store_pg`), migrating its schema to this version.
 
     Raises:
         BadDatabaseUrl: an unknown scheme, a host part, or no path.
+        SchemaTooNew: the database was migrated by a newer tinyward.
+        tinyward.fleet.store_pg.DatabaseUnavailable: PostgreSQL could not be reached.
     """
     parts = urlsplit(url)
+    if parts.scheme in ("postgresql", "postgres"):
+        from tinyward.fleet.store_pg import PostgresStore  # psycopg only for those who use it
+
+        return PostgresStore(url, max_incident_kinds=max_incident_kinds)
     if parts.scheme != "sqlite":
-        raise BadDatabaseUrl(f"database URL {url!r}: only sqlite:///PATH is supported "
-                             "(a PostgreSQL backend is planned)")
+        raise BadDatabaseUrl(f"database URL {url.split('://')[0]}://…: use sqlite:///PATH "
+                             "or postgresql://user@host:port/db")
     if parts.netloc:
         raise BadDatabaseUrl(f"database URL {url!r}: SQLite takes no host; write sqlite:///PATH")
     path = parts.path.removeprefix("/")

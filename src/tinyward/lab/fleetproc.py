@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from tinyward.cli.fleet_secrets import NOT_FOR_THE_SERVER, SERVER
@@ -26,18 +27,21 @@ def server_environment(passphrase: bytes | None) -> dict[str, str]:
 def start_fleet_server(fleet_dir: Path, passphrase: bytes | None, host: str = "127.0.0.1",
                        port: int = 0, extra: tuple[str, ...] = (),
                        timeout: float = 30.0, announced: list[str] | None = None,
+                       wrap: Callable[[list[str]], list[str]] | None = None,
                        ) -> tuple[subprocess.Popen[str], str]:
     """Run the fleet server; return the process and its ``https://host:port`` URL
     (``announced``, if given, gets the server's announcement line: the admin port).
 
     ``passphrase`` is the *server* passphrase (None for a server key kept in clear); it
     goes through the environment of the child only (never argv, never a file). Raises
-    RuntimeError if the server does not announce itself in time.
+    RuntimeError if the server does not announce itself in time. ``wrap`` rewrites the
+    argv (the lab runs the server inside a network namespace with it).
     """
     env = server_environment(passphrase)
+    argv = [sys.executable, "-m", "tinyward", "fleet", "serve", str(fleet_dir), "--host", host,
+            "--port", str(port), "--admin-port", "0", *extra]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tinyward", "fleet", "serve", str(fleet_dir), "--host", host,
-         "--port", str(port), "--admin-port", "0", *extra],
+        wrap(argv) if wrap is not None else argv,
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True)
     assert proc.stdout is not None

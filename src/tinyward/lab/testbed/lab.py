@@ -1,0 +1,327 @@
+"""A lab that is up: its namespaces, a real fleet server, real devices, and the services
+of ordinary LAN life (resolver, NTP, the router's login page, the devices' chatter).
+
+:class:`Lab` brings it up (:meth:`Lab.up`) and down (:meth:`Lab.down`); the attack run
+lives in :mod:`tinyward.lab.testbed.run`. Every process is started inside a lab
+namespace, so removing the namespaces' processes (:func:`~.net.remove_lab`) ends them all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Self
+
+from tinyward.errors import StateError
+from tinyward.lab.fleetproc import start_fleet_server
+from tinyward.lab.testbed import net
+from tinyward.lab.testbed.plan import LabPlan
+from tinyward.lab.testbed.tools import ADMIN_PORT, FLEET_PORT, ROUTER_LOGIN_PORT
+
+__all__ = ["Lab", "detection_flag", "state_path"]
+
+#: How long a lab service runs at most when nobody takes the lab down (a day).
+SERVICE_LIFETIME = 86400.0
+#: The on-device detector's options in `tinyward device run --help` (docs/on-device-detection.md):
+#: ``--watch IFACE --net-model MODEL``.
+_DETECTION_OPTIONS = ("--watch", "--net-model")
+#: How the device's network model is trained on its own benign capture.
+TRAIN_ARGS = ("--kind", "mahalanobis-int8", "--novelty", "pair", "--per-class")
+STATE_DIR = Path("/run/tinyward-lab")
+#: Incident kinds of the on-device detector (link/watch.py INCIDENT_KINDS start so).
+DETECTION_KINDS = ("net.", "sensor.")
+
+
+def state_path(prefix: str) -> Path:
+    """Where ``lab up`` records its folder for ``lab down``."""
+    return STATE_DIR / f"{prefix}.json"
+
+
+def detection_flag(ask: subprocess.Popen[str] | None = None) -> str | None:
+    """The ``device run`` flag that turns on-device detection on, if this build has one
+    (``ask``: a :func:`ask_help` started earlier, so its start-up overlaps other work)."""
+    ask = ask or ask_help()
+    out, _ = ask.communicate(timeout=60)
+    found = all(re.search(rf"{option}\b", out) for option in _DETECTION_OPTIONS)
+    return _DETECTION_OPTIONS[0] if found else None
+
+
+def _dashboard_password(fleet_dir: Path) -> bool:
+    """Give the fleet's dashboard a random admin password (never written in clear, not
+    in hydra's list) when this build has a dashboard; say whether it has."""
+    env = {**os.environ, "TINYWARD_DASHBOARD_PASSWORD": secrets.token_urlsafe(18)}
+    done = subprocess.run([sys.executable, "-m", "tinyward", "fleet", "dashboard-password",
+                           str(fleet_dir)], env=env, capture_output=True, text=True,
+                          timeout=120, check=False)
+    return done.returncode == 0
+
+
+def ask_help() -> subprocess.Popen[str]:
+    """`tinyward device run --help`, started."""
+    return subprocess.Popen([sys.executable, "-m", "tinyward", "device", "run", "--help"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
+
+@dataclass
+class Lab:
+    """See the module doc. ``folder`` holds the fleet, the devices and the logs."""
+
+    plan: LabPlan
+    folder: Path
+    interval: float = 1.0
+    detect: bool = True
+    #: Seconds of device-1's benign traffic captured (and, with detection, trained on).
+    train_seconds: float = 20.0
+    server_url: str = ""
+    admin_url: str = ""
+    device_ids: dict[str, str] = field(default_factory=dict)
+    detection: str | None = None
+    #: The fleet's admin listener has a dashboard login (hydra tries it as well).
+    dashboard: bool = False
+    train_capture: Path | None = None
+    net_model: Path | None = None
+    _devices: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    _procs: list[subprocess.Popen[bytes] | subprocess.Popen[str]] = field(default_factory=list)
+    _logs: list[IO[bytes]] = field(default_factory=list)
+
+    # ---- processes ------------------------------------------------------------------
+
+    def start(self, role_or_ns: str, argv: list[str], name: str,
+              env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """Run ``argv`` inside a lab namespace (a host's role or a namespace name), its
+        output in ``logs/<name>.log``."""
+        netns = self._netns(role_or_ns)
+        logs = self.folder / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        log = open(logs / f"{name}.log", "ab")  # noqa: SIM115 (closed in down())
+        self._logs.append(log)
+        # cwd: the lab's folder, where tools leave their files (hydra.restore …).
+        proc = subprocess.Popen(net.ns_command(netns, argv), stdout=log,
+                                stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                cwd=self.folder)
+        self._procs.append(proc)
+        return proc
+
+    def _netns(self, role_or_ns: str) -> str:
+        if role_or_ns in self.plan.namespaces:
+            return role_or_ns
+        if role_or_ns == "router":
+            return self.plan.router
+        return self.plan.host(role_or_ns).netns
+
+    # ---- up and down ----------------------------------------------------------------
+
+    def up(self) -> None:
+        """Namespaces, fleet, server, devices, services. On failure everything made is
+        removed and the error raised."""
+        from tinyward.fleet.pki import Fleet
+        from tinyward.trust.device import Device
+
+        ask = ask_help() if self.detect else None
+        net.create_lab(self.plan)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fleet_host = self.plan.host("fleet")
+            # One secret per role, generated here, never written: the server gets its own.
+            ca_secret = secrets.token_urlsafe(24).encode()
+            server_secret = secrets.token_urlsafe(24).encode()
+            fleet = Fleet.init(self.folder / "fleet", ca_secret,
+                               server_names=[fleet_host.address, "fleet.lab"],
+                               server_passphrase=server_secret,
+                               report_interval=self.interval)
+            self.dashboard = _dashboard_password(fleet.directory)
+            announced: list[str] = []
+            _, self.server_url = start_fleet_server(
+                fleet.directory, server_secret, fleet_host.address, FLEET_PORT,
+                extra=("--admin-host", fleet_host.address, "--admin-port", str(ADMIN_PORT)),
+                announced=announced, wrap=lambda argv: net.ns_command(fleet_host.netns, argv))
+            self.admin_url = f"https://{fleet_host.address}:{ADMIN_PORT}"
+            self._services()
+            self.detection = detection_flag(ask) if ask is not None else None
+            device_ca = fleet.device_ca_token(ca_secret)
+            for host in self.plan.devices:
+                device = Device.init(self.folder / host.role)
+                device.install(fleet.enroll(device.enrolment_request, device_ca,
+                                            report_interval=self.interval))
+                self.device_ids[host.role] = device.device_id
+                self._start_device(host.role)
+            if self.detection:
+                self._train()
+            self._record()
+        except BaseException:
+            if ask is not None and ask.poll() is None:
+                ask.kill()  # the only process of ours outside the lab's namespaces
+                ask.wait(timeout=5)
+            self.down()
+            raise
+
+    def _start_device(self, role: str, watch: bool = False) -> None:
+        directory = self.folder / role
+        argv = [sys.executable, "-m", "tinyward", "device", "run", str(directory),
+                "--server", self.server_url, "--interval", str(self.interval),
+                "--status-file", str(directory / "run-status.json")]
+        if watch:
+            assert self.net_model is not None
+            argv += ["--watch", "eth0", "--net-model", str(self.net_model)]
+        self._devices[role] = self.start(role, argv, role)
+
+    def capture_device(self, seconds: float, path: Path, role: str = "device-1") -> None:
+        """``seconds`` of ``role``'s own traffic (its eth0) into ``path``."""
+        proc = self.start(role, ["tcpdump", "-i", "eth0", "-n", "-U", "-w", str(path)],
+                          f"tcpdump-{path.stem}")
+        time.sleep(seconds)
+        proc.send_signal(2)  # SIGINT: tcpdump flushes and closes the file
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+    def _train(self) -> None:
+        """The detector's benign phase: device-1's own traffic (reports and chatter)
+        captured for ``train_seconds`` and trained on with `tinyward detect train`; then
+        every device restarts watching its eth0 with that model (the devices are alike)."""
+        self.wait_reporting(1)
+        self.train_capture = self.folder / "train-device-1.pcap"
+        self.capture_device(self.train_seconds, self.train_capture)
+        self.net_model = self.folder / "device-net.json"
+        done = subprocess.run([sys.executable, "-m", "tinyward", "detect", "train",
+                               str(self.train_capture), *TRAIN_ARGS, "--out",
+                               str(self.net_model)],
+                              capture_output=True, text=True, timeout=300, check=False)
+        (self.folder / "logs" / "detect-train.log").write_text(done.stdout + done.stderr)
+        if done.returncode != 0:
+            raise StateError(f"training the device's network model failed: "
+                             f"{(done.stderr or done.stdout).strip()[-300:]}")
+        before = self.stored()
+        for role, proc in list(self._devices.items()):
+            proc.terminate()  # the device stops cleanly on SIGTERM; its queue is kept
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+            self._start_device(role, watch=True)
+        self.wait_reporting(2, since=before)
+
+    def _services(self) -> None:
+        fleet = self.plan.host("fleet").address
+        life = str(SERVICE_LIFETIME)
+        py = [sys.executable, "-m", "tinyward.lab.testbed.services"]
+        # The lab's resolver: names of the lab only, nothing forwarded anywhere.
+        self.start("fleet", [
+            "dnsmasq", "--keep-in-foreground", "--no-resolv", "--no-hosts", "--no-poll",
+            "--conf-file=/dev/null", "--pid-file=", "--bind-interfaces",
+            f"--listen-address={fleet}", "--except-interface=lo",
+            f"--address=/fleet.lab/{fleet}", f"--address=/time.lab/{fleet}",
+            f"--address=/router.lab/{self.plan.host('device-1').gateway}",
+            f"--address=/updates.lab/{fleet}"], "dnsmasq")
+        self.start("fleet", [*py, "ntp-server", "--address", fleet, "--duration", life], "ntp")
+        password = self.folder / "router-password"
+        password.write_text(secrets.choice(["sensor-lab-7", "blue-otter-42", "quiet-lamp-9"]))
+        password.chmod(0o600)
+        self.start("router", [*py, "router-login", "--address",
+                              self.plan.host("device-1").gateway, "--port",
+                              str(ROUTER_LOGIN_PORT), "--password-file", str(password),
+                              "--duration", life], "router-login")
+        for index, host in enumerate(self.plan.devices):
+            self.start(host.role, [*py, "chatter", "--resolver", fleet, "--ntp", fleet,
+                                   "--duration", life, "--seed", str(index + 1)],
+                       f"chatter-{host.role}")
+        # The LAN attacker forwards what it intercepts (arp-mitm keeps the link up).
+        net._sysctl(self.plan.host("attacker-lan").netns, "net.ipv4.ip_forward", "1")
+
+    def _record(self) -> None:
+        STATE_DIR.mkdir(parents=True, exist_ok=True)
+        state_path(self.plan.prefix).write_text(json.dumps({
+            "folder": str(self.folder), "server": self.server_url, "admin": self.admin_url,
+            "devices": self.device_ids, "detection": self.detection}))
+
+    def down(self) -> list[str]:
+        """Kill every lab process, delete the namespaces; return their names."""
+        removed = net.remove_lab(self.plan.prefix)
+        for proc in self._procs:
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+        for log in self._logs:
+            log.close()
+        self._procs.clear()
+        self._logs.clear()
+        state_path(self.plan.prefix).unlink(missing_ok=True)
+        return removed
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.down()
+
+    # ---- reading the fleet ----------------------------------------------------------
+
+    def stored(self) -> dict[str, int]:
+        """Reports stored per device role."""
+        db = self.folder / "fleet" / "reports.db"
+        if not db.exists():
+            return {}
+        try:
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=2) as conn:
+                counts = dict(conn.execute(
+                    "SELECT device_id, COUNT(*) FROM reports GROUP BY device_id").fetchall())
+        except sqlite3.Error:
+            return {}
+        return {role: int(counts.get(did, 0)) for role, did in self.device_ids.items()}
+
+    def incidents(self, role: str) -> list[tuple[int, dict[str, int]]]:
+        """(fleet receive time, detection incident counts) of ``role``'s incidents, oldest
+        first, through the fleet's store API (``ReportStore.incidents``). Only the
+        detector's kinds count (``net.…``, ``sensor.…``: link/watch.py), not the fleet's
+        own (``quiet``) or the counters a report may carry (``dropped_reports`` …)."""
+        from tinyward.fleet.store import MAX_INCIDENTS_LISTED, open_store
+
+        store = open_store(f"sqlite:///{self.folder / 'fleet' / 'reports.db'}")
+        try:
+            rows = store.incidents(self.device_ids[role], limit=MAX_INCIDENTS_LISTED)
+        finally:
+            store.close()
+        found = [(row.at, {row.kind: row.count}) for row in rows
+                 if row.kind.startswith(DETECTION_KINDS) and row.count > 0]
+        return sorted(found, key=lambda item: item[0])
+
+    def wait_reporting(self, reports: int = 2, timeout: float = 60.0,
+                       since: dict[str, int] | None = None) -> None:
+        """Until every device has ``reports`` stored (more than in ``since``). Raises
+        StateError after ``timeout``."""
+        since = since or {}
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            counts = self.stored()
+            if counts and all(n - since.get(role, 0) >= reports
+                              for role, n in counts.items()):
+                return
+            time.sleep(0.25)
+        raise StateError(f"the lab's devices did not report within {timeout:g} s "
+                         f"(stored: {self.stored()}); see {self.folder / 'logs'}")
+
+
+def remove_folder(folder: Path) -> None:
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
