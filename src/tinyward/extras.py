@@ -4,8 +4,9 @@
 command line). The rest comes in extras, so that a device or a fleet server does not carry
 the analysis stack: ``device`` (sandbox, readout, the application's numpy), ``fleet`` (the
 server), ``detect`` (training and evaluating detectors: scikit-learn, matplotlib, dpkt),
-``all`` (the three) and ``dev`` (tests and tools). A command whose extra is missing says
-which one to install instead of failing with a traceback.
+``assess`` (the assessment's TLS scanner, sslyze), ``all`` (the four) and ``dev`` (tests
+and tools). A command whose extra is missing says which one to install instead of failing
+with a traceback.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ OPTIONAL: dict[str, tuple[str, str]] = {
     "dpkt": ("dpkt", "detect"),
     "sklearn": ("scikit-learn", "detect"),
     "matplotlib": ("matplotlib", "detect"),
+    "sslyze": ("sslyze", "assess"),
     "pysad": ("pysad", "dev"),
     "river": ("river", "dev"),
 }

@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import json
+import shlex
 from collections import Counter
+from pathlib import Path
 
 import click
 
+from tinyward.assess.evidence import Evidence
 from tinyward.assess.model import COVERAGE_KINDS, Model, Requirement, load_model
 from tinyward.assess.registry import PROBES
+from tinyward.assess.target import (
+    Description,
+    allowed_address,
+    load_description,
+    make_target,
+    parse_ports,
+)
+from tinyward.errors import BadInput
 
 _KIND_TEXT = {"live": "live probe", "static": "static check", "declaration": "declaration only",
               "planned": "probe planned", "none": "nothing yet"}
@@ -21,6 +32,8 @@ def assess() -> None:
     `tinyward assess requirements` shows the requirements model: each requirement, its
     tier, the probe that gathers its evidence, and the share of ETSI EN 303 645 provisions
     with a live probe, a static check or only a declaration.
+
+    `tinyward assess run TARGET --out DIR` probes a device and writes the report.
     """
 
 
@@ -81,6 +94,119 @@ def _print_requirements(model: Model, chosen: tuple[Requirement, ...]) -> None:
             state = "" if r.evidence == "declaration" or r.probe in PROBES else " (planned)"
             click.echo(f"  {r.id:<12} {r.property[0].upper()} {r.title:<62} "
                        f"{r.evidence}: {r.probe}{state}")
+
+
+@assess.command("run")
+@click.argument("target", required=False)
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for report.html, report.json, report.sarif and datasheet.md.")
+@click.option("--target-address", default=None, metavar="IP",
+              help="An address that is not loopback, which you own and name explicitly.")
+@click.option("--ports", default=None, metavar="LIST",
+              help="Only these TCP ports (22,80,8000-8010); default every port. A partial "
+                   "scan can find open ports but never shows that none is open.")
+@click.option("--netns", default=None,
+              help="TARGET is inside this lab network namespace; run the whole command "
+                   "in it (ip netns exec NS tinyward assess run …).")
+@click.option("--describe", "description_file", default=None,
+              type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="The target description (TOML: name, vendor, security_contact, "
+                   "support_end, product_class). Default: target.toml in the device folder.")
+@click.option("--client-cert", nargs=2, default=None, metavar="CERT KEY",
+              type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="A test client certificate and its key (PEM), for listeners that "
+                   "demand one (the manufacturer supplies it for the assessment).")
+@click.option("--device-command", default=None, metavar="ARGV",
+              help="How to run the device's own client against a server URL, {server} "
+                   "where the URL goes (shell-like quoting), for the pin-mitm probe.")
+@click.option("--mitm-cert", nargs=2, default=None, metavar="CERT KEY",
+              type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="A server certificate from the device's own CA for a key the device "
+                   "must not accept (pin-mitm's right-CA-wrong-key attack).")
+@click.option("--replay", "replay_file", default=None,
+              type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="A captured request body the server has not seen (e.g. a signed "
+                   "report), sent twice by the replay probe.")
+@click.option("--replay-port", type=click.IntRange(1, 65535), default=None,
+              help="The (TLS) port to replay it to.")
+@click.option("--replay-path", default="/v1/reports", show_default=True,
+              help="The HTTP path to post it to.")
+@click.option("--seconds-per-probe", default=120.0, show_default=True,
+              type=click.FloatRange(1, 3600), help="Each probe's time budget.")
+@click.option("--attempts", default=200, show_default=True, type=click.IntRange(1, 10_000),
+              help="Each probe's budget of connection attempts.")
+def run(target: str | None, out: Path, target_address: str | None, ports: str | None,
+        netns: str | None, description_file: Path | None,
+        client_cert: tuple[Path, Path] | None, device_command: str | None,
+        mitm_cert: tuple[Path, Path] | None, replay_file: Path | None,
+        replay_port: int | None, replay_path: str, seconds_per_probe: float,
+        attempts: int) -> None:
+    """Probe TARGET (a loopback or lab address, or a device folder) and write the report.
+
+    An address that is neither loopback nor inside --netns is refused unless you name it
+    with --target-address (probe only what you own). Every probe is bounded in time and
+    attempts; a requirement no probe could test is reported as not tested, never passed.
+    """
+    from tinyward.assess import report
+    from tinyward.assess.run import all_probes
+    from tinyward.assess.run import assess as run_assessment
+
+    address, device_dir, named = None, None, False
+    if target is not None:
+        if Path(target).is_dir():
+            device_dir = Path(target)
+        else:
+            address = allowed_address(target, netns=netns)
+    if target_address is not None:
+        if address is not None:
+            raise BadInput("give the address either as TARGET or as --target-address")
+        address, named = target_address, True
+    if description_file is None and device_dir is not None and \
+            (device_dir / "target.toml").is_file():
+        description_file = device_dir / "target.toml"
+    description: Description | None = None
+    if description_file is not None:
+        description = load_description(description_file.read_text(encoding="utf-8"))
+    checked = make_target(address=address, named=named,
+                          ports=parse_ports(ports) if ports else None, netns=netns,
+                          device_dir=device_dir, description=description,
+                          client_cert=client_cert or None,
+                          device_command=tuple(shlex.split(device_command))
+                          if device_command else None,
+                          mitm_cert=mitm_cert or None,
+                          replay=_replay_spec(replay_file, replay_port, replay_path))
+    probes = all_probes()
+    step = iter(range(1, len(probes) + 1))
+
+    def progress(name: str, evidence: list[Evidence]) -> None:
+        verdicts = ", ".join(f"{e.requirement} {e.verdict}" for e in evidence) or "-"
+        click.echo(f"[{next(step)}/{len(probes)}] {name}: {verdicts}", err=True)
+
+    click.echo(f"assessing {checked.name} with {len(probes)} probes", err=True)
+    result = run_assessment(checked, seconds_per_probe=seconds_per_probe, attempts=attempts,
+                            progress=progress, probes=probes)
+    out.mkdir(parents=True, exist_ok=True)
+    files = {"report.json": report.to_json(result), "report.html": report.to_html(result),
+             "report.sarif": report.to_sarif(result), "datasheet.md": report.to_datasheet(result)}
+    for name, text in files.items():
+        (out / name).write_text(text, encoding="utf-8")
+    blocking = ", ".join(e.requirement for e in result.tier.blocking) or "nothing"
+    click.echo(f"tier {result.tier.level} ({result.tier.name}); next tier blocked by "
+               f"{blocking}")
+    click.echo(f"report: {out / 'report.html'}")
+
+
+def _replay_spec(replay_file: Path | None, port: int | None, path: str) -> object:
+    from tinyward.assess.probes.replay import ReplaySpec
+
+    if replay_file is None:
+        return None
+    if port is None:
+        raise BadInput("--replay needs --replay-port")
+    body = replay_file.read_bytes()
+    if not body or len(body) > 1 << 16:
+        raise BadInput("--replay: the capture must be 1 byte to 64 KiB")
+    return ReplaySpec(body, port, path)
 
 
 COMMANDS = (assess,)

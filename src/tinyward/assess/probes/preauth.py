@@ -1,0 +1,162 @@
+"""preauth-exhaustion (live): idle, unauthenticated connections must not keep a real
+client out (A-PREAUTH-1).
+
+Per port (at most :data:`MAX_PORTS`): first a **baseline**, a client is served without a
+flood (TLS ports with ``--client-cert`` if one was given; served means an answer to
+``GET /``, or for TLS a completed handshake); then :data:`FLOOD` connections (bounded by
+the attempt budget) are opened and held: silent ones (a handshake never started) and
+slow ones (half a request line, for plaintext ports), from 127.0.0.2 when the target is
+on loopback (else from the probe's one address, which the evidence then shares with the
+fresh client); while they are held, a fresh client
+must be served within :data:`BOUND` seconds. A connection the server refuses during the
+flood counts for it (a per-address cap is a defence). A port whose baseline fails is
+not-tested: the flood would prove nothing there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import ssl
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tinyward.assess.evidence import Evidence
+from tinyward.assess.probes.base import Budget, Context, for_all
+from tinyward.assess.target import Target
+
+NAME = "preauth-exhaustion"
+MAX_PORTS = 4
+FLOOD = 160
+BOUND = 15.0  # seconds a fresh client may wait during the flood (generous: not a speed claim)
+
+
+@dataclass(frozen=True)
+class FloodRun:
+    port: int
+    baseline: bool
+    opened: int
+    refused: int
+    served: bool
+    note: str = ""
+
+
+def verdict(address: str, runs: list[FloodRun], context: Context) -> list[Evidence]:
+    """Fail if a fresh client went unserved during a flood; pass only if every port was
+    tested and served (pure)."""
+    if not runs:
+        return for_all(context, NAME, "not-tested", "live", f"no open port on {address}")
+    starved = [r for r in runs if r.baseline and not r.served]
+    if starved:
+        first = starved[0]
+        return for_all(context, NAME, "fail", "live",
+                       "; ".join(f"port {r.port}: with {r.opened} idle connections held, a "
+                                 f"fresh client was not served within {BOUND:.0f} s"
+                                 for r in starved), f"tcp://{address}:{first.port}")
+    parts = [f"port {r.port}: served with {r.opened} idle connections held "
+             f"({r.refused} more refused by the server)" if r.baseline else
+             f"port {r.port}: not served even without a flood ({r.note or 'baseline failed'})"
+             for r in runs]
+    if any(not r.baseline for r in runs):
+        return for_all(context, NAME, "not-tested", "live", "; ".join(parts))
+    return for_all(context, NAME, "pass", "live", "; ".join(parts))
+
+
+def _served(address: str, port: int, tls: bool, client_cert: tuple[Path, Path] | None,
+            timeout: float) -> bool:
+    """One fresh client: an answer to GET / (or, over TLS, at least a handshake)."""
+    try:
+        raw = socket.create_connection((address, port), timeout=timeout)
+    except OSError:
+        return False
+    with contextlib.closing(raw):
+        sock: socket.socket = raw
+        if tls:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            if client_cert is not None:
+                context.load_cert_chain(str(client_cert[0]), str(client_cert[1]))
+            try:
+                sock = context.wrap_socket(raw)
+            except (OSError, ssl.SSLError):
+                return False
+        try:
+            sock.settimeout(min(timeout, 1.0))
+            with contextlib.suppress(TimeoutError):
+                if sock.recv(1):  # a service that speaks first (a login banner)
+                    return True
+            sock.settimeout(timeout)
+            sock.sendall(b"GET / HTTP/1.0\r\nHost: " + address.encode() + b"\r\n\r\n")
+            return bool(sock.recv(1))
+        except TimeoutError:
+            return False
+        except (OSError, ssl.SSLError):
+            return tls  # the handshake stood; the service closed on our request
+        finally:
+            if sock is not raw:
+                sock.close()
+
+
+def _eventually_served(address: str, port: int, tls: bool,
+                       client_cert: tuple[Path, Path] | None) -> bool:
+    deadline = time.monotonic() + BOUND
+    while time.monotonic() < deadline:
+        if _served(address, port, tls, client_cert, max(0.5, deadline - time.monotonic())):
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def flood(address: str, port: int, tls: bool, client_cert: tuple[Path, Path] | None,
+          budget: Budget) -> FloodRun:
+    if not _served(address, port, tls, client_cert, 5.0):
+        return FloodRun(port, False, 0, 0, False,
+                        "TLS needs a client certificate (--client-cert)" if tls and
+                        client_cert is None else "no answer")
+    opened, refused = 0, 0
+    # On loopback the flood comes from another address than the client it must not keep
+    # out, as an attacker's would; a per-address cap is then a defence, not a failure.
+    source = ("127.0.0.2", 0) if address.startswith("127.") and address != "127.0.0.2" \
+        else None
+    with contextlib.ExitStack() as held:
+        for index in range(FLOOD):
+            if not budget.spend():
+                break
+            try:
+                sock = socket.create_connection((address, port), timeout=2.0,
+                                                source_address=source)
+            except OSError:
+                refused += 1
+                continue
+            held.callback(sock.close)
+            opened += 1
+            if not tls and index % 2:  # slow: half a request line, never finished
+                with contextlib.suppress(OSError):
+                    sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        served = _eventually_served(address, port, tls, client_cert)
+    return FloodRun(port, True, opened, refused, served)
+
+
+class PreauthExhaustion:
+    name = NAME
+    kind = "live"
+
+    def run(self, target: Target, context: Context, budget: Budget) -> list[Evidence]:
+        if target.address is None:
+            return for_all(context, NAME, "not-tested", "live", "no address")
+        ports = context.open_ports if context.open_ports is not None else target.ports
+        if ports is None:
+            return for_all(context, NAME, "not-tested", "live",
+                           "no port scan ran and no ports were named")
+        runs = [flood(target.address, port, context.services.get(port) == "tls",
+                      target.client_cert, budget) for port in ports[:MAX_PORTS]]
+        evidence = verdict(target.address, runs, context)
+        if len(ports) > MAX_PORTS and evidence[0].verdict == "pass":
+            return for_all(context, NAME, "not-tested", "live",
+                           f"only {MAX_PORTS} of {len(ports)} open ports flooded")
+        return evidence
+
+
+__all__ = ["FloodRun", "PreauthExhaustion", "flood", "verdict"]

@@ -1,0 +1,102 @@
+"""replay (live): the same captured request, sent twice, is not accepted twice (I-REPLAY-1).
+
+The user supplies a capture the server has not seen yet (``--replay FILE``: a request body
+the device made, e.g. a signed report), the port and path to post it to, and the test
+client certificate if the listener demands one. The probe posts the bytes twice (two
+attempts, each with a timeout). Pass: the first accepted (2xx), the second refused.
+Fail: the second accepted too. Both refused: not-tested (the capture was stale or is
+refused for another reason, so nothing about replays was shown).
+"""
+
+from __future__ import annotations
+
+import http.client
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+
+from tinyward.assess.evidence import Evidence
+from tinyward.assess.probes.base import Budget, Context, for_all
+from tinyward.assess.target import Target
+
+NAME = "replay"
+COSE_REPORT = 'application/cose; cose-type="cose-sign1"'
+
+
+@dataclass(frozen=True)
+class ReplaySpec:
+    """What to replay: the captured body, where to post it and as what."""
+
+    body: bytes
+    port: int
+    path: str = "/v1/reports"
+    content_type: str = COSE_REPORT
+    tls: bool = True
+
+
+def verdict(address: str, spec: ReplaySpec, first: int | None, second: int | None,
+            context: Context) -> list[Evidence]:
+    """From the two HTTP statuses (None: no answer) (pure)."""
+    where = f"tcp://{address}:{spec.port}{spec.path}"
+
+    def ok(status: int | None) -> bool:
+        return status is not None and 200 <= status < 300
+
+    if first is None or second is None:
+        return for_all(context, NAME, "not-tested", "live",
+                       f"no HTTP answer from {where} (first {first}, second {second})")
+    if ok(first) and ok(second):
+        return for_all(context, NAME, "fail", "live",
+                       f"the same {len(spec.body)} bytes were accepted twice "
+                       f"(HTTP {first}, then HTTP {second})", where)
+    if ok(first):
+        return for_all(context, NAME, "pass", "live",
+                       f"first accepted (HTTP {first}); the same bytes again refused "
+                       f"(HTTP {second})", where)
+    return for_all(context, NAME, "not-tested", "live",
+                   f"the capture was refused both times (HTTP {first}, {second}): a stale "
+                   "capture or refused for another reason, so replays were not shown")
+
+
+def post(address: str, spec: ReplaySpec, client_cert: tuple[Path, Path] | None,
+         timeout: float) -> int | None:
+    if spec.tls:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE  # the replay, not the server, is under test
+        if client_cert is not None:
+            context.load_cert_chain(str(client_cert[0]), str(client_cert[1]))
+        connection: http.client.HTTPConnection = http.client.HTTPSConnection(
+            address, spec.port, context=context, timeout=timeout)
+    else:
+        connection = http.client.HTTPConnection(address, spec.port, timeout=timeout)
+    try:
+        connection.request("POST", spec.path, body=spec.body,
+                           headers={"Content-Type": spec.content_type})
+        response = connection.getresponse()
+        response.read(65536)
+        return response.status
+    except (OSError, ssl.SSLError, http.client.HTTPException):
+        return None
+    finally:
+        connection.close()
+
+
+class Replay:
+    name = NAME
+    kind = "live"
+
+    def run(self, target: Target, context: Context, budget: Budget) -> list[Evidence]:
+        spec = target.replay
+        if spec is None or target.address is None:
+            return for_all(context, NAME, "not-tested", "live",
+                           "no captured request to replay (--replay FILE --replay-port N)")
+        timeout = min(10.0, max(1.0, budget.left()))
+        first = post(target.address, spec, target.client_cert, timeout) \
+            if budget.spend() else None
+        second = post(target.address, spec, target.client_cert, timeout) \
+            if budget.spend() else None
+        return verdict(target.address, spec, first, second, context)
+
+
+__all__ = ["COSE_REPORT", "Replay", "ReplaySpec", "post", "verdict"]
