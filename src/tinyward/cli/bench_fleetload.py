@@ -65,13 +65,16 @@ def fleetload(counts: str, interval: float, duration: float, nodes: int, workers
     for r in results:
         click.echo(
             f"{r.devices:>6} devices: {r.reports_per_second:,.0f} stored reports/s; ack p50 "
-            f"{r.p50_ms:.1f} ms, p99 {r.p99_ms:.1f} ms; server CPU {r.report_server_cpu_us:.0f}"
-            f" us/report (HAProxy {r.report_balancer_cpu_us:.0f}, load generator "
+            f"{r.p50_ms:.1f} ms, p99 {r.p99_ms:.1f} ms; server CPU "
+            f"{r.report_server_cpu_net_us:.0f} us/report ({r.report_server_cpu_us:.0f} with the "
+            f"nodes' idle {r.idle_server_cpu_per_s * 1e3:.0f} ms/s; HAProxy "
+            f"{r.report_balancer_cpu_us:.0f}, load generator "
             f"{r.report_loadgen_cpu_us:.0f}), {r.handshake_server_cpu_ms:.2f} ms/handshake; "
             f"server memory {r.memory_per_device_kb:.1f} KB/device; connected in "
             f"{r.connect_seconds:.1f} s")
         if r.storm != "none":
-            back = (f"back in {r.recovery_seconds:.1f} s" if r.recovered
+            back = (f"all reconnected in {r.reconnected_seconds:.1f} s, all acknowledged "
+                    f"again in {r.recovery_seconds:.1f} s" if r.recovered
                     else "NOT all back within the bound")
             click.echo(f"        storm: {r.storm_devices} devices cut, {r.reconnects} "
                        f"reconnections, {back} (ack p99 after the kill {r.storm_p99_ms:.0f} "
