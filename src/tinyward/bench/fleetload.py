@@ -172,7 +172,7 @@ class _Run:
     def __init__(self, config: LoadConfig, devices: list[_Device], cluster: Cluster,
                  say: Callable[[str], None]) -> None:
         self.config, self.devices, self.cluster, self.say = config, devices, cluster, say
-        self.rng = random.Random(config.seed)  # noqa: S311 - jitter, not a secret
+        self.rng = random.Random(config.seed)  # jitter, not a secret
         self.latencies: list[float] = []
         self.storm_latencies: list[float] = []
         self.storm_at: float | None = None
@@ -203,7 +203,8 @@ class _Run:
             device.broken_after_storm = True
 
     async def post(self, device: _Device, body: bytes) -> tuple[int, dict[str, Any]]:
-        assert device.reader is not None and device.writer is not None
+        if device.reader is None or device.writer is None:
+            raise ConnectionError("not connected")
         head = (b"POST /v1/reports HTTP/1.1\r\nHost: fleet\r\n"
                 b'Content-Type: application/cose; cose-type="cose-sign1"\r\n'
                 b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n")
@@ -224,7 +225,7 @@ class _Run:
     async def device_loop(self, device: _Device, first_due: float) -> None:
         loop = asyncio.get_running_loop()
         backoff = Backoff(self.config.backoff_initial, self.config.backoff_max,
-                          random.Random(self.rng.random()))  # noqa: S311
+                          random.Random(self.rng.random()))
         due, pending = first_due, None
         while loop.time() < self.deadline:
             now = loop.time()
@@ -492,7 +493,7 @@ def run_series(counts: list[int], config: LoadConfig, out: Path | None = None,
     the enrolment seconds per device."""
     if db_url is not None and len(counts) > 1:
         raise LoadError("with --db give one device count: each run needs an empty database")
-    shm = Path("/dev/shm")
+    shm = Path("/dev/shm")  # noqa: S108 - tmpfs for mkdtemp (private 0700), fast enrolment
     with tempfile.TemporaryDirectory(prefix="tinyward-fleetload-",
                                      dir=shm if shm.is_dir() else None) as keys, \
             tempfile.TemporaryDirectory(prefix="tinyward-fleetload-db-") as data:

@@ -114,7 +114,8 @@ class Cluster:
             node.process = subprocess.Popen(
                 command, stdout=subprocess.PIPE, stderr=log, text=True,
                 env=server_environment(None), start_new_session=True)
-        assert node.process.stdout is not None
+        if node.process.stdout is None:  # stdout=PIPE above: never
+            raise ClusterError(f"{node.name}: no pipe to read its announcement from")
         deadline = time.monotonic() + timeout
         line = ""
         while time.monotonic() < deadline and node.process.poll() is None:
@@ -158,7 +159,7 @@ class Cluster:
         for entry in Path("/proc").iterdir():
             if entry.name.isdigit():
                 with contextlib.suppress(OSError, IndexError, ValueError):
-                    if _stat_fields(int(entry.name))[1] == root:  # field 4: ppid
+                    if int(_stat_fields(int(entry.name))[1]) == root:  # field 4: ppid
                         found.append(int(entry.name))
         return found
 
