@@ -560,6 +560,7 @@ def plot(results: list[LoadResult], path: Path) -> None:
         else:
             axis.plot(xs, ys, "o-")
         axis.set_xscale("log")
+        axis.set_ylim(bottom=0)
         axis.set_title(title)
         axis.set_xlabel("devices")
         axis.grid(True, alpha=0.3)
