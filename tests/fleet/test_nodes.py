@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -188,3 +189,36 @@ def test_kill_9_of_every_node_then_restart_everyone_comes_back_exactly_once(
     assert result.storm_devices == 50 and result.recovered
     assert result.lost_acknowledged == 0 and result.duplicates == 0 and result.gaps == 0
     assert result.unacknowledged_at_end == 0 and result.exactly_once
+
+
+@needs_haproxy
+def test_attack_many_connections_from_one_address_are_capped_by_the_balancer(
+        enrolled: tuple[Path, list, list], tmp_path: Path) -> None:
+    """Behind an L4 balancer the nodes see only its address, so the per-address cap is the
+    balancer's (TINYWARD_LB_PER_SOURCE in the shipped config): with a cap of 2, a third
+    connection from the same address is closed before any TLS, while the first two are
+    served."""
+    import http.client
+
+    from tinyward.bench.fleetload_cluster import Cluster
+
+    fleet_dir, sims, contexts = enrolled
+    with Cluster(fleet_dir, f"sqlite:///{tmp_path / 'r.db'}", tmp_path, nodes=1,
+                 per_source=2) as cluster:
+        held = []
+        for sim, context in zip(sims[:2], contexts[:2], strict=True):
+            connection = http.client.HTTPSConnection("127.0.0.1", cluster.port,
+                                                     context=context, timeout=30)
+            connection.connect()
+            held.append((sim, connection))
+        third = http.client.HTTPSConnection("127.0.0.1", cluster.port, context=contexts[2],
+                                            timeout=30)
+        with pytest.raises((ConnectionError, OSError)):
+            third.connect()
+        for sim, connection in held:
+            connection.request("POST", "/v1/reports", body=sim.report(seq=1, timestamp=int(time.time())),
+                               headers={"Content-Type": "application/cose"})
+            response = connection.getresponse()
+            assert response.status == 200, response.read()
+            response.read()
+            connection.close()

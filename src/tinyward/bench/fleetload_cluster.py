@@ -71,7 +71,8 @@ class Cluster:
 
     def __init__(self, fleet_dir: Path, db_url: str, folder: Path, nodes: int = 2,
                  options: NodeOptions | None = None, config: Path = SHIPPED_CONFIG, *,
-                 balancers: int = 1, balancer_maxconn: int = 5_000) -> None:
+                 balancers: int = 1, balancer_maxconn: int = 5_000,
+                 per_source: int | None = None) -> None:
         if not 1 <= nodes <= CONFIG_NODES:
             raise ClusterError(f"the shipped HAProxy configuration names {CONFIG_NODES} nodes; "
                                f"asked for {nodes}")
@@ -86,6 +87,9 @@ class Cluster:
         self.ports = [free_port() for _ in range(balancers)]
         self.port = self.ports[0]
         self.balancer_maxconn = balancer_maxconn
+        #: HAProxy's cap of concurrent connections per device address (default: maxconn,
+        #: since every simulated device comes from 127.0.0.1).
+        self.per_source = per_source or balancer_maxconn
         self.balancers: list[subprocess.Popen[bytes]] = []
 
     @property
@@ -173,7 +177,7 @@ class Cluster:
             "TINYWARD_LB_STATS": str(self.stats_socket(index)),
             "TINYWARD_LB_MAXCONN": str(self.balancer_maxconn),
             # Every simulated device connects from 127.0.0.1.
-            "TINYWARD_LB_PER_SOURCE": str(self.balancer_maxconn),
+            "TINYWARD_LB_PER_SOURCE": str(self.per_source),
             "TINYWARD_LB_RATE_SOURCE": str(10 * self.balancer_maxconn),
         })
         for i in range(CONFIG_NODES):
