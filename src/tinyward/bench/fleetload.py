@@ -123,6 +123,7 @@ class LoadResult:
     stored_not_acknowledged: int = 0           # stored, its ack lost in the kill (allowed)
     unacknowledged_at_end: int = 0             # sent, never acked (drain bound reached)
     refused: dict[str, int] = field(default_factory=dict)  # HTTP refusals by code
+    drops: dict[str, int] = field(default_factory=dict)  # connections lost, by how
 
     @property
     def exactly_once(self) -> bool:
@@ -179,6 +180,7 @@ class _Run:
         self.stop_reports_at = float("inf")
         self.deadline = float("inf")
         self.refused: dict[str, int] = {}
+        self.drops: dict[str, int] = {}  # connections lost, by how (diagnosing churn)
         self.acks_in_window = 0
         self.counting = False
         self.new_connections_after_storm = 0
@@ -195,7 +197,9 @@ class _Run:
             if device.broken_after_storm and device.reconnected_at is None:
                 device.reconnected_at = asyncio.get_running_loop().time()
 
-    def drop(self, device: _Device) -> None:
+    def drop(self, device: _Device, why: str = "") -> None:
+        if why:
+            self.drops[why] = self.drops.get(why, 0) + 1
         if device.writer is not None:
             device.writer.transport.abort()
         device.reader = device.writer = None
@@ -219,7 +223,7 @@ class _Run:
             answer = await device.reader.readexactly(length)
         status = int(status_and_headers.split(b" ", 2)[1])
         if b"connection: close" in status_and_headers.lower():
-            self.drop(device)
+            self.drop(device, "server: Connection: close")
         return status, json.loads(answer) if answer else {}
 
     async def device_loop(self, device: _Device, first_due: float) -> None:
@@ -241,15 +245,18 @@ class _Run:
             if device.writer is None:
                 try:
                     await self.connect(device)
-                except (OSError, ssl.SSLError, TimeoutError, asyncio.IncompleteReadError):
+                except (OSError, ssl.SSLError, TimeoutError,
+                        asyncio.IncompleteReadError) as error:
+                    self.drops[f"connect: {type(error).__name__}"] = self.drops.get(
+                        f"connect: {type(error).__name__}", 0) + 1
                     await asyncio.sleep(backoff.next_delay())
                     continue
             sent_at = loop.time()
             try:
                 status, answer = await self.post(device, pending)
             except (OSError, ssl.SSLError, TimeoutError, asyncio.IncompleteReadError,
-                    ValueError, IndexError):
-                self.drop(device)
+                    ValueError, IndexError) as error:
+                self.drop(device, f"request: {type(error).__name__}")
                 await asyncio.sleep(backoff.next_delay())
                 continue
             stored = answer.get("stored_seq") if isinstance(answer, dict) else None
@@ -283,12 +290,12 @@ class _Run:
             data = await asyncio.wait_for(device.reader.read(1), seconds)
         except TimeoutError:
             return
-        except (OSError, ssl.SSLError):
-            data = b""
-        if not data:  # closed (the node died, or the balancer shut the session)
-            self.drop(device)
-        else:  # nothing is sent unasked: a broken stream
-            self.drop(device)
+        except (OSError, ssl.SSLError) as error:
+            self.drop(device, f"idle: {type(error).__name__}")
+            return
+        # closed (the node died or timed it out, or the balancer shut the session), or
+        # bytes nobody asked for (a broken stream)
+        self.drop(device, "idle: closed" if not data else "idle: unasked bytes")
 
 
 async def _drive(run: _Run, result: LoadResult, cluster: Cluster, pids: Callable[[], list[int]]
@@ -473,6 +480,7 @@ def run_fleetload(config: LoadConfig, sims: list[SimulatedDevice],
         if late:
             say(f"{len(late)} devices ended with {sum(late)} reports unacknowledged")
     result.refused = dict(run.refused)
+    result.drops = dict(run.drops)
     all_latencies = sorted(run.latencies)
     if all_latencies:
         result.p50_ms = statistics.median(all_latencies) * 1e3
