@@ -111,6 +111,10 @@ def _cycles(graph: dict[str, set[str]] = GRAPH) -> list[tuple[str, str]]:
 
 #: Known pairs, each lazy on one side; left for the change that touches them.
 KNOWN_CYCLES = [
+    # store.open_store imports store_pg inside the function (psycopg only for PostgreSQL
+    # URLs); store_pg shares store's schema, upserts and dataclasses. To go when store.py
+    # is split into the shared part and the SQLite backend.
+    ("tinyward.fleet.store", "tinyward.fleet.store_pg"),
     # measurement builds attestation's SoftwareComponent (imported inside functions)
     ("tinyward.trust.attestation", "tinyward.trust.measurement"),
 ]

@@ -20,6 +20,8 @@ OPTIONAL: dict[str, tuple[str, str]] = {
     "segno": ("segno", "device"),
     "pyseccomp": ("pyseccomp", "device"),
     "aiohttp": ("aiohttp", "fleet"),
+    "prometheus_client": ("prometheus_client", "fleet"),
+    "jinja2": ("jinja2", "fleet"),
     "dpkt": ("dpkt", "detect"),
     "sklearn": ("scikit-learn", "detect"),
     "matplotlib": ("matplotlib", "detect"),

@@ -47,8 +47,12 @@ def test_serve_refuses_wrong_passphrase(tmp_path: Path) -> None:
 def test_serve_refuses_bad_db_url(tmp_path: Path) -> None:
     Fleet.init(tmp_path / "fleet", PASSPHRASE.encode())
     result = CliRunner().invoke(cli, ["fleet", "serve", str(tmp_path / "fleet"), "--port", "0",
-                                      "--db", "postgresql://db/x"])
+                                      "--db", "mysql://db/x"])
     assert result.exit_code != 0 and "sqlite:///" in result.output
+    # PostgreSQL that is not there: one clear line, before anything listens.
+    result = CliRunner().invoke(cli, ["fleet", "serve", str(tmp_path / "fleet"), "--port", "0",
+                                      "--db", "postgresql://u@/x?host=/nonexistent-pg-dir"])
+    assert result.exit_code != 0 and "error: PostgreSQL at" in result.output
 
 
 def _serve(fleet: Fleet, workers: int) -> tuple[subprocess.Popen[str], int]:

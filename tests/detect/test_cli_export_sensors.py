@@ -36,7 +36,7 @@ def test_export_features_writes_the_sensor_header(tmp_path: Path) -> None:
     header = (tmp_path / "c" / "tw_sf.h").read_text()
     assert '"pressure"' in header and '"zspike_hold"' in header
     size = state_bytes(3, 30, 200, v2=True)  # resolution floors, families: the v2 state
-    assert size == 8 * 3 * (200 + 30 + 36) + 48
+    assert size == 8 * 3 * (200 + 30 + 37) + 56
     assert f"state: {size} B = 8 x channels x (history + window + " in result.output
     assert f"36 channels: {state_bytes(36, 30, 200, v2=True)} B" in result.output
 

@@ -329,7 +329,7 @@ def test_default_families_are_what_the_stated_rule_chooses(skab: Path) -> None:
 
     chosen, aucs = select_families(skab)
     assert chosen == DEFAULT_FAMILIES, chosen
-    assert round(float(np.mean(aucs)), 3) == 0.902, aucs
+    assert round(float(np.mean(aucs)), 3) == 0.907, aucs
 
 
 def test_family_rule_ranks_a_set_over_the_alarm_bound_below_every_set_within_it() -> None:

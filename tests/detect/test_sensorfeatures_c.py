@@ -129,6 +129,8 @@ def test_c_features_equal_reference_on_36_channels(
     # the tampering signals fired, so their code paths ran: an exact replay and a freeze
     replay, stuck = _index(wide_fitted, "replay"), _index(wide_fitted, "stuck")
     assert c[:, replay].max() == pytest.approx(-np.log(1e-3)) and c[:, stuck].max() > 0.9
+    # ... and the added noise: zrough above benign's spread of it
+    assert c[:, _index(wide_fitted, "zrough_max")].max() > 1.0
 
 
 _CONFIGS = [

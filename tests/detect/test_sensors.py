@@ -224,12 +224,47 @@ def test_bias_raises_shift_and_cusum_and_spikes_raise_spike_local(clean: np.ndar
     np.testing.assert_array_equal(base["shift_max"][:75], bias["shift_max"][:75])
 
 
+def test_zrough_sees_added_noise_that_the_level_features_miss(clean: np.ndarray) -> None:
+    """Noise added to one channel (3x its median |step|, the tamper kind) roughens it:
+    zrough (the window's mean |step| over the channel's recent one) rises inside the
+    segment while zlevel, the window mean against its yardstick, barely moves; on the
+    clean stretch zrough stays where benign puts it."""
+    extractor = SensorFeatureExtractor(SKAB_CHANNELS, SensorFeatureConfig(families=FAMILIES))
+    extractor.fit(clean[:3000])
+    stretch = clean[3000:4200]
+    rng = np.random.default_rng(2)
+    noisy = inject(stretch, Injection("noise", 800, 300, 0), rng)
+    base, noise = _features_of(extractor, stretch), _features_of(extractor, noisy)
+    inside = slice(80, 105)  # windows wholly inside the segment (10-sample steps)
+    benign_high = float(np.quantile(base["zrough_max"], 0.99))
+    assert np.mean(noise["zrough_max"][inside] > benign_high) > 0.9
+    assert noise["zlevel_max"][inside].mean() < base["zlevel_max"][inside].mean() + 0.5
+    np.testing.assert_array_equal(base["zrough_max"][:75], noise["zrough_max"][:75])
+
+
+def test_state_saved_before_zrough_loads_only_without_it(clean: np.ndarray) -> None:
+    """A model saved before the zrough family has no rough_center/rough_scale: it loads
+    (and scores as before) when zrough is off, and is refused when zrough is on."""
+    for families, loads in ((("stuck", "zlevel"), True), (("stuck", "zrough"), False)):
+        extractor = SensorFeatureExtractor(SKAB_CHANNELS, SensorFeatureConfig(families=families))
+        extractor.fit(clean[:1500])
+        doc = sensor_extractor_to_doc(extractor)
+        del doc["rough_center"], doc["rough_scale"]
+        if loads:
+            restored = sensor_extractor_from_doc(doc)
+            np.testing.assert_array_equal(extractor.copy().transform(clean[1500:1800]),
+                                          restored.transform(clean[1500:1800]))
+        else:
+            with pytest.raises(DetectMisuse, match="rough_center"):
+                sensor_extractor_from_doc(doc)
+
+
 def test_compact_and_per_channel_feature_sets() -> None:
     compact = SensorFeatureExtractor(SKAB_CHANNELS, SensorFeatureConfig(families=FAMILIES))
     full = SensorFeatureExtractor(
         SKAB_CHANNELS, SensorFeatureConfig(per_channel=True, families=FAMILIES)
     )
-    assert compact.n_features == 20 and full.n_features == 20 + 3 * len(SKAB_CHANNELS)
+    assert compact.n_features == 21 and full.n_features == 21 + 3 * len(SKAB_CHANNELS)
     assert set(compact.feature_names) < set(full.feature_names)
     with pytest.raises(DetectMisuse, match="per_channel"):
         SensorFeatureConfig(per_channel=1)  # type: ignore[arg-type]
@@ -244,6 +279,9 @@ def test_saved_state_refuses_bad_new_scales(clean: np.ndarray) -> None:
         ("spike_threshold", [0.0] * 8),
         ("cusum", [[0.0] * 8] * 3),
         ("local", [[0.0] * 8] * 3),
+        ("rough_scale", [0.0] * 8),
+        ("rough_ref", [0.0] * 8),  # zrough divides by it
+        ("rough_n", -1.0),
     ):
         doc = sensor_extractor_to_doc(extractor)
         doc[key] = value

@@ -21,3 +21,7 @@ def fleet(tmp_path: Path) -> Fleet:
 @pytest.fixture
 def other_fleet(tmp_path: Path) -> Fleet:
     return Fleet.init(tmp_path / "other-fleet", PASSPHRASE, now=NOW)
+
+
+# Every report store backend (SQLite, PostgreSQL): see tests/fleet/stores.py.
+from tests.fleet.stores import make_store, pg_server, store_backend, store_url  # noqa: E402, F401

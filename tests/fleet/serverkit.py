@@ -21,7 +21,7 @@ from tinyward.fleet.guards import create_admin_token
 from tinyward.fleet.pki import Fleet
 from tinyward.fleet.runner import ServerThread, admin_ssl_context, server_ssl_context
 from tinyward.fleet.server import FleetServer, ServerConfig
-from tinyward.fleet.store import SQLiteStore
+from tinyward.fleet.store import ReportStore, open_store
 from tinyward.lab.simdevice import SimulatedDevice
 
 PASSPHRASE = b"test passphrase for the fleet"
@@ -31,7 +31,7 @@ COSE_TYPE = 'application/cose; cose-type="cose-sign1"'
 @dataclass
 class Running:
     fleet: Fleet
-    store: SQLiteStore
+    store: ReportStore
     server: ServerThread
     admin_token: str
     devices: dict[str, SimulatedDevice]
@@ -84,13 +84,15 @@ class Running:
 def start_running(folder: Path, names: tuple[str, ...],
                   config: ServerConfig | None = None, *,
                   schedules: dict[str, float] | None = None,
-                  monotonic: Callable[[], float] = time.monotonic) -> Running:
+                  monotonic: Callable[[], float] = time.monotonic,
+                  store_url: str | None = None) -> Running:
     """``schedules``: declared report intervals by device name (default: the fleet's);
-    ``monotonic``: the rate limit's clock (a test may drive it)."""
+    ``monotonic``: the rate limit's clock (a test may drive it); ``store_url``: the
+    database (default: SQLite in ``folder``)."""
     fleet = Fleet.init(folder / "fleet", PASSPHRASE)
     devices = {name: SimulatedDevice.enrolled(fleet, PASSPHRASE, (schedules or {}).get(name))
                for name in names}
-    store = SQLiteStore(folder / "reports.db")
+    store = open_store(store_url or f"sqlite:///{folder / 'reports.db'}")
     fleet_server = FleetServer(FleetDirectory(fleet), store, config, monotonic=monotonic)
     server = ServerThread(fleet_server, server_ssl_context(fleet),
                           admin_context=admin_ssl_context(fleet))

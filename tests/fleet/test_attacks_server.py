@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import cbor2
 import pytest
@@ -419,11 +420,11 @@ def test_admin_calls_and_bad_tokens_are_audited_without_secrets(kinds: Running) 
     assert stat.S_IMODE(log.stat().st_mode) == 0o600
 
 
-def test_fleet_totals_list_at_most_the_largest_incident_kinds(tmp_path: Path) -> None:
+def test_fleet_totals_list_at_most_the_largest_incident_kinds(make_store: Any) -> None:
     from tinyward.fleet.store import FLEET_INCIDENT_KINDS
     from tinyward.trust.report import Report
 
-    store = SQLiteStore(tmp_path / "r.db", max_incident_kinds=1000)
+    store = make_store(max_incident_kinds=1000)  # SQLite and PostgreSQL
     device = "ab" * 32
     for seq in range(1, 9):  # 8 x 32 = 256 kinds, one device
         incidents = {f"k{seq}x{i:02d}": seq for i in range(32)}

@@ -1,7 +1,8 @@
 """The server killed with SIGKILL mid-stream: nothing acknowledged is lost, nothing stored twice.
 
 Devices resend whatever was not acknowledged (as the link's store-and-forward queue does);
-the seq check and "ack after commit" must make that exactly-once in the database.
+the seq check and "ack after commit" must make that exactly-once in the database. Run on
+both stores: ``fleet serve --db sqlite:///…`` and ``--db postgresql://…`` end to end.
 """
 
 from __future__ import annotations
@@ -11,17 +12,19 @@ import json
 import re
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import cbor2
 import pytest
 
+from tests.fleet.stores import new_url, sql
 from tinyward.fleet.pki import Fleet
+from tinyward.fleet.store import open_store
 from tinyward.lab.fleetproc import server_environment
 from tinyward.lab.simdevice import SimulatedDevice
 
@@ -36,11 +39,11 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _serve(fleet: Fleet, db: Path, port: int) -> subprocess.Popen[str]:
+def _serve(fleet: Fleet, db: str, port: int) -> subprocess.Popen[str]:
     env = server_environment(None)  # the server key is in clear (0600)
     process = subprocess.Popen(
         [sys.executable, "-m", "tinyward", "fleet", "serve", str(fleet.directory), "--port",
-         str(port), "--admin-port", "0", "--db", f"sqlite:///{db}"], stdout=subprocess.PIPE,
+         str(port), "--admin-port", "0", "--db", db], stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL, text=True, env=env)
     assert process.stdout is not None
     assert re.search(r"listening on", process.stdout.readline())
@@ -48,7 +51,11 @@ def _serve(fleet: Fleet, db: Path, port: int) -> subprocess.Popen[str]:
 
 
 @pytest.mark.slow
-def test_sigkill_twice_every_acked_report_stored_exactly_once(tmp_path: Path) -> None:
+def test_sigkill_twice_every_acked_report_stored_exactly_once(
+        tmp_path: Path, store_backend: str, request: pytest.FixtureRequest) -> None:
+    server_of_tests: Any = (request.getfixturevalue("pg_server")
+                            if store_backend == "postgresql" else None)
+    db = new_url(store_backend, tmp_path, server_of_tests)
     fleet = Fleet.init(tmp_path / "fleet", PASSPHRASE.encode())
     devices = [SimulatedDevice.enrolled(fleet, PASSPHRASE.encode()) for _ in range(DEVICES)]
     now = int(time.time())
@@ -56,7 +63,7 @@ def test_sigkill_twice_every_acked_report_stored_exactly_once(tmp_path: Path) ->
     next_seq = {d.device_id: 1 for d in devices}  # lowest seq not yet acknowledged
     acked: dict[str, set[int]] = {d.device_id: set() for d in devices}
     contexts = {d.device_id: d.client_context(tmp_path / "tls") for d in devices}
-    port, db = _free_port(), tmp_path / "reports.db"
+    port = _free_port()
     server = [_serve(fleet, db, port)]
     progress = {"sent": 0, "kills": 0}
     deadline = time.monotonic() + BOUND
@@ -102,8 +109,9 @@ def test_sigkill_twice_every_acked_report_stored_exactly_once(tmp_path: Path) ->
         server[0].terminate()
         server[0].wait(30)
     assert progress["kills"] == 2
-    with sqlite3.connect(db) as connection:
-        rows = connection.execute("SELECT device_id, seq FROM reports").fetchall()
+    store = open_store(db)
+    rows = [tuple(row) for row in sql(store, "SELECT device_id, seq FROM reports")]
+    store.close()
     assert len(rows) == len(set(rows)) == DEVICES * REPORTS  # every report, exactly once
     for device_id, seqs in acked.items():
         assert seqs <= {seq for dev, seq in rows if dev == device_id}  # every ack is stored

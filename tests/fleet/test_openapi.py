@@ -38,7 +38,8 @@ def test_document_covers_every_route(running: Running) -> None:
         ("GET", "/v1/devices"), ("GET", "/v1/devices/{device_id}"), ("GET", "/v1/fleet"),
         ("GET", "/v1/openapi.json"), ("GET", "/v1/rollouts"), ("POST", "/v1/rollouts"),
         ("GET", "/v1/rollouts/{rollout_id}"), ("POST", "/v1/rollouts/{rollout_id}/widen"),
-        ("POST", "/v1/rollouts/{rollout_id}/halt"), ("POST", "/v1/rollouts/{rollout_id}/resume")}
+        ("POST", "/v1/rollouts/{rollout_id}/halt"), ("POST", "/v1/rollouts/{rollout_id}/resume"),
+        ("GET", "/v1/incidents"), ("GET", "/metrics")}
 
 
 def test_served_document_is_the_repository_one(running: Running) -> None:
@@ -52,7 +53,8 @@ def test_served_document_is_the_repository_one(running: Running) -> None:
                                  ("GET", "/v1/openapi.json"), ("GET", "/v1/rollouts"),
                                  ("GET", "/v1/rollouts/{rollout_id}"),
                                  ("POST", "/v1/rollouts"),
-                                 ("POST", "/v1/rollouts/{rollout_id}/widen")])
+                                 ("POST", "/v1/rollouts/{rollout_id}/widen"),
+                                 ("GET", "/v1/incidents"), ("GET", "/metrics")])
 @pytest.mark.parametrize("token", ["right", "wrong"])
 def test_open_and_admin_endpoints_conform(running: Running, key: tuple[str, str],
                                           token: str) -> None:

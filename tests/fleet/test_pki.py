@@ -404,6 +404,29 @@ def test_revoke_marks_device_and_is_idempotent(fleet: Fleet) -> None:
     assert device.revoked_at == LATER + timedelta(hours=1)
 
 
+def test_quarantine_keeps_first_time_survives_other_changes_and_releases(fleet: Fleet) -> None:
+    bundle = fleet.enroll(request_pem(), PASSPHRASE, now=LATER)
+    device_id = bundle.device_id
+    assert not fleet.device(device_id).quarantined
+    fleet.quarantine(device_id, now=LATER + timedelta(hours=1))
+    fleet.quarantine(device_id, now=LATER + timedelta(hours=2))
+    fleet.set_cohort(device_id, "canary")  # another change keeps the quarantine
+    fleet.revoke(device_id, now=LATER + timedelta(hours=3))
+    device = Fleet.open(fleet.directory).device(device_id)
+    assert device.quarantined and device.revoked and device.cohort == "canary"
+    assert device.quarantined_at == LATER + timedelta(hours=1)
+    released = fleet.release(device_id)
+    assert not released.quarantined and released.revoked
+    assert fleet.release(device_id) == released  # a no-op the second time
+
+
+def test_quarantine_unknown_device_refused(fleet: Fleet) -> None:
+    with pytest.raises(UnknownDevice):
+        fleet.quarantine("0" * 64)
+    with pytest.raises(UnknownDevice):
+        fleet.release("0" * 64)
+
+
 def test_revoke_unknown_device_refused(fleet: Fleet) -> None:
     with pytest.raises(UnknownDevice):
         fleet.revoke("0" * 64)

@@ -190,3 +190,17 @@ def test_a_damaged_rollouts_file_does_not_cost_a_report_its_acknowledgement(
     _report_outcome(running, NAMES[0], fails=True)  # stored and acknowledged (200)
     assert running.store.device_status(running.devices[NAMES[0]].device_id).update.state \
         == "reverted"  # type: ignore[union-attr]
+
+
+def test_quarantined_device_reports_are_kept_but_it_is_offered_nothing(
+        running: Running) -> None:
+    _book(running).start("app", "1.1.0", TARGET, percent=100)
+    name = NAMES[0]
+    device_id = running.devices[name].device_id
+    assert _offer(running, name) is not None
+    running.fleet.quarantine(device_id)
+    assert _offer(running, name) is None  # the running server sees the changed status file
+    status, body = running.post(name, running.report(name))
+    assert status == 200, body  # its reports are still verified and stored: evidence
+    running.fleet.release(device_id)
+    assert _offer(running, name) is not None

@@ -1,9 +1,12 @@
-"""The store keeps each device's update state and installed versions, and its failures."""
+"""The store keeps each device's update state and installed versions, and its failures
+(both backends, through ``make_store``)."""
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from tinyward.fleet.store import DeviceUpdate, SQLiteStore, UpdateRecord
 from tinyward.trust.report import Report, UpdateStatus
@@ -16,8 +19,8 @@ def _r(device: str, seq: int, update: UpdateStatus | None = None) -> tuple[Repor
 
 
 def test_the_latest_update_state_is_kept_and_a_report_without_one_keeps_it(
-        tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "f.db")
+        make_store: Callable[..., Any]) -> None:
+    store = make_store()
     store.append(A, [_r(A, 1, UpdateStatus("trial", {"app": "1.1.0"}, None, ("app", "1.1.0"))),
                      _r(A, 2, UpdateStatus("accepted", {"app": "1.1.0", "model": "2.0.0"}))],
                  received_at=5)
@@ -36,8 +39,8 @@ def test_the_latest_update_state_is_kept_and_a_report_without_one_keeps_it(
     assert store.device_status(B).update is None  # type: ignore[union-attr]
 
 
-def test_failures_are_kept_per_target_for_the_rollouts(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "f.db")
+def test_failures_are_kept_per_target_for_the_rollouts(make_store: Callable[..., Any]) -> None:
+    store = make_store()
     store.append(A, [_r(A, 1, UpdateStatus("reverted", {"app": "1.0.0"}, "crash",
                                            ("app", "1.1.0"))),
                      _r(A, 2, UpdateStatus("idle", {"app": "1.0.0"}))], received_at=50)

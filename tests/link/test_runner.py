@@ -54,7 +54,9 @@ def test_reports_wait_while_the_server_is_down_and_arrive_in_order_later(world: 
     offline = DeviceRunner(device, f"https://127.0.0.1:{port}", counted(3, drain=0.0),
                            SimulatedSensor(seed=2))
     stats = offline.run()
-    assert stats.generated == 3 and stats.failures >= 1
+    # Whether a connection was tried before the run ended depends on the machine's load
+    # (drain=0: the run ends when the last report is made), so only the queue is asserted.
+    assert stats.generated == 3 and stats.acked_seqs == []
     queued = [seq for seq, _ in ReportQueue(Device.open(device.directory).storage).pending()]
     assert queued == [1, 2, 3]
     with LiveFleetServer(world.fleet, port=port) as server:

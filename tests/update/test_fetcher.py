@@ -184,3 +184,101 @@ def test_an_offer_of_an_unknown_component_is_ignored_not_reported() -> None:
         channel.answer(chunks.IDLE_REQUEST, chunks.Frame(
             0, offer=chunks.OfferWire(component, f"{component}-1.0.0.tar", "1.0.0")))
     assert offers == [Offer("app", "app-1.0.0.tar", Version(1, 0, 0))]
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_failed_download_is_tried_again_after_its_backoff(tmp_path: Path) -> None:
+    repo = TufRepo(tmp_path / "repo")
+    path = repo.add_target("model", "1.2.0", b"m" * 900)
+    repo.publish()
+    got: list = []
+    clock = FakeClock()
+    client = UpdateClient(device_id=DEVICE, trusted_root=repo.root_bytes,
+                          product_class=PRODUCT, workdir=tmp_path / "d",
+                          on_verified=lambda *a: got.append(a), clock=clock,
+                          config=UpdateClientConfig(chunk_size=256, chunk_timeout=0.2,
+                                                    retry_after=60, max_retry_after=100))
+    offer = Offer("model", path, Version(1, 2, 0))
+    client.offer(offer)  # nobody answers: slow retrieval
+    client.join(10)
+    assert client.status()["state"] == "failed" and client.status()["why"] == "slow-retrieval"
+    client.offer(offer)
+    assert not client.busy  # not before the backoff
+    clock.now += 60
+    with Pump(client.channel, ChunkServer(repo.dir, chunks_config(256))):
+        client.offer(offer)
+        client.join(30)
+    assert client.status()["state"] == "staged" and len(got) == 1
+
+
+def test_backoff_doubles_up_to_its_cap(tmp_path: Path) -> None:
+    repo = TufRepo(tmp_path / "repo")
+    clock = FakeClock()
+    client = UpdateClient(device_id=DEVICE, trusted_root=repo.root_bytes,
+                          product_class=PRODUCT, workdir=tmp_path / "d",
+                          on_verified=lambda *a: None, clock=clock,
+                          config=UpdateClientConfig(chunk_timeout=0.05, retry_after=10,
+                                                    max_retry_after=25))
+    offer = Offer("app", "app-1.0.0.bin", Version(1, 0, 0))
+    waits = []
+    for _ in range(3):
+        start = clock.now
+        client.offer(offer)
+        client.join(10)
+        while not client.busy:  # find when the next try starts, a second at a time
+            clock.now += 1
+            client.offer(offer)
+            if clock.now - start > 100:
+                break
+        client.join(10)
+        waits.append(clock.now - start)
+    assert waits == [10, 20, 25]
+
+
+def test_a_refused_target_is_not_tried_again(tmp_path: Path) -> None:
+    repo = TufRepo(tmp_path / "repo")
+    path = repo.add_target("app", "2.0.0", b"x" * 500, product_class="other-sensor")
+    repo.publish()
+    clock = FakeClock()
+    client = UpdateClient(device_id=DEVICE, trusted_root=repo.root_bytes,
+                          product_class=PRODUCT, workdir=tmp_path / "d",
+                          on_verified=lambda *a: None, clock=clock,
+                          config=UpdateClientConfig(chunk_size=256, chunk_timeout=30))
+    offer = Offer("app", path, Version(2, 0, 0))
+    with Pump(client.channel, ChunkServer(repo.dir, chunks_config(256))):
+        client.offer(offer)
+        client.join(30)
+        assert client.status()["why"] == "wrong-product"
+        clock.now += 10**6
+        client.offer(offer)
+        assert not client.busy
+
+
+def test_attack_server_answering_each_chunk_just_in_time_hits_the_overall_deadline() -> None:
+    from tuf.api import exceptions as tuf_errors
+
+    from tinyward.update.fetcher import ChunkFetcher
+    channel = ChunkChannel()
+    clock = FakeClock()
+
+    def slow_but_on_time(request: chunks.FetchRequest) -> chunks.Frame:
+        clock.now += 50  # within the per-chunk timeout every time
+        return chunks.Frame(0, chunks.DATA, request.handle, request.offset, 10**6,
+                            b"z" * 256)
+    thread = _scripted(channel, slow_but_on_time)
+    fetcher = ChunkFetcher(channel, chunk_size=256, timeout=60, deadline=clock.now + 500,
+                           clock=clock)
+    try:
+        with pytest.raises(tuf_errors.SlowRetrievalError, match="overall deadline"):
+            list(fetcher._fetch("tinyward:/targets/x"))
+        assert fetcher.fetched <= 11 * 256  # it stopped after about 500 / 50 chunks
+    finally:
+        channel.close()
+        thread.join(5)

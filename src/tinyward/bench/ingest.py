@@ -3,7 +3,8 @@
 Everything is real: a fleet made for the run, devices enrolled with real CSRs, real
 signed and padded reports (signed *before* the clock starts), the real server started as
 a subprocess (``tinyward fleet serve``, N worker processes) speaking mutual TLS 1.3, and
-SQLite committing with ``synchronous=FULL``. Each simulated device holds one TLS
+SQLite committing with ``synchronous=FULL`` (or, with ``db_url``, PostgreSQL with
+``synchronous_commit = on``). Each simulated device holds one TLS
 connection and sends its reports in order, waiting for each acknowledgement as a device
 does (batches of ``--batch`` reports per request; ``--batch 1`` uses ``POST /v1/reports``).
 
@@ -31,7 +32,6 @@ import asyncio
 import contextlib
 import os
 import re
-import sqlite3
 import ssl
 import statistics
 import subprocess
@@ -48,6 +48,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tinyward.fleet.pki import Fleet
+from tinyward.fleet.store import open_store
 from tinyward.lab.fleetproc import server_environment
 from tinyward.lab.simdevice import SimulatedDevice
 
@@ -77,6 +78,10 @@ class IngestResult:
     connect_seconds: float = 0.0
     connect_server_cpu_seconds: float = 0.0
     connect_client_cpu_seconds: float = 0.0
+    #: CPU seconds of the database server's own processes in the timed phase (PostgreSQL
+    #: on this machine; None: SQLite, whose work is in the server's processes, or a
+    #: PostgreSQL server elsewhere).
+    database_cpu_seconds: float | None = None
 
     @property
     def reports_per_second_with_connect(self) -> float:
@@ -152,12 +157,12 @@ async def _send(connection: tuple[asyncio.StreamReader, asyncio.StreamWriter],
         writer.close()
 
 
-def _start_server(fleet_dir: Path, db: Path, workers: int) -> tuple[subprocess.Popen[str], int]:
+def _start_server(fleet_dir: Path, db: str, workers: int, log: Path
+                  ) -> tuple[subprocess.Popen[str], int]:
     env = server_environment(None)  # the server key is in clear (0600): no passphrase
-    log = db.with_suffix(".log")
     process = subprocess.Popen(
         [sys.executable, "-m", "tinyward", "fleet", "serve", str(fleet_dir), "--port", "0",
-         "--admin-port", "0", "--db", f"sqlite:///{db}", "--workers", str(workers),
+         "--admin-port", "0", "--db", db, "--workers", str(workers),
          "--rate", "1000000", "--burst", "1000000", "--max-connections-per-ip", "100000",
          # every simulated device connects from 127.0.0.1 at the same moment
          "--max-handshakes-per-ip", "5000"],
@@ -173,8 +178,13 @@ def _start_server(fleet_dir: Path, db: Path, workers: int) -> tuple[subprocess.P
 
 
 def run_ingest(devices: int, reports: int, batch: int = 50, workers: int = 2,
-               progress: object = None) -> IngestResult:
-    """Run the whole benchmark in a temporary folder and return its figures."""
+               progress: object = None, db_url: str | None = None) -> IngestResult:
+    """Run the whole benchmark in a temporary folder and return its figures.
+
+    ``db_url``: the server's database (default: a new SQLite file in that folder). A
+    PostgreSQL database is shared with whatever else it holds: the bench's devices are
+    new, and only their reports are counted.
+    """
     say = progress if callable(progress) else (lambda _text: None)
     with tempfile.TemporaryDirectory(prefix="tinyward-bench-") as tmp:
         folder = Path(tmp)
@@ -198,7 +208,10 @@ def run_ingest(devices: int, reports: int, batch: int = 50, workers: int = 2,
         contexts = [sim.client_context(folder / "tls") for sim in sims]
         say("measuring the ECDSA P-256 verification limit …")
         before_rate, before_wall = verifications_per_second()
-        process, port = _start_server(folder / "fleet", folder / "bench.db", workers)
+        db = db_url or f"sqlite:///{folder / 'bench.db'}"
+        postmaster = _postmaster(db) if db_url else None
+        database_between: list[float] = []
+        process, port = _start_server(folder / "fleet", db, workers, folder / "bench.log")
         try:
             say(f"connecting {devices} devices over mutual TLS 1.3 …")
             latencies: list[float] = []
@@ -215,6 +228,7 @@ def run_ingest(devices: int, reports: int, batch: int = 50, workers: int = 2,
                 connect_seconds = await _server_settled(process.pid) - start
                 connect_client = time.process_time() - client_before
                 server_between = _cpu_by_process(process.pid)
+                database_between.append(_database_cpu(postmaster))
                 say(f"{devices} devices connected; sending {reports} reports …")
                 # Phase 2, timed: every device sends its reports, each waiting for its acks.
                 client_before = time.process_time()
@@ -228,6 +242,8 @@ def run_ingest(devices: int, reports: int, batch: int = 50, workers: int = 2,
 
             phases = asyncio.run(drive())
             workers_after = _cpu_by_process(process.pid)
+            database_cpu = (_database_cpu(postmaster) - database_between[0]
+                            if postmaster is not None else None)
             per_worker = tuple(workers_after[pid] - phases.server_between.get(pid, 0.0)
                                for pid in sorted(workers_after))
             server_cpu = sum(per_worker)
@@ -241,13 +257,7 @@ def run_ingest(devices: int, reports: int, batch: int = 50, workers: int = 2,
         say("measuring the ECDSA P-256 verification limit again …")
         after_rate, after_wall = verifications_per_second()
         verify_rate, verify_wall = (before_rate + after_rate) / 2, (before_wall + after_wall) / 2
-        with sqlite3.connect(folder / "bench.db") as db:
-            stored = db.execute("SELECT COUNT(*) FROM reports").fetchone()[0]
-            distinct = db.execute(
-                "SELECT COUNT(*) FROM (SELECT DISTINCT device_id, seq FROM reports)").fetchone()[0]
-        if stored != reports or distinct != reports:
-            raise RuntimeError(f"the database holds {stored} reports ({distinct} distinct), "
-                               f"expected {reports}")
+        stored = _check_stored(db, [sim.device_id for sim in sims], per_device)
         cut = sorted(latencies)
         return IngestResult(
             devices=devices, reports=reports, batch=batch, workers=workers,
@@ -259,7 +269,47 @@ def run_ingest(devices: int, reports: int, batch: int = 50, workers: int = 2,
             server_cpu_seconds=server_cpu, client_cpu_seconds=phases.client_cpu,
             worker_cpu_seconds=per_worker, connect_seconds=phases.connect_seconds,
             connect_server_cpu_seconds=connect_server,
-            connect_client_cpu_seconds=phases.connect_client_cpu)
+            connect_client_cpu_seconds=phases.connect_client_cpu,
+            database_cpu_seconds=database_cpu)
+
+
+def _check_stored(db_url: str, device_ids: list[str], expected: list[int]) -> int:
+    """Read the database back: each device's reports 1..n, each exactly once (rows, last
+    sequence number and counter agree). Returns the number of rows."""
+    store = open_store(db_url)
+    try:
+        for device_id, count in zip(device_ids, expected, strict=True):
+            rows, status = store.count_reports(device_id), store.device_status(device_id)  # type: ignore[attr-defined]
+            if status is None or not rows == status.reports == status.last_seq == count:
+                raise RuntimeError(f"device {device_id}: {rows} rows stored, status {status}, "
+                                   f"expected reports 1 to {count} once each")
+    finally:
+        store.close()
+    return sum(expected)
+
+
+def _postmaster(db_url: str) -> int | None:
+    """The PID of the PostgreSQL server behind ``db_url`` if it runs on this machine and
+    the role may read its data directory's name (a superuser); None otherwise."""
+    import psycopg
+
+    from tinyward.fleet.store_pg import parse_url
+
+    try:
+        with psycopg.connect(parse_url(db_url)[0]) as connection:
+            row = connection.execute("SELECT current_setting('data_directory')").fetchone()
+        pid = int((Path(str(row[0])) / "postmaster.pid").read_text().split()[0]) if row else 0
+        return pid if psutil.pid_exists(pid) else None
+    except (psycopg.Error, OSError, ValueError, IndexError):
+        return None
+
+
+def _database_cpu(postmaster: int | None) -> float:
+    """CPU seconds used so far by the PostgreSQL server's processes (0 if unknown).
+
+    Backends that have exited since are missed; the server's pooled connections live
+    through the run."""
+    return sum(_cpu_by_process(postmaster).values()) if postmaster is not None else 0.0
 
 
 async def _server_settled(pid: int, timeout: float = 10.0) -> float:

@@ -89,11 +89,23 @@ def _server_url(_ctx: click.Context, _param: click.Parameter, value: str) -> str
                    "or 64 bytes): it claims the mode and the protections in force in this run.")
 @click.option("--attest-out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Where to write that token (with --attest-nonce).")
+@click.option("--watch", "watch_iface", default=None, metavar="IFACE",
+              help="Watch this interface of the device's network namespace with the network "
+                   "detector (--net-model): the trusted core holds a capture socket "
+                   "(needs CAP_NET_RAW); alarms become incident counts in the next report. "
+                   "See docs/on-device-detection.md.")
+@click.option("--net-model", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              default=None, help="With --watch: a packet model from `tinyward detect train "
+                                 "BENIGN.pcap` (int8 kinds score as the C export does).")
+@click.option("--sensor-model", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              default=None, help="With --app: score the application's input frames for "
+                                 "tampering with this model (`detect train --sensors`).")
 def run(directory: Path, server: str, air_gapped: bool, interval: float | None, size: int,
         duration: float | None, drain: float, queue_capacity: int, app_manifest: Path | None,
         frames_csv: Path | None, fault_window: float | None, event_rate: float,
         seed: int | None, status_file: Path | None, backoff_max: float, verbose: bool,
-        attest_nonce: str | None, attest_out: Path | None, slots_dir: Path | None) -> None:
+        attest_nonce: str | None, attest_out: Path | None, slots_dir: Path | None,
+        watch_iface: str | None, net_model: Path | None, sensor_model: Path | None) -> None:
     """Run the device in DIRECTORY: constant-rate signed reports over pinned mutual TLS.
 
     The device opens no listening socket. SIGTERM or Ctrl-C stops it cleanly; queued
@@ -102,6 +114,14 @@ def run(directory: Path, server: str, air_gapped: bool, interval: float | None, 
     """
     from tinyward.trust.device import Device
 
+    if (watch_iface is None) != (net_model is None):
+        raise click.UsageError("--watch and --net-model go together")
+    if sensor_model is not None and app_manifest is None:
+        raise click.UsageError("--sensor-model scores the application's input frames: "
+                               "it needs --app")
+    if air_gapped and (watch_iface is not None or sensor_model is not None):
+        raise click.UsageError("--watch and --sensor-model report incidents to the fleet: "
+                               "not with --air-gapped")
     if air_gapped:
         # First of all, before anything is opened or started (the sandbox inherits it all):
         # inherited descriptors closed, an empty network namespace (as root), the filter.
@@ -143,20 +163,30 @@ def run(directory: Path, server: str, air_gapped: bool, interval: float | None, 
     # Signed updates (None unless the bundle carries an update root): the agent's power-cut
     # recovery runs now, before anything is started from its slots.
     running: dict[str, Any] = {}
+    # Models are read (and refused) before anything starts; the capture socket is opened
+    # before the application, which never gets it.
+    from tinyward.link.watch_device import DeviceWatch
+
+    watch = DeviceWatch.start(watch_iface, net_model, sensor_model)
+    click.get_current_context().call_on_close(watch.close)
+    for line in watch.describe():
+        click.echo(f"watch: {line}", err=True)
     update = _device_updates(device, interval, running, slots_dir)
     if update is not None:
         app_manifest = _installed_app(update, app_manifest)
     source = (SimulatedSensor(event_rate, seed) if app_manifest is None
-              else _app_source(app_manifest, frames_csv, seed, directory, fault_window))
+              else _app_source(app_manifest, frames_csv, seed, directory, fault_window,
+                               watch.tap))
     _started(lock, directory, source, [], attest, app_manifest, update)
-    watched = WatchedSource(source)
+    watched = WatchedSource(source, watch.totals)
     if update is not None:
         running["restart"] = lambda component: _after_acceptance(
             component, update, watched, lock, directory, attest, frames_csv, seed, fault_window,
-            app_manifest)
+            app_manifest, watch.tap)
     runner = DeviceRunner(device, server, config, watched, status_file=status_file,
                           fetch=update.channel if update else None,
-                          update_status=update.status if update else None)
+                          update_status=update.status if update else None,
+                          watch_status=watch.status if watch.active else None)
     running["runner"] = runner
     click.echo(f"device {device.device_id[:16]}… reporting to {server} every {interval:g} s, "
                f"{size} bytes per report (~{bandwidth_bytes_per_hour(config.shaper):,.0f} B/h "
@@ -173,6 +203,9 @@ def run(directory: Path, server: str, air_gapped: bool, interval: float | None, 
         close = getattr(source, "close", None)
         if callable(close):
             close()
+        watch.close()
+    for line in watch.summary():
+        click.echo(f"watch: {line}", err=True)
     click.echo(
         f"stopped: {stats.generated} reports made, acknowledged up to #{runner.queue.acked}, "
         f"{len(runner.queue)} still queued (kept for the next run), "
@@ -218,8 +251,12 @@ class WatchedSource:
     :meth:`replace` swaps the source (the app restarted after an accepted update) between
     two reports; incident totals carry over, so the report's deltas stay right."""
 
-    def __init__(self, source: Any) -> None:
+    def __init__(self, source: Any,
+                 watch: Callable[[], Mapping[str, int]] | None = None) -> None:
+        """``watch``: the core's own detectors' running incident totals (added to the
+        source's; see link/watch_device.py)."""
         self._source = source
+        self._watch = watch
         self._lock = threading.Lock()
         self._retired: dict[str, int] = {}  # incident totals of replaced sources
         self.latest: Mapping[str, Any] | None = None
@@ -238,6 +275,8 @@ class WatchedSource:
             totals = dict(self._retired)
             for kind, n in (dict(counter()) if callable(counter) else {}).items():
                 totals[kind] = totals.get(kind, 0) + n
+        for kind, n in (dict(self._watch()) if self._watch is not None else {}).items():
+            totals[kind] = totals.get(kind, 0) + n
         return totals
 
     def replace(self, source: Any) -> Any:
@@ -379,7 +418,8 @@ def _started(lock: Any, directory: Path, source: Any, airgap: list[str],
 
 
 def _app_source(manifest_path: Path, frames_csv: Path | None, seed: int | None,
-                device_dir: Path, fault_window: float | None = None) -> Any:
+                device_dir: Path, fault_window: float | None = None,
+                tap: Callable[[Any, tuple[str, ...]], Any] | None = None) -> Any:
     """The sandboxed application as the results source (tinyward.app).
 
     The device folder (root key, keystore, storage) is always a secret path, and the
@@ -404,6 +444,8 @@ def _app_source(manifest_path: Path, frames_csv: Path | None, seed: int | None,
         click.echo(f"  [{'on ' if p.active else 'off'}] {p.name}: {p.reason}", err=True)
     frames = (iter(csv_frames(frames_csv, manifest)) if frames_csv is not None
               else simulated_frames(manifest, seed or 0))
+    if tap is not None:  # the core scores each frame before the application gets it
+        frames = tap(frames, tuple(manifest.input.channels))
     supervision = SupervisorConfig() if fault_window is None else SupervisorConfig(
         fault_window_s=fault_window)
     source = AppResultSource.start(manifest, frames, supervision, sandbox_config=config)
@@ -518,7 +560,8 @@ def _installed_app(updates: Any, app_manifest: Path | None) -> Path | None:
 def _after_acceptance(component: str, updates: Any, watched: WatchedSource, lock: Any,
                       directory: Path, attest: tuple[bytes, Path] | None,
                       frames_csv: Path | None, seed: int | None,
-                      fault_window: float | None, app_manifest: Path | None) -> None:
+                      fault_window: float | None, app_manifest: Path | None,
+                      tap: Callable[[Any, tuple[str, ...]], Any] | None = None) -> None:
     """After an accepted update (in the update's thread): an app is restarted from its new
     slot, between two reports; the attestation token, if one was asked, is signed again
     so that it shows the new measurement."""
@@ -529,7 +572,7 @@ def _after_acceptance(component: str, updates: Any, watched: WatchedSource, lock
         if content is None:
             return
         manifest = Path(content) / "sensor.toml"
-        fresh = _app_source(manifest, frames_csv, seed, directory, fault_window)
+        fresh = _app_source(manifest, frames_csv, seed, directory, fault_window, tap)
         old = watched.replace(fresh)
         close = getattr(old, "close", None)
         if callable(close):

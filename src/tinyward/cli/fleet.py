@@ -293,71 +293,6 @@ def set_cohort(fleet_dir: Path, device_id: str, cohort: str | None, clear: bool)
                + (f"cohort {changed.cohort}" if changed.cohort else "no cohort"))
 
 
-def _update_states(fleet_dir: Path, db_url: str | None) -> dict[str, object]:
-    """Each reporting device's last update status, from the report database (none yet:
-    no database, or the fleet extra's store is not there)."""
-    from tinyward.fleet.store import open_store
-
-    url = db_url or f"sqlite:///{(fleet_dir / 'reports.db').absolute()}"
-    if db_url is None and not (fleet_dir / "reports.db").exists():
-        return {}
-    store = open_store(url)
-    try:
-        found: dict[str, object] = {}
-        offset = 0
-        while True:  # pages: a large fleet is never one query's worth of rows
-            page = store.devices(limit=1000, offset=offset)
-            found.update((status.device_id, status.update) for status in page)
-            if len(page) < 1000:
-                return found
-            offset += 1000
-    finally:
-        store.close()
-
-
-@fleet.command("devices")
-@click.argument("fleet_dir", type=_EXISTING_DIR)
-@click.option("--db", "db_url", default=None,
-              help="Report database, for each device's update state and versions "
-              "[default: sqlite:///FLEET_DIR/reports.db if it exists].")
-def devices(fleet_dir: Path, db_url: str | None) -> None:
-    """List the devices enrolled in FLEET_DIR, revoked ones included, with each one's
-    cohort, update state and installed versions (from its latest report that had them)."""
-    from tinyward.fleet.store import DeviceUpdate
-
-    opened = Fleet.open(fleet_dir)
-    updates = _update_states(fleet_dir, db_url)
-    table = Table(title=f"fleet {opened.fleet_id}")
-    table.add_column("device ID", no_wrap=True)
-    table.add_column("enrolled", no_wrap=True)
-    table.add_column("report interval", no_wrap=True)
-    table.add_column("revoked", no_wrap=True)
-    table.add_column("cohort", no_wrap=True)
-    table.add_column("update", no_wrap=True)
-    table.add_column("versions", no_wrap=True)
-    for device in opened.devices():
-        revoked = "no"
-        if device.revoked:
-            revoked = (
-                f"yes, {device.revoked_at.isoformat(timespec='seconds')}"
-                if device.revoked_at
-                else "yes"
-            )
-        interval = (f"{device.report_interval:g} s" if device.report_interval is not None
-                    else "none (server fallback)")
-        update = updates.get(device.device_id)
-        state, versions = "-", "-"
-        if isinstance(update, DeviceUpdate):
-            state = update.state + (f" ({update.why})" if update.why else "")
-            versions = " ".join(f"{c} {v}" for c, v in update.versions.items()) or "-"
-        table.add_row(device.device_id, device.enrolled_at.isoformat(timespec="seconds"),
-                      interval, revoked, device.cohort or "-", state, versions)
-    console = Console()
-    if not console.is_terminal:
-        console.width = 240  # device IDs are 64 characters; never cut them in a pipe
-    console.print(table)
-
-
 @fleet.command("show")
 @click.argument("fleet_dir", type=_EXISTING_DIR)
 def show(fleet_dir: Path) -> None:
@@ -531,3 +466,13 @@ from tinyward.cli.fleet_serve import admin_token, serve  # noqa: E402
 
 fleet.add_command(serve)
 fleet.add_command(admin_token)
+
+# The operator's views (reports, incidents, devices with their state): cli/fleet_ops.py.
+from tinyward.cli.fleet_ops import devices, incidents, reports  # noqa: E402
+
+for _command in (devices, incidents, reports):
+    fleet.add_command(_command)
+
+from tinyward.cli.fleet_dashboard import dashboard_password  # noqa: E402
+
+fleet.add_command(dashboard_password)

@@ -93,7 +93,7 @@ def bench() -> None:
 _AREAS: tuple[tuple[str, str, tuple[str, ...], tuple[str, ...]], ...] = (
     ("demo", "all", ("demo",), ("shaping",)),
     ("fleet", "fleet", ("fleet",), ("fleet",)),
-    ("fleet_serve", "fleet", (), ("ingest",)),
+    ("fleet_serve", "fleet", (), ("ingest", "handshake")),
     ("update_rollout", "fleet", ("rollout",), ()),
     ("update", "fleet", ("update",), ()),
     ("device", "device", ("device",), ("trust",)),
@@ -105,6 +105,8 @@ _AREAS: tuple[tuple[str, str, tuple[str, ...], tuple[str, ...]], ...] = (
     ("inspect", "device", ("inspect",), ()),
     ("bench_update", "all", (), ("update",)),
     ("bench_fleetload", "all", (), ("fleetload",)),
+    ("bench_watch", "all", (), ("watch",)),
+    ("assess", "device", ("assess",), ()),
 )
 
 

@@ -466,3 +466,12 @@ def _decode(ts: float, linktype: int, frame: bytes, strip: bool, stats: ReadStat
         flags,
         payload,
     )
+
+
+def decode_frame(ts: float, linktype: int, frame: bytes, *, strip_tcp_options: bool = False,
+                 stats: ReadStats | None = None) -> Packet | None:
+    """One live frame (e.g. from a capture socket) as a :class:`Packet`, exactly as a
+    capture file's frame of the same link type would be read; None for a non-IP or
+    malformed frame (counted in ``stats``). A frame cut short after its headers (a capture
+    snap length) keeps its IP total length as its size."""
+    return _decode(ts, linktype, frame, strip_tcp_options, stats or ReadStats())

@@ -27,7 +27,7 @@ runs on the device with features it was not trained on. Each feature family maps
 C expressions in ``_FAMILY_OUTPUTS`` (keyed like ``sensorfeatures.FAMILIES``); a new
 family of the Python extractor needs an entry there and its arithmetic in the header and
 in :class:`SensorReference`. Both the v1 extractor (fixed floors) and the v2 one
-(resolution floors, yardstick, z/slope/step families) are implemented; which one is told
+(resolution floors, yardstick, z/slope/step/rough families) are implemented; which one is told
 by the model's own state.
 """
 
@@ -101,7 +101,8 @@ _STATE_KEYS = frozenset({
 _STATE_KEYS_V2 = frozenset({
     "quantum", "repeat_high", "z_center", "z_scale", "zspike_threshold", "slope_center",
     "slope_scale", "step_threshold", "yard_init", "zcusum", "slope_cusum", "yard", "slope",
-    "trend", "hold", "step_hold", "yard_n",
+    "trend", "hold", "step_hold", "yard_n", "rough_center", "rough_scale", "rough_init",
+    "rough_ref", "rough_n",
 })
 
 
@@ -129,8 +130,9 @@ _FAMILY_OUTPUTS: dict[str, dict[str, str]] = {
     "zspike": {"zspike_hold": "log1p(st->hold)"},
     "zslope": {"zslope_max": "log1p(zslope)", "zslope_cusum": "log1p(zslope_cusum)"},
     "zstep": {"zstep_hold": "log1p(st->step_hold)"},
+    "zrough": {"zrough_max": "log1p(zrough)"},
 }
-_V2_ONLY = ("zlevel", "zresid", "zcusum", "zspike", "zslope", "zstep")
+_V2_ONLY = ("zlevel", "zresid", "zcusum", "zspike", "zslope", "zstep", "zrough")
 _PER_CHANNEL = {"level_dev": "DEV0", "spread": "SPREAD", "residual_dev": "DEV1"}
 
 
@@ -203,15 +205,16 @@ def check_exportable(extractor: SensorFeatureExtractor) -> None:
 def state_bytes(channels: int, window: int, history: int, *, v2: bool = False) -> int:
     """Bytes of ``<prefix>_state`` (8-byte doubles, 4-byte counters, no padding on
     x86-64 or ARM EABI): ``8 c (history + window + 18) + 16``, and for the v2 extractor
-    ``8 c (history + window + 36) + 48``.
+    ``8 c (history + window + 37) + 56``.
 
     The ring of standardised samples (history + window rows) is most of it; the 18 rows
     of c doubles are the previous level (1), slow baselines (2), local scales (3),
     CUSUMs (4) and the per-window work area (8). v2 adds the yardstick (4) and its trend
     (2), its CUSUMs (4), the slope baseline (1) and CUSUMs (2), 5 more work rows, two
-    held doubles, the yardstick's sample count (a double) and two counters."""
+    held doubles, the yardstick's sample count (a double) and two counters; then zrough's
+    reference (1) and its window count (a double)."""
     if v2:
-        return 8 * channels * (history + window + 36) + 48
+        return 8 * channels * (history + window + 37) + 56
     return 8 * channels * (history + window + 18) + 16
 
 
@@ -289,6 +292,9 @@ def _profile(e: SensorFeatureExtractor) -> dict[str, np.ndarray | float]:
         "YARD_INIT": v2.yard_init, "T": t, "TT": float(t @ t), "YARD_A_MIN": a,
         "BETA": beta,
         "DECAY": 2.0 ** (-1.0 / cfg2.hold_halflife),
+        "ROUGH_C": getattr(e, "rough_center", np.zeros(c)),
+        "ROUGH_S": getattr(e, "rough_scale", np.ones(c)),
+        "ROUGH_INIT": getattr(e, "rough_init", np.ones(c)),
     }
 
 
@@ -296,6 +302,8 @@ def _v2_tables(p: str, P: str, e: Any, f: dict[str, np.ndarray | float]) -> str:
     c = len(e.channels)
     yard = e._yard if e._yard is not None else np.zeros((4, c))
     slope = e._slope if e._slope is not None else np.zeros(c)
+    rough_ref = getattr(e, "_rough_ref", None)
+    rough_ref = rough_ref if rough_ref is not None else np.zeros(c)
 
     def arr(name: str, value: object, rows: int = 0) -> str:
         v = np.asarray(value, dtype=np.float64)
@@ -312,6 +320,8 @@ def _v2_tables(p: str, P: str, e: Any, f: dict[str, np.ndarray | float]) -> str:
         + arr("zspike_threshold", f["ZSPIKE_THR"]) + arr("slope_center", f["SLOPE_C"])
         + arr("slope_scale", f["SLOPE_S"]) + arr("step_threshold", f["STEP_THR"])
         + arr("yard_init", f["YARD_INIT"], 2)
+        + arr("rough_center", f["ROUGH_C"]) + arr("rough_scale", f["ROUGH_S"])
+        + arr("rough_init", f["ROUGH_INIT"])
         + f"static const double {p}_t[{P}_WINDOW] = {{\n    {_table(np.asarray(f['T']))}\n}};\n"
         + f"static const double {p}_tt = {_hex(float(f['TT']))};\n"
         + f"static const double {p}_yard_a_min = {_hex(float(f['YARD_A_MIN']))};\n"
@@ -325,6 +335,8 @@ def _v2_tables(p: str, P: str, e: Any, f: dict[str, np.ndarray | float]) -> str:
         + f"static const double {p}_trained_hold = {_hex(float(e._hold))};\n"
         + f"static const double {p}_trained_step_hold = {_hex(float(e._step_hold))};\n"
         + f"static const double {p}_trained_yard_n = {_hex(float(e._yard_n))};\n"
+        + arr("trained_rough_ref", rough_ref)
+        + f"static const double {p}_trained_rough_n = {_hex(float(getattr(e, '_rough_n', 0.0)))};\n"
     )
 
 
@@ -351,6 +363,7 @@ def render_sensorfeatures_h(extractor: SensorFeatureExtractor, prefix: str = "tw
         | (4 if e._local is not None else 0)
         | (8 if v2 and getattr(e, "_yard", None) is not None else 0)
         | (16 if v2 and getattr(e, "_slope", None) is not None else 0)
+        | (32 if v2 and getattr(e, "_rough_ref", None) is not None else 0)
     )
     zero_c = np.zeros(c)
     prev = e._prev_level if e._prev_level is not None else zero_c
@@ -376,7 +389,7 @@ def render_sensorfeatures_h(extractor: SensorFeatureExtractor, prefix: str = "tw
         "V2": 1 if v2 else 0,
         "TREND": 1 if v2 and int(getattr(cfg, "trend_halflife", 0)) else 0,
         "SIZE": size,
-        "FORMULA": "8 * C * (HISTORY + WINDOW + 36) + 48" if v2 else
+        "FORMULA": "8 * C * (HISTORY + WINDOW + 37) + 56" if v2 else
                    "8 * C * (HISTORY + WINDOW + 18) + 16",
         "OPS": ops_per_window(c, cfg.window, cfg.history, cfg.min_replay_lag),
         "N_HIST": len(e._history),
@@ -496,7 +509,7 @@ typedef struct {
     uint32_t filled;     /* valid rows (at most @P@_RING) */
     uint32_t to_next;    /* rows until the next window completes */
     uint32_t flags;      /* set: 1 prev_level, 2 baseline, 4 local scales, 8 yardstick,
-                            16 slope baseline */
+                            16 slope baseline, 32 roughness reference */
 #if @P@_V2
     uint32_t unfed;      /* rows not yet fed to the yardstick (the newest ones) */
     uint32_t spare;
@@ -508,6 +521,8 @@ typedef struct {
     double zcusum[4][@P@_N_CHANNELS];    /* zlevel+, zresid+, zlevel-, zresid- */
     double slope[@P@_N_CHANNELS];        /* EWMA of window slopes */
     double slope_cusum[2][@P@_N_CHANNELS];
+    double rough_n;      /* windows in the roughness reference (benign's prior: one) */
+    double rough_ref[@P@_N_CHANNELS];    /* zrough: reference mean |step| (+q) */
 #endif
     double prev_level[@P@_N_CHANNELS];
     double baseline[2][@P@_N_CHANNELS];  /* slow baselines: level, residual mean */
@@ -648,6 +663,8 @@ static const double @p@_trained_cusum[4][@P@_N_CHANNELS] = {
     memcpy(st->zcusum, @p@_trained_zcusum, sizeof st->zcusum);
     memcpy(st->slope, @p@_trained_slope, sizeof st->slope);
     memcpy(st->slope_cusum, @p@_trained_slope_cusum, sizeof st->slope_cusum);
+    st->rough_n = @p@_trained_rough_n;
+    memcpy(st->rough_ref, @p@_trained_rough_ref, sizeof st->rough_ref);
 #endif
 }
 
@@ -815,7 +832,7 @@ static void @p@_window(@p@_state *st, double out[@P@_N_FEATURES])
     const int have_local = (st->flags & 4u) != 0u;
 #if @P@_V2
     double zlevel = 0.0, zresid = 0.0, zlevel_cusum = 0.0, zresid_cusum = 0.0;
-    double zslope = 0.0, zslope_cusum = 0.0, now;
+    double zslope = 0.0, zslope_cusum = 0.0, now, zrough;
 
     @p@_feed(st);
 #endif
@@ -1009,6 +1026,25 @@ static void @p@_window(@p@_state *st, double out[@P@_N_FEATURES])
         const double v = DMAX[ch] / st->local[2][ch] / @p@_step_threshold[ch];
         if (v > now) now = v;
     }
+    /* zrough: log of this window's mean |step| over its reference, the running (then
+       EWMA) average of the earlier windows', which starts at benign's median */
+    if ((st->flags & 32u) == 0u) {
+        memcpy(st->rough_ref, @p@_rough_init, sizeof st->rough_ref);
+        st->rough_n = 1.0;
+        st->flags |= 32u;
+    }
+    zrough = 0.0;
+    st->rough_n = st->rough_n + 1.0;
+    {
+        double gain = 1.0 / st->rough_n;
+        if (gain < @p@_alpha) gain = @p@_alpha;
+        for (ch = 0; ch < @P@_N_CHANNELS; ch++) {
+            const double v = (log(DMEAN[ch] / st->rough_ref[ch]) - @p@_rough_center[ch])
+                             / @p@_rough_scale[ch];
+            if (v > zrough) zrough = v;
+            st->rough_ref[ch] = st->rough_ref[ch] + gain * (DMEAN[ch] - st->rough_ref[ch]);
+        }
+    }
 #endif
     for (ch = 0; ch < @P@_N_CHANNELS; ch++) {
         st->local[0][ch] = st->local[0][ch] + @p@_alpha * (SD[ch] - st->local[0][ch]);
@@ -1166,7 +1202,7 @@ class SensorFeatureFiles:
 
     @property
     def formula(self) -> str:
-        rows, extra = (36, 48) if self.v2 else (18, 16)
+        rows, extra = (37, 56) if self.v2 else (18, 16)
         return f"8 x channels x (history + window + {rows}) + {extra}"
 
 
@@ -1236,6 +1272,8 @@ class SensorReference:
         self.alpha = 1.0 - 2.0 ** (-1.0 / cfg.baseline_halflife)
         self.keep = 1.0 - self.alpha
         self.yard: np.ndarray | None = None
+        self.rough_ref: np.ndarray | None = None
+        self.rough_n = 0.0
         self.slope: np.ndarray | None = None
         if self.v2:
             v2: Any = e
@@ -1248,6 +1286,9 @@ class SensorReference:
             self.slope_cusum = v2._slope_cusum.copy()
             self.step_hold = float(v2._step_hold)
             self.yard_n = float(v2._yard_n)
+            ref = getattr(e, "_rough_ref", None)
+            self.rough_ref = None if ref is None else np.array(ref, dtype=np.float64)
+            self.rough_n = float(getattr(e, "_rough_n", 0.0))
 
     def transform(self, values: np.ndarray) -> np.ndarray:
         """Push sample rows (n, channels); return one feature row per completed window."""
@@ -1366,6 +1407,16 @@ class SensorReference:
         if self.v2:
             step_now = max(0.0, float(np.max(
                 np.max(diffs, axis=0) / self.local[2] / v2.step_threshold)))
+            now = local_now[2]
+            if self.rough_ref is None:
+                self.rough_ref = np.array(f["ROUGH_INIT"], dtype=np.float64)
+                self.rough_n = 1.0
+            rough = (_logs(now / self.rough_ref) - f["ROUGH_C"]) / f["ROUGH_S"]
+            self.rough_n = self.rough_n + 1.0
+            gain = 1.0 / self.rough_n
+            gain = self.alpha if gain < self.alpha else gain
+            self.rough_ref = self.rough_ref + gain * (now - self.rough_ref)
+            scalars["zrough_max"] = math.log1p(max(0.0, float(np.max(rough))))
         self.local = self.local + self.alpha * (local_now - self.local)
         if self.v2:
             scalars.update(self._v2_features(w, level, raw, wvar, spikes, step_now))

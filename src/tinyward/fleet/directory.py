@@ -47,6 +47,7 @@ class FleetDirectory:
         self._revoked: dict[str, tuple[tuple[int, int], bool]] = {}
         self._schedules: dict[str, float | None] = {}  # device -> declared report interval
         self._cohorts: dict[str, str | None] = {}  # device -> rollout cohort
+        self._quarantined: dict[str, bool] = {}  # device -> quarantined
         self._tls: dict[bytes, tuple[str, datetime]] = {}  # DER -> (device ID, not after)
 
     def report_key(self, device_id: str) -> ec.EllipticCurvePublicKey | None:
@@ -87,6 +88,11 @@ class FleetDirectory:
         not read yet); kept current like :meth:`report_interval`."""
         return self._cohorts.get(device_id)
 
+    def is_quarantined(self, device_id: str) -> bool:
+        """True if the device is quarantined, as last read from its status file (False:
+        not, or not read yet); kept current like :meth:`report_interval`."""
+        return self._quarantined.get(device_id, False)
+
     def _status_version(self, device_id: str) -> tuple[int, int] | None:
         """Which version of the device's status file is on disk (None: no such file)."""
         if not is_device_id(device_id):  # it becomes part of a path
@@ -109,9 +115,11 @@ class FleetDirectory:
                 self._revoked.clear()
                 self._schedules.clear()
                 self._cohorts.clear()
+                self._quarantined.clear()
             self._keys[device.device_id] = device.public_key("report")
             self._schedules[device.device_id] = device.report_interval
             self._cohorts[device.device_id] = device.cohort
+            self._quarantined[device.device_id] = device.quarantined
             if version is not None:
                 self._revoked[device.device_id] = (version, device.revoked)
 

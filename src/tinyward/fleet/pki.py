@@ -413,6 +413,15 @@ class EnrolledDevice:
     cohort: str | None = None
     #: The product the fleet enrolled it as (signed updates are per product class).
     product_class: str | None = None
+    #: When an administrator quarantined it (``fleet quarantine``, the dashboard), or None.
+    #: A quarantined device still authenticates and its reports are still verified and
+    #: stored (they are evidence), but it is offered no update.
+    quarantined_at: datetime | None = None
+
+    @property
+    def quarantined(self) -> bool:
+        """True while the device is quarantined (see :meth:`Fleet.quarantine`)."""
+        return self.quarantined_at is not None
 
     def public_key(self, purpose: str) -> ec.EllipticCurvePublicKey:
         """The device's public key for ``purpose`` (``tls``, ``report`` or ``attestation``).
@@ -1107,7 +1116,8 @@ class Fleet:
     @staticmethod
     def _status(device_id: str, enrolled_at: datetime, revoked_at: datetime | None,
                 report_interval: float | None, cohort: str | None = None,
-                product_class: str | None = None) -> bytes:
+                product_class: str | None = None,
+                quarantined_at: datetime | None = None) -> bytes:
         document: dict[str, Any] = {
             "format": STATUS_FORMAT,
             "device_id": device_id,
@@ -1123,6 +1133,8 @@ class Fleet:
             document["cohort"] = cohort
         if product_class is not None:  # optional too: devices enrolled before have none
             document["product_class"] = product_class
+        if quarantined_at is not None:  # optional too: absent means "not quarantined"
+            document["quarantined_at"] = quarantined_at.isoformat()
         return _json_bytes(document)
 
     def device(self, device_id: str) -> EnrolledDevice:
@@ -1159,6 +1171,9 @@ class Fleet:
             product_class = status.get("product_class")
             if product_class is not None and not is_product_class(product_class):
                 raise ValueError("product_class is not a name")
+            quarantined = status.get("quarantined_at")
+            quarantined_at = (None if quarantined is None
+                              else datetime.fromisoformat(quarantined))
             certificates = {
                 purpose: x509.load_pem_x509_certificate((path / f"{purpose}.cert.pem").read_bytes())
                 for purpose in PURPOSES
@@ -1167,7 +1182,7 @@ class Fleet:
                 BadRollout) as error:
             raise BadFleet(f"the files of device {device_id} are damaged ({error})") from None
         return EnrolledDevice(device_id, certificates, revoked, enrolled_at, revoked_at,
-                              interval, cohort, product_class)
+                              interval, cohort, product_class, quarantined_at)
 
     def devices(self) -> list[EnrolledDevice]:
         """Every enrolled device (revoked ones included), sorted by enrolment time, then ID.
@@ -1196,7 +1211,7 @@ class Fleet:
         atomic_write(
             self._device_path(device_id) / STATUS_FILE,
             self._status(device_id, device.enrolled_at, now, device.report_interval,
-                         device.cohort, device.product_class),
+                         device.cohort, device.product_class, device.quarantined_at),
         )
 
     def set_schedule(self, device_id: str, report_interval: float) -> EnrolledDevice:
@@ -1214,7 +1229,7 @@ class Fleet:
         atomic_write(
             self._device_path(device_id) / STATUS_FILE,
             self._status(device_id, device.enrolled_at, device.revoked_at, interval,
-                         device.cohort, device.product_class),
+                         device.cohort, device.product_class, device.quarantined_at),
         )
         return self.device(device_id)
 
@@ -1234,7 +1249,45 @@ class Fleet:
             self._device_path(device_id) / STATUS_FILE,
             self._status(device_id, device.enrolled_at, device.revoked_at,
                          device.report_interval, cohort,
-                         device.product_class),
+                         device.product_class, device.quarantined_at),
+        )
+        return self.device(device_id)
+
+    def quarantine(self, device_id: str, now: datetime | None = None) -> EnrolledDevice:
+        """Quarantine a device: it still connects and its reports are still verified and
+        stored (they are evidence), but it is offered no update until :meth:`release`.
+        Quarantining twice keeps the first time. A running server sees it at the device's
+        next request (a changed status file is re-read).
+
+        Raises:
+            UnknownDevice: malformed ID, or no such device in this fleet.
+            BadFleet: the device's files are damaged.
+        """
+        device = self.device(device_id)
+        if device.quarantined:
+            return device
+        atomic_write(
+            self._device_path(device_id) / STATUS_FILE,
+            self._status(device_id, device.enrolled_at, device.revoked_at,
+                         device.report_interval, device.cohort, device.product_class,
+                         _utc_now(now)),
+        )
+        return self.device(device_id)
+
+    def release(self, device_id: str) -> EnrolledDevice:
+        """End a device's quarantine (a no-op if it is not quarantined).
+
+        Raises:
+            UnknownDevice: malformed ID, or no such device in this fleet.
+            BadFleet: the device's files are damaged.
+        """
+        device = self.device(device_id)
+        if not device.quarantined:
+            return device
+        atomic_write(
+            self._device_path(device_id) / STATUS_FILE,
+            self._status(device_id, device.enrolled_at, device.revoked_at,
+                         device.report_interval, device.cohort, device.product_class),
         )
         return self.device(device_id)
 

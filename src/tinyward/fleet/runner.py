@@ -37,9 +37,11 @@ import gc
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
 import ssl
+import tempfile
 import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -50,10 +52,13 @@ from typing import Any
 from aiohttp import web
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from tinyward.errors import Misuse
+from tinyward.errors import BadInput, Misuse
+from tinyward.fleet.alerts import AlertSender, parse_sink
 from tinyward.fleet.directory import FleetDirectory
 from tinyward.fleet.errors import CannotListen
 from tinyward.fleet.guards import HandshakeGate
+from tinyward.fleet.incidents import QUIET_TICK
+from tinyward.fleet.metrics import enable_multiprocess
 from tinyward.fleet.pki import Fleet
 from tinyward.fleet.server import FleetServer, ServerConfig
 from tinyward.fleet.store import open_store
@@ -135,10 +140,23 @@ def _why_not(error: OSError) -> str:
 
 def _guard_connections(server: web.Server, max_connections: int, max_per_ip: int,
                        meet: Callable[[asyncio.Transport], str | None] | None = None,
-                       max_per_device: int = 0) -> None:
+                       max_per_device: int = 0, *,
+                       fleet_server: FleetServer | None = None,
+                       listener: str = "device") -> None:
     """Cap concurrent connections per worker, per client address and per device (after the
     handshake), and let the fleet server meet each connection it keeps
-    (:meth:`FleetServer.meet_connection`, which names the device)."""
+    (:meth:`FleetServer.meet_connection`, which names the device). With ``fleet_server``,
+    each connection is one operator log line and each cap's refusal is counted."""
+
+    def note(ip: str, outcome: str, device_id: str | None = None) -> None:
+        if fleet_server is None:
+            return
+        if outcome == "accepted":
+            fleet_server.oplog.connection(listener, ip, outcome, device_id)
+        else:
+            fleet_server.metrics.refused(outcome)
+            fleet_server.oplog.refusal(listener, ip, outcome, device=device_id)
+
     per_ip: Counter[str] = Counter()
     peers: dict[Any, str] = {}
     per_device: Counter[str] = Counter()
@@ -152,6 +170,7 @@ def _guard_connections(server: web.Server, max_connections: int, max_per_ip: int
         peers[handler] = ip
         per_ip[ip] += 1
         if len(server.connections) > max_connections or per_ip[ip] > max_per_ip:
+            note(ip, "connection_cap")
             transport.abort()
             return
         device_id = meet(transport) if meet is not None else None
@@ -159,7 +178,10 @@ def _guard_connections(server: web.Server, max_connections: int, max_per_ip: int
             devices[handler] = device_id
             per_device[device_id] += 1
             if max_per_device and per_device[device_id] > max_per_device:
+                note(ip, "device_connection_cap", device_id)
                 transport.abort()
+                return
+        note(ip, "accepted", device_id)
 
     def connection_lost(handler: Any, exc: BaseException | None = None) -> None:
         ip = peers.pop(handler, None)
@@ -203,7 +225,8 @@ async def _app_runner(fleet_server: FleetServer) -> tuple[web.AppRunner, web.Ser
     if runner.server is None:  # set by setup(); None here would be an aiohttp bug
         raise RuntimeError("aiohttp runner has no server after setup()")
     _guard_connections(runner.server, config.max_connections, config.max_connections_per_ip,
-                       fleet_server.meet_connection, config.max_connections_per_device)
+                       fleet_server.meet_connection, config.max_connections_per_device,
+                       fleet_server=fleet_server)
     return runner, runner.server
 
 
@@ -224,11 +247,13 @@ async def start_admin(fleet_server: FleetServer, sock: socket.socket,
     if runner.server is None:
         raise RuntimeError("aiohttp runner has no server after setup()")
     _guard_connections(runner.server, config.admin_max_connections,
-                       config.admin_max_connections)
+                       config.admin_max_connections, fleet_server=fleet_server,
+                       listener="admin")
     dealer = ConnectionDealer(runner.server, ssl_context, config.handshake_timeout,
                               listening=sock,
                               gate=HandshakeGate(config.admin_max_connections,
-                                                 config.admin_max_connections))
+                                                 config.admin_max_connections),
+                              on_refused=_refusal_noter(fleet_server, "admin"))
     dealer.start()
     return RunningServer(runner, None, sock.getsockname()[1], dealer)
 
@@ -250,10 +275,19 @@ async def start_dealt(fleet_server: FleetServer, ssl_context: ssl.SSLContext, *,
                               listening=listening, workers=workers, dealt_from=dealt_from,
                               on_dealer_gone=on_dealer_gone,
                               gate=HandshakeGate(config.max_handshakes_per_ip,
-                                                 config.max_handshakes))
+                                                 config.max_handshakes),
+                              on_refused=_refusal_noter(fleet_server, "device"))
     dealer.start()
     port = listening.getsockname()[1] if listening is not None else 0
     return RunningServer(runner, None, port, dealer)
+
+
+def _refusal_noter(fleet_server: FleetServer, listener: str) -> Callable[[str, str], None]:
+    """(peer address, reason) -> a counted refusal and an operator log line."""
+    def note(peer: str, reason: str) -> None:
+        fleet_server.metrics.refused(reason)
+        fleet_server.oplog.refusal(listener, peer, reason)
+    return note
 
 
 class ConnectionDealer:
@@ -279,7 +313,8 @@ class ConnectionDealer:
                  workers: Sequence[socket.socket] = (),
                  dealt_from: socket.socket | None = None,
                  on_dealer_gone: Callable[[], None] | None = None,
-                 gate: HandshakeGate[socket.socket] | None = None) -> None:
+                 gate: HandshakeGate[socket.socket] | None = None,
+                 on_refused: Callable[[str, str], None] | None = None) -> None:
         if (listening is None) == (dealt_from is None):
             raise ValueError("a dealer either accepts (listening) or is dealt to (dealt_from)")
         self._factory = protocol_factory
@@ -289,6 +324,8 @@ class ConnectionDealer:
         self._workers = list(workers)
         self._dealt_from = dealt_from
         self._on_dealer_gone = on_dealer_gone
+        #: (peer address, reason) of each connection refused before HTTP (log, metrics).
+        self._on_refused = on_refused or (lambda _peer, _reason: None)
         self.gate: HandshakeGate[socket.socket] = gate or HandshakeGate(16, 256)
         self._turn = 0  # 0: this worker; i: self._workers[i - 1]
         self._handshakes: set[asyncio.Task[None]] = set()
@@ -378,16 +415,17 @@ class ConnectionDealer:
         admitted, evicted = self.gate.admit(address, connection)
         if not admitted:
             connection.close()  # over the per-address cap: no TLS work at all
+            self._on_refused(address, "handshake_cap")
             return
         if evicted is not None:  # the oldest handshake in progress makes room
             self._pending.pop(evicted).cancel()
         connection.setblocking(False)
-        task = self._loop.create_task(self._handshake(connection))
+        task = self._loop.create_task(self._handshake(connection, address))
         self._pending[connection] = task
         self._handshakes.add(task)
         task.add_done_callback(self._handshakes.discard)
 
-    async def _handshake(self, connection: socket.socket) -> None:
+    async def _handshake(self, connection: socket.socket, address: str = "?") -> None:
         if self._loop is None:  # set by start(); a caller bug otherwise
             raise Misuse("loop used before the server started")
         try:
@@ -399,6 +437,7 @@ class ConnectionDealer:
             # note it quietly, as asyncio's own server does.
             _log.debug("TLS handshake with a client failed: %s", error)
             connection.close()
+            self._on_refused(address, "tls_handshake_failed")
         except Exception:  # noqa: BLE001 - a bug, not a client: log it, keep serving
             _log.exception("serving a dealt connection failed")
             connection.close()
@@ -425,7 +464,7 @@ class ServerThread:
         self.admin_port: int | None = (self._admin_sock.getsockname()[1]
                                        if self._admin_sock is not None else None)
         self._admin: RunningServer | None = None
-        self._loop = asyncio.new_event_loop()
+        self._loop = event_loop_factory()()
         self._ready = threading.Event()
         self._running: RunningServer | None = None
         self._error: BaseException | None = None
@@ -530,12 +569,29 @@ def shrink_tls_read_buffer(size: int = TLS_READ_BUFFER) -> None:
     asyncio.sslproto.SSLProtocol.max_size = size
 
 
+async def watch_quiet(fleet_server: FleetServer, every: float, stop: asyncio.Event) -> None:
+    """Every ``every`` seconds until ``stop``: one tick of the quiet-device detector
+    (:meth:`FleetServer.check_quiet`, a bounded slice of the fleet). A failure is one log
+    line; the next tick tries again."""
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every)
+        if stop.is_set():
+            return
+        try:
+            await fleet_server.check_quiet()
+        except Exception as error:  # noqa: BLE001 - logged; the server must keep serving
+            _log.warning("quiet-device check failed: %s: %s", type(error).__name__,
+                         str(error).splitlines()[0] if str(error) else "")
+
+
 def _worker(fleet_dir: Path, passphrase: bytes | None, db_url: str, config: ServerConfig,
             announce: Callable[[int, int | None], None] | None, *,
             sock: socket.socket | None = None, channels: Sequence[socket.socket] = (),
             dealt_from: socket.socket | None = None, admin_sock: socket.socket | None = None,
             close_first: Sequence[socket.socket] = (),
-            update_refresh: float | None = None) -> None:
+            update_refresh: float | None = None, alerts: Sequence[str] = (),
+            quiet_tick: float | None = None) -> None:
     for inherited in close_first:  # a forked worker must not hold the parent's sockets
         inherited.close()
 
@@ -544,7 +600,9 @@ def _worker(fleet_dir: Path, passphrase: bytes | None, db_url: str, config: Serv
         fleet = Fleet.open(fleet_dir)
         context = server_ssl_context(fleet, passphrase)
         store = open_store(db_url, max_incident_kinds=config.max_incident_kinds_per_device)
-        fleet_server = FleetServer(FleetDirectory(fleet), store, config)
+        # Sinks are made here, after the fork: each worker has its own sender threads.
+        sender = AlertSender([parse_sink(spec) for spec in alerts]) if alerts else None
+        fleet_server = FleetServer(FleetDirectory(fleet), store, config, alerts=sender)
         stop = asyncio.Event()
         # A worker whose dealer has died (SIGKILL included) stops too, rather than live
         # on as an orphan holding the database and its devices' connections.
@@ -570,23 +628,60 @@ def _worker(fleet_dir: Path, passphrase: bytes | None, db_url: str, config: Serv
         refresher = (asyncio.create_task(refresh_updates(fleet_dir, passphrase,
                                                          update_refresh, stop))
                      if update_refresh is not None else None)
+        # The first worker (the one with the admin listener) watches for quiet devices.
+        quiet = (asyncio.create_task(watch_quiet(fleet_server, quiet_tick, stop))
+                 if quiet_tick is not None and sock is not None else None)
         await stop.wait()
+        if quiet is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(quiet, 30)
         if refresher is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(refresher, 30)
         if admin is not None:
             await admin.stop()
         await running.stop()
+        if sender is not None:
+            sender.close()
         store.close()
 
-    asyncio.run(main())
+    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+        runner.run(main())
+
+
+#: Environment variable naming the server's event loop: ``uvloop`` (the default when it is
+#: installed) or ``asyncio`` (the standard library's).
+EVENT_LOOP_ENV = "TINYWARD_EVENT_LOOP"
+
+
+def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
+    """The server's event loop: uvloop when it is installed (libuv, and TLS in Cython: a
+    device's connection cost about a third less server CPU, ``tinyward bench
+    handshake``), else asyncio's; ``TINYWARD_EVENT_LOOP=asyncio`` chooses asyncio's.
+
+    Raises:
+        BadInput: ``TINYWARD_EVENT_LOOP`` names another loop, or uvloop while it is missing.
+    """
+    chosen = os.environ.get(EVENT_LOOP_ENV, "")
+    if chosen not in ("", "uvloop", "asyncio"):
+        raise BadInput(f"{EVENT_LOOP_ENV} must be uvloop or asyncio, not {chosen!r}")
+    if chosen != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            if chosen == "uvloop":
+                raise BadInput(f"{EVENT_LOOP_ENV}=uvloop but uvloop is not installed") from None
+        else:
+            return uvloop.new_event_loop
+    return asyncio.new_event_loop
 
 
 def serve_forever(fleet_dir: Path, passphrase: bytes | None, db_url: str, host: str, port: int,
                   config: ServerConfig | None = None, workers: int = 1,
                   announce: Callable[[int, int | None], None] | None = None, *,
                   admin_host: str = "127.0.0.1", admin_port: int | None = None,
-                  update_refresh: float | None = UPDATE_REFRESH_SECONDS) -> None:
+                  update_refresh: float | None = UPDATE_REFRESH_SECONDS,
+                  alerts: Sequence[str] = (), quiet_tick: float | None = QUIET_TICK) -> None:
     """Run the server until SIGTERM/SIGINT, with ``workers`` processes on one port.
 
     The first worker re-signs the update repository's online roles at start and every
@@ -595,14 +690,28 @@ def serve_forever(fleet_dir: Path, passphrase: bytes | None, db_url: str, host: 
     The admin listener (``admin_port``; None: none) is served by the first worker only;
     ``announce(device_port, admin_port)`` is called once both listen.
 
+    ``alerts``: ``--alert`` specifications (fleet/alerts.py), a sender per worker. The first
+    worker runs the quiet-device detector every ``quiet_tick`` seconds (None: never).
+    With several workers, metrics are counted in prometheus_client's multiprocess mode in
+    a private folder made here and removed at the end (fleet/metrics.py).
+
     Checks the fleet, passphrase and database first, so a mistake is reported before any
     process is forked. Raises what :meth:`Fleet.open`, :func:`server_ssl_context` and
     :func:`open_store` raise.
     """
     config = config or ServerConfig()
+    event_loop_factory()  # a wrong TINYWARD_EVENT_LOOP is refused before anything starts
     fleet = Fleet.open(fleet_dir)
     server_ssl_context(fleet, passphrase)
     open_store(db_url).close()
+    for spec in alerts:  # a bad --alert is one error line before anything starts
+        closer = getattr(parse_sink(spec), "close", None)
+        if callable(closer):
+            closer()
+    metrics_dir = None
+    if workers > 1:
+        metrics_dir = Path(tempfile.mkdtemp(prefix="tinyward-metrics-"))  # 0700
+        enable_multiprocess(metrics_dir)
     sock = bind(host, port)
     admin_sock = bind(admin_host, admin_port) if admin_port is not None else None
     channels: list[socket.socket] = []
@@ -612,7 +721,7 @@ def serve_forever(fleet_dir: Path, passphrase: bytes | None, db_url: str, host: 
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         child = context.Process(target=_worker, daemon=True,
                                 args=(fleet_dir, passphrase, db_url, config, None),
-                                kwargs={"dealt_from": theirs,
+                                kwargs={"dealt_from": theirs, "alerts": alerts,
                                         "close_first": [s for s in (sock, admin_sock, ours,
                                                                     *channels) if s]})
         child.start()
@@ -621,10 +730,13 @@ def serve_forever(fleet_dir: Path, passphrase: bytes | None, db_url: str, host: 
         children.append(child)
     try:
         _worker(fleet_dir, passphrase, db_url, config, announce, sock=sock, channels=channels,
-                admin_sock=admin_sock, update_refresh=update_refresh)
+                admin_sock=admin_sock, update_refresh=update_refresh, alerts=alerts,
+                quiet_tick=quiet_tick)
     finally:
         for child in children:
             if child.pid is not None and child.is_alive():
                 os.kill(child.pid, signal.SIGTERM)
         for child in children:
             child.join(10)
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -45,7 +45,9 @@ from aiohttp import web, web_response
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tinyward.errors import BadInput
+from tinyward.fleet.alerts import Alert, AlertSender
 from tinyward.fleet.delivery import ChunkServer, repository_dir
+from tinyward.fleet.devstate import DEVICE_STATES
 from tinyward.fleet.directory import FleetDirectory
 from tinyward.fleet.errors import BadCertificate, BadFleet, RevokedDevice, UnknownDevice
 from tinyward.fleet.guards import (
@@ -55,7 +57,11 @@ from tinyward.fleet.guards import (
     Refused,
     TokenBuckets,
 )
+from tinyward.fleet.incidents import QUIET, QuietDetector
 from tinyward.fleet.ingest import Accept, IngestPolicy, Reject, decide
+from tinyward.fleet.metrics import CONTENT_TYPE as METRICS_TYPE
+from tinyward.fleet.metrics import FleetMetrics
+from tinyward.fleet.oplog import OperatorLog
 from tinyward.fleet.rollout import FAILED_STATES
 from tinyward.fleet.rollouts import RolloutBook
 from tinyward.fleet.rollouts_api import add_rollout_routes
@@ -74,6 +80,7 @@ MAX_DEVICES_PAGE = 500
 #: (``tinyward.link.queue.QueueConfig().capacity``; a test checks they agree).
 CATCH_UP_REPORTS = 256
 _OUTCOME = web.RequestKey("tinyward_outcome", str)  # the refusal code an audit line records
+_DEVICE = web.RequestKey("tinyward_device", str)  # the authenticated device (log lines)
 _log = logging.getLogger("tinyward.fleet.server")
 
 
@@ -208,8 +215,16 @@ class FleetServer:
                  config: ServerConfig | None = None, *,
                  clock: Callable[[], float] = time.time,
                  monotonic: Callable[[], float] = time.monotonic,
-                 delivery: ChunkServer | None = None) -> None:
+                 delivery: ChunkServer | None = None,
+                 alerts: AlertSender | None = None) -> None:
         self.directory = directory
+        #: Counters for ``GET /metrics`` (fleet/metrics.py), the operator's log lines
+        #: (fleet/oplog.py) and where incidents are sent (fleet/alerts.py; None: nowhere).
+        self.metrics = FleetMetrics(self._device_states)
+        self.oplog = OperatorLog()
+        self.alerts = alerts
+        if alerts is not None:
+            alerts.on_outcome = self.metrics.alert
         # Update delivery: one chunk of the TUF repository per report (fleet/delivery.py).
         # The offer for each device is the rollout's decision (fleet/rollout.py).
         self.delivery = delivery or ChunkServer(repository_dir(directory.fleet.directory),
@@ -227,6 +242,7 @@ class FleetServer:
         # fleet, many incident kinds) never delays an acknowledgement.
         opener = getattr(store, "reader", None)
         self._reader: ReportStore = opener() if callable(opener) else store
+        self.quiet = QuietDetector(directory, self._reader)
         self._admin_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="admin")
         self._seq_cache: dict[str, int] = {}  # device -> last stored seq (this process)
         self._warming: set[asyncio.Task[None]] = set()  # meet_connection's reads in flight
@@ -248,7 +264,7 @@ class FleetServer:
         """Device endpoints (served where every client has shown a device certificate)."""
         _hide_server_software()
         app = web.Application(client_max_size=self.config.max_body_bytes,
-                              middlewares=[_json_errors])
+                              middlewares=[self._observed, _json_errors])
         app.router.add_get("/v1/health", self.health)
         app.router.add_post("/v1/reports", self.post_report)
         app.router.add_post("/v1/reports/batch", self.post_batch)
@@ -265,7 +281,12 @@ class FleetServer:
         app.router.add_get("/v1/devices/{device_id}", self.get_device)
         app.router.add_get("/v1/fleet", self.get_fleet)
         app.router.add_get("/v1/openapi.json", self.get_openapi)
+        app.router.add_get("/metrics", self.get_metrics)
+        app.router.add_get("/v1/incidents", self.list_incidents)
         add_rollout_routes(app, self)
+        # The dashboard (HTML, session login; docs/dashboard.md), audited like the API.
+        from tinyward.fleet.dashboard import add_dashboard_routes
+        self.dashboard = add_dashboard_routes(app, self, _OUTCOME)
         app.on_response_prepare.append(_server_header)
         app.on_cleanup.append(self._admin_cleanup)
         return app
@@ -277,6 +298,26 @@ class FleetServer:
         self._admin_executor.shutdown(wait=True)
         if self._reader is not self.store:
             self._reader.close()
+
+    @web.middleware
+    async def _observed(self, request: web.Request,
+                        handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                        ) -> web.StreamResponse:
+        """Ingest latency of acknowledged reports, refusals by reason, and one operator
+        log line per refusal (after _json_errors has made the answer)."""
+        started = time.monotonic()
+        response = await handler(request)
+        if response.status < 400:
+            if request.method == "POST":
+                self.metrics.acknowledged("batch" if request.path.endswith("/batch")
+                                          else "report", time.monotonic() - started)
+            return response
+        reason = request.get(_OUTCOME, "error")
+        self.metrics.refused(reason)
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        self.oplog.refusal("device", str(peer[0]) if peer else "?", reason,
+                           device=request.get(_DEVICE), status=response.status)
+        return response
 
     async def _store_call(self, function: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
@@ -293,6 +334,10 @@ class FleetServer:
         response = await handler(request)
         outcome = request.get(_OUTCOME, "ok")
         peer = request.transport.get_extra_info("peername") if request.transport else None
+        if response.status >= 400:
+            self.metrics.refused(outcome)
+            self.oplog.refusal("admin", str(peer[0]) if peer else "?", outcome,
+                               status=response.status)
         try:
             await self._admin_call(functools.partial(
                 self.audit.record, address=str(peer[0]) if peer else "?",
@@ -313,7 +358,7 @@ class FleetServer:
             raise Refused(401, "client_certificate_required",
                           "device endpoints need the device's TLS client certificate")
         try:
-            return self.directory.tls_identity(der)
+            device_id = self.directory.tls_identity(der)
         except RevokedDevice:
             raise Refused(403, "revoked", "this device has been revoked from the fleet") from None
         except UnknownDevice:
@@ -326,6 +371,8 @@ class FleetServer:
             raise Refused(503, "device_record_damaged",
                           "the fleet's record of this device is damaged; an administrator "
                           "must repair it (tinyward fleet devices); retry later") from None
+        request[_DEVICE] = device_id
+        return device_id
 
     def meet_connection(self, transport: asyncio.BaseTransport) -> str | None:
         """Look a freshly connected device up before its first request arrives; returns
@@ -428,6 +475,15 @@ class FleetServer:
                           "the report could not be stored; it was not acknowledged, retry later"
                           ) from None
         self._seq_cache[device_id] = max(stored, self._seq_cache.get(device_id, 0))
+        self.metrics.stored(len(items))
+        now = self.clock()
+        for report, _ in items:
+            for kind, count in report.incidents.items():
+                if count:
+                    self.metrics.incident(kind, count)
+                    if self.alerts is not None:  # a bounded queue: never waits
+                        self.alerts.send(Alert(device_id, kind, count, now, report.timestamp,
+                                               report.seq, f"report seq {report.seq}"))
         return stored
 
     async def post_report(self, request: web.Request) -> web.Response:
@@ -451,6 +507,7 @@ class FleetServer:
                           self.config.policy)
         fetch = request.headers.get(FETCH_HEADER)
         if isinstance(decision, Reject):
+            request[_OUTCOME] = decision.code
             if fetch is not None and decision.code == "replay" and decision.stored_seq is not None:
                 # A report sent again is answered like any other: same frame size.
                 return self._frame(device_id, fetch, decision.stored_seq, decision.status,
@@ -499,6 +556,7 @@ class FleetServer:
                 last = decision.report.seq
                 results.append({"seq": last, "status": 200, "code": "stored"})
             else:
+                self.metrics.refused(decision.code)  # the batch itself is answered 200
                 results.append({"seq": None, "status": decision.status, "code": decision.code,
                                 "reason": decision.reason})
         stored = await self._commit(device_id, accepted) if accepted else last
@@ -600,6 +658,8 @@ class FleetServer:
         channel. Its cohort comes from the fleet's records, never from the device."""
         if self.directory.is_revoked(device_id):  # also refreshes the cached status file
             return None
+        if self.directory.is_quarantined(device_id):  # evidence is kept; no new software
+            return None
         return self.rollouts.offer_for(device_id, self.directory.cohort(device_id),
                                        installed_versions)
 
@@ -607,6 +667,72 @@ class FleetServer:
 
     async def health(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
+
+    async def get_metrics(self, request: web.Request) -> web.Response:
+        """Prometheus metrics (fleet/metrics.py). Behind the admin token like every admin
+        endpoint: the counts say how large the fleet is, how many devices are quiet and
+        which attacks are refused, a map for an attacker; a Prometheus job sends the token
+        with ``authorization: {credentials_file: …}``."""
+        self._admin_of(request)
+        body = await self._admin_call(self.metrics.render)
+        return web.Response(body=body, headers={"Content-Type": METRICS_TYPE,
+                                                "Cache-Control": "no-store"})
+
+    async def check_quiet(self) -> int:
+        """One tick of the quiet-device detector (fleet/incidents.py): reads on the admin
+        thread, the few incidents it raises through the store's thread. Returns how many
+        were raised. ``fleet serve`` runs it every QUIET_TICK seconds in its first worker."""
+        now = self.clock()
+        due = await self._admin_call(self.quiet.tick, now)
+        for device_id, evidence in due:
+            incident = await self._store_call(self.quiet.raise_quiet, self.store, device_id,
+                                              evidence, now)
+            self.metrics.incident(QUIET)
+            self.oplog.incident(device_id, QUIET)
+            if self.alerts is not None:
+                self.alerts.send(Alert(device_id, QUIET, 1, incident.at, None, None,
+                                       evidence))
+        return len(due)
+
+    def _device_states(self) -> dict[str, int]:
+        """Enrolled devices by state (fleet/devstate.py), for the metrics gauge: from the
+        quiet detector's latest full pass (no store reads; each device at most one pass
+        old), or, before a pass is done (or without the detector), read now (two indexed
+        reads per device: ~1 s for 10,000 devices on the admin thread)."""
+        counts = dict.fromkeys(DEVICE_STATES, 0)
+        found = (self.quiet.states if self.quiet.watch.passes
+                 else self.device_states(self.clock()))
+        for state in found.values():
+            counts[state] += 1
+        return counts
+
+    def device_states(self, now: float) -> dict[str, str]:
+        """Every enrolled device's state at ``now`` (reads the store: admin thread; about
+        one indexed row per device)."""
+        return {device_id: self.quiet.state(device_id, now)[0]
+                for device_id in sorted(self.quiet.ids())}
+
+    async def list_incidents(self, request: web.Request) -> web.Response:
+        """Incidents, newest first: ``?device=ID``, ``?kind=K``, ``?since=UNIX_S``,
+        ``?limit=N`` (1…500, default 100)."""
+        self._admin_of(request)
+        query = request.query
+        try:
+            limit = int(query.get("limit", str(DEVICES_PAGE)))
+            since = int(query.get("since", "0"))
+        except ValueError:
+            limit, since = -1, 0
+        if not 1 <= limit <= MAX_DEVICES_PAGE or not since >= 0:
+            raise Refused(400, "bad_limit", f"limit must be 1 to {MAX_DEVICES_PAGE} and "
+                          "since a Unix time")
+        device = query.get("device") or None
+        if device is not None and not is_device_id(device):
+            raise Refused(400, "bad_cursor", "device must be a device ID")
+        kind = query.get("kind") or None
+        found = await self._admin_call(functools.partial(
+            self._reader.incidents, device, since=since, kind=kind, limit=limit))
+        return web.json_response({"incidents": [asdict(i) for i in found]},
+                                 headers={"Cache-Control": "no-store"})
 
     async def get_openapi(self, request: web.Request) -> web.Response:
         self._admin_of(request)

@@ -34,10 +34,11 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from tinyward.errors import BadInput
@@ -77,6 +78,21 @@ class DeviceStatus:
 
 
 @dataclass(frozen=True)
+class StoredReport:
+    """One stored report as the operator's ``fleet reports`` shows it (its signed bytes:
+    :meth:`SQLiteStore.signed_report`)."""
+
+    device_id: str
+    seq: int
+    report_time: int
+    received_at: int
+    mode: str
+    health: str
+    results: list[Any]
+    incidents: dict[str, int]
+
+
+@dataclass(frozen=True)
 class UpdateRecord:
     """One device's update facts for one target (what a rollout's tally needs).
 
@@ -88,6 +104,32 @@ class UpdateRecord:
     state: str
     installed: str | None
     failed_at: int | None
+
+
+@dataclass(frozen=True)
+class Incident:
+    """One incident the fleet recorded for a device.
+
+    - ``id``: increasing per store (newer incidents have larger IDs);
+    - ``kind``: what was noticed (a device's own kind, e.g. ``net.anomaly``, as it reported
+      it, or :data:`OTHER_KIND` beyond the device's cap; or one the fleet raised, e.g.
+      ``quiet``);
+    - ``count``: how many the report counted (1 for one the fleet raised);
+    - ``at``: when the fleet received it (Unix seconds, fleet clock);
+    - ``device_time``: the report's own timestamp (device clock), None if the fleet raised it;
+    - ``seq``: the report that carried it (its signed bytes are the evidence: see
+      :meth:`SQLiteStore.signed_report`), None if the fleet raised it;
+    - ``evidence``: a short text for people ("report seq 12", "no report for 95 s").
+    """
+
+    id: int
+    device_id: str
+    kind: str
+    count: int
+    at: int
+    device_time: int | None
+    seq: int | None
+    evidence: str
 
 
 @dataclass(frozen=True)
@@ -134,6 +176,29 @@ class ReportStore(Protocol):
 
     def fleet_status(self) -> FleetStatus:
         """Totals over the fleet (incidents: the 100 largest kinds)."""
+        ...
+
+    def signed_report(self, device_id: str, seq: int) -> bytes | None:
+        """The exact signed bytes of a stored report (to verify again, to audit), or None."""
+        ...
+
+    def add_incident(self, device_id: str, kind: str, at: int, evidence: str,
+                     count: int = 1) -> Incident:
+        """Record an incident the fleet itself raised (e.g. ``quiet``), durably; it counts
+        in the device's incident totals too (within its kinds cap)."""
+        ...
+
+    def incidents(self, device_id: str | None = None, *, since: int = 0,
+                  kind: str | None = None, limit: int = 100) -> list[Incident]:
+        """Recorded incidents, newest first: of one device or all, received at or after
+        ``since``, of one kind or all; at most ``limit`` (capped at
+        :data:`MAX_INCIDENTS_LISTED`)."""
+        ...
+
+    def reports(self, device_id: str | None = None, *, since: float = 0,
+                limit: int = 100) -> list[StoredReport]:
+        """Stored reports, newest first (``fleet reports``): of one device by sequence
+        number, or of the fleet in the order received; received at or after ``since``."""
         ...
 
     def update_records(self, component: str, version: str) -> list[UpdateRecord]:
@@ -190,6 +255,24 @@ _SCHEMA = (
         PRIMARY KEY (device_id, component, version))""",
 )
 
+# Schema version 2: each incident as it arrived (the incidents table keeps only totals).
+# SQLite's INTEGER PRIMARY KEY is the rowid: increasing, so newest first is ORDER BY id
+# DESC. (PostgreSQL: an identity column; store_pg.py.)
+_INCIDENT_EVENTS_ID = "id INTEGER PRIMARY KEY"
+_SCHEMA_2_INCIDENT_EVENTS = (
+    """CREATE TABLE IF NOT EXISTS incident_events (
+        {id},
+        device_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        count BIGINT NOT NULL,
+        at BIGINT NOT NULL,
+        device_time BIGINT,
+        seq BIGINT,
+        evidence TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS incident_events_device ON incident_events (device_id, id)",
+    "CREATE INDEX IF NOT EXISTS incident_events_at ON incident_events (at)",
+)
+
 #: Before update states were reported, the devices table had none of these columns.
 _UPDATE_COLUMNS = ("upd_state TEXT", "upd_versions TEXT", "upd_why TEXT", "upd_target TEXT",
                    "upd_seq BIGINT")
@@ -210,6 +293,74 @@ _MIGRATE_UNPACKED = (
     "ALTER TABLE reports ADD COLUMN pad_at BIGINT NOT NULL DEFAULT 0",
     "ALTER TABLE reports ADD COLUMN pad_len BIGINT NOT NULL DEFAULT 0",
 )
+
+# --- schema migrations (both backends) ---------------------------------------------------
+#
+# Each database records the migrations applied to it in ``schema_version`` (one row each,
+# the current version is the highest). Opening a store applies the missing ones in order,
+# in one transaction with the creation of the table, so a database is never half migrated;
+# a database newer than this code is refused rather than written in a shape it does not
+# know. Migration 1 is the schema as it was when versions began; for SQLite it also
+# brings databases from before then (no ``schema_version`` table) up to it.
+
+SCHEMA_VERSION_TABLE = ("CREATE TABLE IF NOT EXISTS schema_version ("
+                        "version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)")
+
+
+class SchemaTooNew(BadInput):
+    """The database was migrated by a newer tinyward than this one."""
+
+
+#: A migration: given an ``execute(sql, params=())`` of an open transaction, changes the schema.
+Execute = Callable[..., Any]
+Migration = Callable[[Execute], None]
+
+
+def _migrate(execute: Execute, migrations: Sequence[Migration], where: str,
+             placeholder: str = "?") -> int:
+    """Apply the ``migrations`` the database lacks, in order; return the version it is at.
+
+    Runs inside the caller's transaction (which holds the database's write lock).
+    """
+    execute(SCHEMA_VERSION_TABLE)
+    row = execute("SELECT MAX(version) FROM schema_version").fetchone()
+    version = int(row[0]) if row and row[0] is not None else 0
+    if version > len(migrations):
+        raise SchemaTooNew(f"{where}: the database is at schema version {version}, newer than "
+                           f"this tinyward knows ({len(migrations)}); upgrade tinyward")
+    for number in range(version + 1, len(migrations) + 1):
+        migrations[number - 1](execute)
+        execute(f"INSERT INTO schema_version (version, applied_at) VALUES ({placeholder},"  # noqa: S608
+                f" {placeholder})", (number, int(time.time())))
+    return len(migrations)
+
+
+def _sqlite_1_baseline(execute: Execute) -> None:
+    """The schema when versions began, from nothing or from the shapes before it."""
+    columns = {row[1] for row in execute("PRAGMA table_info(reports)").fetchall()}
+    if "signed" in columns:  # before packing
+        for statement in _MIGRATE_UNPACKED:
+            execute(statement)
+    device_columns = {row[1] for row in execute("PRAGMA table_info(devices)").fetchall()}
+    if device_columns and "upd_state" not in device_columns:  # before update states
+        for column in _UPDATE_COLUMNS:  # nullable: old rows have no update yet
+            execute(f"ALTER TABLE devices ADD COLUMN {column}")
+    for statement in _SCHEMA:
+        execute(statement)
+
+
+def _sqlite_2_incident_events(execute: Execute) -> None:
+    for statement in _SCHEMA_2_INCIDENT_EVENTS:
+        execute(statement.format(id=_INCIDENT_EVENTS_ID))
+
+
+def _sqlite_3_nothing(execute: Execute) -> None:
+    """(PostgreSQL indexes reports by receive time; SQLite walks its rowid instead.)"""
+
+
+#: SQLite's migrations, in order: the ``n``-th brings a database to version ``n``.
+_SQLITE_MIGRATIONS: tuple[Migration, ...] = (_sqlite_1_baseline, _sqlite_2_incident_events,
+                                             _sqlite_3_nothing)
 
 #: The shortest run of zero bytes worth cutting out of a stored report.
 MIN_PACKED_RUN = 64
@@ -287,7 +438,9 @@ _FAILURE_COLUMNS = _Columns(
 _INCIDENT_COLUMNS = _Columns(
     "incidents", ("device_id", "kind", "total"),
     " ON CONFLICT (device_id, kind) DO UPDATE SET total = incidents.total + excluded.total")
-_STATEMENT_SHAPES = 4 * _ROWS_PER_STATEMENT + 16  # the inserts above, and a few others
+_EVENT_COLUMNS = _Columns(
+    "incident_events", ("device_id", "kind", "count", "at", "device_time", "seq", "evidence"))
+_STATEMENT_SHAPES = 5 * _ROWS_PER_STATEMENT + 16  # the inserts above, and a few others
 
 #: Each group's device and its reports, each with its row of the reports table.
 _Rows = list[tuple[str, list[tuple[Report, tuple[object, ...]]]]]
@@ -334,18 +487,11 @@ class SQLiteStore:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA busy_timeout=30000")
         with self._lock:
+            # IMMEDIATE: two processes opening an old database migrate it once, in turn.
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                columns = {row[1] for row in self._db.execute("PRAGMA table_info(reports)")}
-                if "signed" in columns:
-                    for statement in _MIGRATE_UNPACKED:
-                        self._db.execute(statement)
-                device_columns = {row[1] for row in self._db.execute(
-                    "PRAGMA table_info(devices)")}
-                if device_columns and "upd_state" not in device_columns:
-                    for column in _UPDATE_COLUMNS:  # nullable: old rows have no update yet
-                        self._db.execute(f"ALTER TABLE devices ADD COLUMN {column}")
-                for statement in (*_SCHEMA, *_SQLITE_VIEWS):
+                _migrate(self._db.execute, _SQLITE_MIGRATIONS, str(self.path))
+                for statement in _SQLITE_VIEWS:
                     self._db.execute(statement)
                 self._db.execute("COMMIT")
             except BaseException:
@@ -422,6 +568,7 @@ class SQLiteStore:
         updates: dict[str, Report] = {}  # device -> newest fresh report with an upd
         failures: dict[tuple[str, str, str], tuple[object, ...]] = {}
         incidents: dict[tuple[str, str], int] = {}
+        events: list[tuple[str, str, int, Report]] = []  # (device, kind, count, report)
         for device_id, reports in groups:
             seq = last[device_id]
             for report, row in reports:
@@ -439,6 +586,8 @@ class SQLiteStore:
                             report.update.why, report.seq, received_at)
                 for kind, count in report.incidents.items():
                     incidents[device_id, kind] = incidents.get((device_id, kind), 0) + count
+                    if count > 0:
+                        events.append((device_id, kind, count, report))
             last[device_id] = seq
             stored.append(seq)
         self._insert(_REPORT_COLUMNS, values)
@@ -448,16 +597,23 @@ class SQLiteStore:
                           report.health, *_update_columns(updates.get(device_id)))])
         self._insert(_FAILURE_COLUMNS, [value for row in failures.values() for value in row])
         if incidents:
-            incidents = self._cap_kinds(incidents)
+            incidents, kept = self._cap_kinds(incidents)
+            self._insert(_EVENT_COLUMNS, [
+                value for device_id, kind, count, report in events
+                for value in (device_id, kind if (device_id, kind) in kept else OTHER_KIND,
+                              count, received_at, report.timestamp, report.seq,
+                              f"report seq {report.seq}")])
         self._insert(_INCIDENT_COLUMNS, [
             value for (device_id, kind), total in sorted(incidents.items())
             for value in (device_id, kind, total)])
         return stored
 
-    def _cap_kinds(self, incidents: dict[tuple[str, str], int]) -> dict[tuple[str, str], int]:
+    def _cap_kinds(self, incidents: dict[tuple[str, str], int]
+                   ) -> tuple[dict[tuple[str, str], int], set[tuple[str, str]]]:
         """Fold the new kinds of a device that has :attr:`max_incident_kinds` into "other".
 
-        Only commits that carry incidents pay for this (one query); most carry none.
+        Returns the capped totals and the ``(device, kind)`` pairs kept under their own
+        name. Only commits that carry incidents pay for this (one query); most carry none.
         """
         devices = sorted({device_id for device_id, _ in incidents})
         known: dict[str, set[str]] = {device_id: set() for device_id in devices}
@@ -469,14 +625,16 @@ class SQLiteStore:
                     chunk).fetchall():
                 known[device_id].add(kind)
         capped: dict[tuple[str, str], int] = {}
+        kept: set[tuple[str, str]] = set()
         for (device_id, kind), total in sorted(incidents.items()):
             kinds = known[device_id]
             if kind not in kinds:
                 if len(kinds) >= self.max_incident_kinds - 1 and kind != OTHER_KIND:
                     kind = OTHER_KIND  # one slot stays for "other"
                 kinds.add(kind)
+            kept.add((device_id, kind))
             capped[device_id, kind] = capped.get((device_id, kind), 0) + total
-        return capped
+        return capped, kept
 
     def _insert(self, columns: _Columns, values: list[object]) -> None:
         """Insert (or upsert) flattened rows, at most :data:`_ROWS_PER_STATEMENT` a statement."""
@@ -508,6 +666,52 @@ class SQLiteStore:
         return DeviceStatus(str(row[0]), int(row[1]), int(row[2]), int(row[3]),  # type: ignore[call-overload]
                             int(row[4]), str(row[5]), incidents,  # type: ignore[call-overload]
                             _device_update(row[6:]))
+
+    def add_incident(self, device_id: str, kind: str, at: int, evidence: str,
+                     count: int = 1) -> Incident:
+        if count < 1:
+            raise ValueError("an incident counts at least 1")
+        with self._lock:
+            fcntl.flock(self._write_lock_fd, fcntl.LOCK_EX)
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    capped, _ = self._cap_kinds({(device_id, kind): count})
+                    ((_, kind), total), = capped.items()
+                    self._insert(_INCIDENT_COLUMNS, [device_id, kind, total])
+                    cursor = self._db.execute(
+                        "INSERT INTO incident_events (device_id, kind, count, at, device_time,"
+                        " seq, evidence) VALUES (?, ?, ?, ?, NULL, NULL, ?)",
+                        (device_id, kind, count, at, evidence))
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+            finally:
+                fcntl.flock(self._write_lock_fd, fcntl.LOCK_UN)
+        return Incident(int(cursor.lastrowid or 0), device_id, kind, count, at, None, None,
+                        evidence)
+
+    def incidents(self, device_id: str | None = None, *, since: int = 0,
+                  kind: str | None = None, limit: int = 100) -> list[Incident]:
+        limit = max(0, min(limit, MAX_INCIDENTS_LISTED))
+        where = ["at >= ?"]
+        args: list[object] = [since]
+        if device_id is not None:
+            where.append("device_id = ?")
+            args.append(device_id)
+        if kind is not None:
+            where.append("kind = ?")
+            args.append(kind)
+        # The conditions are this method's constants; every value is a placeholder.
+        sql = ("SELECT id, device_id, kind, count, at, device_time, seq, evidence"  # noqa: S608
+               f" FROM incident_events WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?")
+        with self._lock:
+            rows = self._db.execute(sql, (*args, limit)).fetchall()
+        return [Incident(int(row[0]), str(row[1]), str(row[2]), int(row[3]), int(row[4]),
+                         None if row[5] is None else int(row[5]),
+                         None if row[6] is None else int(row[6]), str(row[7]))
+                for row in rows]
 
     def update_records(self, component: str, version: str) -> list[UpdateRecord]:
         if component not in _COMPONENTS:  # it becomes a JSON path (bound, all the same)
@@ -546,6 +750,27 @@ class SQLiteStore:
                 " AND seq = ?", (device_id, seq)).fetchone()
         return None if row is None else unpack_signed(bytes(row[0]), int(row[1]), int(row[2]))
 
+    def reports(self, device_id: str | None = None, *, since: float = 0,
+                limit: int = 100) -> list[StoredReport]:
+        """Stored reports, newest first (one device's by sequence number; the fleet's by
+        insertion order, which is receive order: both walk an index backwards and stop
+        after ``limit`` rows), received at or after ``since``."""
+        where = "received_at >= ?"
+        args: list[object] = [since]
+        if device_id is not None:
+            where, order = where + " AND device_id = ?", "seq DESC"
+            args.append(device_id)
+        else:
+            order = "rowid DESC"
+        with self._lock:
+            rows = self._db.execute(
+                # where/order are this method's constants; every value is a placeholder.
+                "SELECT device_id, seq, report_time, received_at, mode, health, results,"  # noqa: S608
+                f" incidents FROM reports WHERE {where} ORDER BY {order} LIMIT ?",
+                (*args, limit)).fetchall()
+        return [StoredReport(str(r[0]), int(r[1]), int(r[2]), int(r[3]), str(r[4]), str(r[5]),
+                             json.loads(r[6]), json.loads(r[7])) for r in rows]
+
     def count_reports(self, device_id: str) -> int:
         """Rows in the reports table for the device (tests and audits compare it with status)."""
         with self._lock:
@@ -555,7 +780,9 @@ class SQLiteStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
-            os.close(self._write_lock_fd)
+            if self._write_lock_fd >= 0:  # twice is harmless (never another file's fd)
+                os.close(self._write_lock_fd)
+                self._write_lock_fd = -1
 
 
 _FAILED_STATES = frozenset({"failed", "reverted"})
@@ -589,6 +816,8 @@ def _device_update(row: Sequence[object]) -> DeviceUpdate | None:
 OTHER_KIND = "other"
 #: Incident kinds in the fleet's totals (the largest ones).
 FLEET_INCIDENT_KINDS = 100
+#: The most incidents one :meth:`ReportStore.incidents` call returns.
+MAX_INCIDENTS_LISTED = 10_000
 
 
 def _make_private(path: Path) -> None:
@@ -611,15 +840,22 @@ def _make_private(path: Path) -> None:
 
 
 def open_store(url: str, *, max_incident_kinds: int = 64) -> ReportStore:
-    """Open the store a URL names. Only ``sqlite:///PATH`` exists for now.
+    """Open the store a URL names: ``sqlite:///PATH`` or ``postgresql://user@host:port/db``
+    (:mod:`tinyward.fleet.store_pg`), migrating its schema to this version.
 
     Raises:
         BadDatabaseUrl: an unknown scheme, a host part, or no path.
+        SchemaTooNew: the database was migrated by a newer tinyward.
+        tinyward.fleet.store_pg.DatabaseUnavailable: PostgreSQL could not be reached.
     """
     parts = urlsplit(url)
+    if parts.scheme in ("postgresql", "postgres"):
+        from tinyward.fleet.store_pg import PostgresStore  # psycopg only for those who use it
+
+        return PostgresStore(url, max_incident_kinds=max_incident_kinds)
     if parts.scheme != "sqlite":
-        raise BadDatabaseUrl(f"database URL {url!r}: only sqlite:///PATH is supported "
-                             "(a PostgreSQL backend is planned)")
+        raise BadDatabaseUrl(f"database URL {url.split('://')[0]}://…: use sqlite:///PATH "
+                             "or postgresql://user@host:port/db")
     if parts.netloc:
         raise BadDatabaseUrl(f"database URL {url!r}: SQLite takes no host; write sqlite:///PATH")
     path = parts.path.removeprefix("/")

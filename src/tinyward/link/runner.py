@@ -130,6 +130,7 @@ class RunStats:
     last_seq: int | None = None
     acked_seqs: list[int] = field(default_factory=list)
     update: dict[str, Any] | None = None  # the update client's status (the report's upd)
+    watch: dict[str, Any] | None = None  # the core's detectors (link/watch*.py), not sent
 
 
 #: One runner per device folder, and no air-gapped run beside it (trust/instance.py).
@@ -153,6 +154,7 @@ class DeviceRunner:
         record_acks: bool = False,
         fetch: FetchChannel | None = None,
         update_status: Callable[[], Mapping[str, Any]] | None = None,
+        watch_status: Callable[[], Mapping[str, Any]] | None = None,
     ) -> None:
         """Raises NotProvisioned, KeystoreError, QueueDamaged, StorageError, Misuse.
 
@@ -161,6 +163,8 @@ class DeviceRunner:
         ``update_status``: called at each tick for the report's ``upd`` field (the update
         agent's ``{"state", "ver", "why", "tgt"}``, see docs/reports.md), also kept in
         ``RunStats.update``; None: no field.
+        ``watch_status``: the on-device detectors' counters, kept in ``RunStats.watch`` and
+        the status file (never in a report: reports carry only incident counts).
         """
         self.config = config or RunnerConfig()
         self._device = device
@@ -179,6 +183,7 @@ class DeviceRunner:
         self._record_acks = record_acks
         self._fetch = fetch
         self._update_status = update_status
+        self._watch_status = watch_status
         self.stats = RunStats(device_id=self._device_id, acknowledged_seq=self.queue.acked,
                               queued=len(self.queue), dropped_reports=self.queue.dropped)
 
@@ -310,6 +315,8 @@ class DeviceRunner:
         self.stats.acknowledged_seq = self.queue.acked
         self.stats.queued = len(self.queue)
         self.stats.dropped_reports = self.queue.dropped
+        if self._watch_status is not None:
+            self.stats.watch = dict(self._watch_status())
         if self._status_file is not None:
             status = asdict(self.stats)
             status.pop("acked_seqs")

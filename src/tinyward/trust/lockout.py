@@ -11,14 +11,18 @@ Rules (ETSI EN 303 645 provision 5.1-5: make brute force impractical):
    power) in the middle of a check cannot undo the count.
 3. A successful login resets the count.
 
-The caller (``trust/readout.py``) stores :class:`LockoutState` in protected storage so a
-restart does not reset it, and supplies ``now`` (wall-clock seconds, since the wait must
-survive power loss; a device whose clock an attacker can set forward needs a hardware
-monotonic clock instead).
+:func:`checked_attempt` is the one protocol every login under a lockout follows (rules 2
+and 3 in order). Its callers persist :class:`LockoutState` (``to_cbor``) so a restart does
+not reset it, and hold a lock across the whole attempt: the device's readout in protected
+storage (``trust/readout.py``), the fleet dashboard's admin login in a file of the fleet
+folder (``fleet/dashboard/auth.py``). They supply ``now`` (wall-clock seconds, since the
+wait must survive power loss; a device whose clock an attacker can set forward needs a
+hardware monotonic clock instead).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cbor2
@@ -110,3 +114,24 @@ def begin_attempt(state: LockoutState, policy: LockoutPolicy, now: float) -> Loc
 def succeeded() -> LockoutState:
     """The state after a correct code."""
     return LockoutState()
+
+
+def checked_attempt(
+    load: Callable[[], LockoutState],
+    save: Callable[[LockoutState], object],
+    policy: LockoutPolicy,
+    now: float,
+    check: Callable[[], bool],
+) -> bool:
+    """One attempt under the lockout: True if ``check()`` accepted the code.
+
+    Raises :class:`LockedOut` (``check`` not called) inside the wait. Otherwise the
+    attempt is saved as a failure *before* ``check`` runs, and only a success saves the
+    reset state. The caller holds its storage lock around the call, so that concurrent
+    attempts are checked one at a time.
+    """
+    save(begin_attempt(load(), policy, now))
+    if not check():
+        return False
+    save(succeeded())
+    return True

@@ -28,7 +28,7 @@ import pyotp
 
 from tinyward.errors import BadInput, StateError
 from tinyward.trust.errors import RecordTampered, TrustError
-from tinyward.trust.lockout import LockoutPolicy, LockoutState, begin_attempt, succeeded
+from tinyward.trust.lockout import LockoutPolicy, LockoutState, checked_attempt
 from tinyward.trust.storage import ProtectedStorage
 
 _CREDENTIAL = "readout.credential"
@@ -128,12 +128,12 @@ class ReadoutGate:
         with self._storage.transaction():
             credential = self._credential()
             now = self._clock()
-            # Count the attempt as a failure and persist that before looking at the code.
-            pending = begin_attempt(self._lockout(), self.policy(), now)
-            self._storage.write(_LOCKOUT, pending.to_cbor())
-            if not self._code_matches(credential, code.strip(), now):
+            # Counted as a failure and persisted before the code is looked at.
+            if not checked_attempt(
+                self._lockout, lambda state: self._storage.write(_LOCKOUT, state.to_cbor()),
+                self.policy(), now, lambda: self._code_matches(credential, code.strip(), now),
+            ):
                 raise WrongCode("wrong code")
-            self._storage.write(_LOCKOUT, succeeded().to_cbor())
 
     def _code_matches(self, credential: dict[str, object], code: str, now: float) -> bool:
         supplied = code.encode()

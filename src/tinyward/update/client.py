@@ -11,9 +11,12 @@ class, devices, a higher version, minimum tinyward). Only a verified file reache
 the ``why`` of :meth:`UpdateClient.status`, which the runner puts in its next report
 (``upd``).
 
-One download at a time, in a thread of its own (the report loop never waits for it). An
-offer that was refused is not tried again until the fleet offers another target (or the
-device restarts).
+One download at a time, in a thread of its own (the report loop never waits for it). A
+target whose download *failed* (no answer, too slow, past the overall deadline, a link
+error) or whose metadata had expired is offered again after a backoff that doubles from
+``retry_after`` to ``max_retry_after``; one that was *refused* (bad signature, rollback,
+wrong product, a file that does not match its signed hashes…) is not tried again until the
+fleet offers another target (or the device restarts).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +34,7 @@ from tuf.api import exceptions as tuf_errors
 from tuf.ngclient.updater import Updater
 
 from tinyward import __version__ as _tinyward_version
+from tinyward._backoff import Backoff
 from tinyward.update import errors
 from tinyward.update.fetcher import METADATA_URL, TARGETS_URL, ChunkChannel, ChunkFetcher
 from tinyward.update.meta import COMPONENTS, Offer, TargetMeta, Version
@@ -46,11 +51,19 @@ Installed = Callable[[str], Version | None]
 @dataclass(frozen=True)
 class UpdateClientConfig:
     """``chunk_size`` must be the fleet's; a chunk must come within ``max_misses`` answered
-    reports and ``chunk_timeout`` seconds (slow retrieval)."""
+    reports and ``chunk_timeout`` seconds, and a whole download within ``download_deadline``
+    seconds (slow retrieval). A failed download is tried again after ``retry_after``
+    seconds, doubling up to ``max_retry_after``.
+
+    The deadline's default (one day) fits a 4 MB target at 1 KiB per report every 10 s
+    (about 11 hours, metadata included) twice over."""
 
     chunk_size: int = 1024
     chunk_timeout: float = 120.0
     max_misses: int = 3
+    download_deadline: float = 24 * 3600.0
+    retry_after: float = 60.0
+    max_retry_after: float = 3600.0
 
 
 def refusal_of(error: BaseException) -> errors.UpdateRefused:
@@ -88,7 +101,8 @@ class UpdateClient:
                  workdir: Path, on_verified: OnVerified,
                  installed: Installed = lambda component: None,
                  tinyward_version: Version | None = None,
-                 config: UpdateClientConfig | None = None) -> None:
+                 config: UpdateClientConfig | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.device_id = device_id
         self.product_class = product_class
         self.config = config or UpdateClientConfig()
@@ -101,7 +115,12 @@ class UpdateClient:
         self._lock = threading.Lock()
         self._state = "idle"
         self._why: str | None = None
+        self._clock = clock
         self._tried: str | None = None  # the target path of the last offer taken up
+        self._retry_at: float | None = None  # when a failed download of it may run again
+        # No jitter: a try costs the fleet nothing extra (its chunks ride on the reports).
+        self._backoff = Backoff(self.config.retry_after, self.config.max_retry_after,
+                                jitter=False)
         self._target: Offer | None = None  # the offer the state is about
         self._thread: threading.Thread | None = None
         self.last_error: errors.UpdateRefused | None = None
@@ -153,9 +172,14 @@ class UpdateClient:
         """Take up the fleet's offer (called from the runner's thread): start a download in
         a thread unless one is running or this target was already taken up."""
         with self._lock:
-            if (self._thread is not None and self._thread.is_alive()) \
-                    or offer.target_path == self._tried:
+            if self._thread is not None and self._thread.is_alive():
                 return
+            if offer.target_path == self._tried and (
+                    self._retry_at is None or self._clock() < self._retry_at):
+                return  # refused for good, or its retry is not due yet
+            if offer.target_path != self._tried:
+                self._backoff.reset()
+            self._retry_at = None
             installed = self._installed(offer.component)
             if installed is not None and offer.version == installed:
                 return  # already here (the fleet has not read our report yet)
@@ -202,6 +226,9 @@ class UpdateClient:
             refusal = refusal_of(error)
             failed = isinstance(refusal, errors.SlowRetrieval | errors.DownloadFailed)
             self._refused(refusal, "failed" if failed else "rejected")
+            if (failed or isinstance(refusal, errors.ExpiredMetadata)) \
+                    and not self.channel.closed:
+                self._schedule_retry()
             raise refusal from error
         with self._lock:
             self._state = "staged"
@@ -217,6 +244,12 @@ class UpdateClient:
                                              f"{error!r}"), "failed")
             raise
         return path
+
+    def _schedule_retry(self) -> None:
+        """Let the same offer start again after the backoff (a passing fault; the fleet's
+        refreshed metadata)."""
+        with self._lock:
+            self._retry_at = self._clock() + self._backoff.next_delay()
 
     def _refused(self, refusal: errors.UpdateRefused, state: str, locked: bool = False) -> None:
         quiet = self.channel.closed  # the device is stopping: not news
@@ -236,7 +269,9 @@ class UpdateClient:
         targets_dir.mkdir(parents=True, mode=0o700)
         fetcher = ChunkFetcher(self.channel, chunk_size=self.config.chunk_size,
                                timeout=self.config.chunk_timeout,
-                               max_misses=self.config.max_misses)
+                               max_misses=self.config.max_misses,
+                               deadline=self._clock() + self.config.download_deadline,
+                               clock=self._clock)
         # The bundle's root is the trust anchor on every run; the cached root history in
         # the device folder is only used through the signed chain that starts from it.
         updater = Updater(str(metadata_dir), METADATA_URL, str(targets_dir), TARGETS_URL,

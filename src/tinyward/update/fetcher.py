@@ -16,7 +16,9 @@ Every wait is bounded: a chunk that does not come within ``max_misses`` answered
 or within ``timeout`` seconds when no report gets through, ends the download with
 :class:`tuf.api.exceptions.SlowRetrievalError` (TUF's slow-retrieval defence: a server
 cannot hold a device in a download forever). A short chunk before the end of the file is
-refused the same way: a server may not trickle. A chunk that runs past the length the
+refused the same way: a server may not trickle. A whole download (metadata and target)
+must also end by the fetcher's ``deadline``: a server that answers every chunk just in time
+still cannot keep a device downloading forever. A chunk that runs past the length the
 fleet declared for the file (``total``), or a length that changes mid-download, is a
 :class:`tuf.api.exceptions.DownloadError`.
 """
@@ -127,7 +129,8 @@ class ChunkFetcher(FetcherInterface):
     """``tuf.ngclient`` fetcher over :class:`ChunkChannel` (see module docstring)."""
 
     def __init__(self, channel: ChunkChannel, *, chunk_size: int = chunks.DEFAULT_CHUNK_SIZE,
-                 timeout: float = 60.0, max_misses: int = 3) -> None:
+                 timeout: float = 60.0, max_misses: int = 3, deadline: float | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         chunks.check_chunk_size(chunk_size)
         if timeout <= 0 or max_misses < 1:
             raise ValueError("timeout and max_misses must be positive")
@@ -135,6 +138,9 @@ class ChunkFetcher(FetcherInterface):
         self.chunk_size = chunk_size
         self.timeout = timeout
         self.max_misses = max_misses
+        #: ``clock()`` time by which every fetch must be over (None: no overall bound).
+        self.deadline = deadline
+        self._clock = clock
         self.fetched = 0  # bytes received, for status and the bench
 
     def _fetch(self, url: str) -> Iterator[bytes]:
@@ -148,7 +154,15 @@ class ChunkFetcher(FetcherInterface):
     def _chunks(self, path: str, handle: bytes) -> Iterator[bytes]:
         offset, total = 0, None
         while True:
-            frame = self.channel.get(chunks.FetchRequest(handle, offset), self.timeout,
+            timeout = self.timeout
+            if self.deadline is not None:
+                left = self.deadline - self._clock()
+                if left <= 0:
+                    raise tuf_errors.SlowRetrievalError(
+                        f"the download ran past its overall deadline (at {path} byte "
+                        f"{offset}): the server is too slow")
+                timeout = min(timeout, left)
+            frame = self.channel.get(chunks.FetchRequest(handle, offset), timeout,
                                      self.max_misses)
             if frame is None and self.channel.closed:
                 raise tuf_errors.DownloadError("the device is stopping")
