@@ -216,7 +216,8 @@ def test_attack_many_connections_from_one_address_are_capped_by_the_balancer(
         with pytest.raises((ConnectionError, OSError)):
             third.connect()
         for sim, connection in held:
-            connection.request("POST", "/v1/reports", body=sim.report(seq=1, timestamp=int(time.time())),
+            body = sim.report(seq=1, timestamp=int(time.time()))
+            connection.request("POST", "/v1/reports", body=body,
                                headers={"Content-Type": "application/cose"})
             response = connection.getresponse()
             assert response.status == 200, response.read()
