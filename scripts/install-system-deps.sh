@@ -6,6 +6,7 @@
 #   sslscan                                          an external TLS scanner against the fleet server
 #   tmux                                             drive the local readout as a person would
 #   iproute2                                         network namespaces and `ss`
+#   haproxy                                          the L4 load balancer in front of several fleet nodes
 #   libseccomp2                                      the kernel filter under the sandboxed application
 #   chromium                                         the fleet dashboard's browser test (Playwright)
 #   postgresql                                       the fleet's PostgreSQL store: tests start a
@@ -19,7 +20,7 @@
 # Skips apt entirely when everything is already there, so a second run costs nothing.
 set -euo pipefail
 packages=(gcc gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm nmap sslscan tmux iproute2 libseccomp2 chromium
-          postgresql openssl hydra hping3 slowhttptest dsniff tcpreplay tcpdump dnsmasq-base)
+          postgresql openssl haproxy hydra hping3 slowhttptest dsniff tcpreplay tcpdump dnsmasq-base)
 # The Makefile builds .venv on Debian's python3.11 when it is there; its venv module
 # (ensurepip) comes in a package of its own.
 if [ -x /usr/bin/python3.11 ]; then packages+=(python3.11-venv); fi

@@ -39,6 +39,11 @@ import click
 @click.option("--burst", default=None, type=click.FloatRange(min=1),
               help="Token bucket size, in reports [default: 306, a full link queue (256) "
                    "plus one batch (50) sent again].")
+@click.option("--max-connections", default=1024, show_default=True, type=click.IntRange(1),
+              help="Concurrent device connections per worker (raise it with the fd limit "
+                   "for large fleets: docs/scaling.md).")
+@click.option("--max-handshakes", default=256, show_default=True, type=click.IntRange(1),
+              help="TLS handshakes in progress per worker; at the cap the oldest makes room.")
 @click.option("--max-connections-per-ip", default=256, show_default=True,
               type=click.IntRange(1), help="Concurrent connections per client address.")
 @click.option("--max-handshakes-per-ip", default=16, show_default=True, type=click.IntRange(1),
@@ -59,7 +64,8 @@ import click
                    "to 500 devices).")
 def serve(fleet_dir: Path, host: str, port: int, db_url: str | None, workers: int,
           admin_host: str, admin_port: int, report_interval: float | None, rate: float | None,
-          burst: float | None, max_connections_per_ip: int, max_handshakes_per_ip: int,
+          burst: float | None, max_connections: int, max_handshakes: int,
+          max_connections_per_ip: int, max_handshakes_per_ip: int,
           update_refresh: float, alerts: tuple[str, ...], quiet_check: float) -> None:
     """Run the fleet server for FLEET_DIR (TLS 1.3, device client certificates).
 
@@ -80,8 +86,14 @@ def serve(fleet_dir: Path, host: str, port: int, db_url: str | None, workers: in
     sealed = opened.server_key_path.suffix == ".key"
     passphrase = read_secret(SERVER) if sealed else None
 
+    files = _raise_fd_limit()
+    if max_connections + max_handshakes + 64 > files:
+        click.echo(f"warning: --max-connections {max_connections} and --max-handshakes "
+                   f"{max_handshakes} need more open files than this process may have "
+                   f"({files}); raise the hard limit (ulimit -Hn, LimitNOFILE=)", err=True)
     fallback = opened.report_interval if report_interval is None else report_interval
     config = ServerConfig(report_interval=fallback, rate_per_second=rate, burst=burst,
+                          max_connections=max_connections, max_handshakes=max_handshakes,
                           max_connections_per_ip=max_connections_per_ip,
                           max_handshakes_per_ip=max_handshakes_per_ip)
     url = db_url or f"sqlite:///{(fleet_dir / 'reports.db').absolute()}"
@@ -109,6 +121,21 @@ def _operator_log() -> None:
             "%(asctime)s [%(process)d] %(name)s %(message)s"))
         root.addHandler(handler)
         root.setLevel(logging.INFO)
+
+
+def _raise_fd_limit() -> int:
+    """Raise the soft limit of open files to the hard one (each device holds a connection,
+    i.e. a file descriptor; the soft limit is often 1,024); returns the limit now."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass  # keep the soft limit; the caller warns if it is too small
+    return 1 << 30 if soft == resource.RLIM_INFINITY else soft
 
 
 @click.command("admin-token")

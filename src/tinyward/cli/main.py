@@ -104,6 +104,7 @@ _AREAS: tuple[tuple[str, str, tuple[str, ...], tuple[str, ...]], ...] = (
     ("tcb", "device", ("tcb",), ()),
     ("inspect", "device", ("inspect",), ()),
     ("bench_update", "all", (), ("update",)),
+    ("bench_fleetload", "all", (), ("fleetload",)),
     ("bench_watch", "all", (), ("watch",)),
     ("assess", "device", ("assess",), ()),
     ("lab", "all", ("lab",), ()),

@@ -400,10 +400,14 @@ class FleetServer:
         except Exception:  # noqa: BLE001 - a bug must not cost the connection its answer
             _log.exception("looking up a connected device failed")
             return None
-        if device_id not in self._seq_cache:
-            task = asyncio.get_running_loop().create_task(self._warm_last_seq(device_id))
-            self._warming.add(task)
-            task.add_done_callback(self._warming.discard)
+        # Read again on every connection, never kept from an earlier one: with several
+        # nodes the device may have reported elsewhere since (docs/scaling.md). The store
+        # checks the sequence inside its transaction anyway; this keeps a replay's answer
+        # (its stored_seq) current.
+        self._seq_cache.pop(device_id, None)
+        task = asyncio.get_running_loop().create_task(self._warm_last_seq(device_id))
+        self._warming.add(task)
+        task.add_done_callback(self._warming.discard)
         return device_id
 
     async def _warm_last_seq(self, device_id: str) -> None:

@@ -877,12 +877,18 @@ MAX_INCIDENTS_LISTED = 10_000
 
 def _make_private(path: Path) -> None:
     """Create the database file 0600 (SQLite then makes -wal and -shm alike), or narrow
-    the mode of existing ones."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    the mode of existing ones.
+
+    An existing file is never opened here: closing any descriptor of it drops every
+    POSIX lock this process holds on it, SQLite's included, and another process that
+    closes its last connection then thinks it is the last one and deletes the WAL under
+    this one (acknowledged commits lost; tests/fleet/test_nodes.py)."""
     try:
-        os.fchmod(fd, 0o600)
-    finally:
-        os.close(fd)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        os.chmod(path, 0o600)
+    else:
+        os.close(fd)  # a new file: no connection of this process has locks on it yet
     for suffix in ("-wal", "-shm"):
         with contextlib.suppress(FileNotFoundError):
             os.chmod(f"{path}{suffix}", 0o600)
