@@ -243,3 +243,67 @@ def test_limit_a_scan_slower_than_the_alarm_gate_raises_no_incident(model) -> No
             incidents.alarm(kind, ts)
     assert scorer.stats.alarms == 40
     assert incidents.totals() == {}
+
+
+class _Endless(_FakeCapture):
+    """A capture whose queue never empties (a flood), counting what was read."""
+
+    def __init__(self, budget: int) -> None:
+        super().__init__([])
+        self.config = CaptureConfig(max_packets_per_second=budget, batch=64)
+        self._pair[1].send(b"!")  # the fake socket stays readable
+        self.reads = 0
+
+    def read(self) -> tuple[bytes, float] | None:
+        self.reads += 1
+        return b"\x00" * 60, 1.0
+
+
+class _FakeTime:
+    """The watcher's clock and stop event: waiting advances the clock, each clock read
+    adds 1 ms, and the run stops after ``end`` seconds (the loop runs in this thread)."""
+
+    def __init__(self, end: float) -> None:
+        self.now, self.end = 0.0, end
+
+    def __call__(self) -> float:
+        self.now += 0.001
+        return self.now
+
+    def is_set(self) -> bool:
+        return self.now >= self.end
+
+    def wait(self, seconds: float) -> bool:
+        self.now += seconds
+        return self.is_set()
+
+
+@pytest.mark.parametrize("scorer_kind", ["raising", "real"])
+def test_attack_flood_is_held_to_the_packet_budget_each_second(model, scorer_kind) -> None:
+    """The capture loop itself under an endless flood, on a fake clock (no timing): in
+    every second at most the budget of frames is read, whether the scorer takes them or
+    raises on each (before the fix, raising frames were read ~64,000 times a second)."""
+    budget, seconds = 100, 10
+    capture = _Endless(budget)
+    fake = _FakeTime(seconds)
+    scorer = _ExplodingScorer(model) if scorer_kind == "raising" else NetScorer(model)
+    watcher = NetWatcher(capture, scorer, Incidents(), clock=fake)
+    watcher._stop = fake  # type: ignore[assignment]
+    per_second: dict[int, int] = {}
+    process = watcher.process
+
+    def counted(limit: int) -> int:
+        second = int(fake.now)
+        before = capture.reads
+        n = process(limit)
+        per_second[second] = per_second.get(second, 0) + capture.reads - before
+        return n
+
+    watcher.process = counted  # type: ignore[method-assign]
+    try:
+        watcher._run()
+    finally:
+        capture.close()
+    assert max(per_second.values()) <= budget, per_second
+    assert sum(per_second.values()) >= budget * (seconds - 1)  # it did work each second
+    assert watcher.stats.shed_seconds >= seconds - 1
