@@ -72,7 +72,8 @@ def _check(packet: Packet | None, frame: bytes) -> None:
     assert 0 <= packet.tcp_flags <= 0xFFF
     assert 0 <= packet.size <= 0xFFFF + 40  # IPv6: 40-byte header + 16-bit payload length
     assert 0 <= packet.payload_len <= packet.size or packet.size < packet.ip_header_len
-    assert packet.ip_header_len in (40,) + tuple(range(20, 61, 4)) or packet.version == 4
+    assert (packet.ip_header_len == 40 if packet.version == 6
+            else 20 <= packet.ip_header_len <= 60 and packet.ip_header_len % 4 == 0)
     assert 0 <= packet.l4_header_len <= 60
 
 
@@ -319,7 +320,7 @@ def _ip_packets(draw: st.DrawFn) -> bytes:
     else:
         chain = draw(st.lists(st.sampled_from(sorted(EXT)), max_size=6))
         exts = b""
-        for nxt in chain[1:] + [proto] if chain else []:
+        for nxt in [*chain[1:], proto] if chain else []:
             length = draw(st.integers(0, 3))
             exts += bytes([nxt, length]) + draw(st.binary(min_size=6 + 8 * length,
                                                           max_size=6 + 8 * length))

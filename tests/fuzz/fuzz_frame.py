@@ -16,11 +16,10 @@ import math
 from tests.fuzz.harness import instrumented, run
 
 with instrumented(__name__, also=["dpkt"]):
+    from tests.fuzz.fuzz_pcap import _ip_packets
     from tinyward.detect.netfeatures import NetFeatureExtractor
     from tinyward.detect.novelty import NoveltySet
     from tinyward.detect.pcap import SUPPORTED_LINKTYPES, ReadStats, decode_frame
-
-    from tests.fuzz.fuzz_pcap import _ip_packets
 
 EXTRACTOR = NetFeatureExtractor()
 NOVELTY = NoveltySet(bytes(16), [1, 2, 3])
