@@ -430,8 +430,11 @@ def _decode(ts: float, linktype: int, frame: bytes, strip: bool, stats: ReadStat
                 stats.truncated_ip += 1
                 return None
             total = int.from_bytes(data[2:4], "big")
-            # cut padding, and bound what dpkt decodes (DECODE_BYTES)
-            ip: dpkt.ip.IP | dpkt.ip6.IP6 = dpkt.ip.IP(data[:min(total, DECODE_BYTES)])
+            # Cut padding, and bound what dpkt decodes: the IPv4 header and the largest
+            # TCP header are all the features read (DECODE_BYTES; a tunnelled packet
+            # behind them would cost ~4x a plain one to decode, for nothing).
+            end = min(total, DECODE_BYTES, (data[0] & 0x0F) * 4 + 60)
+            ip: dpkt.ip.IP | dpkt.ip6.IP6 = dpkt.ip.IP(data[:end])
             ip_header_len = ip.hl * 4
             src, dst, proto = ip.src, ip.dst, ip.p
         elif version == 6:
