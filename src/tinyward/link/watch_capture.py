@@ -235,7 +235,8 @@ class NetWatcher:
             used += self.process(min(config.batch, config.max_packets_per_second - used))
 
     def process(self, limit: int) -> int:
-        """Read up to ``limit`` waiting frames, score them, raise incidents; the count."""
+        """Read up to ``limit`` waiting frames, score them, raise incidents; the count of
+        frames read (each counts against the packet budget, scored or not)."""
         started = time.thread_time()
         n = 0
         try:
@@ -243,16 +244,25 @@ class NetWatcher:
                 frame = self.capture.read()
                 if frame is None:
                     break
-                self.scorer.feed(*frame)
+                # Counted before scoring: a frame that makes the scorer raise must cost
+                # budget too, or a stream of them is read without bound; and it is its own
+                # error, not the end of the batch (tests/link/test_watch_attack.py).
                 n += 1
+                try:
+                    self.scorer.feed(*frame)
+                except Exception as error:  # noqa: BLE001 (never stop the device)
+                    self._error(error)
             for kind, ts in self.scorer.flush():
                 self.incidents.alarm(kind, ts)
         except Exception as error:  # noqa: BLE001 (the detector must never stop the device)
-            self.stats.errors += 1
-            self.stats.last_error = f"{type(error).__name__}: {error}"[:200]
+            self._error(error)
         self.stats.frames += n
         self.stats.cpu_seconds += time.thread_time() - started
         return n
+
+    def _error(self, error: Exception) -> None:
+        self.stats.errors += 1
+        self.stats.last_error = f"{type(error).__name__}: {error}"[:200]
 
     def status(self) -> WatchStats:
         if self._closed:
