@@ -128,6 +128,7 @@ def test_detection_figures_from_incidents() -> None:
     # syn-flood began 6 s after the last nmap-syn incident: a delay there would be suspect
     assert figures.carried == {"nmap-syn": False, "syn-flood": True, "replay": False}
     assert figures.visible == {"nmap-syn": True}
+    assert figures.delay_kinds == {"nmap-syn": ["net.anomaly"]}
     assert figures.benign_incidents == 1
     assert figures.false_alarms_per_hour == pytest.approx(40.0)
     off = detection_figures([], (0.0, 90.0), windows, 128.0, None)

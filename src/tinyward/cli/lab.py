@@ -164,7 +164,8 @@ def _print_result(result: RunResult) -> None:
         notes = []
         if delay is not None and figures.carried.get(attack):
             notes.append("the device was still reporting the previous attack when it began")
-        click.echo(f"  {attack:<13} " + (f"{delay:5.1f} s" if delay is not None
+        kinds = ", ".join(figures.delay_kinds.get(attack, []))
+        click.echo(f"  {attack:<13} " + (f"{delay:5.1f} s ({kinds})" if delay is not None
                                           else "not detected")
                    + (f"  ({'; '.join(notes)})" if notes else ""))
     interval = figures.false_alarms_interval

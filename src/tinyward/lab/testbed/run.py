@@ -62,6 +62,8 @@ class Figures:
     fleet_refusals: dict[str, dict[str, float]] = field(default_factory=dict)
     #: attack class -> detector incidents the devices reported during its window
     window_incidents: dict[str, int] = field(default_factory=dict)
+    #: attack class -> the kinds of the first incident that gave its delay
+    delay_kinds: dict[str, list[str]] = field(default_factory=dict)
 
 
 def poisson_rate_interval(events: int, seconds: float,
@@ -102,13 +104,18 @@ def detection_figures(incidents: list[tuple[int, dict[str, int]]],
     in_benign = sum(sum(kinds.values()) for at, kinds in incidents if b0 <= at <= b1)
     seconds = b1 - b0
     delays: dict[str, float | None] = {}
+    delay_kinds: dict[str, list[str]] = {}
     carried: dict[str, bool] = {}
     ordered = sorted(windows, key=lambda w: w.start)
     for index, window in enumerate(ordered):
         until = ordered[index + 1].start if index + 1 < len(ordered) else settle_end
         # received_at is whole seconds: an incident received in the start's second counts.
-        hits = [at for at, _ in incidents if math.floor(window.start) <= at < until]
-        delays[window.attack] = max(0.0, hits[0] - window.start) if hits else None
+        hits = [(at, kinds) for at, kinds in incidents
+                if math.floor(window.start) <= at < until]
+        delays[window.attack] = max(0.0, hits[0][0] - window.start) if hits else None
+        if hits:
+            delay_kinds[window.attack] = sorted({k for at, kinds in hits if at == hits[0][0]
+                                                 for k in kinds})
         carried[window.attack] = any(window.start - carry <= at < math.floor(window.start)
                                      for at, _ in incidents)
     window_incidents: dict[str, int] = {}
@@ -130,7 +137,7 @@ def detection_figures(incidents: list[tuple[int, dict[str, int]]],
     rate = in_benign * 3600 / seconds if detection and seconds > 0 else None
     interval = poisson_rate_interval(in_benign, seconds) if rate is not None else None
     return Figures(detection, seconds, in_benign, rate, delays, carried, dict(visible or {}),
-                   interval, fleet_refusals, window_incidents)
+                   interval, fleet_refusals, window_incidents, delay_kinds)
 
 
 def _run_steps(lab: Lab, steps: list[Step], log: Callable[[str], None]) -> list[dict[str, object]]:
