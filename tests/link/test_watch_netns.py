@@ -26,11 +26,10 @@ import pytest
 
 from tests.conftest import needs
 from tinyward.bench.watch_traffic import BenignTraffic, port_sweep, record
-from tinyward.link.watch import DEFAULT_NET_WARMUP
 from tinyward.fleet.pki import Fleet
 from tinyward.lab.fleetproc import start_fleet_server
 from tinyward.link.netns import DeviceNamespace
-from tinyward.link.watch import INCIDENT_KINDS
+from tinyward.link.watch import DEFAULT_NET_WARMUP, INCIDENT_KINDS
 from tinyward.trust import cose
 from tinyward.trust.device import Device
 from tinyward.trust.report import decode_report
