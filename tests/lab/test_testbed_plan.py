@@ -128,6 +128,7 @@ def test_detection_figures_from_incidents() -> None:
     # syn-flood began 6 s after the last nmap-syn incident: a delay there would be suspect
     assert figures.carried == {"nmap-syn": False, "syn-flood": True, "replay": False}
     assert figures.visible == {"nmap-syn": True}
+    assert figures.delay_kinds == {"nmap-syn": ["net.anomaly"]}
     assert figures.benign_incidents == 1
     assert figures.false_alarms_per_hour == pytest.approx(40.0)
     off = detection_figures([], (0.0, 90.0), windows, 128.0, None)
@@ -151,3 +152,45 @@ def test_lab_reads_only_the_detectors_incidents_from_the_store(tmp_path: Path) -
         store.close()
     lab = Lab(make_plan(1), tmp_path, device_ids={"device-1": "dev-a"})
     assert lab.incidents("device-1") == [(110, {"net.novel": 1}), (120, {"net.anomaly": 2})]
+
+
+def test_false_alarm_rate_has_an_exact_poisson_interval() -> None:
+    from tinyward.lab.testbed.run import poisson_rate_interval
+
+    lo, hi = poisson_rate_interval(0, 3600.0)
+    assert lo == 0.0 and hi == pytest.approx(3.689, abs=1e-3)  # the "rule of 3.7"
+    lo, hi = poisson_rate_interval(4, 1800.0)
+    assert lo == pytest.approx(1.0899 * 2, rel=1e-3) and hi == pytest.approx(10.2416 * 2,
+                                                                               rel=1e-3)
+    with pytest.raises(ValueError):
+        poisson_rate_interval(1, 0.0)
+
+
+def test_fleet_side_classes_get_the_fleets_refusals_not_a_delay() -> None:
+    windows = [Window("nmap-syn", 100.0, 105.0), Window("slowloris", 110.0, 115.0),
+               Window("tls-flood", 120.0, 125.0)]
+    incidents = [(101, {"net.novel": 3}), (112, {"net.anomaly": 1})]
+    readings = [{"tls_handshake_failed": 2.0}, {"tls_handshake_failed": 2.0},
+                {"tls_handshake_failed": 70.0, "connection_cap": 29.0},
+                {"tls_handshake_failed": 250.0, "connection_cap": 29.0}]
+    figures = detection_figures(incidents, (0.0, 90.0), windows, 130.0, "--watch",
+                                visible={"nmap-syn": True, "slowloris": False,
+                                         "tls-flood": False}, refusals=readings)
+    assert figures.fleet_refusals == {
+        "slowloris": {"tls_handshake_failed": 68.0, "connection_cap": 29.0},
+        "tls-flood": {"tls_handshake_failed": 180.0}}
+    assert figures.window_incidents == {"nmap-syn": 3, "slowloris": 1, "tls-flood": 0}
+    assert figures.false_alarms_interval == (0.0, pytest.approx(3.689 * 40, rel=1e-3))
+    # a reading that failed ({}) gives no evidence rather than a wrong one
+    broken = detection_figures(incidents, (0.0, 90.0), windows, 130.0, "--watch",
+                               visible={"slowloris": False, "tls-flood": False},
+                               refusals=[{}, {}, {}, {}])
+    assert broken.fleet_refusals == {}
+
+
+def test_default_profile_gives_minutes_of_benign_traffic_and_gaps_past_the_rate_limit() -> None:
+    from tinyward.link.watch import IncidentLimits
+
+    default = PROFILES["default"]
+    assert default.benign >= 300
+    assert default.gap >= 1 / IncidentLimits().per_second + 3  # one refill + reports

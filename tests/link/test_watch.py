@@ -141,7 +141,9 @@ def test_watch_verdicts_equal_detect_score_on_the_same_frames(net):
     base, test = net
     model = load_model(base / "model.json")
     scored = score_file(model, base / "test.pcap")
-    scorer = NetScorer(model)
+    # warmup=0: the stream is 7 s long; protect=False: the exported eviction rule (the
+    # sweep fills sets; without eviction the two rules agree, see below)
+    scorer = NetScorer(model, warmup=0, protect=False)
     assert "int8 integer reference" in scorer.arithmetic
     kinds: list[tuple[str, float]] = []
     for i, (ts, frame) in enumerate(test):
@@ -155,11 +157,12 @@ def test_watch_verdicts_equal_detect_score_on_the_same_frames(net):
     assert [k for k, _ in kinds] == expected
     assert sum(k == "net.novel" for k, _ in kinds) >= 100
     assert scorer.stats.packets == len(test)
+    assert not scorer.protected
 
 
 def test_attack_sweep_in_a_stream_becomes_incidents_only_after_it_starts(net):
     base, test = net
-    scorer = NetScorer(load_model(base / "model.json"))
+    scorer = NetScorer(load_model(base / "model.json"), warmup=0)
     incidents = Incidents()
     raised_before_sweep = None
     for ts, frame in test:
@@ -347,3 +350,73 @@ def test_attack_packet_flood_costs_a_bounded_number_of_scored_packets(net):
     assert stats.shed_seconds >= 1
     assert stats.kernel_drops > 0  # the bounded kernel queue dropped the rest, counted
     assert stats.errors == 0
+
+
+# ---- state under floods and the warm-up (issue 15: the lab run) ---------------------------
+
+
+def _own_rows(model, frames, protect: bool) -> list[list[float]]:
+    """Feature rows of the device's own packets (A <-> B) in ``frames``, from the trained
+    state, with the core's eviction rule (``protect``) or the exported one."""
+    from tinyward.detect.pcap import decode_frame
+    from tinyward.link.watch import protect_established
+
+    extractor = model.features.extractor.copy()
+    if protect:
+        assert protect_established(extractor)
+    rows = []
+    for ts, frame in frames:
+        packet = decode_frame(ts, 1, frame)
+        row = extractor.update(packet)
+        if {packet.src, packet.dst} == {A, B}:
+            rows.append(row)
+    return rows
+
+
+def test_attack_flood_of_new_sockets_no_longer_evicts_the_devices_own_flows(net):
+    """A SYN flood (2,000 new sockets in 0.2 s) fills the socket table. With the exported
+    least-recently-updated rule (the unsafe baseline here) it evicts the device's own
+    telemetry socket, whose packets then carry features of a flow with no history (in the
+    lab: minutes of net.anomaly after every sweep). With the core's rule the flood churns
+    its own one-packet slots: the device's packets after the flood have exactly the
+    features they have in the same stream without the flood."""
+    base, _ = net
+    model = load_model(base / "model.json")
+    rng = np.random.default_rng(11)
+    before, after = _benign(3_000_000.0, 200, rng), _benign(3_000_010.2, 200, rng)
+    flood = [(3_000_010.0 + k * 0.0001, _eth(C, A, dpkt.tcp.TCP(sport=1024 + k, dport=443,
+                                                                flags=2), 6))
+             for k in range(2000)]
+    quiet = _own_rows(model, before + after, protect=True)
+    flooded = _own_rows(model, sorted(before + flood + after), protect=True)
+    assert flooded == quiet
+    unsafe = _own_rows(model, sorted(before + flood + after), protect=False)
+    assert len(unsafe) == len(quiet) == 800
+    assert unsafe[:400] == quiet[:400] and unsafe[400:] != quiet[400:]  # history lost
+
+
+def test_protected_tables_change_nothing_until_a_set_is_full(net):
+    """Without eviction the core's rule gives the exported features bit for bit (the
+    verdicts equal `detect score`'s: test_watch_verdicts_equal_detect_score_on_the_same_frames)."""
+    base, _ = net
+    model = load_model(base / "model.json")
+    frames = _benign(4_000_000.0, 300, np.random.default_rng(5))
+    assert _own_rows(model, frames, protect=True) == _own_rows(model, frames, protect=False)
+
+
+def test_network_alarms_in_the_warm_up_are_dropped_and_counted(net):
+    base, test = net
+    model = load_model(base / "model.json")
+    sweep_at = 2_000_005.2  # the stream's sweep starts 5.2 s after its first packet
+    for warmup, alarmed in ((10.0, False), (3.0, True)):
+        scorer = NetScorer(model, warmup=warmup)
+        kinds = []
+        for ts, frame in test:
+            scorer.feed(frame, ts)
+            kinds += scorer.flush()
+        assert bool(kinds) is alarmed
+        assert all(t >= test[0][0] + warmup for _, t in kinds)
+        assert (scorer.stats.warmup > 0) is (not alarmed)
+        assert sweep_at > test[0][0] + 3.0
+    with pytest.raises(Misuse):
+        NetScorer(model, warmup=-1)

@@ -29,7 +29,7 @@ from tinyward.bench.watch_traffic import BenignTraffic, port_sweep, record
 from tinyward.fleet.pki import Fleet
 from tinyward.lab.fleetproc import start_fleet_server
 from tinyward.link.netns import DeviceNamespace
-from tinyward.link.watch import INCIDENT_KINDS
+from tinyward.link.watch import DEFAULT_NET_WARMUP, INCIDENT_KINDS
 from tinyward.trust import cose
 from tinyward.trust.device import Device
 from tinyward.trust.report import decode_report
@@ -127,11 +127,13 @@ def test_attack_port_sweep_from_the_lan_is_in_the_next_report(lab: Lab, net_mode
     with BenignTraffic(lab.ns):
         status_file = lab.base / "sweep-status.json"
         proc = lab.device_run("--watch", lab.ns.device_if, "--net-model", str(net_model),
-                              "--status-file", str(status_file), duration=24)
+                              "--status-file", str(status_file), duration=40)
         try:
-            # Quiet: at least eight watched reports stored before the attack.
+            # Quiet: at least 18 watched reports (1 s apart) stored before the attack, so
+            # the sweep comes after the watcher's warm-up (DEFAULT_NET_WARMUP, 15 s).
+            assert DEFAULT_NET_WARMUP < 18
             assert _wait_for(lambda: len([s for s, _ in _stored(
-                lab.fleet.directory, lab.device.device_id) if s >= first_new]) >= 8, 40)
+                lab.fleet.directory, lab.device.device_id) if s >= first_new]) >= 18, 60)
             quiet = [r for r in _stored(lab.fleet.directory, lab.device.device_id)
                      if r[0] >= first_new]
             assert port_sweep(lab.ns.device_address, 200) == 200  # every port answered

@@ -147,7 +147,8 @@ def cost(folder: Path, seed: int = 7, seconds: int = 60, repeats: int = 3) -> Co
 
     def watch(batch: int) -> Callable[[], int]:
         def run() -> int:
-            scorer, incidents = NetScorer(model), Incidents()
+            # warmup=0: the bench's stream is seconds long; every sweep must alarm
+            scorer, incidents = NetScorer(model, warmup=0), Incidents()
             for i, (ts, f) in enumerate(frames):
                 scorer.feed(f, ts)
                 if (i + 1) % batch == 0:
@@ -228,7 +229,7 @@ class _Replay:
 
     def __init__(self, model: Model, sensor: _WatchedSensor, incidents: Incidents,
                  start: float, interval: float, n: int, seed: int) -> None:
-        self.scorer = NetScorer(model)
+        self.scorer = NetScorer(model, warmup=0)  # the sweeps from the first interval on
         self._sensor, self._incidents = sensor, incidents
         self._start, self._interval, self._n = start, interval, n
         rng = random.Random(seed)

@@ -5,6 +5,7 @@ The work is done by :mod:`tinyward.lab.testbed`; see docs/lab.md.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import tempfile
@@ -17,7 +18,7 @@ from tinyward.errors import TinywardError
 from tinyward.lab.testbed import net
 from tinyward.lab.testbed.lab import Lab, state_path
 from tinyward.lab.testbed.plan import DEFAULT_PREFIX, LabPlan, check_prefix, make_plan
-from tinyward.lab.testbed.run import NO_DETECTION, RunResult, run_lab
+from tinyward.lab.testbed.run import NO_DETECTION, Figures, RunResult, run_lab
 from tinyward.lab.testbed.tools import ATTACK_CLASSES, PROFILES, missing_tools
 
 
@@ -106,8 +107,11 @@ def down(prefix: str) -> None:
 @click.option("--attack", "attacks", type=click.Choice(ATTACK_CLASSES), multiple=True,
               help="Run only these attack classes (repeatable) [default: all].")
 @click.option("--no-detect", is_flag=True, help="Run the devices without on-device detection.")
+@click.option("--benign-minutes", type=click.FloatRange(0.1, 240), default=None,
+              help="Minutes of benign traffic before the first attack, where false alarms "
+              "are counted [default: 5; quick: 10 s].")
 def run(prefix: str, quick: bool, devices: int, out: Path | None, attacks: tuple[str, ...],
-        no_detect: bool) -> None:
+        no_detect: bool, benign_minutes: float | None) -> None:
     """Bring a lab up, run benign traffic and every attack, capture, label, take it down.
 
     Prints per attack class the detection delay (attack start to the first incident a
@@ -118,6 +122,8 @@ def run(prefix: str, quick: bool, devices: int, out: Path | None, attacks: tuple
         raise LabToolMissing(f"missing tools: {', '.join(missing)} (run "
                              "scripts/install-system-deps.sh)")
     profile = PROFILES["quick" if quick else "default"]
+    if benign_minutes is not None:
+        profile = dataclasses.replace(profile, benign=benign_minutes * 60)
     out = Path(f"lab-run-{time.strftime('%Y%m%d-%H%M%S')}") if out is None else out
     folder = Path(tempfile.mkdtemp(prefix=f"tinyward-{prefix}-"))
     began = time.monotonic()
@@ -148,17 +154,44 @@ def _print_result(result: RunResult) -> None:
     click.echo(f"detection delay per attack class (device flag {figures.detection}; the "
                "fleet's receive time, 1 s resolution):")
     for attack, delay in figures.delays.items():
-        notes = []
         if not figures.visible.get(attack, True):
-            notes.append("aimed at the fleet or router only: never on a device's wire")
+            seen = figures.window_incidents.get(attack, 0)
+            click.echo(f"  {attack:<13} fleet-side: {_refused(figures, attack)}"
+                       + (f"; the device reported {seen} incidents meanwhile (its own uplink "
+                          "to the loaded fleet changed: not a detection of this attack)"
+                          if seen else ""))
+            continue
+        notes = []
         if delay is not None and figures.carried.get(attack):
             notes.append("the device was still reporting the previous attack when it began")
-        click.echo(f"  {attack:<13} " + (f"{delay:5.1f} s" if delay is not None
+        kinds = ", ".join(figures.delay_kinds.get(attack, []))
+        click.echo(f"  {attack:<13} " + (f"{delay:5.1f} s ({kinds})" if delay is not None
                                           else "not detected")
                    + (f"  ({'; '.join(notes)})" if notes else ""))
+    interval = figures.false_alarms_interval
+    bound = (f" (95 % interval {interval[0]:.1f}-{interval[1]:.1f})" if interval else "")
     click.echo(f"false alarms: {figures.benign_incidents} incidents in "
-               f"{figures.benign_seconds:.0f} s of benign traffic = "
-               f"{figures.false_alarms_per_hour:.1f} per hour")
+               f"{figures.benign_seconds / 60:.1f} min of benign traffic = "
+               f"{figures.false_alarms_per_hour:.1f} per hour{bound}")
+    if figures.benign_seconds < 120:
+        click.echo("  (the quick profile is for wiring only: too short a benign period and "
+                   "too short a training for figures; use the default profile)")
+
+
+def _refused(figures: Figures, attack: str) -> str:
+    """What the fleet refused during a fleet-side attack (its /metrics), or why unknown."""
+    if attack == "hydra":
+        where = "the router's login (never on the device's wire) and the dashboard login"
+    else:
+        where = "not on the device's wire"
+    refused = figures.fleet_refusals.get(attack)
+    if refused is None:
+        return f"{where}; no fleet evidence (its /metrics could not be read)"
+    if not refused:
+        return f"{where}; the fleet counted no refusal in its window"
+    return ("refused by the fleet: " + ", ".join(f"{int(n)} {reason}" for reason, n in
+                                                  sorted(refused.items(), key=lambda i: -i[1]))
+            + f" ({where})")
 
 
 COMMANDS: list[click.Command] = [lab]

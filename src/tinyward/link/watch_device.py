@@ -77,6 +77,7 @@ class DeviceWatch:
         if self.watcher is not None:
             s = self.watcher.status()
             out["net"] = {"frames": s.frames, "packets": self.watcher.scorer.stats.packets,
+                          "warmup_alarms": self.watcher.scorer.stats.warmup,
                           "kernel_drops": s.kernel_drops, "shed_seconds": s.shed_seconds,
                           "cpu_seconds": round(s.cpu_seconds, 6), "errors": s.errors}
         if self.taps:

@@ -89,6 +89,12 @@ class Lab:
     dashboard: bool = False
     train_capture: Path | None = None
     net_model: Path | None = None
+    #: When the devices restarted watching (time.time()), for their warm-up.
+    watching_since: float | None = None
+    #: The fleet's admin bearer token (memory only: the fleet keeps its SHA-256), for
+    #: reading ``/metrics`` (the fleet's refusals during attacks aimed at it).
+    _admin_token: str = field(default="", repr=False)
+    _root_ca: Path = field(default=Path("/nonexistent"), repr=False)
     _devices: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _procs: list[subprocess.Popen[bytes] | subprocess.Popen[str]] = field(default_factory=list)
     _logs: list[IO[bytes]] = field(default_factory=list)
@@ -139,6 +145,10 @@ class Lab:
                                server_passphrase=server_secret,
                                report_interval=self.interval)
             self.dashboard = _dashboard_password(fleet.directory)
+            from tinyward.fleet.guards import create_admin_token
+
+            self._admin_token = create_admin_token(fleet.directory)
+            self._root_ca = fleet.root_ca_path
             announced: list[str] = []
             _, self.server_url = start_fleet_server(
                 fleet.directory, server_secret, fleet_host.address, FLEET_PORT,
@@ -211,6 +221,7 @@ class Lab:
                 proc.kill()
                 proc.wait(timeout=5)
             self._start_device(role, watch=True)
+        self.watching_since = time.time()
         self.wait_reporting(2, since=before)
 
     def _services(self) -> None:
@@ -298,6 +309,36 @@ class Lab:
         found = [(row.at, {row.kind: row.count}) for row in rows
                  if row.kind.startswith(DETECTION_KINDS) and row.count > 0]
         return sorted(found, key=lambda item: item[0])
+
+    def refusals(self) -> dict[str, float]:
+        """The fleet's refusal counters by reason (``tinyward_refusals_total`` of its
+        ``/metrics``, read from inside the lab, parsed with prometheus_client); {} when
+        they cannot be read (said in the figures as "no fleet evidence")."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        fleet = self.plan.host("fleet").address
+        argv = [sys.executable, "-m", "tinyward.lab.testbed.services", "metrics", "--target",
+                fleet, "--port", str(ADMIN_PORT), "--cafile",
+                str(self._root_ca)]
+        env = {**os.environ, "TINYWARD_LAB_ADMIN_TOKEN": self._admin_token}
+        try:
+            done = subprocess.run(net.ns_command(self.plan.host("fleet").netns, argv),
+                                  env=env, capture_output=True, text=True, timeout=30,
+                                  check=False)
+        except subprocess.TimeoutExpired:
+            return {}
+        if done.returncode != 0:
+            return {}
+        out: dict[str, float] = {}
+        try:
+            for family in text_string_to_metric_families(done.stdout):
+                for sample in family.samples:
+                    if sample.name == "tinyward_refusals_total":
+                        reason = sample.labels.get("reason", "?")
+                        out[reason] = out.get(reason, 0.0) + sample.value
+        except ValueError:
+            return {}
+        return out
 
     def wait_reporting(self, reports: int = 2, timeout: float = 60.0,
                        since: dict[str, int] | None = None) -> None:

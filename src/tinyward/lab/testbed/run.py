@@ -55,6 +55,29 @@ class Figures:
     carried: dict[str, bool] = field(default_factory=dict)
     #: attack class -> some step aimed at a device (else it never crosses a device's wire)
     visible: dict[str, bool] = field(default_factory=dict)
+    #: exact (Poisson) 95 % interval of the false alarms per hour
+    false_alarms_interval: tuple[float, float] | None = None
+    #: attack class aimed only at the fleet/router -> the fleet's refusals by reason
+    #: during its window (``/metrics`` deltas from its start to the next one's start)
+    fleet_refusals: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: attack class -> detector incidents the devices reported during its window
+    window_incidents: dict[str, int] = field(default_factory=dict)
+    #: attack class -> the kinds of the first incident that gave its delay
+    delay_kinds: dict[str, list[str]] = field(default_factory=dict)
+
+
+def poisson_rate_interval(events: int, seconds: float,
+                          confidence: float = 0.95) -> tuple[float, float]:
+    """Exact two-sided interval of an event rate per hour from ``events`` in ``seconds``
+    (Garwood: chi-square quantiles; 0 events gives [0, 3.69/T] at 95 %)."""
+    from scipy.stats import chi2
+
+    if seconds <= 0 or events < 0:
+        raise ValueError("needs seconds > 0 and events >= 0")
+    alpha = 1.0 - confidence
+    lo = 0.0 if events == 0 else float(chi2.ppf(alpha / 2, 2 * events)) / 2
+    hi = float(chi2.ppf(1 - alpha / 2, 2 * events + 2)) / 2
+    return lo * 3600 / seconds, hi * 3600 / seconds
 
 
 @dataclass
@@ -70,27 +93,51 @@ class RunResult:
 def detection_figures(incidents: list[tuple[int, dict[str, int]]],
                       benign: tuple[float, float], windows: list[lab_labels.Window],
                       settle_end: float, detection: str | None, carry: float = 12.0,
-                      visible: dict[str, bool] | None = None) -> Figures:
+                      visible: dict[str, bool] | None = None,
+                      refusals: list[dict[str, float]] | None = None) -> Figures:
     """The figures from the incidents a device reported (pure; see the module doc).
     ``carry``: how far back an incident marks an attack's delay as possibly carried over
     from the attack before (the device's incident rate limit lets a long alarm trickle
-    in, one per 10 s)."""
+    in, one per 10 s). ``refusals``: the fleet's refusal counters by reason read at each
+    window's start and once at the end (``len(windows) + 1`` readings, in time order)."""
     b0, b1 = benign
     in_benign = sum(sum(kinds.values()) for at, kinds in incidents if b0 <= at <= b1)
     seconds = b1 - b0
     delays: dict[str, float | None] = {}
+    delay_kinds: dict[str, list[str]] = {}
     carried: dict[str, bool] = {}
     ordered = sorted(windows, key=lambda w: w.start)
     for index, window in enumerate(ordered):
         until = ordered[index + 1].start if index + 1 < len(ordered) else settle_end
         # received_at is whole seconds: an incident received in the start's second counts.
-        hits = [at for at, _ in incidents if math.floor(window.start) <= at < until]
-        delays[window.attack] = max(0.0, hits[0] - window.start) if hits else None
+        hits = [(at, kinds) for at, kinds in incidents
+                if math.floor(window.start) <= at < until]
+        delays[window.attack] = max(0.0, hits[0][0] - window.start) if hits else None
+        if hits:
+            delay_kinds[window.attack] = sorted({k for at, kinds in hits if at == hits[0][0]
+                                                 for k in kinds})
         carried[window.attack] = any(window.start - carry <= at < math.floor(window.start)
                                      for at, _ in incidents)
-    return Figures(detection, seconds, in_benign,
-                   in_benign * 3600 / seconds if detection and seconds > 0 else None, delays,
-                   carried, dict(visible or {}))
+    window_incidents: dict[str, int] = {}
+    for index, window in enumerate(ordered):
+        until = ordered[index + 1].start if index + 1 < len(ordered) else settle_end
+        window_incidents[window.attack] = sum(
+            sum(kinds.values()) for at, kinds in incidents
+            if math.floor(window.start) <= at < until)
+    fleet_refusals: dict[str, dict[str, float]] = {}
+    if refusals is not None and len(refusals) == len(ordered) + 1:
+        for index, window in enumerate(ordered):
+            if (visible or {}).get(window.attack, True):
+                continue
+            before, after = refusals[index], refusals[index + 1]
+            if before is not None and after:
+                fleet_refusals[window.attack] = {
+                    reason: after[reason] - before.get(reason, 0.0) for reason in sorted(after)
+                    if after[reason] - before.get(reason, 0.0) > 0}
+    rate = in_benign * 3600 / seconds if detection and seconds > 0 else None
+    interval = poisson_rate_interval(in_benign, seconds) if rate is not None else None
+    return Figures(detection, seconds, in_benign, rate, delays, carried, dict(visible or {}),
+                   interval, fleet_refusals, window_incidents, delay_kinds)
 
 
 def _run_steps(lab: Lab, steps: list[Step], log: Callable[[str], None]) -> list[dict[str, object]]:
@@ -176,6 +223,12 @@ def run_lab(lab: Lab, profile: Profile, out: Path, attacks: tuple[str, ...] = AT
         if lab.net_model is not None:  # the model the devices watch with, for detect eval
             shutil.copyfile(lab.net_model, out / "device-net.json")
     time.sleep(1.0)  # tcpdump opens its interface
+    if lab.watching_since is not None:
+        # The benign period starts after the watcher's warm-up (its alarms dropped there
+        # would hide false alarms): DEFAULT_NET_WARMUP from the restart, plus 1 s.
+        from tinyward.link.watch import DEFAULT_NET_WARMUP
+
+        time.sleep(max(0.0, lab.watching_since + DEFAULT_NET_WARMUP + 1.0 - time.time()))
     benign_start = time.time()
     log(f"benign period: {profile.benign:g} s (reports, DNS, NTP, mDNS, ARP)")
     time.sleep(profile.benign)
@@ -191,9 +244,11 @@ def run_lab(lab: Lab, profile: Profile, out: Path, attacks: tuple[str, ...] = AT
     steps: list[dict[str, object]] = []
     devices = {h.address for h in plan.devices}
     visible: dict[str, bool] = {}
+    readings: list[dict[str, float]] = []
     for attack in attacks:
         planned = attack_steps(plan, profile, attack, workdir, dashboard=lab.dashboard)
         visible[attack] = any(step.target in devices for step in planned)
+        readings.append(lab.refusals())  # the fleet's refusals so far (for fleet-side)
         log(f"attack {attack}")
         start = time.time()
         steps += _run_steps(lab, planned, log)
@@ -204,6 +259,7 @@ def run_lab(lab: Lab, profile: Profile, out: Path, attacks: tuple[str, ...] = AT
     settle = max(3.0, 3 * lab.interval)
     time.sleep(settle)  # reports made during the last attack reach the fleet
     settle_end = time.time()
+    readings.append(lab.refusals())
     for proc in tcpdumps:
         _stop(proc)
     label_paths = {}
@@ -215,12 +271,13 @@ def run_lab(lab: Lab, profile: Profile, out: Path, attacks: tuple[str, ...] = AT
     incidents = [i for role in lab.device_ids for i in lab.incidents(role)]
     incidents.sort(key=lambda item: item[0])
     figures = detection_figures(incidents, (benign_start, benign_end), windows, settle_end,
-                                lab.detection, visible=visible)
+                                lab.detection, visible=visible, refusals=readings)
     (out / "windows.csv").write_text("attack,start,end\n" + "".join(
         f"{w.attack},{w.start:.6f},{w.end:.6f}\n" for w in windows))
     (out / "figures.json").write_text(json.dumps(
         {"profile": asdict(profile), "benign": [benign_start, benign_end],
          "windows": [asdict(w) for w in windows], "figures": asdict(figures),
          "incidents": [[at, kinds] for at, kinds in incidents],
+         "refusals": readings,
          "steps": steps}, indent=1))
     return RunResult(out, captures, label_paths, windows, figures, steps)

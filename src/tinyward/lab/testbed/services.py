@@ -156,6 +156,22 @@ def tls_flood(target: str, port: int, count: int, workers: int, timeout: float) 
           f"{results.count('refused')} refused or dropped")
 
 
+# ------------------------------------------------------------------------- fleet metrics
+def fleet_metrics(target: str, port: int, cafile: str) -> None:
+    """Print the fleet's ``/metrics`` (the admin token from ``TINYWARD_LAB_ADMIN_TOKEN``,
+    never argv; the server's certificate verified against the fleet's root CA)."""
+    import os
+    import urllib.request
+
+    target = _in_lab(target)
+    token = os.environ.get("TINYWARD_LAB_ADMIN_TOKEN", "")
+    context = ssl.create_default_context(cafile=cafile)
+    request = urllib.request.Request(f"https://{target}:{port}/metrics",
+                                     headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, context=context, timeout=10) as answer:  # noqa: S310 (https, built above)
+        sys.stdout.write(answer.read(1 << 20).decode("utf-8", "replace"))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="tinyward.lab.testbed.services")
     sub = parser.add_subparsers(dest="what", required=True)
@@ -178,6 +194,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--count", type=int, default=200)
     p.add_argument("--workers", type=int, default=16)
     p.add_argument("--timeout", type=float, default=3.0)
+    p = sub.add_parser("metrics")
+    p.add_argument("--target", required=True)
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--cafile", required=True)
     args = parser.parse_args(argv)
     for bound in ("duration", "count"):
         value = getattr(args, bound, None)
@@ -191,6 +211,8 @@ def main(argv: list[str] | None = None) -> None:
         with open(args.password_file, encoding="utf-8") as handle:
             password = handle.read().strip()
         router_login(args.address, args.port, password, args.duration)
+    elif args.what == "metrics":
+        fleet_metrics(args.target, args.port, args.cafile)
     else:
         tls_flood(args.target, args.port, min(args.count, 5000), min(args.workers, 64),
                   args.timeout)
