@@ -21,6 +21,7 @@ PROBES: Mapping[str, str] = MappingProxyType({
     "pin-mitm": "live",
     "preauth-exhaustion": "live",
     "replay": "live",
+    "lockout-restart": "live",
     "identity": "static",
     "update-trust": "static",
     "disclosure-contact": "declaration",
