@@ -22,6 +22,7 @@ PROBES: Mapping[str, str] = MappingProxyType({
     "preauth-exhaustion": "live",
     "replay": "live",
     "lockout-restart": "live",
+    "hostile-app": "live",
     "identity": "static",
     "update-trust": "static",
     "disclosure-contact": "declaration",

@@ -12,6 +12,7 @@ from tinyward.assess.model import Model, load_model
 from tinyward.assess.probes.base import Budget, Context, Probe
 from tinyward.assess.probes.credentials import Credentials
 from tinyward.assess.probes.declared import DisclosureContact, SupportPeriod
+from tinyward.assess.probes.hostile import HostileApp
 from tinyward.assess.probes.lockout import LockoutRestart
 from tinyward.assess.probes.pinmitm import PinMitm
 from tinyward.assess.probes.portscan import PortScan
@@ -25,7 +26,7 @@ from tinyward.assess.target import Target
 def all_probes() -> list[Probe]:
     """Every probe, in the order they run (the port scan first: the others use its ports)."""
     return [PortScan(), TlsConfig(), Credentials(), PreauthExhaustion(), PinMitm(), Replay(),
-            LockoutRestart(),
+            LockoutRestart(), HostileApp(),
             Identity(), UpdateTrust(), DisclosureContact(), SupportPeriod()]
 
 
