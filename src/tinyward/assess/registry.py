@@ -23,6 +23,7 @@ PROBES: Mapping[str, str] = MappingProxyType({
     "replay": "live",
     "lockout-restart": "live",
     "hostile-app": "live",
+    "traffic-analysis": "live",
     "identity": "static",
     "update-trust": "static",
     "disclosure-contact": "declaration",

@@ -20,13 +20,14 @@ from tinyward.assess.probes.preauth import PreauthExhaustion
 from tinyward.assess.probes.replay import Replay
 from tinyward.assess.probes.static import Identity, UpdateTrust
 from tinyward.assess.probes.tlsconfig import TlsConfig
+from tinyward.assess.probes.traffic import TrafficAnalysis
 from tinyward.assess.target import Target
 
 
 def all_probes() -> list[Probe]:
     """Every probe, in the order they run (the port scan first: the others use its ports)."""
     return [PortScan(), TlsConfig(), Credentials(), PreauthExhaustion(), PinMitm(), Replay(),
-            LockoutRestart(), HostileApp(),
+            LockoutRestart(), HostileApp(), TrafficAnalysis(),
             Identity(), UpdateTrust(), DisclosureContact(), SupportPeriod()]
 
 

@@ -116,6 +116,9 @@ class Target:
     # restarts the device's process and returns (the manufacturer supplies it).
     login: Any = None
     restart_command: tuple[str, ...] | None = None
+    # The fleet server's device port (on ``address``) a tinyward device folder reports to,
+    # for the traffic-analysis probe's capture of its uplink.
+    uplink_port: int | None = None
     notes: tuple[str, ...] = field(default=())
 
     @property
@@ -133,7 +136,8 @@ def make_target(*, address: str | None = None, named: bool = False,
                 device_command: tuple[str, ...] | None = None,
                 mitm_cert: tuple[Path, Path] | None = None, replay: Any = None,
                 login: Any = None,
-                restart_command: tuple[str, ...] | None = None) -> Target:
+                restart_command: tuple[str, ...] | None = None,
+                uplink_port: int | None = None) -> Target:
     """A checked target. Raises :class:`TargetRefused` or :class:`BadInput`."""
     if address is None and device_dir is None and description is None and \
             device_command is None:
@@ -153,7 +157,8 @@ def make_target(*, address: str | None = None, named: bool = False,
     if restart_command is not None and not restart_command:
         raise BadInput("the restart command is empty")
     return Target(checked, ports, netns, Path(device_dir) if device_dir else None, description,
-                  client_cert, device_command, mitm_cert, replay, login, restart_command)
+                  client_cert, device_command, mitm_cert, replay, login, restart_command,
+                  uplink_port)
 
 
 def parse_ports(text: str) -> tuple[int, ...]:

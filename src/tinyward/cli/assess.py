@@ -140,6 +140,9 @@ def _print_requirements(model: Model, chosen: tuple[Requirement, ...]) -> None:
 @click.option("--restart-command", default=None, metavar="ARGV",
               help="A command that restarts the device's process and returns (shell-like "
                    "quoting), so lockout-restart can check that a restart keeps the wait.")
+@click.option("--uplink-port", type=click.IntRange(1, 65535), default=None,
+              help="The fleet server's device port (on the loopback TARGET) that the "
+                   "device folder reports to, for the traffic-analysis probe.")
 @click.option("--seconds-per-probe", default=120.0, show_default=True,
               type=click.FloatRange(1, 3600), help="Each probe's time budget.")
 @click.option("--attempts", default=200, show_default=True, type=click.IntRange(1, 10_000),
@@ -150,7 +153,7 @@ def run(target: str | None, out: Path, target_address: str | None, ports: str | 
         mitm_cert: tuple[Path, Path] | None, replay_file: Path | None,
         replay_port: int | None, replay_path: str, login_port: int | None,
         login_path: str, login_plain: bool, restart_command: str | None,
-        seconds_per_probe: float, attempts: int) -> None:
+        uplink_port: int | None, seconds_per_probe: float, attempts: int) -> None:
     """Probe TARGET (a loopback or lab address, or a device folder) and write the report.
 
     An address that is neither loopback nor inside --netns is refused unless you name it
@@ -187,7 +190,8 @@ def run(target: str | None, out: Path, target_address: str | None, ports: str | 
                           replay=_replay_spec(replay_file, replay_port, replay_path),
                           login=_login_spec(login_port, login_path, login_plain),
                           restart_command=tuple(shlex.split(restart_command))
-                          if restart_command else None)
+                          if restart_command else None,
+                          uplink_port=uplink_port)
     probes = all_probes()
     step = iter(range(1, len(probes) + 1))
 
