@@ -24,6 +24,7 @@ PROBES: Mapping[str, str] = MappingProxyType({
     "lockout-restart": "live",
     "hostile-app": "live",
     "traffic-analysis": "live",
+    "attestation": "live",
     "identity": "static",
     "update-trust": "static",
     "disclosure-contact": "declaration",

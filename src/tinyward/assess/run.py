@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from tinyward.assess.evidence import Evidence, TierResult, complete, evaluate
 from tinyward.assess.model import Model, load_model
+from tinyward.assess.probes.attest import Attestation
 from tinyward.assess.probes.base import Budget, Context, Probe
 from tinyward.assess.probes.credentials import Credentials
 from tinyward.assess.probes.declared import DisclosureContact, SupportPeriod
@@ -27,7 +28,7 @@ from tinyward.assess.target import Target
 def all_probes() -> list[Probe]:
     """Every probe, in the order they run (the port scan first: the others use its ports)."""
     return [PortScan(), TlsConfig(), Credentials(), PreauthExhaustion(), PinMitm(), Replay(),
-            LockoutRestart(), HostileApp(), TrafficAnalysis(),
+            LockoutRestart(), HostileApp(), TrafficAnalysis(), Attestation(),
             Identity(), UpdateTrust(), DisclosureContact(), SupportPeriod()]
 
 

@@ -143,6 +143,13 @@ def _print_requirements(model: Model, chosen: tuple[Requirement, ...]) -> None:
 @click.option("--uplink-port", type=click.IntRange(1, 65535), default=None,
               help="The fleet server's device port (on the loopback TARGET) that the "
                    "device folder reports to, for the traffic-analysis probe.")
+@click.option("--attest-command", default=None, metavar="ARGV",
+              help="How to ask the device for an attestation token: {nonce} (hex) and "
+                   "{out} (the token file) in the argv, for the attestation probe.")
+@click.option("--attest-cert", default=None,
+              type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="The device's attestation certificate (PEM); default: a tinyward device "
+                   "folder's certs/attestation.crt.pem.")
 @click.option("--seconds-per-probe", default=120.0, show_default=True,
               type=click.FloatRange(1, 3600), help="Each probe's time budget.")
 @click.option("--attempts", default=200, show_default=True, type=click.IntRange(1, 10_000),
@@ -153,7 +160,8 @@ def run(target: str | None, out: Path, target_address: str | None, ports: str | 
         mitm_cert: tuple[Path, Path] | None, replay_file: Path | None,
         replay_port: int | None, replay_path: str, login_port: int | None,
         login_path: str, login_plain: bool, restart_command: str | None,
-        uplink_port: int | None, seconds_per_probe: float, attempts: int) -> None:
+        uplink_port: int | None, attest_command: str | None, attest_cert: Path | None,
+        seconds_per_probe: float, attempts: int) -> None:
     """Probe TARGET (a loopback or lab address, or a device folder) and write the report.
 
     An address that is neither loopback nor inside --netns is refused unless you name it
@@ -191,7 +199,9 @@ def run(target: str | None, out: Path, target_address: str | None, ports: str | 
                           login=_login_spec(login_port, login_path, login_plain),
                           restart_command=tuple(shlex.split(restart_command))
                           if restart_command else None,
-                          uplink_port=uplink_port)
+                          uplink_port=uplink_port,
+                          attest_command=tuple(shlex.split(attest_command))
+                          if attest_command else None, attest_cert=attest_cert)
     probes = all_probes()
     step = iter(range(1, len(probes) + 1))
 
