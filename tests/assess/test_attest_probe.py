@@ -84,3 +84,26 @@ def test_without_an_attest_command_it_is_not_tested(devices: tuple[Path, Path]) 
     evidence = Attestation().run(make_target(device_dir=devices[0]), Context(load_model()),
                                  Budget(10, 5))
     assert evidence[0].verdict == "not-tested" and "--attest-command" in evidence[0].text
+
+
+def test_cli_assesses_a_device_folder_with_its_attest_command(devices: tuple[Path, Path],
+                                                              tmp_path: Path) -> None:
+    import json
+    import shlex
+
+    from click.testing import CliRunner
+
+    from tinyward.cli.main import cli
+
+    command = shlex.join(attest_command(devices[0]))
+    result = CliRunner().invoke(cli, ["assess", "run", str(devices[0]), "--attest-command",
+                                      command, "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    document = json.loads((tmp_path / "out" / "report.json").read_text())
+    verdicts = {r["id"]: r["verdict"] for r in document["requirements"]}
+    assert verdicts["I-ATTEST-1"] == "pass"
+    assert verdicts["I-AUTH-1"] == "not-tested" and verdicts["C-TRAFFIC-1"] == "not-tested"
+    # A command without its placeholders is refused before any probe runs.
+    refused = CliRunner().invoke(cli, ["assess", "run", str(devices[0]), "--attest-command",
+                                       "true", "--out", str(tmp_path / "out2")])
+    assert refused.exit_code != 0 and "{nonce} and {out}" in refused.output

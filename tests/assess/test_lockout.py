@@ -143,3 +143,23 @@ def test_tinyward_dashboard_lockout_survives_a_restart_of_the_server(
     assert verdict_ == "pass", text
     assert "locked out after 5 wrong password(s) (HTTP 429" in text
     assert s.pidfile.read_text() != before  # a new server process answered the last guess
+
+
+def test_cli_runs_lockout_restart_against_a_named_login(tmp_path: Path,
+                                                        service: list[Service]) -> None:
+    import json
+    import shlex
+
+    from click.testing import CliRunner
+
+    from tinyward.cli.main import cli
+
+    port, s = weak_login(tmp_path, service, "memory")
+    result = CliRunner().invoke(cli, [
+        "assess", "run", "127.0.0.1", "--ports", str(port), "--login-port", str(port),
+        "--login-plain", "--restart-command", shlex.join(s.restart),
+        "--out", str(tmp_path / "out"), "--seconds-per-probe", "60"])
+    assert result.exit_code == 0, result.output
+    document = json.loads((tmp_path / "out" / "report.json").read_text())
+    found = {r["id"]: r for r in document["requirements"]}["I-AUTH-1"]
+    assert found["verdict"] == "fail" and "the restart reset the wait" in found["evidence"]
