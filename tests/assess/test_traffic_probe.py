@@ -61,11 +61,18 @@ def auc(text: str, phase: str) -> float:
     return float(found.group(1))
 
 
-def run(uplink: Uplink, which: int, **unsafe: bool) -> tuple[str, str]:
+def chance_of(text: str, phase: str) -> tuple[float, float]:
+    found = re.search(re.escape(phase) + r": AUC [0-9.]+ \(chance ([0-9.]+)-([0-9.]+)", text)
+    assert found, text
+    return float(found.group(1)), float(found.group(2))
+
+
+def run(uplink: Uplink, which: int, seconds: float = SECONDS, **unsafe: bool
+        ) -> tuple[str, str]:
     target = make_target(address="127.0.0.1", device_dir=uplink.device_dirs[which],
                          uplink_port=uplink.port)
-    evidence = TrafficAnalysis(seconds=SECONDS, **unsafe).run(
-        target, Context(load_model()), Budget(120, 10))
+    evidence = TrafficAnalysis(seconds=seconds, **unsafe).run(
+        target, Context(load_model()), Budget(200, 10))
     assert [e.requirement for e in evidence] == ["C-TRAFFIC-1"]
     return evidence[0].verdict, evidence[0].text
 
@@ -75,8 +82,10 @@ def test_traffic_verdicts() -> None:
     quiet = Phase("random events", 0.49, (0.45, 0.53), 300)
     loud = Phase("application steering its latency", 0.97, (0.45, 0.53), 300)
     above_chance = Phase("random events", 0.54, (0.45, 0.52), 300)
+    noisy = Phase("random events", 0.58, (0.39, 0.63), 150)  # a short run: chance reaches it
     assert phase_verdict(quiet) == "pass" and phase_verdict(loud) == "fail"
     assert phase_verdict(above_chance) == "not-tested"
+    assert phase_verdict(noisy) == "not-tested"
     assert verdict([quiet, quiet], context)[0].verdict == "pass"
     assert verdict([quiet, loud], context)[0].verdict == "fail"
     assert verdict([quiet, above_chance], context)[0].verdict == "not-tested"
@@ -85,7 +94,9 @@ def test_traffic_verdicts() -> None:
 
 
 def test_control_shaping_off_fails(uplink: Uplink) -> None:
-    verdict_, text = run(uplink, 0, unsafe_unshaped=True)
+    # 30 s: on this shared machine a 15 s unshaped run once gave 0.590 against a chance
+    # range reaching 0.570, too close to call on fewer intervals.
+    verdict_, text = run(uplink, 0, 30.0, unsafe_unshaped=True)
     assert verdict_ == "fail" and auc(text, "random events") > 0.55, text
 
 
@@ -99,7 +110,11 @@ def test_a_shaped_tinyward_device_is_measured_and_its_events_stay_hidden(
         uplink: Uplink) -> None:
     verdict_, text = run(uplink, 2)
     assert verdict_ in ("pass", "fail", "not-tested")  # the app phase depends on the load
-    assert auc(text, "random events") <= 0.55, text  # shaping hides the events
+    # Shaping hides the events: never a fail (on a short run under load, an AUC within
+    # chance can still pass 0.55, which is inconclusive, not a leak).
+    events = Phase("random events", auc(text, "random events"), chance_of(text, "random events"),
+                   149)
+    assert phase_verdict(events) != "fail", text
     assert "chance" in text and "secret bits recovered" in text
     print(text)  # the figures, for the report (pytest -s)
 

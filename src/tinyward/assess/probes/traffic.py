@@ -17,10 +17,10 @@ short run holds a few hundred intervals):
 The observer is ``tinyward bench shaping``'s classifier (a random forest on per-interval
 record counts, bytes, the largest record and the first record's offset; ROC AUC under
 cross-validation), and the same classifier on shuffled labels gives the chance range on
-this many intervals. Per phase: AUC > 0.55 fails; AUC <= 0.55 and not above the chance
-range passes; <= 0.55 but above the chance range is not-tested (a longer run would
-decide). Both phases must pass. The machine's load reaches the timing (docs/link.md,
-"a busy device"): run the assessment on a quiet machine.
+this many intervals. Per phase: AUC <= 0.55 and not above the chance range passes;
+AUC > 0.55 and above the chance range fails; anything else (one of the two only) is
+not-tested: a longer run decides. Both phases must pass. The machine's load reaches the
+timing (docs/link.md, "a busy device"): run the assessment on a quiet machine.
 """
 
 from __future__ import annotations
@@ -58,11 +58,13 @@ class Phase:
 
 
 def phase_verdict(phase: Phase) -> str:
-    """fail, pass or not-tested for one phase (pure)."""
+    """fail, pass or not-tested for one phase (pure). A fail needs the AUC above 0.55 *and*
+    above what shuffled labels reach on this many intervals: on a short run chance alone
+    can pass 0.55, and that shows no leak (nor its absence: not-tested)."""
     if phase.intervals == 0:
         return "not-tested"
     if phase.auc > MAX_AUC:
-        return "fail"
+        return "fail" if phase.auc > phase.chance[1] else "not-tested"
     return "pass" if phase.auc <= phase.chance[1] else "not-tested"
 
 
@@ -74,14 +76,16 @@ def verdict(phases: list[Phase], context: Context, where: str = "") -> list[Evid
     parts = "; ".join(p.text() + (f" [{p.note}]" if p.note else "") for p in phases)
     if "fail" in verdicts:
         return for_all(context, NAME, "fail", "live",
-                       f"the eavesdropper tells them apart (AUC above {MAX_AUC}): {parts}",
+                       f"the eavesdropper tells them apart (AUC above {MAX_AUC} and above "
+                       f"chance): {parts}",
                        where)
     if len(phases) == 2 and set(verdicts) == {"pass"}:
         return for_all(context, NAME, "pass", "live",
                        f"the eavesdropper learns nothing (AUC <= {MAX_AUC}, within chance): "
                        f"{parts}", where)
     return for_all(context, NAME, "not-tested", "live",
-                   f"inconclusive (an AUC above its chance range, or a phase missing): "
+                   f"inconclusive (an AUC on one side of {MAX_AUC} and the other of its "
+                   f"chance range, or a phase missing): "
                    f"{parts}", where)
 
 
