@@ -70,7 +70,8 @@ def test_weak_device_gets_tier_0_with_the_right_findings(weak_run) -> None:
     assert {r["id"] for r in document["requirements"] if r["verdict"] == "pass"} == \
         {"A-PREAUTH-1"}
     assert {"I-CRED-1", "C-COMM-1", "G-VDP-1", "G-SUP-1"} <= set(document["tier"]["blocking"])
-    assert "[1/10] port-scan: C-SURF-1 fail" in output  # progress while probes run
+    # progress while probes run
+    assert f"[1/{len(all_probes())}] port-scan: C-SURF-1 fail" in output
 
 
 @needs(NMAP, "needs nmap (scripts/install-system-deps.sh)")
@@ -222,6 +223,9 @@ def test_a_tinyward_device_folder_is_assessed_statically(tmp_path: Path) -> None
     # The update root is sealed in protected storage: a static check cannot see it.
     assert verdicts["I-UPD-1"]["verdict"] == "not-tested"
     assert verdicts["C-SURF-1"]["verdict"] == "not-tested"  # no address: nothing live
+    # The hostile-app battery ran live in this device's own sandbox (its root key the aim).
     assert {r["id"] for r in document["requirements"] if r["verdict"] == "pass"} == \
-        {"I-ID-1", "G-VDP-1", "G-SUP-1"}
+        {"I-ID-1", "G-VDP-1", "G-SUP-1", "I-APP-1", "I-INPUT-1"}
+    assert verdicts["I-APP-1"]["kind"] == "live" and "keystore: crash" in \
+        verdicts["I-APP-1"]["evidence"]
     _validate(document, report.schema())

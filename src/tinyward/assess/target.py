@@ -112,6 +112,17 @@ class Target:
     mitm_cert: tuple[Path, Path] | None = None
     # A captured request to send twice (the replay probe's ReplaySpec).
     replay: Any = None
+    # An HTML form login (the lockout-restart probe's LoginSpec), and the command that
+    # restarts the device's process and returns (the manufacturer supplies it).
+    login: Any = None
+    restart_command: tuple[str, ...] | None = None
+    # The fleet server's device port (on ``address``) a tinyward device folder reports to,
+    # for the traffic-analysis probe's capture of its uplink.
+    uplink_port: int | None = None
+    # How to ask the device for an attestation token ("{nonce}" hex, "{out}" a file) and
+    # its attestation certificate (default: a tinyward device folder's).
+    attest_command: tuple[str, ...] | None = None
+    attest_cert: Path | None = None
     notes: tuple[str, ...] = field(default=())
 
     @property
@@ -127,7 +138,12 @@ def make_target(*, address: str | None = None, named: bool = False,
                 description: Description | None = None,
                 client_cert: tuple[Path, Path] | None = None,
                 device_command: tuple[str, ...] | None = None,
-                mitm_cert: tuple[Path, Path] | None = None, replay: Any = None) -> Target:
+                mitm_cert: tuple[Path, Path] | None = None, replay: Any = None,
+                login: Any = None,
+                restart_command: tuple[str, ...] | None = None,
+                uplink_port: int | None = None,
+                attest_command: tuple[str, ...] | None = None,
+                attest_cert: Path | None = None) -> Target:
     """A checked target. Raises :class:`TargetRefused` or :class:`BadInput`."""
     if address is None and device_dir is None and description is None and \
             device_command is None:
@@ -144,8 +160,14 @@ def make_target(*, address: str | None = None, named: bool = False,
     if device_command is not None and (not device_command or
                                        not any("{server}" in p for p in device_command)):
         raise BadInput("the device command must contain {server} where the URL goes")
+    if attest_command is not None and not (any("{nonce}" in p for p in attest_command)
+                                           and any("{out}" in p for p in attest_command)):
+        raise BadInput("the attest command must contain {nonce} and {out}")
+    if restart_command is not None and not restart_command:
+        raise BadInput("the restart command is empty")
     return Target(checked, ports, netns, Path(device_dir) if device_dir else None, description,
-                  client_cert, device_command, mitm_cert, replay)
+                  client_cert, device_command, mitm_cert, replay, login, restart_command,
+                  uplink_port, attest_command, attest_cert)
 
 
 def parse_ports(text: str) -> tuple[int, ...]:

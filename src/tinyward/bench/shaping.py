@@ -135,7 +135,10 @@ def _null_aucs(features: np.ndarray, labels: np.ndarray, seed: int, n: int = 3) 
 
 
 def _hostile_phase(device: Device, port: int, shaper: ShaperConfig, link: LinkConfig,
-                   duration: float, interval: float, seed: int, inline: bool) -> HostileResult:
+                   duration: float, interval: float, seed: int, inline: bool,
+                   keep: dict[str, object] | None = None) -> HostileResult:
+    # ``keep``: gets the observer's features and labels (the assessment's traffic-analysis
+    # probe computes their chance range).
     from tinyward.app.frames import simulated_frames
     from tinyward.app.manifest import load_manifest
     from tinyward.app.source import AppResultSource
@@ -179,6 +182,8 @@ def _hostile_phase(device: Device, port: int, shaper: ShaperConfig, link: LinkCo
     labels = np.array([int(bits[math.floor((start + k * interval + 0.01) / slot) % nbits])
                        for k in range(n)])
     features = _features(proxy.records, start, interval, n)
+    if keep is not None:
+        keep.update(features=features, labels=labels)
     auc = _auc(features, labels, seed)
     scores = _scores(features, labels, seed)
     slots = np.array([math.floor((start + k * interval + 0.01) / slot) for k in range(n)])

@@ -131,6 +131,25 @@ def _print_requirements(model: Model, chosen: tuple[Requirement, ...]) -> None:
               help="The (TLS) port to replay it to.")
 @click.option("--replay-path", default="/v1/reports", show_default=True,
               help="The HTTP path to post it to.")
+@click.option("--login-port", type=click.IntRange(1, 65535), default=None,
+              help="The port of an HTML form login, for the lockout-restart probe.")
+@click.option("--login-path", default="/login", show_default=True,
+              help="The path of the page with the login form.")
+@click.option("--login-plain", is_flag=True,
+              help="The login is plain HTTP (default: HTTPS).")
+@click.option("--restart-command", default=None, metavar="ARGV",
+              help="A command that restarts the device's process and returns (shell-like "
+                   "quoting), so lockout-restart can check that a restart keeps the wait.")
+@click.option("--uplink-port", type=click.IntRange(1, 65535), default=None,
+              help="The fleet server's device port (on the loopback TARGET) that the "
+                   "device folder reports to, for the traffic-analysis probe.")
+@click.option("--attest-command", default=None, metavar="ARGV",
+              help="How to ask the device for an attestation token: {nonce} (hex) and "
+                   "{out} (the token file) in the argv, for the attestation probe.")
+@click.option("--attest-cert", default=None,
+              type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="The device's attestation certificate (PEM); default: a tinyward device "
+                   "folder's certs/attestation.crt.pem.")
 @click.option("--seconds-per-probe", default=120.0, show_default=True,
               type=click.FloatRange(1, 3600), help="Each probe's time budget.")
 @click.option("--attempts", default=200, show_default=True, type=click.IntRange(1, 10_000),
@@ -139,8 +158,10 @@ def run(target: str | None, out: Path, target_address: str | None, ports: str | 
         netns: str | None, description_file: Path | None,
         client_cert: tuple[Path, Path] | None, device_command: str | None,
         mitm_cert: tuple[Path, Path] | None, replay_file: Path | None,
-        replay_port: int | None, replay_path: str, seconds_per_probe: float,
-        attempts: int) -> None:
+        replay_port: int | None, replay_path: str, login_port: int | None,
+        login_path: str, login_plain: bool, restart_command: str | None,
+        uplink_port: int | None, attest_command: str | None, attest_cert: Path | None,
+        seconds_per_probe: float, attempts: int) -> None:
     """Probe TARGET (a loopback or lab address, or a device folder) and write the report.
 
     An address that is neither loopback nor inside --netns is refused unless you name it
@@ -174,7 +195,13 @@ def run(target: str | None, out: Path, target_address: str | None, ports: str | 
                           device_command=tuple(shlex.split(device_command))
                           if device_command else None,
                           mitm_cert=mitm_cert or None,
-                          replay=_replay_spec(replay_file, replay_port, replay_path))
+                          replay=_replay_spec(replay_file, replay_port, replay_path),
+                          login=_login_spec(login_port, login_path, login_plain),
+                          restart_command=tuple(shlex.split(restart_command))
+                          if restart_command else None,
+                          uplink_port=uplink_port,
+                          attest_command=tuple(shlex.split(attest_command))
+                          if attest_command else None, attest_cert=attest_cert)
     probes = all_probes()
     step = iter(range(1, len(probes) + 1))
 
@@ -207,6 +234,16 @@ def _replay_spec(replay_file: Path | None, port: int | None, path: str) -> objec
     if not body or len(body) > 1 << 16:
         raise BadInput("--replay: the capture must be 1 byte to 64 KiB")
     return ReplaySpec(body, port, path)
+
+
+def _login_spec(port: int | None, path: str, plain: bool) -> object:
+    from tinyward.assess.probes.lockout import LoginSpec
+
+    if port is None:
+        return None
+    if not path.startswith("/") or len(path) > 200 or any(c.isspace() for c in path):
+        raise BadInput("--login-path must be a path like /login")
+    return LoginSpec(port, path, tls=not plain)
 
 
 COMMANDS = (assess,)
