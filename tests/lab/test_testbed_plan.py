@@ -194,3 +194,37 @@ def test_default_profile_gives_minutes_of_benign_traffic_and_gaps_past_the_rate_
     default = PROFILES["default"]
     assert default.benign >= 300
     assert default.gap >= 1 / IncidentLimits().per_second + 3  # one refill + reports
+
+
+def test_too_short_training_is_read_from_the_model_with_the_seconds_it_needs() -> None:
+    """The lab reads the threshold code's own warning from the model file (not from any
+    attack label) and estimates the training that gives the required scores."""
+    import numpy as np
+
+    from tinyward.detect.threshold import Policy, calibrate, required_scores
+    from tinyward.lab.testbed.training import calibration_warnings, seconds_needed
+
+    scores = np.random.default_rng(0).exponential(size=100)
+    with pytest.warns(UserWarning):
+        cal = calibrate(scores, 0.001, policy=Policy(on_insufficient="warn"), what="new peers")
+    assert cal.warnings
+    model = {"calibration": {"warnings": list(cal.warnings)},
+             "fusion": {"classes": [{"calibration": {"warnings": list(cal.warnings)}}]}}
+    notes = calibration_warnings(model)
+    assert notes == list(cal.warnings)  # found, each once
+    assert seconds_needed(notes, 60.0) == 60 * required_scores(0.001) / 100
+    enough = calibrate(np.random.default_rng(0).exponential(size=required_scores(0.01)), 0.01,
+                       policy=Policy(on_insufficient="warn"))
+    assert calibration_warnings({"calibration": {"warnings": list(enough.warnings)}}) == []
+    assert seconds_needed([], 60.0) is None
+
+
+def test_lab_run_takes_train_seconds_and_the_default_profile_trains_300_s() -> None:
+    from click.testing import CliRunner
+
+    from tinyward.cli.lab import lab
+
+    assert PROFILES["default"].train == 300
+    assert PROFILES["quick"].train < PROFILES["default"].train
+    refused = CliRunner().invoke(lab, ["run", "--train-seconds", "1"])
+    assert refused.exit_code == 2 and "--train-seconds" in refused.output

@@ -20,6 +20,7 @@ from tinyward.lab.testbed.lab import Lab, state_path
 from tinyward.lab.testbed.plan import DEFAULT_PREFIX, LabPlan, check_prefix, make_plan
 from tinyward.lab.testbed.run import NO_DETECTION, Figures, RunResult, run_lab
 from tinyward.lab.testbed.tools import ATTACK_CLASSES, PROFILES, missing_tools
+from tinyward.lab.testbed.training import seconds_needed
 
 
 class LabToolMissing(TinywardError):
@@ -78,6 +79,7 @@ def up(prefix: str, devices: int, interval: float, folder: Path | None, no_detec
     click.echo(f"lab '{prefix}' is up; fleet server {run.server_url}, admin {run.admin_url}")
     click.echo(_describe(plan))
     click.echo(f"detection: {run.detection or NO_DETECTION}; files in {folder}")
+    _warn_training(run)
     click.echo(f"enter a host: ip netns exec {plan.host('attacker-lan').netns} bash")
 
 
@@ -110,8 +112,11 @@ def down(prefix: str) -> None:
 @click.option("--benign-minutes", type=click.FloatRange(0.1, 240), default=None,
               help="Minutes of benign traffic before the first attack, where false alarms "
               "are counted [default: 5; quick: 10 s].")
+@click.option("--train-seconds", type=click.FloatRange(5, 3600), default=None,
+              help="With detection: seconds of device-1's benign traffic its model is "
+              "trained on [default: 300; quick: 12 s].")
 def run(prefix: str, quick: bool, devices: int, out: Path | None, attacks: tuple[str, ...],
-        no_detect: bool, benign_minutes: float | None) -> None:
+        no_detect: bool, benign_minutes: float | None, train_seconds: float | None) -> None:
     """Bring a lab up, run benign traffic and every attack, capture, label, take it down.
 
     Prints per attack class the detection delay (attack start to the first incident a
@@ -124,6 +129,8 @@ def run(prefix: str, quick: bool, devices: int, out: Path | None, attacks: tuple
     profile = PROFILES["quick" if quick else "default"]
     if benign_minutes is not None:
         profile = dataclasses.replace(profile, benign=benign_minutes * 60)
+    if train_seconds is not None:
+        profile = dataclasses.replace(profile, train=train_seconds)
     out = Path(f"lab-run-{time.strftime('%Y%m%d-%H%M%S')}") if out is None else out
     folder = Path(tempfile.mkdtemp(prefix=f"tinyward-{prefix}-"))
     began = time.monotonic()
@@ -133,12 +140,29 @@ def run(prefix: str, quick: bool, devices: int, out: Path | None, attacks: tuple
             click.echo(f"lab '{prefix}' coming up (profile {profile.name})")
             testbed.up()
             click.echo(_describe(testbed.plan))
+            _warn_training(testbed)
             result = run_lab(testbed, profile, out, attacks or ATTACK_CLASSES, log=click.echo)
             shutil.copytree(folder / "logs", out / "logs", dirs_exist_ok=True)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     _print_result(result)
+    _warn_training(testbed)  # again, next to the figures it weakens
     click.echo(f"lab removed; {time.monotonic() - began:.0f} s in all; results in {out}")
+
+
+def _warn_training(testbed: Lab) -> None:
+    """Say loudly (on stderr) when the device's model was trained on too little traffic
+    for its false-positive rate (the model file's calibration warnings)."""
+    notes = testbed.train_warnings
+    if not notes:
+        return
+    need = seconds_needed(notes, testbed.train_seconds)
+    click.secho(f"WARNING: {testbed.train_seconds:g} s of training is too short for the "
+                "device model's false-positive rate; its false alarms may exceed it"
+                + (f" (this traffic needs about --train-seconds {need:g})" if need else ""),
+                fg="red", bold=True, err=True)
+    for note in notes:
+        click.secho(f"WARNING: {note}", fg="red", err=True)
 
 
 def _print_result(result: RunResult) -> None:

@@ -26,6 +26,7 @@ from tinyward.lab.fleetproc import start_fleet_server
 from tinyward.lab.testbed import net
 from tinyward.lab.testbed.plan import LabPlan
 from tinyward.lab.testbed.tools import ADMIN_PORT, FLEET_PORT, ROUTER_LOGIN_PORT
+from tinyward.lab.testbed.training import calibration_warnings
 
 __all__ = ["Lab", "detection_flag", "state_path"]
 
@@ -89,6 +90,8 @@ class Lab:
     dashboard: bool = False
     train_capture: Path | None = None
     net_model: Path | None = None
+    #: The trained model's calibration warnings (training too short for its rate).
+    train_warnings: list[str] = field(default_factory=list)
     #: When the devices restarted watching (time.time()), for their warm-up.
     watching_since: float | None = None
     #: The fleet's admin bearer token (memory only: the fleet keeps its SHA-256), for
@@ -212,6 +215,7 @@ class Lab:
         if done.returncode != 0:
             raise StateError(f"training the device's network model failed: "
                              f"{(done.stderr or done.stdout).strip()[-300:]}")
+        self.train_warnings = calibration_warnings(json.loads(self.net_model.read_text()))
         before = self.stored()
         for role, proc in list(self._devices.items()):
             proc.terminate()  # the device stops cleanly on SIGTERM; its queue is kept
