@@ -58,8 +58,10 @@ def lab() -> None:
               default=None, help="Keep the fleet, devices and logs here [default: a "
               "temporary folder, removed by `lab down`].")
 @click.option("--no-detect", is_flag=True, help="Run the devices without on-device detection.")
-@click.option("--train", type=click.FloatRange(5, 3600), default=30.0, show_default=True,
-              help="With detection: seconds of device-1's traffic its model is trained on.")
+@click.option("--train", type=click.FloatRange(5, 3600), default=300.0, show_default=True,
+              help="With detection: seconds of device-1's traffic its model is trained on "
+              "(as `lab run`'s default profile; shorter warns that the threshold cannot keep "
+              "its rate).")
 def up(prefix: str, devices: int, interval: float, folder: Path | None, no_detect: bool,
        train: float) -> None:
     """Bring the lab up and leave it running (`lab down` removes it)."""
