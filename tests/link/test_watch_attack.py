@@ -219,7 +219,7 @@ def test_attack_ipv6_scan_padded_with_options_alarms_in_the_core(model) -> None:
     """A burst of IPv6 SYNs behind 512 bytes of options, cut to the socket's snap: before
     the decoder kept such packets, every frame was counted as malformed and nothing was
     scored (no alarm, no incident); now each is a packet the novelty set never saw."""
-    scorer, incidents = NetScorer(model), Incidents()
+    scorer, incidents = NetScorer(model, warmup=0), Incidents()  # the decoder, not the warm-up
     snap = CaptureConfig().snap
     for i in range(6):
         scorer.feed(_v6_syn(i, 63)[:snap], 2_000_000.0 + i * 0.01)
@@ -236,7 +236,7 @@ def test_limit_a_scan_slower_than_the_alarm_gate_raises_no_incident(model) -> No
     """An evasion by design, documented (docs/threat-model.md): every SYN of a slow scan
     alarms (a tuple never seen), but the gate wants 3 alarms within 2 s, so one SYN every
     2.5 s is never an incident. The alarms stay on the device (``NetStats.alarms``)."""
-    scorer, incidents = NetScorer(model), Incidents()
+    scorer, incidents = NetScorer(model, warmup=0), Incidents()  # the gate, not the warm-up
     for i in range(40):
         scorer.feed(_flow_frame(i), 2_000_000.0 + i * 2.5)
         for kind, ts in scorer.flush():
