@@ -209,8 +209,10 @@ def test_a_failed_download_is_tried_again_after_its_backoff(tmp_path: Path) -> N
     client.offer(offer)  # nobody answers: slow retrieval
     client.join(10)
     assert client.status()["state"] == "failed" and client.status()["why"] == "slow-retrieval"
+    failed = client.last_error
     client.offer(offer)
-    assert not client.busy  # not before the backoff
+    client.join(10)
+    assert client.last_error is failed  # not before the backoff
     clock.now += 60
     with Pump(client.channel, ChunkServer(repo.dir, chunks_config(256))):
         client.offer(offer)
@@ -228,16 +230,18 @@ def test_backoff_doubles_up_to_its_cap(tmp_path: Path) -> None:
                                                     max_retry_after=25))
     offer = Offer("app", "app-1.0.0.bin", Version(1, 0, 0))
     waits = []
+    client.offer(offer)  # the first try, failing at once
+    client.join(10)
     for _ in range(3):
-        start = clock.now
-        client.offer(offer)
-        client.join(10)
-        while not client.busy:  # find when the next try starts, a second at a time
+        start, failed = clock.now, client.last_error
+        assert failed is not None
+        # Step the clock a second at a time until an offer starts a new try. A try is
+        # told by its own refusal (a new object after join), not by catching the thread
+        # alive, which a loaded machine could miss.
+        while client.last_error is failed and clock.now - start < 100:
             clock.now += 1
             client.offer(offer)
-            if clock.now - start > 100:
-                break
-        client.join(10)
+            client.join(10)
         waits.append(clock.now - start)
     assert waits == [10, 20, 25]
 
@@ -256,9 +260,11 @@ def test_a_refused_target_is_not_tried_again(tmp_path: Path) -> None:
         client.offer(offer)
         client.join(30)
         assert client.status()["why"] == "wrong-product"
+        refused = client.last_error
         clock.now += 10**6
         client.offer(offer)
-        assert not client.busy
+        client.join(30)
+        assert client.last_error is refused  # no new try (a try would leave its own refusal)
 
 
 def test_attack_server_answering_each_chunk_just_in_time_hits_the_overall_deadline() -> None:
