@@ -25,6 +25,7 @@ PROBES: Mapping[str, str] = MappingProxyType({
     "hostile-app": "live",
     "traffic-analysis": "live",
     "attestation": "live",
+    "leakage": "live",
     "identity": "static",
     "update-trust": "static",
     "disclosure-contact": "declaration",

@@ -124,6 +124,14 @@ class Target:
     attest_command: tuple[str, ...] | None = None
     attest_cert: Path | None = None
     notes: tuple[str, ...] = field(default=())
+    # The tier-3 probes (leakage, on-device-detection, air-gapped): the device's
+    # application manifest; the fleet's report store the device reports to (a SQLite file
+    # or a store URL, read only); how to make the device sign a token in its air-gapped
+    # mode ("{nonce}", "{out}"); and how to open its local readout (codes on stdin).
+    app_manifest: Path | None = None
+    fleet_store: str | None = None
+    airgap_command: tuple[str, ...] | None = None
+    readout_command: tuple[str, ...] | None = None
 
     @property
     def name(self) -> str:
@@ -143,10 +151,13 @@ def make_target(*, address: str | None = None, named: bool = False,
                 restart_command: tuple[str, ...] | None = None,
                 uplink_port: int | None = None,
                 attest_command: tuple[str, ...] | None = None,
-                attest_cert: Path | None = None) -> Target:
+                attest_cert: Path | None = None, app_manifest: Path | None = None,
+                fleet_store: str | None = None,
+                airgap_command: tuple[str, ...] | None = None,
+                readout_command: tuple[str, ...] | None = None) -> Target:
     """A checked target. Raises :class:`TargetRefused` or :class:`BadInput`."""
     if address is None and device_dir is None and description is None and \
-            device_command is None:
+            device_command is None and app_manifest is None:
         raise BadInput("a target needs an address, a device folder or a description")
     checked = allowed_address(address, named=named, netns=netns) if address is not None else None
     if ports is not None:
@@ -165,9 +176,19 @@ def make_target(*, address: str | None = None, named: bool = False,
         raise BadInput("the attest command must contain {nonce} and {out}")
     if restart_command is not None and not restart_command:
         raise BadInput("the restart command is empty")
+    if app_manifest is not None and not Path(app_manifest).is_file():
+        raise BadInput(f"{app_manifest} is not a file")
+    if airgap_command is not None and not (any("{nonce}" in p for p in airgap_command)
+                                           and any("{out}" in p for p in airgap_command)):
+        raise BadInput("the air-gap command must contain {nonce} and {out}")
+    if readout_command is not None and not readout_command:
+        raise BadInput("the readout command is empty")
     return Target(checked, ports, netns, Path(device_dir) if device_dir else None, description,
                   client_cert, device_command, mitm_cert, replay, login, restart_command,
-                  uplink_port, attest_command, attest_cert)
+                  uplink_port, attest_command, attest_cert,
+                  app_manifest=Path(app_manifest) if app_manifest else None,
+                  fleet_store=fleet_store, airgap_command=airgap_command,
+                  readout_command=readout_command)
 
 
 def parse_ports(text: str) -> tuple[int, ...]:
