@@ -118,7 +118,7 @@ def field_plan(contract: Any) -> list[list[Any]]:
     """[name, type, min, step, values, bits] per field: what the hostile app encodes."""
     plan = []
     for spec in contract.fields:
-        bits = min(_MAX_FIELD_BITS[spec.type], int(math.floor(math.log2(spec.cardinality))))
+        bits = min(_MAX_FIELD_BITS[spec.type], math.floor(math.log2(spec.cardinality)))
         plan.append([spec.name, spec.type, spec.min, spec.step, list(spec.values), bits])
     return plan
 
@@ -135,7 +135,7 @@ def decode(result: dict[str, Any], plan: list[list[Any]], data: bytes) -> tuple[
     for name, kind, low, step, values, bits in plan:
         truth = _bits_of(data, at, bits)
         at += bits
-        value = result.get(name)
+        value: Any = result.get(name)
         try:
             if kind == "bool":
                 k = int(bool(value))
