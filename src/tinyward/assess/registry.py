@@ -26,6 +26,7 @@ PROBES: Mapping[str, str] = MappingProxyType({
     "traffic-analysis": "live",
     "attestation": "live",
     "leakage": "live",
+    "air-gapped": "live",
     "identity": "static",
     "update-trust": "static",
     "disclosure-contact": "declaration",

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from tinyward.assess.evidence import Evidence, TierResult, complete, evaluate
 from tinyward.assess.model import Model, load_model
+from tinyward.assess.probes.airgap import AirGapped
 from tinyward.assess.probes.attest import Attestation
 from tinyward.assess.probes.base import Budget, Context, Probe
 from tinyward.assess.probes.credentials import Credentials
@@ -30,7 +31,7 @@ def all_probes() -> list[Probe]:
     """Every probe, in the order they run (the port scan first: the others use its ports)."""
     return [PortScan(), TlsConfig(), Credentials(), PreauthExhaustion(), PinMitm(), Replay(),
             LockoutRestart(), HostileApp(), TrafficAnalysis(), Attestation(),
-            Leakage(),
+            Leakage(), AirGapped(),
             Identity(), UpdateTrust(), DisclosureContact(), SupportPeriod()]
 
 
