@@ -33,6 +33,7 @@ The probe leaves the readout locked out: the owner waits out the policy's delay 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
@@ -157,12 +158,14 @@ class _Session:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "TERM": "dumb", "NO_COLOR": "1"}
         self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,  # noqa: S603 - the user's own command
                                      stderr=subprocess.STDOUT, env=env)
+        if self.proc.stdin is None or self.proc.stdout is None:  # never, with PIPE
+            raise OSError("the readout's pipes did not open")
+        self.stdin, self.stdout = self.proc.stdin, self.proc.stdout
         self.read = 0
 
     def answer(self, seconds: float) -> str:
         """Output until a code prompt, the process's end, or ``seconds`` of waiting."""
-        assert self.proc.stdout is not None
-        fd = self.proc.stdout.fileno()
+        fd = self.stdout.fileno()
         text = ""
         end = time.monotonic() + seconds
         while time.monotonic() < end and self.read < MAX_OUTPUT:
@@ -179,17 +182,16 @@ class _Session:
         return _ANSI.sub("", text).lower()
 
     def type(self, code: str) -> bool:
-        assert self.proc.stdin is not None
         try:
-            self.proc.stdin.write(code.encode() + b"\n")
-            self.proc.stdin.flush()
+            self.stdin.write(code.encode() + b"\n")
+            self.stdin.flush()
         except (BrokenPipeError, OSError):
             return False
         return True
 
     def close(self) -> None:
-        for stream in (self.proc.stdin, self.proc.stdout):
-            if stream is not None:
+        for stream in (self.stdin, self.stdout):
+            with contextlib.suppress(OSError):  # a readout gone before the last code
                 stream.close()
         try:
             self.proc.wait(timeout=10)
@@ -277,6 +279,9 @@ class AirGapped:
 
     @staticmethod
     def _mode(target: Target, budget: Budget) -> Mode:
+        command = target.airgap_command
+        if command is None:
+            return Mode("no token", detail="no --airgap-command")
         cert: Path | None = target.attest_cert
         ca: Path | None = None
         if cert is None and target.device_dir is not None:
@@ -290,10 +295,9 @@ class AirGapped:
         except Exception as error:  # noqa: BLE001 - ValueError, TypeError, InvalidSignature
             return Mode("refused", detail=f"the attestation certificate {cert} does not "
                                           f"check: {type(error).__name__}")
-        assert target.airgap_command is not None
         if not budget.spend():
             return Mode("no token", detail="the budget ran out")
-        return signed_mode(target.airgap_command, key,
+        return signed_mode(command, key,
                            min(SECONDS_PER_TOKEN, max(1.0, budget.left())))
 
 
