@@ -27,6 +27,7 @@ PROBES: Mapping[str, str] = MappingProxyType({
     "attestation": "live",
     "leakage": "live",
     "air-gapped": "live",
+    "on-device-detection": "live",
     "identity": "static",
     "update-trust": "static",
     "disclosure-contact": "declaration",

@@ -14,6 +14,7 @@ from tinyward.assess.probes.attest import Attestation
 from tinyward.assess.probes.base import Budget, Context, Probe
 from tinyward.assess.probes.credentials import Credentials
 from tinyward.assess.probes.declared import DisclosureContact, SupportPeriod
+from tinyward.assess.probes.detection import OnDeviceDetection
 from tinyward.assess.probes.hostile import HostileApp
 from tinyward.assess.probes.leakage import Leakage
 from tinyward.assess.probes.lockout import LockoutRestart
@@ -31,7 +32,7 @@ def all_probes() -> list[Probe]:
     """Every probe, in the order they run (the port scan first: the others use its ports)."""
     return [PortScan(), TlsConfig(), Credentials(), PreauthExhaustion(), PinMitm(), Replay(),
             LockoutRestart(), HostileApp(), TrafficAnalysis(), Attestation(),
-            Leakage(), AirGapped(),
+            Leakage(), OnDeviceDetection(), AirGapped(),
             Identity(), UpdateTrust(), DisclosureContact(), SupportPeriod()]
 
 
