@@ -110,3 +110,18 @@ def test_unsafe_control_readouts_without_auth_or_with_a_lockout_in_memory_fail(
     readout = (sys.executable, "-m", "tests.assess.fakereadout", kind)
     verdict_, text = probe(device_dir, air_gapped_run(device_dir), readout)
     assert verdict_ == "fail" and says in text, text
+
+
+def test_an_air_gap_command_without_its_placeholders_is_refused_in_one_error_line(
+        tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from tinyward.cli.main import cli
+
+    result = CliRunner().invoke(cli, ["assess", "run", str(tmp_path), "--out",
+                                      str(tmp_path / "out"), "--airgap-command",
+                                      "tinyward device attest DIR"])
+    assert result.exit_code != 0
+    assert "error: the air-gap command must contain {nonce} and {out}" in result.output, \
+        result.output
+    assert not (tmp_path / "out").exists()
