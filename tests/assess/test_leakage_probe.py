@@ -9,6 +9,7 @@ undeclared field out, and the probe fails.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import tempfile
@@ -58,6 +59,11 @@ def test_leakage_verdicts() -> None:
     assert one([phase("saturate", 90), Phase("exceed", 0, 0, 0, 0, 0.0, {})]) == "not-tested"
     # chance is not leakage: 20 right and 20 wrong of 40 bits is nothing got out
     assert Phase("x", 1, 1, 20, 20, 1.0, {}).bits_per_minute == 0.0
+    # per 60 s window touched: a burst in 10 s is not six times the rate, and 1.5 minutes
+    # may hold two windows' worth of results
+    assert Phase("x", 1, 1, 100, 0, 10 / 60, {}).bits_per_minute == 80.0
+    assert Phase("x", 1, 1, 200, 0, 1.5, {}).bits_per_minute == \
+        pytest.approx((200 - 2 * math.sqrt(200)) / 2)
 
 
 def test_the_contract_holds_a_hostile_app_within_the_declared_bound(app: Path) -> None:
