@@ -125,3 +125,20 @@ def test_an_air_gap_command_without_its_placeholders_is_refused_in_one_error_lin
     assert "error: the air-gap command must contain {nonce} and {out}" in result.output, \
         result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_a_second_device_runs_air_gapped_with_its_own_certificate_named(
+        device_dir: Path, tmp_path: Path) -> None:
+    # The device under test keeps running connected; a second device of the same fleet
+    # shows the mode. Its token verifies only with its own certificate.
+    second = Device.init(tmp_path / "second")
+    second.install(Fleet.open(tmp_path / "fleet").enroll(second.enrolment_request,
+                                                         PASSPHRASE))
+    cert = tmp_path / "second" / "certs" / "attestation.crt.pem"
+    target = make_target(device_dir=device_dir, airgap_command=air_gapped_run(second.directory),
+                         airgap_cert=cert)
+    (named,) = AirGapped().run(target, Context(load_model()), Budget(120, 200))
+    assert named.verdict == "not-tested" and "says 'air-gapped'" in named.text, named.text
+    mixed = make_target(device_dir=device_dir, airgap_command=air_gapped_run(second.directory))
+    (other,) = AirGapped().run(mixed, Context(load_model()), Budget(120, 200))
+    assert other.verdict == "fail" and "was refused" in other.text, other.text

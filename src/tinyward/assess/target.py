@@ -132,6 +132,10 @@ class Target:
     fleet_store: str | None = None
     airgap_command: tuple[str, ...] | None = None
     readout_command: tuple[str, ...] | None = None
+    # The attestation certificate of the device the air-gap command runs, when it is not
+    # the one of ``attest_cert`` / the device folder (e.g. a second device of the same
+    # product, since one folder cannot run connected and air-gapped at once).
+    airgap_cert: Path | None = None
 
     @property
     def name(self) -> str:
@@ -154,7 +158,8 @@ def make_target(*, address: str | None = None, named: bool = False,
                 attest_cert: Path | None = None, app_manifest: Path | None = None,
                 fleet_store: str | None = None,
                 airgap_command: tuple[str, ...] | None = None,
-                readout_command: tuple[str, ...] | None = None) -> Target:
+                readout_command: tuple[str, ...] | None = None,
+                airgap_cert: Path | None = None) -> Target:
     """A checked target. Raises :class:`TargetRefused` or :class:`BadInput`."""
     if address is None and device_dir is None and description is None and \
             device_command is None and app_manifest is None:
@@ -188,7 +193,8 @@ def make_target(*, address: str | None = None, named: bool = False,
                   uplink_port, attest_command, attest_cert,
                   app_manifest=Path(app_manifest) if app_manifest else None,
                   fleet_store=fleet_store, airgap_command=airgap_command,
-                  readout_command=readout_command)
+                  readout_command=readout_command,
+                  airgap_cert=Path(airgap_cert) if airgap_cert else None)
 
 
 def parse_ports(text: str) -> tuple[int, ...]:

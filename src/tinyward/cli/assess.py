@@ -160,6 +160,10 @@ def _print_requirements(model: Model, chosen: tuple[Requirement, ...]) -> None:
 @click.option("--airgap-command", default=None, metavar="ARGV",
               help="How to make the device sign a token in its air-gapped mode: {nonce} "
                    "(hex) and {out} in the argv, for the air-gapped probe.")
+@click.option("--airgap-cert", default=None,
+              type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="The attestation certificate of the device --airgap-command runs, if "
+                   "not --attest-cert's or the device folder's.")
 @click.option("--readout-command", default=None, metavar="ARGV",
               help="How to open the device's local readout (codes read from stdin), for "
                    "the air-gapped probe's brute-force check.")
@@ -175,7 +179,8 @@ def run(target: str | None, out: Path, target_address: str | None, ports: str | 
         login_path: str, login_plain: bool, restart_command: str | None,
         uplink_port: int | None, attest_command: str | None, attest_cert: Path | None,
         app_manifest: Path | None, fleet_store: str | None, airgap_command: str | None,
-        readout_command: str | None, seconds_per_probe: float, attempts: int) -> None:
+        airgap_cert: Path | None, readout_command: str | None, seconds_per_probe: float,
+        attempts: int) -> None:
     """Probe TARGET (a loopback or lab address, or a device folder) and write the report.
 
     An address that is neither loopback nor inside --netns is refused unless you name it
@@ -220,7 +225,7 @@ def run(target: str | None, out: Path, target_address: str | None, ports: str | 
                           airgap_command=tuple(shlex.split(airgap_command))
                           if airgap_command else None,
                           readout_command=tuple(shlex.split(readout_command))
-                          if readout_command else None)
+                          if readout_command else None, airgap_cert=airgap_cert)
     probes = all_probes()
     step = iter(range(1, len(probes) + 1))
 

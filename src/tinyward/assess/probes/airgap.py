@@ -6,8 +6,12 @@ Two pieces of live evidence, both needed for a pass:
 1. **The mode, signed by the device.** ``--airgap-command`` (an argv with ``{nonce}``
    hex and ``{out}``) makes the device sign an attestation token in its air-gapped mode;
    the probe sends a fresh random 32-byte nonce and verifies the token as a PSA token
-   (RFC 9783) with the attestation certificate (``--attest-cert``, or a tinyward device
-   folder's ``certs/attestation.crt.pem`` checked against its ``device-ca.crt.pem``).
+   (RFC 9783) with the attestation certificate (``--airgap-cert``, else ``--attest-cert``,
+   else a tinyward device folder's ``certs/attestation.crt.pem`` checked against its
+   ``device-ca.crt.pem``). One tinyward folder cannot run connected and air-gapped at
+   once (``device run`` holds its instance lock): while the device under test runs
+   connected, run the air-gapped mode on a second device of the product and name its
+   certificate with ``--airgap-cert``.
    tinyward's operating-mode claim is the mode *enforced* in the signing process (it
    tries to open a socket: ``trust.airgap.enforced_mode``), so ``"air-gapped"`` means the
    process tree that signed could not reach any network — no listener, no connection.
@@ -282,7 +286,7 @@ class AirGapped:
         command = target.airgap_command
         if command is None:
             return Mode("no token", detail="no --airgap-command")
-        cert: Path | None = target.attest_cert
+        cert: Path | None = target.airgap_cert or target.attest_cert
         ca: Path | None = None
         if cert is None and target.device_dir is not None:
             cert = target.device_dir / "certs" / "attestation.crt.pem"
