@@ -21,7 +21,13 @@ from tests.conftest import needs
 from tests.link.test_watch_netns import Lab, lab, net_model  # noqa: F401 - the fixtures
 from tinyward.assess.model import load_model
 from tinyward.assess.probes.base import Budget, Context
-from tinyward.assess.probes.detection import QUIET_SECONDS, Observed, OnDeviceDetection, verdict
+from tinyward.assess.probes.detection import (
+    QUIET_SECONDS,
+    Observed,
+    OnDeviceDetection,
+    shown_store,
+    verdict,
+)
 from tinyward.assess.target import make_target
 from tinyward.bench.watch_traffic import BenignTraffic
 from tinyward.link.watch import DEFAULT_NET_WARMUP
@@ -84,6 +90,17 @@ def test_unsafe_control_a_device_that_does_not_watch_fails(lab: Lab) -> None:  #
     verdict_, text, out = _probe(lab)
     assert verdict_ == "fail", (text, out)
     assert "none of the 3 reports made after it" in text, text
+
+
+def test_a_store_password_is_never_shown(tmp_path: Path) -> None:
+    assert shown_store("postgresql://fleet:s3cret@10.77.0.5:5432/reports") == \
+        "postgresql://fleet:***@10.77.0.5:5432/reports"
+    assert shown_store("/srv/fleet/reports.db") == "/srv/fleet/reports.db"
+    (tmp_path / "device.json").write_text('{"device_id": "ab"}')
+    target = make_target(address="127.0.0.1", device_dir=tmp_path,
+                         fleet_store="postgresql://fleet:s3cret@127.0.0.1:1/reports")
+    (evidence,) = OnDeviceDetection().run(target, Context(load_model()), Budget(5, 5))
+    assert evidence.verdict == "not-tested" and "s3cret" not in evidence.text + evidence.where
 
 
 def test_no_fleet_store_is_not_tested(tmp_path: Path) -> None:

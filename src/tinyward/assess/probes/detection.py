@@ -34,6 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from tinyward.assess.evidence import Evidence
 from tinyward.assess.probes.base import Budget, Context, for_all
@@ -105,6 +106,18 @@ def store_url(text: str) -> str:
     return f"sqlite:///{Path(text).resolve()}"
 
 
+def shown_store(text: str) -> str:
+    """The store for the report, without a password a URL may carry (never shown)."""
+    if "://" not in text:
+        return text
+    parts = urlsplit(text)
+    if parts.password is None:
+        return text
+    host = parts.hostname or ""
+    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 def device_id_of(device_dir: Path) -> str | None:
     try:
         doc = json.loads((device_dir / "device.json").read_text(encoding="utf-8"))
@@ -164,10 +177,12 @@ class OnDeviceDetection:
         try:
             reports = _Reports(store_url(target.fleet_store), device_id)
         except Exception as error:  # noqa: BLE001 - the store's own errors, or sqlite3's
+            # The type only: a driver's message may quote the URL with its password.
             return for_all(context, NAME, "not-tested", "live",
-                           f"the fleet's report store could not be read: "
-                           f"{type(error).__name__}: {error}")
-        where = f"{target.address}; reports of {device_id[:16]}… in {target.fleet_store}"
+                           f"the fleet's report store {shown_store(target.fleet_store)} could "
+                           f"not be read ({type(error).__name__})")
+        where = (f"{target.address}; reports of {device_id[:16]}… in "
+                 f"{shown_store(target.fleet_store)}")
         try:
             return verdict(self._observe(target.address, reports, budget), context, where)
         finally:
