@@ -95,3 +95,18 @@ def test_no_manifest_is_not_tested() -> None:
     target = make_target(address="127.0.0.1")
     (evidence,) = Leakage().run(target, Context(load_model()), Budget(5, 5))
     assert evidence.verdict == "not-tested" and "--app" in evidence.text
+
+
+def test_decoding_counts_only_the_frame_bits_a_field_carries() -> None:
+    from tinyward.assess.probes.leakage import decode
+
+    plan = [["count", "int", 0, None, [], 9], ["state", "enum", None, None, ["a", "b"], 1],
+            ["on", "bool", None, None, [], 1]]
+    data = bytes([0b10110011, 0b01000000])
+    # count = first 9 bits 101100110 = 358, state = bit 9 (1) -> "b", on = bit 10 (0)
+    assert decode({"count": 358, "state": "b", "on": False}, plan, data) == (11, 0)
+    assert decode({"count": 358 ^ 1, "state": "a", "on": False}, plan, data) == (9, 2)
+    # a field past the frame's end carries nothing countable
+    assert decode({"count": 256}, [["count", "int", 0, None, [], 9]], b"\x80") == (8, 0)
+    # an undeclared raw field is read byte for byte
+    assert decode({"raw": "b340"}, [], data) == (16, 0)

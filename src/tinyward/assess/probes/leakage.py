@@ -153,7 +153,9 @@ def decode(result: dict[str, Any], plan: list[list[Any]], data: bytes) -> tuple[
                 k = round((float(value) - float(low)) / float(step))
         except (TypeError, ValueError, OverflowError):
             continue  # a value the decoder cannot read carries nothing it can count
-        got = [(k >> (len(truth) - 1 - i)) & 1 for i in range(len(truth))]
+        # the field's most significant bits are the frame's first (bits past the frame's
+        # end are zeros the app pads with: not counted)
+        got = [(k >> (bits - 1 - i)) & 1 for i in range(len(truth))]
         right += sum(g == t for g, t in zip(got, truth, strict=True))
         wrong += sum(g != t for g, t in zip(got, truth, strict=True))
     raw = result.get("raw")
