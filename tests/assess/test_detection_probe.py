@@ -53,8 +53,30 @@ def test_detection_verdicts() -> None:
     assert one(Observed([(1, ("net.novel",))], [(2, ("net.novel",))], 200, 200)) == \
         "not-tested"  # alarms before the scan: the scan's cannot be told apart
     assert one(Observed(quiet, [])) == "not-tested"  # no scan sent
+    # net incidents kept coming (an earlier probe's traffic) and never settled: no scan
+    assert one(Observed([], [], noisy=4, note="0 quiet report(s) in 77 s")) == "not-tested"
     # the quiet phase outlasts the watcher's warm-up, whose alarms are dropped by design
     assert QUIET_SECONDS > DEFAULT_NET_WARMUP
+
+
+def test_a_report_with_a_net_incident_starts_the_quiet_stretch_again() -> None:
+    from tinyward.assess.probes.detection import _Streak
+
+    class Store:
+        def __init__(self) -> None:
+            self.rows: list[tuple[int, tuple[str, ...]]] = []
+
+        def since(self, seq: int) -> list[tuple[int, tuple[str, ...]]]:
+            return [r for r in self.rows if r[0] > seq]
+
+    now = [100.0]
+    store, streak = Store(), _Streak(0, clock=lambda: now[0])
+    store.rows = [(1, ()), (2, ("net.anomaly",)), (3, ())]  # an earlier probe's echo
+    assert not streak.quiet_for(store, 17) and (streak.seq, streak.noisy) == (2, 1)
+    now[0], store.rows = 118.0, [*store.rows, (4, ())]
+    assert streak.quiet_for(store, 17)  # 18 s and 2 reports without one
+    now[0], store.rows = 119.0, [*store.rows, (5, ("net.novel",))]
+    assert not streak.quiet_for(store, 17) and (streak.seq, streak.noisy) == (5, 2)
 
 
 def _probe(world: Lab, *device_args: str) -> tuple[str, str, str]:

@@ -9,8 +9,10 @@ reports to (``--fleet-store FLEET_DIR/reports.db`` or a store URL; read only, as
 1. **quiet**: watches the device's stored reports from the first new one for at least
    :data:`QUIET_SECONDS` (longer than a watcher's warm-up, ``link/watch.py``
    ``DEFAULT_NET_WARMUP``, whose alarms are dropped by design: a device that has just
-   started would otherwise drop the scan's) and :data:`QUIET_REPORTS` reports; none may
-   carry a ``net.`` incident (otherwise the scan's could not be told apart);
+   started would otherwise drop the scan's) and :data:`QUIET_REPORTS` reports, none with a
+   ``net.`` incident (otherwise the scan's could not be told apart): a report with one
+   starts the stretch again (earlier probes' traffic may still be alarming), within the
+   budget;
 2. **scan**: a bounded TCP connect sweep of :data:`SCAN_PORTS` ports of the address
    (``bench.watch_traffic.port_sweep``, as ``tests/link/test_watch_netns.py`` runs it);
 3. **after**: reads up to :data:`AFTER_REPORTS` reports made after the sweep.
@@ -60,6 +62,7 @@ class Observed:
     answered: int = 0  # ports of the sweep that answered (open or reset)
     scanned: int = 0
     note: str = ""
+    noisy: int = 0  # reports with net incidents that kept the quiet stretch from forming
 
 
 def _net(kinds: tuple[str, ...]) -> tuple[str, ...]:
@@ -68,6 +71,12 @@ def _net(kinds: tuple[str, ...]) -> tuple[str, ...]:
 
 def verdict(observed: Observed, context: Context, where: str = "") -> list[Evidence]:
     """From the reports before and after the sweep (pure)."""
+    if observed.noisy and observed.scanned == 0:
+        return for_all(context, NAME, "not-tested", "live",
+                       f"{observed.noisy} report(s) carried net incidents before any scan, "
+                       f"and no quiet stretch followed in the budget ({observed.note}): the "
+                       "scan's could not be told apart (earlier probes' traffic? give "
+                       "--seconds-per-probe more)", where)
     if not observed.quiet:
         return for_all(context, NAME, "not-tested", "live",
                        "no report from the device before the scan: "
@@ -149,6 +158,27 @@ class _Reports:
         self._store.close()
 
 
+@dataclass
+class _Streak:
+    """Reports after ``seq`` without a net incident, seen since ``since`` (monotonic)."""
+
+    seq: int
+    since: float | None = None
+    noisy: int = 0
+    clock: Callable[[], float] = time.monotonic
+
+    def quiet_for(self, reports: Any, seconds: float) -> bool:
+        """``reports``: a :class:`_Reports` (anything with ``since(seq)``)."""
+        for seq, kinds in reports.since(self.seq):
+            if _net(kinds):
+                self.seq, self.since, self.noisy = seq, None, self.noisy + 1
+        new = reports.since(self.seq)
+        if new and self.since is None:
+            self.since = self.clock()  # the device runs, quietly, from here
+        return (self.since is not None and self.clock() - self.since >= seconds
+                and len(new) >= QUIET_REPORTS)
+
+
 def _wait(until: Callable[[], bool], seconds: float) -> None:
     end = time.monotonic() + seconds
     while time.monotonic() < end and not until():
@@ -191,24 +221,21 @@ class OnDeviceDetection:
     def _observe(self, address: str, reports: _Reports, budget: Budget) -> Observed:
         from tinyward.bench.watch_traffic import port_sweep
 
-        start = reports.last_seq()
+        # The quiet stretch starts again after any report with a net incident: traffic
+        # of earlier probes (a full port scan, floods) may still be alarming.
+        streak = _Streak(reports.last_seq())
         began = time.monotonic()
-        first: list[float] = []  # when the first new report was seen: the device runs
 
         def quiet_enough() -> bool:
-            new = reports.since(start)
-            if new and not first:
-                first.append(time.monotonic())
-            return (bool(first) and time.monotonic() - first[0] >= self._quiet_seconds
-                    and len(new) >= QUIET_REPORTS)
+            return streak.quiet_for(reports, self._quiet_seconds)
 
         _wait(quiet_enough, min(budget.left(), self._quiet_seconds + WAIT_SECONDS))
-        quiet = reports.since(start)
-        if not quiet_enough():
-            return Observed(quiet, [], note=f"{len(quiet)} report(s) in "
-                                            f"{time.monotonic() - began:.0f} s")
-        if any(_net(kinds) for _, kinds in quiet):
-            return Observed(quiet, [])
+        settled = quiet_enough()
+        quiet = reports.since(streak.seq)
+        if not settled:
+            return Observed(quiet, [], noisy=streak.noisy,
+                            note=f"{len(quiet)} quiet report(s) in "
+                                 f"{time.monotonic() - began:.0f} s")
         ports = min(SCAN_PORTS, budget.attempts)
         if ports <= 0 or budget.left() <= 0:
             return Observed(quiet, [], note="the budget ran out before the scan")
