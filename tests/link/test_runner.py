@@ -15,7 +15,7 @@ import pytest
 
 from tests.link.conftest import World
 from tests.link.liveserver import LiveFleetServer
-from tinyward.lab.attacks import listening_sockets
+from tinyward.assess.attacks.listeners import listening_sockets
 from tinyward.link.errors import DeviceBusy
 from tinyward.link.queue import ReportQueue
 from tinyward.link.runner import DeviceLock, DeviceRunner, RunnerConfig, SimulatedSensor
