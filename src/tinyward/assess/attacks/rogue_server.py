@@ -13,9 +13,11 @@ from typing import Self
 class RogueServer:
     """A TLS 1.3 server on ``host`` that impersonates the fleet server.
 
-    It records how many clients completed a handshake and how many application bytes it
-    received: a device that checks its pin completes the handshake (the chain is good)
-    but must send nothing after it.
+    It records how many TCP connections it accepted, how many completed a handshake and how
+    many application bytes it received: a device that checks its pin completes the
+    handshake (the chain is good) but must send nothing after it; one that refuses another
+    CA's certificate aborts the handshake, which only the connection count tells apart
+    from a device that never came.
     """
 
     def __init__(self, cert: Path, key: Path, host: str = "127.0.0.1") -> None:
@@ -26,6 +28,7 @@ class RogueServer:
         self._sock.settimeout(0.2)
         self.port: int = self._sock.getsockname()[1]
         self.host = host
+        self.connections = 0
         self.handshakes = 0
         self.bytes_received = 0
         self._stop = threading.Event()
@@ -52,6 +55,7 @@ class RogueServer:
                 continue
             except OSError:
                 return
+            self.connections += 1  # counted here, in the one accepting thread
             threading.Thread(target=self._handle, args=(raw,), daemon=True).start()
 
     def _handle(self, raw: socket.socket) -> None:

@@ -17,7 +17,6 @@ verdict is not-tested. A device that never connected leaves its attack not-teste
 
 from __future__ import annotations
 
-import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,21 +68,9 @@ def verdict(runs: list[MitmRun], context: Context) -> list[Evidence]:
     return for_all(context, NAME, "not-tested", "live", "; ".join(parts))
 
 
-class _CountingRogue(RogueServer):
-    """The lab's rogue server, also counting TCP connections: a device that refuses an
-    other-CA certificate aborts before the handshake completes, and without the count that
-    would look the same as a device that never came."""
-
-    connections = 0
-
-    def _handle(self, raw: socket.socket) -> None:
-        self.connections += 1
-        super()._handle(raw)
-
-
 def attack(command: tuple[str, ...], cert: Path, key: Path, name: str,
            seconds: float) -> MitmRun:
-    with _CountingRogue(cert, key) as rogue:
+    with RogueServer(cert, key) as rogue:
         argv = [part.replace("{server}", rogue.url) for part in command]
         note = ""
         try:
