@@ -33,10 +33,10 @@ from tinyward.assess.attacks.clients import client_with_rogue_certificate, flip_
 from tinyward.assess.attacks.listeners import (
     established_connections,
     listening_sockets,
-    nmap_open_ports,
 )
 from tinyward.assess.attacks.outcome import Outcome
 from tinyward.assess.attacks.rogue_server import RogueServer
+from tinyward.assess.probes.portscan import ALL_PORTS, BadScan, run_nmap
 from tinyward.fleet.pki import MAX_REPORT_INTERVAL, MIN_REPORT_INTERVAL, Fleet
 from tinyward.lab.demo_update import PRODUCT
 from tinyward.lab.fleetproc import start_fleet_server
@@ -489,12 +489,12 @@ class Demo:
             parts.append("nmap not installed: port scan skipped")
             words += "; nmap missing, not scanned"
         elif self.ns is not None:
-            open_ports, summary = nmap_open_ports(self.ns.device_address)
+            open_ports, summary = _nmap(self.ns.device_address)
             parts.append(f"nmap {self.ns.device_address}: {summary}")
             refused = refused and not open_ports
             words += f"; {len(open_ports)} open ports"
         else:
-            open_ports, summary = nmap_open_ports("127.0.0.1")
+            open_ports, summary = _nmap("127.0.0.1")
             owners = _port_owners(open_ports)
             mine = [port for port, pid in owners.items() if pid in pids]
             parts.append(f"nmap 127.0.0.1: {summary}; held by a device process: {len(mine)}")
@@ -573,7 +573,17 @@ def _sandbox_protections(manifest_path: Path) -> list[tuple[str, bool, str]] | N
         return None
 
 
-def _port_owners(ports: list[int]) -> dict[int, int | None]:
+def _nmap(address: str) -> tuple[tuple[int, ...], str]:
+    """The open TCP ports of ``address`` and a summary, by the port-scan probe's nmap run;
+    a scan that did not cover every port is an error, never "nothing open"."""
+    scan = run_nmap(address, None, seconds=120.0)
+    if not scan.host_up or scan.scanned < ALL_PORTS:
+        raise BadScan(f"nmap scanned {scan.scanned} of {ALL_PORTS} ports of {address} "
+                      f"(host {'up' if scan.host_up else 'down'})")
+    return scan.open_ports, f"{len(scan.open_ports)} open of {scan.scanned} TCP ports"
+
+
+def _port_owners(ports: tuple[int, ...]) -> dict[int, int | None]:
     import psutil
 
     owners: dict[int, int | None] = {port: None for port in ports}

@@ -9,5 +9,5 @@ Nothing here decides a pass or a fail for a tier; that is the probes' job.
 - :mod:`~tinyward.assess.attacks.certificates`: certificates the fleet or a device must refuse.
 - :mod:`~tinyward.assess.attacks.rogue_server`: a TLS server impersonating the fleet server.
 - :mod:`~tinyward.assess.attacks.clients`: posts to the fleet server that it must refuse.
-- :mod:`~tinyward.assess.attacks.listeners`: is anything listening?
+- :mod:`~tinyward.assess.attacks.listeners`: does a device's process hold a listening socket?
 """

@@ -1,12 +1,10 @@
-"""Is anything listening? Sockets of the device's processes, and an nmap scan of its address."""
+"""Is anything listening? The sockets of a device's processes (an nmap scan of its address is
+the port-scan probe's :func:`~tinyward.assess.probes.portscan.run_nmap`)."""
 
 from __future__ import annotations
 
 import os
-import shutil
 import socket
-import subprocess
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import psutil
@@ -82,28 +80,3 @@ def established_connections(pid: int) -> int:
         count += sum(1 for line in lines
                      if len(f := line.split()) > 9 and f[3] == "01" and f[9] in mine)
     return count
-
-
-def nmap_open_ports(address: str, netns: str | None = None, timeout: float = 120.0
-                    ) -> tuple[list[int], str]:
-    """Scan every TCP port (1-65535) of ``address`` with nmap; return open ports and a summary.
-
-    ``netns`` runs nmap inside that network namespace. Raises FileNotFoundError without nmap.
-    """
-    nmap = shutil.which("nmap")
-    if nmap is None:
-        raise FileNotFoundError("nmap is not installed (scripts/install-system-deps.sh)")
-    command = [nmap, "-n", "-Pn", "-sT", "-p-", "-T5", "--max-retries", "1", "-oX", "-", address]
-    if netns:
-        command = ["ip", "netns", "exec", netns, *command]
-    done = subprocess.run(  # noqa: S603 - fixed argv: nmap, our flags, the caller's address
-        command, capture_output=True, text=True, timeout=timeout, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"nmap failed: {done.stderr.strip()[:300]}")
-    root = ET.fromstring(done.stdout)  # noqa: S314 - nmap's own output, of a scan we ran
-    open_ports = [int(port.get("portid", "0")) for port in root.iter("port")
-                  if (state := port.find("state")) is not None and state.get("state") == "open"]
-    closed = 0
-    for extra in root.iter("extraports"):
-        closed += int(extra.get("count", "0"))
-    return open_ports, f"{len(open_ports)} open, {closed} closed or filtered of 65535"
