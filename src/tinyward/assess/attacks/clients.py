@@ -12,22 +12,32 @@ from typing import Any
 from tinyward.assess.attacks.outcome import HTTP_REFUSALS, Outcome, tls_refusal_in_words
 from tinyward.link.client import REPORT_CONTENT_TYPE, REPORTS_PATH, client_context
 
+#: The most of an answer an attack reads back (the answer is the target's, not trusted).
+MAX_ANSWER = 65536
+
+
+def post_bytes(connection: http.client.HTTPConnection, path: str, body: bytes,
+               content_type: str) -> tuple[int, bytes]:
+    """POST ``body`` on ``connection`` and close it; the status and at most
+    :data:`MAX_ANSWER` bytes of the answer. Raises what the connection raises (OSError,
+    ssl.SSLError, http.client.HTTPException)."""
+    try:
+        connection.request("POST", path, body=body, headers={"Content-Type": content_type})
+        response = connection.getresponse()
+        return response.status, response.read(MAX_ANSWER)
+    finally:
+        connection.close()
+
 
 def _post(host: str, port: int, context: ssl.SSLContext, body: bytes,
           timeout: float = 5.0) -> tuple[int, dict[str, Any]]:
-    conn = http.client.HTTPSConnection(host, port, context=context, timeout=timeout)
+    connection = http.client.HTTPSConnection(host, port, context=context, timeout=timeout)
+    status, raw = post_bytes(connection, REPORTS_PATH, body, REPORT_CONTENT_TYPE)
     try:
-        conn.request("POST", REPORTS_PATH, body=body,
-                     headers={"Content-Type": REPORT_CONTENT_TYPE})
-        response = conn.getresponse()
-        raw = response.read(65536)
-        try:
-            document = json.loads(raw) if raw else {}
-        except ValueError:
-            document = {"raw": raw[:200].decode("latin-1")}
-        return response.status, document if isinstance(document, dict) else {}
-    finally:
-        conn.close()
+        document = json.loads(raw) if raw else {}
+    except ValueError:
+        document = {"raw": raw[:200].decode("latin-1")}
+    return status, document if isinstance(document, dict) else {}
 
 
 def client_with_rogue_certificate(host: str, port: int, root_ca_pem: bytes, cert: Path,
