@@ -8,7 +8,7 @@ For a tinyward application (``--app MANIFEST``, the ``sensor.toml`` the device r
 1. **the device's own application** on random frames: how many results it gave, how many
    distinct ones, and its incidents (a figure, not a verdict: an honest application shows
    nothing about an adversary);
-2. **saturate**: a hostile application (``assess/data/leakage/exfil``) with the device's
+2. **saturate**: a hostile application (``assess/data/hostile/exfil``) with the device's
    own ``[input]`` and ``[output]`` puts the first bits of each input frame into every
    field of a result, as many bits as each field's declared values allow, at the
    contract's maximum rate: the most the contract lets through;
@@ -42,7 +42,6 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -242,14 +241,14 @@ def run_phase(name: str, manifest: Any, sandbox: Any, config: Any, budget: Budge
 
 
 def _hostile_manifest(manifest: Any, scratch: Path, mode: str, every: int) -> Any:
-    folder = scratch / mode
-    folder.mkdir(mode=0o755)
-    source = resources.files("tinyward.assess") / "data" / "leakage" / "exfil"
-    (folder / "app.py").write_text((source / "app.py.txt").read_text())
-    (folder / "target.json").write_text(json.dumps(
+    from tinyward.assess.hostile_apps import copy_app
+
+    folder = copy_app("exfil", scratch / mode)
+    target = folder / "target.json"
+    target.write_text(json.dumps(
         {"fields": field_plan(manifest.contract), "mode": mode, "every": every}))
-    for f in folder.iterdir():
-        f.chmod(0o644)
+    target.chmod(0o644)
+    # Its own sensor.toml is not used: the device's input and contract are what it meets.
     return replace(manifest, name=f"leakage_{mode}", entry_module="app",
                    entry_callable="Exfil", models=(folder / "target.json",), folder=folder)
 
