@@ -124,6 +124,9 @@ class Target:
     attest_command: tuple[str, ...] | None = None
     attest_cert: Path | None = None
     notes: tuple[str, ...] = field(default=())
+    # The fleet folder whose store (reports.db) the device reports to: the failure-reporting
+    # and outage-recovery probes read what the fleet recorded (read only).
+    fleet_dir: Path | None = None
 
     @property
     def name(self) -> str:
@@ -143,7 +146,8 @@ def make_target(*, address: str | None = None, named: bool = False,
                 restart_command: tuple[str, ...] | None = None,
                 uplink_port: int | None = None,
                 attest_command: tuple[str, ...] | None = None,
-                attest_cert: Path | None = None) -> Target:
+                attest_cert: Path | None = None,
+                fleet_dir: Path | None = None) -> Target:
     """A checked target. Raises :class:`TargetRefused` or :class:`BadInput`."""
     if address is None and device_dir is None and description is None and \
             device_command is None:
@@ -165,9 +169,12 @@ def make_target(*, address: str | None = None, named: bool = False,
         raise BadInput("the attest command must contain {nonce} and {out}")
     if restart_command is not None and not restart_command:
         raise BadInput("the restart command is empty")
+    if fleet_dir is not None and not Path(fleet_dir).is_dir():
+        raise BadInput(f"{fleet_dir} is not a folder")
     return Target(checked, ports, netns, Path(device_dir) if device_dir else None, description,
                   client_cert, device_command, mitm_cert, replay, login, restart_command,
-                  uplink_port, attest_command, attest_cert)
+                  uplink_port, attest_command, attest_cert,
+                  fleet_dir=Path(fleet_dir) if fleet_dir else None)
 
 
 def parse_ports(text: str) -> tuple[int, ...]:

@@ -150,6 +150,10 @@ def _print_requirements(model: Model, chosen: tuple[Requirement, ...]) -> None:
               type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="The device's attestation certificate (PEM); default: a tinyward device "
                    "folder's certs/attestation.crt.pem.")
+@click.option("--fleet-dir", default=None,
+              type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="The fleet folder the device reports to (its reports.db is read, never "
+                   "written), for the failure-reporting and outage-recovery probes.")
 @click.option("--seconds-per-probe", default=120.0, show_default=True,
               type=click.FloatRange(1, 3600), help="Each probe's time budget.")
 @click.option("--attempts", default=200, show_default=True, type=click.IntRange(1, 10_000),
@@ -161,7 +165,7 @@ def run(target: str | None, out: Path, target_address: str | None, ports: str | 
         replay_port: int | None, replay_path: str, login_port: int | None,
         login_path: str, login_plain: bool, restart_command: str | None,
         uplink_port: int | None, attest_command: str | None, attest_cert: Path | None,
-        seconds_per_probe: float, attempts: int) -> None:
+        fleet_dir: Path | None, seconds_per_probe: float, attempts: int) -> None:
     """Probe TARGET (a loopback or lab address, or a device folder) and write the report.
 
     An address that is neither loopback nor inside --netns is refused unless you name it
@@ -201,7 +205,8 @@ def run(target: str | None, out: Path, target_address: str | None, ports: str | 
                           if restart_command else None,
                           uplink_port=uplink_port,
                           attest_command=tuple(shlex.split(attest_command))
-                          if attest_command else None, attest_cert=attest_cert)
+                          if attest_command else None, attest_cert=attest_cert,
+                          fleet_dir=fleet_dir)
     probes = all_probes()
     step = iter(range(1, len(probes) + 1))
 
