@@ -2,9 +2,9 @@
 fleet's chunk server, refuses every tampered update and takes the genuine one.
 
 Controls: a client that forgets the version it runs (no anti-rollback) fails on the plain
-rollback (the hidden one still meets the offer check); a client that installs whatever it is offered fails on every attack;
-a repository that never reaches the client (the genuine update not accepted) is
-not-tested, never a pass.
+rollback (the hidden one still meets the offer check); a client that installs whatever it
+is offered fails on every attack; a repository that never reaches the client (the genuine
+update not accepted) is not-tested, never a pass.
 """
 
 from __future__ import annotations
@@ -39,13 +39,13 @@ def probe(device_dir: Path, **kw: Any) -> tuple[str, str]:
 
 def test_update_tamper_verdicts() -> None:
     context = Context(load_model())
-    good = [Case("genuine", "accepted", after="1.2.0")] + [
-        Case(name, "refused", "x") for name in CASES if name != "genuine"]
+    good = [Case("genuine", "accepted", after="1.2.0"),
+            *(Case(name, "refused", "x") for name in CASES if name != "genuine")]
     assert verdict(good, context)[0].verdict == "pass"
-    taken = good[:-1] + [Case("substituted", "accepted", after="1.2.0")]
+    taken = [*good[:-1], Case("substituted", "accepted", after="1.2.0")]
     assert verdict(taken, context)[0].verdict == "fail"
     # A genuine update that did not arrive: the refusals prove nothing.
-    assert verdict([Case("genuine", "no answer")] + good[1:], context)[0].verdict == \
+    assert verdict([Case("genuine", "no answer"), *good[1:]], context)[0].verdict == \
         "not-tested"
     assert verdict(good[:-1], context)[0].verdict == "not-tested"  # a case missing
     assert verdict([], context)[0].verdict == "not-tested"

@@ -203,7 +203,8 @@ class FailureReporting:
         device = uplink_device(target, NAME, context)
         if isinstance(device, list):
             return device
-        assert target.uplink_port is not None and target.fleet_dir is not None
+        if target.uplink_port is None or target.fleet_dir is None:  # uplink_device saw them
+            raise ValueError("uplink_device let a target without a port or fleet through")
         if budget.left() < self.seconds + DRAIN_SECONDS + 10 or not budget.spend():
             return for_all(context, NAME, "not-tested", "live",
                            f"the time budget ({budget.seconds:.0f} s) leaves no room for a "

@@ -153,11 +153,12 @@ def verdict(run: Outage, context: Context, where: str = "") -> list[Evidence]:
     if run.stored is None:
         return for_all(context, NAME, "not-tested", "live",
                        f"the device reached no fleet before the outage: {run.note}", where)
-    numbers = Counter(r.get("n") for r in run.stored.results if isinstance(r, dict))
+    numbers: Counter[int] = Counter(r["n"] for r in run.stored.results
+                                    if isinstance(r, dict) and isinstance(r.get("n"), int))
     twice = sorted(n for n, k in numbers.items() if k > 1)
     # Events are numbered 1, 2, … by the sensor; up to the last one stored, each must be
     # there (the ones after it were still on the device when the run stopped).
-    last = max((n for n in numbers if isinstance(n, int)), default=0)
+    last = max(numbers, default=0)
     missing = [n for n in range(1, last + 1) if n not in numbers]
     declared = run.stored.incidents.get("dropped_results", 0) + \
         run.stored.incidents.get("dropped_reports", 0)
@@ -267,7 +268,8 @@ class OutageRecovery:
         device = uplink_device(target, NAME, context)
         if isinstance(device, list):
             return device
-        assert target.uplink_port is not None and target.fleet_dir is not None
+        if target.uplink_port is None or target.fleet_dir is None:  # uplink_device saw them
+            raise ValueError("uplink_device let a target without a port or fleet through")
         needed = UP_SECONDS + self.outage + self.recovery + 10
         if budget.left() < needed or not budget.spend():
             return for_all(context, NAME, "not-tested", "live",

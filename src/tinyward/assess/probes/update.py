@@ -39,8 +39,8 @@ neither settled nor was handed over within its time is not-tested.
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -296,11 +296,9 @@ class UpdateTamper:
             device = Device.open(folder)
         except TinywardError as error:
             return for_all(context, NAME, "not-tested", "live", f"the device folder: {error}")
-        product = PRODUCT
-        try:
+        product = PRODUCT  # not provisioned by a fleet with updates: the lab's class
+        with contextlib.suppress(TinywardError):
             product = device.product_class() or PRODUCT
-        except TinywardError:
-            pass  # not provisioned by a fleet with updates: the lab's product class
         cases = run_cases(device.device_id, product, budget, self.make_client,
                           seconds_per_case=self.seconds_per_case)
         where = f"{folder} (update client, probe's TUF repository, product {product})"
