@@ -41,7 +41,13 @@ from typing import Any
 
 from tinyward.assess.evidence import Evidence
 from tinyward.assess.probes.base import Budget, Context, for_all
-from tinyward.assess.probes.outage import StoredRun, StoreUnreadable, read_store, uplink_device
+from tinyward.assess.probes.outage import (
+    StoredRun,
+    StoreUnreadable,
+    quiet_device_logs,
+    read_store,
+    uplink_device,
+)
 from tinyward.assess.target import Target
 
 NAME = "failure-reporting"
@@ -211,8 +217,9 @@ class FailureReporting:
                            f"{self.seconds:.0f} s run and its drain")
         where = f"tcp://{target.address}:{target.uplink_port}, {target.fleet_dir}/reports.db"
         try:
-            seen = observe(device, target.uplink_port, target.fleet_dir, seconds=self.seconds,
-                           unsafe_silent=self.unsafe_silent)
+            with quiet_device_logs():
+                seen = observe(device, target.uplink_port, target.fleet_dir,
+                               seconds=self.seconds, unsafe_silent=self.unsafe_silent)
         except StoreUnreadable as error:
             return for_all(context, NAME, "not-tested", "live",
                            f"the fleet's store could not be read: {error}", where)

@@ -16,9 +16,10 @@ sensor whose every event carries a running number ``n``:
    report made after the return within :data:`RECOVERY_SECONDS`, by itself (nobody tells
    it the fleet is back);
 
-then the fleet's store is read: every event ``n`` the sensor produced must be in exactly
-one stored report of this run, or be covered by the device's own count of dropped results
-or reports (a declared gap).
+then the fleet's store is read: every report the device counts as delivered must be
+there, and every event ``n`` the sensor produced (up to the last one stored) must be in
+exactly one stored report of this run, or be covered by the device's own count of dropped
+results or reports (a declared gap).
 
 Pass: reports made during the outage, all delivered after it without help, every event
 stored once or declared lost. Fail: the device stopped sensing during the outage, did not
@@ -32,12 +33,14 @@ own path to it (stopping someone's fleet is not a probe's business), and a power
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+import logging
 import sqlite3
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,6 +55,22 @@ UP_SECONDS = 3.0
 OUTAGE_SECONDS = 8.0
 RECOVERY_SECONDS = 30.0
 EVENT_RATE = 2.0  # simulated events per second
+
+
+@contextlib.contextmanager
+def quiet_device_logs() -> Iterator[None]:
+    """The device parts' warnings (a refused update, an unreachable fleet) are what the
+    probes provoke, and their evidence says so: kept off the assessment's progress lines."""
+    loggers = [logging.getLogger(n) for n in ("tinyward.update", "tinyward.link",
+                                              "tinyward.app")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
 
 
 # -- the fleet's store, read only ---------------------------------------------------------
@@ -147,6 +166,9 @@ class Outage:
     stored: StoredRun | None
     note: str = ""
     recovery: float = RECOVERY_SECONDS
+    #: the run's reports the device counts as delivered (first, last): each must be in
+    #: the fleet's store, or declared dropped
+    delivered: tuple[int, int] = (0, -1)
 
 
 def verdict(run: Outage, context: Context, where: str = "") -> list[Evidence]:
@@ -162,15 +184,23 @@ def verdict(run: Outage, context: Context, where: str = "") -> list[Evidence]:
     missing = [n for n in range(1, last + 1) if n not in numbers]
     declared = run.stored.incidents.get("dropped_results", 0) + \
         run.stored.incidents.get("dropped_reports", 0)
+    held = set(run.stored.seqs)
+    unstored = [q for q in range(run.delivered[0], run.delivered[1] + 1) if q not in held]
     facts = (f"{run.made_during} reports made during a {run.outage_seconds:.0f} s outage; "
              f"events 1-{last} expected, {len(numbers)} stored, {len(missing)} missing, "
-             f"{len(twice)} stored twice, {declared} declared lost")
+             f"{len(twice)} stored twice, {declared} declared lost; reports "
+             f"{run.delivered[0]}-{run.delivered[1]} counted delivered, {len(unstored)} of "
+             "them not in the fleet's store")
     problems = []
     if run.made_during == 0:
         problems.append("the device made no report while the fleet was out of reach")
     if run.reconnected is None:
         problems.append(f"it did not deliver its queue within {run.recovery:.0f} s of "
                         "the fleet's return")
+    if len(unstored) > run.stored.incidents.get("dropped_reports", 0):
+        problems.append(f"reports the device counts as delivered are not in the fleet's "
+                        f"store, undeclared: {unstored[:10]}"
+                        + (" …" if len(unstored) > 10 else ""))
     if twice:
         problems.append(f"events stored twice: {twice[:10]}")
     if len(missing) > declared:
@@ -246,9 +276,10 @@ def run_outage(device: Any, port: int, fleet_dir: Path, *, outage: float = OUTAG
         proxy.close()
         thread.join(30)
     # The reports the fleet acknowledged are what its store can be asked for.
-    first = runner.stats.first_seq or 0
-    stored = read_store(fleet_dir, device.device_id, first, runner.queue.acked)
-    return Outage(outage, made_during, reconnected, stored, recovery=recovery)
+    first, acked = runner.stats.first_seq or 0, runner.queue.acked
+    stored = read_store(fleet_dir, device.device_id, first, acked)
+    return Outage(outage, made_during, reconnected, stored, recovery=recovery,
+                  delivered=(first, acked))
 
 
 class OutageRecovery:
@@ -277,9 +308,10 @@ class OutageRecovery:
                            f"{needed:.0f} s an outage run may take")
         where = f"tcp://{target.address}:{target.uplink_port} via the probe's proxy"
         try:
-            run = run_outage(device, target.uplink_port, target.fleet_dir,
-                             outage=self.outage, recovery=self.recovery,
-                             make_runner=self.make_runner)
+            with quiet_device_logs():
+                run = run_outage(device, target.uplink_port, target.fleet_dir,
+                                 outage=self.outage, recovery=self.recovery,
+                                 make_runner=self.make_runner)
         except StoreUnreadable as error:
             return for_all(context, NAME, "not-tested", "live",
                            f"the fleet's store could not be read: {error}", where)
@@ -289,5 +321,5 @@ class OutageRecovery:
         return verdict(run, context, where)
 
 
-__all__ = ["Outage", "OutageRecovery", "StoredRun", "read_store", "run_outage",
-           "tinyward_runner", "uplink_device", "verdict"]
+__all__ = ["Outage", "OutageRecovery", "StoredRun", "quiet_device_logs", "read_store",
+           "run_outage", "tinyward_runner", "uplink_device", "verdict"]

@@ -299,8 +299,11 @@ class UpdateTamper:
         product = PRODUCT  # not provisioned by a fleet with updates: the lab's class
         with contextlib.suppress(TinywardError):
             product = device.product_class() or PRODUCT
-        cases = run_cases(device.device_id, product, budget, self.make_client,
-                          seconds_per_case=self.seconds_per_case)
+        from tinyward.assess.probes.outage import quiet_device_logs
+
+        with quiet_device_logs():
+            cases = run_cases(device.device_id, product, budget, self.make_client,
+                              seconds_per_case=self.seconds_per_case)
         where = f"{folder} (update client, probe's TUF repository, product {product})"
         control_failed = cases and cases[0].name == "genuine" and \
             cases[0].outcome != "accepted"
