@@ -157,7 +157,7 @@ def observe(device: Any, port: int, fleet_dir: Path, *, seconds: float = RUN_SEC
     from tinyward.app.sandbox import SandboxConfig
     from tinyward.app.source import AppResultSource
     from tinyward.app.supervisor import SupervisorConfig
-    from tinyward.assess.probes.hostile import _copy_app
+    from tinyward.assess.hostile_apps import copy_app
     from tinyward.link.client import LinkConfig
     from tinyward.link.runner import DeviceRunner, RunnerConfig
     from tinyward.link.shaper import ShaperConfig
@@ -167,7 +167,10 @@ def observe(device: Any, port: int, fleet_dir: Path, *, seconds: float = RUN_SEC
     source: Any = None
     try:
         scratch.chmod(0o755)  # the sandbox user must reach the app
-        manifest = load_manifest(_copy_app(APP, scratch, {}))
+        app = copy_app(APP, scratch / APP)
+        (app / "target.json").write_text("{}")  # the app's "model": it aims at nothing
+        (app / "target.json").chmod(0o644)
+        manifest = load_manifest(app / "sensor.toml")
         source = AppResultSource.start(
             manifest, _frames(manifest),
             SupervisorConfig(fault_window_s=FAULT_WINDOW, backoff_initial_s=0.5),
