@@ -24,6 +24,9 @@ genuine update may. Cases:
 - ``genuine``: a newer version, correctly signed: must be accepted (the control: if it is
   not, the refusals show nothing and the verdict is not-tested);
 - ``forged-key``: targets signed by a key the root does not delegate;
+  ``below-threshold``: by one of the two targets keys a root requires (one key stolen);
+- ``wrong-product``: a newer version, correctly signed, for another product class;
+- ``mix-and-match``: an older signed targets file served under the newer one's version;
 - ``rollback``: an older version, correctly signed; ``rollback-hidden``: the same, offered
   as a newer version (the offer is unsigned);
 - ``frozen``: a correctly signed timestamp that has expired (indefinite freeze);
@@ -68,6 +71,9 @@ CASES: dict[str, str] = {
     "forged-key": "targets signed by a key the root does not delegate",
     "rollback": "an older version, correctly signed",
     "rollback-hidden": "an older signed version offered as a newer one",
+    "below-threshold": "targets signed by one of the two keys the root requires",
+    "wrong-product": "a newer version, correctly signed, for another product class",
+    "mix-and-match": "the signed targets of an older snapshot under the newer one's name",
     "frozen": "a correctly signed timestamp that expired an hour ago",
     "replayed-metadata": "after a genuine update, an older timestamp served again",
     "oversized": "a target 50,000 bytes longer than its signed length",
@@ -146,12 +152,13 @@ class _Run:
     make_client: ClientFactory
     installed: dict[str, Any] = field(default_factory=dict)
     got: list[str] = field(default_factory=list)
+    targets_threshold: int = 1
 
     def __post_init__(self) -> None:
         from tinyward.lab.tufrepo import TufRepo
         from tinyward.update.meta import Version
 
-        self.repo = TufRepo(self.scratch / "repo")
+        self.repo = TufRepo(self.scratch / "repo", targets_threshold=self.targets_threshold)
         self.installed[COMPONENT] = Version.parse(RUNNING)
         self.client = self.make_client(
             device_id=self.device_id, trusted_root=self.repo.root_bytes,
@@ -165,11 +172,12 @@ class _Run:
         self.got.append(f"{component} {meta.version}")
         self.installed[component] = meta.version
 
-    def publish(self, version: str, data: bytes | None = None, **kw: Any) -> Any:
+    def publish(self, version: str, data: bytes | None = None, *,
+                product_class: str | None = None, **kw: Any) -> Any:
         from tinyward.update.meta import Offer, Version
 
         path = self.repo.add_target(COMPONENT, version, data or bytes(
-            i % 251 for i in range(PAYLOAD)), product_class=self.product_class)
+            i % 251 for i in range(PAYLOAD)), product_class=product_class or self.product_class)
         self.repo.publish(**kw)
         return Offer(COMPONENT, path, Version.parse(version))
 
@@ -221,6 +229,15 @@ def _case(name: str, run: _Run, seconds: float) -> Case:
             offer = run.publish(NEWER)
         elif name == "forged-key":
             offer = run.publish(NEWER, targets_signer=CryptoSigner.generate_ed25519())
+        elif name == "below-threshold":  # the run's repository wants two targets keys
+            offer = run.publish(NEWER, targets_signer=run.repo.targets_signers[1])
+        elif name == "wrong-product":
+            other = "door-sensor" if run.product_class != "door-sensor" else "pump-sensor"
+            offer = run.publish(NEWER, product_class=other)
+        elif name == "mix-and-match":
+            older = run.repo.metadata("1.targets.json").read_bytes()  # signed, no target
+            offer = run.publish(NEWER)  # 2.targets.json, named by snapshot 2
+            run.repo.metadata("2.targets.json").write_bytes(older)
         elif name == "rollback":
             offer = run.publish(OLDER)
         elif name == "rollback-hidden":
@@ -261,7 +278,8 @@ def run_cases(device_id: str, product_class: str, budget: Budget,
         if seconds < 1 or not budget.spend():
             break
         with tempfile.TemporaryDirectory(prefix="tinyward-update-probe-") as scratch:
-            run = _Run(device_id, product_class, Path(scratch), make_client)
+            run = _Run(device_id, product_class, Path(scratch), make_client,
+                       targets_threshold=2 if name == "below-threshold" else 1)
             try:
                 cases.append(_case(name, run, seconds))
             finally:
