@@ -1,10 +1,10 @@
 """failure-reporting (live): when the device's application fails and when the device
 refuses an attack, its fleet hears of it, for that device (A-FAIL-1).
 
-A tinyward device folder enrolled in a fleet whose server is on loopback
-(``--uplink-port N``) and that fleet's folder (``--fleet-dir``: its ``reports.db`` is read,
-read-only). The device's own runner reports for :data:`RUN_SECONDS` with two things going
-wrong on the device:
+A tinyward device folder enrolled in a fleet whose server is on loopback, or in the lab
+namespace the assessment runs in (``--uplink-port N``), and that fleet's folder
+(``--fleet-dir``: its ``reports.db`` is read, read-only). The device's own runner
+reports for :data:`RUN_SECONDS` with two things going wrong on the device:
 
 - **a failing application**: the results come from a sandboxed application
   (``assess/data/hostile/hang``, in tinyward's sandbox configured as ``device run``
@@ -150,8 +150,8 @@ def _refusing_client(device: Any, scratch: Path) -> Any:
     return client
 
 
-def observe(device: Any, port: int, fleet_dir: Path, *, seconds: float = RUN_SECONDS,
-            unsafe_silent: bool = False) -> Observed:
+def observe(device: Any, port: int, fleet_dir: Path, *, host: str = "127.0.0.1",
+            seconds: float = RUN_SECONDS, unsafe_silent: bool = False) -> Observed:
     """Run the device with a failing app and a refused attack; read what the fleet kept."""
     from tinyward.app.manifest import load_manifest
     from tinyward.app.sandbox import SandboxConfig
@@ -176,7 +176,7 @@ def observe(device: Any, port: int, fleet_dir: Path, *, seconds: float = RUN_SEC
             SupervisorConfig(fault_window_s=FAULT_WINDOW, backoff_initial_s=0.5),
             sandbox_config=SandboxConfig(secret_paths=(Path(device.directory),)))
         runner = DeviceRunner(
-            device, f"https://127.0.0.1:{port}",
+            device, f"https://{host}:{port}",
             RunnerConfig(shaper=ShaperConfig(interval=INTERVAL), drain=DRAIN_SECONDS,
                          link=LinkConfig(backoff_initial=0.1, backoff_max=1.0)),
             _Silent(source) if unsafe_silent else source,
@@ -222,7 +222,8 @@ class FailureReporting:
         try:
             with quiet_device_logs():
                 seen = observe(device, target.uplink_port, target.fleet_dir,
-                               seconds=self.seconds, unsafe_silent=self.unsafe_silent)
+                               host=target.address or "127.0.0.1", seconds=self.seconds,
+                               unsafe_silent=self.unsafe_silent)
         except StoreUnreadable as error:
             return for_all(context, NAME, "not-tested", "live",
                            f"the fleet's store could not be read: {error}", where)

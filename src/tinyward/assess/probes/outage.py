@@ -2,11 +2,12 @@
 reconnects by itself when the fleet is back, and every result it sensed reaches the fleet
 exactly once, or its loss is declared (A-OUTAGE-1).
 
-A tinyward device folder enrolled in a fleet whose server is on loopback
-(``--uplink-port N``) and that fleet's folder (``--fleet-dir``: its ``reports.db`` is read,
-read-only, never written). The device's own runner (its keys, queue, shaper, link) reports
-through a proxy the probe owns (:class:`tinyward.lab.proxy.TCPProxy`), with a simulated
-sensor whose every event carries a running number ``n``:
+A tinyward device folder enrolled in a fleet whose server is on loopback, or in the lab
+namespace the assessment runs in (``--uplink-port N``), and that fleet's folder
+(``--fleet-dir``: its ``reports.db`` is read, read-only, never written). The device's own
+runner (its keys, queue, shaper, link) reports through a proxy the probe owns
+(:class:`tinyward.lab.proxy.TCPProxy`), with a simulated sensor whose every event carries
+a running number ``n``:
 
 1. **up** (:data:`UP_SECONDS`): reports flow;
 2. **outage** (:data:`OUTAGE_SECONDS`): the probe closes the proxy's listener and every
@@ -131,10 +132,11 @@ def uplink_device(target: Target, probe: str, context: Context) -> Any:
     """The target's tinyward device, or the not-tested evidence saying what is missing."""
     from tinyward.errors import TinywardError
 
-    if target.address is not None and not ipaddress.ip_address(target.address).is_loopback:
+    if target.address is not None and target.netns is None \
+            and not ipaddress.ip_address(target.address).is_loopback:
         return for_all(context, probe, "not-tested", "live",
                        "the probe runs the device's link on this machine: its fleet server "
-                       "must be on loopback")
+                       "must be on loopback or in the lab namespace the assessment runs in")
     folder = target.device_dir
     if folder is None or not (folder / "device.json").is_file() \
             or target.uplink_port is None or target.address is None \
@@ -228,7 +230,8 @@ def tinyward_runner(device: Any, url: str, config: Any, source: Any) -> Any:
     return DeviceRunner(device, url, config, source, record_acks=True)
 
 
-def run_outage(device: Any, port: int, fleet_dir: Path, *, outage: float = OUTAGE_SECONDS,
+def run_outage(device: Any, port: int, fleet_dir: Path, *, host: str = "127.0.0.1",
+               outage: float = OUTAGE_SECONDS,
                recovery: float = RECOVERY_SECONDS,
                make_runner: RunnerFactory = tinyward_runner, seed: int = 16) -> Outage:
     from tinyward.lab.proxy import TCPProxy
@@ -237,7 +240,7 @@ def run_outage(device: Any, port: int, fleet_dir: Path, *, outage: float = OUTAG
     from tinyward.link.shaper import ShaperConfig
 
     sensor = SimulatedSensor(EVENT_RATE, seed)
-    proxy = TCPProxy(("127.0.0.1", port))
+    proxy = TCPProxy((host, port))
     config = RunnerConfig(shaper=ShaperConfig(interval=INTERVAL),
                           link=LinkConfig(backoff_initial=0.1, backoff_max=2.0))
     stop = threading.Event()
@@ -310,8 +313,8 @@ class OutageRecovery:
         try:
             with quiet_device_logs():
                 run = run_outage(device, target.uplink_port, target.fleet_dir,
-                                 outage=self.outage, recovery=self.recovery,
-                                 make_runner=self.make_runner)
+                                 host=target.address or "127.0.0.1", outage=self.outage,
+                                 recovery=self.recovery, make_runner=self.make_runner)
         except StoreUnreadable as error:
             return for_all(context, NAME, "not-tested", "live",
                            f"the fleet's store could not be read: {error}", where)
