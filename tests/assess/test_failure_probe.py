@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import needs
+from tinyward.app import _landlock
 from tinyward.assess.model import load_model
 from tinyward.assess.probes.base import Budget, Context
 from tinyward.assess.probes.failure import FailureReporting, Observed, verdict
@@ -29,6 +31,8 @@ from tinyward.lab.fleetproc import start_fleet_server
 from tinyward.trust.device import Device
 
 pytestmark = pytest.mark.slow
+# The sandbox as `device run` configures it requires Landlock (as the hostile probe's).
+SANDBOX = needs(_landlock.abi_version() > 0, "Landlock is not available in this kernel")
 
 
 @dataclass
@@ -88,6 +92,7 @@ def test_failure_verdicts() -> None:
                    context)[0].verdict == "not-tested"
 
 
+@SANDBOX
 def test_a_tinyward_device_reports_a_failing_app_and_a_refused_attack(
         uplink: Uplink) -> None:
     result, text = run(uplink, 0)
@@ -96,6 +101,7 @@ def test_a_tinyward_device_reports_a_failing_app_and_a_refused_attack(
     assert "update refusal rollback" in text and "hang" in text
 
 
+@SANDBOX
 def test_control_a_device_that_keeps_its_failures_to_itself_fails(uplink: Uplink) -> None:
     result, text = run(uplink, 1, unsafe_silent=True)
     assert result == "fail", text
