@@ -136,6 +136,9 @@ class Target:
     # the one of ``attest_cert`` / the device folder (e.g. a second device of the same
     # product, since one folder cannot run connected and air-gapped at once).
     airgap_cert: Path | None = None
+    # The fleet folder whose store (reports.db) the device reports to: the failure-reporting
+    # and outage-recovery probes read what the fleet recorded (read only).
+    fleet_dir: Path | None = None
 
     @property
     def name(self) -> str:
@@ -159,7 +162,8 @@ def make_target(*, address: str | None = None, named: bool = False,
                 fleet_store: str | None = None,
                 airgap_command: tuple[str, ...] | None = None,
                 readout_command: tuple[str, ...] | None = None,
-                airgap_cert: Path | None = None) -> Target:
+                airgap_cert: Path | None = None,
+                fleet_dir: Path | None = None) -> Target:
     """A checked target. Raises :class:`TargetRefused` or :class:`BadInput`."""
     if address is None and device_dir is None and description is None and \
             device_command is None and app_manifest is None:
@@ -188,13 +192,19 @@ def make_target(*, address: str | None = None, named: bool = False,
         raise BadInput("the air-gap command must contain {nonce} and {out}")
     if readout_command is not None and not readout_command:
         raise BadInput("the readout command is empty")
+    if fleet_dir is not None and not Path(fleet_dir).is_dir():
+        raise BadInput(f"{fleet_dir} is not a folder")
+    if fleet_store is None and fleet_dir is not None:
+        # One fleet, one store: --fleet-dir alone also serves the on-device-detection probe.
+        fleet_store = str(Path(fleet_dir) / "reports.db")
     return Target(checked, ports, netns, Path(device_dir) if device_dir else None, description,
                   client_cert, device_command, mitm_cert, replay, login, restart_command,
                   uplink_port, attest_command, attest_cert,
                   app_manifest=Path(app_manifest) if app_manifest else None,
                   fleet_store=fleet_store, airgap_command=airgap_command,
                   readout_command=readout_command,
-                  airgap_cert=Path(airgap_cert) if airgap_cert else None)
+                  airgap_cert=Path(airgap_cert) if airgap_cert else None,
+                  fleet_dir=Path(fleet_dir) if fleet_dir else None)
 
 
 def parse_ports(text: str) -> tuple[int, ...]:

@@ -167,6 +167,10 @@ def _print_requirements(model: Model, chosen: tuple[Requirement, ...]) -> None:
 @click.option("--readout-command", default=None, metavar="ARGV",
               help="How to open the device's local readout (codes read from stdin), for "
                    "the air-gapped probe's brute-force check.")
+@click.option("--fleet-dir", default=None,
+              type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="The fleet folder the device reports to (its reports.db is read, never "
+                   "written), for the failure-reporting and outage-recovery probes.")
 @click.option("--seconds-per-probe", default=120.0, show_default=True,
               type=click.FloatRange(1, 3600), help="Each probe's time budget.")
 @click.option("--attempts", default=200, show_default=True, type=click.IntRange(1, 10_000),
@@ -179,8 +183,8 @@ def run(target: str | None, out: Path, target_address: str | None, ports: str | 
         login_path: str, login_plain: bool, restart_command: str | None,
         uplink_port: int | None, attest_command: str | None, attest_cert: Path | None,
         app_manifest: Path | None, fleet_store: str | None, airgap_command: str | None,
-        airgap_cert: Path | None, readout_command: str | None, seconds_per_probe: float,
-        attempts: int) -> None:
+        airgap_cert: Path | None, readout_command: str | None, fleet_dir: Path | None,
+        seconds_per_probe: float, attempts: int) -> None:
     """Probe TARGET (a loopback or lab address, or a device folder) and write the report.
 
     An address that is neither loopback nor inside --netns is refused unless you name it
@@ -225,7 +229,8 @@ def run(target: str | None, out: Path, target_address: str | None, ports: str | 
                           airgap_command=tuple(shlex.split(airgap_command))
                           if airgap_command else None,
                           readout_command=tuple(shlex.split(readout_command))
-                          if readout_command else None, airgap_cert=airgap_cert)
+                          if readout_command else None, airgap_cert=airgap_cert,
+                          fleet_dir=fleet_dir)
     probes = all_probes()
     step = iter(range(1, len(probes) + 1))
 
