@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 from collections import Counter
 from pathlib import Path
@@ -216,11 +217,26 @@ def run(target: str | None, out: Path, target_address: str | None, ports: str | 
     files = {"report.json": report.to_json(result), "report.html": report.to_html(result),
              "report.sarif": report.to_sarif(result), "datasheet.md": report.to_datasheet(result)}
     for name, text in files.items():
-        (out / name).write_text(text, encoding="utf-8")
+        _write_report(out, name, text)
     blocking = ", ".join(e.requirement for e in result.tier.blocking) or "nothing"
     click.echo(f"tier {result.tier.level} ({result.tier.name}); next tier blocked by "
                f"{blocking}")
     click.echo(f"report: {out / 'report.html'}")
+
+
+def _write_report(out: Path, name: str, text: str) -> None:
+    """Write ``out/name`` through a new file renamed into place: a symlink already at that
+    name (a device folder given as --out may carry one) is replaced, never written
+    through, and a reader never sees half a report."""
+    scratch = out / f".{name}.{os.getpid()}.tmp"
+    descriptor = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(scratch, out / name)
+    except BaseException:
+        scratch.unlink(missing_ok=True)
+        raise
 
 
 def _replay_spec(replay_file: Path | None, port: int | None, path: str) -> object:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tinyward.assess.evidence import Evidence
-from tinyward.assess.probes.base import Budget, Context, for_all
+from tinyward.assess.probes.base import Budget, Context, cut_off, for_all
 from tinyward.assess.target import Target
 
 NAME = "replay"
@@ -71,11 +71,14 @@ def post(address: str, spec: ReplaySpec, client_cert: tuple[Path, Path] | None,
     else:
         connection = http.client.HTTPConnection(address, spec.port, timeout=timeout)
     try:
-        connection.request("POST", spec.path, body=spec.body,
-                           headers={"Content-Type": spec.content_type})
-        response = connection.getresponse()
-        response.read(65536)
-        return response.status
+        # The whole exchange within ``timeout``: a socket timeout alone bounds each read,
+        # and a device answering a byte at a time would hold the probe for ever.
+        with cut_off(connection, timeout) as cut:
+            connection.request("POST", spec.path, body=spec.body,
+                               headers={"Content-Type": spec.content_type})
+            response = connection.getresponse()
+            response.read(65536)
+            return None if cut.fired else response.status
     except (OSError, ssl.SSLError, http.client.HTTPException):
         return None
     finally:
