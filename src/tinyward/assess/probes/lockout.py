@@ -184,10 +184,11 @@ def _request(address: str, spec: LoginSpec, method: str, path: str, until: float
                 response = connection.getresponse()
                 text = response.read(1 << 20).decode("utf-8", "replace")
             except (OSError, http.client.HTTPException):
-                if cut.fired:
-                    raise TimeoutError(f"the answer was still coming after {timeout:.0f} s: "
-                                       "cut off") from None
-                raise
+                if not cut.fired:
+                    raise
+            if cut.fired:  # what came before the cut may parse as a whole (short) answer
+                raise TimeoutError(f"the answer was still coming after {timeout:.0f} s: "
+                                   "cut off")
             return response.status, response.headers, text
     finally:
         connection.close()
