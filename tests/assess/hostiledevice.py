@@ -43,8 +43,10 @@ def _read_head(conn: socket.socket) -> bytes:
 
 
 @contextlib.contextmanager
-def hostile(answer: Answer, tls: tuple[Path, Path] | None = None) -> Iterator[Hostile]:
-    """``tls``: a certificate and key (tlsservice.self_signed) to answer over TLS."""
+def hostile(answer: Answer, tls: tuple[Path, Path] | None = None,
+            handshake_delay: float = 0.0) -> Iterator[Hostile]:
+    """``tls``: a certificate and key (tlsservice.self_signed) to answer over TLS, each
+    handshake ``handshake_delay`` seconds after the connection."""
     server = socket.create_server(("127.0.0.1", 0))
     context = None
     if tls is not None:
@@ -55,6 +57,9 @@ def hostile(answer: Answer, tls: tuple[Path, Path] | None = None) -> Iterator[Ho
 
     def serve(conn: socket.socket) -> None:
         if context is not None:
+            if device.stop.wait(handshake_delay):
+                conn.close()
+                return
             conn.settimeout(10)
             try:
                 conn = context.wrap_socket(conn, server_side=True)

@@ -22,7 +22,7 @@ from tinyward.assess import evidence as evidence_module
 from tinyward.assess import report
 from tinyward.assess.evidence import MAX_TEXT, Evidence
 from tinyward.assess.model import load_model
-from tinyward.assess.probes import portscan, replay
+from tinyward.assess.probes import portscan, replay, tlsconfig
 from tinyward.assess.probes.base import Budget, Context, for_all
 from tinyward.assess.probes.lockout import LockoutRestart, LoginSpec, guess
 from tinyward.assess.probes.static import FolderFacts, scan_file, update_verdict
@@ -150,6 +150,20 @@ def test_a_replay_target_that_answers_a_byte_at_a_time_is_cut_off() -> None:
         status = replay.post("127.0.0.1", replay.ReplaySpec(b"capture", device.port,
                                                             tls=False), None, 1.0)
     assert status is None
+
+
+def test_a_tls_port_that_answers_slowly_is_stopped_at_the_budget(tmp_path: Path) -> None:
+    # sslyze makes a few hundred handshakes per port, each with its own timeout: at 1 s a
+    # handshake this strong TLS 1.3 service took 107 s to enumerate (and passed) with a
+    # 5 s budget; just inside the 5 s timeout it would take most of an hour per port.
+    def answer(head: bytes, send) -> None:  # type: ignore[no-untyped-def]
+        send(http(200, "ok"))
+
+    with hostile(answer, self_signed(tmp_path), handshake_delay=1.0) as device:
+        target = make_target(address="127.0.0.1", ports=(device.port,))
+        (evidence,) = tlsconfig.TlsConfig().run(target, _ctx(), Budget(5, 100))
+    assert evidence.verdict == "not-tested", evidence.text
+    assert "had not finished" in evidence.text
 
 
 # -- device text stays text ---------------------------------------------------------------
