@@ -22,7 +22,15 @@ from tinyward.assess import evidence as evidence_module
 from tinyward.assess import report
 from tinyward.assess.evidence import MAX_TEXT, Evidence
 from tinyward.assess.model import load_model
-from tinyward.assess.probes import portscan, replay, tlsconfig
+from tinyward.assess.probes import (
+    attest,
+    credentials,
+    lockout,
+    pinmitm,
+    portscan,
+    replay,
+    tlsconfig,
+)
 from tinyward.assess.probes.base import Budget, Context, for_all
 from tinyward.assess.probes.lockout import LockoutRestart, LoginSpec, guess
 from tinyward.assess.probes.static import FolderFacts, scan_file, update_verdict
@@ -128,6 +136,33 @@ def test_a_scan_that_ran_out_of_time_is_not_a_scan_with_nothing_open() -> None:
     assert evidence.verdict == "not-tested" and "ran out of time" in evidence.text
 
 
+def _hidden_login(kind: str):  # type: ignore[no-untyped-def]
+    """A web login with admin/admin that the first page does not show as Basic or a form."""
+    def answer(head: bytes, send) -> None:  # type: ignore[no-untyped-def]
+        if b"Authorization: Basic YWRtaW46YWRtaW4=" in head:  # admin:admin
+            send(http(200, "welcome, admin"))
+        elif kind == "redirect":  # what most web interfaces do with "/"
+            send(http(302, "", (("Location", "/login"),)))
+        elif kind == "digest":
+            send(http(401, "", (("WWW-Authenticate", 'Digest realm="cam", nonce="1"'),)))
+        elif kind == "padded":  # the form after 5,000 bytes of page
+            send(http(200, " " * 5000 + FORM.format(action="/login")))
+        else:  # "endless": the page starts, then never ends
+            send(b"HTTP/1.0 200 OK\r\nContent-Type: text/html\r\n\r\n<html>")
+            send(b" " * 20, pace=0.5)
+    return answer
+
+
+@pytest.mark.parametrize("kind", ["redirect", "digest", "padded", "endless"])
+def test_a_login_the_first_page_does_not_show_is_not_passed_as_none(kind: str) -> None:
+    with hostile(_hidden_login(kind)) as device:
+        target = make_target(address="127.0.0.1")  # as after a scan of every port
+        context = _ctx()
+        context.open_ports = (device.port,)
+        (evidence,) = credentials.Credentials().run(target, context, Budget(30, 40))
+    assert evidence.verdict == "not-tested", evidence.text
+
+
 # -- a slow device: every exchange ends by its bound ---------------------------------------
 
 def _slow_answer(head: bytes, send) -> None:  # type: ignore[no-untyped-def]
@@ -164,6 +199,22 @@ def test_a_tls_port_that_answers_slowly_is_stopped_at_the_budget(tmp_path: Path)
         (evidence,) = tlsconfig.TlsConfig().run(target, _ctx(), Budget(5, 100))
     assert evidence.verdict == "not-tested", evidence.text
     assert "had not finished" in evidence.text
+
+
+def test_a_device_program_cannot_fill_the_assessors_memory(tmp_path: Path) -> None:
+    # The device command, the attest command and the restart command are the device's
+    # own software: what they print is never read, so it must not be collected (a pipe
+    # read into memory without a bound). Each records what its stdout is.
+    record = ("import os, stat, sys; open(sys.argv[1], 'a').write("
+              "'pipe ' if stat.S_ISFIFO(os.fstat(1).st_mode) else 'not a pipe ')")
+    marker = tmp_path / "stdout"
+    argv = (sys.executable, "-c", record, str(marker))
+    pinmitm.PinMitm().run(make_target(device_command=(*argv, "{server}")), _ctx(),
+                          Budget(30, 10))
+    attest.challenge((*argv, "{nonce}", "{out}"), None, 30)
+    with hostile(lambda head, send: None) as device:
+        assert lockout.restart(argv, "127.0.0.1", device.port, 30) == ""
+    assert marker.read_text().split(" ")[:-1] == ["not", "a", "pipe"] * 3
 
 
 # -- device text stays text ---------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -228,9 +229,11 @@ def _write_report(out: Path, name: str, text: str) -> None:
     """Write ``out/name`` through a new file renamed into place: a symlink already at that
     name (a device folder given as --out may carry one) is replaced, never written
     through, and a reader never sees half a report."""
-    scratch = out / f".{name}.{os.getpid()}.tmp"
-    descriptor = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    # mkstemp: O_EXCL | O_NOFOLLOW under a random name, so nothing planted is opened.
+    descriptor, scratch_name = tempfile.mkstemp(prefix=f".{name}.", dir=out)
+    scratch = Path(scratch_name)
     try:
+        os.fchmod(descriptor, 0o644)  # a report, readable like any file the user writes
         with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
             handle.write(text)
         os.replace(scratch, out / name)

@@ -232,7 +232,9 @@ def guess(address: str, spec: LoginSpec, timeout: float) -> Answer:
 def restart(command: tuple[str, ...], address: str, port: int, seconds: float) -> str:
     """Run the restart command, then wait for the port to accept; "" when it is back."""
     try:
-        done = subprocess.run(command, capture_output=True, timeout=seconds, check=False)  # noqa: S603 - the user's own command
+        # Output unread, so not captured: the device's program could write without end.
+        done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,  # noqa: S603 - the user's own command
+                              timeout=seconds, check=False)
     except subprocess.TimeoutExpired:
         return f"the restart command ran past {seconds:.0f} s"
     except OSError as error:
