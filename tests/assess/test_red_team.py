@@ -163,6 +163,25 @@ def test_a_login_the_first_page_does_not_show_is_not_passed_as_none(kind: str) -
     assert evidence.verdict == "not-tested", evidence.text
 
 
+@needs(portscan.shutil.which("nmap") is not None, "needs nmap (scripts/install-system-deps.sh)")
+def test_a_scan_that_ran_out_of_time_lets_no_later_probe_pass(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The scan's empty port list would read as "every port scanned, none open": the
+    # credentials probe would then pass "no login on any open port".
+    real = portscan.nmap_command
+
+    def out_of_time(address: str, ports: object, seconds: float) -> list[str]:
+        command = real(address, ports, seconds)  # type: ignore[arg-type]
+        command[command.index("--host-timeout") + 1] = "1ms"
+        return command
+
+    monkeypatch.setattr(portscan, "nmap_command", out_of_time)
+    result = assess(make_target(address="127.0.0.1"),
+                    probes=[portscan.PortScan(), credentials.Credentials()])
+    assert result.verdicts["C-SURF-1"].verdict == "not-tested"
+    assert result.verdicts["I-CRED-1"].verdict == "not-tested", result.verdicts["I-CRED-1"]
+
+
 # -- a slow device: every exchange ends by its bound ---------------------------------------
 
 def _slow_answer(head: bytes, send) -> None:  # type: ignore[no-untyped-def]

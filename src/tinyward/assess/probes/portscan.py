@@ -107,7 +107,10 @@ class PortScan:
             return for_all(context, NAME, "not-tested", "live",
                            f"nmap failed: {done.stderr.strip()[:200]}")
         scan = parse_nmap_xml(done.stdout)
-        context.open_ports = scan.open_ports
+        if scan.host_up and not scan.timed_out:
+            # Only a finished scan's list: an unfinished one lists nothing, and the later
+            # probes would read that as "no port open" (credentials passed on it).
+            context.open_ports = scan.open_ports
         return verdict(scan, target.address, context)
 
 
