@@ -10,6 +10,7 @@ be written through a symlink.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -180,6 +181,54 @@ def test_a_scan_that_ran_out_of_time_lets_no_later_probe_pass(
                     probes=[portscan.PortScan(), credentials.Credentials()])
     assert result.verdicts["C-SURF-1"].verdict == "not-tested"
     assert result.verdicts["I-CRED-1"].verdict == "not-tested", result.verdicts["I-CRED-1"]
+
+
+def test_a_default_login_that_mentions_failed_attempts_is_still_found() -> None:
+    # Not even hostile: after the probe's earlier wrong guesses, a Linux login greets
+    # with "Last failed login" before the shell prompt; "failed" read as a refusal, and a
+    # device with root/root passed I-CRED-1.
+    import socket
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.2)
+    stop = threading.Event()
+
+    def one(conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):  # the probe's first look hangs up
+            conn.settimeout(5)
+            reader = conn.makefile("rb")
+            conn.sendall(b"cam login: ")
+            user = reader.readline(100).strip()
+            conn.sendall(b"Password: ")
+            password = reader.readline(100).strip()
+            if (user, password) == (b"root", b"root"):
+                conn.sendall(b"\r\nLast failed login: Wed Dec  2 13:50 UTC on pts/0\r\n"
+                             b"There were 3 failed login attempts since the last successful"
+                             b" login.\r\n# ")
+            else:
+                conn.sendall(b"\r\nLogin incorrect\r\n")
+
+    def serve() -> None:
+        for _ in range(200):
+            if stop.is_set():
+                return
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            threading.Thread(target=one, args=(conn,), daemon=True).start()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        finding = credentials.probe_port("127.0.0.1", server.getsockname()[1], False,
+                                         Budget(60, 40), credentials.default_credentials())
+    finally:
+        stop.set()
+        thread.join(5)
+        server.close()
+    assert finding.accepted == ("root", "root"), finding
 
 
 # -- a slow device: every exchange ends by its bound ---------------------------------------

@@ -31,6 +31,8 @@ _PROMPT = re.compile(rb"(login|username|user name)\s*:\s*$", re.IGNORECASE)
 _PASSWORD = re.compile(rb"password\s*:\s*$", re.IGNORECASE)
 _REFUSED = re.compile(rb"incorrect|invalid|denied|fail|wrong|bad password|login\s*:",
                       re.IGNORECASE)
+_ANSWER_END = re.compile(rb"[#$>]\s*$|(login|username|user name|password)\s*:\s*$",
+                         re.IGNORECASE)
 _SHELL = re.compile(rb"([#$>]\s*$)|welcome|last login", re.IGNORECASE)
 
 
@@ -58,8 +60,12 @@ class LoginFinding:
 
 
 def telnet_logged_in(answer: bytes) -> bool:
-    """After the password: a shell prompt or greeting, and no refusal (pure)."""
-    return bool(_SHELL.search(answer)) and not _REFUSED.search(answer)
+    """After the password: a shell prompt or greeting, and no refusal in the last line
+    (pure). Only the last line: a successful Linux login greets with "Last failed login"
+    and "There were 3 failed login attempts" (the probe's own earlier guesses)."""
+    lines = answer.rstrip().splitlines()
+    last = lines[-1] if lines else b""
+    return bool(_SHELL.search(answer)) and not _REFUSED.search(last)
 
 
 def http_status(head: bytes) -> int | None:
@@ -193,8 +199,9 @@ def _telnet_try(address: str, port: int, user: str, password: str, timeout: floa
         if not _PASSWORD.search(_read_until(sock, _PASSWORD, timeout)):
             return b""
         sock.sendall(password.encode() + b"\r\n")
-        return _read_until(sock, re.compile(rb"[#$>]\s*$|" + _REFUSED.pattern,
-                                            re.IGNORECASE), timeout)
+        # Until a prompt ends the answer (a shell's, or a new login's), or it closes: a
+        # refusal word alone does not end it ("Last failed login: …" precedes a shell).
+        return _read_until(sock, _ANSWER_END, timeout)
 
 
 def probe_port(address: str, port: int, tls: bool, budget: Budget,
