@@ -379,3 +379,15 @@ def test_a_file_name_that_is_not_utf8_does_not_stop_the_report(tmp_path: Path) -
     assert "\\udcff-key.pem" in page
     document = json.loads((tmp_path / "out" / "report.json").read_text())
     assert {r["id"]: r["verdict"] for r in document["requirements"]}["I-ID-1"] == "fail"
+
+
+def test_a_device_folders_description_is_not_read_through_a_symlink(tmp_path: Path) -> None:
+    device = tmp_path / "device"
+    device.mkdir()
+    elsewhere = tmp_path / "assessors-own.toml"
+    elsewhere.write_text('format = "tinyward-target/1"\nname = "read from outside"\n')
+    (device / "target.toml").symlink_to(elsewhere)
+    result = CliRunner().invoke(cli, ["assess", "run", str(device), "--out",
+                                      str(tmp_path / "out")])
+    assert result.exit_code != 0 and "is a symlink" in result.output
+    assert not (tmp_path / "out").exists()

@@ -186,6 +186,11 @@ def run(target: str | None, out: Path, target_address: str | None, ports: str | 
         address, named = target_address, True
     if description_file is None and device_dir is not None and \
             (device_dir / "target.toml").is_file():
+        if (device_dir / "target.toml").is_symlink():
+            # The folder is the device's: as in the static walk, its links are not followed
+            # (this one would read any file of the assessor's as the description).
+            raise BadInput(f"{device_dir / 'target.toml'} is a symlink: give the description "
+                           "with --describe")
         description_file = device_dir / "target.toml"
     description: Description | None = None
     if description_file is not None:
