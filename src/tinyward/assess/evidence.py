@@ -7,6 +7,7 @@ so a requirement nobody tested can never be passed.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -14,6 +15,26 @@ from tinyward.assess.model import EVIDENCE_KINDS, Model, Requirement
 from tinyward.errors import Misuse
 
 VERDICTS = ("pass", "fail", "not-tested")
+MAX_TEXT = 4000  # a device's banner or header can be 64 KiB: the report needs a sentence
+MAX_WHERE = 400
+# Control (a newline, ESC), format (bidi overrides, zero-width) and surrogate characters:
+# a device controls much of what evidence quotes, and these would let it start a forged
+# line in the datasheet, drive the terminal, reorder text, or break the UTF-8 writers.
+_HIDDEN = frozenset({"Cc", "Cf", "Cs"})
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def printable(text: str, limit: int = MAX_TEXT) -> str:
+    """``text`` with every control, format and surrogate character shown as an escape
+    (``\\x1b``, ``\\u202e``), cut to ``limit`` characters (pure)."""
+    shown = "".join(_escape(c) if unicodedata.category(c) in _HIDDEN else c for c in text)
+    if len(shown) > limit:
+        shown = shown[:limit] + f"… ({len(shown) - limit} more characters)"
+    return shown
 
 
 @dataclass(frozen=True)
@@ -37,6 +58,10 @@ class Evidence:
             raise Misuse(f"verdict {self.verdict!r} is not one of {VERDICTS}")
         if self.kind not in EVIDENCE_KINDS:
             raise Misuse(f"evidence kind {self.kind!r} is not one of {EVIDENCE_KINDS}")
+        # Every probe's text passes here: device-supplied characters are made visible
+        # once, for all four reports and the terminal.
+        object.__setattr__(self, "text", printable(self.text))
+        object.__setattr__(self, "where", printable(self.where, MAX_WHERE))
         if not self.text.strip():
             raise Misuse("evidence without text: say what was seen, or why not")
 
@@ -97,4 +122,5 @@ def _name(model: Model, level: int) -> str:
     return next(t.name for t in model.tiers if t.level == level)
 
 
-__all__ = ["VERDICTS", "Evidence", "TierResult", "complete", "evaluate", "not_tested"]
+__all__ = ["MAX_TEXT", "VERDICTS", "Evidence", "TierResult", "complete", "evaluate", "not_tested",
+           "printable"]

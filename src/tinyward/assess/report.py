@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from importlib import resources
 from typing import Any
+from urllib.parse import quote
 
 from tinyward.assess.run import Assessment
 
@@ -99,7 +101,8 @@ def to_sarif(assessment: Assessment) -> str:
             "message": {"text": f"{_VERDICT_TEXT[evidence.verdict]} ({evidence.kind}): "
                                 f"{evidence.text}"},
             "locations": [{"physicalLocation": {"artifactLocation": {
-                "uri": evidence.where or target_uri}}}],
+                # A URI reference: a device's file name may hold spaces or "%".
+                "uri": quote(evidence.where or target_uri, safe=_URI_SAFE)}}}],
             "properties": {"evidenceKind": evidence.kind, "probe": evidence.probe}})
     log = {
         "$schema": SARIF_SCHEMA, "version": "2.1.0",
@@ -128,6 +131,16 @@ th{background:#f3f3f3}.v{font-weight:700;white-space:nowrap}
 .kind{font-size:.85em;color:#555}.fix{font-size:.9em;color:#333}
 .tier{background:#fafafa;font-weight:600}
 """
+
+
+_URI_SAFE = ":/[]@!$&'()*+,;=~"
+# Markdown's own characters, and "<" (a renderer passes HTML through): evidence quotes the
+# device (a header, a file name, a claim), which must stay text in the datasheet.
+_MARKDOWN = re.compile(r"([\\`*_\[\]<>|#!])")
+
+
+def _md(text: str) -> str:
+    return _MARKDOWN.sub(r"\\\1", text)
 
 
 def _e(text: object) -> str:
@@ -188,13 +201,13 @@ def to_datasheet(assessment: Assessment) -> str:
     for requirement_id, label in (("C-LEAK-1", "Leakage bound"),
                                   ("C-TRAFFIC-1", "Traffic-analysis resistance")):
         entry = next(r for r in doc["requirements"] if r["id"] == requirement_id)
-        value = entry["evidence"] if entry["verdict"] != "not-tested" else \
-            f"not measured ({entry['evidence']})"
+        value = _md(entry["evidence"]) if entry["verdict"] != "not-tested" else \
+            f"not measured ({_md(entry['evidence'])})"
         lines.append(f"- **{label}:** {value}")
     lines += ["", "| requirement | verdict | evidence kind | evidence |",
               "| --- | --- | --- | --- |"]
     for r in doc["requirements"]:
-        text = r["evidence"].replace("|", "\\|")
+        text = _md(r["evidence"])
         lines.append(f"| {r['id']} {r['title']} | {_VERDICT_TEXT[r['verdict']]} | "
                      f"{r['kind']} | {text} |")
     return "\n".join(lines) + "\n"

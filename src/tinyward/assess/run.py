@@ -7,7 +7,7 @@ import datetime as _dt
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from tinyward.assess.evidence import Evidence, TierResult, complete, evaluate
+from tinyward.assess.evidence import Evidence, TierResult, complete, evaluate, not_tested
 from tinyward.assess.model import Model, load_model
 from tinyward.assess.probes.airgap import AirGapped
 from tinyward.assess.probes.attest import Attestation
@@ -62,7 +62,15 @@ def assess(target: Target, *, seconds_per_probe: float = 120.0, attempts: int = 
     found: list[Evidence] = []
     ran = []
     for probe in probes if probes is not None else all_probes():
-        evidence = probe.run(target, context, Budget(seconds_per_probe, attempts))
+        try:
+            evidence = probe.run(target, context, Budget(seconds_per_probe, attempts))
+        except Exception as error:  # noqa: BLE001 - what a hostile device can make a probe raise
+            # The device under test chooses its answers: one that trips a probe must not end
+            # the assessment (no report at all) nor pass anything. Its requirements are
+            # not-tested, naming the error; worst-wins keeps them so.
+            evidence = [not_tested(r, f"the {probe.name} probe stopped on an error: "
+                                      f"{type(error).__name__}: {error}")
+                        for r in model.requirements if r.probe == probe.name]
         found.extend(evidence)
         ran.append(probe.name)
         if progress is not None:

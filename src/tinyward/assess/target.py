@@ -21,6 +21,7 @@ import ipaddress
 import os
 import re
 import tomllib
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,9 @@ def inside_netns(name: str) -> bool:
     """Whether this process runs in the network namespace ``name`` (``ip netns`` names it
     under /run/netns): the same namespace inode as our own."""
     try:
-        return os.stat("/proc/self/ns/net").st_ino == os.stat(f"/run/netns/{name}").st_ino
+        ours, lab = os.stat("/proc/self/ns/net"), os.stat(f"/run/netns/{name}")
+        # Device and inode: an inode number alone may repeat on another file system.
+        return (ours.st_dev, ours.st_ino) == (lab.st_dev, lab.st_ino)
     except OSError:
         return False
 
@@ -249,6 +252,10 @@ def load_description(text: str) -> Description:
     for key in ("name", "vendor", "security_contact", "product_class"):
         if key in doc and (not isinstance(doc[key], str) or len(doc[key]) > 200):
             raise BadDescription(f"target description: {key} must be text (<= 200 chars)")
+        # A device folder's target.toml is the manufacturer's text, printed to the terminal
+        # ("assessing NAME") and into every report: no escape sequences, no bidi overrides.
+        if key in doc and any(unicodedata.category(c) in ("Cc", "Cf", "Cs") for c in doc[key]):
+            raise BadDescription(f"target description: {key} holds control characters")
     name = doc.get("name", "")
     if not name.strip():
         raise BadDescription("target description: name is required")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -207,6 +209,11 @@ def run(target: str | None, out: Path, target_address: str | None, ports: str | 
         address, named = target_address, True
     if description_file is None and device_dir is not None and \
             (device_dir / "target.toml").is_file():
+        if (device_dir / "target.toml").is_symlink():
+            # The folder is the device's: as in the static walk, its links are not followed
+            # (this one would read any file of the assessor's as the description).
+            raise BadInput(f"{device_dir / 'target.toml'} is a symlink: give the description "
+                           "with --describe")
         description_file = device_dir / "target.toml"
     description: Description | None = None
     if description_file is not None:
@@ -245,11 +252,28 @@ def run(target: str | None, out: Path, target_address: str | None, ports: str | 
     files = {"report.json": report.to_json(result), "report.html": report.to_html(result),
              "report.sarif": report.to_sarif(result), "datasheet.md": report.to_datasheet(result)}
     for name, text in files.items():
-        (out / name).write_text(text, encoding="utf-8")
+        _write_report(out, name, text)
     blocking = ", ".join(e.requirement for e in result.tier.blocking) or "nothing"
     click.echo(f"tier {result.tier.level} ({result.tier.name}); next tier blocked by "
                f"{blocking}")
     click.echo(f"report: {out / 'report.html'}")
+
+
+def _write_report(out: Path, name: str, text: str) -> None:
+    """Write ``out/name`` through a new file renamed into place: a symlink already at that
+    name (a device folder given as --out may carry one) is replaced, never written
+    through, and a reader never sees half a report."""
+    # mkstemp: O_EXCL | O_NOFOLLOW under a random name, so nothing planted is opened.
+    descriptor, scratch_name = tempfile.mkstemp(prefix=f".{name}.", dir=out)
+    scratch = Path(scratch_name)
+    try:
+        os.fchmod(descriptor, 0o644)  # a report, readable like any file the user writes
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(scratch, out / name)
+    except BaseException:
+        scratch.unlink(missing_ok=True)
+        raise
 
 
 def _replay_spec(replay_file: Path | None, port: int | None, path: str) -> object:

@@ -89,7 +89,9 @@ def challenge(command: tuple[str, ...], key: object, seconds: float) -> Answer:
         out = Path(scratch) / "token.cbor"
         argv = [p.replace("{nonce}", nonce.hex()).replace("{out}", str(out)) for p in command]
         try:
-            done = subprocess.run(argv, capture_output=True, timeout=seconds, check=False)  # noqa: S603 - the user's own command
+            # Output unread, so not captured: the device's program could write without end.
+            done = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,  # noqa: S603 - the user's own command
+                                  timeout=seconds, check=False)
         except subprocess.TimeoutExpired:
             return Answer("no token", f"the attest command ran past {seconds:.0f} s")
         except OSError as error:

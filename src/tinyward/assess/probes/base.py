@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.client
+import socket
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -59,4 +64,42 @@ def for_all(context: Context, probe: str, verdict: str, kind: str, text: str,
             for r in context.requirements_of(probe)]
 
 
-__all__ = ["Budget", "Context", "Probe", "for_all"]
+class CutOff:
+    """Whether :func:`cut_off` fired."""
+
+    fired = False
+
+
+@contextlib.contextmanager
+def cut_off(connection: http.client.HTTPConnection, seconds: float) -> Iterator[CutOff]:
+    """Connect ``connection`` and shut its socket down once ``seconds`` have passed.
+
+    A socket timeout bounds each read, not the exchange: a device that sends one byte a
+    little faster than the timeout holds ``http.client`` for as long as it likes. Shutting
+    the socket from a timer ends any read in progress (it sees the end of the stream), so
+    the exchange ends within ``seconds`` plus one read's timeout. Raises TimeoutError when
+    the time ran out during the connect."""
+    state = CutOff()
+
+    def cut() -> None:
+        state.fired = True
+        sock = connection.sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                # socket.socket's own shutdown: an SSLSocket's would drop its TLS state
+                # under a read another thread is in.
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+    timer = threading.Timer(max(0.0, seconds), cut)
+    timer.daemon = True
+    timer.start()
+    try:
+        connection.connect()
+        if state.fired:  # fired before the socket existed: nothing was cut
+            raise TimeoutError(f"no connection within {seconds:.0f} s")
+        yield state
+    finally:
+        timer.cancel()
+
+
+__all__ = ["Budget", "Context", "CutOff", "Probe", "cut_off", "for_all"]

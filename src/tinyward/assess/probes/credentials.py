@@ -26,11 +26,13 @@ NAME = "credentials"
 MAX_ATTEMPTS = 20
 MAX_PORTS = 16
 _READ = 4096
+_PAGE = 1 << 16  # an HTTP answer is read whole up to this size: a form can come late
 _PROMPT = re.compile(rb"(login|username|user name)\s*:\s*$", re.IGNORECASE)
 _PASSWORD = re.compile(rb"password\s*:\s*$", re.IGNORECASE)
 _REFUSED = re.compile(rb"incorrect|invalid|denied|fail|wrong|bad password|login\s*:",
                       re.IGNORECASE)
-_NEVER = re.compile(rb"(?!)")
+_ANSWER_END = re.compile(rb"[#$>]\s*$|(login|username|user name|password)\s*:\s*$",
+                         re.IGNORECASE)
 _SHELL = re.compile(rb"([#$>]\s*$)|welcome|last login", re.IGNORECASE)
 
 
@@ -58,8 +60,12 @@ class LoginFinding:
 
 
 def telnet_logged_in(answer: bytes) -> bool:
-    """After the password: a shell prompt or greeting, and no refusal (pure)."""
-    return bool(_SHELL.search(answer)) and not _REFUSED.search(answer)
+    """After the password: a shell prompt or greeting, and no refusal in the last line
+    (pure). Only the last line: a successful Linux login greets with "Last failed login"
+    and "There were 3 failed login attempts" (the probe's own earlier guesses)."""
+    lines = answer.rstrip().splitlines()
+    last = lines[-1] if lines else b""
+    return bool(_SHELL.search(answer)) and not _REFUSED.search(last)
 
 
 def http_status(head: bytes) -> int | None:
@@ -68,16 +74,33 @@ def http_status(head: bytes) -> int | None:
 
 
 def classify_http(head: bytes) -> str:
-    """``http-basic`` (401 asking for Basic), ``http-form`` (a password field),
-    ``none`` (HTTP without a login) or ``unknown`` (not HTTP) (pure)."""
+    """``http-basic`` (401 asking for Basic), ``http-auth`` (401 or 407 asking for
+    another scheme: Digest, Bearer, …), ``http-form`` (a password field), ``redirect``
+    (a 3xx: most web interfaces send "/" to their login page), ``none`` (HTTP without a
+    login) or ``unknown`` (not HTTP) (pure). ``none`` holds only for the whole answer."""
     status = http_status(head)
     if status is None:
         return "unknown"
     if status == 401 and re.search(rb"(?im)^www-authenticate:\s*basic", head):
         return "http-basic"
+    if status in (401, 407):
+        return "http-auth"
     if re.search(rb"(?i)type\s*=\s*[\"']?password", head):
         return "http-form"
+    if 300 <= status < 400:
+        return "redirect"
     return "none"
+
+
+def whole_answer(data: bytes, closed: bool) -> bool:
+    """Whether ``data`` is the whole HTTP answer: the server closed, or the body reached
+    its Content-Length (pure). A device that starts a page and stalls, or pads it past
+    what is read, must not be judged on the part that came."""
+    if closed:
+        return True
+    head, separator, body = data.partition(b"\r\n\r\n")
+    length = re.search(rb"(?im)^content-length:\s*(\d{1,9})\s*$", head)
+    return bool(separator and length and len(body) >= int(length.group(1)))
 
 
 def verdict(address: str, findings: list[LoginFinding], complete_scan: bool,
@@ -136,14 +159,36 @@ def _read_until(sock: socket.socket, pattern: re.Pattern[bytes], timeout: float)
     return data
 
 
+def _read_answer(sock: socket.socket, timeout: float) -> tuple[bytes, bool]:
+    """Up to :data:`_PAGE` bytes until the peer closes (True) or ``timeout`` (False)."""
+    data = b""
+    deadline = time.monotonic() + timeout
+    while len(data) < _PAGE and not whole_answer(data, False):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return data, False
+        sock.settimeout(left)
+        try:
+            chunk = sock.recv(_READ)
+        except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+            return data, True  # closed, with or without TLS's close_notify
+        except (TimeoutError, OSError):
+            return data, False
+        if not chunk:
+            return data, True
+        data += chunk
+    return data, whole_answer(data, False)
+
+
 def _http_head(address: str, port: int, tls: bool, timeout: float,
-               authorization: str | None = None) -> bytes:
+               authorization: str | None = None) -> tuple[bytes, bool]:
+    """The answer to GET / and whether it is whole (:func:`whole_answer`)."""
     request = f"GET / HTTP/1.0\r\nHost: {address}\r\nUser-Agent: tinyward-assess\r\n"
     if authorization:
         request += f"Authorization: {authorization}\r\n"
     with _connect(address, port, tls, timeout) as sock:
         sock.sendall((request + "\r\n").encode())
-        return _read_until(sock, _NEVER, timeout)  # HTTP/1.0: until the server closes
+        return _read_answer(sock, timeout)  # HTTP/1.0: until the server closes
 
 
 def _telnet_try(address: str, port: int, user: str, password: str, timeout: float) -> bytes:
@@ -154,8 +199,9 @@ def _telnet_try(address: str, port: int, user: str, password: str, timeout: floa
         if not _PASSWORD.search(_read_until(sock, _PASSWORD, timeout)):
             return b""
         sock.sendall(password.encode() + b"\r\n")
-        return _read_until(sock, re.compile(rb"[#$>]\s*$|" + _REFUSED.pattern,
-                                            re.IGNORECASE), timeout)
+        # Until a prompt ends the answer (a shell's, or a new login's), or it closes: a
+        # refusal word alone does not end it ("Last failed login: …" precedes a shell).
+        return _read_until(sock, _ANSWER_END, timeout)
 
 
 def probe_port(address: str, port: int, tls: bool, budget: Budget,
@@ -183,10 +229,21 @@ def probe_port(address: str, port: int, tls: bool, budget: Budget,
         if banner:
             return LoginFinding(port, "unknown", note="a banner that is not a login prompt")
     try:
-        head = _http_head(address, port, tls, timeout)
+        head, whole = _http_head(address, port, tls, timeout)
     except OSError as error:
         return LoginFinding(port, "unknown", note=f"no HTTP answer ({error})")
     login = classify_http(head)
+    if login == "none" and not whole:
+        return LoginFinding(port, login, note="the page did not end within the time and "
+                            f"{_PAGE // 1024} KiB read: a login further on was not looked for")
+    if login == "redirect":
+        found = re.search(rb"(?im)^location:[ \t]*(.{0,100})", head)
+        where = found.group(1).decode("latin-1").strip() if found else "?"
+        return LoginFinding(port, login, note=f"HTTP {http_status(head)} to {where}: not "
+                            "followed, so a login there was not looked for")
+    if login == "http-auth":
+        return LoginFinding(port, login, note="an HTTP login other than Basic (Digest, "
+                            "Bearer, …): not tried")
     if login != "http-basic":
         note = "not HTTP and no login prompt: protocol not recognised" if login == "unknown" \
             else ""
@@ -198,7 +255,8 @@ def probe_port(address: str, port: int, tls: bool, budget: Budget,
         tried += 1
         token = base64.b64encode(f"{user}:{password}".encode()).decode()
         try:
-            status = http_status(_http_head(address, port, tls, timeout, f"Basic {token}"))
+            status = http_status(_http_head(address, port, tls, timeout,
+                                            f"Basic {token}")[0])
         except OSError:
             continue
         if status is not None and 200 <= status < 400:
@@ -228,4 +286,4 @@ class Credentials:
 
 
 __all__ = ["Credentials", "LoginFinding", "classify_http", "default_credentials",
-           "http_status", "probe_port", "telnet_logged_in", "verdict"]
+           "http_status", "probe_port", "telnet_logged_in", "verdict", "whole_answer"]

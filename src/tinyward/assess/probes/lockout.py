@@ -34,7 +34,7 @@ from http.cookies import SimpleCookie
 from urllib.parse import urlencode, urljoin, urlsplit
 
 from tinyward.assess.evidence import Evidence
-from tinyward.assess.probes.base import Budget, Context, for_all
+from tinyward.assess.probes.base import Budget, Context, cut_off, for_all
 from tinyward.assess.target import Target
 
 NAME = "lockout-restart"
@@ -80,6 +80,17 @@ def verdict(where: str, seen: Observed, context: Context) -> list[Evidence]:
         note = seen.guesses[0].note if seen.guesses else "no guess was made"
         return for_all(context, NAME, "not-tested", "live",
                        f"the login at {where} did not answer ({note})")
+    if seen.guesses[0].locked:
+        # No checked guess came before the lockout: the login was locked before the probe
+        # (an earlier run), or answers everything so (429 or Retry-After on every page).
+        # Either way no lockout was shown, and a restart cannot show one kept.
+        first = seen.guesses[0]
+        wait = f", Retry-After {first.retry_after}" if first.retry_after else ""
+        return for_all(context, NAME, "not-tested", "live",
+                       f"the first wrong password was already answered as locked out (HTTP "
+                       f"{first.status}{wait}): locked before the probe began (wait out the "
+                       "delay and run again) or locked for everyone; no lockout was shown",
+                       where)
     checked = [a for a in seen.guesses if a.status is not None and not a.locked]
     if not any(a.locked for a in seen.guesses):
         if any(a.status is None for a in seen.guesses):
@@ -150,9 +161,14 @@ class _Form(html.parser.HTMLParser):
             self._current = None
 
 
-def _request(address: str, spec: LoginSpec, method: str, path: str, timeout: float,
+def _request(address: str, spec: LoginSpec, method: str, path: str, until: float,
              body: bytes | None = None, headers: dict[str, str] | None = None
              ) -> tuple[int, http.client.HTTPMessage, str]:
+    """One HTTP exchange that ends by the monotonic time ``until``, however slowly the
+    device answers (TimeoutError when the time ran out)."""
+    timeout = until - time.monotonic()
+    if timeout <= 0:
+        raise TimeoutError("no time left for this guess")
     if spec.tls:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         context.check_hostname = False
@@ -162,10 +178,18 @@ def _request(address: str, spec: LoginSpec, method: str, path: str, timeout: flo
     else:
         connection = http.client.HTTPConnection(address, spec.port, timeout=timeout)
     try:
-        connection.request(method, path, body=body, headers=headers or {})
-        response = connection.getresponse()
-        text = response.read(1 << 20).decode("utf-8", "replace")
-        return response.status, response.headers, text
+        with cut_off(connection, timeout) as cut:
+            try:
+                connection.request(method, path, body=body, headers=headers or {})
+                response = connection.getresponse()
+                text = response.read(1 << 20).decode("utf-8", "replace")
+            except (OSError, http.client.HTTPException):
+                if not cut.fired:
+                    raise
+            if cut.fired:  # what came before the cut may parse as a whole (short) answer
+                raise TimeoutError(f"the answer was still coming after {timeout:.0f} s: "
+                                   "cut off")
+            return response.status, response.headers, text
     finally:
         connection.close()
 
@@ -175,8 +199,9 @@ def guess(address: str, spec: LoginSpec, timeout: float) -> Answer:
     scheme = "https" if spec.tls else "http"
     host = f"[{address}]" if ":" in address else address
     origin = f"{scheme}://{host}:{spec.port}"
+    until = time.monotonic() + timeout  # the whole guess, both requests
     try:
-        status, headers, text = _request(address, spec, "GET", spec.path, timeout)
+        status, headers, text = _request(address, spec, "GET", spec.path, until)
         form = _Form()
         form.feed(text)
         if form.password is None:
@@ -185,7 +210,10 @@ def guess(address: str, spec: LoginSpec, timeout: float) -> Answer:
         cookies = {}
         for line in headers.get_all("Set-Cookie") or []:
             cookies.update({k: m.value for k, m in SimpleCookie(line).items()})
-        action = urlsplit(urljoin(origin + spec.path, form.action or spec.path))
+        try:
+            action = urlsplit(urljoin(origin + spec.path, form.action or spec.path))
+        except ValueError:  # the device wrote the action: "http://[::1" is no URL
+            return Answer(None, note="the form's action is not a URL")
         if f"{action.scheme}://{action.netloc}" != origin:
             return Answer(None, note=f"the form posts to another origin ({action.netloc})")
         fields = dict(form.fields)
@@ -194,7 +222,7 @@ def guess(address: str, spec: LoginSpec, timeout: float) -> Answer:
         if cookies:
             head["Cookie"] = "; ".join(f"{k}={v}" for k, v in cookies.items())
         post_path = action.path + (f"?{action.query}" if action.query else "")
-        status, headers, _ = _request(address, spec, "POST", post_path, timeout,
+        status, headers, _ = _request(address, spec, "POST", post_path, until,
                                       urlencode(fields).encode(), head)
         return Answer(status, headers.get("Retry-After"))
     except (OSError, ssl.SSLError, http.client.HTTPException) as error:
@@ -204,7 +232,9 @@ def guess(address: str, spec: LoginSpec, timeout: float) -> Answer:
 def restart(command: tuple[str, ...], address: str, port: int, seconds: float) -> str:
     """Run the restart command, then wait for the port to accept; "" when it is back."""
     try:
-        done = subprocess.run(command, capture_output=True, timeout=seconds, check=False)  # noqa: S603 - the user's own command
+        # Output unread, so not captured: the device's program could write without end.
+        done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,  # noqa: S603 - the user's own command
+                              timeout=seconds, check=False)
     except subprocess.TimeoutExpired:
         return f"the restart command ran past {seconds:.0f} s"
     except OSError as error:

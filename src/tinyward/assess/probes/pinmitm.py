@@ -74,7 +74,9 @@ def attack(command: tuple[str, ...], cert: Path, key: Path, name: str,
         argv = [part.replace("{server}", rogue.url) for part in command]
         note = ""
         try:
-            subprocess.run(argv, capture_output=True, timeout=seconds, check=False)  # noqa: S603 - the user's own device command
+            # Output unread, so not captured: the device's program could write without end.
+            subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,  # noqa: S603 - the user's own device command
+                           timeout=seconds, check=False)
         except subprocess.TimeoutExpired:
             note = f"the device command ran past {seconds:.0f} s and was stopped"
         except OSError as error:

@@ -28,8 +28,12 @@ class BadScan(BadInput):
 @dataclass(frozen=True)
 class Scan:
     open_ports: tuple[int, ...]
-    scanned: int  # how many ports nmap says it scanned
+    scanned: int  # how many ports nmap was asked to scan (its scaninfo)
     host_up: bool
+    # nmap gave up on the host (--host-timeout): it lists no ports then, open or not, and
+    # scaninfo still counts every port asked for. A device that answers slowly (or drops
+    # probes to closed ports) runs the scan out of time.
+    timed_out: bool = False
 
 
 def parse_nmap_xml(text: str) -> Scan:
@@ -47,7 +51,8 @@ def parse_nmap_xml(text: str) -> Scan:
                          and (state := port.find("state")) is not None
                          and state.get("state") == "open"})
     host_up = any(status.get("state") == "up" for status in root.iter("status"))
-    return Scan(tuple(open_ports), scanned, host_up)
+    timed_out = any(host.get("timedout") == "true" for host in root.iter("host"))
+    return Scan(tuple(open_ports), scanned, host_up, timed_out)
 
 
 def verdict(scan: Scan, address: str, context: Context) -> list[Evidence]:
@@ -61,6 +66,11 @@ def verdict(scan: Scan, address: str, context: Context) -> list[Evidence]:
                        f"{len(scan.open_ports)} open TCP port(s) on {address}: {ports} "
                        f"(nmap connect scan of {scan.scanned} ports)",
                        f"tcp://{address}:{scan.open_ports[0]}")
+    if scan.timed_out:
+        return for_all(context, NAME, "not-tested", "live",
+                       f"nmap ran out of time on {address} (its host timeout) before it "
+                       "finished: it reports no port then, open or not; give the scan more "
+                       "time (--seconds-per-probe)")
     if scan.scanned < ALL_PORTS:
         return for_all(context, NAME, "not-tested", "live",
                        f"no open port among the {scan.scanned} TCP ports scanned on {address};"
@@ -107,7 +117,10 @@ class PortScan:
             return for_all(context, NAME, "not-tested", "live", f"nmap did not run: {error}")
         except BadScan as error:
             return for_all(context, NAME, "not-tested", "live", str(error))
-        context.open_ports = scan.open_ports
+        if scan.host_up and not scan.timed_out:
+            # Only a finished scan's list: an unfinished one lists nothing, and the later
+            # probes would read that as "no port open" (credentials passed on it).
+            context.open_ports = scan.open_ports
         return verdict(scan, target.address, context)
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tinyward.assess.attacks.clients import post_bytes
 from tinyward.assess.evidence import Evidence
-from tinyward.assess.probes.base import Budget, Context, for_all
+from tinyward.assess.probes.base import Budget, Context, cut_off, for_all
 from tinyward.assess.target import Target
 from tinyward.link.client import REPORT_CONTENT_TYPE, REPORTS_PATH
 
@@ -72,7 +72,11 @@ def post(address: str, spec: ReplaySpec, client_cert: tuple[Path, Path] | None,
     else:
         connection = http.client.HTTPConnection(address, spec.port, timeout=timeout)
     try:
-        return post_bytes(connection, spec.path, spec.body, spec.content_type)[0]
+        # The whole exchange within ``timeout``: a socket timeout alone bounds each read,
+        # and a device answering a byte at a time would hold the probe for ever.
+        with cut_off(connection, timeout) as cut:
+            status = post_bytes(connection, spec.path, spec.body, spec.content_type)[0]
+            return None if cut.fired else status
     except (OSError, ssl.SSLError, http.client.HTTPException):
         return None
 

@@ -59,18 +59,27 @@ def scan_file(relative: str, data: bytes, facts: FolderFacts) -> None:
                     x509.BasicConstraints).value.ca
             except x509.ExtensionNotFound:
                 is_ca = False
+            except ValueError:  # extensions are parsed on first use: a malformed one
+                continue
+            try:
+                subject = cert.subject.rfc4514_string()
+            except ValueError:
+                continue
             if not is_ca:
-                facts.device_certs.append((relative, cert.subject.rfc4514_string()))
+                facts.device_certs.append((relative, subject))
     if relative.endswith("root.json"):
         try:
             signed = json.loads(data).get("signed", {})
         except (ValueError, AttributeError):
             return
         if isinstance(signed, dict) and signed.get("_type") == "root":
-            keys = signed.get("keys", {})
-            threshold = signed.get("roles", {}).get("root", {}).get("threshold", 0)
+            # The device wrote this JSON: any value may be of any type.
+            keys = signed.get("keys")
+            roles = signed.get("roles")
+            root = roles.get("root") if isinstance(roles, dict) else None
+            threshold = root.get("threshold") if isinstance(root, dict) else None
             facts.tuf_roots.append((relative, len(keys) if isinstance(keys, dict) else 0,
-                                    threshold if isinstance(threshold, int) else 0))
+                                    threshold if type(threshold) is int else 0))
 
 
 def walk(folder: Path, budget: Budget) -> FolderFacts:

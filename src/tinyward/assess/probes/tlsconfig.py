@@ -14,11 +14,13 @@ Only listening services are checked; what the device sends out is not observed h
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import socket
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tinyward.assess.evidence import Evidence
 from tinyward.assess.probes.base import Budget, Context, for_all
@@ -189,6 +191,47 @@ def enumerate_suites(address: str, port: int, timeout: float,
     return PortTLS(port, "tls", accepted)
 
 
+def _enumerate_in_child(channel: Any, address: str, port: int, timeout: float,
+                        client_cert: tuple[Path, Path] | None) -> None:
+    try:
+        result = enumerate_suites(address, port, timeout, client_cert)
+    except ModuleNotFoundError:
+        result = PortTLS(port, "unknown", note="sslyze is not installed "
+                         "(pip install 'tinyward[assess]')")
+    except Exception as error:  # noqa: BLE001 - whatever the device made sslyze raise
+        result = PortTLS(port, "unknown", note=f"sslyze stopped: {type(error).__name__}")
+    channel.send(result)
+
+
+def enumerate_bounded(address: str, port: int, timeout: float,
+                      client_cert: tuple[Path, Path] | None, seconds: float) -> PortTLS:
+    """:func:`enumerate_suites` in a child process stopped after ``seconds``.
+
+    sslyze makes a few hundred handshakes per port, each with its own ``timeout``; a
+    device that answers each one just inside it would hold the probe for an hour, and
+    sslyze's threads cannot be stopped from outside. A process can. (spawn, not fork: the
+    assessment has threads of its own.)"""
+    context = multiprocessing.get_context("spawn")
+    receive, send = context.Pipe(duplex=False)
+    child = context.Process(target=_enumerate_in_child, daemon=True,
+                            args=(send, address, port, timeout, client_cert))
+    child.start()
+    send.close()
+    try:
+        if receive.poll(max(0.0, seconds)):
+            result: PortTLS = receive.recv()
+            return result
+        return PortTLS(port, "unknown", note=f"sslyze had not finished after {seconds:.0f} "
+                       "s (the time budget): stopped, the suites not enumerated")
+    except (EOFError, OSError):
+        return PortTLS(port, "unknown", note="sslyze ended without a result")
+    finally:
+        if child.is_alive():
+            child.kill()
+        child.join(5)
+        receive.close()
+
+
 class TlsConfig:
     name = NAME
     kind = "live"
@@ -210,13 +253,9 @@ class TlsConfig:
                                              target.client_cert))
             context.services[port] = speaks
             if speaks == "tls":
-                try:
-                    results.append(enumerate_suites(target.address, port,
-                                                    min(5.0, budget.left()),
-                                                    target.client_cert))
-                except ModuleNotFoundError:
-                    results.append(PortTLS(port, "unknown", note="sslyze is not installed "
-                                           "(pip install 'tinyward[assess]')"))
+                results.append(enumerate_bounded(target.address, port,
+                                                 min(5.0, max(1.0, budget.left())),
+                                                 target.client_cert, budget.left()))
             elif speaks == "plaintext":
                 results.append(PortTLS(port, "plaintext"))
             elif speaks == "ssh":
@@ -232,5 +271,6 @@ class TlsConfig:
         return evidence
 
 
-__all__ = ["PortTLS", "TlsConfig", "classify_handshake", "enumerate_suites", "handshake",
+__all__ = ["PortTLS", "TlsConfig", "classify_handshake", "enumerate_bounded",
+           "enumerate_suites", "handshake",
            "port_problems", "strong_tls12_suite", "verdict"]
