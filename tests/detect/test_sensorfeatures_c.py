@@ -142,14 +142,14 @@ def test_c_features_equal_reference_on_36_channels(
 def test_c_lagz_alarm_equals_reference_and_reads_the_lagged_rows(
     skab: Path, skab_fitted: SensorFeatureExtractor, tmp_path: Path
 ) -> None:
-    # A bias on one channel from row 700 of a fresh-from-training stream: the alarm is 0
-    # until the ring holds GAP + WINDOW rows before a window (the trained history counts),
-    # exceeds 1 once the bias fills a window whose reference is clean, and the C and the
-    # reference agree bit for bit on every window. A reference off by one row would
+    # A bias on one channel from row 700 of the stream continuing training: the alarm
+    # exceeds 1 once the bias fills a window whose lagged reference is clean, stays low
+    # elsewhere, and the C and the reference agree bit for bit on every window (lagz's
+    # zero before a reference exists is in test_sensor_fusion.py and the test below). A reference off by one row would
     # still agree with itself, so the numpy extractor (slicing, not indexing) checks it.
     clean = read_sensor_csv(skab / "anomaly-free" / "anomaly-free.csv").values[:1500]
     values = clean.copy()
-    channel = SKAB_CHANNELS.index("Accelerometer1RMS")
+    channel = SKAB_CHANNELS.index("Pressure")
     values[700:820, channel] += 8.0 * values[400:700, channel].std()
     exe = build_sensor_harness(skab_fitted, tmp_path)
     c = run_harness(exe, values, skab_fitted.n_features)
@@ -245,7 +245,7 @@ def test_c_follows_a_young_yardstick_from_a_fresh_stream(
     assert not np.array_equal(old, c)
 
 
-def test_empty_history_switch_changes_only_replay_until_the_ring_refills(
+def test_empty_history_switch_changes_only_replay_and_lagz_until_the_ring_refills(
     skab: Path, skab_fitted: SensorFeatureExtractor, tmp_path: Path
 ) -> None:
     values = read_sensor_csv(skab / "valve1" / "0.csv").values
@@ -257,9 +257,11 @@ def test_empty_history_switch_changes_only_replay_until_the_ring_refills(
         values, n,
     )
     replay = _index(skab_fitted, "replay")
-    others = [i for i in range(n) if i != replay]
+    lagz = _index(skab_fitted, "lagz_alarm")  # its reference rows are in the ring too
+    others = [i for i in range(n) if i not in (replay, lagz)]
     _assert_bit_exact(empty[:, others], full[:, others])
     assert empty[0, replay] == 0.0 and full[0, replay] != 0.0
+    assert empty[0, lagz] == 0.0 and full[0, lagz] != 0.0
     late = 1000 // skab_fitted.config.step  # history full of new rows again
     _assert_bit_exact(empty[late:], full[late:])
 

@@ -348,6 +348,11 @@ _FAMILY_FEATURES: dict[str, tuple[str, ...]] = {
     "lagz": ("lagz_alarm",),
 }
 
+#: Alarm channels: families that alarm on their own (above 1) and are OR-ed with the
+#: detector (:class:`tinyward.detect.sensorfusion.ChannelAlarmFused`) rather than fed to
+#: it; the family rule (:mod:`tinyward.detect.sensordev`) does not search them.
+ALARM_FAMILIES: tuple[str, ...] = ("lagz",)
+
 #: lagz's reference: the LAGZ_REACH samples that end LAGZ_GAP samples before the window
 #: (a 120-sample tamper segment never enters the reference of a window inside it once
 #: the gap is >= 90). Chosen on the dev split only (benchmarks/sensor_chanalarm_dev.py).
