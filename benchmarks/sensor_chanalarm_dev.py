@@ -10,9 +10,9 @@ lagz alarm as a score alone; lagz as one more feature inside the detector; and t
 detector OR-ed with lagz (:class:`tinyward.detect.sensorfusion.ChannelAlarmFused`), also
 for the autoencoder. The settings of lagz (gap 180, reach 60, tail = the channel's
 largest benign value) were chosen on this split by the families' rule (highest mean AUC
-over the six kinds among settings whose fused dev false alarms stay <= 1 %), from a grid
-of window 30/60/90, (reach, gap) in (60, 120), (60, 180), (60, 240), (120, 120),
-(120, 180), (120, 0), (300, 0), tail at the 99th, 99.9th percentile or the maximum;
+over the six kinds among settings whose fused dev false alarms stay <= 1 %), from the
+grid stated in docs/detect.md (window 30/60/90; reach 60-300 and gap 0-240; tail at the
+99th, 99.9th percentile or the maximum of the fit windows);
 then the tail's margin (LAGZ_MARGIN) by the smallest of 1, 1.25, 1.5, 2, 2.5, 3, 4
 whose false alarms stay <= 1 % with the roles swapped (lagz calibrated on the dev
 streams, counted on the fit streams: the last line). Figures in docs/detect.md.
