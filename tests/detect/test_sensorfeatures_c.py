@@ -145,8 +145,9 @@ def test_c_lagz_alarm_equals_reference_and_reads_the_lagged_rows(
     # A bias on one channel from row 700 of the stream continuing training: the alarm
     # exceeds 1 once the bias fills a window whose lagged reference is clean, stays low
     # elsewhere, and the C and the reference agree bit for bit on every window (lagz's
-    # zero before a reference exists is in test_sensor_fusion.py and the test below). A reference off by one row would
-    # still agree with itself, so the numpy extractor (slicing, not indexing) checks it.
+    # zero before a reference exists is in test_sensor_fusion.py and the test below). A
+    # reference off by one row would still agree with itself, so the numpy extractor
+    # (slicing, not indexing) checks it.
     clean = read_sensor_csv(skab / "anomaly-free" / "anomaly-free.csv").values[:1500]
     values = clean.copy()
     channel = SKAB_CHANNELS.index("Pressure")
