@@ -264,7 +264,7 @@ def main(skab: Path) -> None:
     families = dict(_FAMILY_FEATURES)
     families["lagref"] = extra
     sensordev._FAMILY_FEATURES = families  # this process only: a trial, not an adoption
-    sensordev.FAMILIES = (*FAMILIES, "lagref")
+    sensordev._SEARCHED = (*sensordev._SEARCHED, "lagref")
     full = np.column_stack([data["features"], dev])
     features = sensordev.DevFeatures(
         (*names, *extra), np.column_stack([data["train"], train]), full[kinds == "benign"],

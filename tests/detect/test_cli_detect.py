@@ -115,6 +115,11 @@ def test_eval_on_sensors_writes_json_and_png(skab: Path, tmp_path: Path) -> None
     result = report["sensors/mahalanobis"]
     assert "INJECTED" in result["note"] and set(result["per_attack"]) >= {"freeze", "replay"}
     assert (tmp_path / "roc-sensors.png").stat().st_size > 1000
+    # each detector also OR-ed with the per-channel lagz alarm, on the same windows
+    fused = report["sensors/mahalanobis+lagz"]
+    assert "mahalanobis+lagz" in out and fused["benign_n"] == result["benign_n"]
+    assert {k: v["n"] for k, v in fused["per_attack"].items()} == {
+        k: v["n"] for k, v in result["per_attack"].items()}
 
 
 def test_help_texts() -> None:

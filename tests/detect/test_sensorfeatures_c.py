@@ -80,16 +80,20 @@ def _synthetic(n: int, channels: int, seed: int) -> np.ndarray:
     return values
 
 
+# The default families plus lagz (the per-channel alarm the eval ORs with the detector).
+_WITH_LAGZ = SensorFeatureConfig(families=(*sensorfeatures.DEFAULT_FAMILIES, "lagz"))
+
+
 @pytest.fixture(scope="module")
 def skab_fitted(skab: Path) -> SensorFeatureExtractor:
-    extractor = SensorFeatureExtractor(SKAB_CHANNELS)
+    extractor = SensorFeatureExtractor(SKAB_CHANNELS, _WITH_LAGZ)
     extractor.fit(read_sensor_csv(skab / "anomaly-free" / "anomaly-free.csv").values)
     return extractor
 
 
 @pytest.fixture(scope="module")
 def wide_fitted() -> SensorFeatureExtractor:
-    extractor = SensorFeatureExtractor([f"s{i}" for i in range(36)])
+    extractor = SensorFeatureExtractor([f"s{i}" for i in range(36)], _WITH_LAGZ)
     extractor.fit([_synthetic(1500, 36, 1), _synthetic(1200, 36, 2)])
     return extractor
 
@@ -131,6 +135,34 @@ def test_c_features_equal_reference_on_36_channels(
     assert c[:, replay].max() == pytest.approx(-np.log(1e-3)) and c[:, stuck].max() > 0.9
     # ... and the added noise: zrough above benign's spread of it
     assert c[:, _index(wide_fitted, "zrough_max")].max() > 1.0
+    # ... and a bias or drift took some channel past its own benign tail: lagz alarmed
+    assert c[:, _index(wide_fitted, "lagz_alarm")].max() > 1.0
+
+
+def test_c_lagz_alarm_equals_reference_and_reads_the_lagged_rows(
+    skab: Path, skab_fitted: SensorFeatureExtractor, tmp_path: Path
+) -> None:
+    # A bias on one channel from row 700 of the stream continuing training: the alarm
+    # exceeds 1 once the bias fills a window whose lagged reference is clean, stays low
+    # elsewhere, and the C and the reference agree bit for bit on every window (lagz's
+    # zero before a reference exists is in test_sensor_fusion.py and the test below). A
+    # reference off by one row would still agree with itself, so the numpy extractor
+    # (slicing, not indexing) checks it.
+    clean = read_sensor_csv(skab / "anomaly-free" / "anomaly-free.csv").values[:1500]
+    values = clean.copy()
+    channel = SKAB_CHANNELS.index("Pressure")
+    values[700:820, channel] += 8.0 * values[400:700, channel].std()
+    exe = build_sensor_harness(skab_fitted, tmp_path)
+    c = run_harness(exe, values, skab_fitted.n_features)
+    ref = SensorReference(skab_fitted).transform(values)
+    python = skab_fitted.copy().transform(values)
+    _assert_bit_exact(c, ref)
+    np.testing.assert_allclose(ref, python, rtol=RTOL, atol=ATOL)
+    lagz = c[:, _index(skab_fitted, "lagz_alarm")]
+    ends = skab_fitted.copy()
+    ends.transform(values)
+    inside = (ends.last_window_ends >= 730) & (ends.last_window_ends <= 820)
+    assert lagz[inside].max() > 1.0 and np.median(lagz[~inside]) < 0.5
 
 
 _CONFIGS = [
@@ -214,7 +246,7 @@ def test_c_follows_a_young_yardstick_from_a_fresh_stream(
     assert not np.array_equal(old, c)
 
 
-def test_empty_history_switch_changes_only_replay_until_the_ring_refills(
+def test_empty_history_switch_changes_only_replay_and_lagz_until_the_ring_refills(
     skab: Path, skab_fitted: SensorFeatureExtractor, tmp_path: Path
 ) -> None:
     values = read_sensor_csv(skab / "valve1" / "0.csv").values
@@ -226,9 +258,11 @@ def test_empty_history_switch_changes_only_replay_until_the_ring_refills(
         values, n,
     )
     replay = _index(skab_fitted, "replay")
-    others = [i for i in range(n) if i != replay]
+    lagz = _index(skab_fitted, "lagz_alarm")  # its reference rows are in the ring too
+    others = [i for i in range(n) if i not in (replay, lagz)]
     _assert_bit_exact(empty[:, others], full[:, others])
     assert empty[0, replay] == 0.0 and full[0, replay] != 0.0
+    assert empty[0, lagz] == 0.0 and full[0, lagz] != 0.0
     late = 1000 // skab_fitted.config.step  # history full of new rows again
     _assert_bit_exact(empty[late:], full[late:])
 

@@ -264,7 +264,7 @@ def test_compact_and_per_channel_feature_sets() -> None:
     full = SensorFeatureExtractor(
         SKAB_CHANNELS, SensorFeatureConfig(per_channel=True, families=FAMILIES)
     )
-    assert compact.n_features == 21 and full.n_features == 21 + 3 * len(SKAB_CHANNELS)
+    assert compact.n_features == 22 and full.n_features == 22 + 3 * len(SKAB_CHANNELS)  # lagz: 22
     assert set(compact.feature_names) < set(full.feature_names)
     with pytest.raises(DetectMisuse, match="per_channel"):
         SensorFeatureConfig(per_channel=1)  # type: ignore[arg-type]

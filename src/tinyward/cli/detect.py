@@ -28,6 +28,7 @@ from tinyward.detect import pipeline
 from tinyward.detect.errors import DetectError
 from tinyward.detect.models import KINDS, make_detector
 from tinyward.detect.sensorfeatures import FAMILIES, SensorChannelWarning, parse_families
+from tinyward.detect.sensorfusion import ChannelAlarmFused
 
 DEFAULT_MQTT = Path("../shared/data/mqttset")
 DEFAULT_SKAB = Path("../shared/data/skab/anomaly-free/anomaly-free.csv")
@@ -606,6 +607,16 @@ def eval_command(
             _print_thresholds(result)
             report[f"sensors/{kind}"] = result
             sensor_curves[kind] = result["_scores"]
+        # each detector OR-ed with the per-channel lagz alarm (tinyward.detect.sensorfusion)
+        fused_streams = ev.with_lagz(streams_s)
+        for kind in kinds:
+            fused = ChannelAlarmFused(make_detector(kind))
+            result = ev.evaluate_scores(fused, fused_streams, seed=seed)
+            result["note"] = streams_s.note
+            _print_result(f"sensors (tampering injected): {fused.name} (OR: alarm when "
+                          "either does)", result)
+            report[f"sensors/{fused.name}"] = result
+            sensor_curves[fused.name] = result["_scores"]
         ev.plot_roc(
             sensor_curves, out_dir / "roc-sensors.png", "SKAB anomaly-free with INJECTED tampering"
         )

@@ -30,6 +30,7 @@ least half its samples lie in a tampered segment and at least one was altered:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -44,7 +45,13 @@ from tinyward._fsutil import atomic_write
 from tinyward.detect.netfeatures import NetFeatureConfig, NetFeatureExtractor
 from tinyward.detect.newpeers import new_peer_rows
 from tinyward.detect.pcap import read_packets
-from tinyward.detect.sensorfeatures import SKAB_CHANNELS, SensorFeatureExtractor, read_sensor_csv
+from tinyward.detect.sensorfeatures import (
+    DEFAULT_FAMILIES,
+    SKAB_CHANNELS,
+    SensorFeatureConfig,
+    SensorFeatureExtractor,
+    read_sensor_csv,
+)
 from tinyward.detect.tamper import INJECTED_NOTE, TAMPER_KINDS, tamper_stream, window_kind
 from tinyward.detect.threshold import Calibration, realised_fpr
 
@@ -316,6 +323,19 @@ class SensorStreams:
     note: str = INJECTED_NOTE
     injections: list[dict[str, Any]] = field(default_factory=list)
     files: dict[str, list[str]] = field(default_factory=dict)
+    #: The lagz_alarm column of train, benign and each attack (the per-channel alarm of
+    #: :mod:`.sensorfusion`), kept apart so that the plain detectors see the defaults.
+    lagz: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def with_lagz(streams: SensorStreams) -> SensorStreams:
+    """``streams`` with the lagz alarm as the last column, for
+    :class:`~tinyward.detect.sensorfusion.ChannelAlarmFused`."""
+    def add(x: np.ndarray, name: str) -> np.ndarray:
+        return np.column_stack([x, streams.lagz[name]])
+    return dataclasses.replace(
+        streams, train=add(streams.train, "train"), benign=add(streams.benign, "benign"),
+        attacks={k: add(v, k) for k, v in streams.attacks.items()})
 
 
 def sensor_files(skab: Path) -> tuple[list[tuple[str, np.ndarray]], list[tuple[str, np.ndarray]]]:
@@ -363,7 +383,9 @@ def sensor_streams(
         CsvError: a CSV is unreadable.
     """
     train_streams, test_streams = sensor_files(skab)
-    extractor = SensorFeatureExtractor(SKAB_CHANNELS)
+    # the default families, plus lagz (last in FAMILIES order) split off below
+    extractor = SensorFeatureExtractor(
+        SKAB_CHANNELS, SensorFeatureConfig(families=(*DEFAULT_FAMILIES, "lagz")))
     started = time.perf_counter()
     train = extractor.fit([v for _, v in train_streams])
     per_window = 1e6 * (time.perf_counter() - started) / max(len(train), 1)
@@ -401,9 +423,14 @@ def sensor_streams(
         (extractor.config.history + extractor.config.window) * len(SKAB_CHANNELS)
         + (4 + 3 + 4) * len(SKAB_CHANNELS)
     )
+    benign_all = np.vstack(benign_rows)
+    lagz = {"train": train[:, -1], "benign": benign_all[:, -1],
+            **{k: v[:, -1] for k, v in stacked.items()}}
+    train, benign_all = train[:, :-1], benign_all[:, :-1]
+    stacked = {k: v[:, :-1] for k, v in stacked.items()}
     return SensorStreams(
         train,
-        np.vstack(benign_rows),
+        benign_all,
         stacked,
         samples * sample_seconds / 3600,
         per_window,
@@ -411,6 +438,7 @@ def sensor_streams(
         extractor,
         injections=injections,
         files={"train": [n for n, _ in train_streams], "test": [n for n, _ in test_streams]},
+        lagz=lagz,
     )
 
 

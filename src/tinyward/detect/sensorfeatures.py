@@ -301,6 +301,7 @@ FAMILIES: tuple[str, ...] = (
     "zslope",  # _slope_step: zslope_max, zslope_cusum      (new in v2)
     "zstep",  # _step_hold: zstep_hold                      (new in v2)
     "zrough",  # _rough_input, _rough_step: zrough_max      (new, h-tamper)
+    "lagz",  # _lagz: lagz_alarm                               (new, h-tamper4)
 )
 
 #: What changed against the arithmetic the first C export started from (v1), per family.
@@ -321,6 +322,8 @@ FAMILY_CHANGES: dict[str, str] = {
     "zlevel": "new", "zresid": "new", "zcusum": "new", "zspike": "new", "zslope": "new",
     "zstep": "new",
     "zrough": "new (h-tamper): state adds a roughness reference per channel and its count",
+    "lagz": "new (h-tamper4): per-channel alarm from the history ring, no stream state; "
+    "three calibration rows per channel (centre, spread, tail)",
 }
 
 _FAMILY_FEATURES: dict[str, tuple[str, ...]] = {
@@ -342,7 +345,25 @@ _FAMILY_FEATURES: dict[str, tuple[str, ...]] = {
     "zslope": ("zslope_max", "zslope_cusum"),
     "zstep": ("zstep_hold",),
     "zrough": ("zrough_max",),
+    "lagz": ("lagz_alarm",),
 }
+
+#: Alarm channels: families that alarm on their own (above 1) and are OR-ed with the
+#: detector (:class:`tinyward.detect.sensorfusion.ChannelAlarmFused`) rather than fed to
+#: it; the family rule (:mod:`tinyward.detect.sensordev`) does not search them.
+ALARM_FAMILIES: tuple[str, ...] = ("lagz",)
+
+#: lagz's reference: the LAGZ_REACH samples that end LAGZ_GAP samples before the window
+#: (a 120-sample tamper segment never enters the reference of a window inside it once
+#: the gap is >= 90). Chosen on the dev split only (benchmarks/sensor_chanalarm_dev.py).
+LAGZ_GAP = 180
+LAGZ_REACH = 60
+#: lagz's tail is this many times the channel's largest benign value. 1 (the largest
+#: itself) kept 0.29 % dev false alarms but 5.7 % with the roles of the training streams
+#: swapped (calibrated on the dev streams, counted on the fit ones): a maximum over nine
+#: recordings does not carry to others. The rule: the smallest of 1, 1.25, 1.5, 2, 2.5,
+#: 3, 4 whose swapped false alarms stay <= 1 % (sensordev.MAX_DEV_ALARMS): 1.5 (0.87 %).
+LAGZ_MARGIN = 1.5
 
 #: Default families, chosen by a stated rule
 #: (:func:`tinyward.detect.sensordev.select_families`, reproduced by a test) on SKAB's
@@ -616,6 +637,9 @@ class SensorFeatureExtractor:
         self.yard_init = np.zeros((2, c))
         self.rough_center = np.zeros(c)
         self.rough_scale = np.ones(c)
+        self.lagz_center = np.zeros(c)
+        self.lagz_scale = np.ones(c)
+        self.lagz_tail = np.ones(c)
         # a new stream's roughness reference: benign's median window mean |step| (+q)
         self.rough_init = np.median(
             np.stack([np.abs(np.diff(z[i : i + w], axis=0)).mean(axis=0)
@@ -623,7 +647,7 @@ class SensorFeatureExtractor:
             axis=0,
         ) + q
         keys = ("shift", "ratio", "channel", "repeat", "z", "zspike", "slope", "yard", "step",
-                "rough")
+                "rough", "lagz")
         calibration: dict[str, list[np.ndarray]] = {k: [] for k in keys}
         self._calibration = calibration
         for v in streams:
@@ -656,6 +680,7 @@ class SensorFeatureExtractor:
         roughs = np.stack(calibration["rough"])
         self.rough_center = np.median(roughs, axis=0)
         self.rough_scale = np.maximum(_robust_spread(roughs, self.rough_center), 1.0 / np.sqrt(w))
+        self._fit_lagz(calibration["lagz"], floor_mean)
         slopes = np.stack(calibration["slope"])
         self.slope_center = np.median(slopes, axis=0)
         # floor: a one-quantum change across the window
@@ -771,6 +796,8 @@ class SensorFeatureExtractor:
         out["zslope"] = list(np.log1p([slope_max, slope_cusum]))
         out["zstep"] = [float(np.log1p(self._step_hold_step(diffs)))]
         out["zrough"] = [float(np.log1p(self._rough_step()))]
+        if "lagz" in cfg.families or self._calibration is not None:
+            out["lagz"] = [self._lagz(window, before)]
         per_channel: list[np.ndarray] = []
         if cfg.per_channel:
             for family, values in zip(("level", "spread", "residual"), groups, strict=True):
@@ -950,6 +977,44 @@ class SensorFeatureExtractor:
         x = (self._rough - self.rough_center) / self.rough_scale
         return max(0.0, float(np.max(x)))
 
+    def _lagz(self, window: np.ndarray, before: np.ndarray) -> float:
+        """lagz_alarm: per channel, the window's mean against a *lagged* reference (the
+        LAGZ_REACH samples ending LAGZ_GAP before the window, which a tamper segment
+        around the window never enters, so a bias cannot become its own yardstick), in
+        the reference's std (floor: q); centred and scaled per channel on benign windows,
+        then over the channel's OWN largest benign value times LAGZ_MARGIN (its tail):
+        the largest such ratio over channels. Above 1: some channel is well beyond
+        anything it did in training.
+        The tail is per channel so that a wandering channel's benign excursions cannot
+        hide a bias on a quiet one (taking the max of unmatched channels lost it).
+        0 while the stream holds no reference of at least one window."""
+        cfg = self.config
+        rows = np.vstack([self._history, before])[-cfg.history :]
+        stop = len(rows) - LAGZ_GAP
+        begin = max(0, stop - LAGZ_REACH)
+        if stop - begin < cfg.window:
+            return 0.0
+        ref = rows[begin:stop]
+        z = (window.mean(axis=0) - ref.mean(axis=0)) / np.maximum(ref.std(axis=0), self.quantum)
+        if self._calibration is not None:
+            self._calibration["lagz"].append(z)
+        return float(np.max(np.abs(z - self.lagz_center) / self.lagz_scale / self.lagz_tail))
+
+    def _fit_lagz(self, values: list[np.ndarray], floor: float) -> None:
+        """lagz's benign centre (median), spread (robust, floor ``floor``) and tail
+        (LAGZ_MARGIN times the largest benign |deviation| in spreads, at least 1) per
+        channel."""
+        c = len(self.channels)
+        if not values:  # no fit stream was long enough for a reference: a neutral alarm
+            self.lagz_center, self.lagz_scale = np.zeros(c), np.ones(c)
+            self.lagz_tail = np.full(c, 1e6)
+            return
+        zs = np.stack(values)
+        self.lagz_center = np.median(zs, axis=0)
+        self.lagz_scale = np.maximum(_robust_spread(zs, self.lagz_center), floor)
+        self.lagz_tail = LAGZ_MARGIN * np.maximum(
+            np.max(np.abs(zs - self.lagz_center) / self.lagz_scale, axis=0), 1.0)
+
     def _feed_yardstick(self, samples: np.ndarray) -> None:
         """Per sample, in order: EWMA mean and variance of each channel and of its
         cross-channel residual (``v = (1 - a) (v + a d^2)``, ``d`` = sample - old mean)."""
@@ -1038,6 +1103,9 @@ _SENSOR_ARRAYS = (
     "rough_center",
     "rough_scale",
     "rough_init",
+    "lagz_center",
+    "lagz_scale",
+    "lagz_tail",
     "_history",
     "_pending",
     "_cusum",
@@ -1047,6 +1115,8 @@ _SENSOR_ARRAYS = (
 _RAW_ARRAYS = ("mean", "std", "quantum")
 # zrough's tables: optional in a state saved before zrough (only when zrough is off)
 _V3_ARRAYS = ("rough_center", "rough_scale", "rough_init")
+# lagz's tables: optional in a state saved before lagz (only when lagz is off)
+_V4_ARRAYS = ("lagz_center", "lagz_scale", "lagz_tail")
 
 _SHAPES: dict[str, int | None] = {  # rows of a (rows, channels) array; None: (channels,)
     "coef": -1, "shift_center": 2, "shift_scale": 2, "channel_center": 3, "channel_scale": 3,
@@ -1067,6 +1137,8 @@ _POSITIVE = (
     "step_threshold",
     "rough_scale",
     "rough_init",
+    "lagz_scale",
+    "lagz_tail",
 )
 _NON_NEGATIVE = (
     "quantum", "noise_floor", "repeat_high", "yard_init", "_cusum", "_zcusum", "_slope_cusum",
@@ -1120,6 +1192,9 @@ def sensor_extractor_from_doc(doc: dict[str, object]) -> SensorFeatureExtractor:
             if key in _V3_ARRAYS and key not in doc and "zrough" not in extractor.config.families:
                 # a state saved before zrough existed: neutral values, never used
                 setattr(extractor, name, np.zeros(c) if key == "rough_center" else np.ones(c))
+                continue
+            if key in _V4_ARRAYS and key not in doc and "lagz" not in extractor.config.families:
+                setattr(extractor, name, np.zeros(c) if key == "lagz_center" else np.ones(c))
                 continue
             if key not in doc:
                 raise DetectMisuse(f"{key!r} is missing (a state from before feature "

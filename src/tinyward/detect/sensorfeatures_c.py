@@ -50,6 +50,8 @@ from tinyward.detect.errors import DetectError, DetectMisuse
 from tinyward.detect.export_c import check_prefix
 from tinyward.detect.sensorfeatures import (
     _CUSUM_CAP,
+    LAGZ_GAP,
+    LAGZ_REACH,
     SensorFeatureExtractor,
     _spikiness,
     sensor_extractor_to_doc,
@@ -102,7 +104,7 @@ _STATE_KEYS_V2 = frozenset({
     "quantum", "repeat_high", "z_center", "z_scale", "zspike_threshold", "slope_center",
     "slope_scale", "step_threshold", "yard_init", "zcusum", "slope_cusum", "yard", "slope",
     "trend", "hold", "step_hold", "yard_n", "rough_center", "rough_scale", "rough_init",
-    "rough_ref", "rough_n",
+    "rough_ref", "rough_n", "lagz_center", "lagz_scale", "lagz_tail",
 })
 
 
@@ -131,8 +133,9 @@ _FAMILY_OUTPUTS: dict[str, dict[str, str]] = {
     "zslope": {"zslope_max": "log1p(zslope)", "zslope_cusum": "log1p(zslope_cusum)"},
     "zstep": {"zstep_hold": "log1p(st->step_hold)"},
     "zrough": {"zrough_max": "log1p(zrough)"},
+    "lagz": {"lagz_alarm": "lagz"},
 }
-_V2_ONLY = ("zlevel", "zresid", "zcusum", "zspike", "zslope", "zstep", "zrough")
+_V2_ONLY = ("zlevel", "zresid", "zcusum", "zspike", "zslope", "zstep", "zrough", "lagz")
 _PER_CHANNEL = {"level_dev": "DEV0", "spread": "SPREAD", "residual_dev": "DEV1"}
 
 
@@ -295,6 +298,10 @@ def _profile(e: SensorFeatureExtractor) -> dict[str, np.ndarray | float]:
         "ROUGH_C": getattr(e, "rough_center", np.zeros(c)),
         "ROUGH_S": getattr(e, "rough_scale", np.ones(c)),
         "ROUGH_INIT": getattr(e, "rough_init", np.ones(c)),
+        "Q": q,
+        "LAGZ_C": getattr(e, "lagz_center", np.zeros(c)),
+        "LAGZ_S": getattr(e, "lagz_scale", np.ones(c)),
+        "LAGZ_T": getattr(e, "lagz_tail", np.ones(c)),
     }
 
 
@@ -322,6 +329,9 @@ def _v2_tables(p: str, P: str, e: Any, f: dict[str, np.ndarray | float]) -> str:
         + arr("yard_init", f["YARD_INIT"], 2)
         + arr("rough_center", f["ROUGH_C"]) + arr("rough_scale", f["ROUGH_S"])
         + arr("rough_init", f["ROUGH_INIT"])
+        + (arr("quantum", f["Q"]) + arr("lagz_center", f["LAGZ_C"])
+           + arr("lagz_scale", f["LAGZ_S"]) + arr("lagz_tail", f["LAGZ_T"])
+           if "lagz" in e.config.families else "")
         + f"static const double {p}_t[{P}_WINDOW] = {{\n    {_table(np.asarray(f['T']))}\n}};\n"
         + f"static const double {p}_tt = {_hex(float(f['TT']))};\n"
         + f"static const double {p}_yard_a_min = {_hex(float(f['YARD_A_MIN']))};\n"
@@ -388,6 +398,9 @@ def render_sensorfeatures_h(extractor: SensorFeatureExtractor, prefix: str = "tw
         "NF": len(names),
         "V2": 1 if v2 else 0,
         "TREND": 1 if v2 and int(getattr(cfg, "trend_halflife", 0)) else 0,
+        "LAGZ_ON": 1 if v2 and "lagz" in cfg.families else 0,
+        "LAGZ_GAP": LAGZ_GAP,
+        "LAGZ_REACH": LAGZ_REACH,
         "SIZE": size,
         "FORMULA": "8 * C * (HISTORY + WINDOW + 37) + 56" if v2 else
                    "8 * C * (HISTORY + WINDOW + 18) + 16",
@@ -487,6 +500,9 @@ extern "C" {
 #define @P@_RING (@P@_HISTORY + @P@_WINDOW)
 #define @P@_V2 @V2@          /* the v2 extractor (resolution floors, z families) */
 #define @P@_TREND @TREND@       /* v2 yardstick with a Holt trend */
+#define @P@_LAGZ @LAGZ_ON@        /* lagz_alarm: its reference is LAGZ_REACH rows */
+#define @P@_LAGZ_GAP @LAGZ_GAP@   /* ending LAGZ_GAP rows before the window */
+#define @P@_LAGZ_REACH @LAGZ_REACH@
 #if @P@_V2
 #define @P@_WORK_ROWS 13
 #else
@@ -821,6 +837,44 @@ static void @p@_feed(@p@_state *st)
 #define DMAX (st->work[11])    /* v2: largest |first difference| */
 #define SPMAX (st->work[12])   /* v2: largest isolated excursion */
 
+#if @P@_V2 && @P@_LAGZ
+/* lagz_alarm: per channel, the window mean (level) against the mean of the LAGZ_REACH
+   rows that end LAGZ_GAP rows before the window (at least a window of them; else 0), in
+   their std (floor: the quantum noise); centred and scaled on benign windows and over
+   the channel's own largest benign value; the largest over channels. No state: the
+   reference rows are in the replay ring. */
+static double @p@_lagz(const @p@_state *st, const double level[@P@_N_CHANNELS])
+{
+    const uint32_t before = st->filled - (uint32_t)@P@_WINDOW;
+    const uint32_t hist = before < (uint32_t)@P@_HISTORY ? before : (uint32_t)@P@_HISTORY;
+    uint32_t stop, begin, i, ch;
+    double n, best = 0.0;
+    if (hist < (uint32_t)@P@_LAGZ_GAP + (uint32_t)@P@_WINDOW) {
+        return 0.0;
+    }
+    stop = hist - (uint32_t)@P@_LAGZ_GAP;
+    begin = stop > (uint32_t)@P@_LAGZ_REACH ? stop - (uint32_t)@P@_LAGZ_REACH : 0u;
+    n = (double)(stop - begin);
+    for (ch = 0; ch < @P@_N_CHANNELS; ch++) {
+        double mean = 0.0, var = 0.0, sd, v;
+        for (i = begin; i < stop; i++) {
+            mean += @p@_row(st, (uint32_t)@P@_WINDOW + hist - 1u - i)[ch];
+        }
+        mean = mean / n;
+        for (i = begin; i < stop; i++) {
+            const double d = @p@_row(st, (uint32_t)@P@_WINDOW + hist - 1u - i)[ch] - mean;
+            var += d * d;
+        }
+        sd = sqrt(var / n);
+        if (sd < @p@_quantum[ch]) sd = @p@_quantum[ch];
+        v = fabs((level[ch] - mean) / sd - @p@_lagz_center[ch]) / @p@_lagz_scale[ch]
+            / @p@_lagz_tail[ch];
+        if (v > best) best = v;
+    }
+    return best;
+}
+#endif
+
 static void @p@_window(@p@_state *st, double out[@P@_N_FEATURES])
 {
     const double n_w = (double)@P@_WINDOW;
@@ -833,6 +887,9 @@ static void @p@_window(@p@_state *st, double out[@P@_N_FEATURES])
 #if @P@_V2
     double zlevel = 0.0, zresid = 0.0, zlevel_cusum = 0.0, zresid_cusum = 0.0;
     double zslope = 0.0, zslope_cusum = 0.0, now, zrough;
+#if @P@_LAGZ
+    double lagz;
+#endif
 
     @p@_feed(st);
 #endif
@@ -945,6 +1002,9 @@ static void @p@_window(@p@_state *st, double out[@P@_N_FEATURES])
     st->flags |= 1u;
 
     replay = @p@_replay(st);
+#if @P@_V2 && @P@_LAGZ
+    lagz = @p@_lagz(st, LEVEL);
+#endif
 
     /* deviations from the slow baselines, which then move towards this window */
     if ((st->flags & 2u) == 0u) {
@@ -1417,6 +1477,8 @@ class SensorReference:
             gain = self.alpha if gain < self.alpha else gain
             self.rough_ref = self.rough_ref + gain * (now - self.rough_ref)
             scalars["zrough_max"] = math.log1p(max(0.0, float(np.max(rough))))
+            if "lagz" in e.config.families:
+                scalars["lagz_alarm"] = self._lagz(level, history)
         self.local = self.local + self.alpha * (local_now - self.local)
         if self.v2:
             scalars.update(self._v2_features(w, level, raw, wvar, spikes, step_now))
@@ -1479,6 +1541,20 @@ class SensorReference:
             "zslope_cusum": math.log1p(max(0.0, float(np.max(self.slope_cusum)))),
             "zstep_hold": math.log1p(self.step_hold),
         }
+
+    def _lagz(self, level: np.ndarray, history: np.ndarray) -> float:
+        f, cfg = self.f, self.e.config
+        stop = len(history) - LAGZ_GAP
+        if stop < cfg.window:
+            return 0.0
+        ref = history[max(0, stop - LAGZ_REACH) : stop]
+        n = float(len(ref))
+        mean = _seq_sum(ref) / n
+        d = ref - mean
+        sd = np.sqrt(_seq_sum(d * d) / n)
+        sd = np.where(sd < f["Q"], f["Q"], sd)
+        v = np.abs((level - mean) / sd - f["LAGZ_C"]) / f["LAGZ_S"] / f["LAGZ_T"]
+        return max(0.0, float(np.max(v)))
 
     def _replay(self, w: np.ndarray, history: np.ndarray) -> float:
         cfg = self.e.config
