@@ -450,6 +450,12 @@ def _labelled_eval(model_path: Path, capture: Path | None, labels_path: Path | N
     Console(width=200).print(table)
     click.echo(f"  {result['n']} {scored.unit}, {result['scored']} scored; "
                f"{scored.skipped_text()}; {result['benign_n']} benign scored")
+    if scored.score_note:
+        click.echo(f"  score: {scored.score_note}")
+    at = result["at_threshold"]
+    click.echo(f"  at the model's own alarm rule: precision {_fmt(at['precision'])}, recall "
+               f"{_fmt(at['recall'])}, F1 {_fmt(at['f1'])} (TP {at['tp']}, FP {at['fp']}, "
+               f"FN {at['fn']}; a skipped attack frame is a miss)")
     realised = result.get("realised")
     if realised is not None and realised.get("requested") is not None:
         verdict = "within 2x" if realised["within_2x"] else "NOT within 2x"
