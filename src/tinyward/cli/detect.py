@@ -67,7 +67,8 @@ def detect() -> None:
     """Learn normal traffic or sensor signals from benign data; flag the rest.
 
     Packets: pcap/pcapng captures (Ethernet, Linux SLL/SLL2 or raw IP; the link layer
-    is removed). Sensors: delimited CSVs with the SKAB columns. Typical use:
+    is removed). Sensors: any delimited CSV (channels, label and time columns chosen).
+    Typical use:
 
     \b
       tinyward detect train --packets benign.pcap --out model.json
