@@ -47,14 +47,14 @@ def fused_results(base: Any, streams: PacketStreams, packets: dict[str, list[Pac
         fused.fit(streams.train, packets["train"], target_fpr=target_fpr, fit_base=False)
         benign = fused.score(streams.benign, packets["benign"])
         attacks = {name: fused.score(streams.attacks[name], packets[name])
-                   if len(packets[name]) else np.zeros(0) for name in ATTACKS}
+                   if len(packets[name]) else np.zeros(0) for name in streams.attacks}
         result = summarise(benign, attacks, threshold=fused.threshold,
                            benign_hours=streams.benign_hours)
         result["thresholds"] = _fused_thresholds(fused, streams, packets)
         if fused.novelty is not None:
             result["novel_fraction"] = {
                 name: float(fused.novelty.novel(packets[name]).mean()) if packets[name] else None
-                for name in ("benign", *ATTACKS)}
+                for name in ("benign", *streams.attacks)}
             result["novelty_set"] = {"hashes": len(fused.novelty),
                                      "bytes": fused.novelty.nbytes(),
                                      "dropped": vars(fused.novelty.dropped)}
@@ -83,7 +83,7 @@ def _fused_thresholds(fused: FusedNetDetector, streams: PacketStreams,
                               granularity=fused.granularity)
         at.fit(streams.train, packets["train"], target_fpr=rate, fit_base=False)
         alarms = {name: at.alarms(streams.attacks[name], packets[name])
-                  for name in ATTACKS if packets[name]}
+                  for name in streams.attacks if packets[name]}
         benign = at.alarms(streams.benign, packets["benign"])
         tpr: dict[str, float] = {name: float(a.mean()) for name, a in alarms.items()}
         everything = np.concatenate(list(alarms.values())) if alarms else np.zeros(0, bool)

@@ -367,6 +367,18 @@ def sensor_files(skab: Path) -> tuple[list[tuple[str, np.ndarray]], list[tuple[s
     return train, test
 
 
+def sensor_state_bytes(extractor: SensorFeatureExtractor) -> int:
+    """The stream state the device holds: the exported C struct
+    (:func:`tinyward.detect.sensorfeatures_c.state_bytes`, doubles; the test of the export
+    checks it against ``sizeof``). It replaces a float32 formula of the first extractor
+    (30,112 B at 8 channels) that no longer described any build."""
+    from tinyward.detect.sensorfeatures_c import state_bytes
+
+    cfg = extractor.config
+    return state_bytes(len(extractor.channels), cfg.window, cfg.history,
+                       v2=hasattr(extractor, "quantum"))
+
+
 def sensor_streams(
     skab: Path, *, seed: int = 0, sample_seconds: float = 1.0, rounds: int = TAMPER_ROUNDS
 ) -> SensorStreams:
@@ -417,12 +429,7 @@ def sensor_streams(
             injections += [{"stream": name, "round": round_, **vars(i)}
                            for i in tampered.injections]
     stacked = {k: np.vstack(v) if v else np.zeros((0, train.shape[1])) for k, v in attacks.items()}
-    # float32 history ring buffer and pending window, the baselines and scales, the
-    # local scales (3 per channel) and the CUSUMs (4 per channel)
-    state = 4 * (
-        (extractor.config.history + extractor.config.window) * len(SKAB_CHANNELS)
-        + (4 + 3 + 4) * len(SKAB_CHANNELS)
-    )
+    state = sensor_state_bytes(extractor)
     benign_all = np.vstack(benign_rows)
     lagz = {"train": train[:, -1], "benign": benign_all[:, -1],
             **{k: v[:, -1] for k, v in stacked.items()}}

@@ -23,10 +23,19 @@ attack) is read with the sensor channels; a window counts as attacked when at le
 half its rows are, and each output row names the window's first and last data row
 (1-based, header not counted).
 
+**The model's own alarm rule, as ``detect score`` applies it** (:func:`.pipeline.score_file`):
+a packet model with a novelty set or per-class thresholds is scored by its fused score
+(``z``, plus 10⁶ for a novel peer; alarm = ``novel OR score > t_c``), and a sensor CSV
+starts a fresh stream from the trained scales, with the model's smoothing (EWMA: the
+smoothed score against its own threshold; k of n: the alarms of the rule). Before,
+``eval`` scored the base detector's raw score against its global threshold and carried
+the training file's stream state into the CSV, so it judged another rule than the one the
+device runs.
+
 Metrics: ROC AUC and TPR at 1 % / 0.1 % FPR of the labelled benign frames (an oracle
-threshold), and at the model's **own** threshold the TPR per label and the realised FPR
-on the benign frames with a Clopper-Pearson interval next to the rate the model was
-calibrated for (:mod:`.threshold`).
+threshold), and at the model's **own** alarm rule the TPR per label, precision, recall and
+F1 over all rows (attack = positive), and the realised FPR on the benign frames with a
+Clopper-Pearson interval next to the rate the model was calibrated for (:mod:`.threshold`).
 """
 
 from __future__ import annotations
@@ -170,9 +179,16 @@ class LabelledScores:
     target_fpr: float | None
     skip_counts: dict[str, int] = field(default_factory=dict)
     spans: list[tuple[int, int]] | None = None
+    #: The model's own alarm per row when its rule is not ``score > threshold`` (fusion,
+    #: k-of-n smoothing); False for a skipped frame.
+    alarm: np.ndarray | None = None
+    #: How the score column was made (printed and kept in eval.json).
+    score_note: str = ""
 
     @property
     def alarms(self) -> np.ndarray:
+        if self.alarm is not None:
+            return np.asarray(self.alarm, dtype=bool)
         return np.asarray(np.nan_to_num(self.scores, nan=-np.inf) > self.threshold)
 
     def skipped_text(self) -> str:
@@ -210,17 +226,27 @@ def score_capture_by_frame(model: Any, capture: Path, labels: list[str],
         raise LabelFileError(label_path, f"labels {len(labels)} frames, but {capture} has "
                              f"{stats.frames} frames; label every frame (numbered from 1)")
     scores = np.full(stats.frames, np.nan)
+    fusion = getattr(model, "fusion", None)
+    alarm = None if fusion is None else np.zeros(stats.frames, dtype=bool)
+    threshold = float(model.detector.threshold if fusion is None else fusion.threshold)
     if packets:
         X = features.extractor.continue_with(packets)[1]
         numbers = np.asarray(stats.frame_numbers, dtype=np.int64)
-        scores[numbers - 1] = model.detector.score(X)
+        if fusion is None:
+            scores[numbers - 1] = model.detector.score(X)
+        else:  # the deployed rule: novel OR score > its class's threshold
+            scores[numbers - 1] = fusion.score(X, packets)
+            alarm[numbers - 1] = fusion.alarms(X, packets)  # type: ignore[index]
     skipped = [""] * stats.frames
     for number, reason in stats.skipped_frames or []:
         skipped[number - 1] = reason
     counts = {"non-IP": stats.non_ip, "malformed IP": stats.malformed_ip,
               "truncated IP": stats.truncated_ip}
+    note = ("" if fusion is None else f"fused score of {fusion.name} (z, +1e6 when novel; "
+            "alarm = novel OR score > its class's threshold)")
     return LabelledScores("frames", np.arange(1, stats.frames + 1), scores, labels, skipped,
-                          float(model.detector.threshold), _target_fpr(model.detector), counts)
+                          threshold, _target_fpr(model.detector), counts, alarm=alarm,
+                          score_note=note)
 
 
 def score_csv_by_window(model: Any, csv_path: Path, label_column: str = "anomaly"
@@ -239,13 +265,25 @@ def score_csv_by_window(model: Any, csv_path: Path, label_column: str = "anomaly
     if not isinstance(features, SensorFeatures):
         raise LabelFileError(csv_path, "a CSV needs a sensor model; this one is for packets")
     sensor = copy.deepcopy(features.extractor)
+    sensor.reset_stream()  # a CSV is its own recording, as `detect score` scores it
     table = read_sensor_csv(csv_path, sensor.channels, delimiter=features.delimiter,
                             label_column=label_column)
     if table.labels is None:
         raise CsvError(csv_path, f"no label column {label_column!r}", line=1,
                        column=label_column)
     X = sensor.transform(table.values)
-    scores = model.detector.score(X) if len(X) else np.zeros(0)
+    scores = np.asarray(model.detector.score(X), float) if len(X) else np.zeros(0)
+    threshold = float(model.detector.threshold)
+    alarm, note = None, ""
+    smoother = features.smoother
+    if smoother is not None and len(scores):
+        scores, smoothed_alarms = smoother.apply(scores, threshold)
+        if smoother.kind == "ewma":
+            threshold = threshold if smoother.threshold is None else float(smoother.threshold)
+            note = f"EWMA-smoothed score (weight {smoother.weight:g})"
+        else:
+            alarm = np.asarray(smoothed_alarms, dtype=bool)
+            note = f"alarm when {smoother.k} of the last {smoother.n} windows are above"
     window = sensor.config.window
     labels, spans = [], []
     for end in sensor.last_window_ends:
@@ -254,8 +292,8 @@ def score_csv_by_window(model: Any, csv_path: Path, label_column: str = "anomaly
         labels.append("attack" if len(rows) and float(np.mean(rows != 0)) >= 0.5 else "0")
         spans.append((begin + 1, int(end)))
     return LabelledScores("windows", np.arange(1, len(scores) + 1), np.asarray(scores, float),
-                          labels, [""] * len(scores), float(model.detector.threshold),
-                          _target_fpr(model.detector), {}, spans)
+                          labels, [""] * len(scores), threshold,
+                          _target_fpr(model.detector), {}, spans, alarm=alarm, score_note=note)
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -281,14 +319,35 @@ def evaluate_labelled(result: LabelledScores) -> dict[str, Any]:
         # a skipped attack frame is not detected: say how many there were
         out["per_attack"][name]["labelled"] = total
         out["per_attack"][name]["skipped"] = total - len(attacks[name])
+    # At the model's own alarm rule (which need not be `score > threshold`): per label,
+    # and precision / recall / F1 over every row (a skipped attack frame is a miss).
+    alarms = result.alarms & scored
+    for name in attacks:
+        mask = np.array([lab == name for lab in result.labels], dtype=bool)
+        if mask[scored].any():
+            out["per_attack"][name]["detected_at_threshold"] = float(alarms[scored & mask].mean())
+    attack_mask = ~benign_mask
+    if (scored & attack_mask).any():
+        out["overall"]["detected_at_threshold"] = float(alarms[scored & attack_mask].mean())
+    tp = int((alarms & attack_mask).sum())
+    fp = int((alarms & benign_mask).sum())
+    fn = int((~alarms & attack_mask).sum())
+    precision = tp / (tp + fp) if tp + fp else math.nan
+    recall = tp / (tp + fn) if tp + fn else math.nan
+    f1 = (2 * tp / (2 * tp + fp + fn)) if tp else (0.0 if fp + fn else math.nan)
+    out["at_threshold"] = {"tp": tp, "fp": fp, "fn": fn, "precision": precision,
+                           "recall": recall, "f1": f1}
     out["threshold"] = result.threshold
     out["target_fpr"] = result.target_fpr
+    out["score_note"] = result.score_note
+    benign_alarms = alarms[scored & benign_mask].astype(np.float64)
     if len(benign) and result.target_fpr is not None:
-        out["realised"] = realised_fpr(benign, result.threshold, result.target_fpr).to_json()
+        out["realised"] = realised_fpr(benign_alarms, 0.5, result.target_fpr).to_json()
+        out["realised"]["threshold"] = result.threshold
     elif len(benign):
-        alarms = int(np.sum(benign > result.threshold))
-        out["realised"] = {"alarms": alarms, "n": len(benign), "rate": alarms / len(benign),
-                           "requested": None}
+        n_alarms = int(benign_alarms.sum())
+        out["realised"] = {"alarms": n_alarms, "n": len(benign),
+                           "rate": n_alarms / len(benign), "requested": None}
     return out
 
 
@@ -296,17 +355,18 @@ def write_rows_csv(result: LabelledScores, path: Path) -> None:
     """One line per frame (``frame,label,score,alarm,skipped``) or per window
     (``window,first_row,last_row,label,score,alarm``); a skipped frame has no score."""
     lines = []
+    alarms = result.alarms
     if result.spans is None:
         lines.append("frame,label,score,alarm,skipped")
-        for i, s, lab, why in zip(result.ids, result.scores, result.labels, result.skipped,
-                                  strict=True):
+        for i, s, lab, why, hit in zip(result.ids, result.scores, result.labels, result.skipped,
+                                       alarms, strict=True):
             if math.isnan(s):
                 lines.append(f"{i},{lab},,,{why}")
             else:
-                lines.append(f"{i},{lab},{s:.9g},{int(s > result.threshold)},")
+                lines.append(f"{i},{lab},{s:.9g},{int(hit)},")
     else:
         lines.append("window,first_row,last_row,label,score,alarm")
-        for i, (a, b), s, lab in zip(result.ids, result.spans, result.scores, result.labels,
-                                     strict=True):
-            lines.append(f"{i},{a},{b},{lab},{s:.9g},{int(s > result.threshold)}")
+        for i, (a, b), s, lab, hit in zip(result.ids, result.spans, result.scores,
+                                          result.labels, alarms, strict=True):
+            lines.append(f"{i},{a},{b},{lab},{s:.9g},{int(hit)}")
     Path(path).write_text("\n".join(lines) + "\n")
