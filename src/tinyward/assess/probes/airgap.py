@@ -46,10 +46,9 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from tempfile import TemporaryDirectory
 
 from tinyward.assess.evidence import Evidence
-from tinyward.assess.probes.attest import MAX_TOKEN, certificate_key
+from tinyward.assess.probes.attest import certificate_key, signed_token
 from tinyward.assess.probes.base import Budget, Context, for_all
 from tinyward.assess.target import Target
 
@@ -128,31 +127,10 @@ def verdict(mode: Mode | None, readout: Readout | None, context: Context,
 
 def signed_mode(command: tuple[str, ...], key: object, seconds: float) -> Mode:
     """One fresh nonce through the air-gap command; the token verified against it."""
-    from tinyward.trust.attestation import verify_token
-    from tinyward.trust.errors import BadToken, TokenMisuse
-
-    nonce = secrets.token_bytes(32)
-    with TemporaryDirectory(prefix="tinyward-airgap-") as scratch:
-        out = Path(scratch) / "token.cbor"
-        argv = [p.replace("{nonce}", nonce.hex()).replace("{out}", str(out)) for p in command]
-        try:
-            done = subprocess.run(argv, capture_output=True, timeout=seconds, check=False)  # noqa: S603 - the user's own command
-        except subprocess.TimeoutExpired:
-            return Mode("no token", detail=f"the air-gap command ran past {seconds:.0f} s")
-        except OSError as error:
-            return Mode("no token", detail=f"the air-gap command did not start: {error}")
-        if done.returncode != 0 or not out.is_file():
-            return Mode("no token", detail=f"the air-gap command exited with "
-                                           f"{done.returncode} and wrote no token")
-        with out.open("rb") as handle:
-            token = handle.read(MAX_TOKEN + 1)
-    if len(token) > MAX_TOKEN:
-        return Mode("refused", detail=f"the token is larger than {MAX_TOKEN} bytes")
-    try:
-        claims = verify_token(token, key, nonce)  # type: ignore[arg-type]
-    except (BadToken, TokenMisuse) as error:
-        return Mode("refused", detail=f"{type(error).__name__}: {error}")
-    return Mode("valid", claims.operating_mode, tuple(claims.protections or ()))
+    signed = signed_token(command, key, seconds, what="air-gap command")
+    if signed.outcome != "valid":
+        return Mode(signed.outcome, detail=signed.detail)
+    return Mode("valid", signed.claims.operating_mode, tuple(signed.claims.protections or ()))
 
 
 class _Session:

@@ -23,6 +23,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from tempfile import TemporaryDirectory
+from typing import Any
 
 from tinyward.assess.evidence import Evidence
 from tinyward.assess.probes.base import Budget, Context, for_all
@@ -79,8 +80,21 @@ def certificate_key(cert_path: Path, ca_path: Path | None) -> tuple[object, str]
     return cert.public_key(), f"{cert_path.name}, issued by {ca_path.name}"
 
 
-def challenge(command: tuple[str, ...], key: object, seconds: float) -> Answer:
-    """One fresh nonce through the device's command; the token verified against it."""
+@dataclass(frozen=True)
+class Signed:
+    """A token made for a fresh nonce: ``outcome`` "valid" (then ``claims`` are its
+    verified claims), "refused" or "no token"; ``detail`` says why."""
+
+    outcome: str
+    detail: str = ""
+    claims: Any = None
+
+
+def signed_token(command: tuple[str, ...], key: object, seconds: float,
+                 what: str = "attest command") -> Signed:
+    """One fresh random nonce through the device's ``command`` (``{nonce}`` hex and
+    ``{out}`` in its argv); the token read (≤ :data:`MAX_TOKEN` bytes) and verified
+    against that nonce. The attestation and air-gapped probes share it."""
     from tinyward.trust.attestation import verify_token
     from tinyward.trust.errors import BadToken, TokenMisuse
 
@@ -93,25 +107,33 @@ def challenge(command: tuple[str, ...], key: object, seconds: float) -> Answer:
             done = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,  # noqa: S603 - the user's own command
                                   timeout=seconds, check=False)
         except subprocess.TimeoutExpired:
-            return Answer("no token", f"the attest command ran past {seconds:.0f} s")
+            return Signed("no token", f"the {what} ran past {seconds:.0f} s")
         except OSError as error:
-            return Answer("no token", f"the attest command did not start: {error}")
+            return Signed("no token", f"the {what} did not start: {error}")
         if done.returncode != 0 or not out.is_file():
-            return Answer("no token", f"the attest command exited with {done.returncode} "
+            return Signed("no token", f"the {what} exited with {done.returncode} "
                                       "and wrote no token")
         with out.open("rb") as handle:
             token = handle.read(MAX_TOKEN + 1)
     if len(token) > MAX_TOKEN:
-        return Answer("refused", f"the token is larger than {MAX_TOKEN} bytes")
+        return Signed("refused", f"the token is larger than {MAX_TOKEN} bytes")
     try:
-        claims = verify_token(token, key, nonce)  # type: ignore[arg-type]
+        return Signed("valid", claims=verify_token(token, key, nonce))  # type: ignore[arg-type]
     except BadToken as error:
-        return Answer("refused", f"{type(error).__name__}: {error}")
+        return Signed("refused", f"{type(error).__name__}: {error}")
     except TokenMisuse as error:  # the certificate's key is not P-256
-        return Answer("refused", f"the attestation certificate's key: {error}")
-    names = ", ".join(sorted({c.measurement_type or "?" for c in claims.software_components}))
-    return Answer("valid", f"{len(claims.software_components)} software component(s) "
-                           f"({names})", len(claims.software_components))
+        return Signed("refused", f"the attestation certificate's key: {error}")
+
+
+def challenge(command: tuple[str, ...], key: object, seconds: float) -> Answer:
+    """One fresh nonce through the device's command; the token verified against it."""
+    signed = signed_token(command, key, seconds)
+    if signed.outcome != "valid":
+        return Answer(signed.outcome, signed.detail)
+    components = signed.claims.software_components
+    names = ", ".join(sorted({c.measurement_type or "?" for c in components}))
+    return Answer("valid", f"{len(components)} software component(s) ({names})",
+                  len(components))
 
 
 class Attestation:
