@@ -12,8 +12,9 @@ Unlike AfterImage, whose dictionaries grow with every host and socket it has see
 state here lives in three **fixed-size, set-associative tables**: a key hashes (CRC-32)
 to a set of ``ways`` slots; a miss takes an empty slot or evicts the *least established*
 one (smallest decayed slow-window packet count, :class:`_Table`), so a burst of one-packet
-flows churns its own slots instead of the established flows'. Memory is therefore fixed and stated by :meth:`NetFeatureExtractor.state_bytes`
-(counted as the C layout: a 32-bit tag and 32-bit floats per slot), whatever a flood of
+flows churns its own slots instead of the established flows'. Memory is therefore fixed
+and stated by :meth:`NetFeatureExtractor.state_bytes` (counted as the C layout: a 32-bit
+tag and 32-bit floats per slot), whatever a flood of
 new hosts does. A slot stores only the key's 32-bit hash tag; two keys with the same tag
 share statistics (probability ~ slots / 2**32 per new key).
 
