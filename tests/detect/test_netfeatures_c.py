@@ -187,3 +187,32 @@ def test_state_bytes_are_the_size_of_the_c_struct(tmp_path: Path, real_bytes: in
     size = int(subprocess.run([str(exe)], capture_output=True, check=True, text=True,
                               timeout=60).stdout)
     assert size == NetFeatureExtractor().state_bytes(real_bytes)
+
+
+@pytest.mark.parametrize("build", ["double", "float"])
+def test_c_evicts_like_python_under_a_burst_beside_established_flows(
+    build: str, tmp_path: Path
+) -> None:
+    """Eviction pressure: a flood of one-packet flows (SlowITe-like, 2,755 sockets in
+    0.23 s) beside established ones, with epoch timestamps. The C victim choice (least
+    established) must be Python's bit for bit (double build) or its float32 mirror's
+    (float build); and it is not the older rule's (which loses the established flows)."""
+    from tests.detect.test_netfeatures import established_and_burst
+    from tinyward.detect.netfeatures_f32 import Float32Features
+
+    benign, burst = established_and_burst()
+    packets = sorted(benign + burst, key=lambda p: p.ts)
+    python = NetFeatureExtractor()
+    double = python.transform(packets)
+    assert python.sockets.evictions > 2000
+    if build == "double":
+        exe = build_netfeatures_harness(tmp_path)
+        expected = double
+    else:
+        exe = build_netfeatures_harness(tmp_path, extra_flags=("-DTW_NF_FLOAT",))
+        expected = Float32Features().transform(packets)
+    c = _c_features(exe, packets)
+    assert c.shape == expected.shape == (len(packets), N_FEATURES)
+    np.testing.assert_array_equal(c, expected)
+    lru = NetFeatureExtractor(unsafe_lru_eviction=True).transform(packets)
+    assert not np.array_equal(double, lru)  # the rule decides these features

@@ -141,9 +141,9 @@ def test_watch_verdicts_equal_detect_score_on_the_same_frames(net):
     base, test = net
     model = load_model(base / "model.json")
     scored = score_file(model, base / "test.pcap")
-    # warmup=0: the stream is 7 s long; protect=False: the exported eviction rule (the
-    # sweep fills sets; without eviction the two rules agree, see below)
-    scorer = NetScorer(model, warmup=0, protect=False)
+    # warmup=0: the stream is 7 s long. The sweep fills sets: the core's eviction rule is
+    # the one `detect score` (and the C export) uses, so the verdicts agree under eviction
+    scorer = NetScorer(model, warmup=0)
     assert "int8 integer reference" in scorer.arithmetic
     kinds: list[tuple[str, float]] = []
     for i, (ts, frame) in enumerate(test):
@@ -157,7 +157,7 @@ def test_watch_verdicts_equal_detect_score_on_the_same_frames(net):
     assert [k for k, _ in kinds] == expected
     assert sum(k == "net.novel" for k, _ in kinds) >= 100
     assert scorer.stats.packets == len(test)
-    assert not scorer.protected
+    assert scorer.protected
 
 
 def test_attack_sweep_in_a_stream_becomes_incidents_only_after_it_starts(net):
@@ -357,13 +357,12 @@ def test_attack_packet_flood_costs_a_bounded_number_of_scored_packets(net):
 
 def _own_rows(model, frames, protect: bool) -> list[list[float]]:
     """Feature rows of the device's own packets (A <-> B) in ``frames``, from the trained
-    state, with the core's eviction rule (``protect``) or the exported one."""
+    state, with the eviction rule of every build (``protect``) or the older LRU rule."""
     from tinyward.detect.pcap import decode_frame
-    from tinyward.link.watch import protect_established
+    from tinyward.link.watch import set_unsafe_lru_eviction
 
     extractor = model.features.extractor.copy()
-    if protect:
-        assert protect_established(extractor)
+    assert set_unsafe_lru_eviction(extractor, not protect)
     rows = []
     for ts, frame in frames:
         packet = decode_frame(ts, 1, frame)
@@ -374,10 +373,11 @@ def _own_rows(model, frames, protect: bool) -> list[list[float]]:
 
 
 def test_attack_flood_of_new_sockets_no_longer_evicts_the_devices_own_flows(net):
-    """A SYN flood (2,000 new sockets in 0.2 s) fills the socket table. With the exported
+    """A SYN flood (2,000 new sockets in 0.2 s) fills the socket table. With the older
     least-recently-updated rule (the unsafe baseline here) it evicts the device's own
     telemetry socket, whose packets then carry features of a flow with no history (in the
-    lab: minutes of net.anomaly after every sweep). With the core's rule the flood churns
+    lab: minutes of net.anomaly after every sweep). With the least-established rule (the
+    core's, training's and the C export's: detect/netfeatures.py) the flood churns
     its own one-packet slots: the device's packets after the flood have exactly the
     features they have in the same stream without the flood."""
     base, _ = net
@@ -396,8 +396,8 @@ def test_attack_flood_of_new_sockets_no_longer_evicts_the_devices_own_flows(net)
 
 
 def test_protected_tables_change_nothing_until_a_set_is_full(net):
-    """Without eviction the core's rule gives the exported features bit for bit (the
-    verdicts equal `detect score`'s: test_watch_verdicts_equal_detect_score_on_the_same_frames)."""
+    """Without eviction the two rules give the same features bit for bit (so models
+    trained without eviction keep their features)."""
     base, _ = net
     model = load_model(base / "model.json")
     frames = _benign(4_000_000.0, 300, np.random.default_rng(5))

@@ -174,7 +174,7 @@ def render_netfeatures_c(
  *     if ({p}_update(&st, &pkt, f) == {P}_OK) ... quantise f and score it ...
  *
  * Addresses and ports are only hashed (CRC-32) into keys of fixed-size, {config.ways}-way
- * set-associative tables (least recently updated slot evicted); they are never
+ * set-associative tables (the least established slot evicted); they are never
  * feature values. Features, in order:
 {names}
  */
@@ -276,6 +276,7 @@ static const uint32_t crc_table[256] = {{{crc}
 
 static const real FAST = (real){config.fast!r};
 static const real SLOW = (real){config.slow!r};
+static const double SLOW_RANK = {config.slow!r};  /* eviction rank, double in both builds */
 static const real NEWSOCK = (real){config.newsock_rate!r};
 static const real JITTER = (real){config.jitter_rate!r};
 static const real EPS = (real)1e-9;
@@ -292,8 +293,13 @@ static uint32_t crc32_bytes(const uint8_t *data, size_t n)
 }}
 
 /* Index of the slot for key (in slots), taking a slot on a miss: an empty one (the
- * last empty in the set) or the one updated least recently (the first on ties). */
+ * last empty in the set), else the least established: the smallest slow weight (the
+ * sum of the slot's n_w slow-window packet counts at w_off, w_off + w_step, decayed to
+ * now), ties by least recently updated (the first on full ties). A burst of one-packet
+ * flows (weight ~1) then churns its own slots, not the established flows'. Computed in
+ * double in both builds, in the same order as tinyward.detect.netfeatures._Table.find. */
 static size_t find(uint32_t *tags, double *times, real *data, size_t slots, size_t stride,
+                   size_t w_off, size_t w_step, size_t n_w,
                    const uint8_t *key, size_t key_len, double now, int *is_new)
 {{
     uint32_t tag = crc32_bytes(key, key_len);
@@ -304,7 +310,7 @@ static size_t find(uint32_t *tags, double *times, real *data, size_t slots, size
     size_t first = (size_t)(tag % (uint32_t)sets) * {P}_WAYS;
     size_t victim = first;
     int have_empty = 0;
-    double oldest = INFINITY;
+    double best_w = INFINITY, best_t = INFINITY;
     for (size_t slot = first; slot < first + {P}_WAYS; slot++) {{
         if (tags[slot] == tag) {{
             *is_new = 0;
@@ -313,9 +319,21 @@ static size_t find(uint32_t *tags, double *times, real *data, size_t slots, size
         if (tags[slot] == 0u) {{
             victim = slot;
             have_empty = 1;
-        }} else if (!have_empty && times[slot] < oldest) {{
-            victim = slot;
-            oldest = times[slot];
+        }} else if (!have_empty) {{
+            double w = 0.0;
+            for (size_t d = 0; d < n_w; d++) {{
+                w += (double)data[slot * stride + w_off + d * w_step];
+            }}
+            double age = now - times[slot];
+            if (!(age > 0.0)) {{
+                age = 0.0;
+            }}
+            w = w * pow(2.0, -SLOW_RANK * age);
+            if (w < best_w || (w == best_w && times[slot] < best_t)) {{
+                victim = slot;
+                best_w = w;
+                best_t = times[slot];
+            }}
         }}
     }}
     tags[victim] = tag;
@@ -417,13 +435,13 @@ const char *{p}_status_str({p}_status status)
     key[2 * n + 4] = pkt->proto;
     int snew = 0, unused = 0;
     const size_t sslot = find(st->sock_tag, st->sock_t, st->sock, {P}_SOCK_SLOTS, {P}_SOCK_STRIDE,
-                              key, 2 * n + 5, now, &snew);
+                              3u, {_S_DIR_STRIDE}u, 2u, key, 2 * n + 5, now, &snew);
 
     /* host: the directed pair (source then destination), or the source alone */
     memcpy(key, pkt->src, n);
     memcpy(key + n, pkt->dst, n);
     const size_t hslot = find(st->host_tag, st->host_t, st->host, {P}_HOST_SLOTS, {P}_HOST_STRIDE,
-                              key, {P}_HOST_BY_PAIR ? 2 * n : n, now, &unused);
+                              3u, 0u, 1u, key, {P}_HOST_BY_PAIR ? 2 * n : n, now, &unused);
     real *h = &st->host[hslot * {P}_HOST_STRIDE];
     const real dt = (real)(now - st->host_t[hslot]);
     st->host_t[hslot] = now;
@@ -451,7 +469,7 @@ const char *{p}_status_str({p}_status status)
     memcpy(key + n, cdir == 0 ? pkt->dst : pkt->src, n);
     int cnew = 0;
     const size_t cslot = find(st->conv_tag, st->conv_t, st->conv, {P}_CONV_SLOTS,
-                              {P}_CONV_STRIDE, key, 2 * n, now, &cnew);
+                              {P}_CONV_STRIDE, 3u, {C_C_DIR}u, 2u, key, 2 * n, now, &cnew);
     if (cnew) {{
         st->conv_dir_t[2 * cslot] = 0.0;
         st->conv_dir_t[2 * cslot + 1] = 0.0;

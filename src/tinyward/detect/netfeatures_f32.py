@@ -43,23 +43,35 @@ def _libm() -> ctypes.CDLL:
 
 
 class _Table:
-    def __init__(self, slots: int, ways: int, stride: int) -> None:
+    """The C tables (times apart from the float statistics); the same victim choice as
+    the C ``find`` and :class:`tinyward.detect.netfeatures._Table`: least established
+    first, its rank in double from the float weights."""
+
+    def __init__(self, slots: int, ways: int, stride: int, weights: tuple[int, ...],
+                 slow: float) -> None:
         self.sets, self.ways, self.stride = slots // ways, ways, stride
         self.tags = [0] * slots
         self.times = [0.0] * slots
         self.data = np.zeros(slots * stride, dtype=np.float32)
+        self.weights, self.slow = weights, slow
 
     def find(self, key: bytes, now: float) -> tuple[int, bool]:
         tag = zlib.crc32(key) or 1
         first = (tag % self.sets) * self.ways
-        victim, have_empty, oldest = first, False, math.inf
+        victim, have_empty, best = first, False, (math.inf, math.inf)
         for slot in range(first, first + self.ways):
             if self.tags[slot] == tag:
                 return slot, False
             if self.tags[slot] == 0:
                 victim, have_empty = slot, True
-            elif not have_empty and self.times[slot] < oldest:
-                victim, oldest = slot, self.times[slot]
+            elif not have_empty:
+                weight = 0.0
+                for o in self.weights:
+                    weight += float(self.data[slot * self.stride + o])
+                last = self.times[slot]
+                rank = (weight * 2.0 ** (-self.slow * max(0.0, now - last)), last)
+                if rank < best:
+                    victim, best = slot, rank
         self.tags[victim] = tag
         self.data[victim * self.stride:(victim + 1) * self.stride] = 0
         self.times[victim] = now
@@ -73,9 +85,10 @@ class Float32Features:
                  state: NetFeatureExtractor | None = None) -> None:
         self.config = c = state.config if state is not None else (config or NetFeatureConfig())
         self.m = _libm()
-        self.hosts = _Table(c.host_slots, c.ways, C_H_STRIDE)
-        self.convs = _Table(c.conv_slots, c.ways, C_C_STRIDE)
-        self.socks = _Table(c.socket_slots, c.ways, C_S_STRIDE)
+        # The slow weights' offsets in the C layout (statistics only, no time).
+        self.hosts = _Table(c.host_slots, c.ways, C_H_STRIDE, (3,), c.slow)
+        self.convs = _Table(c.conv_slots, c.ways, C_C_STRIDE, (3, C_C_DIR + 3), c.slow)
+        self.socks = _Table(c.socket_slots, c.ways, C_S_STRIDE, (3, C_S_STRIDE // 2 + 3), c.slow)
         self.conv_dir_t = [0.0] * (2 * c.conv_slots)
         self.last_ts = -math.inf
         self.FAST, self.SLOW = f32(c.fast), f32(c.slow)

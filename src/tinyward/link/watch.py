@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import math
 import threading
-import zlib
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -154,78 +153,15 @@ class Incidents:
 # ---- the network detector -------------------------------------------------------------
 
 
-class EstablishedFirst(nf._Table):
-    """The live scorer's feature table: on a miss in a full set it evicts the slot with
-    the smallest *slow weight* (its decayed packet count over the 100 s window, both
-    directions), ties by least recently updated, instead of the least recently updated.
-
-    Why: with least-recently-updated eviction a flood of one-packet sockets (a SYN flood,
-    a port sweep: 4,000 new sockets in 8 s) evicts the device's own established flows (its
-    TLS session to the fleet, its DNS and NTP sockets); they come back as new slots with
-    no history and score as odd for minutes (472 of 2,400 benign packets alarmed after
-    sweeps). A flood's sockets weigh ~1; an established flow's weight is tens to hundreds:
-    the flood now churns its own slots and the device's flows keep their state.
-
-    This rule lives only here, in the trusted core's Python scorer: training, `detect
-    score` and the C export (`detect export`) keep least-recently-updated eviction. The two
-    give the same features until a set is full (no eviction in training or in benign
-    running here: 0 evictions); under eviction pressure the core's scores differ from the
-    C export's (docs/on-device-detection.md, "State under floods").
-    """
-
-    __slots__ = ("slow", "weights")
-    weights: tuple[int, ...]  # offsets of the slow weights in a slot
-    slow: float  # their decay rate per second
-
-    @classmethod
-    def of(cls, table: nf._Table, weights: tuple[int, ...], slow: float) -> EstablishedFirst:
-        new = cls.__new__(cls)
-        for name in nf._Table.__slots__:
-            setattr(new, name, getattr(table, name))
-        new.weights, new.slow = weights, slow
-        return new
-
-    def find(self, key: bytes, now: float) -> tuple[int, bool]:
-        tag = zlib.crc32(key) or 1
-        first = (tag % self.sets) * self.ways
-        stride, data = self.stride, self.data
-        victim, best = first, (math.inf, math.inf)
-        empty = False
-        for slot in range(first, first + self.ways):
-            slot_tag = self.tags[slot]
-            if slot_tag == tag:
-                return slot * stride, False
-            if slot_tag == 0:
-                victim, empty = slot, True
-            elif not empty:
-                base = slot * stride
-                last = data[base]
-                weight = sum(data[base + o] for o in self.weights)
-                rank = (weight * 2.0 ** (-self.slow * max(0.0, now - last)), last)
-                if rank < best:
-                    victim, best = slot, rank
-        if not empty:
-            self.evictions += 1
-        self.inserts += 1
-        self.tags[victim] = tag
-        base = victim * stride
-        for i in range(base, base + stride):
-            data[i] = 0.0
-        data[base] = now
-        return base, True
-
-
-def protect_established(extractor: Any) -> bool:
-    """Give a double-precision packet feature state :class:`EstablishedFirst` tables (in
-    place); False for another extractor (left as it is)."""
+def set_unsafe_lru_eviction(extractor: Any, lru: bool) -> bool:
+    """Switch a packet feature state's tables to the older least-recently-updated
+    eviction (``lru=True``: the unsafe baseline of the flood tests) or back to the rule
+    every build uses, least established first (:class:`tinyward.detect.netfeatures._Table`);
+    False for another extractor (left as it is)."""
     if not isinstance(extractor, nf.NetFeatureExtractor):
         return False
-    slow = extractor.config.slow
-    s_slow = tuple(nf._S_DIR + d * nf._S_DIR_STRIDE + 3 for d in (0, 1))
-    c_slow = tuple(nf._C_DIR + d * nf._C_DIR_STRIDE + 3 for d in (0, 1))
-    extractor.sockets = EstablishedFirst.of(extractor.sockets, s_slow, slow)
-    extractor.convs = EstablishedFirst.of(extractor.convs, c_slow, slow)
-    extractor.hosts = EstablishedFirst.of(extractor.hosts, (nf._H_SLOW,), slow)
+    for table in (extractor.hosts, extractor.convs, extractor.sockets):
+        table.lru = lru
     return True
 
 
@@ -259,7 +195,7 @@ class NetScorer:
     """
 
     def __init__(self, model: Model, linktype: int = LINKTYPE_ETHERNET, *,
-                 warmup: float = DEFAULT_NET_WARMUP, protect: bool = True) -> None:
+                 warmup: float = DEFAULT_NET_WARMUP, unsafe_lru_eviction: bool = False) -> None:
         if warmup < 0:
             raise Misuse("warmup must be >= 0 seconds")
         if not isinstance(model.features, PacketFeatures):
@@ -269,9 +205,12 @@ class NetScorer:
         self.linktype = linktype
         self._strip = model.features.strip_tcp_options
         self._extractor = model.features.extractor.copy()  # continues the trained state
-        #: established flows survive floods (:class:`EstablishedFirst`); False: the
-        #: exported eviction rule (``protect=False``, for tests and comparison)
-        self.protected = protect and protect_established(self._extractor)
+        # The trained state's tables evict the least established slot, as training,
+        # `detect score` and the C export do: established flows survive floods
+        # (docs/on-device-detection.md, "State under floods"). unsafe_lru_eviction: the
+        # older rule, only as the flood tests' baseline.
+        set_unsafe_lru_eviction(self._extractor, unsafe_lru_eviction)
+        self.protected = not unsafe_lru_eviction
         self.warmup = warmup
         self._until: float | None = None  # the end of the warm-up, in packet time
         self._shift: float | None = None
@@ -433,7 +372,7 @@ def incident_totals(*sources: Mapping[str, int]) -> dict[str, int]:
     return out
 
 
-__all__ = ["DEFAULT_NET_WARMUP", "INCIDENT_KINDS", "AlarmGate", "EstablishedFirst",
+__all__ = ["DEFAULT_NET_WARMUP", "INCIDENT_KINDS", "AlarmGate",
            "IncidentLimits", "Incidents", "NetScorer", "NetStats", "SensorScorer",
            "TappedFrames", "TokenBucket", "WatchError", "incident_totals",
-           "protect_established"]
+           "set_unsafe_lru_eviction"]
