@@ -119,11 +119,22 @@ class Target:
     # The fleet server's device port (on ``address``) a tinyward device folder reports to,
     # for the traffic-analysis probe's capture of its uplink.
     uplink_port: int | None = None
+    # Where that fleet server is, when not on ``address`` (a device in a lab namespace
+    # reporting to a fleet host there); checked like ``address``.
+    uplink_address: str | None = None
     # How to ask the device for an attestation token ("{nonce}" hex, "{out}" a file) and
     # its attestation certificate (default: a tinyward device folder's).
     attest_command: tuple[str, ...] | None = None
     attest_cert: Path | None = None
     notes: tuple[str, ...] = field(default=())
+
+    @property
+    def uplink(self) -> tuple[str, int] | None:
+        """The fleet server the device reports to (address, port), if named."""
+        address = self.uplink_address or self.address
+        if self.uplink_port is None or address is None:
+            return None
+        return address, self.uplink_port
 
     @property
     def name(self) -> str:
@@ -143,7 +154,8 @@ def make_target(*, address: str | None = None, named: bool = False,
                 restart_command: tuple[str, ...] | None = None,
                 uplink_port: int | None = None,
                 attest_command: tuple[str, ...] | None = None,
-                attest_cert: Path | None = None) -> Target:
+                attest_cert: Path | None = None,
+                uplink_address: str | None = None) -> Target:
     """A checked target. Raises :class:`TargetRefused` or :class:`BadInput`."""
     if address is None and device_dir is None and description is None and \
             device_command is None:
@@ -165,9 +177,13 @@ def make_target(*, address: str | None = None, named: bool = False,
         raise BadInput("the attest command must contain {nonce} and {out}")
     if restart_command is not None and not restart_command:
         raise BadInput("the restart command is empty")
+    uplink = allowed_address(uplink_address, named=named, netns=netns) \
+        if uplink_address is not None else None
+    if uplink_port is not None and not 1 <= uplink_port <= 65535:
+        raise BadInput("the uplink port must be in 1..65535")
     return Target(checked, ports, netns, Path(device_dir) if device_dir else None, description,
                   client_cert, device_command, mitm_cert, replay, login, restart_command,
-                  uplink_port, attest_command, attest_cert)
+                  uplink_port, uplink, attest_command, attest_cert)
 
 
 def parse_ports(text: str) -> tuple[int, ...]:

@@ -97,7 +97,7 @@ def chance(features: Any, labels: Any, seed: int) -> tuple[float, float]:
 
 
 def events_phase(device: Any, port: int, seconds: float, seed: int,
-                 unsafe_unshaped: bool = False) -> Phase:
+                 unsafe_unshaped: bool = False, host: str = "127.0.0.1") -> Phase:
     """Random events, the device's own link through a recording proxy."""
     import numpy as np
 
@@ -108,7 +108,7 @@ def events_phase(device: Any, port: int, seconds: float, seed: int,
     from tinyward.link.shaper import ShaperConfig
 
     rate = math.log(2) / INTERVAL  # about half of the intervals hold an event
-    proxy = TCPProxy(("127.0.0.1", port), record=True)
+    proxy = TCPProxy((host, port), record=True)
     try:
         runner = DeviceRunner(device, proxy.url, RunnerConfig(
             shaper=ShaperConfig(interval=INTERVAL), unsafe_unshaped=unsafe_unshaped,
@@ -134,7 +134,7 @@ def events_phase(device: Any, port: int, seconds: float, seed: int,
 
 
 def app_phase(device: Any, port: int, seconds: float, seed: int,
-              unsafe_inline_feed: bool = False) -> Phase:
+              unsafe_inline_feed: bool = False, host: str = "127.0.0.1") -> Phase:
     """The latency-modulating sandboxed application as the device's source."""
     from tinyward.bench.shaping import _hostile_phase
     from tinyward.link.client import LinkConfig
@@ -143,7 +143,7 @@ def app_phase(device: Any, port: int, seconds: float, seed: int,
     captured: dict[str, Any] = {}
     result = _hostile_phase(device, port, ShaperConfig(interval=INTERVAL),
                             LinkConfig(backoff_initial=0.05, backoff_max=0.5), seconds,
-                            INTERVAL, seed, unsafe_inline_feed, keep=captured)
+                            INTERVAL, seed, unsafe_inline_feed, keep=captured, host=host)
     return Phase("application steering its latency", result.auc,
                  chance(captured["features"], captured["labels"], seed),
                  len(captured["labels"]),
@@ -167,12 +167,13 @@ class TrafficAnalysis:
         from tinyward.errors import TinywardError
 
         device_dir = target.device_dir
-        if target.address is not None and not ipaddress.ip_address(target.address).is_loopback:
+        uplink = target.uplink
+        if uplink is not None and not ipaddress.ip_address(uplink[0]).is_loopback \
+                and target.netns is None:
             return for_all(context, NAME, "not-tested", "live",
                            "the uplink capture runs the device's link on this machine: its "
-                           "fleet server must be on loopback")
-        if device_dir is None or not (device_dir / "device.json").is_file() \
-                or target.uplink_port is None or target.address is None:
+                           "fleet server must be on loopback or in the lab namespace")
+        if device_dir is None or not (device_dir / "device.json").is_file() or uplink is None:
             return for_all(context, NAME, "not-tested", "live",
                            "needs a tinyward device folder and its fleet server's device port "
                            "(--uplink-port N) to capture the uplink")
@@ -187,12 +188,12 @@ class TrafficAnalysis:
             return for_all(context, NAME, "not-tested", "live",
                            f"the time budget ({budget.seconds:.0f} s) leaves no room for two "
                            "phases of at least 5 s")
-        where = f"tcp://{target.address}:{target.uplink_port}"
+        where = f"tcp://{uplink[0]}:{uplink[1]}"
         try:
-            phases = [events_phase(device, target.uplink_port, seconds, 7,
-                                   self.unsafe_unshaped),
-                      app_phase(device, target.uplink_port, seconds, 7,
-                                self.unsafe_inline_feed)]
+            phases = [events_phase(device, uplink[1], seconds, 7, self.unsafe_unshaped,
+                                   uplink[0]),
+                      app_phase(device, uplink[1], seconds, 7, self.unsafe_inline_feed,
+                                uplink[0])]
         except TinywardError as error:  # not enrolled, server refused the device, ...
             return for_all(context, NAME, "not-tested", "live",
                            f"the device's link did not run: {error}", where)

@@ -97,6 +97,9 @@ class Lab:
     #: The fleet's admin bearer token (memory only: the fleet keeps its SHA-256), for
     #: reading ``/metrics`` (the fleet's refusals during attacks aimed at it).
     _admin_token: str = field(default="", repr=False)
+    #: The fleet CA's passphrase (memory only), for glue that needs more of the fleet's
+    #: credentials while the lab is up (the assessment lab's impostor certificate).
+    _ca_secret: bytes = field(default=b"", repr=False)
     _root_ca: Path = field(default=Path("/nonexistent"), repr=False)
     _devices: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _procs: list[subprocess.Popen[bytes] | subprocess.Popen[str]] = field(default_factory=list)
@@ -143,8 +146,9 @@ class Lab:
             # One secret per role, generated here, never written: the server gets its own.
             ca_secret = secrets.token_urlsafe(24).encode()
             server_secret = secrets.token_urlsafe(24).encode()
+            self._ca_secret = ca_secret
             fleet = Fleet.init(self.folder / "fleet", ca_secret,
-                               server_names=[fleet_host.address, "fleet.lab"],
+                               server_names=[fleet_host.address, "fleet.lab", "127.0.0.1"],
                                server_passphrase=server_secret,
                                report_interval=self.interval)
             self.dashboard = _dashboard_password(fleet.directory)
@@ -177,15 +181,32 @@ class Lab:
             self.down()
             raise
 
-    def _start_device(self, role: str, watch: bool = False) -> None:
+    def _start_device(self, role: str, watch: bool = False, extra: tuple[str, ...] = ()) -> None:
         directory = self.folder / role
         argv = [sys.executable, "-m", "tinyward", "device", "run", str(directory),
                 "--server", self.server_url, "--interval", str(self.interval),
-                "--status-file", str(directory / "run-status.json")]
+                "--status-file", str(directory / "run-status.json"), *extra]
         if watch:
             assert self.net_model is not None
             argv += ["--watch", "eth0", "--net-model", str(self.net_model)]
         self._devices[role] = self.start(role, argv, role)
+
+    def stop_device(self, role: str) -> None:
+        """Stop ``role``'s device process (SIGTERM: it stops cleanly)."""
+        proc = self._devices.pop(role, None)
+        if proc is None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+    def restart_device(self, role: str, extra: tuple[str, ...] = ()) -> None:
+        """Stop ``role``'s device and start it again with ``extra`` arguments."""
+        self.stop_device(role)
+        self._start_device(role, extra=extra)
 
     def capture_device(self, seconds: float, path: Path, role: str = "device-1") -> None:
         """``seconds`` of ``role``'s own traffic (its eth0) into ``path``."""
