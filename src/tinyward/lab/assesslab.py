@@ -54,15 +54,17 @@ class Weakening:
     probes: tuple[str, ...]
     device_args: tuple[str, ...] = ()  # device-1's extra `device run` arguments
     command_args: tuple[str, ...] = ()  # the pin probe's device command's extra arguments
-    traffic: Mapping[str, bool] = field(default_factory=dict)  # TrafficAnalysis unsafe_*
+    traffic: Mapping[str, Any] = field(default_factory=dict)  # TrafficAnalysis options
 
 
 _NETWORK = ("port-scan", "tls-config", "credentials", "preauth-exhaustion")
 WEAKENINGS: dict[str, Weakening] = {w.name: w for w in (
     Weakening("debug-port", _NETWORK, device_args=("--unsafe-debug-port", str(DEBUG_PORT))),
     Weakening("unpinned", ("pin-mitm",), command_args=("--unsafe-no-pin",)),
-    Weakening("unshaped", ("traffic-analysis",), traffic={"unsafe_unshaped": True}),
-    Weakening("steering-app", ("traffic-analysis",), traffic={"unsafe_inline_feed": True}),
+    Weakening("unshaped", ("traffic-analysis",),
+              traffic={"unsafe_unshaped": True, "phases": ("events",)}),
+    Weakening("steering-app", ("traffic-analysis",),
+              traffic={"unsafe_inline_feed": True, "phases": ("app",)}),
 )}
 
 
@@ -80,7 +82,10 @@ def run_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
         mitm_cert=tuple(Path(p) for p in spec["mitm_cert"]),  # type: ignore[arg-type]
         uplink_address=spec["uplink_address"], uplink_port=spec["uplink_port"],
         attest_command=tuple(spec["attest_command"]))
-    probes = [TrafficAnalysis(seconds=spec.get("traffic_seconds", 60.0), **spec["traffic"])
+    traffic = dict(spec["traffic"])
+    if "phases" in traffic:
+        traffic["phases"] = tuple(traffic["phases"])
+    probes = [TrafficAnalysis(seconds=spec.get("traffic_seconds", 30.0), **traffic)
               if p.name == "traffic-analysis" else p for p in all_probes()]
     if spec.get("only"):
         probes = [p for p in probes if p.name in spec["only"]]
@@ -137,7 +142,7 @@ class LabDevice:
         self.lab.down()
 
     def spec(self, weakening: Weakening | None = None, *,
-             only: tuple[str, ...] = (), traffic_seconds: float = 60.0) -> dict[str, Any]:
+             only: tuple[str, ...] = (), traffic_seconds: float = 30.0) -> dict[str, Any]:
         device = self.folder / "device-2"
         py = sys.executable
         command = [py, "-m", "tinyward", "device", "run", str(device), "--server", "{server}",

@@ -155,8 +155,12 @@ class TrafficAnalysis:
     kind = "live"
 
     def __init__(self, *, seconds: float = PHASE_SECONDS, unsafe_unshaped: bool = False,
-                 unsafe_inline_feed: bool = False) -> None:
+                 unsafe_inline_feed: bool = False,
+                 phases: tuple[str, ...] = ("events", "app")) -> None:
         # ``unsafe_*``: the controls (shaping off; an application that can steer timing).
+        # ``phases``: a control that weakens one phase runs only that one (a missing phase
+        # can never pass: the verdict is then fail or not-tested).
+        self.phases = phases
         self.seconds = seconds
         self.unsafe_unshaped = unsafe_unshaped
         self.unsafe_inline_feed = unsafe_inline_feed
@@ -190,10 +194,13 @@ class TrafficAnalysis:
                            "phases of at least 5 s")
         where = f"tcp://{uplink[0]}:{uplink[1]}"
         try:
-            phases = [events_phase(device, uplink[1], seconds, 7, self.unsafe_unshaped,
-                                   uplink[0]),
-                      app_phase(device, uplink[1], seconds, 7, self.unsafe_inline_feed,
-                                uplink[0])]
+            phases = []
+            if "events" in self.phases:
+                phases.append(events_phase(device, uplink[1], seconds, 7,
+                                           self.unsafe_unshaped, uplink[0]))
+            if "app" in self.phases:
+                phases.append(app_phase(device, uplink[1], seconds, 7,
+                                        self.unsafe_inline_feed, uplink[0]))
         except TinywardError as error:  # not enrolled, server refused the device, ...
             return for_all(context, NAME, "not-tested", "live",
                            f"the device's link did not run: {error}", where)
