@@ -85,7 +85,7 @@ def run_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
     traffic = dict(spec["traffic"])
     if "phases" in traffic:
         traffic["phases"] = tuple(traffic["phases"])
-    probes = [TrafficAnalysis(seconds=spec.get("traffic_seconds", 30.0), **traffic)
+    probes = [TrafficAnalysis(seconds=spec.get("traffic_seconds", 60.0), **traffic)
               if p.name == "traffic-analysis" else p for p in all_probes()]
     if spec.get("only"):
         probes = [p for p in probes if p.name in spec["only"]]
@@ -108,7 +108,8 @@ class LabDevice:
         from tinyward.lab.testbed.plan import make_plan
 
         self.folder = folder
-        self.lab = Lab(make_plan(2, prefix), folder, interval=1.0, detect=False)
+        self.lab = Lab(make_plan(2, prefix), folder, interval=1.0, detect=False,
+                       updates=True, declared_interval=0.1)  # the traffic probe's 0.1 s
         self.files = folder / "assess"
 
     def __enter__(self) -> LabDevice:
@@ -122,7 +123,7 @@ class LabDevice:
             self.files.mkdir(parents=True, exist_ok=True)
             fleet_dir = self.folder / "fleet"
             fleet_host = self.lab.plan.host("fleet").address
-            secret = self.lab._ca_secret  # noqa: SLF001 - the lab's own glue
+            secret = self.lab._ca_secret
             self.mitm = server_credentials_wrong_key(self.files / "mitm", fleet_dir, secret,
                                                      names=("127.0.0.1", "localhost",
                                                             fleet_host))
@@ -142,7 +143,7 @@ class LabDevice:
         self.lab.down()
 
     def spec(self, weakening: Weakening | None = None, *,
-             only: tuple[str, ...] = (), traffic_seconds: float = 30.0) -> dict[str, Any]:
+             only: tuple[str, ...] = (), traffic_seconds: float = 60.0) -> dict[str, Any]:
         device = self.folder / "device-2"
         py = sys.executable
         command = [py, "-m", "tinyward", "device", "run", str(device), "--server", "{server}",

@@ -76,7 +76,7 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
     timeout = _HANDSHAKE_TIMEOUT
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+    def do_GET(self) -> None:
         body = json.dumps(self.server.status(), default=str).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -84,7 +84,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         return  # a debug port that logs every probe would fill the device's log
 
 

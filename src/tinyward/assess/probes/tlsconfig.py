@@ -238,8 +238,10 @@ class TlsConfig:
         """A device that listens on no port (a scan of every port) talks only over its
         uplink: what its fleet server accepts bounds what the device's traffic can be (the
         pin, I-PIN-1, keeps it to that one server)."""
-        assert target.uplink is not None
-        address, port = target.uplink
+        uplink = target.uplink
+        if uplink is None:
+            return for_all(context, NAME, "not-tested", "live", "no uplink named")
+        address, port = uplink
         if not budget.spend():
             return for_all(context, NAME, "not-tested", "live", "budget used up")
         try:

@@ -35,10 +35,15 @@ from tinyward.assess.probes.base import Budget, Context, for_all
 from tinyward.assess.target import Target
 
 NAME = "traffic-analysis"
-PHASE_SECONDS = 30.0
+PHASE_SECONDS = 60.0
 INTERVAL = 0.1
 MAX_AUC = 0.55
 NULL_SHUFFLES = 10
+#: Fewer intervals than this in a phase decide nothing (60 s at 0.1 s gives 599).
+MIN_INTERVALS = 500
+#: A fail needs the AUC this many null standard deviations above 0.5 (one-sided
+#: p ~ 0.0002: a device that leaks nothing fails by chance about once in 4,000 phases).
+Z_FAIL = 3.5
 
 
 @dataclass(frozen=True)
@@ -51,21 +56,41 @@ class Phase:
     chance: tuple[float, float]
     intervals: int
     note: str = ""
+    positives: int = 0  # intervals labelled 1 (0: half of them, for older callers)
+
+    @property
+    def null_sd(self) -> float:
+        """The AUC's standard deviation when the traffic says nothing (the Mann-Whitney
+        null: sqrt((n1 + n0 + 1) / (12 n1 n0)))."""
+        n1 = self.positives or self.intervals // 2
+        n0 = self.intervals - n1
+        if n1 <= 0 or n0 <= 0:
+            return 1.0
+        return math.sqrt((n1 + n0 + 1) / (12 * n1 * n0))
+
+    @property
+    def fail_above(self) -> float:
+        return max(MAX_AUC, 0.5 + Z_FAIL * self.null_sd)
 
     def text(self) -> str:
         return (f"{self.name}: AUC {self.auc:.3f} (chance {self.chance[0]:.3f}-"
-                f"{self.chance[1]:.3f}, {self.intervals} intervals of {INTERVAL} s)")
+                f"{self.chance[1]:.3f}, {self.intervals} intervals of {INTERVAL} s; "
+                f"fails above {self.fail_above:.3f})")
 
 
 def phase_verdict(phase: Phase) -> str:
-    """fail, pass or not-tested for one phase (pure). A fail needs the AUC above 0.55 *and*
-    above what shuffled labels reach on this many intervals: on a short run chance alone
-    can pass 0.55, and that shows no leak (nor its absence: not-tested)."""
-    if phase.intervals == 0:
+    """fail, pass or not-tested for one phase (pure). The rule (docs/assessment.md),
+    fixed before the runs it reports: fewer than MIN_INTERVALS intervals decide nothing;
+    AUC <= 0.55 passes; AUC above 0.55, above 0.5 + 3.5 null standard deviations *and*
+    above every shuffled-label run fails; in between is not-tested (a longer run, or a
+    quieter machine, decides)."""
+    if phase.intervals < MIN_INTERVALS:
         return "not-tested"
-    if phase.auc > MAX_AUC:
-        return "fail" if phase.auc > phase.chance[1] else "not-tested"
-    return "pass" if phase.auc <= phase.chance[1] else "not-tested"
+    if phase.auc <= MAX_AUC:
+        return "pass"
+    if phase.auc > phase.fail_above and phase.auc > phase.chance[1]:
+        return "fail"
+    return "not-tested"
 
 
 def verdict(phases: list[Phase], context: Context, where: str = "") -> list[Evidence]:
@@ -76,16 +101,16 @@ def verdict(phases: list[Phase], context: Context, where: str = "") -> list[Evid
     parts = "; ".join(p.text() + (f" [{p.note}]" if p.note else "") for p in phases)
     if "fail" in verdicts:
         return for_all(context, NAME, "fail", "live",
-                       f"the eavesdropper tells them apart (AUC above {MAX_AUC} and above "
-                       f"chance): {parts}",
+                       f"the eavesdropper tells them apart (AUC above {MAX_AUC}, above "
+                       f"{Z_FAIL} null standard deviations and above chance): {parts}",
                        where)
     if len(phases) == 2 and set(verdicts) == {"pass"}:
         return for_all(context, NAME, "pass", "live",
-                       f"the eavesdropper learns nothing (AUC <= {MAX_AUC}, within chance): "
+                       f"the eavesdropper learns nothing (AUC <= {MAX_AUC}): "
                        f"{parts}", where)
     return for_all(context, NAME, "not-tested", "live",
-                   f"inconclusive (an AUC on one side of {MAX_AUC} and the other of its "
-                   f"chance range, or a phase missing): "
+                   f"inconclusive (an AUC above {MAX_AUC} but not beyond doubt, fewer than "
+                   f"{MIN_INTERVALS} intervals, or a phase missing): "
                    f"{parts}", where)
 
 
@@ -130,7 +155,7 @@ def events_phase(device: Any, port: int, seconds: float, seed: int,
         return Phase("random events", 0.5, (0.5, 0.5), 0, "too few events of one kind")
     features = _features(proxy.records, start, INTERVAL, n)
     return Phase("random events", _auc(features, labels, seed),
-                 chance(features, labels, seed), n)
+                 chance(features, labels, seed), n, positives=int(labels.sum()))
 
 
 def app_phase(device: Any, port: int, seconds: float, seed: int,
@@ -147,7 +172,8 @@ def app_phase(device: Any, port: int, seconds: float, seed: int,
     return Phase("application steering its latency", result.auc,
                  chance(captured["features"], captured["labels"], seed),
                  len(captured["labels"]),
-                 f"{result.bits_right} of {result.bits} secret bits recovered")
+                 f"{result.bits_right} of {result.bits} secret bits recovered",
+                 positives=int(sum(captured["labels"])))
 
 
 class TrafficAnalysis:
@@ -187,7 +213,9 @@ class TrafficAnalysis:
             device = Device.open(device_dir)
         except TinywardError as error:
             return for_all(context, NAME, "not-tested", "live", f"the device folder: {error}")
-        seconds = min(self.seconds, budget.left() / 2.5)  # two phases and the classifier
+        # Each phase and its classifier; a budget that cannot hold the phases shortens
+        # them (and fewer than MIN_INTERVALS intervals then decide nothing).
+        seconds = min(self.seconds, budget.left() / (1.25 * len(self.phases)))
         if seconds < 5 or not budget.spend():
             return for_all(context, NAME, "not-tested", "live",
                            f"the time budget ({budget.seconds:.0f} s) leaves no room for two "

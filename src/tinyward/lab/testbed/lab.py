@@ -82,6 +82,12 @@ class Lab:
     detect: bool = True
     #: Seconds of device-1's benign traffic captured (and, with detection, trained on).
     train_seconds: float = 20.0
+    #: Give the fleet an update repository before enrolling (devices then carry its root
+    #: and run their update agent): the assessment lab's update-trust evidence.
+    updates: bool = False
+    #: The report schedule the devices are enrolled with (the fleet's rate limit follows
+    #: it), when not ``interval``: the assessment's traffic probe runs a device at 0.1 s.
+    declared_interval: float | None = None
     server_url: str = ""
     admin_url: str = ""
     device_ids: dict[str, str] = field(default_factory=dict)
@@ -151,6 +157,15 @@ class Lab:
                                server_names=[fleet_host.address, "fleet.lab", "127.0.0.1"],
                                server_passphrase=server_secret,
                                report_interval=self.interval)
+            if self.updates:
+                from tinyward.fleet.update_repo import UpdateRepository
+
+                # Root keys sealed with random passphrases nobody keeps: the lab's fleet
+                # is thrown away with it (no release is ever signed with them).
+                UpdateRepository.init(fleet.directory, root_secrets=[
+                    secrets.token_urlsafe(24).encode() for _ in range(3)],
+                    targets_secrets=[secrets.token_urlsafe(24).encode()],
+                    server_secret=server_secret)
             self.dashboard = _dashboard_password(fleet.directory)
             from tinyward.fleet.guards import create_admin_token
 
@@ -168,7 +183,8 @@ class Lab:
             for host in self.plan.devices:
                 device = Device.init(self.folder / host.role)
                 device.install(fleet.enroll(device.enrolment_request, device_ca,
-                                            report_interval=self.interval))
+                                            report_interval=self.declared_interval
+                                            or self.interval))
                 self.device_ids[host.role] = device.device_id
                 self._start_device(host.role)
             if self.detection:
