@@ -36,6 +36,7 @@ pytestmark = [pytest.mark.slow,
 EXPECTED = {
     "debug-port": "C-SURF-1",      # tier 2: no listening ports
     "unpinned": "I-PIN-1",         # tier 2: the server is pinned
+    "default-pin": "I-CRED-1",     # tier 1: no universal default credentials
     "unshaped": "C-TRAFFIC-1",     # tier 3: traffic says nothing
     "steering-app": "C-TRAFFIC-1",  # tier 3: ... even steered by the application
 }
@@ -63,7 +64,8 @@ def full(lab: Any) -> dict[str, dict[str, Any]]:
 
 
 def test_the_full_device_passes_every_requirement_a_weakening_breaks(full) -> None:
-    for requirement in set(EXPECTED.values()) | {"C-COMM-1", "I-CRED-1", "A-PREAUTH-1"}:
+    for requirement in set(EXPECTED.values()) | {"C-COMM-1", "A-PREAUTH-1", "I-AUTH-1",
+                                                 "I-REPLAY-1", "I-UPD-1"}:
         assert full[requirement]["verdict"] == "pass", (requirement, full[requirement])
     # No listener at all, on every TCP port; its only traffic is the TLS 1.3 uplink.
     assert "all 65535 TCP ports" in full["C-SURF-1"]["text"]

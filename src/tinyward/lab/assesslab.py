@@ -19,6 +19,8 @@ weakening of the real code path, never reachable from a default:
   HTTPS status port, TLS 1.3, no login (``link/debugport.py``);
 - ``unpinned``: the device command runs ``device run --unsafe-no-pin`` (hidden): the
   link checks the CA chain but not the server key pin (``LinkConfig.unsafe_unpinned``);
+- ``default-pin``: the lent unit's local readout enrolled (``device readout-enrol --pin
+  --set-pin``) with 12345678, the same on every unit, as a vendor ships it;
 - ``unshaped``: the device's runner with ``RunnerConfig.unsafe_unshaped`` (one report per
   event, sent at once) in the traffic probe's capture;
 - ``steering-app``: the application source with ``unsafe_inline_feed`` (frames fed
@@ -55,12 +57,14 @@ class Weakening:
     device_args: tuple[str, ...] = ()  # device-1's extra `device run` arguments
     command_args: tuple[str, ...] = ()  # the pin probe's device command's extra arguments
     traffic: Mapping[str, Any] = field(default_factory=dict)  # TrafficAnalysis options
+    readout_pin: str | None = None  # the lent unit's readout enrolled with this PIN
 
 
 _NETWORK = ("port-scan", "tls-config", "credentials", "preauth-exhaustion")
 WEAKENINGS: dict[str, Weakening] = {w.name: w for w in (
     Weakening("debug-port", _NETWORK, device_args=("--unsafe-debug-port", str(DEBUG_PORT))),
     Weakening("unpinned", ("pin-mitm",), command_args=("--unsafe-no-pin",)),
+    Weakening("default-pin", ("port-scan", "credentials"), readout_pin="12345678"),
     Weakening("unshaped", ("traffic-analysis",),
               traffic={"unsafe_unshaped": True, "phases": ("events",)}),
     Weakening("steering-app", ("traffic-analysis",),
@@ -70,6 +74,7 @@ WEAKENINGS: dict[str, Weakening] = {w.name: w for w in (
 
 def run_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
     """Assess as ``spec`` says (run inside the lab namespace); the verdicts and tier."""
+    from tinyward.assess.probes.replay import ReplaySpec
     from tinyward.assess.probes.traffic import TrafficAnalysis
     from tinyward.assess.run import all_probes, assess
     from tinyward.assess.target import load_description, make_target
@@ -81,7 +86,9 @@ def run_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
         device_command=tuple(spec["device_command"]),
         mitm_cert=tuple(Path(p) for p in spec["mitm_cert"]),  # type: ignore[arg-type]
         uplink_address=spec["uplink_address"], uplink_port=spec["uplink_port"],
-        attest_command=tuple(spec["attest_command"]))
+        attest_command=tuple(spec["attest_command"]),
+        replay=ReplaySpec(Path(spec["replay"]).read_bytes(), spec["uplink_port"])
+        if spec.get("replay") else None)
     traffic = dict(spec["traffic"])
     if "phases" in traffic:
         traffic["phases"] = tuple(traffic["phases"])
@@ -109,7 +116,10 @@ class LabDevice:
 
         self.folder = folder
         self.lab = Lab(make_plan(2, prefix), folder, interval=1.0, detect=False,
-                       updates=True, declared_interval=0.1)  # the traffic probe's 0.1 s
+                       updates=True,
+                       # The traffic probe runs a device at 0.1 s, ten times the schedule
+                       # the fleet's per-device rate limit allows it (docs/assessment.md).
+                       fleet_options=("--rate", "1000", "--burst", "1000"))
         self.files = folder / "assess"
 
     def __enter__(self) -> LabDevice:
@@ -132,12 +142,24 @@ class LabDevice:
             from tinyward.fleet.pki import Fleet
 
             fleet = Fleet.open(fleet_dir)
-            credential = SimulatedDevice.enrolled(fleet, secret)
-            self.client_cert = credential.write_tls_files(self.files)
+            self.credential = SimulatedDevice.enrolled(fleet, secret)
+            self.client_cert = self.credential.write_tls_files(self.files)
+            self._readout("device-2")
         except BaseException:
             self.lab.down()
             raise
         return self
+
+    def _readout(self, role: str, pin: str | None = None) -> None:
+        """Enrol ``role``'s local readout with a PIN: its own random one, or ``pin`` (the
+        default-PIN weakening), through the real ``device readout-enrol``."""
+        argv = [sys.executable, "-m", "tinyward", "device", "readout-enrol",
+                str(self.folder / role), "--pin"]
+        if pin is not None:
+            argv += ["--set-pin", pin]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"readout-enrol failed: {done.stderr[-500:]}")
 
     def __exit__(self, *exc: object) -> None:
         self.lab.down()
@@ -178,6 +200,12 @@ class LabDevice:
         if weakening is not None and weakening.device_args:
             self.lab.restart_device("device-1", weakening.device_args)
             time.sleep(3)  # its listener is up once the process has started
+        if weakening is not None and weakening.readout_pin:
+            self._readout("device-2", weakening.readout_pin)
+        if weakening is None:  # a capture the fleet has not seen (made, never sent)
+            capture = self.files / f"{name}.capture"
+            capture.write_bytes(self.credential.report(timestamp=int(time.time())))
+            spec["replay"] = str(capture)
         try:
             with open(self.files / f"{name}.log", "wb") as log:
                 done = subprocess.run(net.ns_command(spec["netns"], [
@@ -186,6 +214,8 @@ class LabDevice:
         finally:
             if weakening is not None and weakening.device_args:
                 self.lab.restart_device("device-1")
+            if weakening is not None and weakening.readout_pin:
+                self._readout("device-2")  # back to its own random PIN
         if done.returncode != 0:
             raise RuntimeError(f"the assessment failed ({done.returncode}): "
                                + (self.files / f"{name}.log").read_text()[-2000:])

@@ -85,9 +85,9 @@ class Lab:
     #: Give the fleet an update repository before enrolling (devices then carry its root
     #: and run their update agent): the assessment lab's update-trust evidence.
     updates: bool = False
-    #: The report schedule the devices are enrolled with (the fleet's rate limit follows
-    #: it), when not ``interval``: the assessment's traffic probe runs a device at 0.1 s.
-    declared_interval: float | None = None
+    #: More ``fleet serve`` options (the assessment lab raises the per-device report rate
+    #: for its traffic probe, which runs a device at 0.1 s).
+    fleet_options: tuple[str, ...] = ()
     server_url: str = ""
     admin_url: str = ""
     device_ids: dict[str, str] = field(default_factory=dict)
@@ -174,7 +174,8 @@ class Lab:
             announced: list[str] = []
             _, self.server_url = start_fleet_server(
                 fleet.directory, server_secret, fleet_host.address, FLEET_PORT,
-                extra=("--admin-host", fleet_host.address, "--admin-port", str(ADMIN_PORT)),
+                extra=("--admin-host", fleet_host.address, "--admin-port", str(ADMIN_PORT),
+                       *self.fleet_options),
                 announced=announced, wrap=lambda argv: net.ns_command(fleet_host.netns, argv))
             self.admin_url = f"https://{fleet_host.address}:{ADMIN_PORT}"
             self._services()
@@ -183,8 +184,7 @@ class Lab:
             for host in self.plan.devices:
                 device = Device.init(self.folder / host.role)
                 device.install(fleet.enroll(device.enrolment_request, device_ca,
-                                            report_interval=self.declared_interval
-                                            or self.interval))
+                                            report_interval=self.interval))
                 self.device_ids[host.role] = device.device_id
                 self._start_device(host.role)
             if self.detection:
