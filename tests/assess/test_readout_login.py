@@ -39,7 +39,7 @@ def test_a_device_unique_pin_passes_and_locks_across_a_reopening(device: Device)
     ReadoutGate(device.storage, "d").enrol_pin()  # random 8 digits, this device's own
     result = assess(make_target(device_dir=device.directory),
                     probes=[Credentials(), LockoutRestart()])
-    cred = [e for e in result.verdicts.values() if e.requirement == "I-CRED-1"][0]
+    cred = result.verdicts["I-CRED-1"]
     # No address: the network part is not-tested, and not-tested beats the readout's pass.
     assert cred.verdict == "not-tested"
     auth = result.verdicts["I-AUTH-1"]
@@ -60,7 +60,7 @@ def test_control_a_vendor_default_pin_fails_i_cred_1(device: Device) -> None:
 def test_control_a_count_lost_on_restart_fails_i_auth_1(device: Device,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     ReadoutGate(device.storage, "d").enrol_pin()
-    real = readout._gate  # noqa: SLF001
+    real = readout._gate
 
     calls = []
 
@@ -70,7 +70,7 @@ def test_control_a_count_lost_on_restart_fails_i_auth_1(device: Device,
         if len(calls) > 2:  # the reopening: a device that keeps its count in memory
             from tinyward.trust.lockout import LockoutState
 
-            gate._storage.write("readout.lockout", LockoutState().to_cbor())  # noqa: SLF001
+            gate._storage.write("readout.lockout", LockoutState().to_cbor())
         return gate
 
     monkeypatch.setattr(readout, "_gate", forgetful)
