@@ -117,6 +117,7 @@ server.modules = ("mod_auth", "mod_authn_file", "mod_openssl")
 server.document-root = "{folder / "www"}"
 server.bind = "{address}"
 server.port = 80
+index-file.names = ("index.html")
 server.errorlog = "{folder / "error.log"}"
 server.max-connections = 1024
 auth.backend = "plain"
