@@ -27,6 +27,10 @@ from tinyward.lab.testbed.tools import missing_tools
 
 ROOT = os.geteuid() == 0 and shutil.which("ip") is not None
 pytestmark = [pytest.mark.slow,
+              # The module's one lab and full assessment (traffic: two 60 s phases and
+              # their classifiers) run in its first test: more than the default 600 s
+              # on a loaded machine.
+              pytest.mark.timeout(1500),
               needs(ROOT, "the lab needs root and iproute2 (network namespaces)"),
               needs(not missing_tools(), f"the lab's tools: {', '.join(missing_tools())} "
                     "(scripts/install-system-deps.sh)"),
