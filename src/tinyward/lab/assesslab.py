@@ -144,7 +144,6 @@ class LabDevice:
             fleet = Fleet.open(fleet_dir)
             self.credential = SimulatedDevice.enrolled(fleet, secret)
             self.client_cert = self.credential.write_tls_files(self.files)
-            self._readout("device-2")
         except BaseException:
             self.lab.down()
             raise
@@ -196,16 +195,18 @@ class LabDevice:
         spec = self.spec(weakening, **options)
         spec_path = self.files / f"{name}.spec.json"
         out = self.files / f"{name}.json"
-        spec_path.write_text(json.dumps(spec))
-        if weakening is not None and weakening.device_args:
-            self.lab.restart_device("device-1", weakening.device_args)
-            time.sleep(3)  # its listener is up once the process has started
-        if weakening is not None and weakening.readout_pin:
-            self._readout("device-2", weakening.readout_pin)
         if weakening is None:  # a capture the fleet has not seen (made, never sent)
             capture = self.files / f"{name}.capture"
             capture.write_bytes(self.credential.report(timestamp=int(time.time())))
             spec["replay"] = str(capture)
+        spec_path.write_text(json.dumps(spec))
+        if weakening is not None and weakening.device_args:
+            self.lab.restart_device("device-1", weakening.device_args)
+            time.sleep(3)  # its listener is up once the process has started
+        # Every assessment meets the lent unit's readout as shipped: the last one's
+        # lockout probe left it locked, and re-enrolling resets it (its own random PIN,
+        # or the weakening's vendor PIN).
+        self._readout("device-2", weakening.readout_pin if weakening is not None else None)
         try:
             with open(self.files / f"{name}.log", "wb") as log:
                 done = subprocess.run(net.ns_command(spec["netns"], [
@@ -214,8 +215,6 @@ class LabDevice:
         finally:
             if weakening is not None and weakening.device_args:
                 self.lab.restart_device("device-1")
-            if weakening is not None and weakening.readout_pin:
-                self._readout("device-2")  # back to its own random PIN
         if done.returncode != 0:
             raise RuntimeError(f"the assessment failed ({done.returncode}): "
                                + (self.files / f"{name}.log").read_text()[-2000:])
