@@ -15,7 +15,9 @@ import tinyward
 
 SRC = Path(tinyward.__file__).parent
 DEVICE = ("trust", "app", "link", "readout", "detect", "update")
-TOOLS = ("lab", "bench")
+# The assessment attacks devices (its live attacks are shared with the lab's demo, so lab
+# imports assess): no product code may carry it, as none may carry lab or bench.
+TOOLS = ("lab", "bench", "assess")
 
 
 def _module_name(path: Path) -> str:
@@ -80,7 +82,7 @@ def test_fleet_imports_no_tool_or_cli_code() -> None:
     assert _offences(("fleet",), ("cli", *TOOLS)) == []
 
 
-def test_product_code_imports_no_lab_or_bench_code() -> None:
+def test_product_code_imports_no_lab_bench_or_assess_code() -> None:
     product = (*DEVICE, "fleet", "")  # "" is tinyward's own top-level modules
     assert _offences(product, TOOLS) == []
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-HERE = Path(__file__).parent
+from tinyward.assess.hostile_apps import copy_app
+
 TRIGGER = 666
 
 
@@ -51,7 +52,7 @@ def hostile(world_tmp: Path) -> Callable[[str, dict[str, object]], Path]:
 
     def make(name: str, target: dict[str, object]) -> Path:
         folder = world_tmp / name
-        shutil.copytree(HERE / "hostile" / name, folder)
+        copy_app(name, folder)
         (folder / "target.json").write_text(json.dumps(target))
         for root, _dirs, files in os.walk(folder):
             os.chmod(root, 0o755)

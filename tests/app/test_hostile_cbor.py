@@ -24,12 +24,12 @@ from hypothesis import strategies as st
 from tinyward.app.manifest import load_manifest
 from tinyward.app.sandbox import SandboxConfig
 from tinyward.app.supervisor import Supervisor, SupervisorConfig
+from tinyward.assess.hostile_apps import copy_app
 
 from .conftest import TRIGGER, FakeClock, frame
 
 pytestmark = pytest.mark.slow
 
-HERE = Path(__file__).parent
 
 
 @pytest.fixture
@@ -42,7 +42,7 @@ def hostile():
     def make(payloads: list[bytes]) -> Path:
         count[0] += 1
         folder = outer / f"app{count[0]}"
-        shutil.copytree(HERE / "hostile" / "raw_cbor", folder)
+        copy_app("raw_cbor", folder)
         (folder / "target.json").write_text(json.dumps({"payloads": [p.hex() for p in payloads]}))
         for root, _dirs, files in os.walk(folder):
             os.chmod(root, 0o755)

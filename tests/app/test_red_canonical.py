@@ -20,12 +20,13 @@ import pytest
 
 from tinyward.app.contract import check_result
 from tinyward.app.manifest import parse_manifest
+from tinyward.assess.hostile_apps import source
 
 from .test_hostile_cbor import hostile, run_payloads  # noqa: F401 (fixture)
 
 HERE = Path(__file__).parent
 CONTRACT = parse_manifest(
-    (HERE / "hostile" / "raw_cbor" / "sensor.toml").read_text().replace(
+    (source("raw_cbor") / "sensor.toml").read_text().replace(
         'models = ["target.json"]', "models = []"), HERE / "good").contract
 REFERENCE = {"count": 1, "state": "normal", "score": 0.5}
 

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from tinyward.assess.attacks.certificates import server_credentials_wrong_key
 from tinyward.assess.model import load_model
 from tinyward.assess.probes.base import Context
 from tinyward.assess.probes.pinmitm import MitmRun, PinMitm, verdict
 from tinyward.assess.run import assess
 from tinyward.assess.target import make_target
 from tinyward.fleet.pki import Fleet
-from tinyward.lab.attacks import server_credentials_wrong_key
 from tinyward.trust.device import Device
 
 PASSPHRASE = b"assess-pin-tests"

@@ -16,9 +16,9 @@ import pytest
 from click.testing import CliRunner
 
 from tests.conftest import needs
+from tinyward.assess.attacks.outcome import tls_refusal_in_words
 from tinyward.cli.demo import state_from_json
 from tinyward.cli.main import cli
-from tinyward.lab.attacks import tls_refusal_in_words
 from tinyward.lab.demo import DemoState
 
 RECORDED = Path(__file__).parent / "data" / "demo-state.json"

@@ -40,6 +40,7 @@ def TestOneInput(data: bytes) -> None:  # the name atheris and OSS-Fuzz use
 
 def seeds() -> list[bytes]:
     found = sorted({*REPO.glob("src/tinyward/app/**/sensor.toml"),
+                    *REPO.glob("src/tinyward/assess/data/hostile/*/sensor.toml"),
                     *REPO.glob("tests/app/**/sensor.toml"), *REPO.glob("examples/**/sensor.toml")})
     out = [path.read_bytes() for path in found]
     out.append(b"""[app]

@@ -33,12 +33,12 @@ from tinyward.app.frames import simulated_frames
 from tinyward.app.manifest import Manifest, load_manifest
 from tinyward.app.source import AppResultSource
 from tinyward.app.supervisor import SupervisorConfig
+from tinyward.assess import hostile_apps
 from tinyward.link.chunks import IDLE_REQUEST, FetchRequest, Frame
 from tinyward.link.runner import DeviceRunner, RunnerConfig
 from tinyward.link.shaper import ShaperConfig
 
 pytestmark = pytest.mark.slow
-HOSTILE = Path(__file__).resolve().parents[1] / "app" / "hostile"
 INTERVAL = 0.5
 SLOT = 1.0  # one secret bit per second of CLOCK_MONOTONIC
 BITS = 24
@@ -48,7 +48,7 @@ def copy_app(name: str, target: dict[str, object]) -> tuple[Path, Manifest]:
     outer = Path(tempfile.mkdtemp(prefix="tinyward-timing-", dir="/tmp"))
     outer.chmod(0o755)
     folder = outer / name
-    shutil.copytree(HOSTILE / name, folder)
+    hostile_apps.copy_app(name, folder)
     (folder / "target.json").write_text(json.dumps(target))
     for root, _dirs, files in os.walk(folder):
         os.chmod(root, 0o755)

@@ -13,12 +13,12 @@ import pytest
 
 from tests.link.conftest import PASSPHRASE, World
 from tests.link.liveserver import LiveFleetServer
-from tinyward.errors import Misuse
-from tinyward.lab.attacks import (
-    RogueServer,
+from tinyward.assess.attacks.certificates import (
     server_credentials_other_ca,
     server_credentials_wrong_key,
 )
+from tinyward.assess.attacks.rogue_server import RogueServer
+from tinyward.errors import Misuse
 from tinyward.link.client import Backoff, ReportLink, ServerURL, device_context
 from tinyward.link.errors import (
     BadServerAnswer,
@@ -145,7 +145,8 @@ def test_answers_are_classified_so_that_nothing_is_dropped_for_a_device_wide_pro
 def test_rogue_clients_and_a_replay_are_refused_in_plain_words(world: World,
                                                                tmp_path: Path) -> None:
     """What the demo shows: each refusal's reason in words, never OpenSSL's text."""
-    from tinyward.lab.attacks import client_credentials, client_with_rogue_certificate, post_as
+    from tinyward.assess.attacks.certificates import client_credentials
+    from tinyward.assess.attacks.clients import client_with_rogue_certificate, post_as
 
     device = world.device("a")
     report = _report(device, 1)

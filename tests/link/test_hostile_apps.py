@@ -1,6 +1,6 @@
 """Issue 4's hostile applications, run as a device's application end to end.
 
-Each hostile app from ``tests/app/hostile`` runs in the real sandbox as the source of a
+Each hostile app (``tinyward.assess.hostile_apps``) runs in the real sandbox as the source of a
 real device runner reporting over mutual TLS to a fleet server. Every one must be stopped
 or contained, the device must keep reporting, and the incident must show in its reports.
 """
@@ -18,10 +18,10 @@ import pytest
 
 from tests.link.conftest import World
 from tests.link.liveserver import LiveFleetServer
+from tinyward.assess.hostile_apps import copy_app
 from tinyward.link.runner import DeviceRunner, RunnerConfig
 from tinyward.link.shaper import ShaperConfig
 
-HOSTILE = Path(__file__).resolve().parents[1] / "app" / "hostile"
 TRIGGER = 666
 
 # Reports carry the class of the fault (crash, stall, refused), not its detailed kind.
@@ -52,7 +52,7 @@ def test_hostile_app_is_contained_and_reported(world: World, app: str, incident:
     outer = Path(tempfile.mkdtemp(prefix="tinyward-hostile-", dir="/tmp"))
     outer.chmod(0o755)
     folder = outer / app
-    shutil.copytree(HOSTILE / app, folder)
+    copy_app(app, folder)
     marker = outer / "exec-marker"
     (folder / "target.json").write_text(json.dumps({
         "keystore": str(device.directory / "keys" / "tls.key.pem"),
@@ -135,7 +135,7 @@ def test_device_keeps_reporting_whatever_cbor_its_app_sends(world: World) -> Non
     outer = Path(tempfile.mkdtemp(prefix="tinyward-hostile-", dir="/tmp"))
     outer.chmod(0o755)
     folder = outer / "raw_cbor"
-    shutil.copytree(HOSTILE / "raw_cbor", folder)
+    copy_app("raw_cbor", folder)
     (folder / "target.json").write_text(json.dumps({"payloads": [p.hex() for p in payloads]}))
     for root, _dirs, files in os.walk(folder):
         os.chmod(root, 0o755)

@@ -34,13 +34,13 @@ from tinyward.app.frames import simulated_frames
 from tinyward.app.manifest import load_manifest
 from tinyward.app.source import AppResultSource
 from tinyward.app.supervisor import SupervisorConfig
+from tinyward.assess.hostile_apps import copy_app
 from tinyward.cli.main import cli
 from tinyward.link.chunks import IDLE_REQUEST, FetchRequest, Frame
 from tinyward.link.runner import DeviceRunner, RunnerConfig
 from tinyward.link.shaper import ShaperConfig
 
 pytestmark = pytest.mark.slow
-COVERT = Path(__file__).resolve().parents[1] / "app" / "hostile" / "covert"
 INTERVAL = 0.5  # the app's timing channel assumes this report interval
 SLOT = 1.0
 WINDOW = 4.0  # the fault window of this test (60 s on a device)
@@ -80,7 +80,7 @@ def run_covert(world: World, unsafe: bool) -> tuple[dict[str, float], Path]:
     outer = Path(tempfile.mkdtemp(prefix="tinyward-covert-", dir="/tmp"))
     outer.chmod(0o755)
     folder = outer / "covert"
-    shutil.copytree(COVERT, folder)
+    copy_app("covert", folder)
     (folder / "target.json").write_text(json.dumps({**secret, "slot": SLOT}))
     for root, _dirs, files in os.walk(folder):
         os.chmod(root, 0o755)

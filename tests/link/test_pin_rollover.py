@@ -23,13 +23,14 @@ import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from tests.link.conftest import PASSPHRASE, World
+from tinyward.assess.attacks.certificates import server_credentials_wrong_key
+from tinyward.assess.attacks.rogue_server import RogueServer
 from tinyward.fleet.directory import FleetDirectory
 from tinyward.fleet.pki import Fleet
 from tinyward.fleet.profiles import make_device_certificate
 from tinyward.fleet.runner import ServerThread, server_ssl_context
 from tinyward.fleet.server import FleetServer
 from tinyward.fleet.store import SQLiteStore
-from tinyward.lab.attacks import RogueServer, server_credentials_wrong_key
 from tinyward.link.client import ReportLink, device_context
 from tinyward.link.errors import PinMismatch
 from tinyward.trust import report as codec

@@ -15,7 +15,7 @@ import pytest
 
 from tests.link.conftest import World
 from tests.link.liveserver import LiveFleetServer
-from tinyward.lab.attacks import listening_sockets
+from tinyward.assess.attacks.listeners import listening_sockets
 from tinyward.link.errors import DeviceBusy
 from tinyward.link.queue import ReportQueue
 from tinyward.link.runner import DeviceLock, DeviceRunner, RunnerConfig, SimulatedSensor
@@ -156,11 +156,10 @@ def test_the_listener_check_does_see_a_listening_socket() -> None:
         proc.wait()
 
 
-APPS = Path(__file__).resolve().parents[1] / "app"
+GOOD_APP = Path(__file__).resolve().parents[1] / "app" / "good"
 
 
-@pytest.mark.parametrize("app, expect", [("good", None),
-                                         ("hostile/crash", "app_crash")])
+@pytest.mark.parametrize("app, expect", [("good", None), ("crash", "app_crash")])
 def test_the_sandboxed_application_can_be_the_source(world: World, app: str,
                                                        expect: str | None) -> None:
     import json
@@ -170,13 +169,17 @@ def test_the_sandboxed_application_can_be_the_source(world: World, app: str,
     from tinyward.app.frames import simulated_frames
     from tinyward.app.manifest import load_manifest
     from tinyward.app.source import AppResultSource
+    from tinyward.assess.hostile_apps import copy_app
 
     # Copy the app with its target.json (hostile apps read it) where the sandbox's uid can
     # read it (pytest's tmp_path is 0700 root).
     outer = Path(tempfile.mkdtemp(prefix="tinyward-link-app-", dir="/tmp"))
     outer.chmod(0o755)
     folder = outer / "app"
-    shutil.copytree(APPS / app, folder)
+    if app == "good":
+        shutil.copytree(GOOD_APP, folder)
+    else:
+        copy_app(app, folder)  # a hostile app
     (folder / "target.json").write_text(json.dumps({}))
     for root, _dirs, files in os.walk(folder):
         os.chmod(root, 0o755)

@@ -13,6 +13,7 @@ from pathlib import Path
 import psutil
 
 from tests.conftest import require_or_skip
+from tinyward.assess.hostile_apps import copy_app
 from tinyward.readout import state as display
 from tinyward.trust.device import Device
 
@@ -128,7 +129,7 @@ def test_air_gapped_application_cannot_open_a_socket(fleet_and_device, tmp_path:
     outer = Path(tempfile.mkdtemp(prefix="tinyward-airgap-app-", dir="/tmp"))
     outer.chmod(0o755)
     app = outer / "socket"
-    shutil.copytree(Path(__file__).resolve().parents[1] / "app" / "hostile" / "socket", app)
+    copy_app("socket", app)
     (app / "target.json").write_text(json.dumps({"port": listener.getsockname()[1]}))
     rows = ["distance_mm"] + ["1000"] * 200
     rows[1 + 2 * 20] = "666"  # the first sample of the third frame triggers the attack

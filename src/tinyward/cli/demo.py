@@ -19,9 +19,9 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
+from tinyward.assess.attacks.outcome import Outcome
 from tinyward.cli._paths import new_folder
 from tinyward.cli.device_run import bench_shaping
-from tinyward.lab.attacks import Outcome
 from tinyward.lab.demo import Demo, DemoState, DeviceView, make_folder
 
 # The view is made for a terminal of 80 x 24: the story is printed line by line as it

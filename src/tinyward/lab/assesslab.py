@@ -123,7 +123,7 @@ class LabDevice:
         self.files = folder / "assess"
 
     def __enter__(self) -> LabDevice:
-        from tinyward.lab.attacks import server_credentials_wrong_key
+        from tinyward.assess.attacks.certificates import server_credentials_wrong_key
         from tinyward.lab.simdevice import SimulatedDevice
 
         self.lab.up()

@@ -24,9 +24,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
+from tinyward.assess.attacks.certificates import (
+    client_credentials,
+    server_credentials_other_ca,
+    server_credentials_wrong_key,
+)
+from tinyward.assess.attacks.clients import client_with_rogue_certificate, flip_byte, post_as
+from tinyward.assess.attacks.listeners import (
+    established_connections,
+    listening_sockets,
+)
+from tinyward.assess.attacks.outcome import Outcome
+from tinyward.assess.attacks.rogue_server import RogueServer
+from tinyward.assess.probes.portscan import ALL_PORTS, BadScan, run_nmap
 from tinyward.fleet.pki import MAX_REPORT_INTERVAL, MIN_REPORT_INTERVAL, Fleet
-from tinyward.lab import attacks
-from tinyward.lab.attacks import Outcome
 from tinyward.lab.demo_update import PRODUCT
 from tinyward.lab.fleetproc import start_fleet_server
 from tinyward.link.netns import DeviceNamespace, NamespaceUnavailable
@@ -331,7 +342,7 @@ class Demo:
         token = self.devices[0].attestation_token(nonce)
         fleet, check_nonce = self.fleet, nonce
         if kind == "flipped":
-            token = attacks.flip_byte(token, len(token) // 2)
+            token = flip_byte(token, len(token) // 2)
         elif kind == "replayed":
             check_nonce = os.urandom(32)
         else:
@@ -356,24 +367,24 @@ class Demo:
     def _rogue_client(self, name: str, kind: str) -> Outcome:
         assert self.fleet is not None
         host, port = self._host_port()
-        cert, key = attacks.client_credentials(self.folder / "attacker", kind)
-        outcome = attacks.client_with_rogue_certificate(
+        cert, key = client_credentials(self.folder / "attacker", kind)
+        outcome = client_with_rogue_certificate(
             host, port, self.fleet.root_ca_path.read_bytes(), cert, key, kind, self._a_report())
         return Outcome(name, outcome.refused, outcome.detail, reason=outcome.reason)
 
     def _replay(self, name: str, _arg: object) -> Outcome:
         captured = self._a_report()
         host, port = self._host_port()
-        result = attacks.post_as(self.devices[0], host, port, captured, name)
+        result = post_as(self.devices[0], host, port, captured, name)
         copies = self._copies(captured)
         return Outcome(name, result.refused and copies == 1,
                        f"{result.detail}; copies stored: {copies} (the original)",
                        reason=result.reason)
 
     def _flipped(self, name: str, _arg: object) -> Outcome:
-        tampered = attacks.flip_byte(self._a_report(), -10)  # inside the signature
+        tampered = flip_byte(self._a_report(), -10)  # inside the signature
         host, port = self._host_port()
-        result = attacks.post_as(self.devices[0], host, port, tampered, name)
+        result = post_as(self.devices[0], host, port, tampered, name)
         copies = self._copies(tampered)
         return Outcome(name, result.refused and copies == 0,
                        f"{result.detail}; copies stored: {copies}", reason=result.reason)
@@ -384,7 +395,7 @@ class Demo:
         forged = codec.encode_report(
             codec.Report(a.device_id, 2**40, int(time.time())), b.signer("report"))
         host, port = self._host_port()
-        result = attacks.post_as(a, host, port, forged, name)
+        result = post_as(a, host, port, forged, name)
         copies = self._copies(forged)
         return Outcome(name, result.refused and copies == 0,
                        f"{result.detail}; copies stored: {copies}", reason=result.reason)
@@ -413,16 +424,16 @@ class Demo:
         names = ("127.0.0.1", "localhost", host)
         folder = self.folder / "attacker"
         if kind == "wrong-key":
-            cert, key = attacks.server_credentials_wrong_key(folder, self.fleet.directory,
-                                                             self._ca_secret, names)
+            cert, key = server_credentials_wrong_key(folder, self.fleet.directory,
+                                                     self._ca_secret, names)
             expected, why = "PinMismatch", "the chain is valid; the pin check refused the key"
             words = "not the pinned key: nothing sent"
         else:
-            cert, key = attacks.server_credentials_other_ca(folder, names)
+            cert, key = server_credentials_other_ca(folder, names)
             expected, why = "ServerRefused", "certificate verification failed at the handshake"
             words = "unknown CA: nothing sent"
         device = self.devices[0]
-        with attacks.RogueServer(cert, key, host=host) as rogue:
+        with RogueServer(cert, key, host=host) as rogue:
             status = self._device_process(device, rogue.url, duration=3.0)
             time.sleep(0.2)
             received, handshakes = rogue.bytes_received, rogue.handshakes
@@ -468,8 +479,8 @@ class Demo:
         if not pids:
             return Outcome(name, False, "no device process is running to check",
                            reason="no device process to check")
-        listeners = attacks.listening_sockets(pids)
-        connected = sum(attacks.established_connections(pid) for pid in pids)
+        listeners = listening_sockets(pids)
+        connected = sum(established_connections(pid) for pid in pids)
         parts = [(f"{len(pids)} device processes: {len(listeners)} listening sockets, "
                  f"{connected} outbound connections")]
         refused = not listeners and connected > 0
@@ -478,12 +489,12 @@ class Demo:
             parts.append("nmap not installed: port scan skipped")
             words += "; nmap missing, not scanned"
         elif self.ns is not None:
-            open_ports, summary = attacks.nmap_open_ports(self.ns.device_address)
+            open_ports, summary = _nmap(self.ns.device_address)
             parts.append(f"nmap {self.ns.device_address}: {summary}")
             refused = refused and not open_ports
             words += f"; {len(open_ports)} open ports"
         else:
-            open_ports, summary = attacks.nmap_open_ports("127.0.0.1")
+            open_ports, summary = _nmap("127.0.0.1")
             owners = _port_owners(open_ports)
             mine = [port for port, pid in owners.items() if pid in pids]
             parts.append(f"nmap 127.0.0.1: {summary}; held by a device process: {len(mine)}")
@@ -562,7 +573,17 @@ def _sandbox_protections(manifest_path: Path) -> list[tuple[str, bool, str]] | N
         return None
 
 
-def _port_owners(ports: list[int]) -> dict[int, int | None]:
+def _nmap(address: str) -> tuple[tuple[int, ...], str]:
+    """The open TCP ports of ``address`` and a summary, by the port-scan probe's nmap run;
+    a scan that did not cover every port is an error, never "nothing open"."""
+    scan = run_nmap(address, None, seconds=120.0)
+    if not scan.host_up or scan.scanned < ALL_PORTS:
+        raise BadScan(f"nmap scanned {scan.scanned} of {ALL_PORTS} ports of {address} "
+                      f"(host {'up' if scan.host_up else 'down'})")
+    return scan.open_ports, f"{len(scan.open_ports)} open of {scan.scanned} TCP ports"
+
+
+def _port_owners(ports: tuple[int, ...]) -> dict[int, int | None]:
     import psutil
 
     owners: dict[int, int | None] = {port: None for port in ports}

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tinyward.lab.attacks import Outcome
+from tinyward.assess.attacks.outcome import Outcome
 
 PRODUCT = "demo-sensor"
 #: seconds between device-1's reports during the update step (one chunk each)

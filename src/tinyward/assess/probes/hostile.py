@@ -3,7 +3,7 @@ reports it (I-APP-1: the app cannot reach secrets, the network or the core; I-IN
 its malformed output is refused and the device keeps working).
 
 For a tinyward device folder (``device.json``): the battery in
-``assess/data/hostile/`` (the same apps as tests/app/hostile/) runs in tinyward's real
+``assess/data/hostile/`` (:mod:`tinyward.assess.hostile_apps`) runs in tinyward's real
 sandbox, configured as ``tinyward device run`` configures it (the device folder is a
 secret path). Each app behaves on ordinary frames and attacks on a frame whose first
 sample is 666; its targets are real: the device's own root-of-trust key file, a
@@ -29,11 +29,11 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from tinyward.assess.evidence import Evidence
+from tinyward.assess.hostile_apps import copy_app
 from tinyward.assess.probes.base import Budget, Context
 from tinyward.assess.target import Target
 
@@ -162,15 +162,9 @@ class _Targets:
 
 def _copy_app(name: str, into: Path, target: dict[str, object]) -> Path:
     """The packaged app into a folder the sandbox user may read, with its target.json."""
-    folder = into / name
-    folder.mkdir(mode=0o755)
-    source = resources.files("tinyward.assess") / "data" / "hostile" / name
-    (folder / "app.py").write_text((source / "app.py.txt").read_text())
-    (folder / "sensor.toml").write_text((source / "sensor.toml").read_text())
+    folder = copy_app(name, into / name)
     (folder / "target.json").write_text(json.dumps(target))
-    for f in folder.iterdir():
-        f.chmod(0o644)
-    folder.chmod(0o755)
+    (folder / "target.json").chmod(0o644)
     return folder / "sensor.toml"
 
 

@@ -2,13 +2,13 @@
 
 The device's own client runs (``--device-command``: an argv with ``{server}`` where the
 server URL goes, e.g. ``tinyward device run DIR --server {server} --duration 3``) against
-:class:`tinyward.lab.attacks.RogueServer` on loopback, twice:
+:class:`tinyward.assess.attacks.rogue_server.RogueServer` on loopback, twice:
 
 - **other CA**: a valid certificate from a CA the device does not trust
-  (:func:`tinyward.lab.attacks.server_credentials_other_ca`);
+  (:func:`tinyward.assess.attacks.certificates.server_credentials_other_ca`);
 - **right CA, wrong key**: a certificate from the device's own CA for a key that is not
   pinned (``--mitm-cert``: the manufacturer issues one for the assessment; the tinyward
-  lab makes it with :func:`tinyward.lab.attacks.server_credentials_wrong_key`).
+  lab makes it with :func:`tinyward.assess.attacks.certificates.server_credentials_wrong_key`).
 
 Refused means the impostor received no application byte. Pass needs both refused: the
 other-CA attack alone shows chain validation, not pinning, so without ``--mitm-cert`` the
@@ -17,16 +17,16 @@ verdict is not-tested. A device that never connected leaves its attack not-teste
 
 from __future__ import annotations
 
-import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
+from tinyward.assess.attacks.certificates import server_credentials_other_ca
+from tinyward.assess.attacks.rogue_server import RogueServer
 from tinyward.assess.evidence import Evidence
 from tinyward.assess.probes.base import Budget, Context, for_all
 from tinyward.assess.target import Target
-from tinyward.lab.attacks import RogueServer, server_credentials_other_ca
 
 NAME = "pin-mitm"
 SECONDS_PER_RUN = 30.0
@@ -68,21 +68,9 @@ def verdict(runs: list[MitmRun], context: Context) -> list[Evidence]:
     return for_all(context, NAME, "not-tested", "live", "; ".join(parts))
 
 
-class _CountingRogue(RogueServer):
-    """The lab's rogue server, also counting TCP connections: a device that refuses an
-    other-CA certificate aborts before the handshake completes, and without the count that
-    would look the same as a device that never came."""
-
-    connections = 0
-
-    def _handle(self, raw: socket.socket) -> None:
-        self.connections += 1
-        super()._handle(raw)
-
-
 def attack(command: tuple[str, ...], cert: Path, key: Path, name: str,
            seconds: float) -> MitmRun:
-    with _CountingRogue(cert, key) as rogue:
+    with RogueServer(cert, key) as rogue:
         argv = [part.replace("{server}", rogue.url) for part in command]
         note = ""
         try:

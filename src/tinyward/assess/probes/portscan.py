@@ -22,7 +22,7 @@ ALL_PORTS = 65535
 
 
 class BadScan(BadInput):
-    """nmap's XML output could not be read."""
+    """nmap failed, or its XML output could not be read."""
 
 
 @dataclass(frozen=True)
@@ -80,6 +80,20 @@ def nmap_command(address: str, ports: tuple[int, ...] | None, seconds: float) ->
             "--host-timeout", f"{max(1, int(seconds))}s", "-oX", "-", address]
 
 
+def run_nmap(address: str, ports: tuple[int, ...] | None, seconds: float) -> Scan:
+    """Scan ``address`` (every TCP port, or ``ports``) in about ``seconds``; the probe and
+    ``tinyward demo`` share it.
+
+    Raises FileNotFoundError without nmap, subprocess.TimeoutExpired when it runs 10 s past
+    ``seconds``, BadScan when it fails or its output cannot be read.
+    """
+    done = subprocess.run(nmap_command(address, ports, seconds),  # noqa: S603 - fixed argv, checked address
+                          capture_output=True, text=True, check=False, timeout=seconds + 10)
+    if done.returncode != 0:
+        raise BadScan(f"nmap failed: {done.stderr.strip()[:200]}")
+    return parse_nmap_xml(done.stdout)
+
+
 class PortScan:
     name = NAME
     kind = "live"
@@ -88,17 +102,14 @@ class PortScan:
         if target.address is None:
             return for_all(context, NAME, "not-tested", "live", "no address to scan")
         try:
-            command = nmap_command(target.address, target.ports, budget.left())
-            done = subprocess.run(command, capture_output=True, text=True, check=False,  # noqa: S603 - fixed argv, checked address
-                                  timeout=budget.left() + 10)
+            scan = run_nmap(target.address, target.ports, budget.left())
         except (FileNotFoundError, subprocess.TimeoutExpired) as error:
             return for_all(context, NAME, "not-tested", "live", f"nmap did not run: {error}")
-        if done.returncode != 0:
-            return for_all(context, NAME, "not-tested", "live",
-                           f"nmap failed: {done.stderr.strip()[:200]}")
-        scan = parse_nmap_xml(done.stdout)
+        except BadScan as error:
+            return for_all(context, NAME, "not-tested", "live", str(error))
         context.open_ports = scan.open_ports
         return verdict(scan, target.address, context)
 
 
-__all__ = ["BadScan", "PortScan", "Scan", "nmap_command", "parse_nmap_xml", "verdict"]
+__all__ = ["BadScan", "PortScan", "Scan", "nmap_command", "parse_nmap_xml", "run_nmap",
+           "verdict"]

@@ -15,12 +15,13 @@ import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
+from tinyward.assess.attacks.clients import post_bytes
 from tinyward.assess.evidence import Evidence
 from tinyward.assess.probes.base import Budget, Context, for_all
 from tinyward.assess.target import Target
+from tinyward.link.client import REPORT_CONTENT_TYPE, REPORTS_PATH
 
 NAME = "replay"
-COSE_REPORT = 'application/cose; cose-type="cose-sign1"'
 
 
 @dataclass(frozen=True)
@@ -29,8 +30,8 @@ class ReplaySpec:
 
     body: bytes
     port: int
-    path: str = "/v1/reports"
-    content_type: str = COSE_REPORT
+    path: str = REPORTS_PATH
+    content_type: str = REPORT_CONTENT_TYPE
     tls: bool = True
 
 
@@ -71,15 +72,9 @@ def post(address: str, spec: ReplaySpec, client_cert: tuple[Path, Path] | None,
     else:
         connection = http.client.HTTPConnection(address, spec.port, timeout=timeout)
     try:
-        connection.request("POST", spec.path, body=spec.body,
-                           headers={"Content-Type": spec.content_type})
-        response = connection.getresponse()
-        response.read(65536)
-        return response.status
+        return post_bytes(connection, spec.path, spec.body, spec.content_type)[0]
     except (OSError, ssl.SSLError, http.client.HTTPException):
         return None
-    finally:
-        connection.close()
 
 
 class Replay:
@@ -103,4 +98,4 @@ class Replay:
         return verdict(address, spec, first, second, context)
 
 
-__all__ = ["COSE_REPORT", "Replay", "ReplaySpec", "post", "verdict"]
+__all__ = ["Replay", "ReplaySpec", "post", "verdict"]

@@ -182,11 +182,9 @@ def events_phase(device: Any, port: int, seconds: float, seed: int,
 def app_phase(device: Any, port: int, seconds: float, seed: int,
               unsafe_inline_feed: bool = False, host: str = "127.0.0.1") -> Phase:
     """The latency-modulating sandboxed application as the device's source."""
-    from tinyward.bench.shaping import _hostile_phase
+    from tinyward.bench.shaping import _auc, _hostile_phase
     from tinyward.link.client import LinkConfig
     from tinyward.link.shaper import ShaperConfig
-
-    from tinyward.bench.shaping import _auc
 
     captured: dict[str, Any] = {}
     result = _hostile_phase(device, port, ShaperConfig(interval=INTERVAL),
