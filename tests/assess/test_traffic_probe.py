@@ -110,3 +110,12 @@ def test_without_an_uplink_port_it_is_not_tested(tmp_path: Path) -> None:
     target = make_target(device_dir=tmp_path / "d")
     evidence = TrafficAnalysis().run(target, Context(load_model()), Budget(10, 5))
     assert evidence[0].verdict == "not-tested" and "--uplink-port" in evidence[0].text
+
+
+def test_a_budget_too_short_for_500_intervals_runs_nothing_and_says_what_to_give(
+        tmp_path: Path) -> None:
+    Device.init(tmp_path / "d")
+    target = make_target(address="127.0.0.1", device_dir=tmp_path / "d", uplink_port=9)
+    evidence = TrafficAnalysis().run(target, Context(load_model()), Budget(120, 5))
+    assert evidence[0].verdict == "not-tested"
+    assert "--seconds-per-probe 125" in evidence[0].text, evidence[0].text

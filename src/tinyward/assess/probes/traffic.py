@@ -238,10 +238,15 @@ class TrafficAnalysis:
         # Each phase and its classifier; a budget that cannot hold the phases shortens
         # them (and fewer than MIN_INTERVALS intervals then decide nothing).
         seconds = min(self.seconds, budget.left() / (1.25 * len(self.phases)))
-        if seconds < 5 or not budget.spend():
+        if int(seconds / INTERVAL) - 1 < MIN_INTERVALS:
+            # Fewer intervals decide nothing under the rule: do not run a phase for nothing.
+            need = 1.25 * len(self.phases) * (MIN_INTERVALS + 1) * INTERVAL
             return for_all(context, NAME, "not-tested", "live",
-                           f"the time budget ({budget.seconds:.0f} s) leaves no room for two "
-                           "phases of at least 5 s")
+                           f"the time budget ({budget.seconds:.0f} s) holds phases of "
+                           f"{seconds:.0f} s, fewer than the {MIN_INTERVALS} intervals that "
+                           f"decide: give --seconds-per-probe {need:.0f} or more")
+        if not budget.spend():
+            return for_all(context, NAME, "not-tested", "live", "the attempt budget is spent")
         where = f"tcp://{uplink[0]}:{uplink[1]}"
         try:
             phases = []
