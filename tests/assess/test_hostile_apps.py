@@ -15,7 +15,7 @@ from tinyward.errors import Misuse
 #: Every app a test names (tests/app, tests/link, tests/readout) or the probe runs.
 USED = {"big_result", "covert", "cpu_hog", "crash", "exec_shell", "flood", "forged_results",
         "hang", "keystore", "kill_core", "latency_bits", "memory_hog", "numpy_scalar",
-        "raw_cbor", "raw_frames", "socket", "stall"}
+        "raw_cbor", "raw_frames", "socket", "stall", "exfil"}
 
 
 def test_every_app_used_is_shipped_once() -> None:

@@ -225,7 +225,10 @@ def test_a_tinyward_device_folder_is_assessed_statically(tmp_path: Path) -> None
     assert verdicts["C-SURF-1"]["verdict"] == "not-tested"  # no address: nothing live
     # The hostile-app battery ran live in this device's own sandbox (its root key the aim).
     assert {r["id"] for r in document["requirements"] if r["verdict"] == "pass"} == \
-        {"I-ID-1", "G-VDP-1", "G-SUP-1", "I-APP-1", "I-INPUT-1"}
+        {"I-ID-1", "G-VDP-1", "G-SUP-1", "I-APP-1", "I-INPUT-1", "I-UPD-2"}
+    # Its update client, against the update-tamper probe's own repository.
+    assert verdicts["I-UPD-2"]["kind"] == "live" and "genuine: accepted" in \
+        verdicts["I-UPD-2"]["evidence"]
     assert verdicts["I-APP-1"]["kind"] == "live" and "keystore: crash" in \
         verdicts["I-APP-1"]["evidence"]
     _validate(document, report.schema())

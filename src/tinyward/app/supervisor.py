@@ -132,6 +132,10 @@ class SupervisorConfig:
     #: as it can, so wall time means nothing there).
     cpu_share: float | None = 0.5
     cpu_burst_s: float = 1.0
+    #: Tests only: results cross unchecked — no contract, no rate limit, the app's own
+    #: map forwarded. The leakage probe's control (tests/assess/test_leakage_probe.py)
+    #: shows what an application then gets out.
+    unsafe_no_contract: bool = False
 
 
 @dataclass(frozen=True)
@@ -272,7 +276,7 @@ class Supervisor:
                 raise ProtocolError("unsolicited", f"result for frame {got_seq}, expected {seq}")
             if sandbox.pending_output:
                 raise ProtocolError("unsolicited", "the app wrote more than one message")
-            if result is not None:
+            if result is not None and not self.config.unsafe_no_contract:
                 # forward the core's canonical copy, never the app's own map (its field
                 # order and float bits would be a channel the leakage bound does not count)
                 result = check_result(self.manifest.contract, result)

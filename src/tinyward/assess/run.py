@@ -9,12 +9,17 @@ from dataclasses import dataclass
 
 from tinyward.assess.evidence import Evidence, TierResult, complete, evaluate
 from tinyward.assess.model import Model, load_model
+from tinyward.assess.probes.airgap import AirGapped
 from tinyward.assess.probes.attest import Attestation
 from tinyward.assess.probes.base import Budget, Context, Probe
 from tinyward.assess.probes.credentials import Credentials
 from tinyward.assess.probes.declared import DisclosureContact, SupportPeriod
+from tinyward.assess.probes.detection import OnDeviceDetection
+from tinyward.assess.probes.failure import FailureReporting
 from tinyward.assess.probes.hostile import HostileApp
+from tinyward.assess.probes.leakage import Leakage
 from tinyward.assess.probes.lockout import LockoutRestart
+from tinyward.assess.probes.outage import OutageRecovery
 from tinyward.assess.probes.pinmitm import PinMitm
 from tinyward.assess.probes.portscan import PortScan
 from tinyward.assess.probes.preauth import PreauthExhaustion
@@ -22,6 +27,7 @@ from tinyward.assess.probes.replay import Replay
 from tinyward.assess.probes.static import Identity, UpdateTrust
 from tinyward.assess.probes.tlsconfig import TlsConfig
 from tinyward.assess.probes.traffic import TrafficAnalysis
+from tinyward.assess.probes.update import UpdateTamper
 from tinyward.assess.target import Target
 
 
@@ -29,6 +35,8 @@ def all_probes() -> list[Probe]:
     """Every probe, in the order they run (the port scan first: the others use its ports)."""
     return [PortScan(), TlsConfig(), Credentials(), PreauthExhaustion(), PinMitm(), Replay(),
             LockoutRestart(), HostileApp(), TrafficAnalysis(), Attestation(),
+            UpdateTamper(), FailureReporting(), OutageRecovery(),
+            Leakage(), OnDeviceDetection(), AirGapped(),
             Identity(), UpdateTrust(), DisclosureContact(), SupportPeriod()]
 
 

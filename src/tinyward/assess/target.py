@@ -119,14 +119,29 @@ class Target:
     # The fleet server's device port (on ``address``) a tinyward device folder reports to,
     # for the traffic-analysis probe's capture of its uplink.
     uplink_port: int | None = None
-    # Where that fleet server is, when not on ``address`` (a device in a lab namespace
-    # reporting to a fleet host there); checked like ``address``.
-    uplink_address: str | None = None
     # How to ask the device for an attestation token ("{nonce}" hex, "{out}" a file) and
     # its attestation certificate (default: a tinyward device folder's).
     attest_command: tuple[str, ...] | None = None
     attest_cert: Path | None = None
     notes: tuple[str, ...] = field(default=())
+    # The tier-3 probes (leakage, on-device-detection, air-gapped): the device's
+    # application manifest; the fleet's report store the device reports to (a SQLite file
+    # or a store URL, read only); how to make the device sign a token in its air-gapped
+    # mode ("{nonce}", "{out}"); and how to open its local readout (codes on stdin).
+    app_manifest: Path | None = None
+    fleet_store: str | None = None
+    airgap_command: tuple[str, ...] | None = None
+    readout_command: tuple[str, ...] | None = None
+    # The attestation certificate of the device the air-gap command runs, when it is not
+    # the one of ``attest_cert`` / the device folder (e.g. a second device of the same
+    # product, since one folder cannot run connected and air-gapped at once).
+    airgap_cert: Path | None = None
+    # The fleet folder whose store (reports.db) the device reports to: the failure-reporting
+    # and outage-recovery probes read what the fleet recorded (read only).
+    fleet_dir: Path | None = None
+    # Where that fleet server is, when not on ``address`` (a device in a lab namespace
+    # reporting to a fleet host there); checked like ``address``.
+    uplink_address: str | None = None
 
     @property
     def uplink(self) -> tuple[str, int] | None:
@@ -154,11 +169,16 @@ def make_target(*, address: str | None = None, named: bool = False,
                 restart_command: tuple[str, ...] | None = None,
                 uplink_port: int | None = None,
                 attest_command: tuple[str, ...] | None = None,
-                attest_cert: Path | None = None,
+                attest_cert: Path | None = None, app_manifest: Path | None = None,
+                fleet_store: str | None = None,
+                airgap_command: tuple[str, ...] | None = None,
+                readout_command: tuple[str, ...] | None = None,
+                airgap_cert: Path | None = None,
+                fleet_dir: Path | None = None,
                 uplink_address: str | None = None) -> Target:
     """A checked target. Raises :class:`TargetRefused` or :class:`BadInput`."""
     if address is None and device_dir is None and description is None and \
-            device_command is None:
+            device_command is None and app_manifest is None:
         raise BadInput("a target needs an address, a device folder or a description")
     checked = allowed_address(address, named=named, netns=netns) if address is not None else None
     if ports is not None:
@@ -177,13 +197,30 @@ def make_target(*, address: str | None = None, named: bool = False,
         raise BadInput("the attest command must contain {nonce} and {out}")
     if restart_command is not None and not restart_command:
         raise BadInput("the restart command is empty")
+    if app_manifest is not None and not Path(app_manifest).is_file():
+        raise BadInput(f"{app_manifest} is not a file")
+    if airgap_command is not None and not (any("{nonce}" in p for p in airgap_command)
+                                           and any("{out}" in p for p in airgap_command)):
+        raise BadInput("the air-gap command must contain {nonce} and {out}")
+    if readout_command is not None and not readout_command:
+        raise BadInput("the readout command is empty")
+    if fleet_dir is not None and not Path(fleet_dir).is_dir():
+        raise BadInput(f"{fleet_dir} is not a folder")
+    if fleet_store is None and fleet_dir is not None:
+        # One fleet, one store: --fleet-dir alone also serves the on-device-detection probe.
+        fleet_store = str(Path(fleet_dir) / "reports.db")
     uplink = allowed_address(uplink_address, named=named, netns=netns) \
         if uplink_address is not None else None
     if uplink_port is not None and not 1 <= uplink_port <= 65535:
         raise BadInput("the uplink port must be in 1..65535")
     return Target(checked, ports, netns, Path(device_dir) if device_dir else None, description,
                   client_cert, device_command, mitm_cert, replay, login, restart_command,
-                  uplink_port, uplink, attest_command, attest_cert)
+                  uplink_port, attest_command, attest_cert,
+                  app_manifest=Path(app_manifest) if app_manifest else None,
+                  fleet_store=fleet_store, airgap_command=airgap_command,
+                  readout_command=readout_command,
+                  airgap_cert=Path(airgap_cert) if airgap_cert else None,
+                  fleet_dir=Path(fleet_dir) if fleet_dir else None, uplink_address=uplink)
 
 
 def parse_ports(text: str) -> tuple[int, ...]:

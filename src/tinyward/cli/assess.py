@@ -156,6 +156,27 @@ def _print_requirements(model: Model, chosen: tuple[Requirement, ...]) -> None:
               type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="The device's attestation certificate (PEM); default: a tinyward device "
                    "folder's certs/attestation.crt.pem.")
+@click.option("--app", "app_manifest", default=None,
+              type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="The device's application manifest (sensor.toml, as given to `device "
+                   "run --app`), for the leakage probe.")
+@click.option("--fleet-store", default=None, metavar="PATH|URL",
+              help="The fleet's report store the device reports to (FLEET_DIR/reports.db "
+                   "or a store URL), read only, for the on-device-detection probe.")
+@click.option("--airgap-command", default=None, metavar="ARGV",
+              help="How to make the device sign a token in its air-gapped mode: {nonce} "
+                   "(hex) and {out} in the argv, for the air-gapped probe.")
+@click.option("--airgap-cert", default=None,
+              type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="The attestation certificate of the device --airgap-command runs, if "
+                   "not --attest-cert's or the device folder's.")
+@click.option("--readout-command", default=None, metavar="ARGV",
+              help="How to open the device's local readout (codes read from stdin), for "
+                   "the air-gapped probe's brute-force check.")
+@click.option("--fleet-dir", default=None,
+              type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="The fleet folder the device reports to (its reports.db is read, never "
+                   "written), for the failure-reporting and outage-recovery probes.")
 @click.option("--seconds-per-probe", default=120.0, show_default=True,
               type=click.FloatRange(1, 3600), help="Each probe's time budget.")
 @click.option("--attempts", default=200, show_default=True, type=click.IntRange(1, 10_000),
@@ -167,7 +188,10 @@ def run(target: str | None, out: Path, target_address: str | None, ports: str | 
         replay_port: int | None, replay_path: str, login_port: int | None,
         login_path: str, login_plain: bool, restart_command: str | None,
         uplink_port: int | None, uplink_address: str | None, attest_command: str | None,
-        attest_cert: Path | None, seconds_per_probe: float, attempts: int) -> None:
+        attest_cert: Path | None,
+        app_manifest: Path | None, fleet_store: str | None, airgap_command: str | None,
+        airgap_cert: Path | None, readout_command: str | None, fleet_dir: Path | None,
+        seconds_per_probe: float, attempts: int) -> None:
     """Probe TARGET (a loopback or lab address, or a device folder) and write the report.
 
     An address that is neither loopback nor inside --netns is refused unless you name it
@@ -207,7 +231,13 @@ def run(target: str | None, out: Path, target_address: str | None, ports: str | 
                           if restart_command else None,
                           uplink_port=uplink_port, uplink_address=uplink_address,
                           attest_command=tuple(shlex.split(attest_command))
-                          if attest_command else None, attest_cert=attest_cert)
+                          if attest_command else None, attest_cert=attest_cert,
+                          app_manifest=app_manifest, fleet_store=fleet_store,
+                          airgap_command=tuple(shlex.split(airgap_command))
+                          if airgap_command else None,
+                          readout_command=tuple(shlex.split(readout_command))
+                          if readout_command else None, airgap_cert=airgap_cert,
+                          fleet_dir=fleet_dir)
     probes = all_probes()
     step = iter(range(1, len(probes) + 1))
 

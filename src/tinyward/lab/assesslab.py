@@ -87,6 +87,7 @@ def run_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
         mitm_cert=tuple(Path(p) for p in spec["mitm_cert"]),  # type: ignore[arg-type]
         uplink_address=spec["uplink_address"], uplink_port=spec["uplink_port"],
         attest_command=tuple(spec["attest_command"]),
+        fleet_dir=Path(spec["fleet_dir"]) if spec.get("fleet_dir") else None,
         replay=ReplaySpec(Path(spec["replay"]).read_bytes(), spec["uplink_port"])
         if spec.get("replay") else None)
     traffic = dict(spec["traffic"])
@@ -181,6 +182,7 @@ class LabDevice:
             "uplink_port": int(self.lab.server_url.rsplit(":", 1)[1]),
             "attest_command": [py, "-m", "tinyward", "device", "attest", str(device),
                                "--nonce", "{nonce}", "-o", "{out}"],
+            "fleet_dir": str(self.folder / "fleet"),  # failure-reporting, outage-recovery
             "traffic": dict(weakening.traffic) if weakening is not None else {},
             "traffic_seconds": traffic_seconds,
             "only": list(only or (weakening.probes if weakening is not None else ())),
