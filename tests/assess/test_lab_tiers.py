@@ -83,6 +83,9 @@ def test_the_full_device_passes_every_requirement_a_weakening_breaks(full) -> No
     for requirement in (set(EXPECTED.values()) - {"C-TRAFFIC-1"}) | {
             "C-COMM-1", "A-PREAUTH-1", "I-AUTH-1", "I-REPLAY-1", "I-UPD-1", "I-ATTEST-1"}:
         assert full[requirement]["verdict"] == "pass", (requirement, full[requirement])
+    # Every tier-1 and tier-2 requirement, live (update-tamper, failure-reporting and
+    # outage-recovery included).
+    assert tier_of(full) >= 2, {i: v for i, v in full.items() if v["verdict"] != "pass"}
     # No listener at all, on every TCP port; its only traffic is the TLS 1.3 uplink.
     assert "all 65535 TCP ports" in full["C-SURF-1"]["text"]
     assert "uplink" in full["C-COMM-1"]["text"] and "TLS 1.3 only" in full["C-COMM-1"]["text"]
