@@ -12,6 +12,8 @@
 #   postgresql                                       the fleet's PostgreSQL store: tests start a
 #                                                    throwaway cluster with its initdb/pg_ctl
 #   openssl                                          `openssl s_server`/`s_time`: bench handshake's limit
+#   lighttpd, lighttpd-mod-openssl                   third-party software assessed in the lab
+#                                                    (tests/assess/test_third_party.py)
 #   python3.11-venv                                  (if Debian's python3.11 is there) its venv module
 # and the attack lab's tools (`tinyward lab`, docs/lab.md):
 #   hydra, hping3, slowhttptest, dsniff (arpspoof)   attacks: brute force, SYN flood, slow HTTP, ARP MITM
@@ -20,7 +22,7 @@
 # Skips apt entirely when everything is already there, so a second run costs nothing.
 set -euo pipefail
 packages=(gcc gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm nmap sslscan tmux iproute2 libseccomp2 chromium
-          postgresql openssl haproxy hydra hping3 slowhttptest dsniff tcpreplay tcpdump dnsmasq-base)
+          postgresql openssl lighttpd lighttpd-mod-openssl haproxy hydra hping3 slowhttptest dsniff tcpreplay tcpdump dnsmasq-base)
 # The Makefile builds .venv on Debian's python3.11 when it is there; its venv module
 # (ensurepip) comes in a package of its own.
 if [ -x /usr/bin/python3.11 ]; then packages+=(python3.11-venv); fi
@@ -38,4 +40,8 @@ SUDO=""
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# lighttpd is only ever run by the tests, inside a lab namespace: not as this host's service.
+if command -v systemctl >/dev/null && systemctl is-enabled lighttpd >/dev/null 2>&1; then
+  $SUDO systemctl disable --now lighttpd >/dev/null 2>&1 || true
+fi
 echo "system tools: installed"

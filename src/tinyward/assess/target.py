@@ -142,6 +142,17 @@ class Target:
     # The fleet folder whose store (reports.db) the device reports to: the failure-reporting
     # and outage-recovery probes read what the fleet recorded (read only).
     fleet_dir: Path | None = None
+    # Where that fleet server is, when not on ``address`` (a device in a lab namespace
+    # reporting to a fleet host there); checked like ``address``.
+    uplink_address: str | None = None
+
+    @property
+    def uplink(self) -> tuple[str, int] | None:
+        """The fleet server the device reports to (address, port), if named."""
+        address = self.uplink_address or self.address
+        if self.uplink_port is None or address is None:
+            return None
+        return address, self.uplink_port
 
     @property
     def name(self) -> str:
@@ -166,7 +177,8 @@ def make_target(*, address: str | None = None, named: bool = False,
                 airgap_command: tuple[str, ...] | None = None,
                 readout_command: tuple[str, ...] | None = None,
                 airgap_cert: Path | None = None,
-                fleet_dir: Path | None = None) -> Target:
+                fleet_dir: Path | None = None,
+                uplink_address: str | None = None) -> Target:
     """A checked target. Raises :class:`TargetRefused` or :class:`BadInput`."""
     if address is None and device_dir is None and description is None and \
             device_command is None and app_manifest is None:
@@ -200,6 +212,10 @@ def make_target(*, address: str | None = None, named: bool = False,
     if fleet_store is None and fleet_dir is not None:
         # One fleet, one store: --fleet-dir alone also serves the on-device-detection probe.
         fleet_store = str(Path(fleet_dir) / "reports.db")
+    uplink = allowed_address(uplink_address, named=named, netns=netns) \
+        if uplink_address is not None else None
+    if uplink_port is not None and not 1 <= uplink_port <= 65535:
+        raise BadInput("the uplink port must be in 1..65535")
     return Target(checked, ports, netns, Path(device_dir) if device_dir else None, description,
                   client_cert, device_command, mitm_cert, replay, login, restart_command,
                   uplink_port, attest_command, attest_cert,
@@ -207,7 +223,7 @@ def make_target(*, address: str | None = None, named: bool = False,
                   fleet_store=fleet_store, airgap_command=airgap_command,
                   readout_command=readout_command,
                   airgap_cert=Path(airgap_cert) if airgap_cert else None,
-                  fleet_dir=Path(fleet_dir) if fleet_dir else None)
+                  fleet_dir=Path(fleet_dir) if fleet_dir else None, uplink_address=uplink)
 
 
 def parse_ports(text: str) -> tuple[int, ...]:

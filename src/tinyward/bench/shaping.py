@@ -136,7 +136,8 @@ def _null_aucs(features: np.ndarray, labels: np.ndarray, seed: int, n: int = 3) 
 
 def _hostile_phase(device: Device, port: int, shaper: ShaperConfig, link: LinkConfig,
                    duration: float, interval: float, seed: int, inline: bool,
-                   keep: dict[str, object] | None = None) -> HostileResult:
+                   keep: dict[str, object] | None = None, host: str = "127.0.0.1"
+                   ) -> HostileResult:
     # ``keep``: gets the observer's features and labels (the assessment's traffic-analysis
     # probe computes their chance range).
     from tinyward.app.frames import simulated_frames
@@ -163,7 +164,7 @@ def _hostile_phase(device: Device, port: int, shaper: ShaperConfig, link: LinkCo
         manifest = load_manifest(manifest_path)
         source = AppResultSource.start(manifest, simulated_frames(manifest, seed),
                                        unsafe_inline_feed=inline)
-        proxy = TCPProxy(("127.0.0.1", port), record=True)
+        proxy = TCPProxy((host, port), record=True)
         try:
             runner = DeviceRunner(device, proxy.url, RunnerConfig(shaper=shaper, link=link),
                                   source)

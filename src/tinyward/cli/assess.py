@@ -143,8 +143,14 @@ def _print_requirements(model: Model, chosen: tuple[Requirement, ...]) -> None:
               help="A command that restarts the device's process and returns (shell-like "
                    "quoting), so lockout-restart can check that a restart keeps the wait.")
 @click.option("--uplink-port", type=click.IntRange(1, 65535), default=None,
-              help="The fleet server's device port (on the loopback TARGET) that the "
-                   "device folder reports to, for the traffic-analysis probe.")
+              help="The fleet server's device port (on the TARGET's address, or "
+                   "--uplink-address) that the device reports to: traffic-analysis captures "
+                   "it, and replay sends a capture for that port there.")
+@click.option("--uplink-address", default=None, metavar="IP",
+              help="Where that fleet server is, when not on the target's address (a device "
+                   "in a lab namespace reporting to the lab's fleet host); checked like the "
+                   "target's address. A device that listens on no port is then judged by "
+                   "its uplink for C-COMM-1 and A-PREAUTH-1.")
 @click.option("--attest-command", default=None, metavar="ARGV",
               help="How to ask the device for an attestation token: {nonce} (hex) and "
                    "{out} (the token file) in the argv, for the attestation probe.")
@@ -183,7 +189,8 @@ def run(target: str | None, out: Path, target_address: str | None, ports: str | 
         mitm_cert: tuple[Path, Path] | None, replay_file: Path | None,
         replay_port: int | None, replay_path: str, login_port: int | None,
         login_path: str, login_plain: bool, restart_command: str | None,
-        uplink_port: int | None, attest_command: str | None, attest_cert: Path | None,
+        uplink_port: int | None, uplink_address: str | None, attest_command: str | None,
+        attest_cert: Path | None,
         app_manifest: Path | None, fleet_store: str | None, airgap_command: str | None,
         airgap_cert: Path | None, readout_command: str | None, fleet_dir: Path | None,
         seconds_per_probe: float, attempts: int) -> None:
@@ -229,7 +236,7 @@ def run(target: str | None, out: Path, target_address: str | None, ports: str | 
                           login=_login_spec(login_port, login_path, login_plain),
                           restart_command=tuple(shlex.split(restart_command))
                           if restart_command else None,
-                          uplink_port=uplink_port,
+                          uplink_port=uplink_port, uplink_address=uplink_address,
                           attest_command=tuple(shlex.split(attest_command))
                           if attest_command else None, attest_cert=attest_cert,
                           app_manifest=app_manifest, fleet_store=fleet_store,

@@ -100,12 +100,17 @@ def _server_url(_ctx: click.Context, _param: click.Parameter, value: str) -> str
 @click.option("--sensor-model", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               default=None, help="With --app: score the application's input frames for "
                                  "tampering with this model (`detect train --sensors`).")
+@click.option("--unsafe-debug-port", type=click.IntRange(1, 65535), default=None, hidden=True,
+              help="UNSAFE, the assessment lab's control only: listen on this port.")
+@click.option("--unsafe-no-pin", is_flag=True, hidden=True,
+              help="UNSAFE, the assessment lab's control only: skip the server key pin.")
 def run(directory: Path, server: str, air_gapped: bool, interval: float | None, size: int,
         duration: float | None, drain: float, queue_capacity: int, app_manifest: Path | None,
         frames_csv: Path | None, fault_window: float | None, event_rate: float,
         seed: int | None, status_file: Path | None, backoff_max: float, verbose: bool,
         attest_nonce: str | None, attest_out: Path | None, slots_dir: Path | None,
-        watch_iface: str | None, net_model: Path | None, sensor_model: Path | None) -> None:
+        watch_iface: str | None, net_model: Path | None, sensor_model: Path | None,
+        unsafe_debug_port: int | None = None, unsafe_no_pin: bool = False) -> None:
     """Run the device in DIRECTORY: constant-rate signed reports over pinned mutual TLS.
 
     The device opens no listening socket. SIGTERM or Ctrl-C stops it cleanly; queued
@@ -157,9 +162,13 @@ def run(directory: Path, server: str, air_gapped: bool, interval: float | None, 
     config = RunnerConfig(
         shaper=ShaperConfig(interval=interval, size=size),
         queue=QueueConfig(capacity=queue_capacity),
-        link=LinkConfig(backoff_initial=min(0.5, backoff_max), backoff_max=backoff_max),
-        drain=drain,
+        link=LinkConfig(backoff_initial=min(0.5, backoff_max), backoff_max=backoff_max,
+                        unsafe_unpinned=unsafe_no_pin),
+        drain=drain, unsafe_debug_port=unsafe_debug_port,
     )
+    if unsafe_debug_port is not None or unsafe_no_pin:
+        click.echo("warning: UNSAFE lab control on (a listening debug port or no server pin): "
+                   "never on a device", err=True)
     # Signed updates (None unless the bundle carries an update root): the agent's power-cut
     # recovery runs now, before anything is started from its slots.
     running: dict[str, Any] = {}

@@ -65,6 +65,9 @@ class LinkConfig:
     chunk_size: int = chunks.DEFAULT_CHUNK_SIZE
     #: Accept update frames without padding: only ``tinyward bench update``'s control.
     unsafe_unpadded_frames: bool = False
+    #: Skip the server key pin (the CA chain is still checked): only the assessment lab's
+    #: control (``device run --unsafe-no-pin``, hidden), to show the pin probe failing.
+    unsafe_unpinned: bool = False
 
     def __post_init__(self) -> None:
         chunks.check_chunk_size(self.chunk_size)
@@ -138,9 +141,11 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
     """An HTTPSConnection that checks the SPKI pin right after the handshake."""
 
     def __init__(self, host: str, port: int, context: ssl.SSLContext,
-                 pins: tuple[bytes, ...], timeout: float) -> None:
+                 pins: tuple[bytes, ...], timeout: float, unsafe_unpinned: bool = False
+                 ) -> None:
         super().__init__(host, port, timeout=timeout, context=context)
         self._pins = pins
+        self._unsafe_unpinned = unsafe_unpinned
         self.peer_spki_sha256: bytes | None = None
 
     def connect(self) -> None:
@@ -153,7 +158,7 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
         matched = False
         for pin in self._pins:  # every pin compared, in constant time: no early exit
             matched |= hmac.compare_digest(got, pin)
-        if not matched:
+        if not matched and not self._unsafe_unpinned:
             self.close()
             pinned = " or ".join(f"{pin.hex()[:16]}…" for pin in self._pins)
             raise PinMismatch(
@@ -190,7 +195,8 @@ class ReportLink:
         if self._conn is None:
             self._conn = _PinnedHTTPSConnection(self.server.host, self.server.port,
                                                 self._context, self._pins,
-                                                self._config.connect_timeout)
+                                                self._config.connect_timeout,
+                                                self._config.unsafe_unpinned)
             try:
                 self._conn.connect()
             except BaseException:

@@ -109,6 +109,9 @@ class RunnerConfig:
     drain: float = 0.0
     reports: int | None = None
     unsafe_unshaped: bool = False
+    #: A listening HTTPS status port (``link/debugport.py``): only the assessment lab's
+    #: control (``device run --unsafe-debug-port N``, hidden). Never on a device.
+    unsafe_debug_port: int | None = None
 
 
 @dataclass
@@ -330,9 +333,17 @@ class DeviceRunner:
         """
         stop = stop or threading.Event()
         with DeviceLock(self._device.directory):
+            debug = None
+            if self.config.unsafe_debug_port is not None:
+                from tinyward.link.debugport import DebugPort
+
+                debug = DebugPort(self.config.unsafe_debug_port, lambda: {
+                    k: v for k, v in asdict(self.stats).items() if k != "acked_seqs"})
             try:
                 return self._loop(stop, duration)
             finally:
+                if debug is not None:
+                    debug.close()
                 self.link.close()
                 self.stats.state = "stopped"
                 self._write_status()

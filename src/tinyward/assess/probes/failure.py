@@ -218,11 +218,12 @@ class FailureReporting:
             return for_all(context, NAME, "not-tested", "live",
                            f"the time budget ({budget.seconds:.0f} s) leaves no room for a "
                            f"{self.seconds:.0f} s run and its drain")
-        where = f"tcp://{target.address}:{target.uplink_port}, {target.fleet_dir}/reports.db"
+        fleet_host = (target.uplink or (target.address, 0))[0]
+        where = f"tcp://{fleet_host}:{target.uplink_port}, {target.fleet_dir}/reports.db"
         try:
             with quiet_device_logs():
                 seen = observe(device, target.uplink_port, target.fleet_dir,
-                               host=target.address or "127.0.0.1", seconds=self.seconds,
+                               host=(target.uplink or ("127.0.0.1", 0))[0], seconds=self.seconds,
                                unsafe_silent=self.unsafe_silent)
         except StoreUnreadable as error:
             return for_all(context, NAME, "not-tested", "live",

@@ -257,6 +257,14 @@ class LockoutRestart:
 
     def run(self, target: Target, context: Context, budget: Budget) -> list[Evidence]:
         spec: LoginSpec | None = target.login
+        if spec is None and target.device_dir is not None:
+            from tinyward.assess.probes import readout
+
+            # A tinyward device's one login is its local readout (no network login: the
+            # credentials probe's scan shows that).
+            if readout.has_readout(target.device_dir) and budget.spend():
+                return [readout.lockout_evidence(readout.try_lockout(target.device_dir),
+                                                 f"{target.device_dir} (local readout)")]
         if spec is None or target.address is None:
             return for_all(context, NAME, "not-tested", "live",
                            "no login named (--login-port N --login-path PATH)")

@@ -309,11 +309,12 @@ class OutageRecovery:
             return for_all(context, NAME, "not-tested", "live",
                            f"the time budget ({budget.seconds:.0f} s) is less than the "
                            f"{needed:.0f} s an outage run may take")
-        where = f"tcp://{target.address}:{target.uplink_port} via the probe's proxy"
+        fleet_host = (target.uplink or (target.address, 0))[0]
+        where = f"tcp://{fleet_host}:{target.uplink_port} via the probe's proxy"
         try:
             with quiet_device_logs():
                 run = run_outage(device, target.uplink_port, target.fleet_dir,
-                                 host=target.address or "127.0.0.1", outage=self.outage,
+                                 host=(target.uplink or ("127.0.0.1", 0))[0], outage=self.outage,
                                  recovery=self.recovery, make_runner=self.make_runner)
         except StoreUnreadable as error:
             return for_all(context, NAME, "not-tested", "live",

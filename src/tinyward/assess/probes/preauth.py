@@ -19,7 +19,7 @@ import contextlib
 import socket
 import ssl
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tinyward.assess.evidence import Evidence
@@ -150,6 +150,15 @@ class PreauthExhaustion:
         if ports is None:
             return for_all(context, NAME, "not-tested", "live",
                            "no port scan ran and no ports were named")
+        if not ports and target.uplink is not None and target.ports is None \
+                and context.open_ports is not None:
+            # A device that listens on no port can only be starved through its server:
+            # the uplink's listener, flooded before authentication, must still serve the
+            # device's own client (its certificate).
+            address, port = target.uplink
+            run = flood(address, port, True, target.client_cert, budget)
+            return [replace(e, text=f"no listening port on {target.address}; its uplink: "
+                            + e.text) for e in verdict(address, [run], context)]
         runs = [flood(target.address, port, context.services.get(port) == "tls",
                       target.client_cert, budget) for port in ports[:MAX_PORTS]]
         evidence = verdict(target.address, runs, context)

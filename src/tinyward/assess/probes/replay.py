@@ -91,11 +91,15 @@ class Replay:
             return for_all(context, NAME, "not-tested", "live",
                            "no captured request to replay (--replay FILE --replay-port N)")
         timeout = min(10.0, max(1.0, budget.left()))
-        first = post(target.address, spec, target.client_cert, timeout) \
+        # A capture of the device's uplink goes to its fleet server (the device itself
+        # listens nowhere): the server named as its uplink, when the ports agree.
+        address = target.uplink[0] if target.uplink is not None and \
+            spec.port == target.uplink[1] else target.address
+        first = post(address, spec, target.client_cert, timeout) \
             if budget.spend() else None
-        second = post(target.address, spec, target.client_cert, timeout) \
+        second = post(address, spec, target.client_cert, timeout) \
             if budget.spend() else None
-        return verdict(target.address, spec, first, second, context)
+        return verdict(address, spec, first, second, context)
 
 
 __all__ = ["Replay", "ReplaySpec", "post", "verdict"]

@@ -168,7 +168,25 @@ class UpdateTrust(_FolderCheck):
         facts = self._facts(target, budget, context)
         if facts is None:
             return for_all(context, self.name, "not-tested", "static", "no device folder")
+        if not facts.tuf_roots and target.device_dir is not None:
+            _sealed_root(target.device_dir, facts)
         return update_verdict(facts, context)
+
+
+def _sealed_root(folder: Path, facts: FolderFacts) -> None:
+    """A tinyward device folder keeps its update root sealed in its storage (a walk of
+    the files cannot read it): open the device, as its own process would, and look."""
+    if not (folder / "device.json").is_file():
+        return
+    from tinyward.errors import TinywardError
+    from tinyward.trust.device import Device
+
+    try:
+        root = Device.open(folder).update_trusted_root()
+    except (TinywardError, OSError):
+        return
+    if root is not None:
+        scan_file("(sealed storage) update root.json", root, facts)
 
 
 __all__ = ["FolderFacts", "Identity", "UpdateTrust", "identity_verdict", "scan_file",

@@ -264,11 +264,45 @@ class TlsConfig:
             else:
                 results.append(PortTLS(port, "unknown", note="the TLS handshake failed "
                                        "without showing whether the port speaks TLS"))
+        if not ports and target.uplink is not None and target.ports is None \
+                and context.open_ports is not None:
+            return self._uplink(target, context, budget)
         evidence = verdict(target.address, results, context)
         if len(ports) > MAX_PORTS and evidence and evidence[0].verdict == "pass":
             return for_all(context, NAME, "not-tested", "live",
                            f"only the first {MAX_PORTS} of {len(ports)} open ports checked")
         return evidence
+
+    def _uplink(self, target: Target, context: Context, budget: Budget) -> list[Evidence]:
+        """A device that listens on no port (a scan of every port) talks only over its
+        uplink: what its fleet server accepts bounds what the device's traffic can be (the
+        pin, I-PIN-1, keeps it to that one server)."""
+        uplink = target.uplink
+        if uplink is None:
+            return for_all(context, NAME, "not-tested", "live", "no uplink named")
+        address, port = uplink
+        if not budget.spend():
+            return for_all(context, NAME, "not-tested", "live", "budget used up")
+        try:
+            result = enumerate_suites(address, port, min(5.0, budget.left()),
+                                      target.client_cert)
+        except ModuleNotFoundError:
+            return for_all(context, NAME, "not-tested", "live", "sslyze is not installed")
+        where = f"tcp://{address}:{port}"
+        if result.speaks != "tls" or not result.accepted:
+            return for_all(context, NAME, "not-tested", "live",
+                           f"no listening port on {target.address}; its uplink {where} could "
+                           f"not be enumerated ({result.note or 'no TLS'})", where)
+        problems = port_problems(result)
+        if problems:
+            return for_all(context, NAME, "fail", "live",
+                           f"no listening port on {target.address}, but its uplink {where} "
+                           f"accepts {'; '.join(problems)}", where)
+        versions = [LABELS[v] for v in VERSIONS if result.accepted.get(v)]
+        return for_all(context, NAME, "pass", "live",
+                       f"no listening port on {target.address} (scan of every TCP port); its "
+                       f"only traffic, the uplink to {where}, accepts {', '.join(versions)} "
+                       "only, AEAD suites", where)
 
 
 __all__ = ["PortTLS", "TlsConfig", "classify_handshake", "enumerate_bounded",

@@ -35,10 +35,15 @@ from tinyward.assess.probes.base import Budget, Context, for_all
 from tinyward.assess.target import Target
 
 NAME = "traffic-analysis"
-PHASE_SECONDS = 30.0
+PHASE_SECONDS = 60.0
 INTERVAL = 0.1
 MAX_AUC = 0.55
 NULL_SHUFFLES = 10
+#: Fewer intervals than this in a phase decide nothing (60 s at 0.1 s gives 599).
+MIN_INTERVALS = 500
+#: A fail needs the AUC this many null standard deviations above 0.5 (one-sided
+#: p ~ 0.0002: a device that leaks nothing fails by chance about once in 4,000 phases).
+Z_FAIL = 3.5
 
 
 @dataclass(frozen=True)
@@ -51,21 +56,41 @@ class Phase:
     chance: tuple[float, float]
     intervals: int
     note: str = ""
+    positives: int = 0  # intervals labelled 1 (0: half of them, for older callers)
+
+    @property
+    def null_sd(self) -> float:
+        """The AUC's standard deviation when the traffic says nothing (the Mann-Whitney
+        null: sqrt((n1 + n0 + 1) / (12 n1 n0)))."""
+        n1 = self.positives or self.intervals // 2
+        n0 = self.intervals - n1
+        if n1 <= 0 or n0 <= 0:
+            return 1.0
+        return math.sqrt((n1 + n0 + 1) / (12 * n1 * n0))
+
+    @property
+    def fail_above(self) -> float:
+        return max(MAX_AUC, 0.5 + Z_FAIL * self.null_sd)
 
     def text(self) -> str:
         return (f"{self.name}: AUC {self.auc:.3f} (chance {self.chance[0]:.3f}-"
-                f"{self.chance[1]:.3f}, {self.intervals} intervals of {INTERVAL} s)")
+                f"{self.chance[1]:.3f}, {self.intervals} intervals of {INTERVAL} s; "
+                f"fails above {self.fail_above:.3f})")
 
 
 def phase_verdict(phase: Phase) -> str:
-    """fail, pass or not-tested for one phase (pure). A fail needs the AUC above 0.55 *and*
-    above what shuffled labels reach on this many intervals: on a short run chance alone
-    can pass 0.55, and that shows no leak (nor its absence: not-tested)."""
-    if phase.intervals == 0:
+    """fail, pass or not-tested for one phase (pure). The rule (docs/assessment.md),
+    fixed before the runs it reports: fewer than MIN_INTERVALS intervals decide nothing;
+    AUC <= 0.55 passes; AUC above 0.55, above 0.5 + 3.5 null standard deviations *and*
+    above every shuffled-label run fails; in between is not-tested (a longer run, or a
+    quieter machine, decides)."""
+    if phase.intervals < MIN_INTERVALS:
         return "not-tested"
-    if phase.auc > MAX_AUC:
-        return "fail" if phase.auc > phase.chance[1] else "not-tested"
-    return "pass" if phase.auc <= phase.chance[1] else "not-tested"
+    if phase.auc <= MAX_AUC:
+        return "pass"
+    if phase.auc > phase.fail_above and phase.auc > phase.chance[1]:
+        return "fail"
+    return "not-tested"
 
 
 def verdict(phases: list[Phase], context: Context, where: str = "") -> list[Evidence]:
@@ -76,17 +101,38 @@ def verdict(phases: list[Phase], context: Context, where: str = "") -> list[Evid
     parts = "; ".join(p.text() + (f" [{p.note}]" if p.note else "") for p in phases)
     if "fail" in verdicts:
         return for_all(context, NAME, "fail", "live",
-                       f"the eavesdropper tells them apart (AUC above {MAX_AUC} and above "
-                       f"chance): {parts}",
+                       f"the eavesdropper tells them apart (AUC above {MAX_AUC}, above "
+                       f"{Z_FAIL} null standard deviations and above chance): {parts}",
                        where)
     if len(phases) == 2 and set(verdicts) == {"pass"}:
         return for_all(context, NAME, "pass", "live",
-                       f"the eavesdropper learns nothing (AUC <= {MAX_AUC}, within chance): "
+                       f"the eavesdropper learns nothing (AUC <= {MAX_AUC}): "
                        f"{parts}", where)
     return for_all(context, NAME, "not-tested", "live",
-                   f"inconclusive (an AUC on one side of {MAX_AUC} and the other of its "
-                   f"chance range, or a phase missing): "
+                   f"inconclusive (an AUC above {MAX_AUC} but not beyond doubt, fewer than "
+                   f"{MIN_INTERVALS} intervals, or a phase missing): "
                    f"{parts}", where)
+
+
+def with_context(features: Any) -> Any:
+    """The observer's view of interval k widened to k-1 .. k+3 (pure). ``bench/shaping.py``
+    gives each row interval k and k+1; an eavesdropper holds the whole trace, and a device
+    that sends late (an unshaped one under load) shows an event one to three intervals
+    after it happened. The rows at the ends get zeros where the trace has nothing."""
+    import numpy as np
+
+    own = features[:, :6]
+    n = len(own)
+
+    def shifted(by: int) -> Any:
+        out = np.zeros_like(own)
+        if by > 0:
+            out[:n - by] = own[by:]
+        else:
+            out[-by:] = own[:n + by]
+        return out
+
+    return np.hstack([features, shifted(2), shifted(3), shifted(-1)])
 
 
 def chance(features: Any, labels: Any, seed: int) -> tuple[float, float]:
@@ -97,7 +143,7 @@ def chance(features: Any, labels: Any, seed: int) -> tuple[float, float]:
 
 
 def events_phase(device: Any, port: int, seconds: float, seed: int,
-                 unsafe_unshaped: bool = False) -> Phase:
+                 unsafe_unshaped: bool = False, host: str = "127.0.0.1") -> Phase:
     """Random events, the device's own link through a recording proxy."""
     import numpy as np
 
@@ -108,7 +154,7 @@ def events_phase(device: Any, port: int, seconds: float, seed: int,
     from tinyward.link.shaper import ShaperConfig
 
     rate = math.log(2) / INTERVAL  # about half of the intervals hold an event
-    proxy = TCPProxy(("127.0.0.1", port), record=True)
+    proxy = TCPProxy((host, port), record=True)
     try:
         runner = DeviceRunner(device, proxy.url, RunnerConfig(
             shaper=ShaperConfig(interval=INTERVAL), unsafe_unshaped=unsafe_unshaped,
@@ -128,26 +174,28 @@ def events_phase(device: Any, port: int, seconds: float, seed: int,
             labels[k] = 1
     if labels.sum() < 10 or labels.sum() > n - 10:
         return Phase("random events", 0.5, (0.5, 0.5), 0, "too few events of one kind")
-    features = _features(proxy.records, start, INTERVAL, n)
+    features = with_context(_features(proxy.records, start, INTERVAL, n))
     return Phase("random events", _auc(features, labels, seed),
-                 chance(features, labels, seed), n)
+                 chance(features, labels, seed), n, positives=int(labels.sum()))
 
 
 def app_phase(device: Any, port: int, seconds: float, seed: int,
-              unsafe_inline_feed: bool = False) -> Phase:
+              unsafe_inline_feed: bool = False, host: str = "127.0.0.1") -> Phase:
     """The latency-modulating sandboxed application as the device's source."""
-    from tinyward.bench.shaping import _hostile_phase
+    from tinyward.bench.shaping import _auc, _hostile_phase
     from tinyward.link.client import LinkConfig
     from tinyward.link.shaper import ShaperConfig
 
     captured: dict[str, Any] = {}
     result = _hostile_phase(device, port, ShaperConfig(interval=INTERVAL),
                             LinkConfig(backoff_initial=0.05, backoff_max=0.5), seconds,
-                            INTERVAL, seed, unsafe_inline_feed, keep=captured)
-    return Phase("application steering its latency", result.auc,
-                 chance(captured["features"], captured["labels"], seed),
+                            INTERVAL, seed, unsafe_inline_feed, keep=captured, host=host)
+    features = with_context(captured["features"])
+    return Phase("application steering its latency", _auc(features, captured["labels"], seed),
+                 chance(features, captured["labels"], seed),
                  len(captured["labels"]),
-                 f"{result.bits_right} of {result.bits} secret bits recovered")
+                 f"{result.bits_right} of {result.bits} secret bits recovered",
+                 positives=int(sum(captured["labels"])))
 
 
 class TrafficAnalysis:
@@ -155,8 +203,12 @@ class TrafficAnalysis:
     kind = "live"
 
     def __init__(self, *, seconds: float = PHASE_SECONDS, unsafe_unshaped: bool = False,
-                 unsafe_inline_feed: bool = False) -> None:
+                 unsafe_inline_feed: bool = False,
+                 phases: tuple[str, ...] = ("events", "app")) -> None:
         # ``unsafe_*``: the controls (shaping off; an application that can steer timing).
+        # ``phases``: a control that weakens one phase runs only that one (a missing phase
+        # can never pass: the verdict is then fail or not-tested).
+        self.phases = phases
         self.seconds = seconds
         self.unsafe_unshaped = unsafe_unshaped
         self.unsafe_inline_feed = unsafe_inline_feed
@@ -167,12 +219,13 @@ class TrafficAnalysis:
         from tinyward.errors import TinywardError
 
         device_dir = target.device_dir
-        if target.address is not None and not ipaddress.ip_address(target.address).is_loopback:
+        uplink = target.uplink
+        if uplink is not None and not ipaddress.ip_address(uplink[0]).is_loopback \
+                and target.netns is None:
             return for_all(context, NAME, "not-tested", "live",
                            "the uplink capture runs the device's link on this machine: its "
-                           "fleet server must be on loopback")
-        if device_dir is None or not (device_dir / "device.json").is_file() \
-                or target.uplink_port is None or target.address is None:
+                           "fleet server must be on loopback or in the lab namespace")
+        if device_dir is None or not (device_dir / "device.json").is_file() or uplink is None:
             return for_all(context, NAME, "not-tested", "live",
                            "needs a tinyward device folder and its fleet server's device port "
                            "(--uplink-port N) to capture the uplink")
@@ -182,17 +235,27 @@ class TrafficAnalysis:
             device = Device.open(device_dir)
         except TinywardError as error:
             return for_all(context, NAME, "not-tested", "live", f"the device folder: {error}")
-        seconds = min(self.seconds, budget.left() / 2.5)  # two phases and the classifier
-        if seconds < 5 or not budget.spend():
+        # Each phase and its classifier; a budget that cannot hold the phases shortens
+        # them (and fewer than MIN_INTERVALS intervals then decide nothing).
+        seconds = min(self.seconds, budget.left() / (1.25 * len(self.phases)))
+        if int(seconds / INTERVAL) - 1 < MIN_INTERVALS:
+            # Fewer intervals decide nothing under the rule: do not run a phase for nothing.
+            need = 1.25 * len(self.phases) * (MIN_INTERVALS + 1) * INTERVAL
             return for_all(context, NAME, "not-tested", "live",
-                           f"the time budget ({budget.seconds:.0f} s) leaves no room for two "
-                           "phases of at least 5 s")
-        where = f"tcp://{target.address}:{target.uplink_port}"
+                           f"the time budget ({budget.seconds:.0f} s) holds phases of "
+                           f"{seconds:.0f} s, fewer than the {MIN_INTERVALS} intervals that "
+                           f"decide: give --seconds-per-probe {need:.0f} or more")
+        if not budget.spend():
+            return for_all(context, NAME, "not-tested", "live", "the attempt budget is spent")
+        where = f"tcp://{uplink[0]}:{uplink[1]}"
         try:
-            phases = [events_phase(device, target.uplink_port, seconds, 7,
-                                   self.unsafe_unshaped),
-                      app_phase(device, target.uplink_port, seconds, 7,
-                                self.unsafe_inline_feed)]
+            phases = []
+            if "events" in self.phases:
+                phases.append(events_phase(device, uplink[1], seconds, 7,
+                                           self.unsafe_unshaped, uplink[0]))
+            if "app" in self.phases:
+                phases.append(app_phase(device, uplink[1], seconds, 7,
+                                        self.unsafe_inline_feed, uplink[0]))
         except TinywardError as error:  # not enrolled, server refused the device, ...
             return for_all(context, NAME, "not-tested", "live",
                            f"the device's link did not run: {error}", where)

@@ -82,6 +82,12 @@ class Lab:
     detect: bool = True
     #: Seconds of device-1's benign traffic captured (and, with detection, trained on).
     train_seconds: float = 20.0
+    #: Give the fleet an update repository before enrolling (devices then carry its root
+    #: and run their update agent): the assessment lab's update-trust evidence.
+    updates: bool = False
+    #: More ``fleet serve`` options (the assessment lab raises the per-device report rate
+    #: for its traffic probe, which runs a device at 0.1 s).
+    fleet_options: tuple[str, ...] = ()
     server_url: str = ""
     admin_url: str = ""
     device_ids: dict[str, str] = field(default_factory=dict)
@@ -97,6 +103,9 @@ class Lab:
     #: The fleet's admin bearer token (memory only: the fleet keeps its SHA-256), for
     #: reading ``/metrics`` (the fleet's refusals during attacks aimed at it).
     _admin_token: str = field(default="", repr=False)
+    #: The fleet CA's passphrase (memory only), for glue that needs more of the fleet's
+    #: credentials while the lab is up (the assessment lab's impostor certificate).
+    _ca_secret: bytes = field(default=b"", repr=False)
     _root_ca: Path = field(default=Path("/nonexistent"), repr=False)
     _devices: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _procs: list[subprocess.Popen[bytes] | subprocess.Popen[str]] = field(default_factory=list)
@@ -143,10 +152,20 @@ class Lab:
             # One secret per role, generated here, never written: the server gets its own.
             ca_secret = secrets.token_urlsafe(24).encode()
             server_secret = secrets.token_urlsafe(24).encode()
+            self._ca_secret = ca_secret
             fleet = Fleet.init(self.folder / "fleet", ca_secret,
-                               server_names=[fleet_host.address, "fleet.lab"],
+                               server_names=[fleet_host.address, "fleet.lab", "127.0.0.1"],
                                server_passphrase=server_secret,
                                report_interval=self.interval)
+            if self.updates:
+                from tinyward.fleet.update_repo import UpdateRepository
+
+                # Root keys sealed with random passphrases nobody keeps: the lab's fleet
+                # is thrown away with it (no release is ever signed with them).
+                UpdateRepository.init(fleet.directory, root_secrets=[
+                    secrets.token_urlsafe(24).encode() for _ in range(3)],
+                    targets_secrets=[secrets.token_urlsafe(24).encode()],
+                    server_secret=server_secret)
             self.dashboard = _dashboard_password(fleet.directory)
             from tinyward.fleet.guards import create_admin_token
 
@@ -155,7 +174,8 @@ class Lab:
             announced: list[str] = []
             _, self.server_url = start_fleet_server(
                 fleet.directory, server_secret, fleet_host.address, FLEET_PORT,
-                extra=("--admin-host", fleet_host.address, "--admin-port", str(ADMIN_PORT)),
+                extra=("--admin-host", fleet_host.address, "--admin-port", str(ADMIN_PORT),
+                       *self.fleet_options),
                 announced=announced, wrap=lambda argv: net.ns_command(fleet_host.netns, argv))
             self.admin_url = f"https://{fleet_host.address}:{ADMIN_PORT}"
             self._services()
@@ -177,15 +197,32 @@ class Lab:
             self.down()
             raise
 
-    def _start_device(self, role: str, watch: bool = False) -> None:
+    def _start_device(self, role: str, watch: bool = False, extra: tuple[str, ...] = ()) -> None:
         directory = self.folder / role
         argv = [sys.executable, "-m", "tinyward", "device", "run", str(directory),
                 "--server", self.server_url, "--interval", str(self.interval),
-                "--status-file", str(directory / "run-status.json")]
+                "--status-file", str(directory / "run-status.json"), *extra]
         if watch:
             assert self.net_model is not None
             argv += ["--watch", "eth0", "--net-model", str(self.net_model)]
         self._devices[role] = self.start(role, argv, role)
+
+    def stop_device(self, role: str) -> None:
+        """Stop ``role``'s device process (SIGTERM: it stops cleanly)."""
+        proc = self._devices.pop(role, None)
+        if proc is None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+    def restart_device(self, role: str, extra: tuple[str, ...] = ()) -> None:
+        """Stop ``role``'s device and start it again with ``extra`` arguments."""
+        self.stop_device(role)
+        self._start_device(role, extra=extra)
 
     def capture_device(self, seconds: float, path: Path, role: str = "device-1") -> None:
         """``seconds`` of ``role``'s own traffic (its eth0) into ``path``."""
