@@ -218,7 +218,21 @@ class Cluster:
                                 old[2] + total)
         return merged
 
+    def marked_down(self) -> dict[str, int]:
+        """Per node: how often any HAProxy marked it down (``chkdown``: failed health
+        checks; with ``on-marked-down shutdown-sessions`` each one cuts every session)."""
+        found: dict[str, int] = {}
+        for index in range(len(self.balancers)):
+            for name, row in self._rows(index).items():
+                found[name] = found.get(name, 0) + int(row.get("chkdown") or 0)
+        return found
+
     def _stats(self, index: int) -> dict[str, tuple[str, int, int]]:
+        return {name: (row["status"].split(" ")[0], int(row["scur"] or 0),
+                       int(row["stot"] or 0)) for name, row in self._rows(index).items()}
+
+    def _rows(self, index: int) -> dict[str, dict[str, str]]:
+        """The ``show stat`` rows of the nodes in HAProxy ``index``, by node name."""
         with socket.socket(socket.AF_UNIX) as sock:
             sock.settimeout(5)
             sock.connect(str(self.stats_socket(index)))
@@ -238,9 +252,7 @@ class Cluster:
             row = line.split(",")
             if len(row) == len(header) and row[column["pxname"]] == "nodes" \
                     and row[column["svname"]].startswith("node"):
-                found[row[column["svname"]]] = (row[column["status"]].split(" ")[0],
-                                                int(row[column["scur"]] or 0),
-                                                int(row[column["stot"]] or 0))
+                found[row[column["svname"]]] = dict(zip(header, row, strict=True))
         return found
 
     def wait_for(self, condition: object, timeout: float, what: str) -> None:

@@ -86,7 +86,8 @@ def fleetload(counts: str, interval: float, duration: float, nodes: int, workers
                    f"acknowledged but lost {r.lost_acknowledged}, stored with the ack lost "
                    f"{r.stored_not_acknowledged}, unacknowledged at the end "
                    f"{r.unacknowledged_at_end}); refusals {r.refused or 'none'}; connections lost "
-                   f"{r.drops or 'none'}")
+                   f"{r.drops or 'none'}; nodes marked down by HAProxy "
+                   f"{r.marked_down or 'never'}")
     click.echo(f"figures: {out.with_suffix('.json')}, plot: {out.with_suffix('.png')}")
     if not all(r.exactly_once for r in results):
         raise click.ClickException("a run did not store every report exactly once")
