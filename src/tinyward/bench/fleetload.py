@@ -84,6 +84,10 @@ class LoadConfig:
     #: Sign each device's reports for the steady phase before the clock starts (signing is
     #: the device's CPU, not the server's nor the generator's); later ones are signed when due.
     presign: bool = True
+    #: New connections per second the balancers let through to the nodes, all balancers
+    #: together (HAProxy's ``rate-limit sessions``): about what the nodes can handshake on
+    #: this machine while the load generator handshakes too (~3 + ~2 ms of CPU each).
+    new_per_second: int = 300
 
 
 @dataclass
@@ -488,7 +492,8 @@ def run_fleetload(config: LoadConfig, sims: list[SimulatedDevice],
                       NodeOptions(workers=config.workers, max_connections=per_node,
                                   max_handshakes=1024),
                       balancers=balancers,
-                      balancer_maxconn=min(per_balancer, config.devices // balancers + 500))
+                      balancer_maxconn=min(per_balancer, config.devices // balancers + 500),
+                      new_per_second=max(1, config.new_per_second // balancers))
     result = LoadResult(config.devices, config.nodes, config.interval, config.duration,
                         config.storm, balancers=balancers)
     devices = [_Device(sim, ctx, balancer=i % balancers) for i, (sim, ctx) in

@@ -72,7 +72,7 @@ class Cluster:
     def __init__(self, fleet_dir: Path, db_url: str, folder: Path, nodes: int = 2,
                  options: NodeOptions | None = None, config: Path = SHIPPED_CONFIG, *,
                  balancers: int = 1, balancer_maxconn: int = 5_000,
-                 per_source: int | None = None) -> None:
+                 per_source: int | None = None, new_per_second: int = 600) -> None:
         if not 1 <= nodes <= CONFIG_NODES:
             raise ClusterError(f"the shipped HAProxy configuration names {CONFIG_NODES} nodes; "
                                f"asked for {nodes}")
@@ -90,6 +90,8 @@ class Cluster:
         #: HAProxy's cap of concurrent connections per device address (default: maxconn,
         #: since every simulated device comes from 127.0.0.1).
         self.per_source = per_source or balancer_maxconn
+        #: New connections each HAProxy lets through per second (``rate-limit sessions``).
+        self.new_per_second = new_per_second
         self.balancers: list[subprocess.Popen[bytes]] = []
 
     @property
@@ -179,6 +181,7 @@ class Cluster:
             # Every simulated device connects from 127.0.0.1.
             "TINYWARD_LB_PER_SOURCE": str(self.per_source),
             "TINYWARD_LB_RATE_SOURCE": str(10 * self.balancer_maxconn),
+            "TINYWARD_LB_NEW_PER_SECOND": str(self.new_per_second),
         })
         for i in range(CONFIG_NODES):
             # A node not started here points at a port nobody listens on: marked down.
