@@ -54,6 +54,9 @@ def thread_cpu(pids: list[int]) -> collections.Counter[str]:
 
 def main() -> None:
     count, interval, window = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
+    # NAME=SRC[:asyncio][:live]: the node's source tree; the generator on asyncio's loop
+    # instead of uvloop, and signing each report when due instead of before the run
+    # (the generator as it was before 2 Dec 2026).
     variants = [tuple(item.split("=", 1)) for item in sys.argv[4].split(",")]
     fl.raise_fd_limit(2 * count + 4096)
     results: dict[str, list[float]] = {}
@@ -66,7 +69,8 @@ def main() -> None:
                                storm="none")
         devices = [fl._Device(sim, ctx) for sim, ctx in zip(sims, contexts, strict=True)]
         fl.shrink_tls_read_buffer()
-        for index, (name, root) in enumerate(variants):
+        for index, (name, spec) in enumerate(variants):
+            root, *flags = spec.split(":")
             os.environ["PYTHONPATH"] = str(Path(root).resolve())
             folder = Path(data) / f"run{index}"
             folder.mkdir()
@@ -78,7 +82,10 @@ def main() -> None:
             run = fl._Run(config, devices, cluster, lambda _t: None)
             for device in devices:
                 device.reader = device.writer = None
-            fl.presign(devices, int((window + 2 * interval) // interval) + 2)
+            for device in devices:
+                device.presigned.clear()
+            if "live" not in flags:
+                fl.presign(devices, int((window + 2 * interval) // interval) + 2)
 
             async def drive(run: fl._Run = run, node: Node = node,
                             cluster: Cluster = cluster) -> tuple[float, float, int]:
@@ -126,7 +133,8 @@ def main() -> None:
                       f"{acks / window:.0f} acks/s; load {os.getloadavg()[0]:.1f}")
                 return handshake, (cpu1 - cpu0) / acks, acks
 
-            with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+            loop_factory = asyncio.new_event_loop if "asyncio" in flags else event_loop_factory()
+            with asyncio.Runner(loop_factory=loop_factory) as runner:
                 handshake, per_report, acks = runner.run(drive())
             cluster.stop_node(node)
             results.setdefault(name, []).append(per_report)
