@@ -28,8 +28,8 @@ import random
 import statistics
 import subprocess
 import sys
-import time
 import tempfile
+import time
 from pathlib import Path
 
 from tinyward.bench import fleetload as fl
@@ -87,8 +87,10 @@ def main() -> None:
             if "live" not in flags:
                 fl.presign(devices, int((window + 2 * interval) // interval) + 2)
 
-            async def drive(run: fl._Run = run, node: Node = node,
-                            cluster: Cluster = cluster) -> tuple[float, float, int]:
+            spy_out = f"{os.environ.get('PYSPY')}-{name}-{index}.txt"
+
+            async def drive(run: fl._Run = run, node: Node = node, cluster: Cluster = cluster,
+                            spy_out: str = spy_out) -> tuple[float, float, int]:
                 loop = asyncio.get_running_loop()
                 pids = cluster.pids_of(node)
                 before = cpu_seconds(pids)
@@ -109,10 +111,9 @@ def main() -> None:
                 run.counting = True
                 spy = None
                 if os.environ.get("PYSPY"):
-                    spy = subprocess.Popen(
-                        ["py-spy", "record", "--format", "raw", "--nonblocking", "-r", "200",
-                         "-d", str(int(window)), "-p", str(pids[0]), "-o",
-                         f"{os.environ['PYSPY']}-{name}-{index}.txt"],
+                    spy = subprocess.Popen(  # noqa: S603 - our own pid and paths
+                        ["py-spy", "record", "--format", "raw", "--nonblocking", "-r", "200",  # noqa: S607
+                         "-d", str(int(window)), "-p", str(pids[0]), "-o", spy_out],
                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 threads0, cpu0, acks0 = thread_cpu(pids), cpu_seconds(pids), run.acks_in_window
                 gen0 = time.process_time()
