@@ -608,8 +608,13 @@ def plot(results: list[LoadResult], path: Path) -> None:
             axis.plot(xs, [r.p99_ms for r in results], "s-", label="p99")
             axis.legend()
         elif ys is None:
-            axis.plot(xs, [r.reconnected_seconds for r in results], "o-", label="reconnected")
-            axis.plot(xs, [r.recovery_seconds for r in results], "s-", label="acked again")
+            # A run whose fleet was not back within the bound has no such time: no point
+            # (a 0 would read as instant).
+            nan = float("nan")
+            axis.plot(xs, [r.reconnected_seconds if r.recovered else nan for r in results],
+                      "o-", label="reconnected")
+            axis.plot(xs, [r.recovery_seconds if r.recovered else nan for r in results],
+                      "s-", label="acked again")
             axis.legend()
         else:
             axis.plot(xs, ys, "o-")
