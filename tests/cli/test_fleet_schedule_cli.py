@@ -116,3 +116,23 @@ def test_serve_falls_back_to_the_fleets_default_for_devices_without_a_schedule(
         assert config.report_interval == fallback  # the fleet's default (init said 30 s)
         assert config.rate_for(None) == 2 / fallback and config.rate_for(60.0) == 2 / 60
         assert config.device_burst == 306
+
+
+def test_serve_commit_window_is_given_in_milliseconds(
+        fleet_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--commit-window (ms) reaches the server's group commit (seconds); 5 ms by default."""
+    import tinyward.fleet.runner as runner
+
+    seen = []
+    monkeypatch.setattr(runner, "serve_forever", lambda *args, **kw: seen.append(args[5]))
+    monkeypatch.delenv("TINYWARD_CA_PASSPHRASE", raising=False)
+    monkeypatch.delenv("TINYWARD_UPDATE_PASSPHRASE", raising=False)
+    env = {"TINYWARD_SERVER_PASSPHRASE": CLI_SECRETS["TINYWARD_SERVER_PASSPHRASE"]}
+    for extra, window in (((), 0.005), (("--commit-window", "20"), 0.020),
+                          (("--commit-window", "0"), 0.0)):
+        result = CliRunner().invoke(cli, ["fleet", "serve", str(fleet_dir), *extra], env=env)
+        assert result.exit_code == 0, result.output
+        assert seen.pop().commit_window == pytest.approx(window)
+    refused = CliRunner().invoke(cli, ["fleet", "serve", str(fleet_dir), "--commit-window",
+                                       "-1"], env=env)
+    assert refused.exit_code != 0 and not seen

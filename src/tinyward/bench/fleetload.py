@@ -32,6 +32,7 @@ CPU is read from ``/proc/PID/stat`` (utime + stime) of the node processes, memor
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import random
@@ -51,7 +52,7 @@ from tinyward._backoff import Backoff
 from tinyward.bench.fleetload_cluster import Cluster, NodeOptions, cpu_seconds, rss_bytes
 from tinyward.errors import TinywardError
 from tinyward.fleet.pki import Fleet
-from tinyward.fleet.runner import shrink_tls_read_buffer
+from tinyward.fleet.runner import event_loop_factory, shrink_tls_read_buffer
 from tinyward.lab.simdevice import SimulatedDevice
 
 PASSPHRASE = b"tinyward-bench-passphrase"
@@ -80,6 +81,17 @@ class LoadConfig:
     backoff_initial: float = 0.5
     backoff_max: float = 15.0
     seed: int = 1
+    #: Sign each device's reports for the steady phase before the clock starts (signing is
+    #: the device's CPU, not the server's nor the generator's); later ones are signed when due.
+    presign: bool = True
+    #: New connections per second the balancers let through to the nodes, all balancers
+    #: together (HAProxy's ``rate-limit sessions``): about what the nodes can handshake on
+    #: this machine while the load generator handshakes too (~3 + ~2 ms of CPU each).
+    new_per_second: int = 300
+    #: The nodes' ``--commit-window`` in ms: 20 lets a node at 500 single-report requests/s
+    #: share each commit between ~10 of them (5: ~2.5), 15 % less CPU per report
+    #: (docs/scaling.md), for at most 20 ms more per acknowledgement.
+    commit_window_ms: float = 20.0
 
 
 @dataclass
@@ -114,6 +126,7 @@ class LoadResult:
     sessions_after: dict[str, int] = field(default_factory=dict)
     balancers: int = 1                         # HAProxy processes (fd limit: see run)
     enrol_ms: float = 0.0                      # per device, keys to client TLS context
+    presign_seconds: float = 0.0               # CPU spent signing reports before the run
     sent: int = 0
     acknowledged: int = 0
     stored: int = 0
@@ -124,6 +137,7 @@ class LoadResult:
     unacknowledged_at_end: int = 0             # sent, never acked (drain bound reached)
     refused: dict[str, int] = field(default_factory=dict)  # HTTP refusals by code
     drops: dict[str, int] = field(default_factory=dict)  # connections lost, by how
+    marked_down: dict[str, int] = field(default_factory=dict)  # HAProxy's chkdown per node
 
     @property
     def exactly_once(self) -> bool:
@@ -145,6 +159,25 @@ class _Device:
     writer: asyncio.StreamWriter | None = None
     new_connection: bool = False
     balancer: int = 0  # which HAProxy (of the cluster's ports) it connects through
+    presigned: collections.deque[bytes] = field(default_factory=collections.deque)
+
+    def report(self, seq: int) -> bytes:
+        """Report ``seq``: signed before the run if it was (reports ``sent + 1`` onwards,
+        in order), else now with the current time."""
+        if self.presigned:
+            return self.presigned.popleft()
+        return self.sim.report(seq=seq, timestamp=int(time.time()))
+
+
+def presign(devices: list[_Device], count: int) -> None:
+    """Sign each device's next ``count`` reports now, dated now (the server accepts
+    reports up to 30 days old: a device's queue may hold them that long), so that the
+    timed phases measure the server and the connections rather than the simulated devices'
+    ECDSA signing (≈ 170 µs a report here, device-side work)."""
+    now = int(time.time())
+    for device in devices:
+        device.presigned = collections.deque(
+            device.sim.report(seq=device.sent + 1 + i, timestamp=now) for i in range(count))
 
 
 def enrol(fleet: Fleet, count: int, interval: float, folder: Path
@@ -240,7 +273,7 @@ class _Run:
                     await self._idle(device, min(due, self.stop_reports_at) - now)
                     continue
                 device.sent += 1
-                pending = device.sim.report(seq=device.sent, timestamp=int(time.time()))
+                pending = device.report(device.sent)
                 due += self.config.interval
             if device.writer is None:
                 try:
@@ -461,24 +494,37 @@ def run_fleetload(config: LoadConfig, sims: list[SimulatedDevice],
     balancers = -(-(config.devices + 500) // per_balancer)
     cluster = Cluster(fleet_dir, url, folder, config.nodes,
                       NodeOptions(workers=config.workers, max_connections=per_node,
-                                  max_handshakes=1024),
+                                  max_handshakes=1024,
+                                  extra=("--commit-window", f"{config.commit_window_ms:g}")),
                       balancers=balancers,
-                      balancer_maxconn=min(per_balancer, config.devices // balancers + 500))
+                      balancer_maxconn=min(per_balancer, config.devices // balancers + 500),
+                      new_per_second=max(1, config.new_per_second // balancers))
     result = LoadResult(config.devices, config.nodes, config.interval, config.duration,
                         config.storm, balancers=balancers)
     devices = [_Device(sim, ctx, balancer=i % balancers) for i, (sim, ctx) in
                enumerate(zip(sims[:config.devices], contexts[:config.devices], strict=True))]
     shrink_tls_read_buffer()  # 10,000 client connections here too (see fleet/runner.py)
+    if config.presign:
+        # the steady phase and two intervals more (ramp-up, storm); the rest signed when due
+        started = time.process_time()
+        presign(devices, int((config.duration + 3 * config.interval) // config.interval) + 1)
+        result.presign_seconds = time.process_time() - started
+        say(f"signed {sum(len(d.presigned) for d in devices)} reports ahead in "
+            f"{result.presign_seconds:.1f} s of CPU")
     with cluster:
         run = _Run(config, devices, cluster, say)
 
         def pids() -> list[int]:
             return [pid for node in cluster.nodes for pid in cluster.pids_of(node)]
 
-        asyncio.run(_drive(run, result, cluster, pids))
+        # The generator on the servers' loop (uvloop when installed): its TLS in Cython
+        # costs a fraction of asyncio's, which ran the generator out of CPU first.
+        with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+            runner.run(_drive(run, result, cluster, pids))
         late = [d.sent - d.acked for d in devices if d.sent > d.acked]
         if late:
             say(f"{len(late)} devices ended with {sum(late)} reports unacknowledged")
+        result.marked_down = cluster.marked_down()
     result.refused = dict(run.refused)
     result.drops = dict(run.drops)
     all_latencies = sorted(run.latencies)
@@ -562,8 +608,13 @@ def plot(results: list[LoadResult], path: Path) -> None:
             axis.plot(xs, [r.p99_ms for r in results], "s-", label="p99")
             axis.legend()
         elif ys is None:
-            axis.plot(xs, [r.reconnected_seconds for r in results], "o-", label="reconnected")
-            axis.plot(xs, [r.recovery_seconds for r in results], "s-", label="acked again")
+            # A run whose fleet was not back within the bound has no such time: no point
+            # (a 0 would read as instant).
+            nan = float("nan")
+            axis.plot(xs, [r.reconnected_seconds if r.recovered else nan for r in results],
+                      "o-", label="reconnected")
+            axis.plot(xs, [r.recovery_seconds if r.recovered else nan for r in results],
+                      "s-", label="acked again")
             axis.legend()
         else:
             axis.plot(xs, ys, "o-")

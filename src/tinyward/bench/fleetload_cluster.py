@@ -72,7 +72,7 @@ class Cluster:
     def __init__(self, fleet_dir: Path, db_url: str, folder: Path, nodes: int = 2,
                  options: NodeOptions | None = None, config: Path = SHIPPED_CONFIG, *,
                  balancers: int = 1, balancer_maxconn: int = 5_000,
-                 per_source: int | None = None) -> None:
+                 per_source: int | None = None, new_per_second: int = 600) -> None:
         if not 1 <= nodes <= CONFIG_NODES:
             raise ClusterError(f"the shipped HAProxy configuration names {CONFIG_NODES} nodes; "
                                f"asked for {nodes}")
@@ -90,6 +90,8 @@ class Cluster:
         #: HAProxy's cap of concurrent connections per device address (default: maxconn,
         #: since every simulated device comes from 127.0.0.1).
         self.per_source = per_source or balancer_maxconn
+        #: New connections each HAProxy lets through per second (``rate-limit sessions``).
+        self.new_per_second = new_per_second
         self.balancers: list[subprocess.Popen[bytes]] = []
 
     @property
@@ -179,6 +181,7 @@ class Cluster:
             # Every simulated device connects from 127.0.0.1.
             "TINYWARD_LB_PER_SOURCE": str(self.per_source),
             "TINYWARD_LB_RATE_SOURCE": str(10 * self.balancer_maxconn),
+            "TINYWARD_LB_NEW_PER_SECOND": str(self.new_per_second),
         })
         for i in range(CONFIG_NODES):
             # A node not started here points at a port nobody listens on: marked down.
@@ -218,7 +221,21 @@ class Cluster:
                                 old[2] + total)
         return merged
 
+    def marked_down(self) -> dict[str, int]:
+        """Per node: how often any HAProxy marked it down (``chkdown``: failed health
+        checks; with ``on-marked-down shutdown-sessions`` each one cuts every session)."""
+        found: dict[str, int] = {}
+        for index in range(len(self.balancers)):
+            for name, row in self._rows(index).items():
+                found[name] = found.get(name, 0) + int(row.get("chkdown") or 0)
+        return found
+
     def _stats(self, index: int) -> dict[str, tuple[str, int, int]]:
+        return {name: (row["status"].split(" ")[0], int(row["scur"] or 0),
+                       int(row["stot"] or 0)) for name, row in self._rows(index).items()}
+
+    def _rows(self, index: int) -> dict[str, dict[str, str]]:
+        """The ``show stat`` rows of the nodes in HAProxy ``index``, by node name."""
         with socket.socket(socket.AF_UNIX) as sock:
             sock.settimeout(5)
             sock.connect(str(self.stats_socket(index)))
@@ -238,9 +255,7 @@ class Cluster:
             row = line.split(",")
             if len(row) == len(header) and row[column["pxname"]] == "nodes" \
                     and row[column["svname"]].startswith("node"):
-                found[row[column["svname"]]] = (row[column["status"]].split(" ")[0],
-                                                int(row[column["scur"]] or 0),
-                                                int(row[column["stot"]] or 0))
+                found[row[column["svname"]]] = dict(zip(header, row, strict=True))
         return found
 
     def wait_for(self, condition: object, timeout: float, what: str) -> None:

@@ -27,13 +27,21 @@ import click
 @click.option("--after-storm", default=120.0, show_default=True,
               type=click.FloatRange(1, 3600),
               help="Seconds of load after the kill (the fleet must be back within them).")
+@click.option("--balancer-rate", default=300, show_default=True, type=click.IntRange(1, 100_000),
+              help="New connections per second the balancers let through to the nodes "
+                   "(HAProxy rate-limit sessions; the rest queue): the nodes' handshake "
+                   "capacity.")
+@click.option("--commit-window", default=20.0, show_default=True,
+              type=click.FloatRange(0, 1000),
+              help="The nodes' --commit-window (ms): how long a report waits to share its "
+                   "commit with other connections' reports.")
 @click.option("--db", "db_url", default=None,
               help="Database URL (an empty one; one device count) [default: a new SQLite file].")
 @click.option("--out", default=Path("fleetload"), show_default=True, type=click.Path(
               dir_okay=False, path_type=Path), help="Writes OUT.json and OUT.png.")
 def fleetload(counts: str, interval: float, duration: float, nodes: int, workers: int,
-              storm: str, restart_after: float, after_storm: float, db_url: str | None,
-              out: Path) -> None:
+              storm: str, restart_after: float, after_storm: float, balancer_rate: int,
+              commit_window: float, db_url: str | None, out: Path) -> None:
     """Simulated devices holding mutual-TLS connections through HAProxy to several fleet
     nodes, reporting on a constant schedule, then kill -9 of a node (or all) under load.
 
@@ -52,7 +60,8 @@ def fleetload(counts: str, interval: float, duration: float, nodes: int, workers
         raise click.UsageError("--devices: counts from 1 to 10000")
     config = LoadConfig(devices=wanted[-1], interval=interval, duration=duration, nodes=nodes,
                         workers=workers, storm=storm, restart_after=restart_after,
-                        after_storm=after_storm)
+                        after_storm=after_storm, new_per_second=balancer_rate,
+                        commit_window_ms=commit_window)
     try:
         results, enrol = run_series(wanted, config, out,
                                     say=lambda text: click.echo(text, err=True), db_url=db_url)
@@ -60,7 +69,9 @@ def fleetload(counts: str, interval: float, duration: float, nodes: int, workers
         raise click.ClickException(str(error)) from None
     click.echo(f"enrolment: {enrol * 1e3:.1f} ms per device (keys, CSRs, certificates, TLS "
                f"context); {nodes} nodes x {workers} workers behind HAProxy; a report every "
-               f"{interval:g} s; storm: kill -9 {storm}; load {os.getloadavg()[0]:.1f} on "
+               f"{interval:g} s; storm: kill -9 {storm}; balancers let {balancer_rate} new "
+               f"connections/s through; nodes' commit window {commit_window:g} ms; load "
+               f"{os.getloadavg()[0]:.1f} on "
                f"{os.cpu_count()} cores")
     for r in results:
         click.echo(
@@ -86,7 +97,8 @@ def fleetload(counts: str, interval: float, duration: float, nodes: int, workers
                    f"acknowledged but lost {r.lost_acknowledged}, stored with the ack lost "
                    f"{r.stored_not_acknowledged}, unacknowledged at the end "
                    f"{r.unacknowledged_at_end}); refusals {r.refused or 'none'}; connections lost "
-                   f"{r.drops or 'none'}")
+                   f"{r.drops or 'none'}; nodes marked down by HAProxy "
+                   f"{r.marked_down or 'never'}")
     click.echo(f"figures: {out.with_suffix('.json')}, plot: {out.with_suffix('.png')}")
     if not all(r.exactly_once for r in results):
         raise click.ClickException("a run did not store every report exactly once")

@@ -62,11 +62,17 @@ import click
               type=click.FloatRange(0.1, 3600),
               help="Seconds between the quiet-device detector's ticks (each looks at up "
                    "to 500 devices).")
+@click.option("--commit-window", default=5.0, show_default=True,
+              type=click.FloatRange(0, 1000),
+              help="Milliseconds a report waits for reports of other connections to share "
+                   "its commit (group commit; adds at most this to an acknowledgement). A "
+                   "large fleet on a schedule: 20 (docs/scaling.md).")
 def serve(fleet_dir: Path, host: str, port: int, db_url: str | None, workers: int,
           admin_host: str, admin_port: int, report_interval: float | None, rate: float | None,
           burst: float | None, max_connections: int, max_handshakes: int,
           max_connections_per_ip: int, max_handshakes_per_ip: int,
-          update_refresh: float, alerts: tuple[str, ...], quiet_check: float) -> None:
+          update_refresh: float, alerts: tuple[str, ...], quiet_check: float,
+          commit_window: float) -> None:
     """Run the fleet server for FLEET_DIR (TLS 1.3, device client certificates).
 
     Devices connect to --host/--port, which requires their client certificate in the TLS
@@ -95,7 +101,8 @@ def serve(fleet_dir: Path, host: str, port: int, db_url: str | None, workers: in
     config = ServerConfig(report_interval=fallback, rate_per_second=rate, burst=burst,
                           max_connections=max_connections, max_handshakes=max_handshakes,
                           max_connections_per_ip=max_connections_per_ip,
-                          max_handshakes_per_ip=max_handshakes_per_ip)
+                          max_handshakes_per_ip=max_handshakes_per_ip,
+                          commit_window=commit_window / 1000)
     url = db_url or f"sqlite:///{(fleet_dir / 'reports.db').absolute()}"
 
     def announce(bound: int, admin_bound: int | None) -> None:
