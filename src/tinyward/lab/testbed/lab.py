@@ -201,7 +201,9 @@ class Lab:
 
     def _start_device(self, role: str, watch: bool = False, extra: tuple[str, ...] = ()) -> None:
         directory = self.folder / role
-        argv = [sys.executable, "-m", "tinyward", "device", "run", str(directory),
+        # -P: not the working directory (the lab's folder, the device's parent) on its
+        # sys.path: a device running an app refuses a secret beneath a path the app reads.
+        argv = [sys.executable, "-P", "-m", "tinyward", "device", "run", str(directory),
                 "--server", self.server_url, "--interval", str(self.interval),
                 "--status-file", str(directory / "run-status.json"), *self.device_options,
                 *extra]
