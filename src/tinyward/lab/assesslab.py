@@ -8,6 +8,12 @@ lab (ETSI TS 103 701 lets a test lab have several samples), whose folder the pro
 run the device's own code use (pin-mitm, hostile-app, traffic-analysis, attestation): a
 running device's folder is locked by its process.
 
+For tier 3 the device is described as its manufacturer would: its application
+(:data:`APP_MANIFEST`, which both devices run) for leakage; device-1 watches its own
+traffic with a network model the lab trains on it, and on-device-detection reads
+device-1's reports from the fleet's store; the lent unit, run air-gapped, signs its mode,
+and its local readout (enrolled afresh just before) is the air-gapped probe's.
+
 The assessment runs inside the LAN attacker's namespace (``ip netns exec <prefix>-atklan``,
 as ``target.py`` demands for a lab address) by ``python -m tinyward.lab.assesslab SPEC
 OUT``, a JSON spec in, the verdicts and tier out.
