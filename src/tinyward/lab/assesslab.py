@@ -157,14 +157,17 @@ class LabDevice:
     tools (iproute2, dnsmasq, nmap) are needed; use as a context manager."""
 
     def __init__(self, folder: Path, prefix: str = "twas",
-                 train_seconds: float = 20.0) -> None:
+                 train_seconds: float = 90.0) -> None:
         from tinyward.lab.testbed.lab import Lab
         from tinyward.lab.testbed.plan import make_plan
 
         self.folder = folder
         # detect: device-1 watches its own traffic (``--watch eth0 --net-model M``, a model
         # the lab trains on its benign traffic for ``train_seconds``) for on-device-detection;
-        # every device runs the lab's application (``--app``) for leakage.
+        # every device runs the lab's application (``--app``) for leakage. 90 s, not the
+        # lab's 20: a 20 s model (122 vectors, 30 calibration scores) raised net.anomaly
+        # every ~10 s through a whole assessment, and on-device-detection never saw the
+        # quiet stretch it needs; 90 s gives the ~120 calibration scores a rate needs.
         self.lab = Lab(make_plan(2, prefix), folder, interval=1.0, detect=True,
                        train_seconds=train_seconds, updates=True,
                        device_options=("--app", str(APP_MANIFEST)),
