@@ -99,10 +99,26 @@ def test_the_full_device_passes_every_requirement_a_weakening_breaks(full) -> No
     print("full device, C-TRAFFIC-1:", full["C-TRAFFIC-1"]["verdict"], traffic)
 
 
-@pytest.mark.xfail(strict=True, reason="C-TRAFFIC-1: the busy-device leak (docs/link.md, "
-                   "open) fails the application phase; C-LEAK-1, A-DETECT-1, C-AIRGAP-1: the "
-                   "lab device is not yet described to their probes (no app manifest, not "
-                   "watching, no air-gap or readout command)")
+def test_the_full_device_is_described_to_the_tier_3_probes(full) -> None:
+    """Leakage (the lab application's manifest), on-device detection (device-1 watching
+    its own traffic, its reports in the fleet's store) and the air-gapped mode (the lent
+    unit run air-gapped, its readout enrolled) are tested live, and pass."""
+    for requirement in ("C-LEAK-1", "A-DETECT-1", "C-AIRGAP-1", "I-ATTEST-1"):
+        assert full[requirement]["verdict"] == "pass", (requirement, full[requirement])
+        print(requirement, full[requirement]["text"])  # the figures (pytest -s)
+    assert "declared bound 657.9 bits/min" in full["C-LEAK-1"]["text"]
+    assert "net." in full["A-DETECT-1"]["text"], full["A-DETECT-1"]
+    assert "'air-gapped'" in full["C-AIRGAP-1"]["text"], full["C-AIRGAP-1"]
+    # Nothing but traffic-analysis (the xfail below) stands between it and Tier 3.
+    blocking = {i: v["verdict"] for i, v in full.items() if v["verdict"] != "pass"}
+    assert set(blocking) <= {"C-TRAFFIC-1"}, blocking
+
+
+# Not strict: the leak is intermittent on this shared machine (the application phase
+# failed at 0.799 in one run and passed at 0.531 in the next), so a run may reach Tier 3.
+# What is strict is the test above: nothing else blocks it.
+@pytest.mark.xfail(strict=False, reason="C-TRAFFIC-1 only: the busy-device leak (docs/link.md, "
+                   "open; h-busyleak) fails the application phase when the machine is busy")
 def test_the_full_device_reaches_tier_3(full) -> None:
     blocking = {i: v["verdict"] for i, v in full.items() if v["verdict"] != "pass"}
     assert tier_of(full) == 3, blocking

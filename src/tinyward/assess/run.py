@@ -51,7 +51,7 @@ class Assessment:
     probes_run: tuple[str, ...]
 
 
-def assess(target: Target, *, seconds_per_probe: float = 120.0, attempts: int = 200,
+def assess(target: Target, *, seconds_per_probe: float = 150.0, attempts: int = 200,
            progress: Callable[[str, list[Evidence]], None] | None = None,
            probes: list[Probe] | None = None, model: Model | None = None) -> Assessment:
     """Every probe against ``target``, each with its own budget; one verdict per

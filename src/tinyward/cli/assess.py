@@ -179,8 +179,11 @@ def _print_requirements(model: Model, chosen: tuple[Requirement, ...]) -> None:
               type=click.Path(file_okay=False, exists=True, path_type=Path),
               help="The fleet folder the device reports to (its reports.db is read, never "
                    "written), for the failure-reporting and outage-recovery probes.")
-@click.option("--seconds-per-probe", default=120.0, show_default=True,
-              type=click.FloatRange(1, 3600), help="Each probe's time budget.")
+@click.option("--seconds-per-probe", default=150.0, show_default=True,
+              type=click.FloatRange(1, 3600),
+              help="Each probe's time budget (an upper bound: most probes take seconds). "
+                   "traffic-analysis needs 125 to decide and runs its full two 60 s phases "
+                   "from 150.")
 @click.option("--attempts", default=200, show_default=True, type=click.IntRange(1, 10_000),
               help="Each probe's budget of connection attempts.")
 def run(target: str | None, out: Path, target_address: str | None, ports: str | None,

@@ -8,6 +8,12 @@ lab (ETSI TS 103 701 lets a test lab have several samples), whose folder the pro
 run the device's own code use (pin-mitm, hostile-app, traffic-analysis, attestation): a
 running device's folder is locked by its process.
 
+For tier 3 the device is described as its manufacturer would: its application
+(:data:`APP_MANIFEST`, which both devices run) for leakage; device-1 watches its own
+traffic with a network model the lab trains on it, and on-device-detection reads
+device-1's reports from the fleet's store; the lent unit, run air-gapped, signs its mode,
+and its local readout (enrolled afresh just before) is the air-gapped probe's.
+
 The assessment runs inside the LAN attacker's namespace (``ip netns exec <prefix>-atklan``,
 as ``target.py`` demands for a lab address) by ``python -m tinyward.lab.assesslab SPEC
 OUT``, a JSON spec in, the verdicts and tier out.
@@ -45,6 +51,9 @@ DESCRIPTION = ('format = "tinyward-target/1"\nname = "tinyward device (lab)"\n'
                'vendor = "tinyward"\nsecurity_contact = "security@tinyward.example"\n'
                'support_end = 2035-12-31\nproduct_class = "ml-sensor"\n')
 DEBUG_PORT = 8022
+#: The lab device's application (a people counter: count 0..999 and a state, 60 results
+#: a minute): device-1 runs it (``device run --app``), and it is the leakage probe's manifest.
+APP_MANIFEST = Path(__file__).resolve().parent / "_lab_app" / "sensor.toml"
 
 
 @dataclass(frozen=True)
@@ -88,6 +97,12 @@ def run_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
         uplink_address=spec["uplink_address"], uplink_port=spec["uplink_port"],
         attest_command=tuple(spec["attest_command"]),
         fleet_dir=Path(spec["fleet_dir"]) if spec.get("fleet_dir") else None,
+        app_manifest=Path(spec["app"]) if spec.get("app") else None,
+        fleet_store=spec.get("fleet_store"),
+        airgap_command=tuple(spec["airgap_command"]) if spec.get("airgap_command") else None,
+        airgap_cert=Path(spec["airgap_cert"]) if spec.get("airgap_cert") else None,
+        readout_command=tuple(spec["readout_command"]) if spec.get("readout_command")
+        else None,
         replay=ReplaySpec(Path(spec["replay"]).read_bytes(), spec["uplink_port"])
         if spec.get("replay") else None)
     traffic = dict(spec["traffic"])
@@ -95,6 +110,12 @@ def run_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
         traffic["phases"] = tuple(traffic["phases"])
     probes = [TrafficAnalysis(seconds=spec.get("traffic_seconds", 60.0), **traffic)
               if p.name == "traffic-analysis" else p for p in all_probes()]
+    if spec.get("watched_dir"):  # the running, watched unit's reports (module doc)
+        probes = [_Adjusted(p, device_dir=Path(spec["watched_dir"]))
+                  if p.name == "on-device-detection" else p for p in probes]
+    if spec.get("readout_enrol"):  # the air-gapped readout met as shipped (module doc)
+        probes = [_Adjusted(p, before=tuple(spec["readout_enrol"]))
+                  if p.name == "air-gapped" else p for p in probes]
     if spec.get("only"):
         probes = [p for p in probes if p.name in spec["only"]]
     result = assess(target, probes=probes,
@@ -107,17 +128,49 @@ def run_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
                          for i, e in result.verdicts.items()}}
 
 
+class _Adjusted:
+    """A probe run on the lab's target with one thing adjusted: another device folder
+    (on-device-detection reads the reports of the *running* unit, device-1, while the
+    others use the lent unit's folder), or a command run first (the lent unit's readout
+    enrolled afresh, as shipped: the probes before left it locked out)."""
+
+    def __init__(self, probe: Any, *, device_dir: Path | None = None,
+                 before: tuple[str, ...] = ()) -> None:
+        self.probe, self.device_dir, self.before = probe, device_dir, before
+        self.name, self.kind = probe.name, probe.kind
+
+    def run(self, target: Any, context: Any, budget: Any) -> Any:
+        import dataclasses
+
+        if self.before:
+            done = subprocess.run(list(self.before), capture_output=True, text=True,
+                                  timeout=120, check=False)
+            if done.returncode != 0:
+                raise RuntimeError(f"{self.before[:4]} failed: {done.stderr[-500:]}")
+        if self.device_dir is not None:
+            target = dataclasses.replace(target, device_dir=self.device_dir)
+        return self.probe.run(target, context, budget)
+
+
 class LabDevice:
     """The lab with a tinyward device to assess (see the module doc). Root and the lab's
     tools (iproute2, dnsmasq, nmap) are needed; use as a context manager."""
 
-    def __init__(self, folder: Path, prefix: str = "twas") -> None:
+    def __init__(self, folder: Path, prefix: str = "twas",
+                 train_seconds: float = 90.0) -> None:
         from tinyward.lab.testbed.lab import Lab
         from tinyward.lab.testbed.plan import make_plan
 
         self.folder = folder
-        self.lab = Lab(make_plan(2, prefix), folder, interval=1.0, detect=False,
-                       updates=True,
+        # detect: device-1 watches its own traffic (``--watch eth0 --net-model M``, a model
+        # the lab trains on its benign traffic for ``train_seconds``) for on-device-detection;
+        # every device runs the lab's application (``--app``) for leakage. 90 s, not the
+        # lab's 20: a 20 s model (122 vectors, 30 calibration scores) raised net.anomaly
+        # every ~10 s through a whole assessment, and on-device-detection never saw the
+        # quiet stretch it needs; 90 s gives the ~120 calibration scores a rate needs.
+        self.lab = Lab(make_plan(2, prefix), folder, interval=1.0, detect=True,
+                       train_seconds=train_seconds, updates=True,
+                       device_options=("--app", str(APP_MANIFEST)),
                        # The traffic probe runs a device at 0.1 s, ten times the schedule
                        # the fleet's per-device rate limit allows it (docs/assessment.md).
                        fleet_options=("--rate", "1000", "--burst", "1000"))
@@ -153,13 +206,15 @@ class LabDevice:
     def _readout(self, role: str, pin: str | None = None) -> None:
         """Enrol ``role``'s local readout with a PIN: its own random one, or ``pin`` (the
         default-PIN weakening), through the real ``device readout-enrol``."""
-        argv = [sys.executable, "-m", "tinyward", "device", "readout-enrol",
-                str(self.folder / role), "--pin"]
-        if pin is not None:
-            argv += ["--set-pin", pin]
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+        done = subprocess.run(self._readout_argv(role, pin), capture_output=True, text=True,
+                              timeout=120, check=False)
         if done.returncode != 0:
             raise RuntimeError(f"readout-enrol failed: {done.stderr[-500:]}")
+
+    def _readout_argv(self, role: str, pin: str | None = None) -> list[str]:
+        argv = [sys.executable, "-m", "tinyward", "device", "readout-enrol",
+                str(self.folder / role), "--pin"]
+        return [*argv, "--set-pin", pin] if pin is not None else argv
 
     def __exit__(self, *exc: object) -> None:
         self.lab.down()
@@ -183,6 +238,18 @@ class LabDevice:
             "attest_command": [py, "-m", "tinyward", "device", "attest", str(device),
                                "--nonce", "{nonce}", "-o", "{out}"],
             "fleet_dir": str(self.folder / "fleet"),  # failure-reporting, outage-recovery
+            "app": str(APP_MANIFEST),  # leakage: the application device-1 runs
+            # on-device-detection: the fleet's store, read for device-1's reports
+            "fleet_store": str(self.folder / "fleet" / "reports.db"),
+            "watched_dir": str(self.folder / "device-1"),
+            # air-gapped: the lent unit run air-gapped signs its mode; its readout
+            "airgap_command": [py, "-m", "tinyward", "device", "run", str(device),
+                               "--air-gapped", "--duration", "1", "--attest-nonce", "{nonce}",
+                               "--attest-out", "{out}"],
+            "airgap_cert": str(device / "certs" / "attestation.crt.pem"),
+            "readout_command": [py, "-m", "tinyward", "device", "readout", str(device)],
+            "readout_enrol": self._readout_argv("device-2",
+                                                weakening.readout_pin if weakening else None),
             "traffic": dict(weakening.traffic) if weakening is not None else {},
             "traffic_seconds": traffic_seconds,
             "only": list(only or (weakening.probes if weakening is not None else ())),

@@ -88,6 +88,8 @@ class Lab:
     #: More ``fleet serve`` options (the assessment lab raises the per-device report rate
     #: for its traffic probe, which runs a device at 0.1 s).
     fleet_options: tuple[str, ...] = ()
+    #: More ``device run`` options for every device (the assessment lab's ``--app``).
+    device_options: tuple[str, ...] = ()
     server_url: str = ""
     admin_url: str = ""
     device_ids: dict[str, str] = field(default_factory=dict)
@@ -199,9 +201,12 @@ class Lab:
 
     def _start_device(self, role: str, watch: bool = False, extra: tuple[str, ...] = ()) -> None:
         directory = self.folder / role
-        argv = [sys.executable, "-m", "tinyward", "device", "run", str(directory),
+        # -P: not the working directory (the lab's folder, the device's parent) on its
+        # sys.path: a device running an app refuses a secret beneath a path the app reads.
+        argv = [sys.executable, "-P", "-m", "tinyward", "device", "run", str(directory),
                 "--server", self.server_url, "--interval", str(self.interval),
-                "--status-file", str(directory / "run-status.json"), *extra]
+                "--status-file", str(directory / "run-status.json"), *self.device_options,
+                *extra]
         if watch:
             assert self.net_model is not None
             argv += ["--watch", "eth0", "--net-model", str(self.net_model)]
@@ -220,9 +225,10 @@ class Lab:
             proc.wait(timeout=5)
 
     def restart_device(self, role: str, extra: tuple[str, ...] = ()) -> None:
-        """Stop ``role``'s device and start it again with ``extra`` arguments."""
+        """Stop ``role``'s device and start it again with ``extra`` arguments (watching its
+        traffic again if the lab's devices watch)."""
         self.stop_device(role)
-        self._start_device(role, extra=extra)
+        self._start_device(role, watch=self.watching_since is not None, extra=extra)
 
     def capture_device(self, seconds: float, path: Path, role: str = "device-1") -> None:
         """``seconds`` of ``role``'s own traffic (its eth0) into ``path``."""
