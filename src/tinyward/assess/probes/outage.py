@@ -49,6 +49,7 @@ from typing import Any
 from tinyward.assess.evidence import Evidence
 from tinyward.assess.probes.base import Budget, Context, for_all
 from tinyward.assess.target import Target
+from tinyward.errors import StateError
 
 NAME = "outage-recovery"
 INTERVAL = 0.25  # seconds between reports (shortened from a device's minutes)
@@ -76,7 +77,7 @@ def quiet_device_logs() -> Iterator[None]:
 
 # -- the fleet's store, read only ---------------------------------------------------------
 
-class StoreUnreadable(Exception):
+class StoreUnreadable(StateError):
     """The fleet folder has no readable report store."""
 
 
