@@ -1,11 +1,15 @@
-"""tamperlimit: the bias/drift ceilings measure the injected signal, nothing else."""
+"""tamperlimit: the bias/drift ceilings measure the injected signal, nothing else; and the
+ceiling docs/detect.md states for SKAB's test streams."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tinyward.detect import tamperlimit
+from tests.conftest import needs_shared
+from tinyward.detect import evaluate, tamperlimit
 from tinyward.detect.tamper import TamperedStream, tamper_stream
 
 
@@ -72,3 +76,20 @@ def test_too_short_or_constant_streams_are_refused() -> None:
     flat[:, 1] = 3.0
     with pytest.raises(DetectMisuse):
         tamperlimit.LaggedZ().fit([flat])
+
+
+SKAB = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "skab"
+
+
+@needs_shared("data", "skab")
+def test_skab_test_streams_ceiling_is_below_the_goal_as_documented() -> None:
+    """docs/detect.md: an oracle told the tampered channel reaches bias 0.900, drift 0.854
+    on the eval's test streams with lagz's statistic; finding the channel costs ~0.15."""
+    train, test = evaluate.sensor_files(SKAB)
+    c = tamperlimit.ceilings([v for _, v in train], [v for _, v in test], seed=0)
+    assert c.counts == {"bias": 312, "drift": 312}
+    assert c.own["bias"] == pytest.approx(0.900, abs=0.001)
+    assert c.own["drift"] == pytest.approx(0.854, abs=0.001)
+    assert max(c.max_plain["bias"], c.max_tail["bias"]) < 0.76
+    share, ceiling = c.ramp_ceiling[1][1:]
+    assert share == pytest.approx(0.244, abs=0.001) and ceiling == pytest.approx(0.910, abs=0.001)
