@@ -5,7 +5,8 @@ tier the model gives, with the failing requirement named.
 One lab for the module (`tinyward.lab.assesslab.LabDevice`: the real fleet server, the real
 `device run` processes). The full device gets every probe; each weakening re-runs the
 probes whose input it changes (`Weakening.probes`: the network probes for the debug port,
-pin-mitm for the pin, traffic-analysis for shaping and the steering application) and keeps
+pin-mitm for the pin, traffic-analysis for shaping and the steering application; the
+network probes again for the fleet's listener with the client certificate optional) and keeps
 the full device's evidence for the rest, so each variant differs from the full device by
 exactly one protection. The tier of a variant is then computed by the model's own rule
 (`evidence.evaluate`) from those verdicts.
@@ -44,6 +45,7 @@ EXPECTED = {
     "default-pin": "I-CRED-1",     # tier 1: no universal default credentials
     "unshaped": "C-TRAFFIC-1",     # tier 3: traffic says nothing
     "steering-app": "C-TRAFFIC-1",  # tier 3: ... even steered by the application
+    "cert-optional": "A-PREAUTH-1",  # tier 2: certificate-less clients refused in the handshake
 }
 
 

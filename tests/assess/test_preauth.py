@@ -98,3 +98,68 @@ def test_tinyward_device_listener_serves_a_device_through_the_flood(fleet,
     bare = assess(make_target(address="127.0.0.1", ports=(fleet.server.port,)),
                   probes=[TlsConfig(), PreauthExhaustion()])
     assert bare.verdicts["A-PREAUTH-1"].verdict == "not-tested"
+
+
+# A device that listens on no port is reached through its uplink, which demands the
+# device's certificate: a client without one must be refused in the handshake there.
+
+def _uplink_evidence(port: int, client_cert: tuple[Path, Path] | None):
+    from tinyward.assess.probes.base import Budget
+
+    # What a scan of every port of a device with no listener leaves: no open port.
+    context = Context(load_model(), open_ports=())
+    target = make_target(address="127.0.0.1", uplink_port=port, client_cert=client_cert)
+    (evidence,) = PreauthExhaustion().run(target, context, Budget(seconds=120))
+    return evidence
+
+
+def test_anonymous_verdicts() -> None:
+    from tinyward.assess.probes.preauth import Anonymous, anonymous_verdict
+
+    answered = Anonymous(False, "finished the TLS handshake and was answered",
+                         "HTTP/1.1 404 Not Found")
+    assert "HTTP/1.1 404" in (anonymous_verdict("tcp://127.0.0.1:1", answered) or "")
+    assert anonymous_verdict("tcp://127.0.0.1:1", Anonymous(True, "refused")) is None
+    # No answer and no refusal is not evidence either way.
+    assert anonymous_verdict("tcp://127.0.0.1:1", Anonymous(None, "timeout")) is None
+
+
+@pytest.fixture(scope="module", name="optional_fleet")
+def _optional_fleet(fleet, tmp_path_factory: pytest.TempPathFactory):
+    """A second device listener of the same fleet with the lab's unsafe control on: the
+    certificate optional in the handshake (``fleet serve --unsafe-client-cert-optional``)."""
+    from tinyward.fleet.directory import FleetDirectory
+    from tinyward.fleet.runner import ServerThread, server_ssl_context
+    from tinyward.fleet.server import FleetServer, ServerConfig
+    from tinyward.fleet.store import open_store
+
+    store = open_store(f"sqlite:///{tmp_path_factory.mktemp('optional') / 'reports.db'}")
+    server = ServerThread(
+        FleetServer(FleetDirectory(fleet.fleet), store,
+                    ServerConfig(unsafe_client_cert_optional=True)),
+        server_ssl_context(fleet.fleet, unsafe_client_cert_optional=True))
+    yield server
+    server.stop()
+    store.close()
+
+
+def test_attack_an_uplink_that_lets_certificate_less_clients_in_fails(
+        fleet, optional_fleet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(preauth, "FLOOD", 20)
+    cert, key = fleet.devices["a"].write_tls_files(tmp_path)
+    evidence = _uplink_evidence(optional_fleet.port, (cert, key))
+    assert evidence.verdict == "fail", evidence.text
+    assert "let a client with no certificate finish the TLS handshake" in evidence.text
+    assert "HTTP/1.1 404" in evidence.text  # its request was answered, unauthenticated
+
+
+def test_an_uplink_that_requires_the_certificate_in_the_handshake_passes(
+        fleet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(preauth, "FLOOD", 20)
+    cert, key = fleet.devices["a"].write_tls_files(tmp_path)
+    evidence = _uplink_evidence(fleet.server.port, (cert, key))
+    assert evidence.verdict == "pass", evidence.text
+    assert "without a certificate was refused in the handshake" in evidence.text
+    # Without the manufacturer's credential nothing says the uplink demands certificates,
+    # and the device's own client cannot be shown to be served: not tested.
+    assert _uplink_evidence(fleet.server.port, None).verdict == "not-tested"

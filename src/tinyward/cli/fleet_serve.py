@@ -67,12 +67,15 @@ import click
               help="Milliseconds a report waits for reports of other connections to share "
                    "its commit (group commit; adds at most this to an acknowledgement). A "
                    "large fleet on a schedule: 20 (docs/scaling.md).")
+@click.option("--unsafe-client-cert-optional", is_flag=True, hidden=True,
+              help="UNSAFE, the assessment lab's control only: let clients without a "
+                   "certificate finish the device listener's handshake.")
 def serve(fleet_dir: Path, host: str, port: int, db_url: str | None, workers: int,
           admin_host: str, admin_port: int, report_interval: float | None, rate: float | None,
           burst: float | None, max_connections: int, max_handshakes: int,
           max_connections_per_ip: int, max_handshakes_per_ip: int,
           update_refresh: float, alerts: tuple[str, ...], quiet_check: float,
-          commit_window: float) -> None:
+          commit_window: float, unsafe_client_cert_optional: bool = False) -> None:
     """Run the fleet server for FLEET_DIR (TLS 1.3, device client certificates).
 
     Devices connect to --host/--port, which requires their client certificate in the TLS
@@ -102,7 +105,11 @@ def serve(fleet_dir: Path, host: str, port: int, db_url: str | None, workers: in
                           max_connections=max_connections, max_handshakes=max_handshakes,
                           max_connections_per_ip=max_connections_per_ip,
                           max_handshakes_per_ip=max_handshakes_per_ip,
-                          commit_window=commit_window / 1000)
+                          commit_window=commit_window / 1000,
+                          unsafe_client_cert_optional=unsafe_client_cert_optional)
+    if unsafe_client_cert_optional:
+        click.echo("warning: UNSAFE lab control on (the device listener lets clients "
+                   "without a certificate finish the handshake): never on a fleet", err=True)
     url = db_url or f"sqlite:///{(fleet_dir / 'reports.db').absolute()}"
 
     def announce(bound: int, admin_bound: int | None) -> None:

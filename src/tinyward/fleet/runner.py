@@ -66,12 +66,18 @@ from tinyward.fleet.store import open_store
 _log = logging.getLogger("tinyward.fleet.runner")
 
 
-def server_ssl_context(fleet: Fleet, passphrase: bytes | None = None) -> ssl.SSLContext:
+def server_ssl_context(fleet: Fleet, passphrase: bytes | None = None, *,
+                       unsafe_client_cert_optional: bool = False) -> ssl.SSLContext:
     """The device listener's TLS 1.3 context: a client certificate from the device CA is
     required in the handshake.
 
     ``passphrase`` is the *server* passphrase (None for a server key kept in clear, 0600):
     the server never holds a CA or update key, nor their passphrases.
+
+    ``unsafe_client_cert_optional`` (the assessment lab's control only, ``fleet serve
+    --unsafe-client-cert-optional``, hidden): ``CERT_OPTIONAL``, so a client without a
+    certificate finishes the handshake and reaches HTTP (where device endpoints answer
+    401); a certificate it does send is still verified.
 
     Raises:
         WrongPassphrase: the passphrase does not open the server key.
@@ -83,7 +89,8 @@ def server_ssl_context(fleet: Fleet, passphrase: bytes | None = None) -> ssl.SSL
     for device_ca in fleet.device_cas:
         context.load_verify_locations(cadata=device_ca.public_bytes(Encoding.PEM).decode())
     context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
-    context.verify_mode = ssl.CERT_REQUIRED
+    context.verify_mode = ssl.CERT_OPTIONAL if unsafe_client_cert_optional else \
+        ssl.CERT_REQUIRED
     return context
 
 
@@ -599,7 +606,8 @@ def _worker(fleet_dir: Path, passphrase: bytes | None, db_url: str, config: Serv
     async def main() -> None:
         shrink_tls_read_buffer()
         fleet = Fleet.open(fleet_dir)
-        context = server_ssl_context(fleet, passphrase)
+        context = server_ssl_context(
+            fleet, passphrase, unsafe_client_cert_optional=config.unsafe_client_cert_optional)
         store = open_store(db_url, max_incident_kinds=config.max_incident_kinds_per_device)
         # Sinks are made here, after the fork: each worker has its own sender threads.
         sender = AlertSender([parse_sink(spec) for spec in alerts]) if alerts else None

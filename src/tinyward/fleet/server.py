@@ -128,6 +128,9 @@ class ServerConfig:
     - ``body_timeout``: the body must arrive within it once the head has (slow bodies).
     - ``commit_window``: seconds a report waits for reports of other requests to share
       its commit (group commit; 0: commit at once). Adds at most this to an ack.
+    - ``unsafe_client_cert_optional``: the assessment lab's control only (``fleet serve
+      --unsafe-client-cert-optional``, hidden): the device listener lets clients without
+      a certificate finish the handshake (:func:`~tinyward.fleet.runner.server_ssl_context`).
     """
 
     policy: IngestPolicy = field(default_factory=IngestPolicy)
@@ -147,6 +150,7 @@ class ServerConfig:
     idle_timeout: float = 15.0
     body_timeout: float = 10.0
     commit_window: float = 0.005
+    unsafe_client_cert_optional: bool = False
 
     @property
     def rate(self) -> float:

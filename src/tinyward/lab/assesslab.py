@@ -30,7 +30,11 @@ weakening of the real code path, never reachable from a default:
 - ``unshaped``: the device's runner with ``RunnerConfig.unsafe_unshaped`` (one report per
   event, sent at once) in the traffic probe's capture;
 - ``steering-app``: the application source with ``unsafe_inline_feed`` (frames fed
-  inside the report loop, so the application's latency reaches the report timing).
+  inside the report loop, so the application's latency reaches the report timing);
+- ``cert-optional``: the fleet server restarted with ``fleet serve
+  --unsafe-client-cert-optional`` (hidden): its device listener, the device's uplink,
+  lets a client without a certificate finish the TLS handshake and reach HTTP
+  (``ssl.CERT_OPTIONAL``; a certificate that is sent is still verified).
 """
 
 from __future__ import annotations
@@ -67,6 +71,7 @@ class Weakening:
     command_args: tuple[str, ...] = ()  # the pin probe's device command's extra arguments
     traffic: Mapping[str, Any] = field(default_factory=dict)  # TrafficAnalysis options
     readout_pin: str | None = None  # the lent unit's readout enrolled with this PIN
+    fleet_args: tuple[str, ...] = ()  # the fleet server's extra `fleet serve` arguments
 
 
 _NETWORK = ("port-scan", "tls-config", "credentials", "preauth-exhaustion")
@@ -78,6 +83,7 @@ WEAKENINGS: dict[str, Weakening] = {w.name: w for w in (
               traffic={"unsafe_unshaped": True, "phases": ("events",)}),
     Weakening("steering-app", ("traffic-analysis",),
               traffic={"unsafe_inline_feed": True, "phases": ("app",)}),
+    Weakening("cert-optional", _NETWORK, fleet_args=("--unsafe-client-cert-optional",)),
 )}
 
 
@@ -272,6 +278,8 @@ class LabDevice:
         if weakening is not None and weakening.device_args:
             self.lab.restart_device("device-1", weakening.device_args)
             time.sleep(3)  # its listener is up once the process has started
+        if weakening is not None and weakening.fleet_args:
+            self.lab.restart_fleet(weakening.fleet_args)  # returns once it listens
         # Every assessment meets the lent unit's readout as shipped: the last one's
         # lockout probe left it locked, and re-enrolling resets it (its own random PIN,
         # or the weakening's vendor PIN).
@@ -284,6 +292,8 @@ class LabDevice:
         finally:
             if weakening is not None and weakening.device_args:
                 self.lab.restart_device("device-1")
+            if weakening is not None and weakening.fleet_args:
+                self.lab.restart_fleet()
         if done.returncode != 0:
             raise RuntimeError(f"the assessment failed ({done.returncode}): "
                                + (self.files / f"{name}.log").read_text()[-2000:])

@@ -11,6 +11,16 @@ fresh client); while they are held, a fresh client
 must be served within :data:`BOUND` seconds. A connection the server refuses during the
 flood counts for it (a per-address cap is a defence). A port whose baseline fails is
 not-tested: the flood would prove nothing there.
+
+A device that listens on no port is reached through its uplink, a listener that demands
+the device's certificate (the manufacturer's test credential, ``--client-cert``, says so).
+There, before the flood, a client **without a certificate** must be refused in the TLS
+handshake (:func:`without_certificate`): a listener that lets it finish the handshake
+and answers its HTTP request (even with a 401) has its HTTP stack open to anyone before
+authentication, and every such connection takes a slot kept for devices (the fleet
+counts connections that finished the handshake against ``max_connections``). That
+fails A-PREAUTH-1 whatever the flood shows; its control is the certificate required in
+the handshake.
 """
 
 from __future__ import annotations
@@ -61,6 +71,62 @@ def verdict(address: str, runs: list[FloodRun], context: Context) -> list[Eviden
     if any(not r.baseline for r in runs):
         return for_all(context, NAME, "not-tested", "live", "; ".join(parts))
     return for_all(context, NAME, "pass", "live", "; ".join(parts))
+
+
+@dataclass(frozen=True)
+class Anonymous:
+    """What a client without a certificate met: ``refused`` True (in the handshake: an
+    alert, a reset, or the session closed before any answer), False (the handshake
+    finished and its request was answered: ``answer`` holds the first line), or None
+    (could not tell: no connection, or no answer and no refusal in time)."""
+
+    refused: bool | None
+    what: str
+    answer: str = ""
+
+
+def without_certificate(address: str, port: int, timeout: float) -> Anonymous:
+    """Connect to a TLS listener offering no client certificate and send one request.
+
+    TLS 1.3 finishes the client's side of the handshake before the server has checked for
+    a certificate, so the refusal shows on the first read: an alert or the end of the
+    stream with no byte of HTTP. Any answer at all means the server took the session."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # who the server is does not matter here
+    try:
+        raw = socket.create_connection((address, port), timeout=timeout)
+    except OSError as error:
+        return Anonymous(None, f"no connection ({type(error).__name__})")
+    with contextlib.closing(raw):
+        try:
+            with context.wrap_socket(raw) as tls:
+                tls.settimeout(timeout)
+                tls.sendall(b"GET / HTTP/1.1\r\nHost: " + address.encode()
+                            + b"\r\nConnection: close\r\n\r\n")
+                answer = tls.recv(256)
+        except TimeoutError:
+            return Anonymous(None, f"neither an answer nor a refusal within {timeout:.0f} s")
+        except ssl.SSLError as error:
+            return Anonymous(True, f"refused in the handshake ({error.reason or error})")
+        except OSError as error:  # reset, broken pipe: the server hung up during it
+            return Anonymous(True, f"refused in the handshake ({type(error).__name__})")
+    if not answer:
+        return Anonymous(True, "refused in the handshake (the session closed before any "
+                         "answer)")
+    first = answer.split(b"\r\n", 1)[0].decode("latin-1")[:80]
+    return Anonymous(False, "finished the TLS handshake and was answered", first)
+
+
+def anonymous_verdict(where: str, seen: Anonymous) -> str | None:
+    """Why a listener that demands a device certificate fails A-PREAUTH-1 for what a
+    client without one met, or None if it did not (pure)."""
+    if seen.refused is not False:
+        return None
+    return (f"{where} let a client with no certificate finish the TLS handshake and "
+            f"answered its request ({seen.answer!r}): its HTTP stack is open before "
+            "authentication, and each such connection holds a slot kept for devices "
+            "(the certificate must be required in the handshake)")
 
 
 def _served(address: str, port: int, tls: bool, client_cert: tuple[Path, Path] | None,
@@ -152,13 +218,7 @@ class PreauthExhaustion:
                            "no port scan ran and no ports were named")
         if not ports and target.uplink is not None and target.ports is None \
                 and context.open_ports is not None:
-            # A device that listens on no port can only be starved through its server:
-            # the uplink's listener, flooded before authentication, must still serve the
-            # device's own client (its certificate).
-            address, port = target.uplink
-            run = flood(address, port, True, target.client_cert, budget)
-            return [replace(e, text=f"no listening port on {target.address}; its uplink: "
-                            + e.text) for e in verdict(address, [run], context)]
+            return self._uplink(target, target.uplink, context, budget)
         runs = [flood(target.address, port, context.services.get(port) == "tls",
                       target.client_cert, budget) for port in ports[:MAX_PORTS]]
         evidence = verdict(target.address, runs, context)
@@ -167,5 +227,33 @@ class PreauthExhaustion:
                            f"only {MAX_PORTS} of {len(ports)} open ports flooded")
         return evidence
 
+    def _uplink(self, target: Target, uplink: tuple[str, int], context: Context,
+                budget: Budget) -> list[Evidence]:
+        """A device that listens on no port can only be starved through its server: the
+        uplink's listener, flooded before authentication, must still serve the device's
+        own client (its certificate); and, since the listener demands a certificate, it
+        must refuse a client without one in the handshake (module doc)."""
+        address, port = uplink
+        where = f"tcp://{address}:{port}"
+        prefix = f"no listening port on {target.address}; its uplink: "
+        if target.client_cert is None:  # nothing says the uplink demands certificates
+            run = flood(address, port, True, None, budget)
+            return [replace(e, text=prefix + e.text) for e in verdict(address, [run], context)]
+        anonymous = (without_certificate(address, port, min(5.0, budget.left()))
+                     if budget.spend() else Anonymous(None, "the budget was used up"))
+        why = anonymous_verdict(where, anonymous)
+        if why is not None:
+            return for_all(context, NAME, "fail", "live", prefix + why, where)
+        run = flood(address, port, True, target.client_cert, budget)
+        evidence = [replace(e, text=prefix + e.text) for e in verdict(address, [run], context)]
+        if anonymous.refused is None:
+            # The flood alone does not show that the certificate is required in the handshake.
+            return [replace(e, verdict="not-tested" if e.verdict == "pass" else e.verdict,
+                            text=f"{e.text}; a client without a certificate: {anonymous.what}")
+                    for e in evidence]
+        return [replace(e, text=f"{e.text}; a client without a certificate was "
+                        f"{anonymous.what}") for e in evidence]
 
-__all__ = ["FloodRun", "PreauthExhaustion", "flood", "verdict"]
+
+__all__ = ["Anonymous", "FloodRun", "PreauthExhaustion", "anonymous_verdict", "flood",
+           "verdict", "without_certificate"]

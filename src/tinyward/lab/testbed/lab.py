@@ -109,6 +109,10 @@ class Lab:
     #: credentials while the lab is up (the assessment lab's impostor certificate).
     _ca_secret: bytes = field(default=b"", repr=False)
     _root_ca: Path = field(default=Path("/nonexistent"), repr=False)
+    #: The server's passphrase (memory only) and process, to restart it with other
+    #: ``fleet serve`` options (:meth:`restart_fleet`).
+    _server_secret: bytes = field(default=b"", repr=False)
+    _fleet: subprocess.Popen[str] | None = field(default=None, repr=False)
     _devices: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _procs: list[subprocess.Popen[bytes] | subprocess.Popen[str]] = field(default_factory=list)
     _logs: list[IO[bytes]] = field(default_factory=list)
@@ -174,11 +178,8 @@ class Lab:
             self._admin_token = create_admin_token(fleet.directory)
             self._root_ca = fleet.root_ca_path
             announced: list[str] = []
-            _, self.server_url = start_fleet_server(
-                fleet.directory, server_secret, fleet_host.address, FLEET_PORT,
-                extra=("--admin-host", fleet_host.address, "--admin-port", str(ADMIN_PORT),
-                       *self.fleet_options),
-                announced=announced, wrap=lambda argv: net.ns_command(fleet_host.netns, argv))
+            self._server_secret = server_secret
+            self._start_fleet(announced)
             self.admin_url = f"https://{fleet_host.address}:{ADMIN_PORT}"
             self._services()
             self.detection = detection_flag(ask) if ask is not None else None
@@ -198,6 +199,28 @@ class Lab:
                 ask.wait(timeout=5)
             self.down()
             raise
+
+    def _start_fleet(self, announced: list[str] | None = None,
+                     extra: tuple[str, ...] = ()) -> None:
+        fleet_host = self.plan.host("fleet")
+        self._fleet, self.server_url = start_fleet_server(
+            self.folder / "fleet", self._server_secret, fleet_host.address, FLEET_PORT,
+            extra=("--admin-host", fleet_host.address, "--admin-port", str(ADMIN_PORT),
+                   *self.fleet_options, *extra),
+            announced=announced, wrap=lambda argv: net.ns_command(fleet_host.netns, argv))
+
+    def restart_fleet(self, extra: tuple[str, ...] = ()) -> None:
+        """Stop the fleet server (SIGTERM: it stops cleanly) and start it again, same
+        ports, with ``extra`` ``fleet serve`` options (the assessment lab's controls);
+        the devices reconnect by themselves."""
+        if self._fleet is not None:
+            self._fleet.terminate()
+            try:
+                self._fleet.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self._fleet.kill()
+                self._fleet.wait(timeout=5)
+        self._start_fleet(extra=extra)
 
     def _start_device(self, role: str, watch: bool = False, extra: tuple[str, ...] = ()) -> None:
         directory = self.folder / role
