@@ -113,7 +113,7 @@ def detect() -> None:
     show_default=True,
     help="False-positive rate the alarm threshold is calibrated for: fitted on the earlier "
     "75 % of the benign vectors, threshold from the tail (peaks over threshold) of the last "
-    "25 %. 0.1 % needs at least 2,000 calibration vectors, 1 % at least 600.",
+    "25 %. 0.1 % needs at least 10,000 calibration vectors, 1 % at least 1,000.",
 )
 @click.option(
     "--strict-threshold",
