@@ -635,7 +635,8 @@ def eval_command(
 # --------------------------------------------------------------------------- bench
 #: Bench columns of the detector's own calibrated thresholds (tinyward.detect.threshold):
 #: the realised FPR on the benign test with its 95 % Clopper-Pearson interval ("*": not
-#: within 2x of the request) and the TPR at that threshold, for 0.1 % and 1 %.
+#: within 2x of the request; "!": the calibration warned that it cannot support the rate)
+#: and the TPR at that threshold, for 0.1 % and 1 %.
 _OWN_COLUMNS = ("own 0.1%: FPR [95% CI]", "TPR", "own 1%: FPR [95% CI]", "TPR")
 
 
@@ -648,6 +649,10 @@ def _own_cells(result: dict[str, Any]) -> list[str]:
             cells += ["", ""]
             continue
         flag = "" if realised["within_2x"] else "*"
+        # "!": the calibration data cannot support this rate (the fit warned), so the
+        # realised rate is no promise; said in the cell, not only on stderr.
+        if (entry.get("calibration") or {}).get("warnings"):
+            flag += "!"
         cells.append(f"{100 * realised['rate']:.2f}%{flag} [{100 * realised['low']:.2f}-"
                      f"{100 * realised['high']:.2f}]")
         cells.append(_fmt(entry["tpr"]["overall"]))
@@ -853,7 +858,9 @@ def bench_detect(data_dir: Path, quick: bool, full_hst: bool, out_path: Path,
         "75 % of training, peaks-over-threshold on its last 25 % as it is and as new peers, "
         "the higher; fused rows: their alarm rule refitted at that FPR), realised on the "
         "benign test with a 95 % Clopper-Pearson interval; * = not within 2x of the request "
-        "(above 2x: a broken promise; below half: conservative)."
+        "(above 2x: a broken promise; below half: conservative); ! = the calibration data "
+        "do not support that rate (the fit warned: fewer calibration scores than the rate "
+        "needs, docs/detect.md)."
     )
     report["kitsune_100_features_kitnet_ops"] = KITNET_100_OPS
     report["kitsune_afterimage_ops"] = AFTERIMAGE_OPS
