@@ -323,7 +323,7 @@ def _mixture_quantile(scales: tuple[float, float], weights: tuple[float, float],
     lo, hi = 0.0, 100.0 * max(scales)
     for _ in range(200):
         mid = (lo + hi) / 2
-        if sum(w * math.exp(-mid / s) for w, s in zip(weights, scales)) > rate:
+        if sum(w * math.exp(-mid / s) for w, s in zip(weights, scales, strict=True)) > rate:
             lo = mid
         else:
             hi = mid

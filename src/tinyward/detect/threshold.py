@@ -89,8 +89,8 @@ class Policy:
     ``tail_fraction``: p0's floor (SPOT's 0.98 quantile as initial threshold).
     ``min_peaks``: fewest peaks the GPD is fitted on. ``min_events``: expected
     exceedances at the requested rate in the calibration stretch (10: fewer leave the
-    realised rate more than 2x off on fresh data too often; see the module doc). ``confidence``: of the
-    bootstrap interval (``bootstrap`` resamples, fixed ``seed``).
+    realised rate more than 2x off on fresh data too often; see the module doc).
+    ``confidence``: of the bootstrap interval (``bootstrap`` resamples, fixed ``seed``).
     """
 
     fraction: float = 0.25
