@@ -206,3 +206,29 @@ def test_fused_fit_warns_loudly_when_novelty_alone_exceeds_the_budget() -> None:
         fused = FusedNetDetector(base, novelty=True, per_class=False, key=KEY).fit(
             X, packets, target_fpr=0.01, fit_base=False)
     assert fused.novelty_rate > 0.01
+
+
+def test_the_budget_and_its_warning_are_saved_and_bad_ones_refused() -> None:
+    """The novelty rate, the statistical channel's rate and the warning go into the model
+    file under ``calibration`` (where ``detect train`` and the lab read every calibration
+    warning); a hostile record is refused."""
+    X, packets = _stream_with_new_peers(20_000, 0.03, seed=2)
+    base = make_detector("mahalanobis").fit(X, target_fpr=0.01)
+    with pytest.warns(ThresholdWarning):
+        warned = FusedNetDetector(base, novelty=True, per_class=False, key=KEY).fit(
+            X, packets, target_fpr=0.01, fit_base=False)
+    doc = json.loads(json.dumps(warned.to_doc()))
+    assert doc["calibration"]["warnings"] and doc["calibration"]["statistical_fpr"] == 0.01
+    back = FusedNetDetector.from_doc(base, doc)
+    assert back.warnings == warned.warnings and back.novelty_rate == warned.novelty_rate
+    X2, packets2 = _stream_with_new_peers(20_000, 0.003, seed=3)
+    quiet = FusedNetDetector(base, novelty=True, per_class=False, key=KEY).fit(
+        X2, packets2, target_fpr=0.01, fit_base=False)
+    assert not quiet.warnings and quiet.statistical_fpr == pytest.approx(
+        0.01 - quiet.novelty_rate)
+    for bad in ({"novelty_rate": 2.0, "warnings": []}, {"novelty_rate": 0.1},
+                {"novelty_rate": 0.1, "statistical_fpr": 0, "warnings": []}, []):
+        with pytest.raises(DetectMisuse):
+            FusedNetDetector.from_doc(base, {**doc, "calibration": bad})
+    del doc["calibration"]  # a model file from before the budget still loads
+    assert FusedNetDetector.from_doc(base, doc).novelty_rate == 0.0

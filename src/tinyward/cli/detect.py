@@ -229,6 +229,12 @@ def train(
             click.echo(f"warning: {dropped.tuples} rare tuples ({dropped.packets} training "
                        f"packets) did not fit the capacity of {fusion.novelty.capacity}; "
                        "they will alarm as novel", err=True)
+        if fusion.statistical_fpr is not None and not fusion.warnings:
+            click.echo(f"one FPR budget: novelty {100 * fusion.novelty_rate:.3g} % of the "
+                       "later training stretch, statistics calibrated for "
+                       f"{100 * fusion.statistical_fpr:.3g} %")
+        for note in fusion.warnings:
+            click.echo(f"warning: {note}", err=True)
 
 
 # --------------------------------------------------------------------------- score

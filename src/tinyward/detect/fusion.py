@@ -175,8 +175,13 @@ class FusedNetDetector:
         #: Allot the FPR budget between novelty and statistics (module doc); False only
         #: to show what the fused alarm realises without it (tests, comparisons).
         self.split_budget = split_budget
-        #: The novelty channel's rate on the later training stretch (set by ``fit``).
+        #: The novelty channel's rate on the later training stretch, the rate the
+        #: statistical channel was calibrated for, and what the fit warned (set by ``fit``;
+        #: saved under ``calibration`` in the model file, where the CLI and the lab read
+        #: every calibration warning).
         self.novelty_rate = 0.0
+        self.statistical_fpr: float | None = None
+        self.warnings: tuple[str, ...] = ()
         self.base = base
         self.use_novelty = novelty
         self.per_class = per_class
@@ -226,7 +231,7 @@ class FusedNetDetector:
     def _allot(self, packets: Sequence[Packet], target_fpr: float) -> float:
         """The statistical channel's rate: ``target_fpr`` less the novelty channel's rate
         on the later stretch (module doc); sets :attr:`novelty_rate`."""
-        self.novelty_rate = 0.0
+        self.novelty_rate, self.statistical_fpr, self.warnings = 0.0, target_fpr, ()
         cal = getattr(self.base, "calibration", None)
         n_fit = cal.n_fit if cal is not None and cal.method != "unsafe-legacy" else 0
         if not (self.use_novelty and self.split_budget and 0 < n_fit < len(packets)):
@@ -235,14 +240,16 @@ class FusedNetDetector:
             packets[:n_fit], packets[n_fit:], capacity=self.capacity, key=self.key,
             granularity=self.granularity)
         if self.novelty_rate >= target_fpr:
-            warnings.warn(
-                f"novelty alone alarms on {100 * self.novelty_rate:.3g} % of the later "
-                f"benign training stretch (a set fitted on the earlier part), at or above "
-                f"the {100 * target_fpr:.3g} % FPR requested: the fused alarm cannot keep "
-                "its rate (train on traffic that shows all the device's peers early, ask "
-                "for a higher rate, or use coarser novelty)", ThresholdWarning, stacklevel=3)
+            note = (f"novelty alone alarms on {100 * self.novelty_rate:.3g} % of the later "
+                    f"benign training stretch (a set fitted on the earlier part), at or "
+                    f"above the {100 * target_fpr:.3g} % FPR requested: the fused alarm "
+                    "cannot keep its rate (train on traffic that shows all the device's "
+                    "peers early, ask for a higher rate, or use coarser novelty)")
+            self.warnings = (note,)
+            warnings.warn(note, ThresholdWarning, stacklevel=3)
             return target_fpr
-        return target_fpr - self.novelty_rate
+        self.statistical_fpr = target_fpr - self.novelty_rate
+        return self.statistical_fpr
 
     def parts(self, X: np.ndarray, packets: Sequence[Packet]) -> tuple[np.ndarray, np.ndarray]:
         """(normalised score z, novel) per packet."""
@@ -287,7 +294,10 @@ class FusedNetDetector:
         if self.scale is None:
             raise DetectMisuse("fit the detector first")
         return {"per_class": self.per_class, "scale": self.scale.to_doc(),
-                "novelty": self.novelty.to_doc() if self.novelty is not None else None}
+                "novelty": self.novelty.to_doc() if self.novelty is not None else None,
+                "calibration": {"novelty_rate": self.novelty_rate,
+                                "statistical_fpr": self.statistical_fpr,
+                                "warnings": list(self.warnings)}}
 
     @classmethod
     def from_doc(cls, base: Any, doc: Any) -> FusedNetDetector:
@@ -299,4 +309,32 @@ class FusedNetDetector:
                     granularity=novelty.granularity if novelty is not None else "pair")
         fused.scale = ClassScale.from_doc(doc.get("scale"))
         fused.novelty = novelty
+        budget = doc.get("calibration")  # absent in model files before the FPR budget
+        if budget is not None:
+            fused.novelty_rate, fused.statistical_fpr, fused.warnings = _budget_from_doc(budget)
         return fused
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _budget_from_doc(budget: Any) -> tuple[float, float | None, tuple[str, ...]]:
+    """(novelty rate, statistical rate, warnings) of a saved fusion (hostile input).
+
+    Raises:
+        DetectMisuse: not the shape :meth:`FusedNetDetector.to_doc` writes.
+    """
+    if not isinstance(budget, dict):
+        raise DetectMisuse("bad fusion calibration: not an object")
+    rate: Any = budget.get("novelty_rate")
+    stat: Any = budget.get("statistical_fpr")
+    notes: Any = budget.get("warnings")
+    if not (_number(rate) and 0.0 <= rate <= 1.0):
+        raise DetectMisuse("bad fusion calibration: novelty_rate must be in [0, 1]")
+    if stat is not None and not (_number(stat) and 0.0 < stat < 1.0):
+        raise DetectMisuse("bad fusion calibration: statistical_fpr must be in (0, 1)")
+    if not (isinstance(notes, list) and len(notes) <= 4
+            and all(isinstance(n, str) and len(n) <= 2000 for n in notes)):
+        raise DetectMisuse("bad fusion calibration: warnings must be a short list of text")
+    return float(rate), None if stat is None else float(stat), tuple(notes)
