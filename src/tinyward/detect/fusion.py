@@ -230,8 +230,9 @@ class FusedNetDetector:
 
     def _allot(self, packets: Sequence[Packet], target_fpr: float) -> float:
         """The statistical channel's rate: ``target_fpr`` less the novelty channel's rate
-        on the later stretch (module doc); sets :attr:`novelty_rate`."""
-        self.novelty_rate, self.statistical_fpr, self.warnings = 0.0, target_fpr, ()
+        on the later stretch (module doc); sets :attr:`novelty_rate` and, when it was
+        measured, :attr:`statistical_fpr`."""
+        self.novelty_rate, self.statistical_fpr, self.warnings = 0.0, None, ()
         cal = getattr(self.base, "calibration", None)
         n_fit = cal.n_fit if cal is not None and cal.method != "unsafe-legacy" else 0
         if not (self.use_novelty and self.split_budget and 0 < n_fit < len(packets)):
@@ -245,7 +246,7 @@ class FusedNetDetector:
                     f"above the {100 * target_fpr:.3g} % FPR requested: the fused alarm "
                     "cannot keep its rate (train on traffic that shows all the device's "
                     "peers early, ask for a higher rate, or use coarser novelty)")
-            self.warnings = (note,)
+            self.warnings, self.statistical_fpr = (note,), target_fpr
             warnings.warn(note, ThresholdWarning, stacklevel=3)
             return target_fpr
         self.statistical_fpr = target_fpr - self.novelty_rate
