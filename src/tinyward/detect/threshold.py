@@ -23,7 +23,7 @@ Every detector (tinyward's and the baselines) gets its threshold here, the same 
    itself (so the GPD extrapolates only modestly). Why 10: on synthetic tails with a
    known quantile (exponential, GPD, lognormal, half-normal), a point-estimate threshold
    from a stretch expecting 2 exceedances realised more than 2x off the rate on fresh
-   data in 1-7 of 20 draws per case (lognormal at 0.1 %: 7 of 20, 0.35x-3.0x); at 10,
+   data in 0-7 of 20 draws per case (lognormal at 0.1 %: 7 of 20, 0.35x-3.0x); at 10,
    in at most 1 of 20 (worst 2.46x; tests/detect/test_threshold.py,
    ``test_supported_rate_is_kept_within_2x_on_fresh_data``). Below that, :func:`calibrate` raises
    :class:`~tinyward.detect.errors.CalibrationRefused` (``on_insufficient="refuse"``,
