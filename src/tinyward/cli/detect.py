@@ -479,7 +479,8 @@ def _labelled_eval(model_path: Path, capture: Path | None, labels_path: Path | N
                    "say which rate it was calibrated for)")
     out_dir.mkdir(parents=True, exist_ok=True)
     cal = getattr(model.detector, "calibration", None)
-    fusion_notes = model.fusion.warnings if getattr(model, "fusion", None) is not None else ()
+    fused = getattr(model, "fusion", None)
+    fusion_notes = fused.warnings if fused is not None else ()
     for note in (*(cal.warnings if cal is not None else ()), *fusion_notes):
         click.echo(f"  warning (recorded when the model was trained): {note}")
     labelled.write_rows_csv(scored, out_dir / rows_name)
