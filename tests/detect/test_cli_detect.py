@@ -164,3 +164,20 @@ def test_train_with_novelty_and_classes_scores_and_exports_them(
     model.write_text(json.dumps(doc))
     code, out = _run("detect", "score", str(model), str(mqtt / "malariados/malariados-test.pcap"))
     assert code != 0 and "'fusion'" in out, out
+
+
+def test_bench_cells_mark_a_rate_the_calibration_cannot_support() -> None:
+    """issue 13: a threshold whose calibration warned (too few scores for the rate) is
+    marked "!" in the bench table, next to "*" for outside 2x; a supported one is not."""
+    from tinyward.cli.detect import _own_cells
+
+    def entry(rate: float, warned: bool) -> dict:
+        return {"calibration": {"warnings": ["0.1 % FPR needs at least 10000"] if warned
+                                else []},
+                "realised": {"rate": rate, "low": rate / 2, "high": rate * 2,
+                             "within_2x": 0.0005 <= rate <= 0.002 or 0.005 <= rate <= 0.02},
+                "tpr": {"overall": 0.9}}
+
+    cells = _own_cells({"thresholds": {"0.001": entry(0.0001, True),
+                                       "0.01": entry(0.01, False)}})
+    assert cells[0].startswith("0.01%*!") and cells[2].startswith("1.00% [")

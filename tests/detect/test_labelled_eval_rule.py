@@ -109,3 +109,29 @@ def test_sensor_eval_uses_a_fresh_stream_and_the_smoothing_like_detect_score(
     assert at["tp"] == int((truth & alarm).sum()) and at["fp"] == int((~truth & alarm).sum())
     assert at["f1"] == pytest.approx(2 * at["tp"] / (2 * at["tp"] + at["fp"] + at["fn"]))
     assert report["realised"]["alarms"] == at["fp"]
+
+
+def test_train_and_eval_say_when_novelty_alone_exceeds_the_budget(tmp_path: Path) -> None:
+    """issue 13, one FPR budget: a training capture in which a new host appears every 20
+    frames (5 % of the later stretch is novel) cannot give a fused alarm at 1 %:
+    `detect train` warns, the model file records it, and `detect eval` repeats it."""
+    frames = [_tcp_frame(100 + i // 20, 1, 40100, int(_SIZES[i])) if i % 20 == 19
+              else _benign(i) for i in range(3000)]
+    train = _write(tmp_path / "train.pcap", frames, 1000.0, 1)
+    model = tmp_path / "m.json"
+    runner = CliRunner()
+    result = runner.invoke(cli, ["detect", "train", str(train), "--novelty", "pair",
+                                 "--per-class", "--target-fpr", "0.01", "--out", str(model)])
+    assert result.exit_code == 0, result.output
+    assert "warning: novelty alone alarms on 5" in result.output
+    saved = json.loads(model.read_text())["fusion"]["calibration"]
+    assert saved["novelty_rate"] == pytest.approx(0.05, abs=0.01) and saved["warnings"]
+    capture = _write(tmp_path / "eval.pcap", [_benign(3000 + i) for i in range(300)],
+                     1000.0 + 0.05 * 3000 + 1, 2)
+    labels = tmp_path / "labels.txt"
+    labels.write_text("0\n" * 300)
+    result = runner.invoke(cli, ["detect", "eval", "--model", str(model), "--capture",
+                                 str(capture), "--labels", str(labels), "--out",
+                                 str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert "warning (recorded when the model was trained): novelty alone alarms" in result.output

@@ -16,6 +16,7 @@ from tinyward.detect.fusion import CLASSES, FusedNetDetector, packet_class
 from tinyward.detect.models import make_detector
 from tinyward.detect.netfeatures import NetFeatureExtractor
 from tinyward.detect.novelty import Dropped, NoveltySet, keyed_hash, service_tuple
+from tinyward.detect.threshold import ThresholdWarning
 
 KEY = bytes(range(16))
 NEWCOMER = bytes([10, 0, 0, 7])
@@ -160,3 +161,74 @@ def test_service_granularity_knows_new_clients_of_known_services_but_not_new_ser
     assert by_pair.novel(other_port).all() and by_service.novel(other_port).all()
     with pytest.raises(DetectMisuse, match="granularity"):
         NoveltySet.fit(packets, key=KEY, granularity="host")
+
+
+def _stream_with_new_peers(n: int, new_share: float, seed: int) -> tuple[np.ndarray, list]:
+    """n iid Gaussian feature rows (the statistics see nothing of the peers) and one packet
+    per row: a known client's publish, or with probability ``new_share`` a packet from a
+    peer never seen before (a fresh address each time)."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 4))
+    fresh = rng.random(n) < new_share
+    packets = []
+    for i in range(n):
+        src = (bytes([172, 16 + seed, (i >> 8) & 255, i & 255]) if fresh[i]
+               else CLIENTS[i % len(CLIENTS)])
+        packets.append(packet(1_700_000_000.0 + i / 100, src, BROKER, TCP, 40000, 1883, 80))
+    return X, packets
+
+
+def test_fused_alarm_keeps_its_total_rate_by_allotting_the_budget() -> None:
+    """issue 13: the fused alarm "novel OR score > t" alarms on the union. Peers new to
+    the device keep appearing (0.6 % of packets) and the statistics are calibrated for
+    1 %: without a shared budget the fused alarm realises 1.54 % on later benign traffic;
+    with the novelty rate measured on the later training stretch and subtracted from the
+    statistical channel's, 1.12 % (measured; asserted: within 2x, and below 1.3 %)."""
+    X, packets = _stream_with_new_peers(40_000, 0.006, seed=0)
+    Y, later = _stream_with_new_peers(200_000, 0.006, seed=1)
+    rates = {}
+    for split in (False, True):
+        base = make_detector("mahalanobis").fit(X, target_fpr=0.01)
+        fused = FusedNetDetector(base, novelty=True, per_class=False, key=KEY,
+                                 split_budget=split).fit(X, packets, target_fpr=0.01,
+                                                         fit_base=False)
+        rates[split] = float(fused.alarms(Y, later).mean())
+        if split:
+            assert fused.novelty_rate == pytest.approx(0.006, abs=0.002)
+    assert rates[False] > 0.014, rates
+    assert 0.005 <= rates[True] <= 0.013, rates
+
+
+def test_fused_fit_warns_loudly_when_novelty_alone_exceeds_the_budget() -> None:
+    X, packets = _stream_with_new_peers(20_000, 0.03, seed=2)
+    base = make_detector("mahalanobis").fit(X, target_fpr=0.01)
+    with pytest.warns(ThresholdWarning, match=r"novelty alone alarms on 3(\.\d+)? %"):
+        fused = FusedNetDetector(base, novelty=True, per_class=False, key=KEY).fit(
+            X, packets, target_fpr=0.01, fit_base=False)
+    assert fused.novelty_rate > 0.01
+
+
+def test_the_budget_and_its_warning_are_saved_and_bad_ones_refused() -> None:
+    """The novelty rate, the statistical channel's rate and the warning go into the model
+    file under ``calibration`` (where ``detect train`` and the lab read every calibration
+    warning); a hostile record is refused."""
+    X, packets = _stream_with_new_peers(20_000, 0.03, seed=2)
+    base = make_detector("mahalanobis").fit(X, target_fpr=0.01)
+    with pytest.warns(ThresholdWarning):
+        warned = FusedNetDetector(base, novelty=True, per_class=False, key=KEY).fit(
+            X, packets, target_fpr=0.01, fit_base=False)
+    doc = json.loads(json.dumps(warned.to_doc()))
+    assert doc["calibration"]["warnings"] and doc["calibration"]["statistical_fpr"] == 0.01
+    back = FusedNetDetector.from_doc(base, doc)
+    assert back.warnings == warned.warnings and back.novelty_rate == warned.novelty_rate
+    X2, packets2 = _stream_with_new_peers(20_000, 0.003, seed=3)
+    quiet = FusedNetDetector(base, novelty=True, per_class=False, key=KEY).fit(
+        X2, packets2, target_fpr=0.01, fit_base=False)
+    assert not quiet.warnings and quiet.statistical_fpr == pytest.approx(
+        0.01 - quiet.novelty_rate)
+    for bad in ({"novelty_rate": 2.0, "warnings": []}, {"novelty_rate": 0.1},
+                {"novelty_rate": 0.1, "statistical_fpr": 0, "warnings": []}, []):
+        with pytest.raises(DetectMisuse):
+            FusedNetDetector.from_doc(base, {**doc, "calibration": bad})
+    del doc["calibration"]  # a model file from before the budget still loads
+    assert FusedNetDetector.from_doc(base, doc).novelty_rate == 0.0

@@ -27,6 +27,7 @@ from tinyward.detect.threshold import (
     Policy,
     ThresholdWarning,
     calibrate,
+    calibrate_mixture,
     clopper_pearson,
     fit_gpd,
     legacy_calibration,
@@ -69,7 +70,11 @@ def test_random_row_calibration_underestimates_tail_on_autocorrelated_data() -> 
         old_alarms += realised_fpr(model.score(future), old.threshold, 0.001).alarms
         fit_rows, cal_rows = split_calibration(train, 0.25)  # the protection
         model = _NearestNeighbour().fit(fit_rows)
-        new = calibrate(model.score(cal_rows), 0.001, policy=Policy(bootstrap=20))
+        # 5,000 calibration rows expect 5 exceedances at 0.1 %: below the support rule
+        # (10), so warned; the threshold is the same point estimate either way.
+        with pytest.warns(ThresholdWarning, match="needs at least 10000"):
+            new = calibrate(model.score(cal_rows), 0.001,
+                            policy=Policy(bootstrap=20, on_insufficient="warn"))
         assert new.method == "pot"
         new_alarms += realised_fpr(model.score(future), new.threshold, 0.001).alarms
         unseen += len(future)
@@ -83,9 +88,9 @@ def test_too_little_calibration_data_is_refused_with_numbers() -> None:
     with pytest.raises(CalibrationRefused) as caught:
         calibrate(scores, 0.001)
     message = str(caught.value)
-    assert "0.1 % FPR needs at least 2000 calibration scores, you have 940" in message
+    assert "0.1 % FPR needs at least 10000 calibration scores, you have 940" in message
     assert isinstance(caught.value, DetectError)
-    assert caught.value.needed == 2000 and caught.value.have == 940
+    assert caught.value.needed == 10000 and caught.value.have == 940
     # the rate it names as supported is one the same data is not refused for
     assert caught.value.supported_fpr == pytest.approx(supported_fpr(940))
     calibrate(scores, math.ceil(caught.value.supported_fpr * 1e4) / 1e4, policy=Policy(bootstrap=0))
@@ -93,7 +98,7 @@ def test_too_little_calibration_data_is_refused_with_numbers() -> None:
 
 def test_too_little_data_warns_loudly_and_the_model_file_records_it(tmp_path) -> None:
     X = np.random.default_rng(1).normal(size=(600, 4))
-    expected = "needs at least 2000 calibration scores, you have 150"
+    expected = "needs at least 10000 calibration scores, you have 150"
     with pytest.warns(ThresholdWarning, match=expected):
         det = make_detector("mahalanobis").fit(X, target_fpr=0.001)
     assert det.calibration is not None and det.calibration.warnings
@@ -248,3 +253,107 @@ def test_eval_reports_realised_fpr_with_interval_for_each_requested_rate() -> No
         assert realised["low"] <= realised["rate"] <= realised["high"]
         assert realised["within_2x"], realised  # i.i.d. benign data: the rate is kept
         assert entry["calibration"]["method"] == "pot" and entry["tpr"]["shift"] > 0.5
+
+
+# ------------------------------------------------------------------ issue 13: within 2x
+def _lognormal(rng: np.random.Generator, n: int) -> np.ndarray:
+    return rng.lognormal(size=n)
+
+
+_TAILS = {
+    "exponential": lambda rng, n: rng.exponential(size=n),
+    "gpd-0.3": lambda rng, n: genpareto.rvs(0.3, size=n, random_state=rng),
+    "lognormal": _lognormal,
+    "half-normal": lambda rng, n: np.abs(rng.normal(size=n)),
+}
+
+
+def _realised_ratios(draw, rate: float, n: int, seeds: int = 20) -> np.ndarray:
+    """realised / requested on 400,000 fresh draws, for ``seeds`` calibrations of ``n``."""
+    out = []
+    for seed in range(seeds):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            cal = calibrate(draw(np.random.default_rng(seed), n), rate,
+                            policy=Policy(bootstrap=0, on_insufficient="warn"))
+        fresh = draw(np.random.default_rng(10_000 + seed), 400_000)
+        out.append(float(np.mean(fresh > cal.threshold)) / rate)
+    return np.asarray(out)
+
+
+@pytest.mark.parametrize("rate", [0.001, 0.01])
+@pytest.mark.parametrize("tail", sorted(_TAILS))
+def test_supported_rate_is_kept_within_2x_on_fresh_data(tail: str, rate: float) -> None:
+    """The smallest calibration stretch the support rule accepts (``required_scores``:
+    10 expected exceedances) gives a point-estimate threshold whose realised rate on a
+    large fresh sample from the same distribution is within 2x both ways in at least 19
+    of 20 independent calibrations (measured: 0 or 1 outside per case, the worst 2.46x);
+    the rule's old minimum (2 expected exceedances) missed up to 7 of 20 (next test)."""
+    ratios = _realised_ratios(_TAILS[tail], rate, required_scores(rate))
+    assert np.sum((ratios < 0.5) | (ratios > 2.0)) <= 1, np.round(ratios, 2)
+    # the point estimate is not biased either way by more than a third (median)
+    assert 0.75 <= float(np.median(ratios)) <= 1.33, np.round(ratios, 2)
+
+
+def test_the_old_support_minimum_missed_2x_too_often() -> None:
+    """Why ``min_events`` is 10: a stretch expecting only 2 exceedances at 0.1 % (the
+    rule before, 2,000 scores) leaves a lognormal tail's threshold more than 2x off on
+    fresh data in several of 20 calibrations (7 measured)."""
+    ratios = _realised_ratios(_lognormal, 0.001, 2000)
+    assert np.sum((ratios < 0.5) | (ratios > 2.0)) >= 3, np.round(ratios, 2)
+
+
+def test_unsupported_rate_warns_then_refuses_with_the_supported_rate() -> None:
+    """The calibration data cannot support the rate: warned (the text says which rate it
+    can support) or refused; at the supported rate neither happens."""
+    scores = np.random.default_rng(4).exponential(size=5000)
+    with pytest.warns(ThresholdWarning, match="you have 5000; these support FPR >= 0.2 %"):
+        calibrate(scores, 0.001, policy=Policy(bootstrap=0, on_insufficient="warn"))
+    with pytest.raises(CalibrationRefused) as caught:
+        calibrate(scores, 0.001, policy=Policy(bootstrap=0))
+    assert caught.value.supported_fpr == pytest.approx(0.002)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        calibrate(scores, 0.002, policy=Policy(bootstrap=0))
+
+
+def _mixture_quantile(scales: tuple[float, float], weights: tuple[float, float],
+                      rate: float) -> float:
+    """The z with sum(w * exp(-z / scale)) = rate (two exponential parts), by bisection."""
+    lo, hi = 0.0, 100.0 * max(scales)
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        if sum(w * math.exp(-mid / s) for w, s in zip(weights, scales, strict=True)) > rate:
+            lo = mid
+        else:
+            hi = mid
+    return hi
+
+
+@pytest.mark.parametrize("rate", [0.001, 0.01])
+def test_mixture_threshold_hits_the_mixture_quantile(rate: float) -> None:
+    """calibrate_mixture (the alternative new-peer rule, measured and not adopted, see
+    docs/detect.md) solves sum(w_i P_i(score > z)) = rate: two exponential parts with
+    known scales give a known answer, and a fresh stream mixed in those weights
+    realises the rate within 2x."""
+    rng = np.random.default_rng(6)
+    scales, weights = (1.0, 3.0), (0.75, 0.25)
+    parts = [rng.exponential(s, 20_000) for s in scales]
+    cal = calibrate_mixture(parts, list(weights), rate, policy=Policy(bootstrap=20))
+    assert cal.threshold == pytest.approx(_mixture_quantile(scales, weights, rate), rel=0.1)
+    lo, hi = cal.interval or (0.0, 0.0)
+    assert lo <= cal.threshold <= hi
+    fresh = np.where(rng.random(1_000_000) < weights[1], rng.exponential(scales[1], 1_000_000),
+                     rng.exponential(scales[0], 1_000_000))
+    assert realised_fpr(fresh, cal.threshold, rate).within_2x
+    assert cal.mixture_weights == weights
+    assert Calibration.from_json(cal.to_json()) == cal
+
+
+def test_mixture_refuses_a_part_too_short_for_the_rate() -> None:
+    rng = np.random.default_rng(7)
+    with pytest.raises(CalibrationRefused, match="part 2"):
+        calibrate_mixture([rng.exponential(size=20_000), rng.exponential(size=500)],
+                          [0.5, 0.5], 0.001)
+    with pytest.raises(DetectMisuse):
+        calibrate_mixture([rng.exponential(size=100)], [0.5], 0.01)

@@ -42,7 +42,7 @@ int main(void)
 
 def _calibrated(alpha: float, seed: int = 0) -> tuple[StreamThreshold, np.ndarray]:
     rng = np.random.default_rng(seed)
-    calibration_scores = rng.gamma(2.0, 1.0, 6000)
+    calibration_scores = rng.gamma(2.0, 1.0, 10_000)  # 0.1 % needs 10,000
     cal = calibrate(calibration_scores, 0.001, policy=Policy(bootstrap=0))
     state = from_calibration(cal, calibration_scores, alpha=alpha)
     drift = np.linspace(0.0, 1.5, 8000)  # the benign level creeps up after deployment

@@ -62,10 +62,9 @@ def fitted(streams: ev.PacketStreams) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for kind in KINDS:
         with warnings.catch_warnings():
-            # 7,952 + 7,952 calibration vectors: no warning for ours. The baselines'
-            # bounded scores (HalfSpaceTrees) may not fit a GPD: the empirical quantile
-            # is used and said, which is allowed.
-            warnings.simplefilter("error" if kind in OURS else "ignore")
+            # 7,952 + 7,952 calibration vectors: below the 10,000 that 0.1 % needs (each
+            # part alone is calibrated), so the fit at 0.1 % warns; checked below.
+            warnings.simplefilter("ignore")
             detector = _make(kind)
             detector.fit(streams.train, new_peers=streams.new_peers)
         out[kind] = detector
@@ -83,7 +82,13 @@ def test_mqttset_benign_test_realised_fpr_within_2x(streams: ev.PacketStreams,
     cal = detector.threshold_at(rate)
     assert cal is not None
     if kind in OURS:
-        assert cal.method == "pot" and not cal.warnings
+        # 1 %: supported, no warning. 0.1 %: 7,952 rows per part expect 8 exceedances,
+        # under the support rule's 10: the threshold says so (and is still the GPD's).
+        assert cal.method == "pot"
+        if rate == 0.01:
+            assert not cal.warnings
+        else:
+            assert any("needs at least 10000" in w for w in cal.warnings)
     assert cal.n_new_peer_rows == len(streams.new_peers)
     realised = realised_fpr(detector.score(streams.benign), cal.threshold, rate)
     assert realised.rate <= 2 * rate, realised.text()

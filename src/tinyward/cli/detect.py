@@ -113,7 +113,7 @@ def detect() -> None:
     show_default=True,
     help="False-positive rate the alarm threshold is calibrated for: fitted on the earlier "
     "75 % of the benign vectors, threshold from the tail (peaks over threshold) of the last "
-    "25 %. 0.1 % needs at least 2,000 calibration vectors, 1 % at least 600.",
+    "25 %. 0.1 % needs at least 10,000 calibration vectors, 1 % at least 1,000.",
 )
 @click.option(
     "--strict-threshold",
@@ -229,6 +229,12 @@ def train(
             click.echo(f"warning: {dropped.tuples} rare tuples ({dropped.packets} training "
                        f"packets) did not fit the capacity of {fusion.novelty.capacity}; "
                        "they will alarm as novel", err=True)
+        if fusion.statistical_fpr is not None and not fusion.warnings:
+            click.echo(f"one FPR budget: novelty {100 * fusion.novelty_rate:.3g} % of the "
+                       "later training stretch, statistics calibrated for "
+                       f"{100 * fusion.statistical_fpr:.3g} %")
+        for note in fusion.warnings:
+            click.echo(f"warning: {note}", err=True)
 
 
 # --------------------------------------------------------------------------- score
@@ -473,7 +479,9 @@ def _labelled_eval(model_path: Path, capture: Path | None, labels_path: Path | N
                    "say which rate it was calibrated for)")
     out_dir.mkdir(parents=True, exist_ok=True)
     cal = getattr(model.detector, "calibration", None)
-    for note in cal.warnings if cal is not None else ():
+    fused = getattr(model, "fusion", None)
+    fusion_notes = fused.warnings if fused is not None else ()
+    for note in (*(cal.warnings if cal is not None else ()), *fusion_notes):
         click.echo(f"  warning (recorded when the model was trained): {note}")
     labelled.write_rows_csv(scored, out_dir / rows_name)
     ev.write_json(out_dir / "eval.json", result)
@@ -635,7 +643,8 @@ def eval_command(
 # --------------------------------------------------------------------------- bench
 #: Bench columns of the detector's own calibrated thresholds (tinyward.detect.threshold):
 #: the realised FPR on the benign test with its 95 % Clopper-Pearson interval ("*": not
-#: within 2x of the request) and the TPR at that threshold, for 0.1 % and 1 %.
+#: within 2x of the request; "!": the calibration warned that it cannot support the rate)
+#: and the TPR at that threshold, for 0.1 % and 1 %.
 _OWN_COLUMNS = ("own 0.1%: FPR [95% CI]", "TPR", "own 1%: FPR [95% CI]", "TPR")
 
 
@@ -648,6 +657,10 @@ def _own_cells(result: dict[str, Any]) -> list[str]:
             cells += ["", ""]
             continue
         flag = "" if realised["within_2x"] else "*"
+        # "!": the calibration data cannot support this rate (the fit warned), so the
+        # realised rate is no promise; said in the cell, not only on stderr.
+        if (entry.get("calibration") or {}).get("warnings"):
+            flag += "!"
         cells.append(f"{100 * realised['rate']:.2f}%{flag} [{100 * realised['low']:.2f}-"
                      f"{100 * realised['high']:.2f}]")
         cells.append(_fmt(entry["tpr"]["overall"]))
@@ -853,7 +866,9 @@ def bench_detect(data_dir: Path, quick: bool, full_hst: bool, out_path: Path,
         "75 % of training, peaks-over-threshold on its last 25 % as it is and as new peers, "
         "the higher; fused rows: their alarm rule refitted at that FPR), realised on the "
         "benign test with a 95 % Clopper-Pearson interval; * = not within 2x of the request "
-        "(above 2x: a broken promise; below half: conservative)."
+        "(above 2x: a broken promise; below half: conservative); ! = the calibration data "
+        "do not support that rate (the fit warned: fewer calibration scores than the rate "
+        "needs, docs/detect.md)."
     )
     report["kitsune_100_features_kitnet_ops"] = KITNET_100_OPS
     report["kitsune_afterimage_ops"] = AFTERIMAGE_OPS

@@ -16,6 +16,7 @@ from tinyward.detect.threshold import (
     Calibration,
     Policy,
     calibrate,
+    calibrate_mixture,
     legacy_calibration,
     split_calibration,
     unsafe_random_split,
@@ -87,6 +88,14 @@ class Standardizer:
 #: comparisons only).
 THRESHOLD_METHODS = ("pot", "unsafe-legacy")
 
+#: How known-peer and new-peer calibration rows make one threshold: "max" (each part
+#: calibrated apart, the higher kept; the rule) or "mixture" (one threshold for the
+#: stream that is ``1 - w`` known and ``w`` new, w = the stretch's share of the training
+#: stream). "mixture" was measured and not adopted (above 2x in 6 of 12 cells of the
+#: check inside training, docs/detect.md); the switch stays so the table can be re-run.
+NEW_PEER_RULES = ("max", "mixture")
+NEW_PEER_RULE = "max"
+
 
 def calibration_split(
     X: np.ndarray, holdout_fraction: float, seed: int, method: str
@@ -129,6 +138,13 @@ def calibrate_threshold(
     if n_new_peer_rows <= 0:
         return calibrate(scores, target_fpr, n_fit=n_fit, policy=policy, integer=integer,
                          what=what)
+    if NEW_PEER_RULE == "mixture":
+        n_hold = len(scores) - n_new_peer_rows
+        w = n_hold / max(n_fit + n_hold, 1)
+        cal = calibrate_mixture([scores[:-n_new_peer_rows], scores[-n_new_peer_rows:]],
+                                [1.0 - w, w], target_fpr, n_fit=n_fit, policy=policy,
+                                integer=integer, what=what)
+        return replace(cal, n_new_peer_rows=n_new_peer_rows)
     # Known peers (the stretch as it is) and new peers (the same stretch renamed) are
     # calibrated apart and the higher threshold is kept, so that each situation keeps
     # the rate (the rule, and its check inside training: docs/detect.md).

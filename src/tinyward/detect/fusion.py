@@ -12,6 +12,19 @@ and the class median ``m_c`` gives the normalised score
 ``z = (score - m_c) / (t_c - m_c)``: ``z > 1`` exactly when ``score > t_c``. A class
 never seen in training uses the detector's own (global) threshold and median.
 
+**One budget for the fused alarm (issue 13).** The alarm is ``novel OR z > 1``, so its
+rate on benign traffic is at most the novelty channel's rate plus the statistical
+channel's. The novelty channel's benign rate is measured on the training stream's later
+stretch (the detector's calibration stretch) with a set fitted on the earlier part only
+(:func:`later_novelty_rate`): the share of later packets with a tuple the earlier
+traffic never showed. The statistical channel (class and global thresholds) is then
+calibrated for ``target - that rate``, so the fused alarm keeps the requested total.
+When novelty alone reaches the target, no budget is left: the fit warns loudly
+(:class:`~tinyward.detect.threshold.ThresholdWarning`, naming both rates) and keeps the
+statistical channel at the full target. (The deployed set is fitted on all the
+training packets, so it knows more tuples than the measuring set: the allotment errs
+towards fewer alarms.)
+
 **Fusion rule.** ``alarm = novel OR z > 1``. The continuous fused score, for ROC
 curves and rates, is ``z`` for a known tuple and ``NOVEL_OFFSET + z`` for a novel one
 (``z`` clipped to +-``Z_CLIP``), so an alarm is exactly ``fused > 1`` and every novel
@@ -46,7 +59,7 @@ import numpy as np
 from tinyward.detect.errors import DetectMisuse
 from tinyward.detect.novelty import DEFAULT_CAPACITY, NoveltySet
 from tinyward.detect.pcap import Packet
-from tinyward.detect.threshold import Policy, calibrate
+from tinyward.detect.threshold import Policy, ThresholdWarning, calibrate
 
 CLASSES = ("unicast-tcp", "unicast-udp", "broadcast", "icmp", "other")
 NOVEL_OFFSET = 1e6
@@ -71,6 +84,17 @@ def packet_class(packet: Packet) -> int:
 
 def packet_classes(packets: Sequence[Packet]) -> np.ndarray:
     return np.fromiter((packet_class(p) for p in packets), dtype=np.int64, count=len(packets))
+
+
+def later_novelty_rate(earlier: Sequence[Packet], later: Sequence[Packet], *,
+                       capacity: int = DEFAULT_CAPACITY, key: bytes | None = None,
+                       granularity: str = "pair") -> float:
+    """Share of ``later`` packets whose tuple a novelty set fitted on ``earlier`` does not
+    know: the novelty channel's benign rate on traffic it was not fitted on."""
+    if not later:
+        return 0.0
+    probe = NoveltySet.fit(earlier, capacity=capacity, key=key, granularity=granularity)
+    return float(np.mean(probe.novel(later)))
 
 
 def _class_thresholds(scores: np.ndarray, target_fpr: float) -> float:
@@ -146,8 +170,18 @@ class FusedNetDetector:
 
     def __init__(self, base: Any, *, novelty: bool = True, per_class: bool = True,
                  capacity: int = DEFAULT_CAPACITY, key: bytes | None = None,
-                 granularity: str = "pair") -> None:
+                 granularity: str = "pair", split_budget: bool = True) -> None:
         self.granularity = granularity
+        #: Allot the FPR budget between novelty and statistics (module doc); False only
+        #: to show what the fused alarm realises without it (tests, comparisons).
+        self.split_budget = split_budget
+        #: The novelty channel's rate on the later training stretch, the rate the
+        #: statistical channel was calibrated for, and what the fit warned (set by ``fit``;
+        #: saved under ``calibration`` in the model file, where the CLI and the lab read
+        #: every calibration warning).
+        self.novelty_rate = 0.0
+        self.statistical_fpr: float | None = None
+        self.warnings: tuple[str, ...] = ()
         self.base = base
         self.use_novelty = novelty
         self.per_class = per_class
@@ -168,10 +202,11 @@ class FusedNetDetector:
         if fit_base:
             extra = {} if new_peers is None else {"new_peers": new_peers}
             self.base.fit(X, target_fpr=target_fpr, seed=seed, **extra)
+        stat_rate = self._allot(packets, target_fpr)
         scores = np.asarray(self.base.score(X), dtype=np.float64)
         classes = packet_classes(packets) if self.per_class else np.zeros(len(X), np.int64)
         global_threshold = float(self.base.threshold)
-        cal = self.base.threshold_at(target_fpr) if hasattr(self.base, "threshold_at") else None
+        cal = self.base.threshold_at(stat_rate) if hasattr(self.base, "threshold_at") else None
         if cal is not None:
             global_threshold = cal.threshold
         held = getattr(self.base, "calibration_scores", None)
@@ -182,16 +217,40 @@ class FusedNetDetector:
             # the later stretch, as it is and as new peers (the higher threshold).
             n_hold = len(held) - n_new
             cal_classes = np.r_[classes[len(X) - n_hold:], classes[len(X) - n_new:]]
-            self.scale = ClassScale.fit(held, cal_classes, target_fpr, global_threshold,
+            self.scale = ClassScale.fit(held, cal_classes, stat_rate, global_threshold,
                                         n_new_peer_rows=n_new)
         else:
-            self.scale = ClassScale.fit(scores, classes, target_fpr, global_threshold)
+            self.scale = ClassScale.fit(scores, classes, stat_rate, global_threshold)
         if not self.per_class:  # one class: the detector's own threshold, global median
             self.scale.threshold[:] = global_threshold
         if self.use_novelty:
             self.novelty = NoveltySet.fit(packets, capacity=self.capacity, key=self.key,
                                           granularity=self.granularity)
         return self
+
+    def _allot(self, packets: Sequence[Packet], target_fpr: float) -> float:
+        """The statistical channel's rate: ``target_fpr`` less the novelty channel's rate
+        on the later stretch (module doc); sets :attr:`novelty_rate` and, when it was
+        measured, :attr:`statistical_fpr`."""
+        self.novelty_rate, self.statistical_fpr, self.warnings = 0.0, None, ()
+        cal = getattr(self.base, "calibration", None)
+        n_fit = cal.n_fit if cal is not None and cal.method != "unsafe-legacy" else 0
+        if not (self.use_novelty and self.split_budget and 0 < n_fit < len(packets)):
+            return target_fpr
+        self.novelty_rate = later_novelty_rate(
+            packets[:n_fit], packets[n_fit:], capacity=self.capacity, key=self.key,
+            granularity=self.granularity)
+        if self.novelty_rate >= target_fpr:
+            note = (f"novelty alone alarms on {100 * self.novelty_rate:.3g} % of the later "
+                    f"benign training stretch (a set fitted on the earlier part), at or "
+                    f"above the {100 * target_fpr:.3g} % FPR requested: the fused alarm "
+                    "cannot keep its rate (train on traffic that shows all the device's "
+                    "peers early, ask for a higher rate, or use coarser novelty)")
+            self.warnings, self.statistical_fpr = (note,), target_fpr
+            warnings.warn(note, ThresholdWarning, stacklevel=3)
+            return target_fpr
+        self.statistical_fpr = target_fpr - self.novelty_rate
+        return self.statistical_fpr
 
     def parts(self, X: np.ndarray, packets: Sequence[Packet]) -> tuple[np.ndarray, np.ndarray]:
         """(normalised score z, novel) per packet."""
@@ -236,7 +295,10 @@ class FusedNetDetector:
         if self.scale is None:
             raise DetectMisuse("fit the detector first")
         return {"per_class": self.per_class, "scale": self.scale.to_doc(),
-                "novelty": self.novelty.to_doc() if self.novelty is not None else None}
+                "novelty": self.novelty.to_doc() if self.novelty is not None else None,
+                "calibration": {"novelty_rate": self.novelty_rate,
+                                "statistical_fpr": self.statistical_fpr,
+                                "warnings": list(self.warnings)}}
 
     @classmethod
     def from_doc(cls, base: Any, doc: Any) -> FusedNetDetector:
@@ -248,4 +310,32 @@ class FusedNetDetector:
                     granularity=novelty.granularity if novelty is not None else "pair")
         fused.scale = ClassScale.from_doc(doc.get("scale"))
         fused.novelty = novelty
+        budget = doc.get("calibration")  # absent in model files before the FPR budget
+        if budget is not None:
+            fused.novelty_rate, fused.statistical_fpr, fused.warnings = _budget_from_doc(budget)
         return fused
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _budget_from_doc(budget: Any) -> tuple[float, float | None, tuple[str, ...]]:
+    """(novelty rate, statistical rate, warnings) of a saved fusion (hostile input).
+
+    Raises:
+        DetectMisuse: not the shape :meth:`FusedNetDetector.to_doc` writes.
+    """
+    if not isinstance(budget, dict):
+        raise DetectMisuse("bad fusion calibration: not an object")
+    rate: Any = budget.get("novelty_rate")
+    stat: Any = budget.get("statistical_fpr")
+    notes: Any = budget.get("warnings")
+    if not (_number(rate) and 0.0 <= rate <= 1.0):
+        raise DetectMisuse("bad fusion calibration: novelty_rate must be in [0, 1]")
+    if stat is not None and not (_number(stat) and 0.0 < stat < 1.0):
+        raise DetectMisuse("bad fusion calibration: statistical_fpr must be in (0, 1)")
+    if not (isinstance(notes, list) and len(notes) <= 4
+            and all(isinstance(n, str) and len(n) <= 2000 for n in notes)):
+        raise DetectMisuse("bad fusion calibration: warnings must be a short list of text")
+    return float(rate), None if stat is None else float(stat), tuple(notes)

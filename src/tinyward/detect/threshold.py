@@ -19,8 +19,13 @@ Every detector (tinyward's and the baselines) gets its threshold here, the same 
    the threshold (default 90 %).
 4. **Too little data is said, with the numbers.** A rate q needs at least
    ``max(min_peaks / p0, min_events / q)`` calibration scores: enough peaks to fit the
-   tail, and a stretch long enough to expect ``min_events`` exceedances at the rate
-   itself (so the GPD extrapolates only modestly). Below that, :func:`calibrate` raises
+   tail, and a stretch long enough to expect ``min_events`` (10) exceedances at the rate
+   itself (so the GPD extrapolates only modestly). Why 10: on synthetic tails with a
+   known quantile (exponential, GPD, lognormal, half-normal), a point-estimate threshold
+   from a stretch expecting 2 exceedances realised more than 2x off the rate on fresh
+   data in 0-7 of 20 draws per case (lognormal at 0.1 %: 7 of 20, 0.35x-3.0x); at 10,
+   in at most 1 of 20 (worst 2.46x; tests/detect/test_threshold.py,
+   ``test_supported_rate_is_kept_within_2x_on_fresh_data``). Below that, :func:`calibrate` raises
    :class:`~tinyward.detect.errors.CalibrationRefused` (``on_insufficient="refuse"``,
    the default of this module) or returns the best threshold it can with a loud warning
    (``"warn"``: the text is in :attr:`Calibration.warnings`, is emitted as a
@@ -54,6 +59,7 @@ __all__ = [
     "RealisedRate",
     "ThresholdWarning",
     "calibrate",
+    "calibrate_mixture",
     "clopper_pearson",
     "empirical_threshold",
     "fit_gpd",
@@ -82,14 +88,15 @@ class Policy:
     ``fraction``: the later share of the benign rows kept for calibration.
     ``tail_fraction``: p0's floor (SPOT's 0.98 quantile as initial threshold).
     ``min_peaks``: fewest peaks the GPD is fitted on. ``min_events``: expected
-    exceedances at the requested rate in the calibration stretch. ``confidence``: of the
-    bootstrap interval (``bootstrap`` resamples, fixed ``seed``).
+    exceedances at the requested rate in the calibration stretch (10: fewer leave the
+    realised rate more than 2x off on fresh data too often; see the module doc).
+    ``confidence``: of the bootstrap interval (``bootstrap`` resamples, fixed ``seed``).
     """
 
     fraction: float = 0.25
     tail_fraction: float = 0.02
     min_peaks: int = 30
-    min_events: float = 2.0
+    min_events: float = 10.0
     confidence: float = 0.9
     bootstrap: int = 200
     seed: int = 0
@@ -314,10 +321,14 @@ class Calibration:
     #: Of ``n_calibration``, the rows of the stretch re-scored as new peers
     #: (:mod:`tinyward.detect.newpeers`; 0 = the later stretch alone).
     n_new_peer_rows: int = 0
+    #: The weights of the parts the threshold was solved for (:func:`calibrate_mixture`:
+    #: known peers, new peers); empty for one part.
+    mixture_weights: tuple[float, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         out = {k: v for k, v in vars(self).items() if v is not None}
         out["warnings"] = list(self.warnings)
+        out["mixture_weights"] = list(self.mixture_weights)
         if self.interval is not None:
             out["interval"] = list(self.interval)
         return out
@@ -361,6 +372,11 @@ class Calibration:
                 raise DetectMisuse("'calibration.interval' is not two finite numbers")
             interval = (float(interval[0]), float(interval[1]))
         threshold = num("threshold") or 0.0
+        weights = data.get("mixture_weights", [])
+        if not (isinstance(weights, list) and len(weights) <= 8 and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool)
+                and math.isfinite(v) and 0 < v <= 1 for v in weights)):
+            raise DetectMisuse("'calibration.mixture_weights' is not a short list of weights")
         drift = num("drift_alpha", True) or 0.0
         if not 0.0 <= drift < 1.0:
             raise DetectMisuse("'calibration.drift_alpha' must be in [0, 1)")
@@ -371,7 +387,8 @@ class Calibration:
                    scale=num("scale", True), interval=interval,
                    confidence=num("confidence", True), warnings=tuple(raw_warnings),
                    normal_level=num("normal_level", True), drift_alpha=drift,
-                   n_new_peer_rows=count("n_new_peer_rows"))
+                   n_new_peer_rows=count("n_new_peer_rows"),
+                   mixture_weights=tuple(float(v) for v in weights))
 
 
 def calibrate(
@@ -450,6 +467,133 @@ def calibrate(
         shape=None if gpd is None else gpd.shape, scale=None if gpd is None else gpd.scale,
         interval=interval, confidence=policy.confidence if interval else None,
         warnings=tuple(notes), normal_level=float(normal.mean()) if len(normal) else None,
+    )
+
+
+# ----------------------------------------------------------------------------- mixture
+def _tail(scores: np.ndarray, target_fpr: float, p0: float, refine: bool,
+          min_peaks: int) -> tuple[np.ndarray, float, int, GPD | None]:
+    """(sorted scores, initial threshold, peaks, GPD or None) of one part of a mixture:
+    the same peaks-over-threshold fit as :func:`calibrate` (no GPD with too few peaks)."""
+    s = np.sort(scores)
+    t = float(np.quantile(s, 1.0 - p0, method="lower"))
+    peaks = s[s > t] - t
+    gpd = None
+    if len(peaks) >= max(3, min_peaks) and not np.all(peaks == peaks[0]):
+        gpd = fit_gpd(peaks, refine=refine)
+        if _contradicts(s, t + gpd.isf(target_fpr * len(s) / len(peaks)), target_fpr):
+            gpd = None  # as calibrate: a misfit tail falls back to the data
+    return s, t, len(peaks), gpd
+
+
+def _survival(part: tuple[np.ndarray, float, int, GPD | None], z: float) -> float:
+    """P(score > z) of one part: the GPD tail above its initial threshold, else the data."""
+    s, t, n_t, gpd = part
+    if gpd is not None and z > t:
+        return float(n_t / len(s) * gpd.sf(z - t))
+    return float(len(s) - np.searchsorted(s, z, side="right")) / len(s)
+
+
+def _solve_mixture(parts: list[tuple[np.ndarray, float, int, GPD | None]],
+                   weights: list[float], target_fpr: float) -> float:
+    """The smallest z (to 1e-9 of the span) with sum(w * P_part(score > z)) <= target."""
+    lo = min(float(p[0][0]) for p in parts)
+    hi = max(float(p[0][-1]) for p in parts)
+    # A GPD tail may reach past the largest score: widen until the rate is met.
+    span = max(hi - lo, 1e-12)
+    for _ in range(200):
+        if sum(w * _survival(p, hi) for p, w in zip(parts, weights, strict=True)) <= target_fpr:
+            break
+        hi += span
+        span *= 2
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        if sum(w * _survival(p, mid) for p, w in zip(parts, weights, strict=True)) <= target_fpr:
+            hi = mid
+        else:
+            lo = mid
+        if hi - lo <= 1e-9 * max(abs(hi), 1.0):
+            break
+    return hi
+
+
+def calibrate_mixture(
+    parts: list[np.ndarray],
+    weights: list[float],
+    target_fpr: float,
+    *,
+    n_fit: int = 0,
+    policy: Policy = Policy(),
+    integer: bool = False,
+    what: str = "",
+) -> Calibration:
+    """The threshold at which a stream that is ``weights[i]`` part ``i`` (each part's
+    benign calibration scores, in stream order) alarms at ``target_fpr`` in all:
+    ``sum_i w_i * P_i(score > z) = target_fpr``, each ``P_i`` estimated as
+    :func:`calibrate` does (peaks over threshold above its ``1 - p0`` quantile, the
+    data below). Used for known and new peers (:mod:`tinyward.detect.newpeers`).
+
+    Each part must support the rate (:func:`required_scores`), as for :func:`calibrate`;
+    a part that does not is refused or warned about (``policy.on_insufficient``). The
+    threshold is the point estimate; ``interval`` is a moving-block bootstrap of every
+    part (``policy.confidence``).
+
+    Raises:
+        CalibrationRefused: a part too short for the rate and ``on_insufficient="refuse"``.
+        DetectMisuse: bad rate, weights that are not positive and summing to 1, or
+            empty or non-finite scores.
+    """
+    _check_rate(target_fpr)
+    if len(parts) != len(weights) or not parts or any(w <= 0 for w in weights) or (
+            abs(sum(weights) - 1.0) > 1e-9):
+        raise DetectMisuse("mixture weights must be positive, one per part, summing to 1")
+    arrays = [np.asarray(p, dtype=np.float64).ravel() for p in parts]
+    if any(len(a) == 0 or not np.all(np.isfinite(a)) for a in arrays):
+        raise DetectMisuse("calibration scores must be non-empty arrays of finite numbers")
+    # Each part alone must support the rate: the shortage is said (or refused) per part.
+    notes: list[str] = []
+    for i, a in enumerate(arrays):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            alone = calibrate(a, target_fpr, n_fit=n_fit, policy=replace(policy, bootstrap=0),
+                              what=f"{what} part {i + 1}" if what else f"part {i + 1}")
+        del caught
+        notes.extend(w for w in alone.warnings if w not in notes)
+    p0 = policy.p0(target_fpr)
+    fitted = [_tail(a, target_fpr, p0, True, policy.min_peaks) for a in arrays]
+    z = _solve_mixture(fitted, list(weights), target_fpr)
+    interval = None
+    if policy.bootstrap and all(len(a) >= 20 for a in arrays):
+        rng = np.random.default_rng(policy.seed)
+        values = []
+        for _ in range(policy.bootstrap):
+            sample = []
+            for a in arrays:
+                block = max(1, round(math.sqrt(len(a))))
+                starts = rng.integers(0, len(a) - block + 1, math.ceil(len(a) / block))
+                sample.append(a[(starts[:, None] + np.arange(block)).ravel()[: len(a)]])
+            tails = [_tail(b, target_fpr, p0, False, policy.min_peaks) for b in sample]
+            values.append(_solve_mixture(tails, list(weights), target_fpr))
+        alpha = (1.0 - policy.confidence) / 2
+        lo, hi = np.quantile(values, [alpha, 1 - alpha])
+        interval = (float(lo), float(hi))
+    if integer:
+        z = math.floor(z)
+        interval = None if interval is None else (math.floor(interval[0]),
+                                                  math.floor(interval[1]))
+    for note in notes:
+        warnings.warn(note, ThresholdWarning, stacklevel=2)
+    everything = np.concatenate(arrays)
+    normal = everything[everything <= z]
+    pot = all(f[3] is not None for f in fitted)
+    return Calibration(
+        threshold=float(z), target_fpr=target_fpr, method="pot" if pot else "empirical",
+        n_fit=n_fit, n_calibration=len(everything),
+        needed=max(required_scores(target_fpr, policy), 1),
+        initial_threshold=fitted[0][1], n_peaks=sum(f[2] for f in fitted),
+        interval=interval, confidence=policy.confidence if interval else None,
+        warnings=tuple(notes), normal_level=float(normal.mean()) if len(normal) else None,
+        mixture_weights=tuple(float(w) for w in weights),
     )
 
 

@@ -66,8 +66,8 @@ PROFILES = {
     # one incident token refill (10 s) plus three report intervals, so the previous
     # attack's last incidents have reached the fleet before the next attack starts.
     # train: 300 s (`lab run --train-seconds S`), a time budget, not the calibration rule:
-    # at 0.1 % FPR the threshold code wants 2,000 calibration scores, which this traffic
-    # gives in about 20 minutes (lab run prints the model's warning and that estimate).
+    # at 0.1 % FPR the threshold code wants 10,000 calibration scores, which this traffic
+    # gives in about 100 minutes (lab run prints the model's warning and that estimate).
     "default": Profile("default", train=300, benign=300, gap=20, attack=20, packets=4000, pps=500,
                        connections=200, words=300, ports="1-1024,8443,8444"),
 }
